@@ -1,0 +1,27 @@
+import type { CommandSpec } from "../cli.ts";
+
+/** `execute <git-dir> <commit>`: run by the post-receive hook. */
+export const executeCommand: CommandSpec = {
+  name: "execute",
+  summary: "Deploy a commit of a bare repository (run by the post-receive hook)",
+  args: [
+    { name: "git-dir", description: "The bare repository, e.g. /var/repos/my-api.git" },
+    { name: "commit", description: "The commit to deploy" },
+  ],
+  options: [
+    { name: "ref", value: "ref", description: "Move this branch to the commit after a healthy deploy" },
+    { name: "old", value: "sha", description: "With --ref: the branch's expected value before (compare-and-swap)" },
+    { name: "dry-run", description: "Validate and print the plan without changing anything" },
+  ],
+  async run({ args, opts }) {
+    const { execute } = await import("../deploy/execute.ts");
+    const result = await execute({
+      gitDir: args[0],
+      commit: args[1],
+      ref: opts.ref as string | undefined,
+      old: opts.old as string | undefined,
+      dryRun: opts["dry-run"] === true,
+    });
+    return result.ok ? 0 : 1;
+  },
+};

@@ -1,0 +1,20 @@
+/**
+ * Every subcommand, registered in one list. Command files are light: they load their
+ * implementation when they run, so `--help` and the hook path stay fast.
+ * @module
+ */
+import type { ProgramSpec } from "../cli.ts";
+import { VERSION } from "../version.ts";
+import { executeCommand } from "./execute.ts";
+import { initCommand } from "./init.ts";
+import { receiveCommand } from "./receive.ts";
+import { schemaCommand } from "./schema.ts";
+import { statusCommand } from "./status.ts";
+
+/** The program: name, version, commands. */
+export const program: ProgramSpec = {
+  name: "deploy-paradigm",
+  version: VERSION,
+  summary: "safe git-push deploys to your own servers",
+  commands: [initCommand, executeCommand, receiveCommand, statusCommand, schemaCommand],
+};

@@ -1,0 +1,13 @@
+import type { CommandSpec } from "../cli.ts";
+
+/** `status [app] [--json]`: what runs on this server. */
+export const statusCommand: CommandSpec = {
+  name: "status",
+  summary: "Show every app's status on this server (or one app's)",
+  args: [{ name: "app", description: "Only this app", optional: true }],
+  options: [{ name: "json", description: "Print JSON instead of a table" }],
+  async run({ args, opts }) {
+    const { showStatus } = await import("../status_view.ts");
+    return await showStatus(args[0], opts.json === true);
+  },
+};

@@ -1,0 +1,121 @@
+/**
+ * The schemas of `deploy.yml` (app identity, in the repo) and `config.yml` (environment, on the server).
+ * One source for validation, defaults, and the JSON Schema printed by `deploy-paradigm schema`.
+ * @module
+ */
+import { z } from "zod";
+import { splitCommand } from "./argv.ts";
+
+/** App names: also used as directory, unit and process names. */
+export const NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
+/** The app types, in the order `init` detects them. */
+export const APP_TYPES = ["python", "node", "docker", "static"] as const;
+
+/** The process managers a server can use. */
+export const MANAGERS = ["systemd", "pm2"] as const;
+
+const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/;
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** Parses `500ms`, `2s`, `1.5m`, `1h`, or a number of seconds, into milliseconds. */
+export function parseDuration(value: string | number): number | undefined {
+  if (typeof value === "number") return Number.isFinite(value) && value >= 0 ? value * 1000 : undefined;
+  const match = DURATION.exec(value.trim());
+  return match ? Number(match[1]) * UNIT_MS[match[2]] : undefined;
+}
+
+const duration = (fallback: string) =>
+  z.union([z.string(), z.number()]).default(fallback).transform((value, ctx) => {
+    const ms = parseDuration(value);
+    if (ms === undefined) {
+      ctx.issues.push({
+        code: "custom",
+        input: value,
+        message: `must be a duration like "500ms", "2s" or "1m" (got ${JSON.stringify(value)})`,
+      });
+      return z.NEVER;
+    }
+    return ms;
+  }).meta({ description: `A duration such as "500ms", "30s", "2m", or a number of seconds. Default ${fallback}.` });
+
+const commandString = z.string().superRefine((value, ctx) => {
+  const argv = splitCommand(value);
+  if ("error" in argv) ctx.addIssue({ code: "custom", message: `command ${argv.error}` });
+});
+
+/** A command: a string split into words (no shell), or an argv list. */
+const command = z.union([
+  commandString,
+  z.array(z.string().min(1)).min(1, "must list at least the program to run"),
+]).meta({
+  description: "A command, run without a shell: a string split at whitespace (quotes group words), or an argv list.",
+});
+
+const healthPath = z.string().regex(/^\/[^\s]*$/, 'must be a URL path starting with "/", e.g. "/health"');
+
+const healthObject = z.strictObject({
+  path: healthPath,
+  window: duration("30s"),
+  interval: duration("1s"),
+  successes: z.int().min(1).max(100).default(3),
+  timeout: duration("2s"),
+});
+
+/** The health check: the app is healthy after `successes` consecutive 2xx answers within `window`. */
+const healthCheck = z.union([healthPath, healthObject]).transform((value) =>
+  typeof value === "string" ? healthObject.parse({ path: value }) : value
+).meta({
+  description: 'A path such as "/health", or { path, window: 30s, interval: 1s, successes: 3, timeout: 2s }.',
+});
+
+/** `deploy.yml`, in the app's repository. */
+export const deployFileSchema = z.strictObject({
+  name: z.string().regex(
+    NAME_PATTERN,
+    "must be 1-63 lowercase letters, digits or dashes, starting with a letter or digit",
+  )
+    .meta({ description: "The app's name on the server: directory, process and unit name." }),
+  type: z.enum(APP_TYPES, { error: `must be one of ${APP_TYPES.join(", ")}` }),
+  healthCheck: healthCheck.optional(),
+  command: command.optional().meta({ description: "How to start the app. Runs in the release directory." }),
+  build: command.optional().meta({ description: "Replaces the type's build step." }),
+  hooks: z.strictObject({
+    preDeploy: command.optional().meta({ description: "Runs in the new release before the switch; failure aborts." }),
+    postDeploy: command.optional().meta({ description: "Runs after a healthy deploy; failure is only reported." }),
+  }).optional(),
+  keepReleases: z.int().min(1).max(100).default(3),
+  branch: z.string().regex(/^[A-Za-z0-9._\/-]+$/, "must be a branch name").default("main"),
+}).superRefine((value, ctx) => {
+  if (value.type !== "static" && !value.healthCheck) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["healthCheck"],
+      message: `is required for ${value.type} apps, e.g. healthCheck: /health`,
+    });
+  }
+}).meta({ title: "deploy-paradigm deploy.yml", description: "App identity, committed in the app's repository." });
+
+/** `config.yml`, on the server at /opt/deployments/<app>/config.yml. */
+export const serverConfigSchema = z.strictObject({
+  port: z.int({ error: "must be a whole number from 1 to 65535" }).min(1, "must be from 1 to 65535").max(
+    65535,
+    "must be from 1 to 65535",
+  ),
+  manager: z.enum(MANAGERS, { error: `must be one of ${MANAGERS.join(", ")}` }),
+  env: z.string().regex(/^[A-Za-z0-9_.-]+$/, "must be a name such as production (letters, digits, . _ -)").default(
+    "production",
+  ),
+});
+
+/** A validated deploy.yml, defaults applied. */
+export type DeployFile = z.output<typeof deployFileSchema>;
+/** A validated config.yml, defaults applied. */
+export type ServerConfig = z.output<typeof serverConfigSchema>;
+/** A normalized health check. */
+export type HealthCheck = z.output<typeof healthObject>;
+
+/** The JSON Schema of deploy.yml, for editors. */
+export function deployFileJsonSchema(): Record<string, unknown> {
+  return z.toJSONSchema(deployFileSchema, { io: "input", unrepresentable: "any" }) as Record<string, unknown>;
+}

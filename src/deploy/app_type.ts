@@ -1,0 +1,72 @@
+/**
+ * What each app type means: how a release is built and how the app starts when deploy.yml
+ * has no `command`. Pure functions of the commit's files, so plans are testable without spawning.
+ * @module
+ */
+import { toArgv } from "../config/argv.ts";
+import type { DeployFile } from "../config/schema.ts";
+import { UsageError } from "../errors.ts";
+import type { Cmd } from "../runner.ts";
+
+/** What the deployer knows about a commit before extracting it. */
+export interface RepoFacts {
+  /** Top-level file names. */
+  files: Set<string>;
+  /** Parsed package.json, for node apps. */
+  packageJson?: { scripts?: Record<string, string>; main?: string };
+}
+
+/** The build commands for a release in `releaseDir`. */
+export function buildPlan(deploy: DeployFile, facts: RepoFacts, releaseDir: string): Cmd[] {
+  const inRelease = (argv: string[]): Cmd => ({ argv, cwd: releaseDir });
+  if (deploy.build) return [inRelease(toArgv(deploy.build))];
+  switch (deploy.type) {
+    case "python": {
+      const deps = facts.files.has("requirements.txt")
+        ? ["-r", "requirements.txt"]
+        : facts.files.has("pyproject.toml")
+        ? ["."]
+        : undefined;
+      if (!deps) return [inRelease(["python3", "-m", "venv", "--without-pip", "venv"])];
+      return [
+        inRelease(["python3", "-m", "venv", "venv"]),
+        inRelease(["venv/bin/python", "-m", "pip", "install", "--disable-pip-version-check", ...deps]),
+      ];
+    }
+    case "node": {
+      if (!facts.files.has("package.json")) return [];
+      const lockfile = facts.files.has("package-lock.json") || facts.files.has("npm-shrinkwrap.json");
+      return [inRelease(["npm", lockfile ? "ci" : "install", "--omit=dev", "--no-audit", "--no-fund"])];
+    }
+    case "static":
+      return [];
+    case "docker":
+      throw new UsageError('type "docker" is not supported yet', {
+        suggestion: "deploy the app as python, node or static for now",
+      });
+  }
+}
+
+/** The argv that starts the app, or undefined for a static app without a command (nothing to run). */
+export function startArgv(deploy: DeployFile, facts: RepoFacts): string[] | undefined {
+  if (deploy.command) return toArgv(deploy.command);
+  const missing = (what: string) =>
+    new UsageError(`deploy.yml has no "command" and ${what}`, {
+      suggestion: 'add a command to deploy.yml, e.g. command: "python app.py"',
+    });
+  switch (deploy.type) {
+    case "python": {
+      const script = ["app.py", "main.py", "server.py"].find((f) => facts.files.has(f));
+      if (!script) throw missing("there is no app.py, main.py or server.py to run");
+      return ["python", script];
+    }
+    case "node": {
+      if (facts.packageJson?.scripts?.start) return ["npm", "start"];
+      const main = facts.packageJson?.main ?? ["server.js", "index.js", "app.js"].find((f) => facts.files.has(f));
+      if (!main) throw missing('package.json has no "start" script and there is no server.js, index.js or app.js');
+      return ["node", main];
+    }
+    default:
+      return undefined;
+  }
+}

@@ -1,0 +1,62 @@
+/**
+ * The per-app deploy lock: an flock(2) on a file, which the kernel frees when the holder dies,
+ * so a crashed or killed deploy never leaves a stale lock.
+ * @module
+ */
+
+/** A held lock. */
+export interface HeldLock {
+  release(): void;
+}
+
+/** Who holds the lock, as written by the holder. */
+export interface LockOwner {
+  pid: number;
+  commit: string;
+  since: string;
+}
+
+/**
+ * Takes the exclusive lock on `path`. When another process holds it, calls `onWait` with the
+ * holder's description, then waits.
+ */
+export async function acquireLock(
+  path: string,
+  owner: Omit<LockOwner, "since">,
+  onWait: (holder: LockOwner | undefined) => void,
+): Promise<HeldLock> {
+  const file = await Deno.open(path, { read: true, write: true, create: true, mode: 0o600 });
+  try {
+    const locking = file.lock(true);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const waited = await Promise.race([
+      locking.then(() => false),
+      new Promise<boolean>((resolve) => timer = setTimeout(resolve, 100, true)),
+    ]);
+    clearTimeout(timer);
+    if (waited) {
+      onWait(await readOwner(path));
+      await locking;
+    }
+    const content = JSON.stringify({ ...owner, since: new Date().toISOString() } satisfies LockOwner) + "\n";
+    await file.truncate(0);
+    await file.write(new TextEncoder().encode(content));
+  } catch (error) {
+    file.close();
+    throw error;
+  }
+  return {
+    release() {
+      file.unlock();
+      file.close();
+    },
+  };
+}
+
+async function readOwner(path: string): Promise<LockOwner | undefined> {
+  try {
+    return JSON.parse(await Deno.readTextFile(path)) as LockOwner;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,94 @@
+/**
+ * Release directories: ids, the `current` link, per-release metadata, and cleanup.
+ * @module
+ */
+import { join } from "node:path";
+import type { AppPaths } from "../paths.ts";
+import { readLinkOrUndefined, readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
+import type { HealthCheck } from "../config/schema.ts";
+
+const ID = /^\d{8}-\d{6}-\d{3}$/;
+
+/** Written into each release: what it takes to run it again (rollback). */
+export interface ReleaseMeta {
+  id: string;
+  commit: string;
+  type: string;
+  /** The start command before path resolution, or undefined for a static app. */
+  argv?: string[];
+  healthCheck?: HealthCheck;
+  createdAt: string;
+}
+
+/** File name of the metadata inside a release. */
+export const RELEASE_META = ".deploy-paradigm.json";
+
+/** Release id of time `ms`: `YYYYMMDD-HHMMSS-mmm` in UTC, sortable as text. */
+export function releaseIdAt(ms: number): string {
+  const iso = new Date(ms).toISOString(); // 2026-11-29T05:00:33.123Z
+  return `${iso.slice(0, 10).replaceAll("-", "")}-${iso.slice(11, 19).replaceAll(":", "")}-${iso.slice(20, 23)}`;
+}
+
+/** Existing release ids, oldest first. */
+export async function listReleases(paths: AppPaths): Promise<string[]> {
+  const ids: string[] = [];
+  try {
+    for await (const entry of Deno.readDir(paths.releases)) {
+      if (entry.isDirectory && ID.test(entry.name)) ids.push(entry.name);
+    }
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  return ids.sort();
+}
+
+/** A new id, later than every existing one, even for two deploys in the same millisecond. Call under the lock. */
+export async function newReleaseId(paths: AppPaths, now = Date.now()): Promise<string> {
+  const last = (await listReleases(paths)).at(-1);
+  let ms = now;
+  while (last !== undefined && releaseIdAt(ms) <= last) ms++;
+  return releaseIdAt(ms);
+}
+
+/** The release `current` points at, if any. */
+export async function currentRelease(paths: AppPaths): Promise<string | undefined> {
+  const target = await readLinkOrUndefined(paths.current);
+  return target?.split("/").filter(Boolean).pop();
+}
+
+/** Reads a release's metadata. */
+export async function readReleaseMeta(paths: AppPaths, id: string): Promise<ReleaseMeta | undefined> {
+  const text = await readTextOrUndefined(join(paths.release(id), RELEASE_META));
+  return text === undefined ? undefined : JSON.parse(text) as ReleaseMeta;
+}
+
+/** Writes a release's metadata. */
+export async function writeReleaseMeta(paths: AppPaths, meta: ReleaseMeta): Promise<void> {
+  await writeFileAtomic(join(paths.release(meta.id), RELEASE_META), JSON.stringify(meta, null, 2) + "\n", 0o600);
+}
+
+/**
+ * Deletes releases beyond the newest `keep`, never one in `protect` (current, previous), and
+ * leftovers of interrupted extractions. Returns what was removed.
+ */
+export async function cleanupReleases(
+  paths: AppPaths,
+  keep: number,
+  protect: (string | undefined)[],
+): Promise<string[]> {
+  const ids = await listReleases(paths);
+  const kept = new Set([...ids.slice(-keep), ...protect.filter((p): p is string => !!p)]);
+  const removed: string[] = [];
+  for (const id of ids) {
+    if (kept.has(id)) continue;
+    await Deno.remove(paths.release(id), { recursive: true });
+    removed.push(id);
+  }
+  for await (const entry of Deno.readDir(paths.releases)) {
+    if (entry.name.startsWith(".") && entry.name.endsWith(".partial")) {
+      await Deno.remove(join(paths.releases, entry.name), { recursive: true });
+      removed.push(entry.name);
+    }
+  }
+  return removed;
+}

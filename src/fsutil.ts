@@ -1,0 +1,72 @@
+/**
+ * Crash-safe file operations: every replacement is a write to a temp name plus rename(2).
+ * @module
+ */
+import { dirname, join } from "node:path";
+
+/** True when `path` exists (without following a final symlink). */
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}
+
+function tempName(path: string): string {
+  return join(dirname(path), `.${path.split("/").pop()}.tmp-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`);
+}
+
+/** Writes `content` to `path` atomically (temp file, fsync, rename), creating parent dirs. */
+export async function writeFileAtomic(path: string, content: string, mode = 0o644): Promise<void> {
+  await Deno.mkdir(dirname(path), { recursive: true });
+  const temp = tempName(path);
+  try {
+    const file = await Deno.open(temp, { write: true, createNew: true, mode });
+    try {
+      await file.write(new TextEncoder().encode(content));
+      await file.sync();
+    } finally {
+      file.close();
+    }
+    await Deno.chmod(temp, mode);
+    await Deno.rename(temp, path);
+  } catch (error) {
+    await Deno.remove(temp).catch(() => {});
+    throw error;
+  }
+}
+
+/** Points symlink `link` at `target` atomically: a temp symlink, then rename(2). Never `ln -sfn`. */
+export async function symlinkAtomic(target: string, link: string): Promise<void> {
+  const temp = tempName(link);
+  await Deno.symlink(target, temp);
+  try {
+    await Deno.rename(temp, link);
+  } catch (error) {
+    await Deno.remove(temp).catch(() => {});
+    throw error;
+  }
+}
+
+/** The target of symlink `link`, or undefined when there is none. */
+export async function readLinkOrUndefined(link: string): Promise<string | undefined> {
+  try {
+    return await Deno.readLink(link);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
+  }
+}
+
+/** Reads a text file, or undefined when it does not exist. */
+export async function readTextOrUndefined(path: string): Promise<string | undefined> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
+  }
+}

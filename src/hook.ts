@@ -1,0 +1,37 @@
+/**
+ * The git hook, rendered from `templates/proc-receive` (embedded in the binary).
+ *
+ * Why proc-receive and not post-receive: git ignores a post-receive hook's exit code, so a
+ * failed deploy would still print a successful push and leave the branch on the broken commit.
+ * A proc-receive hook (git ≥ 2.29) updates the refs itself: the branch moves only after a
+ * healthy deploy, under the app's deploy lock, and a failure rejects the push.
+ * @module
+ */
+import template from "../templates/proc-receive" with { type: "text" };
+import { join } from "node:path";
+import { writeFileAtomic } from "./fsutil.ts";
+import { ProcessRunner } from "./runner.ts";
+
+/** Quotes a value for a POSIX shell script (single quotes). */
+export function shellQuote(value: string): string {
+  return `'${value.replaceAll("'", `'\\''`)}'`;
+}
+
+/**
+ * The hook's text. `command` is the absolute path of the deploy-paradigm executable; `env`
+ * are variables the hook exports (for instance DEPLOY_PARADIGM_PREFIX when set at setup time).
+ */
+export function renderHook(command: string, env: Record<string, string> = {}): string {
+  const exports = Object.entries(env).map(([k, v]) => `export ${k}=${shellQuote(v)}`).join("\n");
+  return template.replace("__DEPLOY_PARADIGM__", shellQuote(command)).replace("__EXPORTS__", exports);
+}
+
+/** Installs the hook into the bare repository `gitDir` and routes branch pushes through it. */
+export async function installHook(gitDir: string, command: string, env: Record<string, string> = {}): Promise<string> {
+  const path = join(gitDir, "hooks", "proc-receive");
+  await writeFileAtomic(path, renderHook(command, env), 0o755);
+  await new ProcessRunner().run({
+    argv: ["git", "--git-dir", gitDir, "config", "receive.procReceiveRefs", "refs/heads"],
+  });
+  return path;
+}

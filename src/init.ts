@@ -1,0 +1,90 @@
+/**
+ * `init`: writes a commented deploy.yml for the project in the current directory.
+ * @module
+ */
+import { basename, join } from "node:path";
+import template from "../templates/deploy.yml" with { type: "text" };
+import { APP_TYPES, type DeployFile, NAME_PATTERN } from "./config/schema.ts";
+import { type RepoFacts, startArgv } from "./deploy/app_type.ts";
+import { UsageError } from "./errors.ts";
+import { exists } from "./fsutil.ts";
+import { displayArgv } from "./runner.ts";
+import { SCHEMA_URL } from "./version.ts";
+
+type AppType = DeployFile["type"];
+
+/** App-type detectors, in order: the first whose file exists wins. */
+export const DETECTORS: readonly { type: AppType; files: string[] }[] = [
+  { type: "docker", files: ["Dockerfile"] },
+  { type: "python", files: ["requirements.txt", "pyproject.toml"] },
+  { type: "node", files: ["package.json"] },
+  { type: "static", files: ["index.html"] },
+];
+
+/** The type of a project with these top-level files, if any detector matches. */
+export function detectType(files: Set<string>): AppType | undefined {
+  return DETECTORS.find((d) => d.files.some((f) => files.has(f)))?.type;
+}
+
+/** An app name derived from a folder name. */
+export function nameFromFolder(folder: string): string {
+  const name = folder.toLowerCase().replace(/[^a-z0-9-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 63);
+  return NAME_PATTERN.test(name) ? name : "app";
+}
+
+/** Options of `init`. */
+export interface InitOptions {
+  dir: string;
+  name?: string;
+  type?: string;
+  force?: boolean;
+}
+
+/** The deploy.yml text for a project. */
+export function renderDeployYml(name: string, type: AppType, facts: RepoFacts): string {
+  let command: string;
+  try {
+    const argv = startArgv({ name, type } as DeployFile, facts);
+    command = argv ? `command: ${displayArgv(argv)}` : "# command: (none: the static files are served as they are)";
+  } catch {
+    command = type === "docker" ? "# command: (the image's CMD)" : "command: CHANGE-ME  # e.g. python app.py";
+  }
+  return template.replaceAll("__SCHEMA_URL__", SCHEMA_URL).replaceAll("__NAME__", name).replace("__TYPE__", type)
+    .replace("__HEALTH__", type === "static" ? "/" : "/health").replace("__COMMAND__", command);
+}
+
+/** Writes deploy.yml into `options.dir`. Returns the path and what was chosen. */
+export async function init(options: InitOptions): Promise<{ path: string; name: string; type: AppType }> {
+  const path = join(options.dir, "deploy.yml");
+  if (!options.force && await exists(path)) {
+    throw new UsageError(`${path} already exists`, { suggestion: "use --force to overwrite it" });
+  }
+  const files = new Set<string>();
+  for await (const entry of Deno.readDir(options.dir)) files.add(entry.name);
+  const name = options.name ?? nameFromFolder(basename(options.dir));
+  if (!NAME_PATTERN.test(name)) {
+    throw new UsageError(`--name "${name}" is not a valid app name`, {
+      suggestion: "use 1-63 lowercase letters, digits or dashes, starting with a letter or digit",
+    });
+  }
+  if (options.type !== undefined && !(APP_TYPES as readonly string[]).includes(options.type)) {
+    throw new UsageError(`--type must be one of ${APP_TYPES.join(", ")} (got "${options.type}")`);
+  }
+  const type = (options.type as AppType | undefined) ?? detectType(files);
+  if (!type) {
+    throw new UsageError(
+      `cannot tell the app type of ${options.dir}: no Dockerfile, requirements.txt, pyproject.toml, package.json or index.html`,
+      {
+        suggestion: `pass --type ${APP_TYPES.join("|")}`,
+      },
+    );
+  }
+  const facts: RepoFacts = { files };
+  if (files.has("package.json")) {
+    try {
+      facts.packageJson = JSON.parse(await Deno.readTextFile(join(options.dir, "package.json")));
+    } catch { /* a broken package.json only loses the command guess */ }
+  }
+  await Deno.writeTextFile(path, renderDeployYml(name, type, facts));
+  return { path, name, type };
+}

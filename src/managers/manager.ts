@@ -1,0 +1,33 @@
+/**
+ * Process managers are strategies that build {@link Plan}s; the runner executes them.
+ * @module
+ */
+import type { Plan } from "../runner.ts";
+
+/** Everything a process manager needs to run one app. */
+export interface AppProcess {
+  app: string;
+  /** The start command; argv[0] is an absolute path. */
+  argv: string[];
+  /** Working directory: the `current` symlink, so a restart picks up the switched release. */
+  cwd: string;
+  /** Non-secret environment: PORT, PATH and the like. */
+  env: Record<string, string>;
+  /** Values from the release's `.env`. */
+  secrets: Record<string, string>;
+  /** The release's `.env` file, as seen through `current`. */
+  envFile: string;
+  accessLog: string;
+  errorLog: string;
+  /** A directory the manager may keep its own files in (mode 0600 for anything holding secrets). */
+  stateDir: string;
+}
+
+/** A process manager: builds the commands that (re)start and stop an app. */
+export interface ProcessManager {
+  readonly name: "pm2" | "systemd";
+  /** Starts the app, replacing a running instance. */
+  restart(process: AppProcess): Plan;
+  /** Stops the app and forgets it. */
+  stop(app: string): Plan;
+}

@@ -1,0 +1,38 @@
+/**
+ * PM2: one process named after the app, described by an ecosystem JSON file (mode 0600: it
+ * holds the .env values). A restart is `pm2 delete` + `pm2 start`, so a changed command or
+ * environment always takes effect.
+ * @module
+ */
+import { join } from "node:path";
+import type { AppProcess, ProcessManager } from "./manager.ts";
+import type { Plan } from "../runner.ts";
+
+/** The PM2 strategy. */
+export const pm2: ProcessManager = {
+  name: "pm2",
+  restart(p: AppProcess): Plan {
+    const file = join(p.stateDir, "pm2.json");
+    const app = {
+      name: p.app,
+      script: p.argv[0],
+      args: p.argv.slice(1),
+      cwd: p.cwd,
+      interpreter: "none",
+      env: { ...p.secrets, ...p.env },
+      out_file: p.accessLog,
+      error_file: p.errorLog,
+      merge_logs: true,
+      time: true,
+      autorestart: true,
+      kill_timeout: 5000,
+    };
+    return {
+      files: [{ path: file, content: JSON.stringify({ apps: [app] }, null, 2) + "\n", mode: 0o600 }],
+      commands: [...this.stop(p.app).commands, { argv: ["pm2", "start", file], quiet: true }],
+    };
+  },
+  stop(app: string): Plan {
+    return { files: [], commands: [{ argv: ["pm2", "delete", app], allowFailure: true, quiet: true }] };
+  },
+};

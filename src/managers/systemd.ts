@@ -1,0 +1,59 @@
+/**
+ * systemd: a `<app>.service` unit whose WorkingDirectory is `current` and whose secrets come
+ * from `current/.env` through EnvironmentFile, so the unit does not change between releases.
+ * @module
+ */
+import { join } from "node:path";
+import { systemdDir } from "../paths.ts";
+import type { AppProcess, ProcessManager } from "./manager.ts";
+import type { Plan } from "../runner.ts";
+
+/** Quotes one word for a unit file: systemd's own quoting, with % and $ escaped. */
+export function unitQuote(word: string): string {
+  return `"${word.replace(/[\\"]/g, (c) => `\\${c}`).replaceAll("%", "%%").replaceAll("$", "$$$$")}"`;
+}
+
+/** The unit file of an app. */
+export function unitFile(p: AppProcess): string {
+  const env = Object.entries(p.env).map(([k, v]) => unitQuote(`${k}=${v}`)).join(" ");
+  return [
+    "# Written by deploy-paradigm. Changes are overwritten by the next deploy.",
+    "[Unit]",
+    `Description=deploy-paradigm app ${p.app}`,
+    "After=network.target",
+    "",
+    "[Service]",
+    "Type=simple",
+    `WorkingDirectory=${p.cwd}`,
+    `EnvironmentFile=-${p.envFile}`,
+    `Environment=${env}`,
+    `ExecStart=${p.argv.map(unitQuote).join(" ")}`,
+    "Restart=on-failure",
+    "RestartSec=1",
+    `StandardOutput=append:${p.accessLog}`,
+    `StandardError=append:${p.errorLog}`,
+    "",
+    "[Install]",
+    "WantedBy=multi-user.target",
+    "",
+  ].join("\n");
+}
+
+/** The systemd strategy. */
+export const systemd: ProcessManager = {
+  name: "systemd",
+  restart(p: AppProcess): Plan {
+    const unit = `${p.app}.service`;
+    return {
+      files: [{ path: join(systemdDir(), unit), content: unitFile(p) }],
+      commands: [
+        { argv: ["systemctl", "daemon-reload"] },
+        { argv: ["systemctl", "restart", unit] },
+        { argv: ["systemctl", "is-active", unit], quiet: true },
+      ],
+    };
+  },
+  stop(app: string): Plan {
+    return { files: [], commands: [{ argv: ["systemctl", "stop", `${app}.service`], allowFailure: true }] };
+  },
+};

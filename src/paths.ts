@@ -1,0 +1,67 @@
+/**
+ * Every system path the tool touches. All of them live under `DEPLOY_PARADIGM_PREFIX`
+ * (default `/`), so tests and the demo run whole "servers" inside a temp dir.
+ * @module
+ */
+import { join, resolve } from "node:path";
+
+/** The root every system path is relative to. */
+export function prefix(): string {
+  const value = Deno.env.get("DEPLOY_PARADIGM_PREFIX");
+  return value ? resolve(value) : "/";
+}
+
+/** Paths of one app on this server. */
+export interface AppPaths {
+  app: string;
+  /** `/opt/deployments/<app>` */
+  dir: string;
+  releases: string;
+  /** The `current` symlink: always names the release that serves. */
+  current: string;
+  config: string;
+  status: string;
+  lock: string;
+  logDir: string;
+  deployLog: string;
+  accessLog: string;
+  errorLog: string;
+  /** The bare repository `/var/repos/<app>.git`. */
+  repo: string;
+  release(id: string): string;
+  /** The server-side environment file `.env.<env>`. */
+  envFile(env: string): string;
+}
+
+/** The deployments root, `/opt/deployments`. */
+export function deploymentsRoot(): string {
+  return join(prefix(), "opt", "deployments");
+}
+
+/** Where systemd units are written, `/etc/systemd/system`. */
+export function systemdDir(): string {
+  return join(prefix(), "etc", "systemd", "system");
+}
+
+/** All paths of `app`. The name must already be validated. */
+export function appPaths(app: string): AppPaths {
+  const dir = join(deploymentsRoot(), app);
+  const logDir = join(prefix(), "var", "log", "deployments", app);
+  const releases = join(dir, "releases");
+  return {
+    app,
+    dir,
+    releases,
+    current: join(dir, "current"),
+    config: join(dir, "config.yml"),
+    status: join(dir, "status.json"),
+    lock: join(dir, ".deploy.lock"),
+    logDir,
+    deployLog: join(logDir, "deploy.log"),
+    accessLog: join(logDir, "access.log"),
+    errorLog: join(logDir, "error.log"),
+    repo: join(prefix(), "var", "repos", `${app}.git`),
+    release: (id) => join(releases, id),
+    envFile: (env) => join(dir, `.env.${env}`),
+  };
+}

@@ -1,0 +1,145 @@
+/**
+ * The one place that executes things. Deployers and process managers build {@link Cmd}s and
+ * {@link Plan}s as data; a {@link Runner} runs them (or prints them, with `--dry-run`).
+ * Nothing here ever goes through a shell: every command is an argv array.
+ * @module
+ */
+import { DeployParadigmError } from "./errors.ts";
+import { writeFileAtomic } from "./fsutil.ts";
+
+/** One command, as data. */
+export interface Cmd {
+  argv: string[];
+  cwd?: string;
+  /** Added to the runner's base environment. */
+  env?: Record<string, string>;
+  /** A non-zero exit is a result, not an error. */
+  allowFailure?: boolean;
+  /** Do not stream the output (it is still captured). */
+  quiet?: boolean;
+}
+
+/** A file a plan writes (atomically) before running its commands. */
+export interface FileWrite {
+  path: string;
+  content: string;
+  mode?: number;
+}
+
+/** What a deployer or process manager wants done, in order. */
+export interface Plan {
+  files: FileWrite[];
+  commands: Cmd[];
+}
+
+/** The outcome of one command. */
+export interface CmdResult {
+  code: number;
+  /** The whole output (stdout and stderr interleaved by line). */
+  output: string;
+  /** Its last lines, for error messages. */
+  tail: string[];
+}
+
+/** A command that exited non-zero. */
+export class CommandFailed extends DeployParadigmError {
+  constructor(readonly cmd: Cmd, readonly result: CmdResult) {
+    super(
+      `\`${displayArgv(cmd.argv)}\` exited with code ${result.code}` +
+        (result.tail.length ? `; its last lines:\n${result.tail.map((l) => `    ${l}`).join("\n")}` : ""),
+    );
+  }
+}
+
+/** Receives each line a streamed command prints. */
+export type LineSink = (line: string) => void;
+
+/** Runs commands and plans. */
+export interface Runner {
+  run(cmd: Cmd): Promise<CmdResult>;
+  apply(plan: Plan): Promise<void>;
+}
+
+const TAIL_LINES = 15;
+
+/** A command line for display only (shell-quoted where needed); never executed. */
+export function displayArgv(argv: readonly string[]): string {
+  return argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replaceAll("'", `'\\''`)}'`)).join(" ");
+}
+
+/**
+ * The environment children inherit: ours without the variables git sets for hooks, which
+ * would otherwise make every git call in a build or an app act on the deploy repository.
+ */
+export function baseEnv(): Record<string, string> {
+  return Object.fromEntries(Object.entries(Deno.env.toObject()).filter(([k]) => !k.startsWith("GIT_")));
+}
+
+/** Runs commands for real, streaming each output line to `sink`. */
+export class ProcessRunner implements Runner {
+  constructor(private readonly sink: LineSink = () => {}) {}
+
+  async run(cmd: Cmd): Promise<CmdResult> {
+    let child: Deno.ChildProcess;
+    try {
+      child = new Deno.Command(cmd.argv[0], {
+        args: cmd.argv.slice(1),
+        cwd: cmd.cwd,
+        env: { ...baseEnv(), ...cmd.env },
+        clearEnv: true,
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+      const result = { code: 127, output: "", tail: [`${cmd.argv[0]}: command not found`] };
+      if (cmd.allowFailure) return result;
+      throw new CommandFailed(cmd, result);
+    }
+    const lines: string[] = [];
+    const onLine = (line: string) => {
+      lines.push(line);
+      if (!cmd.quiet) this.sink(line);
+    };
+    const [status] = await Promise.all([
+      child.status,
+      readLines(child.stdout, onLine),
+      readLines(child.stderr, onLine),
+    ]);
+    const result = { code: status.code, output: lines.join("\n"), tail: lines.slice(-TAIL_LINES) };
+    if (status.code !== 0 && !cmd.allowFailure) throw new CommandFailed(cmd, result);
+    return result;
+  }
+
+  async apply(plan: Plan): Promise<void> {
+    for (const file of plan.files) await writeFileAtomic(file.path, file.content, file.mode);
+    for (const cmd of plan.commands) await this.run(cmd);
+  }
+}
+
+/** Prints what would run instead of running it. */
+export class DryRunner implements Runner {
+  constructor(private readonly sink: LineSink) {}
+
+  run(cmd: Cmd): Promise<CmdResult> {
+    this.sink(`would run: ${displayArgv(cmd.argv)}${cmd.cwd ? `  (in ${cmd.cwd})` : ""}`);
+    return Promise.resolve({ code: 0, output: "", tail: [] });
+  }
+
+  async apply(plan: Plan): Promise<void> {
+    for (const file of plan.files) this.sink(`would write: ${file.path}`);
+    for (const cmd of plan.commands) await this.run(cmd);
+  }
+}
+
+/** Calls `onLine` for every complete line of `stream` (and a final unterminated one). */
+export async function readLines(stream: ReadableStream<Uint8Array>, onLine: (line: string) => void): Promise<void> {
+  let pending = "";
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+    const parts = (pending + chunk).split("\n");
+    pending = parts.pop()!;
+    for (const part of parts) onLine(part.replace(/\r$/, ""));
+  }
+  if (pending) onLine(pending);
+}

@@ -1,0 +1,112 @@
+/**
+ * Test apps (standard library only) and a git work tree to push them from.
+ */
+import { join } from "node:path";
+import { type Ran, run, type TestServer } from "./server.ts";
+
+/** How a test app behaves. */
+export type Mode = "ok" | "500" | "crash" | "nolisten";
+
+/** A fast health check for tests: 2 successes 200 ms apart, within 8 s. */
+export const FAST_HEALTH = "{ path: /health, window: 8s, interval: 200ms, successes: 2, timeout: 1s }";
+
+/** The Python app: answers its version on every path, or misbehaves as `mode` says. */
+export function pythonApp(version: string, mode: Mode = "ok"): string {
+  return `import http.server, os, sys, time
+VERSION = ${JSON.stringify(version)}
+MODE = ${JSON.stringify(mode)}
+if MODE == "crash":
+    print("crashing on purpose", file=sys.stderr)
+    sys.exit(3)
+if MODE == "nolisten":
+    while True:
+        time.sleep(60)
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = (os.environ.get("GREETING", "") + " " + VERSION if self.path == "/greeting" else VERSION).encode()
+        self.send_response(500 if MODE == "500" else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, fmt, *args):
+        print("%s %s" % (self.address_string(), fmt % args), flush=True)
+
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+`;
+}
+
+/** The Node app, same behaviour. */
+export function nodeApp(version: string, mode: Mode = "ok"): string {
+  return `const http = require("node:http");
+const VERSION = ${JSON.stringify(version)};
+const MODE = ${JSON.stringify(mode)};
+if (MODE === "crash") { console.error("crashing on purpose"); process.exit(3); }
+if (MODE === "nolisten") setInterval(() => {}, 60000);
+else http.createServer((req, res) => {
+  console.log(req.method + " " + req.url);
+  res.writeHead(MODE === "500" ? 500 : 200, { "content-type": "text/plain" });
+  res.end(req.url === "/greeting" ? (process.env.GREETING || "") + " " + VERSION : VERSION);
+}).listen(Number(process.env.PORT), "127.0.0.1");
+`;
+}
+
+/** A work tree of an app, with `production` pointing at the server's bare repo. */
+export class AppRepo {
+  constructor(readonly dir: string, readonly server: TestServer) {}
+
+  /** Creates a work tree in the server's temp root. */
+  static async create(server: TestServer, name: string, remote: string): Promise<AppRepo> {
+    const dir = join(server.root, "work", `${name}-${crypto.randomUUID().slice(0, 6)}`);
+    await Deno.mkdir(dir, { recursive: true });
+    const repo = new AppRepo(dir, server);
+    await repo.git(["init", "--quiet", "-b", "main"]);
+    await repo.git(["remote", "add", "production", remote]);
+    return repo;
+  }
+
+  /** Runs git in the work tree; throws on failure. */
+  async git(args: string[]): Promise<Ran> {
+    const result = await run(["git", ...args], { cwd: this.dir, env: this.server.env });
+    if (result.code !== 0) throw new Error(`git ${args.join(" ")} failed:\n${result.output}`);
+    return result;
+  }
+
+  /** Writes files (path → content; null deletes) and commits them. Returns the commit sha. */
+  async commit(files: Record<string, string | null>, message = "change"): Promise<string> {
+    for (const [path, content] of Object.entries(files)) {
+      const full = join(this.dir, path);
+      if (content === null) await Deno.remove(full).catch(() => {});
+      else {
+        await Deno.mkdir(join(full, ".."), { recursive: true });
+        await Deno.writeTextFile(full, content, { mode: path.endsWith(".sh") ? 0o755 : 0o644 });
+      }
+    }
+    await this.git(["add", "-A"]);
+    await this.git(["commit", "--quiet", "--allow-empty", "-m", message]);
+    return (await this.git(["rev-parse", "HEAD"])).stdout.trim();
+  }
+
+  /** `git push production <refspec>`; returns the outcome (does not throw). */
+  push(refspec = "main", extra: string[] = []): Promise<Ran> {
+    return run(["git", "push", ...extra, "production", refspec], { cwd: this.dir, env: this.server.env });
+  }
+
+  /** Commits a Python app at `version` with a deploy.yml. */
+  python(app: string, version: string, mode: Mode = "ok", extra = ""): Promise<string> {
+    return this.commit({
+      "deploy.yml": `name: ${app}\ntype: python\nhealthCheck: ${FAST_HEALTH}\ncommand: python app.py\n${extra}`,
+      "app.py": pythonApp(version, mode),
+    }, `${version} (${mode})`);
+  }
+
+  /** Commits a Node app at `version` with a deploy.yml and package.json. */
+  node(app: string, version: string, mode: Mode = "ok", extra = ""): Promise<string> {
+    return this.commit({
+      "deploy.yml": `name: ${app}\ntype: node\nhealthCheck: ${FAST_HEALTH}\ncommand: node server.js\n${extra}`,
+      "package.json": JSON.stringify({ name: app, version: "1.0.0", private: true }),
+      "server.js": nodeApp(version, mode),
+    }, `${version} (${mode})`);
+  }
+}

@@ -1,0 +1,136 @@
+/**
+ * Test harness: a whole "server" (DEPLOY_PARADIGM_PREFIX) in a temp dir, its own PM2 daemon
+ * (PM2_HOME), bare repositories with the real hook, and app repositories to push from.
+ * Everything a test starts is torn down by {@link TestServer.close}, even after a failure.
+ */
+import { join, resolve } from "node:path";
+import { installHook } from "../../src/hook.ts";
+import { appPaths } from "../../src/paths.ts";
+
+/** The launcher that runs the CLI from source, exactly as the binary would run. */
+export const BIN = resolve(import.meta.dirname!, "../../bin/deploy-paradigm");
+
+/** Output of a finished process. */
+export interface Ran {
+  code: number;
+  stdout: string;
+  stderr: string;
+  /** stdout and stderr together. */
+  output: string;
+}
+
+/** Runs a command to completion with `env` added. */
+export async function run(argv: string[], options: { cwd?: string; env?: Record<string, string> } = {}): Promise<Ran> {
+  const out = await new Deno.Command(argv[0], {
+    args: argv.slice(1),
+    cwd: options.cwd,
+    env: options.env,
+    stdin: "null",
+  }).output();
+  const stdout = new TextDecoder().decode(out.stdout);
+  const stderr = new TextDecoder().decode(out.stderr);
+  return { code: out.code, stdout, stderr, output: stdout + stderr };
+}
+
+/** A free TCP port on loopback. */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+/** A server under a temp prefix. */
+export class TestServer {
+  readonly prefix: string;
+  readonly pm2Home: string;
+  /** Environment for every process of this server: the CLI, git pushes (and so the hook), pm2. */
+  readonly env: Record<string, string>;
+
+  private constructor(readonly root: string) {
+    this.prefix = join(root, "server");
+    this.pm2Home = join(root, "pm2");
+    this.env = {
+      DEPLOY_PARADIGM_PREFIX: this.prefix,
+      PM2_HOME: this.pm2Home,
+      NO_COLOR: "1",
+      GIT_AUTHOR_NAME: "Test",
+      GIT_AUTHOR_EMAIL: "test@example.invalid",
+      GIT_COMMITTER_NAME: "Test",
+      GIT_COMMITTER_EMAIL: "test@example.invalid",
+    };
+  }
+
+  /** A new, empty server. */
+  static async create(): Promise<TestServer> {
+    return new TestServer(await Deno.makeTempDir({ prefix: "dp-test-" }));
+  }
+
+  /** Paths of an app on this server. */
+  paths(app: string) {
+    const saved = Deno.env.get("DEPLOY_PARADIGM_PREFIX");
+    Deno.env.set("DEPLOY_PARADIGM_PREFIX", this.prefix);
+    try {
+      return appPaths(app);
+    } finally {
+      if (saved === undefined) Deno.env.delete("DEPLOY_PARADIGM_PREFIX");
+      else Deno.env.set("DEPLOY_PARADIGM_PREFIX", saved);
+    }
+  }
+
+  /** What `setup` will do: config.yml, optional .env, the bare repo with the real hook. */
+  async setupApp(
+    app: string,
+    options: { port: number; manager?: "pm2" | "systemd"; env?: string; dotenv?: string },
+  ): Promise<string> {
+    const paths = this.paths(app);
+    await Deno.mkdir(paths.dir, { recursive: true });
+    const envName = options.env ?? "production";
+    await Deno.writeTextFile(
+      paths.config,
+      `port: ${options.port}\nmanager: ${options.manager ?? "pm2"}\nenv: ${envName}\n`,
+    );
+    if (options.dotenv !== undefined) {
+      await Deno.writeTextFile(paths.envFile(envName), options.dotenv, { mode: 0o600 });
+    }
+    await Deno.mkdir(join(paths.repo, ".."), { recursive: true });
+    const init = await run(["git", "init", "--quiet", "--bare", "-b", "main", paths.repo]);
+    if (init.code !== 0) throw new Error(init.output);
+    await installHook(paths.repo, BIN, { DEPLOY_PARADIGM_PREFIX: this.prefix });
+    return paths.repo;
+  }
+
+  /** Runs the CLI against this server. */
+  cli(args: string[], cwd?: string): Promise<Ran> {
+    return run([BIN, ...args], { cwd, env: this.env });
+  }
+
+  /** Stops this server's PM2 daemon and removes every file. */
+  async close(): Promise<void> {
+    try {
+      await Deno.stat(this.pm2Home);
+      await run(["pm2", "kill"], { env: this.env });
+    } catch { /* no daemon was started */ }
+    await Deno.remove(this.root, { recursive: true }).catch(() => {});
+  }
+}
+
+/** Runs `fn` with a fresh server, always closing it. */
+export async function withServer(fn: (server: TestServer) => Promise<void>): Promise<void> {
+  const server = await TestServer.create();
+  try {
+    await fn(server);
+  } finally {
+    await server.close();
+  }
+}
+
+/** GETs a URL on loopback; returns status and body, or the connection error. */
+export async function get(url: string): Promise<{ status: number; body: string } | { error: string }> {
+  try {
+    const response = await fetch(url, { signal: AbortSignal.timeout(3000) });
+    return { status: response.status, body: await response.text() };
+  } catch (error) {
+    return { error: String(error) };
+  }
+}
