@@ -44,7 +44,8 @@ async function probe(url: string, timeout: number): Promise<string | undefined> 
     return response.ok ? undefined : `answered ${response.status} ${response.statusText}`.trim();
   } catch (error) {
     if (error instanceof DOMException && error.name === "TimeoutError") return `no answer within ${timeout}ms`;
-    const message = error instanceof Error ? error.message : String(error);
+    const cause = error instanceof Error && error.cause instanceof Error ? `: ${error.cause.message}` : "";
+    const message = error instanceof Error ? `${error.message}${cause}` : String(error);
     return /refused/i.test(message) ? "connection refused (nothing listens on the port)" : message;
   }
 }

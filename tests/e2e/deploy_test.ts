@@ -4,23 +4,8 @@
  */
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { AppRepo } from "../helpers/apps.ts";
-import { freePort, get, type TestServer, withServer } from "../helpers/server.ts";
-import { listReleases } from "../../src/deploy/releases.ts";
-import type { AppStatus } from "../../src/deploy/status.ts";
-
-async function status(server: TestServer, app: string): Promise<AppStatus> {
-  return JSON.parse(await Deno.readTextFile(server.paths(app).status));
-}
-
-async function releases(server: TestServer, app: string): Promise<string[]> {
-  return await listReleases(server.paths(app));
-}
-
-async function headOf(server: TestServer, app: string): Promise<string> {
-  const cmd = await new Deno.Command("git", { args: ["--git-dir", server.paths(app).repo, "rev-parse", "main"] })
-    .output();
-  return new TextDecoder().decode(cmd.stdout).trim();
-}
+import { freePort, get, withServer } from "../helpers/server.ts";
+import { branchHead, current, deployLog, releases, status } from "../helpers/state.ts";
 
 Deno.test("a Python app and a Node app deploy from git push and answer on their port", async () => {
   await withServer(async (server) => {
@@ -28,26 +13,27 @@ Deno.test("a Python app and a Node app deploy from git push and answer on their 
     const py = await AppRepo.create(server, "py", await server.setupApp("py", { port: pyPort }));
     const node = await AppRepo.create(server, "node", await server.setupApp("node", { port: nodePort }));
     const pySha = await py.python("py", "py-v1");
-    await node.node("node", "node-v1");
+    const nodeSha = await node.node("node", "node-v1");
     const [pyPush, nodePush] = await Promise.all([py.push(), node.push()]);
     assertEquals(pyPush.code, 0, pyPush.output);
     assertEquals(nodePush.code, 0, nodePush.output);
     assertMatch(pyPush.output, /✓ deployed py [0-9a-f]{7}/);
-    assertMatch(pyPush.output, /✓ health/);
+    assertMatch(nodePush.output, /✓ build .*\n/);
     assertEquals(await get(`http://127.0.0.1:${pyPort}/`), { status: 200, body: "py-v1" });
     assertEquals(await get(`http://127.0.0.1:${nodePort}/`), { status: 200, body: "node-v1" });
-    const st = await status(server, "py");
-    assertEquals([st.status, st.healthy, st.version, st.commit], ["running", true, pySha.slice(0, 7), pySha]);
-    assert(st.deployed && st.lastHealthCheck && st.release);
-    assertEquals(await headOf(server, "py"), pySha);
-    const current = await Deno.readLink(server.paths("py").current);
-    assertEquals(current, `releases/${st.release}`);
-    // No .git in the release; deploy.log holds one JSON line per step.
-    await Deno.stat(`${server.paths("py").release(st.release!)}/.git`).then(
-      () => assert(false, "release contains .git"),
-      () => {},
-    );
-    const log = (await Deno.readTextFile(server.paths("py").deployLog)).trim().split("\n").map((l) => JSON.parse(l));
+    for (const [app, sha] of [["py", pySha], ["node", nodeSha]]) {
+      const st = await status(server, app);
+      assertEquals([st.status, st.healthy, st.version, st.commit], ["running", true, sha.slice(0, 7), sha]);
+      assert(st.deployed && st.lastHealthCheck && st.release);
+      assertEquals(await branchHead(server, app), sha);
+      assertEquals(await current(server, app), `releases/${st.release}`);
+      // The release is the commit's tree: no .git inside.
+      await Deno.stat(`${server.paths(app).release(st.release!)}/.git`).then(
+        () => assert(false, "release contains .git"),
+        () => {},
+      );
+    }
+    const log = await deployLog(server, "py");
     assertEquals(log.map((e) => e.event), [
       "start",
       "fetch",
@@ -59,6 +45,79 @@ Deno.test("a Python app and a Node app deploy from git push and answer on their 
       "cleanup",
       "success",
     ]);
-    for (const e of log) assert(e.time && e.app === "py" && e.commit === pySha && e.release === st.release);
+    for (const e of log) assert(e.time && e.app === "py" && e.commit === pySha && typeof e.release === "string");
+    // The app's output lands in the log files the fleet monitor reads.
+    assertMatch(await Deno.readTextFile(server.paths("py").accessLog), /GET \/health/);
+    // status, as a table and as JSON.
+    const table = await server.cli(["status"]);
+    assertEquals(table.code, 0, table.output);
+    assertMatch(table.stdout, /^APP +STATUS/);
+    assertMatch(table.stdout, /\nnode +running +yes/);
+    const json = await server.cli(["status", "py", "--json"]);
+    assertEquals(JSON.parse(json.stdout).commit, pySha);
+  });
+});
+
+Deno.test("a second push replaces the first and keeps the old release; .env reaches the app with mode 0600", async () => {
+  await withServer(async (server) => {
+    const port = freePort();
+    const repo = await AppRepo.create(
+      server,
+      "app",
+      await server.setupApp("app", { port, dotenv: "# secrets\nGREETING='hello there'\n" }),
+    );
+    await repo.python("app", "v1");
+    assertEquals((await repo.push()).code, 0);
+    const first = (await status(server, "app")).release!;
+    const v2 = await repo.python("app", "v2");
+    const push = await repo.push();
+    assertEquals(push.code, 0, push.output);
+    assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "v2" });
+    assertEquals(await get(`http://127.0.0.1:${port}/greeting`), { status: 200, body: "hello there v2" });
+    const st = await status(server, "app");
+    assertEquals([st.commit, st.previous], [v2, first]);
+    assertEquals((await releases(server, "app")).length, 2);
+    assert((await releases(server, "app")).includes(first));
+    const env = await Deno.stat(`${server.paths("app").release(st.release!)}/.env`);
+    assertEquals(env.mode! & 0o777, 0o600);
+  });
+});
+
+Deno.test("only keepReleases (3) releases remain after 5 deploys, current and previous among them", async () => {
+  await withServer(async (server) => {
+    const port = freePort();
+    const repo = await AppRepo.create(server, "five", await server.setupApp("five", { port }));
+    const ids: string[] = [];
+    for (let i = 1; i <= 5; i++) {
+      await repo.python("five", `v${i}`);
+      const push = await repo.push();
+      assertEquals(push.code, 0, push.output);
+      ids.push((await status(server, "five")).release!);
+    }
+    assertEquals(await releases(server, "five"), ids.slice(-3));
+    const st = await status(server, "five");
+    assertEquals([st.release, st.previous], [ids[4], ids[3]]);
+    assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "v5" });
+    assertEquals([...ids].sort(), ids, "release ids sort in deploy order");
+  });
+});
+
+Deno.test("a push to another branch deploys nothing; deleting it works", async () => {
+  await withServer(async (server) => {
+    const port = freePort();
+    const repo = await AppRepo.create(server, "br", await server.setupApp("br", { port }));
+    await repo.git(["checkout", "--quiet", "-b", "feature"]);
+    const sha = await repo.python("br", "feature-v1");
+    const push = await repo.push("feature");
+    assertEquals(push.code, 0, push.output);
+    assertMatch(push.output, /refs\/heads\/feature stored; only main deploys/);
+    assertEquals(await branchHead(server, "br", "feature"), sha);
+    assertEquals(await releases(server, "br"), []);
+    assertEquals(await current(server, "br"), undefined);
+    assertEquals(await deployLog(server, "br"), []);
+    assert("error" in await get(`http://127.0.0.1:${port}/`), "nothing may listen on the port");
+    const del = await repo.push(":feature");
+    assertEquals(del.code, 0, del.output);
+    assertEquals(await branchHead(server, "br", "feature"), "");
   });
 });

@@ -10,6 +10,19 @@ export type Mode = "ok" | "500" | "crash" | "nolisten";
 /** A fast health check for tests: 2 successes 200 ms apart, within 8 s. */
 export const FAST_HEALTH = "{ path: /health, window: 8s, interval: 200ms, successes: 2, timeout: 1s }";
 
+/** A health check that gives up after 3 s, for versions that are meant to fail. */
+export const SHORT_HEALTH = "{ path: /health, window: 3s, interval: 200ms, successes: 2, timeout: 1s }";
+
+/** Options of the app commits. */
+export interface AppOptions {
+  /** Extra deploy.yml lines. */
+  extra?: string;
+  /** The healthCheck value (default {@link FAST_HEALTH}). */
+  health?: string;
+  /** Extra files. */
+  files?: Record<string, string | null>;
+}
+
 /** The Python app: answers its version on every path, or misbehaves as `mode` says. */
 export function pythonApp(version: string, mode: Mode = "ok"): string {
   return `import http.server, os, sys, time
@@ -94,19 +107,26 @@ export class AppRepo {
   }
 
   /** Commits a Python app at `version` with a deploy.yml. */
-  python(app: string, version: string, mode: Mode = "ok", extra = ""): Promise<string> {
+  python(app: string, version: string, mode: Mode = "ok", options: AppOptions = {}): Promise<string> {
     return this.commit({
-      "deploy.yml": `name: ${app}\ntype: python\nhealthCheck: ${FAST_HEALTH}\ncommand: python app.py\n${extra}`,
+      "deploy.yml": deployYml(app, "python", "python app.py", options),
       "app.py": pythonApp(version, mode),
+      ...options.files,
     }, `${version} (${mode})`);
   }
 
   /** Commits a Node app at `version` with a deploy.yml and package.json. */
-  node(app: string, version: string, mode: Mode = "ok", extra = ""): Promise<string> {
+  node(app: string, version: string, mode: Mode = "ok", options: AppOptions = {}): Promise<string> {
     return this.commit({
-      "deploy.yml": `name: ${app}\ntype: node\nhealthCheck: ${FAST_HEALTH}\ncommand: node server.js\n${extra}`,
+      "deploy.yml": deployYml(app, "node", "node server.js", options),
       "package.json": JSON.stringify({ name: app, version: "1.0.0", private: true }),
       "server.js": nodeApp(version, mode),
+      ...options.files,
     }, `${version} (${mode})`);
   }
+}
+
+function deployYml(app: string, type: string, command: string, options: AppOptions): string {
+  return `name: ${app}\ntype: ${type}\nhealthCheck: ${options.health ?? FAST_HEALTH}\ncommand: ${command}\n` +
+    (options.extra ?? "");
 }

@@ -1,0 +1,168 @@
+/**
+ * End to end: failed deploys. Real pushes, real PM2, real apps that misbehave.
+ */
+import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
+import { AppRepo, SHORT_HEALTH } from "../helpers/apps.ts";
+import { freePort, get, withServer } from "../helpers/server.ts";
+import { branchHead, current, deployLog, releases, snapshot, status } from "../helpers/state.ts";
+
+Deno.test("a deploy that fails its health check (500, crash, never listens) is rolled back", async () => {
+  await withServer(async (server) => {
+    const [pyPort, nodePort] = [freePort(), freePort()];
+    const py = await AppRepo.create(server, "py", await server.setupApp("py", { port: pyPort }));
+    const node = await AppRepo.create(server, "node", await server.setupApp("node", { port: nodePort }));
+    const good = { py: await py.python("py", "py-v1"), node: await node.node("node", "node-v1") };
+    assertEquals((await py.push()).code, 0);
+    assertEquals((await node.push()).code, 0);
+    const serving = { py: (await status(server, "py")).release, node: (await status(server, "node")).release };
+
+    const cases = [
+      { app: "py" as const, repo: py, port: pyPort, mode: "500" as const, problem: /answered 500/ },
+      { app: "py" as const, repo: py, port: pyPort, mode: "crash" as const, problem: /connection refused/ },
+      { app: "node" as const, repo: node, port: nodePort, mode: "nolisten" as const, problem: /connection refused/ },
+    ];
+    for (const c of cases) {
+      const bad = c.app === "py"
+        ? await c.repo.python(c.app, `bad-${c.mode}`, c.mode, { health: SHORT_HEALTH })
+        : await c.repo.node(c.app, `bad-${c.mode}`, c.mode, { health: SHORT_HEALTH });
+      const push = await c.repo.push();
+      assert(push.code !== 0, `push of a ${c.mode} app must fail:\n${push.output}`);
+      assertMatch(push.output, /\[remote rejected\] main -> main \(deploy failed at health; rolled back\)/);
+      assertMatch(push.output, c.problem);
+      assertMatch(push.output, /↺ rolled back: release/);
+      // The previous version answers, from the same release, and the branch did not move.
+      assertEquals(await get(`http://127.0.0.1:${c.port}/`), { status: 200, body: `${c.app}-v1` });
+      assertEquals(await current(server, c.app), `releases/${serving[c.app]}`);
+      assertEquals(await branchHead(server, c.app), good[c.app]);
+      assertEquals(await releases(server, c.app), [serving[c.app]!], "the failed release is removed");
+      const st = await status(server, c.app);
+      assertEquals([st.status, st.healthy, st.commit, st.release], ["running", true, good[c.app], serving[c.app]]);
+      assertEquals([st.lastDeploy.outcome, st.lastDeploy.step, st.lastDeploy.commit], ["rolled_back", "health", bad]);
+      assertMatch(st.lastDeploy.message!, c.problem);
+      const events = (await deployLog(server, c.app)).map((e) => e.event);
+      assertEquals(events.slice(-4), ["rollback", "start", "health", "rolled_back"]);
+    }
+    // The next good push just works.
+    await py.python("py", "py-v3");
+    assertEquals((await py.push()).code, 0);
+    assertEquals(await get(`http://127.0.0.1:${pyPort}/`), { status: 200, body: "py-v3" });
+  });
+});
+
+Deno.test("a first deploy that fails leaves nothing running and says so", async () => {
+  await withServer(async (server) => {
+    const port = freePort();
+    const repo = await AppRepo.create(server, "first", await server.setupApp("first", { port }));
+    await repo.python("first", "v1", "500", { health: SHORT_HEALTH });
+    const push = await repo.push();
+    assert(push.code !== 0);
+    assertMatch(push.output, /no previous release to go back to; the app is stopped/);
+    const st = await status(server, "first");
+    assertEquals([st.status, st.healthy, st.lastDeploy.outcome], ["failed", false, "rolled_back"]);
+    assertEquals(await current(server, "first"), undefined);
+    assert("error" in await get(`http://127.0.0.1:${port}/`), "the failed app must be stopped");
+    assertEquals(await branchHead(server, "first"), "");
+  });
+});
+
+Deno.test("a failing preDeploy hook leaves current untouched", async () => {
+  await withServer(async (server) => {
+    const port = freePort();
+    const repo = await AppRepo.create(server, "hook", await server.setupApp("hook", { port }));
+    await repo.python("hook", "v1");
+    assertEquals((await repo.push()).code, 0);
+    const before = await current(server, "hook");
+    const bad = await repo.python("hook", "v2", "ok", {
+      extra: "hooks:\n  preDeploy: ./migrate.sh --strict\n",
+      files: { "migrate.sh": '#!/bin/sh\necho "migrating with $1"\necho "migration 42 failed" >&2\nexit 3\n' },
+    });
+    const push = await repo.push();
+    assert(push.code !== 0, push.output);
+    assertMatch(push.output, /✗ preDeploy .*`\.\/migrate\.sh --strict` exited with code 3/);
+    assertMatch(push.output, /migration 42 failed/);
+    assertMatch(push.output, /nothing was switched: [0-9a-f]{7} still serves/);
+    assertEquals(await current(server, "hook"), before);
+    assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "v1" });
+    const st = await status(server, "hook");
+    assertEquals([st.status, st.lastDeploy.outcome, st.lastDeploy.step, st.lastDeploy.commit], [
+      "running",
+      "failed",
+      "preDeploy",
+      bad,
+    ]);
+    assertEquals((await releases(server, "hook")).length, 1);
+  });
+});
+
+Deno.test("a broken deploy.yml gives a clear message and changes nothing", async () => {
+  await withServer(async (server) => {
+    const port = freePort();
+    const repo = await AppRepo.create(server, "cfg", await server.setupApp("cfg", { port }));
+    const good = await repo.python("cfg", "v1");
+    assertEquals((await repo.push()).code, 0);
+    const before = await snapshot(server);
+    const broken = [
+      {
+        yml: "name: cfg\ntype: python\nhealthCheck: [/health\n",
+        message: /deploy\.yml \(commit [0-9a-f]{7}\):4:1: YAML syntax error/,
+      },
+      {
+        yml: "name: cfg\ntype: rust\nhealthCheck: /health\n",
+        message:
+          /deploy\.yml \(commit [0-9a-f]{7}\):2:7: "type" must be one of python, node, docker, static \(got "rust"\)/,
+      },
+      {
+        yml: "name: cfg\ntype: python\nhealthCheck: /health\nkomand: python app.py\n",
+        message: /4:1: "komand" is not a known key; did you mean "command"\?/,
+      },
+    ];
+    for (const { yml, message } of broken) {
+      await repo.commit({ "deploy.yml": yml });
+      const push = await repo.push();
+      assert(push.code !== 0, push.output);
+      assertMatch(push.output, message);
+      assertMatch(push.output, /\[remote rejected\] main -> main \(Cannot read deploy\.yml/);
+      assertEquals(await snapshot(server), before, "nothing changes on disk");
+      assertEquals(await branchHead(server, "cfg"), good);
+      await repo.git(["reset", "--quiet", "--hard", "HEAD~1"]);
+    }
+    assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "v1" });
+  });
+});
+
+Deno.test("a push for an app that is not set up says to run setup, and changes nothing", async () => {
+  await withServer(async (server) => {
+    const repoPath = await server.setupApp("known", { port: freePort() });
+    const repo = await AppRepo.create(server, "other", repoPath);
+    const before = await snapshot(server);
+    await repo.python("unknown-app", "v1");
+    const push = await repo.push();
+    assert(push.code !== 0);
+    assertMatch(push.output, /app "unknown-app" is not set up on this server/);
+    assertMatch(push.output, /hint: run `deploy-paradigm setup unknown-app` on this server first/);
+    assertEquals(await snapshot(server), before);
+  });
+});
+
+Deno.test("execute exits 2 on usage errors and 1 on a failed deploy", async () => {
+  await withServer(async (server) => {
+    const missing = await server.cli(["execute", server.root, "HEAD"]);
+    assertEquals(missing.code, 2);
+    assertMatch(missing.stderr, /is not a git repository/);
+    const noArgs = await server.cli(["execute"]);
+    assertEquals(noArgs.code, 2);
+    assertMatch(noArgs.stderr, /"execute" needs <git-dir>/);
+    const port = freePort();
+    const repoPath = await server.setupApp("direct", { port });
+    const repo = await AppRepo.create(server, "direct", repoPath);
+    const sha = await repo.python("direct", "v1", "500", { health: SHORT_HEALTH });
+    // Put the commit into the bare repo without deploying (a branch other than main).
+    await repo.push("main:refs/heads/staging");
+    const dry = await server.cli(["execute", repoPath, sha, "--dry-run"]);
+    assertEquals(dry.code, 0, dry.output);
+    assertMatch(dry.stdout, /would run: python3 -m venv --without-pip venv/);
+    assertEquals(await releases(server, "direct"), []);
+    const failed = await server.cli(["execute", repoPath, sha]);
+    assertEquals(failed.code, 1, failed.output);
+  });
+});
