@@ -91,6 +91,18 @@ Deno.test("a failing preDeploy hook leaves current untouched", async () => {
       bad,
     ]);
     assertEquals((await releases(server, "hook")).length, 1);
+
+    // A failing build: same guarantees, and the step names the command and its last lines.
+    await repo.python("hook", "v3", "ok", {
+      extra: "build: [sh, -c, 'echo compiling; echo syntax error >&2; exit 7']\n",
+    });
+    const build = await repo.push();
+    assert(build.code !== 0, build.output);
+    assertMatch(build.output, /✗ build .*`sh -c 'echo compiling; echo syntax error >&2; exit 7'` exited with code 7/);
+    assertMatch(build.output, /syntax error/);
+    assertEquals(await current(server, "hook"), before);
+    assertEquals((await status(server, "hook")).lastDeploy.step, "build");
+    assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "v1" });
   });
 });
 
