@@ -23,7 +23,7 @@ export function shellQuote(value: string): string {
  */
 export function renderHook(command: string, env: Record<string, string> = {}): string {
   const exports = Object.entries(env).map(([k, v]) => `export ${k}=${shellQuote(v)}`).join("\n");
-  return template.replace("__DEPLOY_PARADIGM__", shellQuote(command)).replace("__EXPORTS__", exports);
+  return template.replace("__DEPLOY_PARADIGM__", () => shellQuote(command)).replace("__EXPORTS__", () => exports);
 }
 
 /** Installs the hook into the bare repository `gitDir` and routes branch pushes through it. */

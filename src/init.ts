@@ -45,12 +45,22 @@ export function renderDeployYml(name: string, type: AppType, facts: RepoFacts): 
   let command: string;
   try {
     const argv = startArgv({ name, type } as DeployFile, facts);
-    command = argv ? `command: ${displayArgv(argv)}` : "# command: (none: the static files are served as they are)";
+    command = argv
+      ? `command: ${displayArgv(argv)}`
+      : type === "docker"
+      ? "# command: (default: the image's CMD)"
+      : "# command: (none: the static files are served as they are)";
   } catch {
-    command = type === "docker" ? "# command: (the image's CMD)" : "command: CHANGE-ME  # e.g. python app.py";
+    command = "command: CHANGE-ME  # e.g. python app.py";
   }
-  return template.replaceAll("__SCHEMA_URL__", SCHEMA_URL).replaceAll("__NAME__", name).replace("__TYPE__", type)
-    .replace("__HEALTH__", type === "static" ? "/" : "/health").replace("__COMMAND__", command);
+  const values: Record<string, string> = {
+    __SCHEMA_URL__: SCHEMA_URL,
+    __NAME__: name,
+    __TYPE__: type,
+    __HEALTH__: type === "static" ? "/" : "/health",
+    __COMMAND__: command,
+  };
+  return template.replace(/__[A-Z_]+__/g, (key) => values[key] ?? key);
 }
 
 /** Writes deploy.yml into `options.dir`. Returns the path and what was chosen. */

@@ -27,8 +27,9 @@ export function parseConfig<S extends z.ZodType>(
     const count = problems.length === 1 ? "" : ` (${problems.length} problems)`;
     throw new ConfigError(`Cannot read ${label}${count}:`, problems, options);
   };
-  if (text.length > MAX_CONFIG_BYTES) {
-    fail([`${label}: file is ${text.length} bytes; config files are limited to ${MAX_CONFIG_BYTES} bytes`]);
+  const bytes = text.length > MAX_CONFIG_BYTES / 4 ? new TextEncoder().encode(text).length : text.length;
+  if (bytes > MAX_CONFIG_BYTES) {
+    fail([`${label}: file is ${bytes} bytes; config files are limited to ${MAX_CONFIG_BYTES} bytes`]);
   }
   if (text.includes("\uFFFD")) fail([`${label}: file is not valid UTF-8 text`]);
   const lines = new LineCounter();
@@ -74,7 +75,9 @@ function explain(issue: z.core.$ZodIssue, path: Path, schema: z.ZodType, data: u
   if (value === undefined && (issue.code === "invalid_type" || issue.code === "invalid_value")) {
     return `${key} is required` + (issue.code === "invalid_value" ? ` and ${issue.message}` : "");
   }
-  const message = issue.code === "invalid_type" ? `must be ${issue.expected}` : issue.message;
+  const message = issue.code === "invalid_type" && issue.message.startsWith("Invalid input")
+    ? `must be ${issue.expected === "int" ? "a whole number" : issue.expected}`
+    : issue.message;
   const got = value === undefined || message.includes("(got") ? "" : ` (got ${describe(value)})`;
   return `${key} ${message}${got}`;
 }

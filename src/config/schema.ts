@@ -33,6 +33,7 @@ const duration = (fallback: string) =>
         code: "custom",
         input: value,
         message: `must be a duration like "500ms", "2s" or "1m" (got ${JSON.stringify(value)})`,
+        continue: true,
       });
       return z.NEVER;
     }

@@ -19,6 +19,11 @@ export interface RepoFacts {
 /** The build commands for a release in `releaseDir`. */
 export function buildPlan(deploy: DeployFile, facts: RepoFacts, releaseDir: string): Cmd[] {
   const inRelease = (argv: string[]): Cmd => ({ argv, cwd: releaseDir });
+  if (deploy.type === "docker") {
+    throw new UsageError('type "docker" is not supported yet', {
+      suggestion: "deploy the app as python, node or static for now",
+    });
+  }
   if (deploy.build) return [inRelease(toArgv(deploy.build))];
   switch (deploy.type) {
     case "python": {
@@ -40,10 +45,6 @@ export function buildPlan(deploy: DeployFile, facts: RepoFacts, releaseDir: stri
     }
     case "static":
       return [];
-    case "docker":
-      throw new UsageError('type "docker" is not supported yet', {
-        suggestion: "deploy the app as python, node or static for now",
-      });
   }
 }
 

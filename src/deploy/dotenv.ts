@@ -18,12 +18,43 @@ export function parseDotenv(text: string, label: string): Record<string, string>
       problems.push(`${label}:${i + 1}:1: expected KEY=value (KEY of letters, digits and _)`);
       return;
     }
-    const [, key, value] = match;
-    if (value.startsWith("'") && value.endsWith("'") && value.length >= 2) values[key] = value.slice(1, -1);
-    else if (value.startsWith('"') && value.endsWith('"') && value.length >= 2) {
-      values[key] = value.slice(1, -1).replace(/\\([n"\\])/g, (_, c) => (c === "n" ? "\n" : c));
-    } else values[key] = value.replace(/\s+#.*$/, "");
+    const [, key, rawValue] = match;
+    const value = unquote(rawValue);
+    if (value === undefined) {
+      problems.push(
+        `${label}:${i + 1}:${raw.indexOf(rawValue) + 1}: unterminated quote, or text after the closing quote`,
+      );
+    } else values[key] = value;
   });
   if (problems.length) throw new ConfigError(`Cannot read ${label}:`, problems);
   return values;
+}
+
+/** A value without its quotes (and without a trailing `# comment`), or undefined when malformed. */
+function unquote(value: string): string | undefined {
+  const quote = value[0];
+  if (quote !== "'" && quote !== '"') return value.replace(/\s+#.*$/, "");
+  let out = "";
+  let i = 1;
+  for (; i < value.length && value[i] !== quote; i++) {
+    if (quote === '"' && value[i] === "\\" && /[n"\\]/.test(value[i + 1] ?? "")) {
+      i++;
+      out += value[i] === "n" ? "\n" : value[i];
+    } else out += value[i];
+  }
+  return i < value.length && /^\s*(#.*)?$/.test(value.slice(i + 1)) ? out : undefined;
+}
+
+/**
+ * Writes values in the one .env form that systemd's EnvironmentFile, dotenv libraries and
+ * {@link parseDotenv} all read the same way: `KEY='value'`, or `KEY="value"` with `\n`, `\"`
+ * and `\\` escapes when the value holds a single quote or a newline.
+ */
+export function serializeDotenv(values: Record<string, string>, header: string): string {
+  const lines = Object.entries(values).map(([key, value]) =>
+    /['\n\\]/.test(value)
+      ? `${key}="${value.replace(/[\\"]/g, (c) => `\\${c}`).replaceAll("\n", "\\n")}"`
+      : `${key}='${value}'`
+  );
+  return [`# ${header}`, ...lines, ""].join("\n");
 }

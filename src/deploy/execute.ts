@@ -17,7 +17,7 @@ import { type AppProcess, managerNamed } from "../managers/mod.ts";
 import { type AppPaths, appPaths } from "../paths.ts";
 import { baseEnv, displayArgv, DryRunner, ProcessRunner, type Runner } from "../runner.ts";
 import { buildPlan, type RepoFacts, startArgv } from "./app_type.ts";
-import { parseDotenv } from "./dotenv.ts";
+import { parseDotenv, serializeDotenv } from "./dotenv.ts";
 import { checkHealth, type HealthResult } from "./health.ts";
 import { Journal, StepFailed } from "./journal.ts";
 import { acquireLock } from "./lock.ts";
@@ -377,16 +377,23 @@ async function rollBack(
   }
 }
 
-/** Copies `.env.<env>` into the release as `.env` (0600). Returns its values. */
+/**
+ * Copies the values of `.env.<env>` into the release as `.env` (0600), in the canonical form
+ * that systemd's EnvironmentFile reads exactly as we do. Returns the values.
+ */
 async function installEnv(paths: AppPaths, config: ServerConfig, releaseDir: string) {
   const source = paths.envFile(config.env);
   const text = await readTextOrUndefined(source);
   if (text === undefined) return { values: {}, message: `no ${source}; the app gets PORT only` };
   const values = parseDotenv(text, source);
   const file = join(releaseDir, ".env");
-  await Deno.writeTextFile(file, text, { mode: 0o600, createNew: true });
+  await Deno.writeTextFile(file, serializeDotenv(values, `from ${source}, written by deploy-paradigm`), {
+    mode: 0o600,
+    createNew: true,
+  });
   await Deno.chmod(file, 0o600);
-  return { values, message: `.env.${config.env} → .env (0600, ${Object.keys(values).length} value(s))` };
+  const count = Object.keys(values).length;
+  return { values, message: `.env.${config.env} → .env (0600, ${count} value${count === 1 ? "" : "s"})` };
 }
 
 /** PATH with the release's own tools first. */

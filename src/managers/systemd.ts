@@ -8,14 +8,18 @@ import { systemdDir } from "../paths.ts";
 import type { AppProcess, ProcessManager } from "./manager.ts";
 import type { Plan } from "../runner.ts";
 
-/** Quotes one word for a unit file: systemd's own quoting, with % and $ escaped. */
-export function unitQuote(word: string): string {
-  return `"${word.replace(/[\\"]/g, (c) => `\\${c}`).replaceAll("%", "%%").replaceAll("$", "$$$$")}"`;
+/**
+ * Quotes one word for a unit file: systemd's own quoting, with `%` specifiers escaped, and `$`
+ * too in command lines (`exec`), where systemd would expand variables. `Environment=` does not.
+ */
+export function unitQuote(word: string, exec = true): string {
+  const quoted = word.replace(/[\\"]/g, (c) => `\\${c}`).replaceAll("%", "%%");
+  return `"${exec ? quoted.replaceAll("$", "$$$$") : quoted}"`;
 }
 
 /** The unit file of an app. */
 export function unitFile(p: AppProcess): string {
-  const env = Object.entries(p.env).map(([k, v]) => unitQuote(`${k}=${v}`)).join(" ");
+  const env = Object.entries(p.env).map(([k, v]) => unitQuote(`${k}=${v}`, false)).join(" ");
   return [
     "# Written by deploy-paradigm. Changes are overwritten by the next deploy.",
     "[Unit]",
@@ -27,7 +31,7 @@ export function unitFile(p: AppProcess): string {
     `WorkingDirectory=${p.cwd}`,
     `EnvironmentFile=-${p.envFile}`,
     `Environment=${env}`,
-    `ExecStart=${p.argv.map(unitQuote).join(" ")}`,
+    `ExecStart=${p.argv.map((word) => unitQuote(word)).join(" ")}`,
     "Restart=on-failure",
     "RestartSec=1",
     `StandardOutput=append:${p.accessLog}`,

@@ -1,0 +1,355 @@
+/**
+ * deploy.yml / config.yml parsing: schemas, defaults, and the one-pass error report
+ * (every problem, each with file:line:col and its key path).
+ */
+import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
+import { MAX_CONFIG_BYTES, parseConfig } from "../../src/config/load.ts";
+import {
+  APP_TYPES,
+  deployFileJsonSchema,
+  deployFileSchema,
+  parseDuration,
+  serverConfigSchema,
+} from "../../src/config/schema.ts";
+import { ConfigError, DeployParadigmError, UsageError } from "../../src/errors.ts";
+
+/** Parses `text` expecting failure; returns the ConfigError. */
+function configError(text: string, schema: typeof deployFileSchema | typeof serverConfigSchema = deployFileSchema) {
+  try {
+    parseConfig(text, schema, "deploy.yml");
+  } catch (error) {
+    assert(error instanceof ConfigError, `expected a ConfigError, got ${error}`);
+    return error;
+  }
+  throw new Error(`expected ${JSON.stringify(text)} to be refused`);
+}
+
+/** The problems of a refused file. */
+const problems = (text: string, schema?: typeof deployFileSchema | typeof serverConfigSchema) =>
+  configError(text, schema).problems;
+
+const DEFAULT_HEALTH = { path: "/health", window: 30_000, interval: 1000, successes: 3, timeout: 2000 };
+
+Deno.test("deploy.yml: a minimal static app gets its defaults and needs no healthCheck", () => {
+  const deploy = parseConfig("name: site\ntype: static\n", deployFileSchema, "deploy.yml");
+  assertEquals(deploy, { name: "site", type: "static", keepReleases: 3, branch: "main" });
+});
+
+Deno.test("deploy.yml: the healthCheck string form is normalized to the full object", () => {
+  const deploy = parseConfig("name: api\ntype: python\nhealthCheck: /health\n", deployFileSchema, "deploy.yml");
+  assertEquals(deploy, { name: "api", type: "python", healthCheck: DEFAULT_HEALTH, keepReleases: 3, branch: "main" });
+});
+
+Deno.test("deploy.yml: a full file keeps every value it sets", () => {
+  const text = [
+    "name: web-2",
+    "type: node",
+    "healthCheck:",
+    "  path: /ready",
+    "  window: 2m",
+    "  interval: 500ms",
+    "  successes: 5",
+    "  timeout: 5",
+    "command: [node, server.js]",
+    "build: npm run build",
+    "hooks:",
+    "  preDeploy: ./scripts/migrate.sh",
+    "  postDeploy: [./notify, --ok]",
+    "keepReleases: 10",
+    "branch: release/v1",
+    "",
+  ].join("\n");
+  assertEquals(parseConfig(text, deployFileSchema, "deploy.yml"), {
+    name: "web-2",
+    type: "node",
+    healthCheck: { path: "/ready", window: 120_000, interval: 500, successes: 5, timeout: 5000 },
+    command: ["node", "server.js"],
+    build: "npm run build",
+    hooks: { preDeploy: "./scripts/migrate.sh", postDeploy: ["./notify", "--ok"] },
+    keepReleases: 10,
+    branch: "release/v1",
+  });
+});
+
+Deno.test("deploy.yml: the long healthCheck form fills in missing durations with the defaults", () => {
+  const deploy = parseConfig("name: a\ntype: node\nhealthCheck: { path: /h, window: 1.5s }\n", deployFileSchema, "x");
+  assertEquals(deploy.healthCheck, { path: "/h", window: 1500, interval: 1000, successes: 3, timeout: 2000 });
+});
+
+Deno.test("config.yml: a minimal file gets env production", () => {
+  assertEquals(parseConfig("port: 8080\nmanager: systemd\n", serverConfigSchema, "config.yml"), {
+    port: 8080,
+    manager: "systemd",
+    env: "production",
+  });
+  assertEquals(parseConfig("port: 1\nmanager: pm2\nenv: staging\n", serverConfigSchema, "config.yml"), {
+    port: 1,
+    manager: "pm2",
+    env: "staging",
+  });
+});
+
+Deno.test("errors: every problem is reported at once with file:line:col and key path", () => {
+  const error = configError("name: Bad_Name\ntype: ruby\nhelthCheck: /x\n");
+  assertEquals(error.problems.length, 3);
+  const [name, type, unknown] = error.problems;
+  assertMatch(name, /^deploy\.yml:1:7: "name" must be 1-63 lowercase letters.*\(got "Bad_Name"\)$/);
+  assertMatch(type, /^deploy\.yml:2:7: "type" must be one of python, node, docker, static \(got "ruby"\)$/);
+  assertEquals(unknown, 'deploy.yml:3:1: "helthCheck" is not a known key; did you mean "healthCheck"?');
+  assertMatch(error.message, /^Cannot read deploy\.yml \(3 problems\):\n {2}deploy\.yml:1:7: /);
+});
+
+Deno.test("errors: problems are sorted by position in the file", () => {
+  const found = problems("keepReleases: 0\ntype: static\nname: UPPER\n");
+  assertEquals(found.map((p) => p.split(": ")[0]), ["deploy.yml:1:15", "deploy.yml:3:7"]);
+  assertMatch(found[0], /"keepReleases" .*\(got 0\)/);
+  assertMatch(found[1], /"name" must be/);
+});
+
+Deno.test("errors: a ConfigError is a UsageError with exit code 2", () => {
+  const error = configError("name: a\n");
+  assert(error instanceof UsageError);
+  assert(error instanceof DeployParadigmError);
+  assertEquals(error.exitCode, 2);
+  assertEquals(error.name, "ConfigError");
+  assertEquals(error.problems, ['deploy.yml:1:1: "type" is required and must be one of python, node, docker, static']);
+  assertEquals(error.message, `Cannot read deploy.yml:\n  ${error.problems[0]}`);
+});
+
+Deno.test("errors: the label names the file in every message", () => {
+  try {
+    parseConfig("name: a\ntype: static\nfoo: 1\n", deployFileSchema, "deploy.yml (commit abc1234)");
+    assert(false, "should have thrown");
+  } catch (error) {
+    assert(error instanceof ConfigError);
+    assertMatch(error.message, /^Cannot read deploy\.yml \(commit abc1234\):/);
+    assertMatch(error.problems[0], /^deploy\.yml \(commit abc1234\):3:1: "foo" is not a known key/);
+  }
+});
+
+Deno.test("errors: YAML syntax errors carry line:col", () => {
+  assertEquals(problems("name: app\ntype: static: x\n"), [
+    "deploy.yml:2:7: YAML syntax error: Nested mappings are not allowed in compact mappings",
+  ]);
+  assertEquals(problems("name: app\ntype: static\n\tbranch: x\n"), [
+    "deploy.yml:3:1: YAML syntax error: Tabs are not allowed as indentation",
+  ]);
+  const [unterminated] = problems("name: app\ntype: 'static\n");
+  assertMatch(unterminated, /^deploy\.yml:\d+:\d+: YAML syntax error: Missing closing 'quote/);
+});
+
+Deno.test("errors: duplicate keys are refused", () => {
+  const [problem] = problems("name: a\nname: b\ntype: static\n");
+  assertMatch(problem, /^deploy\.yml:2:1: YAML syntax error: Map keys must be unique/);
+});
+
+Deno.test("errors: an unknown key gets a did-you-mean, or the list of known keys", () => {
+  assertEquals(problems("name: app\ntype: static\nbranh: main\n"), [
+    'deploy.yml:3:1: "branh" is not a known key; did you mean "branch"?',
+  ]);
+  assertEquals(problems("name: app\ntype: static\nfoo: 1\n"), [
+    'deploy.yml:3:1: "foo" is not a known key; known keys: name, type, healthCheck, command, build, hooks, keepReleases, branch',
+  ]);
+});
+
+Deno.test("errors: unknown nested keys are reported with their full path", () => {
+  const hooks = "name: app\ntype: static\nhooks:\n  preDeploy: ./m.sh\n  postDeplo: x\n";
+  assertEquals(problems(hooks), ['deploy.yml:5:3: "hooks.postDeplo" is not a known key; did you mean "postDeploy"?']);
+  const health = "name: app\ntype: node\nhealthCheck: {path: /h, windw: 5s}\n";
+  assertEquals(problems(health), [
+    'deploy.yml:3:25: "healthCheck.windw" is not a known key; did you mean "window"?',
+  ]);
+});
+
+Deno.test("errors: a missing required key and a misspelt one are both reported", () => {
+  assertEquals(problems("nme: app\ntype: static\n"), [
+    'deploy.yml:1:1: "name" is required',
+    'deploy.yml:1:1: "nme" is not a known key; did you mean "name"?',
+  ]);
+});
+
+Deno.test("errors: an empty file is refused", () => {
+  for (const text of ["", "\n", "   \n", "# just a comment\n"]) {
+    assertEquals(problems(text), ["deploy.yml: file is empty; it must be a YAML mapping of keys"], text);
+  }
+});
+
+Deno.test("errors: a file that is not a mapping is refused", () => {
+  assertEquals(problems("- name: a\n- type: static\n"), [
+    "deploy.yml:1:1: the file must be a YAML mapping of keys (key: value), not a list",
+  ]);
+  assertEquals(problems("42\n"), ["deploy.yml:1:1: the file must be a YAML mapping of keys (key: value), not 42"]);
+  assertEquals(problems("hello\n"), [
+    'deploy.yml:1:1: the file must be a YAML mapping of keys (key: value), not "hello"',
+  ]);
+});
+
+Deno.test("errors: an alias bomb is refused before it expands", () => {
+  const bomb = [
+    "a: &a [x, x, x, x, x, x, x, x, x, x]",
+    "b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]",
+    "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]",
+    "d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]",
+    "e: [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]",
+    "",
+  ].join("\n");
+  const found = problems(bomb);
+  assertEquals(found.length, 1);
+  assertMatch(found[0], /^deploy\.yml: .*\(YAML aliases are limited to 50\)$/);
+});
+
+Deno.test("errors: an oversized file is refused before parsing", () => {
+  const text = "name: app\ntype: static\n# " + "x".repeat(MAX_CONFIG_BYTES) + "\n";
+  assertEquals(problems(text), [
+    `deploy.yml: file is ${text.length} bytes; config files are limited to ${MAX_CONFIG_BYTES} bytes`,
+  ]);
+  // Just under the limit is fine.
+  const fits = "name: app\ntype: static\n#" + "x".repeat(MAX_CONFIG_BYTES - 30) + "\n";
+  assert(fits.length <= MAX_CONFIG_BYTES);
+  assertEquals(parseConfig(fits, deployFileSchema, "deploy.yml").name, "app");
+});
+
+Deno.test("errors: text that was not valid UTF-8 is refused", () => {
+  const text = new TextDecoder().decode(new Uint8Array([...new TextEncoder().encode("name: a\n"), 0xff, 0x0a]));
+  assertEquals(problems(text), ["deploy.yml: file is not valid UTF-8 text"]);
+});
+
+Deno.test("config.yml: port out of range or not a whole number", () => {
+  for (const port of [0, 65536, 70000, -1]) {
+    assertEquals(problems(`port: ${port}\nmanager: pm2\n`, serverConfigSchema), [
+      `deploy.yml:1:7: "port" must be from 1 to 65535 (got ${port})`,
+    ]);
+  }
+  const [fraction] = problems("port: 80.5\nmanager: pm2\n", serverConfigSchema);
+  assertMatch(fraction, /^deploy\.yml:1:7: "port" must be .*\(got 80\.5\)$/);
+  const [text] = problems("port: '80'\nmanager: pm2\n", serverConfigSchema);
+  assertMatch(text, /^deploy\.yml:1:7: "port" must be .*\(got "80"\)$/);
+  assertEquals(parseConfig("port: 65535\nmanager: pm2\n", serverConfigSchema, "c").port, 65535);
+});
+
+Deno.test("config.yml: manager must be systemd or pm2; port is required", () => {
+  assertEquals(problems("port: 8080\nmanager: docker\n", serverConfigSchema), [
+    'deploy.yml:2:10: "manager" must be one of systemd, pm2 (got "docker")',
+  ]);
+  assertEquals(problems("manager: SystemD\n", serverConfigSchema), [
+    'deploy.yml:1:1: "port" is required',
+    'deploy.yml:1:10: "manager" must be one of systemd, pm2 (got "SystemD")',
+  ]);
+  assertEquals(problems("port: 0\nmanager: docker\nprt: 1\n", serverConfigSchema), [
+    'deploy.yml:1:7: "port" must be from 1 to 65535 (got 0)',
+    'deploy.yml:2:10: "manager" must be one of systemd, pm2 (got "docker")',
+    'deploy.yml:3:1: "prt" is not a known key; did you mean "port"?',
+  ]);
+});
+
+Deno.test("config.yml: env must be a plain name", () => {
+  assertEquals(problems("port: 80\nmanager: pm2\nenv: 'pro duction'\n", serverConfigSchema), [
+    'deploy.yml:3:6: "env" must be a name such as production (letters, digits, . _ -) (got "pro duction")',
+  ]);
+});
+
+Deno.test("deploy.yml: healthCheck is required for python, node and docker but not static", () => {
+  for (const type of ["python", "node", "docker"]) {
+    assertEquals(problems(`name: app\ntype: ${type}\n`), [
+      `deploy.yml:1:1: "healthCheck" is required for ${type} apps, e.g. healthCheck: /health`,
+    ]);
+  }
+  assertEquals(parseConfig("name: app\ntype: static\n", deployFileSchema, "d").healthCheck, undefined);
+  assertEquals(
+    parseConfig("name: app\ntype: static\nhealthCheck: /\n", deployFileSchema, "d").healthCheck?.path,
+    "/",
+  );
+});
+
+Deno.test("deploy.yml: healthCheck must be a URL path", () => {
+  assertEquals(problems("name: app\ntype: node\nhealthCheck: health\n"), [
+    'deploy.yml:3:14: "healthCheck" must be a URL path starting with "/", e.g. "/health" (got "health")',
+  ]);
+  const [spaced] = problems("name: app\ntype: node\nhealthCheck: /a b\n");
+  assertMatch(spaced, /^deploy\.yml:3:14: "healthCheck" must be a URL path/);
+});
+
+Deno.test("deploy.yml: durations in the long healthCheck form", () => {
+  const parse = (fields: string) =>
+    parseConfig(`name: a\ntype: node\nhealthCheck: { path: /h, ${fields} }\n`, deployFileSchema, "d").healthCheck!;
+  assertEquals(parse("window: 500ms").window, 500);
+  assertEquals(parse("window: 2m").window, 120_000);
+  assertEquals(parse("window: 5").window, 5000);
+  assertEquals(parse("interval: 1h").interval, 3_600_000);
+  assertEquals(parse("timeout: 0.5").timeout, 500);
+  // "soon" is not a duration: the file is refused, pointing at the health check.
+  const found = problems("name: a\ntype: node\nhealthCheck:\n  path: /h\n  window: soon\n");
+  assertEquals(found.length, 1);
+  assertMatch(found[0], /^deploy\.yml:[45]:\d+: "healthCheck/);
+  assertEquals(problems("name: a\ntype: node\nhealthCheck: { path: /h, successes: 0 }\n"), [
+    'deploy.yml:3:37: "healthCheck.successes" Too small: expected number to be >=1 (got 0)',
+  ]);
+});
+
+Deno.test("parseDuration: units, plain seconds, and refusals", () => {
+  assertEquals(parseDuration("500ms"), 500);
+  assertEquals(parseDuration("2s"), 2000);
+  assertEquals(parseDuration("1.5m"), 90_000);
+  assertEquals(parseDuration("2m"), 120_000);
+  assertEquals(parseDuration("1h"), 3_600_000);
+  assertEquals(parseDuration(" 30s "), 30_000);
+  assertEquals(parseDuration(5), 5000);
+  assertEquals(parseDuration(0.25), 250);
+  assertEquals(parseDuration(0), 0);
+  for (const bad of ["soon", "2", "-2s", "2 s", "2d", "", "s", "1e3ms"]) {
+    assertEquals(parseDuration(bad), undefined, bad);
+  }
+  for (const bad of [-1, Infinity, NaN]) assertEquals(parseDuration(bad), undefined, String(bad));
+});
+
+Deno.test("deploy.yml: a command with $(...) or another shell operator is refused", () => {
+  const [dollar] = problems("name: app\ntype: static\ncommand: echo $(whoami)\n");
+  assertMatch(dollar, /^deploy\.yml:3:10: "command" command contains the shell operator "\$" at character 6/);
+  assertMatch(dollar, /not run by a shell/);
+  const [pipe] = problems("name: app\ntype: static\nhooks: {preDeploy: 'x | y'}\n");
+  assertMatch(pipe, /^deploy\.yml:3:20: "hooks\.preDeploy" command contains the shell operator "\|"/);
+  const [unterminated] = problems("name: app\ntype: static\nbuild: 'make \"all'\n");
+  assertMatch(unterminated, /^deploy\.yml:3:8: "build" command unterminated " quote at character 6/);
+  const [empty] = problems("name: app\ntype: static\ncommand: ''\n");
+  assertEquals(empty, 'deploy.yml:3:10: "command" command is empty (got an empty string)');
+  const [emptyList] = problems("name: app\ntype: static\nbuild: []\n");
+  assertEquals(emptyList, 'deploy.yml:3:8: "build" must list at least the program to run (got a list)');
+  // Quoted operators and argv lists are fine: nothing is run by a shell.
+  const ok = parseConfig(
+    "name: app\ntype: static\ncommand: \"echo '$(whoami)'\"\nbuild: [sh, -c, 'a | b']\n",
+    deployFileSchema,
+    "d",
+  );
+  assertEquals([ok.command, ok.build], ["echo '$(whoami)'", ["sh", "-c", "a | b"]]);
+});
+
+Deno.test("deploy.yml: name, keepReleases and branch limits", () => {
+  assertEquals(parseConfig(`name: ${"a".repeat(63)}\ntype: static\n`, deployFileSchema, "d").name.length, 63);
+  for (const name of ["a".repeat(64), "-app", "App", "my_app", "''"]) {
+    const found = problems(`name: ${name}\ntype: static\n`);
+    assertEquals(found.length, 1, name);
+    assertMatch(found[0], /^deploy\.yml:1:7: "name" must be 1-63 lowercase letters/);
+  }
+  assertMatch(problems("name: a\ntype: static\nkeepReleases: 101\n")[0], /^deploy\.yml:3:15: "keepReleases" /);
+  assertMatch(problems("name: a\ntype: static\nkeepReleases: 2.5\n")[0], /^deploy\.yml:3:15: "keepReleases" /);
+  assertEquals(problems("name: a\ntype: static\nbranch: 'a b'\n"), [
+    'deploy.yml:3:9: "branch" must be a branch name (got "a b")',
+  ]);
+});
+
+Deno.test("deployFileJsonSchema: describes the file for editors", () => {
+  const schema = deployFileJsonSchema();
+  const properties = schema.properties as Record<string, Record<string, unknown>>;
+  for (const key of ["name", "type", "healthCheck", "command", "build", "hooks", "keepReleases", "branch"]) {
+    assert(key in properties, `missing property ${key}`);
+  }
+  assertEquals(properties.type.enum, ["python", "node", "docker", "static"]);
+  assertEquals(properties.type.enum, [...APP_TYPES]);
+  assertEquals(schema.required, ["name", "type"]);
+  assertEquals(schema.additionalProperties, false);
+  assertEquals(properties.keepReleases.default, 3);
+  assertEquals(properties.branch.default, "main");
+  assertEquals(schema.title, "deploy-paradigm deploy.yml");
+  // Serializable as-is (the `schema` command prints it).
+  assertEquals(JSON.parse(JSON.stringify(schema)), schema);
+});

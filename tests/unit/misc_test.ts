@@ -1,0 +1,576 @@
+/**
+ * Smaller modules: .env parsing, release ids, did-you-mean, the CLI parser, pkt-lines, the git
+ * hook, `init`, the health check (against a real loopback server) and the deploy lock.
+ */
+import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
+import { rejects, throws } from "node:assert/strict";
+import { join } from "node:path";
+import { parseDotenv } from "../../src/deploy/dotenv.ts";
+import { listReleases, newReleaseId, releaseIdAt } from "../../src/deploy/releases.ts";
+import { type AppPaths, appPaths } from "../../src/paths.ts";
+import { ConfigError, didYouMean, UsageError } from "../../src/errors.ts";
+import { type CommandSpec, parseInvocation, runCli } from "../../src/cli.ts";
+import { program } from "../../src/commands/mod.ts";
+import { pkt, PktReader } from "../../src/receive.ts";
+import { renderHook, shellQuote } from "../../src/hook.ts";
+import { detectType, nameFromFolder, renderDeployYml } from "../../src/init.ts";
+import { parseConfig } from "../../src/config/load.ts";
+import { deployFileSchema, type HealthCheck } from "../../src/config/schema.ts";
+import { checkHealth } from "../../src/deploy/health.ts";
+import { acquireLock, type LockOwner } from "../../src/deploy/lock.ts";
+
+// ---------------------------------------------------------------- .env
+
+Deno.test("parseDotenv: KEY=value lines, comments, export, quotes", () => {
+  const text = [
+    "# a comment",
+    "",
+    "PLAIN=value",
+    "export EXPORTED = spaced ",
+    "SINGLE='a b $HOME \\n'",
+    'DOUBLE="line1\\nline2 \\"q\\" \\\\ $HOME"',
+    "INLINE=v # trailing comment",
+    "HASH=a#b",
+    "EMPTY=",
+    "  INDENTED=yes",
+    "URL=postgres://u:p@h:5432/db?x=1",
+    "",
+  ].join("\n");
+  assertEquals(parseDotenv(text, ".env"), {
+    PLAIN: "value",
+    EXPORTED: "spaced",
+    SINGLE: "a b $HOME \\n",
+    DOUBLE: 'line1\nline2 "q" \\ $HOME',
+    INLINE: "v",
+    HASH: "a#b",
+    EMPTY: "",
+    INDENTED: "yes",
+    URL: "postgres://u:p@h:5432/db?x=1",
+  });
+});
+
+Deno.test("parseDotenv: CRLF line endings and later values win", () => {
+  assertEquals(parseDotenv("A=1\r\nB='x'\r\nA=2\r\n", ".env"), { A: "2", B: "x" });
+  assertEquals(parseDotenv("", ".env"), {});
+});
+
+Deno.test("parseDotenv: every bad line is reported with its line number", () => {
+  try {
+    parseDotenv("A=1\nnot a pair\n1X=2\nB=3\nC-D=4\n", "/srv/.env.production");
+    assert(false, "should have thrown");
+  } catch (error) {
+    assert(error instanceof ConfigError);
+    assertEquals(error.exitCode, 2);
+    assertEquals(error.problems, [
+      "/srv/.env.production:2:1: expected KEY=value (KEY of letters, digits and _)",
+      "/srv/.env.production:3:1: expected KEY=value (KEY of letters, digits and _)",
+      "/srv/.env.production:5:1: expected KEY=value (KEY of letters, digits and _)",
+    ]);
+    assertMatch(error.message, /^Cannot read \/srv\/\.env\.production:\n/);
+  }
+});
+
+// ---------------------------------------------------------------- release ids
+
+Deno.test("releaseIdAt: UTC YYYYMMDD-HHMMSS-mmm", () => {
+  assertEquals(releaseIdAt(Date.UTC(2026, 10, 29, 5, 0, 33, 123)), "20261129-050033-123");
+  assertEquals(releaseIdAt(Date.UTC(2026, 0, 2, 3, 4, 5, 6)), "20260102-030405-006");
+  assertEquals(releaseIdAt(0), "19700101-000000-000");
+});
+
+Deno.test("releaseIdAt: text order is time order", () => {
+  const times = [
+    Date.UTC(2025, 11, 31, 23, 59, 59, 999),
+    Date.UTC(2026, 0, 1),
+    Date.UTC(2026, 0, 1, 0, 0, 0, 1),
+    Date.UTC(2026, 0, 1, 0, 0, 1),
+    Date.UTC(2026, 0, 1, 9, 0, 0),
+    Date.UTC(2026, 0, 1, 10, 0, 0),
+    Date.UTC(2026, 9, 1),
+  ];
+  const ids = times.map(releaseIdAt);
+  assertEquals([...ids].sort(), ids);
+  assertEquals(new Set(ids).size, ids.length);
+});
+
+/** Runs `fn` with the app paths of "web" under a fresh temp prefix, which is removed afterwards. */
+async function withTempApp(fn: (paths: AppPaths) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "dp-unit-" });
+  try {
+    const saved = Deno.env.get("DEPLOY_PARADIGM_PREFIX");
+    Deno.env.set("DEPLOY_PARADIGM_PREFIX", dir);
+    let paths: AppPaths;
+    try {
+      paths = appPaths("web");
+    } finally {
+      if (saved === undefined) Deno.env.delete("DEPLOY_PARADIGM_PREFIX");
+      else Deno.env.set("DEPLOY_PARADIGM_PREFIX", saved);
+    }
+    assert(paths.releases.startsWith(dir), paths.releases);
+    await fn(paths);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("newReleaseId: later than every existing release, even in the same millisecond", async () => {
+  await withTempApp(async (paths) => {
+    const now = Date.UTC(2026, 5, 1, 12, 0, 0, 500);
+    // No releases directory yet.
+    assertEquals(await newReleaseId(paths, now), releaseIdAt(now));
+    await Deno.mkdir(paths.releases, { recursive: true });
+    assertEquals(await newReleaseId(paths, now), releaseIdAt(now));
+
+    const first = await newReleaseId(paths, now);
+    await Deno.mkdir(paths.release(first));
+    const second = await newReleaseId(paths, now);
+    assertEquals(second, releaseIdAt(now + 1));
+    await Deno.mkdir(paths.release(second));
+    const third = await newReleaseId(paths, now);
+    assertEquals(third, releaseIdAt(now + 2));
+    assert(first < second && second < third);
+
+    // The clock went back: still after the newest release.
+    const future = releaseIdAt(now + 60_000);
+    await Deno.mkdir(paths.release(future));
+    const afterFuture = await newReleaseId(paths, now);
+    assertEquals(afterFuture, releaseIdAt(now + 60_001));
+    // An ordinary later time is used as it is.
+    assertEquals(await newReleaseId(paths, now + 120_000), releaseIdAt(now + 120_000));
+  });
+});
+
+Deno.test("newReleaseId/listReleases: only release directories count", async () => {
+  await withTempApp(async (paths) => {
+    const now = Date.UTC(2026, 5, 1);
+    await Deno.mkdir(paths.releases, { recursive: true });
+    await Deno.mkdir(join(paths.releases, ".20990101-000000-000.partial"));
+    await Deno.mkdir(join(paths.releases, "notes"));
+    await Deno.writeTextFile(join(paths.releases, "20990101-000000-001"), "a file, not a release");
+    const old = releaseIdAt(now - 1000);
+    await Deno.mkdir(paths.release(old));
+    assertEquals(await listReleases(paths), [old]);
+    assertEquals(await newReleaseId(paths, now), releaseIdAt(now));
+  });
+});
+
+// ---------------------------------------------------------------- did you mean
+
+Deno.test("didYouMean: close typos, prefixes, and nothing for unrelated words", () => {
+  const commands = ["init", "execute", "receive", "status", "schema"];
+  assertEquals(didYouMean("stauts", commands), "status");
+  assertEquals(didYouMean("exectue", commands), "execute");
+  assertEquals(didYouMean("recieve", commands), "receive");
+  assertEquals(didYouMean("INIT", commands), "init");
+  assertEquals(didYouMean("sch", commands), "schema");
+  assertEquals(didYouMean("helthCheck", ["name", "healthCheck", "command"]), "healthCheck");
+  assertEquals(didYouMean("deploy", commands), undefined);
+  assertEquals(didYouMean("xyz", commands), undefined);
+  assertEquals(didYouMean("status", []), undefined);
+});
+
+// ---------------------------------------------------------------- CLI
+
+function command(name: string): CommandSpec {
+  const found = program.commands.find((c) => c.name === name);
+  assert(found, `no command ${name}`);
+  return found;
+}
+
+/** Asserts that `fn` throws a UsageError whose message (and suggestion) match. */
+function usageError(fn: () => unknown, message: RegExp, suggestion?: RegExp): void {
+  throws(fn, (error: unknown) => {
+    assert(error instanceof UsageError, `expected a UsageError, got ${error}`);
+    assertEquals(error.exitCode, 2);
+    assertMatch(error.message, message);
+    if (suggestion) assertMatch(error.suggestion ?? "", suggestion);
+    return true;
+  });
+}
+
+Deno.test("parseInvocation: arguments and options by spec", () => {
+  assertEquals(parseInvocation(program, command("status"), []), { args: [], opts: {} });
+  assertEquals(parseInvocation(program, command("status"), ["web", "--json"]), {
+    args: ["web"],
+    opts: { json: true },
+  });
+  assertEquals(
+    parseInvocation(program, command("execute"), [
+      "/r.git",
+      "abc",
+      "--ref=refs/heads/main",
+      "--old",
+      "000",
+      "--dry-run",
+    ]),
+    { args: ["/r.git", "abc"], opts: { ref: "refs/heads/main", old: "000", "dry-run": true } },
+  );
+  assertEquals(parseInvocation(program, command("init"), ["-f", "--name", "web", "--type=node"]), {
+    args: [],
+    opts: { force: true, name: "web", type: "node" },
+  });
+  // After "--", everything is an argument.
+  assertEquals(parseInvocation(program, command("receive"), ["--", "--weird.git"]), {
+    args: ["--weird.git"],
+    opts: {},
+  });
+});
+
+Deno.test("parseInvocation: unknown option with did-you-mean", () => {
+  usageError(
+    () => parseInvocation(program, command("status"), ["--jsn"]),
+    /^unknown option "--jsn" for "status"$/,
+    /^did you mean "--json"\? see deploy-paradigm status --help$/,
+  );
+  usageError(
+    () => parseInvocation(program, command("execute"), ["a", "b", "--dryrun"]),
+    /unknown option "--dryrun"/,
+    /did you mean "--dry-run"/,
+  );
+  usageError(
+    () => parseInvocation(program, command("status"), ["--zzzzzz"]),
+    /unknown option "--zzzzzz"/,
+    /^see deploy-paradigm status --help$/,
+  );
+  usageError(() => parseInvocation(program, command("status"), ["-x"]), /unknown option "-x" for "status"/);
+});
+
+Deno.test("parseInvocation: missing and extra arguments", () => {
+  usageError(
+    () => parseInvocation(program, command("execute"), []),
+    /^"execute" needs <git-dir>$/,
+    /see deploy-paradigm execute --help/,
+  );
+  usageError(() => parseInvocation(program, command("execute"), ["/r.git"]), /^"execute" needs <commit>$/);
+  usageError(
+    () => parseInvocation(program, command("status"), ["a", "b"]),
+    /^"status" takes at most 1 argument\(s\), got 2$/,
+  );
+  usageError(() => parseInvocation(program, command("schema"), ["x"]), /"schema" takes at most 0 argument\(s\), got 1/);
+});
+
+Deno.test("parseInvocation: option values and choices", () => {
+  usageError(() => parseInvocation(program, command("init"), ["--name"]), /^option --name needs a value <name>$/);
+  usageError(
+    () => parseInvocation(program, command("init"), ["--type", "ruby"]),
+    /^option --type must be one of python, node, docker, static \(got "ruby"\)$/,
+  );
+  usageError(() => parseInvocation(program, command("init"), ["--force=yes"]), /^option --force takes no value$/);
+});
+
+Deno.test("runCli: unknown command with did-you-mean", async () => {
+  await rejects(runCli(program, ["stauts"]), (error: unknown) => {
+    assert(error instanceof UsageError);
+    assertEquals(error.message, 'unknown command "stauts"');
+    assertEquals(error.suggestion, 'did you mean "status"? See deploy-paradigm --help');
+    return true;
+  });
+  await rejects(
+    runCli(program, ["deploy"]),
+    (error: unknown) =>
+      error instanceof UsageError && error.message === 'unknown command "deploy"' &&
+      error.suggestion === "see deploy-paradigm --help",
+  );
+});
+
+Deno.test("runCli: usage errors are thrown before a command runs", async () => {
+  await rejects(runCli(program, ["status", "--jsn"]), /unknown option "--jsn"/);
+  await rejects(runCli(program, ["execute", "/r.git"]), (e: unknown) => e instanceof UsageError);
+  await rejects(runCli(program, ["receive", "a", "b"]), /takes at most 1 argument/);
+});
+
+Deno.test("runCli: --version, help and no arguments", async () => {
+  const printed: string[] = [];
+  const log = console.log;
+  console.log = (...args: unknown[]) => printed.push(args.join(" "));
+  try {
+    assertEquals(await runCli(program, ["--version"]), 0);
+    assertEquals(printed.pop(), program.version);
+    assertEquals(await runCli(program, []), 2);
+    assertMatch(printed.pop()!, /^deploy-paradigm .*\n\nUsage: deploy-paradigm <command>/);
+    assertEquals(await runCli(program, ["help", "status"]), 0);
+    assertMatch(printed.pop()!, /^Usage: deploy-paradigm status \[app\] \[options\]/);
+    assertEquals(await runCli(program, ["init", "--help"]), 0);
+    assertMatch(printed.pop()!, /--type <type>.*\(python\|node\|docker\|static\)/);
+  } finally {
+    console.log = log;
+  }
+});
+
+// ---------------------------------------------------------------- pkt-lines
+
+const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+
+Deno.test("pkt: 4 hex digits of length (header included), then the data", () => {
+  assertEquals(text(pkt("hello\n")), "000ahello\n");
+  assertEquals(text(pkt("")), "0004");
+  assertEquals(text(pkt(null)), "0000");
+  // The length counts bytes, not characters.
+  assertEquals(text(pkt("é")), "0006é");
+  assertEquals(text(pkt("x".repeat(300))).slice(0, 4), "0130");
+});
+
+/** A reader that hands out `data` in chunks of at most `size` bytes, then end of file. */
+function fakeReader(data: Uint8Array, size: number) {
+  let at = 0;
+  return {
+    reads: 0,
+    read(p: Uint8Array): Promise<number | null> {
+      this.reads++;
+      if (at >= data.length) return Promise.resolve(null);
+      const n = Math.min(size, p.length, data.length - at);
+      p.set(data.subarray(at, at + n));
+      at += n;
+      return Promise.resolve(n);
+    },
+  };
+}
+
+const concat = (...parts: Uint8Array[]) => new Uint8Array(parts.flatMap((p) => [...p]));
+
+Deno.test("PktReader: decodes lines and flushes across arbitrary chunk boundaries", async () => {
+  const sha = "a".repeat(40);
+  const stream = concat(
+    pkt("version=1\0report-status"),
+    pkt(null),
+    pkt(`${"0".repeat(40)} ${sha} refs/heads/main\n`),
+    pkt(`${sha} ${"0".repeat(40)} refs/heads/old`),
+    pkt(null),
+    pkt("é"),
+  );
+  for (const size of [1, 3, 7, stream.length]) {
+    const source = fakeReader(stream, size);
+    const reader = new PktReader(source);
+    assertEquals(await reader.readSection(), ["version=1\0report-status"]);
+    assertEquals(await reader.readSection(), [
+      `${"0".repeat(40)} ${sha} refs/heads/main`,
+      `${sha} ${"0".repeat(40)} refs/heads/old`,
+    ]);
+    assertEquals(await reader.read(), "é");
+    await rejects(reader.read(), /git closed the connection in the middle of the protocol/);
+    if (size === 1) assert(source.reads > stream.length, "reads one byte at a time");
+  }
+});
+
+Deno.test("PktReader: an empty section and a malformed length", async () => {
+  assertEquals(await new PktReader(fakeReader(pkt(null), 100)).readSection(), []);
+  await rejects(new PktReader(fakeReader(new TextEncoder().encode("zzzzhello"), 100)).read(), /malformed pkt-line/);
+  // A packet cut short by the end of input.
+  await rejects(new PktReader(fakeReader(pkt("hello").slice(0, 6), 100)).read(), /closed the connection/);
+});
+
+// ---------------------------------------------------------------- git hook
+
+Deno.test('renderHook: execs the quoted command with receive "$GIT_DIR"', () => {
+  const hook = renderHook("/usr/local/bin/deploy-paradigm");
+  assert(hook.startsWith("#!/usr/bin/env bash\n"), hook);
+  const lines = hook.split("\n");
+  assert(lines.includes(`exec '/usr/local/bin/deploy-paradigm' receive "$GIT_DIR"`), hook);
+  assert(!lines.some((l) => l.startsWith("export ")), hook);
+  assert(!hook.includes("__"), `placeholder left in:\n${hook}`);
+});
+
+Deno.test("renderHook: exports, and quoting of spaces and single quotes", () => {
+  const hook = renderHook("/opt/my tools/deploy-paradigm", {
+    DEPLOY_PARADIGM_PREFIX: "/tmp/it's here",
+    PM2_HOME: "/srv/pm2",
+  });
+  const lines = hook.split("\n");
+  assert(lines.includes(`export DEPLOY_PARADIGM_PREFIX='/tmp/it'\\''s here'`), hook);
+  assert(lines.includes(`export PM2_HOME='/srv/pm2'`), hook);
+  assert(lines.includes(`exec '/opt/my tools/deploy-paradigm' receive "$GIT_DIR"`), hook);
+  // Exports come before the exec.
+  assert(lines.findIndex((l) => l.startsWith("export ")) < lines.findIndex((l) => l.startsWith("exec ")));
+  assert(!hook.includes("__"), hook);
+});
+
+Deno.test("shellQuote: single quotes with '\\'' for embedded quotes", () => {
+  assertEquals(shellQuote("plain"), "'plain'");
+  assertEquals(shellQuote(""), "''");
+  assertEquals(shellQuote('$HOME `x` "y"'), "'$HOME `x` \"y\"'");
+  assertEquals(shellQuote("it's"), "'it'\\''s'");
+});
+
+// ---------------------------------------------------------------- init
+
+Deno.test("detectType: Dockerfile, then python, then node, then static", () => {
+  assertEquals(detectType(new Set(["Dockerfile", "package.json", "requirements.txt"])), "docker");
+  assertEquals(detectType(new Set(["package.json", "requirements.txt"])), "python");
+  assertEquals(detectType(new Set(["pyproject.toml", "index.html"])), "python");
+  assertEquals(detectType(new Set(["package.json", "index.html"])), "node");
+  assertEquals(detectType(new Set(["index.html", "README.md"])), "static");
+  assertEquals(detectType(new Set(["README.md"])), undefined);
+  assertEquals(detectType(new Set()), undefined);
+});
+
+Deno.test("nameFromFolder: lowercase, dashes, at most 63 characters, else app", () => {
+  assertEquals(nameFromFolder("My App"), "my-app");
+  assertEquals(nameFromFolder("my_api.v2"), "my-api-v2");
+  assertEquals(nameFromFolder("__web__"), "web");
+  assertEquals(nameFromFolder("already-fine-1"), "already-fine-1");
+  assertEquals(nameFromFolder("a".repeat(80)), "a".repeat(63));
+  assertEquals(nameFromFolder("---"), "app");
+  assertEquals(nameFromFolder(""), "app");
+  assertEquals(nameFromFolder("日本"), "app");
+});
+
+Deno.test("renderDeployYml: a node app with a start script renders a valid deploy.yml", () => {
+  const yml = renderDeployYml("web", "node", {
+    files: new Set(["package.json"]),
+    packageJson: { scripts: { start: "node server.js" } },
+  });
+  assert(!yml.includes("__"), `placeholder left in:\n${yml}`);
+  assertMatch(yml, /^# yaml-language-server: \$schema=https:\/\/\S+deploy\.schema\.json\n/);
+  assertMatch(yml, /\/opt\/deployments\/web\/\.env\.<env>/);
+  const deploy = parseConfig(yml, deployFileSchema, "deploy.yml");
+  assertEquals(deploy.name, "web");
+  assertEquals(deploy.type, "node");
+  assertEquals(deploy.command, "npm start");
+  assertEquals(deploy.healthCheck?.path, "/health");
+  assertEquals(deploy.keepReleases, 3);
+});
+
+Deno.test("renderDeployYml: python with app.py, python without, and static", () => {
+  const py = parseConfig(
+    renderDeployYml("api", "python", { files: new Set(["requirements.txt", "app.py"]) }),
+    deployFileSchema,
+    "deploy.yml",
+  );
+  assertEquals([py.type, py.command, py.healthCheck?.path], ["python", "python app.py", "/health"]);
+
+  const unknown = renderDeployYml("api", "python", { files: new Set(["requirements.txt"]) });
+  assertMatch(unknown, /^command: CHANGE-ME {2}# e\.g\. python app\.py$/m);
+
+  const site = renderDeployYml("site", "static", { files: new Set(["index.html"]) });
+  assertMatch(site, /^# command: \(none: the static files are served as they are\)$/m);
+  const parsed = parseConfig(site, deployFileSchema, "deploy.yml");
+  assertEquals([parsed.name, parsed.type, parsed.command, parsed.healthCheck?.path], [
+    "site",
+    "static",
+    undefined,
+    "/",
+  ]);
+});
+
+Deno.test("renderDeployYml: a command with spaces is quoted so it splits back the same", () => {
+  const yml = renderDeployYml("web", "node", {
+    files: new Set(["package.json"]),
+    packageJson: { main: "my server.js" },
+  });
+  const deploy = parseConfig(yml, deployFileSchema, "deploy.yml");
+  assertEquals(deploy.command, "node 'my server.js'");
+});
+
+// ---------------------------------------------------------------- health check
+
+/** Serves on 127.0.0.1:<free port>; `status(n)` answers the n-th request (from 1). */
+async function withHealthServer(
+  status: (n: number) => number,
+  fn: (url: string, requests: () => number) => Promise<void>,
+): Promise<void> {
+  let count = 0;
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => {
+    count++;
+    return new Response(`request ${count}`, { status: status(count) });
+  });
+  try {
+    await fn(`http://127.0.0.1:${server.addr.port}/health`, () => count);
+  } finally {
+    await server.shutdown();
+  }
+}
+
+const check = (fields: Partial<HealthCheck>): HealthCheck => ({
+  path: "/health",
+  window: 5000,
+  interval: 50,
+  successes: 3,
+  timeout: 1000,
+  ...fields,
+});
+
+Deno.test("checkHealth: healthy after N consecutive 2xx, after some 500s", async () => {
+  await withHealthServer((n) => (n <= 2 ? 500 : 200), async (url, requests) => {
+    const result = await checkHealth(url, check({ successes: 3 }));
+    assertEquals(result.healthy, true);
+    assertEquals(result.attempts, 5);
+    assertEquals(result.successes, 3);
+    assertEquals(result.lastProblem, "answered 500 Internal Server Error");
+    assertEquals(requests(), 5);
+    assert(!Number.isNaN(Date.parse(result.checkedAt)));
+  });
+});
+
+Deno.test("checkHealth: a failure resets the run of successes", async () => {
+  // 200, 500, 200, 200 → healthy only at the 4th attempt with successes: 2.
+  await withHealthServer((n) => (n === 2 ? 503 : 200), async (url) => {
+    const result = await checkHealth(url, check({ successes: 2 }));
+    assertEquals([result.healthy, result.attempts, result.successes], [true, 4, 2]);
+    assertEquals(result.lastProblem, "answered 503 Service Unavailable");
+  });
+});
+
+Deno.test("checkHealth: unhealthy when it always answers 500 within the window", async () => {
+  await withHealthServer(() => 500, async (url, requests) => {
+    const started = Date.now();
+    const result = await checkHealth(url, check({ window: 600, interval: 50 }));
+    const elapsed = Date.now() - started;
+    assertEquals(result.healthy, false);
+    assertEquals(result.successes, 0);
+    assertEquals(result.lastProblem, "answered 500 Internal Server Error");
+    assert(result.attempts >= 3, `only ${result.attempts} attempts`);
+    assertEquals(requests(), result.attempts);
+    assert(elapsed < 3000, `took ${elapsed}ms for a 600ms window`);
+  });
+});
+
+Deno.test("checkHealth: connection refused is reported as such", async () => {
+  let port = 0;
+  await withHealthServer(() => 200, (url) => {
+    port = Number(new URL(url).port);
+    return Promise.resolve();
+  });
+  const result = await checkHealth(`http://127.0.0.1:${port}/health`, check({ window: 200, interval: 50 }));
+  assertEquals(result.healthy, false);
+  assertEquals(result.lastProblem, "connection refused (nothing listens on the port)");
+});
+
+// ---------------------------------------------------------------- deploy lock
+
+Deno.test("acquireLock: a second acquire waits until the first releases", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dp-lock-" });
+  try {
+    const path = join(dir, ".deploy.lock");
+    const waits: (LockOwner | undefined)[] = [];
+    const first = await acquireLock(path, { pid: 111, commit: "aaaaaaa" }, () => assert(false, "nobody held it"));
+    const holder = JSON.parse(await Deno.readTextFile(path)) as LockOwner;
+    assertEquals([holder.pid, holder.commit], [111, "aaaaaaa"]);
+    assert(!Number.isNaN(Date.parse(holder.since)));
+    assertEquals((await Deno.stat(path)).mode! & 0o777, 0o600);
+
+    let acquired = false;
+    const secondPromise = acquireLock(path, { pid: 222, commit: "bbbbbbb" }, (owner) => waits.push(owner)).then(
+      (lock) => {
+        acquired = true;
+        return lock;
+      },
+    );
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assertEquals(acquired, false, "the second acquire must wait");
+    assertEquals(waits.length, 1, "onWait is called once while waiting");
+    assertEquals([waits[0]?.pid, waits[0]?.commit], [111, "aaaaaaa"]);
+
+    first.release();
+    const second = await secondPromise;
+    assertEquals(acquired, true);
+    const now = JSON.parse(await Deno.readTextFile(path)) as LockOwner;
+    assertEquals([now.pid, now.commit], [222, "bbbbbbb"]);
+    second.release();
+
+    // Free again: a third acquire does not wait.
+    const third = await acquireLock(path, { pid: 333, commit: "c" }, () => assert(false, "should not wait"));
+    third.release();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -1,0 +1,275 @@
+/** Build plans and start commands per app type, and the pm2/systemd plans (as data, nothing runs). */
+import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
+import { throws } from "node:assert/strict";
+import { buildPlan, type RepoFacts, startArgv } from "../../src/deploy/app_type.ts";
+import { type DeployFile, deployFileSchema } from "../../src/config/schema.ts";
+import { UsageError } from "../../src/errors.ts";
+import { pm2 } from "../../src/managers/pm2.ts";
+import { systemd, unitFile, unitQuote } from "../../src/managers/systemd.ts";
+import { type AppProcess, managerNamed } from "../../src/managers/mod.ts";
+
+const RELEASE = "/srv/opt/deployments/web/releases/20260101-000000-000";
+
+/** A validated deploy.yml (defaults applied) with `fields`. */
+function deploy(fields: Record<string, unknown>): DeployFile {
+  return deployFileSchema.parse({ name: "web", healthCheck: "/health", ...fields });
+}
+
+function facts(files: string[], packageJson?: RepoFacts["packageJson"]): RepoFacts {
+  return { files: new Set(files), packageJson };
+}
+
+const NPM_FLAGS = ["--omit=dev", "--no-audit", "--no-fund"];
+
+Deno.test("buildPlan python: requirements.txt → venv + pip install -r", () => {
+  assertEquals(buildPlan(deploy({ type: "python" }), facts(["requirements.txt", "app.py"]), RELEASE), [
+    { argv: ["python3", "-m", "venv", "venv"], cwd: RELEASE },
+    {
+      argv: ["venv/bin/python", "-m", "pip", "install", "--disable-pip-version-check", "-r", "requirements.txt"],
+      cwd: RELEASE,
+    },
+  ]);
+});
+
+Deno.test("buildPlan python: pyproject.toml → pip install .; requirements.txt wins when both exist", () => {
+  const pyproject = buildPlan(deploy({ type: "python" }), facts(["pyproject.toml"]), RELEASE);
+  assertEquals(pyproject.map((c) => c.argv), [
+    ["python3", "-m", "venv", "venv"],
+    ["venv/bin/python", "-m", "pip", "install", "--disable-pip-version-check", "."],
+  ]);
+  const both = buildPlan(deploy({ type: "python" }), facts(["pyproject.toml", "requirements.txt"]), RELEASE);
+  assertEquals(both[1].argv.slice(-2), ["-r", "requirements.txt"]);
+});
+
+Deno.test("buildPlan python: no dependency file → only a venv without pip", () => {
+  assertEquals(buildPlan(deploy({ type: "python" }), facts(["app.py"]), RELEASE), [
+    { argv: ["python3", "-m", "venv", "--without-pip", "venv"], cwd: RELEASE },
+  ]);
+});
+
+Deno.test("buildPlan node: a lockfile → npm ci, none → npm install, no package.json → nothing", () => {
+  const node = deploy({ type: "node" });
+  assertEquals(buildPlan(node, facts(["package.json", "package-lock.json"]), RELEASE), [
+    { argv: ["npm", "ci", ...NPM_FLAGS], cwd: RELEASE },
+  ]);
+  assertEquals(buildPlan(node, facts(["package.json", "npm-shrinkwrap.json"]), RELEASE), [
+    { argv: ["npm", "ci", ...NPM_FLAGS], cwd: RELEASE },
+  ]);
+  assertEquals(buildPlan(node, facts(["package.json"]), RELEASE), [
+    { argv: ["npm", "install", ...NPM_FLAGS], cwd: RELEASE },
+  ]);
+  assertEquals(buildPlan(node, facts(["server.js"]), RELEASE), []);
+});
+
+Deno.test("buildPlan static: nothing to build", () => {
+  assertEquals(buildPlan(deploy({ type: "static" }), facts(["index.html", "package.json"]), RELEASE), []);
+});
+
+Deno.test("buildPlan docker: refused as a usage error", () => {
+  throws(
+    () => buildPlan(deploy({ type: "docker" }), facts(["Dockerfile"]), RELEASE),
+    (error: unknown) => {
+      assert(error instanceof UsageError);
+      assertEquals(error.exitCode, 2);
+      assertEquals(error.message, 'type "docker" is not supported yet');
+      assertMatch(error.suggestion ?? "", /python, node or static/);
+      return true;
+    },
+  );
+});
+
+Deno.test("buildPlan: a build override replaces the type's build step", () => {
+  assertEquals(buildPlan(deploy({ type: "node", build: "npm run build" }), facts(["package.json"]), RELEASE), [
+    { argv: ["npm", "run", "build"], cwd: RELEASE },
+  ]);
+  assertEquals(
+    buildPlan(deploy({ type: "python", build: ["make", "all"] }), facts(["requirements.txt"]), RELEASE),
+    [{ argv: ["make", "all"], cwd: RELEASE }],
+  );
+  assertEquals(buildPlan(deploy({ type: "static", build: "./build.sh --prod" }), facts([]), RELEASE), [
+    { argv: ["./build.sh", "--prod"], cwd: RELEASE },
+  ]);
+});
+
+Deno.test("startArgv: an explicit command wins, string or list", () => {
+  const files = facts(["app.py", "package.json"], { scripts: { start: "node s.js" } });
+  assertEquals(startArgv(deploy({ type: "python", command: "gunicorn -b '0.0.0.0:8000' app:app" }), files), [
+    "gunicorn",
+    "-b",
+    "0.0.0.0:8000",
+    "app:app",
+  ]);
+  assertEquals(startArgv(deploy({ type: "node", command: ["node", "dist/main.js"] }), files), [
+    "node",
+    "dist/main.js",
+  ]);
+  assertEquals(startArgv(deploy({ type: "static", command: "./serve" }), facts([])), ["./serve"]);
+});
+
+Deno.test("startArgv python: app.py, then main.py, then server.py", () => {
+  const python = deploy({ type: "python" });
+  assertEquals(startArgv(python, facts(["server.py", "main.py", "app.py"])), ["python", "app.py"]);
+  assertEquals(startArgv(python, facts(["server.py", "main.py"])), ["python", "main.py"]);
+  assertEquals(startArgv(python, facts(["server.py"])), ["python", "server.py"]);
+  throws(
+    () => startArgv(python, facts(["requirements.txt", "wsgi.py"])),
+    (error: unknown) =>
+      error instanceof UsageError &&
+      error.message === 'deploy.yml has no "command" and there is no app.py, main.py or server.py to run' &&
+      /command: "python app.py"/.test(error.suggestion ?? ""),
+  );
+});
+
+Deno.test("startArgv node: start script → npm start, else main, else a conventional file", () => {
+  const node = deploy({ type: "node" });
+  assertEquals(
+    startArgv(node, facts(["package.json", "index.js"], { scripts: { start: "node x.js" }, main: "lib/a.js" })),
+    ["npm", "start"],
+  );
+  assertEquals(startArgv(node, facts(["package.json", "index.js"], { main: "lib/a.js" })), ["node", "lib/a.js"]);
+  assertEquals(startArgv(node, facts(["package.json", "app.js", "index.js"], { scripts: { test: "x" } })), [
+    "node",
+    "index.js",
+  ]);
+  assertEquals(startArgv(node, facts(["app.js", "server.js"])), ["node", "server.js"]);
+  throws(
+    () => startArgv(node, facts(["package.json"], {})),
+    (error: unknown) =>
+      error instanceof UsageError && /no "start" script and there is no server\.js, index\.js or app\.js/.test(
+        error.message,
+      ),
+  );
+});
+
+Deno.test("startArgv static: nothing to run", () => {
+  assertEquals(startArgv(deploy({ type: "static" }), facts(["index.html", "app.py"])), undefined);
+});
+
+function appProcess(overrides: Partial<AppProcess> = {}): AppProcess {
+  return {
+    app: "web",
+    argv: ["/srv/current/venv/bin/python", "app.py"],
+    cwd: "/srv/opt/deployments/web/current",
+    env: { PORT: "8080", PATH: "/usr/bin:/bin" },
+    secrets: { DATABASE_URL: "postgres://u:p@db/x", PORT: "9999" },
+    envFile: "/srv/opt/deployments/web/current/.env",
+    accessLog: "/srv/var/log/deployments/web/access.log",
+    errorLog: "/srv/var/log/deployments/web/error.log",
+    stateDir: "/srv/opt/deployments/web",
+    ...overrides,
+  };
+}
+
+Deno.test("pm2 restart: writes pm2.json (0600) with env, secrets, cwd and logs, then delete + start", () => {
+  const plan = pm2.restart(appProcess());
+  assertEquals(plan.files.length, 1);
+  const [file] = plan.files;
+  assertEquals(file.path, "/srv/opt/deployments/web/pm2.json");
+  assertEquals(file.mode, 0o600);
+  assert(file.content.endsWith("\n"));
+  const { apps } = JSON.parse(file.content);
+  assertEquals(apps.length, 1);
+  const [app] = apps;
+  assertEquals(app.name, "web");
+  assertEquals(app.script, "/srv/current/venv/bin/python");
+  assertEquals(app.args, ["app.py"]);
+  assertEquals(app.cwd, "/srv/opt/deployments/web/current");
+  assertEquals(app.interpreter, "none");
+  // Secrets are included; the tool's own env (PORT) wins over a secret of the same name.
+  assertEquals(app.env, { DATABASE_URL: "postgres://u:p@db/x", PORT: "8080", PATH: "/usr/bin:/bin" });
+  assertEquals(app.out_file, "/srv/var/log/deployments/web/access.log");
+  assertEquals(app.error_file, "/srv/var/log/deployments/web/error.log");
+  assertEquals(app.autorestart, true);
+  assertEquals(plan.commands, [
+    { argv: ["pm2", "delete", "web"], allowFailure: true, quiet: true },
+    { argv: ["pm2", "start", "/srv/opt/deployments/web/pm2.json"], quiet: true },
+  ]);
+});
+
+Deno.test("pm2 stop: pm2 delete, allowed to fail", () => {
+  assertEquals(pm2.stop("web"), {
+    files: [],
+    commands: [{ argv: ["pm2", "delete", "web"], allowFailure: true, quiet: true }],
+  });
+});
+
+/** Runs `fn` with DEPLOY_PARADIGM_PREFIX set to `value`, restoring the previous value. */
+function withPrefix<T>(value: string, fn: () => T): T {
+  const saved = Deno.env.get("DEPLOY_PARADIGM_PREFIX");
+  Deno.env.set("DEPLOY_PARADIGM_PREFIX", value);
+  try {
+    return fn();
+  } finally {
+    if (saved === undefined) Deno.env.delete("DEPLOY_PARADIGM_PREFIX");
+    else Deno.env.set("DEPLOY_PARADIGM_PREFIX", saved);
+  }
+}
+
+Deno.test("systemd restart: writes the unit under the prefix, then daemon-reload, restart, is-active", () => {
+  const saved = Deno.env.get("DEPLOY_PARADIGM_PREFIX");
+  const plan = withPrefix("/tmp/dp-prefix", () => systemd.restart(appProcess()));
+  assertEquals(Deno.env.get("DEPLOY_PARADIGM_PREFIX"), saved);
+  assertEquals(plan.files.length, 1);
+  assertEquals(plan.files[0].path, "/tmp/dp-prefix/etc/systemd/system/web.service");
+  assertEquals(plan.files[0].content, unitFile(appProcess()));
+  assertEquals(plan.commands, [
+    { argv: ["systemctl", "daemon-reload"] },
+    { argv: ["systemctl", "restart", "web.service"] },
+    { argv: ["systemctl", "is-active", "web.service"], quiet: true },
+  ]);
+});
+
+Deno.test("systemd unit file: directory, env file, environment, restart policy and logs", () => {
+  const unit = unitFile(appProcess());
+  const lines = unit.split("\n");
+  for (
+    const line of [
+      "[Unit]",
+      "Description=deploy-paradigm app web",
+      "[Service]",
+      "Type=simple",
+      "WorkingDirectory=/srv/opt/deployments/web/current",
+      "EnvironmentFile=-/srv/opt/deployments/web/current/.env",
+      'Environment="PORT=8080" "PATH=/usr/bin:/bin"',
+      'ExecStart="/srv/current/venv/bin/python" "app.py"',
+      "Restart=on-failure",
+      "StandardOutput=append:/srv/var/log/deployments/web/access.log",
+      "StandardError=append:/srv/var/log/deployments/web/error.log",
+      "[Install]",
+      "WantedBy=multi-user.target",
+    ]
+  ) {
+    assert(lines.includes(line), `unit file lacks ${JSON.stringify(line)}:\n${unit}`);
+  }
+  assert(lines.indexOf("[Unit]") < lines.indexOf("[Service]"));
+  assert(lines.indexOf("[Service]") < lines.indexOf("[Install]"));
+  // Secrets come from EnvironmentFile, never from the unit file itself.
+  assert(!unit.includes("postgres://"), "a secret leaked into the unit file");
+  assert(!unit.includes("DATABASE_URL"));
+});
+
+Deno.test("systemd unit file: ExecStart quotes spaces, %, $ and quotes", () => {
+  const unit = unitFile(appProcess({ argv: ["/opt/my app/run", "50%", "$HOME", 'say "hi"', "back\\slash"] }));
+  const exec = unit.split("\n").find((l) => l.startsWith("ExecStart="));
+  assertEquals(exec, 'ExecStart="/opt/my app/run" "50%%" "$$HOME" "say \\"hi\\"" "back\\\\slash"');
+  assertEquals(unitQuote("plain"), '"plain"');
+  assertEquals(unitQuote("a b"), '"a b"');
+  assertEquals(unitQuote("%n"), '"%%n"');
+  assertEquals(unitQuote("${X}"), '"$${X}"');
+  assertEquals(unitQuote('"'), '"\\""');
+  assertEquals(unitQuote("\\"), '"\\\\"');
+});
+
+Deno.test("systemd stop: systemctl stop, allowed to fail", () => {
+  assertEquals(systemd.stop("web"), {
+    files: [],
+    commands: [{ argv: ["systemctl", "stop", "web.service"], allowFailure: true }],
+  });
+});
+
+Deno.test("managerNamed: picks the strategy by name", () => {
+  assertEquals(managerNamed("pm2"), pm2);
+  assertEquals(managerNamed("systemd"), systemd);
+  assertEquals(managerNamed("pm2").name, "pm2");
+  assertEquals(managerNamed("systemd").name, "systemd");
+});
