@@ -5,6 +5,7 @@
  * @module
  */
 import { DeployParadigmError } from "./errors.ts";
+import { dirname } from "node:path";
 import { writeFileAtomic } from "./fsutil.ts";
 
 /** One command, as data. */
@@ -17,6 +18,8 @@ export interface Cmd {
   allowFailure?: boolean;
   /** Do not stream the output (it is still captured). */
   quiet?: boolean;
+  /** Kill the command (SIGKILL) after this many milliseconds. */
+  timeoutMs?: number;
 }
 
 /** A file a plan writes (atomically) before running its commands. */
@@ -30,6 +33,8 @@ export interface FileWrite {
 export interface Plan {
   files: FileWrite[];
   commands: Cmd[];
+  /** A lock file held while the plan runs, for tools that break when run concurrently (pm2). */
+  lock?: string;
 }
 
 /** The outcome of one command. */
@@ -102,20 +107,41 @@ export class ProcessRunner implements Runner {
       lines.push(line);
       if (!cmd.quiet) this.sink(line);
     };
+    let timedOut = false;
+    const timer = cmd.timeoutMs === undefined ? undefined : setTimeout(() => {
+      timedOut = true;
+      child.kill("SIGKILL");
+    }, cmd.timeoutMs);
     const [status] = await Promise.all([
       child.status,
       readLines(child.stdout, onLine),
       readLines(child.stderr, onLine),
     ]);
-    const result = { code: status.code, output: lines.join("\n"), tail: lines.slice(-TAIL_LINES) };
-    if (status.code !== 0 && !cmd.allowFailure) throw new CommandFailed(cmd, result);
+    clearTimeout(timer);
+    if (timedOut) lines.push(`(killed: no result after ${cmd.timeoutMs! / 1000}s)`);
+    const code = timedOut ? 124 : status.code;
+    const result = { code, output: lines.join("\n"), tail: lines.slice(-TAIL_LINES) };
+    if (code !== 0 && !cmd.allowFailure) throw new CommandFailed(cmd, result);
     return result;
   }
 
   async apply(plan: Plan): Promise<void> {
-    for (const file of plan.files) await writeFileAtomic(file.path, file.content, file.mode);
-    for (const cmd of plan.commands) await this.run(cmd);
+    const lock = plan.lock === undefined ? undefined : await lockFile(plan.lock);
+    try {
+      for (const file of plan.files) await writeFileAtomic(file.path, file.content, file.mode);
+      for (const cmd of plan.commands) await this.run(cmd);
+    } finally {
+      lock?.close();
+    }
   }
+}
+
+/** Opens and flock(2)s `path` (created if needed); closing the file frees the lock. */
+async function lockFile(path: string): Promise<Deno.FsFile> {
+  await Deno.mkdir(dirname(path), { recursive: true });
+  const file = await Deno.open(path, { read: true, write: true, create: true, mode: 0o600 });
+  await file.lock(true);
+  return file;
 }
 
 /** Prints what would run instead of running it. */

@@ -5,8 +5,20 @@
  * @module
  */
 import { join } from "node:path";
+import { deploymentsRoot } from "../paths.ts";
 import type { AppProcess, ProcessManager } from "./manager.ts";
 import type { Plan } from "../runner.ts";
+
+/** No pm2 command takes this long unless the daemon is stuck. */
+const PM2_TIMEOUT = 60_000;
+
+/**
+ * pm2 commands of all apps on the server run one at a time: two pm2 clients that find no daemon
+ * both start one, and one of them then hangs (seen when two apps deployed at once).
+ */
+function pm2Lock(): string {
+  return join(deploymentsRoot(), ".pm2.lock");
+}
 
 /** The PM2 strategy. */
 export const pm2: ProcessManager = {
@@ -29,10 +41,15 @@ export const pm2: ProcessManager = {
     };
     return {
       files: [{ path: file, content: JSON.stringify({ apps: [app] }, null, 2) + "\n", mode: 0o600 }],
-      commands: [...this.stop(p.app).commands, { argv: ["pm2", "start", file], quiet: true }],
+      commands: [...this.stop(p.app).commands, { argv: ["pm2", "start", file], quiet: true, timeoutMs: PM2_TIMEOUT }],
+      lock: pm2Lock(),
     };
   },
   stop(app: string): Plan {
-    return { files: [], commands: [{ argv: ["pm2", "delete", app], allowFailure: true, quiet: true }] };
+    return {
+      files: [],
+      commands: [{ argv: ["pm2", "delete", app], allowFailure: true, quiet: true, timeoutMs: PM2_TIMEOUT }],
+      lock: pm2Lock(),
+    };
   },
 };

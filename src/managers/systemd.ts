@@ -51,13 +51,16 @@ export const systemd: ProcessManager = {
     return {
       files: [{ path: join(systemdDir(), unit), content: unitFile(p) }],
       commands: [
-        { argv: ["systemctl", "daemon-reload"] },
-        { argv: ["systemctl", "restart", unit] },
-        { argv: ["systemctl", "is-active", unit], quiet: true },
+        { argv: ["systemctl", "daemon-reload"], timeoutMs: 60_000 },
+        { argv: ["systemctl", "restart", unit], timeoutMs: 120_000 },
+        { argv: ["systemctl", "is-active", unit], quiet: true, timeoutMs: 60_000 },
       ],
     };
   },
   stop(app: string): Plan {
-    return { files: [], commands: [{ argv: ["systemctl", "stop", `${app}.service`], allowFailure: true }] };
+    return {
+      files: [],
+      commands: [{ argv: ["systemctl", "stop", `${app}.service`], allowFailure: true, timeoutMs: 120_000 }],
+    };
   },
 };

@@ -109,7 +109,7 @@ export class TestServer {
   async close(): Promise<void> {
     try {
       await Deno.stat(this.pm2Home);
-      await run(["pm2", "kill"], { env: this.env });
+      await run(["timeout", "30", "pm2", "kill"], { env: this.env });
     } catch { /* no daemon was started */ }
     await Deno.remove(this.root, { recursive: true }).catch(() => {});
   }

@@ -161,7 +161,7 @@ function appProcess(overrides: Partial<AppProcess> = {}): AppProcess {
 }
 
 Deno.test("pm2 restart: writes pm2.json (0600) with env, secrets, cwd and logs, then delete + start", () => {
-  const plan = pm2.restart(appProcess());
+  const plan = withPrefix("/tmp/dp-prefix", () => pm2.restart(appProcess()));
   assertEquals(plan.files.length, 1);
   const [file] = plan.files;
   assertEquals(file.path, "/srv/opt/deployments/web/pm2.json");
@@ -181,15 +181,18 @@ Deno.test("pm2 restart: writes pm2.json (0600) with env, secrets, cwd and logs, 
   assertEquals(app.error_file, "/srv/var/log/deployments/web/error.log");
   assertEquals(app.autorestart, true);
   assertEquals(plan.commands, [
-    { argv: ["pm2", "delete", "web"], allowFailure: true, quiet: true },
-    { argv: ["pm2", "start", "/srv/opt/deployments/web/pm2.json"], quiet: true },
+    { argv: ["pm2", "delete", "web"], allowFailure: true, quiet: true, timeoutMs: 60_000 },
+    { argv: ["pm2", "start", "/srv/opt/deployments/web/pm2.json"], quiet: true, timeoutMs: 60_000 },
   ]);
+  // pm2 calls of all apps are serialized by one server-wide lock.
+  assertEquals(plan.lock, "/tmp/dp-prefix/opt/deployments/.pm2.lock");
 });
 
-Deno.test("pm2 stop: pm2 delete, allowed to fail", () => {
-  assertEquals(pm2.stop("web"), {
+Deno.test("pm2 stop: pm2 delete, allowed to fail, under the pm2 lock", () => {
+  assertEquals(withPrefix("/tmp/dp-prefix", () => pm2.stop("web")), {
     files: [],
-    commands: [{ argv: ["pm2", "delete", "web"], allowFailure: true, quiet: true }],
+    commands: [{ argv: ["pm2", "delete", "web"], allowFailure: true, quiet: true, timeoutMs: 60_000 }],
+    lock: "/tmp/dp-prefix/opt/deployments/.pm2.lock",
   });
 });
 
@@ -213,9 +216,9 @@ Deno.test("systemd restart: writes the unit under the prefix, then daemon-reload
   assertEquals(plan.files[0].path, "/tmp/dp-prefix/etc/systemd/system/web.service");
   assertEquals(plan.files[0].content, unitFile(appProcess()));
   assertEquals(plan.commands, [
-    { argv: ["systemctl", "daemon-reload"] },
-    { argv: ["systemctl", "restart", "web.service"] },
-    { argv: ["systemctl", "is-active", "web.service"], quiet: true },
+    { argv: ["systemctl", "daemon-reload"], timeoutMs: 60_000 },
+    { argv: ["systemctl", "restart", "web.service"], timeoutMs: 120_000 },
+    { argv: ["systemctl", "is-active", "web.service"], quiet: true, timeoutMs: 60_000 },
   ]);
 });
 
@@ -263,7 +266,7 @@ Deno.test("systemd unit file: ExecStart quotes spaces, %, $ and quotes", () => {
 Deno.test("systemd stop: systemctl stop, allowed to fail", () => {
   assertEquals(systemd.stop("web"), {
     files: [],
-    commands: [{ argv: ["systemctl", "stop", "web.service"], allowFailure: true }],
+    commands: [{ argv: ["systemctl", "stop", "web.service"], allowFailure: true, timeoutMs: 120_000 }],
   });
 });
 

@@ -1,0 +1,70 @@
+import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
+import { CommandFailed, displayArgv, DryRunner, ProcessRunner } from "../../src/runner.ts";
+
+Deno.test("runner: streams each line to the sink and keeps the output", async () => {
+  const seen: string[] = [];
+  const result = await new ProcessRunner((l) => seen.push(l)).run({ argv: ["sh", "-c", "echo one; echo two >&2"] });
+  assertEquals(result.code, 0);
+  assertEquals(seen.sort(), ["one", "two"]);
+  assertEquals(result.tail.sort(), ["one", "two"]);
+});
+
+Deno.test("runner: a failing command throws CommandFailed naming the command and its last lines", async () => {
+  const runner = new ProcessRunner();
+  let error: unknown;
+  try {
+    await runner.run({ argv: ["sh", "-c", "echo boom >&2; exit 4"], quiet: true });
+  } catch (e) {
+    error = e;
+  }
+  assert(error instanceof CommandFailed);
+  assertMatch(error.message, /`sh -c 'echo boom >&2; exit 4'` exited with code 4/);
+  assertMatch(error.message, /boom/);
+  assertEquals((await runner.run({ argv: ["sh", "-c", "exit 5"], allowFailure: true })).code, 5);
+  assertEquals((await runner.run({ argv: ["no-such-program-xyz"], allowFailure: true })).code, 127);
+});
+
+Deno.test("runner: a command past its timeout is killed", async () => {
+  const started = performance.now();
+  const result = await new ProcessRunner().run({ argv: ["sleep", "20"], timeoutMs: 200, allowFailure: true });
+  assertEquals(result.code, 124);
+  assertMatch(result.output, /killed: no result after 0.2s/);
+  assert(performance.now() - started < 10_000);
+});
+
+Deno.test("runner: children do not inherit git's hook variables", async () => {
+  Deno.env.set("GIT_DIR", "/nonexistent.git");
+  try {
+    const result = await new ProcessRunner().run({ argv: ["sh", "-c", 'echo "[${GIT_DIR:-unset}]"'], quiet: true });
+    assertEquals(result.output, "[unset]");
+  } finally {
+    Deno.env.delete("GIT_DIR");
+  }
+});
+
+Deno.test("runner: a plan's lock serializes concurrent plans", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const lock = `${dir}/x.lock`;
+    const log = `${dir}/log`;
+    const step = (name: string) => ({
+      files: [],
+      lock,
+      commands: [{ argv: ["sh", "-c", `echo ${name}-in >> ${log}; sleep 0.2; echo ${name}-out >> ${log}`] }],
+    });
+    const runner = new ProcessRunner();
+    await Promise.all([runner.apply(step("a")), runner.apply(step("b"))]);
+    const lines = (await Deno.readTextFile(log)).trim().split("\n");
+    assertEquals(lines[0].slice(0, 1), lines[1].slice(0, 1), `plans overlapped: ${lines}`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("dry runner: prints instead of running", async () => {
+  const seen: string[] = [];
+  const runner = new DryRunner((l) => seen.push(l));
+  await runner.apply({ files: [{ path: "/x/unit", content: "" }], commands: [{ argv: ["rm", "-rf", "/"], cwd: "/" }] });
+  assertEquals(seen, ["would write: /x/unit", "would run: rm -rf /  (in /)"]);
+  assertEquals(displayArgv(["a b", "it's", "ok"]), `'a b' 'it'\\''s' ok`);
+});
