@@ -50,30 +50,39 @@ export async function refTip(gitDir: string, ref: string): Promise<string | unde
   return out.code === 0 ? new TextDecoder().decode(out.stdout).trim() : undefined;
 }
 
-/** Extracts the tree of `commit` into the existing directory `dest`: `git archive | tar -x`. */
+/**
+ * Extracts the tree of `commit` into the existing directory `dest`: `git archive | tar -x`,
+ * joined by a named pipe rather than through this process, so the bytes never wait for our
+ * event loop (which may be busy loading modules while a prefetch runs).
+ */
 export async function extractCommit(gitDir: string, commit: string, dest: string): Promise<void> {
-  const archive = new Deno.Command("git", {
-    args: ["--git-dir", gitDir, "archive", "--format=tar", commit],
-    env: baseEnv(),
-    clearEnv: true,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const tar = new Deno.Command("tar", {
-    args: ["-x", "-f", "-", "-C", dest],
-    stdin: "piped",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  const [archiveStatus, archiveErr, tarOut] = await Promise.all([
-    archive.status,
-    new Response(archive.stderr).text(),
-    tar.output(),
-    archive.stdout.pipeTo(tar.stdin),
-  ]);
-  if (archiveStatus.code !== 0) throw new Error(`git archive ${commit} failed: ${archiveErr.trim()}`);
-  if (tarOut.code !== 0) {
-    throw new Error(`tar -x into ${dest} failed: ${new TextDecoder().decode(tarOut.stderr).trim()}`);
+  const fifo = `${dest}.tar-pipe`;
+  const mkfifo = await new Deno.Command("mkfifo", { args: ["-m", "600", fifo], stderr: "piped" }).output();
+  if (mkfifo.code !== 0) throw new Error(`mkfifo ${fifo} failed: ${new TextDecoder().decode(mkfifo.stderr).trim()}`);
+  try {
+    const spawn = (cmd: string, args: string[], env?: Record<string, string>) =>
+      new Deno.Command(cmd, { args, env, clearEnv: env !== undefined, stdin: "null", stdout: "null", stderr: "piped" })
+        .spawn();
+    const archive = spawn("git", ["--git-dir", gitDir, "archive", "--format=tar", "-o", fifo, commit], baseEnv());
+    const tar = spawn("tar", ["-x", "-f", fifo, "-C", dest]);
+    // If one side fails before opening the pipe, the other would wait on it forever: stop it.
+    const watch = (self: Deno.ChildProcess, other: Deno.ChildProcess) =>
+      self.output().then((out) => {
+        if (out.code !== 0) {
+          try {
+            other.kill("SIGKILL");
+          } catch { /* it has ended too */ }
+        }
+        return out;
+      });
+    const [archiveOut, tarOut] = await Promise.all([watch(archive, tar), watch(tar, archive)]);
+    const text = (out: Deno.CommandOutput) => new TextDecoder().decode(out.stderr).trim();
+    if (archiveOut.code !== 0 && archiveOut.signal === null) {
+      throw new Error(`git archive ${commit} failed: ${text(archiveOut)}`);
+    }
+    if (tarOut.code !== 0) throw new Error(`tar -x into ${dest} failed: ${text(tarOut) || `signal ${tarOut.signal}`}`);
+    if (archiveOut.code !== 0) throw new Error(`git archive ${commit} failed: signal ${archiveOut.signal}`);
+  } finally {
+    await Deno.remove(fifo).catch(() => {});
   }
 }

@@ -4,7 +4,7 @@
  * sees as `remote:` lines. Each pushed branch is answered `ok` or `ng <reason>`.
  * @module
  */
-import { parse as parseYaml } from "yaml";
+import { parse as parseYaml } from "./yaml.ts";
 import { describeError } from "./errors.ts";
 import { readAtCommit } from "./git.ts";
 import { ProcessRunner } from "./runner.ts";
@@ -119,8 +119,11 @@ async function handleRef(gitDir: string, update: RefUpdate): Promise<string | un
     console.error(`deploy-paradigm: ${update.ref} stored; only ${branch} deploys`);
     return undefined;
   }
+  const { prefetchCommit } = await import("./deploy/prefetch.ts");
+  const prefetch = prefetchCommit(gitDir, update.new); // overlaps loading the engine
   const { execute } = await import("./deploy/execute.ts");
   const result = await execute({
+    prefetch,
     gitDir,
     commit: update.new,
     ref: update.ref,

@@ -14,8 +14,12 @@ export const executeCommand: CommandSpec = {
     { name: "dry-run", description: "Validate and print the plan without changing anything" },
   ],
   async run({ args, opts }) {
+    // Start extracting the commit first, so it overlaps loading and validating (see prefetch.ts).
+    const { prefetchCommit } = await import("../deploy/prefetch.ts");
+    const prefetch = opts["dry-run"] ? undefined : prefetchCommit(args[0], args[1]);
     const { execute } = await import("../deploy/execute.ts");
     const result = await execute({
+      prefetch,
       gitDir: args[0],
       commit: args[1],
       ref: opts.ref as string | undefined,

@@ -3,7 +3,7 @@
  * `file:line:column`, its key path, and a "did you mean" for unknown keys.
  * @module
  */
-import { isMap, isPair, isScalar, LineCounter, type Node, parseDocument } from "yaml";
+import { isMap, isPair, isScalar, LineCounter, type Node, parseDocument } from "../yaml.ts";
 import type { z } from "zod";
 import { ConfigError, didYouMean, type ErrorOptions } from "../errors.ts";
 

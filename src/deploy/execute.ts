@@ -21,6 +21,7 @@ import { parseDotenv, serializeDotenv } from "./dotenv.ts";
 import { checkHealth, type HealthResult } from "./health.ts";
 import { Journal, StepFailed } from "./journal.ts";
 import { acquireLock } from "./lock.ts";
+import { discardPrefetch, type Prefetch } from "./prefetch.ts";
 import {
   cleanupReleases,
   currentRelease,
@@ -44,6 +45,8 @@ export interface ExecuteOptions {
   old?: string;
   /** Print the plan, change nothing. */
   dryRun?: boolean;
+  /** An extraction of the commit already under way (see prefetch.ts). */
+  prefetch?: Prefetch;
   /** Where progress lines go (stdout by default). */
   print?: (line: string) => void;
 }
@@ -66,10 +69,19 @@ interface Deployment {
   facts: RepoFacts;
   argv?: string[];
   print: (line: string) => void;
+  prefetch?: Prefetch;
 }
 
 /** Runs a deploy. Throws a usage error (before changing anything) for bad input. */
 export async function execute(options: ExecuteOptions): Promise<ExecuteResult> {
+  try {
+    return await executeChecked(options);
+  } finally {
+    await discardPrefetch(options.prefetch); // a no-op once the deploy renamed it into place
+  }
+}
+
+async function executeChecked(options: ExecuteOptions): Promise<ExecuteResult> {
   const print = options.print ?? ((line: string) => console.log(line));
   const gitDir = resolve(options.gitDir);
   const commit = await resolveCommit(gitDir, options.commit);
@@ -79,7 +91,8 @@ export async function execute(options: ExecuteOptions): Promise<ExecuteResult> {
       suggestion: "run `deploy-paradigm init` in the project, commit deploy.yml and push again",
     });
   }
-  const plan = await prepare(gitDir, commit, new TextDecoder().decode(raw), print);
+  const staged = options.prefetch?.commit === commit ? options.prefetch : undefined;
+  const plan = await prepare(gitDir, commit, new TextDecoder().decode(raw), print, staged);
   if (options.dryRun) return dryRun(plan);
 
   const lock = await acquireLock(plan.paths.lock, { pid: Deno.pid, commit }, (holder) =>
@@ -109,7 +122,13 @@ export async function execute(options: ExecuteOptions): Promise<ExecuteResult> {
 }
 
 /** Validates deploy.yml, config.yml and the plans. Throws a usage error before anything changes. */
-async function prepare(gitDir: string, commit: string, text: string, print: Deployment["print"]): Promise<Deployment> {
+async function prepare(
+  gitDir: string,
+  commit: string,
+  text: string,
+  print: Deployment["print"],
+  prefetch: Prefetch | undefined,
+): Promise<Deployment> {
   const short = commit.slice(0, 7);
   const deploy = parseConfig(text, deployFileSchema, `deploy.yml (commit ${short})`);
   const paths = appPaths(deploy.name);
@@ -131,7 +150,7 @@ async function prepare(gitDir: string, commit: string, text: string, print: Depl
     }
   }
   buildPlan(deploy, facts, "."); // validates the type now rather than after the extraction
-  return { gitDir, commit, short, deploy, config, paths, facts, argv: startArgv(deploy, facts), print };
+  return { gitDir, commit, short, deploy, config, paths, facts, argv: startArgv(deploy, facts), print, prefetch };
 }
 
 function dryRun(plan: Deployment): ExecuteResult {
@@ -167,6 +186,11 @@ async function deployLocked(plan: Deployment): Promise<ExecuteResult> {
   let switched = false;
   try {
     await journal.step("fetch", async () => {
+      if (plan.prefetch && await plan.prefetch.done.then(() => true, () => false)) {
+        try {
+          return await Deno.rename(plan.prefetch.dir, releaseDir);
+        } catch { /* another filesystem, say: extract again */ }
+      }
       const partial = join(paths.releases, `.${id}.partial`);
       await Deno.mkdir(partial);
       await extractCommit(plan.gitDir, commit, partial);

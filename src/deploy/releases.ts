@@ -3,7 +3,8 @@
  * @module
  */
 import { join } from "node:path";
-import type { AppPaths } from "../paths.ts";
+import { type AppPaths, deploymentsRoot } from "../paths.ts";
+import { STAGING_PREFIX } from "./prefetch.ts";
 import { readLinkOrUndefined, readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
 import type { HealthCheck } from "../config/schema.ts";
 
@@ -87,6 +88,22 @@ export async function cleanupReleases(
   for await (const entry of Deno.readDir(paths.releases)) {
     if (entry.name.startsWith(".") && entry.name.endsWith(".partial")) {
       await Deno.remove(join(paths.releases, entry.name), { recursive: true });
+      removed.push(entry.name);
+    }
+  }
+  return [...removed, ...await removeStaleStaging()];
+}
+
+/** Staging dirs of prefetches whose deploy was killed (older than an hour; a live one takes seconds). */
+async function removeStaleStaging(): Promise<string[]> {
+  const removed: string[] = [];
+  const root = deploymentsRoot();
+  for await (const entry of Deno.readDir(root)) {
+    if (!entry.name.startsWith(STAGING_PREFIX)) continue;
+    const path = join(root, entry.name);
+    const info = await Deno.lstat(path).catch(() => undefined);
+    if (info?.mtime && Date.now() - info.mtime.getTime() > 3_600_000) {
+      await Deno.remove(path, { recursive: true }).catch(() => {});
       removed.push(entry.name);
     }
   }

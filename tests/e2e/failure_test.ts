@@ -176,5 +176,16 @@ Deno.test("execute exits 2 on usage errors and 1 on a failed deploy", async () =
     assertEquals(await releases(server, "direct"), []);
     const failed = await server.cli(["execute", repoPath, sha]);
     assertEquals(failed.code, 1, failed.output);
+    // A bad deploy.yml through the CLI: exit 2, and the early extraction (prefetch) is removed.
+    const before = await snapshot(server);
+    const broken = await repo.commit({ "deploy.yml": "name: direct\ntype: python\nhealthCheck: /h\nport: 80\n" });
+    await repo.push("main:refs/heads/broken");
+    const bad = await server.cli(["execute", repoPath, broken]);
+    assertEquals(bad.code, 2, bad.output);
+    assertMatch(bad.stderr, /4:1: "port" is not a known key/);
+    assertEquals(await snapshot(server), before);
+    for await (const entry of Deno.readDir(`${server.prefix}/opt/deployments`)) {
+      assert(!entry.name.startsWith(".incoming-"), `staging dir left behind: ${entry.name}`);
+    }
   });
 });

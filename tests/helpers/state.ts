@@ -35,7 +35,8 @@ export async function deployLog(server: TestServer, app: string): Promise<Record
 
 /**
  * Every file under the server prefix except the git repositories (pushes add objects there),
- * with size, mtime and symlink target: equal snapshots mean nothing changed on disk.
+ * with size, mtime and symlink target: equal snapshots mean nothing changed on disk. Directories
+ * are listed by name only: a temp entry created and removed again changes a dir's mtime alone.
  */
 export async function snapshot(server: TestServer): Promise<string[]> {
   const entries: string[] = [];
@@ -45,7 +46,7 @@ export async function snapshot(server: TestServer): Promise<string[]> {
       if (path.startsWith(join(server.prefix, "var", "repos"))) continue;
       const info = await Deno.lstat(path);
       const link = entry.isSymlink ? await Deno.readLink(path) : "";
-      entries.push(`${path} ${info.size} ${info.mtime?.getTime()} ${link}`);
+      entries.push(entry.isDirectory ? `${path}/` : `${path} ${info.size} ${info.mtime?.getTime()} ${link}`);
       if (entry.isDirectory) await walk(path);
     }
   }
