@@ -69,9 +69,15 @@ Deno.test("a second push replaces the first and keeps the old release; .env reac
     await repo.python("app", "v1");
     assertEquals((await repo.push()).code, 0);
     const first = (await status(server, "app")).release!;
-    const v2 = await repo.python("app", "v2");
+    // postDeploy runs in the release with the app's environment; its failure is reported, not rolled back.
+    const v2 = await repo.python("app", "v2", "ok", {
+      extra: "hooks:\n  postDeploy: [sh, -c, 'echo \"notified $DEPLOY_COMMIT with $GREETING\"; exit 9']\n",
+    });
     const push = await repo.push();
     assertEquals(push.code, 0, push.output);
+    assertMatch(push.output, new RegExp(`notified ${v2} with hello there`));
+    assertMatch(push.output, /✗ postDeploy .*exited with code 9/);
+    assertMatch(push.output, /postDeploy failed; the deploy stands/);
     assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "v2" });
     assertEquals(await get(`http://127.0.0.1:${port}/greeting`), { status: 200, body: "hello there v2" });
     const st = await status(server, "app");
