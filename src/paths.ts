@@ -33,20 +33,20 @@ export interface AppPaths {
   envFile(env: string): string;
 }
 
-/** The deployments root, `/opt/deployments`. */
-export function deploymentsRoot(): string {
-  return join(prefix(), "opt", "deployments");
+/** The deployments root, `/opt/deployments` under `root` (default: the prefix). */
+export function deploymentsRoot(root = prefix()): string {
+  return join(root, "opt", "deployments");
 }
 
-/** Where systemd units are written, `/etc/systemd/system`. */
-export function systemdDir(): string {
-  return join(prefix(), "etc", "systemd", "system");
+/** Where systemd units are written, `/etc/systemd/system` under `root` (default: the prefix). */
+export function systemdDir(root = prefix()): string {
+  return join(root, "etc", "systemd", "system");
 }
 
-/** All paths of `app`. The name must already be validated. */
-export function appPaths(app: string): AppPaths {
-  const dir = join(deploymentsRoot(), app);
-  const logDir = join(prefix(), "var", "log", "deployments", app);
+/** All paths of `app` under `root` (default: the prefix). The name must already be validated. */
+export function appPaths(app: string, root = prefix()): AppPaths {
+  const dir = join(deploymentsRoot(root), app);
+  const logDir = join(root, "var", "log", "deployments", app);
   const releases = join(dir, "releases");
   return {
     app,
@@ -60,7 +60,7 @@ export function appPaths(app: string): AppPaths {
     deployLog: join(logDir, "deploy.log"),
     accessLog: join(logDir, "access.log"),
     errorLog: join(logDir, "error.log"),
-    repo: join(prefix(), "var", "repos", `${app}.git`),
+    repo: join(root, "var", "repos", `${app}.git`),
     release: (id) => join(releases, id),
     envFile: (env) => join(dir, `.env.${env}`),
   };

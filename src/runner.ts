@@ -76,8 +76,8 @@ export function displayArgv(argv: readonly string[]): string {
  * The environment children inherit: ours without the variables git sets for hooks, which
  * would otherwise make every git call in a build or an app act on the deploy repository.
  */
-export function baseEnv(): Record<string, string> {
-  return Object.fromEntries(Object.entries(Deno.env.toObject()).filter(([k]) => !k.startsWith("GIT_")));
+export function baseEnv(env: Record<string, string> = Deno.env.toObject()): Record<string, string> {
+  return Object.fromEntries(Object.entries(env).filter(([k]) => !k.startsWith("GIT_")));
 }
 
 /** Runs commands for real, streaming each output line to `sink`. */

@@ -14,7 +14,7 @@ import { UsageError } from "../errors.ts";
 import { exists, readTextOrUndefined, symlinkAtomic } from "../fsutil.ts";
 import { extractCommit, readAtCommit, refTip, resolveCommit, topLevelFiles } from "../git.ts";
 import { type AppProcess, managerNamed } from "../managers/mod.ts";
-import { type AppPaths, appPaths } from "../paths.ts";
+import { type AppPaths, appPaths, prefix } from "../paths.ts";
 import { baseEnv, displayArgv, DryRunner, ProcessRunner, type Runner } from "../runner.ts";
 import { buildPlan, type RepoFacts, startArgv } from "./app_type.ts";
 import { parseDotenv, serializeDotenv } from "./dotenv.ts";
@@ -325,6 +325,7 @@ async function startAndCheck(
   const manager = managerNamed(config.manager);
   const process: AppProcess = {
     app: plan.deploy.name,
+    root: prefix(),
     argv: [await resolveProgram(meta.argv[0], releaseDir, paths.current), ...meta.argv.slice(1)],
     cwd: paths.current,
     env: appEnv(paths.current, config, meta.type),
@@ -369,7 +370,7 @@ async function rollBack(
   const { paths } = plan;
   if (!previous) {
     await journal.step("stop", async () => {
-      if (plan.argv) await runner.apply(managerNamed(plan.config.manager).stop(plan.deploy.name));
+      if (plan.argv) await runner.apply(managerNamed(plan.config.manager).stop(plan.deploy.name, prefix()));
       await Deno.remove(paths.current).catch(() => {});
     }, () => "no previous release to go back to; the app is stopped");
     return undefined;

@@ -7,6 +7,8 @@ import type { Plan } from "../runner.ts";
 /** Everything a process manager needs to run one app. */
 export interface AppProcess {
   app: string;
+  /** The server's root (`DEPLOY_PARADIGM_PREFIX`, `/` on a real server). */
+  root: string;
   /** The start command; argv[0] is an absolute path. */
   argv: string[];
   /** Working directory: the `current` symlink, so a restart picks up the switched release. */
@@ -28,6 +30,6 @@ export interface ProcessManager {
   readonly name: "pm2" | "systemd";
   /** Starts the app, replacing a running instance. */
   restart(process: AppProcess): Plan;
-  /** Stops the app and forgets it. */
-  stop(app: string): Plan;
+  /** Stops the app and forgets it; `root` as in {@link AppProcess}. */
+  stop(app: string, root: string): Plan;
 }

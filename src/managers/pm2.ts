@@ -16,8 +16,8 @@ const PM2_TIMEOUT = 60_000;
  * pm2 commands of all apps on the server run one at a time: two pm2 clients that find no daemon
  * both start one, and one of them then hangs (seen when two apps deployed at once).
  */
-function pm2Lock(): string {
-  return join(deploymentsRoot(), ".pm2.lock");
+function pm2Lock(root: string): string {
+  return join(deploymentsRoot(root), ".pm2.lock");
 }
 
 /** The PM2 strategy. */
@@ -41,15 +41,19 @@ export const pm2: ProcessManager = {
     };
     return {
       files: [{ path: file, content: JSON.stringify({ apps: [app] }, null, 2) + "\n", mode: 0o600 }],
-      commands: [...this.stop(p.app).commands, { argv: ["pm2", "start", file], quiet: true, timeoutMs: PM2_TIMEOUT }],
-      lock: pm2Lock(),
+      commands: [...this.stop(p.app, p.root).commands, {
+        argv: ["pm2", "start", file],
+        quiet: true,
+        timeoutMs: PM2_TIMEOUT,
+      }],
+      lock: pm2Lock(p.root),
     };
   },
-  stop(app: string): Plan {
+  stop(app: string, root: string): Plan {
     return {
       files: [],
       commands: [{ argv: ["pm2", "delete", app], allowFailure: true, quiet: true, timeoutMs: PM2_TIMEOUT }],
-      lock: pm2Lock(),
+      lock: pm2Lock(root),
     };
   },
 };

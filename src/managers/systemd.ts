@@ -49,7 +49,7 @@ export const systemd: ProcessManager = {
   restart(p: AppProcess): Plan {
     const unit = `${p.app}.service`;
     return {
-      files: [{ path: join(systemdDir(), unit), content: unitFile(p) }],
+      files: [{ path: join(systemdDir(p.root), unit), content: unitFile(p) }],
       commands: [
         { argv: ["systemctl", "daemon-reload"], timeoutMs: 60_000 },
         { argv: ["systemctl", "restart", unit], timeoutMs: 120_000 },
@@ -57,7 +57,7 @@ export const systemd: ProcessManager = {
       ],
     };
   },
-  stop(app: string): Plan {
+  stop(app: string, _root: string): Plan {
     return {
       files: [],
       commands: [{ argv: ["systemctl", "stop", `${app}.service`], allowFailure: true, timeoutMs: 120_000 }],

@@ -12,7 +12,8 @@ Deno.test("two pushes at the same moment are serialized and end in a consistent 
     const repoPath = await server.setupApp("race", { port });
     const a = await AppRepo.create(server, "race-a", repoPath);
     await a.python("race", "v1");
-    assertEquals((await a.push()).code, 0);
+    const first = await a.push();
+    assertEquals(first.code, 0, first.output);
     const b = await AppRepo.create(server, "race-b", repoPath);
     await b.git(["fetch", "--quiet", "production"]);
     await b.git(["reset", "--quiet", "--hard", "production/main"]);

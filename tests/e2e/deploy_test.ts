@@ -25,7 +25,7 @@ Deno.test("a Python app and a Node app deploy from git push and answer on their 
       const st = await status(server, app);
       assertEquals([st.status, st.healthy, st.version, st.commit], ["running", true, sha.slice(0, 7), sha]);
       assert(st.deployed && st.lastHealthCheck && st.release);
-      assertEquals(await branchHead(server, app), sha);
+      assertEquals(await branchHead(server, app), sha, `${app}: main must be the deployed commit`);
       assertEquals(await current(server, app), `releases/${st.release}`);
       // The release is the commit's tree: no .git inside.
       await Deno.stat(`${server.paths(app).release(st.release!)}/.git`).then(
@@ -67,7 +67,7 @@ Deno.test("a second push replaces the first and keeps the old release; .env reac
       await server.setupApp("app", { port, dotenv: "# secrets\nGREETING='hello there'\n" }),
     );
     await repo.python("app", "v1");
-    assertEquals((await repo.push()).code, 0);
+    await repo.pushOk();
     const first = (await status(server, "app")).release!;
     // postDeploy runs in the release with the app's environment; its failure is reported, not rolled back.
     const v2 = await repo.python("app", "v2", "ok", {

@@ -12,8 +12,8 @@ Deno.test("a deploy that fails its health check (500, crash, never listens) is r
     const py = await AppRepo.create(server, "py", await server.setupApp("py", { port: pyPort }));
     const node = await AppRepo.create(server, "node", await server.setupApp("node", { port: nodePort }));
     const good = { py: await py.python("py", "py-v1"), node: await node.node("node", "node-v1") };
-    assertEquals((await py.push()).code, 0);
-    assertEquals((await node.push()).code, 0);
+    await py.pushOk();
+    await node.pushOk();
     const serving = { py: (await status(server, "py")).release, node: (await status(server, "node")).release };
 
     const cases = [
@@ -44,7 +44,7 @@ Deno.test("a deploy that fails its health check (500, crash, never listens) is r
     }
     // The next good push just works.
     await py.python("py", "py-v3");
-    assertEquals((await py.push()).code, 0);
+    await py.pushOk();
     assertEquals(await get(`http://127.0.0.1:${pyPort}/`), { status: 200, body: "py-v3" });
   });
 });
@@ -70,7 +70,7 @@ Deno.test("a failing preDeploy hook leaves current untouched", async () => {
     const port = freePort();
     const repo = await AppRepo.create(server, "hook", await server.setupApp("hook", { port }));
     await repo.python("hook", "v1");
-    assertEquals((await repo.push()).code, 0);
+    await repo.pushOk();
     const before = await current(server, "hook");
     const bad = await repo.python("hook", "v2", "ok", {
       extra: "hooks:\n  preDeploy: ./migrate.sh --strict\n",
@@ -111,7 +111,7 @@ Deno.test("a broken deploy.yml gives a clear message and changes nothing", async
     const port = freePort();
     const repo = await AppRepo.create(server, "cfg", await server.setupApp("cfg", { port }));
     const good = await repo.python("cfg", "v1");
-    assertEquals((await repo.push()).code, 0);
+    await repo.pushOk();
     const before = await snapshot(server);
     const broken = [
       {

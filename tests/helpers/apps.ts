@@ -101,6 +101,13 @@ export class AppRepo {
     return (await this.git(["rev-parse", "HEAD"])).stdout.trim();
   }
 
+  /** `git push production <refspec>` that must succeed; throws with the push's output otherwise. */
+  async pushOk(refspec = "main"): Promise<Ran> {
+    const result = await this.push(refspec);
+    if (result.code !== 0) throw new Error(`git push ${refspec} failed (${result.code}):\n${result.output}`);
+    return result;
+  }
+
   /** `git push production <refspec>`; returns the outcome (does not throw). */
   push(refspec = "main", extra: string[] = []): Promise<Ran> {
     return run(["git", "push", ...extra, "production", refspec], { cwd: this.dir, env: this.server.env });

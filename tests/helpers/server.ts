@@ -68,14 +68,7 @@ export class TestServer {
 
   /** Paths of an app on this server. */
   paths(app: string) {
-    const saved = Deno.env.get("DEPLOY_PARADIGM_PREFIX");
-    Deno.env.set("DEPLOY_PARADIGM_PREFIX", this.prefix);
-    try {
-      return appPaths(app);
-    } finally {
-      if (saved === undefined) Deno.env.delete("DEPLOY_PARADIGM_PREFIX");
-      else Deno.env.set("DEPLOY_PARADIGM_PREFIX", saved);
-    }
+    return appPaths(app, this.prefix);
   }
 
   /** What `setup` will do: config.yml, optional .env, the bare repo with the real hook. */

@@ -97,15 +97,7 @@ Deno.test("releaseIdAt: text order is time order", () => {
 async function withTempApp(fn: (paths: AppPaths) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "dp-unit-" });
   try {
-    const saved = Deno.env.get("DEPLOY_PARADIGM_PREFIX");
-    Deno.env.set("DEPLOY_PARADIGM_PREFIX", dir);
-    let paths: AppPaths;
-    try {
-      paths = appPaths("web");
-    } finally {
-      if (saved === undefined) Deno.env.delete("DEPLOY_PARADIGM_PREFIX");
-      else Deno.env.set("DEPLOY_PARADIGM_PREFIX", saved);
-    }
+    const paths = appPaths("web", dir);
     assert(paths.releases.startsWith(dir), paths.releases);
     await fn(paths);
   } finally {

@@ -148,6 +148,7 @@ Deno.test("startArgv static: nothing to run", () => {
 function appProcess(overrides: Partial<AppProcess> = {}): AppProcess {
   return {
     app: "web",
+    root: "/tmp/dp-prefix",
     argv: ["/srv/current/venv/bin/python", "app.py"],
     cwd: "/srv/opt/deployments/web/current",
     env: { PORT: "8080", PATH: "/usr/bin:/bin" },
@@ -161,7 +162,7 @@ function appProcess(overrides: Partial<AppProcess> = {}): AppProcess {
 }
 
 Deno.test("pm2 restart: writes pm2.json (0600) with env, secrets, cwd and logs, then delete + start", () => {
-  const plan = withPrefix("/tmp/dp-prefix", () => pm2.restart(appProcess()));
+  const plan = pm2.restart(appProcess());
   assertEquals(plan.files.length, 1);
   const [file] = plan.files;
   assertEquals(file.path, "/srv/opt/deployments/web/pm2.json");
@@ -189,29 +190,15 @@ Deno.test("pm2 restart: writes pm2.json (0600) with env, secrets, cwd and logs, 
 });
 
 Deno.test("pm2 stop: pm2 delete, allowed to fail, under the pm2 lock", () => {
-  assertEquals(withPrefix("/tmp/dp-prefix", () => pm2.stop("web")), {
+  assertEquals(pm2.stop("web", "/tmp/dp-prefix"), {
     files: [],
     commands: [{ argv: ["pm2", "delete", "web"], allowFailure: true, quiet: true, timeoutMs: 60_000 }],
     lock: "/tmp/dp-prefix/opt/deployments/.pm2.lock",
   });
 });
 
-/** Runs `fn` with DEPLOY_PARADIGM_PREFIX set to `value`, restoring the previous value. */
-function withPrefix<T>(value: string, fn: () => T): T {
-  const saved = Deno.env.get("DEPLOY_PARADIGM_PREFIX");
-  Deno.env.set("DEPLOY_PARADIGM_PREFIX", value);
-  try {
-    return fn();
-  } finally {
-    if (saved === undefined) Deno.env.delete("DEPLOY_PARADIGM_PREFIX");
-    else Deno.env.set("DEPLOY_PARADIGM_PREFIX", saved);
-  }
-}
-
 Deno.test("systemd restart: writes the unit under the prefix, then daemon-reload, restart, is-active", () => {
-  const saved = Deno.env.get("DEPLOY_PARADIGM_PREFIX");
-  const plan = withPrefix("/tmp/dp-prefix", () => systemd.restart(appProcess()));
-  assertEquals(Deno.env.get("DEPLOY_PARADIGM_PREFIX"), saved);
+  const plan = systemd.restart(appProcess());
   assertEquals(plan.files.length, 1);
   assertEquals(plan.files[0].path, "/tmp/dp-prefix/etc/systemd/system/web.service");
   assertEquals(plan.files[0].content, unitFile(appProcess()));
@@ -264,7 +251,7 @@ Deno.test("systemd unit file: ExecStart quotes spaces, %, $ and quotes", () => {
 });
 
 Deno.test("systemd stop: systemctl stop, allowed to fail", () => {
-  assertEquals(systemd.stop("web"), {
+  assertEquals(systemd.stop("web", "/tmp/dp-prefix"), {
     files: [],
     commands: [{ argv: ["systemctl", "stop", "web.service"], allowFailure: true, timeoutMs: 120_000 }],
   });
