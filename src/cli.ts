@@ -68,6 +68,9 @@ export async function runCli(program: ProgramSpec, argv: readonly string[]): Pro
     console.log(program.version);
     return 0;
   }
+  if (first.startsWith("-")) {
+    throw new UsageError(`unknown option "${first}"`, { suggestion: `see ${program.name} --help` });
+  }
   const command = findCommand(program, first);
   if (rest.includes("--help") || rest.includes("-h")) {
     console.log(commandHelp(program, command));
@@ -81,7 +84,7 @@ function findCommand(program: ProgramSpec, name: string): CommandSpec {
   if (command) return command;
   const guess = didYouMean(name, program.commands.map((c) => c.name));
   throw new UsageError(`unknown command "${name}"`, {
-    suggestion: guess ? `did you mean "${guess}"? See ${program.name} --help` : `see ${program.name} --help`,
+    suggestion: guess ? `did you mean "${guess}"? (see ${program.name} --help)` : `see ${program.name} --help`,
   });
 }
 
@@ -106,7 +109,7 @@ export function parseInvocation(program: ProgramSpec, command: CommandSpec, argv
     if (!option) {
       const guess = didYouMean(flag, options.map((o) => o.name));
       throw new UsageError(`unknown option "${token}" for "${command.name}"`, {
-        suggestion: guess ? `did you mean "--${guess}"? ${usage}` : usage,
+        suggestion: guess ? `did you mean "--${guess}"? (${usage})` : usage,
       });
     }
     if (!option.value) {
@@ -129,9 +132,8 @@ export function parseInvocation(program: ProgramSpec, command: CommandSpec, argv
     throw new UsageError(`"${command.name}" needs <${specs[args.length].name}>`, { suggestion: usage });
   }
   if (args.length > specs.length) {
-    throw new UsageError(`"${command.name}" takes at most ${specs.length} argument(s), got ${args.length}`, {
-      suggestion: usage,
-    });
+    const most = specs.length === 0 ? "no arguments" : `at most ${specs.length} argument${specs.length > 1 ? "s" : ""}`;
+    throw new UsageError(`"${command.name}" takes ${most}, got ${args.length}`, { suggestion: usage });
   }
   return { args, opts };
 }
@@ -160,6 +162,10 @@ export function programHelp(program: ProgramSpec): string {
     "",
     "Commands:",
     ...table(program.commands.map((c) => [c.name, c.summary])),
+    "",
+    "Options:",
+    "  -h, --help     Show this help",
+    "  -V, --version  Print the version",
     "",
     `Run "${program.name} <command> --help" for a command's arguments and options.`,
     "Exit codes: 0 success, 1 failure (deploy failed, rolled back), 2 usage or configuration error.",

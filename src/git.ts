@@ -5,49 +5,129 @@
 import { UsageError } from "./errors.ts";
 import { baseEnv } from "./runner.ts";
 
-async function git(gitDir: string, args: string[]): Promise<{ code: number; stdout: Uint8Array; stderr: string }> {
-  const { code, stdout, stderr } = await new Deno.Command("git", {
+async function git(
+  gitDir: string,
+  args: string[],
+  input?: string,
+): Promise<{ code: number; stdout: Uint8Array; stderr: string }> {
+  const child = new Deno.Command("git", {
     args: ["--git-dir", gitDir, ...args],
     env: baseEnv(),
     clearEnv: true,
-    stdin: "null",
-  }).output();
+    stdin: input === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  if (input !== undefined) {
+    const writer = child.stdin.getWriter();
+    await writer.write(new TextEncoder().encode(input));
+    await writer.close();
+  }
+  const { code, stdout, stderr } = await child.output();
   return { code, stdout, stderr: new TextDecoder().decode(stderr).trim() };
 }
 
-/** The full sha of `rev`, which must name a commit. */
-export async function resolveCommit(gitDir: string, rev: string): Promise<string> {
-  if (!/^[\w./^~@{}-]+$/.test(rev) || rev.startsWith("-")) throw new UsageError(`"${rev}" is not a commit name`);
-  const out = await git(gitDir, ["rev-parse", "--verify", "--quiet", `${rev}^{commit}`]);
-  if (out.code !== 0) {
-    const exists = await git(gitDir, ["rev-parse", "--git-dir"]);
-    throw new UsageError(
-      exists.code === 0 ? `commit "${rev}" not found in ${gitDir}` : `${gitDir} is not a git repository`,
-      { suggestion: "execute is called by the post-receive hook as: execute <git-dir> <commit>" },
+/** What the deploy needs to know of a commit, read in one `git cat-file --batch`. */
+export interface CommitFiles {
+  /** The full sha. */
+  sha: string;
+  /** Names of the top-level entries. */
+  files: Set<string>;
+  /** Contents of the requested top-level files that exist. */
+  blobs: Map<string, Uint8Array>;
+}
+
+const REV = /^[\w./^~@{}-]+$/;
+
+/**
+ * Resolves `rev` to a commit and reads its top-level names and the files `wanted`, with one git
+ * process. Throws a usage error when `gitDir` is not a bare repository or `rev` no commit.
+ */
+export async function readCommit(gitDir: string, rev: string, wanted: string[]): Promise<CommitFiles> {
+  if (!REV.test(rev) || rev.startsWith("-")) throw new UsageError(`"${rev}" is not a commit name`);
+  const queries = [`${rev}^{commit}`, `${rev}^{tree}`, ...wanted.map((path) => `${rev}:${path}`)];
+  const out = await git(gitDir, ["cat-file", "--batch"], queries.join("\n") + "\n");
+  const objects = out.code === 0 ? parseBatch(out.stdout) : [];
+  const [commit, tree] = objects;
+  if (commit?.type !== "commit" || tree?.type !== "tree") throw await notACommit(gitDir, rev);
+  const blobs = new Map<string, Uint8Array>();
+  wanted.forEach((path, i) => {
+    const object = objects[i + 2];
+    if (object?.type === "blob") blobs.set(path, object.content);
+  });
+  return { sha: commit.sha, files: treeNames(tree.content, commit.sha.length / 2), blobs };
+}
+
+async function notACommit(gitDir: string, rev: string): Promise<UsageError> {
+  const bare = await git(gitDir, ["rev-parse", "--is-bare-repository"]);
+  const text = new TextDecoder().decode(bare.stdout).trim();
+  const hint = { suggestion: "the git hook runs: deploy-paradigm execute <bare repository> <commit>" };
+  if (bare.code !== 0) {
+    const workTree = await Deno.stat(`${gitDir}/.git`).then(() => true, () => false);
+    return new UsageError(
+      workTree
+        ? `${gitDir} is a work tree; execute takes the server's bare repository, such as /var/repos/<app>.git`
+        : `${gitDir} is not a git repository`,
+      hint,
     );
   }
-  return new TextDecoder().decode(out.stdout).trim();
+  return new UsageError(text === "true" ? `commit "${rev}" not found in ${gitDir}` : `${gitDir} is not bare`, hint);
 }
 
-/** The bytes of `path` at `commit`, or undefined when the commit has no such file. */
-export async function readAtCommit(gitDir: string, commit: string, path: string): Promise<Uint8Array | undefined> {
-  const out = await git(gitDir, ["cat-file", "blob", `${commit}:${path}`]);
-  if (out.code === 0) return out.stdout;
-  if (/does not exist|not a valid object name|exists on disk, but not in/.test(out.stderr)) return undefined;
-  throw new Error(`git cat-file ${commit}:${path} failed: ${out.stderr}`);
+/** Splits `git cat-file --batch` output into objects (undefined for a missing one). */
+function parseBatch(bytes: Uint8Array): ({ sha: string; type: string; content: Uint8Array } | undefined)[] {
+  const objects = [];
+  const decoder = new TextDecoder();
+  for (let at = 0; at < bytes.length;) {
+    const eol = bytes.indexOf(10, at);
+    const header = decoder.decode(bytes.subarray(at, eol)).split(" ");
+    at = eol + 1;
+    if (header.length !== 3 || !/^\d+$/.test(header[2])) {
+      objects.push(undefined); // "<rev> missing" or "<rev> ambiguous"
+      continue;
+    }
+    const size = Number(header[2]);
+    objects.push({ sha: header[0], type: header[1], content: bytes.subarray(at, at + size) });
+    at += size + 1;
+  }
+  return objects;
 }
 
-/** Names of the top-level entries of `commit`. */
-export async function topLevelFiles(gitDir: string, commit: string): Promise<Set<string>> {
-  const out = await git(gitDir, ["ls-tree", "--name-only", "-z", commit]);
-  if (out.code !== 0) throw new Error(`git ls-tree ${commit} failed: ${out.stderr}`);
-  return new Set(new TextDecoder().decode(out.stdout).split("\0").filter(Boolean));
+/** Entry names of a raw tree object: `<mode> <name>\0<hash>` repeated. */
+function treeNames(tree: Uint8Array, hashBytes: number): Set<string> {
+  const names = new Set<string>();
+  const decoder = new TextDecoder();
+  for (let at = 0; at < tree.length;) {
+    const space = tree.indexOf(32, at);
+    const nul = tree.indexOf(0, space);
+    names.add(decoder.decode(tree.subarray(space + 1, nul)));
+    at = nul + 1 + hashBytes;
+  }
+  return names;
 }
 
 /** The commit `ref` points at now, or undefined when it does not exist. */
 export async function refTip(gitDir: string, ref: string): Promise<string | undefined> {
   const out = await git(gitDir, ["rev-parse", "--verify", "--quiet", `${ref}^{commit}`]);
   return out.code === 0 ? new TextDecoder().decode(out.stdout).trim() : undefined;
+}
+
+/** Moves `ref` from `old` (zeros: must not exist) to `next` (zeros: delete), atomically. */
+export async function updateRef(gitDir: string, ref: string, next: string, old: string): Promise<void> {
+  const args = /^0+$/.test(next) ? ["update-ref", "-d", ref, old] : ["update-ref", ref, next, old];
+  const out = await git(gitDir, args);
+  if (out.code !== 0) throw new Error(`git update-ref ${ref} failed: ${out.stderr}`);
+}
+
+/** True when `ancestor` is an ancestor of `commit` (a fast-forward). */
+export async function isAncestor(gitDir: string, ancestor: string, commit: string): Promise<boolean> {
+  return (await git(gitDir, ["merge-base", "--is-ancestor", ancestor, commit])).code === 0;
+}
+
+/** A boolean git config value of the repository. */
+export async function configFlag(gitDir: string, key: string): Promise<boolean> {
+  const out = await git(gitDir, ["config", "--type=bool", "--get", key]);
+  return new TextDecoder().decode(out.stdout).trim() === "true";
 }
 
 /**

@@ -10,6 +10,7 @@
 import template from "../templates/proc-receive" with { type: "text" };
 import { join } from "node:path";
 import { writeFileAtomic } from "./fsutil.ts";
+import { DeployParadigmError } from "./errors.ts";
 import { ProcessRunner } from "./runner.ts";
 
 /** Quotes a value for a POSIX shell script (single quotes). */
@@ -26,8 +27,23 @@ export function renderHook(command: string, env: Record<string, string> = {}): s
   return template.replace("__DEPLOY_PARADIGM__", () => shellQuote(command)).replace("__EXPORTS__", () => exports);
 }
 
+/** The oldest git with proc-receive hooks. */
+export const MIN_GIT = [2, 29];
+
+/** Refuses a git too old for the hook: there, pushes would never run it, silently. */
+export async function checkGitVersion(): Promise<void> {
+  const out = await new ProcessRunner().run({ argv: ["git", "--version"], quiet: true });
+  const [major = 0, minor = 0] = (/(\d+)\.(\d+)/.exec(out.output) ?? []).slice(1).map(Number);
+  if (major < MIN_GIT[0] || (major === MIN_GIT[0] && minor < MIN_GIT[1])) {
+    throw new DeployParadigmError(`${out.output.trim()} is too old: deploys need git ${MIN_GIT.join(".")} or newer`, {
+      suggestion: "upgrade git on this server (Debian 11 and Ubuntu 22.04 ship new enough versions)",
+    });
+  }
+}
+
 /** Installs the hook into the bare repository `gitDir` and routes branch pushes through it. */
 export async function installHook(gitDir: string, command: string, env: Record<string, string> = {}): Promise<string> {
+  await checkGitVersion();
   const path = join(gitDir, "hooks", "proc-receive");
   await writeFileAtomic(path, renderHook(command, env), 0o755);
   await new ProcessRunner().run({

@@ -19,6 +19,8 @@ export const DETECTORS: readonly { type: AppType; files: string[] }[] = [
   { type: "python", files: ["requirements.txt", "pyproject.toml"] },
   { type: "node", files: ["package.json"] },
   { type: "static", files: ["index.html"] },
+  // Not in the design's list: a standard-library Python app has nothing but its script.
+  { type: "python", files: ["app.py", "main.py", "server.py"] },
 ];
 
 /** The type of a project with these top-level files, if any detector matches. */
@@ -42,16 +44,18 @@ export interface InitOptions {
 
 /** The deploy.yml text for a project. */
 export function renderDeployYml(name: string, type: AppType, facts: RepoFacts): string {
+  const examples: Record<AppType, string> = {
+    python: "# command: python app.py   # set this: no app.py, main.py or server.py was found",
+    node: "# command: node server.js   # set this: no start script, main, server.js, index.js or app.js",
+    docker: "# command: (default: the image's CMD)",
+    static: "# command: (none: the static files are served as they are)",
+  };
   let command: string;
   try {
     const argv = startArgv({ name, type } as DeployFile, facts);
-    command = argv
-      ? `command: ${displayArgv(argv)}`
-      : type === "docker"
-      ? "# command: (default: the image's CMD)"
-      : "# command: (none: the static files are served as they are)";
+    command = argv ? `command: ${displayArgv(argv)}` : examples[type];
   } catch {
-    command = "command: CHANGE-ME  # e.g. python app.py";
+    command = examples[type];
   }
   const values: Record<string, string> = {
     __SCHEMA_URL__: SCHEMA_URL,

@@ -4,10 +4,12 @@
  * sees as `remote:` lines. Each pushed branch is answered `ok` or `ng <reason>`.
  * @module
  */
-import { parse as parseYaml } from "./yaml.ts";
+import { basename, resolve } from "node:path";
+import { NAME_PATTERN } from "./config/names.ts";
+import { readStatus } from "./deploy/status.ts";
 import { describeError } from "./errors.ts";
-import { readAtCommit } from "./git.ts";
-import { ProcessRunner } from "./runner.ts";
+import { configFlag, isAncestor, updateRef } from "./git.ts";
+import { appPaths } from "./paths.ts";
 
 const ZERO = /^0+$/;
 const encoder = new TextEncoder();
@@ -71,24 +73,32 @@ export interface RefUpdate {
 export type RefHandler = (update: RefUpdate) => Promise<string | undefined>;
 
 /** Runs the proc-receive protocol with git on stdin/stdout. */
-export async function receive(gitDir: string, handle: RefHandler = (u) => handleRef(gitDir, u)): Promise<number> {
+export async function receive(
+  gitDir: string,
+  handle: RefHandler = (u) => handleRef(resolve(gitDir), u),
+): Promise<number> {
   const reader = new PktReader(Deno.stdin);
-  await reader.readSection(); // version=1 and git's capabilities
+  const [version = ""] = await reader.readSection(); // "version=1\0<git's capabilities>"
   await writeAll(new Uint8Array([...pkt("version=1"), ...pkt(null)]));
   const updates = (await reader.readSection()).map((line) => {
     const [old, next, ref] = line.split(" ");
     return { old, new: next, ref };
   });
+  const atomic = /\batomic\b/.test(version.split("\0")[1] ?? "");
   const replies: Uint8Array[] = [];
   for (const update of updates) {
     let reason: string | undefined;
-    try {
-      reason = await handle(update);
-    } catch (error) {
-      const { text } = describeError(error);
-      console.error(text);
-      const [first, detail = ""] = text.replace(/^error: /, "").split("\n");
-      reason = `${first} ${detail.trim()}`.trim().slice(0, 300);
+    if (atomic && updates.length > 1) {
+      reason = "atomic pushes of several branches are not supported: push the deploy branch on its own";
+    } else {
+      try {
+        reason = await handle(update);
+      } catch (error) {
+        const { text } = describeError(error);
+        console.error(text);
+        const [first, detail = ""] = text.replace(/^error: /, "").split("\n");
+        reason = `${first} ${detail.startsWith("hint:") ? "" : detail.trim()}`.trim().slice(0, 300);
+      }
     }
     replies.push(pkt(reason === undefined ? `ok ${update.ref}` : `ng ${update.ref} ${reason.replaceAll("\n", " ")}`));
   }
@@ -96,27 +106,31 @@ export async function receive(gitDir: string, handle: RefHandler = (u) => handle
   return 0;
 }
 
-/** The branch deploy.yml at `commit` deploys from, read leniently (a broken file still says main). */
-export async function deployBranchAt(gitDir: string, commit: string): Promise<string> {
-  const raw = await readAtCommit(gitDir, commit, "deploy.yml");
-  try {
-    const value = (raw && (parseYaml(new TextDecoder().decode(raw)) as { branch?: unknown } | null))?.branch;
-    return typeof value === "string" ? value : "main";
-  } catch {
-    return "main";
-  }
-}
-
+/**
+ * One pushed branch. The deploy branch is the server's decision: the `branch` of the deploy.yml
+ * that serves now (main before the first deploy), never the pushed commit's. Other branches are
+ * stored as pushed; git's receive.denyDeletes and receive.denyNonFastForwards are honoured.
+ */
 async function handleRef(gitDir: string, update: RefUpdate): Promise<string | undefined> {
-  const git = new ProcessRunner((line) => console.error(line));
+  const app = basename(gitDir).replace(/\.git$/, "");
+  const deployBranch = (NAME_PATTERN.test(app) ? (await readStatus(appPaths(app).status))?.branch : undefined) ??
+    "main";
+  const isDeployBranch = update.ref === `refs/heads/${deployBranch}`;
   if (ZERO.test(update.new)) {
-    await git.run({ argv: ["git", "--git-dir", gitDir, "update-ref", "-d", update.ref, update.old] });
+    if (isDeployBranch) return `${deployBranch} is the deploy branch of ${app}; deleting it is refused`;
+    if (await configFlag(gitDir, "receive.denyDeletes")) return "deletion prohibited (receive.denyDeletes)";
+    await updateRef(gitDir, update.ref, update.new, update.old);
     return undefined;
   }
-  const branch = await deployBranchAt(gitDir, update.new);
-  if (update.ref !== `refs/heads/${branch}`) {
-    await git.run({ argv: ["git", "--git-dir", gitDir, "update-ref", update.ref, update.new, update.old] });
-    console.error(`deploy-paradigm: ${update.ref} stored; only ${branch} deploys`);
+  if (
+    !ZERO.test(update.old) && await configFlag(gitDir, "receive.denyNonFastForwards") &&
+    !await isAncestor(gitDir, update.old, update.new)
+  ) {
+    return "non-fast-forward (receive.denyNonFastForwards)";
+  }
+  if (!isDeployBranch) {
+    await updateRef(gitDir, update.ref, update.new, update.old);
+    console.error(`deploy-paradigm: ${update.ref} stored; only ${deployBranch} deploys`);
     return undefined;
   }
   const { prefetchCommit } = await import("./deploy/prefetch.ts");

@@ -35,6 +35,8 @@ export interface Plan {
   commands: Cmd[];
   /** A lock file held while the plan runs, for tools that break when run concurrently (pm2). */
   lock?: string;
+  /** Files removed after the commands ran. */
+  remove?: string[];
 }
 
 /** The outcome of one command. */
@@ -77,18 +79,39 @@ export function displayArgv(argv: readonly string[]): string {
  * would otherwise make every git call in a build or an app act on the deploy repository.
  */
 export function baseEnv(env: Record<string, string> = Deno.env.toObject()): Record<string, string> {
-  return Object.fromEntries(Object.entries(env).filter(([k]) => !k.startsWith("GIT_")));
+  const clean = Object.fromEntries(Object.entries(env).filter(([k]) => !k.startsWith("GIT_")));
+  // git also puts its exec dir (/usr/lib/git-core) in front of PATH for hooks.
+  if (clean.PATH && env.GIT_EXEC_PATH) {
+    clean.PATH = clean.PATH.split(":").filter((dir) => dir !== env.GIT_EXEC_PATH).join(":");
+  }
+  return clean;
 }
+
+/** The absolute path of `program` found in `path` (a PATH value), if any. */
+export function findInPath(program: string, path = Deno.env.get("PATH") ?? ""): string | undefined {
+  for (const dir of path.split(":").filter(Boolean)) {
+    try {
+      const info = Deno.statSync(`${dir}/${program}`);
+      if (info.isFile && (info.mode ?? 0) & 0o111) return `${dir}/${program}`;
+    } catch { /* not here */ }
+  }
+  return undefined;
+}
+
+/** `setsid`, to give commands with a timeout their own process group, so the whole group can be killed. */
+const SETSID = findInPath("setsid");
 
 /** Runs commands for real, streaming each output line to `sink`. */
 export class ProcessRunner implements Runner {
   constructor(private readonly sink: LineSink = () => {}) {}
 
   async run(cmd: Cmd): Promise<CmdResult> {
+    const group = cmd.timeoutMs !== undefined && SETSID !== undefined;
+    const argv = group ? [SETSID!, ...cmd.argv] : cmd.argv;
     let child: Deno.ChildProcess;
     try {
-      child = new Deno.Command(cmd.argv[0], {
-        args: cmd.argv.slice(1),
+      child = new Deno.Command(argv[0], {
+        args: argv.slice(1),
         cwd: cmd.cwd,
         env: { ...baseEnv(), ...cmd.env },
         clearEnv: true,
@@ -104,20 +127,27 @@ export class ProcessRunner implements Runner {
     }
     const lines: string[] = [];
     const onLine = (line: string) => {
+      if (line.trim() === "") return;
       lines.push(line);
       if (!cmd.quiet) this.sink(line);
     };
     let timedOut = false;
+    let killed: (() => void) | undefined;
+    let grace: ReturnType<typeof setTimeout> | undefined;
+    const afterKill = new Promise<void>((resolve) => killed = resolve);
     const timer = cmd.timeoutMs === undefined ? undefined : setTimeout(() => {
       timedOut = true;
-      child.kill("SIGKILL");
+      try {
+        if (group) Deno.kill(-child.pid, "SIGKILL");
+        else child.kill("SIGKILL");
+      } catch { /* it has just ended */ }
+      grace = setTimeout(killed!, 2000); // a process outside the group may hold the pipes: stop reading
     }, cmd.timeoutMs);
-    const [status] = await Promise.all([
-      child.status,
-      readLines(child.stdout, onLine),
-      readLines(child.stderr, onLine),
-    ]);
+    const reading = Promise.all([readLines(child.stdout, onLine), readLines(child.stderr, onLine)]);
+    const status = await child.status;
+    await Promise.race([reading, afterKill]);
     clearTimeout(timer);
+    clearTimeout(grace);
     if (timedOut) lines.push(`(killed: no result after ${cmd.timeoutMs! / 1000}s)`);
     const code = timedOut ? 124 : status.code;
     const result = { code, output: lines.join("\n"), tail: lines.slice(-TAIL_LINES) };
@@ -130,6 +160,7 @@ export class ProcessRunner implements Runner {
     try {
       for (const file of plan.files) await writeFileAtomic(file.path, file.content, file.mode);
       for (const cmd of plan.commands) await this.run(cmd);
+      for (const path of plan.remove ?? []) await Deno.remove(path).catch(() => {});
     } finally {
       lock?.close();
     }
@@ -156,6 +187,7 @@ export class DryRunner implements Runner {
   async apply(plan: Plan): Promise<void> {
     for (const file of plan.files) this.sink(`would write: ${file.path}`);
     for (const cmd of plan.commands) await this.run(cmd);
+    for (const path of plan.remove ?? []) this.sink(`would remove: ${path}`);
   }
 }
 

@@ -2,7 +2,7 @@
  * `status`: a table or JSON of the apps' status.json files.
  * @module
  */
-import { NAME_PATTERN } from "./config/schema.ts";
+import { NAME_PATTERN } from "./config/names.ts";
 import { type AppStatus, readStatus } from "./deploy/status.ts";
 import { UsageError } from "./errors.ts";
 import { appPaths, deploymentsRoot } from "./paths.ts";

@@ -1,9 +1,9 @@
 import type { CommandSpec } from "../cli.ts";
 
-/** `execute <git-dir> <commit>`: run by the post-receive hook. */
+/** `execute <git-dir> <commit>`: run by the git hook (`receive`), or by hand to redeploy a commit. */
 export const executeCommand: CommandSpec = {
   name: "execute",
-  summary: "Deploy a commit of a bare repository (run by the post-receive hook)",
+  summary: "Deploy a commit of an app's bare repository (the git hook runs it for each push)",
   args: [
     { name: "git-dir", description: "The bare repository, e.g. /var/repos/my-api.git" },
     { name: "commit", description: "The commit to deploy" },

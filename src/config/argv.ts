@@ -21,7 +21,7 @@ export function splitCommand(command: string): string[] | { error: string } {
       [word, inWord] = ["", false];
     } else if (c === "'") {
       const end = command.indexOf("'", i + 1);
-      if (end < 0) return { error: `unterminated ' quote at character ${i + 1}` };
+      if (end < 0) return { error: `has an unterminated ' quote at character ${i + 1}` };
       word += command.slice(i + 1, end);
       [i, inWord] = [end, true];
     } else if (c === '"') {
@@ -30,7 +30,7 @@ export function splitCommand(command: string): string[] | { error: string } {
         if (command[j] === "\\" && (command[j + 1] === '"' || command[j + 1] === "\\")) j++;
         word += command[j];
       }
-      if (j >= command.length) return { error: `unterminated " quote at character ${i + 1}` };
+      if (j >= command.length) return { error: `has an unterminated " quote at character ${i + 1}` };
       [i, inWord] = [j, true];
     } else if (OPERATORS.has(c)) {
       return {

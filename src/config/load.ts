@@ -5,7 +5,7 @@
  */
 import { isMap, isPair, isScalar, LineCounter, type Node, parseDocument } from "../yaml.ts";
 import type { z } from "zod";
-import { ConfigError, didYouMean, type ErrorOptions } from "../errors.ts";
+import { ConfigError, didYouMean } from "../errors.ts";
 
 /** Files larger than this are refused before parsing. */
 export const MAX_CONFIG_BYTES = 64 * 1024;
@@ -15,17 +15,18 @@ type Path = (string | number)[];
 
 /**
  * Parses and validates YAML `text` against `schema`. `label` names the file in messages
- * (a path, or `deploy.yml (commit abc1234)`). Throws {@link ConfigError} listing every problem.
+ * (`deploy.yml:3:7: …`); `context` says where it came from (`commit abc1234`). Throws
+ * {@link ConfigError} listing every problem.
  */
 export function parseConfig<S extends z.ZodType>(
   text: string,
   schema: S,
   label: string,
-  options: ErrorOptions = {},
+  context?: string,
 ): z.output<S> {
   const fail = (problems: string[]): never => {
     const count = problems.length === 1 ? "" : ` (${problems.length} problems)`;
-    throw new ConfigError(`Cannot read ${label}${count}:`, problems, options);
+    throw new ConfigError(`Cannot read ${label}${context ? ` from ${context}` : ""}${count}:`, problems);
   };
   const bytes = text.length > MAX_CONFIG_BYTES / 4 ? new TextEncoder().encode(text).length : text.length;
   if (bytes > MAX_CONFIG_BYTES) {

@@ -6,8 +6,9 @@
 import { z } from "zod";
 import { splitCommand } from "./argv.ts";
 
-/** App names: also used as directory, unit and process names. */
-export const NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
+import { NAME_PATTERN } from "./names.ts";
+
+export { NAME_PATTERN };
 
 /** The app types, in the order `init` detects them. */
 export const APP_TYPES = ["python", "node", "docker", "static"] as const;
@@ -42,7 +43,7 @@ const duration = (fallback: string) =>
 
 const commandString = z.string().superRefine((value, ctx) => {
   const argv = splitCommand(value);
-  if ("error" in argv) ctx.addIssue({ code: "custom", message: `command ${argv.error}` });
+  if ("error" in argv) ctx.addIssue({ code: "custom", message: argv.error });
 });
 
 /** A command: a string split into words (no shell), or an argv list. */
@@ -59,7 +60,10 @@ const healthObject = z.strictObject({
   path: healthPath,
   window: duration("30s"),
   interval: duration("1s"),
-  successes: z.int().min(1).max(100).default(3),
+  successes: z.int({ error: "must be a whole number from 1 to 100" }).min(1, "must be from 1 to 100").max(
+    100,
+    "must be from 1 to 100",
+  ).default(3),
   timeout: duration("2s"),
 });
 
@@ -85,7 +89,9 @@ export const deployFileSchema = z.strictObject({
     preDeploy: command.optional().meta({ description: "Runs in the new release before the switch; failure aborts." }),
     postDeploy: command.optional().meta({ description: "Runs after a healthy deploy; failure is only reported." }),
   }).optional(),
-  keepReleases: z.int().min(1).max(100).default(3),
+  keepReleases: z.int({ error: "must be a whole number from 2 to 100" })
+    .min(2, "must be at least 2: the serving release and the one before it are always kept")
+    .max(100, "must be at most 100").default(3),
   branch: z.string().regex(/^[A-Za-z0-9._\/-]+$/, "must be a branch name").default("main"),
 }).superRefine((value, ctx) => {
   if (value.type !== "static" && !value.healthCheck) {

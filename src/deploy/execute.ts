@@ -1,9 +1,13 @@
 /**
- * `execute <git-dir> <commit>`: the deploy itself, as called by the post-receive hook.
+ * `execute <git-dir> <commit>`: the deploy itself, as run by the git hook.
  *
- * Validate everything first (nothing changes on a bad config), take the app's lock, extract the
- * commit into a new release, build, install `.env`, run preDeploy, switch `current` atomically,
- * restart through the process manager, health-check, and either keep the release or switch back.
+ * 1. Validate everything first (deploy.yml, config.yml, .env, the start command): bad input
+ *    changes nothing and exits 2.
+ * 2. Under the app's lock, prepare the new release: extract, build, resolve the program, install
+ *    `.env`, run preDeploy. A failure here switches nothing.
+ * 3. Switch `current`, restart, health-check and move the branch. A failure here switches back to
+ *    the previous release and waits until it is healthy again.
+ * 4. The deploy stands: postDeploy, cleanup and status. Their failures are reported, never rolled back.
  * @module
  */
 import { join, resolve } from "node:path";
@@ -12,10 +16,10 @@ import { type DeployFile, deployFileSchema, type ServerConfig, serverConfigSchem
 import { toArgv } from "../config/argv.ts";
 import { UsageError } from "../errors.ts";
 import { exists, readTextOrUndefined, symlinkAtomic } from "../fsutil.ts";
-import { extractCommit, readAtCommit, refTip, resolveCommit, topLevelFiles } from "../git.ts";
+import { extractCommit, readCommit, refTip, updateRef } from "../git.ts";
 import { type AppProcess, managerNamed } from "../managers/mod.ts";
 import { type AppPaths, appPaths, prefix } from "../paths.ts";
-import { baseEnv, displayArgv, DryRunner, ProcessRunner, type Runner } from "../runner.ts";
+import { displayArgv, DryRunner, ProcessRunner, type Runner } from "../runner.ts";
 import { buildPlan, type RepoFacts, startArgv } from "./app_type.ts";
 import { parseDotenv, serializeDotenv } from "./dotenv.ts";
 import { checkHealth, type HealthResult } from "./health.ts";
@@ -30,7 +34,13 @@ import {
   type ReleaseMeta,
   writeReleaseMeta,
 } from "./releases.ts";
+import { appEnv, resolveProgram, toolEnv } from "./runtime.ts";
 import { type AppStatus, type LastDeploy, readStatus, writeStatus } from "./status.ts";
+
+/** Builds may take long, but never forever: a stuck build must not hold the lock. */
+const BUILD_TIMEOUT = 30 * 60_000;
+/** preDeploy and postDeploy hooks. */
+const HOOK_TIMEOUT = 15 * 60_000;
 
 /** Arguments of `execute`. */
 export interface ExecuteOptions {
@@ -39,16 +49,16 @@ export interface ExecuteOptions {
   /**
    * The pushed branch (`refs/heads/main`) and its value before the push (`old`, zeros for a new
    * branch). When given, the branch must still be at `old` once the lock is held, and is moved
-   * to the commit only after a healthy deploy, under the lock.
+   * to the commit after the health check, under the lock; if that fails, the deploy is rolled back.
    */
   ref?: string;
   old?: string;
   /** Print the plan, change nothing. */
   dryRun?: boolean;
-  /** An extraction of the commit already under way (see prefetch.ts). */
-  prefetch?: Prefetch;
   /** Where progress lines go (stdout by default). */
   print?: (line: string) => void;
+  /** An extraction of the commit already under way (see prefetch.ts). */
+  prefetch?: Prefetch;
 }
 
 /** How `execute` ended. */
@@ -67,236 +77,137 @@ interface Deployment {
   config: ServerConfig;
   paths: AppPaths;
   facts: RepoFacts;
+  /** The start command; undefined for a static app that runs no process. */
   argv?: string[];
+  /** The values of `.env.<env>`, and that file's path. */
+  secrets: Record<string, string>;
+  envSource?: string;
   print: (line: string) => void;
   prefetch?: Prefetch;
 }
 
-/** Runs a deploy. Throws a usage error (before changing anything) for bad input. */
+/** Runs a deploy. Throws a usage error, before changing anything, for bad input. */
 export async function execute(options: ExecuteOptions): Promise<ExecuteResult> {
   try {
-    return await executeChecked(options);
+    return await executeValidated(options);
   } finally {
     await discardPrefetch(options.prefetch); // a no-op once the deploy renamed it into place
   }
 }
 
-async function executeChecked(options: ExecuteOptions): Promise<ExecuteResult> {
+async function executeValidated(options: ExecuteOptions): Promise<ExecuteResult> {
   const print = options.print ?? ((line: string) => console.log(line));
-  const gitDir = resolve(options.gitDir);
-  const commit = await resolveCommit(gitDir, options.commit);
-  const raw = await readAtCommit(gitDir, commit, "deploy.yml");
-  if (!raw) {
-    throw new UsageError(`commit ${commit.slice(0, 7)} has no deploy.yml at the top of the repository`, {
-      suggestion: "run `deploy-paradigm init` in the project, commit deploy.yml and push again",
-    });
-  }
-  const staged = options.prefetch?.commit === commit ? options.prefetch : undefined;
-  const plan = await prepare(gitDir, commit, new TextDecoder().decode(raw), print, staged);
-  if (options.dryRun) return dryRun(plan);
-
-  const lock = await acquireLock(plan.paths.lock, { pid: Deno.pid, commit }, (holder) =>
+  const plan = await prepare(options, print);
+  if (options.dryRun) return await dryRun(plan);
+  const { deploy, paths, commit } = plan;
+  await Deno.mkdir(paths.logDir, { recursive: true });
+  const journal = new Journal(paths.deployLog, deploy.name, commit, print);
+  const lock = await acquireLock(paths.lock, { pid: Deno.pid, commit }, (holder) =>
     print(
-      `deploy-paradigm: waiting for another deploy of ${plan.deploy.name}` +
+      `deploy-paradigm: waiting for another deploy of ${deploy.name}` +
         (holder ? ` (pid ${holder.pid}, commit ${holder.commit.slice(0, 7)}, since ${holder.since})` : ""),
     ));
   try {
     const { ref, old = "" } = options;
     if (ref !== undefined) {
-      const tip = await refTip(gitDir, ref);
+      const tip = await refTip(plan.gitDir, ref);
       if ((tip ?? "") !== old.replace(/^0+$/, "")) {
         const reason = `${ref.replace("refs/heads/", "")} moved to ${tip?.slice(0, 7)} while this push waited; ` +
           `fetch, merge and push again`;
         print(`✗ ${reason}`);
+        await journal.record("refused", { ok: false, message: reason });
         return { ok: false, reason };
       }
     }
-    const result = await deployLocked(plan);
-    if (result.ok && ref !== undefined) {
-      await new ProcessRunner(print).run({ argv: ["git", "--git-dir", gitDir, "update-ref", ref, commit, old] });
-    }
-    return result;
+    return await deployLocked(plan, journal, ref === undefined ? undefined : { ref, old });
   } finally {
     lock.release();
   }
 }
 
-/** Validates deploy.yml, config.yml and the plans. Throws a usage error before anything changes. */
-async function prepare(
-  gitDir: string,
-  commit: string,
-  text: string,
-  print: Deployment["print"],
-  prefetch: Prefetch | undefined,
-): Promise<Deployment> {
+/** Reads and validates the commit and the server's config. Throws a usage error; changes nothing. */
+async function prepare(options: ExecuteOptions, print: Deployment["print"]): Promise<Deployment> {
+  const gitDir = resolve(options.gitDir);
+  const read = await readCommit(gitDir, options.commit, ["deploy.yml", "package.json"]);
+  const commit = read.sha;
   const short = commit.slice(0, 7);
-  const deploy = parseConfig(text, deployFileSchema, `deploy.yml (commit ${short})`);
+  const raw = read.blobs.get("deploy.yml");
+  if (!raw) {
+    throw new UsageError(`commit ${short} has no deploy.yml at the top of the repository`, {
+      suggestion: "run `deploy-paradigm init` in the project, commit deploy.yml and push again",
+    });
+  }
+  const deploy = parseConfig(new TextDecoder().decode(raw), deployFileSchema, "deploy.yml", `commit ${short}`);
   const paths = appPaths(deploy.name);
   const configText = await readTextOrUndefined(paths.config);
   if (configText === undefined) {
     throw new UsageError(`app "${deploy.name}" is not set up on this server: ${paths.config} does not exist`, {
-      suggestion: `run \`deploy-paradigm setup ${deploy.name}\` on this server first`,
+      suggestion: `run \`deploy-paradigm setup ${deploy.name}\` on this server first ` +
+        `(or write ${paths.config} with port, manager and env)`,
     });
   }
   const config = parseConfig(configText, serverConfigSchema, paths.config);
-  const files = await topLevelFiles(gitDir, commit);
-  const facts: RepoFacts = { files };
-  if (deploy.type === "node" && files.has("package.json")) {
-    const pkg = await readAtCommit(gitDir, commit, "package.json");
+  if (await realPath(gitDir) !== await realPath(paths.repo)) {
+    throw new UsageError(
+      `deploy.yml names the app "${deploy.name}", whose repository is ${paths.repo}, not ${gitDir}`,
+      { suggestion: `each repository deploys the app it is named after: fix "name" in deploy.yml` },
+    );
+  }
+  const facts: RepoFacts = { files: read.files };
+  const pkg = read.blobs.get("package.json");
+  if (deploy.type === "node" && pkg) {
     try {
       facts.packageJson = JSON.parse(new TextDecoder().decode(pkg));
     } catch (error) {
       throw new UsageError(`package.json in commit ${short} is not valid JSON: ${(error as Error).message}`);
     }
   }
-  buildPlan(deploy, facts, "."); // validates the type now rather than after the extraction
-  return { gitDir, commit, short, deploy, config, paths, facts, argv: startArgv(deploy, facts), print, prefetch };
+  buildPlan(deploy, facts, "."); // refuses unsupported types before any change
+  const envSource = paths.envFile(config.env);
+  const envText = await readTextOrUndefined(envSource);
+  const secrets = envText === undefined ? {} : parseDotenv(envText, envSource);
+  return {
+    gitDir,
+    commit,
+    short,
+    deploy,
+    config,
+    paths,
+    facts,
+    argv: startArgv(deploy, facts),
+    secrets,
+    envSource: envText === undefined ? undefined : envSource,
+    print,
+    prefetch: options.prefetch?.commit === commit ? options.prefetch : undefined,
+  };
 }
 
-function dryRun(plan: Deployment): ExecuteResult {
-  const runner = new DryRunner(plan.print);
-  const release = plan.paths.release("<new>");
-  plan.print(`deploy-paradigm: dry run of ${plan.deploy.name} ${plan.short}; nothing is changed`);
-  for (const cmd of buildPlan(plan.deploy, plan.facts, release)) runner.run(cmd);
-  if (plan.argv) {
-    plan.print(`would start with ${plan.config.manager}: ${displayArgv(plan.argv)}`);
-    plan.print(`would check http://127.0.0.1:${plan.config.port}${plan.deploy.healthCheck!.path}`);
-  }
-  return { ok: true };
+async function realPath(path: string): Promise<string> {
+  return await Deno.realPath(path).catch(() => resolve(path));
 }
 
-/** The deploy proper, under the app's lock. */
-async function deployLocked(plan: Deployment): Promise<ExecuteResult> {
-  const { deploy, config, paths, commit, short } = plan;
-  const started = performance.now();
-  const journal = new Journal(paths.deployLog, deploy.name, commit, plan.print);
-  const before = await readStatus(paths.status);
-  const previous = await currentRelease(paths);
-  await Deno.mkdir(paths.releases, { recursive: true });
-  const id = await newReleaseId(paths);
-  const releaseDir = paths.release(id);
-  journal.release = id;
-  const runner = new ProcessRunner((line) => journal.output(line));
-  const ctx: RunContext = { plan, runner, journal };
-  journal.say(
-    `deploy-paradigm: deploying ${deploy.name} ${short} as release ${id} (${config.manager}, port ${config.port})`,
+/** Prints what a deploy would do, step by step. */
+async function dryRun(plan: Deployment): Promise<ExecuteResult> {
+  const { paths, config, deploy, print } = plan;
+  const release = paths.release("<new>");
+  const runner = new DryRunner(print);
+  print(`deploy-paradigm: dry run of ${deploy.name} ${plan.short}; nothing is changed`);
+  print(`would extract ${plan.short} into ${release}`);
+  for (const cmd of buildPlan(deploy, plan.facts, release)) await runner.run(cmd);
+  print(
+    plan.envSource
+      ? `would copy ${plan.envSource} to ${release}/.env (0600, ${Object.keys(plan.secrets).length} values)`
+      : `no ${paths.envFile(config.env)}: the app would get PORT only`,
   );
-  await journal.record("start", { message: `${deploy.type} app, ${config.manager}, port ${config.port}` });
-
-  let switched = false;
-  try {
-    await journal.step("fetch", async () => {
-      if (plan.prefetch && await plan.prefetch.done.then(() => true, () => false)) {
-        try {
-          return await Deno.rename(plan.prefetch.dir, releaseDir);
-        } catch { /* another filesystem, say: extract again */ }
-      }
-      const partial = join(paths.releases, `.${id}.partial`);
-      await Deno.mkdir(partial);
-      await extractCommit(plan.gitDir, commit, partial);
-      await Deno.rename(partial, releaseDir);
-    }, () => `${short} extracted into releases/${id}`);
-    const meta: ReleaseMeta = {
-      id,
-      commit,
-      type: deploy.type,
-      argv: plan.argv,
-      healthCheck: deploy.healthCheck,
-      createdAt: new Date().toISOString(),
-    };
-    await writeReleaseMeta(paths, meta);
-    const build = buildPlan(deploy, plan.facts, releaseDir);
-    if (build.length) {
-      await journal.step(
-        "build",
-        async () => {
-          for (const cmd of build) await runner.run({ ...cmd, env: { ...cmd.env, ...toolEnv(releaseDir, config) } });
-        },
-        undefined,
-        build.map((c) => displayArgv(c.argv)).join(" && "),
-      );
-    }
-    const secrets = await journal.step("env", () => installEnv(paths, config, releaseDir), (s) => s.message);
-    const hookEnv = { ...secrets.values, ...toolEnv(releaseDir, config), DEPLOY_RELEASE: id, DEPLOY_COMMIT: commit };
-    if (deploy.hooks?.preDeploy) {
-      const argv = toArgv(deploy.hooks.preDeploy);
-      await journal.step(
-        "preDeploy",
-        () => runner.run({ argv, cwd: releaseDir, env: hookEnv }),
-        undefined,
-        displayArgv(argv),
-      );
-    }
-    await journal.step(
-      "switch",
-      () => symlinkAtomic(`releases/${id}`, paths.current),
-      () => `current → releases/${id}`,
-    );
-    switched = true;
-    const health = await startAndCheck(ctx, meta, secrets.values);
-    if (deploy.hooks?.postDeploy) {
-      const argv = toArgv(deploy.hooks.postDeploy);
-      await journal.step(
-        "postDeploy",
-        () => runner.run({ argv, cwd: releaseDir, env: hookEnv }),
-        undefined,
-        displayArgv(argv),
-      )
-        .catch(() => journal.say("! postDeploy failed; the deploy stands (postDeploy failures are only reported)"));
-    }
-    await journal.step(
-      "cleanup",
-      () => cleanupReleases(paths, deploy.keepReleases, [id, previous]),
-      (removed) => (removed.length ? `removed ${removed.join(", ")}` : "nothing to remove"),
-    );
-    const duration = Math.round(performance.now() - started);
-    const last: LastDeploy = { outcome: "success", release: id, commit, version: short, at: now(), duration };
-    await writeStatus(paths.status, {
-      ...statusBase(plan),
-      status: "running",
-      version: short,
-      commit,
-      release: id,
-      previous,
-      deployed: last.at,
-      lastHealthCheck: health.checkedAt,
-      healthy: true,
-      lastDeploy: last,
-    });
-    await journal.record("success", { ok: true, duration, message: `${short} serves as release ${id}` });
-    journal.say(`✓ deployed ${deploy.name} ${short} (release ${id}) in ${(duration / 1000).toFixed(1)}s: ${url(plan)}`);
-    return { ok: true };
-  } catch (error) {
-    const failure = error instanceof StepFailed ? error : new StepFailed("deploy", error);
-    const duration = Math.round(performance.now() - started);
-    const last: LastDeploy = {
-      outcome: switched ? "rolled_back" : "failed",
-      release: id,
-      commit,
-      version: short,
-      at: now(),
-      duration,
-      step: failure.step,
-      message: failure.message,
-    };
-    journal.say(`✗ deploy of ${deploy.name} ${short} failed at step "${failure.step}"`);
-    const serving = switched ? await rollBack(ctx, previous, before) : before;
-    await Deno.remove(releaseDir, { recursive: true }).catch(() => {});
-    const status: AppStatus = serving
-      ? { ...serving, ...statusBase(plan), status: serving.healthy ? "running" : "failed", lastDeploy: last }
-      : { ...statusBase(plan), status: "failed", healthy: false, lastDeploy: last };
-    await writeStatus(paths.status, status);
-    await journal.record(last.outcome, { ok: false, duration, message: `${failure.step}: ${failure.message}` });
-    if (!switched) {
-      journal.say(
-        `  nothing was switched: ${before?.version ? `${before.version} still serves` : "no release serves"}`,
-      );
-    }
-    return {
-      ok: false,
-      reason: `deploy failed at ${failure.step}${switched && serving?.healthy ? "; rolled back" : ""}`,
-    };
-  }
+  if (deploy.hooks?.preDeploy) await runner.run({ argv: toArgv(deploy.hooks.preDeploy), cwd: release });
+  print(`would switch ${paths.current} → releases/<new>`);
+  if (plan.argv) {
+    await runner.apply(managerNamed(config.manager).restart(appProcess(plan, plan.argv, plan.secrets)));
+    print(`would check http://127.0.0.1:${config.port}${deploy.healthCheck!.path}, else switch back`);
+  } else print("would check the static files; no process to start");
+  if (deploy.hooks?.postDeploy) await runner.run({ argv: toArgv(deploy.hooks.postDeploy), cwd: release });
+  print(`would keep the newest ${deploy.keepReleases} releases`);
+  return { ok: true };
 }
 
 interface RunContext {
@@ -305,40 +216,207 @@ interface RunContext {
   journal: Journal;
 }
 
-/** Starts `current` through the manager and checks it. Throws when it is not healthy. */
-async function startAndCheck(
-  ctx: RunContext,
-  meta: ReleaseMeta,
-  secrets: Record<string, string>,
-): Promise<HealthResult> {
-  const { plan, runner, journal } = ctx;
-  const { config, paths } = plan;
-  const releaseDir = paths.release(meta.id);
-  if (!meta.argv) {
-    return await journal.step("health", async () => {
-      const path = meta.healthCheck?.path ?? "/";
-      const file = join(releaseDir, path.endsWith("/") ? `${path}index.html` : path);
-      if (!(await exists(file))) throw new Error(`static app has no file for ${path} (looked for ${file})`);
-      return { healthy: true, attempts: 1, successes: 1, checkedAt: now() };
-    }, () => "static files in place; no process to start");
+/** The deploy proper, under the app's lock. */
+async function deployLocked(
+  plan: Deployment,
+  journal: Journal,
+  branch: { ref: string; old: string } | undefined,
+): Promise<ExecuteResult> {
+  const { deploy, config, paths, commit, short } = plan;
+  const started = performance.now();
+  const before = await readStatus(paths.status);
+  const previous = await currentRelease(paths);
+  await Deno.mkdir(paths.releases, { recursive: true });
+  const id = await newReleaseId(paths);
+  const releaseDir = paths.release(id);
+  journal.release = id;
+  const runner = new ProcessRunner((line) => journal.output(line));
+  const ctx: RunContext = { plan, runner, journal };
+  const where = plan.argv ? `${config.manager}, port ${config.port}` : "static files";
+  journal.say(`deploy-paradigm: deploying ${deploy.name} ${short} as release ${id} (${where})`);
+  await journal.record("begin", { message: `${deploy.type} app, ${where}` });
+  const meta: ReleaseMeta = {
+    id,
+    commit,
+    type: deploy.type,
+    argv: plan.argv,
+    healthCheck: deploy.healthCheck,
+    createdAt: new Date().toISOString(),
+  };
+  const fail = (error: unknown, switched: boolean) => failed(ctx, error, { id, started, before, previous, switched });
+
+  // Prepare the release. A failure here switches nothing.
+  let program: string | undefined;
+  try {
+    await journal.step("fetch", () => fetchRelease(plan, id), () => `${short} extracted into releases/${id}`);
+    await writeReleaseMeta(paths, meta);
+    const build = buildPlan(deploy, plan.facts, releaseDir);
+    if (build.length) {
+      await journal.step(
+        "build",
+        async () => {
+          for (const cmd of build) {
+            journal.output(`$ ${displayArgv(cmd.argv)}`);
+            await runner.run({ ...cmd, env: toolEnv(releaseDir, config), timeoutMs: BUILD_TIMEOUT });
+          }
+        },
+        undefined,
+        "",
+      );
+    }
+    if (plan.argv) {
+      program = await journal.step(
+        "command",
+        () => resolveProgram(plan.argv![0], releaseDir, paths.current),
+        (p) => `${displayArgv(plan.argv!)} (${p})`,
+      );
+    }
+    await journal.step("env", () => installEnv(plan, releaseDir), (message) => message);
+    await runHook(ctx, "preDeploy", releaseDir, id);
+  } catch (error) {
+    return await fail(error, false);
   }
-  const manager = managerNamed(config.manager);
-  const process: AppProcess = {
+
+  // Switch, start, check, and move the branch. A failure here switches back.
+  let switched = false;
+  let health: HealthResult;
+  try {
+    await journal.step("switch", async () => {
+      await symlinkAtomic(`releases/${id}`, paths.current);
+      switched = true;
+    }, () => `current → releases/${id}`);
+    health = await startRelease(ctx, meta, program, plan.secrets, previous);
+    if (branch) {
+      await journal.step(
+        "branch",
+        () => updateRef(plan.gitDir, branch.ref, commit, branch.old),
+        () => `${branch.ref.replace("refs/heads/", "")} → ${short}`,
+      );
+    }
+  } catch (error) {
+    return await fail(error, switched);
+  }
+
+  // The deploy stands. What follows is reported when it fails, never rolled back.
+  await runHook(ctx, "postDeploy", releaseDir, id).catch(() =>
+    journal.say("! postDeploy failed; the deploy stands (postDeploy failures are only reported)")
+  );
+  await journal.step(
+    "cleanup",
+    () => cleanupReleases(paths, deploy.keepReleases, [id, previous]),
+    (removed) => (removed.length ? `removed ${removed.join(", ")}` : "nothing to remove"),
+  ).catch(() => journal.say("! cleanup failed; old releases stay until the next deploy"));
+  const duration = Math.round(performance.now() - started);
+  await writeStatus(paths.status, {
+    ...statusBase(plan),
+    status: "running",
+    version: short,
+    commit,
+    release: id,
+    previous,
+    deployed: new Date().toISOString(),
+    lastHealthCheck: health.checkedAt,
+    healthy: true,
+    branch: deploy.branch,
+    lastDeploy: { outcome: "success", release: id, commit, version: short, at: now(), duration },
+  });
+  await journal.record("success", { ok: true, duration, message: `${short} serves as release ${id}` });
+  const at = plan.argv ? `: ${url(plan)}` : "";
+  journal.say(`✓ deployed ${deploy.name} ${short} (release ${id}) in ${(duration / 1000).toFixed(1)}s${at}`);
+  return { ok: true };
+}
+
+/** Moves the prefetched tree into place, or extracts the commit now. */
+async function fetchRelease(plan: Deployment, id: string): Promise<void> {
+  const releaseDir = plan.paths.release(id);
+  if (plan.prefetch && await plan.prefetch.done.then(() => true, () => false)) {
+    try {
+      return await Deno.rename(plan.prefetch.dir, releaseDir);
+    } catch { /* on another filesystem, say: extract again */ }
+  }
+  const partial = join(plan.paths.releases, `.${id}.partial`);
+  await Deno.mkdir(partial);
+  try {
+    await extractCommit(plan.gitDir, plan.commit, partial);
+    await Deno.rename(partial, releaseDir);
+  } catch (error) {
+    await Deno.remove(partial, { recursive: true }).catch(() => {});
+    throw error;
+  }
+}
+
+/** Runs hooks.preDeploy or hooks.postDeploy in the release, with the app's environment. */
+async function runHook(ctx: RunContext, name: "preDeploy" | "postDeploy", releaseDir: string, id: string) {
+  const { plan, runner, journal } = ctx;
+  const command = plan.deploy.hooks?.[name];
+  if (!command) return;
+  const argv = toArgv(command);
+  const env = {
+    ...plan.secrets,
+    ...toolEnv(releaseDir, plan.config),
+    DEPLOY_APP: plan.deploy.name,
+    DEPLOY_RELEASE: id,
+    DEPLOY_COMMIT: plan.commit,
+  };
+  await journal.step(
+    name,
+    () => runner.run({ argv, cwd: releaseDir, env, timeoutMs: HOOK_TIMEOUT }),
+    undefined,
+    displayArgv(argv),
+  );
+}
+
+/** The process a manager runs for a release: `current`, the resolved program, the env. */
+function appProcess(plan: Deployment, argv: string[], secrets: Record<string, string>): AppProcess {
+  const { paths, config } = plan;
+  return {
     app: plan.deploy.name,
     root: prefix(),
-    argv: [await resolveProgram(meta.argv[0], releaseDir, paths.current), ...meta.argv.slice(1)],
+    argv,
     cwd: paths.current,
-    env: appEnv(paths.current, config, meta.type),
+    env: appEnv(paths.current, config, plan.deploy.type),
     secrets,
     envFile: join(paths.current, ".env"),
     accessLog: paths.accessLog,
     errorLog: paths.errorLog,
     stateDir: paths.dir,
   };
-  await Deno.mkdir(paths.logDir, { recursive: true });
+}
+
+/**
+ * Starts the release `current` points at and checks it; throws when it is not healthy. A static
+ * release runs no process: its files are checked, and a process of the release before is stopped.
+ */
+async function startRelease(
+  ctx: RunContext,
+  meta: ReleaseMeta,
+  program: string | undefined,
+  secrets: Record<string, string>,
+  replaced: string | undefined,
+): Promise<HealthResult> {
+  const { plan, runner, journal } = ctx;
+  const { config, paths } = plan;
+  const manager = managerNamed(config.manager);
+  if (!meta.argv || !program) {
+    const ranProcess = replaced !== undefined && (await readReleaseMeta(paths, replaced))?.argv !== undefined;
+    if (ranProcess) {
+      await journal.step(
+        "stop",
+        () => runner.apply(manager.stop(plan.deploy.name, prefix(), paths.dir)),
+        () => `${manager.name} stopped the process of the release before`,
+      );
+    }
+    return await journal.step("health", async () => {
+      const path = meta.healthCheck?.path ?? "/";
+      const file = join(paths.release(meta.id), path.endsWith("/") ? `${path}index.html` : path);
+      if (!(await exists(file))) throw new Error(`the static app has no file for ${path} (looked for ${file})`);
+      return { healthy: true, attempts: 1, successes: 1, checkedAt: now() };
+    }, () => "static files in place; no process to start");
+  }
+  const since = await fileSize(paths.errorLog);
   await journal.step(
     "start",
-    () => runner.apply(manager.restart(process)),
+    () => runner.apply(manager.restart(appProcess(plan, [program, ...meta.argv!.slice(1)], secrets))),
     () => `${manager.name} started ${displayArgv(meta.argv!)}`,
   );
   const check = meta.healthCheck!;
@@ -347,50 +425,133 @@ async function startAndCheck(
     "health",
     async () => {
       const result = await checkHealth(target, check);
-      if (!result.healthy) {
-        throw new Error(
-          `${target} did not answer 2xx ${check.successes} times in a row within ${check.window / 1000}s ` +
-            `(${result.attempts} attempts; last: ${result.lastProblem})`,
-        );
-      }
-      return result;
+      if (result.healthy) return result;
+      const appErrors = await linesSince(paths.errorLog, since, 10);
+      throw new Error(
+        `${target} did not answer 2xx ${check.successes} times in a row within ${check.window / 1000}s ` +
+          `(${result.attempts} attempts; last: ${result.lastProblem})` +
+          (appErrors.length ? `; the app's error.log says:\n${appErrors.map((l) => `    ${l}`).join("\n")}` : ""),
+      );
     },
     (r) => `${check.successes}/${check.successes} OK from ${target} (${r.attempts} attempts)`,
     target,
   );
 }
 
-/** Switches back to `previous` and restarts it; stops the app when there is none. Returns what serves. */
+async function fileSize(path: string): Promise<number> {
+  return await Deno.stat(path).then((info) => info.size, () => 0);
+}
+
+/** The last `count` lines written to `path` after byte `offset`. */
+async function linesSince(path: string, offset: number, count: number): Promise<string[]> {
+  try {
+    const bytes = await Deno.readFile(path);
+    const text = new TextDecoder().decode(bytes.subarray(bytes.length >= offset ? offset : 0));
+    return text.split("\n").filter((line) => line.trim()).slice(-count);
+  } catch {
+    return [];
+  }
+}
+
+/** What a failed deploy knows about the state before it. */
+interface FailureContext {
+  id: string;
+  started: number;
+  before: AppStatus | undefined;
+  previous: string | undefined;
+  switched: boolean;
+}
+
+/** Ends a failed deploy: switches back when it had switched, removes the release, records it. */
+async function failed(ctx: RunContext, error: unknown, f: FailureContext): Promise<ExecuteResult> {
+  const { plan, journal } = ctx;
+  const { paths, deploy, short, commit } = plan;
+  const failure = error instanceof StepFailed ? error : new StepFailed("deploy", error);
+  if (!(error instanceof StepFailed)) journal.say(`✗ ${failure.message}`);
+  journal.say(`✗ deploy of ${deploy.name} ${short} failed at step "${failure.step}"`);
+  const last: LastDeploy = {
+    outcome: f.switched ? "rolled_back" : "failed",
+    release: f.id,
+    commit,
+    version: short,
+    at: now(),
+    duration: Math.round(performance.now() - f.started),
+    step: failure.step,
+    message: failure.message,
+  };
+  let status: AppStatus;
+  if (!f.switched) {
+    journal.say(
+      `  nothing was switched: ${f.before?.version ? `${f.before.version} still serves` : "no release serves"}`,
+    );
+    status = f.before
+      ? { ...f.before, lastDeploy: last }
+      : { ...statusBase(plan), status: "failed", healthy: false, lastDeploy: last };
+  } else {
+    const back = await rollBack(ctx, f.previous, f.id).catch((e) => {
+      journal.say(`✗ rollback failed: ${e instanceof Error ? e.message : e}`);
+      return undefined;
+    });
+    const healthy = back?.healthy === true;
+    status = {
+      ...statusBase(plan),
+      ...f.before,
+      ...back,
+      status: healthy ? "rolled_back" : "failed",
+      healthy,
+      lastDeploy: last,
+    };
+  }
+  journal.release = f.id;
+  await Deno.remove(paths.release(f.id), { recursive: true }).catch(() => {});
+  await writeStatus(paths.status, status);
+  await journal.record(last.outcome, {
+    ok: false,
+    duration: last.duration,
+    message: `${failure.step}: ${failure.message}`,
+  });
+  return {
+    ok: false,
+    reason: `deploy failed at ${failure.step}` +
+      (f.switched ? (status.healthy ? "; rolled back" : "; nothing healthy serves") : ""),
+  };
+}
+
+/**
+ * Switches back to `previous` and restarts it (its own command, health check and `.env`); with
+ * no previous release, stops the app. Returns what serves then. Events name the previous release.
+ */
 async function rollBack(
   ctx: RunContext,
   previous: string | undefined,
-  before: AppStatus | undefined,
-): Promise<Partial<AppStatus> & { healthy: boolean } | undefined> {
+  failedId: string,
+): Promise<Partial<AppStatus> | undefined> {
   const { plan, runner, journal } = ctx;
   const { paths } = plan;
   if (!previous) {
     await journal.step("stop", async () => {
-      if (plan.argv) await runner.apply(managerNamed(plan.config.manager).stop(plan.deploy.name, prefix()));
+      if (plan.argv) await runner.apply(managerNamed(plan.config.manager).stop(plan.deploy.name, prefix(), paths.dir));
       await Deno.remove(paths.current).catch(() => {});
     }, () => "no previous release to go back to; the app is stopped");
     return undefined;
   }
+  journal.release = previous;
+  await journal.step(
+    "rollback",
+    () => symlinkAtomic(`releases/${previous}`, paths.current),
+    () => `current → releases/${previous}`,
+  );
   const meta = await readReleaseMeta(paths, previous);
   try {
-    await journal.step(
-      "rollback",
-      () => symlinkAtomic(`releases/${previous}`, paths.current),
-      () => `current → releases/${previous}`,
-    );
     if (!meta) throw new Error(`release ${previous} has no metadata; cannot restart it`);
-    const envText = await readTextOrUndefined(join(paths.release(previous), ".env"));
+    const releaseDir = paths.release(previous);
+    const envText = await readTextOrUndefined(join(releaseDir, ".env"));
     const secrets = envText === undefined ? {} : parseDotenv(envText, `releases/${previous}/.env`);
-    const health = await startAndCheck(ctx, meta, secrets);
+    const program = meta.argv ? await resolveProgram(meta.argv[0], releaseDir, paths.current) : undefined;
+    const health = await startRelease(ctx, meta, program, secrets, failedId);
     journal.say(`↺ rolled back: release ${previous} (${meta.commit.slice(0, 7)}) serves again`);
-    const version = meta.commit.slice(0, 7);
     return {
-      ...before,
-      version,
+      version: meta.commit.slice(0, 7),
       commit: meta.commit,
       release: previous,
       healthy: true,
@@ -398,76 +559,32 @@ async function rollBack(
     };
   } catch {
     journal.say(`✗ the previous release ${previous} is not healthy either: nothing healthy serves`);
-    return { ...before, release: previous, healthy: false, lastHealthCheck: now() };
+    return { release: previous, healthy: false, lastHealthCheck: now() };
   }
 }
 
 /**
- * Copies the values of `.env.<env>` into the release as `.env` (0600), in the canonical form
- * that systemd's EnvironmentFile reads exactly as we do. Returns the values.
+ * Writes the values of `.env.<env>` into the release as `.env` (0600), in the canonical form
+ * that systemd's EnvironmentFile reads exactly as we do.
  */
-async function installEnv(paths: AppPaths, config: ServerConfig, releaseDir: string) {
-  const source = paths.envFile(config.env);
-  const text = await readTextOrUndefined(source);
-  if (text === undefined) return { values: {}, message: `no ${source}; the app gets PORT only` };
-  const values = parseDotenv(text, source);
+async function installEnv(plan: Deployment, releaseDir: string): Promise<string> {
+  if (!plan.envSource) return `no ${plan.paths.envFile(plan.config.env)}; the app gets PORT only`;
   const file = join(releaseDir, ".env");
-  await Deno.writeTextFile(file, serializeDotenv(values, `from ${source}, written by deploy-paradigm`), {
-    mode: 0o600,
-    createNew: true,
-  });
+  const text = serializeDotenv(plan.secrets, `from ${plan.envSource}, written by deploy-paradigm`);
+  await Deno.writeTextFile(file, text, { mode: 0o600, createNew: true });
   await Deno.chmod(file, 0o600);
-  const count = Object.keys(values).length;
-  return { values, message: `.env.${config.env} → .env (0600, ${count} value${count === 1 ? "" : "s"})` };
-}
-
-/** PATH with the release's own tools first. */
-function pathWith(dir: string): string {
-  return [join(dir, "venv", "bin"), join(dir, "node_modules", ".bin"), baseEnv().PATH ?? "/usr/bin:/bin"].join(":");
-}
-
-/** Environment of builds and hooks. */
-function toolEnv(releaseDir: string, config: ServerConfig): Record<string, string> {
-  return { PATH: pathWith(releaseDir), PORT: String(config.port), DEPLOY_ENV: config.env };
-}
-
-/** The app's non-secret environment. It names `current`, so it is the same for every release. */
-function appEnv(current: string, config: ServerConfig, type: string): Record<string, string> {
-  return {
-    PORT: String(config.port),
-    PATH: pathWith(current),
-    DEPLOY_ENV: config.env,
-    ...(type === "python" ? { PYTHONUNBUFFERED: "1" } : {}),
-  };
-}
-
-/**
- * An absolute path for the program of the start command: relative paths are inside the release,
- * bare names are looked up in the release's venv/bin and node_modules/.bin, then in PATH.
- */
-async function resolveProgram(program: string, releaseDir: string, current: string): Promise<string> {
-  if (program.startsWith("/")) return program;
-  if (program.includes("/")) return join(current, program);
-  for (const dir of ["venv/bin", "node_modules/.bin"]) {
-    if (await exists(join(releaseDir, dir, program))) return join(current, dir, program);
-  }
-  for (const dir of (baseEnv().PATH ?? "").split(":").filter(Boolean)) {
-    const candidate = join(dir, program);
-    try {
-      const info = await Deno.stat(candidate);
-      if (info.isFile && (info.mode ?? 0) & 0o111) return candidate;
-    } catch { /* not here */ }
-  }
-  throw new Error(`cannot find "${program}" in the release's venv/bin or node_modules/.bin, nor in PATH`);
+  const count = Object.keys(plan.secrets).length;
+  return `.env.${plan.config.env} → .env (0600, ${count} value${count === 1 ? "" : "s"})`;
 }
 
 function statusBase(plan: Deployment) {
+  const { deploy, config } = plan;
   return {
-    name: plan.deploy.name,
-    type: plan.deploy.type,
-    manager: plan.config.manager,
-    port: plan.config.port,
-    url: url(plan),
+    name: deploy.name,
+    type: deploy.type,
+    manager: config.manager,
+    port: config.port,
+    ...(plan.argv ? { url: url(plan) } : {}),
   };
 }
 

@@ -3,7 +3,7 @@
  * `remote:` lines in `git push`), and one JSON line per step in deploy.log for the fleet monitor.
  * @module
  */
-import { dirname } from "node:path";
+import { CommandFailed } from "../runner.ts";
 
 /** One line of deploy.log. */
 export interface DeployEvent {
@@ -27,7 +27,7 @@ export class StepFailed extends Error {
 
 const seconds = (ms: number) => `${(ms / 1000).toFixed(2)}s`;
 
-/** Prints progress and appends events to deploy.log. */
+/** Prints progress and appends events to deploy.log (whose directory must exist). */
 export class Journal {
   release?: string;
 
@@ -58,7 +58,6 @@ export class Journal {
       commit: this.commit,
       ...fields,
     };
-    await Deno.mkdir(dirname(this.logPath), { recursive: true });
     await Deno.writeTextFile(this.logPath, JSON.stringify(entry) + "\n", { append: true });
   }
 
@@ -79,7 +78,9 @@ export class Journal {
     } catch (error) {
       const duration = Math.round(performance.now() - started);
       const message = error instanceof Error ? error.message : String(error);
-      this.print(`✗ ${name.padEnd(10)} ${seconds(duration).padStart(7)}  ${message}`);
+      // A streamed command's output is already on screen: print only its first line again.
+      const shown = error instanceof CommandFailed && !error.cmd.quiet ? message.split("\n")[0] : message;
+      this.print(`✗ ${name.padEnd(10)} ${seconds(duration).padStart(7)}  ${shown}`);
       await this.record(name, { ok: false, duration, message });
       throw error instanceof StepFailed ? error : new StepFailed(name, error);
     }

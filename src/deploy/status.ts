@@ -5,7 +5,7 @@
 import { readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
 
 /** How a deploy ended. */
-export type Outcome = "success" | "failed" | "rolled_back" | "skipped";
+export type Outcome = "success" | "failed" | "rolled_back";
 
 /** The last deploy attempt, whatever its outcome. */
 export interface LastDeploy {
@@ -24,7 +24,11 @@ export interface LastDeploy {
 /** The content of /opt/deployments/<app>/status.json. */
 export interface AppStatus {
   name: string;
-  /** `running`: the deployed release is healthy; `rolled_back`: the last deploy failed and the previous release serves; `failed`: nothing healthy serves. */
+  /**
+   * `running`: the release deployed last serves and is healthy (a deploy that failed before the
+   * switch leaves this as it was); `rolled_back`: the last deploy failed after the switch and the
+   * previous release serves again; `failed`: nothing healthy serves.
+   */
   status: "running" | "rolled_back" | "failed";
   /** Short sha of what serves. */
   version?: string;
@@ -38,7 +42,10 @@ export interface AppStatus {
   type: string;
   manager: string;
   port: number;
+  /** Where the app answers; absent for a static app without a process. */
   url?: string;
+  /** The branch that deploys (from the serving release's deploy.yml); pushes to others are only stored. */
+  branch?: string;
   lastDeploy: LastDeploy;
 }
 

@@ -30,6 +30,6 @@ export interface ProcessManager {
   readonly name: "pm2" | "systemd";
   /** Starts the app, replacing a running instance. */
   restart(process: AppProcess): Plan;
-  /** Stops the app and forgets it; `root` as in {@link AppProcess}. */
-  stop(app: string, root: string): Plan;
+  /** Stops the app and forgets it; `root` and `stateDir` as in {@link AppProcess}. */
+  stop(app: string, root: string, stateDir: string): Plan;
 }

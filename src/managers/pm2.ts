@@ -7,7 +7,7 @@
 import { join } from "node:path";
 import { deploymentsRoot } from "../paths.ts";
 import type { AppProcess, ProcessManager } from "./manager.ts";
-import type { Plan } from "../runner.ts";
+import type { Cmd, Plan } from "../runner.ts";
 
 /** No pm2 command takes this long unless the daemon is stuck. */
 const PM2_TIMEOUT = 60_000;
@@ -24,7 +24,6 @@ function pm2Lock(root: string): string {
 export const pm2: ProcessManager = {
   name: "pm2",
   restart(p: AppProcess): Plan {
-    const file = join(p.stateDir, "pm2.json");
     const app = {
       name: p.app,
       script: p.argv[0],
@@ -32,6 +31,7 @@ export const pm2: ProcessManager = {
       cwd: p.cwd,
       interpreter: "none",
       env: { ...p.secrets, ...p.env },
+      filter_env: true, // nothing of the pm2 daemon's own environment reaches the app
       out_file: p.accessLog,
       error_file: p.errorLog,
       merge_logs: true,
@@ -40,20 +40,29 @@ export const pm2: ProcessManager = {
       kill_timeout: 5000,
     };
     return {
-      files: [{ path: file, content: JSON.stringify({ apps: [app] }, null, 2) + "\n", mode: 0o600 }],
-      commands: [...this.stop(p.app, p.root).commands, {
-        argv: ["pm2", "start", file],
-        quiet: true,
-        timeoutMs: PM2_TIMEOUT,
-      }],
+      files: [{ path: file(p.stateDir), content: JSON.stringify({ apps: [app] }, null, 2) + "\n", mode: 0o600 }],
+      commands: [
+        pm2Cmd(["delete", p.app], true),
+        pm2Cmd(["start", file(p.stateDir)]),
+        pm2Cmd(["save"]), // so that `pm2 resurrect` (pm2 startup) brings it back after a reboot
+      ],
       lock: pm2Lock(p.root),
     };
   },
-  stop(app: string, root: string): Plan {
+  stop(app: string, root: string, stateDir: string): Plan {
     return {
       files: [],
-      commands: [{ argv: ["pm2", "delete", app], allowFailure: true, quiet: true, timeoutMs: PM2_TIMEOUT }],
+      commands: [pm2Cmd(["delete", app], true), pm2Cmd(["save"])],
       lock: pm2Lock(root),
+      remove: [file(stateDir)],
     };
   },
 };
+
+function file(stateDir: string): string {
+  return join(stateDir, "pm2.json");
+}
+
+function pm2Cmd(args: string[], allowFailure = false): Cmd {
+  return { argv: ["pm2", ...args], quiet: true, timeoutMs: PM2_TIMEOUT, ...(allowFailure ? { allowFailure } : {}) };
+}

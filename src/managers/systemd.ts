@@ -6,7 +6,7 @@
 import { join } from "node:path";
 import { systemdDir } from "../paths.ts";
 import type { AppProcess, ProcessManager } from "./manager.ts";
-import type { Plan } from "../runner.ts";
+import type { Cmd, Plan } from "../runner.ts";
 
 /**
  * Quotes one word for a unit file: systemd's own quoting, with `%` specifiers escaped, and `$`
@@ -51,16 +51,23 @@ export const systemd: ProcessManager = {
     return {
       files: [{ path: join(systemdDir(p.root), unit), content: unitFile(p) }],
       commands: [
-        { argv: ["systemctl", "daemon-reload"], timeoutMs: 60_000 },
-        { argv: ["systemctl", "restart", unit], timeoutMs: 120_000 },
-        { argv: ["systemctl", "is-active", unit], quiet: true, timeoutMs: 60_000 },
+        systemctl(["daemon-reload"]),
+        systemctl(["enable", "--quiet", unit]),
+        systemctl(["restart", unit]),
+        { ...systemctl(["is-active", unit]), quiet: true },
       ],
     };
   },
-  stop(app: string, _root: string): Plan {
+  stop(app: string, root: string): Plan {
+    const unit = `${app}.service`;
     return {
       files: [],
-      commands: [{ argv: ["systemctl", "stop", `${app}.service`], allowFailure: true, timeoutMs: 120_000 }],
+      commands: [{ ...systemctl(["disable", "--now", "--quiet", unit]), allowFailure: true }],
+      remove: [join(systemdDir(root), unit)],
     };
   },
 };
+
+function systemctl(args: string[]): Cmd {
+  return { argv: ["systemctl", ...args], timeoutMs: 120_000 };
+}

@@ -50,8 +50,7 @@ Deno.test("concurrent execute calls deploy one after the other, never overlappin
     assert(results.some((r) => /waiting for another deploy of serial/.test(r.output)));
     // The log shows two whole deploys, one after the other.
     const events = (await deployLog(server, "serial")).map((e) => `${e.event}:${(e.commit as string).slice(0, 7)}`);
-    const starts = events.map((e, i) => (e.startsWith("start:") && events[i + 1]?.startsWith("fetch") ? i : -1))
-      .filter((i) => i >= 0);
+    const starts = events.map((e, i) => (e.startsWith("begin:") ? i : -1)).filter((i) => i >= 0);
     assertEquals(starts.length, 2);
     const firstCommit = events[starts[0]].split(":")[1];
     const between = events.slice(starts[0], starts[1]);

@@ -35,13 +35,15 @@ Deno.test("a Python app and a Node app deploy from git push and answer on their 
     }
     const log = await deployLog(server, "py");
     assertEquals(log.map((e) => e.event), [
-      "start",
+      "begin",
       "fetch",
       "build",
+      "command",
       "env",
       "switch",
       "start",
       "health",
+      "branch",
       "cleanup",
       "success",
     ]);

@@ -18,7 +18,8 @@ Deno.test("a deploy that fails its health check (500, crash, never listens) is r
 
     const cases = [
       { app: "py" as const, repo: py, port: pyPort, mode: "500" as const, problem: /answered 500/ },
-      { app: "py" as const, repo: py, port: pyPort, mode: "crash" as const, problem: /connection refused/ },
+      // The app's own last words reach the pusher.
+      { app: "py" as const, repo: py, port: pyPort, mode: "crash" as const, problem: /crashing on purpose/ },
       { app: "node" as const, repo: node, port: nodePort, mode: "nolisten" as const, problem: /connection refused/ },
     ];
     for (const c of cases) {
@@ -36,11 +37,13 @@ Deno.test("a deploy that fails its health check (500, crash, never listens) is r
       assertEquals(await branchHead(server, c.app), good[c.app]);
       assertEquals(await releases(server, c.app), [serving[c.app]!], "the failed release is removed");
       const st = await status(server, c.app);
-      assertEquals([st.status, st.healthy, st.commit, st.release], ["running", true, good[c.app], serving[c.app]]);
+      assertEquals([st.status, st.healthy, st.commit, st.release], ["rolled_back", true, good[c.app], serving[c.app]]);
       assertEquals([st.lastDeploy.outcome, st.lastDeploy.step, st.lastDeploy.commit], ["rolled_back", "health", bad]);
       assertMatch(st.lastDeploy.message!, c.problem);
-      const events = (await deployLog(server, c.app)).map((e) => e.event);
-      assertEquals(events.slice(-4), ["rollback", "start", "health", "rolled_back"]);
+      // The rollback's events name the release that serves again; the outcome names the failed one.
+      const log = (await deployLog(server, c.app)).slice(-4);
+      assertEquals(log.map((e) => e.event), ["rollback", "start", "health", "rolled_back"]);
+      assertEquals(log.map((e) => e.release === serving[c.app]), [true, true, true, false]);
     }
     // The next good push just works.
     await py.python("py", "py-v3");
@@ -116,12 +119,11 @@ Deno.test("a broken deploy.yml gives a clear message and changes nothing", async
     const broken = [
       {
         yml: "name: cfg\ntype: python\nhealthCheck: [/health\n",
-        message: /deploy\.yml \(commit [0-9a-f]{7}\):4:1: YAML syntax error/,
+        message: /Cannot read deploy\.yml from commit [0-9a-f]{7}:\s+remote:\s+deploy\.yml:4:1: YAML syntax error/,
       },
       {
         yml: "name: cfg\ntype: rust\nhealthCheck: /health\n",
-        message:
-          /deploy\.yml \(commit [0-9a-f]{7}\):2:7: "type" must be one of python, node, docker, static \(got "rust"\)/,
+        message: /deploy\.yml:2:7: "type" must be one of python, node, docker, static \(got "rust"\)/,
       },
       {
         yml: "name: cfg\ntype: python\nhealthCheck: /health\nkomand: python app.py\n",

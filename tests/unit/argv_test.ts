@@ -60,10 +60,10 @@ Deno.test("splitCommand: unquoted shell operators are refused with their positio
 });
 
 Deno.test("splitCommand: unterminated quotes are refused", () => {
-  assertEquals(refused("echo 'abc"), "unterminated ' quote at character 6");
-  assertEquals(refused('echo "abc'), 'unterminated " quote at character 6');
-  assertEquals(refused('"a\\"'), 'unterminated " quote at character 1');
-  assertEquals(refused("'"), "unterminated ' quote at character 1");
+  assertEquals(refused("echo 'abc"), "has an unterminated ' quote at character 6");
+  assertEquals(refused('echo "abc'), 'has an unterminated " quote at character 6');
+  assertEquals(refused('"a\\"'), 'has an unterminated " quote at character 1');
+  assertEquals(refused("'"), "has an unterminated ' quote at character 1");
 });
 
 Deno.test("splitCommand: an empty or blank command is refused", () => {

@@ -282,7 +282,7 @@ Deno.test("deploy.yml: durations in the long healthCheck form", () => {
   assertEquals(found.length, 1);
   assertMatch(found[0], /^deploy\.yml:[45]:\d+: "healthCheck/);
   assertEquals(problems("name: a\ntype: node\nhealthCheck: { path: /h, successes: 0 }\n"), [
-    'deploy.yml:3:37: "healthCheck.successes" Too small: expected number to be >=1 (got 0)',
+    'deploy.yml:3:37: "healthCheck.successes" must be from 1 to 100 (got 0)',
   ]);
 });
 
@@ -304,14 +304,14 @@ Deno.test("parseDuration: units, plain seconds, and refusals", () => {
 
 Deno.test("deploy.yml: a command with $(...) or another shell operator is refused", () => {
   const [dollar] = problems("name: app\ntype: static\ncommand: echo $(whoami)\n");
-  assertMatch(dollar, /^deploy\.yml:3:10: "command" command contains the shell operator "\$" at character 6/);
+  assertMatch(dollar, /^deploy\.yml:3:10: "command" contains the shell operator "\$" at character 6/);
   assertMatch(dollar, /not run by a shell/);
   const [pipe] = problems("name: app\ntype: static\nhooks: {preDeploy: 'x | y'}\n");
-  assertMatch(pipe, /^deploy\.yml:3:20: "hooks\.preDeploy" command contains the shell operator "\|"/);
+  assertMatch(pipe, /^deploy\.yml:3:20: "hooks\.preDeploy" contains the shell operator "\|"/);
   const [unterminated] = problems("name: app\ntype: static\nbuild: 'make \"all'\n");
-  assertMatch(unterminated, /^deploy\.yml:3:8: "build" command unterminated " quote at character 6/);
+  assertMatch(unterminated, /^deploy\.yml:3:8: "build" has an unterminated " quote at character 6/);
   const [empty] = problems("name: app\ntype: static\ncommand: ''\n");
-  assertEquals(empty, 'deploy.yml:3:10: "command" command is empty (got an empty string)');
+  assertEquals(empty, 'deploy.yml:3:10: "command" is empty (got an empty string)');
   const [emptyList] = problems("name: app\ntype: static\nbuild: []\n");
   assertEquals(emptyList, 'deploy.yml:3:8: "build" must list at least the program to run (got a list)');
   // Quoted operators and argv lists are fine: nothing is run by a shell.

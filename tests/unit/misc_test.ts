@@ -212,7 +212,7 @@ Deno.test("parseInvocation: unknown option with did-you-mean", () => {
   usageError(
     () => parseInvocation(program, command("status"), ["--jsn"]),
     /^unknown option "--jsn" for "status"$/,
-    /^did you mean "--json"\? see deploy-paradigm status --help$/,
+    /^did you mean "--json"\? \(see deploy-paradigm status --help\)$/,
   );
   usageError(
     () => parseInvocation(program, command("execute"), ["a", "b", "--dryrun"]),
@@ -236,9 +236,9 @@ Deno.test("parseInvocation: missing and extra arguments", () => {
   usageError(() => parseInvocation(program, command("execute"), ["/r.git"]), /^"execute" needs <commit>$/);
   usageError(
     () => parseInvocation(program, command("status"), ["a", "b"]),
-    /^"status" takes at most 1 argument\(s\), got 2$/,
+    /^"status" takes at most 1 argument, got 2$/,
   );
-  usageError(() => parseInvocation(program, command("schema"), ["x"]), /"schema" takes at most 0 argument\(s\), got 1/);
+  usageError(() => parseInvocation(program, command("schema"), ["x"]), /"schema" takes no arguments, got 1/);
 });
 
 Deno.test("parseInvocation: option values and choices", () => {
@@ -254,7 +254,7 @@ Deno.test("runCli: unknown command with did-you-mean", async () => {
   await rejects(runCli(program, ["stauts"]), (error: unknown) => {
     assert(error instanceof UsageError);
     assertEquals(error.message, 'unknown command "stauts"');
-    assertEquals(error.suggestion, 'did you mean "status"? See deploy-paradigm --help');
+    assertEquals(error.suggestion, 'did you mean "status"? (see deploy-paradigm --help)');
     return true;
   });
   await rejects(
@@ -431,7 +431,10 @@ Deno.test("renderDeployYml: python with app.py, python without, and static", () 
   assertEquals([py.type, py.command, py.healthCheck?.path], ["python", "python app.py", "/health"]);
 
   const unknown = renderDeployYml("api", "python", { files: new Set(["requirements.txt"]) });
-  assertMatch(unknown, /^command: CHANGE-ME {2}# e\.g\. python app\.py$/m);
+  // No entry point found: the command is left commented with an example, so the deploy's own
+  // validation explains what is missing instead of running a placeholder.
+  assertMatch(unknown, /^# command: python app\.py {3}# set this: no app\.py, main\.py or server\.py was found$/m);
+  assertEquals(parseConfig(unknown, deployFileSchema, "deploy.yml").command, undefined);
 
   const site = renderDeployYml("site", "static", { files: new Set(["index.html"]) });
   assertMatch(site, /^# command: \(none: the static files are served as they are\)$/m);

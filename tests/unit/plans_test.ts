@@ -181,19 +181,25 @@ Deno.test("pm2 restart: writes pm2.json (0600) with env, secrets, cwd and logs, 
   assertEquals(app.out_file, "/srv/var/log/deployments/web/access.log");
   assertEquals(app.error_file, "/srv/var/log/deployments/web/error.log");
   assertEquals(app.autorestart, true);
+  assertEquals(app.filter_env, true, "the pm2 daemon's own environment must not reach the app");
   assertEquals(plan.commands, [
-    { argv: ["pm2", "delete", "web"], allowFailure: true, quiet: true, timeoutMs: 60_000 },
+    { argv: ["pm2", "delete", "web"], quiet: true, timeoutMs: 60_000, allowFailure: true },
     { argv: ["pm2", "start", "/srv/opt/deployments/web/pm2.json"], quiet: true, timeoutMs: 60_000 },
+    { argv: ["pm2", "save"], quiet: true, timeoutMs: 60_000 },
   ]);
   // pm2 calls of all apps are serialized by one server-wide lock.
   assertEquals(plan.lock, "/tmp/dp-prefix/opt/deployments/.pm2.lock");
 });
 
-Deno.test("pm2 stop: pm2 delete, allowed to fail, under the pm2 lock", () => {
-  assertEquals(pm2.stop("web", "/tmp/dp-prefix"), {
+Deno.test("pm2 stop: pm2 delete (allowed to fail) and save, under the pm2 lock; pm2.json removed", () => {
+  assertEquals(pm2.stop("web", "/tmp/dp-prefix", "/srv/opt/deployments/web"), {
     files: [],
-    commands: [{ argv: ["pm2", "delete", "web"], allowFailure: true, quiet: true, timeoutMs: 60_000 }],
+    commands: [
+      { argv: ["pm2", "delete", "web"], quiet: true, timeoutMs: 60_000, allowFailure: true },
+      { argv: ["pm2", "save"], quiet: true, timeoutMs: 60_000 },
+    ],
     lock: "/tmp/dp-prefix/opt/deployments/.pm2.lock",
+    remove: ["/srv/opt/deployments/web/pm2.json"],
   });
 });
 
@@ -203,9 +209,10 @@ Deno.test("systemd restart: writes the unit under the prefix, then daemon-reload
   assertEquals(plan.files[0].path, "/tmp/dp-prefix/etc/systemd/system/web.service");
   assertEquals(plan.files[0].content, unitFile(appProcess()));
   assertEquals(plan.commands, [
-    { argv: ["systemctl", "daemon-reload"], timeoutMs: 60_000 },
+    { argv: ["systemctl", "daemon-reload"], timeoutMs: 120_000 },
+    { argv: ["systemctl", "enable", "--quiet", "web.service"], timeoutMs: 120_000 },
     { argv: ["systemctl", "restart", "web.service"], timeoutMs: 120_000 },
-    { argv: ["systemctl", "is-active", "web.service"], quiet: true, timeoutMs: 60_000 },
+    { argv: ["systemctl", "is-active", "web.service"], timeoutMs: 120_000, quiet: true },
   ]);
 });
 
@@ -250,10 +257,15 @@ Deno.test("systemd unit file: ExecStart quotes spaces, %, $ and quotes", () => {
   assertEquals(unitQuote("\\"), '"\\\\"');
 });
 
-Deno.test("systemd stop: systemctl stop, allowed to fail", () => {
-  assertEquals(systemd.stop("web", "/tmp/dp-prefix"), {
+Deno.test("systemd stop: disable --now (allowed to fail), and the unit file is removed", () => {
+  assertEquals(systemd.stop("web", "/tmp/dp-prefix", "/srv/opt/deployments/web"), {
     files: [],
-    commands: [{ argv: ["systemctl", "stop", "web.service"], allowFailure: true, timeoutMs: 120_000 }],
+    commands: [{
+      argv: ["systemctl", "disable", "--now", "--quiet", "web.service"],
+      timeoutMs: 120_000,
+      allowFailure: true,
+    }],
+    remove: ["/tmp/dp-prefix/etc/systemd/system/web.service"],
   });
 });
 

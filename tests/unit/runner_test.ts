@@ -66,3 +66,14 @@ Deno.test("dry runner: prints instead of running", async () => {
   assertEquals(seen, ["would write: /x/unit", "would run: rm -rf /  (in /)"]);
   assertEquals(displayArgv(["a b", "it's", "ok"]), `'a b' 'it'\\''s' ok`);
 });
+
+Deno.test("runner: a timeout kills the command's whole process group", async () => {
+  const started = performance.now();
+  const result = await new ProcessRunner().run({
+    argv: ["sh", "-c", "sleep 20 & sleep 20; echo never"],
+    timeoutMs: 300,
+    allowFailure: true,
+  });
+  assertEquals(result.code, 124);
+  assert(performance.now() - started < 5_000, "the background sleep must not hold the runner");
+});

@@ -1,0 +1,53 @@
+/**
+ * How a release runs: the environment of builds, hooks and the app, and the program of its
+ * start command. The app's values name `current`, so they are the same for every release.
+ * @module
+ */
+import { join } from "node:path";
+import type { ServerConfig } from "../config/schema.ts";
+import { exists } from "../fsutil.ts";
+import { baseEnv, findInPath } from "../runner.ts";
+
+/** Variables of the deploying environment an app may rely on; everything else is left out. */
+const INHERITED = ["HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ"];
+
+/** PATH with a release's own tools first: `venv/bin`, then `node_modules/.bin`. */
+export function pathWith(dir: string): string {
+  return [join(dir, "venv", "bin"), join(dir, "node_modules", ".bin"), baseEnv().PATH ?? "/usr/bin:/bin"].join(":");
+}
+
+/** Environment added for builds and hooks, which run in the release directory. */
+export function toolEnv(releaseDir: string, config: ServerConfig): Record<string, string> {
+  return { PATH: pathWith(releaseDir), PORT: String(config.port), DEPLOY_ENV: config.env };
+}
+
+/** The app's non-secret environment (the .env values are added by the process manager). */
+export function appEnv(current: string, config: ServerConfig, type: string): Record<string, string> {
+  const inherited = Object.entries(baseEnv()).filter(([key]) => INHERITED.includes(key));
+  return {
+    ...Object.fromEntries(inherited),
+    PORT: String(config.port),
+    PATH: pathWith(current),
+    DEPLOY_ENV: config.env,
+    ...(type === "python" ? { PYTHONUNBUFFERED: "1" } : {}),
+  };
+}
+
+/**
+ * The absolute path of a start command's program: a path with a slash is inside the release
+ * (seen through `current`); a bare name is looked up in the release's venv/bin and
+ * node_modules/.bin, then in PATH.
+ */
+export async function resolveProgram(program: string, releaseDir: string, current: string): Promise<string> {
+  if (program.startsWith("/")) return program;
+  if (program.includes("/")) {
+    if (await exists(join(releaseDir, program))) return join(current, program);
+    throw new Error(`the command's program ${program} is not in the release`);
+  }
+  for (const dir of ["venv/bin", "node_modules/.bin"]) {
+    if (await exists(join(releaseDir, dir, program))) return join(current, dir, program);
+  }
+  const found = findInPath(program, baseEnv().PATH);
+  if (found) return found;
+  throw new Error(`cannot find the program "${program}" in the release's venv/bin or node_modules/.bin, nor in PATH`);
+}
