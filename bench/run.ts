@@ -122,7 +122,9 @@ const GIT_IDENTITY = [
 /** Writes the app, commits it and pushes it into a bare repo. Returns the bare repo and commit. */
 async function makeRepo(tmp: string): Promise<{ bare: string; commit: string; bytes: number }> {
   const work = join(tmp, "work");
-  const bare = join(tmp, "bare.git");
+  // Where the server keeps the app's repository: execute deploys only the app a repository is named after.
+  const bare = join(tmp, "prefix", "var", "repos", `${APP}.git`);
+  await Deno.mkdir(join(bare, ".."), { recursive: true });
   await Deno.mkdir(work);
   await Deno.writeTextFile(join(work, "deploy.yml"), `name: ${APP}\ntype: static\nkeepReleases: 3\n`);
   await Deno.writeTextFile(
