@@ -20,8 +20,8 @@ async function git(
   }).spawn();
   if (input !== undefined) {
     const writer = child.stdin.getWriter();
-    await writer.write(new TextEncoder().encode(input));
-    await writer.close();
+    // git may exit before reading (not a repository): its exit code says so, not a broken pipe.
+    await writer.write(new TextEncoder().encode(input)).then(() => writer.close()).catch(() => {});
   }
   const { code, stdout, stderr } = await child.output();
   return { code, stdout, stderr: new TextDecoder().decode(stderr).trim() };
