@@ -6,13 +6,7 @@ import { dirname, join } from "node:path";
 
 /** True when `path` exists (without following a final symlink). */
 export async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
-  }
+  return (await ifExists(Deno.lstat(path))) !== undefined;
 }
 
 function tempName(path: string): string {
@@ -51,22 +45,22 @@ export async function symlinkAtomic(target: string, link: string): Promise<void>
   }
 }
 
-/** The target of symlink `link`, or undefined when there is none. */
-export async function readLinkOrUndefined(link: string): Promise<string | undefined> {
+/** The value of `operation`, or undefined when it fails because the file does not exist. */
+export async function ifExists<T>(operation: Promise<T>): Promise<T | undefined> {
   try {
-    return await Deno.readLink(link);
+    return await operation;
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return undefined;
     throw error;
   }
 }
 
+/** The target of symlink `link`, or undefined when there is none. */
+export function readLinkOrUndefined(link: string): Promise<string | undefined> {
+  return ifExists(Deno.readLink(link));
+}
+
 /** Reads a text file, or undefined when it does not exist. */
-export async function readTextOrUndefined(path: string): Promise<string | undefined> {
-  try {
-    return await Deno.readTextFile(path);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return undefined;
-    throw error;
-  }
+export function readTextOrUndefined(path: string): Promise<string | undefined> {
+  return ifExists(Deno.readTextFile(path));
 }

@@ -3,7 +3,7 @@
  * has no `command`. Pure functions of the commit's files, so plans are testable without spawning.
  * @module
  */
-import { toArgv } from "../config/argv.ts";
+import { splitCommand, toArgv } from "../config/argv.ts";
 import type { DeployFile } from "../config/schema.ts";
 import { UsageError } from "../errors.ts";
 import type { Cmd } from "../runner.ts";
@@ -62,7 +62,13 @@ export function startArgv(deploy: DeployFile, facts: RepoFacts): string[] | unde
       return ["python", script];
     }
     case "node": {
-      if (facts.packageJson?.scripts?.start) return ["npm", "start"];
+      const start = facts.packageJson?.scripts?.start;
+      if (start) {
+        // Run a plain start script directly (no npm and no shell in between, so signals reach
+        // the app); only a script that needs a shell goes through `npm start`.
+        const argv = splitCommand(start);
+        return "error" in argv || /^[A-Za-z_]\w*=/.test(argv[0]) ? ["npm", "start"] : argv;
+      }
       const main = facts.packageJson?.main ?? ["server.js", "index.js", "app.js"].find((f) => facts.files.has(f));
       if (!main) throw missing('package.json has no "start" script and there is no server.js, index.js or app.js');
       return ["node", main];

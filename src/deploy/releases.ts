@@ -5,7 +5,7 @@
 import { join } from "node:path";
 import { type AppPaths, deploymentsRoot } from "../paths.ts";
 import { STAGING_PREFIX } from "./prefetch.ts";
-import { readLinkOrUndefined, readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
+import { exists, readLinkOrUndefined, readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
 import type { HealthCheck } from "../config/schema.ts";
 
 const ID = /^\d{8}-\d{6}-\d{3}$/;
@@ -94,15 +94,24 @@ export async function cleanupReleases(
   return [...removed, ...await removeStaleStaging()];
 }
 
-/** Staging dirs of prefetches whose deploy was killed (older than an hour; a live one takes seconds). */
+/**
+ * Staging dirs of prefetches whose deploy died: its process is gone (where /proc tells), or, where
+ * it does not, the dir is older than a day. A live deploy's dir is never touched, however long it
+ * waited for its lock.
+ */
 async function removeStaleStaging(): Promise<string[]> {
   const removed: string[] = [];
   const root = deploymentsRoot();
+  const procfs = await exists("/proc/self");
   for await (const entry of Deno.readDir(root)) {
     if (!entry.name.startsWith(STAGING_PREFIX)) continue;
     const path = join(root, entry.name);
+    const pid = Number(entry.name.slice(STAGING_PREFIX.length).split("-")[0]);
     const info = await Deno.lstat(path).catch(() => undefined);
-    if (info?.mtime && Date.now() - info.mtime.getTime() > 3_600_000) {
+    const dead = procfs
+      ? pid !== Deno.pid && !(await exists(`/proc/${pid}`))
+      : info?.mtime && Date.now() - info.mtime.getTime() > 86_400_000;
+    if (dead) {
       await Deno.remove(path, { recursive: true }).catch(() => {});
       removed.push(entry.name);
     }

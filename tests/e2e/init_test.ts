@@ -22,7 +22,7 @@ Deno.test("init detects the type, names the app after the folder, and writes a v
       folder: "web",
       files: { "package.json": '{"scripts":{"start":"node s.js"}}' },
       type: "node",
-      command: "npm start",
+      command: "node s.js",
     },
     { folder: "site", files: { "index.html": "<h1>hi</h1>" }, type: "static", command: undefined },
     {

@@ -417,7 +417,7 @@ Deno.test("renderDeployYml: a node app with a start script renders a valid deplo
   const deploy = parseConfig(yml, deployFileSchema, "deploy.yml");
   assertEquals(deploy.name, "web");
   assertEquals(deploy.type, "node");
-  assertEquals(deploy.command, "npm start");
+  assertEquals(deploy.command, "node server.js");
   assertEquals(deploy.healthCheck?.path, "/health");
   assertEquals(deploy.keepReleases, 3);
 });

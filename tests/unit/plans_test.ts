@@ -120,12 +120,20 @@ Deno.test("startArgv python: app.py, then main.py, then server.py", () => {
   );
 });
 
-Deno.test("startArgv node: start script → npm start, else main, else a conventional file", () => {
+Deno.test("startArgv node: a plain start script runs directly, one that needs a shell via npm start", () => {
   const node = deploy({ type: "node" });
   assertEquals(
     startArgv(node, facts(["package.json", "index.js"], { scripts: { start: "node x.js" }, main: "lib/a.js" })),
+    ["node", "x.js"],
+  );
+  assertEquals(
+    startArgv(node, facts(["package.json"], { scripts: { start: "node x.js && echo" } })),
     ["npm", "start"],
   );
+  assertEquals(startArgv(node, facts(["package.json"], { scripts: { start: "NODE_ENV=production node x.js" } })), [
+    "npm",
+    "start",
+  ]);
   assertEquals(startArgv(node, facts(["package.json", "index.js"], { main: "lib/a.js" })), ["node", "lib/a.js"]);
   assertEquals(startArgv(node, facts(["package.json", "app.js", "index.js"], { scripts: { test: "x" } })), [
     "node",
