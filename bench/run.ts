@@ -166,7 +166,7 @@ async function benchExecute(tmp: string): Promise<void> {
   const prefix = join(tmp, "prefix");
   const appDir = join(prefix, "opt", "deployments", APP);
   await Deno.mkdir(appDir, { recursive: true });
-  await Deno.writeTextFile(join(appDir, "config.yml"), "port: 18080\nmanager: pm2\nenv: production\n");
+  await Deno.writeTextFile(join(appDir, "config.yml"), "port: 18080\nmanager: pm2\nenv: production\nstrategy: restart\n");
   const env = { DEPLOY_PARADIGM_PREFIX: prefix };
   const current = join(appDir, "current");
 

@@ -35,6 +35,7 @@ const DEPLOY_YML = `name: hello
 type: python
 command: python app.py
 healthCheck: { path: /health, window: 6s, interval: 300ms, successes: 2, timeout: 1s }
+watch: 2s
 `;
 
 const root = await Deno.makeTempDir({ prefix: "deploy-paradigm-demo-" });
@@ -50,6 +51,7 @@ const env: Record<string, string> = {
 };
 const results: { step: string; ok: boolean }[] = [];
 let tornDown: Promise<void> | undefined;
+let proxy: Deno.ChildProcess | undefined;
 
 function say(text: string): void {
   console.log(Deno.env.get("NO_COLOR") ? `\n== ${text}` : `\n\x1b[1m== ${text}\x1b[0m`);
@@ -93,6 +95,12 @@ function teardown(): Promise<void> {
 }
 
 async function stopEverything(): Promise<void> {
+  if (proxy) {
+    try {
+      proxy.kill("SIGTERM");
+    } catch { /* already gone */ }
+    await proxy.status;
+  }
   console.log("\nTearing down: stopping the demo's PM2 daemon and removing", root);
   // The daemon's own SIGTERM handling stops its apps; quicker than a `pm2 kill` client, which
   // matters on Ctrl-C under `deno task`, which does not wait long for its child.
@@ -149,7 +157,19 @@ try {
   await Deno.mkdir(join(prefix, "var", "repos"), { recursive: true });
   if (await run(["git", "init", "--quiet", "--bare", "-b", "main", repo])) throw new Error("git init --bare failed");
   await installHook(repo, BIN, { DEPLOY_PARADIGM_PREFIX: prefix });
-  console.log(`config.yml (port ${port}, pm2), .env.production (0600), ${repo} with its hook`);
+  proxy = new Deno.Command(BIN, {
+    args: ["proxy", "--host", "127.0.0.1"],
+    env,
+    stdin: "null",
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  const socket = join(prefix, "opt", "deployments", ".proxy.sock");
+  for (let i = 0; i < 200 && !(await Deno.stat(socket).then(() => true, () => false)); i++) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  console.log(`config.yml (port ${port}, pm2, blue-green), .env.production (0600), ${repo} with its hook,`);
+  console.log(`and the proxy on port ${port}, which switches traffic between the app's blue and green slots`);
 
   const work = join(root, "hello");
   await Deno.mkdir(work);

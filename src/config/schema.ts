@@ -93,6 +93,10 @@ export const deployFileSchema = z.strictObject({
     .min(2, "must be at least 2: the serving release and the one before it are always kept")
     .max(100, "must be at most 100").default(3),
   branch: z.string().regex(/^[A-Za-z0-9._\/-]+$/, "must be a branch name").default("main"),
+  watch: duration("20s").meta({
+    description: "After a blue-green switch, how long the new release keeps being checked while the old one stays " +
+      "warm; a failure switches traffic back. 0 turns it off.",
+  }),
 }).superRefine((value, ctx) => {
   if (value.type !== "static" && !value.healthCheck) {
     ctx.addIssue({
@@ -104,15 +108,32 @@ export const deployFileSchema = z.strictObject({
 }).meta({ title: "deploy-paradigm deploy.yml", description: "App identity, committed in the app's repository." });
 
 /** `config.yml`, on the server at /opt/deployments/<app>/config.yml. */
+const port = z.int({ error: "must be a whole number from 1 to 65535" }).min(1, "must be from 1 to 65535").max(
+  65535,
+  "must be from 1 to 65535",
+);
+
+/** How a deploy switches traffic. */
+export const STRATEGIES = ["blue-green", "restart"] as const;
+
+/** The two slots of a blue-green app. */
+export const SLOTS = ["blue", "green"] as const;
+
 export const serverConfigSchema = z.strictObject({
-  port: z.int({ error: "must be a whole number from 1 to 65535" }).min(1, "must be from 1 to 65535").max(
-    65535,
-    "must be from 1 to 65535",
-  ),
+  port: port.meta({ description: "The app's public port (the proxy listens on it under blue-green)." }),
   manager: z.enum(MANAGERS, { error: `must be one of ${MANAGERS.join(", ")}` }),
   env: z.string().regex(/^[A-Za-z0-9_.-]+$/, "must be a name such as production (letters, digits, . _ -)").default(
     "production",
   ),
+  strategy: z.enum(STRATEGIES, { error: `must be one of ${STRATEGIES.join(", ")}` }).default("blue-green"),
+  slots: z.strictObject({ blue: port, green: port }).optional()
+    .meta({ description: "The internal ports of the two slots; chosen and written by the first deploy." }),
+  drainTimeout: duration("30s"),
+}).superRefine((value, ctx) => {
+  const { slots } = value;
+  if (slots && (slots.blue === slots.green || slots.blue === value.port || slots.green === value.port)) {
+    ctx.addIssue({ code: "custom", path: ["slots"], message: "must be two different ports, neither of them port" });
+  }
 });
 
 /** A validated deploy.yml, defaults applied. */

@@ -17,24 +17,26 @@ import { toArgv } from "../config/argv.ts";
 import { UsageError } from "../errors.ts";
 import { exists, readTextOrUndefined, symlinkAtomic } from "../fsutil.ts";
 import { extractCommit, readCommit, refTip, updateRef } from "../git.ts";
-import { type AppProcess, managerNamed } from "../managers/mod.ts";
+import { type AppProcess, managerNamed, type Slot } from "../managers/mod.ts";
 import { type AppPaths, appPaths, prefix } from "../paths.ts";
 import { displayArgv, DryRunner, ProcessRunner, type Runner } from "../runner.ts";
 import { buildPlan, type RepoFacts, startArgv } from "./app_type.ts";
 import { parseDotenv, serializeDotenv } from "./dotenv.ts";
-import { checkHealth, type HealthResult } from "./health.ts";
+import { fileSize, type HealthResult, healthStep } from "./health.ts";
 import { Journal, StepFailed } from "./journal.ts";
 import { acquireLock } from "./lock.ts";
 import { discardPrefetch, type Prefetch } from "./prefetch.ts";
 import {
   cleanupReleases,
   currentRelease,
+  markBad,
   newReleaseId,
   readReleaseMeta,
   type ReleaseMeta,
   writeReleaseMeta,
 } from "./releases.ts";
-import { appEnv, resolveProgram, toolEnv } from "./runtime.ts";
+import { processFor, resolveProgram, toolEnv } from "./runtime.ts";
+import { ActivationFailed, activateBlueGreen } from "./bluegreen.ts";
 import { type AppStatus, type LastDeploy, readStatus, writeStatus } from "./status.ts";
 
 /** Builds may take long, but never forever: a stuck build must not hold the lock. */
@@ -277,24 +279,51 @@ async function deployLocked(
     return await fail(error, false);
   }
 
-  // Switch, start, check, and move the branch. A failure here switches back.
-  let switched = false;
+  // Blue-green: start in the idle slot, check, switch the proxy, drain, watch, move the branch.
   let health: HealthResult;
-  try {
+  let extra: Partial<AppStatus> = { strategy: config.strategy };
+  const moveBranch = branch &&
+    (() =>
+      journal.step(
+        "branch",
+        () => updateRef(plan.gitDir, branch.ref, commit, branch.old),
+        () => `${branch.ref.replace("refs/heads/", "")} → ${short}`,
+      ));
+  if (config.strategy === "blue-green") {
+    try {
+      const active = await activateBlueGreen({
+        app: deploy.name,
+        root: prefix(),
+        paths,
+        config,
+        manager: managerNamed(config.manager),
+        runner,
+        journal,
+        meta,
+        secrets: plan.secrets,
+        watchMs: deploy.watch,
+        process: (slot, port, argv, secrets) => appProcess(plan, argv, secrets, { slot, port }),
+        commit: moveBranch,
+      });
+      health = active.health;
+      extra = { ...extra, slot: active.slot, slotPort: active.port, watch: active.watch, switchMs: active.switchMs };
+    } catch (error) {
+      if (!(error instanceof ActivationFailed)) return await fail(error, false);
+      return await failed(ctx, error.failure, { id, started, before, previous, switched: error.switched }, error);
+    }
+  } else {
+    // Restart: switch, restart, check, and move the branch. A failure here switches back.
+    let switched = false;
+    try {
     await journal.step("switch", async () => {
       await symlinkAtomic(`releases/${id}`, paths.current);
       switched = true;
     }, () => `current → releases/${id}`);
-    health = await startRelease(ctx, meta, program, plan.secrets, previous);
-    if (branch) {
-      await journal.step(
-        "branch",
-        () => updateRef(plan.gitDir, branch.ref, commit, branch.old),
-        () => `${branch.ref.replace("refs/heads/", "")} → ${short}`,
-      );
+      health = await startRelease(ctx, meta, program, plan.secrets, previous);
+      await moveBranch?.();
+    } catch (error) {
+      return await fail(error, switched);
     }
-  } catch (error) {
-    return await fail(error, switched);
   }
 
   // The deploy stands. What follows is reported when it fails, never rolled back.
@@ -318,6 +347,7 @@ async function deployLocked(
     lastHealthCheck: health.checkedAt,
     healthy: true,
     branch: deploy.branch,
+    ...extra,
     lastDeploy: { outcome: "success", release: id, commit, version: short, at: now(), duration },
   });
   await journal.record("success", { ok: true, duration, message: `${short} serves as release ${id}` });
@@ -366,21 +396,14 @@ async function runHook(ctx: RunContext, name: "preDeploy" | "postDeploy", releas
   );
 }
 
-/** The process a manager runs for a release: `current`, the resolved program, the env. */
-function appProcess(plan: Deployment, argv: string[], secrets: Record<string, string>): AppProcess {
-  const { paths, config } = plan;
-  return {
-    app: plan.deploy.name,
-    root: prefix(),
-    argv,
-    cwd: paths.current,
-    env: appEnv(paths.current, config, plan.deploy.type),
-    secrets,
-    envFile: join(paths.current, ".env"),
-    accessLog: paths.accessLog,
-    errorLog: paths.errorLog,
-    stateDir: paths.dir,
-  };
+/** The process of this deploy's app (see runtime.ts). */
+function appProcess(
+  plan: Deployment,
+  argv: string[],
+  secrets: Record<string, string>,
+  slot?: { slot: Slot; port: number },
+): AppProcess {
+  return processFor(plan.paths, plan.config, plan.deploy.type, argv, secrets, slot);
 }
 
 /**
@@ -419,38 +442,8 @@ async function startRelease(
     () => runner.apply(manager.restart(appProcess(plan, [program, ...meta.argv!.slice(1)], secrets))),
     () => `${manager.name} started ${displayArgv(meta.argv!)}`,
   );
-  const check = meta.healthCheck!;
-  const target = `http://127.0.0.1:${config.port}${check.path}`;
-  return await journal.step(
-    "health",
-    async () => {
-      const result = await checkHealth(target, check);
-      if (result.healthy) return result;
-      const appErrors = await linesSince(paths.errorLog, since, 10);
-      throw new Error(
-        `${target} did not answer 2xx ${check.successes} times in a row within ${check.window / 1000}s ` +
-          `(${result.attempts} attempts; last: ${result.lastProblem})` +
-          (appErrors.length ? `; the app's error.log says:\n${appErrors.map((l) => `    ${l}`).join("\n")}` : ""),
-      );
-    },
-    (r) => `${check.successes}/${check.successes} OK from ${target} (${r.attempts} attempts)`,
-    target,
-  );
-}
-
-async function fileSize(path: string): Promise<number> {
-  return await Deno.stat(path).then((info) => info.size, () => 0);
-}
-
-/** The last `count` lines written to `path` after byte `offset`. */
-async function linesSince(path: string, offset: number, count: number): Promise<string[]> {
-  try {
-    const bytes = await Deno.readFile(path);
-    const text = new TextDecoder().decode(bytes.subarray(bytes.length >= offset ? offset : 0));
-    return text.split("\n").filter((line) => line.trim()).slice(-count);
-  } catch {
-    return [];
-  }
+  const target = `http://127.0.0.1:${config.port}${meta.healthCheck!.path}`;
+  return await healthStep(journal, target, meta.healthCheck!, paths.errorLog, since);
 }
 
 /** What a failed deploy knows about the state before it. */
@@ -462,8 +455,16 @@ interface FailureContext {
   switched: boolean;
 }
 
-/** Ends a failed deploy: switches back when it had switched, removes the release, records it. */
-async function failed(ctx: RunContext, error: unknown, f: FailureContext): Promise<ExecuteResult> {
+/**
+ * Ends a failed deploy: switches back when it had switched (unless a blue-green activation
+ * already did: `handled`), removes the release (or marks it bad when it took traffic), records it.
+ */
+async function failed(
+  ctx: RunContext,
+  error: unknown,
+  f: FailureContext,
+  handled?: ActivationFailed,
+): Promise<ExecuteResult> {
   const { plan, journal } = ctx;
   const { paths, deploy, short, commit } = plan;
   const failure = error instanceof StepFailed ? error : new StepFailed("deploy", error);
@@ -487,6 +488,11 @@ async function failed(ctx: RunContext, error: unknown, f: FailureContext): Promi
     status = f.before
       ? { ...f.before, lastDeploy: last }
       : { ...statusBase(plan), status: "failed", healthy: false, lastDeploy: last };
+  } else if (handled) {
+    status = handled.serving && f.before
+      ? { ...f.before, status: "rolled_back", lastDeploy: last }
+      : { ...statusBase(plan), ...f.before, status: "failed", healthy: false, lastDeploy: last };
+    if (handled.serving) journal.say(`↺ rolled back: ${f.before?.version ?? "the release before"} serves again`);
   } else {
     const back = await rollBack(ctx, f.previous, f.id).catch((e) => {
       journal.say(`✗ rollback failed: ${e instanceof Error ? e.message : e}`);
@@ -503,7 +509,8 @@ async function failed(ctx: RunContext, error: unknown, f: FailureContext): Promi
     };
   }
   journal.release = f.id;
-  await Deno.remove(paths.release(f.id), { recursive: true }).catch(() => {});
+  if (handled?.switched) await markBad(paths, f.id); // it took traffic: kept for inspection, skipped by rollback
+  else await Deno.remove(paths.release(f.id), { recursive: true }).catch(() => {});
   await writeStatus(paths.status, status);
   await journal.record(last.outcome, {
     ok: false,

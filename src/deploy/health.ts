@@ -3,6 +3,7 @@
  * @module
  */
 import type { HealthCheck } from "../config/schema.ts";
+import type { Journal } from "./journal.ts";
 
 /** The verdict of a health check. */
 export interface HealthResult {
@@ -48,4 +49,58 @@ async function probe(url: string, timeout: number): Promise<string | undefined> 
     const message = error instanceof Error ? `${error.message}${cause}` : String(error);
     return /refused/i.test(message) ? "connection refused (nothing listens on the port)" : message;
   }
+}
+
+/**
+ * Checks `target` as a step of the journal. On failure the message says what the checks saw and
+ * the last lines the app wrote to `errorLog` since byte `since`.
+ */
+export async function healthStep(
+  journal: Journal,
+  target: string,
+  check: HealthCheck,
+  errorLog: string,
+  since: number,
+  name = "health",
+): Promise<HealthResult> {
+  return await journal.step(name, async () => {
+    const result = await checkHealth(target, check);
+    if (result.healthy) return result;
+    const appErrors = await linesSince(errorLog, since, 10);
+    throw new Error(
+      `${target} did not answer 2xx ${check.successes} times in a row within ${check.window / 1000}s ` +
+        `(${result.attempts} attempts; last: ${result.lastProblem})` +
+        (appErrors.length ? `; the app's error.log says:\n${appErrors.map((l) => `    ${l}`).join("\n")}` : ""),
+    );
+  }, (r) => `${check.successes}/${check.successes} OK from ${target} (${r.attempts} attempts)`, target);
+}
+
+/** The size of a file (0 when absent): where new lines will start. */
+export async function fileSize(path: string): Promise<number> {
+  return await Deno.stat(path).then((info) => info.size, () => 0);
+}
+
+/** The last `count` lines written to `path` after byte `offset`. */
+export async function linesSince(path: string, offset: number, count: number): Promise<string[]> {
+  try {
+    const bytes = await Deno.readFile(path);
+    const text = new TextDecoder().decode(bytes.subarray(bytes.length >= offset ? offset : 0));
+    return text.split("\n").filter((line) => line.trim()).slice(-count);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * The watch window: probes `url` every `check.interval` for `windowMs`; the first failed probe
+ * ends it. Returns undefined when every probe passed, else what failed.
+ */
+export async function watchHealth(url: string, check: HealthCheck, windowMs: number): Promise<string | undefined> {
+  const end = Date.now() + windowMs;
+  while (Date.now() < end) {
+    const problem = await probe(url, check.timeout);
+    if (problem !== undefined) return problem;
+    await new Promise((resolve) => setTimeout(resolve, Math.min(check.interval, Math.max(0, end - Date.now()))));
+  }
+  return undefined;
 }

@@ -19,6 +19,14 @@ export interface ReleaseMeta {
   argv?: string[];
   healthCheck?: HealthCheck;
   createdAt: string;
+  /** Took traffic, then was rolled back from: `rollback` skips it. */
+  bad?: boolean;
+}
+
+/** Marks a release bad (rolled back from). */
+export async function markBad(paths: AppPaths, id: string): Promise<void> {
+  const meta = await readReleaseMeta(paths, id);
+  if (meta) await writeReleaseMeta(paths, { ...meta, bad: true });
 }
 
 /** File name of the metadata inside a release. */

@@ -6,7 +6,10 @@
 import { join } from "node:path";
 import type { ServerConfig } from "../config/schema.ts";
 import { exists } from "../fsutil.ts";
+import type { AppProcess, Slot } from "../managers/mod.ts";
+import { type AppPaths, prefix } from "../paths.ts";
 import { baseEnv, findInPath } from "../runner.ts";
+import { slotDir } from "./slots.ts";
 
 /** Variables of the deploying environment an app may rely on; everything else is left out. */
 const INHERITED = ["HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ"];
@@ -50,4 +53,32 @@ export async function resolveProgram(program: string, releaseDir: string, curren
   const found = findInPath(program, baseEnv().PATH);
   if (found) return found;
   throw new Error(`cannot find the program "${program}" in the release's venv/bin or node_modules/.bin, nor in PATH`);
+}
+
+/**
+ * The process a manager runs for a release: in `current` (restart strategy) or in a slot's link
+ * (blue-green, on the slot's port), with the resolved program and the environment.
+ */
+export function processFor(
+  paths: AppPaths,
+  config: ServerConfig,
+  type: string,
+  argv: string[],
+  secrets: Record<string, string>,
+  slot?: { slot: Slot; port: number },
+): AppProcess {
+  const cwd = slot ? slotDir(paths, slot.slot) : paths.current;
+  return {
+    app: paths.app,
+    slot: slot?.slot,
+    root: prefix(),
+    argv,
+    cwd,
+    env: appEnv(cwd, { ...config, port: slot?.port ?? config.port }, type),
+    secrets,
+    envFile: join(cwd, ".env"),
+    accessLog: paths.accessLog,
+    errorLog: paths.errorLog,
+    stateDir: paths.dir,
+  };
 }

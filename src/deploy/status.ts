@@ -46,6 +46,15 @@ export interface AppStatus {
   url?: string;
   /** The branch that deploys (from the serving release's deploy.yml); pushes to others are only stored. */
   branch?: string;
+  /** How deploys switch traffic: blue-green (through the proxy) or restart. */
+  strategy?: "blue-green" | "restart";
+  /** Blue-green: the slot and port that take traffic (none for a static release, which the proxy serves). */
+  slot?: "blue" | "green";
+  slotPort?: number;
+  /** Blue-green: the last deploy's watch window. */
+  watch?: "passed" | "off";
+  /** Blue-green: milliseconds from "the new slot is healthy" to "the proxy routes to it". */
+  switchMs?: number;
   lastDeploy: LastDeploy;
 }
 

@@ -4,14 +4,23 @@
  */
 import type { Plan } from "../runner.ts";
 
+/** A blue-green slot. */
+export type Slot = "blue" | "green";
+
 /** Everything a process manager needs to run one app. */
 export interface AppProcess {
   app: string;
+  /**
+   * A slot of a blue-green app: the process is `<app>-<slot>` under pm2, the instance
+   * `<app>@<slot>` of a template unit under systemd, and `cwd` is the slot's link. Without it, the
+   * process is the app itself and `cwd` is `current`.
+   */
+  slot?: Slot;
   /** The server's root (`DEPLOY_PARADIGM_PREFIX`, `/` on a real server). */
   root: string;
   /** The start command; argv[0] is an absolute path. */
   argv: string[];
-  /** Working directory: the `current` symlink, so a restart picks up the switched release. */
+  /** Working directory: the `current` symlink (or the slot's), so a restart picks up the switched release. */
   cwd: string;
   /** Non-secret environment: PORT, PATH and the like. */
   env: Record<string, string>;
@@ -30,6 +39,6 @@ export interface ProcessManager {
   readonly name: "pm2" | "systemd";
   /** Starts the app, replacing a running instance. */
   restart(process: AppProcess): Plan;
-  /** Stops the app and forgets it; `root` and `stateDir` as in {@link AppProcess}. */
-  stop(app: string, root: string, stateDir: string): Plan;
+  /** Stops the app (or one slot of it) and forgets it; `root` and `stateDir` as in {@link AppProcess}. */
+  stop(app: string, root: string, stateDir: string, slot?: Slot): Plan;
 }

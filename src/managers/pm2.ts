@@ -6,7 +6,7 @@
  */
 import { join } from "node:path";
 import { deploymentsRoot } from "../paths.ts";
-import type { AppProcess, ProcessManager } from "./manager.ts";
+import type { AppProcess, ProcessManager, Slot } from "./manager.ts";
 import type { Cmd, Plan } from "../runner.ts";
 
 /** No pm2 command takes this long unless the daemon is stuck. */
@@ -24,8 +24,9 @@ function pm2Lock(root: string): string {
 export const pm2: ProcessManager = {
   name: "pm2",
   restart(p: AppProcess): Plan {
+    const name = processName(p.app, p.slot);
     const app = {
-      name: p.app,
+      name,
       script: p.argv[0],
       args: p.argv.slice(1),
       cwd: p.cwd,
@@ -40,27 +41,34 @@ export const pm2: ProcessManager = {
       kill_timeout: 5000,
     };
     return {
-      files: [{ path: file(p.stateDir), content: JSON.stringify({ apps: [app] }, null, 2) + "\n", mode: 0o600 }],
+      files: [{ path: file(p.stateDir, name), content: JSON.stringify({ apps: [app] }, null, 2) + "\n", mode: 0o600 }],
       commands: [
-        pm2Cmd(["delete", p.app], true),
-        pm2Cmd(["start", file(p.stateDir)]),
+        pm2Cmd(["delete", name], true),
+        pm2Cmd(["start", file(p.stateDir, name)]),
         pm2Cmd(["save"]), // so that `pm2 resurrect` (pm2 startup) brings it back after a reboot
       ],
       lock: pm2Lock(p.root),
     };
   },
-  stop(app: string, root: string, stateDir: string): Plan {
+  stop(app: string, root: string, stateDir: string, slot?: Slot): Plan {
+    const name = processName(app, slot);
     return {
       files: [],
-      commands: [pm2Cmd(["delete", app], true), pm2Cmd(["save"])],
+      commands: [pm2Cmd(["delete", name], true), pm2Cmd(["save"])],
       lock: pm2Lock(root),
-      remove: [file(stateDir)],
+      remove: [file(stateDir, name)],
     };
   },
 };
 
-function file(stateDir: string): string {
-  return join(stateDir, "pm2.json");
+/** The pm2 process: the app, or `<app>-<slot>`. */
+export function processName(app: string, slot?: Slot): string {
+  return slot ? `${app}-${slot}` : app;
+}
+
+/** The process definition (0600: it holds the .env values). */
+function file(stateDir: string, name: string): string {
+  return join(stateDir, `pm2-${name}.json`);
 }
 
 function pm2Cmd(args: string[], allowFailure = false): Cmd {

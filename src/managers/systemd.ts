@@ -3,9 +3,10 @@
  * from `current/.env` through EnvironmentFile, so the unit does not change between releases.
  * @module
  */
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { serializeDotenv } from "../deploy/dotenv.ts";
 import { systemdDir } from "../paths.ts";
-import type { AppProcess, ProcessManager } from "./manager.ts";
+import type { AppProcess, ProcessManager, Slot } from "./manager.ts";
 import type { Cmd, Plan } from "../runner.ts";
 
 /**
@@ -43,10 +44,62 @@ export function unitFile(p: AppProcess): string {
   ].join("\n");
 }
 
+/** `%` doubled, for paths written into a unit file unquoted. */
+function escapePercent(text: string): string {
+  return text.replaceAll("%", "%%");
+}
+
+/**
+ * The template unit `<app>@.service` of a blue-green app: one instance per slot (`%i`), running
+ * in `slots/%i` (the slot's link to its release), with the slot's PORT from `slot-%i.env`.
+ * Built from the process of one slot by putting `%i` where that slot's directory is.
+ */
+export function templateUnit(p: AppProcess): string {
+  const mark = "\u0001";
+  const slotDir = p.cwd;
+  const generic = (text: string) => text.replaceAll(slotDir, mark);
+  return [
+    "# Written by deploy-paradigm. Changes are overwritten by the next deploy.",
+    "[Unit]",
+    `Description=deploy-paradigm app ${p.app}, slot %i`,
+    "After=network.target",
+    "",
+    "[Service]",
+    "Type=simple",
+    `WorkingDirectory=${mark}`,
+    `EnvironmentFile=-${generic(p.envFile)}`,
+    `EnvironmentFile=${escapePercent(p.stateDir)}/slot-%i.env`,
+    `ExecStart=${p.argv.map((word) => unitQuote(generic(word))).join(" ")}`,
+    "Restart=on-failure",
+    "RestartSec=1",
+    `StandardOutput=append:${escapePercent(p.accessLog)}`,
+    `StandardError=append:${escapePercent(p.errorLog)}`,
+    "",
+    "[Install]",
+    "WantedBy=multi-user.target",
+    "",
+  ].join("\n").replaceAll(mark, `${escapePercent(dirname(slotDir))}/%i`);
+}
+
 /** The systemd strategy. */
 export const systemd: ProcessManager = {
   name: "systemd",
   restart(p: AppProcess): Plan {
+    if (p.slot) {
+      const instance = `${p.app}@${p.slot}.service`;
+      return {
+        files: [
+          { path: join(systemdDir(p.root), `${p.app}@.service`), content: templateUnit(p) },
+          { path: join(p.stateDir, `slot-${p.slot}.env`), content: serializeDotenv(p.env, "written by deploy-paradigm") },
+        ],
+        commands: [
+          systemctl(["daemon-reload"]),
+          systemctl(["enable", "--quiet", instance]),
+          systemctl(["restart", instance]),
+          { ...systemctl(["is-active", instance]), quiet: true },
+        ],
+      };
+    }
     const unit = `${p.app}.service`;
     return {
       files: [{ path: join(systemdDir(p.root), unit), content: unitFile(p) }],
@@ -58,12 +111,12 @@ export const systemd: ProcessManager = {
       ],
     };
   },
-  stop(app: string, root: string): Plan {
-    const unit = `${app}.service`;
+  stop(app: string, root: string, _stateDir: string, slot?: Slot): Plan {
+    const unit = slot ? `${app}@${slot}.service` : `${app}.service`;
     return {
       files: [],
       commands: [{ ...systemctl(["disable", "--now", "--quiet", unit]), allowFailure: true }],
-      remove: [join(systemdDir(root), unit)],
+      remove: slot ? [] : [join(systemdDir(root), unit)],
     };
   },
 };

@@ -34,15 +34,17 @@ Deno.test("a Python app and a Node app deploy from git push and answer on their 
       );
     }
     const log = await deployLog(server, "py");
+    // Blue-green (the default): the new release starts in a slot and is checked before the switch.
     assertEquals(log.map((e) => e.event), [
       "begin",
       "fetch",
       "build",
       "command",
       "env",
-      "switch",
       "start",
       "health",
+      "switch",
+      "watch",
       "branch",
       "cleanup",
       "success",
@@ -123,7 +125,8 @@ Deno.test("a push to another branch deploys nothing; deleting it works", async (
     assertEquals(await releases(server, "br"), []);
     assertEquals(await current(server, "br"), undefined);
     assertEquals(await deployLog(server, "br"), []);
-    assert("error" in await get(`http://127.0.0.1:${port}/`), "nothing may listen on the port");
+    const nothing = await get(`http://127.0.0.1:${port}/`);
+    assert("error" in nothing || nothing.status === 503, "nothing may serve the app yet");
     const del = await repo.push(":feature");
     assertEquals(del.code, 0, del.output);
     assertEquals(await branchHead(server, "br", "feature"), "");

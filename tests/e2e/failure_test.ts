@@ -9,8 +9,14 @@ import { branchHead, current, deployLog, releases, snapshot, status } from "../h
 Deno.test("a deploy that fails its health check (500, crash, never listens) is rolled back", async () => {
   await withServer(async (server) => {
     const [pyPort, nodePort] = [freePort(), freePort()];
-    const py = await AppRepo.create(server, "py", await server.setupApp("py", { port: pyPort }));
-    const node = await AppRepo.create(server, "node", await server.setupApp("node", { port: nodePort }));
+    // The restart strategy: switch, restart, check, and switch back on failure. (Blue-green
+    // failures never take traffic: see zero_downtime_test.ts.)
+    const py = await AppRepo.create(server, "py", await server.setupApp("py", { port: pyPort, strategy: "restart" }));
+    const node = await AppRepo.create(
+      server,
+      "node",
+      await server.setupApp("node", { port: nodePort, strategy: "restart" }),
+    );
     const good = { py: await py.python("py", "py-v1"), node: await node.node("node", "node-v1") };
     await py.pushOk();
     await node.pushOk();
@@ -55,7 +61,7 @@ Deno.test("a deploy that fails its health check (500, crash, never listens) is r
 Deno.test("a first deploy that fails leaves nothing running and says so", async () => {
   await withServer(async (server) => {
     const port = freePort();
-    const repo = await AppRepo.create(server, "first", await server.setupApp("first", { port }));
+    const repo = await AppRepo.create(server, "first", await server.setupApp("first", { port, strategy: "restart" }));
     await repo.python("first", "v1", "500", { health: SHORT_HEALTH });
     const push = await repo.push();
     assert(push.code !== 0);

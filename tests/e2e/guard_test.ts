@@ -98,7 +98,7 @@ Deno.test("bad .env, a missing program, or GIT_DIR: refused or isolated before a
     });
     const first = await repo.pushOk();
     assertMatch(first.output, /hook sees GIT_DIR=unset/);
-    const pm2 = JSON.parse(await Deno.readTextFile(`${server.paths("iso").dir}/pm2.json`));
+    const pm2 = JSON.parse(await Deno.readTextFile(`${server.paths("iso").dir}/pm2-iso-blue.json`));
     assertEquals(Object.keys(pm2.apps[0].env).filter((k) => k.startsWith("GIT_")), []);
     assertNotMatch(pm2.apps[0].env.PATH, /git-core/);
     const serving = await current(server, "iso");
@@ -128,7 +128,7 @@ Deno.test("bad .env, a missing program, or GIT_DIR: refused or isolated before a
 Deno.test("a static app runs no process, and replacing a process app by a static one stops the process", async () => {
   await withServer(async (server) => {
     const port = freePort();
-    const repo = await AppRepo.create(server, "site", await server.setupApp("site", { port }));
+    const repo = await AppRepo.create(server, "site", await server.setupApp("site", { port, strategy: "restart" }));
     await repo.python("site", "v1");
     await repo.pushOk();
     assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "v1" });

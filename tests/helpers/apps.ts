@@ -4,8 +4,12 @@
 import { join } from "node:path";
 import { type Ran, run, type TestServer } from "./server.ts";
 
-/** How a test app behaves. */
-export type Mode = "ok" | "500" | "crash" | "nolisten";
+/**
+ * How a test app behaves: `ok`; `500` on every path; `crash` at start; `nolisten`; `flaky`: its
+ * /health answers 200 for its first second, then 500 (every other path stays 200), to fail in a
+ * watch window without failing a request.
+ */
+export type Mode = "ok" | "500" | "crash" | "nolisten" | "flaky";
 
 /** A fast health check for tests: 2 successes 200 ms apart, within 8 s. */
 export const FAST_HEALTH = "{ path: /health, window: 8s, interval: 200ms, successes: 2, timeout: 1s }";
@@ -19,6 +23,8 @@ export interface AppOptions {
   extra?: string;
   /** The healthCheck value (default {@link FAST_HEALTH}). */
   health?: string;
+  /** The blue-green watch window (default 300ms, to keep tests short). */
+  watch?: string;
   /** Extra files. */
   files?: Record<string, string | null>;
 }
@@ -35,10 +41,21 @@ if MODE == "nolisten":
     while True:
         time.sleep(60)
 
+STARTED = time.time()
+
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        if self.path == "/stream":
+            self.send_response(200)
+            self.end_headers()
+            for i in range(5):
+                self.wfile.write(("%s %d\\n" % (VERSION, i)).encode())
+                self.wfile.flush()
+                time.sleep(1)
+            return
         body = (os.environ.get("GREETING", "") + " " + VERSION if self.path == "/greeting" else VERSION).encode()
-        self.send_response(500 if MODE == "500" else 200)
+        flaky = MODE == "flaky" and self.path == "/health" and time.time() - STARTED > 1
+        self.send_response(500 if MODE == "500" or flaky else 200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -56,10 +73,21 @@ export function nodeApp(version: string, mode: Mode = "ok"): string {
 const VERSION = ${JSON.stringify(version)};
 const MODE = ${JSON.stringify(mode)};
 if (MODE === "crash") { console.error("crashing on purpose"); process.exit(3); }
+const STARTED = Date.now();
 if (MODE === "nolisten") setInterval(() => {}, 60000);
 else http.createServer((req, res) => {
   console.log(req.method + " " + req.url);
-  res.writeHead(MODE === "500" ? 500 : 200, { "content-type": "text/plain" });
+  if (req.url === "/stream") {
+    let i = 0;
+    res.writeHead(200, { "content-type": "text/plain" });
+    const timer = setInterval(() => {
+      res.write(VERSION + " " + i + "\\n");
+      if (++i === 5) { clearInterval(timer); res.end(); }
+    }, 1000);
+    return;
+  }
+  const flaky = MODE === "flaky" && req.url === "/health" && Date.now() - STARTED > 1000;
+  res.writeHead(MODE === "500" || flaky ? 500 : 200, { "content-type": "text/plain" });
   res.end(req.url === "/greeting" ? (process.env.GREETING || "") + " " + VERSION : VERSION);
 }).listen(Number(process.env.PORT), "127.0.0.1");
 `;
@@ -135,5 +163,5 @@ export class AppRepo {
 
 function deployYml(app: string, type: string, command: string, options: AppOptions): string {
   return `name: ${app}\ntype: ${type}\nhealthCheck: ${options.health ?? FAST_HEALTH}\ncommand: ${command}\n` +
-    (options.extra ?? "");
+    `watch: ${options.watch ?? "300ms"}\n` + (options.extra ?? "");
 }

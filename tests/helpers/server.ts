@@ -71,18 +71,31 @@ export class TestServer {
     return appPaths(app, this.prefix);
   }
 
-  /** What `setup` will do: config.yml, optional .env, the bare repo with the real hook. */
+  /**
+   * What `setup` will do: config.yml, optional .env, the bare repo with the real hook, and for
+   * blue-green (the default) the proxy, started once per server.
+   */
   async setupApp(
     app: string,
-    options: { port: number; manager?: "pm2" | "systemd"; env?: string; dotenv?: string },
+    options: {
+      port: number;
+      manager?: "pm2" | "systemd";
+      env?: string;
+      dotenv?: string;
+      strategy?: "blue-green" | "restart";
+      drainTimeout?: string;
+    },
   ): Promise<string> {
     const paths = this.paths(app);
     await Deno.mkdir(paths.dir, { recursive: true });
     const envName = options.env ?? "production";
+    const strategy = options.strategy ?? "blue-green";
     await Deno.writeTextFile(
       paths.config,
-      `port: ${options.port}\nmanager: ${options.manager ?? "pm2"}\nenv: ${envName}\n`,
+      `port: ${options.port}\nmanager: ${options.manager ?? "pm2"}\nenv: ${envName}\nstrategy: ${strategy}\n` +
+        (options.drainTimeout ? `drainTimeout: ${options.drainTimeout}\n` : ""),
     );
+    if (strategy === "blue-green") await this.startProxy();
     if (options.dotenv !== undefined) {
       await Deno.writeTextFile(paths.envFile(envName), options.dotenv, { mode: 0o600 });
     }
@@ -98,8 +111,42 @@ export class TestServer {
     return run([BIN, ...args], { cwd, env: this.env });
   }
 
-  /** Stops this server's PM2 daemon and removes every file. */
+  private proxy?: Deno.ChildProcess;
+  /** What the proxy printed. */
+  proxyLog = "";
+
+  /** Starts `deploy-paradigm proxy --host 127.0.0.1` for this server (once), and waits for its control socket. */
+  async startProxy(): Promise<void> {
+    if (this.proxy) return;
+    await Deno.mkdir(join(this.prefix, "opt", "deployments"), { recursive: true });
+    this.proxy = new Deno.Command(BIN, {
+      args: ["proxy", "--host", "127.0.0.1"],
+      env: this.env,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    for (const stream of [this.proxy.stdout, this.proxy.stderr]) {
+      stream.pipeThrough(new TextDecoderStream()).pipeTo(
+        new WritableStream({ write: (chunk) => void (this.proxyLog += chunk) }),
+      ).catch(() => {});
+    }
+    const socket = join(this.prefix, "opt", "deployments", ".proxy.sock");
+    for (let i = 0; i < 200; i++) {
+      if (await Deno.stat(socket).then(() => true, () => false)) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error(`the proxy did not start:\n${this.proxyLog}`);
+  }
+
+  /** Stops the proxy, this server's PM2 daemon, and removes every file. */
   async close(): Promise<void> {
+    if (this.proxy) {
+      try {
+        this.proxy.kill("SIGTERM");
+      } catch { /* already gone */ }
+      await this.proxy.status;
+    }
     try {
       await Deno.stat(this.pm2Home);
       await run(["timeout", "30", "pm2", "kill"], { env: this.env });

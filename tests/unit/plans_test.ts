@@ -169,11 +169,11 @@ function appProcess(overrides: Partial<AppProcess> = {}): AppProcess {
   };
 }
 
-Deno.test("pm2 restart: writes pm2.json (0600) with env, secrets, cwd and logs, then delete + start", () => {
+Deno.test("pm2 restart: writes pm2-web.json (0600) with env, secrets, cwd and logs, then delete + start", () => {
   const plan = pm2.restart(appProcess());
   assertEquals(plan.files.length, 1);
   const [file] = plan.files;
-  assertEquals(file.path, "/srv/opt/deployments/web/pm2.json");
+  assertEquals(file.path, "/srv/opt/deployments/web/pm2-web.json");
   assertEquals(file.mode, 0o600);
   assert(file.content.endsWith("\n"));
   const { apps } = JSON.parse(file.content);
@@ -192,14 +192,14 @@ Deno.test("pm2 restart: writes pm2.json (0600) with env, secrets, cwd and logs, 
   assertEquals(app.filter_env, true, "the pm2 daemon's own environment must not reach the app");
   assertEquals(plan.commands, [
     { argv: ["pm2", "delete", "web"], quiet: true, timeoutMs: 60_000, allowFailure: true },
-    { argv: ["pm2", "start", "/srv/opt/deployments/web/pm2.json"], quiet: true, timeoutMs: 60_000 },
+    { argv: ["pm2", "start", "/srv/opt/deployments/web/pm2-web.json"], quiet: true, timeoutMs: 60_000 },
     { argv: ["pm2", "save"], quiet: true, timeoutMs: 60_000 },
   ]);
   // pm2 calls of all apps are serialized by one server-wide lock.
   assertEquals(plan.lock, "/tmp/dp-prefix/opt/deployments/.pm2.lock");
 });
 
-Deno.test("pm2 stop: pm2 delete (allowed to fail) and save, under the pm2 lock; pm2.json removed", () => {
+Deno.test("pm2 stop: pm2 delete (allowed to fail) and save, under the pm2 lock; its pm2-web.json removed", () => {
   assertEquals(pm2.stop("web", "/tmp/dp-prefix", "/srv/opt/deployments/web"), {
     files: [],
     commands: [
@@ -207,7 +207,7 @@ Deno.test("pm2 stop: pm2 delete (allowed to fail) and save, under the pm2 lock; 
       { argv: ["pm2", "save"], quiet: true, timeoutMs: 60_000 },
     ],
     lock: "/tmp/dp-prefix/opt/deployments/.pm2.lock",
-    remove: ["/srv/opt/deployments/web/pm2.json"],
+    remove: ["/srv/opt/deployments/web/pm2-web.json"],
   });
 });
 
@@ -282,4 +282,56 @@ Deno.test("managerNamed: picks the strategy by name", () => {
   assertEquals(managerNamed("systemd"), systemd);
   assertEquals(managerNamed("pm2").name, "pm2");
   assertEquals(managerNamed("systemd").name, "systemd");
+});
+
+Deno.test("pm2 slots: process <app>-<slot>, its own definition file, cwd the slot's link", () => {
+  const plan = pm2.restart(appProcess({ slot: "green", cwd: "/srv/opt/deployments/web/slots/green" }));
+  const { apps: [app] } = JSON.parse(plan.files[0].content);
+  assertEquals([app.name, app.cwd], ["web-green", "/srv/opt/deployments/web/slots/green"]);
+  assertEquals(plan.files[0].path, "/srv/opt/deployments/web/pm2-web-green.json");
+  assertEquals(plan.commands[0].argv, ["pm2", "delete", "web-green"]);
+  assertEquals(pm2.stop("web", "/tmp/dp-prefix", "/srv/opt/deployments/web", "blue").commands[0].argv, [
+    "pm2",
+    "delete",
+    "web-blue",
+  ]);
+});
+
+Deno.test("systemd slots: a template unit <app>@.service with %i for the slot, and the slot's port file", () => {
+  const slotDir = "/srv/opt/deployments/web/slots/blue";
+  const plan = systemd.restart(appProcess({
+    slot: "blue",
+    cwd: slotDir,
+    argv: [`${slotDir}/venv/bin/python`, "app.py"],
+    envFile: `${slotDir}/.env`,
+    env: { PORT: "41001", PATH: `${slotDir}/venv/bin:/usr/bin` },
+  }));
+  assertEquals(plan.files.map((f) => f.path), [
+    "/tmp/dp-prefix/etc/systemd/system/web@.service",
+    "/srv/opt/deployments/web/slot-blue.env",
+  ]);
+  const unit = plan.files[0].content.split("\n");
+  for (
+    const line of [
+      "WorkingDirectory=/srv/opt/deployments/web/slots/%i",
+      "EnvironmentFile=-/srv/opt/deployments/web/slots/%i/.env",
+      "EnvironmentFile=/srv/opt/deployments/web/slot-%i.env",
+      'ExecStart="/srv/opt/deployments/web/slots/%i/venv/bin/python" "app.py"',
+      "Restart=on-failure",
+    ]
+  ) assert(unit.includes(line), `template lacks ${line}:\n${unit.join("\n")}`);
+  assertMatch(plan.files[1].content, /^PORT='41001'$/m);
+  assertEquals(plan.commands.map((c) => c.argv.slice(1).join(" ")), [
+    "daemon-reload",
+    "enable --quiet web@blue.service",
+    "restart web@blue.service",
+    "is-active web@blue.service",
+  ]);
+  assertEquals(systemd.stop("web", "/tmp/dp-prefix", "/srv", "green").commands[0].argv, [
+    "systemctl",
+    "disable",
+    "--now",
+    "--quiet",
+    "web@green.service",
+  ]);
 });

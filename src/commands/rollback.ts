@@ -1,0 +1,13 @@
+import type { CommandSpec } from "../cli.ts";
+
+/** `rollback <app> [--to <release>]`. */
+export const rollbackCommand: CommandSpec = {
+  name: "rollback",
+  summary: "Go back to the previous good release (or --to one) through the health-gated switch",
+  args: [{ name: "app", description: "The app to roll back" }],
+  options: [{ name: "to", value: "release", description: "The release to go back to (see `releases`)" }],
+  async run({ args, opts }) {
+    const { rollback } = await import("../deploy/rollback.ts");
+    return await rollback(args[0], opts.to as string | undefined);
+  },
+};

@@ -1,0 +1,195 @@
+/**
+ * The blue-green switch: the new release starts in the idle slot and is health-checked there,
+ * before it gets any traffic; then the proxy's route moves to it at once, the old slot drains,
+ * the new one is watched while the old one stays warm, and only then the old one stops. Any
+ * failure before the switch leaves traffic where it was; a failure in the watch window moves it
+ * straight back. Used by deploys and by `rollback`.
+ * @module
+ */
+import { join } from "node:path";
+import type { ServerConfig } from "../config/schema.ts";
+import { symlinkAtomic } from "../fsutil.ts";
+import type { AppProcess, ProcessManager, Slot } from "../managers/mod.ts";
+import type { AppPaths } from "../paths.ts";
+import { control } from "../proxy/client.ts";
+import { readRoute, ROUTE_FILE, type RouteTarget, writeRoute } from "../proxy/routes.ts";
+import type { Runner } from "../runner.ts";
+import { fileSize, type HealthResult, healthStep, watchHealth } from "./health.ts";
+import { type Journal, StepFailed } from "./journal.ts";
+import { currentRelease, readReleaseMeta, type ReleaseMeta } from "./releases.ts";
+import { resolveProgram } from "./runtime.ts";
+import { ensureSlots, linkSlot, otherSlot, slotDir, slotOfPort } from "./slots.ts";
+import { exists } from "../fsutil.ts";
+
+/** What a blue-green activation needs. */
+export interface BlueGreenInput {
+  app: string;
+  /** The server root (DEPLOY_PARADIGM_PREFIX). */
+  root: string;
+  paths: AppPaths;
+  config: ServerConfig;
+  manager: ProcessManager;
+  runner: Runner;
+  journal: Journal;
+  /** The release to bring into service. */
+  meta: ReleaseMeta;
+  /** Its `.env` values. */
+  secrets: Record<string, string>;
+  /** Milliseconds of watch window (0: none). */
+  watchMs: number;
+  /** Builds the process of a slot listening on `port`. */
+  process(slot: Slot, port: number, argv: string[], secrets: Record<string, string>): AppProcess;
+  /** Runs once the release serves and passed its watch window; a throw switches back. */
+  commit?: () => Promise<void>;
+}
+
+/** A release in service. */
+export interface Activated {
+  health: HealthResult;
+  /** The slot and port that take traffic; none for a static release. */
+  slot?: Slot;
+  port?: number;
+  /** Milliseconds from "healthy" to "the proxy routes to it". */
+  switchMs: number;
+  watch: "passed" | "off";
+}
+
+/** A failed activation, after traffic was left or put back where it was. */
+export class ActivationFailed extends Error {
+  constructor(
+    readonly failure: StepFailed,
+    /** Traffic had moved to the new release (and was moved back). */
+    readonly switched: boolean,
+    /** Something healthy serves now. */
+    readonly serving: boolean,
+  ) {
+    super(failure.message);
+  }
+}
+
+function asStep(error: unknown, step: string): StepFailed {
+  return error instanceof StepFailed ? error : new StepFailed(step, error);
+}
+
+/** Brings `input.meta` into service through the idle slot. Throws {@link ActivationFailed}. */
+export async function activateBlueGreen(input: BlueGreenInput): Promise<Activated> {
+  const { app, root, paths, config, manager, runner, journal, meta } = input;
+  const releaseDir = paths.release(meta.id);
+  const slots = await ensureSlots(paths, root, config.slots);
+  const route = await readRoute(paths.dir);
+  const oldPort = route && "port" in route ? route.port : undefined;
+  const oldSlot = slotOfPort(slots, oldPort);
+  const oldRelease = await currentRelease(paths);
+  const idle = oldSlot ? otherSlot(oldSlot) : "blue";
+  const stopSlot = (slot: Slot, why: string) =>
+    journal.step("stop", () => runner.apply(manager.stop(app, root, paths.dir, slot)), () => why).catch(() => {});
+
+  // 1. Start the new release in the idle slot and check it there, before it gets any traffic.
+  let health: HealthResult;
+  let target: RouteTarget;
+  if (meta.argv && meta.healthCheck) {
+    try {
+      await linkSlot(paths, idle, meta.id);
+      const program = await resolveProgram(meta.argv[0], releaseDir, slotDir(paths, idle));
+      const since = await fileSize(paths.errorLog);
+      await journal.step(
+        "start",
+        () =>
+          runner.apply(
+            manager.restart(input.process(idle, slots[idle], [program, ...meta.argv!.slice(1)], input.secrets)),
+          ),
+        () => `${manager.name} started the ${idle} slot (port ${slots[idle]})`,
+      );
+      const url = `http://127.0.0.1:${slots[idle]}${meta.healthCheck.path}`;
+      health = await healthStep(journal, url, meta.healthCheck, paths.errorLog, since);
+    } catch (error) {
+      await stopSlot(idle, `the ${idle} slot is stopped; it never took traffic`);
+      throw new ActivationFailed(asStep(error, "start"), false, route !== undefined);
+    }
+    target = { port: slots[idle] };
+  } else {
+    health = await journal.step("health", async () => {
+      const path = meta.healthCheck?.path ?? "/";
+      const file = join(releaseDir, path.endsWith("/") ? `${path}index.html` : path);
+      if (!(await exists(file))) throw new Error(`the static app has no file for ${path} (looked for ${file})`);
+      return { healthy: true, attempts: 1, successes: 1, checkedAt: new Date().toISOString() };
+    }, () => "static files in place; the proxy serves them").catch((error) => {
+      throw new ActivationFailed(asStep(error, "health"), false, route !== undefined);
+    });
+    target = { dir: releaseDir };
+  }
+
+  // 2. Switch: the proxy routes the next request to the new target; `current` follows.
+  /** Points the proxy at `to` (or at nothing), then `current` at `release`. */
+  const setRoute = async (to: RouteTarget | undefined) => {
+    if (to) await writeRoute(paths.dir, to);
+    else await Deno.remove(join(paths.dir, ROUTE_FILE)).catch(() => {});
+  };
+  const switchTo = async (to: RouteTarget | undefined, release: string | undefined) => {
+    await setRoute(to);
+    await control(root, { op: "reload" });
+    if (release) await symlinkAtomic(`releases/${release}`, paths.current);
+    else await Deno.remove(paths.current).catch(() => {});
+  };
+  let switchMs = 0;
+  try {
+    await journal.step("switch", async () => {
+      const started = performance.now();
+      await writeRoute(paths.dir, target);
+      await control(root, { op: "reload" });
+      switchMs = performance.now() - started;
+      await symlinkAtomic(`releases/${meta.id}`, paths.current);
+    }, () => `traffic → ${"port" in target ? `${idle} slot` : "static files"} in ${switchMs.toFixed(1)} ms`);
+  } catch (error) {
+    await setRoute(route).catch(() => {});
+    if (meta.argv) await stopSlot(idle, `the ${idle} slot is stopped; it never took traffic`);
+    throw new ActivationFailed(asStep(error, "switch"), false, route !== undefined);
+  }
+
+  // 3. Drain the old slot: requests in flight finish; it gets no new ones.
+  if (oldPort !== undefined) {
+    await journal.step(
+      "drain",
+      () => control(root, { op: "drain", port: oldPort, timeoutMs: config.drainTimeout }),
+      (reply: Record<string, unknown>) =>
+        reply.drained ? "requests in flight to the old slot finished" : `drain timeout: ${reply.inFlight} cut`,
+    ).catch(() => {});
+  }
+
+  // 4. Watch the new release while the old slot stays warm; then commit (move the branch).
+  const revert = async (error: unknown, step: string): Promise<never> => {
+    const failure = asStep(error, step);
+    await journal.step("revert", () => switchTo(route, oldRelease), () =>
+      route ? `traffic back to ${oldSlot ? `the ${oldSlot} slot` : "the release before"}` : "no release serves")
+      .catch(() => {});
+    if (meta.argv) await stopSlot(idle, `the ${idle} slot is stopped`);
+    throw new ActivationFailed(failure, true, route !== undefined);
+  };
+  let watch: Activated["watch"] = "off";
+  if (meta.argv && meta.healthCheck && input.watchMs > 0) {
+    const url = `http://127.0.0.1:${slots[idle]}${meta.healthCheck.path}`;
+    try {
+      await journal.step("watch", async () => {
+        const problem = await watchHealth(url, meta.healthCheck!, input.watchMs);
+        if (problem) throw new Error(`failed in the watch window: ${url} ${problem}`);
+      }, () => `healthy for ${input.watchMs / 1000}s while the old slot stayed warm`);
+      watch = "passed";
+    } catch (error) {
+      await revert(error, "watch");
+    }
+  }
+  try {
+    await input.commit?.();
+  } catch (error) {
+    await revert(error, "branch");
+  }
+
+  // 5. Stop what served before: the old slot, or a process of the restart strategy.
+  if (oldSlot) {
+    await stopSlot(oldSlot, `the ${oldSlot} slot is stopped`);
+  } else if (!oldSlot && oldRelease && (await readReleaseMeta(paths, oldRelease))?.argv) {
+    await journal.step("stop", () => runner.apply(manager.stop(app, root, paths.dir)), () =>
+      "the process of the restart strategy is stopped").catch(() => {});
+  }
+  return { health, slot: meta.argv ? idle : undefined, port: meta.argv ? slots[idle] : undefined, switchMs, watch };
+}
