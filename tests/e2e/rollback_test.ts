@@ -1,0 +1,63 @@
+/**
+ * `rollback` and `releases`, end to end: real pushes, real PM2, through the proxy (blue-green)
+ * and in place (restart).
+ */
+import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
+import { AppRepo } from "../helpers/apps.ts";
+import { freePort, get, withServer } from "../helpers/server.ts";
+import { current, deployLog, status } from "../helpers/state.ts";
+
+for (const strategy of ["blue-green", "restart"] as const) {
+  Deno.test(`rollback (${strategy}): the release's own .env snapshot, bad releases skipped, --to`, async () => {
+    await withServer(async (server) => {
+      const port = freePort();
+      const paths = server.paths("rb");
+      const repo = await AppRepo.create(
+        server,
+        "rb",
+        await server.setupApp("rb", { port, strategy, dotenv: "GREETING=first\n" }),
+      );
+      const greeting = () => get(`http://127.0.0.1:${port}/greeting`);
+      await repo.python("rb", "v1");
+      await repo.pushOk();
+      const v1 = (await status(server, "rb")).release!;
+      await Deno.writeTextFile(paths.envFile("production"), "GREETING=second\n");
+      await repo.python("rb", "v2");
+      await repo.pushOk();
+      const v2 = (await status(server, "rb")).release!;
+      await repo.python("rb", "v3");
+      await repo.pushOk();
+      const v3 = (await status(server, "rb")).release!;
+      assertEquals(await greeting(), { status: 200, body: "second v3" });
+
+      // Back to v2, the newest good release before v3; v3 is marked bad.
+      const back = await server.cli(["rollback", "rb"]);
+      assertEquals(back.code, 0, back.output);
+      assertMatch(back.stdout, new RegExp(`rolling rb back to release ${v2}`));
+      assertMatch(back.stdout, new RegExp(`↺ rolled back rb to release ${v2} .*release ${v3} is marked bad`));
+      assertEquals(await greeting(), { status: 200, body: "second v2" });
+      assertEquals(await current(server, "rb"), `releases/${v2}`);
+      const listing = await server.cli(["releases", "rb"]);
+      assertMatch(listing.stdout, new RegExp(`\\* +${v2} .*serving`));
+      assertMatch(listing.stdout, new RegExp(`${v3} .*bad \\(rolled back from\\)`));
+
+      // Again: v1, with v1's own snapshot of .env, not today's.
+      assertEquals((await server.cli(["rollback", "rb"])).code, 0);
+      assertEquals(await greeting(), { status: 200, body: "first v1" });
+      const st = await status(server, "rb");
+      assertEquals([st.release, st.status, st.healthy, st.lastDeploy.outcome], [v1, "running", true, "rolled_back"]);
+
+      // Nothing good before v1; --to picks any release, even a bad one, by name.
+      const none = await server.cli(["rollback", "rb"]);
+      assertEquals(none.code, 2);
+      assertMatch(none.stderr, /no good release before/);
+      const to = await server.cli(["rollback", "rb", "--to", v3]);
+      assertEquals(to.code, 0, to.output);
+      assertEquals(await greeting(), { status: 200, body: "second v3" });
+      const unknown = await server.cli(["rollback", "rb", "--to", "20000101-000000-000"]);
+      assertEquals(unknown.code, 2);
+      assertMatch(unknown.stderr, /has no release "20000101-000000-000"/);
+      assert((await deployLog(server, "rb")).filter((e) => e.event === "rollback").length >= 3);
+    });
+  });
+}
