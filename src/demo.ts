@@ -194,7 +194,9 @@ try {
   console.log(`GET ${url} → ${v1}`);
   check("v1 answers", v1.startsWith("Hello from v1"));
 
-  say("Push a broken v2: its health check fails, so it is rolled back and the push is rejected");
+  say(
+    "Push a broken v2: it fails its health check in the idle slot, so it never takes traffic and the push is rejected",
+  );
   check("the broken v2 push is rejected", (await release("v2", true)) !== 0);
   const afterV2 = await fetchText(url);
   console.log(`GET ${url} → ${afterV2}`);
