@@ -1,5 +1,5 @@
 /**
- * `deno task bench`: two benchmarks, each printed as a ratio against a baseline measured in the
+ * `deno task bench`: three benchmarks, each printed as a ratio against a baseline measured in the
  * same run on the same machine. Prints figures only; nothing is asserted.
  *
  * 1. Execute speed: `bin/deploy-paradigm execute <bare> <commit>` of a static app of 1,000 files
@@ -7,15 +7,20 @@
  *    a fresh directory. Target: ≤ 1.3×. The median start-up of `main.ts --version` is printed too,
  *    to show how much of the gap is Deno starting.
  * 2. Start-up: `deno run -A --quiet main.ts --help` against a hello-world script. Target: ≤ 2×.
+ * 3. The proxy (./proxy.ts): keep-alive throughput and latency direct / through our proxy /
+ *    through nginx (targets ≥ 0.8× direct, < 1 ms added p99), and the time a route switch takes
+ *    (target < 50 ms).
  *
  * Product and baseline runs alternate so that drift in machine load hits both alike. Everything
  * lives in one temp dir that is removed at the end (also on Ctrl-C / SIGTERM); every child process
- * is awaited before the next one starts.
+ * is awaited before the next one starts, except the proxy section's servers, which it stops itself
+ * (and the signal handler stops through `stopProxyBench`).
  * @module
  */
 import { Buffer } from "node:buffer";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { benchProxy, stopProxyBench } from "./proxy.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BIN = join(ROOT, "bin", "deploy-paradigm");
@@ -166,7 +171,10 @@ async function benchExecute(tmp: string): Promise<void> {
   const prefix = join(tmp, "prefix");
   const appDir = join(prefix, "opt", "deployments", APP);
   await Deno.mkdir(appDir, { recursive: true });
-  await Deno.writeTextFile(join(appDir, "config.yml"), "port: 18080\nmanager: pm2\nenv: production\nstrategy: restart\n");
+  await Deno.writeTextFile(
+    join(appDir, "config.yml"),
+    "port: 18080\nmanager: pm2\nenv: production\nstrategy: restart\n",
+  );
   const env = { DEPLOY_PARADIGM_PREFIX: prefix };
   const current = join(appDir, "current");
 
@@ -270,6 +278,7 @@ async function main(): Promise<void> {
     } catch {
       // already gone
     }
+    await stopProxyBench();
     Deno.removeSync(tmp, { recursive: true });
     Deno.exit(130);
   };
@@ -279,6 +288,7 @@ async function main(): Promise<void> {
     console.log(`deploy-paradigm bench — ${Deno.version.deno} — ${Deno.build.target}`);
     await benchExecute(tmp);
     await benchStartup(tmp);
+    await benchProxy(tmp);
     console.log(`\ntotal ${((performance.now() - started) / 1000).toFixed(1)} s`);
   } finally {
     for (const signal of signals) Deno.removeSignalListener(signal, onSignal);

@@ -7,7 +7,10 @@ import type { ProgramSpec } from "../cli.ts";
 import { VERSION } from "../version.ts";
 import { executeCommand } from "./execute.ts";
 import { initCommand } from "./init.ts";
+import { proxyCommand } from "./proxy.ts";
 import { receiveCommand } from "./receive.ts";
+import { releasesCommand } from "./releases.ts";
+import { rollbackCommand } from "./rollback.ts";
 import { schemaCommand } from "./schema.ts";
 import { statusCommand } from "./status.ts";
 
@@ -16,5 +19,14 @@ export const program: ProgramSpec = {
   name: "deploy-paradigm",
   version: VERSION,
   summary: "safe git-push deploys to your own servers",
-  commands: [initCommand, executeCommand, receiveCommand, statusCommand, schemaCommand],
+  commands: [
+    initCommand,
+    executeCommand,
+    receiveCommand,
+    rollbackCommand,
+    releasesCommand,
+    statusCommand,
+    schemaCommand,
+    proxyCommand,
+  ],
 };

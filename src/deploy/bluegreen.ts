@@ -159,8 +159,11 @@ export async function activateBlueGreen(input: BlueGreenInput): Promise<Activate
   // 4. Watch the new release while the old slot stays warm; then commit (move the branch).
   const revert = async (error: unknown, step: string): Promise<never> => {
     const failure = asStep(error, step);
-    await journal.step("revert", () => switchTo(route, oldRelease), () =>
-      route ? `traffic back to ${oldSlot ? `the ${oldSlot} slot` : "the release before"}` : "no release serves")
+    await journal.step(
+      "revert",
+      () => switchTo(route, oldRelease),
+      () => route ? `traffic back to ${oldSlot ? `the ${oldSlot} slot` : "the release before"}` : "no release serves",
+    )
       .catch(() => {});
     if (meta.argv) await stopSlot(idle, `the ${idle} slot is stopped`);
     throw new ActivationFailed(failure, true, route !== undefined);
@@ -188,8 +191,11 @@ export async function activateBlueGreen(input: BlueGreenInput): Promise<Activate
   if (oldSlot) {
     await stopSlot(oldSlot, `the ${oldSlot} slot is stopped`);
   } else if (!oldSlot && oldRelease && (await readReleaseMeta(paths, oldRelease))?.argv) {
-    await journal.step("stop", () => runner.apply(manager.stop(app, root, paths.dir)), () =>
-      "the process of the restart strategy is stopped").catch(() => {});
+    await journal.step(
+      "stop",
+      () => runner.apply(manager.stop(app, root, paths.dir)),
+      () => "the process of the restart strategy is stopped",
+    ).catch(() => {});
   }
   return { health, slot: meta.argv ? idle : undefined, port: meta.argv ? slots[idle] : undefined, switchMs, watch };
 }

@@ -36,7 +36,7 @@ import {
   writeReleaseMeta,
 } from "./releases.ts";
 import { processFor, resolveProgram, toolEnv } from "./runtime.ts";
-import { ActivationFailed, activateBlueGreen } from "./bluegreen.ts";
+import { activateBlueGreen, ActivationFailed } from "./bluegreen.ts";
 import { type AppStatus, type LastDeploy, readStatus, writeStatus } from "./status.ts";
 
 /** Builds may take long, but never forever: a stuck build must not hold the lock. */
@@ -315,10 +315,10 @@ async function deployLocked(
     // Restart: switch, restart, check, and move the branch. A failure here switches back.
     let switched = false;
     try {
-    await journal.step("switch", async () => {
-      await symlinkAtomic(`releases/${id}`, paths.current);
-      switched = true;
-    }, () => `current → releases/${id}`);
+      await journal.step("switch", async () => {
+        await symlinkAtomic(`releases/${id}`, paths.current);
+        switched = true;
+      }, () => `current → releases/${id}`);
       health = await startRelease(ctx, meta, program, plan.secrets, previous);
       await moveBranch?.();
     } catch (error) {

@@ -63,16 +63,21 @@ export async function healthStep(
   since: number,
   name = "health",
 ): Promise<HealthResult> {
-  return await journal.step(name, async () => {
-    const result = await checkHealth(target, check);
-    if (result.healthy) return result;
-    const appErrors = await linesSince(errorLog, since, 10);
-    throw new Error(
-      `${target} did not answer 2xx ${check.successes} times in a row within ${check.window / 1000}s ` +
-        `(${result.attempts} attempts; last: ${result.lastProblem})` +
-        (appErrors.length ? `; the app's error.log says:\n${appErrors.map((l) => `    ${l}`).join("\n")}` : ""),
-    );
-  }, (r) => `${check.successes}/${check.successes} OK from ${target} (${r.attempts} attempts)`, target);
+  return await journal.step(
+    name,
+    async () => {
+      const result = await checkHealth(target, check);
+      if (result.healthy) return result;
+      const appErrors = await linesSince(errorLog, since, 10);
+      throw new Error(
+        `${target} did not answer 2xx ${check.successes} times in a row within ${check.window / 1000}s ` +
+          `(${result.attempts} attempts; last: ${result.lastProblem})` +
+          (appErrors.length ? `; the app's error.log says:\n${appErrors.map((l) => `    ${l}`).join("\n")}` : ""),
+      );
+    },
+    (r) => `${check.successes}/${check.successes} OK from ${target} (${r.attempts} attempts)`,
+    target,
+  );
 }
 
 /** The size of a file (0 when absent): where new lines will start. */

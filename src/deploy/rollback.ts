@@ -13,7 +13,7 @@ import { readTextOrUndefined, symlinkAtomic } from "../fsutil.ts";
 import { managerNamed } from "../managers/mod.ts";
 import { appPaths, prefix } from "../paths.ts";
 import { ProcessRunner } from "../runner.ts";
-import { ActivationFailed, activateBlueGreen } from "./bluegreen.ts";
+import { activateBlueGreen, ActivationFailed } from "./bluegreen.ts";
 import { parseDotenv } from "./dotenv.ts";
 import { fileSize, healthStep } from "./health.ts";
 import { Journal } from "./journal.ts";
@@ -90,8 +90,12 @@ export async function showReleases(app: string, json: boolean): Promise<number> 
 /** Rolls `app` back to `to`, or to the newest good release before the serving one. Returns the exit code. */
 export async function rollback(app: string, to?: string): Promise<number> {
   const { paths, config } = await loadApp(app);
-  const lock = await acquireLock(paths.lock, { pid: Deno.pid, commit: "rollback" }, (holder) =>
-    console.log(`deploy-paradigm: waiting for another deploy of ${app}` + (holder ? ` (pid ${holder.pid})` : "")));
+  const lock = await acquireLock(
+    paths.lock,
+    { pid: Deno.pid, commit: "rollback" },
+    (holder) =>
+      console.log(`deploy-paradigm: waiting for another deploy of ${app}` + (holder ? ` (pid ${holder.pid})` : "")),
+  );
   try {
     const from = await currentRelease(paths);
     const ids = await listReleases(paths);
@@ -109,7 +113,9 @@ export async function rollback(app: string, to?: string): Promise<number> {
         });
       }
     } else if (!ids.includes(target)) {
-      throw new UsageError(`${app} has no release "${target}"`, { suggestion: `see \`deploy-paradigm releases ${app}\`` });
+      throw new UsageError(`${app} has no release "${target}"`, {
+        suggestion: `see \`deploy-paradigm releases ${app}\``,
+      });
     } else if (target === from) {
       throw new UsageError(`release ${target} already serves ${app}`);
     }
@@ -161,8 +167,11 @@ async function switchTo(
       checkedAt = active.health.checkedAt;
       extra = { slot: active.slot, slotPort: active.port, switchMs: active.switchMs, watch: active.watch };
     } else {
-      await journal.step("switch", () => symlinkAtomic(`releases/${meta.id}`, paths.current), () =>
-        `current → releases/${meta.id}`);
+      await journal.step(
+        "switch",
+        () => symlinkAtomic(`releases/${meta.id}`, paths.current),
+        () => `current → releases/${meta.id}`,
+      );
       if (meta.argv && meta.healthCheck) {
         const program = await resolveProgram(meta.argv[0], releaseDir, paths.current);
         const since = await fileSize(paths.errorLog);
@@ -209,7 +218,9 @@ async function switchTo(
     },
   });
   await journal.record("rolled_back", { ok: true, duration, message: `${version} serves again as release ${meta.id}` });
-  journal.say(`↺ rolled back ${app} to release ${meta.id} (${version}) in ${(duration / 1000).toFixed(1)}s` +
-    (from ? `; release ${from} is marked bad` : ""));
+  journal.say(
+    `↺ rolled back ${app} to release ${meta.id} (${version}) in ${(duration / 1000).toFixed(1)}s` +
+      (from ? `; release ${from} is marked bad` : ""),
+  );
   return 0;
 }

@@ -90,7 +90,10 @@ export const systemd: ProcessManager = {
       return {
         files: [
           { path: join(systemdDir(p.root), `${p.app}@.service`), content: templateUnit(p) },
-          { path: join(p.stateDir, `slot-${p.slot}.env`), content: serializeDotenv(p.env, "written by deploy-paradigm") },
+          {
+            path: join(p.stateDir, `slot-${p.slot}.env`),
+            content: serializeDotenv(p.env, "written by deploy-paradigm"),
+          },
         ],
         commands: [
           systemctl(["daemon-reload"]),

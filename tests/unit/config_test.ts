@@ -32,12 +32,19 @@ const DEFAULT_HEALTH = { path: "/health", window: 30_000, interval: 1000, succes
 
 Deno.test("deploy.yml: a minimal static app gets its defaults and needs no healthCheck", () => {
   const deploy = parseConfig("name: site\ntype: static\n", deployFileSchema, "deploy.yml");
-  assertEquals(deploy, { name: "site", type: "static", keepReleases: 3, branch: "main" });
+  assertEquals(deploy, { name: "site", type: "static", keepReleases: 3, branch: "main", watch: 20_000 });
 });
 
 Deno.test("deploy.yml: the healthCheck string form is normalized to the full object", () => {
   const deploy = parseConfig("name: api\ntype: python\nhealthCheck: /health\n", deployFileSchema, "deploy.yml");
-  assertEquals(deploy, { name: "api", type: "python", healthCheck: DEFAULT_HEALTH, keepReleases: 3, branch: "main" });
+  assertEquals(deploy, {
+    name: "api",
+    type: "python",
+    healthCheck: DEFAULT_HEALTH,
+    keepReleases: 3,
+    branch: "main",
+    watch: 20_000,
+  });
 });
 
 Deno.test("deploy.yml: a full file keeps every value it sets", () => {
@@ -57,6 +64,7 @@ Deno.test("deploy.yml: a full file keeps every value it sets", () => {
     "  postDeploy: [./notify, --ok]",
     "keepReleases: 10",
     "branch: release/v1",
+    "watch: 0",
     "",
   ].join("\n");
   assertEquals(parseConfig(text, deployFileSchema, "deploy.yml"), {
@@ -68,6 +76,7 @@ Deno.test("deploy.yml: a full file keeps every value it sets", () => {
     hooks: { preDeploy: "./scripts/migrate.sh", postDeploy: ["./notify", "--ok"] },
     keepReleases: 10,
     branch: "release/v1",
+    watch: 0,
   });
 });
 
@@ -76,16 +85,26 @@ Deno.test("deploy.yml: the long healthCheck form fills in missing durations with
   assertEquals(deploy.healthCheck, { path: "/h", window: 1500, interval: 1000, successes: 3, timeout: 2000 });
 });
 
-Deno.test("config.yml: a minimal file gets env production", () => {
+Deno.test("config.yml: a minimal file gets env production, blue-green and a 30 s drain", () => {
   assertEquals(parseConfig("port: 8080\nmanager: systemd\n", serverConfigSchema, "config.yml"), {
     port: 8080,
     manager: "systemd",
     env: "production",
+    strategy: "blue-green",
+    drainTimeout: 30_000,
   });
-  assertEquals(parseConfig("port: 1\nmanager: pm2\nenv: staging\n", serverConfigSchema, "config.yml"), {
+  assertEquals(problems("port: 80\nmanager: pm2\nstrategy: canary\n", serverConfigSchema), [
+    'deploy.yml:3:11: "strategy" must be one of blue-green, restart (got "canary")',
+  ]);
+  assertEquals(problems("port: 80\nmanager: pm2\nslots: { blue: 80, green: 81 }\n", serverConfigSchema), [
+    'deploy.yml:3:8: "slots" must be two different ports, neither of them port (got a mapping)',
+  ]);
+  assertEquals(parseConfig("port: 1\nmanager: pm2\nenv: staging\nstrategy: restart\n", serverConfigSchema, "c"), {
     port: 1,
     manager: "pm2",
     env: "staging",
+    strategy: "restart",
+    drainTimeout: 30_000,
   });
 });
 
@@ -148,7 +167,7 @@ Deno.test("errors: an unknown key gets a did-you-mean, or the list of known keys
     'deploy.yml:3:1: "branh" is not a known key; did you mean "branch"?',
   ]);
   assertEquals(problems("name: app\ntype: static\nfoo: 1\n"), [
-    'deploy.yml:3:1: "foo" is not a known key; known keys: name, type, healthCheck, command, build, hooks, keepReleases, branch',
+    'deploy.yml:3:1: "foo" is not a known key; known keys: name, type, healthCheck, command, build, hooks, keepReleases, branch, watch',
   ]);
 });
 

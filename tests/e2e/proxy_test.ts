@@ -1,0 +1,633 @@
+/**
+ * The built-in proxy for real: `Deno.serve` apps on loopback, a {@link ProxyServer} over a temp
+ * server root, its real control socket, and the real `proxy` command as a child process.
+ */
+import { join, resolve } from "node:path";
+import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
+import { control } from "../../src/proxy/client.ts";
+import { controlSocketPath, type RouteTarget, writeRoute } from "../../src/proxy/routes.ts";
+import { ProxyServer } from "../../src/proxy/server.ts";
+import { deploymentsRoot } from "../../src/paths.ts";
+
+const BIN = resolve(import.meta.dirname!, "../../bin/deploy-paradigm");
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Resolves with `promise`, or rejects after `ms` (a hang fails the test instead of stalling it). */
+async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) =>
+        timer = setTimeout(() => reject(new Error(`${what}: no answer in ${ms} ms`)), ms)
+      ),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** An app process: a real HTTP server on 127.0.0.1. */
+function upstream(handler: Deno.ServeHandler<Deno.NetAddr>): Deno.HttpServer<Deno.NetAddr> {
+  return Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, handler);
+}
+
+/** A server root with a proxy over it; everything is torn down after `fn`, even on failure. */
+async function withProxy(
+  fn: (ctx: {
+    root: string;
+    proxy: ProxyServer;
+    logs: string[];
+    /** Sets up an app: config.yml with a free public port, route.json when `target` is given. Returns the port. */
+    app(name: string, target?: RouteTarget): Promise<number>;
+    url(port: number, path?: string): string;
+  }) => Promise<void>,
+): Promise<void> {
+  const root = await Deno.makeTempDir({ prefix: "dp-proxy-" });
+  const logs: string[] = [];
+  const proxy = new ProxyServer({ root, host: "127.0.0.1", log: (line) => logs.push(line) });
+  try {
+    const app = async (name: string, target?: RouteTarget) => {
+      const dir = join(deploymentsRoot(root), name);
+      await Deno.mkdir(dir, { recursive: true });
+      const port = freePort();
+      await Deno.writeTextFile(join(dir, "config.yml"), `port: ${port}\nmanager: pm2\nenv: production\n`);
+      if (target) await writeRoute(dir, target);
+      return port;
+    };
+    await fn({ root, proxy, logs, app, url: (port, path = "/") => `http://127.0.0.1:${port}${path}` });
+  } finally {
+    await proxy.close();
+    await Deno.remove(root, { recursive: true });
+  }
+}
+
+/** One HTTP/1.1 request with the request-target sent exactly as given (fetch would normalize `..`). */
+async function rawGet(port: number, target: string): Promise<{ status: number; text: string }> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(encoder.encode(`GET ${target} HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n`));
+  const text = await new Response(conn.readable).text();
+  return { status: Number(text.split(" ")[1]), text };
+}
+
+Deno.test("proxy: forwards with Host kept and X-Forwarded-*, hop-by-hop dropped; 503 without target, 502 refused", async () => {
+  const app = upstream(async (req, info) => {
+    const url = new URL(req.url);
+    if (url.pathname === "/redirect") return new Response(null, { status: 302, headers: { location: "/elsewhere" } });
+    if (url.pathname === "/gzip") {
+      const gz = new Blob(["compressed ".repeat(100)]).stream().pipeThrough(new CompressionStream("gzip"));
+      return new Response(gz, { headers: { "content-encoding": "gzip", "content-type": "text/plain" } });
+    }
+    return Response.json({
+      path: url.pathname + url.search,
+      method: req.method,
+      headers: Object.fromEntries(req.headers),
+      body: await req.text(),
+      peer: info.remoteAddr.hostname,
+    }, { headers: { "x-app": "yes", "set-cookie": "a=1" } });
+  });
+  const client = Deno.createHttpClient({ allowHost: true });
+  try {
+    await withProxy(async ({ proxy, app: setup, url }) => {
+      const port = await setup("web", { port: app.addr.port });
+      const empty = await setup("empty");
+      const down = await setup("down", { port: freePort() });
+      await proxy.start();
+
+      const response = await fetch(url(port, "/a/b?q=1&r=%20"), {
+        client,
+        method: "POST",
+        body: "hello",
+        headers: { host: "example.test", "x-forwarded-for": "10.0.0.1", "keep-alive": "timeout=5", "x-custom": "1" },
+      });
+      assertEquals(response.status, 200);
+      assertEquals(response.headers.get("x-app"), "yes");
+      assertEquals(response.headers.get("set-cookie"), "a=1");
+      const seen = await response.json();
+      assertEquals(seen.path, "/a/b?q=1&r=%20");
+      assertEquals(seen.method, "POST");
+      assertEquals(seen.body, "hello");
+      assertEquals(seen.headers.host, "example.test");
+      assertEquals(seen.headers["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+      assertEquals(seen.headers["x-forwarded-proto"], "http");
+      assertEquals(seen.headers["x-forwarded-host"], "example.test");
+      assertEquals(seen.headers["x-custom"], "1");
+      assertEquals(seen.headers["keep-alive"], undefined);
+      assertEquals(seen.headers["content-length"], "5", "small bodies reach the app with a Content-Length");
+      assertEquals(seen.peer, "127.0.0.1");
+
+      const redirect = await fetch(url(port, "/redirect"), { redirect: "manual" });
+      await redirect.body?.cancel();
+      assertEquals([redirect.status, redirect.headers.get("location")], [302, "/elsewhere"]);
+
+      const gzip = await fetch(url(port, "/gzip"));
+      assertEquals(gzip.headers.get("content-encoding"), "gzip", "a compressed answer stays compressed");
+      assertEquals(await gzip.text(), "compressed ".repeat(100));
+
+      const noTarget = await fetch(url(empty));
+      assertEquals(noTarget.status, 503);
+      assertMatch(await noTarget.text(), /503 empty has no active release yet/);
+
+      const started = performance.now();
+      const refused = await fetch(url(down));
+      assertEquals(refused.status, 502);
+      assertMatch(await refused.text(), /502 down: nothing answers on 127\.0\.0\.1:\d+ \(connection refused\)/);
+      assert(performance.now() - started < 1000, "a refused connection answers at once");
+      assertEquals(proxy.inFlight(app.addr.port), 0);
+    });
+  } finally {
+    client.close();
+    await app.shutdown();
+  }
+});
+
+Deno.test("proxy: streams a chunked response and a request body incrementally, both ways", async () => {
+  const clientGotFirst = Promise.withResolvers<void>();
+  const appGotFirst = Promise.withResolvers<void>();
+  const app = upstream(async (req) => {
+    const url = new URL(req.url);
+    if (url.pathname === "/download") {
+      return new Response(
+        new ReadableStream<Uint8Array>({
+          async start(controller) {
+            controller.enqueue(encoder.encode("first;"));
+            // Only sent once the client has the first chunk: a buffering proxy deadlocks here.
+            const ok = await within(3000, "first chunk through the proxy", clientGotFirst.promise).then(
+              () => true,
+              () => false,
+            );
+            controller.enqueue(encoder.encode(ok ? "second" : "TIMEOUT"));
+            controller.close();
+          },
+        }),
+        { headers: { "content-type": "text/plain" } },
+      );
+    }
+    let bytes = 0;
+    for await (const chunk of req.body!) {
+      if (bytes === 0) appGotFirst.resolve();
+      bytes += chunk.length;
+    }
+    return Response.json({ bytes, chunked: req.headers.get("transfer-encoding") });
+  });
+  try {
+    await withProxy(async ({ proxy, app: setup, url }) => {
+      const port = await setup("stream", { port: app.addr.port });
+      await proxy.start();
+
+      const download = await fetch(url(port, "/download"));
+      const reader = download.body!.getReader();
+      const first = await within(3000, "first chunk", reader.read());
+      assertEquals(decoder.decode(first.value), "first;");
+      clientGotFirst.resolve();
+      let rest = "";
+      for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
+        rest += decoder.decode(chunk.value);
+      }
+      assertEquals(rest, "second");
+
+      // An upload without a length: its first chunk must reach the app before the client sends the rest.
+      const big = new Uint8Array(64 * 1024).fill(7);
+      let sent = 0;
+      const body = new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(big);
+          sent = big.length;
+        },
+        async pull(controller) {
+          if (sent === big.length) await within(3000, "first upload chunk at the app", appGotFirst.promise);
+          if (sent >= 8 * 1024 * 1024) return controller.close();
+          controller.enqueue(big);
+          sent += big.length;
+        },
+      });
+      const upload = await fetch(url(port, "/upload"), { method: "POST", body });
+      assertEquals(await upload.json(), { bytes: 8 * 1024 * 1024, chunked: "chunked" });
+      assertEquals(proxy.inFlight(app.addr.port), 0);
+    });
+  } finally {
+    await app.shutdown();
+  }
+});
+
+Deno.test("proxy: a route switch + reload over the control socket while a 3 s stream is in flight; drain waits for it", async () => {
+  const slow = upstream((req) => {
+    if (new URL(req.url).pathname !== "/slow") return new Response("old");
+    let i = 0;
+    return new Response(
+      new ReadableStream<Uint8Array>({
+        async pull(controller) {
+          if (i > 0) await sleep(600);
+          if (i === 6) return controller.close();
+          controller.enqueue(encoder.encode(`part${i++};`));
+        },
+      }),
+    );
+  });
+  const fresh = upstream(() => new Response("new"));
+  try {
+    await withProxy(async ({ root, proxy, logs, app: setup, url }) => {
+      const port = await setup("switch", { port: slow.addr.port });
+      await proxy.start();
+      const socket = controlSocketPath(root);
+      assertEquals((await Deno.stat(socket)).mode! & 0o777, 0o600, "only the owner may use the control socket");
+      assertEquals(await (await fetch(url(port))).text(), "old");
+
+      const started = performance.now();
+      const stream = await fetch(url(port, "/slow"));
+      const reader = stream.body!.getReader();
+      let received = decoder.decode((await reader.read()).value);
+      const rest = (async () => {
+        for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
+          received += decoder.decode(chunk.value);
+        }
+      })();
+      assertEquals(proxy.inFlight(slow.addr.port), 1);
+
+      await writeRoute(join(deploymentsRoot(root), "switch"), { port: fresh.addr.port });
+      assertEquals(await control(root, { op: "reload" }), { ok: true, routes: 1 });
+      assert(logs.includes(`switch: 127.0.0.1:${slow.addr.port} → 127.0.0.1:${fresh.addr.port}`), logs.join("\n"));
+      for (let i = 0; i < 3; i++) assertEquals(await (await fetch(url(port))).text(), "new");
+
+      const status = await control(root, { op: "status" });
+      assertEquals(status, {
+        ok: true,
+        routes: [{ app: "switch", port, target: { port: fresh.addr.port }, inFlight: 0, listening: true }],
+      });
+      assertEquals(
+        await control(root, { op: "drain", port: slow.addr.port, timeoutMs: 100 }),
+        { ok: true, drained: false, inFlight: 1 },
+      );
+      const drain = await control(root, { op: "drain", port: slow.addr.port, timeoutMs: 10_000 });
+      const drainedAfter = performance.now() - started;
+      assertEquals(drain, { ok: true, drained: true, inFlight: 0 });
+      assert(drainedAfter > 2500, `drain returned after ${drainedAfter} ms, before the 3 s stream ended`);
+      await rest;
+      assertEquals(received, "part0;part1;part2;part3;part4;part5;", "the stream from the old target is intact");
+      assertEquals(await control(root, { op: "drain", port: slow.addr.port }), {
+        ok: true,
+        drained: true,
+        inFlight: 0,
+      });
+
+      // Bad requests get an error reply, and the connection keeps working.
+      assertEquals(await control(root, { op: "explode" }), {
+        ok: false,
+        error: 'unknown op "explode" (reload, drain, status)',
+      });
+      assertEquals((await control(root, { op: "drain", port: "x" })).ok, false);
+      const conn = await Deno.connect({ transport: "unix", path: socket });
+      await conn.write(encoder.encode('not json\n{"op":"reload"}\n'));
+      const replies = decoder.decode(await within(3000, "control replies", readLines(conn, 2)));
+      conn.close();
+      assertEquals(replies.trim().split("\n").map((line) => JSON.parse(line)), [
+        { ok: false, error: "not a JSON object" },
+        { ok: true, routes: 1 },
+      ]);
+
+      // A second proxy on the same server refuses to start while this one runs.
+      const second = new ProxyServer({ root, host: "127.0.0.1" });
+      const refused = await second.start().then(() => "started", (error: Error) => error.message);
+      await second.close();
+      assertMatch(refused, /another proxy is already running/);
+    });
+  } finally {
+    await slow.shutdown();
+    await fresh.shutdown();
+  }
+});
+
+async function readLines(conn: Deno.Conn, lines: number): Promise<Uint8Array> {
+  const chunks: number[] = [];
+  const buffer = new Uint8Array(4096);
+  while (chunks.filter((b) => b === 10).length < lines) {
+    const n = await conn.read(buffer);
+    if (n === null) break;
+    chunks.push(...buffer.subarray(0, n));
+  }
+  return new Uint8Array(chunks);
+}
+
+Deno.test("proxy: reload opens and closes listeners, skips an invalid config.yml with a log line", async () => {
+  const app = upstream(() => new Response("ok"));
+  try {
+    await withProxy(async ({ root, proxy, logs, app: setup, url }) => {
+      await proxy.start();
+      assertEquals(proxy.routes(), []);
+      const port = await setup("later", { port: app.addr.port });
+      const broken = join(deploymentsRoot(root), "broken");
+      await Deno.mkdir(broken);
+      await Deno.writeTextFile(join(broken, "config.yml"), "port: 99999\nmanager: pm2\n");
+      const restart = join(deploymentsRoot(root), "restart");
+      await Deno.mkdir(restart);
+      await Deno.writeTextFile(join(restart, "config.yml"), `port: ${freePort()}\nmanager: pm2\nstrategy: restart\n`);
+      assertEquals(await proxy.reload(), 1, "apps with strategy: restart bind their port themselves");
+      assert(logs.some((line) => line.startsWith("skipping broken:") && line.includes("port")), logs.join("\n"));
+      assertEquals(await (await fetch(url(port))).text(), "ok");
+      const lines = logs.length;
+      await proxy.reload();
+      assertEquals(logs.length, lines, "an unchanged problem is not logged again");
+
+      await Deno.remove(join(deploymentsRoot(root), "later"), { recursive: true });
+      assertEquals(await proxy.reload(), 0);
+      assert(logs.includes(`closed 127.0.0.1:${port}`), logs.join("\n"));
+      const gone = await fetch(url(port)).then(() => "answered", (error: Error) => error.message);
+      assertMatch(gone, /refused|fetch failed/);
+    });
+  } finally {
+    await app.shutdown();
+  }
+});
+
+Deno.test("proxy: WebSocket echo (text and binary), closes propagated both ways, in flight while open", async () => {
+  let appClose: { code: number; reason: string } | undefined;
+  const app = upstream((req) => {
+    const who = `${req.headers.get("host")} ${new URL(req.url).search} ${req.headers.get("x-forwarded-for")}`;
+    const { socket, response } = Deno.upgradeWebSocket(req, { protocol: "echo" });
+    socket.onmessage = (event) => {
+      if (event.data === "who") socket.send(who);
+      else if (event.data === "bye") socket.close(4001, "server says bye");
+      else socket.send(event.data);
+    };
+    socket.onclose = (event) => appClose = { code: event.code, reason: event.reason };
+    return response;
+  });
+  try {
+    await withProxy(async ({ proxy, app: setup }) => {
+      const port = await setup("ws", { port: app.addr.port });
+      const down = await setup("ws-down", { port: freePort() });
+      await proxy.start();
+      const refused = new WebSocket(`ws://127.0.0.1:${down}/`);
+      const failure = await within(3000, "refused WebSocket", new Promise((resolve) => refused.onerror = resolve));
+      assertMatch((failure as ErrorEvent).message, /Invalid status code:? 502/);
+      const open = async () => {
+        const ws = new WebSocket(`ws://127.0.0.1:${port}/socket?x=1`, ["echo"]);
+        ws.binaryType = "arraybuffer";
+        const messages: unknown[] = [];
+        const waiting: ((value: unknown) => void)[] = [];
+        ws.onmessage = (event) => waiting.length ? waiting.shift()!(event.data) : messages.push(event.data);
+        const closed = new Promise<CloseEvent>((resolve) => ws.onclose = resolve);
+        await within(
+          3000,
+          "WebSocket open",
+          new Promise((resolve, reject) => (ws.onopen = resolve, ws.onerror = reject)),
+        );
+        const next = () =>
+          within(
+            3000,
+            "WebSocket message",
+            messages.length ? Promise.resolve(messages.shift()) : new Promise((resolve) => waiting.push(resolve)),
+          );
+        return { ws, next, closed };
+      };
+
+      const one = await open();
+      assertEquals(one.ws.protocol, "echo");
+      one.ws.send("hello");
+      assertEquals(await one.next(), "hello");
+      one.ws.send(new Uint8Array([1, 2, 3, 255]));
+      assertEquals([...new Uint8Array(await one.next() as ArrayBuffer)], [1, 2, 3, 255]);
+      one.ws.send("who");
+      assertEquals(await one.next(), `127.0.0.1:${port} ?x=1 127.0.0.1`);
+      assertEquals(proxy.inFlight(app.addr.port), 1);
+      one.ws.close(4000, "client says bye");
+      await within(3000, "client close", one.closed);
+      for (let i = 0; i < 50 && !appClose; i++) await sleep(20);
+      assertEquals(appClose, { code: 4000, reason: "client says bye" });
+      for (let i = 0; i < 50 && proxy.inFlight(app.addr.port); i++) await sleep(20);
+      assertEquals(proxy.inFlight(app.addr.port), 0);
+
+      const two = await open();
+      two.ws.send("bye");
+      const closed = await within(3000, "server close", two.closed);
+      assertEquals([closed.code, closed.reason], [4001, "server says bye"]);
+    });
+  } finally {
+    await app.shutdown();
+  }
+});
+
+Deno.test("proxy: static releases: types, index.html, ETag/304, HEAD; traversal, dotfiles and outside symlinks refused", async () => {
+  const base = await Deno.makeTempDir({ prefix: "dp-static-" });
+  try {
+    const www = join(base, "www");
+    const release = join(www, "release");
+    await Deno.mkdir(join(release, "sub"), { recursive: true });
+    await Deno.mkdir(join(www, "etc"));
+    await Deno.mkdir(join(base, "etc"));
+    await Deno.writeTextFile(join(www, "etc", "passwd"), "SECRET-1");
+    await Deno.writeTextFile(join(base, "etc", "passwd"), "SECRET-2");
+    await Deno.writeTextFile(join(www, "outside.txt"), "SECRET-3");
+    await Deno.writeTextFile(join(release, ".env"), "SECRET-4");
+    await Deno.writeTextFile(join(release, ".deploy-paradigm.json"), '{"SECRET":5}');
+    await Deno.writeTextFile(join(release, "index.html"), "<h1>home</h1>");
+    await Deno.writeTextFile(join(release, "app.js"), "console.log(1)");
+    await Deno.writeTextFile(join(release, "style.css"), "h1{}");
+    await Deno.writeTextFile(join(release, "data.json"), "{}");
+    await Deno.writeTextFile(join(release, "blob.bin"), "xyz");
+    await Deno.writeTextFile(join(release, "sub", "index.html"), "<h1>sub</h1>");
+    await Deno.symlink(join(www, "outside.txt"), join(release, "link-out"));
+    await Deno.symlink(join(release, ".env"), join(release, "link-env"));
+    await Deno.symlink("app.js", join(release, "link-in.js"));
+
+    await withProxy(async ({ proxy, app: setup, url }) => {
+      const port = await setup("site", { dir: release });
+      await proxy.start();
+      const get = async (path: string, init?: RequestInit) => {
+        const response = await fetch(url(port, path), init);
+        return { response, text: await response.text() };
+      };
+
+      const home = await get("/");
+      assertEquals([home.response.status, home.text], [200, "<h1>home</h1>"]);
+      assertEquals(home.response.headers.get("content-type"), "text/html; charset=utf-8");
+      for (
+        const [path, type] of [
+          ["/app.js", "text/javascript; charset=utf-8"],
+          ["/style.css", "text/css; charset=utf-8"],
+          ["/data.json", "application/json"],
+          ["/blob.bin", "application/octet-stream"],
+          ["/link-in.js", "text/javascript; charset=utf-8"],
+        ]
+      ) {
+        const { response } = await get(path);
+        assertEquals([path, response.status, response.headers.get("content-type")], [path, 200, type]);
+      }
+      const redirect = await get("/sub", { redirect: "manual" });
+      assertEquals([redirect.response.status, redirect.response.headers.get("location")], [301, "/sub/"]);
+      assertEquals((await get("/sub/")).text, "<h1>sub</h1>");
+
+      const js = await get("/app.js");
+      const etag = js.response.headers.get("etag")!;
+      const modified = js.response.headers.get("last-modified")!;
+      assertMatch(etag, /^"[0-9a-f]+-[0-9a-f]+"$/);
+      const cached = await get("/app.js", { headers: { "if-none-match": etag } });
+      assertEquals([cached.response.status, cached.text], [304, ""]);
+      assertEquals((await get("/app.js", { headers: { "if-modified-since": modified } })).response.status, 304);
+      assertEquals((await get("/app.js", { headers: { "if-none-match": '"other"' } })).response.status, 200);
+
+      const head = await get("/", { method: "HEAD" });
+      assertEquals([head.response.status, head.response.headers.get("content-length"), head.text], [200, "13", ""]);
+      assertEquals((await get("/", { method: "POST", body: "x" })).response.status, 405);
+      assertEquals((await get("/missing.html")).response.status, 404);
+
+      for (
+        const path of [
+          "/../etc/passwd",
+          "/%2e%2e/%2e%2e/etc/passwd",
+          "/..%2f..%2fetc/passwd",
+          "/..%5c..%5cetc%5cpasswd",
+          "/.env",
+          "/sub/../.env",
+          "/%2eenv",
+          "/.deploy-paradigm.json",
+          "/link-out",
+          "/link-env",
+          "/app.js%00.html",
+        ]
+      ) {
+        const { status, text } = await rawGet(port, path);
+        assertEquals([path, status], [path, 404]);
+        assert(!text.includes("SECRET"), `${path} leaked: ${text}`);
+      }
+      assertEquals((await rawGet(port, "/%E0%A4%A")).status, 400);
+    });
+  } finally {
+    await Deno.remove(base, { recursive: true });
+  }
+});
+
+Deno.test("proxy: the handler works without a server; close() cuts streams and WebSockets left after the grace", async () => {
+  const app = upstream((req) => {
+    if (req.headers.get("upgrade") === "websocket") {
+      const { socket, response } = Deno.upgradeWebSocket(req);
+      socket.onmessage = (event) => socket.send(event.data);
+      return response;
+    }
+    if (new URL(req.url).pathname === "/endless") {
+      return new Response(
+        new ReadableStream<Uint8Array>({
+          async pull(controller) {
+            await sleep(50);
+            controller.enqueue(encoder.encode("tick;"));
+          },
+        }),
+      );
+    }
+    return new Response(`hi ${req.headers.get("x-forwarded-for")}`);
+  });
+  try {
+    await withProxy(async ({ proxy, app: setup, url }) => {
+      const port = await setup("direct", { port: app.addr.port });
+      await proxy.start();
+      const info = { remoteAddr: { transport: "tcp", hostname: "192.0.2.7", port: 1234 } } as Deno.ServeHandlerInfo;
+      const response = await proxy.handler("direct")(new Request("http://example.test/"), info);
+      assertEquals(proxy.inFlight(app.addr.port), 1, "in flight until the body is read");
+      assertEquals(await response.text(), "hi 192.0.2.7");
+      assertEquals(proxy.inFlight(app.addr.port), 0);
+      assertEquals((await proxy.handler("nope")(new Request("http://example.test/"), info)).status, 503);
+
+      const endless = await fetch(url(port, "/endless"));
+      const reader = endless.body!.getReader();
+      await reader.read();
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/`);
+      const closed = new Promise<CloseEvent>((resolve) => ws.onclose = resolve);
+      await within(3000, "WebSocket open", new Promise((resolve) => ws.onopen = resolve));
+      assertEquals(proxy.inFlight(app.addr.port), 2);
+      const started = performance.now();
+      await within(3000, "close", proxy.close(300));
+      const took = performance.now() - started;
+      assert(took >= 250 && took < 2000, `close took ${took} ms`);
+      const ended = await within(
+        3000,
+        "cut stream",
+        (async () => {
+          try {
+            while (!(await reader.read()).done);
+            return "done";
+          } catch {
+            return "cut";
+          }
+        })(),
+      );
+      assert(["done", "cut"].includes(ended));
+      await within(3000, "WebSocket closed", closed);
+      assertEquals(proxy.inFlight(app.addr.port), 0);
+    });
+  } finally {
+    await app.shutdown();
+  }
+});
+
+Deno.test("proxy: the real command serves, answers on the control socket, and stops cleanly on SIGTERM", async () => {
+  const root = await Deno.makeTempDir({ prefix: "dp-proxy-cli-" });
+  const app = upstream(() => new Response("from the app"));
+  let child: Deno.ChildProcess | undefined;
+  let lines: ReadableStreamDefaultReader<string> | undefined;
+  let stderr: Promise<string> | undefined;
+  try {
+    const dir = join(deploymentsRoot(root), "cli");
+    await Deno.mkdir(dir, { recursive: true });
+    const port = freePort();
+    await Deno.writeTextFile(join(dir, "config.yml"), `port: ${port}\nmanager: pm2\nenv: production\n`);
+    await writeRoute(dir, { port: app.addr.port });
+    child = new Deno.Command(BIN, {
+      args: ["proxy", "--host", "127.0.0.1"],
+      env: { DEPLOY_PARADIGM_PREFIX: root, NO_COLOR: "1" },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    stderr = new Response(child.stderr).text();
+    lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let stdout = "";
+    await within(
+      10_000,
+      "proxy ready",
+      (async () => {
+        while (!stdout.includes("proxy ready")) {
+          const { value, done } = await lines!.read();
+          if (done) throw new Error(`the proxy exited: ${stdout}${await stderr}`);
+          stdout += value;
+        }
+      })(),
+    );
+    assertMatch(stdout, new RegExp(`listening on 127\\.0\\.0\\.1:${port} for cli`));
+    assertEquals(await (await fetch(`http://127.0.0.1:${port}/`)).text(), "from the app");
+    const status = await control(root, { op: "status" });
+    assertEquals((status.routes as { app: string }[]).map((route) => route.app), ["cli"]);
+
+    child.kill("SIGTERM");
+    const exit = await within(10_000, "proxy exit", child.status);
+    for (let chunk = await lines.read(); !chunk.done; chunk = await lines.read()) stdout += chunk.value;
+    assertEquals(exit.code, 0, stdout + (await stderr));
+    assertMatch(stdout, /SIGTERM: stopping/);
+    assertEquals(await stderr, "");
+    child = undefined;
+    const gone = await Deno.lstat(controlSocketPath(root)).then(() => "still there", () => "removed");
+    assertEquals(gone, "removed");
+    const error = await control(root, { op: "status" }).then(() => "answered", (e: Error) => e.message);
+    assertEquals(error, `the proxy is not running (no ${controlSocketPath(root)})`);
+  } finally {
+    if (child) {
+      child.kill("SIGKILL");
+      await child.status;
+    }
+    if (lines) {
+      await lines.cancel().catch(() => {});
+      await stderr;
+    }
+    await app.shutdown();
+    await Deno.remove(root, { recursive: true });
+  }
+});
