@@ -565,10 +565,26 @@ export class ProxyServer {
     this.#controlLoop = this.#acceptControl(this.#control!);
   }
 
+  /** Held for the proxy's lifetime: one proxy per server, even when two start at the same moment. */
+  #instanceLock?: Deno.FsFile;
+
   async #bindControl(): Promise<void> {
     const path = this.controlSocket;
     const dir = dirname(path);
     await Deno.mkdir(dir, { recursive: true });
+    const lockFile = await Deno.open(join(dir, ".proxy.lock"), { read: true, write: true, create: true, mode: 0o600 });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const locked = await Promise.race([
+      lockFile.lock(true).then(() => true),
+      new Promise<boolean>((resolve) => timer = setTimeout(resolve, 500, false)),
+    ]);
+    clearTimeout(timer);
+    if (!locked) {
+      throw new DeployParadigmError(`another proxy is already running (it holds ${join(dir, ".proxy.lock")})`, {
+        suggestion: "stop it first (systemctl stop deploy-paradigm-proxy), or use it",
+      });
+    }
+    this.#instanceLock = lockFile;
     const existing = await ifExists(Deno.lstat(path));
     if (existing) {
       if (!existing.isSocket) {
@@ -724,6 +740,7 @@ export class ProxyServer {
     await Promise.all([...shutdowns, ...this.#stopping]);
     for (const waiters of [...this.#drainWaiters.values()]) for (const wake of [...waiters]) wake();
     this.#client.close();
+    this.#instanceLock?.close(); // frees the one-proxy lock
   }
 }
 

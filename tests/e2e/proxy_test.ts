@@ -631,3 +631,26 @@ Deno.test("proxy: the real command serves, answers on the control socket, and st
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("two proxies started at the same moment: exactly one runs", async () => {
+  const root = await Deno.makeTempDir({ prefix: "dp-proxy-twice-" });
+  try {
+    await Deno.mkdir(`${root}/opt/deployments`, { recursive: true });
+    const start = () =>
+      new Deno.Command(`${import.meta.dirname}/../../bin/deploy-paradigm`, {
+        args: ["proxy", "--host", "127.0.0.1"],
+        env: { DEPLOY_PARADIGM_PREFIX: root },
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+    const [a, b] = [start(), start()];
+    const first = await Promise.race([a.status.then(() => a), b.status.then(() => b)]);
+    const other = first === a ? b : a;
+    const out = new TextDecoder().decode((await first.output()).stderr);
+    if (!/another proxy is already running/.test(out)) throw new Error(`expected a refusal, got: ${out}`);
+    other.kill("SIGTERM");
+    if ((await other.status).code !== 0) throw new Error("the running proxy did not stop cleanly");
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});

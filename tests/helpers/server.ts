@@ -115,9 +115,15 @@ export class TestServer {
   /** What the proxy printed. */
   proxyLog = "";
 
+  private proxyStarting?: Promise<void>;
+
   /** Starts `deploy-paradigm proxy --host 127.0.0.1` for this server (once), and waits for its control socket. */
-  async startProxy(): Promise<void> {
-    if (this.proxy) return;
+  startProxy(): Promise<void> {
+    this.proxyStarting ??= this.spawnProxy(); // two apps set up at once share one proxy
+    return this.proxyStarting;
+  }
+
+  private async spawnProxy(): Promise<void> {
     await Deno.mkdir(join(this.prefix, "opt", "deployments"), { recursive: true });
     this.proxy = new Deno.Command(BIN, {
       args: ["proxy", "--host", "127.0.0.1"],
@@ -160,6 +166,9 @@ export async function withServer(fn: (server: TestServer) => Promise<void>): Pro
   const server = await TestServer.create();
   try {
     await fn(server);
+  } catch (error) {
+    if (server.proxyLog) console.error(`--- the proxy's output ---\n${server.proxyLog}`);
+    throw error;
   } finally {
     await server.close();
   }
