@@ -18,7 +18,7 @@ import { fileSize, type HealthResult, healthStep, watchHealth } from "./health.t
 import { type Journal, StepFailed } from "./journal.ts";
 import { currentRelease, readReleaseMeta, type ReleaseMeta } from "./releases.ts";
 import { resolveProgram } from "./runtime.ts";
-import { ensureSlots, linkSlot, otherSlot, slotDir, slotOfPort } from "./slots.ts";
+import { ensureSlots, linkSlot, moveSlot, otherSlot, portFree, slotDir, slotOfPort } from "./slots.ts";
 import { exists } from "../fsutil.ts";
 
 /** What a blue-green activation needs. */
@@ -75,7 +75,7 @@ function asStep(error: unknown, step: string): StepFailed {
 export async function activateBlueGreen(input: BlueGreenInput): Promise<Activated> {
   const { app, root, paths, config, manager, runner, journal, meta } = input;
   const releaseDir = paths.release(meta.id);
-  const slots = await ensureSlots(paths, root, config.slots);
+  let slots = await ensureSlots(paths, root, config.slots);
   const route = await readRoute(paths.dir);
   const oldPort = route && "port" in route ? route.port : undefined;
   const oldSlot = slotOfPort(slots, oldPort);
@@ -89,6 +89,18 @@ export async function activateBlueGreen(input: BlueGreenInput): Promise<Activate
   let target: RouteTarget;
   if (meta.argv && meta.healthCheck) {
     try {
+      if (!portFree(slots[idle])) {
+        // The idle slot takes no traffic: stop whatever of ours may be left there (a killed deploy's)...
+        await runner.apply(manager.stop(app, root, paths.dir, idle)).catch(() => {});
+      }
+      if (!portFree(slots[idle])) {
+        // ...and if the port is still taken, it is not ours: a health check there would ask someone else.
+        const taken = slots[idle];
+        slots = await moveSlot(paths, root, slots, idle);
+        journal.say(
+          `! port ${taken} of the ${idle} slot is taken by another process: the slot moves to ${slots[idle]}`,
+        );
+      }
       await linkSlot(paths, idle, meta.id);
       const program = await resolveProgram(meta.argv[0], releaseDir, slotDir(paths, idle));
       const since = await fileSize(paths.errorLog);

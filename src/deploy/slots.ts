@@ -50,11 +50,54 @@ async function portsInUse(root: string): Promise<Set<number>> {
   return used;
 }
 
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
+/** Slot ports come from below Linux's ephemeral range (32768+), where outgoing connections take theirs. */
+const SLOT_RANGE = [20000, 32000] as const;
+
+/** True when nothing listens on 127.0.0.1:`port` (we can bind it). */
+export function portFree(port: number): boolean {
+  try {
+    Deno.listen({ hostname: "127.0.0.1", port }).close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function pickPort(used: Set<number>): number {
+  for (let i = 0; i < 500; i++) {
+    const port = SLOT_RANGE[0] + Math.floor(Math.random() * (SLOT_RANGE[1] - SLOT_RANGE[0]));
+    if (!used.has(port) && portFree(port)) return used.add(port), port;
+  }
+  throw new Error(`cannot find a free port for a slot in ${SLOT_RANGE.join("-")}`);
+}
+
+/** Runs `fn` on config.yml's YAML document under the server-wide slots lock, and writes it back. */
+async function withConfigDocument<T>(
+  paths: AppPaths,
+  root: string,
+  fn: (doc: ReturnType<typeof parseDocument>, used: () => Promise<Set<number>>) => Promise<T>,
+): Promise<T> {
+  const lock = await acquireLock(join(deploymentsRoot(root), ".slots.lock"), { pid: Deno.pid, commit: "" }, () => {});
+  try {
+    const doc = parseDocument(await Deno.readTextFile(paths.config));
+    const result = await fn(doc, () => portsInUse(root));
+    await writeFileAtomic(paths.config, String(doc), 0o644);
+    return result;
+  } finally {
+    lock.release();
+  }
+}
+
+/**
+ * Gives `slot` (which must not take traffic) a new port because its own is taken by a process
+ * that is not ours; records it in config.yml. Returns the new ports.
+ */
+export async function moveSlot(paths: AppPaths, root: string, slots: SlotPorts, slot: Slot): Promise<SlotPorts> {
+  return await withConfigDocument(paths, root, async (doc, used) => {
+    const moved = { ...slots, [slot]: pickPort(await used()) };
+    doc.set("slots", doc.createNode(moved));
+    return moved;
+  });
 }
 
 /**
@@ -64,25 +107,12 @@ function freePort(): number {
  */
 export async function ensureSlots(paths: AppPaths, root: string, current?: SlotPorts): Promise<SlotPorts> {
   if (current) return current;
-  const lock = await acquireLock(join(deploymentsRoot(root), ".slots.lock"), { pid: Deno.pid, commit: "" }, () => {});
-  try {
-    const text = await Deno.readTextFile(paths.config);
-    const doc = parseDocument(text);
+  return await withConfigDocument(paths, root, async (doc, used) => {
     const recorded = doc.get("slots") as { toJSON(): SlotPorts } | undefined;
     if (recorded) return recorded.toJSON();
-    const used = await portsInUse(root);
-    const pick = () => {
-      for (let i = 0; i < 100; i++) {
-        const port = freePort();
-        if (!used.has(port)) return used.add(port), port;
-      }
-      throw new Error("cannot find free ports for the blue and green slots");
-    };
-    const slots = { blue: pick(), green: pick() };
+    const taken = await used();
+    const slots = { blue: pickPort(taken), green: pickPort(taken) };
     doc.set("slots", doc.createNode(slots));
-    await writeFileAtomic(paths.config, String(doc), 0o644);
     return slots;
-  } finally {
-    lock.release();
-  }
+  });
 }

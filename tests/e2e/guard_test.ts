@@ -158,7 +158,9 @@ Deno.test("a deploy killed mid-build leaves the lock free and the next push work
     let pid = 0;
     for (let i = 0; i < 100 && !pid; i++) {
       await new Promise((r) => setTimeout(r, 100));
-      const owner = await Deno.readTextFile(lockFile).then((t) => JSON.parse(t), () => undefined);
+      const owner = await Deno.readTextFile(lockFile).then((t) => JSON.parse(t), () => undefined).catch(() =>
+        undefined
+      );
       if (owner?.commit && owner.commit !== (await status(server, "kill")).commit) pid = owner.pid;
     }
     assert(pid > 1, "the deploy never took the lock");
@@ -173,5 +175,31 @@ Deno.test("a deploy killed mid-build leaves the lock free and the next push work
     assert(performance.now() - started < 20_000, "the next push must not wait for a stale lock");
     assertNotMatch(next.output, /waiting for another deploy/);
     assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "v3" });
+  });
+});
+
+Deno.test("blue-green: an idle slot's port taken by a foreign process moves the slot instead of checking it", async () => {
+  await withServer(async (server) => {
+    const port = freePort();
+    const repo = await AppRepo.create(server, "mv", await server.setupApp("mv", { port }));
+    await repo.python("mv", "v1");
+    await repo.pushOk();
+    const st = await status(server, "mv");
+    const idle = st.slot === "blue" ? "green" : "blue";
+    const config = await Deno.readTextFile(server.paths("mv").config);
+    const idlePort = Number(new RegExp(`${idle}: (\\d+)`).exec(config)![1]);
+    // A foreign server that would answer any health check with 200.
+    const foreign = Deno.serve({ hostname: "127.0.0.1", port: idlePort, onListen() {} }, () => new Response("foreign"));
+    try {
+      await repo.python("mv", "v2");
+      const push = await repo.pushOk();
+      assertMatch(push.output, new RegExp(`port ${idlePort} of the ${idle} slot is taken by another process`));
+      assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "v2" });
+      const moved = Number(new RegExp(`${idle}: (\\d+)`).exec(await Deno.readTextFile(server.paths("mv").config))![1]);
+      assert(moved !== idlePort);
+      assertEquals((await status(server, "mv")).slotPort, moved);
+    } finally {
+      await foreign.shutdown();
+    }
   });
 });
