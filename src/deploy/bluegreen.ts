@@ -8,7 +8,7 @@
  */
 import { join } from "node:path";
 import type { ServerConfig } from "../config/schema.ts";
-import { symlinkAtomic } from "../fsutil.ts";
+import { exists, symlinkAtomic } from "../fsutil.ts";
 import type { AppProcess, ProcessManager, Slot } from "../managers/mod.ts";
 import type { AppPaths } from "../paths.ts";
 import { control } from "../proxy/client.ts";
@@ -19,7 +19,6 @@ import { type Journal, StepFailed } from "./journal.ts";
 import { currentRelease, readReleaseMeta, type ReleaseMeta } from "./releases.ts";
 import { resolveProgram } from "./runtime.ts";
 import { ensureSlots, linkSlot, moveSlot, otherSlot, portFree, slotDir, slotOfPort } from "./slots.ts";
-import { exists } from "../fsutil.ts";
 
 /** What a blue-green activation needs. */
 export interface BlueGreenInput {
@@ -71,18 +70,56 @@ function asStep(error: unknown, step: string): StepFailed {
   return error instanceof StepFailed ? error : new StepFailed(step, error);
 }
 
+/** Checks that the proxy runs (before a deploy builds anything). */
+export async function requireProxy(root: string): Promise<void> {
+  await control(root, { op: "status" });
+}
+
+/** The static check: the file for the health path exists in the release. */
+export async function checkStaticFiles(journal: Journal, releaseDir: string, meta: ReleaseMeta, note: string) {
+  return await journal.step("health", async () => {
+    const path = meta.healthCheck?.path ?? "/";
+    const file = join(releaseDir, path.endsWith("/") ? `${path}index.html` : path);
+    if (!(await exists(file))) throw new Error(`the static app has no file for ${path} (looked for ${file})`);
+    return { healthy: true, attempts: 1, successes: 1, checkedAt: new Date().toISOString() };
+  }, () => note);
+}
+
 /** Brings `input.meta` into service through the idle slot. Throws {@link ActivationFailed}. */
 export async function activateBlueGreen(input: BlueGreenInput): Promise<Activated> {
   const { app, root, paths, config, manager, runner, journal, meta } = input;
   const releaseDir = paths.release(meta.id);
   let slots = await ensureSlots(paths, root, config.slots);
   const route = await readRoute(paths.dir);
+  const serving = route !== undefined;
   const oldPort = route && "port" in route ? route.port : undefined;
   const oldSlot = slotOfPort(slots, oldPort);
   const oldRelease = await currentRelease(paths);
   const idle = oldSlot ? otherSlot(oldSlot) : "blue";
   const stopSlot = (slot: Slot, why: string) =>
     journal.step("stop", () => runner.apply(manager.stop(app, root, paths.dir, slot)), () => why).catch(() => {});
+  const drain = (port: number, whose: string) =>
+    journal.step(
+      "drain",
+      () => control(root, { op: "drain", port, timeoutMs: config.drainTimeout }),
+      (reply: Record<string, unknown>) =>
+        reply.drained ? `requests in flight to ${whose} finished` : `drain timeout: ${reply.inFlight} cut`,
+    ).catch(() => {});
+  /** The route file and `current` first (the truth on disk), then the proxy is told (it also re-reads every 2 s). */
+  const pointAt = async (to: RouteTarget | undefined, release: string | undefined) => {
+    if (to) await writeRoute(paths.dir, to);
+    else await Deno.remove(join(paths.dir, ROUTE_FILE)).catch(() => {});
+    if (release) await symlinkAtomic(`releases/${release}`, paths.current);
+    else await Deno.remove(paths.current).catch(() => {});
+  };
+  const undo = async (stopIdle: boolean) => {
+    await pointAt(route, oldRelease).catch(() => {});
+    await control(root, { op: "reload" }).catch(() => {});
+    if (stopIdle) {
+      await drain(slots[idle], `the ${idle} slot`);
+      await stopSlot(idle, `the ${idle} slot is stopped`);
+    }
+  };
 
   // 1. Start the new release in the idle slot and check it there, before it gets any traffic.
   let health: HealthResult;
@@ -116,69 +153,48 @@ export async function activateBlueGreen(input: BlueGreenInput): Promise<Activate
       health = await healthStep(journal, url, meta.healthCheck, paths.errorLog, since);
     } catch (error) {
       await stopSlot(idle, `the ${idle} slot is stopped; it never took traffic`);
-      throw new ActivationFailed(asStep(error, "start"), false, route !== undefined);
+      throw new ActivationFailed(asStep(error, "start"), false, serving);
     }
     target = { port: slots[idle] };
   } else {
-    health = await journal.step("health", async () => {
-      const path = meta.healthCheck?.path ?? "/";
-      const file = join(releaseDir, path.endsWith("/") ? `${path}index.html` : path);
-      if (!(await exists(file))) throw new Error(`the static app has no file for ${path} (looked for ${file})`);
-      return { healthy: true, attempts: 1, successes: 1, checkedAt: new Date().toISOString() };
-    }, () => "static files in place; the proxy serves them").catch((error) => {
-      throw new ActivationFailed(asStep(error, "health"), false, route !== undefined);
-    });
+    health = await checkStaticFiles(journal, releaseDir, meta, "static files in place; the proxy serves them")
+      .catch((error) => {
+        throw new ActivationFailed(asStep(error, "health"), false, serving);
+      });
     target = { dir: releaseDir };
   }
 
-  // 2. Switch: the proxy routes the next request to the new target; `current` follows.
-  /** Points the proxy at `to` (or at nothing), then `current` at `release`. */
-  const setRoute = async (to: RouteTarget | undefined) => {
-    if (to) await writeRoute(paths.dir, to);
-    else await Deno.remove(join(paths.dir, ROUTE_FILE)).catch(() => {});
-  };
-  const switchTo = async (to: RouteTarget | undefined, release: string | undefined) => {
-    await setRoute(to);
-    await control(root, { op: "reload" });
-    if (release) await symlinkAtomic(`releases/${release}`, paths.current);
-    else await Deno.remove(paths.current).catch(() => {});
-  };
+  // 2. Switch: the proxy routes the next request to the new target, and must say it listens.
   let switchMs = 0;
   try {
     await journal.step("switch", async () => {
+      // Moving from the restart strategy: the old process holds the public port the proxy needs.
+      if (!serving && oldRelease && (await readReleaseMeta(paths, oldRelease).catch(() => undefined))?.argv) {
+        await runner.apply(manager.stop(app, root, paths.dir));
+      }
       const started = performance.now();
-      await writeRoute(paths.dir, target);
+      await pointAt(target, meta.id);
       await control(root, { op: "reload" });
       switchMs = performance.now() - started;
-      await symlinkAtomic(`releases/${meta.id}`, paths.current);
+      await expectRouted(root, app, target);
     }, () => `traffic → ${"port" in target ? `${idle} slot` : "static files"} in ${switchMs.toFixed(1)} ms`);
   } catch (error) {
-    await setRoute(route).catch(() => {});
-    if (meta.argv) await stopSlot(idle, `the ${idle} slot is stopped; it never took traffic`);
-    throw new ActivationFailed(asStep(error, "switch"), false, route !== undefined);
+    await undo(meta.argv !== undefined);
+    throw new ActivationFailed(asStep(error, "switch"), false, serving);
   }
 
   // 3. Drain the old slot: requests in flight finish; it gets no new ones.
-  if (oldPort !== undefined) {
-    await journal.step(
-      "drain",
-      () => control(root, { op: "drain", port: oldPort, timeoutMs: config.drainTimeout }),
-      (reply: Record<string, unknown>) =>
-        reply.drained ? "requests in flight to the old slot finished" : `drain timeout: ${reply.inFlight} cut`,
-    ).catch(() => {});
-  }
+  if (oldPort !== undefined) await drain(oldPort, "the old slot");
 
   // 4. Watch the new release while the old slot stays warm; then commit (move the branch).
   const revert = async (error: unknown, step: string): Promise<never> => {
-    const failure = asStep(error, step);
     await journal.step(
       "revert",
-      () => switchTo(route, oldRelease),
-      () => route ? `traffic back to ${oldSlot ? `the ${oldSlot} slot` : "the release before"}` : "no release serves",
+      () => undo(meta.argv !== undefined),
+      () => serving ? `traffic back to ${oldSlot ? `the ${oldSlot} slot` : "the release before"}` : "no release serves",
     )
       .catch(() => {});
-    if (meta.argv) await stopSlot(idle, `the ${idle} slot is stopped`);
-    throw new ActivationFailed(failure, true, route !== undefined);
+    throw new ActivationFailed(asStep(error, step), true, serving);
   };
   let watch: Activated["watch"] = "off";
   if (meta.argv && meta.healthCheck && input.watchMs > 0) {
@@ -199,15 +215,21 @@ export async function activateBlueGreen(input: BlueGreenInput): Promise<Activate
     await revert(error, "branch");
   }
 
-  // 5. Stop what served before: the old slot, or a process of the restart strategy.
-  if (oldSlot) {
-    await stopSlot(oldSlot, `the ${oldSlot} slot is stopped`);
-  } else if (!oldSlot && oldRelease && (await readReleaseMeta(paths, oldRelease))?.argv) {
-    await journal.step(
-      "stop",
-      () => runner.apply(manager.stop(app, root, paths.dir)),
-      () => "the process of the restart strategy is stopped",
-    ).catch(() => {});
-  }
+  // 5. The release stands: stop what served before. Nothing here may undo the deploy.
+  if (oldSlot) await stopSlot(oldSlot, `the ${oldSlot} slot is stopped`);
   return { health, slot: meta.argv ? idle : undefined, port: meta.argv ? slots[idle] : undefined, switchMs, watch };
+}
+
+/** Asks the proxy whether `app` now routes to `target` and listens on its public port (up to 5 s). */
+async function expectRouted(root: string, app: string, target: RouteTarget): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  let seen = "not routed";
+  while (Date.now() < deadline) {
+    const { routes } = await control(root, { op: "status" }) as { routes?: Record<string, unknown>[] };
+    const mine = routes?.find((r) => r.app === app);
+    if (mine && JSON.stringify(mine.target) === JSON.stringify(target) && mine.listening === true) return;
+    seen = mine ? `target ${JSON.stringify(mine.target)}, listening ${mine.listening}` : "not routed";
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`the proxy does not serve ${app} as asked (${seen}); see its log`);
 }

@@ -12,7 +12,8 @@
  */
 import { join, resolve } from "node:path";
 import { parseConfig } from "../config/load.ts";
-import { type DeployFile, deployFileSchema, type ServerConfig, serverConfigSchema } from "../config/schema.ts";
+import { type DeployFile, deployFileSchema, type ServerConfig, serverConfigSchema, SLOTS } from "../config/schema.ts";
+import { ROUTE_FILE } from "../proxy/routes.ts";
 import { toArgv } from "../config/argv.ts";
 import { UsageError } from "../errors.ts";
 import { exists, readTextOrUndefined, symlinkAtomic } from "../fsutil.ts";
@@ -36,7 +37,7 @@ import {
   writeReleaseMeta,
 } from "./releases.ts";
 import { processFor, resolveProgram, toolEnv } from "./runtime.ts";
-import { activateBlueGreen, ActivationFailed } from "./bluegreen.ts";
+import { activateBlueGreen, ActivationFailed, checkStaticFiles, requireProxy } from "./bluegreen.ts";
 import { type AppStatus, type LastDeploy, readStatus, writeStatus } from "./status.ts";
 
 /** Builds may take long, but never forever: a stuck build must not hold the lock. */
@@ -250,6 +251,7 @@ async function deployLocked(
   // Prepare the release. A failure here switches nothing.
   let program: string | undefined;
   try {
+    if (config.strategy === "blue-green") await requireProxy(prefix()); // before building anything
     await journal.step("fetch", () => fetchRelease(plan, id), () => `${short} extracted into releases/${id}`);
     await writeReleaseMeta(paths, meta);
     const build = buildPlan(deploy, plan.facts, releaseDir);
@@ -324,6 +326,8 @@ async function deployLocked(
     } catch (error) {
       return await fail(error, switched);
     }
+    extra = { ...extra, slot: undefined, slotPort: undefined, watch: undefined, switchMs: undefined };
+    await retireSlots(ctx).catch(() => journal.say("! the blue and green slots of an earlier blue-green setup stay"));
   }
 
   // The deploy stands. What follows is reported when it fails, never rolled back.
@@ -354,6 +358,22 @@ async function deployLocked(
   const at = plan.argv ? `: ${url(plan)}` : "";
   journal.say(`✓ deployed ${deploy.name} ${short} (release ${id}) in ${(duration / 1000).toFixed(1)}s${at}`);
   return { ok: true };
+}
+
+/**
+ * After a healthy restart-strategy deploy of an app that was blue-green before: stop both slots
+ * and remove the route and the slot links, so nothing of the old setup lingers (or returns at boot).
+ */
+async function retireSlots(ctx: RunContext): Promise<void> {
+  const { plan, runner, journal } = ctx;
+  const { paths } = plan;
+  if (!(await exists(join(paths.dir, ROUTE_FILE))) && !(await exists(join(paths.dir, "slots")))) return;
+  const manager = managerNamed(plan.config.manager);
+  await journal.step("retire", async () => {
+    for (const slot of SLOTS) await runner.apply(manager.stop(plan.deploy.name, prefix(), paths.dir, slot));
+    await Deno.remove(join(paths.dir, ROUTE_FILE)).catch(() => {});
+    await Deno.remove(join(paths.dir, "slots"), { recursive: true }).catch(() => {});
+  }, () => "the blue and green slots of the blue-green setup are stopped");
 }
 
 /** Moves the prefetched tree into place, or extracts the commit now. */
@@ -429,12 +449,7 @@ async function startRelease(
         () => `${manager.name} stopped the process of the release before`,
       );
     }
-    return await journal.step("health", async () => {
-      const path = meta.healthCheck?.path ?? "/";
-      const file = join(paths.release(meta.id), path.endsWith("/") ? `${path}index.html` : path);
-      if (!(await exists(file))) throw new Error(`the static app has no file for ${path} (looked for ${file})`);
-      return { healthy: true, attempts: 1, successes: 1, checkedAt: now() };
-    }, () => "static files in place; no process to start");
+    return await checkStaticFiles(journal, paths.release(meta.id), meta, "static files in place; no process to start");
   }
   const since = await fileSize(paths.errorLog);
   await journal.step(
@@ -489,9 +504,10 @@ async function failed(
       ? { ...f.before, lastDeploy: last }
       : { ...statusBase(plan), status: "failed", healthy: false, lastDeploy: last };
   } else if (handled) {
+    const watch = failure.step === "watch" ? { watch: "failed" as const } : {};
     status = handled.serving && f.before
-      ? { ...f.before, status: "rolled_back", lastDeploy: last }
-      : { ...statusBase(plan), ...f.before, status: "failed", healthy: false, lastDeploy: last };
+      ? { ...f.before, ...watch, status: "rolled_back", lastDeploy: last }
+      : { ...statusBase(plan), ...f.before, ...watch, status: "failed", healthy: false, lastDeploy: last };
     if (handled.serving) journal.say(`↺ rolled back: ${f.before?.version ?? "the release before"} serves again`);
   } else {
     const back = await rollBack(ctx, f.previous, f.id).catch((e) => {
@@ -591,7 +607,8 @@ function statusBase(plan: Deployment) {
     type: deploy.type,
     manager: config.manager,
     port: config.port,
-    ...(plan.argv ? { url: url(plan) } : {}),
+    strategy: config.strategy,
+    ...(plan.argv || config.strategy === "blue-green" ? { url: url(plan) } : {}),
   };
 }
 

@@ -86,7 +86,12 @@ export async function cleanupReleases(
   protect: (string | undefined)[],
 ): Promise<string[]> {
   const ids = await listReleases(paths);
-  const kept = new Set([...ids.slice(-keep), ...protect.filter((p): p is string => !!p)]);
+  // Also whatever a blue-green slot still runs (a stop that failed leaves it warm).
+  const inSlots = await Promise.all(
+    ["blue", "green"].map((slot) => readLinkOrUndefined(join(paths.dir, "slots", slot)).catch(() => undefined)),
+  );
+  const slotReleases = inSlots.map((target) => target?.split("/").pop());
+  const kept = new Set([...ids.slice(-keep), ...[...protect, ...slotReleases].filter((p): p is string => !!p)]);
   const removed: string[] = [];
   for (const id of ids) {
     if (kept.has(id)) continue;

@@ -127,6 +127,37 @@ export async function rollback(app: string, to?: string): Promise<number> {
   }
 }
 
+interface RollbackContext {
+  paths: ReturnType<typeof appPaths>;
+  config: Awaited<ReturnType<typeof loadApp>>["config"];
+  journal: Journal;
+  runner: ProcessRunner;
+}
+
+/** A release's own snapshot of .env (not today's .env.<env>). */
+async function envSnapshot(releaseDir: string, id: string): Promise<Record<string, string>> {
+  const text = await readTextOrUndefined(join(releaseDir, ".env"));
+  return text === undefined ? {} : parseDotenv(text, `releases/${id}/.env`);
+}
+
+/** The restart strategy: `current` → the release, restart it, check it. Returns when it was checked. */
+async function restartInPlace(ctx: RollbackContext, meta: ReleaseMeta, secrets: Record<string, string>) {
+  const { paths, config, journal, runner } = ctx;
+  const manager = managerNamed(config.manager);
+  await journal.step(
+    "switch",
+    () => symlinkAtomic(`releases/${meta.id}`, paths.current),
+    () => `current → releases/${meta.id}`,
+  );
+  if (!meta.argv || !meta.healthCheck) return new Date().toISOString();
+  const program = await resolveProgram(meta.argv[0], paths.release(meta.id), paths.current);
+  const since = await fileSize(paths.errorLog);
+  const process = processFor(paths, config, meta.type, [program, ...meta.argv.slice(1)], secrets);
+  await journal.step("start", () => runner.apply(manager.restart(process)), () => `${manager.name} restarted`);
+  const target = `http://127.0.0.1:${config.port}${meta.healthCheck.path}`;
+  return (await healthStep(journal, target, meta.healthCheck, paths.errorLog, since)).checkedAt;
+}
+
 async function switchTo(
   app: string,
   paths: ReturnType<typeof appPaths>,
@@ -141,9 +172,8 @@ async function switchTo(
   const runner = new ProcessRunner((line) => journal.output(line));
   const manager = managerNamed(config.manager);
   const releaseDir = paths.release(meta.id);
-  // The release's own snapshot of .env, not today's .env.<env>.
-  const envText = await readTextOrUndefined(join(releaseDir, ".env"));
-  const secrets = envText === undefined ? {} : parseDotenv(envText, `releases/${meta.id}/.env`);
+  const secrets = await envSnapshot(releaseDir, meta.id);
+  const ctx: RollbackContext = { paths, config, journal, runner };
   journal.say(`deploy-paradigm: rolling ${app} back to release ${meta.id} (${meta.commit.slice(0, 7)})`);
   await journal.record("rollback", { message: `from ${from ?? "nothing"} to ${meta.id}` });
   const before = await readStatus(paths.status);
@@ -167,24 +197,24 @@ async function switchTo(
       checkedAt = active.health.checkedAt;
       extra = { slot: active.slot, slotPort: active.port, switchMs: active.switchMs, watch: active.watch };
     } else {
-      await journal.step(
-        "switch",
-        () => symlinkAtomic(`releases/${meta.id}`, paths.current),
-        () => `current → releases/${meta.id}`,
-      );
-      if (meta.argv && meta.healthCheck) {
-        const program = await resolveProgram(meta.argv[0], releaseDir, paths.current);
-        const since = await fileSize(paths.errorLog);
-        const process = processFor(paths, config, meta.type, [program, ...meta.argv.slice(1)], secrets);
-        await journal.step("start", () => runner.apply(manager.restart(process)), () => `${manager.name} restarted`);
-        const target = `http://127.0.0.1:${config.port}${meta.healthCheck.path}`;
-        checkedAt = (await healthStep(journal, target, meta.healthCheck, paths.errorLog, since)).checkedAt;
-      } else checkedAt = new Date().toISOString();
+      checkedAt = await restartInPlace(ctx, meta, secrets);
     }
   } catch (error) {
     const message = error instanceof ActivationFailed ? error.failure.message : String(error);
+    let back = from ?? "nothing";
+    if (config.strategy === "restart" && from && (await currentRelease(paths)) !== from) {
+      // The switch happened: put the release that served back, with its own command and .env.
+      const previous = await readReleaseMeta(paths, from);
+      const restored = previous
+        ? await restartInPlace(ctx, previous, await envSnapshot(paths.release(from), from)).then(
+          () => true,
+          () => false,
+        )
+        : false;
+      if (!restored) back = "nothing healthy";
+    }
     await journal.record("rollback_failed", { ok: false, message });
-    journal.say(`✗ rollback of ${app} to ${meta.id} failed; ${from ?? "nothing"} still serves`);
+    journal.say(`✗ rollback of ${app} to ${meta.id} failed; ${back} serves`);
     return 1;
   }
   if (from) await markBad(paths, from);

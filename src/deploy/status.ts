@@ -52,7 +52,7 @@ export interface AppStatus {
   slot?: "blue" | "green";
   slotPort?: number;
   /** Blue-green: the last deploy's watch window. */
-  watch?: "passed" | "off";
+  watch?: "passed" | "failed" | "off";
   /** Blue-green: milliseconds from "the new slot is healthy" to "the proxy routes to it". */
   switchMs?: number;
   lastDeploy: LastDeploy;

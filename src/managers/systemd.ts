@@ -51,8 +51,9 @@ function escapePercent(text: string): string {
 
 /**
  * The template unit `<app>@.service` of a blue-green app: one instance per slot (`%i`), running
- * in `slots/%i` (the slot's link to its release), with the slot's PORT from `slot-%i.env`.
- * Built from the process of one slot by putting `%i` where that slot's directory is.
+ * in `slots/%i` (the slot's link to its release), with the slot's PORT from `slot-%i.env`. Its
+ * command is not here but in each instance's drop-in ({@link execDropIn}): the two slots run
+ * different releases, whose commands may differ.
  */
 export function templateUnit(p: AppProcess): string {
   const mark = "\u0001";
@@ -69,7 +70,6 @@ export function templateUnit(p: AppProcess): string {
     `WorkingDirectory=${mark}`,
     `EnvironmentFile=-${generic(p.envFile)}`,
     `EnvironmentFile=${escapePercent(p.stateDir)}/slot-%i.env`,
-    `ExecStart=${p.argv.map((word) => unitQuote(generic(word))).join(" ")}`,
     "Restart=on-failure",
     "RestartSec=1",
     `StandardOutput=append:${escapePercent(p.accessLog)}`,
@@ -81,6 +81,17 @@ export function templateUnit(p: AppProcess): string {
   ].join("\n").replaceAll(mark, `${escapePercent(dirname(slotDir))}/%i`);
 }
 
+/** An instance's drop-in `<app>@<slot>.service.d/exec.conf`: the command of the release in that slot. */
+export function execDropIn(p: AppProcess): string {
+  return [
+    "# Written by deploy-paradigm: the command of the release in this slot.",
+    "[Service]",
+    "ExecStart=",
+    `ExecStart=${p.argv.map((word) => unitQuote(word)).join(" ")}`,
+    "",
+  ].join("\n");
+}
+
 /** The systemd strategy. */
 export const systemd: ProcessManager = {
   name: "systemd",
@@ -90,6 +101,7 @@ export const systemd: ProcessManager = {
       return {
         files: [
           { path: join(systemdDir(p.root), `${p.app}@.service`), content: templateUnit(p) },
+          { path: join(systemdDir(p.root), `${instance}.d`, "exec.conf"), content: execDropIn(p) },
           {
             path: join(p.stateDir, `slot-${p.slot}.env`),
             content: serializeDotenv(p.env, "written by deploy-paradigm"),

@@ -95,5 +95,10 @@ async function exchange(conn: Deno.UnixConn, request: object): Promise<Record<st
   if (reply === null || typeof reply !== "object" || Array.isArray(reply)) {
     throw new DeployParadigmError(`the proxy answered something that is not a JSON object: ${line.slice(0, 200)}`);
   }
+  if ((reply as { ok?: unknown }).ok !== true) {
+    throw new DeployParadigmError(
+      `the proxy refused ${JSON.stringify(request)}: ${(reply as { error?: unknown }).error}`,
+    );
+  }
   return reply as Record<string, unknown>;
 }

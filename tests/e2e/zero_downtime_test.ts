@@ -22,7 +22,7 @@ interface Record {
 async function runSteps(server: TestServer, name: string, kind: "python" | "node", steps: Step[]) {
   const port = freePort();
   const repo = await AppRepo.create(server, name, await server.setupApp(name, { port }));
-  // A flaky release passes its health check, then fails /health after 1 s: inside a 3 s watch window.
+  // A flaky release passes its health check, then fails /health: inside a 3 s watch window.
   const commit = (version: string, mode: Mode) => {
     const options = { health: HEALTH, watch: mode === "flaky" ? "3s" : "300ms" };
     return kind === "python" ? repo.python(name, version, mode, options) : repo.node(name, version, mode, options);
@@ -192,5 +192,45 @@ Deno.test("a static site deploys and is served by the proxy; path traversal and 
       assertMatch(raw, /^HTTP\/1\.1 (400|403|404)/, `${path} must be refused:\n${raw.slice(0, 200)}`);
       assert(!raw.includes("root:") && !raw.includes("SECRET"), `${path} leaked a file`);
     }
+  });
+});
+
+Deno.test("changing strategy: restart → blue-green → restart; with the proxy down a deploy stops before building", async () => {
+  await withServer(async (server) => {
+    const port = freePort();
+    const paths = server.paths("sw");
+    const repo = await AppRepo.create(server, "sw", await server.setupApp("sw", { port, strategy: "restart" }));
+    const strategy = async (name: string) => {
+      const config = await Deno.readTextFile(paths.config);
+      await Deno.writeTextFile(paths.config, config.replace(/strategy: .*/, `strategy: ${name}`));
+    };
+    await repo.python("sw", "v1");
+    await repo.pushOk();
+    assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "v1" });
+
+    await strategy("blue-green");
+    await server.startProxy();
+    await repo.python("sw", "v2");
+    await repo.pushOk();
+    assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "v2" });
+    assertEquals((await status(server, "sw")).strategy, "blue-green");
+
+    await strategy("restart");
+    await new Promise((r) => setTimeout(r, 2500)); // the proxy lets go of the port on its next re-read
+    await repo.python("sw", "v3");
+    const back = await repo.pushOk();
+    assertMatch(back.output, /✓ retire .*slots of the blue-green setup are stopped/);
+    assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "v3" });
+    const st = await status(server, "sw");
+    assertEquals([st.strategy, st.slot, st.slotPort], ["restart", undefined, undefined]);
+    await Deno.stat(`${paths.dir}/route.json`).then(() => assert(false, "route.json must be gone"), () => {});
+
+    await strategy("blue-green");
+    await server.stopProxy();
+    await repo.python("sw", "v4");
+    const down = await repo.push();
+    assert(down.code !== 0);
+    assertMatch(down.output, /the proxy is not running/);
+    assert(!/✓ fetch/.test(down.output), "nothing is built while the proxy is down");
   });
 });

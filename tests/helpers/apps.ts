@@ -6,8 +6,8 @@ import { type Ran, run, type TestServer } from "./server.ts";
 
 /**
  * How a test app behaves: `ok`; `500` on every path; `crash` at start; `nolisten`; `flaky`: its
- * /health answers 200 for its first second, then 500 (every other path stays 200), to fail in a
- * watch window without failing a request.
+ * /health answers 200 three times, then 500 (every other path stays 200): it passes a health
+ * check of 2 successes and fails in the watch window after, without failing a request.
  */
 export type Mode = "ok" | "500" | "crash" | "nolisten" | "flaky";
 
@@ -41,7 +41,7 @@ if MODE == "nolisten":
     while True:
         time.sleep(60)
 
-STARTED = time.time()
+HEALTH_HITS = [0]
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
@@ -54,7 +54,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 time.sleep(1)
             return
         body = (os.environ.get("GREETING", "") + " " + VERSION if self.path == "/greeting" else VERSION).encode()
-        flaky = MODE == "flaky" and self.path == "/health" and time.time() - STARTED > 1
+        if self.path == "/health":
+            HEALTH_HITS[0] += 1
+        flaky = MODE == "flaky" and self.path == "/health" and HEALTH_HITS[0] > 3
         self.send_response(500 if MODE == "500" or flaky else 200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -73,7 +75,7 @@ export function nodeApp(version: string, mode: Mode = "ok"): string {
 const VERSION = ${JSON.stringify(version)};
 const MODE = ${JSON.stringify(mode)};
 if (MODE === "crash") { console.error("crashing on purpose"); process.exit(3); }
-const STARTED = Date.now();
+let healthHits = 0;
 if (MODE === "nolisten") setInterval(() => {}, 60000);
 else http.createServer((req, res) => {
   console.log(req.method + " " + req.url);
@@ -86,7 +88,8 @@ else http.createServer((req, res) => {
     }, 1000);
     return;
   }
-  const flaky = MODE === "flaky" && req.url === "/health" && Date.now() - STARTED > 1000;
+  if (req.url === "/health") healthHits++;
+  const flaky = MODE === "flaky" && req.url === "/health" && healthHits > 3;
   res.writeHead(MODE === "500" || flaky ? 500 : 200, { "content-type": "text/plain" });
   res.end(req.url === "/greeting" ? (process.env.GREETING || "") + " " + VERSION : VERSION);
 }).listen(Number(process.env.PORT), "127.0.0.1");

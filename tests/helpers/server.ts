@@ -145,14 +145,21 @@ export class TestServer {
     throw new Error(`the proxy did not start:\n${this.proxyLog}`);
   }
 
-  /** Stops the proxy, this server's PM2 daemon, and removes every file. */
-  async close(): Promise<void> {
+  /** Stops the proxy (a later startProxy starts a new one). */
+  async stopProxy(): Promise<void> {
     if (this.proxy) {
       try {
         this.proxy.kill("SIGTERM");
       } catch { /* already gone */ }
       await this.proxy.status;
     }
+    this.proxy = undefined;
+    this.proxyStarting = undefined;
+  }
+
+  /** Stops the proxy, this server's PM2 daemon, and removes every file. */
+  async close(): Promise<void> {
+    await this.stopProxy();
     try {
       await Deno.stat(this.pm2Home);
       await run(["timeout", "30", "pm2", "kill"], { env: this.env });

@@ -308,6 +308,7 @@ Deno.test("systemd slots: a template unit <app>@.service with %i for the slot, a
   }));
   assertEquals(plan.files.map((f) => f.path), [
     "/tmp/dp-prefix/etc/systemd/system/web@.service",
+    "/tmp/dp-prefix/etc/systemd/system/web@blue.service.d/exec.conf",
     "/srv/opt/deployments/web/slot-blue.env",
   ]);
   const unit = plan.files[0].content.split("\n");
@@ -316,11 +317,17 @@ Deno.test("systemd slots: a template unit <app>@.service with %i for the slot, a
       "WorkingDirectory=/srv/opt/deployments/web/slots/%i",
       "EnvironmentFile=-/srv/opt/deployments/web/slots/%i/.env",
       "EnvironmentFile=/srv/opt/deployments/web/slot-%i.env",
-      'ExecStart="/srv/opt/deployments/web/slots/%i/venv/bin/python" "app.py"',
       "Restart=on-failure",
     ]
   ) assert(unit.includes(line), `template lacks ${line}:\n${unit.join("\n")}`);
-  assertMatch(plan.files[1].content, /^PORT='41001'$/m);
+  // Each slot's command lives in its instance's drop-in: the slots run different releases.
+  assert(!unit.some((line) => line.startsWith("ExecStart")), "the template must not carry a command");
+  assertEquals(plan.files[1].content.split("\n").slice(1, 4), [
+    "[Service]",
+    "ExecStart=",
+    `ExecStart="${slotDir}/venv/bin/python" "app.py"`,
+  ]);
+  assertMatch(plan.files[2].content, /^PORT='41001'$/m);
   assertEquals(plan.commands.map((c) => c.argv.slice(1).join(" ")), [
     "daemon-reload",
     "enable --quiet web@blue.service",
