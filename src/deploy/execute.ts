@@ -203,11 +203,23 @@ async function dryRun(plan: Deployment): Promise<ExecuteResult> {
       : `no ${paths.envFile(config.env)}: the app would get PORT only`,
   );
   if (deploy.hooks?.preDeploy) await runner.run({ argv: toArgv(deploy.hooks.preDeploy), cwd: release });
-  print(`would switch ${paths.current} → releases/<new>`);
-  if (plan.argv) {
-    await runner.apply(managerNamed(config.manager).restart(appProcess(plan, plan.argv, plan.secrets)));
-    print(`would check http://127.0.0.1:${config.port}${deploy.healthCheck!.path}, else switch back`);
-  } else print("would check the static files; no process to start");
+  const manager = managerNamed(config.manager);
+  if (config.strategy === "blue-green") {
+    const slot = { slot: "blue" as const, port: config.slots?.blue ?? 0 };
+    if (plan.argv) {
+      print("would start the release in the idle slot (blue shown; the first deploy chooses the slots' ports):");
+      await runner.apply(manager.restart(appProcess(plan, plan.argv, plan.secrets, slot)));
+      print(`would check http://127.0.0.1:<slot port>${deploy.healthCheck!.path} before it gets any traffic`);
+    } else print("would check the static files; the proxy would serve them");
+    print(`would point the proxy on port ${config.port} at it, then ${paths.current} → releases/<new>`);
+    print(`would drain the old slot (up to ${config.drainTimeout / 1000}s), watch ${deploy.watch / 1000}s, stop it`);
+  } else {
+    print(`would switch ${paths.current} → releases/<new>`);
+    if (plan.argv) {
+      await runner.apply(manager.restart(appProcess(plan, plan.argv, plan.secrets)));
+      print(`would check http://127.0.0.1:${config.port}${deploy.healthCheck!.path}, else switch back`);
+    } else print("would check the static files; no process to start");
+  }
   if (deploy.hooks?.postDeploy) await runner.run({ argv: toArgv(deploy.hooks.postDeploy), cwd: release });
   print(`would keep the newest ${deploy.keepReleases} releases`);
   return { ok: true };

@@ -71,7 +71,7 @@ function pickPort(used: Set<number>): number {
   throw new Error(`cannot find a free port for a slot in ${SLOT_RANGE.join("-")}`);
 }
 
-/** Runs `fn` on config.yml's YAML document under the server-wide slots lock, and writes it back. */
+/** Runs `fn` on config.yml's YAML document under the server-wide slots lock; writes it back if it changed. */
 async function withConfigDocument<T>(
   paths: AppPaths,
   root: string,
@@ -79,9 +79,10 @@ async function withConfigDocument<T>(
 ): Promise<T> {
   const lock = await acquireLock(join(deploymentsRoot(root), ".slots.lock"), { pid: Deno.pid, commit: "" }, () => {});
   try {
-    const doc = parseDocument(await Deno.readTextFile(paths.config));
+    const text = await Deno.readTextFile(paths.config);
+    const doc = parseDocument(text);
     const result = await fn(doc, () => portsInUse(root));
-    await writeFileAtomic(paths.config, String(doc), 0o644);
+    if (String(doc) !== text) await writeFileAtomic(paths.config, String(doc), 0o644);
     return result;
   } finally {
     lock.release();
