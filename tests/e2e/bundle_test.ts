@@ -27,7 +27,7 @@ Deno.test("the bundled CLI works alone: help, init, schema, and a deploy through
     });
     const help = await run([bin, "--help"], { cwd: dir });
     assertEquals(help.code, 0, help.output);
-    assertMatch(help.stdout, /\n  execute /);
+    assertMatch(help.stdout, /\n {2}execute /);
     const project = join(dir, "site");
     await Deno.mkdir(project);
     await Deno.writeTextFile(join(project, "index.html"), "<h1>bundled</h1>\n");
