@@ -12,6 +12,7 @@ import { receiveCommand } from "./receive.ts";
 import { releasesCommand } from "./releases.ts";
 import { rollbackCommand } from "./rollback.ts";
 import { schemaCommand } from "./schema.ts";
+import { setupCommand } from "./setup.ts";
 import { statusCommand } from "./status.ts";
 
 /** The program: name, version, commands. */
@@ -21,6 +22,7 @@ export const program: ProgramSpec = {
   summary: "safe git-push deploys to your own servers",
   commands: [
     initCommand,
+    setupCommand,
     executeCommand,
     receiveCommand,
     rollbackCommand,

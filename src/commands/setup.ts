@@ -1,0 +1,37 @@
+import type { CommandSpec } from "../cli.ts";
+import { UsageError } from "../errors.ts";
+
+/** `setup <app> [repo-url]`. */
+export const setupCommand: CommandSpec = {
+  name: "setup",
+  summary: "Prepare this server for an app: config, .env, repository and hook, the proxy (asks on a terminal)",
+  args: [
+    { name: "app", description: "The app's name (as in its deploy.yml)" },
+    { name: "repo-url", description: "Seed the bare repository with git clone --bare of this URL", optional: true },
+  ],
+  options: [
+    { name: "port", value: "n", description: "The app's public port (1-65535)" },
+    { name: "manager", value: "name", description: "Process manager", choices: ["systemd", "pm2"] },
+    { name: "env", value: "name", description: "Environment: which .env.<env> the app gets (default production)" },
+    { name: "strategy", value: "name", description: "How deploys switch", choices: ["blue-green", "restart"] },
+    { name: "proxy-host", value: "addr", description: "Address the proxy listens on (default 0.0.0.0)" },
+    { name: "yes", short: "y", description: "Take defaults for what is not given; ask nothing" },
+  ],
+  async run({ args, opts }) {
+    const port = opts.port === undefined ? undefined : Number(opts.port);
+    if (port !== undefined && !(Number.isInteger(port) && port >= 1 && port <= 65535)) {
+      throw new UsageError(`--port must be a whole number from 1 to 65535 (got "${opts.port}")`);
+    }
+    const { setup } = await import("../setup.ts");
+    return await setup({
+      app: args[0],
+      repoUrl: args[1],
+      port,
+      manager: opts.manager as "systemd" | "pm2" | undefined,
+      env: opts.env as string | undefined,
+      strategy: opts.strategy as "blue-green" | "restart" | undefined,
+      proxyHost: opts["proxy-host"] as string | undefined,
+      yes: opts.yes === true,
+    });
+  },
+};

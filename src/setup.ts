@@ -1,0 +1,276 @@
+/**
+ * `setup <app> [repo-url]`: everything a server needs for an app — config.yml (with the slot
+ * ports), `.env.<env>`, the log dir, the bare repository with its hook, and the proxy running as
+ * a service — asked for on a terminal, or taken from flags. Running it again updates and never
+ * deletes releases, `.env` or the repository.
+ * @module
+ */
+import { hostname } from "node:os";
+import { join } from "node:path";
+import { NAME_PATTERN } from "./config/names.ts";
+import { MANAGERS, STRATEGIES } from "./config/schema.ts";
+import { ensureSlots } from "./deploy/slots.ts";
+import { DeployParadigmError, UsageError } from "./errors.ts";
+import { exists, readTextOrUndefined, writeFileAtomic } from "./fsutil.ts";
+import { installHook } from "./hook.ts";
+import { appPaths, deploymentsRoot, prefix, systemdDir } from "./paths.ts";
+import { control } from "./proxy/client.ts";
+import { controlSocketPath } from "./proxy/routes.ts";
+import { type Cmd, ProcessRunner } from "./runner.ts";
+import { parseDocument } from "./yaml.ts";
+
+/** Options of `setup`; what is missing is asked on a terminal, or defaulted with `yes`. */
+export interface SetupOptions {
+  app: string;
+  repoUrl?: string;
+  port?: number;
+  manager?: "systemd" | "pm2";
+  env?: string;
+  strategy?: "blue-green" | "restart";
+  /** Take defaults for everything not given, and do not ask for confirmation. */
+  yes?: boolean;
+  /** The address the proxy listens on (default 0.0.0.0). */
+  proxyHost?: string;
+}
+
+/** The executable hooks and services must run: the installed binary, or the source launcher. */
+export function selfCommand(): string {
+  return Deno.env.get("DEPLOY_PARADIGM_SELF") ?? Deno.execPath();
+}
+
+async function systemdRuns(): Promise<boolean> {
+  return await exists("/run/systemd/system");
+}
+
+function portTaken(port: number): boolean {
+  try {
+    Deno.listen({ hostname: "0.0.0.0", port }).close();
+    return false;
+  } catch {
+    return true;
+  }
+}
+
+/** Values already set up for the app (setup is idempotent: they are the defaults). */
+async function existing(configPath: string): Promise<Partial<SetupOptions>> {
+  const text = await readTextOrUndefined(configPath);
+  if (!text) return {};
+  const value = parseDocument(text).toJS() as Record<string, unknown> | null;
+  return {
+    port: typeof value?.port === "number" ? value.port : undefined,
+    manager: MANAGERS.includes(value?.manager as never) ? value?.manager as SetupOptions["manager"] : undefined,
+    env: typeof value?.env === "string" ? value.env : undefined,
+    strategy: STRATEGIES.includes(value?.strategy as never) ? value?.strategy as SetupOptions["strategy"] : undefined,
+  };
+}
+
+/** Fills in what is missing: prompts on a terminal, defaults with --yes, else a usage error naming the flags. */
+async function complete(options: SetupOptions, before: Partial<SetupOptions>): Promise<Required<SetupOptions>> {
+  const defaults = {
+    port: before.port ?? 8000,
+    manager: before.manager ?? (await systemdRuns() ? "systemd" : "pm2") as "systemd" | "pm2",
+    env: before.env ?? "production",
+    strategy: before.strategy ?? "blue-green" as const,
+  };
+  const given = { ...before, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) };
+  const interactive = !options.yes && Deno.stdin.isTerminal() && Deno.stdout.isTerminal();
+  if (!interactive && !options.yes && (given.port === undefined || given.manager === undefined)) {
+    throw new UsageError(
+      `setup needs ${
+        [given.port === undefined && "--port", given.manager === undefined && "--manager"].filter(Boolean)
+          .join(" and ")
+      } when it cannot ask (no terminal)`,
+      { suggestion: `pass them, or --yes to take the defaults (port ${defaults.port}, manager ${defaults.manager})` },
+    );
+  }
+  let values = {
+    port: given.port ?? defaults.port,
+    manager: given.manager ?? defaults.manager,
+    env: given.env ?? defaults.env,
+    strategy: given.strategy ?? defaults.strategy,
+  };
+  if (interactive) {
+    // Loaded only here: prompt libraries are never on the hook's path, and hang without a terminal.
+    const { input, select, confirm } = await import("@inquirer/prompts");
+    const port = Number(
+      await input({
+        message: "Public port of the app",
+        default: String(values.port),
+        validate: (text) =>
+          /^\d+$/.test(text) && Number(text) >= 1 && Number(text) <= 65535 ? true : "a whole number from 1 to 65535",
+      }),
+    );
+    if (port !== before.port && portTaken(port)) console.log(`! port ${port} is in use on this server right now`);
+    const systemd = await systemdRuns();
+    const manager = await select({
+      message: "Process manager",
+      default: values.manager,
+      choices: [
+        { value: "systemd" as const, name: "systemd", disabled: systemd ? false : "(systemd does not run here)" },
+        { value: "pm2" as const, name: "pm2" },
+      ],
+    });
+    const env = await input({
+      message: "Environment (which .env.<env> the app gets)",
+      default: values.env,
+      validate: (text) => /^[A-Za-z0-9_.-]+$/.test(text) ? true : "letters, digits, . _ - only",
+    });
+    values = { ...values, port, manager, env };
+    console.log(summary(options.app, values, options.repoUrl));
+    if (!(await confirm({ message: "Write all this?", default: true }))) {
+      throw new UsageError("setup cancelled: nothing was written");
+    }
+  }
+  return {
+    ...options,
+    ...values,
+    repoUrl: options.repoUrl ?? "",
+    yes: true,
+    proxyHost: options.proxyHost ?? "0.0.0.0",
+  };
+}
+
+function summary(app: string, values: { port: number; manager: string; env: string; strategy: string }, url?: string) {
+  const paths = appPaths(app);
+  return [
+    `deploy-paradigm setup ${app}:`,
+    `  port ${values.port}, ${values.manager}, env ${values.env}, ${values.strategy}`,
+    `  ${paths.config}, ${paths.envFile(values.env)} (0600), ${paths.logDir}`,
+    `  ${paths.repo}${url ? ` (cloned from ${url})` : ""} with its hook, and the proxy as a ${values.manager} service`,
+  ].join("\n");
+}
+
+/** Runs setup. Returns the exit code. */
+export async function setup(options: SetupOptions): Promise<number> {
+  if (!NAME_PATTERN.test(options.app)) {
+    throw new UsageError(`"${options.app}" is not a valid app name`, {
+      suggestion: "use 1-63 lowercase letters, digits or dashes, starting with a letter or digit",
+    });
+  }
+  if (options.manager === "systemd" && !(await systemdRuns())) {
+    throw new UsageError("systemd does not run on this machine", { suggestion: "use --manager pm2" });
+  }
+  const paths = appPaths(options.app);
+  const values = await complete(options, await existing(paths.config));
+  const runner = new ProcessRunner((line) => console.log(`    ${line}`));
+  const started = performance.now();
+
+  // config.yml: created, or updated in place (comments and slots kept).
+  await Deno.mkdir(paths.dir, { recursive: true });
+  const text = await readTextOrUndefined(paths.config) ?? CONFIG_TEMPLATE;
+  const doc = parseDocument(text);
+  for (const [key, value] of Object.entries({ port: values.port, manager: values.manager, env: values.env })) {
+    doc.set(key, value);
+  }
+  doc.set("strategy", values.strategy);
+  await writeFileAtomic(paths.config, String(doc));
+  if (values.strategy === "blue-green") await ensureSlots(paths, prefix());
+  console.log(`✓ ${paths.config}`);
+
+  const envFile = paths.envFile(values.env);
+  if (!(await exists(envFile))) {
+    await Deno.writeTextFile(envFile, `# Secrets of ${options.app} (${values.env}): KEY=value lines. Never in git.\n`, {
+      mode: 0o600,
+    });
+  }
+  await Deno.chmod(envFile, 0o600);
+  await Deno.mkdir(paths.logDir, { recursive: true });
+  console.log(`✓ ${envFile} (0600), ${paths.logDir}`);
+
+  // The bare repository and its hook.
+  if (!(await exists(paths.repo))) {
+    await Deno.mkdir(join(paths.repo, ".."), { recursive: true });
+    await runner.run(
+      values.repoUrl
+        ? { argv: ["git", "clone", "--quiet", "--bare", values.repoUrl, paths.repo] }
+        : { argv: ["git", "init", "--quiet", "--bare", "-b", "main", paths.repo] },
+    );
+  }
+  const hookPath = join(paths.repo, "hooks", "proc-receive");
+  const hook = await readTextOrUndefined(hookPath);
+  if (hook !== undefined && !hook.includes("written by deploy-paradigm")) {
+    throw new DeployParadigmError(`${hookPath} is another tool's proc-receive hook`, {
+      suggestion: "proc-receive hooks cannot be chained: remove it or move it elsewhere (post-receive hooks stay)",
+    });
+  }
+  const env: Record<string, string> = Deno.env.get("DEPLOY_PARADIGM_PREFIX")
+    ? { DEPLOY_PARADIGM_PREFIX: prefix() }
+    : {};
+  await installHook(paths.repo, selfCommand(), env);
+  console.log(`✓ ${paths.repo} with its hook (deploys run ${selfCommand()})`);
+
+  // The proxy, as a service of the chosen manager, started if it is not running.
+  if (values.strategy === "blue-green") await ensureProxy(values.manager, values.proxyHost, env, runner);
+
+  const took = ((performance.now() - started) / 1000).toFixed(1);
+  const user = Deno.env.get("USER") ?? "root";
+  console.log(`\n${options.app} is set up (${took}s). On your laptop, in the project:\n`);
+  console.log(`git remote add production ${user}@${hostname()}:${paths.repo}`);
+  console.log("git push production main");
+  return 0;
+}
+
+/** Starts the proxy as a systemd unit or a pm2 process, unless one answers already. */
+async function ensureProxy(
+  manager: "systemd" | "pm2",
+  host: string,
+  env: Record<string, string>,
+  runner: ProcessRunner,
+): Promise<void> {
+  const root = prefix();
+  if (await control(root, { op: "status" }).then(() => true, () => false)) {
+    console.log("✓ the proxy runs");
+    return;
+  }
+  const argv = [selfCommand(), "proxy", "--host", host];
+  const commands: Cmd[] = [];
+  if (manager === "systemd") {
+    const unit = [
+      "# Written by deploy-paradigm setup.",
+      "[Unit]",
+      "Description=deploy-paradigm proxy (zero-downtime switches for blue-green apps)",
+      "After=network.target",
+      "",
+      "[Service]",
+      `ExecStart=${argv.map((a) => `"${a.replace(/[\\"]/g, (c) => `\\${c}`)}"`).join(" ")}`,
+      ...Object.entries(env).map(([k, v]) => `Environment="${k}=${v}"`),
+      "Restart=always",
+      "",
+      "[Install]",
+      "WantedBy=multi-user.target",
+      "",
+    ].join("\n");
+    await writeFileAtomic(join(systemdDir(), "deploy-paradigm-proxy.service"), unit);
+    commands.push(
+      { argv: ["systemctl", "daemon-reload"], timeoutMs: 60_000 },
+      { argv: ["systemctl", "enable", "--now", "deploy-paradigm-proxy.service"], timeoutMs: 60_000 },
+    );
+  } else {
+    const file = join(deploymentsRoot(), "pm2-deploy-paradigm-proxy.json");
+    const app = { name: "deploy-paradigm-proxy", script: argv[0], args: argv.slice(1), interpreter: "none", env };
+    await writeFileAtomic(file, JSON.stringify({ apps: [app] }, null, 2) + "\n", 0o600);
+    commands.push(
+      { argv: ["pm2", "start", file], quiet: true, timeoutMs: 60_000 },
+      { argv: ["pm2", "save"], quiet: true, timeoutMs: 60_000 },
+    );
+  }
+  await runner.apply({ files: [], commands, lock: join(deploymentsRoot(root), ".pm2.lock") });
+  for (let i = 0; i < 100; i++) {
+    if (await exists(controlSocketPath(root))) {
+      console.log(`✓ the proxy runs (${manager})`);
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new DeployParadigmError("the proxy did not start", {
+    suggestion: manager === "pm2"
+      ? "see `pm2 logs deploy-paradigm-proxy`"
+      : "see `journalctl -u deploy-paradigm-proxy`",
+  });
+}
+
+const CONFIG_TEMPLATE = `# /opt/deployments/<app>/config.yml: this server's side of the app (written by setup).
+# port: the public port; manager: systemd | pm2; env: which .env.<env> the app gets;
+# strategy: blue-green (through the proxy) | restart; slots: blue-green's internal ports.
+port: 8000
+`;
