@@ -1,7 +1,7 @@
 /**
  * `deno task demo`: the whole story on this machine, as a normal user, under a temp prefix.
  *
- * Sets up a local "server" (what `setup` will do: config.yml, .env, the bare repo with the real
+ * Sets up a local "server" (as `setup` does: config.yml, .env, the bare repo with the real
  * hook), then pushes v1, a broken v2 (rolled back automatically), and v3 of a small Python app,
  * checking each outcome. `--exit` tears down at the end and exits 0 only when every step went as
  * expected; without it, the app keeps running until Ctrl-C. Not part of the binary.
