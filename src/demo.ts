@@ -1,14 +1,13 @@
 /**
  * `deno task demo`: the whole story on this machine, as a normal user, under a temp prefix.
  *
- * Sets up a local "server" (as `setup` does: config.yml, .env, the bare repo with the real
- * hook), then pushes v1, a broken v2 (rolled back automatically), and v3 of a small Python app,
+ * Sets up a local "server" with `setup` (config.yml, .env, the bare repo with the real hook, the
+ * proxy under PM2), then pushes v1, a broken v2 (it never takes traffic), and v3 of a small Python app,
  * checking each outcome. `--exit` tears down at the end and exits 0 only when every step went as
  * expected; without it, the app keeps running until Ctrl-C. Not part of the binary.
  * @module
  */
 import { join, resolve } from "node:path";
-import { installHook } from "./hook.ts";
 
 const BIN = resolve(import.meta.dirname!, "..", "bin", "deploy-paradigm");
 const exitAtEnd = Deno.args.includes("--exit");
@@ -51,7 +50,6 @@ const env: Record<string, string> = {
 };
 const results: { step: string; ok: boolean }[] = [];
 let tornDown: Promise<void> | undefined;
-let proxy: Deno.ChildProcess | undefined;
 
 function say(text: string): void {
   console.log(Deno.env.get("NO_COLOR") ? `\n== ${text}` : `\n\x1b[1m== ${text}\x1b[0m`);
@@ -95,14 +93,8 @@ function teardown(): Promise<void> {
 }
 
 async function stopEverything(): Promise<void> {
-  if (proxy) {
-    try {
-      proxy.kill("SIGTERM");
-    } catch { /* already gone */ }
-    await proxy.status;
-  }
   console.log("\nTearing down: stopping the demo's PM2 daemon and removing", root);
-  // The daemon's own SIGTERM handling stops its apps; quicker than a `pm2 kill` client, which
+  // The daemon's own SIGTERM handling stops its apps (the proxy among them); quicker than a `pm2 kill` client, which
   // matters on Ctrl-C under `deno task`, which does not wait long for its child.
   const pid = Number(await Deno.readTextFile(join(env.PM2_HOME, "pm2.pid")).catch(() => ""));
   if (pid > 1) {
@@ -147,29 +139,20 @@ try {
   const url = `http://127.0.0.1:${port}/`;
 
   say(`Setting up a local server under ${prefix}`);
-  const appDir = join(prefix, "opt", "deployments", "hello");
   const repo = join(prefix, "var", "repos", "hello.git");
-  await Deno.mkdir(appDir, { recursive: true });
-  await Deno.writeTextFile(join(appDir, "config.yml"), `port: ${port}\nmanager: pm2\nenv: production\n`);
-  await Deno.writeTextFile(join(appDir, ".env.production"), "GREETING='secrets stay on the server'\n", {
-    mode: 0o600,
-  });
-  await Deno.mkdir(join(prefix, "var", "repos"), { recursive: true });
-  if (await run(["git", "init", "--quiet", "--bare", "-b", "main", repo])) throw new Error("git init --bare failed");
-  await installHook(repo, BIN, { DEPLOY_PARADIGM_PREFIX: prefix });
-  proxy = new Deno.Command(BIN, {
-    args: ["proxy", "--host", "127.0.0.1"],
-    env,
-    stdin: "null",
-    stdout: "null",
-    stderr: "inherit",
-  }).spawn();
-  const socket = join(prefix, "opt", "deployments", ".proxy.sock");
-  for (let i = 0; i < 200 && !(await Deno.stat(socket).then(() => true, () => false)); i++) {
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  console.log(`config.yml (port ${port}, pm2, blue-green), .env.production (0600), ${repo} with its hook,`);
-  console.log(`and the proxy on port ${port}, which switches traffic between the app's blue and green slots`);
+  console.log(`$ deploy-paradigm setup hello --port ${port} --manager pm2 --proxy-host 127.0.0.1 --yes`);
+  const setup = ["setup", "hello", "--port", String(port), "--manager", "pm2", "--proxy-host", "127.0.0.1", "--yes"];
+  check("setup prepares the server and starts the proxy", (await run([BIN, ...setup], { show: true })) === 0);
+  await Deno.writeTextFile(
+    join(prefix, "opt", "deployments", "hello", ".env.production"),
+    "GREETING='secrets stay on the server'\n",
+    {
+      mode: 0o600,
+    },
+  );
+  console.log(
+    "(and a secret in .env.production; the proxy on port " + port + " switches between the blue and green slots)",
+  );
 
   const work = join(root, "hello");
   await Deno.mkdir(work);
