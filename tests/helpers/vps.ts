@@ -1,0 +1,158 @@
+/**
+ * A fake VPS: its own network namespace (a veth pair to this machine, a private /30 in
+ * 10.251.0.0/16), its own sshd with its own host key, and its own /root (so its own ~/.pm2),
+ * mounted in a private mount namespace. The test is "the laptop": it reaches the host over real
+ * SSH. Everything is torn down by {@link FakeVps.close}: the processes of the namespace, the
+ * namespace, the link, the files.
+ */
+import { join } from "node:path";
+import { run } from "./server.ts";
+
+async function must(argv: string[], options: { cwd?: string } = {}): Promise<string> {
+  const result = await run(argv, options);
+  if (result.code !== 0) throw new Error(`${argv.join(" ")} failed (${result.code}):\n${result.output}`);
+  return result.stdout;
+}
+
+/** One fake VPS host. */
+export class FakeVps {
+  /** Environment for git and ssh on the laptop side. */
+  readonly env: Record<string, string>;
+  private sshd?: Deno.ChildProcess;
+
+  private constructor(
+    readonly name: string,
+    readonly dir: string,
+    readonly address: string,
+    private readonly hostLink: string,
+  ) {
+    const ssh = `ssh -o BatchMode=yes -o ConnectTimeout=5 -o StrictHostKeyChecking=yes ` +
+      `-o UserKnownHostsFile=${join(dir, "known_hosts")} -i ${join(dir, "client_key")}`;
+    this.env = {
+      GIT_SSH_COMMAND: ssh,
+      GIT_AUTHOR_NAME: "Test",
+      GIT_AUTHOR_EMAIL: "test@example.invalid",
+      GIT_COMMITTER_NAME: "Test",
+      GIT_COMMITTER_EMAIL: "test@example.invalid",
+      NO_COLOR: "1",
+    };
+  }
+
+  /** Boots a host: namespace, link, keys, sshd. */
+  static async create(): Promise<FakeVps> {
+    const id = crypto.randomUUID().replaceAll("-", "").slice(0, 6);
+    const subnet = 1 + Math.floor(Math.random() * 250);
+    const dir = await Deno.makeTempDir({ prefix: "dp-vps-" });
+    const vps = new FakeVps(`dpv${id}`, dir, `10.251.${subnet}.2`, `dpv${id}h`);
+    try {
+      await vps.boot(subnet);
+    } catch (error) {
+      await vps.close();
+      throw error;
+    }
+    return vps;
+  }
+
+  private async boot(subnet: number): Promise<void> {
+    const { name, dir } = this;
+    const inside = (...argv: string[]) => must(["ip", "netns", "exec", name, ...argv]);
+    await must(["ip", "netns", "add", name]);
+    await must(["ip", "link", "add", this.hostLink, "type", "veth", "peer", "name", `${name}v`]);
+    await must(["ip", "link", "set", `${name}v`, "netns", name]);
+    await must(["ip", "addr", "add", `10.251.${subnet}.1/30`, "dev", this.hostLink]);
+    await must(["ip", "link", "set", this.hostLink, "up"]);
+    await inside("ip", "addr", "add", `${this.address}/30`, "dev", `${name}v`);
+    await inside("ip", "link", "set", `${name}v`, "up");
+    await inside("ip", "link", "set", "lo", "up");
+
+    await Deno.mkdir(join(dir, "root"));
+    await Deno.mkdir("/run/sshd", { recursive: true });
+    await must(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", join(dir, "host_key")]);
+    await must(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", join(dir, "client_key")]);
+    await Deno.copyFile(join(dir, "client_key.pub"), join(dir, "authorized_keys"));
+    const hostKey = (await Deno.readTextFile(join(dir, "host_key.pub"))).trim().split(" ").slice(0, 2).join(" ");
+    await Deno.writeTextFile(join(dir, "known_hosts"), `${this.address} ${hostKey}\n`);
+    await Deno.writeTextFile(
+      join(dir, "sshd_config"),
+      [
+        `ListenAddress ${this.address}`,
+        `HostKey ${join(dir, "host_key")}`,
+        `AuthorizedKeysFile ${join(dir, "authorized_keys")}`,
+        "PidFile none",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "PermitRootLogin prohibit-password",
+        "UsePAM no",
+        "StrictModes no",
+        "",
+      ].join("\n"),
+    );
+    // Its own /root (so its own ~/.pm2), in a private mount namespace that sshd and every
+    // session and hook inherit.
+    this.sshd = new Deno.Command("ip", {
+      args: [
+        "netns",
+        "exec",
+        name,
+        "unshare",
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        'mount --bind "$1" /root && exec /usr/sbin/sshd -D -f "$2" -E "$3"',
+        "sh",
+        join(dir, "root"),
+        join(dir, "sshd_config"),
+        join(dir, "sshd.log"),
+      ],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    for (let i = 0; i < 100; i++) {
+      if ((await this.ssh("true")).code === 0) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`sshd did not come up:\n${await Deno.readTextFile(join(dir, "sshd.log")).catch(() => "")}`);
+  }
+
+  /** Runs a shell command line on the host over ssh. */
+  ssh(command: string) {
+    return run([
+      "ssh",
+      "-o",
+      "BatchMode=yes",
+      "-o",
+      "ConnectTimeout=5",
+      "-o",
+      "StrictHostKeyChecking=yes",
+      "-o",
+      `UserKnownHostsFile=${join(this.dir, "known_hosts")}`,
+      "-i",
+      join(this.dir, "client_key"),
+      `root@${this.address}`,
+      command,
+    ]);
+  }
+
+  /** Stops every process of the host's namespace, then removes the namespace, the link and the files. */
+  async close(): Promise<void> {
+    await this.ssh("pm2 kill").catch(() => {});
+    const pids = await run(["ip", "netns", "pids", this.name]);
+    for (const pid of pids.stdout.split("\n").map(Number).filter((p) => p > 1)) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch { /* gone */ }
+    }
+    if (this.sshd) {
+      try {
+        this.sshd.kill("SIGKILL");
+      } catch { /* gone */ }
+      await this.sshd.status;
+    }
+    await run(["ip", "link", "del", this.hostLink]);
+    await run(["ip", "netns", "del", this.name]);
+    await Deno.remove(this.dir, { recursive: true }).catch(() => {});
+  }
+}
