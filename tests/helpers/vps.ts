@@ -18,6 +18,8 @@ async function must(argv: string[], options: { cwd?: string } = {}): Promise<str
 export class FakeVps {
   /** Environment for git and ssh on the laptop side. */
   readonly env: Record<string, string>;
+  /** `ssh` with this host's key and known_hosts, strict host key checking, never a prompt. */
+  private readonly sshArgv: string[];
   private sshd?: Deno.ChildProcess;
 
   private constructor(
@@ -26,10 +28,21 @@ export class FakeVps {
     readonly address: string,
     private readonly hostLink: string,
   ) {
-    const ssh = `ssh -o BatchMode=yes -o ConnectTimeout=5 -o StrictHostKeyChecking=yes ` +
-      `-o UserKnownHostsFile=${join(dir, "known_hosts")} -i ${join(dir, "client_key")}`;
+    this.sshArgv = [
+      "ssh",
+      "-o",
+      "BatchMode=yes",
+      "-o",
+      "ConnectTimeout=5",
+      "-o",
+      "StrictHostKeyChecking=yes",
+      "-o",
+      `UserKnownHostsFile=${join(dir, "known_hosts")}`,
+      "-i",
+      join(dir, "client_key"),
+    ];
     this.env = {
-      GIT_SSH_COMMAND: ssh,
+      GIT_SSH_COMMAND: this.sshArgv.join(" "),
       GIT_AUTHOR_NAME: "Test",
       GIT_AUTHOR_EMAIL: "test@example.invalid",
       GIT_COMMITTER_NAME: "Test",
@@ -119,21 +132,7 @@ export class FakeVps {
 
   /** Runs a shell command line on the host over ssh. */
   ssh(command: string) {
-    return run([
-      "ssh",
-      "-o",
-      "BatchMode=yes",
-      "-o",
-      "ConnectTimeout=5",
-      "-o",
-      "StrictHostKeyChecking=yes",
-      "-o",
-      `UserKnownHostsFile=${join(this.dir, "known_hosts")}`,
-      "-i",
-      join(this.dir, "client_key"),
-      `root@${this.address}`,
-      command,
-    ]);
+    return run([...this.sshArgv, `root@${this.address}`, command]);
   }
 
   /** Stops every process of the host's namespace, then removes the namespace, the link and the files. */
