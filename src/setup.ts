@@ -55,7 +55,12 @@ function portTaken(port: number): boolean {
 async function existing(configPath: string): Promise<Partial<SetupOptions>> {
   const text = await readTextOrUndefined(configPath);
   if (!text) return {};
-  const value = parseDocument(text).toJS() as Record<string, unknown> | null;
+  let value: Record<string, unknown> | null;
+  try {
+    value = parseDocument(text).toJS() as Record<string, unknown> | null;
+  } catch {
+    return {}; // a broken config.yml is rewritten with what setup is given
+  }
   return {
     port: typeof value?.port === "number" ? value.port : undefined,
     manager: MANAGERS.includes(value?.manager as never) ? value?.manager as SetupOptions["manager"] : undefined,
