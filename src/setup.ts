@@ -162,8 +162,9 @@ export async function setup(options: SetupOptions): Promise<number> {
 
   // config.yml: created, or updated in place (comments and slots kept).
   await Deno.mkdir(paths.dir, { recursive: true });
-  const text = await readTextOrUndefined(paths.config) ?? CONFIG_TEMPLATE;
-  const doc = parseDocument(text);
+  const current = await readTextOrUndefined(paths.config);
+  let doc = parseDocument(current ?? CONFIG_TEMPLATE);
+  if (doc.errors.length) doc = parseDocument(CONFIG_TEMPLATE); // unreadable: rewritten from what setup is given
   for (const [key, value] of Object.entries({ port: values.port, manager: values.manager, env: values.env })) {
     doc.set(key, value);
   }
