@@ -1,0 +1,180 @@
+/**
+ * A real systemd host: a Debian bookworm tree (debootstrap, cached in
+ * /var/cache/deploy-paradigm-tests and rebuilt when absent) booted with systemd-nspawn on a
+ * copy-on-write overlay, in its own network namespace (a veth pair, a private /30 in
+ * 10.252.0.0/16), with its sshd. The project and Deno are bind-mounted read-only, so the host
+ * runs this checkout. {@link SystemdHost.close} powers it off and removes everything.
+ */
+import { join } from "node:path";
+import { run } from "./server.ts";
+
+const CACHE = "/var/cache/deploy-paradigm-tests";
+const TREE = join(CACHE, "bookworm");
+const PACKAGES = "systemd,systemd-sysv,dbus,openssh-server,git,python3,python3-venv,iproute2,procps,ca-certificates";
+const ROOT = join(import.meta.dirname!, "..", "..");
+
+async function must(argv: string[]): Promise<string> {
+  const result = await run(argv);
+  if (result.code !== 0) throw new Error(`${argv.join(" ")} failed (${result.code}):\n${result.output}`);
+  return result.stdout;
+}
+
+/** The cached Debian tree, built once (about a minute) under a lock. */
+async function ensureTree(): Promise<string> {
+  await Deno.mkdir(CACHE, { recursive: true });
+  const lock = await Deno.open(join(CACHE, ".lock"), { create: true, write: true });
+  await lock.lock(true);
+  try {
+    if (await Deno.stat(join(TREE, "usr", "bin", "python3")).then(() => true, () => false)) return TREE;
+    const temp = `${TREE}.tmp`;
+    await Deno.remove(temp, { recursive: true }).catch(() => {});
+    await must([
+      "debootstrap",
+      "--variant=minbase",
+      `--include=${PACKAGES}`,
+      "bookworm",
+      temp,
+      "http://deb.debian.org/debian",
+    ]);
+    await Deno.rename(temp, TREE);
+    return TREE;
+  } finally {
+    lock.close();
+  }
+}
+
+/** One booted systemd host. */
+export class SystemdHost {
+  readonly env: Record<string, string>;
+  private readonly sshArgv: string[];
+  private nspawn?: Deno.ChildProcess;
+  private mounted = false;
+
+  private constructor(readonly name: string, readonly dir: string, readonly address: string) {
+    this.sshArgv = [
+      "ssh",
+      "-o",
+      "BatchMode=yes",
+      "-o",
+      "ConnectTimeout=5",
+      "-o",
+      "StrictHostKeyChecking=yes",
+      "-o",
+      `UserKnownHostsFile=${join(dir, "known_hosts")}`,
+      "-i",
+      join(dir, "client_key"),
+    ];
+    this.env = {
+      GIT_SSH_COMMAND: this.sshArgv.join(" "),
+      GIT_AUTHOR_NAME: "Test",
+      GIT_AUTHOR_EMAIL: "test@example.invalid",
+      GIT_COMMITTER_NAME: "Test",
+      GIT_COMMITTER_EMAIL: "test@example.invalid",
+      NO_COLOR: "1",
+    };
+  }
+
+  /** The root of the host's filesystem, as seen from here. */
+  get rootfs(): string {
+    return join(this.dir, "merged");
+  }
+
+  /** Builds (or reuses) the tree and boots a host; waits until systemd runs and ssh answers. */
+  static async create(): Promise<SystemdHost> {
+    const tree = await ensureTree();
+    const id = crypto.randomUUID().replaceAll("-", "").slice(0, 6);
+    const subnet = 1 + Math.floor(Math.random() * 250);
+    const dir = await Deno.makeTempDir({ prefix: "dp-systemd-" });
+    const host = new SystemdHost(`dps${id}`, dir, `10.252.${subnet}.2`);
+    try {
+      await host.boot(tree, subnet);
+    } catch (error) {
+      await host.close();
+      throw error;
+    }
+    return host;
+  }
+
+  private async boot(tree: string, subnet: number): Promise<void> {
+    const { name, dir } = this;
+    for (const sub of ["upper", "work", "merged"]) await Deno.mkdir(join(dir, sub));
+    await must([
+      "mount",
+      "-t",
+      "overlay",
+      "overlay",
+      "-o",
+      `lowerdir=${tree},upperdir=${join(dir, "upper")},workdir=${join(dir, "work")}`,
+      this.rootfs,
+    ]);
+    this.mounted = true;
+    await must(["ip", "netns", "add", name]);
+    await must(["ip", "link", "add", `${name}h`, "type", "veth", "peer", "name", `${name}v`]);
+    await must(["ip", "link", "set", `${name}v`, "netns", name]);
+    await must(["ip", "addr", "add", `10.252.${subnet}.1/30`, "dev", `${name}h`]);
+    await must(["ip", "link", "set", `${name}h`, "up"]);
+    const inside = (...argv: string[]) => must(["ip", "netns", "exec", name, ...argv]);
+    await inside("ip", "addr", "add", `${this.address}/30`, "dev", `${name}v`);
+    await inside("ip", "link", "set", `${name}v`, "up");
+    await inside("ip", "link", "set", "lo", "up");
+
+    await must(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", join(dir, "client_key")]);
+    const ssh = join(this.rootfs, "root", ".ssh");
+    await Deno.mkdir(ssh, { recursive: true, mode: 0o700 });
+    await Deno.copyFile(join(dir, "client_key.pub"), join(ssh, "authorized_keys"));
+    const hostKey = (await Deno.readTextFile(join(this.rootfs, "etc", "ssh", "ssh_host_ed25519_key.pub")))
+      .trim().split(" ").slice(0, 2).join(" ");
+    await Deno.writeTextFile(join(dir, "known_hosts"), `${this.address} ${hostKey}\n`);
+    const deno = await Deno.realPath(Deno.execPath());
+    this.nspawn = new Deno.Command("setsid", {
+      args: [
+        "systemd-nspawn",
+        "-q",
+        "-D",
+        this.rootfs,
+        "-b",
+        "--register=no",
+        "--keep-unit",
+        `--machine=${name}`,
+        `--network-namespace-path=/run/netns/${name}`,
+        "--console=pipe",
+        `--bind-ro=${ROOT}`,
+        `--bind-ro=${deno}:/usr/local/bin/deno`,
+      ],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    for (let i = 0; i < 200; i++) {
+      if ((await this.ssh("systemctl is-system-running")).stdout.match(/running|degraded/)) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`the systemd host ${name} did not boot`);
+  }
+
+  /** Runs a command line on the host over ssh. */
+  ssh(command: string) {
+    return run([...this.sshArgv, `root@${this.address}`, command]);
+  }
+
+  /** Powers the host off, then removes its overlay, namespace and files. */
+  async close(): Promise<void> {
+    if (this.nspawn) {
+      await this.ssh("systemctl poweroff").catch(() => {});
+      const off = await Promise.race([
+        this.nspawn.status.then(() => true),
+        new Promise<boolean>((r) => setTimeout(r, 15_000, false)),
+      ]);
+      if (!off) {
+        try {
+          Deno.kill(-this.nspawn.pid, "SIGKILL"); // setsid made it a process group
+        } catch { /* gone */ }
+        await this.nspawn.status;
+      }
+    }
+    if (this.mounted) await run(["umount", this.rootfs]);
+    await run(["ip", "link", "del", `${this.name}h`]);
+    await run(["ip", "netns", "del", this.name]);
+    await Deno.remove(this.dir, { recursive: true }).catch(() => {});
+  }
+}
