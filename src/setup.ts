@@ -9,7 +9,9 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { NAME_PATTERN } from "./config/names.ts";
 import { MANAGERS, STRATEGIES } from "./config/schema.ts";
+import { processFor } from "./deploy/runtime.ts";
 import { ensureSlots } from "./deploy/slots.ts";
+import { templateUnit } from "./managers/systemd.ts";
 import { DeployParadigmError, UsageError } from "./errors.ts";
 import { exists, readTextOrUndefined, writeFileAtomic } from "./fsutil.ts";
 import { installHook } from "./hook.ts";
@@ -206,6 +208,16 @@ export async function setup(options: SetupOptions): Promise<number> {
   console.log(`✓ ${paths.repo} with its hook (deploys run ${selfCommand()})`);
 
   // The proxy, as a service of the chosen manager, started if it is not running.
+  if (values.strategy === "blue-green" && values.manager === "systemd") {
+    // The app's template unit (each slot's command comes with its deploy, in the instance's drop-in).
+    const process = processFor(paths, { ...values, drainTimeout: 0 }, "python", ["/bin/true"], {}, {
+      slot: "blue",
+      port: values.port,
+    });
+    await writeFileAtomic(join(systemdDir(), `${options.app}@.service`), templateUnit(process));
+    await runner.run({ argv: ["systemctl", "daemon-reload"], timeoutMs: 60_000 });
+    console.log(`✓ ${join(systemdDir(), `${options.app}@.service`)}`);
+  }
   if (values.strategy === "blue-green") await ensureProxy(values.manager, values.proxyHost, env, runner);
 
   const took = ((performance.now() - started) / 1000).toFixed(1);

@@ -8,7 +8,6 @@ import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { AppRepo } from "../helpers/apps.ts";
 import { freePort, get, run, withServer } from "../helpers/server.ts";
-import { installHook } from "../../src/hook.ts";
 
 const ROOT = join(import.meta.dirname!, "..", "..");
 
@@ -39,8 +38,13 @@ Deno.test("the bundled CLI works alone: help, init, schema, and a deploy through
 
     await withServer(async (server) => {
       const port = freePort();
-      const repoPath = await server.setupApp("bundled", { port, strategy: "restart" });
-      await installHook(repoPath, bin, { DEPLOY_PARADIGM_PREFIX: server.prefix }); // the bundle's hook
+      // setup run by the bundle: its hook calls the bundle.
+      const setup = await run(
+        [bin, "setup", "bundled", "--port", String(port), "--manager", "pm2", "--strategy", "restart", "--yes"],
+        { env: { ...server.env, DEPLOY_PARADIGM_SELF: bin } },
+      );
+      assertEquals(setup.code, 0, setup.output);
+      const repoPath = server.paths("bundled").repo;
       const hook = await Deno.readTextFile(join(repoPath, "hooks", "proc-receive"));
       assert(hook.includes(bin), hook);
       const repo = await AppRepo.create(server, "bundled", repoPath);

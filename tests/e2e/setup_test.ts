@@ -108,3 +108,28 @@ Deno.test("setup in a real terminal asks for port, manager and environment, show
     assertEquals((await Deno.stat(paths.envFile("staging"))).mode! & 0o777, 0o600);
   });
 });
+
+Deno.test("setup with a repository URL seeds the bare repository with git clone --bare", async () => {
+  await withServer(async (server) => {
+    const origin = join(server.root, "origin.git");
+    await run(["git", "init", "--quiet", "--bare", "-b", "main", origin]);
+    const repo = await AppRepo.create(server, "seed", origin);
+    const sha = await repo.python("seed", "v1");
+    await repo.pushOk(); // into origin: a plain repository, no hook
+    const result = await server.cli([
+      "setup",
+      "seed",
+      origin,
+      "--port",
+      String(freePort()),
+      "--manager",
+      "pm2",
+      "--strategy",
+      "restart",
+      "--yes",
+    ]);
+    assertEquals(result.code, 0, result.output);
+    const head = await run(["git", "--git-dir", server.paths("seed").repo, "rev-parse", "main"]);
+    assertEquals(head.stdout.trim(), sha);
+  });
+});

@@ -22,6 +22,7 @@ Deno.test("a systemd host over SSH: setup, push, served by systemd through the p
     assertEquals(setup.code, 0, setup.output);
     assertMatch(setup.stdout, /✓ the proxy runs \(systemd\)/);
     assertMatch((await host.ssh("systemctl is-active deploy-paradigm-proxy")).stdout, /^active/);
+    assertMatch(await Deno.readTextFile(join(host.rootfs, "etc/systemd/system/web@.service")), /slots\/%i/);
 
     const git = (...args: string[]) => run(["git", ...args], { cwd: work, env: host.env });
     await git("init", "--quiet", "-b", "main");
