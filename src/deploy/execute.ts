@@ -545,6 +545,11 @@ async function failed(
     duration: last.duration,
     message: `${failure.step}: ${failure.message}`,
   });
+  journal.say(
+    status.healthy && status.version
+      ? `✗ ${deploy.name} ${short} was not deployed; ${status.version} serves at ${url(plan)}`
+      : `✗ ${deploy.name} ${short} was not deployed; nothing healthy serves ${url(plan)}`,
+  );
   return {
     ok: false,
     reason: `deploy failed at ${failure.step}` +
