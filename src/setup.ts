@@ -17,7 +17,6 @@ import { exists, readTextOrUndefined, writeFileAtomic } from "./fsutil.ts";
 import { installHook } from "./hook.ts";
 import { appPaths, deploymentsRoot, prefix, systemdDir } from "./paths.ts";
 import { control } from "./proxy/client.ts";
-import { controlSocketPath } from "./proxy/routes.ts";
 import { type Cmd, ProcessRunner } from "./runner.ts";
 import { parseDocument } from "./yaml.ts";
 
@@ -40,8 +39,9 @@ export function selfCommand(): string {
   return Deno.env.get("DEPLOY_PARADIGM_SELF") ?? Deno.execPath();
 }
 
+/** Whether systemd manages this machine (under DEPLOY_PARADIGM_PREFIX it cannot see our units: no). */
 async function systemdRuns(): Promise<boolean> {
-  return await exists("/run/systemd/system");
+  return !Deno.env.get("DEPLOY_PARADIGM_PREFIX") && await exists("/run/systemd/system");
 }
 
 function portTaken(port: number): boolean {
@@ -159,6 +159,19 @@ export async function setup(options: SetupOptions): Promise<number> {
   }
   const paths = appPaths(options.app);
   const values = await complete(options, await existing(paths.config));
+  if (values.manager === "systemd" && !(await systemdRuns())) {
+    throw new UsageError("systemd does not run on this machine (or DEPLOY_PARADIGM_PREFIX is set)", {
+      suggestion: "use --manager pm2",
+    });
+  }
+  // Checked before anything is written: a hook we could not replace.
+  const hookPath = join(paths.repo, "hooks", "proc-receive");
+  const hook = await readTextOrUndefined(hookPath);
+  if (hook !== undefined && !hook.includes("written by deploy-paradigm")) {
+    throw new DeployParadigmError(`${hookPath} is another tool's proc-receive hook`, {
+      suggestion: "proc-receive hooks cannot be chained: remove it or move it elsewhere (post-receive hooks stay)",
+    });
+  }
   const runner = new ProcessRunner((line) => console.log(`    ${line}`));
   const started = performance.now();
 
@@ -190,16 +203,9 @@ export async function setup(options: SetupOptions): Promise<number> {
     await Deno.mkdir(join(paths.repo, ".."), { recursive: true });
     await runner.run(
       values.repoUrl
-        ? { argv: ["git", "clone", "--quiet", "--bare", values.repoUrl, paths.repo] }
+        ? { argv: ["git", "clone", "--quiet", "--bare", "--", values.repoUrl, paths.repo] }
         : { argv: ["git", "init", "--quiet", "--bare", "-b", "main", paths.repo] },
     );
-  }
-  const hookPath = join(paths.repo, "hooks", "proc-receive");
-  const hook = await readTextOrUndefined(hookPath);
-  if (hook !== undefined && !hook.includes("written by deploy-paradigm")) {
-    throw new DeployParadigmError(`${hookPath} is another tool's proc-receive hook`, {
-      suggestion: "proc-receive hooks cannot be chained: remove it or move it elsewhere (post-receive hooks stay)",
-    });
   }
   const env: Record<string, string> = Deno.env.get("DEPLOY_PARADIGM_PREFIX")
     ? { DEPLOY_PARADIGM_PREFIX: prefix() }
@@ -274,7 +280,7 @@ async function ensureProxy(
   }
   await runner.apply({ files: [], commands, lock: join(deploymentsRoot(root), ".pm2.lock") });
   for (let i = 0; i < 100; i++) {
-    if (await exists(controlSocketPath(root))) {
+    if (await control(root, { op: "status" }, 1000).then(() => true, () => false)) {
       console.log(`✓ the proxy runs (${manager})`);
       return;
     }

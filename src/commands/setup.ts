@@ -22,6 +22,10 @@ export const setupCommand: CommandSpec = {
     if (port !== undefined && !(Number.isInteger(port) && port >= 1 && port <= 65535)) {
       throw new UsageError(`--port must be a whole number from 1 to 65535 (got "${opts.port}")`);
     }
+    const env = opts.env as string | undefined;
+    if (env !== undefined && (!/^[A-Za-z0-9_.-]+$/.test(env) || env === "." || env === "..")) {
+      throw new UsageError(`--env must be a name such as production (letters, digits, . _ -), got "${env}"`);
+    }
     const { setup } = await import("../setup.ts");
     return await setup({
       app: args[0],

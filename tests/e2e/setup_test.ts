@@ -52,6 +52,9 @@ Deno.test("setup without a terminal and without values says which flags it needs
     const bad = await server.cli(["setup", "Bad Name", "--yes"]);
     assertEquals(bad.code, 2);
     assertMatch(bad.stderr, /"Bad Name" is not a valid app name/);
+    const env = await server.cli(["setup", "api", "--port", "8080", "--manager", "pm2", "--env", "../../etc", "--yes"]);
+    assertEquals(env.code, 2);
+    assertMatch(env.stderr, /--env must be a name such as production/);
     const port = await server.cli(["setup", "api", "--port", "70000", "--manager", "pm2"]);
     assertEquals(port.code, 2);
     assertMatch(port.stderr, /--port must be a whole number from 1 to 65535/);

@@ -13,6 +13,7 @@ import { BIN, run } from "../helpers/server.ts";
 Deno.test("a systemd host over SSH: setup, push, served by systemd through the proxy; zero failed requests", async () => {
   const host = await SystemdHost.create();
   const work = await Deno.makeTempDir({ prefix: "dp-laptop-" });
+  let load: LoadGenerator | undefined;
   try {
     const port = 18000 + Math.floor(Math.random() * 1000);
     const started = performance.now();
@@ -48,7 +49,8 @@ Deno.test("a systemd host over SSH: setup, push, served by systemd through the p
     assertMatch(await Deno.readTextFile(join(host.rootfs, "etc/systemd/system/web@.service")), /slots\/%i/);
 
     // Under load: two deploys, a failing one, one more, and a rollback; nothing may fail.
-    const load = new LoadGenerator(url, 3).start();
+    const generator = new LoadGenerator(url, 3).start();
+    load = generator;
     const steps: { version: string; start: number; end: number }[] = [];
     const step = async (version: string, action: () => Promise<void>) => {
       const start = performance.now();
@@ -69,15 +71,18 @@ Deno.test("a systemd host over SSH: setup, push, served by systemd through the p
       assertEquals(rollback.code, 0, rollback.output);
     });
     await new Promise((r) => setTimeout(r, 500));
-    await load.stop();
-    assertEquals(load.failures().length, 0, `failed requests: ${JSON.stringify(load.failures().slice(0, 5))}`);
+    load = undefined;
+    await generator.stop();
+    const failures = generator.failures();
+    assertEquals(failures.length, 0, `failed requests: ${JSON.stringify(failures.slice(0, 5))}`);
     for (const [i, { version, end }] of steps.entries()) {
       // Once a step is over, until the next one starts, only its version answers.
-      const seen = [...load.bodiesBetween(end, steps[i + 1]?.start ?? Infinity)];
+      const seen = [...generator.bodiesBetween(end, steps[i + 1]?.start ?? Infinity)];
       assert(seen.every((v) => v === version), `after step ${i + 1} (${version}) answers came from ${seen}`);
     }
-    console.log(`systemd zero-downtime run: ${load.samples.length} requests, 0 failed`);
+    console.log(`systemd zero-downtime run: ${generator.samples.length} requests, 0 failed`);
   } finally {
+    await load?.stop();
     await host.close();
     await Deno.remove(work, { recursive: true });
   }

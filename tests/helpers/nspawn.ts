@@ -172,7 +172,7 @@ export class SystemdHost {
         await this.nspawn.status;
       }
     }
-    if (this.mounted) await run(["umount", this.rootfs]);
+    if (this.mounted && (await run(["umount", this.rootfs])).code !== 0) await run(["umount", "-l", this.rootfs]);
     await run(["ip", "link", "del", `${this.name}h`]);
     await run(["ip", "netns", "del", this.name]);
     await Deno.remove(this.dir, { recursive: true }).catch(() => {});

@@ -97,6 +97,7 @@ export class FakeVps {
         "PermitRootLogin prohibit-password",
         "UsePAM no",
         "StrictModes no",
+        `SetEnv PATH=${Deno.env.get("PATH") ?? "/usr/local/bin:/usr/bin:/bin"}`, // deno and pm2 where this machine has them
         "",
       ].join("\n"),
     );
