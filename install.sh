@@ -101,11 +101,23 @@ choose_downloader() {
 download() {
 	echo "Downloading $1"
 	status=0
-	if [ "$downloader" = curl ]; then
-		curl -fsSL -o "$2" "$1" || status=$?
-	else
-		wget -q -O "$2" "$1" || status=$?
-	fi
+	# From an https base, never follow a redirect down to plain http.
+	case "$1" in
+	https://*)
+		if [ "$downloader" = curl ]; then
+			curl -fsSL --proto '=https' --tlsv1.2 -o "$2" "$1" || status=$?
+		else
+			wget -q --https-only -O "$2" "$1" || status=$?
+		fi
+		;;
+	*)
+		if [ "$downloader" = curl ]; then
+			curl -fsSL -o "$2" "$1" || status=$?
+		else
+			wget -q -O "$2" "$1" || status=$?
+		fi
+		;;
+	esac
 	[ "$status" -eq 0 ] || die "could not download $1 ($downloader exit status $status)" \
 		"check that this release exists and has an asset for $target, and that DEPLOY_PARADIGM_DOWNLOAD_URL (if set) is right"
 }
@@ -225,7 +237,8 @@ main() {
 
 	# Staged next to the destination (same filesystem), so the final mv is a rename(2): whoever runs
 	# deploy-paradigm sees either the old binary or the new one, never a partial file.
-	staged="$install_dir/.deploy-paradigm.new.$$"
+	# A fresh, unpredictable name (mktemp creates it, 0600), so nothing planted in the directory is written through.
+	staged=$(mktemp "$install_dir/.deploy-paradigm.new.XXXXXX") || die "cannot create a file in $install_dir"
 	cp "$tmp_dir/$asset" "$staged" || die "cannot write $staged"
 	chmod 755 "$staged" || die "cannot chmod $staged"
 	mv -f "$staged" "$dest" || die "cannot move the new binary into place as $dest"
