@@ -14,7 +14,7 @@ import type { AppPaths } from "../paths.ts";
 import { control } from "../proxy/client.ts";
 import { readRoute, ROUTE_FILE, type RouteTarget, writeRoute } from "../proxy/routes.ts";
 import type { Runner } from "../runner.ts";
-import { fileSize, type HealthResult, healthStep, watchHealth } from "./health.ts";
+import { type HealthResult, startAndCheck, watchHealth } from "./health.ts";
 import { type Journal, StepFailed } from "./journal.ts";
 import { currentRelease, readReleaseMeta, type ReleaseMeta } from "./releases.ts";
 import { resolveProgram } from "./runtime.ts";
@@ -140,17 +140,15 @@ export async function activateBlueGreen(input: BlueGreenInput): Promise<Activate
       }
       await linkSlot(paths, idle, meta.id);
       const program = await resolveProgram(meta.argv[0], releaseDir, slotDir(paths, idle));
-      const since = await fileSize(paths.errorLog);
-      await journal.step(
-        "start",
-        () =>
-          runner.apply(
-            manager.restart(input.process(idle, slots[idle], [program, ...meta.argv!.slice(1)], input.secrets)),
-          ),
-        () => `${manager.name} started the ${idle} slot (port ${slots[idle]})`,
+      health = await startAndCheck(
+        journal,
+        runner,
+        manager,
+        input.process(idle, slots[idle], [program, ...meta.argv.slice(1)], input.secrets),
+        `http://127.0.0.1:${slots[idle]}${meta.healthCheck.path}`,
+        meta.healthCheck,
+        `${manager.name} started the ${idle} slot (port ${slots[idle]})`,
       );
-      const url = `http://127.0.0.1:${slots[idle]}${meta.healthCheck.path}`;
-      health = await healthStep(journal, url, meta.healthCheck, paths.errorLog, since);
     } catch (error) {
       await stopSlot(idle, `the ${idle} slot is stopped; it never took traffic`);
       throw new ActivationFailed(asStep(error, "start"), false, serving);

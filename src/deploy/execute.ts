@@ -23,7 +23,7 @@ import { type AppPaths, appPaths, prefix } from "../paths.ts";
 import { displayArgv, DryRunner, ProcessRunner, type Runner } from "../runner.ts";
 import { buildPlan, type RepoFacts, startArgv } from "./app_type.ts";
 import { parseDotenv, serializeDotenv } from "./dotenv.ts";
-import { fileSize, type HealthResult, healthStep } from "./health.ts";
+import { type HealthResult, startAndCheck } from "./health.ts";
 import { Journal, StepFailed } from "./journal.ts";
 import { acquireLock } from "./lock.ts";
 import { discardPrefetch, type Prefetch } from "./prefetch.ts";
@@ -463,14 +463,15 @@ async function startRelease(
     }
     return await checkStaticFiles(journal, paths.release(meta.id), meta, "static files in place; no process to start");
   }
-  const since = await fileSize(paths.errorLog);
-  await journal.step(
-    "start",
-    () => runner.apply(manager.restart(appProcess(plan, [program, ...meta.argv!.slice(1)], secrets))),
-    () => `${manager.name} started ${displayArgv(meta.argv!)}`,
+  return await startAndCheck(
+    journal,
+    runner,
+    manager,
+    appProcess(plan, [program, ...meta.argv!.slice(1)], secrets),
+    `http://127.0.0.1:${config.port}${meta.healthCheck!.path}`,
+    meta.healthCheck!,
+    `${manager.name} started ${displayArgv(meta.argv!)}`,
   );
-  const target = `http://127.0.0.1:${config.port}${meta.healthCheck!.path}`;
-  return await healthStep(journal, target, meta.healthCheck!, paths.errorLog, since);
 }
 
 /** What a failed deploy knows about the state before it. */

@@ -3,6 +3,8 @@
  * @module
  */
 import type { HealthCheck } from "../config/schema.ts";
+import type { AppProcess, ProcessManager } from "../managers/mod.ts";
+import type { Runner } from "../runner.ts";
 import type { Journal } from "./journal.ts";
 
 /** The verdict of a health check. */
@@ -108,4 +110,22 @@ export async function watchHealth(url: string, check: HealthCheck, windowMs: num
     await new Promise((resolve) => setTimeout(resolve, Math.min(check.interval, Math.max(0, end - Date.now()))));
   }
   return undefined;
+}
+
+/**
+ * Starts `process` through `manager` (the "start" step, `started` its message), then checks `url`
+ * (the "health" step, with the app's new error.log lines when it fails).
+ */
+export async function startAndCheck(
+  journal: Journal,
+  runner: Runner,
+  manager: ProcessManager,
+  process: AppProcess,
+  url: string,
+  check: HealthCheck,
+  started: string,
+): Promise<HealthResult> {
+  const since = await fileSize(process.errorLog);
+  await journal.step("start", () => runner.apply(manager.restart(process)), () => started);
+  return await healthStep(journal, url, check, process.errorLog, since);
 }

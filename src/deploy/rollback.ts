@@ -15,7 +15,7 @@ import { appPaths, prefix } from "../paths.ts";
 import { ProcessRunner } from "../runner.ts";
 import { activateBlueGreen, ActivationFailed } from "./bluegreen.ts";
 import { parseDotenv } from "./dotenv.ts";
-import { fileSize, healthStep } from "./health.ts";
+import { startAndCheck } from "./health.ts";
 import { Journal } from "./journal.ts";
 import { acquireLock } from "./lock.ts";
 import { currentRelease, listReleases, markBad, readReleaseMeta, type ReleaseMeta } from "./releases.ts";
@@ -151,11 +151,10 @@ async function restartInPlace(ctx: RollbackContext, meta: ReleaseMeta, secrets: 
   );
   if (!meta.argv || !meta.healthCheck) return new Date().toISOString();
   const program = await resolveProgram(meta.argv[0], paths.release(meta.id), paths.current);
-  const since = await fileSize(paths.errorLog);
   const process = processFor(paths, config, meta.type, [program, ...meta.argv.slice(1)], secrets);
-  await journal.step("start", () => runner.apply(manager.restart(process)), () => `${manager.name} restarted`);
-  const target = `http://127.0.0.1:${config.port}${meta.healthCheck.path}`;
-  return (await healthStep(journal, target, meta.healthCheck, paths.errorLog, since)).checkedAt;
+  const url = `http://127.0.0.1:${config.port}${meta.healthCheck.path}`;
+  return (await startAndCheck(journal, runner, manager, process, url, meta.healthCheck, `${manager.name} restarted`))
+    .checkedAt;
 }
 
 async function switchTo(

@@ -6,18 +6,13 @@
  * runs this checkout. {@link SystemdHost.close} powers it off and removes everything.
  */
 import { join } from "node:path";
+import { addNetns, must, removeNetns, sshAccess } from "./host.ts";
 import { run } from "./server.ts";
 
 const CACHE = "/var/cache/deploy-paradigm-tests";
 const TREE = join(CACHE, "bookworm");
 const PACKAGES = "systemd,systemd-sysv,dbus,openssh-server,git,python3,python3-venv,iproute2,procps,ca-certificates";
 const ROOT = join(import.meta.dirname!, "..", "..");
-
-async function must(argv: string[]): Promise<string> {
-  const result = await run(argv);
-  if (result.code !== 0) throw new Error(`${argv.join(" ")} failed (${result.code}):\n${result.output}`);
-  return result.stdout;
-}
 
 /** The cached Debian tree, built once (about a minute) under a lock. */
 async function ensureTree(): Promise<string> {
@@ -50,29 +45,12 @@ export class SystemdHost {
   private nspawn?: Deno.ChildProcess;
   private mounted = false;
 
-  private constructor(readonly name: string, readonly dir: string, readonly address: string) {
-    this.sshArgv = [
-      "ssh",
-      "-o",
-      "BatchMode=yes",
-      "-o",
-      "ConnectTimeout=5",
-      "-o",
-      "StrictHostKeyChecking=yes",
-      "-o",
-      `UserKnownHostsFile=${join(dir, "known_hosts")}`,
-      "-i",
-      join(dir, "client_key"),
-    ];
-    this.env = {
-      GIT_SSH_COMMAND: this.sshArgv.join(" "),
-      GIT_AUTHOR_NAME: "Test",
-      GIT_AUTHOR_EMAIL: "test@example.invalid",
-      GIT_COMMITTER_NAME: "Test",
-      GIT_COMMITTER_EMAIL: "test@example.invalid",
-      NO_COLOR: "1",
-    };
+  private constructor(readonly name: string, readonly dir: string) {
+    ({ sshArgv: this.sshArgv, env: this.env } = sshAccess(dir));
   }
+
+  /** The host's address, once booted. */
+  address = "";
 
   /** The root of the host's filesystem, as seen from here. */
   get rootfs(): string {
@@ -83,11 +61,10 @@ export class SystemdHost {
   static async create(): Promise<SystemdHost> {
     const tree = await ensureTree();
     const id = crypto.randomUUID().replaceAll("-", "").slice(0, 6);
-    const subnet = 1 + Math.floor(Math.random() * 250);
     const dir = await Deno.makeTempDir({ prefix: "dp-systemd-" });
-    const host = new SystemdHost(`dps${id}`, dir, `10.252.${subnet}.2`);
+    const host = new SystemdHost(`dps${id}`, dir);
     try {
-      await host.boot(tree, subnet);
+      await host.boot(tree);
     } catch (error) {
       await host.close();
       throw error;
@@ -95,7 +72,7 @@ export class SystemdHost {
     return host;
   }
 
-  private async boot(tree: string, subnet: number): Promise<void> {
+  private async boot(tree: string): Promise<void> {
     const { name, dir } = this;
     for (const sub of ["upper", "work", "merged"]) await Deno.mkdir(join(dir, sub));
     await must([
@@ -108,15 +85,7 @@ export class SystemdHost {
       this.rootfs,
     ]);
     this.mounted = true;
-    await must(["ip", "netns", "add", name]);
-    await must(["ip", "link", "add", `${name}h`, "type", "veth", "peer", "name", `${name}v`]);
-    await must(["ip", "link", "set", `${name}v`, "netns", name]);
-    await must(["ip", "addr", "add", `10.252.${subnet}.1/30`, "dev", `${name}h`]);
-    await must(["ip", "link", "set", `${name}h`, "up"]);
-    const inside = (...argv: string[]) => must(["ip", "netns", "exec", name, ...argv]);
-    await inside("ip", "addr", "add", `${this.address}/30`, "dev", `${name}v`);
-    await inside("ip", "link", "set", `${name}v`, "up");
-    await inside("ip", "link", "set", "lo", "up");
+    this.address = await addNetns(name, "10.252");
 
     await must(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", join(dir, "client_key")]);
     const ssh = join(this.rootfs, "root", ".ssh");
@@ -173,8 +142,7 @@ export class SystemdHost {
       }
     }
     if (this.mounted && (await run(["umount", this.rootfs])).code !== 0) await run(["umount", "-l", this.rootfs]);
-    await run(["ip", "link", "del", `${this.name}h`]);
-    await run(["ip", "netns", "del", this.name]);
+    await removeNetns(this.name);
     await Deno.remove(this.dir, { recursive: true }).catch(() => {});
   }
 }

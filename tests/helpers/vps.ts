@@ -6,13 +6,8 @@
  * namespace, the link, the files.
  */
 import { join } from "node:path";
+import { addNetns, must, removeNetns, sshAccess } from "./host.ts";
 import { run } from "./server.ts";
-
-async function must(argv: string[], options: { cwd?: string } = {}): Promise<string> {
-  const result = await run(argv, options);
-  if (result.code !== 0) throw new Error(`${argv.join(" ")} failed (${result.code}):\n${result.output}`);
-  return result.stdout;
-}
 
 /** One fake VPS host. */
 export class FakeVps {
@@ -22,43 +17,20 @@ export class FakeVps {
   private readonly sshArgv: string[];
   private sshd?: Deno.ChildProcess;
 
-  private constructor(
-    readonly name: string,
-    readonly dir: string,
-    readonly address: string,
-    private readonly hostLink: string,
-  ) {
-    this.sshArgv = [
-      "ssh",
-      "-o",
-      "BatchMode=yes",
-      "-o",
-      "ConnectTimeout=5",
-      "-o",
-      "StrictHostKeyChecking=yes",
-      "-o",
-      `UserKnownHostsFile=${join(dir, "known_hosts")}`,
-      "-i",
-      join(dir, "client_key"),
-    ];
-    this.env = {
-      GIT_SSH_COMMAND: this.sshArgv.join(" "),
-      GIT_AUTHOR_NAME: "Test",
-      GIT_AUTHOR_EMAIL: "test@example.invalid",
-      GIT_COMMITTER_NAME: "Test",
-      GIT_COMMITTER_EMAIL: "test@example.invalid",
-      NO_COLOR: "1",
-    };
+  private constructor(readonly name: string, readonly dir: string) {
+    ({ sshArgv: this.sshArgv, env: this.env } = sshAccess(dir));
   }
+
+  /** The host's address, once booted. */
+  address = "";
 
   /** Boots a host: namespace, link, keys, sshd. */
   static async create(): Promise<FakeVps> {
     const id = crypto.randomUUID().replaceAll("-", "").slice(0, 6);
-    const subnet = 1 + Math.floor(Math.random() * 250);
     const dir = await Deno.makeTempDir({ prefix: "dp-vps-" });
-    const vps = new FakeVps(`dpv${id}`, dir, `10.251.${subnet}.2`, `dpv${id}h`);
+    const vps = new FakeVps(`dpv${id}`, dir);
     try {
-      await vps.boot(subnet);
+      await vps.boot();
     } catch (error) {
       await vps.close();
       throw error;
@@ -66,17 +38,9 @@ export class FakeVps {
     return vps;
   }
 
-  private async boot(subnet: number): Promise<void> {
+  private async boot(): Promise<void> {
     const { name, dir } = this;
-    const inside = (...argv: string[]) => must(["ip", "netns", "exec", name, ...argv]);
-    await must(["ip", "netns", "add", name]);
-    await must(["ip", "link", "add", this.hostLink, "type", "veth", "peer", "name", `${name}v`]);
-    await must(["ip", "link", "set", `${name}v`, "netns", name]);
-    await must(["ip", "addr", "add", `10.251.${subnet}.1/30`, "dev", this.hostLink]);
-    await must(["ip", "link", "set", this.hostLink, "up"]);
-    await inside("ip", "addr", "add", `${this.address}/30`, "dev", `${name}v`);
-    await inside("ip", "link", "set", `${name}v`, "up");
-    await inside("ip", "link", "set", "lo", "up");
+    this.address = await addNetns(name, "10.251");
 
     await Deno.mkdir(join(dir, "root"));
     await Deno.mkdir("/run/sshd", { recursive: true });
@@ -151,8 +115,7 @@ export class FakeVps {
       } catch { /* gone */ }
       await this.sshd.status;
     }
-    await run(["ip", "link", "del", this.hostLink]);
-    await run(["ip", "netns", "del", this.name]);
+    await removeNetns(this.name);
     await Deno.remove(this.dir, { recursive: true }).catch(() => {});
   }
 }
