@@ -43,11 +43,12 @@ export interface InitOptions {
 }
 
 /** The deploy.yml text for a project. */
-export function renderDeployYml(name: string, type: AppType, facts: RepoFacts): string {
+export function renderDeployYml(name: string, type: AppType, facts: RepoFacts, containerPort = 8000): string {
   const examples: Record<AppType, string> = {
     python: "# command: python app.py   # set this: no app.py, main.py or server.py was found",
     node: "# command: node server.js   # set this: no start script, main, server.js, index.js or app.js",
-    docker: "# command: (default: the image's CMD)",
+    docker: `containerPort: ${containerPort}   # the port the container listens on (it also gets PORT)\n` +
+      "# command: (default: the image's CMD)",
     static: "# command: (none: the static files are served as they are)",
   };
   let command: string;
@@ -99,6 +100,8 @@ export async function init(options: InitOptions): Promise<{ path: string; name: 
       facts.packageJson = JSON.parse(await Deno.readTextFile(join(options.dir, "package.json")));
     } catch { /* a broken package.json only loses the command guess */ }
   }
-  await Deno.writeTextFile(path, renderDeployYml(name, type, facts));
+  const dockerfile = type === "docker" ? await Deno.readTextFile(join(options.dir, "Dockerfile")).catch(() => "") : "";
+  const exposed = /^\s*EXPOSE\s+(\d+)/im.exec(dockerfile)?.[1];
+  await Deno.writeTextFile(path, renderDeployYml(name, type, facts, exposed ? Number(exposed) : undefined));
   return { path, name, type };
 }

@@ -11,6 +11,11 @@ export function prefix(): string {
   return value ? resolve(value) : "/";
 }
 
+/** The executable hooks and services must run: the installed binary, or the source launcher. */
+export function selfCommand(): string {
+  return Deno.env.get("DEPLOY_PARADIGM_SELF") ?? Deno.execPath();
+}
+
 /** Paths of one app on this server. */
 export interface AppPaths {
   app: string;

@@ -15,7 +15,7 @@ import { templateUnit } from "./managers/systemd.ts";
 import { DeployParadigmError, UsageError } from "./errors.ts";
 import { exists, readTextOrUndefined, writeFileAtomic } from "./fsutil.ts";
 import { installHook } from "./hook.ts";
-import { appPaths, deploymentsRoot, prefix, systemdDir } from "./paths.ts";
+import { appPaths, deploymentsRoot, prefix, selfCommand, systemdDir } from "./paths.ts";
 import { control } from "./proxy/client.ts";
 import { type Cmd, ProcessRunner } from "./runner.ts";
 import { parseDocument } from "./yaml.ts";
@@ -32,11 +32,6 @@ export interface SetupOptions {
   yes?: boolean;
   /** The address the proxy listens on (default 0.0.0.0). */
   proxyHost?: string;
-}
-
-/** The executable hooks and services must run: the installed binary, or the source launcher. */
-export function selfCommand(): string {
-  return Deno.env.get("DEPLOY_PARADIGM_SELF") ?? Deno.execPath();
 }
 
 /** Whether systemd manages this machine (under DEPLOY_PARADIGM_PREFIX it cannot see our units: no). */

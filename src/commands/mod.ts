@@ -5,6 +5,7 @@
  */
 import type { ProgramSpec } from "../cli.ts";
 import { VERSION } from "../version.ts";
+import { dockerLogsCommand } from "./docker_logs.ts";
 import { executeCommand } from "./execute.ts";
 import { initCommand } from "./init.ts";
 import { proxyCommand } from "./proxy.ts";
@@ -30,5 +31,6 @@ export const program: ProgramSpec = {
     statusCommand,
     schemaCommand,
     proxyCommand,
+    dockerLogsCommand,
   ],
 };

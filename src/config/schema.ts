@@ -74,6 +74,11 @@ const healthCheck = z.union([healthPath, healthObject]).transform((value) =>
   description: 'A path such as "/health", or { path, window: 30s, interval: 1s, successes: 3, timeout: 2s }.',
 });
 
+const port = z.int({ error: "must be a whole number from 1 to 65535" }).min(1, "must be from 1 to 65535").max(
+  65535,
+  "must be from 1 to 65535",
+);
+
 /** `deploy.yml`, in the app's repository. */
 export const deployFileSchema = z.strictObject({
   name: z.string().regex(
@@ -93,6 +98,18 @@ export const deployFileSchema = z.strictObject({
     .min(2, "must be at least 2: the serving release and the one before it are always kept")
     .max(100, "must be at most 100").default(3),
   branch: z.string().regex(/^[A-Za-z0-9._\/-]+$/, "must be a branch name").default("main"),
+  dockerfile: z.string().regex(/^[^/\0][^\0]*$/, "must be a path inside the repository, e.g. Dockerfile")
+    .refine((path) => !path.split("/").includes(".."), "must stay inside the repository (no ..)")
+    .optional().meta({ description: "docker apps: the Dockerfile, relative to the repository (default Dockerfile)." }),
+  buildArgs: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()]).transform(String))
+    .superRefine((args, ctx) => {
+      for (const key of Object.keys(args).filter((key) => !/^[A-Za-z_][A-Za-z0-9_]*$/.test(key))) {
+        ctx.addIssue({ code: "custom", path: [key], message: "is not a build argument name (letters, digits, _)" });
+      }
+    }).optional().meta({ description: "docker apps: --build-arg values (not secret: they stay in the image)." }),
+  containerPort: port.optional().meta({
+    description: "docker apps: the port the container listens on (default 8000); published on 127.0.0.1 only.",
+  }),
   watch: duration("20s").meta({
     description: "After a blue-green switch, how long the new release keeps being checked while the old one stays " +
       "warm; a failure switches traffic back. 0 turns it off.",
@@ -105,13 +122,18 @@ export const deployFileSchema = z.strictObject({
       message: `is required for ${value.type} apps, e.g. healthCheck: /health`,
     });
   }
+  if (value.type !== "docker") {
+    for (const key of ["dockerfile", "buildArgs", "containerPort"] as const) {
+      if (value[key] !== undefined) {
+        ctx.addIssue({
+          code: "custom",
+          path: [key],
+          message: `is for docker apps only (this app's type is ${value.type})`,
+        });
+      }
+    }
+  }
 }).meta({ title: "deploy-paradigm deploy.yml", description: "App identity, committed in the app's repository." });
-
-/** `config.yml`, on the server at /opt/deployments/<app>/config.yml. */
-const port = z.int({ error: "must be a whole number from 1 to 65535" }).min(1, "must be from 1 to 65535").max(
-  65535,
-  "must be from 1 to 65535",
-);
 
 /** How a deploy switches traffic. */
 export const STRATEGIES = ["blue-green", "restart"] as const;
@@ -119,6 +141,7 @@ export const STRATEGIES = ["blue-green", "restart"] as const;
 /** The two slots of a blue-green app. */
 export const SLOTS = ["blue", "green"] as const;
 
+/** `config.yml`, on the server at /opt/deployments/<app>/config.yml. */
 export const serverConfigSchema = z.strictObject({
   port: port.meta({ description: "The app's public port (the proxy listens on it under blue-green)." }),
   manager: z.enum(MANAGERS, { error: `must be one of ${MANAGERS.join(", ")}` }),

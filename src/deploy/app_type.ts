@@ -7,6 +7,7 @@ import { splitCommand, toArgv } from "../config/argv.ts";
 import type { DeployFile } from "../config/schema.ts";
 import { UsageError } from "../errors.ts";
 import type { Cmd } from "../runner.ts";
+import { buildImage } from "../managers/docker.ts";
 
 /** What the deployer knows about a commit before extracting it. */
 export interface RepoFacts {
@@ -16,13 +17,28 @@ export interface RepoFacts {
   packageJson?: { scripts?: Record<string, string>; main?: string };
 }
 
-/** The build commands for a release in `releaseDir`. */
-export function buildPlan(deploy: DeployFile, facts: RepoFacts, releaseDir: string): Cmd[] {
+/**
+ * The build commands for release `release.id` (of `release.commit`) in `releaseDir`. A docker
+ * app's image is always built (after deploy.yml's `build`, when there is one).
+ */
+export function buildPlan(
+  deploy: DeployFile,
+  facts: RepoFacts,
+  releaseDir: string,
+  release: { id: string; commit: string } = { id: "new", commit: "" },
+): Cmd[] {
   const inRelease = (argv: string[]): Cmd => ({ argv, cwd: releaseDir });
   if (deploy.type === "docker") {
-    throw new UsageError('type "docker" is not supported yet', {
-      suggestion: "deploy the app as python, node or static for now",
-    });
+    const dockerfile = deploy.dockerfile ?? "Dockerfile";
+    if (!facts.files.has(dockerfile.split("/")[0])) {
+      throw new UsageError(`the docker app has no ${dockerfile} in the commit`, {
+        suggestion: `commit ${dockerfile}, or name the Dockerfile in deploy.yml: dockerfile: path/to/Dockerfile`,
+      });
+    }
+    return [
+      ...(deploy.build ? [inRelease(toArgv(deploy.build))] : []),
+      buildImage(deploy, releaseDir, release.id, release.commit),
+    ];
   }
   if (deploy.build) return [inRelease(toArgv(deploy.build))];
   switch (deploy.type) {

@@ -9,16 +9,16 @@
 import { join } from "node:path";
 import type { ServerConfig } from "../config/schema.ts";
 import { exists, symlinkAtomic } from "../fsutil.ts";
-import type { AppProcess, ProcessManager, Slot } from "../managers/mod.ts";
+import type { ProcessManager, Slot } from "../managers/mod.ts";
 import type { AppPaths } from "../paths.ts";
 import { control } from "../proxy/client.ts";
 import { readRoute, ROUTE_FILE, type RouteTarget, writeRoute } from "../proxy/routes.ts";
 import type { Runner } from "../runner.ts";
 import { type HealthResult, startAndCheck, watchHealth } from "./health.ts";
 import { type Journal, StepFailed } from "./journal.ts";
-import { currentRelease, readReleaseMeta, type ReleaseMeta } from "./releases.ts";
-import { resolveProgram } from "./runtime.ts";
-import { ensureSlots, linkSlot, moveSlot, otherSlot, portFree, slotDir, slotOfPort } from "./slots.ts";
+import { currentRelease, readReleaseMeta, type ReleaseMeta, runsProcess } from "./releases.ts";
+import { releaseProcess } from "./runtime.ts";
+import { ensureSlots, linkSlot, moveSlot, otherSlot, portFree, slotOfPort } from "./slots.ts";
 
 /** What a blue-green activation needs. */
 export interface BlueGreenInput {
@@ -36,8 +36,6 @@ export interface BlueGreenInput {
   secrets: Record<string, string>;
   /** Milliseconds of watch window (0: none). */
   watchMs: number;
-  /** Builds the process of a slot listening on `port`. */
-  process(slot: Slot, port: number, argv: string[], secrets: Record<string, string>): AppProcess;
   /** Runs once the release serves and passed its watch window; a throw switches back. */
   commit?: () => Promise<void>;
 }
@@ -124,7 +122,8 @@ export async function activateBlueGreen(input: BlueGreenInput): Promise<Activate
   // 1. Start the new release in the idle slot and check it there, before it gets any traffic.
   let health: HealthResult;
   let target: RouteTarget;
-  if (meta.argv && meta.healthCheck) {
+  const runs = runsProcess(meta);
+  if (runs && meta.healthCheck) {
     try {
       if (!portFree(slots[idle])) {
         // The idle slot takes no traffic: stop whatever of ours may be left there (a killed deploy's)...
@@ -139,12 +138,12 @@ export async function activateBlueGreen(input: BlueGreenInput): Promise<Activate
         );
       }
       await linkSlot(paths, idle, meta.id);
-      const program = await resolveProgram(meta.argv[0], releaseDir, slotDir(paths, idle));
+      const process = await releaseProcess(paths, config, meta, input.secrets, { slot: idle, port: slots[idle] });
       health = await startAndCheck(
         journal,
         runner,
         manager,
-        input.process(idle, slots[idle], [program, ...meta.argv.slice(1)], input.secrets),
+        process!,
         `http://127.0.0.1:${slots[idle]}${meta.healthCheck.path}`,
         meta.healthCheck,
         `${manager.name} started the ${idle} slot (port ${slots[idle]})`,
@@ -167,7 +166,8 @@ export async function activateBlueGreen(input: BlueGreenInput): Promise<Activate
   try {
     await journal.step("switch", async () => {
       // Moving from the restart strategy: the old process holds the public port the proxy needs.
-      if (!serving && oldRelease && (await readReleaseMeta(paths, oldRelease).catch(() => undefined))?.argv) {
+      const old = oldRelease ? await readReleaseMeta(paths, oldRelease).catch(() => undefined) : undefined;
+      if (!serving && old && runsProcess(old)) {
         await runner.apply(manager.stop(app, root, paths.dir));
       }
       const started = performance.now();
@@ -177,7 +177,7 @@ export async function activateBlueGreen(input: BlueGreenInput): Promise<Activate
       await expectRouted(root, app, target);
     }, () => `traffic → ${"port" in target ? `${idle} slot` : "static files"} in ${switchMs.toFixed(1)} ms`);
   } catch (error) {
-    await undo(meta.argv !== undefined);
+    await undo(runs);
     throw new ActivationFailed(asStep(error, "switch"), false, serving);
   }
 
@@ -188,14 +188,14 @@ export async function activateBlueGreen(input: BlueGreenInput): Promise<Activate
   const revert = async (error: unknown, step: string): Promise<never> => {
     await journal.step(
       "revert",
-      () => undo(meta.argv !== undefined),
+      () => undo(runs),
       () => serving ? `traffic back to ${oldSlot ? `the ${oldSlot} slot` : "the release before"}` : "no release serves",
     )
       .catch(() => {});
     throw new ActivationFailed(asStep(error, step), true, serving);
   };
   let watch: Activated["watch"] = "off";
-  if (meta.argv && meta.healthCheck && input.watchMs > 0) {
+  if (runs && meta.healthCheck && input.watchMs > 0) {
     const url = `http://127.0.0.1:${slots[idle]}${meta.healthCheck.path}`;
     try {
       await journal.step("watch", async () => {
@@ -215,7 +215,7 @@ export async function activateBlueGreen(input: BlueGreenInput): Promise<Activate
 
   // 5. The release stands: stop what served before. Nothing here may undo the deploy.
   if (oldSlot) await stopSlot(oldSlot, `the ${oldSlot} slot is stopped`);
-  return { health, slot: meta.argv ? idle : undefined, port: meta.argv ? slots[idle] : undefined, switchMs, watch };
+  return { health, slot: runs ? idle : undefined, port: runs ? slots[idle] : undefined, switchMs, watch };
 }
 
 /** Asks the proxy whether `app` now routes to `target` and listens on its public port (up to 5 s). */

@@ -58,3 +58,11 @@ export function serializeDotenv(values: Record<string, string>, header: string):
   );
   return [`# ${header}`, ...lines, ""].join("\n");
 }
+
+/**
+ * Writes values in the form of `docker run --env-file`: `KEY=value`, taken literally (no quotes,
+ * no escapes). Such a file cannot hold a newline: callers refuse those values first.
+ */
+export function serializeDockerEnv(values: Record<string, string>, header: string): string {
+  return [`# ${header}`, ...Object.entries(values).map(([key, value]) => `${key}=${value}`), ""].join("\n");
+}

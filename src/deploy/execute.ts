@@ -18,11 +18,12 @@ import { toArgv } from "../config/argv.ts";
 import { UsageError } from "../errors.ts";
 import { exists, readTextOrUndefined, symlinkAtomic } from "../fsutil.ts";
 import { extractCommit, readCommit, refTip, updateRef } from "../git.ts";
-import { type AppProcess, managerNamed, type Slot } from "../managers/mod.ts";
+import { imageOf, pruneImages, requireEngine } from "../managers/docker.ts";
+import { managerNamed, type ProcessManager, type Slot } from "../managers/mod.ts";
 import { type AppPaths, appPaths, prefix } from "../paths.ts";
 import { displayArgv, DryRunner, ProcessRunner, type Runner } from "../runner.ts";
 import { buildPlan, type RepoFacts, startArgv } from "./app_type.ts";
-import { parseDotenv, serializeDotenv } from "./dotenv.ts";
+import { parseDotenv, serializeDockerEnv, serializeDotenv } from "./dotenv.ts";
 import { type HealthResult, startAndCheck } from "./health.ts";
 import { Journal, StepFailed } from "./journal.ts";
 import { acquireLock } from "./lock.ts";
@@ -30,13 +31,15 @@ import { discardPrefetch, type Prefetch } from "./prefetch.ts";
 import {
   cleanupReleases,
   currentRelease,
+  listReleases,
   markBad,
   newReleaseId,
   readReleaseMeta,
   type ReleaseMeta,
+  runsProcess,
   writeReleaseMeta,
 } from "./releases.ts";
-import { processFor, resolveProgram, toolEnv } from "./runtime.ts";
+import { envSnapshot, processFor, releaseProcess, resolveProgram, toolEnv } from "./runtime.ts";
 import { activateBlueGreen, ActivationFailed, checkStaticFiles, requireProxy } from "./bluegreen.ts";
 import { type AppStatus, type LastDeploy, readStatus, writeStatus } from "./status.ts";
 
@@ -80,8 +83,10 @@ interface Deployment {
   config: ServerConfig;
   paths: AppPaths;
   facts: RepoFacts;
-  /** The start command; undefined for a static app that runs no process. */
+  /** The start command; undefined for a static app that runs no process, and for a docker app. */
   argv?: string[];
+  /** It runs a process or a container (not static files only). */
+  runs: boolean;
   /** The values of `.env.<env>`, and that file's path. */
   secrets: Record<string, string>;
   envSource?: string;
@@ -169,6 +174,16 @@ async function prepare(options: ExecuteOptions, print: Deployment["print"]): Pro
   const envSource = paths.envFile(config.env);
   const envText = await readTextOrUndefined(envSource);
   const secrets = envText === undefined ? {} : parseDotenv(envText, envSource);
+  const multiline = Object.keys(secrets).filter((key) => secrets[key].includes("\n"));
+  if (deploy.type === "docker" && multiline.length) {
+    throw new UsageError(
+      `${envSource}: ${multiline.join(", ")} hold a newline, which docker's --env-file cannot pass`,
+      {
+        suggestion: "put such values in a file the app reads, or encode them (base64) on one line",
+      },
+    );
+  }
+  const argv = deploy.type === "docker" ? undefined : startArgv(deploy, facts);
   return {
     gitDir,
     commit,
@@ -177,7 +192,8 @@ async function prepare(options: ExecuteOptions, print: Deployment["print"]): Pro
     config,
     paths,
     facts,
-    argv: startArgv(deploy, facts),
+    argv,
+    runs: argv !== undefined || deploy.type === "docker",
     secrets,
     envSource: envText === undefined ? undefined : envSource,
     print,
@@ -196,27 +212,28 @@ async function dryRun(plan: Deployment): Promise<ExecuteResult> {
   const runner = new DryRunner(print);
   print(`deploy-paradigm: dry run of ${deploy.name} ${plan.short}; nothing is changed`);
   print(`would extract ${plan.short} into ${release}`);
-  for (const cmd of buildPlan(deploy, plan.facts, release)) await runner.run(cmd);
+  for (const cmd of buildPlan(deploy, plan.facts, release, { id: "<new>", commit: plan.commit })) await runner.run(cmd);
   print(
     plan.envSource
       ? `would copy ${plan.envSource} to ${release}/.env (0600, ${Object.keys(plan.secrets).length} values)`
       : `no ${paths.envFile(config.env)}: the app would get PORT only`,
   );
   if (deploy.hooks?.preDeploy) await runner.run({ argv: toArgv(deploy.hooks.preDeploy), cwd: release });
-  const manager = managerNamed(config.manager);
+  const manager = managerNamed(config.manager, deploy.type === "docker");
+  const meta = releaseMeta(plan, "<new>");
   if (config.strategy === "blue-green") {
     const slot = { slot: "blue" as const, port: config.slots?.blue ?? 0 };
-    if (plan.argv) {
+    if (plan.runs) {
       print("would start the release in the idle slot (blue shown; the first deploy chooses the slots' ports):");
-      await runner.apply(manager.restart(appProcess(plan, plan.argv, plan.secrets, slot)));
+      await runner.apply(manager.restart((await dryProcess(plan, meta, slot))!));
       print(`would check http://127.0.0.1:<slot port>${deploy.healthCheck!.path} before it gets any traffic`);
     } else print("would check the static files; the proxy would serve them");
     print(`would point the proxy on port ${config.port} at it, then ${paths.current} → releases/<new>`);
     print(`would drain the old slot (up to ${config.drainTimeout / 1000}s), watch ${deploy.watch / 1000}s, stop it`);
   } else {
     print(`would switch ${paths.current} → releases/<new>`);
-    if (plan.argv) {
-      await runner.apply(manager.restart(appProcess(plan, plan.argv, plan.secrets)));
+    if (plan.runs) {
+      await runner.apply(manager.restart((await dryProcess(plan, meta))!));
       print(`would check http://127.0.0.1:${config.port}${deploy.healthCheck!.path}, else switch back`);
     } else print("would check the static files; no process to start");
   }
@@ -229,6 +246,34 @@ interface RunContext {
   plan: Deployment;
   runner: Runner;
   journal: Journal;
+  /** The server's manager; for docker apps (or from one), with containers. */
+  manager: ProcessManager;
+}
+
+/** What a release of this deploy needs to run again (rollback reads it back). */
+function releaseMeta(plan: Deployment, id: string): ReleaseMeta {
+  const { deploy, commit } = plan;
+  return {
+    id,
+    commit,
+    type: deploy.type,
+    argv: plan.argv,
+    ...(deploy.type === "docker"
+      ? {
+        image: imageOf(deploy.name, id),
+        containerPort: deploy.containerPort,
+        containerCommand: deploy.command ? toArgv(deploy.command) : undefined,
+      }
+      : {}),
+    healthCheck: deploy.healthCheck,
+    createdAt: new Date().toISOString(),
+  };
+}
+
+/** The process a dry run shows (the program unresolved: the release does not exist). */
+async function dryProcess(plan: Deployment, meta: ReleaseMeta, slot?: { slot: Slot; port: number }) {
+  if (meta.image) return await releaseProcess(plan.paths, plan.config, meta, plan.secrets, slot);
+  return processFor(plan.paths, plan.config, meta.type, meta.argv!, plan.secrets, slot);
 }
 
 /** The deploy proper, under the app's lock. */
@@ -241,32 +286,29 @@ async function deployLocked(
   const started = performance.now();
   const before = await readStatus(paths.status);
   const previous = await currentRelease(paths);
+  const previousMeta = previous ? await readReleaseMeta(paths, previous) : undefined;
   await Deno.mkdir(paths.releases, { recursive: true });
   const id = await newReleaseId(paths);
   const releaseDir = paths.release(id);
   journal.release = id;
   const runner = new ProcessRunner((line) => journal.output(line));
-  const ctx: RunContext = { plan, runner, journal };
-  const where = plan.argv ? `${config.manager}, port ${config.port}` : "static files";
+  const docker = deploy.type === "docker" || previousMeta?.type === "docker";
+  const ctx: RunContext = { plan, runner, journal, manager: managerNamed(config.manager, docker) };
+  const where = plan.runs ? `${config.manager}, port ${config.port}` : "static files";
   journal.say(`deploy-paradigm: deploying ${deploy.name} ${short} as release ${id} (${where})`);
   await journal.record("begin", { message: `${deploy.type} app, ${where}` });
-  const meta: ReleaseMeta = {
-    id,
-    commit,
-    type: deploy.type,
-    argv: plan.argv,
-    healthCheck: deploy.healthCheck,
-    createdAt: new Date().toISOString(),
-  };
+  const meta = releaseMeta(plan, id);
   const fail = (error: unknown, switched: boolean) => failed(ctx, error, { id, started, before, previous, switched });
 
   // Prepare the release. A failure here switches nothing.
-  let program: string | undefined;
   try {
     if (config.strategy === "blue-green") await requireProxy(prefix()); // before building anything
+    if (deploy.type === "docker") {
+      await journal.step("docker", () => requireEngine(runner), (version) => `docker engine ${version}`);
+    }
     await journal.step("fetch", () => fetchRelease(plan, id), () => `${short} extracted into releases/${id}`);
     await writeReleaseMeta(paths, meta);
-    const build = buildPlan(deploy, plan.facts, releaseDir);
+    const build = buildPlan(deploy, plan.facts, releaseDir, { id, commit });
     if (build.length) {
       await journal.step(
         "build",
@@ -281,7 +323,7 @@ async function deployLocked(
       );
     }
     if (plan.argv) {
-      program = await journal.step(
+      await journal.step(
         "command",
         () => resolveProgram(plan.argv![0], releaseDir, paths.current),
         (p) => `${displayArgv(plan.argv!)} (${p})`,
@@ -310,13 +352,12 @@ async function deployLocked(
         root: prefix(),
         paths,
         config,
-        manager: managerNamed(config.manager),
+        manager: ctx.manager,
         runner,
         journal,
         meta,
         secrets: plan.secrets,
         watchMs: deploy.watch,
-        process: (slot, port, argv, secrets) => appProcess(plan, argv, secrets, { slot, port }),
         commit: moveBranch,
       });
       health = active.health;
@@ -333,7 +374,7 @@ async function deployLocked(
         await symlinkAtomic(`releases/${id}`, paths.current);
         switched = true;
       }, () => `current → releases/${id}`);
-      health = await startRelease(ctx, meta, program, plan.secrets, previous);
+      health = await startRelease(ctx, meta, plan.secrets, previous);
       await moveBranch?.();
     } catch (error) {
       return await fail(error, switched);
@@ -348,7 +389,10 @@ async function deployLocked(
   );
   await journal.step(
     "cleanup",
-    () => cleanupReleases(paths, deploy.keepReleases, [id, previous]),
+    async () => [
+      ...await cleanupReleases(paths, deploy.keepReleases, [id, previous]),
+      ...(docker ? await pruneImages(runner, deploy.name, await listReleases(paths)) : []),
+    ],
     (removed) => (removed.length ? `removed ${removed.join(", ")}` : "nothing to remove"),
   ).catch(() => journal.say("! cleanup failed; old releases stay until the next deploy"));
   const duration = Math.round(performance.now() - started);
@@ -367,7 +411,7 @@ async function deployLocked(
     lastDeploy: { outcome: "success", release: id, commit, version: short, at: now(), duration },
   });
   await journal.record("success", { ok: true, duration, message: `${short} serves as release ${id}` });
-  const at = plan.argv ? `: ${url(plan)}` : "";
+  const at = plan.runs ? `: ${url(plan)}` : "";
   journal.say(`✓ deployed ${deploy.name} ${short} (release ${id}) in ${(duration / 1000).toFixed(1)}s${at}`);
   return { ok: true };
 }
@@ -377,10 +421,9 @@ async function deployLocked(
  * and remove the route and the slot links, so nothing of the old setup lingers (or returns at boot).
  */
 async function retireSlots(ctx: RunContext): Promise<void> {
-  const { plan, runner, journal } = ctx;
+  const { plan, runner, journal, manager } = ctx;
   const { paths } = plan;
   if (!(await exists(join(paths.dir, ROUTE_FILE))) && !(await exists(join(paths.dir, "slots")))) return;
-  const manager = managerNamed(plan.config.manager);
   await journal.step("retire", async () => {
     for (const slot of SLOTS) await runner.apply(manager.stop(plan.deploy.name, prefix(), paths.dir, slot));
     await Deno.remove(join(paths.dir, ROUTE_FILE)).catch(() => {});
@@ -428,16 +471,6 @@ async function runHook(ctx: RunContext, name: "preDeploy" | "postDeploy", releas
   );
 }
 
-/** The process of this deploy's app (see runtime.ts). */
-function appProcess(
-  plan: Deployment,
-  argv: string[],
-  secrets: Record<string, string>,
-  slot?: { slot: Slot; port: number },
-): AppProcess {
-  return processFor(plan.paths, plan.config, plan.deploy.type, argv, secrets, slot);
-}
-
 /**
  * Starts the release `current` points at and checks it; throws when it is not healthy. A static
  * release runs no process: its files are checked, and a process of the release before is stopped.
@@ -445,16 +478,15 @@ function appProcess(
 async function startRelease(
   ctx: RunContext,
   meta: ReleaseMeta,
-  program: string | undefined,
   secrets: Record<string, string>,
   replaced: string | undefined,
 ): Promise<HealthResult> {
-  const { plan, runner, journal } = ctx;
+  const { plan, runner, journal, manager } = ctx;
   const { config, paths } = plan;
-  const manager = managerNamed(config.manager);
-  if (!meta.argv || !program) {
-    const ranProcess = replaced !== undefined && (await readReleaseMeta(paths, replaced))?.argv !== undefined;
-    if (ranProcess) {
+  const process = await releaseProcess(paths, config, meta, secrets);
+  if (!process) {
+    const replacedMeta = replaced === undefined ? undefined : await readReleaseMeta(paths, replaced);
+    if (replacedMeta && runsProcess(replacedMeta)) {
       await journal.step(
         "stop",
         () => runner.apply(manager.stop(plan.deploy.name, prefix(), paths.dir)),
@@ -467,10 +499,10 @@ async function startRelease(
     journal,
     runner,
     manager,
-    appProcess(plan, [program, ...meta.argv!.slice(1)], secrets),
+    process,
     `http://127.0.0.1:${config.port}${meta.healthCheck!.path}`,
     meta.healthCheck!,
-    `${manager.name} started ${displayArgv(meta.argv!)}`,
+    `${manager.name} started ${meta.image ? `the container of ${meta.image}` : displayArgv(meta.argv!)}`,
   );
 }
 
@@ -539,7 +571,12 @@ async function failed(
   }
   journal.release = f.id;
   if (handled?.switched) await markBad(paths, f.id); // it took traffic: kept for inspection, skipped by rollback
-  else await Deno.remove(paths.release(f.id), { recursive: true }).catch(() => {});
+  else {
+    await Deno.remove(paths.release(f.id), { recursive: true }).catch(() => {});
+    if (deploy.type === "docker") {
+      await pruneImages(ctx.runner, deploy.name, await listReleases(paths)).catch(() => {}); // its image too
+    }
+  }
   await writeStatus(paths.status, status);
   await journal.record(last.outcome, {
     ok: false,
@@ -571,7 +608,7 @@ async function rollBack(
   const { paths } = plan;
   if (!previous) {
     await journal.step("stop", async () => {
-      if (plan.argv) await runner.apply(managerNamed(plan.config.manager).stop(plan.deploy.name, prefix(), paths.dir));
+      if (plan.runs) await runner.apply(ctx.manager.stop(plan.deploy.name, prefix(), paths.dir));
       await Deno.remove(paths.current).catch(() => {});
     }, () => "no previous release to go back to; the app is stopped");
     return undefined;
@@ -585,11 +622,8 @@ async function rollBack(
   const meta = await readReleaseMeta(paths, previous);
   try {
     if (!meta) throw new Error(`release ${previous} has no metadata; cannot restart it`);
-    const releaseDir = paths.release(previous);
-    const envText = await readTextOrUndefined(join(releaseDir, ".env"));
-    const secrets = envText === undefined ? {} : parseDotenv(envText, `releases/${previous}/.env`);
-    const program = meta.argv ? await resolveProgram(meta.argv[0], releaseDir, paths.current) : undefined;
-    const health = await startRelease(ctx, meta, program, secrets, failedId);
+    const secrets = await envSnapshot(paths, meta);
+    const health = await startRelease(ctx, meta, secrets, failedId);
     journal.say(`↺ rolled back: release ${previous} (${meta.commit.slice(0, 7)}) serves again`);
     return {
       version: meta.commit.slice(0, 7),
@@ -611,7 +645,10 @@ async function rollBack(
 async function installEnv(plan: Deployment, releaseDir: string): Promise<string> {
   if (!plan.envSource) return `no ${plan.paths.envFile(plan.config.env)}; the app gets PORT only`;
   const file = join(releaseDir, ".env");
-  const text = serializeDotenv(plan.secrets, `from ${plan.envSource}, written by deploy-paradigm`);
+  const header = `from ${plan.envSource}, written by deploy-paradigm`;
+  const text = plan.deploy.type === "docker"
+    ? serializeDockerEnv(plan.secrets, `${header} for docker run --env-file`)
+    : serializeDotenv(plan.secrets, header);
   await Deno.writeTextFile(file, text, { mode: 0o600, createNew: true });
   await Deno.chmod(file, 0o600);
   const count = Object.keys(plan.secrets).length;
@@ -626,7 +663,7 @@ function statusBase(plan: Deployment) {
     manager: config.manager,
     port: config.port,
     strategy: config.strategy,
-    ...(plan.argv || config.strategy === "blue-green" ? { url: url(plan) } : {}),
+    ...(plan.runs || config.strategy === "blue-green" ? { url: url(plan) } : {}),
   };
 }
 

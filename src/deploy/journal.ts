@@ -79,7 +79,9 @@ export class Journal {
       const duration = Math.round(performance.now() - started);
       const message = error instanceof Error ? error.message : String(error);
       // A streamed command's output is already on screen: print only its first line again.
-      const shown = error instanceof CommandFailed && !error.cmd.quiet ? message.split("\n")[0] : message;
+      const shown = error instanceof CommandFailed && !error.cmd.quiet
+        ? message.split("\n")[0].replace(/; its last lines:$/, " (its output is above)")
+        : message;
       this.print(`✗ ${name.padEnd(10)} ${seconds(duration).padStart(7)}  ${shown}`);
       await this.record(name, { ok: false, duration, message });
       throw error instanceof StepFailed ? error : new StepFailed(name, error);

@@ -15,12 +15,21 @@ export interface ReleaseMeta {
   id: string;
   commit: string;
   type: string;
-  /** The start command before path resolution, or undefined for a static app. */
+  /** The start command before path resolution; undefined for static and docker apps. */
   argv?: string[];
+  /** A docker app's image, its container port, and deploy.yml's command (instead of the image's CMD). */
+  image?: string;
+  containerPort?: number;
+  containerCommand?: string[];
   healthCheck?: HealthCheck;
   createdAt: string;
   /** Took traffic, then was rolled back from: `rollback` skips it. */
   bad?: boolean;
+}
+
+/** Whether a release runs a process or a container (a static one runs nothing). */
+export function runsProcess(meta: ReleaseMeta): boolean {
+  return meta.argv !== undefined || meta.image !== undefined;
 }
 
 /** Marks a release bad (rolled back from). */

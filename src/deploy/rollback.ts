@@ -4,22 +4,20 @@
  * snapshot and command; the release rolled back from is marked bad and skipped next time.
  * @module
  */
-import { join } from "node:path";
 import { parseConfig } from "../config/load.ts";
 import { NAME_PATTERN } from "../config/names.ts";
 import { serverConfigSchema } from "../config/schema.ts";
 import { DeployParadigmError, UsageError } from "../errors.ts";
 import { readTextOrUndefined, symlinkAtomic } from "../fsutil.ts";
-import { managerNamed } from "../managers/mod.ts";
+import { managerNamed, type ProcessManager } from "../managers/mod.ts";
 import { appPaths, prefix } from "../paths.ts";
 import { ProcessRunner } from "../runner.ts";
 import { activateBlueGreen, ActivationFailed } from "./bluegreen.ts";
-import { parseDotenv } from "./dotenv.ts";
 import { startAndCheck } from "./health.ts";
 import { Journal } from "./journal.ts";
 import { acquireLock } from "./lock.ts";
 import { currentRelease, listReleases, markBad, readReleaseMeta, type ReleaseMeta } from "./releases.ts";
-import { processFor, resolveProgram } from "./runtime.ts";
+import { envSnapshot, releaseProcess } from "./runtime.ts";
 import { readStatus, writeStatus } from "./status.ts";
 
 /** One release, as `releases` lists it. */
@@ -132,26 +130,19 @@ interface RollbackContext {
   config: Awaited<ReturnType<typeof loadApp>>["config"];
   journal: Journal;
   runner: ProcessRunner;
-}
-
-/** A release's own snapshot of .env (not today's .env.<env>). */
-async function envSnapshot(releaseDir: string, id: string): Promise<Record<string, string>> {
-  const text = await readTextOrUndefined(join(releaseDir, ".env"));
-  return text === undefined ? {} : parseDotenv(text, `releases/${id}/.env`);
+  manager: ProcessManager;
 }
 
 /** The restart strategy: `current` → the release, restart it, check it. Returns when it was checked. */
 async function restartInPlace(ctx: RollbackContext, meta: ReleaseMeta, secrets: Record<string, string>) {
-  const { paths, config, journal, runner } = ctx;
-  const manager = managerNamed(config.manager);
+  const { paths, config, journal, runner, manager } = ctx;
   await journal.step(
     "switch",
     () => symlinkAtomic(`releases/${meta.id}`, paths.current),
     () => `current → releases/${meta.id}`,
   );
-  if (!meta.argv || !meta.healthCheck) return new Date().toISOString();
-  const program = await resolveProgram(meta.argv[0], paths.release(meta.id), paths.current);
-  const process = processFor(paths, config, meta.type, [program, ...meta.argv.slice(1)], secrets);
+  const process = await releaseProcess(paths, config, meta, secrets);
+  if (!process || !meta.healthCheck) return new Date().toISOString();
   const url = `http://127.0.0.1:${config.port}${meta.healthCheck.path}`;
   return (await startAndCheck(journal, runner, manager, process, url, meta.healthCheck, `${manager.name} restarted`))
     .checkedAt;
@@ -169,10 +160,10 @@ async function switchTo(
   const journal = new Journal(paths.deployLog, app, meta.commit, (line) => console.log(line));
   journal.release = meta.id;
   const runner = new ProcessRunner((line) => journal.output(line));
-  const manager = managerNamed(config.manager);
-  const releaseDir = paths.release(meta.id);
-  const secrets = await envSnapshot(releaseDir, meta.id);
-  const ctx: RollbackContext = { paths, config, journal, runner };
+  const fromMeta = from ? await readReleaseMeta(paths, from) : undefined;
+  const manager = managerNamed(config.manager, meta.type === "docker" || fromMeta?.type === "docker");
+  const secrets = await envSnapshot(paths, meta);
+  const ctx: RollbackContext = { paths, config, journal, runner, manager };
   journal.say(`deploy-paradigm: rolling ${app} back to release ${meta.id} (${meta.commit.slice(0, 7)})`);
   await journal.record("rollback", { message: `from ${from ?? "nothing"} to ${meta.id}` });
   const before = await readStatus(paths.status);
@@ -191,7 +182,6 @@ async function switchTo(
         meta,
         secrets,
         watchMs: 0,
-        process: (slot, port, argv, env) => processFor(paths, config, meta.type, argv, env, { slot, port }),
       });
       checkedAt = active.health.checkedAt;
       extra = { slot: active.slot, slotPort: active.port, switchMs: active.switchMs, watch: active.watch };
@@ -203,9 +193,8 @@ async function switchTo(
     let back = from ?? "nothing";
     if (config.strategy === "restart" && from && (await currentRelease(paths)) !== from) {
       // The switch happened: put the release that served back, with its own command and .env.
-      const previous = await readReleaseMeta(paths, from);
-      const restored = previous
-        ? await restartInPlace(ctx, previous, await envSnapshot(paths.release(from), from)).then(
+      const restored = fromMeta
+        ? await restartInPlace(ctx, fromMeta, await envSnapshot(paths, fromMeta)).then(
           () => true,
           () => false,
         )

@@ -5,10 +5,14 @@
  */
 import { join } from "node:path";
 import type { ServerConfig } from "../config/schema.ts";
-import { exists } from "../fsutil.ts";
+import { exists, readTextOrUndefined } from "../fsutil.ts";
+import { parseDotenv } from "./dotenv.ts";
+import { DEFAULT_CONTAINER_PORT, dockerHost } from "../managers/docker.ts";
 import type { AppProcess, Slot } from "../managers/mod.ts";
-import { type AppPaths, prefix } from "../paths.ts";
+import { processName } from "../managers/pm2.ts";
+import { type AppPaths, prefix, selfCommand } from "../paths.ts";
 import { baseEnv, findInPath } from "../runner.ts";
+import type { ReleaseMeta } from "./releases.ts";
 import { slotDir } from "./slots.ts";
 
 /** Variables of the deploying environment an app may rely on; everything else is left out. */
@@ -81,4 +85,53 @@ export function processFor(
     errorLog: paths.errorLog,
     stateDir: paths.dir,
   };
+}
+
+/**
+ * What runs release `meta`, in a slot (blue-green) or in `current` (restart): its process with
+ * the program resolved, or for a docker release its container and the container's log follower.
+ * Undefined for a static release, which runs nothing.
+ */
+export async function releaseProcess(
+  paths: AppPaths,
+  config: ServerConfig,
+  meta: ReleaseMeta,
+  secrets: Record<string, string>,
+  slot?: { slot: Slot; port: number },
+): Promise<AppProcess | undefined> {
+  if (meta.image) {
+    const name = processName(paths.app, slot?.slot);
+    const follower = [selfCommand(), "docker-logs", name, "--state", join(paths.dir, `.docker-logs-${name}.json`)];
+    const env = baseEnv();
+    const base = processFor(paths, config, meta.type, follower, {}, slot);
+    const envFile = join(paths.release(meta.id), ".env");
+    const containerPort = meta.containerPort ?? DEFAULT_CONTAINER_PORT;
+    return {
+      ...base,
+      env: { PATH: env.PATH ?? "/usr/bin:/bin", DOCKER_HOST: dockerHost(env), NO_COLOR: "1" },
+      container: {
+        image: meta.image,
+        containerPort,
+        publish: slot ? `127.0.0.1:${slot.port}` : String(config.port),
+        command: meta.containerCommand,
+        envFile: await exists(envFile) ? envFile : undefined,
+        env: { PORT: String(containerPort), DEPLOY_ENV: config.env },
+        labels: { app: paths.app, release: meta.id, commit: meta.commit, ...(slot ? { slot: slot.slot } : {}) },
+      },
+    };
+  }
+  if (!meta.argv) return undefined;
+  const cwd = slot ? slotDir(paths, slot.slot) : paths.current;
+  const program = await resolveProgram(meta.argv[0], paths.release(meta.id), cwd);
+  return processFor(paths, config, meta.type, [program, ...meta.argv.slice(1)], secrets, slot);
+}
+
+/**
+ * A release's own snapshot of `.env` (not today's `.env.<env>`), for its process. A docker
+ * release's container reads the file itself (`--env-file`): none for the follower.
+ */
+export async function envSnapshot(paths: AppPaths, meta: ReleaseMeta): Promise<Record<string, string>> {
+  if (meta.image) return {};
+  const text = await readTextOrUndefined(join(paths.release(meta.id), ".env"));
+  return text === undefined ? {} : parseDotenv(text, `releases/${meta.id}/.env`);
 }

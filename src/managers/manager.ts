@@ -3,6 +3,7 @@
  * @module
  */
 import type { Plan } from "../runner.ts";
+import type { ContainerSpec } from "./docker.ts";
 
 /** A blue-green slot. */
 export type Slot = "blue" | "green";
@@ -32,6 +33,11 @@ export interface AppProcess {
   errorLog: string;
   /** A directory the manager may keep its own files in (mode 0600 for anything holding secrets). */
   stateDir: string;
+  /**
+   * A docker app's container, started before the process (which is then the container's log
+   * follower); see docker.ts.
+   */
+  container?: ContainerSpec;
 }
 
 /** A process manager: builds the commands that (re)start and stop an app. */

@@ -27,7 +27,7 @@ Deno.test("init detects the type, names the app after the folder, and writes a v
     { folder: "site", files: { "index.html": "<h1>hi</h1>" }, type: "static", command: undefined },
     {
       folder: "box",
-      files: { "Dockerfile": "FROM scratch", "package.json": "{}" },
+      files: { "Dockerfile": "FROM scratch\nEXPOSE 9090\n", "package.json": "{}" },
       type: "docker",
       command: undefined,
     },
@@ -39,10 +39,11 @@ Deno.test("init detects the type, names the app after the folder, and writes a v
       assertEquals(result.code, 0, result.output);
       const text = await Deno.readTextFile(join(dir, "deploy.yml"));
       assertMatch(text, /^# yaml-language-server: \$schema=https:\/\/\S+deploy\.schema\.json\n/);
-      const parsed = parseConfig(text.replace("type: docker", "type: static"), deployFileSchema, "deploy.yml");
+      const parsed = parseConfig(text, deployFileSchema, "deploy.yml");
       assertEquals(parsed.name, c.folder.toLowerCase().replace("_", "-"));
       assertMatch(text, new RegExp(`\ntype: ${c.type}\n`));
       if (c.command) assertEquals(parsed.command, c.command);
+      if (c.type === "docker") assertEquals(parsed.containerPort, 9090, "from the Dockerfile's EXPOSE");
     } finally {
       await Deno.remove(join(dir, ".."), { recursive: true });
     }

@@ -32,6 +32,21 @@ export async function run(argv: string[], options: { cwd?: string; env?: Record<
   return { code: out.code, stdout, stderr, output: stdout + stderr };
 }
 
+/** Starts a long-running process whose stdout and stderr go to `sink` as they come. */
+export function spawnCapturing(
+  argv: string[],
+  env: Record<string, string>,
+  sink: (text: string) => void,
+): Deno.ChildProcess {
+  const child = new Deno.Command(argv[0], { args: argv.slice(1), env, stdin: "null", stdout: "piped", stderr: "piped" })
+    .spawn();
+  for (const stream of [child.stdout, child.stderr]) {
+    stream.pipeThrough(new TextDecoderStream()).pipeTo(new WritableStream({ write: (chunk) => sink(chunk) }))
+      .catch(() => {});
+  }
+  return child;
+}
+
 /** A free TCP port on loopback. */
 export function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -125,18 +140,7 @@ export class TestServer {
 
   private async spawnProxy(): Promise<void> {
     await Deno.mkdir(join(this.prefix, "opt", "deployments"), { recursive: true });
-    this.proxy = new Deno.Command(BIN, {
-      args: ["proxy", "--host", "127.0.0.1"],
-      env: this.env,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    for (const stream of [this.proxy.stdout, this.proxy.stderr]) {
-      stream.pipeThrough(new TextDecoderStream()).pipeTo(
-        new WritableStream({ write: (chunk) => void (this.proxyLog += chunk) }),
-      ).catch(() => {});
-    }
+    this.proxy = spawnCapturing([BIN, "proxy", "--host", "127.0.0.1"], this.env, (text) => this.proxyLog += text);
     const socket = join(this.prefix, "opt", "deployments", ".proxy.sock");
     for (let i = 0; i < 200; i++) {
       if (await Deno.stat(socket).then(() => true, () => false)) return;

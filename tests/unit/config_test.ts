@@ -167,7 +167,7 @@ Deno.test("errors: an unknown key gets a did-you-mean, or the list of known keys
     'deploy.yml:3:1: "branh" is not a known key; did you mean "branch"?',
   ]);
   assertEquals(problems("name: app\ntype: static\nfoo: 1\n"), [
-    'deploy.yml:3:1: "foo" is not a known key; known keys: name, type, healthCheck, command, build, hooks, keepReleases, branch, watch',
+    'deploy.yml:3:1: "foo" is not a known key; known keys: name, type, healthCheck, command, build, hooks, keepReleases, branch, dockerfile, buildArgs, containerPort, watch',
   ]);
 });
 
@@ -371,4 +371,26 @@ Deno.test("deployFileJsonSchema: describes the file for editors", () => {
   assertEquals(schema.title, "deploy-paradigm deploy.yml");
   // Serializable as-is (the `schema` command prints it).
   assertEquals(JSON.parse(JSON.stringify(schema)), schema);
+});
+
+Deno.test("docker keys: checked, and refused for other app types", () => {
+  assertEquals(
+    problems(
+      "name: app\ntype: python\nhealthCheck: /h\ncontainerPort: 8080\ndockerfile: Dockerfile\n",
+    ),
+    [
+      `deploy.yml:4:16: "containerPort" is for docker apps only (this app's type is python) (got 8080)`,
+      `deploy.yml:5:13: "dockerfile" is for docker apps only (this app's type is python) (got "Dockerfile")`,
+    ],
+  );
+  assertEquals(
+    problems(
+      "name: app\ntype: docker\nhealthCheck: /h\ncontainerPort: 70000\ndockerfile: ../x\nbuildArgs: {1X: a}\n",
+    ),
+    [
+      'deploy.yml:4:16: "containerPort" must be from 1 to 65535 (got 70000)',
+      'deploy.yml:5:13: "dockerfile" must stay inside the repository (no ..) (got "../x")',
+      'deploy.yml:6:17: "buildArgs.1X" is not a build argument name (letters, digits, _) (got "a")',
+    ],
+  );
 });

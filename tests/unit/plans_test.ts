@@ -7,6 +7,7 @@ import { UsageError } from "../../src/errors.ts";
 import { pm2 } from "../../src/managers/pm2.ts";
 import { systemd, unitFile, unitQuote } from "../../src/managers/systemd.ts";
 import { type AppProcess, managerNamed } from "../../src/managers/mod.ts";
+import { type ContainerSpec, withDocker } from "../../src/managers/docker.ts";
 
 const RELEASE = "/srv/opt/deployments/web/releases/20260101-000000-000";
 
@@ -65,14 +66,52 @@ Deno.test("buildPlan static: nothing to build", () => {
   assertEquals(buildPlan(deploy({ type: "static" }), facts(["index.html", "package.json"]), RELEASE), []);
 });
 
-Deno.test("buildPlan docker: refused as a usage error", () => {
+Deno.test("buildPlan docker: docker build tagged <app>:<release>, labelled, with dockerfile and build args", () => {
+  const release = { id: "20260101-000000-000", commit: "a".repeat(40) };
+  assertEquals(buildPlan(deploy({ type: "docker" }), facts(["Dockerfile"]), RELEASE, release), [{
+    argv: [
+      "docker",
+      "build",
+      "--tag",
+      "web:20260101-000000-000",
+      "--label",
+      "deploy-paradigm.app=web",
+      "--label",
+      "deploy-paradigm.release=20260101-000000-000",
+      "--label",
+      `deploy-paradigm.commit=${"a".repeat(40)}`,
+      "--file",
+      `${RELEASE}/Dockerfile`,
+      RELEASE,
+    ],
+    cwd: RELEASE,
+    quiet: false,
+    timeoutMs: undefined,
+  }]);
+  const custom = deploy({ type: "docker", dockerfile: "ops/web.Dockerfile", buildArgs: { VERSION: 2, MODE: "$(rm)" } });
+  const [cmd] = buildPlan(custom, facts(["ops"]), RELEASE, release);
+  assertEquals(cmd.argv.slice(10), [
+    "--file",
+    `${RELEASE}/ops/web.Dockerfile`,
+    "--build-arg",
+    "VERSION=2",
+    "--build-arg",
+    "MODE=$(rm)",
+    RELEASE,
+  ]);
+  // A build override runs first; the image is still built.
+  const both = buildPlan(deploy({ type: "docker", build: "make assets" }), facts(["Dockerfile"]), RELEASE, release);
+  assertEquals(both.map((c) => c.argv[0]), ["make", "docker"]);
+});
+
+Deno.test("buildPlan docker: no Dockerfile in the commit is a usage error", () => {
   throws(
-    () => buildPlan(deploy({ type: "docker" }), facts(["Dockerfile"]), RELEASE),
+    () => buildPlan(deploy({ type: "docker" }), facts(["app.py"]), RELEASE),
     (error: unknown) => {
       assert(error instanceof UsageError);
       assertEquals(error.exitCode, 2);
-      assertEquals(error.message, 'type "docker" is not supported yet');
-      assertMatch(error.suggestion ?? "", /python, node or static/);
+      assertEquals(error.message, "the docker app has no Dockerfile in the commit");
+      assertMatch(error.suggestion ?? "", /dockerfile: path\/to\/Dockerfile/);
       return true;
     },
   );
@@ -341,4 +380,96 @@ Deno.test("systemd slots: a template unit <app>@.service with %i for the slot, a
     "--quiet",
     "web@green.service",
   ]);
+});
+
+const CONTAINER: ContainerSpec = {
+  image: "web:20260101-000000-000",
+  containerPort: 8000,
+  publish: "127.0.0.1:20001",
+  envFile: `${RELEASE}/.env`,
+  env: { PORT: "8000", DEPLOY_ENV: "production" },
+  labels: { app: "web", release: "20260101-000000-000", slot: "blue" },
+};
+
+Deno.test("docker restart: the old container removed, docker run, then the log follower under the manager", () => {
+  const follower = appProcess({ slot: "blue", argv: ["/usr/local/bin/deploy-paradigm", "docker-logs", "web-blue"] });
+  const plan = withDocker(pm2).restart({ ...follower, container: CONTAINER });
+  assertEquals(plan.commands.map((c) => c.argv), [
+    ["docker", "rm", "--force", "web-blue"],
+    [
+      "docker",
+      "run",
+      "--detach",
+      "--name",
+      "web-blue",
+      "--restart",
+      "unless-stopped",
+      "--publish",
+      "127.0.0.1:20001:8000",
+      "--env-file",
+      `${RELEASE}/.env`,
+      "--env",
+      "PORT=8000",
+      "--env",
+      "DEPLOY_ENV=production",
+      "--label",
+      "deploy-paradigm.app=web",
+      "--label",
+      "deploy-paradigm.release=20260101-000000-000",
+      "--label",
+      "deploy-paradigm.slot=blue",
+      "web:20260101-000000-000",
+    ],
+    ["pm2", "delete", "web-blue"],
+    ["pm2", "start", "/srv/opt/deployments/web/pm2-web-blue.json"],
+    ["pm2", "save"],
+  ]);
+  assertEquals(plan.commands[0].allowFailure, true);
+  assertEquals(plan.commands[1].allowFailure, undefined, "a failed docker run fails the start");
+  const { apps: [app] } = JSON.parse(plan.files[0].content);
+  assertEquals([app.script, ...app.args], ["/usr/local/bin/deploy-paradigm", "docker-logs", "web-blue"]);
+  // deploy.yml's command replaces the image's CMD.
+  const custom = withDocker(pm2).restart({ ...follower, container: { ...CONTAINER, command: ["serve", "--fast"] } });
+  assertEquals(custom.commands[1].argv.slice(-3), ["web:20260101-000000-000", "serve", "--fast"]);
+});
+
+Deno.test("docker stop: the follower first, then docker stop (graceful) and rm, all allowed to fail", () => {
+  const plan = withDocker(systemd).stop("web", "/tmp/dp-prefix", "/srv/opt/deployments/web", "green");
+  assertEquals(plan.commands.map((c) => [c.argv, c.allowFailure]), [
+    [["systemctl", "disable", "--now", "--quiet", "web@green.service"], true],
+    [["docker", "stop", "-t", "10", "web-green"], true],
+    [["docker", "rm", "--force", "web-green"], true],
+  ]);
+  // A process without a container passes through untouched; managerNamed wraps only when asked.
+  assertEquals(withDocker(pm2).restart(appProcess()), pm2.restart(appProcess()));
+  assertEquals(managerNamed("pm2", true).stop("web", "/r", "/s").commands.at(-1)?.argv, [
+    "docker",
+    "rm",
+    "--force",
+    "web",
+  ]);
+});
+
+Deno.test("requireEngine: names the missing CLI, or the engine it could not reach (DOCKER_HOST)", async () => {
+  const { requireEngine, dockerHost } = await import("../../src/managers/docker.ts");
+  const { DeployParadigmError } = await import("../../src/errors.ts");
+  const answering = (code: number, tail: string[]) => ({
+    run: () => Promise.resolve({ code, output: tail.join("\n"), tail }),
+    apply: () => Promise.resolve(),
+  });
+  assertEquals(await requireEngine(answering(0, ["28.2.2"])), "28.2.2");
+  const missing = await requireEngine(answering(127, ["docker: command not found"])).catch((e) => e);
+  assert(missing instanceof DeployParadigmError);
+  assertEquals(missing.message, "the docker CLI is not installed (no docker in PATH)");
+  const down = await requireEngine(
+    answering(1, ["Cannot connect to the Docker daemon at unix:///x.sock. Is the docker daemon running?"]),
+  ).catch((e) => e);
+  assertEquals(
+    down.message,
+    `docker engine not reachable at ${dockerHost()}: Cannot connect to the Docker daemon at unix:///x.sock. ` +
+      "Is the docker daemon running?",
+  );
+  assertMatch(down.suggestion, /DOCKER_HOST/);
+  assertEquals(dockerHost({ DOCKER_HOST: "tcp://10.0.0.1:2375" }), "tcp://10.0.0.1:2375");
+  assertEquals(dockerHost({}), "unix:///var/run/docker.sock");
 });

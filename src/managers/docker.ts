@@ -1,0 +1,166 @@
+/**
+ * Docker apps: a release is an image `<app>:<release>`, a slot is a container `<app>-<slot>`
+ * (`<app>` under the restart strategy) started with the engine's restart policy, and the
+ * server's process manager runs the container's log follower (`deploy-paradigm docker-logs`),
+ * which keeps access.log and error.log filled like any app's. Only the docker CLI is used, so
+ * `DOCKER_HOST` picks the engine: Docker Engine, or podman's Docker-compatible API.
+ * @module
+ */
+import { join } from "node:path";
+import type { DeployFile } from "../config/schema.ts";
+import { DeployParadigmError } from "../errors.ts";
+import { baseEnv, type Cmd, type Plan, type Runner } from "../runner.ts";
+import type { AppProcess, ProcessManager, Slot } from "./manager.ts";
+import { processName } from "./pm2.ts";
+
+/** The port a container listens on when deploy.yml does not say. */
+export const DEFAULT_CONTAINER_PORT = 8000;
+/** Seconds `docker stop` waits after the stop signal before it kills. */
+const STOP_SECONDS = 10;
+const LABEL = "deploy-paradigm";
+
+/** The image of a release. */
+export function imageOf(app: string, release: string): string {
+  return `${app}:${release}`;
+}
+
+/** Where the docker CLI sends its requests. */
+export function dockerHost(env: Record<string, string> = baseEnv()): string {
+  return env.DOCKER_HOST || "unix:///var/run/docker.sock";
+}
+
+function docker(args: string[], options: Partial<Cmd> = {}): Cmd {
+  return { argv: ["docker", ...args], quiet: true, timeoutMs: 120_000, ...options };
+}
+
+/**
+ * `docker build` of a release directory: tagged `<app>:<release>`, labelled with the app, the
+ * release and the commit, with deploy.yml's `dockerfile` and `buildArgs`.
+ */
+export function buildImage(deploy: DeployFile, releaseDir: string, release: string, commit: string): Cmd {
+  return docker([
+    "build",
+    "--tag",
+    imageOf(deploy.name, release),
+    ...labels({ app: deploy.name, release, commit }),
+    "--file",
+    join(releaseDir, deploy.dockerfile ?? "Dockerfile"),
+    ...Object.entries(deploy.buildArgs ?? {}).flatMap(([key, value]) => ["--build-arg", `${key}=${value}`]),
+    releaseDir,
+  ], { cwd: releaseDir, quiet: false, timeoutMs: undefined });
+}
+
+function labels(values: Record<string, string>): string[] {
+  return Object.entries(values).flatMap(([key, value]) => ["--label", `${LABEL}.${key}=${value}`]);
+}
+
+/**
+ * Checks that the docker CLI is installed and its engine answers; throws an error saying which
+ * engine (DOCKER_HOST) could not be reached, and how to fix it.
+ */
+export async function requireEngine(runner: Runner): Promise<string> {
+  const result = await runner.run(
+    docker(["version", "--format", "{{.Server.Version}}"], { allowFailure: true, timeoutMs: 15_000 }),
+  );
+  if (result.code === 127) {
+    throw new DeployParadigmError("the docker CLI is not installed (no docker in PATH)", {
+      suggestion: "install Docker Engine, or the docker CLI with DOCKER_HOST pointing at podman's API socket",
+    });
+  }
+  if (result.code !== 0) {
+    const why = result.tail.find((line) => !/^\s*$/.test(line)) ?? `exit code ${result.code}`;
+    throw new DeployParadigmError(`docker engine not reachable at ${dockerHost()}: ${why}`, {
+      suggestion: "start the engine (systemctl start docker), or set DOCKER_HOST to a running engine's socket",
+    });
+  }
+  return result.output.trim();
+}
+
+/**
+ * Removes the app's images of releases not in `keep`. An image a container still uses is never
+ * removed (docker refuses). Returns the tags removed.
+ */
+export async function pruneImages(runner: Runner, app: string, keep: readonly string[]): Promise<string[]> {
+  const listed = await runner.run(docker([
+    "images",
+    "--filter",
+    `label=${LABEL}.app=${app}`,
+    "--format",
+    "{{.Repository}}:{{.Tag}}",
+  ]));
+  const removed: string[] = [];
+  for (const image of listed.output.split("\n").map((line) => line.trim())) {
+    const [repository, tag] = image.replace(/^(localhost|docker\.io\/library)\//, "").split(":");
+    if (repository !== app || !tag || tag === "<none>" || keep.includes(tag)) continue;
+    const result = await runner.run(docker(["rmi", image], { allowFailure: true }));
+    if (result.code === 0) removed.push(image);
+  }
+  return removed;
+}
+
+/** Where a slot's container is published and what it runs. */
+export interface ContainerSpec {
+  image: string;
+  /** The port the container listens on. */
+  containerPort: number;
+  /** The host side of `--publish`: `127.0.0.1:<slot port>` (blue-green) or `<port>` (restart). */
+  publish: string;
+  /** deploy.yml's `command`: the container's command instead of the image's CMD. */
+  command?: string[];
+  /** The release's env file in docker's format (KEY=value, literal). */
+  envFile?: string;
+  /** Non-secret environment: PORT (the container's) and DEPLOY_ENV. */
+  env: Record<string, string>;
+  labels: Record<string, string>;
+}
+
+/** The `docker run` of a slot (or of the app, under the restart strategy). */
+export function runContainer(name: string, spec: ContainerSpec): Cmd {
+  return docker([
+    "run",
+    "--detach",
+    "--name",
+    name,
+    "--restart",
+    "unless-stopped",
+    "--publish",
+    `${spec.publish}:${spec.containerPort}`,
+    ...(spec.envFile ? ["--env-file", spec.envFile] : []),
+    ...Object.entries(spec.env).flatMap(([key, value]) => ["--env", `${key}=${value}`]),
+    ...labels(spec.labels),
+    spec.image,
+    ...(spec.command ?? []),
+  ]);
+}
+
+/** Stops a container gracefully (its stop signal, then a kill after 10 s) and removes it. */
+export function removeContainer(name: string): Cmd[] {
+  return [
+    docker(["stop", "-t", String(STOP_SECONDS), name], { allowFailure: true }),
+    docker(["rm", "--force", name], { allowFailure: true }),
+  ];
+}
+
+/**
+ * The docker strategy around the server's process manager: a process with a `container` starts
+ * it (replacing an old one of the same name) and then its log follower under `inner`; stopping
+ * stops the follower, then the container. Processes without a container pass through.
+ */
+export function withDocker(inner: ProcessManager): ProcessManager {
+  return {
+    name: inner.name,
+    restart(p: AppProcess): Plan {
+      const plan = inner.restart(p);
+      if (!p.container) return plan;
+      const name = processName(p.app, p.slot);
+      return {
+        ...plan,
+        commands: [...removeContainer(name).slice(1), runContainer(name, p.container), ...plan.commands],
+      };
+    },
+    stop(app: string, root: string, stateDir: string, slot?: Slot): Plan {
+      const plan = inner.stop(app, root, stateDir, slot);
+      return { ...plan, commands: [...plan.commands, ...removeContainer(processName(app, slot))] };
+    },
+  };
+}
