@@ -110,16 +110,25 @@ export async function followContainer(name: string, stateFile: string, signal: A
   const encoder = new TextEncoder();
   const sleep = (ms: number) =>
     new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, ms);
-      signal.addEventListener("abort", () => (clearTimeout(timer), resolve()), { once: true });
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener("abort", done, { once: true });
     });
   let state = await readState(stateFile);
+  let missing = false;
   while (!signal.aborted) {
     const id = await containerId(name);
     if (!id) {
+      if (!missing) console.error(`deploy-paradigm docker-logs: no container ${name} (or no engine); waiting for it`);
+      missing = true;
       await sleep(2000);
       continue;
     }
+    missing = false;
     if (state?.id !== id) state = emptyState(id);
     const current = state;
     const starts = [current.out, current.err].map((c) => timestampNanos(c.ts)).filter((n) => n !== undefined);

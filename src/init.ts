@@ -101,7 +101,8 @@ export async function init(options: InitOptions): Promise<{ path: string; name: 
     } catch { /* a broken package.json only loses the command guess */ }
   }
   const dockerfile = type === "docker" ? await Deno.readTextFile(join(options.dir, "Dockerfile")).catch(() => "") : "";
-  const exposed = /^\s*EXPOSE\s+(\d+)/im.exec(dockerfile)?.[1];
-  await Deno.writeTextFile(path, renderDeployYml(name, type, facts, exposed ? Number(exposed) : undefined));
+  const exposed = Number(/^\s*EXPOSE\s+(\d+)/im.exec(dockerfile)?.[1]);
+  const containerPort = exposed >= 1 && exposed <= 65535 ? exposed : undefined;
+  await Deno.writeTextFile(path, renderDeployYml(name, type, facts, containerPort));
   return { path, name, type };
 }

@@ -108,7 +108,8 @@ export const deployFileSchema = z.strictObject({
       }
     }).optional().meta({ description: "docker apps: --build-arg values (not secret: they stay in the image)." }),
   containerPort: port.optional().meta({
-    description: "docker apps: the port the container listens on (default 8000); published on 127.0.0.1 only.",
+    description: "docker apps: the port the container listens on (default 8000). Blue-green publishes it on " +
+      "127.0.0.1 only (the proxy has the public port); restart publishes it as `port` on every interface.",
   }),
   watch: duration("20s").meta({
     description: "After a blue-green switch, how long the new release keeps being checked while the old one stays " +

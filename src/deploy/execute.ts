@@ -175,6 +175,11 @@ async function prepare(options: ExecuteOptions, print: Deployment["print"]): Pro
   const envText = await readTextOrUndefined(envSource);
   const secrets = envText === undefined ? {} : parseDotenv(envText, envSource);
   const multiline = Object.keys(secrets).filter((key) => secrets[key].includes("\n"));
+  if (deploy.type === "docker" && (!/^[a-z0-9]+(?:[._-][a-z0-9]+)*$/.test(deploy.name) || deploy.name.length < 2)) {
+    throw new UsageError(`deploy.yml: "${deploy.name}" cannot name a docker image and container`, {
+      suggestion: "docker apps need a name of 2 or more characters, with no dash at the end or two in a row",
+    });
+  }
   if (deploy.type === "docker" && multiline.length) {
     throw new UsageError(
       `${envSource}: ${multiline.join(", ")} hold a newline, which docker's --env-file cannot pass`,
@@ -307,7 +312,6 @@ async function deployLocked(
       await journal.step("docker", () => requireEngine(runner), (version) => `docker engine ${version}`);
     }
     await journal.step("fetch", () => fetchRelease(plan, id), () => `${short} extracted into releases/${id}`);
-    await writeReleaseMeta(paths, meta);
     const build = buildPlan(deploy, plan.facts, releaseDir, { id, commit });
     if (build.length) {
       await journal.step(
@@ -322,6 +326,7 @@ async function deployLocked(
         "",
       );
     }
+    await writeReleaseMeta(paths, meta); // after the build: not part of a docker build's context
     if (plan.argv) {
       await journal.step(
         "command",
@@ -389,10 +394,12 @@ async function deployLocked(
   );
   await journal.step(
     "cleanup",
-    async () => [
-      ...await cleanupReleases(paths, deploy.keepReleases, [id, previous]),
-      ...(docker ? await pruneImages(runner, deploy.name, await listReleases(paths)) : []),
-    ],
+    async () => {
+      // Images of docker releases go with them, also once the app is no docker app any more.
+      const images = docker || await hasDockerRelease(paths);
+      const removed = await cleanupReleases(paths, deploy.keepReleases, [id, previous]);
+      return [...removed, ...(images ? await pruneImages(runner, deploy.name, await listReleases(paths)) : [])];
+    },
     (removed) => (removed.length ? `removed ${removed.join(", ")}` : "nothing to remove"),
   ).catch(() => journal.say("! cleanup failed; old releases stay until the next deploy"));
   const duration = Math.round(performance.now() - started);
@@ -414,6 +421,14 @@ async function deployLocked(
   const at = plan.runs ? `: ${url(plan)}` : "";
   journal.say(`✓ deployed ${deploy.name} ${short} (release ${id}) in ${(duration / 1000).toFixed(1)}s${at}`);
   return { ok: true };
+}
+
+/** Whether any release of the app is a docker one. */
+async function hasDockerRelease(paths: AppPaths): Promise<boolean> {
+  for (const id of await listReleases(paths)) {
+    if ((await readReleaseMeta(paths, id).catch(() => undefined))?.image) return true;
+  }
+  return false;
 }
 
 /**

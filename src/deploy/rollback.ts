@@ -9,6 +9,7 @@ import { NAME_PATTERN } from "../config/names.ts";
 import { serverConfigSchema } from "../config/schema.ts";
 import { DeployParadigmError, UsageError } from "../errors.ts";
 import { readTextOrUndefined, symlinkAtomic } from "../fsutil.ts";
+import { requireEngine } from "../managers/docker.ts";
 import { managerNamed, type ProcessManager } from "../managers/mod.ts";
 import { appPaths, prefix } from "../paths.ts";
 import { ProcessRunner } from "../runner.ts";
@@ -170,6 +171,7 @@ async function switchTo(
   let extra = {};
   let checkedAt: string;
   try {
+    if (meta.image) await journal.step("docker", () => requireEngine(runner), (version) => `docker engine ${version}`);
     if (config.strategy === "blue-green") {
       const active = await activateBlueGreen({
         app,

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import type { ServerConfig } from "../config/schema.ts";
 import { exists, readTextOrUndefined } from "../fsutil.ts";
 import { parseDotenv } from "./dotenv.ts";
-import { DEFAULT_CONTAINER_PORT, dockerHost } from "../managers/docker.ts";
+import { DEFAULT_CONTAINER_PORT, followerEnv } from "../managers/docker.ts";
 import type { AppProcess, Slot } from "../managers/mod.ts";
 import { processName } from "../managers/pm2.ts";
 import { type AppPaths, prefix, selfCommand } from "../paths.ts";
@@ -102,13 +102,13 @@ export async function releaseProcess(
   if (meta.image) {
     const name = processName(paths.app, slot?.slot);
     const follower = [selfCommand(), "docker-logs", name, "--state", join(paths.dir, `.docker-logs-${name}.json`)];
-    const env = baseEnv();
     const base = processFor(paths, config, meta.type, follower, {}, slot);
     const envFile = join(paths.release(meta.id), ".env");
     const containerPort = meta.containerPort ?? DEFAULT_CONTAINER_PORT;
     return {
       ...base,
-      env: { PATH: env.PATH ?? "/usr/bin:/bin", DOCKER_HOST: dockerHost(env), NO_COLOR: "1" },
+      env: followerEnv(),
+      envFile: undefined, // the container reads the app's .env, not its follower
       container: {
         image: meta.image,
         containerPort,

@@ -24,9 +24,18 @@ export function imageOf(app: string, release: string): string {
   return `${app}:${release}`;
 }
 
-/** Where the docker CLI sends its requests. */
+/** Where the docker CLI sends its requests, for messages. */
 export function dockerHost(env: Record<string, string> = baseEnv()): string {
-  return env.DOCKER_HOST || "unix:///var/run/docker.sock";
+  return env.DOCKER_HOST || "the docker CLI's default engine (DOCKER_HOST is not set; see `docker context show`)";
+}
+
+/** The variables that choose and reach the engine, passed on to the log follower. */
+const ENGINE_ENV = ["DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "HOME"];
+
+/** The environment of a docker app's log follower: PATH and the engine's variables that are set. */
+export function followerEnv(env: Record<string, string> = baseEnv()): Record<string, string> {
+  const engine = ENGINE_ENV.filter((key) => env[key]).map((key) => [key, env[key]]);
+  return { PATH: env.PATH ?? "/usr/bin:/bin", NO_COLOR: "1", ...Object.fromEntries(engine) };
 }
 
 function docker(args: string[], options: Partial<Cmd> = {}): Cmd {
@@ -123,6 +132,8 @@ export function runContainer(name: string, spec: ContainerSpec): Cmd {
     name,
     "--restart",
     "unless-stopped",
+    "--pull",
+    "never", // the image was built here: never fetch one of the same name from a registry
     "--publish",
     `${spec.publish}:${spec.containerPort}`,
     ...(spec.envFile ? ["--env-file", spec.envFile] : []),
@@ -142,25 +153,25 @@ export function removeContainer(name: string): Cmd[] {
 }
 
 /**
- * The docker strategy around the server's process manager: a process with a `container` starts
- * it (replacing an old one of the same name) and then its log follower under `inner`; stopping
- * stops the follower, then the container. Processes without a container pass through.
+ * The docker strategy around the server's process manager, for an app whose new or old release
+ * is a docker one. A (re)start first stops what ran under that name: the process (a follower, or
+ * a process app's), then the container (its stop signal, then removal), so the port is free; then
+ * a process with a `container` starts it and its log follower, and any other process starts as
+ * usual. Stopping stops the container first (the follower catches its last lines), then the process.
  */
 export function withDocker(inner: ProcessManager): ProcessManager {
   return {
     name: inner.name,
     restart(p: AppProcess): Plan {
       const plan = inner.restart(p);
-      if (!p.container) return plan;
       const name = processName(p.app, p.slot);
-      return {
-        ...plan,
-        commands: [...removeContainer(name).slice(1), runContainer(name, p.container), ...plan.commands],
-      };
+      const before = inner.stop(p.app, p.root, p.stateDir, p.slot).commands;
+      const run = p.container ? [runContainer(name, p.container)] : [];
+      return { ...plan, commands: [...before, ...removeContainer(name), ...run, ...plan.commands] };
     },
     stop(app: string, root: string, stateDir: string, slot?: Slot): Plan {
       const plan = inner.stop(app, root, stateDir, slot);
-      return { ...plan, commands: [...plan.commands, ...removeContainer(processName(app, slot))] };
+      return { ...plan, commands: [...removeContainer(processName(app, slot)), ...plan.commands] };
     },
   };
 }

@@ -27,8 +27,8 @@ export interface AppProcess {
   env: Record<string, string>;
   /** Values from the release's `.env`. */
   secrets: Record<string, string>;
-  /** The release's `.env` file, as seen through `current`. */
-  envFile: string;
+  /** The release's `.env` file, as seen through `current`; none for a container's log follower. */
+  envFile?: string;
   accessLog: string;
   errorLog: string;
   /** A directory the manager may keep its own files in (mode 0600 for anything holding secrets). */

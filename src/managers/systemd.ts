@@ -30,7 +30,7 @@ export function unitFile(p: AppProcess): string {
     "[Service]",
     "Type=simple",
     `WorkingDirectory=${p.cwd}`,
-    `EnvironmentFile=-${p.envFile}`,
+    ...(p.envFile ? [`EnvironmentFile=-${p.envFile}`] : []),
     `Environment=${env}`,
     `ExecStart=${p.argv.map((word) => unitQuote(word)).join(" ")}`,
     "Restart=on-failure",
@@ -58,7 +58,6 @@ function escapePercent(text: string): string {
 export function templateUnit(p: AppProcess): string {
   const mark = "\u0001";
   const slotDir = p.cwd;
-  const generic = (text: string) => text.replaceAll(slotDir, mark);
   return [
     "# Written by deploy-paradigm. Changes are overwritten by the next deploy.",
     "[Unit]",
@@ -68,7 +67,7 @@ export function templateUnit(p: AppProcess): string {
     "[Service]",
     "Type=simple",
     `WorkingDirectory=${mark}`,
-    `EnvironmentFile=-${generic(p.envFile)}`,
+    `EnvironmentFile=-${mark}/.env`,
     `EnvironmentFile=${escapePercent(p.stateDir)}/slot-%i.env`,
     "Restart=on-failure",
     "RestartSec=1",
@@ -81,11 +80,15 @@ export function templateUnit(p: AppProcess): string {
   ].join("\n").replaceAll(mark, `${escapePercent(dirname(slotDir))}/%i`);
 }
 
-/** An instance's drop-in `<app>@<slot>.service.d/exec.conf`: the command of the release in that slot. */
+/**
+ * An instance's drop-in `<app>@<slot>.service.d/exec.conf`: the command of the release in that
+ * slot; for a container's log follower (no `envFile`), without the app's `.env`.
+ */
 export function execDropIn(p: AppProcess): string {
   return [
     "# Written by deploy-paradigm: the command of the release in this slot.",
     "[Service]",
+    ...(p.envFile ? [] : ["EnvironmentFile=", `EnvironmentFile=${escapePercent(p.stateDir)}/slot-${p.slot}.env`]),
     "ExecStart=",
     `ExecStart=${p.argv.map((word) => unitQuote(word)).join(" ")}`,
     "",

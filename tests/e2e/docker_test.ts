@@ -206,3 +206,24 @@ Deno.test("docker: the restart strategy runs one container named after the app o
     assertEquals(await engine.containers(), ["dr"]);
   });
 });
+
+Deno.test("docker: an app changes type python → docker → python, under restart and under blue-green", async () => {
+  await withDockerServer(async (server, engine) => {
+    await Promise.all((["restart", "blue-green"] as const).map(async (strategy) => {
+      const name = strategy === "restart" ? "tr" : "tb";
+      const port = freePort();
+      const repo = await AppRepo.create(server, name, await server.setupApp(name, { port, strategy }));
+      await repo.python(name, `${name}-py1`);
+      await repo.pushOk();
+      assertEquals(await body(`http://127.0.0.1:${port}/`), `${name}-py1`);
+      await commitDockerApp(repo, name, `${name}-dk2`);
+      await repo.pushOk();
+      assertEquals(await body(`http://127.0.0.1:${port}/`), `${name}-dk2`);
+      await repo.python(name, `${name}-py3`);
+      await repo.pushOk();
+      assertEquals(await body(`http://127.0.0.1:${port}/`), `${name}-py3`, "the container no longer answers");
+      assertEquals((await status(server, name)).type, "python");
+    }));
+    assertEquals(await engine.containers(), [], "no container of either app is left");
+  });
+});

@@ -391,10 +391,13 @@ const CONTAINER: ContainerSpec = {
   labels: { app: "web", release: "20260101-000000-000", slot: "blue" },
 };
 
-Deno.test("docker restart: the old container removed, docker run, then the log follower under the manager", () => {
+Deno.test("docker restart: what ran under the name stops (process, then container), docker run, then the follower", () => {
   const follower = appProcess({ slot: "blue", argv: ["/usr/local/bin/deploy-paradigm", "docker-logs", "web-blue"] });
-  const plan = withDocker(pm2).restart({ ...follower, container: CONTAINER });
+  const plan = withDocker(pm2).restart({ ...follower, envFile: undefined, container: CONTAINER });
   assertEquals(plan.commands.map((c) => c.argv), [
+    ["pm2", "delete", "web-blue"],
+    ["pm2", "save"],
+    ["docker", "stop", "-t", "10", "web-blue"],
     ["docker", "rm", "--force", "web-blue"],
     [
       "docker",
@@ -404,6 +407,8 @@ Deno.test("docker restart: the old container removed, docker run, then the log f
       "web-blue",
       "--restart",
       "unless-stopped",
+      "--pull",
+      "never",
       "--publish",
       "127.0.0.1:20001:8000",
       "--env-file",
@@ -424,30 +429,48 @@ Deno.test("docker restart: the old container removed, docker run, then the log f
     ["pm2", "start", "/srv/opt/deployments/web/pm2-web-blue.json"],
     ["pm2", "save"],
   ]);
-  assertEquals(plan.commands[0].allowFailure, true);
-  assertEquals(plan.commands[1].allowFailure, undefined, "a failed docker run fails the start");
+  assertEquals(plan.commands.slice(0, 4).map((c) => c.allowFailure), [true, undefined, true, true]);
+  assertEquals(plan.commands[4].allowFailure, undefined, "a failed docker run fails the start");
+  assertEquals(plan.remove, undefined, "the follower's definition file stays");
   const { apps: [app] } = JSON.parse(plan.files[0].content);
   assertEquals([app.script, ...app.args], ["/usr/local/bin/deploy-paradigm", "docker-logs", "web-blue"]);
   // deploy.yml's command replaces the image's CMD.
   const custom = withDocker(pm2).restart({ ...follower, container: { ...CONTAINER, command: ["serve", "--fast"] } });
-  assertEquals(custom.commands[1].argv.slice(-3), ["web:20260101-000000-000", "serve", "--fast"]);
+  assertEquals(custom.commands[4].argv.slice(-3), ["web:20260101-000000-000", "serve", "--fast"]);
+  // A process app replacing a docker release: the container goes before the process starts.
+  const python = withDocker(pm2).restart(appProcess());
+  assertEquals(python.commands.map((c) => c.argv.slice(0, 2).join(" ")), [
+    "pm2 delete",
+    "pm2 save",
+    "docker stop",
+    "docker rm",
+    "pm2 delete",
+    "pm2 start",
+    "pm2 save",
+  ]);
 });
 
-Deno.test("docker stop: the follower first, then docker stop (graceful) and rm, all allowed to fail", () => {
+Deno.test("docker stop: the container first (the follower catches its last lines), then the process", () => {
   const plan = withDocker(systemd).stop("web", "/tmp/dp-prefix", "/srv/opt/deployments/web", "green");
   assertEquals(plan.commands.map((c) => [c.argv, c.allowFailure]), [
-    [["systemctl", "disable", "--now", "--quiet", "web@green.service"], true],
     [["docker", "stop", "-t", "10", "web-green"], true],
     [["docker", "rm", "--force", "web-green"], true],
+    [["systemctl", "disable", "--now", "--quiet", "web@green.service"], true],
   ]);
-  // A process without a container passes through untouched; managerNamed wraps only when asked.
-  assertEquals(withDocker(pm2).restart(appProcess()), pm2.restart(appProcess()));
-  assertEquals(managerNamed("pm2", true).stop("web", "/r", "/s").commands.at(-1)?.argv, [
-    "docker",
-    "rm",
-    "--force",
-    "web",
-  ]);
+  assertEquals(managerNamed("pm2", true).stop("web", "/r", "/s").commands.at(-1)?.argv, ["pm2", "save"]);
+});
+
+Deno.test("systemd: a container's log follower gets no app .env (EnvironmentFile reset in its drop-in)", () => {
+  const follower = appProcess({ slot: "blue", cwd: "/srv/opt/deployments/web/slots/blue", envFile: undefined });
+  const plan = systemd.restart(follower);
+  const dropIn = plan.files.find((f) => f.path.endsWith("exec.conf"))!.content;
+  assertMatch(dropIn, /\nEnvironmentFile=\nEnvironmentFile=\/srv\/opt\/deployments\/web\/slot-blue.env\n/);
+  const app = systemd.restart(appProcess({ slot: "blue", cwd: "/srv/opt/deployments/web/slots/blue" }));
+  assert(!app.files.find((f) => f.path.endsWith("exec.conf"))!.content.includes("EnvironmentFile"));
+  const template = plan.files[0].content;
+  assertMatch(template, /\nEnvironmentFile=-\/srv\/opt\/deployments\/web\/slots\/%i\/.env\n/);
+  const restartUnit = unitFile(appProcess({ envFile: undefined }));
+  assert(!restartUnit.includes("EnvironmentFile"), restartUnit);
 });
 
 Deno.test("requireEngine: names the missing CLI, or the engine it could not reach (DOCKER_HOST)", async () => {
@@ -471,5 +494,5 @@ Deno.test("requireEngine: names the missing CLI, or the engine it could not reac
   );
   assertMatch(down.suggestion, /DOCKER_HOST/);
   assertEquals(dockerHost({ DOCKER_HOST: "tcp://10.0.0.1:2375" }), "tcp://10.0.0.1:2375");
-  assertEquals(dockerHost({}), "unix:///var/run/docker.sock");
+  assertMatch(dockerHost({}), /DOCKER_HOST is not set/);
 });
