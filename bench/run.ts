@@ -10,6 +10,7 @@
  * 3. The proxy (./proxy.ts): keep-alive throughput and latency direct / through our proxy /
  *    through nginx (targets ≥ 0.8× direct, < 1 ms added p99), and the time a route switch takes
  *    (target < 50 ms).
+ * 4. The fleet monitor (./fleet.ts): ingest, search and collection cycles.
  *
  * Product and baseline runs alternate so that drift in machine load hits both alike. Everything
  * lives in one temp dir that is removed at the end (also on Ctrl-C / SIGTERM); every child process
@@ -20,6 +21,7 @@
 import { Buffer } from "node:buffer";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { benchFleet } from "./fleet.ts";
 import { benchProxy, stopProxyBench } from "./proxy.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -286,9 +288,12 @@ async function main(): Promise<void> {
   const started = performance.now();
   try {
     console.log(`deploy-paradigm bench — ${Deno.version.deno} — ${Deno.build.target}`);
-    await benchExecute(tmp);
-    await benchStartup(tmp);
-    await benchProxy(tmp);
+    // `deno task bench [execute] [startup] [proxy] [fleet]`: those only (default: all).
+    const only = (name: string) => !Deno.args.length || Deno.args.includes(name);
+    if (only("execute")) await benchExecute(tmp);
+    if (only("startup")) await benchStartup(tmp);
+    if (only("proxy")) await benchProxy(tmp);
+    if (only("fleet")) await benchFleet(tmp);
     console.log(`\ntotal ${((performance.now() - started) / 1000).toFixed(1)} s`);
   } finally {
     for (const signal of signals) Deno.removeSignalListener(signal, onSignal);

@@ -48,10 +48,15 @@ export function systemdDir(root = prefix()): string {
   return join(root, "etc", "systemd", "system");
 }
 
+/** `/var/log/deployments`: every app's logs. */
+export function logsRoot(root = prefix()): string {
+  return join(root, "var", "log", "deployments");
+}
+
 /** All paths of `app` under `root` (default: the prefix). The name must already be validated. */
 export function appPaths(app: string, root = prefix()): AppPaths {
   const dir = join(deploymentsRoot(root), app);
-  const logDir = join(root, "var", "log", "deployments", app);
+  const logDir = join(logsRoot(root), app);
   const releases = join(dir, "releases");
   return {
     app,

@@ -7,6 +7,7 @@ import type { ProgramSpec } from "../cli.ts";
 import { VERSION } from "../version.ts";
 import { dockerLogsCommand } from "./docker_logs.ts";
 import { executeCommand } from "./execute.ts";
+import { fleetCommand } from "./fleet.ts";
 import { initCommand } from "./init.ts";
 import { proxyCommand } from "./proxy.ts";
 import { receiveCommand } from "./receive.ts";
@@ -32,5 +33,6 @@ export const program: ProgramSpec = {
     schemaCommand,
     proxyCommand,
     dockerLogsCommand,
+    fleetCommand,
   ],
 };

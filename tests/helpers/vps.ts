@@ -1,13 +1,17 @@
 /**
  * A fake VPS: its own network namespace (a veth pair to this machine, a private /30 in
  * 10.251.0.0/16), its own sshd with its own host key, and its own /root (so its own ~/.pm2),
- * mounted in a private mount namespace. The test is "the laptop": it reaches the host over real
+ * /opt/deployments and /var/log/deployments (seen here as {@link FakeVps.deployments} and
+ * {@link FakeVps.logs}), mounted in a private mount namespace. The test is "the laptop": it reaches the host over real
  * SSH. Everything is torn down by {@link FakeVps.close}: the processes of the namespace, the
  * namespace, the link, the files.
  */
 import { join } from "node:path";
 import { addNetns, must, removeNetns, sshAccess } from "./host.ts";
 import { run } from "./server.ts";
+
+/** Where each host has its own directory (empty mount points on this machine). */
+const MOUNT_POINTS = ["/opt/deployments", "/var/log/deployments", "/var/repos"];
 
 /** One fake VPS host. */
 export class FakeVps {
@@ -43,6 +47,10 @@ export class FakeVps {
     this.address = await addNetns(name, "10.251");
 
     await Deno.mkdir(join(dir, "root"));
+    await Deno.mkdir(this.deployments, { recursive: true });
+    await Deno.mkdir(this.logs, { recursive: true });
+    await Deno.mkdir(join(dir, "var-repos"), { recursive: true });
+    for (const point of MOUNT_POINTS) await Deno.mkdir(point, { recursive: true });
     await Deno.mkdir("/run/sshd", { recursive: true });
     await must(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", join(dir, "host_key")]);
     await must(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", join(dir, "client_key")]);
@@ -65,8 +73,25 @@ export class FakeVps {
         "",
       ].join("\n"),
     );
-    // Its own /root (so its own ~/.pm2), in a private mount namespace that sshd and every
-    // session and hook inherit.
+    await this.startSshd();
+  }
+
+  /** The host's /opt/deployments, from this machine. */
+  get deployments(): string {
+    return join(this.dir, "opt-deployments");
+  }
+
+  /** The host's /var/log/deployments, from this machine. */
+  get logs(): string {
+    return join(this.dir, "var-log-deployments");
+  }
+
+  /**
+   * Starts sshd, with its own /root (so its own ~/.pm2), /opt/deployments, /var/log/deployments
+   * and /var/repos, in a private mount namespace that sshd and every session and hook inherit.
+   */
+  async startSshd(): Promise<void> {
+    const { name, dir } = this;
     this.sshd = new Deno.Command("ip", {
       args: [
         "netns",
@@ -78,11 +103,15 @@ export class FakeVps {
         "private",
         "sh",
         "-c",
-        'mount --bind "$1" /root && exec /usr/sbin/sshd -D -f "$2" -E "$3"',
+        'mount --bind "$1" /root && mount --bind "$4" /opt/deployments && mount --bind "$5" /var/log/deployments && ' +
+        'mount --bind "$6" /var/repos && exec /usr/sbin/sshd -D -f "$2" -E "$3"',
         "sh",
         join(dir, "root"),
         join(dir, "sshd_config"),
         join(dir, "sshd.log"),
+        this.deployments,
+        this.logs,
+        join(dir, "var-repos"),
       ],
       stdin: "null",
       stdout: "null",
@@ -100,9 +129,8 @@ export class FakeVps {
     return run([...this.sshArgv, `root@${this.address}`, command]);
   }
 
-  /** Stops every process of the host's namespace, then removes the namespace, the link and the files. */
-  async close(): Promise<void> {
-    await this.ssh("pm2 kill").catch(() => {});
+  /** The host goes down: every process of its namespace ends (sshd and its sessions). */
+  async down(): Promise<void> {
     const pids = await run(["ip", "netns", "pids", this.name]);
     for (const pid of pids.stdout.split("\n").map(Number).filter((p) => p > 1)) {
       try {
@@ -114,7 +142,14 @@ export class FakeVps {
         this.sshd.kill("SIGKILL");
       } catch { /* gone */ }
       await this.sshd.status;
+      this.sshd = undefined;
     }
+  }
+
+  /** Stops every process of the host's namespace, then removes the namespace, the link and the files. */
+  async close(): Promise<void> {
+    await this.ssh("pm2 kill").catch(() => {});
+    await this.down();
     await removeNetns(this.name);
     await Deno.remove(this.dir, { recursive: true }).catch(() => {});
   }

@@ -1,0 +1,81 @@
+import type { CommandSpec } from "../cli.ts";
+import { UsageError } from "../errors.ts";
+
+const ACTIONS = ["collect", "add", "list", "trust"] as const;
+
+/**
+ * `fleet [collect --once | add <name> <user@host> | list | trust <server>]`: the fleet monitor.
+ * Without an action it collects every interval and serves the API on 127.0.0.1:3333.
+ */
+export const fleetCommand: CommandSpec = {
+  name: "fleet",
+  summary: "Monitor the fleet from a laptop: pull status and logs over ssh/rsync into SQLite, serve them on :3333",
+  args: [
+    { name: "action", description: `none (collect and serve), ${ACTIONS.join(", ")}`, optional: true },
+    { name: "name", description: "add, trust: the server's name", optional: true },
+    { name: "target", description: "add: user@host (or local, for this machine)", optional: true },
+  ],
+  options: [
+    { name: "config", value: "file", description: "The fleet config (default ~/.fleet-monitor/config.yml)" },
+    { name: "host", value: "addr", description: "Address the API listens on (default 127.0.0.1)" },
+    { name: "port", value: "port", description: "Port of the API (default 3333)" },
+    { name: "token", value: "token", description: "Required to listen beyond loopback (or FLEET_MONITOR_TOKEN)" },
+    { name: "once", description: "collect: one cycle, then exit" },
+    { name: "json", description: "list: print JSON" },
+    { name: "ssh-port", value: "port", description: "add: the server's ssh port (default 22)" },
+    { name: "identity", value: "file", description: "add: the ssh key to use" },
+    { name: "netdata", value: "url", description: "add: the server's Netdata URL, shown in its drill-down" },
+    { name: "fingerprint", value: "SHA256:…", description: "trust: the fingerprint the host key must have" },
+    { name: "yes", short: "y", description: "trust: trust the keys shown without asking" },
+  ],
+  async run({ args, opts }) {
+    const [action, name, target] = args;
+    const str = (key: string) => opts[key] as string | undefined;
+    const cli = await import("../fleet/cli.ts");
+    const common = { config: str("config") };
+    const needs = (count: number, usage: string) => {
+      if (args.length !== count) throw new UsageError(`usage: deploy-paradigm fleet ${usage}`);
+    };
+    switch (action) {
+      case undefined: {
+        const port = Number(str("port") ?? 3333);
+        if (!Number.isInteger(port) || port < 0 || port > 65535) {
+          throw new UsageError(`--port must be a port from 1 to 65535 (got "${str("port")}")`);
+        }
+        const token = str("token") ?? (Deno.env.get("FLEET_MONITOR_TOKEN") || undefined);
+        const stop = new AbortController();
+        const onSignal = () => stop.abort();
+        for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(signal, onSignal);
+        try {
+          return await cli.runFleet({ ...common, host: str("host") ?? "127.0.0.1", port, token, signal: stop.signal });
+        } finally {
+          for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.removeSignalListener(signal, onSignal);
+        }
+      }
+      case "collect":
+        needs(1, "collect --once");
+        if (!opts.once) throw new UsageError("fleet collect needs --once (plain `fleet` collects every interval)");
+        return await cli.collectOnce(common);
+      case "list":
+        needs(1, "list [--json]");
+        return await cli.listServers({ ...common, json: opts.json === true });
+      case "add":
+        needs(3, "add <name> <user@host> [--ssh-port N] [--identity FILE] [--netdata URL]");
+        return await cli.add({
+          ...common,
+          name: name!,
+          target: target!,
+          sshPort: str("ssh-port"),
+          identity: str("identity"),
+          netdata: str("netdata"),
+        });
+      case "trust":
+        needs(2, "trust <server> [--fingerprint SHA256:…] [--yes]");
+        return await cli.trust({ ...common, name: name!, fingerprint: str("fingerprint"), yes: opts.yes === true });
+      default:
+        throw new UsageError(`unknown fleet action "${action}"`, {
+          suggestion: `use one of ${ACTIONS.join(", ")}, or none to collect and serve`,
+        });
+    }
+  },
+};

@@ -1,0 +1,504 @@
+/**
+ * The fleet monitor's HTTP API: a pure handler ({@link createFleetHandler}, `Request` →
+ * `Response`, no listener of its own) over the read side of the fleet database (./queries.ts),
+ * Server-Sent Events for the collector's cycles ({@link FleetEvents}), and Prometheus metrics.
+ * {@link serveFleet} wraps it in `Deno.serve` and refuses to listen beyond loopback without a
+ * token.
+ *
+ * Endpoints (GET; HEAD answers the same headers):
+ * - `/api/fleet`: every server and app with its state.
+ * - `/api/servers/:name`: one server, its apps, deployments and error.log lines.
+ * - `/api/search?q=&server=&app=&file=&since=&until=&limit=&before=`: full-text search, newest first.
+ * - `/api/logs/context?server=&app=&file=&offset=&lines=&id=`: the lines around a hit.
+ * - `/api/deployments?server=&app=&limit=&before=`: deployments, newest first.
+ * - `/api/events`: `event: cycle` messages (Server-Sent Events).
+ * - `/metrics`: Prometheus text format.
+ * @module
+ */
+import { UsageError } from "../errors.ts";
+import {
+  type CollectorStats,
+  CONTEXT_LINES,
+  deployments,
+  fleetOverview,
+  type FreshnessView,
+  logContext,
+  metrics,
+  PAGE,
+  SEARCH_SYNTAX_HELP,
+  searchLogs,
+  SearchSyntaxError,
+  serverDetail,
+} from "./queries.ts";
+import type { FleetStore } from "./store.ts";
+
+/** One message of {@link FleetEvents}. */
+export interface FleetEvent {
+  /** The SSE event name, e.g. `cycle`. */
+  event: string;
+  /** JSON-able data. */
+  data: unknown;
+}
+
+/** Receives every emitted {@link FleetEvent}. */
+export type FleetEventListener = (message: FleetEvent) => void;
+
+/** SSE event names: what a client's `addEventListener(name)` can be given, never a line break. */
+const EVENT_NAME = /^[A-Za-z][\w.-]{0,63}$/;
+
+/** What the collector tells the dashboards: `emit("cycle", {...})` after each cycle. */
+export class FleetEvents {
+  readonly #listeners = new Set<FleetEventListener>();
+
+  /** Adds a listener; returns what removes it. */
+  subscribe(listener: FleetEventListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.unsubscribe(listener);
+  }
+
+  /** Removes a listener. */
+  unsubscribe(listener: FleetEventListener): void {
+    this.#listeners.delete(listener);
+  }
+
+  /** Sends `data` as event `event` to every listener. A listener that throws does not stop the others. */
+  emit(event: string, data: unknown): void {
+    if (!EVENT_NAME.test(event)) throw new TypeError(`invalid event name ${JSON.stringify(event)}`);
+    const message: FleetEvent = { event, data };
+    for (const listener of [...this.#listeners]) {
+      try {
+        listener(message);
+      } catch {
+        // A listener's failure is its own (an SSE stream drops itself).
+      }
+    }
+  }
+
+  /** How many listeners there are (open event streams). */
+  get size(): number {
+    return this.#listeners.size;
+  }
+}
+
+/** A configured server, as the API needs it. */
+export interface FleetServerConfig {
+  name: string;
+  /** The server's Netdata URL, linked from the dashboard. */
+  netdata?: string;
+}
+
+/** Options of {@link createFleetHandler}. */
+export interface FleetHandlerOptions {
+  store: FleetStore;
+  /** How fresh data is judged right now. */
+  view: () => FreshnessView;
+  /** The collector's counters, for /metrics. */
+  collectorStats: () => CollectorStats;
+  /** The configured servers. */
+  servers: () => FleetServerConfig[];
+  /**
+   * When set, every request needs `Authorization: Bearer <token>` (or `?token=<token>`, for
+   * EventSource, which cannot send headers).
+   */
+  token?: string;
+  /** What /api/events streams. */
+  events: FleetEvents;
+  /** Serves the other paths (the dashboard's files); undefined → 404. */
+  dashboard?: (path: string) => Response | undefined | Promise<Response | undefined>;
+  /**
+   * Without a token, requests must be addressed to a loopback name (`localhost`, `127.0.0.1`,
+   * `[::1]`), which keeps other web sites from reading the API through DNS rebinding; these host
+   * names are accepted too.
+   */
+  allowedHosts?: string[];
+  /** Comment lines on event streams this often (default 15 s). */
+  heartbeatMs?: number;
+  /** Receives one line per unexpected failure (default: stderr). */
+  log?: (line: string) => void;
+}
+
+/** An HTTP handler as `Deno.serve` calls it. */
+export type FleetHandler = (request: Request) => Promise<Response>;
+
+/** Options of {@link serveFleet}. */
+export interface ServeFleetOptions {
+  host: string;
+  port: number;
+  /** The token the handler checks; required to listen beyond loopback. */
+  token?: string;
+  signal?: AbortSignal;
+  onListen?: (address: Deno.NetAddr) => void;
+}
+
+/** Longest `q` accepted. */
+export const MAX_QUERY_LENGTH = 1000;
+/** Longest value of any other parameter accepted. */
+export const MAX_PARAM_LENGTH = 200;
+const HEARTBEAT_MS = 15_000;
+/** Messages queued for a client that does not read before its stream is dropped. */
+const MAX_QUEUED_MESSAGES = 256;
+
+const JSON_HEADERS = {
+  "content-type": "application/json; charset=utf-8",
+  "cache-control": "no-store",
+  "x-content-type-options": "nosniff",
+};
+const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
+
+/** What {@link serveFleet} knows of the handlers made here: the token checked, and the handler itself. */
+const handlers = new WeakMap<
+  FleetHandler,
+  { token?: string; handle: (request: Request, watch: boolean) => Promise<Response> }
+>();
+const encoder = new TextEncoder();
+/** Each event encoded once, whatever the number of streams. */
+const encodedEvents = new WeakMap<FleetEvent, Uint8Array>();
+
+/** A request the API refuses: status and JSON body `{ error, hint? }`. */
+class HttpError extends Error {
+  constructor(readonly status: number, message: string, readonly hint?: string) {
+    super(message);
+  }
+}
+
+/** Creates the API's handler. Throws a {@link UsageError} for an empty token. */
+export function createFleetHandler(options: FleetHandlerOptions): FleetHandler {
+  const { store, events } = options;
+  if (options.token !== undefined && options.token.length === 0) {
+    throw new UsageError("the fleet API token is empty", { suggestion: "set a long random token, or none" });
+  }
+  const tokenDigest = options.token === undefined ? undefined : sha256(options.token);
+  const allowedHosts = new Set(options.allowedHosts ?? []);
+  const heartbeatMs = options.heartbeatMs ?? HEARTBEAT_MS;
+  const log = options.log ?? ((line: string) => console.error(line));
+
+  async function authorized(request: Request, url: URL): Promise<boolean> {
+    if (!tokenDigest) return true;
+    const header = request.headers.get("authorization");
+    const given = header === null ? url.searchParams.get("token") : /^Bearer +(\S+) *$/i.exec(header)?.[1];
+    if (!given) return false;
+    return constantTimeEqual(await sha256(given), await tokenDigest);
+  }
+
+  async function route(request: Request, url: URL, watch: boolean): Promise<Response> {
+    const path = url.pathname;
+    if (path === "/api/fleet") {
+      const overview = fleetOverview(store, options.view());
+      const netdata = netdataLinks(options.servers());
+      for (const server of overview.servers) {
+        const link = netdata.get(server.name);
+        if (link) Object.assign(server, { netdata: link });
+      }
+      return json(200, overview);
+    }
+    const server = /^\/api\/servers\/([^/]+)$/.exec(path);
+    if (server) {
+      const name = decode(server[1]);
+      const detail = serverDetail(store, name, options.view());
+      if (!detail) throw new HttpError(404, `no server ${JSON.stringify(name)} in the fleet database`);
+      return json(200, { ...detail, netdata: netdataLinks(options.servers()).get(name) ?? null });
+    }
+    if (path === "/api/search") {
+      const params = new Params(url);
+      const q = params.string("q");
+      if (q === undefined || !q.trim()) throw new HttpError(400, "missing q: what to search for", SEARCH_SYNTAX_HELP);
+      return json(
+        200,
+        searchLogs(store, {
+          q,
+          server: params.string("server"),
+          app: params.string("app"),
+          file: params.string("file"),
+          since: params.time("since"),
+          until: params.time("until"),
+          limit: params.integer("limit", 1, PAGE.max),
+          before: params.integer("before", 1),
+        }),
+      );
+    }
+    if (path === "/api/logs/context") {
+      const params = new Params(url);
+      const where = {
+        server: params.required("server"),
+        app: params.required("app"),
+        file: params.required("file"),
+        offset: params.integer("offset", 0) ?? params.missing("offset"),
+      };
+      const context = logContext(store, {
+        ...where,
+        id: params.integer("id", 1),
+        lines: params.integer("lines", 0, CONTEXT_LINES.max),
+      });
+      if (!context) throw new HttpError(404, `no line at offset ${where.offset} of ${describe(where)}`);
+      return json(200, context);
+    }
+    if (path === "/api/deployments") {
+      const params = new Params(url);
+      return json(
+        200,
+        deployments(store, {
+          server: params.string("server"),
+          app: params.string("app"),
+          limit: params.integer("limit", 1, PAGE.max),
+          before: params.integer("before", 1),
+        }),
+      );
+    }
+    if (path === "/api/events") return eventStream(request, watch);
+    if (path === "/metrics") {
+      return new Response(metrics(store, options.view(), options.collectorStats()), {
+        headers: { ...JSON_HEADERS, "content-type": METRICS_CONTENT_TYPE },
+      });
+    }
+    if (!path.startsWith("/api/") && path !== "/api" && options.dashboard) {
+      const response = await options.dashboard(path);
+      if (response) return response;
+    }
+    throw new HttpError(404, `no such endpoint: ${path}`);
+  }
+
+  /**
+   * An event stream, ended by a cancel (Deno.serve cancels the body when the client goes away, in
+   * about 10 ms) or, when `watch`, by `request.signal` (reading it under Deno.serve makes Deno 2.9
+   * print a warning about its legacy abort behaviour, so serveFleet does not).
+   */
+  function eventStream(request: Request, watch: boolean): Response {
+    let stop = () => {};
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        let stopped = false;
+        const send = (chunk: Uint8Array) => {
+          if (stopped) return;
+          if ((controller.desiredSize ?? 0) < -MAX_QUEUED_MESSAGES) {
+            stop();
+            controller.error(new Error("the client does not read its event stream"));
+            return;
+          }
+          controller.enqueue(chunk);
+        };
+        const listener = (message: FleetEvent) => send(encodeEvent(message));
+        const heartbeat = encoder.encode(": heartbeat\n\n");
+        const timer = setInterval(() => send(heartbeat), heartbeatMs);
+        const onAbort = () => {
+          stop();
+          try {
+            controller.close();
+          } catch {
+            // Already closed or errored.
+          }
+        };
+        stop = () => {
+          if (stopped) return;
+          stopped = true;
+          clearInterval(timer);
+          events.unsubscribe(listener);
+          if (watch) request.signal.removeEventListener("abort", onAbort);
+        };
+        events.subscribe(listener);
+        send(encoder.encode("retry: 5000\n: connected\n\n"));
+        if (watch) {
+          request.signal.addEventListener("abort", onAbort, { once: true });
+          if (request.signal.aborted) onAbort();
+        }
+      },
+      cancel() {
+        stop();
+      },
+    });
+    return new Response(body, {
+      headers: {
+        "content-type": "text/event-stream; charset=utf-8",
+        "cache-control": "no-store",
+        "x-content-type-options": "nosniff",
+        "x-accel-buffering": "no",
+      },
+    });
+  }
+
+  async function handle(request: Request, watch: boolean): Promise<Response> {
+    let url: URL;
+    try {
+      url = new URL(request.url);
+    } catch {
+      return error(400, "invalid request URL");
+    }
+    if (!tokenDigest && !isLoopback(url.hostname) && !allowedHosts.has(url.hostname)) {
+      return error(
+        403,
+        `requests to host ${JSON.stringify(url.host)} are refused: without a token the fleet API answers loopback ` +
+          "names only",
+        "use http://127.0.0.1:<port>/, or configure a token",
+      );
+    }
+    if (!(await authorized(request, url))) {
+      return error(401, "missing or wrong token", "send Authorization: Bearer <token> (or ?token= for EventSource)", {
+        "www-authenticate": 'Bearer realm="fleet"',
+      });
+    }
+    if (request.method !== "GET" && request.method !== "HEAD") {
+      return error(405, `method ${request.method} is not allowed`, undefined, { allow: "GET, HEAD" });
+    }
+    let response: Response;
+    try {
+      response = await route(request, url, watch);
+    } catch (caught) {
+      if (caught instanceof HttpError) response = error(caught.status, caught.message, caught.hint);
+      else if (caught instanceof SearchSyntaxError) response = error(400, caught.message, caught.suggestion);
+      else {
+        log(`fleet API: ${request.method} ${url.pathname} failed: ${caught instanceof Error ? caught.stack : caught}`);
+        response = error(500, `internal error: ${caught instanceof Error ? caught.message : String(caught)}`);
+      }
+    }
+    if (request.method === "HEAD" && response.body) {
+      await response.body.cancel();
+      return new Response(null, { status: response.status, headers: response.headers });
+    }
+    return response;
+  }
+  const handler: FleetHandler = (request) => handle(request, true);
+  handlers.set(handler, { token: options.token, handle });
+  return handler;
+}
+
+/**
+ * Serves `handler` with `Deno.serve`. Throws a {@link UsageError} for a host other than loopback
+ * (127.0.0.1, ::1, localhost) without a token, or an invalid port.
+ */
+export function serveFleet(handler: FleetHandler, options: ServeFleetOptions): Deno.HttpServer<Deno.NetAddr> {
+  const { host, port, token } = options;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new UsageError(`invalid port ${port} for the fleet API`, { suggestion: "use a port from 1 to 65535" });
+  }
+  if (token !== undefined && token.length === 0) {
+    throw new UsageError("the fleet API token is empty", { suggestion: "set a long random token, or none" });
+  }
+  if (!isLoopback(host)) {
+    if (token === undefined) {
+      throw new UsageError(
+        `refusing to serve the fleet API on ${host} without a token: anyone who can reach it could read every log`,
+        {
+          suggestion: `listen on 127.0.0.1 and reach it through SSH (ssh -L ${port || 8080}:127.0.0.1:${port} ...), ` +
+            "or set a token, which clients then send as Authorization: Bearer <token>",
+        },
+      );
+    }
+  }
+  const known = handlers.get(handler);
+  if (known && known.token !== token) {
+    throw new Error("serveFleet: the handler does not check the token it is served with");
+  }
+  return Deno.serve({
+    hostname: host,
+    port,
+    signal: options.signal,
+    onListen: options.onListen ?? (() => {}),
+  }, known ? (request) => known.handle(request, false) : handler);
+}
+
+/** Whether `host` is a loopback address or `localhost`. */
+export function isLoopback(host: string): boolean {
+  const bare = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
+  return bare === "localhost" || bare === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(bare);
+}
+
+/** Query parameters, checked: lengths, integers, times. */
+class Params {
+  constructor(private readonly url: URL) {
+    for (const [key, value] of url.searchParams) {
+      if (key === "token") continue;
+      const max = key === "q" ? MAX_QUERY_LENGTH : MAX_PARAM_LENGTH;
+      if (key.length > MAX_PARAM_LENGTH) {
+        throw new HttpError(400, `a parameter name is ${key.length} characters long; at most ${MAX_PARAM_LENGTH}`);
+      }
+      if (value.length > max) {
+        throw new HttpError(400, `parameter ${key} is ${value.length} characters long; at most ${max} are accepted`);
+      }
+    }
+  }
+
+  /** A parameter's value; an empty one counts as absent. */
+  string(name: string): string | undefined {
+    const value = this.url.searchParams.get(name);
+    return value === null || value === "" ? undefined : value;
+  }
+
+  required(name: string): string {
+    return this.string(name) ?? this.missing(name);
+  }
+
+  missing(name: string): never {
+    throw new HttpError(400, `missing parameter ${name}`);
+  }
+
+  integer(name: string, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined {
+    const text = this.string(name);
+    if (text === undefined) return undefined;
+    const value = /^-?\d+$/.test(text) ? Number(text) : NaN;
+    if (!Number.isSafeInteger(value) || value < min || value > max) {
+      const range = max === Number.MAX_SAFE_INTEGER ? `an integer ≥ ${min}` : `an integer from ${min} to ${max}`;
+      throw new HttpError(400, `parameter ${name} must be ${range}, not ${JSON.stringify(text)}`);
+    }
+    return value;
+  }
+
+  /** An ISO date or milliseconds since 1970. */
+  time(name: string): number | undefined {
+    const text = this.string(name);
+    if (text === undefined) return undefined;
+    const value = /^\d+$/.test(text) ? Number(text) : /^\d{4}-\d{2}-\d{2}/.test(text) ? Date.parse(text) : NaN;
+    if (!Number.isSafeInteger(value)) {
+      throw new HttpError(
+        400,
+        `parameter ${name} must be an ISO date (2026-11-29T07:00:00Z) or milliseconds since 1970, ` +
+          `not ${JSON.stringify(text)}`,
+      );
+    }
+    return value;
+  }
+}
+
+function netdataLinks(servers: FleetServerConfig[]): Map<string, string> {
+  return new Map(servers.flatMap((server) => server.netdata ? [[server.name, server.netdata] as const] : []));
+}
+
+function decode(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new HttpError(400, `invalid percent-encoding in ${JSON.stringify(segment)}`);
+  }
+}
+
+function describe(where: { server: string; app: string; file: string }): string {
+  return `${where.server}:${where.app}/${where.file}`;
+}
+
+function encodeEvent(message: FleetEvent): Uint8Array {
+  let bytes = encodedEvents.get(message);
+  if (!bytes) {
+    // JSON.stringify escapes line breaks, so the data is one line.
+    bytes = encoder.encode(`event: ${message.event}\ndata: ${JSON.stringify(message.data) ?? "null"}\n\n`);
+    encodedEvents.set(message, bytes);
+  }
+  return bytes;
+}
+
+function json(status: number, body: unknown, headers: Record<string, string> = {}): Response {
+  return new Response(JSON.stringify(body), { status, headers: { ...JSON_HEADERS, ...headers } });
+}
+
+function error(status: number, message: string, hint?: string, headers: Record<string, string> = {}): Response {
+  return json(status, hint === undefined ? { error: message } : { error: message, hint }, headers);
+}
+
+async function sha256(text: string): Promise<Uint8Array> {
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", encoder.encode(text)));
+}
+
+/** Compares two digests of equal length without an early exit. */
+function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let difference = 0;
+  for (let i = 0; i < a.length; i++) difference |= a[i] ^ b[i];
+  return difference === 0;
+}

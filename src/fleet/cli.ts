@@ -1,0 +1,244 @@
+/**
+ * `deploy-paradigm fleet …`: the fleet monitor on a laptop. `fleet` collects every interval and
+ * serves the API (and dashboard); `fleet collect --once` runs one cycle; `fleet add`, `fleet list`
+ * and `fleet trust` manage the servers.
+ * @module
+ */
+import { UsageError } from "../errors.ts";
+import { ProcessRunner } from "../runner.ts";
+import { Collector, type CycleSummary } from "./collector.ts";
+import { addServer, type FleetConfig, fleetPaths, loadFleetConfig, LOCAL } from "./config.ts";
+import { FleetStore } from "./store.ts";
+
+/** Options common to the fleet actions. */
+export interface FleetOptions {
+  /** config.yml (default `<home>/config.yml`). */
+  config?: string;
+}
+
+async function open(options: FleetOptions) {
+  const paths = fleetPaths();
+  const configPath = options.config ?? paths.config;
+  const config = await loadFleetConfig(configPath);
+  const store = await FleetStore.open(paths.db);
+  const collector = new Collector(store, config, paths);
+  return { paths, configPath, config, store, collector };
+}
+
+const kb = (bytes: number) => bytes < 1024 ? `${bytes} B` : `${(bytes / 1024).toFixed(1)} KB`;
+
+/** One line per cycle, plus one per server that failed. */
+export function cycleLines(summary: CycleSummary): string[] {
+  const ok = summary.servers.filter((s) => s.ok);
+  const sum = (key: "apps" | "lines" | "deployments" | "bytes") => summary.servers.reduce((n, s) => n + s[key], 0);
+  const time = summary.at.slice(11, 19);
+  const lines = [
+    `[${time}] cycle ${summary.cycle}: ${ok.length}/${summary.servers.length} servers, ${sum("apps")} apps, ` +
+    `+${sum("lines")} lines, +${sum("deployments")} deployments, ${kb(sum("bytes"))} in ` +
+    `${(summary.durationMs / 1000).toFixed(1)}s` +
+    (summary.skipped.length ? `; still pulling ${summary.skipped.join(", ")}` : "") +
+    (summary.holding ? "; resumed after a pause: judging from the next cycle" : ""),
+  ];
+  for (const server of summary.servers.filter((s) => !s.ok)) lines.push(`  ✗ ${server.server}: ${server.error}`);
+  for (const change of summary.changes) {
+    const health = change.healthy === undefined ? "" : change.healthy ? " healthy" : " UNHEALTHY";
+    lines.push(
+      `  • ${change.server}/${change.app}: ${change.status ?? "?"}${health} ${change.version ?? ""}`.trimEnd(),
+    );
+  }
+  return lines;
+}
+
+/** `fleet collect --once`: one cycle, its summary printed. Exit 1 when a server failed. */
+export async function collectOnce(options: FleetOptions): Promise<number> {
+  const { config, configPath, store, collector } = await open(options);
+  try {
+    if (!config.servers.length) {
+      throw new UsageError(`no servers in ${configPath}`, {
+        suggestion: "add one: deploy-paradigm fleet add <name> <user@host> (or `local` for this machine)",
+      });
+    }
+    const summary = await collector.cycle();
+    for (const line of cycleLines(summary)) console.log(line);
+    return summary.servers.every((s) => s.ok) ? 0 : 1;
+  } finally {
+    await collector.close();
+    store.close();
+  }
+}
+
+/** `fleet list`: the configured servers and what the database knows of them. */
+export async function listServers(options: FleetOptions & { json?: boolean }): Promise<number> {
+  const { config, store, collector, configPath } = await open(options);
+  try {
+    const known = new Map(
+      (store.sql("SELECT name, last_ok, last_error FROM servers").all() as {
+        name: string;
+        last_ok: number | null;
+        last_error: string | null;
+      }[]).map((row) => [row.name, row]),
+    );
+    const rows = config.servers.map((server) => {
+      const row = known.get(server.name);
+      return {
+        name: server.name,
+        target: server.host === LOCAL ? LOCAL : `${server.user}@${server.host}:${server.port}`,
+        lastContact: row?.last_ok ? new Date(row.last_ok).toISOString() : undefined,
+        error: row?.last_error ?? undefined,
+        netdata: server.netdata,
+      };
+    });
+    if (options.json) {
+      console.log(JSON.stringify(rows, null, 2));
+      return 0;
+    }
+    if (!rows.length) {
+      console.log(`No servers in ${configPath}. Add one: deploy-paradigm fleet add <name> <user@host>`);
+      return 0;
+    }
+    const table = [
+      ["NAME", "TARGET", "LAST CONTACT", "ERROR"],
+      ...rows.map((r) => [r.name, r.target, r.lastContact ?? "never", r.error ?? ""]),
+    ];
+    const widths = table[0].map((_, i) => Math.max(...table.map((row) => row[i].length)));
+    for (const row of table) console.log(row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());
+    return 0;
+  } finally {
+    await collector.close();
+    store.close();
+  }
+}
+
+/** `fleet add <name> <user@host>`. */
+export async function add(
+  options: FleetOptions & { name: string; target: string; sshPort?: string; identity?: string; netdata?: string },
+): Promise<number> {
+  const paths = fleetPaths();
+  const configPath = options.config ?? paths.config;
+  const port = options.sshPort === undefined ? undefined : Number(options.sshPort);
+  if (port !== undefined && !(Number.isInteger(port) && port >= 1 && port <= 65535)) {
+    throw new UsageError(`--ssh-port must be a port from 1 to 65535 (got "${options.sshPort}")`);
+  }
+  const server = await addServer(configPath, {
+    name: options.name,
+    target: options.target,
+    port,
+    identityFile: options.identity,
+    netdata: options.netdata,
+  });
+  console.log(
+    `✓ added ${server.name} (${server.host === LOCAL ? LOCAL : `${server.user}@${server.host}`}) to ${configPath}`,
+  );
+  if (server.host !== LOCAL) {
+    console.log(
+      `  next: check its host key with \`deploy-paradigm fleet trust ${server.name}\`, then ` +
+        "`deploy-paradigm fleet collect --once`",
+    );
+  }
+  return 0;
+}
+
+/**
+ * `fleet trust <server>`: shows the server's host key fingerprints (ssh-keyscan) and adds the keys
+ * to the fleet's known_hosts once confirmed: `--fingerprint SHA256:…` must match one of them, or
+ * `--yes` accepts what was shown (or a prompt asks, in a terminal).
+ */
+export async function trust(
+  options: FleetOptions & { name: string; fingerprint?: string; yes?: boolean },
+): Promise<number> {
+  const paths = fleetPaths();
+  const config: FleetConfig = await loadFleetConfig(options.config ?? paths.config);
+  const server = config.servers.find((s) => s.name === options.name);
+  if (!server) {
+    throw new UsageError(`no server "${options.name}" in ${options.config ?? paths.config}`, {
+      suggestion: "see deploy-paradigm fleet list",
+    });
+  }
+  if (server.host === LOCAL) throw new UsageError(`${server.name} is this machine (host: local): nothing to trust`);
+  const runner = new ProcessRunner();
+  const scan = await runner.run({
+    argv: ["ssh-keyscan", "-T", "5", "-p", String(server.port), "--", server.host],
+    quiet: true,
+    allowFailure: true,
+    timeoutMs: 20_000,
+  });
+  const keys = scan.output.split("\n").filter((line) => line && !line.startsWith("#") && /\sssh-|\secdsa-/.test(line));
+  if (!keys.length) {
+    throw new UsageError(`no host key from ${server.host}:${server.port} (${scan.tail.join(" ") || "no answer"})`, {
+      suggestion: "check that the server is up and its sshd listens on that port",
+    });
+  }
+  const temp = await Deno.makeTempFile({ prefix: "fleet-keys-" });
+  let fingerprints: string[];
+  try {
+    await Deno.writeTextFile(temp, keys.join("\n") + "\n");
+    const listed = await runner.run({ argv: ["ssh-keygen", "-l", "-f", temp], quiet: true, timeoutMs: 10_000 });
+    fingerprints = listed.output.split("\n").filter(Boolean);
+  } finally {
+    await Deno.remove(temp).catch(() => {});
+  }
+  console.log(`Host keys of ${server.name} (${server.host}:${server.port}):`);
+  for (const line of fingerprints) console.log(`  ${line}`);
+  const shown = fingerprints.map((line) => line.split(" ")[1]);
+  if (options.fingerprint !== undefined) {
+    if (!shown.includes(options.fingerprint)) {
+      throw new UsageError(`none of ${server.name}'s host keys has the fingerprint ${options.fingerprint}`, {
+        suggestion: "compare with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the server; do not trust it",
+      });
+    }
+  } else if (!options.yes) {
+    const answer = Deno.stdin.isTerminal() ? prompt("Trust these keys? Compare them with the server's. [y/N]") : null;
+    if (!answer || !/^y(es)?$/i.test(answer.trim())) {
+      throw new UsageError(`${server.name}'s host keys were not trusted`, {
+        suggestion: "compare the fingerprints with the server's, then pass --yes or --fingerprint SHA256:…",
+      });
+    }
+  }
+  await Deno.mkdir(paths.home, { recursive: true, mode: 0o700 });
+  const existing = await Deno.readTextFile(paths.knownHosts).catch(() => "");
+  const added = keys.filter((key) => !existing.includes(key));
+  await Deno.writeTextFile(paths.knownHosts, added.map((key) => key + "\n").join(""), { append: true, mode: 0o600 });
+  console.log(`✓ ${server.name}'s host keys are trusted (${paths.knownHosts})`);
+  return 0;
+}
+
+/** `fleet [--port 3333] [--host 127.0.0.1] [--token T]`: collect every interval and serve the API. */
+export async function runFleet(
+  options: FleetOptions & { host: string; port: number; token?: string; signal?: AbortSignal },
+): Promise<number> {
+  const { createFleetHandler, FleetEvents, serveFleet } = await import("./api.ts");
+  const { config, store, collector, configPath } = await open(options);
+  const events = new FleetEvents();
+  const handler = createFleetHandler({
+    store,
+    view: () => collector.view(),
+    collectorStats: () => collector.stats(),
+    servers: () => config.servers,
+    token: options.token,
+    events,
+  });
+  const stop = new AbortController();
+  options.signal?.addEventListener("abort", () => stop.abort(), { once: true });
+  const server = serveFleet(handler, {
+    host: options.host,
+    port: options.port,
+    token: options.token,
+    signal: stop.signal,
+    onListen: ({ hostname, port }) =>
+      console.log(
+        `fleet: ${config.servers.length} server(s) from ${configPath}, every ${config.interval / 1000}s; ` +
+          `API on http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}/`,
+      ),
+  });
+  try {
+    await collector.run(stop.signal, (summary) => {
+      for (const line of cycleLines(summary)) console.log(line);
+      events.emit("cycle", summary);
+    });
+  } finally {
+    await server.finished.catch(() => {});
+    await collector.close();
+    store.close();
+  }
+  return 0;
+}

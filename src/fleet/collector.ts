@@ -1,0 +1,226 @@
+/**
+ * The collector: every `interval`, pulls every server at once (at most `concurrency` at a time)
+ * and ingests what changed. A server still being pulled from an earlier cycle is skipped, so a
+ * slow or unreachable one never holds up the others; each keeps its error and its last
+ * successful contact. After a gap in the collector's own run (a laptop that slept), judgement
+ * is held: servers are not called stale or unreachable until a cycle after the resumed one.
+ * @module
+ */
+import type { FleetConfig, FleetServer } from "./config.ts";
+import { ingestFile } from "./ingest.ts";
+import { type Source, sourceFor } from "./source.ts";
+import type { FreshnessView } from "./queries.ts";
+import type { AppStatusJson, FleetStore } from "./store.ts";
+
+/** A status change seen in a cycle. */
+export interface StatusChange {
+  server: string;
+  app: string;
+  status?: string;
+  healthy?: boolean;
+  version?: string;
+}
+
+/** One server's pull. */
+export interface ServerOutcome {
+  server: string;
+  ok: boolean;
+  error?: string;
+  durationMs: number;
+  bytes: number;
+  apps: number;
+  lines: number;
+  deployments: number;
+  gaps: number;
+}
+
+/** One cycle. */
+export interface CycleSummary {
+  cycle: number;
+  at: string;
+  durationMs: number;
+  servers: ServerOutcome[];
+  /** Servers still being pulled by an earlier cycle. */
+  skipped: string[];
+  changes: StatusChange[];
+  /** Lines removed by retention. */
+  retained: number;
+  holding: boolean;
+}
+
+/** Where the collector keeps its mirror and ssh state. */
+export interface CollectorHome {
+  mirror: (server: string) => string;
+  knownHosts: string;
+  sockets: string;
+}
+
+/** Pulls the fleet into the store. */
+export class Collector {
+  cycles = 0;
+  errors = 0;
+  lastCycleMs = 0;
+  private readonly inFlight = new Set<string>();
+  private readonly sources = new Map<string, Source>();
+  private lastStart?: number;
+  private holdCycles = 0;
+  private gapMs = 0;
+
+  constructor(
+    readonly store: FleetStore,
+    readonly config: FleetConfig,
+    private readonly home: CollectorHome,
+    private readonly clock: () => number = Date.now,
+  ) {
+    store.keepServers(config.servers.map((s) => s.name));
+  }
+
+  /** The freshness view for the API. */
+  view(): FreshnessView {
+    return { now: this.clock(), intervalMs: this.config.interval, holding: this.holdCycles > 0, gapMs: this.gapMs };
+  }
+
+  /** Collector figures for /metrics. */
+  stats() {
+    return { cycles: this.cycles, errors: this.errors, lastCycleMs: this.lastCycleMs };
+  }
+
+  /** Runs one cycle over every server not still busy from an earlier one. */
+  async cycle(): Promise<CycleSummary> {
+    const started = this.clock();
+    if (this.lastStart !== undefined && started - this.lastStart > 2 * this.config.interval + 5_000) {
+      this.gapMs += started - this.lastStart - this.config.interval;
+      this.holdCycles = 2; // this cycle, and the next one judges
+    }
+    this.lastStart = started;
+    const holding = this.holdCycles > 0;
+    const skipped = this.config.servers.filter((s) => this.inFlight.has(s.name)).map((s) => s.name);
+    const queue = this.config.servers.filter((s) => !this.inFlight.has(s.name));
+    const outcomes: ServerOutcome[] = [];
+    const changes: StatusChange[] = [];
+    const worker = async () => {
+      for (let server = queue.shift(); server; server = queue.shift()) {
+        outcomes.push(await this.pullServer(server, changes));
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.config.concurrency, queue.length) }, worker));
+    const retained = this.store.retain({ ...this.config.retention, now: this.clock() });
+    this.cycles++;
+    this.errors += outcomes.filter((o) => !o.ok).length;
+    this.lastCycleMs = this.clock() - started;
+    if (this.holdCycles > 0 && --this.holdCycles === 0) this.gapMs = 0;
+    return {
+      cycle: this.cycles,
+      at: new Date(started).toISOString(),
+      durationMs: this.lastCycleMs,
+      servers: outcomes.sort((a, b) => a.server.localeCompare(b.server)),
+      skipped,
+      changes,
+      retained,
+      holding,
+    };
+  }
+
+  /** Pulls one server and ingests its status files and logs; records the contact either way. */
+  async pullServer(server: FleetServer, changes: StatusChange[] = []): Promise<ServerOutcome> {
+    this.inFlight.add(server.name);
+    const started = this.clock();
+    const outcome: ServerOutcome = {
+      server: server.name,
+      ok: false,
+      durationMs: 0,
+      bytes: 0,
+      apps: 0,
+      lines: 0,
+      deployments: 0,
+      gaps: 0,
+    };
+    try {
+      const pulled = await this.source(server).pull();
+      outcome.bytes = pulled.bytes;
+      for (const [app, path] of pulled.statuses) {
+        const status = await readStatusFile(path);
+        if (!status) continue;
+        outcome.apps++;
+        if (this.store.upsertApp(server.name, app, status, started)) {
+          changes.push({
+            server: server.name,
+            app,
+            status: status.status,
+            healthy: status.healthy,
+            version: status.version,
+          });
+        }
+      }
+      this.store.keepApps(server.name, [...pulled.statuses.keys()]);
+      for (const [rel, file] of pulled.logs) {
+        if (rel.endsWith(".1")) continue;
+        const result = await ingestFile(this.store, server.name, file, pulled.logs.get(`${rel}.1`), started);
+        outcome.lines += result.lines;
+        outcome.deployments += result.deployments;
+        outcome.gaps += result.gaps;
+      }
+      outcome.ok = true;
+    } catch (error) {
+      outcome.error = error instanceof Error ? error.message : String(error);
+    } finally {
+      this.inFlight.delete(server.name);
+    }
+    outcome.durationMs = this.clock() - started;
+    this.store.recordContact(server.name, server.host, {
+      at: started,
+      ok: outcome.ok,
+      error: outcome.error,
+      durationMs: outcome.durationMs,
+      bytes: outcome.bytes,
+    });
+    return outcome;
+  }
+
+  private source(server: FleetServer): Source {
+    let source = this.sources.get(server.name);
+    if (!source) {
+      source = sourceFor(server, { ...this.home, mirror: this.home.mirror(server.name) });
+      this.sources.set(server.name, source);
+    }
+    return source;
+  }
+
+  /**
+   * Runs a cycle every `interval` until `signal` aborts, calling `onCycle` after each. A cycle
+   * does not wait for the one before: busy servers are skipped instead.
+   */
+  async run(signal: AbortSignal, onCycle: (summary: CycleSummary) => void): Promise<void> {
+    const running = new Set<Promise<void>>();
+    while (!signal.aborted) {
+      const cycle = this.cycle().then(onCycle, (error) => console.error(`fleet: cycle failed: ${error}`));
+      running.add(cycle);
+      cycle.finally(() => running.delete(cycle));
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          signal.removeEventListener("abort", done);
+          resolve();
+        };
+        const timer = setTimeout(done, this.config.interval);
+        signal.addEventListener("abort", done, { once: true });
+      });
+    }
+    await Promise.all(running);
+  }
+
+  /** Closes the ssh master connections. */
+  async close(): Promise<void> {
+    await Promise.all([...this.sources.values()].map((source) => source.close()));
+    this.sources.clear();
+  }
+}
+
+async function readStatusFile(path: string): Promise<AppStatusJson | undefined> {
+  try {
+    const value = JSON.parse(await Deno.readTextFile(path));
+    return typeof value === "object" && value !== null ? value as AppStatusJson : undefined;
+  } catch {
+    return undefined; // half-written or broken: the next cycle reads it again
+  }
+}

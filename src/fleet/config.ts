@@ -1,0 +1,129 @@
+/**
+ * The fleet monitor's home (`~/.fleet-monitor`, or `FLEET_MONITOR_HOME`) and its config.yml:
+ * the servers, the collection interval and the retention of log lines.
+ * @module
+ */
+import { join, resolve } from "node:path";
+import { z } from "zod";
+import { parseConfig } from "../config/load.ts";
+import { parseDuration } from "../config/schema.ts";
+import { UsageError } from "../errors.ts";
+import { readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
+import { parseDocument } from "../yaml.ts";
+
+/** `host: local`: this machine's own deployments, read directly (no ssh). */
+export const LOCAL = "local";
+
+/** The fleet monitor's home directory. */
+export function fleetHome(): string {
+  const home = Deno.env.get("FLEET_MONITOR_HOME");
+  if (home) return resolve(home);
+  return join(Deno.env.get("HOME") ?? ".", ".fleet-monitor");
+}
+
+/** Files under the home. */
+export function fleetPaths(home = fleetHome()) {
+  return {
+    home,
+    config: join(home, "config.yml"),
+    db: join(home, "data", "fleet.db"),
+    mirror: (server: string) => join(home, "mirror", server),
+    knownHosts: join(home, "known_hosts"),
+    sockets: join(home, "ssh"),
+  };
+}
+
+/** Words that reach ssh and rsync's -e: no quotes, no whitespace (rsync's own quoting cannot hold them). */
+const plainPath = z.string().min(1).regex(/^[^\s'"\\]+$/, "must be a path without spaces or quotes");
+
+const duration = (fallback: string) =>
+  z.union([z.string(), z.number()]).default(fallback).transform((value, ctx) => {
+    const ms = parseDuration(value);
+    if (ms === undefined || ms < 1000) {
+      ctx.issues.push({ code: "custom", input: value, message: 'must be a duration of 1s or more, e.g. "30s"' });
+      return z.NEVER;
+    }
+    return ms;
+  });
+
+const serverSchema = z.strictObject({
+  name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "must be lowercase letters, digits and dashes (up to 63)"),
+  host: z.string().regex(
+    /^(local|[A-Za-z0-9_][A-Za-z0-9_.:-]*)$/,
+    'must be a host name or address (or "local" for this machine)',
+  ),
+  user: z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]*$/, "must be a user name").default("root"),
+  port: z.int({ error: "must be a whole number from 1 to 65535" }).min(1).max(65535).default(22),
+  identityFile: plainPath.optional(),
+  netdata: z.url({ protocol: /^https?$/, error: "must be an http(s) URL" }).optional(),
+});
+
+/** `~/.fleet-monitor/config.yml`. */
+export const fleetConfigSchema = z.strictObject({
+  interval: duration("30s"),
+  concurrency: z.int().min(1).max(64).default(8),
+  retention: z.strictObject({
+    days: z.number().positive().optional(),
+    maxLines: z.int().min(1000).optional(),
+  }).default({ days: 30, maxLines: 5_000_000 }),
+  servers: z.array(serverSchema).default([]),
+}).superRefine((config, ctx) => {
+  const seen = new Set<string>();
+  config.servers.forEach((server, i) => {
+    if (seen.has(server.name)) {
+      ctx.addIssue({ code: "custom", path: ["servers", i, "name"], message: `"${server.name}" is listed twice` });
+    }
+    seen.add(server.name);
+  });
+});
+
+/** A validated fleet config, defaults applied. */
+export type FleetConfig = z.output<typeof fleetConfigSchema>;
+/** One server of the fleet. */
+export type FleetServer = FleetConfig["servers"][number];
+
+/** Reads the config (an absent file is an empty fleet). Throws a usage error naming every problem. */
+export async function loadFleetConfig(path: string): Promise<FleetConfig> {
+  const text = await readTextOrUndefined(path);
+  return parseConfig(text ?? "servers: []\n", fleetConfigSchema, path);
+}
+
+/** What `fleet add` writes. */
+export interface NewServer {
+  name: string;
+  /** `user@host`, `host`, or `local`. */
+  target: string;
+  port?: number;
+  identityFile?: string;
+  netdata?: string;
+}
+
+/** Adds a server to config.yml, keeping the file's comments; refuses a name already there. */
+export async function addServer(path: string, server: NewServer): Promise<FleetServer> {
+  const [user, host] = server.target.includes("@") ? server.target.split("@", 2) : [undefined, server.target];
+  const entry: Record<string, unknown> = { name: server.name, host };
+  if (user) entry.user = user;
+  if (server.port !== undefined) entry.port = server.port;
+  if (server.identityFile) entry.identityFile = server.identityFile;
+  if (server.netdata) entry.netdata = server.netdata;
+  const text = await readTextOrUndefined(path) ?? HEADER;
+  const config = parseConfig(text, fleetConfigSchema, path);
+  if (config.servers.some((s) => s.name === server.name)) {
+    throw new UsageError(`a server named "${server.name}" is already in ${path}`, {
+      suggestion: "pick another name, or edit the file",
+    });
+  }
+  const doc = parseDocument(text);
+  if (!doc.has("servers") || !doc.get("servers")) doc.set("servers", doc.createNode([]));
+  (doc.get("servers") as { add(value: unknown): void }).add(doc.createNode(entry));
+  const updated = doc.toString();
+  const checked = parseConfig(updated, fleetConfigSchema, `${path} (with ${server.name})`);
+  await writeFileAtomic(path, updated, 0o600);
+  return checked.servers.find((s) => s.name === server.name)!;
+}
+
+const HEADER = `# deploy-paradigm fleet monitor: the servers it pulls status.json and logs from, over ssh + rsync.
+# interval: 30s               # how often every server is pulled
+# retention: { days: 30, maxLines: 5000000 }
+servers: []
+`;

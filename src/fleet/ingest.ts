@@ -1,0 +1,253 @@
+/**
+ * Ingesting one log file into the fleet database through its ledger (store.ts): only new
+ * complete lines, once each, across growth, rotation (`access.log` → `access.log.1`), truncation
+ * in place (copytruncate) and replacement. The file's identity is the hash of its first 4 KiB
+ * (and its inode where the source knows the real one).
+ * @module
+ */
+import type { DeploymentRow, FileLedger, FleetStore, LogLine } from "./store.ts";
+
+/** How many bytes identify a file. */
+export const HEAD_BYTES = 4096;
+/** Bytes read at a time (and so the most lines in one transaction). */
+const CHUNK = 4 << 20;
+/** A "line" without a newline for this long is cut here (a runaway writer must not exhaust memory). */
+const MAX_LINE = 1 << 20;
+/** Longer lines are stored cut to this many characters. */
+const MAX_TEXT = 64 << 10;
+
+/** What is known of a file before reading it. */
+export interface FileFacts {
+  size: number;
+  /** The real inode, or null where the source does not know it. */
+  ino: number | null;
+  /** Its first min(4 KiB, size) bytes. */
+  head: Uint8Array;
+}
+
+/** What to do with a file, given its ledger. */
+export type Decision =
+  | { kind: "new" }
+  | { kind: "grow"; from: number }
+  /** The old file is `.1` now: its rest from `restFrom`, then the new file from 0 (gap when copied, not moved). */
+  | { kind: "rotated"; restFrom: number; gap?: string }
+  | { kind: "restart"; gap: string };
+
+/** SHA-256 of bytes, hex. */
+export async function hashHex(bytes: Uint8Array): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>);
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function sameHead(facts: FileFacts, ledger: FileLedger): Promise<boolean> {
+  return facts.size >= ledger.headLen && await hashHex(facts.head.subarray(0, ledger.headLen)) === ledger.headHash;
+}
+
+/** Decides how to go on with a file (`rotated`: its `.1` sibling, when there is one). */
+export async function decide(
+  ledger: FileLedger | undefined,
+  facts: FileFacts,
+  rotated: FileFacts | undefined,
+): Promise<Decision> {
+  if (!ledger) return { kind: "new" };
+  const inodeKnown = facts.ino !== null && ledger.ino !== null;
+  const sameInode = inodeKnown && facts.ino === ledger.ino;
+  if ((!inodeKnown || sameInode) && facts.size >= ledger.offset && await sameHead(facts, ledger)) {
+    return { kind: "grow", from: ledger.offset };
+  }
+  if (rotated && rotated.size >= ledger.offset && await sameHead(rotated, ledger)) {
+    return sameInode
+      ? {
+        kind: "rotated",
+        restFrom: ledger.offset,
+        gap: "copied and truncated in place (copytruncate): lines written between the copy and the truncation " +
+          "may be missing",
+      }
+      : { kind: "rotated", restFrom: ledger.offset };
+  }
+  return {
+    kind: "restart",
+    gap: sameInode || !inodeKnown && facts.size < ledger.offset
+      ? `truncated in place at ${ledger.offset} bytes (copytruncate or a shrink), and no copy was found as .1: ` +
+        "lines written before the truncation may be missing"
+      : `replaced, and the old file was not found as .1: its lines after byte ${ledger.offset} may be missing`,
+  };
+}
+
+/** A line's own timestamp (ISO-like, at its start, as PM2 writes with `time: true`), else undefined. */
+export function lineTime(text: string): number | undefined {
+  const match = /^\[?(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)([.,]\d{1,9})?(Z|[+-]\d\d:?\d\d)?/.exec(text);
+  if (!match) return undefined;
+  const fraction = match[3] ? `.${match[3].slice(1, 4).padEnd(3, "0")}` : "";
+  const zone = match[4] ? match[4].replace(/^([+-]\d\d)(\d\d)$/, "$1:$2") : "Z";
+  const ms = Date.parse(`${match[1]}T${match[2]}${fraction}${zone}`);
+  return Number.isNaN(ms) ? undefined : ms;
+}
+
+/** Reads facts of an open file. */
+async function factsOf(file: Deno.FsFile, ino: number | null): Promise<FileFacts> {
+  const { size } = await file.stat();
+  const head = new Uint8Array(Math.min(HEAD_BYTES, size));
+  await file.seek(0, Deno.SeekMode.Start);
+  let got = 0;
+  while (got < head.length) {
+    const n = await file.read(head.subarray(got));
+    if (n === null) break;
+    got += n;
+  }
+  return { size, ino, head: head.subarray(0, got) };
+}
+
+/** A file to ingest: `rel` is `<app>/<name>` under the log root; `path` where to read it. */
+export interface SourceFile {
+  rel: string;
+  path: string;
+  /** Its real inode (this machine's file, or the remote one from the listing), else null. */
+  ino: number | null;
+}
+
+/** What ingesting one file did. */
+export interface FileResult {
+  lines: number;
+  deployments: number;
+  gaps: number;
+}
+
+/**
+ * Ingests the new complete lines of `file` (of `server`), following its ledger; `rotated` is its
+ * `.1` sibling, when present. deploy.log's JSON lines become deployments; other files' lines are
+ * indexed for search.
+ */
+export async function ingestFile(
+  store: FleetStore,
+  server: string,
+  file: SourceFile,
+  rotated: SourceFile | undefined,
+  now = Date.now(),
+): Promise<FileResult> {
+  const result: FileResult = { lines: 0, deployments: 0, gaps: 0 };
+  const [app, ...rest] = file.rel.split("/");
+  const name = rest.join("/");
+  using handle = await Deno.open(file.path);
+  const facts = await factsOf(handle, file.ino);
+  using old = rotated ? await Deno.open(rotated.path).catch(() => undefined) : undefined;
+  const oldFacts = old && rotated ? await factsOf(old, rotated.ino) : undefined;
+  let ledger = store.ledger(server, file.rel);
+  const decision = await decide(ledger, facts, oldFacts);
+  const add = (target: FileLedger, source: Deno.FsFile, from: number, final: boolean) =>
+    readInto(store, target, app, name, source, from, final, now, result);
+  if (decision.kind === "grow") {
+    await add(ledger!, handle, decision.from, false);
+  } else {
+    if (decision.kind === "rotated") await add(ledger!, old!, decision.restFrom, true);
+    ledger = store.newGeneration(server, file.rel, file.ino, await hashHex(facts.head), facts.head.length);
+    const gap = decision.kind === "new" ? undefined : decision.gap;
+    if (gap) {
+      result.gaps++;
+      store.ingestLines(
+        ledger,
+        app,
+        name,
+        [{ offset: -1, ts: now, text: `[fleet] gap possible: ${name} ${gap}` }],
+        "gap",
+      );
+    }
+    await add(ledger, handle, 0, false);
+  }
+  return result;
+}
+
+/**
+ * Reads `source` from `from` and ingests its complete lines under `ledger` (a trailing line
+ * without a newline too when `final`: a rotated file does not grow any more), moving the ledger.
+ */
+async function readInto(
+  store: FleetStore,
+  ledger: FileLedger,
+  app: string,
+  name: string,
+  source: Deno.FsFile,
+  from: number,
+  final: boolean,
+  now: number,
+  result: FileResult,
+): Promise<void> {
+  const decoder = new TextDecoder();
+  const isDeployLog = name === "deploy.log";
+  const facts = await factsOf(source, ledger.ino);
+  if (facts.head.length > ledger.headLen) {
+    ledger.headHash = await hashHex(facts.head);
+    ledger.headLen = facts.head.length;
+  }
+  await source.seek(from, Deno.SeekMode.Start);
+  let carry = new Uint8Array(0);
+  let carryAt = from;
+  const buffer = new Uint8Array(CHUNK);
+  while (true) {
+    const n = await source.read(buffer);
+    const eof = n === null;
+    const data = eof ? carry : concat(carry, buffer.subarray(0, n));
+    const lines: LogLine[] = [];
+    let start = 0;
+    for (let nl = data.indexOf(10); nl >= 0; nl = data.indexOf(10, start)) {
+      pushLine(lines, decoder, data.subarray(start, nl), carryAt + start, now);
+      start = nl + 1;
+    }
+    if ((eof && final && start < data.length) || data.length - start > MAX_LINE) {
+      pushLine(lines, decoder, data.subarray(start), carryAt + start, now);
+      start = data.length;
+    }
+    ledger.offset = carryAt + start;
+    if (isDeployLog) {
+      const rows = lines.map(deploymentOf).filter((row): row is DeploymentRow => row !== undefined);
+      result.deployments += store.ingestDeployments(ledger, app, rows);
+    } else {
+      result.lines += store.ingestLines(ledger, app, name, lines);
+    }
+    carry = data.slice(start);
+    carryAt = ledger.offset;
+    if (eof) return;
+  }
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  if (!a.length) return b;
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
+function pushLine(lines: LogLine[], decoder: TextDecoder, bytes: Uint8Array, offset: number, now: number): void {
+  let text = decoder.decode(bytes).replace(/\r$/, "");
+  if (!text.trim()) return;
+  if (text.length > MAX_TEXT) text = text.slice(0, MAX_TEXT) + "…[cut]";
+  lines.push({ offset, text, ts: lineTime(text) ?? now });
+}
+
+/** deploy.log events that end a deploy or a rollback. */
+const OUTCOMES = new Set(["success", "failed", "rolled_back", "cancelled", "refused", "rollback_failed"]);
+
+/** A deploy outcome from one JSON line of deploy.log, or undefined for other events. */
+export function deploymentOf(line: LogLine): DeploymentRow | undefined {
+  let event: Record<string, unknown>;
+  try {
+    event = JSON.parse(line.text);
+  } catch {
+    return undefined;
+  }
+  if (typeof event !== "object" || event === null || !OUTCOMES.has(event.event as string)) return undefined;
+  const text = (key: string) => (typeof event[key] === "string" ? event[key] as string : undefined);
+  const message = text("message");
+  const step = event.ok === false && message?.includes(": ") ? message.split(": ")[0] : undefined;
+  return {
+    offset: line.offset,
+    at: text("time") ?? new Date(line.ts).toISOString(),
+    outcome: event.event as string,
+    release: text("release"),
+    commit: text("commit"),
+    duration: typeof event.duration === "number" ? event.duration : undefined,
+    step: step && /^[a-zA-Z]+$/.test(step) ? step : undefined,
+    message,
+  };
+}

@@ -1,0 +1,419 @@
+/**
+ * The fleet database (`~/.fleet-monitor/data/fleet.db`, SQLite through node:sqlite, WAL): servers,
+ * apps and their status history, deployments from deploy.log, and every log line with a
+ * full-text index (an FTS5 external-content table filled by explicit inserts in the same
+ * transaction: triggers are 4× slower). Log lines are keyed on (file, offset), and a file's
+ * ledger (where ingestion stopped) moves in the same transaction as its lines, so the same bytes
+ * are never ingested twice.
+ * @module
+ */
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { dirname } from "node:path";
+
+/** The schema, one migration per version (PRAGMA user_version). */
+const MIGRATIONS: string[] = [
+  `CREATE TABLE servers (
+     name TEXT PRIMARY KEY,
+     host TEXT NOT NULL,
+     last_attempt INTEGER,
+     last_ok INTEGER,
+     last_error TEXT,
+     last_duration_ms INTEGER,
+     last_bytes INTEGER,
+     pulls INTEGER NOT NULL DEFAULT 0,
+     errors INTEGER NOT NULL DEFAULT 0
+   );
+   CREATE TABLE apps (
+     server TEXT NOT NULL,
+     app TEXT NOT NULL,
+     type TEXT,
+     status TEXT,
+     healthy INTEGER,
+     version TEXT,
+     commit_sha TEXT,
+     deployed TEXT,
+     last_health_check TEXT,
+     port INTEGER,
+     strategy TEXT,
+     last_deploy TEXT,
+     fetched_at INTEGER NOT NULL,
+     PRIMARY KEY (server, app)
+   );
+   CREATE TABLE status_history (
+     id INTEGER PRIMARY KEY,
+     server TEXT NOT NULL,
+     app TEXT NOT NULL,
+     at INTEGER NOT NULL,
+     status TEXT,
+     healthy INTEGER,
+     version TEXT
+   );
+   CREATE INDEX status_history_app ON status_history (server, app, id);
+   CREATE TABLE files (
+     id INTEGER PRIMARY KEY,
+     server TEXT NOT NULL,
+     path TEXT NOT NULL,
+     generation INTEGER NOT NULL,
+     ino INTEGER,
+     head_hash TEXT NOT NULL,
+     head_len INTEGER NOT NULL,
+     offset INTEGER NOT NULL,
+     current INTEGER NOT NULL DEFAULT 1,
+     UNIQUE (server, path, generation)
+   );
+   CREATE TABLE deployments (
+     id INTEGER PRIMARY KEY,
+     server TEXT NOT NULL,
+     app TEXT NOT NULL,
+     at TEXT NOT NULL,
+     outcome TEXT NOT NULL,
+     release TEXT,
+     commit_sha TEXT,
+     version TEXT,
+     duration_ms INTEGER,
+     step TEXT,
+     message TEXT,
+     file_id INTEGER NOT NULL,
+     offset INTEGER NOT NULL,
+     UNIQUE (file_id, offset)
+   );
+   CREATE INDEX deployments_app ON deployments (server, app, id);
+   CREATE TABLE lines (
+     id INTEGER PRIMARY KEY,
+     file_id INTEGER NOT NULL,
+     offset INTEGER NOT NULL,
+     server TEXT NOT NULL,
+     app TEXT NOT NULL,
+     file TEXT NOT NULL,
+     ts INTEGER NOT NULL,
+     kind TEXT NOT NULL DEFAULT 'line',
+     text TEXT NOT NULL,
+     UNIQUE (file_id, offset)
+   );
+   CREATE INDEX lines_ts ON lines (ts);
+   CREATE INDEX lines_server_file ON lines (server, file, id);
+   CREATE VIRTUAL TABLE lines_fts USING fts5(text, content='lines', content_rowid='id');`,
+];
+
+/** Where ingestion of one file stopped: its generation (a new one after rotation or truncation). */
+export interface FileLedger {
+  id: number;
+  server: string;
+  path: string;
+  generation: number;
+  /** The inode where the source has meaningful ones (this machine's files), else null. */
+  ino: number | null;
+  /** SHA-256 (hex) of the first `headLen` bytes (at most 4 KiB): the file's identity. */
+  headHash: string;
+  headLen: number;
+  /** Bytes ingested: the start of the first line not ingested yet. */
+  offset: number;
+}
+
+/** One complete log line at `offset` of its file. */
+export interface LogLine {
+  offset: number;
+  text: string;
+  /** Milliseconds since 1970: the line's own timestamp, else when it was ingested. */
+  ts: number;
+}
+
+/** One deploy outcome from deploy.log. */
+export interface DeploymentRow {
+  offset: number;
+  at: string;
+  outcome: string;
+  release?: string;
+  commit?: string;
+  duration?: number;
+  step?: string;
+  message?: string;
+}
+
+/** The status.json fields the fleet keeps. */
+export interface AppStatusJson {
+  name?: string;
+  type?: string;
+  status?: string;
+  healthy?: boolean;
+  version?: string;
+  commit?: string;
+  deployed?: string;
+  lastHealthCheck?: string;
+  port?: number;
+  strategy?: string;
+  lastDeploy?: unknown;
+}
+
+/** The outcome of one pull of one server. */
+export interface ContactResult {
+  at: number;
+  ok: boolean;
+  error?: string;
+  durationMs: number;
+  bytes: number;
+}
+
+/** The fleet database. */
+export class FleetStore {
+  readonly db: DatabaseSync;
+  private readonly statements = new Map<string, StatementSync>();
+
+  private constructor(readonly path: string) {
+    this.db = new DatabaseSync(path);
+    this.db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;");
+    this.db.exec("PRAGMA foreign_keys = ON; PRAGMA cache_size = -32000;");
+    this.migrate();
+  }
+
+  /** Opens (creating) the database at `path`, migrated to the current schema. */
+  static async open(path: string): Promise<FleetStore> {
+    if (path !== ":memory:") await Deno.mkdir(dirname(path), { recursive: true });
+    return new FleetStore(path);
+  }
+
+  /** The schema version. */
+  get version(): number {
+    return (this.db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version;
+  }
+
+  private migrate(): void {
+    const from = this.version;
+    if (from > MIGRATIONS.length) {
+      throw new Error(
+        `${this.path} has schema version ${from}, newer than this deploy-paradigm knows (${MIGRATIONS.length}); ` +
+          "upgrade deploy-paradigm",
+      );
+    }
+    for (let version = from; version < MIGRATIONS.length; version++) {
+      this.transaction(() => {
+        this.db.exec(MIGRATIONS[version]);
+        this.db.exec(`PRAGMA user_version = ${version + 1}`);
+      });
+    }
+  }
+
+  /** A cached prepared statement. */
+  sql(text: string): StatementSync {
+    let statement = this.statements.get(text);
+    if (!statement) {
+      statement = this.db.prepare(text);
+      this.statements.set(text, statement);
+    }
+    return statement;
+  }
+
+  /** Runs `fn` in one transaction. */
+  transaction<T>(fn: () => T): T {
+    this.db.exec("BEGIN IMMEDIATE");
+    try {
+      const value = fn();
+      this.db.exec("COMMIT");
+      return value;
+    } catch (error) {
+      this.db.exec("ROLLBACK");
+      throw error;
+    }
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  /** Records a pull of `server`: when, whether it worked, what it cost. */
+  recordContact(server: string, host: string, result: ContactResult): void {
+    this.sql(
+      `INSERT INTO servers (name, host, last_attempt, last_ok, last_error, last_duration_ms, last_bytes, pulls, errors)
+       VALUES (:name, :host, :at, :ok, :error, :duration, :bytes, 1, :failed)
+       ON CONFLICT (name) DO UPDATE SET host = :host, last_attempt = :at,
+         last_ok = COALESCE(:ok, last_ok), last_error = :error, last_duration_ms = :duration, last_bytes = :bytes,
+         pulls = pulls + 1, errors = errors + :failed`,
+    ).run({
+      name: server,
+      host,
+      at: result.at,
+      ok: result.ok ? result.at : null,
+      error: result.ok ? null : (result.error ?? "failed"),
+      duration: Math.round(result.durationMs),
+      bytes: result.bytes,
+      failed: result.ok ? 0 : 1,
+    });
+  }
+
+  /** Keeps the configured servers only (a server removed from the config leaves the overview). */
+  keepServers(names: string[]): void {
+    const list = JSON.stringify(names);
+    this.transaction(() => {
+      this.sql("DELETE FROM servers WHERE name NOT IN (SELECT value FROM json_each(?))").run(list);
+      this.sql("DELETE FROM apps WHERE server NOT IN (SELECT value FROM json_each(?))").run(list);
+    });
+  }
+
+  /**
+   * Stores an app's status.json as pulled at `at`; adds a status-history row when its status,
+   * health or version changed. Returns whether it changed.
+   */
+  upsertApp(server: string, app: string, status: AppStatusJson, at: number): boolean {
+    const before = this.sql("SELECT status, healthy, version FROM apps WHERE server = ? AND app = ?").get(
+      server,
+      app,
+    ) as
+      | { status: string | null; healthy: number | null; version: string | null }
+      | undefined;
+    const healthy = status.healthy === undefined ? null : status.healthy ? 1 : 0;
+    const changed = !before || before.status !== (status.status ?? null) || before.healthy !== healthy ||
+      before.version !== (status.version ?? null);
+    this.transaction(() => {
+      this.sql(
+        `INSERT INTO apps (server, app, type, status, healthy, version, commit_sha, deployed, last_health_check, port,
+           strategy, last_deploy, fetched_at)
+         VALUES (:server, :app, :type, :status, :healthy, :version, :commit, :deployed, :check, :port, :strategy,
+           :lastDeploy, :at)
+         ON CONFLICT (server, app) DO UPDATE SET type = :type, status = :status, healthy = :healthy,
+           version = :version, commit_sha = :commit, deployed = :deployed, last_health_check = :check, port = :port,
+           strategy = :strategy, last_deploy = :lastDeploy, fetched_at = :at`,
+      ).run({
+        server,
+        app,
+        type: status.type ?? null,
+        status: status.status ?? null,
+        healthy,
+        version: status.version ?? null,
+        commit: status.commit ?? null,
+        deployed: status.deployed ?? null,
+        check: status.lastHealthCheck ?? null,
+        port: typeof status.port === "number" ? status.port : null,
+        strategy: status.strategy ?? null,
+        lastDeploy: status.lastDeploy === undefined ? null : JSON.stringify(status.lastDeploy),
+        at,
+      });
+      if (changed) {
+        this.sql(
+          "INSERT INTO status_history (server, app, at, status, healthy, version) VALUES (?, ?, ?, ?, ?, ?)",
+        ).run(server, app, at, status.status ?? null, healthy, status.version ?? null);
+      }
+    });
+    return changed;
+  }
+
+  /** Forgets apps of `server` whose status.json is gone. */
+  keepApps(server: string, apps: string[]): void {
+    this.sql("DELETE FROM apps WHERE server = ? AND app NOT IN (SELECT value FROM json_each(?))")
+      .run(server, JSON.stringify(apps));
+  }
+
+  /** The current ledger of a file, if it was ever seen. */
+  ledger(server: string, path: string): FileLedger | undefined {
+    const row = this.sql(
+      `SELECT id, server, path, generation, ino, head_hash AS headHash, head_len AS headLen, offset
+       FROM files WHERE server = ? AND path = ? AND current = 1`,
+    ).get(server, path) as FileLedger | undefined;
+    return row ? { ...row } : undefined;
+  }
+
+  /** Starts a new generation of a file (first sight, rotation or truncation) at offset 0. */
+  newGeneration(server: string, path: string, ino: number | null, headHash: string, headLen: number): FileLedger {
+    return this.transaction(() => {
+      const last = this.sql("SELECT MAX(generation) AS g FROM files WHERE server = ? AND path = ?").get(
+        server,
+        path,
+      ) as {
+        g: number | null;
+      };
+      this.sql("UPDATE files SET current = 0 WHERE server = ? AND path = ?").run(server, path);
+      const generation = (last.g ?? 0) + 1;
+      const { lastInsertRowid } = this.sql(
+        `INSERT INTO files (server, path, generation, ino, head_hash, head_len, offset) VALUES (?, ?, ?, ?, ?, ?, 0)`,
+      ).run(server, path, generation, ino, headHash, headLen);
+      return { id: Number(lastInsertRowid), server, path, generation, ino, headHash, headLen, offset: 0 };
+    });
+  }
+
+  /**
+   * Adds complete lines of a file and moves its ledger to `ledger.offset`, in one transaction.
+   * A line already stored at its (file, offset) is skipped. Returns how many were added.
+   */
+  ingestLines(ledger: FileLedger, app: string, file: string, lines: LogLine[], kind = "line"): number {
+    const insert = this.sql(
+      `INSERT OR IGNORE INTO lines (file_id, offset, server, app, file, ts, kind, text) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    const index = this.sql("INSERT INTO lines_fts (rowid, text) VALUES (?, ?)");
+    return this.transaction(() => {
+      let added = 0;
+      for (const line of lines) {
+        const result = insert.run(ledger.id, line.offset, ledger.server, app, file, line.ts, kind, line.text);
+        if (result.changes) {
+          index.run(result.lastInsertRowid, line.text);
+          added++;
+        }
+      }
+      this.saveLedger(ledger);
+      return added;
+    });
+  }
+
+  /** Adds deploy outcomes of a deploy.log and moves its ledger, in one transaction. */
+  ingestDeployments(ledger: FileLedger, app: string, rows: DeploymentRow[]): number {
+    const insert = this.sql(
+      `INSERT OR IGNORE INTO deployments (server, app, at, outcome, release, commit_sha, version, duration_ms, step,
+         message, file_id, offset) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    return this.transaction(() => {
+      let added = 0;
+      for (const row of rows) {
+        added += Number(
+          insert.run(
+            ledger.server,
+            app,
+            row.at,
+            row.outcome,
+            row.release ?? null,
+            row.commit ?? null,
+            row.commit?.slice(0, 7) ?? null,
+            row.duration ?? null,
+            row.step ?? null,
+            row.message ?? null,
+            ledger.id,
+            row.offset,
+          ).changes,
+        );
+      }
+      this.saveLedger(ledger);
+      return added;
+    });
+  }
+
+  /** Writes a file's ledger (offset and identity). */
+  saveLedger(ledger: FileLedger): void {
+    this.sql("UPDATE files SET offset = ?, ino = ?, head_hash = ?, head_len = ? WHERE id = ?")
+      .run(ledger.offset, ledger.ino, ledger.headHash, ledger.headLen, ledger.id);
+  }
+
+  /**
+   * Enforces retention: log lines older than `days` and beyond the newest `maxLines` are removed
+   * (with their full-text entries). Returns how many lines were removed.
+   */
+  retain(options: { days?: number; maxLines?: number; now?: number }): number {
+    const now = options.now ?? Date.now();
+    let cutoff = 0; // remove lines with id < cutoff
+    if (options.days !== undefined) {
+      const row = this.sql("SELECT MIN(id) AS id FROM lines WHERE ts >= ?").get(now - options.days * 86_400_000) as {
+        id: number | null;
+      };
+      cutoff = row.id ?? (this.sql("SELECT MAX(id) + 1 AS id FROM lines").get() as { id: number | null }).id ?? 0;
+    }
+    if (options.maxLines !== undefined) {
+      const row = this.sql("SELECT id FROM lines ORDER BY id DESC LIMIT 1 OFFSET ?").get(options.maxLines - 1) as
+        | { id: number }
+        | undefined;
+      if (row) cutoff = Math.max(cutoff, row.id);
+    }
+    if (cutoff <= 0) return 0;
+    return this.transaction(() => {
+      this.sql(
+        "INSERT INTO lines_fts (lines_fts, rowid, text) SELECT 'delete', id, text FROM lines WHERE id < ?",
+      ).run(cutoff);
+      return Number(this.sql("DELETE FROM lines WHERE id < ?").run(cutoff).changes);
+    });
+  }
+}

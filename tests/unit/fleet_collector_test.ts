@@ -1,0 +1,63 @@
+/**
+ * The collector's cycle on this machine's own deployments (`host: local`) and on a server that
+ * refuses connections (loopback port 1), with a clock the test moves: a laptop that slept is not
+ * a fleet outage.
+ */
+import { join } from "node:path";
+import { assertEquals } from "../helpers/assert.ts";
+import { Collector } from "../../src/fleet/collector.ts";
+import { fleetConfigSchema, fleetPaths } from "../../src/fleet/config.ts";
+import { LocalSource } from "../../src/fleet/source.ts";
+import { fleetOverview } from "../../src/fleet/queries.ts";
+import { FleetStore } from "../../src/fleet/store.ts";
+
+Deno.test("collector: a pause of the collector holds judgement for a cycle; then a dead server is unreachable", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dp-collector-" });
+  const paths = fleetPaths(join(dir, "home"));
+  const store = await FleetStore.open(paths.db);
+  let now = Date.UTC(2026, 10, 29, 8);
+  const config = fleetConfigSchema.parse({
+    interval: "30s",
+    servers: [{ name: "gone", host: "127.0.0.1", port: 1, identityFile: join(dir, "none") }],
+  });
+  const collector = new Collector(store, config, paths, () => now);
+  try {
+    const state = () => fleetOverview(store, collector.view()).servers[0].state;
+    const first = await collector.cycle();
+    assertEquals([first.servers[0].ok, first.holding, state()], [false, false, "unreachable"]);
+    now += 30_000;
+    await collector.cycle();
+    now += 8 * 3_600_000; // the laptop slept
+    const resumed = await collector.cycle();
+    assertEquals(resumed.holding, true);
+    assertEquals(state(), "fresh", "no verdict right after waking up");
+    now += 30_000;
+    const judged = await collector.cycle();
+    assertEquals(judged.holding, true, "the cycle after the resumed one still runs under hold");
+    assertEquals(state(), "unreachable", "then the verdict is back");
+    assertEquals(collector.view().gapMs, 0);
+  } finally {
+    await collector.close();
+    store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("LocalSource: status.json of each app and its *.log and *.log.1 files, with inodes", async () => {
+  const root = await Deno.makeTempDir({ prefix: "dp-local-" });
+  try {
+    await Deno.mkdir(join(root, "opt/deployments/web"), { recursive: true });
+    await Deno.mkdir(join(root, "opt/deployments/idle"), { recursive: true });
+    await Deno.writeTextFile(join(root, "opt/deployments/web/status.json"), "{}");
+    await Deno.mkdir(join(root, "var/log/deployments/web"), { recursive: true });
+    for (const name of ["access.log", "access.log.1", "access.log.2.gz", "notes.txt"]) {
+      await Deno.writeTextFile(join(root, "var/log/deployments/web", name), "x\n");
+    }
+    const pulled = await new LocalSource(root).pull();
+    assertEquals([...pulled.statuses.keys()], ["web"]);
+    assertEquals([...pulled.logs.keys()].sort(), ["web/access.log", "web/access.log.1"]);
+    assertEquals(typeof pulled.logs.get("web/access.log")?.ino, "number");
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});

@@ -1,0 +1,142 @@
+/** The fleet's ledger decisions and file ingestion, on real files and a real SQLite store. */
+import { join } from "node:path";
+import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
+import { decide, deploymentOf, hashHex, ingestFile, lineTime } from "../../src/fleet/ingest.ts";
+import { type FileLedger, FleetStore } from "../../src/fleet/store.ts";
+
+const bytes = (text: string) => new TextEncoder().encode(text);
+
+async function ledgerOf(head: string, offset: number, ino: number | null): Promise<FileLedger> {
+  return {
+    id: 1,
+    server: "s",
+    path: "a/access.log",
+    generation: 1,
+    ino,
+    headHash: await hashHex(bytes(head)),
+    headLen: head.length,
+    offset,
+  };
+}
+
+Deno.test("decide: growth, first sight, rotation, copytruncate, replacement", async () => {
+  const ledger = await ledgerOf("hello\n", 12, 7);
+  const facts = (text: string, ino: number | null) => ({ size: text.length, ino, head: bytes(text.slice(0, 4096)) });
+  assertEquals(await decide(undefined, facts("x\n", 7), undefined), { kind: "new" });
+  assertEquals(await decide(ledger, facts("hello\nworld\nmore\n", 7), undefined), { kind: "grow", from: 12 });
+  assertEquals(await decide(ledger, facts("hello\nworld\nmore\n", null), undefined), { kind: "grow", from: 12 });
+  // Renamed to .1 (its inode went with it), a new file in its place.
+  const rotated = await decide(ledger, facts("new\n", 8), facts("hello\nworld\nmore\n", 7));
+  assertEquals(rotated, { kind: "rotated", restFrom: 12 });
+  // Copied to .1 and truncated in place: same inode, the copy has the old head.
+  const copied = await decide(ledger, facts("new\n", 7), facts("hello\nworld\nmore\n", 9));
+  assert(copied.kind === "rotated" && /copytruncate/.test(copied.gap ?? ""), JSON.stringify(copied));
+  // Truncated, no copy: restart with a gap; replaced, no .1: restart with a gap.
+  const truncated = await decide(ledger, facts("new\n", 7), undefined);
+  assert(truncated.kind === "restart" && /truncated in place/.test(truncated.gap), JSON.stringify(truncated));
+  const replaced = await decide(ledger, facts("other content\n", 8), undefined);
+  assert(replaced.kind === "restart" && /replaced/.test(replaced.gap), JSON.stringify(replaced));
+  // Same inode, same size, other content (rewritten): not growth.
+  assertEquals((await decide(ledger, facts("HELLO\nworld\n", 7), undefined)).kind, "restart");
+});
+
+Deno.test("lineTime: PM2's and ISO timestamps at the start of a line; none → undefined", () => {
+  assertEquals(lineTime("2026-11-29T07:00:01: GET /"), Date.UTC(2026, 10, 29, 7, 0, 1));
+  assertEquals(lineTime("2026-11-29 07:00:01.250+01:00 x"), Date.UTC(2026, 10, 29, 6, 0, 1, 250));
+  assertEquals(lineTime("[2026-11-29T07:00:01Z] x"), Date.UTC(2026, 10, 29, 7, 0, 1));
+  assertEquals(lineTime("GET / 200"), undefined);
+});
+
+Deno.test("deploymentOf: outcome events of deploy.log, with the failing step", () => {
+  const row = deploymentOf({
+    offset: 10,
+    ts: 0,
+    text: JSON.stringify({
+      time: "2026-11-29T07:00:00Z",
+      event: "failed",
+      commit: "a".repeat(40),
+      ok: false,
+      duration: 5,
+      message: "health: 500",
+    }),
+  });
+  assertEquals(row?.outcome, "failed");
+  assertEquals(row?.step, "health");
+  assertEquals(row?.offset, 10);
+  assertEquals(deploymentOf({ offset: 0, ts: 0, text: '{"event":"build","ok":true}' }), undefined);
+  assertEquals(deploymentOf({ offset: 0, ts: 0, text: "not json" }), undefined);
+});
+
+Deno.test("ingestFile: new complete lines once each across growth, a partial line, rotation and replacement", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dp-ingest-" });
+  const store = await FleetStore.open(join(dir, "fleet.db"));
+  try {
+    const path = join(dir, "access.log");
+    const file = async () => ({ rel: "web/access.log", path, ino: (await Deno.stat(path)).ino ?? null });
+    const rotatedFile = async () => ({
+      rel: "web/access.log.1",
+      path: `${path}.1`,
+      ino: (await Deno.stat(`${path}.1`)).ino ?? null,
+    });
+    const texts = () =>
+      (store.sql("SELECT text FROM lines WHERE kind = 'line' ORDER BY id").all() as { text: string }[]).map((r) =>
+        r.text
+      );
+    await Deno.writeTextFile(path, "one\ntwo\nthr");
+    assertEquals((await ingestFile(store, "s", await file(), undefined)).lines, 2);
+    await Deno.writeTextFile(path, "ee\nfour\n", { append: true });
+    assertEquals((await ingestFile(store, "s", await file(), undefined)).lines, 2);
+    assertEquals((await ingestFile(store, "s", await file(), undefined)).lines, 0, "nothing new");
+    await Deno.writeTextFile(path, "five\n", { append: true });
+    await Deno.rename(path, `${path}.1`);
+    await Deno.writeTextFile(path, "six\n");
+    const rotated = await ingestFile(store, "s", await file(), await rotatedFile());
+    assertEquals([rotated.lines, rotated.gaps], [2, 0]);
+    await Deno.remove(path);
+    await Deno.writeTextFile(path, "seven\n");
+    const replaced = await ingestFile(store, "s", await file(), undefined);
+    assertEquals([replaced.lines, replaced.gaps], [1, 1]);
+    assertEquals(texts(), ["one", "two", "three", "four", "five", "six", "seven"]);
+    const [gap] = store.sql("SELECT text FROM lines WHERE kind = 'gap'").all() as { text: string }[];
+    // (the new file may reuse the old inode number: then it reads as a truncation; a gap either way)
+    assertMatch(gap.text, /gap possible: access.log (replaced|truncated in place)/);
+    // Searchable through the full-text index.
+    assertEquals(
+      (store.sql("SELECT count(*) AS n FROM lines_fts WHERE lines_fts MATCH 'three'").get() as { n: number }).n,
+      1,
+    );
+  } finally {
+    store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("FleetStore: retention by age and by count removes lines and their index entries", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dp-retain-" });
+  const store = await FleetStore.open(join(dir, "fleet.db"));
+  try {
+    const ledger = store.newGeneration("s", "a/access.log", null, "x", 0);
+    const day = 86_400_000;
+    const now = Date.UTC(2026, 10, 29);
+    store.ingestLines(
+      ledger,
+      "a",
+      "access.log",
+      Array.from({ length: 3000 }, (_, i) => ({
+        offset: i * 10,
+        text: `line ${i} ${i < 1000 ? "ancient" : "recent"}`,
+        ts: i < 1000 ? now - 40 * day : now,
+      })),
+    );
+    assertEquals(store.retain({ days: 30, now }), 1000);
+    assertEquals(store.retain({ maxLines: 1500, now }), 500);
+    const count = (sql: string) => (store.sql(sql).get() as { n: number }).n;
+    assertEquals(count("SELECT count(*) AS n FROM lines"), 1500);
+    assertEquals(count("SELECT count(*) AS n FROM lines_fts WHERE lines_fts MATCH 'ancient'"), 0);
+    assertEquals(count("SELECT count(*) AS n FROM lines_fts WHERE lines_fts MATCH 'recent'"), 1500);
+    assertEquals(store.version, 1);
+  } finally {
+    store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

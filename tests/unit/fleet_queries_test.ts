@@ -1,0 +1,164 @@
+/** The fleet database's read side, called directly: freshness rules, snippets, limits and edge cases. */
+import { join } from "node:path";
+import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
+import { UsageError } from "../../src/errors.ts";
+import {
+  deployments,
+  escapeLabel,
+  fleetOverview,
+  type FreshnessView,
+  logContext,
+  metrics,
+  searchLogs,
+  SearchSyntaxError,
+  serverFreshness,
+} from "../../src/fleet/queries.ts";
+import { FleetStore } from "../../src/fleet/store.ts";
+
+const NOW = Date.parse("2026-11-29T07:00:00Z");
+const VIEW: FreshnessView = { now: NOW, intervalMs: 60_000, holding: false, gapMs: 0 };
+
+async function withStore(fn: (store: FleetStore) => void | Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "fleet-queries-" });
+  const store = await FleetStore.open(join(dir, "fleet.db"));
+  try {
+    await fn(store);
+  } finally {
+    store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+function ingest(store: FleetStore, server: string, app: string, file: string, texts: string[]): number[] {
+  const path = `/logs/${app}/${file}`;
+  const ledger = store.ledger(server, path) ?? store.newGeneration(server, path, null, "head", 4);
+  const offsets: number[] = [];
+  const lines = texts.map((text) => {
+    offsets.push(ledger.offset);
+    const line = { offset: ledger.offset, text, ts: NOW };
+    ledger.offset += text.length + 1;
+    return line;
+  });
+  store.ingestLines(ledger, app, file, lines);
+  return offsets;
+}
+
+Deno.test("serverFreshness: unreachable after a failed pull, stale after 3 intervals minus sleep, held fresh", () => {
+  const ok = (ageMs: number) => ({ last_attempt: NOW - ageMs, last_ok: NOW - ageMs, last_error: null });
+  assertEquals(serverFreshness(ok(0), VIEW), "fresh");
+  assertEquals(serverFreshness(ok(180_000), VIEW), "fresh", "exactly 3 intervals is still fresh");
+  assertEquals(serverFreshness(ok(180_001), VIEW), "stale");
+  assertEquals(serverFreshness(ok(600_000), { ...VIEW, gapMs: 500_000 }), "fresh");
+  assertEquals(serverFreshness(ok(600_000), { ...VIEW, holding: true }), "fresh");
+  const failed = { last_attempt: NOW - 1000, last_ok: NOW - 60_000, last_error: "timeout" };
+  assertEquals(serverFreshness(failed, VIEW), "unreachable");
+  assertEquals(serverFreshness({ ...failed, last_ok: null }, VIEW), "unreachable", "never reached");
+  assertEquals(serverFreshness(failed, { ...VIEW, holding: true }), "fresh");
+});
+
+Deno.test("fleetOverview: an empty database; an app without a health field counts as healthy when fresh", async () => {
+  await withStore((store) => {
+    assertEquals(fleetOverview(store, VIEW), {
+      generatedAt: "2026-11-29T07:00:00.000Z",
+      counts: { healthy: 0, unhealthy: 0, stale: 0, unreachable: 0 },
+      servers: [],
+    });
+    store.recordContact("alpha", "a", { at: NOW, ok: true, durationMs: 1, bytes: 1 });
+    store.upsertApp("alpha", "web", { status: "running" }, NOW);
+    const overview = fleetOverview(store, VIEW);
+    assertEquals(overview.counts.healthy, 1);
+    const app = overview.servers[0].apps[0];
+    assertEquals([app.healthy, app.state, app.lastDeploy, app.port], [null, "fresh", null, null]);
+    // An app whose server row is gone (keepServers) is not shown.
+    store.upsertApp("ghost", "web", { healthy: false }, NOW);
+    assertEquals(fleetOverview(store, VIEW).servers.map((s) => s.name), ["alpha"]);
+  });
+});
+
+Deno.test("searchLogs: snippets cannot be forged by control characters or markup in a line", async () => {
+  await withStore((store) => {
+    ingest(store, "alpha", "web", "out.log", ["\u0002fake\u0003 <b>bold</b> needle & more"]);
+    const [result] = searchLogs(store, { q: "needle" }).results;
+    assertEquals(result.snippet, [
+      { text: "\u0002fake\u0003 <b>bold</b> ", hit: false },
+      { text: "needle", hit: true },
+      { text: " & more", hit: false },
+    ]);
+    const [fake] = searchLogs(store, { q: "fake" }).results;
+    assertEquals(fake.snippet.filter((part) => part.hit).map((part) => part.text), ["fake"]);
+  });
+});
+
+Deno.test("searchLogs: long lines are cut to a snippet with ellipses; page size is clamped to 500", async () => {
+  await withStore((store) => {
+    const long = `${"alpha ".repeat(40)}needle${" omega".repeat(40)}`;
+    ingest(store, "alpha", "web", "out.log", [long]);
+    const [result] = searchLogs(store, { q: "needle" }).results;
+    assertEquals(result.text, long);
+    assert(result.snippet[0].text.startsWith("…"), JSON.stringify(result.snippet));
+    assert(result.snippet[result.snippet.length - 1].text.endsWith("…"));
+    assertEquals(result.snippet.filter((part) => part.hit), [{ text: "needle", hit: true }]);
+
+    ingest(store, "alpha", "web", "many.log", Array.from({ length: 620 }, (_, i) => `row ${i}`));
+    const page = searchLogs(store, { q: "row", limit: 10_000 });
+    assertEquals(page.results.length, 500);
+    assertEquals(page.results[0].text, "row 619");
+    assertEquals(searchLogs(store, { q: "row", before: page.nextBefore }).results.length, 50, "default 50");
+    assertEquals(searchLogs(store, { q: "row", before: page.nextBefore, limit: 500 }).results.length, 120);
+  });
+});
+
+Deno.test("searchLogs: an FTS5 syntax error is a SearchSyntaxError (UsageError) explaining the syntax", async () => {
+  await withStore((store) => {
+    ingest(store, "alpha", "web", "out.log", ["db.example.com refused"]);
+    for (const q of ["db.example.com", "a AND", "NOT", "*", "(open", "", "   "]) {
+      try {
+        searchLogs(store, { q });
+        throw new Error(`no error for ${JSON.stringify(q)}`);
+      } catch (error) {
+        assert(error instanceof SearchSyntaxError, `${JSON.stringify(q)}: ${error}`);
+        assert(error instanceof UsageError);
+        assertEquals(error.query, q);
+        assertMatch(error.message, new RegExp(`^cannot search for ${JSON.stringify(q).replace(/[.*()]/g, "\\$&")}`));
+        assertMatch(error.suggestion ?? "", /"double quotes" match a phrase/);
+      }
+    }
+    assertEquals(searchLogs(store, { q: '"db.example.com"' }).results.length, 1);
+  });
+});
+
+Deno.test("logContext: lines 0 is the hit alone; an id of another file is not used", async () => {
+  await withStore((store) => {
+    const offsets = ingest(store, "alpha", "web", "out.log", ["one", "two", "three"]);
+    ingest(store, "alpha", "api", "out.log", ["other app"]);
+    const context = logContext(store, { server: "alpha", app: "web", file: "out.log", offset: offsets[1], lines: 0 });
+    assertEquals(context?.lines.map((l) => [l.text, l.hit]), [["two", true]]);
+    const other = searchLogs(store, { q: "other" }).results[0];
+    assertEquals(
+      logContext(store, { server: "alpha", app: "web", file: "out.log", offset: other.offset, id: other.id }),
+      undefined,
+    );
+    assertEquals(logContext(store, { server: "alpha", app: "web", file: "nope.log", offset: 0 }), undefined);
+  });
+});
+
+Deno.test("deployments and metrics: paging by id; families without data are empty", async () => {
+  await withStore((store) => {
+    const ledger = store.newGeneration("alpha", "/logs/web/deploy.log", null, "h", 1);
+    const rows = Array.from(
+      { length: 60 },
+      (_, i) => ({ offset: i * 10, at: `2026-11-${10 + (i % 20)}`, outcome: "success" }),
+    );
+    store.ingestDeployments(ledger, "web", rows);
+    const page = deployments(store);
+    assertEquals(page.deployments.length, 50);
+    assertEquals(deployments(store, { before: page.nextBefore }).deployments.length, 10);
+    assertEquals(deployments(store, { app: "api" }), { deployments: [] });
+
+    const text = metrics(store, VIEW, { cycles: 0, errors: 0 });
+    assert(!text.includes("fleet_collector_last_cycle_seconds"), "no cycle yet");
+    assertMatch(text, /^fleet_deployments_total\{server="alpha",app="web",outcome="success"\} 60$/m);
+    assertMatch(text, /^fleet_log_lines 0$/m);
+    assertEquals(escapeLabel('a"b\\c\nd'), 'a\\"b\\\\c\\nd');
+  });
+});
