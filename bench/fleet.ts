@@ -17,6 +17,7 @@ import { createFleetHandler, FleetEvents } from "../src/fleet/api.ts";
 import { Collector } from "../src/fleet/collector.ts";
 import { fleetConfigSchema, fleetPaths } from "../src/fleet/config.ts";
 import { ingestFile } from "../src/fleet/ingest.ts";
+import { controlPath } from "../src/fleet/source.ts";
 import { FleetStore } from "../src/fleet/store.ts";
 import { FakeVps } from "../tests/helpers/vps.ts";
 
@@ -233,7 +234,7 @@ function sshFor(collector: Collector, i: number): string[] {
   const server = collector.config.servers[i];
   const home = fleetPaths(join(collector.store.path, "..", ".."));
   return [
-    ...["-o", "BatchMode=yes", "-o", `ControlPath=${join(home.sockets, "%C")}`, "-o", "ControlMaster=no"],
+    ...["-o", "BatchMode=yes", "-o", `ControlPath=${controlPath(home.sockets, server)}`, "-o", "ControlMaster=no"],
     ...["-o", `UserKnownHostsFile=${home.knownHosts}`, "-p", String(server.port), "-l", server.user],
     ...(server.identityFile ? ["-i", server.identityFile] : []),
     server.host,

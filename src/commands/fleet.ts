@@ -39,7 +39,7 @@ export const fleetCommand: CommandSpec = {
     switch (action) {
       case undefined: {
         const port = Number(str("port") ?? 3333);
-        if (!Number.isInteger(port) || port < 0 || port > 65535) {
+        if (!Number.isInteger(port) || port < 1 || port > 65535) {
           throw new UsageError(`--port must be a port from 1 to 65535 (got "${str("port")}")`);
         }
         const token = str("token") ?? (Deno.env.get("FLEET_MONITOR_TOKEN") || undefined);

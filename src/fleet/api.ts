@@ -97,8 +97,9 @@ export interface FleetHandlerOptions {
   /** The configured servers. */
   servers: () => FleetServerConfig[];
   /**
-   * When set, every request needs `Authorization: Bearer <token>` (or `?token=<token>`, for
-   * EventSource, which cannot send headers).
+   * When set, every request to /api/ and /metrics needs `Authorization: Bearer <token>` (or, for
+   * /api/events only, `?token=<token>`: EventSource cannot send headers). The dashboard's files
+   * load without it.
    */
   token?: string;
   /** What /api/events streams. */
@@ -175,7 +176,9 @@ export function createFleetHandler(options: FleetHandlerOptions): FleetHandler {
   async function authorized(request: Request, url: URL): Promise<boolean> {
     if (!tokenDigest) return true;
     const header = request.headers.get("authorization");
-    const given = header === null ? url.searchParams.get("token") : /^Bearer +(\S+) *$/i.exec(header)?.[1];
+    // ?token= only where a header cannot be sent (EventSource): elsewhere it would end up in URL logs and history.
+    const query = url.pathname === "/api/events" ? url.searchParams.get("token") : null;
+    const given = header === null ? query : /^Bearer +(\S+) *$/i.exec(header)?.[1];
     if (!given) return false;
     return constantTimeEqual(await sha256(given), await tokenDigest);
   }
@@ -330,7 +333,9 @@ export function createFleetHandler(options: FleetHandlerOptions): FleetHandler {
         "use http://127.0.0.1:<port>/, or configure a token",
       );
     }
-    if (!(await authorized(request, url))) {
+    // The dashboard's own files hold no data: they load without the token, then ask for it.
+    const guarded = url.pathname.startsWith("/api/") || url.pathname === "/metrics";
+    if (guarded && !(await authorized(request, url))) {
       return error(401, "missing or wrong token", "send Authorization: Bearer <token> (or ?token= for EventSource)", {
         "www-authenticate": 'Bearer realm="fleet"',
       });
@@ -366,6 +371,24 @@ export function createFleetHandler(options: FleetHandlerOptions): FleetHandler {
  */
 export function serveFleet(handler: FleetHandler, options: ServeFleetOptions): Deno.HttpServer<Deno.NetAddr> {
   const { host, port, token } = options;
+  checkBinding(host, port, token);
+  const known = handlers.get(handler);
+  if (known && known.token !== token) {
+    throw new Error("serveFleet: the handler does not check the token it is served with");
+  }
+  return Deno.serve({
+    hostname: host,
+    port,
+    signal: options.signal,
+    onListen: options.onListen ?? (() => {}),
+  }, known ? (request) => known.handle(request, false) : handler);
+}
+
+/**
+ * Checks where the API may listen: a valid port, and beyond loopback (127.0.0.1, ::1, localhost)
+ * only with a token. Throws a {@link UsageError} that says why and what to do.
+ */
+export function checkBinding(host: string, port: number, token: string | undefined): void {
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
     throw new UsageError(`invalid port ${port} for the fleet API`, { suggestion: "use a port from 1 to 65535" });
   }
@@ -383,16 +406,6 @@ export function serveFleet(handler: FleetHandler, options: ServeFleetOptions): D
       );
     }
   }
-  const known = handlers.get(handler);
-  if (known && known.token !== token) {
-    throw new Error("serveFleet: the handler does not check the token it is served with");
-  }
-  return Deno.serve({
-    hostname: host,
-    port,
-    signal: options.signal,
-    onListen: options.onListen ?? (() => {}),
-  }, known ? (request) => known.handle(request, false) : handler);
 }
 
 /** Whether `host` is a loopback address or `localhost`. */

@@ -62,6 +62,9 @@ export class Collector {
   lastCycleMs = 0;
   private readonly inFlight = new Set<string>();
   private readonly sources = new Map<string, Source>();
+  /** Pulls running now, across cycles: never more than `concurrency`. */
+  private running = 0;
+  private readonly waiting: (() => void)[] = [];
   private lastStart?: number;
   private holdCycles = 0;
   private gapMs = 0;
@@ -71,13 +74,31 @@ export class Collector {
     readonly config: FleetConfig,
     private readonly home: CollectorHome,
     private readonly clock: () => number = Date.now,
-  ) {
-    store.keepServers(config.servers.map((s) => s.name));
+  ) {}
+
+  /** How long without a cycle means the collector itself did not run (a laptop asleep). */
+  private get gapLimit(): number {
+    return 2 * this.config.interval + 5_000;
   }
 
-  /** The freshness view for the API. */
+  /**
+   * The freshness view for the API. Judgement is held for two cycles after a gap in the
+   * collector's own run, and already while a cycle is overdue (the gap is only seen when the
+   * next cycle starts, and timers do not count the time asleep).
+   */
   view(): FreshnessView {
-    return { now: this.clock(), intervalMs: this.config.interval, holding: this.holdCycles > 0, gapMs: this.gapMs };
+    const now = this.clock();
+    const overdue = this.lastStart !== undefined && now - this.lastStart > this.gapLimit;
+    return { now, intervalMs: this.config.interval, holding: this.holdCycles > 0 || overdue, gapMs: this.gapMs };
+  }
+
+  private async slot(): Promise<() => void> {
+    if (this.running >= this.config.concurrency) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    this.running++;
+    return () => {
+      this.running--;
+      this.waiting.shift()?.();
+    };
   }
 
   /** Collector figures for /metrics. */
@@ -88,23 +109,31 @@ export class Collector {
   /** Runs one cycle over every server not still busy from an earlier one. */
   async cycle(): Promise<CycleSummary> {
     const started = this.clock();
-    if (this.lastStart !== undefined && started - this.lastStart > 2 * this.config.interval + 5_000) {
+    if (this.lastStart !== undefined && started - this.lastStart > this.gapLimit) {
       this.gapMs += started - this.lastStart - this.config.interval;
       this.holdCycles = 2; // this cycle, and the next one judges
     }
+    if (this.lastStart === undefined) this.store.keepServers(this.config.servers.map((s) => s.name));
     this.lastStart = started;
-    const holding = this.holdCycles > 0;
-    const skipped = this.config.servers.filter((s) => this.inFlight.has(s.name)).map((s) => s.name);
-    const queue = this.config.servers.filter((s) => !this.inFlight.has(s.name));
     const outcomes: ServerOutcome[] = [];
     const changes: StatusChange[] = [];
-    const worker = async () => {
-      for (let server = queue.shift(); server; server = queue.shift()) {
-        outcomes.push(await this.pullServer(server, changes));
+    const skipped: string[] = [];
+    // Each server takes a slot of the collector-wide limit, and is skipped when a pull of it
+    // (from this or an earlier cycle) is under way when its turn comes.
+    await Promise.all(this.config.servers.map(async (server) => {
+      const release = await this.slot();
+      try {
+        if (this.inFlight.has(server.name)) skipped.push(server.name);
+        else outcomes.push(await this.pullServer(server, changes));
+      } finally {
+        release();
       }
-    };
-    await Promise.all(Array.from({ length: Math.min(this.config.concurrency, queue.length) }, worker));
-    const retained = this.store.retain({ ...this.config.retention, now: this.clock() });
+    }));
+    const ended = this.clock();
+    // A cycle that spanned a gap (the laptop slept during a pull): its failures are not judged.
+    if (ended - started > this.gapLimit && outcomes.some((o) => !o.ok)) this.holdCycles = 2;
+    const holding = this.holdCycles > 0;
+    const retained = await this.store.retain({ ...this.config.retention, now: ended });
     this.cycles++;
     this.errors += outcomes.filter((o) => !o.ok).length;
     this.lastCycleMs = this.clock() - started;
@@ -114,7 +143,7 @@ export class Collector {
       at: new Date(started).toISOString(),
       durationMs: this.lastCycleMs,
       servers: outcomes.sort((a, b) => a.server.localeCompare(b.server)),
-      skipped,
+      skipped: skipped.sort(),
       changes,
       retained,
       holding,
@@ -123,6 +152,7 @@ export class Collector {
 
   /** Pulls one server and ingests its status files and logs; records the contact either way. */
   async pullServer(server: FleetServer, changes: StatusChange[] = []): Promise<ServerOutcome> {
+    if (this.inFlight.has(server.name)) throw new Error(`${server.name} is being pulled already`);
     this.inFlight.add(server.name);
     const started = this.clock();
     const outcome: ServerOutcome = {
@@ -160,6 +190,7 @@ export class Collector {
         outcome.deployments += result.deployments;
         outcome.gaps += result.gaps;
       }
+      if (pulled.error) throw new Error(pulled.error); // the statuses (and logs) that came are kept
       outcome.ok = true;
     } catch (error) {
       outcome.error = error instanceof Error ? error.message : String(error);

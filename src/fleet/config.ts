@@ -63,8 +63,8 @@ export const fleetConfigSchema = z.strictObject({
   interval: duration("30s"),
   concurrency: z.int().min(1).max(64).default(8),
   retention: z.strictObject({
-    days: z.number().positive().optional(),
-    maxLines: z.int().min(1000).optional(),
+    days: z.number().positive().default(30),
+    maxLines: z.int().min(1000).default(5_000_000),
   }).default({ days: 30, maxLines: 5_000_000 }),
   servers: z.array(serverSchema).default([]),
 }).superRefine((config, ctx) => {
@@ -100,6 +100,9 @@ export interface NewServer {
 
 /** Adds a server to config.yml, keeping the file's comments; refuses a name already there. */
 export async function addServer(path: string, server: NewServer): Promise<FleetServer> {
+  if (!/^([^@\s]+@)?[^@\s]+$/.test(server.target)) {
+    throw new UsageError(`"${server.target}" is not user@host, host, or local`);
+  }
   const [user, host] = server.target.includes("@") ? server.target.split("@", 2) : [undefined, server.target];
   const entry: Record<string, unknown> = { name: server.name, host };
   if (user) entry.user = user;

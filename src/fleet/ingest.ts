@@ -55,7 +55,11 @@ export async function decide(
   if ((!inodeKnown || sameInode) && facts.size >= ledger.offset && await sameHead(facts, ledger)) {
     return { kind: "grow", from: ledger.offset };
   }
-  if (rotated && rotated.size >= ledger.offset && await sameHead(rotated, ledger)) {
+  // The old file as .1: renamed (its inode went with it) or copied (copytruncate: the file kept its
+  // inode). Without inodes, only a head that identifies something (a file seen non-empty).
+  const rotatedIdentity = rotated &&
+    (rotated.ino !== null && ledger.ino !== null ? rotated.ino === ledger.ino || sameInode : ledger.headLen > 0);
+  if (rotated && rotatedIdentity && rotated.size >= ledger.offset && await sameHead(rotated, ledger)) {
     return sameInode
       ? {
         kind: "rotated",
@@ -102,8 +106,15 @@ async function factsOf(file: Deno.FsFile, ino: number | null): Promise<FileFacts
 export interface SourceFile {
   rel: string;
   path: string;
-  /** Its real inode (this machine's file, or the remote one from the listing), else null. */
-  ino: number | null;
+  /**
+   * The remote file's inode (from the server's listing), or null when unknown; "here" for this
+   * machine's own file, whose inode is taken from the file once opened.
+   */
+  ino: number | null | "here";
+}
+
+async function inodeOf(file: SourceFile, handle: Deno.FsFile): Promise<number | null> {
+  return file.ino === "here" ? (await handle.stat()).ino ?? null : file.ino;
 }
 
 /** What ingesting one file did. */
@@ -129,9 +140,10 @@ export async function ingestFile(
   const [app, ...rest] = file.rel.split("/");
   const name = rest.join("/");
   using handle = await Deno.open(file.path);
-  const facts = await factsOf(handle, file.ino);
+  const ino = await inodeOf(file, handle);
+  const facts = await factsOf(handle, ino);
   using old = rotated ? await Deno.open(rotated.path).catch(() => undefined) : undefined;
-  const oldFacts = old && rotated ? await factsOf(old, rotated.ino) : undefined;
+  const oldFacts = old && rotated ? await factsOf(old, await inodeOf(rotated, old)) : undefined;
   let ledger = store.ledger(server, file.rel);
   const decision = await decide(ledger, facts, oldFacts);
   const add = (target: FileLedger, source: Deno.FsFile, from: number, final: boolean) =>
@@ -140,18 +152,17 @@ export async function ingestFile(
     await add(ledger!, handle, decision.from, false);
   } else {
     if (decision.kind === "rotated") await add(ledger!, old!, decision.restFrom, true);
-    ledger = store.newGeneration(server, file.rel, file.ino, await hashHex(facts.head), facts.head.length);
     const gap = decision.kind === "new" ? undefined : decision.gap;
-    if (gap) {
-      result.gaps++;
-      store.ingestLines(
-        ledger,
-        app,
-        name,
-        [{ offset: -1, ts: now, text: `[fleet] gap possible: ${name} ${gap}` }],
-        "gap",
-      );
-    }
+    const line = { offset: -1, ts: now, text: `[fleet] gap possible: ${name} ${gap}` };
+    ledger = store.newGeneration(
+      server,
+      file.rel,
+      ino,
+      await hashHex(facts.head),
+      facts.head.length,
+      gap ? { app, file: name, line } : undefined,
+    );
+    if (gap) result.gaps++;
     await add(ledger, handle, 0, false);
   }
   return result;

@@ -300,13 +300,15 @@ const LINE_COLUMNS = "lines.id, lines.file_id, lines.server, lines.app, lines.fi
 
 /**
  * A server's freshness: `unreachable` when its last pull failed, `stale` when its last good pull is
- * older than 3 intervals (not counting `gapMs`), else `fresh`. While `holding`, always `fresh`.
+ * older than 3 intervals (not counting `gapMs`), else `fresh`. While `holding`, `fresh` for a
+ * server that was ever reached.
  */
 export function serverFreshness(
   row: { last_attempt: number | null; last_ok: number | null; last_error: string | null },
   view: FreshnessView,
 ): Freshness {
-  if (view.holding) return "fresh";
+  // Held judgement (the collector just woke up): what was known stands; never reached stays so.
+  if (view.holding) return row.last_ok !== null ? "fresh" : row.last_error !== null ? "unreachable" : "stale";
   const failed = row.last_error !== null && (row.last_ok === null || (row.last_attempt ?? 0) > row.last_ok);
   if (failed) return "unreachable";
   if (row.last_ok === null) return "stale";

@@ -19,6 +19,8 @@ export interface Pulled {
   logs: Map<string, SourceFile>;
   /** Bytes received over the network. */
   bytes: number;
+  /** What failed after the status files came (the logs' transfer): the server counts as failed. */
+  error?: string;
 }
 
 /** A server that could not be pulled: ssh or rsync failed. */
@@ -56,8 +58,7 @@ export class LocalSource implements Source {
         const rel = `${app}/${entry.name}`;
         if (!entry.isFile || !LOG_FILE.test(rel)) continue;
         const path = join(root, rel);
-        const info = await Deno.stat(path).catch(() => undefined);
-        if (info) logs.set(rel, { rel, path, ino: info.ino ?? null });
+        logs.set(rel, { rel, path, ino: "here" });
       }
     }
     return { statuses, logs, bytes: 0 };
@@ -80,9 +81,12 @@ async function dirs(path: string): Promise<string[]> {
   return names.sort();
 }
 
-/** The remote listing: inode, size and path of each log file (a constant command line). */
-const LISTING = "cd /var/log/deployments 2>/dev/null && find . -mindepth 2 -maxdepth 2 -type f " +
-  "\\( -name '*.log' -o -name '*.log.1' \\) -printf '%i %s %P\\n'; true";
+/**
+ * The remote listing: inode, size and path of each log file; a constant command line, for GNU and
+ * busybox (`stat -c`). No log directory yet is an empty listing; a failing find or stat fails the pull.
+ */
+const LISTING = "[ -d /var/log/deployments ] || exit 0; cd /var/log/deployments && find . -mindepth 2 -maxdepth 2 " +
+  "-type f \\( -name '*.log' -o -name '*.log.1' \\) -exec stat -c '%i %s %n' {} +";
 
 /** A server pulled over ssh + rsync. */
 export class SshSource implements Source {
@@ -100,12 +104,15 @@ export class SshSource implements Source {
   sshArgv(): string[] {
     const { server, home } = this;
     const userKnown = join(Deno.env.get("HOME") ?? "/nonexistent", ".ssh", "known_hosts");
+    if (/\s/.test(home.knownHosts)) {
+      throw new PullFailed(`the fleet's home ${home.sockets} has a space in its path, which ssh options cannot hold`);
+    }
     const knownHosts = [home.knownHosts, userKnown].filter((path) => !/\s/.test(path)).join(" ");
     return [
       "ssh",
       ...["-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "StrictHostKeyChecking=yes"],
       ...["-o", `UserKnownHostsFile=${knownHosts}`, "-o", "ControlMaster=auto"],
-      ...["-o", `ControlPath=${join(home.sockets, "%C")}`, "-o", "ControlPersist=300"],
+      ...["-o", `ControlPath=${controlPath(home.sockets, server)}`, "-o", "ControlPersist=300"],
       ...["-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=2", "-o", "LogLevel=ERROR"],
       ...["-p", String(server.port), "-l", server.user],
       ...(server.identityFile ? ["-i", expandHome(server.identityFile), "-o", "IdentitiesOnly=yes"] : []),
@@ -139,7 +146,7 @@ export class SshSource implements Source {
       ],
       quiet: true,
       allowFailure: true,
-      timeoutMs: 120_000,
+      timeoutMs: 30 * 60_000, // a stalled transfer ends by --timeout; a big first pull may take long
     };
     const result = await this.runner.run(cmd);
     // 23/24: some files vanished or could not be read (a log rotated mid-transfer): the next cycle gets them.
@@ -152,21 +159,25 @@ export class SshSource implements Source {
 
   async pull(): Promise<Pulled> {
     await Deno.mkdir(this.home.sockets, { recursive: true, mode: 0o700 });
-    const before = parseListing(await this.ssh(LISTING));
     let bytes = await this.rsync("/opt/deployments/", join(this.mirror, "status"), ["/*/", "/*/status.json"]);
-    bytes += await this.rsync("/var/log/deployments/", join(this.mirror, "logs"), ["/*/", "/*/*.log", "/*/*.log.1"]);
-    const after = parseListing(await this.ssh(LISTING));
     const statuses = new Map<string, string>();
     for (const app of await dirs(join(this.mirror, "status"))) {
       const path = join(this.mirror, "status", app, "status.json");
       if (await Deno.stat(path).then((s) => s.isFile, () => false)) statuses.set(app, path);
     }
     const logs = new Map<string, SourceFile>();
-    for (const [rel, ino] of after) {
-      // A file replaced while rsync ran may hold either version: it waits for the next cycle.
-      if (before.get(rel) !== ino) continue;
-      const path = join(this.mirror, "logs", rel);
-      if (await Deno.stat(path).then((s) => s.isFile, () => false)) logs.set(rel, { rel, path, ino });
+    try {
+      const before = parseListing(await this.ssh(LISTING));
+      bytes += await this.rsync("/var/log/deployments/", join(this.mirror, "logs"), ["/*/", "/*/*.log", "/*/*.log.1"]);
+      const after = parseListing(await this.ssh(LISTING));
+      for (const [rel, ino] of after) {
+        // A file replaced while rsync ran may hold either version: it waits for the next cycle.
+        if (before.get(rel) !== ino) continue;
+        const path = join(this.mirror, "logs", rel);
+        if (await Deno.stat(path).then((s) => s.isFile, () => false)) logs.set(rel, { rel, path, ino });
+      }
+    } catch (error) {
+      return { statuses, logs, bytes, error: `logs: ${error instanceof Error ? error.message : error}` };
     }
     return { statuses, logs, bytes };
   }
@@ -185,10 +196,32 @@ export class SshSource implements Source {
 function parseListing(output: string): Map<string, number> {
   const files = new Map<string, number>();
   for (const line of output.split("\n")) {
-    const match = /^(\d+) \d+ (.+)$/.exec(line.trim());
+    const match = /^(\d+) \d+ (?:\.\/)?(.+)$/.exec(line.trim());
     if (match && LOG_FILE.test(match[2])) files.set(match[2], Number(match[1]));
   }
   return files;
+}
+
+/**
+ * The ControlMaster socket of a server: a short name (a hash of where it goes) under the fleet's
+ * home, or under /tmp when that path would be too long for a unix socket (104 bytes on macOS).
+ */
+export function controlPath(sockets: string, server: FleetServer): string {
+  const digest = fnv1a(`${server.user}@${server.host}:${server.port}`);
+  const inHome = join(sockets, digest);
+  if (inHome.length + 20 < 100) return inHome; // ssh adds a temporary suffix while it sets up
+  const dir = `/tmp/fleet-${Deno.uid() ?? "user"}`;
+  Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return join(dir, digest);
+}
+
+/** A short, stable hex digest (FNV-1a, 64 bits). */
+function fnv1a(text: string): string {
+  let hash = 0xcbf29ce484222325n;
+  for (const byte of new TextEncoder().encode(text)) {
+    hash = BigInt.asUintN(64, (hash ^ BigInt(byte)) * 0x100000001b3n);
+  }
+  return hash.toString(16).padStart(16, "0");
 }
 
 /** A word of rsync's `-e` command: rsync splits it at spaces and honours double quotes. */

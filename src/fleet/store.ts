@@ -10,6 +10,9 @@
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { dirname } from "node:path";
 
+/** Lines removed per transaction by retention. */
+const RETAIN_BATCH = 10_000;
+
 /** The schema, one migration per version (PRAGMA user_version). */
 const MIGRATIONS: string[] = [
   `CREATE TABLE servers (
@@ -311,8 +314,18 @@ export class FleetStore {
     return row ? { ...row } : undefined;
   }
 
-  /** Starts a new generation of a file (first sight, rotation or truncation) at offset 0. */
-  newGeneration(server: string, path: string, ino: number | null, headHash: string, headLen: number): FileLedger {
+  /**
+   * Starts a new generation of a file (first sight, rotation or truncation) at offset 0, with its
+   * "gap possible" marker line when one is given (in the same transaction).
+   */
+  newGeneration(
+    server: string,
+    path: string,
+    ino: number | null,
+    headHash: string,
+    headLen: number,
+    marker?: { app: string; file: string; line: LogLine },
+  ): FileLedger {
     return this.transaction(() => {
       const last = this.sql("SELECT MAX(generation) AS g FROM files WHERE server = ? AND path = ?").get(
         server,
@@ -325,7 +338,9 @@ export class FleetStore {
       const { lastInsertRowid } = this.sql(
         `INSERT INTO files (server, path, generation, ino, head_hash, head_len, offset) VALUES (?, ?, ?, ?, ?, ?, 0)`,
       ).run(server, path, generation, ino, headHash, headLen);
-      return { id: Number(lastInsertRowid), server, path, generation, ino, headHash, headLen, offset: 0 };
+      const ledger = { id: Number(lastInsertRowid), server, path, generation, ino, headHash, headLen, offset: 0 };
+      if (marker) this.insertLines(ledger, marker.app, marker.file, [marker.line], "gap");
+      return ledger;
     });
   }
 
@@ -334,22 +349,28 @@ export class FleetStore {
    * A line already stored at its (file, offset) is skipped. Returns how many were added.
    */
   ingestLines(ledger: FileLedger, app: string, file: string, lines: LogLine[], kind = "line"): number {
+    return this.transaction(() => {
+      const added = this.insertLines(ledger, app, file, lines, kind);
+      this.saveLedger(ledger);
+      return added;
+    });
+  }
+
+  /** Inserts lines and their index entries (inside a transaction); returns how many were new. */
+  private insertLines(ledger: FileLedger, app: string, file: string, lines: LogLine[], kind: string): number {
     const insert = this.sql(
       `INSERT OR IGNORE INTO lines (file_id, offset, server, app, file, ts, kind, text) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
     );
     const index = this.sql("INSERT INTO lines_fts (rowid, text) VALUES (?, ?)");
-    return this.transaction(() => {
-      let added = 0;
-      for (const line of lines) {
-        const result = insert.run(ledger.id, line.offset, ledger.server, app, file, line.ts, kind, line.text);
-        if (result.changes) {
-          index.run(result.lastInsertRowid, line.text);
-          added++;
-        }
+    let added = 0;
+    for (const line of lines) {
+      const result = insert.run(ledger.id, line.offset, ledger.server, app, file, line.ts, kind, line.text);
+      if (result.changes) {
+        index.run(result.lastInsertRowid, line.text);
+        added++;
       }
-      this.saveLedger(ledger);
-      return added;
-    });
+    }
+    return added;
   }
 
   /** Adds deploy outcomes of a deploy.log and moves its ledger, in one transaction. */
@@ -390,30 +411,39 @@ export class FleetStore {
   }
 
   /**
-   * Enforces retention: log lines older than `days` and beyond the newest `maxLines` are removed
-   * (with their full-text entries). Returns how many lines were removed.
+   * Enforces retention: log lines older than `days` (by their timestamp) and beyond the newest
+   * `maxLines` are removed with their full-text entries, in batches that let the event loop (the
+   * API) run in between. Returns how many lines were removed.
    */
-  retain(options: { days?: number; maxLines?: number; now?: number }): number {
+  async retain(options: { days?: number; maxLines?: number; now?: number }): Promise<number> {
     const now = options.now ?? Date.now();
-    let cutoff = 0; // remove lines with id < cutoff
+    let removed = 0;
+    const batches = async (select: string, value: number) => {
+      while (true) {
+        const ids = (this.sql(`${select} LIMIT ${RETAIN_BATCH}`).all(value) as { id: number }[]).map((r) => r.id);
+        if (!ids.length) return;
+        const list = JSON.stringify(ids);
+        this.transaction(() => {
+          this.sql(
+            `INSERT INTO lines_fts (lines_fts, rowid, text)
+             SELECT 'delete', id, text FROM lines WHERE id IN (SELECT value FROM json_each(?))`,
+          ).run(list);
+          removed += Number(
+            this.sql("DELETE FROM lines WHERE id IN (SELECT value FROM json_each(?))").run(list).changes,
+          );
+        });
+        await new Promise((resolve) => setTimeout(resolve, 0));
+      }
+    };
     if (options.days !== undefined) {
-      const row = this.sql("SELECT MIN(id) AS id FROM lines WHERE ts >= ?").get(now - options.days * 86_400_000) as {
-        id: number | null;
-      };
-      cutoff = row.id ?? (this.sql("SELECT MAX(id) + 1 AS id FROM lines").get() as { id: number | null }).id ?? 0;
+      await batches("SELECT id FROM lines WHERE ts < ?", now - options.days * 86_400_000);
     }
     if (options.maxLines !== undefined) {
-      const row = this.sql("SELECT id FROM lines ORDER BY id DESC LIMIT 1 OFFSET ?").get(options.maxLines - 1) as
+      const row = this.sql("SELECT id FROM lines ORDER BY id DESC LIMIT 1 OFFSET ?").get(options.maxLines) as
         | { id: number }
         | undefined;
-      if (row) cutoff = Math.max(cutoff, row.id);
+      if (row) await batches("SELECT id FROM lines WHERE id <= ? ORDER BY id", row.id);
     }
-    if (cutoff <= 0) return 0;
-    return this.transaction(() => {
-      this.sql(
-        "INSERT INTO lines_fts (lines_fts, rowid, text) SELECT 'delete', id, text FROM lines WHERE id < ?",
-      ).run(cutoff);
-      return Number(this.sql("DELETE FROM lines WHERE id < ?").run(cutoff).changes);
-    });
+    return removed;
   }
 }

@@ -275,7 +275,13 @@ Deno.test("fleet: a host that goes down and comes back; an unknown host key is r
           fleet.servers.find((s: { name: string }) => s.name === name).state;
       assertEquals(state("up"), "fresh");
       assertEquals(state("flaky"), "unreachable");
-      assertEquals((await fetch(`${api.base}/metrics?token=s3cret-token`)).status, 200);
+      assertEquals((await fetch(`${api.base}/metrics`, { headers: auth })).status, 200);
+      const twice = await laptop.collect();
+      assertEquals(twice.code, 2, "one collector per home");
+      assertMatch(twice.stderr, /another fleet collector is running/);
+      const events = await fetch(`${api.base}/api/events?token=s3cret-token`);
+      assertEquals(events.status, 200, "EventSource cannot send headers: ?token= there");
+      await events.body?.cancel();
     } finally {
       await api.stop();
     }

@@ -497,10 +497,11 @@ Deno.test("fleet API: /api/events streams events and heartbeats, unsubscribes on
   assert(threw, "an event name with a line break is refused");
 });
 
-Deno.test("fleet API: with a token every request needs it, by header or ?token=", async () => {
+Deno.test("fleet API: with a token every API request needs it, by header (or ?token= for events)", async () => {
   const token = "s3cret-token-value";
   await withFleet(async ({ get, events, handler }) => {
-    for (const path of ["/api/fleet", "/metrics", "/api/events", "/api/nope", "/"]) {
+    assertEquals((await get("/")).status, 404, "the dashboard's files (none here) load without the token");
+    for (const path of ["/api/fleet", "/metrics", "/api/events", "/api/nope"]) {
       const response = await get(path);
       assertEquals(response.status, 401, path);
       assertEquals(response.headers.get("www-authenticate"), 'Bearer realm="fleet"');
@@ -512,15 +513,18 @@ Deno.test("fleet API: with a token every request needs it, by header or ?token="
     await getJson(await get("/api/fleet?token=wrong"), 401);
     await getJson(await get(`/api/fleet?token=wrong`, { headers: { authorization: `Bearer ${token}` } }));
     await getJson(await get("/api/fleet", { headers: { authorization: `Bearer ${token}` } }));
-    await getJson(await get(`/api/fleet?token=${token}`));
-    assertEquals((await get(`/metrics?token=${token}`)).status, 200);
+    // ?token= only for EventSource: elsewhere it would land in URL logs and history.
+    await getJson(await get(`/api/fleet?token=${token}`), 401);
+    assertEquals((await get(`/metrics?token=${token}`)).status, 401);
+    assertEquals((await get("/metrics", { headers: { authorization: `Bearer ${token}` } })).status, 200);
     const stream = await get(`/api/events?token=${token}`);
     assertEquals(stream.status, 200);
     assertEquals(events.size, 1);
     await stream.body!.cancel();
     assertEquals(events.size, 0);
     // With a token, any host name is fine (the token is what protects).
-    await getJson(await handler(new Request(`http://fleet.example/api/fleet?token=${token}`)));
+    const bearer = { headers: { authorization: `Bearer ${token}` } };
+    await getJson(await handler(new Request("http://fleet.example/api/fleet", bearer)));
     await getJson(await handler(new Request("http://fleet.example/api/fleet")), 401);
   }, { token });
 });

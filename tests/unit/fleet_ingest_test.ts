@@ -111,6 +111,30 @@ Deno.test("ingestFile: new complete lines once each across growth, a partial lin
   }
 });
 
+Deno.test("ingestFile: a .1 left from an earlier rotation is never read again", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dp-ingest-" });
+  const store = await FleetStore.open(join(dir, "fleet.db"));
+  try {
+    const path = join(dir, "x.log");
+    const here = (p: string, rel: string) => ({ rel, path: p, ino: "here" as const });
+    const ingest = () => ingestFile(store, "s", here(path, "a/x.log"), here(`${path}.1`, "a/x.log.1"));
+    await Deno.writeTextFile(path, "old a\nold b\n");
+    await ingest();
+    await Deno.rename(path, `${path}.1`);
+    await Deno.writeTextFile(path, ""); // rotated, the new file still empty
+    await ingest();
+    await Deno.remove(path);
+    await Deno.writeTextFile(path, "new 1\n"); // replaced
+    await ingest();
+    const texts = (store.sql("SELECT text FROM lines WHERE kind = 'line' ORDER BY id").all() as { text: string }[])
+      .map((r) => r.text);
+    assertEquals(texts, ["old a", "old b", "new 1"]);
+  } finally {
+    store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("FleetStore: retention by age and by count removes lines and their index entries", async () => {
   const dir = await Deno.makeTempDir({ prefix: "dp-retain-" });
   const store = await FleetStore.open(join(dir, "fleet.db"));
@@ -128,8 +152,8 @@ Deno.test("FleetStore: retention by age and by count removes lines and their ind
         ts: i < 1000 ? now - 40 * day : now,
       })),
     );
-    assertEquals(store.retain({ days: 30, now }), 1000);
-    assertEquals(store.retain({ maxLines: 1500, now }), 500);
+    assertEquals(await store.retain({ days: 30, now }), 1000);
+    assertEquals(await store.retain({ maxLines: 1500, now }), 500);
     const count = (sql: string) => (store.sql(sql).get() as { n: number }).n;
     assertEquals(count("SELECT count(*) AS n FROM lines"), 1500);
     assertEquals(count("SELECT count(*) AS n FROM lines_fts WHERE lines_fts MATCH 'ancient'"), 0);
