@@ -4,6 +4,7 @@
  * and `fleet trust` manage the servers.
  * @module
  */
+import { join } from "node:path";
 import { UsageError } from "../errors.ts";
 import { ProcessRunner } from "../runner.ts";
 import { Collector, type CycleSummary } from "./collector.ts";
@@ -16,13 +17,48 @@ export interface FleetOptions {
   config?: string;
 }
 
-async function open(options: FleetOptions) {
+/**
+ * Reads the config and opens the database (config first: a bad config changes nothing). With
+ * `collect`, also takes the home's collector lock: one collector per home, so two never pull
+ * the same server into the same mirror and ledgers.
+ */
+async function open(options: FleetOptions, collect = false) {
   const paths = fleetPaths();
   const configPath = options.config ?? paths.config;
   const config = await loadFleetConfig(configPath);
+  const lock = collect ? await collectorLock(paths.home) : undefined;
   const store = await FleetStore.open(paths.db);
   const collector = new Collector(store, config, paths);
-  return { paths, configPath, config, store, collector };
+  return { paths, configPath, config, store, collector, lock };
+}
+
+/** The home's collector lock (an flock, freed by the kernel when the process ends). */
+async function collectorLock(home: string): Promise<{ release(): void }> {
+  await Deno.mkdir(home, { recursive: true, mode: 0o700 });
+  const path = join(home, ".collector.lock");
+  const file = await Deno.open(path, { read: true, write: true, create: true, mode: 0o600 });
+  const locking = file.lock(true);
+  locking.catch(() => {});
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const got = await Promise.race([
+    locking.then(() => true),
+    new Promise<boolean>((resolve) => timer = setTimeout(resolve, 300, false)),
+  ]);
+  clearTimeout(timer);
+  if (!got) {
+    const pid = (await Deno.readTextFile(path).catch(() => "")).trim();
+    throw new UsageError(`another fleet collector is running on ${home}${pid ? ` (pid ${pid})` : ""}`, {
+      suggestion: "its cycles already collect; read its API, or stop it first",
+    });
+  }
+  await file.truncate(0);
+  await file.write(new TextEncoder().encode(`${Deno.pid}\n`));
+  return {
+    release() {
+      file.unlock();
+      file.close();
+    },
+  };
 }
 
 const kb = (bytes: number) => bytes < 1024 ? `${bytes} B` : `${(bytes / 1024).toFixed(1)} KB`;
@@ -51,7 +87,7 @@ export function cycleLines(summary: CycleSummary): string[] {
 
 /** `fleet collect --once`: one cycle, its summary printed. Exit 1 when a server failed. */
 export async function collectOnce(options: FleetOptions): Promise<number> {
-  const { config, configPath, store, collector } = await open(options);
+  const { config, configPath, store, collector, lock } = await open(options, true);
   try {
     if (!config.servers.length) {
       throw new UsageError(`no servers in ${configPath}`, {
@@ -64,6 +100,7 @@ export async function collectOnce(options: FleetOptions): Promise<number> {
   } finally {
     await collector.close();
     store.close();
+    lock?.release();
   }
 }
 
@@ -174,14 +211,20 @@ export async function trust(
     await Deno.writeTextFile(temp, keys.join("\n") + "\n");
     const listed = await runner.run({ argv: ["ssh-keygen", "-l", "-f", temp], quiet: true, timeoutMs: 10_000 });
     fingerprints = listed.output.split("\n").filter(Boolean);
+    if (fingerprints.length !== keys.length) {
+      throw new Error(`ssh-keygen listed ${fingerprints.length} keys of ${keys.length}`);
+    }
   } finally {
     await Deno.remove(temp).catch(() => {});
   }
   console.log(`Host keys of ${server.name} (${server.host}:${server.port}):`);
   for (const line of fingerprints) console.log(`  ${line}`);
   const shown = fingerprints.map((line) => line.split(" ")[1]);
+  let trusted = keys;
   if (options.fingerprint !== undefined) {
-    if (!shown.includes(options.fingerprint)) {
+    // Only the key with that fingerprint: another key offered alongside it proves nothing.
+    trusted = keys.filter((_, i) => shown[i] === options.fingerprint);
+    if (!trusted.length) {
       throw new UsageError(`none of ${server.name}'s host keys has the fingerprint ${options.fingerprint}`, {
         suggestion: "compare with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the server; do not trust it",
       });
@@ -196,7 +239,7 @@ export async function trust(
   }
   await Deno.mkdir(paths.home, { recursive: true, mode: 0o700 });
   const existing = await Deno.readTextFile(paths.knownHosts).catch(() => "");
-  const added = keys.filter((key) => !existing.includes(key));
+  const added = trusted.filter((key) => !existing.includes(key));
   await Deno.writeTextFile(paths.knownHosts, added.map((key) => key + "\n").join(""), { append: true, mode: 0o600 });
   console.log(`✓ ${server.name}'s host keys are trusted (${paths.knownHosts})`);
   return 0;
@@ -206,8 +249,9 @@ export async function trust(
 export async function runFleet(
   options: FleetOptions & { host: string; port: number; token?: string; signal?: AbortSignal },
 ): Promise<number> {
-  const { createFleetHandler, FleetEvents, serveFleet } = await import("./api.ts");
-  const { config, store, collector, configPath } = await open(options);
+  const { checkBinding, createFleetHandler, FleetEvents, serveFleet } = await import("./api.ts");
+  checkBinding(options.host, options.port, options.token); // before anything is opened or created
+  const { config, store, collector, configPath, lock } = await open(options, true);
   const events = new FleetEvents();
   const handler = createFleetHandler({
     store,
@@ -239,6 +283,7 @@ export async function runFleet(
     await server.finished.catch(() => {});
     await collector.close();
     store.close();
+    lock?.release();
   }
   return 0;
 }
