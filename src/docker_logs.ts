@@ -36,6 +36,21 @@ export function timestampNanos(ts: string): bigint | undefined {
   return BigInt(seconds) * 1_000_000n + BigInt((match[2] ?? "").padEnd(9, "0"));
 }
 
+/**
+ * Output written without a newline (a partial line: `printf`, or stderr written in pieces) comes
+ * back as one line with the next piece's timestamp glued on: `part1-2026-11-29T08:05:23Z part2`.
+ * Such a timestamp, right after a non-blank character and within a minute of the line's own, is
+ * removed.
+ */
+function joinPartials(text: string, at: bigint): string {
+  return text.replace(INLINE_TIMESTAMP, (match, ts: string) => {
+    const t = timestampNanos(ts);
+    return t !== undefined && t >= at && t - at <= 60_000_000_000n ? "" : match;
+  });
+}
+
+const INLINE_TIMESTAMP = /(?<=\S)(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d)) /g;
+
 /** `--since` for a timestamp: seconds and nanoseconds since 1970. */
 function sinceArg(nanos: bigint): string {
   return `${nanos / 1_000_000_000n}.${String(nanos % 1_000_000_000n).padStart(9, "0")}`;
@@ -60,7 +75,7 @@ export class LineFilter {
     const ts = space > 0 ? line.slice(0, space) : line;
     const at = timestampNanos(ts);
     if (at === undefined) return undefined; // not the container's: the docker CLI's own complaint
-    const text = space > 0 ? line.slice(space + 1) : "";
+    const text = joinPartials(space > 0 ? line.slice(space + 1) : "", at);
     if (this.replayAt !== undefined) {
       if (at < this.replayAt) return undefined;
       if (at === this.replayAt && this.replayLeft > 0) {

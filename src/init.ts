@@ -7,6 +7,7 @@ import template from "../templates/deploy.yml" with { type: "text" };
 import { APP_TYPES, type DeployFile, NAME_PATTERN } from "./config/schema.ts";
 import { type RepoFacts, startArgv } from "./deploy/app_type.ts";
 import { UsageError } from "./errors.ts";
+import { DOCKER_NAME_RULE, dockerNameOk } from "./managers/docker.ts";
 import { exists } from "./fsutil.ts";
 import { displayArgv } from "./runner.ts";
 import { SCHEMA_URL } from "./version.ts";
@@ -47,8 +48,8 @@ export function renderDeployYml(name: string, type: AppType, facts: RepoFacts, c
   const examples: Record<AppType, string> = {
     python: "# command: python app.py   # set this: no app.py, main.py or server.py was found",
     node: "# command: node server.js   # set this: no start script, main, server.js, index.js or app.js",
-    docker: `containerPort: ${containerPort}   # the port the container listens on (it also gets PORT)\n` +
-      "# command: (default: the image's CMD)",
+    docker: "# command: (default: the image's CMD)\n" +
+      `containerPort: ${containerPort}   # the port the container listens on (it also gets PORT)`,
     static: "# command: (none: the static files are served as they are)",
   };
   let command: string;
@@ -86,6 +87,11 @@ export async function init(options: InitOptions): Promise<{ path: string; name: 
     throw new UsageError(`--type must be one of ${APP_TYPES.join(", ")} (got "${options.type}")`);
   }
   const type = (options.type as AppType | undefined) ?? detectType(files);
+  if (type === "docker" && !dockerNameOk(name)) {
+    throw new UsageError(`"${name}" cannot name a docker image and container`, {
+      suggestion: `${DOCKER_NAME_RULE}: pass --name`,
+    });
+  }
   if (!type) {
     throw new UsageError(
       `cannot tell the app type of ${options.dir}: no Dockerfile, requirements.txt, pyproject.toml, package.json or index.html`,

@@ -23,7 +23,6 @@ export const initCommand: CommandSpec = {
       force: opts.force === true,
     });
     console.log(`Wrote ${result.path} (name: ${result.name}, type: ${result.type}).`);
-    if (result.type === "docker") console.log("Note: this version does not deploy docker apps yet.");
     console.log("Check command and healthCheck, then: git add deploy.yml && git commit -m 'Add deploy.yml'");
   },
 };

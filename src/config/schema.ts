@@ -101,12 +101,23 @@ export const deployFileSchema = z.strictObject({
   dockerfile: z.string().regex(/^[^/\0][^\0]*$/, "must be a path inside the repository, e.g. Dockerfile")
     .refine((path) => !path.split("/").includes(".."), "must stay inside the repository (no ..)")
     .optional().meta({ description: "docker apps: the Dockerfile, relative to the repository (default Dockerfile)." }),
-  buildArgs: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()]).transform(String))
+  buildArgs: z.record(z.string(), z.unknown())
     .superRefine((args, ctx) => {
-      for (const key of Object.keys(args).filter((key) => !/^[A-Za-z_][A-Za-z0-9_]*$/.test(key))) {
-        ctx.addIssue({ code: "custom", path: [key], message: "is not a build argument name (letters, digits, _)" });
+      for (const [key, value] of Object.entries(args)) {
+        if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) {
+          ctx.addIssue({
+            code: "custom",
+            path: [key],
+            message: `is not a build argument name: letters, digits and _, not starting with a digit`,
+          });
+        }
+        if (!["string", "number", "boolean"].includes(typeof value)) {
+          ctx.addIssue({ code: "custom", path: [key], message: "must be a string, a number or true/false" });
+        }
       }
-    }).optional().meta({ description: "docker apps: --build-arg values (not secret: they stay in the image)." }),
+    })
+    .transform((args) => Object.fromEntries(Object.entries(args).map(([key, value]) => [key, String(value)])))
+    .optional().meta({ description: "docker apps: --build-arg values (not secret: they stay in the image)." }),
   containerPort: port.optional().meta({
     description: "docker apps: the port the container listens on (default 8000). Blue-green publishes it on " +
       "127.0.0.1 only (the proxy has the public port); restart publishes it as `port` on every interface.",

@@ -195,7 +195,8 @@ export async function activateBlueGreen(input: BlueGreenInput): Promise<Activate
     throw new ActivationFailed(asStep(error, step), true, serving);
   };
   let watch: Activated["watch"] = "off";
-  if (runs && meta.healthCheck && input.watchMs > 0) {
+  // With nothing served before there is nothing to switch back to: no watch window.
+  if (runs && meta.healthCheck && input.watchMs > 0 && serving) {
     const url = `http://127.0.0.1:${slots[idle]}${meta.healthCheck.path}`;
     try {
       await journal.step("watch", async () => {

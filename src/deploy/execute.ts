@@ -13,12 +13,12 @@
 import { join, resolve } from "node:path";
 import { parseConfig } from "../config/load.ts";
 import { type DeployFile, deployFileSchema, type ServerConfig, serverConfigSchema, SLOTS } from "../config/schema.ts";
-import { ROUTE_FILE } from "../proxy/routes.ts";
+import { readRoute, ROUTE_FILE } from "../proxy/routes.ts";
 import { toArgv } from "../config/argv.ts";
 import { UsageError } from "../errors.ts";
 import { exists, readTextOrUndefined, symlinkAtomic } from "../fsutil.ts";
 import { extractCommit, readCommit, refTip, updateRef } from "../git.ts";
-import { imageOf, pruneImages, requireEngine } from "../managers/docker.ts";
+import { DOCKER_NAME_RULE, dockerNameOk, imageOf, pruneImages, requireEngine } from "../managers/docker.ts";
 import { managerNamed, type ProcessManager, type Slot } from "../managers/mod.ts";
 import { type AppPaths, appPaths, prefix } from "../paths.ts";
 import { displayArgv, DryRunner, ProcessRunner, type Runner } from "../runner.ts";
@@ -175,14 +175,15 @@ async function prepare(options: ExecuteOptions, print: Deployment["print"]): Pro
   const envText = await readTextOrUndefined(envSource);
   const secrets = envText === undefined ? {} : parseDotenv(envText, envSource);
   const multiline = Object.keys(secrets).filter((key) => secrets[key].includes("\n"));
-  if (deploy.type === "docker" && (!/^[a-z0-9]+(?:[._-][a-z0-9]+)*$/.test(deploy.name) || deploy.name.length < 2)) {
+  if (deploy.type === "docker" && !dockerNameOk(deploy.name)) {
     throw new UsageError(`deploy.yml: "${deploy.name}" cannot name a docker image and container`, {
-      suggestion: "docker apps need a name of 2 or more characters, with no dash at the end or two in a row",
+      suggestion: DOCKER_NAME_RULE,
     });
   }
   if (deploy.type === "docker" && multiline.length) {
     throw new UsageError(
-      `${envSource}: ${multiline.join(", ")} hold a newline, which docker's --env-file cannot pass`,
+      `${envSource}: ${multiline.join(", ")} ${multiline.length === 1 ? "holds" : "hold"} a newline, ` +
+        "which docker's --env-file cannot pass",
       {
         suggestion: "put such values in a file the app reads, or encode them (base64) on one line",
       },
@@ -216,6 +217,7 @@ async function dryRun(plan: Deployment): Promise<ExecuteResult> {
   const release = paths.release("<new>");
   const runner = new DryRunner(print);
   print(`deploy-paradigm: dry run of ${deploy.name} ${plan.short}; nothing is changed`);
+  if (deploy.type === "docker") print(`docker engine ${await requireEngine(new ProcessRunner())} answers`);
   print(`would extract ${plan.short} into ${release}`);
   for (const cmd of buildPlan(deploy, plan.facts, release, { id: "<new>", commit: plan.commit })) await runner.run(cmd);
   print(
@@ -227,9 +229,16 @@ async function dryRun(plan: Deployment): Promise<ExecuteResult> {
   const manager = managerNamed(config.manager, deploy.type === "docker");
   const meta = releaseMeta(plan, "<new>");
   if (config.strategy === "blue-green") {
-    const slot = { slot: "blue" as const, port: config.slots?.blue ?? 0 };
+    const route = await readRoute(paths.dir);
+    const serving = route && "port" in route && route.port === config.slots?.blue ? "blue" : "green";
+    const idle: Slot = route && "port" in route ? (serving === "blue" ? "green" : "blue") : "blue";
+    const slot = { slot: idle, port: config.slots?.[idle] ?? 0 };
     if (plan.runs) {
-      print("would start the release in the idle slot (blue shown; the first deploy chooses the slots' ports):");
+      print(
+        config.slots
+          ? `would start the release in the idle ${idle} slot (port ${slot.port}):`
+          : "would start the release in the blue slot (this first deploy chooses the slots' ports):",
+      );
       await runner.apply(manager.restart((await dryProcess(plan, meta, slot))!));
       print(`would check http://127.0.0.1:<slot port>${deploy.healthCheck!.path} before it gets any traffic`);
     } else print("would check the static files; the proxy would serve them");
@@ -277,7 +286,11 @@ function releaseMeta(plan: Deployment, id: string): ReleaseMeta {
 
 /** The process a dry run shows (the program unresolved: the release does not exist). */
 async function dryProcess(plan: Deployment, meta: ReleaseMeta, slot?: { slot: Slot; port: number }) {
-  if (meta.image) return await releaseProcess(plan.paths, plan.config, meta, plan.secrets, slot);
+  if (meta.image) {
+    const process = await releaseProcess(plan.paths, plan.config, meta, plan.secrets, slot);
+    const envFile = plan.envSource ? join(plan.paths.release(meta.id), ".env") : undefined;
+    return { ...process!, container: { ...process!.container!, envFile } };
+  }
   return processFor(plan.paths, plan.config, meta.type, meta.argv!, plan.secrets, slot);
 }
 

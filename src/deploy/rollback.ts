@@ -9,7 +9,7 @@ import { NAME_PATTERN } from "../config/names.ts";
 import { serverConfigSchema } from "../config/schema.ts";
 import { DeployParadigmError, UsageError } from "../errors.ts";
 import { readTextOrUndefined, symlinkAtomic } from "../fsutil.ts";
-import { requireEngine } from "../managers/docker.ts";
+import { requireEngine, requireImage } from "../managers/docker.ts";
 import { managerNamed, type ProcessManager } from "../managers/mod.ts";
 import { appPaths, prefix } from "../paths.ts";
 import { ProcessRunner } from "../runner.ts";
@@ -171,7 +171,13 @@ async function switchTo(
   let extra = {};
   let checkedAt: string;
   try {
-    if (meta.image) await journal.step("docker", () => requireEngine(runner), (version) => `docker engine ${version}`);
+    if (meta.image) {
+      await journal.step("docker", async () => {
+        const version = await requireEngine(runner);
+        await requireImage(runner, meta.image!, meta.id);
+        return version;
+      }, (version) => `docker engine ${version}; ${meta.image} is there`);
+    }
     if (config.strategy === "blue-green") {
       const active = await activateBlueGreen({
         app,

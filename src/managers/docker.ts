@@ -19,6 +19,15 @@ export const DEFAULT_CONTAINER_PORT = 8000;
 const STOP_SECONDS = 10;
 const LABEL = "deploy-paradigm";
 
+/** Whether `app` can name a docker image and its containers (2+ characters, no dash at the end or doubled). */
+export function dockerNameOk(app: string): boolean {
+  return app.length >= 2 && /^[a-z0-9]+(?:[._-][a-z0-9]+)*$/.test(app);
+}
+
+/** What to say about an app name docker refuses. */
+export const DOCKER_NAME_RULE =
+  "docker apps need a name of 2 or more characters, with no dash at the end or two in a row";
+
 /** The image of a release. */
 export function imageOf(app: string, release: string): string {
   return `${app}:${release}`;
@@ -83,6 +92,16 @@ export async function requireEngine(runner: Runner): Promise<string> {
     });
   }
   return result.output.trim();
+}
+
+/** Checks that a release's image is still there (a rollback never rebuilds, and never pulls). */
+export async function requireImage(runner: Runner, image: string, release: string): Promise<void> {
+  const result = await runner.run(docker(["image", "inspect", "--format", "{{.Id}}", image], { allowFailure: true }));
+  if (result.code !== 0) {
+    throw new DeployParadigmError(`the image ${image} of release ${release} is gone (removed by hand?)`, {
+      suggestion: "push that commit again to build it anew, or roll back to another release",
+    });
+  }
 }
 
 /**

@@ -117,6 +117,24 @@ Deno.test("docker: v1 → v2 under load with zero failed requests; a failing hea
     assertMatch(errors, /response:200/, "busybox httpd's request log (stderr) is in error.log");
     const events = (await deployLog(server, "dk")).map((e) => e.event);
     assert(events.includes("rolled_back") && events.includes("success"), events.join(" "));
+
+    // A dry run names the engine, the idle slot and the env file, and changes nothing.
+    const head = (await repo.git(["rev-parse", "HEAD"])).stdout.trim();
+    const dry = await server.cli(["execute", "--dry-run", server.paths("dk").repo, head]);
+    assertEquals(dry.code, 0, dry.output);
+    const v5 = await status(server, "dk");
+    const idle = v5.slot === "blue" ? "green" : "blue";
+    assertMatch(dry.stdout, /docker engine \S+ answers/);
+    assertMatch(dry.stdout, new RegExp(`idle ${idle} slot[\\s\\S]*docker run .*--name dk-${idle} .*--env-file`));
+    assertEquals(await engine.containers(), [`dk-${v5.slot}`]);
+
+    // A rollback to a release whose image is gone says so, and changes nothing.
+    const [older] = kept;
+    await engine.lines(["rmi", `dk:${older}`]);
+    const gone = await server.cli(["rollback", "dk"]);
+    assertEquals(gone.code, 1, gone.output);
+    assertMatch(gone.output, new RegExp(`the image dk:${older} of release ${older} is gone`));
+    assertEquals(await body(`http://127.0.0.1:${port}/`), "v5");
   });
 });
 

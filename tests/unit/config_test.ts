@@ -390,7 +390,11 @@ Deno.test("docker keys: checked, and refused for other app types", () => {
     [
       'deploy.yml:4:16: "containerPort" must be from 1 to 65535 (got 70000)',
       'deploy.yml:5:13: "dockerfile" must stay inside the repository (no ..) (got "../x")',
-      'deploy.yml:6:17: "buildArgs.1X" is not a build argument name (letters, digits, _) (got "a")',
+      'deploy.yml:6:17: "buildArgs.1X" is not a build argument name: letters, digits and _, not starting with a digit (got "a")',
     ],
   );
+  // Every bad name and every bad value at once.
+  const many = problems('name: app\ntype: docker\nhealthCheck: /h\nbuildArgs: {"BAD NAME": x, 1X: y, OK: [1]}\n');
+  assertEquals(many.length, 3, many.join("\n"));
+  assertMatch(many[2], /"buildArgs\.OK" must be a string, a number or true\/false/);
 });

@@ -39,3 +39,16 @@ Deno.test("LineFilter: nanosecond timestamps (Docker Engine) compare exactly", (
   assertEquals(filter.accept("2026-11-29T07:00:01.100000000Z seen"), undefined);
   assertEquals(filter.accept("2026-11-29T07:00:01.1000001Z new"), "new");
 });
+
+Deno.test("LineFilter: a partial line's glued timestamp (podman) is removed; an app's own timestamps stay", () => {
+  const filter = new LineFilter({ ts: "", n: 0 });
+  assertEquals(
+    filter.accept("2026-11-29T08:05:10Z nosuchapplet2026-11-29T08:05:10Z : applet not found"),
+    "nosuchapplet: applet not found",
+  );
+  assertEquals(filter.accept("2026-11-29T08:05:11Z part1-2026-11-29T08:05:12Z part2"), "part1-part2");
+  assertEquals(
+    filter.accept("2026-11-29T08:05:12Z done at 2026-11-29T08:05:12Z ok; id=x2020-01-01T00:00:00Z y"),
+    "done at 2026-11-29T08:05:12Z ok; id=x2020-01-01T00:00:00Z y",
+  );
+});
