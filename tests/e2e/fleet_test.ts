@@ -264,6 +264,8 @@ Deno.test("fleet: a host that goes down and comes back; an unknown host key is r
     assertMatch(down.stdout, /1\/3 servers/);
     assertMatch(down.stdout, /✗ flaky: /);
 
+    const config = join(laptop.home, "config.yml");
+    await Deno.writeTextFile(config, "interval: 2s\n" + await Deno.readTextFile(config));
     const api = await serve(laptop, ["--token", "s3cret-token"]);
     try {
       assertEquals((await fetch(`${api.base}/api/fleet`)).status, 401);
@@ -279,9 +281,19 @@ Deno.test("fleet: a host that goes down and comes back; an unknown host key is r
       const twice = await laptop.collect();
       assertEquals(twice.code, 2, "one collector per home");
       assertMatch(twice.stderr, /another fleet collector is running/);
+      // Server-Sent Events after each cycle (every 2 s here); EventSource sends the token as ?token=.
       const events = await fetch(`${api.base}/api/events?token=s3cret-token`);
-      assertEquals(events.status, 200, "EventSource cannot send headers: ?token= there");
-      await events.body?.cancel();
+      assertEquals(events.status, 200);
+      const reader = events.body!.pipeThrough(new TextDecoderStream()).getReader();
+      let stream = "";
+      for (const deadline = Date.now() + 15_000; !/event: cycle\ndata: .*\n\n/.test(stream) && Date.now() < deadline;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        stream += value;
+      }
+      await reader.cancel();
+      const cycle = JSON.parse(/event: cycle\ndata: (.*)\n/.exec(stream)![1]);
+      assertEquals(cycle.servers.map((s: { server: string }) => s.server).sort(), ["flaky", "stranger", "up"]);
     } finally {
       await api.stop();
     }
