@@ -3,8 +3,10 @@
  *
  * Sets up a local "server" with `setup` (config.yml, .env, the bare repo with the real hook, the
  * proxy under PM2), then pushes v1, a broken v2 (it never takes traffic), and v3 of a small Python app,
- * checking each outcome. `--exit` tears down at the end and exits 0 only when every step went as
- * expected; without it, the app keeps running until Ctrl-C. Not part of the binary.
+ * checking each outcome; then starts the fleet monitor (`fleet`, this machine as `host: local`)
+ * and ends with its dashboard open. `--exit` tears down at the end and exits 0 only when every
+ * step went as expected; without it, the app and the dashboard keep running until Ctrl-C. Not
+ * part of the binary.
  * @module
  */
 import { join, resolve } from "node:path";
@@ -42,6 +44,7 @@ const prefix = join(root, "server");
 const env: Record<string, string> = {
   DEPLOY_PARADIGM_PREFIX: prefix,
   PM2_HOME: join(root, "pm2"),
+  FLEET_MONITOR_HOME: join(root, "fleet"),
   PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
   GIT_AUTHOR_NAME: "Demo",
   GIT_AUTHOR_EMAIL: "demo@example.invalid",
@@ -50,6 +53,8 @@ const env: Record<string, string> = {
 };
 const results: { step: string; ok: boolean }[] = [];
 let tornDown: Promise<void> | undefined;
+/** The running `deploy-paradigm fleet`, stopped at teardown. */
+let fleet: Deno.ChildProcess | undefined;
 
 function say(text: string): void {
   console.log(Deno.env.get("NO_COLOR") ? `\n== ${text}` : `\n\x1b[1m== ${text}\x1b[0m`);
@@ -86,6 +91,45 @@ async function fetchText(url: string): Promise<string> {
   }
 }
 
+/** Starts `deploy-paradigm fleet` on 127.0.0.1 (port 3333, or any free one); returns its URL. */
+async function startFleet(): Promise<string | undefined> {
+  let port = 3333;
+  try {
+    Deno.listen({ hostname: "127.0.0.1", port }).close();
+  } catch {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    port = (listener.addr as Deno.NetAddr).port;
+    listener.close();
+  }
+  console.log(`$ deploy-paradigm fleet --port ${port}`);
+  fleet = new Deno.Command(BIN, { args: ["fleet", "--port", String(port)], env, stdin: "null", stdout: "piped" })
+    .spawn();
+  const lines = fleet.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  const deadline = Date.now() + 20_000;
+  while (!/cycle 1:/.test(seen) && Date.now() < deadline) {
+    const { value, done } = await lines.read();
+    if (done) break;
+    seen += value;
+    Deno.stdout.writeSync(new TextEncoder().encode(value));
+  }
+  (async () => {
+    for (let r = await lines.read(); !r.done; r = await lines.read()) {
+      Deno.stdout.writeSync(new TextEncoder().encode(r.value));
+    }
+  })().catch(() => {});
+  return /cycle 1:/.test(seen) ? `http://127.0.0.1:${port}/` : undefined;
+}
+
+/** Opens `url` in the desktop's browser, when there is one. */
+function openInBrowser(url: string): void {
+  const opener = Deno.build.os === "darwin" ? "open" : "xdg-open";
+  if (Deno.build.os !== "darwin" && !Deno.env.get("DISPLAY") && !Deno.env.get("WAYLAND_DISPLAY")) return;
+  try {
+    new Deno.Command(opener, { args: [url], stdin: "null", stdout: "null", stderr: "null" }).spawn();
+  } catch { /* no opener: the URL is printed */ }
+}
+
 /** Tears down once; every caller waits for the same teardown (Ctrl-C under `deno task` arrives twice). */
 function teardown(): Promise<void> {
   tornDown ??= stopEverything();
@@ -93,7 +137,13 @@ function teardown(): Promise<void> {
 }
 
 async function stopEverything(): Promise<void> {
-  console.log("\nTearing down: stopping the demo's PM2 daemon and removing", root);
+  console.log("\nTearing down: stopping the fleet monitor and the demo's PM2 daemon, removing", root);
+  if (fleet) {
+    try {
+      fleet.kill("SIGTERM");
+    } catch { /* already gone */ }
+    await fleet.status;
+  }
   // The daemon's own SIGTERM handling stops its apps (the proxy among them); quicker than a `pm2 kill` client, which
   // matters on Ctrl-C under `deno task`, which does not wait long for its child.
   const pid = Number(await Deno.readTextFile(join(env.PM2_HOME, "pm2.pid")).catch(() => ""));
@@ -194,18 +244,31 @@ try {
   say("deploy-paradigm status");
   check("status runs", (await run([BIN, "status"], { show: true })) === 0);
 
+  say("The fleet monitor: this machine as a server (host: local), collected into SQLite, with its dashboard");
+  console.log("$ deploy-paradigm fleet add demo local");
+  check("fleet add", (await run([BIN, "fleet", "add", "demo", "local"], { show: true })) === 0);
+  const dashboard = await startFleet();
+  check("the dashboard serves", dashboard !== undefined);
+  if (dashboard) {
+    const overview = await fetchText(`${dashboard}api/fleet`);
+    check("the fleet API shows hello healthy", /"app":"hello"[^}]*"healthy":true/.test(overview));
+    check("the dashboard page loads", /<title>[^<]*<\/title>/.test(await fetchText(dashboard)));
+  }
+
   say("What happened");
   for (const r of results) console.log(`${r.ok ? "✓" : "✗"} ${r.step}`);
   console.log(`\nApp:        ${url}`);
   console.log(`Server:     ${prefix}`);
   console.log(`deploy.log: ${join(prefix, "var", "log", "deployments", "hello", "deploy.log")}`);
+  console.log(`Dashboard:  ${dashboard ?? "(did not start)"}`);
+  if (dashboard && !exitAtEnd) openInBrowser(dashboard);
 } catch (error) {
   check(`demo: ${(error as Error).message}`, false);
 }
 
 const ok = results.length > 0 && results.every((r) => r.ok);
 if (!exitAtEnd && ok) {
-  console.log("\nThe app keeps running. Press Ctrl-C to stop it and clean up.");
+  console.log("\nThe app and the dashboard keep running. Press Ctrl-C to stop them and clean up.");
   await new Promise(() => {}); // until SIGINT
 }
 await teardown();

@@ -260,6 +260,7 @@ export async function runFleet(
     servers: () => config.servers,
     token: options.token,
     events,
+    dashboard: (path) => import("./dashboard.ts").then((files) => files.serveDashboard(path, config.servers)),
   });
   const stop = new AbortController();
   options.signal?.addEventListener("abort", () => stop.abort(), { once: true });

@@ -1,0 +1,104 @@
+/**
+ * Headless Chromium (Debian's `chromium` package) driven by npm:playwright-core, for the
+ * dashboard's end-to-end tests. Playwright's own browser downloads are never used: the browser is
+ * the system's, at /usr/bin/chromium (or `$CHROMIUM`). Pages record what went wrong in them (page
+ * errors, console errors, Content-Security-Policy violations) so tests can assert there was none.
+ */
+import { join, resolve } from "node:path";
+import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
+
+// The page's document, used inside an init script (this file is checked without the DOM library).
+declare const document: {
+  documentElement: { scrollHeight: number };
+  addEventListener(type: string, listener: (event: { violatedDirective: string; blockedURI: string }) => void): void;
+};
+
+/** The Chromium executable. */
+export const CHROMIUM = Deno.env.get("CHROMIUM") ?? "/usr/bin/chromium";
+
+/** Where tests write screenshots (tests/artifacts/). */
+export const ARTIFACTS = resolve(import.meta.dirname!, "../artifacts");
+
+const ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-background-networking",
+  "--no-first-run",
+  "--disable-component-update",
+  "--disable-sync",
+];
+
+/** Runs `fn` with a fresh headless Chromium, always closed afterwards. */
+export async function withBrowser<T>(fn: (browser: Browser) => Promise<T>): Promise<T> {
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, timeout: 30_000 });
+  try {
+    return await fn(browser);
+  } finally {
+    await browser.close();
+  }
+}
+
+/** A page and what went wrong in it. */
+export interface WatchedPage {
+  context: BrowserContext;
+  page: Page;
+  /** Page errors, console errors and CSP violations, as they happened. */
+  problems: string[];
+}
+
+/** Options of {@link openPage}. */
+export interface PageOptions {
+  colorScheme?: "light" | "dark";
+  viewport?: { width: number; height: number };
+}
+
+/**
+ * A new page in its own context (its own session storage) that records page errors, console
+ * errors and every `securitypolicyviolation` event into `problems`.
+ */
+export async function openPage(browser: Browser, options: PageOptions = {}): Promise<WatchedPage> {
+  const context = await browser.newContext({
+    colorScheme: options.colorScheme ?? "light",
+    viewport: options.viewport ?? { width: 1280, height: 900 },
+  });
+  context.setDefaultTimeout(10_000);
+  const problems: string[] = [];
+  await context.exposeBinding("__reportViolation", (_source, text: string) => {
+    problems.push(`CSP violation: ${text}`);
+  });
+  await context.addInitScript(() => {
+    document.addEventListener("securitypolicyviolation", (event) => {
+      const report = (globalThis as unknown as { __reportViolation: (text: string) => void }).__reportViolation;
+      report(`${event.violatedDirective} blocked ${event.blockedURI || "(inline)"}`);
+    });
+  });
+  const page = await context.newPage();
+  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+  page.on("console", (message) => {
+    if (message.type() === "error") problems.push(`console error: ${message.text()}`);
+  });
+  return { context, page, problems };
+}
+
+/**
+ * Writes a PNG of `page` (the whole page, or the viewport with `fullPage: false`) to
+ * tests/artifacts/<name>.png. The whole page is taken with the viewport grown to the page's
+ * height: the sticky header stays on top, and cross-origin frames (Netdata) are on screen, so
+ * painted.
+ */
+export async function screenshot(page: Page, name: string, options: { fullPage?: boolean } = {}): Promise<string> {
+  await Deno.mkdir(ARTIFACTS, { recursive: true });
+  const path = join(ARTIFACTS, `${name}.png`);
+  const viewport = page.viewportSize();
+  const height = await page.evaluate(() => document.documentElement.scrollHeight);
+  const grow = (options.fullPage ?? true) && viewport !== null && height > viewport.height;
+  if (grow) await page.setViewportSize({ width: viewport.width, height: Math.min(height, 16_000) });
+  try {
+    await page.waitForTimeout(200);
+    await page.screenshot({ path, animations: "disabled", caret: "hide" });
+  } finally {
+    if (grow) await page.setViewportSize(viewport);
+  }
+  return path;
+}
