@@ -62,6 +62,10 @@ async function writeAll(data: Uint8Array): Promise<void> {
   for (let done = 0; done < data.length;) done += await Deno.stdout.write(data.subarray(done));
 }
 
+function writeAllSync(stream: { writeSync(p: Uint8Array): number }, data: Uint8Array): void {
+  for (let done = 0; done < data.length;) done += stream.writeSync(data.subarray(done));
+}
+
 /** One pushed ref. */
 export interface RefUpdate {
   old: string;
@@ -135,14 +139,33 @@ async function handleRef(gitDir: string, update: RefUpdate): Promise<string | un
   }
   const { prefetchCommit } = await import("./deploy/prefetch.ts");
   const prefetch = prefetchCommit(gitDir, update.new); // overlaps loading the engine
+  const { Cancellation } = await import("./deploy/cancel.ts");
   const { execute } = await import("./deploy/execute.ts");
-  const result = await execute({
-    prefetch,
-    gitDir,
-    commit: update.new,
-    ref: update.ref,
-    old: update.old,
-    print: (line) => console.error(line),
-  });
-  return result.ok ? undefined : result.reason;
+  // A Ctrl-C on `git push`, a lost ssh connection: signals, or progress that can no longer be
+  // written (the pusher is gone). Either cancels the deploy, which then puts things back.
+  const cancellation = new Cancellation().watchSignals();
+  let lost = false;
+  const print = (line: string) => {
+    if (lost) return;
+    try {
+      writeAllSync(Deno.stderr, encoder.encode(line + "\n"));
+    } catch {
+      lost = true;
+      cancellation.cancel("the push's connection was lost");
+    }
+  };
+  try {
+    const result = await execute({
+      prefetch,
+      gitDir,
+      commit: update.new,
+      ref: update.ref,
+      old: update.old,
+      print,
+      cancellation,
+    });
+    return result.ok ? undefined : result.reason;
+  } finally {
+    cancellation.dispose();
+  }
 }

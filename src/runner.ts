@@ -20,6 +20,8 @@ export interface Cmd {
   quiet?: boolean;
   /** Kill the command (SIGKILL) after this many milliseconds. */
   timeoutMs?: number;
+  /** Kill the command (its process group: SIGTERM, then SIGKILL) when this aborts; it then fails. */
+  cancel?: AbortSignal;
 }
 
 /** A file a plan writes (atomically) before running its commands. */
@@ -46,6 +48,13 @@ export interface CmdResult {
   output: string;
   /** Its last lines, for error messages. */
   tail: string[];
+}
+
+/** A command stopped because its deploy was cancelled. */
+export class CommandCancelled extends DeployParadigmError {
+  constructor(readonly cmd: Cmd, readonly why: string) {
+    super(`\`${displayArgv(cmd.argv)}\` was stopped: ${why}`);
+  }
 }
 
 /** A command that exited non-zero. */
@@ -106,7 +115,8 @@ export class ProcessRunner implements Runner {
   constructor(private readonly sink: LineSink = () => {}) {}
 
   async run(cmd: Cmd): Promise<CmdResult> {
-    const group = cmd.timeoutMs !== undefined && SETSID !== undefined;
+    if (cmd.cancel?.aborted) throw new CommandCancelled(cmd, String(cmd.cancel.reason));
+    const group = (cmd.timeoutMs !== undefined || cmd.cancel !== undefined) && SETSID !== undefined;
     const argv = group ? [SETSID!, ...cmd.argv] : cmd.argv;
     let child: Deno.ChildProcess;
     try {
@@ -135,19 +145,34 @@ export class ProcessRunner implements Runner {
     let killed: (() => void) | undefined;
     let grace: ReturnType<typeof setTimeout> | undefined;
     const afterKill = new Promise<void>((resolve) => killed = resolve);
+    const kill = (signal: Deno.Signal) => {
+      try {
+        if (group) Deno.kill(-child.pid, signal);
+        else child.kill(signal);
+      } catch { /* it has just ended */ }
+    };
+    // A process outside the group may hold the pipes: after a kill, stop waiting for them.
+    const stopReading = (ms: number) => grace ??= setTimeout(killed!, ms);
     const timer = cmd.timeoutMs === undefined ? undefined : setTimeout(() => {
       timedOut = true;
-      try {
-        if (group) Deno.kill(-child.pid, "SIGKILL");
-        else child.kill("SIGKILL");
-      } catch { /* it has just ended */ }
-      grace = setTimeout(killed!, 2000); // a process outside the group may hold the pipes: stop reading
+      kill("SIGKILL");
+      stopReading(2000);
     }, cmd.timeoutMs);
+    let hard: ReturnType<typeof setTimeout> | undefined;
+    const onCancel = () => {
+      kill("SIGTERM");
+      hard = setTimeout(() => kill("SIGKILL"), 3000);
+      stopReading(5000);
+    };
+    cmd.cancel?.addEventListener("abort", onCancel, { once: true });
     const reading = Promise.all([readLines(child.stdout, onLine), readLines(child.stderr, onLine)]);
     const status = await child.status;
+    cmd.cancel?.removeEventListener("abort", onCancel);
+    clearTimeout(hard);
     await Promise.race([reading, afterKill]);
     clearTimeout(timer);
     clearTimeout(grace);
+    if (cmd.cancel?.aborted) throw new CommandCancelled(cmd, String(cmd.cancel.reason));
     if (timedOut) lines.push(`(killed: no result after ${cmd.timeoutMs! / 1000}s)`);
     const code = timedOut ? 124 : status.code;
     const result = { code, output: lines.join("\n"), tail: lines.slice(-TAIL_LINES) };

@@ -16,7 +16,7 @@ import { readRoute, ROUTE_FILE, type RouteTarget, writeRoute } from "../proxy/ro
 import type { Runner } from "../runner.ts";
 import { type HealthResult, startAndCheck, watchHealth } from "./health.ts";
 import { type Journal, StepFailed } from "./journal.ts";
-import { currentRelease, readReleaseMeta, type ReleaseMeta, runsProcess } from "./releases.ts";
+import { currentRelease, markServed, readReleaseMeta, type ReleaseMeta, runsProcess } from "./releases.ts";
 import { releaseProcess } from "./runtime.ts";
 import { ensureSlots, linkSlot, moveSlot, otherSlot, portFree, slotOfPort } from "./slots.ts";
 
@@ -174,6 +174,7 @@ export async function activateBlueGreen(input: BlueGreenInput): Promise<Activate
       await pointAt(target, meta.id);
       await control(root, { op: "reload" });
       switchMs = performance.now() - started;
+      await markServed(paths, meta.id);
       await expectRouted(root, app, target);
     }, () => `traffic → ${"port" in target ? `${idle} slot` : "static files"} in ${switchMs.toFixed(1)} ms`);
   } catch (error) {
@@ -200,7 +201,7 @@ export async function activateBlueGreen(input: BlueGreenInput): Promise<Activate
     const url = `http://127.0.0.1:${slots[idle]}${meta.healthCheck.path}`;
     try {
       await journal.step("watch", async () => {
-        const problem = await watchHealth(url, meta.healthCheck!, input.watchMs);
+        const problem = await watchHealth(url, meta.healthCheck!, input.watchMs, journal.cancellation?.signal);
         if (problem) throw new Error(`failed in the watch window: ${url} ${problem}`);
       }, () => `healthy for ${input.watchMs / 1000}s while the old slot stayed warm`);
       watch = "passed";

@@ -16,7 +16,7 @@ import { type DeployFile, deployFileSchema, type ServerConfig, serverConfigSchem
 import { readRoute, ROUTE_FILE } from "../proxy/routes.ts";
 import { toArgv } from "../config/argv.ts";
 import { UsageError } from "../errors.ts";
-import { exists, readTextOrUndefined, symlinkAtomic } from "../fsutil.ts";
+import { exists, readLinkOrUndefined, readTextOrUndefined, symlinkAtomic, writeFileAtomic } from "../fsutil.ts";
 import { extractCommit, readCommit, refTip, updateRef } from "../git.ts";
 import { DOCKER_NAME_RULE, dockerNameOk, imageOf, pruneImages, requireEngine } from "../managers/docker.ts";
 import { managerNamed, type ProcessManager, type Slot } from "../managers/mod.ts";
@@ -26,6 +26,7 @@ import { buildPlan, type RepoFacts, startArgv } from "./app_type.ts";
 import { parseDotenv, serializeDockerEnv, serializeDotenv } from "./dotenv.ts";
 import { type HealthResult, startAndCheck } from "./health.ts";
 import { Journal, StepFailed } from "./journal.ts";
+import { Cancellation } from "./cancel.ts";
 import { acquireLock } from "./lock.ts";
 import { discardPrefetch, type Prefetch } from "./prefetch.ts";
 import {
@@ -33,6 +34,7 @@ import {
   currentRelease,
   listReleases,
   markBad,
+  markServed,
   newReleaseId,
   readReleaseMeta,
   type ReleaseMeta,
@@ -65,6 +67,8 @@ export interface ExecuteOptions {
   print?: (line: string) => void;
   /** An extraction of the commit already under way (see prefetch.ts). */
   prefetch?: Prefetch;
+  /** Cancels the deploy (default: SIGINT, SIGTERM and SIGHUP do). */
+  cancellation?: Cancellation;
 }
 
 /** How `execute` ended. */
@@ -92,13 +96,16 @@ interface Deployment {
   envSource?: string;
   print: (line: string) => void;
   prefetch?: Prefetch;
+  cancellation: Cancellation;
 }
 
 /** Runs a deploy. Throws a usage error, before changing anything, for bad input. */
 export async function execute(options: ExecuteOptions): Promise<ExecuteResult> {
+  const own = options.cancellation === undefined && !options.dryRun ? new Cancellation().watchSignals() : undefined;
   try {
-    return await executeValidated(options);
+    return await executeValidated({ ...options, cancellation: options.cancellation ?? own ?? new Cancellation() });
   } finally {
+    own?.dispose();
     await discardPrefetch(options.prefetch); // a no-op once the deploy renamed it into place
   }
 }
@@ -109,13 +116,20 @@ async function executeValidated(options: ExecuteOptions): Promise<ExecuteResult>
   if (options.dryRun) return await dryRun(plan);
   const { deploy, paths, commit } = plan;
   await Deno.mkdir(paths.logDir, { recursive: true });
-  const journal = new Journal(paths.deployLog, deploy.name, commit, print);
+  const journal = new Journal(paths.deployLog, deploy.name, commit, print, plan.cancellation);
+  journal.redact(Object.values(plan.secrets));
   const lock = await acquireLock(paths.lock, { pid: Deno.pid, commit }, (holder) =>
     print(
       `deploy-paradigm: waiting for another deploy of ${deploy.name}` +
         (holder ? ` (pid ${holder.pid}, commit ${holder.commit.slice(0, 7)}, since ${holder.since})` : ""),
     ));
   try {
+    if (plan.cancellation.cancelled) {
+      const reason = `cancelled before it started (${plan.cancellation.why})`;
+      journal.say(`✗ ${reason}`);
+      await journal.record("cancelled", { ok: false, message: reason });
+      return { ok: false, reason };
+    }
     const { ref, old = "" } = options;
     if (ref !== undefined) {
       const tip = await refTip(plan.gitDir, ref);
@@ -127,7 +141,11 @@ async function executeValidated(options: ExecuteOptions): Promise<ExecuteResult>
         return { ok: false, reason };
       }
     }
-    return await deployLocked(plan, journal, ref === undefined ? undefined : { ref, old });
+    return await withDeployMarker(
+      plan,
+      journal,
+      () => deployLocked(plan, journal, ref === undefined ? undefined : { ref, old }),
+    );
   } finally {
     lock.release();
   }
@@ -204,6 +222,7 @@ async function prepare(options: ExecuteOptions, print: Deployment["print"]): Pro
     envSource: envText === undefined ? undefined : envSource,
     print,
     prefetch: options.prefetch?.commit === commit ? options.prefetch : undefined,
+    cancellation: options.cancellation ?? new Cancellation(),
   };
 }
 
@@ -281,6 +300,7 @@ function releaseMeta(plan: Deployment, id: string): ReleaseMeta {
       : {}),
     healthCheck: deploy.healthCheck,
     createdAt: new Date().toISOString(),
+    pending: true,
   };
 }
 
@@ -292,6 +312,68 @@ async function dryProcess(plan: Deployment, meta: ReleaseMeta, slot?: { slot: Sl
     return { ...process!, container: { ...process!.container!, envFile } };
   }
   return processFor(plan.paths, plan.config, meta.type, meta.argv!, plan.secrets, slot);
+}
+
+/**
+ * Runs `deploy` with a marker file that says a deploy is under way (under the lock). Finding one
+ * means the last deploy was killed (SIGKILL, a power cut): it is recorded as interrupted, and
+ * status.json and `current` are brought back in line with what serves, before this one starts.
+ */
+async function withDeployMarker<T>(plan: Deployment, journal: Journal, deploy: () => Promise<T>): Promise<T> {
+  const marker = join(plan.paths.dir, ".deploying");
+  const found = await readTextOrUndefined(marker);
+  if (found !== undefined) await reconcile(plan, journal, found);
+  await writeFileAtomic(marker, JSON.stringify({ commit: plan.commit, pid: Deno.pid, since: now() }) + "\n");
+  try {
+    return await deploy();
+  } finally {
+    await Deno.remove(marker).catch(() => {});
+  }
+}
+
+/** After a killed deploy: `current` follows what the proxy serves; status.json says what serves. */
+async function reconcile(plan: Deployment, journal: Journal, found: string): Promise<void> {
+  const { paths } = plan;
+  let killed: { commit?: string; pid?: number; since?: string } = {};
+  try {
+    killed = JSON.parse(found);
+  } catch { /* a marker cut short: the kill came while it was written */ }
+  const route = await readRoute(paths.dir).catch(() => undefined);
+  const slots = plan.config.slots;
+  const servingSlot = route && "port" in route && slots
+    ? (Object.keys(slots) as Slot[]).find((slot) => slots[slot] === route.port)
+    : undefined;
+  const inSlot = servingSlot ? await readLinkOrUndefined(join(paths.dir, "slots", servingSlot)) : undefined;
+  const routed = inSlot?.split("/").pop();
+  if (routed && routed !== await currentRelease(paths) && await readReleaseMeta(paths, routed)) {
+    await symlinkAtomic(`releases/${routed}`, paths.current);
+  }
+  const current = await currentRelease(paths);
+  const meta = current ? await readReleaseMeta(paths, current) : undefined;
+  const message = `the deploy of ${killed.commit?.slice(0, 7) ?? "an unknown commit"} (pid ${killed.pid ?? "?"}, ` +
+    `since ${killed.since ?? "?"}) was interrupted; ` +
+    (meta ? `release ${current} (${meta.commit.slice(0, 7)}) serves` : "no release serves");
+  journal.say(`! ${message}; this deploy cleans up what it left`);
+  await journal.record("interrupted", { ok: false, message });
+  const status = await readStatus(paths.status);
+  if (!status) return;
+  const version = meta?.commit.slice(0, 7);
+  await saveStatus(journal, paths.status, {
+    ...status,
+    ...(meta && status.release !== current
+      ? { release: current, commit: meta.commit, version, previous: status.release }
+      : {}),
+    lastDeploy: {
+      outcome: "cancelled",
+      release: current ?? "",
+      commit: killed.commit ?? meta?.commit ?? "",
+      version: killed.commit?.slice(0, 7) ?? version ?? "",
+      at: now(),
+      duration: 0,
+      step: "interrupted",
+      message,
+    },
+  });
 }
 
 /** The deploy proper, under the app's lock. */
@@ -332,7 +414,12 @@ async function deployLocked(
         async () => {
           for (const cmd of build) {
             journal.output(`$ ${displayArgv(cmd.argv)}`);
-            await runner.run({ ...cmd, env: toolEnv(releaseDir, config), timeoutMs: BUILD_TIMEOUT });
+            await runner.run({
+              ...cmd,
+              env: toolEnv(releaseDir, config),
+              timeoutMs: BUILD_TIMEOUT,
+              cancel: plan.cancellation.signal,
+            });
           }
         },
         undefined,
@@ -391,6 +478,7 @@ async function deployLocked(
       await journal.step("switch", async () => {
         await symlinkAtomic(`releases/${id}`, paths.current);
         switched = true;
+        await markServed(paths, id);
       }, () => `current → releases/${id}`);
       health = await startRelease(ctx, meta, plan.secrets, previous);
       await moveBranch?.();
@@ -416,7 +504,7 @@ async function deployLocked(
     (removed) => (removed.length ? `removed ${removed.join(", ")}` : "nothing to remove"),
   ).catch(() => journal.say("! cleanup failed; old releases stay until the next deploy"));
   const duration = Math.round(performance.now() - started);
-  await writeStatus(paths.status, {
+  await saveStatus(journal, paths.status, {
     ...statusBase(plan),
     status: "running",
     version: short,
@@ -493,7 +581,7 @@ async function runHook(ctx: RunContext, name: "preDeploy" | "postDeploy", releas
   };
   await journal.step(
     name,
-    () => runner.run({ argv, cwd: releaseDir, env, timeoutMs: HOOK_TIMEOUT }),
+    () => runner.run({ argv, cwd: releaseDir, env, timeoutMs: HOOK_TIMEOUT, cancel: plan.cancellation.signal }),
     undefined,
     displayArgv(argv),
   );
@@ -556,10 +644,16 @@ async function failed(
   const { plan, journal } = ctx;
   const { paths, deploy, short, commit } = plan;
   const failure = error instanceof StepFailed ? error : new StepFailed("deploy", error);
+  const cancelled = plan.cancellation.cancelled;
+  journal.cancellation = undefined; // what follows puts things back: it runs to the end
   if (!(error instanceof StepFailed)) journal.say(`✗ ${failure.message}`);
-  journal.say(`✗ deploy of ${deploy.name} ${short} failed at step "${failure.step}"`);
+  journal.say(
+    cancelled
+      ? `✗ deploy of ${deploy.name} ${short} cancelled at step "${failure.step}" (${plan.cancellation.why})`
+      : `✗ deploy of ${deploy.name} ${short} failed at step "${failure.step}"`,
+  );
   const last: LastDeploy = {
-    outcome: f.switched ? "rolled_back" : "failed",
+    outcome: cancelled ? "cancelled" : f.switched ? "rolled_back" : "failed",
     release: f.id,
     commit,
     version: short,
@@ -598,19 +692,19 @@ async function failed(
     };
   }
   journal.release = f.id;
-  if (handled?.switched) await markBad(paths, f.id); // it took traffic: kept for inspection, skipped by rollback
+  if (handled?.switched && !cancelled) await markBad(paths, f.id); // it took traffic: kept, skipped by rollback
   else {
     await Deno.remove(paths.release(f.id), { recursive: true }).catch(() => {});
     if (deploy.type === "docker") {
       await pruneImages(ctx.runner, deploy.name, await listReleases(paths)).catch(() => {}); // its image too
     }
   }
-  await writeStatus(paths.status, status);
   await journal.record(last.outcome, {
     ok: false,
     duration: last.duration,
     message: `${failure.step}: ${failure.message}`,
   });
+  await saveStatus(journal, paths.status, status);
   journal.say(
     status.healthy && status.version
       ? `✗ ${deploy.name} ${short} was not deployed; ${status.version} serves at ${url(plan)}`
@@ -618,7 +712,7 @@ async function failed(
   );
   return {
     ok: false,
-    reason: `deploy failed at ${failure.step}` +
+    reason: `deploy ${cancelled ? "cancelled" : "failed"} at ${failure.step}` +
       (f.switched ? (status.healthy ? "; rolled back" : "; nothing healthy serves") : ""),
   };
 }
@@ -681,6 +775,18 @@ async function installEnv(plan: Deployment, releaseDir: string): Promise<string>
   await Deno.chmod(file, 0o600);
   const count = Object.keys(plan.secrets).length;
   return `.env.${plan.config.env} → .env (0600, ${count} value${count === 1 ? "" : "s"})`;
+}
+
+/**
+ * Writes status.json; a failure to (a full disk) is reported and does not change how the deploy
+ * ended: deploy.log has its outcome already.
+ */
+async function saveStatus(journal: Journal, path: string, status: AppStatus): Promise<void> {
+  try {
+    await writeStatus(path, status);
+  } catch (error) {
+    journal.say(`! cannot write ${path}: ${(error as Error).message}`);
+  }
 }
 
 function statusBase(plan: Deployment) {

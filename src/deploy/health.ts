@@ -5,6 +5,7 @@
 import type { HealthCheck } from "../config/schema.ts";
 import type { AppProcess, ProcessManager } from "../managers/mod.ts";
 import type { Runner } from "../runner.ts";
+import { Cancelled } from "./cancel.ts";
 import type { Journal } from "./journal.ts";
 
 /** The verdict of a health check. */
@@ -18,13 +19,17 @@ export interface HealthResult {
   checkedAt: string;
 }
 
-/** Checks `url` until it has answered 2xx `successes` times in a row, or `window` has passed. */
-export async function checkHealth(url: string, check: HealthCheck): Promise<HealthResult> {
+/**
+ * Checks `url` until it has answered 2xx `successes` times in a row, or `window` has passed.
+ * Throws {@link Cancelled} when `cancel` aborts.
+ */
+export async function checkHealth(url: string, check: HealthCheck, cancel?: AbortSignal): Promise<HealthResult> {
   const deadline = Date.now() + check.window;
   let attempts = 0;
   let successes = 0;
   let lastProblem: string | undefined;
   while (true) {
+    if (cancel?.aborted) throw new Cancelled(String(cancel.reason));
     attempts++;
     const problem = await probe(url, Math.min(check.timeout, Math.max(1, deadline - Date.now())));
     if (problem === undefined) successes++;
@@ -68,7 +73,7 @@ export async function healthStep(
   return await journal.step(
     name,
     async () => {
-      const result = await checkHealth(target, check);
+      const result = await checkHealth(target, check, journal.cancellation?.signal);
       if (result.healthy) return result;
       const appErrors = await linesSince(errorLog, since, 10);
       throw new Error(
@@ -102,9 +107,15 @@ export async function linesSince(path: string, offset: number, count: number): P
  * The watch window: probes `url` every `check.interval` for `windowMs`; the first failed probe
  * ends it. Returns undefined when every probe passed, else what failed.
  */
-export async function watchHealth(url: string, check: HealthCheck, windowMs: number): Promise<string | undefined> {
+export async function watchHealth(
+  url: string,
+  check: HealthCheck,
+  windowMs: number,
+  cancel?: AbortSignal,
+): Promise<string | undefined> {
   const end = Date.now() + windowMs;
   while (Date.now() < end) {
+    if (cancel?.aborted) return `was not watched to the end: ${cancel.reason}`;
     const problem = await probe(url, check.timeout);
     if (problem !== undefined) return problem;
     await new Promise((resolve) => setTimeout(resolve, Math.min(check.interval, Math.max(0, end - Date.now()))));

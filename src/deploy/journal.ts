@@ -4,6 +4,22 @@
  * @module
  */
 import { CommandFailed } from "../runner.ts";
+import { type Cancellation, killPoint } from "./cancel.ts";
+
+/** Steps that take a deploy forward: none of them starts once the deploy is cancelled. */
+const FORWARD = new Set([
+  "docker",
+  "fetch",
+  "build",
+  "command",
+  "env",
+  "preDeploy",
+  "start",
+  "health",
+  "switch",
+  "watch",
+  "branch",
+]);
 
 /** One line of deploy.log. */
 export interface DeployEvent {
@@ -25,30 +41,79 @@ export class StepFailed extends Error {
   }
 }
 
+/**
+ * Appends one line whole or not at all: a write cut short (a full disk) is truncated away, and a
+ * line left without its newline by a crash gets one first, so deploy.log stays JSON lines.
+ */
+export async function appendLine(path: string, line: string): Promise<void> {
+  using file = await Deno.open(path, { read: true, write: true, create: true });
+  const size = (await file.stat()).size;
+  let prefix = "";
+  if (size > 0) {
+    const last = new Uint8Array(1);
+    await file.seek(size - 1, Deno.SeekMode.Start);
+    await file.read(last);
+    if (last[0] !== 10) prefix = "\n";
+  }
+  const bytes = new TextEncoder().encode(`${prefix}${line}\n`);
+  await file.seek(size, Deno.SeekMode.Start);
+  try {
+    for (let done = 0; done < bytes.length;) done += await file.write(bytes.subarray(done));
+  } catch (error) {
+    await file.truncate(size).catch(() => {});
+    throw error;
+  }
+}
+
 const seconds = (ms: number) => `${(ms / 1000).toFixed(2)}s`;
 
 /** Prints progress and appends events to deploy.log (whose directory must exist). */
 export class Journal {
   release?: string;
+  /** Values never to print or record (the deploy's secrets), longest first. */
+  private secrets: string[] = [];
+  private recordFailed = false;
+  /** Events not written yet (the disk was full): written before the next one. */
+  private unwritten: string[] = [];
 
   constructor(
     private readonly logPath: string,
     readonly app: string,
     readonly commit: string,
     private readonly print: (line: string) => void,
+    /** The deploy's cancellation: forward steps check it before they start. */
+    public cancellation?: Cancellation,
   ) {}
 
-  /** Prints a line as it is. */
+  /** Secrets to replace by `[redacted]` in every line printed and every event recorded. */
+  redact(values: Iterable<string>): void {
+    this.secrets = [...new Set([...this.secrets, ...[...values].filter((v) => v.length >= 4)])]
+      .sort((a, b) => b.length - a.length);
+  }
+
+  private clean(text: string): string {
+    for (const secret of this.secrets) text = text.replaceAll(secret, "[redacted]");
+    return text;
+  }
+
+  private show(line: string): void {
+    this.print(this.clean(line));
+  }
+
+  /** Prints a line as it is (secrets redacted). */
   say(line: string): void {
-    this.print(line);
+    this.show(line);
   }
 
   /** Prints a line of a command's output, indented under its step. */
   output(line: string): void {
-    this.print(`    ${line}`);
+    this.show(`    ${line}`);
   }
 
-  /** Appends one event to deploy.log. */
+  /**
+   * Appends one event to deploy.log. A failure to write (a full disk) is reported once and never
+   * stops the deploy or its clean-up; the event is written with the next one that can be.
+   */
   async record(event: string, fields: Omit<DeployEvent, "time" | "app" | "event" | "release" | "commit"> = {}) {
     const entry: DeployEvent = {
       time: new Date().toISOString(),
@@ -57,8 +122,18 @@ export class Journal {
       release: this.release,
       commit: this.commit,
       ...fields,
+      ...(fields.message === undefined ? {} : { message: this.clean(fields.message) }),
     };
-    await Deno.writeTextFile(this.logPath, JSON.stringify(entry) + "\n", { append: true });
+    this.unwritten.push(JSON.stringify(entry));
+    try {
+      while (this.unwritten.length) {
+        await appendLine(this.logPath, this.unwritten[0]);
+        this.unwritten.shift();
+      }
+    } catch (error) {
+      if (!this.recordFailed) this.show(`! cannot write ${this.logPath} for now: ${(error as Error).message}`);
+      this.recordFailed = true;
+    }
   }
 
   /**
@@ -66,13 +141,22 @@ export class Journal {
    * and records it. A failure is rethrown as {@link StepFailed}.
    */
   async step<T>(name: string, fn: () => Promise<T>, done?: (value: T) => string, announce?: string): Promise<T> {
-    if (announce) this.print(`▸ ${name.padEnd(10)} ${announce}`);
+    if (FORWARD.has(name)) {
+      try {
+        this.cancellation?.check();
+      } catch (error) {
+        throw new StepFailed(name, error);
+      }
+    }
+    killPoint(`before:${name}`);
+    if (announce) this.show(`▸ ${name.padEnd(10)} ${announce}`);
     const started = performance.now();
     try {
       const value = await fn();
+      killPoint(`after:${name}`);
       const duration = Math.round(performance.now() - started);
       const message = done?.(value) ?? "";
-      this.print(`✓ ${name.padEnd(10)} ${seconds(duration).padStart(7)}  ${message}`.trimEnd());
+      this.show(`✓ ${name.padEnd(10)} ${seconds(duration).padStart(7)}  ${message}`.trimEnd());
       await this.record(name, { ok: true, duration, message: message || undefined });
       return value;
     } catch (error) {
@@ -82,7 +166,7 @@ export class Journal {
       const shown = error instanceof CommandFailed && !error.cmd.quiet
         ? message.split("\n")[0].replace(/; its last lines:$/, " (its output is above)")
         : message;
-      this.print(`✗ ${name.padEnd(10)} ${seconds(duration).padStart(7)}  ${shown}`);
+      this.show(`✗ ${name.padEnd(10)} ${seconds(duration).padStart(7)}  ${shown}`);
       await this.record(name, { ok: false, duration, message });
       throw error instanceof StepFailed ? error : new StepFailed(name, error);
     }

@@ -25,6 +25,23 @@ export interface ReleaseMeta {
   createdAt: string;
   /** Took traffic, then was rolled back from: `rollback` skips it. */
   bad?: boolean;
+  /** Built but never served (yet): a deploy killed before its switch leaves it; cleanup removes it. */
+  pending?: boolean;
+}
+
+/** Marks a release as serving (no longer pending). */
+export async function markServed(paths: AppPaths, id: string): Promise<void> {
+  const meta = await readReleaseMeta(paths, id);
+  if (meta?.pending) {
+    const { pending: _, ...served } = meta;
+    await writeReleaseMeta(paths, served);
+  }
+}
+
+/** Whether a release can be gone back to: complete, served, not rolled back from. */
+export async function usableRelease(paths: AppPaths, id: string): Promise<boolean> {
+  const meta = await readReleaseMeta(paths, id).catch(() => undefined);
+  return meta !== undefined && !meta.bad && !meta.pending;
 }
 
 /** Whether a release runs a process or a container (a static one runs nothing). */
@@ -86,8 +103,9 @@ export async function writeReleaseMeta(paths: AppPaths, meta: ReleaseMeta): Prom
 }
 
 /**
- * Deletes releases beyond the newest `keep`, never one in `protect` (current, previous), and
- * leftovers of interrupted extractions. Returns what was removed.
+ * Deletes releases beyond the newest `keep`, never one in `protect` (current, previous, the one
+ * deploying) or in a slot, and what interrupted deploys left: releases never served or never
+ * completed, extractions. Returns what was removed.
  */
 export async function cleanupReleases(
   paths: AppPaths,
@@ -100,7 +118,15 @@ export async function cleanupReleases(
     ["blue", "green"].map((slot) => readLinkOrUndefined(join(paths.dir, "slots", slot)).catch(() => undefined)),
   );
   const slotReleases = inSlots.map((target) => target?.split("/").pop());
-  const kept = new Set([...ids.slice(-keep), ...[...protect, ...slotReleases].filter((p): p is string => !!p)]);
+  const pinned = new Set([...protect, ...slotReleases].filter((p): p is string => !!p));
+  const leftovers = new Set<string>();
+  for (const id of ids) {
+    if (pinned.has(id)) continue;
+    const meta = await readReleaseMeta(paths, id).catch(() => undefined);
+    if (!meta || meta.pending) leftovers.add(id);
+  }
+  const complete = ids.filter((id) => !leftovers.has(id));
+  const kept = new Set([...complete.slice(-keep), ...pinned]);
   const removed: string[] = [];
   for (const id of ids) {
     if (kept.has(id)) continue;

@@ -17,7 +17,7 @@ import { activateBlueGreen, ActivationFailed } from "./bluegreen.ts";
 import { startAndCheck } from "./health.ts";
 import { Journal } from "./journal.ts";
 import { acquireLock } from "./lock.ts";
-import { currentRelease, listReleases, markBad, readReleaseMeta, type ReleaseMeta } from "./releases.ts";
+import { currentRelease, listReleases, markBad, readReleaseMeta, type ReleaseMeta, usableRelease } from "./releases.ts";
 import { envSnapshot, releaseProcess } from "./runtime.ts";
 import { readStatus, writeStatus } from "./status.ts";
 
@@ -101,7 +101,7 @@ export async function rollback(app: string, to?: string): Promise<number> {
     let target = to;
     if (target === undefined) {
       for (const id of ids.filter((id) => from === undefined || id < from).reverse()) {
-        if (!(await readReleaseMeta(paths, id))?.bad) {
+        if (await usableRelease(paths, id)) {
           target = id;
           break;
         }
@@ -120,6 +120,11 @@ export async function rollback(app: string, to?: string): Promise<number> {
     }
     const meta = await readReleaseMeta(paths, target);
     if (!meta) throw new DeployParadigmError(`release ${target} has no metadata; it cannot be started`);
+    if (meta.pending) {
+      throw new UsageError(`release ${target} never served: a deploy of it was interrupted before its switch`, {
+        suggestion: `push its commit again, or pick another release (see \`deploy-paradigm releases ${app}\`)`,
+      });
+    }
     return await switchTo(app, paths, config, meta, from);
   } finally {
     lock.release();

@@ -5,7 +5,7 @@
 import { readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
 
 /** How a deploy ended. */
-export type Outcome = "success" | "failed" | "rolled_back";
+export type Outcome = "success" | "failed" | "rolled_back" | "cancelled";
 
 /** The last deploy attempt, whatever its outcome. */
 export interface LastDeploy {

@@ -79,7 +79,9 @@ Deno.test("a second push replaces the first and keeps the old release; .env reac
     });
     const push = await repo.push();
     assertEquals(push.code, 0, push.output);
-    assertMatch(push.output, new RegExp(`notified ${v2} with hello there`));
+    // The hook gets the environment; what it prints of a secret is redacted.
+    assertMatch(push.output, new RegExp(`notified ${v2} with \\[redacted\\]`));
+    assert(!push.output.includes("hello there"), "a secret value never reaches the push's output");
     assertMatch(push.output, /✗ postDeploy .*exited with code 9/);
     assertMatch(push.output, /postDeploy failed; the deploy stands/);
     assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "v2" });
