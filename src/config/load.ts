@@ -10,6 +10,13 @@ import { ConfigError, didYouMean } from "../errors.ts";
 /** Files larger than this are refused before parsing. */
 export const MAX_CONFIG_BYTES = 64 * 1024;
 const MAX_ALIASES = 50;
+/** More problems than this are counted, not listed: a broken file can have thousands. */
+const MAX_PROBLEMS = 50;
+/** The parser's messages that speak to its programmer rather than to the file's author. */
+const SYNTAX: Record<string, string> = {
+  MULTIPLE_DOCS: "the file holds more than one YAML document (a line `---` starts another); it must be one mapping",
+};
+const TOO_DEEP = "YAML syntax error: lists and mappings are nested too deeply";
 
 type Path = (string | number)[];
 
@@ -26,7 +33,10 @@ export function parseConfig<S extends z.ZodType>(
 ): z.output<S> {
   const fail = (problems: string[]): never => {
     const count = problems.length === 1 ? "" : ` (${problems.length} problems)`;
-    throw new ConfigError(`Cannot read ${label}${context ? ` from ${context}` : ""}${count}:`, problems);
+    const listed = problems.length > MAX_PROBLEMS
+      ? [...problems.slice(0, MAX_PROBLEMS), `${label}: ${problems.length - MAX_PROBLEMS} more problems not shown`]
+      : problems;
+    throw new ConfigError(`Cannot read ${label}${context ? ` from ${context}` : ""}${count}:`, listed);
   };
   const bytes = text.length > MAX_CONFIG_BYTES / 4 ? new TextEncoder().encode(text).length : text.length;
   if (bytes > MAX_CONFIG_BYTES) {
@@ -34,19 +44,43 @@ export function parseConfig<S extends z.ZodType>(
   }
   if (text.includes("\uFFFD")) fail([`${label}: file is not valid UTF-8 text`]);
   const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false, strict: true });
   const at = (offset: number) => {
     const { line, col } = lines.linePos(offset);
     return `${label}:${line}:${col}`;
   };
+  let doc: ReturnType<typeof parseDocument>;
+  try {
+    doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false, strict: true });
+  } catch (error) {
+    if (error instanceof RangeError) fail([`${label}: ${TOO_DEEP}`]); // the parser ran out of stack
+    throw error;
+  }
   if (doc.errors.length) {
-    fail(doc.errors.map((e) => `${at(e.pos[0])}: YAML syntax error: ${e.message.split("\n")[0]}`));
+    // The parser catches running out of stack on deep nesting, once per level: report it once.
+    const deep = doc.errors.find((e) => e.code === "RESOURCE_EXHAUSTION");
+    if (deep) fail([`${at(deep.pos[0])}: ${TOO_DEEP}`]);
+    fail(doc.errors.map((e) => `${at(e.pos[0])}: YAML syntax error: ${SYNTAX[e.code] ?? e.message.split("\n")[0]}`));
+  }
+  const { complexKeys, aliases } = scan(doc.contents);
+  // A list or mapping as a key is never a config key, and turning nested ones into text takes
+  // exponential time (a 2 KB file of `? ? ? …` took minutes): refuse them before that.
+  if (complexKeys.length) {
+    fail(complexKeys.map((key) => `${at(key.range?.[0] ?? 0)}: a key must be a plain name, not a list or mapping`));
   }
   let data: unknown;
   try {
     data = doc.toJS({ maxAliasCount: MAX_ALIASES });
   } catch (error) {
-    fail([`${label}: ${(error as Error).message} (YAML aliases are limited to ${MAX_ALIASES})`]);
+    if (error instanceof RangeError) fail([`${label}: ${TOO_DEEP}`]);
+    const message = (error as Error).message;
+    const name = /^Unresolved alias.*: (.*)$/.exec(message)?.[1];
+    const alias = aliases.find((node) => name !== undefined && (node as { source?: string }).source === name);
+    if (alias) {
+      const shown = shorten(visible(name!));
+      fail([`${at(alias.range?.[0] ?? 0)}: YAML syntax error: alias *${shown} names no anchor &${shown} before it`]);
+    }
+    const limit = message.includes("alias count") ? ` (YAML aliases are limited to ${MAX_ALIASES})` : "";
+    fail([`${label}: YAML error: ${message}${limit}`]);
   }
   if (data === null || data === undefined) fail([`${label}: file is empty; it must be a YAML mapping of keys`]);
   if (typeof data !== "object" || Array.isArray(data)) {
@@ -54,7 +88,14 @@ export function parseConfig<S extends z.ZodType>(
   }
   const result = schema.safeParse(data);
   if (result.success) return result.data;
-  const problems = result.error.issues.flatMap((issue) => {
+  const checked = new Set<string>();
+  const problems = result.error.issues.flatMap(unwrapUnion).flatMap((issue) => {
+    // A value failing its type also fails its range checks (1e20 is no whole number, nor up to 65535): say it once.
+    if (issue.code !== "unrecognized_keys" && issue.code !== "custom") {
+      const where = JSON.stringify(issue.path);
+      if (checked.has(where)) return [];
+      checked.add(where);
+    }
     const keys = issue.code === "unrecognized_keys" ? issue.keys : [undefined];
     return keys.map((key) => {
       const path = key === undefined ? issue.path as Path : [...issue.path as Path, key];
@@ -65,8 +106,19 @@ export function parseConfig<S extends z.ZodType>(
   throw new Error("unreachable");
 }
 
+/**
+ * A value matching no option of a union: when exactly one option got past the value's own type
+ * (its problems are all inside the value), those problems say what is wrong; else the union's.
+ */
+function unwrapUnion(issue: z.core.$ZodIssue): z.core.$ZodIssue[] {
+  if (issue.code !== "invalid_union") return [issue];
+  const inside = issue.errors.filter((errors) => errors.length && errors.every((e) => e.path.length > 0));
+  if (inside.length !== 1) return [issue];
+  return inside[0].map((e) => ({ ...e, path: [...issue.path, ...e.path] })).flatMap(unwrapUnion);
+}
+
 function explain(issue: z.core.$ZodIssue, path: Path, schema: z.ZodType, data: unknown): string {
-  const key = path.length ? `"${path.join(".")}"` : "the file";
+  const key = path.length ? `"${shorten(visible(path.join(".")))}"` : "the file";
   if (issue.code === "unrecognized_keys") {
     const known = knownKeys(schema, path.slice(0, -1));
     const guess = didYouMean(String(path.at(-1)), known);
@@ -77,19 +129,44 @@ function explain(issue: z.core.$ZodIssue, path: Path, schema: z.ZodType, data: u
     return `${key} is required` + (issue.code === "invalid_value" ? ` and ${issue.message}` : "");
   }
   const message = issue.code === "invalid_type" && issue.message.startsWith("Invalid input")
-    ? `must be ${issue.expected === "int" ? "a whole number" : issue.expected}`
+    ? `must be ${EXPECTED[issue.expected] ?? issue.expected}`
     : issue.message;
   const got = value === undefined || message.includes("(got") ? "" : ` (got ${describe(value)})`;
   return `${key} ${message}${got}`;
 }
 
+const EXPECTED: Record<string, string> = {
+  int: "a whole number",
+  number: "a number",
+  string: "a string",
+  object: "a mapping (key: value)",
+  array: "a list",
+  record: "a mapping (key: value)",
+  boolean: "true or false",
+};
+
 function describe(value: unknown): string {
   if (value === null) return "null";
   if (Array.isArray(value)) return "a list";
+  if (value instanceof Uint8Array) return "binary data (!!binary)";
+  if (value instanceof Date) return `a date (${Number.isNaN(value.getTime()) ? "invalid" : value.toISOString()})`;
+  if (value instanceof Set) return "a set";
   if (typeof value === "object") return "a mapping";
   if (typeof value === "string" && value.length === 0) return "an empty string";
-  const text = JSON.stringify(value) ?? String(value);
+  if (typeof value === "number" && !Number.isFinite(value)) return String(value);
+  return shorten(visible(JSON.stringify(value) ?? String(value)));
+}
+
+function shorten(text: string): string {
   return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
+
+/** Escapes what a terminal would not show (controls, zero-width and direction marks, odd spaces). */
+function visible(text: string): string {
+  return text.replace(
+    /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Zs}\p{Co}\p{Cs}\p{Cn}]/gu,
+    (c) => c === " " ? c : `\\u${c.codePointAt(0)!.toString(16).padStart(4, "0")}`,
+  );
 }
 
 function valueAt(data: unknown, path: Path): unknown {
@@ -109,7 +186,7 @@ function offsetOf(root: unknown, path: Path, atKey: boolean): number {
     if (!node || !("items" in node)) break;
     const items = (node as { items: unknown[] }).items;
     const item = isMap(node)
-      ? items.find((pair) => isPair(pair) && isScalar(pair.key) && pair.key.value === key)
+      ? items.find((pair) => isPair(pair) && isScalar(pair.key) && String(pair.key.value ?? "") === String(key))
       : items[key as number];
     if (!item) break;
     if (isPair(item)) {
@@ -123,6 +200,32 @@ function offsetOf(root: unknown, path: Path, atKey: boolean): number {
     }
   }
   return offset;
+}
+
+/**
+ * The keys that are lists or mappings, and the aliases, of a document: walked with a stack of
+ * its own, as the document may be nested as deeply as the parser could go.
+ */
+function scan(root: unknown): { complexKeys: Node[]; aliases: Node[] } {
+  const complexKeys: Node[] = [];
+  const aliases: Node[] = [];
+  const stack = [root];
+  while (stack.length) {
+    const node = stack.pop();
+    if (!node || typeof node !== "object") continue;
+    if (isPair(node)) {
+      const key = node.key as Node | null;
+      if (key && typeof key === "object" && "items" in key) complexKeys.push(key);
+      else stack.push(key);
+      stack.push(node.value);
+    } else if ("items" in node) {
+      for (const item of (node as { items: unknown[] }).items) stack.push(item);
+    } else if ("source" in node && !isScalar(node)) {
+      aliases.push(node as Node);
+    }
+  }
+  const byOffset = (a: Node, b: Node) => (a.range?.[0] ?? 0) - (b.range?.[0] ?? 0);
+  return { complexKeys: complexKeys.sort(byOffset), aliases: aliases.sort(byOffset) };
 }
 
 /** The keys an object schema accepts at `path`, for "did you mean". */

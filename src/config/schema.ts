@@ -21,19 +21,26 @@ const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_00
 
 /** Parses `500ms`, `2s`, `1.5m`, `1h`, or a number of seconds, into milliseconds. */
 export function parseDuration(value: string | number): number | undefined {
-  if (typeof value === "number") return Number.isFinite(value) && value >= 0 ? value * 1000 : undefined;
+  if (typeof value === "number") return Number.isFinite(value) && value >= 0 ? finite(value * 1000) : undefined;
   const match = DURATION.exec(value.trim());
-  return match ? Number(match[1]) * UNIT_MS[match[2]] : undefined;
+  return match ? finite(Number(match[1]) * UNIT_MS[match[2]]) : undefined;
 }
 
+/** `1e306` seconds or 400 nines of hours are no duration: they overflow to Infinity. */
+function finite(ms: number): number | undefined {
+  return Number.isFinite(ms) ? ms : undefined;
+}
+
+const MUST_BE_DURATION = 'must be a duration like "500ms", "2s" or "1m"';
+
 const duration = (fallback: string) =>
-  z.union([z.string(), z.number()]).default(fallback).transform((value, ctx) => {
+  z.union([z.string(), z.number()], { error: MUST_BE_DURATION }).default(fallback).transform((value, ctx) => {
     const ms = parseDuration(value);
     if (ms === undefined) {
       ctx.issues.push({
         code: "custom",
         input: value,
-        message: `must be a duration like "500ms", "2s" or "1m" (got ${JSON.stringify(value)})`,
+        message: `${MUST_BE_DURATION} (got ${JSON.stringify(value)})`,
         continue: true,
       });
       return z.NEVER;
@@ -49,8 +56,8 @@ const commandString = z.string().superRefine((value, ctx) => {
 /** A command: a string split into words (no shell), or an argv list. */
 const command = z.union([
   commandString,
-  z.array(z.string().min(1)).min(1, "must list at least the program to run"),
-]).meta({
+  z.array(z.string().min(1, "must not be empty")).min(1, "must list at least the program to run"),
+], { error: "must be a command: a string, or a list of the program and its arguments" }).meta({
   description: "A command, run without a shell: a string split at whitespace (quotes group words), or an argv list.",
 });
 
@@ -68,9 +75,9 @@ const healthObject = z.strictObject({
 });
 
 /** The health check: the app is healthy after `successes` consecutive 2xx answers within `window`. */
-const healthCheck = z.union([healthPath, healthObject]).transform((value) =>
-  typeof value === "string" ? healthObject.parse({ path: value }) : value
-).meta({
+const healthCheck = z.union([healthPath, healthObject], {
+  error: 'must be a URL path such as "/health", or a mapping { path, window, interval, successes, timeout }',
+}).transform((value) => typeof value === "string" ? healthObject.parse({ path: value }) : value).meta({
   description: 'A path such as "/health", or { path, window: 30s, interval: 1s, successes: 3, timeout: 2s }.',
 });
 

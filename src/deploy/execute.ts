@@ -660,7 +660,7 @@ async function failed(
     at: now(),
     duration: Math.round(performance.now() - f.started),
     step: failure.step,
-    message: failure.message,
+    message: journal.clean(failure.message),
   };
   let status: AppStatus;
   if (!f.switched) {

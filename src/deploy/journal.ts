@@ -91,7 +91,8 @@ export class Journal {
       .sort((a, b) => b.length - a.length);
   }
 
-  private clean(text: string): string {
+  /** `text` with the deploy's secrets replaced by `[redacted]`. */
+  clean(text: string): string {
     for (const secret of this.secrets) text = text.replaceAll(secret, "[redacted]");
     return text;
   }

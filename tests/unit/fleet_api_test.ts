@@ -616,3 +616,32 @@ Deno.test("serveFleet: refuses a non-loopback host without a token; serves loopb
     }
   });
 });
+
+Deno.test("fleet API: hostile values from servers stay data: no header injection, no path traversal", async () => {
+  await withFleet(async ({ store, get }) => {
+    const evil = 'x\r\nSet-Cookie: owned=1\r\n\r\n<img src=x onerror="alert(1)">';
+    store.upsertApp("alpha", evil, { status: evil, version: evil, healthy: true }, NOW);
+    ingest(store, "alpha", evil, "error.log", [`boom ${evil}`], NOW);
+    for (const path of ["/api/fleet", "/api/servers/alpha", "/api/search?q=boom", "/metrics"]) {
+      const response = await get(path);
+      assertEquals(response.headers.get("set-cookie"), null, path);
+      const text = await response.text();
+      assert(!text.includes("\r\nSet-Cookie"), `${path} carries a raw header line`);
+    }
+    const { results } = await getJson(await get("/api/search?q=boom")) as { results: { app: string }[] };
+    assertEquals(results[0].app, evil, "the value is kept, as data (JSON-escaped)");
+    // Parameters are values to look up, never paths: nothing outside the database is read.
+    for (
+      const path of [
+        "/api/servers/..%2F..%2F..%2Fetc%2Fpasswd",
+        "/api/logs/context?server=../../..&app=..&file=../../../../etc/passwd&offset=0",
+        "/api/deployments?server=..%2F..&app=%2Fetc",
+      ]
+    ) {
+      const response = await get(path);
+      const text = await response.text();
+      assert(response.status < 500, `${path}: ${response.status}`);
+      assert(!text.includes("root:x:0:0"), `${path} read a file`);
+    }
+  });
+});
