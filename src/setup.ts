@@ -211,7 +211,7 @@ export async function setup(options: SetupOptions): Promise<number> {
   // The proxy, as a service of the chosen manager, started if it is not running.
   if (values.strategy === "blue-green" && values.manager === "systemd") {
     // The app's template unit (each slot's command comes with its deploy, in the instance's drop-in).
-    const process = processFor(paths, { ...values, drainTimeout: 0 }, "python", ["/bin/true"], {}, {
+    const process = processFor(paths, { ...values, drainTimeout: 0, notify: [] }, "python", ["/bin/true"], {}, {
       slot: "blue",
       port: values.port,
     });

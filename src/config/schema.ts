@@ -5,6 +5,7 @@
  */
 import { z } from "zod";
 import { splitCommand } from "./argv.ts";
+import { DEPLOY_EVENTS, targetSchema } from "../notify.ts";
 
 import { NAME_PATTERN } from "./names.ts";
 
@@ -171,6 +172,10 @@ export const serverConfigSchema = z.strictObject({
   slots: z.strictObject({ blue: port, green: port }).optional()
     .meta({ description: "The internal ports of the two slots; chosen and written by the first deploy." }),
   drainTimeout: duration("30s"),
+  notify: z.array(targetSchema(DEPLOY_EVENTS)).default([]).meta({
+    description: "Where deploy outcomes are sent: [{ type: webhook|slack|discord, url, events: [success, failed, " +
+      "rolled_back, cancelled] }] (events default to all).",
+  }),
 }).superRefine((value, ctx) => {
   const { slots } = value;
   if (slots && (slots.blue === slots.green || slots.blue === value.port || slots.green === value.port)) {

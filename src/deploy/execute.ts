@@ -26,6 +26,7 @@ import { buildPlan, type RepoFacts, startArgv } from "./app_type.ts";
 import { parseDotenv, serializeDockerEnv, serializeDotenv } from "./dotenv.ts";
 import { type HealthResult, startAndCheck } from "./health.ts";
 import { Journal, StepFailed } from "./journal.ts";
+import { notifyOutcome } from "./notify_outcome.ts";
 import { Cancellation } from "./cancel.ts";
 import { acquireLock } from "./lock.ts";
 import { discardPrefetch, type Prefetch } from "./prefetch.ts";
@@ -519,6 +520,14 @@ async function deployLocked(
     lastDeploy: { outcome: "success", release: id, commit, version: short, at: now(), duration },
   });
   await journal.record("success", { ok: true, duration, message: `${short} serves as release ${id}` });
+  await notifyOutcome(journal, config, deploy.name, {
+    outcome: "success",
+    release: id,
+    commit,
+    version: short,
+    at: now(),
+    duration,
+  });
   const at = plan.runs ? `: ${url(plan)}` : "";
   journal.say(`✓ deployed ${deploy.name} ${short} (release ${id}) in ${(duration / 1000).toFixed(1)}s${at}`);
   return { ok: true };
@@ -704,6 +713,7 @@ async function failed(
     duration: last.duration,
     message: `${failure.step}: ${failure.message}`,
   });
+  await notifyOutcome(journal, plan.config, deploy.name, last);
   await saveStatus(journal, paths.status, status);
   journal.say(
     status.healthy && status.version

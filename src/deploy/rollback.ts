@@ -17,6 +17,7 @@ import { activateBlueGreen, ActivationFailed } from "./bluegreen.ts";
 import { startAndCheck } from "./health.ts";
 import { Journal } from "./journal.ts";
 import { acquireLock } from "./lock.ts";
+import { notifyOutcome } from "./notify_outcome.ts";
 import { currentRelease, listReleases, markBad, readReleaseMeta, type ReleaseMeta, usableRelease } from "./releases.ts";
 import { envSnapshot, releaseProcess } from "./runtime.ts";
 import { readStatus, writeStatus } from "./status.ts";
@@ -253,5 +254,15 @@ async function switchTo(
     `↺ rolled back ${app} to release ${meta.id} (${version}) in ${(duration / 1000).toFixed(1)}s` +
       (from ? `; release ${from} is marked bad` : ""),
   );
+  await notifyOutcome(journal, config, app, {
+    outcome: "rolled_back",
+    release: meta.id,
+    commit: meta.commit,
+    version,
+    at: new Date().toISOString(),
+    duration,
+    step: "rollback",
+    message: `rolled back by hand to release ${meta.id} (${version})`,
+  });
   return 0;
 }

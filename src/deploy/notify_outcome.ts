@@ -1,0 +1,53 @@
+/**
+ * A deploy's (or a rollback's) outcome to config.yml's `notify:` targets.
+ * @module
+ */
+import type { ServerConfig } from "../config/schema.ts";
+import type { Journal } from "./journal.ts";
+import type { LastDeploy } from "./status.ts";
+
+const VERBS: Record<LastDeploy["outcome"], string> = {
+  success: "deployed",
+  failed: "failed",
+  rolled_back: "rolled back",
+  cancelled: "cancelled",
+};
+
+/**
+ * Sends `last` to the targets that want its outcome (at once, each bounded by a timeout) and
+ * records each delivery in deploy.log. Never fails the deploy.
+ */
+export async function notifyOutcome(journal: Journal, config: ServerConfig, app: string, last: LastDeploy) {
+  if (!config.notify.length) return;
+  const { notifyAll } = await import("../notify.ts");
+  const server = hostname();
+  const deliveries = await notifyAll(config.notify, {
+    event: last.outcome,
+    ok: last.outcome === "success",
+    title: `${app} ${last.version} ${VERBS[last.outcome]}${last.step ? ` at ${last.step}` : ""} on ${server}`,
+    text: last.message,
+    at: last.at,
+    fields: {
+      app,
+      server,
+      version: last.version,
+      commit: last.commit,
+      release: last.release,
+      duration: `${(last.duration / 1000).toFixed(1)} s`,
+      step: last.step,
+    },
+  });
+  for (const delivery of deliveries) {
+    journal.say(`${delivery.ok ? "✓" : "!"} notified ${delivery.target}: ${delivery.detail}`);
+    await journal.record("notify", { ok: delivery.ok, message: `${delivery.target}: ${delivery.detail}` });
+  }
+}
+
+/** This server's name, for notifications. */
+function hostname(): string {
+  try {
+    return Deno.hostname();
+  } catch {
+    return "this server";
+  }
+}

@@ -1,0 +1,33 @@
+/** Notification payloads and URL redaction (pure). */
+import { assert, assertEquals } from "../helpers/assert.ts";
+import { type Notice, payload, redactUrl } from "../../src/notify.ts";
+
+const NOTICE: Notice = {
+  event: "failed",
+  ok: false,
+  title: "api 1a2b3c4 failed at health on web1 <@here>",
+  text: "http://127.0.0.1:8000/health answered 500",
+  at: "2026-11-29T09:00:00.000Z",
+  fields: { app: "api", server: "web1", version: "1a2b3c4", step: "health", release: undefined },
+};
+
+Deno.test("payload: webhook JSON, Slack text + blocks (escaped), Discord embed without mentions", () => {
+  const hook = payload("webhook", NOTICE) as Record<string, unknown>;
+  assertEquals([hook.event, hook.ok, hook.app, hook.step, hook.release], ["failed", false, "api", "health", undefined]);
+  const slack = payload("slack", NOTICE) as { text: string; blocks: { text?: { text: string } }[] };
+  assertEquals(slack.text, `❌ ${NOTICE.title}`);
+  assert(slack.blocks[0].text!.text.includes("&lt;@here&gt;"), "a value cannot mention or link in Slack");
+  assert(slack.blocks[1].text!.text.includes("*app:* api"));
+  const discord = payload("discord", NOTICE) as {
+    embeds: { title: string; color: number; fields: { name: string }[] }[];
+    allowed_mentions: { parse: string[] };
+  };
+  assertEquals(discord.embeds[0].color, 0xc62828);
+  assertEquals(discord.embeds[0].fields.map((f) => f.name), ["app", "server", "version", "step"]);
+  assertEquals(discord.allowed_mentions.parse, []);
+});
+
+Deno.test("redactUrl: scheme and host only", () => {
+  assertEquals(redactUrl("https://hooks.slack.com/services/T0/B0/secret?x=1"), "https://hooks.slack.com/…");
+  assertEquals(redactUrl("not a url"), "(an invalid URL)");
+});
