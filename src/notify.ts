@@ -72,15 +72,16 @@ const facts = (notice: Notice) =>
 export function payload(type: Target["type"], notice: Notice): unknown {
   if (type === "slack") {
     const line = facts(notice).map(([key, value]) => `*${key}:* ${value}`).join("  ");
+    const detail = notice.text ? escapeSlack(notice.text.slice(0, 2800)) : undefined;
     return {
-      text: `${notice.ok ? "✅" : "❌"} ${notice.title}`,
+      text: `${notice.ok ? "✅" : "❌"} ${escapeSlack(notice.title)}`,
       blocks: [
         {
           type: "section",
           text: { type: "mrkdwn", text: `${notice.ok ? "✅" : "❌"} *${escapeSlack(notice.title)}*` },
         },
         ...(line ? [{ type: "section", text: { type: "mrkdwn", text: escapeSlack(line) } }] : []),
-        ...(notice.text ? [{ type: "section", text: { type: "mrkdwn", text: "```" + notice.text + "```" } }] : []),
+        ...(detail ? [{ type: "section", text: { type: "mrkdwn", text: "```" + detail + "```" } }] : []),
         { type: "context", elements: [{ type: "mrkdwn", text: `deploy-paradigm · ${notice.event} · ${notice.at}` }] },
       ],
     };

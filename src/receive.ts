@@ -62,8 +62,88 @@ async function writeAll(data: Uint8Array): Promise<void> {
   for (let done = 0; done < data.length;) done += await Deno.stdout.write(data.subarray(done));
 }
 
-function writeAllSync(stream: { writeSync(p: Uint8Array): number }, data: Uint8Array): void {
-  for (let done = 0; done < data.length;) done += stream.writeSync(data.subarray(done));
+/**
+ * Progress to the pusher, and whether the pusher is still there. When the ssh connection of a
+ * push drops, git-receive-pack (our parent) lives on, re-parented, and stops reading our stderr:
+ * writes then block once the pipe is full, or fail. So progress is written without blocking the
+ * deploy (a queue, written off the event loop), and the push counts as gone when receive-pack's
+ * parent changes or disappears, when a write fails, or when writing stalls for 10 s.
+ */
+export class PusherWatch {
+  private queue: Uint8Array[] = [];
+  private queued = 0;
+  private writing?: Promise<void>;
+  private writeStarted = 0;
+  private lost = false;
+  private readonly parent = Deno.ppid;
+  private readonly grandparent = parentOf(Deno.ppid);
+  private readonly timer: ReturnType<typeof setInterval>;
+
+  constructor(private readonly onLost: (why: string) => void) {
+    this.timer = setInterval(() => this.check(), 500);
+  }
+
+  /** Queues a line for the pusher. */
+  print(line: string): void {
+    if (this.lost) return;
+    const bytes = encoder.encode(line + "\n");
+    this.queue.push(bytes);
+    this.queued += bytes.length;
+    if (this.queued > 1 << 20) return this.gone("its progress is not read any more");
+    this.writing ??= this.pump().finally(() => this.writing = undefined);
+  }
+
+  private async pump(): Promise<void> {
+    while (this.queue.length && !this.lost) {
+      const bytes = this.queue.shift()!;
+      this.queued -= bytes.length;
+      this.writeStarted = Date.now();
+      try {
+        for (let done = 0; done < bytes.length;) done += await Deno.stderr.write(bytes.subarray(done));
+      } catch {
+        return this.gone("its progress can no longer be written");
+      } finally {
+        this.writeStarted = 0;
+      }
+    }
+  }
+
+  private check(): void {
+    if (this.lost) return;
+    if (this.writeStarted && Date.now() - this.writeStarted > 10_000) return this.gone("its progress is not read");
+    const now = parentOf(this.parent);
+    if (this.grandparent !== undefined && now !== this.grandparent) {
+      return this.gone("git-receive-pack lost its session");
+    }
+  }
+
+  private gone(why: string): void {
+    if (this.lost) return;
+    this.lost = true;
+    this.queue = [];
+    this.onLost(`the push's connection was lost (${why})`);
+  }
+
+  /** Waits (up to `ms`) for the queued progress to be written. */
+  async flush(ms: number): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([this.writing, new Promise((resolve) => timer = setTimeout(resolve, ms))]);
+    clearTimeout(timer);
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+}
+
+/** The parent pid of `pid` (Linux /proc), or undefined when unknown or gone. */
+function parentOf(pid: number): number | undefined {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+  } catch {
+    return undefined;
+  }
 }
 
 /** One pushed ref. */
@@ -141,19 +221,10 @@ async function handleRef(gitDir: string, update: RefUpdate): Promise<string | un
   const prefetch = prefetchCommit(gitDir, update.new); // overlaps loading the engine
   const { Cancellation } = await import("./deploy/cancel.ts");
   const { execute } = await import("./deploy/execute.ts");
-  // A Ctrl-C on `git push`, a lost ssh connection: signals, or progress that can no longer be
-  // written (the pusher is gone). Either cancels the deploy, which then puts things back.
+  // A Ctrl-C on `git push`, a lost ssh connection: signals, or the pusher gone (see
+  // PusherWatch). Either cancels the deploy, which then puts things back.
   const cancellation = new Cancellation().watchSignals();
-  let lost = false;
-  const print = (line: string) => {
-    if (lost) return;
-    try {
-      writeAllSync(Deno.stderr, encoder.encode(line + "\n"));
-    } catch {
-      lost = true;
-      cancellation.cancel("the push's connection was lost");
-    }
-  };
+  const watch = new PusherWatch((why) => cancellation.cancel(why));
   try {
     const result = await execute({
       prefetch,
@@ -161,11 +232,13 @@ async function handleRef(gitDir: string, update: RefUpdate): Promise<string | un
       commit: update.new,
       ref: update.ref,
       old: update.old,
-      print,
+      print: (line) => watch.print(line),
       cancellation,
     });
     return result.ok ? undefined : result.reason;
   } finally {
+    watch.stop();
+    await watch.flush(2000);
     cancellation.dispose();
   }
 }

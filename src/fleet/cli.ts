@@ -7,6 +7,7 @@
 import { join } from "node:path";
 import { UsageError } from "../errors.ts";
 import { ProcessRunner } from "../runner.ts";
+import { FleetAlerts } from "./alerts.ts";
 import { Collector, type CycleSummary } from "./collector.ts";
 import { addServer, type FleetConfig, fleetPaths, loadFleetConfig, LOCAL } from "./config.ts";
 import { FleetStore } from "./store.ts";
@@ -85,17 +86,22 @@ export function cycleLines(summary: CycleSummary): string[] {
   return lines;
 }
 
-/** `fleet collect --once`: one cycle, its summary printed. Exit 1 when a server failed. */
+/**
+ * `fleet collect --once`: one cycle, its summary printed, its alerts sent (each bounded by a
+ * timeout). Exit 1 when a server failed.
+ */
 export async function collectOnce(options: FleetOptions): Promise<number> {
-  const { config, configPath, store, collector, lock } = await open(options, true);
+  const { paths, config, configPath, store, collector, lock } = await open(options, true);
   try {
     if (!config.servers.length) {
       throw new UsageError(`no servers in ${configPath}`, {
         suggestion: "add one: deploy-paradigm fleet add <name> <user@host> (or `local` for this machine)",
       });
     }
+    const alerts = await FleetAlerts.open(config, paths.alerts);
     const summary = await collector.cycle();
     for (const line of cycleLines(summary)) console.log(line);
+    await alerts?.after(summary, store);
     return summary.servers.every((s) => s.ok) ? 0 : 1;
   } finally {
     await collector.close();
@@ -251,7 +257,8 @@ export async function runFleet(
 ): Promise<number> {
   const { checkBinding, createFleetHandler, FleetEvents, serveFleet } = await import("./api.ts");
   checkBinding(options.host, options.port, options.token); // before anything is opened or created
-  const { config, store, collector, configPath, lock } = await open(options, true);
+  const { paths, config, store, collector, configPath, lock } = await open(options, true);
+  const alerts = await FleetAlerts.open(config, paths.alerts);
   const events = new FleetEvents();
   const handler = createFleetHandler({
     store,
@@ -275,12 +282,20 @@ export async function runFleet(
           `API on http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}/`,
       ),
   });
+  // Alerts go out while the next cycles run; the ones under way are awaited at shutdown.
+  const sending = new Set<Promise<void>>();
   try {
     await collector.run(stop.signal, (summary) => {
       for (const line of cycleLines(summary)) console.log(line);
       events.emit("cycle", summary);
+      const sent = alerts?.after(summary, store);
+      if (sent) {
+        sending.add(sent);
+        sent.finally(() => sending.delete(sent));
+      }
     });
   } finally {
+    await Promise.all(sending);
     await server.finished.catch(() => {});
     await collector.close();
     store.close();

@@ -1,6 +1,6 @@
 /**
  * The fleet monitor's home (`~/.fleet-monitor`, or `FLEET_MONITOR_HOME`) and its config.yml:
- * the servers, the collection interval and the retention of log lines.
+ * the servers, the collection interval, the retention of log lines and the alerts.
  * @module
  */
 import { join, resolve } from "node:path";
@@ -9,6 +9,7 @@ import { parseConfig } from "../config/load.ts";
 import { parseDuration } from "../config/schema.ts";
 import { UsageError } from "../errors.ts";
 import { readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
+import { FLEET_EVENTS, targetSchema } from "../notify.ts";
 import { parseDocument } from "../yaml.ts";
 
 /** `host: local`: this machine's own deployments, read directly (no ssh). */
@@ -27,6 +28,8 @@ export function fleetPaths(home = fleetHome()) {
     home,
     config: join(home, "config.yml"),
     db: join(home, "data", "fleet.db"),
+    /** What the alerts last saw (so one-shot cycles alert on transitions too). */
+    alerts: join(home, "data", "alerts.json"),
     mirror: (server: string) => join(home, "mirror", server),
     knownHosts: join(home, "known_hosts"),
     sockets: join(home, "ssh"),
@@ -67,6 +70,10 @@ export const fleetConfigSchema = z.strictObject({
     maxLines: z.int().min(1000).default(5_000_000),
   }).default({ days: 30, maxLines: 5_000_000 }),
   servers: z.array(serverSchema).default([]),
+  /** Where transitions go: app unhealthy/recovered, server unreachable/back, deploy failed/rolled back. */
+  alerts: z.array(targetSchema(FLEET_EVENTS)).max(20).default([]),
+  /** Failed cycles in a row before a server is called unreachable in an alert. */
+  graceCycles: z.int({ error: "must be a whole number from 1 to 100" }).min(1).max(100).default(2),
 }).superRefine((config, ctx) => {
   const seen = new Set<string>();
   config.servers.forEach((server, i) => {
@@ -128,5 +135,6 @@ export async function addServer(path: string, server: NewServer): Promise<FleetS
 const HEADER = `# deploy-paradigm fleet monitor: the servers it pulls status.json and logs from, over ssh + rsync.
 # interval: 30s               # how often every server is pulled
 # retention: { days: 30, maxLines: 5000000 }
+# alerts: [{ type: slack, url: "https://hooks.slack.com/services/…" }]   # webhook, slack or discord
 servers: []
 `;

@@ -92,6 +92,7 @@ Deno.test("config.yml: a minimal file gets env production, blue-green and a 30 s
     env: "production",
     strategy: "blue-green",
     drainTimeout: 30_000,
+    notify: [],
   });
   assertEquals(problems("port: 80\nmanager: pm2\nstrategy: canary\n", serverConfigSchema), [
     'deploy.yml:3:11: "strategy" must be one of blue-green, restart (got "canary")',
@@ -105,6 +106,7 @@ Deno.test("config.yml: a minimal file gets env production, blue-green and a 30 s
     env: "staging",
     strategy: "restart",
     drainTimeout: 30_000,
+    notify: [],
   });
 });
 

@@ -15,7 +15,7 @@ Deno.test("payload: webhook JSON, Slack text + blocks (escaped), Discord embed w
   const hook = payload("webhook", NOTICE) as Record<string, unknown>;
   assertEquals([hook.event, hook.ok, hook.app, hook.step, hook.release], ["failed", false, "api", "health", undefined]);
   const slack = payload("slack", NOTICE) as { text: string; blocks: { text?: { text: string } }[] };
-  assertEquals(slack.text, `❌ ${NOTICE.title}`);
+  assertEquals(slack.text, "❌ api 1a2b3c4 failed at health on web1 &lt;@here&gt;");
   assert(slack.blocks[0].text!.text.includes("&lt;@here&gt;"), "a value cannot mention or link in Slack");
   assert(slack.blocks[1].text!.text.includes("*app:* api"));
   const discord = payload("discord", NOTICE) as {

@@ -1,0 +1,365 @@
+/**
+ * The fleet monitor's alerts (`alerts:` in the fleet config): after each cycle, what changed
+ * goes to the targets (a plain webhook, Slack or Discord), once per transition and not once per
+ * cycle: an app unhealthy or recovered, a server unreachable (after `graceCycles` failed cycles
+ * in a row) or back, a deploy that failed or rolled back.
+ *
+ * First sight is not news: an app or a server seen for the first time, and the deploy history
+ * found in the database (or on a server the first time it answers), alert nothing. A server that
+ * never answered is a setup problem (each cycle's line says so), not an outage. While the
+ * collector holds judgement after a pause in its own run (a laptop that woke up), failed pulls
+ * are not counted, so waking up alerts nothing.
+ *
+ * The memory of what was last seen is small and kept in `<home>/data/alerts.json`, so
+ * `fleet collect --once` (one process per cycle) and a restarted `fleet` alert on what changed
+ * since the last run, not on everything or on nothing.
+ * @module
+ */
+import { readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
+import { type Delivery, type Notice, NOTIFY_TIMEOUT_MS, notifyAll, type Target } from "../notify.ts";
+import type { CycleSummary } from "./collector.ts";
+import type { FleetConfig } from "./config.ts";
+import type { FleetStore } from "./store.ts";
+
+/** What the alerter knows of a server. */
+export interface ServerMemory {
+  /** Whether a pull of it ever worked. */
+  reached: boolean;
+  /** Failed cycles in a row (those under hold not counted). */
+  failures: number;
+  /** The start of the first of those cycles. */
+  since?: string;
+  /** An `unreachable` notice went out: its first good pull sends `back`. */
+  alerted: boolean;
+}
+
+/** What the alerter last saw: the transitions are computed against it. */
+export interface AlertMemory {
+  version: 1;
+  /** Each app's last known health (`server/app`): null when its status.json does not say. */
+  apps: Record<string, boolean | null>;
+  servers: Record<string, ServerMemory>;
+  /** The newest deployments row already considered. */
+  deployment?: number;
+}
+
+/** Options of an {@link Alerter}. */
+export interface AlerterOptions {
+  /** Failed cycles in a row before `unreachable` (default 2). */
+  graceCycles?: number;
+  /** The longest one delivery may take (default {@link NOTIFY_TIMEOUT_MS}). */
+  timeoutMs?: number;
+  /** Where the failed deliveries are reported (default console.log). */
+  log?: (line: string) => void;
+  /** The memory of an earlier run. */
+  memory?: AlertMemory;
+}
+
+/** Deploy notices per cycle at most (a deploy.log replaced by an old copy is not a flood of alerts). */
+const MAX_DEPLOY_NOTICES = 10;
+/** deployments outcomes that alert, and their event. */
+const DEPLOY_EVENTS: Record<string, "failed" | "rolled_back"> = {
+  failed: "failed",
+  rolled_back: "rolled_back",
+  rollback_failed: "failed",
+};
+
+interface DeploymentRecord {
+  id: number;
+  server: string;
+  app: string;
+  at: string;
+  outcome: string;
+  release: string | null;
+  commit_sha: string | null;
+  version: string | null;
+  duration_ms: number | null;
+  step: string | null;
+  message: string | null;
+}
+
+/** Turns cycles into notices (transitions against its memory) and sends them. */
+export class Alerter {
+  readonly graceCycles: number;
+  readonly timeoutMs: number;
+  private readonly log: (line: string) => void;
+  private readonly memory: AlertMemory;
+  /** The start of the cycle whose pull of each server was taken last (this run's: an older cycle ending late is ignored). */
+  private readonly lastPull = new Map<string, string>();
+
+  constructor(readonly targets: readonly Target[], options: AlerterOptions = {}) {
+    this.graceCycles = options.graceCycles ?? 2;
+    this.timeoutMs = options.timeoutMs ?? NOTIFY_TIMEOUT_MS;
+    this.log = options.log ?? console.log;
+    this.memory = options.memory ? structuredClone(options.memory) : { version: 1, apps: {}, servers: {} };
+  }
+
+  /** A copy of the memory, to keep for the next run. */
+  snapshot(): AlertMemory {
+    return structuredClone(this.memory);
+  }
+
+  /**
+   * The notices of a cycle that just ended (`store` holds what it pulled), and the memory moved
+   * on: servers first, then apps, then deploys.
+   */
+  notices(summary: CycleSummary, store: FleetStore): Notice[] {
+    const notices: Notice[] = [];
+    const memory = this.memory;
+    const contacts = new Map(
+      (store.sql("SELECT name, last_ok FROM servers").all() as { name: string; last_ok: number | null }[])
+        .map((row) => [row.name, row.last_ok]),
+    );
+    for (const name of Object.keys(memory.servers)) if (!contacts.has(name)) delete memory.servers[name];
+    // Deploys are news only from servers that had answered before this cycle (else: their history).
+    const answeredBefore = new Set(Object.keys(memory.servers).filter((name) => memory.servers[name].reached));
+
+    for (const outcome of summary.servers) {
+      const last = this.lastPull.get(outcome.server);
+      if (last !== undefined && last > summary.at) continue; // a later cycle's pull of it is known already
+      this.lastPull.set(outcome.server, summary.at);
+      const server = memory.servers[outcome.server] ??= {
+        reached: contacts.get(outcome.server) != null,
+        failures: 0,
+        alerted: false,
+      };
+      if (outcome.ok) {
+        if (server.alerted) notices.push(backNotice(outcome.server, server, summary.at));
+        server.reached = true;
+        server.failures = 0;
+        server.alerted = false;
+        delete server.since;
+      } else if (!summary.holding) {
+        server.failures++;
+        server.since ??= summary.at;
+        if (server.reached && !server.alerted && server.failures >= this.graceCycles) {
+          server.alerted = true;
+          notices.push(unreachableNotice(outcome.server, outcome.error, server, contacts.get(outcome.server), summary));
+        }
+      }
+    }
+
+    const apps = store.sql("SELECT server, app, status, healthy, version, commit_sha FROM apps ORDER BY server, app")
+      .all() as {
+        server: string;
+        app: string;
+        status: string | null;
+        healthy: number | null;
+        version: string | null;
+        commit_sha: string | null;
+      }[];
+    const present = new Set<string>();
+    for (const row of apps) {
+      const key = `${row.server}/${row.app}`;
+      present.add(key);
+      const healthy = row.healthy === null ? null : row.healthy === 1;
+      const before = memory.apps[key];
+      memory.apps[key] = healthy;
+      if (before === undefined || before === null || healthy === null || before === healthy) continue;
+      notices.push({
+        event: healthy ? "recovered" : "unhealthy",
+        ok: healthy,
+        title: healthy
+          ? `${key} recovered${row.status ? ` (${row.status})` : ""}`
+          : `${key} is unhealthy${row.status ? ` (${row.status})` : ""}`,
+        fields: {
+          server: row.server,
+          app: row.app,
+          status: row.status ?? undefined,
+          version: row.version ?? undefined,
+          commit: row.commit_sha ?? undefined,
+        },
+        at: summary.at,
+      });
+    }
+    for (const key of Object.keys(memory.apps)) if (!present.has(key)) delete memory.apps[key];
+
+    const newest = (store.sql("SELECT MAX(id) AS id FROM deployments").get() as { id: number | null }).id ?? 0;
+    if (memory.deployment === undefined || memory.deployment > newest) {
+      memory.deployment = newest; // first sight (or another database): history, not news
+    } else if (newest > memory.deployment) {
+      const rows = (store.sql(
+        `SELECT id, server, app, at, outcome, release, commit_sha, version, duration_ms, step, message
+         FROM deployments WHERE id > ? AND id <= ? AND outcome IN ('failed', 'rolled_back', 'rollback_failed')
+         ORDER BY id`,
+      ).all(memory.deployment, newest) as unknown as DeploymentRecord[]).filter((row) =>
+        answeredBefore.has(row.server)
+      );
+      memory.deployment = newest;
+      if (rows.length > MAX_DEPLOY_NOTICES) {
+        this.log(`! ${rows.length} failed deploys at once: alerting the newest ${MAX_DEPLOY_NOTICES}`);
+      }
+      for (const row of rows.slice(-MAX_DEPLOY_NOTICES)) notices.push(deployNotice(row));
+    }
+    return notices;
+  }
+
+  /**
+   * Sends each notice to the targets that want it, all at once, each delivery bounded by the
+   * timeout; prints one line per failed delivery. Never throws.
+   */
+  async send(notices: readonly Notice[]): Promise<Delivery[]> {
+    // One notifyAll per target, so that a failure is reported when it happens, not when the slowest target ends.
+    const sent = await Promise.all(notices.flatMap((notice) =>
+      this.targets.map(async (target) => {
+        const deliveries = await notifyAll([target], notice, this.timeoutMs);
+        for (const delivery of deliveries) {
+          if (!delivery.ok) this.log(`! alert to ${delivery.target} failed: ${delivery.detail}`);
+        }
+        return deliveries;
+      })
+    ));
+    return sent.flat();
+  }
+}
+
+/**
+ * The fleet config's alerts with their memory in a file: `after(summary, store)` after each cycle.
+ * Undefined when the config has no `alerts:`.
+ */
+export class FleetAlerts {
+  private saved: string;
+  private saving: Promise<void> = Promise.resolve();
+
+  private constructor(readonly alerter: Alerter, readonly path: string, saved: string) {
+    this.saved = saved;
+  }
+
+  /** The config's alerts, their memory read from `path` (an absent or unreadable file: a fresh start). */
+  static async open(
+    config: Pick<FleetConfig, "alerts" | "graceCycles">,
+    path: string,
+    options: Omit<AlerterOptions, "memory" | "graceCycles"> = {},
+  ): Promise<FleetAlerts | undefined> {
+    if (!config.alerts.length) return undefined;
+    const text = await readTextOrUndefined(path).catch(() => undefined);
+    const memory = parseMemory(text);
+    const alerter = new Alerter(config.alerts, { ...options, graceCycles: config.graceCycles, memory });
+    return new FleetAlerts(alerter, path, memory ? text! : "");
+  }
+
+  /**
+   * After a cycle: the notices now (in the order of the cycles), then the memory saved and the
+   * notices sent, at once. Resolves when both are done; never rejects.
+   */
+  after(summary: CycleSummary, store: FleetStore): Promise<void> {
+    let notices: Notice[];
+    try {
+      notices = this.alerter.notices(summary, store);
+    } catch (error) {
+      console.error(`fleet: alerts: ${error instanceof Error ? error.message : error}`);
+      return Promise.resolve();
+    }
+    const text = JSON.stringify(this.alerter.snapshot()) + "\n";
+    if (text !== this.saved) {
+      this.saved = text;
+      this.saving = this.saving.then(() => writeFileAtomic(this.path, text, 0o600)).catch((error) =>
+        console.error(`fleet: alerts: could not save ${this.path}: ${error instanceof Error ? error.message : error}`)
+      );
+    }
+    return Promise.all([this.saving, this.alerter.send(notices)]).then(() => {});
+  }
+}
+
+/** A memory file's content, or undefined when it is not one. */
+function parseMemory(text: string | undefined): AlertMemory | undefined {
+  if (!text) return undefined;
+  try {
+    const value = JSON.parse(text);
+    const record = (v: unknown) => typeof v === "object" && v !== null && !Array.isArray(v);
+    if (!record(value) || value.version !== 1 || !record(value.apps) || !record(value.servers)) return undefined;
+    if (value.deployment !== undefined && !Number.isInteger(value.deployment)) return undefined;
+    for (const server of Object.values(value.servers) as ServerMemory[]) {
+      if (!record(server) || !Number.isInteger(server.failures) || typeof server.reached !== "boolean") {
+        return undefined;
+      }
+    }
+    return value as AlertMemory;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The first line of `text`, at most `max` characters. */
+function line(text: string, max = 160): string {
+  const first = text.split("\n").find((l) => l.trim())?.trim() ?? "";
+  return first.length > max ? first.slice(0, max - 1) + "…" : first;
+}
+
+function clip(text: string | undefined | null, max = 1500): string | undefined {
+  if (!text) return undefined;
+  return text.length > max ? text.slice(0, max - 1) + "…" : text;
+}
+
+/** `1h 4m`, `4m 30s`, `12s`. */
+export function span(ms: number): string {
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
+  if (s < 86_400) return `${Math.floor(s / 3600)}h ${Math.floor(s / 60) % 60}m`;
+  return `${Math.floor(s / 86_400)}d ${Math.floor(s / 3600) % 24}h`;
+}
+
+function unreachableNotice(
+  name: string,
+  error: string | undefined,
+  server: ServerMemory,
+  lastOk: number | null | undefined,
+  summary: CycleSummary,
+): Notice {
+  const why = line(error ?? "") || "the pull failed";
+  return {
+    event: "unreachable",
+    ok: false,
+    title: `${name} is unreachable: ${why}`,
+    fields: {
+      server: name,
+      "failed pulls": String(server.failures),
+      "last contact": lastOk ? new Date(lastOk).toISOString() : undefined,
+    },
+    text: error && error.trim() !== why ? clip(error) : undefined,
+    at: summary.at,
+  };
+}
+
+function backNotice(name: string, server: ServerMemory, at: string): Notice {
+  const down = server.since ? Date.parse(at) - Date.parse(server.since) : undefined;
+  return {
+    event: "back",
+    ok: true,
+    title: `${name} is back`,
+    fields: {
+      server: name,
+      "unreachable since": server.since,
+      "unreachable for": down === undefined || Number.isNaN(down) ? undefined : span(down),
+    },
+    at,
+  };
+}
+
+function deployNotice(row: DeploymentRecord): Notice {
+  const key = `${row.server}/${row.app}`;
+  const version = row.version ?? row.commit_sha?.slice(0, 7);
+  const step = row.step ? ` at ${row.step}` : "";
+  const title = row.outcome === "rollback_failed"
+    ? `rollback of ${key} failed`
+    : `deploy of ${key}${version ? ` ${version}` : ""} ${
+      row.outcome === "rolled_back" ? "rolled back" : "failed"
+    }${step}`;
+  return {
+    event: DEPLOY_EVENTS[row.outcome],
+    ok: false,
+    title,
+    fields: {
+      server: row.server,
+      app: row.app,
+      version: version ?? undefined,
+      commit: row.commit_sha ?? undefined,
+      release: row.release ?? undefined,
+      duration: row.duration_ms === null ? undefined : `${(row.duration_ms / 1000).toFixed(1)} s`,
+      step: row.step ?? undefined,
+    },
+    text: clip(row.message),
+    at: row.at,
+  };
+}

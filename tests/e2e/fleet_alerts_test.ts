@@ -1,0 +1,228 @@
+/**
+ * The fleet's alerts end to end: the real `deploy-paradigm fleet collect --once` (one process per
+ * cycle, the memory in between kept in the home) and the real `deploy-paradigm fleet`, on this
+ * machine's own deployments (`host: local` under a temp DEPLOY_PARADIGM_PREFIX), alerting a
+ * receiver on loopback that records what it gets. A server "goes down" when its log directory
+ * turns into a file (the pull fails) and comes back when it is a directory again.
+ */
+import { join } from "node:path";
+import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
+import { BIN, freePort, run, spawnCapturing } from "../helpers/server.ts";
+
+interface Received {
+  path: string;
+  body: Record<string, unknown>;
+}
+
+/** A receiver on 127.0.0.1: `/hang…` never answers (until the end), `/fail…` answers 500, the rest 200. */
+async function receiver() {
+  const got: Received[] = [];
+  const hanging: (() => void)[] = [];
+  const listening = Promise.withResolvers<number>();
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: ({ port }) => listening.resolve(port) }, async (
+    request,
+  ) => {
+    const path = new URL(request.url).pathname;
+    got.push({ path, body: await request.json() });
+    if (path.startsWith("/hang")) {
+      await new Promise<void>((resolve) => hanging.push(resolve));
+      return new Response("late");
+    }
+    return new Response(null, { status: path.startsWith("/fail") ? 500 : 200 });
+  });
+  const base = `http://127.0.0.1:${await listening.promise}`;
+  return {
+    base,
+    got,
+    /** What arrived at paths starting with `prefix`, as `event title`. */
+    at: (prefix: string) => got.filter((r) => r.path.startsWith(prefix)).map((r) => `${r.body.event} ${r.body.title}`),
+    async close() {
+      for (const resolve of hanging) resolve();
+      await server.shutdown();
+    },
+  };
+}
+
+/** A laptop's fleet home watching this machine's deployments under a temp prefix. */
+class Local {
+  readonly env: Record<string, string>;
+  constructor(readonly dir: string) {
+    this.env = { FLEET_MONITOR_HOME: join(dir, "home"), DEPLOY_PARADIGM_PREFIX: join(dir, "root"), NO_COLOR: "1" };
+  }
+
+  static async create(config: string): Promise<Local> {
+    const local = new Local(await Deno.makeTempDir({ prefix: "dp-fleet-alerts-" }));
+    await Deno.mkdir(join(local.dir, "home"), { recursive: true });
+    await Deno.writeTextFile(join(local.dir, "home", "config.yml"), config);
+    await Deno.mkdir(local.logs, { recursive: true });
+    return local;
+  }
+
+  get logs(): string {
+    return join(this.dir, "root", "var", "log", "deployments");
+  }
+
+  async status(app: string, healthy: boolean) {
+    const dir = join(this.dir, "root", "opt", "deployments", app);
+    await Deno.mkdir(dir, { recursive: true });
+    const status = { name: app, status: healthy ? "running" : "failed", healthy, version: "1a2b3c4", type: "node" };
+    await Deno.writeTextFile(join(dir, "status.json"), JSON.stringify(status));
+  }
+
+  async deployed(app: string, event: string, step?: string) {
+    await Deno.mkdir(join(this.logs, app), { recursive: true });
+    const line = {
+      time: new Date().toISOString(),
+      app,
+      event,
+      commit: "1a2b3c4".padEnd(40, "0"),
+      ok: event === "success",
+      duration: 4200,
+      message: step ? `${step}: it broke` : undefined,
+    };
+    await Deno.writeTextFile(join(this.logs, app, "deploy.log"), JSON.stringify(line) + "\n", { append: true });
+  }
+
+  /** The pull fails: the log directory is a file. */
+  async down() {
+    await Deno.rename(this.logs, this.logs + ".away");
+    await Deno.writeTextFile(this.logs, "not a directory\n");
+  }
+
+  async up() {
+    await Deno.remove(this.logs);
+    await Deno.rename(this.logs + ".away", this.logs);
+  }
+
+  collect() {
+    return run([BIN, "fleet", "collect", "--once"], { env: this.env });
+  }
+
+  async close() {
+    await Deno.remove(this.dir, { recursive: true }).catch(() => {});
+  }
+}
+
+Deno.test("fleet collect --once: one alert per transition across runs, to a webhook and a Slack receiver", async () => {
+  const hooks = await receiver();
+  const local = await Local.create(`interval: 30s
+alerts:
+  - { type: webhook, url: "${hooks.base}/hook/secret-token" }
+  - { type: slack, url: "${hooks.base}/slack/T0/B0/secret-token", events: [unreachable, back] }
+servers:
+  - { name: here, host: local }
+`);
+  try {
+    await local.status("api", true);
+    await local.deployed("api", "failed", "build"); // history
+    const collect = async (code = 0) => {
+      const result = await local.collect();
+      assertEquals(result.code, code, result.output);
+      assert(!result.output.includes("secret-token"), result.output);
+      return result;
+    };
+
+    await collect();
+    assertEquals(hooks.got.length, 0, "first sight and history: nothing");
+    assertEquals(JSON.parse(await Deno.readTextFile(join(local.env.FLEET_MONITOR_HOME, "data", "alerts.json"))).apps, {
+      "here/api": true,
+    });
+
+    await local.status("api", false);
+    await local.deployed("api", "rolled_back", "health");
+    await collect();
+    await collect();
+    assertEquals(hooks.at("/hook"), [
+      "unhealthy here/api is unhealthy (failed)",
+      "rolled_back deploy of here/api 1a2b3c4 rolled back at health",
+    ], "once each, not once per cycle");
+    assertEquals(hooks.at("/slack"), [], "Slack wants only unreachable and back");
+    const rolled = hooks.got[1].body;
+    assertEquals([rolled.server, rolled.app, rolled.step, rolled.duration, rolled.text], [
+      "here",
+      "api",
+      "health",
+      "4.2 s",
+      "health: it broke",
+    ]);
+
+    // An outage of 3 cycles: exactly one alert and one recovery message.
+    hooks.got.length = 0;
+    await local.down();
+    for (let i = 0; i < 3; i++) await collect(1);
+    await local.up();
+    await local.status("api", true);
+    await collect();
+    await collect();
+    assertEquals(hooks.at("/hook").map((t) => t.replace(/:.*/, "")), [
+      "unreachable here is unreachable",
+      "back here is back",
+      "recovered here/api recovered (running)",
+    ]);
+    assertMatch(hooks.at("/hook")[0], /Not a directory/);
+    const slack = hooks.got.filter((r) => r.path.startsWith("/slack")).map((r) => r.body.text);
+    assertEquals(slack.length, 2);
+    assertMatch(String(slack[0]), /^❌ here is unreachable: /);
+    assertEquals(slack[1], "✅ here is back");
+  } finally {
+    await local.close();
+    await hooks.close();
+  }
+});
+
+Deno.test("fleet: a receiver that hangs and one that answers 500 delay no cycle; reported, and awaited at shutdown", async () => {
+  const hooks = await receiver();
+  const local = await Local.create(`interval: 1s
+graceCycles: 2
+alerts:
+  - { type: webhook, url: "${hooks.base}/hang/secret-token" }
+  - { type: discord, url: "${hooks.base}/fail/secret-token" }
+  - { type: webhook, url: "${hooks.base}/hook" }
+servers:
+  - { name: here, host: local }
+`);
+  let log = "";
+  const child = spawnCapturing([BIN, "fleet", "--port", String(freePort())], local.env, (text) => log += text);
+  const cycles = () => Math.max(0, ...[...log.matchAll(/cycle (\d+):/g)].map((m) => Number(m[1])));
+  const until = async (what: string, ok: () => boolean, seconds = 20) => {
+    for (let i = 0; i < seconds * 10 && !ok(); i++) await new Promise((r) => setTimeout(r, 100));
+    assert(ok(), `${what}; output:\n${log}`);
+  };
+  try {
+    await local.status("api", true);
+    await until("a first cycle", () => cycles() >= 1);
+    await local.down();
+    await until("the unreachable alert", () => hooks.at("/hook").length === 1);
+    assertMatch(hooks.at("/hook")[0], /^unreachable here is unreachable: /);
+    const hung = cycles();
+    const since = performance.now();
+    // The hanging receiver holds its request for 5 s (the timeout): the cycles go on meanwhile.
+    await until("two more cycles", () => cycles() >= hung + 2, 4);
+    assert(performance.now() - since < 4_000);
+    await local.up();
+    await until("the back alert", () => hooks.at("/hook").length === 2);
+    assertEquals(hooks.at("/hook")[1], "back here is back");
+    // Each failed delivery is reported when it fails: the 500s at once, the hanging one after the timeout.
+    await until("the 500s reported", () => (log.match(/! alert to discord/g) ?? []).length === 2, 3);
+    assertMatch(log, /! alert to discord http:\/\/127\.0\.0\.1:\d+\/… failed: 500 in \d+ ms/);
+    await until("the unreachable's hanging delivery reported", () => log.includes("no answer within"), 10);
+    assertMatch(log, /! alert to webhook http:\/\/127\.0\.0\.1:\d+\/… failed: no answer within 5000 ms/);
+    assert(!log.includes("secret-token"), log);
+    assertEquals(hooks.at("/hook").length, 2, "one unreachable and one back, for all those cycles");
+    // Stopped while the `back` to the hanging receiver is under way: it is awaited, within the timeout.
+    assertEquals(log.match(/no answer within/g)?.length, 1);
+    const stopping = performance.now();
+    child.kill("SIGTERM");
+    assertEquals((await child.status).code, 0, log);
+    const took = performance.now() - stopping;
+    assertEquals(log.match(/no answer within/g)?.length, 2, log);
+    assert(took < 8_000, `stopped in ${Math.round(took)} ms`);
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already ended */ }
+    await child.status;
+    await local.close();
+    await hooks.close();
+  }
+});
