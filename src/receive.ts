@@ -66,17 +66,18 @@ async function writeAll(data: Uint8Array): Promise<void> {
  * Progress to the pusher, and whether the pusher is still there. When the ssh connection of a
  * push drops, git-receive-pack (our parent) lives on, re-parented, and stops reading our stderr:
  * writes then block once the pipe is full, or fail. So progress is written without blocking the
- * deploy (a queue, written off the event loop), and the push counts as gone when receive-pack's
- * parent changes or disappears, when a write fails, or when writing stalls for 10 s.
+ * deploy (a queue, written off the event loop; a reader too slow loses lines, not its deploy),
+ * and the push counts as gone when receive-pack's parent changes or receive-pack disappears, or
+ * when a write fails.
  */
 export class PusherWatch {
   private queue: Uint8Array[] = [];
   private queued = 0;
   private writing?: Promise<void>;
-  private writeStarted = 0;
   private lost = false;
+  private dropped = 0;
   private readonly parent = Deno.ppid;
-  private readonly grandparent = parentOf(Deno.ppid);
+  private readonly grandparent = knownPid(parentOf(Deno.ppid));
   private readonly timer: ReturnType<typeof setInterval>;
 
   constructor(private readonly onLost: (why: string) => void) {
@@ -87,9 +88,18 @@ export class PusherWatch {
   print(line: string): void {
     if (this.lost) return;
     const bytes = encoder.encode(line + "\n");
+    if (this.queued > 1 << 20) {
+      this.dropped++; // a slow reader (a pager, a slow link) loses lines, not its deploy
+      return;
+    }
+    if (this.dropped) {
+      const note = encoder.encode(`(${this.dropped} lines of progress not shown: they were not read in time)\n`);
+      this.queue.push(note);
+      this.queued += note.length;
+      this.dropped = 0;
+    }
     this.queue.push(bytes);
     this.queued += bytes.length;
-    if (this.queued > 1 << 20) return this.gone("its progress is not read any more");
     this.writing ??= this.pump().finally(() => this.writing = undefined);
   }
 
@@ -97,23 +107,19 @@ export class PusherWatch {
     while (this.queue.length && !this.lost) {
       const bytes = this.queue.shift()!;
       this.queued -= bytes.length;
-      this.writeStarted = Date.now();
       try {
         for (let done = 0; done < bytes.length;) done += await Deno.stderr.write(bytes.subarray(done));
       } catch {
         return this.gone("its progress can no longer be written");
-      } finally {
-        this.writeStarted = 0;
       }
     }
   }
 
   private check(): void {
-    if (this.lost) return;
-    if (this.writeStarted && Date.now() - this.writeStarted > 10_000) return this.gone("its progress is not read");
+    if (this.lost || this.grandparent === undefined) return;
     const now = parentOf(this.parent);
-    if (this.grandparent !== undefined && now !== this.grandparent) {
-      return this.gone("git-receive-pack lost its session");
+    if (now === "gone" || (typeof now === "number" && now !== this.grandparent)) {
+      this.gone("git-receive-pack lost its session");
     }
   }
 
@@ -136,14 +142,26 @@ export class PusherWatch {
   }
 }
 
-/** The parent pid of `pid` (Linux /proc), or undefined when unknown or gone. */
-function parentOf(pid: number): number | undefined {
+/** The parent pid of `pid` (Linux /proc); "gone" when the process is; undefined when unknown. */
+function parentOf(pid: number): number | "gone" | undefined {
   try {
     const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
     return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-  } catch {
-    return undefined;
+  } catch (error) {
+    return error instanceof Deno.errors.NotFound && PROCFS ? "gone" : undefined;
   }
+}
+
+const PROCFS = (() => {
+  try {
+    return Deno.statSync("/proc/self").isDirectory;
+  } catch {
+    return false;
+  }
+})();
+
+function knownPid(pid: number | "gone" | undefined): number | undefined {
+  return typeof pid === "number" ? pid : undefined;
 }
 
 /** One pushed ref. */

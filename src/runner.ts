@@ -167,11 +167,14 @@ export class ProcessRunner implements Runner {
     cmd.cancel?.addEventListener("abort", onCancel, { once: true });
     const reading = Promise.all([readLines(child.stdout, onLine), readLines(child.stderr, onLine)]);
     const status = await child.status;
+    await Promise.race([reading, afterKill]);
     cmd.cancel?.removeEventListener("abort", onCancel);
     clearTimeout(hard);
-    await Promise.race([reading, afterKill]);
     clearTimeout(timer);
     clearTimeout(grace);
+    // Cancelled or timed out: whatever of its group outlived the lead process (a daemon that
+    // ignored SIGTERM) is killed too, before the deploy goes on to remove its directory.
+    if (group && (cmd.cancel?.aborted || timedOut)) kill("SIGKILL");
     if (cmd.cancel?.aborted) throw new CommandCancelled(cmd, String(cmd.cancel.reason));
     if (timedOut) lines.push(`(killed: no result after ${cmd.timeoutMs! / 1000}s)`);
     const code = timedOut ? 124 : status.code;

@@ -42,7 +42,7 @@ import {
   runsProcess,
   writeReleaseMeta,
 } from "./releases.ts";
-import { envSnapshot, processFor, releaseProcess, resolveProgram, toolEnv } from "./runtime.ts";
+import { envSnapshot, processFor, releaseProcess, resolveProgram, secretValues, toolEnv } from "./runtime.ts";
 import { activateBlueGreen, ActivationFailed, checkStaticFiles, requireProxy } from "./bluegreen.ts";
 import { type AppStatus, type LastDeploy, readStatus, writeStatus } from "./status.ts";
 
@@ -142,11 +142,16 @@ async function executeValidated(options: ExecuteOptions): Promise<ExecuteResult>
         return { ok: false, reason };
       }
     }
-    return await withDeployMarker(
+    const result = await withDeployMarker(
       plan,
       journal,
       () => deployLocked(plan, journal, ref === undefined ? undefined : { ref, old }),
     );
+    lock.release();
+    // Told once the deploy is over and recorded, outside the lock: a slow receiver holds nothing.
+    const last = (await readStatus(plan.paths.status).catch(() => undefined))?.lastDeploy;
+    if (last && last.commit === commit) await notifyOutcome(journal, plan.config, deploy.name, last);
+    return result;
   } finally {
     lock.release();
   }
@@ -346,8 +351,10 @@ async function reconcile(plan: Deployment, journal: Journal, found: string): Pro
     : undefined;
   const inSlot = servingSlot ? await readLinkOrUndefined(join(paths.dir, "slots", servingSlot)) : undefined;
   const routed = inSlot?.split("/").pop();
-  if (routed && routed !== await currentRelease(paths) && await readReleaseMeta(paths, routed)) {
-    await symlinkAtomic(`releases/${routed}`, paths.current);
+  if (routed && await readReleaseMeta(paths, routed)) {
+    // Health-checked before its switch: it serves, so it is no longer pending.
+    if (routed !== await currentRelease(paths)) await symlinkAtomic(`releases/${routed}`, paths.current);
+    await markServed(paths, routed);
   }
   const current = await currentRelease(paths);
   const meta = current ? await readReleaseMeta(paths, current) : undefined;
@@ -362,7 +369,14 @@ async function reconcile(plan: Deployment, journal: Journal, found: string): Pro
   await saveStatus(journal, paths.status, {
     ...status,
     ...(meta && status.release !== current
-      ? { release: current, commit: meta.commit, version, previous: status.release }
+      ? {
+        release: current,
+        commit: meta.commit,
+        version,
+        previous: status.release,
+        // Under restart, the killed deploy may have switched before its health check: unknown.
+        ...(plan.config.strategy === "restart" ? { healthy: false, status: "failed" as const } : {}),
+      }
       : {}),
     lastDeploy: {
       outcome: "cancelled",
@@ -520,14 +534,6 @@ async function deployLocked(
     lastDeploy: { outcome: "success", release: id, commit, version: short, at: now(), duration },
   });
   await journal.record("success", { ok: true, duration, message: `${short} serves as release ${id}` });
-  await notifyOutcome(journal, config, deploy.name, {
-    outcome: "success",
-    release: id,
-    commit,
-    version: short,
-    at: now(),
-    duration,
-  });
   const at = plan.runs ? `: ${url(plan)}` : "";
   journal.say(`✓ deployed ${deploy.name} ${short} (release ${id}) in ${(duration / 1000).toFixed(1)}s${at}`);
   return { ok: true };
@@ -590,7 +596,15 @@ async function runHook(ctx: RunContext, name: "preDeploy" | "postDeploy", releas
   };
   await journal.step(
     name,
-    () => runner.run({ argv, cwd: releaseDir, env, timeoutMs: HOOK_TIMEOUT, cancel: plan.cancellation.signal }),
+    // postDeploy runs once the deploy stands: a cancel no longer stops it.
+    () =>
+      runner.run({
+        argv,
+        cwd: releaseDir,
+        env,
+        timeoutMs: HOOK_TIMEOUT,
+        cancel: name === "preDeploy" ? plan.cancellation.signal : undefined,
+      }),
     undefined,
     displayArgv(argv),
   );
@@ -701,7 +715,9 @@ async function failed(
     };
   }
   journal.release = f.id;
-  if (handled?.switched && !cancelled) await markBad(paths, f.id); // it took traffic: kept, skipped by rollback
+  // It took traffic: kept for inspection and skipped by rollback; so is a cancelled one that still serves.
+  const stillServes = (await currentRelease(paths)) === f.id;
+  if (handled?.switched && (!cancelled || stillServes)) await markBad(paths, f.id);
   else {
     await Deno.remove(paths.release(f.id), { recursive: true }).catch(() => {});
     if (deploy.type === "docker") {
@@ -713,7 +729,6 @@ async function failed(
     duration: last.duration,
     message: `${failure.step}: ${failure.message}`,
   });
-  await notifyOutcome(journal, plan.config, deploy.name, last);
   await saveStatus(journal, paths.status, status);
   journal.say(
     status.healthy && status.version
@@ -755,6 +770,7 @@ async function rollBack(
   try {
     if (!meta) throw new Error(`release ${previous} has no metadata; cannot restart it`);
     const secrets = await envSnapshot(paths, meta);
+    journal.redact(await secretValues(paths, meta));
     const health = await startRelease(ctx, meta, secrets, failedId);
     journal.say(`↺ rolled back: release ${previous} (${meta.commit.slice(0, 7)}) serves again`);
     return {

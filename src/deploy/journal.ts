@@ -87,7 +87,9 @@ export class Journal {
 
   /** Secrets to replace by `[redacted]` in every line printed and every event recorded. */
   redact(values: Iterable<string>): void {
-    this.secrets = [...new Set([...this.secrets, ...[...values].filter((v) => v.length >= 4)])]
+    // A value of several lines is printed a line at a time: each of its lines is a secret too.
+    const parts = [...values].flatMap((value) => [value, ...value.split("\n").map((line) => line.trim())]);
+    this.secrets = [...new Set([...this.secrets, ...parts.filter((v) => v.length >= 4)])]
       .sort((a, b) => b.length - a.length);
   }
 

@@ -45,8 +45,11 @@ export async function acquireLock(
     file.close();
     throw error;
   }
+  let released = false;
   return {
     release() {
+      if (released) return;
+      released = true;
       file.unlock();
       file.close();
     },

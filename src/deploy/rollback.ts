@@ -19,7 +19,7 @@ import { Journal } from "./journal.ts";
 import { acquireLock } from "./lock.ts";
 import { notifyOutcome } from "./notify_outcome.ts";
 import { currentRelease, listReleases, markBad, readReleaseMeta, type ReleaseMeta, usableRelease } from "./releases.ts";
-import { envSnapshot, releaseProcess } from "./runtime.ts";
+import { envSnapshot, releaseProcess, secretValues } from "./runtime.ts";
 import { readStatus, writeStatus } from "./status.ts";
 
 /** One release, as `releases` lists it. */
@@ -170,6 +170,8 @@ async function switchTo(
   const fromMeta = from ? await readReleaseMeta(paths, from) : undefined;
   const manager = managerNamed(config.manager, meta.type === "docker" || fromMeta?.type === "docker");
   const secrets = await envSnapshot(paths, meta);
+  journal.redact(await secretValues(paths, meta));
+  if (fromMeta) journal.redact(await secretValues(paths, fromMeta));
   const ctx: RollbackContext = { paths, config, journal, runner, manager };
   journal.say(`deploy-paradigm: rolling ${app} back to release ${meta.id} (${meta.commit.slice(0, 7)})`);
   await journal.record("rollback", { message: `from ${from ?? "nothing"} to ${meta.id}` });

@@ -126,6 +126,16 @@ export async function releaseProcess(
   return processFor(paths, config, meta.type, [program, ...meta.argv.slice(1)], secrets, slot);
 }
 
+/** The values of a release's `.env` snapshot (docker's literal form too): what output must never show. */
+export async function secretValues(paths: AppPaths, meta: ReleaseMeta): Promise<string[]> {
+  const text = await readTextOrUndefined(join(paths.release(meta.id), ".env")).catch(() => undefined);
+  if (text === undefined) return [];
+  if (!meta.image) return Object.values(await envSnapshot(paths, meta).catch(() => ({})));
+  return text.split("\n").filter((line) => /^[A-Za-z_]\w*=/.test(line)).map((line) =>
+    line.slice(line.indexOf("=") + 1)
+  );
+}
+
 /**
  * A release's own snapshot of `.env` (not today's `.env.<env>`), for its process. A docker
  * release's container reads the file itself (`--env-file`): none for the follower.

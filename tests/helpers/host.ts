@@ -18,7 +18,19 @@ export async function must(argv: string[]): Promise<string> {
  * `.1`. Returns the address inside.
  */
 export async function addNetns(name: string, net: string): Promise<string> {
-  const subnet = 1 + Math.floor(Math.random() * 250);
+  // Test files run in parallel processes: the choice of a free /30 and the host-side address
+  // that claims it happen under one machine-wide lock, so two hosts never share a subnet.
+  using lock = await Deno.open("/run/dp-test-netns.lock", { create: true, write: true });
+  await lock.lock(true);
+  const used = new Set(
+    [...(await must(["ip", "-o", "-4", "addr", "show"])).matchAll(
+      new RegExp(`${net.replace(".", "\\.")}\\.(\\d+)\\.`, "g"),
+    )]
+      .map((m) => Number(m[1])),
+  );
+  const free = Array.from({ length: 250 }, (_, i) => i + 1).filter((n) => !used.has(n));
+  if (!free.length) throw new Error(`no free /30 left in ${net}.0.0/16`);
+  const subnet = free[Math.floor(Math.random() * free.length)];
   const address = `${net}.${subnet}.2`;
   const inside = (...argv: string[]) => must(["ip", "netns", "exec", name, ...argv]);
   await must(["ip", "netns", "add", name]);
