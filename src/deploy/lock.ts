@@ -18,7 +18,8 @@ export interface LockOwner {
 
 /**
  * Takes the exclusive lock on `path`. When another process holds it, calls `onWait` with the
- * holder's description, then waits.
+ * holder's description, then waits; or gives up when `onWait` throws (its error is thrown; the
+ * file stays open, its lock request pending, until the process ends).
  */
 export async function acquireLock(
   path: string,
@@ -26,6 +27,7 @@ export async function acquireLock(
   onWait: (holder: LockOwner | undefined) => void,
 ): Promise<HeldLock> {
   const file = await Deno.open(path, { read: true, write: true, create: true, mode: 0o600 });
+  let pending = false;
   try {
     const locking = file.lock(true);
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -35,14 +37,17 @@ export async function acquireLock(
     ]);
     clearTimeout(timer);
     if (waited) {
+      pending = true;
+      locking.catch(() => {});
       onWait(await readOwner(path));
       await locking;
+      pending = false;
     }
     const content = JSON.stringify({ ...owner, since: new Date().toISOString() } satisfies LockOwner) + "\n";
     await file.truncate(0);
     await file.write(new TextEncoder().encode(content));
   } catch (error) {
-    file.close();
+    if (!pending) file.close();
     throw error;
   }
   let released = false;

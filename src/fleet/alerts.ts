@@ -19,6 +19,7 @@ import { readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
 import { type Delivery, type Notice, NOTIFY_TIMEOUT_MS, notifyAll, type Target } from "../notify.ts";
 import type { CycleSummary } from "./collector.ts";
 import type { FleetConfig } from "./config.ts";
+import { DEPLOYMENT_COLUMNS, type DeploymentRecord } from "./queries.ts";
 import type { FleetStore } from "./store.ts";
 
 /** What the alerter knows of a server. */
@@ -63,20 +64,6 @@ const DEPLOY_EVENTS: Record<string, "failed" | "rolled_back"> = {
   rolled_back: "rolled_back",
   rollback_failed: "failed",
 };
-
-interface DeploymentRecord {
-  id: number;
-  server: string;
-  app: string;
-  at: string;
-  outcome: string;
-  release: string | null;
-  commit_sha: string | null;
-  version: string | null;
-  duration_ms: number | null;
-  step: string | null;
-  message: string | null;
-}
 
 /** Turns cycles into notices (transitions against its memory) and sends them. */
 export class Alerter {
@@ -179,8 +166,7 @@ export class Alerter {
       memory.deployment = newest; // first sight (or another database): history, not news
     } else if (newest > memory.deployment) {
       const rows = (store.sql(
-        `SELECT id, server, app, at, outcome, release, commit_sha, version, duration_ms, step, message
-         FROM deployments WHERE id > ? AND id <= ? AND outcome IN ('failed', 'rolled_back', 'rollback_failed')
+        `SELECT ${DEPLOYMENT_COLUMNS} FROM deployments WHERE id > ? AND id <= ? AND outcome IN ('failed', 'rolled_back', 'rollback_failed')
          ORDER BY id`,
       ).all(memory.deployment, newest) as unknown as DeploymentRecord[]).filter((row) =>
         answeredBefore.has(row.server)

@@ -5,6 +5,8 @@
  * @module
  */
 import { join } from "node:path";
+import { acquireLock, type HeldLock } from "../deploy/lock.ts";
+import type { FleetEvents, FleetHandler } from "./api.ts";
 import { UsageError } from "../errors.ts";
 import { ProcessRunner } from "../runner.ts";
 import { FleetAlerts } from "./alerts.ts";
@@ -33,33 +35,14 @@ async function open(options: FleetOptions, collect = false) {
   return { paths, configPath, config, store, collector, lock };
 }
 
-/** The home's collector lock (an flock, freed by the kernel when the process ends). */
-async function collectorLock(home: string): Promise<{ release(): void }> {
+/** The home's collector lock (an flock, freed by the kernel when the process ends); never waits. */
+async function collectorLock(home: string): Promise<HeldLock> {
   await Deno.mkdir(home, { recursive: true, mode: 0o700 });
-  const path = join(home, ".collector.lock");
-  const file = await Deno.open(path, { read: true, write: true, create: true, mode: 0o600 });
-  const locking = file.lock(true);
-  locking.catch(() => {});
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const got = await Promise.race([
-    locking.then(() => true),
-    new Promise<boolean>((resolve) => timer = setTimeout(resolve, 300, false)),
-  ]);
-  clearTimeout(timer);
-  if (!got) {
-    const pid = (await Deno.readTextFile(path).catch(() => "")).trim();
-    throw new UsageError(`another fleet collector is running on ${home}${pid ? ` (pid ${pid})` : ""}`, {
+  return await acquireLock(join(home, ".collector.lock"), { pid: Deno.pid, commit: "fleet collector" }, (holder) => {
+    throw new UsageError(`another fleet collector is running on ${home}${holder ? ` (pid ${holder.pid})` : ""}`, {
       suggestion: "its cycles already collect; read its API, or stop it first",
     });
-  }
-  await file.truncate(0);
-  await file.write(new TextEncoder().encode(`${Deno.pid}\n`));
-  return {
-    release() {
-      file.unlock();
-      file.close();
-    },
-  };
+  });
 }
 
 const kb = (bytes: number) => bytes < 1024 ? `${bytes} B` : `${(bytes / 1024).toFixed(1)} KB`;
@@ -251,24 +234,35 @@ export async function trust(
   return 0;
 }
 
-/** `fleet [--port 3333] [--host 127.0.0.1] [--token T]`: collect every interval and serve the API. */
-export async function runFleet(
-  options: FleetOptions & { host: string; port: number; token?: string; signal?: AbortSignal },
-): Promise<number> {
-  const { checkBinding, createFleetHandler, FleetEvents, serveFleet } = await import("./api.ts");
-  checkBinding(options.host, options.port, options.token); // before anything is opened or created
-  const { paths, config, store, collector, configPath, lock } = await open(options, true);
-  const alerts = await FleetAlerts.open(config, paths.alerts);
-  const events = new FleetEvents();
-  const handler = createFleetHandler({
+/** The API and dashboard over a collector's store: what `fleet` serves. */
+export async function collectorHandler(
+  collector: Collector,
+  events: FleetEvents,
+  options: { token?: string; heartbeatMs?: number } = {},
+): Promise<FleetHandler> {
+  const { createFleetHandler } = await import("./api.ts");
+  const { config, store } = collector;
+  return createFleetHandler({
     store,
     view: () => collector.view(),
     collectorStats: () => collector.stats(),
     servers: () => config.servers,
-    token: options.token,
     events,
     dashboard: (path) => import("./dashboard.ts").then((files) => files.serveDashboard(path, config.servers)),
+    ...options,
   });
+}
+
+/** `fleet [--port 3333] [--host 127.0.0.1] [--token T]`: collect every interval and serve the API. */
+export async function runFleet(
+  options: FleetOptions & { host: string; port: number; token?: string; signal?: AbortSignal },
+): Promise<number> {
+  const { checkBinding, FleetEvents, serveFleet } = await import("./api.ts");
+  checkBinding(options.host, options.port, options.token); // before anything is opened or created
+  const { paths, config, store, collector, configPath, lock } = await open(options, true);
+  const alerts = await FleetAlerts.open(config, paths.alerts);
+  const events = new FleetEvents();
+  const handler = await collectorHandler(collector, events, { token: options.token });
   const stop = new AbortController();
   options.signal?.addEventListener("abort", () => stop.abort(), { once: true });
   const server = serveFleet(handler, {

@@ -265,7 +265,8 @@ interface AppRow {
   fetched_at: number;
 }
 
-interface DeploymentRowDb {
+/** A deployments row as stored (see store.ts). */
+export interface DeploymentRecord {
   id: number;
   server: string;
   app: string;
@@ -294,7 +295,9 @@ interface LineRow {
 const SERVER_COLUMNS = "name, host, last_attempt, last_ok, last_error, last_duration_ms, last_bytes, pulls, errors";
 const APP_COLUMNS = "server, app, type, status, healthy, version, commit_sha, deployed, last_health_check, port, " +
   "strategy, last_deploy, fetched_at";
-const DEPLOYMENT_COLUMNS = "id, server, app, at, outcome, release, commit_sha, version, duration_ms, step, message";
+/** The columns of a {@link DeploymentRecord}. */
+export const DEPLOYMENT_COLUMNS =
+  "id, server, app, at, outcome, release, commit_sha, version, duration_ms, step, message";
 const LINE_COLUMNS = "lines.id, lines.file_id, lines.server, lines.app, lines.file, lines.offset, lines.ts, " +
   "lines.kind, lines.text";
 
@@ -345,7 +348,7 @@ export function serverDetail(store: FleetStore, name: string, view: FreshnessVie
   ) as unknown as AppRow[];
   const deployed = store.sql(
     `SELECT ${DEPLOYMENT_COLUMNS} FROM deployments WHERE server = ? ORDER BY id DESC LIMIT 20`,
-  ).all(name) as unknown as DeploymentRowDb[];
+  ).all(name) as unknown as DeploymentRecord[];
   const errorLines = store.sql(
     `SELECT ${LINE_COLUMNS} FROM lines WHERE server = ? AND file = 'error.log' ORDER BY id DESC LIMIT 50`,
   ).all(name) as unknown as LineRow[];
@@ -459,7 +462,7 @@ export function deployments(store: FleetStore, params: DeploymentParams = {}): D
   const rows = store.sql(
     `SELECT ${DEPLOYMENT_COLUMNS} FROM deployments ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
      ORDER BY id DESC LIMIT :limit`,
-  ).all(values) as unknown as DeploymentRowDb[];
+  ).all(values) as unknown as DeploymentRecord[];
   const list = rows.slice(0, limit).map(deploymentView);
   return rows.length > limit ? { deployments: list, nextBefore: list[list.length - 1].id } : { deployments: list };
 }
@@ -621,7 +624,7 @@ function appView(row: AppRow, freshness: Freshness): AppView {
   };
 }
 
-function deploymentView(row: DeploymentRowDb): DeploymentView {
+function deploymentView(row: DeploymentRecord): DeploymentView {
   return {
     id: row.id,
     server: row.server,

@@ -10,10 +10,11 @@ import type { Page } from "playwright-core";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { openPage, screenshot, withBrowser } from "../helpers/browser.ts";
 import { BIN, freePort, spawnCapturing } from "../helpers/server.ts";
-import { createFleetHandler, FleetEvents, serveFleet } from "../../src/fleet/api.ts";
+import { FleetEvents, serveFleet } from "../../src/fleet/api.ts";
+import { collectorHandler } from "../../src/fleet/cli.ts";
 import { Collector, type CycleSummary } from "../../src/fleet/collector.ts";
 import { fleetConfigSchema, fleetPaths } from "../../src/fleet/config.ts";
-import { contentSecurityPolicy, dashboardFiles, serveDashboard } from "../../src/fleet/dashboard.ts";
+import { contentSecurityPolicy, dashboardFiles } from "../../src/fleet/dashboard.ts";
 import { LocalSource, type Source } from "../../src/fleet/source.ts";
 import { FleetStore } from "../../src/fleet/store.ts";
 
@@ -60,16 +61,7 @@ class LocalFleet {
       const sources = (collector as unknown as { sources: Map<string, Source> }).sources;
       for (const s of servers) sources.set(s.name, new LocalSource(join(dir, "servers", s.name)));
       const events = new FleetEvents();
-      const api = createFleetHandler({
-        store,
-        view: () => collector.view(),
-        collectorStats: () => collector.stats(),
-        servers: () => config.servers,
-        token: options.token,
-        events,
-        dashboard: (path) => serveDashboard(path, config.servers),
-        heartbeatMs: 1000,
-      });
+      const api = await collectorHandler(collector, events, { token: options.token, heartbeatMs: 1000 });
       const stop = new AbortController();
       const server = serveFleet(api, { host: "127.0.0.1", port: 0, token: options.token, signal: stop.signal });
       return new LocalFleet(dir, events, store, collector, server, stop);

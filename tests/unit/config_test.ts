@@ -2,6 +2,7 @@
  * deploy.yml / config.yml parsing: schemas, defaults, and the one-pass error report
  * (every problem, each with file:line:col and its key path).
  */
+import { FULL_DEPLOY_YML } from "../helpers/configs.ts";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { MAX_CONFIG_BYTES, parseConfig } from "../../src/config/load.ts";
 import {
@@ -48,25 +49,7 @@ Deno.test("deploy.yml: the healthCheck string form is normalized to the full obj
 });
 
 Deno.test("deploy.yml: a full file keeps every value it sets", () => {
-  const text = [
-    "name: web-2",
-    "type: node",
-    "healthCheck:",
-    "  path: /ready",
-    "  window: 2m",
-    "  interval: 500ms",
-    "  successes: 5",
-    "  timeout: 5",
-    "command: [node, server.js]",
-    "build: npm run build",
-    "hooks:",
-    "  preDeploy: ./scripts/migrate.sh",
-    "  postDeploy: [./notify, --ok]",
-    "keepReleases: 10",
-    "branch: release/v1",
-    "watch: 0",
-    "",
-  ].join("\n");
+  const text = FULL_DEPLOY_YML;
   assertEquals(parseConfig(text, deployFileSchema, "deploy.yml"), {
     name: "web-2",
     type: "node",

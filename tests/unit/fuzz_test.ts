@@ -11,6 +11,7 @@
  * Seeded: each run takes a new seed (CI: a fixed one) unless `FUZZ_SEED=<n>` replays one; `FUZZ_ITERATIONS=<n>`
  * sets its length (default 20,000). Prints `fuzz: N iterations, 0 crashes (seed S)`.
  */
+import { FULL_DEPLOY_YML } from "../helpers/configs.ts";
 import { assert, assertEquals } from "../helpers/assert.ts";
 import { MAX_CONFIG_BYTES, parseConfig } from "../../src/config/load.ts";
 import { deployFileSchema, serverConfigSchema } from "../../src/config/schema.ts";
@@ -35,26 +36,8 @@ type Random = ReturnType<typeof prng>;
 const DEPLOY_FILES = [
   "name: site\ntype: static\n",
   "name: api\ntype: python\nhealthCheck: /health\ncommand: python -m uvicorn main:app --port 8000\n",
-  [
-    "# yaml-language-server: $schema=https://example.invalid/deploy.schema.json",
-    "name: web-2 # the app",
-    "type: node",
-    "healthCheck:",
-    "  path: /ready",
-    "  window: 2m",
-    "  interval: 500ms",
-    "  successes: 5",
-    "  timeout: 5",
-    "command: [node, server.js]",
-    "build: npm run build",
-    "hooks:",
-    "  preDeploy: ./scripts/migrate.sh",
-    "  postDeploy: [./notify, --ok]",
-    "keepReleases: 10",
-    "branch: release/v1",
-    "watch: 0",
-    "",
-  ].join("\n"),
+  "# yaml-language-server: $schema=https://example.invalid/deploy.schema.json\n" +
+  FULL_DEPLOY_YML.replace("name: web-2", "name: web-2 # the app"),
   [
     "name: my-api",
     "type: docker",

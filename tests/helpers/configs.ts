@@ -1,0 +1,22 @@
+/** Config files the tests share. */
+
+/** A deploy.yml that sets every key (a node app named web-2). */
+export const FULL_DEPLOY_YML = [
+  "name: web-2",
+  "type: node",
+  "healthCheck:",
+  "  path: /ready",
+  "  window: 2m",
+  "  interval: 500ms",
+  "  successes: 5",
+  "  timeout: 5",
+  "command: [node, server.js]",
+  "build: npm run build",
+  "hooks:",
+  "  preDeploy: ./scripts/migrate.sh",
+  "  postDeploy: [./notify, --ok]",
+  "keepReleases: 10",
+  "branch: release/v1",
+  "watch: 0",
+  "",
+].join("\n");
