@@ -21,6 +21,8 @@ export interface OptionSpec {
   description: string;
   /** Allowed values, checked before the command runs. */
   choices?: readonly string[];
+  /** May be given more than once: its value is the list of values given, in order. */
+  repeatable?: boolean;
 }
 
 /** A positional argument. */
@@ -33,7 +35,7 @@ export interface ArgumentSpec {
 /** Parsed command line of one command. */
 export interface Invocation {
   args: string[];
-  opts: Record<string, string | boolean | undefined>;
+  opts: Record<string, string | string[] | boolean | undefined>;
 }
 
 /** One subcommand: its interface and its implementation. */
@@ -124,7 +126,8 @@ export function parseInvocation(program: ProgramSpec, command: CommandSpec, argv
     if (option.choices && !option.choices.includes(value)) {
       throw new UsageError(`option --${option.name} must be one of ${option.choices.join(", ")} (got "${value}")`);
     }
-    opts[option.name] = value;
+    const before = opts[option.name];
+    opts[option.name] = option.repeatable ? [...(Array.isArray(before) ? before : []), value] : value;
   }
   const specs = command.args ?? [];
   const required = specs.filter((a) => !a.optional).length;

@@ -7,8 +7,9 @@
  */
 import { hostname } from "node:os";
 import { join } from "node:path";
+import { refuseTakenDomains } from "./config/domains.ts";
 import { NAME_PATTERN } from "./config/names.ts";
-import { MANAGERS, STRATEGIES } from "./config/schema.ts";
+import { hostNameProblem, MANAGERS, STRATEGIES } from "./config/schema.ts";
 import { processFor } from "./deploy/runtime.ts";
 import { ensureSlots } from "./deploy/slots.ts";
 import { templateUnit } from "./managers/systemd.ts";
@@ -28,6 +29,8 @@ export interface SetupOptions {
   manager?: "systemd" | "pm2";
   env?: string;
   strategy?: "blue-green" | "restart";
+  /** Host names the proxy routes to the app (replaces the list; empty: none, the app keeps its own port). */
+  domains?: string[];
   /** Take defaults for everything not given, and do not ask for confirmation. */
   yes?: boolean;
   /** The address the proxy listens on (default 0.0.0.0). */
@@ -63,7 +66,38 @@ async function existing(configPath: string): Promise<Partial<SetupOptions>> {
     manager: MANAGERS.includes(value?.manager as never) ? value?.manager as SetupOptions["manager"] : undefined,
     env: typeof value?.env === "string" ? value.env : undefined,
     strategy: STRATEGIES.includes(value?.strategy as never) ? value?.strategy as SetupOptions["strategy"] : undefined,
+    domains: Array.isArray(value?.domains) ? value.domains.filter((d) => typeof d === "string") : undefined,
   };
+}
+
+/**
+ * Splits host names given as `--domain` values or typed at the prompt (comma- or space-separated),
+ * lowercased, each once. Throws a {@link UsageError} naming every bad one.
+ */
+export function parseDomains(values: readonly string[]): string[] {
+  const names = [
+    ...new Set(values.flatMap((value) => value.split(/[\s,]+/)).filter(Boolean).map((n) => n.toLowerCase())),
+  ];
+  const problems = names.flatMap((name) => {
+    const problem = hostNameProblem(name);
+    return problem ? [`"${name}" ${problem}`] : [];
+  });
+  if (problems.length) {
+    throw new UsageError(`--domain: ${problems.join("; ")}`, {
+      suggestion: "give host names such as example.com or *.example.com (repeat --domain, or separate them by commas)",
+    });
+  }
+  return names;
+}
+
+/** The prompt's check of a typed list of domains: its syntax, then whether another app has one. */
+async function checkTyped(app: string, text: string): Promise<true | string> {
+  try {
+    await refuseTakenDomains(app, parseDomains([text]));
+    return true;
+  } catch (error) {
+    return (error as Error).message.replace(/^--domain: /, "");
+  }
 }
 
 /** Fills in what is missing: prompts on a terminal, defaults with --yes, else a usage error naming the flags. */
@@ -73,6 +107,7 @@ async function complete(options: SetupOptions, before: Partial<SetupOptions>): P
     manager: before.manager ?? (await systemdRuns() ? "systemd" : "pm2") as "systemd" | "pm2",
     env: before.env ?? "production",
     strategy: before.strategy ?? "blue-green" as const,
+    domains: before.domains ?? [],
   };
   const given = { ...before, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) };
   const interactive = !options.yes && Deno.stdin.isTerminal() && Deno.stdout.isTerminal();
@@ -90,6 +125,7 @@ async function complete(options: SetupOptions, before: Partial<SetupOptions>): P
     manager: given.manager ?? defaults.manager,
     env: given.env ?? defaults.env,
     strategy: given.strategy ?? defaults.strategy,
+    domains: given.domains ?? defaults.domains,
   };
   if (interactive) {
     // Loaded only here: prompt libraries are never on the hook's path, and hang without a terminal.
@@ -117,7 +153,12 @@ async function complete(options: SetupOptions, before: Partial<SetupOptions>): P
       default: values.env,
       validate: (text) => /^[A-Za-z0-9_.-]+$/.test(text) ? true : "letters, digits, . _ - only",
     });
-    values = { ...values, port, manager, env };
+    const domains = await input({
+      message: "Domains, comma-separated (optional: none keeps the app on its own port)",
+      default: values.domains.join(", "),
+      validate: (text) => checkTyped(options.app, text),
+    });
+    values = { ...values, port, manager, env, domains: parseDomains([domains]) };
     console.log(summary(options.app, values, options.repoUrl));
     if (!(await confirm({ message: "Write all this?", default: true }))) {
       throw new UsageError("setup cancelled: nothing was written");
@@ -132,11 +173,16 @@ async function complete(options: SetupOptions, before: Partial<SetupOptions>): P
   };
 }
 
-function summary(app: string, values: { port: number; manager: string; env: string; strategy: string }, url?: string) {
+function summary(
+  app: string,
+  values: { port: number; manager: string; env: string; strategy: string; domains: string[] },
+  url?: string,
+) {
   const paths = appPaths(app);
   return [
     `deploy-paradigm setup ${app}:`,
     `  port ${values.port}, ${values.manager}, env ${values.env}, ${values.strategy}`,
+    `  domains: ${values.domains.length ? values.domains.join(", ") : "none (served on its port)"}`,
     `  ${paths.config}, ${paths.envFile(values.env)} (0600), ${paths.logDir}`,
     `  ${paths.repo}${url ? ` (cloned from ${url})` : ""} with its hook, and the proxy as a ${values.manager} service`,
   ].join("\n");
@@ -153,13 +199,15 @@ export async function setup(options: SetupOptions): Promise<number> {
     throw new UsageError("systemd does not run on this machine", { suggestion: "use --manager pm2" });
   }
   const paths = appPaths(options.app);
-  const values = await complete(options, await existing(paths.config));
+  const domains = options.domains && parseDomains(options.domains);
+  const values = await complete({ ...options, domains }, await existing(paths.config));
   if (values.manager === "systemd" && !(await systemdRuns())) {
     throw new UsageError("systemd does not run on this machine (or DEPLOY_PARADIGM_PREFIX is set)", {
       suggestion: "use --manager pm2",
     });
   }
-  // Checked before anything is written: a hook we could not replace.
+  // Checked before anything is written: a domain another app has, a hook we could not replace.
+  await refuseTakenDomains(options.app, values.domains);
   const hookPath = join(paths.repo, "hooks", "proc-receive");
   const hook = await readTextOrUndefined(hookPath);
   if (hook !== undefined && !hook.includes("written by deploy-paradigm")) {
@@ -170,8 +218,10 @@ export async function setup(options: SetupOptions): Promise<number> {
   const runner = new ProcessRunner((line) => console.log(`    ${line}`));
   const started = performance.now();
 
-  // config.yml: created, or updated in place (comments and slots kept).
+  // config.yml: created, or updated in place (comments and slots kept). The proxy trusts it (and
+  // route.json, proxy.yml) only when no group or other user can write it or its directory.
   await Deno.mkdir(paths.dir, { recursive: true });
+  for (const dir of [deploymentsRoot(), paths.dir]) await withoutGroupWrite(dir);
   const current = await readTextOrUndefined(paths.config);
   let doc = parseDocument(current ?? CONFIG_TEMPLATE);
   if (doc.errors.length) doc = parseDocument(CONFIG_TEMPLATE); // unreadable: rewritten from what setup is given
@@ -179,7 +229,9 @@ export async function setup(options: SetupOptions): Promise<number> {
     doc.set(key, value);
   }
   doc.set("strategy", values.strategy);
-  await writeFileAtomic(paths.config, String(doc));
+  if (values.domains.length) doc.set("domains", values.domains);
+  else doc.delete("domains");
+  await writeFileAtomic(paths.config, String(doc), 0o644);
   if (values.strategy === "blue-green") await ensureSlots(paths, prefix());
   console.log(`✓ ${paths.config}`);
 
@@ -211,10 +263,8 @@ export async function setup(options: SetupOptions): Promise<number> {
   // The proxy, as a service of the chosen manager, started if it is not running.
   if (values.strategy === "blue-green" && values.manager === "systemd") {
     // The app's template unit (each slot's command comes with its deploy, in the instance's drop-in).
-    const process = processFor(paths, { ...values, drainTimeout: 0, notify: [] }, "python", ["/bin/true"], {}, {
-      slot: "blue",
-      port: values.port,
-    });
+    const config = { ...values, drainTimeout: 0, notify: [], hsts: false };
+    const process = processFor(paths, config, "python", ["/bin/true"], {}, { slot: "blue", port: values.port });
     await writeFileAtomic(join(systemdDir(), `${options.app}@.service`), templateUnit(process));
     await runner.run({ argv: ["systemctl", "daemon-reload"], timeoutMs: 60_000 });
     console.log(`✓ ${join(systemdDir(), `${options.app}@.service`)}`);
@@ -227,6 +277,12 @@ export async function setup(options: SetupOptions): Promise<number> {
   console.log(`git remote add production ${user}@${hostname()}:${paths.repo}`);
   console.log("git push production main");
   return 0;
+}
+
+/** Takes write permission on `dir` from group and others (`chmod go-w`), as the proxy's trust check asks. */
+async function withoutGroupWrite(dir: string): Promise<void> {
+  const mode = (await Deno.stat(dir)).mode! & 0o7777;
+  if (mode & 0o022) await Deno.chmod(dir, mode & ~0o022);
 }
 
 /** Starts the proxy as a systemd unit or a pm2 process, unless one answers already. */
@@ -290,6 +346,7 @@ async function ensureProxy(
 
 const CONFIG_TEMPLATE = `# /opt/deployments/<app>/config.yml: this server's side of the app (written by setup).
 # port: the public port; manager: systemd | pm2; env: which .env.<env> the app gets;
-# strategy: blue-green (through the proxy) | restart; slots: blue-green's internal ports.
+# strategy: blue-green (through the proxy) | restart; slots: blue-green's internal ports;
+# domains: host names the proxy routes to the app on its shared ports (setup --domain).
 port: 8000
 `;

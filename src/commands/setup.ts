@@ -14,6 +14,13 @@ export const setupCommand: CommandSpec = {
     { name: "manager", value: "name", description: "Process manager", choices: ["systemd", "pm2"] },
     { name: "env", value: "name", description: "Environment: which .env.<env> the app gets (default production)" },
     { name: "strategy", value: "name", description: "How deploys switch", choices: ["blue-green", "restart"] },
+    {
+      name: "domain",
+      value: "name",
+      repeatable: true,
+      description: "A host name the proxy routes to the app, e.g. example.com or *.example.com (repeatable, or " +
+        "comma-separated; replaces the app's list; --domain '' for none)",
+    },
     { name: "proxy-host", value: "addr", description: "Address the proxy listens on (default 0.0.0.0)" },
     { name: "yes", short: "y", description: "Take defaults for what is not given; ask nothing" },
   ],
@@ -34,6 +41,7 @@ export const setupCommand: CommandSpec = {
       manager: opts.manager as "systemd" | "pm2" | undefined,
       env: opts.env as string | undefined,
       strategy: opts.strategy as "blue-green" | "restart" | undefined,
+      domains: opts.domain as string[] | undefined,
       proxyHost: opts["proxy-host"] as string | undefined,
       yes: opts.yes === true,
     });

@@ -3,6 +3,7 @@
  * One source for validation, defaults, and the JSON Schema printed by `deploy-paradigm schema`.
  * @module
  */
+import { isAbsolute } from "node:path";
 import { z } from "zod";
 import { splitCommand } from "./argv.ts";
 import { DEPLOY_EVENTS, targetSchema } from "../notify.ts";
@@ -34,7 +35,8 @@ function finite(ms: number): number | undefined {
 
 const MUST_BE_DURATION = 'must be a duration like "500ms", "2s" or "1m"';
 
-const duration = (fallback: string) =>
+/** A duration in config (`"2s"`, or seconds), to milliseconds; `fallback` when absent. */
+export const duration = (fallback: string) =>
   z.union([z.string(), z.number()], { error: MUST_BE_DURATION }).default(fallback).transform((value, ctx) => {
     const ms = parseDuration(value);
     if (ms === undefined) {
@@ -82,7 +84,8 @@ const healthCheck = z.union([healthPath, healthObject], {
   description: 'A path such as "/health", or { path, window: 30s, interval: 1s, successes: 3, timeout: 2s }.',
 });
 
-const port = z.int({ error: "must be a whole number from 1 to 65535" }).min(1, "must be from 1 to 65535").max(
+/** A TCP port, 1-65535. */
+export const port = z.int({ error: "must be a whole number from 1 to 65535" }).min(1, "must be from 1 to 65535").max(
   65535,
   "must be from 1 to 65535",
 );
@@ -161,6 +164,98 @@ export const STRATEGIES = ["blue-green", "restart"] as const;
 /** The two slots of a blue-green app. */
 export const SLOTS = ["blue", "green"] as const;
 
+/** Longest host name (RFC 1035 §2.3.4, without the final dot). */
+const MAX_HOST_NAME = 253;
+/** A certificate holds at most 100 names (Let's Encrypt's limit). */
+const MAX_DOMAINS = 100;
+const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/;
+const LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+/**
+ * What is wrong with `value` as a domain of config.yml, or undefined when it is a valid host name
+ * (RFC 1123 labels, at most 253 characters; `*.example.com` as a wildcard). Case is ignored. The
+ * message says what to write instead where it can: it is shown after the key, e.g.
+ * `"domains.1" must be a host name, not a URL: write "example.com"`.
+ */
+export function hostNameProblem(value: string): string | undefined {
+  const name = value.toLowerCase();
+  const host = (text: string) => {
+    try {
+      return new URL(`http://${text}`).hostname;
+    } catch {
+      return undefined;
+    }
+  };
+  const instead = (text: string | undefined) => text && !hostNameProblem(text) ? `: write "${text}"` : "";
+  if (name === "") return "is empty: write a host name such as example.com";
+  if (/^[a-z][a-z0-9+.-]*:\/\//.test(name)) {
+    return `must be a host name, not a URL${instead(host(name.replace(/^[^:]*:\/\//, "")))}`;
+  }
+  if (name.includes("/")) return `must be a host name without a path${instead(host(name))}`;
+  if (
+    IPV4.test(name.replace(/:\d*$/, "")) || /^\[.*\](:\d*)?$/.test(name) ||
+    (name.includes(":") && host(`[${name}]`) !== undefined)
+  ) {
+    return "must be a host name, not an IP address (an app without domains is reached on its own port)";
+  }
+  if (/^[^:]+:\d*$/.test(name)) {
+    return `must be a host name without a port (the proxy's ports are set in proxy.yml)${instead(name.split(":")[0])}`;
+  }
+  // deno-lint-ignore no-control-regex
+  if (/[^\x00-\x7f]/.test(name)) {
+    const ascii = host(name);
+    return "must be written in ASCII" + (ascii && ascii !== name ? `: write its punycode form "${ascii}"` : "");
+  }
+  if (name.length > MAX_HOST_NAME) return `is longer than ${MAX_HOST_NAME} characters (${name.length})`;
+  if (name.endsWith(".") && name.length > 1) return `must not end with a dot${instead(name.replace(/\.+$/, ""))}`;
+  const labels = name.split(".");
+  if (labels.slice(1).includes("*") || labels.some((label) => label !== "*" && label.includes("*"))) {
+    return "may use * only as the whole first label, as in *.example.com";
+  }
+  const rest = labels[0] === "*" ? labels.slice(1) : labels;
+  if (labels[0] === "*" && rest.length < 2) return "must have at least two labels after *., as in *.example.com";
+  if (/^\.[^.]/.test(name) && !hostNameProblem(`*${name}`)) {
+    return `must not start with a dot: write "${name.slice(1)}", or "*${name}" for every name under it`;
+  }
+  if (rest.includes("")) return "has an empty label (a leading dot, or two dots in a row)";
+  const odd = /[^a-z0-9.*-]/.exec(name);
+  if (odd) return `may hold only letters, digits, "-" and ".", not ${JSON.stringify(odd[0])}`;
+  const long = rest.find((label) => label.length > 63);
+  if (long) return `has a label longer than 63 characters ("${long.slice(0, 20)}...")`;
+  const dashed = rest.find((label) => !LABEL.test(label));
+  if (dashed) return `has a label that starts or ends with "-" ("${dashed}")`;
+  if (/^\d+$/.test(rest.at(-1)!)) return "must not end in an all-digit label (it would read as an IP address)";
+  return undefined;
+}
+
+/**
+ * config.yml `domains`: host names, lowercased, each once. Every entry is checked here, in one
+ * pass (a wrong type, a bad name, a repeat), so that one bad entry does not hide the others.
+ */
+const domainList = z.array(z.unknown(), {
+  error: "must be a list of host names, e.g. [example.com, www.example.com]",
+}).max(MAX_DOMAINS, `must list at most ${MAX_DOMAINS} names (a certificate holds no more)`)
+  .superRefine((names, ctx) => {
+    const seen = new Map<string, number>();
+    for (const [i, name] of names.entries()) {
+      const problem = typeof name === "string" ? hostNameProblem(name) : "must be a host name such as example.com";
+      const first = typeof name === "string" ? seen.get(name.toLowerCase()) : undefined;
+      if (problem) ctx.addIssue({ code: "custom", path: [i], message: problem });
+      else if (first !== undefined) {
+        ctx.addIssue({ code: "custom", path: [i], message: `repeats domains.${first}: list each name once` });
+      } else seen.set((name as string).toLowerCase(), i);
+    }
+  }).transform((names) => names.map((name) => String(name).toLowerCase())).default([]).meta({
+    description: 'The host names the proxy routes to this app on its shared HTTP/HTTPS ports ("*.example.com" ' +
+      "for every name under example.com). Each name belongs to one app. None: the app is served on its own port.",
+  });
+
+/** An absolute path on the server. */
+export const absolutePath = z.string().refine(
+  (path) => isAbsolute(path) && !path.includes("\0") && !path.split("/").includes(".."),
+  "must be an absolute path without .., e.g. /etc/ssl/private/example.key",
+);
+
 /** `config.yml`, on the server at /opt/deployments/<app>/config.yml. */
 export const serverConfigSchema = z.strictObject({
   port: port.meta({ description: "The app's public port (the proxy listens on it under blue-green)." }),
@@ -176,10 +271,25 @@ export const serverConfigSchema = z.strictObject({
     description: "Where deploy outcomes are sent: [{ type: webhook|slack|discord, url, events: [success, failed, " +
       "rolled_back, cancelled] }] (events default to all).",
   }),
+  domains: domainList,
+  tls: z.strictObject({
+    certificate: absolutePath.meta({ description: "PEM certificate chain for the app's domains." }),
+    key: absolutePath.meta({ description: "PEM private key of the certificate (keep it 0600, root's)." }),
+  }).optional().meta({
+    description: "Bring your own certificate (your own CA): served for the app's domains instead of an ACME one.",
+  }),
+  hsts: z.boolean({ error: "must be true or false" }).default(false).meta({
+    description: "Send Strict-Transport-Security: max-age=31536000 on HTTPS answers (default false).",
+  }),
 }).superRefine((value, ctx) => {
   const { slots } = value;
   if (slots && (slots.blue === slots.green || slots.blue === value.port || slots.green === value.port)) {
     ctx.addIssue({ code: "custom", path: ["slots"], message: "must be two different ports, neither of them port" });
+  }
+  if (value.domains.length === 0) {
+    const https = "is for apps with domains (HTTPS is served on the shared port, by host name)";
+    if (value.tls) ctx.addIssue({ code: "custom", path: ["tls"], message: https });
+    if (value.hsts) ctx.addIssue({ code: "custom", path: ["hsts"], message: https });
   }
 });
 

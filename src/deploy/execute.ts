@@ -11,6 +11,7 @@
  * @module
  */
 import { join, resolve } from "node:path";
+import { refuseTakenDomains } from "../config/domains.ts";
 import { parseConfig } from "../config/load.ts";
 import { type DeployFile, deployFileSchema, type ServerConfig, serverConfigSchema, SLOTS } from "../config/schema.ts";
 import { readRoute, ROUTE_FILE } from "../proxy/routes.ts";
@@ -179,6 +180,7 @@ async function prepare(options: ExecuteOptions, print: Deployment["print"]): Pro
     });
   }
   const config = parseConfig(configText, serverConfigSchema, paths.config);
+  await refuseTakenDomains(deploy.name, config.domains, { where: paths.config });
   if (await realPath(gitDir) !== await realPath(paths.repo)) {
     throw new UsageError(
       `deploy.yml names the app "${deploy.name}", whose repository is ${paths.repo}, not ${gitDir}`,

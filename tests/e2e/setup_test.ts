@@ -1,13 +1,16 @@
 /**
  * `setup`, end to end: non-interactive with flags, idempotent, refusing to guess without a
  * terminal, and interactive in a real TTY (tmux), followed by a real push through the proxy it
- * started under PM2.
+ * started under PM2. Domains: `--domain` writes them; a domain another app has is refused by
+ * setup and by a deploy, before anything changes.
  */
 import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { AppRepo } from "../helpers/apps.ts";
-import { BIN, freePort, get, run, withServer } from "../helpers/server.ts";
+import { BIN, freePort, get, run, type TestServer, withServer } from "../helpers/server.ts";
 import { releases, snapshot } from "../helpers/state.ts";
+import { parseConfig } from "../../src/config/load.ts";
+import { serverConfigSchema } from "../../src/config/schema.ts";
 
 Deno.test("setup with flags: config with slots, .env 0600, repo and hook, the proxy under pm2; idempotent", async () => {
   await withServer(async (server) => {
@@ -62,8 +65,9 @@ Deno.test("setup without a terminal and without values says which flags it needs
   });
 });
 
-Deno.test("setup in a real terminal asks for port, manager and environment, shows a summary, then writes", async () => {
+Deno.test("setup in a real terminal asks for port, manager, environment and domains, shows a summary, then writes", async () => {
   await withServer(async (server) => {
+    assertEquals((await setupRestart(server, "other", "--domain", "taken.example.com")).code, 0);
     const port = freePort();
     const session = `dp-setup-${crypto.randomUUID().slice(0, 8)}`;
     const env = Object.entries(server.env).map(([k, v]) => `${k}='${v}'`).join(" ");
@@ -97,8 +101,15 @@ Deno.test("setup in a real terminal asks for port, manager and environment, show
       await tmux("send-keys", "-t", session, "Enter"); // pm2, the only choice here
       await waitFor(/Environment/);
       await tmux("send-keys", "-t", session, "C-u", "staging", "Enter");
+      await waitFor(/Domains, comma-separated/);
+      await tmux("send-keys", "-t", session, "C-u", "shop.example.com, https://www.shop.example.com", "Enter");
+      await waitFor(/must be a host name, not a URL: write "www\.shop\.example\.com"/); // asked again
+      await tmux("send-keys", "-t", session, "C-u", "shop.example.com, taken.example.com", "Enter");
+      await waitFor(/cannot have the domain taken\.example\.com: app "other"/);
+      await tmux("send-keys", "-t", session, "C-u", "Shop.example.com, www.shop.example.com", "Enter");
       const summary = await waitFor(/Write all this\?/);
       assertMatch(summary, new RegExp(`port ${port}, pm2, env staging, blue-green`));
+      assertMatch(summary, /domains: shop\.example\.com, www\.shop\.example\.com/);
       await tmux("send-keys", "-t", session, "y", "Enter");
       const done = await waitFor(/EXIT=\d+/);
       assertMatch(done, /EXIT=0/);
@@ -108,6 +119,7 @@ Deno.test("setup in a real terminal asks for port, manager and environment, show
     }
     const paths = server.paths("shop");
     assertMatch(await Deno.readTextFile(paths.config), new RegExp(`port: ${port}\\nmanager: pm2\\nenv: staging`));
+    assertMatch(await Deno.readTextFile(paths.config), /domains:\n {2}- shop\.example\.com\n {2}- www\.shop/);
     assertEquals((await Deno.stat(paths.envFile("staging"))).mode! & 0o777, 0o600);
   });
 });
@@ -134,5 +146,105 @@ Deno.test("setup with a repository URL seeds the bare repository with git clone 
     assertEquals(result.code, 0, result.output);
     const head = await run(["git", "--git-dir", server.paths("seed").repo, "rev-parse", "main"]);
     assertEquals(head.stdout.trim(), sha);
+  });
+});
+
+/** `setup <app>` under restart and pm2 (no proxy, no process), with `extra` flags. */
+function setupRestart(server: TestServer, app: string, ...extra: string[]) {
+  return server.cli([
+    "setup",
+    app,
+    "--port",
+    String(freePort()),
+    "--manager",
+    "pm2",
+    "--strategy",
+    "restart",
+    "--yes",
+    ...extra,
+  ]);
+}
+
+Deno.test("setup --domain writes the app's domains; another app's domain is refused, nothing changed", async () => {
+  await withServer(async (server) => {
+    const shop = await setupRestart(
+      server,
+      "shop",
+      "--domain",
+      "Shop.Example.com",
+      "--domain",
+      "www.shop.example.com,*.cdn.example.com",
+    );
+    assertEquals(shop.code, 0, shop.output);
+    const shopConfig = server.paths("shop").config;
+    const config = parseConfig(await Deno.readTextFile(shopConfig), serverConfigSchema, shopConfig);
+    assertEquals(config.domains, ["shop.example.com", "www.shop.example.com", "*.cdn.example.com"]);
+    assertEquals((await Deno.stat(shopConfig)).mode! & 0o777, 0o644);
+    assertEquals((await Deno.stat(server.paths("shop").dir)).mode! & 0o022, 0, "the app dir is not group-writable");
+
+    // A new app asking for one of them: exit 2 naming both apps and the domain; no file written.
+    const before = await snapshot(server);
+    const blog = await setupRestart(server, "blog", "--domain", "blog.example.com", "--domain", "WWW.shop.example.com");
+    assertEquals(blog.code, 2, blog.output);
+    assertMatch(
+      blog.stderr,
+      new RegExp(`app "blog" cannot have the domain www\\.shop\\.example\\.com: app "shop" \\(${shopConfig}\\) has it`),
+    );
+    assertEquals(await snapshot(server), before);
+
+    // An app already set up keeps its config.yml byte for byte (and its mtime).
+    assertEquals((await setupRestart(server, "blog", "--domain", "blog.example.com")).code, 0);
+    const blogConfig = server.paths("blog").config;
+    const bytes = await Deno.readFile(blogConfig);
+    const mtime = (await Deno.stat(blogConfig)).mtime;
+    const again = await setupRestart(server, "blog", "--domain", "*.cdn.example.com");
+    assertEquals(again.code, 2, again.output);
+    assertMatch(again.stderr, /app "blog" cannot have the domain \*\.cdn\.example\.com: app "shop"/);
+    assertEquals(await Deno.readFile(blogConfig), bytes);
+    assertEquals((await Deno.stat(blogConfig)).mtime, mtime);
+
+    // Setup again without --domain keeps the domains; --domain '' clears them.
+    assertEquals((await setupRestart(server, "shop")).code, 0);
+    assertMatch(await Deno.readTextFile(shopConfig), /domains:\n {2}- shop\.example\.com\n/);
+    assertEquals((await setupRestart(server, "shop", "--domain", "")).code, 0);
+    assert(!/^domains:/m.test(await Deno.readTextFile(shopConfig)), "the domains are gone");
+  });
+});
+
+Deno.test("setup --domain refuses a bad host name with what to write instead, and writes nothing", async () => {
+  await withServer(async (server) => {
+    await Deno.mkdir(server.prefix, { recursive: true });
+    const before = await snapshot(server);
+    const bad = await setupRestart(server, "web", "--domain", "https://example.com/", "--domain", "a_b.example.com");
+    assertEquals(bad.code, 2, bad.output);
+    assertMatch(
+      bad.stderr,
+      /--domain: "https:\/\/example\.com\/" must be a host name, not a URL: write "example\.com"; "a_b\.example\.com" may hold only letters/,
+    );
+    assertEquals(await snapshot(server), before);
+  });
+});
+
+Deno.test("a deploy whose config.yml claims another app's domain fails first: exit 2, both apps named", async () => {
+  await withServer(async (server) => {
+    assertEquals((await setupRestart(server, "shop", "--domain", "shop.example.com")).code, 0);
+    assertEquals((await setupRestart(server, "blog")).code, 0);
+    const blog = server.paths("blog");
+    await Deno.writeTextFile(blog.config, "domains: [Shop.example.com]\n", { append: true });
+    const repo = await AppRepo.create(server, "blog", blog.repo);
+    await repo.python("blog", "v1");
+    const before = await snapshot(server);
+    const push = await repo.push();
+    assert(push.code !== 0, push.output);
+    assertMatch(
+      push.output,
+      new RegExp(
+        `app "blog" \\(${blog.config}\\) cannot have the domain shop\\.example\\.com: app "shop" \\(${
+          server.paths("shop").config
+        }\\) has it already`,
+      ),
+    );
+    assertEquals(await snapshot(server), before, "nothing built or written");
+    assertEquals(await releases(server, "blog"), []);
   });
 });

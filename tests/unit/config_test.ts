@@ -1,7 +1,9 @@
 /**
  * deploy.yml / config.yml parsing: schemas, defaults, and the one-pass error report
- * (every problem, each with file:line:col and its key path).
+ * (every problem, each with file:line:col and its key path); config.yml's domains, and which app
+ * claims which domain on a server.
  */
+import { join } from "node:path";
 import { FULL_DEPLOY_YML } from "../helpers/configs.ts";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { MAX_CONFIG_BYTES, parseConfig } from "../../src/config/load.ts";
@@ -9,9 +11,12 @@ import {
   APP_TYPES,
   deployFileJsonSchema,
   deployFileSchema,
+  hostNameProblem,
   parseDuration,
   serverConfigSchema,
 } from "../../src/config/schema.ts";
+import { domainClaims, domainConflicts, refuseTakenDomains } from "../../src/config/domains.ts";
+import { appPaths } from "../../src/paths.ts";
 import { ConfigError, DeployParadigmError, UsageError } from "../../src/errors.ts";
 
 /** Parses `text` expecting failure; returns the ConfigError. */
@@ -76,6 +81,8 @@ Deno.test("config.yml: a minimal file gets env production, blue-green and a 30 s
     strategy: "blue-green",
     drainTimeout: 30_000,
     notify: [],
+    domains: [],
+    hsts: false,
   });
   assertEquals(problems("port: 80\nmanager: pm2\nstrategy: canary\n", serverConfigSchema), [
     'deploy.yml:3:11: "strategy" must be one of blue-green, restart (got "canary")',
@@ -90,6 +97,8 @@ Deno.test("config.yml: a minimal file gets env production, blue-green and a 30 s
     strategy: "restart",
     drainTimeout: 30_000,
     notify: [],
+    domains: [],
+    hsts: false,
   });
 });
 
@@ -382,4 +391,176 @@ Deno.test("docker keys: checked, and refused for other app types", () => {
   const many = problems('name: app\ntype: docker\nhealthCheck: /h\nbuildArgs: {"BAD NAME": x, 1X: y, OK: [1]}\n');
   assertEquals(many.length, 3, many.join("\n"));
   assertMatch(many[2], /"buildArgs\.OK" must be a string, a number or true\/false/);
+});
+
+const BASE = "port: 8000\nmanager: pm2\n";
+
+Deno.test("config.yml: domains are lowercased host names and wildcards; tls and hsts go with them", () => {
+  const config = parseConfig(
+    BASE + "domains: [Shop.Example.COM, '*.example.com', localhost, xn--bcher-kva.de]\nhsts: true\n" +
+      "tls: { certificate: /etc/ssl/shop.pem, key: /etc/ssl/private/shop.key }\n",
+    serverConfigSchema,
+    "config.yml",
+  );
+  assertEquals(config.domains, ["shop.example.com", "*.example.com", "localhost", "xn--bcher-kva.de"]);
+  assertEquals(config.hsts, true);
+  assertEquals(config.tls, { certificate: "/etc/ssl/shop.pem", key: "/etc/ssl/private/shop.key" });
+  const plain = parseConfig(BASE, serverConfigSchema, "config.yml");
+  assertEquals([plain.domains, plain.hsts, plain.tls], [[], false, undefined]);
+  assertEquals(parseConfig(BASE + "domains: []\n", serverConfigSchema, "c").domains, []);
+});
+
+Deno.test("config.yml: every bad domain is reported at once, at its entry, with what to write instead", () => {
+  const text = BASE + [
+    "domains:",
+    "  - example.com",
+    "  - https://Example.com/shop",
+    "  - example.com:8080",
+    "  - 203.0.113.7",
+    "  - '[2001:db8::1]'",
+    "  - api.example.com/v1",
+    "  - a.*.example.com",
+    "  - EXAMPLE.com",
+    "  - my_app.example.com",
+    "  - 42",
+    "  - bücher.de",
+    "  - example.com.",
+    "  - .example.net",
+    "  - -bad.example.com",
+    "  - '*.com'",
+    "",
+  ].join("\n");
+  assertEquals(problems(text, serverConfigSchema), [
+    'deploy.yml:5:5: "domains.1" must be a host name, not a URL: write "example.com" (got "https://Example.com/shop")',
+    'deploy.yml:6:5: "domains.2" must be a host name without a port (the proxy\'s ports are set in proxy.yml): ' +
+    'write "example.com" (got "example.com:8080")',
+    'deploy.yml:7:5: "domains.3" must be a host name, not an IP address (an app without domains is reached on its ' +
+    'own port) (got "203.0.113.7")',
+    'deploy.yml:8:5: "domains.4" must be a host name, not an IP address (an app without domains is reached on its ' +
+    'own port) (got "[2001:db8::1]")',
+    'deploy.yml:9:5: "domains.5" must be a host name without a path: write "api.example.com" (got "api.example.com/v1")',
+    'deploy.yml:10:5: "domains.6" may use * only as the whole first label, as in *.example.com (got "a.*.example.com")',
+    'deploy.yml:11:5: "domains.7" repeats domains.0: list each name once (got "EXAMPLE.com")',
+    'deploy.yml:12:5: "domains.8" may hold only letters, digits, "-" and ".", not "_" (got "my_app.example.com")',
+    'deploy.yml:13:5: "domains.9" must be a host name such as example.com (got 42)',
+    'deploy.yml:14:5: "domains.10" must be written in ASCII: write its punycode form "xn--bcher-kva.de" ' +
+    '(got "bücher.de")',
+    'deploy.yml:15:5: "domains.11" must not end with a dot: write "example.com" (got "example.com.")',
+    'deploy.yml:16:5: "domains.12" must not start with a dot: write "example.net", or "*.example.net" for every ' +
+    'name under it (got ".example.net")',
+    'deploy.yml:17:5: "domains.13" has a label that starts or ends with "-" ("-bad") (got "-bad.example.com")',
+    'deploy.yml:18:5: "domains.14" must have at least two labels after *., as in *.example.com (got "*.com")',
+  ]);
+  assertEquals(problems(BASE + "domains: example.com\n", serverConfigSchema), [
+    'deploy.yml:3:10: "domains" must be a list of host names, e.g. [example.com, www.example.com] (got "example.com")',
+  ]);
+});
+
+Deno.test("hostNameProblem: RFC 1123 labels, 253 characters, a wildcard only as the whole first label", () => {
+  for (
+    const good of ["a", "a.b", "x-1.example.com", "*.example.com", "*.a.b.c", "EXAMPLE.com", `${"a".repeat(63)}.com`]
+  ) {
+    assertEquals(hostNameProblem(good), undefined, good);
+  }
+  const long = `${"a".repeat(60)}.`.repeat(4) + "abcdefghijklmnop";
+  assertEquals(long.length, 260);
+  assertEquals(hostNameProblem(long), "is longer than 253 characters (260)");
+  assertEquals(
+    hostNameProblem(`${"a".repeat(64)}.com`),
+    'has a label longer than 63 characters ("aaaaaaaaaaaaaaaaaaaa...")',
+  );
+  assertEquals(hostNameProblem(""), "is empty: write a host name such as example.com");
+  assertEquals(hostNameProblem("a..b"), "has an empty label (a leading dot, or two dots in a row)");
+  assertEquals(hostNameProblem("*"), "must have at least two labels after *., as in *.example.com");
+  for (const bad of ["*foo.example.com", "foo*.example.com", "*.*.example.com"]) {
+    assertEquals(hostNameProblem(bad), "may use * only as the whole first label, as in *.example.com", bad);
+  }
+  assertEquals(hostNameProblem("a b.com"), 'may hold only letters, digits, "-" and ".", not " "');
+  assertEquals(hostNameProblem("example.123"), "must not end in an all-digit label (it would read as an IP address)");
+  for (const ip of ["::1", "[::1]:443", "10.0.0.1:80", "fe80::1"]) assertMatch(hostNameProblem(ip)!, /not an IP/, ip);
+});
+
+Deno.test("config.yml: tls needs absolute paths; tls and hsts need domains", () => {
+  const bad = BASE + "domains: [a.example.com]\nhsts: yes\ntls: { certificate: a.pem, key: /k, ca: x }\n";
+  assertEquals(problems(bad, serverConfigSchema), [
+    'deploy.yml:4:7: "hsts" must be true or false (got "yes")',
+    'deploy.yml:5:21: "tls.certificate" must be an absolute path without .., e.g. /etc/ssl/private/example.key ' +
+    '(got "a.pem")',
+    'deploy.yml:5:37: "tls.ca" is not a known key; known keys: certificate, key',
+  ]);
+  assertEquals(problems(BASE + "hsts: true\ntls: { certificate: /c.pem, key: /k.pem }\n", serverConfigSchema), [
+    'deploy.yml:3:7: "hsts" is for apps with domains (HTTPS is served on the shared port, by host name) (got true)',
+    'deploy.yml:4:6: "tls" is for apps with domains (HTTPS is served on the shared port, by host name) ' +
+    "(got a mapping)",
+  ]);
+});
+
+/** A server root with apps whose config.yml holds `text`; removed after `fn`. */
+async function withApps(configs: Record<string, string>, fn: (root: string) => Promise<void>): Promise<void> {
+  const root = await Deno.makeTempDir({ prefix: "dp-domains-" });
+  try {
+    for (const [app, text] of Object.entries(configs)) {
+      await Deno.mkdir(appPaths(app, root).dir, { recursive: true });
+      await Deno.writeTextFile(appPaths(app, root).config, text);
+    }
+    await fn(root);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+}
+
+Deno.test("domainConflicts: an exact name or an identical wildcard claimed by two apps", async () => {
+  await withApps({
+    shop: BASE + "domains: [shop.example.com, '*.example.com', Both.Example.com]\n",
+    blog: BASE + "domains: [blog.example.com, '*.example.com', both.example.com]\n",
+    wiki: BASE + "domains: [a.example.com]\n", // under the wildcard: no conflict, the exact name wins
+    api: BASE,
+    broken: "port: [\n", // not YAML: claims nothing
+  }, async (root) => {
+    await Deno.mkdir(join(root, "opt", "deployments", ".tls"), { recursive: true }); // not an app
+    assertEquals(await domainConflicts(root), [
+      { domain: "*.example.com", apps: ["blog", "shop"] },
+      { domain: "both.example.com", apps: ["blog", "shop"] },
+    ]);
+    const claims = await domainClaims(root);
+    assertEquals(claims.get("a.example.com"), ["wiki"]);
+    assertEquals(claims.get("shop.example.com"), ["shop"]);
+    // What setup is about to write replaces the app's list.
+    assertEquals(await domainConflicts(root, { blog: ["blog.example.com"], api: ["A.example.com"] }), [
+      { domain: "a.example.com", apps: ["api", "wiki"] },
+    ]);
+  });
+  const empty = await Deno.makeTempDir({ prefix: "dp-domains-" });
+  assertEquals(await domainConflicts(empty), []); // no deployments root at all
+  await Deno.remove(empty);
+});
+
+Deno.test("refuseTakenDomains: a usage error naming both apps and the domain", async () => {
+  await withApps({ shop: BASE + "domains: [shop.example.com, www.shop.example.com]\n" }, async (root) => {
+    await refuseTakenDomains("blog", ["blog.example.com"], { root }); // free
+    await refuseTakenDomains("shop", ["shop.example.com"], { root }); // its own
+    const refused = async (domains: string[], where?: string) => {
+      try {
+        await refuseTakenDomains("blog", domains, { root, where });
+      } catch (error) {
+        assert(error instanceof UsageError);
+        assertEquals(error.exitCode, 2);
+        return error;
+      }
+      throw new Error("expected a refusal");
+    };
+    const shopConfig = appPaths("shop", root).config;
+    const one = await refused(["blog.example.com", "Shop.Example.com"]);
+    assertEquals(
+      one.message,
+      `app "blog" cannot have the domain shop.example.com: app "shop" (${shopConfig}) has it already`,
+    );
+    assertMatch(one.suggestion!, /a domain belongs to one app/);
+    const two = await refused(["shop.example.com", "www.shop.example.com"], "/x/config.yml");
+    assertEquals(
+      two.message,
+      `app "blog" (/x/config.yml) cannot have these domains, other apps have them already: ` +
+        `shop.example.com (app "shop", ${shopConfig}), www.shop.example.com (app "shop", ${shopConfig})`,
+    );
+  });
 });

@@ -1,0 +1,115 @@
+/**
+ * Which app has which domain on this server: the `domains` of every app's config.yml under the
+ * deployments root. A domain (an exact name, or a wildcard such as `*.example.com` compared as
+ * written) belongs to one app: `setup --domain` and deploys refuse a second claim before anything
+ * changes (exit 2, both apps named). An exact name under another app's wildcard is no conflict:
+ * the exact name wins when routing.
+ * @module
+ */
+import { UsageError } from "../errors.ts";
+import { ifExists } from "../fsutil.ts";
+import { appPaths, deploymentsRoot, prefix } from "../paths.ts";
+import { parse } from "../yaml.ts";
+import { MAX_CONFIG_BYTES } from "./load.ts";
+import { NAME_PATTERN } from "./names.ts";
+import { hostNameProblem } from "./schema.ts";
+
+/** A domain two or more apps claim. */
+export interface DomainConflict {
+  /** Lowercased, as in config.yml. */
+  domain: string;
+  /** The claiming apps, sorted by name. */
+  apps: string[];
+}
+
+/**
+ * Every domain claimed on the server under `root`, mapped to the apps claiming it (sorted). Each
+ * app's config.yml is read for `domains` alone, leniently: a file that is missing, too big or not
+ * YAML claims nothing (deploying that app reports its problems), and invalid names are skipped.
+ */
+export async function domainClaims(root: string = prefix()): Promise<Map<string, string[]>> {
+  const claims = new Map<string, string[]>();
+  for (const app of await appNames(root)) {
+    for (const domain of await domainsOf(appPaths(app, root).config)) {
+      claims.set(domain, [...(claims.get(domain) ?? []), app].sort());
+    }
+  }
+  return claims;
+}
+
+/**
+ * The domains claimed by more than one app under `root`, sorted by domain. `pending` replaces the
+ * lists of the apps it names (what setup is about to write), lowercased.
+ */
+export async function domainConflicts(
+  root: string = prefix(),
+  pending: Record<string, readonly string[]> = {},
+): Promise<DomainConflict[]> {
+  const claims = await domainClaims(root);
+  for (const [domain, apps] of claims) {
+    const kept = apps.filter((app) => !(app in pending));
+    if (kept.length) claims.set(domain, kept);
+    else claims.delete(domain);
+  }
+  for (const [app, domains] of Object.entries(pending)) {
+    for (const domain of new Set(domains.map((name) => name.toLowerCase()))) {
+      claims.set(domain, [...(claims.get(domain) ?? []), app].sort());
+    }
+  }
+  return [...claims].filter(([, apps]) => apps.length > 1).map(([domain, apps]) => ({ domain, apps }))
+    .sort((a, b) => a.domain < b.domain ? -1 : a.domain > b.domain ? 1 : 0);
+}
+
+/**
+ * Throws a {@link UsageError} (exit 2) naming each of `domains` that another app under `root`
+ * already claims, with that app; changes nothing. `where` names the file `app`'s list comes from.
+ */
+export async function refuseTakenDomains(
+  app: string,
+  domains: readonly string[],
+  options: { root?: string; where?: string } = {},
+): Promise<void> {
+  if (domains.length === 0) return;
+  const root = options.root ?? prefix();
+  const taken = (await domainConflicts(root, { [app]: domains })).filter((c) => c.apps.includes(app));
+  if (taken.length === 0) return;
+  const others = (apps: string[]) => apps.filter((other) => other !== app);
+  const owners = (apps: string[], sep: string) =>
+    others(apps).map((other) => `app "${other}"${sep}${appPaths(other, root).config}`);
+  const from = options.where ? ` (${options.where})` : "";
+  throw new UsageError(
+    taken.length === 1
+      ? `app "${app}"${from} cannot have the domain ${taken[0].domain}: ` +
+        `${owners(taken[0].apps, " (").map((o) => `${o})`).join(" and ")} has it already`
+      : `app "${app}"${from} cannot have these domains, other apps have them already: ` +
+        taken.map(({ domain, apps }) => `${domain} (${owners(apps, ", ").join("; ")})`).join(", "),
+    {
+      suggestion: "a domain belongs to one app: choose another name, or first remove it from the other app's " +
+        "config.yml (domains:)",
+    },
+  );
+}
+
+/** The app directories under the deployments root (names only; dot entries such as .tls are not apps). */
+async function appNames(root: string): Promise<string[]> {
+  const names: string[] = [];
+  const entries = await ifExists(Array.fromAsync(Deno.readDir(deploymentsRoot(root))));
+  for (const entry of entries ?? []) {
+    if (entry.isDirectory && NAME_PATTERN.test(entry.name)) names.push(entry.name);
+  }
+  return names.sort();
+}
+
+/** The valid, lowercased `domains` of one config.yml; none when it cannot be read. */
+async function domainsOf(path: string): Promise<string[]> {
+  try {
+    const info = await ifExists(Deno.stat(path));
+    if (!info?.isFile || info.size > MAX_CONFIG_BYTES) return [];
+    const value = parse(await Deno.readTextFile(path), { maxAliasCount: 50 }) as { domains?: unknown } | null;
+    const list = Array.isArray(value?.domains) ? value.domains : [];
+    return list.filter((name): name is string => typeof name === "string" && !hostNameProblem(name))
+      .map((name) => name.toLowerCase());
+  } catch {
+    return [];
+  }
+}
