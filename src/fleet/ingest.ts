@@ -2,9 +2,11 @@
  * Ingesting one log file into the fleet database through its ledger (store.ts): only new
  * complete lines, once each, across growth, rotation (`access.log` → `access.log.1`), truncation
  * in place (copytruncate) and replacement. The file's identity is the hash of its first 4 KiB
- * (and its inode where the source knows the real one).
+ * (and its inode where the source knows the real one). And a server's certificate state, read as
+ * hostile input by ../proxy/cert_state.ts.
  * @module
  */
+import { readCertificatesFile } from "../proxy/cert_state.ts";
 import type { DeploymentRow, FileLedger, FleetStore, LogLine } from "./store.ts";
 
 /** How many bytes identify a file. */
@@ -80,7 +82,7 @@ export async function decide(
 
 /** A line's own timestamp (ISO-like, at its start, as PM2 writes with `time: true`), else undefined. */
 export function lineTime(text: string): number | undefined {
-  const match = /^\[?(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)([.,]\d{1,9})?(Z|[+-]\d\d:?\d\d)?/.exec(text);
+  const match = /^(?:\[|\{"ts":")?(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)([.,]\d{1,9})?(Z|[+-]\d\d:?\d\d)?/.exec(text);
   if (!match) return undefined;
   const fraction = match[3] ? `.${match[3].slice(1, 4).padEnd(3, "0")}` : "";
   const zone = match[4] ? match[4].replace(/^([+-]\d\d)(\d\d)$/, "$1:$2") : "Z";
@@ -261,4 +263,21 @@ export function deploymentOf(line: LogLine): DeploymentRow | undefined {
     step: step && /^[a-zA-Z]+$/.test(step) ? step : undefined,
     message,
   };
+}
+
+/**
+ * Stores a server's certificates from its pulled `.tls/certificates.json` (`path`; undefined when
+ * the server has none: its certificates are forgotten). A file that is refused (too big, not JSON,
+ * not a certificate state file) changes nothing: undefined is returned, else how many were stored.
+ */
+export async function ingestCertificates(
+  store: FleetStore,
+  server: string,
+  path: string | undefined,
+  at: number,
+): Promise<number | undefined> {
+  const certificates = path === undefined ? new Map() : await readCertificatesFile(path);
+  if (!certificates) return undefined;
+  store.replaceCertificates(server, certificates, at);
+  return certificates.size;
 }

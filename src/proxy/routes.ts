@@ -15,12 +15,20 @@ import { deploymentsRoot } from "../paths.ts";
 /** Where an app's requests go: a port on 127.0.0.1, or a directory of static files. */
 export type RouteTarget = { port: number } | { dir: string };
 
-/** One app as the proxy serves it: its public port and its active target (none before the first deploy). */
+/** One app as the proxy serves it: its public port or host names, and its active target (none before the first deploy). */
 export interface Route {
   app: string;
-  /** The public port from config.yml. */
+  /** The public port from config.yml: the proxy listens on it when the app has no domains. */
   port: number;
+  /** Host names from config.yml, lowercased (`*.example.com` wildcards too); empty = per-port mode. */
+  domains: string[];
+  /** A certificate of the operator's own (PEM paths), instead of ACME. */
+  tls?: { certificate: string; key: string };
+  /** Whether HTTPS answers carry Strict-Transport-Security. */
+  hsts: boolean;
   target?: RouteTarget;
+  /** The slot the target port belongs to (blue, green), for metrics. */
+  slot?: string;
 }
 
 /** The file in the app's directory that names its active target. */

@@ -98,7 +98,7 @@ Deno.test("proxy: forwards with Host kept and X-Forwarded-*, hop-by-hop dropped;
   });
   const client = Deno.createHttpClient({ allowHost: true });
   try {
-    await withProxy(async ({ proxy, app: setup, url }) => {
+    await withProxy(async ({ proxy, logs, app: setup, url }) => {
       const port = await setup("web", { port: app.addr.port });
       const empty = await setup("empty");
       const down = await setup("down", { port: freePort() });
@@ -118,7 +118,8 @@ Deno.test("proxy: forwards with Host kept and X-Forwarded-*, hop-by-hop dropped;
       assertEquals(seen.method, "POST");
       assertEquals(seen.body, "hello");
       assertEquals(seen.headers.host, "example.test");
-      assertEquals(seen.headers["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+      assertEquals(seen.headers["x-forwarded-for"], "127.0.0.1", "a client's X-Forwarded-For is replaced");
+      assertEquals(seen.headers["x-real-ip"], "127.0.0.1");
       assertEquals(seen.headers["x-forwarded-proto"], "http");
       assertEquals(seen.headers["x-forwarded-host"], "example.test");
       assertEquals(seen.headers["x-custom"], "1");
@@ -135,13 +136,12 @@ Deno.test("proxy: forwards with Host kept and X-Forwarded-*, hop-by-hop dropped;
       assertEquals(await gzip.text(), "compressed ".repeat(100));
 
       const noTarget = await fetch(url(empty));
-      assertEquals(noTarget.status, 503);
-      assertMatch(await noTarget.text(), /503 empty has no active release yet/);
+      assertEquals([noTarget.status, await noTarget.text()], [503, "503 Service Unavailable\n"]);
 
       const started = performance.now();
       const refused = await fetch(url(down));
-      assertEquals(refused.status, 502);
-      assertMatch(await refused.text(), /502 down: nothing answers on 127\.0\.0\.1:\d+ \(connection refused\)/);
+      assertEquals([refused.status, await refused.text()], [502, "502 Bad Gateway\n"], "no internal address");
+      assert(logs.some((line) => /^down: GET \/: 127\.0\.0\.1:\d+: /.test(line)), "the cause is in the log");
       assert(performance.now() - started < 1000, "a refused connection answers at once");
       assertEquals(proxy.inFlight(app.addr.port), 0);
     });
@@ -252,6 +252,7 @@ Deno.test("proxy: a route switch + reload over the control socket while a 3 s st
           received += decoder.decode(chunk.value);
         }
       })();
+      rest.catch(() => {}); // awaited below; a failed assertion before that must not hide behind it
       assertEquals(proxy.inFlight(slow.addr.port), 1);
 
       await writeRoute(join(deploymentsRoot(root), "switch"), { port: fresh.addr.port });
@@ -262,7 +263,7 @@ Deno.test("proxy: a route switch + reload over the control socket while a 3 s st
       const status = await control(root, { op: "status" });
       assertEquals(status, {
         ok: true,
-        routes: [{ app: "switch", port, target: { port: fresh.addr.port }, inFlight: 0, listening: true }],
+        routes: [{ app: "switch", port, domains: [], target: { port: fresh.addr.port }, inFlight: 0, listening: true }],
       });
       assertEquals(
         await control(root, { op: "drain", port: slow.addr.port, timeoutMs: 100 }),
@@ -283,7 +284,7 @@ Deno.test("proxy: a route switch + reload over the control socket while a 3 s st
       // Bad requests get an error reply, and the connection keeps working.
       // control() turns a refusal into an error that says why.
       const refusal = (request: object) => control(root, request).then(() => "accepted", (e: Error) => e.message);
-      assertMatch(await refusal({ op: "explode" }), /refused .*unknown op "explode" \(reload, drain, status\)/);
+      assertMatch(await refusal({ op: "explode" }), /refused .*unknown op "explode" \(reload, drain, status, renew\)/);
       assertMatch(await refusal({ op: "drain", port: "x" }), /"port" must be a whole number/);
       const conn = await Deno.connect({ transport: "unix", path: socket });
       await conn.write(encoder.encode('not json\n{"op":"reload"}\n'));
@@ -469,7 +470,8 @@ Deno.test("proxy: static releases: types, index.html, ETag/304, HEAD; traversal,
       const js = await get("/app.js");
       const etag = js.response.headers.get("etag")!;
       const modified = js.response.headers.get("last-modified")!;
-      assertMatch(etag, /^"[0-9a-f]+-[0-9a-f]+"$/);
+      // Weak once Deno's HTTP server compresses the file for a client that accepts gzip (fetch does).
+      assertMatch(etag, /^(W\/)?"[0-9a-f]+-[0-9a-f]+"$/);
       const cached = await get("/app.js", { headers: { "if-none-match": etag } });
       assertEquals([cached.response.status, cached.text], [304, ""]);
       assertEquals((await get("/app.js", { headers: { "if-modified-since": modified } })).response.status, 304);
@@ -529,12 +531,14 @@ Deno.test("proxy: the handler works without a server; close() cuts streams and W
     await withProxy(async ({ proxy, app: setup, url }) => {
       const port = await setup("direct", { port: app.addr.port });
       await proxy.start();
-      const info = { remoteAddr: { transport: "tcp", hostname: "192.0.2.7", port: 1234 } } as Deno.ServeHandlerInfo;
-      const response = await proxy.handler("direct")(new Request("http://example.test/"), info);
+      const client = { ip: "192.0.2.7", scheme: "http" as const, isTrusted: () => false };
+      const conn = (port: number) => ({ entry: { kind: "port" as const, port }, client });
+      const response = await proxy.handler(new Request("http://example.test/"), conn(port));
       assertEquals(proxy.inFlight(app.addr.port), 1, "in flight until the body is read");
       assertEquals(await response.text(), "hi 192.0.2.7");
       assertEquals(proxy.inFlight(app.addr.port), 0);
-      assertEquals((await proxy.handler("nope")(new Request("http://example.test/"), info)).status, 503);
+      const none = await proxy.handler(new Request("http://example.test/"), conn(port + 1));
+      assertEquals([none.status, await none.text()], [503, "503 Service Unavailable\n"]);
 
       const endless = await fetch(url(port, "/endless"));
       const reader = endless.body!.getReader();

@@ -40,10 +40,12 @@ Deno.test("decide: growth, first sight, rotation, copytruncate, replacement", as
   assertEquals((await decide(ledger, facts("HELLO\nworld\n", 7), undefined)).kind, "restart");
 });
 
-Deno.test("lineTime: PM2's and ISO timestamps at the start of a line; none → undefined", () => {
+Deno.test("lineTime: PM2's, ISO and metrics.log timestamps at the start of a line; none → undefined", () => {
   assertEquals(lineTime("2026-11-29T07:00:01: GET /"), Date.UTC(2026, 10, 29, 7, 0, 1));
   assertEquals(lineTime("2026-11-29 07:00:01.250+01:00 x"), Date.UTC(2026, 10, 29, 6, 0, 1, 250));
   assertEquals(lineTime("[2026-11-29T07:00:01Z] x"), Date.UTC(2026, 10, 29, 7, 0, 1));
+  // The proxy's metrics.log: one JSON object per app per minute, its time first.
+  assertEquals(lineTime('{"ts":"2026-11-29T07:01:00.000Z","app":"shop"}'), Date.UTC(2026, 10, 29, 7, 1, 0));
   assertEquals(lineTime("GET / 200"), undefined);
 });
 
@@ -158,7 +160,7 @@ Deno.test("FleetStore: retention by age and by count removes lines and their ind
     assertEquals(count("SELECT count(*) AS n FROM lines"), 1500);
     assertEquals(count("SELECT count(*) AS n FROM lines_fts WHERE lines_fts MATCH 'ancient'"), 0);
     assertEquals(count("SELECT count(*) AS n FROM lines_fts WHERE lines_fts MATCH 'recent'"), 1500);
-    assertEquals(store.version, 1);
+    assertEquals(store.version, 2);
   } finally {
     store.close();
     await Deno.remove(dir, { recursive: true });

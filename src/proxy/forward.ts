@@ -1,0 +1,218 @@
+/**
+ * Forwarding one HTTP request to an app on 127.0.0.1: the headers the app sees (hop-by-hop
+ * dropped, forwarding headers set by the proxy and never taken from an untrusted client), the
+ * request's host checked (it must not be able to change the path), and the upstream's failures
+ * turned into plain 502/504 pages (details only in the log).
+ * @module
+ */
+import type { InFlight } from "./inflight.ts";
+import { errorChain, errorPage } from "./pages.ts";
+import { UpstreamError, type UpstreamPool } from "./upstream.ts";
+
+const HOP_BY_HOP = [
+  "connection",
+  "keep-alive",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+];
+const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304]);
+/** Request bodies up to this size with a Content-Length are read first and forwarded with it. */
+const BUFFERED_BODY_MAX = 1024 * 1024;
+/** Responses up to this Content-Length are not wrapped (faster); they end on `completed`. */
+const DIRECT_BODY_MAX = 256 * 1024;
+
+/** A host name, IPv4 address or [IPv6] address, with an optional port: nothing that can carry a path. */
+const VALID_HOST = /^(?:[a-z0-9_](?:[a-z0-9_.-]{0,252})|\[[0-9a-f:.]{2,45}\])(?::[0-9]{1,5})?$/i;
+
+/** Who sent a request, as the proxy saw it. */
+export interface Client {
+  /** The peer's address. */
+  ip: string;
+  /** How the request reached the proxy. */
+  scheme: "http" | "https";
+  /** Whether `ip` is one of the trusted proxies (its forwarding headers are kept and extended). */
+  isTrusted: (ip: string) => boolean;
+}
+
+/**
+ * The request's host (lowercase, port kept) from the Host header (HTTP/1.1) or the URL's
+ * authority (HTTP/2), or undefined when it is not a plain host: a Host such as `x/admin#`
+ * would otherwise rewrite the path the app sees.
+ */
+export function requestHost(req: Request): string | undefined {
+  const host = req.headers.get("host") ?? new URL(req.url).host;
+  return VALID_HOST.test(host) ? host.toLowerCase() : undefined;
+}
+
+/** `host` without its port (`[::1]:8080` → `[::1]`). */
+export function hostName(host: string): string {
+  const colon = host.lastIndexOf(":");
+  return colon > host.lastIndexOf("]") ? host.slice(0, colon) : host;
+}
+
+/** A copy of `headers` without hop-by-hop headers (and those named by Connection). */
+export function withoutHopByHop(headers: Headers): Headers {
+  const out = new Headers(headers);
+  const named = headers.get("connection");
+  if (named) {
+    for (const name of named.split(",")) {
+      try {
+        out.delete(name.trim());
+      } catch { /* not a header name: nothing to drop */ }
+    }
+  }
+  for (const name of HOP_BY_HOP) out.delete(name);
+  return out;
+}
+
+/** An address as a Forwarded node (RFC 7239): IPv6 in quotes and brackets. */
+function node(ip: string): string {
+  return ip.includes(":") ? `"[${ip}]"` : ip;
+}
+
+/**
+ * The headers the app gets: the client's, without hop-by-hop ones, with X-Forwarded-For,
+ * -Proto, -Host, X-Real-IP and Forwarded set by the proxy. Values sent by a client are replaced,
+ * unless the peer is a trusted proxy: then its chain is extended and the real client is the
+ * right-most address that is not a trusted proxy.
+ */
+export function forwardedHeaders(headers: Headers, client: Client, host: string): Headers {
+  const out = withoutHopByHop(headers);
+  out.set("host", host); // HTTP/2 has no Host header: the app gets the :authority as one
+  const trusted = client.isTrusted(client.ip);
+  const prior = trusted ? headers.get("x-forwarded-for") : null;
+  const chain = prior ? [...prior.split(",").map((ip) => ip.trim()).filter(Boolean), client.ip] : [client.ip];
+  let real = chain[0];
+  for (let i = chain.length - 1; i >= 0; i--) {
+    real = chain[i];
+    if (!client.isTrusted(real)) break;
+  }
+  const proto = (trusted && headers.get("x-forwarded-proto")) || client.scheme;
+  const forwardedHost = (trusted && headers.get("x-forwarded-host")) || host;
+  out.set("x-forwarded-for", chain.join(", "));
+  out.set("x-real-ip", real);
+  out.set("x-forwarded-proto", proto);
+  out.set("x-forwarded-host", forwardedHost);
+  const own = `for=${node(client.ip)};host="${host.replace(/"/g, "")}";proto=${client.scheme}`;
+  const priorForwarded = trusted ? headers.get("forwarded") : null;
+  out.set("forwarded", priorForwarded ? `${priorForwarded}, ${own}` : own);
+  return out;
+}
+
+/** What forwarding needs from the proxy. */
+export interface ForwardDeps {
+  pool: UpstreamPool;
+  inFlight: InFlight;
+  log: (line: string) => void;
+  /** How long the client may take to send its request body (0: no limit); then 408, or the upload is cut. */
+  requestTimeoutMs?: number;
+}
+
+/** `promise`, or undefined once `ms` (> 0) have passed. */
+async function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  if (!(ms > 0)) return await promise;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<undefined>((resolve) => timer = setTimeout(() => resolve(undefined), ms)),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** `body`, erroring once `ms` (> 0) have passed before it ended: a slow upload cannot hold a connection forever. */
+function bounded(body: ReadableStream<Uint8Array>, ms: number): ReadableStream<Uint8Array> {
+  if (!(ms > 0)) return body;
+  const reader = body.getReader();
+  const deadline = Date.now() + ms;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const next = await within(reader.read(), deadline - Date.now());
+      if (!next) {
+        reader.cancel("request timeout").catch(() => {});
+        return controller.error(new Error(`the request body took longer than ${ms} ms`));
+      }
+      if (next.done) controller.close();
+      else controller.enqueue(next.value);
+    },
+    cancel: (reason) => reader.cancel(reason),
+  }, { highWaterMark: 0 });
+}
+
+/**
+ * Sends `req` to the app on 127.0.0.1:`port` with `headers`, and answers with its response
+ * (streamed). The request stays in flight to `port` until the response body is sent
+ * (`completed`) or, for streams, fully read. Failures: 502 (refused, reset, bad answer) and 504
+ * (no answer in time), with the cause only in the log.
+ */
+export async function forward(
+  deps: ForwardDeps,
+  app: string,
+  port: number,
+  req: Request,
+  headers: Headers,
+  completed?: Promise<void>,
+): Promise<Response> {
+  const end = deps.inFlight.begin(port);
+  try {
+    const url = new URL(req.url);
+    headers.delete("expect");
+    headers.delete("content-length");
+    let body: ReadableStream<Uint8Array> | Uint8Array | null = null;
+    if (req.body) {
+      const length = Number(req.headers.get("content-length") ?? NaN);
+      // Small bodies go with a Content-Length (some app servers read no chunked bodies); others stream.
+      if (length <= BUFFERED_BODY_MAX) {
+        let read: ArrayBuffer | undefined;
+        try {
+          read = await within(req.arrayBuffer(), deps.requestTimeoutMs ?? 0);
+        } catch {
+          end();
+          return errorPage(400);
+        }
+        if (!read) {
+          end();
+          return errorPage(408, { connection: "close" });
+        }
+        body = new Uint8Array(read);
+      } else body = bounded(req.body, deps.requestTimeoutMs ?? 0);
+    }
+    let upstream: Response;
+    try {
+      upstream = await deps.pool.request(port, {
+        method: req.method,
+        path: url.pathname + url.search,
+        headers,
+        body,
+      });
+    } catch (error) {
+      end();
+      const timeout = error instanceof UpstreamError && error.kind === "timeout";
+      deps.log(`${app}: ${req.method} ${url.pathname}: 127.0.0.1:${port}: ${errorChain(error).split("\n")[0]}`);
+      return errorPage(timeout ? 504 : 502);
+    }
+    const out = withoutHopByHop(upstream.headers);
+    const init = { status: upstream.status, statusText: upstream.statusText, headers: out };
+    if (!upstream.body || req.method === "HEAD" || NULL_BODY_STATUS.has(upstream.status)) {
+      upstream.body?.cancel().catch(() => {});
+      end();
+      return new Response(null, init);
+    }
+    const length = Number(out.get("content-length") ?? NaN);
+    if (completed && length <= DIRECT_BODY_MAX) {
+      completed.then(end, end);
+      return new Response(upstream.body, init);
+    }
+    return new Response(deps.inFlight.stream(upstream.body, end), init);
+  } catch (error) {
+    end();
+    throw error;
+  }
+}

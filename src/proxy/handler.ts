@@ -1,0 +1,109 @@
+/**
+ * The proxy's HTTP handler: a pure `(Request, Conn) → Response` function over the route table
+ * and injected forwarding, tested without sockets (tests/unit/proxy_handler_test.ts).
+ *
+ * - On an app's own port (apps without domains): that app.
+ * - On the shared HTTP and HTTPS ports: the app whose domain is the request's host; unknown
+ *   hosts get a plain 404. On HTTP, ACME HTTP-01 challenges are answered, and hosts with a
+ *   certificate are redirected to HTTPS (308).
+ * - A request whose Host could change the path is refused (400).
+ * @module
+ */
+import { type Client, forwardedHeaders, hostName, requestHost } from "./forward.ts";
+import { errorPage, message } from "./pages.ts";
+import type { Route } from "./routes.ts";
+import type { RouteTable } from "./table.ts";
+
+/** Which listener a connection came in on. */
+export type Entry = { kind: "port"; port: number } | { kind: "http" } | { kind: "https" };
+
+/** A request's connection: where it came in and from whom. */
+export interface Conn {
+  entry: Entry;
+  client: Client;
+  /** Settles when the response has been sent (or the client is gone). */
+  completed?: Promise<void>;
+}
+
+/** What the handler is composed of. */
+export interface HandlerDeps {
+  table(): RouteTable;
+  forward(route: Route, port: number, req: Request, headers: Headers, completed?: Promise<void>): Promise<Response>;
+  websocket(route: Route, port: number, req: Request, headers: Headers): Promise<Response>;
+  serveStatic(dir: string, req: Request): Promise<Response>;
+  /** The key authorization of an ACME HTTP-01 token being validated. */
+  challenge?(token: string): string | undefined;
+  /** Whether a certificate for this host name is being served (then HTTP redirects to HTTPS). */
+  hasCertificate?(host: string): boolean;
+  /** The shared HTTPS port (redirects name it unless it is 443). */
+  httpsPort?(): number;
+  /** Request accounting: returns the function to call with the response. */
+  measure?(app: string, slot: string): (status: number, bytesIn: number, bytesOut: number) => void;
+  log(line: string): void;
+}
+
+const CHALLENGE_PREFIX = "/.well-known/acme-challenge/";
+const HSTS = "max-age=31536000";
+
+/** The handler over `deps`. */
+export function createHandler(deps: HandlerDeps): (req: Request, conn: Conn) => Promise<Response> {
+  return async (req, conn) => {
+    const host = requestHost(req);
+    if (host === undefined) return errorPage(400);
+    const entry = conn.entry;
+    let route: Route | undefined;
+    if (entry.kind === "port") {
+      route = deps.table().byPort(entry.port);
+      if (!route) return errorPage(503);
+    } else {
+      const name = hostName(host);
+      const path = new URL(req.url).pathname;
+      if (entry.kind === "http" && path.startsWith(CHALLENGE_PREFIX) && deps.challenge) {
+        const answer = deps.challenge(path.slice(CHALLENGE_PREFIX.length));
+        return answer === undefined
+          ? errorPage(404)
+          : new Response(answer, { headers: { "content-type": "application/octet-stream" } });
+      }
+      route = deps.table().byHost(name);
+      if (!route) return errorPage(404);
+      if (entry.kind === "http" && deps.hasCertificate?.(name)) return redirect(req, name, deps.httpsPort?.());
+    }
+    const done = deps.measure?.(route.app, route.slot ?? "-");
+    let response: Response;
+    try {
+      response = await serve(deps, route, req, conn, host);
+    } catch (error) {
+      deps.log(`${route.app}: ${req.method} ${new URL(req.url).pathname}: ${message(error)}`);
+      response = errorPage(500);
+    }
+    if (entry.kind === "https" && route.hsts && response.status !== 101) {
+      response.headers.set("strict-transport-security", HSTS);
+    }
+    done?.(
+      response.status,
+      Number(req.headers.get("content-length")) || 0,
+      Number(response.headers.get("content-length")) || 0,
+    );
+    return response;
+  };
+}
+
+function serve(deps: HandlerDeps, route: Route, req: Request, conn: Conn, host: string): Promise<Response> {
+  const target = route.target;
+  if (!target) return Promise.resolve(errorPage(503));
+  if ("dir" in target) return deps.serveStatic(target.dir, req);
+  const headers = forwardedHeaders(req.headers, conn.client, host);
+  if (req.headers.get("upgrade")?.toLowerCase() === "websocket") {
+    return deps.websocket(route, target.port, req, headers);
+  }
+  return deps.forward(route, target.port, req, headers, conn.completed);
+}
+
+function redirect(req: Request, name: string, httpsPort = 443): Response {
+  const url = new URL(req.url);
+  const port = httpsPort === 443 ? "" : `:${httpsPort}`;
+  return new Response(null, {
+    status: 308,
+    headers: { location: `https://${name}${port}${url.pathname}${url.search}`, "cache-control": "no-store" },
+  });
+}

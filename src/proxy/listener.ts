@@ -1,0 +1,378 @@
+/**
+ * Where connections come in. The proxy accepts them itself (so it can count and refuse them),
+ * then hands each one to Deno's HTTP server for one connection, `Deno.serveHttp` (hyper: HTTP/1.1,
+ * and HTTP/2 over TLS by ALPN). The newer internal `serveHttpOnConnection` is faster but closes
+ * an upgraded WebSocket as soon as its connection's HTTP part ends, so it cannot carry WebSockets.
+ *
+ * - {@link Gate}: connection limits in total and per client address, and a sweep that closes
+ *   connections that send no complete request in time (slowloris) or stay idle too long.
+ * - {@link HttpListener}: one listening socket (plain or TLS) and its accept loop. TLS picks the
+ *   certificate by SNI; since Deno keeps the first answer per name for a listener's life, a new
+ *   certificate is put in service by {@link HttpListener.handOver}: a new listener on the same
+ *   port (SO_REUSEPORT), then the old one stops accepting; open connections carry on.
+ * - {@link raiseFdLimit}: the soft limit of open files raised at start.
+ * @module
+ */
+import type { Client } from "./forward.ts";
+import type { Conn, Entry } from "./handler.ts";
+import { message } from "./pages.ts";
+
+/** Connection limits and timeouts (proxy.yml `limits`). */
+export interface Limits {
+  maxConnections: number;
+  maxConnectionsPerIp: number;
+  /** A new connection must send a complete request head within this. */
+  headerTimeoutMs: number;
+  /** A keep-alive connection with no request in flight is closed after this. */
+  idleTimeoutMs: number;
+}
+
+export const DEFAULT_LIMITS: Limits = {
+  maxConnections: 10_000,
+  maxConnectionsPerIp: 256,
+  headerTimeoutMs: 10_000,
+  idleTimeoutMs: 60_000,
+};
+
+/** One request of `Deno.serveHttp` (deprecated in the types, present and working in Deno 2.9.6). */
+interface RequestEvent {
+  request: Request;
+  respondWith(response: Response | Promise<Response>): Promise<void>;
+}
+
+/** One connection served by `Deno.serveHttp`. */
+interface HttpConn extends AsyncIterable<RequestEvent> {
+  close(): void;
+}
+
+// deno-lint-ignore no-explicit-any
+const serveHttp = (Deno as any).serveHttp as (conn: Deno.Conn) => HttpConn;
+const SNI_RESOLVER = Symbol.for("unstableSniResolver");
+
+/** One client connection being served. */
+interface Tracked {
+  ip: string;
+  /** Requests in flight on it (WebSockets count until the relay ends). */
+  active: number;
+  requests: number;
+  /** When it last had no request in flight. */
+  idleSince: number;
+  finished: boolean;
+  http?: HttpConn;
+  /** Close once no request is in flight (the listener is going away). */
+  draining: boolean;
+}
+
+/** Connection accounting shared by every listener of a proxy. */
+export class Gate {
+  readonly limits: Limits;
+  readonly #perIp = new Map<string, number>();
+  readonly #conns = new Set<Tracked>();
+  readonly #timer: ReturnType<typeof setInterval>;
+  readonly #log: (line: string) => void;
+  #refusedLogged = 0;
+  /** Seconds-resolution clock, updated by the sweep (no Date.now() per request). */
+  now = Date.now();
+  onOpen?: () => void;
+  onClose?: () => void;
+
+  constructor(limits: Limits, log: (line: string) => void, sweepMs = 500) {
+    this.limits = limits;
+    this.#log = log;
+    this.#timer = setInterval(() => this.sweep(), sweepMs);
+  }
+
+  /** Open client connections. */
+  get open(): number {
+    return this.#conns.size;
+  }
+
+  /** Whether a new connection from `ip` may be served; logs refusals at most every 10 s. */
+  admit(ip: string): boolean {
+    const fromIp = this.#perIp.get(ip) ?? 0;
+    const why = this.#conns.size >= this.limits.maxConnections
+      ? `${this.#conns.size} connections open (limit ${this.limits.maxConnections})`
+      : fromIp >= this.limits.maxConnectionsPerIp
+      ? `${fromIp} connections from ${ip} (limit ${this.limits.maxConnectionsPerIp} per address)`
+      : undefined;
+    if (!why) return true;
+    const now = Date.now();
+    if (now - this.#refusedLogged > 10_000) {
+      this.#refusedLogged = now;
+      this.#log(`refusing connections: ${why}`);
+    }
+    return false;
+  }
+
+  track(ip: string): Tracked {
+    const tracked: Tracked = {
+      ip,
+      active: 0,
+      requests: 0,
+      // The real time: the sweep's clock may be up to one sweep old, which would cut the head early.
+      idleSince: Date.now(),
+      finished: false,
+      draining: false,
+    };
+    this.#conns.add(tracked);
+    this.#perIp.set(ip, (this.#perIp.get(ip) ?? 0) + 1);
+    this.onOpen?.();
+    return tracked;
+  }
+
+  release(tracked: Tracked): void {
+    if (tracked.finished) return;
+    tracked.finished = true;
+    this.#conns.delete(tracked);
+    const left = (this.#perIp.get(tracked.ip) ?? 1) - 1;
+    if (left > 0) this.#perIp.set(tracked.ip, left);
+    else this.#perIp.delete(tracked.ip);
+    this.onClose?.();
+  }
+
+  /** Closes the connections that are past their header or idle timeout. */
+  sweep(): void {
+    this.now = Date.now();
+    for (const tracked of this.#conns) {
+      if (tracked.active > 0) continue;
+      const limit = tracked.requests === 0 ? this.limits.headerTimeoutMs : this.limits.idleTimeoutMs;
+      if (this.now - tracked.idleSince >= limit) cut(tracked);
+    }
+  }
+
+  /** Ends every connection: idle ones at once, the others when their requests end or after `graceMs`. */
+  async closeAll(graceMs: number): Promise<void> {
+    clearInterval(this.#timer);
+    const deadline = Date.now() + graceMs;
+    for (const tracked of this.#conns) closeWhenIdle(tracked);
+    while (this.#conns.size && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 25));
+    for (const tracked of [...this.#conns]) cut(tracked);
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+  }
+}
+
+function cut(tracked: Tracked): void {
+  if (tracked.finished) return;
+  try {
+    tracked.http?.close();
+  } catch { /* the connection ended meanwhile */ }
+}
+
+/** Closes `tracked` once no request is in flight on it. */
+function closeWhenIdle(tracked: Tracked): void {
+  tracked.draining = true;
+  if (tracked.active === 0) cut(tracked);
+}
+
+/** Options of an {@link HttpListener}. */
+export interface ListenerOptions {
+  hostname: string;
+  port: number;
+  entry: Entry;
+  gate: Gate;
+  handler: (req: Request, conn: Conn) => Promise<Response>;
+  isTrusted: (ip: string) => boolean;
+  /** TLS: the certificate for an SNI name (undefined: the handshake fails). */
+  certificateFor?: (serverName: string) => { cert: string; key: string } | undefined;
+  log: (line: string) => void;
+}
+
+/** Refusals written at once at most; beyond, the accept loop waits for them (a connection flood's file descriptors). */
+const MAX_REFUSING = 32;
+
+const REFUSAL = new TextEncoder().encode(
+  "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 24\r\nConnection: close\r\n\r\n" +
+    "503 Service Unavailable\n",
+);
+
+/** One listening socket and its accept loop. */
+export class HttpListener {
+  readonly #options: ListenerOptions;
+  #listener?: Deno.Listener;
+  #loop?: Promise<void>;
+  #closed = false;
+  #acceptErrorLogged = 0;
+  /** Refusals being written now. */
+  #refusing = 0;
+  /** The connections this listener accepted that are still open. */
+  readonly #conns = new Set<Tracked>();
+
+  constructor(options: ListenerOptions) {
+    this.#options = options;
+  }
+
+  /** Opens the socket (throws when it cannot) and starts accepting. */
+  start(): void {
+    const listener = this.#open();
+    this.#listener = listener;
+    this.#loop = this.#accept(listener);
+  }
+
+  #open(): Deno.Listener {
+    const { hostname, port, certificateFor } = this.#options;
+    if (!certificateFor) return Deno.listen({ hostname, port });
+    const resolver = (serverName: string) => {
+      const pair = certificateFor(serverName.toLowerCase());
+      if (!pair) throw new Error(`no certificate for ${JSON.stringify(serverName)}`);
+      return pair;
+    };
+    return Deno.listenTls(
+      {
+        hostname,
+        port,
+        reusePort: true,
+        alpnProtocols: ["h2", "http/1.1"],
+        [SNI_RESOLVER]: resolver,
+      } as unknown as Deno.ListenTlsOptions & Deno.TlsCertifiedKeyPem,
+    );
+  }
+
+  /**
+   * TLS: puts changed certificates in service. A new socket on the same port takes new
+   * connections; the old one stops accepting; connections already open are not touched.
+   */
+  handOver(): void {
+    if (this.#closed || !this.#listener) return;
+    const next = this.#open();
+    const previous = this.#listener;
+    this.#listener = next;
+    this.#loop = this.#accept(next);
+    // One macrotask later, so the new socket is in the kernel's group before the old one leaves it.
+    setTimeout(() => closeListener(previous), 0);
+  }
+
+  async #accept(listener: Deno.Listener): Promise<void> {
+    const { gate, log } = this.#options;
+    while (!this.#closed) {
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch (error) {
+        if (this.#closed || this.#listener !== listener || error instanceof Deno.errors.BadResource) return;
+        // EMFILE and the like: refuse by not accepting for a moment, never crash.
+        const now = Date.now();
+        if (now - this.#acceptErrorLogged > 10_000) {
+          this.#acceptErrorLogged = now;
+          log(`${this.#options.hostname}:${this.#options.port}: accepting a connection failed: ${message(error)}`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        continue;
+      }
+      const ip = (conn.remoteAddr as Deno.NetAddr).hostname ?? "";
+      if (!gate.admit(ip)) {
+        // Each refusal holds a file descriptor until written: a flood must not use them all up.
+        const refused = refuse(conn, !this.#options.certificateFor);
+        this.#refusing++;
+        refused.finally(() => this.#refusing--);
+        if (this.#refusing >= MAX_REFUSING) await refused;
+        continue;
+      }
+      this.#serve(conn, ip);
+    }
+  }
+
+  #serve(conn: Deno.Conn, ip: string): void {
+    const { gate, entry, handler, isTrusted, log } = this.#options;
+    const tracked = gate.track(ip);
+    const client: Client = { ip, scheme: entry.kind === "https" ? "https" : "http", isTrusted };
+    const idle = () => {
+      tracked.active--;
+      tracked.idleSince = gate.now;
+      if (tracked.draining && tracked.active === 0) cut(tracked);
+    };
+    const respond = async (event: RequestEvent) => {
+      tracked.active++;
+      tracked.requests++;
+      const sent = Promise.withResolvers<void>();
+      // An upgraded connection stays active: its relay ends it.
+      if (event.request.headers.get("upgrade") === null) sent.promise.then(idle);
+      let response: Response;
+      try {
+        response = await handler(event.request, { entry, client, completed: sent.promise });
+      } catch (error) {
+        log(`${entry.kind === "port" ? `:${entry.port}` : entry.kind}: ${message(error)}`);
+        response = new Response("500 Internal Server Error\n", { status: 500 });
+      }
+      await event.respondWith(response).catch(() => {});
+      sent.resolve();
+    };
+    try {
+      tracked.http = serveHttp(conn);
+    } catch (error) {
+      gate.release(tracked);
+      closeConn(conn);
+      log(`serving a connection failed: ${message(error)}`);
+      return;
+    }
+    this.#conns.add(tracked);
+    (async () => {
+      for await (const event of tracked.http!) respond(event);
+    })().catch(() => {}).finally(() => {
+      this.#conns.delete(tracked);
+      gate.release(tracked);
+      cut(tracked);
+    });
+  }
+
+  /**
+   * Stops accepting. With `drain`, its open connections end gracefully too: idle keep-alive ones
+   * at once, the others after their requests in flight (the gate cuts what is left at shutdown).
+   */
+  async close(drain = false): Promise<void> {
+    this.#closed = true;
+    if (this.#listener) closeListener(this.#listener);
+    await this.#loop;
+    if (drain) { for (const tracked of this.#conns) closeWhenIdle(tracked); }
+  }
+}
+
+function closeConn(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch { /* closed */ }
+}
+
+function closeListener(listener: Deno.Listener): void {
+  try {
+    listener.close();
+  } catch { /* already closed */ }
+}
+
+/** Turns a connection away: a 503 on plain HTTP (a few bytes, into the socket's empty buffer), a close on TLS. */
+function refuse(conn: Deno.Conn, plain: boolean): Promise<void> {
+  const close = () => {
+    try {
+      conn.close();
+    } catch { /* closed */ }
+  };
+  if (!plain) return Promise.resolve(close());
+  return conn.write(REFUSAL).then(() => {}, () => {}).finally(close);
+}
+
+/**
+ * Raises the soft limit of open files to the hard limit (and, as root, both to `target`), with
+ * util-linux `prlimit`. Returns the soft limit in force afterwards.
+ */
+export async function raiseFdLimit(target = 65_536): Promise<number> {
+  const read = async () => {
+    const text = await Deno.readTextFile("/proc/self/limits").catch(() => "");
+    const match = /^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)/m.exec(text);
+    const value = (s: string | undefined) => s === "unlimited" ? Infinity : Number(s ?? 1024);
+    return { soft: value(match?.[1]), hard: value(match?.[2]) };
+  };
+  const { soft, hard } = await read();
+  const want = Deno.uid() === 0 ? Math.max(target, hard === Infinity ? target : hard) : hard;
+  if (soft >= want || want === Infinity) return soft;
+  const limit = Deno.uid() === 0 ? `${want}:${Math.max(want, hard)}` : `${want}:`;
+  try {
+    await new Deno.Command("prlimit", {
+      args: ["--pid", String(Deno.pid), `--nofile=${limit}`],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+  } catch { /* no prlimit: keep the limit we have */ }
+  return (await read()).soft;
+}

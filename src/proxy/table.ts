@@ -1,0 +1,177 @@
+/**
+ * The route table: every app's config.yml (port, domains, certificate) and route.json (active
+ * target), loaded from disk in one pass, and looked up by public port or by host name.
+ * Loading is pure apart from reading files; it never throws for one app's problem: that app is
+ * reported and keeps what it had.
+ * @module
+ */
+import { join } from "node:path";
+import { parseConfig } from "../config/load.ts";
+import { NAME_PATTERN } from "../config/names.ts";
+import { serverConfigSchema } from "../config/schema.ts";
+import { ifExists } from "../fsutil.ts";
+import { deploymentsRoot } from "../paths.ts";
+import { message } from "./pages.ts";
+import { describeTarget, readRoute, type Route, ROUTE_FILE, type RouteTarget } from "./routes.ts";
+
+/** Throws when a file must not be trusted (owner, mode); see `trustedFile` in ./config.ts. */
+export type TrustCheck = (path: string) => Promise<void>;
+
+/** The routes of a server, as loaded. */
+export interface LoadedRoutes {
+  routes: Route[];
+  /** One line per app that has a problem (what it keeps is said). */
+  problems: Map<string, string>;
+}
+
+interface RouteConfig {
+  port: number;
+  strategy?: string;
+  domains?: string[];
+  tls?: { certificate: string; key: string };
+  hsts?: boolean;
+  slots?: { blue: number; green: number };
+}
+
+/**
+ * Reads every app under the deployments root of `root`. Apps with `strategy: restart` bind their
+ * port themselves and are not routed. An app whose config.yml or route.json is invalid or not
+ * trusted keeps its `previous` route (nothing, if it is new).
+ */
+export async function loadRoutes(
+  root: string,
+  previous: ReadonlyMap<string, Route>,
+  trust: TrustCheck,
+): Promise<LoadedRoutes> {
+  const base = deploymentsRoot(root);
+  const names: string[] = [];
+  try {
+    for await (const entry of Deno.readDir(base)) {
+      if ((entry.isDirectory || entry.isSymlink) && NAME_PATTERN.test(entry.name)) names.push(entry.name);
+    }
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  const routes: Route[] = [];
+  const problems = new Map<string, string>();
+  for (const app of names.sort()) {
+    const dir = join(base, app);
+    const configPath = join(dir, "config.yml");
+    const before = previous.get(app);
+    let config: RouteConfig;
+    try {
+      const text = await ifExists(Deno.readTextFile(configPath));
+      if (text === undefined) continue; // not set up (yet)
+      await trust(configPath);
+      config = parseConfig(text, serverConfigSchema, configPath) as RouteConfig;
+      if (config.strategy === "restart") continue;
+    } catch (error) {
+      if (error instanceof Deno.errors.NotADirectory) continue;
+      const keeps = before ? `; it keeps ${describeRoute(before)}` : "";
+      problems.set(app, `skipping ${app}: ${message(error)}${keeps}`);
+      if (before) routes.push(before);
+      continue;
+    }
+    let target: RouteTarget | undefined;
+    try {
+      if (await ifExists(Deno.lstat(join(dir, ROUTE_FILE)))) await trust(join(dir, ROUTE_FILE));
+      target = await readRoute(dir);
+    } catch (error) {
+      target = before?.target;
+      problems.set(app, `${app}: ${message(error)}; it keeps ${describeTarget(target)}`);
+    }
+    routes.push({
+      app,
+      port: config.port,
+      domains: (config.domains ?? []).map((domain) => domain.toLowerCase()),
+      tls: config.tls,
+      hsts: config.hsts ?? false,
+      target,
+      slot: slotOf(config.slots, target),
+    });
+  }
+  return { routes, problems };
+}
+
+function slotOf(slots: RouteConfig["slots"], target: RouteTarget | undefined): string | undefined {
+  if (!target) return undefined;
+  if ("dir" in target) return "static";
+  return slots?.blue === target.port ? "blue" : slots?.green === target.port ? "green" : undefined;
+}
+
+/** A route in words: `:8080 → 127.0.0.1:41001` or `a.test, b.test → static /path`. */
+export function describeRoute(route: Route): string {
+  const front = route.domains.length ? route.domains.join(", ") : `:${route.port}`;
+  return `${front} → ${describeTarget(route.target)}`;
+}
+
+/**
+ * Routes indexed for lookups. Built from loaded routes: a port or a host name claimed by two
+ * apps goes to the first (by name) and the other is reported in `conflicts`.
+ */
+export class RouteTable {
+  readonly #byApp = new Map<string, Route>();
+  readonly #byPort = new Map<number, Route>();
+  readonly #byHost = new Map<string, Route>();
+  /** `*.example.com` → route, keyed by `example.com`. */
+  readonly #byWildcard = new Map<string, Route>();
+  /** One line per app left out (a port or host name another app has). */
+  readonly conflicts = new Map<string, string>();
+
+  constructor(routes: Iterable<Route>, reservedPorts: ReadonlyMap<number, string> = new Map()) {
+    for (const route of routes) {
+      const clash = this.#clash(route, reservedPorts);
+      if (clash) {
+        this.conflicts.set(route.app, `skipping ${route.app}: ${clash}`);
+        continue;
+      }
+      this.#byApp.set(route.app, route);
+      if (!route.domains.length) this.#byPort.set(route.port, route);
+      for (const domain of route.domains) {
+        if (domain.startsWith("*.")) this.#byWildcard.set(domain.slice(2), route);
+        else this.#byHost.set(domain, route);
+      }
+    }
+  }
+
+  #clash(route: Route, reservedPorts: ReadonlyMap<number, string>): string | undefined {
+    if (!route.domains.length) {
+      const reserved = reservedPorts.get(route.port);
+      if (reserved) return `port ${route.port} is the proxy's ${reserved} port`;
+      const owner = this.#byPort.get(route.port);
+      if (owner) return `port ${route.port} is already ${owner.app}'s`;
+    }
+    for (const domain of route.domains) {
+      const owner = domain.startsWith("*.") ? this.#byWildcard.get(domain.slice(2)) : this.#byHost.get(domain);
+      if (owner) return `${domain} is already ${owner.app}'s`;
+    }
+    return undefined;
+  }
+
+  /** Every route, by app name. */
+  get routes(): Route[] {
+    return [...this.#byApp.values()];
+  }
+
+  app(name: string): Route | undefined {
+    return this.#byApp.get(name);
+  }
+
+  /** The app on a public port (apps without domains). */
+  byPort(port: number): Route | undefined {
+    return this.#byPort.get(port);
+  }
+
+  /** The ports that need a listener of their own. */
+  ports(): number[] {
+    return [...this.#byPort.keys()];
+  }
+
+  /** The app for a host name (lowercase, no port): an exact name first, then `*.parent` for one more label. */
+  byHost(host: string): Route | undefined {
+    const exact = this.#byHost.get(host);
+    if (exact) return exact;
+    const dot = host.indexOf(".");
+    return dot > 0 ? this.#byWildcard.get(host.slice(dot + 1)) : undefined;
+  }
+}

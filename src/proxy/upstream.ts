@@ -1,0 +1,918 @@
+/**
+ * The proxy's HTTP/1.1 client for the apps on 127.0.0.1:<port>, in place of `fetch` (which tops
+ * out well below what the proxy can serve): keep-alive connections pooled per port, the request
+ * head and a small body sent in one write, response heads found by a byte scan, bodies streamed
+ * with backpressure (nothing is read from the app while the consumer is not pulling).
+ *
+ * Framing follows RFC 9112: response bodies by Content-Length, chunked (trailers dropped) or
+ * until the app closes; none for HEAD, 204, 205 and 304; interim 1xx responses are skipped. A head
+ * that is malformed or larger than `maxHeaderBytes` fails with {@link UpstreamError} `protocol`.
+ * A body that came complete with the head (the usual small answer) is the Response's bytes, in
+ * one piece, and its connection is back in the pool before `request` resolves. The Response's
+ * headers are its own (mutable): a proxy that edits them in place and returns the Response keeps
+ * those bytes for `Deno.serve` to send directly, where `new Response(res.body, ...)` makes a stream.
+ *
+ * A connection goes back to the pool only when its response was read to the end, allowed
+ * keep-alive (HTTP/1.1 without `Connection: close`, not delimited by close, not both
+ * Transfer-Encoding and Content-Length) and the request body was sent in full. While pooled, a
+ * read is kept pending on it, so an app closing its idle keep-alive connection removes it at
+ * once; if a reused connection still fails before any byte of the response arrives, a request
+ * with a replayable body (null or bytes) is sent again once, on a fresh connection.
+ * @module
+ */
+import { DeployParadigmError } from "../errors.ts";
+
+/** One request to an app. */
+export interface UpstreamRequest {
+  /** An HTTP token (`GET`, `POST`, ...). */
+  method: string;
+  /** Origin-form request target, exactly as it goes on the request line (`/a?b`): starts with `/`, visible ASCII. */
+  path: string;
+  /**
+   * Header fields to send, already filtered by the caller (no hop-by-hop), Host included (without
+   * one, `host: 127.0.0.1:<port>` is sent). Any Content-Length, Transfer-Encoding or Connection here
+   * is dropped: the client frames the body itself; keep-alive is HTTP/1.1's default.
+   */
+  headers: Headers;
+  /** Bytes go with a Content-Length, a stream chunked (with backpressure), null with none (`content-length: 0` for POST/PUT/PATCH). */
+  body: ReadableStream<Uint8Array> | Uint8Array | null;
+  /** Aborting closes the connection; the request (or the response body) fails with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+/**
+ * What went wrong talking to the app: `connect` (nothing accepted the connection), `timeout` (no
+ * response head in time), `protocol` (the app's answer is not valid HTTP/1.1), `reset` (the
+ * connection closed or failed before the response was complete).
+ */
+export type UpstreamErrorKind = "connect" | "timeout" | "protocol" | "reset";
+
+/** A failure of the connection to the app. The message is for logs, never for clients. */
+export class UpstreamError extends DeployParadigmError {
+  /** What kind of failure it is. */
+  readonly kind: UpstreamErrorKind;
+
+  constructor(kind: UpstreamErrorKind, message: string, options: { cause?: unknown } = {}) {
+    super(message, options);
+    this.kind = kind;
+  }
+}
+
+/** Options of an {@link UpstreamPool}. */
+export interface UpstreamOptions {
+  /** Idle connections kept per port (default 64); more are closed when their response ends. */
+  maxIdlePerPort?: number;
+  /** Pooled connections idle longer than this are closed (default 30 s). */
+  idleMs?: number;
+  /** Longest time from the request to the response head, connecting included (default 60 s) → `timeout`. */
+  headerTimeoutMs?: number;
+  /** Largest response head accepted (default 64 KiB) → `protocol`. */
+  maxHeaderBytes?: number;
+}
+
+/** What a response head says (see {@link parseResponseHead}). */
+export interface ResponseHead {
+  status: number;
+  statusText: string;
+  /** The header fields in order, flat: name, value, name, value, ... (values without surrounding whitespace). */
+  fields: string[];
+  /** How the body is delimited. */
+  framing: "none" | "length" | "chunked" | "close";
+  /** The Content-Length when `framing` is `length`, else 0. */
+  length: number;
+  /** Whether the connection may carry another request once this response is read. */
+  keepAlive: boolean;
+}
+
+const HEAD_BUFFER = 16 * 1024;
+const BODY_BUFFER = 64 * 1024;
+/** A request body up to this size goes in the same write as the head. */
+const INLINE_BODY_MAX = 64 * 1024;
+/** A streamed request chunk up to this size goes in one write with its framing. */
+const INLINE_CHUNK_MAX = 16 * 1024;
+/** Most interim (1xx) responses accepted before the final one. */
+const MAX_INTERIM = 16;
+/** Longest chunk-size line (with extensions). */
+const MAX_CHUNK_LINE = 4096;
+/** Header timeouts and idle connections are checked this often (within these bounds, from the options). */
+const MIN_TICK_MS = 5;
+const MAX_TICK_MS = 1000;
+const CR = 13;
+const LF = 10;
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const TARGET = /^\/[\x21-\x7e]*$/;
+const STATUS_LINE = /^HTTP\/1\.([01]) ([0-9]{3})(?: (.*))?$/;
+/** A reason phrase: HTAB, SP, VCHAR, obs-text. */
+const REASON = /^[\t -~\x80-\xff]*$/;
+const HEX = /^[0-9a-fA-F]{1,12}$/;
+const DIGITS = /^[0-9]{1,15}$/;
+/** Methods that get `content-length: 0` without a body (as fetch does), so the app need not wait for one. */
+const LENGTH_WITHOUT_BODY = new Set(["POST", "PUT", "PATCH"]);
+const DROPPED_REQUEST_HEADERS = new Set(["content-length", "transfer-encoding", "connection"]);
+const LAST_CHUNK = new Uint8Array([0x30, CR, LF, CR, LF]);
+const encoder = new TextEncoder();
+
+/** A reused connection that failed before any byte of the response: the app had closed it. */
+class StaleConnection extends Error {}
+
+/** Pooled HTTP/1.1 connections to apps on 127.0.0.1, by port. */
+export class UpstreamPool {
+  readonly #maxIdle: number;
+  readonly #idleMs: number;
+  readonly #headerTimeoutMs: number;
+  readonly #maxHeaderBytes: number;
+  /** Idle connections per port, oldest first. */
+  readonly #idle = new Map<number, Connection[]>();
+  /** Every open connection, idle or busy. */
+  readonly #open = new Set<Connection>();
+  /** Requests waiting for their response head. */
+  readonly #waiting = new Set<Call>();
+  /** Checks header timeouts and idle connections while there are any (cheaper than a timer per request). */
+  #ticker?: ReturnType<typeof setInterval>;
+  readonly #tickMs: number;
+  #closed = false;
+
+  constructor(options: UpstreamOptions = {}) {
+    this.#maxIdle = options.maxIdlePerPort ?? 64;
+    this.#idleMs = options.idleMs ?? 30_000;
+    this.#headerTimeoutMs = options.headerTimeoutMs ?? 60_000;
+    this.#maxHeaderBytes = options.maxHeaderBytes ?? 64 * 1024;
+    this.#tickMs = Math.max(MIN_TICK_MS, Math.min(MAX_TICK_MS, this.#idleMs / 4, this.#headerTimeoutMs / 10));
+    this.#slots = this.#makeSlots();
+  }
+
+  /**
+   * Sends `req` to 127.0.0.1:`port` and resolves with the response once its head has arrived;
+   * the body streams. Rejects with an {@link UpstreamError}, with the signal's reason when
+   * aborted, with the request body stream's own error when that fails, or with a TypeError for
+   * an invalid port, method or path.
+   */
+  request(port: number, req: UpstreamRequest): Promise<Response> {
+    if (!Number.isInteger(port) || port < 1 || port > 65535) {
+      return Promise.reject(new TypeError(`invalid upstream port ${port}`));
+    }
+    if (!TOKEN.test(req.method)) return Promise.reject(new TypeError(`invalid method ${JSON.stringify(req.method)}`));
+    if (!TARGET.test(req.path)) {
+      return Promise.reject(new TypeError(`invalid request target ${JSON.stringify(req.path.slice(0, 100))}`));
+    }
+    if (req.signal?.aborted) return Promise.reject(abortReason(req.signal));
+    if (this.#closed) return Promise.reject(new UpstreamError("connect", "the upstream pool is closed"));
+    return new Call(this.#slots, port, req).run();
+  }
+
+  /** Idle connections to `port` now. */
+  idle(port: number): number {
+    return this.#idle.get(port)?.length ?? 0;
+  }
+
+  /** Closes every connection, idle or busy (requests and bodies in progress fail); later requests fail. */
+  close(): void {
+    this.#closed = true;
+    this.#stopTicking();
+    this.#idle.clear();
+    for (const conn of [...this.#open]) conn.close();
+  }
+
+  /** What a {@link Call} may use of the pool. */
+  readonly #slots: Slots;
+
+  /** The pool as calls see it. */
+  #makeSlots(): Slots {
+    return {
+      take: (port) => {
+        const list = this.#idle.get(port);
+        const conn = list?.pop();
+        if (conn) conn.wake();
+        return conn;
+      },
+      release: (conn) => this.#release(conn),
+      watch: (call) => {
+        this.#waiting.add(call);
+        this.#startTicking();
+      },
+      unwatch: (call) => this.#waiting.delete(call),
+      connect: async (port) => {
+        const tcp = await Deno.connect({ hostname: "127.0.0.1", port });
+        if (this.#closed) {
+          tcp.close();
+          throw new UpstreamError("connect", "the upstream pool is closed");
+        }
+        tcp.setNoDelay(true);
+        const conn = new Connection(tcp, port, (closed) => this.#forget(closed));
+        this.#open.add(conn);
+        return conn;
+      },
+      headerTimeoutMs: this.#headerTimeoutMs,
+      maxHeaderBytes: this.#maxHeaderBytes,
+    };
+  }
+
+  #release(conn: Connection): void {
+    if (this.#closed || conn.closed) return conn.close();
+    let list = this.#idle.get(conn.port);
+    if (!list) this.#idle.set(conn.port, list = []);
+    if (list.length >= this.#maxIdle) return conn.close();
+    list.push(conn);
+    conn.park();
+    this.#startTicking();
+  }
+
+  /** Drops a closed connection from the pool. */
+  #forget(conn: Connection): void {
+    this.#open.delete(conn);
+    const list = this.#idle.get(conn.port);
+    const at = list ? list.indexOf(conn) : -1;
+    if (at < 0) return;
+    list!.splice(at, 1);
+    if (!list!.length) this.#idle.delete(conn.port);
+  }
+
+  #startTicking(): void {
+    if (this.#ticker !== undefined) return;
+    this.#ticker = setInterval(() => this.#tick(), this.#tickMs);
+    Deno.unrefTimer(this.#ticker);
+  }
+
+  #stopTicking(): void {
+    clearInterval(this.#ticker);
+    this.#ticker = undefined;
+  }
+
+  /** Fails the requests past their header timeout; closes the connections idle for longer than `idleMs`. */
+  #tick(): void {
+    const now = performance.now();
+    for (const call of [...this.#waiting]) if (call.deadline <= now) call.expire();
+    const cutoff = now - this.#idleMs;
+    let idle = 0;
+    for (const [port, list] of [...this.#idle]) {
+      let stale = 0;
+      while (stale < list.length && list[stale].idleSince <= cutoff) stale++;
+      for (const conn of list.slice(0, stale)) conn.close();
+      if (!list.length) this.#idle.delete(port);
+      idle += list.length;
+    }
+    if (!idle && !this.#waiting.size) this.#stopTicking();
+  }
+}
+
+/** The pool as a {@link Call} sees it. */
+interface Slots {
+  /** An idle connection to `port`, taken out of the pool. */
+  take(port: number): Connection | undefined;
+  /** Gives a connection whose exchange ended cleanly back to the pool (or closes it). */
+  release(conn: Connection): void;
+  connect(port: number): Promise<Connection>;
+  /** Starts the header timeout of `call` (it is checked on the pool's tick). */
+  watch(call: Call): void;
+  unwatch(call: Call): void;
+  readonly headerTimeoutMs: number;
+  readonly maxHeaderBytes: number;
+}
+
+/** One TCP connection to an app with its read buffer (bytes `start` to `end` are read but not used yet). */
+class Connection {
+  buf: Uint8Array<ArrayBuffer> = new Uint8Array(HEAD_BUFFER);
+  start = 0;
+  end = 0;
+  closed = false;
+  idle = false;
+  /** `performance.now()` when it was parked. */
+  idleSince = 0;
+  /** The read left pending while idle; the next exchange takes it over. */
+  #pending: Promise<number | null | Error> | null = null;
+
+  constructor(readonly tcp: Deno.TcpConn, readonly port: number, readonly onClose: (conn: Connection) => void) {}
+
+  get buffered(): number {
+    return this.end - this.start;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.idle = false;
+    try {
+      this.tcp.close();
+    } catch { /* already closed */ }
+    this.onClose(this);
+  }
+
+  /** Makes it idle: a read stays pending (EOF = the app closed it) without keeping the process alive. */
+  park(): void {
+    this.idle = true;
+    this.idleSince = performance.now();
+    this.start = this.end = 0;
+    if (this.buf.length !== HEAD_BUFFER) this.buf = new Uint8Array(HEAD_BUFFER);
+    const pending = this.tcp.read(this.buf).catch((error) => error instanceof Error ? error : new Error(String(error)));
+    this.#pending = pending;
+    this.tcp.unref();
+    // Anything (EOF, an error, stray bytes) while idle: the connection is done.
+    pending.then(() => this.idle && this.close());
+  }
+
+  /** Takes it out of the pool. */
+  wake(): void {
+    this.idle = false;
+    this.tcp.ref();
+  }
+
+  /** Writes all of `bytes`. */
+  async write(bytes: Uint8Array): Promise<void> {
+    for (let done = await this.tcp.write(bytes); done < bytes.length;) {
+      done += await this.tcp.write(bytes.subarray(done));
+    }
+  }
+
+  /**
+   * Reads once more into the buffer (compacting it, or growing it up to `limit` bytes when it
+   * is full). False at EOF; throws what the socket throws.
+   */
+  async fill(limit: number): Promise<boolean> {
+    let n: number | null | Error;
+    if (this.#pending) {
+      n = await this.#pending;
+      this.#pending = null;
+      if (n instanceof Error) throw n;
+    } else {
+      if (this.start === this.end) this.start = this.end = 0;
+      else if (this.end === this.buf.length) {
+        if (this.start > 0) {
+          this.buf.copyWithin(0, this.start, this.end);
+          this.end -= this.start;
+          this.start = 0;
+        } else {
+          if (this.buf.length >= limit) throw new UpstreamError("protocol", "the read buffer is full");
+          const bigger = new Uint8Array(Math.min(limit, this.buf.length * 2));
+          bigger.set(this.buf);
+          this.buf = bigger;
+        }
+      }
+      n = await this.tcp.read(this.end ? this.buf.subarray(this.end) : this.buf);
+    }
+    if (n === null) return false;
+    this.end += n;
+    return true;
+  }
+
+  /** Uses the body buffer size from now on (when nothing is buffered). */
+  forBody(): void {
+    if (this.start === this.end && this.buf.length < BODY_BUFFER) {
+      this.buf = new Uint8Array(BODY_BUFFER);
+      this.start = this.end = 0;
+    }
+  }
+
+  /** A copy of the next `n` buffered bytes, consumed. */
+  take(n: number): Uint8Array<ArrayBuffer> {
+    const bytes = this.buf.slice(this.start, this.start + n);
+    this.start += n;
+    return bytes;
+  }
+
+  /** The buffered line up to CRLF (consumed, without it), or null when no whole line is buffered. */
+  line(max: number): string | null {
+    const lf = this.buf.subarray(0, this.end).indexOf(LF, this.start);
+    if (lf < 0) {
+      if (this.buffered > max) throw new UpstreamError("protocol", "a chunked body line is too long");
+      return null;
+    }
+    if (lf - this.start > max || lf === this.start || this.buf[lf - 1] !== CR) {
+      throw new UpstreamError("protocol", "malformed line in a chunked body");
+    }
+    const text = latin1(this.buf, this.start, lf - 1);
+    this.start = lf + 1;
+    return text;
+  }
+}
+
+/** How a body is taken off the connection. */
+class BodyDecoder {
+  done = false;
+  #remaining: number;
+  /** Chunked: what comes next. */
+  #state: "size" | "data" | "crlf" | "trailers" = "size";
+
+  constructor(readonly conn: Connection, readonly framing: "length" | "chunked" | "close", length: number) {
+    this.#remaining = length;
+    if (framing === "length" && length === 0) this.done = true;
+  }
+
+  /** Moves what is already buffered into `out`, without reading from the socket. */
+  decodeBuffered(out: Uint8Array<ArrayBuffer>[]): void {
+    const conn = this.conn;
+    if (this.framing === "close") {
+      if (conn.buffered) out.push(conn.take(conn.buffered));
+      return;
+    }
+    if (this.framing === "length") {
+      const n = Math.min(conn.buffered, this.#remaining);
+      if (n === 0) return;
+      out.push(conn.take(n));
+      this.#remaining -= n;
+      this.done = this.#remaining === 0;
+      return;
+    }
+    while (!this.done) {
+      if (this.#state === "data") {
+        const n = Math.min(conn.buffered, this.#remaining);
+        if (n === 0) return;
+        out.push(conn.take(n));
+        this.#remaining -= n;
+        if (this.#remaining === 0) this.#state = "crlf";
+      } else if (this.#state === "crlf") {
+        if (conn.buffered < 2) return;
+        if (conn.buf[conn.start] !== CR || conn.buf[conn.start + 1] !== LF) {
+          throw new UpstreamError("protocol", "a chunk does not end with CRLF");
+        }
+        conn.start += 2;
+        this.#state = "size";
+      } else if (this.#state === "size") {
+        const line = conn.line(MAX_CHUNK_LINE);
+        if (line === null) return;
+        const semicolon = line.indexOf(";");
+        const size = (semicolon < 0 ? line : line.slice(0, semicolon)).trimEnd();
+        if (!HEX.test(size)) throw new UpstreamError("protocol", "malformed chunk size");
+        this.#remaining = parseInt(size, 16);
+        this.#state = this.#remaining === 0 ? "trailers" : "data";
+      } else {
+        const line = conn.line(MAX_CHUNK_LINE);
+        if (line === null) return;
+        if (line === "") this.done = true; // trailer fields are dropped
+      }
+    }
+  }
+
+  /** Reads from the socket once. */
+  async readMore(): Promise<void> {
+    this.conn.forBody();
+    if (await this.conn.fill(BODY_BUFFER)) return;
+    if (this.framing !== "close") {
+      throw new UpstreamError("reset", "the app closed the connection in the middle of a body");
+    }
+    this.done = true;
+  }
+}
+
+/** One request: its connection attempts, header timeout, abort, request body pump and response body. */
+class Call {
+  readonly #slots: Slots;
+  readonly #port: number;
+  readonly #req: UpstreamRequest;
+  #conn?: Connection;
+  /** Set by a timeout, an abort or a failing request body: what the request (or its body) fails with. */
+  #failure?: unknown;
+  #failed?: PromiseWithResolvers<never>;
+  /** `performance.now()` by which the response head must have arrived. */
+  readonly deadline: number;
+  #headArrived = false;
+  #controller?: ReadableStreamDefaultController<Uint8Array>;
+  #ended = false;
+  /** Request body stream: its reader, whether it ended, and the pump (true once the body was sent in full). */
+  #reader?: ReadableStreamDefaultReader<Uint8Array>;
+  #sourceDone = false;
+  #pump?: Promise<boolean>;
+  #pumpResult?: boolean;
+
+  constructor(slots: Slots, port: number, req: UpstreamRequest) {
+    this.#slots = slots;
+    this.#port = port;
+    this.#req = req;
+    this.deadline = performance.now() + slots.headerTimeoutMs;
+  }
+
+  async run(): Promise<Response> {
+    const { body, signal } = this.#req;
+    const { head, tail } = encodeRequest(this.#port, this.#req);
+    const replayable = !(body instanceof ReadableStream);
+    this.#slots.watch(this);
+    signal?.addEventListener("abort", this.#onAbort);
+    try {
+      let conn = this.#slots.take(this.#port);
+      let retried = false;
+      while (true) {
+        const reused = conn !== undefined;
+        conn ??= await this.#connect();
+        this.#conn = conn;
+        try {
+          return await this.#exchange(conn, reused, head, tail);
+        } catch (error) {
+          this.#stopPump();
+          conn.close();
+          if (this.#failure !== undefined) throw this.#failure;
+          if (!(error instanceof StaleConnection)) throw error;
+          if (!replayable || retried) {
+            throw new UpstreamError("reset", "the app closed a kept-alive connection before answering", {
+              cause: error,
+            });
+          }
+          retried = true;
+          conn = undefined;
+        }
+      }
+    } catch (error) {
+      this.#end();
+      throw error;
+    } finally {
+      this.#slots.unwatch(this);
+    }
+  }
+
+  /** The header timeout is over. */
+  expire(): void {
+    if (!this.#headArrived) {
+      this.#fail(new UpstreamError("timeout", `no response head within ${this.#slots.headerTimeoutMs} ms`));
+    }
+  }
+
+  #onAbort = () => this.#fail(abortReason(this.#req.signal!));
+
+  /** Ends the call with `error`: closes the connection; the request or its response body fails with it. */
+  #fail(error: unknown): void {
+    if (this.#failure !== undefined || this.#ended) return;
+    this.#failure = error;
+    this.#failed?.reject(error);
+    this.#stopPump();
+    this.#conn?.close();
+    if (this.#controller) {
+      this.#controller.error(error);
+      this.#end();
+    }
+  }
+
+  async #connect(): Promise<Connection> {
+    if (this.#failure !== undefined) throw this.#failure;
+    this.#failed = Promise.withResolvers<never>();
+    this.#failed.promise.catch(() => {});
+    const connecting = this.#slots.connect(this.#port);
+    try {
+      const conn = await Promise.race([connecting, this.#failed.promise]);
+      if (this.#failure === undefined) return conn;
+      conn.close(); // connected, but the call failed meanwhile
+      throw this.#failure;
+    } catch (error) {
+      connecting.then((late) => late.close(), () => {});
+      if (this.#failure !== undefined) throw this.#failure;
+      if (error instanceof UpstreamError) throw error;
+      throw new UpstreamError("connect", `cannot connect to 127.0.0.1:${this.#port}: ${message(error)}`, {
+        cause: error,
+      });
+    }
+  }
+
+  /** Sends the request on `conn` and reads up to the final response head. */
+  async #exchange(conn: Connection, reused: boolean, head: Uint8Array, tail: Uint8Array | null): Promise<Response> {
+    let sent = true;
+    try {
+      await conn.write(head);
+      if (tail) await conn.write(tail);
+    } catch {
+      // The app may still have answered (an early 413, then close): the head read tells.
+      sent = false;
+    }
+    const body = this.#req.body;
+    if (body instanceof ReadableStream) {
+      if (sent) this.#pump = this.#pumpBody(conn, body);
+      else this.#pumpResult = false;
+    }
+    const maxHeaderBytes = this.#slots.maxHeaderBytes;
+    let received = false;
+    let scanned = 0;
+    for (let interim = 0;; interim++) {
+      // Find the end of the head (CRLF CRLF) in what is buffered, reading more as needed.
+      let end = findHeadEnd(conn.buf, conn.start, conn.start + scanned, conn.end);
+      while (end < 0) {
+        if (conn.buffered > maxHeaderBytes) throw new UpstreamError("protocol", "response head too large");
+        scanned = Math.max(0, conn.buffered - 3);
+        let more: boolean;
+        try {
+          more = await conn.fill(maxHeaderBytes + 4);
+        } catch (error) {
+          if (reused && !received) throw new StaleConnection(message(error));
+          throw new UpstreamError("reset", `reading the response head: ${message(error)}`, { cause: error });
+        }
+        if (!more) {
+          if (reused && !received) throw new StaleConnection("EOF");
+          throw new UpstreamError("reset", "the app closed the connection before a complete response head");
+        }
+        received = true;
+        end = findHeadEnd(conn.buf, conn.start, conn.start + scanned, conn.end);
+      }
+      if (end - conn.start > maxHeaderBytes + 4) throw new UpstreamError("protocol", "response head too large");
+      const text = latin1(conn.buf, conn.start, end - 4);
+      conn.start = end;
+      scanned = 0;
+      const parsed = parseResponseHead(text, this.#req.method);
+      if (parsed.status >= 200) return this.#respond(conn, parsed, sent);
+      if (parsed.status === 101) throw new UpstreamError("protocol", "101 Switching Protocols was not asked for");
+      if (interim >= MAX_INTERIM) throw new UpstreamError("protocol", "too many interim (1xx) responses");
+    }
+  }
+
+  /** The Response for `head`: a complete body in one piece when it is already buffered, else a stream. */
+  #respond(conn: Connection, head: ResponseHead, sent: boolean): Response {
+    this.#headArrived = true;
+    this.#slots.unwatch(this);
+    const keepAlive = head.keepAlive && sent;
+    if (head.framing === "none") {
+      const empty = response(null, head);
+      this.#finish(conn, keepAlive);
+      return empty;
+    }
+    const decoder = new BodyDecoder(conn, head.framing, head.length);
+    const first: Uint8Array<ArrayBuffer>[] = [];
+    decoder.decodeBuffered(first);
+    if (decoder.done) {
+      const whole = response(concat(first), head);
+      this.#finish(conn, keepAlive);
+      return whole;
+    }
+    const stream = new ReadableStream<Uint8Array>({
+      start: (controller) => {
+        this.#controller = controller;
+        for (const chunk of first) controller.enqueue(chunk);
+      },
+      pull: (controller) => this.#pull(controller, conn, decoder, keepAlive),
+      cancel: () => this.#finish(conn, false),
+    }, { highWaterMark: 0 });
+    return response(stream, head);
+  }
+
+  async #pull(
+    controller: ReadableStreamDefaultController<Uint8Array>,
+    conn: Connection,
+    decoder: BodyDecoder,
+    keepAlive: boolean,
+  ): Promise<void> {
+    const out: Uint8Array<ArrayBuffer>[] = [];
+    try {
+      decoder.decodeBuffered(out);
+      while (!out.length && !decoder.done) {
+        await decoder.readMore();
+        decoder.decodeBuffered(out);
+      }
+    } catch (error) {
+      if (this.#ended) return;
+      this.#finish(conn, false);
+      throw error instanceof UpstreamError
+        ? error
+        : new UpstreamError("reset", `reading the response body: ${message(error)}`, { cause: error });
+    }
+    if (this.#ended) return;
+    for (const chunk of out) controller.enqueue(chunk);
+    if (decoder.done) {
+      this.#finish(conn, keepAlive);
+      controller.close();
+    }
+  }
+
+  /** The response is over (read to the end when `reusable`): the connection goes back to the pool or is closed. */
+  #finish(conn: Connection, reusable: boolean): void {
+    if (this.#ended) return;
+    this.#end();
+    if (!reusable || conn.closed || conn.buffered || this.#pumpResult === false) {
+      this.#stopPump();
+      conn.close();
+    } else if (this.#pump && this.#pumpResult === undefined) {
+      // The app answered while the request body was still being sent. Once the whole body was
+      // handed over only its last write is left: wait for it. Otherwise the app did not read it all.
+      if (!this.#sourceDone) {
+        this.#stopPump();
+        conn.close();
+      } else this.#pump.then((complete) => complete ? this.#slots.release(conn) : conn.close());
+    } else this.#slots.release(conn);
+  }
+
+  #end(): void {
+    this.#ended = true;
+    this.#req.signal?.removeEventListener("abort", this.#onAbort);
+  }
+
+  /** Sends the request body stream chunked. True when it was sent in full. */
+  async #pumpBody(conn: Connection, body: ReadableStream<Uint8Array>): Promise<boolean> {
+    let reader: ReadableStreamDefaultReader<Uint8Array>;
+    try {
+      reader = this.#reader = body.getReader();
+    } catch (error) {
+      this.#fail(error);
+      return this.#pumpResult = false;
+    }
+    try {
+      while (true) {
+        let result: ReadableStreamReadResult<Uint8Array>;
+        try {
+          result = await reader.read();
+        } catch (error) {
+          this.#fail(error);
+          return this.#pumpResult = false;
+        }
+        if (this.#reader === undefined) return this.#pumpResult = false; // stopped
+        if (result.done) break;
+        const chunk = result.value;
+        if (!(chunk instanceof Uint8Array)) {
+          this.#fail(new TypeError("request body chunks must be Uint8Array"));
+          return this.#pumpResult = false;
+        }
+        if (chunk.length) await writeChunk(conn, chunk);
+      }
+      this.#sourceDone = true;
+      await conn.write(LAST_CHUNK);
+      return this.#pumpResult = true;
+    } catch {
+      // A failed write: the connection is gone, the response side reports it.
+      this.#stopPump();
+      return this.#pumpResult = false;
+    }
+  }
+
+  #stopPump(): void {
+    const reader = this.#reader;
+    if (!reader) return;
+    this.#reader = undefined;
+    if (this.#pumpResult === undefined && !this.#sourceDone) reader.cancel().catch(() => {});
+  }
+}
+
+/**
+ * Parses a response head: the status line and header lines separated by CRLF, without the empty
+ * line that ends it. Decides the body framing for a request with `method`. Throws
+ * {@link UpstreamError} `protocol` when it is not valid HTTP/1.x.
+ */
+export function parseResponseHead(text: string, method: string): ResponseHead {
+  const lines = text.split("\r\n");
+  const match = STATUS_LINE.exec(lines[0]);
+  if (!match) throw new UpstreamError("protocol", `malformed status line ${JSON.stringify(lines[0].slice(0, 100))}`);
+  const http11 = match[1] === "1";
+  const status = Number(match[2]);
+  const statusText = match[3] ?? "";
+  if (status < 100 || status > 599) throw new UpstreamError("protocol", `status ${status} is out of range`);
+  if (!REASON.test(statusText)) throw new UpstreamError("protocol", "control characters in the reason phrase");
+  const fields: string[] = [];
+  let length: string | undefined;
+  let transferEncoding: string | undefined;
+  let close = !http11;
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i];
+    const colon = line.indexOf(":");
+    // An empty name, whitespace before the colon and obs-fold (a leading space) fail as invalid names later.
+    if (colon <= 0) throw new UpstreamError("protocol", `malformed header line ${JSON.stringify(line.slice(0, 100))}`);
+    const name = line.slice(0, colon);
+    const value = trimOws(line, colon + 1);
+    fields.push(name, value);
+    switch (name.length === 10 || name.length === 14 || name.length === 17 ? name.toLowerCase() : "") {
+      case "connection":
+        if (value.split(",").some((token) => token.trim().toLowerCase() === "close")) close = true;
+        break;
+      case "content-length":
+        for (const part of value.split(",")) {
+          const digits = part.trim();
+          if (!DIGITS.test(digits) || (length !== undefined && length !== digits)) {
+            throw new UpstreamError("protocol", `invalid Content-Length ${JSON.stringify(value.slice(0, 100))}`);
+          }
+          length = digits;
+        }
+        break;
+      case "transfer-encoding":
+        transferEncoding = transferEncoding === undefined ? value : `${transferEncoding},${value}`;
+        break;
+    }
+  }
+  let framing: ResponseHead["framing"];
+  if (method === "HEAD" || status < 200 || status === 204 || status === 304) framing = "none";
+  else if (status === 205) {
+    // No content allowed (nor possible in a Response), whatever the framing says: the connection goes.
+    framing = "none";
+    close = true;
+  } else if (transferEncoding !== undefined) {
+    const codings = transferEncoding.split(",");
+    framing = codings[codings.length - 1].trim().toLowerCase() === "chunked" ? "chunked" : "close";
+  } else framing = length !== undefined ? "length" : "close";
+  let kept = fields;
+  if (transferEncoding !== undefined && length !== undefined) {
+    // Both: Transfer-Encoding wins, Content-Length goes, and the connection gets no other request.
+    kept = [];
+    for (let i = 0; i < fields.length; i += 2) {
+      if (fields[i].toLowerCase() !== "content-length") kept.push(fields[i], fields[i + 1]);
+    }
+    close = true;
+  }
+  return {
+    status,
+    statusText,
+    fields: kept,
+    framing,
+    length: framing === "length" ? Number(length) : 0,
+    keepAlive: !close && framing !== "close",
+  };
+}
+
+/** `line` from `start` without leading and trailing spaces and tabs (optional whitespace). */
+function trimOws(line: string, start: number): string {
+  let end = line.length;
+  while (start < end && (line.charCodeAt(start) === 32 || line.charCodeAt(start) === 9)) start++;
+  while (end > start && (line.charCodeAt(end - 1) === 32 || line.charCodeAt(end - 1) === 9)) end--;
+  return line.slice(start, end);
+}
+
+/** The request head (with a small body) and what to write after it. */
+function encodeRequest(port: number, req: UpstreamRequest): { head: Uint8Array; tail: Uint8Array | null } {
+  const body = req.body;
+  let text = `${req.method} ${req.path} HTTP/1.1\r\n`;
+  let host = false;
+  // forEach, not for-of: same pairs (sorted, combined, Set-Cookie apart), several times cheaper.
+  req.headers.forEach((value, name) => {
+    if (DROPPED_REQUEST_HEADERS.has(name)) return;
+    if (name === "host") host = true;
+    text += `${name}: ${value}\r\n`;
+  });
+  if (!host) text += `host: 127.0.0.1:${port}\r\n`;
+  if (body instanceof Uint8Array) text += `content-length: ${body.length}\r\n\r\n`;
+  else if (body) text += "transfer-encoding: chunked\r\n\r\n";
+  else text += LENGTH_WITHOUT_BODY.has(req.method) ? "content-length: 0\r\n\r\n" : "\r\n";
+  const inline = body instanceof Uint8Array && body.length <= INLINE_BODY_MAX ? body : null;
+  const head = new Uint8Array(text.length + (inline ? inline.length : 0));
+  const { read, written } = encoder.encodeInto(text, head);
+  if (read !== text.length || written !== text.length) {
+    // Header values are byte strings: anything beyond ASCII is one byte each (latin1), not UTF-8.
+    for (let i = 0; i < text.length; i++) head[i] = text.charCodeAt(i);
+  }
+  if (inline) head.set(inline, text.length);
+  return { head, tail: body instanceof Uint8Array && !inline ? body : null };
+}
+
+/** Writes one chunk of a chunked body. */
+async function writeChunk(conn: Connection, chunk: Uint8Array): Promise<void> {
+  const size = `${chunk.length.toString(16)}\r\n`;
+  if (chunk.length > INLINE_CHUNK_MAX) {
+    await conn.write(encoder.encode(size));
+    await conn.write(chunk);
+    await conn.write(LAST_CHUNK.subarray(3));
+    return;
+  }
+  const bytes = new Uint8Array(size.length + chunk.length + 2);
+  encoder.encodeInto(size, bytes);
+  bytes.set(chunk, size.length);
+  bytes[bytes.length - 2] = CR;
+  bytes[bytes.length - 1] = LF;
+  await conn.write(bytes);
+}
+
+/**
+ * The index just past the first CRLF CRLF of `buf` between `start` and `end` (looking from `from`,
+ * which is where an earlier look stopped), or -1.
+ */
+function findHeadEnd(buf: Uint8Array, start: number, from: number, end: number): number {
+  const view = buf.subarray(0, end);
+  for (let i = from; i < end;) {
+    const lf = view.indexOf(LF, i);
+    if (lf < 0) return -1;
+    if (lf - 3 >= start && view[lf - 1] === CR && view[lf - 2] === LF && view[lf - 3] === CR) return lf + 1;
+    i = lf + 1;
+  }
+  return -1;
+}
+
+/** Bytes as latin1 text (one char per byte), as HTTP header bytes are read. */
+function latin1(bytes: Uint8Array, start: number, end: number): string {
+  let text = "";
+  for (let i = start; i < end; i += 8192) {
+    const part = bytes.subarray(i, Math.min(end, i + 8192));
+    text += String.fromCharCode.apply(null, part as unknown as number[]);
+  }
+  return text;
+}
+
+function concat(chunks: Uint8Array<ArrayBuffer>[]): Uint8Array<ArrayBuffer> | null {
+  if (chunks.length <= 1) return chunks[0]?.length ? chunks[0] : null;
+  const out = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
+  let at = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, at);
+    at += chunk.length;
+  }
+  return out;
+}
+
+/**
+ * The Response for `head` with `body`; what `Response` and `Headers` reject (an invalid header
+ * name or value) is a `protocol` error. The fields go straight into the response's own headers:
+ * building a Headers first and passing it in costs a copy.
+ */
+function response(body: BodyInit | null, head: ResponseHead): Response {
+  try {
+    const res = new Response(body, { status: head.status, statusText: head.statusText });
+    const { headers } = res;
+    const fields = head.fields;
+    for (let i = 0; i < fields.length; i += 2) headers.append(fields[i], fields[i + 1]);
+    return res;
+  } catch (error) {
+    throw new UpstreamError("protocol", `unusable response head: ${message(error)}`, { cause: error });
+  }
+}
+
+function abortReason(signal: AbortSignal): unknown {
+  return signal.reason ?? new DOMException("The request was aborted", "AbortError");
+}
+
+function message(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
