@@ -17,8 +17,8 @@
 
 performance.mark("app-start");
 const TOKEN_KEY = "fleet-monitor-token";
-/** App states, most urgent first. */
-const SEVERITY = { unreachable: 0, unhealthy: 1, stale: 2, fresh: 3 };
+/** App states, most urgent first (and where a certificate at risk ranks in "Needs attention"). */
+const SEVERITY = { unreachable: 0, unhealthy: 1, certificate: 1, stale: 2, fresh: 3 };
 const STATE_LABEL = { fresh: "healthy", unhealthy: "unhealthy", stale: "stale", unreachable: "unreachable" };
 const STATE_GLYPH = { fresh: "", unhealthy: "✕", stale: "◷", unreachable: "⊘" };
 const OUTCOME = {
@@ -182,6 +182,35 @@ function freshness(app) {
 function outcomeBadge(outcome) {
   const [label, kind] = OUTCOME[outcome] ?? [outcome, "neutral"];
   return h("span", { class: `badge ${kind}`, text: label });
+}
+
+/** Certificate states (see the API's CertificateView) as badge kinds: red when expiring, expired or failed. */
+const CERTIFICATE_KIND = { valid: "ok", expiring: "bad", expired: "bad", error: "bad", pending: "neutral" };
+
+/** A certificate in one line: names, issuer, expiry, last error. */
+function certificateText(cert) {
+  return [
+    Array.isArray(cert.names) ? cert.names.join(", ") : "",
+    cert.issuer,
+    cert.notAfter ? `valid until ${String(cert.notAfter).slice(0, 10)}` : "no certificate yet",
+    cert.lastError ? `last error: ${cert.lastError}` : "",
+  ].filter(Boolean).join(" · ");
+}
+
+/** An app's certificate as a badge: days left (`88 d`), `expired`, `failed` or `pending`; `!` after a failed renewal. */
+function certificateBadge(cert) {
+  if (!cert) return h("span", { class: "muted", text: "—" });
+  const days = typeof cert.daysLeft === "number" ? cert.daysLeft : null;
+  const label = cert.state === "expired"
+    ? "expired"
+    : days === null
+    ? (cert.state === "error" ? "failed" : "pending")
+    : `${days} d${cert.state === "error" ? " !" : ""}`;
+  return h("span", {
+    class: `badge cert ${CERTIFICATE_KIND[cert.state] ?? "neutral"}`,
+    title: certificateText(cert),
+    text: label,
+  });
 }
 
 const code = (text, title) => text ? h("code", { title, text }) : h("span", { class: "muted", text: "—" });
@@ -501,6 +530,20 @@ function overviewView() {
           : null,
       ]);
     }
+    for (const { server, app } of all) {
+      const cert = app.certificate;
+      if (!cert?.atRisk) continue;
+      items.push([
+        "certificate",
+        h("a", { href: serverHref(server.name, { app: app.app }), text: `${server.name} / ${app.app}` }),
+        cert.state === "expired"
+          ? " certificate expired"
+          : cert.state === "expiring"
+          ? ` certificate expires in ${cert.daysLeft} d`
+          : " has no certificate",
+        h("span", { class: "muted" }, ` · ${certificateText(cert)}`),
+      ]);
+    }
     const shown = items.sort((a, b) => SEVERITY[a[0]] - SEVERITY[b[0]]).slice(0, 12);
     put(
       attention,
@@ -663,7 +706,7 @@ function overviewView() {
         everything,
         all.length
           ? table(
-            ["Server", "App", "Health", "Freshness", "Version", "Deployed", "Last check"],
+            ["Server", "App", "Health", "Freshness", "Version", "Deployed", "Last check", "Certificate"],
             sorted.map(appRow),
             "apps",
           )
@@ -682,10 +725,13 @@ function overviewView() {
         h("td", {}, code(app.version, app.commit ?? undefined)),
         h("td", {}, when(app.deployed, now)),
         h("td", {}, when(app.lastHealthCheck, now)),
+        h("td", {}, certificateBadge(app.certificate)),
       );
+      const names = Array.isArray(app.certificate?.names) ? app.certificate.names.join(" ") : "";
       rows.push({
         el: tr,
-        text: `${server.name} ${server.host} ${app.app} ${app.version ?? ""} ${app.status ?? ""}`.toLowerCase(),
+        text: `${server.name} ${server.host} ${app.app} ${app.version ?? ""} ${app.status ?? ""} ${names}`
+          .toLowerCase(),
         states: new Set([app.state]),
       });
       return tr;
@@ -966,7 +1012,7 @@ function serverView(name) {
       apps,
       d.apps.length
         ? table(
-          ["App", "Health", "Freshness", "Version", "Deployed", "Last check", "Last deploy"],
+          ["App", "Health", "Freshness", "Version", "Deployed", "Last check", "Last deploy", "Certificate"],
           d.apps.map((app) => {
             const last = app.lastDeploy && typeof app.lastDeploy === "object" ? app.lastDeploy : null;
             return h(
@@ -987,6 +1033,18 @@ function serverView(name) {
               h("td", {}, when(app.deployed)),
               h("td", {}, when(app.lastHealthCheck)),
               h("td", {}, last?.outcome ? [outcomeBadge(last.outcome), " ", when(last.at)] : "—"),
+              h(
+                "td",
+                { class: "cert" },
+                certificateBadge(app.certificate),
+                app.certificate?.lastError
+                  ? h("div", {
+                    class: "small cert-error",
+                    title: app.certificate.lastError,
+                    text: app.certificate.lastError,
+                  })
+                  : null,
+              ),
             );
           }),
         )

@@ -11,7 +11,16 @@ import { z } from "zod";
 /** Events of a deploy. */
 export const DEPLOY_EVENTS = ["success", "failed", "rolled_back", "cancelled"] as const;
 /** Events of the fleet monitor. */
-export const FLEET_EVENTS = ["unhealthy", "recovered", "unreachable", "back", "failed", "rolled_back"] as const;
+export const FLEET_EVENTS = [
+  "unhealthy",
+  "recovered",
+  "unreachable",
+  "back",
+  "failed",
+  "rolled_back",
+  "certificate_expiring",
+  "certificate_renewed",
+] as const;
 
 /** The longest a notification may take. */
 export const NOTIFY_TIMEOUT_MS = 5_000;

@@ -1,10 +1,12 @@
 /**
- * `status`: a table or JSON of the apps' status.json files.
+ * `status`: a table or JSON of the apps' status.json files, with each app's certificate as the
+ * proxy's `.tls/certificates.json` has it now.
  * @module
  */
 import { NAME_PATTERN } from "./config/names.ts";
 import { type AppStatus, readStatus } from "./deploy/status.ts";
 import { UsageError } from "./errors.ts";
+import { certificateCondition, type CertificateState, issuerLabel, readCertificates } from "./proxy/cert_state.ts";
 import { appPaths, deploymentsRoot } from "./paths.ts";
 
 /** Status of every deployed app, by name. Apps set up but never deployed have none. */
@@ -15,7 +17,9 @@ export async function collectStatus(only?: string): Promise<AppStatus[]> {
     names.push(only);
   } else {
     try {
-      for await (const entry of Deno.readDir(deploymentsRoot())) if (entry.isDirectory) names.push(entry.name);
+      for await (const entry of Deno.readDir(deploymentsRoot())) {
+        if (entry.isDirectory && !entry.name.startsWith(".")) names.push(entry.name); // not .tls
+      }
     } catch (error) {
       if (!(error instanceof Deno.errors.NotFound)) throw error;
     }
@@ -33,17 +37,35 @@ export async function collectStatus(only?: string): Promise<AppStatus[]> {
   return statuses;
 }
 
-/** Prints the status table (or JSON). Returns 0. */
+/** Prints the status table (or JSON), with each app's current certificate. Returns 0. */
 export async function showStatus(only: string | undefined, json: boolean): Promise<number> {
   const statuses = await collectStatus(only);
+  const certificates = await readCertificates(deploymentsRoot());
   if (json) {
-    console.log(JSON.stringify(only !== undefined ? statuses[0] : statuses, null, 2));
+    // The certificate as the proxy has it now, not as it was when status.json was written.
+    const current = statuses.map(({ certificate: _, ...status }) => {
+      const certificate = certificates.get(status.name);
+      return certificate ? { ...status, certificate } : status;
+    });
+    console.log(JSON.stringify(only !== undefined ? current[0] : current, null, 2));
     return 0;
   }
-  if (!statuses.length) {
-    console.log("No app has been deployed on this server yet.");
-    return 0;
-  }
+  const color = Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR");
+  for (const line of statusLines(statuses, certificates, { now: Date.now(), color })) console.log(line);
+  return 0;
+}
+
+/**
+ * The status table, then a line per app with a certificate (names, issuer, expiry) and, after a
+ * failed attempt to issue or renew, a line with the error marked `!`. Red (with `color`) when
+ * it expires within 14 days (cert_state.ts's EXPIRY_WARNING_DAYS), has expired, or failed.
+ */
+export function statusLines(
+  statuses: AppStatus[],
+  certificates: ReadonlyMap<string, CertificateState>,
+  options: { now: number; color: boolean },
+): string[] {
+  if (!statuses.length) return ["No app has been deployed on this server yet."];
   const rows = [
     ["APP", "STATUS", "HEALTHY", "VERSION", "RELEASE", "DEPLOYED", "LAST DEPLOY"],
     ...statuses.map((s) => [
@@ -57,6 +79,49 @@ export async function showStatus(only: string | undefined, json: boolean): Promi
     ]),
   ];
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  for (const row of rows) console.log(row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());
-  return 0;
+  const lines = rows.map((row) => row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());
+  const red = (text: string) => options.color ? `\x1b[31m${text}\x1b[0m` : text;
+  const withCertificate = statuses.filter((s) => certificates.has(s.name));
+  if (withCertificate.length) lines.push("");
+  for (const { name } of withCertificate) {
+    const certificate = certificates.get(name)!;
+    const { state, daysLeft } = certificateCondition(certificate, options.now);
+    const indent = " ".repeat(widths[0] + 2);
+    const issuer = issuerLabel(certificate.issuer);
+    const expiry = daysLeft === null
+      ? "none yet"
+      : state === "expired"
+      ? `EXPIRED on ${day(certificate.notAfter!)} (${days(-daysLeft)} ago)`
+      : `valid until ${day(certificate.notAfter!)} (${days(daysLeft)})${state === "expiring" ? " — expires soon" : ""}`;
+    const parts = [
+      certificate.names.join(", ") || "(no names)",
+      ...(issuer ? [`${issuer}${certificate.source === "file" ? " (config.yml tls)" : ""}`] : []),
+      expiry,
+    ];
+    const line = `${name.padEnd(widths[0])}  certificate: ${parts.join(" — ")}`;
+    lines.push(state === "expiring" || state === "expired" ? red(line) : line);
+    const next = certificate.nextAttemptAt ? `next attempt ${minute(certificate.nextAttemptAt)}` : "";
+    if (certificate.lastError) {
+      const at = certificate.lastErrorAt ? ` ${minute(certificate.lastErrorAt)}` : "";
+      lines.push(red(`${indent}! last error${at}: ${certificate.lastError}${next ? `; ${next}` : ""}`));
+    } else if (next && daysLeft === null) {
+      lines.push(`${indent}${next}`);
+    }
+  }
+  return lines;
+}
+
+/** `2027-03-01`. */
+function day(iso: string): string {
+  return iso.slice(0, 10);
+}
+
+/** `2027-03-01 10:00 UTC`. */
+function minute(iso: string): string {
+  return `${iso.slice(0, 10)} ${iso.slice(11, 16)} UTC`;
+}
+
+/** `88 days`, `1 day`, `less than a day`. */
+function days(n: number): string {
+  return n <= 0 ? "less than a day" : `${n} day${n === 1 ? "" : "s"}`;
 }

@@ -1,9 +1,9 @@
 import type { CommandSpec } from "../cli.ts";
 
-/** `status [app] [--json]`: what runs on this server. */
+/** `status [app] [--json]`: what runs on this server, and each app's certificate. */
 export const statusCommand: CommandSpec = {
   name: "status",
-  summary: "Show every app's status on this server (or one app's)",
+  summary: "Show every app's status and certificate on this server (or one app's)",
   args: [{ name: "app", description: "Only this app", optional: true }],
   options: [{ name: "json", description: "Print JSON instead of a table" }],
   async run({ args, opts }) {

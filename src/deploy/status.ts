@@ -2,7 +2,9 @@
  * `status.json`: what serves now, and how the last deploy ended. Written atomically.
  * @module
  */
+import { basename, dirname } from "node:path";
 import { readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
+import { type CertificateState, readCertificates } from "../proxy/cert_state.ts";
 
 /** How a deploy ended. */
 export type Outcome = "success" | "failed" | "rolled_back" | "cancelled";
@@ -56,6 +58,11 @@ export interface AppStatus {
   /** Blue-green: milliseconds from "the new slot is healthy" to "the proxy routes to it". */
   switchMs?: number;
   lastDeploy: LastDeploy;
+  /**
+   * The app's certificate as the proxy's `.tls/certificates.json` said when this file was written
+   * (absent for an app without one); `status` reads the file itself for the current state.
+   */
+  certificate?: CertificateState;
 }
 
 /** Reads status.json, or undefined before the first deploy. */
@@ -64,7 +71,13 @@ export async function readStatus(path: string): Promise<AppStatus | undefined> {
   return text === undefined ? undefined : JSON.parse(text) as AppStatus;
 }
 
-/** Writes status.json atomically. */
+/**
+ * Writes status.json (`<root>/<app>/status.json`) atomically, with the app's certificate as
+ * `<root>/.tls/certificates.json` has it now (an older copy in `status` is replaced or dropped).
+ */
 export async function writeStatus(path: string, status: AppStatus): Promise<void> {
-  await writeFileAtomic(path, JSON.stringify(status, null, 2) + "\n");
+  const { certificate: _, ...rest } = status;
+  const appDir = dirname(path);
+  const certificate = (await readCertificates(dirname(appDir))).get(basename(appDir));
+  await writeFileAtomic(path, JSON.stringify(certificate ? { ...rest, certificate } : rest, null, 2) + "\n");
 }

@@ -2,13 +2,19 @@
  * The fleet monitor's alerts (`alerts:` in the fleet config): after each cycle, what changed
  * goes to the targets (a plain webhook, Slack or Discord), once per transition and not once per
  * cycle: an app unhealthy or recovered, a server unreachable (after `graceCycles` failed cycles
- * in a row) or back, a deploy that failed or rolled back.
+ * in a row) or back, a deploy that failed or rolled back, an app's certificate at risk
+ * (`certificate_expiring`: less than 14 days left or expired, or none and obtaining it failed)
+ * or renewed (`certificate_renewed`).
  *
  * First sight is not news: an app or a server seen for the first time, and the deploy history
  * found in the database (or on a server the first time it answers), alert nothing. A server that
  * never answered is a setup problem (each cycle's line says so), not an outage. While the
  * collector holds judgement after a pause in its own run (a laptop that woke up), failed pulls
- * are not counted, so waking up alerts nothing.
+ * are not counted, so waking up alerts nothing. A certificate at risk is the exception: it is a
+ * deadline, not a past event, so it alerts when first seen too; it is judged only on servers
+ * pulled in the cycle (an unreachable server's may have been renewed meanwhile). A renewal that
+ * fails with weeks left alerts nothing (the proxy retries; the dashboard shows the error), and
+ * the error is in the notice once the 14 days are reached.
  *
  * The memory of what was last seen is small and kept in `<home>/data/alerts.json`, so
  * `fleet collect --once` (one process per cycle) and a restarted `fleet` alert on what changed
@@ -17,9 +23,17 @@
  */
 import { readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
 import { type Delivery, type Notice, NOTIFY_TIMEOUT_MS, notifyAll, type Target } from "../notify.ts";
+import { issuerLabel } from "../proxy/cert_state.ts";
 import type { CycleSummary } from "./collector.ts";
 import type { FleetConfig } from "./config.ts";
-import { DEPLOYMENT_COLUMNS, type DeploymentRecord } from "./queries.ts";
+import {
+  CERTIFICATE_COLUMNS,
+  type CertificateRecord,
+  type CertificateView,
+  certificateView,
+  DEPLOYMENT_COLUMNS,
+  type DeploymentRecord,
+} from "./queries.ts";
 import type { FleetStore } from "./store.ts";
 
 /** What the alerter knows of a server. */
@@ -40,6 +54,8 @@ export interface AlertMemory {
   /** Each app's last known health (`server/app`): null when its status.json does not say. */
   apps: Record<string, boolean | null>;
   servers: Record<string, ServerMemory>;
+  /** Whether each certificate (`server/app`) was last seen at risk (and alerted). */
+  certificates?: Record<string, boolean>;
   /** The newest deployments row already considered. */
   deployment?: number;
 }
@@ -160,6 +176,7 @@ export class Alerter {
       });
     }
     for (const key of Object.keys(memory.apps)) if (!present.has(key)) delete memory.apps[key];
+    notices.push(...this.certificateNotices(summary, store));
 
     const newest = (store.sql("SELECT MAX(id) AS id FROM deployments").get() as { id: number | null }).id ?? 0;
     if (memory.deployment === undefined || memory.deployment > newest) {
@@ -177,6 +194,30 @@ export class Alerter {
       }
       for (const row of rows.slice(-MAX_DEPLOY_NOTICES)) notices.push(deployNotice(row));
     }
+    return notices;
+  }
+
+  /** Certificates that came to be at risk, or out of it, on the servers pulled in this cycle. */
+  private certificateNotices(summary: CycleSummary, store: FleetStore): Notice[] {
+    const notices: Notice[] = [];
+    const memory = this.memory.certificates ??= {};
+    const pulled = new Set(summary.servers.filter((outcome) => outcome.ok).map((outcome) => outcome.server));
+    const now = Date.parse(summary.at);
+    const rows = store.sql(`SELECT ${CERTIFICATE_COLUMNS} FROM certificates ORDER BY server, app`)
+      .all() as unknown as CertificateRecord[];
+    const present = new Set<string>();
+    for (const row of rows) {
+      const key = `${row.server}/${row.app}`;
+      present.add(key);
+      if (!pulled.has(row.server)) continue;
+      const certificate = certificateView(row, now);
+      const before = memory[key] ?? false;
+      // Without a certificate yet (and no error now), one at risk stays so until one is issued.
+      const atRisk = certificate.atRisk || (before && certificate.notAfter === null);
+      memory[key] = atRisk;
+      if (atRisk !== before) notices.push(certificateNotice(row, certificate, atRisk, summary.at));
+    }
+    for (const key of Object.keys(memory)) if (!present.has(key)) delete memory[key];
     return notices;
   }
 
@@ -255,6 +296,10 @@ function parseMemory(text: string | undefined): AlertMemory | undefined {
     const record = (v: unknown) => typeof v === "object" && v !== null && !Array.isArray(v);
     if (!record(value) || value.version !== 1 || !record(value.apps) || !record(value.servers)) return undefined;
     if (value.deployment !== undefined && !Number.isInteger(value.deployment)) return undefined;
+    if (
+      value.certificates !== undefined &&
+      (!record(value.certificates) || Object.values(value.certificates).some((v) => typeof v !== "boolean"))
+    ) return undefined;
     for (const server of Object.values(value.servers) as ServerMemory[]) {
       if (!record(server) || !Number.isInteger(server.failures) || typeof server.reached !== "boolean") {
         return undefined;
@@ -319,6 +364,41 @@ function backNotice(name: string, server: ServerMemory, at: string): Notice {
       "unreachable since": server.since,
       "unreachable for": down === undefined || Number.isNaN(down) ? undefined : span(down),
     },
+    at,
+  };
+}
+
+function certificateNotice(
+  row: CertificateRecord,
+  certificate: CertificateView,
+  atRisk: boolean,
+  at: string,
+): Notice {
+  const key = `${row.server}/${row.app}`;
+  const { state, daysLeft, notAfter, lastError } = certificate;
+  const until = notAfter?.slice(0, 10);
+  const title = !atRisk
+    ? `certificate of ${key} renewed: valid until ${until}`
+    : state === "expired"
+    ? `certificate of ${key} expired on ${until}`
+    : state === "expiring"
+    ? `certificate of ${key} expires in ${daysLeft === 1 ? "1 day" : `${daysLeft} days`} (${until})`
+    : `${key} has no certificate: ${line(lastError ?? "") || "none was issued"}`;
+  const source = certificate.source === "file" ? "own certificate (config.yml tls)" : certificate.source;
+  return {
+    event: atRisk ? "certificate_expiring" : "certificate_renewed",
+    ok: !atRisk,
+    title,
+    fields: {
+      server: row.server,
+      app: row.app,
+      names: clip(certificate.names.join(", "), 300),
+      issuer: issuerLabel(certificate.issuer) ?? undefined,
+      source: source === "acme" ? "ACME" : source ?? undefined,
+      "valid until": notAfter ?? undefined,
+      "next attempt": atRisk ? certificate.nextAttemptAt ?? undefined : undefined,
+    },
+    text: atRisk && lastError ? `last error: ${clip(lastError)}` : undefined,
     at,
   };
 }

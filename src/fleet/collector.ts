@@ -7,7 +7,7 @@
  * @module
  */
 import type { FleetConfig, FleetServer } from "./config.ts";
-import { ingestFile } from "./ingest.ts";
+import { ingestCertificates, ingestFile } from "./ingest.ts";
 import { type Source, sourceFor } from "./source.ts";
 import type { FreshnessView } from "./queries.ts";
 import type { AppStatusJson, FleetStore } from "./store.ts";
@@ -150,7 +150,7 @@ export class Collector {
     };
   }
 
-  /** Pulls one server and ingests its status files and logs; records the contact either way. */
+  /** Pulls one server and ingests its status files, certificates and logs; records the contact either way. */
   async pullServer(server: FleetServer, changes: StatusChange[] = []): Promise<ServerOutcome> {
     if (this.inFlight.has(server.name)) throw new Error(`${server.name} is being pulled already`);
     this.inFlight.add(server.name);
@@ -183,6 +183,7 @@ export class Collector {
         }
       }
       this.store.keepApps(server.name, [...pulled.statuses.keys()]);
+      await ingestCertificates(this.store, server.name, pulled.certificates, started);
       for (const [rel, file] of pulled.logs) {
         if (rel.endsWith(".1")) continue;
         const result = await ingestFile(this.store, server.name, file, pulled.logs.get(`${rel}.1`), started);

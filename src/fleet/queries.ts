@@ -9,6 +9,12 @@
  * @module
  */
 import { UsageError } from "../errors.ts";
+import {
+  certificateAtRisk,
+  type CertificateCondition,
+  certificateCondition,
+  type CertificateState,
+} from "../proxy/cert_state.ts";
 import type { FleetStore } from "./store.ts";
 
 /** How fresh the collector's data is judged: the clock, the pull interval, and sleep of the machine. */
@@ -45,6 +51,18 @@ export interface AppView {
   fetchedAt: string;
   freshness: Freshness;
   state: AppState;
+  /** Its certificate, as the server's `.tls/certificates.json` said at the last pull; null without one. */
+  certificate: CertificateView | null;
+}
+
+/** An app's certificate, judged at the view's `now`. */
+export interface CertificateView extends CertificateState {
+  /** `expiring`: less than 14 days left; `error`: the last attempt to issue or renew failed. */
+  state: CertificateCondition;
+  /** Whole days to `notAfter`, negative once expired; null without a certificate. */
+  daysLeft: number | null;
+  /** Expiring, expired, or none and obtaining it failed: what the fleet alerts on (`certificate_expiring`). */
+  atRisk: boolean;
 }
 
 /** One server and how its pulls went. */
@@ -280,6 +298,20 @@ export interface DeploymentRecord {
   message: string | null;
 }
 
+/** A certificates row as stored (see store.ts); `names` is a JSON array. */
+export interface CertificateRecord {
+  server: string;
+  app: string;
+  names: string;
+  source: "acme" | "file" | null;
+  issuer: string | null;
+  not_before: string | null;
+  not_after: string | null;
+  last_error: string | null;
+  last_error_at: string | null;
+  next_attempt_at: string | null;
+}
+
 interface LineRow {
   id: number;
   file_id: number;
@@ -298,6 +330,10 @@ const APP_COLUMNS = "server, app, type, status, healthy, version, commit_sha, de
 /** The columns of a {@link DeploymentRecord}. */
 export const DEPLOYMENT_COLUMNS =
   "id, server, app, at, outcome, release, commit_sha, version, duration_ms, step, message";
+/** The columns of a {@link CertificateRecord}. */
+export const CERTIFICATE_COLUMNS =
+  "server, app, names, source, issuer, not_before, not_after, last_error, last_error_at, " +
+  "next_attempt_at";
 const LINE_COLUMNS = "lines.id, lines.file_id, lines.server, lines.app, lines.file, lines.offset, lines.ts, " +
   "lines.kind, lines.text";
 
@@ -322,6 +358,10 @@ export function serverFreshness(
 export function fleetOverview(store: FleetStore, view: FreshnessView): FleetOverview {
   const servers = store.sql(`SELECT ${SERVER_COLUMNS} FROM servers ORDER BY name`).all() as unknown as ServerRow[];
   const apps = store.sql(`SELECT ${APP_COLUMNS} FROM apps ORDER BY server, app`).all() as unknown as AppRow[];
+  const certificates = certificatesBy(
+    store.sql(`SELECT ${CERTIFICATE_COLUMNS} FROM certificates`).all() as unknown as CertificateRecord[],
+    view.now,
+  );
   const byServer = new Map<string, AppRow[]>();
   for (const app of apps) {
     const list = byServer.get(app.server);
@@ -331,7 +371,7 @@ export function fleetOverview(store: FleetStore, view: FreshnessView): FleetOver
   const counts = { healthy: 0, unhealthy: 0, stale: 0, unreachable: 0 };
   const views = servers.map((row) => {
     const server = serverView(row, view);
-    const appViews = (byServer.get(row.name) ?? []).map((app) => appView(app, server.state));
+    const appViews = (byServer.get(row.name) ?? []).map((app) => appView(app, server.state, certificates));
     for (const app of appViews) counts[app.state === "fresh" ? "healthy" : app.state]++;
     return { ...server, apps: appViews };
   });
@@ -352,11 +392,17 @@ export function serverDetail(store: FleetStore, name: string, view: FreshnessVie
   const errorLines = store.sql(
     `SELECT ${LINE_COLUMNS} FROM lines WHERE server = ? AND file = 'error.log' ORDER BY id DESC LIMIT 50`,
   ).all(name) as unknown as LineRow[];
+  const certificates = certificatesBy(
+    store.sql(`SELECT ${CERTIFICATE_COLUMNS} FROM certificates WHERE server = ?`).all(
+      name,
+    ) as unknown as CertificateRecord[],
+    view.now,
+  );
   return {
     ...server,
     pulls: row.pulls,
     errors: row.errors,
-    apps: apps.map((app) => appView(app, server.state)),
+    apps: apps.map((app) => appView(app, server.state, certificates)),
     deployments: deployed.map(deploymentView),
     errorLines: errorLines.map(lineView),
   };
@@ -605,7 +651,28 @@ function serverView(row: ServerRow, view: FreshnessView): Omit<ServerView, "apps
   };
 }
 
-function appView(row: AppRow, freshness: Freshness): AppView {
+/** A stored certificate, judged at `now`. */
+export function certificateView(row: CertificateRecord, now: number): CertificateView {
+  const names = parseJson(row.names);
+  const certificate: CertificateState = {
+    names: Array.isArray(names) ? names : [],
+    source: row.source,
+    issuer: row.issuer,
+    notBefore: row.not_before,
+    notAfter: row.not_after,
+    lastError: row.last_error,
+    lastErrorAt: row.last_error_at,
+    nextAttemptAt: row.next_attempt_at,
+  };
+  return { ...certificate, ...certificateCondition(certificate, now), atRisk: certificateAtRisk(certificate, now) };
+}
+
+/** Certificate views by `server\0app`. */
+function certificatesBy(rows: CertificateRecord[], now: number): Map<string, CertificateView> {
+  return new Map(rows.map((row) => [`${row.server}\0${row.app}`, certificateView(row, now)]));
+}
+
+function appView(row: AppRow, freshness: Freshness, certificates: Map<string, CertificateView>): AppView {
   return {
     app: row.app,
     type: row.type,
@@ -621,6 +688,7 @@ function appView(row: AppRow, freshness: Freshness): AppView {
     fetchedAt: iso(row.fetched_at)!,
     freshness,
     state: freshness !== "fresh" ? freshness : row.healthy === 0 ? "unhealthy" : "fresh",
+    certificate: certificates.get(`${row.server}\0${row.app}`) ?? null,
   };
 }
 

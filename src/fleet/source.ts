@@ -2,11 +2,13 @@
  * Where a server's files come from: `host: local` reads this machine's deployment dirs directly;
  * any other host is pulled over ssh with rsync into `~/.fleet-monitor/mirror/<server>/`, through
  * one ControlMaster connection per server that later cycles reuse. Commands are argv arrays; the
- * one command line the remote shell runs is a constant.
+ * one command line the remote shell runs is a constant. The small files (each app's status.json
+ * and the proxy's `.tls/certificates.json`) come in one rsync that skips any file over 1 MiB.
  * @module
  */
 import { join } from "node:path";
 import { deploymentsRoot, logsRoot, prefix } from "../paths.ts";
+import { CERTIFICATES_FILE, certificatesPath, MAX_CERTIFICATES_BYTES } from "../proxy/cert_state.ts";
 import { type Cmd, ProcessRunner } from "../runner.ts";
 import { type FleetServer, LOCAL } from "./config.ts";
 import type { SourceFile } from "./ingest.ts";
@@ -15,6 +17,8 @@ import type { SourceFile } from "./ingest.ts";
 export interface Pulled {
   /** `<app>` → its status.json, readable here. */
   statuses: Map<string, string>;
+  /** The proxy's `.tls/certificates.json`, readable here; undefined when the server has none. */
+  certificates?: string;
   /** Log files by `<app>/<name>` (rotated `.1` siblings included), readable here. */
   logs: Map<string, SourceFile>;
   /** Bytes received over the network. */
@@ -49,8 +53,9 @@ export class LocalSource implements Source {
     const statuses = new Map<string, string>();
     for (const app of await dirs(deploymentsRoot(this.root))) {
       const path = join(deploymentsRoot(this.root), app, "status.json");
-      if (await Deno.stat(path).then((s) => s.isFile, () => false)) statuses.set(app, path);
+      if (await isFile(path)) statuses.set(app, path);
     }
+    const certificates = certificatesPath(deploymentsRoot(this.root));
     const logs = new Map<string, SourceFile>();
     const root = logsRoot(this.root);
     for (const app of await dirs(root)) {
@@ -61,12 +66,16 @@ export class LocalSource implements Source {
         logs.set(rel, { rel, path, ino: "here" });
       }
     }
-    return { statuses, logs, bytes: 0 };
+    return { statuses, ...(await isFile(certificates) ? { certificates } : {}), logs, bytes: 0 };
   }
 
   close(): Promise<void> {
     return Promise.resolve();
   }
+}
+
+function isFile(path: string): Promise<boolean> {
+  return Deno.stat(path).then((s) => s.isFile, () => false);
 }
 
 async function dirs(path: string): Promise<string[]> {
@@ -130,13 +139,17 @@ export class SshSource implements Source {
     return result.output;
   }
 
-  /** rsync of `remote` (a directory, with a trailing slash) into `local`, only files `include` says. */
-  private async rsync(remote: string, local: string, include: string[]): Promise<number> {
+  /**
+   * rsync of `remote` (a directory, with a trailing slash) into `local`, only files `include` says
+   * (and, with `maxSize`, none bigger than that many bytes).
+   */
+  private async rsync(remote: string, local: string, include: string[], maxSize?: number): Promise<number> {
     await Deno.mkdir(local, { recursive: true });
     const cmd: Cmd = {
       argv: [
         "rsync",
         ...["--recursive", "--times", "--inplace", "--delete", "--prune-empty-dirs", "--stats", "--timeout=20"],
+        ...(maxSize === undefined ? [] : [`--max-size=${maxSize}`]),
         ...include.flatMap((pattern) => ["--include", pattern]),
         ...["--exclude", "*"],
         ...["-e", this.sshArgv().map(rsyncWord).join(" ")],
@@ -159,12 +172,20 @@ export class SshSource implements Source {
 
   async pull(): Promise<Pulled> {
     await Deno.mkdir(this.home.sockets, { recursive: true, mode: 0o700 });
-    let bytes = await this.rsync("/opt/deployments/", join(this.mirror, "status"), ["/*/", "/*/status.json"]);
+    // Small files only: a status.json or certificates.json over 1 MiB is not one the tool wrote.
+    let bytes = await this.rsync(
+      "/opt/deployments/",
+      join(this.mirror, "status"),
+      ["/*/", "/*/status.json", `/${CERTIFICATES_FILE}`],
+      MAX_CERTIFICATES_BYTES,
+    );
     const statuses = new Map<string, string>();
     for (const app of await dirs(join(this.mirror, "status"))) {
       const path = join(this.mirror, "status", app, "status.json");
-      if (await Deno.stat(path).then((s) => s.isFile, () => false)) statuses.set(app, path);
+      if (await isFile(path)) statuses.set(app, path);
     }
+    const certificates = join(this.mirror, "status", CERTIFICATES_FILE);
+    const tls = await isFile(certificates) ? { certificates } : {};
     const logs = new Map<string, SourceFile>();
     try {
       const before = parseListing(await this.ssh(LISTING));
@@ -174,12 +195,12 @@ export class SshSource implements Source {
         // A file replaced while rsync ran may hold either version: it waits for the next cycle.
         if (before.get(rel) !== ino) continue;
         const path = join(this.mirror, "logs", rel);
-        if (await Deno.stat(path).then((s) => s.isFile, () => false)) logs.set(rel, { rel, path, ino });
+        if (await isFile(path)) logs.set(rel, { rel, path, ino });
       }
     } catch (error) {
-      return { statuses, logs, bytes, error: `logs: ${error instanceof Error ? error.message : error}` };
+      return { statuses, ...tls, logs, bytes, error: `logs: ${error instanceof Error ? error.message : error}` };
     }
-    return { statuses, logs, bytes };
+    return { statuses, ...tls, logs, bytes };
   }
 
   /** Ends the master connection (`ssh -O exit`). */

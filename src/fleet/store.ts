@@ -1,14 +1,15 @@
 /**
  * The fleet database (`~/.fleet-monitor/data/fleet.db`, SQLite through node:sqlite, WAL): servers,
- * apps and their status history, deployments from deploy.log, and every log line with a
- * full-text index (an FTS5 external-content table filled by explicit inserts in the same
- * transaction: triggers are 4× slower). Log lines are keyed on (file, offset), and a file's
+ * apps with their status history and certificates, deployments from deploy.log, and every log
+ * line with a full-text index (an FTS5 external-content table filled by explicit inserts in the
+ * same transaction: triggers are 4× slower). Log lines are keyed on (file, offset), and a file's
  * ledger (where ingestion stopped) moves in the same transaction as its lines, so the same bytes
  * are never ingested twice.
  * @module
  */
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { dirname } from "node:path";
+import type { CertificateState } from "../proxy/cert_state.ts";
 
 /** Lines removed per transaction by retention. */
 const RETAIN_BATCH = 10_000;
@@ -96,6 +97,21 @@ const MIGRATIONS: string[] = [
    CREATE INDEX lines_ts ON lines (ts);
    CREATE INDEX lines_server_file ON lines (server, file, id);
    CREATE VIRTUAL TABLE lines_fts USING fts5(text, content='lines', content_rowid='id');`,
+  // 2: each app's certificate, from the server's .tls/certificates.json (names: a JSON array).
+  `CREATE TABLE certificates (
+     server TEXT NOT NULL,
+     app TEXT NOT NULL,
+     names TEXT NOT NULL,
+     source TEXT,
+     issuer TEXT,
+     not_before TEXT,
+     not_after TEXT,
+     last_error TEXT,
+     last_error_at TEXT,
+     next_attempt_at TEXT,
+     fetched_at INTEGER NOT NULL,
+     PRIMARY KEY (server, app)
+   );`,
 ];
 
 /** Where ingestion of one file stopped: its generation (a new one after rotation or truncation). */
@@ -249,6 +265,33 @@ export class FleetStore {
     this.transaction(() => {
       this.sql("DELETE FROM servers WHERE name NOT IN (SELECT value FROM json_each(?))").run(list);
       this.sql("DELETE FROM apps WHERE server NOT IN (SELECT value FROM json_each(?))").run(list);
+      this.sql("DELETE FROM certificates WHERE server NOT IN (SELECT value FROM json_each(?))").run(list);
+    });
+  }
+
+  /** Replaces a server's certificates (by app) with `certificates`, as pulled at `at`, in one transaction. */
+  replaceCertificates(server: string, certificates: ReadonlyMap<string, CertificateState>, at: number): void {
+    const insert = this.sql(
+      `INSERT INTO certificates (server, app, names, source, issuer, not_before, not_after, last_error, last_error_at,
+         next_attempt_at, fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    this.transaction(() => {
+      this.sql("DELETE FROM certificates WHERE server = ?").run(server);
+      for (const [app, c] of certificates) {
+        insert.run(
+          server,
+          app,
+          JSON.stringify(c.names),
+          c.source,
+          c.issuer,
+          c.notBefore,
+          c.notAfter,
+          c.lastError,
+          c.lastErrorAt,
+          c.nextAttemptAt,
+          at,
+        );
+      }
     });
   }
 

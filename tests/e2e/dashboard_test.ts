@@ -83,6 +83,16 @@ class LocalFleet {
     await Deno.writeTextFile(join(dir, "status.json"), JSON.stringify({ name: app, ...status }));
   }
 
+  /** Writes the proxy's `opt/deployments/.tls/certificates.json` on `server`. */
+  async certificates(server: string, certificates: Record<string, unknown>): Promise<void> {
+    const dir = join(this.dir, "servers", server, "opt", "deployments", ".tls");
+    await Deno.mkdir(dir, { recursive: true });
+    await Deno.writeTextFile(
+      join(dir, "certificates.json"),
+      JSON.stringify({ updatedAt: iso(Date.now()), certificates }),
+    );
+  }
+
   /** Appends lines to `var/log/deployments/<app>/<file>` on `server`. */
   async log(server: string, app: string, file: string, lines: string[]): Promise<void> {
     const dir = join(this.dir, "servers", server, "var", "log", "deployments", app);
@@ -168,8 +178,9 @@ function appTable(page: Page): Promise<string[][]> {
 }
 
 /**
- * alpha: web healthy 1.4.0, api unhealthy after a failed deploy, hostile markup in api's error.log,
- * Netdata that allows framing. beta: web 1.3.9 (version skew) with a deploy that was rolled back
+ * alpha: web healthy 1.4.0 with a certificate for 60 days, api unhealthy after a failed deploy,
+ * its certificate expiring in 5 days after a failed renewal, hostile markup in api's error.log and
+ * in its certificate's error, Netdata that allows framing. beta: web 1.3.9 (version skew) with a deploy that was rolled back
  * and an error after it, worker healthy, Netdata that refuses framing.
  */
 async function fill(fleet: LocalFleet, now: number): Promise<void> {
@@ -219,6 +230,25 @@ async function fill(fleet: LocalFleet, now: number): Promise<void> {
     version: "0.9.0",
     deployed: iso(now - 3 * 86_400_000),
     lastHealthCheck: lastCheck,
+  });
+
+  const certificate = (names: string[], days: number) => ({
+    names,
+    source: "acme",
+    issuer: "C=US, O=Let's Encrypt, CN=R11",
+    notBefore: iso(now - 30 * 86_400_000),
+    notAfter: iso(now + days * 86_400_000 + 3_600_000),
+    lastError: null,
+    lastErrorAt: null,
+    nextAttemptAt: null,
+  });
+  await fleet.certificates("alpha", {
+    web: certificate(["web.test", "www.web.test"], 60),
+    api: {
+      ...certificate(["api.test"], 5),
+      lastError: `rateLimited <img src=x onerror="window.__xss='cert'">`,
+      lastErrorAt: iso(now - 3_600_000),
+    },
   });
 
   const t = (ago: number) => iso(now - ago).replace(/\.\d+Z$/, "Z");
@@ -305,6 +335,23 @@ Deno.test({
               buttons.map((b) => `${b.querySelector(".label")!.textContent}=${b.querySelector(".n")!.textContent}`),
           );
           assertEquals(counts, ["healthy=3", "unhealthy=1", "stale=0", "unreachable=0"]);
+          // Certificates: days left, red when under 14 days; at risk ones need attention.
+          const certificates = await page.$$eval("table.apps tbody tr", (rows) =>
+            rows.map((row) => {
+              const badge = row.querySelector("td:last-child .badge");
+              return `${row.querySelector("td")!.textContent}/${row.querySelector("td.app")!.textContent} ` +
+                `${row.querySelector("td:last-child")!.textContent} ${badge?.classList.contains("bad") ? "red" : ""}`;
+            }));
+          assertEquals(certificates.sort(), [
+            "alpha/api 5 d red",
+            "alpha/web 60 d ",
+            "beta/web — ",
+            "beta/worker — ",
+          ]);
+          assertMatch(
+            await page.textContent(".attention") ?? "",
+            /alpha \/ api certificate expires in 5 d · api\.test · C=US, O=Let's Encrypt, CN=R11 · valid until/,
+          );
           assertMatch(await page.textContent(".summary") ?? "", /1 of 4 apps need attention/);
           assertMatch(
             await page.textContent(".attention") ?? "",
@@ -452,6 +499,11 @@ Deno.test({
           await page.waitForSelector("main[data-ready='server:alpha'] .lines li");
           const errorLines = await page.$$eval(".lines .text", (spans) => spans.map((s) => s.textContent).join("\n"));
           assertMatch(errorLines, /<img src=x onerror=/);
+          assertEquals(
+            await page.textContent(".cert-error"),
+            `rateLimited <img src=x onerror="window.__xss='cert'">`,
+            "a certificate's error is text too",
+          );
           assertEquals(await page.evaluate(() => document.querySelectorAll("main img, main script").length), 0);
           assertEquals(await page.evaluate(() => (globalThis as { __xss?: string }).__xss), undefined);
         });

@@ -69,6 +69,15 @@ class Local {
     await Deno.writeTextFile(join(dir, "status.json"), JSON.stringify(status));
   }
 
+  /** The proxy's `.tls/certificates.json`: `app` → days its certificate has left, with the last error. */
+  async certificate(app: string, days: number, lastError: string | null = null) {
+    const dir = join(this.dir, "root", "opt", "deployments", ".tls");
+    await Deno.mkdir(dir, { recursive: true });
+    const notAfter = new Date(Date.now() + days * 86_400_000 + 3_600_000).toISOString();
+    const certificates = { [app]: { names: [`${app}.test`], source: "acme", notAfter, lastError } };
+    await Deno.writeTextFile(join(dir, "certificates.json"), JSON.stringify({ updatedAt: notAfter, certificates }));
+  }
+
   async deployed(app: string, event: string, step?: string) {
     await Deno.mkdir(join(this.logs, app), { recursive: true });
     const line = {
@@ -145,6 +154,25 @@ servers:
       "4.2 s",
       "health: it broke",
     ]);
+
+    // A certificate 10 days before expiry, its renewal failing: alerted once; renewed: once.
+    hooks.got.length = 0;
+    await local.certificate("api", 10, "rateLimited: too many certificates");
+    await collect();
+    await collect();
+    await local.certificate("api", 90);
+    await collect();
+    const [expiring, renewed] = hooks.got.map((r) => r.body);
+    assertEquals(hooks.got.length, 2, hooks.at("/hook").join("\n"));
+    assertMatch(
+      `${expiring.event} ${expiring.title}`,
+      /^certificate_expiring certificate of here\/api expires in 10 days/,
+    );
+    assertEquals(expiring.text, "last error: rateLimited: too many certificates");
+    assertMatch(
+      `${renewed.event} ${renewed.title}`,
+      /^certificate_renewed certificate of here\/api renewed: valid until/,
+    );
 
     // An outage of 3 cycles: exactly one alert and one recovery message.
     hooks.got.length = 0;

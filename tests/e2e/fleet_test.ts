@@ -139,6 +139,19 @@ Deno.test("fleet: overview, search across hosts, deployment history; a real depl
       }) + "\n",
     );
 
+    // The proxy's certificate state comes with the status files (keys next to it do not); over 1 MiB it does not.
+    const tls = async (vps: FakeVps, certificates: Record<string, unknown>, pad = "") => {
+      await Deno.mkdir(join(vps.deployments, ".tls"), { recursive: true, mode: 0o700 });
+      await Deno.writeTextFile(join(vps.deployments, ".tls", "account.key"), "secret", { mode: 0o600 });
+      await Deno.writeTextFile(
+        join(vps.deployments, ".tls", "certificates.json"),
+        JSON.stringify({ updatedAt: "2026-11-29T07:00:00Z", certificates, pad }),
+      );
+    };
+    const certificate = { names: ["api.test"], source: "acme", issuer: "CN=Pebble", notAfter: "2099-01-01T00:00:00Z" };
+    await tls(b, { api: certificate });
+    await tls(a, { api: certificate }, "x".repeat(1 << 21));
+
     await laptop.addHost("alpha", a);
     await laptop.addHost("beta", b);
     const collect = await laptop.collect();
@@ -148,16 +161,22 @@ Deno.test("fleet: overview, search across hosts, deployment history; a real depl
     const api = await serve(laptop);
     try {
       const fleet = (await api.json("/api/fleet")).body;
+      type App = { app: string; state: string; version: string; certificate: Record<string, unknown> | null };
       const apps = Object.fromEntries(
-        fleet.servers.flatMap((s: { name: string; apps: { app: string; state: string; version: string }[] }) =>
-          s.apps.map((app) => [`${s.name}/${app.app}`, app])
-        ),
+        fleet.servers.flatMap((s: { name: string; apps: App[] }) => s.apps.map((app) => [`${s.name}/${app.app}`, app])),
       );
       assertEquals(Object.keys(apps).sort(), ["alpha/api", "alpha/shop", "beta/api"]);
       assertEquals(apps["alpha/shop"].state, "fresh");
       assertEquals(apps["alpha/api"].state, "unhealthy");
       assertEquals(apps["beta/api"].version, "2222222");
       assertEquals(fleet.counts.unhealthy, 1);
+      assertEquals(
+        [apps["beta/api"].certificate?.names, apps["beta/api"].certificate?.state],
+        [["api.test"], "valid"],
+      );
+      assertEquals(apps["alpha/api"].certificate, null, "a certificates.json over 1 MiB is not pulled");
+      const mirrored = await Array.fromAsync(Deno.readDir(join(laptop.home, "mirror", "beta", "status", ".tls")));
+      assertEquals(mirrored.map((entry) => entry.name), ["certificates.json"], "no key leaves the server");
 
       // One word, one line on each host: found on both, newest first, highlighted.
       const search = (await api.json("/api/search?q=zebracorn")).body;

@@ -12,6 +12,7 @@ import type { CycleSummary } from "../../src/fleet/collector.ts";
 import { fleetConfigSchema } from "../../src/fleet/config.ts";
 import { type DeploymentRow, FleetStore } from "../../src/fleet/store.ts";
 import type { Notice, Target } from "../../src/notify.ts";
+import type { CertificateState } from "../../src/proxy/cert_state.ts";
 
 const COMMIT = "1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b";
 
@@ -306,6 +307,71 @@ Deno.test("alerts: a burst of failed deploys alerts the newest 10", async () => 
   }, { log: (line) => logged.push(line) });
 });
 
+Deno.test("alerts: certificates: expiring 14 days before (with the error), once; renewed; none and failing", async () => {
+  await withFleet((fleet) => {
+    const DAY = 86_400_000;
+    const start = fleet.now;
+    const date = (days: number) => new Date(start + days * DAY).toISOString();
+    const day = (days: number) => date(days).slice(0, 10);
+    const cert = (days: number | null, lastError: string | null = null): CertificateState => ({
+      names: ["a.test", "www.a.test"],
+      source: "acme",
+      issuer: "C=US, O=Let's Encrypt, CN=R11",
+      notBefore: null,
+      notAfter: days === null ? null : date(days),
+      lastError,
+      lastErrorAt: null,
+      nextAttemptAt: lastError ? date(8) : null,
+    });
+    const set = (at: number, certificates: Record<string, CertificateState>) => {
+      fleet.now = start + at * DAY; // the clock the cycles run at
+      fleet.store.replaceCertificates("web1", new Map(Object.entries(certificates)), fleet.now);
+    };
+    set(0, { shop: cert(20), blog: cert(10), fresh: cert(null) });
+    assertEquals(fleet.cycle({ web1: true }), [
+      `certificate_expiring certificate of web1/blog expires in 10 days (${day(10)})`,
+    ], "at risk when first seen: a deadline, not history; a certificate not issued yet is not");
+    assertEquals(fleet.cycle({ web1: true }), [], "once");
+
+    set(7, { shop: cert(20, "rateLimited: too many certificates"), blog: cert(97), fresh: cert(null) });
+    const notices = fleet.alerter.notices(fleet.summary({ web1: true }), fleet.store);
+    assertEquals(notices.map((n) => `${n.event} ${n.title}`), [
+      `certificate_renewed certificate of web1/blog renewed: valid until ${day(97)}`,
+      `certificate_expiring certificate of web1/shop expires in 13 days (${day(20)})`,
+    ]);
+    assertEquals(notices[1].ok, false);
+    assertEquals(notices[1].fields, {
+      server: "web1",
+      app: "shop",
+      names: "a.test, www.a.test",
+      issuer: "Let's Encrypt R11",
+      source: "ACME",
+      "valid until": date(20),
+      "next attempt": date(8),
+    });
+    assertEquals(notices[1].text, "last error: rateLimited: too many certificates");
+
+    set(21, { shop: cert(20, "rateLimited"), blog: cert(97), fresh: cert(null) });
+    assertEquals(fleet.cycle({ web1: true }), [], "expiring then expired is one alert");
+
+    set(22, { shop: cert(110), blog: cert(97), fresh: cert(null, "DNS problem: NXDOMAIN looking up A for new.test") });
+    assertEquals(fleet.cycle({ web1: "refused" }), [], "a server not pulled this cycle is not judged");
+    assertEquals(fleet.cycle({ web1: true }), [
+      "certificate_expiring web1/fresh has no certificate: DNS problem: NXDOMAIN looking up A for new.test",
+      `certificate_renewed certificate of web1/shop renewed: valid until ${day(110)}`,
+    ]);
+    set(23, { blog: cert(97), fresh: cert(null) });
+    assertEquals(fleet.cycle({ web1: true }), [], "retrying without a certificate yet stays at risk");
+    // The next run remembers; an app whose certificate is gone is forgotten.
+    fleet.alerter = new Alerter([], { log: () => {}, memory: JSON.parse(JSON.stringify(fleet.alerter.snapshot())) });
+    assertEquals(Object.keys(fleet.alerter.snapshot().certificates!), ["web1/blog", "web1/fresh"]);
+    set(24, { blog: cert(97), fresh: cert(90) });
+    assertEquals(fleet.cycle({ web1: true }), [
+      `certificate_renewed certificate of web1/fresh renewed: valid until ${day(90)}`,
+    ]);
+  });
+});
+
 Deno.test("alerts: the memory carries over to the next run (one process per cycle)", async () => {
   await withFleet((fleet) => {
     fleet.app("web1", "api", true);
@@ -345,13 +411,20 @@ Deno.test("FleetAlerts: no alerts configured → none; the memory file is writte
     await Deno.writeTextFile(path, "{not json");
     const fresh = (await FleetAlerts.open(config(targets), path))!;
     assertEquals(fresh.alerter.snapshot(), { version: 1, apps: {}, servers: {} });
+    await Deno.writeTextFile(path, JSON.stringify({ ...saved, certificates: { "web1/shop": "yes" } }));
+    const badCertificates = (await FleetAlerts.open(config(targets), path))!;
+    assertEquals(badCertificates.alerter.snapshot(), { version: 1, apps: {}, servers: {} });
   });
 });
 
 Deno.test("fleet config: alerts and graceCycles are checked", () => {
   const parsed = fleetConfigSchema.parse({
     graceCycles: 3,
-    alerts: [{ type: "slack", url: "https://hooks.slack.com/services/T/B/x", events: ["unreachable", "back"] }],
+    alerts: [{
+      type: "slack",
+      url: "https://hooks.slack.com/services/T/B/x",
+      events: ["unreachable", "back", "certificate_expiring", "certificate_renewed"],
+    }],
   });
   assertEquals([parsed.graceCycles, parsed.alerts.length], [3, 1]);
   assertEquals(fleetConfigSchema.parse({}).graceCycles, 2);

@@ -14,6 +14,7 @@ import {
   serveFleet,
 } from "../../src/fleet/api.ts";
 import type { FreshnessView } from "../../src/fleet/queries.ts";
+import type { CertificateState } from "../../src/proxy/cert_state.ts";
 import { type DeploymentRow, FleetStore } from "../../src/fleet/store.ts";
 
 const NOW = Date.parse("2026-11-29T07:00:00Z");
@@ -171,6 +172,7 @@ Deno.test("fleet API: /api/fleet reports fresh, stale, unreachable and unhealthy
       fetchedAt: "2026-11-29T06:59:50.000Z",
       freshness: "fresh",
       state: "fresh",
+      certificate: null,
     });
     assertEquals(servers.bravo.apps[0].state, "stale");
     assertEquals(servers.charlie.apps[0].state, "unreachable");
@@ -218,6 +220,38 @@ Deno.test("fleet API: /api/servers/:name: apps, deployments, error.log lines, ne
     const unknown = await getJson(await get("/api/servers/zulu"), 404) as Any;
     assertMatch(unknown.error, /zulu/);
     await getJson(await get("/api/servers/%E0%A4%A"), 400);
+  });
+});
+
+Deno.test("fleet API: each app's certificate, judged at the view's now (days left, state, at risk)", async () => {
+  await withFleet(async ({ store, get }) => {
+    const certificate: CertificateState = {
+      names: ["a.test", "www.a.test"],
+      source: "acme",
+      issuer: "C=US, O=Let's Encrypt, CN=R11",
+      notBefore: "2026-11-01T00:00:00.000Z",
+      notAfter: "2027-01-30T00:00:00.000Z",
+      lastError: null,
+      lastErrorAt: null,
+      nextAttemptAt: null,
+    };
+    const failing: CertificateState = {
+      ...certificate,
+      names: ["api.test"],
+      notAfter: "2026-12-05T00:00:00.000Z",
+      lastError: "rateLimited: too many certificates",
+      lastErrorAt: "2026-11-29T06:00:00.000Z",
+      nextAttemptAt: "2026-11-29T08:00:00.000Z",
+    };
+    store.replaceCertificates("alpha", new Map([["web", certificate], ["api", failing], ["idle", certificate]]), NOW);
+    const fleet = await getJson(await get("/api/fleet")) as Any;
+    const [api, web] = fleet.servers[0].apps;
+    assertEquals(web.certificate, { ...certificate, state: "valid", daysLeft: 61, atRisk: false });
+    assertEquals(api.certificate, { ...failing, state: "expiring", daysLeft: 5, atRisk: true });
+    assertEquals(fleet.servers[1].apps[0].certificate, null, "bravo has none");
+    assertEquals(fleet.servers[0].apps.length, 2, "a certificate without a status.json adds no app");
+    const alpha = await getJson(await get("/api/servers/alpha")) as Any;
+    assertEquals(alpha.apps.map((a: Any) => a.certificate?.state), ["expiring", "valid"]);
   });
 });
 

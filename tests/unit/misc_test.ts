@@ -1,6 +1,7 @@
 /**
  * Smaller modules: .env parsing, release ids, did-you-mean, the CLI parser, pkt-lines, the git
- * hook, `init`, the health check (against a real loopback server) and the deploy lock.
+ * hook, `init`, the health check (against a real loopback server), the deploy lock, and `status`
+ * with certificates (the text, and status.json taking the certificate when written).
  */
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { rejects, throws } from "node:assert/strict";
@@ -18,6 +19,9 @@ import { parseConfig } from "../../src/config/load.ts";
 import { deployFileSchema, type HealthCheck } from "../../src/config/schema.ts";
 import { checkHealth } from "../../src/deploy/health.ts";
 import { acquireLock, type LockOwner } from "../../src/deploy/lock.ts";
+import { type AppStatus, readStatus, writeStatus } from "../../src/deploy/status.ts";
+import type { CertificateState } from "../../src/proxy/cert_state.ts";
+import { statusLines } from "../../src/status_view.ts";
 
 // ---------------------------------------------------------------- .env
 
@@ -567,5 +571,94 @@ Deno.test("acquireLock: a second acquire waits until the first releases", async 
     third.release();
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+// ---------------------------------------------------------------- status and certificates
+
+const STATUS: AppStatus = {
+  name: "shop",
+  status: "running",
+  healthy: true,
+  version: "1a2b3c4",
+  release: "20261201-000000-000",
+  deployed: "2026-12-01T00:00:00Z",
+  type: "node",
+  manager: "systemd",
+  port: 3000,
+  lastDeploy: { outcome: "success", release: "r", commit: "c", version: "1a2b3c4", at: "x", duration: 1 },
+};
+
+const CERTIFICATE: CertificateState = {
+  names: ["a.test", "www.a.test"],
+  source: "acme",
+  issuer: "C=US, O=Let's Encrypt, CN=R11",
+  notBefore: "2026-12-01T00:00:00.000Z",
+  notAfter: "2027-03-01T00:00:00.000Z",
+  lastError: null,
+  lastErrorAt: null,
+  nextAttemptAt: null,
+};
+
+Deno.test("statusLines: a certificate line per app with one; expiring, expired and errors marked (red with color)", () => {
+  const now = Date.parse("2026-12-02T00:00:00Z");
+  const statuses = [STATUS, { ...STATUS, name: "api" }, { ...STATUS, name: "blog" }, { ...STATUS, name: "new" }];
+  const certificates = new Map<string, CertificateState>([
+    ["shop", CERTIFICATE],
+    ["api", {
+      ...CERTIFICATE,
+      names: ["api.test"],
+      notAfter: "2026-12-10T12:00:00.000Z",
+      lastError: "urn:ietf:params:acme:error:rateLimited: too many certificates",
+      lastErrorAt: "2026-12-01T23:00:00.000Z",
+      nextAttemptAt: "2026-12-02T01:00:00.000Z",
+    }],
+    ["blog", {
+      ...CERTIFICATE,
+      names: ["blog.test"],
+      source: "file",
+      issuer: "CN=Corp CA",
+      notAfter: "2026-11-29T00:00:00Z",
+    }],
+    ["new", { ...CERTIFICATE, names: ["new.test"], issuer: null, notBefore: null, notAfter: null }],
+    ["gone", CERTIFICATE], // no status.json: not listed
+  ]);
+  const lines = statusLines(statuses, certificates, { now, color: false });
+  assertEquals(lines.slice(5), [
+    "",
+    "shop  certificate: a.test, www.a.test — Let's Encrypt R11 — valid until 2027-03-01 (89 days)",
+    "api   certificate: api.test — Let's Encrypt R11 — valid until 2026-12-10 (8 days) — expires soon",
+    "      ! last error 2026-12-01 23:00 UTC: urn:ietf:params:acme:error:rateLimited: too many certificates; " +
+    "next attempt 2026-12-02 01:00 UTC",
+    "blog  certificate: blog.test — Corp CA (config.yml tls) — EXPIRED on 2026-11-29 (3 days ago)",
+    "new   certificate: new.test — none yet",
+  ]);
+  assertMatch(lines[0], /^APP {3}STATUS/);
+  const colored = statusLines(statuses, certificates, { now, color: true });
+  assertEquals(colored.filter((line) => line.startsWith("\x1b[31m")).length, 3, "expiring, its error, expired");
+  assertEquals(colored[6], lines[6], "a valid certificate is not red");
+  assertEquals(statusLines([STATUS], new Map(), { now, color: false }).length, 2, "no certificates: the table only");
+  assertEquals(statusLines([], certificates, { now, color: false }), ["No app has been deployed on this server yet."]);
+});
+
+Deno.test("writeStatus: status.json takes the app's certificate from .tls/certificates.json when written", async () => {
+  const root = await Deno.makeTempDir({ prefix: "dp-status-" });
+  try {
+    const path = join(root, "shop", "status.json");
+    await writeStatus(path, { ...STATUS, certificate: CERTIFICATE });
+    assertEquals((await readStatus(path))?.certificate, undefined, "no certificates.json: an old copy is dropped");
+    await Deno.mkdir(join(root, ".tls"));
+    const notAfter = "2027-06-01T00:00:00.000Z";
+    await Deno.writeTextFile(
+      join(root, ".tls", "certificates.json"),
+      JSON.stringify({ updatedAt: "x", certificates: { shop: { ...CERTIFICATE, notAfter }, api: CERTIFICATE } }),
+    );
+    await writeStatus(path, STATUS);
+    assertEquals((await readStatus(path))?.certificate, { ...CERTIFICATE, notAfter });
+    await Deno.writeTextFile(join(root, ".tls", "certificates.json"), "not json");
+    await writeStatus(path, STATUS);
+    assertEquals((await readStatus(path))?.certificate, undefined, "a broken file does not fail the write");
+  } finally {
+    await Deno.remove(root, { recursive: true });
   }
 });
