@@ -7,10 +7,14 @@
  *    a fresh directory. Target: ≤ 1.3×. The median start-up of `main.ts --version` is printed too,
  *    to show how much of the gap is Deno starting.
  * 2. Start-up: `deno run -A --quiet main.ts --help` against a hello-world script. Target: ≤ 2×.
- * 3. The proxy (./proxy.ts): keep-alive throughput and latency direct / through our proxy /
- *    through nginx (targets ≥ 0.8× direct, < 1 ms added p99), and the time a route switch takes
- *    (target < 50 ms).
+ * 3. The proxy (./proxy.ts): keep-alive throughput, latency and CPU per request direct / through
+ *    our proxy / through nginx, Caddy and HAProxy, over plain HTTP and HTTPS, with issue 13's
+ *    targets (ours ≥ 1.5× Caddy's rps and ≤ its CPU per request, ≥ 0.8× nginx's rps, ≤ 1 ms p99
+ *    added over direct), and the time a route switch takes (target < 50 ms).
  * 4. The fleet monitor (./fleet.ts): ingest, search and collection cycles.
+ *
+ * `deno task bench [execute] [startup] [proxy] [fleet] [--rounds N]`: those sections only (default:
+ * all); `--rounds N` makes the proxy section measure each endpoint N times in turn (median figures).
  *
  * Product and baseline runs alternate so that drift in machine load hits both alike. Everything
  * lives in one temp dir that is removed at the end (also on Ctrl-C / SIGTERM); every child process
@@ -266,7 +270,38 @@ async function benchStartup(tmp: string): Promise<void> {
   );
 }
 
+const SECTIONS = ["execute", "startup", "proxy", "fleet"] as const;
+type Section = typeof SECTIONS[number];
+const USAGE = `usage: deno task bench [${SECTIONS.join("] [")}] [--rounds N]
+  sections: those only (default: all); --rounds N: the proxy section measures each endpoint N times
+  in turn and prints the median of each figure (default 1)`;
+
+/** `deno task bench` arguments: section names (default: all) and `--rounds N` / `--rounds=N`. */
+export function parseArgs(argv: string[]): { sections: Set<Section>; rounds: number } {
+  const sections = new Set<Section>();
+  let rounds = 1;
+  for (let i = 0; i < argv.length; i++) {
+    const [flag, inline] = argv[i].split(/=(.*)/s, 2);
+    if (flag === "--rounds") {
+      const value = inline ?? argv[++i];
+      rounds = Number(value);
+      if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) {
+        throw new Error(`--rounds takes a whole number from 1 to 20 (got ${value})\n${USAGE}`);
+      }
+    } else if ((SECTIONS as readonly string[]).includes(argv[i])) sections.add(argv[i] as Section);
+    else throw new Error(`unknown argument ${JSON.stringify(argv[i])}\n${USAGE}`);
+  }
+  return { sections: sections.size ? sections : new Set(SECTIONS), rounds };
+}
+
 async function main(): Promise<void> {
+  let args: ReturnType<typeof parseArgs>;
+  try {
+    args = parseArgs(Deno.args);
+  } catch (error) {
+    console.error((error as Error).message);
+    Deno.exit(2);
+  }
   // On tmpfs when there is one: the shared disk's writeback makes file-heavy timings swing 5×
   // from run to run, and both sides are measured on the same filesystem either way.
   const shm = await Deno.stat("/dev/shm").then((s) => s.isDirectory, () => false);
@@ -288,11 +323,10 @@ async function main(): Promise<void> {
   const started = performance.now();
   try {
     console.log(`deploy-paradigm bench — ${Deno.version.deno} — ${Deno.build.target}`);
-    // `deno task bench [execute] [startup] [proxy] [fleet]`: those only (default: all).
-    const only = (name: string) => !Deno.args.length || Deno.args.includes(name);
+    const only = (name: Section) => args.sections.has(name);
     if (only("execute")) await benchExecute(tmp);
     if (only("startup")) await benchStartup(tmp);
-    if (only("proxy")) await benchProxy(tmp);
+    if (only("proxy")) await benchProxy(tmp, args.rounds);
     if (only("fleet")) await benchFleet(tmp);
     console.log(`\ntotal ${((performance.now() - started) / 1000).toFixed(1)} s`);
   } finally {

@@ -1,8 +1,10 @@
 /**
- * A load generator for zero-downtime tests: several workers, each sending requests one after the
- * other over keep-alive connections to a URL on loopback, recording every answer. Bounded: it
- * stops when told, or after `maxMs`.
+ * Load generators for zero-downtime tests: several workers, each sending requests one after the
+ * other over keep-alive connections on loopback, recording every answer. {@link LoadGenerator}
+ * fetches a URL; {@link HttpsLoadGenerator} speaks HTTP/1.1 over TLS with SNI and Host set to a
+ * test name. Bounded: they stop when told, or after `maxMs`.
  */
+import { HttpsClient } from "./proxy_process.ts";
 
 /** One request's outcome. */
 export interface Sample {
@@ -14,14 +16,30 @@ export interface Sample {
   error?: string;
 }
 
-/** Sends requests until stopped. */
-export class LoadGenerator {
+/** The answers a load run recorded, and the checks on them. */
+abstract class SampleLog {
   readonly samples: Sample[] = [];
+
+  /** Samples that failed: connection errors and 5xx answers. */
+  failures(): Sample[] {
+    return this.samples.filter((s) => s.error !== undefined || (s.status ?? 0) >= 500);
+  }
+
+  /** The bodies answered between two instants. */
+  bodiesBetween(from: number, to: number): Set<string> {
+    return new Set(this.samples.filter((s) => s.at >= from && s.at <= to && s.body !== undefined).map((s) => s.body!));
+  }
+}
+
+/** Sends requests until stopped. */
+export class LoadGenerator extends SampleLog {
   private running = true;
   private workers: Promise<void>[] = [];
   private readonly client = Deno.createHttpClient({ poolMaxIdlePerHost: 16 });
 
-  constructor(readonly url: string, readonly workers_ = 4, readonly maxMs = 180_000) {}
+  constructor(readonly url: string, readonly workers_ = 4, readonly maxMs = 180_000) {
+    super();
+  }
 
   /** Starts the workers. */
   start(): this {
@@ -48,14 +66,74 @@ export class LoadGenerator {
     this.client.close();
     return this.samples;
   }
+}
 
-  /** Samples that failed: connection errors and 5xx answers. */
-  failures(): Sample[] {
-    return this.samples.filter((s) => s.error !== undefined || (s.status ?? 0) >= 500);
+/**
+ * `connections` keep-alive HTTPS connections to 127.0.0.1:`port` with SNI and Host `name`, trusting
+ * `ca`, each sending `GET path` one request after the other. A request that fails (connection error,
+ * or no answer within 10 s) is recorded and its connection replaced; so is a connection the server
+ * closes with `Connection: close` (not a failure). {@link connects} counts every connection opened.
+ */
+export class HttpsLoadGenerator extends SampleLog {
+  /** Connections opened, the first `connections` included. */
+  connects = 0;
+  private running = true;
+  private workers: Promise<void>[] = [];
+
+  constructor(
+    readonly port: number,
+    readonly name: string,
+    readonly ca: string,
+    readonly connections = 4,
+    readonly path = "/",
+    readonly maxMs = 180_000,
+  ) {
+    super();
   }
 
-  /** The bodies answered between two instants. */
-  bodiesBetween(from: number, to: number): Set<string> {
-    return new Set(this.samples.filter((s) => s.at >= from && s.at <= to && s.body !== undefined).map((s) => s.body!));
+  /** Starts the workers. */
+  start(): this {
+    const until = performance.now() + this.maxMs;
+    this.workers = Array.from({ length: this.connections }, async () => {
+      let client: HttpsClient | undefined;
+      while (this.running && performance.now() < until) {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        try {
+          if (!client) {
+            this.connects++;
+            client = await HttpsClient.connect(this.port, this.name, this.ca);
+          }
+          const open = client;
+          const timeout = new Promise<never>((_, reject) => {
+            timer = setTimeout(() => {
+              open.close();
+              reject(new Error("no answer within 10 s"));
+            }, 10_000);
+          });
+          const response = await Promise.race([open.request(this.path), timeout]);
+          this.samples.push({ at: performance.now(), status: response.status, body: response.body });
+          if (response.headers.get("connection")?.toLowerCase() === "close") {
+            open.close();
+            client = undefined;
+          }
+        } catch (error) {
+          this.samples.push({ at: performance.now(), error: String(error) });
+          client?.close();
+          client = undefined;
+          await new Promise((r) => setTimeout(r, 20));
+        } finally {
+          clearTimeout(timer);
+        }
+      }
+      client?.close();
+    });
+    return this;
+  }
+
+  /** Stops the workers and closes the connections. */
+  async stop(): Promise<Sample[]> {
+    this.running = false;
+    await Promise.all(this.workers);
+    return this.samples;
   }
 }
