@@ -55,35 +55,13 @@ export function hostName(host: string): string {
   return colon > host.lastIndexOf("]") ? host.slice(0, colon) : host;
 }
 
-/** A copy of `headers` without hop-by-hop headers (and those named by Connection). */
-export function withoutHopByHop(headers: Headers): Headers {
-  const out = new Headers(headers);
-  const named = headers.get("connection");
-  if (named) {
-    for (const name of named.split(",")) {
-      try {
-        out.delete(name.trim());
-      } catch { /* not a header name: nothing to drop */ }
-    }
-  }
-  for (const name of HOP_BY_HOP) out.delete(name);
-  return out;
-}
-
 /** An address as a Forwarded node (RFC 7239): IPv6 in quotes and brackets. */
 function node(ip: string): string {
   return ip.includes(":") ? `"[${ip}]"` : ip;
 }
 
-/**
- * The headers the app gets: the client's, without hop-by-hop ones, with X-Forwarded-For,
- * -Proto, -Host, X-Real-IP and Forwarded set by the proxy. Values sent by a client are replaced,
- * unless the peer is a trusted proxy: then its chain is extended and the real client is the
- * right-most address that is not a trusted proxy.
- */
-export function forwardedHeaders(headers: Headers, client: Client, host: string): Headers {
-  const out = withoutHopByHop(headers);
-  out.set("host", host); // HTTP/2 has no Host header: the app gets the :authority as one
+/** The forwarding fields the proxy sets, computed once for {@link forwardedHeaders} and {@link forwardedLines}. */
+function forwarding(headers: Headers, client: Client, host: string): [string, string][] {
   const trusted = client.isTrusted(client.ip);
   const prior = trusted ? headers.get("x-forwarded-for") : null;
   const chain = prior ? [...prior.split(",").map((ip) => ip.trim()).filter(Boolean), client.ip] : [client.ip];
@@ -92,16 +70,60 @@ export function forwardedHeaders(headers: Headers, client: Client, host: string)
     real = chain[i];
     if (!client.isTrusted(real)) break;
   }
-  const proto = (trusted && headers.get("x-forwarded-proto")) || client.scheme;
-  const forwardedHost = (trusted && headers.get("x-forwarded-host")) || host;
-  out.set("x-forwarded-for", chain.join(", "));
-  out.set("x-real-ip", real);
-  out.set("x-forwarded-proto", proto);
-  out.set("x-forwarded-host", forwardedHost);
   const own = `for=${node(client.ip)};host="${host.replace(/"/g, "")}";proto=${client.scheme}`;
   const priorForwarded = trusted ? headers.get("forwarded") : null;
-  out.set("forwarded", priorForwarded ? `${priorForwarded}, ${own}` : own);
-  return out;
+  return [
+    ["x-forwarded-for", chain.join(", ")],
+    ["x-real-ip", real],
+    ["x-forwarded-proto", (trusted && headers.get("x-forwarded-proto")) || client.scheme],
+    ["x-forwarded-host", (trusted && headers.get("x-forwarded-host")) || host],
+    ["forwarded", priorForwarded ? `${priorForwarded}, ${own}` : own],
+  ];
+}
+
+/** Request fields the app never gets from the client: hop-by-hop, framing, and the ones the proxy sets. */
+const NOT_FORWARDED = new Set([
+  ...HOP_BY_HOP,
+  "host",
+  "content-length",
+  "expect",
+  "x-forwarded-for",
+  "x-real-ip",
+  "x-forwarded-proto",
+  "x-forwarded-host",
+  "forwarded",
+]);
+
+/**
+ * The headers the app gets: the client's, without hop-by-hop ones, with Host (HTTP/2 has none: the
+ * :authority becomes it), X-Forwarded-For, -Proto, -Host, X-Real-IP and Forwarded set by the proxy.
+ * Values sent by a client are replaced, unless the peer is a trusted proxy: then its chain is
+ * extended and the real client is the right-most address that is not a trusted proxy.
+ */
+export function forwardedHeaders(headers: Headers, client: Client, host: string): Headers {
+  return linesToHeaders(forwardedLines(headers, client, host));
+}
+
+/** Header lines (`name: value\r\n` each, as {@link forwardedLines} writes them) as Headers. */
+export function linesToHeaders(lines: string): Headers {
+  return new Headers(
+    lines.split("\r\n").filter(Boolean).map((line) => {
+      const colon = line.indexOf(": ");
+      return [line.slice(0, colon), line.slice(colon + 2)];
+    }),
+  );
+}
+
+/** {@link forwardedHeaders} as header lines (`name: value\r\n` each), as the upstream pool sends them. */
+export function forwardedLines(headers: Headers, client: Client, host: string): string {
+  let lines = `host: ${host}\r\n`;
+  const connection = headers.get("connection");
+  const named = connection ? new Set(connection.split(",").map((name) => name.trim().toLowerCase())) : undefined;
+  headers.forEach((value, name) => {
+    if (!NOT_FORWARDED.has(name) && !named?.has(name)) lines += `${name}: ${value}\r\n`;
+  });
+  for (const [name, value] of forwarding(headers, client, host)) lines += `${name}: ${value}\r\n`;
+  return lines;
 }
 
 /** What forwarding needs from the proxy. */
@@ -147,24 +169,22 @@ function bounded(body: ReadableStream<Uint8Array>, ms: number): ReadableStream<U
 }
 
 /**
- * Sends `req` to the app on 127.0.0.1:`port` with `headers`, and answers with its response
- * (streamed). The request stays in flight to `port` until the response body is sent
- * (`completed`) or, for streams, fully read. Failures: 502 (refused, reset, bad answer) and 504
- * (no answer in time), with the cause only in the log.
+ * Sends `req` to the app on 127.0.0.1:`port` with `headers` (lines from {@link forwardedLines}),
+ * and answers with its response, streamed: the upstream pool's own Response when it can (its
+ * headers carry nothing hop-by-hop). The request stays in flight to `port` until the response
+ * body is sent (`completed`) or, for streams, fully read. Failures: 502 (refused, reset, bad
+ * answer) and 504 (no answer in time), with the cause only in the log.
  */
 export async function forward(
   deps: ForwardDeps,
   app: string,
   port: number,
   req: Request,
-  headers: Headers,
+  headers: string,
   completed?: Promise<void>,
 ): Promise<Response> {
   const end = deps.inFlight.begin(port);
   try {
-    const url = new URL(req.url);
-    headers.delete("expect");
-    headers.delete("content-length");
     let body: ReadableStream<Uint8Array> | Uint8Array | null = null;
     if (req.body) {
       const length = Number(req.headers.get("content-length") ?? NaN);
@@ -184,35 +204,35 @@ export async function forward(
         body = new Uint8Array(read);
       } else body = bounded(req.body, deps.requestTimeoutMs ?? 0);
     }
+    const path = pathOf(req.url);
     let upstream: Response;
     try {
-      upstream = await deps.pool.request(port, {
-        method: req.method,
-        path: url.pathname + url.search,
-        headers,
-        body,
-      });
+      upstream = await deps.pool.request(port, { method: req.method, path, headers, body });
     } catch (error) {
       end();
       const timeout = error instanceof UpstreamError && error.kind === "timeout";
-      deps.log(`${app}: ${req.method} ${url.pathname}: 127.0.0.1:${port}: ${errorChain(error).split("\n")[0]}`);
+      const where = path.split("?")[0];
+      deps.log(`${app}: ${req.method} ${where}: 127.0.0.1:${port}: ${errorChain(error).split("\n")[0]}`);
       return errorPage(timeout ? 504 : 502);
     }
-    const out = withoutHopByHop(upstream.headers);
-    const init = { status: upstream.status, statusText: upstream.statusText, headers: out };
     if (!upstream.body || req.method === "HEAD" || NULL_BODY_STATUS.has(upstream.status)) {
       upstream.body?.cancel().catch(() => {});
       end();
-      return new Response(null, init);
+      return upstream.body ? new Response(null, upstream) : upstream;
     }
-    const length = Number(out.get("content-length") ?? NaN);
-    if (completed && length <= DIRECT_BODY_MAX) {
+    if (completed && Number(upstream.headers.get("content-length") ?? NaN) <= DIRECT_BODY_MAX) {
       completed.then(end, end);
-      return new Response(upstream.body, init);
+      return upstream;
     }
-    return new Response(deps.inFlight.stream(upstream.body, end), init);
+    return new Response(deps.inFlight.stream(upstream.body, end), upstream);
   } catch (error) {
     end();
     throw error;
   }
+}
+
+/** The origin-form target of a request URL (`/a?b`): everything from the first `/` after the authority. */
+export function pathOf(url: string): string {
+  const slash = url.indexOf("/", url.indexOf("://") + 3);
+  return slash < 0 ? "/" : url.slice(slash);
 }

@@ -6,10 +6,11 @@
  * - On the shared HTTP and HTTPS ports: the app whose domain is the request's host; unknown
  *   hosts get a plain 404. On HTTP, ACME HTTP-01 challenges are answered, and hosts with a
  *   certificate are redirected to HTTPS (308).
- * - A request whose Host could change the path is refused (400).
+ * - A request whose Host could change the path is refused (400), one whose headers are larger
+ *   than {@link MAX_HEADER_BYTES} with 431 (the app never sees it).
  * @module
  */
-import { type Client, forwardedHeaders, hostName, requestHost } from "./forward.ts";
+import { type Client, forwardedLines, hostName, linesToHeaders, requestHost } from "./forward.ts";
 import { errorPage, message } from "./pages.ts";
 import type { Route } from "./routes.ts";
 import type { RouteTable } from "./table.ts";
@@ -28,7 +29,8 @@ export interface Conn {
 /** What the handler is composed of. */
 export interface HandlerDeps {
   table(): RouteTable;
-  forward(route: Route, port: number, req: Request, headers: Headers, completed?: Promise<void>): Promise<Response>;
+  /** Forwards with `headers` as header lines (see `forwardedLines`). */
+  forward(route: Route, port: number, req: Request, headers: string, completed?: Promise<void>): Promise<Response>;
   websocket(route: Route, port: number, req: Request, headers: Headers): Promise<Response>;
   serveStatic(dir: string, req: Request): Promise<Response>;
   /** The key authorization of an ACME HTTP-01 token being validated. */
@@ -44,6 +46,8 @@ export interface HandlerDeps {
 
 const CHALLENGE_PREFIX = "/.well-known/acme-challenge/";
 const HSTS = "max-age=31536000";
+/** The most header bytes a request may forward: larger is refused (431) before the app sees it, as nginx and HAProxy do. */
+export const MAX_HEADER_BYTES = 64 * 1024;
 
 /** The handler over `deps`. */
 export function createHandler(deps: HandlerDeps): (req: Request, conn: Conn) => Promise<Response> {
@@ -92,11 +96,12 @@ function serve(deps: HandlerDeps, route: Route, req: Request, conn: Conn, host: 
   const target = route.target;
   if (!target) return Promise.resolve(errorPage(503));
   if ("dir" in target) return deps.serveStatic(target.dir, req);
-  const headers = forwardedHeaders(req.headers, conn.client, host);
+  const lines = forwardedLines(req.headers, conn.client, host);
+  if (lines.length > MAX_HEADER_BYTES) return Promise.resolve(errorPage(431, { connection: "close" }));
   if (req.headers.get("upgrade")?.toLowerCase() === "websocket") {
-    return deps.websocket(route, target.port, req, headers);
+    return deps.websocket(route, target.port, req, linesToHeaders(lines));
   }
-  return deps.forward(route, target.port, req, headers, conn.completed);
+  return deps.forward(route, target.port, req, lines, conn.completed);
 }
 
 function redirect(req: Request, name: string, httpsPort = 443): Response {

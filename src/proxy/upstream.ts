@@ -31,9 +31,11 @@ export interface UpstreamRequest {
   /**
    * Header fields to send, already filtered by the caller (no hop-by-hop), Host included (without
    * one, `host: 127.0.0.1:<port>` is sent). Any Content-Length, Transfer-Encoding or Connection here
-   * is dropped: the client frames the body itself; keep-alive is HTTP/1.1's default.
+   * is dropped: the client frames the body itself; keep-alive is HTTP/1.1's default. Or the header
+   * lines already written (`name: value\r\n` each, Host included, none of those three): the proxy's
+   * fast path.
    */
-  headers: Headers;
+  headers: Headers | string;
   /** Bytes go with a Content-Length, a stream chunked (with backpressure), null with none (`content-length: 0` for POST/PUT/PATCH). */
   body: ReadableStream<Uint8Array> | Uint8Array | null;
   /** Aborting closes the connection; the request (or the response body) fails with the signal's reason. */
@@ -109,6 +111,16 @@ const DIGITS = /^[0-9]{1,15}$/;
 /** Methods that get `content-length: 0` without a body (as fetch does), so the app need not wait for one. */
 const LENGTH_WITHOUT_BODY = new Set(["POST", "PUT", "PATCH"]);
 const DROPPED_REQUEST_HEADERS = new Set(["content-length", "transfer-encoding", "connection"]);
+/** Response fields that describe the connection to the app, not the answer (RFC 9110 §7.6.1). */
+const HOP_BY_HOP = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+]);
 const LAST_CHUNK = new Uint8Array([0x30, CR, LF, CR, LF]);
 const encoder = new TextEncoder();
 
@@ -598,7 +610,7 @@ class Call {
         end = findHeadEnd(conn.buf, conn.start, conn.start + scanned, conn.end);
       }
       if (end - conn.start > maxHeaderBytes + 4) throw new UpstreamError("protocol", "response head too large");
-      const text = latin1(conn.buf, conn.start, end - 4);
+      const text = latin1(conn.buf, conn.start, end).replace(/\r?\n\r?\n$/, "");
       conn.start = end;
       scanned = 0;
       const parsed = parseResponseHead(text, this.#req.method);
@@ -738,7 +750,7 @@ class Call {
  * {@link UpstreamError} `protocol` when it is not valid HTTP/1.x.
  */
 export function parseResponseHead(text: string, method: string): ResponseHead {
-  const lines = text.split("\r\n");
+  const lines = text.split(/\r?\n/);
   const match = STATUS_LINE.exec(lines[0]);
   if (!match) throw new UpstreamError("protocol", `malformed status line ${JSON.stringify(lines[0].slice(0, 100))}`);
   const http11 = match[1] === "1";
@@ -750,6 +762,7 @@ export function parseResponseHead(text: string, method: string): ResponseHead {
   let length: string | undefined;
   let transferEncoding: string | undefined;
   let close = !http11;
+  let named: Set<string> | undefined;
   for (let i = 1; i < lines.length; i++) {
     const line = lines[i];
     const colon = line.indexOf(":");
@@ -757,10 +770,16 @@ export function parseResponseHead(text: string, method: string): ResponseHead {
     if (colon <= 0) throw new UpstreamError("protocol", `malformed header line ${JSON.stringify(line.slice(0, 100))}`);
     const name = line.slice(0, colon);
     const value = trimOws(line, colon + 1);
-    fields.push(name, value);
-    switch (name.length === 10 || name.length === 14 || name.length === 17 ? name.toLowerCase() : "") {
+    const lower = name.toLowerCase();
+    // Hop-by-hop fields are this connection's, never the client's: the Response carries none.
+    if (!HOP_BY_HOP.has(lower)) fields.push(name, value);
+    switch (lower) {
       case "connection":
-        if (value.split(",").some((token) => token.trim().toLowerCase() === "close")) close = true;
+        for (const token of value.split(",")) {
+          const option = token.trim().toLowerCase();
+          if (option === "close") close = true;
+          else if (option && option !== "keep-alive") (named ??= new Set()).add(option);
+        }
         break;
       case "content-length":
         for (const part of value.split(",")) {
@@ -787,13 +806,17 @@ export function parseResponseHead(text: string, method: string): ResponseHead {
     framing = codings[codings.length - 1].trim().toLowerCase() === "chunked" ? "chunked" : "close";
   } else framing = length !== undefined ? "length" : "close";
   let kept = fields;
-  if (transferEncoding !== undefined && length !== undefined) {
+  const both = transferEncoding !== undefined && length !== undefined;
+  if (both || named) {
     // Both: Transfer-Encoding wins, Content-Length goes, and the connection gets no other request.
+    // Fields named by Connection are hop-by-hop too.
     kept = [];
     for (let i = 0; i < fields.length; i += 2) {
-      if (fields[i].toLowerCase() !== "content-length") kept.push(fields[i], fields[i + 1]);
+      const lower = fields[i].toLowerCase();
+      if ((both && lower === "content-length") || named?.has(lower)) continue;
+      kept.push(fields[i], fields[i + 1]);
     }
-    close = true;
+    if (both) close = true;
   }
   return {
     status,
@@ -817,14 +840,17 @@ function trimOws(line: string, start: number): string {
 function encodeRequest(port: number, req: UpstreamRequest): { head: Uint8Array; tail: Uint8Array | null } {
   const body = req.body;
   let text = `${req.method} ${req.path} HTTP/1.1\r\n`;
-  let host = false;
-  // forEach, not for-of: same pairs (sorted, combined, Set-Cookie apart), several times cheaper.
-  req.headers.forEach((value, name) => {
-    if (DROPPED_REQUEST_HEADERS.has(name)) return;
-    if (name === "host") host = true;
-    text += `${name}: ${value}\r\n`;
-  });
-  if (!host) text += `host: 127.0.0.1:${port}\r\n`;
+  if (typeof req.headers === "string") text += req.headers;
+  else {
+    let host = false;
+    // forEach, not for-of: same pairs (sorted, combined, Set-Cookie apart), several times cheaper.
+    req.headers.forEach((value, name) => {
+      if (DROPPED_REQUEST_HEADERS.has(name)) return;
+      if (name === "host") host = true;
+      text += `${name}: ${value}\r\n`;
+    });
+    if (!host) text += `host: 127.0.0.1:${port}\r\n`;
+  }
   if (body instanceof Uint8Array) text += `content-length: ${body.length}\r\n\r\n`;
   else if (body) text += "transfer-encoding: chunked\r\n\r\n";
   else text += LENGTH_WITHOUT_BODY.has(req.method) ? "content-length: 0\r\n\r\n" : "\r\n";
@@ -865,7 +891,9 @@ function findHeadEnd(buf: Uint8Array, start: number, from: number, end: number):
   for (let i = from; i < end;) {
     const lf = view.indexOf(LF, i);
     if (lf < 0) return -1;
-    if (lf - 3 >= start && view[lf - 1] === CR && view[lf - 2] === LF && view[lf - 3] === CR) return lf + 1;
+    // CRLF CRLF, or a bare LF ending a line (RFC 9112 §2.2 allows it; CGI scripts behind busybox httpd send them).
+    if (lf - 1 >= start && view[lf - 1] === LF) return lf + 1;
+    if (lf - 2 >= start && view[lf - 1] === CR && view[lf - 2] === LF) return lf + 1;
     i = lf + 1;
   }
   return -1;

@@ -23,7 +23,7 @@ const TABLE = new RouteTable([
 interface Forwarded {
   app: string;
   port: number;
-  headers: Headers;
+  headers: string;
   url: string;
 }
 

@@ -288,7 +288,8 @@ Deno.test("parseResponseHead: status, fields and body framing", () => {
   }
   // Both Transfer-Encoding and Content-Length: chunked, the length dropped, the connection not reused.
   const both = head("HTTP/1.1 200 OK\nContent-Length: 10\nTransfer-Encoding: chunked");
-  assertEquals([both.framing, both.keepAlive, both.fields], ["chunked", false, ["Transfer-Encoding", "chunked"]]);
+  // Transfer-Encoding frames this connection only: the Response carries no hop-by-hop field.
+  assertEquals([both.framing, both.keepAlive, both.fields], ["chunked", false, []]);
   // No body: HEAD, 204, 304, 1xx; Connection: close and HTTP/1.0 are not kept alive.
   assertEquals(head("HTTP/1.1 200 OK\nContent-Length: 99", "HEAD").framing, "none");
   assertEquals(head("HTTP/1.1 204 No Content").framing, "none");
@@ -383,7 +384,7 @@ Deno.test("upstream: an invalid method, path or port is refused before anything 
 Deno.test("upstream: chunked response streamed and the connection reused", async () => {
   await withNode(async ({ pool, app, get }) => {
     const res = await get("/chunked");
-    assertEquals(res.headers.get("transfer-encoding"), "chunked");
+    assertEquals(res.headers.get("transfer-encoding"), null, "hop-by-hop: not passed on");
     assertEquals(await res.text(), "first,second,third");
     assertEquals(pool.idle(app.port), 1);
     assertEquals(await (await get("/ok")).text(), "ok");
@@ -785,5 +786,33 @@ Deno.test("upstream: a 10 MB body streams with backpressure: a slow reader holds
     }
     assertEquals([read, server.written()], [total, total]);
     assertEquals(pool.idle(server.port), 1);
+  });
+});
+
+Deno.test("parseResponseHead: hop-by-hop fields, and those Connection names, never reach the Response", () => {
+  const head = parseResponseHead(
+    "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nKeep-Alive: timeout=5\r\nX-Secret: 1\r\n" +
+      "Upgrade: h2c\r\nContent-Length: 2\r\nX-App: yes",
+    "GET",
+  );
+  assertEquals(head.fields, ["Content-Length", "2", "X-App", "yes"]);
+  assertEquals([head.framing, head.keepAlive], ["length", true]);
+});
+
+Deno.test("upstream: a head whose lines end in a bare LF (a CGI script behind busybox httpd) is read", async () => {
+  const parsed = parseResponseHead("HTTP/1.0 200 OK\nContent-Type: text/plain\nX-A: 1", "GET");
+  assertEquals([parsed.status, parsed.fields, parsed.framing], [
+    200,
+    ["Content-Type", "text/plain", "X-A", "1"],
+    "close",
+  ]);
+  const server = answering("HTTP/1.0 200 OK\r\nContent-Type: text/plain\n\nhello from .env\n", { close: true });
+  await withRaw(server, async (_pool, get) => {
+    const res = await get("/cgi-bin/greeting");
+    assertEquals([res.status, res.headers.get("content-type"), await res.text()], [
+      200,
+      "text/plain",
+      "hello from .env\n",
+    ]);
   });
 });
