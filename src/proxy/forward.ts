@@ -7,7 +7,7 @@
  */
 import type { InFlight } from "./inflight.ts";
 import { errorChain, errorPage } from "./pages.ts";
-import { UpstreamError, type UpstreamPool } from "./upstream.ts";
+import { isComplete, UpstreamError, type UpstreamPool } from "./upstream.ts";
 
 const HOP_BY_HOP = [
   "connection",
@@ -20,11 +20,8 @@ const HOP_BY_HOP = [
   "transfer-encoding",
   "upgrade",
 ];
-const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304]);
 /** Request bodies up to this size with a Content-Length are read first and forwarded with it. */
 const BUFFERED_BODY_MAX = 1024 * 1024;
-/** Responses up to this Content-Length are not wrapped (faster); they end on `completed`. */
-const DIRECT_BODY_MAX = 256 * 1024;
 
 /** A host name, IPv4 address or [IPv6] address, with an optional port: nothing that can carry a path. */
 const VALID_HOST = /^(?:[a-z0-9_](?:[a-z0-9_.-]{0,252})|\[[0-9a-f:.]{2,45}\])(?::[0-9]{1,5})?$/i;
@@ -116,12 +113,21 @@ export function linesToHeaders(lines: string): Headers {
 
 /** {@link forwardedHeaders} as header lines (`name: value\r\n` each), as the upstream pool sends them. */
 export function forwardedLines(headers: Headers, client: Client, host: string): string {
-  let lines = `host: ${host}\r\n`;
-  const connection = headers.get("connection");
-  const named = connection ? new Set(connection.split(",").map((name) => name.trim().toLowerCase())) : undefined;
-  headers.forEach((value, name) => {
-    if (!NOT_FORWARDED.has(name) && !named?.has(name)) lines += `${name}: ${value}\r\n`;
-  });
+  let connection: string | undefined;
+  const write = (skip?: Set<string>) => {
+    let lines = `host: ${host}\r\n`;
+    // forEach, not for-of: several times cheaper per header.
+    headers.forEach((value, name) => {
+      if (NOT_FORWARDED.has(name)) {
+        if (name === "connection") connection = value;
+      } else if (!skip?.has(name)) lines += `${name}: ${value}\r\n`;
+    });
+    return lines;
+  };
+  let lines = write();
+  const named = connection?.split(",").map((name) => name.trim().toLowerCase())
+    .filter((name) => name && name !== "keep-alive" && name !== "close" && name !== "upgrade");
+  if (named?.length) lines = write(new Set(named)); // fields the client's Connection names are hop-by-hop
   for (const [name, value] of forwarding(headers, client, host)) lines += `${name}: ${value}\r\n`;
   return lines;
 }
@@ -170,10 +176,10 @@ function bounded(body: ReadableStream<Uint8Array>, ms: number): ReadableStream<U
 
 /**
  * Sends `req` to the app on 127.0.0.1:`port` with `headers` (lines from {@link forwardedLines}),
- * and answers with its response, streamed: the upstream pool's own Response when it can (its
- * headers carry nothing hop-by-hop). The request stays in flight to `port` until the response
- * body is sent (`completed`) or, for streams, fully read. Failures: 502 (refused, reset, bad
- * answer) and 504 (no answer in time), with the cause only in the log.
+ * and answers with its response: the upstream pool's own Response (its headers carry nothing
+ * hop-by-hop). The request is in flight to `port` until the app's answer is read in full: at once
+ * when it came with its head, else when the streamed body ends or is cancelled. Failures: 502
+ * (refused, reset, bad answer) and 504 (no answer in time), with the cause only in the log.
  */
 export async function forward(
   deps: ForwardDeps,
@@ -181,7 +187,6 @@ export async function forward(
   port: number,
   req: Request,
   headers: string,
-  completed?: Promise<void>,
 ): Promise<Response> {
   const end = deps.inFlight.begin(port);
   try {
@@ -215,16 +220,12 @@ export async function forward(
       deps.log(`${app}: ${req.method} ${where}: 127.0.0.1:${port}: ${errorChain(error).split("\n")[0]}`);
       return errorPage(timeout ? 504 : 502);
     }
-    if (!upstream.body || req.method === "HEAD" || NULL_BODY_STATUS.has(upstream.status)) {
-      upstream.body?.cancel().catch(() => {});
+    if (isComplete(upstream)) {
+      // Nothing more comes from the app: the request no longer holds its slot, however slow the client.
       end();
-      return upstream.body ? new Response(null, upstream) : upstream;
-    }
-    if (completed && Number(upstream.headers.get("content-length") ?? NaN) <= DIRECT_BODY_MAX) {
-      completed.then(end, end);
       return upstream;
     }
-    return new Response(deps.inFlight.stream(upstream.body, end), upstream);
+    return new Response(deps.inFlight.stream(upstream.body!, end), upstream);
   } catch (error) {
     end();
     throw error;

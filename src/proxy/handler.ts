@@ -22,15 +22,13 @@ export type Entry = { kind: "port"; port: number } | { kind: "http" } | { kind: 
 export interface Conn {
   entry: Entry;
   client: Client;
-  /** Settles when the response has been sent (or the client is gone). */
-  completed?: Promise<void>;
 }
 
 /** What the handler is composed of. */
 export interface HandlerDeps {
   table(): RouteTable;
   /** Forwards with `headers` as header lines (see `forwardedLines`). */
-  forward(route: Route, port: number, req: Request, headers: string, completed?: Promise<void>): Promise<Response>;
+  forward(route: Route, port: number, req: Request, headers: string): Promise<Response>;
   websocket(route: Route, port: number, req: Request, headers: Headers): Promise<Response>;
   serveStatic(dir: string, req: Request): Promise<Response>;
   /** The key authorization of an ACME HTTP-01 token being validated. */
@@ -101,7 +99,7 @@ function serve(deps: HandlerDeps, route: Route, req: Request, conn: Conn, host: 
   if (req.headers.get("upgrade")?.toLowerCase() === "websocket") {
     return deps.websocket(route, target.port, req, linesToHeaders(lines));
   }
-  return deps.forward(route, target.port, req, lines, conn.completed);
+  return deps.forward(route, target.port, req, lines);
 }
 
 function redirect(req: Request, name: string, httpsPort = 443): Response {

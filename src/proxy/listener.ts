@@ -283,21 +283,21 @@ export class HttpListener {
       tracked.idleSince = gate.now;
       if (tracked.draining && tracked.active === 0) cut(tracked);
     };
+    const context: Conn = { entry, client };
     const respond = async (event: RequestEvent) => {
       tracked.active++;
       tracked.requests++;
-      const sent = Promise.withResolvers<void>();
-      // An upgraded connection stays active: its relay ends it.
-      if (event.request.headers.get("upgrade") === null) sent.promise.then(idle);
       let response: Response;
       try {
-        response = await handler(event.request, { entry, client, completed: sent.promise });
+        response = await handler(event.request, context);
       } catch (error) {
         log(`${entry.kind === "port" ? `:${entry.port}` : entry.kind}: ${message(error)}`);
         response = new Response("500 Internal Server Error\n", { status: 500 });
       }
+      // An upgraded connection stays active: its relay ends it.
+      const upgraded = response.status === 101;
       await event.respondWith(response).catch(() => {});
-      sent.resolve();
+      if (!upgraded) idle();
     };
     try {
       tracked.http = serveHttp(conn);

@@ -87,8 +87,7 @@ export class ProxyServer {
   #forgetErrors?: () => void;
   readonly #handle = createHandler({
     table: () => this.#table,
-    forward: (route, port, req, headers, completed) =>
-      forward(this.#forwardDeps!, route.app, port, req, headers, completed),
+    forward: (route, port, req, headers) => forward(this.#forwardDeps!, route.app, port, req, headers),
     websocket: (route, port, req, headers) => {
       const end = this.#inFlight.begin(port);
       const url = new URL(req.url);

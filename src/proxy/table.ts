@@ -33,6 +33,18 @@ interface RouteConfig {
   slots?: { blue: number; green: number };
 }
 
+/** config.yml parsed last time, by path: re-reads every 2 s skip YAML and the schema when the text is unchanged. */
+const PARSED = new Map<string, { text: string; config: RouteConfig }>();
+
+function parsed(path: string, text: string): RouteConfig {
+  const known = PARSED.get(path);
+  if (known?.text === text) return known.config;
+  const config = parseConfig(text, serverConfigSchema, path) as RouteConfig;
+  if (PARSED.size > 10_000) PARSED.clear();
+  PARSED.set(path, { text, config });
+  return config;
+}
+
 /**
  * Reads every app under the deployments root of `root`. Apps with `strategy: restart` bind their
  * port themselves and are not routed. An app whose config.yml or route.json is invalid or not
@@ -63,7 +75,7 @@ export async function loadRoutes(
       const text = await ifExists(Deno.readTextFile(configPath));
       if (text === undefined) continue; // not set up (yet)
       await trust(configPath);
-      config = parseConfig(text, serverConfigSchema, configPath) as RouteConfig;
+      config = parsed(configPath, text);
       if (config.strategy === "restart") continue;
     } catch (error) {
       if (error instanceof Deno.errors.NotADirectory) continue;

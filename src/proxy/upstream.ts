@@ -22,6 +22,18 @@
  */
 import { DeployParadigmError } from "../errors.ts";
 
+/** Responses whose body (or lack of one) was read in full with the head: done with the app. */
+const COMPLETE = new WeakSet<Response>();
+
+/**
+ * Whether `response` (from {@link UpstreamPool.request}) came with its whole body: nothing more is
+ * read from the app. Asking this instead of looking at `response.body` keeps the body as bytes,
+ * which Deno's HTTP server sends without a stream.
+ */
+export function isComplete(response: Response): boolean {
+  return COMPLETE.has(response);
+}
+
 /** One request to an app. */
 export interface UpstreamRequest {
   /** An HTTP token (`GET`, `POST`, ...). */
@@ -627,6 +639,7 @@ class Call {
     const keepAlive = head.keepAlive && sent;
     if (head.framing === "none") {
       const empty = response(null, head);
+      COMPLETE.add(empty);
       this.#finish(conn, keepAlive);
       return empty;
     }
@@ -635,6 +648,7 @@ class Call {
     decoder.decodeBuffered(first);
     if (decoder.done) {
       const whole = response(concat(first), head);
+      COMPLETE.add(whole);
       this.#finish(conn, keepAlive);
       return whole;
     }
