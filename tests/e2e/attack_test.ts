@@ -921,3 +921,89 @@ Deno.test("attack 8: a 100 KB header line gets 431 or 400 and a close; a malform
     assert(alive(proxy.pid));
   });
 });
+
+/** The WebSocket app of tests/e2e/websocket_test.ts (`/stream`: 64 KiB messages as fast as taken; `/echo`) as a child. */
+async function startWebSocketApp(): Promise<{ port: number; stop(): Promise<void> }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("../fixtures/websocket/app.ts", import.meta.url).pathname],
+    stdout: "piped",
+    stderr: "inherit",
+    stdin: "null",
+  }).spawn();
+  const stop = async () => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+    await child.status;
+  };
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  try {
+    while (!text.includes("\n")) {
+      const { value, done } = await within(20_000, "the WebSocket app starts", reader.read());
+      if (done) throw new Error("the WebSocket app exited");
+      text += value;
+    }
+  } catch (error) {
+    await stop();
+    throw error;
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+  return { port: JSON.parse(text.split("\n")[0]).port, stop };
+}
+
+Deno.test("attack 9: a WebSocket client that never reads, on a streaming app, cannot grow the real proxy", async () => {
+  const wsApp = await startWebSocketApp();
+  const attackers: Deno.Conn[] = [];
+  try {
+    await withStack({}, async ({ dir, port, proxy, reload }) => {
+      await writeRoute(dir, { port: wsApp.port });
+      await reload();
+      const normal = new WebSocket(`ws://127.0.0.1:${port}/echo`);
+      const messages: string[] = [];
+      normal.onmessage = (event) => messages.push(String(event.data));
+      await within(5000, "a normal WebSocket opens", new Promise((resolve) => normal.onopen = resolve));
+      const before = rssMiB(proxy.pid);
+      let peak = before;
+      for (let i = 0; i < 3; i++) {
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+        attackers.push(conn);
+        await conn.write(encoder.encode(
+          `GET /stream HTTP/1.1\r\nHost: attacker.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+            `Sec-WebSocket-Key: ${btoa("attacker-key-16b")}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+        ));
+      } // ...and never read again
+      const end = Date.now() + 6000;
+      let echoes = 0;
+      while (Date.now() < end) {
+        normal.send(`ping ${echoes}`);
+        const sent = echoes;
+        await within(
+          3000,
+          "an echo during the attack",
+          (async () => {
+            while (!messages.includes(`ping ${sent}`)) await new Promise((r) => setTimeout(r, 10));
+          })(),
+        );
+        echoes++;
+        peak = Math.max(peak, rssMiB(proxy.pid));
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      console.log(
+        `attack 9: 3 non-reading WebSocket clients on a streaming app for 6 s: proxy RSS ${before.toFixed(1)} → ` +
+          `peak ${peak.toFixed(1)} MiB; a normal client got ${echoes} echoes meanwhile`,
+      );
+      assert(peak - before < 100, `the proxy grew by ${(peak - before).toFixed(1)} MiB`);
+      assert(echoes > 10, `only ${echoes} echoes`);
+      normal.close();
+    });
+  } finally {
+    for (const conn of attackers) {
+      try {
+        conn.close();
+      } catch { /* closed */ }
+    }
+    await wsApp.stop();
+  }
+});
