@@ -211,8 +211,9 @@ const limits = z.strictObject({
   maxConnectionsPerIp: count("Open client connections from one IP address.", 1_000_000).default(256),
   headerTimeout: positive(duration("10s"), "a client must send its request head in time (slowloris)"),
   idleTimeout: positive(duration("60s"), "idle keep-alive connections must be closed at some point"),
-  requestTimeout: duration("0s").meta({
-    description: "The whole request, body upload included; 0 (the default) for none. A duration such as 5m.",
+  requestTimeout: duration("60s").meta({
+    description: "How long a request body may stall (no byte arriving) before it is cut, or a body up to 1 MiB " +
+      "may take in all (then 408); 0: no limit.",
   }),
   upstreamTimeout: positive(duration("60s"), "it is the time the app has for its response head (then 504)"),
 }).superRefine((value, ctx) => {

@@ -155,17 +155,16 @@ async function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined
   }
 }
 
-/** `body`, erroring once `ms` (> 0) have passed before it ended: a slow upload cannot hold a connection forever. */
+/** `body`, erroring when no byte arrived for `ms` (> 0): a stalled upload cannot hold a connection forever. */
 function bounded(body: ReadableStream<Uint8Array>, ms: number): ReadableStream<Uint8Array> {
   if (!(ms > 0)) return body;
   const reader = body.getReader();
-  const deadline = Date.now() + ms;
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
-      const next = await within(reader.read(), deadline - Date.now());
+      const next = await within(reader.read(), ms);
       if (!next) {
         reader.cancel("request timeout").catch(() => {});
-        return controller.error(new Error(`the request body took longer than ${ms} ms`));
+        return controller.error(new Error(`the request body stalled for ${ms} ms`));
       }
       if (next.done) controller.close();
       else controller.enqueue(next.value);
@@ -188,11 +187,13 @@ export async function forward(
   req: Request,
   headers: string,
 ): Promise<Response> {
+  // In flight from the start: a deploy's drain waits for an upload to its old slot (bounded by requestTimeout).
   const end = deps.inFlight.begin(port);
   try {
     let body: ReadableStream<Uint8Array> | Uint8Array | null = null;
     if (req.body) {
-      const length = Number(req.headers.get("content-length") ?? NaN);
+      // With Transfer-Encoding the body is chunked whatever Content-Length says: its size is unknown.
+      const length = req.headers.has("transfer-encoding") ? NaN : Number(req.headers.get("content-length") ?? NaN);
       // Small bodies go with a Content-Length (some app servers read no chunked bodies); others stream.
       if (length <= BUFFERED_BODY_MAX) {
         let read: ArrayBuffer | undefined;

@@ -22,6 +22,8 @@ export type Entry = { kind: "port"; port: number } | { kind: "http" } | { kind: 
 export interface Conn {
   entry: Entry;
   client: Client;
+  /** Keeps the connection counted (against the limits) past its HTTP part, until the returned function runs. */
+  hold?(): () => void;
 }
 
 /** What the handler is composed of. */
@@ -29,7 +31,7 @@ export interface HandlerDeps {
   table(): RouteTable;
   /** Forwards with `headers` as header lines (see `forwardedLines`). */
   forward(route: Route, port: number, req: Request, headers: string): Promise<Response>;
-  websocket(route: Route, port: number, req: Request, headers: Headers): Promise<Response>;
+  websocket(route: Route, port: number, req: Request, headers: Headers, conn: Conn): Promise<Response>;
   serveStatic(dir: string, req: Request): Promise<Response>;
   /** The key authorization of an ACME HTTP-01 token being validated. */
   challenge?(token: string): string | undefined;
@@ -97,7 +99,7 @@ function serve(deps: HandlerDeps, route: Route, req: Request, conn: Conn, host: 
   const lines = forwardedLines(req.headers, conn.client, host);
   if (lines.length > MAX_HEADER_BYTES) return Promise.resolve(errorPage(431, { connection: "close" }));
   if (req.headers.get("upgrade")?.toLowerCase() === "websocket") {
-    return deps.websocket(route, target.port, req, linesToHeaders(lines));
+    return deps.websocket(route, target.port, req, linesToHeaders(lines), conn);
   }
   return deps.forward(route, target.port, req, lines);
 }

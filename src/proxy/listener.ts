@@ -15,7 +15,7 @@
  */
 import type { Client } from "./forward.ts";
 import type { Conn, Entry } from "./handler.ts";
-import { message } from "./pages.ts";
+import { errorPage, message } from "./pages.ts";
 
 /** Connection limits and timeouts (proxy.yml `limits`). */
 export interface Limits {
@@ -87,12 +87,15 @@ export class Gate {
     return this.#conns.size;
   }
 
-  /** Whether a new connection from `ip` may be served; logs refusals at most every 10 s. */
-  admit(ip: string): boolean {
+  /**
+   * Whether a new connection from `ip` may be served; logs refusals at most every 10 s. A trusted
+   * proxy (a load balancer in front) carries many clients: only the total limit applies to it.
+   */
+  admit(ip: string, trusted = false): boolean {
     const fromIp = this.#perIp.get(ip) ?? 0;
     const why = this.#conns.size >= this.limits.maxConnections
       ? `${this.#conns.size} connections open (limit ${this.limits.maxConnections})`
-      : fromIp >= this.limits.maxConnectionsPerIp
+      : !trusted && fromIp >= this.limits.maxConnectionsPerIp
       ? `${fromIp} connections from ${ip} (limit ${this.limits.maxConnectionsPerIp} per address)`
       : undefined;
     if (!why) return true;
@@ -183,6 +186,13 @@ export interface ListenerOptions {
 /** Refusals written at once at most; beyond, the accept loop waits for them (a connection flood's file descriptors). */
 const MAX_REFUSING = 32;
 
+/** Failed SNI lookups before a fresh TLS listener replaces the one that remembers them. */
+const MAX_SNI_MISSES = 10_000;
+/** How long a replaced TLS listener keeps accepting what the kernel queued for it. */
+const HANDOVER_OVERLAP_MS = 1000;
+/** Requests in flight on one connection (HTTP/2 streams) past which new ones get a 503. */
+export const MAX_REQUESTS_PER_CONNECTION = 100;
+
 const REFUSAL = new TextEncoder().encode(
   "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 24\r\nConnection: close\r\n\r\n" +
     "503 Service Unavailable\n",
@@ -195,6 +205,8 @@ export class HttpListener {
   #loop?: Promise<void>;
   #closed = false;
   #acceptErrorLogged = 0;
+  #misses = 0;
+  #handOverPending = false;
   /** Refusals being written now. */
   #refusing = 0;
   /** The connections this listener accepted that are still open. */
@@ -216,8 +228,14 @@ export class HttpListener {
     if (!certificateFor) return Deno.listen({ hostname, port });
     const resolver = (serverName: string) => {
       const pair = certificateFor(serverName.toLowerCase());
-      if (!pair) throw new Error(`no certificate for ${JSON.stringify(serverName)}`);
-      return pair;
+      if (pair) return pair;
+      // Deno remembers every name's answer for the listener's life, failures too: random names
+      // would grow that memory for ever, so a fresh listener (an empty memory) takes over now and then.
+      if (++this.#misses >= MAX_SNI_MISSES) {
+        this.#misses = 0;
+        setTimeout(() => this.handOver(), 0);
+      }
+      throw new Error(`no certificate for ${JSON.stringify(serverName)}`);
     };
     return Deno.listenTls(
       {
@@ -236,12 +254,27 @@ export class HttpListener {
    */
   handOver(): void {
     if (this.#closed || !this.#listener) return;
-    const next = this.#open();
+    let next: Deno.Listener;
+    try {
+      next = this.#open();
+    } catch (error) {
+      this.#handOverPending = true; // retried by retryHandOver (the proxy's 2 s tick)
+      this.#options.log(
+        `${this.#options.hostname}:${this.#options.port}: a new TLS listener failed: ${message(error)}`,
+      );
+      return;
+    }
+    this.#handOverPending = false;
     const previous = this.#listener;
     this.#listener = next;
     this.#loop = this.#accept(next);
-    // One macrotask later, so the new socket is in the kernel's group before the old one leaves it.
-    setTimeout(() => closeListener(previous), 0);
+    // The old socket's accept loop goes on for a moment: what the kernel queued for it is still served.
+    setTimeout(() => closeListener(previous), HANDOVER_OVERLAP_MS);
+  }
+
+  /** Retries a hand-over that could not open its new listener. */
+  retryHandOver(): void {
+    if (this.#handOverPending) this.handOver();
   }
 
   async #accept(listener: Deno.Listener): Promise<void> {
@@ -262,7 +295,7 @@ export class HttpListener {
         continue;
       }
       const ip = (conn.remoteAddr as Deno.NetAddr).hostname ?? "";
-      if (!gate.admit(ip)) {
+      if (!gate.admit(ip, this.#options.isTrusted(ip))) {
         // Each refusal holds a file descriptor until written: a flood must not use them all up.
         const refused = refuse(conn, !this.#options.certificateFor);
         this.#refusing++;
@@ -283,13 +316,32 @@ export class HttpListener {
       tracked.idleSince = gate.now;
       if (tracked.draining && tracked.active === 0) cut(tracked);
     };
-    const context: Conn = { entry, client };
+    // A WebSocket outlives the connection's HTTP part: it holds the connection counted until its relay ends.
+    let holds = 0;
+    let httpEnded = false;
+    const release = () => {
+      this.#conns.delete(tracked);
+      gate.release(tracked);
+    };
+    const hold = () => {
+      holds++;
+      let released = false;
+      return () => {
+        if (released) return;
+        released = true;
+        if (--holds === 0 && httpEnded) release();
+      };
+    };
+    const context: Conn = { entry, client, hold };
     const respond = async (event: RequestEvent) => {
       tracked.active++;
       tracked.requests++;
       let response: Response;
       try {
-        response = await handler(event.request, context);
+        // One HTTP/2 connection carries many requests at once: each may hold a connection to an app.
+        response = tracked.active > MAX_REQUESTS_PER_CONNECTION
+          ? errorPage(503)
+          : await handler(event.request, context);
       } catch (error) {
         log(`${entry.kind === "port" ? `:${entry.port}` : entry.kind}: ${message(error)}`);
         response = new Response("500 Internal Server Error\n", { status: 500 });
@@ -311,8 +363,8 @@ export class HttpListener {
     (async () => {
       for await (const event of tracked.http!) respond(event);
     })().catch(() => {}).finally(() => {
-      this.#conns.delete(tracked);
-      gate.release(tracked);
+      httpEnded = true;
+      if (holds === 0) release();
       cut(tracked);
     });
   }

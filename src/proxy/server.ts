@@ -18,7 +18,7 @@ import { prefix } from "../paths.ts";
 import type { CertificateManager } from "./acme.ts";
 import { isTrusted, loadProxyConfig, type ProxyConfig, trustedFile } from "./config.ts";
 import { ControlServer } from "./control.ts";
-import { forward, type ForwardDeps } from "./forward.ts";
+import { forward, type ForwardDeps, pathOf } from "./forward.ts";
 import { createHandler, type Entry } from "./handler.ts";
 import { InFlight } from "./inflight.ts";
 import { Gate, HttpListener, type Limits, raiseFdLimit } from "./listener.ts";
@@ -88,11 +88,14 @@ export class ProxyServer {
   readonly #handle = createHandler({
     table: () => this.#table,
     forward: (route, port, req, headers) => forward(this.#forwardDeps!, route.app, port, req, headers),
-    websocket: (route, port, req, headers) => {
+    websocket: (route, port, req, headers, conn) => {
       const end = this.#inFlight.begin(port);
-      const url = new URL(req.url);
-      return relayWebSocket(req, port, url.pathname + url.search, headers, {
-        onEnd: end,
+      const release = conn.hold?.() ?? (() => {});
+      return relayWebSocket(req, port, pathOf(req.url), headers, {
+        onEnd: () => {
+          end();
+          release();
+        },
         track: (abort) => this.#inFlight.track(abort),
         log: (line) => this.#log(`${route.app}: ${line}`),
       });
@@ -158,10 +161,9 @@ export class ProxyServer {
         requestTimeoutMs: config.limits.requestTimeoutMs,
       };
       if (config.metrics) {
-        const served = serveMetrics(config.metrics, this.#metrics);
-        this.#stopMetrics.push(() => served.close());
         const logged = startMetricsLog({ root: this.#root, metrics: this.#metrics, log: this.#log });
         this.#stopMetrics.push(() => logged.stop());
+        this.#serveMetrics();
       }
       const count = await this.reload();
       this.#log(
@@ -174,7 +176,24 @@ export class ProxyServer {
     }
     this.#timer = setInterval(() => {
       this.reload().catch((error) => this.#problem("*", `re-reading the routes failed: ${message(error)}`));
+      this.#https?.retryHandOver();
+      if (this.#config?.metrics && !this.#metricsServed) this.#serveMetrics();
     }, RELOAD_INTERVAL_MS);
+  }
+
+  #metricsServed = false;
+
+  /** The metrics endpoint; a busy port is logged and retried every 2 s, never a reason not to serve the apps. */
+  #serveMetrics(): void {
+    try {
+      const served = serveMetrics(this.#config!.metrics!, this.#metrics);
+      this.#metricsServed = true;
+      this.#stopMetrics.push(() => served.close());
+      this.#problems.delete("#metrics");
+      this.#log(`metrics on http://${this.#config!.metrics}/metrics`);
+    } catch (error) {
+      this.#problem("#metrics", `cannot serve the metrics on ${this.#config!.metrics}: ${message(error)} (retrying)`);
+    }
   }
 
   /**
@@ -191,16 +210,14 @@ export class ProxyServer {
   async #reloadNow(): Promise<number> {
     if (this.#closing || !this.#config) return this.#table.routes.length;
     const { routes, problems } = await loadRoutes(this.#root, this.#loaded, this.#trust);
-    const reserved = new Map<number, string>();
     const shared = routes.some((route) => route.domains.length > 0);
-    if (shared) {
-      reserved.set(this.#config.http, "HTTP");
-      reserved.set(this.#config.https, "HTTPS");
-    }
-    const table = new RouteTable(routes, reserved);
+    const table = new RouteTable(routes);
     for (const [app, line] of table.conflicts) problems.set(app, line);
     for (const [app, line] of problems) this.#problem(app, line);
-    for (const app of this.#problems.keys()) if (!problems.has(app) && app !== "*") this.#problems.delete(app);
+    // Keys that are not app names (`*`, `:80`, `#metrics`) are the proxy's own and cleared where they arise.
+    for (const app of this.#problems.keys()) {
+      if (!problems.has(app) && /^[a-z0-9]/.test(app)) this.#problems.delete(app);
+    }
     this.#logChanges(table);
     this.#table = table;
     this.#loaded = new Map(routes.map((route) => [route.app, route]));
@@ -257,8 +274,19 @@ export class ProxyServer {
       if (!this.#listeners.has(port)) this.#open(port, { kind: "port", port }, table.byPort(port)!.app);
     }
     if (shared) {
-      this.#http ??= this.#open(config.http, { kind: "http" }, "apps with domains");
-      this.#https ??= this.#open(config.https, { kind: "https" }, "apps with domains");
+      // An app already serving on its own port keeps it: the shared port waits (and says why).
+      for (const [port, kind] of [[config.http, "HTTP"], [config.https, "HTTPS"]] as const) {
+        const owner = table.byPort(port);
+        if (owner) {
+          this.#problem(
+            `:${port}`,
+            `the shared ${kind} port ${port} (proxy.yml) is ${owner.app}'s own port: apps with domains are not ` +
+              `served on it until ${owner.app} moves (domains, or another port) or proxy.yml names another port`,
+          );
+        } else this.#problems.delete(`:${port}`);
+      }
+      if (!table.byPort(config.http)) this.#http ??= this.#open(config.http, { kind: "http" }, "apps with domains");
+      if (!table.byPort(config.https)) this.#https ??= this.#open(config.https, { kind: "https" }, "apps with domains");
     } else {
       for (const listener of [this.#http, this.#https]) listener?.close(true).catch(() => {});
       if (this.#http || this.#https) this.#log("closed the shared HTTP and HTTPS ports (no app has domains)");

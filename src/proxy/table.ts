@@ -130,9 +130,9 @@ export class RouteTable {
   /** One line per app left out (a port or host name another app has). */
   readonly conflicts = new Map<string, string>();
 
-  constructor(routes: Iterable<Route>, reservedPorts: ReadonlyMap<number, string> = new Map()) {
+  constructor(routes: Iterable<Route>) {
     for (const route of routes) {
-      const clash = this.#clash(route, reservedPorts);
+      const clash = this.#clash(route);
       if (clash) {
         this.conflicts.set(route.app, `skipping ${route.app}: ${clash}`);
         continue;
@@ -146,10 +146,8 @@ export class RouteTable {
     }
   }
 
-  #clash(route: Route, reservedPorts: ReadonlyMap<number, string>): string | undefined {
+  #clash(route: Route): string | undefined {
     if (!route.domains.length) {
-      const reserved = reservedPorts.get(route.port);
-      if (reserved) return `port ${route.port} is the proxy's ${reserved} port`;
       const owner = this.#byPort.get(route.port);
       if (owner) return `port ${route.port} is already ${owner.app}'s`;
     }

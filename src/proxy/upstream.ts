@@ -137,7 +137,13 @@ const LAST_CHUNK = new Uint8Array([0x30, CR, LF, CR, LF]);
 const encoder = new TextEncoder();
 
 /** A reused connection that failed before any byte of the response: the app had closed it. */
-class StaleConnection extends Error {}
+class StaleConnection extends Error {
+  /** Whether the whole request had been written: then the app may have acted on it. */
+  written = false;
+}
+
+/** Methods that may be sent twice (RFC 9110 §9.2.2): only these are retried after the request was written. */
+const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]);
 
 /** Pooled HTTP/1.1 connections to apps on 127.0.0.1, by port. */
 export class UpstreamPool {
@@ -477,6 +483,12 @@ class BodyDecoder {
   }
 }
 
+function stale(why: string, written: boolean): StaleConnection {
+  const error = new StaleConnection(why);
+  error.written = written;
+  return error;
+}
+
 /** One request: its connection attempts, header timeout, abort, request body pump and response body. */
 class Call {
   readonly #slots: Slots;
@@ -487,7 +499,7 @@ class Call {
   #failure?: unknown;
   #failed?: PromiseWithResolvers<never>;
   /** `performance.now()` by which the response head must have arrived. */
-  readonly deadline: number;
+  deadline: number;
   #headArrived = false;
   #controller?: ReadableStreamDefaultController<Uint8Array>;
   #ended = false;
@@ -524,7 +536,8 @@ class Call {
           conn.close();
           if (this.#failure !== undefined) throw this.#failure;
           if (!(error instanceof StaleConnection)) throw error;
-          if (!replayable || retried) {
+          // A POST the app may already have handled is not sent again (as nginx's proxy_next_upstream).
+          if (!replayable || retried || (error.written && !IDEMPOTENT.has(this.#req.method))) {
             throw new UpstreamError("reset", "the app closed a kept-alive connection before answering", {
               cause: error,
             });
@@ -541,11 +554,14 @@ class Call {
     }
   }
 
-  /** The header timeout is over. */
+  /** The header timeout is over (it counts from the end of a streamed upload: a slow upload is not the app's fault). */
   expire(): void {
-    if (!this.#headArrived) {
-      this.#fail(new UpstreamError("timeout", `no response head within ${this.#slots.headerTimeoutMs} ms`));
+    if (this.#headArrived) return;
+    if (this.#req.body instanceof ReadableStream && !this.#sourceDone && this.#pumpResult === undefined) {
+      this.deadline = performance.now() + this.#slots.headerTimeoutMs;
+      return;
     }
+    this.#fail(new UpstreamError("timeout", `no response head within ${this.#slots.headerTimeoutMs} ms`));
   }
 
   #onAbort = () => this.#fail(abortReason(this.#req.signal!));
@@ -611,11 +627,11 @@ class Call {
         try {
           more = await conn.fill(maxHeaderBytes + 4);
         } catch (error) {
-          if (reused && !received) throw new StaleConnection(message(error));
+          if (reused && !received) throw stale(message(error), sent);
           throw new UpstreamError("reset", `reading the response head: ${message(error)}`, { cause: error });
         }
         if (!more) {
-          if (reused && !received) throw new StaleConnection("EOF");
+          if (reused && !received) throw stale("EOF", sent);
           throw new UpstreamError("reset", "the app closed the connection before a complete response head");
         }
         received = true;

@@ -1007,3 +1007,50 @@ Deno.test("attack 9: a WebSocket client that never reads, on a streaming app, ca
     await wsApp.stop();
   }
 });
+
+Deno.test("attack 10: open WebSockets count against the per-address limit; a Content-Length beside chunked is not trusted", async () => {
+  const wsApp = await startWebSocketApp();
+  const sockets: WebSocket[] = [];
+  try {
+    const proxyYml = LIMITS.replace("maxConnectionsPerIp: 100", "maxConnectionsPerIp: 3");
+    await withStack({ proxyYml }, async ({ dir, port, reload }) => {
+      // A body framed by chunks with a Content-Length of 1 beside it: streamed to the app, never buffered whole.
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      const chunk = "x".repeat(64 * 1024);
+      let body = "";
+      for (let i = 0; i < 48; i++) body += `${chunk.length.toString(16)}\r\n${chunk}\r\n`;
+      await conn.write(encoder.encode(
+        `POST /upload HTTP/1.1\r\nHost: web.test\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n` +
+          `Connection: close\r\n\r\n${body}0\r\n\r\n`,
+      ));
+      const answer = await within(10_000, "the upload's answer", new Response(conn.readable).text());
+      assertMatch(answer, /^HTTP\/1\.1 200/);
+      const seen = JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4)) as Echo;
+      assertEquals(seen.headers["transfer-encoding"], "chunked", "streamed to the app, not buffered whole");
+      assertEquals(seen.headers["content-length"], undefined);
+
+      await writeRoute(dir, { port: wsApp.port });
+      await reload();
+      for (let i = 0; i < 3; i++) {
+        const ws = new WebSocket(`ws://127.0.0.1:${port}/echo`);
+        sockets.push(ws);
+        await within(
+          5000,
+          "a WebSocket opens",
+          new Promise((resolve, reject) => {
+            ws.onopen = resolve;
+            ws.onerror = reject;
+          }),
+        );
+      }
+      // Three WebSockets hold three connections: a fourth connection from the same address is refused.
+      const refused = await request(port, "/").catch((error) => error);
+      const text = refused instanceof Error ? refused.message : `${refused.status}`;
+      console.log(`attack 10: a 4th connection beside 3 open WebSockets (limit 3 per address): ${text}`);
+      assertMatch(text, /503|closed|reset/);
+    });
+  } finally {
+    for (const ws of sockets) ws.close();
+    await wsApp.stop();
+  }
+});

@@ -22,7 +22,7 @@ const DEFAULT_LIMITS = {
   maxConnectionsPerIp: 256,
   headerTimeoutMs: 10_000,
   idleTimeoutMs: 60_000,
-  requestTimeoutMs: 0,
+  requestTimeoutMs: 60_000,
   upstreamTimeoutMs: 60_000,
 };
 const DEFAULTS = { http: 80, https: 443, trustedProxies: [], limits: DEFAULT_LIMITS };
