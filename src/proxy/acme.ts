@@ -23,9 +23,10 @@ import {
   type LoadedCertificate,
   parseCertificate,
 } from "./certs.ts";
+import { LETS_ENCRYPT } from "./config.ts";
 
 /** Let's Encrypt's production directory: the default. */
-export const LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory";
+export const LETS_ENCRYPT_DIRECTORY = LETS_ENCRYPT;
 
 /** proxy.yml `acme:`. */
 export interface AcmeSettings {

@@ -12,6 +12,7 @@ import { dirname, join } from "node:path";
 import { DeployParadigmError } from "../errors.ts";
 import { readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
 import { deploymentsRoot } from "../paths.ts";
+import { CERTIFICATES_FILE, type CertificatesFile, type CertificateState } from "./cert_state.ts";
 
 /** What the proxy needs to know about a certificate. */
 export interface CertificateInfo {
@@ -32,24 +33,16 @@ export interface LoadedCertificate {
   info: CertificateInfo;
 }
 
-/** One app's line in `certificates.json`. Dates are ISO strings; `null` when unknown. */
-export interface CertificateStatus {
-  /** The served certificate's names; the wanted domains while there is none yet. */
-  names: string[];
-  source: "acme" | "file";
-  issuer: string | null;
-  notBefore: string | null;
-  notAfter: string | null;
-  lastError: string | null;
-  lastErrorAt: string | null;
-  nextAttemptAt: string | null;
-}
+/**
+ * One app's line in `certificates.json` (the format ./cert_state.ts reads back): dates are ISO
+ * strings, `null` when unknown; `names` are the wanted domains while there is no certificate yet.
+ */
+export type CertificateStatus = CertificateState & { source: "acme" | "file" };
 
 /** The content of `<deployments root>/.tls/certificates.json`: no secrets. */
-export interface CertificatesState {
-  updatedAt: string;
+export type CertificatesState = Omit<CertificatesFile, "certificates"> & {
   certificates: Record<string, CertificateStatus>;
-}
+};
 
 /** `<deployments root>/.tls` under the server root `root`. */
 export function tlsDir(root: string): string {
@@ -58,7 +51,7 @@ export function tlsDir(root: string): string {
 
 /** `<deployments root>/.tls/certificates.json` under the server root `root`. */
 export function certificatesStatePath(root: string): string {
-  return join(tlsDir(root), "certificates.json");
+  return join(deploymentsRoot(root), CERTIFICATES_FILE);
 }
 
 /** The PEM blocks of `text` (a chain file holds several), each with its BEGIN/END lines. */

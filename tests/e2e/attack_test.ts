@@ -30,28 +30,6 @@ const IDLE_TIMEOUT_MS = 3000;
 /** How often the proxy looks for connections past their timeout (listener.ts Gate). */
 const SWEEP_MS = 500;
 
-/** Resolves with `promise`, or rejects after `ms` (a hang fails the test instead of stalling it). */
-async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) =>
-        timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)
-      ),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
-}
-
 const alive = (pid: number) => {
   try {
     return Deno.statSync(`/proc/${pid}`).isDirectory;
@@ -442,6 +420,8 @@ for info in conns.values():
             out["cutMaxSeconds"] = round(max(out["cutMaxSeconds"] or 0, lifetime), 3)
 say("done", out)
 `;
+import { within } from "../helpers/time.ts";
+import { freePort } from "../helpers/server.ts";
 
 interface AttackOptions {
   port: number;

@@ -8,34 +8,12 @@ import { control } from "../../src/proxy/client.ts";
 import { controlSocketPath, type RouteTarget, writeRoute } from "../../src/proxy/routes.ts";
 import { ProxyServer } from "../../src/proxy/server.ts";
 import { deploymentsRoot } from "../../src/paths.ts";
+import { sleep, within } from "../helpers/time.ts";
+import { freePort } from "../helpers/server.ts";
 
 const BIN = resolve(import.meta.dirname!, "../../bin/deploy-paradigm");
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
-}
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Resolves with `promise`, or rejects after `ms` (a hang fails the test instead of stalling it). */
-async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) =>
-        timer = setTimeout(() => reject(new Error(`${what}: no answer in ${ms} ms`)), ms)
-      ),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** An app process: a real HTTP server on 127.0.0.1. */
 function upstream(handler: Deno.ServeHandler<Deno.NetAddr>): Deno.HttpServer<Deno.NetAddr> {

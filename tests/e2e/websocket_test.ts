@@ -25,28 +25,13 @@ import {
   wireCloseCode,
 } from "../../src/proxy/websocket.ts";
 import { type RelayServer, serveRelay } from "../fixtures/websocket/proxy.ts";
+import { sleep, within } from "../helpers/time.ts";
+import { freePort } from "../helpers/server.ts";
 
 const FIXTURES = resolve(import.meta.dirname!, "../fixtures/websocket");
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const MiB = 1024 * 1024;
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Resolves with `promise`, or rejects after `ms` (a hang fails the test instead of stalling it). */
-async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) =>
-        timer = setTimeout(() => reject(new Error(`${what}: nothing in ${ms} ms`)), ms)
-      ),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** Polls `check` until it holds, for at most `ms`. */
 async function until(ms: number, what: string, check: () => boolean): Promise<void> {
@@ -55,13 +40,6 @@ async function until(ms: number, what: string, check: () => boolean): Promise<vo
     if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
     await sleep(10);
   }
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
 }
 
 function bytesOf(text: string): Uint8Array {

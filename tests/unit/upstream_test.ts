@@ -8,25 +8,10 @@
 import { rejects, throws } from "node:assert/strict";
 import { assert, assertEquals } from "../helpers/assert.ts";
 import { parseResponseHead, UpstreamError, type UpstreamErrorKind, UpstreamPool } from "../../src/proxy/upstream.ts";
+import { sleep, within } from "../helpers/time.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Resolves with `promise`, or rejects after `ms` (a hang fails the test instead of stalling it). */
-async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) =>
-        timer = setTimeout(() => reject(new Error(`${what}: not done in ${ms} ms`)), ms)
-      ),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** Waits until `check()` holds (polling), or fails after `ms`. */
 async function until(what: string, check: () => boolean, ms = 3000): Promise<void> {
