@@ -638,7 +638,9 @@ class Call {
         end = findHeadEnd(conn.buf, conn.start, conn.start + scanned, conn.end);
       }
       if (end - conn.start > maxHeaderBytes + 4) throw new UpstreamError("protocol", "response head too large");
-      const text = latin1(conn.buf, conn.start, end).replace(/\r?\n\r?\n$/, "");
+      let stop = end; // without the empty line that ends the head
+      while (stop > conn.start && (conn.buf[stop - 1] === LF || conn.buf[stop - 1] === CR)) stop--;
+      const text = latin1(conn.buf, conn.start, stop);
       conn.start = end;
       scanned = 0;
       const parsed = parseResponseHead(text, this.#req.method);
@@ -780,9 +782,10 @@ class Call {
  * {@link UpstreamError} `protocol` when it is not valid HTTP/1.x.
  */
 export function parseResponseHead(text: string, method: string): ResponseHead {
-  const lines = text.split(/\r?\n/);
-  const match = STATUS_LINE.exec(lines[0]);
-  if (!match) throw new UpstreamError("protocol", `malformed status line ${JSON.stringify(lines[0].slice(0, 100))}`);
+  const lines = text.split("\n");
+  const first = lines[0].endsWith("\r") ? lines[0].slice(0, -1) : lines[0];
+  const match = STATUS_LINE.exec(first);
+  if (!match) throw new UpstreamError("protocol", `malformed status line ${JSON.stringify(first.slice(0, 100))}`);
   const http11 = match[1] === "1";
   const status = Number(match[2]);
   const statusText = match[3] ?? "";
@@ -794,7 +797,8 @@ export function parseResponseHead(text: string, method: string): ResponseHead {
   let close = !http11;
   let named: Set<string> | undefined;
   for (let i = 1; i < lines.length; i++) {
-    const line = lines[i];
+    const raw = lines[i];
+    const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw; // CRLF, or a bare LF
     const colon = line.indexOf(":");
     // An empty name, whitespace before the colon and obs-fold (a leading space) fail as invalid names later.
     if (colon <= 0) throw new UpstreamError("protocol", `malformed header line ${JSON.stringify(line.slice(0, 100))}`);
