@@ -76,7 +76,7 @@ async function existing(configPath: string): Promise<Partial<SetupOptions>> {
  */
 export function parseDomains(values: readonly string[]): string[] {
   const names = [
-    ...new Set(values.flatMap((value) => value.split(/[\s,]+/)).filter(Boolean).map((n) => n.toLowerCase())),
+    ...new Set(values.flatMap((value) => value.split(",")).map((n) => n.trim().toLowerCase()).filter(Boolean)),
   ];
   const problems = names.flatMap((name) => {
     const problem = hostNameProblem(name);

@@ -829,8 +829,12 @@ function statusBase(plan: Deployment) {
   };
 }
 
+/** Where the app answers: its first domain (through the proxy's shared ports), else its own port. */
 function url(plan: Deployment): string {
-  return `http://127.0.0.1:${plan.config.port}/`;
+  const domain = plan.config.strategy === "blue-green"
+    ? plan.config.domains.find((d) => !d.startsWith("*."))
+    : undefined;
+  return domain ? `https://${domain}/` : `http://127.0.0.1:${plan.config.port}/`;
 }
 
 function now(): string {

@@ -13,7 +13,7 @@ import { dirname, join, resolve } from "node:path";
 import { z } from "zod";
 import { parseConfig } from "../config/load.ts";
 import { absolutePath, duration, port } from "../config/schema.ts";
-import { DeployParadigmError } from "../errors.ts";
+import { DeployParadigmError, UsageError } from "../errors.ts";
 import { ifExists } from "../fsutil.ts";
 import { deploymentsRoot, prefix } from "../paths.ts";
 
@@ -259,6 +259,10 @@ export const proxyConfigSchema = z.strictObject({
   if (value.http === value.https) {
     ctx.addIssue({ code: "custom", path: ["https"], message: `must differ from http (${value.http})` });
   }
+  const metricsPort = Number(value.metrics?.slice(value.metrics.lastIndexOf(":") + 1));
+  if (metricsPort === value.http || metricsPort === value.https) {
+    ctx.addIssue({ code: "custom", path: ["metrics"], message: `must use another port than http and https` });
+  }
 }).meta({ title: "deploy-paradigm proxy.yml", description: "The proxy's settings, in the deployments root." });
 
 /**
@@ -278,7 +282,13 @@ export async function loadProxyConfig(
 ): Promise<ProxyConfig> {
   const path = proxyConfigPath(root);
   if (!(await ifExists(Deno.lstat(path)))) return proxyConfigSchema.parse({});
-  await trust(path);
+  try {
+    await trust(path);
+  } catch (error) {
+    // Not trusted is a configuration problem: exit 2, with the fix.
+    if (!(error instanceof DeployParadigmError) || error instanceof UsageError) throw error;
+    throw new UsageError(error.message, { suggestion: error.suggestion, cause: error });
+  }
   return parseConfig(await Deno.readTextFile(path), proxyConfigSchema, path);
 }
 

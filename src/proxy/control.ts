@@ -113,7 +113,7 @@ export class ControlServer {
     ]);
     clearTimeout(timer);
     const running = {
-      suggestion: "stop it first (systemctl stop deploy-paradigm-proxy), or use it",
+      suggestion: "stop it first (the deploy-paradigm-proxy service, under systemd or pm2), or use it",
     };
     if (!locked) {
       throw new DeployParadigmError(`another proxy is already running (it holds ${join(dir, ".proxy.lock")})`, running);

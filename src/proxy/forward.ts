@@ -42,14 +42,24 @@ export interface Client {
  * would otherwise rewrite the path the app sees.
  */
 export function requestHost(req: Request): string | undefined {
-  const host = req.headers.get("host") ?? new URL(req.url).host;
-  return VALID_HOST.test(host) ? host.toLowerCase() : undefined;
+  const host = req.headers.get("host") ?? authorityOf(req.url);
+  if (!VALID_HOST.test(host)) return undefined;
+  const port = /:(\d+)$/.exec(host);
+  return port && Number(port[1]) > 65535 ? undefined : host.toLowerCase();
 }
 
-/** `host` without its port (`[::1]:8080` → `[::1]`). */
+/** The authority of a request URL (`http://a.test:8443/x` → `a.test:8443`), without a URL object. */
+function authorityOf(url: string): string {
+  const start = url.indexOf("://") + 3;
+  const slash = url.indexOf("/", start);
+  return url.slice(start, slash < 0 ? url.length : slash);
+}
+
+/** `host` without its port (`[::1]:8080` → `[::1]`) and without a trailing dot (`a.test.` is `a.test`). */
 export function hostName(host: string): string {
   const colon = host.lastIndexOf(":");
-  return colon > host.lastIndexOf("]") ? host.slice(0, colon) : host;
+  const name = colon > host.lastIndexOf("]") ? host.slice(0, colon) : host;
+  return name.endsWith(".") ? name.slice(0, -1) : name;
 }
 
 /** An address as a Forwarded node (RFC 7239): IPv6 in quotes and brackets. */

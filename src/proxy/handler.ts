@@ -10,7 +10,7 @@
  *   than {@link MAX_HEADER_BYTES} with 431 (the app never sees it).
  * @module
  */
-import { type Client, forwardedLines, hostName, linesToHeaders, requestHost } from "./forward.ts";
+import { type Client, forwardedLines, hostName, linesToHeaders, pathOf, requestHost } from "./forward.ts";
 import { errorPage, message } from "./pages.ts";
 import type { Route } from "./routes.ts";
 import type { RouteTable } from "./table.ts";
@@ -61,7 +61,7 @@ export function createHandler(deps: HandlerDeps): (req: Request, conn: Conn) => 
       if (!route) return errorPage(503);
     } else {
       const name = hostName(host);
-      const path = new URL(req.url).pathname;
+      const path = pathOf(req.url).split("?")[0];
       if (entry.kind === "http" && path.startsWith(CHALLENGE_PREFIX) && deps.challenge) {
         const answer = deps.challenge(path.slice(CHALLENGE_PREFIX.length));
         return answer === undefined
@@ -77,7 +77,7 @@ export function createHandler(deps: HandlerDeps): (req: Request, conn: Conn) => 
     try {
       response = await serve(deps, route, req, conn, host);
     } catch (error) {
-      deps.log(`${route.app}: ${req.method} ${new URL(req.url).pathname}: ${message(error)}`);
+      deps.log(`${route.app}: ${req.method} ${pathOf(req.url).split("?")[0]}: ${message(error)}`);
       response = errorPage(500);
     }
     if (entry.kind === "https" && route.hsts && response.status !== 101) {
@@ -105,10 +105,9 @@ function serve(deps: HandlerDeps, route: Route, req: Request, conn: Conn, host: 
 }
 
 function redirect(req: Request, name: string, httpsPort = 443): Response {
-  const url = new URL(req.url);
   const port = httpsPort === 443 ? "" : `:${httpsPort}`;
   return new Response(null, {
     status: 308,
-    headers: { location: `https://${name}${port}${url.pathname}${url.search}`, "cache-control": "no-store" },
+    headers: { location: `https://${name}${port}${pathOf(req.url)}`, "cache-control": "no-store" },
   });
 }

@@ -216,7 +216,9 @@ export class ProxyServer {
     for (const [app, line] of problems) this.#problem(app, line);
     // Keys that are not app names (`*`, `:80`, `#metrics`) are the proxy's own and cleared where they arise.
     for (const app of this.#problems.keys()) {
-      if (!problems.has(app) && /^[a-z0-9]/.test(app)) this.#problems.delete(app);
+      if (problems.has(app) || !/^[a-z0-9]/.test(app)) continue;
+      this.#problems.delete(app);
+      this.#log(`${app}: the problem logged before is gone`);
     }
     this.#logChanges(table);
     this.#table = table;

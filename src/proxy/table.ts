@@ -13,6 +13,7 @@ import { ifExists } from "../fsutil.ts";
 import { deploymentsRoot } from "../paths.ts";
 import { message } from "./pages.ts";
 import { describeTarget, readRoute, type Route, ROUTE_FILE, type RouteTarget } from "./routes.ts";
+import { DeployParadigmError } from "../errors.ts";
 
 /** Throws when a file must not be trusted (owner, mode); see `trustedFile` in ./config.ts. */
 export type TrustCheck = (path: string) => Promise<void>;
@@ -80,7 +81,7 @@ export async function loadRoutes(
     } catch (error) {
       if (error instanceof Deno.errors.NotADirectory) continue;
       const keeps = before ? `; it keeps ${describeRoute(before)}` : "";
-      problems.set(app, `skipping ${app}: ${message(error)}${keeps}`);
+      problems.set(app, `skipping ${app}: ${withFix(error)}${keeps}`);
       if (before) routes.push(before);
       continue;
     }
@@ -90,7 +91,7 @@ export async function loadRoutes(
       target = await readRoute(dir);
     } catch (error) {
       target = before?.target;
-      problems.set(app, `${app}: ${message(error)}; it keeps ${describeTarget(target)}`);
+      problems.set(app, `${app}: ${withFix(error)}; it keeps ${describeTarget(target)}`);
     }
     routes.push({
       app,
@@ -103,6 +104,12 @@ export async function loadRoutes(
     });
   }
   return { routes, problems };
+}
+
+/** An error's message with its suggestion (`… (fix: chmod go-w …)`), for the proxy's log. */
+function withFix(error: unknown): string {
+  const fix = error instanceof DeployParadigmError && error.suggestion ? ` (fix: ${error.suggestion})` : "";
+  return message(error) + fix;
 }
 
 function slotOf(slots: RouteConfig["slots"], target: RouteTarget | undefined): string | undefined {

@@ -4,6 +4,7 @@
  * claims which domain on a server.
  */
 import { join } from "node:path";
+import { throws } from "node:assert/strict";
 import { FULL_DEPLOY_YML } from "../helpers/configs.ts";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { MAX_CONFIG_BYTES, parseConfig } from "../../src/config/load.ts";
@@ -563,4 +564,15 @@ Deno.test("refuseTakenDomains: a usage error naming both apps and the domain", a
         `shop.example.com (app "shop", ${shopConfig}), www.shop.example.com (app "shop", ${shopConfig})`,
     );
   });
+});
+
+Deno.test("setup --domain: commas separate names; a space inside one is refused, as in config.yml", async () => {
+  const { parseDomains } = await import("../../src/setup.ts");
+  assertEquals(parseDomains(["Shop.Test, www.shop.test", "api.shop.test"]), [
+    "shop.test",
+    "www.shop.test",
+    "api.shop.test",
+  ]);
+  assertEquals(parseDomains([""]), []);
+  throws(() => parseDomains(["x y"]), /--domain: "x y"/);
 });

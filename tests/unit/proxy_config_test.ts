@@ -326,3 +326,9 @@ Deno.test({
     });
   },
 });
+
+Deno.test("proxy.yml: the metrics port cannot be the shared HTTP or HTTPS port", () => {
+  assertEquals(problems("http: 8080\nmetrics: 127.0.0.1:8080\n"), [
+    'proxy.yml:2:10: "metrics" must use another port than http and https (got "127.0.0.1:8080")',
+  ]);
+});

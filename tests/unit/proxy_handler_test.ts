@@ -76,6 +76,8 @@ Deno.test("handler: a Host that could rewrite the path is refused; the path is t
   assertEquals(forwarded.length, 0);
   assertEquals(requestHost(new Request("http://x/", { headers: { host: "Shop.Test:8080" } })), "shop.test:8080");
   assertEquals(requestHost(new Request("http://x/", { headers: { host: "[::1]:80" } })), "[::1]:80");
+  assertEquals(requestHost(new Request("http://x/", { headers: { host: "shop.test:99999" } })), undefined);
+  assertEquals(hostName("shop.test.:443"), "shop.test", "a trailing dot names the same host");
   assertEquals(hostName("[::1]:80"), "[::1]");
   assertEquals(hostName("shop.test:80"), "shop.test");
 });
