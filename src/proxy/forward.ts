@@ -34,6 +34,8 @@ export interface Client {
   scheme: "http" | "https";
   /** Whether `ip` is one of the trusted proxies (its forwarding headers are kept and extended). */
   isTrusted: (ip: string) => boolean;
+  /** The forwarding lines last written for this client (one connection), by host: they rarely change. */
+  lastForwarding?: { host: string; lines: string };
 }
 
 /**
@@ -44,8 +46,8 @@ export interface Client {
 export function requestHost(req: Request): string | undefined {
   const host = req.headers.get("host") ?? authorityOf(req.url);
   if (!VALID_HOST.test(host)) return undefined;
-  const port = /:(\d+)$/.exec(host);
-  return port && Number(port[1]) > 65535 ? undefined : host.toLowerCase();
+  const colon = host.lastIndexOf(":");
+  return colon > host.lastIndexOf("]") && Number(host.slice(colon + 1)) > 65535 ? undefined : host.toLowerCase();
 }
 
 /** The authority of a request URL (`http://a.test:8443/x` → `a.test:8443`), without a URL object. */
@@ -123,14 +125,31 @@ export function linesToHeaders(lines: string): Headers {
 
 /** {@link forwardedHeaders} as header lines (`name: value\r\n` each), as the upstream pool sends them. */
 export function forwardedLines(headers: Headers, client: Client, host: string): string {
+  return forwardedRequest(headers, client, host).lines;
+}
+
+/** A request's header lines for the app, and what the walk over its headers saw on the way. */
+export interface ForwardedRequest {
+  lines: string;
+  /** The client's Upgrade header (`websocket`), if any. */
+  upgrade?: string;
+  /** The client's Content-Length, if any. */
+  length?: string;
+}
+
+/** {@link forwardedLines}, with the Upgrade and Content-Length seen in the same one walk over the headers. */
+export function forwardedRequest(headers: Headers, client: Client, host: string): ForwardedRequest {
+  const out: ForwardedRequest = { lines: "" };
   let connection: string | undefined;
   const write = (skip?: Set<string>) => {
     let lines = `host: ${host}\r\n`;
     // forEach, not for-of: several times cheaper per header.
     headers.forEach((value, name) => {
-      if (NOT_FORWARDED.has(name)) {
-        if (name === "connection") connection = value;
-      } else if (!skip?.has(name)) lines += `${name}: ${value}\r\n`;
+      if (!NOT_FORWARDED.has(name)) {
+        if (!skip?.has(name)) lines += `${name}: ${value}\r\n`;
+      } else if (name === "connection") connection = value;
+      else if (name === "upgrade") out.upgrade = value;
+      else if (name === "content-length") out.length = value;
     });
     return lines;
   };
@@ -138,7 +157,17 @@ export function forwardedLines(headers: Headers, client: Client, host: string): 
   const named = connection?.split(",").map((name) => name.trim().toLowerCase())
     .filter((name) => name && name !== "keep-alive" && name !== "close" && name !== "upgrade");
   if (named?.length) lines = write(new Set(named)); // fields the client's Connection names are hop-by-hop
+  out.lines = lines + forwardingLines(headers, client, host);
+  return out;
+}
+
+/** The forwarding fields as lines; for an untrusted client they depend on its host only, so they are kept per connection. */
+function forwardingLines(headers: Headers, client: Client, host: string): string {
+  const trusted = client.isTrusted(client.ip);
+  if (!trusted && client.lastForwarding?.host === host) return client.lastForwarding.lines;
+  let lines = "";
   for (const [name, value] of forwarding(headers, client, host)) lines += `${name}: ${value}\r\n`;
+  if (!trusted) client.lastForwarding = { host, lines };
   return lines;
 }
 

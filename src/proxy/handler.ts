@@ -10,7 +10,7 @@
  *   than {@link MAX_HEADER_BYTES} with 431 (the app never sees it).
  * @module
  */
-import { type Client, forwardedLines, hostName, linesToHeaders, pathOf, requestHost } from "./forward.ts";
+import { type Client, forwardedRequest, hostName, linesToHeaders, pathOf, requestHost } from "./forward.ts";
 import { errorPage, message } from "./pages.ts";
 import type { Route } from "./routes.ts";
 import type { RouteTable } from "./table.ts";
@@ -73,9 +73,10 @@ export function createHandler(deps: HandlerDeps): (req: Request, conn: Conn) => 
       if (entry.kind === "http" && deps.hasCertificate?.(name)) return redirect(req, name, deps.httpsPort?.());
     }
     const done = deps.measure?.(route.app, route.slot ?? "-");
+    const seen: { length?: string } = {};
     let response: Response;
     try {
-      response = await serve(deps, route, req, conn, host);
+      response = await serve(deps, route, req, conn, host, seen);
     } catch (error) {
       deps.log(`${route.app}: ${req.method} ${pathOf(req.url).split("?")[0]}: ${message(error)}`);
       response = errorPage(500);
@@ -85,20 +86,28 @@ export function createHandler(deps: HandlerDeps): (req: Request, conn: Conn) => 
     }
     done?.(
       response.status,
-      Number(req.headers.get("content-length")) || 0,
+      Number(seen.length) || 0,
       Number(response.headers.get("content-length")) || 0,
     );
     return response;
   };
 }
 
-function serve(deps: HandlerDeps, route: Route, req: Request, conn: Conn, host: string): Promise<Response> {
+function serve(
+  deps: HandlerDeps,
+  route: Route,
+  req: Request,
+  conn: Conn,
+  host: string,
+  seen: { length?: string },
+): Promise<Response> {
   const target = route.target;
   if (!target) return Promise.resolve(errorPage(503));
   if ("dir" in target) return deps.serveStatic(target.dir, req);
-  const lines = forwardedLines(req.headers, conn.client, host);
+  const { lines, upgrade, length } = forwardedRequest(req.headers, conn.client, host);
+  seen.length = length;
   if (lines.length > MAX_HEADER_BYTES) return Promise.resolve(errorPage(431, { connection: "close" }));
-  if (req.headers.get("upgrade")?.toLowerCase() === "websocket") {
+  if (upgrade?.toLowerCase() === "websocket") {
     return deps.websocket(route, target.port, req, linesToHeaders(lines), conn);
   }
   return deps.forward(route, target.port, req, lines);
