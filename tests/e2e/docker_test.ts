@@ -151,7 +151,8 @@ Deno.test("docker: the log follower writes each line once across container resta
     // The server ends: the restart policy brings the container back; the follower reconnects.
     await get(`http://127.0.0.1:${port}/cgi-bin/crash`); // the container dies: no answer is expected
     assertEquals(await eventually(() => count("started v1"), (n) => n >= 2), 2, "the restart's line, once");
-    assertEquals(await body(`http://127.0.0.1:${port}/`), "v1");
+    // The line comes as the container starts, a moment before its server listens: ask until it answers.
+    assertEquals(await eventually(() => body(`http://127.0.0.1:${port}/`), (text) => text === "v1"), "v1");
     assertEquals(await engine.containers(), ["dl-blue"]);
 
     // The follower itself restarts (pm2): it goes on where it stopped, writing nothing twice.
