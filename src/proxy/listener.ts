@@ -27,13 +27,6 @@ export interface Limits {
   idleTimeoutMs: number;
 }
 
-export const DEFAULT_LIMITS: Limits = {
-  maxConnections: 10_000,
-  maxConnectionsPerIp: 256,
-  headerTimeoutMs: 10_000,
-  idleTimeoutMs: 60_000,
-};
-
 /** One request of `Deno.serveHttp` (deprecated in the types, present and working in Deno 2.9.6). */
 interface RequestEvent {
   request: Request;
@@ -191,7 +184,7 @@ const MAX_SNI_MISSES = 10_000;
 /** How long a replaced TLS listener keeps accepting what the kernel queued for it. */
 const HANDOVER_OVERLAP_MS = 1000;
 /** Requests in flight on one connection (HTTP/2 streams) past which new ones get a 503. */
-export const MAX_REQUESTS_PER_CONNECTION = 100;
+const MAX_REQUESTS_PER_CONNECTION = 100;
 
 const REFUSAL = new TextEncoder().encode(
   "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 24\r\nConnection: close\r\n\r\n" +

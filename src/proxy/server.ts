@@ -441,5 +441,3 @@ export async function runProxy(options: { host: string; root?: string }): Promis
     for (const [signal, listener] of listeners) Deno.removeSignalListener(signal, listener);
   }
 }
-
-export { describeTarget };
