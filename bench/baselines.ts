@@ -12,7 +12,7 @@
  * @module
  */
 import { join } from "node:path";
-import { run } from "./procs.ts";
+import { selfSigned } from "../tests/helpers/certs.ts";
 
 /** The name every HTTPS endpoint is reached by (wrk sends the URL's host as SNI). */
 export const TLS_NAME = "localhost";
@@ -25,32 +25,9 @@ export interface Cert {
   pem: string;
 }
 
-/** Makes the certificate in `dir` with openssl (valid 2 days). */
-export async function makeCert(openssl: string, dir: string): Promise<Cert> {
-  const certificate = join(dir, "cert.pem");
-  const key = join(dir, "key.pem");
-  await run("openssl", [
-    openssl,
-    "req",
-    "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:prime256v1",
-    "-nodes",
-    "-keyout",
-    key,
-    "-out",
-    certificate,
-    "-days",
-    "2",
-    "-subj",
-    `/CN=${TLS_NAME}`,
-    "-addext",
-    `subjectAltName=DNS:${TLS_NAME},IP:127.0.0.1`,
-    "-addext",
-    "basicConstraints=critical,CA:FALSE",
-  ]);
+/** Makes the certificate in `dir` (valid 2 days), with the tests' helper. */
+export async function makeCert(dir: string): Promise<Cert> {
+  const { certificate, key } = await selfSigned(dir, [TLS_NAME], { ips: ["127.0.0.1"] });
   return { certificate, key, pem: await Deno.readTextFile(certificate) };
 }
 

@@ -418,7 +418,7 @@ export async function benchProxy(tmp: string, rounds = 1): Promise<void> {
   if (!openssl) console.log("   openssl: not installed: no HTTPS measurements");
   else {
     try {
-      cert = await makeCert(openssl, dir);
+      cert = await makeCert(dir);
     } catch (error) {
       console.log(`   no HTTPS measurements: the certificate could not be made: ${firstLine(error)}`);
     }

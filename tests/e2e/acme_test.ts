@@ -19,6 +19,7 @@ import {
   tlsDir,
 } from "../../src/proxy/certs.ts";
 import { DeployParadigmError } from "../../src/errors.ts";
+import { selfSigned } from "../helpers/certs.ts";
 
 const REPO = resolve(import.meta.dirname!, "../..");
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -349,26 +350,13 @@ Deno.test("acme: a wildcard domain is recorded as needing DNS-01 and never order
   });
 });
 
-/** A self-signed certificate for `names` and its key, made by openssl in `dir`. */
-async function selfSigned(dir: string, name: string, names: string[]): Promise<{ certificate: string; key: string }> {
-  const certificate = join(dir, `${name}.pem`);
-  const key = join(dir, `${name}.key`);
-  const ran = await run([
-    ...["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "30"],
-    ...["-keyout", key, "-out", certificate, "-subj", `/CN=${names[0]}`],
-    ...["-addext", `subjectAltName=${names.map((n) => `DNS:${n}`).join(",")}`],
-  ]);
-  assertEquals(ran.code, 0, ran.output);
-  return { certificate, key };
-}
-
 Deno.test("acme: bring-your-own certificate is served (wildcard too); a key that does not match is refused by file name", async () => {
   const root = await Deno.makeTempDir({ prefix: "dp-byo-" });
   const logs: string[] = [];
   const manager = new CertificateManager({ root, log: (line) => logs.push(line) }); // no acme: files only
   try {
-    const own = await selfSigned(root, "own", ["own.test", "*.own.test"]);
-    const other = await selfSigned(root, "other", ["other.test"]);
+    const own = await selfSigned(root, ["own.test", "*.own.test"], { file: "own", days: 30 });
+    const other = await selfSigned(root, ["other.test"], { file: "other", days: 30 });
     const loaded = await loadCertificateFiles(own);
     assertEquals(loaded.info.names, ["own.test", "*.own.test"]);
     assertEquals(loaded.info.issuer, "CN=own.test");

@@ -9,10 +9,10 @@
 import { join } from "node:path";
 import { assert, assertEquals } from "../helpers/assert.ts";
 import { AppRepo, type Mode } from "../helpers/apps.ts";
-import { must } from "../helpers/host.ts";
 import { HttpsLoadGenerator, type Sample } from "../helpers/load.ts";
 import { freePort, withServer } from "../helpers/server.ts";
 import { deploymentsRoot } from "../../src/paths.ts";
+import { selfSigned } from "../helpers/certs.ts";
 
 const NAME = "shop.test";
 const HEALTH = "{ path: /health, window: 4s, interval: 150ms, successes: 2, timeout: 1s }";
@@ -20,36 +20,6 @@ const HEALTH = "{ path: /health, window: 4s, interval: 150ms, successes: 2, time
 const CONNECTIONS = 4;
 
 type Step = Mode | "rollback";
-
-/** A self-signed certificate for `name` and its key under `dir`, both 0600 (owned by root: the tests run as root). */
-async function selfSigned(dir: string, name: string): Promise<{ certificate: string; key: string }> {
-  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-  const [certificate, key] = [join(dir, "cert.pem"), join(dir, "key.pem")];
-  await must([
-    "openssl",
-    "req",
-    "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:prime256v1",
-    "-nodes",
-    "-subj",
-    `/CN=${name}`,
-    "-addext",
-    `subjectAltName=DNS:${name}`,
-    "-addext",
-    "basicConstraints=critical,CA:FALSE",
-    "-days",
-    "2",
-    "-keyout",
-    key,
-    "-out",
-    certificate,
-  ]);
-  for (const file of [certificate, key]) await Deno.chmod(file, 0o600);
-  return { certificate, key };
-}
 
 /** GET https://shop.test:`port`/ over HTTP/2 with curl, trusting `ca`: the body and the HTTP version used. */
 async function overHttp2(port: number, ca: string): Promise<{ body: string; version: string }> {
@@ -83,7 +53,8 @@ Deno.test("https by host name: blue-green deploys, a failing deploy and a rollba
     const base = deploymentsRoot(server.prefix);
     await Deno.mkdir(base, { recursive: true });
     await Deno.writeTextFile(join(base, "proxy.yml"), `http: ${httpPort}\nhttps: ${httpsPort}\n`, { mode: 0o644 });
-    const tls = await selfSigned(join(server.root, "tls"), NAME);
+    await Deno.mkdir(join(server.root, "tls"), { recursive: true, mode: 0o700 });
+    const tls = await selfSigned(join(server.root, "tls"), [NAME]);
     const ca = await Deno.readTextFile(tls.certificate);
     const repo = await AppRepo.create(server, "shop", await server.setupApp("shop", { port: freePort() }));
     await Deno.writeTextFile(
