@@ -89,6 +89,16 @@ export function parseIp(text: string): Uint8Array | undefined {
   return Uint8Array.from(mapped ? v6.slice(12) : v6);
 }
 
+/**
+ * Whether `host` is a loopback address: IPv4 127.0.0.0/8, or IPv6 ::1 (brackets allowed). An
+ * IPv4-mapped IPv6 address is not: a listener cannot bind to it as such.
+ */
+export function isLoopbackIp(host: string): boolean {
+  const address = parseIp(host);
+  if (host.includes(":")) return address?.length === 16 && address.every((byte, i) => byte === (i === 15 ? 1 : 0));
+  return address?.length === 4 && address[0] === 127;
+}
+
 /** An address (`10.0.0.1`, `fd00::1`) or a CIDR range (`10.0.0.0/8`, `fd00::/8`): the range, or what is wrong. */
 function parseRange(text: string): Range | string {
   const [address, length, extra] = text.split("/");
@@ -175,9 +185,7 @@ const loopbackAddress = z.union([z.string(), z.int()], {
   const match = /^(?:(\[[^\]]*\]|[^:]+):)?(\d{1,5})$/.exec(text);
   const host = match?.[1] ?? "127.0.0.1";
   const number = Number(match?.[2]);
-  const address = parseIp(host);
-  const loopback = host === "localhost" || (address?.length === 4 && address[0] === 127) ||
-    (host.startsWith("[") && address?.length === 16 && address.every((byte, i) => byte === (i === 15 ? 1 : 0)));
+  const loopback = host === "localhost" || isLoopbackIp(host);
   if (!match || !loopback || number < 1 || number > 65535) {
     ctx.addIssue({
       code: "custom",

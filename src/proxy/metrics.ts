@@ -19,6 +19,7 @@ import { NAME_PATTERN } from "../config/names.ts";
 import { DeployParadigmError } from "../errors.ts";
 import { escapeLabel } from "../fleet/queries.ts";
 import { appPaths } from "../paths.ts";
+import { isLoopbackIp } from "./config.ts";
 
 /** Upper bounds of the latency histogram's buckets, in seconds (`+Inf` follows). */
 export const BUCKETS: readonly number[] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -296,10 +297,7 @@ export function parseMetricsAddress(address: string): MetricsAddress {
       suggestion: "write it as 127.0.0.1:9464 or [::1]:9464",
     });
   }
-  const loopback = match![1] !== undefined
-    ? hostname === "::1"
-    : /^127\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(hostname)?.slice(1).every((n) => Number(n) <= 255) === true;
-  if (!loopback) {
+  if (!isLoopbackIp(hostname)) {
     throw new DeployParadigmError(`metrics address ${address} is not a loopback address`, {
       suggestion: "the metrics name every app and have no authentication, so they are served on loopback only: " +
         `use 127.0.0.1:${port} or [::1]:${port}, and reach them from elsewhere through an ssh tunnel or a scraper ` +
