@@ -224,6 +224,10 @@ const limits = z.strictObject({
       "may take in all (then 408); 0: no limit.",
   }),
   upstreamTimeout: positive(duration("60s"), "it is the time the app has for its response head (then 504)"),
+  sendTimeout: positive(
+    duration("60s"),
+    "a client (or, behind a WebSocket, an app) that takes nothing for this long is cut",
+  ),
 }).superRefine((value, ctx) => {
   // (Checked only once maxConnections itself is valid: range checks do not stop refinements.)
   if (value.maxConnections >= 1 && value.maxConnectionsPerIp > value.maxConnections) {
@@ -233,8 +237,9 @@ const limits = z.strictObject({
       message: `must be at most maxConnections (${value.maxConnections})`,
     });
   }
-}).transform(({ headerTimeout, idleTimeout, requestTimeout, upstreamTimeout, ...counts }) => ({
+}).transform(({ headerTimeout, idleTimeout, requestTimeout, upstreamTimeout, sendTimeout, ...counts }) => ({
   ...counts,
+  sendTimeoutMs: sendTimeout,
   headerTimeoutMs: headerTimeout,
   idleTimeoutMs: idleTimeout,
   requestTimeoutMs: requestTimeout,
@@ -275,7 +280,7 @@ export const proxyConfigSchema = z.strictObject({
 
 /**
  * A validated proxy.yml, defaults applied: `metrics` as `host:port`, and the limits' durations in
- * milliseconds as `headerTimeoutMs`, `idleTimeoutMs`, `requestTimeoutMs` (0: none), `upstreamTimeoutMs`.
+ * milliseconds as `headerTimeoutMs`, `idleTimeoutMs`, `requestTimeoutMs` (0: none), `upstreamTimeoutMs`, `sendTimeoutMs`.
  */
 export type ProxyConfig = z.output<typeof proxyConfigSchema>;
 

@@ -26,6 +26,14 @@ const BUFFERED_BODY_MAX = 1024 * 1024;
 /** A host name, IPv4 address or [IPv6] address, with an optional port: nothing that can carry a path. */
 const VALID_HOST = /^(?:[a-z0-9_](?:[a-z0-9_.-]{0,252})|\[[0-9a-f:.]{2,45}\])(?::[0-9]{1,5})?$/i;
 
+/** A request's header fields as forwarding reads them: `Headers`, or ./wire.ts's `HeadFields`. */
+export interface HeaderSource {
+  /** The values of `name` (lowercase) joined by ", ", or null. */
+  get(name: string): string | null;
+  /** Each field (names lowercase). */
+  forEach(callback: (value: string, name: string) => void): void;
+}
+
 /** Who sent a request, as the proxy saw it. */
 export interface Client {
   /** The peer's address. */
@@ -44,7 +52,11 @@ export interface Client {
  * would otherwise rewrite the path the app sees.
  */
 export function requestHost(req: Request): string | undefined {
-  const host = req.headers.get("host") ?? authorityOf(req.url);
+  return checkHost(req.headers.get("host") ?? authorityOf(req.url));
+}
+
+/** `host` (lowercase) when it is a plain host with an optional port, else undefined (see {@link requestHost}). */
+export function checkHost(host: string): string | undefined {
   if (!VALID_HOST.test(host)) return undefined;
   const colon = host.lastIndexOf(":");
   return colon > host.lastIndexOf("]") && Number(host.slice(colon + 1)) > 65535 ? undefined : host.toLowerCase();
@@ -70,7 +82,7 @@ function node(ip: string): string {
 }
 
 /** The forwarding fields the proxy sets, computed once for {@link forwardedHeaders} and {@link forwardedLines}. */
-function forwarding(headers: Headers, client: Client, host: string): [string, string][] {
+function forwarding(headers: HeaderSource, client: Client, host: string): [string, string][] {
   const trusted = client.isTrusted(client.ip);
   const prior = trusted ? headers.get("x-forwarded-for") : null;
   const chain = prior ? [...prior.split(",").map((ip) => ip.trim()).filter(Boolean), client.ip] : [client.ip];
@@ -109,7 +121,7 @@ const NOT_FORWARDED = new Set([
  * Values sent by a client are replaced, unless the peer is a trusted proxy: then its chain is
  * extended and the real client is the right-most address that is not a trusted proxy.
  */
-export function forwardedHeaders(headers: Headers, client: Client, host: string): Headers {
+export function forwardedHeaders(headers: HeaderSource, client: Client, host: string): Headers {
   return linesToHeaders(forwardedLines(headers, client, host));
 }
 
@@ -124,7 +136,7 @@ export function linesToHeaders(lines: string): Headers {
 }
 
 /** {@link forwardedHeaders} as header lines (`name: value\r\n` each), as the upstream pool sends them. */
-export function forwardedLines(headers: Headers, client: Client, host: string): string {
+export function forwardedLines(headers: HeaderSource, client: Client, host: string): string {
   return forwardedRequest(headers, client, host).lines;
 }
 
@@ -138,7 +150,7 @@ export interface ForwardedRequest {
 }
 
 /** {@link forwardedLines}, with the Upgrade and Content-Length seen in the same one walk over the headers. */
-export function forwardedRequest(headers: Headers, client: Client, host: string): ForwardedRequest {
+export function forwardedRequest(headers: HeaderSource, client: Client, host: string): ForwardedRequest {
   const out: ForwardedRequest = { lines: "" };
   let connection: string | undefined;
   const write = (skip?: Set<string>) => {
@@ -162,7 +174,7 @@ export function forwardedRequest(headers: Headers, client: Client, host: string)
 }
 
 /** The forwarding fields as lines; for an untrusted client they depend on its host only, so they are kept per connection. */
-function forwardingLines(headers: Headers, client: Client, host: string): string {
+function forwardingLines(headers: HeaderSource, client: Client, host: string): string {
   const trusted = client.isTrusted(client.ip);
   if (!trusted && client.lastForwarding?.host === host) return client.lastForwarding.lines;
   let lines = "";

@@ -31,7 +31,8 @@ export interface HandlerDeps {
   table(): RouteTable;
   /** Forwards with `headers` as header lines (see `forwardedLines`). */
   forward(route: Route, port: number, req: Request, headers: string): Promise<Response>;
-  websocket(route: Route, port: number, req: Request, headers: Headers, conn: Conn): Promise<Response>;
+  /** WebSocket upgrades (HTTP/1.1 ones are tunnelled by ./h1.ts before they reach the handler). */
+  websocket?(route: Route, port: number, req: Request, headers: Headers, conn: Conn): Promise<Response>;
   serveStatic(dir: string, req: Request): Promise<Response>;
   /** The key authorization of an ACME HTTP-01 token being validated. */
   challenge?(token: string): string | undefined;
@@ -45,9 +46,30 @@ export interface HandlerDeps {
 }
 
 const CHALLENGE_PREFIX = "/.well-known/acme-challenge/";
-const HSTS = "max-age=31536000";
+/** The Strict-Transport-Security value of apps with `hsts: true`. */
+export const HSTS = "max-age=31536000";
 /** The most header bytes a request may forward: larger is refused (431) before the app sees it, as nginx and HAProxy do. */
 export const MAX_HEADER_BYTES = 64 * 1024;
+
+/**
+ * Where a request to `host` (checked, lowercase) for `target` (origin-form, `/a?b`) that came in
+ * on `entry` goes: the app's route, or the proxy's own answer (no route, unknown host, an ACME
+ * challenge, a redirect to HTTPS).
+ */
+export function decide(deps: HandlerDeps, entry: Entry, host: string, target: string): Route | Response {
+  if (entry.kind === "port") return deps.table().byPort(entry.port) ?? errorPage(503);
+  const name = hostName(host);
+  if (entry.kind === "http" && deps.challenge && target.startsWith(CHALLENGE_PREFIX)) {
+    const answer = deps.challenge(target.slice(CHALLENGE_PREFIX.length).split("?")[0]);
+    return answer === undefined
+      ? errorPage(404)
+      : new Response(answer, { headers: { "content-type": "application/octet-stream" } });
+  }
+  const route = deps.table().byHost(name);
+  if (!route) return errorPage(404);
+  if (entry.kind === "http" && deps.hasCertificate?.(name)) return redirect(target, name, deps.httpsPort?.());
+  return route;
+}
 
 /** The handler over `deps`. */
 export function createHandler(deps: HandlerDeps): (req: Request, conn: Conn) => Promise<Response> {
@@ -55,23 +77,8 @@ export function createHandler(deps: HandlerDeps): (req: Request, conn: Conn) => 
     const host = requestHost(req);
     if (host === undefined) return errorPage(400);
     const entry = conn.entry;
-    let route: Route | undefined;
-    if (entry.kind === "port") {
-      route = deps.table().byPort(entry.port);
-      if (!route) return errorPage(503);
-    } else {
-      const name = hostName(host);
-      const path = pathOf(req.url).split("?")[0];
-      if (entry.kind === "http" && path.startsWith(CHALLENGE_PREFIX) && deps.challenge) {
-        const answer = deps.challenge(path.slice(CHALLENGE_PREFIX.length));
-        return answer === undefined
-          ? errorPage(404)
-          : new Response(answer, { headers: { "content-type": "application/octet-stream" } });
-      }
-      route = deps.table().byHost(name);
-      if (!route) return errorPage(404);
-      if (entry.kind === "http" && deps.hasCertificate?.(name)) return redirect(req, name, deps.httpsPort?.());
-    }
+    const route = decide(deps, entry, host, pathOf(req.url));
+    if (route instanceof Response) return route;
     const done = deps.measure?.(route.app, route.slot ?? "-");
     const seen: { length?: string } = {};
     let response: Response;
@@ -107,16 +114,16 @@ function serve(
   const { lines, upgrade, length } = forwardedRequest(req.headers, conn.client, host);
   seen.length = length;
   if (lines.length > MAX_HEADER_BYTES) return Promise.resolve(errorPage(431, { connection: "close" }));
-  if (upgrade?.toLowerCase() === "websocket") {
+  if (upgrade?.toLowerCase() === "websocket" && deps.websocket) {
     return deps.websocket(route, target.port, req, linesToHeaders(lines), conn);
   }
   return deps.forward(route, target.port, req, lines);
 }
 
-function redirect(req: Request, name: string, httpsPort = 443): Response {
+function redirect(target: string, name: string, httpsPort = 443): Response {
   const port = httpsPort === 443 ? "" : `:${httpsPort}`;
   return new Response(null, {
     status: 308,
-    headers: { location: `https://${name}${port}${pathOf(req.url)}`, "cache-control": "no-store" },
+    headers: { location: `https://${name}${port}${target}`, "cache-control": "no-store" },
   });
 }

@@ -1,8 +1,9 @@
 /**
  * Where connections come in. The proxy accepts them itself (so it can count and refuse them),
- * then hands each one to Deno's HTTP server for one connection, `Deno.serveHttp` (hyper: HTTP/1.1,
- * and HTTP/2 over TLS by ALPN). The newer internal `serveHttpOnConnection` is faster but closes
- * an upgraded WebSocket as soon as its connection's HTTP part ends, so it cannot carry WebSockets.
+ * then serves HTTP/1.1 itself (./h1.ts: plain, and TLS whose ALPN chose http/1.1) and hands
+ * HTTP/2 connections to Deno's HTTP server for one connection, `Deno.serveHttp` (hyper). (The
+ * newer internal `serveHttpOnConnection` closes an upgraded WebSocket as soon as its
+ * connection's HTTP part ends; WebSockets are HTTP/1.1 here anyway.)
  *
  * - {@link Gate}: connection limits in total and per client address, and a sweep that closes
  *   connections that send no complete request in time (slowloris) or stay idle too long.
@@ -14,6 +15,7 @@
  * @module
  */
 import type { Client } from "./forward.ts";
+import { type H1Deps, serveH1 } from "./h1.ts";
 import type { Conn, Entry } from "./handler.ts";
 import { errorPage, message } from "./pages.ts";
 
@@ -25,6 +27,8 @@ export interface Limits {
   headerTimeoutMs: number;
   /** A keep-alive connection with no request in flight is closed after this. */
   idleTimeoutMs: number;
+  /** A write to a client (or to an app behind a WebSocket) that takes longer cuts the connection. */
+  sendTimeoutMs: number;
 }
 
 /** One request of `Deno.serveHttp` (deprecated in the types, present and working in Deno 2.9.6). */
@@ -51,7 +55,11 @@ interface Tracked {
   /** When it last had no request in flight. */
   idleSince: number;
   finished: boolean;
-  http?: HttpConn;
+  /** Closes the connection. */
+  close?: () => void;
+  /** The gate's clock when a write to the client began (0: none), and the same for writes to an app. */
+  writingSince: number;
+  appWritingSince: number;
   /** Close once no request is in flight (the listener is going away). */
   draining: boolean;
 }
@@ -109,6 +117,8 @@ export class Gate {
       idleSince: Date.now(),
       finished: false,
       draining: false,
+      writingSince: 0,
+      appWritingSince: 0,
     };
     this.#conns.add(tracked);
     this.#perIp.set(ip, (this.#perIp.get(ip) ?? 0) + 1);
@@ -126,11 +136,19 @@ export class Gate {
     this.onClose?.();
   }
 
-  /** Closes the connections that are past their header or idle timeout. */
+  /** Closes the connections that are past their header or idle timeout, or whose writes stall. */
   sweep(): void {
     this.now = Date.now();
+    const send = this.limits.sendTimeoutMs;
     for (const tracked of this.#conns) {
-      if (tracked.active > 0) continue;
+      if (tracked.active > 0) {
+        const since = Math.min(tracked.writingSince || Infinity, tracked.appWritingSince || Infinity);
+        if (this.now - since >= send) {
+          this.#log(`${tracked.ip}: a write stalled for ${send} ms: connection cut`);
+          cut(tracked);
+        }
+        continue;
+      }
       const limit = tracked.requests === 0 ? this.limits.headerTimeoutMs : this.limits.idleTimeoutMs;
       if (this.now - tracked.idleSince >= limit) cut(tracked);
     }
@@ -153,7 +171,7 @@ export class Gate {
 function cut(tracked: Tracked): void {
   if (tracked.finished) return;
   try {
-    tracked.http?.close();
+    tracked.close?.();
   } catch { /* the connection ended meanwhile */ }
 }
 
@@ -170,6 +188,8 @@ export interface ListenerOptions {
   entry: Entry;
   gate: Gate;
   handler: (req: Request, conn: Conn) => Promise<Response>;
+  /** What the HTTP/1.1 server needs besides. */
+  http1: H1Deps;
   isTrusted: (ip: string) => boolean;
   /** TLS: the certificate for an SNI name (undefined: the handshake fails). */
   certificateFor?: (serverName: string) => { cert: string; key: string } | undefined;
@@ -301,31 +321,68 @@ export class HttpListener {
   }
 
   #serve(conn: Deno.Conn, ip: string): void {
-    const { gate, entry, handler, isTrusted, log } = this.#options;
+    const { gate, entry, isTrusted } = this.#options;
+    // Answers go out at once (as nginx's tcp_nodelay): no waiting for the client's ACK of the last one.
+    if (!this.#options.certificateFor) (conn as Deno.TcpConn).setNoDelay(true);
     const tracked = gate.track(ip);
+    this.#conns.add(tracked);
+    tracked.close = () => closeConn(conn);
     const client: Client = { ip, scheme: entry.kind === "https" ? "https" : "http", isTrusted };
+    const release = () => {
+      this.#conns.delete(tracked);
+      gate.release(tracked);
+    };
+    const serving = this.#options.certificateFor
+      ? (conn as Deno.TlsConn).handshake().then(({ alpnProtocol }) =>
+        alpnProtocol === "h2" ? this.#serveHttp2(conn, tracked, client) : this.#serveHttp1(conn, tracked, client)
+      )
+      : this.#serveHttp1(conn, tracked, client);
+    serving.catch(() => {}).finally(() => {
+      release();
+      closeConn(conn);
+    });
+  }
+
+  /** HTTP/1.1, served by ./h1.ts. */
+  #serveHttp1(conn: Deno.Conn, tracked: Tracked, client: Client): Promise<void> {
+    const { gate, entry, http1 } = this.#options;
+    return serveH1(conn, client, { entry, client }, {
+      begin: () => {
+        tracked.active++;
+        tracked.requests++;
+      },
+      idle: () => {
+        tracked.active--;
+        tracked.idleSince = gate.now;
+      },
+      get draining() {
+        return tracked.draining;
+      },
+      set writingSince(since: number) {
+        tracked.writingSince = since;
+      },
+      get writingSince() {
+        return tracked.writingSince;
+      },
+      set appWritingSince(since: number) {
+        tracked.appWritingSince = since;
+      },
+      get appWritingSince() {
+        return tracked.appWritingSince;
+      },
+      now: () => gate.now,
+    }, http1);
+  }
+
+  /** HTTP/2 (TLS only), served by `Deno.serveHttp` and the handler. */
+  async #serveHttp2(conn: Deno.Conn, tracked: Tracked, client: Client): Promise<void> {
+    const { gate, entry, handler, log } = this.#options;
     const idle = () => {
       tracked.active--;
       tracked.idleSince = gate.now;
       if (tracked.draining && tracked.active === 0) cut(tracked);
     };
-    // A WebSocket outlives the connection's HTTP part: it holds the connection counted until its relay ends.
-    let holds = 0;
-    let httpEnded = false;
-    const release = () => {
-      this.#conns.delete(tracked);
-      gate.release(tracked);
-    };
-    const hold = () => {
-      holds++;
-      let released = false;
-      return () => {
-        if (released) return;
-        released = true;
-        if (--holds === 0 && httpEnded) release();
-      };
-    };
-    const context: Conn = { entry, client, hold };
+    const context: Conn = { entry, client };
     const respond = async (event: RequestEvent) => {
       tracked.active++;
       tracked.requests++;
@@ -336,30 +393,15 @@ export class HttpListener {
           ? errorPage(503)
           : await handler(event.request, context);
       } catch (error) {
-        log(`${entry.kind === "port" ? `:${entry.port}` : entry.kind}: ${message(error)}`);
+        log(`${entry.kind}: ${message(error)}`);
         response = new Response("500 Internal Server Error\n", { status: 500 });
       }
-      // An upgraded connection stays active: its relay ends it.
-      const upgraded = response.status === 101;
       await event.respondWith(response).catch(() => {});
-      if (!upgraded) idle();
+      idle();
     };
-    try {
-      tracked.http = serveHttp(conn);
-    } catch (error) {
-      gate.release(tracked);
-      closeConn(conn);
-      log(`serving a connection failed: ${message(error)}`);
-      return;
-    }
-    this.#conns.add(tracked);
-    (async () => {
-      for await (const event of tracked.http!) respond(event);
-    })().catch(() => {}).finally(() => {
-      httpEnded = true;
-      if (holds === 0) release();
-      cut(tracked);
-    });
+    const http = serveHttp(conn);
+    tracked.close = () => http.close();
+    for await (const event of http) respond(event);
   }
 
   /**

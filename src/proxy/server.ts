@@ -18,8 +18,9 @@ import { prefix } from "../paths.ts";
 import type { CertificateManager } from "./acme.ts";
 import { isTrusted, loadProxyConfig, type ProxyConfig, trustedFile } from "./config.ts";
 import { ControlServer } from "./control.ts";
-import { forward, type ForwardDeps, pathOf } from "./forward.ts";
-import { createHandler, type Entry } from "./handler.ts";
+import { forward, type ForwardDeps } from "./forward.ts";
+import type { H1Deps } from "./h1.ts";
+import { createHandler, type Entry, type HandlerDeps } from "./handler.ts";
 import { InFlight } from "./inflight.ts";
 import { Gate, HttpListener, type Limits, raiseFdLimit } from "./listener.ts";
 import { ProxyMetrics, serveMetrics, startMetricsLog } from "./metrics.ts";
@@ -28,7 +29,6 @@ import { controlSocketPath, describeTarget, type Route, type RouteTarget } from 
 import { serveStatic } from "./static.ts";
 import { describeRoute, loadRoutes, RouteTable, type TrustCheck } from "./table.ts";
 import { UpstreamPool } from "./upstream.ts";
-import { relayWebSocket } from "./websocket.ts";
 
 /** Options of a {@link ProxyServer}. */
 export interface ProxyOptions {
@@ -85,28 +85,18 @@ export class ProxyServer {
   #timer?: ReturnType<typeof setInterval>;
   #closing?: Promise<void>;
   #forgetErrors?: () => void;
-  readonly #handle = createHandler({
+  readonly #handlerDeps: HandlerDeps = {
     table: () => this.#table,
     forward: (route, port, req, headers) => forward(this.#forwardDeps!, route.app, port, req, headers),
-    websocket: (route, port, req, headers, conn) => {
-      const end = this.#inFlight.begin(port);
-      const release = conn.hold?.() ?? (() => {});
-      return relayWebSocket(req, port, pathOf(req.url), headers, {
-        onEnd: () => {
-          end();
-          release();
-        },
-        track: (abort) => this.#inFlight.track(abort),
-        log: (line) => this.#log(`${route.app}: ${line}`),
-      });
-    },
     serveStatic,
     challenge: (token) => this.#certs?.challengeResponse(token),
     hasCertificate: (host) => this.#certs?.hasCertificate(host) ?? false,
     httpsPort: () => this.#config?.https ?? 443,
     measure: (app, slot) => this.#metrics.begin(app, slot),
     log: (line) => this.#log(line),
-  });
+  };
+  readonly #handle = createHandler(this.#handlerDeps);
+  #http1?: H1Deps;
 
   constructor(options: ProxyOptions) {
     this.#root = options.root;
@@ -154,6 +144,14 @@ export class ProxyServer {
       this.#gate.onOpen = () => this.#metrics.connectionOpened();
       this.#gate.onClose = () => this.#metrics.connectionClosed();
       this.#pool = new UpstreamPool({ headerTimeoutMs: config.limits.upstreamTimeoutMs });
+      this.#http1 = {
+        handlerDeps: this.#handlerDeps,
+        handler: this.#handle,
+        pool: this.#pool,
+        inFlight: this.#inFlight,
+        requestTimeoutMs: config.limits.requestTimeoutMs,
+        upstreamTimeoutMs: config.limits.upstreamTimeoutMs,
+      };
       this.#forwardDeps = {
         pool: this.#pool,
         inFlight: this.#inFlight,
@@ -304,6 +302,7 @@ export class ProxyServer {
       entry,
       gate: this.#gate!,
       handler: this.#handle,
+      http1: this.#http1!,
       isTrusted: (ip) => isTrusted(ip, this.#config!.trustedProxies),
       certificateFor: entry.kind === "https" ? (name) => this.#certs?.certificateFor(name) : undefined,
       log: this.#log,

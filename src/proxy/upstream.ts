@@ -21,6 +21,7 @@
  * @module
  */
 import { DeployParadigmError } from "../errors.ts";
+import { findHeadEnd, latin1, latin1Into, trimOws } from "./wire.ts";
 
 /** Responses whose body (or lack of one) was read in full with the head: done with the app. */
 const COMPLETE = new WeakSet<Response>();
@@ -84,6 +85,24 @@ export interface UpstreamOptions {
   maxHeaderBytes?: number;
 }
 
+/** A response whose head has arrived (see {@link UpstreamPool.exchange}). */
+export interface Exchange {
+  head: ResponseHead;
+  /**
+   * The body's bytes read with the head (decoded: no chunk framing). When they are the whole body
+   * (`done` at once) they are the connection's own buffer: use them, then call `settle`.
+   */
+  first: Uint8Array<ArrayBuffer>[];
+  /** Whether the body was read to its end: at once when `first` is all of it. */
+  readonly done: boolean;
+  /** `first` is used: the connection goes back to the pool (for a complete body; else nothing). */
+  settle(): void;
+  /** The next bytes of the body (never empty), or null at its end; throws an {@link UpstreamError}. */
+  next(): Promise<Uint8Array<ArrayBuffer>[] | null>;
+  /** Gives up on the rest of the body (the connection is closed). */
+  cancel(): void;
+}
+
 /** What a response head says (see {@link parseResponseHead}). */
 export interface ResponseHead {
   status: number;
@@ -99,6 +118,9 @@ export interface ResponseHead {
 }
 
 const HEAD_BUFFER = 16 * 1024;
+/** Writes up to OUTPUT_MAX bytes are encoded into a buffer kept per connection (at least OUTPUT_MIN). */
+const OUTPUT_MIN = 4096;
+const OUTPUT_MAX = 64 * 1024;
 const BODY_BUFFER = 64 * 1024;
 /** A request body up to this size goes in the same write as the head. */
 const INLINE_BODY_MAX = 64 * 1024;
@@ -145,6 +167,9 @@ class StaleConnection extends Error {
 /** Methods that may be sent twice (RFC 9110 §9.2.2): only these are retried after the request was written. */
 const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]);
 
+/** The `next` of an exchange whose body was read whole. */
+const ended = () => Promise.resolve(null);
+
 /** Pooled HTTP/1.1 connections to apps on 127.0.0.1, by port. */
 export class UpstreamPool {
   readonly #maxIdle: number;
@@ -177,7 +202,38 @@ export class UpstreamPool {
    * aborted, with the request body stream's own error when that fails, or with a TypeError for
    * an invalid port, method or path.
    */
-  request(port: number, req: UpstreamRequest): Promise<Response> {
+  async request(port: number, req: UpstreamRequest): Promise<Response> {
+    const exchange = await this.exchange(port, req);
+    if (exchange.done) {
+      const first = exchange.first;
+      let whole: Response;
+      try {
+        whole = response(first.length === 1 ? first[0].slice() : concat(first), exchange.head);
+      } finally {
+        exchange.settle();
+      }
+      COMPLETE.add(whole);
+      return whole;
+    }
+    const stream = new ReadableStream<Uint8Array>({
+      start: (controller) => {
+        for (const chunk of exchange.first) controller.enqueue(chunk);
+      },
+      pull: async (controller) => {
+        const out = await exchange.next();
+        if (out) { for (const chunk of out) controller.enqueue(chunk); }
+        if (exchange.done) controller.close();
+      },
+      cancel: () => exchange.cancel(),
+    }, { highWaterMark: 0 });
+    return response(stream, exchange.head);
+  }
+
+  /**
+   * {@link request} without a Response: the parsed head and the body's decoded bytes as they are
+   * read (the proxy's HTTP/1.1 server writes them to its client itself). Rejects as `request` does.
+   */
+  exchange(port: number, req: UpstreamRequest): Promise<Exchange> {
     if (!Number.isInteger(port) || port < 1 || port > 65535) {
       return Promise.reject(new TypeError(`invalid upstream port ${port}`));
     }
@@ -299,9 +355,12 @@ interface Slots {
   readonly maxHeaderBytes: number;
 }
 
-/** One TCP connection to an app with its read buffer (bytes `start` to `end` are read but not used yet). */
-class Connection {
-  buf: Uint8Array<ArrayBuffer> = new Uint8Array(HEAD_BUFFER);
+/**
+ * One connection with its read buffer (bytes `start` to `end` are read but not used yet): to an
+ * app, or (./h1.ts) from a client.
+ */
+export class Connection {
+  buf: Uint8Array<ArrayBuffer>;
   start = 0;
   end = 0;
   closed = false;
@@ -311,7 +370,14 @@ class Connection {
   /** The read left pending while idle; the next exchange takes it over. */
   #pending: Promise<number | null | Error> | null = null;
 
-  constructor(readonly tcp: Deno.TcpConn, readonly port: number, readonly onClose: (conn: Connection) => void) {}
+  constructor(
+    readonly tcp: Deno.Conn,
+    readonly port: number,
+    readonly onClose: (conn: Connection) => void,
+    size = HEAD_BUFFER,
+  ) {
+    this.buf = new Uint8Array(size);
+  }
 
   get buffered(): number {
     return this.end - this.start;
@@ -333,11 +399,15 @@ class Connection {
     this.idleSince = performance.now();
     this.start = this.end = 0;
     if (this.buf.length !== HEAD_BUFFER) this.buf = new Uint8Array(HEAD_BUFFER);
-    const pending = this.tcp.read(this.buf).catch((error) => error instanceof Error ? error : new Error(String(error)));
-    this.#pending = pending;
-    this.tcp.unref();
     // Anything (EOF, an error, stray bytes) while idle: the connection is done.
-    pending.then(() => this.idle && this.close());
+    this.#pending = this.tcp.read(this.buf).then((n) => {
+      if (this.idle) this.close();
+      return n;
+    }, (error) => {
+      if (this.idle) this.close();
+      return error instanceof Error ? error : new Error(String(error));
+    });
+    this.tcp.unref();
   }
 
   /** Takes it out of the pool. */
@@ -392,12 +462,21 @@ class Connection {
     }
   }
 
-  /** A copy of the next `n` buffered bytes, consumed. */
-  take(n: number): Uint8Array<ArrayBuffer> {
-    const bytes = this.buf.slice(this.start, this.start + n);
+  /** The next `n` buffered bytes, consumed: a copy, or with `view` the buffer's own (valid until the next read). */
+  take(n: number, view = false): Uint8Array<ArrayBuffer> {
+    const bytes = view ? this.buf.subarray(this.start, this.start + n) : this.buf.slice(this.start, this.start + n);
     this.start += n;
     return bytes;
   }
+
+  /** A buffer to write from, reused (a write must end before the next use). */
+  output(size: number): Uint8Array<ArrayBuffer> {
+    if (size > OUTPUT_MAX) return new Uint8Array(size);
+    if (!this.#out || this.#out.length < size) this.#out = new Uint8Array(Math.max(size, OUTPUT_MIN));
+    return this.#out;
+  }
+
+  #out?: Uint8Array<ArrayBuffer>;
 
   /** The buffered line up to CRLF (consumed, without it), or null when no whole line is buffered. */
   line(max: number): string | null {
@@ -416,28 +495,36 @@ class Connection {
 }
 
 /** How a body is taken off the connection. */
-class BodyDecoder {
+export class BodyDecoder {
   done = false;
   #remaining: number;
   /** Chunked: what comes next. */
   #state: "size" | "data" | "crlf" | "trailers" = "size";
 
-  constructor(readonly conn: Connection, readonly framing: "length" | "chunked" | "close", length: number) {
+  constructor(
+    readonly conn: Connection,
+    readonly framing: "length" | "chunked" | "close",
+    length: number,
+    readonly peer = "the app",
+  ) {
     this.#remaining = length;
     if (framing === "length" && length === 0) this.done = true;
   }
 
-  /** Moves what is already buffered into `out`, without reading from the socket. */
-  decodeBuffered(out: Uint8Array<ArrayBuffer>[]): void {
+  /**
+   * Moves what is already buffered into `out`, without reading from the socket: copies, or with
+   * `view` the connection buffer's own bytes (valid until its next read).
+   */
+  decodeBuffered(out: Uint8Array<ArrayBuffer>[], view = false): void {
     const conn = this.conn;
     if (this.framing === "close") {
-      if (conn.buffered) out.push(conn.take(conn.buffered));
+      if (conn.buffered) out.push(conn.take(conn.buffered, view));
       return;
     }
     if (this.framing === "length") {
       const n = Math.min(conn.buffered, this.#remaining);
       if (n === 0) return;
-      out.push(conn.take(n));
+      out.push(conn.take(n, view));
       this.#remaining -= n;
       this.done = this.#remaining === 0;
       return;
@@ -446,7 +533,7 @@ class BodyDecoder {
       if (this.#state === "data") {
         const n = Math.min(conn.buffered, this.#remaining);
         if (n === 0) return;
-        out.push(conn.take(n));
+        out.push(conn.take(n, view));
         this.#remaining -= n;
         if (this.#remaining === 0) this.#state = "crlf";
       } else if (this.#state === "crlf") {
@@ -477,7 +564,7 @@ class BodyDecoder {
     this.conn.forBody();
     if (await this.conn.fill(BODY_BUFFER)) return;
     if (this.framing !== "close") {
-      throw new UpstreamError("reset", "the app closed the connection in the middle of a body");
+      throw new UpstreamError("reset", `${this.peer} closed the connection in the middle of a body`);
     }
     this.done = true;
   }
@@ -501,7 +588,8 @@ class Call {
   /** `performance.now()` by which the response head must have arrived. */
   deadline: number;
   #headArrived = false;
-  #controller?: ReadableStreamDefaultController<Uint8Array>;
+  /** The head was handed out and the body is still being read. */
+  #streaming = false;
   #ended = false;
   /** Request body stream: its reader, whether it ended, and the pump (true once the body was sent in full). */
   #reader?: ReadableStreamDefaultReader<Uint8Array>;
@@ -516,9 +604,9 @@ class Call {
     this.deadline = performance.now() + slots.headerTimeoutMs;
   }
 
-  async run(): Promise<Response> {
+  async run(): Promise<Exchange> {
     const { body, signal } = this.#req;
-    const { head, tail } = encodeRequest(this.#port, this.#req);
+    const encoded = encodeRequest(this.#port, this.#req);
     const replayable = !(body instanceof ReadableStream);
     this.#slots.watch(this);
     signal?.addEventListener("abort", this.#onAbort);
@@ -530,7 +618,7 @@ class Call {
         conn ??= await this.#connect();
         this.#conn = conn;
         try {
-          return await this.#exchange(conn, reused, head, tail);
+          return await this.#exchange(conn, reused, encoded);
         } catch (error) {
           this.#stopPump();
           conn.close();
@@ -573,10 +661,8 @@ class Call {
     this.#failed?.reject(error);
     this.#stopPump();
     this.#conn?.close();
-    if (this.#controller) {
-      this.#controller.error(error);
-      this.#end();
-    }
+    // A body being read fails at its next read (the connection is closed).
+    if (this.#streaming) this.#end();
   }
 
   async #connect(): Promise<Connection> {
@@ -600,11 +686,11 @@ class Call {
   }
 
   /** Sends the request on `conn` and reads up to the final response head. */
-  async #exchange(conn: Connection, reused: boolean, head: Uint8Array, tail: Uint8Array | null): Promise<Response> {
+  async #exchange(conn: Connection, reused: boolean, encoded: EncodedRequest): Promise<Exchange> {
     let sent = true;
     try {
-      await conn.write(head);
-      if (tail) await conn.write(tail);
+      await conn.write(requestBytes(conn, encoded));
+      if (encoded.tail) await conn.write(encoded.tail);
     } catch {
       // The app may still have answered (an early 413, then close): the head read tells.
       sent = false;
@@ -650,43 +736,41 @@ class Call {
     }
   }
 
-  /** The Response for `head`: a complete body in one piece when it is already buffered, else a stream. */
-  #respond(conn: Connection, head: ResponseHead, sent: boolean): Response {
+  /**
+   * The exchange for `head`: the body already buffered, decoded (the connection buffer's own
+   * bytes when that is all of it: the connection waits for `settle`), the rest read on demand.
+   */
+  #respond(conn: Connection, head: ResponseHead, sent: boolean): Exchange {
     this.#headArrived = true;
     this.#slots.unwatch(this);
     const keepAlive = head.keepAlive && sent;
-    if (head.framing === "none") {
-      const empty = response(null, head);
-      COMPLETE.add(empty);
-      this.#finish(conn, keepAlive);
-      return empty;
-    }
-    const decoder = new BodyDecoder(conn, head.framing, head.length);
     const first: Uint8Array<ArrayBuffer>[] = [];
-    decoder.decodeBuffered(first);
-    if (decoder.done) {
-      const whole = response(concat(first), head);
-      COMPLETE.add(whole);
-      this.#finish(conn, keepAlive);
-      return whole;
-    }
-    const stream = new ReadableStream<Uint8Array>({
-      start: (controller) => {
-        this.#controller = controller;
-        for (const chunk of first) controller.enqueue(chunk);
+    const settle = () => this.#finish(conn, keepAlive);
+    const cancel = () => this.#finish(conn, false);
+    if (head.framing === "none") return { head, first, done: true, next: ended, settle, cancel };
+    const decoder = new BodyDecoder(conn, head.framing, head.length);
+    decoder.decodeBuffered(first, true);
+    if (decoder.done) return { head, first, done: true, next: ended, settle, cancel };
+    // More to read: the next read would overwrite what the views show.
+    for (let i = 0; i < first.length; i++) first[i] = first[i].slice();
+    this.#streaming = true;
+    return {
+      head,
+      first,
+      get done() {
+        return decoder.done;
       },
-      pull: (controller) => this.#pull(controller, conn, decoder, keepAlive),
-      cancel: () => this.#finish(conn, false),
-    }, { highWaterMark: 0 });
-    return response(stream, head);
+      next: () => this.#next(conn, decoder, keepAlive),
+      settle: () => {},
+      cancel,
+    };
   }
 
-  async #pull(
-    controller: ReadableStreamDefaultController<Uint8Array>,
-    conn: Connection,
-    decoder: BodyDecoder,
-    keepAlive: boolean,
-  ): Promise<void> {
+  async #next(conn: Connection, decoder: BodyDecoder, keepAlive: boolean): Promise<Uint8Array<ArrayBuffer>[] | null> {
+    if (this.#ended) {
+      if (this.#failure !== undefined) throw this.#failure;
+      return null;
+    }
     const out: Uint8Array<ArrayBuffer>[] = [];
     try {
       decoder.decodeBuffered(out);
@@ -695,18 +779,15 @@ class Call {
         decoder.decodeBuffered(out);
       }
     } catch (error) {
-      if (this.#ended) return;
+      if (this.#failure !== undefined) throw this.#failure;
       this.#finish(conn, false);
       throw error instanceof UpstreamError
         ? error
         : new UpstreamError("reset", `reading the response body: ${message(error)}`, { cause: error });
     }
-    if (this.#ended) return;
-    for (const chunk of out) controller.enqueue(chunk);
-    if (decoder.done) {
-      this.#finish(conn, keepAlive);
-      controller.close();
-    }
+    if (this.#failure !== undefined) throw this.#failure;
+    if (decoder.done) this.#finish(conn, keepAlive);
+    return out.length ? out : null;
   }
 
   /** The response is over (read to the end when `reusable`): the connection goes back to the pool or is closed. */
@@ -862,16 +943,15 @@ export function parseResponseHead(text: string, method: string): ResponseHead {
   };
 }
 
-/** `line` from `start` without leading and trailing spaces and tabs (optional whitespace). */
-function trimOws(line: string, start: number): string {
-  let end = line.length;
-  while (start < end && (line.charCodeAt(start) === 32 || line.charCodeAt(start) === 9)) start++;
-  while (end > start && (line.charCodeAt(end - 1) === 32 || line.charCodeAt(end - 1) === 9)) end--;
-  return line.slice(start, end);
+/** The request head (with a small body) and what to write after it. */
+/** A request as text (its head), a small body to send with it, and a larger one to send after. */
+interface EncodedRequest {
+  text: string;
+  inline: Uint8Array | null;
+  tail: Uint8Array | null;
 }
 
-/** The request head (with a small body) and what to write after it. */
-function encodeRequest(port: number, req: UpstreamRequest): { head: Uint8Array; tail: Uint8Array | null } {
+function encodeRequest(port: number, req: UpstreamRequest): EncodedRequest {
   const body = req.body;
   let text = `${req.method} ${req.path} HTTP/1.1\r\n`;
   if (typeof req.headers === "string") text += req.headers;
@@ -889,14 +969,16 @@ function encodeRequest(port: number, req: UpstreamRequest): { head: Uint8Array; 
   else if (body) text += "transfer-encoding: chunked\r\n\r\n";
   else text += LENGTH_WITHOUT_BODY.has(req.method) ? "content-length: 0\r\n\r\n" : "\r\n";
   const inline = body instanceof Uint8Array && body.length <= INLINE_BODY_MAX ? body : null;
-  const head = new Uint8Array(text.length + (inline ? inline.length : 0));
-  const { read, written } = encoder.encodeInto(text, head);
-  if (read !== text.length || written !== text.length) {
-    // Header values are byte strings: anything beyond ASCII is one byte each (latin1), not UTF-8.
-    for (let i = 0; i < text.length; i++) head[i] = text.charCodeAt(i);
-  }
-  if (inline) head.set(inline, text.length);
-  return { head, tail: body instanceof Uint8Array && !inline ? body : null };
+  return { text, inline, tail: body instanceof Uint8Array && !inline ? body : null };
+}
+
+/** The request head (and small body) of `encoded`, in `conn`'s output buffer. */
+function requestBytes(conn: Connection, encoded: EncodedRequest): Uint8Array {
+  const { text, inline } = encoded;
+  const out = conn.output(text.length + (inline?.length ?? 0));
+  const n = latin1Into(text, out);
+  if (inline) out.set(inline, n);
+  return out.subarray(0, n + (inline?.length ?? 0));
 }
 
 /** Writes one chunk of a chunked body. */
@@ -914,33 +996,6 @@ async function writeChunk(conn: Connection, chunk: Uint8Array): Promise<void> {
   bytes[bytes.length - 2] = CR;
   bytes[bytes.length - 1] = LF;
   await conn.write(bytes);
-}
-
-/**
- * The index just past the first CRLF CRLF of `buf` between `start` and `end` (looking from `from`,
- * which is where an earlier look stopped), or -1.
- */
-function findHeadEnd(buf: Uint8Array, start: number, from: number, end: number): number {
-  const view = buf.subarray(0, end);
-  for (let i = from; i < end;) {
-    const lf = view.indexOf(LF, i);
-    if (lf < 0) return -1;
-    // CRLF CRLF, or a bare LF ending a line (RFC 9112 §2.2 allows it; CGI scripts behind busybox httpd send them).
-    if (lf - 1 >= start && view[lf - 1] === LF) return lf + 1;
-    if (lf - 2 >= start && view[lf - 1] === CR && view[lf - 2] === LF) return lf + 1;
-    i = lf + 1;
-  }
-  return -1;
-}
-
-/** Bytes as latin1 text (one char per byte), as HTTP header bytes are read. */
-function latin1(bytes: Uint8Array, start: number, end: number): string {
-  let text = "";
-  for (let i = start; i < end; i += 8192) {
-    const part = bytes.subarray(i, Math.min(end, i + 8192));
-    text += String.fromCharCode.apply(null, part as unknown as number[]);
-  }
-  return text;
 }
 
 function concat(chunks: Uint8Array<ArrayBuffer>[]): Uint8Array<ArrayBuffer> | null {

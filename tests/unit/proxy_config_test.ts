@@ -24,6 +24,7 @@ const DEFAULT_LIMITS = {
   idleTimeoutMs: 60_000,
   requestTimeoutMs: 60_000,
   upstreamTimeoutMs: 60_000,
+  sendTimeoutMs: 60_000,
 };
 const DEFAULTS = { http: 80, https: 443, trustedProxies: [], limits: DEFAULT_LIMITS };
 
@@ -63,6 +64,7 @@ Deno.test("proxy.yml: a full file keeps every value it sets", () => {
     "  idleTimeout: 2m",
     "  requestTimeout: 10m",
     "  upstreamTimeout: 30",
+    "  sendTimeout: 90s",
     "",
   ].join("\n");
   assertEquals(parse(text), {
@@ -78,6 +80,7 @@ Deno.test("proxy.yml: a full file keeps every value it sets", () => {
       idleTimeoutMs: 120_000,
       requestTimeoutMs: 600_000,
       upstreamTimeoutMs: 30_000,
+      sendTimeoutMs: 90_000,
     },
   });
   assertEquals(parse("metrics: 127.0.0.2:9100\n").metrics, "127.0.0.2:9100");

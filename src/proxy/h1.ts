@@ -1,0 +1,626 @@
+/**
+ * The proxy's own HTTP/1.1 server for one client connection (plain, or TLS whose ALPN chose
+ * http/1.1): requests are read off the socket and, when they go to an app, forwarded by the
+ * upstream pool (./upstream.ts) and answered byte for byte, with no `Request` or `Response`
+ * built. That is what makes the proxy as fast as nginx; Deno's HTTP server (hyper) costs twice
+ * the CPU per request. Everything else (static files, ACME challenges, redirects, the proxy's
+ * own pages) goes through the same handler as HTTP/2 (./handler.ts), with a `Request` built here.
+ *
+ * - Heads are parsed strictly (./wire.ts): what two parsers could read differently is refused.
+ * - Request bodies: Content-Length up to 1 MiB read first (replayable to a fresh connection),
+ *   larger or chunked ones streamed with backpressure; `Expect: 100-continue` answered here.
+ * - WebSockets (Upgrade): a connection of its own to the app, the handshake relayed, then bytes
+ *   both ways with TCP's own backpressure: a side that does not read stops the other.
+ * - A write that takes longer than the stall timeout (a client that stopped reading) cuts the
+ *   connection, through the listener's sweep (no timer per request).
+ * @module
+ */
+import { decide, HSTS, MAX_HEADER_BYTES } from "./handler.ts";
+import type { Conn, HandlerDeps } from "./handler.ts";
+import { checkHost, type Client, forwardedRequest } from "./forward.ts";
+import type { InFlight } from "./inflight.ts";
+import { errorChain, errorPage, message } from "./pages.ts";
+import type { Route } from "./routes.ts";
+import {
+  BodyDecoder,
+  Connection,
+  type Exchange,
+  parseResponseHead,
+  UpstreamError,
+  type UpstreamPool,
+} from "./upstream.ts";
+import {
+  bodyless,
+  findHeadEnd,
+  latin1,
+  latin1Bytes,
+  latin1Into,
+  parseRequestHead,
+  type RequestHead,
+  statusLine,
+} from "./wire.ts";
+
+/** What serving HTTP/1.1 needs from the proxy. */
+export interface H1Deps {
+  /** Route decisions, metrics and logging, as the handler has them. */
+  handlerDeps: HandlerDeps;
+  /** The handler, for what is not forwarded here. */
+  handler(req: Request, conn: Conn): Promise<Response>;
+  pool: UpstreamPool;
+  inFlight: InFlight;
+  /** How long a request body may stall (0: no limit). */
+  requestTimeoutMs: number;
+  /** How long the app may take to answer a WebSocket handshake. */
+  upstreamTimeoutMs: number;
+}
+
+/** What the listener tracks of a connection while it is served. */
+export interface Served {
+  /** A request head was read: the connection is busy. */
+  begin(): void;
+  /** The exchange is over: the connection is idle. */
+  idle(): void;
+  /** Whether the listener wants the connection closed once idle. */
+  readonly draining: boolean;
+  /** `performance.now()`-free clock (ms) of when a write began, 0 when none: the sweep cuts stalled writes. */
+  writingSince: number;
+  /** The same for writes to the app (WebSockets). */
+  appWritingSince: number;
+  /** The gate's clock. */
+  now(): number;
+}
+
+/** Request bodies with a Content-Length up to this are read whole first. */
+const BUFFERED_BODY_MAX = 1024 * 1024;
+/** A client connection's read buffer to start with (grown for larger heads and bodies). */
+const CLIENT_BUFFER = 4096;
+/** Largest request head: as the handler's limit on forwarded header bytes. */
+const MAX_HEAD = MAX_HEADER_BYTES;
+/** Response bodies of the handler read whole up to this to be sent with a Content-Length. */
+const SMALL_BODY = 64 * 1024;
+/** The request body of a request without one. */
+const NO_BODY = { body: null, read: () => true };
+const CONTINUE = new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n");
+const LAST_CHUNK = new TextEncoder().encode("0\r\n\r\n");
+const CRLF = new TextEncoder().encode("\r\n");
+
+/** Serves HTTP/1.1 on `tcp` until either side closes. */
+export async function serveH1(
+  tcp: Deno.Conn,
+  client: Client,
+  conn: Conn,
+  served: Served,
+  deps: H1Deps,
+): Promise<void> {
+  const c = new Connection(tcp, 0, () => {}, CLIENT_BUFFER);
+  const session = new Session(c, client, conn, served, deps);
+  try {
+    await session.run();
+  } catch {
+    /* the connection failed: nothing to answer */
+  } finally {
+    c.close();
+  }
+}
+
+/** Why the loop stops after an exchange. */
+type Next = "keep" | "close";
+
+class Session {
+  constructor(
+    readonly c: Connection,
+    readonly client: Client,
+    readonly conn: Conn,
+    readonly served: Served,
+    readonly deps: H1Deps,
+  ) {}
+
+  get log(): (line: string) => void {
+    return this.deps.handlerDeps.log;
+  }
+
+  async run(): Promise<void> {
+    const c = this.c;
+    while (true) {
+      // The head: up to an empty line, read as it comes.
+      let scanned = 0;
+      let end = findHeadEnd(c.buf, c.start, c.start, c.end);
+      while (end < 0) {
+        if (c.buffered > MAX_HEAD) return void await this.refuse(431);
+        scanned = Math.max(0, c.buffered - 3);
+        if (!(await c.fill(MAX_HEAD + 4))) return;
+        end = findHeadEnd(c.buf, c.start, c.start + scanned, c.end);
+      }
+      if (end - c.start > MAX_HEAD + 4) return void await this.refuse(431);
+      let stop = end;
+      while (stop > c.start && (c.buf[stop - 1] === 10 || c.buf[stop - 1] === 13)) stop--;
+      const text = latin1(c.buf, c.start, stop);
+      c.start = end;
+      this.served.begin();
+      let next: Next;
+      try {
+        next = await this.exchange(text);
+      } finally {
+        this.served.idle();
+      }
+      if (next === "close" || this.served.draining) return;
+    }
+  }
+
+  /** Answers with the proxy's page for `status` and closes. */
+  async refuse(status: number): Promise<void> {
+    this.served.begin();
+    try {
+      await this.writeResponse(errorPage(status, { connection: "close" }), "GET", true, false);
+    } finally {
+      this.served.idle();
+    }
+  }
+
+  /** One request: from its head to the end of its answer. */
+  async exchange(text: string): Promise<Next> {
+    const head = parseRequestHead(text);
+    if ("status" in head) {
+      await this.writeResponse(errorPage(head.status, { connection: "close" }), "GET", true, false);
+      return "close";
+    }
+    const host = head.host === undefined ? undefined : checkHost(head.host);
+    if (host === undefined || head.target === "*") {
+      await this.writeResponse(errorPage(400, { connection: "close" }), head.method, true, false);
+      return "close";
+    }
+    const route = decide(this.deps.handlerDeps, this.conn.entry, host, head.target);
+    if (!(route instanceof Response)) {
+      const target = route.target;
+      if (target && "port" in target) {
+        if (head.upgrade !== undefined) {
+          if (head.upgrade.toLowerCase() === "websocket" && head.method === "GET") {
+            return await this.tunnel(head, route, target.port, host);
+          }
+          head.upgrade = undefined; // any other protocol: an ordinary request (Upgrade is hop-by-hop)
+        }
+        return await this.forward(head, route, target.port, host);
+      }
+    }
+    return await this.handle(head, host, route instanceof Response ? route : undefined);
+  }
+
+  /** A request the handler answers (or `answer`, already decided). */
+  async handle(head: RequestHead, host: string, answer?: Response): Promise<Next> {
+    let response = answer;
+    if (!response) {
+      let req: Request | undefined;
+      try {
+        req = new Request(`${this.client.scheme}://${host}${head.target}`, {
+          method: head.method,
+          headers: head.fields.toHeaders(),
+        });
+      } catch {
+        response = errorPage(400, { connection: "close" });
+      }
+      if (req) {
+        try {
+          response = await this.deps.handler(req, this.conn);
+        } catch (error) {
+          this.log(`${head.method} ${head.target.split("?")[0]}: ${message(error)}`);
+          response = errorPage(500);
+        }
+      }
+    }
+    // A body the handler did not read is not read here either: the connection ends with the answer.
+    const close = head.close || head.framing !== "none" || response!.headers.get("connection") === "close";
+    return await this.writeResponse(response!, head.method, close, head.http11) ? "keep" : "close";
+  }
+
+  /**
+   * Writes a Response: its body with its Content-Length, or whole with one when it is small, or
+   * chunked (HTTP/1.1) or up to the close (HTTP/1.0). True when the connection may go on.
+   */
+  async writeResponse(response: Response, method: string, close: boolean, http11: boolean): Promise<boolean> {
+    let text = statusLine(response.status, response.statusText);
+    response.headers.forEach((value, name) => {
+      if (name === "connection" || name === "transfer-encoding" || name === "keep-alive") return;
+      text += `${name}: ${value}\r\n`;
+    });
+    const length = response.headers.get("content-length");
+    const body = response.body;
+    if (bodyless(method, response.status) || !body) {
+      body?.cancel().catch(() => {});
+      if (!length && !bodyless(method, response.status)) text += "content-length: 0\r\n";
+      await this.write(latin1Bytes(`${text}${close ? "connection: close\r\n" : ""}\r\n`));
+      return !close;
+    }
+    const reader = body.getReader();
+    try {
+      const first: Uint8Array[] = [];
+      let size = 0;
+      let ended = false;
+      // Without a Content-Length: read up to SMALL_BODY to send it with one.
+      while (!length && size <= SMALL_BODY) {
+        const { done, value } = await reader.read();
+        if (done) {
+          ended = true;
+          break;
+        }
+        first.push(value);
+        size += value.length;
+      }
+      const framing = length ? "length" : ended ? "whole" : http11 ? "chunked" : "close";
+      if (framing === "whole") text += `content-length: ${size}\r\n`;
+      else if (framing === "chunked") text += "transfer-encoding: chunked\r\n";
+      const closing = close || framing === "close";
+      if (closing) text += "connection: close\r\n";
+      await this.write(joined(latin1Bytes(`${text}\r\n`, size), first));
+      if (framing === "whole") return !closing;
+      while (true) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        if (value.length) await this.write(framing === "chunked" ? chunk(value) : value);
+      }
+      if (framing === "chunked") await this.write(LAST_CHUNK);
+      return !closing;
+    } finally {
+      reader.cancel().catch(() => {});
+    }
+  }
+
+  /** Writes all of `bytes` to the client; the sweep cuts a write that stalls. */
+  async write(bytes: Uint8Array): Promise<void> {
+    this.served.writingSince = this.served.now();
+    try {
+      await this.c.write(bytes);
+    } finally {
+      this.served.writingSince = 0;
+    }
+  }
+
+  /**
+   * The request body for the app: bytes (small, with a Content-Length), a stream, or null; with
+   * whether it was read to its end; or the status to refuse it with.
+   */
+  async body(
+    head: RequestHead & { framing: "length" | "chunked" },
+  ): Promise<{ body: Uint8Array | ReadableStream<Uint8Array> | null; read(): boolean } | 408 | 400> {
+    if (head.expectContinue) await this.write(CONTINUE);
+    const decoder = new BodyDecoder(this.c, head.framing, head.length, "the client");
+    const limit = this.deps.requestTimeoutMs;
+    const more = () => within(decoder.readMore().then(() => true), limit);
+    const read = () => decoder.done;
+    if (head.framing === "length" && head.length <= BUFFERED_BODY_MAX) {
+      const bytes = new Uint8Array(head.length);
+      let at = 0;
+      const out: Uint8Array<ArrayBuffer>[] = [];
+      try {
+        while (true) {
+          decoder.decodeBuffered(out);
+          for (const piece of out.splice(0)) {
+            bytes.set(piece, at);
+            at += piece.length;
+          }
+          if (decoder.done) return { body: bytes, read };
+          if (!(await more())) return 408;
+        }
+      } catch {
+        return 400;
+      }
+    }
+    const body = new ReadableStream<Uint8Array>({
+      pull: async (controller) => {
+        const out: Uint8Array<ArrayBuffer>[] = [];
+        decoder.decodeBuffered(out);
+        while (!out.length && !decoder.done) {
+          if (!(await more())) throw new Error(`the request body stalled for ${limit} ms`);
+          decoder.decodeBuffered(out);
+        }
+        for (const piece of out) controller.enqueue(piece);
+        if (decoder.done) controller.close();
+      },
+    }, { highWaterMark: 0 });
+    return { body, read };
+  }
+
+  /** Forwards a request to the app on `port` and relays its answer. */
+  async forward(head: RequestHead, route: Route, port: number, host: string): Promise<Next> {
+    const { lines } = forwardedRequest(head.fields, this.client, host);
+    if (lines.length > MAX_HEADER_BYTES) {
+      await this.writeResponse(errorPage(431, { connection: "close" }), head.method, true, false);
+      return "close";
+    }
+    const done = this.deps.handlerDeps.measure?.(route.app, route.slot ?? "-");
+    const hsts = this.conn.entry.kind === "https" && route.hsts;
+    const end = this.deps.inFlight.begin(port);
+    let bytesOut = 0;
+    let status = 502;
+    try {
+      const request = head.framing === "none" ? NO_BODY : await this.body(head as RequestHead & { framing: "length" });
+      if (request === 408 || request === 400) {
+        status = request;
+        await this.writeResponse(errorPage(request, { connection: "close" }), head.method, true, false);
+        return "close";
+      }
+      let exchange: Exchange;
+      try {
+        exchange = await this.deps.pool.exchange(port, {
+          method: head.method,
+          path: head.target,
+          headers: lines,
+          body: request.body,
+        });
+      } catch (error) {
+        const timeout = error instanceof UpstreamError && error.kind === "timeout";
+        status = timeout ? 504 : 502;
+        this.log(
+          `${route.app}: ${head.method} ${head.target.split("?")[0]}: 127.0.0.1:${port}: ${
+            errorChain(error).split("\n")[0]
+          }`,
+        );
+        const close = head.close || !request.read();
+        await this.writeResponse(errorPage(status, close ? { connection: "close" } : {}), head.method, close, false);
+        return close ? "close" : "keep";
+      }
+      status = exchange.head.status;
+      bytesOut = await this.relay(exchange, head, hsts, end);
+      // A body the app did not read in full is still on the connection: it cannot carry another request.
+      return head.close || !request.read() || bytesOut < 0 ? "close" : "keep";
+    } finally {
+      end();
+      done?.(status, head.length, Math.max(0, bytesOut));
+    }
+  }
+
+  /**
+   * Writes the app's answer to the client. Returns the body bytes written, or -1 when the
+   * connection must close after it (the body was delimited by closing it, or it failed midway).
+   */
+  async relay(exchange: Exchange, head: RequestHead, hsts: boolean | undefined, ended: () => void): Promise<number> {
+    const res = exchange.head;
+    let text = statusLine(res.status, res.statusText);
+    const fields = res.fields;
+    for (let i = 0; i < fields.length; i += 2) text += `${fields[i]}: ${fields[i + 1]}\r\n`;
+    if (hsts) text += `strict-transport-security: ${HSTS}\r\n`;
+    let size = 0;
+    for (const piece of exchange.first) size += piece.length;
+    const noBody = res.framing === "none";
+    let framing: "length" | "chunked" | "close" | "none" = "none";
+    if (!noBody) {
+      if (res.framing === "length") framing = "length";
+      else if (exchange.done) {
+        framing = "length";
+        text += `content-length: ${size}\r\n`;
+      } else framing = head.http11 ? "chunked" : "close";
+    }
+    if (framing === "chunked") text += "transfer-encoding: chunked\r\n";
+    const closing = head.close || framing === "close";
+    if (closing) text += "connection: close\r\n";
+    if (exchange.done) {
+      ended();
+      text += "\r\n";
+      const out = this.c.output(text.length + size);
+      let at = latin1Into(text, out);
+      for (const piece of exchange.first) {
+        out.set(piece, at);
+        at += piece.length;
+      }
+      exchange.settle(); // the app's connection is free: its bytes are copied
+      await this.write(out.subarray(0, at));
+      return closing ? -1 : size;
+    }
+    // A body that streams: what came with the head, then the rest as the app sends it.
+    const chunked = framing === "chunked";
+    try {
+      await this.write(
+        chunked ? latin1Bytes(`${text}\r\n`) : joined(latin1Bytes(`${text}\r\n`, size), exchange.first),
+      );
+      if (chunked && size) await this.write(chunk(concat(exchange.first, size)));
+      let written = size;
+      while (true) {
+        let pieces: Uint8Array[] | null;
+        try {
+          pieces = await exchange.next();
+        } catch (error) {
+          this.log(`${head.method} ${head.target.split("?")[0]}: the app's answer failed midway: ${message(error)}`);
+          return -1;
+        }
+        if (pieces) {
+          let n = 0;
+          for (const piece of pieces) n += piece.length;
+          const bytes = concat(pieces, n);
+          await this.write(chunked ? chunk(bytes) : bytes);
+          written += n;
+        }
+        if (exchange.done) break;
+      }
+      ended();
+      if (chunked) await this.write(LAST_CHUNK);
+      return closing ? -1 : written;
+    } catch (error) {
+      exchange.cancel();
+      throw error;
+    }
+  }
+
+  /** A WebSocket: the handshake to the app on a connection of its own, then bytes both ways. */
+  async tunnel(head: RequestHead, route: Route, port: number, host: string): Promise<Next> {
+    const { lines } = forwardedRequest(head.fields, this.client, host);
+    const done = this.deps.handlerDeps.measure?.(route.app, route.slot ?? "-");
+    const end = this.deps.inFlight.begin(port);
+    const where = `${route.app}: websocket ${head.target.split("?")[0]}: 127.0.0.1:${port}`;
+    let app: Connection | undefined;
+    let status = 502;
+    const untrack = this.deps.inFlight.track(() => {
+      this.log(`${where}: cut (the proxy is shutting down)`);
+      app?.close();
+      this.c.close();
+    });
+    try {
+      if (head.framing !== "none" || lines.length > MAX_HEADER_BYTES) {
+        status = 400;
+        await this.writeResponse(errorPage(400, { connection: "close" }), head.method, true, false);
+        return "close";
+      }
+      let answer: Awaited<ReturnType<typeof handshake>>;
+      try {
+        const tcp = await within(Deno.connect({ hostname: "127.0.0.1", port }), this.deps.upstreamTimeoutMs);
+        if (!tcp) throw new UpstreamError("timeout", "connecting timed out");
+        tcp.setNoDelay(true);
+        app = new Connection(tcp, port, () => {});
+        const request =
+          `GET ${head.target} HTTP/1.1\r\n${lines}connection: upgrade\r\nupgrade: ${head.upgrade}\r\n\r\n`;
+        await app.write(latin1Bytes(request));
+        const answered = await within(handshake(app), this.deps.upstreamTimeoutMs);
+        if (!answered) throw new UpstreamError("timeout", `no answer within ${this.deps.upstreamTimeoutMs} ms`);
+        answer = answered;
+      } catch (error) {
+        status = error instanceof UpstreamError && error.kind === "timeout" ? 504 : 502;
+        this.log(`${where}: ${status}: ${errorChain(error).split("\n")[0]}`);
+        await this.writeResponse(errorPage(status, { connection: "close" }), head.method, true, false);
+        return "close";
+      }
+      status = answer.status;
+      if (answer.status !== 101) {
+        // The app said no (a 403, a 404): its answer, then the connection ends.
+        await this.writeResponse(answer.response!, head.method, true, false);
+        return "close";
+      }
+      let text = statusLine(101, answer.statusText);
+      for (let i = 0; i < answer.fields.length; i += 2) text += `${answer.fields[i]}: ${answer.fields[i + 1]}\r\n`;
+      text += `connection: upgrade\r\nupgrade: ${answer.upgrade}\r\n\r\n`;
+      const early = app!.buffered ? app!.take(app!.buffered) : new Uint8Array(0);
+      await this.write(joined(latin1Bytes(text, early.length), [early]));
+      const pending = this.c.buffered ? this.c.take(this.c.buffered) : null;
+      await Promise.race([
+        this.pump(this.c, app!, pending, "app"),
+        this.pump(app!, this.c, null, "client"),
+      ]);
+      return "close";
+    } finally {
+      untrack();
+      app?.close();
+      end();
+      done?.(status, 0, 0);
+    }
+  }
+
+  /** Copies `from` to `to` until either ends; writes that stall are cut by the sweep. */
+  async pump(from: Connection, to: Connection, first: Uint8Array | null, toWhom: "app" | "client"): Promise<void> {
+    const served = this.served;
+    const mark = (since: number) => toWhom === "app" ? served.appWritingSince = since : served.writingSince = since;
+    try {
+      if (first) {
+        mark(served.now());
+        await to.write(first);
+        mark(0);
+      }
+      const buf = new Uint8Array(64 * 1024);
+      while (true) {
+        const n = await from.tcp.read(buf);
+        if (n === null) break;
+        mark(served.now());
+        await to.write(buf.subarray(0, n));
+        mark(0);
+      }
+    } catch {
+      /* either side failed: the tunnel ends */
+    } finally {
+      mark(0);
+    }
+  }
+}
+
+/** The app's answer to a WebSocket handshake. */
+async function handshake(app: Connection): Promise<{
+  status: number;
+  statusText: string;
+  fields: string[];
+  upgrade: string;
+  response?: Response;
+}> {
+  let scanned = 0;
+  let end = findHeadEnd(app.buf, app.start, app.start, app.end);
+  while (end < 0) {
+    if (app.buffered > MAX_HEAD) throw new UpstreamError("protocol", "response head too large");
+    scanned = Math.max(0, app.buffered - 3);
+    if (!(await app.fill(MAX_HEAD + 4))) throw new UpstreamError("reset", "the app closed the connection");
+    end = findHeadEnd(app.buf, app.start, app.start + scanned, app.end);
+  }
+  let stop = end;
+  while (stop > app.start && (app.buf[stop - 1] === 10 || app.buf[stop - 1] === 13)) stop--;
+  const text = latin1(app.buf, app.start, stop);
+  app.start = end;
+  const head = parseResponseHead(text, "GET");
+  const upgrade = /\r?\nupgrade:[ \t]*([^\r\n]*)/i.exec(text)?.[1]?.trim() ?? "";
+  if (head.status === 101) {
+    if (upgrade.toLowerCase() !== "websocket") throw new UpstreamError("protocol", "101 without Upgrade: websocket");
+    return { status: 101, statusText: head.statusText, fields: head.fields, upgrade };
+  }
+  if (head.status < 200) throw new UpstreamError("protocol", `${head.status} instead of 101`);
+  // Its answer, read whole (up to 64 KiB): then the connection ends.
+  const pieces: Uint8Array<ArrayBuffer>[] = [];
+  if (head.framing !== "none") {
+    const decoder = new BodyDecoder(app, head.framing, head.length);
+    let size = 0;
+    decoder.decodeBuffered(pieces);
+    while (!decoder.done) {
+      size = pieces.reduce((sum, piece) => sum + piece.length, 0);
+      if (size > SMALL_BODY) throw new UpstreamError("protocol", `${head.status} instead of 101, with a large body`);
+      await decoder.readMore();
+      decoder.decodeBuffered(pieces);
+    }
+  }
+  const headers = new Headers();
+  for (let i = 0; i < head.fields.length; i += 2) {
+    if (head.fields[i].toLowerCase() !== "content-length") headers.append(head.fields[i], head.fields[i + 1]);
+  }
+  const response = new Response(concat(pieces, pieces.reduce((sum, piece) => sum + piece.length, 0)), {
+    status: head.status,
+    statusText: head.statusText,
+    headers,
+  });
+  return { status: head.status, statusText: head.statusText, fields: head.fields, upgrade, response };
+}
+
+/** `head` (with room for the pieces after it) with `pieces` copied in. */
+function joined(head: Uint8Array, pieces: Uint8Array[]): Uint8Array {
+  let at = head.length;
+  for (let i = pieces.length - 1; i >= 0; i--) at -= pieces[i].length;
+  for (const piece of pieces) {
+    head.set(piece, at);
+    at += piece.length;
+  }
+  return head;
+}
+
+/** `pieces` (of `size` bytes in all) as one array. */
+function concat(pieces: Uint8Array[], size: number): Uint8Array<ArrayBuffer> {
+  if (pieces.length === 1) return pieces[0] as Uint8Array<ArrayBuffer>;
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const piece of pieces) {
+    out.set(piece, at);
+    at += piece.length;
+  }
+  return out;
+}
+
+/** `data` as one chunk of a chunked body. */
+function chunk(data: Uint8Array): Uint8Array {
+  const size = `${data.length.toString(16)}\r\n`;
+  const out = latin1Bytes(size, data.length + 2);
+  out.set(data, size.length);
+  out.set(CRLF, size.length + data.length);
+  return out;
+}
+
+/** `promise`'s value, or undefined once `ms` (> 0) have passed. */
+async function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  if (!(ms > 0)) return await promise;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<undefined>((resolve) => timer = setTimeout(() => resolve(undefined), ms)),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
