@@ -511,6 +511,15 @@ function overviewView() {
           when(server.lastOk, now),
         ]);
       }
+      if (server.limits?.length) {
+        items.push([
+          "stale",
+          h("a", { href: serverHref(server.name), text: server.name }),
+          " over the collector's limits: ",
+          server.limits[0],
+          server.limits.length > 1 ? h("span", { class: "muted" }, ` · and ${server.limits.length - 1} more`) : null,
+        ]);
+      }
     }
     for (const { server, app } of all) {
       if (app.state !== "unhealthy") continue;
@@ -1006,6 +1015,14 @@ function serverView(name) {
       problem,
       d.lastError && d.state === "unreachable"
         ? h("div", { class: "error", role: "alert" }, h("p", { text: `The last pull failed: ${d.lastError}` }))
+        : "",
+      d.limits?.length
+        ? h(
+          "div",
+          { class: "error", role: "status" },
+          h("p", { text: "The last pull went over the collector's limits:" }),
+          h("ul", {}, d.limits.map((line) => h("li", { text: line }))),
+        )
         : "",
     );
     put(

@@ -20,6 +20,7 @@ export const FLEET_EVENTS = [
   "rolled_back",
   "certificate_expiring",
   "certificate_renewed",
+  "over_limit",
 ] as const;
 
 /** The longest a notification may take. */

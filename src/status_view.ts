@@ -8,6 +8,10 @@ import { type AppStatus, readStatus } from "./deploy/status.ts";
 import { UsageError } from "./errors.ts";
 import { certificateCondition, type CertificateState, issuerLabel, readCertificates } from "./proxy/cert_state.ts";
 import { appPaths, deploymentsRoot } from "./paths.ts";
+import { forTerminal, jsonForTerminal } from "./terminal.ts";
+
+/** What status.json (written on this server, but by deploys of code anyone may push) says, safe on one line. */
+const safe = (text: string) => forTerminal(text, { oneLine: true });
 
 /** Status of every deployed app, by name. Apps set up but never deployed have none. */
 export async function collectStatus(only?: string): Promise<AppStatus[]> {
@@ -47,7 +51,7 @@ export async function showStatus(only: string | undefined, json: boolean): Promi
       const certificate = certificates.get(status.name);
       return certificate ? { ...status, certificate } : status;
     });
-    console.log(JSON.stringify(only !== undefined ? current[0] : current, null, 2));
+    console.log(jsonForTerminal(only !== undefined ? current[0] : current, 2));
     return 0;
   }
   const color = Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR");
@@ -68,15 +72,17 @@ export function statusLines(
   if (!statuses.length) return ["No app has been deployed on this server yet."];
   const rows = [
     ["APP", "STATUS", "HEALTHY", "VERSION", "RELEASE", "DEPLOYED", "LAST DEPLOY"],
-    ...statuses.map((s) => [
-      s.name,
-      s.status,
-      s.healthy ? "yes" : "no",
-      s.version ?? "-",
-      s.release ?? "-",
-      s.deployed ?? "-",
-      `${s.lastDeploy.outcome} ${s.lastDeploy.version}${s.lastDeploy.step ? ` at ${s.lastDeploy.step}` : ""}`,
-    ]),
+    ...statuses.map((s) =>
+      [
+        s.name,
+        s.status,
+        s.healthy ? "yes" : "no",
+        s.version ?? "-",
+        s.release ?? "-",
+        s.deployed ?? "-",
+        `${s.lastDeploy.outcome} ${s.lastDeploy.version}${s.lastDeploy.step ? ` at ${s.lastDeploy.step}` : ""}`,
+      ].map((cell) => safe(String(cell)))
+    ),
   ];
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
   const lines = rows.map((row) => row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());
@@ -98,14 +104,14 @@ export function statusLines(
       ...(issuer ? [`${issuer}${certificate.source === "file" ? " (config.yml tls)" : ""}`] : []),
       expiry,
     ];
-    const line = `${name.padEnd(widths[0])}  certificate: ${parts.join(" — ")}`;
+    const line = safe(`${name.padEnd(widths[0])}  certificate: ${parts.join(" — ")}`);
     lines.push(state === "expiring" || state === "expired" ? red(line) : line);
     const next = certificate.nextAttemptAt ? `next attempt ${minute(certificate.nextAttemptAt)}` : "";
     if (certificate.lastError) {
       const at = certificate.lastErrorAt ? ` ${minute(certificate.lastErrorAt)}` : "";
-      lines.push(red(`${indent}! last error${at}: ${certificate.lastError}${next ? `; ${next}` : ""}`));
+      lines.push(red(safe(`${indent}! last error${at}: ${certificate.lastError}${next ? `; ${next}` : ""}`)));
     } else if (next && daysLeft === null) {
-      lines.push(`${indent}${next}`);
+      lines.push(safe(`${indent}${next}`));
     }
   }
   return lines;

@@ -1,6 +1,45 @@
 import type { CommandSpec } from "../cli.ts";
 import { UsageError } from "../errors.ts";
 
+/**
+ * The API token: from `--token-file` (which must not be readable or writable by group or others),
+ * `--token` (kept for scripts, with a warning: every user of the machine sees it in `ps`), or
+ * `FLEET_MONITOR_TOKEN`; one of them at most.
+ */
+export async function apiToken(file: string | undefined, argv: string | undefined): Promise<string | undefined> {
+  const env = Deno.env.get("FLEET_MONITOR_TOKEN");
+  const given = [file !== undefined && "--token-file", argv !== undefined && "--token", env && "FLEET_MONITOR_TOKEN"]
+    .filter(Boolean);
+  if (given.length > 1) throw new UsageError(`the API token is given twice (${given.join(" and ")}): give one`);
+  if (argv !== undefined) {
+    console.error(
+      "warning: --token shows the token to every user of this machine (ps, /proc); " +
+        "use --token-file FILE (mode 0600) or FLEET_MONITOR_TOKEN instead",
+    );
+    return argv;
+  }
+  if (file === undefined) return env || undefined;
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(file);
+  } catch (error) {
+    throw new UsageError(`cannot read the token file ${file}: ${error instanceof Error ? error.message : error}`);
+  }
+  if (!info.isFile) throw new UsageError(`the token file ${file} is not a file`);
+  const mode = (info.mode ?? 0) & 0o777;
+  if (mode & 0o077) {
+    throw new UsageError(
+      `the token file ${file} is open to group or others (mode ${mode.toString(8).padStart(4, "0")}): refused`,
+      { suggestion: `chmod 600 ${file}, and make a new token if others may have read it` },
+    );
+  }
+  const token = (await Deno.readTextFile(file)).trim();
+  if (!token || /\s/.test(token)) {
+    throw new UsageError(`the token file ${file} must hold one token (no spaces)${token ? "" : ": it is empty"}`);
+  }
+  return token;
+}
+
 const ACTIONS = ["collect", "add", "list", "trust"] as const;
 
 /**
@@ -19,7 +58,17 @@ export const fleetCommand: CommandSpec = {
     { name: "config", value: "file", description: "The fleet config (default ~/.fleet-monitor/config.yml)" },
     { name: "host", value: "addr", description: "Address the API listens on (default 127.0.0.1)" },
     { name: "port", value: "port", description: "Port of the API (default 3333)" },
-    { name: "token", value: "token", description: "Required to listen beyond loopback (or FLEET_MONITOR_TOKEN)" },
+    {
+      name: "token-file",
+      value: "file",
+      description: "The API token, read from a file only you can read (or FLEET_MONITOR_TOKEN); required " +
+        "to listen beyond loopback",
+    },
+    {
+      name: "token",
+      value: "token",
+      description: "The API token on the command line: shows in `ps`; prefer --token-file",
+    },
     { name: "once", description: "collect: one cycle, then exit" },
     { name: "json", description: "list: print JSON" },
     { name: "ssh-port", value: "port", description: "add: the server's ssh port (default 22)" },
@@ -42,7 +91,7 @@ export const fleetCommand: CommandSpec = {
         if (!Number.isInteger(port) || port < 1 || port > 65535) {
           throw new UsageError(`--port must be a port from 1 to 65535 (got "${str("port")}")`);
         }
-        const token = str("token") ?? (Deno.env.get("FLEET_MONITOR_TOKEN") || undefined);
+        const token = await apiToken(str("token-file"), str("token"));
         const stop = new AbortController();
         const onSignal = () => stop.abort();
         for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(signal, onSignal);

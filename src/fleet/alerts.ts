@@ -14,7 +14,9 @@
  * deadline, not a past event, so it alerts when first seen too; it is judged only on servers
  * pulled in the cycle (an unreachable server's may have been renewed meanwhile). A renewal that
  * fails with weeks left alerts nothing (the proxy retries; the dashboard shows the error), and
- * the error is in the notice once the 14 days are reached.
+ * the error is in the notice once the 14 days are reached. A server whose pull goes over the
+ * collector's limits (./limits.ts: a status.json too big, log bytes skipped…) alerts `over_limit`
+ * once, and again only after a pull within them.
  *
  * The memory of what was last seen is small and kept in `<home>/data/alerts.json`, so
  * `fleet collect --once` (one process per cycle) and a restarted `fleet` alert on what changed
@@ -24,6 +26,7 @@
 import { readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
 import { type Delivery, type Notice, NOTIFY_TIMEOUT_MS, notifyAll, type Target } from "../notify.ts";
 import { issuerLabel } from "../proxy/cert_state.ts";
+import { forTerminal } from "../terminal.ts";
 import type { CycleSummary } from "./collector.ts";
 import type { FleetConfig } from "./config.ts";
 import {
@@ -46,6 +49,8 @@ export interface ServerMemory {
   since?: string;
   /** An `unreachable` notice went out: its first good pull sends `back`. */
   alerted: boolean;
+  /** Its last pull went over the collector's limits (an `over_limit` notice went out). */
+  limited?: boolean;
 }
 
 /** What the alerter last saw: the transitions are computed against it. */
@@ -126,6 +131,9 @@ export class Alerter {
         failures: 0,
         alerted: false,
       };
+      const limits = outcome.limits ?? [];
+      if (limits.length && !server.limited) notices.push(overLimitNotice(outcome.server, limits, summary.at));
+      if (limits.length || outcome.ok) server.limited = limits.length > 0;
       if (outcome.ok) {
         if (server.alerted) notices.push(backNotice(outcome.server, server, summary.at));
         server.reached = true;
@@ -231,7 +239,7 @@ export class Alerter {
       this.targets.map(async (target) => {
         const deliveries = await notifyAll([target], notice, this.timeoutMs);
         for (const delivery of deliveries) {
-          if (!delivery.ok) this.log(`! alert to ${delivery.target} failed: ${delivery.detail}`);
+          if (!delivery.ok) this.log(`! alert to ${delivery.target} failed: ${forTerminal(delivery.detail)}`);
         }
         return deliveries;
       })
@@ -350,6 +358,17 @@ function unreachableNotice(
     },
     text: error && error.trim() !== why ? clip(error) : undefined,
     at: summary.at,
+  };
+}
+
+function overLimitNotice(name: string, limits: string[], at: string): Notice {
+  return {
+    event: "over_limit",
+    ok: false,
+    title: `${name} went over the fleet collector's limits: ${line(limits[0])}`,
+    fields: { server: name, refused: String(limits.length) },
+    text: clip(limits.join("\n")),
+    at,
   };
 }
 

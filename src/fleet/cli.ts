@@ -12,7 +12,12 @@ import { ProcessRunner } from "../runner.ts";
 import { FleetAlerts } from "./alerts.ts";
 import { Collector, type CycleSummary } from "./collector.ts";
 import { addServer, type FleetConfig, fleetPaths, loadFleetConfig, LOCAL } from "./config.ts";
+import { limitLines } from "./queries.ts";
 import { FleetStore } from "./store.ts";
+import { forTerminal, jsonForTerminal } from "../terminal.ts";
+
+/** A server's text on one line of the terminal. */
+const safe = (text: string) => forTerminal(text, { oneLine: true });
 
 /** Options common to the fleet actions. */
 export interface FleetOptions {
@@ -59,11 +64,17 @@ export function cycleLines(summary: CycleSummary): string[] {
     (summary.skipped.length ? `; still pulling ${summary.skipped.join(", ")}` : "") +
     (summary.holding ? "; resumed after a pause: judging from the next cycle" : ""),
   ];
-  for (const server of summary.servers.filter((s) => !s.ok)) lines.push(`  ✗ ${server.server}: ${server.error}`);
+  for (const server of summary.servers.filter((s) => !s.ok)) {
+    lines.push(`  ✗ ${server.server}: ${safe(server.error ?? "failed")}`);
+  }
+  for (const server of summary.servers) {
+    for (const limit of server.limits ?? []) lines.push(`  ! ${server.server}: over a limit: ${safe(limit)}`);
+  }
   for (const change of summary.changes) {
     const health = change.healthy === undefined ? "" : change.healthy ? " healthy" : " UNHEALTHY";
     lines.push(
-      `  • ${change.server}/${change.app}: ${change.status ?? "?"}${health} ${change.version ?? ""}`.trimEnd(),
+      `  • ${change.server}/${safe(change.app)}: ${safe(change.status ?? "?")}${health} ${safe(change.version ?? "")}`
+        .trimEnd(),
     );
   }
   return lines;
@@ -98,10 +109,11 @@ export async function listServers(options: FleetOptions & { json?: boolean }): P
   const { config, store, collector, configPath } = await open(options);
   try {
     const known = new Map(
-      (store.sql("SELECT name, last_ok, last_error FROM servers").all() as {
+      (store.sql("SELECT name, last_ok, last_error, limits FROM servers").all() as {
         name: string;
         last_ok: number | null;
         last_error: string | null;
+        limits: string | null;
       }[]).map((row) => [row.name, row]),
     );
     const rows = config.servers.map((server) => {
@@ -111,11 +123,12 @@ export async function listServers(options: FleetOptions & { json?: boolean }): P
         target: server.host === LOCAL ? LOCAL : `${server.user}@${server.host}:${server.port}`,
         lastContact: row?.last_ok ? new Date(row.last_ok).toISOString() : undefined,
         error: row?.last_error ?? undefined,
+        limits: limitLines(row?.limits ?? null),
         netdata: server.netdata,
       };
     });
     if (options.json) {
-      console.log(JSON.stringify(rows, null, 2));
+      console.log(jsonForTerminal(rows, 2));
       return 0;
     }
     if (!rows.length) {
@@ -123,11 +136,18 @@ export async function listServers(options: FleetOptions & { json?: boolean }): P
       return 0;
     }
     const table = [
-      ["NAME", "TARGET", "LAST CONTACT", "ERROR"],
-      ...rows.map((r) => [r.name, r.target, r.lastContact ?? "never", r.error ?? ""]),
+      ["NAME", "TARGET", "LAST CONTACT", "LIMITS", "ERROR"],
+      ...rows.map((r) => [
+        r.name,
+        r.target,
+        r.lastContact ?? "never",
+        r.limits.length ? `OVER (${r.limits.length})` : "-",
+        safe(r.error ?? ""),
+      ]),
     ];
     const widths = table[0].map((_, i) => Math.max(...table.map((row) => row[i].length)));
     for (const row of table) console.log(row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());
+    for (const r of rows) for (const limit of r.limits) console.log(`! ${r.name}: over a limit: ${safe(limit)}`);
     return 0;
   } finally {
     await collector.close();
@@ -190,9 +210,12 @@ export async function trust(
   });
   const keys = scan.output.split("\n").filter((line) => line && !line.startsWith("#") && /\sssh-|\secdsa-/.test(line));
   if (!keys.length) {
-    throw new UsageError(`no host key from ${server.host}:${server.port} (${scan.tail.join(" ") || "no answer"})`, {
-      suggestion: "check that the server is up and its sshd listens on that port",
-    });
+    throw new UsageError(
+      `no host key from ${server.host}:${server.port} (${safe(scan.tail.join(" ")) || "no answer"})`,
+      {
+        suggestion: "check that the server is up and its sshd listens on that port",
+      },
+    );
   }
   const temp = await Deno.makeTempFile({ prefix: "fleet-keys-" });
   let fingerprints: string[];
@@ -207,7 +230,7 @@ export async function trust(
     await Deno.remove(temp).catch(() => {});
   }
   console.log(`Host keys of ${server.name} (${server.host}:${server.port}):`);
-  for (const line of fingerprints) console.log(`  ${line}`);
+  for (const line of fingerprints) console.log(`  ${safe(line)}`);
   const shown = fingerprints.map((line) => line.split(" ")[1]);
   let trusted = keys;
   if (options.fingerprint !== undefined) {

@@ -4,10 +4,22 @@
  * slow or unreachable one never holds up the others; each keeps its error and its last
  * successful contact. After a gap in the collector's own run (a laptop that slept), judgement
  * is held: servers are not called stale or unreachable until a cycle after the resumed one.
+ * Whatever a server sends, a pull stays within the limits of ./limits.ts; what they refused or
+ * cut is the outcome's `limits`, kept with the server (the API, `fleet list`) and alerted.
  * @module
  */
+import { forTerminal } from "../terminal.ts";
 import type { FleetConfig, FleetServer } from "./config.ts";
 import { ingestCertificates, ingestFile } from "./ingest.ts";
+import {
+  capLimits,
+  capText,
+  FIELD,
+  MAX_NEW_BYTES_PER_FILE,
+  MAX_NEW_BYTES_PER_SERVER,
+  MAX_STATUS_BYTES,
+  size,
+} from "./limits.ts";
 import { type Source, sourceFor } from "./source.ts";
 import type { FreshnessView } from "./queries.ts";
 import type { AppStatusJson, FleetStore } from "./store.ts";
@@ -32,6 +44,8 @@ export interface ServerOutcome {
   lines: number;
   deployments: number;
   gaps: number;
+  /** What the limits (./limits.ts) refused or cut in this pull, one line each: the server is marked. */
+  limits?: string[];
 }
 
 /** One cycle. */
@@ -155,7 +169,7 @@ export class Collector {
     if (this.inFlight.has(server.name)) throw new Error(`${server.name} is being pulled already`);
     this.inFlight.add(server.name);
     const started = this.clock();
-    const outcome: ServerOutcome = {
+    const outcome: ServerOutcome & { limits: string[] } = {
       server: server.name,
       ok: false,
       durationMs: 0,
@@ -164,47 +178,79 @@ export class Collector {
       lines: 0,
       deployments: 0,
       gaps: 0,
+      limits: [],
     };
     try {
       const pulled = await this.source(server).pull();
       outcome.bytes = pulled.bytes;
+      outcome.limits.push(...pulled.limits);
+      const apps: string[] = [];
       for (const [app, path] of pulled.statuses) {
         const status = await readStatusFile(path);
-        if (!status) continue;
+        if (typeof status === "string") outcome.limits.push(`${app}/status.json ${status}`);
+        else apps.push(app); // a half-written one keeps the app's last state
+        if (typeof status !== "object") continue;
         outcome.apps++;
         if (this.store.upsertApp(server.name, app, status, started)) {
           changes.push({
             server: server.name,
             app,
-            status: status.status,
-            healthy: status.healthy,
-            version: status.version,
+            status: capText(status.status, FIELD.short) ?? undefined,
+            healthy: typeof status.healthy === "boolean" ? status.healthy : undefined,
+            version: capText(status.version, FIELD.short) ?? undefined,
           });
         }
       }
-      this.store.keepApps(server.name, [...pulled.statuses.keys()]);
+      this.store.keepApps(server.name, apps);
       await ingestCertificates(this.store, server.name, pulled.certificates, started);
-      for (const [rel, file] of pulled.logs) {
-        if (rel.endsWith(".1")) continue;
-        const result = await ingestFile(this.store, server.name, file, pulled.logs.get(`${rel}.1`), started);
+      // New log bytes per server per cycle are bounded: the files past the budget wait for the next
+      // cycle, and each cycle starts at another file so that none waits for ever.
+      const files = [...pulled.logs.keys()].filter((rel) => !rel.endsWith(".1")).sort();
+      const first = files.length ? this.cycles % files.length : 0;
+      const budget = { perFile: MAX_NEW_BYTES_PER_FILE, left: MAX_NEW_BYTES_PER_SERVER };
+      let waiting = 0;
+      for (const rel of [...files.slice(first), ...files.slice(0, first)]) {
+        const result = await ingestFile(
+          this.store,
+          server.name,
+          pulled.logs.get(rel)!,
+          pulled.logs.get(`${rel}.1`),
+          started,
+          budget,
+        );
         outcome.lines += result.lines;
         outcome.deployments += result.deployments;
         outcome.gaps += result.gaps;
+        if (result.deferred) waiting++;
+        if (result.skipped) {
+          outcome.limits.push(
+            `${rel}: ${size(result.skipped)} skipped, over the ${size(MAX_NEW_BYTES_PER_FILE)} a log file may bring ` +
+              "in one cycle",
+          );
+        }
+      }
+      if (waiting) {
+        outcome.limits.push(
+          `${waiting} log file(s) wait for the next cycle: over the ${size(MAX_NEW_BYTES_PER_SERVER)} of new log ` +
+            "lines a server may bring in one cycle",
+        );
       }
       if (pulled.error) throw new Error(pulled.error); // the statuses (and logs) that came are kept
       outcome.ok = true;
     } catch (error) {
-      outcome.error = error instanceof Error ? error.message : String(error);
+      outcome.error = capText(error instanceof Error ? error.message : String(error), FIELD.message)!;
     } finally {
       this.inFlight.delete(server.name);
     }
     outcome.durationMs = this.clock() - started;
+    outcome.limits = capLimits(outcome.limits);
     this.store.recordContact(server.name, server.host, {
       at: started,
       ok: outcome.ok,
       error: outcome.error,
       durationMs: outcome.durationMs,
       bytes: outcome.bytes,
+      limits: outcome.limits,
     });
     return outcome;
   }
@@ -225,7 +271,10 @@ export class Collector {
   async run(signal: AbortSignal, onCycle: (summary: CycleSummary) => void): Promise<void> {
     const running = new Set<Promise<void>>();
     while (!signal.aborted) {
-      const cycle = this.cycle().then(onCycle, (error) => console.error(`fleet: cycle failed: ${error}`));
+      const cycle = this.cycle().then(
+        onCycle,
+        (error) => console.error(`fleet: cycle failed: ${forTerminal(String(error))}`),
+      );
       running.add(cycle);
       cycle.finally(() => running.delete(cycle));
       await new Promise<void>((resolve) => {
@@ -248,11 +297,24 @@ export class Collector {
   }
 }
 
-async function readStatusFile(path: string): Promise<AppStatusJson | undefined> {
+/**
+ * An app's status.json: the object, or why it is refused (over {@link MAX_STATUS_BYTES}: at most
+ * that many bytes are read), or undefined when it is not JSON (half-written: the next cycle reads it again).
+ */
+export async function readStatusFile(path: string): Promise<AppStatusJson | string | undefined> {
   try {
-    const value = JSON.parse(await Deno.readTextFile(path));
-    return typeof value === "object" && value !== null ? value as AppStatusJson : undefined;
+    using file = await Deno.open(path);
+    const buffer = new Uint8Array(MAX_STATUS_BYTES + 1);
+    let got = 0;
+    while (got < buffer.length) {
+      const n = await file.read(buffer.subarray(got));
+      if (n === null) break;
+      got += n;
+    }
+    if (got > MAX_STATUS_BYTES) return `is over the ${size(MAX_STATUS_BYTES)} allowed: refused`;
+    const value = JSON.parse(new TextDecoder().decode(buffer.subarray(0, got)));
+    return typeof value === "object" && value !== null && !Array.isArray(value) ? value as AppStatusJson : undefined;
   } catch {
-    return undefined; // half-written or broken: the next cycle reads it again
+    return undefined;
   }
 }

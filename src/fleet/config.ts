@@ -3,7 +3,7 @@
  * the servers, the collection interval, the retention of log lines and the alerts.
  * @module
  */
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { z } from "zod";
 import { parseConfig } from "../config/load.ts";
 import { parseDuration } from "../config/schema.ts";
@@ -128,6 +128,7 @@ export async function addServer(path: string, server: NewServer): Promise<FleetS
   (doc.get("servers") as { add(value: unknown): void }).add(doc.createNode(entry));
   const updated = doc.toString();
   const checked = parseConfig(updated, fleetConfigSchema, `${path} (with ${server.name})`);
+  await Deno.mkdir(dirname(path), { recursive: true, mode: 0o700 }); // the home, when this is the first command
   await writeFileAtomic(path, updated, 0o600);
   return checked.servers.find((s) => s.name === server.name)!;
 }

@@ -2,11 +2,14 @@
  * Ingesting one log file into the fleet database through its ledger (store.ts): only new
  * complete lines, once each, across growth, rotation (`access.log` → `access.log.1`), truncation
  * in place (copytruncate) and replacement. The file's identity is the hash of its first 4 KiB
- * (and its inode where the source knows the real one). And a server's certificate state, read as
- * hostile input by ../proxy/cert_state.ts.
+ * (and its inode where the source knows the real one). A cycle reads a bounded number of new
+ * bytes ({@link Budget}, from ./limits.ts): past a file's share, the oldest new bytes are skipped
+ * and a `[fleet] gap: …` line says how many; past the server's, the file waits for the next
+ * cycle. And a server's certificate state, read as hostile input by ../proxy/cert_state.ts.
  * @module
  */
 import { readCertificatesFile } from "../proxy/cert_state.ts";
+import { capText, FIELD, size } from "./limits.ts";
 import type { DeploymentRow, FileLedger, FleetStore, LogLine } from "./store.ts";
 
 /** How many bytes identify a file. */
@@ -15,8 +18,6 @@ export const HEAD_BYTES = 4096;
 const CHUNK = 4 << 20;
 /** A "line" without a newline for this long is cut here (a runaway writer must not exhaust memory). */
 const MAX_LINE = 1 << 20;
-/** Longer lines are stored cut to this many characters. */
-const MAX_TEXT = 64 << 10;
 
 /** What is known of a file before reading it. */
 export interface FileFacts {
@@ -124,6 +125,18 @@ export interface FileResult {
   lines: number;
   deployments: number;
   gaps: number;
+  /** New bytes read (skipped ones not counted). */
+  bytes: number;
+  /** New bytes skipped: over the budget's `perFile` (a gap line says so). */
+  skipped: number;
+  /** Not read at all: its new bytes did not fit in what is left of the server's budget. */
+  deferred?: boolean;
+}
+
+/** How many new bytes a cycle may read: of one file, and of all the server's files (`left`, shared). */
+export interface Budget {
+  perFile: number;
+  left: number;
 }
 
 /**
@@ -137,8 +150,9 @@ export async function ingestFile(
   file: SourceFile,
   rotated: SourceFile | undefined,
   now = Date.now(),
+  budget: Budget = { perFile: Infinity, left: Infinity },
 ): Promise<FileResult> {
-  const result: FileResult = { lines: 0, deployments: 0, gaps: 0 };
+  const result: FileResult = { lines: 0, deployments: 0, gaps: 0, bytes: 0, skipped: 0 };
   const [app, ...rest] = file.rel.split("/");
   const name = rest.join("/");
   using handle = await Deno.open(file.path);
@@ -148,8 +162,18 @@ export async function ingestFile(
   const oldFacts = old && rotated ? await factsOf(old, await inodeOf(rotated, old)) : undefined;
   let ledger = store.ledger(server, file.rel);
   const decision = await decide(ledger, facts, oldFacts);
-  const add = (target: FileLedger, source: Deno.FsFile, from: number, final: boolean) =>
-    readInto(store, target, app, name, source, from, final, now, result);
+  const pending = decision.kind === "grow"
+    ? facts.size - decision.from
+    : facts.size + (decision.kind === "rotated" ? oldFacts!.size - decision.restFrom : 0);
+  if (Math.min(pending, budget.perFile) > budget.left) return { ...result, deferred: true };
+  // One file's share: the rest of the old file first (on rotation), then the new one.
+  let share = budget.perFile;
+  const add = async (target: FileLedger, source: Deno.FsFile, from: number, final: boolean) => {
+    const read = await readInto(store, target, app, name, source, from, final, now, result, share);
+    share -= read;
+    budget.left -= read;
+    result.bytes += read;
+  };
   if (decision.kind === "grow") {
     await add(ledger!, handle, decision.from, false);
   } else {
@@ -171,8 +195,11 @@ export async function ingestFile(
 }
 
 /**
- * Reads `source` from `from` and ingests its complete lines under `ledger` (a trailing line
- * without a newline too when `final`: a rotated file does not grow any more), moving the ledger.
+ * Reads `source` from `from` to its size now and ingests its complete lines under `ledger` (a
+ * trailing line without a newline too when `final`: a rotated file does not grow any more),
+ * moving the ledger. More than `limit` new bytes: the first ones are skipped, a `gap` line says
+ * how many, and reading starts at the first line within the newest `limit` bytes. Returns the
+ * bytes read.
  */
 async function readInto(
   store: FleetStore,
@@ -184,7 +211,8 @@ async function readInto(
   final: boolean,
   now: number,
   result: FileResult,
-): Promise<void> {
+  limit: number,
+): Promise<number> {
   const decoder = new TextDecoder();
   const isDeployLog = name === "deploy.log";
   const facts = await factsOf(source, ledger.ino);
@@ -192,17 +220,40 @@ async function readInto(
     ledger.headHash = await hashHex(facts.head);
     ledger.headLen = facts.head.length;
   }
+  const end = facts.size;
+  let resync = false;
+  if (end - from > Math.max(0, limit)) {
+    const skipped = end - from - Math.max(0, limit);
+    const text = `[fleet] gap: ${size(skipped)} of ${name} skipped, over the ${size(limit)} a log file may bring ` +
+      "in one cycle";
+    store.ingestLines(ledger, app, name, [{ offset: from, ts: now, text }], "gap");
+    result.gaps++;
+    result.skipped += skipped;
+    from += skipped;
+    resync = from > 0; // the first line may have begun before: it starts after the next newline
+  }
   await source.seek(from, Deno.SeekMode.Start);
   let carry = new Uint8Array(0);
   let carryAt = from;
+  let position = from;
   const buffer = new Uint8Array(CHUNK);
   while (true) {
-    const n = await source.read(buffer);
+    const n = position < end ? await source.read(buffer.subarray(0, Math.min(CHUNK, end - position))) : null;
+    if (n !== null) position += n;
     const eof = n === null;
     const data = eof ? carry : concat(carry, buffer.subarray(0, n));
     const lines: LogLine[] = [];
     let start = 0;
-    for (let nl = data.indexOf(10); nl >= 0; nl = data.indexOf(10, start)) {
+    if (resync) {
+      const nl = data.indexOf(10);
+      if (nl < 0 && !eof && data.length <= MAX_LINE) {
+        carry = data.slice();
+        continue;
+      }
+      start = nl < 0 ? data.length : nl + 1;
+      resync = false;
+    }
+    for (let nl = data.indexOf(10, start); nl >= 0; nl = data.indexOf(10, start)) {
       pushLine(lines, decoder, data.subarray(start, nl), carryAt + start, now);
       start = nl + 1;
     }
@@ -219,7 +270,7 @@ async function readInto(
     }
     carry = data.slice(start);
     carryAt = ledger.offset;
-    if (eof) return;
+    if (eof) return end - from;
   }
 }
 
@@ -234,7 +285,7 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
 function pushLine(lines: LogLine[], decoder: TextDecoder, bytes: Uint8Array, offset: number, now: number): void {
   let text = decoder.decode(bytes).replace(/\r$/, "");
   if (!text.trim()) return;
-  if (text.length > MAX_TEXT) text = text.slice(0, MAX_TEXT) + "…[cut]";
+  text = capText(text, FIELD.line)!;
   lines.push({ offset, text, ts: lineTime(text) ?? now });
 }
 
@@ -250,8 +301,8 @@ export function deploymentOf(line: LogLine): DeploymentRow | undefined {
     return undefined;
   }
   if (typeof event !== "object" || event === null || !OUTCOMES.has(event.event as string)) return undefined;
-  const text = (key: string) => (typeof event[key] === "string" ? event[key] as string : undefined);
-  const message = text("message");
+  const text = (key: string, max: number = FIELD.short) => capText(event[key], max) ?? undefined;
+  const message = text("message", FIELD.message);
   const step = event.ok === false && message?.includes(": ") ? message.split(": ")[0] : undefined;
   return {
     offset: line.offset,

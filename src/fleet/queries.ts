@@ -74,6 +74,11 @@ export interface ServerView {
   lastError: string | null;
   lastDurationMs: number | null;
   lastBytes: number | null;
+  /**
+   * What the collector's limits refused or cut in the last pull (a status.json over 64 KiB, a log
+   * file over its size, new log bytes skipped…), one line each; empty when nothing was.
+   */
+  limits: string[];
   state: Freshness;
   apps: AppView[];
 }
@@ -265,6 +270,7 @@ interface ServerRow {
   last_bytes: number | null;
   pulls: number;
   errors: number;
+  limits: string | null;
 }
 
 interface AppRow {
@@ -324,7 +330,8 @@ interface LineRow {
   text: string;
 }
 
-const SERVER_COLUMNS = "name, host, last_attempt, last_ok, last_error, last_duration_ms, last_bytes, pulls, errors";
+const SERVER_COLUMNS =
+  "name, host, last_attempt, last_ok, last_error, last_duration_ms, last_bytes, pulls, errors, limits";
 const APP_COLUMNS = "server, app, type, status, healthy, version, commit_sha, deployed, last_health_check, port, " +
   "strategy, last_deploy, fetched_at";
 /** The columns of a {@link DeploymentRecord}. */
@@ -647,8 +654,15 @@ function serverView(row: ServerRow, view: FreshnessView): Omit<ServerView, "apps
     lastError: row.last_error,
     lastDurationMs: row.last_duration_ms,
     lastBytes: row.last_bytes,
+    limits: limitLines(row.limits),
     state: serverFreshness(row, view),
   };
+}
+
+/** A servers row's `limits` (a JSON array of lines), as a list. */
+export function limitLines(text: string | null): string[] {
+  const value = text === null ? [] : parseJson(text);
+  return Array.isArray(value) ? value.filter((line) => typeof line === "string") : [];
 }
 
 /** A stored certificate, judged at `now`. */

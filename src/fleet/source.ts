@@ -2,16 +2,32 @@
  * Where a server's files come from: `host: local` reads this machine's deployment dirs directly;
  * any other host is pulled over ssh with rsync into `~/.fleet-monitor/mirror/<server>/`, through
  * one ControlMaster connection per server that later cycles reuse. Commands are argv arrays; the
- * one command line the remote shell runs is a constant. The small files (each app's status.json
- * and the proxy's `.tls/certificates.json`) come in one rsync that skips any file over 1 MiB.
+ * one command line the remote shell runs is a constant. A pull lists the server's files first,
+ * plans what to take within the limits of ./limits.ts ({@link planPull}), then rsyncs exactly
+ * those files (`--files-from`, `--max-size`, and RLIMIT_FSIZE on the local rsync where `prlimit`
+ * exists) and removes anything else from the mirror: the small files (each app's status.json and
+ * the proxy's `.tls/certificates.json`) in one rsync, the logs in another. What a server prints is
+ * read only up to a limit.
  * @module
  */
 import { join } from "node:path";
 import { deploymentsRoot, logsRoot, prefix } from "../paths.ts";
-import { CERTIFICATES_FILE, certificatesPath, MAX_CERTIFICATES_BYTES } from "../proxy/cert_state.ts";
-import { type Cmd, ProcessRunner } from "../runner.ts";
+import { CERTIFICATES_FILE, certificatesPath } from "../proxy/cert_state.ts";
+import { baseEnv, findInPath, ProcessRunner } from "../runner.ts";
 import { type FleetServer, LOCAL } from "./config.ts";
 import type { SourceFile } from "./ingest.ts";
+import {
+  MAX_APPS,
+  MAX_CERTIFICATES_FILE_BYTES,
+  MAX_ERROR_OUTPUT_BYTES,
+  MAX_LISTING_BYTES,
+  MAX_LOG_FILE_BYTES,
+  MAX_LOG_FILES,
+  MAX_MIRROR_BYTES,
+  MAX_STATUS_BYTES,
+  SAFE_NAME,
+  size,
+} from "./limits.ts";
 
 /** What one pull of a server found. */
 export interface Pulled {
@@ -25,6 +41,8 @@ export interface Pulled {
   bytes: number;
   /** What failed after the status files came (the logs' transfer): the server counts as failed. */
   error?: string;
+  /** What was refused or cut by the limits (./limits.ts), one line each. */
+  limits: string[];
 }
 
 /** A server that could not be pulled: ssh or rsync failed. */
@@ -51,22 +69,22 @@ export class LocalSource implements Source {
 
   async pull(): Promise<Pulled> {
     const statuses = new Map<string, string>();
-    for (const app of await dirs(deploymentsRoot(this.root))) {
+    for (const app of (await dirs(deploymentsRoot(this.root))).filter((name) => SAFE_NAME.test(name))) {
       const path = join(deploymentsRoot(this.root), app, "status.json");
       if (await isFile(path)) statuses.set(app, path);
     }
     const certificates = certificatesPath(deploymentsRoot(this.root));
     const logs = new Map<string, SourceFile>();
     const root = logsRoot(this.root);
-    for (const app of await dirs(root)) {
+    for (const app of (await dirs(root)).filter((name) => SAFE_NAME.test(name))) {
       for await (const entry of Deno.readDir(join(root, app))) {
         const rel = `${app}/${entry.name}`;
-        if (!entry.isFile || !LOG_FILE.test(rel)) continue;
+        if (!entry.isFile || !LOG_FILE.test(rel) || !SAFE_NAME.test(entry.name)) continue;
         const path = join(root, rel);
         logs.set(rel, { rel, path, ino: "here" });
       }
     }
-    return { statuses, ...(await isFile(certificates) ? { certificates } : {}), logs, bytes: 0 };
+    return { statuses, ...(await isFile(certificates) ? { certificates } : {}), logs, bytes: 0, limits: [] };
   }
 
   close(): Promise<void> {
@@ -91,15 +109,186 @@ async function dirs(path: string): Promise<string[]> {
 }
 
 /**
- * The remote listing: inode, size and path of each log file; a constant command line, for GNU and
- * busybox (`stat -c`). No log directory yet is an empty listing; a failing find or stat fails the pull.
+ * The remote listing: `S`/`L` (status or log file), inode, size and path of each app's status.json,
+ * the proxy's certificates.json and each log file; a constant command line, for GNU and busybox
+ * (`stat -c`). A missing directory lists nothing; a failing find or stat fails the pull.
  */
-const LISTING = "[ -d /var/log/deployments ] || exit 0; cd /var/log/deployments && find . -mindepth 2 -maxdepth 2 " +
-  "-type f \\( -name '*.log' -o -name '*.log.1' \\) -exec stat -c '%i %s %n' {} +";
+const LISTING = "{ [ ! -d /opt/deployments ] || (cd /opt/deployments && find . -mindepth 2 -maxdepth 2 -type f " +
+  "\\( -name status.json -o -path ./.tls/certificates.json \\) -exec stat -c 'S %i %s %n' {} +); } && " +
+  "{ [ ! -d /var/log/deployments ] || (cd /var/log/deployments && find . -mindepth 2 -maxdepth 2 -type f " +
+  "\\( -name '*.log' -o -name '*.log.1' \\) -exec stat -c 'L %i %s %n' {} +); }";
+
+/** One file of the remote listing. */
+export interface ListedFile {
+  kind: "status" | "log";
+  ino: number;
+  size: number;
+  /** `<app>/status.json`, `.tls/certificates.json` or `<app>/<name>.log[.1]`. */
+  rel: string;
+}
+
+/** The remote listing's files; lines that are not one (or name no file the collector takes) are left out. */
+export function parseListing(output: string): ListedFile[] {
+  const files: ListedFile[] = [];
+  for (const line of output.split("\n")) {
+    const match = /^([SL]) (\d+) (\d+) (?:\.\/)?(.+)$/.exec(line.trim());
+    if (!match) continue;
+    const [, kind, ino, bytes, rel] = match;
+    files.push({ kind: kind === "S" ? "status" : "log", ino: Number(ino), size: Number(bytes), rel });
+  }
+  return files;
+}
+
+/** What a pull takes of a server's listing, within the limits (./limits.ts), and what it refused. */
+export interface PullPlan {
+  /** Paths under /opt/deployments: `<app>/status.json`, `.tls/certificates.json`. */
+  status: string[];
+  /** Paths under /var/log/deployments. */
+  logs: string[];
+  /** What was refused, one line each. */
+  limits: string[];
+}
+
+const STATUS_FILE = /^([^/]+)\/status\.json$/;
+
+/**
+ * Which files to pull: status.json files up to {@link MAX_STATUS_BYTES} (at most {@link MAX_APPS}),
+ * certificates.json up to its own limit, and log files up to {@link MAX_LOG_FILE_BYTES} each
+ * (at most {@link MAX_LOG_FILES}), deploy.log first, while they fit in {@link MAX_MIRROR_BYTES}.
+ * Only plain names ({@link SAFE_NAME}) are taken.
+ */
+export function planPull(listing: readonly ListedFile[]): PullPlan {
+  const plan: PullPlan = { status: [], logs: [], limits: [] };
+  const odd: string[] = [];
+  const statuses: ListedFile[] = [];
+  for (const file of listing.filter((f) => f.kind === "status").sort((a, b) => a.rel.localeCompare(b.rel))) {
+    if (file.rel === CERTIFICATES_FILE) {
+      if (file.size <= MAX_CERTIFICATES_FILE_BYTES) plan.status.push(file.rel);
+      else plan.limits.push(`${file.rel} is ${size(file.size)}, over ${size(MAX_CERTIFICATES_FILE_BYTES)}: refused`);
+      continue;
+    }
+    const app = STATUS_FILE.exec(file.rel)?.[1];
+    if (app === undefined || !SAFE_NAME.test(app)) odd.push(file.rel);
+    else if (file.size > MAX_STATUS_BYTES) {
+      plan.limits.push(`${app}/status.json is ${size(file.size)}, over the ${size(MAX_STATUS_BYTES)} allowed: refused`);
+    } else statuses.push(file);
+  }
+  if (statuses.length > MAX_APPS) {
+    plan.limits.push(`${statuses.length} apps, over the ${MAX_APPS} allowed: ${statuses.length - MAX_APPS} not pulled`);
+  }
+  plan.status.push(...statuses.slice(0, MAX_APPS).map((f) => f.rel));
+
+  const logs = listing.filter((f) => {
+    if (f.kind !== "log") return false;
+    const [app, name, ...rest] = f.rel.split("/");
+    const plain = !rest.length && SAFE_NAME.test(app) && SAFE_NAME.test(name ?? "") && LOG_FILE.test(f.rel);
+    if (!plain) odd.push(f.rel);
+    return plain;
+  });
+  const priority = (rel: string) => /\/deploy\.log(\.1)?$/.test(rel) ? 0 : 1;
+  logs.sort((a, b) => priority(a.rel) - priority(b.rel) || a.rel.localeCompare(b.rel));
+  let total = 0;
+  const left: ListedFile[] = [];
+  for (const file of logs) {
+    if (file.size > MAX_LOG_FILE_BYTES) {
+      plan.limits.push(
+        `${file.rel} is ${size(file.size)}, over the ${size(MAX_LOG_FILE_BYTES)} a log file may have: not pulled ` +
+          "(rotate it)",
+      );
+    } else if (plan.logs.length >= MAX_LOG_FILES || total + file.size > MAX_MIRROR_BYTES) left.push(file);
+    else {
+      plan.logs.push(file.rel);
+      total += file.size;
+    }
+  }
+  if (left.length) {
+    plan.limits.push(
+      `${left.length} log file(s) (${size(left.reduce((n, f) => n + f.size, 0))}) not pulled: a server may have ` +
+        `${MAX_LOG_FILES} files, ${size(MAX_MIRROR_BYTES)} in all, in the mirror`,
+    );
+  }
+  if (odd.length) {
+    plan.limits.push(`${odd.length} file(s) with names that are not plain skipped, e.g. ${JSON.stringify(odd[0])}`);
+  }
+  return plan;
+}
+
+/** `prlimit`, to cap the size of any file the local rsync writes (RLIMIT_FSIZE), where there is one. */
+const PRLIMIT = findInPath("prlimit");
+const SETSID = findInPath("setsid");
+
+/** What a bounded command printed. */
+interface Bounded {
+  code: number;
+  signal: Deno.Signal | null;
+  stdout: string;
+  /** Its last lines of stderr (at most {@link MAX_ERROR_OUTPUT_BYTES} of it kept). */
+  tail: string[];
+  /** stdout went past the limit: the command was killed. */
+  overflow: boolean;
+}
+
+/**
+ * Runs `argv` (in its own process group, killed whole at `timeoutMs`), keeping at most `maxStdout`
+ * bytes of its stdout (more: killed) and the last bytes of its stderr: a server's answer is read
+ * into memory only up to a limit.
+ */
+async function runBounded(argv: string[], maxStdout: number, timeoutMs: number): Promise<Bounded> {
+  const full = SETSID ? [SETSID, ...argv] : argv;
+  const child = new Deno.Command(full[0], {
+    args: full.slice(1),
+    env: baseEnv(),
+    clearEnv: true,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const kill = () => {
+    try {
+      if (SETSID) Deno.kill(-child.pid, "SIGKILL");
+      else child.kill("SIGKILL");
+    } catch { /* ended */ }
+  };
+  let overflow = false;
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    kill();
+  }, timeoutMs);
+  const read = async (stream: ReadableStream<Uint8Array>, max: number, keepEnd: boolean) => {
+    let kept = new Uint8Array(0);
+    for await (const chunk of stream) {
+      const joined = new Uint8Array(kept.length + chunk.length);
+      joined.set(kept);
+      joined.set(chunk, kept.length);
+      if (joined.length <= max) kept = joined;
+      else if (keepEnd) kept = joined.slice(joined.length - max);
+      else {
+        overflow = true;
+        kill();
+        kept = joined.slice(0, max);
+        break;
+      }
+    }
+    return new TextDecoder().decode(kept);
+  };
+  try {
+    const [stdout, stderr, status] = await Promise.all([
+      read(child.stdout, maxStdout, false),
+      read(child.stderr, MAX_ERROR_OUTPUT_BYTES, true),
+      child.status,
+    ]);
+    const tail = stderr.split("\n").filter((line) => line.trim()).slice(-5);
+    if (timedOut) tail.push(`(killed: no result after ${timeoutMs / 1000}s)`);
+    return { code: timedOut ? 124 : status.code, signal: status.signal, stdout, tail, overflow };
+  } finally {
+    clearTimeout(timer);
+    kill(); // whatever of its group is left (ssh's children)
+  }
+}
 
 /** A server pulled over ssh + rsync. */
 export class SshSource implements Source {
-  private readonly runner = new ProcessRunner();
   private readonly mirror: string;
 
   constructor(
@@ -128,84 +317,96 @@ export class SshSource implements Source {
     ];
   }
 
-  private async ssh(command: string): Promise<string> {
-    const result = await this.runner.run({
-      argv: [...this.sshArgv(), "--", this.server.host, command],
-      quiet: true,
-      allowFailure: true,
-      timeoutMs: 30_000,
-    });
+  /** The server's listing (at most {@link MAX_LISTING_BYTES} of it). */
+  private async listing(): Promise<ListedFile[]> {
+    const result = await runBounded([...this.sshArgv(), "--", this.server.host, LISTING], MAX_LISTING_BYTES, 30_000);
+    if (result.overflow) {
+      throw new PullFailed(`its file listing is over ${size(MAX_LISTING_BYTES)}: too many files to pull`);
+    }
     if (result.code !== 0) throw new PullFailed(sshError(this.server, result.tail, result.code));
-    return result.output;
+    return parseListing(result.stdout);
+  }
+
+  /** The rsync argv that pulls `files` (paths under `remote`) into `local`, each at most `maxSize` bytes. */
+  rsyncArgv(remote: string, local: string, list: string, maxSize: number): string[] {
+    return [
+      ...(PRLIMIT ? [PRLIMIT, `--fsize=${maxSize}`] : []),
+      "rsync",
+      ...["--times", "--inplace", "--stats", "--timeout=20", `--files-from=${list}`, `--max-size=${maxSize}`],
+      "--chmod=D700,F600", // the mirror is the operator's alone, whatever the server's modes
+      ...["-e", this.sshArgv().map(rsyncWord).join(" ")],
+      "--",
+      `${this.server.host.includes(":") ? `[${this.server.host}]` : this.server.host}:${remote}`,
+      `${local}/`,
+    ];
   }
 
   /**
-   * rsync of `remote` (a directory, with a trailing slash) into `local`, only files `include` says
-   * (and, with `maxSize`, none bigger than that many bytes).
+   * rsync of `files` (paths under `remote`, a directory with a trailing slash) into `local`, none
+   * bigger than `maxSize`; then everything else in `local` is removed. Returns the bytes received.
    */
-  private async rsync(remote: string, local: string, include: string[], maxSize?: number): Promise<number> {
-    await Deno.mkdir(local, { recursive: true });
-    const cmd: Cmd = {
-      argv: [
-        "rsync",
-        ...["--recursive", "--times", "--inplace", "--delete", "--prune-empty-dirs", "--stats", "--timeout=20"],
-        ...(maxSize === undefined ? [] : [`--max-size=${maxSize}`]),
-        ...include.flatMap((pattern) => ["--include", pattern]),
-        ...["--exclude", "*"],
-        ...["-e", this.sshArgv().map(rsyncWord).join(" ")],
-        "--",
-        `${this.server.host.includes(":") ? `[${this.server.host}]` : this.server.host}:${remote}`,
-        `${local}/`,
-      ],
-      quiet: true,
-      allowFailure: true,
-      timeoutMs: 30 * 60_000, // a stalled transfer ends by --timeout; a big first pull may take long
-    };
-    const result = await this.runner.run(cmd);
-    // 23/24: some files vanished or could not be read (a log rotated mid-transfer): the next cycle gets them.
-    if (result.code !== 0 && result.code !== 23 && result.code !== 24) {
-      throw new PullFailed(sshError(this.server, result.tail, result.code));
+  private async rsync(remote: string, local: string, files: string[], maxSize: number): Promise<number> {
+    await Deno.mkdir(local, { recursive: true, mode: 0o700 });
+    let received = 0;
+    if (files.length) {
+      const list = `${local}.files`;
+      await Deno.writeTextFile(list, files.map((f) => f + "\n").join(""), { mode: 0o600 });
+      // A stalled transfer ends by --timeout; the bytes are bounded by the plan, so is the time.
+      const result = await runBounded(this.rsyncArgv(remote, local, list, maxSize), 64 << 10, 10 * 60_000);
+      // 23/24: some files vanished or could not be read (a log rotated mid-transfer): the next cycle gets them.
+      if (result.code !== 0 && result.code !== 23 && result.code !== 24) {
+        const why = result.signal === "SIGXFSZ" || /File too large|File size limit/i.test(result.tail.join(" "))
+          ? `it sent a file bigger than ${size(maxSize)} (not what its listing said): transfer stopped`
+          : sshError(this.server, result.tail, result.code);
+        throw new PullFailed(why);
+      }
+      const stats = /Total bytes received: ([\d,.]+)/.exec(result.stdout)?.[1];
+      received = stats ? Number(stats.replace(/[,.]/g, "")) : 0;
     }
-    const received = /Total bytes received: ([\d,.]+)/.exec(result.output)?.[1];
-    return received ? Number(received.replace(/[,.]/g, "")) : 0;
+    await keepOnly(local, new Set(files));
+    return received;
   }
 
   async pull(): Promise<Pulled> {
     await Deno.mkdir(this.home.sockets, { recursive: true, mode: 0o700 });
-    // Small files only: a status.json or certificates.json over 1 MiB is not one the tool wrote.
+    await Deno.mkdir(this.mirror, { recursive: true, mode: 0o700 });
+    const before = await this.listing();
+    const plan = planPull(before);
     let bytes = await this.rsync(
       "/opt/deployments/",
       join(this.mirror, "status"),
-      ["/*/", "/*/status.json", `/${CERTIFICATES_FILE}`],
-      MAX_CERTIFICATES_BYTES,
+      plan.status,
+      MAX_CERTIFICATES_FILE_BYTES,
     );
     const statuses = new Map<string, string>();
-    for (const app of await dirs(join(this.mirror, "status"))) {
-      const path = join(this.mirror, "status", app, "status.json");
-      if (await isFile(path)) statuses.set(app, path);
+    for (const rel of plan.status) {
+      const path = join(this.mirror, "status", rel);
+      const app = STATUS_FILE.exec(rel)?.[1];
+      if (app && await isFile(path)) statuses.set(app, path);
     }
     const certificates = join(this.mirror, "status", CERTIFICATES_FILE);
     const tls = await isFile(certificates) ? { certificates } : {};
     const logs = new Map<string, SourceFile>();
+    const pulled = { statuses, ...tls, logs, limits: plan.limits };
     try {
-      const before = parseListing(await this.ssh(LISTING));
-      bytes += await this.rsync("/var/log/deployments/", join(this.mirror, "logs"), ["/*/", "/*/*.log", "/*/*.log.1"]);
-      const after = parseListing(await this.ssh(LISTING));
-      for (const [rel, ino] of after) {
+      bytes += await this.rsync("/var/log/deployments/", join(this.mirror, "logs"), plan.logs, MAX_LOG_FILE_BYTES);
+      const inodes = (files: ListedFile[]) => new Map(files.filter((f) => f.kind === "log").map((f) => [f.rel, f.ino]));
+      const [first, after] = [inodes(before), inodes(await this.listing())];
+      for (const rel of plan.logs) {
         // A file replaced while rsync ran may hold either version: it waits for the next cycle.
-        if (before.get(rel) !== ino) continue;
+        if (first.get(rel) !== after.get(rel)) continue;
         const path = join(this.mirror, "logs", rel);
-        if (await isFile(path)) logs.set(rel, { rel, path, ino });
+        if (await isFile(path)) logs.set(rel, { rel, path, ino: after.get(rel)! });
       }
     } catch (error) {
-      return { statuses, ...tls, logs, bytes, error: `logs: ${error instanceof Error ? error.message : error}` };
+      return { ...pulled, bytes, error: `logs: ${error instanceof Error ? error.message : error}` };
     }
-    return { statuses, ...tls, logs, bytes };
+    return { ...pulled, bytes };
   }
 
   /** Ends the master connection (`ssh -O exit`). */
   async close(): Promise<void> {
-    await this.runner.run({
+    await new ProcessRunner().run({
       argv: [...this.sshArgv(), "-O", "exit", "--", this.server.host],
       quiet: true,
       allowFailure: true,
@@ -214,13 +415,24 @@ export class SshSource implements Source {
   }
 }
 
-function parseListing(output: string): Map<string, number> {
-  const files = new Map<string, number>();
-  for (const line of output.split("\n")) {
-    const match = /^(\d+) \d+ (?:\.\/)?(.+)$/.exec(line.trim());
-    if (match && LOG_FILE.test(match[2])) files.set(match[2], Number(match[1]));
+/**
+ * Removes from `dir` (two levels: `<app>/<file>`) every file not in `keep` and every empty
+ * directory, so the mirror holds what the last plan took and nothing more.
+ */
+async function keepOnly(dir: string, keep: ReadonlySet<string>): Promise<void> {
+  for (const top of await Array.fromAsync(Deno.readDir(dir)).catch(() => [])) {
+    const path = join(dir, top.name);
+    if (!top.isDirectory) {
+      if (!keep.has(top.name)) await Deno.remove(path, { recursive: true });
+      continue;
+    }
+    let left = 0;
+    for (const entry of await Array.fromAsync(Deno.readDir(path))) {
+      if (entry.isFile && keep.has(`${top.name}/${entry.name}`)) left++;
+      else await Deno.remove(join(path, entry.name), { recursive: true });
+    }
+    if (!left) await Deno.remove(path, { recursive: true });
   }
-  return files;
 }
 
 /**

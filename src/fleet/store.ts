@@ -10,6 +10,10 @@
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { dirname } from "node:path";
 import type { CertificateState } from "../proxy/cert_state.ts";
+import { capLimits, capText, FIELD } from "./limits.ts";
+
+/** A string value cut to `max` characters; anything else (a number, an object) → null. */
+const str = (value: unknown, max: number = FIELD.short) => capText(value, max);
 
 /** Lines removed per transaction by retention. */
 const RETAIN_BATCH = 10_000;
@@ -112,6 +116,26 @@ const MIGRATIONS: string[] = [
      fetched_at INTEGER NOT NULL,
      PRIMARY KEY (server, app)
    );`,
+  // 3: what the collector's limits refused or cut in a server's last pull (a JSON array of lines);
+  // and values stored before there were field limits cut to them.
+  `ALTER TABLE servers ADD COLUMN limits TEXT;
+   UPDATE apps SET last_deploy = json_object('cut', length(last_deploy)) WHERE length(last_deploy) > ${FIELD.lastDeploy};
+   ${
+    [
+      ["servers", "last_error", FIELD.message],
+      ...["type", "status", "version", "commit_sha", "deployed", "last_health_check", "strategy"]
+        .map((column) => ["apps", column, FIELD.short]),
+      ...["status", "version"].map((column) => ["status_history", column, FIELD.short]),
+      ...["release", "commit_sha", "version", "step", "at"].map((column) => ["deployments", column, FIELD.short]),
+      ["deployments", "message", FIELD.message],
+      ["certificates", "last_error", FIELD.message],
+      ...["source", "issuer", "not_before", "not_after", "last_error_at", "next_attempt_at"]
+        .map((column) => ["certificates", column, FIELD.short]),
+    ].map(([table, column, max]) =>
+      `UPDATE ${table} SET ${column} = substr(${column}, 1, ${max}) WHERE length(${column}) > ${max};`
+    ).join("\n   ")
+  }
+   UPDATE certificates SET names = '[]' WHERE length(names) > ${FIELD.names};`,
 ];
 
 /** Where ingestion of one file stopped: its generation (a new one after rotation or truncation). */
@@ -171,6 +195,8 @@ export interface ContactResult {
   error?: string;
   durationMs: number;
   bytes: number;
+  /** What the limits refused or cut (none: the server is not marked). */
+  limits?: string[];
 }
 
 /** The fleet database. */
@@ -185,9 +211,20 @@ export class FleetStore {
     this.migrate();
   }
 
-  /** Opens (creating) the database at `path`, migrated to the current schema. */
+  /**
+   * Opens (creating) the database at `path`, migrated to the current schema. Its directory is
+   * created 0700 and the file 0600 before SQLite opens it (SQLite gives its -wal and -shm files the
+   * database file's mode); a database (or -wal, -shm) left wider by an older version is narrowed.
+   */
   static async open(path: string): Promise<FleetStore> {
-    if (path !== ":memory:") await Deno.mkdir(dirname(path), { recursive: true });
+    if (path !== ":memory:") {
+      await Deno.mkdir(dirname(path), { recursive: true, mode: 0o700 });
+      (await Deno.open(path, { read: true, write: true, create: true, mode: 0o600 })).close();
+      for (const file of [path, `${path}-wal`, `${path}-shm`]) {
+        const mode = await Deno.stat(file).then((info) => info.mode ?? 0, () => 0);
+        if (mode & 0o077) await Deno.chmod(file, 0o600);
+      }
+    }
     return new FleetStore(path);
   }
 
@@ -241,18 +278,21 @@ export class FleetStore {
 
   /** Records a pull of `server`: when, whether it worked, what it cost. */
   recordContact(server: string, host: string, result: ContactResult): void {
+    const limits = capLimits(result.limits ?? []);
     this.sql(
-      `INSERT INTO servers (name, host, last_attempt, last_ok, last_error, last_duration_ms, last_bytes, pulls, errors)
-       VALUES (:name, :host, :at, :ok, :error, :duration, :bytes, 1, :failed)
+      `INSERT INTO servers (name, host, last_attempt, last_ok, last_error, last_duration_ms, last_bytes, pulls, errors,
+         limits)
+       VALUES (:name, :host, :at, :ok, :error, :duration, :bytes, 1, :failed, :limits)
        ON CONFLICT (name) DO UPDATE SET host = :host, last_attempt = :at,
          last_ok = COALESCE(:ok, last_ok), last_error = :error, last_duration_ms = :duration, last_bytes = :bytes,
-         pulls = pulls + 1, errors = errors + :failed`,
+         pulls = pulls + 1, errors = errors + :failed, limits = :limits`,
     ).run({
       name: server,
       host,
       at: result.at,
       ok: result.ok ? result.at : null,
-      error: result.ok ? null : (result.error ?? "failed"),
+      error: result.ok ? null : str(result.error ?? "failed", FIELD.message),
+      limits: limits.length ? JSON.stringify(limits) : null,
       duration: Math.round(result.durationMs),
       bytes: result.bytes,
       failed: result.ok ? 0 : 1,
@@ -278,17 +318,18 @@ export class FleetStore {
     this.transaction(() => {
       this.sql("DELETE FROM certificates WHERE server = ?").run(server);
       for (const [app, c] of certificates) {
+        const names = JSON.stringify(c.names.map((name) => str(name)));
         insert.run(
           server,
-          app,
-          JSON.stringify(c.names),
-          c.source,
-          c.issuer,
-          c.notBefore,
-          c.notAfter,
-          c.lastError,
-          c.lastErrorAt,
-          c.nextAttemptAt,
+          str(app),
+          names.length > FIELD.names ? "[]" : names,
+          str(c.source),
+          str(c.issuer),
+          str(c.notBefore),
+          str(c.notAfter),
+          str(c.lastError, FIELD.message),
+          str(c.lastErrorAt),
+          str(c.nextAttemptAt),
           at,
         );
       }
@@ -306,9 +347,10 @@ export class FleetStore {
     ) as
       | { status: string | null; healthy: number | null; version: string | null }
       | undefined;
-    const healthy = status.healthy === undefined ? null : status.healthy ? 1 : 0;
-    const changed = !before || before.status !== (status.status ?? null) || before.healthy !== healthy ||
-      before.version !== (status.version ?? null);
+    const healthy = typeof status.healthy === "boolean" ? (status.healthy ? 1 : 0) : null;
+    const [state, version] = [str(status.status), str(status.version)];
+    const changed = !before || before.status !== state || before.healthy !== healthy || before.version !== version;
+    const lastDeploy = status.lastDeploy === undefined ? null : JSON.stringify(status.lastDeploy) ?? null;
     this.transaction(() => {
       this.sql(
         `INSERT INTO apps (server, app, type, status, healthy, version, commit_sha, deployed, last_health_check, port,
@@ -321,22 +363,24 @@ export class FleetStore {
       ).run({
         server,
         app,
-        type: status.type ?? null,
-        status: status.status ?? null,
+        type: str(status.type),
+        status: state,
         healthy,
-        version: status.version ?? null,
-        commit: status.commit ?? null,
-        deployed: status.deployed ?? null,
-        check: status.lastHealthCheck ?? null,
-        port: typeof status.port === "number" ? status.port : null,
-        strategy: status.strategy ?? null,
-        lastDeploy: status.lastDeploy === undefined ? null : JSON.stringify(status.lastDeploy),
+        version,
+        commit: str(status.commit),
+        deployed: str(status.deployed),
+        check: str(status.lastHealthCheck),
+        port: Number.isSafeInteger(status.port) ? status.port! : null,
+        strategy: str(status.strategy),
+        lastDeploy: lastDeploy !== null && lastDeploy.length > FIELD.lastDeploy
+          ? JSON.stringify({ cut: lastDeploy.length })
+          : lastDeploy,
         at,
       });
       if (changed) {
         this.sql(
           "INSERT INTO status_history (server, app, at, status, healthy, version) VALUES (?, ?, ?, ?, ?, ?)",
-        ).run(server, app, at, status.status ?? null, healthy, status.version ?? null);
+        ).run(server, app, at, state, healthy, version);
       }
     });
     return changed;
@@ -429,14 +473,14 @@ export class FleetStore {
           insert.run(
             ledger.server,
             app,
-            row.at,
-            row.outcome,
-            row.release ?? null,
-            row.commit ?? null,
-            row.commit?.slice(0, 7) ?? null,
-            row.duration ?? null,
-            row.step ?? null,
-            row.message ?? null,
+            str(row.at),
+            str(row.outcome),
+            str(row.release),
+            str(row.commit),
+            str(row.commit?.slice(0, 7)),
+            Number.isFinite(row.duration) ? row.duration! : null,
+            str(row.step),
+            str(row.message, FIELD.message),
             ledger.id,
             row.offset,
           ).changes,

@@ -6,94 +6,9 @@
 import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { pythonApp } from "../helpers/apps.ts";
-import { BIN, freePort, type Ran, run, spawnCapturing } from "../helpers/server.ts";
-import { FakeVps } from "../helpers/vps.ts";
-
-/** A laptop's fleet monitor home with `hosts` in its config. */
-class Laptop {
-  readonly env: Record<string, string>;
-  constructor(readonly home: string) {
-    this.env = { FLEET_MONITOR_HOME: home, NO_COLOR: "1" };
-  }
-
-  static async create(): Promise<Laptop> {
-    return new Laptop(await Deno.makeTempDir({ prefix: "dp-fleet-" }));
-  }
-
-  fleet(...args: string[]): Promise<Ran> {
-    return run([BIN, "fleet", ...args], { env: this.env });
-  }
-
-  /** `fleet add` + `fleet trust --fingerprint` (the host key's real fingerprint). */
-  async addHost(name: string, vps: FakeVps, trusted = true): Promise<void> {
-    const add = await this.fleet("add", name, `root@${vps.address}`, "--identity", join(vps.dir, "client_key"));
-    assertEquals(add.code, 0, add.output);
-    if (!trusted) return;
-    const fingerprint = (await run(["ssh-keygen", "-lf", join(vps.dir, "host_key.pub")])).stdout.split(" ")[1];
-    const trust = await this.fleet("trust", name, "--fingerprint", fingerprint);
-    assertEquals(trust.code, 0, trust.output);
-    assertMatch(trust.output, new RegExp(`${fingerprint.replace(/[+/]/g, "\\$&")}[\\s\\S]*trusted`));
-  }
-
-  async collect(): Promise<Ran> {
-    return await this.fleet("collect", "--once");
-  }
-
-  /** Ends the ssh master connections the collector left for later cycles. */
-  async close(): Promise<void> {
-    const sockets = join(this.home, "ssh");
-    for (const entry of await Array.fromAsync(Deno.readDir(sockets)).catch(() => [])) {
-      await run(["ssh", "-o", `ControlPath=${join(sockets, entry.name)}`, "-O", "exit", "x"]);
-    }
-    await Deno.remove(this.home, { recursive: true }).catch(() => {});
-  }
-}
-
-/** Writes an app's status.json on a host. */
-async function writeStatus(vps: FakeVps, app: string, status: Record<string, unknown>) {
-  await Deno.mkdir(join(vps.deployments, app), { recursive: true });
-  await Deno.writeTextFile(join(vps.deployments, app, "status.json"), JSON.stringify({ name: app, ...status }));
-}
-
-/** Appends to a log file of a host. */
-async function append(vps: FakeVps, app: string, file: string, text: string) {
-  await Deno.mkdir(join(vps.logs, app), { recursive: true });
-  await Deno.writeTextFile(join(vps.logs, app, file), text, { append: true });
-}
-
-/** A running `deploy-paradigm fleet` serving the API. */
-async function serve(laptop: Laptop, args: string[] = []) {
-  const port = freePort();
-  let log = "";
-  const child = spawnCapturing([BIN, "fleet", "--port", String(port), ...args], laptop.env, (t) => log += t);
-  for (let i = 0; i < 100 && !log.includes("API on"); i++) await new Promise((r) => setTimeout(r, 100));
-  assert(log.includes("API on"), log);
-  const base = `http://127.0.0.1:${port}`;
-  return {
-    base,
-    log: () => log,
-    async json(path: string, headers: Record<string, string> = {}) {
-      const response = await fetch(base + path, { headers });
-      return { status: response.status, body: await response.json() };
-    },
-    async stop() {
-      child.kill("SIGTERM");
-      await child.status;
-    },
-  };
-}
-
-async function withFleet(count: number, fn: (hosts: FakeVps[], laptop: Laptop) => Promise<void>) {
-  const hosts: FakeVps[] = [];
-  const laptop = await Laptop.create();
-  try {
-    for (const vps of await Promise.all(Array.from({ length: count }, () => FakeVps.create()))) hosts.push(vps);
-    await fn(hosts, laptop);
-  } finally {
-    await laptop.close();
-    await Promise.all(hosts.map((vps) => vps.close()));
-  }
-}
+import { append, serve, withFleet, writeStatus } from "../helpers/fleet.ts";
+import { BIN, freePort, run } from "../helpers/server.ts";
+import type { FakeVps } from "../helpers/vps.ts";
 
 Deno.test("fleet: overview, search across hosts, deployment history; a real deploy's status and logs", async () => {
   await withFleet(2, async ([a, b], laptop) => {

@@ -617,3 +617,26 @@ Deno.test("alert delivery: a target that refuses the connection is reported, nev
   assertMatch(logged[0], new RegExp(`^! alert to webhook http://127\\.0\\.0\\.1:${port}/… failed: `));
   assert(!logged[0].includes("secret"), logged[0]);
 });
+
+Deno.test("alerts: a server over the collector's limits alerts once, and again only after a pull within them", async () => {
+  await withFleet((fleet) => {
+    const cycle = (limits: Record<string, string[]>, failed: string[] = []) => {
+      const summary = fleet.summary(
+        Object.fromEntries(Object.keys(limits).map((name) => [name, failed.includes(name) ? "timeout" : true])),
+      );
+      for (const server of summary.servers) server.limits = limits[server.server];
+      return fleet.alerter.notices(summary, fleet.store).map((n) => `${n.event} ${n.title}`);
+    };
+    const big = "big/status.json is 95.4 MiB, over the 64 KiB allowed: refused";
+    assertEquals(cycle({ web1: [], web2: [big, "big/huge.log is 476.8 MiB"] }), [
+      `over_limit web2 went over the fleet collector's limits: ${big}`,
+    ]);
+    assertEquals(cycle({ web1: [], web2: [big] }), [], "still over: no news");
+    assertEquals(cycle({ web1: [], web2: [] }, ["web2"]), [], "a failed pull says nothing of the limits");
+    assertEquals(cycle({ web1: [], web2: [big] }), []);
+    assertEquals(cycle({ web1: [], web2: [] }), []);
+    assertEquals(cycle({ web1: [], web2: ["1 log file(s) wait"] }), [
+      "over_limit web2 went over the fleet collector's limits: 1 log file(s) wait",
+    ]);
+  });
+});

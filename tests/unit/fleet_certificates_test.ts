@@ -227,11 +227,11 @@ Deno.test("FleetStore: a version 1 database gains the certificates table, its da
   try {
     const old = await FleetStore.open(path);
     old.upsertApp("s1", "shop", { healthy: true }, NOW);
-    old.db.exec("DROP TABLE certificates; PRAGMA user_version = 1;");
+    old.db.exec("DROP TABLE certificates; ALTER TABLE servers DROP COLUMN limits; PRAGMA user_version = 1;");
     old.close();
     const store = await FleetStore.open(path);
     try {
-      assertEquals(store.version, 2);
+      assertEquals(store.version, 3);
       store.replaceCertificates("s1", new Map([["shop", parseCertificates(JSON.stringify(GOOD))!.get("shop")!]]), NOW);
       assertEquals((store.sql("SELECT COUNT(*) AS n FROM apps").get() as { n: number }).n, 1);
     } finally {

@@ -160,7 +160,7 @@ Deno.test("FleetStore: retention by age and by count removes lines and their ind
     assertEquals(count("SELECT count(*) AS n FROM lines"), 1500);
     assertEquals(count("SELECT count(*) AS n FROM lines_fts WHERE lines_fts MATCH 'ancient'"), 0);
     assertEquals(count("SELECT count(*) AS n FROM lines_fts WHERE lines_fts MATCH 'recent'"), 1500);
-    assertEquals(store.version, 2);
+    assertEquals(store.version, 3);
   } finally {
     store.close();
     await Deno.remove(dir, { recursive: true });

@@ -1,0 +1,240 @@
+/**
+ * The collector's limits (src/fleet/limits.ts) and terminal safety (src/terminal.ts), on real
+ * files and a real SQLite store: what a pull takes of a listing, what ingestion reads of a file
+ * that grew too much, what is stored of oversized or odd status.json fields, and how foreign
+ * text is printed.
+ */
+import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
+import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
+import { readStatusFile } from "../../src/fleet/collector.ts";
+import { ingestFile } from "../../src/fleet/ingest.ts";
+import {
+  FIELD,
+  MAX_APPS,
+  MAX_LOG_FILE_BYTES,
+  MAX_LOG_FILES,
+  MAX_MIRROR_BYTES,
+  MAX_STATUS_BYTES,
+} from "../../src/fleet/limits.ts";
+import { fleetOverview } from "../../src/fleet/queries.ts";
+import { type ListedFile, parseListing, planPull, SshSource } from "../../src/fleet/source.ts";
+import { FleetStore } from "../../src/fleet/store.ts";
+import { forTerminal, jsonForTerminal } from "../../src/terminal.ts";
+
+const VIEW = { now: Date.UTC(2026, 11, 3, 9), intervalMs: 30_000, holding: false, gapMs: 0 };
+
+async function withStore(fn: (store: FleetStore, dir: string) => Promise<void> | void) {
+  const dir = await Deno.makeTempDir({ prefix: "dp-limits-" });
+  const store = await FleetStore.open(join(dir, "fleet.db"));
+  try {
+    await fn(store, dir);
+  } finally {
+    store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("forTerminal: OSC 52, OSC 0, CSI, C1, DEL, CR and bidi controls are shown, not obeyed", () => {
+  const hostile =
+    "ok\x1b]52;c;cm0gLXJmIH4=\x07 title\x1b]0;pwned\x1b\\ red\x1b[31m\x1b[2J c1\u009b31m\u009d0;x\u009c " +
+    "del\x7f cr\rbs\b nul\x00 bidi\u202e\u2066 tab\tnewline\nend é 日本";
+  const shown = forTerminal(hostile);
+  assertEquals(
+    shown,
+    "ok\\x1b]52;c;cm0gLXJmIH4=\\x07 title\\x1b]0;pwned\\x1b\\ red\\x1b[31m\\x1b[2J c1\\x9b31m\\x9d0;x\\x9c " +
+      "del\\x7f cr\\x0dbs\\x08 nul\\x00 bidi\\u202e\\u2066 tab\tnewline\nend é 日本",
+  );
+  // deno-lint-ignore no-control-regex
+  assert(!/[\x00-\x08\x0b-\x1f\x7f-\x9f]/.test(shown));
+  assertEquals(forTerminal("a\nb\tc", { oneLine: true }), "a\\x0ab\tc");
+  assertEquals(forTerminal("plain text: 100% [ok] — ✓"), "plain text: 100% [ok] — ✓");
+  // JSON: what JSON.stringify leaves raw (DEL, C1, bidi) becomes \u escapes, and reads back the same.
+  const value = { s: "\x1b]52;c;x\x07 \u009b2J \x7f \u202e" };
+  const json = jsonForTerminal(value, 2);
+  // deno-lint-ignore no-control-regex
+  assert(!/[\x00-\x09\x0b-\x1f\x7f-\x9f\u202e]/.test(json), json);
+  assertEquals(JSON.parse(json), value);
+});
+
+Deno.test("planPull: status.json over 64 KiB refused, log files over their size or past the mirror's total not pulled, odd names skipped", () => {
+  const listed = (kind: "status" | "log", rel: string, size: number, ino = 1): ListedFile => ({ kind, ino, size, rel });
+  const plan = planPull([
+    listed("status", "web/status.json", 900),
+    listed("status", "big/status.json", 100 << 20),
+    listed("status", ".tls/certificates.json", 2000),
+    listed("status", "we\x1b]0;x\x07b/status.json", 10),
+    listed("log", "web/access.log", 10 << 20),
+    listed("log", "web/huge.log", 500 << 20),
+    listed("log", "web/deploy.log", 1000),
+    listed("log", "web/../x.log", 1000),
+    ...Array.from({ length: 5 }, (_, i) => listed("log", `fill/f${i}.log`, 60 << 20)),
+  ]);
+  assertEquals(plan.status, ["web/status.json", ".tls/certificates.json"].sort((a, b) => a.localeCompare(b)));
+  // deploy.log first; then by name while they fit in the mirror's total: f4 does not, access.log still does.
+  assertEquals(plan.logs, [
+    "web/deploy.log",
+    ...["fill/f0.log", "fill/f1.log", "fill/f2.log", "fill/f3.log"],
+    "web/access.log",
+  ]);
+  const limits = plan.limits.join("\n");
+  assertMatch(limits, /big\/status\.json is 100 MiB, over the 64 KiB allowed: refused/);
+  assertMatch(limits, /web\/huge\.log is 500 MiB, over the 64 MiB a log file may have/);
+  assertMatch(limits, /1 log file\(s\) \(60 MiB\) not pulled/);
+  assertMatch(limits, /2 file\(s\) with names that are not plain skipped/);
+  assert(4 * (60 << 20) + (10 << 20) + 1000 <= MAX_MIRROR_BYTES && 60 << 20 <= MAX_LOG_FILE_BYTES);
+
+  // Too many apps, too many files.
+  const many = planPull([
+    ...Array.from({ length: MAX_APPS + 5 }, (_, i) => listed("status", `a${i}/status.json`, 10)),
+    ...Array.from({ length: MAX_LOG_FILES + 3 }, (_, i) => listed("log", `a/f${i}.log`, 10)),
+  ]);
+  assertEquals([many.status.length, many.logs.length], [MAX_APPS, MAX_LOG_FILES]);
+  assertMatch(many.limits.join("\n"), /205 apps, over the 200 allowed: 5 not pulled/);
+  assertMatch(many.limits.join("\n"), /3 log file\(s\) .* not pulled/);
+});
+
+Deno.test("parseListing: status and log lines; a name with a newline cannot forge another entry's inode", () => {
+  const files = parseListing("S 11 120 ./web/status.json\nL 12 5 ./web/access.log\nnoise\nL x 5 ./a/b.log\n");
+  assertEquals(files, [
+    { kind: "status", ino: 11, size: 120, rel: "web/status.json" },
+    { kind: "log", ino: 12, size: 5, rel: "web/access.log" },
+  ]);
+  // "evil\nL 99 5 ./web/access.log" as a file name: two lines, the first not a plain name, the second a duplicate.
+  const forged = planPull(parseListing("L 12 5 ./web/access.log\nL 13 5 ./x/evil\nL 99 5 ./web/access.log.log\n"));
+  assertEquals(forged.logs, ["web/access.log", "web/access.log.log"]);
+});
+
+Deno.test("readStatusFile: at most 64 KiB read; bigger is refused with a reason; arrays and broken JSON are nothing", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dp-status-" });
+  try {
+    const path = join(dir, "status.json");
+    await Deno.writeTextFile(path, JSON.stringify({ status: "running", pad: "x".repeat(MAX_STATUS_BYTES - 40) }));
+    assertEquals(typeof await readStatusFile(path), "object");
+    await Deno.writeTextFile(path, JSON.stringify({ status: "running", pad: "x".repeat(MAX_STATUS_BYTES) }));
+    assertMatch(String(await readStatusFile(path)), /over the 64 KiB allowed: refused/);
+    await Deno.truncate(path, 100 << 20); // sparse: 100 MiB, read only up to the limit
+    assertMatch(String(await readStatusFile(path)), /refused/);
+    await Deno.writeTextFile(path, "[1,2]");
+    assertEquals(await readStatusFile(path), undefined);
+    await Deno.writeTextFile(path, '{"half": ');
+    assertEquals(await readStatusFile(path), undefined);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("FleetStore: status.json fields are cut to their limits, odd types dropped; the API never returns more", async () => {
+  await withStore((store) => {
+    store.upsertApp("s1", "web", {
+      status: "running",
+      healthy: "yes" as unknown as boolean,
+      version: "v".repeat(60_000),
+      type: { nested: "object" } as unknown as string,
+      port: 1e300,
+      commit: ["a"] as unknown as string,
+      lastDeploy: { message: "m".repeat(50_000) },
+    }, VIEW.now);
+    store.recordContact("s1", "10.0.0.1", {
+      at: VIEW.now,
+      ok: false,
+      error: "e".repeat(1 << 20),
+      durationMs: 5,
+      bytes: 0,
+      limits: Array.from({ length: 50 }, (_, i) => `limit ${i} ${"x".repeat(1000)}`),
+    });
+    const server = fleetOverview(store, VIEW).servers[0];
+    const app = server.apps[0];
+    assertEquals(app.version!.length, FIELD.short);
+    assertMatch(app.version!, /…\[cut\]$/);
+    assertEquals([app.healthy, app.type, app.port, app.commit], [null, null, null, null]);
+    assertEquals(app.lastDeploy, { cut: JSON.stringify({ message: "m".repeat(50_000) }).length });
+    assertEquals(server.lastError!.length, FIELD.message);
+    assertEquals(server.limits.length, FIELD.limits + 1);
+    assert(server.limits.every((line) => line.length <= FIELD.limit));
+    assertEquals(server.limits.at(-1), "and 30 more");
+    const longest = Math.max(...JSON.stringify(fleetOverview(store, VIEW)).split('"').map((part) => part.length));
+    assert(longest <= FIELD.message, `a field of ${longest} characters`);
+  });
+});
+
+Deno.test("FleetStore: a version 2 database's oversized values are cut by the migration", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dp-limits-migrate-" });
+  const path = join(dir, "fleet.db");
+  try {
+    const old = await FleetStore.open(path);
+    old.close();
+    const db = new DatabaseSync(path);
+    db.exec("ALTER TABLE servers DROP COLUMN limits; PRAGMA user_version = 2;");
+    db.prepare("INSERT INTO apps (server, app, status, version, last_deploy, fetched_at) VALUES (?, ?, ?, ?, ?, ?)")
+      .run("s1", "web", "running", "v".repeat(100_000), JSON.stringify({ pad: "x".repeat(10 << 20) }), 1);
+    db.prepare("INSERT INTO servers (name, host, last_error) VALUES (?, ?, ?)").run("s1", "h", "e".repeat(1 << 20));
+    db.close();
+    const store = await FleetStore.open(path);
+    try {
+      assertEquals(store.version, 3);
+      const server = fleetOverview(store, VIEW).servers[0];
+      assertEquals(server.apps[0].version!.length, FIELD.short);
+      assertEquals(server.apps[0].lastDeploy, { cut: JSON.stringify({ pad: "x".repeat(10 << 20) }).length });
+      assertEquals(server.lastError!.length, FIELD.message);
+      assertEquals(server.limits, []);
+    } finally {
+      store.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("ingestFile: past the per-file budget the newest bytes are read after a gap line; past the server's, the file waits", async () => {
+  await withStore(async (store, dir) => {
+    const path = join(dir, "access.log");
+    const line = (i: number) => `req ${String(i).padStart(6, "0")} ${"x".repeat(80)}\n`; // 92 bytes
+    await Deno.writeTextFile(path, Array.from({ length: 1000 }, (_, i) => line(i)).join(""));
+    const file = { rel: "web/access.log", path, ino: 1 };
+    const budget = { perFile: 9_200, left: 100_000 };
+    const first = await ingestFile(store, "s1", file, undefined, VIEW.now, budget);
+    assertEquals(first.skipped, 92_000 - 9_200);
+    assertEquals([first.lines, first.gaps, first.bytes], [99, 1, 9_200], "the first line after the cut is partial");
+    assertEquals(budget.left, 100_000 - 9_200);
+    const rows = store.sql("SELECT kind, text FROM lines ORDER BY offset").all() as { kind: string; text: string }[];
+    assertEquals(rows[0].kind, "gap");
+    assertMatch(rows[0].text, /^\[fleet\] gap: 80\.9 KiB of access\.log skipped, over the 9 KiB a log file may bring/);
+    assertEquals(rows[1].text, line(901).trimEnd());
+    assertEquals(rows.at(-1)!.text, line(999).trimEnd());
+
+    // Growth within the budget: read whole, no gap.
+    await Deno.writeTextFile(path, line(1000) + line(1001), { append: true });
+    const second = await ingestFile(store, "s1", file, undefined, VIEW.now, budget);
+    assertEquals([second.lines, second.gaps, second.skipped], [2, 0, 0]);
+
+    // Not enough left of the server's budget: nothing read, the ledger unmoved, for the next cycle.
+    await Deno.writeTextFile(path, line(1002), { append: true });
+    const offset = store.ledger("s1", "web/access.log")!.offset;
+    const deferred = await ingestFile(store, "s1", file, undefined, VIEW.now, { perFile: 9_200, left: 10 });
+    assertEquals(deferred.deferred, true);
+    assertEquals(store.ledger("s1", "web/access.log")!.offset, offset);
+    const later = await ingestFile(store, "s1", file, undefined, VIEW.now, { perFile: 9_200, left: 10_000 });
+    assertEquals(later.lines, 1);
+  });
+});
+
+Deno.test("SshSource: the rsync argv pulls only the planned files, none over the limit, into a mirror only its owner reads", () => {
+  const server = { name: "web1", host: "10.0.0.5", user: "root", port: 2222 };
+  const source = new SshSource(server, { mirror: "/h/mirror/web1", knownHosts: "/h/known_hosts", sockets: "/h/ssh" });
+  const argv = source.rsyncArgv("/var/log/deployments/", "/h/mirror/web1/logs", "/h/mirror/web1/logs.files", 1 << 26);
+  const rsync = argv.indexOf("rsync");
+  const limit = argv.slice(0, rsync);
+  assert(limit.length === 0 || (limit[0].endsWith("/prlimit") && limit[1] === "--fsize=67108864"), limit.join(" "));
+  assertEquals(argv.slice(rsync + 1, rsync + 8), [
+    "--times",
+    "--inplace",
+    "--stats",
+    "--timeout=20",
+    "--files-from=/h/mirror/web1/logs.files",
+    "--max-size=67108864",
+    "--chmod=D700,F600",
+  ]);
+  assert(!argv.includes("--delete") && !argv.includes("--recursive"), "nothing but the listed files");
+  assertEquals(argv.slice(-3), ["--", "10.0.0.5:/var/log/deployments/", "/h/mirror/web1/logs/"]);
+});
