@@ -68,6 +68,8 @@ export interface Served {
   appWritingSince: number;
   /** The gate's clock. */
   now(): number;
+  /** Also closed when the listener cuts the connection (a tunnel's connection to its app). */
+  alsoClose?: () => void;
 }
 
 /** Request bodies with a Content-Length up to this are read whole first. */
@@ -452,6 +454,8 @@ class Session {
       app?.close();
       this.c.close();
     });
+    // A cut by the listener (a stalled write) ends both sides: the pumps may both wait on the app.
+    this.served.alsoClose = () => app?.close();
     try {
       if (head.framing !== "none" || lines.length > MAX_HEADER_BYTES) {
         status = 400;
@@ -495,6 +499,7 @@ class Session {
       return "close";
     } finally {
       untrack();
+      this.served.alsoClose = undefined;
       app?.close();
       end();
       done?.(status, 0, 0);

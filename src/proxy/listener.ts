@@ -15,7 +15,7 @@
  * @module
  */
 import type { Client } from "./forward.ts";
-import { type H1Deps, serveH1 } from "./h1.ts";
+import { type H1Deps, type Served, serveH1 } from "./h1.ts";
 import type { Conn, Entry } from "./handler.ts";
 import { errorPage, message } from "./pages.ts";
 
@@ -346,7 +346,7 @@ export class HttpListener {
   /** HTTP/1.1, served by ./h1.ts. */
   #serveHttp1(conn: Deno.Conn, tracked: Tracked, client: Client): Promise<void> {
     const { gate, entry, http1 } = this.#options;
-    return serveH1(conn, client, { entry, client }, {
+    const served: Served = {
       begin: () => {
         tracked.active++;
         tracked.requests++;
@@ -371,7 +371,12 @@ export class HttpListener {
         return tracked.appWritingSince;
       },
       now: () => gate.now,
-    }, http1);
+    };
+    tracked.close = () => {
+      closeConn(conn);
+      served.alsoClose?.();
+    };
+    return serveH1(conn, client, { entry, client }, served, http1);
   }
 
   /** HTTP/2 (TLS only), served by `Deno.serveHttp` and the handler. */

@@ -1,7 +1,7 @@
 /**
  * The built-in reverse proxy: one long-running process per server, composed of the parts in
  * this folder (as kamal-proxy is): the route table (./table.ts), the handler (./handler.ts),
- * forwarding (./forward.ts, ./upstream.ts), WebSockets (./websocket.ts), in-flight and drain
+ * forwarding (./forward.ts, ./upstream.ts), HTTP/1.1 and WebSocket tunnels (./h1.ts, ./wire.ts), in-flight and drain
  * (./inflight.ts), the control socket (./control.ts), static files (./static.ts), listeners
  * with limits (./listener.ts), certificates (./acme.ts) and metrics (./metrics.ts).
  *

@@ -10,13 +10,14 @@
 import { join } from "node:path";
 import { assert, assertEquals, assertMatch, assertNotMatch } from "../helpers/assert.ts";
 import { type ProxyProcess, startProxy } from "../helpers/proxy_process.ts";
+import { head, Raw, type RawResponse } from "../helpers/raw_http.ts";
+import { startWebSocketApp } from "../helpers/websocket.ts";
 import { control } from "../../src/proxy/client.ts";
 import { proxyConfigPath } from "../../src/proxy/config.ts";
 import { writeRoute } from "../../src/proxy/routes.ts";
 import { deploymentsRoot } from "../../src/paths.ts";
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
 
 /** proxy.yml of every test unless it says otherwise: short timeouts, 100 connections per address. */
 const LIMITS = `limits:
@@ -62,126 +63,7 @@ function sampler(pid: number): { stop(): { files: number; rssMiB: number } } {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Raw HTTP/1.1 over TCP: bytes exactly as a client (or an attacker) sends them
-
-/** A response as read off the wire. */
-interface RawResponse {
-  status: number;
-  headers: Headers;
-  body: string;
-  /** The head as received (status line and header lines). */
-  head: string;
-}
-
-/** One client connection to 127.0.0.1. Reads never throw: a reset is a close. */
-class Raw {
-  #conn: Deno.TcpConn;
-  #buffer = new Uint8Array(0);
-  #pending?: Promise<Uint8Array | null>;
-  #closed = false;
-
-  private constructor(conn: Deno.TcpConn) {
-    this.#conn = conn;
-  }
-
-  static async connect(port: number): Promise<Raw> {
-    return new Raw(await Deno.connect({ hostname: "127.0.0.1", port }));
-  }
-
-  /** Writes all of `data`; false when the proxy has closed (or reset) the connection. */
-  async send(data: string | Uint8Array): Promise<boolean> {
-    const bytes = typeof data === "string" ? encoder.encode(data) : data;
-    try {
-      for (let at = 0; at < bytes.length;) at += await this.#conn.write(bytes.subarray(at));
-      return true;
-    } catch {
-      return false;
-    }
-  }
-
-  /** Waits for more bytes until `deadline` (performance.now()). */
-  async #more(deadline: number): Promise<"data" | "closed" | "timeout"> {
-    if (this.#closed) return "closed";
-    const left = deadline - performance.now();
-    if (left <= 0) return "timeout";
-    if (!this.#pending) {
-      const chunk = new Uint8Array(64 * 1024);
-      this.#pending = this.#conn.read(chunk).then((n) => n === null ? null : chunk.subarray(0, n), () => null);
-    }
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const result = await Promise.race([
-      this.#pending,
-      new Promise<"timeout">((resolve) => timer = setTimeout(resolve, left, "timeout")),
-    ]);
-    clearTimeout(timer);
-    if (result === "timeout") return "timeout";
-    this.#pending = undefined;
-    if (result === null) {
-      this.#closed = true;
-      return "closed";
-    }
-    const next = new Uint8Array(this.#buffer.length + result.length);
-    next.set(this.#buffer);
-    next.set(result, this.#buffer.length);
-    this.#buffer = next;
-    return "data";
-  }
-
-  /** The next response (Content-Length framing, else up to the close); undefined if none came within `ms`. */
-  async response(ms = 5000): Promise<RawResponse | undefined> {
-    const deadline = performance.now() + ms;
-    for (;;) {
-      const end = findHeadEnd(this.#buffer);
-      if (end >= 0) {
-        const text = decoder.decode(this.#buffer.subarray(0, end));
-        const [statusLine, ...lines] = text.split("\r\n");
-        const headers = new Headers();
-        for (const line of lines) {
-          const colon = line.indexOf(":");
-          headers.append(line.slice(0, colon).trim(), line.slice(colon + 1).trim());
-        }
-        const length = headers.has("content-length") ? Number(headers.get("content-length")) : undefined;
-        const bodyStart = end + 4;
-        const complete = () => length === undefined ? this.#closed : this.#buffer.length >= bodyStart + length;
-        while (!complete() && (await this.#more(deadline)) === "data");
-        if (length !== undefined && !complete()) return undefined;
-        const bodyEnd = length === undefined ? this.#buffer.length : bodyStart + length;
-        const body = decoder.decode(this.#buffer.subarray(bodyStart, bodyEnd));
-        this.#buffer = this.#buffer.slice(bodyEnd);
-        return { status: Number(statusLine.split(" ")[1]), headers, body, head: text };
-      }
-      if ((await this.#more(deadline)) !== "data") return undefined;
-    }
-  }
-
-  /** Milliseconds until the proxy closes the connection (bytes meanwhile are kept), or undefined after `ms`. */
-  async closedWithin(ms: number): Promise<number | undefined> {
-    const start = performance.now();
-    for (;;) {
-      const result = await this.#more(start + ms);
-      if (result === "closed") return performance.now() - start;
-      if (result === "timeout") return undefined;
-    }
-  }
-
-  close(): void {
-    try {
-      this.#conn.close();
-    } catch { /* closed */ }
-  }
-}
-
-function findHeadEnd(bytes: Uint8Array): number {
-  for (let i = 0; i + 3 < bytes.length; i++) {
-    if (bytes[i] === 13 && bytes[i + 1] === 10 && bytes[i + 2] === 13 && bytes[i + 3] === 10) return i;
-  }
-  return -1;
-}
-
-/** A request head with `headers` in order. */
-function head(line: string, headers: Record<string, string>): string {
-  return `${line}\r\n${Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join("")}\r\n`;
-}
+// Raw HTTP/1.1 over TCP (tests/helpers/raw_http.ts)
 
 /** One request on a fresh connection (`Connection: close`); `ms` is the time to the whole response. */
 async function request(
@@ -901,37 +783,6 @@ Deno.test("attack 8: a 100 KB header line gets 431 or 400 and a close; a malform
     assert(alive(proxy.pid));
   });
 });
-
-/** The WebSocket app of tests/e2e/websocket_test.ts (`/stream`: 64 KiB messages as fast as taken; `/echo`) as a child. */
-async function startWebSocketApp(): Promise<{ port: number; stop(): Promise<void> }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("../fixtures/websocket/app.ts", import.meta.url).pathname],
-    stdout: "piped",
-    stderr: "inherit",
-    stdin: "null",
-  }).spawn();
-  const stop = async () => {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* gone */ }
-    await child.status;
-  };
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  try {
-    while (!text.includes("\n")) {
-      const { value, done } = await within(20_000, "the WebSocket app starts", reader.read());
-      if (done) throw new Error("the WebSocket app exited");
-      text += value;
-    }
-  } catch (error) {
-    await stop();
-    throw error;
-  } finally {
-    reader.cancel().catch(() => {});
-  }
-  return { port: JSON.parse(text.split("\n")[0]).port, stop };
-}
 
 Deno.test("attack 9: a WebSocket client that never reads, on a streaming app, cannot grow the real proxy", async () => {
   const wsApp = await startWebSocketApp();
