@@ -1,8 +1,10 @@
 /**
- * Load and readiness for the proxy benchmark: `wrk --latency` runs (parsed into rps, p50, p99,
- * errors), the CPU time a process and its children spent during a run (utime + stime from
- * /proc/<pid>/stat), and a raw HTTP/1.1 probe that can send any Host header and SNI name
- * (fetch overrides neither), used to wait until an endpoint answers.
+ * Load and readiness for the proxy benchmark: `wrk --latency` runs at saturation (parsed into rps,
+ * p50, p99, errors) and paced to {@link PACED_RATE} by a Lua script ({@link pacingScript}: its
+ * `delay()` hook schedules each request, its `done()` hook prints p50, p90, p99 and p99.9 from
+ * wrk's latency histogram), the CPU time a process and its children spent during a run (utime +
+ * stime from /proc/<pid>/stat), and a raw HTTP/1.1 probe that can send any Host header and SNI
+ * name (fetch overrides neither), used to wait until an endpoint answers.
  * @module
  */
 import { type Proc, run, sleep } from "./procs.ts";
@@ -11,6 +13,17 @@ import { type Proc, run, sleep } from "./procs.ts";
 export const CONNECTIONS = 8;
 export const WARMUP_S = 1;
 export const DURATION_S = 5;
+/**
+ * Requests/s of every paced run, all connections together: the same for every endpoint and well
+ * below the slowest one's capacity (Caddy, about 8,000/s at saturation on 2 shared cores; the
+ * bench prints the share it measured), so that its latency is the path's own and not time spent
+ * queued behind other requests.
+ */
+export const PACED_RATE = 2_000;
+/** Long enough for p99.9 to rest on ~20 requests. */
+export const PACED_S = 10;
+/** How far a paced run's achieved rate may be from {@link PACED_RATE} (as a share) before it is flagged. */
+export const PACE_TOLERANCE = 0.03;
 /** Longest single readiness probe. */
 const PROBE_TIMEOUT_MS = 2_000;
 /** Longest response a probe reads. */
@@ -38,6 +51,59 @@ export interface Load {
 
 /** A measured run, with the CPU time the measured process (and its children) spent per request, in µs. */
 export type Measured = Load & { cpuUs?: number };
+
+/** A paced run's figures: `rps` is the achieved rate; p90 and p999 (p99.9) in ms. */
+export type Paced = Load & { p90: number; p999: number };
+
+/**
+ * wrk's Lua script for paced runs. `delay()` is called before each request of any connection (one
+ * wrk thread: one Lua state for all) and gives it the next free slot of one schedule of `rate`
+ * slots/s (a monotonic clock through LuaJIT's FFI; wrk waits whole ms, so a request goes up to
+ * 0.5 ms early or late, but the schedule does not drift, and a late request's followers catch up).
+ * Latency is counted from when the request is written. `done()` prints one line for {@link parsePaced}.
+ */
+export function pacingScript(rate: number): string {
+  return `-- Written by bench/load.ts: ${rate} requests/s in all, then the latency percentiles.
+local ffi = require("ffi")
+ffi.cdef[[
+struct bench_timespec { long sec; long nsec; };
+int clock_gettime(int clock, struct bench_timespec *now);
+]]
+local CLOCK_MONOTONIC = 1
+local INTERVAL_MS = 1000 / ${rate}
+local now = ffi.new("struct bench_timespec")
+local slot
+
+local function clock_ms()
+  ffi.C.clock_gettime(CLOCK_MONOTONIC, now)
+  return tonumber(now.sec) * 1000 + tonumber(now.nsec) / 1e6
+end
+
+function delay()
+  local t = clock_ms()
+  slot = (slot or t) + INTERVAL_MS
+  return math.max(0, math.floor(slot - t + 0.5))
+end
+
+function done(summary, latency)
+  local e = summary.errors
+  local p = function(q) return latency:percentile(q) end
+  io.write(string.format("paced requests=%d duration_us=%d errors=%d p50=%d p90=%d p99=%d p999=%d\\n",
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,
+    p(50), p(90), p(99), p(99.9)))
+end
+`;
+}
+
+/** Parses the line {@link pacingScript}'s `done()` prints (latencies in µs). Throws when it is missing. */
+export function parsePaced(text: string): Paced {
+  const match = /^paced requests=(\d+) duration_us=(\d+) errors=(\d+) p50=(\d+) p90=(\d+) p99=(\d+) p999=(\d+)$/m
+    .exec(text);
+  if (!match) throw new Error(`wrk output without the paced line:\n${text}`);
+  const [requests, durationUs, errors, ...percentiles] = match.slice(1).map(Number);
+  const [p50, p90, p99, p999] = percentiles.map((us) => us / 1000);
+  return { rps: requests / (durationUs / 1e6), p50, p90, p99, p999, requests, errors };
+}
 
 /** wrk's duration units → ms. */
 function wrkMs(value: string, unit: string): number {
@@ -67,10 +133,11 @@ export function parseWrk(text: string): Load {
   };
 }
 
-/** The arguments of one wrk run against `target`. */
-export function wrkArgs(target: Target, seconds: number): string[] {
+/** The arguments of one wrk run against `target`, with Lua `script` if given. */
+export function wrkArgs(target: Target, seconds: number, script?: string): string[] {
   const host = target.host ? ["-H", `Host: ${target.host}`] : [];
-  return ["-t1", `-c${CONNECTIONS}`, `-d${seconds}s`, "--latency", ...host, target.url];
+  const lua = script ? ["-s", script] : [];
+  return ["-t1", `-c${CONNECTIONS}`, `-d${seconds}s`, "--latency", ...host, ...lua, target.url];
 }
 
 async function wrk(bin: string, target: Target, seconds: number): Promise<Load> {
@@ -111,6 +178,13 @@ export async function measure(bin: string, target: Target, pid: number): Promise
     ? undefined
     : ((after - before) * 1000) / load.requests;
   return { ...load, cpuUs };
+}
+
+/** A paced warm-up run, then the measured one, with `script` (written from {@link pacingScript}). */
+export async function measurePaced(bin: string, target: Target, script: string): Promise<Paced> {
+  const paced = async (seconds: number) => parsePaced(await run("wrk", [bin, ...wrkArgs(target, seconds, script)]));
+  await paced(WARMUP_S);
+  return await paced(PACED_S);
 }
 
 /** A probe's answer. */

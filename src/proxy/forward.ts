@@ -40,6 +40,8 @@ export interface Client {
   ip: string;
   /** How the request reached the proxy. */
   scheme: "http" | "https";
+  /** The address the client connected to (`host:port`, IPv6 in brackets), for requests without a host. */
+  local?: string;
   /** Whether `ip` is one of the trusted proxies (its forwarding headers are kept and extended). */
   isTrusted: (ip: string) => boolean;
   /** The forwarding lines last written for this client (one connection), by host: they rarely change. */
@@ -116,7 +118,7 @@ const NOT_FORWARDED = new Set([
 ]);
 
 /**
- * The headers the app gets: the client's, without hop-by-hop ones, with Host (HTTP/2 has none: the
+ * The headers the app gets: the client's, without hop-by-hop ones and names with "_", with Host (HTTP/2 has none: the
  * :authority becomes it), X-Forwarded-For, -Proto, -Host, X-Real-IP and Forwarded set by the proxy.
  * Values sent by a client are replaced, unless the peer is a trusted proxy: then its chain is
  * extended and the real client is the right-most address that is not a trusted proxy.
@@ -158,7 +160,8 @@ export function forwardedRequest(headers: HeaderSource, client: Client, host: st
     // forEach, not for-of: several times cheaper per header.
     headers.forEach((value, name) => {
       if (!NOT_FORWARDED.has(name)) {
-        if (!skip?.has(name)) lines += `${name}: ${value}\r\n`;
+        // A name with "_" is dropped (as nginx does): CGI/WSGI apps read X_Forwarded_For as X-Forwarded-For.
+        if (!skip?.has(name) && !name.includes("_")) lines += `${name}: ${value}\r\n`;
       } else if (name === "connection") connection = value;
       else if (name === "upgrade") out.upgrade = value;
       else if (name === "content-length") out.length = value;

@@ -74,8 +74,10 @@ export interface Served {
 
 /** Request bodies with a Content-Length up to this are read whole first. */
 const BUFFERED_BODY_MAX = 1024 * 1024;
-/** A client connection's read buffer to start with (grown for larger heads and bodies). */
+/** A client connection's read buffer to start with (grown for larger heads, and bodies), and again once idle. */
 const CLIENT_BUFFER = 4096;
+/** A client connection's read buffer while it reads a body. */
+const CLIENT_BODY_BUFFER = 16 * 1024;
 /** Largest request head: as the handler's limit on forwarded header bytes. */
 const MAX_HEAD = MAX_HEADER_BYTES;
 /** Response bodies of the handler read whole up to this to be sent with a Content-Length. */
@@ -94,7 +96,7 @@ export async function serveH1(
   served: Served,
   deps: H1Deps,
 ): Promise<void> {
-  const c = new Connection(tcp, 0, () => {}, CLIENT_BUFFER);
+  const c = new Connection(tcp, 0, () => {}, CLIENT_BUFFER, CLIENT_BODY_BUFFER);
   const session = new Session(c, client, conn, served, deps);
   try {
     await session.run();
@@ -124,14 +126,15 @@ class Session {
   async run(): Promise<void> {
     const c = this.c;
     while (true) {
-      // The head: up to an empty line, read as it comes.
-      let scanned = 0;
+      // The head: up to an empty line, read as it comes; empty lines before it are skipped (RFC 9112 §2.2).
+      skipEmptyLines(c);
       let end = findHeadEnd(c.buf, c.start, c.start, c.end);
       while (end < 0) {
         if (c.buffered > MAX_HEAD) return void await this.refuse(431);
-        scanned = Math.max(0, c.buffered - 3);
+        const scanned = Math.max(0, c.buffered - 3);
         if (!(await c.fill(MAX_HEAD + 4))) return;
-        end = findHeadEnd(c.buf, c.start, c.start + scanned, c.end);
+        const skipped = skipEmptyLines(c);
+        end = findHeadEnd(c.buf, c.start, c.start + (skipped ? 0 : scanned), c.end);
       }
       if (end - c.start > MAX_HEAD + 4) return void await this.refuse(431);
       let stop = end;
@@ -146,6 +149,7 @@ class Session {
         this.served.idle();
       }
       if (next === "close" || this.served.draining) return;
+      c.shrink(CLIENT_BUFFER);
     }
   }
 
@@ -166,7 +170,15 @@ class Session {
       await this.writeResponse(errorPage(head.status, { connection: "close" }), "GET", true, false);
       return "close";
     }
-    const host = head.host === undefined ? undefined : checkHost(head.host);
+    if (head.host === undefined) {
+      // HTTP/1.0 without Host: an app's own port still knows the app; the shared ports cannot tell.
+      if (this.conn.entry.kind !== "port" || !this.client.local) {
+        await this.writeResponse(errorPage(404, { connection: "close" }), head.method, true, false);
+        return "close";
+      }
+      head.host = this.client.local;
+    }
+    const host = checkHost(head.host);
     if (host === undefined || head.target === "*") {
       await this.writeResponse(errorPage(400, { connection: "close" }), head.method, true, false);
       return "close";
@@ -229,7 +241,8 @@ class Session {
     if (bodyless(method, response.status) || !body) {
       body?.cancel().catch(() => {});
       if (!length && !bodyless(method, response.status)) text += "content-length: 0\r\n";
-      await this.write(latin1Bytes(`${text}${close ? "connection: close\r\n" : ""}\r\n`));
+      text += close ? "connection: close\r\n" : http11 ? "" : "connection: keep-alive\r\n";
+      await this.write(latin1Bytes(`${text}\r\n`));
       return !close;
     }
     const reader = body.getReader();
@@ -252,6 +265,7 @@ class Session {
       else if (framing === "chunked") text += "transfer-encoding: chunked\r\n";
       const closing = close || framing === "close";
       if (closing) text += "connection: close\r\n";
+      else if (!http11) text += "connection: keep-alive\r\n";
       await this.write(joined(latin1Bytes(`${text}\r\n`, size), first));
       if (framing === "whole") return !closing;
       while (true) {
@@ -286,9 +300,12 @@ class Session {
     if (head.expectContinue) await this.write(CONTINUE);
     const decoder = new BodyDecoder(this.c, head.framing, head.length, "the client");
     const limit = this.deps.requestTimeoutMs;
-    const more = () => within(decoder.readMore().then(() => true), limit);
+    /** Reads more within `ms` (no limit when the request timeout is 0): false when the time is up. */
+    const more = (ms: number) => limit > 0 && ms <= 0 ? false : within(decoder.readMore().then(() => true), ms);
     const read = () => decoder.done;
     if (head.framing === "length" && head.length <= BUFFERED_BODY_MAX) {
+      // A small body has requestTimeout in all (a slow POST cannot hold the connection for long).
+      const deadline = Date.now() + limit;
       const bytes = new Uint8Array(head.length);
       let at = 0;
       const out: Uint8Array<ArrayBuffer>[] = [];
@@ -300,19 +317,24 @@ class Session {
             at += piece.length;
           }
           if (decoder.done) return { body: bytes, read };
-          if (!(await more())) return 408;
+          if (!(await more(deadline - Date.now()))) return 408;
         }
       } catch {
         return 400;
       }
     }
+    // A larger or chunked one streams, and may stall for requestTimeout at most between two reads.
     const body = new ReadableStream<Uint8Array>({
       pull: async (controller) => {
         const out: Uint8Array<ArrayBuffer>[] = [];
-        decoder.decodeBuffered(out);
-        while (!out.length && !decoder.done) {
-          if (!(await more())) throw new Error(`the request body stalled for ${limit} ms`);
+        try {
           decoder.decodeBuffered(out);
+          while (!out.length && !decoder.done) {
+            if (!(await more(limit))) throw new ClientBodyError(408, `the request body stalled for ${limit} ms`);
+            decoder.decodeBuffered(out);
+          }
+        } catch (error) {
+          throw error instanceof ClientBodyError ? error : new ClientBodyError(400, message(error));
         }
         for (const piece of out) controller.enqueue(piece);
         if (decoder.done) controller.close();
@@ -347,21 +369,31 @@ class Session {
           path: head.target,
           headers: lines,
           body: request.body,
+          // A large body with a Content-Length keeps it (apps that read no chunked bodies).
+          length: head.framing === "length" ? head.length : undefined,
         });
       } catch (error) {
+        const where = `${route.app}: ${head.method} ${head.target.split("?")[0]}`;
+        if (error instanceof ClientBodyError) {
+          status = error.status;
+          this.log(`${where}: the client's body: ${error.message}`);
+          await this.writeResponse(errorPage(status, { connection: "close" }), head.method, true, false);
+          return "close";
+        }
         const timeout = error instanceof UpstreamError && error.kind === "timeout";
         status = timeout ? 504 : 502;
-        this.log(
-          `${route.app}: ${head.method} ${head.target.split("?")[0]}: 127.0.0.1:${port}: ${
-            errorChain(error).split("\n")[0]
-          }`,
-        );
+        this.log(`${where}: 127.0.0.1:${port}: ${errorChain(error).split("\n")[0]}`);
         const close = head.close || !request.read();
-        await this.writeResponse(errorPage(status, close ? { connection: "close" } : {}), head.method, close, false);
+        await this.writeResponse(
+          errorPage(status, close ? { connection: "close" } : {}),
+          head.method,
+          close,
+          head.http11,
+        );
         return close ? "close" : "keep";
       }
       status = exchange.head.status;
-      bytesOut = await this.relay(exchange, head, hsts, end);
+      bytesOut = await this.relay(exchange, head, route.app, hsts, end);
       // A body the app did not read in full is still on the connection: it cannot carry another request.
       return head.close || !request.read() || bytesOut < 0 ? "close" : "keep";
     } finally {
@@ -374,7 +406,13 @@ class Session {
    * Writes the app's answer to the client. Returns the body bytes written, or -1 when the
    * connection must close after it (the body was delimited by closing it, or it failed midway).
    */
-  async relay(exchange: Exchange, head: RequestHead, hsts: boolean | undefined, ended: () => void): Promise<number> {
+  async relay(
+    exchange: Exchange,
+    head: RequestHead,
+    app: string,
+    hsts: boolean | undefined,
+    ended: () => void,
+  ): Promise<number> {
     const res = exchange.head;
     let text = statusLine(res.status, res.statusText);
     const fields = res.fields;
@@ -394,6 +432,7 @@ class Session {
     if (framing === "chunked") text += "transfer-encoding: chunked\r\n";
     const closing = head.close || framing === "close";
     if (closing) text += "connection: close\r\n";
+    else if (!head.http11) text += "connection: keep-alive\r\n";
     if (exchange.done) {
       ended();
       text += "\r\n";
@@ -416,11 +455,16 @@ class Session {
       if (chunked && size) await this.write(chunk(concat(exchange.first, size)));
       let written = size;
       while (true) {
-        let pieces: Uint8Array[] | null;
+        let pieces: Uint8Array[] | null | undefined;
         try {
-          pieces = await exchange.next();
+          // An app silent for upstreamTimeout in the middle of its answer is given up (as nginx's proxy_read_timeout).
+          pieces = await within(exchange.next(), this.deps.upstreamTimeoutMs);
+          if (pieces === undefined) throw new Error(`nothing for ${this.deps.upstreamTimeoutMs} ms`);
         } catch (error) {
-          this.log(`${head.method} ${head.target.split("?")[0]}: the app's answer failed midway: ${message(error)}`);
+          this.log(
+            `${app}: ${head.method} ${head.target.split("?")[0]}: the app's answer failed midway: ${message(error)}`,
+          );
+          exchange.cancel();
           return -1;
         }
         if (pieces) {
@@ -582,6 +626,20 @@ async function handshake(app: Connection): Promise<{
     headers,
   });
   return { status: head.status, statusText: head.statusText, fields: head.fields, upgrade, response };
+}
+
+/** A request body the client sent wrong (400) or too slowly (408). */
+class ClientBodyError extends Error {
+  constructor(readonly status: 400 | 408, message: string) {
+    super(message);
+  }
+}
+
+/** Consumes CR and LF bytes at the start of what is buffered; true when there were any. */
+function skipEmptyLines(c: Connection): boolean {
+  const from = c.start;
+  while (c.start < c.end && (c.buf[c.start] === 13 || c.buf[c.start] === 10)) c.start++;
+  return c.start !== from;
 }
 
 /** `head` (with room for the pieces after it) with `pieces` copied in. */

@@ -327,7 +327,13 @@ export class HttpListener {
     const tracked = gate.track(ip);
     this.#conns.add(tracked);
     tracked.close = () => closeConn(conn);
-    const client: Client = { ip, scheme: entry.kind === "https" ? "https" : "http", isTrusted };
+    const local = conn.localAddr as Deno.NetAddr;
+    const client: Client = {
+      ip,
+      scheme: entry.kind === "https" ? "https" : "http",
+      isTrusted,
+      local: `${local.hostname.includes(":") ? `[${local.hostname}]` : local.hostname}:${local.port}`,
+    };
     const release = () => {
       this.#conns.delete(tracked);
       gate.release(tracked);

@@ -13,9 +13,11 @@ const REASONS: Record<number, string> = {
   421: "Misdirected Request",
   431: "Request Header Fields Too Large",
   500: "Internal Server Error",
+  501: "Not Implemented",
   502: "Bad Gateway",
   503: "Service Unavailable",
   504: "Gateway Timeout",
+  505: "HTTP Version Not Supported",
 };
 
 /** A short plain-text answer. */

@@ -21,7 +21,7 @@
  * @module
  */
 import { DeployParadigmError } from "../errors.ts";
-import { findHeadEnd, latin1, latin1Into, trimOws } from "./wire.ts";
+import { FIELD_VALUE, findHeadEnd, latin1, latin1Into, trimOws } from "./wire.ts";
 
 /** Responses whose body (or lack of one) was read in full with the head: done with the app. */
 const COMPLETE = new WeakSet<Response>();
@@ -51,6 +51,8 @@ export interface UpstreamRequest {
   headers: Headers | string;
   /** Bytes go with a Content-Length, a stream chunked (with backpressure), null with none (`content-length: 0` for POST/PUT/PATCH). */
   body: ReadableStream<Uint8Array> | Uint8Array | null;
+  /** A stream's length when the client gave one: sent with it as a Content-Length (apps that read no chunked bodies), not chunked. */
+  length?: number;
   /** Aborting closes the connection; the request (or the response body) fails with the signal's reason. */
   signal?: AbortSignal;
 }
@@ -375,8 +377,20 @@ export class Connection {
     readonly port: number,
     readonly onClose: (conn: Connection) => void,
     size = HEAD_BUFFER,
+    readonly bodySize = BODY_BUFFER,
   ) {
     this.buf = new Uint8Array(size);
+  }
+
+  /** Gives back what grew past `size` (a large head, a body): idle connections stay small. */
+  shrink(size: number): void {
+    if (this.#out && this.#out.length > OUTPUT_MIN) this.#out = undefined;
+    if (this.buf.length <= size || this.buffered > size) return;
+    const small = new Uint8Array(size);
+    small.set(this.buf.subarray(this.start, this.end));
+    this.end -= this.start;
+    this.start = 0;
+    this.buf = small;
   }
 
   get buffered(): number {
@@ -456,8 +470,8 @@ export class Connection {
 
   /** Uses the body buffer size from now on (when nothing is buffered). */
   forBody(): void {
-    if (this.start === this.end && this.buf.length < BODY_BUFFER) {
-      this.buf = new Uint8Array(BODY_BUFFER);
+    if (this.start === this.end && this.buf.length < this.bodySize) {
+      this.buf = new Uint8Array(this.bodySize);
       this.start = this.end = 0;
     }
   }
@@ -562,7 +576,7 @@ export class BodyDecoder {
   /** Reads from the socket once. */
   async readMore(): Promise<void> {
     this.conn.forBody();
-    if (await this.conn.fill(BODY_BUFFER)) return;
+    if (await this.conn.fill(this.conn.bodySize)) return;
     if (this.framing !== "close") {
       throw new UpstreamError("reset", `${this.peer} closed the connection in the middle of a body`);
     }
@@ -812,7 +826,7 @@ class Call {
     this.#req.signal?.removeEventListener("abort", this.#onAbort);
   }
 
-  /** Sends the request body stream chunked. True when it was sent in full. */
+  /** Sends the request body stream: chunked, or as it is with a Content-Length. True when it was sent in full. */
   async #pumpBody(conn: Connection, body: ReadableStream<Uint8Array>): Promise<boolean> {
     let reader: ReadableStreamDefaultReader<Uint8Array>;
     try {
@@ -821,6 +835,8 @@ class Call {
       this.#fail(error);
       return this.#pumpResult = false;
     }
+    const length = this.#req.length;
+    let sent = 0;
     try {
       while (true) {
         let result: ReadableStreamReadResult<Uint8Array>;
@@ -837,10 +853,19 @@ class Call {
           this.#fail(new TypeError("request body chunks must be Uint8Array"));
           return this.#pumpResult = false;
         }
-        if (chunk.length) await writeChunk(conn, chunk);
+        sent += chunk.length;
+        if (length !== undefined && sent > length) {
+          this.#fail(new UpstreamError("protocol", `the request body is longer than its Content-Length ${length}`));
+          return this.#pumpResult = false;
+        }
+        if (chunk.length) await (length === undefined ? writeChunk(conn, chunk) : conn.write(chunk));
       }
       this.#sourceDone = true;
-      await conn.write(LAST_CHUNK);
+      if (length !== undefined && sent !== length) {
+        this.#fail(new UpstreamError("protocol", `the request body ended at ${sent} of its ${length} bytes`));
+        return this.#pumpResult = false;
+      }
+      if (length === undefined) await conn.write(LAST_CHUNK);
       return this.#pumpResult = true;
     } catch {
       // A failed write: the connection is gone, the response side reports it.
@@ -885,6 +910,10 @@ export function parseResponseHead(text: string, method: string): ResponseHead {
     if (colon <= 0) throw new UpstreamError("protocol", `malformed header line ${JSON.stringify(line.slice(0, 100))}`);
     const name = line.slice(0, colon);
     const value = trimOws(line, colon + 1);
+    // What the client would read differently (a bare CR, a NUL, a space in a name) never passes on.
+    if (!TOKEN.test(name) || !FIELD_VALUE.test(value)) {
+      throw new UpstreamError("protocol", `invalid header field ${JSON.stringify(line.slice(0, 100))}`);
+    }
     const lower = name.toLowerCase();
     // Hop-by-hop fields are this connection's, never the client's: the Response carries none.
     if (!HOP_BY_HOP.has(lower)) fields.push(name, value);
@@ -966,8 +995,9 @@ function encodeRequest(port: number, req: UpstreamRequest): EncodedRequest {
     if (!host) text += `host: 127.0.0.1:${port}\r\n`;
   }
   if (body instanceof Uint8Array) text += `content-length: ${body.length}\r\n\r\n`;
-  else if (body) text += "transfer-encoding: chunked\r\n\r\n";
-  else text += LENGTH_WITHOUT_BODY.has(req.method) ? "content-length: 0\r\n\r\n" : "\r\n";
+  else if (body) {
+    text += req.length !== undefined ? `content-length: ${req.length}\r\n\r\n` : "transfer-encoding: chunked\r\n\r\n";
+  } else text += LENGTH_WITHOUT_BODY.has(req.method) ? "content-length: 0\r\n\r\n" : "\r\n";
   const inline = body instanceof Uint8Array && body.length <= INLINE_BODY_MAX ? body : null;
   return { text, inline, tail: body instanceof Uint8Array && !inline ? body : null };
 }

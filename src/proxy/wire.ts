@@ -10,7 +10,7 @@ const CR = 13;
 const LF = 10;
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** A field value: HTAB, SP, VCHAR, obs-text (no other control characters). */
-const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+export const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 /** A request target: visible ASCII, nothing else (no space, no control, no 8-bit byte). */
 const TARGET = /^[\x21-\x7e]+$/;
 const DIGITS = /^[0-9]{1,15}$/;
@@ -187,7 +187,8 @@ export function parseRequestHead(text: string): RequestHead | HeadProblem {
         connection = connection ? `${connection},${value}` : value;
         break;
       case "expect":
-        if (value.toLowerCase() === "100-continue") expectContinue = true;
+        // HTTP/1.0 clients know no 100 Continue (RFC 9110 §10.1.1): ignored.
+        if (value.toLowerCase() === "100-continue" && minor === "1") expectContinue = true;
         break;
     }
   }

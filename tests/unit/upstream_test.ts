@@ -723,6 +723,8 @@ function bigBody(total: number, piece: number): RawServer & { written(): number 
       await writeAll(conn, new Uint8Array(piece).fill(i & 0xff));
       written += piece;
     }
+    // Kept alive (as an app does): the pool may keep the connection.
+    await conn.read(new Uint8Array(1)).catch(() => null);
   });
   return Object.assign(server, { written: () => written });
 }
