@@ -245,6 +245,7 @@ export async function forward(
   const end = deps.inFlight.begin(port);
   try {
     let body: ReadableStream<Uint8Array> | Uint8Array | null = null;
+    let streamed: number | undefined;
     if (req.body) {
       // With Transfer-Encoding the body is chunked whatever Content-Length says: its size is unknown.
       const length = req.headers.has("transfer-encoding") ? NaN : Number(req.headers.get("content-length") ?? NaN);
@@ -262,12 +263,16 @@ export async function forward(
           return errorPage(408, { connection: "close" });
         }
         body = new Uint8Array(read);
-      } else body = bounded(req.body, deps.requestTimeoutMs ?? 0);
+      } else {
+        body = bounded(req.body, deps.requestTimeoutMs ?? 0);
+        // A large body with a Content-Length keeps it (apps that read no chunked bodies).
+        if (Number.isSafeInteger(length)) streamed = length;
+      }
     }
     const path = pathOf(req.url);
     let upstream: Response;
     try {
-      upstream = await deps.pool.request(port, { method: req.method, path, headers, body });
+      upstream = await deps.pool.request(port, { method: req.method, path, headers, body, length: streamed });
     } catch (error) {
       end();
       const timeout = error instanceof UpstreamError && error.kind === "timeout";
