@@ -13,19 +13,27 @@ function tempName(path: string): string {
   return join(dirname(path), `.${path.split("/").pop()}.tmp-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`);
 }
 
-/** Writes `content` to `path` atomically (temp file, fsync, rename), creating parent dirs. */
+/**
+ * Writes `content` to `path` atomically (temp file, fsync, rename), creating parent dirs. The file
+ * has its mode from creation: the temp file is opened with it (the umask can only take bits away,
+ * and they are put back before any content is written). A rewrite never widens: permissions for
+ * group and others that the file it replaces did not have stay off (a `chmod go-r` sticks).
+ */
 export async function writeFileAtomic(path: string, content: string, mode = 0o644): Promise<void> {
   await Deno.mkdir(dirname(path), { recursive: true });
+  const before = await ifExists(Deno.lstat(path));
+  const final = before?.isFile && before.mode !== null ? mode & ~(0o077 & ~before.mode) : mode;
   const temp = tempName(path);
   try {
-    const file = await Deno.open(temp, { write: true, createNew: true, mode });
+    const file = await Deno.open(temp, { write: true, createNew: true, mode: final });
     try {
-      await file.write(new TextEncoder().encode(content));
+      await Deno.chmod(temp, final);
+      const bytes = new TextEncoder().encode(content);
+      for (let done = 0; done < bytes.length;) done += await file.write(bytes.subarray(done));
       await file.sync();
     } finally {
       file.close();
     }
-    await Deno.chmod(temp, mode);
     await Deno.rename(temp, path);
   } catch (error) {
     await Deno.remove(temp).catch(() => {});

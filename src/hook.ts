@@ -24,7 +24,7 @@ export function shellQuote(value: string): string {
  */
 export function renderHook(command: string, env: Record<string, string> = {}): string {
   const exports = Object.entries(env).map(([k, v]) => `export ${k}=${shellQuote(v)}`).join("\n");
-  return template.replace("__DEPLOY_PARADIGM__", () => shellQuote(command)).replace("__EXPORTS__", () => exports);
+  return template.replaceAll("__DEPLOY_PARADIGM__", () => shellQuote(command)).replace("__EXPORTS__", () => exports);
 }
 
 /** The oldest git with proc-receive hooks. */

@@ -7,7 +7,7 @@
 import { basename, resolve } from "node:path";
 import { NAME_PATTERN } from "./config/names.ts";
 import { readStatus } from "./deploy/status.ts";
-import { describeError } from "./errors.ts";
+import { describeError, UsageError } from "./errors.ts";
 import { configFlag, isAncestor, updateRef } from "./git.ts";
 import { appPaths } from "./paths.ts";
 
@@ -76,8 +76,8 @@ export class PusherWatch {
   private writing?: Promise<void>;
   private lost = false;
   private dropped = 0;
-  private readonly parent = Deno.ppid;
-  private readonly grandparent = knownPid(parentOf(Deno.ppid));
+  private readonly parent = receivePack();
+  private readonly grandparent = knownPid(parentOf(this.parent));
   private readonly timer: ReturnType<typeof setInterval>;
 
   constructor(private readonly onLost: (why: string) => void) {
@@ -142,6 +142,16 @@ export class PusherWatch {
   }
 }
 
+/** git-receive-pack: our parent, or sudo's when the hook went through sudo (a deploy-group pusher). */
+function receivePack(): number {
+  try {
+    if (Deno.readTextFileSync(`/proc/${Deno.ppid}/comm`).trim() === "sudo") {
+      return knownPid(parentOf(Deno.ppid)) ?? Deno.ppid;
+    }
+  } catch { /* no /proc: our parent */ }
+  return Deno.ppid;
+}
+
 /** The parent pid of `pid` (Linux /proc); "gone" when the process is; undefined when unknown. */
 function parentOf(pid: number): number | "gone" | undefined {
   try {
@@ -179,6 +189,7 @@ export async function receive(
   gitDir: string,
   handle: RefHandler = (u) => handleRef(resolve(gitDir), u),
 ): Promise<number> {
+  refuseForeignRepo(gitDir);
   const reader = new PktReader(Deno.stdin);
   const [version = ""] = await reader.readSection(); // "version=1\0<git's capabilities>"
   await writeAll(new Uint8Array([...pkt("version=1"), ...pkt(null)]));
@@ -206,6 +217,18 @@ export async function receive(
   }
   await writeAll(new Uint8Array([...replies.flatMap((r) => [...r]), ...pkt(null)]));
   return 0;
+}
+
+/**
+ * Through sudo (a member of the deploy group pushing; see setup_users.ts), only an app's own
+ * repository, `/var/repos/<app>.git`: root moves no refs in any other.
+ */
+function refuseForeignRepo(gitDir: string): void {
+  if (Deno.env.get("SUDO_USER") === undefined) return;
+  const app = basename(resolve(gitDir)).replace(/\.git$/, "");
+  if (!NAME_PATTERN.test(app) || appPaths(app).repo !== resolve(gitDir)) {
+    throw new UsageError(`receive through sudo takes an app's repository (/var/repos/<app>.git), not ${gitDir}`);
+  }
 }
 
 /**

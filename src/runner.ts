@@ -7,6 +7,7 @@
 import { DeployParadigmError } from "./errors.ts";
 import { dirname } from "node:path";
 import { writeFileAtomic } from "./fsutil.ts";
+import { killOnSpawn } from "./deploy/cancel.ts";
 
 /** One command, as data. */
 export interface Cmd {
@@ -135,6 +136,7 @@ export class ProcessRunner implements Runner {
       if (cmd.allowFailure) return result;
       throw new CommandFailed(cmd, result);
     }
+    killOnSpawn(cmd.argv); // the crash tests' hook (DEPLOY_PARADIGM_TEST_KILL=spawned:…)
     const lines: string[] = [];
     const onLine = (line: string) => {
       if (line.trim() === "") return;
@@ -196,7 +198,7 @@ export class ProcessRunner implements Runner {
 }
 
 /** Opens and flock(2)s `path` (created if needed); closing the file frees the lock. */
-async function lockFile(path: string): Promise<Deno.FsFile> {
+export async function lockFile(path: string): Promise<Deno.FsFile> {
   await Deno.mkdir(dirname(path), { recursive: true });
   const file = await Deno.open(path, { read: true, write: true, create: true, mode: 0o600 });
   await file.lock(true);

@@ -10,7 +10,9 @@ import { join } from "node:path";
 import { refuseTakenDomains } from "./config/domains.ts";
 import { NAME_PATTERN } from "./config/names.ts";
 import { hostNameProblem, MANAGERS, STRATEGIES } from "./config/schema.ts";
+import { checkDotenvFile } from "./deploy/dotenv.ts";
 import { processFor } from "./deploy/runtime.ts";
+import { narrowPm2Home, pm2Cmd } from "./managers/pm2.ts";
 import { ensureSlots } from "./deploy/slots.ts";
 import { templateUnit } from "./managers/systemd.ts";
 import { DeployParadigmError, UsageError } from "./errors.ts";
@@ -19,6 +21,7 @@ import { installHook } from "./hook.ts";
 import { appPaths, deploymentsRoot, prefix, selfCommand, systemdDir } from "./paths.ts";
 import { control } from "./proxy/client.ts";
 import { type Cmd, ProcessRunner } from "./runner.ts";
+import { setupUsers, type UserSetup } from "./setup_users.ts";
 import { parseDocument } from "./yaml.ts";
 
 /** Options of `setup`; what is missing is asked on a terminal, or defaulted with `yes`. */
@@ -206,8 +209,11 @@ export async function setup(options: SetupOptions): Promise<number> {
       suggestion: "use --manager pm2",
     });
   }
-  // Checked before anything is written: a domain another app has, a hook we could not replace.
+  // Checked before anything is written: a domain another app has, a hook we could not replace,
+  // a `user:` in config.yml that names nobody.
   await refuseTakenDomains(options.app, values.domains);
+  await checkDotenvFile(paths.envFile(values.env)); // a secret too short to redact (redact.ts)
+  const users: UserSetup = setupUsers(paths, await configuredUser(paths.config));
   const hookPath = join(paths.repo, "hooks", "proc-receive");
   const hook = await readTextOrUndefined(hookPath);
   if (hook !== undefined && !hook.includes("written by deploy-paradigm")) {
@@ -231,7 +237,7 @@ export async function setup(options: SetupOptions): Promise<number> {
   doc.set("strategy", values.strategy);
   if (values.domains.length) doc.set("domains", values.domains);
   else doc.delete("domains");
-  await writeFileAtomic(paths.config, String(doc), 0o644);
+  await writeFileAtomic(paths.config, String(doc), 0o600); // notify: URLs are secrets
   if (values.strategy === "blue-green") await ensureSlots(paths, prefix());
   console.log(`✓ ${paths.config}`);
 
@@ -244,6 +250,7 @@ export async function setup(options: SetupOptions): Promise<number> {
   await Deno.chmod(envFile, 0o600);
   await Deno.mkdir(paths.logDir, { recursive: true });
   console.log(`✓ ${envFile} (0600), ${paths.logDir}`);
+  const appUser = await users.apply(runner); // the app's user, its home, who owns what (users.ts)
 
   // The bare repository and its hook.
   if (!(await exists(paths.repo))) {
@@ -259,6 +266,7 @@ export async function setup(options: SetupOptions): Promise<number> {
     : {};
   await installHook(paths.repo, selfCommand(), env);
   console.log(`✓ ${paths.repo} with its hook (deploys run ${selfCommand()})`);
+  await users.pushers(paths.repo, runner); // the deploy group: push without root (setup_users.ts)
 
   // The proxy, as a service of the chosen manager, started if it is not running.
   if (values.strategy === "blue-green" && values.manager === "systemd") {
@@ -269,7 +277,10 @@ export async function setup(options: SetupOptions): Promise<number> {
     await runner.run({ argv: ["systemctl", "daemon-reload"], timeoutMs: 60_000 });
     console.log(`✓ ${join(systemdDir(), `${options.app}@.service`)}`);
   }
+  // pm2 files an older version left open narrowed first; pm2 runs under umask 077 from here on.
+  if (values.manager === "pm2") await narrowPm2Home();
   if (values.strategy === "blue-green") await ensureProxy(values.manager, values.proxyHost, env, runner);
+  if (appUser) console.log(`✓ ${options.app} runs, builds and runs its hooks as ${appUser.name}`);
 
   const took = ((performance.now() - started) / 1000).toFixed(1);
   const user = Deno.env.get("USER") ?? "root";
@@ -277,6 +288,18 @@ export async function setup(options: SetupOptions): Promise<number> {
   console.log(`git remote add production ${user}@${hostname()}:${paths.repo}`);
   console.log("git push production main");
   return 0;
+}
+
+/** `user:` of an existing config.yml, if any. */
+async function configuredUser(configPath: string): Promise<string | undefined> {
+  const text = await readTextOrUndefined(configPath);
+  if (!text) return undefined;
+  try {
+    const value = parseDocument(text).toJS() as Record<string, unknown> | null;
+    return typeof value?.user === "string" ? value.user : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Takes write permission on `dir` from group and others (`chmod go-w`), as the proxy's trust check asks. */
@@ -324,10 +347,7 @@ async function ensureProxy(
     const file = join(deploymentsRoot(), "pm2-deploy-paradigm-proxy.json");
     const app = { name: "deploy-paradigm-proxy", script: argv[0], args: argv.slice(1), interpreter: "none", env };
     await writeFileAtomic(file, JSON.stringify({ apps: [app] }, null, 2) + "\n", 0o600);
-    commands.push(
-      { argv: ["pm2", "start", file], quiet: true, timeoutMs: 60_000 },
-      { argv: ["pm2", "save"], quiet: true, timeoutMs: 60_000 },
-    );
+    commands.push(pm2Cmd(["start", file]), pm2Cmd(["save"])); // umask 077: dump.pm2 0600
   }
   await runner.apply({ files: [], commands, lock: join(deploymentsRoot(root), ".pm2.lock") });
   for (let i = 0; i < 100; i++) {

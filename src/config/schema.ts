@@ -281,6 +281,13 @@ export const serverConfigSchema = z.strictObject({
   hsts: z.boolean({ error: "must be true or false" }).default(false).meta({
     description: "Send Strict-Transport-Security: max-age=31536000 on HTTPS answers (default false).",
   }),
+  user: z.string().regex(
+    /^[a-z_][a-z0-9_-]{0,31}$/,
+    "must be a user name (lowercase letters, digits, _ and -, starting with a letter or _; up to 32)",
+  ).optional().meta({
+    description: "The existing user the app runs, builds and runs its hooks as (default app-<name>, which " +
+      "setup creates); root runs it as root.",
+  }),
 }).superRefine((value, ctx) => {
   const { slots } = value;
   if (slots && (slots.blue === slots.green || slots.blue === value.port || slots.green === value.port)) {

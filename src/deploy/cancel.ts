@@ -6,7 +6,9 @@
  * stopped, traffic where it was, the lock freed, `cancelled` recorded.
  *
  * Also the test hooks of the crash-safety test: `DEPLOY_PARADIGM_TEST_KILL=<point>` makes the
- * process SIGKILL itself at that point (`before:<step>` or `after:<step>`), and nowhere else.
+ * process SIGKILL itself at that point (`before:<step>` or `after:<step>`, or `spawned:<text>`:
+ * once it has started a command whose argv holds that text), and nowhere else; `<point>+<ms>`
+ * does it that many milliseconds after the point, wherever the deploy is then.
  * @module
  */
 
@@ -64,9 +66,18 @@ export class Cancellation {
   }
 }
 
-/** The crash test's hook: SIGKILL this process at `point` when the test asks for it. */
+/** The crash test's hook: SIGKILL this process at `point` (or a delay after it) when the test asks for it. */
 export function killPoint(point: string): void {
-  if (TEST_KILL && TEST_KILL === point) Deno.kill(Deno.pid, "SIGKILL");
+  if (!TEST_KILL || TEST_KILL[1] !== point) return;
+  const kill = () => Deno.kill(Deno.pid, "SIGKILL");
+  if (TEST_KILL[2] === undefined) kill();
+  else Deno.unrefTimer(setTimeout(kill, Number(TEST_KILL[2]))); // a deploy over by then just ends
 }
 
-const TEST_KILL = Deno.env.get("DEPLOY_PARADIGM_TEST_KILL");
+/** The crash test's hook in the runner, once it has started `argv` (see `spawned:` above). */
+export function killOnSpawn(argv: string[]): void {
+  const point = TEST_KILL?.[1];
+  if (point?.startsWith("spawned:") && argv.join(" ").includes(point.slice("spawned:".length))) killPoint(point);
+}
+
+const TEST_KILL = /^(.+?)(?:\+(\d+))?$/.exec(Deno.env.get("DEPLOY_PARADIGM_TEST_KILL") ?? "");

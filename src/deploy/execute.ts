@@ -24,8 +24,8 @@ import { managerNamed, type ProcessManager, type Slot } from "../managers/mod.ts
 import { type AppPaths, appPaths, prefix } from "../paths.ts";
 import { displayArgv, DryRunner, ProcessRunner, type Runner } from "../runner.ts";
 import { buildPlan, type RepoFacts, startArgv } from "./app_type.ts";
-import { parseDotenv, serializeDockerEnv, serializeDotenv } from "./dotenv.ts";
-import { type HealthResult, startAndCheck } from "./health.ts";
+import { readDotenv, refuseShortSecrets, secretsOf, serializeDockerEnv, serializeDotenv } from "./dotenv.ts";
+import { checkHealth, type HealthResult } from "./health.ts";
 import { Journal, StepFailed } from "./journal.ts";
 import { notifyOutcome } from "./notify_outcome.ts";
 import { Cancellation } from "./cancel.ts";
@@ -40,11 +40,21 @@ import {
   newReleaseId,
   readReleaseMeta,
   type ReleaseMeta,
-  runsProcess,
   writeReleaseMeta,
 } from "./releases.ts";
-import { envSnapshot, processFor, releaseProcess, resolveProgram, secretValues, toolEnv } from "./runtime.ts";
-import { activateBlueGreen, ActivationFailed, checkStaticFiles, requireProxy } from "./bluegreen.ts";
+import {
+  asApp,
+  envSnapshot,
+  processFor,
+  releaseProcess,
+  resolveProgram,
+  secretValues,
+  toolEnv,
+  userOf,
+} from "./runtime.ts";
+import { handOver, ownAppDirs, sealCmds, shareWithApp } from "../users.ts";
+import { activateBlueGreen, ActivationFailed, requireProxy } from "./bluegreen.ts";
+import { type InPlace, restartInPlace, runningRelease } from "./restart.ts";
 import { type AppStatus, type LastDeploy, readStatus, writeStatus } from "./status.ts";
 
 /** Builds may take long, but never forever: a stuck build must not hold the lock. */
@@ -95,6 +105,8 @@ interface Deployment {
   runs: boolean;
   /** The values of `.env.<env>`, and that file's path. */
   secrets: Record<string, string>;
+  /** Keys of `.env.<env>` marked public: shown as they are (every other value is redacted). */
+  public: Set<string>;
   envSource?: string;
   print: (line: string) => void;
   prefetch?: Prefetch;
@@ -118,8 +130,10 @@ async function executeValidated(options: ExecuteOptions): Promise<ExecuteResult>
   if (options.dryRun) return await dryRun(plan);
   const { deploy, paths, commit } = plan;
   await Deno.mkdir(paths.logDir, { recursive: true });
+  const user = userOf(paths, plan.config);
+  if (user) await ownAppDirs(paths, user); // the ownership model (users.ts), also for servers set up before it
   const journal = new Journal(paths.deployLog, deploy.name, commit, print, plan.cancellation);
-  journal.redact(Object.values(plan.secrets));
+  journal.redact([...secretsOf(plan.secrets, plan.public), ...plan.config.notify.map((target) => target.url)]);
   const lock = await acquireLock(paths.lock, { pid: Deno.pid, commit }, (holder) =>
     print(
       `deploy-paradigm: waiting for another deploy of ${deploy.name}` +
@@ -153,6 +167,8 @@ async function executeValidated(options: ExecuteOptions): Promise<ExecuteResult>
     const last = (await readStatus(plan.paths.status).catch(() => undefined))?.lastDeploy;
     if (last && last.commit === commit) await notifyOutcome(journal, plan.config, deploy.name, last);
     return result;
+  } catch (error) {
+    throw journal.cleanError(error); // printed by the hook: a command's last lines may hold a secret
   } finally {
     lock.release();
   }
@@ -180,6 +196,7 @@ async function prepare(options: ExecuteOptions, print: Deployment["print"]): Pro
     });
   }
   const config = parseConfig(configText, serverConfigSchema, paths.config);
+  userOf(paths, config); // a `user:` that names nobody, a default user setup has not created: exit 2 now
   await refuseTakenDomains(deploy.name, config.domains, { where: paths.config });
   if (await realPath(gitDir) !== await realPath(paths.repo)) {
     throw new UsageError(
@@ -199,7 +216,9 @@ async function prepare(options: ExecuteOptions, print: Deployment["print"]): Pro
   buildPlan(deploy, facts, "."); // refuses unsupported types before any change
   const envSource = paths.envFile(config.env);
   const envText = await readTextOrUndefined(envSource);
-  const secrets = envText === undefined ? {} : parseDotenv(envText, envSource);
+  const dotenv = envText === undefined ? undefined : readDotenv(envText, envSource);
+  if (dotenv) refuseShortSecrets(dotenv, envSource);
+  const secrets = dotenv?.values ?? {};
   const multiline = Object.keys(secrets).filter((key) => secrets[key].includes("\n"));
   if (deploy.type === "docker" && !dockerNameOk(deploy.name)) {
     throw new UsageError(`deploy.yml: "${deploy.name}" cannot name a docker image and container`, {
@@ -227,6 +246,7 @@ async function prepare(options: ExecuteOptions, print: Deployment["print"]): Pro
     argv,
     runs: argv !== undefined || deploy.type === "docker",
     secrets,
+    public: dotenv?.public ?? new Set(),
     envSource: envText === undefined ? undefined : envSource,
     print,
     prefetch: options.prefetch?.commit === commit ? options.prefetch : undefined,
@@ -246,13 +266,16 @@ async function dryRun(plan: Deployment): Promise<ExecuteResult> {
   print(`deploy-paradigm: dry run of ${deploy.name} ${plan.short}; nothing is changed`);
   if (deploy.type === "docker") print(`docker engine ${await requireEngine(new ProcessRunner())} answers`);
   print(`would extract ${plan.short} into ${release}`);
-  for (const cmd of buildPlan(deploy, plan.facts, release, { id: "<new>", commit: plan.commit })) await runner.run(cmd);
+  const user = userOf(paths, config);
+  for (const cmd of buildPlan(deploy, plan.facts, release, { id: "<new>", commit: plan.commit })) {
+    await runner.run(asApp(cmd, user));
+  }
   print(
     plan.envSource
       ? `would copy ${plan.envSource} to ${release}/.env (0600, ${Object.keys(plan.secrets).length} values)`
       : `no ${paths.envFile(config.env)}: the app would get PORT only`,
   );
-  if (deploy.hooks?.preDeploy) await runner.run({ argv: toArgv(deploy.hooks.preDeploy), cwd: release });
+  if (deploy.hooks?.preDeploy) await runner.run(asApp({ argv: toArgv(deploy.hooks.preDeploy), cwd: release }, user));
   const manager = managerNamed(config.manager, deploy.type === "docker");
   const meta = releaseMeta(plan, "<new>");
   if (config.strategy === "blue-green") {
@@ -278,7 +301,7 @@ async function dryRun(plan: Deployment): Promise<ExecuteResult> {
       print(`would check http://127.0.0.1:${config.port}${deploy.healthCheck!.path}, else switch back`);
     } else print("would check the static files; no process to start");
   }
-  if (deploy.hooks?.postDeploy) await runner.run({ argv: toArgv(deploy.hooks.postDeploy), cwd: release });
+  if (deploy.hooks?.postDeploy) await runner.run(asApp({ argv: toArgv(deploy.hooks.postDeploy), cwd: release }, user));
   print(`would keep the newest ${deploy.keepReleases} releases`);
   return { ok: true };
 }
@@ -358,6 +381,7 @@ async function reconcile(plan: Deployment, journal: Journal, found: string): Pro
     if (routed !== await currentRelease(paths)) await symlinkAtomic(`releases/${routed}`, paths.current);
     await markServed(paths, routed);
   }
+  const runs = plan.config.strategy === "restart" ? await followProcess(plan, killed.commit) : undefined;
   const current = await currentRelease(paths);
   const meta = current ? await readReleaseMeta(paths, current) : undefined;
   const message = `the deploy of ${killed.commit?.slice(0, 7) ?? "an unknown commit"} (pid ${killed.pid ?? "?"}, ` +
@@ -376,8 +400,8 @@ async function reconcile(plan: Deployment, journal: Journal, found: string): Pro
         commit: meta.commit,
         version,
         previous: status.release,
-        // Under restart, the killed deploy may have switched before its health check: unknown.
-        ...(plan.config.strategy === "restart" ? { healthy: false, status: "failed" as const } : {}),
+        // Under restart, the killed deploy restarted it before its health check: asked once now.
+        ...(plan.config.strategy === "restart" ? await answering(runs === current ? meta : undefined, plan) : {}),
       }
       : {}),
     lastDeploy: {
@@ -391,6 +415,35 @@ async function reconcile(plan: Deployment, journal: Journal, found: string): Pro
       message,
     },
   });
+}
+
+/**
+ * Under restart, after a killed deploy: `current` follows the release the app's process runs (a
+ * deploy killed between its switch and its restart leaves the release before running). The
+ * killed deploy's release, if it never ran, is pending again: cleanup removes it. Returns the
+ * release that runs, when the process manager can tell.
+ */
+async function followProcess(plan: Deployment, killedCommit: string | undefined): Promise<string | undefined> {
+  const { paths } = plan;
+  const manager = managerNamed(plan.config.manager, plan.deploy.type === "docker");
+  const runs = await runningRelease({ paths, runner: new ProcessRunner(), manager });
+  const switched = await currentRelease(paths);
+  if (!runs || runs === switched || !(await readReleaseMeta(paths, runs))) return runs;
+  await symlinkAtomic(`releases/${runs}`, paths.current);
+  const meta = switched ? await readReleaseMeta(paths, switched) : undefined;
+  if (meta && switched! > runs && meta.commit === killedCommit) {
+    await writeReleaseMeta(paths, { ...meta, pending: true });
+  }
+  return runs;
+}
+
+/** Whether the release of `meta` answers its health check once (no `meta`: unknown, so no). */
+async function answering(meta: ReleaseMeta | undefined, plan: Deployment) {
+  const check = meta?.healthCheck;
+  const url = `http://127.0.0.1:${plan.config.port}${check?.path}`;
+  const healthy = check !== undefined &&
+    (await checkHealth(url, { ...check, successes: 1, window: Math.min(check.window, 5000) })).healthy;
+  return { healthy, status: healthy ? "running" as const : "failed" as const, lastHealthCheck: now() };
 }
 
 /** The deploy proper, under the app's lock. */
@@ -425,24 +478,28 @@ async function deployLocked(
     }
     await journal.step("fetch", () => fetchRelease(plan, id), () => `${short} extracted into releases/${id}`);
     const build = buildPlan(deploy, plan.facts, releaseDir, { id, commit });
+    // The build runs as the app's user in a release it owns; then the release is sealed (users.ts).
+    const user = userOf(paths, config);
     if (build.length) {
       await journal.step(
         "build",
         async () => {
+          if (user) await runner.run(handOver(releaseDir, user));
           for (const cmd of build) {
             journal.output(`$ ${displayArgv(cmd.argv)}`);
-            await runner.run({
+            await runner.run(asApp({
               ...cmd,
               env: toolEnv(releaseDir, config),
               timeoutMs: BUILD_TIMEOUT,
               cancel: plan.cancellation.signal,
-            });
+            }, user));
           }
         },
         undefined,
         "",
       );
     }
+    if (user) { for (const cmd of sealCmds(releaseDir, user)) await runner.run(cmd); }
     await writeReleaseMeta(paths, meta); // after the build: not part of a docker build's context
     if (plan.argv) {
       await journal.step(
@@ -490,17 +547,11 @@ async function deployLocked(
     }
   } else {
     // Restart: switch, restart, check, and move the branch. A failure here switches back.
-    let switched = false;
     try {
-      await journal.step("switch", async () => {
-        await symlinkAtomic(`releases/${id}`, paths.current);
-        switched = true;
-        await markServed(paths, id);
-      }, () => `current → releases/${id}`);
-      health = await startRelease(ctx, meta, plan.secrets, previous);
+      health = await restartInPlace(inPlace(ctx), meta, plan.secrets, previousMeta);
       await moveBranch?.();
     } catch (error) {
-      return await fail(error, switched);
+      return await fail(error, (await currentRelease(paths)) === id);
     }
     extra = { ...extra, slot: undefined, slotPort: undefined, watch: undefined, switchMs: undefined };
     await retireSlots(ctx).catch(() => journal.say("! the blue and green slots of an earlier blue-green setup stay"));
@@ -600,51 +651,27 @@ async function runHook(ctx: RunContext, name: "preDeploy" | "postDeploy", releas
     name,
     // postDeploy runs once the deploy stands: a cancel no longer stops it.
     () =>
-      runner.run({
+      runner.run(asApp({
         argv,
         cwd: releaseDir,
         env,
         timeoutMs: HOOK_TIMEOUT,
         cancel: name === "preDeploy" ? plan.cancellation.signal : undefined,
-      }),
+      }, userOf(plan.paths, plan.config))),
     undefined,
     displayArgv(argv),
   );
 }
 
-/**
- * Starts the release `current` points at and checks it; throws when it is not healthy. A static
- * release runs no process: its files are checked, and a process of the release before is stopped.
- */
-async function startRelease(
-  ctx: RunContext,
-  meta: ReleaseMeta,
-  secrets: Record<string, string>,
-  replaced: string | undefined,
-): Promise<HealthResult> {
-  const { plan, runner, journal, manager } = ctx;
-  const { config, paths } = plan;
-  const process = await releaseProcess(paths, config, meta, secrets);
-  if (!process) {
-    const replacedMeta = replaced === undefined ? undefined : await readReleaseMeta(paths, replaced);
-    if (replacedMeta && runsProcess(replacedMeta)) {
-      await journal.step(
-        "stop",
-        () => runner.apply(manager.stop(plan.deploy.name, prefix(), paths.dir)),
-        () => `${manager.name} stopped the process of the release before`,
-      );
-    }
-    return await checkStaticFiles(journal, paths.release(meta.id), meta, "static files in place; no process to start");
-  }
-  return await startAndCheck(
-    journal,
-    runner,
-    manager,
-    process,
-    `http://127.0.0.1:${config.port}${meta.healthCheck!.path}`,
-    meta.healthCheck!,
-    `${manager.name} started ${meta.image ? `the container of ${meta.image}` : displayArgv(meta.argv!)}`,
-  );
+/** The restart strategy's context (restart.ts) of a deploy. */
+function inPlace(ctx: RunContext): InPlace {
+  return {
+    paths: ctx.plan.paths,
+    config: ctx.plan.config,
+    journal: ctx.journal,
+    runner: ctx.runner,
+    manager: ctx.manager,
+  };
 }
 
 /** What a failed deploy knows about the state before it. */
@@ -763,17 +790,13 @@ async function rollBack(
     return undefined;
   }
   journal.release = previous;
-  await journal.step(
-    "rollback",
-    () => symlinkAtomic(`releases/${previous}`, paths.current),
-    () => `current → releases/${previous}`,
-  );
   const meta = await readReleaseMeta(paths, previous);
   try {
     if (!meta) throw new Error(`release ${previous} has no metadata; cannot restart it`);
     const secrets = await envSnapshot(paths, meta);
     journal.redact(await secretValues(paths, meta));
-    const health = await startRelease(ctx, meta, secrets, failedId);
+    const failedMeta = await readReleaseMeta(paths, failedId);
+    const health = await restartInPlace(inPlace(ctx), meta, secrets, failedMeta, "rollback");
     journal.say(`↺ rolled back: release ${previous} (${meta.commit.slice(0, 7)}) serves again`);
     return {
       version: meta.commit.slice(0, 7),
@@ -783,6 +806,8 @@ async function rollBack(
       lastHealthCheck: health.checkedAt,
     };
   } catch {
+    // Never left naming the failed release, which goes.
+    await symlinkAtomic(`releases/${previous}`, paths.current).catch(() => {});
     journal.say(`✗ the previous release ${previous} is not healthy either: nothing healthy serves`);
     return { release: previous, healthy: false, lastHealthCheck: now() };
   }
@@ -797,10 +822,11 @@ async function installEnv(plan: Deployment, releaseDir: string): Promise<string>
   const file = join(releaseDir, ".env");
   const header = `from ${plan.envSource}, written by deploy-paradigm`;
   const text = plan.deploy.type === "docker"
-    ? serializeDockerEnv(plan.secrets, `${header} for docker run --env-file`)
-    : serializeDotenv(plan.secrets, header);
+    ? serializeDockerEnv(plan.secrets, `${header} for docker run --env-file`, plan.public)
+    : serializeDotenv(plan.secrets, header, plan.public);
   await Deno.writeTextFile(file, text, { mode: 0o600, createNew: true });
   await Deno.chmod(file, 0o600);
+  await shareWithApp(file, userOf(plan.paths, plan.config)); // root:<app group> 0640: its app only
   const count = Object.keys(plan.secrets).length;
   return `.env.${plan.config.env} → .env (0600, ${count} value${count === 1 ? "" : "s"})`;
 }

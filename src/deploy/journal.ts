@@ -5,6 +5,7 @@
  */
 import { CommandFailed } from "../runner.ts";
 import { type Cancellation, killPoint } from "./cancel.ts";
+import { Redactor } from "./redact.ts";
 
 /** Steps that take a deploy forward: none of them starts once the deploy is cancelled. */
 const FORWARD = new Set([
@@ -70,8 +71,8 @@ const seconds = (ms: number) => `${(ms / 1000).toFixed(2)}s`;
 /** Prints progress and appends events to deploy.log (whose directory must exist). */
 export class Journal {
   release?: string;
-  /** Values never to print or record (the deploy's secrets), longest first. */
-  private secrets: string[] = [];
+  /** Values never to print or record (the deploy's secrets), in every form they may take. */
+  private readonly secrets = new Redactor();
   private recordFailed = false;
   /** Events not written yet (the disk was full): written before the next one. */
   private unwritten: string[] = [];
@@ -85,18 +86,26 @@ export class Journal {
     public cancellation?: Cancellation,
   ) {}
 
-  /** Secrets to replace by `[redacted]` in every line printed and every event recorded. */
+  /**
+   * Secrets to replace by `[redacted]` in every line printed and every event recorded (so in the
+   * push, deploy.log, status.json and notifications), also URL-encoded, JSON-escaped, in base64 or
+   * hex (see redact.ts).
+   */
   redact(values: Iterable<string>): void {
-    // A value of several lines is printed a line at a time: each of its lines is a secret too.
-    const parts = [...values].flatMap((value) => [value, ...value.split("\n").map((line) => line.trim())]);
-    this.secrets = [...new Set([...this.secrets, ...parts.filter((v) => v.length >= 4)])]
-      .sort((a, b) => b.length - a.length);
+    this.secrets.add(values);
   }
 
   /** `text` with the deploy's secrets replaced by `[redacted]`. */
   clean(text: string): string {
-    for (const secret of this.secrets) text = text.replaceAll(secret, "[redacted]");
-    return text;
+    return this.secrets.clean(text);
+  }
+
+  /** `error` with the deploy's secrets taken out of its message and stack, for whoever prints it. */
+  cleanError(error: unknown): unknown {
+    if (!(error instanceof Error)) return typeof error === "string" ? this.clean(error) : error;
+    error.message = this.clean(error.message);
+    if (error.stack) error.stack = this.clean(error.stack);
+    return error;
   }
 
   private show(line: string): void {

@@ -8,18 +8,18 @@ import { parseConfig } from "../config/load.ts";
 import { NAME_PATTERN } from "../config/names.ts";
 import { serverConfigSchema } from "../config/schema.ts";
 import { DeployParadigmError, UsageError } from "../errors.ts";
-import { readTextOrUndefined, symlinkAtomic } from "../fsutil.ts";
+import { readTextOrUndefined } from "../fsutil.ts";
 import { requireEngine, requireImage } from "../managers/docker.ts";
-import { managerNamed, type ProcessManager } from "../managers/mod.ts";
+import { managerNamed } from "../managers/mod.ts";
 import { appPaths, prefix } from "../paths.ts";
 import { ProcessRunner } from "../runner.ts";
 import { activateBlueGreen, ActivationFailed } from "./bluegreen.ts";
-import { startAndCheck } from "./health.ts";
 import { Journal } from "./journal.ts";
 import { acquireLock } from "./lock.ts";
 import { notifyOutcome } from "./notify_outcome.ts";
 import { currentRelease, listReleases, markBad, readReleaseMeta, type ReleaseMeta, usableRelease } from "./releases.ts";
-import { envSnapshot, releaseProcess, secretValues } from "./runtime.ts";
+import { envSnapshot, secretValues } from "./runtime.ts";
+import { type InPlace, restartInPlace } from "./restart.ts";
 import { readStatus, writeStatus } from "./status.ts";
 
 /** One release, as `releases` lists it. */
@@ -132,29 +132,6 @@ export async function rollback(app: string, to?: string): Promise<number> {
   }
 }
 
-interface RollbackContext {
-  paths: ReturnType<typeof appPaths>;
-  config: Awaited<ReturnType<typeof loadApp>>["config"];
-  journal: Journal;
-  runner: ProcessRunner;
-  manager: ProcessManager;
-}
-
-/** The restart strategy: `current` → the release, restart it, check it. Returns when it was checked. */
-async function restartInPlace(ctx: RollbackContext, meta: ReleaseMeta, secrets: Record<string, string>) {
-  const { paths, config, journal, runner, manager } = ctx;
-  await journal.step(
-    "switch",
-    () => symlinkAtomic(`releases/${meta.id}`, paths.current),
-    () => `current → releases/${meta.id}`,
-  );
-  const process = await releaseProcess(paths, config, meta, secrets);
-  if (!process || !meta.healthCheck) return new Date().toISOString();
-  const url = `http://127.0.0.1:${config.port}${meta.healthCheck.path}`;
-  return (await startAndCheck(journal, runner, manager, process, url, meta.healthCheck, `${manager.name} restarted`))
-    .checkedAt;
-}
-
 async function switchTo(
   app: string,
   paths: ReturnType<typeof appPaths>,
@@ -170,9 +147,9 @@ async function switchTo(
   const fromMeta = from ? await readReleaseMeta(paths, from) : undefined;
   const manager = managerNamed(config.manager, meta.type === "docker" || fromMeta?.type === "docker");
   const secrets = await envSnapshot(paths, meta);
-  journal.redact(await secretValues(paths, meta));
+  journal.redact([...await secretValues(paths, meta), ...config.notify.map((target) => target.url)]);
   if (fromMeta) journal.redact(await secretValues(paths, fromMeta));
-  const ctx: RollbackContext = { paths, config, journal, runner, manager };
+  const ctx: InPlace = { paths, config, journal, runner, manager };
   journal.say(`deploy-paradigm: rolling ${app} back to release ${meta.id} (${meta.commit.slice(0, 7)})`);
   await journal.record("rollback", { message: `from ${from ?? "nothing"} to ${meta.id}` });
   const before = await readStatus(paths.status);
@@ -202,7 +179,7 @@ async function switchTo(
       checkedAt = active.health.checkedAt;
       extra = { slot: active.slot, slotPort: active.port, switchMs: active.switchMs, watch: active.watch };
     } else {
-      checkedAt = await restartInPlace(ctx, meta, secrets);
+      checkedAt = (await restartInPlace(ctx, meta, secrets, fromMeta)).checkedAt;
     }
   } catch (error) {
     const message = error instanceof ActivationFailed ? error.failure.message : String(error);
@@ -210,7 +187,7 @@ async function switchTo(
     if (config.strategy === "restart" && from && (await currentRelease(paths)) !== from) {
       // The switch happened: put the release that served back, with its own command and .env.
       const restored = fromMeta
-        ? await restartInPlace(ctx, fromMeta, await envSnapshot(paths, fromMeta)).then(
+        ? await restartInPlace(ctx, fromMeta, await envSnapshot(paths, fromMeta), meta).then(
           () => true,
           () => false,
         )

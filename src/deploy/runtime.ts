@@ -6,7 +6,7 @@
 import { join } from "node:path";
 import type { ServerConfig } from "../config/schema.ts";
 import { exists, readTextOrUndefined } from "../fsutil.ts";
-import { parseDotenv } from "./dotenv.ts";
+import { parseDotenv, snapshotSecrets } from "./dotenv.ts";
 import { DEFAULT_CONTAINER_PORT, followerEnv } from "../managers/docker.ts";
 import type { AppProcess, Slot } from "../managers/mod.ts";
 import { processName } from "../managers/pm2.ts";
@@ -14,6 +14,8 @@ import { type AppPaths, prefix, selfCommand } from "../paths.ts";
 import { baseEnv, findInPath } from "../runner.ts";
 import type { ReleaseMeta } from "./releases.ts";
 import { slotDir } from "./slots.ts";
+import { type AppUser, appUser, asUser } from "../users.ts";
+import type { Cmd } from "../runner.ts";
 
 /** Variables of the deploying environment an app may rely on; everything else is left out. */
 const INHERITED = ["HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ"];
@@ -28,11 +30,25 @@ export function toolEnv(releaseDir: string, config: ServerConfig): Record<string
   return { PATH: pathWith(releaseDir), PORT: String(config.port), DEPLOY_ENV: config.env };
 }
 
+/** The user app `paths.app` runs, builds and runs its hooks as (see users.ts); none: the deploying user. */
+export function userOf(paths: AppPaths, config: ServerConfig): AppUser | undefined {
+  return appUser(paths, config.user);
+}
+
+/**
+ * A build command or hook of the app, run as its user (the docker CLI, which talks to the
+ * engine, stays the deploying user's: `docker build` runs the build in a container anyway).
+ */
+export function asApp(cmd: Cmd, user: AppUser | undefined): Cmd {
+  return cmd.argv[0] === "docker" ? cmd : asUser(cmd, user);
+}
+
 /** The app's non-secret environment (the .env values are added by the process manager). */
-export function appEnv(current: string, config: ServerConfig, type: string): Record<string, string> {
+export function appEnv(current: string, config: ServerConfig, type: string, user?: AppUser): Record<string, string> {
   const inherited = Object.entries(baseEnv()).filter(([key]) => INHERITED.includes(key));
   return {
     ...Object.fromEntries(inherited),
+    ...(user ? { HOME: user.home, USER: user.name, LOGNAME: user.name } : {}),
     PORT: String(config.port),
     PATH: pathWith(current),
     DEPLOY_ENV: config.env,
@@ -72,18 +88,20 @@ export function processFor(
   slot?: { slot: Slot; port: number },
 ): AppProcess {
   const cwd = slot ? slotDir(paths, slot.slot) : paths.current;
+  const user = userOf(paths, config);
   return {
     app: paths.app,
     slot: slot?.slot,
     root: prefix(),
     argv,
     cwd,
-    env: appEnv(cwd, { ...config, port: slot?.port ?? config.port }, type),
+    env: appEnv(cwd, { ...config, port: slot?.port ?? config.port }, type, user),
     secrets,
     envFile: join(cwd, ".env"),
     accessLog: paths.accessLog,
     errorLog: paths.errorLog,
     stateDir: paths.dir,
+    ...(user ? { user } : {}),
   };
 }
 
@@ -109,7 +127,9 @@ export async function releaseProcess(
       ...base,
       env: followerEnv(),
       envFile: undefined, // the container reads the app's .env, not its follower
+      user: undefined, // the follower talks to the engine: the manager's user; the container is the app's
       container: {
+        user: base.user,
         image: meta.image,
         containerPort,
         publish: slot ? `127.0.0.1:${slot.port}` : String(config.port),
@@ -130,10 +150,11 @@ export async function releaseProcess(
 export async function secretValues(paths: AppPaths, meta: ReleaseMeta): Promise<string[]> {
   const text = await readTextOrUndefined(join(paths.release(meta.id), ".env")).catch(() => undefined);
   if (text === undefined) return [];
-  if (!meta.image) return Object.values(await envSnapshot(paths, meta).catch(() => ({})));
-  return text.split("\n").filter((line) => /^[A-Za-z_]\w*=/.test(line)).map((line) =>
-    line.slice(line.indexOf("=") + 1)
-  );
+  try {
+    return snapshotSecrets(text, `releases/${meta.id}/.env`, meta.image !== undefined);
+  } catch {
+    return [];
+  }
 }
 
 /**

@@ -82,7 +82,7 @@ async function withConfigDocument<T>(
     const text = await Deno.readTextFile(paths.config);
     const doc = parseDocument(text);
     const result = await fn(doc, () => portsInUse(root));
-    if (String(doc) !== text) await writeFileAtomic(paths.config, String(doc), 0o644);
+    if (String(doc) !== text) await writeFileAtomic(paths.config, String(doc), 0o600); // holds notify URLs
     return result;
   } finally {
     lock.release();

@@ -11,6 +11,7 @@ import type { DeployFile } from "../config/schema.ts";
 import { DeployParadigmError } from "../errors.ts";
 import { baseEnv, type Cmd, type Plan, type Runner } from "../runner.ts";
 import type { AppProcess, ProcessManager, Slot } from "./manager.ts";
+import type { AppUser } from "../users.ts";
 import { processName } from "./pm2.ts";
 
 /** The port a container listens on when deploy.yml does not say. */
@@ -140,9 +141,17 @@ export interface ContainerSpec {
   /** Non-secret environment: PORT (the container's) and DEPLOY_ENV. */
   env: Record<string, string>;
   labels: Record<string, string>;
+  /**
+   * The app's user: the container runs as its uid:gid (`--user`), whatever the image's USER
+   * says. None (`user: root` in config.yml, or no app user): the image's own USER.
+   */
+  user?: AppUser;
 }
 
-/** The `docker run` of a slot (or of the app, under the restart strategy). */
+/**
+ * The `docker run` of a slot (or of the app, under the restart strategy). Always with
+ * `no-new-privileges` (setuid programs in the image do not elevate), and as the app's user.
+ */
 export function runContainer(name: string, spec: ContainerSpec): Cmd {
   return docker([
     "run",
@@ -153,6 +162,9 @@ export function runContainer(name: string, spec: ContainerSpec): Cmd {
     "unless-stopped",
     "--pull",
     "never", // the image was built here: never fetch one of the same name from a registry
+    "--security-opt",
+    "no-new-privileges",
+    ...(spec.user ? ["--user", `${spec.user.uid}:${spec.user.gid}`] : []),
     "--publish",
     `${spec.publish}:${spec.containerPort}`,
     ...(spec.envFile ? ["--env-file", spec.envFile] : []),

@@ -2,8 +2,9 @@
  * Process managers are strategies that build {@link Plan}s; the runner executes them.
  * @module
  */
-import type { Plan } from "../runner.ts";
+import type { Plan, Runner } from "../runner.ts";
 import type { ContainerSpec } from "./docker.ts";
+import type { AppUser } from "../users.ts";
 
 /** A blue-green slot. */
 export type Slot = "blue" | "green";
@@ -34,17 +35,40 @@ export interface AppProcess {
   /** A directory the manager may keep its own files in (mode 0600 for anything holding secrets). */
   stateDir: string;
   /**
+   * The user the process runs as (see users.ts); its home is the one place it may write. None:
+   * the manager's own user (root on a server, or whoever deploys), e.g. a container's log follower.
+   */
+  user?: AppUser;
+  /**
    * A docker app's container, started before the process (which is then the container's log
    * follower); see docker.ts.
    */
   container?: ContainerSpec;
 }
 
+/** The app's own process (not a slot's) as its manager runs it now: see {@link ProcessManager.running}. */
+export interface Running {
+  /** 0 when it is not running (stopped, crashed, between a stop and a start). */
+  pid: number;
+  /**
+   * Where the manager's in-place restart keeps parts of the old definition (pm2): its program,
+   * the names of the variables we gave it (a restart adds and changes variables, but removes
+   * none), and whether it runs as a user (a restart changes the user but never drops it).
+   */
+  kept?: { program: string; variables: string[]; user: boolean };
+}
+
 /** A process manager: builds the commands that (re)start and stop an app. */
 export interface ProcessManager {
   readonly name: "pm2" | "systemd";
-  /** Starts the app, replacing a running instance. */
-  restart(process: AppProcess): Plan;
+  /**
+   * Starts the app, replacing a running instance. Without a slot (the restart strategy), in one
+   * operation of the manager where it can, which the manager finishes even if we die during it;
+   * `running` is what {@link running} found (null: nothing; undefined: not asked, or unknown).
+   */
+  restart(process: AppProcess, running?: Running | null): Plan;
+  /** The app's own process now (not a slot's); null when the manager has none, undefined when it cannot tell. */
+  running?(runner: Runner, app: string, root: string): Promise<Running | null | undefined>;
   /** Stops the app (or one slot of it) and forgets it; `root` and `stateDir` as in {@link AppProcess}. */
   stop(app: string, root: string, stateDir: string, slot?: Slot): Plan;
 }

@@ -7,7 +7,7 @@ import type { ProcessManager } from "./manager.ts";
 import { pm2 } from "./pm2.ts";
 import { systemd } from "./systemd.ts";
 
-export type { AppProcess, ProcessManager, Slot } from "./manager.ts";
+export type { AppProcess, ProcessManager, Running, Slot } from "./manager.ts";
 
 /**
  * The manager called `name` in config.yml; with `docker`, one that also starts and removes the

@@ -1,13 +1,18 @@
 /**
  * PM2: one process named after the app, described by an ecosystem JSON file (mode 0600: it
- * holds the .env values). A restart is `pm2 delete` + `pm2 start`, so a changed command or
- * environment always takes effect.
+ * holds the .env values). The app's own process (the restart strategy) is replaced by one
+ * `pm2 start <file>`: for a process that exists, the daemon stops it and starts it again with the
+ * file's arguments, environment and options (restartProcessId), all in the daemon, so it finishes
+ * even if we die during it. That keeps the program pm2 was first given, every variable (it adds
+ * and changes them, never removes one) and a uid: so a changed program, a variable gone, a user
+ * dropped, or what we cannot tell takes `pm2 delete` + `pm2 start`, as a slot always does (it
+ * serves nothing before its switch).
  * @module
  */
 import { join } from "node:path";
 import { deploymentsRoot } from "../paths.ts";
-import type { AppProcess, ProcessManager, Slot } from "./manager.ts";
-import type { Cmd, Plan } from "../runner.ts";
+import type { AppProcess, ProcessManager, Running, Slot } from "./manager.ts";
+import { type Cmd, lockFile, type Plan, type Runner } from "../runner.ts";
 
 /** No pm2 command takes this long unless the daemon is stuck. */
 const PM2_TIMEOUT = 60_000;
@@ -23,32 +28,71 @@ function pm2Lock(root: string): string {
 /** The PM2 strategy. */
 export const pm2: ProcessManager = {
   name: "pm2",
-  restart(p: AppProcess): Plan {
+  restart(p: AppProcess, running?: Running | null): Plan {
     const name = processName(p.app, p.slot);
+    const env = { ...p.secrets, ...p.env };
+    const kept = running?.kept;
+    const inPlace = !p.slot && (running === null ||
+      (kept !== undefined && kept.program === p.argv[0] && kept.variables.every((key) => key in env) &&
+        (p.user !== undefined || !kept.user)));
     const app = {
       name,
       script: p.argv[0],
       args: p.argv.slice(1),
       cwd: p.cwd,
       interpreter: "none",
-      env: { ...p.secrets, ...p.env },
-      filter_env: true, // nothing of the pm2 daemon's own environment reaches the app
+      env,
+      // Only `env` reaches the app: every variable of the pm2 client's own environment starts with "" (pm2 7 ignores `true`).
+      filter_env: [""],
       out_file: p.accessLog,
       error_file: p.errorLog,
       merge_logs: true,
       time: true,
       autorestart: true,
       kill_timeout: 5000,
+      // The daemon (root) starts the app as its user; it opens the log files itself.
+      ...(p.user ? { uid: p.user.name, gid: p.user.group } : {}),
     };
     return {
       files: [{ path: file(p.stateDir, name), content: JSON.stringify({ apps: [app] }, null, 2) + "\n", mode: 0o600 }],
       commands: [
-        pm2Cmd(["delete", name], true),
+        ...(inPlace ? [] : [pm2Cmd(["delete", name], true)]),
         pm2Cmd(["start", file(p.stateDir, name)]),
         pm2Cmd(["save"]), // so that `pm2 resurrect` (pm2 startup) brings it back after a reboot
       ],
       lock: pm2Lock(p.root),
     };
+  },
+  async running(runner: Runner, app: string, root: string): Promise<Running | null | undefined> {
+    const lock = await lockFile(pm2Lock(root)); // `pm2 jlist` starts the daemon when none runs
+    let output: string;
+    try {
+      const result = await runner.run(pm2Cmd(["jlist"], true));
+      if (result.code !== 0) return undefined;
+      output = result.output;
+    } finally {
+      lock.close();
+    }
+    // The list is the line that parses (pm2 may say more when it starts its daemon); it holds
+    // every app's environment, so nothing of it is printed.
+    for (const line of output.split("\n").reverse()) {
+      let list: unknown;
+      try {
+        list = JSON.parse(line);
+      } catch {
+        continue;
+      }
+      if (!Array.isArray(list)) continue;
+      const found = list.find((p) => p?.name === app);
+      if (!found) return null;
+      const pid = Number(found.pid) || 0;
+      const { pm_exec_path: program, env = {}, uid } = found.pm2_env ?? {};
+      if (typeof program !== "string") return { pid };
+      // Its variables, less those pm2 adds by itself (`filter_env` keeps the pm2 client's own out).
+      const variables = Object.keys(env).filter((key) => !key.startsWith("PM2_") && key !== "unique_id" && key !== app);
+      return { pid, kept: { program, variables, user: uid !== undefined && uid !== null } };
+    }
+    return undefined;
   },
   stop(app: string, root: string, stateDir: string, slot?: Slot): Plan {
     const name = processName(app, slot);
@@ -71,6 +115,32 @@ function file(stateDir: string, name: string): string {
   return join(stateDir, `pm2-${name}.json`);
 }
 
-function pm2Cmd(args: string[], allowFailure = false): Cmd {
-  return { argv: ["pm2", ...args], quiet: true, timeoutMs: PM2_TIMEOUT, ...(allowFailure ? { allowFailure } : {}) };
+/**
+ * A pm2 command, run with umask 077: what pm2 creates is 0600 (dirs 0700) from the start, above all
+ * `dump.pm2` (`pm2 save`), which holds every app's .env values; so is what the daemon it may start
+ * creates (the dump it writes when stopped, its logs and sockets), and the daemon's apps inherit it.
+ * The shell only sets the umask: the words are passed as its arguments, never parsed by it.
+ */
+export function pm2Cmd(args: string[], allowFailure = false): Cmd {
+  return {
+    argv: ["sh", "-c", PM2_UMASK, "pm2", ...args],
+    quiet: true,
+    timeoutMs: PM2_TIMEOUT,
+    ...(allowFailure ? { allowFailure } : {}),
+  };
+}
+
+/** `pm2 "$@"` under umask 077 (see {@link pm2Cmd}). */
+export const PM2_UMASK = 'umask 077 && exec pm2 "$@"';
+
+/**
+ * For servers set up before pm2 ran under umask 077: takes group and other permissions off
+ * PM2_HOME and the dump files already there (pm2 rewrites a file in place, keeping its mode).
+ */
+export async function narrowPm2Home(): Promise<void> {
+  const home = Deno.env.get("PM2_HOME") ?? join(Deno.env.get("HOME") ?? "/root", ".pm2");
+  for (const path of [home, join(home, "dump.pm2"), join(home, "dump.pm2.bak")]) {
+    const info = await Deno.lstat(path).catch(() => undefined);
+    if (info && !info.isSymlink && info.mode! & 0o077) await Deno.chmod(path, info.mode! & 0o700);
+  }
 }

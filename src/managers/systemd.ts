@@ -6,8 +6,8 @@
 import { dirname, join } from "node:path";
 import { serializeDotenv } from "../deploy/dotenv.ts";
 import { systemdDir } from "../paths.ts";
-import type { AppProcess, ProcessManager, Slot } from "./manager.ts";
-import type { Cmd, Plan } from "../runner.ts";
+import type { AppProcess, ProcessManager, Running, Slot } from "./manager.ts";
+import type { Cmd, Plan, Runner } from "../runner.ts";
 
 /**
  * Quotes one word for a unit file: systemd's own quoting, with `%` specifiers escaped, and `$`
@@ -16,6 +16,50 @@ import type { Cmd, Plan } from "../runner.ts";
 export function unitQuote(word: string, exec = true): string {
   const quoted = word.replace(/[\\"]/g, (c) => `\\${c}`).replaceAll("%", "%%");
   return `"${exec ? quoted.replaceAll("$", "$$$$") : quoted}"`;
+}
+
+/**
+ * The `[Service]` lines that confine an app: its user (`User=`/`Group=`, when it has one; see
+ * users.ts) and a sandbox in which Node and Python apps still run. Everything is read-only but
+ * the app's home (`ReadWritePaths=`); its logs are opened by systemd itself (`append:`) before
+ * the sandbox is set up. No capabilities, unless the app listens on a port below 1024 itself
+ * (`strategy: restart`): then only CAP_NET_BIND_SERVICE. No `MemoryDenyWriteExecute=` (V8's JIT
+ * needs it) and no `ProcSubset=pid` (Node reads /proc/cpuinfo and /proc/stat). A container's log
+ * follower (no `user`) is deploy-paradigm itself talking to the engine: it is not confined.
+ */
+export function sandbox(p: AppProcess): string[] {
+  if (!p.user) return [];
+  const port = Number(p.env.PORT);
+  const caps = port > 0 && port < 1024 ? "CAP_NET_BIND_SERVICE" : "";
+  return [
+    `User=${p.user.name}`,
+    `Group=${p.user.group}`,
+    `ReadWritePaths=-${escapePercent(p.user.home)}`,
+    "UMask=0077",
+    "NoNewPrivileges=yes",
+    "ProtectSystem=strict",
+    "ProtectHome=yes",
+    "PrivateTmp=yes",
+    "PrivateDevices=yes",
+    "ProtectKernelTunables=yes",
+    "ProtectKernelModules=yes",
+    "ProtectKernelLogs=yes",
+    "ProtectControlGroups=yes",
+    "ProtectClock=yes",
+    "ProtectHostname=yes",
+    "ProtectProc=invisible",
+    "RestrictSUIDSGID=yes",
+    "RestrictRealtime=yes",
+    "RestrictNamespaces=yes",
+    "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
+    "LockPersonality=yes",
+    "RemoveIPC=yes",
+    "SystemCallArchitectures=native",
+    "SystemCallFilter=@system-service",
+    "SystemCallErrorNumber=EPERM",
+    `CapabilityBoundingSet=${caps}`,
+    `AmbientCapabilities=${caps}`,
+  ];
 }
 
 /** The unit file of an app. */
@@ -37,6 +81,7 @@ export function unitFile(p: AppProcess): string {
     "RestartSec=1",
     `StandardOutput=append:${p.accessLog}`,
     `StandardError=append:${p.errorLog}`,
+    ...sandbox(p),
     "",
     "[Install]",
     "WantedBy=multi-user.target",
@@ -73,6 +118,7 @@ export function templateUnit(p: AppProcess): string {
     "RestartSec=1",
     `StandardOutput=append:${escapePercent(p.accessLog)}`,
     `StandardError=append:${escapePercent(p.errorLog)}`,
+    ...sandbox({ ...p, env: {} }), // each slot's port is its own (slot-%i.env): above 1024
     "",
     "[Install]",
     "WantedBy=multi-user.target",
@@ -118,6 +164,8 @@ export const systemd: ProcessManager = {
         ],
       };
     }
+    // The restart is one job of PID 1's: it stops and starts the unit even if we die while it runs.
+    // Until then the process started before keeps serving (daemon-reload does not touch it).
     const unit = `${p.app}.service`;
     return {
       files: [{ path: join(systemdDir(p.root), unit), content: unitFile(p) }],
@@ -128,6 +176,15 @@ export const systemd: ProcessManager = {
         { ...systemctl(["is-active", unit]), quiet: true },
       ],
     };
+  },
+  async running(runner: Runner, app: string): Promise<Running | undefined> {
+    const shown = await runner.run({
+      ...systemctl(["show", "--property=MainPID", "--value", `${app}.service`]),
+      quiet: true,
+      allowFailure: true,
+    });
+    const pid = Number(shown.output.trim());
+    return shown.code === 0 && Number.isInteger(pid) ? { pid } : undefined;
   },
   stop(app: string, root: string, _stateDir: string, slot?: Slot): Plan {
     const unit = slot ? `${app}@${slot}.service` : `${app}.service`;

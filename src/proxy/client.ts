@@ -37,7 +37,7 @@ export async function control(
     }
     if (error instanceof Deno.errors.PermissionDenied) {
       throw new DeployParadigmError(`cannot use the proxy's control socket ${path}: permission denied`, {
-        suggestion: "run this as root (the socket is 0600)",
+        suggestion: "run this as root, or as a member of the deploy group (setup creates it)",
         cause: error,
       });
     }

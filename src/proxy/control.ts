@@ -1,13 +1,19 @@
 /**
  * The proxy's control socket (see ./client.ts for the other end): one JSON object per line,
  * one reply line each. {@link controlReply} is the pure part (a line → a reply); the
- * {@link ControlServer} binds the socket (0600, one proxy per server) and serves it.
+ * {@link ControlServer} binds the socket (one proxy per server) and serves it.
+ *
+ * Who may use it: Deno gives no SO_PEERCRED, so the kernel decides, by owner, group and mode.
+ * The socket is root:deploy 0660 in a directory root:deploy 0750 (the deploy group, see
+ * users.ts: `DEPLOY_PARADIGM_GROUP`, default `deploy`), so root and the group's members may
+ * connect and nobody else can even reach it; without such a group, 0600 in 0700: root only.
  * @module
  */
 import { dirname, join } from "node:path";
 import { DeployParadigmError } from "../errors.ts";
 import { ifExists } from "../fsutil.ts";
 import { message } from "./pages.ts";
+import { deployGroup, lookupGroup } from "../users.ts";
 
 /** Longest control line accepted. */
 export const MAX_CONTROL_LINE = 64 * 1024;
@@ -65,6 +71,16 @@ export async function controlReply(line: string, ops: ControlOps): Promise<Reply
   }
 }
 
+/**
+ * `path` owned by root and `group` with `mode` (its group bits kept only with a group), or our
+ * own and owner-only when there is no such group.
+ */
+async function restrict(path: string, group: number | undefined, mode: number): Promise<void> {
+  if (group === undefined) return await Deno.chmod(path, mode & 0o700);
+  await Deno.chown(path, 0, group);
+  await Deno.chmod(path, mode);
+}
+
 /** The control socket of a running proxy. */
 export class ControlServer {
   readonly path: string;
@@ -104,6 +120,8 @@ export class ControlServer {
     const path = this.path;
     const dir = dirname(path);
     await Deno.mkdir(dir, { recursive: true });
+    const group = Deno.uid() === 0 ? lookupGroup(deployGroup()) : undefined;
+    await restrict(dir, group, 0o750);
     const lockFile = await Deno.open(join(dir, ".proxy.lock"), { read: true, write: true, create: true, mode: 0o600 });
     this.#instanceLock = lockFile;
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -131,13 +149,13 @@ export class ControlServer {
       await Deno.remove(path);
       this.#log(`removed a stale control socket ${path}`);
     }
-    // Bind in a private (0700) directory, restrict to 0600, then move into place: never reachable before.
+    // Bind in a private (0700) directory, restrict (0660 to the group, or 0600), then move into place.
     const temp = await Deno.makeTempDir({ dir, prefix: ".proxy-sock-" });
     try {
       const tempPath = join(temp, "s");
       const listener = Deno.listen({ transport: "unix", path: tempPath });
       try {
-        await Deno.chmod(tempPath, 0o600);
+        await restrict(tempPath, group, 0o660);
         await Deno.rename(tempPath, path);
         this.#ino = (await Deno.lstat(path)).ino;
       } catch (error) {

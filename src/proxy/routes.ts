@@ -46,9 +46,12 @@ export const FETCH_BLOCKED_PORTS: ReadonlySet<number> = new Set([
   6000, 6566, 6665, 6666, 6667, 6668, 6669, 6679, 6697, 10080
 ]);
 
-/** The proxy's control socket: `<deployments root>/.proxy.sock` under `root`. */
+/**
+ * The proxy's control socket: `<deployments root>/.control/proxy.sock` under `root`, in a
+ * directory only root and the deploy group may enter (see control.ts).
+ */
 export function controlSocketPath(root: string): string {
-  return join(deploymentsRoot(root), ".proxy.sock");
+  return join(deploymentsRoot(root), ".control", "proxy.sock");
 }
 
 /** Validates a route target read from JSON. Throws {@link DeployParadigmError} naming `source` when it is invalid. */

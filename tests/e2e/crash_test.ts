@@ -4,11 +4,11 @@
  * answers from a healthy release, `current` points to a complete release and the lock is free;
  * the next deploy succeeds, records the interruption, and removes what the killed one left.
  */
-import { join } from "node:path";
 import { assert, assertEquals } from "../helpers/assert.ts";
 import { AppRepo } from "../helpers/apps.ts";
-import { freePort, get, run, type TestServer, withServer } from "../helpers/server.ts";
-import { current, deployLog, releases, status } from "../helpers/state.ts";
+import { answers, invariants, leftovers } from "../helpers/crash.ts";
+import { freePort, run, withServer } from "../helpers/server.ts";
+import { deployLog, status } from "../helpers/state.ts";
 
 const POINTS = [
   "before:fetch",
@@ -35,52 +35,6 @@ const POINTS = [
 
 const EXTRA = "hooks: { preDeploy: 'true', postDeploy: 'true' }\n";
 
-/** The app answers (200) with one of `versions`. */
-async function answers(port: number, versions: string[]): Promise<string | undefined> {
-  const answer = await get(`http://127.0.0.1:${port}/`);
-  return "body" in answer && answer.status === 200 && versions.includes(answer.body.trim())
-    ? undefined
-    : `the app does not answer with ${versions.join(" or ")}: ${JSON.stringify(answer)}`;
-}
-
-/** What a killed deploy may leave wrong: a current without a complete release, a held lock. */
-async function invariants(server: TestServer, app: string): Promise<string[]> {
-  const problems: string[] = [];
-  const link = await current(server, app);
-  const meta = link &&
-    await Deno.readTextFile(join(server.paths(app).dir, link, ".deploy-paradigm.json")).then(
-      JSON.parse,
-      () => undefined,
-    );
-  if (!meta || meta.pending) problems.push(`current (${link}) is not a complete, served release`);
-  const lock = await run(["flock", "-n", server.paths(app).lock, "true"]);
-  if (lock.code !== 0) problems.push("the lock is held");
-  return problems;
-}
-
-/** What a finished deploy must not leave: pending or incomplete releases, the marker, extractions. */
-async function leftovers(server: TestServer, app: string): Promise<string[]> {
-  const paths = server.paths(app);
-  const found: string[] = [];
-  for (const id of await releases(server, app)) {
-    const meta = await Deno.readTextFile(join(paths.release(id), ".deploy-paradigm.json")).then(
-      JSON.parse,
-      () => undefined,
-    );
-    if (!meta) found.push(`release ${id} without metadata`);
-    else if (meta.pending) found.push(`release ${id} never served`);
-  }
-  for await (const entry of Deno.readDir(paths.releases)) {
-    if (entry.name.startsWith(".")) found.push(`releases/${entry.name}`);
-  }
-  if (await Deno.stat(join(paths.dir, ".deploying")).then(() => true, () => false)) found.push(".deploying");
-  const pm2 = await run(["pm2", "jlist"], { env: server.env });
-  const names = (JSON.parse(pm2.stdout || "[]") as { name: string }[]).map((p) => p.name).sort();
-  const slot = (await status(server, app)).slot;
-  if (JSON.stringify(names) !== JSON.stringify([`${app}-${slot}`])) found.push(`pm2 runs ${names.join(", ")}`);
-  return found;
-}
-
 Deno.test("crash safety: SIGKILL at 20 points of a deploy; the app keeps serving and the next deploy cleans up", async () => {
   await withServer(async (server) => {
     const app = "crash";
@@ -102,7 +56,7 @@ Deno.test("crash safety: SIGKILL at 20 points of a deploy; the app keeps serving
       if (killed.code === 0) problems.push("the killed push succeeded");
       const answer = await answers(port, [good, version]);
       if (answer) problems.push(answer);
-      problems.push(...await invariants(server, app));
+      problems.push(...await invariants(server.paths(app)));
 
       // The next deploy (a new commit on top) succeeds and removes what the killed one left.
       const next = `n${i}`;
@@ -113,7 +67,8 @@ Deno.test("crash safety: SIGKILL at 20 points of a deploy; the app keeps serving
         good = next;
         const served = await answers(port, [next]);
         if (served) problems.push(served);
-        problems.push(...await leftovers(server, app));
+        const processes = [`${app}-${(await status(server, app)).slot}`];
+        problems.push(...await leftovers(server.paths(app), { env: server.env, processes }));
         const events = (await deployLog(server, app)).map((e) => e.event);
         if (!events.includes("interrupted")) problems.push("the interruption was not recorded");
       }

@@ -91,7 +91,7 @@ Deno.test("git's receive.deny* settings hold, the deploy branch cannot be delete
 Deno.test("bad .env, a missing program, or GIT_DIR: refused or isolated before anything switches", async () => {
   await withServer(async (server) => {
     const port = freePort();
-    const repo = await AppRepo.create(server, "iso", await server.setupApp("iso", { port, dotenv: "OK=1\n" }));
+    const repo = await AppRepo.create(server, "iso", await server.setupApp("iso", { port, dotenv: "OK=1 # public\n" }));
     // The hook's GIT_* variables reach neither the hooks nor the app.
     await repo.python("iso", "v1", "ok", {
       extra: "hooks:\n  preDeploy: [sh, -c, 'echo \"hook sees GIT_DIR=${GIT_DIR:-unset}\"']\n",
@@ -103,14 +103,14 @@ Deno.test("bad .env, a missing program, or GIT_DIR: refused or isolated before a
     assertNotMatch(pm2.apps[0].env.PATH, /git-core/);
     const serving = await current(server, "iso");
 
-    await Deno.writeTextFile(server.paths("iso").envFile("production"), "OK=1\nthis is not a variable\n");
+    await Deno.writeTextFile(server.paths("iso").envFile("production"), "OK=1 # public\nthis is not a variable\n");
     const before = await snapshot(server);
     await repo.python("iso", "v2");
     const badEnv = await repo.push();
     assert(badEnv.code !== 0);
     assertMatch(badEnv.output, /\.env\.production:2:1: expected KEY=value/);
     assertEquals(await snapshot(server), before, "a bad .env changes nothing");
-    await Deno.writeTextFile(server.paths("iso").envFile("production"), "OK=1\n");
+    await Deno.writeTextFile(server.paths("iso").envFile("production"), "OK=1 # public\n");
 
     await repo.commit({
       "deploy.yml": "name: iso\ntype: python\nhealthCheck: /health\ncommand: no-such-program --x\n",

@@ -5,11 +5,13 @@
 import { join, resolve } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { control } from "../../src/proxy/client.ts";
-import { controlSocketPath, type RouteTarget, writeRoute } from "../../src/proxy/routes.ts";
+import { controlSocketPath, writeRoute } from "../../src/proxy/routes.ts";
+import { deployGroup, lookupGroup } from "../../src/users.ts";
 import { ProxyServer } from "../../src/proxy/server.ts";
 import { deploymentsRoot } from "../../src/paths.ts";
 import { sleep, within } from "../helpers/time.ts";
 import { freePort } from "../helpers/server.ts";
+import { withProxy } from "../helpers/proxy_server.ts";
 
 const BIN = resolve(import.meta.dirname!, "../../bin/deploy-paradigm");
 const encoder = new TextEncoder();
@@ -18,36 +20,6 @@ const decoder = new TextDecoder();
 /** An app process: a real HTTP server on 127.0.0.1. */
 function upstream(handler: Deno.ServeHandler<Deno.NetAddr>): Deno.HttpServer<Deno.NetAddr> {
   return Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, handler);
-}
-
-/** A server root with a proxy over it; everything is torn down after `fn`, even on failure. */
-async function withProxy(
-  fn: (ctx: {
-    root: string;
-    proxy: ProxyServer;
-    logs: string[];
-    /** Sets up an app: config.yml with a free public port, route.json when `target` is given. Returns the port. */
-    app(name: string, target?: RouteTarget): Promise<number>;
-    url(port: number, path?: string): string;
-  }) => Promise<void>,
-): Promise<void> {
-  const root = await Deno.makeTempDir({ prefix: "dp-proxy-" });
-  const logs: string[] = [];
-  const proxy = new ProxyServer({ root, host: "127.0.0.1", log: (line) => logs.push(line) });
-  try {
-    const app = async (name: string, target?: RouteTarget) => {
-      const dir = join(deploymentsRoot(root), name);
-      await Deno.mkdir(dir, { recursive: true });
-      const port = freePort();
-      await Deno.writeTextFile(join(dir, "config.yml"), `port: ${port}\nmanager: pm2\nenv: production\n`);
-      if (target) await writeRoute(dir, target);
-      return port;
-    };
-    await fn({ root, proxy, logs, app, url: (port, path = "/") => `http://127.0.0.1:${port}${path}` });
-  } finally {
-    await proxy.close();
-    await Deno.remove(root, { recursive: true });
-  }
 }
 
 /** One HTTP/1.1 request with the request-target sent exactly as given (fetch would normalize `..`). */
@@ -218,7 +190,13 @@ Deno.test("proxy: a route switch + reload over the control socket while a 3 s st
       const port = await setup("switch", { port: slow.addr.port });
       await proxy.start();
       const socket = controlSocketPath(root);
-      assertEquals((await Deno.stat(socket)).mode! & 0o777, 0o600, "only the owner may use the control socket");
+      // Root only; root and the deploy group when the machine has one (see control.ts).
+      const mode = lookupGroup(deployGroup()) === undefined ? 0o600 : 0o660;
+      assertEquals(
+        (await Deno.stat(socket)).mode! & 0o777,
+        mode,
+        "only root (and the deploy group) may use the socket",
+      );
       assertEquals(await (await fetch(url(port))).text(), "old");
 
       const started = performance.now();

@@ -15,7 +15,7 @@ for (const strategy of ["blue-green", "restart"] as const) {
       const repo = await AppRepo.create(
         server,
         "rb",
-        await server.setupApp("rb", { port, strategy, dotenv: "GREETING=first\n" }),
+        await server.setupApp("rb", { port, strategy, dotenv: "GREETING=first # public\n" }),
       );
       const greeting = () => get(`http://127.0.0.1:${port}/greeting`);
       await repo.python("rb", "v1");

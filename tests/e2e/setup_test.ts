@@ -34,11 +34,11 @@ Deno.test("setup with flags: config with slots, .env 0600, repo and hook, the pr
     assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "v1" });
 
     // Again: the same files, the releases, .env and repository kept; a new env value applies.
-    await Deno.writeTextFile(paths.envFile("production"), "SECRET=kept\n", { mode: 0o600 });
+    await Deno.writeTextFile(paths.envFile("production"), "SECRET=kept-as-is\n", { mode: 0o600 });
     const again = await server.cli([...args.slice(0, -1), "--env", "production", "--yes"]);
     assertEquals(again.code, 0, again.output);
     assertMatch(again.stdout, /✓ the proxy runs/);
-    assertEquals(await Deno.readTextFile(paths.envFile("production")), "SECRET=kept\n");
+    assertEquals(await Deno.readTextFile(paths.envFile("production")), "SECRET=kept-as-is\n");
     assertEquals((await releases(server, "web")).length, 1);
     assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "v1" });
     assert((await Deno.readTextFile(paths.config)).includes("slots:"), "slots are kept");
@@ -179,7 +179,7 @@ Deno.test("setup --domain writes the app's domains; another app's domain is refu
     const shopConfig = server.paths("shop").config;
     const config = parseConfig(await Deno.readTextFile(shopConfig), serverConfigSchema, shopConfig);
     assertEquals(config.domains, ["shop.example.com", "www.shop.example.com", "*.cdn.example.com"]);
-    assertEquals((await Deno.stat(shopConfig)).mode! & 0o777, 0o644);
+    assertEquals((await Deno.stat(shopConfig)).mode! & 0o777, 0o600, "config.yml holds notify URLs: root's only");
     assertEquals((await Deno.stat(server.paths("shop").dir)).mode! & 0o022, 0, "the app dir is not group-writable");
 
     // A new app asking for one of them: exit 2 naming both apps and the domain; no file written.

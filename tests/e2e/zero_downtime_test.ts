@@ -162,7 +162,11 @@ Deno.test("a WebSocket echo works through the proxy, and Host reaches the app", 
 Deno.test("a static site deploys and is served by the proxy; path traversal and dotfiles are refused", async () => {
   await withServer(async (server) => {
     const port = freePort();
-    const repo = await AppRepo.create(server, "site", await server.setupApp("site", { port, dotenv: "SECRET=x\n" }));
+    const repo = await AppRepo.create(
+      server,
+      "site",
+      await server.setupApp("site", { port, dotenv: "SECRET=hidden\n" }),
+    );
     await repo.commit({
       "deploy.yml": "name: site\ntype: static\n",
       "index.html": "<h1>home</h1>\n",

@@ -6,6 +6,7 @@
 import { join, resolve } from "node:path";
 import { installHook } from "../../src/hook.ts";
 import { appPaths } from "../../src/paths.ts";
+import { controlSocketPath } from "../../src/proxy/routes.ts";
 
 /** The launcher that runs the CLI from source, exactly as the binary would run. */
 export const BIN = resolve(import.meta.dirname!, "../../bin/deploy-paradigm");
@@ -141,7 +142,7 @@ export class TestServer {
   private async spawnProxy(): Promise<void> {
     await Deno.mkdir(join(this.prefix, "opt", "deployments"), { recursive: true });
     this.proxy = spawnCapturing([BIN, "proxy", "--host", "127.0.0.1"], this.env, (text) => this.proxyLog += text);
-    const socket = join(this.prefix, "opt", "deployments", ".proxy.sock");
+    const socket = controlSocketPath(this.prefix);
     for (let i = 0; i < 200; i++) {
       if (await Deno.stat(socket).then(() => true, () => false)) return;
       await new Promise((r) => setTimeout(r, 50));

@@ -87,11 +87,16 @@ export class FakeVps {
   }
 
   /**
-   * Starts sshd, with its own /root (so its own ~/.pm2), /opt/deployments, /var/log/deployments
-   * and /var/repos, in a private mount namespace that sshd and every session and hook inherit.
+   * Starts sshd, with its own /root (so its own ~/.pm2), /opt/deployments, /var/log/deployments,
+   * /var/repos and /etc (a copy of this machine's, made once: `setup` as root creates users and
+   * groups and writes /etc/gitconfig, which must stay the host's), in a private mount namespace
+   * that sshd and every session and hook inherit.
    */
   async startSshd(): Promise<void> {
     const { name, dir } = this;
+    if (!(await Deno.stat(join(dir, "etc")).then(() => true, () => false))) {
+      await must(["cp", "-a", "/etc", join(dir, "etc")]);
+    }
     this.sshd = new Deno.Command("ip", {
       args: [
         "netns",
@@ -104,7 +109,7 @@ export class FakeVps {
         "sh",
         "-c",
         'mount --bind "$1" /root && mount --bind "$4" /opt/deployments && mount --bind "$5" /var/log/deployments && ' +
-        'mount --bind "$6" /var/repos && exec /usr/sbin/sshd -D -f "$2" -E "$3"',
+        'mount --bind "$6" /var/repos && mount --bind "$7" /etc && exec /usr/sbin/sshd -D -f "$2" -E "$3"',
         "sh",
         join(dir, "root"),
         join(dir, "sshd_config"),
@@ -112,6 +117,7 @@ export class FakeVps {
         this.deployments,
         this.logs,
         join(dir, "var-repos"),
+        join(dir, "etc"),
       ],
       stdin: "null",
       stdout: "null",

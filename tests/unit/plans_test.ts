@@ -4,10 +4,20 @@ import { throws } from "node:assert/strict";
 import { buildPlan, type RepoFacts, startArgv } from "../../src/deploy/app_type.ts";
 import { type DeployFile, deployFileSchema } from "../../src/config/schema.ts";
 import { UsageError } from "../../src/errors.ts";
-import { pm2 } from "../../src/managers/pm2.ts";
+import { pm2, PM2_UMASK } from "../../src/managers/pm2.ts";
 import { systemd, unitFile, unitQuote } from "../../src/managers/systemd.ts";
-import { type AppProcess, managerNamed } from "../../src/managers/mod.ts";
-import { type ContainerSpec, withDocker } from "../../src/managers/docker.ts";
+import { type AppProcess, managerNamed, type Running } from "../../src/managers/mod.ts";
+import type { Runner } from "../../src/runner.ts";
+import { type ContainerSpec, runContainer, withDocker } from "../../src/managers/docker.ts";
+import { sandbox, templateUnit } from "../../src/managers/systemd.ts";
+import { asApp } from "../../src/deploy/runtime.ts";
+import { type AppUser, defaultUserName, handOver, sealCmds, useraddCmd } from "../../src/users.ts";
+import { sudoersDropIn } from "../../src/setup_users.ts";
+import { serverConfigSchema } from "../../src/config/schema.ts";
+import { parseConfig } from "../../src/config/load.ts";
+
+/** pm2 as the plans run it: under umask 077, so dump.pm2 and the rest are 0600 from creation. */
+const PM2 = ["sh", "-c", PM2_UMASK, "pm2"];
 
 const RELEASE = "/srv/opt/deployments/web/releases/20260101-000000-000";
 
@@ -228,11 +238,11 @@ Deno.test("pm2 restart: writes pm2-web.json (0600) with env, secrets, cwd and lo
   assertEquals(app.out_file, "/srv/var/log/deployments/web/access.log");
   assertEquals(app.error_file, "/srv/var/log/deployments/web/error.log");
   assertEquals(app.autorestart, true);
-  assertEquals(app.filter_env, true, "the pm2 daemon's own environment must not reach the app");
+  assertEquals(app.filter_env, [""], "nothing of the pm2 client's own environment may reach the app");
   assertEquals(plan.commands, [
-    { argv: ["pm2", "delete", "web"], quiet: true, timeoutMs: 60_000, allowFailure: true },
-    { argv: ["pm2", "start", "/srv/opt/deployments/web/pm2-web.json"], quiet: true, timeoutMs: 60_000 },
-    { argv: ["pm2", "save"], quiet: true, timeoutMs: 60_000 },
+    { argv: [...PM2, "delete", "web"], quiet: true, timeoutMs: 60_000, allowFailure: true },
+    { argv: [...PM2, "start", "/srv/opt/deployments/web/pm2-web.json"], quiet: true, timeoutMs: 60_000 },
+    { argv: [...PM2, "save"], quiet: true, timeoutMs: 60_000 },
   ]);
   // pm2 calls of all apps are serialized by one server-wide lock.
   assertEquals(plan.lock, "/tmp/dp-prefix/opt/deployments/.pm2.lock");
@@ -242,12 +252,78 @@ Deno.test("pm2 stop: pm2 delete (allowed to fail) and save, under the pm2 lock; 
   assertEquals(pm2.stop("web", "/tmp/dp-prefix", "/srv/opt/deployments/web"), {
     files: [],
     commands: [
-      { argv: ["pm2", "delete", "web"], quiet: true, timeoutMs: 60_000, allowFailure: true },
-      { argv: ["pm2", "save"], quiet: true, timeoutMs: 60_000 },
+      { argv: [...PM2, "delete", "web"], quiet: true, timeoutMs: 60_000, allowFailure: true },
+      { argv: [...PM2, "save"], quiet: true, timeoutMs: 60_000 },
     ],
     lock: "/tmp/dp-prefix/opt/deployments/.pm2.lock",
     remove: ["/srv/opt/deployments/web/pm2-web.json"],
   });
+});
+
+Deno.test("pm2 restart in place: one `pm2 start` (the daemon's restart), unless pm2 would keep some of the old definition", () => {
+  const start = [...PM2, "start", "/srv/opt/deployments/web/pm2-web.json"];
+  const argvs = (running?: Running | null, p = appProcess()) => pm2.restart(p, running).commands.map((c) => c.argv);
+  const kept = { program: "/srv/current/venv/bin/python", variables: ["DATABASE_URL", "PORT"], user: false };
+  const inPlace = [start, [...PM2, "save"]];
+  assertEquals(argvs({ pid: 42, kept }), inPlace, "the same program and variables: one daemon call");
+  assertEquals(argvs({ pid: 0, kept: { ...kept, variables: [] } }), inPlace, "variables added: one call");
+  assertEquals(argvs(null), inPlace, "no process yet: start");
+  assertEquals(argvs({ pid: 42, kept: { ...kept, user: true } }, appProcess({ user: USER })), inPlace);
+  // What pm2's restart would keep of the old definition: delete first.
+  const replace = [[...PM2, "delete", "web"], start, [...PM2, "save"]];
+  assertEquals(argvs({ pid: 42, kept: { ...kept, program: "/usr/bin/node" } }), replace, "another program");
+  assertEquals(
+    argvs({ pid: 42, kept: { ...kept, variables: ["DATABASE_URL", "OLD_TOKEN"] } }),
+    replace,
+    "a variable gone",
+  );
+  assertEquals(argvs({ pid: 42, kept: { ...kept, user: true } }), replace, "a user dropped");
+  assertEquals(argvs({ pid: 42 }), replace, "what pm2 keeps is unknown");
+  assertEquals(argvs(undefined), replace, "unknown: delete first");
+  // A slot serves nothing before its switch: always delete + start.
+  const slot = pm2.restart(appProcess({ slot: "blue", cwd: "/srv/opt/deployments/web/slots/blue" }), null);
+  assertEquals(slot.commands[0].argv, [...PM2, "delete", "web-blue"]);
+});
+
+/** A runner that answers every command with `output` (and records the argv). */
+function answering(output: string, code = 0): Runner & { ran: string[][] } {
+  const ran: string[][] = [];
+  return {
+    ran,
+    run: (cmd) => (ran.push(cmd.argv), Promise.resolve({ code, output, tail: [] })),
+    apply: () => Promise.resolve(),
+  };
+}
+
+Deno.test("pm2 running: the app's pid and program from `pm2 jlist` (under the pm2 lock); null when absent", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    // A fresh start's env also has pm2's own variables (and nothing of the pm2 client's: filter_env).
+    const env = { SECRET: "s", PORT: "1", PM2_HOME: "/h", unique_id: "u", web: "x" };
+    const list = JSON.stringify([
+      { name: "web-blue", pid: 7, pm2_env: { pm_exec_path: "/x" } },
+      { name: "web", pid: 42, pm2_env: { pm_exec_path: "/usr/bin/node", env, uid: 1001 } },
+    ]);
+    const runner = answering(`[PM2] Spawning PM2 daemon with pm2_home=/root/.pm2\n${list}`);
+    assertEquals(await pm2.running!(runner, "web", root), {
+      pid: 42,
+      kept: { program: "/usr/bin/node", variables: ["SECRET", "PORT"], user: true },
+    });
+    assertEquals(runner.ran, [[...PM2, "jlist"]]);
+    assertEquals(await pm2.running!(runner, "api", root), null);
+    assertEquals(await pm2.running!(answering("", 1), "web", root), undefined, "pm2 failed: unknown");
+    assertEquals(await pm2.running!(answering("not json"), "web", root), undefined);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("systemd running: the unit's MainPID (0 when it is not running)", async () => {
+  const runner = answering("1234\n");
+  assertEquals(await systemd.running!(runner, "web", "/"), { pid: 1234 });
+  assertEquals(runner.ran, [["systemctl", "show", "--property=MainPID", "--value", "web.service"]]);
+  assertEquals(await systemd.running!(answering("0\n"), "web", "/"), { pid: 0 });
+  assertEquals(await systemd.running!(answering("", 1), "web", "/"), undefined);
 });
 
 Deno.test("systemd restart: writes the unit under the prefix, then daemon-reload, restart, is-active", () => {
@@ -328,9 +404,9 @@ Deno.test("pm2 slots: process <app>-<slot>, its own definition file, cwd the slo
   const { apps: [app] } = JSON.parse(plan.files[0].content);
   assertEquals([app.name, app.cwd], ["web-green", "/srv/opt/deployments/web/slots/green"]);
   assertEquals(plan.files[0].path, "/srv/opt/deployments/web/pm2-web-green.json");
-  assertEquals(plan.commands[0].argv, ["pm2", "delete", "web-green"]);
+  assertEquals(plan.commands[0].argv, [...PM2, "delete", "web-green"]);
   assertEquals(pm2.stop("web", "/tmp/dp-prefix", "/srv/opt/deployments/web", "blue").commands[0].argv, [
-    "pm2",
+    ...PM2,
     "delete",
     "web-blue",
   ]);
@@ -395,8 +471,8 @@ Deno.test("docker restart: what ran under the name stops (process, then containe
   const follower = appProcess({ slot: "blue", argv: ["/usr/local/bin/deploy-paradigm", "docker-logs", "web-blue"] });
   const plan = withDocker(pm2).restart({ ...follower, envFile: undefined, container: CONTAINER });
   assertEquals(plan.commands.map((c) => c.argv), [
-    ["pm2", "delete", "web-blue"],
-    ["pm2", "save"],
+    [...PM2, "delete", "web-blue"],
+    [...PM2, "save"],
     ["docker", "stop", "-t", "10", "web-blue"],
     ["docker", "rm", "--force", "web-blue"],
     [
@@ -409,6 +485,8 @@ Deno.test("docker restart: what ran under the name stops (process, then containe
       "unless-stopped",
       "--pull",
       "never",
+      "--security-opt",
+      "no-new-privileges",
       "--publish",
       "127.0.0.1:20001:8000",
       "--env-file",
@@ -425,9 +503,9 @@ Deno.test("docker restart: what ran under the name stops (process, then containe
       "deploy-paradigm.slot=blue",
       "web:20260101-000000-000",
     ],
-    ["pm2", "delete", "web-blue"],
-    ["pm2", "start", "/srv/opt/deployments/web/pm2-web-blue.json"],
-    ["pm2", "save"],
+    [...PM2, "delete", "web-blue"],
+    [...PM2, "start", "/srv/opt/deployments/web/pm2-web-blue.json"],
+    [...PM2, "save"],
   ]);
   assertEquals(plan.commands.slice(0, 4).map((c) => c.allowFailure), [true, undefined, true, true]);
   assertEquals(plan.commands[4].allowFailure, undefined, "a failed docker run fails the start");
@@ -439,7 +517,8 @@ Deno.test("docker restart: what ran under the name stops (process, then containe
   assertEquals(custom.commands[4].argv.slice(-3), ["web:20260101-000000-000", "serve", "--fast"]);
   // A process app replacing a docker release: the container goes before the process starts.
   const python = withDocker(pm2).restart(appProcess());
-  assertEquals(python.commands.map((c) => c.argv.slice(0, 2).join(" ")), [
+  const words = (argv: string[]) => (argv[0] === "sh" ? argv.slice(PM2.length - 1) : argv).slice(0, 2).join(" ");
+  assertEquals(python.commands.map((c) => words(c.argv)), [
     "pm2 delete",
     "pm2 save",
     "docker stop",
@@ -457,7 +536,7 @@ Deno.test("docker stop: the container first (the follower catches its last lines
     [["docker", "rm", "--force", "web-green"], true],
     [["systemctl", "disable", "--now", "--quiet", "web@green.service"], true],
   ]);
-  assertEquals(managerNamed("pm2", true).stop("web", "/r", "/s").commands.at(-1)?.argv, ["pm2", "save"]);
+  assertEquals(managerNamed("pm2", true).stop("web", "/r", "/s").commands.at(-1)?.argv, [...PM2, "save"]);
 });
 
 Deno.test("systemd: a container's log follower gets no app .env (EnvironmentFile reset in its drop-in)", () => {
@@ -495,4 +574,144 @@ Deno.test("requireEngine: names the missing CLI, or the engine it could not reac
   assertMatch(down.suggestion, /DOCKER_HOST/);
   assertEquals(dockerHost({ DOCKER_HOST: "tcp://10.0.0.1:2375" }), "tcp://10.0.0.1:2375");
   assertMatch(dockerHost({}), /DOCKER_HOST is not set/);
+});
+
+// ---------------------------------------------------------------- apps as their own users
+
+const USER: AppUser = { name: "app-web", uid: 990, gid: 985, group: "app-web", home: "/srv/opt/deployments/web/home" };
+
+Deno.test("systemd unit of an app with a user: User=, Group=, and the sandbox; without one, neither", () => {
+  const unit = unitFile(appProcess({ user: USER })).split("\n");
+  for (
+    const line of [
+      "User=app-web",
+      "Group=app-web",
+      "ReadWritePaths=-/srv/opt/deployments/web/home",
+      "NoNewPrivileges=yes",
+      "ProtectSystem=strict",
+      "ProtectHome=yes",
+      "PrivateTmp=yes",
+      "ProtectKernelTunables=yes",
+      "ProtectKernelModules=yes",
+      "ProtectKernelLogs=yes",
+      "ProtectControlGroups=yes",
+      "RestrictSUIDSGID=yes",
+      "RestrictNamespaces=yes",
+      "LockPersonality=yes",
+      "CapabilityBoundingSet=",
+      "AmbientCapabilities=",
+    ]
+  ) assert(unit.includes(line), `unit lacks ${line}:\n${unit.join("\n")}`);
+  // The sandbox is in [Service], before [Install]; logs are still opened by systemd (append:).
+  assert(unit.indexOf("User=app-web") < unit.indexOf("[Install]"));
+  assert(unit.includes("StandardOutput=append:/srv/var/log/deployments/web/access.log"));
+  assertEquals(sandbox(appProcess()), [], "no user (a log follower, or user: root): not confined");
+  // An app on a port below 1024 (restart strategy) keeps only CAP_NET_BIND_SERVICE.
+  const low = sandbox(appProcess({ user: USER, env: { PORT: "80", PATH: "/usr/bin" } }));
+  assert(low.includes("CapabilityBoundingSet=CAP_NET_BIND_SERVICE"), low.join("\n"));
+  assert(low.includes("AmbientCapabilities=CAP_NET_BIND_SERVICE"));
+  // The template unit of a blue-green app carries them too (both slots are the same app).
+  const template = templateUnit(appProcess({ user: USER, slot: "blue", cwd: "/srv/opt/deployments/web/slots/blue" }));
+  assertMatch(template, /\nUser=app-web\nGroup=app-web\n/);
+  assertMatch(template, /\nCapabilityBoundingSet=\n/);
+});
+
+Deno.test("pm2 definition of an app with a user: uid and gid (the daemon starts it as that user)", () => {
+  const { apps: [app] } = JSON.parse(pm2.restart(appProcess({ user: USER })).files[0].content);
+  assertEquals([app.uid, app.gid], ["app-web", "app-web"]);
+  const { apps: [plain] } = JSON.parse(pm2.restart(appProcess()).files[0].content);
+  assertEquals([plain.uid, plain.gid], [undefined, undefined]);
+});
+
+Deno.test("docker run of an app with a user: --user uid:gid, always no-new-privileges", () => {
+  const run = runContainer("web-blue", { ...CONTAINER, user: USER }).argv;
+  const at = run.indexOf("--user");
+  assertEquals(run.slice(at, at + 2), ["--user", "990:985"]);
+  assertEquals(run.slice(run.indexOf("--security-opt"), run.indexOf("--security-opt") + 2), [
+    "--security-opt",
+    "no-new-privileges",
+  ]);
+  assert(!runContainer("web-blue", CONTAINER).argv.includes("--user"));
+});
+
+Deno.test("builds and hooks as the app's user: setpriv argv, HOME/USER/LOGNAME; docker CLI stays root's", () => {
+  const build = { argv: ["npm", "ci", "--omit=dev"], cwd: RELEASE, env: { PATH: "/usr/bin", HOME: "/root" } };
+  assertEquals(asApp(build, USER), {
+    argv: ["setpriv", "--reuid=990", "--regid=985", "--init-groups", "--no-new-privs", "--", "npm", "ci", "--omit=dev"],
+    cwd: RELEASE,
+    env: { PATH: "/usr/bin", HOME: "/srv/opt/deployments/web/home", USER: "app-web", LOGNAME: "app-web" },
+  });
+  assertEquals(asApp(build, undefined), build);
+  const docker = { argv: ["docker", "build", "."], cwd: RELEASE };
+  assertEquals(asApp(docker, USER), docker);
+  assertEquals(handOver(RELEASE, USER).argv, ["chown", "-R", "--no-dereference", "990:985", "--", RELEASE]);
+  assertEquals(sealCmds(RELEASE, USER).map((c) => c.argv), [
+    ["chown", "-R", "--no-dereference", "0:985", "--", RELEASE],
+    ["chmod", "-R", "g+rX,go-w", "--", RELEASE],
+  ]);
+});
+
+Deno.test("app users: app-<name>, hashed to 32 characters for long names; useradd argv", () => {
+  assertEquals(defaultUserName("web"), "app-web");
+  const long = defaultUserName("a-very-long-application-name-that-goes-on-and-on");
+  assertEquals(long.length, 32);
+  assertMatch(long, /^app-a-very-long-applica-[0-9a-f]{8}$/);
+  assert(long !== defaultUserName("a-very-long-application-name-that-goes-on-and-on-2"));
+  assertEquals(useraddCmd("app-web", "/opt/deployments/web/home").argv, [
+    "useradd",
+    "--system",
+    "--user-group",
+    "--home-dir",
+    "/opt/deployments/web/home",
+    "--no-create-home",
+    "--shell",
+    "/usr/sbin/nologin",
+    "--comment",
+    "deploy-paradigm app",
+    "app-web",
+  ]);
+});
+
+Deno.test("sudoers drop-in: %deploy may run only `<binary> receive /var/repos/*.git`, as root, no password", () => {
+  assertEquals(
+    sudoersDropIn("/usr/local/bin/deploy-paradigm", "deploy").split("\n").filter((l) => !l.startsWith("#")),
+    ["%deploy ALL=(root) NOPASSWD: /usr/local/bin/deploy-paradigm receive /var/repos/*.git", ""],
+  );
+  assertMatch(sudoersDropIn("/opt/my tools/dp", "ops"), /^%ops ALL=\(root\) NOPASSWD: \/opt\/my\\ tools\/dp receive/m);
+});
+
+Deno.test("config.yml user: a user name, or a clear error at its position", () => {
+  const config = serverConfigSchema.parse({ port: 8000, manager: "systemd", user: "www-data" });
+  assertEquals(config.user, "www-data");
+  throws(
+    () => parseConfig("port: 8000\nmanager: systemd\nuser: Bad User\n", serverConfigSchema, "config.yml"),
+    (error: unknown) => {
+      assertMatch(
+        String((error as { problems?: string[] }).problems ?? (error as Error).message),
+        /config.yml:3:7: "user" must be a user name/,
+      );
+      return true;
+    },
+  );
+});
+
+Deno.test("config.yml user: naming no user of this server is a usage error at its line (as root)", async () => {
+  const { appUser } = await import("../../src/users.ts");
+  const { appPaths } = await import("../../src/paths.ts");
+  const root = await Deno.makeTempDir({ prefix: "dp-user-" });
+  try {
+    const paths = appPaths("web", root);
+    await Deno.mkdir(paths.dir, { recursive: true });
+    await Deno.writeTextFile(paths.config, "port: 8000\nmanager: pm2\nuser: dp-no-such-user\n");
+    if (Deno.uid() !== 0) return assertEquals(appUser(paths, "dp-no-such-user"), undefined, "not root: no switch");
+    throws(() => appUser(paths, "dp-no-such-user"), (error: unknown) => {
+      assert(error instanceof UsageError);
+      assertEquals(error.message, `${paths.config}:3:1: "user" names no user of this server: "dp-no-such-user"`);
+      assertMatch(error.suggestion ?? "", /useradd --system dp-no-such-user/);
+      return true;
+    });
+    assertEquals(appUser(paths, "root"), undefined, "user: root runs the app as root, unconfined");
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
 });

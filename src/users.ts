@@ -1,0 +1,221 @@
+/**
+ * Apps as their own users. Each app runs, builds and runs its hooks as an unprivileged system
+ * user: `app-<name>` (created by `setup`), or the existing user named by `user:` in config.yml.
+ * The deploy itself (git, the proxy's routes, the process manager, docker) stays root's.
+ *
+ * Ownership model (on a real server, deploying as root):
+ * - `/opt/deployments/<app>/`: root:<app group> 0750, so no other app can enter it; its
+ *   `.env.<env>`, config.yml and pm2 files stay root's.
+ * - `/opt/deployments/<app>/home/`: the app user's, 0700: its HOME, the one place it may write
+ *   (npm's and pip's caches during builds, the app's own data at run time).
+ * - `releases/<id>/`: the app user's while it builds (so `npm install`, `pip install`, the build
+ *   command write only there), then root:<app group>, not group-writable: read-only for the app.
+ *   Its `.env` is root:<app group> 0640: the app may read it, no other app can.
+ * - `/var/log/deployments/<app>/`: root:<app group> 0750 (written by systemd, pm2 and the
+ *   deploy, all root); the proxy's keys (`.tls/`) stay root's 0700.
+ * @module
+ */
+import { join } from "node:path";
+import { UsageError } from "./errors.ts";
+import type { AppPaths } from "./paths.ts";
+import type { Cmd } from "./runner.ts";
+
+/** The user an app runs as. */
+export interface AppUser {
+  name: string;
+  uid: number;
+  gid: number;
+  /** The name of its primary group. */
+  group: string;
+  /** The app's writable home, `/opt/deployments/<app>/home` (whatever passwd says). */
+  home: string;
+}
+
+/** The group whose members may push and use the proxy's control socket (`DEPLOY_PARADIGM_GROUP`). */
+export function deployGroup(): string {
+  return Deno.env.get("DEPLOY_PARADIGM_GROUP") || "deploy";
+}
+
+/**
+ * The default user of an app: `app-<name>`, or for names too long for a user name (32
+ * characters), `app-<first 19 characters>-<8 hex digits of a hash of the name>`.
+ */
+export function defaultUserName(app: string): string {
+  const name = `app-${app}`;
+  if (name.length <= 32) return name;
+  let hash = 0x811c9dc5; // FNV-1a
+  for (const byte of new TextEncoder().encode(app)) hash = Math.imul(hash ^ byte, 0x01000193) >>> 0;
+  return `app-${app.slice(0, 19).replace(/-+$/, "")}-${hash.toString(16).padStart(8, "0")}`;
+}
+
+const cache = new Map<string, string[] | undefined>();
+
+/** One `getent <db> <key>` entry, split at colons; undefined when there is none. */
+function getent(db: "passwd" | "group", key: string): string[] | undefined {
+  const id = `${db}:${key}`;
+  if (!cache.has(id)) {
+    let fields: string[] | undefined;
+    try {
+      const out = new Deno.Command("getent", { args: [db, key], stdout: "piped", stderr: "null" }).outputSync();
+      const line = new TextDecoder().decode(out.stdout).split("\n")[0];
+      fields = out.code === 0 && line ? line.split(":") : undefined;
+    } catch {
+      fields = undefined; // no getent: no such user as far as we can tell
+    }
+    cache.set(id, fields);
+  }
+  return cache.get(id);
+}
+
+/** Forgets what was looked up (after setup created a user). */
+export function forgetUsers(): void {
+  cache.clear();
+}
+
+/** The passwd entry of `name`: uid, gid, and its primary group's name. */
+export function lookupUser(name: string): Omit<AppUser, "home"> | undefined {
+  const entry = getent("passwd", name);
+  if (!entry) return undefined;
+  const uid = Number(entry[2]);
+  const gid = Number(entry[3]);
+  return { name: entry[0], uid, gid, group: getent("group", String(gid))?.[0] ?? String(gid) };
+}
+
+/** The gid of group `name`, if there is such a group. */
+export function lookupGroup(name: string): number | undefined {
+  const entry = getent("group", name);
+  return entry ? Number(entry[2]) : undefined;
+}
+
+function isRoot(): boolean {
+  return Deno.uid() === 0;
+}
+
+/**
+ * The user app `paths.app` runs as, or undefined when it runs as the deploying user (as root,
+ * or anyone else): with `user: root` in config.yml; when the deploy does not run as root (it
+ * cannot switch users); and on a server under `DEPLOY_PARADIGM_PREFIX` (tests, the demo) whose
+ * default user does not exist. Throws a usage error for a `user:` that names no user, and on a
+ * real server whose default user is missing (setup creates it).
+ */
+export function appUser(paths: AppPaths, configured?: string): AppUser | undefined {
+  const name = configured ?? defaultUserName(paths.app);
+  if (name === "root" || !isRoot()) return undefined;
+  const found = lookupUser(name);
+  if (!found) {
+    if (configured !== undefined) {
+      throw new UsageError(`${where(paths.config, "user")}: "user" names no user of this server: "${configured}"`, {
+        suggestion: `create it (useradd --system ${configured}), or remove "user" to run the app as ${
+          defaultUserName(paths.app)
+        }`,
+      });
+    }
+    if (Deno.env.get("DEPLOY_PARADIGM_PREFIX")) return undefined;
+    throw new UsageError(`the user ${name} that ${paths.app} runs as does not exist on this server`, {
+      suggestion: `run \`deploy-paradigm setup ${paths.app}\` (it creates it), or name an existing user in ` +
+        `${paths.config} (user: NAME; user: root runs the app as root)`,
+    });
+  }
+  if (found.uid === 0) return undefined;
+  return { ...found, home: join(paths.dir, "home") };
+}
+
+/** `file:line:column` of a top-level key of a YAML file (the file alone when not found). */
+function where(file: string, key: string): string {
+  try {
+    const lines = Deno.readTextFileSync(file).split("\n");
+    const line = lines.findIndex((text) => text.startsWith(`${key}:`));
+    return line < 0 ? file : `${file}:${line + 1}:1`;
+  } catch {
+    return file;
+  }
+}
+
+/**
+ * `cmd` run as `user`: through `setpriv` (util-linux), with the user's groups, no way back to
+ * more privileges (no_new_privs: setuid programs such as sudo do not elevate), and HOME, USER
+ * and LOGNAME of the user. Without a user, `cmd` as is.
+ */
+export function asUser(cmd: Cmd, user: AppUser | undefined): Cmd {
+  if (!user) return cmd;
+  return {
+    ...cmd,
+    argv: [
+      "setpriv",
+      `--reuid=${user.uid}`,
+      `--regid=${user.gid}`,
+      "--init-groups",
+      "--no-new-privs",
+      "--",
+      ...cmd.argv,
+    ],
+    env: { ...cmd.env, HOME: user.home, USER: user.name, LOGNAME: user.name },
+  };
+}
+
+/**
+ * The `useradd` that creates an app's user: a system user with its own group, the app's home
+ * (not created: setup makes it with the right owner), and no login shell.
+ */
+export function useraddCmd(name: string, home: string): Cmd {
+  return {
+    argv: [
+      "useradd",
+      "--system",
+      "--user-group",
+      "--home-dir",
+      home,
+      "--no-create-home",
+      "--shell",
+      "/usr/sbin/nologin",
+      "--comment",
+      "deploy-paradigm app",
+      name,
+    ],
+    timeoutMs: 60_000,
+  };
+}
+
+/** Sets owner, group and mode of `path` (not following a symlink there). */
+async function own(path: string, uid: number, gid: number, mode: number): Promise<void> {
+  const stat = await Deno.lstat(path);
+  if (stat.isSymlink) throw new Error(`${path} is a symbolic link; refusing to change its owner`);
+  await Deno.chown(path, uid, gid);
+  await Deno.chmod(path, mode);
+}
+
+/**
+ * The app's directories as the ownership model says (see the module): its dir root:<group>
+ * 0750, its home the user's 0700, its log dir root:<group> 0750. Idempotent.
+ */
+export async function ownAppDirs(paths: AppPaths, user: AppUser): Promise<void> {
+  const home = join(paths.dir, "home");
+  await Deno.mkdir(home, { recursive: true });
+  await Deno.mkdir(paths.logDir, { recursive: true });
+  await own(paths.dir, 0, user.gid, 0o750);
+  await own(home, user.uid, user.gid, 0o700);
+  await own(paths.logDir, 0, user.gid, 0o750);
+}
+
+/** Hands a freshly extracted release to the app's user, for its build. */
+export function handOver(releaseDir: string, user: AppUser): Cmd {
+  return { argv: ["chown", "-R", "--no-dereference", `${user.uid}:${user.gid}`, "--", releaseDir], timeoutMs: 300_000 };
+}
+
+/**
+ * After the build: the release becomes root's, readable by the app's group and writable by
+ * nobody else (symbolic links are neither followed nor changed).
+ */
+export function sealCmds(releaseDir: string, user: AppUser): Cmd[] {
+  return [
+    { argv: ["chown", "-R", "--no-dereference", `0:${user.gid}`, "--", releaseDir], timeoutMs: 300_000 },
+    { argv: ["chmod", "-R", "g+rX,go-w", "--", releaseDir], timeoutMs: 300_000 },
+  ];
+}
+
+/** A file of the release the app may read but not change (its `.env`): root:<group> 0640. */
+export async function shareWithApp(path: string, user: AppUser | undefined): Promise<void> {
+  if (!user) return;
+  await Deno.chown(path, 0, user.gid);
+  await Deno.chmod(path, 0o640);
+}

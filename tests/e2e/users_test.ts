@@ -1,0 +1,452 @@
+/**
+ * Apps as their own users, tried as an attacker would.
+ *
+ * On a real systemd host (systemd-nspawn, booted): `setup` creates app-alpha and app-beta; as
+ * app-alpha, reading beta's `.env`, its logs or the proxy's keys fails, and so does writing
+ * outside alpha's home (its own release included); the app runs as its user, in a sandbox whose
+ * `systemd-analyze security` exposure is printed before and after. Then pushes by a member of
+ * the deploy group (through sudo) deploy, a user outside it cannot push, and the proxy's control
+ * socket accepts the member and refuses the other user.
+ *
+ * On a PM2 server (a temp prefix, the daemon as root): two apps with `user:`; `ps` shows each
+ * under its own user, one cannot read the other's `.env`; a malicious npm postinstall (a local
+ * package in the repository) cannot write outside its release, and the deploy fails at its build
+ * saying why, while the release before keeps serving.
+ */
+import { join } from "node:path";
+import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
+import { AppRepo, nodeApp, pythonApp } from "../helpers/apps.ts";
+import { must } from "../helpers/host.ts";
+import { SystemdHost } from "../helpers/nspawn.ts";
+import { commitDockerApp, withEngine } from "../helpers/docker.ts";
+import { BIN, get, run, withServer } from "../helpers/server.ts";
+import { CertificateStore } from "../../src/proxy/certs.ts";
+
+/** Runs `command` on the host as `user` (its groups too), through setpriv. */
+function asUser(host: SystemdHost, user: string, command: string) {
+  return host.ssh(`setpriv --reuid=${user} --regid=${user} --init-groups -- ${command}`);
+}
+
+/** `systemd-analyze security` of a unit: its exposure (0 safe … 10 exposed) and verdict. */
+async function exposure(host: SystemdHost, unit: string): Promise<{ score: number; verdict: string }> {
+  const out = await host.ssh(`systemd-analyze security --no-pager ${unit}`);
+  const match = /Overall exposure level for \S+: ([\d.]+) (\w+)/.exec(out.stdout);
+  assert(match, `systemd-analyze security ${unit}:\n${out.output}`);
+  return { score: Number(match![1]), verdict: match![2] };
+}
+
+/** Python's connect to the proxy's control socket and a status request, as `user`. */
+function controlAs(host: SystemdHost, user: string) {
+  const script = "import socket; s = socket.socket(socket.AF_UNIX); " +
+    "s.connect('/opt/deployments/.control/proxy.sock'); s.sendall(b'{\\\"op\\\":\\\"status\\\"}\\n'); " +
+    "print(s.recv(65536).decode())";
+  return asUser(host, user, `python3 -c "${script}"`);
+}
+
+Deno.test("systemd host: each app its own user and sandbox; deploy-group pushes through sudo; socket by group", async () => {
+  const host = await SystemdHost.create();
+  const work = await Deno.makeTempDir({ prefix: "dp-laptop-" });
+  const debs = await Deno.makeTempDir({ prefix: "dp-debs-" });
+  try {
+    const ports = { alpha: 18000 + Math.floor(Math.random() * 500), beta: 18600 + Math.floor(Math.random() * 500) };
+    for (const [app, port] of Object.entries(ports)) {
+      const setup = await host.ssh(
+        `${BIN} setup ${app} --port ${port} --manager systemd --proxy-host ${host.address} --yes`,
+      );
+      assertEquals(setup.code, 0, setup.output);
+      assertMatch(setup.stdout, new RegExp(`✓ user app-${app} \\(a system user with no login shell\\)`));
+      assertMatch(setup.stdout, new RegExp(`✓ ${app} runs, builds and runs its hooks as app-${app}`));
+      const secret = `${app}-secret-${crypto.randomUUID().slice(0, 8)}`;
+      await Deno.writeTextFile(join(host.rootfs, `opt/deployments/${app}/.env.production`), `SECRET=${secret}\n`);
+    }
+    // setup is idempotent: the user exists, nothing is created twice.
+    const again = await host.ssh(`${BIN} setup alpha --yes`);
+    assertEquals(again.code, 0, again.output);
+    assert(!again.stdout.includes("✓ user app-alpha"), again.stdout);
+    const passwd = (await host.ssh("getent passwd app-alpha app-beta")).stdout.trim().split("\n");
+    assertEquals(passwd.map((line) => line.split(":").slice(5).join(":")), [
+      "/opt/deployments/alpha/home:/usr/sbin/nologin",
+      "/opt/deployments/beta/home:/usr/sbin/nologin",
+    ]);
+
+    // One repository per app, pushed by root.
+    const repos: Record<string, string> = {};
+    for (const app of Object.keys(ports)) {
+      const dir = join(work, app);
+      await Deno.mkdir(dir);
+      repos[app] = dir;
+      const git = (...args: string[]) => run(["git", ...args], { cwd: dir, env: host.env });
+      await git("init", "--quiet", "-b", "main");
+      await git("remote", "add", "production", `root@${host.address}:/var/repos/${app}.git`);
+    }
+    const release = async (app: string, version: string, user = "root") => {
+      const git = (...args: string[]) => run(["git", ...args], { cwd: repos[app], env: host.env });
+      await Deno.writeTextFile(
+        join(repos[app], "deploy.yml"),
+        `name: ${app}\ntype: python\ncommand: python app.py\nwatch: 300ms\n` +
+          "healthCheck: { path: /health, window: 8s, interval: 200ms, successes: 2 }\n",
+      );
+      await Deno.writeTextFile(join(repos[app], "app.py"), pythonApp(version));
+      await Deno.writeTextFile(join(repos[app], "requirements.txt"), "# standard library only\n");
+      await git("add", "-A");
+      await git("commit", "--quiet", "-m", version);
+      await git("remote", "set-url", "production", `${user}@${host.address}:/var/repos/${app}.git`);
+      return await git("push", "production", "main");
+    };
+    for (const app of Object.keys(ports)) {
+      const pushed = await release(app, `${app}-v1`);
+      assertEquals(pushed.code, 0, pushed.output);
+      // pip ran as the app's user: the build's venv was made in a release it owned, then sealed.
+      assertMatch(pushed.stderr, /✓ build/);
+    }
+    assertEquals(await (await fetch(`http://${host.address}:${ports.alpha}/`)).text(), "alpha-v1");
+    const second = await release("alpha", "alpha-v2"); // the green slot, and a release sealed beside the first
+    assertEquals(second.code, 0, second.output);
+    assertEquals(await (await fetch(`http://${host.address}:${ports.alpha}/`)).text(), "alpha-v2");
+
+    // A Node app runs in the same sandbox (V8's JIT, /proc, its syscalls): the machine's node, copied in.
+    await Deno.copyFile(Deno.realPathSync("/usr/bin/node"), join(host.rootfs, "usr/local/bin/node"));
+    await Deno.chmod(join(host.rootfs, "usr/local/bin/node"), 0o755);
+    const gammaPort = 19500 + Math.floor(Math.random() * 400);
+    const gammaSetup = await host.ssh(`${BIN} setup gamma --port ${gammaPort} --manager systemd --yes`);
+    assertEquals(gammaSetup.code, 0, gammaSetup.output);
+    const gamma = join(work, "gamma");
+    await Deno.mkdir(gamma);
+    const gitGamma = (...args: string[]) => run(["git", ...args], { cwd: gamma, env: host.env });
+    await gitGamma("init", "--quiet", "-b", "main");
+    await Deno.writeTextFile(
+      join(gamma, "deploy.yml"),
+      "name: gamma\ntype: node\ncommand: node server.js\nwatch: 300ms\n" +
+        "healthCheck: { path: /health, window: 8s, interval: 200ms, successes: 2 }\n",
+    );
+    await Deno.writeTextFile(join(gamma, "server.js"), nodeApp("gamma-v1"));
+    await gitGamma("add", "-A");
+    await gitGamma("commit", "--quiet", "-m", "v1");
+    const gammaPush = await gitGamma("push", `root@${host.address}:/var/repos/gamma.git`, "main");
+    assertEquals(gammaPush.code, 0, gammaPush.output);
+    assertEquals(await (await fetch(`http://${host.address}:${gammaPort}/`)).text(), "gamma-v1");
+    const gammaPid = (await host.ssh("systemctl show -p MainPID --value gamma@blue.service")).stdout.trim();
+    assertEquals((await host.ssh(`ps -o user:32=,comm= -p ${gammaPid}`)).stdout.trim().split(/\s+/), [
+      "app-gamma",
+      "node",
+    ]);
+    console.log("a Node app (node 20) serves from inside the sandbox as app-gamma");
+
+    // The app runs as its user.
+    const pid = (await host.ssh("systemctl show -p MainPID --value alpha@green.service")).stdout.trim();
+    assertEquals((await host.ssh(`ps -o user:32= -p ${pid}`)).stdout.trim(), "app-alpha");
+    // Who owns what.
+    const owners = await host.ssh(
+      "stat -c '%n %U:%G %a' /opt/deployments/alpha /opt/deployments/alpha/home /opt/deployments/alpha/current/ " +
+        "/opt/deployments/alpha/current/app.py /opt/deployments/alpha/current/.env /opt/deployments/alpha/.env.production " +
+        "/var/log/deployments/alpha /opt/deployments/.control /opt/deployments/.control/proxy.sock",
+    );
+    console.log(owners.stdout.trim());
+    assertEquals(owners.stdout.trim().split("\n").map((line) => line.split(" ").slice(1).join(" ")), [
+      "root:app-alpha 750",
+      "app-alpha:app-alpha 700",
+      "root:app-alpha 755",
+      "root:app-alpha 644",
+      "root:app-alpha 640",
+      "root:root 600",
+      "root:app-alpha 750",
+      "root:deploy 750",
+      "root:deploy 660",
+    ]);
+
+    // As app-alpha: its own .env and home yes; beta's secrets, logs, the proxy's keys, writes elsewhere no.
+    const store = new CertificateStore(host.rootfs);
+    await store.writeAccountKey("-----BEGIN PRIVATE KEY-----\nnot a real key\n-----END PRIVATE KEY-----\n");
+    const own = await asUser(host, "app-alpha", "cat /opt/deployments/alpha/current/.env");
+    assertEquals(own.code, 0, own.output);
+    assertMatch(own.stdout, /SECRET=/);
+    assertEquals((await asUser(host, "app-alpha", "touch /opt/deployments/alpha/home/data")).code, 0);
+    const refused = [
+      "cat /opt/deployments/beta/.env.production",
+      "cat /opt/deployments/beta/current/.env",
+      "ls /opt/deployments/beta/releases",
+      "cat /var/log/deployments/beta/access.log",
+      "cat /var/log/deployments/beta/deploy.log",
+      "cat /opt/deployments/.tls/account.key",
+      "cat /opt/deployments/alpha/.env.production",
+      "touch /opt/deployments/alpha/current/app.py",
+      "touch /opt/deployments/alpha/current/new-file",
+      "touch /opt/deployments/alpha/pwned",
+      "touch /opt/deployments/beta/home/pwned",
+      "touch /opt/deployments/pwned",
+      "touch /var/repos/alpha.git/hooks/proc-receive",
+      "touch /etc/systemd/system/pwned.service",
+    ];
+    for (const command of refused) {
+      const result = await asUser(host, "app-alpha", command);
+      assert(result.code !== 0, `as app-alpha, \`${command}\` worked:\n${result.output}`);
+      assertMatch(result.stderr, /Permission denied/, command);
+    }
+    console.log(`as app-alpha: ${refused.length} reads and writes outside its own refused (Permission denied)`);
+
+    // The sandbox: systemd-analyze security of the slot, against the same unit without it.
+    const template = await Deno.readTextFile(join(host.rootfs, "etc/systemd/system/alpha@.service"));
+    const sandbox =
+      /^(User|Group|ReadWritePaths|UMask|NoNewPrivileges|Protect\w+|Private\w+|Restrict\w+|LockPersonality|RemoveIPC|SystemCall\w+|CapabilityBoundingSet|AmbientCapabilities)=/;
+    const before = template.split("\n").filter((line) => !sandbox.test(line)).join("\n");
+    await Deno.writeTextFile(join(host.rootfs, "etc/systemd/system/dpbefore@.service"), before);
+    await Deno.mkdir(join(host.rootfs, "etc/systemd/system/dpbefore@green.service.d"));
+    await Deno.copyFile(
+      join(host.rootfs, "etc/systemd/system/alpha@green.service.d/exec.conf"),
+      join(host.rootfs, "etc/systemd/system/dpbefore@green.service.d/exec.conf"),
+    );
+    await host.ssh("systemctl daemon-reload");
+    const scoreBefore = await exposure(host, "dpbefore@green.service");
+    const scoreAfter = await exposure(host, "alpha@green.service");
+    console.log(
+      `systemd-analyze security alpha@green.service: before ${scoreBefore.score} ${scoreBefore.verdict}, ` +
+        `after ${scoreAfter.score} ${scoreAfter.verdict}`,
+    );
+    assert(scoreAfter.score < scoreBefore.score - 5, JSON.stringify({ scoreBefore, scoreAfter }));
+    // And the app still logs through systemd (StandardOutput=append:) from inside it.
+    assertMatch(await Deno.readTextFile(join(host.rootfs, "var/log/deployments/alpha/access.log")), /GET \/health/);
+
+    // Pushes by a member of the deploy group go through sudo; sudo is installed here from the
+    // machine's Debian package, then setup (run again) writes its drop-in.
+    await must(["sh", "-c", `cd ${debs} && apt-get download sudo >/dev/null 2>&1; ls ${debs}`]);
+    const deb = [...Deno.readDirSync(debs)].find((entry) => entry.name.endsWith(".deb"))!.name;
+    await Deno.copyFile(join(debs, deb), join(host.rootfs, "root/sudo.deb"));
+    const installed = await host.ssh("dpkg -i /root/sudo.deb");
+    assertEquals(installed.code, 0, installed.output);
+    const resetup = await host.ssh(`${BIN} setup alpha --yes`);
+    assertEquals(resetup.code, 0, resetup.output);
+    assertMatch(resetup.stdout, /✓ members of the group deploy may push \(\/etc\/sudoers\.d\/deploy-paradigm/);
+    assertEquals((await host.ssh("visudo -c -f /etc/sudoers.d/deploy-paradigm")).code, 0);
+    assertEquals((await host.ssh("stat -c '%U:%G %a' /etc/sudoers.d/deploy-paradigm")).stdout.trim(), "root:root 440");
+    const key = (await Deno.readTextFile(join(host.dir, "client_key.pub"))).trim();
+    for (const [user, groups] of [["alice", "-G deploy"], ["bob", ""]]) {
+      const made = await host.ssh(
+        `useradd -m -s /bin/bash ${groups} ${user} && install -d -o ${user} -m 700 /home/${user}/.ssh && ` +
+          `echo '${key}' > /home/${user}/.ssh/authorized_keys && chown ${user} /home/${user}/.ssh/authorized_keys`,
+      );
+      assertEquals(made.code, 0, made.output);
+    }
+    const byAlice = await release("alpha", "alpha-v3", "alice");
+    assertEquals(byAlice.code, 0, byAlice.output);
+    assertEquals(await (await fetch(`http://${host.address}:${ports.alpha}/`)).text(), "alpha-v3");
+    console.log("a push by alice (group deploy, not root) deployed alpha-v3 through sudo");
+
+    // Her ssh connection lost mid-deploy cancels it, as for root (the watch looks past sudo to git-receive-pack).
+    const served = (await host.ssh("git --git-dir /var/repos/alpha.git rev-parse main")).stdout.trim();
+    await Deno.writeTextFile(
+      join(repos.alpha, "deploy.yml"),
+      "name: alpha\ntype: python\ncommand: python app.py\nwatch: 300ms\nhooks: { preDeploy: sleep 41 }\n" +
+        "healthCheck: { path: /health, window: 8s, interval: 200ms, successes: 2 }\n",
+    );
+    await Deno.writeTextFile(join(repos.alpha, "app.py"), pythonApp("alpha-slow"));
+    await run(["git", "commit", "--quiet", "-am", "slow"], { cwd: repos.alpha, env: host.env });
+    const pushing = new Deno.Command("setsid", {
+      args: ["git", "push", "production", "main"],
+      cwd: repos.alpha,
+      env: host.env,
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    let hooked = false;
+    for (let i = 0; i < 150 && !hooked; i++) {
+      hooked = (await host.ssh("pgrep -u app-alpha -x sleep")).code === 0;
+      if (!hooked) await new Promise((r) => setTimeout(r, 200));
+    }
+    assert(hooked, "the preDeploy hook never ran");
+    Deno.kill(-pushing.pid, "SIGKILL"); // git push and its ssh: the connection drops
+    await pushing.status;
+    let cancelled = false;
+    for (let i = 0; i < 100 && !cancelled; i++) {
+      const log = await Deno.readTextFile(join(host.rootfs, "var/log/deployments/alpha/deploy.log"));
+      cancelled = JSON.parse(log.trim().split("\n").at(-1)!).event === "cancelled";
+      if (!cancelled) await new Promise((r) => setTimeout(r, 200));
+    }
+    assert(cancelled, "the deploy was not cancelled after the pusher's connection dropped");
+    assertEquals((await host.ssh("pgrep -u app-alpha -x sleep")).code, 1, "the hook was not stopped");
+    assertEquals((await host.ssh("git --git-dir /var/repos/alpha.git rev-parse main")).stdout.trim(), served);
+    assertEquals(await (await fetch(`http://${host.address}:${ports.alpha}/`)).text(), "alpha-v3");
+    await run(["git", "reset", "--quiet", "--hard", "HEAD~1"], { cwd: repos.alpha });
+    console.log("alice's connection dropped mid-deploy: cancelled, the hook stopped, alpha-v3 still serves");
+    const byBob = await release("alpha", "alpha-v4", "bob");
+    assert(byBob.code !== 0, byBob.output);
+    assertMatch(byBob.output, /unable to create temporary object directory/);
+    assertEquals(await (await fetch(`http://${host.address}:${ports.alpha}/`)).text(), "alpha-v3");
+    console.log(`a push by bob (not in deploy) is refused: ${byBob.output.split("\n")[0]}`);
+    // Through sudo, only an app's own repository.
+    const elsewhere = await host.ssh(
+      "git init --quiet --bare /tmp/other.git && chgrp -R deploy /tmp/other.git && " +
+        `setpriv --reuid=alice --regid=alice --init-groups -- sudo -n ${BIN} receive /var/repos/../../tmp/other.git </dev/null`,
+    );
+    assert(elsewhere.code !== 0, elsewhere.output);
+    assertMatch(elsewhere.output, /receive through sudo takes an app's repository/);
+
+    // The control socket: the group's member is served, another user cannot even reach it.
+    const member = await controlAs(host, "alice");
+    assertEquals(member.code, 0, member.output);
+    assertMatch(member.stdout, /"ok":true/);
+    const outsider = await controlAs(host, "bob");
+    assert(outsider.code !== 0, outsider.output);
+    assertMatch(outsider.stderr, /Permission denied/);
+    const app = await controlAs(host, "app-beta");
+    assertMatch(app.stderr, /Permission denied/);
+    console.log("control socket: alice (deploy) served; bob and app-beta refused (Permission denied)");
+  } finally {
+    await host.close();
+    await Deno.remove(work, { recursive: true });
+    await Deno.remove(debs, { recursive: true });
+  }
+});
+
+/** A system user and group of its own for a test; removed by the returned function. */
+async function testUser(name: string): Promise<() => Promise<void>> {
+  await must([
+    "useradd",
+    "--system",
+    "--user-group",
+    "--no-create-home",
+    "--home-dir",
+    "/nonexistent",
+    "--shell",
+    "/usr/sbin/nologin",
+    name,
+  ]);
+  return async () => void await run(["userdel", name]);
+}
+
+Deno.test("PM2 server: apps under their own users (ps), no reading another's .env; a malicious postinstall fails the build", async () => {
+  const id = crypto.randomUUID().slice(0, 6);
+  const users = { alpha: `dpu${id}a`, beta: `dpu${id}b` };
+  const removers: (() => Promise<void>)[] = [];
+  try {
+    for (const user of Object.values(users)) removers.push(await testUser(user));
+    await withServer(async (server) => {
+      // The temp root is 0700 (mkdtemp): let the app users reach their own directories.
+      for (const dir of [server.root, server.prefix]) {
+        await Deno.mkdir(dir, { recursive: true });
+        await Deno.chmod(dir, 0o755);
+      }
+      const ports = { alpha: 0, beta: 0 };
+      const repos: Record<string, AppRepo> = {};
+      for (const [i, app] of (["alpha", "beta"] as const).entries()) {
+        ports[app] = 19000 + Math.floor(Math.random() * 900) + i;
+        const secret = `${app}-secret-${id}`;
+        const remote = await server.setupApp(app, { port: ports[app], manager: "pm2", dotenv: `SECRET=${secret}\n` });
+        const paths = server.paths(app);
+        await Deno.writeTextFile(paths.config, `user: ${users[app]}\n`, { append: true });
+        repos[app] = await AppRepo.create(server, app, remote);
+        await repos[app].node(app, `${app}-v1`);
+        const pushed = await repos[app].pushOk();
+        assertMatch(pushed.output, /✓ build/);
+      }
+      for (const app of ["alpha", "beta"] as const) {
+        const answer = await get(`http://127.0.0.1:${ports[app]}/`);
+        assertEquals(answer, { status: 200, body: `${app}-v1` });
+        const list = JSON.parse((await run(["pm2", "jlist"], { env: server.env })).stdout) as {
+          name: string;
+          pid: number;
+        }[];
+        const pid = list.find((p) => p.name === `${app}-blue`)!.pid;
+        const user = (await run(["ps", "-o", "user=", "-p", String(pid)])).stdout.trim();
+        console.log(`ps: ${app}-blue (pid ${pid}) runs as ${user}`);
+        assertEquals(user, users[app]);
+      }
+      const alpha = server.paths("alpha");
+      const beta = server.paths("beta");
+      const as = (user: string, argv: string[]) =>
+        run(["setpriv", `--reuid=${user}`, `--regid=${user}`, "--init-groups", "--", ...argv]);
+      const own = await as(users.alpha, ["cat", join(alpha.current, ".env")]);
+      assertEquals(own.code, 0, own.output);
+      for (
+        const argv of [
+          ["cat", join(beta.current, ".env")],
+          ["cat", beta.envFile("production")],
+          ["cat", beta.accessLog],
+          ["cat", join(alpha.dir, "pm2-alpha-blue.json")],
+          ["touch", join(alpha.current, "server.js")],
+        ]
+      ) {
+        const result = await as(users.alpha, argv);
+        assert(result.code !== 0, `as ${users.alpha}, ${argv.join(" ")} worked`);
+        assertMatch(result.stderr, /Permission denied/, argv.join(" "));
+      }
+      console.log(`as ${users.alpha}: beta's .env, .env.production and logs, its own pm2 file: Permission denied`);
+
+      // A postinstall that tries to write outside its release: into beta's home and alpha's config.yml.
+      const targets = [join(beta.dir, "home", "pwned"), alpha.config, join(server.prefix, "pwned")];
+      const evil = `const fs = require("node:fs");
+let refused = 0;
+for (const target of ${JSON.stringify(targets)}) {
+  try { fs.appendFileSync(target, "pwned\\n"); console.log("wrote " + target); }
+  catch (error) { refused++; console.error("evil: " + error.code + " " + target); }
+}
+process.exit(refused ? 1 : 0);
+`;
+      const configBefore = await Deno.readTextFile(alpha.config);
+      await repos.alpha.node("alpha", "alpha-evil", "ok", {
+        files: {
+          "package.json": JSON.stringify({
+            name: "alpha",
+            version: "1.0.0",
+            private: true,
+            scripts: { postinstall: "node evil/install.js" },
+          }),
+          "evil/install.js": evil,
+        },
+      });
+      const pushed = await repos.alpha.push();
+      assert(pushed.code !== 0, pushed.output);
+      assertMatch(pushed.output, /✗ build/);
+      assertMatch(pushed.output, /evil: EACCES/);
+      assertMatch(pushed.output, /nothing was switched: \w+ still serves/);
+      assertEquals(await Deno.readTextFile(alpha.config), configBefore);
+      for (const target of targets.slice(0, 1).concat(targets.slice(2))) {
+        assertEquals(await Deno.stat(target).then(() => "written", () => "absent"), "absent", target);
+      }
+      assertEquals(await get(`http://127.0.0.1:${ports.alpha}/`), { status: 200, body: "alpha-v1" });
+      console.log(
+        `a postinstall writing outside its release: ${
+          pushed.output.split("\n").filter((l) => /evil: EACCES/.test(l)).length
+        } writes refused (EACCES), the deploy failed at build, alpha-v1 still serves`,
+      );
+    });
+  } finally {
+    for (const remove of removers) await remove();
+  }
+});
+
+Deno.test("docker app with a user: the container runs as its uid:gid, with no-new-privileges", async () => {
+  const user = `dpu${crypto.randomUUID().slice(0, 6)}d`;
+  const remove = await testUser(user);
+  try {
+    await withEngine(async (engine) => {
+      await withServer(async (server) => {
+        Object.assign(server.env, engine.env);
+        for (const dir of [server.root, server.prefix]) {
+          await Deno.mkdir(dir, { recursive: true });
+          await Deno.chmod(dir, 0o755);
+        }
+        const port = 19000 + Math.floor(Math.random() * 900);
+        const remote = await server.setupApp("shop", { port, manager: "pm2" });
+        await Deno.writeTextFile(server.paths("shop").config, `user: ${user}\n`, { append: true });
+        const repo = await AppRepo.create(server, "shop", remote);
+        await commitDockerApp(repo, "shop", "shop-v1");
+        await repo.pushOk();
+        assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "shop-v1" });
+        const [uid, gid] = [(await must(["id", "-u", user])).trim(), (await must(["id", "-g", user])).trim()];
+        const inspect = await run(
+          ["docker", "inspect", "--format", "{{.Config.User}} {{json .HostConfig.SecurityOpt}}", "shop-blue"],
+          { env: engine.env },
+        );
+        assertEquals(inspect.code, 0, inspect.output);
+        console.log(`docker inspect shop-blue: ${inspect.stdout.trim()}`);
+        assertEquals(inspect.stdout.trim().split(" ")[0], `${uid}:${gid}`);
+        assertMatch(inspect.stdout, /no-new-privileges/);
+        const id = await run(["docker", "exec", "shop-blue", "/bin/busybox", "id", "-u"], { env: engine.env });
+        assertEquals(id.stdout.trim(), uid, id.output);
+      });
+    });
+  } finally {
+    await remove();
+  }
+});
