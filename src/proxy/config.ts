@@ -220,13 +220,13 @@ const limits = z.strictObject({
   headerTimeout: positive(duration("10s"), "a client must send its request head in time (slowloris)"),
   idleTimeout: positive(duration("60s"), "idle keep-alive connections must be closed at some point"),
   requestTimeout: duration("60s").meta({
-    description: "How long a request body may stall (no byte arriving) before it is cut, or a body up to 1 MiB " +
+    description: "How long a request body may stall (no byte arriving) before it is cut, or a body up to 64 KiB " +
       "may take in all (then 408); 0: no limit.",
   }),
   upstreamTimeout: positive(duration("60s"), "it is the time the app has for its response head (then 504)"),
   sendTimeout: positive(
     duration("60s"),
-    "a client (or, behind a WebSocket, an app) that takes nothing for this long is cut",
+    "it is how long one write (up to 64 KiB) to a client, or behind a WebSocket to an app, may take (then a cut)",
   ),
 }).superRefine((value, ctx) => {
   // (Checked only once maxConnections itself is valid: range checks do not stop refinements.)

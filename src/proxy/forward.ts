@@ -20,8 +20,8 @@ const HOP_BY_HOP = [
   "transfer-encoding",
   "upgrade",
 ];
-/** Request bodies up to this size with a Content-Length are read first and forwarded with it. */
-const BUFFERED_BODY_MAX = 1024 * 1024;
+/** Request bodies up to this size with a Content-Length are read first (replayable to a fresh connection). */
+const BUFFERED_BODY_MAX = 64 * 1024;
 
 /** A host name, IPv4 address or [IPv6] address, with an optional port: nothing that can carry a path. */
 const VALID_HOST = /^(?:[a-z0-9_](?:[a-z0-9_.-]{0,252})|\[[0-9a-f:.]{2,45}\])(?::[0-9]{1,5})?$/i;
@@ -30,7 +30,7 @@ const VALID_HOST = /^(?:[a-z0-9_](?:[a-z0-9_.-]{0,252})|\[[0-9a-f:.]{2,45}\])(?:
 export interface HeaderSource {
   /** The values of `name` (lowercase) joined by ", ", or null. */
   get(name: string): string | null;
-  /** Each field (names lowercase). */
+  /** Each field (names lowercase; a name may come more than once). */
   forEach(callback: (value: string, name: string) => void): void;
 }
 
@@ -162,9 +162,11 @@ export function forwardedRequest(headers: HeaderSource, client: Client, host: st
       if (!NOT_FORWARDED.has(name)) {
         // A name with "_" is dropped (as nginx does): CGI/WSGI apps read X_Forwarded_For as X-Forwarded-For.
         if (!skip?.has(name) && !name.includes("_")) lines += `${name}: ${value}\r\n`;
-      } else if (name === "connection") connection = value;
-      else if (name === "upgrade") out.upgrade = value;
-      else if (name === "content-length") out.length = value;
+      } else if (name === "connection") {
+        // A name may come more than once (HeadFields): the values are one list.
+        connection = connection === undefined ? value : `${connection}, ${value}`;
+      } else if (name === "upgrade") out.upgrade ??= value;
+      else if (name === "content-length") out.length ??= value;
     });
     return lines;
   };
@@ -196,7 +198,7 @@ export interface ForwardDeps {
 }
 
 /** `promise`, or undefined once `ms` (> 0) have passed. */
-async function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+export async function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
   if (!(ms > 0)) return await promise;
   let timer: ReturnType<typeof setTimeout> | undefined;
   try {

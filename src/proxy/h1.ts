@@ -7,7 +7,7 @@
  * own pages) goes through the same handler as HTTP/2 (./handler.ts), with a `Request` built here.
  *
  * - Heads are parsed strictly (./wire.ts): what two parsers could read differently is refused.
- * - Request bodies: Content-Length up to 1 MiB read first (replayable to a fresh connection),
+ * - Request bodies: Content-Length up to 64 KiB read first (replayable to a fresh connection),
  *   larger or chunked ones streamed with backpressure; `Expect: 100-continue` answered here.
  * - WebSockets (Upgrade): a connection of its own to the app, the handshake relayed, then bytes
  *   both ways with TCP's own backpressure: a side that does not read stops the other.
@@ -17,7 +17,7 @@
  */
 import { decide, HSTS, MAX_HEADER_BYTES } from "./handler.ts";
 import type { Conn, HandlerDeps } from "./handler.ts";
-import { checkHost, type Client, forwardedRequest } from "./forward.ts";
+import { checkHost, type Client, forwardedRequest, within } from "./forward.ts";
 import type { InFlight } from "./inflight.ts";
 import { errorChain, errorPage, message } from "./pages.ts";
 import type { Route } from "./routes.ts";
@@ -31,8 +31,9 @@ import {
 } from "./upstream.ts";
 import {
   bodyless,
-  findHeadEnd,
-  latin1,
+  chunked,
+  concat,
+  LAST_CHUNK,
   latin1Bytes,
   latin1Into,
   parseRequestHead,
@@ -58,6 +59,8 @@ export interface H1Deps {
 export interface Served {
   /** A request head was read: the connection is busy. */
   begin(): void;
+  /** Part of a request head arrived: the rest must come within the header timeout. */
+  heading(): void;
   /** The exchange is over: the connection is idle. */
   idle(): void;
   /** Whether the listener wants the connection closed once idle. */
@@ -72,8 +75,8 @@ export interface Served {
   alsoClose?: () => void;
 }
 
-/** Request bodies with a Content-Length up to this are read whole first. */
-const BUFFERED_BODY_MAX = 1024 * 1024;
+/** Request bodies with a Content-Length up to this are read whole first (then a reused connection may replay them). */
+const BUFFERED_BODY_MAX = 64 * 1024;
 /** A client connection's read buffer to start with (grown for larger heads, and bodies), and again once idle. */
 const CLIENT_BUFFER = 4096;
 /** A client connection's read buffer while it reads a body. */
@@ -84,9 +87,9 @@ const MAX_HEAD = MAX_HEADER_BYTES;
 const SMALL_BODY = 64 * 1024;
 /** The request body of a request without one. */
 const NO_BODY = { body: null, read: () => true };
+/** Empty lines a client may send before a request line. */
+const LEADING_EMPTY_LINES = /^[\r\n]+/;
 const CONTINUE = new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n");
-const LAST_CHUNK = new TextEncoder().encode("0\r\n\r\n");
-const CRLF = new TextEncoder().encode("\r\n");
 
 /** Serves HTTP/1.1 on `tcp` until either side closes. */
 export async function serveH1(
@@ -127,20 +130,16 @@ class Session {
     const c = this.c;
     while (true) {
       // The head: up to an empty line, read as it comes; empty lines before it are skipped (RFC 9112 §2.2).
-      skipEmptyLines(c);
-      let end = findHeadEnd(c.buf, c.start, c.start, c.end);
-      while (end < 0) {
-        if (c.buffered > MAX_HEAD) return void await this.refuse(431);
-        const scanned = Math.max(0, c.buffered - 3);
-        if (!(await c.fill(MAX_HEAD + 4))) return;
-        const skipped = skipEmptyLines(c);
-        end = findHeadEnd(c.buf, c.start, c.start + (skipped ? 0 : scanned), c.end);
+      let text: string | null;
+      try {
+        text = await c.readHead(MAX_HEAD, this.served.heading);
+      } catch (error) {
+        if (error instanceof UpstreamError) return void await this.refuse(431);
+        throw error;
       }
-      if (end - c.start > MAX_HEAD + 4) return void await this.refuse(431);
-      let stop = end;
-      while (stop > c.start && (c.buf[stop - 1] === 10 || c.buf[stop - 1] === 13)) stop--;
-      const text = latin1(c.buf, c.start, stop);
-      c.start = end;
+      if (text === null) return;
+      text = text.replace(LEADING_EMPTY_LINES, "");
+      if (!text) continue;
       this.served.begin();
       let next: Next;
       try {
@@ -149,7 +148,8 @@ class Session {
         this.served.idle();
       }
       if (next === "close" || this.served.draining) return;
-      c.shrink(CLIENT_BUFFER);
+      // A buffer a large head grew is given back; the one bodies use is kept (no allocation per POST).
+      c.shrink(CLIENT_BUFFER, CLIENT_BODY_BUFFER);
     }
   }
 
@@ -271,7 +271,7 @@ class Session {
       while (true) {
         const { done, value } = await reader.read();
         if (done) break;
-        if (value.length) await this.write(framing === "chunked" ? chunk(value) : value);
+        if (value.length) await this.write(framing === "chunked" ? chunked(value) : value);
       }
       if (framing === "chunked") await this.write(LAST_CHUNK);
       return !closing;
@@ -306,17 +306,12 @@ class Session {
     if (head.framing === "length" && head.length <= BUFFERED_BODY_MAX) {
       // A small body has requestTimeout in all (a slow POST cannot hold the connection for long).
       const deadline = Date.now() + limit;
-      const bytes = new Uint8Array(head.length);
-      let at = 0;
-      const out: Uint8Array<ArrayBuffer>[] = [];
+      // Kept as it arrives (nothing is set aside for what a client only announced).
+      const pieces: Uint8Array<ArrayBuffer>[] = [];
       try {
         while (true) {
-          decoder.decodeBuffered(out);
-          for (const piece of out.splice(0)) {
-            bytes.set(piece, at);
-            at += piece.length;
-          }
-          if (decoder.done) return { body: bytes, read };
+          decoder.decodeBuffered(pieces);
+          if (decoder.done) return { body: concat(pieces, head.length), read };
           if (!(await more(deadline - Date.now()))) return 408;
         }
       } catch {
@@ -393,17 +388,18 @@ class Session {
         return close ? "close" : "keep";
       }
       status = exchange.head.status;
-      bytesOut = await this.relay(exchange, head, route.app, hsts, end);
+      const relayed = await this.relay(exchange, head, route.app, hsts, end);
+      bytesOut = relayed.written;
       // A body the app did not read in full is still on the connection: it cannot carry another request.
-      return head.close || !request.read() || bytesOut < 0 ? "close" : "keep";
+      return head.close || !request.read() || relayed.close ? "close" : "keep";
     } finally {
       end();
-      done?.(status, head.length, Math.max(0, bytesOut));
+      done?.(status, head.length, bytesOut);
     }
   }
 
   /**
-   * Writes the app's answer to the client. Returns the body bytes written, or -1 when the
+   * Writes the app's answer to the client. Returns the body bytes written, and whether the
    * connection must close after it (the body was delimited by closing it, or it failed midway).
    */
   async relay(
@@ -412,11 +408,14 @@ class Session {
     app: string,
     hsts: boolean | undefined,
     ended: () => void,
-  ): Promise<number> {
+  ): Promise<{ written: number; close: boolean }> {
     const res = exchange.head;
     let text = statusLine(res.status, res.statusText);
     const fields = res.fields;
-    for (let i = 0; i < fields.length; i += 2) text += `${fields[i]}: ${fields[i + 1]}\r\n`;
+    for (let i = 0; i < fields.length; i += 2) {
+      if (hsts && fields[i].length === 25 && fields[i].toLowerCase() === "strict-transport-security") continue;
+      text += `${fields[i]}: ${fields[i + 1]}\r\n`;
+    }
     if (hsts) text += `strict-transport-security: ${HSTS}\r\n`;
     let size = 0;
     for (const piece of exchange.first) size += piece.length;
@@ -444,15 +443,15 @@ class Session {
       }
       exchange.settle(); // the app's connection is free: its bytes are copied
       await this.write(out.subarray(0, at));
-      return closing ? -1 : size;
+      return { written: size, close: closing };
     }
     // A body that streams: what came with the head, then the rest as the app sends it.
-    const chunked = framing === "chunked";
+    const chunk = framing === "chunked";
     try {
       await this.write(
-        chunked ? latin1Bytes(`${text}\r\n`) : joined(latin1Bytes(`${text}\r\n`, size), exchange.first),
+        chunk ? latin1Bytes(`${text}\r\n`) : joined(latin1Bytes(`${text}\r\n`, size), exchange.first),
       );
-      if (chunked && size) await this.write(chunk(concat(exchange.first, size)));
+      if (chunk && size) await this.write(chunked(concat(exchange.first, size)));
       let written = size;
       while (true) {
         let pieces: Uint8Array[] | null | undefined;
@@ -465,20 +464,20 @@ class Session {
             `${app}: ${head.method} ${head.target.split("?")[0]}: the app's answer failed midway: ${message(error)}`,
           );
           exchange.cancel();
-          return -1;
+          return { written, close: true };
         }
         if (pieces) {
           let n = 0;
           for (const piece of pieces) n += piece.length;
-          const bytes = concat(pieces, n);
-          await this.write(chunked ? chunk(bytes) : bytes);
+          const bytes = pieces.length === 1 ? pieces[0] : concat(pieces, n);
+          await this.write(chunk ? chunked(bytes) : bytes);
           written += n;
         }
         if (exchange.done) break;
       }
       ended();
-      if (chunked) await this.write(LAST_CHUNK);
-      return closing ? -1 : written;
+      if (chunk) await this.write(LAST_CHUNK);
+      return { written, close: closing };
     } catch (error) {
       exchange.cancel();
       throw error;
@@ -508,8 +507,12 @@ class Session {
       }
       let answer: Awaited<ReturnType<typeof handshake>>;
       try {
-        const tcp = await within(Deno.connect({ hostname: "127.0.0.1", port }), this.deps.upstreamTimeoutMs);
-        if (!tcp) throw new UpstreamError("timeout", "connecting timed out");
+        const connecting = Deno.connect({ hostname: "127.0.0.1", port });
+        const tcp = await within(connecting, this.deps.upstreamTimeoutMs);
+        if (!tcp) {
+          connecting.then((late) => late.close(), () => {}); // connected after all: not kept
+          throw new UpstreamError("timeout", "connecting timed out");
+        }
         tcp.setNoDelay(true);
         app = new Connection(tcp, port, () => {});
         const request =
@@ -584,18 +587,8 @@ async function handshake(app: Connection): Promise<{
   upgrade: string;
   response?: Response;
 }> {
-  let scanned = 0;
-  let end = findHeadEnd(app.buf, app.start, app.start, app.end);
-  while (end < 0) {
-    if (app.buffered > MAX_HEAD) throw new UpstreamError("protocol", "response head too large");
-    scanned = Math.max(0, app.buffered - 3);
-    if (!(await app.fill(MAX_HEAD + 4))) throw new UpstreamError("reset", "the app closed the connection");
-    end = findHeadEnd(app.buf, app.start, app.start + scanned, app.end);
-  }
-  let stop = end;
-  while (stop > app.start && (app.buf[stop - 1] === 10 || app.buf[stop - 1] === 13)) stop--;
-  const text = latin1(app.buf, app.start, stop);
-  app.start = end;
+  const text = await app.readHead(MAX_HEAD);
+  if (text === null) throw new UpstreamError("reset", "the app closed the connection");
   const head = parseResponseHead(text, "GET");
   const upgrade = /\r?\nupgrade:[ \t]*([^\r\n]*)/i.exec(text)?.[1]?.trim() ?? "";
   if (head.status === 101) {
@@ -635,13 +628,6 @@ class ClientBodyError extends Error {
   }
 }
 
-/** Consumes CR and LF bytes at the start of what is buffered; true when there were any. */
-function skipEmptyLines(c: Connection): boolean {
-  const from = c.start;
-  while (c.start < c.end && (c.buf[c.start] === 13 || c.buf[c.start] === 10)) c.start++;
-  return c.start !== from;
-}
-
 /** `head` (with room for the pieces after it) with `pieces` copied in. */
 function joined(head: Uint8Array, pieces: Uint8Array[]): Uint8Array {
   let at = head.length;
@@ -651,39 +637,4 @@ function joined(head: Uint8Array, pieces: Uint8Array[]): Uint8Array {
     at += piece.length;
   }
   return head;
-}
-
-/** `pieces` (of `size` bytes in all) as one array. */
-function concat(pieces: Uint8Array[], size: number): Uint8Array<ArrayBuffer> {
-  if (pieces.length === 1) return pieces[0] as Uint8Array<ArrayBuffer>;
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const piece of pieces) {
-    out.set(piece, at);
-    at += piece.length;
-  }
-  return out;
-}
-
-/** `data` as one chunk of a chunked body. */
-function chunk(data: Uint8Array): Uint8Array {
-  const size = `${data.length.toString(16)}\r\n`;
-  const out = latin1Bytes(size, data.length + 2);
-  out.set(data, size.length);
-  out.set(CRLF, size.length + data.length);
-  return out;
-}
-
-/** `promise`'s value, or undefined once `ms` (> 0) have passed. */
-async function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
-  if (!(ms > 0)) return await promise;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<undefined>((resolve) => timer = setTimeout(() => resolve(undefined), ms)),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }

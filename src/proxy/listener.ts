@@ -57,6 +57,8 @@ interface Tracked {
   finished: boolean;
   /** Closes the connection. */
   close?: () => void;
+  /** When part of a request head arrived on a kept-alive connection (0: none): it has headerTimeout too. */
+  headSince: number;
   /** The gate's clock when a write to the client began (0: none), and the same for writes to an app. */
   writingSince: number;
   appWritingSince: number;
@@ -117,6 +119,7 @@ export class Gate {
       idleSince: Date.now(),
       finished: false,
       draining: false,
+      headSince: 0,
       writingSince: 0,
       appWritingSince: 0,
     };
@@ -151,6 +154,7 @@ export class Gate {
       }
       const limit = tracked.requests === 0 ? this.limits.headerTimeoutMs : this.limits.idleTimeoutMs;
       if (this.now - tracked.idleSince >= limit) cut(tracked);
+      else if (tracked.headSince && this.now - tracked.headSince >= this.limits.headerTimeoutMs) cut(tracked);
     }
   }
 
@@ -195,6 +199,9 @@ export interface ListenerOptions {
   certificateFor?: (serverName: string) => { cert: string; key: string } | undefined;
   log: (line: string) => void;
 }
+
+/** Accept errors about one connection that went away before it was accepted. */
+const PEER_GONE = [Deno.errors.NotConnected, Deno.errors.ConnectionReset, Deno.errors.ConnectionAborted];
 
 /** Refusals written at once at most; beyond, the accept loop waits for them (a connection flood's file descriptors). */
 const MAX_REFUSING = 32;
@@ -298,6 +305,9 @@ export class HttpListener {
         conn = await listener.accept();
       } catch (error) {
         if (this.#closed || this.#listener !== listener || error instanceof Deno.errors.BadResource) return;
+        // A connection reset before it was accepted is that one connection's problem: go on at once
+        // (a pause per reset would let a client stop all accepting with a few resets a second).
+        if (PEER_GONE.some((kind) => error instanceof kind)) continue;
         // EMFILE and the like: refuse by not accepting for a moment, never crash.
         const now = Date.now();
         if (now - this.#acceptErrorLogged > 10_000) {
@@ -316,7 +326,12 @@ export class HttpListener {
         if (this.#refusing >= MAX_REFUSING) await refused;
         continue;
       }
-      this.#serve(conn, ip);
+      try {
+        this.#serve(conn, ip);
+      } catch (error) {
+        closeConn(conn); // (setNoDelay on a connection already gone)
+        log(`serving a connection failed: ${message(error)}`);
+      }
     }
   }
 
@@ -324,10 +339,10 @@ export class HttpListener {
     const { gate, entry, isTrusted } = this.#options;
     // Answers go out at once (as nginx's tcp_nodelay): no waiting for the client's ACK of the last one.
     if (!this.#options.certificateFor) (conn as Deno.TcpConn).setNoDelay(true);
+    const local = conn.localAddr as Deno.NetAddr;
     const tracked = gate.track(ip);
     this.#conns.add(tracked);
     tracked.close = () => closeConn(conn);
-    const local = conn.localAddr as Deno.NetAddr;
     const client: Client = {
       ip,
       scheme: entry.kind === "https" ? "https" : "http",
@@ -356,6 +371,10 @@ export class HttpListener {
       begin: () => {
         tracked.active++;
         tracked.requests++;
+        tracked.headSince = 0;
+      },
+      heading: () => {
+        if (!tracked.headSince) tracked.headSince = Date.now();
       },
       idle: () => {
         tracked.active--;

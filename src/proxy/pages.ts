@@ -3,22 +3,7 @@
  * address: those go to the proxy's log).
  * @module
  */
-
-const REASONS: Record<number, string> = {
-  400: "Bad Request",
-  404: "Not Found",
-  405: "Method Not Allowed",
-  408: "Request Timeout",
-  413: "Content Too Large",
-  421: "Misdirected Request",
-  431: "Request Header Fields Too Large",
-  500: "Internal Server Error",
-  501: "Not Implemented",
-  502: "Bad Gateway",
-  503: "Service Unavailable",
-  504: "Gateway Timeout",
-  505: "HTTP Version Not Supported",
-};
+import { REASONS } from "./wire.ts";
 
 /** A short plain-text answer. */
 export function textResponse(status: number, text: string, headers: Record<string, string> = {}): Response {

@@ -21,7 +21,18 @@
  * @module
  */
 import { DeployParadigmError } from "../errors.ts";
-import { FIELD_VALUE, findHeadEnd, latin1, latin1Into, trimOws } from "./wire.ts";
+import {
+  chunked,
+  concat,
+  DIGITS,
+  FIELD_VALUE,
+  findHeadEnd,
+  LAST_CHUNK,
+  latin1,
+  latin1Into,
+  TOKEN,
+  trimOws,
+} from "./wire.ts";
 
 /** Responses whose body (or lack of one) was read in full with the head: done with the app. */
 const COMPLETE = new WeakSet<Response>();
@@ -137,13 +148,11 @@ const MIN_TICK_MS = 5;
 const MAX_TICK_MS = 1000;
 const CR = 13;
 const LF = 10;
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const TARGET = /^\/[\x21-\x7e]*$/;
 const STATUS_LINE = /^HTTP\/1\.([01]) ([0-9]{3})(?: (.*))?$/;
 /** A reason phrase: HTAB, SP, VCHAR, obs-text. */
 const REASON = /^[\t -~\x80-\xff]*$/;
 const HEX = /^[0-9a-fA-F]{1,12}$/;
-const DIGITS = /^[0-9]{1,15}$/;
 /** Methods that get `content-length: 0` without a body (as fetch does), so the app need not wait for one. */
 const LENGTH_WITHOUT_BODY = new Set(["POST", "PUT", "PATCH"]);
 const DROPPED_REQUEST_HEADERS = new Set(["content-length", "transfer-encoding", "connection"]);
@@ -157,7 +166,6 @@ const HOP_BY_HOP = new Set([
   "transfer-encoding",
   "upgrade",
 ]);
-const LAST_CHUNK = new Uint8Array([0x30, CR, LF, CR, LF]);
 const encoder = new TextEncoder();
 
 /** A reused connection that failed before any byte of the response: the app had closed it. */
@@ -210,7 +218,7 @@ export class UpstreamPool {
       const first = exchange.first;
       let whole: Response;
       try {
-        whole = response(first.length === 1 ? first[0].slice() : concat(first), exchange.head);
+        whole = response(first.some((piece) => piece.length) ? concat(first) : null, exchange.head);
       } finally {
         exchange.settle();
       }
@@ -382,10 +390,10 @@ export class Connection {
     this.buf = new Uint8Array(size);
   }
 
-  /** Gives back what grew past `size` (a large head, a body): idle connections stay small. */
-  shrink(size: number): void {
-    if (this.#out && this.#out.length > OUTPUT_MIN) this.#out = undefined;
-    if (this.buf.length <= size || this.buffered > size) return;
+  /** Gives back buffers that grew past `above` (a large head) for one of `size`: idle connections stay small. */
+  shrink(size: number, above: number): void {
+    if (this.#out && this.#out.length > above) this.#out = undefined;
+    if (this.buf.length <= above || this.buffered > size) return;
     const small = new Uint8Array(size);
     small.set(this.buf.subarray(this.start, this.end));
     this.end -= this.start;
@@ -474,6 +482,29 @@ export class Connection {
       this.buf = new Uint8Array(this.bodySize);
       this.start = this.end = 0;
     }
+  }
+
+  /**
+   * Reads until a whole head (lines up to an empty line) is buffered and returns its text without
+   * the empty line, consumed; null at EOF before one. Throws what the socket throws, or
+   * {@link UpstreamError} `protocol` past `max` bytes. `partial` runs after a read that left only
+   * part of a head.
+   */
+  async readHead(max: number, partial?: () => void): Promise<string | null> {
+    let end = findHeadEnd(this.buf, this.start, this.start, this.end);
+    while (end < 0) {
+      if (this.buffered > max) throw new UpstreamError("protocol", `a head larger than ${max} bytes`);
+      const scanned = Math.max(0, this.buffered - 3);
+      if (!(await this.fill(max + 4))) return null;
+      end = findHeadEnd(this.buf, this.start, this.start + scanned, this.end);
+      if (end < 0 && this.buffered) partial?.();
+    }
+    if (end - this.start > max + 4) throw new UpstreamError("protocol", `a head larger than ${max} bytes`);
+    let stop = end;
+    while (stop > this.start && (this.buf[stop - 1] === LF || this.buf[stop - 1] === CR)) stop--;
+    const text = latin1(this.buf, this.start, stop);
+    this.start = end;
+    return text;
   }
 
   /** The next `n` buffered bytes, consumed: a copy, or with `view` the buffer's own (valid until the next read). */
@@ -716,33 +747,21 @@ class Call {
     }
     const maxHeaderBytes = this.#slots.maxHeaderBytes;
     let received = false;
-    let scanned = 0;
     for (let interim = 0;; interim++) {
-      // Find the end of the head (CRLF CRLF) in what is buffered, reading more as needed.
-      let end = findHeadEnd(conn.buf, conn.start, conn.start + scanned, conn.end);
-      while (end < 0) {
-        if (conn.buffered > maxHeaderBytes) throw new UpstreamError("protocol", "response head too large");
-        scanned = Math.max(0, conn.buffered - 3);
-        let more: boolean;
-        try {
-          more = await conn.fill(maxHeaderBytes + 4);
-        } catch (error) {
-          if (reused && !received) throw stale(message(error), sent);
-          throw new UpstreamError("reset", `reading the response head: ${message(error)}`, { cause: error });
-        }
-        if (!more) {
-          if (reused && !received) throw stale("EOF", sent);
-          throw new UpstreamError("reset", "the app closed the connection before a complete response head");
-        }
-        received = true;
-        end = findHeadEnd(conn.buf, conn.start, conn.start + scanned, conn.end);
+      let text: string | null;
+      try {
+        text = await conn.readHead(maxHeaderBytes);
+      } catch (error) {
+        if (error instanceof UpstreamError) throw error;
+        // Nothing at all came back on a reused connection: the app had closed it (see StaleConnection).
+        if (reused && !received && !conn.buffered) throw stale(message(error), sent);
+        throw new UpstreamError("reset", `reading the response head: ${message(error)}`, { cause: error });
       }
-      if (end - conn.start > maxHeaderBytes + 4) throw new UpstreamError("protocol", "response head too large");
-      let stop = end; // without the empty line that ends the head
-      while (stop > conn.start && (conn.buf[stop - 1] === LF || conn.buf[stop - 1] === CR)) stop--;
-      const text = latin1(conn.buf, conn.start, stop);
-      conn.start = end;
-      scanned = 0;
+      if (text === null) {
+        if (reused && !received && !conn.buffered) throw stale("EOF", sent);
+        throw new UpstreamError("reset", "the app closed the connection before a complete response head");
+      }
+      received = true;
       const parsed = parseResponseHead(text, this.#req.method);
       if (parsed.status >= 200) return this.#respond(conn, parsed, sent);
       if (parsed.status === 101) throw new UpstreamError("protocol", "101 Switching Protocols was not asked for");
@@ -946,20 +965,26 @@ export function parseResponseHead(text: string, method: string): ResponseHead {
     framing = "none";
     close = true;
   } else if (transferEncoding !== undefined) {
-    const codings = transferEncoding.split(",");
-    framing = codings[codings.length - 1].trim().toLowerCase() === "chunked" ? "chunked" : "close";
+    // Only chunked is relayed (decoded, then chunked again for the client): another coding would
+    // reach the client unlabelled once the hop-by-hop Transfer-Encoding is dropped.
+    if (transferEncoding.trim().toLowerCase() !== "chunked") {
+      throw new UpstreamError("protocol", `Transfer-Encoding ${JSON.stringify(transferEncoding.slice(0, 50))}`);
+    }
+    framing = "chunked";
   } else framing = length !== undefined ? "length" : "close";
   let kept = fields;
   const both = transferEncoding !== undefined && length !== undefined;
-  if (both || named) {
+  const reset = status === 205;
+  if (both || named || reset) {
     // Both: Transfer-Encoding wins, Content-Length goes, and the connection gets no other request.
-    // Fields named by Connection are hop-by-hop too.
+    // Fields named by Connection are hop-by-hop too. A 205 has no body whatever it says: length 0.
     kept = [];
     for (let i = 0; i < fields.length; i += 2) {
       const lower = fields[i].toLowerCase();
-      if ((both && lower === "content-length") || named?.has(lower)) continue;
+      if (((both || reset) && lower === "content-length") || named?.has(lower)) continue;
       kept.push(fields[i], fields[i + 1]);
     }
+    if (reset) kept.push("Content-Length", "0");
     if (both) close = true;
   }
   return {
@@ -1020,23 +1045,7 @@ async function writeChunk(conn: Connection, chunk: Uint8Array): Promise<void> {
     await conn.write(LAST_CHUNK.subarray(3));
     return;
   }
-  const bytes = new Uint8Array(size.length + chunk.length + 2);
-  encoder.encodeInto(size, bytes);
-  bytes.set(chunk, size.length);
-  bytes[bytes.length - 2] = CR;
-  bytes[bytes.length - 1] = LF;
-  await conn.write(bytes);
-}
-
-function concat(chunks: Uint8Array<ArrayBuffer>[]): Uint8Array<ArrayBuffer> | null {
-  if (chunks.length <= 1) return chunks[0]?.length ? chunks[0] : null;
-  const out = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
-  let at = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, at);
-    at += chunk.length;
-  }
-  return out;
+  await conn.write(chunked(chunk));
 }
 
 /**

@@ -8,12 +8,12 @@
 
 const CR = 13;
 const LF = 10;
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+export const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** A field value: HTAB, SP, VCHAR, obs-text (no other control characters). */
 export const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 /** A request target: visible ASCII, nothing else (no space, no control, no 8-bit byte). */
 const TARGET = /^[\x21-\x7e]+$/;
-const DIGITS = /^[0-9]{1,15}$/;
+export const DIGITS = /^[0-9]{1,15}$/;
 const REQUEST_LINE = /^([^ ]+) ([^ ]+) HTTP\/([0-9])\.([0-9])$/;
 /** Header fields a request may have: more is refused with 431 (as hyper does). */
 export const MAX_HEADER_FIELDS = 100;
@@ -45,6 +45,34 @@ export function latin1(bytes: Uint8Array, start: number, end: number): string {
 }
 
 const encoder = new TextEncoder();
+
+/** The end of a chunked body. */
+export const LAST_CHUNK = encoder.encode("0\r\n\r\n");
+
+/** `data` as one chunk of a chunked body (size line, data, CRLF), in one array. */
+export function chunked(data: Uint8Array): Uint8Array<ArrayBuffer> {
+  const size = `${data.length.toString(16)}\r\n`;
+  const out = new Uint8Array(size.length + data.length + 2);
+  encoder.encodeInto(size, out);
+  out.set(data, size.length);
+  out[out.length - 2] = CR;
+  out[out.length - 1] = LF;
+  return out;
+}
+
+/** `pieces` (of `size` bytes in all) copied into one new array (never one of them: they may be views). */
+export function concat(
+  pieces: readonly Uint8Array[],
+  size = pieces.reduce((sum, piece) => sum + piece.length, 0),
+): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const piece of pieces) {
+    out.set(piece, at);
+    at += piece.length;
+  }
+  return out;
+}
 
 /**
  * `text` as bytes (one per char: header values are byte strings, latin1, never UTF-8), with room
@@ -237,7 +265,8 @@ export function trimOws(line: string, start: number): string {
   return line.slice(start, end);
 }
 
-const REASONS: Record<number, string> = {
+/** Reason phrases of the statuses the proxy writes itself. */
+export const REASONS: Record<number, string> = {
   100: "Continue",
   101: "Switching Protocols",
   200: "OK",
@@ -254,6 +283,7 @@ const REASONS: Record<number, string> = {
   405: "Method Not Allowed",
   408: "Request Timeout",
   413: "Content Too Large",
+  421: "Misdirected Request",
   431: "Request Header Fields Too Large",
   500: "Internal Server Error",
   501: "Not Implemented",

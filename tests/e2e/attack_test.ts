@@ -885,3 +885,32 @@ Deno.test("attack 10: open WebSockets count against the per-address limit; a Con
     await wsApp.stop();
   }
 });
+
+/** Python: `count` connections to 127.0.0.1:`port`, each reset (SO_LINGER 0) as soon as it is made. */
+const RESETS = `import socket, struct, sys
+port, count = int(sys.argv[1]), int(sys.argv[2])
+for _ in range(count):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.connect(("127.0.0.1", port))
+    s.close()
+`;
+
+Deno.test("attack 11: 2,000 connections reset before they are accepted do not stop the accepting", async () => {
+  await withStack({}, async ({ port, proxy }) => {
+    const started = performance.now();
+    const resets = await new Deno.Command("python3", { args: ["-c", RESETS, String(port), "2000"] }).output();
+    assertEquals(resets.code, 0, new TextDecoder().decode(resets.stderr));
+    const resetMs = performance.now() - started;
+    // A pause per failed accept (50 ms each) would hold the next client for about 100 s.
+    const asked = performance.now();
+    const answer = await within(5000, "an answer after the resets", request(port, "/after-resets"));
+    const answeredMs = performance.now() - asked;
+    console.log(
+      `attack 11: 2000 connections reset in ${resetMs.toFixed(0)} ms; the next request → ${answer.status} ` +
+        `in ${answeredMs.toFixed(0)} ms`,
+    );
+    assertEquals(answer.status, 200);
+    assert(alive(proxy.pid));
+  });
+});

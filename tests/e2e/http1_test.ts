@@ -228,6 +228,13 @@ async function rawAnswer(path: string, conn: Deno.Conn): Promise<boolean> {
       await write(`HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n${"x".repeat(10)}`);
       await conn.read(new Uint8Array(1)).catch(() => null);
       return false;
+    case "/reset-content":
+      // A 205 with a length and bytes after it: no client may read those as its next answer.
+      await write("HTTP/1.1 205 Reset Content\r\ncontent-length: 17\r\n\r\nabcdefghijklmnopq");
+      return false;
+    case "/gzip-chunked":
+      await write("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n");
+      return false;
     case "/http10":
       await write("HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nold app");
       return false;
@@ -1381,4 +1388,48 @@ Deno.test("http1 memory: an idle keep-alive connection keeps no grown read buffe
     await echo.close();
     await Deno.remove(root, { recursive: true });
   }
+});
+
+Deno.test("http1 review: 205 framing, other transfer codings, repeated Connection fields, a slow second head", async (t) => {
+  await withStack(async ({ port, rawPort, echo }) => {
+    await t.step("a 205 with a Content-Length: length 0, and the next pipelined answer is intact", async () => {
+      const result = await talk(rawPort, get("/reset-content") + get("/ok"), { count: 2 });
+      assertEquals(result.responses.map((r) => [r.status, r.text]), [[205, ""], [200, "ok"]], describe(result));
+      assertMatch(result.responses[0].head, /content-length: 0/i);
+    });
+    await t.step("an app's Transfer-Encoding other than chunked: 502 (never relayed unlabelled)", async () => {
+      const result = await talk(rawPort, get("/gzip-chunked"));
+      assertEquals(result.responses.map((r) => r.status), [502], describe(result));
+    });
+    await t.step("a field named by an earlier of two Connection lines is not forwarded", async () => {
+      echo.seen.length = 0;
+      const result = await talk(
+        port,
+        get("/conn", "Connection: x-secret\r\nConnection: keep-alive\r\nX-Secret: 1\r\n"),
+      );
+      assertEquals(result.responses.map((r) => r.status), [200], describe(result));
+      assertEquals(echo.seen[0].headers["x-secret"], undefined);
+    });
+    await t.step("a second head sent byte by byte is cut after headerTimeout, not idleTimeout", async () => {
+      const client = await WireClient.connect(port);
+      try {
+        await client.send(get("/first"));
+        assertEquals((await client.response({ ms: 5000 }))?.status, 200);
+        const second = latin1(get("/second"));
+        const started = performance.now();
+        let cut = false;
+        for (let i = 0; i < second.length - 1 && !cut; i++) {
+          if (!(await client.send(second.subarray(i, i + 1)))) cut = true;
+          else if ((await client.closedWithin(250)) !== undefined) cut = true;
+        }
+        const ms = performance.now() - started;
+        console.log(
+          `a second head at 4 bytes/s: cut ${cut ? `after ${ms.toFixed(0)} ms` : "never"} (headerTimeout 3 s)`,
+        );
+        assert(cut && ms < 4500, `cut ${cut} after ${ms.toFixed(0)} ms`);
+      } finally {
+        client.close();
+      }
+    });
+  });
 });

@@ -6,6 +6,7 @@
  * Reads never throw: a reset is a close.
  * @module
  */
+import { concat, latin1Bytes } from "../../src/proxy/wire.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -260,22 +261,9 @@ export class WireClient {
 }
 
 /** `text` as bytes, one per char (test requests carry bytes such as NUL, CR and 0xff exactly). */
-export function latin1(text: string): Uint8Array<ArrayBuffer> {
-  const bytes = new Uint8Array(text.length);
-  for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
-  return bytes;
-}
+export const latin1 = (text: string): Uint8Array<ArrayBuffer> => latin1Bytes(text);
 
-/** `pieces` as one array. */
-export function concat(pieces: Uint8Array[]): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(pieces.reduce((sum, piece) => sum + piece.length, 0));
-  let at = 0;
-  for (const piece of pieces) {
-    out.set(piece, at);
-    at += piece.length;
-  }
-  return out;
-}
+export { concat };
 
 /** `size` bytes of a repeating, position-dependent pattern (a shifted or dropped byte shows). */
 export function pattern(size: number, seed = 0): Uint8Array<ArrayBuffer> {

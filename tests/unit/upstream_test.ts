@@ -267,9 +267,11 @@ Deno.test("parseResponseHead: status, fields and body framing", () => {
   assertEquals(head("HTTP/1.1 200 \nTransfer-Encoding: chunked").framing, "chunked");
   assertEquals(head("HTTP/1.1 200 OK").statusText, "OK");
   assertEquals(head("HTTP/1.1 200").statusText, "");
-  // Transfer-Encoding whose last coding is not chunked, or no length at all: until close, never reused.
-  for (const text of ["HTTP/1.1 200 OK\nTransfer-Encoding: chunked, gzip", "HTTP/1.1 200 OK"]) {
-    assertEquals([head(text).framing, head(text).keepAlive], ["close", false]);
+  // No length at all: until close, never reused.
+  assertEquals([head("HTTP/1.1 200 OK").framing, head("HTTP/1.1 200 OK").keepAlive], ["close", false]);
+  // Another transfer coding would reach the client unlabelled once Transfer-Encoding is dropped: refused.
+  for (const coding of ["chunked, gzip", "gzip, chunked", "gzip", "chunked, chunked"]) {
+    throws(() => head(`HTTP/1.1 200 OK\nTransfer-Encoding: ${coding}`), /Transfer-Encoding/);
   }
   // Both Transfer-Encoding and Content-Length: chunked, the length dropped, the connection not reused.
   const both = head("HTTP/1.1 200 OK\nContent-Length: 10\nTransfer-Encoding: chunked");
@@ -281,6 +283,8 @@ Deno.test("parseResponseHead: status, fields and body framing", () => {
   assertEquals(head("HTTP/1.1 304 Not Modified\nContent-Length: 99").framing, "none");
   const reset = head("HTTP/1.1 205 Reset Content\nContent-Length: 0");
   assertEquals([reset.framing, reset.keepAlive], ["none", false]);
+  // A 205 has no body whatever its length says: length 0 for the client, never the app's.
+  assertEquals(head("HTTP/1.1 205 Reset Content\nContent-Length: 17\nX-A: 1").fields, ["X-A", "1", "Content-Length", "0"]);
   assertEquals(head("HTTP/1.1 103 Early Hints\nLink: </a>").status, 103);
   assertEquals(head("HTTP/1.1 200 OK\nConnection: Keep-Alive, Close\nContent-Length: 0").keepAlive, false);
   assertEquals(head("HTTP/1.0 200 OK\nContent-Length: 0").keepAlive, false);
