@@ -284,7 +284,12 @@ Deno.test("parseResponseHead: status, fields and body framing", () => {
   const reset = head("HTTP/1.1 205 Reset Content\nContent-Length: 0");
   assertEquals([reset.framing, reset.keepAlive], ["none", false]);
   // A 205 has no body whatever its length says: length 0 for the client, never the app's.
-  assertEquals(head("HTTP/1.1 205 Reset Content\nContent-Length: 17\nX-A: 1").fields, ["X-A", "1", "Content-Length", "0"]);
+  assertEquals(head("HTTP/1.1 205 Reset Content\nContent-Length: 17\nX-A: 1").fields, [
+    "X-A",
+    "1",
+    "Content-Length",
+    "0",
+  ]);
   assertEquals(head("HTTP/1.1 103 Early Hints\nLink: </a>").status, 103);
   assertEquals(head("HTTP/1.1 200 OK\nConnection: Keep-Alive, Close\nContent-Length: 0").keepAlive, false);
   assertEquals(head("HTTP/1.0 200 OK\nContent-Length: 0").keepAlive, false);
