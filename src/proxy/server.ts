@@ -143,7 +143,7 @@ export class ProxyServer {
       this.#gate = new Gate(limits, this.#log);
       this.#gate.onOpen = () => this.#metrics.connectionOpened();
       this.#gate.onClose = () => this.#metrics.connectionClosed();
-      this.#pool = new UpstreamPool({ headerTimeoutMs: config.limits.upstreamTimeoutMs });
+      this.#pool = new UpstreamPool({ headerTimeoutMs: config.limits.upstreamTimeoutMs, unrefIdle: false });
       this.#http1 = {
         handlerDeps: this.#handlerDeps,
         handler: this.#handle,

@@ -92,6 +92,11 @@ export interface UpstreamOptions {
   maxIdlePerPort?: number;
   /** Pooled connections idle longer than this are closed (default 30 s). */
   idleMs?: number;
+  /**
+   * Whether idle connections let the process exit (default true). A long-running server passes
+   * false: two fewer calls into the runtime per request.
+   */
+  unrefIdle?: boolean;
   /** Longest time from the request to the response head, connecting included (default 60 s) → `timeout`. */
   headerTimeoutMs?: number;
   /** Largest response head accepted (default 64 KiB) → `protocol`. */
@@ -156,6 +161,8 @@ const HEX = /^[0-9a-fA-F]{1,12}$/;
 /** Methods that get `content-length: 0` without a body (as fetch does), so the app need not wait for one. */
 const LENGTH_WITHOUT_BODY = new Set(["POST", "PUT", "PATCH"]);
 const DROPPED_REQUEST_HEADERS = new Set(["content-length", "transfer-encoding", "connection"]);
+/** The lengths of the response field names parseResponseHead acts on (hop-by-hop ones, Content-Length). */
+const ACTED_ON_LENGTHS = new Set([2, 7, 10, 14, 16, 17]);
 /** Response fields that describe the connection to the app, not the answer (RFC 9110 §7.6.1). */
 const HOP_BY_HOP = new Set([
   "connection",
@@ -183,6 +190,7 @@ const ended = () => Promise.resolve(null);
 /** Pooled HTTP/1.1 connections to apps on 127.0.0.1, by port. */
 export class UpstreamPool {
   readonly #maxIdle: number;
+  readonly #unrefIdle: boolean;
   readonly #idleMs: number;
   readonly #headerTimeoutMs: number;
   readonly #maxHeaderBytes: number;
@@ -199,6 +207,7 @@ export class UpstreamPool {
 
   constructor(options: UpstreamOptions = {}) {
     this.#maxIdle = options.maxIdlePerPort ?? 64;
+    this.#unrefIdle = options.unrefIdle ?? true;
     this.#idleMs = options.idleMs ?? 30_000;
     this.#headerTimeoutMs = options.headerTimeoutMs ?? 60_000;
     this.#maxHeaderBytes = options.maxHeaderBytes ?? 64 * 1024;
@@ -309,7 +318,7 @@ export class UpstreamPool {
     if (!list) this.#idle.set(conn.port, list = []);
     if (list.length >= this.#maxIdle) return conn.close();
     list.push(conn);
-    conn.park();
+    conn.park(this.#unrefIdle);
     this.#startTicking();
   }
 
@@ -416,8 +425,9 @@ export class Connection {
   }
 
   /** Makes it idle: a read stays pending (EOF = the app closed it) without keeping the process alive. */
-  park(): void {
+  park(unref: boolean): void {
     this.idle = true;
+    this.#unrefd = unref;
     this.idleSince = performance.now();
     this.start = this.end = 0;
     if (this.buf.length !== HEAD_BUFFER) this.buf = new Uint8Array(HEAD_BUFFER);
@@ -429,14 +439,16 @@ export class Connection {
       if (this.idle) this.close();
       return error instanceof Error ? error : new Error(String(error));
     });
-    this.tcp.unref();
+    if (unref) this.tcp.unref();
   }
 
   /** Takes it out of the pool. */
   wake(): void {
     this.idle = false;
-    this.tcp.ref();
+    if (this.#unrefd) this.tcp.ref();
   }
+
+  #unrefd = false;
 
   /** Writes all of `bytes`. */
   async write(bytes: Uint8Array): Promise<void> {
@@ -933,7 +945,8 @@ export function parseResponseHead(text: string, method: string): ResponseHead {
     if (!TOKEN.test(name) || !FIELD_VALUE.test(value)) {
       throw new UpstreamError("protocol", `invalid header field ${JSON.stringify(line.slice(0, 100))}`);
     }
-    const lower = name.toLowerCase();
+    // Only names as long as one the proxy acts on are lowercased (the rest pass as they are).
+    const lower = ACTED_ON_LENGTHS.has(name.length) ? name.toLowerCase() : "";
     // Hop-by-hop fields are this connection's, never the client's: the Response carries none.
     if (!HOP_BY_HOP.has(lower)) fields.push(name, value);
     switch (lower) {
@@ -945,6 +958,10 @@ export function parseResponseHead(text: string, method: string): ResponseHead {
         }
         break;
       case "content-length":
+        if (length === undefined && DIGITS.test(value)) {
+          length = value;
+          break;
+        }
         for (const part of value.split(",")) {
           const digits = part.trim();
           if (!DIGITS.test(digits) || (length !== undefined && length !== digits)) {
