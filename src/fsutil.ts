@@ -72,3 +72,21 @@ export function readLinkOrUndefined(link: string): Promise<string | undefined> {
 export function readTextOrUndefined(path: string): Promise<string | undefined> {
   return ifExists(Deno.readTextFile(path));
 }
+
+/**
+ * The first bytes of the file at `path` (or of the open `file`, from its current position), at
+ * most `max + 1` of them: a result longer than `max` says the file is bigger, without reading it
+ * all into memory.
+ */
+export async function readAtMost(path: string | Deno.FsFile, max: number): Promise<Uint8Array> {
+  using opened = typeof path === "string" ? await Deno.open(path) : undefined;
+  const file = opened ?? path as Deno.FsFile;
+  const buffer = new Uint8Array(max + 1);
+  let got = 0;
+  while (got < buffer.length) {
+    const n = await file.read(buffer.subarray(got));
+    if (n === null) break;
+    got += n;
+  }
+  return buffer.subarray(0, got);
+}

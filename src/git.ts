@@ -108,20 +108,31 @@ function treeNames(tree: Uint8Array, hashBytes: number): Set<string> {
 
 /** The commit `ref` points at now, or undefined when it does not exist. */
 export async function refTip(gitDir: string, ref: string): Promise<string | undefined> {
-  const out = await git(gitDir, ["rev-parse", "--verify", "--quiet", `${ref}^{commit}`]);
+  const out = await git(gitDir, ["rev-parse", "--verify", "--quiet", "--end-of-options", `${ref}^{commit}`]);
   return out.code === 0 ? new TextDecoder().decode(out.stdout).trim() : undefined;
 }
 
-/** Moves `ref` from `old` (zeros: must not exist) to `next` (zeros: delete), atomically. */
+/**
+ * Moves `ref` from `old` (zeros: must not exist) to `next` (zeros: delete), atomically. The names
+ * come from the pusher: `--end-of-options` keeps one from being read as an option (`-d`).
+ */
 export async function updateRef(gitDir: string, ref: string, next: string, old: string): Promise<void> {
-  const args = /^0+$/.test(next) ? ["update-ref", "-d", ref, old] : ["update-ref", ref, next, old];
+  const args = /^0+$/.test(next)
+    ? ["update-ref", "-d", "--end-of-options", ref, old]
+    : ["update-ref", "--end-of-options", ref, next, old];
   const out = await git(gitDir, args);
   if (out.code !== 0) throw new Error(`git update-ref ${ref} failed: ${out.stderr}`);
 }
 
 /** True when `ancestor` is an ancestor of `commit` (a fast-forward). */
 export async function isAncestor(gitDir: string, ancestor: string, commit: string): Promise<boolean> {
-  return (await git(gitDir, ["merge-base", "--is-ancestor", ancestor, commit])).code === 0;
+  return (await git(gitDir, ["merge-base", "--is-ancestor", "--end-of-options", ancestor, commit])).code === 0;
+}
+
+/** True when `git check-ref-format` accepts `ref` (a full name, such as refs/heads/main). */
+export async function isRefName(ref: string): Promise<boolean> {
+  const check = new Deno.Command("git", { args: ["check-ref-format", ref], env: baseEnv(), clearEnv: true });
+  return (await check.output()).code === 0;
 }
 
 /** A boolean git config value of the repository. */
@@ -143,7 +154,8 @@ export async function extractCommit(gitDir: string, commit: string, dest: string
     const spawn = (cmd: string, args: string[], env?: Record<string, string>) =>
       new Deno.Command(cmd, { args, env, clearEnv: env !== undefined, stdin: "null", stdout: "null", stderr: "piped" })
         .spawn();
-    const archive = spawn("git", ["--git-dir", gitDir, "archive", "--format=tar", "-o", fifo, commit], baseEnv());
+    const archiveArgs = ["--git-dir", gitDir, "archive", "--format=tar", "-o", fifo, "--end-of-options", commit];
+    const archive = spawn("git", archiveArgs, baseEnv());
     const tar = spawn("tar", ["-x", "-f", fifo, "-C", dest]);
     // If one side fails before opening the pipe, the other would wait on it forever: stop it.
     const watch = (self: Deno.ChildProcess, other: Deno.ChildProcess) =>

@@ -8,8 +8,9 @@ import { basename, resolve } from "node:path";
 import { NAME_PATTERN } from "./config/names.ts";
 import { readStatus } from "./deploy/status.ts";
 import { describeError, UsageError } from "./errors.ts";
-import { configFlag, isAncestor, updateRef } from "./git.ts";
+import { configFlag, isAncestor, isRefName, updateRef } from "./git.ts";
 import { appPaths } from "./paths.ts";
+import { forTerminal } from "./terminal.ts";
 
 const ZERO = /^0+$/;
 const encoder = new TextEncoder();
@@ -190,13 +191,29 @@ export async function receive(
   handle: RefHandler = (u) => handleRef(resolve(gitDir), u),
 ): Promise<number> {
   refuseForeignRepo(gitDir);
+  await refuseRootBuilds(gitDir);
   const reader = new PktReader(Deno.stdin);
   const [version = ""] = await reader.readSection(); // "version=1\0<git's capabilities>"
   await writeAll(new Uint8Array([...pkt("version=1"), ...pkt(null)]));
-  const updates = (await reader.readSection()).map((line) => {
+  const lines = await reader.readSection();
+  const updates = lines.map((line) => {
     const [old, next, ref] = line.split(" ");
     return { old, new: next, ref };
   });
+  // Through sudo these lines are the pusher's own, not git's: all of them well-formed, or none applied.
+  const problems = await Promise.all(lines.map(commandProblem));
+  if (problems.some((problem) => problem !== undefined)) {
+    problems.forEach((problem, i) => {
+      if (problem) {
+        console.error(`error: refused "${forTerminal(lines[i].slice(0, 200), { oneLine: true })}": ${problem}`);
+      }
+    });
+    const refused = updates.map((u, i) =>
+      pkt(`ng ${u.ref ?? ""} ${problems[i] ?? "another ref of this push is malformed"}`)
+    );
+    await writeAll(new Uint8Array([...refused.flatMap((r) => [...r]), ...pkt(null)]));
+    return 2;
+  }
   const atomic = /\batomic\b/.test(version.split("\0")[1] ?? "");
   const replies: Uint8Array[] = [];
   for (const update of updates) {
@@ -219,6 +236,24 @@ export async function receive(
   return 0;
 }
 
+const OBJECT_NAME = /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/;
+
+/**
+ * Why one command line, `<old> <new> <ref>`, is not what git sends, if it is not: object names
+ * of 40 or 64 lowercase hex digits (zeros allowed), a ref under refs/ that `git check-ref-format`
+ * accepts (argv, no shell). What passes cannot be read as an option by git (`-d`, `--no-deref`).
+ */
+async function commandProblem(line: string): Promise<string | undefined> {
+  const fields = line.split(" ");
+  if (fields.length !== 3) return "expected <old> <new> <ref>";
+  const [old, next, ref] = fields;
+  for (const [what, name] of [["old", old], ["new", next]]) {
+    if (!OBJECT_NAME.test(name)) return `the ${what} object name is not 40 or 64 hex digits`;
+  }
+  if (!ref.startsWith("refs/")) return "the ref is not under refs/";
+  return await isRefName(ref) ? undefined : "not a valid ref name (git check-ref-format)";
+}
+
 /**
  * Through sudo (a member of the deploy group pushing; see setup_users.ts), only an app's own
  * repository, `/var/repos/<app>.git`: root moves no refs in any other.
@@ -229,6 +264,18 @@ function refuseForeignRepo(gitDir: string): void {
   if (!NAME_PATTERN.test(app) || appPaths(app).repo !== resolve(gitDir)) {
     throw new UsageError(`receive through sudo takes an app's repository (/var/repos/<app>.git), not ${gitDir}`);
   }
+}
+
+/** Through sudo, no app whose builds and hooks run as root (see users.ts refuseRootThroughSudo). */
+async function refuseRootBuilds(gitDir: string): Promise<void> {
+  if (Deno.env.get("SUDO_USER") === undefined) return;
+  const paths = appPaths(basename(resolve(gitDir)).replace(/\.git$/, ""));
+  const text = await Deno.readTextFile(paths.config).catch(() => undefined);
+  if (text === undefined) return; // not set up: the deploy says so
+  const { parseConfig } = await import("./config/load.ts");
+  const { serverConfigSchema } = await import("./config/schema.ts");
+  const { refuseRootThroughSudo } = await import("./users.ts");
+  refuseRootThroughSudo(paths, parseConfig(text, serverConfigSchema, paths.config).user);
 }
 
 /**

@@ -23,6 +23,23 @@ export interface Cmd {
   timeoutMs?: number;
   /** Kill the command (its process group: SIGTERM, then SIGKILL) when this aborts; it then fails. */
   cancel?: AbortSignal;
+  /**
+   * Keep at most this many bytes of output (stdout and stderr together, counted as they arrive):
+   * more, and the command (its process group) is killed and the result says `overflow`.
+   */
+  maxOutputBytes?: number;
+  /** `env` is the whole environment: nothing of the runner's base environment is added. */
+  clearEnv?: boolean;
+  /**
+   * Run in a session of its own, and once it ends, kill (SIGKILL) whatever of it is left (a
+   * build's or a hook's background processes); their hold on its output is not waited for.
+   */
+  reap?: boolean;
+  /**
+   * The docker build the deploy creates itself (buildPlan): it stays the deploying user's. Never
+   * set on a command from deploy.yml (`build:`, hooks), which always run as the app's user.
+   */
+  engine?: boolean;
 }
 
 /** A file a plan writes (atomically) before running its commands. */
@@ -49,6 +66,8 @@ export interface CmdResult {
   output: string;
   /** Its last lines, for error messages. */
   tail: string[];
+  /** It printed more than {@link Cmd}.maxOutputBytes and was killed (then `code` is 125 unless it had ended). */
+  overflow?: boolean;
 }
 
 /** A command stopped because its deploy was cancelled. */
@@ -117,14 +136,19 @@ export class ProcessRunner implements Runner {
 
   async run(cmd: Cmd): Promise<CmdResult> {
     if (cmd.cancel?.aborted) throw new CommandCancelled(cmd, String(cmd.cancel.reason));
-    const group = (cmd.timeoutMs !== undefined || cmd.cancel !== undefined) && SETSID !== undefined;
-    const argv = group ? [SETSID!, ...cmd.argv] : cmd.argv;
+    const group = (cmd.timeoutMs !== undefined || cmd.cancel !== undefined || cmd.maxOutputBytes !== undefined ||
+      cmd.reap === true) && SETSID !== undefined;
+    // The program is looked up in our own PATH, never in the command's (where a release's venv/bin
+    // may come first: Deno would search it).
+    const program = cmd.argv[0].includes("/") ? cmd.argv[0] : findInPath(cmd.argv[0], baseEnv().PATH);
+    const argv = [...(group ? [SETSID!] : []), program ?? cmd.argv[0], ...cmd.argv.slice(1)];
     let child: Deno.ChildProcess;
     try {
+      if (program === undefined) throw new Deno.errors.NotFound(cmd.argv[0]);
       child = new Deno.Command(argv[0], {
         args: argv.slice(1),
         cwd: cmd.cwd,
-        env: { ...baseEnv(), ...cmd.env },
+        env: cmd.clearEnv ? { ...cmd.env } : { ...baseEnv(), ...cmd.env },
         clearEnv: true,
         stdin: "null",
         stdout: "piped",
@@ -167,8 +191,21 @@ export class ProcessRunner implements Runner {
       stopReading(5000);
     };
     cmd.cancel?.addEventListener("abort", onCancel, { once: true });
-    const reading = Promise.all([readLines(child.stdout, onLine), readLines(child.stderr, onLine)]);
+    let overflow = false;
+    const limit = cmd.maxOutputBytes === undefined ? undefined : {
+      left: cmd.maxOutputBytes,
+      over: () => {
+        overflow = true;
+        kill("SIGKILL");
+        stopReading(2000);
+      },
+    };
+    const reading = Promise.all([readLines(child.stdout, onLine, limit), readLines(child.stderr, onLine, limit)]);
     const status = await child.status;
+    if (group && cmd.reap) {
+      kill("SIGKILL"); // what it left in its group; what left the group: see killLeftovers (users.ts)
+      stopReading(1000);
+    }
     await Promise.race([reading, afterKill]);
     cmd.cancel?.removeEventListener("abort", onCancel);
     clearTimeout(hard);
@@ -176,11 +213,17 @@ export class ProcessRunner implements Runner {
     clearTimeout(grace);
     // Cancelled or timed out: whatever of its group outlived the lead process (a daemon that
     // ignored SIGTERM) is killed too, before the deploy goes on to remove its directory.
-    if (group && (cmd.cancel?.aborted || timedOut)) kill("SIGKILL");
+    if (group && (cmd.cancel?.aborted || timedOut || overflow)) kill("SIGKILL");
     if (cmd.cancel?.aborted) throw new CommandCancelled(cmd, String(cmd.cancel.reason));
     if (timedOut) lines.push(`(killed: no result after ${cmd.timeoutMs! / 1000}s)`);
-    const code = timedOut ? 124 : status.code;
-    const result = { code, output: lines.join("\n"), tail: lines.slice(-TAIL_LINES) };
+    if (overflow) lines.push(`(killed: more than ${cmd.maxOutputBytes} bytes of output)`);
+    const code = timedOut ? 124 : overflow && status.code === 0 ? 125 : status.code;
+    const result = {
+      code,
+      output: lines.join("\n"),
+      tail: lines.slice(-TAIL_LINES),
+      ...(overflow ? { overflow } : {}),
+    };
     if (code !== 0 && !cmd.allowFailure) throw new CommandFailed(cmd, result);
     return result;
   }
@@ -221,13 +264,26 @@ export class DryRunner implements Runner {
   }
 }
 
-/** Calls `onLine` for every complete line of `stream` (and a final unterminated one). */
-export async function readLines(stream: ReadableStream<Uint8Array>, onLine: (line: string) => void): Promise<void> {
+/**
+ * Calls `onLine` for every complete line of `stream` (and a final unterminated one). With `limit`
+ * (shared by streams), past `left` bytes it calls `over` and stops reading (the rest is not kept).
+ */
+export async function readLines(
+  stream: ReadableStream<Uint8Array>,
+  onLine: (line: string) => void,
+  limit?: { left: number; over: () => void },
+): Promise<void> {
+  const decoder = new TextDecoder();
   let pending = "";
-  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-    const parts = (pending + chunk).split("\n");
+  for await (const bytes of stream) {
+    if (limit && (limit.left -= bytes.length) < 0) {
+      limit.over();
+      break;
+    }
+    const parts = (pending + decoder.decode(bytes, { stream: true })).split("\n");
     pending = parts.pop()!;
     for (const part of parts) onLine(part.replace(/\r$/, ""));
   }
+  pending += decoder.decode();
   if (pending) onLine(pending);
 }

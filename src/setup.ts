@@ -20,6 +20,7 @@ import { exists, readTextOrUndefined, writeFileAtomic } from "./fsutil.ts";
 import { installHook } from "./hook.ts";
 import { appPaths, deploymentsRoot, prefix, selfCommand, systemdDir } from "./paths.ts";
 import { control } from "./proxy/client.ts";
+import { controlSocketPath, legacyControlSocketPath } from "./proxy/routes.ts";
 import { type Cmd, ProcessRunner } from "./runner.ts";
 import { setupUsers, type UserSetup } from "./setup_users.ts";
 import { parseDocument } from "./yaml.ts";
@@ -255,6 +256,7 @@ export async function setup(options: SetupOptions): Promise<number> {
   // The bare repository and its hook.
   if (!(await exists(paths.repo))) {
     await Deno.mkdir(join(paths.repo, ".."), { recursive: true });
+    await Deno.mkdir(paths.repo, { mode: 0o700 }); // no one else's until users.pushers shares it with the group
     await runner.run(
       values.repoUrl
         ? { argv: ["git", "clone", "--quiet", "--bare", "--", values.repoUrl, paths.repo] }
@@ -308,7 +310,10 @@ async function withoutGroupWrite(dir: string): Promise<void> {
   if (mode & 0o022) await Deno.chmod(dir, mode & ~0o022);
 }
 
-/** Starts the proxy as a systemd unit or a pm2 process, unless one answers already. */
+/**
+ * Starts the proxy as a systemd unit or a pm2 process, unless one answers already. One that an
+ * older version started (its socket at the old path) is restarted, to run this version's code.
+ */
 async function ensureProxy(
   manager: "systemd" | "pm2",
   host: string,
@@ -316,9 +321,10 @@ async function ensureProxy(
   runner: ProcessRunner,
 ): Promise<void> {
   const root = prefix();
+  const old = !(await exists(controlSocketPath(root))) && await exists(legacyControlSocketPath(root));
   if (await control(root, { op: "status" }).then(() => true, () => false)) {
-    console.log("✓ the proxy runs");
-    return;
+    if (!old) return console.log("✓ the proxy runs");
+    console.log(`! the proxy runs an older version (${legacyControlSocketPath(root)}): restarting it`);
   }
   const argv = [selfCommand(), "proxy", "--host", host];
   const commands: Cmd[] = [];
@@ -343,15 +349,17 @@ async function ensureProxy(
       { argv: ["systemctl", "daemon-reload"], timeoutMs: 60_000 },
       { argv: ["systemctl", "enable", "--now", "deploy-paradigm-proxy.service"], timeoutMs: 60_000 },
     );
+    if (old) commands.push({ argv: ["systemctl", "restart", "deploy-paradigm-proxy.service"], timeoutMs: 60_000 });
   } else {
     const file = join(deploymentsRoot(), "pm2-deploy-paradigm-proxy.json");
     const app = { name: "deploy-paradigm-proxy", script: argv[0], args: argv.slice(1), interpreter: "none", env };
     await writeFileAtomic(file, JSON.stringify({ apps: [app] }, null, 2) + "\n", 0o600);
-    commands.push(pm2Cmd(["start", file]), pm2Cmd(["save"])); // umask 077: dump.pm2 0600
+    commands.push(pm2Cmd([old ? "startOrRestart" : "start", file]), pm2Cmd(["save"])); // umask 077: dump.pm2 0600
   }
   await runner.apply({ files: [], commands, lock: join(deploymentsRoot(root), ".pm2.lock") });
   for (let i = 0; i < 100; i++) {
-    if (await control(root, { op: "status" }, 1000).then(() => true, () => false)) {
+    const answers = await control(root, { op: "status" }, 1000).then(() => true, () => false);
+    if (answers && await exists(controlSocketPath(root))) {
       console.log(`✓ the proxy runs (${manager})`);
       return;
     }

@@ -11,13 +11,18 @@
  * own has to listen for requests (a root service on a socket would be one more thing to secure
  * and keep running); sudo is the standard, audited way, and logs who deployed.
  *
- * The repository: its `objects/` are group-writable by `deploy` (setgid directories,
- * `core.sharedRepository=group`), which is all git-receive-pack writes for the pusher; refs are
- * moved by the hook, as root. Its `config` and `hooks/` stay root's and not group-writable: git
- * runs as root in this repository during deploys, so whoever could change them could run
- * commands as root. `receive.autogc` is off (a gc would write outside `objects/`). The system's
- * git config (`/etc/gitconfig`) names the repository a `safe.directory`, as git otherwise
- * refuses to work in a repository owned by another user.
+ * The repository: reachable by root and `deploy` only (its directory root:deploy 0750: other
+ * apps' users cannot read another app's source), its `objects/` group-writable by `deploy` (setgid
+ * directories), which is all git-receive-pack writes for the pusher; refs are moved by the hook,
+ * as root. `core.sharedRepository=0664`, not 0660: git gives that mode to every file it writes,
+ * the refs root writes too (group root: a `deploy` group on refs would let members move them), so
+ * members read those as "others", behind the 0750 directory; a fixed mode, not `group`, also
+ * keeps a pusher's umask 077 (sudo adds it to root's) from making them unreadable. Its `config`
+ * and `hooks/` stay root's and not group-writable: git runs as root in this repository during
+ * deploys, so whoever could change them could run commands as root. `receive.autogc` is off (a
+ * gc would write outside `objects/`). The system's git config (`/etc/gitconfig`) names the
+ * repository a `safe.directory`, as git otherwise refuses to work in a repository owned by
+ * another user.
  * @module
  */
 import { join } from "node:path";
@@ -88,7 +93,7 @@ export function setupUsers(paths: AppPaths, configured: string | undefined): Use
         forgetUsers();
       }
       const git = (...args: string[]) => runner.run({ argv: ["git", "--git-dir", repo, ...args], quiet: true });
-      await git("config", "core.sharedRepository", "group");
+      await git("config", "core.sharedRepository", "0664");
       await git("config", "receive.autogc", "false");
       // git refuses a repository another user owns ("dubious ownership") unless the system's
       // config names it: safe here, as its config and hooks are root's and not group-writable.
@@ -100,7 +105,7 @@ export function setupUsers(paths: AppPaths, configured: string | undefined): Use
       if (!safe.output.split("\n").includes(repo)) {
         await runner.run({ argv: ["git", "config", "--system", "--add", "safe.directory", repo], quiet: true });
       }
-      await shareObjects(join(repo, "objects"), lookupGroup(group)!);
+      await shareRepository(repo, lookupGroup(group)!);
       const sudo = await installSudoers(runner, group);
       console.log(
         sudo
@@ -111,17 +116,57 @@ export function setupUsers(paths: AppPaths, configured: string | undefined): Use
   };
 }
 
-/** `objects/` group-writable by `gid`, its directories setgid so what git adds stays in the group. */
-async function shareObjects(dir: string, gid: number): Promise<void> {
-  const stat = await Deno.lstat(dir);
-  if (stat.isSymlink) return;
-  await Deno.chown(dir, null, gid);
-  if (stat.isDirectory) {
-    await Deno.chmod(dir, ((stat.mode ?? 0o755) & 0o777) | 0o2070);
-    for await (const entry of Deno.readDir(dir)) await shareObjects(join(dir, entry.name), gid);
-  } else {
-    await Deno.chmod(dir, ((stat.mode ?? 0o444) & 0o777) | 0o040);
+/**
+ * The repository for the deploy group and no one else: its directory root:<group> 0750 (other
+ * apps' users cannot read another app's source), `objects/` 2770. Both are root's, in directories
+ * only root can write, so no member can swap them for a link. What is below `objects/` is changed
+ * only while no one but root can have written there: the first time it is shared (`objects/`
+ * still root's and writable by no one else). After that it is never walked again, as a member can
+ * replace any of it by a symbolic link at any moment; setgid directories and
+ * `core.sharedRepository=0660` keep what git adds in the group.
+ */
+async function shareRepository(repo: string, gid: number): Promise<void> {
+  const objects = join(repo, "objects");
+  const [top, inner] = [await Deno.lstat(repo), await Deno.lstat(objects)];
+  for (const [path, stat] of [[repo, top], [objects, inner]] as const) {
+    if (!stat.isDirectory || stat.uid !== 0 || (stat.mode! & 0o002) || (path === repo && !onlyRoot(stat))) {
+      throw new DeployParadigmError(`${path} is not a directory of root's that only root (and deploy) can write`, {
+        suggestion: "the repository must be root's (setup creates it so); check who changed it",
+      });
+    }
   }
+  if (onlyRoot(inner)) await shareTree(objects, gid); // not shared yet: no one else can have written there
+  await Deno.chown(objects, 0, gid);
+  await Deno.chmod(objects, 0o2770);
+  await Deno.chown(repo, 0, gid);
+  await Deno.chmod(repo, 0o750);
+}
+
+/** A directory of root's that no one else can write (group-writable only for group root). */
+function onlyRoot(stat: Deno.FileInfo): boolean {
+  const mode = stat.mode! & 0o7777;
+  return stat.isDirectory && stat.uid === 0 && !(mode & 0o002) && !((mode & 0o020) && stat.gid !== 0);
+}
+
+/**
+ * `dir`'s tree for the group, depth first, each directory made group-writable only after all it
+ * holds: until the walk ends no one but root can write anywhere in it (see {@link shareRepository}).
+ * Symbolic links, and directories someone else could write in (and so swap what they hold), are
+ * left as they are.
+ */
+async function shareTree(dir: string, gid: number): Promise<void> {
+  for await (const entry of Deno.readDir(dir)) {
+    const path = join(dir, entry.name);
+    const stat = await Deno.lstat(path);
+    if (stat.isDirectory) {
+      if (onlyRoot(stat)) await shareTree(path, gid);
+    } else if (stat.isFile) {
+      await Deno.chown(path, null, gid);
+      await Deno.chmod(path, (stat.mode! & 0o700) | 0o040);
+    }
+  }
+  await Deno.chown(dir, 0, gid);
+  await Deno.chmod(dir, 0o2770);
 }
 
 /**

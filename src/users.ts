@@ -219,3 +219,118 @@ export async function shareWithApp(path: string, user: AppUser | undefined): Pro
   await Deno.chown(path, 0, user.gid);
   await Deno.chmod(path, 0o640);
 }
+
+/** /proc/<pid>/status fields: the real uid and the parent pid; undefined for a zombie. */
+function procStatus(pid: number): { uid: number; ppid: number } | undefined {
+  try {
+    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+    const uid = /^Uid:\s+(\d+)/m.exec(status);
+    const ppid = /^PPid:\s+(\d+)/m.exec(status);
+    if (/^State:\s+Z/m.test(status)) return undefined;
+    return uid && ppid ? { uid: Number(uid[1]), ppid: Number(ppid[1]) } : undefined;
+  } catch {
+    return undefined; // it has just ended
+  }
+}
+
+function readOr(path: string, read: (path: string) => string): string | undefined {
+  try {
+    return read(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Seconds since boot (/proc/uptime), what process start times count from; undefined without /proc. */
+export function uptime(): number | undefined {
+  const text = readOr("/proc/uptime", Deno.readTextFileSync);
+  return text === undefined ? undefined : Number(text.split(" ")[0]);
+}
+
+/** When process `pid` started, in seconds since boot (/proc/<pid>/stat, in USER_HZ: 100 a second). */
+function startedAt(pid: number): number | undefined {
+  const stat = readOr(`/proc/${pid}/stat`, Deno.readTextFileSync);
+  return stat === undefined ? undefined : Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]) / 100;
+}
+
+/**
+ * The processes a build or hook left behind (Linux /proc), to kill once it has ended:
+ * - with an app user: every process of that user started since `since` (seconds since boot,
+ *   when the build or hook started) in the deploy's own cgroup, whose ancestors up to pid 1 are
+ *   all that user's: an orphan, daemonized (`setsid cmd &`) by a build or hook. The running
+ *   app's processes are never such orphans: under systemd they are in their unit's cgroup
+ *   (which the app's user cannot leave), under PM2 the root daemon is their parent, a
+ *   container's is the engine's monitor (conmon, containerd-shim);
+ * - with `releaseDir` (before anything runs from the new release): every process, of any user,
+ *   whose working directory is inside it (also what a build run as root left).
+ */
+export function leftovers(user: AppUser | undefined, releaseDir?: string, since = 0): number[] {
+  const dir = releaseDir === undefined ? undefined : readOr(releaseDir, Deno.realPathSync);
+  const cgroup = readOr("/proc/self/cgroup", Deno.readTextFileSync);
+  const table = new Map<number, { uid: number; ppid: number }>();
+  try {
+    for (const entry of Deno.readDirSync("/proc")) {
+      const pid = Number(entry.name);
+      if (!Number.isInteger(pid) || pid === Deno.pid) continue;
+      const status = procStatus(pid);
+      if (status) table.set(pid, status);
+    }
+  } catch {
+    return []; // no /proc
+  }
+  const orphan = (pid: number) => {
+    for (let p = pid, hops = 0; p > 1 && hops < 4096; hops++) {
+      const status = table.get(p);
+      if (!status) return true; // gone, or outside our pid namespace: the chain ends here
+      if (status.uid !== user!.uid) return false;
+      p = status.ppid;
+    }
+    return true;
+  };
+  const inside = (pid: number) => {
+    const cwd = readOr(`/proc/${pid}/cwd`, Deno.readLinkSync);
+    return cwd !== undefined && (cwd === dir || cwd.startsWith(`${dir}/`));
+  };
+  return [...table.keys()].filter((pid) =>
+    (user !== undefined && table.get(pid)!.uid === user.uid && orphan(pid) &&
+      readOr(`/proc/${pid}/cgroup`, Deno.readTextFileSync) === cgroup && (startedAt(pid) ?? 0) >= since) ||
+    (dir !== undefined && inside(pid))
+  );
+}
+
+/** Kills (SIGKILL) what {@link leftovers} finds, until nothing is found; returns how many were killed. */
+export async function killLeftovers(user: AppUser | undefined, releaseDir?: string, since = 0): Promise<number> {
+  const killed = new Set<number>();
+  for (let round = 0; round < 50; round++) {
+    const found = leftovers(user, releaseDir, since);
+    if (!found.length) break;
+    for (const pid of found) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+        killed.add(pid);
+      } catch { /* it has just ended */ }
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return killed.size;
+}
+
+/**
+ * Through sudo (a member of the deploy group pushing: SUDO_USER is set), refuses an app whose
+ * builds and hooks would run as root (`user: root`, or no user of its own): the pushed commit's
+ * code would run as root, and the deploy group would be root. Pushes as root stay possible.
+ */
+export function refuseRootThroughSudo(paths: AppPaths, configured: string | undefined): void {
+  const pusher = Deno.env.get("SUDO_USER");
+  if (pusher === undefined || appUser(paths, configured) !== undefined) return;
+  const why = configured === "root" ? `"user: root" in ${paths.config}` : "it has no user of its own";
+  throw new UsageError(
+    `${paths.app} builds and runs its hooks as root (${why}): a push by ${pusher} through sudo would run the ` +
+      "pushed commit's code as root, so it is refused; nothing was changed",
+    {
+      suggestion: `push as root (root@<server>:${paths.repo}), or give ${paths.app} a user: remove "user: root" ` +
+        `from ${paths.config} (it then runs as ${defaultUserName(paths.app)}, which setup creates) or name one ` +
+        "(user: NAME)",
+    },
+  );
+}

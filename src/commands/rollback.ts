@@ -1,4 +1,5 @@
 import type { CommandSpec } from "../cli.ts";
+import { rootOnly } from "./root_only.ts";
 
 /** `rollback <app> [--to <release>]`. */
 export const rollbackCommand: CommandSpec = {
@@ -8,6 +9,10 @@ export const rollbackCommand: CommandSpec = {
   options: [{ name: "to", value: "release", description: "The release to go back to (see `releases`)" }],
   async run({ args, opts }) {
     const { rollback } = await import("../deploy/rollback.ts");
-    return await rollback(args[0], opts.to as string | undefined);
+    try {
+      return await rollback(args[0], opts.to as string | undefined);
+    } catch (error) {
+      throw rootOnly(error, `rollback ${args[0]}${opts.to ? ` --to ${opts.to}` : ""}`);
+    }
   },
 };

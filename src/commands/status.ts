@@ -1,4 +1,5 @@
 import type { CommandSpec } from "../cli.ts";
+import { rootOnly } from "./root_only.ts";
 
 /** `status [app] [--json]`: what runs on this server, and each app's certificate. */
 export const statusCommand: CommandSpec = {
@@ -8,6 +9,10 @@ export const statusCommand: CommandSpec = {
   options: [{ name: "json", description: "Print JSON instead of a table" }],
   async run({ args, opts }) {
     const { showStatus } = await import("../status_view.ts");
-    return await showStatus(args[0], opts.json === true);
+    try {
+      return await showStatus(args[0], opts.json === true);
+    } catch (error) {
+      throw rootOnly(error, `status${args[0] ? ` ${args[0]}` : ""}`);
+    }
   },
 };

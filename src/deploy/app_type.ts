@@ -37,7 +37,7 @@ export function buildPlan(
     }
     return [
       ...(deploy.build ? [inRelease(toArgv(deploy.build))] : []),
-      buildImage(deploy, releaseDir, release.id, release.commit),
+      { ...buildImage(deploy, releaseDir, release.id, release.commit), engine: true }, // the deploy's own: root's
     ];
   }
   if (deploy.build) return [inRelease(toArgv(deploy.build))];

@@ -22,7 +22,7 @@ import { extractCommit, readCommit, refTip, updateRef } from "../git.ts";
 import { DOCKER_NAME_RULE, dockerNameOk, imageOf, pruneImages, requireEngine } from "../managers/docker.ts";
 import { managerNamed, type ProcessManager, type Slot } from "../managers/mod.ts";
 import { type AppPaths, appPaths, prefix } from "../paths.ts";
-import { displayArgv, DryRunner, ProcessRunner, type Runner } from "../runner.ts";
+import { type Cmd, type CmdResult, displayArgv, DryRunner, ProcessRunner, type Runner } from "../runner.ts";
 import { buildPlan, type RepoFacts, startArgv } from "./app_type.ts";
 import { readDotenv, refuseShortSecrets, secretsOf, serializeDockerEnv, serializeDotenv } from "./dotenv.ts";
 import { checkHealth, type HealthResult } from "./health.ts";
@@ -52,7 +52,7 @@ import {
   toolEnv,
   userOf,
 } from "./runtime.ts";
-import { handOver, ownAppDirs, sealCmds, shareWithApp } from "../users.ts";
+import { handOver, killLeftovers, ownAppDirs, sealCmds, shareWithApp, uptime } from "../users.ts";
 import { activateBlueGreen, ActivationFailed, requireProxy } from "./bluegreen.ts";
 import { type InPlace, restartInPlace, runningRelease } from "./restart.ts";
 import { type AppStatus, type LastDeploy, readStatus, writeStatus } from "./status.ts";
@@ -267,15 +267,18 @@ async function dryRun(plan: Deployment): Promise<ExecuteResult> {
   if (deploy.type === "docker") print(`docker engine ${await requireEngine(new ProcessRunner())} answers`);
   print(`would extract ${plan.short} into ${release}`);
   const user = userOf(paths, config);
+  const env = toolEnv(release, config, user);
   for (const cmd of buildPlan(deploy, plan.facts, release, { id: "<new>", commit: plan.commit })) {
-    await runner.run(asApp(cmd, user));
+    await runner.run(asApp(cmd, user, env));
   }
   print(
     plan.envSource
       ? `would copy ${plan.envSource} to ${release}/.env (0600, ${Object.keys(plan.secrets).length} values)`
       : `no ${paths.envFile(config.env)}: the app would get PORT only`,
   );
-  if (deploy.hooks?.preDeploy) await runner.run(asApp({ argv: toArgv(deploy.hooks.preDeploy), cwd: release }, user));
+  if (deploy.hooks?.preDeploy) {
+    await runner.run(asApp({ argv: toArgv(deploy.hooks.preDeploy), cwd: release }, user, env));
+  }
   const manager = managerNamed(config.manager, deploy.type === "docker");
   const meta = releaseMeta(plan, "<new>");
   if (config.strategy === "blue-green") {
@@ -301,7 +304,9 @@ async function dryRun(plan: Deployment): Promise<ExecuteResult> {
       print(`would check http://127.0.0.1:${config.port}${deploy.healthCheck!.path}, else switch back`);
     } else print("would check the static files; no process to start");
   }
-  if (deploy.hooks?.postDeploy) await runner.run(asApp({ argv: toArgv(deploy.hooks.postDeploy), cwd: release }, user));
+  if (deploy.hooks?.postDeploy) {
+    await runner.run(asApp({ argv: toArgv(deploy.hooks.postDeploy), cwd: release }, user, env));
+  }
   print(`would keep the newest ${deploy.keepReleases} releases`);
   return { ok: true };
 }
@@ -485,14 +490,11 @@ async function deployLocked(
         "build",
         async () => {
           if (user) await runner.run(handOver(releaseDir, user));
+          const env = toolEnv(releaseDir, config, user);
           for (const cmd of build) {
             journal.output(`$ ${displayArgv(cmd.argv)}`);
-            await runner.run(asApp({
-              ...cmd,
-              env: toolEnv(releaseDir, config),
-              timeoutMs: BUILD_TIMEOUT,
-              cancel: plan.cancellation.signal,
-            }, user));
+            const run = { ...cmd, timeoutMs: BUILD_TIMEOUT, cancel: plan.cancellation.signal };
+            await runConfined(ctx, asApp(run, user, env), releaseDir);
           }
         },
         undefined,
@@ -636,31 +638,43 @@ async function fetchRelease(plan: Deployment, id: string): Promise<void> {
 
 /** Runs hooks.preDeploy or hooks.postDeploy in the release, with the app's environment. */
 async function runHook(ctx: RunContext, name: "preDeploy" | "postDeploy", releaseDir: string, id: string) {
-  const { plan, runner, journal } = ctx;
+  const { plan, journal } = ctx;
   const command = plan.deploy.hooks?.[name];
   if (!command) return;
   const argv = toArgv(command);
+  const user = userOf(plan.paths, plan.config);
   const env = {
     ...plan.secrets,
-    ...toolEnv(releaseDir, plan.config),
+    ...toolEnv(releaseDir, plan.config, user),
     DEPLOY_APP: plan.deploy.name,
     DEPLOY_RELEASE: id,
     DEPLOY_COMMIT: plan.commit,
   };
-  await journal.step(
-    name,
-    // postDeploy runs once the deploy stands: a cancel no longer stops it.
-    () =>
-      runner.run(asApp({
-        argv,
-        cwd: releaseDir,
-        env,
-        timeoutMs: HOOK_TIMEOUT,
-        cancel: name === "preDeploy" ? plan.cancellation.signal : undefined,
-      }, userOf(plan.paths, plan.config))),
-    undefined,
-    displayArgv(argv),
-  );
+  const hook = {
+    argv,
+    cwd: releaseDir,
+    timeoutMs: HOOK_TIMEOUT,
+    cancel: name === "preDeploy" ? plan.cancellation.signal : undefined, // postDeploy: the deploy stands
+  };
+  // After preDeploy the app runs from the release: then no process is a leftover for being in it.
+  const inRelease = name === "preDeploy" ? releaseDir : undefined;
+  await journal.step(name, () => runConfined(ctx, asApp(hook, user, env), inRelease), undefined, displayArgv(argv));
+}
+
+/**
+ * Runs a build command or hook (see asApp), then kills what it left behind (see killLeftovers):
+ * processes that outlive it, also daemonized ones, neither run on as the app nor hold the release.
+ */
+async function runConfined(ctx: RunContext, cmd: Cmd, releaseDir?: string): Promise<CmdResult> {
+  const since = (uptime() ?? 0.01) - 0.01; // /proc/<pid>/stat counts in hundredths
+  try {
+    return await ctx.runner.run(cmd);
+  } finally {
+    if (!cmd.engine) {
+      const killed = await killLeftovers(userOf(ctx.plan.paths, ctx.plan.config), releaseDir, since);
+      if (killed) ctx.journal.output(`(killed ${killed} process${killed === 1 ? "" : "es"} it left behind)`);
+    }
+  }
 }
 
 /** The restart strategy's context (restart.ts) of a deploy. */

@@ -6,6 +6,7 @@
 import { CommandFailed } from "../runner.ts";
 import { type Cancellation, killPoint } from "./cancel.ts";
 import { Redactor } from "./redact.ts";
+import { forTerminal } from "../terminal.ts";
 
 /** Steps that take a deploy forward: none of them starts once the deploy is cancelled. */
 const FORWARD = new Set([
@@ -108,11 +109,12 @@ export class Journal {
     return error;
   }
 
+  /** Every line for the pusher's terminal: secrets redacted, control characters escaped (terminal.ts). */
   private show(line: string): void {
-    this.print(this.clean(line));
+    this.print(forTerminal(this.clean(line)));
   }
 
-  /** Prints a line as it is (secrets redacted). */
+  /** Prints a line (secrets redacted, control characters escaped). */
   say(line: string): void {
     this.show(line);
   }

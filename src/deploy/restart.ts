@@ -2,7 +2,9 @@
  * The restart strategy's switch, shared by deploys, their roll-backs and `rollback`: `current`
  * moves to the release, then the process manager replaces the app's process with the release's
  * in one operation that it finishes even if we die during it (systemd's restart job runs in
- * PID 1, pm2's restart in its daemon), then the health check.
+ * PID 1, pm2's restart in its daemon; pm2's delete + start, when a restart would keep some of the
+ * old definition, in one command of its own session that outlives us: see pm2.ts), then the
+ * health check.
  *
  * `current` moves first because the unit and the pm2 process run in `current`: from the switch
  * on, whatever starts the app (this restart, a crash, a reboot) starts the new release, and until

@@ -25,9 +25,25 @@ export function pathWith(dir: string): string {
   return [join(dir, "venv", "bin"), join(dir, "node_modules", ".bin"), baseEnv().PATH ?? "/usr/bin:/bin"].join(":");
 }
 
-/** Environment added for builds and hooks, which run in the release directory. */
-export function toolEnv(releaseDir: string, config: ServerConfig): Record<string, string> {
-  return { PATH: pathWith(releaseDir), PORT: String(config.port), DEPLOY_ENV: config.env };
+/** The variables of {@link INHERITED} the deploying environment has. */
+function inherited(): Record<string, string> {
+  return Object.fromEntries(Object.entries(baseEnv()).filter(([key]) => INHERITED.includes(key)));
+}
+
+/**
+ * The whole environment of builds and hooks, which run in the release directory: an allow-list
+ * ({@link INHERITED}; asUser sets the app user's HOME, USER and LOGNAME), never the deploying
+ * user's other variables (an operator's tokens). The release's venv/bin and node_modules/.bin
+ * come first in PATH only for an app user: a command run as root never searches the commit's files.
+ */
+export function toolEnv(releaseDir: string, config: ServerConfig, user: AppUser | undefined): Record<string, string> {
+  const root = user === undefined && Deno.uid() === 0;
+  return {
+    ...inherited(),
+    PATH: root ? baseEnv().PATH ?? "/usr/bin:/bin" : pathWith(releaseDir),
+    PORT: String(config.port),
+    DEPLOY_ENV: config.env,
+  };
 }
 
 /** The user app `paths.app` runs, builds and runs its hooks as (see users.ts); none: the deploying user. */
@@ -36,18 +52,19 @@ export function userOf(paths: AppPaths, config: ServerConfig): AppUser | undefin
 }
 
 /**
- * A build command or hook of the app, run as its user (the docker CLI, which talks to the
- * engine, stays the deploying user's: `docker build` runs the build in a container anyway).
+ * A build command or hook of the app: as its user, with only `env` (see {@link toolEnv}), in a
+ * session whose leftovers are killed when it ends. Only the docker build the deploy creates
+ * itself (`engine`, see buildPlan) stays the deploying user's: it talks to the engine, and runs
+ * the build in a container anyway. Whatever its program is called, nothing else is exempt.
  */
-export function asApp(cmd: Cmd, user: AppUser | undefined): Cmd {
-  return cmd.argv[0] === "docker" ? cmd : asUser(cmd, user);
+export function asApp(cmd: Cmd, user: AppUser | undefined, env: Record<string, string>): Cmd {
+  return cmd.engine ? cmd : asUser({ ...cmd, env, clearEnv: true, reap: true }, user);
 }
 
 /** The app's non-secret environment (the .env values are added by the process manager). */
 export function appEnv(current: string, config: ServerConfig, type: string, user?: AppUser): Record<string, string> {
-  const inherited = Object.entries(baseEnv()).filter(([key]) => INHERITED.includes(key));
   return {
-    ...Object.fromEntries(inherited),
+    ...inherited(),
     ...(user ? { HOME: user.home, USER: user.name, LOGNAME: user.name } : {}),
     PORT: String(config.port),
     PATH: pathWith(current),

@@ -8,6 +8,7 @@
  * cut is the outcome's `limits`, kept with the server (the API, `fleet list`) and alerted.
  * @module
  */
+import { readAtMost } from "../fsutil.ts";
 import { forTerminal } from "../terminal.ts";
 import type { FleetConfig, FleetServer } from "./config.ts";
 import { ingestCertificates, ingestFile } from "./ingest.ts";
@@ -303,16 +304,9 @@ export class Collector {
  */
 export async function readStatusFile(path: string): Promise<AppStatusJson | string | undefined> {
   try {
-    using file = await Deno.open(path);
-    const buffer = new Uint8Array(MAX_STATUS_BYTES + 1);
-    let got = 0;
-    while (got < buffer.length) {
-      const n = await file.read(buffer.subarray(got));
-      if (n === null) break;
-      got += n;
-    }
-    if (got > MAX_STATUS_BYTES) return `is over the ${size(MAX_STATUS_BYTES)} allowed: refused`;
-    const value = JSON.parse(new TextDecoder().decode(buffer.subarray(0, got)));
+    const bytes = await readAtMost(path, MAX_STATUS_BYTES);
+    if (bytes.length > MAX_STATUS_BYTES) return `is over the ${size(MAX_STATUS_BYTES)} allowed: refused`;
+    const value = JSON.parse(new TextDecoder().decode(bytes));
     return typeof value === "object" && value !== null && !Array.isArray(value) ? value as AppStatusJson : undefined;
   } catch {
     return undefined;

@@ -8,6 +8,7 @@
  * cycle. And a server's certificate state, read as hostile input by ../proxy/cert_state.ts.
  * @module
  */
+import { readAtMost } from "../fsutil.ts";
 import { readCertificatesFile } from "../proxy/cert_state.ts";
 import { capText, FIELD, size } from "./limits.ts";
 import type { DeploymentRow, FileLedger, FleetStore, LogLine } from "./store.ts";
@@ -94,15 +95,8 @@ export function lineTime(text: string): number | undefined {
 /** Reads facts of an open file. */
 async function factsOf(file: Deno.FsFile, ino: number | null): Promise<FileFacts> {
   const { size } = await file.stat();
-  const head = new Uint8Array(Math.min(HEAD_BYTES, size));
   await file.seek(0, Deno.SeekMode.Start);
-  let got = 0;
-  while (got < head.length) {
-    const n = await file.read(head.subarray(got));
-    if (n === null) break;
-    got += n;
-  }
-  return { size, ino, head: head.subarray(0, got) };
+  return { size, ino, head: (await readAtMost(file, HEAD_BYTES)).subarray(0, Math.min(HEAD_BYTES, size)) };
 }
 
 /** A file to ingest: `rel` is `<app>/<name>` under the log root; `path` where to read it. */

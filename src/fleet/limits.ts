@@ -21,7 +21,11 @@ export const MAX_LOG_FILES = 64;
  * `prlimit` exists): a bigger one is not pulled until it is rotated.
  */
 export const MAX_LOG_FILE_BYTES = 64 << 20;
-/** All of a server's log files in the mirror: the files that do not fit (deploy.log first) are not pulled. */
+/**
+ * All of a server's log files in the mirror: the files that do not fit (deploy.log first) are not
+ * pulled. It holds whatever the server's listing says: each rsync may write at most this much
+ * (its files × their RLIMIT_FSIZE), and the real sizes are measured after it.
+ */
 export const MAX_MIRROR_BYTES = 256 << 20;
 /**
  * New bytes of one log file ingested per cycle: beyond, the newest this many are kept and a
@@ -33,8 +37,6 @@ export const MAX_NEW_BYTES_PER_SERVER = 32 << 20;
 
 /** A server's file listing (one line per file): more fails the pull. */
 export const MAX_LISTING_BYTES = 1 << 20;
-/** What is kept of a command's error output (its end). */
-export const MAX_ERROR_OUTPUT_BYTES = 8 << 10;
 
 /** The longest value stored (and so returned by the API) of each kind of field, in characters. */
 export const FIELD = {

@@ -5,21 +5,21 @@
  * one command line the remote shell runs is a constant. A pull lists the server's files first,
  * plans what to take within the limits of ./limits.ts ({@link planPull}), then rsyncs exactly
  * those files (`--files-from`, `--max-size`, and RLIMIT_FSIZE on the local rsync where `prlimit`
- * exists) and removes anything else from the mirror: the small files (each app's status.json and
- * the proxy's `.tls/certificates.json`) in one rsync, the logs in another. What a server prints is
- * read only up to a limit.
+ * exists) and removes anything else from the mirror: the status.json files in one rsync,
+ * certificates.json in another, the logs in as few as keep their total within the mirror's limit
+ * whatever the listing says ({@link nextBatch}); the real sizes are measured after each. What a
+ * server prints is read only up to a limit.
  * @module
  */
 import { join } from "node:path";
 import { deploymentsRoot, logsRoot, prefix } from "../paths.ts";
 import { CERTIFICATES_FILE, certificatesPath } from "../proxy/cert_state.ts";
-import { baseEnv, findInPath, ProcessRunner } from "../runner.ts";
+import { type CmdResult, findInPath, ProcessRunner } from "../runner.ts";
 import { type FleetServer, LOCAL } from "./config.ts";
 import type { SourceFile } from "./ingest.ts";
 import {
   MAX_APPS,
   MAX_CERTIFICATES_FILE_BYTES,
-  MAX_ERROR_OUTPUT_BYTES,
   MAX_LISTING_BYTES,
   MAX_LOG_FILE_BYTES,
   MAX_LOG_FILES,
@@ -215,76 +215,59 @@ export function planPull(listing: readonly ListedFile[]): PullPlan {
 
 /** `prlimit`, to cap the size of any file the local rsync writes (RLIMIT_FSIZE), where there is one. */
 const PRLIMIT = findInPath("prlimit");
-const SETSID = findInPath("setsid");
 
-/** What a bounded command printed. */
-interface Bounded {
-  code: number;
-  signal: Deno.Signal | null;
-  stdout: string;
-  /** Its last lines of stderr (at most {@link MAX_ERROR_OUTPUT_BYTES} of it kept). */
-  tail: string[];
-  /** stdout went past the limit: the command was killed. */
-  overflow: boolean;
+/** Room left for a listed file to grow between the listing and its transfer. */
+const GROWTH = 1 << 20;
+
+/** One rsync of a pull: the first `count` files of the pending ones, each at most `maxSize` bytes. */
+export interface Batch {
+  count: number;
+  maxSize: number;
 }
 
 /**
- * Runs `argv` (in its own process group, killed whole at `timeoutMs`), keeping at most `maxStdout`
- * bytes of its stdout (more: killed) and the last bytes of its stderr: a server's answer is read
- * into memory only up to a limit.
+ * The next transfer of `pending` (listed files, smallest first), such that whatever the server
+ * sends (rsync's `--max-size` trusts it; RLIMIT_FSIZE and the measurement after do not) the
+ * mirror's files of this kind stay within `budget`: `count` × `maxSize` ≤ the budget left
+ * by the files in `mirrored` (real sizes, rel → bytes) outside the batch, and `maxSize` ≤ `cap`.
+ * The listed size of each file plus some growth fits its `maxSize`; undefined when not even the
+ * smallest fits (the server's files are bigger than its listing said).
  */
-async function runBounded(argv: string[], maxStdout: number, timeoutMs: number): Promise<Bounded> {
-  const full = SETSID ? [SETSID, ...argv] : argv;
-  const child = new Deno.Command(full[0], {
-    args: full.slice(1),
-    env: baseEnv(),
-    clearEnv: true,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const kill = () => {
-    try {
-      if (SETSID) Deno.kill(-child.pid, "SIGKILL");
-      else child.kill("SIGKILL");
-    } catch { /* ended */ }
-  };
-  let overflow = false;
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    kill();
-  }, timeoutMs);
-  const read = async (stream: ReadableStream<Uint8Array>, max: number, keepEnd: boolean) => {
-    let kept = new Uint8Array(0);
-    for await (const chunk of stream) {
-      const joined = new Uint8Array(kept.length + chunk.length);
-      joined.set(kept);
-      joined.set(chunk, kept.length);
-      if (joined.length <= max) kept = joined;
-      else if (keepEnd) kept = joined.slice(joined.length - max);
-      else {
-        overflow = true;
-        kill();
-        kept = joined.slice(0, max);
-        break;
-      }
-    }
-    return new TextDecoder().decode(kept);
-  };
-  try {
-    const [stdout, stderr, status] = await Promise.all([
-      read(child.stdout, maxStdout, false),
-      read(child.stderr, MAX_ERROR_OUTPUT_BYTES, true),
-      child.status,
-    ]);
-    const tail = stderr.split("\n").filter((line) => line.trim()).slice(-5);
-    if (timedOut) tail.push(`(killed: no result after ${timeoutMs / 1000}s)`);
-    return { code: timedOut ? 124 : status.code, signal: status.signal, stdout, tail, overflow };
-  } finally {
-    clearTimeout(timer);
-    kill(); // whatever of its group is left (ssh's children)
+export function nextBatch(
+  pending: readonly ListedFile[],
+  cap: number,
+  budget: number,
+  mirrored: ReadonlyMap<string, number>,
+): Batch | undefined {
+  const used = [...mirrored.values()].reduce((a, b) => a + b, 0);
+  let inBatch = 0;
+  let best: Batch | undefined;
+  for (let count = 1; count <= pending.length; count++) {
+    const file = pending[count - 1];
+    inBatch += mirrored.get(file.rel) ?? 0;
+    const left = budget - used + inBatch;
+    const need = Math.min(cap, left, file.size + Math.max(GROWTH, file.size >> 2));
+    if (file.size > left || file.size > cap || count * need > left) break;
+    best = { count, maxSize: Math.min(cap, Math.floor(left / count)) };
   }
+  return best;
+}
+
+/** The file under `local` that rsync could not write for RLIMIT_FSIZE (`write failed on "…": File too large`). */
+function tooLarge(output: string, local: string): string | undefined {
+  const path = /write failed on "([^"]+)": File too large/.exec(output)?.[1];
+  return path?.startsWith(`${local}/`) ? JSON.stringify(path.slice(local.length + 1)).slice(1, -1) : undefined;
+}
+
+/** The real size of each of `rels` that is a regular file in `dir`; anything else there under those names is removed. */
+async function measure(dir: string, rels: readonly string[]): Promise<Map<string, number>> {
+  const sizes = new Map<string, number>();
+  for (const rel of rels) {
+    const info = await Deno.lstat(join(dir, rel)).catch(() => undefined);
+    if (info?.isFile) sizes.set(rel, info.size);
+    else if (info) await Deno.remove(join(dir, rel), { recursive: true });
+  }
+  return sizes;
 }
 
 /** A server pulled over ssh + rsync. */
@@ -317,14 +300,20 @@ export class SshSource implements Source {
     ];
   }
 
+  /** Runs `argv`, keeping at most `maxOutputBytes` of what it prints (more: killed). */
+  private run(argv: string[], maxOutputBytes: number, timeoutMs: number): Promise<CmdResult> {
+    return new ProcessRunner().run({ argv, quiet: true, allowFailure: true, timeoutMs, maxOutputBytes });
+  }
+
   /** The server's listing (at most {@link MAX_LISTING_BYTES} of it). */
   private async listing(): Promise<ListedFile[]> {
-    const result = await runBounded([...this.sshArgv(), "--", this.server.host, LISTING], MAX_LISTING_BYTES, 30_000);
+    const result = await this.run([...this.sshArgv(), "--", this.server.host, LISTING], MAX_LISTING_BYTES, 30_000);
     if (result.overflow) {
       throw new PullFailed(`its file listing is over ${size(MAX_LISTING_BYTES)}: too many files to pull`);
     }
-    if (result.code !== 0) throw new PullFailed(sshError(this.server, result.tail, result.code));
-    return parseListing(result.stdout);
+    const errors = result.tail.filter((line) => !/^[SL] \d+ \d+ /.test(line));
+    if (result.code !== 0) throw new PullFailed(sshError(this.server, errors, result.code));
+    return parseListing(result.output);
   }
 
   /** The rsync argv that pulls `files` (paths under `remote`) into `local`, each at most `maxSize` bytes. */
@@ -333,6 +322,7 @@ export class SshSource implements Source {
       ...(PRLIMIT ? [PRLIMIT, `--fsize=${maxSize}`] : []),
       "rsync",
       ...["--times", "--inplace", "--stats", "--timeout=20", `--files-from=${list}`, `--max-size=${maxSize}`],
+      "--info=skip1", // names each file over --max-size
       "--chmod=D700,F600", // the mirror is the operator's alone, whatever the server's modes
       ...["-e", this.sshArgv().map(rsyncWord).join(" ")],
       "--",
@@ -342,29 +332,106 @@ export class SshSource implements Source {
   }
 
   /**
-   * rsync of `files` (paths under `remote`, a directory with a trailing slash) into `local`, none
-   * bigger than `maxSize`; then everything else in `local` is removed. Returns the bytes received.
+   * One rsync of `files` (paths under `remote`, a directory with a trailing slash) into `local`,
+   * none bigger than `maxSize`. Returns the bytes received and the files rsync found over `maxSize`.
    */
-  private async rsync(remote: string, local: string, files: string[], maxSize: number): Promise<number> {
-    await Deno.mkdir(local, { recursive: true, mode: 0o700 });
-    let received = 0;
-    if (files.length) {
-      const list = `${local}.files`;
-      await Deno.writeTextFile(list, files.map((f) => f + "\n").join(""), { mode: 0o600 });
-      // A stalled transfer ends by --timeout; the bytes are bounded by the plan, so is the time.
-      const result = await runBounded(this.rsyncArgv(remote, local, list, maxSize), 64 << 10, 10 * 60_000);
-      // 23/24: some files vanished or could not be read (a log rotated mid-transfer): the next cycle gets them.
-      if (result.code !== 0 && result.code !== 23 && result.code !== 24) {
-        const why = result.signal === "SIGXFSZ" || /File too large|File size limit/i.test(result.tail.join(" "))
-          ? `it sent a file bigger than ${size(maxSize)} (not what its listing said): transfer stopped`
-          : sshError(this.server, result.tail, result.code);
-        throw new PullFailed(why);
-      }
-      const stats = /Total bytes received: ([\d,.]+)/.exec(result.stdout)?.[1];
-      received = stats ? Number(stats.replace(/[,.]/g, "")) : 0;
+  private async rsync(
+    remote: string,
+    local: string,
+    files: string[],
+    maxSize: number,
+  ): Promise<{ received: number; over: Set<string> }> {
+    const list = `${local}.files`;
+    await Deno.writeTextFile(list, files.map((f) => f + "\n").join(""), { mode: 0o600 });
+    // A stalled transfer ends by --timeout; the bytes are bounded by RLIMIT_FSIZE, so is the time.
+    const result = await this.run(this.rsyncArgv(remote, local, list, maxSize), 64 << 10, 10 * 60_000);
+    // 23/24: some files vanished or could not be read (a log rotated mid-transfer): the next cycle gets them.
+    if (result.code !== 0 && result.code !== 23 && result.code !== 24) {
+      const why = result.overflow
+        ? `rsync printed over ${size(64 << 10)}: transfer stopped`
+        : /File too large|File size limit|SIGXFSZ/i.test(result.output)
+        ? `it sent ${tooLarge(result.output, local) ?? "a file"} bigger than ${size(maxSize)} (not what its listing ` +
+          "said): transfer stopped"
+        : sshError(this.server, result.tail, result.code);
+      throw new PullFailed(why);
     }
-    await keepOnly(local, new Set(files));
-    return received;
+    const stats = /Total bytes received: ([\d,.]+)/.exec(result.output)?.[1];
+    const named = new Set(files);
+    const over = result.output.split("\n").map((line) => /^(.+) is over max-size$/.exec(line)?.[1])
+      .filter((rel): rel is string => rel !== undefined && named.has(rel));
+    return { received: stats ? Number(stats.replace(/[,.]/g, "")) : 0, over: new Set(over) };
+  }
+
+  /**
+   * Pulls `files` (listed under `remote`) into `local` in as few rsyncs as {@link nextBatch} allows,
+   * measuring the real sizes after each: a file over its transfer's limit (where RLIMIT_FSIZE could
+   * not stop it) or found by rsync to be bigger than listed is removed and named in `out.limits`.
+   * So, whatever the listing says, no file is over `cap` and all are within `budget`. Returns the
+   * files pulled; the other `files` are not left in the mirror. Throws PullFailed when a transfer fails.
+   */
+  private async transfer(
+    remote: string,
+    local: string,
+    files: readonly ListedFile[],
+    limits: { cap: number; budget: number; what: string },
+    out: { bytes: number; limits: string[] },
+  ): Promise<Set<string>> {
+    await Deno.mkdir(local, { recursive: true, mode: 0o700 });
+    const mirrored = await measure(local, files.map((f) => f.rel));
+    let pending = [...files].sort((a, b) => a.size - b.size || a.rel.localeCompare(b.rel));
+    const taken = new Set<string>();
+    try {
+      while (pending.length) {
+        const batch = nextBatch(pending, limits.cap, limits.budget, mirrored);
+        if (!batch) {
+          out.limits.push(
+            `${pending.length} ${limits.what} not pulled: the ${size(limits.budget)} the mirror may hold of them ` +
+              "are used up (the server's files are bigger than its listing said)",
+          );
+          break;
+        }
+        const rels = pending.slice(0, batch.count).map((f) => f.rel);
+        const listed = new Map(pending.slice(0, batch.count).map((f) => [f.rel, f.size]));
+        pending = pending.slice(batch.count);
+        let over = new Set<string>();
+        let failed: unknown;
+        try {
+          const result = await this.rsync(remote, local, rels, batch.maxSize);
+          out.bytes += result.received;
+          over = result.over;
+        } catch (error) {
+          failed = error;
+        }
+        const real = await measure(local, rels);
+        for (const rel of rels) {
+          const bytes = real.get(rel);
+          const said = `its listing said ${size(listed.get(rel)!)}`;
+          if (over.has(rel)) {
+            out.limits.push(`${rel} is bigger than the ${size(batch.maxSize)} it could have (${said}): not pulled`);
+          } else if (bytes !== undefined && bytes > batch.maxSize) {
+            out.limits.push(
+              `${rel} came as ${size(bytes)}, over the ${size(batch.maxSize)} it could have (${said}): removed`,
+            );
+          } else if (bytes !== undefined && failed === undefined) {
+            mirrored.set(rel, bytes);
+            taken.add(rel);
+            continue;
+          }
+          mirrored.delete(rel);
+          await Deno.remove(join(local, rel)).catch(() => {});
+        }
+        if (failed !== undefined) {
+          const why = failed instanceof Error ? failed.message : String(failed);
+          if (/not what its listing said/.test(why)) {
+            out.limits.push(`${limits.what}: ${why}: what came of this transfer is removed`);
+          }
+          throw failed;
+        }
+      }
+    } finally {
+      for (const file of files) if (!taken.has(file.rel)) await Deno.remove(join(local, file.rel)).catch(() => {});
+    }
+    return taken;
   }
 
   async pull(): Promise<Pulled> {
@@ -372,36 +439,59 @@ export class SshSource implements Source {
     await Deno.mkdir(this.mirror, { recursive: true, mode: 0o700 });
     const before = await this.listing();
     const plan = planPull(before);
-    let bytes = await this.rsync(
-      "/opt/deployments/",
-      join(this.mirror, "status"),
-      plan.status,
-      MAX_CERTIFICATES_FILE_BYTES,
-    );
-    const statuses = new Map<string, string>();
-    for (const rel of plan.status) {
-      const path = join(this.mirror, "status", rel);
-      const app = STATUS_FILE.exec(rel)?.[1];
-      if (app && await isFile(path)) statuses.set(app, path);
+    const out = { bytes: 0, limits: plan.limits };
+    const listed = (kind: ListedFile["kind"], rels: string[]) =>
+      [...new Set(rels)].map((rel) => before.find((f) => f.kind === kind && f.rel === rel)!);
+    // status.json files and certificates.json in their own transfers, each with its own limit.
+    const statusDir = join(this.mirror, "status");
+    await Deno.mkdir(statusDir, { recursive: true, mode: 0o700 });
+    await keepOnly(statusDir, new Set(plan.status));
+    const apps = plan.status.filter((rel) => rel !== CERTIFICATES_FILE);
+    const took = await this.transfer("/opt/deployments/", statusDir, listed("status", apps), {
+      cap: MAX_STATUS_BYTES,
+      budget: MAX_APPS * MAX_STATUS_BYTES,
+      what: "status.json file(s)",
+    }, out);
+    if (plan.status.includes(CERTIFICATES_FILE)) {
+      const tls = await this.transfer("/opt/deployments/", statusDir, listed("status", [CERTIFICATES_FILE]), {
+        cap: MAX_CERTIFICATES_FILE_BYTES,
+        budget: MAX_CERTIFICATES_FILE_BYTES,
+        what: "certificates file",
+      }, out);
+      for (const rel of tls) took.add(rel);
     }
-    const certificates = join(this.mirror, "status", CERTIFICATES_FILE);
-    const tls = await isFile(certificates) ? { certificates } : {};
+    await keepOnly(statusDir, took);
+    const statuses = new Map<string, string>();
+    for (const rel of apps.filter((rel) => took.has(rel))) {
+      statuses.set(STATUS_FILE.exec(rel)![1], join(statusDir, rel));
+    }
+    const certificates = join(statusDir, CERTIFICATES_FILE);
+    const tls = took.has(CERTIFICATES_FILE) ? { certificates } : {};
     const logs = new Map<string, SourceFile>();
-    const pulled = { statuses, ...tls, logs, limits: plan.limits };
+    const pulled = { statuses, ...tls, logs, limits: out.limits };
+    const logDir = join(this.mirror, "logs");
+    let logsTaken = new Set<string>();
     try {
-      bytes += await this.rsync("/var/log/deployments/", join(this.mirror, "logs"), plan.logs, MAX_LOG_FILE_BYTES);
+      await Deno.mkdir(logDir, { recursive: true, mode: 0o700 });
+      await keepOnly(logDir, new Set(plan.logs));
+      logsTaken = await this.transfer("/var/log/deployments/", logDir, listed("log", plan.logs), {
+        cap: MAX_LOG_FILE_BYTES,
+        budget: MAX_MIRROR_BYTES,
+        what: "log file(s)",
+      }, out);
       const inodes = (files: ListedFile[]) => new Map(files.filter((f) => f.kind === "log").map((f) => [f.rel, f.ino]));
       const [first, after] = [inodes(before), inodes(await this.listing())];
-      for (const rel of plan.logs) {
+      for (const rel of plan.logs.filter((rel) => logsTaken.has(rel))) {
         // A file replaced while rsync ran may hold either version: it waits for the next cycle.
         if (first.get(rel) !== after.get(rel)) continue;
-        const path = join(this.mirror, "logs", rel);
-        if (await isFile(path)) logs.set(rel, { rel, path, ino: after.get(rel)! });
+        logs.set(rel, { rel, path: join(logDir, rel), ino: after.get(rel)! });
       }
     } catch (error) {
-      return { ...pulled, bytes, error: `logs: ${error instanceof Error ? error.message : error}` };
+      return { ...pulled, bytes: out.bytes, error: `logs: ${error instanceof Error ? error.message : error}` };
+    } finally {
+      await keepOnly(logDir, logsTaken);
     }
-    return { ...pulled, bytes };
+    return { ...pulled, bytes: out.bytes };
   }
 
   /** Ends the master connection (`ssh -O exit`). */

@@ -6,7 +6,9 @@
  * even if we die during it. That keeps the program pm2 was first given, every variable (it adds
  * and changes them, never removes one) and a uid: so a changed program, a variable gone, a user
  * dropped, or what we cannot tell takes `pm2 delete` + `pm2 start`, as a slot always does (it
- * serves nothing before its switch).
+ * serves nothing before its switch). For the app's own process that pair is one command
+ * ({@link PM2_REPLACE}) that goes on if we die during it: a SIGKILL between the two calls would
+ * leave nothing serving.
  * @module
  */
 import { join } from "node:path";
@@ -56,8 +58,11 @@ export const pm2: ProcessManager = {
     return {
       files: [{ path: file(p.stateDir, name), content: JSON.stringify({ apps: [app] }, null, 2) + "\n", mode: 0o600 }],
       commands: [
-        ...(inPlace ? [] : [pm2Cmd(["delete", name], true)]),
-        pm2Cmd(["start", file(p.stateDir, name)]),
+        ...(inPlace
+          ? [pm2Cmd(["start", file(p.stateDir, name)])]
+          : p.slot
+          ? [pm2Cmd(["delete", name], true), pm2Cmd(["start", file(p.stateDir, name)])]
+          : [replaceCmd(name, file(p.stateDir, name))]),
         pm2Cmd(["save"]), // so that `pm2 resurrect` (pm2 startup) brings it back after a reboot
       ],
       lock: pm2Lock(p.root),
@@ -132,6 +137,24 @@ export function pm2Cmd(args: string[], allowFailure = false): Cmd {
 
 /** `pm2 "$@"` under umask 077 (see {@link pm2Cmd}). */
 export const PM2_UMASK = 'umask 077 && exec pm2 "$@"';
+
+/**
+ * `pm2 delete <name>` then `pm2 start <file>` as one command that finishes even if the deploy is
+ * SIGKILLed during it. It runs in its own session (ProcessRunner gives every command with a timeout
+ * one, through setsid), so no signal to the deploy's process group or terminal reaches it, and the
+ * deploy still waits for it and checks its exit code. The pm2 clients write to a file, not to our
+ * pipes: a pm2 client whose output pipe has no reader left dies of EPIPE; the file is printed
+ * (SIGPIPE ignored) and removed once both calls are over. The shell only runs this fixed script:
+ * the name and the file are its arguments ($1, $2), never parsed by it.
+ */
+export const PM2_REPLACE = 'umask 077 && trap "" PIPE && out=$(mktemp) || exit 1; ' +
+  '{ pm2 delete "$1"; pm2 start "$2"; } >"$out" 2>&1; code=$?; cat "$out"; rm -f "$out"; exit $code';
+
+/** The {@link PM2_REPLACE} of process `name` by the definition in `file`. */
+function replaceCmd(name: string, file: string): Cmd {
+  // Two pm2 calls: twice the time one may take.
+  return { argv: ["sh", "-c", PM2_REPLACE, "pm2", name, file], quiet: true, timeoutMs: 2 * PM2_TIMEOUT };
+}
 
 /**
  * For servers set up before pm2 ran under umask 077: takes group and other permissions off

@@ -13,6 +13,7 @@
  */
 import { join } from "node:path";
 import { NAME_PATTERN } from "../config/names.ts";
+import { readAtMost } from "../fsutil.ts";
 
 /** One app's certificate, as the proxy last saw it. */
 export interface CertificateState {
@@ -79,16 +80,9 @@ export async function readCertificates(root: string): Promise<Map<string, Certif
 export async function readCertificatesFile(path: string): Promise<Map<string, CertificateState> | undefined> {
   try {
     if (!(await Deno.lstat(path)).isFile) return undefined; // a FIFO would block the read
-    using file = await Deno.open(path);
-    const buffer = new Uint8Array(MAX_CERTIFICATES_BYTES + 1);
-    let got = 0;
-    while (got < buffer.length) {
-      const n = await file.read(buffer.subarray(got));
-      if (n === null) break;
-      got += n;
-    }
-    if (got > MAX_CERTIFICATES_BYTES) return undefined;
-    return parseCertificates(new TextDecoder().decode(buffer.subarray(0, got)));
+    const bytes = await readAtMost(path, MAX_CERTIFICATES_BYTES);
+    if (bytes.length > MAX_CERTIFICATES_BYTES) return undefined;
+    return parseCertificates(new TextDecoder().decode(bytes));
   } catch {
     return undefined;
   }

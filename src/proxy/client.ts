@@ -4,7 +4,7 @@
  * @module
  */
 import { DeployParadigmError } from "../errors.ts";
-import { controlSocketPath } from "./routes.ts";
+import { controlSocketPath, legacyControlSocketPath } from "./routes.ts";
 
 /** Longest reply line accepted. */
 const MAX_REPLY_BYTES = 1024 * 1024;
@@ -13,7 +13,9 @@ const MAX_REPLY_BYTES = 1024 * 1024;
  * Sends `request` (e.g. `{op: "reload"}`, `{op: "drain", port, timeoutMs}`, `{op: "status"}`)
  * to the proxy of the server under `root` and returns its reply (`{ok: true, ...}` or
  * `{ok: false, error}`). Throws {@link DeployParadigmError} when no proxy runs or it does not
- * answer within `timeoutMs` (for a `drain`: at least its own `timeoutMs` plus 5 s).
+ * answer within `timeoutMs` (for a `drain`: at least its own `timeoutMs` plus 5 s). When there
+ * is no socket at its path, a proxy an older version started is asked at the path it used
+ * ({@link legacyControlSocketPath}), so deploys keep working until that proxy is restarted.
  */
 export async function control(
   root: string,
@@ -23,7 +25,11 @@ export async function control(
   const path = controlSocketPath(root);
   let conn: Deno.UnixConn;
   try {
-    conn = await Deno.connect({ transport: "unix", path });
+    conn = await Deno.connect({ transport: "unix", path }).catch((error) =>
+      error instanceof Deno.errors.NotFound
+        ? Deno.connect({ transport: "unix", path: legacyControlSocketPath(root) }).catch(() => Promise.reject(error))
+        : Promise.reject(error)
+    );
   } catch (error) {
     const suggestion = "start it with `deploy-paradigm proxy` (setup installs it as a service)";
     if (error instanceof Deno.errors.NotFound) {

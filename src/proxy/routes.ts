@@ -54,6 +54,14 @@ export function controlSocketPath(root: string): string {
   return join(deploymentsRoot(root), ".control", "proxy.sock");
 }
 
+/**
+ * Where a proxy started by a version before `.control/` listens: `<deployments root>/.proxy.sock`.
+ * The client falls back to it until that proxy is restarted (setup restarts it).
+ */
+export function legacyControlSocketPath(root: string): string {
+  return join(deploymentsRoot(root), ".proxy.sock");
+}
+
 /** Validates a route target read from JSON. Throws {@link DeployParadigmError} naming `source` when it is invalid. */
 export function parseRouteTarget(value: unknown, source = ROUTE_FILE): RouteTarget {
   const fail = (why: string): never => {

@@ -217,6 +217,138 @@ Deno.test("fleet: a hostile server (100 MB status.json, 500 MB log, floods) stay
   }
 });
 
+/**
+ * A server whose listing lies: a `stat` first on its PATH (the listing runs `find … -exec stat`)
+ * says every file is 3 bytes. 50 log files are listed (4.8 GiB if each could be 64 MiB, 1 GiB
+ * real): 40 of 24 MiB and 10 of 5 MiB; and a 100 KB status.json.
+ */
+async function lyingFiles(vps: FakeVps) {
+  const bin = join(vps.dir, "root", "fakebin");
+  await Deno.mkdir(bin, { recursive: true });
+  await Deno.writeTextFile(
+    join(bin, "stat"),
+    "#!/bin/sh\n/usr/bin/stat \"$@\" | sed -E 's/^([SL] [0-9]+) [0-9]+ /\\1 3 /'\n",
+    { mode: 0o755 },
+  );
+  await Deno.writeTextFile(join(vps.dir, "root", ".bashrc"), "export PATH=/root/fakebin:$PATH\n");
+  await fill(join(vps.deployments, "big", "status.json"), 100_000, '{"name":"big","pad":"', "x", '"}');
+  await writeStatus(vps, "web", { status: "running", healthy: true, version: "v1" });
+  const sparse = async (rel: string, bytes: number) => {
+    await Deno.mkdir(join(vps.logs, rel, ".."), { recursive: true });
+    using file = await Deno.open(join(vps.logs, rel), { write: true, create: true });
+    await file.write(new TextEncoder().encode("a line\n"));
+    await file.truncate(bytes);
+  };
+  for (let i = 0; i < 40; i++) await sparse(`web/h${String(i).padStart(2, "0")}.log`, 24 * MiB);
+  for (let i = 0; i < 10; i++) await sparse(`web/s${i}.log`, 5 * MiB);
+}
+
+Deno.test("fleet: a server whose listing lies (every file 3 bytes) stays within the mirror's limits, is marked and alerted; the other server is on time", async () => {
+  const alerts = receiver();
+  try {
+    await withFleet(2, async ([liar, normal], laptop) => {
+      await lyingFiles(liar);
+      const listing = await liar.ssh(
+        "cd /var/log/deployments && find . -name 'h00.log' -exec stat -c 'L %i %s %n' {} +",
+      );
+      assertMatch(listing.stdout, /^L \d+ 3 \.\/web\/h00\.log$/m); // the lie, as the collector's listing sees it
+      await writeStatus(normal, "shop", { status: "running", healthy: true, version: "abc1234" });
+      await append(normal, "shop", "access.log", "GET / 200\n".repeat(100));
+      await laptop.addHost("liar", liar);
+      await laptop.addHost("normal", normal);
+      const config = join(laptop.home, "config.yml");
+      await Deno.writeTextFile(
+        config,
+        `interval: 2s\nalerts: [{ type: webhook, url: "http://127.0.0.1:${await alerts.port}/" }]\n` +
+          await Deno.readTextFile(config),
+      );
+      const api = await serve(laptop);
+      try {
+        type Server = { name: string; lastOk: string | null; lastContact: string | null; limits: string[] };
+        let worstAge = 0;
+        let liarDone = 0;
+        for (let i = 0; i < 60 && (!liarDone || Date.now() - liarDone < 5_000); i++) {
+          await new Promise((r) => setTimeout(r, 500));
+          const body = (await api.json("/api/fleet")).body;
+          const byName = new Map<string, Server>(body.servers.map((s: Server) => [s.name, s]));
+          const shop = byName.get("normal");
+          if (shop?.lastOk) worstAge = Math.max(worstAge, Date.now() - Date.parse(shop.lastOk));
+          if (!liarDone && byName.get("liar")?.limits.length) liarDone = Date.now();
+        }
+        assert(liarDone, api.log());
+        const servers = (await api.json("/api/fleet")).body.servers as (Server & { apps: { app: string }[] })[];
+        const bad = servers.find((s) => s.name === "liar")!;
+        const limits = bad.limits.join("\n");
+        assertMatch(limits, /big\/status\.json is bigger than the 64 KiB it could have \(its listing said 3 B\)/);
+        assertMatch(limits, /web\/h00\.log is bigger than the 5\.1 MiB it could have \(its listing said 3 B\)/);
+        assertEquals(bad.apps.map((a) => a.app), ["web"], "the lying status.json is not taken");
+        assertEquals(servers.find((s) => s.name === "normal")!.limits, []);
+
+        const mirror = await walk(join(laptop.home, "mirror", "liar"));
+        const logs = [...mirror].filter(([path]) => path.includes("/logs/"));
+        assertEquals(
+          logs.map(([path]) => path.split("/").pop()!).sort(),
+          Array.from({ length: 10 }, (_, i) => `s${i}.log`),
+        );
+        assert(sum(mirror) <= MAX_MIRROR_BYTES + 4 * MAX_STATUS_BYTES, mib(sum(mirror)));
+        assert(Math.max(...mirror.values()) <= MAX_LOG_FILE_BYTES);
+        assert(
+          alerts.got.some((a) => a.event === "over_limit" && /liar went over/.test(a.title)),
+          JSON.stringify(alerts.got),
+        );
+        assert(!alerts.got.some((a) => a.event === "over_limit" && /normal/.test(a.title)));
+        assert(worstAge <= 2 * 2_000 + 6_000, `the normal server's last contact was ${worstAge} ms old`);
+        console.log(
+          `figures: lying server: 50 log files listed as 3 B (1,010 MiB real): mirror ${mib(sum(mirror))} in ` +
+            `${mirror.size} files; normal server's last contact at most ${worstAge} ms old (interval 2 s)`,
+        );
+      } finally {
+        await api.stop();
+      }
+    });
+  } finally {
+    await alerts.close();
+  }
+});
+
+Deno.test("fleet: a file that grows between rsync's file list and its transfer is stopped at its transfer's limit (RLIMIT_FSIZE), removed, marked", async () => {
+  await withFleet(1, async ([vps], laptop) => {
+    // The server's rsync (first on its PATH): 0.2 s after a log transfer starts, web/z.log (listed
+    // and sent in rsync's file list as 10 bytes) becomes 20 MiB; it sends slowly (2 MB/s), so
+    // web/a.log (1.5 MiB, first in name order) is still on its way when z.log is opened.
+    const bin = join(vps.dir, "root", "fakebin");
+    await Deno.mkdir(bin, { recursive: true });
+    await Deno.writeTextFile(
+      join(bin, "rsync"),
+      '#!/bin/sh\ncase "$*" in *var/log/deployments*) ' +
+        "(sleep 0.2; truncate -s 20M /var/log/deployments/web/z.log) & ;; esac\n" +
+        'exec /usr/bin/rsync --bwlimit=2000 "$@"\n',
+      { mode: 0o755 },
+    );
+    await Deno.writeTextFile(join(vps.dir, "root", ".bashrc"), "export PATH=/root/fakebin:$PATH\n");
+    await writeStatus(vps, "web", { status: "running", healthy: true, version: "v1" });
+    await fill(join(vps.logs, "web", "a.log"), 1.5 * MiB, "", LINE);
+    // 62 small files: 64 in one transfer, so each may have 4 MiB (256 MiB / 64).
+    for (let i = 0; i < 62; i++) await append(vps, "web", `f${String(i).padStart(2, "0")}.log`, "line\n");
+    await append(vps, "web", "z.log", "123456789\n");
+    await laptop.addHost("grower", vps);
+
+    const collect = await laptop.collect();
+    assertEquals(collect.code, 1, collect.output);
+    assertMatch(collect.output, /grower: logs: it sent web\/z\.log bigger than 4 MiB \(not what its listing said\)/);
+    assertMatch(
+      collect.output,
+      /! grower: over a limit: log file\(s\): it sent web\/z\.log bigger than 4 MiB .*: what came of this transfer is removed/,
+    );
+    const mirror = await walk(join(laptop.home, "mirror", "grower"));
+    assert(![...mirror.keys()].some((path) => path.includes("/logs/")), [...mirror.keys()].join());
+    assertEquals((await Deno.stat(join(vps.logs, "web", "z.log"))).size, 20 * MiB, "it did grow");
+    const list = await laptop.fleet("list");
+    assertMatch(list.stdout, /grower .*OVER/);
+    console.log(`figures: a file grown to 20 MiB mid-transfer: mirror ${mib(sum(mirror))} in ${mirror.size} files`);
+  });
+});
+
 /** The raw bytes a command printed on stdout, and whether any is a control a terminal would obey. */
 async function raw(argv: string[], env: Record<string, string>) {
   const out = await new Deno.Command(argv[0], { args: argv.slice(1), env, stdin: "null" }).output();

@@ -3,10 +3,13 @@
  * (DEPLOY_PARADIGM_TEST_KILL, see src/deploy/cancel.ts), six of them inside the restart step
  * (two of those just after the process manager's restart call started),
  * under PM2 (a Node app) and under a real systemd (a Python app, in a systemd-nspawn host).
+ * Under PM2, two more: a variable taken out of .env makes the restart `pm2 delete` + `pm2 start`
+ * (one command, PM2_REPLACE in src/managers/pm2.ts), killed just after it started and in between
+ * the two pm2 calls.
  * After each kill a process serves the app's port (200 from the old or the new release) once the
  * process manager is done, `current` names a complete release and the lock is free; the next
  * deploy succeeds, names the release it found serving, and leaves nothing behind.
- * Prints "N/10 serving".
+ * Prints "N/M serving".
  */
 import { join } from "node:path";
 import { assertEquals } from "../helpers/assert.ts";
@@ -29,6 +32,11 @@ interface Target {
   paths: AppPaths;
   /** Text of the argv of the process manager's restart call. */
   call: string;
+  /**
+   * The manager's other way to restart, when it has one: the text of its argv, and how to make the
+   * next deploy take it (`true`) or not (`false`) once the release before is deployed.
+   */
+  replace?: { call: string; force(on: boolean): Promise<void> };
   /** Commits the app at `version`; returns the commit. */
   commit(version: string): Promise<string>;
   /** Deploys the last commit with DEPLOY_PARADIGM_TEST_KILL=`point`. */
@@ -59,11 +67,19 @@ const MOMENTS: (string | number)[] = [
 ];
 
 /**
+ * With {@link Target}.replace: the start of that call, and a moment inside it (pm2: its first call,
+ * `pm2 delete`, takes about 0.2-0.3 s; then `pm2 start`).
+ */
+const REPLACE_MOMENTS = ["spawned:{replace}", "spawned:{replace}+300"];
+
+/**
  * The kill point of a moment: a fraction of the restart is that fraction of the shortest of the
  * last three `start` steps (the machine is shared: a restart may take less than the last one).
  */
 async function killPoint(target: Target, moment: string | number): Promise<string> {
-  if (typeof moment === "string") return moment.replace("{call}", target.call);
+  if (typeof moment === "string") {
+    return moment.replace("{call}", target.call).replace("{replace}", target.replace?.call!);
+  }
   const starts = (await deployLog(target.paths)).filter((e) => e.event === "start" && e.ok === true).slice(-3);
   return `after:switch+${Math.round(moment * Math.min(...starts.map((e) => Number(e.duration))))}`;
 }
@@ -86,9 +102,19 @@ async function killAtMoments(target: Target): Promise<void> {
   let good = "v1";
   let serving = 0;
   const failures: string[] = [];
-  for (const [i, moment] of MOMENTS.entries()) {
+  const moments = [...MOMENTS, ...(target.replace ? REPLACE_MOMENTS : [])];
+  for (const [i, moment] of moments.entries()) {
     const point = await killPoint(target, moment);
     const version = `k${i}`;
+    if (REPLACE_MOMENTS.includes(String(moment))) {
+      // A release deployed with what the killed deploy will not keep.
+      await target.replace!.force(true);
+      await commit(`p${i}`);
+      const push = await target.push();
+      assertEquals(push.code, 0, push.output);
+      good = `p${i}`;
+      await target.replace!.force(false);
+    }
     await commit(version);
     const killed = await target.killed(point);
     const problems: string[] = [];
@@ -131,12 +157,12 @@ async function killAtMoments(target: Target): Promise<void> {
     console.log(`${target.label}, killed ${point}: ${seen(first)} answered first, then ${seen(served)}`);
     if (problems.length) failures.push(`${point}: ${problems.join("; ")}`);
   }
-  console.log(`restart strategy under ${target.label}: ${serving}/${MOMENTS.length} serving`);
+  console.log(`restart strategy under ${target.label}: ${serving}/${moments.length} serving`);
   assertEquals(failures, [], failures.join("\n"));
-  assertEquals(serving, 10);
+  assertEquals(serving, moments.length);
 }
 
-Deno.test("restart strategy under PM2: SIGKILL at 10 moments of a deploy; a process serves after each", async () => {
+Deno.test("restart strategy under PM2: SIGKILL at 12 moments of a deploy (2 in delete + start); a process serves after each", async () => {
   await withServer(async (server) => {
     const app = "rcrash";
     const port = freePort();
@@ -147,6 +173,14 @@ Deno.test("restart strategy under PM2: SIGKILL at 10 moments of a deploy; a proc
       label: "PM2",
       paths: server.paths(app),
       call: `start ${server.paths(app).dir}/pm2-${app}.json`,
+      replace: {
+        call: "pm2 delete", // the text of PM2_REPLACE, the argv of no other pm2 call of a deploy
+        // A variable in .env, then gone: the process would keep it, so it is deleted and started.
+        force: (on) =>
+          Deno.writeTextFile(server.paths(app).envFile("production"), on ? "DROPPED=dropped-value-1\n" : "", {
+            mode: 0o600,
+          }),
+      },
       commit: (version) => repo.node(app, version),
       killed: (point) => push({ DEPLOY_PARADIGM_TEST_KILL: point }),
       push: () => push(),

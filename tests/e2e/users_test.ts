@@ -270,7 +270,8 @@ Deno.test("systemd host: each app its own user and sandbox; deploy-group pushes 
     console.log("alice's connection dropped mid-deploy: cancelled, the hook stopped, alpha-v3 still serves");
     const byBob = await release("alpha", "alpha-v4", "bob");
     assert(byBob.code !== 0, byBob.output);
-    assertMatch(byBob.output, /unable to create temporary object directory/);
+    // The repository is the deploy group's (0750): to bob it is not even there.
+    assertMatch(byBob.output, /'\/var\/repos\/alpha\.git' does not appear to be a git repository/);
     assertEquals(await (await fetch(`http://${host.address}:${ports.alpha}/`)).text(), "alpha-v3");
     console.log(`a push by bob (not in deploy) is refused: ${byBob.output.split("\n")[0]}`);
     // Through sudo, only an app's own repository.
@@ -280,6 +281,140 @@ Deno.test("systemd host: each app its own user and sandbox; deploy-group pushes 
     );
     assert(elsewhere.code !== 0, elsewhere.output);
     assertMatch(elsewhere.output, /receive through sudo takes an app's repository/);
+
+    // `user: root`: through sudo the pushed commit's build and hooks would run as root, so a
+    // member's push is refused (exit 2) before anything changes; root's own push still deploys.
+    const alphaConfig = join(host.rootfs, "opt/deployments/alpha/config.yml");
+    const configText = await Deno.readTextFile(alphaConfig);
+    await Deno.writeTextFile(alphaConfig, `${configText}user: root\n`);
+    const state = async () => [
+      (await host.ssh("ls /opt/deployments/alpha/releases; readlink /opt/deployments/alpha/current")).stdout,
+      (await host.ssh("git --git-dir /var/repos/alpha.git for-each-ref")).stdout,
+      await Deno.readTextFile(join(host.rootfs, "var/log/deployments/alpha/deploy.log")),
+    ];
+    const stateBefore = await state();
+    const direct = await host.ssh(
+      `setpriv --reuid=alice --regid=alice --init-groups -- sudo -n ${BIN} receive /var/repos/alpha.git </dev/null`,
+    );
+    assertEquals(direct.code, 2, direct.output);
+    assertMatch(
+      direct.output,
+      /alpha builds and runs its hooks as root \("user: root" in \/opt\/deployments\/alpha\/config\.yml\): a push by alice through sudo would run the pushed commit's code as root, so it is refused/,
+    );
+    assertMatch(direct.output, /push as root \(root@<server>:\/var\/repos\/alpha\.git\), or give alpha a user/);
+    const rootByAlice = await release("alpha", "alpha-root", "alice");
+    assert(rootByAlice.code !== 0, rootByAlice.output);
+    assertMatch(rootByAlice.output, /remote: .*alpha builds and runs its hooks as root/);
+    assertEquals(await state(), stateBefore, "a refused push changed something");
+    assertEquals(await (await fetch(`http://${host.address}:${ports.alpha}/`)).text(), "alpha-v3");
+    await Deno.writeTextFile(alphaConfig, configText);
+    await run(["git", "reset", "--quiet", "--hard", "HEAD~1"], { cwd: repos.alpha });
+    console.log(`user: root through sudo: exit 2, ${direct.stderr.split("\n").find((l) => l.includes("as root ("))}`);
+
+    // A member speaking the hook's protocol to `sudo receive` herself: object names that are not
+    // 40/64 hex digits, refs that are not refs/… or that git refuses (e.g. an option) are refused,
+    // exit 2, and the branch stays where it was ("-d" once deleted it, "--no-deref" rewound it).
+    await Deno.writeTextFile(
+      join(host.rootfs, "usr/local/share/dp-pkt.py"),
+      'import sys\ndef pkt(s):\n    b = s.encode(); return ("%04x" % (len(b) + 4)).encode() + b\n' +
+        'out = pkt("version=1\\0atomic-no") + b"0000"\nfor l in sys.argv[1:]: out += pkt(l)\n' +
+        'sys.stdout.buffer.write(out + b"0000")\n',
+    );
+    const tip = (await host.ssh("git --git-dir /var/repos/alpha.git rev-parse main main~1")).stdout.trim().split("\n");
+    const zero = "0".repeat(40);
+    const injected = [
+      [`${tip[0]} refs/heads/main -d`, /the new object name is not 40 or 64 hex digits/],
+      [`${tip[1]} refs/heads/main --no-deref`, /the new object name is not 40 or 64 hex digits/],
+      [`${tip[0]} ${tip[1]} --no-deref`, /the ref is not under refs\//],
+      [`${tip[0]} ${tip[1]} refs/heads/../main`, /not a valid ref name \(git check-ref-format\)/],
+      [`${tip[0]} ${zero} refs/heads/main extra`, /expected <old> <new> <ref>/],
+      [`${tip[0].toUpperCase()} ${tip[1]} refs/heads/main`, /the old object name is not 40 or 64 hex digits/],
+    ] as const;
+    for (const [line, why] of injected) {
+      const sent = await asUser(
+        host,
+        "alice",
+        `sh -c "python3 /usr/local/share/dp-pkt.py '${line}' | sudo -n ${BIN} receive /var/repos/alpha.git"`,
+      );
+      assertEquals(sent.code, 2, `${line}: ${sent.output}`);
+      assertMatch(sent.stderr, new RegExp(`error: refused ".*": ${why.source}`), line);
+      assertEquals((await host.ssh("git --git-dir /var/repos/alpha.git rev-parse main")).stdout.trim(), tip[0], line);
+    }
+    assertEquals(await (await fetch(`http://${host.address}:${ports.alpha}/`)).text(), "alpha-v3");
+    console.log(`alice's ${injected.length} injected protocol lines refused (exit 2), main unchanged`);
+
+    // The repository is the deploy group's, not other apps' users': app-beta cannot read alpha's.
+    const repoModes = await host.ssh(
+      "stat -c '%U:%G %a' /var/repos/alpha.git /var/repos/alpha.git/objects && " +
+        "git --git-dir /var/repos/alpha.git config core.sharedRepository",
+    );
+    assertEquals(repoModes.stdout.trim().split("\n"), ["root:deploy 750", "root:deploy 2770", "0664"]);
+    for (
+      const command of ["ls /var/repos/alpha.git", "cat /var/repos/alpha.git/config", "ls /var/repos/alpha.git/objects"]
+    ) {
+      const read = await asUser(host, "app-beta", command);
+      assert(read.code !== 0, `as app-beta, \`${command}\` worked:\n${read.output}`);
+      assertMatch(read.stderr, /Permission denied/, command);
+    }
+    const cloned = await asUser(host, "app-beta", "git clone --quiet --bare /var/repos/alpha.git /tmp/stolen.git");
+    assert(cloned.code !== 0, cloned.output);
+    // A repository set up by an older version (others may read, sharedRepository=group) is narrowed.
+    await host.ssh(
+      "chmod 755 /var/repos/beta.git && chmod 2775 /var/repos/beta.git/objects && " +
+        "git --git-dir /var/repos/beta.git config core.sharedRepository group",
+    );
+    assertEquals((await host.ssh(`${BIN} setup beta --yes`)).code, 0);
+    const narrowed = await host.ssh(
+      "stat -c '%U:%G %a' /var/repos/beta.git /var/repos/beta.git/objects && " +
+        "git --git-dir /var/repos/beta.git config core.sharedRepository",
+    );
+    assertEquals(narrowed.stdout.trim().split("\n"), ["root:deploy 750", "root:deploy 2770", "0664"]);
+    console.log("/var/repos/alpha.git: root:deploy 750, objects 2770, sharedRepository 0664; app-beta refused");
+
+    // setup again while alice has replaced an objects/xx directory (and a pack) by symbolic links
+    // to root's own files: nothing outside the repository changes.
+    const victim = await host.ssh(
+      "install -d -m 700 /etc/dp-victim && install -m 600 /dev/null /etc/dp-victim/secret && " +
+        "install -m 600 /dev/null /etc/dp-victim-file && " +
+        "ls /var/repos/alpha.git/objects | grep -E '^[0-9a-f]{2}$' | head -1",
+    );
+    const xx = victim.stdout.trim();
+    assertMatch(xx, /^[0-9a-f]{2}$/);
+    const swapped = await asUser(
+      host,
+      "alice",
+      `sh -c "cd /var/repos/alpha.git/objects && mv ${xx} ${xx}.moved && ln -s /etc/dp-victim ${xx} && ` +
+        `ln -s /etc/dp-victim-file pack/pack-0000.pack && install -d -g alice -m 700 zz"`,
+    );
+    assertEquals(swapped.code, 0, swapped.output);
+    const victims = "stat -c '%n %U:%G %a' /etc/dp-victim /etc/dp-victim/secret /etc/dp-victim-file /etc/sudoers.d";
+    const untouched = (await host.ssh(victims)).stdout;
+    const rerun = await host.ssh(`${BIN} setup alpha --yes`);
+    assertEquals(rerun.code, 0, rerun.output);
+    assertEquals((await host.ssh(victims)).stdout, untouched);
+    assertMatch(untouched, /\/etc\/dp-victim root:root 700/);
+    // Not walked at all once shared: a directory of alice's own keeps its group and mode.
+    assertEquals(
+      (await host.ssh("stat -c '%U:%G %a' /var/repos/alpha.git/objects/zz")).stdout.trim(),
+      "alice:alice 2700",
+    );
+    await host.ssh(
+      `cd /var/repos/alpha.git/objects && rm ${xx} pack/pack-0000.pack && rmdir zz && mv ${xx}.moved ${xx} && ` +
+        "rm -r /etc/dp-victim /etc/dp-victim-file",
+    );
+    console.log(`setup with objects/${xx} a link to /etc/dp-victim (by alice): nothing outside the repository changed`);
+
+    // rollback and status are root's: a member is told so (exit 2) and what to run instead.
+    for (const command of ["rollback alpha", "status"]) {
+      const denied = await asUser(host, "alice", `${BIN} ${command}`);
+      assertEquals(denied.code, 2, `${command}: ${denied.output}`);
+      assertMatch(denied.stderr, new RegExp(`error: \`${command.split(" ")[0]}\` needs root`), denied.stderr);
+      assertMatch(
+        denied.stderr,
+        new RegExp(`hint: run \`sudo \\S+ ${command}\` or run it as root: members of the deploy group may push`),
+      );
+    }
+    assertEquals(await (await fetch(`http://${host.address}:${ports.alpha}/`)).text(), "alpha-v3");
 
     // The control socket: the group's member is served, another user cannot even reach it.
     const member = await controlAs(host, "alice");

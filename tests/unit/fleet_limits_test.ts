@@ -18,7 +18,9 @@ import {
   MAX_STATUS_BYTES,
 } from "../../src/fleet/limits.ts";
 import { fleetOverview } from "../../src/fleet/queries.ts";
-import { type ListedFile, parseListing, planPull, SshSource } from "../../src/fleet/source.ts";
+import { type ListedFile, nextBatch, parseListing, planPull, SshSource } from "../../src/fleet/source.ts";
+import { readAtMost } from "../../src/fsutil.ts";
+import { ProcessRunner } from "../../src/runner.ts";
 import { FleetStore } from "../../src/fleet/store.ts";
 import { forTerminal, jsonForTerminal } from "../../src/terminal.ts";
 
@@ -226,15 +228,110 @@ Deno.test("SshSource: the rsync argv pulls only the planned files, none over the
   const rsync = argv.indexOf("rsync");
   const limit = argv.slice(0, rsync);
   assert(limit.length === 0 || (limit[0].endsWith("/prlimit") && limit[1] === "--fsize=67108864"), limit.join(" "));
-  assertEquals(argv.slice(rsync + 1, rsync + 8), [
+  assertEquals(argv.slice(rsync + 1, rsync + 9), [
     "--times",
     "--inplace",
     "--stats",
     "--timeout=20",
     "--files-from=/h/mirror/web1/logs.files",
     "--max-size=67108864",
+    "--info=skip1",
     "--chmod=D700,F600",
   ]);
   assert(!argv.includes("--delete") && !argv.includes("--recursive"), "nothing but the listed files");
   assertEquals(argv.slice(-3), ["--", "10.0.0.5:/var/log/deployments/", "/h/mirror/web1/logs/"]);
+});
+
+const MiB = 1 << 20;
+const logFile = (rel: string, size: number): ListedFile => ({ kind: "log", ino: 1, size, rel });
+
+Deno.test("nextBatch: honest files in as few rsyncs as fit; a listing that lies cannot make one rsync write past the mirror's limit", () => {
+  // 30 small files and a big one: the small ones together (room to grow each), then the big one alone.
+  const pending = [
+    ...Array.from({ length: 30 }, (_, i) => logFile(`a/f${i}.log`, MiB)),
+    logFile("a/big.log", 60 * MiB),
+  ];
+  const first = nextBatch(pending, MAX_LOG_FILE_BYTES, MAX_MIRROR_BYTES, new Map())!;
+  assertEquals(first, { count: 30, maxSize: Math.floor(MAX_MIRROR_BYTES / 30) });
+  const mirrored = new Map(pending.slice(0, 30).map((f) => [f.rel, f.size]));
+  assertEquals(nextBatch(pending.slice(30), MAX_LOG_FILE_BYTES, MAX_MIRROR_BYTES, mirrored), {
+    count: 1,
+    maxSize: MAX_LOG_FILE_BYTES,
+  });
+  // Every file listed as 3 bytes (64 × 64 MiB = 4 GiB if each could be 64 MiB): 4 MiB each, 256 MiB in all.
+  const liars = Array.from({ length: MAX_LOG_FILES }, (_, i) => logFile(`a/l${i}.log`, 3));
+  assertEquals(nextBatch(liars, MAX_LOG_FILE_BYTES, MAX_MIRROR_BYTES, new Map()), {
+    count: MAX_LOG_FILES,
+    maxSize: MAX_MIRROR_BYTES / MAX_LOG_FILES,
+  });
+  // The mirror is full of what came before: nothing fits.
+  assertEquals(
+    nextBatch(liars, MAX_LOG_FILE_BYTES, MAX_MIRROR_BYTES, new Map([["a/x.log", MAX_MIRROR_BYTES]])),
+    undefined,
+  );
+  // Whatever the listing and the mirror: the files outside the batch plus count × maxSize stay within the budget.
+  for (let round = 0; round < 2000; round++) {
+    const n = 1 + Math.floor(Math.random() * MAX_LOG_FILES);
+    const files = Array.from({ length: n }, (_, i) => logFile(`a/r${i}.log`, Math.floor(Math.random() ** 3 * 70 * MiB)))
+      .sort((a, b) => a.size - b.size);
+    const mirror = new Map(
+      files.filter(() => Math.random() < 0.5).map((f) => [f.rel, Math.floor(Math.random() * 8 * MiB)]),
+    );
+    const batch = nextBatch(files, MAX_LOG_FILE_BYTES, MAX_MIRROR_BYTES, mirror);
+    if (!batch) continue;
+    const inside = new Set(files.slice(0, batch.count).map((f) => f.rel));
+    const outside = [...mirror].filter(([rel]) => !inside.has(rel)).reduce((sum, [, size]) => sum + size, 0);
+    assert(batch.maxSize <= MAX_LOG_FILE_BYTES && batch.count >= 1, JSON.stringify(batch));
+    assert(outside + batch.count * batch.maxSize <= MAX_MIRROR_BYTES, JSON.stringify({ batch, outside }));
+    assert(files.slice(0, batch.count).every((f) => f.size <= batch.maxSize), "each listed file fits");
+  }
+});
+
+Deno.test("readAtMost: at most max + 1 bytes of a path or an open file", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dp-readatmost-" });
+  try {
+    const path = join(dir, "f");
+    await Deno.writeTextFile(path, "0123456789");
+    assertEquals(new TextDecoder().decode(await readAtMost(path, 4)), "01234");
+    assertEquals((await readAtMost(path, 10)).length, 10);
+    assertEquals((await readAtMost(path, 100)).length, 10);
+    using file = await Deno.open(path);
+    await file.seek(8, Deno.SeekMode.Start);
+    assertEquals(new TextDecoder().decode(await readAtMost(file, 4)), "89");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("ProcessRunner: output past maxOutputBytes kills the command's whole group; what is kept stays within it", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dp-runner-cap-" });
+  try {
+    const pidFile = join(dir, "child.pid");
+    // A child in the background keeps running unless its group is killed; the parent floods stdout.
+    const started = Date.now();
+    const result = await new ProcessRunner().run({
+      argv: ["sh", "-c", 'sleep 60 & echo $! > "$1"; yes flood', "sh", pidFile],
+      quiet: true,
+      allowFailure: true,
+      timeoutMs: 30_000,
+      maxOutputBytes: 64 << 10,
+    });
+    assert(Date.now() - started < 10_000, `${Date.now() - started} ms`);
+    assertEquals(result.overflow, true);
+    assert(result.code !== 0, String(result.code));
+    assert(result.output.length <= (64 << 10) + 100, String(result.output.length));
+    assertMatch(result.tail.at(-1)!, /killed: more than 65536 bytes of output/);
+    const child = Number((await Deno.readTextFile(pidFile)).trim());
+    let alive = true;
+    for (let i = 0; i < 50 && alive; i++) {
+      alive = await Deno.stat(`/proc/${child}`).then(() => true, () => false);
+      if (alive) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert(!alive, "the background child was killed with its group");
+    // Within the limit: as before.
+    const small = await new ProcessRunner().run({ argv: ["echo", "hi"], quiet: true, maxOutputBytes: 64 });
+    assertEquals([small.code, small.output, small.overflow], [0, "hi", undefined]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

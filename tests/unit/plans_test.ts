@@ -4,13 +4,13 @@ import { throws } from "node:assert/strict";
 import { buildPlan, type RepoFacts, startArgv } from "../../src/deploy/app_type.ts";
 import { type DeployFile, deployFileSchema } from "../../src/config/schema.ts";
 import { UsageError } from "../../src/errors.ts";
-import { pm2, PM2_UMASK } from "../../src/managers/pm2.ts";
+import { pm2, PM2_REPLACE, PM2_UMASK } from "../../src/managers/pm2.ts";
 import { systemd, unitFile, unitQuote } from "../../src/managers/systemd.ts";
 import { type AppProcess, managerNamed, type Running } from "../../src/managers/mod.ts";
 import type { Runner } from "../../src/runner.ts";
 import { type ContainerSpec, runContainer, withDocker } from "../../src/managers/docker.ts";
 import { sandbox, templateUnit } from "../../src/managers/systemd.ts";
-import { asApp } from "../../src/deploy/runtime.ts";
+import { asApp, toolEnv } from "../../src/deploy/runtime.ts";
 import { type AppUser, defaultUserName, handOver, sealCmds, useraddCmd } from "../../src/users.ts";
 import { sudoersDropIn } from "../../src/setup_users.ts";
 import { serverConfigSchema } from "../../src/config/schema.ts";
@@ -18,6 +18,8 @@ import { parseConfig } from "../../src/config/load.ts";
 
 /** pm2 as the plans run it: under umask 077, so dump.pm2 and the rest are 0600 from creation. */
 const PM2 = ["sh", "-c", PM2_UMASK, "pm2"];
+/** `pm2 delete web` then `pm2 start <file>` as one command that goes on if the deploy dies during it. */
+const REPLACE = ["sh", "-c", PM2_REPLACE, "pm2", "web", "/srv/opt/deployments/web/pm2-web.json"];
 
 const RELEASE = "/srv/opt/deployments/web/releases/20260101-000000-000";
 
@@ -97,6 +99,7 @@ Deno.test("buildPlan docker: docker build tagged <app>:<release>, labelled, with
     cwd: RELEASE,
     quiet: false,
     timeoutMs: undefined,
+    engine: true,
   }]);
   const custom = deploy({ type: "docker", dockerfile: "ops/web.Dockerfile", buildArgs: { VERSION: 2, MODE: "$(rm)" } });
   const [cmd] = buildPlan(custom, facts(["ops"]), RELEASE, release);
@@ -112,6 +115,10 @@ Deno.test("buildPlan docker: docker build tagged <app>:<release>, labelled, with
   // A build override runs first; the image is still built.
   const both = buildPlan(deploy({ type: "docker", build: "make assets" }), facts(["Dockerfile"]), RELEASE, release);
   assertEquals(both.map((c) => c.argv[0]), ["make", "docker"]);
+  // Only the image build the deploy creates is the engine's; deploy.yml's `build:` never is.
+  assertEquals(both.map((c) => c.engine === true), [false, true]);
+  const named = buildPlan(deploy({ type: "docker", build: "docker build ." }), facts(["Dockerfile"]), RELEASE, release);
+  assertEquals(named.map((c) => c.engine === true), [false, true]);
 });
 
 Deno.test("buildPlan docker: no Dockerfile in the commit is a usage error", () => {
@@ -218,7 +225,7 @@ function appProcess(overrides: Partial<AppProcess> = {}): AppProcess {
   };
 }
 
-Deno.test("pm2 restart: writes pm2-web.json (0600) with env, secrets, cwd and logs, then delete + start", () => {
+Deno.test("pm2 restart: writes pm2-web.json (0600) with env, secrets, cwd and logs, then delete + start as one command", () => {
   const plan = pm2.restart(appProcess());
   assertEquals(plan.files.length, 1);
   const [file] = plan.files;
@@ -240,10 +247,12 @@ Deno.test("pm2 restart: writes pm2-web.json (0600) with env, secrets, cwd and lo
   assertEquals(app.autorestart, true);
   assertEquals(app.filter_env, [""], "nothing of the pm2 client's own environment may reach the app");
   assertEquals(plan.commands, [
-    { argv: [...PM2, "delete", "web"], quiet: true, timeoutMs: 60_000, allowFailure: true },
-    { argv: [...PM2, "start", "/srv/opt/deployments/web/pm2-web.json"], quiet: true, timeoutMs: 60_000 },
+    { argv: REPLACE, quiet: true, timeoutMs: 120_000 },
     { argv: [...PM2, "save"], quiet: true, timeoutMs: 60_000 },
   ]);
+  // The shell runs a fixed script: the name and the file are its arguments, never its text.
+  assert(!PM2_REPLACE.includes("web"));
+  assertMatch(PM2_REPLACE, /^umask 077 && trap "" PIPE && /);
   // pm2 calls of all apps are serialized by one server-wide lock.
   assertEquals(plan.lock, "/tmp/dp-prefix/opt/deployments/.pm2.lock");
 });
@@ -269,8 +278,8 @@ Deno.test("pm2 restart in place: one `pm2 start` (the daemon's restart), unless 
   assertEquals(argvs({ pid: 0, kept: { ...kept, variables: [] } }), inPlace, "variables added: one call");
   assertEquals(argvs(null), inPlace, "no process yet: start");
   assertEquals(argvs({ pid: 42, kept: { ...kept, user: true } }, appProcess({ user: USER })), inPlace);
-  // What pm2's restart would keep of the old definition: delete first.
-  const replace = [[...PM2, "delete", "web"], start, [...PM2, "save"]];
+  // What pm2's restart would keep of the old definition: delete first, then start, in one command.
+  const replace = [REPLACE, [...PM2, "save"]];
   assertEquals(argvs({ pid: 42, kept: { ...kept, program: "/usr/bin/node" } }), replace, "another program");
   assertEquals(
     argvs({ pid: 42, kept: { ...kept, variables: ["DATABASE_URL", "OLD_TOKEN"] } }),
@@ -280,9 +289,13 @@ Deno.test("pm2 restart in place: one `pm2 start` (the daemon's restart), unless 
   assertEquals(argvs({ pid: 42, kept: { ...kept, user: true } }), replace, "a user dropped");
   assertEquals(argvs({ pid: 42 }), replace, "what pm2 keeps is unknown");
   assertEquals(argvs(undefined), replace, "unknown: delete first");
-  // A slot serves nothing before its switch: always delete + start.
+  // A slot serves nothing before its switch: always delete + start, as two commands.
   const slot = pm2.restart(appProcess({ slot: "blue", cwd: "/srv/opt/deployments/web/slots/blue" }), null);
-  assertEquals(slot.commands[0].argv, [...PM2, "delete", "web-blue"]);
+  assertEquals(slot.commands.map((c) => c.argv), [
+    [...PM2, "delete", "web-blue"],
+    [...PM2, "start", "/srv/opt/deployments/web/pm2-web-blue.json"],
+    [...PM2, "save"],
+  ]);
 });
 
 /** A runner that answers every command with `output` (and records the argv). */
@@ -523,8 +536,7 @@ Deno.test("docker restart: what ran under the name stops (process, then containe
     "pm2 save",
     "docker stop",
     "docker rm",
-    "pm2 delete",
-    "pm2 start",
+    "pm2 web", // REPLACE: pm2 delete web, then pm2 start
     "pm2 save",
   ]);
 });
@@ -634,16 +646,22 @@ Deno.test("docker run of an app with a user: --user uid:gid, always no-new-privi
   assert(!runContainer("web-blue", CONTAINER).argv.includes("--user"));
 });
 
-Deno.test("builds and hooks as the app's user: setpriv argv, HOME/USER/LOGNAME; docker CLI stays root's", () => {
-  const build = { argv: ["npm", "ci", "--omit=dev"], cwd: RELEASE, env: { PATH: "/usr/bin", HOME: "/root" } };
-  assertEquals(asApp(build, USER), {
+Deno.test("builds and hooks as the app's user: setpriv argv, only the given env, reaped; only the engine's build stays root's", () => {
+  const build = { argv: ["npm", "ci", "--omit=dev"], cwd: RELEASE };
+  const env = { PATH: "/usr/bin", HOME: "/root" };
+  assertEquals(asApp(build, USER, env), {
     argv: ["setpriv", "--reuid=990", "--regid=985", "--init-groups", "--no-new-privs", "--", "npm", "ci", "--omit=dev"],
     cwd: RELEASE,
     env: { PATH: "/usr/bin", HOME: "/srv/opt/deployments/web/home", USER: "app-web", LOGNAME: "app-web" },
+    clearEnv: true,
+    reap: true,
   });
-  assertEquals(asApp(build, undefined), build);
-  const docker = { argv: ["docker", "build", "."], cwd: RELEASE };
-  assertEquals(asApp(docker, USER), docker);
+  assertEquals(asApp(build, undefined, env), { ...build, env, clearEnv: true, reap: true });
+  // The program's name decides nothing: a hook called docker (a committed venv/bin/docker) is the app's.
+  const hook = { argv: ["docker", "build", "."], cwd: RELEASE };
+  assertEquals(asApp(hook, USER, env).argv.slice(0, 2), ["setpriv", "--reuid=990"]);
+  const engine = { ...hook, engine: true };
+  assertEquals(asApp(engine, USER, env), engine);
   assertEquals(handOver(RELEASE, USER).argv, ["chown", "-R", "--no-dereference", "990:985", "--", RELEASE]);
   assertEquals(sealCmds(RELEASE, USER).map((c) => c.argv), [
     ["chown", "-R", "--no-dereference", "0:985", "--", RELEASE],
@@ -713,5 +731,57 @@ Deno.test("config.yml user: naming no user of this server is a usage error at it
     assertEquals(appUser(paths, "root"), undefined, "user: root runs the app as root, unconfined");
   } finally {
     await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("toolEnv: an allow-list (never the deploying user's other variables); release tools in PATH only for an app user", () => {
+  const config = serverConfigSchema.parse({ port: 8000, manager: "pm2" });
+  Deno.env.set("DP_PLANS_TOKEN", "operator-token");
+  try {
+    const env = toolEnv(RELEASE, config, USER);
+    assertEquals(env.DP_PLANS_TOKEN, undefined);
+    assert(
+      Object.keys(env).every((key) =>
+        ["HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "PATH", "PORT", "DEPLOY_ENV"].includes(key)
+      ),
+      Object.keys(env).join(" "),
+    );
+    const cmd = asApp({ argv: ["npm", "ci"] }, USER, env);
+    assertEquals([cmd.env!.HOME, cmd.env!.USER, cmd.env!.LOGNAME, cmd.env!.PORT], [
+      USER.home,
+      "app-web",
+      "app-web",
+      "8000",
+    ]);
+    assertEquals(cmd.clearEnv, true);
+    assert(env.PATH.startsWith(`${RELEASE}/venv/bin:${RELEASE}/node_modules/.bin:`), env.PATH);
+    const asDeployer = toolEnv(RELEASE, config, undefined);
+    assertEquals(asDeployer.DP_PLANS_TOKEN, undefined);
+    if (Deno.uid() === 0) assert(!asDeployer.PATH.includes(RELEASE), `root searches the release: ${asDeployer.PATH}`);
+  } finally {
+    Deno.env.delete("DP_PLANS_TOKEN");
+  }
+});
+
+Deno.test("ProcessRunner finds a program in its own PATH, never in the PATH given to the command", async () => {
+  const { ProcessRunner } = await import("../../src/runner.ts");
+  const dir = await Deno.makeTempDir({ prefix: "dp-path-" });
+  try {
+    await Deno.writeTextFile(`${dir}/id`, "#!/bin/sh\necho fake\n", { mode: 0o755 });
+    const result = await new ProcessRunner().run({
+      argv: ["id", "-u"],
+      env: { PATH: `${dir}:/usr/bin:/bin` },
+      quiet: true,
+    });
+    assertEquals(result.output.trim(), String(Deno.uid()));
+    // Within the command, its PATH applies: `sh -c id` finds the fake one.
+    const inside = await new ProcessRunner().run({
+      argv: ["sh", "-c", "id"],
+      env: { PATH: `${dir}:/usr/bin:/bin` },
+      quiet: true,
+    });
+    assertEquals(inside.output.trim(), "fake");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
