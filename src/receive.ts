@@ -45,9 +45,13 @@ export class PktReader {
   }
 
   /** Every packet up to the next flush. */
-  async readSection(): Promise<string[]> {
+  /** The lines up to the next flush; more than `max` of them: `tooMany` is thrown. */
+  async readSection(max = Infinity, tooMany?: () => Error): Promise<string[]> {
     const lines: string[] = [];
-    for (let line = await this.read(); line !== null; line = await this.read()) lines.push(line);
+    for (let line = await this.read(); line !== null; line = await this.read()) {
+      if (lines.length === max) throw tooMany?.() ?? new Error(`more than ${max} lines`);
+      lines.push(line);
+    }
     return lines;
   }
 }
@@ -145,12 +149,24 @@ export class PusherWatch {
 
 /** git-receive-pack: our parent, or sudo's when the hook went through sudo (a deploy-group pusher). */
 function receivePack(): number {
+  return sudoParent() ? knownPid(parentOf(Deno.ppid)) ?? Deno.ppid : Deno.ppid;
+}
+
+/** Whether our parent is sudo (false without /proc). */
+function sudoParent(): boolean {
   try {
-    if (Deno.readTextFileSync(`/proc/${Deno.ppid}/comm`).trim() === "sudo") {
-      return knownPid(parentOf(Deno.ppid)) ?? Deno.ppid;
-    }
-  } catch { /* no /proc: our parent */ }
-  return Deno.ppid;
+    return Deno.readTextFileSync(`/proc/${Deno.ppid}/comm`).trim() === "sudo";
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Whether this receive runs through sudo (a member of the deploy group pushing): root, started
+ * by sudo, with SUDO_USER set. SUDO_USER alone is any environment variable a pusher can set.
+ */
+function throughSudo(): boolean {
+  return Deno.uid() === 0 && Deno.env.get("SUDO_USER") !== undefined && sudoParent();
 }
 
 /** The parent pid of `pid` (Linux /proc); "gone" when the process is; undefined when unknown. */
@@ -195,13 +211,20 @@ export async function receive(
   const reader = new PktReader(Deno.stdin);
   const [version = ""] = await reader.readSection(); // "version=1\0<git's capabilities>"
   await writeAll(new Uint8Array([...pkt("version=1"), ...pkt(null)]));
-  const lines = await reader.readSection();
+  const lines = await reader.readSection(
+    MAX_REFS,
+    () =>
+      new UsageError(`a push updates at most ${MAX_REFS} refs; this one updates more, so none was applied`, {
+        suggestion: "push the refs in several pushes",
+      }),
+  );
   const updates = lines.map((line) => {
     const [old, next, ref] = line.split(" ");
     return { old, new: next, ref };
   });
   // Through sudo these lines are the pusher's own, not git's: all of them well-formed, or none applied.
-  const problems = await Promise.all(lines.map(commandProblem));
+  const problems: (string | undefined)[] = [];
+  for (const line of lines) problems.push(await commandProblem(line)); // one git at a time
   if (problems.some((problem) => problem !== undefined)) {
     problems.forEach((problem, i) => {
       if (problem) {
@@ -236,6 +259,9 @@ export async function receive(
   return 0;
 }
 
+/** The most refs one push may update (each is checked by a git check-ref-format, one at a time). */
+export const MAX_REFS = 1000;
+
 const OBJECT_NAME = /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/;
 
 /**
@@ -259,7 +285,7 @@ async function commandProblem(line: string): Promise<string | undefined> {
  * repository, `/var/repos/<app>.git`: root moves no refs in any other.
  */
 function refuseForeignRepo(gitDir: string): void {
-  if (Deno.env.get("SUDO_USER") === undefined) return;
+  if (!throughSudo()) return;
   const app = basename(resolve(gitDir)).replace(/\.git$/, "");
   if (!NAME_PATTERN.test(app) || appPaths(app).repo !== resolve(gitDir)) {
     throw new UsageError(`receive through sudo takes an app's repository (/var/repos/<app>.git), not ${gitDir}`);
@@ -268,7 +294,7 @@ function refuseForeignRepo(gitDir: string): void {
 
 /** Through sudo, no app whose builds and hooks run as root (see users.ts refuseRootThroughSudo). */
 async function refuseRootBuilds(gitDir: string): Promise<void> {
-  if (Deno.env.get("SUDO_USER") === undefined) return;
+  if (!throughSudo()) return;
   const paths = appPaths(basename(resolve(gitDir)).replace(/\.git$/, ""));
   const text = await Deno.readTextFile(paths.config).catch(() => undefined);
   if (text === undefined) return; // not set up: the deploy says so

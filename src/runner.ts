@@ -127,6 +127,16 @@ export function findInPath(program: string, path = Deno.env.get("PATH") ?? ""): 
   return undefined;
 }
 
+/**
+ * The program `cmd` runs: a name with a slash as is; root looks a bare name up in its own PATH,
+ * never in the command's (where a release's venv/bin may come first); any other user runs the
+ * command as itself (no privilege to lose), so in the command's PATH, as a shell would.
+ */
+export function programOf(cmd: Cmd, uid: number | null = Deno.uid()): string | undefined {
+  if (cmd.argv[0].includes("/")) return cmd.argv[0];
+  return findInPath(cmd.argv[0], (uid !== 0 ? cmd.env?.PATH : undefined) ?? baseEnv().PATH);
+}
+
 /** `setsid`, to give commands with a timeout their own process group, so the whole group can be killed. */
 const SETSID = findInPath("setsid");
 
@@ -138,9 +148,7 @@ export class ProcessRunner implements Runner {
     if (cmd.cancel?.aborted) throw new CommandCancelled(cmd, String(cmd.cancel.reason));
     const group = (cmd.timeoutMs !== undefined || cmd.cancel !== undefined || cmd.maxOutputBytes !== undefined ||
       cmd.reap === true) && SETSID !== undefined;
-    // The program is looked up in our own PATH, never in the command's (where a release's venv/bin
-    // may come first: Deno would search it).
-    const program = cmd.argv[0].includes("/") ? cmd.argv[0] : findInPath(cmd.argv[0], baseEnv().PATH);
+    const program = programOf(cmd);
     const argv = [...(group ? [SETSID!] : []), program ?? cmd.argv[0], ...cmd.argv.slice(1)];
     let child: Deno.ChildProcess;
     try {

@@ -123,7 +123,7 @@ export function setupUsers(paths: AppPaths, configured: string | undefined): Use
  * only while no one but root can have written there: the first time it is shared (`objects/`
  * still root's and writable by no one else). After that it is never walked again, as a member can
  * replace any of it by a symbolic link at any moment; setgid directories and
- * `core.sharedRepository=0660` keep what git adds in the group.
+ * `core.sharedRepository=0664` keep what git adds in the group.
  */
 async function shareRepository(repo: string, gid: number): Promise<void> {
   const objects = join(repo, "objects");

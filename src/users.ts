@@ -29,6 +29,11 @@ export interface AppUser {
   group: string;
   /** The app's writable home, `/opt/deployments/<app>/home` (whatever passwd says). */
   home: string;
+  /**
+   * Whether it is the user setup creates for this app only (`app-<name>`, see defaultUserName),
+   * not one the operator chose (`user: www-data`), which other programs may run as.
+   */
+  own?: boolean;
 }
 
 /** The group whose members may push and use the proxy's control socket (`DEPLOY_PARADIGM_GROUP`). */
@@ -117,7 +122,7 @@ export function appUser(paths: AppPaths, configured?: string): AppUser | undefin
     });
   }
   if (found.uid === 0) return undefined;
-  return { ...found, home: join(paths.dir, "home") };
+  return { ...found, home: join(paths.dir, "home"), own: name === defaultUserName(paths.app) };
 }
 
 /** `file:line:column` of a top-level key of a YAML file (the file alone when not found). */
@@ -254,26 +259,33 @@ function startedAt(pid: number): number | undefined {
 }
 
 /**
- * The processes a build or hook left behind (Linux /proc), to kill once it has ended:
- * - with an app user: every process of that user started since `since` (seconds since boot,
- *   when the build or hook started) in the deploy's own cgroup, whose ancestors up to pid 1 are
- *   all that user's: an orphan, daemonized (`setsid cmd &`) by a build or hook. The running
- *   app's processes are never such orphans: under systemd they are in their unit's cgroup
- *   (which the app's user cannot leave), under PM2 the root daemon is their parent, a
- *   container's is the engine's monitor (conmon, containerd-shim);
+ * The processes a build or hook left behind (Linux /proc), to kill once it has ended, each with
+ * its start time (seconds since boot):
+ * - with an app user setup created for the app alone (`own`; never a `user:` the operator chose,
+ *   whose other programs run as it too): every process of that user started since `since`
+ *   (seconds since boot, when the build or hook started) in the deploy's own cgroup, whose
+ *   ancestors up to pid 1 are all that user's: an orphan, daemonized (`setsid cmd &`) by a build
+ *   or hook. The running app's processes are never such orphans: under systemd they are in their
+ *   unit's cgroup (which the app's user cannot leave), under PM2 the root daemon is their parent,
+ *   a container's is the engine's monitor (conmon, containerd-shim);
  * - with `releaseDir` (before anything runs from the new release): every process, of any user,
  *   whose working directory is inside it (also what a build run as root left).
  */
-export function leftovers(user: AppUser | undefined, releaseDir?: string, since = 0): number[] {
+export function leftovers(
+  user: AppUser | undefined,
+  releaseDir?: string,
+  since = 0,
+): { pid: number; start: number | undefined }[] {
   const dir = releaseDir === undefined ? undefined : readOr(releaseDir, Deno.realPathSync);
   const cgroup = readOr("/proc/self/cgroup", Deno.readTextFileSync);
+  const scan = user?.own === true ? user : undefined;
   const table = new Map<number, { uid: number; ppid: number }>();
   try {
     for (const entry of Deno.readDirSync("/proc")) {
       const pid = Number(entry.name);
-      if (!Number.isInteger(pid) || pid === Deno.pid) continue;
+      if (!Number.isInteger(pid)) continue;
       const status = procStatus(pid);
-      if (status) table.set(pid, status);
+      if (status) table.set(pid, status); // ours too: a chain through us is no orphan
     }
   } catch {
     return []; // no /proc
@@ -282,7 +294,7 @@ export function leftovers(user: AppUser | undefined, releaseDir?: string, since 
     for (let p = pid, hops = 0; p > 1 && hops < 4096; hops++) {
       const status = table.get(p);
       if (!status) return true; // gone, or outside our pid namespace: the chain ends here
-      if (status.uid !== user!.uid) return false;
+      if (status.uid !== scan!.uid) return false;
       p = status.ppid;
     }
     return true;
@@ -292,19 +304,26 @@ export function leftovers(user: AppUser | undefined, releaseDir?: string, since 
     return cwd !== undefined && (cwd === dir || cwd.startsWith(`${dir}/`));
   };
   return [...table.keys()].filter((pid) =>
-    (user !== undefined && table.get(pid)!.uid === user.uid && orphan(pid) &&
-      readOr(`/proc/${pid}/cgroup`, Deno.readTextFileSync) === cgroup && (startedAt(pid) ?? 0) >= since) ||
-    (dir !== undefined && inside(pid))
-  );
+    pid !== Deno.pid && (
+      (scan !== undefined && table.get(pid)!.uid === scan.uid && orphan(pid) &&
+        readOr(`/proc/${pid}/cgroup`, Deno.readTextFileSync) === cgroup && (startedAt(pid) ?? 0) >= since) ||
+      (dir !== undefined && inside(pid))
+    )
+  ).map((pid) => ({ pid, start: startedAt(pid) }));
 }
 
-/** Kills (SIGKILL) what {@link leftovers} finds, until nothing is found; returns how many were killed. */
+/**
+ * Kills (SIGKILL) what {@link leftovers} finds, until nothing is found; returns how many were
+ * killed. A pid whose start time changed since it was found (it ended, and the pid was reused)
+ * is left alone.
+ */
 export async function killLeftovers(user: AppUser | undefined, releaseDir?: string, since = 0): Promise<number> {
   const killed = new Set<number>();
   for (let round = 0; round < 50; round++) {
     const found = leftovers(user, releaseDir, since);
     if (!found.length) break;
-    for (const pid of found) {
+    for (const { pid, start } of found) {
+      if (start === undefined || startedAt(pid) !== start) continue; // ended (and maybe reused)
       try {
         Deno.kill(pid, "SIGKILL");
         killed.add(pid);

@@ -19,7 +19,14 @@ import { toArgv } from "../config/argv.ts";
 import { UsageError } from "../errors.ts";
 import { exists, readLinkOrUndefined, readTextOrUndefined, symlinkAtomic, writeFileAtomic } from "../fsutil.ts";
 import { extractCommit, readCommit, refTip, updateRef } from "../git.ts";
-import { DOCKER_NAME_RULE, dockerNameOk, imageOf, pruneImages, requireEngine } from "../managers/docker.ts";
+import {
+  DOCKER_NAME_RULE,
+  dockerNameOk,
+  imageOf,
+  pruneImages,
+  requireDockerfile,
+  requireEngine,
+} from "../managers/docker.ts";
 import { managerNamed, type ProcessManager, type Slot } from "../managers/mod.ts";
 import { type AppPaths, appPaths, prefix } from "../paths.ts";
 import { type Cmd, type CmdResult, displayArgv, DryRunner, ProcessRunner, type Runner } from "../runner.ts";
@@ -483,25 +490,34 @@ async function deployLocked(
     }
     await journal.step("fetch", () => fetchRelease(plan, id), () => `${short} extracted into releases/${id}`);
     const build = buildPlan(deploy, plan.facts, releaseDir, { id, commit });
-    // The build runs as the app's user in a release it owns; then the release is sealed (users.ts).
+    // The build runs as the app's user in a release it owns; then the release is sealed (users.ts),
+    // and only then the engine (root's) builds the image, from a Dockerfile checked in the sealed release.
     const user = userOf(paths, config);
+    const seal = async () => {
+      if (user) { for (const cmd of sealCmds(releaseDir, user)) await runner.run(cmd); }
+    };
     if (build.length) {
       await journal.step(
         "build",
         async () => {
           if (user) await runner.run(handOver(releaseDir, user));
           const env = toolEnv(releaseDir, config, user);
-          for (const cmd of build) {
+          const run = async (cmd: Cmd) => {
             journal.output(`$ ${displayArgv(cmd.argv)}`);
-            const run = { ...cmd, timeoutMs: BUILD_TIMEOUT, cancel: plan.cancellation.signal };
-            await runConfined(ctx, asApp(run, user, env), releaseDir);
+            const limits = { timeoutMs: BUILD_TIMEOUT, cancel: plan.cancellation.signal };
+            await runConfined(ctx, asApp({ ...cmd, ...limits }, user, env), releaseDir);
+          };
+          for (const cmd of build.filter((cmd) => !cmd.engine)) await run(cmd);
+          await seal();
+          for (const cmd of build.filter((cmd) => cmd.engine)) {
+            await requireDockerfile(releaseDir, deploy.dockerfile ?? "Dockerfile");
+            await run(cmd);
           }
         },
         undefined,
         "",
       );
-    }
-    if (user) { for (const cmd of sealCmds(releaseDir, user)) await runner.run(cmd); }
+    } else await seal();
     await writeReleaseMeta(paths, meta); // after the build: not part of a docker build's context
     if (plan.argv) {
       await journal.step(

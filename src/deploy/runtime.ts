@@ -17,8 +17,27 @@ import { slotDir } from "./slots.ts";
 import { type AppUser, appUser, asUser } from "../users.ts";
 import type { Cmd } from "../runner.ts";
 
-/** Variables of the deploying environment an app may rely on; everything else is left out. */
-const INHERITED = ["HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ"];
+/**
+ * Variables of the deploying environment an app may rely on; everything else is left out. Besides
+ * the locale, the ones that say where builds download from (proxies, certificate authorities,
+ * package indexes): configuration, not secrets (credentials belong in the app's .env).
+ */
+export const INHERITED = [
+  "HOME",
+  "USER",
+  "LOGNAME",
+  "LANG",
+  "LC_ALL",
+  "TZ",
+  ...["HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"].flatMap((key) => [key, key.toLowerCase()]),
+  "NODE_EXTRA_CA_CERTS",
+  "SSL_CERT_FILE",
+  "SSL_CERT_DIR",
+  "PIP_INDEX_URL",
+  "PIP_EXTRA_INDEX_URL",
+  "PIP_CERT",
+  "npm_config_registry",
+];
 
 /** PATH with a release's own tools first: `venv/bin`, then `node_modules/.bin`. */
 export function pathWith(dir: string): string {
@@ -26,8 +45,8 @@ export function pathWith(dir: string): string {
 }
 
 /** The variables of {@link INHERITED} the deploying environment has. */
-function inherited(): Record<string, string> {
-  return Object.fromEntries(Object.entries(baseEnv()).filter(([key]) => INHERITED.includes(key)));
+export function inherited(env: Record<string, string> = baseEnv()): Record<string, string> {
+  return Object.fromEntries(Object.entries(env).filter(([key]) => INHERITED.includes(key)));
 }
 
 /**

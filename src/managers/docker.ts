@@ -69,6 +69,39 @@ export function buildImage(deploy: DeployFile, releaseDir: string, release: stri
   ], { cwd: releaseDir, quiet: false, timeoutMs: undefined });
 }
 
+/**
+ * Checks the Dockerfile of a release before the engine, which runs as root, reads it: every
+ * component of `dockerfile` below `releaseDir` (lstat, no link followed) a real directory, the
+ * last a regular file, no `..`. A committed or built `Dockerfile -> /etc/shadow` would otherwise
+ * have the engine read a root-only file, and its first line shown to the pusher as a parse error.
+ * Run it once the release is root's (sealed): then nobody else can swap a component.
+ */
+export async function requireDockerfile(releaseDir: string, dockerfile: string): Promise<void> {
+  const refuse = (why: string) =>
+    new DeployParadigmError(`the Dockerfile ${dockerfile} of the release ${why}; the image was not built`, {
+      suggestion: "commit the Dockerfile as a regular file inside the repository (no symbolic link on its path), " +
+        "and let no build step replace it",
+    });
+  const parts = dockerfile.split("/").filter((part) => part !== "" && part !== ".");
+  if (!parts.length || parts.includes("..")) throw refuse("is not a path inside the release");
+  let path = releaseDir;
+  for (const [i, part] of ["", ...parts].entries()) {
+    path = part === "" ? path : join(path, part);
+    const last = i === parts.length;
+    const info = await Deno.lstat(path).catch(() => undefined);
+    if (info === undefined) throw refuse(`does not exist (no ${path})`);
+    if (info.isSymlink) throw refuse(`is reached through a symbolic link (${path})`);
+    if (last ? !info.isFile : !info.isDirectory) {
+      throw refuse(last ? "is not a regular file" : `is reached through ${path}, which is not a directory`);
+    }
+  }
+  // The ignore files the engine reads too: none may be a link either.
+  for (const ignore of [".dockerignore", ".containerignore", `${parts.join("/")}.dockerignore`]) {
+    const info = await Deno.lstat(join(releaseDir, ignore)).catch(() => undefined);
+    if (info && !info.isFile) throw refuse(`comes with ${ignore}, which is not a regular file`);
+  }
+}
+
 function labels(values: Record<string, string>): string[] {
   return Object.entries(values).flatMap(([key, value]) => ["--label", `${LABEL}.${key}=${value}`]);
 }

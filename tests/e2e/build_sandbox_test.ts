@@ -3,12 +3,13 @@
  * is called (a committed `venv/bin/docker` included), with an allow-list environment (none of the
  * deploying user's other variables), nothing they leave behind survives them (also daemonized
  * with `setsid`), and their output reaches the pusher's terminal with control sequences escaped.
- * On a PM2 server under a temp prefix, the deploy as root, the app with `user:`.
+ * On a PM2 server under a temp prefix, the deploy as root, the app with its own user (app-sbx).
  */
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { AppRepo } from "../helpers/apps.ts";
 import { must } from "../helpers/host.ts";
 import { get, run, withServer } from "../helpers/server.ts";
+import { defaultUserName } from "../../src/users.ts";
 
 /** Processes whose command line is `sleep <n>` for one of `marks` (read from /proc). */
 function sleepers(marks: string[]): number[] {
@@ -24,7 +25,8 @@ function sleepers(marks: string[]): number[] {
 }
 
 Deno.test("a hook named docker (a committed venv/bin/docker) runs as the app's user; no inherited env, no leftovers, escaped output", async () => {
-  const user = `dps${crypto.randomUUID().slice(0, 6)}`;
+  // The user setup creates for the app (app-sbx): only such a user's processes are swept by uid.
+  const user = defaultUserName("sbx");
   await must([
     "useradd",
     "--system",

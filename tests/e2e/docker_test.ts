@@ -184,6 +184,34 @@ Deno.test("docker: a failed build shows its last lines and leaves no container; 
     assertEquals(await body(`http://127.0.0.1:${port}/`), "v1");
     await repo.git(["reset", "--quiet", "--hard", "HEAD~1"]);
 
+    // A Dockerfile that is a symbolic link to a root-only file, committed or made by a build step:
+    // refused before the engine (root's) reads it; not a line of the file reaches the push.
+    const secret = `${server.root}/root-only`;
+    const word = `SECRET${crypto.randomUUID().slice(0, 8)}`;
+    await Deno.writeTextFile(secret, `${word} first line\n${word} second\n`, { mode: 0o600 });
+    await Deno.chmod(secret, 0o600);
+    const dockerfile = `${repo.dir}/Dockerfile`;
+    const linked = {
+      committed: async () => {
+        await Deno.remove(dockerfile);
+        await Deno.symlink(secret, dockerfile);
+        await repo.git(["add", "--all"]);
+        await repo.git(["commit", "--quiet", "-m", "Dockerfile -> a root-only file"]);
+      },
+      built: () => commitDockerApp(repo, "db", "v2", "ok", `build: [ln, -sf, ${secret}, Dockerfile]\n`),
+    };
+    for (const [how, make] of Object.entries(linked)) {
+      await make();
+      const refused = await repo.push();
+      assert(refused.code !== 0, `${how}: ${refused.output}`);
+      assertMatch(refused.output, /deploy failed at build/, how);
+      assertMatch(refused.output, /the Dockerfile Dockerfile of the release is reached through a symbolic link/, how);
+      assert(!refused.output.includes(word), `${how}: ${refused.output}`);
+      assertEquals(await engine.containers(), ["db-blue"], how);
+      assertEquals(await body(`http://127.0.0.1:${port}/`), "v1", how);
+      await repo.git(["reset", "--quiet", "--hard", "HEAD~1"]);
+    }
+
     await engine.pause();
     await commitDockerApp(repo, "db", "v3");
     const down = await repo.push();

@@ -8,7 +8,7 @@
 import { join } from "node:path";
 import { assertEquals, assertMatch } from "../helpers/assert.ts";
 import { BIN, run } from "../helpers/server.ts";
-import { pkt } from "../../src/receive.ts";
+import { MAX_REFS, pkt } from "../../src/receive.ts";
 
 async function receive(gitDir: string, env: Record<string, string>, lines: string[]) {
   const child = new Deno.Command(BIN, {
@@ -20,8 +20,10 @@ async function receive(gitDir: string, env: Record<string, string>, lines: strin
   })
     .spawn();
   const writer = child.stdin.getWriter();
-  for (const line of ["version=1\0atomic-no", null, ...lines, null]) await writer.write(pkt(line));
-  await writer.close();
+  try {
+    for (const line of ["version=1\0atomic-no", null, ...lines, null]) await writer.write(pkt(line));
+    await writer.close();
+  } catch { /* it stopped reading (too many lines): its answer says why */ }
   const out = await child.output();
   return { code: out.code, stdout: new TextDecoder().decode(out.stdout), stderr: new TextDecoder().decode(out.stderr) };
 }
@@ -73,6 +75,12 @@ Deno.test("receive: malformed protocol lines are refused (exit 2, which and why)
       assertMatch(out.stdout, /ng refs\/heads\/feature another ref of this push is malformed/);
       assertEquals(await refs(), before, line);
     }
+    // More ref lines than a push may have: all refused before any git runs, none applied.
+    const many = Array.from({ length: MAX_REFS + 1 }, (_, i) => `${zero} ${c1} refs/heads/f${i}`);
+    const tooMany = await receive(bare, env, many);
+    assertEquals(tooMany.code === 0, false, tooMany.stderr);
+    assertMatch(tooMany.stderr, new RegExp(`a push updates at most ${MAX_REFS} refs`));
+    assertEquals(await refs(), before);
     // The same harness with well-formed lines only: a branch other than the deploy branch is stored.
     const stored = await receive(bare, env, [`${zero} ${c1} refs/heads/feature`]);
     assertEquals(stored.code, 0, stored.stderr);

@@ -10,8 +10,8 @@ import { type AppProcess, managerNamed, type Running } from "../../src/managers/
 import type { Runner } from "../../src/runner.ts";
 import { type ContainerSpec, runContainer, withDocker } from "../../src/managers/docker.ts";
 import { sandbox, templateUnit } from "../../src/managers/systemd.ts";
-import { asApp, toolEnv } from "../../src/deploy/runtime.ts";
-import { type AppUser, defaultUserName, handOver, sealCmds, useraddCmd } from "../../src/users.ts";
+import { asApp, INHERITED, inherited, toolEnv } from "../../src/deploy/runtime.ts";
+import { type AppUser, defaultUserName, handOver, leftovers, sealCmds, useraddCmd } from "../../src/users.ts";
 import { sudoersDropIn } from "../../src/setup_users.ts";
 import { serverConfigSchema } from "../../src/config/schema.ts";
 import { parseConfig } from "../../src/config/load.ts";
@@ -741,9 +741,7 @@ Deno.test("toolEnv: an allow-list (never the deploying user's other variables); 
     const env = toolEnv(RELEASE, config, USER);
     assertEquals(env.DP_PLANS_TOKEN, undefined);
     assert(
-      Object.keys(env).every((key) =>
-        ["HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "PATH", "PORT", "DEPLOY_ENV"].includes(key)
-      ),
+      Object.keys(env).every((key) => [...INHERITED, "PATH", "PORT", "DEPLOY_ENV"].includes(key)),
       Object.keys(env).join(" "),
     );
     const cmd = asApp({ argv: ["npm", "ci"] }, USER, env);
@@ -763,25 +761,67 @@ Deno.test("toolEnv: an allow-list (never the deploying user's other variables); 
   }
 });
 
-Deno.test("ProcessRunner finds a program in its own PATH, never in the PATH given to the command", async () => {
-  const { ProcessRunner } = await import("../../src/runner.ts");
+Deno.test("the allow-list passes what says where builds download from (proxies, CAs, package indexes), no secrets", () => {
+  const where = {
+    HTTP_PROXY: "http://proxy:3128",
+    https_proxy: "http://proxy:3128",
+    NO_PROXY: "localhost",
+    NODE_EXTRA_CA_CERTS: "/etc/ssl/corp.pem",
+    SSL_CERT_FILE: "/etc/ssl/certs/ca.pem",
+    SSL_CERT_DIR: "/etc/ssl/certs",
+    PIP_INDEX_URL: "https://pypi.corp/simple",
+    PIP_EXTRA_INDEX_URL: "https://pypi.org/simple",
+    PIP_CERT: "/etc/ssl/corp.pem",
+    npm_config_registry: "https://npm.corp/",
+    LANG: "C.UTF-8",
+  };
+  const env = inherited({
+    ...where,
+    GITHUB_TOKEN: "t",
+    AWS_SECRET_ACCESS_KEY: "s",
+    NPM_TOKEN: "n",
+    SSH_AUTH_SOCK: "/a",
+  });
+  assertEquals(env, where);
+  for (const key of ["HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"]) {
+    assert(INHERITED.includes(key) && INHERITED.includes(key.toLowerCase()), key);
+  }
+});
+
+Deno.test("ProcessRunner: root finds a program in its own PATH, never in the command's; another user in the command's", async () => {
+  const { ProcessRunner, programOf } = await import("../../src/runner.ts");
   const dir = await Deno.makeTempDir({ prefix: "dp-path-" });
   try {
     await Deno.writeTextFile(`${dir}/id`, "#!/bin/sh\necho fake\n", { mode: 0o755 });
-    const result = await new ProcessRunner().run({
-      argv: ["id", "-u"],
-      env: { PATH: `${dir}:/usr/bin:/bin` },
-      quiet: true,
-    });
-    assertEquals(result.output.trim(), String(Deno.uid()));
+    const cmd = { argv: ["id", "-u"], env: { PATH: `${dir}:/usr/bin:/bin` }, quiet: true };
+    assert(programOf(cmd, 0) !== `${dir}/id`, "root searched the command's PATH");
+    assertEquals(
+      programOf(cmd, 1000),
+      `${dir}/id`,
+      "a non-root deploy: the release's venv/bin first, as a shell would",
+    );
+    assertEquals(programOf({ argv: ["id"], env: {} }, 1000), programOf({ argv: ["id"] }, 0), "no PATH given: ours");
+    assertEquals(programOf({ argv: ["./x"], env: cmd.env }, 1000), "./x");
+    const result = await new ProcessRunner().run(cmd);
+    assertEquals(result.output.trim(), Deno.uid() === 0 ? "0" : "fake");
     // Within the command, its PATH applies: `sh -c id` finds the fake one.
-    const inside = await new ProcessRunner().run({
-      argv: ["sh", "-c", "id"],
-      env: { PATH: `${dir}:/usr/bin:/bin` },
-      quiet: true,
-    });
+    const inside = await new ProcessRunner().run({ ...cmd, argv: ["sh", "-c", "id"] });
     assertEquals(inside.output.trim(), "fake");
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("leftovers: the uid sweep only for the user setup created for the app, never a user: the operator chose", async () => {
+  const child = new Deno.Command("sleep", { args: ["30"], stdout: "null", stderr: "null" }).spawn();
+  try {
+    const me = { ...USER, uid: Deno.uid() ?? 0 };
+    const found = (own: boolean) => leftovers({ ...me, own }, undefined, 0).map((p) => p.pid);
+    if (Deno.build.os === "linux") assert(found(true).includes(child.pid), "an own user's process is swept");
+    assertEquals(found(false), [], "an operator's user: nothing outside the release is swept");
+    assert(!found(true).includes(Deno.pid), "never the deploy itself");
+  } finally {
+    child.kill("SIGKILL");
+    await child.status;
   }
 });
