@@ -7,8 +7,8 @@
  */
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { AppRepo } from "../helpers/apps.ts";
-import { must } from "../helpers/host.ts";
-import { get, run, withServer } from "../helpers/server.ts";
+import { addTestUser, must } from "../helpers/host.ts";
+import { get, withServer } from "../helpers/server.ts";
 import { defaultUserName } from "../../src/users.ts";
 
 /** Processes whose command line is `sleep <n>` for one of `marks` (read from /proc). */
@@ -27,17 +27,7 @@ function sleepers(marks: string[]): number[] {
 Deno.test("a hook named docker (a committed venv/bin/docker) runs as the app's user; no inherited env, no leftovers, escaped output", async () => {
   // The user setup creates for the app (app-sbx): only such a user's processes are swept by uid.
   const user = defaultUserName("sbx");
-  await must([
-    "useradd",
-    "--system",
-    "--user-group",
-    "--no-create-home",
-    "--home-dir",
-    "/nonexistent",
-    "--shell",
-    "/usr/sbin/nologin",
-    user,
-  ]);
+  const removeUser = await addTestUser(user);
   const base = 900_000 + Math.floor(Math.random() * 90_000);
   const marks = [0, 1, 2, 3].map((i) => String(base + i));
   try {
@@ -106,7 +96,7 @@ Deno.test("a hook named docker (a committed venv/bin/docker) runs as the app's u
     });
   } finally {
     for (const pid of sleepers(marks)) Deno.kill(pid, "SIGKILL"); // only what this test's builds started
-    await run(["userdel", user]);
+    await removeUser();
   }
 });
 

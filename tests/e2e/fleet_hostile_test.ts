@@ -97,12 +97,7 @@ Deno.test("fleet: a hostile server (100 MB status.json, 500 MB log, floods) stay
       await hostileFiles(hostile);
       await laptop.addHost("hostile", hostile);
       await laptop.addHost("normal", normal);
-      const config = join(laptop.home, "config.yml");
-      await Deno.writeTextFile(
-        config,
-        `interval: 2s\nalerts: [{ type: webhook, url: "http://127.0.0.1:${await alerts.port}/" }]\n` +
-          await Deno.readTextFile(config),
-      );
+      await fastCyclesAlertingTo(laptop, await alerts.port);
 
       const api = await serve(laptop);
       const started = Date.now();
@@ -256,12 +251,7 @@ Deno.test("fleet: a server whose listing lies (every file 3 bytes) stays within 
       await append(normal, "shop", "access.log", "GET / 200\n".repeat(100));
       await laptop.addHost("liar", liar);
       await laptop.addHost("normal", normal);
-      const config = join(laptop.home, "config.yml");
-      await Deno.writeTextFile(
-        config,
-        `interval: 2s\nalerts: [{ type: webhook, url: "http://127.0.0.1:${await alerts.port}/" }]\n` +
-          await Deno.readTextFile(config),
-      );
+      await fastCyclesAlertingTo(laptop, await alerts.port);
       const api = await serve(laptop);
       try {
         type Server = { name: string; lastOk: string | null; lastContact: string | null; limits: string[] };
@@ -425,3 +415,12 @@ Deno.test("fleet and status: a server's escape sequences (OSC 52, OSC 0, CSI, C1
     await Deno.remove(prefix, { recursive: true });
   }
 });
+
+/** The laptop's config.yml with a 2 s interval and alerts to a webhook on 127.0.0.1:`port`. */
+async function fastCyclesAlertingTo(laptop: { home: string }, port: number): Promise<void> {
+  const config = join(laptop.home, "config.yml");
+  await Deno.writeTextFile(
+    config,
+    `interval: 2s\nalerts: [{ type: webhook, url: "http://127.0.0.1:${port}/" }]\n` + await Deno.readTextFile(config),
+  );
+}

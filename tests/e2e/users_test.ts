@@ -16,7 +16,7 @@
 import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { AppRepo, nodeApp, pythonApp } from "../helpers/apps.ts";
-import { must } from "../helpers/host.ts";
+import { addTestUser, must } from "../helpers/host.ts";
 import { SystemdHost } from "../helpers/nspawn.ts";
 import { commitDockerApp, withEngine } from "../helpers/docker.ts";
 import { BIN, get, run, withServer } from "../helpers/server.ts";
@@ -433,28 +433,12 @@ Deno.test("systemd host: each app its own user and sandbox; deploy-group pushes 
   }
 });
 
-/** A system user and group of its own for a test; removed by the returned function. */
-async function testUser(name: string): Promise<() => Promise<void>> {
-  await must([
-    "useradd",
-    "--system",
-    "--user-group",
-    "--no-create-home",
-    "--home-dir",
-    "/nonexistent",
-    "--shell",
-    "/usr/sbin/nologin",
-    name,
-  ]);
-  return async () => void await run(["userdel", name]);
-}
-
 Deno.test("PM2 server: apps under their own users (ps), no reading another's .env; a malicious postinstall fails the build", async () => {
   const id = crypto.randomUUID().slice(0, 6);
   const users = { alpha: `dpu${id}a`, beta: `dpu${id}b` };
   const removers: (() => Promise<void>)[] = [];
   try {
-    for (const user of Object.values(users)) removers.push(await testUser(user));
+    for (const user of Object.values(users)) removers.push(await addTestUser(user));
     await withServer(async (server) => {
       // The temp root is 0700 (mkdtemp): let the app users reach their own directories.
       for (const dir of [server.root, server.prefix]) {
@@ -552,7 +536,7 @@ process.exit(refused ? 1 : 0);
 
 Deno.test("docker app with a user: the container runs as its uid:gid, with no-new-privileges", async () => {
   const user = `dpu${crypto.randomUUID().slice(0, 6)}d`;
-  const remove = await testUser(user);
+  const remove = await addTestUser(user);
   try {
     await withEngine(async (engine) => {
       await withServer(async (server) => {

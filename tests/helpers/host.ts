@@ -81,3 +81,19 @@ export function sshAccess(dir: string): { sshArgv: string[]; env: Record<string,
     },
   };
 }
+
+/** A system user and group of its own for a test (no home, no login); removed by the returned function. */
+export async function addTestUser(name: string): Promise<() => Promise<void>> {
+  await must([
+    "useradd",
+    "--system",
+    "--user-group",
+    "--no-create-home",
+    "--home-dir",
+    "/nonexistent",
+    "--shell",
+    "/usr/sbin/nologin",
+    name,
+  ]);
+  return async () => void await new Deno.Command("userdel", { args: [name], stdout: "null", stderr: "null" }).output();
+}
