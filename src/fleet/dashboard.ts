@@ -2,9 +2,16 @@
  * The fleet dashboard's files (dashboard/), embedded in the binary with text imports and served
  * through the fleet API's `dashboard` hook. Only `deploy-paradigm fleet` imports this module.
  *
- * Caching: index.html names its script and style sheet by content hash (`/app.<hash>.js`), so
- * they are cached for good (`immutable`) and index.html itself is revalidated (`no-cache`); the
- * plain names (`/app.js`, `/style.css`) are served too, uncached.
+ * The script is ES modules: app.js boots (index.html loads it with `<script type="module">`), the
+ * others only export. Each module is served as `/<name>.<hash>.js`, its `./other.js` specifiers
+ * rewritten at start-up to the other modules' hashed names, so the hashes are computed leaf
+ * modules first and a change anywhere renames every module that imports it (see
+ * {@link linkModules}). index.html gets the hashed names of the boot module and the style sheet,
+ * and a `modulepreload` link per other module (no waterfall of imports).
+ *
+ * Caching: the hashed names are cached for good (`immutable`) and index.html itself is
+ * revalidated (`no-cache`); the plain names `/app.js` (the linked boot module) and `/style.css`
+ * are served too, uncached.
  *
  * Every file is sent with a strict Content-Security-Policy (scripts, styles, images and
  * connections from this origin only, no inline script or style; frames only from the configured
@@ -13,9 +20,40 @@
  * @module
  */
 import html from "../../dashboard/index.html" with { type: "text" };
-import script from "../../dashboard/app.js" with { type: "text" };
 import style from "../../dashboard/style.css" with { type: "text" };
 import icon from "../../dashboard/favicon.svg" with { type: "text" };
+import app from "../../dashboard/app.js" with { type: "text" };
+import api from "../../dashboard/api.js" with { type: "text" };
+import deployments from "../../dashboard/deployments.js" with { type: "text" };
+import dom from "../../dashboard/dom.js" with { type: "text" };
+import fleet from "../../dashboard/fleet.js" with { type: "text" };
+import format from "../../dashboard/format.js" with { type: "text" };
+import lines from "../../dashboard/lines.js" with { type: "text" };
+import live from "../../dashboard/live.js" with { type: "text" };
+import overview from "../../dashboard/overview.js" with { type: "text" };
+import routes from "../../dashboard/routes.js" with { type: "text" };
+import search from "../../dashboard/search.js" with { type: "text" };
+import server from "../../dashboard/server.js" with { type: "text" };
+import widgets from "../../dashboard/widgets.js" with { type: "text" };
+
+/** The dashboard's ES modules by file name (a new file in dashboard/ needs its line here and above). */
+const MODULES: Record<string, string> = {
+  "app.js": app,
+  "api.js": api,
+  "deployments.js": deployments,
+  "dom.js": dom,
+  "fleet.js": fleet,
+  "format.js": format,
+  "lines.js": lines,
+  "live.js": live,
+  "overview.js": overview,
+  "routes.js": routes,
+  "search.js": search,
+  "server.js": server,
+  "widgets.js": widgets,
+};
+/** The module index.html loads. */
+const BOOT = "app.js";
 
 /** A server as the dashboard needs it: its Netdata URL decides what may be framed. */
 export interface DashboardServer {
@@ -41,17 +79,70 @@ function contentHash(text: string): string {
   return (hash >>> 0).toString(16).padStart(8, "0");
 }
 
-const scriptPath = `/app.${contentHash(script)}.js`;
+/** A module as served: its path (`/<name>.<hash>.js`) and its text with the specifiers rewritten. */
+export interface LinkedModule {
+  path: string;
+  body: string;
+}
+
+/** Any static import specifier: `from "…"`, `import "…"` (dynamic imports are not used). */
+const SPECIFIER = /\b(from|import)(\s*)(["'])([^"'\n]*)\3/g;
+/** The only specifiers the modules may use: another module of dashboard/, `./name.js`. */
+const LOCAL = /^\.\/([\w-]+\.js)$/;
+
+/**
+ * Links the modules `sources` (file name → text): each one's `./name.js` specifiers become the
+ * hashed names of those modules, and its own hashed name is the hash of that rewritten text (so
+ * the imported modules are linked first). Throws on an import of anything else, an import cycle
+ * (hashes could not be computed) or a module that `entry` does not reach.
+ */
+export function linkModules(sources: Record<string, string>, entry: string): Map<string, LinkedModule> {
+  const linked = new Map<string, LinkedModule>();
+  const chain: string[] = [];
+  const link = (name: string): LinkedModule => {
+    const done = linked.get(name);
+    if (done) return done;
+    if (chain.includes(name)) {
+      throw new Error(`dashboard modules import each other in a cycle: ${[...chain, name].join(" → ")}`);
+    }
+    if (!Object.hasOwn(sources, name)) {
+      throw new Error(
+        chain.length
+          ? `dashboard/${chain.at(-1)} imports "./${name}", which is not a dashboard module`
+          : `no dashboard module ${name}`,
+      );
+    }
+    chain.push(name);
+    const body = sources[name].replace(SPECIFIER, (_, keyword, space, quote, specifier: string) => {
+      const local = LOCAL.exec(specifier);
+      if (!local) throw new Error(`dashboard/${name} imports "${specifier}": only "./name.js" of dashboard/ is served`);
+      return `${keyword}${space}${quote}.${link(local[1]).path}${quote}`;
+    });
+    chain.pop();
+    const module = { path: `/${name.replace(/\.js$/, "")}.${contentHash(body)}.js`, body };
+    linked.set(name, module);
+    return module;
+  };
+  link(entry);
+  const unused = Object.keys(sources).filter((name) => !linked.has(name));
+  if (unused.length) throw new Error(`dashboard/${unused.join(", dashboard/")}: imported by no module`);
+  return linked;
+}
+
+const modules = linkModules(MODULES, BOOT);
+const boot = modules.get(BOOT)!;
 const stylePath = `/style.${contentHash(style)}.css`;
 
-/** index.html with the hashed asset names. */
+/** index.html with the hashed asset names, and the other modules preloaded. */
 function page(): string {
-  const replaced = html.replace('src="/app.js"', `src="${scriptPath}"`).replace(
-    'href="/style.css"',
-    `href="${stylePath}"`,
+  const preloads = [...modules].filter(([name]) => name !== BOOT).map(([, module]) =>
+    `\n    <link rel="modulepreload" href="${module.path}">`
   );
-  if (!replaced.includes(scriptPath) || !replaced.includes(stylePath)) {
-    throw new Error("dashboard/index.html must reference /app.js and /style.css");
+  const script = '<script type="module" src="/app.js"></script>';
+  const replaced = html.replace(script, `<script type="module" src="${boot.path}"></script>${preloads.join("")}`)
+    .replace('href="/style.css"', `href="${stylePath}"`);
+  if (!replaced.includes(boot.path) || !replaced.includes(stylePath)) {
+    throw new Error(`dashboard/index.html must have ${script} and href="/style.css"`);
   }
   return replaced;
 }
@@ -62,9 +153,9 @@ const index: Asset = { body: page(), type: "text/html; charset=utf-8", cache: RE
 const assets = new Map<string, Asset>([
   ["/", index],
   ["/index.html", index],
-  [scriptPath, { body: script, type: JS, cache: IMMUTABLE }],
+  ...[...modules.values()].map(({ path, body }): [string, Asset] => [path, { body, type: JS, cache: IMMUTABLE }]),
   [stylePath, { body: style, type: CSS, cache: IMMUTABLE }],
-  ["/app.js", { body: script, type: JS, cache: REVALIDATE }],
+  ["/app.js", { body: boot.body, type: JS, cache: REVALIDATE }],
   ["/style.css", { body: style, type: CSS, cache: REVALIDATE }],
   ["/favicon.svg", { body: icon, type: "image/svg+xml", cache: REVALIDATE }],
 ]);

@@ -1,0 +1,230 @@
+/**
+ * One server (`#/server/NAME[?app=&since=]`): its apps, deployments, error lines (optionally of
+ * one app since a deploy) and Netdata.
+ * @module
+ */
+import { h, put } from "./dom.js";
+import { api, ApiError } from "./api.js";
+import { bytes, duration } from "./format.js";
+import { errorLinesFor, lastDeploy } from "./fleet.js";
+import { lineItem, lineMeta } from "./lines.js";
+import { httpUrl, route, serverHref } from "./routes.js";
+import { DEPLOYMENT_COLUMNS, deploymentRows } from "./deployments.js";
+import { appCells, certificateBadge, errorBox, outcomeBadge, stateBadge, table, when } from "./widgets.js";
+
+/** The server view of `name`. */
+export function serverView(name) {
+  const heading = h("h1", { tabindex: "-1", text: name });
+  const badge = h("span");
+  const facts = h("dl", { class: "facts" });
+  const problem = h("div");
+  const apps = h("div");
+  const deploys = h("div");
+  const errorsTitle = h("h2", { text: "Recent errors" });
+  const errorsNote = h("p", { class: "muted small" });
+  const errors = h("div");
+  const netdata = h("div");
+  const notices = h("div");
+  const el = h(
+    "div",
+    { class: "view server" },
+    h("p", { class: "crumbs" }, h("a", { href: "#/", text: "← Overview" })),
+    h("div", { class: "view-head" }, heading, badge),
+    notices,
+    facts,
+    problem,
+    h("section", { class: "panel" }, h("h2", { text: "Apps" }), apps),
+    h("section", { class: "panel" }, h("h2", { text: "Recent deployments" }), deploys),
+    h("section", { class: "panel" }, errorsTitle, errorsNote, errors),
+    netdata,
+  );
+  let detail = null;
+  let filter = { app: "", since: "" };
+  let netdataUrl = null;
+
+  function renderErrors() {
+    if (errors.querySelector(".line-item.open")) return; // keep an open context
+    const lines = errorLinesFor(detail.errorLines, filter);
+    if (filter.app || filter.since) {
+      errorsTitle.textContent = `Errors of ${filter.app || "every app"}` + (filter.since ? " after the deploy" : "");
+      put(
+        errorsNote,
+        filter.since ? ["error.log lines since ", when(filter.since), " (from this server's 50 newest). "] : "",
+        h("a", { href: serverHref(name), text: "Show every app's errors" }),
+        " · ",
+        h("a", {
+          href: route("/search", {
+            server: name,
+            app: filter.app,
+            file: "error.log",
+            since: filter.since,
+            range: filter.since ? "custom" : "",
+          }),
+          text: "search its error.log",
+        }),
+      );
+    } else {
+      errorsTitle.textContent = "Recent errors";
+      errorsNote.textContent =
+        "The 50 newest error.log lines of this server, newest first. Click a line for its context.";
+    }
+    put(
+      errors,
+      lines.length
+        ? h(
+          "ol",
+          { class: "lines plain" },
+          lines.map((line) => lineItem(line, [lineMeta(line, false), h("span", { class: "text", text: line.text })])),
+        )
+        : h("p", { class: "muted", text: "No error lines." }),
+    );
+  }
+
+  function render() {
+    const d = detail;
+    document.title = `${d.name} · Fleet`;
+    put(badge, stateBadge(d.state, true));
+    put(
+      facts,
+      ...[
+        ["Host", d.host],
+        ["Last contact", when(d.lastOk)],
+        ["Last attempt", when(d.lastAttempt)],
+        ["Last pull", `${duration(d.lastDurationMs)}, ${bytes(d.lastBytes)}`],
+        ["Pulls", `${d.pulls} (${d.errors} failed)`],
+      ].map(([term, value]) => h("div", {}, h("dt", { text: term }), h("dd", {}, value))),
+    );
+    put(
+      problem,
+      d.lastError && d.state === "unreachable"
+        ? h("div", { class: "error", role: "alert" }, h("p", { text: `The last pull failed: ${d.lastError}` }))
+        : "",
+      d.limits?.length
+        ? h(
+          "div",
+          { class: "error", role: "status" },
+          h("p", { text: "The last pull went over the collector's limits:" }),
+          h("ul", {}, d.limits.map((line) => h("li", { text: line }))),
+        )
+        : "",
+    );
+    put(
+      apps,
+      d.apps.length
+        ? table(
+          ["App", "Health", "Freshness", "Version", "Deployed", "Last check", "Last deploy", "Certificate"],
+          d.apps.map((app) => appRow(d.name, app)),
+        )
+        : h("p", { class: "muted", text: "No apps (no status.json) on this server." }),
+    );
+    put(
+      deploys,
+      d.deployments.length
+        ? [
+          table(DEPLOYMENT_COLUMNS.filter((c) => c !== "Server"), deploymentRows(d.deployments, false)),
+          h(
+            "p",
+            { class: "small" },
+            h("a", { href: route("/deployments", { server: d.name }), text: "All deployments of this server →" }),
+          ),
+        ]
+        : h("p", { class: "muted", text: "No deployments in deploy.log yet." }),
+    );
+    renderErrors();
+    renderNetdata(d.netdata);
+  }
+
+  /** The Netdata iframe, made once (a refresh must not reload it). */
+  function renderNetdata(url) {
+    if (url === netdataUrl) return;
+    netdataUrl = url;
+    const safe = httpUrl(url);
+    if (!safe) return put(netdata);
+    const link = () => h("a", { href: safe, target: "_blank", rel: "noopener noreferrer", text: "open Netdata" });
+    put(
+      netdata,
+      h(
+        "section",
+        { class: "panel netdata" },
+        h("div", { class: "panel-head" }, h("h2", { text: "Netdata" }), h("span", { class: "small" }, link(), " ↗")),
+        h(
+          "p",
+          { class: "muted small note" },
+          "If the charts stay blank, Netdata refuses to be framed (X-Frame-Options or frame-ancestors); ",
+          link(),
+          " in its own tab instead.",
+        ),
+        h("iframe", {
+          src: safe,
+          title: `Netdata of ${name}`,
+          loading: "lazy",
+          referrerpolicy: "no-referrer",
+          sandbox: "allow-scripts allow-same-origin allow-popups",
+        }),
+      ),
+    );
+  }
+
+  async function refresh() {
+    try {
+      detail = await api(`/api/servers/${encodeURIComponent(name)}`);
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 404) {
+        detail = null;
+        put(
+          el,
+          h("div", { class: "view-head" }, heading),
+          errorBox(error),
+          h("p", {}, h("a", { href: "#/", text: "Back to the overview" })),
+        );
+        return;
+      }
+      throw error;
+    }
+    put(notices);
+    render();
+  }
+
+  return {
+    el,
+    heading,
+    title: `${name} · Fleet`,
+    async show(params) {
+      filter = { app: params.get("app") ?? "", since: params.get("since") ?? "" };
+      if (!detail) await refresh();
+      else renderErrors();
+    },
+    refresh,
+    notice(error) {
+      put(notices, errorBox(error));
+    },
+  };
+}
+
+/** A row of the server's apps table; the app links to its deployments. */
+function appRow(server, app) {
+  const last = lastDeploy(app);
+  return h(
+    "tr",
+    { class: `state-row state-${app.state}` },
+    h(
+      "td",
+      { class: "app" },
+      h("a", {
+        href: route("/deployments", { server, app: app.app }),
+        title: `Deployments of ${app.app}`,
+        text: app.app,
+      }),
+    ),
+    appCells(app),
+    h("td", {}, last?.outcome ? [outcomeBadge(last.outcome), " ", when(last.at)] : "—"),
+    h(
+      "td",
+      { class: "cert" },
+      certificateBadge(app.certificate),
+      app.certificate?.lastError
+        ? h("div", { class: "small cert-error", title: app.certificate.lastError, text: app.certificate.lastError })
+        : null,
+    ),
+  );
+}
