@@ -4,24 +4,21 @@
  */
 import { basename, join } from "node:path";
 import template from "../templates/deploy.yml" with { type: "text" };
-import { APP_TYPES, type DeployFile, NAME_PATTERN } from "./config/schema.ts";
+import { type DeployFile, NAME_PATTERN } from "./config/schema.ts";
 import { type RepoFacts, startArgv } from "./deploy/app_type.ts";
+import { APP_TYPES, type AppType, DEPLOYERS, DETECTION } from "./deployers/mod.ts";
 import { UsageError } from "./errors.ts";
-import { DOCKER_NAME_RULE, dockerNameOk } from "./managers/docker.ts";
 import { exists } from "./fsutil.ts";
 import { displayArgv } from "./runner.ts";
 import { SCHEMA_URL } from "./version.ts";
 
-type AppType = DeployFile["type"];
-
-/** App-type detectors, in order: the first whose file exists wins. */
-export const DETECTORS: readonly { type: AppType; files: string[] }[] = [
-  { type: "docker", files: ["Dockerfile"] },
-  { type: "python", files: ["requirements.txt", "pyproject.toml"] },
-  { type: "node", files: ["package.json"] },
-  { type: "static", files: ["index.html"] },
-  // Not in the design's list: a standard-library Python app has nothing but its script.
-  { type: "python", files: ["app.py", "main.py", "server.py"] },
+/**
+ * App-type detectors, in order: the first whose file exists wins. From the deployers, in
+ * {@link DETECTION} order: every type's `detect` files, then every type's `detectLast` ones.
+ */
+export const DETECTORS: readonly { type: AppType; files: readonly string[] }[] = [
+  ...DETECTION.map((type) => ({ type, files: DEPLOYERS[type].detect })),
+  ...DETECTION.flatMap((type) => DEPLOYERS[type].detectLast ? [{ type, files: DEPLOYERS[type].detectLast! }] : []),
 ];
 
 /** The type of a project with these top-level files, if any detector matches. */
@@ -45,25 +42,20 @@ export interface InitOptions {
 
 /** The deploy.yml text for a project. */
 export function renderDeployYml(name: string, type: AppType, facts: RepoFacts, containerPort = 8000): string {
-  const examples: Record<AppType, string> = {
-    python: "# command: python app.py   # set this: no app.py, main.py or server.py was found",
-    node: "# command: node server.js   # set this: no start script, main, server.js, index.js or app.js",
-    docker: "# command: (default: the image's CMD)\n" +
-      `containerPort: ${containerPort}   # the port the container listens on (it also gets PORT)`,
-    static: "# command: (none: the static files are served as they are)",
-  };
+  const { init } = DEPLOYERS[type];
   let command: string;
   try {
     const argv = startArgv({ name, type } as DeployFile, facts);
-    command = argv ? `command: ${displayArgv(argv)}` : examples[type];
+    command = argv ? `command: ${displayArgv(argv)}` : init.command(containerPort);
   } catch {
-    command = examples[type];
+    command = init.command(containerPort);
   }
   const values: Record<string, string> = {
     __SCHEMA_URL__: SCHEMA_URL,
     __NAME__: name,
+    __TYPES__: APP_TYPES.join(" | "),
     __TYPE__: type,
-    __HEALTH__: type === "static" ? "/" : "/health",
+    __HEALTH__: init.health,
     __COMMAND__: command,
   };
   return template.replace(/__[A-Z_]+__/g, (key) => values[key] ?? key);
@@ -87,17 +79,15 @@ export async function init(options: InitOptions): Promise<{ path: string; name: 
     throw new UsageError(`--type must be one of ${APP_TYPES.join(", ")} (got "${options.type}")`);
   }
   const type = (options.type as AppType | undefined) ?? detectType(files);
-  if (type === "docker" && !dockerNameOk(name)) {
-    throw new UsageError(`"${name}" cannot name a docker image and container`, {
-      suggestion: `${DOCKER_NAME_RULE}: pass --name`,
-    });
+  const nameRule = type && DEPLOYERS[type].nameRule;
+  if (nameRule && !nameRule.ok(name)) {
+    throw new UsageError(`"${name}" cannot name ${nameRule.names}`, { suggestion: `${nameRule.rule}: pass --name` });
   }
   if (!type) {
+    const signs = DETECTION.flatMap((type) => DEPLOYERS[type].detect);
     throw new UsageError(
-      `cannot tell the app type of ${options.dir}: no Dockerfile, requirements.txt, pyproject.toml, package.json or index.html`,
-      {
-        suggestion: `pass --type ${APP_TYPES.join("|")}`,
-      },
+      `cannot tell the app type of ${options.dir}: no ${signs.slice(0, -1).join(", ")} or ${signs.at(-1)}`,
+      { suggestion: `pass --type ${APP_TYPES.join("|")}` },
     );
   }
   const facts: RepoFacts = { files };
@@ -106,9 +96,7 @@ export async function init(options: InitOptions): Promise<{ path: string; name: 
       facts.packageJson = JSON.parse(await Deno.readTextFile(join(options.dir, "package.json")));
     } catch { /* a broken package.json only loses the command guess */ }
   }
-  const dockerfile = type === "docker" ? await Deno.readTextFile(join(options.dir, "Dockerfile")).catch(() => "") : "";
-  const exposed = Number(/^\s*EXPOSE\s+(\d+)/im.exec(dockerfile)?.[1]);
-  const containerPort = exposed >= 1 && exposed <= 65535 ? exposed : undefined;
+  const containerPort = await DEPLOYERS[type].init.containerPort?.(options.dir);
   await Deno.writeTextFile(path, renderDeployYml(name, type, facts, containerPort));
   return { path, name, type };
 }

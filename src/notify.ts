@@ -1,12 +1,15 @@
 /**
  * Notifications: deploy outcomes (from the server, `notify:` in config.yml) and fleet alerts
  * (from the laptop, `alerts:` in the fleet config) to a plain webhook, Slack or Discord, each in
- * its native payload. Delivery is bounded by a timeout and never throws: a receiver that hangs or
- * fails costs at most the timeout and is only reported. URLs (which carry their secret) are shown
- * redacted everywhere.
+ * its native payload (one file per target type in src/notifiers/). Delivery is bounded by a
+ * timeout and never throws: a receiver that hangs or fails costs at most the timeout and is only
+ * reported. URLs (which carry their secret) are shown redacted everywhere.
  * @module
  */
 import { z } from "zod";
+import { NOTIFIERS, TARGET_TYPES, type TargetType } from "./notifiers/mod.ts";
+
+export { TARGET_TYPES, type TargetType };
 
 /** Events of a deploy. */
 export const DEPLOY_EVENTS = ["success", "failed", "rolled_back", "cancelled"] as const;
@@ -29,7 +32,7 @@ export const NOTIFY_TIMEOUT_MS = 5_000;
 /** A `notify:`/`alerts:` target; `events` defaults to all of them. */
 export function targetSchema<const E extends readonly [string, ...string[]]>(events: E) {
   return z.strictObject({
-    type: z.enum(["webhook", "slack", "discord"], { error: "must be one of webhook, slack, discord" }),
+    type: z.enum(TARGET_TYPES, { error: `must be one of ${TARGET_TYPES.join(", ")}` }),
     url: z.url({ protocol: /^https?$/, error: "must be an http(s) URL" }),
     events: z.array(z.enum(events, { error: `must be one of ${events.join(", ")}` })).min(1).optional(),
   });
@@ -37,7 +40,7 @@ export function targetSchema<const E extends readonly [string, ...string[]]>(eve
 
 /** A notification target. */
 export interface Target {
-  type: "webhook" | "slack" | "discord";
+  type: TargetType;
   url: string;
   events?: readonly string[];
 }
@@ -75,54 +78,9 @@ export function redactUrl(url: string): string {
   }
 }
 
-const facts = (notice: Notice) =>
-  Object.entries(notice.fields).filter((entry): entry is [string, string] => entry[1] !== undefined && entry[1] !== "");
-
 /** The request body of `notice` for a target of `type`. */
-export function payload(type: Target["type"], notice: Notice): unknown {
-  if (type === "slack") {
-    const line = facts(notice).map(([key, value]) => `*${key}:* ${value}`).join("  ");
-    const detail = notice.text ? escapeSlack(notice.text.slice(0, 2800)) : undefined;
-    return {
-      text: `${notice.ok ? "✅" : "❌"} ${escapeSlack(notice.title)}`,
-      blocks: [
-        {
-          type: "section",
-          text: { type: "mrkdwn", text: `${notice.ok ? "✅" : "❌"} *${escapeSlack(notice.title)}*` },
-        },
-        ...(line ? [{ type: "section", text: { type: "mrkdwn", text: escapeSlack(line) } }] : []),
-        ...(detail ? [{ type: "section", text: { type: "mrkdwn", text: "```" + detail + "```" } }] : []),
-        { type: "context", elements: [{ type: "mrkdwn", text: `deploy-paradigm · ${notice.event} · ${notice.at}` }] },
-      ],
-    };
-  }
-  if (type === "discord") {
-    return {
-      username: "deploy-paradigm",
-      embeds: [{
-        title: notice.title.slice(0, 256),
-        description: notice.text?.slice(0, 4000),
-        color: notice.ok ? 0x2e7d32 : 0xc62828,
-        fields: facts(notice).map(([name, value]) => ({ name, value: value.slice(0, 1024), inline: true })),
-        timestamp: notice.at,
-        footer: { text: `deploy-paradigm · ${notice.event}` },
-      }],
-      allowed_mentions: { parse: [] },
-    };
-  }
-  return {
-    event: notice.event,
-    ok: notice.ok,
-    title: notice.title,
-    text: notice.text,
-    at: notice.at,
-    ...notice.fields,
-  };
-}
-
-/** Slack's mrkdwn control characters as entities (a value can't make a link or a mention). */
-function escapeSlack(text: string): string {
-  return text.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;");
+export function payload(type: TargetType, notice: Notice): unknown {
+  return NOTIFIERS[type].payload(notice);
 }
 
 /** Sends `notice` to every target that wants its event, at once; each bounded by `timeoutMs`. */

@@ -9,19 +9,18 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { refuseTakenDomains } from "./config/domains.ts";
 import { NAME_PATTERN } from "./config/names.ts";
-import { hostNameProblem, MANAGERS, STRATEGIES } from "./config/schema.ts";
+import { hostNameProblem, STRATEGIES } from "./config/schema.ts";
 import { checkDotenvFile } from "./deploy/dotenv.ts";
 import { processFor } from "./deploy/runtime.ts";
-import { narrowPm2Home, pm2Cmd } from "./managers/pm2.ts";
 import { ensureSlots } from "./deploy/slots.ts";
-import { templateUnit } from "./managers/systemd.ts";
+import { type Manager, MANAGER_NAMES, MANAGERS, type ServiceSpec } from "./managers/mod.ts";
 import { DeployParadigmError, UsageError } from "./errors.ts";
 import { exists, readTextOrUndefined, writeFileAtomic } from "./fsutil.ts";
 import { installHook } from "./hook.ts";
-import { appPaths, deploymentsRoot, prefix, selfCommand, systemdDir } from "./paths.ts";
+import { appPaths, deploymentsRoot, prefix, selfCommand } from "./paths.ts";
 import { control } from "./proxy/client.ts";
 import { controlSocketPath, legacyControlSocketPath } from "./proxy/routes.ts";
-import { type Cmd, ProcessRunner } from "./runner.ts";
+import { ProcessRunner } from "./runner.ts";
 import { setupUsers, type UserSetup } from "./setup_users.ts";
 import { parseDocument } from "./yaml.ts";
 
@@ -30,7 +29,7 @@ export interface SetupOptions {
   app: string;
   repoUrl?: string;
   port?: number;
-  manager?: "systemd" | "pm2";
+  manager?: Manager;
   env?: string;
   strategy?: "blue-green" | "restart";
   /** Host names the proxy routes to the app (replaces the list; empty: none, the app keeps its own port). */
@@ -41,9 +40,17 @@ export interface SetupOptions {
   proxyHost?: string;
 }
 
-/** Whether systemd manages this machine (under DEPLOY_PARADIGM_PREFIX it cannot see our units: no). */
-async function systemdRuns(): Promise<boolean> {
-  return !Deno.env.get("DEPLOY_PARADIGM_PREFIX") && await exists("/run/systemd/system");
+/** Whether `manager` runs on this machine (systemd: not under DEPLOY_PARADIGM_PREFIX, see systemd.ts). */
+async function runsHere(manager: Manager): Promise<boolean> {
+  return await MANAGERS[manager].runsHere?.() ?? true;
+}
+
+/** The error of a manager that does not run here (`why`: a hint at the cause). */
+function notHere(manager: Manager, why = ""): UsageError {
+  const others = MANAGER_NAMES.filter((name) => name !== manager);
+  return new UsageError(`${manager} does not run on this machine${why}`, {
+    suggestion: `use --manager ${others.join(" or ")}`,
+  });
 }
 
 function portTaken(port: number): boolean {
@@ -67,7 +74,7 @@ async function existing(configPath: string): Promise<Partial<SetupOptions>> {
   }
   return {
     port: typeof value?.port === "number" ? value.port : undefined,
-    manager: MANAGERS.includes(value?.manager as never) ? value?.manager as SetupOptions["manager"] : undefined,
+    manager: MANAGER_NAMES.includes(value?.manager as never) ? value?.manager as Manager : undefined,
     env: typeof value?.env === "string" ? value.env : undefined,
     strategy: STRATEGIES.includes(value?.strategy as never) ? value?.strategy as SetupOptions["strategy"] : undefined,
     domains: Array.isArray(value?.domains) ? value.domains.filter((d) => typeof d === "string") : undefined,
@@ -108,7 +115,7 @@ async function checkTyped(app: string, text: string): Promise<true | string> {
 async function complete(options: SetupOptions, before: Partial<SetupOptions>): Promise<Required<SetupOptions>> {
   const defaults = {
     port: before.port ?? 8000,
-    manager: before.manager ?? (await systemdRuns() ? "systemd" : "pm2") as "systemd" | "pm2",
+    manager: before.manager ?? await firstRunning(),
     env: before.env ?? "production",
     strategy: before.strategy ?? "blue-green" as const,
     domains: before.domains ?? [],
@@ -143,15 +150,11 @@ async function complete(options: SetupOptions, before: Partial<SetupOptions>): P
       }),
     );
     if (port !== before.port && portTaken(port)) console.log(`! port ${port} is in use on this server right now`);
-    const systemd = await systemdRuns();
-    const manager = await select({
-      message: "Process manager",
-      default: values.manager,
-      choices: [
-        { value: "systemd" as const, name: "systemd", disabled: systemd ? false : "(systemd does not run here)" },
-        { value: "pm2" as const, name: "pm2" },
-      ],
-    });
+    const choices = [];
+    for (const name of MANAGER_NAMES) {
+      choices.push({ value: name, name, disabled: await runsHere(name) ? false : `(${name} does not run here)` });
+    }
+    const manager = await select({ message: "Process manager", default: values.manager, choices });
     const env = await input({
       message: "Environment (which .env.<env> the app gets)",
       default: values.env,
@@ -199,17 +202,11 @@ export async function setup(options: SetupOptions): Promise<number> {
       suggestion: "use 1-63 lowercase letters, digits or dashes, starting with a letter or digit",
     });
   }
-  if (options.manager === "systemd" && !(await systemdRuns())) {
-    throw new UsageError("systemd does not run on this machine", { suggestion: "use --manager pm2" });
-  }
+  if (options.manager && !(await runsHere(options.manager))) throw notHere(options.manager);
   const paths = appPaths(options.app);
   const domains = options.domains && parseDomains(options.domains);
   const values = await complete({ ...options, domains }, await existing(paths.config));
-  if (values.manager === "systemd" && !(await systemdRuns())) {
-    throw new UsageError("systemd does not run on this machine (or DEPLOY_PARADIGM_PREFIX is set)", {
-      suggestion: "use --manager pm2",
-    });
-  }
+  if (!(await runsHere(values.manager))) throw notHere(values.manager, " (or DEPLOY_PARADIGM_PREFIX is set)");
   // Checked before anything is written: a domain another app has, a hook we could not replace,
   // a `user:` in config.yml that names nobody.
   await refuseTakenDomains(options.app, values.domains);
@@ -271,16 +268,17 @@ export async function setup(options: SetupOptions): Promise<number> {
   await users.pushers(paths.repo, runner); // the deploy group: push without root (setup_users.ts)
 
   // The proxy, as a service of the chosen manager, started if it is not running.
-  if (values.strategy === "blue-green" && values.manager === "systemd") {
-    // The app's template unit (each slot's command comes with its deploy, in the instance's drop-in).
+  const manager = MANAGERS[values.manager];
+  if (values.strategy === "blue-green" && manager.slotTemplate) {
+    // The app's template (systemd: each slot's command comes with its deploy, in the instance's drop-in).
     const config = { ...values, drainTimeout: 0, notify: [], hsts: false };
     const process = processFor(paths, config, "python", ["/bin/true"], {}, { slot: "blue", port: values.port });
-    await writeFileAtomic(join(systemdDir(), `${options.app}@.service`), templateUnit(process));
-    await runner.run({ argv: ["systemctl", "daemon-reload"], timeoutMs: 60_000 });
-    console.log(`✓ ${join(systemdDir(), `${options.app}@.service`)}`);
+    const plan = manager.slotTemplate(process);
+    await runner.apply(plan);
+    for (const file of plan.files) console.log(`✓ ${file.path}`);
   }
-  // pm2 files an older version left open narrowed first; pm2 runs under umask 077 from here on.
-  if (values.manager === "pm2") await narrowPm2Home();
+  // What an older version left open is narrowed first (pm2 runs under umask 077 from here on).
+  await manager.tidy?.();
   if (values.strategy === "blue-green") await ensureProxy(values.manager, values.proxyHost, env, runner);
   if (appUser) console.log(`✓ ${options.app} runs, builds and runs its hooks as ${appUser.name}`);
 
@@ -315,7 +313,7 @@ async function withoutGroupWrite(dir: string): Promise<void> {
  * older version started (its socket at the old path) is restarted, to run this version's code.
  */
 async function ensureProxy(
-  manager: "systemd" | "pm2",
+  manager: Manager,
   host: string,
   env: Record<string, string>,
   runner: ProcessRunner,
@@ -326,37 +324,7 @@ async function ensureProxy(
     if (!old) return console.log("✓ the proxy runs");
     console.log(`! the proxy runs an older version (${legacyControlSocketPath(root)}): restarting it`);
   }
-  const argv = [selfCommand(), "proxy", "--host", host];
-  const commands: Cmd[] = [];
-  if (manager === "systemd") {
-    const unit = [
-      "# Written by deploy-paradigm setup.",
-      "[Unit]",
-      "Description=deploy-paradigm proxy (zero-downtime switches for blue-green apps)",
-      "After=network.target",
-      "",
-      "[Service]",
-      `ExecStart=${argv.map((a) => `"${a.replace(/[\\"]/g, (c) => `\\${c}`)}"`).join(" ")}`,
-      ...Object.entries(env).map(([k, v]) => `Environment="${k}=${v}"`),
-      "Restart=always",
-      "",
-      "[Install]",
-      "WantedBy=multi-user.target",
-      "",
-    ].join("\n");
-    await writeFileAtomic(join(systemdDir(), "deploy-paradigm-proxy.service"), unit);
-    commands.push(
-      { argv: ["systemctl", "daemon-reload"], timeoutMs: 60_000 },
-      { argv: ["systemctl", "enable", "--now", "deploy-paradigm-proxy.service"], timeoutMs: 60_000 },
-    );
-    if (old) commands.push({ argv: ["systemctl", "restart", "deploy-paradigm-proxy.service"], timeoutMs: 60_000 });
-  } else {
-    const file = join(deploymentsRoot(), "pm2-deploy-paradigm-proxy.json");
-    const app = { name: "deploy-paradigm-proxy", script: argv[0], args: argv.slice(1), interpreter: "none", env };
-    await writeFileAtomic(file, JSON.stringify({ apps: [app] }, null, 2) + "\n", 0o600);
-    commands.push(pm2Cmd([old ? "startOrRestart" : "start", file]), pm2Cmd(["save"])); // umask 077: dump.pm2 0600
-  }
-  await runner.apply({ files: [], commands, lock: join(deploymentsRoot(root), ".pm2.lock") });
+  await runner.apply(MANAGERS[manager].installService(proxyService(host, env, root, old)));
   for (let i = 0; i < 100; i++) {
     const answers = await control(root, { op: "status" }, 1000).then(() => true, () => false);
     if (answers && await exists(controlSocketPath(root))) {
@@ -366,10 +334,29 @@ async function ensureProxy(
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   throw new DeployParadigmError("the proxy did not start", {
-    suggestion: manager === "pm2"
-      ? "see `pm2 logs deploy-paradigm-proxy`"
-      : "see `journalctl -u deploy-paradigm-proxy`",
+    suggestion: `see \`${MANAGERS[manager].logsCommand(PROXY_SERVICE)}\``,
   });
+}
+
+/** The proxy's service name, under every manager. */
+export const PROXY_SERVICE = "deploy-paradigm-proxy";
+
+/** The proxy as a service listening on `host` (`restart`: it runs an older version). */
+export function proxyService(host: string, env: Record<string, string>, root: string, restart = false): ServiceSpec {
+  return {
+    name: PROXY_SERVICE,
+    description: "deploy-paradigm proxy (zero-downtime switches for blue-green apps)",
+    argv: [selfCommand(), "proxy", "--host", host],
+    env,
+    root,
+    restart,
+  };
+}
+
+/** The first manager, in {@link MANAGER_NAMES} order, that runs here: setup's default. */
+async function firstRunning(): Promise<Manager> {
+  for (const name of MANAGER_NAMES) if (await runsHere(name)) return name;
+  return MANAGER_NAMES.at(-1)!;
 }
 
 const CONFIG_TEMPLATE = `# /opt/deployments/<app>/config.yml: this server's side of the app (written by setup).

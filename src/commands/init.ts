@@ -1,4 +1,5 @@
 import type { CommandSpec } from "../cli.ts";
+import { APP_TYPES } from "../deployers/mod.ts";
 
 /** `init`: write deploy.yml in a project. */
 export const initCommand: CommandSpec = {
@@ -10,7 +11,7 @@ export const initCommand: CommandSpec = {
       name: "type",
       value: "type",
       description: "App type (default: detected)",
-      choices: ["python", "node", "docker", "static"],
+      choices: APP_TYPES,
     },
     { name: "force", short: "f", description: "Overwrite an existing deploy.yml" },
   ],

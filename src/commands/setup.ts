@@ -1,5 +1,6 @@
 import type { CommandSpec } from "../cli.ts";
 import { UsageError } from "../errors.ts";
+import { type Manager, MANAGER_NAMES } from "../managers/mod.ts";
 
 /** `setup <app> [repo-url]`. */
 export const setupCommand: CommandSpec = {
@@ -11,7 +12,7 @@ export const setupCommand: CommandSpec = {
   ],
   options: [
     { name: "port", value: "n", description: "The app's public port (1-65535)" },
-    { name: "manager", value: "name", description: "Process manager", choices: ["systemd", "pm2"] },
+    { name: "manager", value: "name", description: "Process manager", choices: MANAGER_NAMES },
     { name: "env", value: "name", description: "Environment: which .env.<env> the app gets (default production)" },
     { name: "strategy", value: "name", description: "How deploys switch", choices: ["blue-green", "restart"] },
     {
@@ -38,7 +39,7 @@ export const setupCommand: CommandSpec = {
       app: args[0],
       repoUrl: args[1],
       port,
-      manager: opts.manager as "systemd" | "pm2" | undefined,
+      manager: opts.manager as Manager | undefined,
       env: opts.env as string | undefined,
       strategy: opts.strategy as "blue-green" | "restart" | undefined,
       domains: opts.domain as string[] | undefined,

@@ -7,16 +7,19 @@ import { isAbsolute } from "node:path";
 import { z } from "zod";
 import { splitCommand } from "./argv.ts";
 import { DEPLOY_EVENTS, targetSchema } from "../notify.ts";
+import { APP_TYPES, DEPLOYERS } from "../deployers/mod.ts";
+import { MANAGER_NAMES } from "../managers/mod.ts";
+import { TARGET_TYPES } from "../notifiers/mod.ts";
 
 import { NAME_PATTERN } from "./names.ts";
 
 export { NAME_PATTERN };
 
-/** The app types, in the order `init` detects them. */
-export const APP_TYPES = ["python", "node", "docker", "static"] as const;
+/** The app types (src/deployers/mod.ts). */
+export { APP_TYPES };
 
-/** The process managers a server can use. */
-export const MANAGERS = ["systemd", "pm2"] as const;
+/** The process managers a server can use (src/managers/mod.ts). */
+export { MANAGER_NAMES };
 
 const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/;
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
@@ -90,6 +93,11 @@ export const port = z.int({ error: "must be a whole number from 1 to 65535" }).m
   "must be from 1 to 65535",
 );
 
+/** The keys of deploy.yml that only some app types take, with those types. */
+const TYPE_KEYS = [
+  ...Map.groupBy(APP_TYPES.flatMap((type) => (DEPLOYERS[type].keys ?? []).map((key) => ({ key, type }))), (k) => k.key),
+].map(([key, owners]) => [key, owners.map((owner) => owner.type)] as const);
+
 /** `deploy.yml`, in the app's repository. */
 export const deployFileSchema = z.strictObject({
   name: z.string().regex(
@@ -138,22 +146,21 @@ export const deployFileSchema = z.strictObject({
       "warm; a failure switches traffic back. 0 turns it off.",
   }),
 }).superRefine((value, ctx) => {
-  if (value.type !== "static" && !value.healthCheck) {
+  const deployer = DEPLOYERS[value.type];
+  if (deployer.healthCheckRequired && !value.healthCheck) {
     ctx.addIssue({
       code: "custom",
       path: ["healthCheck"],
       message: `is required for ${value.type} apps, e.g. healthCheck: /health`,
     });
   }
-  if (value.type !== "docker") {
-    for (const key of ["dockerfile", "buildArgs", "containerPort"] as const) {
-      if (value[key] !== undefined) {
-        ctx.addIssue({
-          code: "custom",
-          path: [key],
-          message: `is for docker apps only (this app's type is ${value.type})`,
-        });
-      }
+  for (const [key, owners] of TYPE_KEYS) {
+    if (value[key] !== undefined && !deployer.keys?.includes(key)) {
+      ctx.addIssue({
+        code: "custom",
+        path: [key],
+        message: `is for ${owners.join(", ")} apps only (this app's type is ${value.type})`,
+      });
     }
   }
 }).meta({ title: "deploy-paradigm deploy.yml", description: "App identity, committed in the app's repository." });
@@ -259,7 +266,7 @@ export const absolutePath = z.string().refine(
 /** `config.yml`, on the server at /opt/deployments/<app>/config.yml. */
 export const serverConfigSchema = z.strictObject({
   port: port.meta({ description: "The app's public port (the proxy listens on it under blue-green)." }),
-  manager: z.enum(MANAGERS, { error: `must be one of ${MANAGERS.join(", ")}` }),
+  manager: z.enum(MANAGER_NAMES, { error: `must be one of ${MANAGER_NAMES.join(", ")}` }),
   env: z.string().regex(/^[A-Za-z0-9_.-]+$/, "must be a name such as production (letters, digits, . _ -)").default(
     "production",
   ),
@@ -268,7 +275,7 @@ export const serverConfigSchema = z.strictObject({
     .meta({ description: "The internal ports of the two slots; chosen and written by the first deploy." }),
   drainTimeout: duration("30s"),
   notify: z.array(targetSchema(DEPLOY_EVENTS)).default([]).meta({
-    description: "Where deploy outcomes are sent: [{ type: webhook|slack|discord, url, events: [success, failed, " +
+    description: `Where deploy outcomes are sent: [{ type: ${TARGET_TYPES.join("|")}, url, events: [success, failed, ` +
       "rolled_back, cancelled] }] (events default to all).",
   }),
   domains: domainList,

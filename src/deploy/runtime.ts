@@ -5,6 +5,7 @@
  */
 import { join } from "node:path";
 import type { ServerConfig } from "../config/schema.ts";
+import { deployerOf, DEPLOYERS } from "../deployers/mod.ts";
 import { exists, readTextOrUndefined } from "../fsutil.ts";
 import { parseDotenv, snapshotSecrets } from "./dotenv.ts";
 import { DEFAULT_CONTAINER_PORT, followerEnv } from "../managers/docker.ts";
@@ -39,9 +40,12 @@ export const INHERITED = [
   "npm_config_registry",
 ];
 
-/** PATH with a release's own tools first: `venv/bin`, then `node_modules/.bin`. */
+/** The directories of a release with its own tools, of every app type: `venv/bin`, `node_modules/.bin`. */
+export const TOOL_DIRS: readonly string[] = [...new Set(Object.values(DEPLOYERS).flatMap((d) => d.pathDirs ?? []))];
+
+/** PATH with a release's own tools first ({@link TOOL_DIRS}). */
 export function pathWith(dir: string): string {
-  return [join(dir, "venv", "bin"), join(dir, "node_modules", ".bin"), baseEnv().PATH ?? "/usr/bin:/bin"].join(":");
+  return [...TOOL_DIRS.map((tools) => join(dir, tools)), baseEnv().PATH ?? "/usr/bin:/bin"].join(":");
 }
 
 /** The variables of {@link INHERITED} the deploying environment has. */
@@ -88,14 +92,13 @@ export function appEnv(current: string, config: ServerConfig, type: string, user
     PORT: String(config.port),
     PATH: pathWith(current),
     DEPLOY_ENV: config.env,
-    ...(type === "python" ? { PYTHONUNBUFFERED: "1" } : {}),
+    ...deployerOf(type)?.env,
   };
 }
 
 /**
  * The absolute path of a start command's program: a path with a slash is inside the release
- * (seen through `current`); a bare name is looked up in the release's venv/bin and
- * node_modules/.bin, then in PATH.
+ * (seen through `current`); a bare name is looked up in the release's {@link TOOL_DIRS}, then in PATH.
  */
 export async function resolveProgram(program: string, releaseDir: string, current: string): Promise<string> {
   if (program.startsWith("/")) return program;
@@ -103,12 +106,12 @@ export async function resolveProgram(program: string, releaseDir: string, curren
     if (await exists(join(releaseDir, program))) return join(current, program);
     throw new Error(`the command's program ${program} is not in the release`);
   }
-  for (const dir of ["venv/bin", "node_modules/.bin"]) {
+  for (const dir of TOOL_DIRS) {
     if (await exists(join(releaseDir, dir, program))) return join(current, dir, program);
   }
   const found = findInPath(program, baseEnv().PATH);
   if (found) return found;
-  throw new Error(`cannot find the program "${program}" in the release's venv/bin or node_modules/.bin, nor in PATH`);
+  throw new Error(`cannot find the program "${program}" in the release's ${TOOL_DIRS.join(" or ")}, nor in PATH`);
 }
 
 /**

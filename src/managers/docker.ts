@@ -237,5 +237,7 @@ export function withDocker(inner: ProcessManager): ProcessManager {
       const plan = inner.stop(app, root, stateDir, slot);
       return { ...plan, commands: [...removeContainer(processName(app, slot)), ...plan.commands] };
     },
+    installService: (service) => inner.installService(service),
+    logsCommand: (name) => inner.logsCommand(name),
   };
 }

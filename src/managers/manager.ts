@@ -5,6 +5,7 @@
 import type { Plan, Runner } from "../runner.ts";
 import type { ContainerSpec } from "./docker.ts";
 import type { AppUser } from "../users.ts";
+import type { Manager } from "./mod.ts";
 
 /** A blue-green slot. */
 export type Slot = "blue" | "green";
@@ -58,9 +59,24 @@ export interface Running {
   kept?: { program: string; variables: string[]; user: boolean };
 }
 
+/** A long-running service of deploy-paradigm's own, such as the proxy (installed by `setup`). */
+export interface ServiceSpec {
+  /** The unit or process name, e.g. `deploy-paradigm-proxy`. */
+  name: string;
+  /** One line saying what it is. */
+  description: string;
+  /** Its command; argv[0] is an absolute path. */
+  argv: string[];
+  env: Record<string, string>;
+  /** The server's root, as in {@link AppProcess}. */
+  root: string;
+  /** Restart it if it runs (it runs an older version), instead of only starting it when it does not. */
+  restart?: boolean;
+}
+
 /** A process manager: builds the commands that (re)start and stop an app. */
-export interface ProcessManager {
-  readonly name: "pm2" | "systemd";
+export interface ProcessManager<Name extends Manager = Manager> {
+  readonly name: Name;
   /**
    * Starts the app, replacing a running instance. Without a slot (the restart strategy), in one
    * operation of the manager where it can, which the manager finishes even if we die during it;
@@ -71,4 +87,17 @@ export interface ProcessManager {
   running?(runner: Runner, app: string, root: string): Promise<Running | null | undefined>;
   /** Stops the app (or one slot of it) and forgets it; `root` and `stateDir` as in {@link AppProcess}. */
   stop(app: string, root: string, stateDir: string, slot?: Slot): Plan;
+  /**
+   * Installs `service`, enabled at boot and restarted when it fails, and starts it unless it runs
+   * (`service.restart`: restarts it).
+   */
+  installService(service: ServiceSpec): Plan;
+  /** What `setup` installs once for a blue-green app, whose slots are then started by their deploys. */
+  slotTemplate?(p: AppProcess): Plan;
+  /** Whether the manager runs on this machine; undefined: wherever it is installed. */
+  runsHere?(): Promise<boolean>;
+  /** Fixes what older versions left on the server (`setup`). */
+  tidy?(): Promise<void>;
+  /** The command that shows a service's logs. */
+  logsCommand(name: string): string;
 }

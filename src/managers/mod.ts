@@ -1,5 +1,7 @@
 /**
- * The process managers, by name.
+ * The process managers, by name: one file per manager, one line here. A name in
+ * {@link MANAGER_NAMES} without an implementation (or with another's) fails `deno check`;
+ * config.yml's `manager` and `setup --manager` come from here.
  * @module
  */
 import { withDocker } from "./docker.ts";
@@ -7,14 +9,23 @@ import type { ProcessManager } from "./manager.ts";
 import { pm2 } from "./pm2.ts";
 import { systemd } from "./systemd.ts";
 
-export type { AppProcess, ProcessManager, Running, Slot } from "./manager.ts";
+export type { AppProcess, ProcessManager, Running, ServiceSpec, Slot } from "./manager.ts";
+
+/** The process managers a server can use; the first that runs on a machine is `setup`'s default. */
+export const MANAGER_NAMES = ["systemd", "pm2"] as const;
+
+/** A process manager's name. */
+export type Manager = typeof MANAGER_NAMES[number];
+
+/** Every process manager, under its own name. */
+export const MANAGERS: { readonly [Name in Manager]: ProcessManager<Name> } = { systemd, pm2 };
 
 /**
  * The manager called `name` in config.yml; with `docker`, one that also starts and removes the
  * containers of a docker app (see docker.ts): for an app whose release, or the one it replaces,
  * is a docker release.
  */
-export function managerNamed(name: ProcessManager["name"], docker = false): ProcessManager {
-  const manager = name === "pm2" ? pm2 : systemd;
+export function managerNamed(name: Manager, docker = false): ProcessManager {
+  const manager: ProcessManager = MANAGERS[name];
   return docker ? withDocker(manager) : manager;
 }

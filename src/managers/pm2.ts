@@ -13,7 +13,7 @@
  */
 import { join } from "node:path";
 import { deploymentsRoot } from "../paths.ts";
-import type { AppProcess, ProcessManager, Running, Slot } from "./manager.ts";
+import type { AppProcess, ProcessManager, Running, ServiceSpec, Slot } from "./manager.ts";
 import { type Cmd, lockFile, type Plan, type Runner } from "../runner.ts";
 
 /** No pm2 command takes this long unless the daemon is stuck. */
@@ -28,7 +28,7 @@ function pm2Lock(root: string): string {
 }
 
 /** The PM2 strategy. */
-export const pm2: ProcessManager = {
+export const pm2: ProcessManager<"pm2"> = {
   name: "pm2",
   restart(p: AppProcess, running?: Running | null): Plan {
     const name = processName(p.app, p.slot);
@@ -108,6 +108,18 @@ export const pm2: ProcessManager = {
       remove: [file(stateDir, name)],
     };
   },
+  installService(service: ServiceSpec): Plan {
+    const path = join(deploymentsRoot(service.root), `pm2-${service.name}.json`);
+    const [script, ...args] = service.argv;
+    const app = { name: service.name, script, args, interpreter: "none", env: service.env };
+    return {
+      files: [{ path, content: JSON.stringify({ apps: [app] }, null, 2) + "\n", mode: 0o600 }],
+      commands: [pm2Cmd([service.restart ? "startOrRestart" : "start", path]), pm2Cmd(["save"])], // dump.pm2 0600
+      lock: pm2Lock(service.root),
+    };
+  },
+  tidy: narrowPm2Home,
+  logsCommand: (name: string) => `pm2 logs ${name}`,
 };
 
 /** The pm2 process: the app, or `<app>-<slot>`. */

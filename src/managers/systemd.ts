@@ -5,8 +5,9 @@
  */
 import { dirname, join } from "node:path";
 import { serializeDotenv } from "../deploy/dotenv.ts";
+import { exists } from "../fsutil.ts";
 import { systemdDir } from "../paths.ts";
-import type { AppProcess, ProcessManager, Running, Slot } from "./manager.ts";
+import type { AppProcess, ProcessManager, Running, ServiceSpec, Slot } from "./manager.ts";
 import type { Cmd, Plan, Runner } from "../runner.ts";
 
 /**
@@ -142,7 +143,7 @@ export function execDropIn(p: AppProcess): string {
 }
 
 /** The systemd strategy. */
-export const systemd: ProcessManager = {
+export const systemd: ProcessManager<"systemd"> = {
   name: "systemd",
   restart(p: AppProcess): Plan {
     if (p.slot) {
@@ -194,7 +195,53 @@ export const systemd: ProcessManager = {
       remove: slot ? [] : [join(systemdDir(root), unit)],
     };
   },
+  installService(service: ServiceSpec): Plan {
+    const unit = `${service.name}.service`;
+    return {
+      files: [{ path: join(systemdDir(service.root), unit), content: serviceUnit(service) }],
+      commands: [
+        setupCtl(["daemon-reload"]),
+        setupCtl(["enable", "--now", unit]),
+        ...(service.restart ? [setupCtl(["restart", unit])] : []),
+      ],
+    };
+  },
+  slotTemplate(p: AppProcess): Plan {
+    return {
+      files: [{ path: join(systemdDir(p.root), `${p.app}@.service`), content: templateUnit(p) }],
+      commands: [setupCtl(["daemon-reload"])],
+    };
+  },
+  /** Under DEPLOY_PARADIGM_PREFIX systemd cannot see our units: no. */
+  async runsHere(): Promise<boolean> {
+    return !Deno.env.get("DEPLOY_PARADIGM_PREFIX") && await exists("/run/systemd/system");
+  },
+  logsCommand: (name: string) => `journalctl -u ${name}`,
 };
+
+/** The unit of a service of deploy-paradigm's own (see {@link ServiceSpec}). */
+export function serviceUnit(service: ServiceSpec): string {
+  return [
+    "# Written by deploy-paradigm setup.",
+    "[Unit]",
+    `Description=${service.description}`,
+    "After=network.target",
+    "",
+    "[Service]",
+    `ExecStart=${service.argv.map((a) => `"${a.replace(/[\\"]/g, (c) => `\\${c}`)}"`).join(" ")}`,
+    ...Object.entries(service.env).map(([k, v]) => `Environment="${k}=${v}"`),
+    "Restart=always",
+    "",
+    "[Install]",
+    "WantedBy=multi-user.target",
+    "",
+  ].join("\n");
+}
+
+/** A systemctl command of `setup`'s. */
+function setupCtl(args: string[]): Cmd {
+  return { argv: ["systemctl", ...args], timeoutMs: 60_000 };
+}
 
 function systemctl(args: string[]): Cmd {
   return { argv: ["systemctl", ...args], timeoutMs: 120_000 };

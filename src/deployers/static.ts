@@ -1,0 +1,15 @@
+/**
+ * Static sites: the files of the commit, served as they are; nothing to build or run.
+ * @module
+ */
+import type { Deployer } from "./deployer.ts";
+
+/** The static app type. */
+export const staticSite: Deployer = {
+  detect: ["index.html"],
+  healthCheckRequired: false,
+  init: {
+    command: () => "# command: (none: the static files are served as they are)",
+    health: "/",
+  },
+};
