@@ -13,11 +13,12 @@
  */
 import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
-import { createFleetHandler, FleetEvents } from "../src/fleet/api.ts";
+import { createFleetHandler } from "../src/fleet/api.ts";
+import { FleetEvents } from "../src/fleet/events.ts";
 import { Collector } from "../src/fleet/collector.ts";
 import { fleetConfigSchema, fleetPaths } from "../src/fleet/config.ts";
 import { ingestFile } from "../src/fleet/ingest.ts";
-import { controlPath } from "../src/fleet/source.ts";
+import { controlPath } from "../src/fleet/ssh_source.ts";
 import { FleetStore } from "../src/fleet/store.ts";
 import { FakeVps } from "../tests/helpers/vps.ts";
 

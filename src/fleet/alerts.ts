@@ -20,23 +20,22 @@
  *
  * The memory of what was last seen is small and kept in `<home>/data/alerts.json`, so
  * `fleet collect --once` (one process per cycle) and a restarted `fleet` alert on what changed
- * since the last run, not on everything or on nothing.
+ * since the last run, not on everything or on nothing. What each notice says: ./alert_notices.ts.
  * @module
  */
 import { readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
 import { type Delivery, type Notice, NOTIFY_TIMEOUT_MS, notifyAll, type Target } from "../notify.ts";
-import { issuerLabel } from "../proxy/cert_state.ts";
 import { forTerminal } from "../terminal.ts";
 import type { CycleSummary } from "./collector.ts";
+import { backNotice, certificateNotice, deployNotice, overLimitNotice, unreachableNotice } from "./alert_notices.ts";
 import type { FleetConfig } from "./config.ts";
 import {
   CERTIFICATE_COLUMNS,
   type CertificateRecord,
-  type CertificateView,
   certificateView,
   DEPLOYMENT_COLUMNS,
   type DeploymentRecord,
-} from "./queries.ts";
+} from "./views.ts";
 import type { FleetStore } from "./store.ts";
 
 /** What the alerter knows of a server. */
@@ -79,12 +78,6 @@ export interface AlerterOptions {
 
 /** Deploy notices per cycle at most (a deploy.log replaced by an old copy is not a flood of alerts). */
 const MAX_DEPLOY_NOTICES = 10;
-/** deployments outcomes that alert, and their event. */
-const DEPLOY_EVENTS: Record<string, "failed" | "rolled_back"> = {
-  failed: "failed",
-  rolled_back: "rolled_back",
-  rollback_failed: "failed",
-};
 
 /** Turns cycles into notices (transitions against its memory) and sends them. */
 export class Alerter {
@@ -317,134 +310,4 @@ function parseMemory(text: string | undefined): AlertMemory | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** The first line of `text`, at most `max` characters. */
-function line(text: string, max = 160): string {
-  const first = text.split("\n").find((l) => l.trim())?.trim() ?? "";
-  return first.length > max ? first.slice(0, max - 1) + "…" : first;
-}
-
-function clip(text: string | undefined | null, max = 1500): string | undefined {
-  if (!text) return undefined;
-  return text.length > max ? text.slice(0, max - 1) + "…" : text;
-}
-
-/** `1h 4m`, `4m 30s`, `12s`. */
-export function span(ms: number): string {
-  const s = Math.max(0, Math.round(ms / 1000));
-  if (s < 60) return `${s}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
-  if (s < 86_400) return `${Math.floor(s / 3600)}h ${Math.floor(s / 60) % 60}m`;
-  return `${Math.floor(s / 86_400)}d ${Math.floor(s / 3600) % 24}h`;
-}
-
-function unreachableNotice(
-  name: string,
-  error: string | undefined,
-  server: ServerMemory,
-  lastOk: number | null | undefined,
-  summary: CycleSummary,
-): Notice {
-  const why = line(error ?? "") || "the pull failed";
-  return {
-    event: "unreachable",
-    ok: false,
-    title: `${name} is unreachable: ${why}`,
-    fields: {
-      server: name,
-      "failed pulls": String(server.failures),
-      "last contact": lastOk ? new Date(lastOk).toISOString() : undefined,
-    },
-    text: error && error.trim() !== why ? clip(error) : undefined,
-    at: summary.at,
-  };
-}
-
-function overLimitNotice(name: string, limits: string[], at: string): Notice {
-  return {
-    event: "over_limit",
-    ok: false,
-    title: `${name} went over the fleet collector's limits: ${line(limits[0])}`,
-    fields: { server: name, refused: String(limits.length) },
-    text: clip(limits.join("\n")),
-    at,
-  };
-}
-
-function backNotice(name: string, server: ServerMemory, at: string): Notice {
-  const down = server.since ? Date.parse(at) - Date.parse(server.since) : undefined;
-  return {
-    event: "back",
-    ok: true,
-    title: `${name} is back`,
-    fields: {
-      server: name,
-      "unreachable since": server.since,
-      "unreachable for": down === undefined || Number.isNaN(down) ? undefined : span(down),
-    },
-    at,
-  };
-}
-
-function certificateNotice(
-  row: CertificateRecord,
-  certificate: CertificateView,
-  atRisk: boolean,
-  at: string,
-): Notice {
-  const key = `${row.server}/${row.app}`;
-  const { state, daysLeft, notAfter, lastError } = certificate;
-  const until = notAfter?.slice(0, 10);
-  const title = !atRisk
-    ? `certificate of ${key} renewed: valid until ${until}`
-    : state === "expired"
-    ? `certificate of ${key} expired on ${until}`
-    : state === "expiring"
-    ? `certificate of ${key} expires in ${daysLeft === 1 ? "1 day" : `${daysLeft} days`} (${until})`
-    : `${key} has no certificate: ${line(lastError ?? "") || "none was issued"}`;
-  const source = certificate.source === "file" ? "own certificate (config.yml tls)" : certificate.source;
-  return {
-    event: atRisk ? "certificate_expiring" : "certificate_renewed",
-    ok: !atRisk,
-    title,
-    fields: {
-      server: row.server,
-      app: row.app,
-      names: clip(certificate.names.join(", "), 300),
-      issuer: issuerLabel(certificate.issuer) ?? undefined,
-      source: source === "acme" ? "ACME" : source ?? undefined,
-      "valid until": notAfter ?? undefined,
-      "next attempt": atRisk ? certificate.nextAttemptAt ?? undefined : undefined,
-    },
-    text: atRisk && lastError ? `last error: ${clip(lastError)}` : undefined,
-    at,
-  };
-}
-
-function deployNotice(row: DeploymentRecord): Notice {
-  const key = `${row.server}/${row.app}`;
-  const version = row.version ?? row.commit_sha?.slice(0, 7);
-  const step = row.step ? ` at ${row.step}` : "";
-  const title = row.outcome === "rollback_failed"
-    ? `rollback of ${key} failed`
-    : `deploy of ${key}${version ? ` ${version}` : ""} ${
-      row.outcome === "rolled_back" ? "rolled back" : "failed"
-    }${step}`;
-  return {
-    event: DEPLOY_EVENTS[row.outcome],
-    ok: false,
-    title,
-    fields: {
-      server: row.server,
-      app: row.app,
-      version: version ?? undefined,
-      commit: row.commit_sha ?? undefined,
-      release: row.release ?? undefined,
-      duration: row.duration_ms === null ? undefined : `${(row.duration_ms / 1000).toFixed(1)} s`,
-      step: row.step ?? undefined,
-    },
-    text: clip(row.message),
-    at: row.at,
-  };
 }

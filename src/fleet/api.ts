@@ -16,69 +16,13 @@
  * @module
  */
 import { UsageError } from "../errors.ts";
-import {
-  type CollectorStats,
-  CONTEXT_LINES,
-  deployments,
-  fleetOverview,
-  type FreshnessView,
-  logContext,
-  metrics,
-  PAGE,
-  SEARCH_SYNTAX_HELP,
-  searchLogs,
-  SearchSyntaxError,
-  serverDetail,
-} from "./queries.ts";
+import { HttpError, Params } from "./api_params.ts";
+import { encodeEvent, type FleetEvent, type FleetEvents } from "./events.ts";
+import { CONTEXT_LINES, logContext, SEARCH_SYNTAX_HELP, searchLogs, SearchSyntaxError } from "./log_queries.ts";
+import { type CollectorStats, metrics } from "./metrics.ts";
+import { deployments, fleetOverview, serverDetail } from "./queries.ts";
+import { type FreshnessView, PAGE } from "./views.ts";
 import type { FleetStore } from "./store.ts";
-
-/** One message of {@link FleetEvents}. */
-export interface FleetEvent {
-  /** The SSE event name, e.g. `cycle`. */
-  event: string;
-  /** JSON-able data. */
-  data: unknown;
-}
-
-/** Receives every emitted {@link FleetEvent}. */
-export type FleetEventListener = (message: FleetEvent) => void;
-
-/** SSE event names: what a client's `addEventListener(name)` can be given, never a line break. */
-const EVENT_NAME = /^[A-Za-z][\w.-]{0,63}$/;
-
-/** What the collector tells the dashboards: `emit("cycle", {...})` after each cycle. */
-export class FleetEvents {
-  readonly #listeners = new Set<FleetEventListener>();
-
-  /** Adds a listener; returns what removes it. */
-  subscribe(listener: FleetEventListener): () => void {
-    this.#listeners.add(listener);
-    return () => this.unsubscribe(listener);
-  }
-
-  /** Removes a listener. */
-  unsubscribe(listener: FleetEventListener): void {
-    this.#listeners.delete(listener);
-  }
-
-  /** Sends `data` as event `event` to every listener. A listener that throws does not stop the others. */
-  emit(event: string, data: unknown): void {
-    if (!EVENT_NAME.test(event)) throw new TypeError(`invalid event name ${JSON.stringify(event)}`);
-    const message: FleetEvent = { event, data };
-    for (const listener of [...this.#listeners]) {
-      try {
-        listener(message);
-      } catch {
-        // A listener's failure is its own (an SSE stream drops itself).
-      }
-    }
-  }
-
-  /** How many listeners there are (open event streams). */
-  get size(): number {
-    return this.#listeners.size;
-  }
-}
 
 /** A configured server, as the API needs it. */
 export interface FleetServerConfig {
@@ -131,10 +75,6 @@ export interface ServeFleetOptions {
   onListen?: (address: Deno.NetAddr) => void;
 }
 
-/** Longest `q` accepted. */
-export const MAX_QUERY_LENGTH = 1000;
-/** Longest value of any other parameter accepted. */
-export const MAX_PARAM_LENGTH = 200;
 const HEARTBEAT_MS = 15_000;
 /** Messages queued for a client that does not read before its stream is dropped. */
 const MAX_QUEUED_MESSAGES = 256;
@@ -152,16 +92,6 @@ const handlers = new WeakMap<
   { token?: string; handle: (request: Request, watch: boolean) => Promise<Response> }
 >();
 const encoder = new TextEncoder();
-/** Each event encoded once, whatever the number of streams. */
-const encodedEvents = new WeakMap<FleetEvent, Uint8Array>();
-
-/** A request the API refuses: status and JSON body `{ error, hint? }`. */
-class HttpError extends Error {
-  constructor(readonly status: number, message: string, readonly hint?: string) {
-    super(message);
-  }
-}
-
 /** Creates the API's handler. Throws a {@link UsageError} for an empty token. */
 export function createFleetHandler(options: FleetHandlerOptions): FleetHandler {
   const { store, events } = options;
@@ -414,62 +344,6 @@ export function isLoopback(host: string): boolean {
   return bare === "localhost" || bare === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(bare);
 }
 
-/** Query parameters, checked: lengths, integers, times. */
-class Params {
-  constructor(private readonly url: URL) {
-    for (const [key, value] of url.searchParams) {
-      if (key === "token") continue;
-      const max = key === "q" ? MAX_QUERY_LENGTH : MAX_PARAM_LENGTH;
-      if (key.length > MAX_PARAM_LENGTH) {
-        throw new HttpError(400, `a parameter name is ${key.length} characters long; at most ${MAX_PARAM_LENGTH}`);
-      }
-      if (value.length > max) {
-        throw new HttpError(400, `parameter ${key} is ${value.length} characters long; at most ${max} are accepted`);
-      }
-    }
-  }
-
-  /** A parameter's value; an empty one counts as absent. */
-  string(name: string): string | undefined {
-    const value = this.url.searchParams.get(name);
-    return value === null || value === "" ? undefined : value;
-  }
-
-  required(name: string): string {
-    return this.string(name) ?? this.missing(name);
-  }
-
-  missing(name: string): never {
-    throw new HttpError(400, `missing parameter ${name}`);
-  }
-
-  integer(name: string, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined {
-    const text = this.string(name);
-    if (text === undefined) return undefined;
-    const value = /^-?\d+$/.test(text) ? Number(text) : NaN;
-    if (!Number.isSafeInteger(value) || value < min || value > max) {
-      const range = max === Number.MAX_SAFE_INTEGER ? `an integer ≥ ${min}` : `an integer from ${min} to ${max}`;
-      throw new HttpError(400, `parameter ${name} must be ${range}, not ${JSON.stringify(text)}`);
-    }
-    return value;
-  }
-
-  /** An ISO date or milliseconds since 1970. */
-  time(name: string): number | undefined {
-    const text = this.string(name);
-    if (text === undefined) return undefined;
-    const value = /^\d+$/.test(text) ? Number(text) : /^\d{4}-\d{2}-\d{2}/.test(text) ? Date.parse(text) : NaN;
-    if (!Number.isSafeInteger(value)) {
-      throw new HttpError(
-        400,
-        `parameter ${name} must be an ISO date (2026-11-29T07:00:00Z) or milliseconds since 1970, ` +
-          `not ${JSON.stringify(text)}`,
-      );
-    }
-    return value;
-  }
-}
-
 function netdataLinks(servers: FleetServerConfig[]): Map<string, string> {
   return new Map(servers.flatMap((server) => server.netdata ? [[server.name, server.netdata] as const] : []));
 }
@@ -484,16 +358,6 @@ function decode(segment: string): string {
 
 function describe(where: { server: string; app: string; file: string }): string {
   return `${where.server}:${where.app}/${where.file}`;
-}
-
-function encodeEvent(message: FleetEvent): Uint8Array {
-  let bytes = encodedEvents.get(message);
-  if (!bytes) {
-    // JSON.stringify escapes line breaks, so the data is one line.
-    bytes = encoder.encode(`event: ${message.event}\ndata: ${JSON.stringify(message.data) ?? "null"}\n\n`);
-    encodedEvents.set(message, bytes);
-  }
-  return bytes;
 }
 
 function json(status: number, body: unknown, headers: Record<string, string> = {}): Response {

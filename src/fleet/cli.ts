@@ -6,13 +6,14 @@
  */
 import { join } from "node:path";
 import { acquireLock, type HeldLock } from "../deploy/lock.ts";
-import type { FleetEvents, FleetHandler } from "./api.ts";
+import type { FleetHandler } from "./api.ts";
+import type { FleetEvents } from "./events.ts";
 import { UsageError } from "../errors.ts";
 import { ProcessRunner } from "../runner.ts";
 import { FleetAlerts } from "./alerts.ts";
 import { Collector, type CycleSummary } from "./collector.ts";
 import { addServer, type FleetConfig, fleetPaths, loadFleetConfig, LOCAL } from "./config.ts";
-import { limitLines } from "./queries.ts";
+import { limitLines } from "./views.ts";
 import { FleetStore } from "./store.ts";
 import { forTerminal, jsonForTerminal } from "../terminal.ts";
 
@@ -280,7 +281,8 @@ export async function collectorHandler(
 export async function runFleet(
   options: FleetOptions & { host: string; port: number; token?: string; signal?: AbortSignal },
 ): Promise<number> {
-  const { checkBinding, FleetEvents, serveFleet } = await import("./api.ts");
+  const { checkBinding, serveFleet } = await import("./api.ts");
+  const { FleetEvents } = await import("./events.ts");
   checkBinding(options.host, options.port, options.token); // before anything is opened or created
   const { paths, config, store, collector, configPath, lock } = await open(options, true);
   const alerts = await FleetAlerts.open(config, paths.alerts);

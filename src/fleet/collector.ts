@@ -22,7 +22,7 @@ import {
   size,
 } from "./limits.ts";
 import { type Source, sourceFor } from "./source.ts";
-import type { FreshnessView } from "./queries.ts";
+import type { FreshnessView } from "./views.ts";
 import type { AppStatusJson, FleetStore } from "./store.ts";
 
 /** A status change seen in a cycle. */

@@ -10,6 +10,10 @@
  * not ordered. The npm `acme-client` is imported lazily, on the first order: nothing else loads it.
  *
  * acme-client's HTTP settings (trusted CA, timeout, retries) are process-wide: run one manager per process.
+ *
+ * One file on purpose (over 400 lines): it is one class, whose ordering, renewal, backoff, file
+ * loading and saved state are steps of the same certificate lifecycle over the same entries and
+ * timer; storing, parsing and loading certificate files is ./certs.ts, the state file ./cert_state.ts.
  * @module
  */
 import https from "node:https";

@@ -7,7 +7,8 @@
  */
 import type { InFlight } from "./inflight.ts";
 import { errorChain, errorPage } from "./pages.ts";
-import { isComplete, UpstreamError, type UpstreamPool } from "./upstream.ts";
+import { UpstreamError } from "./connection.ts";
+import { isComplete, type UpstreamPool } from "./upstream.ts";
 
 const HOP_BY_HOP = [
   "connection",

@@ -13,6 +13,11 @@
  *   both ways with TCP's own backpressure: a side that does not read stops the other.
  * - A write that takes longer than the stall timeout (a client that stopped reading) cuts the
  *   connection, through the listener's sweep (no timer per request).
+ *
+ * One file on purpose (over 400 lines): nearly all of it is the `Session` of one client
+ * connection, whose steps (head, body, forward, answer, WebSocket tunnel) share its buffer and
+ * state in the per-request hot path; what stands apart already has its module (./wire.ts,
+ * ./connection.ts, ./upstream.ts, ./handler.ts).
  * @module
  */
 import { decide, HSTS, MAX_HEADER_BYTES } from "./handler.ts";
@@ -21,14 +26,9 @@ import { checkHost, type Client, forwardedRequest, within } from "./forward.ts";
 import type { InFlight } from "./inflight.ts";
 import { errorChain, errorPage, message } from "./pages.ts";
 import type { Route } from "./routes.ts";
-import {
-  BodyDecoder,
-  Connection,
-  type Exchange,
-  parseResponseHead,
-  UpstreamError,
-  type UpstreamPool,
-} from "./upstream.ts";
+import { BodyDecoder, Connection, UpstreamError } from "./connection.ts";
+import { parseResponseHead } from "./response_head.ts";
+import type { Exchange, UpstreamPool } from "./upstream.ts";
 import {
   bodyless,
   chunked,

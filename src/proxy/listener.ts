@@ -5,31 +5,19 @@
  * newer internal `serveHttpOnConnection` closes an upgraded WebSocket as soon as its
  * connection's HTTP part ends; WebSockets are HTTP/1.1 here anyway.)
  *
- * - {@link Gate}: connection limits in total and per client address, and a sweep that closes
- *   connections that send no complete request in time (slowloris) or stay idle too long.
+ * - The gate (./gate.ts): connection limits in total and per client address, and a sweep that
+ *   closes connections that send no complete request in time (slowloris) or stay idle too long.
  * - {@link HttpListener}: one listening socket (plain or TLS) and its accept loop. TLS picks the
  *   certificate by SNI; since Deno keeps the first answer per name for a listener's life, a new
  *   certificate is put in service by {@link HttpListener.handOver}: a new listener on the same
  *   port (SO_REUSEPORT), then the old one stops accepting; open connections carry on.
- * - {@link raiseFdLimit}: the soft limit of open files raised at start.
  * @module
  */
 import type { Client } from "./forward.ts";
+import { closeWhenIdle, cut, type Gate, type Tracked } from "./gate.ts";
 import { type H1Deps, type Served, serveH1 } from "./h1.ts";
 import type { Conn, Entry } from "./handler.ts";
 import { errorPage, message } from "./pages.ts";
-
-/** Connection limits and timeouts (proxy.yml `limits`). */
-export interface Limits {
-  maxConnections: number;
-  maxConnectionsPerIp: number;
-  /** A new connection must send a complete request head within this. */
-  headerTimeoutMs: number;
-  /** A keep-alive connection with no request in flight is closed after this. */
-  idleTimeoutMs: number;
-  /** A write to a client (or to an app behind a WebSocket) that takes longer cuts the connection. */
-  sendTimeoutMs: number;
-}
 
 /** One request of `Deno.serveHttp` (deprecated in the types, present and working in Deno 2.9.6). */
 interface RequestEvent {
@@ -45,145 +33,6 @@ interface HttpConn extends AsyncIterable<RequestEvent> {
 // deno-lint-ignore no-explicit-any
 const serveHttp = (Deno as any).serveHttp as (conn: Deno.Conn) => HttpConn;
 const SNI_RESOLVER = Symbol.for("unstableSniResolver");
-
-/** One client connection being served. */
-interface Tracked {
-  ip: string;
-  /** Requests in flight on it (WebSockets count until the relay ends). */
-  active: number;
-  requests: number;
-  /** When it last had no request in flight. */
-  idleSince: number;
-  finished: boolean;
-  /** Closes the connection. */
-  close?: () => void;
-  /** When part of a request head arrived on a kept-alive connection (0: none): it has headerTimeout too. */
-  headSince: number;
-  /** The gate's clock when a write to the client began (0: none), and the same for writes to an app. */
-  writingSince: number;
-  appWritingSince: number;
-  /** Close once no request is in flight (the listener is going away). */
-  draining: boolean;
-}
-
-/** Connection accounting shared by every listener of a proxy. */
-export class Gate {
-  readonly limits: Limits;
-  readonly #perIp = new Map<string, number>();
-  readonly #conns = new Set<Tracked>();
-  readonly #timer: ReturnType<typeof setInterval>;
-  readonly #log: (line: string) => void;
-  #refusedLogged = 0;
-  /** Seconds-resolution clock, updated by the sweep (no Date.now() per request). */
-  now = Date.now();
-  onOpen?: () => void;
-  onClose?: () => void;
-
-  constructor(limits: Limits, log: (line: string) => void, sweepMs = 500) {
-    this.limits = limits;
-    this.#log = log;
-    this.#timer = setInterval(() => this.sweep(), sweepMs);
-  }
-
-  /** Open client connections. */
-  get open(): number {
-    return this.#conns.size;
-  }
-
-  /**
-   * Whether a new connection from `ip` may be served; logs refusals at most every 10 s. A trusted
-   * proxy (a load balancer in front) carries many clients: only the total limit applies to it.
-   */
-  admit(ip: string, trusted = false): boolean {
-    const fromIp = this.#perIp.get(ip) ?? 0;
-    const why = this.#conns.size >= this.limits.maxConnections
-      ? `${this.#conns.size} connections open (limit ${this.limits.maxConnections})`
-      : !trusted && fromIp >= this.limits.maxConnectionsPerIp
-      ? `${fromIp} connections from ${ip} (limit ${this.limits.maxConnectionsPerIp} per address)`
-      : undefined;
-    if (!why) return true;
-    const now = Date.now();
-    if (now - this.#refusedLogged > 10_000) {
-      this.#refusedLogged = now;
-      this.#log(`refusing connections: ${why}`);
-    }
-    return false;
-  }
-
-  track(ip: string): Tracked {
-    const tracked: Tracked = {
-      ip,
-      active: 0,
-      requests: 0,
-      // The real time: the sweep's clock may be up to one sweep old, which would cut the head early.
-      idleSince: Date.now(),
-      finished: false,
-      draining: false,
-      headSince: 0,
-      writingSince: 0,
-      appWritingSince: 0,
-    };
-    this.#conns.add(tracked);
-    this.#perIp.set(ip, (this.#perIp.get(ip) ?? 0) + 1);
-    this.onOpen?.();
-    return tracked;
-  }
-
-  release(tracked: Tracked): void {
-    if (tracked.finished) return;
-    tracked.finished = true;
-    this.#conns.delete(tracked);
-    const left = (this.#perIp.get(tracked.ip) ?? 1) - 1;
-    if (left > 0) this.#perIp.set(tracked.ip, left);
-    else this.#perIp.delete(tracked.ip);
-    this.onClose?.();
-  }
-
-  /** Closes the connections that are past their header or idle timeout, or whose writes stall. */
-  sweep(): void {
-    this.now = Date.now();
-    const send = this.limits.sendTimeoutMs;
-    for (const tracked of this.#conns) {
-      if (tracked.active > 0) {
-        const since = Math.min(tracked.writingSince || Infinity, tracked.appWritingSince || Infinity);
-        if (this.now - since >= send) {
-          this.#log(`${tracked.ip}: a write stalled for ${send} ms: connection cut`);
-          cut(tracked);
-        }
-        continue;
-      }
-      const limit = tracked.requests === 0 ? this.limits.headerTimeoutMs : this.limits.idleTimeoutMs;
-      if (this.now - tracked.idleSince >= limit) cut(tracked);
-      else if (tracked.headSince && this.now - tracked.headSince >= this.limits.headerTimeoutMs) cut(tracked);
-    }
-  }
-
-  /** Ends every connection: idle ones at once, the others when their requests end or after `graceMs`. */
-  async closeAll(graceMs: number): Promise<void> {
-    clearInterval(this.#timer);
-    const deadline = Date.now() + graceMs;
-    for (const tracked of this.#conns) closeWhenIdle(tracked);
-    while (this.#conns.size && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 25));
-    for (const tracked of [...this.#conns]) cut(tracked);
-  }
-
-  stop(): void {
-    clearInterval(this.#timer);
-  }
-}
-
-function cut(tracked: Tracked): void {
-  if (tracked.finished) return;
-  try {
-    tracked.close?.();
-  } catch { /* the connection ended meanwhile */ }
-}
-
-/** Closes `tracked` once no request is in flight on it. */
-function closeWhenIdle(tracked: Tracked): void {
-  tracked.draining = true;
-  if (tracked.active === 0) cut(tracked);
-}
 
 /** Options of an {@link HttpListener}. */
 export interface ListenerOptions {
@@ -467,29 +316,4 @@ function refuse(conn: Deno.Conn, plain: boolean): Promise<void> {
   };
   if (!plain) return Promise.resolve(close());
   return conn.write(REFUSAL).then(() => {}, () => {}).finally(close);
-}
-
-/**
- * Raises the soft limit of open files to the hard limit (and, as root, both to `target`), with
- * util-linux `prlimit`. Returns the soft limit in force afterwards.
- */
-export async function raiseFdLimit(target = 65_536): Promise<number> {
-  const read = async () => {
-    const text = await Deno.readTextFile("/proc/self/limits").catch(() => "");
-    const match = /^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)/m.exec(text);
-    const value = (s: string | undefined) => s === "unlimited" ? Infinity : Number(s ?? 1024);
-    return { soft: value(match?.[1]), hard: value(match?.[2]) };
-  };
-  const { soft, hard } = await read();
-  const want = Deno.uid() === 0 ? Math.max(target, hard === Infinity ? target : hard) : hard;
-  if (soft >= want || want === Infinity) return soft;
-  const limit = Deno.uid() === 0 ? `${want}:${Math.max(want, hard)}` : `${want}:`;
-  try {
-    await new Deno.Command("prlimit", {
-      args: ["--pid", String(Deno.pid), `--nofile=${limit}`],
-      stdout: "null",
-      stderr: "null",
-    }).output();
-  } catch { /* no prlimit: keep the limit we have */ }
-  return (await read()).soft;
 }

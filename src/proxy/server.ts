@@ -11,6 +11,10 @@
  * a changed target applies to the next request while requests in flight finish on the old one,
  * and `drain` tells a deploy when the old target has no request left. Routes are re-read on
  * `reload` (control socket) and every 2 s.
+ *
+ * One file on purpose (over 400 lines): {@link ProxyServer} is where the parts above are put
+ * together and where their lifecycle (start, reload, listeners per port, certificates, drain,
+ * close) is kept in one order; each part's own logic lives in its module.
  * @module
  */
 import { UsageError } from "../errors.ts";
@@ -22,8 +26,10 @@ import { forward, type ForwardDeps } from "./forward.ts";
 import type { H1Deps } from "./h1.ts";
 import { createHandler, type Entry, type HandlerDeps } from "./handler.ts";
 import { InFlight } from "./inflight.ts";
-import { Gate, HttpListener, type Limits, raiseFdLimit } from "./listener.ts";
-import { ProxyMetrics, serveMetrics, startMetricsLog } from "./metrics.ts";
+import { Gate, type Limits, raiseFdLimit } from "./gate.ts";
+import { HttpListener } from "./listener.ts";
+import { ProxyMetrics, serveMetrics } from "./metrics.ts";
+import { startMetricsLog } from "./metrics_log.ts";
 import { message } from "./pages.ts";
 import { controlSocketPath, describeTarget, type Route, type RouteTarget } from "./routes.ts";
 import { serveStatic } from "./static.ts";

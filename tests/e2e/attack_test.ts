@@ -28,7 +28,7 @@ const LIMITS = `limits:
 `;
 const HEADER_TIMEOUT_MS = 2000;
 const IDLE_TIMEOUT_MS = 3000;
-/** How often the proxy looks for connections past their timeout (listener.ts Gate). */
+/** How often the proxy looks for connections past their timeout (gate.ts Gate). */
 const SWEEP_MS = 500;
 
 const alive = (pid: number) => {

@@ -9,7 +9,8 @@ import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { DeployParadigmError } from "../../src/errors.ts";
 import { LocalSource } from "../../src/fleet/source.ts";
 import { appPaths, logsRoot } from "../../src/paths.ts";
-import { ProxyMetrics, serveMetrics, startMetricsLog } from "../../src/proxy/metrics.ts";
+import { ProxyMetrics, serveMetrics } from "../../src/proxy/metrics.ts";
+import { startMetricsLog } from "../../src/proxy/metrics_log.ts";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 

@@ -20,3 +20,16 @@ export const FULL_DEPLOY_YML = [
   "watch: 0",
   "",
 ].join("\n");
+
+/** proxy.yml's limits when it sets none. */
+export const PROXY_DEFAULT_LIMITS = {
+  maxConnections: 10_000,
+  maxConnectionsPerIp: 256,
+  headerTimeoutMs: 10_000,
+  idleTimeoutMs: 60_000,
+  requestTimeoutMs: 60_000,
+  upstreamTimeoutMs: 60_000,
+  sendTimeoutMs: 60_000,
+};
+/** proxy.yml's values without the file. */
+export const PROXY_DEFAULTS = { http: 80, https: 443, trustedProxies: [], limits: PROXY_DEFAULT_LIMITS };

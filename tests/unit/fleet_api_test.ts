@@ -7,13 +7,13 @@ import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { UsageError } from "../../src/errors.ts";
 import {
   createFleetHandler,
-  FleetEvents,
   type FleetHandler,
   type FleetHandlerOptions,
   isLoopback,
   serveFleet,
 } from "../../src/fleet/api.ts";
-import type { FreshnessView } from "../../src/fleet/queries.ts";
+import { FleetEvents } from "../../src/fleet/events.ts";
+import type { FreshnessView } from "../../src/fleet/views.ts";
 import type { CertificateState } from "../../src/proxy/cert_state.ts";
 import { type DeploymentRow, FleetStore } from "../../src/fleet/store.ts";
 

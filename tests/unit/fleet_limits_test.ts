@@ -18,7 +18,8 @@ import {
   MAX_STATUS_BYTES,
 } from "../../src/fleet/limits.ts";
 import { fleetOverview } from "../../src/fleet/queries.ts";
-import { type ListedFile, nextBatch, parseListing, planPull, SshSource } from "../../src/fleet/source.ts";
+import { type ListedFile, nextBatch, parseListing, planPull } from "../../src/fleet/pull_plan.ts";
+import { SshSource } from "../../src/fleet/ssh_source.ts";
 import { readAtMost } from "../../src/fsutil.ts";
 import { ProcessRunner } from "../../src/runner.ts";
 import { FleetStore } from "../../src/fleet/store.ts";

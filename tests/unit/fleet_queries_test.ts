@@ -2,17 +2,10 @@
 import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { UsageError } from "../../src/errors.ts";
-import {
-  deployments,
-  escapeLabel,
-  fleetOverview,
-  type FreshnessView,
-  logContext,
-  metrics,
-  searchLogs,
-  SearchSyntaxError,
-  serverFreshness,
-} from "../../src/fleet/queries.ts";
+import { logContext, searchLogs, SearchSyntaxError } from "../../src/fleet/log_queries.ts";
+import { escapeLabel, metrics } from "../../src/fleet/metrics.ts";
+import { deployments, fleetOverview } from "../../src/fleet/queries.ts";
+import { type FreshnessView, serverFreshness } from "../../src/fleet/views.ts";
 import { FleetStore } from "../../src/fleet/store.ts";
 
 const NOW = Date.parse("2026-11-29T07:00:00Z");

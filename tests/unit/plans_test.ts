@@ -11,7 +11,7 @@ import type { Runner } from "../../src/runner.ts";
 import { type ContainerSpec, runContainer, withDocker } from "../../src/managers/docker.ts";
 import { sandbox, templateUnit } from "../../src/managers/systemd.ts";
 import { asApp, INHERITED, inherited, toolEnv } from "../../src/deploy/runtime.ts";
-import { type AppUser, defaultUserName, handOver, leftovers, sealCmds, useraddCmd } from "../../src/users.ts";
+import { type AppUser, defaultUserName, handOver, sealCmds, useraddCmd } from "../../src/users.ts";
 import { sudoersDropIn } from "../../src/setup_users.ts";
 import { serverConfigSchema } from "../../src/config/schema.ts";
 import { parseConfig } from "../../src/config/load.ts";
@@ -809,19 +809,5 @@ Deno.test("ProcessRunner: root finds a program in its own PATH, never in the com
     assertEquals(inside.output.trim(), "fake");
   } finally {
     await Deno.remove(dir, { recursive: true });
-  }
-});
-
-Deno.test("leftovers: the uid sweep only for the user setup created for the app, never a user: the operator chose", async () => {
-  const child = new Deno.Command("sleep", { args: ["30"], stdout: "null", stderr: "null" }).spawn();
-  try {
-    const me = { ...USER, uid: Deno.uid() ?? 0 };
-    const found = (own: boolean) => leftovers({ ...me, own }, undefined, 0).map((p) => p.pid);
-    if (Deno.build.os === "linux") assert(found(true).includes(child.pid), "an own user's process is swept");
-    assertEquals(found(false), [], "an operator's user: nothing outside the release is swept");
-    assert(!found(true).includes(Deno.pid), "never the deploy itself");
-  } finally {
-    child.kill("SIGKILL");
-    await child.status;
   }
 });

@@ -7,7 +7,9 @@
  */
 import { rejects, throws } from "node:assert/strict";
 import { assert, assertEquals } from "../helpers/assert.ts";
-import { parseResponseHead, UpstreamError, type UpstreamErrorKind, UpstreamPool } from "../../src/proxy/upstream.ts";
+import { UpstreamError, type UpstreamErrorKind } from "../../src/proxy/connection.ts";
+import { parseResponseHead } from "../../src/proxy/response_head.ts";
+import { UpstreamPool } from "../../src/proxy/upstream.ts";
 import { sleep, within } from "../helpers/time.ts";
 
 const encoder = new TextEncoder();

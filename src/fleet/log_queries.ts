@@ -1,0 +1,233 @@
+/**
+ * Log search and context over the fleet database's stored lines.
+ *
+ * Full-text search walks the FTS5 index newest first (`ORDER BY lines_fts.rowid DESC`, with
+ * `lines_fts` as the outer loop) and stops at the page size; ordering by rank would read every
+ * match and is about 1000× slower, so it is never used. Paging is by line id (`before`).
+ * @module
+ */
+import { UsageError } from "../errors.ts";
+import type { FleetStore } from "./store.ts";
+import { clamp, LINE_COLUMNS, type LineRow, type LineView, lineView, PAGE } from "./views.ts";
+
+/** A part of a search snippet: render `text` as a text node, emphasized when `hit`. Never HTML. */
+export interface SnippetPart {
+  text: string;
+  hit: boolean;
+}
+
+/** One search result. */
+export interface SearchResult extends LineView {
+  /** Up to 24 tokens around the match, the matched ones marked. */
+  snippet: SnippetPart[];
+}
+
+/** A search: an FTS5 query and filters. */
+export interface SearchParams {
+  /** FTS5 syntax: words, "phrases", AND/OR/NOT, prefix*. */
+  q: string;
+  server?: string;
+  app?: string;
+  /** A file name as stored with the lines, e.g. `error.log`. */
+  file?: string;
+  /** Only lines with `ts >= since` (ms). */
+  since?: number;
+  /** Only lines with `ts <= until` (ms). */
+  until?: number;
+  /** Page size: default 50, at most 500. */
+  limit?: number;
+  /** Only lines with an id below this: the previous page's `nextBefore`. */
+  before?: number;
+}
+
+/** A page of search results, newest first. */
+export interface SearchPage {
+  results: SearchResult[];
+  /** Set when there are older results: pass it as `before` for the next page. */
+  nextBefore?: number;
+}
+
+/** Which lines a context is asked around. */
+export interface ContextParams {
+  server: string;
+  app: string;
+  file: string;
+  /** The byte offset of the hit in its file. */
+  offset: number;
+  /**
+   * The hit's line id (a search result's `id`): picks the file generation when a rotated file had
+   * a line at the same offset. Without it, the newest generation with a line at `offset` is used.
+   */
+  id?: number;
+  /** Lines before and after the hit: default 20, at most 200. */
+  lines?: number;
+}
+
+/** The lines around a hit, by offset ascending. */
+export interface LogContext {
+  server: string;
+  app: string;
+  file: string;
+  /** The file generation the lines come from. */
+  fileId: number;
+  offset: number;
+  lines: Array<LineView & { hit: boolean }>;
+}
+
+/** The context size limits of {@link logContext}. */
+export const CONTEXT_LINES = { default: 20, max: 200 } as const;
+
+/** How FTS5 queries are written, for error messages. */
+export const SEARCH_SYNTAX_HELP = "Searches use SQLite FTS5 syntax: words match whole words anywhere in a line " +
+  '(timeout refused = both), "double quotes" match a phrase, AND/OR/NOT (upper case) and parentheses combine, ' +
+  "a trailing * matches a prefix (conn*). Any other character (/ . : - ' etc.) must be inside double quotes: " +
+  'write "GET /api" or "db.example.com"; a double quote inside a phrase is written twice.';
+
+/** A search query FTS5 cannot parse. The message quotes the query; `suggestion` explains the syntax. */
+export class SearchSyntaxError extends UsageError {
+  /** The query as given. */
+  readonly query: string;
+  /** What SQLite said. */
+  readonly detail: string;
+
+  constructor(query: string, detail: string) {
+    super(`cannot search for ${JSON.stringify(query)}: ${detail}`, { suggestion: explain(query, detail) });
+    this.query = query;
+    this.detail = detail;
+  }
+}
+
+function explain(query: string, detail: string): string {
+  const quoted = `"${query.replaceAll('"', '""')}"`;
+  const specific = /^no such column: /.test(detail)
+    ? `A word followed by ":" names a column (the only one is "text"), and a leading "-" is a column filter too. `
+    : /^unterminated string/.test(detail)
+    ? "A double quote opens a phrase that must be closed. "
+    : /^unknown special query/.test(detail)
+    ? "A * must follow a word (conn*). "
+    : "";
+  const literal = query.trim() ? ` To search for the text as it is, quote it: ${quoted}` : "";
+  return `${specific}${SEARCH_SYNTAX_HELP}${literal}`;
+}
+
+/** SQLite errors that mean the MATCH expression is invalid (rather than a bug). */
+const FTS_QUERY_ERROR = /^(fts5: |no such column: |unterminated string|unknown special query)/;
+
+/**
+ * Full-text search of the log lines, newest first, `limit` per page (default 50, at most 500).
+ * Throws {@link SearchSyntaxError} when FTS5 cannot parse `q`.
+ */
+export function searchLogs(store: FleetStore, params: SearchParams): SearchPage {
+  const q = params.q;
+  if (!q.trim()) throw new SearchSyntaxError(q, "the query is empty");
+  const limit = clamp(params.limit, PAGE.default, PAGE.max);
+  const where = ["lines_fts MATCH :q"];
+  const values: Record<string, string | number> = { q, open: MARK_OPEN, close: MARK_CLOSE, limit: limit + 1 };
+  // Bounds on lines_fts.rowid are given to FTS5 itself, which then starts its walk there.
+  if (params.before !== undefined) {
+    where.push("lines_fts.rowid < :before");
+    values.before = params.before;
+  }
+  for (const key of ["server", "app", "file"] as const) {
+    const value = params[key];
+    if (value !== undefined) {
+      where.push(`lines.${key} = :${key}`);
+      values[key] = value;
+    }
+  }
+  // `+` keeps SQLite from driving the query by the lines_ts index (then sorting every match).
+  if (params.since !== undefined) {
+    where.push("+lines.ts >= :since");
+    values.since = params.since;
+  }
+  if (params.until !== undefined) {
+    where.push("+lines.ts <= :until");
+    values.until = params.until;
+  }
+  const statement = store.sql(
+    `SELECT ${LINE_COLUMNS}, snippet(lines_fts, 0, :open, :close, '…', 24) AS snippet
+     FROM lines_fts CROSS JOIN lines ON lines.id = lines_fts.rowid
+     WHERE ${where.join(" AND ")}
+     ORDER BY lines_fts.rowid DESC LIMIT :limit`,
+  );
+  let rows: Array<LineRow & { snippet: string }>;
+  try {
+    rows = statement.all(values) as unknown as Array<LineRow & { snippet: string }>;
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    if (FTS_QUERY_ERROR.test(message)) throw new SearchSyntaxError(q, message);
+    throw error;
+  }
+  const more = rows.length > limit;
+  const results = rows.slice(0, limit).map((row) => ({ ...lineView(row), snippet: snippetParts(row.snippet) }));
+  return more ? { results, nextBefore: results[results.length - 1].id } : { results };
+}
+
+/**
+ * The lines around `offset` in one file generation: up to `lines` before and after (default 20, at
+ * most 200), by offset ascending, the hit marked. Undefined when no stored line starts at `offset`.
+ */
+export function logContext(store: FleetStore, params: ContextParams): LogContext | undefined {
+  const count = clamp(params.lines, CONTEXT_LINES.default, CONTEXT_LINES.max, 0);
+  let found: LineRow | undefined;
+  if (params.id !== undefined) {
+    found = store.sql(`SELECT ${LINE_COLUMNS} FROM lines WHERE id = ?`).get(params.id) as LineRow | undefined;
+    if (
+      found && (found.server !== params.server || found.app !== params.app || found.file !== params.file ||
+        found.offset !== params.offset)
+    ) found = undefined;
+  } else {
+    // Through the server's files: each probe is one lookup in the (file_id, offset) index.
+    found = store.sql(
+      `SELECT ${LINE_COLUMNS} FROM lines
+       WHERE file_id IN (SELECT id FROM files WHERE server = :server) AND offset = :offset AND server = :server
+         AND app = :app AND file = :file
+       ORDER BY file_id DESC LIMIT 1`,
+    ).get({ server: params.server, app: params.app, file: params.file, offset: params.offset }) as
+      | LineRow
+      | undefined;
+  }
+  if (!found) return undefined;
+  const hit = found;
+  const before = store.sql(
+    `SELECT ${LINE_COLUMNS} FROM lines WHERE file_id = ? AND offset < ? ORDER BY offset DESC LIMIT ?`,
+  ).all(hit.file_id, hit.offset, count) as unknown as LineRow[];
+  const after = store.sql(
+    `SELECT ${LINE_COLUMNS} FROM lines WHERE file_id = ? AND offset > ? ORDER BY offset LIMIT ?`,
+  ).all(hit.file_id, hit.offset, count) as unknown as LineRow[];
+  const lines = [...before.reverse(), hit, ...after].map((row) => ({ ...lineView(row), hit: row.id === hit.id }));
+  return { server: hit.server, app: hit.app, file: hit.file, fileId: hit.file_id, offset: hit.offset, lines };
+}
+
+/**
+ * The snippet markers: control characters around a random token, so a log line that contains
+ * control characters itself cannot forge a highlight.
+ */
+const MARK_TOKEN = crypto.randomUUID().replaceAll("-", "");
+const MARK_OPEN = `\u0002${MARK_TOKEN}\u0002`;
+const MARK_CLOSE = `\u0003${MARK_TOKEN}\u0003`;
+
+/** Splits a marked snippet into text parts, the matched ones with `hit`. */
+function snippetParts(marked: string): SnippetPart[] {
+  const parts: SnippetPart[] = [];
+  const push = (text: string, hit: boolean) => {
+    if (!text) return;
+    const last = parts[parts.length - 1];
+    if (last && last.hit === hit) last.text += text;
+    else parts.push({ text, hit });
+  };
+  let rest = marked;
+  while (rest) {
+    const open = rest.indexOf(MARK_OPEN);
+    if (open < 0) {
+      push(rest, false);
+      break;
+    }
+    push(rest.slice(0, open), false);
+    rest = rest.slice(open + MARK_OPEN.length);
+    const close = rest.indexOf(MARK_CLOSE);
+    push(close < 0 ? rest : rest.slice(0, close), true);
+    rest = close < 0 ? "" : rest.slice(close + MARK_CLOSE.length);
+  }
+  return parts;
+}

@@ -1,0 +1,127 @@
+/**
+ * The fleet database's schema (./store.ts): one migration per version, applied in order and
+ * counted in `PRAGMA user_version`. Append only: a database already past a version never runs that
+ * version's migration again.
+ * @module
+ */
+import { FIELD } from "./limits.ts";
+
+/** The schema, one migration per version (PRAGMA user_version). */
+export const MIGRATIONS: string[] = [
+  `CREATE TABLE servers (
+     name TEXT PRIMARY KEY,
+     host TEXT NOT NULL,
+     last_attempt INTEGER,
+     last_ok INTEGER,
+     last_error TEXT,
+     last_duration_ms INTEGER,
+     last_bytes INTEGER,
+     pulls INTEGER NOT NULL DEFAULT 0,
+     errors INTEGER NOT NULL DEFAULT 0
+   );
+   CREATE TABLE apps (
+     server TEXT NOT NULL,
+     app TEXT NOT NULL,
+     type TEXT,
+     status TEXT,
+     healthy INTEGER,
+     version TEXT,
+     commit_sha TEXT,
+     deployed TEXT,
+     last_health_check TEXT,
+     port INTEGER,
+     strategy TEXT,
+     last_deploy TEXT,
+     fetched_at INTEGER NOT NULL,
+     PRIMARY KEY (server, app)
+   );
+   CREATE TABLE status_history (
+     id INTEGER PRIMARY KEY,
+     server TEXT NOT NULL,
+     app TEXT NOT NULL,
+     at INTEGER NOT NULL,
+     status TEXT,
+     healthy INTEGER,
+     version TEXT
+   );
+   CREATE INDEX status_history_app ON status_history (server, app, id);
+   CREATE TABLE files (
+     id INTEGER PRIMARY KEY,
+     server TEXT NOT NULL,
+     path TEXT NOT NULL,
+     generation INTEGER NOT NULL,
+     ino INTEGER,
+     head_hash TEXT NOT NULL,
+     head_len INTEGER NOT NULL,
+     offset INTEGER NOT NULL,
+     current INTEGER NOT NULL DEFAULT 1,
+     UNIQUE (server, path, generation)
+   );
+   CREATE TABLE deployments (
+     id INTEGER PRIMARY KEY,
+     server TEXT NOT NULL,
+     app TEXT NOT NULL,
+     at TEXT NOT NULL,
+     outcome TEXT NOT NULL,
+     release TEXT,
+     commit_sha TEXT,
+     version TEXT,
+     duration_ms INTEGER,
+     step TEXT,
+     message TEXT,
+     file_id INTEGER NOT NULL,
+     offset INTEGER NOT NULL,
+     UNIQUE (file_id, offset)
+   );
+   CREATE INDEX deployments_app ON deployments (server, app, id);
+   CREATE TABLE lines (
+     id INTEGER PRIMARY KEY,
+     file_id INTEGER NOT NULL,
+     offset INTEGER NOT NULL,
+     server TEXT NOT NULL,
+     app TEXT NOT NULL,
+     file TEXT NOT NULL,
+     ts INTEGER NOT NULL,
+     kind TEXT NOT NULL DEFAULT 'line',
+     text TEXT NOT NULL,
+     UNIQUE (file_id, offset)
+   );
+   CREATE INDEX lines_ts ON lines (ts);
+   CREATE INDEX lines_server_file ON lines (server, file, id);
+   CREATE VIRTUAL TABLE lines_fts USING fts5(text, content='lines', content_rowid='id');`,
+  // 2: each app's certificate, from the server's .tls/certificates.json (names: a JSON array).
+  `CREATE TABLE certificates (
+     server TEXT NOT NULL,
+     app TEXT NOT NULL,
+     names TEXT NOT NULL,
+     source TEXT,
+     issuer TEXT,
+     not_before TEXT,
+     not_after TEXT,
+     last_error TEXT,
+     last_error_at TEXT,
+     next_attempt_at TEXT,
+     fetched_at INTEGER NOT NULL,
+     PRIMARY KEY (server, app)
+   );`,
+  // 3: what the collector's limits refused or cut in a server's last pull (a JSON array of lines);
+  // and values stored before there were field limits cut to them.
+  `ALTER TABLE servers ADD COLUMN limits TEXT;
+   UPDATE apps SET last_deploy = json_object('cut', length(last_deploy)) WHERE length(last_deploy) > ${FIELD.lastDeploy};
+   ${
+    [
+      ["servers", "last_error", FIELD.message],
+      ...["type", "status", "version", "commit_sha", "deployed", "last_health_check", "strategy"]
+        .map((column) => ["apps", column, FIELD.short]),
+      ...["status", "version"].map((column) => ["status_history", column, FIELD.short]),
+      ...["release", "commit_sha", "version", "step", "at"].map((column) => ["deployments", column, FIELD.short]),
+      ["deployments", "message", FIELD.message],
+      ["certificates", "last_error", FIELD.message],
+      ...["source", "issuer", "not_before", "not_after", "last_error_at", "next_attempt_at"]
+        .map((column) => ["certificates", column, FIELD.short]),
+    ].map(([table, column, max]) =>
+      `UPDATE ${table} SET ${column} = substr(${column}, 1, ${max}) WHERE length(${column}) > ${max};`
+    ).join("\n   ")
+  }
+   UPDATE certificates SET names = '[]' WHERE length(names) > ${FIELD.names};`,
+];
