@@ -18,7 +18,9 @@ export const executeCommand: CommandSpec = {
     const { prefetchCommit } = await import("../deploy/prefetch.ts");
     const prefetch = opts["dry-run"] ? undefined : prefetchCommit(args[0], args[1]);
     const { execute } = await import("../deploy/execute.ts");
+    const { realEffects } = await import("../deploy/context.ts");
     const result = await execute({
+      effects: realEffects(), // processes, the proxy's socket, the clock, stdout: built once, here
       prefetch,
       gitDir: args[0],
       commit: args[1],

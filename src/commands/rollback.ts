@@ -9,8 +9,9 @@ export const rollbackCommand: CommandSpec = {
   options: [{ name: "to", value: "release", description: "The release to go back to (see `releases`)" }],
   async run({ args, opts }) {
     const { rollback } = await import("../deploy/rollback.ts");
+    const { realEffects } = await import("../deploy/context.ts");
     try {
-      return await rollback(args[0], opts.to as string | undefined);
+      return await rollback(args[0], opts.to as string | undefined, realEffects());
     } catch (error) {
       throw rootOnly(error, `rollback ${args[0]}${opts.to ? ` --to ${opts.to}` : ""}`);
     }

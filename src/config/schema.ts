@@ -10,6 +10,7 @@ import { DEPLOY_EVENTS, targetSchema } from "../notify.ts";
 import { APP_TYPES, DEPLOYERS } from "../deployers/mod.ts";
 import { MANAGER_NAMES } from "../managers/mod.ts";
 import { TARGET_TYPES } from "../notifiers/mod.ts";
+import { STRATEGIES } from "../deploy/strategies/names.ts";
 
 import { NAME_PATTERN } from "./names.ts";
 
@@ -166,7 +167,7 @@ export const deployFileSchema = z.strictObject({
 }).meta({ title: "deploy-paradigm deploy.yml", description: "App identity, committed in the app's repository." });
 
 /** How a deploy switches traffic. */
-export const STRATEGIES = ["blue-green", "restart"] as const;
+export { STRATEGIES };
 
 /** The two slots of a blue-green app. */
 export const SLOTS = ["blue", "green"] as const;
@@ -270,7 +271,7 @@ export const serverConfigSchema = z.strictObject({
   env: z.string().regex(/^[A-Za-z0-9_.-]+$/, "must be a name such as production (letters, digits, . _ -)").default(
     "production",
   ),
-  strategy: z.enum(STRATEGIES, { error: `must be one of ${STRATEGIES.join(", ")}` }).default("blue-green"),
+  strategy: z.enum(STRATEGIES, { error: `must be one of ${STRATEGIES.join(", ")}` }).default(STRATEGIES[0]),
   slots: z.strictObject({ blue: port, green: port }).optional()
     .meta({ description: "The internal ports of the two slots; chosen and written by the first deploy." }),
   drainTimeout: duration("30s"),

@@ -2,11 +2,14 @@
  * The health check: healthy after `successes` consecutive 2xx answers within `window`.
  * @module
  */
+import { join } from "node:path";
 import type { HealthCheck } from "../config/schema.ts";
+import { exists } from "../fsutil.ts";
 import type { AppProcess, ProcessManager } from "../managers/mod.ts";
 import type { Runner } from "../runner.ts";
 import { Cancelled } from "./cancel.ts";
 import type { Journal } from "./journal.ts";
+import type { ReleaseMeta } from "./releases.ts";
 
 /** The verdict of a health check. */
 export interface HealthResult {
@@ -139,4 +142,19 @@ export async function startAndCheck(
   const since = await fileSize(process.errorLog);
   await journal.step("start", () => runner.apply(manager.restart(process)), () => started);
   return await healthStep(journal, url, check, process.errorLog, since);
+}
+
+/** The static check: the file for the health path exists in the release. */
+export async function checkStaticFiles(
+  journal: Journal,
+  releaseDir: string,
+  meta: ReleaseMeta,
+  note: string,
+): Promise<HealthResult> {
+  return await journal.step("health", async () => {
+    const path = meta.healthCheck?.path ?? "/";
+    const file = join(releaseDir, path.endsWith("/") ? `${path}index.html` : path);
+    if (!(await exists(file))) throw new Error(`the static app has no file for ${path} (looked for ${file})`);
+    return { healthy: true, attempts: 1, successes: 1, checkedAt: new Date().toISOString() };
+  }, () => note);
 }

@@ -4,6 +4,7 @@
  * @module
  */
 import { CommandFailed } from "../runner.ts";
+import type { Clock } from "./context.ts";
 import { type Cancellation, killPoint } from "./cancel.ts";
 import { Redactor } from "./redact.ts";
 import { forTerminal } from "../terminal.ts";
@@ -85,6 +86,8 @@ export class Journal {
     private readonly print: (line: string) => void,
     /** The deploy's cancellation: forward steps check it before they start. */
     public cancellation?: Cancellation,
+    /** Event times and step durations. */
+    private readonly clock: Clock = { now: () => Date.now(), elapsed: () => performance.now() },
   ) {}
 
   /**
@@ -130,7 +133,7 @@ export class Journal {
    */
   async record(event: string, fields: Omit<DeployEvent, "time" | "app" | "event" | "release" | "commit"> = {}) {
     const entry: DeployEvent = {
-      time: new Date().toISOString(),
+      time: new Date(this.clock.now()).toISOString(),
       app: this.app,
       event,
       release: this.release,
@@ -164,17 +167,17 @@ export class Journal {
     }
     killPoint(`before:${name}`);
     if (announce) this.show(`▸ ${name.padEnd(10)} ${announce}`);
-    const started = performance.now();
+    const started = this.clock.elapsed();
     try {
       const value = await fn();
       killPoint(`after:${name}`);
-      const duration = Math.round(performance.now() - started);
+      const duration = Math.round(this.clock.elapsed() - started);
       const message = done?.(value) ?? "";
       this.show(`✓ ${name.padEnd(10)} ${seconds(duration).padStart(7)}  ${message}`.trimEnd());
       await this.record(name, { ok: true, duration, message: message || undefined });
       return value;
     } catch (error) {
-      const duration = Math.round(performance.now() - started);
+      const duration = Math.round(this.clock.elapsed() - started);
       const message = error instanceof Error ? error.message : String(error);
       // A streamed command's output is already on screen: print only its first line again.
       const shown = error instanceof CommandFailed && !error.cmd.quiet

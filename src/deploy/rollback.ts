@@ -11,16 +11,16 @@ import { DeployParadigmError, UsageError } from "../errors.ts";
 import { readTextOrUndefined } from "../fsutil.ts";
 import { requireEngine, requireImage } from "../managers/docker.ts";
 import { managerNamed } from "../managers/mod.ts";
-import { appPaths, prefix } from "../paths.ts";
-import { ProcessRunner } from "../runner.ts";
-import { activateBlueGreen, ActivationFailed } from "./bluegreen.ts";
+import { type AppPaths, appPaths } from "../paths.ts";
+import { type Effects, isoNow, realEffects, type SwitchContext } from "./context.ts";
 import { Journal } from "./journal.ts";
 import { acquireLock } from "./lock.ts";
 import { notifyOutcome } from "./notify_outcome.ts";
+import { rolledBack } from "./outcome.ts";
 import { currentRelease, listReleases, markBad, readReleaseMeta, type ReleaseMeta, usableRelease } from "./releases.ts";
 import { envSnapshot, secretValues } from "./runtime.ts";
-import { type InPlace, restartInPlace } from "./restart.ts";
 import { readStatus, writeStatus } from "./status.ts";
+import { ActivationFailed, strategyOf } from "./strategies/mod.ts";
 
 /** One release, as `releases` lists it. */
 export interface ReleaseRow {
@@ -32,9 +32,9 @@ export interface ReleaseRow {
   command?: string;
 }
 
-async function loadApp(app: string) {
+async function loadApp(app: string, root?: string) {
   if (!NAME_PATTERN.test(app)) throw new UsageError(`"${app}" is not a valid app name`);
-  const paths = appPaths(app);
+  const paths = appPaths(app, root);
   const text = await readTextOrUndefined(paths.config);
   if (text === undefined) {
     throw new UsageError(`app "${app}" is not set up on this server: ${paths.config} does not exist`);
@@ -87,14 +87,17 @@ export async function showReleases(app: string, json: boolean): Promise<number> 
   return 0;
 }
 
-/** Rolls `app` back to `to`, or to the newest good release before the serving one. Returns the exit code. */
-export async function rollback(app: string, to?: string): Promise<number> {
-  const { paths, config } = await loadApp(app);
+/**
+ * Rolls `app` back to `to`, or to the newest good release before the serving one, with
+ * `effects` (the real ones by default, see context.ts). Returns the exit code.
+ */
+export async function rollback(app: string, to?: string, effects: Effects = realEffects()): Promise<number> {
+  const { paths, config } = await loadApp(app, effects.root);
   const lock = await acquireLock(
     paths.lock,
     { pid: Deno.pid, commit: "rollback" },
     (holder) =>
-      console.log(`deploy-paradigm: waiting for another deploy of ${app}` + (holder ? ` (pid ${holder.pid})` : "")),
+      effects.print(`deploy-paradigm: waiting for another deploy of ${app}` + (holder ? ` (pid ${holder.pid})` : "")),
   );
   try {
     const from = await currentRelease(paths);
@@ -126,35 +129,37 @@ export async function rollback(app: string, to?: string): Promise<number> {
         suggestion: `push its commit again, or pick another release (see \`deploy-paradigm releases ${app}\`)`,
       });
     }
-    return await switchTo(app, paths, config, meta, from);
+    return await switchTo(effects, paths, config, meta, from);
   } finally {
     lock.release();
   }
 }
 
 async function switchTo(
-  app: string,
-  paths: ReturnType<typeof appPaths>,
+  effects: Effects,
+  paths: AppPaths,
   config: Awaited<ReturnType<typeof loadApp>>["config"],
   meta: ReleaseMeta,
   from: string | undefined,
 ): Promise<number> {
-  const started = performance.now();
+  const app = paths.app;
+  const { clock } = effects;
+  const started = clock.elapsed();
   await Deno.mkdir(paths.logDir, { recursive: true });
-  const journal = new Journal(paths.deployLog, app, meta.commit, (line) => console.log(line));
+  const journal = new Journal(paths.deployLog, app, meta.commit, effects.print, undefined, clock);
   journal.release = meta.id;
-  const runner = new ProcessRunner((line) => journal.output(line));
+  const runner = effects.runner((line) => journal.output(line));
   const fromMeta = from ? await readReleaseMeta(paths, from) : undefined;
   const manager = managerNamed(config.manager, meta.type === "docker" || fromMeta?.type === "docker");
   const secrets = await envSnapshot(paths, meta);
   journal.redact([...await secretValues(paths, meta), ...config.notify.map((target) => target.url)]);
   if (fromMeta) journal.redact(await secretValues(paths, fromMeta));
-  const ctx: InPlace = { paths, config, journal, runner, manager };
+  const ctx: SwitchContext = { ...effects, paths, config, journal, runner, inspect: effects.runner(() => {}), manager };
+  const strategy = strategyOf(config);
   journal.say(`deploy-paradigm: rolling ${app} back to release ${meta.id} (${meta.commit.slice(0, 7)})`);
   await journal.record("rollback", { message: `from ${from ?? "nothing"} to ${meta.id}` });
   const before = await readStatus(paths.status);
-  let extra = {};
-  let checkedAt: string;
+  let active;
   try {
     if (meta.image) {
       await journal.step("docker", async () => {
@@ -163,85 +168,42 @@ async function switchTo(
         return version;
       }, (version) => `docker engine ${version}; ${meta.image} is there`);
     }
-    if (config.strategy === "blue-green") {
-      const active = await activateBlueGreen({
-        app,
-        root: prefix(),
-        paths,
-        config,
-        manager,
-        runner,
-        journal,
-        meta,
-        secrets,
-        watchMs: 0,
-      });
-      checkedAt = active.health.checkedAt;
-      extra = { slot: active.slot, slotPort: active.port, switchMs: active.switchMs, watch: active.watch };
-    } else {
-      checkedAt = (await restartInPlace(ctx, meta, secrets, fromMeta)).checkedAt;
-    }
+    active = await strategy.activate(ctx, { meta, secrets, replaced: fromMeta, watchMs: 0 });
   } catch (error) {
     const message = error instanceof ActivationFailed ? error.failure.message : String(error);
     let back = from ?? "nothing";
-    if (config.strategy === "restart" && from && (await currentRelease(paths)) !== from) {
+    if (error instanceof ActivationFailed && error.switched && !error.reverted && from) {
       // The switch happened: put the release that served back, with its own command and .env.
-      const restored = fromMeta
-        ? await restartInPlace(ctx, fromMeta, await envSnapshot(paths, fromMeta), meta).then(
-          () => true,
-          () => false,
-        )
-        : false;
-      if (!restored) back = "nothing healthy";
+      const restored = await strategy.revert?.(ctx, { to: from, from: meta.id, runs: true }).catch(() => undefined);
+      journal.release = meta.id;
+      if (restored?.healthy !== true) back = "nothing healthy";
     }
     await journal.record("rollback_failed", { ok: false, message });
     journal.say(`✗ rollback of ${app} to ${meta.id} failed; ${back} serves`);
     return 1;
   }
   if (from) await markBad(paths, from);
-  const duration = Math.round(performance.now() - started);
-  const version = meta.commit.slice(0, 7);
-  await writeStatus(paths.status, {
-    name: app,
-    type: meta.type,
-    manager: config.manager,
-    port: config.port,
-    ...before,
-    ...extra,
-    strategy: config.strategy,
-    status: "running",
-    healthy: true,
-    version,
-    commit: meta.commit,
-    release: meta.id,
-    previous: from,
-    deployed: new Date().toISOString(),
-    lastHealthCheck: checkedAt,
-    lastDeploy: {
-      outcome: "rolled_back",
-      release: from ?? meta.id,
-      commit: before?.commit ?? meta.commit,
-      version: before?.version ?? version,
-      at: new Date().toISOString(),
-      duration,
-      step: "rollback",
-      message: `rolled back by hand to release ${meta.id} (${version})`,
-    },
+  const duration = Math.round(clock.elapsed() - started);
+  const at = isoNow(clock);
+  const { status, notice } = rolledBack(config, before, {
+    app,
+    meta,
+    from,
+    health: active.health,
+    strategy: active.status,
+    at,
+    duration,
   });
-  await journal.record("rolled_back", { ok: true, duration, message: `${version} serves again as release ${meta.id}` });
+  await writeStatus(paths.status, status);
+  await journal.record("rolled_back", {
+    ok: true,
+    duration,
+    message: `${status.version} serves again as release ${meta.id}`,
+  });
   journal.say(
-    `↺ rolled back ${app} to release ${meta.id} (${version}) in ${(duration / 1000).toFixed(1)}s` +
+    `↺ rolled back ${app} to release ${meta.id} (${status.version}) in ${(duration / 1000).toFixed(1)}s` +
       (from ? `; release ${from} is marked bad` : ""),
   );
-  await notifyOutcome(journal, config, app, {
-    outcome: "rolled_back",
-    release: meta.id,
-    commit: meta.commit,
-    version,
-    at: new Date().toISOString(),
-    duration,
-    step: "rollback",
-    message: `rolled back by hand to release ${meta.id} (${version})`,
-  });
+  await notifyOutcome(journal, config, app, notice);
   return 0;
 }

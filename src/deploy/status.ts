@@ -4,6 +4,7 @@
  */
 import { basename, dirname } from "node:path";
 import { readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
+import type { ServerConfig } from "../config/schema.ts";
 import { type CertificateState, readCertificates } from "../proxy/cert_state.ts";
 
 /** How a deploy ended. */
@@ -49,7 +50,7 @@ export interface AppStatus {
   /** The branch that deploys (from the serving release's deploy.yml); pushes to others are only stored. */
   branch?: string;
   /** How deploys switch traffic: blue-green (through the proxy) or restart. */
-  strategy?: "blue-green" | "restart";
+  strategy?: ServerConfig["strategy"];
   /** Blue-green: the slot and port that take traffic (none for a static release, which the proxy serves). */
   slot?: "blue" | "green";
   slotPort?: number;

@@ -1,91 +1,66 @@
 /**
- * The blue-green switch: the new release starts in the idle slot and is health-checked there,
+ * The blue-green strategy: the new release starts in the idle slot and is health-checked there,
  * before it gets any traffic; then the proxy's route moves to it at once, the old slot drains,
  * the new one is watched while the old one stays warm, and only then the old one stops. Any
  * failure before the switch leaves traffic where it was; a failure in the watch window moves it
- * straight back. Used by deploys and by `rollback`.
+ * straight back (the activation reverts itself). Used by deploys and by `rollback`.
  * @module
  */
 import { join } from "node:path";
-import type { ServerConfig } from "../config/schema.ts";
-import { exists, symlinkAtomic } from "../fsutil.ts";
-import type { ProcessManager, Slot } from "../managers/mod.ts";
-import type { AppPaths } from "../paths.ts";
-import { control } from "../proxy/client.ts";
-import { readRoute, ROUTE_FILE, type RouteTarget, writeRoute } from "../proxy/routes.ts";
-import type { Runner } from "../runner.ts";
-import { type HealthResult, startAndCheck, watchHealth } from "./health.ts";
-import { type Journal, StepFailed } from "./journal.ts";
-import { currentRelease, markServed, readReleaseMeta, type ReleaseMeta, runsProcess } from "./releases.ts";
-import { releaseProcess } from "./runtime.ts";
-import { ensureSlots, linkSlot, moveSlot, otherSlot, portFree, slotOfPort } from "./slots.ts";
+import { symlinkAtomic } from "../../fsutil.ts";
+import type { Slot } from "../../managers/mod.ts";
+import { readRoute, ROUTE_FILE, type RouteTarget, writeRoute } from "../../proxy/routes.ts";
+import type { ProxyControl, SwitchContext } from "../context.ts";
+import { checkStaticFiles, type HealthResult, startAndCheck, watchHealth } from "../health.ts";
+import { currentRelease, markServed, readReleaseMeta, runsProcess } from "../releases.ts";
+import { releaseProcess } from "../runtime.ts";
+import { ensureSlots, linkSlot, moveSlot, otherSlot, portFree, slotOfPort } from "../slots.ts";
+import {
+  type Activated,
+  type Activation,
+  ActivationFailed,
+  asStep,
+  dryProcess,
+  type SwitchStrategy,
+} from "./strategy.ts";
 
-/** What a blue-green activation needs. */
-export interface BlueGreenInput {
-  app: string;
-  /** The server root (DEPLOY_PARADIGM_PREFIX). */
-  root: string;
-  paths: AppPaths;
-  config: ServerConfig;
-  manager: ProcessManager;
-  runner: Runner;
-  journal: Journal;
-  /** The release to bring into service. */
-  meta: ReleaseMeta;
-  /** Its `.env` values. */
-  secrets: Record<string, string>;
-  /** Milliseconds of watch window (0: none). */
-  watchMs: number;
-  /** Runs once the release serves and passed its watch window; a throw switches back. */
-  commit?: () => Promise<void>;
-}
+export const blueGreen: SwitchStrategy = {
+  name: "blue-green",
+  proxied: true,
 
-/** A release in service. */
-export interface Activated {
-  health: HealthResult;
-  /** The slot and port that take traffic; none for a static release. */
-  slot?: Slot;
-  port?: number;
-  /** Milliseconds from "healthy" to "the proxy routes to it". */
-  switchMs: number;
-  watch: "passed" | "off";
-}
+  /** The proxy runs (checked before a deploy builds anything). */
+  async preflight(ctx) {
+    await ctx.proxy({ op: "status" });
+  },
 
-/** A failed activation, after traffic was left or put back where it was. */
-export class ActivationFailed extends Error {
-  constructor(
-    readonly failure: StepFailed,
-    /** Traffic had moved to the new release (and was moved back). */
-    readonly switched: boolean,
-    /** Something healthy serves now. */
-    readonly serving: boolean,
-  ) {
-    super(failure.message);
-  }
-}
+  activate: activateBlueGreen,
 
-function asStep(error: unknown, step: string): StepFailed {
-  return error instanceof StepFailed ? error : new StepFailed(step, error);
-}
+  async describe(ctx, meta) {
+    const { plan, print, runner, manager } = ctx;
+    const { paths, config, deploy } = plan;
+    const route = await readRoute(paths.dir);
+    const serving = route && "port" in route && route.port === config.slots?.blue ? "blue" : "green";
+    const idle: Slot = route && "port" in route ? (serving === "blue" ? "green" : "blue") : "blue";
+    const slot = { slot: idle, port: config.slots?.[idle] ?? 0 };
+    if (plan.runs) {
+      print(
+        config.slots
+          ? `would start the release in the idle ${idle} slot (port ${slot.port}):`
+          : "would start the release in the blue slot (this first deploy chooses the slots' ports):",
+      );
+      await runner.apply(manager.restart((await dryProcess(ctx, meta, slot))!));
+      print(`would check http://127.0.0.1:<slot port>${deploy.healthCheck!.path} before it gets any traffic`);
+    } else print("would check the static files; the proxy would serve them");
+    print(`would point the proxy on port ${config.port} at it, then ${paths.current} → releases/<new>`);
+    print(`would drain the old slot (up to ${config.drainTimeout / 1000}s), watch ${deploy.watch / 1000}s, stop it`);
+  },
+};
 
-/** Checks that the proxy runs (before a deploy builds anything). */
-export async function requireProxy(root: string): Promise<void> {
-  await control(root, { op: "status" });
-}
-
-/** The static check: the file for the health path exists in the release. */
-export async function checkStaticFiles(journal: Journal, releaseDir: string, meta: ReleaseMeta, note: string) {
-  return await journal.step("health", async () => {
-    const path = meta.healthCheck?.path ?? "/";
-    const file = join(releaseDir, path.endsWith("/") ? `${path}index.html` : path);
-    if (!(await exists(file))) throw new Error(`the static app has no file for ${path} (looked for ${file})`);
-    return { healthy: true, attempts: 1, successes: 1, checkedAt: new Date().toISOString() };
-  }, () => note);
-}
-
-/** Brings `input.meta` into service through the idle slot. Throws {@link ActivationFailed}. */
-export async function activateBlueGreen(input: BlueGreenInput): Promise<Activated> {
-  const { app, root, paths, config, manager, runner, journal, meta } = input;
+/** Brings `activation.meta` into service through the idle slot. Throws {@link ActivationFailed}. */
+async function activateBlueGreen(ctx: SwitchContext, activation: Activation): Promise<Activated> {
+  const { root, paths, config, manager, runner, journal, proxy } = ctx;
+  const { meta } = activation;
+  const app = paths.app;
   const releaseDir = paths.release(meta.id);
   let slots = await ensureSlots(paths, root, config.slots);
   const route = await readRoute(paths.dir);
@@ -94,12 +69,14 @@ export async function activateBlueGreen(input: BlueGreenInput): Promise<Activate
   const oldSlot = slotOfPort(slots, oldPort);
   const oldRelease = await currentRelease(paths);
   const idle = oldSlot ? otherSlot(oldSlot) : "blue";
+  const failed = (error: unknown, step: string, switched: boolean) =>
+    new ActivationFailed(asStep(error, step), switched, serving, true);
   const stopSlot = (slot: Slot, why: string) =>
     journal.step("stop", () => runner.apply(manager.stop(app, root, paths.dir, slot)), () => why).catch(() => {});
   const drain = (port: number, whose: string) =>
     journal.step(
       "drain",
-      () => control(root, { op: "drain", port, timeoutMs: config.drainTimeout }),
+      () => proxy({ op: "drain", port, timeoutMs: config.drainTimeout }),
       (reply: Record<string, unknown>) =>
         reply.drained ? `requests in flight to ${whose} finished` : `drain timeout: ${reply.inFlight} cut`,
     ).catch(() => {});
@@ -112,7 +89,7 @@ export async function activateBlueGreen(input: BlueGreenInput): Promise<Activate
   };
   const undo = async (stopIdle: boolean) => {
     await pointAt(route, oldRelease).catch(() => {});
-    await control(root, { op: "reload" }).catch(() => {});
+    await proxy({ op: "reload" }).catch(() => {});
     if (stopIdle) {
       await drain(slots[idle], `the ${idle} slot`);
       await stopSlot(idle, `the ${idle} slot is stopped`);
@@ -138,7 +115,7 @@ export async function activateBlueGreen(input: BlueGreenInput): Promise<Activate
         );
       }
       await linkSlot(paths, idle, meta.id);
-      const process = await releaseProcess(paths, config, meta, input.secrets, { slot: idle, port: slots[idle] });
+      const process = await releaseProcess(paths, config, meta, activation.secrets, { slot: idle, port: slots[idle] });
       health = await startAndCheck(
         journal,
         runner,
@@ -150,13 +127,13 @@ export async function activateBlueGreen(input: BlueGreenInput): Promise<Activate
       );
     } catch (error) {
       await stopSlot(idle, `the ${idle} slot is stopped; it never took traffic`);
-      throw new ActivationFailed(asStep(error, "start"), false, serving);
+      throw failed(error, "start", false);
     }
     target = { port: slots[idle] };
   } else {
     health = await checkStaticFiles(journal, releaseDir, meta, "static files in place; the proxy serves them")
       .catch((error) => {
-        throw new ActivationFailed(asStep(error, "health"), false, serving);
+        throw failed(error, "health", false);
       });
     target = { dir: releaseDir };
   }
@@ -170,16 +147,16 @@ export async function activateBlueGreen(input: BlueGreenInput): Promise<Activate
       if (!serving && old && runsProcess(old)) {
         await runner.apply(manager.stop(app, root, paths.dir));
       }
-      const started = performance.now();
+      const started = ctx.clock.elapsed();
       await pointAt(target, meta.id);
-      await control(root, { op: "reload" });
-      switchMs = performance.now() - started;
+      await proxy({ op: "reload" });
+      switchMs = ctx.clock.elapsed() - started;
       await markServed(paths, meta.id);
-      await expectRouted(root, app, target);
+      await expectRouted(proxy, app, target);
     }, () => `traffic → ${"port" in target ? `${idle} slot` : "static files"} in ${switchMs.toFixed(1)} ms`);
   } catch (error) {
     await undo(runs);
-    throw new ActivationFailed(asStep(error, "switch"), false, serving);
+    throw failed(error, "switch", false);
   }
 
   // 3. Drain the old slot: requests in flight finish; it gets no new ones.
@@ -193,39 +170,42 @@ export async function activateBlueGreen(input: BlueGreenInput): Promise<Activate
       () => serving ? `traffic back to ${oldSlot ? `the ${oldSlot} slot` : "the release before"}` : "no release serves",
     )
       .catch(() => {});
-    throw new ActivationFailed(asStep(error, step), true, serving);
+    throw failed(error, step, true);
   };
-  let watch: Activated["watch"] = "off";
+  let watch: "passed" | "off" = "off";
   // With nothing served before there is nothing to switch back to: no watch window.
-  if (runs && meta.healthCheck && input.watchMs > 0 && serving) {
+  if (runs && meta.healthCheck && activation.watchMs > 0 && serving) {
     const url = `http://127.0.0.1:${slots[idle]}${meta.healthCheck.path}`;
     try {
       await journal.step("watch", async () => {
-        const problem = await watchHealth(url, meta.healthCheck!, input.watchMs, journal.cancellation?.signal);
+        const problem = await watchHealth(url, meta.healthCheck!, activation.watchMs, journal.cancellation?.signal);
         if (problem) throw new Error(`failed in the watch window: ${url} ${problem}`);
-      }, () => `healthy for ${input.watchMs / 1000}s while the old slot stayed warm`);
+      }, () => `healthy for ${activation.watchMs / 1000}s while the old slot stayed warm`);
       watch = "passed";
     } catch (error) {
       await revert(error, "watch");
     }
   }
   try {
-    await input.commit?.();
+    await activation.commit?.();
   } catch (error) {
     await revert(error, "branch");
   }
 
   // 5. The release stands: stop what served before. Nothing here may undo the deploy.
   if (oldSlot) await stopSlot(oldSlot, `the ${oldSlot} slot is stopped`);
-  return { health, slot: runs ? idle : undefined, port: runs ? slots[idle] : undefined, switchMs, watch };
+  return {
+    health,
+    status: { slot: runs ? idle : undefined, slotPort: runs ? slots[idle] : undefined, watch, switchMs },
+  };
 }
 
 /** Asks the proxy whether `app` now routes to `target` and listens on its public port (up to 5 s). */
-async function expectRouted(root: string, app: string, target: RouteTarget): Promise<void> {
+async function expectRouted(proxy: ProxyControl, app: string, target: RouteTarget): Promise<void> {
   const deadline = Date.now() + 5_000;
   let seen = "not routed";
   while (Date.now() < deadline) {
-    const { routes } = await control(root, { op: "status" }) as { routes?: Record<string, unknown>[] };
+    const { routes } = await proxy({ op: "status" }) as { routes?: Record<string, unknown>[] };
     const mine = routes?.find((r) => r.app === app);
     if (mine && JSON.stringify(mine.target) === JSON.stringify(target) && mine.listening === true) return;
     seen = mine ? `target ${JSON.stringify(mine.target)}, listening ${mine.listening}` : "not routed";

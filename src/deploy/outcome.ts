@@ -1,0 +1,208 @@
+/**
+ * Every status.json ({@link AppStatus}) and {@link LastDeploy} a deploy or a rollback writes, in
+ * one place: a deploy that stands, one that failed (with or without a switch back), one killed
+ * and found by the next deploy, and a rollback by hand.
+ * @module
+ */
+import type { ServerConfig } from "../config/schema.ts";
+import type { HealthResult } from "./health.ts";
+import type { Journal } from "./journal.ts";
+import type { Deployment } from "./prepare.ts";
+import type { ReleaseMeta } from "./releases.ts";
+import { type AppStatus, type LastDeploy, type Outcome, writeStatus } from "./status.ts";
+import { strategyOf } from "./strategies/mod.ts";
+
+/** Where the app answers: its first domain when the proxy serves it, else its own port. */
+export function appUrl(config: ServerConfig): string {
+  const domain = strategyOf(config).proxied ? config.domains.find((d) => !d.startsWith("*.")) : undefined;
+  return domain ? `https://${domain}/` : `http://127.0.0.1:${config.port}/`;
+}
+
+/** The fields of status.json that come from deploy.yml and config.yml. */
+export function statusBase(plan: Deployment) {
+  const { deploy, config } = plan;
+  return {
+    name: deploy.name,
+    type: deploy.type,
+    manager: config.manager,
+    port: config.port,
+    strategy: config.strategy,
+    ...(plan.runs || strategyOf(config).proxied ? { url: appUrl(config) } : {}),
+  };
+}
+
+/** How a deploy of `plan` as release `release` ended. */
+export function lastDeploy(
+  plan: Deployment,
+  outcome: Outcome,
+  release: string,
+  at: string,
+  duration: number,
+  failure?: { step: string; message: string },
+): LastDeploy {
+  return { outcome, release, commit: plan.commit, version: plan.short, at, duration, ...failure };
+}
+
+/** A deploy that stands: release `id` serves. */
+export function deployedStatus(
+  plan: Deployment,
+  r: {
+    id: string;
+    previous?: string;
+    health: HealthResult;
+    strategy: Partial<AppStatus>;
+    at: string;
+    duration: number;
+  },
+): AppStatus {
+  return {
+    ...statusBase(plan),
+    status: "running",
+    version: plan.short,
+    commit: plan.commit,
+    release: r.id,
+    previous: r.previous,
+    deployed: r.at,
+    lastHealthCheck: r.health.checkedAt,
+    healthy: true,
+    branch: plan.deploy.branch,
+    strategy: plan.config.strategy,
+    ...r.strategy,
+    lastDeploy: lastDeploy(plan, "success", r.id, r.at, r.duration),
+  };
+}
+
+/** How a failed deploy left traffic. */
+export interface FailedSwitch {
+  /** Traffic had moved to the new release. */
+  switched: boolean;
+  /** The strategy moved it back itself (the proxy's route): what served before serves, when `serving`. */
+  reverted: boolean;
+  serving: boolean;
+  /** What serves after a switch back in place (see SwitchStrategy.revert). */
+  back?: Partial<AppStatus>;
+  /** The failure was in the watch window. */
+  watchFailed: boolean;
+}
+
+/** A failed deploy: what serves now, and how the deploy ended. */
+export function failedStatus(
+  plan: Deployment,
+  before: AppStatus | undefined,
+  last: LastDeploy,
+  f: FailedSwitch,
+): AppStatus {
+  if (!f.switched) {
+    return before
+      ? { ...before, lastDeploy: last }
+      : { ...statusBase(plan), status: "failed", healthy: false, lastDeploy: last };
+  }
+  if (f.reverted) {
+    const watch = f.watchFailed ? { watch: "failed" as const } : {};
+    return f.serving && before
+      ? { ...before, ...watch, status: "rolled_back", lastDeploy: last }
+      : { ...statusBase(plan), ...before, ...watch, status: "failed", healthy: false, lastDeploy: last };
+  }
+  const healthy = f.back?.healthy === true;
+  return {
+    ...statusBase(plan),
+    ...before,
+    ...f.back,
+    status: healthy ? "rolled_back" : "failed",
+    healthy,
+    lastDeploy: last,
+  };
+}
+
+/** After a killed deploy: status.json follows what serves (`current`, `meta`); `health` as the strategy found it. */
+export function interruptedStatus(
+  status: AppStatus,
+  r: {
+    current?: string;
+    meta?: ReleaseMeta;
+    health: Partial<AppStatus>;
+    killedCommit?: string;
+    message: string;
+    at: string;
+  },
+): AppStatus {
+  const { current, meta } = r;
+  const version = meta?.commit.slice(0, 7);
+  return {
+    ...status,
+    ...(meta && status.release !== current
+      ? { release: current, commit: meta.commit, version, previous: status.release, ...r.health }
+      : {}),
+    lastDeploy: {
+      outcome: "cancelled",
+      release: current ?? "",
+      commit: r.killedCommit ?? meta?.commit ?? "",
+      version: r.killedCommit?.slice(0, 7) ?? version ?? "",
+      at: r.at,
+      duration: 0,
+      step: "interrupted",
+      message: r.message,
+    },
+  };
+}
+
+/**
+ * A rollback by hand to `meta`'s release, from `from`: status.json (whose lastDeploy names the
+ * release rolled back from) and what the notification says (the release gone back to).
+ */
+export function rolledBack(
+  config: ServerConfig,
+  before: AppStatus | undefined,
+  r: {
+    app: string;
+    meta: ReleaseMeta;
+    from?: string;
+    health: HealthResult;
+    strategy: Partial<AppStatus>;
+    at: string;
+    duration: number;
+  },
+): { status: AppStatus; notice: LastDeploy } {
+  const { meta, from, at, duration } = r;
+  const version = meta.commit.slice(0, 7);
+  const message = `rolled back by hand to release ${meta.id} (${version})`;
+  const event = { outcome: "rolled_back" as const, at, duration, step: "rollback", message };
+  return {
+    status: {
+      name: r.app,
+      type: meta.type,
+      manager: config.manager,
+      port: config.port,
+      ...before,
+      ...r.strategy,
+      strategy: config.strategy,
+      status: "running",
+      healthy: true,
+      version,
+      commit: meta.commit,
+      release: meta.id,
+      previous: from,
+      deployed: at,
+      lastHealthCheck: r.health.checkedAt,
+      lastDeploy: {
+        ...event,
+        release: from ?? meta.id,
+        commit: before?.commit ?? meta.commit,
+        version: before?.version ?? version,
+      },
+    },
+    notice: { ...event, release: meta.id, commit: meta.commit, version },
+  };
+}
+
+/**
+ * Writes status.json; a failure to (a full disk) is reported and does not change how the deploy
+ * ended: deploy.log has its outcome already.
+ */
+export async function saveStatus(journal: Journal, path: string, status: AppStatus): Promise<void> {
+  try {
+    await writeStatus(path, status);
+  } catch (error) {
+    journal.say(`! cannot write ${path}: ${(error as Error).message}`);
+  }
+}

@@ -1,0 +1,147 @@
+/**
+ * A deploy's first stage: read and validate everything (deploy.yml, config.yml, `.env`, the start
+ * command) before anything changes on disk. Bad input throws a usage error (exit 2).
+ * @module
+ */
+import { resolve } from "node:path";
+import { toArgv } from "../config/argv.ts";
+import { refuseTakenDomains } from "../config/domains.ts";
+import { parseConfig } from "../config/load.ts";
+import { type DeployFile, deployFileSchema, type ServerConfig, serverConfigSchema } from "../config/schema.ts";
+import { UsageError } from "../errors.ts";
+import { readTextOrUndefined } from "../fsutil.ts";
+import { readCommit } from "../git.ts";
+import { DOCKER_NAME_RULE, dockerNameOk, imageOf } from "../managers/docker.ts";
+import { type AppPaths, appPaths } from "../paths.ts";
+import { buildPlan, type RepoFacts, startArgv } from "./app_type.ts";
+import { readDotenv, refuseShortSecrets } from "./dotenv.ts";
+import type { Prefetch } from "./prefetch.ts";
+import type { ReleaseMeta } from "./releases.ts";
+import { userOf } from "./runtime.ts";
+
+/** Everything known before anything changes on disk. */
+export interface Deployment {
+  gitDir: string;
+  commit: string;
+  short: string;
+  deploy: DeployFile;
+  config: ServerConfig;
+  paths: AppPaths;
+  facts: RepoFacts;
+  /** The start command; undefined for a static app that runs no process, and for a docker app. */
+  argv?: string[];
+  /** It runs a process or a container (not static files only). */
+  runs: boolean;
+  /** The values of `.env.<env>`, and that file's path. */
+  secrets: Record<string, string>;
+  /** Keys of `.env.<env>` marked public: shown as they are (every other value is redacted). */
+  public: Set<string>;
+  envSource?: string;
+  prefetch?: Prefetch;
+}
+
+/** Reads and validates the commit and the server's config. Throws a usage error; changes nothing. */
+export async function prepare(
+  options: { gitDir: string; commit: string; prefetch?: Prefetch },
+  root: string,
+): Promise<Deployment> {
+  const gitDir = resolve(options.gitDir);
+  const read = await readCommit(gitDir, options.commit, ["deploy.yml", "package.json"]);
+  const commit = read.sha;
+  const short = commit.slice(0, 7);
+  const raw = read.blobs.get("deploy.yml");
+  if (!raw) {
+    throw new UsageError(`commit ${short} has no deploy.yml at the top of the repository`, {
+      suggestion: "run `deploy-paradigm init` in the project, commit deploy.yml and push again",
+    });
+  }
+  const deploy = parseConfig(new TextDecoder().decode(raw), deployFileSchema, "deploy.yml", `commit ${short}`);
+  const paths = appPaths(deploy.name, root);
+  const configText = await readTextOrUndefined(paths.config);
+  if (configText === undefined) {
+    throw new UsageError(`app "${deploy.name}" is not set up on this server: ${paths.config} does not exist`, {
+      suggestion: `run \`deploy-paradigm setup ${deploy.name}\` on this server first ` +
+        `(or write ${paths.config} with port, manager and env)`,
+    });
+  }
+  const config = parseConfig(configText, serverConfigSchema, paths.config);
+  userOf(paths, config); // a `user:` that names nobody, a default user setup has not created: exit 2 now
+  await refuseTakenDomains(deploy.name, config.domains, { where: paths.config });
+  if (await realPath(gitDir) !== await realPath(paths.repo)) {
+    throw new UsageError(
+      `deploy.yml names the app "${deploy.name}", whose repository is ${paths.repo}, not ${gitDir}`,
+      { suggestion: `each repository deploys the app it is named after: fix "name" in deploy.yml` },
+    );
+  }
+  const facts: RepoFacts = { files: read.files };
+  const pkg = read.blobs.get("package.json");
+  if (deploy.type === "node" && pkg) {
+    try {
+      facts.packageJson = JSON.parse(new TextDecoder().decode(pkg));
+    } catch (error) {
+      throw new UsageError(`package.json in commit ${short} is not valid JSON: ${(error as Error).message}`);
+    }
+  }
+  buildPlan(deploy, facts, "."); // refuses unsupported types before any change
+  const envSource = paths.envFile(config.env);
+  const envText = await readTextOrUndefined(envSource);
+  const dotenv = envText === undefined ? undefined : readDotenv(envText, envSource);
+  if (dotenv) refuseShortSecrets(dotenv, envSource);
+  const secrets = dotenv?.values ?? {};
+  const multiline = Object.keys(secrets).filter((key) => secrets[key].includes("\n"));
+  if (deploy.type === "docker" && !dockerNameOk(deploy.name)) {
+    throw new UsageError(`deploy.yml: "${deploy.name}" cannot name a docker image and container`, {
+      suggestion: DOCKER_NAME_RULE,
+    });
+  }
+  if (deploy.type === "docker" && multiline.length) {
+    throw new UsageError(
+      `${envSource}: ${multiline.join(", ")} ${multiline.length === 1 ? "holds" : "hold"} a newline, ` +
+        "which docker's --env-file cannot pass",
+      {
+        suggestion: "put such values in a file the app reads, or encode them (base64) on one line",
+      },
+    );
+  }
+  const argv = deploy.type === "docker" ? undefined : startArgv(deploy, facts);
+  return {
+    gitDir,
+    commit,
+    short,
+    deploy,
+    config,
+    paths,
+    facts,
+    argv,
+    runs: argv !== undefined || deploy.type === "docker",
+    secrets,
+    public: dotenv?.public ?? new Set(),
+    envSource: envText === undefined ? undefined : envSource,
+    prefetch: options.prefetch?.commit === commit ? options.prefetch : undefined,
+  };
+}
+
+async function realPath(path: string): Promise<string> {
+  return await Deno.realPath(path).catch(() => resolve(path));
+}
+
+/** What release `id` of this deploy needs to run again (rollback reads it back); pending until it serves. */
+export function releaseMeta(plan: Deployment, id: string, createdAt: string): ReleaseMeta {
+  const { deploy, commit } = plan;
+  return {
+    id,
+    commit,
+    type: deploy.type,
+    argv: plan.argv,
+    ...(deploy.type === "docker"
+      ? {
+        image: imageOf(deploy.name, id),
+        containerPort: deploy.containerPort,
+        containerCommand: deploy.command ? toArgv(deploy.command) : undefined,
+      }
+      : {}),
+    healthCheck: deploy.healthCheck,
+    createdAt,
+    pending: true,
+  };
+}

@@ -1,0 +1,78 @@
+/**
+ * Crash safety: a marker file says a deploy is under way (under the lock). Finding one means the
+ * last deploy was killed (SIGKILL, a power cut): it is recorded as interrupted, and status.json
+ * and `current` are brought back in line with what serves, before this deploy starts.
+ * @module
+ */
+import { join } from "node:path";
+import type { Slot } from "../managers/mod.ts";
+import { managerNamed } from "../managers/mod.ts";
+import { readLinkOrUndefined, readTextOrUndefined, symlinkAtomic, writeFileAtomic } from "../fsutil.ts";
+import { readRoute } from "../proxy/routes.ts";
+import { type DeployContext, isoNow } from "./context.ts";
+import { interruptedStatus, saveStatus } from "./outcome.ts";
+import { currentRelease, markServed, readReleaseMeta } from "./releases.ts";
+import { readStatus } from "./status.ts";
+import { strategyOf } from "./strategies/mod.ts";
+
+/** The marker of a deploy under way, in the app's directory. */
+export const MARKER = ".deploying";
+
+/** Runs `deploy` with the marker in place; first reconciles after a killed deploy whose marker is found. */
+export async function withDeployMarker<T>(ctx: DeployContext, deploy: () => Promise<T>): Promise<T> {
+  const marker = join(ctx.paths.dir, MARKER);
+  const found = await readTextOrUndefined(marker);
+  if (found !== undefined) await reconcile(ctx, found);
+  const since = isoNow(ctx.clock);
+  await writeFileAtomic(marker, JSON.stringify({ commit: ctx.plan.commit, pid: Deno.pid, since }) + "\n");
+  try {
+    return await deploy();
+  } finally {
+    await Deno.remove(marker).catch(() => {});
+  }
+}
+
+/** After a killed deploy: `current` follows what the proxy serves; status.json says what serves. */
+async function reconcile(ctx: DeployContext, found: string): Promise<void> {
+  const { paths, config, journal } = ctx;
+  let killed: { commit?: string; pid?: number; since?: string } = {};
+  try {
+    killed = JSON.parse(found);
+  } catch { /* a marker cut short: the kill came while it was written */ }
+  const route = await readRoute(paths.dir).catch(() => undefined);
+  const slots = config.slots;
+  const servingSlot = route && "port" in route && slots
+    ? (Object.keys(slots) as Slot[]).find((slot) => slots[slot] === route.port)
+    : undefined;
+  const inSlot = servingSlot ? await readLinkOrUndefined(join(paths.dir, "slots", servingSlot)) : undefined;
+  const routed = inSlot?.split("/").pop();
+  if (routed && await readReleaseMeta(paths, routed)) {
+    // Health-checked before its switch: it serves, so it is no longer pending.
+    if (routed !== await currentRelease(paths)) await symlinkAtomic(`releases/${routed}`, paths.current);
+    await markServed(paths, routed);
+  }
+  const manager = managerNamed(config.manager, ctx.plan.deploy.type === "docker");
+  const health = await strategyOf(config).recover?.({ ...ctx, manager }, killed.commit);
+  const current = await currentRelease(paths);
+  const meta = current ? await readReleaseMeta(paths, current) : undefined;
+  const message = `the deploy of ${killed.commit?.slice(0, 7) ?? "an unknown commit"} (pid ${killed.pid ?? "?"}, ` +
+    `since ${killed.since ?? "?"}) was interrupted; ` +
+    (meta ? `release ${current} (${meta.commit.slice(0, 7)}) serves` : "no release serves");
+  journal.say(`! ${message}; this deploy cleans up what it left`);
+  await journal.record("interrupted", { ok: false, message });
+  const status = await readStatus(paths.status);
+  if (!status) return;
+  await saveStatus(
+    journal,
+    paths.status,
+    interruptedStatus(status, {
+      current,
+      meta,
+      // Asked only when status.json named another release.
+      health: meta && status.release !== current && health ? await health(current, meta) : {},
+      killedCommit: killed.commit,
+      message,
+      at: isoNow(ctx.clock),
+    }),
+  );
+}

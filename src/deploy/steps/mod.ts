@@ -1,0 +1,63 @@
+/**
+ * The steps of a deploy, in order. Until the switch a failure switches nothing; the switch is the
+ * strategy's (strategies/); after it the deploy stands, and failures are only reported.
+ * @module
+ */
+import { updateRef } from "../../git.ts";
+import { strategyOf } from "../strategies/mod.ts";
+import { build, cleanup, command, docker, env, fetch, meta, postDeploy, preDeploy, sealOnly } from "./release.ts";
+import type { Step } from "./step.ts";
+
+export { type Release, type Step, walk } from "./step.ts";
+
+/** What the switch will need (the proxy, for blue-green), checked before anything is built. */
+const preflight: Step = {
+  name: "deploy",
+  unjournaled: true,
+  run: (ctx) => strategyOf(ctx.config).preflight(ctx),
+  dry: () => {},
+};
+
+/** The strategy brings the release into service; the branch moves once it serves. */
+const activate: Step = {
+  name: "switch",
+  unjournaled: true,
+  async run(ctx, release) {
+    const { branch } = release;
+    release.active = await strategyOf(ctx.config).activate(ctx, {
+      meta: release.meta,
+      secrets: ctx.plan.secrets,
+      replaced: release.previousMeta,
+      watchMs: ctx.plan.deploy.watch,
+      commit: branch &&
+        (() =>
+          ctx.journal.step(
+            "branch",
+            () => updateRef(ctx.plan.gitDir, branch.ref, ctx.plan.commit, branch.old),
+            () => `${branch.ref.replace("refs/heads/", "")} → ${ctx.plan.short}`,
+          )),
+    });
+  },
+  dry: (ctx, release) => strategyOf(ctx.config).describe(ctx, release.meta),
+};
+
+/** What is left of another strategy goes. */
+const settle: Step = {
+  name: "settle",
+  unjournaled: true,
+  tolerate: "! the blue and green slots of an earlier blue-green setup stay",
+  run: (ctx) => strategyOf(ctx.config).settle?.(ctx) ?? Promise.resolve(),
+  dry: () => {},
+};
+
+/** Everything before the switch: a failure here switches nothing. */
+export const PREPARE: readonly Step[] = [preflight, docker, fetch, build, sealOnly, meta, command, env, preDeploy];
+
+/** The switch. */
+export const SWITCH: readonly Step[] = [activate];
+
+/** Once the deploy stands: reported when they fail, never rolled back. */
+export const STAND: readonly Step[] = [settle, postDeploy, cleanup];
+
+/** A whole deploy. */
+export const DEPLOY: readonly Step[] = [...PREPARE, ...SWITCH, ...STAND];

@@ -1,0 +1,230 @@
+/**
+ * The steps that make a release, before anything switches (a failure here switches nothing):
+ * fetch the commit, build, record its metadata, resolve its program, install `.env`, preDeploy;
+ * and the hooks and cleanup once it stands.
+ * @module
+ */
+import { join } from "node:path";
+import { toArgv } from "../../config/argv.ts";
+import { pruneImages, requireDockerfile, requireEngine } from "../../managers/docker.ts";
+import { type Cmd, type CmdResult, displayArgv } from "../../runner.ts";
+import { extractCommit } from "../../git.ts";
+import { handOver, killLeftovers, sealCmds, shareWithApp, uptime } from "../../users.ts";
+import { buildPlan } from "../app_type.ts";
+import type { DeployContext } from "../context.ts";
+import { serializeDockerEnv, serializeDotenv } from "../dotenv.ts";
+import { cleanupReleases, listReleases, readReleaseMeta, writeReleaseMeta } from "../releases.ts";
+import { asApp, resolveProgram, toolEnv, userOf } from "../runtime.ts";
+import type { Release, Step } from "./step.ts";
+
+/** Builds may take long, but never forever: a stuck build must not hold the lock. */
+const BUILD_TIMEOUT = 30 * 60_000;
+/** preDeploy and postDeploy hooks. */
+const HOOK_TIMEOUT = 15 * 60_000;
+
+const user = (ctx: DeployContext) => userOf(ctx.paths, ctx.config);
+
+export const docker: Step = {
+  name: "docker",
+  when: (ctx) => ctx.plan.deploy.type === "docker",
+  run: async (ctx) => `docker engine ${await requireEngine(ctx.runner)}`,
+  dry: async (ctx) => ctx.print(`docker engine ${await requireEngine(ctx.inspect)} answers`),
+};
+
+/** Moves the prefetched tree into place, or extracts the commit now. */
+export const fetch: Step = {
+  name: "fetch",
+  async run({ plan }, { id, dir }) {
+    const message = `${plan.short} extracted into releases/${id}`;
+    if (plan.prefetch && await plan.prefetch.done.then(() => true, () => false)) {
+      try {
+        await Deno.rename(plan.prefetch.dir, dir);
+        return message;
+      } catch { /* on another filesystem, say: extract again */ }
+    }
+    const partial = join(plan.paths.releases, `.${id}.partial`);
+    await Deno.mkdir(partial);
+    try {
+      await extractCommit(plan.gitDir, plan.commit, partial);
+      await Deno.rename(partial, dir);
+    } catch (error) {
+      await Deno.remove(partial, { recursive: true }).catch(() => {});
+      throw error;
+    }
+    return message;
+  },
+  dry: ({ plan, print }, { dir }) => print(`would extract ${plan.short} into ${dir}`),
+};
+
+/** The build commands, as the app's user with its tool environment (the engine's own build as is). */
+function buildCmds(ctx: DeployContext, { id, dir }: Release): Cmd[] {
+  const { plan } = ctx;
+  const env = toolEnv(dir, plan.config, user(ctx));
+  const limits = { timeoutMs: BUILD_TIMEOUT, cancel: ctx.cancellation.signal };
+  return buildPlan(plan.deploy, plan.facts, dir, { id, commit: plan.commit })
+    .map((cmd) => asApp({ ...cmd, ...limits }, user(ctx), env));
+}
+
+/** After the build the release is sealed (users.ts): root's, and only readable by the app. */
+async function seal(ctx: DeployContext, release: Release): Promise<void> {
+  const owner = user(ctx);
+  if (owner) { for (const cmd of sealCmds(release.dir, owner)) await ctx.runner.run(cmd); }
+}
+
+/**
+ * The build runs as the app's user in a release it owns; then the release is sealed, and only
+ * then the engine (root's) builds the image, from a Dockerfile checked in the sealed release.
+ */
+export const build: Step = {
+  name: "build",
+  when: (ctx, release) => buildCmds(ctx, release).length > 0,
+  announce: () => "",
+  async run(ctx, release) {
+    const owner = user(ctx);
+    if (owner) await ctx.runner.run(handOver(release.dir, owner));
+    const cmds = buildCmds(ctx, release);
+    const run = async (cmd: Cmd) => {
+      ctx.journal.output(`$ ${displayArgv(cmd.argv)}`);
+      await runConfined(ctx, cmd, release.dir);
+    };
+    for (const cmd of cmds.filter((cmd) => !cmd.engine)) await run(cmd);
+    await seal(ctx, release);
+    for (const cmd of cmds.filter((cmd) => cmd.engine)) {
+      await requireDockerfile(release.dir, ctx.plan.deploy.dockerfile ?? "Dockerfile");
+      await run(cmd);
+    }
+  },
+  async dry(ctx, release) {
+    for (const cmd of buildCmds(ctx, release)) await ctx.runner.run(cmd);
+  },
+};
+
+/** A release without a build is sealed all the same. */
+export const sealOnly: Step = {
+  name: "seal",
+  unjournaled: true,
+  when: (ctx, release) => buildCmds(ctx, release).length === 0,
+  run: (ctx, release) => seal(ctx, release),
+  dry: () => {},
+};
+
+/** The release's metadata, after the build: not part of a docker build's context. */
+export const meta: Step = {
+  name: "meta",
+  unjournaled: true,
+  run: (ctx, release) => writeReleaseMeta(ctx.paths, release.meta),
+  dry: () => {},
+};
+
+export const command: Step = {
+  name: "command",
+  when: (ctx) => ctx.plan.argv !== undefined,
+  async run({ plan, paths }, { dir }) {
+    const program = await resolveProgram(plan.argv![0], dir, paths.current);
+    return `${displayArgv(plan.argv!)} (${program})`;
+  },
+  dry: () => {},
+};
+
+/**
+ * Writes the values of `.env.<env>` into the release as `.env` (0600), in the canonical form
+ * that systemd's EnvironmentFile reads exactly as we do.
+ */
+export const env: Step = {
+  name: "env",
+  async run(ctx, { dir }) {
+    const { plan } = ctx;
+    if (!plan.envSource) return `no ${plan.paths.envFile(plan.config.env)}; the app gets PORT only`;
+    const file = join(dir, ".env");
+    const header = `from ${plan.envSource}, written by deploy-paradigm`;
+    const text = plan.deploy.type === "docker"
+      ? serializeDockerEnv(plan.secrets, `${header} for docker run --env-file`, plan.public)
+      : serializeDotenv(plan.secrets, header, plan.public);
+    await Deno.writeTextFile(file, text, { mode: 0o600, createNew: true });
+    await Deno.chmod(file, 0o600);
+    await shareWithApp(file, user(ctx)); // root:<app group> 0640: its app only
+    const count = Object.keys(plan.secrets).length;
+    return `.env.${plan.config.env} → .env (0600, ${count} value${count === 1 ? "" : "s"})`;
+  },
+  dry({ plan, print }, { dir }) {
+    print(
+      plan.envSource
+        ? `would copy ${plan.envSource} to ${dir}/.env (0600, ${Object.keys(plan.secrets).length} values)`
+        : `no ${plan.paths.envFile(plan.config.env)}: the app would get PORT only`,
+    );
+  },
+};
+
+/** hooks.preDeploy or hooks.postDeploy, run in the release with the app's environment. */
+function hook(name: "preDeploy" | "postDeploy", tolerate?: string): Step {
+  const argv = (ctx: DeployContext) => toArgv(ctx.plan.deploy.hooks![name]!);
+  const cmd = (ctx: DeployContext, { id, dir }: Release): Cmd => {
+    const { plan } = ctx;
+    const env = {
+      ...plan.secrets,
+      ...toolEnv(dir, plan.config, user(ctx)),
+      DEPLOY_APP: plan.deploy.name,
+      DEPLOY_RELEASE: id,
+      DEPLOY_COMMIT: plan.commit,
+    };
+    const cancel = name === "preDeploy" ? ctx.cancellation.signal : undefined; // postDeploy: the deploy stands
+    return asApp({ argv: argv(ctx), cwd: dir, timeoutMs: HOOK_TIMEOUT, cancel }, user(ctx), env);
+  };
+  return {
+    name,
+    tolerate,
+    when: (ctx) => Boolean(ctx.plan.deploy.hooks?.[name]),
+    announce: (ctx) => displayArgv(argv(ctx)),
+    // After preDeploy the app runs from the release: then no process is a leftover for being in it.
+    run: async (ctx, release) => {
+      await runConfined(ctx, cmd(ctx, release), name === "preDeploy" ? release.dir : undefined);
+    },
+    dry: async (ctx, release) => {
+      await ctx.runner.run(cmd(ctx, release));
+    },
+  };
+}
+
+export const preDeploy = hook("preDeploy");
+export const postDeploy = hook(
+  "postDeploy",
+  "! postDeploy failed; the deploy stands (postDeploy failures are only reported)",
+);
+
+/** Old releases go (and the images of docker releases with them, also once the app is no docker app any more). */
+export const cleanup: Step = {
+  name: "cleanup",
+  tolerate: "! cleanup failed; old releases stay until the next deploy",
+  async run(ctx, { id, previous }) {
+    const { paths, deploy } = ctx.plan;
+    const images = deploy.type === "docker" || await hasDockerRelease(ctx);
+    const removed = await cleanupReleases(paths, deploy.keepReleases, [id, previous]);
+    const pruned = images ? await pruneImages(ctx.runner, deploy.name, await listReleases(paths)) : [];
+    return [...removed, ...pruned].length ? `removed ${[...removed, ...pruned].join(", ")}` : "nothing to remove";
+  },
+  dry: ({ plan, print }) => print(`would keep the newest ${plan.deploy.keepReleases} releases`),
+};
+
+/** Whether any release of the app is a docker one. */
+async function hasDockerRelease(ctx: DeployContext): Promise<boolean> {
+  for (const id of await listReleases(ctx.paths)) {
+    if ((await readReleaseMeta(ctx.paths, id).catch(() => undefined))?.image) return true;
+  }
+  return false;
+}
+
+/**
+ * Runs a build command or hook (see asApp), then kills what it left behind (see killLeftovers):
+ * processes that outlive it, also daemonized ones, neither run on as the app nor hold the release.
+ */
+async function runConfined(ctx: DeployContext, cmd: Cmd, releaseDir?: string): Promise<CmdResult> {
+  const since = (uptime() ?? 0.01) - 0.01; // /proc/<pid>/stat counts in hundredths
+  try {
+    return await ctx.runner.run(cmd);
+  } finally {
+    if (!cmd.engine) {
+      const killed = await killLeftovers(user(ctx), releaseDir, since);
+      if (killed) ctx.journal.output(`(killed ${killed} process${killed === 1 ? "" : "es"} it left behind)`);
+    }
+  }
+}

@@ -1,0 +1,200 @@
+/**
+ * A server for unit tests of the deploy pipeline (tests/unit/pipeline_test.ts): a temp dir as
+ * DEPLOY_PARADIGM_PREFIX with app alpha set up, a real bare repository, and injected effects: a
+ * fake runner whose `systemctl restart` starts a tiny HTTP server on the app's (or the slot's)
+ * port answering as the release's `server` file says, a fake proxy control socket that serves
+ * what route.json says, and a fake clock.
+ * @module
+ */
+import { join } from "node:path";
+import { FakeRunner } from "./fake_runner.ts";
+import type { Effects, ProxyControl } from "../../src/deploy/context.ts";
+import { execute, type ExecuteOptions } from "../../src/deploy/execute.ts";
+import type { AppStatus } from "../../src/deploy/status.ts";
+import { appPaths } from "../../src/paths.ts";
+import { readRoute } from "../../src/proxy/routes.ts";
+
+export const APP = "alpha";
+export const ZEROS = "0".repeat(40);
+
+/** A free port on 127.0.0.1. */
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+export async function git(cwd: string, ...args: string[]): Promise<string> {
+  const out = await new Deno.Command("git", {
+    args: ["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main", ...args],
+    cwd,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!out.success) throw new Error(`git ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+  return new TextDecoder().decode(out.stdout).trim();
+}
+
+/**
+ * The app the fake process manager "starts": an HTTP server on a port, answering as the `server`
+ * file of the release it runs says: `ok` (200), `500`, or `flaky` (200 once, then 500).
+ */
+export class Apps {
+  readonly #servers = new Map<number, Deno.HttpServer>();
+
+  async start(port: number, releaseDir: string): Promise<void> {
+    await this.stop(port);
+    const behaviour = (await Deno.readTextFile(join(releaseDir, "server"))).split("\n")[0];
+    let answered = 0;
+    const server = Deno.serve({ hostname: "127.0.0.1", port, onListen() {} }, () => {
+      answered++;
+      const ok = behaviour === "ok" || (behaviour === "flaky" && answered === 1);
+      return new Response(ok ? "ok" : "broken", { status: ok ? 200 : 500 });
+    });
+    this.#servers.set(port, server);
+  }
+
+  async stop(port: number): Promise<void> {
+    await this.#servers.get(port)?.shutdown();
+    this.#servers.delete(port);
+  }
+
+  async stopAll(): Promise<void> {
+    for (const port of [...this.#servers.keys()]) await this.stop(port);
+  }
+}
+
+export interface World {
+  root: string;
+  repo: string;
+  work: string;
+  port: number;
+  slots: { blue: number; green: number };
+  fake: FakeRunner;
+  apps: Apps;
+  printed: string[];
+  proxied: Record<string, unknown>[];
+  effects: Effects;
+  paths: ReturnType<typeof appPaths>;
+}
+
+/** A server root in a temp dir with app alpha set up (`config` lines added to config.yml), and its repository. */
+export async function withWorld(strategy: "restart" | "blue-green", fn: (w: World) => Promise<void>): Promise<void> {
+  const root = await Deno.makeTempDir({ prefix: "dp-pipeline-" });
+  const before = Deno.env.get("DEPLOY_PARADIGM_PREFIX");
+  Deno.env.set("DEPLOY_PARADIGM_PREFIX", root);
+  const apps = new Apps();
+  try {
+    const paths = appPaths(APP, root);
+    await Deno.mkdir(paths.dir, { recursive: true });
+    await Deno.mkdir(join(root, "var", "repos"), { recursive: true });
+    await git(root, "init", "--bare", "-q", paths.repo);
+    const work = join(root, "work");
+    await git(root, "init", "-q", work);
+    const port = freePort();
+    const slots = { blue: freePort(), green: freePort() };
+    await Deno.writeTextFile(
+      paths.config,
+      [
+        `port: ${port}`,
+        "manager: systemd",
+        `strategy: ${strategy}`,
+        "user: root", // the deploying user runs it: the same as root and as anyone else
+        ...(strategy === "blue-green" ? [`slots: { blue: ${slots.blue}, green: ${slots.green} }`] : []),
+        "",
+      ].join("\n"),
+    );
+    const fake = new FakeRunner();
+    // The fake process manager: nothing runs (MainPID 0); a restart starts the release's server.
+    fake.on(["systemctl", "show"], { output: "0" });
+    fake.on((argv) => argv[0] === "systemctl" && argv[1] === "restart", {
+      effect: async ({ argv }) => {
+        const slot = /@(blue|green)\.service$/.exec(argv.at(-1)!)?.[1] as "blue" | "green" | undefined;
+        const dir = slot ? join(paths.dir, "slots", slot) : paths.current;
+        await apps.start(slot ? slots[slot] : port, await Deno.realPath(dir));
+      },
+    });
+    fake.on((argv) => argv[0] === "systemctl" && argv[1] === "disable", {
+      effect: async ({ argv }) => {
+        const slot = /@(blue|green)\.service$/.exec(argv.at(-1)!)?.[1] as "blue" | "green" | undefined;
+        await apps.stop(slot ? slots[slot] : port);
+      },
+    });
+    const proxied: Record<string, unknown>[] = [];
+    // The fake proxy: serves what route.json says, at once.
+    const proxy: ProxyControl = async (request) => {
+      proxied.push(request as Record<string, unknown>);
+      const target = await readRoute(paths.dir);
+      return { ok: true, drained: true, routes: target ? [{ app: APP, target, listening: true }] : [] };
+    };
+    let now = Date.UTC(2026, 0, 1);
+    let elapsed = 0;
+    const printed: string[] = [];
+    const effects: Effects = {
+      root,
+      runner: fake.withSink,
+      proxy,
+      clock: { now: () => (now += 1000), elapsed: () => (elapsed += 10) },
+      print: (line) => printed.push(line),
+    };
+    await fn({ root, repo: paths.repo, work, port, slots, fake, apps, printed, proxied, effects, paths });
+  } finally {
+    await apps.stopAll();
+    if (before === undefined) Deno.env.delete("DEPLOY_PARADIGM_PREFIX");
+    else Deno.env.set("DEPLOY_PARADIGM_PREFIX", before);
+    await Deno.remove(root, { recursive: true });
+  }
+}
+
+/** Commits a version of the app (its `server` file says how it answers) and pushes it to a side branch. */
+export async function commit(
+  w: World,
+  server: "ok" | "500" | "flaky",
+  extra: string[] = [],
+  watch = "0",
+): Promise<string> {
+  await Deno.writeTextFile(
+    join(w.work, "deploy.yml"),
+    [
+      `name: ${APP}`,
+      "type: python",
+      "command: ./server",
+      "healthCheck: { path: /health, window: 1s, interval: 50ms, successes: 1, timeout: 500ms }",
+      `watch: ${watch}`,
+      ...extra,
+      "",
+    ].join("\n"),
+  );
+  await Deno.writeTextFile(join(w.work, "server"), `${server}\n${crypto.randomUUID()}\n`);
+  await git(w.work, "add", "-A");
+  await git(w.work, "commit", "-q", "-m", server);
+  const sha = await git(w.work, "rev-parse", "HEAD");
+  await git(w.work, "push", "-q", w.repo, "HEAD:refs/heads/incoming", "--force");
+  return sha;
+}
+
+export async function deploy(w: World, sha: string, options: Partial<ExecuteOptions> = {}) {
+  return await execute({ gitDir: w.repo, commit: sha, effects: w.effects, ...options });
+}
+
+/** deploy.log's events since line `from`, as `event` or `event:ok|failed`. */
+export async function events(w: World, from = 0): Promise<string[]> {
+  const text = await Deno.readTextFile(w.paths.deployLog);
+  return text.trim().split("\n").slice(from).map((line) => {
+    const e = JSON.parse(line);
+    return e.ok === false ? `${e.event}✗` : e.event;
+  });
+}
+
+export async function logLength(w: World): Promise<number> {
+  return (await Deno.readTextFile(w.paths.deployLog).catch(() => "")).trim().split("\n").filter(Boolean).length;
+}
+
+export async function status(w: World): Promise<AppStatus> {
+  return JSON.parse(await Deno.readTextFile(w.paths.status));
+}
+
+export async function releases(w: World): Promise<string[]> {
+  return (await Array.fromAsync(Deno.readDir(w.paths.releases))).map((e) => e.name).sort();
+}
