@@ -9,7 +9,8 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { refuseTakenDomains } from "./config/domains.ts";
 import { NAME_PATTERN } from "./config/names.ts";
-import { hostNameProblem, STRATEGIES } from "./config/schema.ts";
+import { hostNameProblem } from "./config/schema.ts";
+import { PROXIED, STRATEGIES, type Strategy } from "./deploy/strategies/names.ts";
 import { checkDotenvFile } from "./deploy/dotenv.ts";
 import { processFor } from "./deploy/runtime.ts";
 import { ensureSlots } from "./deploy/slots.ts";
@@ -31,7 +32,7 @@ export interface SetupOptions {
   port?: number;
   manager?: Manager;
   env?: string;
-  strategy?: "blue-green" | "restart";
+  strategy?: Strategy;
   /** Host names the proxy routes to the app (replaces the list; empty: none, the app keeps its own port). */
   domains?: string[];
   /** Take defaults for everything not given, and do not ask for confirmation. */
@@ -117,7 +118,7 @@ async function complete(options: SetupOptions, before: Partial<SetupOptions>): P
     port: before.port ?? 8000,
     manager: before.manager ?? await firstRunning(),
     env: before.env ?? "production",
-    strategy: before.strategy ?? "blue-green" as const,
+    strategy: before.strategy ?? STRATEGIES[0],
     domains: before.domains ?? [],
   };
   const given = { ...before, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) };
@@ -236,7 +237,7 @@ export async function setup(options: SetupOptions): Promise<number> {
   if (values.domains.length) doc.set("domains", values.domains);
   else doc.delete("domains");
   await writeFileAtomic(paths.config, String(doc), 0o600); // notify: URLs are secrets
-  if (values.strategy === "blue-green") await ensureSlots(paths, prefix());
+  if (PROXIED[values.strategy]) await ensureSlots(paths, prefix());
   console.log(`✓ ${paths.config}`);
 
   const envFile = paths.envFile(values.env);
@@ -269,7 +270,7 @@ export async function setup(options: SetupOptions): Promise<number> {
 
   // The proxy, as a service of the chosen manager, started if it is not running.
   const manager = MANAGERS[values.manager];
-  if (values.strategy === "blue-green" && manager.slotTemplate) {
+  if (PROXIED[values.strategy] && manager.slotTemplate) {
     // The app's template (systemd: each slot's command comes with its deploy, in the instance's drop-in).
     const config = { ...values, drainTimeout: 0, notify: [], hsts: false };
     const process = processFor(paths, config, "python", ["/bin/true"], {}, { slot: "blue", port: values.port });
@@ -279,7 +280,7 @@ export async function setup(options: SetupOptions): Promise<number> {
   }
   // What an older version left open is narrowed first (pm2 runs under umask 077 from here on).
   await manager.tidy?.();
-  if (values.strategy === "blue-green") await ensureProxy(values.manager, values.proxyHost, env, runner);
+  if (PROXIED[values.strategy]) await ensureProxy(values.manager, values.proxyHost, env, runner);
   if (appUser) console.log(`✓ ${options.app} runs, builds and runs its hooks as ${appUser.name}`);
 
   const took = ((performance.now() - started) / 1000).toFixed(1);

@@ -1,6 +1,7 @@
 import type { CommandSpec } from "../cli.ts";
 import { UsageError } from "../errors.ts";
 import { type Manager, MANAGER_NAMES } from "../managers/mod.ts";
+import { STRATEGIES, type Strategy } from "../deploy/strategies/names.ts";
 
 /** `setup <app> [repo-url]`. */
 export const setupCommand: CommandSpec = {
@@ -14,7 +15,7 @@ export const setupCommand: CommandSpec = {
     { name: "port", value: "n", description: "The app's public port (1-65535)" },
     { name: "manager", value: "name", description: "Process manager", choices: MANAGER_NAMES },
     { name: "env", value: "name", description: "Environment: which .env.<env> the app gets (default production)" },
-    { name: "strategy", value: "name", description: "How deploys switch", choices: ["blue-green", "restart"] },
+    { name: "strategy", value: "name", description: "How deploys switch", choices: STRATEGIES },
     {
       name: "domain",
       value: "name",
@@ -41,7 +42,7 @@ export const setupCommand: CommandSpec = {
       port,
       manager: opts.manager as Manager | undefined,
       env: opts.env as string | undefined,
-      strategy: opts.strategy as "blue-green" | "restart" | undefined,
+      strategy: opts.strategy as Strategy | undefined,
       domains: opts.domain as string[] | undefined,
       proxyHost: opts["proxy-host"] as string | undefined,
       yes: opts.yes === true,

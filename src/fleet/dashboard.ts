@@ -85,8 +85,12 @@ export interface LinkedModule {
   body: string;
 }
 
-/** Any static import specifier: `from "…"`, `import "…"` (dynamic imports are not used). */
-const SPECIFIER = /\b(from|import)(\s*)(["'])([^"'\n]*)\3/g;
+/**
+ * The specifier of a static import or re-export statement, which starts a line (`import … from "…"`,
+ * `import "…"`, `export … from "…"`; its list may span lines): text that merely contains
+ * `from "…"` inside a statement, a string or a comment is left alone. Dynamic imports are not used.
+ */
+const SPECIFIER = /^((?:import|export)\b[^"'`;]*?\bfrom\s*|import\s*)(["'])([^"'\n]*)\2/gm;
 /** The only specifiers the modules may use: another module of dashboard/, `./name.js`. */
 const LOCAL = /^\.\/([\w-]+\.js)$/;
 
@@ -113,10 +117,10 @@ export function linkModules(sources: Record<string, string>, entry: string): Map
       );
     }
     chain.push(name);
-    const body = sources[name].replace(SPECIFIER, (_, keyword, space, quote, specifier: string) => {
+    const body = sources[name].replace(SPECIFIER, (_, statement, quote, specifier: string) => {
       const local = LOCAL.exec(specifier);
       if (!local) throw new Error(`dashboard/${name} imports "${specifier}": only "./name.js" of dashboard/ is served`);
-      return `${keyword}${space}${quote}.${link(local[1]).path}${quote}`;
+      return `${statement}${quote}.${link(local[1]).path}${quote}`;
     });
     chain.pop();
     const module = { path: `/${name.replace(/\.js$/, "")}.${contentHash(body)}.js`, body };

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { parseConfig } from "../config/load.ts";
 import { NAME_PATTERN } from "../config/names.ts";
 import { serverConfigSchema } from "../config/schema.ts";
+import { PROXIED, type Strategy } from "../deploy/strategies/names.ts";
 import { ifExists } from "../fsutil.ts";
 import { deploymentsRoot } from "../paths.ts";
 import { message } from "./pages.ts";
@@ -27,7 +28,7 @@ export interface LoadedRoutes {
 
 interface RouteConfig {
   port: number;
-  strategy?: string;
+  strategy: Strategy;
   domains?: string[];
   tls?: { certificate: string; key: string };
   hsts?: boolean;
@@ -77,7 +78,7 @@ export async function loadRoutes(
       if (text === undefined) continue; // not set up (yet)
       await trust(configPath);
       config = parsed(configPath, text);
-      if (config.strategy === "restart") continue;
+      if (!PROXIED[config.strategy]) continue; // served on its own port, not through the proxy
     } catch (error) {
       if (error instanceof Deno.errors.NotADirectory) continue;
       const keeps = before ? `; it keeps ${describeRoute(before)}` : "";

@@ -29,6 +29,24 @@ Deno.test("dashboard modules: specifiers become hashed names, and a leaf's chang
   assert(same.get("app.js")!.path !== path("app.js"));
 });
 
+Deno.test("dashboard modules: only import and re-export statements are rewritten, never text that looks like one", () => {
+  const sources = {
+    "app.js": 'import {\n  a,\n} from "./a.js";\nexport const text = "from \\"./nope.js\\"";\n' +
+      '// import x from "./nope.js"\nconst s = `\nfrom "./nope.js"`;\n',
+    "a.js": 'export { b as a } from "./b.js";\nexport function from() {\n  return "./nope.js";\n}\n',
+    "b.js": "export const b = 'import \"y\"';\n",
+  };
+  const linked = linkModules(sources, "app.js");
+  const path = (name: string) => linked.get(name)!.path;
+  assertEquals(
+    linked.get("app.js")!.body,
+    sources["app.js"].replace('"./a.js"', `".${path("a.js")}"`),
+    "a multi-line import list is rewritten; a string, a comment and a template are not",
+  );
+  assertEquals(linked.get("a.js")!.body, sources["a.js"].replace('"./b.js"', `".${path("b.js")}"`));
+  assertEquals(linked.get("b.js")!.body, sources["b.js"]);
+});
+
 Deno.test("dashboard modules: cycles, unknown or non-local imports and unused modules are refused", () => {
   throws(
     () => linkModules({ "app.js": 'import "./a.js";', "a.js": 'import "./app.js";' }, "app.js"),
