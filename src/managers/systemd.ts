@@ -157,12 +157,7 @@ export const systemd: ProcessManager<"systemd"> = {
             content: serializeDotenv(p.env, "written by deploy-paradigm"),
           },
         ],
-        commands: [
-          systemctl(["daemon-reload"]),
-          systemctl(["enable", "--quiet", instance]),
-          systemctl(["restart", instance]),
-          { ...systemctl(["is-active", instance]), quiet: true },
-        ],
+        commands: restartCmds(instance),
       };
     }
     // The restart is one job of PID 1's: it stops and starts the unit even if we die while it runs.
@@ -170,12 +165,7 @@ export const systemd: ProcessManager<"systemd"> = {
     const unit = `${p.app}.service`;
     return {
       files: [{ path: join(systemdDir(p.root), unit), content: unitFile(p) }],
-      commands: [
-        systemctl(["daemon-reload"]),
-        systemctl(["enable", "--quiet", unit]),
-        systemctl(["restart", unit]),
-        { ...systemctl(["is-active", unit]), quiet: true },
-      ],
+      commands: restartCmds(unit),
     };
   },
   async running(runner: Runner, app: string): Promise<Running | undefined> {
@@ -239,10 +229,21 @@ export function serviceUnit(service: ServiceSpec): string {
 }
 
 /** A systemctl command of `setup`'s. */
-function setupCtl(args: string[]): Cmd {
-  return { argv: ["systemctl", ...args], timeoutMs: 60_000 };
+/** `systemctl …`: 2 minutes for a deploy's (a unit's stop may wait for its TimeoutStopSec), 1 for setup's. */
+function systemctl(args: string[], timeoutMs = 120_000): Cmd {
+  return { argv: ["systemctl", ...args], timeoutMs };
 }
 
-function systemctl(args: string[]): Cmd {
-  return { argv: ["systemctl", ...args], timeoutMs: 120_000 };
+function setupCtl(args: string[]): Cmd {
+  return systemctl(args, 60_000);
+}
+
+/** Reloads, enables and restarts `unit`, then asks whether it is active (a unit that died at once fails the plan). */
+function restartCmds(unit: string): Cmd[] {
+  return [
+    systemctl(["daemon-reload"]),
+    systemctl(["enable", "--quiet", unit]),
+    systemctl(["restart", unit]),
+    { ...systemctl(["is-active", unit]), quiet: true },
+  ];
 }
