@@ -34,8 +34,19 @@ export function findHeadEnd(buf: Uint8Array, start: number, from: number, end: n
   return -1;
 }
 
+/** ASCII bytes as text: one call that allocates the string only (fromCharCode.apply copies every byte first). */
+const ASCII = new TextDecoder();
+
 /** Bytes as latin1 text (one char per byte), as HTTP header bytes are read. */
 export function latin1(bytes: Uint8Array, start: number, end: number): string {
+  let ascii = true;
+  for (let i = start; i < end; i++) {
+    if (bytes[i] > 0x7f) {
+      ascii = false;
+      break;
+    }
+  }
+  if (ascii) return ASCII.decode(bytes.subarray(start, end));
   let text = "";
   for (let i = start; i < end; i += 8192) {
     const part = bytes.subarray(i, Math.min(end, i + 8192));
