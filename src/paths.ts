@@ -19,6 +19,8 @@ export function selfCommand(): string {
 /** Paths of one app on this server. */
 export interface AppPaths {
   app: string;
+  /** The server root these paths are under (see {@link prefix}). */
+  root: string;
   /** `/opt/deployments/<app>` */
   dir: string;
   releases: string;
@@ -60,6 +62,7 @@ export function appPaths(app: string, root = prefix()): AppPaths {
   const releases = join(dir, "releases");
   return {
     app,
+    root,
     dir,
     releases,
     current: join(dir, "current"),

@@ -335,6 +335,7 @@ async function handleRef(gitDir: string, update: RefUpdate): Promise<string | un
   const prefetch = prefetchCommit(gitDir, update.new); // overlaps loading the engine
   const { Cancellation } = await import("./deploy/cancel.ts");
   const { execute } = await import("./deploy/execute.ts");
+  const { realEffects } = await import("./deploy/context.ts"); // loaded by execute.ts anyway
   // A Ctrl-C on `git push`, a lost ssh connection: signals, or the pusher gone (see
   // PusherWatch). Either cancels the deploy, which then puts things back.
   const cancellation = new Cancellation().watchSignals();
@@ -346,7 +347,7 @@ async function handleRef(gitDir: string, update: RefUpdate): Promise<string | un
       commit: update.new,
       ref: update.ref,
       old: update.old,
-      print: (line) => watch.print(line),
+      effects: realEffects({ print: (line) => watch.print(line) }),
       cancellation,
     });
     return result.ok ? undefined : result.reason;

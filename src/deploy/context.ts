@@ -1,7 +1,7 @@
 /**
  * What a deploy (or a rollback) does to the world, injected: the runner that executes commands,
- * the proxy's control socket, the clock, the server root, where progress lines go, and the
- * cancellation. The commands build {@link Effects} once ({@link realEffects}); tests pass fakes
+ * the proxy's control socket, the clock, the server root and where progress lines go (the
+ * cancellation comes with each deploy's options). The commands build {@link Effects} once ({@link realEffects}); tests pass fakes
  * (tests/helpers/fake_runner.ts). Everything below `execute` and `rollback` takes them from here
  * instead of spawning, connecting or reading the time itself.
  * @module
@@ -21,6 +21,9 @@ export interface Clock {
   now(): number;
   elapsed(): number;
 }
+
+/** The system clock: wall time for timestamps, monotonic time for durations. */
+export const SYSTEM_CLOCK: Clock = { now: () => Date.now(), elapsed: () => performance.now() };
 
 /** ISO 8601 of the clock's now. */
 export function isoNow(clock: Clock): string {
@@ -49,7 +52,7 @@ export function realEffects(overrides: Partial<Effects> = {}): Effects {
     root,
     runner: (sink) => new ProcessRunner(sink),
     proxy: (request) => control(root, request),
-    clock: { now: () => Date.now(), elapsed: () => performance.now() },
+    clock: SYSTEM_CLOCK,
     print: (line) => console.log(line),
     ...overrides,
   };

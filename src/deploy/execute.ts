@@ -17,7 +17,7 @@ import { managerNamed } from "../managers/mod.ts";
 import { DryRunner } from "../runner.ts";
 import { ownAppDirs } from "../users.ts";
 import { Cancellation } from "./cancel.ts";
-import { type DeployContext, type Effects, isoNow, realEffects } from "./context.ts";
+import { type DeployContext, type Effects, isoNow } from "./context.ts";
 import { secretsOf } from "./dotenv.ts";
 import { type ExecuteResult, failed } from "./failure.ts";
 import { Journal } from "./journal.ts";
@@ -32,8 +32,6 @@ import { userOf } from "./runtime.ts";
 import { readStatus } from "./status.ts";
 import { DEPLOY, type Release, walk } from "./steps/mod.ts";
 
-export type { ExecuteResult } from "./failure.ts";
-
 /** Arguments of `execute`. */
 export interface ExecuteOptions {
   gitDir: string;
@@ -47,20 +45,18 @@ export interface ExecuteOptions {
   old?: string;
   /** Print the plan, change nothing. */
   dryRun?: boolean;
-  /** Where progress lines go (stdout by default). */
-  print?: (line: string) => void;
   /** An extraction of the commit already under way (see prefetch.ts). */
   prefetch?: Prefetch;
   /** Cancels the deploy (default: SIGINT, SIGTERM and SIGHUP do). */
   cancellation?: Cancellation;
-  /** The side effects (default: the real ones, see context.ts). */
-  effects?: Effects;
+  /** The side effects (runner, proxy, clock, root, where progress lines go), built once by the command. */
+  effects: Effects;
 }
 
 /** Runs a deploy. Throws a usage error, before changing anything, for bad input. */
 export async function execute(options: ExecuteOptions): Promise<ExecuteResult> {
   const own = options.cancellation === undefined && !options.dryRun ? new Cancellation().watchSignals() : undefined;
-  const effects = options.effects ?? realEffects(options.print ? { print: options.print } : {});
+  const { effects } = options;
   try {
     const plan = await prepare(options, effects.root);
     const cancellation = options.cancellation ?? own ?? new Cancellation();
@@ -123,11 +119,16 @@ async function deploy(
   const ctx = contextOf(plan, effects, cancellation, false);
   const { journal, print } = ctx;
   journal.redact([...secretsOf(plan.secrets, plan.public), ...config.notify.map((target) => target.url)]);
-  const lock = await acquireLock(paths.lock, { pid: Deno.pid, commit }, (holder) =>
-    print(
-      `deploy-paradigm: waiting for another deploy of ${deploy.name}` +
-        (holder ? ` (pid ${holder.pid}, commit ${holder.commit.slice(0, 7)}, since ${holder.since})` : ""),
-    ));
+  const lock = await acquireLock(
+    paths.lock,
+    { pid: Deno.pid, commit },
+    (holder) =>
+      print(
+        `deploy-paradigm: waiting for another deploy of ${deploy.name}` +
+          (holder ? ` (pid ${holder.pid}, commit ${holder.commit.slice(0, 7)}, since ${holder.since})` : ""),
+      ),
+    () => ctx.clock.now(),
+  );
   try {
     if (cancellation.cancelled) {
       const reason = `cancelled before it started (${cancellation.why})`;

@@ -55,6 +55,7 @@ export async function failed(
   }
   let back: Partial<AppStatus> | undefined;
   if (switched && !activation!.reverted) {
+    if (release.previous) journal.release = release.previous; // the events of switching back name it
     back = await strategyOf(ctx.config).revert?.(ctx, { to: release.previous, from: release.id, runs: plan.runs })
       .catch((e) => {
         journal.say(`✗ rollback failed: ${e instanceof Error ? e.message : e}`);

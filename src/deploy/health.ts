@@ -8,6 +8,7 @@ import { exists } from "../fsutil.ts";
 import type { AppProcess, ProcessManager } from "../managers/mod.ts";
 import type { Runner } from "../runner.ts";
 import { Cancelled } from "./cancel.ts";
+import { type Clock, isoNow, SYSTEM_CLOCK } from "./context.ts";
 import type { Journal } from "./journal.ts";
 import type { ReleaseMeta } from "./releases.ts";
 
@@ -24,9 +25,15 @@ export interface HealthResult {
 
 /**
  * Checks `url` until it has answered 2xx `successes` times in a row, or `window` has passed.
- * Throws {@link Cancelled} when `cancel` aborts.
+ * Throws {@link Cancelled} when `cancel` aborts. The window is wall time (real probes, real waits);
+ * `clock` gives the verdict's time.
  */
-export async function checkHealth(url: string, check: HealthCheck, cancel?: AbortSignal): Promise<HealthResult> {
+export async function checkHealth(
+  url: string,
+  check: HealthCheck,
+  cancel?: AbortSignal,
+  clock: Clock = SYSTEM_CLOCK,
+): Promise<HealthResult> {
   const deadline = Date.now() + check.window;
   let attempts = 0;
   let successes = 0;
@@ -38,10 +45,10 @@ export async function checkHealth(url: string, check: HealthCheck, cancel?: Abor
     if (problem === undefined) successes++;
     else [successes, lastProblem] = [0, problem];
     if (successes >= check.successes) {
-      return { healthy: true, attempts, successes, lastProblem, checkedAt: new Date().toISOString() };
+      return { healthy: true, attempts, successes, lastProblem, checkedAt: isoNow(clock) };
     }
     if (Date.now() + check.interval > deadline) {
-      return { healthy: false, attempts, successes, lastProblem, checkedAt: new Date().toISOString() };
+      return { healthy: false, attempts, successes, lastProblem, checkedAt: isoNow(clock) };
     }
     await new Promise((resolve) => setTimeout(resolve, check.interval));
   }
@@ -65,7 +72,7 @@ async function probe(url: string, timeout: number): Promise<string | undefined> 
  * Checks `target` as a step of the journal. On failure the message says what the checks saw and
  * the last lines the app wrote to `errorLog` since byte `since`.
  */
-export async function healthStep(
+async function healthStep(
   journal: Journal,
   target: string,
   check: HealthCheck,
@@ -76,7 +83,7 @@ export async function healthStep(
   return await journal.step(
     name,
     async () => {
-      const result = await checkHealth(target, check, journal.cancellation?.signal);
+      const result = await checkHealth(target, check, journal.cancellation?.signal, journal.clock);
       if (result.healthy) return result;
       const appErrors = await linesSince(errorLog, since, 10);
       throw new Error(
@@ -91,12 +98,12 @@ export async function healthStep(
 }
 
 /** The size of a file (0 when absent): where new lines will start. */
-export async function fileSize(path: string): Promise<number> {
+async function fileSize(path: string): Promise<number> {
   return await Deno.stat(path).then((info) => info.size, () => 0);
 }
 
 /** The last `count` lines written to `path` after byte `offset`. */
-export async function linesSince(path: string, offset: number, count: number): Promise<string[]> {
+async function linesSince(path: string, offset: number, count: number): Promise<string[]> {
   try {
     const bytes = await Deno.readFile(path);
     const text = new TextDecoder().decode(bytes.subarray(bytes.length >= offset ? offset : 0));
@@ -155,6 +162,6 @@ export async function checkStaticFiles(
     const path = meta.healthCheck?.path ?? "/";
     const file = join(releaseDir, path.endsWith("/") ? `${path}index.html` : path);
     if (!(await exists(file))) throw new Error(`the static app has no file for ${path} (looked for ${file})`);
-    return { healthy: true, attempts: 1, successes: 1, checkedAt: new Date().toISOString() };
+    return { healthy: true, attempts: 1, successes: 1, checkedAt: isoNow(journal.clock) };
   }, () => note);
 }

@@ -4,7 +4,7 @@
  * @module
  */
 import { CommandFailed } from "../runner.ts";
-import type { Clock } from "./context.ts";
+import { type Clock, isoNow } from "./context.ts";
 import { type Cancellation, killPoint } from "./cancel.ts";
 import { Redactor } from "./redact.ts";
 import { forTerminal } from "../terminal.ts";
@@ -85,9 +85,9 @@ export class Journal {
     readonly commit: string,
     private readonly print: (line: string) => void,
     /** The deploy's cancellation: forward steps check it before they start. */
-    public cancellation?: Cancellation,
-    /** Event times and step durations. */
-    private readonly clock: Clock = { now: () => Date.now(), elapsed: () => performance.now() },
+    public cancellation: Cancellation | undefined,
+    /** Event times, step durations, and the times its steps record (health checks). */
+    readonly clock: Clock,
   ) {}
 
   /**
@@ -133,7 +133,7 @@ export class Journal {
    */
   async record(event: string, fields: Omit<DeployEvent, "time" | "app" | "event" | "release" | "commit"> = {}) {
     const entry: DeployEvent = {
-      time: new Date(this.clock.now()).toISOString(),
+      time: isoNow(this.clock),
       app: this.app,
       event,
       release: this.release,

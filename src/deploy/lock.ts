@@ -25,6 +25,8 @@ export async function acquireLock(
   path: string,
   owner: Omit<LockOwner, "since">,
   onWait: (holder: LockOwner | undefined) => void,
+  /** Epoch milliseconds, for `since` (a deploy's injected clock). */
+  now: () => number = Date.now,
 ): Promise<HeldLock> {
   const file = await Deno.open(path, { read: true, write: true, create: true, mode: 0o600 });
   let pending = false;
@@ -43,7 +45,7 @@ export async function acquireLock(
       await locking;
       pending = false;
     }
-    const content = JSON.stringify({ ...owner, since: new Date().toISOString() } satisfies LockOwner) + "\n";
+    const content = JSON.stringify({ ...owner, since: new Date(now()).toISOString() } satisfies LockOwner) + "\n";
     await file.truncate(0);
     await file.write(new TextEncoder().encode(content));
   } catch (error) {

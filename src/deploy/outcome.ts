@@ -10,16 +10,16 @@ import type { Journal } from "./journal.ts";
 import type { Deployment } from "./prepare.ts";
 import type { ReleaseMeta } from "./releases.ts";
 import { type AppStatus, type LastDeploy, type Outcome, writeStatus } from "./status.ts";
-import { strategyOf } from "./strategies/mod.ts";
+import { PROXIED } from "./strategies/names.ts";
 
 /** Where the app answers: its first domain when the proxy serves it, else its own port. */
 export function appUrl(config: ServerConfig): string {
-  const domain = strategyOf(config).proxied ? config.domains.find((d) => !d.startsWith("*.")) : undefined;
+  const domain = PROXIED[config.strategy] ? config.domains.find((d) => !d.startsWith("*.")) : undefined;
   return domain ? `https://${domain}/` : `http://127.0.0.1:${config.port}/`;
 }
 
 /** The fields of status.json that come from deploy.yml and config.yml. */
-export function statusBase(plan: Deployment) {
+function statusBase(plan: Deployment) {
   const { deploy, config } = plan;
   return {
     name: deploy.name,
@@ -27,7 +27,7 @@ export function statusBase(plan: Deployment) {
     manager: config.manager,
     port: config.port,
     strategy: config.strategy,
-    ...(plan.runs || strategyOf(config).proxied ? { url: appUrl(config) } : {}),
+    ...(plan.runs || PROXIED[config.strategy] ? { url: appUrl(config) } : {}),
   };
 }
 

@@ -8,7 +8,7 @@
  */
 import { join } from "node:path";
 import { extractCommit } from "../git.ts";
-import { deploymentsRoot } from "../paths.ts";
+import { deploymentsRoot, prefix } from "../paths.ts";
 
 /** An extraction in flight. */
 export interface Prefetch {
@@ -25,10 +25,11 @@ export const STAGING_PREFIX = ".incoming-";
 /**
  * Starts extracting `commit` (a full sha) of `gitDir`. Returns undefined when that cannot help:
  * a commit given by name (it could move before it is resolved), or no deployments dir yet.
+ * `root`: the server root (default: the prefix, as the commands' effects).
  */
-export function prefetchCommit(gitDir: string, commit: string): Prefetch | undefined {
+export function prefetchCommit(gitDir: string, commit: string, root = prefix()): Prefetch | undefined {
   if (!/^([0-9a-f]{40}|[0-9a-f]{64})$/.test(commit)) return undefined;
-  const dir = join(deploymentsRoot(), `${STAGING_PREFIX}${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`);
+  const dir = join(deploymentsRoot(root), `${STAGING_PREFIX}${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`);
   const done = Deno.mkdir(dir).then(() => extractCommit(gitDir, commit, dir));
   done.catch(() => {}); // observed by the deploy; never an unhandled rejection
   return { commit, dir, done };

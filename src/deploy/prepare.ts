@@ -8,10 +8,11 @@ import { toArgv } from "../config/argv.ts";
 import { refuseTakenDomains } from "../config/domains.ts";
 import { parseConfig } from "../config/load.ts";
 import { type DeployFile, deployFileSchema, type ServerConfig, serverConfigSchema } from "../config/schema.ts";
+import { DEPLOYERS } from "../deployers/mod.ts";
 import { UsageError } from "../errors.ts";
 import { readTextOrUndefined } from "../fsutil.ts";
 import { readCommit } from "../git.ts";
-import { DOCKER_NAME_RULE, dockerNameOk, imageOf } from "../managers/docker.ts";
+import { imageOf } from "../managers/docker.ts";
 import { type AppPaths, appPaths } from "../paths.ts";
 import { buildPlan, type RepoFacts, startArgv } from "./app_type.ts";
 import { readDotenv, refuseShortSecrets } from "./dotenv.ts";
@@ -66,7 +67,7 @@ export async function prepare(
   }
   const config = parseConfig(configText, serverConfigSchema, paths.config);
   userOf(paths, config); // a `user:` that names nobody, a default user setup has not created: exit 2 now
-  await refuseTakenDomains(deploy.name, config.domains, { where: paths.config });
+  await refuseTakenDomains(deploy.name, config.domains, { root, where: paths.config });
   if (await realPath(gitDir) !== await realPath(paths.repo)) {
     throw new UsageError(
       `deploy.yml names the app "${deploy.name}", whose repository is ${paths.repo}, not ${gitDir}`,
@@ -89,10 +90,9 @@ export async function prepare(
   if (dotenv) refuseShortSecrets(dotenv, envSource);
   const secrets = dotenv?.values ?? {};
   const multiline = Object.keys(secrets).filter((key) => secrets[key].includes("\n"));
-  if (deploy.type === "docker" && !dockerNameOk(deploy.name)) {
-    throw new UsageError(`deploy.yml: "${deploy.name}" cannot name a docker image and container`, {
-      suggestion: DOCKER_NAME_RULE,
-    });
+  const nameRule = DEPLOYERS[deploy.type].nameRule; // docker: the name must name an image and a container
+  if (nameRule && !nameRule.ok(deploy.name)) {
+    throw new UsageError(`deploy.yml: "${deploy.name}" cannot name ${nameRule.names}`, { suggestion: nameRule.rule });
   }
   if (deploy.type === "docker" && multiline.length) {
     throw new UsageError(

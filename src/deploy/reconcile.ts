@@ -16,7 +16,7 @@ import { readStatus } from "./status.ts";
 import { strategyOf } from "./strategies/mod.ts";
 
 /** The marker of a deploy under way, in the app's directory. */
-export const MARKER = ".deploying";
+const MARKER = ".deploying";
 
 /** Runs `deploy` with the marker in place; first reconciles after a killed deploy whose marker is found. */
 export async function withDeployMarker<T>(ctx: DeployContext, deploy: () => Promise<T>): Promise<T> {

@@ -112,7 +112,7 @@ function base64Form(bytes: Uint8Array, offset: number): string {
 }
 
 /** The regular expression sources that match `secret` in each of its forms, longest first. */
-export function secretPatterns(secret: string): string[] {
+function secretPatterns(secret: string): string[] {
   const bytes = encoder.encode(secret);
   return [
     [...secret].map(characterForms).join(""),

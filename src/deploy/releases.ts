@@ -139,7 +139,7 @@ export async function cleanupReleases(
       removed.push(entry.name);
     }
   }
-  return [...removed, ...await removeStaleStaging()];
+  return [...removed, ...await removeStaleStaging(paths.root)];
 }
 
 /**
@@ -147,9 +147,9 @@ export async function cleanupReleases(
  * it does not, the dir is older than a day. A live deploy's dir is never touched, however long it
  * waited for its lock.
  */
-async function removeStaleStaging(): Promise<string[]> {
+async function removeStaleStaging(serverRoot: string): Promise<string[]> {
   const removed: string[] = [];
-  const root = deploymentsRoot();
+  const root = deploymentsRoot(serverRoot);
   const procfs = await exists("/proc/self");
   for await (const entry of Deno.readDir(root)) {
     if (!entry.name.startsWith(STAGING_PREFIX)) continue;

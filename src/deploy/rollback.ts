@@ -17,13 +17,21 @@ import { Journal } from "./journal.ts";
 import { acquireLock } from "./lock.ts";
 import { notifyOutcome } from "./notify_outcome.ts";
 import { rolledBack } from "./outcome.ts";
-import { currentRelease, listReleases, markBad, readReleaseMeta, type ReleaseMeta, usableRelease } from "./releases.ts";
+import {
+  currentRelease,
+  listReleases,
+  markBad,
+  readReleaseMeta,
+  type ReleaseMeta,
+  runsProcess,
+  usableRelease,
+} from "./releases.ts";
 import { envSnapshot, secretValues } from "./runtime.ts";
 import { readStatus, writeStatus } from "./status.ts";
 import { ActivationFailed, strategyOf } from "./strategies/mod.ts";
 
 /** One release, as `releases` lists it. */
-export interface ReleaseRow {
+interface ReleaseRow {
   id: string;
   commit?: string;
   createdAt?: string;
@@ -43,7 +51,7 @@ async function loadApp(app: string, root?: string) {
 }
 
 /** The releases of an app, oldest first. */
-export async function listAppReleases(app: string): Promise<ReleaseRow[]> {
+async function listAppReleases(app: string): Promise<ReleaseRow[]> {
   const { paths } = await loadApp(app);
   const current = await currentRelease(paths);
   const rows: ReleaseRow[] = [];
@@ -98,6 +106,7 @@ export async function rollback(app: string, to?: string, effects: Effects = real
     { pid: Deno.pid, commit: "rollback" },
     (holder) =>
       effects.print(`deploy-paradigm: waiting for another deploy of ${app}` + (holder ? ` (pid ${holder.pid})` : "")),
+    () => effects.clock.now(),
   );
   try {
     const from = await currentRelease(paths);
@@ -173,9 +182,15 @@ async function switchTo(
     const message = error instanceof ActivationFailed ? error.failure.message : String(error);
     let back = from ?? "nothing";
     if (error instanceof ActivationFailed && error.switched && !error.reverted && from) {
-      // The switch happened: put the release that served back, with its own command and .env.
-      const restored = await strategy.revert?.(ctx, { to: from, from: meta.id, runs: true }).catch(() => undefined);
-      journal.release = meta.id;
+      // The switch happened: put the release that served back, with its own command and .env
+      // (recorded as its `switch`, under this rollback's release; the line below says how it ended).
+      const restored = await strategy.revert?.(ctx, {
+        to: from,
+        from: meta.id,
+        runs: runsProcess(meta),
+        step: "switch",
+        quiet: true,
+      }).catch(() => undefined);
       if (restored?.healthy !== true) back = "nothing healthy";
     }
     await journal.record("rollback_failed", { ok: false, message });

@@ -11,7 +11,7 @@ import { parseDotenv, snapshotSecrets } from "./dotenv.ts";
 import { DEFAULT_CONTAINER_PORT, followerEnv } from "../managers/docker.ts";
 import type { AppProcess, Slot } from "../managers/mod.ts";
 import { processName } from "../managers/pm2.ts";
-import { type AppPaths, prefix, selfCommand } from "../paths.ts";
+import { type AppPaths, selfCommand } from "../paths.ts";
 import { baseEnv, findInPath } from "../runner.ts";
 import type { ReleaseMeta } from "./releases.ts";
 import { slotDir } from "./slots.ts";
@@ -131,7 +131,7 @@ export function processFor(
   return {
     app: paths.app,
     slot: slot?.slot,
-    root: prefix(),
+    root: paths.root,
     argv,
     cwd,
     env: appEnv(cwd, { ...config, port: slot?.port ?? config.port }, type, user),

@@ -47,7 +47,6 @@ export class FakeRunner implements Runner {
   /** Every plan applied, in order. */
   readonly plans: Plan[] = [];
   readonly #script: Entry[] = [];
-  #sink: LineSink = () => {};
 
   /** Answers commands that match `match` (entries added later win). */
   on(match: Match, answer: Answer = {}): this {
@@ -60,11 +59,14 @@ export class FakeRunner implements Runner {
     return this.on(match, { code, output });
   }
 
-  /** The runner as the deploy gets it (context.ts Effects.runner): lines go to `sink`. */
-  withSink = (sink: LineSink): Runner => {
-    this.#sink = sink;
-    return this;
-  };
+  /**
+   * The runner as the deploy gets it (context.ts Effects.runner): a runner of its own whose lines
+   * go to `sink`, sharing this one's script and record.
+   */
+  withSink = (sink: LineSink): Runner => ({
+    run: (cmd) => this.#run(cmd, sink),
+    apply: (plan) => this.#apply(plan, sink),
+  });
 
   /** The commands run whose argv starts with `prefix`. */
   ran(prefix: string[]): string[][] {
@@ -76,7 +78,16 @@ export class FakeRunner implements Runner {
     return this.calls.map((argv) => argv.join(" "));
   }
 
-  async run(cmd: Cmd): Promise<CmdResult> {
+  /** Runs `cmd` with its lines going nowhere. */
+  run(cmd: Cmd): Promise<CmdResult> {
+    return this.#run(cmd, () => {});
+  }
+
+  apply(plan: Plan): Promise<void> {
+    return this.#apply(plan, () => {});
+  }
+
+  async #run(cmd: Cmd, sink: LineSink): Promise<CmdResult> {
     this.calls.push([...cmd.argv]);
     if (cmd.cancel?.aborted) throw new CommandCancelled(cmd, String(cmd.cancel.reason));
     const entry = this.#script.find((e) =>
@@ -87,14 +98,14 @@ export class FakeRunner implements Runner {
     await entry?.effect?.(cmd);
     if (cmd.cancel?.aborted) throw new CommandCancelled(cmd, String(cmd.cancel.reason));
     const lines = (entry?.output ?? "").split("\n").filter((line) => line.trim());
-    if (!cmd.quiet) lines.forEach((line) => this.#sink(line));
+    if (!cmd.quiet) lines.forEach((line) => sink(line));
     const result = { code: entry?.code ?? 0, output: lines.join("\n"), tail: lines.slice(-15) };
     if (result.code !== 0 && !cmd.allowFailure) throw new CommandFailed(cmd, result);
     return result;
   }
 
-  async apply(plan: Plan): Promise<void> {
+  async #apply(plan: Plan, sink: LineSink): Promise<void> {
     this.plans.push(plan);
-    for (const cmd of plan.commands) await this.run(cmd);
+    for (const cmd of plan.commands) await this.#run(cmd, sink);
   }
 }

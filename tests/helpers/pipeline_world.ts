@@ -1,6 +1,7 @@
 /**
  * A server for unit tests of the deploy pipeline (tests/unit/pipeline_test.ts): a temp dir as
- * DEPLOY_PARADIGM_PREFIX with app alpha set up, a real bare repository, and injected effects: a
+ * the server root (injected as Effects.root; the process environment is left alone, as other test
+ * modules run in the same process) with app alpha set up, a real bare repository, and injected effects: a
  * fake runner whose `systemctl restart` starts a tiny HTTP server on the app's (or the slot's)
  * port answering as the release's `server` file says, a fake proxy control socket that serves
  * what route.json says, and a fake clock.
@@ -10,6 +11,7 @@ import { join } from "node:path";
 import { FakeRunner } from "./fake_runner.ts";
 import type { Effects, ProxyControl } from "../../src/deploy/context.ts";
 import { execute, type ExecuteOptions } from "../../src/deploy/execute.ts";
+import type { DeployEvent } from "../../src/deploy/journal.ts";
 import type { AppStatus } from "../../src/deploy/status.ts";
 import { appPaths } from "../../src/paths.ts";
 import { readRoute } from "../../src/proxy/routes.ts";
@@ -82,8 +84,6 @@ export interface World {
 /** A server root in a temp dir with app alpha set up (`config` lines added to config.yml), and its repository. */
 export async function withWorld(strategy: "restart" | "blue-green", fn: (w: World) => Promise<void>): Promise<void> {
   const root = await Deno.makeTempDir({ prefix: "dp-pipeline-" });
-  const before = Deno.env.get("DEPLOY_PARADIGM_PREFIX");
-  Deno.env.set("DEPLOY_PARADIGM_PREFIX", root);
   const apps = new Apps();
   try {
     const paths = appPaths(APP, root);
@@ -141,8 +141,6 @@ export async function withWorld(strategy: "restart" | "blue-green", fn: (w: Worl
     await fn({ root, repo: paths.repo, work, port, slots, fake, apps, printed, proxied, effects, paths });
   } finally {
     await apps.stopAll();
-    if (before === undefined) Deno.env.delete("DEPLOY_PARADIGM_PREFIX");
-    else Deno.env.set("DEPLOY_PARADIGM_PREFIX", before);
     await Deno.remove(root, { recursive: true });
   }
 }
@@ -178,13 +176,15 @@ export async function deploy(w: World, sha: string, options: Partial<ExecuteOpti
   return await execute({ gitDir: w.repo, commit: sha, effects: w.effects, ...options });
 }
 
-/** deploy.log's events since line `from`, as `event` or `event:ok|failed`. */
-export async function events(w: World, from = 0): Promise<string[]> {
+/** deploy.log's entries since line `from`. */
+export async function entries(w: World, from = 0): Promise<DeployEvent[]> {
   const text = await Deno.readTextFile(w.paths.deployLog);
-  return text.trim().split("\n").slice(from).map((line) => {
-    const e = JSON.parse(line);
-    return e.ok === false ? `${e.event}✗` : e.event;
-  });
+  return text.trim().split("\n").slice(from).map((line) => JSON.parse(line));
+}
+
+/** deploy.log's events since line `from`, as `event`, or `event✗` when it failed. */
+export async function events(w: World, from = 0): Promise<string[]> {
+  return (await entries(w, from)).map((e) => e.ok === false ? `${e.event}✗` : e.event);
 }
 
 export async function logLength(w: World): Promise<number> {

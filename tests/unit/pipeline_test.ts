@@ -14,6 +14,7 @@ import {
   APP,
   commit,
   deploy,
+  entries,
   events,
   git,
   logLength,
@@ -326,5 +327,253 @@ Deno.test("pipeline: a docker dry run asks the engine (a read-only question) and
     assertMatch(text, new RegExp(`idle blue slot \\(port ${w.slots.blue}\\):[\\s\\S]*docker run .*--name alpha-blue`));
     assertEquals(w.fake.lines(), ["docker version --format {{.Server.Version}}"]); // nothing else ran
     assertEquals(await Deno.stat(w.paths.releases).then(() => true, () => false), false);
+  });
+});
+
+Deno.test("pipeline: a secret of .env.<env> in a build's output is printed and recorded as [redacted]", async () => {
+  await withWorld("restart", async (w) => {
+    const secret = "hunter2-s3cr3t-token";
+    await Deno.writeTextFile(w.paths.envFile("production"), `API_TOKEN=${secret}\n`, { mode: 0o600 });
+    // The build's output reaches the journal (through the runner's sink), and so does a failure's tail.
+    w.fake.on(["python3", "-m", "venv"], { output: `resolving with token ${secret}\nsecond line` });
+    assert((await deploy(w, await commit(w, "ok"))).ok);
+    assert(w.printed.includes("    resolving with token [redacted]"), w.printed.join("\n"));
+    assert(w.printed.includes("    second line"));
+    const from = await logLength(w);
+    w.fake.fail(["python3", "-m", "venv"], `cannot use ${secret}`);
+    assert(!(await deploy(w, await commit(w, "ok"))).ok);
+    assertEquals(await events(w, from), ["begin", "fetch", "build✗", "failed✗"]);
+    assert(w.printed.includes("    cannot use [redacted]"));
+    const s = await status(w);
+    assertEquals([s.lastDeploy.outcome, s.lastDeploy.step], ["failed", "build"]);
+    for (const text of [w.printed.join("\n"), await Deno.readTextFile(w.paths.deployLog), JSON.stringify(s)]) {
+      assert(!text.includes(secret));
+    }
+    assertMatch((await entries(w, from))[2].message!, /\[redacted\]/);
+    assertEquals(w.fake.ran(["python3"]).length, 2);
+  });
+});
+
+Deno.test("pipeline: after a restart deploy killed between its switch and its restart, current follows the running process", async () => {
+  await withWorld("restart", async (w) => {
+    const v1 = await commit(w, "ok");
+    assert((await deploy(w, v1)).ok);
+    const [first] = await releases(w);
+    // The killed deploy: release `second` made and switched to (`current`), never restarted: first's process runs.
+    const killed = await commit(w, "ok");
+    const second = "20260101-000100-000"; // a minute after the first (the fake clock's time)
+    await Deno.mkdir(w.paths.release(second));
+    const meta = await readReleaseMeta(w.paths, first);
+    await Deno.writeTextFile(
+      join(w.paths.release(second), ".deploy-paradigm.json"),
+      JSON.stringify({ ...meta, id: second, commit: killed, pending: false }),
+    );
+    await Deno.remove(w.paths.current);
+    await Deno.symlink(`releases/${second}`, w.paths.current);
+    await Deno.writeTextFile(
+      join(w.paths.dir, ".deploying"),
+      JSON.stringify({ commit: killed, pid: 4242, since: "2026-01-01T01:00:00.000Z" }) + "\n",
+    );
+    // The app's process, as systemd would name it: a real one whose working directory is the first release.
+    const sleeper = new Deno.Command("sleep", { args: ["60"], cwd: await Deno.realPath(w.paths.release(first)) })
+      .spawn();
+    try {
+      w.fake.on(["systemctl", "show"], { output: String(sleeper.pid) });
+      const from = await logLength(w);
+      w.fake.calls.length = 0;
+      const v3 = await commit(w, "ok");
+      assertEquals(await deploy(w, v3), { ok: true });
+      const log = await entries(w, from);
+      assertEquals(log.map((e) => e.ok === false ? `${e.event}✗` : e.event), [
+        "interrupted✗",
+        "begin",
+        "fetch",
+        "build",
+        "command",
+        "env",
+        "switch",
+        "start",
+        "health",
+        "cleanup",
+        "success",
+      ]);
+      assertEquals(
+        log[0].message,
+        `the deploy of ${killed.slice(0, 7)} (pid 4242, since 2026-01-01T01:00:00.000Z) was interrupted; ` +
+          `release ${first} (${v1.slice(0, 7)}) serves`,
+      );
+      const [, third] = await releases(w);
+      // Reconcile moved `current` back to the running release and made the killed one pending again: cleanup took it.
+      assertEquals(await releases(w), [first, third]);
+      assertEquals(log[9].message, `removed ${second}`);
+      const s = await status(w);
+      assertEquals([s.status, s.release, s.previous, s.version], ["running", third, first, v3.slice(0, 7)]);
+      assertEquals(w.fake.lines().slice(0, 2), [
+        "systemctl show --property=MainPID --value alpha.service", // recover: which release runs
+        "python3 -m venv --without-pip venv",
+      ]);
+      assertEquals(w.fake.ran(["systemctl", "restart"]), [["systemctl", "restart", "alpha.service"]]);
+      assertEquals(await Deno.readLink(w.paths.current), `releases/${third}`);
+    } finally {
+      sleeper.kill();
+      await sleeper.status;
+    }
+  });
+});
+
+Deno.test("pipeline: a blue-green release that fails its health check in the idle slot switches nothing and goes", async () => {
+  await withWorld("blue-green", async (w) => {
+    const v1 = await commit(w, "ok");
+    assert((await deploy(w, v1)).ok);
+    const [first] = await releases(w);
+    const before = await status(w);
+    const from = await logLength(w);
+    w.fake.calls.length = 0;
+    w.proxied.length = 0;
+    const result = await deploy(w, await commit(w, "500"));
+    assertEquals(result, { ok: false, reason: "deploy failed at health" });
+    assertEquals(await events(w, from), [
+      "begin",
+      "fetch",
+      "build",
+      "command",
+      "env",
+      "start",
+      "health✗",
+      "stop",
+      "failed✗",
+    ]);
+    assertEquals(await readRoute(w.paths.dir), { port: w.slots.blue }); // the route never moved
+    assertEquals(await Deno.readLink(w.paths.current), `releases/${first}`);
+    assertEquals(await releases(w), [first]); // the failed release is gone
+    const s = await status(w);
+    assertEquals({ ...s, lastDeploy: before.lastDeploy }, before); // what serves is as it was
+    assertEquals([s.lastDeploy.outcome, s.lastDeploy.step], ["failed", "health"]);
+    assertEquals(w.fake.lines().filter((line) => line.startsWith("systemctl restart") || line.includes("disable")), [
+      "systemctl restart alpha@green.service",
+      "systemctl disable --now --quiet alpha@green.service",
+    ]);
+    assertEquals(w.proxied.map((r) => r.op), ["status"]); // the preflight only: nothing was switched
+    assert(w.printed.includes(`  nothing was switched: ${v1.slice(0, 7)} still serves`));
+    assertEquals(await (await fetch(`http://127.0.0.1:${w.slots.blue}/`)).text(), "ok");
+  });
+});
+
+Deno.test("pipeline: a restart deploy cancelled after its switch switches back and records `cancelled`", async () => {
+  await withWorld("restart", async (w) => {
+    assert((await deploy(w, await commit(w, "ok"))).ok);
+    const [first] = await releases(w);
+    const from = await logLength(w);
+    w.fake.calls.length = 0;
+    const cancellation = new Cancellation();
+    // The pusher presses Ctrl-C while the manager restarts the app: after the switch, before the health check.
+    w.fake.on(["systemctl", "restart"], { times: 1, effect: () => cancellation.cancel("the pusher pressed Ctrl-C") });
+    const sha = await commit(w, "ok");
+    const result = await deploy(w, sha, { cancellation });
+    assertEquals(result, { ok: false, reason: "deploy cancelled at health; rolled back" });
+    const log = await entries(w, from);
+    assertEquals(log.map((e) => e.ok === false ? `${e.event}✗` : e.event), [
+      "begin",
+      "fetch",
+      "build",
+      "command",
+      "env",
+      "switch",
+      "start", // cancelled while it ran: the health check does not start
+      "rollback",
+      "start",
+      "health",
+      "cancelled✗",
+    ]);
+    assertEquals(log.slice(7, 10).map((e) => e.release), [first, first, first]); // switching back names it
+    const s = await status(w);
+    assertEquals([s.status, s.healthy, s.release], ["rolled_back", true, first]);
+    assertEquals([s.lastDeploy.outcome, s.lastDeploy.step], ["cancelled", "health"]);
+    assertEquals(await releases(w), [first]); // it serves nowhere: removed
+    assertEquals(await Deno.readLink(w.paths.current), `releases/${first}`);
+    assertEquals(w.fake.ran(["systemctl", "restart"]).length, 2); // the new release, then the one before
+    assert(w.printed.some((line) => /cancelled at step "health" \(the pusher pressed Ctrl-C\)/.test(line)));
+    assertEquals(
+      await git(w.work, "--git-dir", w.repo, "rev-parse", "--verify", "-q", "refs/heads/main").catch(() => ""),
+      "",
+    );
+  });
+});
+
+Deno.test("pipeline: blue-green rollback starts the release before in the idle slot and moves the route to it", async () => {
+  await withWorld("blue-green", async (w) => {
+    assert((await deploy(w, await commit(w, "ok"))).ok);
+    const second = await commit(w, "ok");
+    assert((await deploy(w, second)).ok);
+    const [first, latest] = await releases(w);
+    assertEquals(await readRoute(w.paths.dir), { port: w.slots.green });
+    const from = await logLength(w);
+    w.fake.calls.length = 0;
+    w.proxied.length = 0;
+    assertEquals(await rollback(APP, undefined, w.effects), 0);
+    assertEquals(await events(w, from), ["rollback", "start", "health", "switch", "drain", "stop", "rolled_back"]);
+    assertEquals(await readRoute(w.paths.dir), { port: w.slots.blue });
+    assertEquals(await Deno.readLink(w.paths.current), `releases/${first}`);
+    const s = await status(w);
+    assertEquals([s.status, s.healthy, s.release, s.previous, s.slot, s.slotPort], [
+      "running",
+      true,
+      first,
+      latest,
+      "blue",
+      w.slots.blue,
+    ]);
+    assertEquals([s.lastDeploy.outcome, s.lastDeploy.release, s.lastDeploy.version], [
+      "rolled_back",
+      latest,
+      second.slice(0, 7),
+    ]);
+    assertEquals((await readReleaseMeta(w.paths, latest))?.bad, true);
+    assertEquals(w.fake.lines().filter((line) => line.startsWith("systemctl restart") || line.includes("disable")), [
+      "systemctl restart alpha@blue.service",
+      "systemctl disable --now --quiet alpha@green.service",
+    ]);
+    assertEquals(w.proxied.map((r) => r.op), ["reload", "status", "drain"]);
+    assertEquals(await (await fetch(`http://127.0.0.1:${w.slots.blue}/`)).text(), "ok");
+  });
+});
+
+Deno.test("pipeline: a failed restart rollback restores the release it started from, as before", async () => {
+  await withWorld("restart", async (w) => {
+    assert((await deploy(w, await commit(w, "ok"))).ok);
+    const second = await commit(w, "ok");
+    assert((await deploy(w, second)).ok);
+    const [first, latest] = await releases(w);
+    await Deno.writeTextFile(join(w.paths.release(first), "server"), "500\n"); // the target no longer answers
+    const before = await status(w);
+    const from = await logLength(w);
+    const printedFrom = w.printed.length;
+    w.fake.calls.length = 0;
+    assertEquals(await rollback(APP, undefined, w.effects), 1);
+    const log = await entries(w, from);
+    assertEquals(log.map((e) => e.ok === false ? `${e.event}✗` : e.event), [
+      "rollback",
+      "switch",
+      "start",
+      "health✗",
+      "switch",
+      "start",
+      "health",
+      "rollback_failed✗",
+    ]);
+    // Every event is the rollback's (to `first`), the restore's too; the restore is its `switch` back.
+    assertEquals(log.map((e) => e.release), Array(8).fill(first));
+    assertEquals(log[4].message, `current → releases/${latest}`);
+    const printed = w.printed.slice(printedFrom);
+    assertEquals(printed.at(-1), `✗ rollback of alpha to ${first} failed; ${latest} serves`);
+    assert(!printed.some((line) => line.startsWith("↺")), printed.join("\n"));
+    assertEquals(await status(w), before); // nothing changed what status.json says
+    assertEquals(await Deno.readLink(w.paths.current), `releases/${latest}`);
+    assert(!(await readReleaseMeta(w.paths, latest))?.bad);
+    assertEquals(w.fake.ran(["systemctl", "restart"]), [
+      ["systemctl", "restart", "alpha.service"],
+      ["systemctl", "restart", "alpha.service"],
+    ]);
+    assertEquals(await (await fetch(`http://127.0.0.1:${w.port}/`)).text(), "ok");
   });
 });

@@ -158,14 +158,17 @@ Deno.test("systemd slotTemplate: the app's template unit, then daemon-reload; pm
 });
 
 Deno.test("systemd runs here only without DEPLOY_PARADIGM_PREFIX (it could not see our units)", async () => {
-  const before = Deno.env.get("DEPLOY_PARADIGM_PREFIX");
-  Deno.env.set("DEPLOY_PARADIGM_PREFIX", ROOT);
-  try {
-    assertEquals(await MANAGERS.systemd.runsHere!(), false);
-  } finally {
-    if (before === undefined) Deno.env.delete("DEPLOY_PARADIGM_PREFIX");
-    else Deno.env.set("DEPLOY_PARADIGM_PREFIX", before);
-  }
+  // runsHere reads the process environment: asked in a process of its own, so this test never
+  // changes the environment of the others running in this one (deno test --parallel).
+  const mod = new URL("../../src/managers/mod.ts", import.meta.url).href;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", `import { MANAGERS } from "${mod}"; console.log(await MANAGERS.systemd.runsHere())`],
+    cwd: new URL("../..", import.meta.url).pathname,
+    env: { DEPLOY_PARADIGM_PREFIX: ROOT },
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  assertEquals([out.code, new TextDecoder().decode(out.stdout).trim()], [0, "false"]);
   assertEquals(MANAGERS.pm2.runsHere, undefined);
 });
 

@@ -10,9 +10,12 @@ import type { Step } from "./step.ts";
 
 export { type Release, type Step, walk } from "./step.ts";
 
-/** What the switch will need (the proxy, for blue-green), checked before anything is built. */
+/**
+ * What the switch will need, checked before anything is built: the proxy, for blue-green. Its
+ * parts are not journaled: a failure here is reported as the deploy's (step "deploy").
+ */
 const preflight: Step = {
-  name: "deploy",
+  name: "proxy",
   unjournaled: true,
   run: (ctx) => strategyOf(ctx.config).preflight(ctx),
   dry: () => {},
@@ -51,13 +54,13 @@ const settle: Step = {
 };
 
 /** Everything before the switch: a failure here switches nothing. */
-export const PREPARE: readonly Step[] = [preflight, docker, fetch, build, sealOnly, meta, command, env, preDeploy];
+const PREPARE: readonly Step[] = [preflight, docker, fetch, build, sealOnly, meta, command, env, preDeploy];
 
 /** The switch. */
-export const SWITCH: readonly Step[] = [activate];
+const SWITCH: readonly Step[] = [activate];
 
 /** Once the deploy stands: reported when they fail, never rolled back. */
-export const STAND: readonly Step[] = [settle, postDeploy, cleanup];
+const STAND: readonly Step[] = [settle, postDeploy, cleanup];
 
 /** A whole deploy. */
 export const DEPLOY: readonly Step[] = [...PREPARE, ...SWITCH, ...STAND];

@@ -1,8 +1,11 @@
 /**
  * A deploy is a list of steps ({@link Step}), walked in order by {@link walk}: for real through
  * the journal (each step a line of progress and an event in deploy.log), or in a dry run, where
- * the same list runs with the DryRunner and every step that would touch the disk, the proxy or a
- * process says what it would do instead. So a dry run cannot drift from the deploy.
+ * the same list is walked but each step's {@link Step.dry} runs instead of its `run`: it says
+ * what the step would do, and the commands it passes to `ctx.runner` (the DryRunner then) are
+ * printed, not run. Every step must write its `dry` (the type requires it), so a dry run has
+ * every step of the deploy. That a step's `dry` tells what its `run` does is up to the step (the
+ * dry-run tests of tests/unit/pipeline_test.ts pin what a dry run prints).
  * @module
  */
 import type { Activated } from "../strategies/mod.ts";
@@ -32,8 +35,12 @@ export interface Step {
   when?(ctx: DeployContext, release: Release): boolean | Promise<boolean>;
   /** Does it; returns the message of its `✓` line. */
   run(ctx: DeployContext, release: Release): Promise<string | void>;
-  /** Says what {@link run} would do (a dry run); default: {@link run} itself, whose commands the DryRunner prints. */
-  dry?(ctx: DeployContext, release: Release): Promise<void> | void;
+  /**
+   * Says what {@link run} would do (a dry run), changing nothing: prints, passes commands to the
+   * DryRunner (`ctx.runner`), asks read-only questions (`ctx.inspect`). Required: a dry run never
+   * falls back to {@link run}.
+   */
+  dry(ctx: DeployContext, release: Release): Promise<void> | void;
   /** Printed as `▸ name announce` before it starts. */
   announce?(ctx: DeployContext, release: Release): string;
   /** Its parts are journal steps of their own (or it changes nothing worth a line): not wrapped in one. */
@@ -47,7 +54,7 @@ export async function walk(ctx: DeployContext, release: Release, steps: readonly
   for (const step of steps) {
     if (step.when && !(await step.when(ctx, release))) continue;
     if (ctx.dry) {
-      await (step.dry ?? step.run)(ctx, release);
+      await step.dry(ctx, release);
       continue;
     }
     const run = step.unjournaled

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { symlinkAtomic } from "../../fsutil.ts";
 import type { Slot } from "../../managers/mod.ts";
 import { readRoute, ROUTE_FILE, type RouteTarget, writeRoute } from "../../proxy/routes.ts";
-import type { ProxyControl, SwitchContext } from "../context.ts";
+import type { SwitchContext } from "../context.ts";
 import { checkStaticFiles, type HealthResult, startAndCheck, watchHealth } from "../health.ts";
 import { currentRelease, markServed, readReleaseMeta, runsProcess } from "../releases.ts";
 import { releaseProcess } from "../runtime.ts";
@@ -26,7 +26,6 @@ import {
 
 export const blueGreen: SwitchStrategy = {
   name: "blue-green",
-  proxied: true,
 
   /** The proxy runs (checked before a deploy builds anything). */
   async preflight(ctx) {
@@ -152,7 +151,7 @@ async function activateBlueGreen(ctx: SwitchContext, activation: Activation): Pr
       await proxy({ op: "reload" });
       switchMs = ctx.clock.elapsed() - started;
       await markServed(paths, meta.id);
-      await expectRouted(proxy, app, target);
+      await expectRouted(ctx, app, target);
     }, () => `traffic → ${"port" in target ? `${idle} slot` : "static files"} in ${switchMs.toFixed(1)} ms`);
   } catch (error) {
     await undo(runs);
@@ -201,10 +200,10 @@ async function activateBlueGreen(ctx: SwitchContext, activation: Activation): Pr
 }
 
 /** Asks the proxy whether `app` now routes to `target` and listens on its public port (up to 5 s). */
-async function expectRouted(proxy: ProxyControl, app: string, target: RouteTarget): Promise<void> {
-  const deadline = Date.now() + 5_000;
+async function expectRouted({ proxy, clock }: SwitchContext, app: string, target: RouteTarget): Promise<void> {
+  const deadline = clock.elapsed() + 5_000;
   let seen = "not routed";
-  while (Date.now() < deadline) {
+  while (clock.elapsed() < deadline) {
     const { routes } = await proxy({ op: "status" }) as { routes?: Record<string, unknown>[] };
     const mine = routes?.find((r) => r.app === app);
     if (mine && JSON.stringify(mine.target) === JSON.stringify(target) && mine.listening === true) return;

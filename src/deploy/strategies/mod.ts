@@ -8,7 +8,7 @@ import { blueGreen } from "./blue_green.ts";
 import { restart } from "./restart.ts";
 import type { Strategy, SwitchStrategy } from "./strategy.ts";
 
-export type { Activated, Activation, Revert, Strategy, SwitchStrategy } from "./strategy.ts";
+export type { Activated } from "./strategy.ts";
 export { ActivationFailed } from "./strategy.ts";
 
 /** Every switch strategy. */

@@ -37,7 +37,7 @@ import { ActivationFailed, asStep, dryProcess, type SwitchStrategy } from "./str
  * there with `secrets`; throws when it is not healthy. A static release runs no process: its
  * files are checked, and the process of `replaced` (the release before), if it ran one, is stopped.
  */
-export async function restartInPlace(
+async function restartInPlace(
   ctx: SwitchContext,
   meta: ReleaseMeta,
   secrets: Record<string, string>,
@@ -77,7 +77,7 @@ export async function restartInPlace(
  * The release the app's process runs now, from its working directory (the release `current`
  * named when it started); undefined when nothing runs or the manager or /proc cannot tell.
  */
-export async function runningRelease(ctx: SwitchContext): Promise<string | undefined> {
+async function runningRelease(ctx: SwitchContext): Promise<string | undefined> {
   const { paths, manager } = ctx;
   const running = await manager.running?.(ctx.inspect, paths.app, ctx.root).catch(() => undefined);
   if (!running?.pid) return undefined;
@@ -88,7 +88,6 @@ export async function runningRelease(ctx: SwitchContext): Promise<string | undef
 
 export const restart: SwitchStrategy = {
   name: "restart",
-  proxied: false,
 
   async preflight() {},
 
@@ -106,9 +105,9 @@ export const restart: SwitchStrategy = {
 
   /**
    * Switches back to `to` and restarts it (its own command, health check and `.env`); with no
-   * release to go back to, stops the app. Events name the release gone back to.
+   * release to go back to, stops the app.
    */
-  async revert(ctx, { to, from, runs }) {
+  async revert(ctx, { to, from, runs, step = "rollback", quiet = false }) {
     const { paths, runner, journal, manager } = ctx;
     if (!to) {
       await journal.step("stop", async () => {
@@ -117,15 +116,14 @@ export const restart: SwitchStrategy = {
       }, () => "no previous release to go back to; the app is stopped");
       return undefined;
     }
-    journal.release = to;
     const meta = await readReleaseMeta(paths, to);
     try {
       if (!meta) throw new Error(`release ${to} has no metadata; cannot restart it`);
       const secrets = await envSnapshot(paths, meta);
       journal.redact(await secretValues(paths, meta));
       const failedMeta = await readReleaseMeta(paths, from);
-      const health = await restartInPlace(ctx, meta, secrets, failedMeta, "rollback");
-      journal.say(`↺ rolled back: release ${to} (${meta.commit.slice(0, 7)}) serves again`);
+      const health = await restartInPlace(ctx, meta, secrets, failedMeta, step);
+      if (!quiet) journal.say(`↺ rolled back: release ${to} (${meta.commit.slice(0, 7)}) serves again`);
       return {
         version: meta.commit.slice(0, 7),
         commit: meta.commit,
@@ -136,7 +134,7 @@ export const restart: SwitchStrategy = {
     } catch {
       // Never left naming the failed release, which goes.
       await symlinkAtomic(`releases/${to}`, paths.current).catch(() => {});
-      journal.say(`✗ the previous release ${to} is not healthy either: nothing healthy serves`);
+      if (!quiet) journal.say(`✗ the previous release ${to} is not healthy either: nothing healthy serves`);
       return { release: to, healthy: false, lastHealthCheck: isoNow(ctx.clock) };
     }
   },
@@ -176,7 +174,8 @@ export const restart: SwitchStrategy = {
       const check = (runs === current ? meta : undefined)?.healthCheck;
       const url = `http://127.0.0.1:${ctx.config.port}${check?.path}`;
       const healthy = check !== undefined &&
-        (await checkHealth(url, { ...check, successes: 1, window: Math.min(check.window, 5000) })).healthy;
+        (await checkHealth(url, { ...check, successes: 1, window: Math.min(check.window, 5000) }, undefined, ctx.clock))
+          .healthy;
       return { healthy, status: healthy ? "running" : "failed", lastHealthCheck: isoNow(ctx.clock) };
     };
   },

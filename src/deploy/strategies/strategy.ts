@@ -63,22 +63,28 @@ export interface Revert {
   to: string | undefined;
   /** The release that failed. */
   from: string;
-  /** The app runs a process (not static files only). */
+  /** The release that failed runs a process (not static files only): with nowhere to go back to, it is stopped. */
   runs: boolean;
+  /**
+   * The journal step that switches back: "rollback" (default: a deploy switching back) or
+   * "switch" (`rollback`, whose own switch failed, restoring the release it started from).
+   */
+  step?: "switch" | "rollback";
+  /** Print nothing of its own: the caller says how it ended. */
+  quiet?: boolean;
 }
 
 /** One way of switching releases. */
 export interface SwitchStrategy {
   readonly name: Strategy;
-  /** The proxy serves the app (so also a static one, at its domain). */
-  readonly proxied: boolean;
   /** Checks what the switch will need, before anything is built. */
   preflight(ctx: SwitchContext): Promise<void>;
   /** Brings a release into service. Throws {@link ActivationFailed}. */
   activate(ctx: SwitchContext, activation: Activation): Promise<Activated>;
   /**
    * Puts back the release before, after an activation that switched and did not revert itself;
-   * returns what serves then (undefined: nothing).
+   * returns what serves then (undefined: nothing). Its events carry the journal's release as the
+   * caller set it.
    */
   revert?(ctx: SwitchContext, revert: Revert): Promise<Partial<AppStatus> | undefined>;
   /** After a deploy that stands: what is left of the other strategy goes. */
