@@ -91,10 +91,16 @@ export async function init(options: InitOptions): Promise<{ path: string; name: 
     );
   }
   const facts: RepoFacts = { files };
-  if (files.has("package.json")) {
+  const reads = DEPLOYERS[type].reads;
+  if (reads) {
+    const texts = new Map<string, string>();
+    for (const file of reads.files.filter((file) => files.has(file))) {
+      const text = await Deno.readTextFile(join(options.dir, file)).catch(() => undefined);
+      if (text !== undefined) texts.set(file, text);
+    }
     try {
-      facts.packageJson = JSON.parse(await Deno.readTextFile(join(options.dir, "package.json")));
-    } catch { /* a broken package.json only loses the command guess */ }
+      Object.assign(facts, reads.facts(texts, options.dir));
+    } catch { /* a file it cannot read (a broken package.json) only loses the command guess */ }
   }
   const containerPort = await DEPLOYERS[type].init.containerPort?.(options.dir);
   await Deno.writeTextFile(path, renderDeployYml(name, type, facts, containerPort));

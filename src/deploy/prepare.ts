@@ -8,7 +8,7 @@ import { toArgv } from "../config/argv.ts";
 import { refuseTakenDomains } from "../config/domains.ts";
 import { parseConfig } from "../config/load.ts";
 import { type DeployFile, deployFileSchema, type ServerConfig, serverConfigSchema } from "../config/schema.ts";
-import { DEPLOYERS } from "../deployers/mod.ts";
+import { DEPLOYERS, READS } from "../deployers/mod.ts";
 import { UsageError } from "../errors.ts";
 import { readTextOrUndefined } from "../fsutil.ts";
 import { readCommit } from "../git.ts";
@@ -47,7 +47,7 @@ export async function prepare(
   root: string,
 ): Promise<Deployment> {
   const gitDir = resolve(options.gitDir);
-  const read = await readCommit(gitDir, options.commit, ["deploy.yml", "package.json"]);
+  const read = await readCommit(gitDir, options.commit, ["deploy.yml", ...READS]);
   const commit = read.sha;
   const short = commit.slice(0, 7);
   const raw = read.blobs.get("deploy.yml");
@@ -74,15 +74,14 @@ export async function prepare(
       { suggestion: `each repository deploys the app it is named after: fix "name" in deploy.yml` },
     );
   }
-  const facts: RepoFacts = { files: read.files };
-  const pkg = read.blobs.get("package.json");
-  if (deploy.type === "node" && pkg) {
-    try {
-      facts.packageJson = JSON.parse(new TextDecoder().decode(pkg));
-    } catch (error) {
-      throw new UsageError(`package.json in commit ${short} is not valid JSON: ${(error as Error).message}`);
-    }
-  }
+  const reads = DEPLOYERS[deploy.type].reads;
+  const texts = new Map(
+    (reads?.files ?? []).flatMap((file) => {
+      const blob = read.blobs.get(file);
+      return blob ? [[file, new TextDecoder().decode(blob)] as const] : [];
+    }),
+  );
+  const facts: RepoFacts = { files: read.files, ...reads?.facts(texts, `commit ${short}`) };
   buildPlan(deploy, facts, "."); // refuses unsupported types before any change
   const envSource = paths.envFile(config.env);
   const envText = await readTextOrUndefined(envSource);

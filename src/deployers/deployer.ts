@@ -33,6 +33,15 @@ export interface Deployer {
   detect: readonly string[];
   /** Files that identify the type only when no other type's file is there (see mod.ts). */
   detectLast?: readonly string[];
+  /**
+   * Top-level files the type reads before the release is extracted (its start command may depend
+   * on them), and what it learns from their texts (those present); `where` names their source
+   * (`commit abc1234`, a directory) for messages. Throws a UsageError for a file it cannot read.
+   */
+  reads?: {
+    files: readonly string[];
+    facts(texts: ReadonlyMap<string, string>, where: string): Partial<RepoFacts>;
+  };
   /** The type's build commands; deploy.yml's `build` replaces them. */
   build?(facts: RepoFacts, inRelease: (argv: string[]) => Cmd): Cmd[];
   /**

@@ -36,6 +36,9 @@ export const DETECTION = ["docker", "python", "node", "static"] as const satisfi
 type Undetected = Exclude<AppType, typeof DETECTION[number]>;
 true satisfies [Undetected] extends [never] ? true : { notInDetection: Undetected };
 
+/** Every file some app type reads from a commit before it is extracted (see {@link Deployer.reads}). */
+export const READS: readonly string[] = [...new Set(Object.values(DEPLOYERS).flatMap((d) => d.reads?.files ?? []))];
+
 /** The deployer of `type`; undefined for a name that is none (an old release's metadata, say). */
 export function deployerOf(type: string): Deployer | undefined {
   return Object.hasOwn(DEPLOYERS, type) ? DEPLOYERS[type as AppType] : undefined;

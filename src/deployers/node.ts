@@ -3,11 +3,24 @@
  * @module
  */
 import { splitCommand } from "../config/argv.ts";
+import { UsageError } from "../errors.ts";
 import { type Deployer, noCommand } from "./deployer.ts";
 
 /** The node app type. */
 export const node: Deployer = {
   detect: ["package.json"],
+  reads: {
+    files: ["package.json"],
+    facts(texts, where) {
+      const text = texts.get("package.json");
+      if (text === undefined) return {};
+      try {
+        return { packageJson: JSON.parse(text) };
+      } catch (error) {
+        throw new UsageError(`package.json in ${where} is not valid JSON: ${(error as Error).message}`);
+      }
+    },
+  },
   build(facts, inRelease) {
     if (!facts.files.has("package.json")) return [];
     const lockfile = facts.files.has("package-lock.json") || facts.files.has("npm-shrinkwrap.json");

@@ -4,7 +4,9 @@
  */
 import { assert, assertEquals } from "../helpers/assert.ts";
 import { deployFileJsonSchema, deployFileSchema, serverConfigSchema } from "../../src/config/schema.ts";
-import { APP_TYPES, DEPLOYERS, DETECTION } from "../../src/deployers/mod.ts";
+import { APP_TYPES, DEPLOYERS, DETECTION, READS } from "../../src/deployers/mod.ts";
+import { UsageError } from "../../src/errors.ts";
+import { throws } from "node:assert/strict";
 import { DETECTORS } from "../../src/init.ts";
 import { MANAGER_NAMES, managerNamed, MANAGERS, type ServiceSpec } from "../../src/managers/mod.ts";
 import { PM2_UMASK } from "../../src/managers/pm2.ts";
@@ -205,4 +207,20 @@ Deno.test("notification targets: each type has a notifier building its payload; 
       .error?.issues.map((i) => i.message),
     ["must be one of webhook, slack, discord"],
   );
+});
+
+Deno.test("deployers: the commit files a type reads before extraction are its own (node: package.json)", () => {
+  assertEquals(READS, ["package.json"], "read from the commit in the same git call as deploy.yml");
+  const reads = DEPLOYERS.node.reads!;
+  assertEquals(reads.facts(new Map(), "commit abc1234"), {}, "no package.json: nothing learnt");
+  assertEquals(
+    reads.facts(new Map([["package.json", '{"scripts":{"start":"node a.js"}}']]), "commit abc1234"),
+    { packageJson: { scripts: { start: "node a.js" } } },
+  );
+  throws(
+    () => reads.facts(new Map([["package.json", "{"]]), "commit abc1234"),
+    (error: unknown) =>
+      error instanceof UsageError && /^package\.json in commit abc1234 is not valid JSON: /.test(error.message),
+  );
+  for (const type of APP_TYPES.filter((type) => type !== "node")) assertEquals(DEPLOYERS[type].reads, undefined);
 });
