@@ -29,6 +29,9 @@ import { rollback } from "../../src/deploy/rollback.ts";
 import { STRATEGY } from "../../src/deploy/strategies/mod.ts";
 import { readRoute } from "../../src/proxy/routes.ts";
 
+/** deploy.log's first events of a deploy, up to its switch. */
+const PREPARED = ["begin", "fetch", "build", "command", "env"];
+
 Deno.test("pipeline: the strategy registry has an implementation for every strategy name", () => {
   assertEquals(Object.keys(STRATEGY).sort(), ["blue-green", "restart"]);
   for (const [name, strategy] of Object.entries(STRATEGY)) assertEquals(strategy.name, name);
@@ -40,11 +43,7 @@ Deno.test("pipeline: a successful restart deploy runs its steps, moves the branc
     const result = await deploy(w, sha, { ref: "refs/heads/main", old: ZEROS });
     assertEquals(result, { ok: true });
     assertEquals(await events(w), [
-      "begin",
-      "fetch",
-      "build",
-      "command",
-      "env",
+      ...PREPARED,
       "switch",
       "start",
       "health",
@@ -103,11 +102,7 @@ Deno.test("pipeline: a health failure under restart switches back to the release
     const result = await deploy(w, sha);
     assertEquals(result, { ok: false, reason: "deploy failed at health; rolled back" });
     assertEquals(await events(w, from), [
-      "begin",
-      "fetch",
-      "build",
-      "command",
-      "env",
+      ...PREPARED,
       "switch",
       "start",
       "health✗",
@@ -134,11 +129,7 @@ Deno.test("pipeline: blue-green starts the idle slot, switches the proxy, watche
     const sha = await commit(w, "ok", [], "200ms");
     assertEquals(await deploy(w, sha), { ok: true });
     assertEquals(await events(w, from), [
-      "begin",
-      "fetch",
-      "build",
-      "command",
-      "env",
+      ...PREPARED,
       "start",
       "health",
       "switch",
@@ -179,11 +170,7 @@ Deno.test("pipeline: blue-green reverts to the old slot when the new one fails i
     const result = await deploy(w, sha);
     assertEquals(result, { ok: false, reason: "deploy failed at watch; rolled back" });
     assertEquals(await events(w, from), [
-      "begin",
-      "fetch",
-      "build",
-      "command",
-      "env",
+      ...PREPARED,
       "start",
       "health",
       "switch",
@@ -386,11 +373,7 @@ Deno.test("pipeline: after a restart deploy killed between its switch and its re
       const log = await entries(w, from);
       assertEquals(log.map((e) => e.ok === false ? `${e.event}✗` : e.event), [
         "interrupted✗",
-        "begin",
-        "fetch",
-        "build",
-        "command",
-        "env",
+        ...PREPARED,
         "switch",
         "start",
         "health",
@@ -433,11 +416,7 @@ Deno.test("pipeline: a blue-green release that fails its health check in the idl
     const result = await deploy(w, await commit(w, "500"));
     assertEquals(result, { ok: false, reason: "deploy failed at health" });
     assertEquals(await events(w, from), [
-      "begin",
-      "fetch",
-      "build",
-      "command",
-      "env",
+      ...PREPARED,
       "start",
       "health✗",
       "stop",
@@ -473,11 +452,7 @@ Deno.test("pipeline: a restart deploy cancelled after its switch switches back a
     assertEquals(result, { ok: false, reason: "deploy cancelled at health; rolled back" });
     const log = await entries(w, from);
     assertEquals(log.map((e) => e.ok === false ? `${e.event}✗` : e.event), [
-      "begin",
-      "fetch",
-      "build",
-      "command",
-      "env",
+      ...PREPARED,
       "switch",
       "start", // cancelled while it ran: the health check does not start
       "rollback",
