@@ -237,6 +237,10 @@ function knownKeys(schema: z.ZodType, path: Path): string[] {
       const shape = def.shape as Record<string, unknown>;
       if (path.length === 0) return Object.keys(shape);
       current = shape[String(path.shift())];
+    } else if (def.type === "array") {
+      if (path.length === 0) return [];
+      path.shift(); // an element's index
+      current = def.element;
     } else if (def.type === "union") {
       current = (def.options as unknown[]).find((o) =>
         (o as { _zod: { def: { type: string } } })._zod.def.type !== "string"

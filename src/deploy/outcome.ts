@@ -166,7 +166,17 @@ export function rolledBack(
   const { meta, from, at, duration } = r;
   const version = meta.commit.slice(0, 7);
   const message = `rolled back by hand to release ${meta.id} (${version})`;
-  const event = { outcome: "rolled_back" as const, at, duration, step: "rollback", message };
+  // Keys in LastDeploy's order (outcome, release, commit, version, at, …), as every status.json has them.
+  const event = (release: string, commit: string, version: string): LastDeploy => ({
+    outcome: "rolled_back",
+    release,
+    commit,
+    version,
+    at,
+    duration,
+    step: "rollback",
+    message,
+  });
   return {
     status: {
       name: r.app,
@@ -184,14 +194,9 @@ export function rolledBack(
       previous: from,
       deployed: at,
       lastHealthCheck: r.health.checkedAt,
-      lastDeploy: {
-        ...event,
-        release: from ?? meta.id,
-        commit: before?.commit ?? meta.commit,
-        version: before?.version ?? version,
-      },
+      lastDeploy: event(from ?? meta.id, before?.commit ?? meta.commit, before?.version ?? version),
     },
-    notice: { ...event, release: meta.id, commit: meta.commit, version },
+    notice: event(meta.id, meta.commit, version),
   };
 }
 

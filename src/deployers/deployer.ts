@@ -78,9 +78,12 @@ export interface Deployer {
   };
 }
 
-/** The error of a deploy.yml without `command` whose start command cannot be guessed: `what` says why. */
-export function noCommand(what: string): UsageError {
+/**
+ * The error of a deploy.yml without `command` whose start command cannot be guessed: `what` says
+ * why, `example` is a command of the app's type.
+ */
+export function noCommand(what: string, example: string): UsageError {
   return new UsageError(`deploy.yml has no "command" and ${what}`, {
-    suggestion: 'add a command to deploy.yml, e.g. command: "python app.py"',
+    suggestion: `add a command to deploy.yml, e.g. command: "${example}"`,
   });
 }

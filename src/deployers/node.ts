@@ -35,7 +35,12 @@ export const node: Deployer = {
       return "error" in argv || /^[A-Za-z_]\w*=/.test(argv[0]) ? ["npm", "start"] : argv;
     }
     const main = facts.packageJson?.main ?? ["server.js", "index.js", "app.js"].find((f) => facts.files.has(f));
-    if (!main) throw noCommand('package.json has no "start" script and there is no server.js, index.js or app.js');
+    if (!main) {
+      const why = facts.files.has("package.json")
+        ? 'package.json has no "start" script and there is no server.js, index.js or app.js'
+        : "there is no package.json, server.js, index.js or app.js";
+      throw noCommand(why, "node server.js");
+    }
     return ["node", main];
   },
   pathDirs: ["node_modules/.bin"],

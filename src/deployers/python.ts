@@ -25,7 +25,7 @@ export const python: Deployer = {
   },
   start(facts) {
     const script = SCRIPTS.find((f) => facts.files.has(f));
-    if (!script) throw noCommand("there is no app.py, main.py or server.py to run");
+    if (!script) throw noCommand("there is no app.py, main.py or server.py to run", "python app.py");
     return ["python", script];
   },
   pathDirs: ["venv/bin"],

@@ -228,12 +228,12 @@ export function serviceUnit(service: ServiceSpec): string {
   ].join("\n");
 }
 
-/** A systemctl command of `setup`'s. */
 /** `systemctl …`: 2 minutes for a deploy's (a unit's stop may wait for its TimeoutStopSec), 1 for setup's. */
 function systemctl(args: string[], timeoutMs = 120_000): Cmd {
   return { argv: ["systemctl", ...args], timeoutMs };
 }
 
+/** A systemctl command of `setup`'s. */
 function setupCtl(args: string[]): Cmd {
   return systemctl(args, 60_000);
 }

@@ -224,3 +224,21 @@ Deno.test("deployers: the commit files a type reads before extraction are its ow
   );
   for (const type of APP_TYPES.filter((type) => type !== "node")) assertEquals(DEPLOYERS[type].reads, undefined);
 });
+
+Deno.test("deployers: a start command that cannot be guessed is asked for with an example of the app's type", () => {
+  const asked = (type: "node" | "python", files: string[]) => {
+    try {
+      DEPLOYERS[type].start!({ files: new Set(files) });
+    } catch (error) {
+      assert(error instanceof UsageError);
+      return [error.message, error.suggestion];
+    }
+    throw new Error("no error");
+  };
+  assertEquals(asked("node", ["README.md"]), [
+    'deploy.yml has no "command" and there is no package.json, server.js, index.js or app.js',
+    'add a command to deploy.yml, e.g. command: "node server.js"',
+  ]);
+  assertEquals(asked("node", ["package.json"])[1], 'add a command to deploy.yml, e.g. command: "node server.js"');
+  assertEquals(asked("python", ["wsgi.py"])[1], 'add a command to deploy.yml, e.g. command: "python app.py"');
+});
