@@ -41,9 +41,9 @@ export async function failed(
       : `✗ deploy of ${deploy.name} ${short} failed at step "${failure.step}"`,
   );
   const last = lastDeploy(
-    plan,
     cancelled ? "cancelled" : switched ? "rolled_back" : "failed",
     release.id,
+    plan.commit,
     isoNow(ctx.clock),
     Math.round(ctx.clock.elapsed() - f.started),
     { step: failure.step, message: journal.clean(failure.message) },

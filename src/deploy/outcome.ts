@@ -31,16 +31,16 @@ function statusBase(plan: Deployment) {
   };
 }
 
-/** How a deploy of `plan` as release `release` ended. */
+/** How a deploy (or a rollback) of `commit` as release `release` ended: every status.json's `lastDeploy`. */
 export function lastDeploy(
-  plan: Deployment,
   outcome: Outcome,
   release: string,
+  commit: string,
   at: string,
   duration: number,
   failure?: { step: string; message: string },
 ): LastDeploy {
-  return { outcome, release, commit: plan.commit, version: plan.short, at, duration, ...failure };
+  return { outcome, release, commit, version: commit.slice(0, 7), at, duration, ...failure };
 }
 
 /** A deploy that stands: release `id` serves. */
@@ -68,7 +68,7 @@ export function deployedStatus(
     branch: plan.deploy.branch,
     strategy: plan.config.strategy,
     ...r.strategy,
-    lastDeploy: lastDeploy(plan, "success", r.id, r.at, r.duration),
+    lastDeploy: lastDeploy("success", r.id, plan.commit, r.at, r.duration),
   };
 }
 
@@ -133,16 +133,10 @@ export function interruptedStatus(
     ...(meta && status.release !== current
       ? { release: current, commit: meta.commit, version, previous: status.release, ...r.health }
       : {}),
-    lastDeploy: {
-      outcome: "cancelled",
-      release: current ?? "",
-      commit: r.killedCommit ?? meta?.commit ?? "",
-      version: r.killedCommit?.slice(0, 7) ?? version ?? "",
-      at: r.at,
-      duration: 0,
+    lastDeploy: lastDeploy("cancelled", current ?? "", r.killedCommit ?? meta?.commit ?? "", r.at, 0, {
       step: "interrupted",
       message: r.message,
-    },
+    }),
   };
 }
 
@@ -166,17 +160,8 @@ export function rolledBack(
   const { meta, from, at, duration } = r;
   const version = meta.commit.slice(0, 7);
   const message = `rolled back by hand to release ${meta.id} (${version})`;
-  // Keys in LastDeploy's order (outcome, release, commit, version, at, …), as every status.json has them.
-  const event = (release: string, commit: string, version: string): LastDeploy => ({
-    outcome: "rolled_back",
-    release,
-    commit,
-    version,
-    at,
-    duration,
-    step: "rollback",
-    message,
-  });
+  const event = (release: string, commit: string) =>
+    lastDeploy("rolled_back", release, commit, at, duration, { step: "rollback", message });
   return {
     status: {
       name: r.app,
@@ -194,9 +179,9 @@ export function rolledBack(
       previous: from,
       deployed: at,
       lastHealthCheck: r.health.checkedAt,
-      lastDeploy: event(from ?? meta.id, before?.commit ?? meta.commit, before?.version ?? version),
+      lastDeploy: event(from ?? meta.id, before?.commit ?? meta.commit),
     },
-    notice: event(meta.id, meta.commit, version),
+    notice: event(meta.id, meta.commit),
   };
 }
 

@@ -199,8 +199,8 @@ export const cleanup: Step = {
     const { paths, deploy } = ctx.plan;
     const images = deploy.type === "docker" || await hasDockerRelease(ctx);
     const removed = await cleanupReleases(paths, deploy.keepReleases, [id, previous]);
-    const pruned = images ? await pruneImages(ctx.runner, deploy.name, await listReleases(paths)) : [];
-    return [...removed, ...pruned].length ? `removed ${[...removed, ...pruned].join(", ")}` : "nothing to remove";
+    if (images) removed.push(...await pruneImages(ctx.runner, deploy.name, await listReleases(paths)));
+    return removed.length ? `removed ${removed.join(", ")}` : "nothing to remove";
   },
   dry: ({ plan, print }) => print(`would keep the newest ${plan.deploy.keepReleases} releases`),
 };
