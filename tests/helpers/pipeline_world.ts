@@ -9,6 +9,7 @@
  */
 import { join } from "node:path";
 import { FakeRunner } from "./fake_runner.ts";
+import { freePort } from "./server.ts";
 import type { Effects, ProxyControl } from "../../src/deploy/context.ts";
 import { execute, type ExecuteOptions } from "../../src/deploy/execute.ts";
 import type { DeployEvent } from "../../src/deploy/journal.ts";
@@ -18,14 +19,6 @@ import { readRoute } from "../../src/proxy/routes.ts";
 
 export const APP = "alpha";
 export const ZEROS = "0".repeat(40);
-
-/** A free port on 127.0.0.1. */
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
-}
 
 export async function git(cwd: string, ...args: string[]): Promise<string> {
   const out = await new Deno.Command("git", {

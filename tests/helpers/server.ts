@@ -50,11 +50,20 @@ export function spawnCapturing(
 
 /** A free TCP port on loopback. */
 export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
+  while (true) {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const { port } = listener.addr as Deno.NetAddr;
+    listener.close();
+    // Never the same port twice in one test run (`--parallel` modules share this process): the
+    // proxy listens with SO_REUSEPORT, so two proxies given one port would both bind it and the
+    // kernel would split connections between them.
+    if (handedOut.has(port)) continue;
+    handedOut.add(port);
+    return port;
+  }
 }
+
+const handedOut = new Set<number>();
 
 /** A server under a temp prefix. */
 export class TestServer {
