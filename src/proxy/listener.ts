@@ -10,7 +10,8 @@
  * - {@link HttpListener}: one listening socket (plain or TLS) and its accept loop. TLS picks the
  *   certificate by SNI; since Deno keeps the first answer per name for a listener's life, a new
  *   certificate is put in service by {@link HttpListener.handOver}: a new listener on the same
- *   port (SO_REUSEPORT), then the old one stops accepting; open connections carry on.
+ *   port (SO_REUSEPORT), then the old one stops accepting (after 1 s, or at once when it failed a
+ *   name that now has a certificate); open connections carry on.
  * @module
  */
 import type { Client } from "./forward.ts";
@@ -74,7 +75,8 @@ export class HttpListener {
   #loop?: Promise<void>;
   #closed = false;
   #acceptErrorLogged = 0;
-  #misses = 0;
+  /** The SNI names the current TLS listener found no certificate for (Deno remembers those failures). */
+  #missed = new Set<string>();
   #handOverPending = false;
   /** Refusals being written now. */
   #refusing = 0;
@@ -95,18 +97,18 @@ export class HttpListener {
   #open(): Deno.Listener {
     const { hostname, port, certificateFor } = this.#options;
     if (!certificateFor) return Deno.listen({ hostname, port });
+    const missed = new Set<string>();
     const resolver = (serverName: string) => {
-      const pair = certificateFor(serverName.toLowerCase());
+      const name = serverName.toLowerCase();
+      const pair = certificateFor(name);
       if (pair) return pair;
       // Deno remembers every name's answer for the listener's life, failures too: random names
       // would grow that memory for ever, so a fresh listener (an empty memory) takes over now and then.
-      if (++this.#misses >= MAX_SNI_MISSES) {
-        this.#misses = 0;
-        setTimeout(() => this.handOver(), 0);
-      }
+      missed.add(name);
+      if (missed.size === MAX_SNI_MISSES) setTimeout(() => this.handOver(), 0);
       throw new Error(`no certificate for ${JSON.stringify(serverName)}`);
     };
-    return Deno.listenTls(
+    const listener = Deno.listenTls(
       {
         hostname,
         port,
@@ -115,6 +117,8 @@ export class HttpListener {
         [SNI_RESOLVER]: resolver,
       } as unknown as Deno.ListenTlsOptions & Deno.TlsCertifiedKeyPem,
     );
+    this.#missed = missed;
+    return listener;
   }
 
   /**
@@ -123,6 +127,7 @@ export class HttpListener {
    */
   handOver(): void {
     if (this.#closed || !this.#listener) return;
+    const missed = this.#missed;
     let next: Deno.Listener;
     try {
       next = this.#open();
@@ -137,8 +142,13 @@ export class HttpListener {
     const previous = this.#listener;
     this.#listener = next;
     this.#loop = this.#accept(next);
-    // The old socket's accept loop goes on for a moment: what the kernel queued for it is still served.
-    setTimeout(() => closeListener(previous), HANDOVER_OVERLAP_MS);
+    // The old socket's accept loop goes on for a moment: what the kernel queued for it is still
+    // served. Unless it failed a name that now has a certificate (a client came before the
+    // certificate did): it would fail that name again, for about half the new connections during
+    // the overlap (the kernel spreads them over both sockets), so it goes at once.
+    const poisoned = [...missed].some((name) => this.#options.certificateFor!(name));
+    if (poisoned) closeListener(previous);
+    else setTimeout(() => closeListener(previous), HANDOVER_OVERLAP_MS);
   }
 
   /** Retries a hand-over that could not open its new listener. */
