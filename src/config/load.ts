@@ -241,6 +241,12 @@ function knownKeys(schema: z.ZodType, path: Path): string[] {
       if (path.length === 0) return [];
       path.shift(); // an element's index
       current = def.element;
+    } else if (def.type === "record") {
+      if (path.length === 0) return [];
+      path.shift(); // a key of the mapping
+      current = def.valueType;
+    } else if (def.type === "pipe" && (def.in as { _zod: { def: { type: string } } })._zod.def.type === "transform") {
+      current = def.out; // a preprocess: the schema it feeds
     } else if (def.type === "union") {
       current = (def.options as unknown[]).find((o) =>
         (o as { _zod: { def: { type: string } } })._zod.def.type !== "string"

@@ -40,14 +40,16 @@ function finite(ms: number): number | undefined {
 const MUST_BE_DURATION = 'must be a duration like "500ms", "2s" or "1m"';
 
 /** A duration in config (`"2s"`, or seconds), to milliseconds; `fallback` when absent. */
-export const duration = (fallback: string) =>
+export const duration = (fallback: string, maxMs = Infinity) =>
   z.union([z.string(), z.number()], { error: MUST_BE_DURATION }).default(fallback).transform((value, ctx) => {
     const ms = parseDuration(value);
-    if (ms === undefined) {
+    if (ms === undefined || ms > maxMs) {
       ctx.issues.push({
         code: "custom",
         input: value,
-        message: `${MUST_BE_DURATION} (got ${JSON.stringify(value)})`,
+        message: ms === undefined
+          ? `${MUST_BE_DURATION} (got ${JSON.stringify(value)})`
+          : `must be at most ${maxMs / 1000}s (got ${JSON.stringify(value)})`,
         continue: true,
       });
       return z.NEVER;
@@ -94,6 +96,30 @@ export const port = z.int({ error: "must be a whole number from 1 to 65535" }).m
   "must be from 1 to 65535",
 );
 
+/** A process type's name in deploy.yml `processes` (and a Procfile): `web`, `worker`, `mail-queue`. */
+export const PROCESS_NAME = /^[a-z][a-z0-9-]{0,29}$/;
+/** Most instances of one process type on one server. */
+export const MAX_INSTANCES = 16;
+
+const processObject = z.strictObject({
+  command: command.optional().meta({ description: "How to start it (web: the type's default when left out)." }),
+  instances: z.int({ error: `must be a whole number from 1 to ${MAX_INSTANCES}` })
+    .min(1, `must be from 1 to ${MAX_INSTANCES}`).max(MAX_INSTANCES, `must be from 1 to ${MAX_INSTANCES}`).default(1)
+    .meta({ description: "How many processes run (web: behind the proxy, each on its own port). Default 1." }),
+  stopTimeout: duration("30s", 3_600_000).meta({
+    description: "How long a stopping process may take after SIGTERM (its job in hand) before SIGKILL. Default 30s.",
+  }),
+}, { error: "must be a command, or a mapping { command, instances, stopTimeout }" });
+
+/** One process type: a command alone, or `{ command, instances, stopTimeout }`. */
+const processSpec = z.preprocess(
+  (value) => typeof value === "string" || Array.isArray(value) ? { command: value } : value,
+  processObject,
+);
+
+/** A normalized process type of deploy.yml. */
+export type ProcessSpec = z.output<typeof processObject>;
+
 /** The keys of deploy.yml that only some app types take, with those types. */
 const TYPE_KEYS = [
   ...Map.groupBy(APP_TYPES.flatMap((type) => (DEPLOYERS[type].keys ?? []).map((key) => ({ key, type }))), (k) => k.key),
@@ -109,6 +135,25 @@ export const deployFileSchema = z.strictObject({
   type: z.enum(APP_TYPES, { error: `must be one of ${APP_TYPES.join(", ")}` }),
   healthCheck: healthCheck.optional(),
   command: command.optional().meta({ description: "How to start the app. Runs in the release directory." }),
+  processes: z.record(z.string(), processSpec, { error: "must be a mapping of process names to commands" })
+    .superRefine((processes, ctx) => {
+      for (const [name, spec] of Object.entries(processes)) {
+        if (!PROCESS_NAME.test(name)) {
+          ctx.addIssue({
+            code: "custom",
+            path: [name],
+            message: `is named ${JSON.stringify(name)}: a process name is lowercase letters, digits and -, ` +
+              "starting with a letter (up to 30), e.g. worker",
+          });
+        } else if (name !== "web" && spec.command === undefined) {
+          ctx.addIssue({ code: "custom", path: [name, "command"], message: "is required (how to start it)" });
+        }
+      }
+    }).optional().meta({
+      description: "The app's processes: `web` (behind the proxy and its health check; `command` alone is web) " +
+        "and others such as `worker: python worker.py`, each a command or { command, instances, stopTimeout }. " +
+        "Without it, a Procfile in the repository is read.",
+    }),
   build: command.optional().meta({ description: "Replaces the type's build step." }),
   hooks: z.strictObject({
     preDeploy: command.optional().meta({ description: "Runs in the new release before the switch; failure aborts." }),
@@ -154,6 +199,31 @@ export const deployFileSchema = z.strictObject({
       path: ["healthCheck"],
       message: `is required for ${value.type} apps, e.g. healthCheck: /health`,
     });
+  }
+  const web = value.processes?.web;
+  if (web?.command !== undefined && value.command !== undefined) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["processes", "web", "command"],
+      message: "repeats the top-level command: keep one of them (command alone is the web process)",
+    });
+  }
+  if (value.type === "docker") {
+    for (const [name, spec] of Object.entries(value.processes ?? {})) {
+      if (name !== "web") {
+        ctx.addIssue({
+          code: "custom",
+          path: ["processes", name],
+          message: "cannot be added: docker apps run one web container (no other processes yet)",
+        });
+      } else if (spec.instances > 1) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["processes", "web", "instances"],
+          message: "must be 1: docker apps run one web container",
+        });
+      }
+    }
   }
   for (const [key, owners] of TYPE_KEYS) {
     if (value[key] !== undefined && !deployer.keys?.includes(key)) {

@@ -17,6 +17,8 @@ import { type AppPaths, appPaths } from "../paths.ts";
 import { buildPlan, type RepoFacts, startArgv } from "./app_type.ts";
 import { readDotenv, refuseShortSecrets } from "./dotenv.ts";
 import type { Prefetch } from "./prefetch.ts";
+import { type ProcessTypes, processTypes } from "./processes.ts";
+import { PROXIED } from "./strategies/names.ts";
 import type { ReleaseMeta } from "./releases.ts";
 import { userOf } from "./runtime.ts";
 
@@ -31,6 +33,8 @@ export interface Deployment {
   facts: RepoFacts;
   /** The start command; undefined for a static app that runs no process, and for a docker app. */
   argv?: string[];
+  /** The web process count and the workers (deploy.yml `processes`, or the Procfile). */
+  processes: ProcessTypes;
   /** It runs a process or a container (not static files only). */
   runs: boolean;
   /** The values of `.env.<env>`, and that file's path. */
@@ -47,7 +51,7 @@ export async function prepare(
   root: string,
 ): Promise<Deployment> {
   const gitDir = resolve(options.gitDir);
-  const read = await readCommit(gitDir, options.commit, ["deploy.yml", ...READS]);
+  const read = await readCommit(gitDir, options.commit, ["deploy.yml", "Procfile", ...READS]);
   const commit = read.sha;
   const short = commit.slice(0, 7);
   const raw = read.blobs.get("deploy.yml");
@@ -102,7 +106,24 @@ export async function prepare(
       },
     );
   }
-  const argv = deploy.type === "docker" ? undefined : startArgv(deploy, facts);
+  const procfile = read.blobs.get("Procfile");
+  const processes = processTypes(
+    deploy,
+    procfile && new TextDecoder().decode(procfile),
+    `Procfile (commit ${short})`,
+  );
+  if (processes.instances > 1 && !PROXIED[config.strategy]) {
+    throw new UsageError(
+      `deploy.yml: processes.web.instances is ${processes.instances}, but ${paths.config} has strategy: ${config.strategy}`,
+      { suggestion: "several web processes need the proxy in front of them: set strategy: blue-green in config.yml" },
+    );
+  }
+  const argv = deploy.type === "docker" ? undefined : processes.web ?? startArgv(deploy, facts);
+  if (processes.workers.length && argv === undefined && deploy.type !== "docker") {
+    throw new UsageError(`deploy.yml: ${deploy.type} apps without a web command run no processes, so no workers`, {
+      suggestion: "give the app a command (its web process), or remove the other processes",
+    });
+  }
   return {
     gitDir,
     commit,
@@ -112,6 +133,7 @@ export async function prepare(
     paths,
     facts,
     argv,
+    processes,
     runs: argv !== undefined || deploy.type === "docker",
     secrets,
     public: dotenv?.public ?? new Set(),
@@ -140,6 +162,8 @@ export function releaseMeta(plan: Deployment, id: string, createdAt: string): Re
       }
       : {}),
     healthCheck: deploy.healthCheck,
+    ...(plan.processes.instances > 1 ? { instances: plan.processes.instances } : {}),
+    ...(plan.processes.workers.length ? { workers: plan.processes.workers } : {}),
     createdAt,
     pending: true,
   };

@@ -7,6 +7,7 @@ import { type AppPaths, deploymentsRoot } from "../paths.ts";
 import { STAGING_PREFIX } from "./prefetch.ts";
 import { exists, readLinkOrUndefined, readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
 import type { HealthCheck } from "../config/schema.ts";
+import type { WorkerSpec } from "./processes.ts";
 
 const ID = /^\d{8}-\d{6}-\d{3}$/;
 
@@ -22,6 +23,10 @@ export interface ReleaseMeta {
   containerPort?: number;
   containerCommand?: string[];
   healthCheck?: HealthCheck;
+  /** Web processes when more than one (each on its own port in its slot, balanced by the proxy). */
+  instances?: number;
+  /** Its worker process types (started once it serves; see deploy/workers.ts). */
+  workers?: WorkerSpec[];
   createdAt: string;
   /** Took traffic, then was rolled back from: `rollback` skips it. */
   bad?: boolean;

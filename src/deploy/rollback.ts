@@ -29,6 +29,7 @@ import {
 import { envSnapshot, secretValues } from "./runtime.ts";
 import { readStatus, writeStatus } from "./status.ts";
 import { ActivationFailed, strategyOf } from "./strategies/mod.ts";
+import { hasWorkers, syncWorkers } from "./workers.ts";
 
 /** One release, as `releases` lists it. */
 interface ReleaseRow {
@@ -198,6 +199,11 @@ async function switchTo(
     return 1;
   }
   if (from) await markBad(paths, from);
+  // The release gone back to brings its own workers back (the rollback stands either way).
+  if (await hasWorkers(paths.dir, meta)) {
+    await journal.step("workers", () => syncWorkers(ctx, meta, secrets), (line) => line)
+      .catch(() => journal.say("! the workers of the release gone back to did not all start"));
+  }
   const duration = Math.round(clock.elapsed() - started);
   const at = isoNow(clock);
   const { status, notice } = rolledBack(config, before, {

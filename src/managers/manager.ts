@@ -10,6 +10,13 @@ import type { Manager } from "./mod.ts";
 /** A blue-green slot. */
 export type Slot = "blue" | "green";
 
+/** One instance of a worker process type. */
+export interface WorkerId {
+  type: string;
+  /** From 1. */
+  instance: number;
+}
+
 /** Everything a process manager needs to run one app. */
 export interface AppProcess {
   app: string;
@@ -19,6 +26,12 @@ export interface AppProcess {
    * process is the app itself and `cwd` is `current`.
    */
   slot?: Slot;
+  /**
+   * Instance `instance` of worker process type `type` (no port, in `current`): `<app>-<type>-<n>`
+   * under pm2, `<app>-<type>@<n>` of a template unit under systemd. It gets SIGTERM when stopped
+   * and `stopTimeoutMs` to finish before SIGKILL.
+   */
+  worker?: WorkerId & { stopTimeoutMs: number };
   /** The server's root (`DEPLOY_PARADIGM_PREFIX`, `/` on a real server). */
   root: string;
   /** The start command; argv[0] is an absolute path. */
@@ -85,8 +98,11 @@ export interface ProcessManager<Name extends Manager = Manager> {
   restart(process: AppProcess, running?: Running | null): Plan;
   /** The app's own process now (not a slot's); null when the manager has none, undefined when it cannot tell. */
   running?(runner: Runner, app: string, root: string): Promise<Running | null | undefined>;
-  /** Stops the app (or one slot of it) and forgets it; `root` and `stateDir` as in {@link AppProcess}. */
-  stop(app: string, root: string, stateDir: string, slot?: Slot): Plan;
+  /**
+   * Stops the app (or one slot of it, or one worker instance) and forgets it; `root` and
+   * `stateDir` as in {@link AppProcess}. A worker gets SIGTERM and its stop timeout.
+   */
+  stop(app: string, root: string, stateDir: string, slot?: Slot, worker?: WorkerId): Plan;
   /**
    * Installs `service`, enabled at boot and restarted when it fails, and starts it unless it runs
    * (`service.restart`: restarts it).

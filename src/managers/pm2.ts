@@ -13,7 +13,7 @@
  */
 import { join } from "node:path";
 import { deploymentsRoot } from "../paths.ts";
-import type { AppProcess, ProcessManager, Running, ServiceSpec, Slot } from "./manager.ts";
+import type { AppProcess, ProcessManager, Running, ServiceSpec, Slot, WorkerId } from "./manager.ts";
 import { type Cmd, lockFile, type Plan, type Runner } from "../runner.ts";
 
 /** No pm2 command takes this long unless the daemon is stuck. */
@@ -31,10 +31,11 @@ function pm2Lock(root: string): string {
 export const pm2: ProcessManager<"pm2"> = {
   name: "pm2",
   restart(p: AppProcess, running?: Running | null): Plan {
-    const name = processName(p.app, p.slot);
+    const name = processName(p.app, p.slot, p.worker);
     const env = { ...p.secrets, ...p.env };
     const kept = running?.kept;
-    const inPlace = !p.slot && (running === null ||
+    const own = !p.slot && !p.worker;
+    const inPlace = own && (running === null ||
       (kept !== undefined && kept.program === p.argv[0] && kept.variables.every((key) => key in env) &&
         (p.user !== undefined || !kept.user)));
     const app = {
@@ -51,7 +52,9 @@ export const pm2: ProcessManager<"pm2"> = {
       merge_logs: true,
       time: true,
       autorestart: true,
-      kill_timeout: 5000,
+      // A worker gets its stopTimeout to finish the job in hand after SIGTERM (the daemon's
+      // PM2_KILL_SIGNAL, which every pm2 command of ours sets: see PM2_UMASK).
+      kill_timeout: p.worker ? p.worker.stopTimeoutMs : 5000,
       // The daemon (root) starts the app as its user; it opens the log files itself.
       ...(p.user ? { uid: p.user.name, gid: p.user.group } : {}),
     };
@@ -62,7 +65,7 @@ export const pm2: ProcessManager<"pm2"> = {
           ? [pm2Cmd(["start", file(p.stateDir, name)])]
           : p.slot
           ? [pm2Cmd(["delete", name], true), pm2Cmd(["start", file(p.stateDir, name)])]
-          : [replaceCmd(name, file(p.stateDir, name))]),
+          : [replaceCmd(name, file(p.stateDir, name), p.worker?.stopTimeoutMs)]),
         pm2Cmd(["save"]), // so that `pm2 resurrect` (pm2 startup) brings it back after a reboot
       ],
       lock: pm2Lock(p.root),
@@ -99,11 +102,15 @@ export const pm2: ProcessManager<"pm2"> = {
     }
     return undefined;
   },
-  stop(app: string, root: string, stateDir: string, slot?: Slot): Plan {
-    const name = processName(app, slot);
+  stop(app: string, root: string, stateDir: string, slot?: Slot, worker?: WorkerId): Plan {
+    const name = processName(app, slot, worker);
     return {
       files: [],
-      commands: [pm2Cmd(["delete", name], true), pm2Cmd(["save"])],
+      // A worker's stop waits for its kill_timeout (its stopTimeout, recorded when it started).
+      commands: [
+        { ...pm2Cmd(["delete", name], true), ...(worker ? { timeoutMs: WORKER_STOP_LIMIT } : {}) },
+        pm2Cmd(["save"]),
+      ],
       lock: pm2Lock(root),
       remove: [file(stateDir, name)],
     };
@@ -122,10 +129,13 @@ export const pm2: ProcessManager<"pm2"> = {
   logsCommand: (name: string) => `pm2 logs ${name}`,
 };
 
-/** The pm2 process: the app, or `<app>-<slot>`. */
-export function processName(app: string, slot?: Slot): string {
-  return slot ? `${app}-${slot}` : app;
+/** The pm2 process: the app, `<app>-<slot>`, or a worker's `<app>-<type>-<n>`. */
+export function processName(app: string, slot?: Slot, worker?: WorkerId): string {
+  return worker ? `${app}-${worker.type}-${worker.instance}` : slot ? `${app}-${slot}` : app;
 }
+
+/** A worker's stop may take its stopTimeout: the longest deploy.yml allows, plus pm2's own time. */
+const WORKER_STOP_LIMIT = 60 * 60_000 + PM2_TIMEOUT;
 
 /** The process definition (0600: it holds the .env values). */
 function file(stateDir: string, name: string): string {
@@ -133,7 +143,9 @@ function file(stateDir: string, name: string): string {
 }
 
 /**
- * A pm2 command, run with umask 077: what pm2 creates is 0600 (dirs 0700) from the start, above all
+ * A pm2 command, run with umask 077 and PM2_KILL_SIGNAL=SIGTERM (pm2 stops processes with the
+ * signal its daemon was started with, SIGINT by default; SIGTERM is what workers and systemd
+ * expect): what pm2 creates is 0600 (dirs 0700) from the start, above all
  * `dump.pm2` (`pm2 save`), which holds every app's .env values; so is what the daemon it may start
  * creates (the dump it writes when stopped, its logs and sockets), and the daemon's apps inherit it.
  * The shell only sets the umask: the words are passed as its arguments, never parsed by it.
@@ -148,7 +160,7 @@ export function pm2Cmd(args: string[], allowFailure = false): Cmd {
 }
 
 /** `pm2 "$@"` under umask 077 (see {@link pm2Cmd}). */
-export const PM2_UMASK = 'umask 077 && exec pm2 "$@"';
+export const PM2_UMASK = 'umask 077 && export PM2_KILL_SIGNAL=SIGTERM && exec pm2 "$@"';
 
 /**
  * `pm2 delete <name>` then `pm2 start <file>` as one command that finishes even if the deploy is
@@ -159,13 +171,13 @@ export const PM2_UMASK = 'umask 077 && exec pm2 "$@"';
  * (SIGPIPE ignored) and removed once both calls are over. The shell only runs this fixed script:
  * the name and the file are its arguments ($1, $2), never parsed by it.
  */
-export const PM2_REPLACE = 'umask 077 && trap "" PIPE && out=$(mktemp) || exit 1; ' +
+export const PM2_REPLACE = 'umask 077 && export PM2_KILL_SIGNAL=SIGTERM && trap "" PIPE && out=$(mktemp) || exit 1; ' +
   '{ pm2 delete "$1"; pm2 start "$2"; } >"$out" 2>&1; code=$?; cat "$out"; rm -f "$out"; exit $code';
 
-/** The {@link PM2_REPLACE} of process `name` by the definition in `file`. */
-function replaceCmd(name: string, file: string): Cmd {
+/** The {@link PM2_REPLACE} of process `name` by the definition in `file` (the old one may take `stopMs` to stop). */
+function replaceCmd(name: string, file: string, stopMs = 0): Cmd {
   // Two pm2 calls: twice the time one may take.
-  return { argv: ["sh", "-c", PM2_REPLACE, "pm2", name, file], quiet: true, timeoutMs: 2 * PM2_TIMEOUT };
+  return { argv: ["sh", "-c", PM2_REPLACE, "pm2", name, file], quiet: true, timeoutMs: 2 * PM2_TIMEOUT + stopMs };
 }
 
 /**

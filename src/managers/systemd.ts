@@ -7,7 +7,7 @@ import { dirname, join } from "node:path";
 import { serializeDotenv } from "../deploy/dotenv.ts";
 import { exists } from "../fsutil.ts";
 import { systemdDir } from "../paths.ts";
-import type { AppProcess, ProcessManager, Running, ServiceSpec, Slot } from "./manager.ts";
+import type { AppProcess, ProcessManager, Running, ServiceSpec, Slot, WorkerId } from "./manager.ts";
 import type { Cmd, Plan, Runner } from "../runner.ts";
 
 /**
@@ -142,10 +142,57 @@ export function execDropIn(p: AppProcess): string {
   ].join("\n");
 }
 
+/**
+ * The template unit `<app>-<type>@.service` of a worker process type: instance `%i` is its number
+ * (INSTANCE=%i), in `current` with the release's `.env`; SIGTERM on stop, then its stopTimeout
+ * (TimeoutStopSec=) before SIGKILL. The command is the release's: the template is rewritten and
+ * each instance restarted by the deploy that changes it.
+ */
+export function workerTemplate(p: AppProcess): string {
+  const env = Object.entries(p.env).map(([k, v]) => unitQuote(`${k}=${v}`, false)).join(" ");
+  return [
+    "# Written by deploy-paradigm. Changes are overwritten by the next deploy.",
+    "[Unit]",
+    `Description=deploy-paradigm app ${p.app}, ${p.worker!.type} %i`,
+    "After=network.target",
+    "",
+    "[Service]",
+    "Type=simple",
+    `WorkingDirectory=${escapePercent(p.cwd)}`,
+    ...(p.envFile ? [`EnvironmentFile=-${escapePercent(p.envFile)}`] : []),
+    `Environment=${env} "INSTANCE=%i"`,
+    `ExecStart=${p.argv.map((word) => unitQuote(word)).join(" ")}`,
+    "KillSignal=SIGTERM",
+    `TimeoutStopSec=${Math.ceil(p.worker!.stopTimeoutMs / 1000)}s`,
+    "Restart=on-failure",
+    "RestartSec=1",
+    `StandardOutput=append:${escapePercent(p.accessLog)}`,
+    `StandardError=append:${escapePercent(p.errorLog)}`,
+    ...sandbox(p),
+    "",
+    "[Install]",
+    "WantedBy=multi-user.target",
+    "",
+  ].join("\n");
+}
+
+/** A worker instance's unit: `<app>-<type>@<n>.service`. */
+export function workerUnit(app: string, worker: WorkerId): string {
+  return `${app}-${worker.type}@${worker.instance}.service`;
+}
+
 /** The systemd strategy. */
 export const systemd: ProcessManager<"systemd"> = {
   name: "systemd",
   restart(p: AppProcess): Plan {
+    if (p.worker) {
+      // The restart stops the old instance (SIGTERM, TimeoutStopSec) and starts the new one, in PID 1.
+      const template = join(systemdDir(p.root), `${p.app}-${p.worker.type}@.service`);
+      return {
+        files: [{ path: template, content: workerTemplate(p) }],
+        commands: restartCmds(workerUnit(p.app, p.worker), p.worker.stopTimeoutMs),
+      };
+    }
     if (p.slot) {
       const instance = `${p.app}@${p.slot}.service`;
       return {
@@ -177,7 +224,15 @@ export const systemd: ProcessManager<"systemd"> = {
     const pid = Number(shown.output.trim());
     return shown.code === 0 && Number.isInteger(pid) ? { pid } : undefined;
   },
-  stop(app: string, root: string, _stateDir: string, slot?: Slot): Plan {
+  stop(app: string, root: string, _stateDir: string, slot?: Slot, worker?: WorkerId): Plan {
+    if (worker) {
+      // The template stays while other instances of the type may use it (a later deploy rewrites it).
+      const unit = workerUnit(app, worker);
+      return {
+        files: [],
+        commands: [{ ...systemctl(["disable", "--now", "--quiet", unit], WORKER_STOP_LIMIT), allowFailure: true }],
+      };
+    }
     const unit = slot ? `${app}@${slot}.service` : `${app}.service`;
     return {
       files: [],
@@ -238,12 +293,18 @@ function setupCtl(args: string[]): Cmd {
   return systemctl(args, 60_000);
 }
 
-/** Reloads, enables and restarts `unit`, then asks whether it is active (a unit that died at once fails the plan). */
-function restartCmds(unit: string): Cmd[] {
+/** A worker's stop may take its stopTimeout: the longest deploy.yml allows, plus systemd's own time. */
+const WORKER_STOP_LIMIT = 60 * 60_000 + 120_000;
+
+/**
+ * Reloads, enables and restarts `unit` (whose stop may take `stopMs`), then asks whether it is
+ * active (a unit that died at once fails the plan).
+ */
+function restartCmds(unit: string, stopMs = 0): Cmd[] {
   return [
     systemctl(["daemon-reload"]),
     systemctl(["enable", "--quiet", unit]),
-    systemctl(["restart", unit]),
+    systemctl(["restart", unit], 120_000 + stopMs),
     { ...systemctl(["is-active", unit]), quiet: true },
   ];
 }

@@ -162,7 +162,7 @@ Deno.test("errors: an unknown key gets a did-you-mean, or the list of known keys
     'deploy.yml:3:1: "branh" is not a known key; did you mean "branch"?',
   ]);
   assertEquals(problems("name: app\ntype: static\nfoo: 1\n"), [
-    'deploy.yml:3:1: "foo" is not a known key; known keys: name, type, healthCheck, command, build, hooks, keepReleases, branch, dockerfile, buildArgs, containerPort, watch',
+    'deploy.yml:3:1: "foo" is not a known key; known keys: name, type, healthCheck, command, processes, build, hooks, keepReleases, branch, dockerfile, buildArgs, containerPort, watch',
   ]);
 });
 

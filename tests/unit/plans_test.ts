@@ -252,7 +252,7 @@ Deno.test("pm2 restart: writes pm2-web.json (0600) with env, secrets, cwd and lo
   ]);
   // The shell runs a fixed script: the name and the file are its arguments, never its text.
   assert(!PM2_REPLACE.includes("web"));
-  assertMatch(PM2_REPLACE, /^umask 077 && trap "" PIPE && /);
+  assertMatch(PM2_REPLACE, /^umask 077 && export PM2_KILL_SIGNAL=SIGTERM && trap "" PIPE && /);
   // pm2 calls of all apps are serialized by one server-wide lock.
   assertEquals(plan.lock, "/tmp/dp-prefix/opt/deployments/.pm2.lock");
 });

@@ -7,6 +7,7 @@ import { updateRef } from "../../git.ts";
 import { strategyOf } from "../strategies/mod.ts";
 import { build, cleanup, command, docker, env, fetch, meta, postDeploy, preDeploy, sealOnly } from "./release.ts";
 import type { Step } from "./step.ts";
+import { hasWorkers, runningWorkers, syncWorkers, workerProcess } from "../workers.ts";
 
 export { type Release, type Step, walk } from "./step.ts";
 
@@ -53,6 +54,28 @@ const settle: Step = {
   dry: () => {},
 };
 
+/** The release's workers replace the old ones, now that it serves (see ../workers.ts). */
+const workers: Step = {
+  name: "workers",
+  when: (ctx, release) => hasWorkers(ctx.paths.dir, release.meta),
+  tolerate: "! not every worker started; the deploy stands (see the lines above)",
+  run: (ctx, release) => syncWorkers(ctx, release.meta, ctx.plan.secrets),
+  async dry(ctx, release) {
+    for (const spec of release.meta.workers ?? []) {
+      for (let instance = 1; instance <= spec.instances; instance++) {
+        const process = await workerProcess(ctx, release.meta, spec, instance, ctx.plan.secrets, false);
+        await ctx.runner.apply(ctx.manager.restart(process));
+      }
+    }
+    const before = (await runningWorkers(ctx.paths.dir)).map((w) => `${w.type} ×${w.instances}`).join(", ");
+    ctx.print(
+      `would restart the workers (each old one: SIGTERM, its stopTimeout, SIGKILL)${
+        before ? `; running now: ${before}` : ""
+      }`,
+    );
+  },
+};
+
 /** Everything before the switch: a failure here switches nothing. */
 const PREPARE: readonly Step[] = [preflight, docker, fetch, build, sealOnly, meta, command, env, preDeploy];
 
@@ -60,7 +83,7 @@ const PREPARE: readonly Step[] = [preflight, docker, fetch, build, sealOnly, met
 const SWITCH: readonly Step[] = [activate];
 
 /** Once the deploy stands: reported when they fail, never rolled back. */
-const STAND: readonly Step[] = [settle, postDeploy, cleanup];
+const STAND: readonly Step[] = [settle, workers, postDeploy, cleanup];
 
 /** A whole deploy. */
 export const DEPLOY: readonly Step[] = [...PREPARE, ...SWITCH, ...STAND];

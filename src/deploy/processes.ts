@@ -1,0 +1,112 @@
+/**
+ * An app's process types: `web` (behind the proxy and the health check) and the others
+ * (workers: no port), from deploy.yml `processes` (or `command`), else from a `Procfile` in the
+ * repository (as Heroku, Dokku and Piku read it). Pure: the texts come from the commit.
+ * @module
+ */
+import { splitCommand, toArgv } from "../config/argv.ts";
+import { type DeployFile, MAX_INSTANCES, PROCESS_NAME } from "../config/schema.ts";
+import { UsageError } from "../errors.ts";
+
+/** A worker process type of a release: `instances` processes of `argv`, none of them behind the proxy. */
+export interface WorkerSpec {
+  type: string;
+  /** The command before path resolution. */
+  argv: string[];
+  instances: number;
+  /** How long a stopping instance may take after SIGTERM before SIGKILL. */
+  stopTimeoutMs: number;
+}
+
+/** What runs for a release besides its build: the web command (if given) and count, and the workers. */
+export interface ProcessTypes {
+  /** The web command deploy.yml or the Procfile gives (none: the app type's default, if any). */
+  web?: string[];
+  /** Web processes (each on its own port, balanced by the proxy). */
+  instances: number;
+  workers: WorkerSpec[];
+}
+
+/** The default time a worker gets after SIGTERM. */
+export const DEFAULT_STOP_TIMEOUT_MS = 30_000;
+
+/**
+ * A Procfile's process types, in file order: `name: command` lines (blank lines and `#` comments
+ * skipped). Commands follow deploy.yml's rule (no shell). Throws a UsageError naming
+ * `where:line:column` for a line that breaks it.
+ */
+export function parseProcfile(text: string, where: string): Map<string, string[]> {
+  const types = new Map<string, string[]>();
+  for (const [i, line] of text.split(/\r?\n/).entries()) {
+    if (!line.trim() || line.trimStart().startsWith("#")) continue;
+    const at = (column: number, what: string, suggestion: string): never => {
+      throw new UsageError(`${where}:${i + 1}:${column}: ${what}`, { suggestion });
+    };
+    const match = /^([^:\s]*)\s*:\s*(.*)$/.exec(line);
+    if (!match) at(1, "expected `name: command`", "write each process as `web: gunicorn app:app`");
+    const [, name, command] = match!;
+    if (!PROCESS_NAME.test(name)) {
+      at(
+        1,
+        `${JSON.stringify(name)} is not a process name`,
+        "use lowercase letters, digits and -, starting with a letter (up to 30), e.g. `worker`",
+      );
+    }
+    if (types.has(name)) at(1, `the process ${name} is listed twice`, "list each process once");
+    const argv = splitCommand(command);
+    if ("error" in argv) {
+      at(
+        line.length - command.length + 1,
+        `the command of ${name} ${argv.error}`,
+        "write the command as deploy.yml would",
+      );
+    }
+    types.set(name, argv as string[]);
+  }
+  return types;
+}
+
+/**
+ * The process types of a release: deploy.yml's `processes` (and `command`, which is web), or, when
+ * it has no `processes`, the commit's Procfile (`procfile`: its text). A Procfile's web command
+ * yields to deploy.yml's `command`.
+ */
+export function processTypes(deploy: DeployFile, procfile?: string, where = "Procfile"): ProcessTypes {
+  const explicit = deploy.command === undefined ? undefined : toArgv(deploy.command);
+  if (deploy.processes) {
+    const { web, ...others } = deploy.processes;
+    return {
+      web: explicit ?? (web?.command === undefined ? undefined : toArgv(web.command)),
+      instances: web?.instances ?? 1,
+      workers: Object.entries(others).map(([type, spec]) => ({
+        type,
+        argv: toArgv(spec.command!),
+        instances: spec.instances,
+        stopTimeoutMs: spec.stopTimeout,
+      })),
+    };
+  }
+  const listed = procfile === undefined ? new Map<string, string[]>() : parseProcfile(procfile, where);
+  if (deploy.type === "docker" && [...listed.keys()].some((type) => type !== "web")) {
+    throw new UsageError(`${where}: docker apps run one web container (no other processes yet)`, {
+      suggestion: "remove the Procfile's other processes, or give deploy.yml `processes: { web: … }`",
+    });
+  }
+  return {
+    web: explicit ?? (deploy.type === "docker" ? undefined : listed.get("web")),
+    instances: 1,
+    workers: [...listed].filter(([type]) => type !== "web").map(([type, argv]) => ({
+      type,
+      argv,
+      instances: 1,
+      stopTimeoutMs: DEFAULT_STOP_TIMEOUT_MS,
+    })),
+  };
+}
+
+/** Every worker instance of `workers`, as `{ type, instance }` (instances count from 1). */
+export function workerInstances(workers: readonly Pick<WorkerSpec, "type" | "instances">[]) {
+  return workers.flatMap(({ type, instances }) =>
+    Array.from({ length: Math.min(instances, MAX_INSTANCES) }, (_, i) => ({ type, instance: i + 1 }))
+  );
+}

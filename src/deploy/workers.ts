@@ -1,0 +1,107 @@
+/**
+ * Worker processes (deploy.yml `processes` other than web, or a Procfile's): once a release serves
+ * (after its switch and watch window), each of its worker instances is restarted in `current`:
+ * the old one gets SIGTERM and its stopTimeout to finish the job in hand, then SIGKILL, then the
+ * new release's starts. Instances the release no longer has are stopped. A deploy that fails
+ * before it serves never gets here, so the running workers are never touched by it; `rollback`
+ * calls {@link syncWorkers} for the release it goes back to.
+ *
+ * Instances restart one at a time, not all at once beside the new ones: a worker's job is never
+ * run by two releases at once, and no more than `instances` of a type ever run.
+ *
+ * What runs is recorded in `<appDir>/workers.json` (`[{ "type", "instances" }]`), so a later
+ * deploy stops what an earlier one started even when the release in between is gone.
+ * @module
+ */
+import { join } from "node:path";
+import { readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
+import type { AppProcess, WorkerId } from "../managers/mod.ts";
+import { displayArgv } from "../runner.ts";
+import type { SwitchContext } from "./context.ts";
+import { workerInstances, type WorkerSpec } from "./processes.ts";
+import type { ReleaseMeta } from "./releases.ts";
+import { processFor, resolveProgram } from "./runtime.ts";
+
+/** The file that records the worker types running now. */
+const WORKERS_FILE = "workers.json";
+
+type Recorded = Pick<WorkerSpec, "type" | "instances">[];
+
+/** The worker types running now, as the last sync recorded them ([] when none). */
+export async function runningWorkers(appDir: string): Promise<Recorded> {
+  const text = await readTextOrUndefined(join(appDir, WORKERS_FILE));
+  if (text === undefined) return [];
+  try {
+    const value = JSON.parse(text);
+    return Array.isArray(value)
+      ? value.filter((w) => typeof w?.type === "string" && Number.isInteger(w?.instances))
+      : [];
+  } catch {
+    return [];
+  }
+}
+
+/** Whether a sync has anything to do: the release has workers, or some run. */
+export async function hasWorkers(appDir: string, meta: ReleaseMeta): Promise<boolean> {
+  return (meta.workers?.length ?? 0) > 0 || (await runningWorkers(appDir)).length > 0;
+}
+
+/** The process of one worker instance of `meta`'s release (program resolved through `current`). */
+export async function workerProcess(
+  ctx: Pick<SwitchContext, "paths" | "config">,
+  meta: ReleaseMeta,
+  spec: WorkerSpec,
+  instance: number,
+  secrets: Record<string, string>,
+  resolve = true,
+): Promise<AppProcess> {
+  const { paths, config } = ctx;
+  const program = resolve ? await resolveProgram(spec.argv[0], paths.release(meta.id), paths.current) : spec.argv[0];
+  const base = processFor(paths, config, meta.type, [program, ...spec.argv.slice(1)], secrets);
+  const { PORT: _, ...env } = base.env; // a worker has no port
+  return {
+    ...base,
+    env: { ...env, PROCESS_TYPE: spec.type },
+    worker: { type: spec.type, instance, stopTimeoutMs: spec.stopTimeoutMs },
+  };
+}
+
+/**
+ * Makes the workers running match `meta`'s: restarts each of its instances, then stops those it
+ * does not have. Returns the line for the journal. Throws on the first instance that fails to
+ * start (the ones before it run the new release; the record then says what was asked).
+ */
+export async function syncWorkers(
+  ctx: Pick<SwitchContext, "paths" | "config" | "runner" | "manager" | "root" | "journal">,
+  meta: ReleaseMeta,
+  secrets: Record<string, string>,
+): Promise<string> {
+  const { paths, runner, manager, root } = ctx;
+  const workers = meta.workers ?? [];
+  const before = await runningWorkers(paths.dir);
+  const wanted = workerInstances(workers);
+  const key = (w: WorkerId) => `${w.type}@${w.instance}`;
+  const keep = new Set(wanted.map(key));
+  const record = async (list: Recorded) =>
+    await writeFileAtomic(join(paths.dir, WORKERS_FILE), JSON.stringify(list) + "\n");
+  // What is asked is recorded first: a sync killed half-way is redone in full by the next one.
+  await record(mergeRecords(before, workers));
+  for (const spec of workers) {
+    for (let instance = 1; instance <= spec.instances; instance++) {
+      await runner.apply(manager.restart(await workerProcess(ctx, meta, spec, instance, secrets)));
+    }
+  }
+  const gone = workerInstances(before).filter((w) => !keep.has(key(w)));
+  for (const worker of gone) await runner.apply(manager.stop(paths.app, root, paths.dir, undefined, worker));
+  await record(workers.map(({ type, instances }) => ({ type, instances })));
+  const started = workers.map((w) => `${w.type} ×${w.instances} (${displayArgv(w.argv)})`).join(", ");
+  const stopped = gone.length ? `; stopped ${gone.map(key).join(", ")}` : "";
+  return `${started ? `workers: ${started}` : "no workers"}${stopped}`;
+}
+
+/** Both lists' types, each with the larger count: everything that may run while a sync is under way. */
+function mergeRecords(a: Recorded, b: Recorded): Recorded {
+  const merged = new Map<string, number>();
+  for (const { type, instances } of [...a, ...b]) merged.set(type, Math.max(merged.get(type) ?? 0, instances));
+  return [...merged].map(([type, instances]) => ({ type, instances }));
+}

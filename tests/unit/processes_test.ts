@@ -1,0 +1,169 @@
+/** Process types (deploy.yml `processes`, a Procfile) and the worker plans of pm2 and systemd, as data. */
+import { assertEquals, assertMatch } from "../helpers/assert.ts";
+import { throws } from "node:assert/strict";
+import { type DeployFile, deployFileSchema } from "../../src/config/schema.ts";
+import { parseProcfile, processTypes } from "../../src/deploy/processes.ts";
+import { UsageError } from "../../src/errors.ts";
+import type { AppProcess } from "../../src/managers/mod.ts";
+import { pm2, PM2_REPLACE, PM2_UMASK } from "../../src/managers/pm2.ts";
+import { systemd, workerTemplate } from "../../src/managers/systemd.ts";
+
+function deploy(fields: Record<string, unknown>): DeployFile {
+  return deployFileSchema.parse({ name: "shop", type: "python", healthCheck: "/health", ...fields });
+}
+
+Deno.test("processes: command alone is web; processes gives web instances and workers with their stop timeouts", () => {
+  assertEquals(processTypes(deploy({ command: "python app.py" })), {
+    web: ["python", "app.py"],
+    instances: 1,
+    workers: [],
+  });
+  assertEquals(
+    processTypes(deploy({
+      processes: {
+        web: { command: "gunicorn app:app", instances: 3 },
+        worker: { command: ["python", "worker.py"], instances: 2, stopTimeout: "90s" },
+        beat: "python beat.py",
+      },
+    })),
+    {
+      web: ["gunicorn", "app:app"],
+      instances: 3,
+      workers: [
+        { type: "worker", argv: ["python", "worker.py"], instances: 2, stopTimeoutMs: 90_000 },
+        { type: "beat", argv: ["python", "beat.py"], instances: 1, stopTimeoutMs: 30_000 },
+      ],
+    },
+  );
+  // web without a command: the type's default start command (decided later), with its instances.
+  assertEquals(processTypes(deploy({ processes: { web: { instances: 2 } } })), {
+    web: undefined,
+    instances: 2,
+    workers: [],
+  });
+});
+
+Deno.test("processes: a Procfile is read when deploy.yml has no processes; deploy.yml's command wins over its web", () => {
+  const procfile =
+    "# processes\nweb: gunicorn app:app --bind 127.0.0.1:$PORT_IS_NOT_EXPANDED\n\nworker:python worker.py -q 'high low'\n";
+  assertEquals(processTypes(deploy({}), procfile.replace("$PORT_IS_NOT_EXPANDED", "8000")), {
+    web: ["gunicorn", "app:app", "--bind", "127.0.0.1:8000"],
+    instances: 1,
+    workers: [{ type: "worker", argv: ["python", "worker.py", "-q", "high low"], instances: 1, stopTimeoutMs: 30_000 }],
+  });
+  assertEquals(processTypes(deploy({ command: "python app.py" }), "web: other\n").web, ["python", "app.py"]);
+  // deploy.yml's processes: the Procfile is not read at all.
+  assertEquals(
+    processTypes(deploy({ processes: { worker: "python w.py" } }), "clock: python clock.py\n").workers.map((w) =>
+      w.type
+    ),
+    ["worker"],
+  );
+});
+
+Deno.test("processes: a bad Procfile line is refused with file:line:column and how to fix it", () => {
+  const refused = (text: string) => {
+    try {
+      parseProcfile(text, "Procfile (commit abc1234)");
+    } catch (error) {
+      if (!(error instanceof UsageError)) throw error;
+      return `${error.message} | ${error.suggestion}`;
+    }
+    throw new Error("accepted");
+  };
+  assertEquals(
+    refused("web: a\nWorker_1: b\n"),
+    'Procfile (commit abc1234):2:1: "Worker_1" is not a process name | use lowercase letters, digits and -, starting with a letter (up to 30), e.g. `worker`',
+  );
+  assertEquals(
+    refused("just a command\n"),
+    "Procfile (commit abc1234):1:1: expected `name: command` | write each process as `web: gunicorn app:app`",
+  );
+  assertEquals(
+    refused("web: a\nweb: b\n"),
+    "Procfile (commit abc1234):2:1: the process web is listed twice | list each process once",
+  );
+  assertMatch(
+    refused("worker: celery -A app worker | tee log\n"),
+    /^Procfile \(commit abc1234\):1:9: the command of worker contains the shell operator "\|"/,
+  );
+  assertMatch(refused("worker:\n"), /:1:8: the command of worker is empty/);
+  throws(() => processTypes(deploy({ type: "docker" }), "web: a\nworker: b\n"), /docker apps run one web container/);
+});
+
+function worker(overrides: Partial<AppProcess> = {}): AppProcess {
+  return {
+    app: "shop",
+    root: "/srv",
+    argv: ["/srv/opt/deployments/shop/current/venv/bin/celery", "-A", "app", "worker"],
+    cwd: "/srv/opt/deployments/shop/current",
+    env: { PATH: "/usr/bin", PROCESS_TYPE: "worker" },
+    secrets: { TOKEN: "s3cret" },
+    envFile: "/srv/opt/deployments/shop/current/.env",
+    accessLog: "/srv/var/log/deployments/shop/access.log",
+    errorLog: "/srv/var/log/deployments/shop/error.log",
+    stateDir: "/srv/opt/deployments/shop",
+    worker: { type: "worker", instance: 2, stopTimeoutMs: 90_000 },
+    ...overrides,
+  };
+}
+
+Deno.test("workers under pm2: <app>-<type>-<n>, its stopTimeout as kill_timeout, delete + start as one command", () => {
+  const plan = pm2.restart(worker());
+  const file = "/srv/opt/deployments/shop/pm2-shop-worker-2.json";
+  assertEquals(plan.files.map((f) => [f.path, f.mode]), [[file, 0o600]]);
+  const app = JSON.parse(plan.files[0].content).apps[0];
+  assertEquals([app.name, app.kill_timeout, app.cwd, app.env.TOKEN, app.env.PROCESS_TYPE], [
+    "shop-worker-2",
+    90_000,
+    worker().cwd,
+    "s3cret",
+    "worker",
+  ]);
+  assertEquals(plan.commands.map((c) => c.argv), [
+    ["sh", "-c", PM2_REPLACE, "pm2", "shop-worker-2", file],
+    ["sh", "-c", PM2_UMASK, "pm2", "save"],
+  ]);
+  assertEquals(plan.commands[0].timeoutMs, 2 * 60_000 + 90_000);
+  const stop = pm2.stop("shop", "/srv", "/srv/opt/deployments/shop", undefined, { type: "worker", instance: 2 });
+  assertEquals(stop.commands.map((c) => c.argv), [["sh", "-c", PM2_UMASK, "pm2", "delete", "shop-worker-2"], [
+    "sh",
+    "-c",
+    PM2_UMASK,
+    "pm2",
+    "save",
+  ]]);
+  assertMatch(PM2_UMASK, /export PM2_KILL_SIGNAL=SIGTERM/);
+});
+
+Deno.test("workers under systemd: template <app>-<type>@.service with SIGTERM and TimeoutStopSec; instance <n> restarted", () => {
+  const plan = systemd.restart(worker());
+  assertEquals(plan.files.map((f) => f.path), ["/srv/etc/systemd/system/shop-worker@.service"]);
+  const unit = workerTemplate(worker());
+  for (
+    const line of [
+      "Description=deploy-paradigm app shop, worker %i",
+      "WorkingDirectory=/srv/opt/deployments/shop/current",
+      "EnvironmentFile=-/srv/opt/deployments/shop/current/.env",
+      'Environment="PATH=/usr/bin" "PROCESS_TYPE=worker" "INSTANCE=%i"',
+      'ExecStart="/srv/opt/deployments/shop/current/venv/bin/celery" "-A" "app" "worker"',
+      "KillSignal=SIGTERM",
+      "TimeoutStopSec=90s",
+    ]
+  ) assertMatch(unit, new RegExp(`^${line.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`, "m"));
+  assertEquals(plan.commands.map((c) => c.argv), [
+    ["systemctl", "daemon-reload"],
+    ["systemctl", "enable", "--quiet", "shop-worker@2.service"],
+    ["systemctl", "restart", "shop-worker@2.service"],
+    ["systemctl", "is-active", "shop-worker@2.service"],
+  ]);
+  assertEquals(plan.commands[2].timeoutMs, 120_000 + 90_000);
+  const stop = systemd.stop("shop", "/srv", "/srv/opt/deployments/shop", undefined, { type: "worker", instance: 2 });
+  assertEquals(stop.commands.map((c) => c.argv), [[
+    "systemctl",
+    "disable",
+    "--now",
+    "--quiet",
+    "shop-worker@2.service",
+  ]]);
+});
