@@ -122,6 +122,18 @@ export function certificateText(cert) {
   ].filter(Boolean).join(" · ");
 }
 
+/** An app's maintenance mode in words (a badge's tooltip): since when, Retry-After, who may pass, the message. */
+export function maintenanceText(m) {
+  if (m.error) return `maintenance.json is not valid: ${m.error}`;
+  return [
+    "In maintenance: the proxy answers 503",
+    m.since ? `since ${String(m.since).slice(0, 16).replace("T", " ")} UTC` : "",
+    m.retryAfter ? `Retry-After ${m.retryAfter} s` : "",
+    Array.isArray(m.allow) && m.allow.length ? `allowed: ${m.allow.join(", ")}` : "no address allowed",
+    m.message ? `message: ${m.message}` : "",
+  ].filter(Boolean).join(" · ");
+}
+
 /** A certificate's badge text: days left (`88 d`), `expired`, `failed` or `pending`; `!` after a failed renewal. */
 export function certificateLabel(cert) {
   const days = typeof cert.daysLeft === "number" ? cert.daysLeft : null;

@@ -10,6 +10,7 @@ import {
   CERTIFICATE_KIND,
   certificateLabel,
   certificateText,
+  maintenanceText,
   outcomeLabel,
   stampText,
   STATE_GLYPH,
@@ -51,15 +52,20 @@ export const stateBadge = (state, server = false) =>
     server && state === "fresh" ? "fresh" : STATE_LABEL[state],
   );
 
-/** An app's health check as a badge, and its process status when it is not "running". */
+/** An app's health check as a badge, its process status when it is not "running", and a badge while in maintenance. */
 export function healthBadge(app) {
   const label = app.healthy === null ? "unknown" : app.healthy ? "healthy" : "unhealthy";
   const kind = app.healthy === null ? "neutral" : app.healthy ? "ok" : "bad";
   return [
     h("span", { class: `badge ${kind}`, text: label }),
     app.status && app.status !== "running" ? h("span", { class: "muted small", text: ` ${app.status}` }) : null,
+    app.maintenance ? [" ", maintenanceBadge(app.maintenance)] : null,
   ];
 }
+
+/** An app in maintenance (its status.json's `maintenance`) as a badge; the details as its tooltip. */
+export const maintenanceBadge = (m) =>
+  h("span", { class: `badge maintenance ${m.error ? "bad" : "warn"}`, title: maintenanceText(m), text: "maintenance" });
 
 /** "fresh" (muted), or the app's state as a badge. */
 export const freshness = (app) =>

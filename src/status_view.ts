@@ -1,6 +1,6 @@
 /**
  * `status`: a table or JSON of the apps' status.json files, with each app's certificate as the
- * proxy's `.tls/certificates.json` has it now.
+ * proxy's `.tls/certificates.json` has it now and its maintenance as its maintenance.json has it now.
  * @module
  */
 import { NAME_PATTERN } from "./config/names.ts";
@@ -8,6 +8,7 @@ import { type AppStatus, readStatus } from "./deploy/status.ts";
 import { UsageError } from "./errors.ts";
 import { certificateCondition, type CertificateState, issuerLabel, readCertificates } from "./proxy/cert_state.ts";
 import { appPaths, deploymentsRoot } from "./paths.ts";
+import { describeMaintenance, maintenanceForStatus } from "./proxy/maintenance.ts";
 import { forTerminal, jsonForTerminal } from "./terminal.ts";
 
 /** What status.json (written on this server, but by deploys of code anyone may push) says, safe on one line. */
@@ -31,8 +32,12 @@ export async function collectStatus(only?: string): Promise<AppStatus[]> {
   const statuses: AppStatus[] = [];
   for (const name of names.sort()) {
     const status = await readStatus(appPaths(name).status);
-    if (status) statuses.push(status);
-    else if (only !== undefined) {
+    if (status) {
+      // Maintenance as maintenance.json has it now, not as it was when status.json was written.
+      const { maintenance: _, ...rest } = status;
+      const maintenance = await maintenanceForStatus(appPaths(name).dir);
+      statuses.push(maintenance ? { ...rest, maintenance } : rest);
+    } else if (only !== undefined) {
       throw new UsageError(`app "${only}" has no status: it was never deployed on this server`, {
         suggestion: "push to the app's repository to deploy it",
       });
@@ -63,6 +68,7 @@ export async function showStatus(only: string | undefined, json: boolean): Promi
  * The status table, then a line per app with a certificate (names, issuer, expiry) and, after a
  * failed attempt to issue or renew, a line with the error marked `!`. Red (with `color`) when
  * it expires within 14 days (cert_state.ts's EXPIRY_WARNING_DAYS), has expired, or failed.
+ * Then a line per app in maintenance (red with `color`): since when, Retry-After, who is allowed, the message.
  */
 export function statusLines(
   statuses: AppStatus[],
@@ -113,6 +119,15 @@ export function statusLines(
     } else if (next && daysLeft === null) {
       lines.push(safe(`${indent}${next}`));
     }
+  }
+  const inMaintenance = statuses.filter((s) => s.maintenance);
+  if (inMaintenance.length) lines.push("");
+  for (const { name, maintenance } of inMaintenance) {
+    const text = "error" in maintenance! ? `maintenance.json is not valid: ${maintenance.error}` : [
+      describeMaintenance(maintenance!).replace(/^maintenance/, "IN MAINTENANCE"),
+      ...(maintenance!.message ? [`message: ${maintenance!.message}`] : []),
+    ].join(" — ");
+    lines.push(red(safe(`${name.padEnd(widths[0])}  ${text}`)));
   }
   return lines;
 }

@@ -9,6 +9,7 @@ import { dockerLogsCommand } from "./docker_logs.ts";
 import { executeCommand } from "./execute.ts";
 import { fleetCommand } from "./fleet.ts";
 import { initCommand } from "./init.ts";
+import { maintenanceCommand } from "./maintenance.ts";
 import { proxyCommand } from "./proxy.ts";
 import { receiveCommand } from "./receive.ts";
 import { releasesCommand } from "./releases.ts";
@@ -28,6 +29,7 @@ export const program: ProgramSpec = {
     executeCommand,
     receiveCommand,
     rollbackCommand,
+    maintenanceCommand,
     releasesCommand,
     statusCommand,
     schemaCommand,

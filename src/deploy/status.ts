@@ -6,6 +6,7 @@ import { basename, dirname } from "node:path";
 import { readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
 import type { ServerConfig } from "../config/schema.ts";
 import { type CertificateState, readCertificates } from "../proxy/cert_state.ts";
+import { maintenanceForStatus, type MaintenanceStatus } from "../proxy/maintenance.ts";
 
 /** How a deploy ended. */
 export type Outcome = "success" | "failed" | "rolled_back" | "cancelled";
@@ -64,6 +65,8 @@ export interface AppStatus {
    * (absent for an app without one); `status` reads the file itself for the current state.
    */
   certificate?: CertificateState;
+  /** The app's maintenance (../proxy/maintenance.ts) when this file was written; absent when off. */
+  maintenance?: MaintenanceStatus;
 }
 
 /** Reads status.json, or undefined before the first deploy. */
@@ -74,11 +77,14 @@ export async function readStatus(path: string): Promise<AppStatus | undefined> {
 
 /**
  * Writes status.json (`<root>/<app>/status.json`) atomically, with the app's certificate as
- * `<root>/.tls/certificates.json` has it now (an older copy in `status` is replaced or dropped).
+ * `<root>/.tls/certificates.json` has it now and its maintenance as `<root>/<app>/maintenance.json`
+ * has it now (an older copy of either in `status` is replaced or dropped).
  */
 export async function writeStatus(path: string, status: AppStatus): Promise<void> {
-  const { certificate: _, ...rest } = status;
+  const { certificate: _, maintenance: _m, ...rest } = status;
   const appDir = dirname(path);
   const certificate = (await readCertificates(dirname(appDir))).get(basename(appDir));
-  await writeFileAtomic(path, JSON.stringify(certificate ? { ...rest, certificate } : rest, null, 2) + "\n");
+  const maintenance = await maintenanceForStatus(appDir);
+  const value = { ...rest, ...(certificate ? { certificate } : {}), ...(maintenance ? { maintenance } : {}) };
+  await writeFileAtomic(path, JSON.stringify(value, null, 2) + "\n");
 }

@@ -124,4 +124,6 @@ export const MIGRATIONS: string[] = [
     ).join("\n   ")
   }
    UPDATE certificates SET names = '[]' WHERE length(names) > ${FIELD.names};`,
+  // 4: each app's maintenance mode, from its status.json (JSON, see store.ts's maintenanceJson; null when off).
+  `ALTER TABLE apps ADD COLUMN maintenance TEXT;`,
 ];

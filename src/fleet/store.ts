@@ -20,6 +20,30 @@ import { MIGRATIONS } from "./migrations.ts";
 /** A string value cut to `max` characters; anything else (a number, an object) → null. */
 const str = (value: unknown, max: number = FIELD.short) => capText(value, max);
 
+/** Allow-list entries of an app in maintenance kept (then `and N more`). */
+const MAX_ALLOW_SHOWN = 20;
+
+/**
+ * status.json's `maintenance` (hostile input, like the rest) as stored: `{since, message, allow,
+ * retryAfter}` with each field checked and cut to the field limits, or `{error}`; null when the
+ * app is not in maintenance (or the value is not an object).
+ */
+export function maintenanceJson(value: unknown): string | null {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) return null;
+  const record = value as Record<string, unknown>;
+  if (record.error !== undefined) return JSON.stringify({ error: str(record.error, FIELD.message) ?? "not valid" });
+  const allow = Array.isArray(record.allow) ? record.allow.filter((entry) => typeof entry === "string") : [];
+  const shown = allow.slice(0, MAX_ALLOW_SHOWN).map((entry) => str(entry)!);
+  if (allow.length > MAX_ALLOW_SHOWN) shown.push(`and ${allow.length - MAX_ALLOW_SHOWN} more`);
+  const retryAfter = Number.isSafeInteger(record.retryAfter) ? record.retryAfter : null;
+  return JSON.stringify({
+    since: str(record.since),
+    message: str(record.message, FIELD.message),
+    allow: shown,
+    retryAfter,
+  });
+}
+
 /** Lines removed per transaction by retention. */
 const RETAIN_BATCH = 10_000;
 
@@ -71,6 +95,8 @@ export interface AppStatusJson {
   port?: number;
   strategy?: string;
   lastDeploy?: unknown;
+  /** While the app is in maintenance (../proxy/maintenance.ts): `{since, message, allow, retryAfter}` or `{error}`. */
+  maintenance?: unknown;
 }
 
 /** The outcome of one pull of one server. */
@@ -239,12 +265,12 @@ export class FleetStore {
     this.transaction(() => {
       this.sql(
         `INSERT INTO apps (server, app, type, status, healthy, version, commit_sha, deployed, last_health_check, port,
-           strategy, last_deploy, fetched_at)
+           strategy, last_deploy, maintenance, fetched_at)
          VALUES (:server, :app, :type, :status, :healthy, :version, :commit, :deployed, :check, :port, :strategy,
-           :lastDeploy, :at)
+           :lastDeploy, :maintenance, :at)
          ON CONFLICT (server, app) DO UPDATE SET type = :type, status = :status, healthy = :healthy,
            version = :version, commit_sha = :commit, deployed = :deployed, last_health_check = :check, port = :port,
-           strategy = :strategy, last_deploy = :lastDeploy, fetched_at = :at`,
+           strategy = :strategy, last_deploy = :lastDeploy, maintenance = :maintenance, fetched_at = :at`,
       ).run({
         server,
         app,
@@ -260,6 +286,7 @@ export class FleetStore {
         lastDeploy: lastDeploy !== null && lastDeploy.length > FIELD.lastDeploy
           ? JSON.stringify({ cut: lastDeploy.length })
           : lastDeploy,
+        maintenance: maintenanceJson(status.maintenance),
         at,
       });
       if (changed) {

@@ -48,6 +48,17 @@ export interface AppView {
   state: AppState;
   /** Its certificate, as the server's `.tls/certificates.json` said at the last pull; null without one. */
   certificate: CertificateView | null;
+  /** Its maintenance mode, as its status.json said at the last pull; absent when off. */
+  maintenance?: MaintenanceView;
+}
+
+/** An app in maintenance (the proxy answers 503 but to the allowed addresses), or why its maintenance.json is not valid. */
+export interface MaintenanceView {
+  since: string | null;
+  message: string | null;
+  allow: string[];
+  retryAfter: number | null;
+  error?: string;
 }
 
 /** An app's certificate, judged at the view's `now`. */
@@ -153,6 +164,8 @@ export interface AppRow {
   port: number | null;
   strategy: string | null;
   last_deploy: string | null;
+  /** See store.ts's `maintenanceJson`. */
+  maintenance: string | null;
   fetched_at: number;
 }
 
@@ -201,7 +214,7 @@ export const SERVER_COLUMNS =
   "name, host, last_attempt, last_ok, last_error, last_duration_ms, last_bytes, pulls, errors, limits";
 export const APP_COLUMNS =
   "server, app, type, status, healthy, version, commit_sha, deployed, last_health_check, port, " +
-  "strategy, last_deploy, fetched_at";
+  "strategy, last_deploy, maintenance, fetched_at";
 /** The columns of a {@link DeploymentRecord}. */
 export const DEPLOYMENT_COLUMNS =
   "id, server, app, at, outcome, release, commit_sha, version, duration_ms, step, message";
@@ -287,7 +300,21 @@ export function appView(row: AppRow, freshness: Freshness, certificates: Map<str
     freshness,
     state: freshness !== "fresh" ? freshness : row.healthy === 0 ? "unhealthy" : "fresh",
     certificate: certificates.get(`${row.server}\0${row.app}`) ?? null,
+    ...maintenanceView(row.maintenance),
   };
+}
+
+/** A stored maintenance (see store.ts's `maintenanceJson`) as the API gives it: `{maintenance}`, or `{}` when off. */
+function maintenanceView(text: string | null): { maintenance?: MaintenanceView } {
+  const value = parseJson(text) as Partial<MaintenanceView> | null;
+  if (value === null || typeof value !== "object") return {};
+  const view: MaintenanceView = {
+    since: typeof value.since === "string" ? value.since : null,
+    message: typeof value.message === "string" ? value.message : null,
+    allow: Array.isArray(value.allow) ? value.allow.filter((entry) => typeof entry === "string") : [],
+    retryAfter: typeof value.retryAfter === "number" ? value.retryAfter : null,
+  };
+  return { maintenance: typeof value.error === "string" ? { ...view, error: value.error } : view };
 }
 
 export function deploymentView(row: DeploymentRecord): DeploymentView {

@@ -34,7 +34,7 @@ export function proxyConfigPath(root: string = prefix()): string {
 // IP addresses and ranges
 
 /** An address range: the first `bits` bits of `bytes` (4 bytes for IPv4, 16 for IPv6). */
-interface Range {
+export interface Range {
   bytes: Uint8Array;
   bits: number;
 }
@@ -100,7 +100,7 @@ export function isLoopbackIp(host: string): boolean {
 }
 
 /** An address (`10.0.0.1`, `fd00::1`) or a CIDR range (`10.0.0.0/8`, `fd00::/8`): the range, or what is wrong. */
-function parseRange(text: string): Range | string {
+export function parseRange(text: string): Range | string {
   const [address, length, extra] = text.split("/");
   const explain = "must be an IP address or a CIDR range such as 10.0.0.0/8 or fd00::/8";
   if (extra !== undefined || address.includes("[") || address.includes("%")) return explain;

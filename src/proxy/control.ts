@@ -13,6 +13,7 @@ import { dirname, join } from "node:path";
 import { DeployParadigmError } from "../errors.ts";
 import { ifExists } from "../fsutil.ts";
 import { message } from "./pages.ts";
+import { MAX_INSTANCES } from "./routes.ts";
 import { deployGroup, lookupGroup } from "../users.ts";
 
 /** Longest control line accepted. */
@@ -23,7 +24,8 @@ const MAX_DRAIN_MS = 60 * 60 * 1000;
 /** What the control socket can ask of a proxy. */
 export interface ControlOps {
   reload(): Promise<number>;
-  drain(port: number, timeoutMs: number): Promise<{ drained: boolean; inFlight: number }>;
+  /** Waits for the requests in flight to `port`, or to every one of a list of ports (a slot's instances). */
+  drain(port: number | number[], timeoutMs: number): Promise<{ drained: boolean; inFlight: number }>;
   status(): unknown;
   /** Renews an app's certificate now. */
   renew?(app: string): Promise<unknown>;
@@ -42,19 +44,25 @@ export async function controlReply(line: string, ops: ControlOps): Promise<Reply
   if (request === null || typeof request !== "object" || Array.isArray(request)) {
     return { ok: false, error: "not a JSON object" };
   }
-  const { op, port, timeoutMs, app } = request as Record<string, unknown>;
+  const { op, port, ports, timeoutMs, app } = request as Record<string, unknown>;
   try {
     switch (op) {
       case "reload":
         return { ok: true, routes: await ops.reload() };
       case "drain": {
-        if (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535) {
+        // `port`, or `ports`: a slot's instances, drained together.
+        if (ports !== undefined && port !== undefined) return { ok: false, error: 'give "port" or "ports", not both' };
+        if (ports === undefined && !isPort(port)) {
           return { ok: false, error: '"port" must be a whole number from 1 to 65535' };
+        }
+        if (ports !== undefined && !(Array.isArray(ports) && ports.length <= MAX_INSTANCES && ports.every(isPort))) {
+          return { ok: false, error: `"ports" must be a list of up to ${MAX_INSTANCES} whole numbers from 1 to 65535` };
         }
         if (timeoutMs !== undefined && (typeof timeoutMs !== "number" || !(timeoutMs >= 0))) {
           return { ok: false, error: '"timeoutMs" must be a number of milliseconds ≥ 0' };
         }
-        const result = await ops.drain(port, Math.min((timeoutMs as number | undefined) ?? 30_000, MAX_DRAIN_MS));
+        const drained = (ports ?? port) as number | number[];
+        const result = await ops.drain(drained, Math.min((timeoutMs as number | undefined) ?? 30_000, MAX_DRAIN_MS));
         return { ok: true, ...result };
       }
       case "status":
@@ -69,6 +77,11 @@ export async function controlReply(line: string, ops: ControlOps): Promise<Reply
   } catch (error) {
     return { ok: false, error: message(error) };
   }
+}
+
+/** Whether `port` is a TCP port number. */
+function isPort(port: unknown): boolean {
+  return typeof port === "number" && Number.isInteger(port) && port >= 1 && port <= 65535;
 }
 
 /**

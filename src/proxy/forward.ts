@@ -5,10 +5,11 @@
  * turned into plain 502/504 pages (details only in the log).
  * @module
  */
+import { Balanced, type Balancer } from "./balance.ts";
 import type { InFlight } from "./inflight.ts";
 import { errorChain, errorPage } from "./pages.ts";
 import { UpstreamError } from "./connection.ts";
-import { isComplete, type UpstreamPool } from "./upstream.ts";
+import { isComplete, type UpstreamPool, type UpstreamRequest } from "./upstream.ts";
 
 const HOP_BY_HOP = [
   "connection",
@@ -84,16 +85,32 @@ function node(ip: string): string {
   return ip.includes(":") ? `"[${ip}]"` : ip;
 }
 
-/** The forwarding fields the proxy sets, computed once for {@link forwardedHeaders} and {@link forwardedLines}. */
-function forwarding(headers: HeaderSource, client: Client, host: string): [string, string][] {
-  const trusted = client.isTrusted(client.ip);
-  const prior = trusted ? headers.get("x-forwarded-for") : null;
-  const chain = prior ? [...prior.split(",").map((ip) => ip.trim()).filter(Boolean), client.ip] : [client.ip];
+/** The X-Forwarded-For chain the app gets: a trusted peer's chain extended with the peer, else the peer alone. */
+function forwardedChain(headers: HeaderSource, client: Client): string[] {
+  const prior = client.isTrusted(client.ip) ? headers.get("x-forwarded-for") : null;
+  return prior ? [...prior.split(",").map((ip) => ip.trim()).filter(Boolean), client.ip] : [client.ip];
+}
+
+/** The real client of a chain: its right-most address that is not a trusted proxy. */
+function realClient(chain: string[], client: Client): string {
   let real = chain[0];
   for (let i = chain.length - 1; i >= 0; i--) {
     real = chain[i];
     if (!client.isTrusted(real)) break;
   }
+  return real;
+}
+
+/** The client's address as the app gets it in X-Real-IP: the peer, or behind trusted proxies the client they name. */
+export function clientIp(headers: HeaderSource, client: Client): string {
+  return realClient(forwardedChain(headers, client), client);
+}
+
+/** The forwarding fields the proxy sets, computed once for {@link forwardedHeaders} and {@link forwardedLines}. */
+function forwarding(headers: HeaderSource, client: Client, host: string): [string, string][] {
+  const trusted = client.isTrusted(client.ip);
+  const chain = forwardedChain(headers, client);
+  const real = realClient(chain, client);
   const own = `for=${node(client.ip)};host="${host.replace(/"/g, "")}";proto=${client.scheme}`;
   const priorForwarded = trusted ? headers.get("forwarded") : null;
   return [
@@ -194,6 +211,8 @@ export interface ForwardDeps {
   pool: UpstreamPool;
   inFlight: InFlight;
   log: (line: string) => void;
+  /** Chooses the instance of a target with several ports. */
+  balancer?: Balancer;
   /** How long the client may take to send its request body (0: no limit); then 408, or the upload is cut. */
   requestTimeoutMs?: number;
 }
@@ -231,21 +250,36 @@ function bounded(body: ReadableStream<Uint8Array>, ms: number): ReadableStream<U
 }
 
 /**
- * Sends `req` to the app on 127.0.0.1:`port` with `headers` (lines from {@link forwardedLines}),
- * and answers with its response: the upstream pool's own Response (its headers carry nothing
- * hop-by-hop). The request is in flight to `port` until the app's answer is read in full: at once
- * when it came with its head, else when the streamed body ends or is cancelled. Failures: 502
- * (refused, reset, bad answer) and 504 (no answer in time), with the cause only in the log.
+ * Sends `req` to the app on 127.0.0.1:`port` (or to one of an app's instances on `ports`, as
+ * ./balance.ts chooses) with `headers` (lines from {@link forwardedLines}), and answers with its
+ * response: the upstream pool's own Response (its headers carry nothing hop-by-hop). The request
+ * is in flight to `port` until the app's answer is read in full: at once when it came with its
+ * head, else when the streamed body ends or is cancelled. Failures: 502 (refused, reset, bad
+ * answer) and 504 (no answer in time), with the cause only in the log.
  */
-export async function forward(
+export function forward(
+  deps: ForwardDeps,
+  app: string,
+  port: number | readonly number[],
+  req: Request,
+  headers: string,
+): Promise<Response> {
+  if (typeof port === "number") return forwardTo(deps, app, port, req, headers);
+  const balanced = new Balanced(deps.balancer!, deps.inFlight, app, port);
+  return forwardTo(deps, app, balanced.port, req, headers, balanced);
+}
+
+/** {@link forward} to `port`, or with `balanced` to the instance it ends on (no other local: see ./h1.ts `balance`). */
+async function forwardTo(
   deps: ForwardDeps,
   app: string,
   port: number,
   req: Request,
   headers: string,
+  balanced?: Balanced,
 ): Promise<Response> {
   // In flight from the start: a deploy's drain waits for an upload to its old slot (bounded by requestTimeout).
-  const end = deps.inFlight.begin(port);
+  const end = balanced ? balanced.begin() : deps.inFlight.begin(port);
   try {
     let body: ReadableStream<Uint8Array> | Uint8Array | null = null;
     let streamed: number | undefined;
@@ -275,9 +309,10 @@ export async function forward(
     const path = pathOf(req.url);
     let upstream: Response;
     try {
-      upstream = await deps.pool.request(port, { method: req.method, path, headers, body, length: streamed });
+      upstream = await send(deps.pool, port, { method: req.method, path, headers, body, length: streamed }, balanced);
     } catch (error) {
       end();
+      if (balanced) port = balanced.port;
       const timeout = error instanceof UpstreamError && error.kind === "timeout";
       const where = path.split("?")[0];
       deps.log(`${app}: ${req.method} ${where}: 127.0.0.1:${port}: ${errorChain(error).split("\n")[0]}`);
@@ -293,6 +328,16 @@ export async function forward(
     end();
     throw error;
   }
+}
+
+/** {@link UpstreamPool.request} to `port`, or to the instance `balanced` chooses (another one if it refuses). */
+function send(pool: UpstreamPool, port: number, req: UpstreamRequest, balanced?: Balanced): Promise<Response> {
+  return balanced ? sendBalanced(pool, req, balanced) : pool.request(port, req);
+}
+
+/** (Apart from {@link send}: its closure would cost the one-port path a context per request.) */
+function sendBalanced(pool: UpstreamPool, req: UpstreamRequest, balanced: Balanced): Promise<Response> {
+  return balanced.send(req.method, (port) => pool.request(port, req));
 }
 
 /** The origin-form target of a request URL (`/a?b`): everything from the first `/` after the authority. */

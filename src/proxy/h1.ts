@@ -20,6 +20,7 @@
  * ./connection.ts, ./upstream.ts, ./handler.ts).
  * @module
  */
+import { Balanced, type Balancer } from "./balance.ts";
 import { decide, HSTS, MAX_HEADER_BYTES } from "./handler.ts";
 import type { Conn, HandlerDeps } from "./handler.ts";
 import { checkHost, type Client, forwardedRequest, within } from "./forward.ts";
@@ -28,7 +29,7 @@ import { errorChain, errorPage, message } from "./pages.ts";
 import type { Route } from "./routes.ts";
 import { BodyDecoder, Connection, UpstreamError } from "./connection.ts";
 import { parseResponseHead } from "./response_head.ts";
-import type { Exchange, UpstreamPool } from "./upstream.ts";
+import type { Exchange, UpstreamPool, UpstreamRequest } from "./upstream.ts";
 import {
   bodyless,
   chunked,
@@ -49,6 +50,8 @@ export interface H1Deps {
   handler(req: Request, conn: Conn): Promise<Response>;
   pool: UpstreamPool;
   inFlight: InFlight;
+  /** Chooses the instance of a target with several ports (./balance.ts). */
+  balancer?: Balancer;
   /** How long a request body may stall (0: no limit). */
   requestTimeoutMs: number;
   /** How long the app may take to answer a WebSocket handshake. */
@@ -114,6 +117,12 @@ export async function serveH1(
 type Next = "keep" | "close";
 
 class Session {
+  /**
+   * The request in progress when its app has several instances (./balance.ts): the instance it is
+   * for. On the session (one request at a time), not passed along: the one-port path stays as it was.
+   */
+  balancedRequest?: Balanced;
+
   constructor(
     readonly c: Connection,
     readonly client: Client,
@@ -183,18 +192,14 @@ class Session {
       await this.writeResponse(errorPage(400, { connection: "close" }), head.method, true, false);
       return "close";
     }
-    const route = decide(this.deps.handlerDeps, this.conn.entry, host, head.target);
+    const route = decide(this.deps.handlerDeps, this.conn.entry, host, head.target, head.fields, this.client);
     if (!(route instanceof Response)) {
       const target = route.target;
       if (target && "port" in target) {
-        if (head.upgrade !== undefined) {
-          if (head.upgrade.toLowerCase() === "websocket" && head.method === "GET") {
-            return await this.tunnel(head, route, target.port, host);
-          }
-          head.upgrade = undefined; // any other protocol: an ordinary request (Upgrade is hop-by-hop)
-        }
+        if (tunnels(head)) return await this.tunnel(head, route, target.port, host);
         return await this.forward(head, route, target.port, host);
       }
+      if (target && "ports" in target) return await this.balance(head, route, target.ports, host);
     }
     return await this.handle(head, host, route instanceof Response ? route : undefined);
   }
@@ -338,7 +343,10 @@ class Session {
     return { body, read };
   }
 
-  /** Forwards a request to the app on `port` and relays its answer. */
+  /**
+   * Forwards a request to the app on `port` (with several instances: the one {@link balancedRequest}
+   * chose, or another one if it refuses) and relays its answer.
+   */
   async forward(head: RequestHead, route: Route, port: number, host: string): Promise<Next> {
     const { lines } = forwardedRequest(head.fields, this.client, host);
     if (lines.length > MAX_HEADER_BYTES) {
@@ -347,7 +355,7 @@ class Session {
     }
     const done = this.deps.handlerDeps.measure?.(route.app, route.slot ?? "-");
     const hsts = this.conn.entry.kind === "https" && route.hsts;
-    const end = this.deps.inFlight.begin(port);
+    const end = this.balancedRequest ? this.balancedRequest.begin() : this.deps.inFlight.begin(port);
     let bytesOut = 0;
     let status = 502;
     try {
@@ -359,7 +367,7 @@ class Session {
       }
       let exchange: Exchange;
       try {
-        exchange = await this.deps.pool.exchange(port, {
+        exchange = await this.send(port, {
           method: head.method,
           path: head.target,
           headers: lines,
@@ -368,6 +376,7 @@ class Session {
           length: head.framing === "length" ? head.length : undefined,
         });
       } catch (error) {
+        if (this.balancedRequest) port = this.balancedRequest.port;
         const where = `${route.app}: ${head.method} ${head.target.split("?")[0]}`;
         if (error instanceof ClientBodyError) {
           status = error.status;
@@ -488,12 +497,13 @@ class Session {
   async tunnel(head: RequestHead, route: Route, port: number, host: string): Promise<Next> {
     const { lines } = forwardedRequest(head.fields, this.client, host);
     const done = this.deps.handlerDeps.measure?.(route.app, route.slot ?? "-");
-    const end = this.deps.inFlight.begin(port);
-    const where = `${route.app}: websocket ${head.target.split("?")[0]}: 127.0.0.1:${port}`;
+    const balanced = this.balancedRequest;
+    const end = balanced ? balanced.begin() : this.deps.inFlight.begin(port);
+    const where = () => `${route.app}: websocket ${head.target.split("?")[0]}: 127.0.0.1:${balanced?.port ?? port}`;
     let app: Connection | undefined;
     let status = 502;
     const untrack = this.deps.inFlight.track(() => {
-      this.log(`${where}: cut (the proxy is shutting down)`);
+      this.log(`${where()}: cut (the proxy is shutting down)`);
       app?.close();
       this.c.close();
     });
@@ -507,14 +517,11 @@ class Session {
       }
       let answer: Awaited<ReturnType<typeof handshake>>;
       try {
-        const connecting = Deno.connect({ hostname: "127.0.0.1", port });
-        const tcp = await within(connecting, this.deps.upstreamTimeoutMs);
-        if (!tcp) {
-          connecting.then((late) => late.close(), () => {}); // connected after all: not kept
-          throw new UpstreamError("timeout", "connecting timed out");
-        }
+        const tcp = balanced
+          ? await balanced.send(head.method, (chosen) => this.connectApp(chosen))
+          : await this.connectApp(port);
         tcp.setNoDelay(true);
-        app = new Connection(tcp, port, () => {});
+        app = new Connection(tcp, balanced?.port ?? port, () => {});
         const request =
           `GET ${head.target} HTTP/1.1\r\n${lines}connection: upgrade\r\nupgrade: ${head.upgrade}\r\n\r\n`;
         await app.write(latin1Bytes(request));
@@ -523,7 +530,7 @@ class Session {
         answer = answered;
       } catch (error) {
         status = error instanceof UpstreamError && error.kind === "timeout" ? 504 : 502;
-        this.log(`${where}: ${status}: ${errorChain(error).split("\n")[0]}`);
+        this.log(`${where()}: ${status}: ${errorChain(error).split("\n")[0]}`);
         await this.writeResponse(errorPage(status, { connection: "close" }), head.method, true, false);
         return "close";
       }
@@ -553,6 +560,47 @@ class Session {
     }
   }
 
+  /** A connection to the app on `port` for a tunnel; fails with an {@link UpstreamError} (`connect`, `timeout`). */
+  async connectApp(port: number): Promise<Deno.TcpConn> {
+    const connecting = Deno.connect({ hostname: "127.0.0.1", port });
+    let tcp: Deno.TcpConn | undefined;
+    try {
+      tcp = await within(connecting, this.deps.upstreamTimeoutMs);
+    } catch (error) {
+      throw new UpstreamError("connect", `cannot connect to 127.0.0.1:${port}: ${message(error)}`, { cause: error });
+    }
+    if (!tcp) {
+      connecting.then((late) => late.close(), () => {}); // connected after all: not kept
+      throw new UpstreamError("timeout", "connecting timed out");
+    }
+    return tcp;
+  }
+
+  /**
+   * A request (or WebSocket) to an app with several instances, on `ports`: to the one
+   * {@link balancedRequest} chooses. Apart from {@link exchange}, whose every local costs the
+   * one-port path 8 bytes per request (an async function's registers live on the heap).
+   */
+  async balance(head: RequestHead, route: Route, ports: readonly number[], host: string): Promise<Next> {
+    const balanced = this.balancedRequest = new Balanced(this.deps.balancer!, this.deps.inFlight, route.app, ports);
+    try {
+      if (tunnels(head)) return await this.tunnel(head, route, balanced.port, host);
+      return await this.forward(head, route, balanced.port, host);
+    } finally {
+      this.balancedRequest = undefined;
+    }
+  }
+
+  /** {@link UpstreamPool.exchange} to `port`, or with several instances to the one {@link balancedRequest} ends on. */
+  send(port: number, req: UpstreamRequest): Promise<Exchange> {
+    return this.balancedRequest ? this.sendBalanced(this.balancedRequest, req) : this.deps.pool.exchange(port, req);
+  }
+
+  /** (Apart from {@link send}: its closure would cost the one-port path a context per request.) */
+  sendBalanced(balanced: Balanced, req: UpstreamRequest): Promise<Exchange> {
+    return balanced.send(req.method, (port) => this.deps.pool.exchange(port, req));
+  }
+
   /** Copies `from` to `to` until either ends; writes that stall are cut by the sweep. */
   async pump(from: Connection, to: Connection, first: Uint8Array | null, toWhom: "app" | "client"): Promise<void> {
     const served = this.served;
@@ -577,6 +625,14 @@ class Session {
       mark(0);
     }
   }
+}
+
+/** Whether `head` opens a WebSocket (tunnelled); any other Upgrade is dropped: an ordinary request (it is hop-by-hop). */
+function tunnels(head: RequestHead): boolean {
+  if (head.upgrade === undefined) return false;
+  if (head.upgrade.toLowerCase() === "websocket" && head.method === "GET") return true;
+  head.upgrade = undefined;
+  return false;
 }
 
 /** The app's answer to a WebSocket handshake. */

@@ -8,9 +8,21 @@
  *   certificate are redirected to HTTPS (308).
  * - A request whose Host could change the path is refused (400), one whose headers are larger
  *   than {@link MAX_HEADER_BYTES} with 431 (the app never sees it).
+ * - An app in maintenance (./maintenance.ts) gets 503 with its maintenance page instead, WebSocket
+ *   upgrades included, except for the clients on its allow list.
  * @module
  */
-import { type Client, forwardedRequest, hostName, linesToHeaders, pathOf, requestHost } from "./forward.ts";
+import {
+  type Client,
+  clientIp,
+  forwardedRequest,
+  type HeaderSource,
+  hostName,
+  linesToHeaders,
+  pathOf,
+  requestHost,
+} from "./forward.ts";
+import { isAllowed, maintenanceResponse } from "./maintenance.ts";
 import { errorPage, message } from "./pages.ts";
 import type { Route } from "./routes.ts";
 import type { RouteTable } from "./table.ts";
@@ -29,10 +41,16 @@ export interface Conn {
 /** What the handler is composed of. */
 export interface HandlerDeps {
   table(): RouteTable;
-  /** Forwards with `headers` as header lines (see `forwardedLines`). */
-  forward(route: Route, port: number, req: Request, headers: string): Promise<Response>;
+  /** Forwards with `headers` as header lines (see `forwardedLines`) to `port`, or to one of an app's instances. */
+  forward(route: Route, port: number | readonly number[], req: Request, headers: string): Promise<Response>;
   /** WebSocket upgrades (HTTP/1.1 ones are tunnelled by ./h1.ts before they reach the handler). */
-  websocket?(route: Route, port: number, req: Request, headers: Headers, conn: Conn): Promise<Response>;
+  websocket?(
+    route: Route,
+    port: number | readonly number[],
+    req: Request,
+    headers: Headers,
+    conn: Conn,
+  ): Promise<Response>;
   serveStatic(dir: string, req: Request): Promise<Response>;
   /** The key authorization of an ACME HTTP-01 token being validated. */
   challenge?(token: string): string | undefined;
@@ -53,10 +71,27 @@ export const MAX_HEADER_BYTES = 64 * 1024;
 
 /**
  * Where a request to `host` (checked, lowercase) for `target` (origin-form, `/a?b`) that came in
- * on `entry` goes: the app's route, or the proxy's own answer (no route, unknown host, an ACME
- * challenge, a redirect to HTTPS).
+ * on `entry` from `client` goes: the app's route, or the proxy's own answer (no route, unknown
+ * host, an ACME challenge, a redirect to HTTPS, the page of an app in maintenance unless the client
+ * (as `clientIp` tells it from `headers`) is on its allow list).
  */
-export function decide(deps: HandlerDeps, entry: Entry, host: string, target: string): Route | Response {
+export function decide(
+  deps: HandlerDeps,
+  entry: Entry,
+  host: string,
+  target: string,
+  headers?: HeaderSource,
+  client?: Client,
+): Route | Response {
+  const route = routeFor(deps, entry, host, target);
+  if (route instanceof Response || !route.maintenance) return route;
+  const maintenance = route.maintenance;
+  if (headers && client && isAllowed(maintenance, clientIp(headers, client))) return route;
+  deps.measure?.(route.app, "maintenance")(503, 0, maintenance.page.length);
+  return maintenanceResponse(maintenance);
+}
+
+function routeFor(deps: HandlerDeps, entry: Entry, host: string, target: string): Route | Response {
   if (entry.kind === "port") return deps.table().byPort(entry.port) ?? errorPage(503);
   const name = hostName(host);
   if (entry.kind === "http" && deps.challenge && target.startsWith(CHALLENGE_PREFIX)) {
@@ -77,7 +112,7 @@ export function createHandler(deps: HandlerDeps): (req: Request, conn: Conn) => 
     const host = requestHost(req);
     if (host === undefined) return errorPage(400);
     const entry = conn.entry;
-    const route = decide(deps, entry, host, pathOf(req.url));
+    const route = decide(deps, entry, host, pathOf(req.url), req.headers, conn.client);
     if (route instanceof Response) return route;
     const done = deps.measure?.(route.app, route.slot ?? "-");
     const seen: { length?: string } = {};
@@ -111,13 +146,14 @@ function serve(
   const target = route.target;
   if (!target) return Promise.resolve(errorPage(503));
   if ("dir" in target) return deps.serveStatic(target.dir, req);
+  const port = "port" in target ? target.port : target.ports;
   const { lines, upgrade, length } = forwardedRequest(req.headers, conn.client, host);
   seen.length = length;
   if (lines.length > MAX_HEADER_BYTES) return Promise.resolve(errorPage(431, { connection: "close" }));
   if (upgrade?.toLowerCase() === "websocket" && deps.websocket) {
-    return deps.websocket(route, target.port, req, linesToHeaders(lines), conn);
+    return deps.websocket(route, port, req, linesToHeaders(lines), conn);
   }
-  return deps.forward(route, target.port, req, lines);
+  return deps.forward(route, port, req, lines);
 }
 
 function redirect(target: string, name: string, httpsPort = 443): Response {

@@ -1,7 +1,7 @@
 /**
  * Requests in flight per target port, and waiting for a port to drain (as kamal-proxy's target
- * does): a deploy switches the route, then asks the proxy to `drain` the old slot's port before
- * stopping it. Streams and WebSockets register a way to be cut when the proxy stops.
+ * does): a deploy switches the route, then asks the proxy to `drain` the old slot's port (or
+ * the ports of all its instances) before stopping it. Streams and WebSockets register a way to be cut when the proxy stops.
  * @module
  */
 
@@ -34,8 +34,12 @@ export class InFlight {
     return this.#counts.get(port) ?? 0;
   }
 
-  /** Resolves when nothing is in flight to `port` (`drained: true`) or after `timeoutMs`. */
-  drain(port: number, timeoutMs: number): Promise<{ drained: boolean; inFlight: number }> {
+  /**
+   * Resolves when nothing is in flight to `port` (`drained: true`) or after `timeoutMs`; for a
+   * list of ports, when nothing is in flight to any of them (`inFlight`: their sum), or after `timeoutMs`.
+   */
+  drain(port: number | readonly number[], timeoutMs: number): Promise<{ drained: boolean; inFlight: number }> {
+    if (typeof port !== "number") return this.#drainAll(port, timeoutMs);
     if (this.count(port) === 0) return Promise.resolve({ drained: true, inFlight: 0 });
     return new Promise((resolve) => {
       const waiters = this.#waiters.get(port) ?? new Set();
@@ -50,6 +54,17 @@ export class InFlight {
       const timer = setTimeout(wake, Math.max(0, timeoutMs));
       waiters.add(wake);
     });
+  }
+
+  async #drainAll(ports: readonly number[], timeoutMs: number): Promise<{ drained: boolean; inFlight: number }> {
+    const deadline = Date.now() + timeoutMs;
+    // A busy port after the other, each with the time left, until none is busy (or one did not drain in time).
+    for (let busy = ports.find((port) => this.count(port) > 0); busy !== undefined;) {
+      if (!(await this.drain(busy, Math.max(0, deadline - Date.now()))).drained) break;
+      busy = ports.find((port) => this.count(port) > 0);
+    }
+    const inFlight = ports.reduce((sum, port) => sum + this.count(port), 0);
+    return { drained: inFlight === 0, inFlight };
   }
 
   /** Registers a forced end (a stream or WebSocket to cut on shutdown); returns its unregistration. */

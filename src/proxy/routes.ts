@@ -3,17 +3,26 @@
  * so a deploy can switch a route without loading the proxy.
  *
  * Each app's *active target* lives in `<appDir>/route.json`, replaced atomically by deploys:
- * `{"port": 41001}` (a process on 127.0.0.1) or `{"dir": "/abs/release"}` (a static site the
- * proxy serves itself). The proxy re-reads it on `reload` (control socket) and every 2 s.
+ * `{"port": 41001}` (a process on 127.0.0.1), `{"ports": [41001, 41002, 41003]}` (several
+ * instances of it, 2 to 64, which the proxy balances: ./balance.ts) or `{"dir": "/abs/release"}`
+ * (a static site the proxy serves itself). The proxy re-reads it on `reload` (control socket) and
+ * every 2 s.
  * @module
  */
 import { isAbsolute, join } from "node:path";
 import { DeployParadigmError } from "../errors.ts";
 import { ifExists, writeFileAtomic } from "../fsutil.ts";
 import { deploymentsRoot } from "../paths.ts";
+import type { Maintenance } from "./maintenance.ts";
 
-/** Where an app's requests go: a port on 127.0.0.1, or a directory of static files. */
-export type RouteTarget = { port: number } | { dir: string };
+/**
+ * Where an app's requests go: a port on 127.0.0.1, the ports of several instances of one process
+ * (2 to {@link MAX_INSTANCES}, distinct), or a directory of static files.
+ */
+export type RouteTarget = { port: number } | { ports: number[] } | { dir: string };
+
+/** Most instances one target may list. */
+export const MAX_INSTANCES = 64;
 
 /** One app as the proxy serves it: its public port or host names, and its active target (none before the first deploy). */
 export interface Route {
@@ -29,6 +38,8 @@ export interface Route {
   target?: RouteTarget;
   /** The slot the target port belongs to (blue, green), for metrics. */
   slot?: string;
+  /** Set while the app is in maintenance (its maintenance.json, see ./maintenance.ts). */
+  maintenance?: Maintenance;
 }
 
 /** The file in the app's directory that names its active target. */
@@ -66,28 +77,58 @@ export function legacyControlSocketPath(root: string): string {
 export function parseRouteTarget(value: unknown, source = ROUTE_FILE): RouteTarget {
   const fail = (why: string): never => {
     throw new DeployParadigmError(`${source}: ${why}`, {
-      suggestion: 'it must be {"port": <1-65535>} or {"dir": "/absolute/path"}',
+      suggestion: `it must be {"port": <1-65535>}, {"ports": [<port>, <port>, ...]} (2 to ${MAX_INSTANCES} different ` +
+        'ports) or {"dir": "/absolute/path"}',
     });
   };
   if (value === null || typeof value !== "object" || Array.isArray(value)) return fail("not a JSON object");
   const record = value as Record<string, unknown>;
   const keys = Object.keys(record);
-  if (keys.length !== 1 || !["port", "dir"].includes(keys[0])) {
-    return fail(`expected exactly one key, "port" or "dir" (got ${keys.map((k) => `"${k}"`).join(", ") || "none"})`);
+  if (keys.length !== 1 || !["port", "ports", "dir"].includes(keys[0])) {
+    return fail(
+      `expected exactly one key, "port", "ports" or "dir" (got ${keys.map((k) => `"${k}"`).join(", ") || "none"})`,
+    );
   }
-  if ("port" in record) {
-    const port = record.port;
+  /** `port` checked, as `what` names it. */
+  const checkPort = (port: unknown, what: string): number => {
     if (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535) {
-      return fail(`"port" must be a whole number from 1 to 65535 (got ${JSON.stringify(port)})`);
+      return fail(`${what} must be a whole number from 1 to 65535 (got ${JSON.stringify(port)})`);
     }
     if (FETCH_BLOCKED_PORTS.has(port)) return fail(`port ${port} is one fetch refuses to connect to; use another`);
-    return { port };
+    return port;
+  };
+  if ("port" in record) return { port: checkPort(record.port, '"port"') };
+  if ("ports" in record) {
+    const list = record.ports;
+    if (!Array.isArray(list)) return fail(`"ports" must be a list of ports (got ${JSON.stringify(list)})`);
+    if (list.length < 2 || list.length > MAX_INSTANCES) {
+      const hint = list.length === 1 ? `; one instance is {"port": ${JSON.stringify(list[0])}}` : "";
+      return fail(`"ports" must list 2 to ${MAX_INSTANCES} ports (got ${list.length})${hint}`);
+    }
+    const ports = list.map((port, i) => checkPort(port, `"ports"[${i}]`));
+    const twice = ports.find((port, i) => ports.indexOf(port) !== i);
+    if (twice !== undefined) return fail(`"ports" lists port ${twice} twice: each instance has a port of its own`);
+    return { ports };
   }
   const dir = record.dir;
   if (typeof dir !== "string" || !isAbsolute(dir) || dir.includes("\0")) {
     return fail(`"dir" must be an absolute path (got ${JSON.stringify(dir)})`);
   }
   return { dir };
+}
+
+/**
+ * The target for a process with an instance on each of `ports`: `{"port"}` for one (the same
+ * route.json as before instances existed), `{"ports"}` for more. Throws as {@link parseRouteTarget}.
+ */
+export function portsTarget(ports: readonly number[]): RouteTarget {
+  return parseRouteTarget(ports.length === 1 ? { port: ports[0] } : { ports: [...ports] }, "instances");
+}
+
+/** The ports a target sends requests to (none for static files). */
+export function targetPorts(target: RouteTarget | undefined): number[] {
+  if (!target || "dir" in target) return [];
+  return "port" in target ? [target.port] : [...target.ports];
 }
 
 /** Makes `target` the active target of the app in `appDir`: route.json replaced atomically. */
@@ -114,8 +155,10 @@ export async function readRoute(appDir: string): Promise<RouteTarget | undefined
   return parseRouteTarget(value, path);
 }
 
-/** A target in words: `127.0.0.1:41001` or `static /path`. */
+/** A target in words: `127.0.0.1:41001`, `3 instances on 127.0.0.1:41001, 41002, 41003` or `static /path`. */
 export function describeTarget(target: RouteTarget | undefined): string {
   if (!target) return "no active release";
-  return "port" in target ? `127.0.0.1:${target.port}` : `static ${target.dir}`;
+  if ("port" in target) return `127.0.0.1:${target.port}`;
+  if ("ports" in target) return `${target.ports.length} instances on 127.0.0.1:${target.ports.join(", ")}`;
+  return `static ${target.dir}`;
 }

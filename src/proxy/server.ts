@@ -2,8 +2,9 @@
  * The built-in reverse proxy: one long-running process per server, composed of the parts in
  * this folder (as kamal-proxy is): the route table (./table.ts), the handler (./handler.ts),
  * forwarding (./forward.ts, ./upstream.ts), HTTP/1.1 and WebSocket tunnels (./h1.ts, ./wire.ts), in-flight and drain
- * (./inflight.ts), the control socket (./control.ts), static files (./static.ts), listeners
- * with limits (./listener.ts), certificates (./acme.ts) and metrics (./metrics.ts).
+ * (./inflight.ts), balancing across an app's instances (./balance.ts), the control socket
+ * (./control.ts), static files (./static.ts), listeners with limits (./listener.ts), certificates
+ * (./acme.ts) and metrics (./metrics.ts).
  *
  * Apps without domains are served on their own public `port` (config.yml). Apps with `domains`
  * share the HTTP and HTTPS ports of proxy.yml and are routed by host name, with certificates
@@ -20,6 +21,7 @@
 import { UsageError } from "../errors.ts";
 import { prefix } from "../paths.ts";
 import type { CertificateManager } from "./acme.ts";
+import { Balancer } from "./balance.ts";
 import { isTrusted, loadProxyConfig, type ProxyConfig, trustedFile } from "./config.ts";
 import { ControlServer } from "./control.ts";
 import { forward, type ForwardDeps } from "./forward.ts";
@@ -31,7 +33,8 @@ import { HttpListener } from "./listener.ts";
 import { ProxyMetrics, serveMetrics } from "./metrics.ts";
 import { startMetricsLog } from "./metrics_log.ts";
 import { message } from "./pages.ts";
-import { controlSocketPath, describeTarget, type Route, type RouteTarget } from "./routes.ts";
+import { maintenanceChange } from "./maintenance.ts";
+import { controlSocketPath, describeTarget, type Route, type RouteTarget, targetPorts } from "./routes.ts";
 import { serveStatic } from "./static.ts";
 import { describeRoute, loadRoutes, RouteTable, type TrustCheck } from "./table.ts";
 import { UpstreamPool } from "./upstream.ts";
@@ -54,10 +57,14 @@ export interface RouteStatus {
   port: number;
   domains: string[];
   target: RouteTarget | null;
-  /** Requests in flight to the target port (0 for static targets). */
+  /** Requests in flight to the target port, or to all its instances (0 for static targets). */
   inFlight: number;
+  /** A target with several ports: each instance's requests in flight, and whether it is in rotation. */
+  instances?: { port: number; inFlight: number; inRotation: boolean }[];
   /** Whether the app's public port (or the shared ports, for apps with domains) is open. */
   listening: boolean;
+  /** Set when the app is in maintenance (its requests get 503, see ./maintenance.ts). */
+  maintenance?: true;
 }
 
 /** How often routes are re-read without a `reload`. */
@@ -70,6 +77,7 @@ export class ProxyServer {
   readonly #log: (line: string) => void;
   readonly #trust: TrustCheck;
   readonly #inFlight = new InFlight();
+  readonly #balancer = new Balancer(this.#inFlight, (line) => this.#log(line));
   readonly #metrics = new ProxyMetrics();
   #config?: ProxyConfig;
   #pool?: UpstreamPool;
@@ -155,12 +163,14 @@ export class ProxyServer {
         handler: this.#handle,
         pool: this.#pool,
         inFlight: this.#inFlight,
+        balancer: this.#balancer,
         requestTimeoutMs: config.limits.requestTimeoutMs,
         upstreamTimeoutMs: config.limits.upstreamTimeoutMs,
       };
       this.#forwardDeps = {
         pool: this.#pool,
         inFlight: this.#inFlight,
+        balancer: this.#balancer,
         log: this.#log,
         requestTimeoutMs: config.limits.requestTimeoutMs,
       };
@@ -227,6 +237,7 @@ export class ProxyServer {
     this.#logChanges(table);
     this.#table = table;
     this.#loaded = new Map(routes.map((route) => [route.app, route]));
+    this.#balancer.retain(new Set(table.routes.flatMap((route) => targetPorts(route.target))));
     await this.#syncCertificates(table);
     this.#syncListeners(table, shared);
     return table.routes.length;
@@ -250,6 +261,10 @@ export class ProxyServer {
     }
     for (const route of this.#table.routes) {
       if (!next.app(route.app)) this.#log(`${route.app}: removed (was ${describeRoute(route)})`);
+    }
+    for (const route of next.routes) {
+      const change = maintenanceChange(this.#table.app(route.app)?.maintenance, route.maintenance);
+      if (change) this.#log(`${route.app}: ${change}`);
     }
   }
 
@@ -353,8 +368,18 @@ export class ProxyServer {
       port: route.port,
       domains: route.domains,
       target: route.target ?? null,
-      inFlight: route.target && "port" in route.target ? this.inFlight(route.target.port) : 0,
+      inFlight: targetPorts(route.target).reduce((sum, port) => sum + this.inFlight(port), 0),
+      ...(route.target && "ports" in route.target
+        ? {
+          instances: route.target.ports.map((port) => ({
+            port,
+            inFlight: this.inFlight(port),
+            inRotation: this.#balancer.inRotation(port),
+          })),
+        }
+        : {}),
       listening: route.domains.length ? this.#http !== undefined : this.#listeners.has(route.port),
+      ...(route.maintenance ? { maintenance: true as const } : {}),
     }));
   }
 
@@ -363,8 +388,11 @@ export class ProxyServer {
     return this.#inFlight.count(targetPort);
   }
 
-  /** Resolves when no request to `targetPort` is in flight (`drained: true`) or after `timeoutMs`. */
-  drain(targetPort: number, timeoutMs: number): Promise<{ drained: boolean; inFlight: number }> {
+  /**
+   * Resolves when no request to `targetPort` (or to any of a list of ports: a slot's instances) is
+   * in flight (`drained: true`) or after `timeoutMs`.
+   */
+  drain(targetPort: number | readonly number[], timeoutMs: number): Promise<{ drained: boolean; inFlight: number }> {
     return this.#inFlight.drain(targetPort, timeoutMs);
   }
 

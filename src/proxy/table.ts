@@ -13,6 +13,7 @@ import { PROXIED, type Strategy } from "../deploy/strategies/names.ts";
 import { ifExists } from "../fsutil.ts";
 import { deploymentsRoot } from "../paths.ts";
 import { message } from "./pages.ts";
+import { describeMaintenance, loadMaintenance, sameMaintenance } from "./maintenance.ts";
 import { describeTarget, readRoute, type Route, ROUTE_FILE, type RouteTarget } from "./routes.ts";
 import { DeployParadigmError } from "../errors.ts";
 
@@ -94,6 +95,15 @@ export async function loadRoutes(
       target = before?.target;
       problems.set(app, `${app}: ${withFix(error)}; it keeps ${describeTarget(target)}`);
     }
+    const problem = (line: string) => problems.set(app, problems.has(app) ? `${problems.get(app)}\n${line}` : line);
+    let maintenance = before?.maintenance;
+    try {
+      const loaded = await loadMaintenance(dir, trust);
+      maintenance = sameMaintenance(before?.maintenance, loaded.maintenance) ? before?.maintenance : loaded.maintenance;
+      if (loaded.problem) problem(`${app}: ${loaded.problem}`);
+    } catch (error) {
+      problem(`${app}: ${withFix(error)}; it keeps ${describeMaintenance(maintenance)}`);
+    }
     routes.push({
       app,
       port: config.port,
@@ -102,6 +112,7 @@ export async function loadRoutes(
       hsts: config.hsts ?? false,
       target,
       slot: slotOf(config.slots, target),
+      ...(maintenance ? { maintenance } : {}),
     });
   }
   return { routes, problems };
@@ -116,7 +127,9 @@ function withFix(error: unknown): string {
 function slotOf(slots: RouteConfig["slots"], target: RouteTarget | undefined): string | undefined {
   if (!target) return undefined;
   if ("dir" in target) return "static";
-  return slots?.blue === target.port ? "blue" : slots?.green === target.port ? "green" : undefined;
+  // Several instances: the slot whose port (its first instance's) the list has.
+  const has = (port: number | undefined) => "port" in target ? port === target.port : target.ports.includes(port!);
+  return has(slots?.blue) ? "blue" : has(slots?.green) ? "green" : undefined;
 }
 
 /** A route in words: `:8080 → 127.0.0.1:41001` or `a.test, b.test → static /path`. */

@@ -22,14 +22,27 @@ const LENGTH_WITHOUT_BODY = new Set(["POST", "PUT", "PATCH"]);
 const DROPPED_REQUEST_HEADERS = new Set(["content-length", "transfer-encoding", "connection"]);
 const encoder = new TextEncoder();
 
+const CLOSED_BEFORE_HEAD = "the app closed the connection before a complete response head";
+
 /** A reused connection that failed before any byte of the response: the app had closed it. */
 class StaleConnection extends Error {
   /** Whether the whole request had been written: then the app may have acted on it. */
   written = false;
 }
 
+/**
+ * A fresh connection the app took but closed or reset before any byte of an answer: for a
+ * balanced target (./balance.ts), the request may go to another instance when `replayable`
+ * (its body is not a stream) and either not `written` in full or idempotent.
+ */
+export class Unanswered extends UpstreamError {
+  constructor(message: string, readonly written: boolean, readonly replayable: boolean, options?: { cause?: unknown }) {
+    super("reset", message, options);
+  }
+}
+
 /** Methods that may be sent twice (RFC 9110 §9.2.2): only these are retried after the request was written. */
-const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]);
+export const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]);
 
 /** The `next` of an exchange whose body was read whole. */
 const ended = () => Promise.resolve(null);
@@ -46,6 +59,16 @@ export interface Slots {
   unwatch(call: Call): void;
   readonly headerTimeoutMs: number;
   readonly maxHeaderBytes: number;
+}
+
+/**
+ * The failure of a fresh connection that gave no response head: {@link Unanswered} when nothing
+ * at all came back (a stream body is not replayable: it may have been read in part).
+ * A function, not a private method: that would add a brand to every {@link Call}.
+ */
+function noHead(why: string, answered: boolean, sent: boolean, req: UpstreamRequest, cause?: unknown): UpstreamError {
+  if (answered) return new UpstreamError("reset", why, { cause });
+  return new Unanswered(why, sent, !(req.body instanceof ReadableStream), { cause });
 }
 
 function stale(why: string, written: boolean): StaleConnection {
@@ -188,11 +211,17 @@ export class Call {
         if (error instanceof UpstreamError) throw error;
         // Nothing at all came back on a reused connection: the app had closed it (see StaleConnection).
         if (reused && !received && !conn.buffered) throw stale(message(error), sent);
-        throw new UpstreamError("reset", `reading the response head: ${message(error)}`, { cause: error });
+        throw noHead(
+          `reading the response head: ${message(error)}`,
+          received || conn.buffered > 0,
+          sent,
+          this.#req,
+          error,
+        );
       }
       if (text === null) {
         if (reused && !received && !conn.buffered) throw stale("EOF", sent);
-        throw new UpstreamError("reset", "the app closed the connection before a complete response head");
+        throw noHead(CLOSED_BEFORE_HEAD, received || conn.buffered > 0, sent, this.#req);
       }
       received = true;
       const parsed = parseResponseHead(text, this.#req.method);

@@ -10,9 +10,13 @@ import { HttpsClient } from "./proxy_process.ts";
 export interface Sample {
   /** performance.now() when the answer (or error) arrived. */
   at: number;
+  /** performance.now() when the request was sent ({@link LoadGenerator} only). */
+  sent?: number;
   status?: number;
   /** The body: the version of the release that answered. */
   body?: string;
+  /** The answer's Retry-After, when it has one. */
+  retryAfter?: string;
   error?: string;
 }
 
@@ -35,10 +39,12 @@ abstract class SampleLog {
 export class LoadGenerator extends SampleLog {
   private running = true;
   private workers: Promise<void>[] = [];
-  private readonly client = Deno.createHttpClient({ poolMaxIdlePerHost: 16 });
+  private readonly client: Deno.HttpClient;
 
-  constructor(readonly url: string, readonly workers_ = 4, readonly maxMs = 180_000) {
+  /** `localAddress`: the address the connections come from (e.g. 127.0.0.2), else the kernel's choice. */
+  constructor(readonly url: string, readonly workers_ = 4, readonly maxMs = 180_000, localAddress?: string) {
     super();
+    this.client = Deno.createHttpClient({ poolMaxIdlePerHost: 16, ...(localAddress ? { localAddress } : {}) });
   }
 
   /** Starts the workers. */
@@ -46,10 +52,18 @@ export class LoadGenerator extends SampleLog {
     const until = performance.now() + this.maxMs;
     this.workers = Array.from({ length: this.workers_ }, async () => {
       while (this.running && performance.now() < until) {
+        const sent = performance.now();
         try {
           const response = await fetch(this.url, { client: this.client, signal: AbortSignal.timeout(10_000) });
           const body = await response.text();
-          this.samples.push({ at: performance.now(), status: response.status, body });
+          const retryAfter = response.headers.get("retry-after");
+          this.samples.push({
+            at: performance.now(),
+            sent,
+            status: response.status,
+            body,
+            ...(retryAfter ? { retryAfter } : {}),
+          });
         } catch (error) {
           this.samples.push({ at: performance.now(), error: String(error) });
           await new Promise((r) => setTimeout(r, 20));

@@ -23,6 +23,7 @@ import { ingestCertificates } from "../../src/fleet/ingest.ts";
 import { fleetOverview } from "../../src/fleet/queries.ts";
 import { LocalSource } from "../../src/fleet/source.ts";
 import { FleetStore } from "../../src/fleet/store.ts";
+import { MIGRATIONS } from "../../src/fleet/migrations.ts";
 
 const DAY = 86_400_000;
 const NOW = Date.parse("2026-12-01T00:00:00Z");
@@ -227,11 +228,14 @@ Deno.test("FleetStore: a version 1 database gains the certificates table, its da
   try {
     const old = await FleetStore.open(path);
     old.upsertApp("s1", "shop", { healthy: true }, NOW);
-    old.db.exec("DROP TABLE certificates; ALTER TABLE servers DROP COLUMN limits; PRAGMA user_version = 1;");
+    old.db.exec(
+      "DROP TABLE certificates; ALTER TABLE servers DROP COLUMN limits; ALTER TABLE apps DROP COLUMN maintenance; " +
+        "PRAGMA user_version = 1;",
+    );
     old.close();
     const store = await FleetStore.open(path);
     try {
-      assertEquals(store.version, 3);
+      assertEquals(store.version, MIGRATIONS.length);
       store.replaceCertificates("s1", new Map([["shop", parseCertificates(JSON.stringify(GOOD))!.get("shop")!]]), NOW);
       assertEquals((store.sql("SELECT COUNT(*) AS n FROM apps").get() as { n: number }).n, 1);
     } finally {

@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { decide, deploymentOf, hashHex, ingestFile, lineTime } from "../../src/fleet/ingest.ts";
 import { type FileLedger, FleetStore } from "../../src/fleet/store.ts";
+import { MIGRATIONS } from "../../src/fleet/migrations.ts";
 
 const bytes = (text: string) => new TextEncoder().encode(text);
 
@@ -160,7 +161,7 @@ Deno.test("FleetStore: retention by age and by count removes lines and their ind
     assertEquals(count("SELECT count(*) AS n FROM lines"), 1500);
     assertEquals(count("SELECT count(*) AS n FROM lines_fts WHERE lines_fts MATCH 'ancient'"), 0);
     assertEquals(count("SELECT count(*) AS n FROM lines_fts WHERE lines_fts MATCH 'recent'"), 1500);
-    assertEquals(store.version, 3);
+    assertEquals(store.version, MIGRATIONS.length);
   } finally {
     store.close();
     await Deno.remove(dir, { recursive: true });

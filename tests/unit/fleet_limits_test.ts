@@ -23,6 +23,7 @@ import { SshSource } from "../../src/fleet/ssh_source.ts";
 import { readAtMost } from "../../src/fsutil.ts";
 import { ProcessRunner } from "../../src/runner.ts";
 import { FleetStore } from "../../src/fleet/store.ts";
+import { MIGRATIONS } from "../../src/fleet/migrations.ts";
 import { forTerminal, jsonForTerminal } from "../../src/terminal.ts";
 
 const VIEW = { now: Date.UTC(2026, 11, 3, 9), intervalMs: 30_000, holding: false, gapMs: 0 };
@@ -168,14 +169,16 @@ Deno.test("FleetStore: a version 2 database's oversized values are cut by the mi
     const old = await FleetStore.open(path);
     old.close();
     const db = new DatabaseSync(path);
-    db.exec("ALTER TABLE servers DROP COLUMN limits; PRAGMA user_version = 2;");
+    db.exec(
+      "ALTER TABLE servers DROP COLUMN limits; ALTER TABLE apps DROP COLUMN maintenance; PRAGMA user_version = 2;",
+    );
     db.prepare("INSERT INTO apps (server, app, status, version, last_deploy, fetched_at) VALUES (?, ?, ?, ?, ?, ?)")
       .run("s1", "web", "running", "v".repeat(100_000), JSON.stringify({ pad: "x".repeat(10 << 20) }), 1);
     db.prepare("INSERT INTO servers (name, host, last_error) VALUES (?, ?, ?)").run("s1", "h", "e".repeat(1 << 20));
     db.close();
     const store = await FleetStore.open(path);
     try {
-      assertEquals(store.version, 3);
+      assertEquals(store.version, MIGRATIONS.length);
       const server = fleetOverview(store, VIEW).servers[0];
       assertEquals(server.apps[0].version!.length, FIELD.short);
       assertEquals(server.apps[0].lastDeploy, { cut: JSON.stringify({ pad: "x".repeat(10 << 20) }).length });

@@ -22,7 +22,7 @@ const TABLE = new RouteTable([
 
 interface Forwarded {
   app: string;
-  port: number;
+  port: number | readonly number[];
   headers: string;
   url: string;
 }

@@ -1,0 +1,207 @@
+import type { CommandSpec } from "../cli.ts";
+import { UsageError } from "../errors.ts";
+import { rootOnly } from "./root_only.ts";
+
+/** What `maintenance on` was given, checked. */
+export interface MaintenanceRequest {
+  app: string;
+  on: boolean;
+  message?: string;
+  allow: string[];
+  retryAfter?: number;
+}
+
+/**
+ * The command line of `maintenance`, checked before anything is read or written: a
+ * {@link UsageError} (exit 2) saying what is wrong, else the request. `--allow` may be given more
+ * than once, and each value may hold several entries separated by commas.
+ */
+export async function parseMaintenanceArgs(
+  args: string[],
+  opts: Record<string, string | string[] | boolean | undefined>,
+): Promise<MaintenanceRequest> {
+  const { NAME_PATTERN } = await import("../config/names.ts");
+  const [app, state] = args;
+  if (!NAME_PATTERN.test(app)) throw new UsageError(`"${app}" is not a valid app name`);
+  if (state !== "on" && state !== "off") {
+    throw new UsageError(`maintenance takes "on" or "off" after the app, got "${state}"`, {
+      suggestion: `deploy-paradigm maintenance ${app} on [--message TEXT] [--allow IP] [--retry-after SECONDS]`,
+    });
+  }
+  const given = (["message", "allow", "retry-after"] as const).filter((name) => opts[name] !== undefined);
+  if (state === "off") {
+    if (given.length) {
+      const names = given.map((name) => `--${name}`).join(", ");
+      throw new UsageError(`${names} ${given.length > 1 ? "go" : "goes"} with "on", not "off"`, {
+        suggestion: `deploy-paradigm maintenance ${app} off`,
+      });
+    }
+    return { app, on: false, allow: [] };
+  }
+  const { checkAllowEntry, checkMessage, checkRetryAfter, MAX_ALLOW } = await import("../proxy/maintenance.ts");
+  const message = opts.message as string | undefined;
+  const wrongMessage = message === undefined ? undefined : checkMessage(message);
+  if (wrongMessage) throw new UsageError(`--message ${wrongMessage}`);
+  const allow: string[] = [];
+  for (const value of (opts.allow as string[] | undefined) ?? []) {
+    for (const entry of value.split(",").map((part) => part.trim())) {
+      const wrong = entry ? checkAllowEntry(entry) : "has an empty entry";
+      if (wrong) {
+        throw new UsageError(`--allow ${wrong}`, {
+          suggestion: "give IP addresses or CIDR ranges, e.g. --allow 203.0.113.7 --allow 10.0.0.0/8,2001:db8::/32",
+        });
+      }
+      if (!allow.includes(entry)) allow.push(entry);
+    }
+  }
+  if (allow.length > MAX_ALLOW) throw new UsageError(`--allow: at most ${MAX_ALLOW} entries (got ${allow.length})`);
+  const text = opts["retry-after"] as string | undefined;
+  let retryAfter: number | undefined;
+  if (text !== undefined) {
+    retryAfter = /^\d{1,6}$/.test(text) ? Number(text) : NaN;
+    const wrong = checkRetryAfter(retryAfter);
+    if (wrong) throw new UsageError(`--retry-after ${wrong} (got "${text}")`);
+  }
+  return { app, on: true, message, allow, retryAfter };
+}
+
+/** Puts an app in maintenance or takes it out, then has the proxy apply it. Returns the exit code. */
+async function maintenance(request: MaintenanceRequest): Promise<number> {
+  const [{ appPaths }, { readTextOrUndefined }, maint] = await Promise.all([
+    import("../paths.ts"),
+    import("../fsutil.ts"),
+    import("../proxy/maintenance.ts"),
+  ]);
+  const { app } = request;
+  const paths = appPaths(app);
+  const config = await readTextOrUndefined(paths.config);
+  if (config === undefined) {
+    throw new UsageError(`app "${app}" is not set up on this server: ${paths.config} does not exist`);
+  }
+  await servedByProxy(app, config, paths.config);
+  if (request.on) {
+    // A file that is not valid is replaced; its `since` is not kept.
+    const before = await maint.readMaintenance(paths.dir).catch(() => undefined);
+    const state = {
+      since: before?.since ?? new Date().toISOString(),
+      ...(request.message !== undefined ? { message: request.message } : {}),
+      allow: request.allow,
+      retryAfter: request.retryAfter ?? maint.DEFAULT_RETRY_AFTER,
+    };
+    await maint.writeMaintenance(paths.dir, state);
+    console.log(`${app}: ${maint.describeMaintenance(state)}${before ? " (updated)" : ""}.`);
+  } else if (await maint.clearMaintenance(paths.dir)) {
+    console.log(`${app} is out of maintenance: its requests go to the app again.`);
+  } else {
+    console.log(`${app} was not in maintenance: nothing to do.`);
+    return 0;
+  }
+  await refreshStatus(paths);
+  await tellProxy(app, request.on);
+  return 0;
+}
+
+/** Apps with `strategy: restart` bind their port themselves: the proxy never sees their requests. */
+async function servedByProxy(app: string, text: string, path: string): Promise<void> {
+  const [{ parseConfig }, { serverConfigSchema }, { PROXIED }] = await Promise.all([
+    import("../config/load.ts"),
+    import("../config/schema.ts"),
+    import("../deploy/strategies/names.ts"),
+  ]);
+  const config = parseConfig(text, serverConfigSchema, path);
+  if (!PROXIED[config.strategy]) {
+    throw new UsageError(
+      `app "${app}" has strategy: ${config.strategy}: it listens on its port itself, so the proxy cannot answer ` +
+        "for it in maintenance",
+      { suggestion: "maintenance mode needs strategy: blue-green (the default), where the proxy serves the app" },
+    );
+  }
+}
+
+/**
+ * status.json says the app's maintenance (deploys write it with maintenance.json merged in): it is
+ * rewritten now under the deploy lock; when a deploy holds the lock, that deploy writes it.
+ */
+async function refreshStatus(paths: import("../paths.ts").AppPaths): Promise<void> {
+  const [{ acquireLock }, { readStatus, writeStatus }, { exists }] = await Promise.all([
+    import("../deploy/lock.ts"),
+    import("../deploy/status.ts"),
+    import("../fsutil.ts"),
+  ]);
+  if (!(await exists(paths.status))) return; // never deployed: nothing to say it in
+  const busy = new Error("a deploy holds the lock");
+  let lock: import("../deploy/lock.ts").HeldLock;
+  try {
+    lock = await acquireLock(paths.lock, { pid: Deno.pid, commit: "maintenance" }, () => {
+      throw busy;
+    });
+  } catch (error) {
+    if (error === busy) return;
+    throw error;
+  }
+  try {
+    const status = await readStatus(paths.status).catch(() => undefined);
+    if (status) await writeStatus(paths.status, status);
+  } finally {
+    lock.release();
+  }
+}
+
+/** Has the proxy re-read the routes now; says so when it is not running (it reads the state when it starts). */
+async function tellProxy(app: string, on: boolean): Promise<void> {
+  const [{ control }, { prefix }, { DeployParadigmError }] = await Promise.all([
+    import("../proxy/client.ts"),
+    import("../paths.ts"),
+    import("../errors.ts"),
+  ]);
+  try {
+    await control(prefix(), { op: "reload" });
+    const reply = await control(prefix(), { op: "status" });
+    const route = (reply.routes as { app?: string; maintenance?: boolean }[] | undefined)?.find((r) => r.app === app);
+    if (!route) {
+      console.log(`The proxy has no route for ${app} yet: it applies when the app is deployed.`);
+    } else if ((route.maintenance === true) !== on) {
+      throw new DeployParadigmError(`${app}'s maintenance.json is saved, but the proxy did not apply it`, {
+        suggestion: "see the proxy's log (journalctl -u deploy-paradigm-proxy): it says why",
+      });
+    } else {
+      console.log(on ? "The proxy answers 503 for it now." : "The proxy serves it again.");
+    }
+  } catch (error) {
+    if (!(error instanceof DeployParadigmError) || !/not running/.test(error.message)) throw error;
+    console.log(`The proxy is not running: the state is saved, and applies when the proxy starts.`);
+  }
+}
+
+/** `maintenance <app> on|off [--message TEXT] [--allow IP…] [--retry-after SECONDS]`. */
+export const maintenanceCommand: CommandSpec = {
+  name: "maintenance",
+  summary: "Put an app in maintenance (the proxy answers 503 with a page, except for allowed IPs) or take it out",
+  args: [
+    { name: "app", description: "The app" },
+    { name: "on|off", description: "on: answer 503 with the maintenance page; off: serve the app again" },
+  ],
+  options: [
+    {
+      name: "message",
+      value: "text",
+      description: "on: the built-in page's message (the release's maintenance.html wins)",
+    },
+    {
+      name: "allow",
+      value: "ip",
+      repeatable: true,
+      description: "on: an IP address or CIDR range (v4 or v6) whose requests still reach the app; repeat it, or " +
+        "separate with commas",
+    },
+    { name: "retry-after", value: "seconds", description: "on: the Retry-After header (default 60)" },
+  ],
+  async run({ args, opts }) {
+    const request = await parseMaintenanceArgs(args, opts);
+    try {
+      return await maintenance(request);
+    } catch (error) {
+      throw rootOnly(error, `maintenance ${args.join(" ")}`);
+    }
+  },
+};
