@@ -6,6 +6,7 @@ import { basename, join } from "node:path";
 import template from "../templates/deploy.yml" with { type: "text" };
 import { type DeployFile, NAME_PATTERN } from "./config/schema.ts";
 import { type RepoFacts, startArgv } from "./deploy/app_type.ts";
+import { parseProcfile } from "./deploy/processes.ts";
 import { APP_TYPES, type AppType, DEPLOYERS, DETECTION } from "./deployers/mod.ts";
 import { UsageError } from "./errors.ts";
 import { exists } from "./fsutil.ts";
@@ -41,15 +42,29 @@ export interface InitOptions {
 }
 
 /** The deploy.yml text for a project. */
-export function renderDeployYml(name: string, type: AppType, facts: RepoFacts, containerPort = 8000): string {
+export function renderDeployYml(
+  name: string,
+  type: AppType,
+  facts: RepoFacts,
+  containerPort = 8000,
+  procfile?: ReadonlyMap<string, string[]>,
+): string {
   const { init } = DEPLOYERS[type];
   let command: string;
-  try {
-    const argv = startArgv({ name, type } as DeployFile, facts);
-    command = argv ? `command: ${displayArgv(argv)}` : init.command(containerPort);
-  } catch {
-    command = init.command(containerPort);
+  const web = type === "docker" ? undefined : procfile?.get("web");
+  if (web) command = `# command: (the Procfile's web process: ${displayArgv(web)})`;
+  else {
+    try {
+      const argv = startArgv({ name, type } as DeployFile, facts);
+      command = argv ? `command: ${displayArgv(argv)}` : init.command(containerPort);
+    } catch {
+      command = init.command(containerPort);
+    }
   }
+  const listed = [...procfile?.keys() ?? []];
+  const processes = listed.length
+    ? `# Processes: the Procfile's (${listed.join(", ")}), as long as deploy.yml has no processes:.\n`
+    : "";
   const values: Record<string, string> = {
     __SCHEMA_URL__: SCHEMA_URL,
     __NAME__: name,
@@ -57,6 +72,7 @@ export function renderDeployYml(name: string, type: AppType, facts: RepoFacts, c
     __TYPE__: type,
     __HEALTH__: init.health,
     __COMMAND__: command,
+    __PROCESSES__: processes,
   };
   return template.replace(/__[A-Z_]+__/g, (key) => values[key] ?? key);
 }
@@ -103,6 +119,10 @@ export async function init(options: InitOptions): Promise<{ path: string; name: 
     } catch { /* a file it cannot read (a broken package.json) only loses the command guess */ }
   }
   const containerPort = await DEPLOYERS[type].init.containerPort?.(options.dir);
-  await Deno.writeTextFile(path, renderDeployYml(name, type, facts, containerPort));
+  const procfileText = files.has("Procfile")
+    ? await Deno.readTextFile(join(options.dir, "Procfile")).catch(() => undefined)
+    : undefined;
+  const procfile = procfileText === undefined ? undefined : parseProcfile(procfileText, join(options.dir, "Procfile"));
+  await Deno.writeTextFile(path, renderDeployYml(name, type, facts, containerPort, procfile));
   return { path, name, type };
 }

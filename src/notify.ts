@@ -11,8 +11,8 @@ import { NOTIFIERS, TARGET_TYPES, type TargetType } from "./notifiers/mod.ts";
 
 export { TARGET_TYPES, type TargetType };
 
-/** Events of a deploy. */
-export const DEPLOY_EVENTS = ["success", "failed", "rolled_back", "cancelled"] as const;
+/** Events of an app on its server (config.yml `notify:`): its deploys, and its cron runs (src/cron/run.ts). */
+export const DEPLOY_EVENTS = ["success", "failed", "rolled_back", "cancelled", "cron_failed"] as const;
 /** Events of the fleet monitor. */
 export const FLEET_EVENTS = [
   "unhealthy",

@@ -19,6 +19,7 @@ import { DeployParadigmError, UsageError } from "./errors.ts";
 import { exists, readTextOrUndefined, writeFileAtomic } from "./fsutil.ts";
 import { installHook } from "./hook.ts";
 import { appPaths, deploymentsRoot, prefix, selfCommand } from "./paths.ts";
+import { nameClash } from "./deploy/workers.ts";
 import { control } from "./proxy/client.ts";
 import { controlSocketPath, legacyControlSocketPath } from "./proxy/routes.ts";
 import { ProcessRunner } from "./runner.ts";
@@ -211,6 +212,8 @@ export async function setup(options: SetupOptions): Promise<number> {
   // Checked before anything is written: a domain another app has, a hook we could not replace,
   // a `user:` in config.yml that names nobody.
   await refuseTakenDomains(options.app, values.domains);
+  const clash = await nameClash(prefix(), options.app, []);
+  if (clash) throw new UsageError(clash, { suggestion: "choose another name for the app" });
   await checkDotenvFile(paths.envFile(values.env)); // a secret too short to redact (redact.ts)
   const users: UserSetup = setupUsers(paths, await configuredUser(paths.config));
   const hookPath = join(paths.repo, "hooks", "proc-receive");

@@ -10,6 +10,14 @@ import { certificateCondition, type CertificateState, issuerLabel, readCertifica
 import { appPaths, deploymentsRoot } from "./paths.ts";
 import { describeMaintenance, maintenanceForStatus } from "./proxy/maintenance.ts";
 import { forTerminal, jsonForTerminal } from "./terminal.ts";
+import { parseConfig } from "./config/load.ts";
+import { serverConfigSchema } from "./config/schema.ts";
+import { listProcesses, type ProcessInfo } from "./deploy/process_list.ts";
+import { managerNamed } from "./managers/mod.ts";
+import { ProcessRunner } from "./runner.ts";
+
+/** The managers' words for a process that runs. */
+const RUNNING = new Set(["online", "active"]);
 
 /** What status.json (written on this server, but by deploys of code anyone may push) says, safe on one line. */
 const safe = (text: string) => forTerminal(text, { oneLine: true });
@@ -34,9 +42,11 @@ export async function collectStatus(only?: string): Promise<AppStatus[]> {
     const status = await readStatus(appPaths(name).status);
     if (status) {
       // Maintenance as maintenance.json has it now, not as it was when status.json was written.
-      const { maintenance: _, ...rest } = status;
+      const { maintenance: _, processes: written, ...rest } = status;
       const maintenance = await maintenanceForStatus(appPaths(name).dir);
-      statuses.push(maintenance ? { ...rest, maintenance } : rest);
+      // The processes as the manager reports them now (as written, when it cannot say).
+      const processes = await liveProcesses(name, status.slot) ?? written;
+      statuses.push({ ...rest, ...(processes ? { processes } : {}), ...(maintenance ? { maintenance } : {}) });
     } else if (only !== undefined) {
       throw new UsageError(`app "${only}" has no status: it was never deployed on this server`, {
         suggestion: "push to the app's repository to deploy it",
@@ -44,6 +54,17 @@ export async function collectStatus(only?: string): Promise<AppStatus[]> {
     }
   }
   return statuses;
+}
+
+/** The app's processes with their states now (undefined when its config.yml or its manager cannot say). */
+async function liveProcesses(app: string, slot: AppStatus["slot"]): Promise<ProcessInfo[] | undefined> {
+  const paths = appPaths(app);
+  try {
+    const config = parseConfig(await Deno.readTextFile(paths.config), serverConfigSchema, paths.config);
+    return await listProcesses(paths, config, managerNamed(config.manager), new ProcessRunner(() => {}), slot);
+  } catch {
+    return undefined;
+  }
 }
 
 /** Prints the status table (or JSON), with each app's current certificate. Returns 0. */
@@ -119,6 +140,16 @@ export function statusLines(
     } else if (next && daysLeft === null) {
       lines.push(safe(`${indent}${next}`));
     }
+  }
+  // A line per app that runs more than its one web process, or whose processes do not all run.
+  for (const { name, processes } of statuses) {
+    if (!processes?.length || (processes.length === 1 && RUNNING.has(processes[0].state))) continue;
+    const each = processes.map((p) =>
+      `${p.type}/${p.instance} ${p.state}${p.pid ? ` pid ${p.pid}` : ""}` +
+      (p.restarts ? ` (${p.restarts} restart${p.restarts === 1 ? "" : "s"})` : "")
+    );
+    const line = safe(`${name.padEnd(widths[0])}  processes: ${each.join(" · ")}`);
+    lines.push(processes.every((p) => RUNNING.has(p.state)) ? line : red(line));
   }
   const inMaintenance = statuses.filter((s) => s.maintenance);
   if (inMaintenance.length) lines.push("");

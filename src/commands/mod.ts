@@ -5,6 +5,7 @@
  */
 import type { ProgramSpec } from "../cli.ts";
 import { VERSION } from "../version.ts";
+import { cronCommand, cronRunCommand, cronSchedulerCommand } from "./cron.ts";
 import { dockerLogsCommand } from "./docker_logs.ts";
 import { executeCommand } from "./execute.ts";
 import { fleetCommand } from "./fleet.ts";
@@ -35,6 +36,9 @@ export const program: ProgramSpec = {
     schemaCommand,
     proxyCommand,
     dockerLogsCommand,
+    cronCommand,
+    cronRunCommand,
+    cronSchedulerCommand,
     fleetCommand,
   ],
 };

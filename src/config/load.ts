@@ -99,7 +99,11 @@ export function parseConfig<S extends z.ZodType>(
     const keys = issue.code === "unrecognized_keys" ? issue.keys : [undefined];
     return keys.map((key) => {
       const path = key === undefined ? issue.path as Path : [...issue.path as Path, key];
-      return { offset: offsetOf(doc.contents, path, key !== undefined), text: explain(issue, path, schema, data) };
+      let offset = offsetOf(doc.contents, path, key !== undefined);
+      // A custom problem may point inside a one-line string value: `params.column` (from 1) in its text.
+      const column = issue.code === "custom" ? (issue.params as { column?: number } | undefined)?.column : undefined;
+      if (column !== undefined) offset += (/["']/.test(text[offset] ?? "") ? 1 : 0) + column - 1;
+      return { offset, text: explain(issue, path, schema, data) };
     });
   });
   fail(problems.sort((a, b) => a.offset - b.offset).map((p) => `${at(p.offset)}: ${p.text}`));

@@ -13,6 +13,8 @@ import { TARGET_TYPES } from "../notifiers/mod.ts";
 import { STRATEGIES } from "../deploy/strategies/names.ts";
 
 import { NAME_PATTERN } from "./names.ts";
+import { jobNameProblem } from "../cron/job.ts";
+import { isScheduleError, parseSchedule } from "../cron/schedule.ts";
 
 export { NAME_PATTERN };
 
@@ -57,15 +59,25 @@ export const duration = (fallback: string, maxMs = Infinity) =>
     return ms;
   }).meta({ description: `A duration such as "500ms", "30s", "2m", or a number of seconds. Default ${fallback}.` });
 
+/** Control characters in a word would end a line of a unit file, or hide in a terminal. */
+// deno-lint-ignore no-control-regex
+const CONTROL = /[\x00-\x08\x0b-\x1f\x7f]/;
+const NO_CONTROL = "must not hold control characters (such as a carriage return or an escape)";
+
 const commandString = z.string().superRefine((value, ctx) => {
   const argv = splitCommand(value);
   if ("error" in argv) ctx.addIssue({ code: "custom", message: argv.error });
+  else if (CONTROL.test(value)) ctx.addIssue({ code: "custom", message: NO_CONTROL });
 });
 
 /** A command: a string split into words (no shell), or an argv list. */
 const command = z.union([
   commandString,
-  z.array(z.string().min(1, "must not be empty")).min(1, "must list at least the program to run"),
+  z.array(
+    z.string().min(1, "must not be empty").refine((word) => !CONTROL.test(word) && !word.includes("\n"), {
+      message: `${NO_CONTROL} or a newline`,
+    }),
+  ).min(1, "must list at least the program to run"),
 ], { error: "must be a command: a string, or a list of the program and its arguments" }).meta({
   description: "A command, run without a shell: a string split at whitespace (quotes group words), or an argv list.",
 });
@@ -120,6 +132,32 @@ const processSpec = z.preprocess(
 /** A normalized process type of deploy.yml. */
 export type ProcessSpec = z.output<typeof processObject>;
 
+/** Most cron jobs of one app. */
+const MAX_CRON_JOBS = 50;
+
+/** One scheduled job (deploy.yml `cron:`), run in the serving release: see src/cron/. */
+const cronJob = z.strictObject({
+  name: z.string().superRefine((name, ctx) => {
+    const problem = jobNameProblem(name);
+    if (problem) ctx.addIssue({ code: "custom", message: problem });
+  }).meta({ description: "Names its units, lock and log: lowercase letters, digits and -, e.g. nightly-report." }),
+  schedule: z.string().superRefine((text, ctx) => {
+    const parsed = parseSchedule(text);
+    if (isScheduleError(parsed)) {
+      ctx.addIssue({ code: "custom", message: parsed.error, params: { column: parsed.column } });
+    }
+  }).meta({
+    description: 'A 5-field cron schedule in the server\'s time ("*/5 * * * *", "0 3 * * 1-5") or @daily etc.',
+  }),
+  command: command.meta({ description: "What runs, in the serving release, as the app's user with its .env." }),
+  timeout: duration("1h", 24 * 3_600_000).meta({
+    description: "A run still going after this is stopped (SIGTERM, then SIGKILL). Default 1h, at most 24h.",
+  }),
+}, { error: "must be a job: { name, schedule, command, timeout }" });
+
+/** A job of deploy.yml `cron:`, validated. */
+export type CronJobSpec = z.output<typeof cronJob>;
+
 /** The keys of deploy.yml that only some app types take, with those types. */
 const TYPE_KEYS = [
   ...Map.groupBy(APP_TYPES.flatMap((type) => (DEPLOYERS[type].keys ?? []).map((key) => ({ key, type }))), (k) => k.key),
@@ -145,6 +183,12 @@ export const deployFileSchema = z.strictObject({
             message: `is named ${JSON.stringify(name)}: a process name is lowercase letters, digits and -, ` +
               "starting with a letter (up to 30), e.g. worker",
           });
+        } else if (name === "blue" || name === "green") {
+          ctx.addIssue({
+            code: "custom",
+            path: [name],
+            message: `is named after a blue-green slot: call the process something else than blue or green`,
+          });
         } else if (name !== "web" && spec.command === undefined) {
           ctx.addIssue({ code: "custom", path: [name, "command"], message: "is required (how to start it)" });
         }
@@ -153,6 +197,26 @@ export const deployFileSchema = z.strictObject({
       description: "The app's processes: `web` (behind the proxy and its health check; `command` alone is web) " +
         "and others such as `worker: python worker.py`, each a command or { command, instances, stopTimeout }. " +
         "Without it, a Procfile in the repository is read.",
+    }),
+  cron: z.array(cronJob, {
+    error: "must be a list of jobs, e.g. - { name: cleanup, schedule: '@daily', command: ... }",
+  })
+    .max(MAX_CRON_JOBS, `must list at most ${MAX_CRON_JOBS} jobs`)
+    .superRefine((jobs, ctx) => {
+      const seen = new Map<string, number>();
+      for (const [i, job] of jobs.entries()) {
+        const first = seen.get(job.name);
+        if (first !== undefined) {
+          ctx.addIssue({
+            code: "custom",
+            path: [i, "name"],
+            message: `repeats cron.${first}.name: name each job once`,
+          });
+        } else seen.set(job.name, i);
+      }
+    }).default([]).meta({
+      description: "Scheduled jobs, run in the serving release with its .env and user; never two runs of one job " +
+        "at once. Each { name, schedule, command, timeout }.",
     }),
   build: command.optional().meta({ description: "Replaces the type's build step." }),
   hooks: z.strictObject({
@@ -209,6 +273,13 @@ export const deployFileSchema = z.strictObject({
     });
   }
   if (value.type === "docker") {
+    if (value.cron.length) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["cron"],
+        message: "is not for docker apps yet (their release has no runtime)",
+      });
+    }
     for (const [name, spec] of Object.entries(value.processes ?? {})) {
       if (name !== "web") {
         ctx.addIssue({
@@ -344,10 +415,17 @@ export const serverConfigSchema = z.strictObject({
   strategy: z.enum(STRATEGIES, { error: `must be one of ${STRATEGIES.join(", ")}` }).default(STRATEGIES[0]),
   slots: z.strictObject({ blue: port, green: port }).optional()
     .meta({ description: "The internal ports of the two slots; chosen and written by the first deploy." }),
+  instancePorts: z.strictObject({
+    blue: z.array(port).max(MAX_INSTANCES - 1).optional(),
+    green: z.array(port).max(MAX_INSTANCES - 1).optional(),
+  }).optional().meta({
+    description: "The internal ports of web instances 2, 3, … of each slot (deploy.yml processes.web.instances); " +
+      "chosen and written by deploys.",
+  }),
   drainTimeout: duration("30s"),
   notify: z.array(targetSchema(DEPLOY_EVENTS)).default([]).meta({
     description: `Where deploy outcomes are sent: [{ type: ${TARGET_TYPES.join("|")}, url, events: [success, failed, ` +
-      "rolled_back, cancelled] }] (events default to all).",
+      "rolled_back, cancelled, cron_failed] }] (events default to all).",
   }),
   domains: domainList,
   tls: z.strictObject({

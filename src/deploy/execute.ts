@@ -186,8 +186,7 @@ async function deployLocked(ctx: DeployContext, branch: Release["branch"]): Prom
   const { health, status } = release.active!;
   const at = isoNow(clock);
   await saveStatus(
-    journal,
-    paths.status,
+    ctx,
     deployedStatus(plan, { id, previous, health, strategy: status, at, duration }),
   );
   await journal.record("success", { ok: true, duration, message: `${plan.short} serves as release ${id}` });

@@ -87,7 +87,7 @@ export async function failed(
     duration: last.duration,
     message: `${failure.step}: ${failure.message}`,
   });
-  await saveStatus(journal, paths.status, status);
+  await saveStatus(ctx, status);
   journal.say(
     status.healthy && status.version
       ? `✗ ${deploy.name} ${short} was not deployed; ${status.version} serves at ${appUrl(ctx.config)}`

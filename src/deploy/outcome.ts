@@ -6,10 +6,11 @@
  */
 import type { ServerConfig } from "../config/schema.ts";
 import type { HealthResult } from "./health.ts";
-import type { Journal } from "./journal.ts";
+import type { SwitchContext } from "./context.ts";
 import type { Deployment } from "./prepare.ts";
 import type { ReleaseMeta } from "./releases.ts";
 import { type AppStatus, type LastDeploy, type Outcome, writeStatus } from "./status.ts";
+import { listProcesses } from "./process_list.ts";
 import { PROXIED } from "./strategies/names.ts";
 
 /** Where the app answers: its first domain when the proxy serves it, else its own port. */
@@ -189,10 +190,21 @@ export function rolledBack(
  * Writes status.json; a failure to (a full disk) is reported and does not change how the deploy
  * ended: deploy.log has its outcome already.
  */
-export async function saveStatus(journal: Journal, path: string, status: AppStatus): Promise<void> {
+export async function saveStatus(ctx: StatusContext, status: AppStatus): Promise<void> {
+  const { journal, paths } = ctx;
   try {
-    await writeStatus(path, status);
+    await writeStatus(paths.status, await withProcesses(ctx, status));
   } catch (error) {
-    journal.say(`! cannot write ${path}: ${(error as Error).message}`);
+    journal.say(`! cannot write ${paths.status}: ${(error as Error).message}`);
   }
+}
+
+/** What {@link saveStatus} needs besides the status. */
+export type StatusContext = Pick<SwitchContext, "journal" | "paths" | "config" | "manager" | "inspect">;
+
+/** `status` with its processes as the manager reports them now (left out when it cannot say). */
+export async function withProcesses(ctx: StatusContext, status: AppStatus): Promise<AppStatus> {
+  const { processes: _, ...rest } = status;
+  const processes = await listProcesses(ctx.paths, ctx.config, ctx.manager, ctx.inspect, status.slot);
+  return processes ? { ...rest, processes } : rest;
 }

@@ -19,6 +19,7 @@ import { readDotenv, refuseShortSecrets } from "./dotenv.ts";
 import type { Prefetch } from "./prefetch.ts";
 import { type ProcessTypes, processTypes } from "./processes.ts";
 import { PROXIED } from "./strategies/names.ts";
+import { nameClash } from "./workers.ts";
 import type { ReleaseMeta } from "./releases.ts";
 import { userOf } from "./runtime.ts";
 
@@ -118,6 +119,12 @@ export async function prepare(
       { suggestion: "several web processes need the proxy in front of them: set strategy: blue-green in config.yml" },
     );
   }
+  const clash = await nameClash(root, deploy.name, processes.workers.map((w) => w.type), processes.instances);
+  if (clash) {
+    throw new UsageError(`deploy.yml: ${clash}`, {
+      suggestion: "rename the process type (or the other app): process and unit names must stay apart",
+    });
+  }
   const argv = deploy.type === "docker" ? undefined : processes.web ?? startArgv(deploy, facts);
   if (processes.workers.length && argv === undefined && deploy.type !== "docker") {
     throw new UsageError(`deploy.yml: ${deploy.type} apps without a web command run no processes, so no workers`, {
@@ -164,6 +171,16 @@ export function releaseMeta(plan: Deployment, id: string, createdAt: string): Re
     healthCheck: deploy.healthCheck,
     ...(plan.processes.instances > 1 ? { instances: plan.processes.instances } : {}),
     ...(plan.processes.workers.length ? { workers: plan.processes.workers } : {}),
+    ...(deploy.cron.length
+      ? {
+        cron: deploy.cron.map(({ name, schedule, command, timeout }) => ({
+          name,
+          schedule,
+          argv: toArgv(command),
+          timeoutMs: timeout,
+        })),
+      }
+      : {}),
     createdAt,
     pending: true,
   };

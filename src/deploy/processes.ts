@@ -52,6 +52,19 @@ export function parseProcfile(text: string, where: string): Map<string, string[]
         "use lowercase letters, digits and -, starting with a letter (up to 30), e.g. `worker`",
       );
     }
+    if (name === "blue" || name === "green") {
+      at(1, `the process ${name} is named after a blue-green slot`, "call it something else than blue or green");
+    }
+    if (name === "release") {
+      at(
+        1,
+        "a release process runs once per deploy on Heroku; here it would run for ever",
+        [
+          "make it deploy.yml's hooks.preDeploy (runs in the new release before the switch) and remove it",
+          "from the Procfile",
+        ].join(" "),
+      );
+    }
     if (types.has(name)) at(1, `the process ${name} is listed twice`, "list each process once");
     const argv = splitCommand(command);
     if ("error" in argv) {

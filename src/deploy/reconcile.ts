@@ -8,7 +8,7 @@ import { join } from "node:path";
 import type { Slot } from "../managers/mod.ts";
 import { managerNamed } from "../managers/mod.ts";
 import { readLinkOrUndefined, readTextOrUndefined, symlinkAtomic, writeFileAtomic } from "../fsutil.ts";
-import { readRoute } from "../proxy/routes.ts";
+import { readRoute, targetPorts } from "../proxy/routes.ts";
 import { type DeployContext, isoNow } from "./context.ts";
 import { interruptedStatus, saveStatus } from "./outcome.ts";
 import { currentRelease, markServed, readReleaseMeta } from "./releases.ts";
@@ -41,8 +41,9 @@ async function reconcile(ctx: DeployContext, found: string): Promise<void> {
   } catch { /* a marker cut short: the kill came while it was written */ }
   const route = await readRoute(paths.dir).catch(() => undefined);
   const slots = config.slots;
-  const servingSlot = route && "port" in route && slots
-    ? (Object.keys(slots) as Slot[]).find((slot) => slots[slot] === route.port)
+  const port = targetPorts(route)[0]; // a slot's own port is its first instance's
+  const servingSlot = port !== undefined && slots
+    ? (Object.keys(slots) as Slot[]).find((slot) => slots[slot] === port)
     : undefined;
   const inSlot = servingSlot ? await readLinkOrUndefined(join(paths.dir, "slots", servingSlot)) : undefined;
   const routed = inSlot?.split("/").pop();
@@ -63,8 +64,7 @@ async function reconcile(ctx: DeployContext, found: string): Promise<void> {
   const status = await readStatus(paths.status);
   if (!status) return;
   await saveStatus(
-    journal,
-    paths.status,
+    ctx,
     interruptedStatus(status, {
       current,
       meta,

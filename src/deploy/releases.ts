@@ -8,6 +8,7 @@ import { STAGING_PREFIX } from "./prefetch.ts";
 import { exists, readLinkOrUndefined, readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
 import type { HealthCheck } from "../config/schema.ts";
 import type { WorkerSpec } from "./processes.ts";
+import type { CronJob } from "../cron/job.ts";
 
 const ID = /^\d{8}-\d{6}-\d{3}$/;
 
@@ -27,6 +28,8 @@ export interface ReleaseMeta {
   instances?: number;
   /** Its worker process types (started once it serves; see deploy/workers.ts). */
   workers?: WorkerSpec[];
+  /** Its scheduled jobs (run by timers or our scheduler while it serves; see src/cron/). */
+  cron?: CronJob[];
   createdAt: string;
   /** Took traffic, then was rolled back from: `rollback` skips it. */
   bad?: boolean;

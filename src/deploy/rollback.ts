@@ -16,7 +16,7 @@ import { type Effects, isoNow, realEffects, type SwitchContext } from "./context
 import { Journal } from "./journal.ts";
 import { acquireLock } from "./lock.ts";
 import { notifyOutcome } from "./notify_outcome.ts";
-import { rolledBack } from "./outcome.ts";
+import { rolledBack, withProcesses } from "./outcome.ts";
 import {
   currentRelease,
   listReleases,
@@ -30,6 +30,7 @@ import { envSnapshot, secretValues } from "./runtime.ts";
 import { readStatus, writeStatus } from "./status.ts";
 import { ActivationFailed, strategyOf } from "./strategies/mod.ts";
 import { hasWorkers, syncWorkers } from "./workers.ts";
+import { hasCron, syncCron } from "../cron/sync.ts";
 
 /** One release, as `releases` lists it. */
 interface ReleaseRow {
@@ -204,6 +205,11 @@ async function switchTo(
     await journal.step("workers", () => syncWorkers(ctx, meta, secrets), (line) => line)
       .catch(() => journal.say("! the workers of the release gone back to did not all start"));
   }
+  // ...and its own cron jobs (its timers; under pm2 the scheduler reads the serving release's).
+  if (await hasCron(ctx, meta)) {
+    await journal.step("cron", () => syncCron(ctx, meta), (line) => line)
+      .catch(() => journal.say("! the cron jobs of the release gone back to were not set up"));
+  }
   const duration = Math.round(clock.elapsed() - started);
   const at = isoNow(clock);
   const { status, notice } = rolledBack(config, before, {
@@ -215,7 +221,7 @@ async function switchTo(
     at,
     duration,
   });
-  await writeStatus(paths.status, status);
+  await writeStatus(paths.status, await withProcesses(ctx, status));
   await journal.record("rolled_back", {
     ok: true,
     duration,

@@ -9,7 +9,7 @@ import { deployerOf, DEPLOYERS } from "../deployers/mod.ts";
 import { exists, readTextOrUndefined } from "../fsutil.ts";
 import { parseDotenv, snapshotSecrets } from "./dotenv.ts";
 import { DEFAULT_CONTAINER_PORT, followerEnv } from "../managers/docker.ts";
-import type { AppProcess, Slot } from "../managers/mod.ts";
+import type { AppProcess, SlotInstance } from "../managers/mod.ts";
 import { processName } from "../managers/pm2.ts";
 import { type AppPaths, selfCommand } from "../paths.ts";
 import { baseEnv, findInPath } from "../runner.ts";
@@ -124,7 +124,7 @@ export function processFor(
   type: string,
   argv: string[],
   secrets: Record<string, string>,
-  slot?: { slot: Slot; port: number },
+  slot?: { slot: SlotInstance; port: number },
 ): AppProcess {
   const cwd = slot ? slotDir(paths, slot.slot) : paths.current;
   const user = userOf(paths, config);
@@ -154,7 +154,7 @@ export async function releaseProcess(
   config: ServerConfig,
   meta: ReleaseMeta,
   secrets: Record<string, string>,
-  slot?: { slot: Slot; port: number },
+  slot?: { slot: SlotInstance; port: number },
 ): Promise<AppProcess | undefined> {
   if (meta.image) {
     const name = processName(paths.app, slot?.slot);

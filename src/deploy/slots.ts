@@ -5,7 +5,7 @@
  */
 import { join } from "node:path";
 import { readTextOrUndefined, symlinkAtomic, writeFileAtomic } from "../fsutil.ts";
-import type { Slot } from "../managers/mod.ts";
+import type { Slot, SlotInstance } from "../managers/mod.ts";
 import { type AppPaths, deploymentsRoot } from "../paths.ts";
 import { parse as parseYaml, parseDocument } from "../yaml.ts";
 import { acquireLock } from "./lock.ts";
@@ -23,15 +23,84 @@ export function slotOfPort(slots: SlotPorts, port: number | undefined): Slot | u
   return port === slots.blue ? "blue" : port === slots.green ? "green" : undefined;
 }
 
-/** The link `slots/<slot>` → the release a slot runs. */
-export function slotDir(paths: AppPaths, slot: Slot): string {
+/** Web instance `instance` (from 1) of a slot: the slot itself, then `blue-2`, `blue-3`, … */
+export function slotInstance(slot: Slot, instance: number): SlotInstance {
+  return instance === 1 ? slot : `${slot}-${instance}`;
+}
+
+/** The link `slots/<slot>` (or `slots/<slot>-<n>` of instance n) → the release a slot runs. */
+export function slotDir(paths: AppPaths, slot: SlotInstance): string {
   return join(paths.dir, "slots", slot);
 }
 
-/** Points a slot's link at a release (atomically). */
-export async function linkSlot(paths: AppPaths, slot: Slot, release: string): Promise<void> {
+/** Points a slot's link (or an instance's) at a release (atomically). */
+export async function linkSlot(paths: AppPaths, slot: SlotInstance, release: string): Promise<void> {
   await Deno.mkdir(join(paths.dir, "slots"), { recursive: true });
   await symlinkAtomic(`../releases/${release}`, slotDir(paths, slot));
+}
+
+/**
+ * The web instances a slot has links for (`slots/<slot>`, `slots/<slot>-2`, …): what a deploy
+ * started there, even one killed half-way, whatever its release says. At least 1.
+ */
+export async function slotInstances(paths: AppPaths, slot: Slot): Promise<number> {
+  let most = 1;
+  for (const name of await slotLinks(paths)) {
+    const n = name === slot ? 1 : Number(new RegExp(`^${slot}-(\\d+)$`).exec(name)?.[1] ?? 0);
+    if (n > most) most = n;
+  }
+  return most;
+}
+
+/** The names of the links under `slots/` (slots and their instances). */
+export async function slotLinks(paths: AppPaths): Promise<string[]> {
+  const names: string[] = [];
+  try {
+    for await (const entry of Deno.readDir(join(paths.dir, "slots"))) names.push(entry.name);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  return names;
+}
+
+/** Removes the links of a slot's instances above `keep` (their processes are stopped). */
+export async function unlinkInstances(paths: AppPaths, slot: Slot, keep: number): Promise<void> {
+  const most = await slotInstances(paths, slot);
+  for (let n = Math.max(keep + 1, 2); n <= most; n++) {
+    await Deno.remove(slotDir(paths, slotInstance(slot, n))).catch(() => {});
+  }
+}
+
+/**
+ * The ports of a slot's `count` web instances: the slot's own, then the extra ones recorded in
+ * config.yml `instancePorts`; those missing, or taken by a process that is not ours (`free` says
+ * no), are chosen now and recorded (server-wide lock).
+ */
+export async function instancePorts(
+  paths: AppPaths,
+  root: string,
+  slots: SlotPorts,
+  slot: Slot,
+  count: number,
+  free: (port: number) => boolean = portFree,
+): Promise<number[]> {
+  if (count === 1) return [slots[slot]];
+  return await withConfigDocument(paths, root, async (doc, used) => {
+    const recorded =
+      (doc.get("instancePorts") as { toJSON(): Partial<Record<Slot, number[]>> } | undefined)?.toJSON() ??
+        {};
+    const extra = [...(recorded[slot] ?? [])].slice(0, count - 1);
+    let taken: Set<number> | undefined;
+    for (let i = 0; i < count - 1; i++) {
+      if (extra[i] !== undefined && free(extra[i])) continue;
+      taken ??= await used();
+      extra[i] = pickPort(taken);
+    }
+    if (JSON.stringify(extra) !== JSON.stringify(recorded[slot] ?? [])) {
+      doc.set("instancePorts", doc.createNode({ ...recorded, [slot]: extra }));
+    }
+    return [slots[slot], ...extra];
+  });
 }
 
 /** Every port that config.yml files on this server name (public ports and slots). */
@@ -41,8 +110,15 @@ async function portsInUse(root: string): Promise<Set<number>> {
     if (!entry.isDirectory) continue;
     const text = await readTextOrUndefined(join(deploymentsRoot(root), entry.name, "config.yml"));
     try {
-      const config = text ? parseYaml(text) as { port?: unknown; slots?: Record<string, unknown> } : undefined;
-      for (const value of [config?.port, config?.slots?.blue, config?.slots?.green]) {
+      const config = text
+        ? parseYaml(text) as {
+          port?: unknown;
+          slots?: Record<string, unknown>;
+          instancePorts?: Record<string, unknown>;
+        }
+        : undefined;
+      const extra = Object.values(config?.instancePorts ?? {}).flatMap((list) => Array.isArray(list) ? list : []);
+      for (const value of [config?.port, config?.slots?.blue, config?.slots?.green, ...extra]) {
         if (typeof value === "number") used.add(value);
       }
     } catch { /* an app with a broken config.yml cannot take ports either */ }

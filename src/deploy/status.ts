@@ -4,6 +4,7 @@
  */
 import { basename, dirname } from "node:path";
 import { readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
+import type { ProcessInfo } from "./process_list.ts";
 import type { ServerConfig } from "../config/schema.ts";
 import { type CertificateState, readCertificates } from "../proxy/cert_state.ts";
 import { maintenanceForStatus, type MaintenanceStatus } from "../proxy/maintenance.ts";
@@ -65,6 +66,8 @@ export interface AppStatus {
    * (absent for an app without one); `status` reads the file itself for the current state.
    */
   certificate?: CertificateState;
+  /** Every process that should run (web instances, workers) as the manager reported it when this file was written. */
+  processes?: ProcessInfo[];
   /** The app's maintenance (../proxy/maintenance.ts) when this file was written; absent when off. */
   maintenance?: MaintenanceStatus;
 }

@@ -14,7 +14,9 @@
  * @module
  */
 import { join } from "node:path";
+import { NAME_PATTERN } from "../config/names.ts";
 import { readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
+import { deploymentsRoot } from "../paths.ts";
 import type { AppProcess, WorkerId } from "../managers/mod.ts";
 import { displayArgv } from "../runner.ts";
 import type { SwitchContext } from "./context.ts";
@@ -41,6 +43,42 @@ export async function runningWorkers(appDir: string): Promise<Recorded> {
   }
 }
 
+/**
+ * Another app on the server whose process or unit names the processes of `app` would take:
+ * worker instances are `<app>-<type>-<n>` (pm2) and `<app>-<type>@…` (systemd), web instances
+ * `<app>-<slot>-<n>`, which an app named `<app>-<type>`, `<app>-<type>-1` or `<app>-blue-2` has
+ * too. Also, the other way round, an app whose workers or instances would take `app`'s names.
+ * Returns a line saying which, or undefined.
+ */
+export async function nameClash(
+  root: string,
+  app: string,
+  types: readonly string[],
+  instances = 1,
+): Promise<string | undefined> {
+  const prefixes = (owner: string, kinds: readonly string[], web: number) => [
+    ...kinds.map((type) => `${owner}-${type}`),
+    ...(web > 1 ? [`${owner}-blue`, `${owner}-green`] : []),
+  ];
+  const takes = (name: string, prefix: string) => name === prefix || name.startsWith(`${prefix}-`);
+  const ours = prefixes(app, types, instances);
+  const base = deploymentsRoot(root);
+  const others: string[] = [];
+  try {
+    for await (const entry of Deno.readDir(base)) {
+      if (entry.isDirectory && entry.name !== app && NAME_PATTERN.test(entry.name)) others.push(entry.name);
+    }
+  } catch { /* no apps yet */ }
+  for (const other of others.sort()) {
+    const taken = ours.find((prefix) => takes(other, prefix));
+    if (taken) return `the app "${other}" has names that ${app}'s processes (${taken}…) would take`;
+    const theirs = prefixes(other, (await runningWorkers(join(base, other))).map((w) => w.type), 1);
+    const took = theirs.find((prefix) => takes(app, prefix));
+    if (took) return `the app "${other}" runs processes named ${took}…, which ${app}'s own names would take`;
+  }
+  return undefined;
+}
+
 /** Whether a sync has anything to do: the release has workers, or some run. */
 export async function hasWorkers(appDir: string, meta: ReleaseMeta): Promise<boolean> {
   return (meta.workers?.length ?? 0) > 0 || (await runningWorkers(appDir)).length > 0;
@@ -61,7 +99,7 @@ export async function workerProcess(
   const { PORT: _, ...env } = base.env; // a worker has no port
   return {
     ...base,
-    env: { ...env, PROCESS_TYPE: spec.type },
+    env: { ...env, PROCESS_TYPE: spec.type, INSTANCE: String(instance) },
     worker: { type: spec.type, instance, stopTimeoutMs: spec.stopTimeoutMs },
   };
 }

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import type { DeployFile } from "../config/schema.ts";
 import { DeployParadigmError } from "../errors.ts";
 import { baseEnv, type Cmd, type Plan, type Runner } from "../runner.ts";
-import type { AppProcess, ProcessManager, Slot } from "./manager.ts";
+import type { AppProcess, ProcessManager, SlotInstance, WorkerId } from "./manager.ts";
 import type { AppUser } from "../users.ts";
 import { processName } from "./pm2.ts";
 
@@ -227,17 +227,21 @@ export function withDocker(inner: ProcessManager): ProcessManager {
   return {
     name: inner.name,
     restart(p: AppProcess): Plan {
+      if (p.worker) return inner.restart(p); // a worker is a process of a non-docker release: no container
       const plan = inner.restart(p);
       const name = processName(p.app, p.slot);
       const before = inner.stop(p.app, p.root, p.stateDir, p.slot).commands;
       const run = p.container ? [runContainer(name, p.container)] : [];
       return { ...plan, commands: [...before, ...removeContainer(name), ...run, ...plan.commands] };
     },
-    stop(app: string, root: string, stateDir: string, slot?: Slot): Plan {
+    stop(app: string, root: string, stateDir: string, slot?: SlotInstance, worker?: WorkerId): Plan {
+      if (worker) return inner.stop(app, root, stateDir, undefined, worker);
       const plan = inner.stop(app, root, stateDir, slot);
       return { ...plan, commands: [...removeContainer(processName(app, slot)), ...plan.commands] };
     },
     installService: (service) => inner.installService(service),
     logsCommand: (name) => inner.logsCommand(name),
+    nameOf: (app, slot, worker) => inner.nameOf(app, slot, worker),
+    ...(inner.states ? { states: (runner, root, names) => inner.states!(runner, root, names) } : {}),
   };
 }

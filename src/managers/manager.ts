@@ -10,6 +10,9 @@ import type { Manager } from "./mod.ts";
 /** A blue-green slot. */
 export type Slot = "blue" | "green";
 
+/** A slot's web process: the slot itself (instance 1), or instance n of it, `blue-2`. */
+export type SlotInstance = Slot | `${Slot}-${number}`;
+
 /** One instance of a worker process type. */
 export interface WorkerId {
   type: string;
@@ -25,7 +28,7 @@ export interface AppProcess {
    * `<app>@<slot>` of a template unit under systemd, and `cwd` is the slot's link. Without it, the
    * process is the app itself and `cwd` is `current`.
    */
-  slot?: Slot;
+  slot?: SlotInstance;
   /**
    * Instance `instance` of worker process type `type` (no port, in `current`): `<app>-<type>-<n>`
    * under pm2, `<app>-<type>@<n>` of a template unit under systemd. It gets SIGTERM when stopped
@@ -58,6 +61,16 @@ export interface AppProcess {
    * follower); see docker.ts.
    */
   container?: ContainerSpec;
+}
+
+/** One process as its manager reports it. */
+export interface ProcessState {
+  /** 0 when it does not run. */
+  pid: number;
+  /** The manager's word: online, stopped, errored (pm2); active, inactive, failed, activating (systemd). */
+  state: string;
+  /** Restarts by the manager since it was started (a crash loop shows here). */
+  restarts: number;
 }
 
 /** The app's own process (not a slot's) as its manager runs it now: see {@link ProcessManager.running}. */
@@ -98,11 +111,18 @@ export interface ProcessManager<Name extends Manager = Manager> {
   restart(process: AppProcess, running?: Running | null): Plan;
   /** The app's own process now (not a slot's); null when the manager has none, undefined when it cannot tell. */
   running?(runner: Runner, app: string, root: string): Promise<Running | null | undefined>;
+  /** The manager's name of the app's process, a slot's (or a web instance's), or a worker instance's. */
+  nameOf(app: string, slot?: SlotInstance, worker?: WorkerId): string;
+  /**
+   * The state of the processes named `names` (pm2 process names, or systemd unit names without
+   * `.service`): those the manager knows, by name. Read-only.
+   */
+  states?(runner: Runner, root: string, names: string[]): Promise<Map<string, ProcessState>>;
   /**
    * Stops the app (or one slot of it, or one worker instance) and forgets it; `root` and
    * `stateDir` as in {@link AppProcess}. A worker gets SIGTERM and its stop timeout.
    */
-  stop(app: string, root: string, stateDir: string, slot?: Slot, worker?: WorkerId): Plan;
+  stop(app: string, root: string, stateDir: string, slot?: SlotInstance, worker?: WorkerId): Plan;
   /**
    * Installs `service`, enabled at boot and restarted when it fails, and starts it unless it runs
    * (`service.restart`: restarts it).

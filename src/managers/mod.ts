@@ -9,7 +9,16 @@ import type { ProcessManager } from "./manager.ts";
 import { pm2 } from "./pm2.ts";
 import { systemd } from "./systemd.ts";
 
-export type { AppProcess, ProcessManager, Running, ServiceSpec, Slot, WorkerId } from "./manager.ts";
+export type {
+  AppProcess,
+  ProcessManager,
+  ProcessState,
+  Running,
+  ServiceSpec,
+  Slot,
+  SlotInstance,
+  WorkerId,
+} from "./manager.ts";
 
 /** The process managers a server can use; the first that runs on a machine is `setup`'s default. */
 export const MANAGER_NAMES = ["systemd", "pm2"] as const;

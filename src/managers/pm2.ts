@@ -13,7 +13,15 @@
  */
 import { join } from "node:path";
 import { deploymentsRoot } from "../paths.ts";
-import type { AppProcess, ProcessManager, Running, ServiceSpec, Slot, WorkerId } from "./manager.ts";
+import type {
+  AppProcess,
+  ProcessManager,
+  ProcessState,
+  Running,
+  ServiceSpec,
+  SlotInstance,
+  WorkerId,
+} from "./manager.ts";
 import { type Cmd, lockFile, type Plan, type Runner } from "../runner.ts";
 
 /** No pm2 command takes this long unless the daemon is stuck. */
@@ -65,32 +73,15 @@ export const pm2: ProcessManager<"pm2"> = {
           ? [pm2Cmd(["start", file(p.stateDir, name)])]
           : p.slot
           ? [pm2Cmd(["delete", name], true), pm2Cmd(["start", file(p.stateDir, name)])]
-          : [replaceCmd(name, file(p.stateDir, name), p.worker?.stopTimeoutMs)]),
+          : [replaceCmd(name, file(p.stateDir, name), p.worker ? WORKER_STOP_LIMIT : 0)]),
         pm2Cmd(["save"]), // so that `pm2 resurrect` (pm2 startup) brings it back after a reboot
       ],
-      lock: pm2Lock(p.root),
+      ...workerLock(p.root, p.worker),
     };
   },
   async running(runner: Runner, app: string, root: string): Promise<Running | null | undefined> {
-    const lock = await lockFile(pm2Lock(root)); // `pm2 jlist` starts the daemon when none runs
-    let output: string;
-    try {
-      const result = await runner.run(pm2Cmd(["jlist"], true));
-      if (result.code !== 0) return undefined;
-      output = result.output;
-    } finally {
-      lock.close();
-    }
-    // The list is the line that parses (pm2 may say more when it starts its daemon); it holds
-    // every app's environment, so nothing of it is printed.
-    for (const line of output.split("\n").reverse()) {
-      let list: unknown;
-      try {
-        list = JSON.parse(line);
-      } catch {
-        continue;
-      }
-      if (!Array.isArray(list)) continue;
+    const list = await jlist(runner, root);
+    if (list) {
       const found = list.find((p) => p?.name === app);
       if (!found) return null;
       const pid = Number(found.pid) || 0;
@@ -102,7 +93,19 @@ export const pm2: ProcessManager<"pm2"> = {
     }
     return undefined;
   },
-  stop(app: string, root: string, stateDir: string, slot?: Slot, worker?: WorkerId): Plan {
+  nameOf: processName,
+  async states(runner: Runner, root: string, names: string[]): Promise<Map<string, ProcessState>> {
+    const list = await jlist(runner, root);
+    if (!list) throw new Error("pm2 jlist failed");
+    const states = new Map<string, ProcessState>();
+    for (const p of list) {
+      if (!names.includes(p?.name)) continue;
+      const restarts = Number(p.pm2_env?.restart_time) || 0;
+      states.set(p.name, { pid: Number(p.pid) || 0, state: String(p.pm2_env?.status ?? "unknown"), restarts });
+    }
+    return states;
+  },
+  stop(app: string, root: string, stateDir: string, slot?: SlotInstance, worker?: WorkerId): Plan {
     const name = processName(app, slot, worker);
     return {
       files: [],
@@ -111,7 +114,7 @@ export const pm2: ProcessManager<"pm2"> = {
         { ...pm2Cmd(["delete", name], true), ...(worker ? { timeoutMs: WORKER_STOP_LIMIT } : {}) },
         pm2Cmd(["save"]),
       ],
-      lock: pm2Lock(root),
+      ...workerLock(root, worker),
       remove: [file(stateDir, name)],
     };
   },
@@ -129,9 +132,44 @@ export const pm2: ProcessManager<"pm2"> = {
   logsCommand: (name: string) => `pm2 logs ${name}`,
 };
 
+/**
+ * `pm2 jlist` (under the pm2 lock: it starts the daemon when none runs); undefined when it fails.
+ * The list is the line that parses (pm2 may say more when it starts its daemon); it holds every
+ * app's environment, so nothing of it is printed.
+ */
+// deno-lint-ignore no-explicit-any
+async function jlist(runner: Runner, root: string): Promise<any[] | undefined> {
+  const lock = await lockFile(pm2Lock(root));
+  let output: string;
+  try {
+    const result = await runner.run(pm2Cmd(["jlist"], true));
+    if (result.code !== 0) return undefined;
+    output = result.output;
+  } finally {
+    lock.close();
+  }
+  for (const line of output.split("\n").reverse()) {
+    try {
+      const list = JSON.parse(line);
+      if (Array.isArray(list)) return list;
+    } catch { /* not the list */ }
+  }
+  return undefined;
+}
+
 /** The pm2 process: the app, `<app>-<slot>`, or a worker's `<app>-<type>-<n>`. */
-export function processName(app: string, slot?: Slot, worker?: WorkerId): string {
+export function processName(app: string, slot?: SlotInstance, worker?: WorkerId): string {
   return worker ? `${app}-${worker.type}-${worker.instance}` : slot ? `${app}-${slot}` : app;
+}
+
+/**
+ * The pm2 lock, except for a worker's plans: a worker's stop may take its stopTimeout (up to an
+ * hour), and holding the server-wide lock that long would stop every other app's deploys. The lock
+ * is only needed where no daemon may run yet (two clients would both start one); workers are
+ * started and stopped after the release's web process was, through the daemon that runs it.
+ */
+function workerLock(root: string, worker?: WorkerId): { lock?: string } {
+  return worker ? {} : { lock: pm2Lock(root) };
 }
 
 /** A worker's stop may take its stopTimeout: the longest deploy.yml allows, plus pm2's own time. */

@@ -7,7 +7,15 @@ import { dirname, join } from "node:path";
 import { serializeDotenv } from "../deploy/dotenv.ts";
 import { exists } from "../fsutil.ts";
 import { systemdDir } from "../paths.ts";
-import type { AppProcess, ProcessManager, Running, ServiceSpec, Slot, WorkerId } from "./manager.ts";
+import type {
+  AppProcess,
+  ProcessManager,
+  ProcessState,
+  Running,
+  ServiceSpec,
+  SlotInstance,
+  WorkerId,
+} from "./manager.ts";
 import type { Cmd, Plan, Runner } from "../runner.ts";
 
 /**
@@ -149,7 +157,8 @@ export function execDropIn(p: AppProcess): string {
  * each instance restarted by the deploy that changes it.
  */
 export function workerTemplate(p: AppProcess): string {
-  const env = Object.entries(p.env).map(([k, v]) => unitQuote(`${k}=${v}`, false)).join(" ");
+  const { INSTANCE: _, ...shared } = p.env; // the template serves every instance: INSTANCE=%i
+  const env = Object.entries(shared).map(([k, v]) => unitQuote(`${k}=${v}`, false)).join(" ");
   return [
     "# Written by deploy-paradigm. Changes are overwritten by the next deploy.",
     "[Unit]",
@@ -178,7 +187,12 @@ export function workerTemplate(p: AppProcess): string {
 
 /** A worker instance's unit: `<app>-<type>@<n>.service`. */
 export function workerUnit(app: string, worker: WorkerId): string {
-  return `${app}-${worker.type}@${worker.instance}.service`;
+  return `${unitName(app, undefined, worker)}.service`;
+}
+
+/** The unit (without `.service`) of the app, of a slot (`<app>@<slot>`), or of a worker instance (`<app>-<type>@<n>`). */
+export function unitName(app: string, slot?: SlotInstance, worker?: WorkerId): string {
+  return worker ? `${app}-${worker.type}@${worker.instance}` : slot ? `${app}@${slot}` : app;
 }
 
 /** The systemd strategy. */
@@ -190,7 +204,8 @@ export const systemd: ProcessManager<"systemd"> = {
       const template = join(systemdDir(p.root), `${p.app}-${p.worker.type}@.service`);
       return {
         files: [{ path: template, content: workerTemplate(p) }],
-        commands: restartCmds(workerUnit(p.app, p.worker), p.worker.stopTimeoutMs),
+        // The old instance's stop may take its own stopTimeout (up to an hour), not the new one's.
+        commands: restartCmds(workerUnit(p.app, p.worker), 60 * 60_000),
       };
     }
     if (p.slot) {
@@ -224,7 +239,34 @@ export const systemd: ProcessManager<"systemd"> = {
     const pid = Number(shown.output.trim());
     return shown.code === 0 && Number.isInteger(pid) ? { pid } : undefined;
   },
-  stop(app: string, root: string, _stateDir: string, slot?: Slot, worker?: WorkerId): Plan {
+  nameOf: unitName,
+  async states(runner: Runner, _root: string, names: string[]): Promise<Map<string, ProcessState>> {
+    const states = new Map<string, ProcessState>();
+    if (!names.length) return states;
+    const shown = await runner.run({
+      ...systemctl([
+        "show",
+        "--property=Id,MainPID,ActiveState,NRestarts,LoadState",
+        ...names.map((n) => `${n}.service`),
+      ]),
+      quiet: true,
+      allowFailure: true,
+    });
+    if (shown.code !== 0) throw new Error(`systemctl show failed: ${shown.output.trim()}`);
+    // One block of `Key=value` lines per unit, blank-line separated, in no promised order: by Id.
+    for (const block of shown.output.split(/\n\s*\n/)) {
+      const fields = Object.fromEntries(block.split("\n").map((line) => line.split(/=(.*)/s, 2) as [string, string]));
+      const name = fields.Id?.replace(/\.service$/, "");
+      if (!name || !names.includes(name) || fields.LoadState === "not-found") continue;
+      states.set(name, {
+        pid: Number(fields.MainPID) || 0,
+        state: fields.ActiveState ?? "unknown",
+        restarts: Number(fields.NRestarts) || 0,
+      });
+    }
+    return states;
+  },
+  stop(app: string, root: string, _stateDir: string, slot?: SlotInstance, worker?: WorkerId): Plan {
     if (worker) {
       // The template stays while other instances of the type may use it (a later deploy rewrites it).
       const unit = workerUnit(app, worker);
@@ -233,7 +275,7 @@ export const systemd: ProcessManager<"systemd"> = {
         commands: [{ ...systemctl(["disable", "--now", "--quiet", unit], WORKER_STOP_LIMIT), allowFailure: true }],
       };
     }
-    const unit = slot ? `${app}@${slot}.service` : `${app}.service`;
+    const unit = `${unitName(app, slot)}.service`;
     return {
       files: [],
       commands: [{ ...systemctl(["disable", "--now", "--quiet", unit]), allowFailure: true }],

@@ -7,8 +7,9 @@
  */
 import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
-import { AppRepo } from "../helpers/apps.ts";
-import { freePort, get, run, type TestServer, withServer } from "../helpers/server.ts";
+import { AppRepo, pythonApp } from "../helpers/apps.ts";
+import { freePort, get, type TestServer, withServer } from "../helpers/server.ts";
+import { pm2Online, status } from "../helpers/state.ts";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -56,23 +57,18 @@ async function doneLog(queue: string): Promise<Done[]> {
   });
 }
 
-async function pm2Names(server: TestServer): Promise<Map<string, number>> {
-  const listed = await run(["pm2", "jlist"], { env: server.env });
-  const line = listed.stdout.split("\n").reverse().find((l) => l.startsWith("["));
-  const list = JSON.parse(line ?? "[]") as { name: string; pid: number; pm2_env: { status: string } }[];
-  return new Map(list.filter((p) => p.pm2_env.status === "online").map((p) => [p.name, p.pid]));
+/** An app set up with a file queue (new/, claimed/) whose directory its .env names as QUEUE_DIR. */
+async function queueApp(server: TestServer, app: string, strategy: "blue-green" | "restart") {
+  const port = freePort();
+  const queue = join(server.root, "queue");
+  for (const dir of ["new", "claimed"]) await Deno.mkdir(join(queue, dir), { recursive: true });
+  const remote = await server.setupApp(app, { port, strategy, dotenv: `QUEUE_DIR=${queue} # public\n` });
+  return { port, queue, repo: await AppRepo.create(server, app, remote) };
 }
 
 Deno.test("workers (pm2): deployed 3 times under a stream of jobs, each job done once; failed deploy, rollback, removal", async () => {
   await withServer(async (server) => {
-    const port = freePort();
-    const queue = join(server.root, "queue");
-    for (const dir of ["new", "claimed"]) await Deno.mkdir(join(queue, dir), { recursive: true });
-    const repo = await AppRepo.create(
-      server,
-      "wk",
-      await server.setupApp("wk", { port, dotenv: `QUEUE_DIR=${queue} # public\n` }),
-    );
+    const { port, queue, repo } = await queueApp(server, "wk", "blue-green");
     const processes = "processes:\n  worker: { command: python worker.py, instances: 2, stopTimeout: 10s }\n";
     const commit = (version: string, mode: "ok" | "crash" = "ok", extra = processes) =>
       repo.python("wk", version, mode, { extra, files: { "worker.py": worker(version) } });
@@ -96,17 +92,27 @@ Deno.test("workers (pm2): deployed 3 times under a stream of jobs, each job done
         assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: version });
         await sleep(1500);
       }
-      const names = await pm2Names(server);
+      const names = await pm2Online(server);
       assert(names.has("wk-worker-1") && names.has("wk-worker-2"), [...names.keys()].join(", "));
       const done = await doneLog(queue);
       assert(done.some((d) => d.version === "v3"), "the workers run v3");
+      const { processes, slot } = await status(server, "wk");
+      assertEquals(
+        processes?.map((p) => `${p.type}/${p.instance} ${p.name} ${p.state} ${p.pid > 0}`),
+        [`web/1 wk-${slot} online true`, "worker/1 wk-worker-1 online true", "worker/2 wk-worker-2 online true"],
+      );
+      const shown = await server.cli(["status", "wk"]);
+      assertMatch(
+        shown.stdout,
+        /wk +processes: web\/1 online pid \d+ · worker\/1 online pid \d+ · worker\/2 online pid \d+/,
+      );
 
       // A deploy that fails (its web process crashes) never touches the workers.
       const pids = [names.get("wk-worker-1"), names.get("wk-worker-2")];
       await commit("v4", "crash");
       const failed = await repo.push();
       assert(failed.code !== 0, failed.output);
-      const after = await pm2Names(server);
+      const after = await pm2Online(server);
       assertEquals([after.get("wk-worker-1"), after.get("wk-worker-2")], pids);
 
       // rollback (to v2: v3 is the serving release, the one before it v2) brings back v2's workers.
@@ -145,8 +151,28 @@ Deno.test("workers (pm2): deployed 3 times under a stream of jobs, each job done
     await commit("v5", "ok", "");
     const pushed = await repo.pushOk();
     assertMatch(pushed.output, /stopped worker@1, worker@2/);
-    const names = await pm2Names(server);
+    const names = await pm2Online(server);
     assert(!names.has("wk-worker-1") && !names.has("wk-worker-2"), [...names.keys()].join(", "));
     assert(names.has("wk-blue") || names.has("wk-green"));
+  });
+});
+
+Deno.test("workers (pm2): a Procfile gives the web command and a worker when deploy.yml has no processes", async () => {
+  await withServer(async (server) => {
+    const { port, queue, repo } = await queueApp(server, "pf", "restart");
+    await repo.commit({
+      "deploy.yml": "name: pf\ntype: python\nhealthCheck: { path: /health, window: 8s, interval: 200ms }\n",
+      "Procfile": "# the app's processes\nweb: python server.py\nworker: python worker.py\n",
+      "server.py": pythonApp("pf-v1"),
+      "worker.py": worker("pf-v1"),
+    });
+    const pushed = await repo.pushOk();
+    assertMatch(pushed.output, /workers: worker ×1 \(python worker\.py\)/);
+    assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "pf-v1" });
+    await Deno.writeTextFile(join(queue, "new", "job-1"), "");
+    const deadline = Date.now() + 10_000;
+    while (!(await doneLog(queue)).length && Date.now() < deadline) await sleep(100);
+    assertEquals(await doneLog(queue), [{ job: "job-1", version: "pf-v1" }]);
+    assert((await pm2Online(server)).has("pf-worker-1"));
   });
 });

@@ -69,6 +69,25 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
 `;
 }
 
+/** A Python app that answers `<version> <port>` on every path (which web instance answered). */
+export function portApp(version: string): string {
+  return `import http.server, os
+VERSION = ${JSON.stringify(version)}
+PORT = int(os.environ["PORT"])
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = ("%s %d" % (VERSION, PORT)).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, fmt, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", PORT), Handler).serve_forever()
+`;
+}
+
 /** The Node app, same behaviour. */
 export function nodeApp(version: string, mode: Mode = "ok"): string {
   return `const http = require("node:http");

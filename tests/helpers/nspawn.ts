@@ -121,6 +121,26 @@ export class SystemdHost {
     throw new Error(`the systemd host ${name} did not boot`);
   }
 
+  /**
+   * A laptop's work tree in `work` whose `production` remote is `app`'s repository on this host.
+   * `push` writes the files, commits them and pushes over SSH; it throws with the output when the
+   * push fails, and returns the output.
+   */
+  async laptop(work: string, app: string) {
+    const git = (...args: string[]) => run(["git", ...args], { cwd: work, env: this.env });
+    await git("init", "--quiet", "-b", "main");
+    await git("remote", "add", "production", `root@${this.address}:/var/repos/${app}.git`);
+    const push = async (files: Record<string, string>, message: string) => {
+      for (const [path, content] of Object.entries(files)) await Deno.writeTextFile(join(work, path), content);
+      await git("add", "-A");
+      await git("commit", "--quiet", "-m", message);
+      const pushed = await git("push", "production", "main");
+      if (pushed.code !== 0) throw new Error(`git push failed (${pushed.code}):\n${pushed.output}`);
+      return pushed.output;
+    };
+    return { git, push };
+  }
+
   /** Runs a command line on the host over ssh. */
   ssh(command: string) {
     return run([...this.sshArgv, `root@${this.address}`, command]);

@@ -2,7 +2,7 @@
 import { join } from "node:path";
 import { listReleases } from "../../src/deploy/releases.ts";
 import type { AppStatus } from "../../src/deploy/status.ts";
-import type { TestServer } from "./server.ts";
+import { run, type TestServer } from "./server.ts";
 
 /** The app's status.json. */
 export async function status(server: TestServer, app: string): Promise<AppStatus> {
@@ -52,4 +52,12 @@ export async function snapshot(server: TestServer): Promise<string[]> {
   }
   await walk(server.prefix);
   return entries.sort();
+}
+
+/** The test server's pm2 processes that are online, by name, with their pids. */
+export async function pm2Online(server: TestServer): Promise<Map<string, number>> {
+  const listed = await run(["pm2", "jlist"], { env: server.env });
+  const line = listed.stdout.split("\n").reverse().find((l) => l.startsWith("["));
+  const list = JSON.parse(line ?? "[]") as { name: string; pid: number; pm2_env: { status: string } }[];
+  return new Map(list.filter((p) => p.pm2_env.status === "online").map((p) => [p.name, p.pid]));
 }

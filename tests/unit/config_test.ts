@@ -39,7 +39,7 @@ const DEFAULT_HEALTH = { path: "/health", window: 30_000, interval: 1000, succes
 
 Deno.test("deploy.yml: a minimal static app gets its defaults and needs no healthCheck", () => {
   const deploy = parseConfig("name: site\ntype: static\n", deployFileSchema, "deploy.yml");
-  assertEquals(deploy, { name: "site", type: "static", keepReleases: 3, branch: "main", watch: 20_000 });
+  assertEquals(deploy, { name: "site", type: "static", cron: [], keepReleases: 3, branch: "main", watch: 20_000 });
 });
 
 Deno.test("deploy.yml: the healthCheck string form is normalized to the full object", () => {
@@ -48,6 +48,7 @@ Deno.test("deploy.yml: the healthCheck string form is normalized to the full obj
     name: "api",
     type: "python",
     healthCheck: DEFAULT_HEALTH,
+    cron: [],
     keepReleases: 3,
     branch: "main",
     watch: 20_000,
@@ -61,6 +62,7 @@ Deno.test("deploy.yml: a full file keeps every value it sets", () => {
     type: "node",
     healthCheck: { path: "/ready", window: 120_000, interval: 500, successes: 5, timeout: 5000 },
     command: ["node", "server.js"],
+    cron: [],
     build: "npm run build",
     hooks: { preDeploy: "./scripts/migrate.sh", postDeploy: ["./notify", "--ok"] },
     keepReleases: 10,
@@ -162,7 +164,7 @@ Deno.test("errors: an unknown key gets a did-you-mean, or the list of known keys
     'deploy.yml:3:1: "branh" is not a known key; did you mean "branch"?',
   ]);
   assertEquals(problems("name: app\ntype: static\nfoo: 1\n"), [
-    'deploy.yml:3:1: "foo" is not a known key; known keys: name, type, healthCheck, command, processes, build, hooks, keepReleases, branch, dockerfile, buildArgs, containerPort, watch',
+    'deploy.yml:3:1: "foo" is not a known key; known keys: name, type, healthCheck, command, processes, cron, build, hooks, keepReleases, branch, dockerfile, buildArgs, containerPort, watch',
   ]);
 });
 

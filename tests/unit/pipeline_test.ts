@@ -68,6 +68,7 @@ Deno.test("pipeline: a successful restart deploy runs its steps, moves the branc
       "systemctl enable --quiet alpha.service",
       "systemctl restart alpha.service",
       "systemctl is-active alpha.service",
+      "systemctl show --property=Id,MainPID,ActiveState,NRestarts,LoadState alpha.service", // status.json's processes
     ]);
     assertEquals(w.fake.plans[0].files.map((f) => f.path), [join(w.root, "etc/systemd/system/alpha.service")]);
     assert(w.printed.some((line) => line.startsWith(`✓ deployed alpha ${sha.slice(0, 7)} (release ${id})`)));
@@ -86,7 +87,7 @@ Deno.test("pipeline: a build failure switches nothing, removes the release and r
     const s = await status(w);
     assertEquals([s.status, s.healthy, s.lastDeploy.outcome, s.lastDeploy.step], ["failed", false, "failed", "build"]);
     assertEquals(await releases(w), []);
-    assertEquals(w.fake.ran(["systemctl"]), []);
+    assertEquals(w.fake.ran(["systemctl"]).filter((argv) => argv[1] !== "show"), []); // only status.json's read
     assert(w.printed.includes("  nothing was switched: no release serves"));
   });
 });
@@ -208,7 +209,7 @@ Deno.test("pipeline: a cancelled deploy stops its build, removes the release and
     assertEquals([s.lastDeploy.outcome, s.lastDeploy.step], ["cancelled", "build"]);
     assertEquals(await releases(w), []);
     assert(w.printed.some((line) => /cancelled at step "build" \(the pusher pressed Ctrl-C\)/.test(line)));
-    assertEquals(w.fake.ran(["systemctl"]), []);
+    assertEquals(w.fake.ran(["systemctl"]).filter((argv) => argv[1] !== "show"), []); // only status.json's read
   });
 });
 
@@ -391,8 +392,9 @@ Deno.test("pipeline: after a restart deploy killed between its switch and its re
       assertEquals(log[9].message, `removed ${second}`);
       const s = await status(w);
       assertEquals([s.status, s.release, s.previous, s.version], ["running", third, first, v3.slice(0, 7)]);
-      assertEquals(w.fake.lines().slice(0, 2), [
+      assertEquals(w.fake.lines().slice(0, 3), [
         "systemctl show --property=MainPID --value alpha.service", // recover: which release runs
+        "systemctl show --property=Id,MainPID,ActiveState,NRestarts,LoadState alpha.service", // status.json
         "python3 -m venv --without-pip venv",
       ]);
       assertEquals(w.fake.ran(["systemctl", "restart"]), [["systemctl", "restart", "alpha.service"]]);

@@ -1,5 +1,9 @@
 /** Process types (deploy.yml `processes`, a Procfile) and the worker plans of pm2 and systemd, as data. */
-import { assertEquals, assertMatch } from "../helpers/assert.ts";
+import { join } from "node:path";
+import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
+import { init } from "../../src/init.ts";
+import { deploymentsRoot } from "../../src/paths.ts";
+import { nameClash } from "../../src/deploy/workers.ts";
 import { throws } from "node:assert/strict";
 import { type DeployFile, deployFileSchema } from "../../src/config/schema.ts";
 import { parseProcfile, processTypes } from "../../src/deploy/processes.ts";
@@ -75,6 +79,11 @@ Deno.test("processes: a bad Procfile line is refused with file:line:column and h
     refused("web: a\nWorker_1: b\n"),
     'Procfile (commit abc1234):2:1: "Worker_1" is not a process name | use lowercase letters, digits and -, starting with a letter (up to 30), e.g. `worker`',
   );
+  assertMatch(
+    refused("release: python manage.py migrate\n"),
+    /^Procfile \(commit abc1234\):1:1: a release process runs once per deploy on Heroku.*\| make it deploy.yml's hooks.preDeploy/,
+  );
+  assertMatch(refused("green: python g.py\n"), /:1:1: the process green is named after a blue-green slot/);
   assertEquals(
     refused("just a command\n"),
     "Procfile (commit abc1234):1:1: expected `name: command` | write each process as `web: gunicorn app:app`",
@@ -124,7 +133,8 @@ Deno.test("workers under pm2: <app>-<type>-<n>, its stopTimeout as kill_timeout,
     ["sh", "-c", PM2_REPLACE, "pm2", "shop-worker-2", file],
     ["sh", "-c", PM2_UMASK, "pm2", "save"],
   ]);
-  assertEquals(plan.commands[0].timeoutMs, 2 * 60_000 + 90_000);
+  assertEquals(plan.commands[0].timeoutMs, 2 * 60_000 + 60 * 60_000 + 60_000); // any old stopTimeout, up to 1h
+  assertEquals(plan.lock, undefined, "a worker's long stop never holds the server-wide pm2 lock");
   const stop = pm2.stop("shop", "/srv", "/srv/opt/deployments/shop", undefined, { type: "worker", instance: 2 });
   assertEquals(stop.commands.map((c) => c.argv), [["sh", "-c", PM2_UMASK, "pm2", "delete", "shop-worker-2"], [
     "sh",
@@ -157,7 +167,7 @@ Deno.test("workers under systemd: template <app>-<type>@.service with SIGTERM an
     ["systemctl", "restart", "shop-worker@2.service"],
     ["systemctl", "is-active", "shop-worker@2.service"],
   ]);
-  assertEquals(plan.commands[2].timeoutMs, 120_000 + 90_000);
+  assertEquals(plan.commands[2].timeoutMs, 120_000 + 60 * 60_000); // the old instance's stopTimeout, up to 1h
   const stop = systemd.stop("shop", "/srv", "/srv/opt/deployments/shop", undefined, { type: "worker", instance: 2 });
   assertEquals(stop.commands.map((c) => c.argv), [[
     "systemctl",
@@ -166,4 +176,58 @@ Deno.test("workers under systemd: template <app>-<type>@.service with SIGTERM an
     "--quiet",
     "shop-worker@2.service",
   ]]);
+});
+
+Deno.test("init: a Procfile's web process stands for the command, and its processes are named; a bad one is refused", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dp-procfile-" });
+  try {
+    await Deno.writeTextFile(join(dir, "requirements.txt"), "flask\n");
+    await Deno.writeTextFile(join(dir, "Procfile"), "web: gunicorn app:app\nworker: python worker.py\n");
+    await init({ dir, name: "pf" });
+    const text = await Deno.readTextFile(join(dir, "deploy.yml"));
+    assertMatch(text, /^# command: \(the Procfile's web process: gunicorn app:app\)$/m);
+    assertMatch(text, /^# Processes: the Procfile's \(web, worker\), as long as deploy.yml has no processes:\.$/m);
+    await Deno.writeTextFile(join(dir, "Procfile"), "web: gunicorn app:app > log\n");
+    await Deno.remove(join(dir, "deploy.yml"));
+    const error = await init({ dir, name: "pf" }).catch((e) => e);
+    assert(error instanceof UsageError);
+    assertMatch(
+      error.message,
+      new RegExp(`^${join(dir, "Procfile")}:1:6: the command of web contains the shell operator ">"`),
+    );
+    assertEquals(await Deno.stat(join(dir, "deploy.yml")).catch(() => "absent"), "absent", "nothing written");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("nameClash: worker and instance names never take another app's process or unit names, either way round", async () => {
+  const root = await Deno.makeTempDir({ prefix: "dp-clash-" });
+  try {
+    const app = (name: string) => Deno.mkdir(join(deploymentsRoot(root), name), { recursive: true });
+    await app("shop");
+    await app("shop-admin"); // its slot template is shop-admin@.service: shop's worker "admin" would take it
+    await app("blog-blue-2"); // pm2's blog-blue-2 is blog's second web instance in the blue slot
+    assertEquals(
+      await nameClash(root, "shop", ["admin"]),
+      `the app "shop-admin" has names that shop's processes (shop-admin…) would take`,
+    );
+    assertEquals(await nameClash(root, "shop", ["worker"]), undefined);
+    assertEquals(await nameClash(root, "blog", [], 1), undefined);
+    assertEquals(
+      await nameClash(root, "blog", [], 3),
+      `the app "blog-blue-2" has names that blog's processes (blog-blue…) would take`,
+    );
+    // The other way round: setting up (or deploying) "shop-worker-1" once shop runs workers of type worker.
+    await Deno.writeTextFile(
+      join(deploymentsRoot(root), "shop", "workers.json"),
+      '[{"type":"worker","instances":2}]\n',
+    );
+    assertEquals(
+      await nameClash(root, "shop-worker-1", []),
+      `the app "shop" runs processes named shop-worker…, which shop-worker-1's own names would take`,
+    );
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
 });

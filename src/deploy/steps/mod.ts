@@ -7,6 +7,7 @@ import { updateRef } from "../../git.ts";
 import { strategyOf } from "../strategies/mod.ts";
 import { build, cleanup, command, docker, env, fetch, meta, postDeploy, preDeploy, sealOnly } from "./release.ts";
 import type { Step } from "./step.ts";
+import { cron } from "./cron.ts";
 import { hasWorkers, runningWorkers, syncWorkers, workerProcess } from "../workers.ts";
 
 export { type Release, type Step, walk } from "./step.ts";
@@ -83,7 +84,7 @@ const PREPARE: readonly Step[] = [preflight, docker, fetch, build, sealOnly, met
 const SWITCH: readonly Step[] = [activate];
 
 /** Once the deploy stands: reported when they fail, never rolled back. */
-const STAND: readonly Step[] = [settle, workers, postDeploy, cleanup];
+const STAND: readonly Step[] = [settle, workers, cron, postDeploy, cleanup];
 
 /** A whole deploy. */
 export const DEPLOY: readonly Step[] = [...PREPARE, ...SWITCH, ...STAND];

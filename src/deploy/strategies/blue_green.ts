@@ -9,12 +9,23 @@
 import { join } from "node:path";
 import { symlinkAtomic } from "../../fsutil.ts";
 import type { Slot } from "../../managers/mod.ts";
-import { readRoute, ROUTE_FILE, type RouteTarget, writeRoute } from "../../proxy/routes.ts";
+import { portsTarget, readRoute, ROUTE_FILE, type RouteTarget, targetPorts, writeRoute } from "../../proxy/routes.ts";
 import type { SwitchContext } from "../context.ts";
 import { checkStaticFiles, type HealthResult, startAndCheck, watchHealth } from "../health.ts";
 import { currentRelease, markServed, readReleaseMeta, runsProcess } from "../releases.ts";
 import { releaseProcess } from "../runtime.ts";
-import { ensureSlots, linkSlot, moveSlot, otherSlot, portFree, slotOfPort } from "../slots.ts";
+import {
+  ensureSlots,
+  instancePorts,
+  linkSlot,
+  moveSlot,
+  otherSlot,
+  portFree,
+  slotInstance,
+  slotInstances,
+  slotOfPort,
+  unlinkInstances,
+} from "../slots.ts";
 import {
   type Activated,
   type Activation,
@@ -38,8 +49,9 @@ export const blueGreen: SwitchStrategy = {
     const { plan, print, runner, manager } = ctx;
     const { paths, config, deploy } = plan;
     const route = await readRoute(paths.dir);
-    const serving = route && "port" in route && route.port === config.slots?.blue ? "blue" : "green";
-    const idle: Slot = route && "port" in route ? (serving === "blue" ? "green" : "blue") : "blue";
+    const first = targetPorts(route)[0];
+    const serving = first === config.slots?.blue ? "blue" : "green";
+    const idle: Slot = first !== undefined ? (serving === "blue" ? "green" : "blue") : "blue";
     const slot = { slot: idle, port: config.slots?.[idle] ?? 0 };
     if (plan.runs) {
       print(
@@ -48,6 +60,7 @@ export const blueGreen: SwitchStrategy = {
           : "would start the release in the blue slot (this first deploy chooses the slots' ports):",
       );
       await runner.apply(manager.restart((await dryProcess(ctx, meta, slot))!));
+      if ((meta.instances ?? 1) > 1) print(`would start ${meta.instances} web instances there, each on its own port`);
       print(`would check http://127.0.0.1:<slot port>${deploy.healthCheck!.path} before it gets any traffic`);
     } else print("would check the static files; the proxy would serve them");
     print(`would point the proxy on port ${config.port} at it, then ${paths.current} → releases/<new>`);
@@ -64,18 +77,31 @@ async function activateBlueGreen(ctx: SwitchContext, activation: Activation): Pr
   let slots = await ensureSlots(paths, root, config.slots);
   const route = await readRoute(paths.dir);
   const serving = route !== undefined;
-  const oldPort = route && "port" in route ? route.port : undefined;
+  const oldPorts = targetPorts(route);
+  const oldPort = oldPorts[0];
   const oldSlot = slotOfPort(slots, oldPort);
   const oldRelease = await currentRelease(paths);
   const idle = oldSlot ? otherSlot(oldSlot) : "blue";
   const failed = (error: unknown, step: string, switched: boolean) =>
     new ActivationFailed(asStep(error, step), switched, serving, true);
-  const stopSlot = (slot: Slot, why: string) =>
-    journal.step("stop", () => runner.apply(manager.stop(app, root, paths.dir, slot)), () => why).catch(() => {});
-  const drain = (port: number, whose: string) =>
+  /** Every web instance of a slot (instance 1 is the slot itself), as many as `count`, or as its release runs. */
+  const stopInstances = async (slot: Slot, count?: number) => {
+    const n = count ?? await slotInstances(paths, slot);
+    for (let i = n; i >= 1; i--) await runner.apply(manager.stop(app, root, paths.dir, slotInstance(slot, i)));
+    await unlinkInstances(paths, slot, 1);
+  };
+  const stopSlot = (slot: Slot, why: string, count?: number) =>
+    journal.step("stop", () => stopInstances(slot, count), () => why).catch(() => {});
+  const drain = (ports: number[], whose: string) =>
     journal.step(
       "drain",
-      () => proxy({ op: "drain", port, timeoutMs: config.drainTimeout }),
+      async () => {
+        const replies = await Promise.all(
+          ports.map((port) => proxy({ op: "drain", port, timeoutMs: config.drainTimeout })),
+        );
+        const cut = replies.reduce((sum, reply) => sum + (reply.drained ? 0 : Number(reply.inFlight) || 0), 0);
+        return { drained: replies.every((reply) => reply.drained), inFlight: cut };
+      },
       (reply: Record<string, unknown>) =>
         reply.drained ? `requests in flight to ${whose} finished` : `drain timeout: ${reply.inFlight} cut`,
     ).catch(() => {});
@@ -90,21 +116,22 @@ async function activateBlueGreen(ctx: SwitchContext, activation: Activation): Pr
     await pointAt(route, oldRelease).catch(() => {});
     await proxy({ op: "reload" }).catch(() => {});
     if (stopIdle) {
-      await drain(slots[idle], `the ${idle} slot`);
-      await stopSlot(idle, `the ${idle} slot is stopped`);
+      await drain(ports, `the ${idle} slot`);
+      await stopSlot(idle, `the ${idle} slot is stopped`, instances);
     }
   };
 
-  // 1. Start the new release in the idle slot and check it there, before it gets any traffic.
-  let health: HealthResult;
+  // 1. Start the new release in the idle slot (each of its web instances) and check it there, before it gets any traffic.
+  let health: HealthResult | undefined;
   let target: RouteTarget;
   const runs = runsProcess(meta);
+  const instances = meta.instances ?? 1;
+  let ports = [slots[idle]];
   if (runs && meta.healthCheck) {
     try {
-      if (!portFree(slots[idle])) {
-        // The idle slot takes no traffic: stop whatever of ours may be left there (a killed deploy's)...
-        await runner.apply(manager.stop(app, root, paths.dir, idle)).catch(() => {});
-      }
+      // The idle slot takes no traffic: stop whatever of ours may be left there (a killed deploy's)...
+      const stale = Math.max(instances, await slotInstances(paths, idle));
+      if (!portFree(slots[idle]) || stale > 1) await stopInstances(idle, stale).catch(() => {});
       if (!portFree(slots[idle])) {
         // ...and if the port is still taken, it is not ours: a health check there would ask someone else.
         const taken = slots[idle];
@@ -113,22 +140,27 @@ async function activateBlueGreen(ctx: SwitchContext, activation: Activation): Pr
           `! port ${taken} of the ${idle} slot is taken by another process: the slot moves to ${slots[idle]}`,
         );
       }
-      await linkSlot(paths, idle, meta.id);
-      const process = await releaseProcess(paths, config, meta, activation.secrets, { slot: idle, port: slots[idle] });
-      health = await startAndCheck(
-        journal,
-        runner,
-        manager,
-        process!,
-        `http://127.0.0.1:${slots[idle]}${meta.healthCheck.path}`,
-        meta.healthCheck,
-        `${manager.name} started the ${idle} slot (port ${slots[idle]})`,
-      );
+      ports = await instancePorts(paths, root, slots, idle, instances);
+      for (const [i, port] of ports.entries()) {
+        const name = slotInstance(idle, i + 1);
+        await linkSlot(paths, name, meta.id);
+        const process = await releaseProcess(paths, config, meta, activation.secrets, { slot: name, port });
+        health = await startAndCheck(
+          journal,
+          runner,
+          manager,
+          process!,
+          `http://127.0.0.1:${port}${meta.healthCheck.path}`,
+          meta.healthCheck,
+          `${manager.name} started the ${idle} slot${instances > 1 ? ` instance ${i + 1}/${instances}` : ""} ` +
+            `(port ${port})`,
+        );
+      }
     } catch (error) {
-      await stopSlot(idle, `the ${idle} slot is stopped; it never took traffic`);
+      await stopSlot(idle, `the ${idle} slot is stopped; it never took traffic`, instances);
       throw failed(error, "start", false);
     }
-    target = { port: slots[idle] };
+    target = portsTarget(ports);
   } else {
     health = await checkStaticFiles(journal, releaseDir, meta, "static files in place; the proxy serves them")
       .catch((error) => {
@@ -152,14 +184,14 @@ async function activateBlueGreen(ctx: SwitchContext, activation: Activation): Pr
       switchMs = ctx.clock.elapsed() - started;
       await markServed(paths, meta.id);
       await expectRouted(ctx, app, target);
-    }, () => `traffic → ${"port" in target ? `${idle} slot` : "static files"} in ${switchMs.toFixed(1)} ms`);
+    }, () => `traffic → ${"dir" in target ? "static files" : `${idle} slot`} in ${switchMs.toFixed(1)} ms`);
   } catch (error) {
     await undo(runs);
     throw failed(error, "switch", false);
   }
 
   // 3. Drain the old slot: requests in flight finish; it gets no new ones.
-  if (oldPort !== undefined) await drain(oldPort, "the old slot");
+  if (oldPort !== undefined) await drain(oldPorts, "the old slot");
 
   // 4. Watch the new release while the old slot stays warm; then commit (move the branch).
   const revert = async (error: unknown, step: string): Promise<never> => {
@@ -174,11 +206,14 @@ async function activateBlueGreen(ctx: SwitchContext, activation: Activation): Pr
   let watch: "passed" | "off" = "off";
   // With nothing served before there is nothing to switch back to: no watch window.
   if (runs && meta.healthCheck && activation.watchMs > 0 && serving) {
-    const url = `http://127.0.0.1:${slots[idle]}${meta.healthCheck.path}`;
+    const urls = ports.map((port) => `http://127.0.0.1:${port}${meta.healthCheck!.path}`);
     try {
       await journal.step("watch", async () => {
-        const problem = await watchHealth(url, meta.healthCheck!, activation.watchMs, journal.cancellation?.signal);
-        if (problem) throw new Error(`failed in the watch window: ${url} ${problem}`);
+        const problems = await Promise.all(
+          urls.map((url) => watchHealth(url, meta.healthCheck!, activation.watchMs, journal.cancellation?.signal)),
+        );
+        const i = problems.findIndex((problem) => problem !== undefined);
+        if (i >= 0) throw new Error(`failed in the watch window: ${urls[i]} ${problems[i]}`);
       }, () => `healthy for ${activation.watchMs / 1000}s while the old slot stayed warm`);
       watch = "passed";
     } catch (error) {
@@ -194,7 +229,7 @@ async function activateBlueGreen(ctx: SwitchContext, activation: Activation): Pr
   // 5. The release stands: stop what served before. Nothing here may undo the deploy.
   if (oldSlot) await stopSlot(oldSlot, `the ${oldSlot} slot is stopped`);
   return {
-    health,
+    health: health!,
     status: { slot: runs ? idle : undefined, slotPort: runs ? slots[idle] : undefined, watch, switchMs },
   };
 }

@@ -15,6 +15,8 @@
  */
 import { basename, dirname, join } from "node:path";
 import { SLOTS } from "../../config/schema.ts";
+import type { SlotInstance } from "../../managers/mod.ts";
+import { slotLinks } from "../slots.ts";
 import { exists, symlinkAtomic } from "../../fsutil.ts";
 import { ROUTE_FILE } from "../../proxy/routes.ts";
 import { displayArgv } from "../../runner.ts";
@@ -147,7 +149,11 @@ export const restart: SwitchStrategy = {
     const { paths, runner, journal, manager } = ctx;
     if (!(await exists(join(paths.dir, ROUTE_FILE))) && !(await exists(join(paths.dir, "slots")))) return;
     await journal.step("retire", async () => {
-      for (const slot of SLOTS) await runner.apply(manager.stop(paths.app, ctx.root, paths.dir, slot));
+      // Each slot and each of its web instances (`blue-2`, …) that has a link, and the slots themselves.
+      const names = new Set<string>([...SLOTS, ...(await slotLinks(paths))]);
+      for (const name of names) {
+        await runner.apply(manager.stop(paths.app, ctx.root, paths.dir, name as SlotInstance));
+      }
       await Deno.remove(join(paths.dir, ROUTE_FILE)).catch(() => {});
       await Deno.remove(join(paths.dir, "slots"), { recursive: true }).catch(() => {});
     }, () => "the blue and green slots of the blue-green setup are stopped");

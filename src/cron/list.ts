@@ -1,0 +1,81 @@
+/**
+ * `cron <app>`: the serving release's cron jobs, each with its next run (server's local time) and
+ * its last recorded run (cron.log).
+ * @module
+ */
+import { NAME_PATTERN } from "../config/names.ts";
+import { currentRelease, readReleaseMeta } from "../deploy/releases.ts";
+import { UsageError } from "../errors.ts";
+import { appPaths } from "../paths.ts";
+import { jobsOf } from "./job.ts";
+import { type CronRun, lastRuns } from "./log.ts";
+import { isScheduleError, nextRun, parseSchedule } from "./schedule.ts";
+import { loadServerConfig } from "./run.ts";
+
+/** One job as `cron <app>` shows it. */
+export interface JobRow {
+  name: string;
+  schedule: string;
+  argv: string[];
+  timeoutMs: number;
+  /** ISO 8601; none for a schedule that does not parse (an older release's). */
+  nextRun?: string;
+  lastRun?: CronRun;
+}
+
+/** The jobs of `app`'s serving release with their next and last runs. */
+export async function listJobs(app: string, root?: string, now = new Date()): Promise<JobRow[]> {
+  if (!NAME_PATTERN.test(app)) throw new UsageError(`"${app}" is not a valid app name`);
+  const paths = appPaths(app, root);
+  await loadServerConfig(paths); // the app is set up here
+  const release = await currentRelease(paths);
+  const meta = release ? await readReleaseMeta(paths, release) : undefined;
+  const last = await lastRuns(paths);
+  return jobsOf(meta).map((job) => {
+    const schedule = parseSchedule(job.schedule);
+    return {
+      ...job,
+      ...(isScheduleError(schedule) ? {} : { nextRun: nextRun(schedule, now).toISOString() }),
+      ...(last[job.name] ? { lastRun: last[job.name] } : {}),
+    };
+  });
+}
+
+/** "2026-12-03 15:00" in the server's local time. */
+function local(iso: string): string {
+  const at = new Date(iso);
+  const two = (v: number) => String(v).padStart(2, "0");
+  return `${at.getFullYear()}-${two(at.getMonth() + 1)}-${two(at.getDate())} ${two(at.getHours())}:${
+    two(at.getMinutes())
+  }:${two(at.getSeconds())}`;
+}
+
+/** Prints `cron <app>` as a table (or JSON). */
+export async function showJobs(app: string, json: boolean): Promise<number> {
+  const rows = await listJobs(app);
+  if (json) {
+    console.log(JSON.stringify(rows, null, 2));
+    return 0;
+  }
+  if (!rows.length) {
+    console.log(`${app} has no cron jobs in its serving release.`);
+    return 0;
+  }
+  const table = [
+    ["JOB", "SCHEDULE", "NEXT RUN", "LAST RUN"],
+    ...rows.map((row) => [
+      row.name,
+      row.schedule,
+      row.nextRun ? local(row.nextRun).slice(0, 16) : "-",
+      row.lastRun
+        ? `${row.lastRun.outcome}${row.lastRun.exitCode ? ` (exit ${row.lastRun.exitCode})` : ""} at ${
+          local(row.lastRun.start)
+        }, ${(row.lastRun.durationMs / 1000).toFixed(1)} s`
+        : "never",
+    ]),
+  ];
+  const widths = table[0].map((_, i) => Math.max(...table.map((row) => row[i].length)));
+  for (const row of table) console.log(row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());
+  console.log(`(times: the server's, ${Intl.DateTimeFormat().resolvedOptions().timeZone})`);
+  return 0;
+}
