@@ -25,7 +25,8 @@ export const lastDeploy = (app) => (app.lastDeploy && typeof app.lastDeploy === 
 
 /**
  * What needs attention, most urgent first (stable): unreachable and stale servers (with why),
- * servers over the collector's limits, unhealthy apps, certificates at risk. Each item is its
+ * servers over the collector's limits, unhealthy apps, apps with a process not running, certificates
+ * at risk. Each item is its
  * kind and its text as data (see widgets.js's `rich`): strings, `{href, text}`, `{time}`, `{muted}`.
  * @param {any[]} servers
  * @returns {{ kind: string, parts: any[] }[]}
@@ -74,6 +75,18 @@ export function attentionItems(servers) {
           ],
         }
         : null,
+    );
+  }
+  for (const placedApp of all) {
+    const processes = placedApp.app.processes;
+    if (!processes?.down) continue;
+    const down = processes.groups.filter((g) => g.up < g.count)
+      .map((g) => `${g.type} ${g.count - g.up} of ${g.count} ${g.down.join("/") || "not running"}`);
+    item(
+      "unhealthy",
+      appLink(placedApp),
+      ` ${processes.down} process${processes.down === 1 ? "" : "es"} not running`,
+      { muted: [` · ${down.join(", ")}`] },
     );
   }
   for (const placedApp of all) {

@@ -110,7 +110,7 @@ export function byTime(list, at) {
 }
 
 /** An outcome's label and badge kind; an unknown outcome is its own label, neutral. */
-export const outcomeLabel = (outcome) => OUTCOME[outcome] ?? [outcome, "neutral"];
+export const outcomeLabel = (outcome) => Object.hasOwn(OUTCOME, outcome) ? OUTCOME[outcome] : [outcome, "neutral"];
 
 /** A certificate in one line: names, issuer, expiry, last error. */
 export function certificateText(cert) {
@@ -140,4 +140,41 @@ export function certificateLabel(cert) {
   if (cert.state === "expired") return "expired";
   if (days === null) return cert.state === "error" ? "failed" : "pending";
   return `${days} d${cert.state === "error" ? " !" : ""}`;
+}
+
+/** Cron run outcomes: [label, badge kind]; failed and timeout in red. */
+export const CRON_OUTCOME = {
+  ok: ["ok", "ok"],
+  failed: ["failed", "bad"],
+  timeout: ["timeout", "bad"],
+  skipped: ["skipped", "warn"],
+};
+
+/** A cron run's outcome label and badge kind; an unknown one is its own label, neutral. */
+export const cronOutcomeLabel = (outcome) =>
+  Object.hasOwn(CRON_OUTCOME, outcome) ? CRON_OUTCOME[outcome] : [String(outcome), "neutral"];
+
+/**
+ * An app's processes (the API's ProcessesView) in a few words, and whether any does not run:
+ * `web ×2, worker ×2 online · 3 restarts`, or `web ×1 online, worker ×2: 1 errored · 3 restarts`.
+ * Null without processes.
+ * @param {any} processes
+ * @returns {{ text: string, bad: boolean, title: string } | null}
+ */
+export function processSummary(processes) {
+  if (!processes || !Array.isArray(processes.groups) || !processes.groups.length) return null;
+  const bad = processes.down > 0;
+  const groups = processes.groups.map((g) => {
+    const name = `${g.type} ×${g.count}`;
+    if (g.up === g.count) return bad ? `${name} online` : name;
+    const down = g.count - g.up;
+    const states = Array.isArray(g.down) && g.down.length ? g.down.join("/") : "not online";
+    return `${name}: ${down} ${states}`;
+  });
+  const text = groups.join(", ") + (bad ? "" : " online") +
+    (processes.restarts ? ` · ${processes.restarts} restart${processes.restarts === 1 ? "" : "s"}` : "") +
+    (processes.omitted ? ` · ${processes.omitted} more not kept` : "");
+  const title = `${processes.up} of ${processes.total - processes.omitted} running (online or active)` +
+    (processes.omitted ? `; ${processes.total} listed, ${processes.omitted} not kept` : "");
+  return { text, bad, title };
 }

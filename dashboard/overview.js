@@ -21,7 +21,7 @@ import {
   versionSkew,
 } from "./fleet.js";
 import { serverHref } from "./routes.js";
-import { appCells, certificateBadge, errorBox, rich, stateBadge, table, when } from "./widgets.js";
+import { appCells, certificateBadge, errorBox, processesCell, rich, stateBadge, table, when } from "./widgets.js";
 
 /** At most this many lines of "Needs attention". */
 const ATTENTION_LINES = 12;
@@ -154,7 +154,7 @@ export function overviewView() {
         everything,
         all.length
           ? table(
-            ["Server", "App", "Health", "Freshness", "Version", "Deployed", "Last check", "Certificate"],
+            ["Server", "App", "Health", "Freshness", "Version", "Deployed", "Last check", "Processes", "Certificate"],
             appRows,
             "apps",
           )
@@ -304,6 +304,7 @@ function appRow({ server, app }, now, changed) {
     h("td", {}, h("a", { href: serverHref(server.name), text: server.name })),
     h("td", { class: "app", text: app.app }),
     appCells(app, now),
+    h("td", { class: "processes" }, processesCell(app)),
     h("td", {}, certificateBadge(app.certificate)),
   );
 }

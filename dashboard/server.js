@@ -1,6 +1,6 @@
 /**
- * One server (`#/server/NAME[?app=&since=]`): its apps, deployments, error lines (optionally of
- * one app since a deploy) and Netdata.
+ * One server (`#/server/NAME[?app=&since=]`): its apps, each app's processes and the last run of
+ * each of its cron jobs, deployments, error lines (optionally of one app since a deploy) and Netdata.
  * @module
  */
 import { h, put } from "./dom.js";
@@ -10,7 +10,18 @@ import { errorLinesFor, lastDeploy } from "./fleet.js";
 import { lineItem, lineMeta } from "./lines.js";
 import { httpUrl, route, serverHref } from "./routes.js";
 import { DEPLOYMENT_COLUMNS, deploymentRows } from "./deployments.js";
-import { appCells, certificateBadge, errorBox, outcomeBadge, stateBadge, table, when } from "./widgets.js";
+import {
+  appCells,
+  certificateBadge,
+  code,
+  cronOutcomeBadge,
+  errorBox,
+  outcomeBadge,
+  processesCell,
+  stateBadge,
+  table,
+  when,
+} from "./widgets.js";
 
 /** The server view of `name`. */
 export function serverView(name) {
@@ -19,6 +30,7 @@ export function serverView(name) {
   const facts = h("dl", { class: "facts" });
   const problem = h("div");
   const apps = h("div");
+  const work = h("div");
   const deploys = h("div");
   const errorsTitle = h("h2", { text: "Recent errors" });
   const errorsNote = h("p", { class: "muted small" });
@@ -34,6 +46,7 @@ export function serverView(name) {
     facts,
     problem,
     h("section", { class: "panel" }, h("h2", { text: "Apps" }), apps),
+    h("section", { class: "panel work" }, h("h2", { text: "Processes and cron jobs" }), work),
     h("section", { class: "panel" }, h("h2", { text: "Recent deployments" }), deploys),
     h("section", { class: "panel" }, errorsTitle, errorsNote, errors),
     netdata,
@@ -112,10 +125,27 @@ export function serverView(name) {
       apps,
       d.apps.length
         ? table(
-          ["App", "Health", "Freshness", "Version", "Deployed", "Last check", "Last deploy", "Certificate"],
+          [
+            "App",
+            "Health",
+            "Freshness",
+            "Version",
+            "Deployed",
+            "Last check",
+            "Last deploy",
+            "Processes",
+            "Certificate",
+          ],
           d.apps.map((app) => appRow(d.name, app)),
         )
         : h("p", { class: "muted", text: "No apps (no status.json) on this server." }),
+    );
+    const working = d.apps.filter((app) => app.processes?.list?.length || app.cron?.length);
+    put(
+      work,
+      working.length
+        ? working.map((app) => appWork(app))
+        : h("p", { class: "muted", text: "No app lists its processes or has run a cron job." }),
     );
     put(
       deploys,
@@ -218,6 +248,7 @@ function appRow(server, app) {
     ),
     appCells(app),
     h("td", {}, last?.outcome ? [outcomeBadge(last.outcome), " ", when(last.at)] : "—"),
+    h("td", { class: "processes" }, processesCell(app)),
     h(
       "td",
       { class: "cert" },
@@ -226,5 +257,64 @@ function appRow(server, app) {
         ? h("div", { class: "small cert-error", title: app.certificate.lastError, text: app.certificate.lastError })
         : null,
     ),
+  );
+}
+
+/** An app's processes (as its status.json listed them) and the last run of each of its cron jobs. */
+function appWork(app) {
+  const list = app.processes?.list ?? [];
+  const cron = app.cron ?? [];
+  const number = (n) => (typeof n === "number" ? String(n) : "—");
+  return h(
+    "div",
+    { class: "app-work", dataset: { app: app.app } },
+    h("h3", { text: app.app }),
+    list.length
+      ? table(
+        ["Process", "Instance", "Name", "State", "PID", "Restarts"],
+        list.map((p) =>
+          h(
+            "tr",
+            { class: p.up ? "up" : "down" },
+            h("td", { text: p.type }),
+            h("td", { text: number(p.instance) }),
+            h("td", {}, code(p.name)),
+            h("td", {}, h("span", { class: `badge ${p.up ? "ok" : "bad"}`, text: p.state })),
+            h("td", { text: p.pid ? String(p.pid) : "—" }),
+            h("td", { text: number(p.restarts) }),
+          )
+        ),
+        "processes",
+      )
+      : h("p", { class: "muted small", text: "No processes listed in its status.json." }),
+    app.processes?.omitted
+      ? h("p", {
+        class: "muted small",
+        text: `and ${app.processes.omitted} more listed in its status.json, not kept (over the collector's limit)`,
+      })
+      : null,
+    cron.length
+      ? table(
+        ["Cron job", "Last run", "Outcome", "Duration", "Exit code", "Release"],
+        cron.map((run) =>
+          h(
+            "tr",
+            { class: `cron-${["ok", "failed", "timeout", "skipped"].includes(run.outcome) ? run.outcome : "other"}` },
+            h("td", { text: run.job }),
+            h("td", {}, when(run.start ?? run.end)),
+            h(
+              "td",
+              {},
+              cronOutcomeBadge(run),
+              run.reason ? h("div", { class: "small muted cron-reason", title: run.reason, text: run.reason }) : null,
+            ),
+            h("td", { text: duration(run.durationMs) }),
+            h("td", { text: number(run.exitCode) }),
+            h("td", {}, code(run.release)),
+          )
+        ),
+        "cron",
+      )
+      : null,
   );
 }

@@ -10,8 +10,10 @@ import {
   CERTIFICATE_KIND,
   certificateLabel,
   certificateText,
+  cronOutcomeLabel,
   maintenanceText,
   outcomeLabel,
+  processSummary,
   stampText,
   STATE_GLYPH,
   STATE_LABEL,
@@ -84,6 +86,23 @@ export const appCells = (app, now) => [
 export function outcomeBadge(outcome) {
   const [label, kind] = outcomeLabel(outcome);
   return h("span", { class: `badge ${kind}`, text: label });
+}
+
+/** A cron run's outcome as a badge (failed and timeout red); its reason, if any, as the tooltip. */
+export function cronOutcomeBadge(run) {
+  const [label, kind] = cronOutcomeLabel(run.outcome);
+  return h("span", { class: `badge ${kind}`, title: run.reason ?? undefined, text: label });
+}
+
+/** An app's processes in a few words (see format.js's processSummary), red when one does not run; else a dash. */
+export function processesCell(app) {
+  const summary = processSummary(app.processes);
+  if (!summary) return dash();
+  return h("span", {
+    class: `processes-summary ${summary.bad ? "bad" : "ok"}`,
+    title: summary.title,
+    text: summary.text,
+  });
 }
 
 /** An app's certificate as a badge (see {@link certificateLabel}), its details as the tooltip. */

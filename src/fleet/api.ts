@@ -6,8 +6,9 @@
  * token.
  *
  * Endpoints (GET; HEAD answers the same headers):
- * - `/api/fleet`: every server and app with its state and certificate.
- * - `/api/servers/:name`: one server, its apps (with certificates), deployments and error.log lines.
+ * - `/api/fleet`: every server and app with its state, certificate and processes counted by type.
+ * - `/api/servers/:name`: one server, its apps (with certificates, each process, and the last run of
+ *   each cron job), deployments and error.log lines.
  * - `/api/search?q=&server=&app=&file=&since=&until=&limit=&before=`: full-text search, newest first.
  * - `/api/logs/context?server=&app=&file=&offset=&lines=&id=`: the lines around a hit.
  * - `/api/deployments?server=&app=&limit=&before=`: deployments, newest first.

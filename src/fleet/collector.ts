@@ -16,8 +16,10 @@ import {
   capLimits,
   capText,
   FIELD,
+  MAX_CRON_JOBS,
   MAX_NEW_BYTES_PER_FILE,
   MAX_NEW_BYTES_PER_SERVER,
+  MAX_PROCESSES,
   MAX_STATUS_BYTES,
   size,
 } from "./limits.ts";
@@ -192,6 +194,12 @@ export class Collector {
         else apps.push(app); // a half-written one keeps the app's last state
         if (typeof status !== "object") continue;
         outcome.apps++;
+        if (Array.isArray(status.processes) && status.processes.length > MAX_PROCESSES) {
+          outcome.limits.push(
+            `${app}/status.json lists ${status.processes.length} processes, over the ${MAX_PROCESSES} kept: ` +
+              "the rest are not shown",
+          );
+        }
         if (this.store.upsertApp(server.name, app, status, started)) {
           changes.push({
             server: server.name,
@@ -223,6 +231,12 @@ export class Collector {
         outcome.deployments += result.deployments;
         outcome.gaps += result.gaps;
         if (result.deferred) waiting++;
+        if (result.cronForgotten) {
+          outcome.limits.push(
+            `${rel}: the last runs of ${result.cronForgotten} cron job(s) forgotten, over the ${MAX_CRON_JOBS} an ` +
+              "app may keep",
+          );
+        }
         if (result.skipped) {
           outcome.limits.push(
             `${rel}: ${size(result.skipped)} skipped, over the ${size(MAX_NEW_BYTES_PER_FILE)} a log file may bring ` +

@@ -11,7 +11,7 @@
 import { readAtMost } from "../fsutil.ts";
 import { readCertificatesFile } from "../proxy/cert_state.ts";
 import { capText, FIELD, size } from "./limits.ts";
-import type { DeploymentRow, FileLedger, FleetStore, LogLine } from "./store.ts";
+import type { CronRunRow, DeploymentRow, FileLedger, FleetStore, LogLine } from "./store.ts";
 
 /** How many bytes identify a file. */
 export const HEAD_BYTES = 4096;
@@ -125,6 +125,8 @@ export interface FileResult {
   skipped: number;
   /** Not read at all: its new bytes did not fit in what is left of the server's budget. */
   deferred?: boolean;
+  /** cron.log: cron jobs forgotten, over the MAX_CRON_JOBS (./limits.ts) whose last run an app may keep. */
+  cronForgotten?: number;
 }
 
 /** How many new bytes a cycle may read: of one file, and of all the server's files (`left`, shared). */
@@ -136,7 +138,7 @@ export interface Budget {
 /**
  * Ingests the new complete lines of `file` (of `server`), following its ledger; `rotated` is its
  * `.1` sibling, when present. deploy.log's JSON lines become deployments; other files' lines are
- * indexed for search.
+ * indexed for search, and cron.log's runs (its JSON lines) also become each job's last run.
  */
 export async function ingestFile(
   store: FleetStore,
@@ -209,6 +211,7 @@ async function readInto(
 ): Promise<number> {
   const decoder = new TextDecoder();
   const isDeployLog = name === "deploy.log";
+  const isCronLog = name === "cron.log";
   const facts = await factsOf(source, ledger.ino);
   if (facts.head.length > ledger.headLen) {
     ledger.headHash = await hashHex(facts.head);
@@ -259,6 +262,11 @@ async function readInto(
     if (isDeployLog) {
       const rows = lines.map(deploymentOf).filter((row): row is DeploymentRow => row !== undefined);
       result.deployments += store.ingestDeployments(ledger, app, rows);
+    } else if (isCronLog) {
+      const runs = lines.map(cronRunOf).filter((run): run is CronRunRow => run !== undefined);
+      const { added, forgotten } = store.ingestCronLines(ledger, app, name, lines, runs);
+      result.lines += added;
+      if (forgotten) result.cronForgotten = (result.cronForgotten ?? 0) + forgotten;
     } else {
       result.lines += store.ingestLines(ledger, app, name, lines);
     }
@@ -307,6 +315,40 @@ export function deploymentOf(line: LogLine): DeploymentRow | undefined {
     duration: typeof event.duration === "number" ? event.duration : undefined,
     step: step && /^[a-zA-Z]+$/.test(step) ? step : undefined,
     message,
+  };
+}
+
+/**
+ * A cron run from one line of cron.log (../cron/log.ts's CronRun: `{job, release, start, end,
+ * exitCode, durationMs, outcome, reason, pid}`), or undefined for a line that is not one (not
+ * JSON, no string `job` and `outcome`). Hostile input: every field is type-checked and cut to the
+ * field limits (./limits.ts); a wrong type becomes null.
+ */
+export function cronRunOf(line: LogLine): CronRunRow | undefined {
+  let run: unknown;
+  try {
+    run = JSON.parse(line.text);
+  } catch {
+    return undefined;
+  }
+  if (run === null || typeof run !== "object" || Array.isArray(run)) return undefined;
+  const r = run as Record<string, unknown>;
+  const job = capText(r.job, FIELD.short);
+  const outcome = capText(r.outcome, FIELD.short);
+  if (!job || !outcome) return undefined;
+  const duration = r.durationMs;
+  return {
+    offset: line.offset,
+    job,
+    release: capText(r.release, FIELD.short),
+    start: capText(r.start, FIELD.short),
+    end: capText(r.end, FIELD.short),
+    exitCode: Number.isSafeInteger(r.exitCode) ? r.exitCode as number : null,
+    durationMs: typeof duration === "number" && Number.isFinite(duration) && duration >= 0
+      ? Math.round(Math.min(duration, Number.MAX_SAFE_INTEGER))
+      : null,
+    outcome,
+    reason: capText(r.reason, FIELD.message),
   };
 }
 

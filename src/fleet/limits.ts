@@ -35,6 +35,17 @@ export const MAX_NEW_BYTES_PER_FILE = 8 << 20;
 /** New log bytes of one server ingested per cycle: the files past it wait for the next cycle. */
 export const MAX_NEW_BYTES_PER_SERVER = 32 << 20;
 
+/**
+ * Processes of one app kept from its status.json's `processes` (web instances and workers): the
+ * rest are counted (`omitted`) but not stored, and the server is marked.
+ */
+export const MAX_PROCESSES = 100;
+/**
+ * Cron jobs of one app whose last run is kept (from its cron.log): past it, the jobs that ran
+ * least recently are forgotten, and the server is marked.
+ */
+export const MAX_CRON_JOBS = 50;
+
 /** A server's file listing (one line per file): more fails the pull. */
 export const MAX_LISTING_BYTES = 1 << 20;
 

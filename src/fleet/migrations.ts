@@ -126,4 +126,22 @@ export const MIGRATIONS: string[] = [
    UPDATE certificates SET names = '[]' WHERE length(names) > ${FIELD.names};`,
   // 4: each app's maintenance mode, from its status.json (JSON, see store.ts's maintenanceJson; null when off).
   `ALTER TABLE apps ADD COLUMN maintenance TEXT;`,
+  // 5: each app's processes, from its status.json (JSON, see store.ts's processesJson; null when it lists none),
+  // and the last run of each of its cron jobs, from its cron.log lines as they are ingested (see ingest.ts).
+  `ALTER TABLE apps ADD COLUMN processes TEXT;
+   CREATE TABLE cron_runs (
+     server TEXT NOT NULL,
+     app TEXT NOT NULL,
+     job TEXT NOT NULL,
+     release TEXT,
+     start_at TEXT,
+     end_at TEXT,
+     exit_code INTEGER,
+     duration_ms INTEGER,
+     outcome TEXT NOT NULL,
+     reason TEXT,
+     file_id INTEGER NOT NULL,
+     offset INTEGER NOT NULL,
+     PRIMARY KEY (server, app, job)
+   );`,
 ];

@@ -16,6 +16,10 @@ import {
   type CertificateRecord,
   certificatesBy,
   clamp,
+  CRON_RUN_COLUMNS,
+  type CronRunRecord,
+  type CronRunView,
+  cronRunView,
   DEPLOYMENT_COLUMNS,
   type DeploymentRecord,
   type DeploymentView,
@@ -72,7 +76,10 @@ export function fleetOverview(store: FleetStore, view: FreshnessView): FleetOver
   return { generatedAt: new Date(view.now).toISOString(), counts, servers: views };
 }
 
-/** One server with its apps, 20 newest deployments and 50 newest error.log lines; undefined when unknown. */
+/**
+ * One server with its apps (each with its processes and the last run of its cron jobs), 20 newest
+ * deployments and 50 newest error.log lines; undefined when unknown.
+ */
 export function serverDetail(store: FleetStore, name: string, view: FreshnessView): ServerDetail | undefined {
   const row = store.sql(`SELECT ${SERVER_COLUMNS} FROM servers WHERE name = ?`).get(name) as ServerRow | undefined;
   if (!row) return undefined;
@@ -92,11 +99,20 @@ export function serverDetail(store: FleetStore, name: string, view: FreshnessVie
     ) as unknown as CertificateRecord[],
     view.now,
   );
+  const cron = new Map<string, CronRunView[]>();
+  const runs = store.sql(`SELECT ${CRON_RUN_COLUMNS} FROM cron_runs WHERE server = ? ORDER BY app, job`).all(
+    name,
+  ) as unknown as CronRunRecord[];
+  for (const run of runs) {
+    const list = cron.get(run.app);
+    if (list) list.push(cronRunView(run));
+    else cron.set(run.app, [cronRunView(run)]);
+  }
   return {
     ...server,
     pulls: row.pulls,
     errors: row.errors,
-    apps: apps.map((app) => appView(app, server.state, certificates)),
+    apps: apps.map((app) => ({ ...appView(app, server.state, certificates, true), cron: cron.get(app.app) ?? [] })),
     deployments: deployed.map(deploymentView),
     errorLines: errorLines.map(lineView),
   };

@@ -14,8 +14,9 @@
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { dirname } from "node:path";
 import type { CertificateState } from "../proxy/cert_state.ts";
-import { capLimits, capText, FIELD } from "./limits.ts";
+import { capLimits, capText, FIELD, MAX_CRON_JOBS, MAX_PROCESSES } from "./limits.ts";
 import { MIGRATIONS } from "./migrations.ts";
+import type { CronRunView } from "./views.ts";
 
 /** A string value cut to `max` characters; anything else (a number, an object) → null. */
 const str = (value: unknown, max: number = FIELD.short) => capText(value, max);
@@ -43,6 +44,50 @@ export function maintenanceJson(value: unknown): string | null {
     retryAfter,
   });
 }
+
+/** A whole number (pid, instance, restarts) from hostile input: a safe integer ≥ 0, else null. */
+const count = (value: unknown): number | null =>
+  Number.isSafeInteger(value) && (value as number) >= 0 ? value as number : null;
+
+/** One process as stored (see {@link processesJson}). */
+export interface ProcessRecord {
+  /** `web` or the worker's type; `?` when status.json gave none. */
+  type: string;
+  instance: number | null;
+  name: string | null;
+  pid: number | null;
+  /** The manager's word (online, errored; active, failed…); `unknown` when status.json gave none. */
+  state: string;
+  restarts: number | null;
+}
+
+/**
+ * status.json's `processes` (hostile input: a compromised server writes what it likes) as stored:
+ * `{list, total}` with at most {@link MAX_PROCESSES} entries, each field type-checked and cut to
+ * the field limits (entries that are not objects are dropped), `total` the length of the list it
+ * sent; null when it sent no list (an older deploy-paradigm, or a manager that cannot say).
+ */
+export function processesJson(value: unknown): string | null {
+  if (!Array.isArray(value)) return null;
+  const list: ProcessRecord[] = [];
+  for (const entry of value) {
+    if (list.length >= MAX_PROCESSES) break;
+    if (entry === null || typeof entry !== "object" || Array.isArray(entry)) continue;
+    const p = entry as Record<string, unknown>;
+    list.push({
+      type: str(p.type) ?? "?",
+      instance: count(p.instance),
+      name: str(p.name),
+      pid: count(p.pid),
+      state: str(p.state) ?? "unknown",
+      restarts: count(p.restarts),
+    });
+  }
+  return JSON.stringify({ list, total: value.length });
+}
+
+/** The last run of a cron job, from one line of an app's cron.log (see ./ingest.ts's cronRunOf), and the line's byte offset in its file. */
+export type CronRunRow = CronRunView & { offset: number };
 
 /** Lines removed per transaction by retention. */
 const RETAIN_BATCH = 10_000;
@@ -97,6 +142,8 @@ export interface AppStatusJson {
   lastDeploy?: unknown;
   /** While the app is in maintenance (../proxy/maintenance.ts): `{since, message, allow, retryAfter}` or `{error}`. */
   maintenance?: unknown;
+  /** Every process of the app (../deploy/process_list.ts's ProcessInfo): see {@link processesJson}. */
+  processes?: unknown;
 }
 
 /** The outcome of one pull of one server. */
@@ -217,6 +264,7 @@ export class FleetStore {
       this.sql("DELETE FROM servers WHERE name NOT IN (SELECT value FROM json_each(?))").run(list);
       this.sql("DELETE FROM apps WHERE server NOT IN (SELECT value FROM json_each(?))").run(list);
       this.sql("DELETE FROM certificates WHERE server NOT IN (SELECT value FROM json_each(?))").run(list);
+      this.sql("DELETE FROM cron_runs WHERE server NOT IN (SELECT value FROM json_each(?))").run(list);
     });
   }
 
@@ -265,12 +313,13 @@ export class FleetStore {
     this.transaction(() => {
       this.sql(
         `INSERT INTO apps (server, app, type, status, healthy, version, commit_sha, deployed, last_health_check, port,
-           strategy, last_deploy, maintenance, fetched_at)
+           strategy, last_deploy, maintenance, processes, fetched_at)
          VALUES (:server, :app, :type, :status, :healthy, :version, :commit, :deployed, :check, :port, :strategy,
-           :lastDeploy, :maintenance, :at)
+           :lastDeploy, :maintenance, :processes, :at)
          ON CONFLICT (server, app) DO UPDATE SET type = :type, status = :status, healthy = :healthy,
            version = :version, commit_sha = :commit, deployed = :deployed, last_health_check = :check, port = :port,
-           strategy = :strategy, last_deploy = :lastDeploy, maintenance = :maintenance, fetched_at = :at`,
+           strategy = :strategy, last_deploy = :lastDeploy, maintenance = :maintenance, processes = :processes,
+           fetched_at = :at`,
       ).run({
         server,
         app,
@@ -287,6 +336,7 @@ export class FleetStore {
           ? JSON.stringify({ cut: lastDeploy.length })
           : lastDeploy,
         maintenance: maintenanceJson(status.maintenance),
+        processes: processesJson(status.processes),
         at,
       });
       if (changed) {
@@ -298,10 +348,14 @@ export class FleetStore {
     return changed;
   }
 
-  /** Forgets apps of `server` whose status.json is gone. */
+  /** Forgets apps of `server` whose status.json is gone (and the last runs of their cron jobs). */
   keepApps(server: string, apps: string[]): void {
-    this.sql("DELETE FROM apps WHERE server = ? AND app NOT IN (SELECT value FROM json_each(?))")
-      .run(server, JSON.stringify(apps));
+    this.transaction(() => {
+      for (const table of ["apps", "cron_runs"]) {
+        this.sql(`DELETE FROM ${table} WHERE server = ? AND app NOT IN (SELECT value FROM json_each(?))`)
+          .run(server, JSON.stringify(apps));
+      }
+    });
   }
 
   /** The current ledger of a file, if it was ever seen. */
@@ -352,6 +406,64 @@ export class FleetStore {
       const added = this.insertLines(ledger, app, file, lines, kind);
       this.saveLedger(ledger);
       return added;
+    });
+  }
+
+  /**
+   * Adds complete lines of an app's cron.log like {@link ingestLines} (they are searchable log lines
+   * like any other), and keeps each job's last run from `runs` (the lines that are runs), in the
+   * same transaction: a run replaces its job's stored one unless that came from a later place in
+   * the log (file generation, then offset). At most {@link MAX_CRON_JOBS} jobs are kept per app: past
+   * it, the jobs whose last run came earliest in the log are forgotten. Returns the lines added and
+   * how many jobs were forgotten.
+   */
+  ingestCronLines(
+    ledger: FileLedger,
+    app: string,
+    file: string,
+    lines: LogLine[],
+    runs: CronRunRow[],
+  ): { added: number; forgotten: number } {
+    const upsert = this.sql(
+      `INSERT INTO cron_runs (server, app, job, release, start_at, end_at, exit_code, duration_ms, outcome, reason,
+         file_id, offset)
+       VALUES (:server, :app, :job, :release, :start, :end, :exitCode, :durationMs, :outcome, :reason, :fileId,
+         :offset)
+       ON CONFLICT (server, app, job) DO UPDATE SET release = :release, start_at = :start, end_at = :end,
+         exit_code = :exitCode, duration_ms = :durationMs, outcome = :outcome, reason = :reason, file_id = :fileId,
+         offset = :offset
+       WHERE file_id < :fileId OR (file_id = :fileId AND offset <= :offset)`,
+    );
+    return this.transaction(() => {
+      const added = this.insertLines(ledger, app, file, lines, "line");
+      for (const run of runs) {
+        upsert.run({
+          server: ledger.server,
+          app,
+          job: str(run.job) ?? "?",
+          release: str(run.release),
+          start: str(run.start),
+          end: str(run.end),
+          exitCode: Number.isSafeInteger(run.exitCode) ? run.exitCode : null,
+          durationMs: count(run.durationMs),
+          outcome: str(run.outcome) ?? "?",
+          reason: str(run.reason, FIELD.message),
+          fileId: ledger.id,
+          offset: run.offset,
+        });
+      }
+      let forgotten = 0;
+      if (runs.length) {
+        forgotten = Number(
+          this.sql(
+            `DELETE FROM cron_runs WHERE server = :server AND app = :app AND job NOT IN (
+               SELECT job FROM cron_runs WHERE server = :server AND app = :app
+               ORDER BY file_id DESC, offset DESC LIMIT ${MAX_CRON_JOBS})`,
+          ).run({ server: ledger.server, app }).changes,
+        );
+      }
+      this.saveLedger(ledger);
+      return { added, forgotten };
     });
   }
 

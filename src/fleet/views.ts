@@ -50,6 +50,77 @@ export interface AppView {
   certificate: CertificateView | null;
   /** Its maintenance mode, as its status.json said at the last pull; absent when off. */
   maintenance?: MaintenanceView;
+  /**
+   * Its processes (web instances and workers) as its status.json listed them at the last pull,
+   * counted by type (`list`: each one, on the server page only); null when it listed none.
+   */
+  processes: ProcessesView | null;
+}
+
+/** An app of a {@link ServerDetail}: with each process, and the last run of each cron job. */
+export interface AppDetail extends AppView {
+  /** The last run of each cron job (from its cron.log), by job name. */
+  cron: CronRunView[];
+}
+
+/** The process states that count as running: PM2's `online`, systemd's `active`. */
+export const UP_STATES: ReadonlySet<string> = new Set(["online", "active"]);
+/** Process types counted one by one in {@link ProcessesView}.groups (the rest only in the totals). */
+export const MAX_PROCESS_GROUPS = 20;
+/** States of a group's processes not running named in {@link ProcessGroup}.down (keeps the overview small). */
+export const MAX_DOWN_STATES = 5;
+
+/** An app's processes. */
+export interface ProcessesView {
+  /** How many status.json listed (more than were kept when over MAX_PROCESSES of ./limits.ts). */
+  total: number;
+  /** Listed but not kept. */
+  omitted: number;
+  /** Of the kept ones: how many run (online or active), how many do not, and their restarts in all. */
+  up: number;
+  down: number;
+  restarts: number;
+  /** By type (web first, then by name), at most {@link MAX_PROCESS_GROUPS}. */
+  groups: ProcessGroup[];
+  /** Each kept process (the server page only). */
+  list?: ProcessView[];
+}
+
+/** The processes of one type. */
+export interface ProcessGroup {
+  type: string;
+  count: number;
+  up: number;
+  restarts: number;
+  /** The states of those not running (errored, stopped, failed, missing…), each once, sorted; at most 5. */
+  down: string[];
+}
+
+/** One process, as status.json listed it (every field checked: see store.ts's processesJson). */
+export interface ProcessView {
+  type: string;
+  instance: number | null;
+  name: string | null;
+  pid: number | null;
+  state: string;
+  restarts: number | null;
+  /** Whether its state is one of {@link UP_STATES}. */
+  up: boolean;
+}
+
+/** The last run of one cron job (see ../cron/log.ts's CronRun), every field checked. */
+export interface CronRunView {
+  job: string;
+  release: string | null;
+  /** As cron.log has them (ISO 8601 when written by deploy-paradigm). */
+  start: string | null;
+  end: string | null;
+  exitCode: number | null;
+  durationMs: number | null;
+  /** ok, failed, timeout, skipped (anything else as sent). */
+  outcome: string;
+  /** Why it was skipped or could not start. */
+  reason: string | null;
 }
 
 /** An app in maintenance (the proxy answers 503 but to the allowed addresses), or why its maintenance.json is not valid. */
@@ -128,7 +199,8 @@ export interface LineView {
 export interface ServerDetail extends Omit<ServerView, "apps"> {
   pulls: number;
   errors: number;
-  apps: AppView[];
+  /** Its apps, each with its processes and the last run of its cron jobs. */
+  apps: AppDetail[];
   /** The 20 newest deployments. */
   deployments: DeploymentView[];
   /** The 50 newest lines of the server's error.log files, newest first. */
@@ -166,7 +238,23 @@ export interface AppRow {
   last_deploy: string | null;
   /** See store.ts's `maintenanceJson`. */
   maintenance: string | null;
+  /** See store.ts's `processesJson`. */
+  processes: string | null;
   fetched_at: number;
+}
+
+/** A cron_runs row as stored (see store.ts's ingestCronLines). */
+export interface CronRunRecord {
+  server: string;
+  app: string;
+  job: string;
+  release: string | null;
+  start_at: string | null;
+  end_at: string | null;
+  exit_code: number | null;
+  duration_ms: number | null;
+  outcome: string;
+  reason: string | null;
 }
 
 /** A deployments row as stored (see store.ts). */
@@ -214,7 +302,9 @@ export const SERVER_COLUMNS =
   "name, host, last_attempt, last_ok, last_error, last_duration_ms, last_bytes, pulls, errors, limits";
 export const APP_COLUMNS =
   "server, app, type, status, healthy, version, commit_sha, deployed, last_health_check, port, " +
-  "strategy, last_deploy, maintenance, fetched_at";
+  "strategy, last_deploy, maintenance, processes, fetched_at";
+/** The columns of a {@link CronRunRecord}. */
+export const CRON_RUN_COLUMNS = "server, app, job, release, start_at, end_at, exit_code, duration_ms, outcome, reason";
 /** The columns of a {@link DeploymentRecord}. */
 export const DEPLOYMENT_COLUMNS =
   "id, server, app, at, outcome, release, commit_sha, version, duration_ms, step, message";
@@ -283,7 +373,16 @@ export function certificatesBy(rows: CertificateRecord[], now: number): Map<stri
   return new Map(rows.map((row) => [`${row.server}\0${row.app}`, certificateView(row, now)]));
 }
 
-export function appView(row: AppRow, freshness: Freshness, certificates: Map<string, CertificateView>): AppView {
+/**
+ * An app as the API gives it; `withList`: with each of its processes (the server page), else
+ * only their counts (the overview).
+ */
+export function appView(
+  row: AppRow,
+  freshness: Freshness,
+  certificates: Map<string, CertificateView>,
+  withList = false,
+): AppView {
   return {
     app: row.app,
     type: row.type,
@@ -301,6 +400,70 @@ export function appView(row: AppRow, freshness: Freshness, certificates: Map<str
     state: freshness !== "fresh" ? freshness : row.healthy === 0 ? "unhealthy" : "fresh",
     certificate: certificates.get(`${row.server}\0${row.app}`) ?? null,
     ...maintenanceView(row.maintenance),
+    processes: processesView(row.processes, withList),
+  };
+}
+
+/**
+ * Stored processes (see store.ts's `processesJson`) as the API gives them: counted, by type, and
+ * each one when `withList`; null when status.json listed none (or the value is not valid).
+ */
+export function processesView(text: string | null, withList: boolean): ProcessesView | null {
+  const value = parseJson(text) as { list?: unknown; total?: unknown } | null;
+  if (value === null || typeof value !== "object" || !Array.isArray(value.list)) return null;
+  const list: ProcessView[] = value.list
+    .filter((p): p is Record<string, unknown> => p !== null && typeof p === "object")
+    .map((p) => {
+      const state = typeof p.state === "string" ? p.state : "unknown";
+      const number = (v: unknown) => typeof v === "number" ? v : null;
+      return {
+        type: typeof p.type === "string" ? p.type : "?",
+        instance: number(p.instance),
+        name: typeof p.name === "string" ? p.name : null,
+        pid: number(p.pid),
+        state,
+        restarts: number(p.restarts),
+        up: UP_STATES.has(state),
+      };
+    });
+  const groups = new Map<string, ProcessGroup & { states: Set<string> }>();
+  for (const p of list) {
+    let group = groups.get(p.type);
+    if (!group) groups.set(p.type, group = { type: p.type, count: 0, up: 0, restarts: 0, down: [], states: new Set() });
+    group.count++;
+    group.restarts += p.restarts ?? 0;
+    if (p.up) group.up++;
+    else group.states.add(p.state);
+  }
+  const total = typeof value.total === "number" && value.total >= list.length ? value.total : list.length;
+  const up = list.filter((p) => p.up).length;
+  const view: ProcessesView = {
+    total,
+    omitted: total - list.length,
+    up,
+    down: list.length - up,
+    restarts: list.reduce((sum, p) => sum + (p.restarts ?? 0), 0),
+    groups: [...groups.values()]
+      .sort((a, b) =>
+        Number(b.type === "web") - Number(a.type === "web") || (a.type < b.type ? -1 : a.type > b.type ? 1 : 0)
+      )
+      .slice(0, MAX_PROCESS_GROUPS)
+      .map(({ states, ...group }) => ({ ...group, down: [...states].sort().slice(0, MAX_DOWN_STATES) })),
+  };
+  return withList ? { ...view, list } : view;
+}
+
+/** A stored cron run as the API gives it. */
+export function cronRunView(row: CronRunRecord): CronRunView {
+  return {
+    job: row.job,
+    release: row.release,
+    start: row.start_at,
+    end: row.end_at,
+    exitCode: row.exit_code,
+    durationMs: row.duration_ms,
+    outcome: row.outcome,
+    reason: row.reason,
   };
 }
 

@@ -173,6 +173,7 @@ Deno.test("fleet API: /api/fleet reports fresh, stale, unreachable and unhealthy
       freshness: "fresh",
       state: "fresh",
       certificate: null,
+      processes: null,
     });
     assertEquals(servers.bravo.apps[0].state, "stale");
     assertEquals(servers.charlie.apps[0].state, "unreachable");

@@ -230,7 +230,7 @@ Deno.test("FleetStore: a version 1 database gains the certificates table, its da
     old.upsertApp("s1", "shop", { healthy: true }, NOW);
     old.db.exec(
       "DROP TABLE certificates; ALTER TABLE servers DROP COLUMN limits; ALTER TABLE apps DROP COLUMN maintenance; " +
-        "PRAGMA user_version = 1;",
+        "ALTER TABLE apps DROP COLUMN processes; DROP TABLE cron_runs; PRAGMA user_version = 1;",
     );
     old.close();
     const store = await FleetStore.open(path);

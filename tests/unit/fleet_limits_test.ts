@@ -170,7 +170,8 @@ Deno.test("FleetStore: a version 2 database's oversized values are cut by the mi
     old.close();
     const db = new DatabaseSync(path);
     db.exec(
-      "ALTER TABLE servers DROP COLUMN limits; ALTER TABLE apps DROP COLUMN maintenance; PRAGMA user_version = 2;",
+      "ALTER TABLE servers DROP COLUMN limits; ALTER TABLE apps DROP COLUMN maintenance; " +
+        "ALTER TABLE apps DROP COLUMN processes; DROP TABLE cron_runs; PRAGMA user_version = 2;",
     );
     db.prepare("INSERT INTO apps (server, app, status, version, last_deploy, fetched_at) VALUES (?, ?, ?, ?, ?, ?)")
       .run("s1", "web", "running", "v".repeat(100_000), JSON.stringify({ pad: "x".repeat(10 << 20) }), 1);
