@@ -12,12 +12,9 @@ import { describeMaintenance, maintenanceForStatus } from "./proxy/maintenance.t
 import { forTerminal, jsonForTerminal } from "./terminal.ts";
 import { parseConfig } from "./config/load.ts";
 import { serverConfigSchema } from "./config/schema.ts";
-import { listProcesses, type ProcessInfo } from "./deploy/process_list.ts";
+import { listProcesses, type ProcessInfo, RUNNING_STATES } from "./deploy/process_list.ts";
 import { managerNamed } from "./managers/mod.ts";
 import { ProcessRunner } from "./runner.ts";
-
-/** The managers' words for a process that runs. */
-const RUNNING = new Set(["online", "active"]);
 
 /** What status.json (written on this server, but by deploys of code anyone may push) says, safe on one line. */
 const safe = (text: string) => forTerminal(text, { oneLine: true });
@@ -143,13 +140,13 @@ export function statusLines(
   }
   // A line per app that runs more than its one web process, or whose processes do not all run.
   for (const { name, processes } of statuses) {
-    if (!processes?.length || (processes.length === 1 && RUNNING.has(processes[0].state))) continue;
+    if (!processes?.length || (processes.length === 1 && RUNNING_STATES.has(processes[0].state))) continue;
     const each = processes.map((p) =>
       `${p.type}/${p.instance} ${p.state}${p.pid ? ` pid ${p.pid}` : ""}` +
       (p.restarts ? ` (${p.restarts} restart${p.restarts === 1 ? "" : "s"})` : "")
     );
     const line = safe(`${name.padEnd(widths[0])}  processes: ${each.join(" · ")}`);
-    lines.push(processes.every((p) => RUNNING.has(p.state)) ? line : red(line));
+    lines.push(processes.every((p) => RUNNING_STATES.has(p.state)) ? line : red(line));
   }
   const inMaintenance = statuses.filter((s) => s.maintenance);
   if (inMaintenance.length) lines.push("");

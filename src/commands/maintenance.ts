@@ -7,7 +7,8 @@ export interface MaintenanceRequest {
   app: string;
   on: boolean;
   message?: string;
-  allow: string[];
+  /** Undefined when `--allow` was not given (`on` again keeps the list). */
+  allow?: string[];
   retryAfter?: number;
 }
 
@@ -36,7 +37,7 @@ export async function parseMaintenanceArgs(
         suggestion: `deploy-paradigm maintenance ${app} off`,
       });
     }
-    return { app, on: false, allow: [] };
+    return { app, on: false };
   }
   const { checkAllowEntry, checkMessage, checkRetryAfter, MAX_ALLOW } = await import("../proxy/maintenance.ts");
   const message = opts.message as string | undefined;
@@ -62,7 +63,7 @@ export async function parseMaintenanceArgs(
     const wrong = checkRetryAfter(retryAfter);
     if (wrong) throw new UsageError(`--retry-after ${wrong} (got "${text}")`);
   }
-  return { app, on: true, message, allow, retryAfter };
+  return { app, on: true, message, ...(opts.allow !== undefined ? { allow } : {}), retryAfter };
 }
 
 /** Puts an app in maintenance or takes it out, then has the proxy apply it. Returns the exit code. */
@@ -82,14 +83,26 @@ async function maintenance(request: MaintenanceRequest): Promise<number> {
   if (request.on) {
     // A file that is not valid is replaced; its `since` is not kept.
     const before = await maint.readMaintenance(paths.dir).catch(() => undefined);
+    // `on` again changes what it is given and keeps the rest (`off`, then `on`, starts afresh).
+    const message = request.message ?? before?.message;
     const state = {
       since: before?.since ?? new Date().toISOString(),
-      ...(request.message !== undefined ? { message: request.message } : {}),
-      allow: request.allow,
-      retryAfter: request.retryAfter ?? maint.DEFAULT_RETRY_AFTER,
+      ...(message !== undefined ? { message } : {}),
+      allow: request.allow ?? before?.allow ?? [],
+      retryAfter: request.retryAfter ?? before?.retryAfter ?? maint.DEFAULT_RETRY_AFTER,
     };
     await maint.writeMaintenance(paths.dir, state);
-    console.log(`${app}: ${maint.describeMaintenance(state)}${before ? " (updated)" : ""}.`);
+    console.log(
+      `${app}: ${maint.describeMaintenance(state)}${before ? " (updated; what was not given is kept)" : ""}.`,
+    );
+    const everyone = state.allow.filter((entry) => /\/0$/.test(entry));
+    if (everyone.length) {
+      console.log(
+        `! --allow ${everyone.join(", ")} lets every ${
+          everyone.some((e) => e.includes(":")) ? "" : "IPv4 "
+        }client through`,
+      );
+    }
   } else if (await maint.clearMaintenance(paths.dir)) {
     console.log(`${app} is out of maintenance: its requests go to the app again.`);
   } else {
@@ -179,7 +192,12 @@ export const maintenanceCommand: CommandSpec = {
   summary: "Put an app in maintenance (the proxy answers 503 with a page, except for allowed IPs) or take it out",
   args: [
     { name: "app", description: "The app" },
-    { name: "on|off", description: "on: answer 503 with the maintenance page; off: serve the app again" },
+    {
+      name: "on|off",
+      description:
+        "on: answer 503 with the maintenance page (on again changes only what it is given); off: serve the " +
+        "app again. Root only; for apps served through the proxy (blue-green)",
+    },
   ],
   options: [
     {

@@ -32,6 +32,15 @@ export function splitCommand(command: string): string[] | { error: string } {
       }
       if (j >= command.length) return { error: `has an unterminated " quote at character ${i + 1}` };
       [i, inWord] = [j, true];
+    } else if (c === "$" && /[A-Za-z_{]/.test(command[i + 1] ?? "")) {
+      return {
+        error:
+          `contains the variable "$" at character ${
+            i + 1
+          }, but commands are not run by a shell: nothing is expanded. ` +
+          "The app gets PORT and its .env values in its environment (read them there, as gunicorn reads PORT), " +
+          "or move the command into a script",
+      };
     } else if (OPERATORS.has(c)) {
       return {
         error: `contains the shell operator "${c}" at character ${i + 1}, but commands are not run by a shell: ` +

@@ -59,7 +59,23 @@ export function parseConfig<S extends z.ZodType>(
     // The parser catches running out of stack on deep nesting, once per level: report it once.
     const deep = doc.errors.find((e) => e.code === "RESOURCE_EXHAUSTION");
     if (deep) fail([`${at(deep.pos[0])}: ${TOO_DEEP}`]);
-    fail(doc.errors.map((e) => `${at(e.pos[0])}: YAML syntax error: ${SYNTAX[e.code] ?? e.message.split("\n")[0]}`));
+    const lines = new Set<number>();
+    fail(doc.errors.flatMap((e) => {
+      // An unquoted value starting with `*` (a cron schedule) reads as YAML aliases: one problem, and the fix.
+      const start = text.lastIndexOf("\n", e.pos[0] - 1) + 1;
+      const end = text.indexOf("\n", e.pos[0]);
+      const line = text.slice(start, end < 0 ? undefined : end);
+      const star = /^(\s*(?:-\s+)?[^\s:#][^:#]*:\s+)(\*[^#]*?)\s*(#.*)?$/.exec(line);
+      if (star && e.message.startsWith("Unexpected alias")) {
+        if (lines.has(start)) return [];
+        lines.add(start);
+        return [
+          `${at(start + star[1].length)}: YAML reads a value that starts with * as an alias: quote it, ` +
+          `e.g. ${JSON.stringify(star[2])}`,
+        ];
+      }
+      return [`${at(e.pos[0])}: YAML syntax error: ${SYNTAX[e.code] ?? e.message.split("\n")[0]}`];
+    }));
   }
   const { complexKeys, aliases } = scan(doc.contents);
   // A list or mapping as a key is never a config key, and turning nested ones into text takes

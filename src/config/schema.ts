@@ -42,16 +42,18 @@ function finite(ms: number): number | undefined {
 const MUST_BE_DURATION = 'must be a duration like "500ms", "2s" or "1m"';
 
 /** A duration in config (`"2s"`, or seconds), to milliseconds; `fallback` when absent. */
-export const duration = (fallback: string, maxMs = Infinity) =>
+export const duration = (fallback: string, maxMs = Infinity, minMs = 0) =>
   z.union([z.string(), z.number()], { error: MUST_BE_DURATION }).default(fallback).transform((value, ctx) => {
     const ms = parseDuration(value);
-    if (ms === undefined || ms > maxMs) {
+    if (ms === undefined || ms > maxMs || ms < minMs) {
       ctx.issues.push({
         code: "custom",
         input: value,
         message: ms === undefined
           ? `${MUST_BE_DURATION} (got ${JSON.stringify(value)})`
-          : `must be at most ${maxMs / 1000}s (got ${JSON.stringify(value)})`,
+          : ms < minMs
+          ? `must be at least ${minMs / 1000}s (got ${JSON.stringify(value)})`
+          : `must be at most ${maxMs / 3_600_000}h (got ${JSON.stringify(value)})`,
         continue: true,
       });
       return z.NEVER;
@@ -118,7 +120,7 @@ const processObject = z.strictObject({
   instances: z.int({ error: `must be a whole number from 1 to ${MAX_INSTANCES}` })
     .min(1, `must be from 1 to ${MAX_INSTANCES}`).max(MAX_INSTANCES, `must be from 1 to ${MAX_INSTANCES}`).default(1)
     .meta({ description: "How many processes run (web: behind the proxy, each on its own port). Default 1." }),
-  stopTimeout: duration("30s", 3_600_000).meta({
+  stopTimeout: duration("30s", 3_600_000, 1000).meta({
     description: "How long a stopping process may take after SIGTERM (its job in hand) before SIGKILL. Default 30s.",
   }),
 }, { error: "must be a command, or a mapping { command, instances, stopTimeout }" });
@@ -150,7 +152,7 @@ const cronJob = z.strictObject({
     description: 'A 5-field cron schedule in the server\'s time ("*/5 * * * *", "0 3 * * 1-5") or @daily etc.',
   }),
   command: command.meta({ description: "What runs, in the serving release, as the app's user with its .env." }),
-  timeout: duration("1h", 24 * 3_600_000).meta({
+  timeout: duration("1h", 24 * 3_600_000, 1000).meta({
     description: "A run still going after this is stopped (SIGTERM, then SIGKILL). Default 1h, at most 24h.",
   }),
 }, { error: "must be a job: { name, schedule, command, timeout }" });

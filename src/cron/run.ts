@@ -21,7 +21,7 @@ import { type ServerConfig, serverConfigSchema } from "../config/schema.ts";
 import { currentRelease, readReleaseMeta, type ReleaseMeta } from "../deploy/releases.ts";
 import { Redactor } from "../deploy/redact.ts";
 import { asApp, envSnapshot, processFor, resolveProgram, secretValues } from "../deploy/runtime.ts";
-import { UsageError } from "../errors.ts";
+import { didYouMean, UsageError } from "../errors.ts";
 import { readTextOrUndefined } from "../fsutil.ts";
 import { type AppPaths, appPaths } from "../paths.ts";
 import { type Cmd, CommandCancelled, displayArgv, ProcessRunner, programOf } from "../runner.ts";
@@ -81,10 +81,14 @@ export async function runJob(app: string, name: string, options: RunOptions = {}
     print(`${app}/${name}: skipped: ${reason}`);
     return run;
   };
-  if (!meta || !job) {
-    return await skip(
-      !meta ? `${app} has no serving release` : `the serving release ${release} has no cron job "${name}"`,
-    );
+  // Nothing to run is a usage error, never recorded as a run: a typo, or an app that serves nothing.
+  if (!meta) throw new UsageError(`${app} has no serving release: nothing to run`);
+  if (!job) {
+    const names = jobsOf(meta).map((j) => j.name);
+    const guess = didYouMean(name, names);
+    throw new UsageError(`the serving release ${release} of ${app} has no cron job "${name}"`, {
+      suggestion: guess ? `did you mean "${guess}"?` : names.length ? `its jobs: ${names.join(", ")}` : "it has none",
+    });
   }
 
   // One run at a time: the lock, or a skip naming the run that holds it.

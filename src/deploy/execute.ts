@@ -12,6 +12,8 @@
  * 3. `--dry-run` walks the same steps with the DryRunner: each says what it would do.
  * @module
  */
+import { exists } from "../fsutil.ts";
+import { maintenancePath } from "../proxy/maintenance.ts";
 import { refTip } from "../git.ts";
 import { managerNamed } from "../managers/mod.ts";
 import { DryRunner } from "../runner.ts";
@@ -192,5 +194,10 @@ async function deployLocked(ctx: DeployContext, branch: Release["branch"]): Prom
   await journal.record("success", { ok: true, duration, message: `${plan.short} serves as release ${id}` });
   const url = plan.runs ? `: ${appUrl(config)}` : "";
   journal.say(`✓ deployed ${plan.deploy.name} ${plan.short} (release ${id}) in ${(duration / 1000).toFixed(1)}s${url}`);
+  if (await exists(maintenancePath(paths.dir))) {
+    journal.say(
+      `! ${plan.deploy.name} is in maintenance: the proxy answers 503 until \`maintenance ${plan.deploy.name} off\``,
+    );
+  }
   return { ok: true };
 }

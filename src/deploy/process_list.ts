@@ -15,6 +15,9 @@ import { slotInstance, slotOfPort } from "./slots.ts";
 import { PROXIED } from "./strategies/names.ts";
 import { runningWorkers } from "./workers.ts";
 
+/** The managers' words for a process that runs: pm2's and systemd's. */
+export const RUNNING_STATES: ReadonlySet<string> = new Set(["online", "active"]);
+
 /** One process of an app (status.json `processes`). */
 export interface ProcessInfo {
   /** `web`, or the worker's process type. */

@@ -23,6 +23,7 @@ import type { SwitchContext } from "./context.ts";
 import { workerInstances, type WorkerSpec } from "./processes.ts";
 import type { ReleaseMeta } from "./releases.ts";
 import { processFor, resolveProgram } from "./runtime.ts";
+import { RUNNING_STATES } from "./process_list.ts";
 
 /** The file that records the worker types running now. */
 const WORKERS_FILE = "workers.json";
@@ -132,9 +133,31 @@ export async function syncWorkers(
   const gone = workerInstances(before).filter((w) => !keep.has(key(w)));
   for (const worker of gone) await runner.apply(manager.stop(paths.app, root, paths.dir, undefined, worker));
   await record(workers.map(({ type, instances }) => ({ type, instances })));
+  await expectRunning(ctx, wanted);
   const started = workers.map((w) => `${w.type} ×${w.instances} (${displayArgv(w.argv)})`).join(", ");
   const stopped = gone.length ? `; stopped ${gone.map(key).join(", ")}` : "";
   return `${started ? `workers: ${started}` : "no workers"}${stopped}`;
+}
+
+/** How long a started worker must keep running to count as started (a crash at start-up shows by then). */
+const SETTLE_MS = 1500;
+
+/** Throws when a worker instance does not run {@link SETTLE_MS} after the sync (a crash loop, a bad script). */
+async function expectRunning(ctx: Pick<SwitchContext, "paths" | "runner" | "manager">, wanted: WorkerId[]) {
+  const { manager, paths } = ctx;
+  if (!wanted.length || !manager.states) return;
+  await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+  const names = wanted.map((w) => manager.nameOf(paths.app, undefined, w));
+  const states = await manager.states(ctx.runner, paths.root, names);
+  const down = wanted.flatMap((w, i) => {
+    const state = states.get(names[i]);
+    return state && RUNNING_STATES.has(state.state) && state.restarts === 0
+      ? []
+      : [`${w.type}@${w.instance} ${state ? `${state.state}, ${state.restarts} restarts` : "missing"}`];
+  });
+  if (down.length) {
+    throw new Error(`not running ${SETTLE_MS / 1000}s after its start: ${down.join("; ")} (see ${paths.errorLog})`);
+  }
 }
 
 /** Both lists' types, each with the larger count: everything that may run while a sync is under way. */

@@ -108,16 +108,23 @@ export function parseRange(text: string): Range | string {
   const v6 = v4 ? undefined : address.includes(":") ? parseIPv6(address) : undefined;
   const parsed = v4 ?? v6;
   if (!parsed) return explain;
-  const bytes = Uint8Array.from(parsed);
-  const max = bytes.length * 8;
+  let bytes = Uint8Array.from(parsed);
+  let max = bytes.length * 8;
+  // An IPv4-mapped IPv6 address (::ffff:a.b.c.d) is the IPv4 address clients are seen with.
+  const mapped = bytes.length === 16 && bytes.slice(0, 10).every((b) => b === 0) && bytes[10] === 0xff &&
+    bytes[11] === 0xff && (length === undefined || Number(length) >= 96);
+  if (mapped) [bytes, max] = [bytes.slice(12), 32];
   if (length === undefined) return { bytes, bits: max };
-  if (!/^(0|[1-9]\d*)$/.test(length) || Number(length) > max) {
-    return `has a prefix length that is not a whole number from 0 to ${max}`;
+  const offset = mapped ? 96 : 0;
+  if (!/^(0|[1-9]\d*)$/.test(length) || Number(length) - offset > max) {
+    return `has a prefix length that is not a whole number from 0 to ${max + offset}`;
   }
-  const bits = Number(length);
+  const bits = Number(length) - offset;
   const network = bytes.map((byte, i) => byte & maskByte(bits, i));
   if (network.some((byte, i) => byte !== bytes[i])) {
-    return `has bits set past its /${bits} prefix: write "${formatRange(network, bits, v4 !== undefined)}"`;
+    return `has bits set past its /${bits + offset} prefix: write "${
+      formatRange(network, bits, v4 !== undefined || mapped)
+    }"`;
   }
   return { bytes, bits };
 }

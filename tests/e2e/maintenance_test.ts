@@ -328,7 +328,7 @@ Deno.test("maintenance through a trusted proxy: the client X-Forwarded-For names
         assertEquals(again.code, 0, again.output);
         assertMatch(
           again.stdout,
-          /^web: maintenance since .*, Retry-After 60 s, allowed: 10\.0\.0\.0\/8 \(updated\)\.\n/,
+          /^web: maintenance since .*, Retry-After 60 s, allowed: 10\.0\.0\.0\/8 \(updated; what was not given is kept\)\.\n/,
         );
         assertEquals(JSON.parse(await Deno.readTextFile(file)), {
           since: first.since,
@@ -342,6 +342,14 @@ Deno.test("maintenance through a trusted proxy: the client X-Forwarded-For names
           "no longer allowed",
         );
         assert((await fetchFrom(url(port))).body.includes("<p>Second &#60;try&#62;</p>"));
+        // Only --retry-after: the message and the allow list stay.
+        assertEquals((await maintenance(root, ["web", "on", "--retry-after", "30"])).code, 0);
+        assertEquals(JSON.parse(await Deno.readTextFile(file)), {
+          since: first.since,
+          message: "Second <try>",
+          allow: ["10.0.0.0/8"],
+          retryAfter: 30,
+        });
       } finally {
         trustedPeer.close();
         otherPeer.close();
@@ -427,7 +435,8 @@ Deno.test("maintenance with real deploys: bad input changes nothing; a deploy du
 
     // A deploy during maintenance: health checks go to the slot's port; the app stays in maintenance.
     await repo.python("mweb", "v2", "ok", { files: { "maintenance.html": "<h1>v2: back soon</h1>" } });
-    await repo.pushOk();
+    const pushed = await repo.pushOk();
+    assertMatch(pushed.output, /! mweb is in maintenance: the proxy answers 503 until `maintenance mweb off`/);
     assertEquals(
       (await status(server, "mweb")).version,
       (await repo.git(["rev-parse", "--short=7", "HEAD"])).stdout.trim(),

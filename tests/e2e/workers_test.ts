@@ -7,7 +7,7 @@
  */
 import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
-import { AppRepo, pythonApp } from "../helpers/apps.ts";
+import { AppRepo, FAST_HEALTH, pythonApp } from "../helpers/apps.ts";
 import { freePort, get, type TestServer, withServer } from "../helpers/server.ts";
 import { pm2Online, status } from "../helpers/state.ts";
 
@@ -174,5 +174,30 @@ Deno.test("workers (pm2): a Procfile gives the web command and a worker when dep
     while (!(await doneLog(queue)).length && Date.now() < deadline) await sleep(100);
     assertEquals(await doneLog(queue), [{ job: "job-1", version: "pf-v1" }]);
     assert((await pm2Online(server)).has("pf-worker-1"));
+  });
+});
+
+Deno.test("workers (pm2): a missing worker program fails the deploy before the switch; a worker that crashes is said", async () => {
+  await withServer(async (server) => {
+    const { port, repo } = await queueApp(server, "wc", "restart");
+    const commit = (version: string, worker: string) =>
+      repo.commit({
+        "deploy.yml": `name: wc\ntype: python\nhealthCheck: ${FAST_HEALTH}\nprocesses:\n  web: python app.py\n` +
+          `  worker: ${worker}\n`,
+        "app.py": pythonApp(version),
+      }, version);
+    await commit("v1", "python -c 'import time; time.sleep(3600)'");
+    await repo.pushOk();
+    await commit("v2", "celery -A app worker");
+    const missing = await repo.push();
+    assert(missing.code !== 0, missing.output);
+    assertMatch(missing.output, /✗ command .*worker worker: cannot find the program "celery"/);
+    assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "v1" }, "v1 still serves");
+    await repo.git(["reset", "--quiet", "--hard", "HEAD~1"]);
+
+    await commit("v3", "python missing.py");
+    const crashing = await repo.pushOk();
+    assertMatch(crashing.output, /✗ workers .*not running 1\.5s after its start: worker@1 /);
+    assertMatch(crashing.output, /! not every worker started; the deploy stands/);
   });
 });

@@ -46,7 +46,7 @@ Deno.test('splitCommand: double quotes allow \\" and \\\\ only', () => {
 Deno.test("splitCommand: unquoted shell operators are refused with their position", () => {
   const operators = ["|", "&", ";", "<", ">", "(", ")", "$", "`"];
   for (const op of operators) {
-    const error = refused(`run a${op}b`);
+    const error = refused(`run a${op}1`);
     assertEquals(
       error,
       `contains the shell operator "${op}" at character 6, but commands are not run by a shell: ` +
@@ -56,7 +56,14 @@ Deno.test("splitCommand: unquoted shell operators are refused with their positio
   }
   assertMatch(refused("echo $(whoami)"), /operator "\$" at character 6/);
   assertMatch(refused("a && b"), /operator "&" at character 3/);
-  assertMatch(refused("echo $HOME"), /operator "\$"/);
+  // A variable gets the fix: nothing is expanded, the app has its environment.
+  assertEquals(
+    refused("gunicorn app:app --bind 0.0.0.0:$PORT"),
+    'contains the variable "$" at character 33, but commands are not run by a shell: nothing is expanded. The app ' +
+      "gets PORT and its .env values in its environment (read them there, as gunicorn reads PORT), or move the " +
+      "command into a script",
+  );
+  assertMatch(refused("echo ${HOME}"), /variable "\$" at character 6/);
 });
 
 Deno.test("splitCommand: unterminated quotes are refused", () => {

@@ -10,6 +10,7 @@ import { DeployParadigmError, UsageError } from "../../src/errors.ts";
 import { type Conn, createHandler, type Entry, type HandlerDeps } from "../../src/proxy/handler.ts";
 import {
   builtInPage,
+  checkAllowEntry,
   clearMaintenance,
   describeMaintenance,
   isAllowed,
@@ -111,7 +112,7 @@ Deno.test("maintenance args: bad input gets exact messages (exit 2)", async () =
 });
 
 Deno.test("maintenance args: good input, --allow repeated and comma-separated (IPv4, IPv6, CIDR), duplicates once", async () => {
-  assertEquals(await parseMaintenanceArgs(["web", "off"], {}), { app: "web", on: false, allow: [] });
+  assertEquals(await parseMaintenanceArgs(["web", "off"], {}), { app: "web", on: false });
   assertEquals(
     await parseMaintenanceArgs(["web", "on"], {
       message: "Back <soon>",
@@ -126,13 +127,28 @@ Deno.test("maintenance args: good input, --allow repeated and comma-separated (I
       retryAfter: 120,
     },
   );
+  // Without --allow the list is not given (`on` again keeps the one it had).
   assertEquals(await parseMaintenanceArgs(["web", "on"], {}), {
     app: "web",
     on: true,
     message: undefined,
-    allow: [],
     retryAfter: undefined,
   });
+});
+
+Deno.test("allow entries: an IPv4-mapped IPv6 address or range is the IPv4 one clients are seen with", () => {
+  const state = {
+    since: "2026-01-01T00:00:00.000Z",
+    allow: ["::ffff:127.0.0.1", "::ffff:10.0.0.0/104"],
+    retryAfter: 1,
+  };
+  assert(isAllowed(state, "127.0.0.1"));
+  assert(isAllowed(state, "10.9.8.7"));
+  assert(!isAllowed(state, "127.0.0.2"));
+  assertEquals(
+    checkAllowEntry("::ffff:10.0.0.1/104"),
+    '"::ffff:10.0.0.1/104" has bits set past its /104 prefix: write "10.0.0.0/8"',
+  );
 });
 
 Deno.test("maintenance.json: validated when read, every problem named", () => {

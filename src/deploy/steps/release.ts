@@ -116,12 +116,28 @@ export const meta: Step = {
   dry: () => {},
 };
 
+/**
+ * Every program the release will start: the web command's, each worker's and each cron job's,
+ * found in the release (or PATH) before the switch: a missing one fails the deploy here, not
+ * after the release serves.
+ */
 export const command: Step = {
   name: "command",
-  when: (ctx) => ctx.plan.argv !== undefined,
-  async run({ plan, paths }, { dir }) {
-    const program = await resolveProgram(plan.argv![0], dir, paths.current);
-    return `${displayArgv(plan.argv!)} (${program})`;
+  when: (ctx, { meta }) => ctx.plan.argv !== undefined || !!meta.workers?.length || !!meta.cron?.length,
+  async run({ plan, paths }, { dir, meta }) {
+    const found: string[] = [];
+    const commands = [
+      ...(plan.argv ? [{ what: "web", argv: plan.argv }] : []),
+      ...(meta.workers ?? []).map((w) => ({ what: `worker ${w.type}`, argv: w.argv })),
+      ...(meta.cron ?? []).map((job) => ({ what: `cron job ${job.name}`, argv: job.argv })),
+    ];
+    for (const { what, argv } of commands) {
+      const program = await resolveProgram(argv[0], dir, paths.current).catch((error) => {
+        throw new Error(`${what}: ${error.message}`);
+      });
+      found.push(plan.argv === argv ? `${displayArgv(argv)} (${program})` : `${what} ${program}`);
+    }
+    return found.join("; ");
   },
   dry: () => {},
 };
