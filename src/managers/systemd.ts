@@ -253,9 +253,17 @@ export const systemd: ProcessManager<"systemd"> = {
       allowFailure: true,
     });
     if (shown.code !== 0) throw new Error(`systemctl show failed: ${shown.output.trim()}`);
-    // One block of `Key=value` lines per unit, blank-line separated, in no promised order: by Id.
-    for (const block of shown.output.split(/\n\s*\n/)) {
-      const fields = Object.fromEntries(block.split("\n").map((line) => line.split(/=(.*)/s, 2) as [string, string]));
+    // One block of `Key=value` lines per unit, in no promised order (and the blank lines between
+    // them may not reach us): a key seen again starts the next unit's block.
+    const blocks: Record<string, string>[] = [{}];
+    for (const line of shown.output.split("\n")) {
+      const eq = line.indexOf("=");
+      if (eq <= 0) continue;
+      const key = line.slice(0, eq);
+      if (key in blocks.at(-1)!) blocks.push({});
+      blocks.at(-1)![key] = line.slice(eq + 1).trim();
+    }
+    for (const fields of blocks) {
       const name = fields.Id?.replace(/\.service$/, "");
       if (!name || !names.includes(name) || fields.LoadState === "not-found") continue;
       states.set(name, {

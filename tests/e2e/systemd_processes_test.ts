@@ -61,6 +61,11 @@ Deno.test("systemd: worker instances from a template unit, restarted by each dep
     assertMatch(first, /workers: worker ×2 \(python worker\.py\)/);
     assertEquals([await active("wp@blue"), await active("wp@blue-2")], ["active", "active"]);
     assertEquals([await active("wp-worker@1"), await active("wp-worker@2")], ["active", "active"]);
+    // status asks systemd: each web instance and worker, with its pid.
+    assertMatch(
+      (await host.ssh(`${BIN} status wp`)).stdout,
+      /wp +processes: web\/1 active pid \d+ · web\/2 active pid \d+ · worker\/1 active pid \d+ · worker\/2 active pid \d+/,
+    );
     const template = await Deno.readTextFile(join(host.rootfs, "etc/systemd/system/wp-worker@.service"));
     for (const line of ["KillSignal=SIGTERM", "TimeoutStopSec=5s", "User=app-wp", 'ExecStart="'] as const) {
       assert(template.includes(line), `${line} in:\n${template}`);

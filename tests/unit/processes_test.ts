@@ -8,6 +8,7 @@ import { throws } from "node:assert/strict";
 import { type DeployFile, deployFileSchema } from "../../src/config/schema.ts";
 import { parseProcfile, processTypes } from "../../src/deploy/processes.ts";
 import { UsageError } from "../../src/errors.ts";
+import type { Runner } from "../../src/runner.ts";
 import type { AppProcess } from "../../src/managers/mod.ts";
 import { pm2, PM2_REPLACE, PM2_UMASK } from "../../src/managers/pm2.ts";
 import { systemd, workerTemplate } from "../../src/managers/systemd.ts";
@@ -230,4 +231,28 @@ Deno.test("nameClash: worker and instance names never take another app's process
   } finally {
     await Deno.remove(root, { recursive: true });
   }
+});
+
+Deno.test("systemd states: blocks of systemctl show as it printed them on systemd 252 (no blank line reached us)", async () => {
+  const output = "MainPID=65\nNRestarts=0\nId=pp-worker@1.service\nLoadState=loaded\nActiveState=active\n" +
+    "MainPID=0\nNRestarts=3\nId=pp-worker@2.service\nLoadState=loaded\nActiveState=failed\n" +
+    "MainPID=0\nNRestarts=0\nId=pp-gone@1.service\nLoadState=not-found\nActiveState=inactive\n";
+  const ran: string[][] = [];
+  const runner = {
+    run: (cmd: { argv: string[] }) => (ran.push(cmd.argv), Promise.resolve({ code: 0, output })),
+    apply: () => Promise.resolve(),
+  } as unknown as Runner;
+  const states = await systemd.states!(runner, "/", ["pp-worker@1", "pp-worker@2", "pp-gone@1"]);
+  assertEquals([...states], [
+    ["pp-worker@1", { pid: 65, state: "active", restarts: 0 }],
+    ["pp-worker@2", { pid: 0, state: "failed", restarts: 3 }],
+  ]);
+  assertEquals(ran, [[
+    "systemctl",
+    "show",
+    "--property=Id,MainPID,ActiveState,NRestarts,LoadState",
+    "pp-worker@1.service",
+    "pp-worker@2.service",
+    "pp-gone@1.service",
+  ]]);
 });
