@@ -95,6 +95,10 @@ export const restart: SwitchStrategy = {
 
   async activate(ctx, { meta, secrets, replaced, commit }) {
     try {
+      // Coming from blue-green, the proxy holds the public port until it re-reads config.yml (every
+      // 2 s): told now, it lets go, so the app can bind it, and the health check asks the app, not
+      // the proxy (which would answer from the old slot).
+      if (await exists(join(ctx.paths.dir, ROUTE_FILE))) await ctx.proxy({ op: "reload" }).catch(() => {});
       const health = await restartInPlace(ctx, meta, secrets, replaced);
       await commit?.();
       return { health, status: { slot: undefined, slotPort: undefined, watch: undefined, switchMs: undefined } };
