@@ -10,6 +10,7 @@ import {
   certificateCondition,
   type CertificateState,
 } from "../proxy/cert_state.ts";
+import type { ProcessRecord } from "./store.ts";
 
 /** How fresh the collector's data is judged: the clock, the pull interval, and sleep of the machine. */
 export interface FreshnessView {
@@ -97,16 +98,10 @@ export interface ProcessGroup {
 }
 
 /** One process, as status.json listed it (every field checked: see store.ts's processesJson). */
-export interface ProcessView {
-  type: string;
-  instance: number | null;
-  name: string | null;
-  pid: number | null;
-  state: string;
-  restarts: number | null;
+export type ProcessView = ProcessRecord & {
   /** Whether its state is one of {@link UP_STATES}. */
   up: boolean;
-}
+};
 
 /** The last run of one cron job (see ../cron/log.ts's CronRun), every field checked. */
 export interface CronRunView {

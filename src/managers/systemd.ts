@@ -73,23 +73,37 @@ export function sandbox(p: AppProcess): string[] {
 
 /** The unit file of an app. */
 export function unitFile(p: AppProcess): string {
-  const env = Object.entries(p.env).map(([k, v]) => unitQuote(`${k}=${v}`, false)).join(" ");
+  return appUnit(p, `deploy-paradigm app ${p.app}`, p.env);
+}
+
+/**
+ * A unit running `p` in its directory with its environment (`extra`: more `Environment=` words, and
+ * `[Service]` lines before the restart policy), its logs and its sandbox.
+ */
+function appUnit(
+  p: AppProcess,
+  description: string,
+  env: Record<string, string>,
+  extra: { environment?: string; service?: string[] } = {},
+): string {
+  const words = Object.entries(env).map(([k, v]) => unitQuote(`${k}=${v}`, false));
   return [
     "# Written by deploy-paradigm. Changes are overwritten by the next deploy.",
     "[Unit]",
-    `Description=deploy-paradigm app ${p.app}`,
+    `Description=${description}`,
     "After=network.target",
     "",
     "[Service]",
     "Type=simple",
-    `WorkingDirectory=${p.cwd}`,
-    ...(p.envFile ? [`EnvironmentFile=-${p.envFile}`] : []),
-    `Environment=${env}`,
+    `WorkingDirectory=${escapePercent(p.cwd)}`,
+    ...(p.envFile ? [`EnvironmentFile=-${escapePercent(p.envFile)}`] : []),
+    `Environment=${[...words, ...(extra.environment ? [extra.environment] : [])].join(" ")}`,
     `ExecStart=${p.argv.map((word) => unitQuote(word)).join(" ")}`,
+    ...(extra.service ?? []),
     "Restart=on-failure",
     "RestartSec=1",
-    `StandardOutput=append:${p.accessLog}`,
-    `StandardError=append:${p.errorLog}`,
+    `StandardOutput=append:${escapePercent(p.accessLog)}`,
+    `StandardError=append:${escapePercent(p.errorLog)}`,
     ...sandbox(p),
     "",
     "[Install]",
@@ -158,31 +172,10 @@ export function execDropIn(p: AppProcess): string {
  */
 export function workerTemplate(p: AppProcess): string {
   const { INSTANCE: _, ...shared } = p.env; // the template serves every instance: INSTANCE=%i
-  const env = Object.entries(shared).map(([k, v]) => unitQuote(`${k}=${v}`, false)).join(" ");
-  return [
-    "# Written by deploy-paradigm. Changes are overwritten by the next deploy.",
-    "[Unit]",
-    `Description=deploy-paradigm app ${p.app}, ${p.worker!.type} %i`,
-    "After=network.target",
-    "",
-    "[Service]",
-    "Type=simple",
-    `WorkingDirectory=${escapePercent(p.cwd)}`,
-    ...(p.envFile ? [`EnvironmentFile=-${escapePercent(p.envFile)}`] : []),
-    `Environment=${env} "INSTANCE=%i"`,
-    `ExecStart=${p.argv.map((word) => unitQuote(word)).join(" ")}`,
-    "KillSignal=SIGTERM",
-    `TimeoutStopSec=${Math.ceil(p.worker!.stopTimeoutMs / 1000)}s`,
-    "Restart=on-failure",
-    "RestartSec=1",
-    `StandardOutput=append:${escapePercent(p.accessLog)}`,
-    `StandardError=append:${escapePercent(p.errorLog)}`,
-    ...sandbox(p),
-    "",
-    "[Install]",
-    "WantedBy=multi-user.target",
-    "",
-  ].join("\n");
+  return appUnit(p, `deploy-paradigm app ${p.app}, ${p.worker!.type} %i`, shared, {
+    environment: '"INSTANCE=%i"',
+    service: ["KillSignal=SIGTERM", `TimeoutStopSec=${Math.ceil(p.worker!.stopTimeoutMs / 1000)}s`],
+  });
 }
 
 /** A worker instance's unit: `<app>-<type>@<n>.service`. */

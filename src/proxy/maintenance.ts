@@ -20,6 +20,7 @@ import { join, relative, sep } from "node:path";
 import { DeployParadigmError } from "../errors.ts";
 import { ifExists, readAtMost, writeFileAtomic } from "../fsutil.ts";
 import { isTrusted, parseRange } from "./config.ts";
+import { readJsonFile } from "./routes.ts";
 
 /** The state file in an app's directory. */
 export const MAINTENANCE_FILE = "maintenance.json";
@@ -131,17 +132,8 @@ export function maintenancePath(appDir: string): string {
 }
 
 /** The app's maintenance, or undefined when it is not in maintenance. Throws when the file is not valid. */
-export async function readMaintenance(appDir: string): Promise<MaintenanceState | undefined> {
-  const path = maintenancePath(appDir);
-  const text = await ifExists(Deno.readTextFile(path));
-  if (text === undefined) return undefined;
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (error) {
-    throw new DeployParadigmError(`${path}: not valid JSON (${(error as Error).message})`, { cause: error });
-  }
-  return parseMaintenance(value, path);
+export function readMaintenance(appDir: string): Promise<MaintenanceState | undefined> {
+  return readJsonFile(maintenancePath(appDir), parseMaintenance);
 }
 
 /** Puts the app in maintenance with `state` (validated first; maintenance.json replaced atomically). */

@@ -142,8 +142,18 @@ export async function writeRoute(appDir: string, target: RouteTarget): Promise<v
  * The active target of the app in `appDir`, or undefined when it has none yet (no route.json).
  * Throws {@link DeployParadigmError} when the file is not a valid target.
  */
-export async function readRoute(appDir: string): Promise<RouteTarget | undefined> {
-  const path = join(appDir, ROUTE_FILE);
+export function readRoute(appDir: string): Promise<RouteTarget | undefined> {
+  return readJsonFile(join(appDir, ROUTE_FILE), parseRouteTarget);
+}
+
+/**
+ * The file at `path` read as JSON and checked by `parse` (which names the file in its errors), or
+ * undefined when there is no file. Throws {@link DeployParadigmError} when it is not valid.
+ */
+export async function readJsonFile<T>(
+  path: string,
+  parse: (value: unknown, source: string) => T,
+): Promise<T | undefined> {
   const text = await ifExists(Deno.readTextFile(path));
   if (text === undefined) return undefined;
   let value: unknown;
@@ -152,7 +162,7 @@ export async function readRoute(appDir: string): Promise<RouteTarget | undefined
   } catch (error) {
     throw new DeployParadigmError(`${path}: not valid JSON (${(error as Error).message})`, { cause: error });
   }
-  return parseRouteTarget(value, path);
+  return parse(value, path);
 }
 
 /** A target in words: `127.0.0.1:41001`, `3 instances on 127.0.0.1:41001, 41002, 41003` or `static /path`. */
