@@ -8,16 +8,24 @@
  *    `grep -F -w word | tail -n 50` over the same file. Target p95 ≤ 20 ms and ≥ 10× faster than grep.
  * 3. Cycle: 10 fake hosts (network namespaces + sshd, needs root) × 3 apps pulled over ssh/rsync
  *    with nothing new (target ≤ 2 s), against one `ssh host true` to every host at once over the
- *    same master connections; then the bytes received in the cycle after 100 KB of new lines.
+ *    same master connections; then the bytes received in the cycle after 100 KB of new lines; and
+ *    the cycle with server metrics (read in the same listing command) against one without them
+ *    (the collector's internal `metrics: false`). Target ≤ 1.1×.
+ * 4. Metrics storage: a day of one server's samples (every 30 s, 5 filesystems) and 10 apps' request
+ *    minutes in a fresh database, raw (kept 48 h) and downsampled to 5-minute rows (kept for the
+ *    retention), and what a server costs at steady state.
  * @module
  */
 import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
 import { createFleetHandler } from "../src/fleet/api.ts";
+import { benchCharts } from "./charts.ts";
 import { FleetEvents } from "../src/fleet/events.ts";
 import { Collector } from "../src/fleet/collector.ts";
 import { fleetConfigSchema, fleetPaths } from "../src/fleet/config.ts";
 import { ingestFile } from "../src/fleet/ingest.ts";
+import { downsample, RAW_MS, storeRequestMinutes, storeServerSample } from "../src/fleet/metric_store.ts";
+import { parseMetrics } from "../src/fleet/server_metrics.ts";
 import { controlPath } from "../src/fleet/ssh_source.ts";
 import { FleetStore } from "../src/fleet/store.ts";
 import { FakeVps } from "../tests/helpers/vps.ts";
@@ -200,6 +208,15 @@ async function benchCycle(tmp: string): Promise<void> {
       ));
       baseline.push(performance.now() - t0);
     }
+    // The same cycles without server metrics (same hosts, same master connections), interleaved.
+    const bare = new Collector(store, config, paths, Date.now, { metrics: false });
+    const withMetrics: number[] = [];
+    const without: number[] = [];
+    for (let run = 0; run < 7; run++) {
+      withMetrics.push((await collector.cycle()).durationMs);
+      without.push((await bare.cycle()).durationMs);
+    }
+    await bare.close();
     const cycleMs = percentile(idle, 0.5);
     const sshMs = percentile(baseline, 0.5);
     console.log(`   cycle, nothing new:                ${cycleMs.toFixed(0)} ms (median of ${idle.length})`);
@@ -207,6 +224,13 @@ async function benchCycle(tmp: string): Promise<void> {
     console.log(
       `   ratio cycle / ssh round trip:      ${(cycleMs / sshMs).toFixed(1)}×  — target cycle ≤ 2 s: ` +
         (cycleMs <= 2000 ? "met" : "not met"),
+    );
+    const [metricsMs, bareMs] = [percentile(withMetrics, 0.5), percentile(without, 0.5)];
+    console.log(`   cycle with server metrics:         ${metricsMs.toFixed(0)} ms (median of ${withMetrics.length})`);
+    console.log(`   cycle without server metrics:      ${bareMs.toFixed(0)} ms (median of ${without.length})`);
+    console.log(
+      `   ratio with / without metrics:      ${(metricsMs / bareMs).toFixed(2)}×  — target ≤ 1.1×: ` +
+        (metricsMs <= 1.1 * bareMs ? "met" : "not met"),
     );
     // 100 KB of new lines, spread over the hosts' access logs.
     const lineBytes = line(123_456).length + 1;
@@ -230,6 +254,82 @@ async function benchCycle(tmp: string): Promise<void> {
   }
 }
 
+/** What the metrics script prints on a server with `filesystems` filesystems, at sample `i` (30 s apart). */
+function metricsOutput(i: number, filesystems: number): string {
+  const disks = Array.from({ length: filesystems }, (_, d) => `/dev/sd${d} 1000000 ${300000 + i} 700000 30% /d${d}`);
+  return `M stat\ncpu  ${i * 900} 0 ${i * 300} ${i * 4800} ${i * 30} 0 0 0 0 0\n4\n` +
+    `M loadavg\n0.${i % 100} 0.50 0.40 1/200 ${i}\nM meminfo\nMemTotal: 4194304 kB\n` +
+    `MemAvailable: ${2000000 + (i % 1000) * 100} kB\nSwapTotal: 1048576 kB\nSwapFree: 1000000 kB\n` +
+    `M netdev\n  eth0: ${i * 123456} 0 0 0 0 0 0 0 ${i * 65432} 0\nM uptime\n${100000 + i * 30}.00 1.00\n` +
+    `M df\n${disks.join("\n")}\nM dfi\n${disks.join("\n")}\n`;
+}
+
+/** The database's size, compacted. */
+function dbBytes(store: FleetStore): number {
+  store.db.exec("VACUUM");
+  const pages = store.db.prepare("PRAGMA page_count").get() as { page_count: number };
+  const page = store.db.prepare("PRAGMA page_size").get() as { page_size: number };
+  return pages.page_count * page.page_size;
+}
+
+/**
+ * What one server's metrics cost in the database: `hours` (24) of samples every 30 s with 5
+ * filesystems and 10 apps' request minutes, stored as the collector stores them, raw and then
+ * downsampled; scaled to a day. `steadyBytes`: 48 h of raw rows and `retentionDays` (30) of
+ * 5-minute rows.
+ */
+export async function dbGrowth(
+  tmp: string,
+  options: { hours?: number; retentionDays?: number } = {},
+): Promise<{ rawBytes: number; fiveMinuteBytes: number; steadyBytes: number; retentionDays: number }> {
+  const hours = options.hours ?? 24;
+  const retentionDays = options.retentionDays ?? 30;
+  const path = join(tmp, "growth.db");
+  await Deno.remove(path).catch(() => {});
+  const store = await FleetStore.open(path);
+  try {
+    const empty = dbBytes(store);
+    const t0 = Date.UTC(2026, 11, 1);
+    for (let i = 0; i < hours * 120; i++) {
+      storeServerSample(store, "server-1", parseMetrics(metricsOutput(i, 5)), t0 + i * 30_000);
+    }
+    for (let app = 0; app < 10; app++) {
+      storeRequestMinutes(
+        store,
+        "server-1",
+        `app-${app}`,
+        Array.from({ length: hours * 60 }, (_, m) => ({
+          ts: t0 + m * 60_000,
+          requests: 100 + (m % 50),
+          errors: m % 7,
+          other: 100 + (m % 50) - (m % 7),
+          p50: 3.5 + (m % 10) / 10,
+          p95: 45.25 + (m % 30),
+        })),
+      );
+    }
+    const perDay = 24 / hours;
+    const rawBytes = (dbBytes(store) - empty) * perDay;
+    downsample(store, t0 + hours * 3_600_000 + RAW_MS + 600_000, 3650);
+    const fiveMinuteBytes = (dbBytes(store) - empty) * perDay;
+    return { rawBytes, fiveMinuteBytes, steadyBytes: 2 * rawBytes + retentionDays * fiveMinuteBytes, retentionDays };
+  } finally {
+    store.close();
+  }
+}
+
+async function benchGrowth(tmp: string): Promise<void> {
+  console.log("\n4d. Fleet metrics storage: one server, 5 filesystems, 10 apps, a sample every 30 s");
+  const { rawBytes, fiveMinuteBytes, steadyBytes, retentionDays } = await dbGrowth(tmp);
+  const kb = (bytes: number) => `${(bytes / 1024).toFixed(0)} KB`;
+  console.log(`   raw rows per server per day:       ${kb(rawBytes)} (kept 48 h)`);
+  console.log(`   5-minute rows per server per day:  ${kb(fiveMinuteBytes)} (kept ${retentionDays} days)`);
+  console.log(
+    `   per server at steady state:        ${(steadyBytes / 1024 / 1024).toFixed(1)} MB ` +
+      `(2 days raw + ${retentionDays} days of 5-minute rows)`,
+  );
+}
+
 /** ssh argv (options and host) of host `i` as the collector runs it, over its master connection. */
 function sshFor(collector: Collector, i: number): string[] {
   const server = collector.config.servers[i];
@@ -248,4 +348,6 @@ export async function benchFleet(tmp: string): Promise<void> {
   await benchIngest(tmp, log);
   await benchSearch(tmp, log);
   await benchCycle(tmp);
+  await benchGrowth(tmp);
+  await benchCharts(tmp);
 }

@@ -23,6 +23,7 @@ import {
   MAX_STATUS_BYTES,
   size,
 } from "./limits.ts";
+import { downsample, storeServerSample } from "./metric_store.ts";
 import { type Source, sourceFor } from "./source.ts";
 import type { FreshnessView } from "./views.ts";
 import type { AppStatusJson, FleetStore } from "./store.ts";
@@ -91,6 +92,8 @@ export class Collector {
     readonly config: FleetConfig,
     private readonly home: CollectorHome,
     private readonly clock: () => number = Date.now,
+    /** `metrics: false`: no server metrics are read (only to measure what they cost: bench/fleet.ts). */
+    private readonly options: { metrics?: boolean } = {},
   ) {}
 
   /** How long without a cycle means the collector itself did not run (a laptop asleep). */
@@ -151,6 +154,7 @@ export class Collector {
     if (ended - started > this.gapLimit && outcomes.some((o) => !o.ok)) this.holdCycles = 2;
     const holding = this.holdCycles > 0;
     const retained = await this.store.retain({ ...this.config.retention, now: ended });
+    downsample(this.store, ended, this.config.retention.days);
     this.cycles++;
     this.errors += outcomes.filter((o) => !o.ok).length;
     this.lastCycleMs = this.clock() - started;
@@ -187,6 +191,7 @@ export class Collector {
       const pulled = await this.source(server).pull();
       outcome.bytes = pulled.bytes;
       outcome.limits.push(...pulled.limits);
+      if (pulled.metrics) storeServerSample(this.store, server.name, pulled.metrics, started);
       const apps: string[] = [];
       for (const [app, path] of pulled.statuses) {
         const status = await readStatusFile(path);
@@ -273,7 +278,7 @@ export class Collector {
   private source(server: FleetServer): Source {
     let source = this.sources.get(server.name);
     if (!source) {
-      source = sourceFor(server, { ...this.home, mirror: this.home.mirror(server.name) });
+      source = sourceFor(server, { ...this.home, mirror: this.home.mirror(server.name) }, this.options.metrics);
       this.sources.set(server.name, source);
     }
     return source;

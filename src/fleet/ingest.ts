@@ -11,6 +11,7 @@
 import { readAtMost } from "../fsutil.ts";
 import { readCertificatesFile } from "../proxy/cert_state.ts";
 import { capText, FIELD, size } from "./limits.ts";
+import { type RequestMinute, requestMinuteOf, storeRequestMinutes } from "./metric_store.ts";
 import type { CronRunRow, DeploymentRow, FileLedger, FleetStore, LogLine } from "./store.ts";
 
 /** How many bytes identify a file. */
@@ -212,6 +213,7 @@ async function readInto(
   const decoder = new TextDecoder();
   const isDeployLog = name === "deploy.log";
   const isCronLog = name === "cron.log";
+  const isMetricsLog = name === "metrics.log";
   const facts = await factsOf(source, ledger.ino);
   if (facts.head.length > ledger.headLen) {
     ledger.headHash = await hashHex(facts.head);
@@ -268,6 +270,8 @@ async function readInto(
       result.lines += added;
       if (forgotten) result.cronForgotten = (result.cronForgotten ?? 0) + forgotten;
     } else {
+      // metrics.log's minutes first: stored again when the lines are read again, they count once
+      if (isMetricsLog) storeRequestMinutes(store, ledger.server, app, requestMinutes(lines, now));
       result.lines += store.ingestLines(ledger, app, name, lines);
     }
     carry = data.slice(start);
@@ -289,6 +293,11 @@ function pushLine(lines: LogLine[], decoder: TextDecoder, bytes: Uint8Array, off
   if (!text.trim()) return;
   text = capText(text, FIELD.line)!;
   lines.push({ offset, text, ts: lineTime(text) ?? now });
+}
+
+/** The request minutes of metrics.log lines (the proxy's, see ./metric_store.ts); other lines are skipped. */
+function requestMinutes(lines: LogLine[], now: number): RequestMinute[] {
+  return lines.map((line) => requestMinuteOf(line, now)).filter((m): m is RequestMinute => m !== undefined);
 }
 
 /** deploy.log events that end a deploy or a rollback. */

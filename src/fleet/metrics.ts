@@ -4,6 +4,8 @@
  * @module
  */
 import { fleetOverview } from "./queries.ts";
+import { latestServerMetrics, type ServerLatest } from "./series.ts";
+import { DISK_METRICS, SERVER_METRICS } from "./server_metrics.ts";
 import type { FleetStore } from "./store.ts";
 import { type FreshnessView, SERVER_COLUMNS, type ServerRow } from "./views.ts";
 
@@ -15,6 +17,8 @@ export interface CollectorStats {
   lastCycleMs?: number | null;
   /** Failed pulls since the collector started. */
   errors: number;
+  /** The alert rules' subjects (./alerts.ts), for `fleet_alert_firing`. */
+  alerts?: { rule: string; server: string; app?: string; mount?: string; job?: string; firing: boolean }[];
 }
 
 /** The fleet and the collector in the Prometheus text format (`text/plain; version=0.0.4`). */
@@ -71,6 +75,40 @@ export function metrics(store: FleetStore, view: FreshnessView, collector: Colle
     "Failed pulls of the server.",
     servers.map((row) => sample("fleet_server_errors_total", { server: row.name }, row.errors)),
   );
+  const latest = servers.map((row) => ({ server: row.name, sample: latestServerMetrics(store, row.name) }))
+    .filter((l): l is { server: string; sample: ServerLatest } => l.sample !== undefined);
+  for (const name of SERVER_METRICS) {
+    const metric = promName(name);
+    family(
+      metric,
+      "gauge",
+      `The server's ${name} in its latest sample.`,
+      latest.filter((l) => l.sample.values[name] !== undefined).map((l) =>
+        sample(metric, { server: l.server }, l.sample.values[name])
+      ),
+    );
+  }
+  for (const name of DISK_METRICS) {
+    const metric = promName(name);
+    family(
+      metric,
+      "gauge",
+      `The filesystem's ${name} in the server's latest sample.`,
+      latest.flatMap((l) =>
+        l.sample.filesystems.filter((f) => f.values[name] !== undefined).map((f) =>
+          sample(metric, { server: l.server, mount: f.mount }, f.values[name])
+        )
+      ),
+    );
+  }
+  family(
+    "fleet_server_metrics_age_seconds",
+    "gauge",
+    "How old the server's latest metrics sample is.",
+    latest.map((l) =>
+      sample("fleet_server_metrics_age_seconds", { server: l.server }, (view.now - l.sample.ts) / 1000)
+    ),
+  );
   const outcomes = store.sql(
     "SELECT server, app, outcome, COUNT(*) AS n FROM deployments GROUP BY server, app, outcome ORDER BY 1, 2, 3",
   ).all() as unknown as Array<{ server: string; app: string; outcome: string; n: number }>;
@@ -95,7 +133,22 @@ export function metrics(store: FleetStore, view: FreshnessView, collector: Colle
   family("fleet_collector_errors_total", "counter", "Failed pulls since the collector started.", [
     sample("fleet_collector_errors_total", {}, collector.errors),
   ]);
+  if (collector.alerts) {
+    family(
+      "fleet_alert_firing",
+      "gauge",
+      "Whether the alert rule fires (1) or not (0) for the server (and app, mount or cron job).",
+      collector.alerts.map(({ rule, firing, ...subject }) =>
+        sample("fleet_alert_firing", { rule, ...subject }, firing ? 1 : 0)
+      ),
+    );
+  }
   return out.join("\n") + "\n";
+}
+
+/** The gauge of a server metric: `cpu.percent` → `fleet_server_cpu_percent`, `…_per_s` → `…_per_second`. */
+function promName(name: string): string {
+  return `fleet_server_${name.replaceAll(".", "_").replace(/_per_s$/, "_per_second")}`;
 }
 
 /** A Prometheus label value, escaped (`\\`, `\"`, `\n`). */

@@ -144,4 +144,55 @@ export const MIGRATIONS: string[] = [
      offset INTEGER NOT NULL,
      PRIMARY KEY (server, app, job)
    );`,
+  // 6: server metrics, one sample per server per pull (./server_metrics.ts; ./metric_store.ts keeps them): raw
+  // rows for 48 h, then 5-minute averages (`n` raw rows each) for the retention period; each server's last raw
+  // counters (for CPU and network deltas); and the proxy's per-minute request counts of each app (metrics.log),
+  // downsampled the same way (`n` minutes each; p50/p95 weighted by requests), and summed per hour as they come
+  // (request_hours: the overview's sparklines over long ranges read those). Every key starts (server, ts), so
+  // time ranges of a server, which every query and the downsampling read, are ranges of the key.
+  `${
+    ["", "_5m"].map((suffix) =>
+      `CREATE TABLE server_samples${suffix} (
+     server TEXT NOT NULL,
+     ts INTEGER NOT NULL,
+     cpu REAL, load1 REAL, load5 REAL, load15 REAL, load_per_core REAL, memory REAL, swap REAL,
+     net_rx REAL, net_tx REAL, uptime REAL,
+     missing TEXT,
+     n INTEGER NOT NULL DEFAULT 1,
+     PRIMARY KEY (server, ts)
+   ) WITHOUT ROWID;
+   CREATE TABLE fs_samples${suffix} (
+     server TEXT NOT NULL,
+     ts INTEGER NOT NULL,
+     mount TEXT NOT NULL,
+     used REAL, inodes REAL,
+     n INTEGER NOT NULL DEFAULT 1,
+     PRIMARY KEY (server, ts, mount)
+   ) WITHOUT ROWID;
+   CREATE TABLE request_minutes${suffix} (
+     server TEXT NOT NULL,
+     app TEXT NOT NULL,
+     ts INTEGER NOT NULL,
+     requests INTEGER NOT NULL,
+     errors INTEGER NOT NULL,
+     other INTEGER NOT NULL,
+     p50 REAL, p95 REAL,
+     n INTEGER NOT NULL DEFAULT 1,
+     PRIMARY KEY (server, ts, app)
+   ) WITHOUT ROWID;`
+    ).join("\n   ")
+  }
+   CREATE TABLE request_hours (
+     server TEXT NOT NULL,
+     ts INTEGER NOT NULL,
+     app TEXT NOT NULL,
+     requests INTEGER NOT NULL,
+     errors INTEGER NOT NULL,
+     PRIMARY KEY (server, ts, app)
+   ) WITHOUT ROWID;
+   CREATE TABLE server_counters (
+     server TEXT PRIMARY KEY,
+     ts INTEGER NOT NULL,
+     cpu_busy REAL, cpu_total REAL, net_rx REAL, net_tx REAL, uptime REAL
+   );`,
 ];

@@ -16,6 +16,7 @@ import {
   SAFE_NAME,
   size,
 } from "./limits.ts";
+import { METRICS_SCRIPT } from "./server_metrics.ts";
 
 /** Log files the collector reads: `<app>/<name>.log`, and `<name>.log.1` for rotation. */
 export const LOG_FILE = /^[^/]+\/[^/]+\.log(\.1)?$/;
@@ -30,6 +31,13 @@ export const LISTING =
   "\\( -name status.json -o -path ./.tls/certificates.json \\) -exec stat -c 'S %i %s %n' {} +); } && " +
   "{ [ ! -d /var/log/deployments ] || (cd /var/log/deployments && find . -mindepth 2 -maxdepth 2 -type f " +
   "\\( -name '*.log' -o -name '*.log.1' \\) -exec stat -c 'L %i %s %n' {} +); }";
+
+/**
+ * {@link LISTING}, then (when it worked) the server's metrics ({@link METRICS_SCRIPT}, after a
+ * `#metrics` line, bounded, never failing): what a pull's first listing runs, so metrics cost no
+ * extra connection or command. Constant too.
+ */
+export const LISTING_WITH_METRICS = `{ ${LISTING}; } && { ${METRICS_SCRIPT}; }`;
 
 /** One file of the remote listing. */
 export interface ListedFile {

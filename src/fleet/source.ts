@@ -11,6 +11,8 @@ import { type FleetServer, LOCAL } from "./config.ts";
 import type { SourceFile } from "./ingest.ts";
 import { SAFE_NAME } from "./limits.ts";
 import { LOG_FILE } from "./pull_plan.ts";
+import { ProcessRunner } from "../runner.ts";
+import { MAX_METRICS_BYTES, METRICS_SCRIPT, parseMetrics, type RawMetrics, splitMetrics } from "./server_metrics.ts";
 import { SshSource } from "./ssh_source.ts";
 
 /** What one pull of a server found. */
@@ -27,6 +29,8 @@ export interface Pulled {
   error?: string;
   /** What was refused or cut by the limits (./limits.ts), one line each. */
   limits: string[];
+  /** The server's metrics as read in this pull (./server_metrics.ts); undefined when not read. */
+  metrics?: RawMetrics;
 }
 
 /** A server's files. */
@@ -36,14 +40,21 @@ export interface Source {
   close(): Promise<void>;
 }
 
-/** The source of a configured server. */
-export function sourceFor(server: FleetServer, home: { mirror: string; knownHosts: string; sockets: string }): Source {
-  return server.host === LOCAL ? new LocalSource(prefix()) : new SshSource(server, home);
+/**
+ * The source of a configured server; `metrics: false` reads no server metrics (only to measure
+ * what they cost: bench/fleet.ts).
+ */
+export function sourceFor(
+  server: FleetServer,
+  home: { mirror: string; knownHosts: string; sockets: string },
+  metrics = true,
+): Source {
+  return server.host === LOCAL ? new LocalSource(prefix(), metrics) : new SshSource(server, home, metrics);
 }
 
 /** This machine's own deployments (under DEPLOY_PARADIGM_PREFIX when set). */
 export class LocalSource implements Source {
-  constructor(readonly root: string) {}
+  constructor(readonly root: string, private readonly metrics = true) {}
 
   async pull(): Promise<Pulled> {
     const statuses = new Map<string, string>();
@@ -62,12 +73,31 @@ export class LocalSource implements Source {
         logs.set(rel, { rel, path, ino: "here" });
       }
     }
-    return { statuses, ...(await isFile(certificates) ? { certificates } : {}), logs, bytes: 0, limits: [] };
+    return {
+      statuses,
+      ...(await isFile(certificates) ? { certificates } : {}),
+      logs,
+      bytes: 0,
+      limits: [],
+      ...(this.metrics ? { metrics: await localMetrics() } : {}),
+    };
   }
 
   close(): Promise<void> {
     return Promise.resolve();
   }
+}
+
+/** This machine's metrics: the same constant script an ssh pull runs, with `sh -c`. */
+async function localMetrics(): Promise<RawMetrics> {
+  const result = await new ProcessRunner().run({
+    argv: ["sh", "-c", METRICS_SCRIPT],
+    quiet: true,
+    allowFailure: true,
+    timeoutMs: 30_000,
+    maxOutputBytes: 2 * MAX_METRICS_BYTES,
+  });
+  return parseMetrics(splitMetrics(result.output).metrics ?? "");
 }
 
 function isFile(path: string): Promise<boolean> {

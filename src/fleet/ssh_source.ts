@@ -24,7 +24,16 @@ import {
   MAX_STATUS_BYTES,
   size,
 } from "./limits.ts";
-import { type ListedFile, LISTING, nextBatch, parseListing, planPull, STATUS_FILE } from "./pull_plan.ts";
+import {
+  type ListedFile,
+  LISTING,
+  LISTING_WITH_METRICS,
+  nextBatch,
+  parseListing,
+  planPull,
+  STATUS_FILE,
+} from "./pull_plan.ts";
+import { parseMetrics, splitMetrics } from "./server_metrics.ts";
 import type { Pulled, Source } from "./source.ts";
 
 /** A server that could not be pulled: ssh or rsync failed. */
@@ -57,6 +66,8 @@ export class SshSource implements Source {
   constructor(
     readonly server: FleetServer,
     private readonly home: { mirror: string; knownHosts: string; sockets: string },
+    /** Whether the first listing also reads the server's metrics (off only to measure their cost). */
+    private readonly metrics = true,
   ) {
     this.mirror = home.mirror;
   }
@@ -85,15 +96,20 @@ export class SshSource implements Source {
     return new ProcessRunner().run({ argv, quiet: true, allowFailure: true, timeoutMs, maxOutputBytes });
   }
 
-  /** The server's listing (at most {@link MAX_LISTING_BYTES} of it). */
-  private async listing(): Promise<ListedFile[]> {
-    const result = await this.run([...this.sshArgv(), "--", this.server.host, LISTING], MAX_LISTING_BYTES, 30_000);
+  /**
+   * The server's listing (at most {@link MAX_LISTING_BYTES} of it), and with `metrics` the output
+   * of its metrics script (the same command: {@link LISTING_WITH_METRICS}).
+   */
+  private async listing(metrics = false): Promise<{ files: ListedFile[]; metrics?: string }> {
+    const command = metrics ? LISTING_WITH_METRICS : LISTING;
+    const result = await this.run([...this.sshArgv(), "--", this.server.host, command], MAX_LISTING_BYTES, 30_000);
     if (result.overflow) {
       throw new PullFailed(`its file listing is over ${size(MAX_LISTING_BYTES)}: too many files to pull`);
     }
     const errors = result.tail.filter((line) => !/^[SL] \d+ \d+ /.test(line));
     if (result.code !== 0) throw new PullFailed(sshError(this.server, errors, result.code));
-    return parseListing(result.output);
+    const { listing, metrics: part } = metrics ? splitMetrics(result.output) : { listing: result.output };
+    return { files: parseListing(listing), ...(part === undefined ? {} : { metrics: part }) };
   }
 
   /** The rsync argv that pulls `files` (paths under `remote`) into `local`, each at most `maxSize` bytes. */
@@ -217,7 +233,8 @@ export class SshSource implements Source {
   async pull(): Promise<Pulled> {
     await Deno.mkdir(this.home.sockets, { recursive: true, mode: 0o700 });
     await Deno.mkdir(this.mirror, { recursive: true, mode: 0o700 });
-    const before = await this.listing();
+    const initial = await this.listing(this.metrics);
+    const before = initial.files;
     const plan = planPull(before);
     const out = { bytes: 0, limits: plan.limits };
     const listed = (kind: ListedFile["kind"], rels: string[]) =>
@@ -248,7 +265,8 @@ export class SshSource implements Source {
     const certificates = join(statusDir, CERTIFICATES_FILE);
     const tls = took.has(CERTIFICATES_FILE) ? { certificates } : {};
     const logs = new Map<string, SourceFile>();
-    const pulled = { statuses, ...tls, logs, limits: out.limits };
+    const metrics = initial.metrics === undefined ? {} : { metrics: parseMetrics(initial.metrics) };
+    const pulled = { statuses, ...tls, logs, limits: out.limits, ...metrics };
     const logDir = join(this.mirror, "logs");
     let logsTaken = new Set<string>();
     try {
@@ -260,7 +278,7 @@ export class SshSource implements Source {
         what: "log file(s)",
       }, out);
       const inodes = (files: ListedFile[]) => new Map(files.filter((f) => f.kind === "log").map((f) => [f.rel, f.ino]));
-      const [first, after] = [inodes(before), inodes(await this.listing())];
+      const [first, after] = [inodes(before), inodes((await this.listing()).files)];
       for (const rel of plan.logs.filter((rel) => logsTaken.has(rel))) {
         // A file replaced while rsync ran may hold either version: it waits for the next cycle.
         if (first.get(rel) !== after.get(rel)) continue;

@@ -24,7 +24,7 @@ export const BUCKETS: readonly number[] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 const CLASSES = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"] as const;
 const OTHER = CLASSES.length - 1;
 /** The quantiles of a minute's JSON line. */
-const QUANTILES = [["p50_ms", 0.5], ["p90_ms", 0.9], ["p99_ms", 0.99]] as const;
+const QUANTILES = [["p50_ms", 0.5], ["p90_ms", 0.9], ["p95_ms", 0.95], ["p99_ms", 0.99]] as const;
 
 /** The counts of one (app, slot) over a window: since start, or the current minute. */
 class Window {

@@ -5,10 +5,37 @@
  * {@link FakeVps.logs}), mounted in a private mount namespace. The test is "the laptop": it reaches the host over real
  * SSH. Everything is torn down by {@link FakeVps.close}: the processes of the namespace, the
  * namespace, the link, the files.
+ *
+ * Options of {@link FakeVps.create} ({@link VpsOptions}), for server metrics: `proc: "synthetic"`
+ * bind-mounts files of {@link FakeVps.procDir} over the host's /proc/stat, /proc/meminfo,
+ * /proc/loadavg and /proc/uptime (they start with {@link SYNTHETIC_PROC}'s values; rewrite them in
+ * place with {@link FakeVps.writeProc} between cycles: a bind mount follows the inode, so never
+ * replace them by rename). /proc/net/dev cannot be bound that way (/proc/net is a per-process
+ * link): it stays the namespace's real one (its veth and lo). `proc: "hidden"` binds an empty
+ * directory over /proc (a host without /proc). `tmpfs: { path, size }` mounts a tmpfs of `size`
+ * (e.g. "16m") at `path` on the host (created if missing, left empty like the other mount points),
+ * which a test fills over `vps.ssh("fallocate -l 8M /srv/data/x")`. All of them are mounts in the
+ * host's mount namespace: they go with it.
  */
 import { join } from "node:path";
 import { addNetns, must, removeNetns, sshAccess } from "./host.ts";
 import { run } from "./server.ts";
+
+/** The options of a fake host (see the module's doc). */
+export interface VpsOptions {
+  proc?: "synthetic" | "hidden";
+  tmpfs?: { path: string; size: string };
+}
+
+/** The synthetic /proc files a host starts with (`proc: "synthetic"`): 2 CPUs, 4 GiB, 1 GiB of swap. */
+export const SYNTHETIC_PROC: Record<"stat" | "meminfo" | "loadavg" | "uptime", string> = {
+  stat: "cpu  1000 0 1000 8000 0 0 0 0 0 0\ncpu0 500 0 500 4000 0 0 0 0 0 0\ncpu1 500 0 500 4000 0 0 0 0 0 0\n" +
+    "intr 0\nctxt 0\nbtime 0\n",
+  meminfo: "MemTotal:        4194304 kB\nMemFree:          524288 kB\nMemAvailable:    1048576 kB\n" +
+    "SwapTotal:       1048576 kB\nSwapFree:         786432 kB\n",
+  loadavg: "0.50 0.25 0.10 1/100 1234\n",
+  uptime: "3600.00 7000.00\n",
+};
 
 /** Where each host has its own directory (empty mount points on this machine). */
 const MOUNT_POINTS = ["/opt/deployments", "/var/log/deployments", "/var/repos"];
@@ -21,18 +48,18 @@ export class FakeVps {
   private readonly sshArgv: string[];
   private sshd?: Deno.ChildProcess;
 
-  private constructor(readonly name: string, readonly dir: string) {
+  private constructor(readonly name: string, readonly dir: string, readonly options: VpsOptions = {}) {
     ({ sshArgv: this.sshArgv, env: this.env } = sshAccess(dir));
   }
 
   /** The host's address, once booted. */
   address = "";
 
-  /** Boots a host: namespace, link, keys, sshd. */
-  static async create(): Promise<FakeVps> {
+  /** Boots a host: namespace, link, keys, sshd (and the mounts of `options`). */
+  static async create(options: VpsOptions = {}): Promise<FakeVps> {
     const id = crypto.randomUUID().replaceAll("-", "").slice(0, 6);
     const dir = await Deno.makeTempDir({ prefix: "dp-vps-" });
-    const vps = new FakeVps(`dpv${id}`, dir);
+    const vps = new FakeVps(`dpv${id}`, dir, options);
     try {
       await vps.boot();
     } catch (error) {
@@ -50,6 +77,12 @@ export class FakeVps {
     await Deno.mkdir(this.deployments, { recursive: true });
     await Deno.mkdir(this.logs, { recursive: true });
     await Deno.mkdir(join(dir, "var-repos"), { recursive: true });
+    await Deno.mkdir(this.procDir, { recursive: true });
+    if (this.options.proc === "synthetic") {
+      for (const [file, text] of Object.entries(SYNTHETIC_PROC)) {
+        await Deno.writeTextFile(join(this.procDir, file), text);
+      }
+    }
     for (const point of MOUNT_POINTS) await Deno.mkdir(point, { recursive: true });
     await Deno.mkdir("/run/sshd", { recursive: true });
     await must(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", join(dir, "host_key")]);
@@ -81,6 +114,16 @@ export class FakeVps {
     return join(this.dir, "opt-deployments");
   }
 
+  /** The files bound over the host's /proc (`proc: "synthetic"`; empty, over /proc itself, with "hidden"). */
+  get procDir(): string {
+    return join(this.dir, "proc");
+  }
+
+  /** Rewrites a synthetic /proc file in place (the bind mount follows its inode). */
+  async writeProc(file: keyof typeof SYNTHETIC_PROC, text: string): Promise<void> {
+    await Deno.writeTextFile(join(this.procDir, file), text);
+  }
+
   /** The host's /var/log/deployments, from this machine. */
   get logs(): string {
     return join(this.dir, "var-log-deployments");
@@ -109,7 +152,10 @@ export class FakeVps {
         "sh",
         "-c",
         'mount --bind "$1" /root && mount --bind "$4" /opt/deployments && mount --bind "$5" /var/log/deployments && ' +
-        'mount --bind "$6" /var/repos && mount --bind "$7" /etc && exec /usr/sbin/sshd -D -f "$2" -E "$3"',
+        'mount --bind "$6" /var/repos && mount --bind "$7" /etc && ' +
+        'if [ -n "${10}" ]; then mkdir -p "${10}" && mount -t tmpfs -o "size=${11}" tmpfs "${10}" || exit 1; fi && ' +
+        'case "$9" in synthetic) for f in stat meminfo loadavg uptime; do mount --bind "$8/$f" "/proc/$f" || exit 1; ' +
+        'done ;; hidden) mount --bind "$8" /proc || exit 1 ;; esac && exec /usr/sbin/sshd -D -f "$2" -E "$3"',
         "sh",
         join(dir, "root"),
         join(dir, "sshd_config"),
@@ -118,6 +164,10 @@ export class FakeVps {
         this.logs,
         join(dir, "var-repos"),
         join(dir, "etc"),
+        this.procDir,
+        this.options.proc ?? "",
+        this.options.tmpfs?.path ?? "",
+        this.options.tmpfs?.size ?? "",
       ],
       stdin: "null",
       stdout: "null",

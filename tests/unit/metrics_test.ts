@@ -191,12 +191,23 @@ Deno.test("takeMinute: one line per app with per-slot counts, then a new window"
     status: {},
     p50_ms: null,
     p90_ms: null,
+    p95_ms: null,
     p99_ms: null,
     bytesIn: 0,
     bytesOut: 0,
     inFlight: 1,
     slots: {
-      blue: { requests: 0, status: {}, p50_ms: null, p90_ms: null, p99_ms: null, bytesIn: 0, bytesOut: 0, inFlight: 1 },
+      blue: {
+        requests: 0,
+        status: {},
+        p50_ms: null,
+        p90_ms: null,
+        p95_ms: null,
+        p99_ms: null,
+        bytesIn: 0,
+        bytesOut: 0,
+        inFlight: 1,
+      },
     },
   });
   assertEquals(shop.ts, "2030-01-02T03:05:00.000Z");
@@ -204,7 +215,7 @@ Deno.test("takeMinute: one line per app with per-slot counts, then a new window"
   assertEquals(shop.status, { "2xx": 9, "4xx": 1, "5xx": 1 });
   assertEquals([shop.bytesIn, shop.bytesOut, shop.inFlight], [95, 9057, 1]);
   // 9 of 11 ≤ 5 ms, one in 25–50 ms, one in 250–500 ms
-  assertEquals([shop.p50_ms, shop.p90_ms, shop.p99_ms], [3.056, 47.5, 472.5]);
+  assertEquals([shop.p50_ms, shop.p90_ms, shop.p95_ms, shop.p99_ms], [3.056, 47.5, 362.5, 472.5]);
   const slots = shop.slots as Record<string, Record<string, unknown>>;
   assertEquals(Object.keys(slots).sort(), ["blue", "green"]);
   assertEquals(slots.blue.requests, 10);
@@ -215,6 +226,7 @@ Deno.test("takeMinute: one line per app with per-slot counts, then a new window"
     status: { "4xx": 1 },
     p50_ms: 37.5,
     p90_ms: 47.5,
+    p95_ms: 48.75,
     p99_ms: 49.75,
     bytesIn: 5,
     bytesOut: 7,

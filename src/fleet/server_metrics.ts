@@ -1,0 +1,356 @@
+/**
+ * Server metrics without an agent: {@link METRICS_SCRIPT}, a constant POSIX sh script that the
+ * pull's listing (./pull_plan.ts) runs in the same ssh command (and `host: local` runs with `sh -c`),
+ * prints /proc/stat's first line and CPU count, /proc/loadavg, /proc/meminfo's memory and swap,
+ * /proc/net/dev, /proc/uptime, /proc/self/mounts (the filesystem types: `df -P` has none, and
+ * busybox has no `df -T`) and `df -P -k` and `df -P -i` (GNU and busybox), as `M <section>`
+ * sections, bounded to {@link MAX_METRICS_BYTES}; shell builtins but for df and head, so it costs
+ * a few milliseconds.
+ * {@link parseMetrics} reads it as hostile input (a compromised server prints anything: every
+ * number checked finite, ≥ 0 and within bounds, at most {@link MAX_FILESYSTEMS} filesystems, never
+ * throws), and {@link sampleOf} turns it into a sample: CPU % and network bytes/s come from the
+ * deltas against the previous raw counters (none on the first sample, after a reboot or a counter
+ * reset). The metric names are the ones alert rules and charts use.
+ * @module
+ */
+
+/** What the script prints at most (it cuts itself with `head -c`). */
+export const MAX_METRICS_BYTES = 64 << 10;
+/** Filesystems kept per sample (the first ones df lists, after the pseudo ones are dropped). */
+export const MAX_FILESYSTEMS = 64;
+
+/** The line that starts the metrics in the listing's output. */
+export const METRICS_MARK = "#metrics";
+
+/**
+ * The constant script. `[ -r /proc/stat ]` tells whether /proc is there; each file is read on its
+ * own (with shell builtins: `p FILE N` prints its first N lines), so what can be read is printed.
+ * df is the only command run (twice), local filesystems only where it can (`-l`: GNU; a hung
+ * network mount must not hang the pull), and the whole is cut by `head -c`. Errors go nowhere
+ * and the exit code is always 0: metrics never fail a pull.
+ */
+export const METRICS_SCRIPT = `echo '${METRICS_MARK}'; { if [ -r /proc/stat ]; then ` +
+  'p() { n=0; while [ $n -lt $2 ] && IFS= read -r l; do echo "$l"; n=$((n+1)); done < "$1"; }; ' +
+  "echo 'M stat'; n=0; f=; while read -r a b; do case $a in " +
+  'cpu) [ -n "$f" ] || echo "$a $b"; f=1 ;; cpu[0-9]*) n=$((n+1)) ;; *) break ;; esac; done < /proc/stat; ' +
+  "echo $n; echo 'M loadavg'; p /proc/loadavg 1; echo 'M meminfo'; while read -r k v; do case $k in " +
+  'MemTotal:|MemAvailable:|SwapTotal:|SwapFree:) echo "$k $v" ;; esac; done < /proc/meminfo; ' +
+  "echo 'M netdev'; p /proc/net/dev 258; echo 'M uptime'; p /proc/uptime 1; " +
+  "echo 'M mounts'; p /proc/self/mounts 1024; else echo 'M noproc'; fi; " +
+  "echo 'M df'; df -P -k -l || df -P -k; echo 'M dfi'; df -P -i -l || df -P -i; " +
+  `} 2>/dev/null | head -c ${MAX_METRICS_BYTES}; true`;
+
+/** Server-wide metric names. */
+export const SERVER_METRICS = [
+  "cpu.percent",
+  "load.1",
+  "load.5",
+  "load.15",
+  "load.per_core",
+  "memory.used_percent",
+  "swap.used_percent",
+  "net.rx_bytes_per_s",
+  "net.tx_bytes_per_s",
+  "uptime.seconds",
+] as const;
+/** Per-filesystem metric names (labelled by mount point). */
+export const DISK_METRICS = ["disk.used_percent", "disk.inodes_used_percent"] as const;
+/** Per-app request metric names (per minute, from the proxy's metrics.log). */
+export const APP_METRICS = ["app.requests", "app.error_rate", "app.p50_ms", "app.p95_ms"] as const;
+export type ServerMetric = typeof SERVER_METRICS[number];
+export type DiskMetric = typeof DISK_METRICS[number];
+export type AppMetric = typeof APP_METRICS[number];
+
+/** The "no /proc" reason a sample keeps. */
+export const NO_PROC = "no /proc on this host";
+
+/** Filesystem types that are not storage (kept: ext*, xfs, btrfs, zfs, tmpfs, vfat, … anything else). */
+const PSEUDO = new Set([
+  "proc",
+  "sysfs",
+  "cgroup",
+  "cgroup2",
+  "devtmpfs",
+  "devpts",
+  "mqueue",
+  "overlay",
+  "squashfs",
+  "nsfs",
+  "tracefs",
+  "debugfs",
+  "securityfs",
+  "pstore",
+  "bpf",
+  "configfs",
+  "fusectl",
+  "hugetlbfs",
+  "autofs",
+  "binfmt_misc",
+  "efivarfs",
+  "rpc_pipefs",
+  "selinuxfs",
+  "ramfs",
+  "nfsd",
+  "fuse.lxcfs",
+  "fuse.snapfuse",
+  "fuse.gvfsd-fuse",
+  "fuse.portal",
+  "devfs",
+  "none",
+  "shm",
+  "udev",
+]);
+
+/** Whether a filesystem of `type` (or, when its type is unknown, of device `device`) is storage. */
+export function isStorage(type: string | undefined, device: string): boolean {
+  if (type !== undefined) return !PSEUDO.has(type) && !type.startsWith("cgroup");
+  return !PSEUDO.has(device) && !device.startsWith("cgroup");
+}
+
+/** Counters as read (monotonic; deltas give rates). */
+export interface Counters {
+  /** CPU time that was not idle or iowait, and all of it (USER_HZ ticks). */
+  cpuBusy?: number;
+  cpuTotal?: number;
+  /** Bytes received and sent, all interfaces but lo. */
+  netRx?: number;
+  netTx?: number;
+  /** Seconds since boot (it going back = a reboot: counters restarted). */
+  uptime?: number;
+}
+
+/** What the script's output says, checked and bounded. */
+export interface RawMetrics {
+  counters: Counters;
+  cpus?: number;
+  load?: [number, number, number];
+  memory?: { total: number; available: number };
+  swap?: { total: number; free: number };
+  filesystems: { mount: string; used?: number; inodes?: number }[];
+  /** What could not be read, one phrase each. */
+  missing: string[];
+}
+
+/** The largest counter or size taken (beyond: not a real value). */
+const MAX_NUMBER = Number.MAX_SAFE_INTEGER;
+
+/** A number as printed: digits (and a fraction) only, finite, within [0, max]; else undefined. */
+function num(text: string | undefined, max = MAX_NUMBER): number | undefined {
+  if (text === undefined || !/^\d{1,20}(\.\d{1,9})?$/.test(text)) return undefined;
+  const value = Number(text);
+  return Number.isFinite(value) && value >= 0 && value <= max ? value : undefined;
+}
+
+/**
+ * A listing's output split at the line {@link METRICS_MARK}: the files' part, and the metrics'
+ * (bounded to {@link MAX_METRICS_BYTES}; undefined when there is none).
+ */
+export function splitMetrics(output: string): { listing: string; metrics?: string } {
+  const lead = `${METRICS_MARK}\n`;
+  const at = output.startsWith(lead) ? 0 : (output.indexOf(`\n${lead}`) + 1 || -1);
+  if (at < 0) return { listing: output };
+  const start = at + lead.length;
+  return { listing: output.slice(0, at), metrics: output.slice(start, start + MAX_METRICS_BYTES) };
+}
+
+/** Parses the script's output (hostile input); never throws. */
+export function parseMetrics(output: string): RawMetrics {
+  const sections = new Map<string, string[]>();
+  let current: string[] | undefined;
+  for (const line of output.slice(0, MAX_METRICS_BYTES + 64).split("\n")) {
+    const section = /^M ([a-z]+)$/.exec(line)?.[1];
+    if (section) {
+      if (!sections.has(section)) sections.set(section, current = []);
+      else current = undefined; // a section twice: the first counts
+    } else if (current && current.length < 2048) current.push(line);
+  }
+  const raw: RawMetrics = { counters: {}, filesystems: [], missing: [] };
+  if (sections.has("noproc")) raw.missing.push(NO_PROC);
+  else {
+    readStat(sections.get("stat"), raw);
+    readLoad(sections.get("loadavg"), raw);
+    readMemory(sections.get("meminfo"), raw);
+    readNet(sections.get("netdev"), raw);
+    const uptime = num(sections.get("uptime")?.[0]?.trim().split(/\s+/)[0], 1e11);
+    if (uptime !== undefined) raw.counters.uptime = uptime;
+    else raw.missing.push("no /proc/uptime");
+  }
+  readDisks(sections.get("mounts"), sections.get("df"), sections.get("dfi"), raw);
+  return raw;
+}
+
+function readStat(lines: string[] | undefined, raw: RawMetrics): void {
+  const fields = lines?.[0]?.trim().split(/\s+/) ?? [];
+  const ticks = fields.slice(1, 9).map((f) => num(f));
+  const cpus = num(lines?.[1]?.trim(), 1 << 16);
+  if (fields[0] !== "cpu" || ticks.length < 4 || ticks.some((t) => t === undefined)) {
+    raw.missing.push("no /proc/stat");
+    return;
+  }
+  const [user, nice, system, idle, iowait = 0, irq = 0, softirq = 0, steal = 0] = ticks as number[];
+  const total = user + nice + system + idle + iowait + irq + softirq + steal;
+  if (total > MAX_NUMBER) return;
+  raw.counters.cpuTotal = total;
+  raw.counters.cpuBusy = total - idle - iowait;
+  if (cpus !== undefined && cpus >= 1) raw.cpus = cpus;
+}
+
+function readLoad(lines: string[] | undefined, raw: RawMetrics): void {
+  const load = (lines?.[0]?.trim().split(/\s+/) ?? []).slice(0, 3).map((f) => num(f, 1e6));
+  if (load.length === 3 && load.every((l) => l !== undefined)) raw.load = load as [number, number, number];
+  else raw.missing.push("no /proc/loadavg");
+}
+
+function readMemory(lines: string[] | undefined, raw: RawMetrics): void {
+  const kb = new Map<string, number>();
+  for (const line of lines ?? []) {
+    const match = /^(MemTotal|MemAvailable|SwapTotal|SwapFree):\s+(\d{1,20})(?: kB)?$/.exec(line.trim());
+    const value = num(match?.[2]);
+    if (match && value !== undefined && !kb.has(match[1])) kb.set(match[1], value);
+  }
+  const [total, available] = [kb.get("MemTotal"), kb.get("MemAvailable")];
+  if (total !== undefined && available !== undefined && total > 0) {
+    raw.memory = { total, available: Math.min(available, total) };
+  } else raw.missing.push("no memory in /proc/meminfo");
+  const [swapTotal, swapFree] = [kb.get("SwapTotal"), kb.get("SwapFree")];
+  if (swapTotal !== undefined) raw.swap = { total: swapTotal, free: Math.min(swapFree ?? swapTotal, swapTotal) };
+}
+
+function readNet(lines: string[] | undefined, raw: RawMetrics): void {
+  let rx = 0;
+  let tx = 0;
+  let seen = 0;
+  for (const line of lines ?? []) {
+    const match = /^\s*([^\s:]{1,64}):\s*(.*)$/.exec(line);
+    if (!match || match[1] === "lo") continue;
+    const fields = match[2].trim().split(/\s+/);
+    const [r, t] = [num(fields[0]), num(fields[8])];
+    if (r === undefined || t === undefined) continue;
+    rx += r;
+    tx += t;
+    seen++;
+  }
+  if (!lines) raw.missing.push("no /proc/net/dev");
+  else if (seen && rx <= MAX_NUMBER && tx <= MAX_NUMBER) Object.assign(raw.counters, { netRx: rx, netTx: tx });
+}
+
+/** A mount point as /proc/self/mounts writes it (`\040` for a space…), as df prints it. */
+function unescapeMount(text: string): string {
+  return text.replace(/\\([0-7]{3})/g, (_, octal) => String.fromCharCode(parseInt(octal, 8)));
+}
+
+/** `df -P` lines: device, total, used, available, percent, mount point (which may hold spaces). */
+const DF_LINE = /^(\S+)\s+(\d{1,20})\s+(\d{1,20})\s+(\d{1,20})\s+(?:\d{1,3}%|-)\s+(\/.{0,4095})$/;
+
+function readDisks(
+  mounts: string[] | undefined,
+  df: string[] | undefined,
+  dfi: string[] | undefined,
+  raw: RawMetrics,
+): void {
+  const types = new Map<string, string>();
+  for (const line of mounts ?? []) {
+    const [, point, type] = line.split(" ");
+    if (point && type) types.set(unescapeMount(point), type); // the last mount over a point is the one seen
+  }
+  const inodes = new Map<string, number>();
+  for (const line of dfi ?? []) {
+    const match = DF_LINE.exec(line.trimEnd());
+    const [total, used, free] = [num(match?.[2]), num(match?.[3]), num(match?.[4])];
+    if (match && total && used !== undefined && free !== undefined && used + free > 0) {
+      inodes.set(match[5], Math.min(100, used / (used + free) * 100));
+    }
+  }
+  const seen = new Set<string>();
+  /** A block device's filesystem, once: at its shortest mount point (as GNU df does; busybox lists bind mounts). */
+  const devices = new Map<string, RawMetrics["filesystems"][number]>();
+  let dropped = 0;
+  for (const line of df ?? []) {
+    const match = DF_LINE.exec(line.trimEnd());
+    if (!match) continue;
+    const [total, used, free] = [num(match[2]), num(match[3]), num(match[4])];
+    const [device, mount] = [match[1], match[5]];
+    if (!total || used === undefined || free === undefined || used + free <= 0) continue; // pseudo: no blocks
+    if (!isStorage(mounts ? types.get(mount) : undefined, device) || seen.has(mount)) continue;
+    if (/^\/(proc|sys)(\/|$)/.test(mount)) continue;
+    seen.add(mount);
+    const same = device.startsWith("/") ? devices.get(device) : undefined;
+    if (same) {
+      if (mount.length < same.mount.length) {
+        Object.assign(same, { mount }, inodes.has(mount) ? { inodes: inodes.get(mount) } : {});
+      }
+      continue;
+    }
+    if (raw.filesystems.length >= MAX_FILESYSTEMS) {
+      dropped++;
+      continue;
+    }
+    const fs: RawMetrics["filesystems"][number] = {
+      mount,
+      used: Math.min(100, used / (used + free) * 100),
+      ...(inodes.has(mount) ? { inodes: inodes.get(mount) } : {}),
+    };
+    if (device.startsWith("/")) devices.set(device, fs);
+    raw.filesystems.push(fs);
+  }
+  if (!df) raw.missing.push("no df");
+  if (dropped) raw.missing.push(`${dropped} filesystem(s) over the ${MAX_FILESYSTEMS} kept`);
+}
+
+/** A sample: server-wide values by metric name, per filesystem, and the counters for the next one. */
+export interface Sample {
+  values: Partial<Record<ServerMetric, number>>;
+  filesystems: { mount: string; values: Partial<Record<DiskMetric, number>> }[];
+  missing?: string;
+  counters: Counters;
+}
+
+/** The previous sample's counters and when they were read. */
+export interface Previous {
+  ts: number;
+  counters: Counters;
+}
+
+/** Rates above this many bytes/s (1 TB/s) are not real. */
+const MAX_RATE = 1e12;
+
+/**
+ * The sample of `raw`, read at `ts`: CPU % and network bytes/s from the deltas against `previous`
+ * (none on the first sample, when the time did not move forward, after a reboot (uptime went
+ * back) or when a counter went back (reset or wrap): that cycle has no value).
+ */
+export function sampleOf(raw: RawMetrics, ts: number, previous?: Previous): Sample {
+  const values: Sample["values"] = {};
+  const c = raw.counters;
+  const p = previous?.counters;
+  const seconds = previous ? (ts - previous.ts) / 1000 : 0;
+  const rebooted = c.uptime !== undefined && p?.uptime !== undefined && c.uptime < p.uptime;
+  const delta = (now?: number, before?: number) =>
+    now !== undefined && before !== undefined && !rebooted && now >= before ? now - before : undefined;
+  if (p && seconds > 0) {
+    const [busy, total] = [delta(c.cpuBusy, p.cpuBusy), delta(c.cpuTotal, p.cpuTotal)];
+    if (busy !== undefined && total !== undefined && total > 0) {
+      values["cpu.percent"] = Math.min(100, Math.max(0, busy / total * 100));
+    }
+    const [rx, tx] = [delta(c.netRx, p.netRx), delta(c.netTx, p.netTx)];
+    if (rx !== undefined && rx / seconds <= MAX_RATE) values["net.rx_bytes_per_s"] = rx / seconds;
+    if (tx !== undefined && tx / seconds <= MAX_RATE) values["net.tx_bytes_per_s"] = tx / seconds;
+  }
+  if (raw.load) {
+    [values["load.1"], values["load.5"], values["load.15"]] = raw.load;
+    if (raw.cpus) values["load.per_core"] = raw.load[0] / raw.cpus;
+  }
+  if (raw.memory) values["memory.used_percent"] = (raw.memory.total - raw.memory.available) / raw.memory.total * 100;
+  if (raw.swap) {
+    values["swap.used_percent"] = raw.swap.total > 0 ? (raw.swap.total - raw.swap.free) / raw.swap.total * 100 : 0;
+  }
+  if (c.uptime !== undefined) values["uptime.seconds"] = c.uptime;
+  const filesystems = raw.filesystems.map((fs) => ({
+    mount: fs.mount,
+    values: {
+      ...(fs.used !== undefined ? { "disk.used_percent": fs.used } : {}),
+      ...(fs.inodes !== undefined ? { "disk.inodes_used_percent": fs.inodes } : {}),
+    },
+  }));
+  return { values, filesystems, ...(raw.missing.length ? { missing: raw.missing.join("; ") } : {}), counters: c };
+}
