@@ -24,6 +24,8 @@ export const FLEET_EVENTS = [
   "certificate_expiring",
   "certificate_renewed",
   "over_limit",
+  "rule_firing",
+  "rule_recovered",
 ] as const;
 
 /** The longest a notification may take. */

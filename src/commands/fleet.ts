@@ -40,10 +40,10 @@ export async function apiToken(file: string | undefined, argv: string | undefine
   return token;
 }
 
-const ACTIONS = ["collect", "add", "list", "trust"] as const;
+const ACTIONS = ["collect", "add", "list", "trust", "alerts"] as const;
 
 /**
- * `fleet [collect --once | add <name> <user@host> | list | trust <server>]`: the fleet monitor.
+ * `fleet [collect --once | add <name> <user@host> | list | trust <server> | alerts]`: the fleet monitor.
  * Without an action it collects every interval and serves the API on 127.0.0.1:3333.
  */
 export const fleetCommand: CommandSpec = {
@@ -70,7 +70,7 @@ export const fleetCommand: CommandSpec = {
       description: "The API token on the command line: shows in `ps`; prefer --token-file",
     },
     { name: "once", description: "collect: one cycle, then exit" },
-    { name: "json", description: "list: print JSON" },
+    { name: "json", description: "list, alerts: print JSON" },
     { name: "ssh-port", value: "port", description: "add: the server's ssh port (default 22)" },
     { name: "identity", value: "file", description: "add: the ssh key to use" },
     { name: "netdata", value: "url", description: "add: the server's Netdata URL, shown in its drill-down" },
@@ -108,6 +108,9 @@ export const fleetCommand: CommandSpec = {
       case "list":
         needs(1, "list [--json]");
         return await cli.listServers({ ...common, json: opts.json === true });
+      case "alerts":
+        needs(1, "alerts [--json]");
+        return await cli.listAlerts({ ...common, json: opts.json === true });
       case "add":
         needs(3, "add <name> <user@host> [--ssh-port N] [--identity FILE] [--netdata URL]");
         return await cli.add({

@@ -1,7 +1,8 @@
 /**
  * The fleet alerts' notices (./alerts.ts decides when): what each one says, its title, fields and
  * text, for a server unreachable, back or over the collector's limits, a certificate at risk or
- * renewed, and a failed or rolled-back deploy.
+ * renewed, a failed or rolled-back deploy, and an alert rule firing or recovered (naming the
+ * server, app, mount or job, the value with its unit and the threshold).
  * @module
  */
 import type { Notice } from "../notify.ts";
@@ -9,6 +10,15 @@ import { issuerLabel } from "../proxy/cert_state.ts";
 import type { ServerMemory } from "./alerts.ts";
 import type { CycleSummary } from "./collector.ts";
 import type { CertificateRecord, CertificateView, DeploymentRecord } from "./views.ts";
+import {
+  type CertificateRule,
+  formatValue,
+  formatWindow,
+  recoveryPoint,
+  ruleUnit,
+  type Subject,
+  type Transition,
+} from "./rules.ts";
 
 /** deployments outcomes that alert, and their event. */
 const DEPLOY_EVENTS: Record<string, "failed" | "rolled_back"> = {
@@ -90,6 +100,7 @@ export function certificateNotice(
   certificate: CertificateView,
   atRisk: boolean,
   at: string,
+  rule?: CertificateRule,
 ): Notice {
   const key = `${row.server}/${row.app}`;
   const { state, daysLeft, notAfter, lastError } = certificate;
@@ -98,7 +109,7 @@ export function certificateNotice(
     ? `certificate of ${key} renewed: valid until ${until}`
     : state === "expired"
     ? `certificate of ${key} expired on ${until}`
-    : state === "expiring"
+    : daysLeft !== null && notAfter
     ? `certificate of ${key} expires in ${daysLeft === 1 ? "1 day" : `${daysLeft} days`} (${until})`
     : `${key} has no certificate: ${line(lastError ?? "") || "none was issued"}`;
   const source = certificate.source === "file" ? "own certificate (config.yml tls)" : certificate.source;
@@ -114,6 +125,7 @@ export function certificateNotice(
       source: source === "acme" ? "ACME" : source ?? undefined,
       "valid until": notAfter ?? undefined,
       "next attempt": atRisk ? certificate.nextAttemptAt ?? undefined : undefined,
+      ...(rule ? { rule: rule.name, severity: rule.severity } : {}),
     },
     text: atRisk && lastError ? `last error: ${clip(lastError)}` : undefined,
     at,
@@ -144,5 +156,59 @@ export function deployNotice(row: DeploymentRecord): Notice {
     },
     text: clip(row.message),
     at: row.at,
+  };
+}
+
+/** `web1`, `web1 /data`, `web1/api`, `web1/api job backup`: what a rule's state is about. */
+export function subjectLabel(subject: Subject): string {
+  return subject.server + (subject.mount ? ` ${subject.mount}` : "") + (subject.app ? `/${subject.app}` : "") +
+    (subject.job ? ` job ${subject.job}` : "");
+}
+
+/** A rule that fired (`rule_firing`) or recovered (`rule_recovered`). */
+export function ruleNotice(transition: Transition): Notice {
+  const { rule, subject, firing, value, since, at } = transition;
+  const unit = ruleUnit(rule);
+  const where = subjectLabel(subject);
+  const recovery = recoveryPoint(rule);
+  let title: string;
+  let threshold: string | undefined;
+  if (rule.kind === "threshold") {
+    threshold = `${rule.op} ${formatValue(rule.threshold, unit)}`;
+    const back = `${rule.op === "above" ? "below" : "above"} ${formatValue(recovery!, unit)}`;
+    title = firing
+      ? `${where}: ${rule.metric} is ${formatValue(value, unit)}, ${threshold}` +
+        (rule.forCycles > 1 ? ` for ${rule.forCycles} cycles` : "")
+      : `${where}: ${rule.metric} recovered: ${formatValue(value, unit)}, ${back}`;
+  } else if (rule.kind === "log") {
+    threshold = `at least ${formatValue(rule.atLeast, unit)} within ${formatWindow(rule.withinMs)}`;
+    title = firing
+      ? `${where}: ${formatValue(value, unit)} matching ${line(rule.query, 100)} within ${formatWindow(rule.withinMs)}`
+      : `${where}: ${line(rule.query, 100)} recovered: ${formatValue(value, unit)} within ${
+        formatWindow(rule.withinMs)
+      }, under ${recovery}`;
+  } else {
+    title = firing
+      ? `cron job ${subject.job} of ${subject.server}/${subject.app} failed`
+      : `cron job ${subject.job} of ${subject.server}/${subject.app} ran ok again`;
+  }
+  const lasted = Date.parse(at) - Date.parse(since);
+  return {
+    event: firing ? "rule_firing" : "rule_recovered",
+    ok: !firing,
+    title,
+    fields: {
+      rule: rule.name,
+      severity: rule.severity,
+      server: subject.server,
+      app: subject.app,
+      mount: subject.mount,
+      job: subject.job,
+      value: rule.kind === "cron" ? undefined : formatValue(value, unit),
+      threshold,
+      "firing since": firing ? undefined : since,
+      "firing for": firing || Number.isNaN(lasted) ? undefined : span(lasted),
+    },
+    at,
   };
 }

@@ -18,7 +18,13 @@
  * collector's limits (./limits.ts: a status.json too big, log bytes skipped…) alerts `over_limit`
  * once, and again only after a pull within them.
  *
- * The memory of what was last seen is small and kept in `<home>/data/alerts.json`, so
+ * Alert rules (`rules:` in the fleet config; ./rules.ts judges them on what ./rule_inputs.ts reads)
+ * alert `rule_firing` and `rule_recovered` the same way, their states kept with the rest; the
+ * certificate rule (`{ certificate: expiring, days: 14 }`) sets the days of the certificate alert
+ * above (14 without one).
+ *
+ * The memory of what was last seen is small and kept in `<home>/data/alerts.json` (version 2: the
+ * rules' states added; a version 1 file is read as one without them), so
  * `fleet collect --once` (one process per cycle) and a restarted `fleet` alert on what changed
  * since the last run, not on everything or on nothing. What each notice says: ./alert_notices.ts.
  * @module
@@ -27,16 +33,26 @@ import { readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
 import { type Delivery, type Notice, NOTIFY_TIMEOUT_MS, notifyAll, type Target } from "../notify.ts";
 import { forTerminal } from "../terminal.ts";
 import type { CycleSummary } from "./collector.ts";
-import { backNotice, certificateNotice, deployNotice, overLimitNotice, unreachableNotice } from "./alert_notices.ts";
+import {
+  backNotice,
+  certificateNotice,
+  deployNotice,
+  overLimitNotice,
+  ruleNotice,
+  unreachableNotice,
+} from "./alert_notices.ts";
 import type { FleetConfig } from "./config.ts";
 import {
   CERTIFICATE_COLUMNS,
   type CertificateRecord,
+  type CertificateView,
   certificateView,
   DEPLOYMENT_COLUMNS,
   type DeploymentRecord,
 } from "./views.ts";
 import type { FleetStore } from "./store.ts";
+import { observe } from "./rule_inputs.ts";
+import { type CertificateRule, evaluate, type Rule, type RuleMemory, type SubjectState } from "./rules.ts";
 
 /** What the alerter knows of a server. */
 export interface ServerMemory {
@@ -54,14 +70,25 @@ export interface ServerMemory {
 
 /** What the alerter last saw: the transitions are computed against it. */
 export interface AlertMemory {
-  version: 1;
+  version: 2;
   /** Each app's last known health (`server/app`): null when its status.json does not say. */
   apps: Record<string, boolean | null>;
   servers: Record<string, ServerMemory>;
   /** Whether each certificate (`server/app`) was last seen at risk (and alerted). */
   certificates?: Record<string, boolean>;
+  /** Since when each certificate has been as `certificates` says (ISO). */
+  certificateSince?: Record<string, string>;
   /** The newest deployments row already considered. */
   deployment?: number;
+  /** Each rule's states by subject (./rules.ts). */
+  rules?: RuleMemory;
+  /** Each server's latest metrics sample already judged by the rules (its ts). */
+  judged?: Record<string, number>;
+}
+
+/** A rule's subject as `fleet alerts` and /metrics show it. */
+export interface RuleStateView extends SubjectState {
+  rule: Rule;
 }
 
 /** Options of an {@link Alerter}. */
@@ -74,6 +101,21 @@ export interface AlerterOptions {
   log?: (line: string) => void;
   /** The memory of an earlier run. */
   memory?: AlertMemory;
+  /** The alert rules (default none: the certificate alert at 14 days). */
+  rules?: readonly Rule[];
+  /** The configured servers' names (the rules' subjects of others are forgotten). */
+  servers?: readonly string[];
+}
+
+const DAY_MS = 86_400_000;
+
+/**
+ * Whether a certificate is at risk with `days` of warning: it expires within them (or has), or
+ * there is none and obtaining it failed. With 14 days: the certificates' own `atRisk`.
+ */
+export function certificateAtRiskWithin(certificate: CertificateView, now: number, days: number): boolean {
+  const left = certificate.notAfter === null ? NaN : Date.parse(certificate.notAfter) - now;
+  return Number.isNaN(left) ? certificate.state === "error" : left < days * DAY_MS;
 }
 
 /** Deploy notices per cycle at most (a deploy.log replaced by an old copy is not a flood of alerts). */
@@ -85,6 +127,9 @@ export class Alerter {
   readonly timeoutMs: number;
   private readonly log: (line: string) => void;
   private readonly memory: AlertMemory;
+  readonly rules: readonly Rule[];
+  private readonly servers: readonly string[];
+  private readonly certificateRule?: CertificateRule;
   /** The start of the cycle whose pull of each server was taken last (this run's: an older cycle ending late is ignored). */
   private readonly lastPull = new Map<string, string>();
 
@@ -92,7 +137,28 @@ export class Alerter {
     this.graceCycles = options.graceCycles ?? 2;
     this.timeoutMs = options.timeoutMs ?? NOTIFY_TIMEOUT_MS;
     this.log = options.log ?? console.log;
-    this.memory = options.memory ? structuredClone(options.memory) : { version: 1, apps: {}, servers: {} };
+    this.memory = options.memory ? structuredClone(options.memory) : { version: 2, apps: {}, servers: {} };
+    this.rules = options.rules ?? [];
+    this.servers = options.servers ?? [];
+    this.certificateRule = this.rules.find((rule) => rule.kind === "certificate");
+  }
+
+  /**
+   * Every rule's subjects and where each stands (certificates: at risk is firing), by rule; those of
+   * servers no longer configured left out (the next cycle forgets them).
+   */
+  ruleStates(): RuleStateView[] {
+    const configured = (state: RuleStateView) => !this.servers.length || this.servers.includes(state.subject.server);
+    return this.rules.flatMap((rule): RuleStateView[] => {
+      if (rule.kind !== "certificate") {
+        return Object.values(this.memory.rules?.[rule.name] ?? {}).map((state) => ({ rule, ...state }));
+      }
+      return Object.entries(this.memory.certificates ?? {}).map(([key, atRisk]) => {
+        const [server, app] = [key.slice(0, key.indexOf("/")), key.slice(key.indexOf("/") + 1)];
+        const since = this.memory.certificateSince?.[key] ?? "";
+        return { rule, subject: { server, app }, state: atRisk ? "firing" : "ok", count: 0, since } as RuleStateView;
+      });
+    }).filter(configured);
   }
 
   /** A copy of the memory, to keep for the next run. */
@@ -178,6 +244,12 @@ export class Alerter {
     }
     for (const key of Object.keys(memory.apps)) if (!present.has(key)) delete memory.apps[key];
     notices.push(...this.certificateNotices(summary, store));
+    try {
+      notices.push(...this.ruleNotices(summary, store));
+    } catch (error) {
+      // The rules' reads failing (a database from another version?) costs their cycle, not the other alerts.
+      this.log(`! alert rules not judged in this cycle: ${error instanceof Error ? error.message : error}`);
+    }
 
     const newest = (store.sql("SELECT MAX(id) AS id FROM deployments").get() as { id: number | null }).id ?? 0;
     if (memory.deployment === undefined || memory.deployment > newest) {
@@ -198,10 +270,26 @@ export class Alerter {
     return notices;
   }
 
+  /** The rules' transitions in this cycle (./rules.ts), as notices. */
+  private ruleNotices(summary: CycleSummary, store: FleetStore): Notice[] {
+    const memory = this.memory;
+    if (!this.rules.length) {
+      delete memory.rules;
+      delete memory.judged;
+      return [];
+    }
+    const cycle = observe(this.rules, store, summary, this.servers, memory.judged ??= {});
+    const evaluated = evaluate(this.rules, memory.rules ?? {}, cycle);
+    memory.rules = evaluated.memory;
+    return evaluated.transitions.map(ruleNotice);
+  }
+
   /** Certificates that came to be at risk, or out of it, on the servers pulled in this cycle. */
   private certificateNotices(summary: CycleSummary, store: FleetStore): Notice[] {
     const notices: Notice[] = [];
     const memory = this.memory.certificates ??= {};
+    const since = this.memory.certificateSince ??= {};
+    const rule = this.certificateRule;
     const pulled = new Set(summary.servers.filter((outcome) => outcome.ok).map((outcome) => outcome.server));
     const now = Date.parse(summary.at);
     const rows = store.sql(`SELECT ${CERTIFICATE_COLUMNS} FROM certificates ORDER BY server, app`)
@@ -209,16 +297,20 @@ export class Alerter {
     const present = new Set<string>();
     for (const row of rows) {
       const key = `${row.server}/${row.app}`;
+      if ((rule?.server ?? row.server) !== row.server || (rule?.app ?? row.app) !== row.app) continue;
       present.add(key);
       if (!pulled.has(row.server)) continue;
       const certificate = certificateView(row, now);
       const before = memory[key] ?? false;
       // Without a certificate yet (and no error now), one at risk stays so until one is issued.
-      const atRisk = certificate.atRisk || (before && certificate.notAfter === null);
+      const atRisk = certificateAtRiskWithin(certificate, now, rule?.days ?? 14) ||
+        (before && certificate.notAfter === null);
       memory[key] = atRisk;
-      if (atRisk !== before) notices.push(certificateNotice(row, certificate, atRisk, summary.at));
+      if (atRisk !== before || since[key] === undefined) since[key] = summary.at;
+      if (atRisk !== before) notices.push(certificateNotice(row, certificate, atRisk, summary.at, rule));
     }
     for (const key of Object.keys(memory)) if (!present.has(key)) delete memory[key];
+    for (const key of Object.keys(since)) if (!present.has(key)) delete since[key];
     return notices;
   }
 
@@ -255,15 +347,21 @@ export class FleetAlerts {
 
   /** The config's alerts, their memory read from `path` (an absent or unreadable file: a fresh start). */
   static async open(
-    config: Pick<FleetConfig, "alerts" | "graceCycles">,
+    config: Pick<FleetConfig, "alerts" | "graceCycles"> & Partial<Pick<FleetConfig, "rules" | "servers">>,
     path: string,
-    options: Omit<AlerterOptions, "memory" | "graceCycles"> = {},
+    options: Omit<AlerterOptions, "memory" | "graceCycles" | "rules" | "servers"> = {},
   ): Promise<FleetAlerts | undefined> {
-    if (!config.alerts.length) return undefined;
-    const text = await readTextOrUndefined(path).catch(() => undefined);
-    const memory = parseMemory(text);
-    const alerter = new Alerter(config.alerts, { ...options, graceCycles: config.graceCycles, memory });
-    return new FleetAlerts(alerter, path, memory ? text! : "");
+    const rules = config.rules ?? [];
+    if (!config.alerts.length && !rules.length) return undefined;
+    const memory = await readMemory(path);
+    const alerter = new Alerter(config.alerts, {
+      ...options,
+      graceCycles: config.graceCycles,
+      memory,
+      rules,
+      servers: (config.servers ?? []).map((server) => server.name),
+    });
+    return new FleetAlerts(alerter, path, memory ? JSON.stringify(memory) + "\n" : "");
   }
 
   /**
@@ -289,13 +387,30 @@ export class FleetAlerts {
   }
 }
 
-/** A memory file's content, or undefined when it is not one. */
+/** The memory kept at `path`: undefined when absent or unreadable (a fresh start). */
+export async function readMemory(path: string): Promise<AlertMemory | undefined> {
+  return parseMemory(await readTextOrUndefined(path).catch(() => undefined));
+}
+
+/**
+ * A memory file's content, or undefined when it is not one. Version 1 (before rules) is read as
+ * version 2 without rule states; rule states that are not well-formed are dropped (a fresh start
+ * for the rules only).
+ */
 function parseMemory(text: string | undefined): AlertMemory | undefined {
   if (!text) return undefined;
   try {
     const value = JSON.parse(text);
     const record = (v: unknown) => typeof v === "object" && v !== null && !Array.isArray(v);
-    if (!record(value) || value.version !== 1 || !record(value.apps) || !record(value.servers)) return undefined;
+    if (!record(value) || (value.version !== 1 && value.version !== 2)) return undefined;
+    if (!record(value.apps) || !record(value.servers)) return undefined;
+    value.version = 2;
+    const all = (v: unknown, ok: (x: unknown) => boolean) => record(v) && Object.values(v as object).every(ok);
+    if (value.rules !== undefined && !validRules(value.rules)) delete value.rules;
+    if (value.judged !== undefined && !all(value.judged, Number.isFinite)) delete value.judged;
+    if (value.certificateSince !== undefined && !all(value.certificateSince, (v) => typeof v === "string")) {
+      delete value.certificateSince;
+    }
     if (value.deployment !== undefined && !Number.isInteger(value.deployment)) return undefined;
     if (
       value.certificates !== undefined &&
@@ -310,4 +425,17 @@ function parseMemory(text: string | undefined): AlertMemory | undefined {
   } catch {
     return undefined;
   }
+}
+
+function validRules(rules: unknown): boolean {
+  const record = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+  if (!record(rules)) return false;
+  return Object.values(rules).every((states) =>
+    record(states) &&
+    Object.values(states).every((s) =>
+      record(s) && record(s.subject) && typeof s.subject.server === "string" &&
+      ["ok", "pending", "firing"].includes(s.state as string) && Number.isInteger(s.count) &&
+      typeof s.since === "string"
+    )
+  );
 }

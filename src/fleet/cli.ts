@@ -1,7 +1,7 @@
 /**
  * `deploy-paradigm fleet …`: the fleet monitor on a laptop. `fleet` collects every interval and
  * serves the API (and dashboard); `fleet collect --once` runs one cycle; `fleet add`, `fleet list`
- * and `fleet trust` manage the servers.
+ * and `fleet trust` manage the servers; `fleet alerts` lists the alert rules and where they stand.
  * @module
  */
 import { join } from "node:path";
@@ -10,7 +10,9 @@ import type { FleetHandler } from "./api.ts";
 import type { FleetEvents } from "./events.ts";
 import { UsageError } from "../errors.ts";
 import { ProcessRunner } from "../runner.ts";
-import { FleetAlerts } from "./alerts.ts";
+import { Alerter, FleetAlerts, readMemory } from "./alerts.ts";
+import { subjectLabel } from "./alert_notices.ts";
+import { describeRule, formatValue, ruleUnit } from "./rules.ts";
 import { Collector, type CycleSummary } from "./collector.ts";
 import { addServer, type FleetConfig, fleetPaths, loadFleetConfig, LOCAL } from "./config.ts";
 import { limitLines } from "./views.ts";
@@ -258,22 +260,91 @@ export async function trust(
   return 0;
 }
 
-/** The API and dashboard over a collector's store: what `fleet` serves. */
+/**
+ * `fleet alerts [--json]`: each alert rule and where it stands for each subject (firing, pending
+ * or ok, since when, the last value), from the alert memory the collector keeps. A bad config is
+ * refused as by the other commands; nothing is written.
+ */
+export async function listAlerts(options: FleetOptions & { json?: boolean }): Promise<number> {
+  const paths = fleetPaths();
+  const configPath = options.config ?? paths.config;
+  const config = await loadFleetConfig(configPath);
+  const alerter = new Alerter([], {
+    memory: await readMemory(paths.alerts),
+    rules: config.rules,
+    servers: config.servers.map((server) => server.name),
+  });
+  const states = alerter.ruleStates();
+  const rules = config.rules.map((rule) => ({
+    name: rule.name,
+    kind: rule.kind,
+    severity: rule.severity,
+    condition: describeRule(rule),
+    subjects: states.filter((state) => state.rule === rule).map(({ subject, state, since, value }) => ({
+      ...subject,
+      state,
+      since: since || undefined,
+      value,
+      valueText: value === undefined || rule.kind === "cron" ? undefined : formatValue(value, ruleUnit(rule)),
+    })),
+  }));
+  if (options.json) {
+    console.log(jsonForTerminal({ rules }, 2));
+    return 0;
+  }
+  if (!rules.length) {
+    console.log(
+      `No alert rules in ${configPath}. Add some, e.g.:\n` +
+        "rules:\n  - { metric: disk.used_percent, above: 90, for: 2 cycles }\n" +
+        "  - { query: '\"Traceback\" OR FATAL', atLeast: 5, within: 5m }",
+    );
+    return 0;
+  }
+  const order = { firing: 0, pending: 1, ok: 2 };
+  const table = [["RULE", "SUBJECT", "STATE", "SINCE", "VALUE", "CONDITION"]];
+  for (const rule of rules) {
+    const subjects = [...rule.subjects].sort((a, b) => order[a.state] - order[b.state]);
+    if (!subjects.length) table.push([safe(rule.name), "-", "no data", "-", "-", safe(rule.condition)]);
+    for (const subject of subjects) {
+      table.push([
+        safe(rule.name),
+        safe(subjectLabel(subject)),
+        subject.state === "firing" ? "FIRING" : subject.state,
+        subject.since ?? "-",
+        subject.valueText ?? "-",
+        safe(rule.condition),
+      ]);
+    }
+  }
+  const widths = table[0].map((_, i) => Math.max(...table.map((row) => row[i].length)));
+  for (const row of table) console.log(row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());
+  return 0;
+}
+
+/** The API and dashboard over a collector's store: what `fleet` serves (`alerts`: their rules' states on /metrics). */
 export async function collectorHandler(
   collector: Collector,
   events: FleetEvents,
-  options: { token?: string; heartbeatMs?: number } = {},
+  options: { token?: string; heartbeatMs?: number; alerts?: FleetAlerts } = {},
 ): Promise<FleetHandler> {
   const { createFleetHandler } = await import("./api.ts");
   const { config, store } = collector;
+  const { alerts, ...rest } = options;
   return createFleetHandler({
     store,
     view: () => collector.view(),
-    collectorStats: () => collector.stats(),
+    collectorStats: () => ({
+      ...collector.stats(),
+      alerts: alerts?.alerter.ruleStates().map(({ rule, subject, state }) => ({
+        rule: rule.name,
+        ...subject,
+        firing: state === "firing",
+      })),
+    }),
     servers: () => config.servers,
     events,
     dashboard: (path) => import("./dashboard.ts").then((files) => files.serveDashboard(path, config.servers)),
-    ...options,
+    ...rest,
   });
 }
 
@@ -287,7 +358,7 @@ export async function runFleet(
   const { paths, config, store, collector, configPath, lock } = await open(options, true);
   const alerts = await FleetAlerts.open(config, paths.alerts);
   const events = new FleetEvents();
-  const handler = await collectorHandler(collector, events, { token: options.token });
+  const handler = await collectorHandler(collector, events, { token: options.token, alerts });
   const stop = new AbortController();
   options.signal?.addEventListener("abort", () => stop.abort(), { once: true });
   const server = serveFleet(handler, {

@@ -1,16 +1,19 @@
 /**
  * The fleet monitor's home (`~/.fleet-monitor`, or `FLEET_MONITOR_HOME`) and its config.yml:
- * the servers, the collection interval, the retention of log lines and the alerts.
+ * the servers, the collection interval, the retention of log lines, the alerts' targets and the
+ * alert rules (`rules:`, see ./rules.ts).
  * @module
  */
 import { dirname, join, resolve } from "node:path";
 import { z } from "zod";
 import { parseConfig } from "../config/load.ts";
 import { parseDuration } from "../config/schema.ts";
-import { UsageError } from "../errors.ts";
+import { didYouMean, UsageError } from "../errors.ts";
 import { readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
 import { FLEET_EVENTS, targetSchema } from "../notify.ts";
 import { parseDocument } from "../yaml.ts";
+import { checkSearchQuery } from "./log_queries.ts";
+import { type Rule, RULE_METRICS, type RuleDraft, ruleName, SEVERITIES } from "./rules.ts";
 
 /** `host: local`: this machine's own deployments, read directly (no ssh). */
 export const LOCAL = "local";
@@ -61,6 +64,213 @@ const serverSchema = z.strictObject({
   netdata: z.url({ protocol: /^https?$/, error: "must be an http(s) URL" }).optional(),
 });
 
+/** The keys of a rule, each kind's own and the common ones; what a rule is, is decided in {@link checkRules}. */
+const ruleSchema = z.strictObject({
+  // deno-lint-ignore no-control-regex
+  name: z.string().min(1).max(100).regex(/^[^\x00-\x1f\x7f]+$/, "must be text on one line").optional(),
+  severity: z.enum(SEVERITIES, { error: `must be one of ${SEVERITIES.join(", ")}` }).default("warning"),
+  metric: z.string().optional(),
+  above: z.number().finite().optional(),
+  below: z.number().finite().optional(),
+  margin: z.number().finite().min(0).optional(),
+  for: z.union([z.int().min(1).max(1000), z.string()], { error: 'must be a count like "2 cycles" or a duration' })
+    .optional(),
+  within: z.union([z.string(), z.number()]).optional(),
+  minRequests: z.int({ error: "must be a whole number from 1 to 1000000" }).min(1).max(1_000_000).optional(),
+  query: z.string().max(500).optional(),
+  atLeast: z.int({ error: "must be a whole number from 1 to 100000" }).min(1).max(100_000).optional(),
+  certificate: z.literal("expiring", { error: 'must be "expiring"' }).optional(),
+  days: z.int({ error: "must be a whole number of days from 1 to 365" }).min(1).max(365).optional(),
+  cron: z.literal("failed", { error: 'must be "failed"' }).optional(),
+  server: z.string().optional(),
+  app: z.string().min(1).max(200).optional(),
+  mount: z.string().min(1).max(4096).regex(/^\//, "must be a mount point (an absolute path)").optional(),
+  job: z.string().min(1).max(200).optional(),
+});
+type RuleInput = z.output<typeof ruleSchema>;
+
+/** Which keys each kind of rule takes (beyond name, severity, server, app). */
+const RULE_KEYS = {
+  metric: ["metric", "above", "below", "margin", "for", "within", "minRequests", "mount"],
+  query: ["query", "atLeast", "within", "for"],
+  certificate: ["certificate", "days"],
+  cron: ["cron", "job"],
+} as const;
+const RULE_KINDS = Object.keys(RULE_KEYS) as (keyof typeof RULE_KEYS)[];
+const COMMON_KEYS = ["name", "severity", "server", "app"];
+
+/** `for:` as a count of cycles: `2`, `"2 cycles"`, or a duration (`"2m"`: rounded up to whole intervals). */
+function forCycles(value: number | string | undefined, intervalMs: number): number | string {
+  if (value === undefined) return 1;
+  if (typeof value === "number") return value;
+  const count = /^\s*(\d{1,4})\s*(cycles?)?\s*$/.exec(value);
+  if (count) return Number(count[1]) >= 1 ? Number(count[1]) : 'must be at least "1 cycle"';
+  const ms = parseDuration(value);
+  if (ms === undefined || ms <= 0) {
+    return `must be a count like "2 cycles" or a duration like "2m" (got ${JSON.stringify(value)})`;
+  }
+  const cycles = Math.ceil(ms / intervalMs);
+  return cycles > 1000 ? "must be at most 1000 cycles" : cycles;
+}
+
+/** A window (`within:`): a duration from `minMs` to 24 hours. */
+function windowMs(value: string | number | undefined, minMs: number): number | string {
+  if (value === undefined) return 5 * 60_000;
+  const ms = parseDuration(value);
+  if (ms === undefined) return `must be a duration like "5m" (got ${JSON.stringify(value)})`;
+  if (ms < minMs || ms > 86_400_000) return `must be from ${minMs / 1000}s to 24h`;
+  return ms;
+}
+
+/**
+ * Checks the rules against each other and the rest of the config (each problem at its key) and
+ * turns them into {@link Rule}s; undefined when there were problems.
+ */
+function checkRules(
+  config: { interval: number; servers: { name: string }[]; rules: RuleInput[] },
+  ctx: z.RefinementCtx,
+): Rule[] | undefined {
+  let ok = true;
+  const problem = (i: number, key: string | undefined, message: string, column?: number) => {
+    ok = false;
+    ctx.addIssue({
+      code: "custom",
+      path: key === undefined ? ["rules", i] : ["rules", i, key],
+      message,
+      ...(column === undefined ? {} : { params: { column } }),
+    });
+  };
+  const servers = config.servers.map((s) => s.name);
+  const names = new Map<string, number>();
+  const rules: Rule[] = [];
+  config.rules.forEach((input, i) => {
+    const given = RULE_KINDS.filter((kind) => input[kind] !== undefined);
+    if (given.length !== 1) {
+      if (given.length > 1) {
+        problem(i, given[1], `a rule is one of metric:, query:, certificate: or cron:, not ${given.join(" and ")}`);
+      } else {problem(
+          i,
+          undefined,
+          "a rule needs one of metric: (a threshold), query: (a log pattern), certificate: expiring or cron: failed",
+        );}
+      return;
+    }
+    const kind = given[0];
+    for (const key of Object.keys(input) as (keyof RuleInput)[]) {
+      if (
+        input[key] === undefined || COMMON_KEYS.includes(key) || (RULE_KEYS[kind] as readonly string[]).includes(key)
+      ) continue;
+      const owner = RULE_KINDS.find((k) => (RULE_KEYS[k] as readonly string[]).includes(key));
+      problem(i, key, `${key}: does not apply to a ${kind}: rule${owner ? ` (it is for ${owner}: rules)` : ""}`);
+    }
+    if (input.server !== undefined && !servers.includes(input.server)) {
+      const guess = didYouMean(input.server, servers);
+      problem(
+        i,
+        "server",
+        `no server "${input.server}" among the servers` +
+          (guess ? `; did you mean "${guess}"?` : servers.length ? `; they are ${servers.join(", ")}` : ""),
+      );
+    }
+    const cycles = forCycles(input.for, config.interval);
+    if (typeof cycles === "string") problem(i, "for", cycles);
+    const base = {
+      severity: input.severity,
+      server: input.server,
+      app: input.app,
+      forCycles: typeof cycles === "number" ? cycles : 1,
+    };
+    let rule: RuleDraft;
+    if (kind === "metric") {
+      const metric = input.metric!;
+      const known = RULE_METRICS[metric];
+      if (!known) {
+        const guess = didYouMean(metric, Object.keys(RULE_METRICS));
+        problem(
+          i,
+          "metric",
+          `"${metric}" is not a metric` +
+            (guess ? `; did you mean "${guess}"?` : `; the metrics are ${Object.keys(RULE_METRICS).join(", ")}`),
+        );
+        return;
+      }
+      if ((input.above === undefined) === (input.below === undefined)) {
+        problem(
+          i,
+          input.below === undefined ? "metric" : "below",
+          "a threshold rule needs one of above: or below: (a number)",
+        );
+        return;
+      }
+      if (input.mount !== undefined && known.scope !== "mount") problem(i, "mount", "mount: is for the disk.* metrics");
+      if (input.app !== undefined && known.scope !== "app") {
+        problem(i, "app", "app: is for the app.* metrics (and query: and cron: rules)");
+      }
+      for (const key of ["within", "minRequests"] as const) {
+        if (input[key] !== undefined && known.scope !== "app") problem(i, key, `${key}: is for the app.* metrics`);
+      }
+      const threshold = input.above ?? input.below!;
+      if (known.unit === "%" && (threshold < 0 || threshold > 100)) {
+        problem(
+          i,
+          input.above === undefined ? "below" : "above",
+          `${metric} is a percentage: the threshold must be from 0 to 100 (5 for 5 %)`,
+        );
+      }
+      const within = windowMs(input.within, 60_000);
+      if (typeof within === "string") problem(i, "within", within);
+      rule = {
+        kind: "threshold",
+        ...base,
+        metric,
+        op: input.above === undefined ? "below" : "above",
+        threshold,
+        margin: input.margin,
+        mount: input.mount,
+        withinMs: typeof within === "number" ? within : 0,
+        minRequests: input.minRequests ?? 20,
+      };
+    } else if (kind === "query") {
+      const query = input.query!;
+      const error = checkSearchQuery(query);
+      if (error) problem(i, "query", `${error.message}. ${error.suggestion ?? ""}`.trim(), error.column);
+      if (input.atLeast === undefined) {
+        problem(i, undefined, "a query: rule needs atLeast: (how many matching lines in the window fire it)");
+      }
+      const within = windowMs(input.within, 10_000);
+      if (typeof within === "string") problem(i, "within", within);
+      rule = {
+        kind: "log",
+        ...base,
+        query,
+        atLeast: input.atLeast ?? 1,
+        withinMs: typeof within === "number" ? within : 0,
+      };
+    } else if (kind === "certificate") {
+      if (config.rules.findIndex((r) => r.certificate !== undefined) !== i) {
+        problem(i, "certificate", "there is one certificate: rule (its days: apply to every app); remove this one");
+      }
+      rule = { kind: "certificate", ...base, days: input.days ?? 14 };
+    } else {
+      rule = { kind: "cron", ...base, job: input.job };
+    }
+    const name = input.name ?? ruleName(rule);
+    const first = names.get(name);
+    if (first !== undefined) {
+      problem(
+        i,
+        input.name === undefined ? undefined : "name",
+        `the rule name "${name}" is taken by rule ${first + 1}: give ${
+          input.name === undefined ? "one of them a name:" : "another name:"
+        }`,
+      );
+    }
+    names.set(name, i);
+    rules.push({ ...rule, name } as Rule);
+  });
+  return ok ? rules : undefined;
+}
+
 /** `~/.fleet-monitor/config.yml`. */
 export const fleetConfigSchema = z.strictObject({
   interval: duration("30s"),
@@ -74,6 +284,8 @@ export const fleetConfigSchema = z.strictObject({
   alerts: z.array(targetSchema(FLEET_EVENTS)).max(20).default([]),
   /** Failed cycles in a row before a server is called unreachable in an alert. */
   graceCycles: z.int({ error: "must be a whole number from 1 to 100" }).min(1).max(100).default(2),
+  /** Alert rules: thresholds, log patterns, certificate expiry, failed cron jobs (./rules.ts). */
+  rules: z.array(ruleSchema).max(200).default([]),
 }).superRefine((config, ctx) => {
   const seen = new Set<string>();
   config.servers.forEach((server, i) => {
@@ -82,6 +294,9 @@ export const fleetConfigSchema = z.strictObject({
     }
     seen.add(server.name);
   });
+}).transform((config, ctx) => {
+  const rules = checkRules(config, ctx);
+  return rules ? { ...config, rules } : z.NEVER;
 });
 
 /** A validated fleet config, defaults applied. */
@@ -137,5 +352,6 @@ const HEADER = `# deploy-paradigm fleet monitor: the servers it pulls status.jso
 # interval: 30s               # how often every server is pulled
 # retention: { days: 30, maxLines: 5000000 }
 # alerts: [{ type: slack, url: "https://hooks.slack.com/services/…" }]   # webhook, slack or discord
+# rules: [{ metric: disk.used_percent, above: 90, for: 2 cycles }, { query: FATAL, atLeast: 5, within: 5m }]
 servers: []
 `;

@@ -113,6 +113,33 @@ function explain(query: string, detail: string): string {
 /** SQLite errors that mean the MATCH expression is invalid (rather than a bug). */
 const FTS_QUERY_ERROR = /^(fts5: |no such column: |unterminated string|unknown special query)/;
 
+/** An empty FTS5 table in memory, to check queries without a database (config rules at start). */
+let checker: import("node:sqlite").StatementSync | undefined;
+
+/**
+ * Why FTS5 cannot parse `q` (a {@link SearchSyntaxError}: its `column`, from 1, where SQLite points
+ * at a token), or undefined when it can: the same check as a search, without a database.
+ */
+export function checkSearchQuery(q: string): (SearchSyntaxError & { column?: number }) | undefined {
+  if (!q.trim()) return new SearchSyntaxError(q, "the query is empty");
+  if (!checker) {
+    const { DatabaseSync } = process.getBuiltinModule("node:sqlite") as typeof import("node:sqlite");
+    const db = new DatabaseSync(":memory:");
+    db.exec("CREATE VIRTUAL TABLE q USING fts5(text)");
+    checker = db.prepare("SELECT rowid FROM q WHERE q MATCH ?");
+  }
+  try {
+    checker.all(q);
+    return undefined;
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    if (!FTS_QUERY_ERROR.test(message)) throw error;
+    const near = /near "(.*)"$/.exec(message)?.[1];
+    const at = near === undefined ? -1 : near === "" ? q.trimEnd().length : q.indexOf(near); // "": at the end
+    return Object.assign(new SearchSyntaxError(q, message), at < 0 ? {} : { column: at + 1 });
+  }
+}
+
 /**
  * Full-text search of the log lines, newest first, `limit` per page (default 50, at most 500).
  * Throws {@link SearchSyntaxError} when FTS5 cannot parse `q`.

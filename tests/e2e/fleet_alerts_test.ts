@@ -7,41 +7,8 @@
  */
 import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
+import { receiver } from "../helpers/receiver.ts";
 import { BIN, freePort, run, spawnCapturing } from "../helpers/server.ts";
-
-interface Received {
-  path: string;
-  body: Record<string, unknown>;
-}
-
-/** A receiver on 127.0.0.1: `/hang…` never answers (until the end), `/fail…` answers 500, the rest 200. */
-async function receiver() {
-  const got: Received[] = [];
-  const hanging: (() => void)[] = [];
-  const listening = Promise.withResolvers<number>();
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: ({ port }) => listening.resolve(port) }, async (
-    request,
-  ) => {
-    const path = new URL(request.url).pathname;
-    got.push({ path, body: await request.json() });
-    if (path.startsWith("/hang")) {
-      await new Promise<void>((resolve) => hanging.push(resolve));
-      return new Response("late");
-    }
-    return new Response(null, { status: path.startsWith("/fail") ? 500 : 200 });
-  });
-  const base = `http://127.0.0.1:${await listening.promise}`;
-  return {
-    base,
-    got,
-    /** What arrived at paths starting with `prefix`, as `event title`. */
-    at: (prefix: string) => got.filter((r) => r.path.startsWith(prefix)).map((r) => `${r.body.event} ${r.body.title}`),
-    async close() {
-      for (const resolve of hanging) resolve();
-      await server.shutdown();
-    },
-  };
-}
 
 /** A laptop's fleet home watching this machine's deployments under a temp prefix. */
 class Local {

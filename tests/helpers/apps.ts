@@ -7,9 +7,10 @@ import { type Ran, run, type TestServer } from "./server.ts";
 /**
  * How a test app behaves: `ok`; `500` on every path; `crash` at start; `nolisten`; `flaky`: its
  * /health answers 200 three times, then 500 (every other path stays 200): it passes a health
- * check of 2 successes and fails in the watch window after, without failing a request.
+ * check of 2 successes and fails in the watch window after, without failing a request; `half500`:
+ * paths under /b answer 500, every other path (/health too) 200 (a release that broke half its routes).
  */
-export type Mode = "ok" | "500" | "crash" | "nolisten" | "flaky";
+export type Mode = "ok" | "500" | "crash" | "nolisten" | "flaky" | "half500";
 
 /** A fast health check for tests: 2 successes 200 ms apart, within 8 s. */
 export const FAST_HEALTH = "{ path: /health, window: 8s, interval: 200ms, successes: 2, timeout: 1s }";
@@ -57,7 +58,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.path == "/health":
             HEALTH_HITS[0] += 1
         flaky = MODE == "flaky" and self.path == "/health" and HEALTH_HITS[0] > 3
-        self.send_response(500 if MODE == "500" or flaky else 200)
+        broken = MODE == "half500" and self.path.startswith("/b")
+        self.send_response(500 if MODE == "500" or flaky or broken else 200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

@@ -7,6 +7,7 @@
  */
 import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
+import { cycleSummary } from "../helpers/fleet_store.ts";
 import { Alerter, type AlerterOptions, FleetAlerts } from "../../src/fleet/alerts.ts";
 import type { CycleSummary } from "../../src/fleet/collector.ts";
 import { fleetConfigSchema } from "../../src/fleet/config.ts";
@@ -43,26 +44,7 @@ class Fleet {
         bytes: 0,
       });
     }
-    const summary: CycleSummary = {
-      cycle: ++this.cycles,
-      at: new Date(at).toISOString(),
-      durationMs: 5,
-      servers: Object.entries(servers).map(([server, result]) => ({
-        server,
-        ok: result === true,
-        error: result === true ? undefined : result,
-        durationMs: 5,
-        bytes: 0,
-        apps: 0,
-        lines: 0,
-        deployments: 0,
-        gaps: 0,
-      })),
-      skipped: [],
-      changes: [],
-      retained: 0,
-      holding,
-    };
+    const summary = cycleSummary(at, servers, { cycle: ++this.cycles, holding });
     this.now += 30_000;
     return summary;
   }
@@ -410,10 +392,10 @@ Deno.test("FleetAlerts: no alerts configured → none; the memory file is writte
     assertEquals(again.alerter.snapshot(), saved);
     await Deno.writeTextFile(path, "{not json");
     const fresh = (await FleetAlerts.open(config(targets), path))!;
-    assertEquals(fresh.alerter.snapshot(), { version: 1, apps: {}, servers: {} });
+    assertEquals(fresh.alerter.snapshot(), { version: 2, apps: {}, servers: {} });
     await Deno.writeTextFile(path, JSON.stringify({ ...saved, certificates: { "web1/shop": "yes" } }));
     const badCertificates = (await FleetAlerts.open(config(targets), path))!;
-    assertEquals(badCertificates.alerter.snapshot(), { version: 1, apps: {}, servers: {} });
+    assertEquals(badCertificates.alerter.snapshot(), { version: 2, apps: {}, servers: {} });
   });
 });
 

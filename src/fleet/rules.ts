@@ -1,0 +1,360 @@
+/**
+ * Alert rules (`rules:` in the fleet config, ./config.ts): what each rule watches and the state
+ * machine that turns what was observed in each cycle into transitions, pure (inputs in,
+ * transitions out; the inputs are gathered by ./rule_inputs.ts, the notices said by
+ * ./alert_notices.ts, the memory kept by ./alerts.ts).
+ *
+ * Per rule and per subject (a server, a server's mount, a server's app, a server's app's cron
+ * job), with hysteresis: a subject fires once after its condition held `for` consecutive
+ * evaluations (`pending` meanwhile), and recovers once only after it has been clear for the same
+ * count, where clear is stricter than "not firing": a threshold must go back past a margin
+ * ({@link margin}: above 90 % recovers below 85.5 %), a log pattern must fall under half of
+ * `atLeast` in its window. A subject not observed in a cycle (its server unreachable, too few
+ * requests to judge) keeps its state as it is: no recovery from missing data. A subject that is
+ * gone (its server removed from the config, a mount or app no longer there) is forgotten
+ * silently. Certificates are judged by ./alerts.ts (the certificate rule sets its `days`).
+ * @module
+ */
+
+/** How a threshold metric is observed: per server, per mounted filesystem, or per app. */
+export type MetricScope = "server" | "mount" | "app";
+
+/** The metrics a threshold rule can watch, with their scope and unit (names from ./server_metrics.ts). */
+export const RULE_METRICS: Record<string, { scope: MetricScope; unit: Unit }> = {
+  "cpu.percent": { scope: "server", unit: "%" },
+  "load.1": { scope: "server", unit: "" },
+  "load.5": { scope: "server", unit: "" },
+  "load.15": { scope: "server", unit: "" },
+  "load.per_core": { scope: "server", unit: "" },
+  "memory.used_percent": { scope: "server", unit: "%" },
+  "swap.used_percent": { scope: "server", unit: "%" },
+  "net.rx_bytes_per_s": { scope: "server", unit: "B/s" },
+  "net.tx_bytes_per_s": { scope: "server", unit: "B/s" },
+  "uptime.seconds": { scope: "server", unit: "s" },
+  "disk.used_percent": { scope: "mount", unit: "%" },
+  "disk.inodes_used_percent": { scope: "mount", unit: "%" },
+  /** 5xx share of the requests in the rule's `within` window, in percent (0-100). */
+  "app.error_rate": { scope: "app", unit: "%" },
+  /** The 95th percentile latency over the window. */
+  "app.p95_ms": { scope: "app", unit: "ms" },
+  /** Requests per minute over the window (e.g. `below: 1`: traffic stopped). */
+  "app.requests": { scope: "app", unit: "/min" },
+};
+
+/** A value's unit, for notices. */
+export type Unit = "%" | "" | "B/s" | "s" | "ms" | "/min" | "lines";
+
+/** `info`, `warning` (default) or `critical`: passed along in the notice. */
+export const SEVERITIES = ["info", "warning", "critical"] as const;
+export type Severity = typeof SEVERITIES[number];
+
+interface RuleBase {
+  /** Unique; derived from the rule when not given (see {@link ruleName}). */
+  name: string;
+  severity: Severity;
+  /** Only this server (a configured one). */
+  server?: string;
+  /** Only this app. */
+  app?: string;
+  /** Consecutive evaluations to fire, and to recover. */
+  forCycles: number;
+}
+
+/** `{ metric: disk.used_percent, above: 90, for: 2 cycles }`. */
+export interface ThresholdRule extends RuleBase {
+  kind: "threshold";
+  metric: string;
+  op: "above" | "below";
+  threshold: number;
+  /** How far back past the threshold a value must go to recover (default {@link margin}). */
+  margin?: number;
+  /** Only this mount point (disk.* metrics). */
+  mount?: string;
+  /** app.* metrics: the window of requests judged, in ms (default 5 minutes). */
+  withinMs: number;
+  /** app.* metrics: fewer requests in the window are not judged (default 20). */
+  minRequests: number;
+}
+
+/** `{ query: '"Traceback" OR FATAL', app: api, atLeast: 5, within: 5m }`. */
+export interface LogRule extends RuleBase {
+  kind: "log";
+  /** FTS5 syntax, as the fleet's search (./log_queries.ts). */
+  query: string;
+  atLeast: number;
+  withinMs: number;
+}
+
+/** `{ certificate: expiring, days: 14 }`: judged by ./alerts.ts. */
+export interface CertificateRule extends RuleBase {
+  kind: "certificate";
+  days: number;
+}
+
+/** `{ cron: failed }`: a cron job whose last run failed (or timed out). */
+export interface CronRule extends RuleBase {
+  kind: "cron";
+  job?: string;
+}
+
+/** A validated rule (./config.ts). */
+export type Rule = ThresholdRule | LogRule | CertificateRule | CronRule;
+
+/** A rule before it is named. */
+export type RuleDraft =
+  | Omit<ThresholdRule, "name">
+  | Omit<LogRule, "name">
+  | Omit<CertificateRule, "name">
+  | Omit<
+    CronRule,
+    "name"
+  >;
+
+/** What a rule's state is about. */
+export interface Subject {
+  server: string;
+  app?: string;
+  mount?: string;
+  job?: string;
+}
+
+/** One subject's value in a cycle; `null`: it exists, but there is nothing to judge (state kept). */
+export interface Observation {
+  subject: Subject;
+  value: number | null;
+}
+
+/** Where a rule stands for one subject. */
+export interface SubjectState {
+  subject: Subject;
+  state: "ok" | "pending" | "firing";
+  /** Consecutive evaluations towards the next transition (hits while ok/pending, clears while firing). */
+  count: number;
+  /** When the current state began (ISO). */
+  since: string;
+  /** The last value observed. */
+  value?: number;
+}
+
+/** Every rule's states, by rule name then {@link subjectKey}. */
+export type RuleMemory = Record<string, Record<string, SubjectState>>;
+
+/** A rule that fired or recovered for a subject. */
+export interface Transition {
+  rule: Rule;
+  subject: Subject;
+  firing: boolean;
+  value: number;
+  /** When the state that ended began (for a recovery: when it fired). */
+  since: string;
+  at: string;
+}
+
+/** Subjects per rule kept at most (a server reporting thousands of mounts is not thousands of states). */
+export const MAX_SUBJECTS = 1000;
+
+/** A subject's key in the memory. */
+export function subjectKey(subject: Subject): string {
+  return [subject.server, subject.app ?? "", subject.mount ?? "", subject.job ?? ""].join("\u0000");
+}
+
+/** The unit of a rule's values. */
+export function ruleUnit(rule: Rule): Unit {
+  return rule.kind === "threshold" ? RULE_METRICS[rule.metric]?.unit ?? "" : rule.kind === "log" ? "lines" : "";
+}
+
+/**
+ * The default recovery margin of a threshold: 5 % of the threshold, and for a percentage at least
+ * 2 points (above 90 → recovers below 85.5; above 20 → below 18), never more than half the way
+ * to the end of the scale (a percentage stays in 0-100; a threshold of 0 has none).
+ */
+export function margin(rule: Pick<ThresholdRule, "metric" | "op" | "threshold" | "margin">): number {
+  if (rule.margin !== undefined) return rule.margin;
+  const t = Math.abs(rule.threshold);
+  if (RULE_METRICS[rule.metric]?.unit !== "%") return t * 0.05;
+  const room = rule.op === "above" ? rule.threshold : 100 - rule.threshold;
+  return Math.max(0, Math.min(Math.max(2, t * 0.05), room / 2));
+}
+
+/** Whether `value` meets the rule's condition (fires after `for` of them in a row). */
+export function fires(rule: Rule, value: number): boolean {
+  switch (rule.kind) {
+    case "threshold":
+      return rule.op === "above" ? value > rule.threshold : value < rule.threshold;
+    case "log":
+      return value >= rule.atLeast;
+    default:
+      return value >= 1;
+  }
+}
+
+/** Whether `value` is clear enough to count towards recovery. */
+export function clears(rule: Rule, value: number): boolean {
+  switch (rule.kind) {
+    case "threshold": {
+      const m = margin(rule);
+      return rule.op === "above" ? value < rule.threshold - m : value > rule.threshold + m;
+    }
+    case "log":
+      return value < rule.atLeast / 2;
+    default:
+      return value < 1;
+  }
+}
+
+/** The value a rule recovers past, for notices and `fleet alerts` (threshold and log rules). */
+export function recoveryPoint(rule: Rule): number | undefined {
+  if (rule.kind === "threshold") {
+    return rule.op === "above" ? rule.threshold - margin(rule) : rule.threshold + margin(rule);
+  }
+  if (rule.kind === "log") return rule.atLeast / 2;
+  return undefined;
+}
+
+/** What {@link evaluate} is given for one cycle. */
+export interface Cycle {
+  /** The cycle's time (ISO). */
+  at: string;
+  /**
+   * Each rule's observations this cycle, by rule name, and `held`: the configured servers it could
+   * not observe (unreachable, no new sample), whose subjects keep their states. A rule absent here
+   * observed nothing and held nothing.
+   */
+  observed: Map<string, { observations: Observation[]; held: ReadonlySet<string> }>;
+}
+
+/**
+ * One cycle of every rule: the memory moved on (a new object; `memory` is not changed) and the
+ * transitions, in the order of the rules then the observations. Rules no longer configured, and
+ * subjects neither observed nor held, are dropped.
+ */
+export function evaluate(
+  rules: readonly Rule[],
+  memory: RuleMemory,
+  cycle: Cycle,
+): { memory: RuleMemory; transitions: Transition[] } {
+  const next: RuleMemory = {};
+  const transitions: Transition[] = [];
+  for (const rule of rules) {
+    if (rule.kind === "certificate") continue;
+    const before = memory[rule.name] ?? {};
+    const states: Record<string, SubjectState> = {};
+    const { observations, held } = cycle.observed.get(rule.name) ?? { observations: [], held: new Set() };
+    for (const { subject, value } of observations.slice(0, MAX_SUBJECTS)) {
+      const key = subjectKey(subject);
+      const state: SubjectState = before[key]
+        ? { ...before[key], subject }
+        : { subject, state: "ok", count: 0, since: cycle.at };
+      states[key] = state;
+      if (value === null || !Number.isFinite(value)) continue;
+      state.value = value;
+      const transition = step(rule, state, value, cycle.at);
+      if (transition) transitions.push(transition);
+    }
+    for (const [key, state] of Object.entries(before)) {
+      if (!(key in states) && held.has(state.subject.server) && Object.keys(states).length < MAX_SUBJECTS) {
+        states[key] = state;
+      }
+    }
+    next[rule.name] = states;
+  }
+  return { memory: next, transitions };
+}
+
+/** Moves one subject's state by one value (in place); the transition, if there is one. */
+function step(rule: Rule, state: SubjectState, value: number, at: string): Transition | undefined {
+  if (state.state !== "firing") {
+    if (!fires(rule, value)) {
+      if (state.state === "pending") state.since = at;
+      state.state = "ok";
+      state.count = 0;
+      return undefined;
+    }
+    if (state.state === "ok") state.since = at;
+    state.count++;
+    state.state = "pending";
+    if (state.count < rule.forCycles) return undefined;
+    const since = state.since;
+    Object.assign(state, { state: "firing", count: 0, since: at });
+    return { rule, subject: state.subject, firing: true, value, since, at };
+  }
+  if (!clears(rule, value)) {
+    state.count = 0;
+    return undefined;
+  }
+  state.count++;
+  if (state.count < rule.forCycles) return undefined;
+  const since = state.since;
+  Object.assign(state, { state: "ok", count: 0, since: at });
+  return { rule, subject: state.subject, firing: false, value, since, at };
+}
+
+/** A default rule name: stable (from what the rule says) and readable. */
+export function ruleName(rule: RuleDraft): string {
+  const where = [
+    rule.server && `on ${rule.server}`,
+    rule.kind === "threshold" && rule.mount && `at ${rule.mount}`,
+    rule.app && `for ${rule.app}`,
+    rule.kind === "cron" && rule.job && `job ${rule.job}`,
+  ].filter(Boolean).join(" ");
+  const what = rule.kind === "threshold"
+    ? `${rule.metric} ${rule.op} ${rule.threshold}`
+    : rule.kind === "log"
+    ? `log ${rule.query.length > 60 ? rule.query.slice(0, 59) + "…" : rule.query} ×${rule.atLeast}`
+    : rule.kind === "certificate"
+    ? `certificate expiring ${rule.days}d`
+    : "cron failed";
+  return where ? `${what} ${where}` : what;
+}
+
+/** A value with its unit: `93.2 %`, `1.52`, `340 ms`, `1.2 MB/s`, `12 lines`. */
+export function formatValue(value: number, unit: Unit): string {
+  if (!Number.isFinite(value)) return String(value);
+  const round = (n: number, digits: number) => Number(n.toFixed(digits)).toString();
+  switch (unit) {
+    case "%":
+      return `${round(value, 1)} %`;
+    case "ms":
+      return `${round(value, value < 10 ? 1 : 0)} ms`;
+    case "B/s": {
+      const units = ["B/s", "KB/s", "MB/s", "GB/s"];
+      let n = value;
+      let i = 0;
+      while (Math.abs(n) >= 1024 && i < units.length - 1) [n, i] = [n / 1024, i + 1];
+      return `${round(n, i ? 1 : 0)} ${units[i]}`;
+    }
+    case "s":
+      return `${round(value, 0)} s`;
+    case "/min":
+      return `${round(value, 1)}/min`;
+    case "lines":
+      return `${value} line${value === 1 ? "" : "s"}`;
+    default:
+      return round(value, 2);
+  }
+}
+
+/** `2m`, `5m`, `1h 30m`, `45s`: a window for people. */
+export function formatWindow(ms: number): string {
+  const s = Math.round(ms / 1000);
+  if (s % 3600 === 0) return `${s / 3600}h`;
+  if (s >= 3600) return `${Math.floor(s / 3600)}h ${Math.round((s % 3600) / 60)}m`;
+  if (s % 60 === 0) return `${s / 60}m`;
+  return `${s}s`;
+}
+
+/** What a rule watches, in words: `disk.used_percent above 90 %`, `≥ 5 lines matching … within 5m`. */
+export function describeRule(rule: Rule): string {
+  switch (rule.kind) {
+    case "threshold":
+      return `${rule.metric} ${rule.op} ${formatValue(rule.threshold, ruleUnit(rule))}` +
+        (RULE_METRICS[rule.metric]?.scope === "app" ? ` over ${formatWindow(rule.withinMs)}` : "") +
+        (rule.forCycles > 1 ? ` for ${rule.forCycles} cycles` : "");
+    case "log":
+      return `≥ ${rule.atLeast} lines matching ${rule.query} within ${formatWindow(rule.withinMs)}`;
+    case "certificate":
+      return `certificate expiring within ${rule.days} days`;
+    case "cron":
+      return `cron job${rule.job ? ` ${rule.job}` : ""} failed`;
+  }
+}

@@ -1,0 +1,354 @@
+/**
+ * Alert rules: the pure state machine of ./src/fleet/rules.ts (for-count, hysteresis, one alert
+ * per burst, missing data holds, gone subjects forgotten), the config's rule schema (every problem
+ * at its file:line:column, "did you mean"), and the Alerter over a real SQLite store (metrics
+ * samples, request minutes and FTS log lines as the collector stores them) with its memory file
+ * (version 1 read as version 2).
+ */
+import { join } from "node:path";
+import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
+import { cycleSummary, withStore } from "../helpers/fleet_store.ts";
+import { parseConfig } from "../../src/config/load.ts";
+import { ConfigError } from "../../src/errors.ts";
+import { Alerter, FleetAlerts, readMemory } from "../../src/fleet/alerts.ts";
+import { fleetConfigSchema } from "../../src/fleet/config.ts";
+import { storeRequestMinutes, storeServerSample } from "../../src/fleet/metric_store.ts";
+import { countMatches } from "../../src/fleet/rule_inputs.ts";
+import type { CertificateState } from "../../src/proxy/cert_state.ts";
+import { APP_METRICS, DISK_METRICS, SERVER_METRICS } from "../../src/fleet/server_metrics.ts";
+import {
+  evaluate,
+  formatValue,
+  margin,
+  type Observation,
+  type Rule,
+  RULE_METRICS,
+  type RuleMemory,
+  type ThresholdRule,
+} from "../../src/fleet/rules.ts";
+
+const disk: ThresholdRule = {
+  kind: "threshold",
+  name: "disk",
+  severity: "warning",
+  metric: "disk.used_percent",
+  op: "above",
+  threshold: 90,
+  forCycles: 2,
+  withinMs: 300_000,
+  minRequests: 20,
+};
+
+/** Runs `rule` over cycles of observations (`null`: held, the server unreachable); the transitions as text. */
+function run(rule: Rule, cycles: (number | null | "gone")[], subject = { server: "web1", mount: "/data" }) {
+  let memory: RuleMemory = {};
+  const out: string[] = [];
+  cycles.forEach((value, i) => {
+    const observations: Observation[] = value === null || value === "gone" ? [] : [{ subject, value }];
+    const held = new Set(value === null ? [subject.server] : []);
+    const result = evaluate([rule], memory, {
+      at: new Date(Date.UTC(2026, 0, 1, 0, i)).toISOString(),
+      observed: new Map([[rule.name, { observations, held }]]),
+    });
+    memory = result.memory;
+    for (const t of result.transitions) out.push(`${i}:${t.firing ? "fire" : "recover"}:${t.value}`);
+  });
+  return { out, memory };
+}
+
+Deno.test("rules: a threshold fires once after `for` cycles over it, and recovers once after as many clear past the margin", () => {
+  assertEquals(margin(disk), 4.5); // above 90 % → recovers below 85.5 %
+  assertEquals(run(disk, [50, 91, 50, 91, 92, 95, 99, 93]).out, ["4:fire:92"], "one cycle over, then clear: no alert");
+  // Hovering around the threshold after firing does not recover: 88 and 89 are not past 85.5.
+  assertEquals(run(disk, [91, 92, 88, 89, 91, 88, 80, 90, 80, 80, 95, 95]).out, [
+    "1:fire:92",
+    "9:recover:80",
+    "11:fire:95",
+  ]);
+  const { memory } = run(disk, [91, 92, 80]);
+  const state = Object.values(memory.disk)[0];
+  assertEquals([state.state, state.count, state.value, state.subject], ["firing", 1, 80, {
+    server: "web1",
+    mount: "/data",
+  }]);
+  assertEquals(run(disk, [91]).memory.disk[Object.keys(run(disk, [91]).memory.disk)[0]].state, "pending");
+  // below:, with a percentage's 2-point floor and a margin never past the scale's end.
+  const low: ThresholdRule = { ...disk, metric: "memory.used_percent", op: "below", threshold: 10, forCycles: 1 };
+  assertEquals(margin(low), 2);
+  assertEquals(run(low, [50, 9, 11, 11.9, 12.5]).out, ["1:fire:9", "4:recover:12.5"]);
+  assertEquals(margin({ ...disk, threshold: 1 }), 0.5);
+  assertEquals(margin({ ...disk, metric: "load.per_core", threshold: 2 }), 0.1);
+  assertEquals(margin({ ...disk, margin: 0 }), 0);
+});
+
+Deno.test("rules: an unreachable server holds its states (no recovery from missing data); a server removed is forgotten", () => {
+  assertEquals(run(disk, [95, null, null, 95, 50, null, 50]).out, ["3:fire:95", "6:recover:50"]);
+  const { out, memory } = run(disk, [95, 95, "gone"]);
+  assertEquals([out, memory], [["1:fire:95"], { disk: {} }], "forgotten silently");
+  // A value that is not a number (too few requests to judge) keeps the state as it is.
+  assertEquals(run(disk, [95, 95, Number.NaN, 50, 50]).out, ["1:fire:95", "4:recover:50"]);
+});
+
+Deno.test("rules: a burst of 100 matching lines is one alert; recovery when the window falls under half of atLeast", () => {
+  const log: Rule = {
+    kind: "log",
+    name: "tracebacks",
+    severity: "critical",
+    query: '"Traceback" OR FATAL',
+    atLeast: 5,
+    withinMs: 300_000,
+    forCycles: 1,
+  };
+  assertEquals(run(log, [0, 100, 100, 100, 4, 3, 2, 2, 100]).out, ["1:fire:100", "6:recover:2", "8:fire:100"]);
+  const cron: Rule = { kind: "cron", name: "cron", severity: "warning", forCycles: 1 };
+  assertEquals(run(cron, [0, 1, 1, 0, 0], { server: "web1", app: "api", job: "backup" } as never).out, [
+    "1:fire:1",
+    "3:recover:0",
+  ]);
+});
+
+Deno.test("rules: values are formatted with their units", () => {
+  assertEquals(
+    [formatValue(93.24, "%"), formatValue(1.5, ""), formatValue(340.4, "ms"), formatValue(1536, "B/s")],
+    ["93.2 %", "1.5", "340 ms", "1.5 KB/s"],
+  );
+  assertEquals([formatValue(1, "lines"), formatValue(100, "lines"), formatValue(12, "/min")], [
+    "1 line",
+    "100 lines",
+    "12/min",
+  ]);
+});
+
+const SERVERS = "servers:\n  - { name: web1, host: 10.0.0.1 }\n  - { name: web2, host: 10.0.0.2 }\n";
+
+function problems(rules: string): string[] {
+  try {
+    parseConfig(SERVERS + "rules:\n" + rules, fleetConfigSchema, "config.yml");
+  } catch (error) {
+    assert(error instanceof ConfigError, String(error));
+    return error.problems;
+  }
+  throw new Error("the rules were accepted");
+}
+
+Deno.test("fleet config: rules are parsed with defaults, names derived, `for:` in cycles or as a duration", () => {
+  const config = parseConfig(
+    `interval: 30s\n${SERVERS}rules:
+  - { metric: disk.used_percent, above: 90, for: 2 cycles, mount: /data }
+  - { metric: load.per_core, above: 2, for: 2m, server: web2, severity: critical }
+  - { metric: app.error_rate, above: 5, app: api }
+  - { query: '"Traceback" OR FATAL', app: api, atLeast: 5, within: 5m }
+  - { name: certs, certificate: expiring, days: 30 }
+  - { cron: failed, app: api }
+`,
+    fleetConfigSchema,
+    "config.yml",
+  );
+  assertEquals(config.rules.map((r) => [r.name, r.kind, r.forCycles, r.severity]), [
+    ["disk.used_percent above 90 at /data", "threshold", 2, "warning"],
+    ["load.per_core above 2 on web2", "threshold", 4, "critical"],
+    ["app.error_rate above 5 for api", "threshold", 1, "warning"],
+    ['log "Traceback" OR FATAL ×5 for api', "log", 1, "warning"],
+    ["certs", "certificate", 1, "warning"],
+    ["cron failed for api", "cron", 1, "warning"],
+  ]);
+  const errorRate = config.rules[2] as ThresholdRule;
+  assertEquals([errorRate.withinMs, errorRate.minRequests], [300_000, 20]);
+  assertEquals(parseConfig(SERVERS, fleetConfigSchema, "config.yml").rules, []);
+});
+
+Deno.test("fleet config: bad rules are refused with their positions, key paths and a did-you-mean", () => {
+  assertEquals(problems("  - { metric: disk.usedpercent, above: 90 }\n"), [
+    'config.yml:5:15: "rules.0.metric" "disk.usedpercent" is not a metric; did you mean "disk.used_percent"? ' +
+    '(got "disk.usedpercent")',
+  ]);
+  // An FTS5 query SQLite cannot parse: the column of the token it names, inside the quoted value.
+  const [query] = problems(`  - { query: '"Traceback" OR GET /api', atLeast: 5 }\n`);
+  assertMatch(query, /^config\.yml:5:34: "rules\.0\.query" cannot search for .*fts5: syntax error near "\/"/);
+  assertMatch(query, /write "GET \/api"/);
+  // The keys' own types first (with them wrong, nothing else is judged) …
+  assertEquals(
+    problems(`  - { severity: high, metric: swap.used_percent, below: 5 }
+  - { name: b, certificate: expiring, days: 0 }
+  - { frequency: 3, metric: cpu.percent, above: 1 }
+`),
+    [
+      'config.yml:5:17: "rules.0.severity" must be one of info, warning, critical (got "high")',
+      'config.yml:6:45: "rules.1.days" must be a whole number of days from 1 to 365 (got 0)',
+      'config.yml:7:7: "rules.2.frequency" is not a known key; known keys: name, severity, metric, above, below, ' +
+      "margin, for, within, minRequests, query, atLeast, certificate, days, cron, server, app, mount, job",
+    ],
+  );
+  // … then every rule against the others and the servers, all at once.
+  assertEquals(
+    problems(`  - { metric: memory.used_percent, above: 190, atLeast: 3 }
+  - { cron: failed, server: web3 }
+  - { metric: cpu.percent, for: soon }
+  - { query: FATAL }
+  - { metric: swap.used_percent, below: 5, mount: / }
+  - { metric: disk.used_percent, above: 90 }
+  - { metric: disk.used_percent, above: 90 }
+  - { name: a, certificate: expiring }
+  - { name: b, certificate: expiring, days: 20 }
+  - { metric: cpu.percent, above: 90, query: x }
+`),
+    [
+      'config.yml:5:43: "rules.0.above" memory.used_percent is a percentage: the threshold must be from 0 to 100 ' +
+      "(5 for 5 %) (got 190)",
+      'config.yml:5:57: "rules.0.atLeast" atLeast: does not apply to a metric: rule (it is for query: rules) (got 3)',
+      'config.yml:6:29: "rules.1.server" no server "web3" among the servers; did you mean "web1"? (got "web3")',
+      'config.yml:7:15: "rules.2.metric" a threshold rule needs one of above: or below: (a number) (got "cpu.percent")',
+      'config.yml:7:33: "rules.2.for" must be a count like "2 cycles" or a duration like "2m" (got "soon")',
+      'config.yml:8:5: "rules.3" a query: rule needs atLeast: (how many matching lines in the window fire it) ' +
+      "(got a mapping)",
+      'config.yml:9:51: "rules.4.mount" mount: is for the disk.* metrics (got "/")',
+      'config.yml:11:5: "rules.6" the rule name "disk.used_percent above 90" is taken by rule 6: give one of them a ' +
+      "name: (got a mapping)",
+      'config.yml:13:29: "rules.8.certificate" there is one certificate: rule (its days: apply to every app); ' +
+      'remove this one (got "expiring")',
+      'config.yml:14:46: "rules.9.query" a rule is one of metric:, query:, certificate: or cron:, not metric and query ' +
+      '(got "x")',
+    ],
+  );
+});
+
+Deno.test("Alerter: disk, error-rate and log rules over a real store: one notice per transition, naming value and threshold", async () => {
+  await withStore("dp-rules-", async (store, dir) => {
+    const config = parseConfig(
+      `${SERVERS}rules:
+  - { metric: disk.used_percent, above: 90, for: 2 cycles }
+  - { name: api 5xx, metric: app.error_rate, above: 10, app: api, within: 5m, minRequests: 10 }
+  - { name: tracebacks, query: '"Traceback" OR FATAL', atLeast: 5, within: 5m }
+`,
+      fleetConfigSchema,
+      "config.yml",
+    );
+    const alerter = new Alerter([], { rules: config.rules, servers: ["web1", "web2"] });
+    let now = Date.UTC(2026, 0, 1, 12);
+    const ledger = store.newGeneration("web1", "api/error.log", null, "00", 0);
+    let offset = 0;
+    const cycle = (disk: number, minute?: { requests: number; errors: number }, lines = 0, web1 = true) => {
+      now += 30_000;
+      if (web1) {
+        storeServerSample(store, "web1", {
+          counters: {},
+          filesystems: [{ mount: "/", used: 40 }, { mount: "/data", used: disk }],
+          missing: [],
+        }, now);
+      }
+      if (minute) {
+        storeRequestMinutes(store, "web1", "api", [{
+          ts: now - (now % 60_000),
+          requests: minute.requests,
+          errors: minute.errors,
+          other: minute.requests - minute.errors,
+          p50: 10,
+          p95: 40,
+        }]);
+      }
+      const text = Array.from({ length: lines }, (_, i) => ({ offset: offset += 100, ts: now, text: `FATAL ${i}` }));
+      if (lines) {
+        ledger.offset = offset + 100;
+        store.ingestLines(ledger, "api", "error.log", text);
+      }
+      return alerter.notices(cycleSummary(now, { web1, web2: false }), store).map((n) => `${n.event} ${n.title}`);
+    };
+    assertEquals(cycle(80), []);
+    assertEquals(cycle(93), []);
+    assertEquals(cycle(95, undefined, 100), [
+      "rule_firing web1 /data: disk.used_percent is 95 %, above 90 % for 2 cycles",
+      'rule_firing web1: 100 lines matching "Traceback" OR FATAL within 5m',
+    ]);
+    assertEquals(cycle(97, undefined, 3), [], "still firing: nothing");
+    assertEquals(cycle(50, undefined, 0, false), [], "web1 unreachable: its states are held");
+    assertEquals(cycle(50, { requests: 40, errors: 20 }), ["rule_firing web1/api: app.error_rate is 50 %, above 10 %"]);
+    assertEquals(cycle(50), [
+      "rule_recovered web1 /data: disk.used_percent recovered: 50 %, below 85.5 %",
+    ]);
+    const notices = alerter.notices(cycleSummary(now + 400_000, { web1: true }), store);
+    assertEquals(notices.map((n) => n.event), ["rule_recovered"], "the burst left the window");
+    assertEquals(notices[0].fields.rule, "tracebacks");
+    assertEquals(notices[0].fields.value, "0 lines");
+    const states = alerter.ruleStates().map((s) =>
+      `${s.rule.name} ${s.subject.server}${s.subject.mount ?? ""} ${s.state}`
+    );
+    assertEquals(states, [
+      "disk.used_percent above 90 web1/ ok",
+      "disk.used_percent above 90 web1/data ok",
+      "api 5xx web1 firing",
+      "tracebacks web1 ok",
+    ]);
+
+    // The memory file keeps the states for the next process; a version 1 file is read as version 2.
+    const path = join(dir, "alerts.json");
+    const opened = (await FleetAlerts.open({ ...config, alerts: [] }, path))!;
+    await opened.after(cycleSummary(now + 430_000, { web1: true }), store);
+    const saved = await readMemory(path);
+    assertEquals(saved?.version, 2);
+    assertEquals(Object.keys(saved?.rules ?? {}), ["disk.used_percent above 90", "api 5xx", "tracebacks"]);
+    await Deno.writeTextFile(path, JSON.stringify({ version: 1, apps: { "web1/api": true }, servers: {} }));
+    assertEquals(await readMemory(path), { version: 2, apps: { "web1/api": true }, servers: {} });
+  });
+});
+
+Deno.test("countMatches: FTS5 over the window only, per server, bounded by app", async () => {
+  await withStore("dp-rules-", (store) => {
+    const now = Date.UTC(2026, 0, 1, 12);
+    const files: [string, string, number][] = [["web1", "api", now - 600_000], ["web1", "api", now], [
+      "web1",
+      "web",
+      now,
+    ]];
+    for (const [server, app, ts] of files) {
+      const ledger = store.newGeneration(server, `${app}/error.log`, null, `${ts}`, 0);
+      ledger.offset = 1000;
+      store.ingestLines(ledger, app, "error.log", [
+        { offset: 0, ts, text: "Traceback (most recent call last)" },
+        { offset: 100, ts, text: "all fine" },
+      ]);
+    }
+    assertEquals([...countMatches(store, '"Traceback"', undefined, now - 300_000, now + 60_000)], [["web1", 2]]);
+    assertEquals([...countMatches(store, '"Traceback"', "api", now - 300_000, now + 60_000)], [["web1", 1]]);
+    assertEquals([...countMatches(store, '"Traceback"', "api", now - 900_000, now + 60_000)], [["web1", 2]]);
+    assertEquals([...countMatches(store, "nothing", undefined, now - 900_000, now + 60_000)], []);
+  });
+});
+
+Deno.test("Alerter: the certificate rule sets the days of the certificate alert (14 without one)", async () => {
+  await withStore("dp-rules-", (store) => {
+    const now = Date.UTC(2026, 0, 1, 12);
+    const cert = (days: number): CertificateState => ({
+      names: ["a.test"],
+      source: "acme",
+      issuer: null,
+      notBefore: null,
+      notAfter: new Date(now + days * 86_400_000).toISOString(),
+      lastError: null,
+      lastErrorAt: null,
+      nextAttemptAt: null,
+    });
+    store.replaceCertificates("web1", new Map([["shop", cert(20)], ["blog", cert(40)]]), now);
+    const titles = (alerter: Alerter) => alerter.notices(cycleSummary(now, { web1: true }), store).map((n) => n.title);
+    assertEquals(titles(new Alerter([])), [], "20 days left: not within the default 14");
+    const config = parseConfig(
+      `${SERVERS}rules:\n  - { name: certs, certificate: expiring, days: 30, severity: critical }\n`,
+      fleetConfigSchema,
+      "config.yml",
+    );
+    const alerter = new Alerter([], { rules: config.rules, servers: ["web1", "web2"] });
+    const notices = alerter.notices(cycleSummary(now, { web1: true }), store);
+    assertEquals(notices.map((n) => `${n.event} ${n.title}`), [
+      "certificate_expiring certificate of web1/shop expires in 20 days (2026-01-21)",
+    ]);
+    assertEquals([notices[0].fields.rule, notices[0].fields.severity], ["certs", "critical"]);
+    assertEquals(alerter.ruleStates().map((s) => `${s.rule.name} ${s.subject.app} ${s.state}`), [
+      "certs blog ok",
+      "certs shop firing",
+    ]);
+  });
+});
+
+Deno.test("rules: every metric a rule can watch is one the collector keeps (./server_metrics.ts)", () => {
+  const kept: string[] = [...SERVER_METRICS, ...DISK_METRICS, ...APP_METRICS];
+  for (const metric of Object.keys(RULE_METRICS)) assert(kept.includes(metric), metric);
+});
