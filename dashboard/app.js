@@ -20,6 +20,7 @@ import { afterAnswer, forgetToken, keepToken, onUnauthorized, orLogin, rememberF
 import { coalesce, liveUpdates } from "./live.js";
 import { parseHash, route } from "./routes.js";
 import { errorBox, installTooltips } from "./widgets.js";
+import { installChartTips } from "./chart_views.js";
 import { overviewView } from "./overview.js";
 import { serverView } from "./server.js";
 import { searchView } from "./search.js";
@@ -151,5 +152,6 @@ document.addEventListener("keydown", (event) => {
 });
 
 installTooltips();
+installChartTips();
 addEventListener("hashchange", () => navigate());
 navigate();

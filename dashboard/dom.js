@@ -48,3 +48,30 @@ export const fromTemplate = (id) =>
 
 /** The element of index.html with this id. */
 export const byId = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+/**
+ * SVG elements from a tree `[tag, attributes, ...children]` (dashboard/charts.js makes them): a
+ * child is a node, a string (a text node) or a list of children; null, undefined and false are
+ * skipped, and so are attributes with those values. Nothing is parsed: text stays text.
+ * @param {any} node
+ * @returns {Node}
+ */
+export function svg(node) {
+  if (typeof node === "string") return document.createTextNode(node);
+  const el = document.createElementNS(SVG_NS, node[0]);
+  const attrs = node[1];
+  for (const key in attrs) {
+    const value = attrs[key];
+    if (value !== undefined && value !== null && value !== false) el.setAttribute(key, String(value));
+  }
+  for (let i = 2; i < node.length; i++) svgChildren(el, node[i]);
+  return el;
+}
+
+function svgChildren(el, child) {
+  if (child === null || child === undefined || child === false) return;
+  if (Array.isArray(child) && typeof child[0] !== "string") { for (const c of child) svgChildren(el, c); }
+  else el.appendChild(svg(child));
+}

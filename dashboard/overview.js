@@ -1,11 +1,14 @@
 /**
- * The overview (`#/`): counts, what needs attention, version skew, the what-runs-where matrix and
+ * The overview (`#/[?range=]`): counts, what needs attention, version skew, the what-runs-where
+ * matrix, each app's requests over `range` as a sparkline (fetched apart: one request for all) and
  * every app. Filters (state buttons, text) hide rows without re-rendering; what changed since the
  * last render is marked for a moment.
  * @module
  */
 import { h, put } from "./dom.js";
-import { api, rememberFleet } from "./api.js";
+import { api, orLogin, rememberFleet, Unauthorized } from "./api.js";
+import { rangeOf } from "./charts.js";
+import { rangePicker, sparklineTable } from "./chart_views.js";
 import { STATE_GLYPH, STATE_LABEL } from "./format.js";
 import {
   appKey,
@@ -20,7 +23,7 @@ import {
   serverText,
   versionSkew,
 } from "./fleet.js";
-import { serverHref } from "./routes.js";
+import { route, serverHref } from "./routes.js";
 import { appCells, certificateBadge, errorBox, processesCell, rich, stateBadge, table, when } from "./widgets.js";
 
 /** At most this many lines of "Needs attention". */
@@ -46,6 +49,8 @@ export function overviewView() {
   const matrix = h("div");
   const everything = h("div");
   const notices = h("div");
+  const sparks = h("div", { class: "muted", text: "Loading request metrics…" });
+  const sparkRanges = h("div");
   const el = h(
     "div",
     { class: "view overview" },
@@ -61,6 +66,12 @@ export function overviewView() {
       h("div", { class: "panel-head" }, h("h2", { text: "What runs where" }), filter),
       matrix,
     ),
+    h(
+      "section",
+      { class: "panel spark-panel" },
+      h("div", { class: "panel-head" }, h("h2", { text: "Requests per app" }), sparkRanges),
+      sparks,
+    ),
     h("section", { class: "panel every" }, h("h2", { text: "Every app" }), everything),
   );
   /** @type {string | null} */
@@ -70,6 +81,42 @@ export function overviewView() {
   /** Each app's state and version at the last render, to mark what changed. */
   let before = null;
   let renders = 0;
+  let range = rangeOf(null);
+  let sparkRenders = 0;
+
+  /**
+   * The sparklines over `range` from `answer` (one request for all; a failure shows in their panel
+   * only): not awaited by the page, and an older answer never replaces a newer one. The first
+   * render records its times on <html> (read by the tests and `deno task bench fleet`):
+   * `data-sparks-ms` to build their DOM, `data-sparks-render-ms` from then to painted (layout and
+   * paint included), `data-sparks-paint-ms` from navigation start to painted.
+   */
+  async function renderSparks(answer = api("/api/metrics/overview", { range })) {
+    const generation = ++sparkRenders;
+    put(sparkRanges, rangePicker(range, (key) => route("/", { range: key })));
+    let data;
+    try {
+      data = await answer;
+    } catch (error) {
+      if (error instanceof Unauthorized) throw error;
+      if (generation === sparkRenders) put(sparks, errorBox(error));
+      return;
+    }
+    if (generation !== sparkRenders) return;
+    const start = performance.now();
+    put(sparks, sparklineTable(data, range));
+    sparks.className = "";
+    const root = document.documentElement;
+    if (!root.dataset.sparksMs) {
+      root.dataset.sparksMs = (performance.now() - start).toFixed(1);
+      requestAnimationFrame(() =>
+        setTimeout(() => {
+          root.dataset.sparksRenderMs = (performance.now() - start).toFixed(1);
+          root.dataset.sparksPaintMs = performance.now().toFixed(1);
+        })
+      );
+    }
+  }
 
   function applyFilter() {
     const words = filterWords(filter.value);
@@ -179,19 +226,27 @@ export function overviewView() {
   }
 
   async function refresh() {
+    // Asked for at once; drawn after the fleet's overview, which shows first.
+    const sparkAnswer = api("/api/metrics/overview", { range });
+    sparkAnswer.catch(() => {}); // renderSparks handles it, unless /api/fleet fails first
     const data = await api("/api/fleet");
     performance.mark("fleet-data");
     rememberFleet(data);
     render(data);
     performance.mark("fleet-rendered");
+    renderSparks(sparkAnswer).catch(orLogin);
   }
 
   return {
     el,
     heading,
     title: "Fleet",
-    async show() {
+    async show(params) {
+      const wanted = rangeOf(params?.get("range"));
+      const changed = wanted !== range;
+      range = wanted;
       if (!before) await refresh();
+      else if (changed) renderSparks().catch(orLogin);
     },
     refresh,
     notice(error) {

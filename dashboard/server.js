@@ -1,10 +1,13 @@
 /**
- * One server (`#/server/NAME[?app=&since=]`): its apps, each app's processes and the last run of
+ * One server (`#/server/NAME[?app=&since=&range=]`): its metrics charts and those of one app (`app`,
+ * else its first) over `range` (chart_views.js), its apps, each app's processes and the last run of
  * each of its cron jobs, deployments, error lines (optionally of one app since a deploy) and Netdata.
  * @module
  */
 import { h, put } from "./dom.js";
-import { api, ApiError } from "./api.js";
+import { api, ApiError, orLogin, Unauthorized } from "./api.js";
+import { rangeOf } from "./charts.js";
+import { appCharts, rangePicker, serverCharts } from "./chart_views.js";
 import { bytes, duration } from "./format.js";
 import { errorLinesFor, lastDeploy } from "./fleet.js";
 import { lineItem, lineMeta } from "./lines.js";
@@ -37,6 +40,11 @@ export function serverView(name) {
   const errors = h("div");
   const netdata = h("div");
   const notices = h("div");
+  const ranges = h("div");
+  const serverBox = h("div", { class: "muted", text: "Loading charts…" });
+  const appTitle = h("h2", { text: "App metrics" });
+  const appPicker = h("nav", { class: "app-picker", "aria-label": "App" });
+  const appBox = h("div");
   const el = h(
     "div",
     { class: "view server" },
@@ -45,6 +53,18 @@ export function serverView(name) {
     notices,
     facts,
     problem,
+    h(
+      "section",
+      { class: "panel metrics", dataset: { charts: "server" } },
+      h("div", { class: "panel-head" }, h("h2", { text: "Server metrics" }), ranges),
+      serverBox,
+    ),
+    h(
+      "section",
+      { class: "panel metrics", dataset: { charts: "app" } },
+      h("div", { class: "panel-head" }, appTitle, appPicker),
+      appBox,
+    ),
     h("section", { class: "panel" }, h("h2", { text: "Apps" }), apps),
     h("section", { class: "panel work" }, h("h2", { text: "Processes and cron jobs" }), work),
     h("section", { class: "panel" }, h("h2", { text: "Recent deployments" }), deploys),
@@ -53,7 +73,52 @@ export function serverView(name) {
   );
   let detail = null;
   let filter = { app: "", since: "" };
+  let range = rangeOf(null);
+  /** What the charts on screen show: `range app`; and how many times they were asked for. */
+  let charted = "";
+  let chartRenders = 0;
   let netdataUrl = null;
+
+  /**
+   * The server's and the chosen app's charts over `range` (a failure shows in its panel only), once
+   * their answers arrive: not awaited by the page, and an older answer never replaces a newer one.
+   */
+  function drawCharts() {
+    renderCharts().catch(orLogin);
+  }
+
+  async function renderCharts() {
+    const generation = ++chartRenders;
+    const app = filter.app || detail?.apps[0]?.app || "";
+    const link = (params) => serverHref(name, { app: filter.app, since: filter.since, range, ...params });
+    put(ranges, rangePicker(range, (key) => link({ range: key })));
+    appTitle.textContent = app ? `Metrics of ${app}` : "App metrics";
+    put(
+      appPicker,
+      (detail?.apps ?? []).map((a) =>
+        h("a", { href: link({ app: a.app, since: "" }), "aria-current": a.app === app ? "true" : null, text: a.app })
+      ),
+    );
+    charted = `${range} ${app}`;
+    const [server, appSeries] = await Promise.allSettled([
+      api("/api/metrics/server", { server: name, range }),
+      app ? api("/api/metrics/app", { server: name, app, range }) : Promise.resolve(null),
+    ]);
+    for (const result of [server, appSeries]) {
+      if (result.status === "rejected" && result.reason instanceof Unauthorized) throw result.reason;
+    }
+    if (generation !== chartRenders) return;
+    put(serverBox, server.status === "fulfilled" ? serverCharts(server.value) : errorBox(server.reason));
+    serverBox.className = "";
+    put(
+      appBox,
+      appSeries.status === "rejected"
+        ? errorBox(appSeries.reason)
+        : appSeries.value
+        ? appCharts(appSeries.value)
+        : h("p", { class: "muted", text: "No apps on this server." }),
+    );
+  }
 
   function renderErrors() {
     if (errors.querySelector(".line-item.open")) return; // keep an open context
@@ -213,6 +278,7 @@ export function serverView(name) {
     }
     put(notices);
     render();
+    drawCharts();
   }
 
   return {
@@ -221,8 +287,10 @@ export function serverView(name) {
     title: `${name} · Fleet`,
     async show(params) {
       filter = { app: params.get("app") ?? "", since: params.get("since") ?? "" };
-      if (!detail) await refresh();
-      else renderErrors();
+      range = rangeOf(params.get("range"));
+      if (!detail) return await refresh();
+      renderErrors();
+      if (charted !== `${range} ${filter.app || detail.apps[0]?.app || ""}`) drawCharts();
     },
     refresh,
     notice(error) {

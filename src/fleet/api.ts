@@ -12,16 +12,19 @@
  * - `/api/search?q=&server=&app=&file=&since=&until=&limit=&before=`: full-text search, newest first.
  * - `/api/logs/context?server=&app=&file=&offset=&lines=&id=`: the lines around a hit.
  * - `/api/deployments?server=&app=&limit=&before=`: deployments, newest first.
+ * - `/api/metrics/server?server=&range=`, `/api/metrics/app?server=&app=&range=`,
+ *   `/api/metrics/overview?range=`: chart series (./series.ts) over 1h (default), 24h, 7d or 30d.
  * - `/api/events`: `event: cycle` messages (Server-Sent Events).
  * - `/metrics`: Prometheus text format.
  * @module
  */
 import { UsageError } from "../errors.ts";
-import { HttpError, Params } from "./api_params.ts";
+import { HttpError, knownTarget, Params } from "./api_params.ts";
 import { encodeEvent, type FleetEvent, type FleetEvents } from "./events.ts";
 import { CONTEXT_LINES, logContext, SEARCH_SYNTAX_HELP, searchLogs, SearchSyntaxError } from "./log_queries.ts";
 import { type CollectorStats, metrics } from "./metrics.ts";
 import { deployments, fleetOverview, serverDetail } from "./queries.ts";
+import { appSeries, overviewSparklines, type Range, RANGES, serverSeries } from "./series.ts";
 import { type FreshnessView, PAGE } from "./views.ts";
 import type { FleetStore } from "./store.ts";
 
@@ -177,6 +180,20 @@ export function createFleetHandler(options: FleetHandlerOptions): FleetHandler {
           before: params.integer("before", 1),
         }),
       );
+    }
+    if (path.startsWith("/api/metrics/")) {
+      const params = new Params(url);
+      const range = params.oneOf("range", Object.keys(RANGES) as Range[]) ?? "1h";
+      if (path === "/api/metrics/overview") {
+        return json(200, { range, sparklines: overviewSparklines(store, range, Date.now()) });
+      }
+      if (path === "/api/metrics/server") {
+        return json(200, serverSeries(store, knownTarget(store, params, false).server, range, Date.now()));
+      }
+      if (path === "/api/metrics/app") {
+        const { server, app } = knownTarget(store, params, true);
+        return json(200, appSeries(store, server, app, range, Date.now()));
+      }
     }
     if (path === "/api/events") return eventStream(request, watch);
     if (path === "/metrics") {

@@ -1,8 +1,10 @@
 /**
- * The fleet API's query parameters, checked (lengths, integers, times), and the refusal a bad one
- * gets ({@link HttpError}: a status and a JSON body `{ error, hint? }`, written by ./api.ts).
+ * The fleet API's query parameters, checked (lengths, integers, times, choices, servers and apps the
+ * database knows), and the refusal a bad one gets ({@link HttpError}: a status and a JSON body
+ * `{ error, hint? }`, written by ./api.ts).
  * @module
  */
+import type { FleetStore } from "./store.ts";
 
 /** Longest `q` accepted. */
 export const MAX_QUERY_LENGTH = 1000;
@@ -56,6 +58,13 @@ export class Params {
     return value;
   }
 
+  /** One of `allowed` (undefined when absent). */
+  oneOf<T extends string>(name: string, allowed: readonly T[]): T | undefined {
+    const text = this.string(name);
+    if (text === undefined || (allowed as readonly string[]).includes(text)) return text as T | undefined;
+    throw new HttpError(400, `parameter ${name} must be one of ${allowed.join(", ")}, not ${JSON.stringify(text)}`);
+  }
+
   /** An ISO date or milliseconds since 1970. */
   time(name: string): number | undefined {
     const text = this.string(name);
@@ -70,4 +79,20 @@ export class Params {
     }
     return value;
   }
+}
+
+/**
+ * `server` (and `app` on it) as named by required parameters, when the fleet database knows them;
+ * else a 404 that names what is missing.
+ */
+export function knownTarget(store: FleetStore, params: Params, withApp: boolean): { server: string; app: string } {
+  const server = params.required("server");
+  const app = withApp ? params.required("app") : "";
+  if (store.sql("SELECT 1 FROM servers WHERE name = ?").get(server) === undefined) {
+    throw new HttpError(404, `no server ${JSON.stringify(server)} in the fleet database`);
+  }
+  if (withApp && store.sql("SELECT 1 FROM apps WHERE server = ? AND app = ?").get(server, app) === undefined) {
+    throw new HttpError(404, `no app ${JSON.stringify(app)} on server ${JSON.stringify(server)} in the fleet database`);
+  }
+  return { server, app };
 }

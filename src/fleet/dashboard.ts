@@ -24,6 +24,8 @@ import style from "../../dashboard/style.css" with { type: "text" };
 import icon from "../../dashboard/favicon.svg" with { type: "text" };
 import app from "../../dashboard/app.js" with { type: "text" };
 import api from "../../dashboard/api.js" with { type: "text" };
+import charts from "../../dashboard/charts.js" with { type: "text" };
+import chartViews from "../../dashboard/chart_views.js" with { type: "text" };
 import deployments from "../../dashboard/deployments.js" with { type: "text" };
 import dom from "../../dashboard/dom.js" with { type: "text" };
 import fleet from "../../dashboard/fleet.js" with { type: "text" };
@@ -40,6 +42,8 @@ import widgets from "../../dashboard/widgets.js" with { type: "text" };
 const MODULES: Record<string, string> = {
   "app.js": app,
   "api.js": api,
+  "charts.js": charts,
+  "chart_views.js": chartViews,
   "deployments.js": deployments,
   "dom.js": dom,
   "fleet.js": fleet,
