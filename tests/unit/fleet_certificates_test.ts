@@ -5,6 +5,7 @@
  * server's file (LocalSource) through ingestion into SQLite.
  */
 import { join } from "node:path";
+import { databaseAt } from "../helpers/fleet_store.ts";
 import { assert, assertEquals } from "../helpers/assert.ts";
 import {
   certificateAtRisk,
@@ -226,12 +227,8 @@ Deno.test("FleetStore: a version 1 database gains the certificates table, its da
   const dir = await Deno.makeTempDir({ prefix: "dp-fleet-migrate-" });
   const path = join(dir, "fleet.db");
   try {
-    const old = await FleetStore.open(path);
-    old.upsertApp("s1", "shop", { healthy: true }, NOW);
-    old.db.exec(
-      "DROP TABLE certificates; ALTER TABLE servers DROP COLUMN limits; ALTER TABLE apps DROP COLUMN maintenance; " +
-        "ALTER TABLE apps DROP COLUMN processes; DROP TABLE cron_runs; PRAGMA user_version = 1;",
-    );
+    const old = databaseAt(path, 1);
+    old.prepare("INSERT INTO apps (server, app, healthy, fetched_at) VALUES ('s1', 'shop', 1, ?)").run(NOW);
     old.close();
     const store = await FleetStore.open(path);
     try {

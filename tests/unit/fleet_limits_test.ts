@@ -5,7 +5,7 @@
  * text is printed.
  */
 import { join } from "node:path";
-import { DatabaseSync } from "node:sqlite";
+import { databaseAt, withStore } from "../helpers/fleet_store.ts";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { readStatusFile } from "../../src/fleet/collector.ts";
 import { ingestFile } from "../../src/fleet/ingest.ts";
@@ -28,16 +28,6 @@ import { forTerminal, jsonForTerminal } from "../../src/terminal.ts";
 
 const VIEW = { now: Date.UTC(2026, 11, 3, 9), intervalMs: 30_000, holding: false, gapMs: 0 };
 
-async function withStore(fn: (store: FleetStore, dir: string) => Promise<void> | void) {
-  const dir = await Deno.makeTempDir({ prefix: "dp-limits-" });
-  const store = await FleetStore.open(join(dir, "fleet.db"));
-  try {
-    await fn(store, dir);
-  } finally {
-    store.close();
-    await Deno.remove(dir, { recursive: true });
-  }
-}
 
 Deno.test("forTerminal: OSC 52, OSC 0, CSI, C1, DEL, CR and bidi controls are shown, not obeyed", () => {
   const hostile =
@@ -129,7 +119,7 @@ Deno.test("readStatusFile: at most 64 KiB read; bigger is refused with a reason;
 });
 
 Deno.test("FleetStore: status.json fields are cut to their limits, odd types dropped; the API never returns more", async () => {
-  await withStore((store) => {
+  await withStore("dp-limits-", (store) => {
     store.upsertApp("s1", "web", {
       status: "running",
       healthy: "yes" as unknown as boolean,
@@ -166,13 +156,7 @@ Deno.test("FleetStore: a version 2 database's oversized values are cut by the mi
   const dir = await Deno.makeTempDir({ prefix: "dp-limits-migrate-" });
   const path = join(dir, "fleet.db");
   try {
-    const old = await FleetStore.open(path);
-    old.close();
-    const db = new DatabaseSync(path);
-    db.exec(
-      "ALTER TABLE servers DROP COLUMN limits; ALTER TABLE apps DROP COLUMN maintenance; " +
-        "ALTER TABLE apps DROP COLUMN processes; DROP TABLE cron_runs; PRAGMA user_version = 2;",
-    );
+    const db = databaseAt(path, 2);
     db.prepare("INSERT INTO apps (server, app, status, version, last_deploy, fetched_at) VALUES (?, ?, ?, ?, ?, ?)")
       .run("s1", "web", "running", "v".repeat(100_000), JSON.stringify({ pad: "x".repeat(10 << 20) }), 1);
     db.prepare("INSERT INTO servers (name, host, last_error) VALUES (?, ?, ?)").run("s1", "h", "e".repeat(1 << 20));
@@ -194,7 +178,7 @@ Deno.test("FleetStore: a version 2 database's oversized values are cut by the mi
 });
 
 Deno.test("ingestFile: past the per-file budget the newest bytes are read after a gap line; past the server's, the file waits", async () => {
-  await withStore(async (store, dir) => {
+  await withStore("dp-limits-", async (store, dir) => {
     const path = join(dir, "access.log");
     const line = (i: number) => `req ${String(i).padStart(6, "0")} ${"x".repeat(80)}\n`; // 92 bytes
     await Deno.writeTextFile(path, Array.from({ length: 1000 }, (_, i) => line(i)).join(""));

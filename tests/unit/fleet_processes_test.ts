@@ -5,7 +5,7 @@
  * job on /api/servers/:name.
  */
 import { join } from "node:path";
-import { DatabaseSync } from "node:sqlite";
+import { databaseAt, withStore } from "../helpers/fleet_store.ts";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { createFleetHandler } from "../../src/fleet/api.ts";
 import { Collector } from "../../src/fleet/collector.ts";
@@ -37,16 +37,6 @@ const run = (job: string, outcome: string, extra: Record<string, unknown> = {}) 
     ...extra,
   });
 
-async function withStore(fn: (store: FleetStore, dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "dp-fleet-processes-" });
-  const store = await FleetStore.open(join(dir, "fleet.db"));
-  try {
-    await fn(store, dir);
-  } finally {
-    store.close();
-    await Deno.remove(dir, { recursive: true });
-  }
-}
 
 function api(store: FleetStore) {
   const handler = createFleetHandler({
@@ -128,7 +118,7 @@ Deno.test("cronRunOf: a CronRun line, every field checked; other lines are not r
 });
 
 Deno.test("ingestFile: cron.log lines are searchable and keep each job's last run, across rotation; bounded", async () => {
-  await withStore(async (store, dir) => {
+  await withStore("dp-fleet-processes-", async (store, dir) => {
     const path = join(dir, "cron.log");
     const file = async () => ({ rel: "shop/cron.log", path, ino: (await Deno.stat(path)).ino ?? null });
     const runs = () =>
@@ -187,7 +177,7 @@ Deno.test("ingestFile: cron.log lines are searchable and keep each job's last ru
 });
 
 Deno.test("FleetStore: a run from an earlier place in the log never replaces a later one", async () => {
-  await withStore((store) => {
+  await withStore("dp-fleet-processes-", (store) => {
     const path = "/var/log/deployments/shop/cron.log";
     const ledger = store.newGeneration("s1", path, null, "head", 4);
     const at = (offset: number, outcome: string) => cronRunOf({ offset, ts: NOW, text: run("nightly", outcome) })!;
@@ -200,7 +190,7 @@ Deno.test("FleetStore: a run from an earlier place in the log never replaces a l
 });
 
 Deno.test("API: /api/fleet counts each app's processes by type; /api/servers/:name lists them and the cron jobs", async () => {
-  await withStore(async (store, dir) => {
+  await withStore("dp-fleet-processes-", async (store, dir) => {
     store.recordContact("s1", "s1.example", { at: NOW - 1000, ok: true, durationMs: 10, bytes: 1 });
     store.upsertApp("s1", "shop", {
       status: "running",
@@ -318,9 +308,7 @@ Deno.test("FleetStore: a version 4 database gains processes and cron runs, its a
   const dir = await Deno.makeTempDir({ prefix: "dp-fleet-migrate5-" });
   const path = join(dir, "fleet.db");
   try {
-    (await FleetStore.open(path)).close();
-    const db = new DatabaseSync(path);
-    db.exec("ALTER TABLE apps DROP COLUMN processes; DROP TABLE cron_runs; PRAGMA user_version = 4;");
+    const db = databaseAt(path, 4);
     db.prepare("INSERT INTO apps (server, app, status, fetched_at) VALUES ('s1', 'shop', 'running', 1)").run();
     db.close();
     const store = await FleetStore.open(path);
