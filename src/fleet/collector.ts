@@ -24,6 +24,7 @@ import {
   size,
 } from "./limits.ts";
 import { downsample, storeServerSample } from "./metric_store.ts";
+import { MAX_DELTA_GAP_MS } from "./server_metrics.ts";
 import { type Source, sourceFor } from "./source.ts";
 import type { FreshnessView } from "./views.ts";
 import type { AppStatusJson, FleetStore } from "./store.ts";
@@ -191,7 +192,11 @@ export class Collector {
       const pulled = await this.source(server).pull();
       outcome.bytes = pulled.bytes;
       outcome.limits.push(...pulled.limits);
-      if (pulled.metrics) storeServerSample(this.store, server.name, pulled.metrics, started);
+      if (pulled.metrics) {
+        // rates over at most 3 intervals: after a longer gap (a sleep), an average over hours means nothing
+        const maxGapMs = Math.max(3 * this.config.interval, MAX_DELTA_GAP_MS);
+        storeServerSample(this.store, server.name, pulled.metrics, started, maxGapMs);
+      }
       const apps: string[] = [];
       for (const [app, path] of pulled.statuses) {
         const status = await readStatusFile(path);

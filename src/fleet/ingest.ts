@@ -10,6 +10,7 @@
  */
 import { readAtMost } from "../fsutil.ts";
 import { readCertificatesFile } from "../proxy/cert_state.ts";
+import { jsonObjectOf } from "./json_line.ts";
 import { capText, FIELD, size } from "./limits.ts";
 import { type RequestMinute, requestMinuteOf, storeRequestMinutes } from "./metric_store.ts";
 import type { CronRunRow, DeploymentRow, FileLedger, FleetStore, LogLine } from "./store.ts";
@@ -138,8 +139,10 @@ export interface Budget {
 
 /**
  * Ingests the new complete lines of `file` (of `server`), following its ledger; `rotated` is its
- * `.1` sibling, when present. deploy.log's JSON lines become deployments; other files' lines are
- * indexed for search, and cron.log's runs (its JSON lines) also become each job's last run.
+ * `.1` sibling, when present. deploy.log's JSON lines become deployments; metrics.log's become
+ * request minutes only (not log lines: 1,440 a day per app that log rules would match); other
+ * files' lines are indexed for search, and cron.log's runs (its JSON lines) also become each job's
+ * last run.
  */
 export async function ingestFile(
   store: FleetStore,
@@ -269,9 +272,10 @@ async function readInto(
       const { added, forgotten } = store.ingestCronLines(ledger, app, name, lines, runs);
       result.lines += added;
       if (forgotten) result.cronForgotten = (result.cronForgotten ?? 0) + forgotten;
+    } else if (isMetricsLog) {
+      // stored again when the lines are read again, they count once; the ledger moves in the same transaction
+      storeRequestMinutes(store, ledger.server, app, requestMinutes(lines, now), ledger);
     } else {
-      // metrics.log's minutes first: stored again when the lines are read again, they count once
-      if (isMetricsLog) storeRequestMinutes(store, ledger.server, app, requestMinutes(lines, now));
       result.lines += store.ingestLines(ledger, app, name, lines);
     }
     carry = data.slice(start);
@@ -305,13 +309,8 @@ const OUTCOMES = new Set(["success", "failed", "rolled_back", "cancelled", "refu
 
 /** A deploy outcome from one JSON line of deploy.log, or undefined for other events. */
 export function deploymentOf(line: LogLine): DeploymentRow | undefined {
-  let event: Record<string, unknown>;
-  try {
-    event = JSON.parse(line.text);
-  } catch {
-    return undefined;
-  }
-  if (typeof event !== "object" || event === null || !OUTCOMES.has(event.event as string)) return undefined;
+  const event = jsonObjectOf(line.text);
+  if (!event || !OUTCOMES.has(event.event as string)) return undefined;
   const text = (key: string, max: number = FIELD.short) => capText(event[key], max) ?? undefined;
   const message = text("message", FIELD.message);
   const step = event.ok === false && message?.includes(": ") ? message.split(": ")[0] : undefined;
@@ -334,14 +333,8 @@ export function deploymentOf(line: LogLine): DeploymentRow | undefined {
  * field limits (./limits.ts); a wrong type becomes null.
  */
 export function cronRunOf(line: LogLine): CronRunRow | undefined {
-  let run: unknown;
-  try {
-    run = JSON.parse(line.text);
-  } catch {
-    return undefined;
-  }
-  if (run === null || typeof run !== "object" || Array.isArray(run)) return undefined;
-  const r = run as Record<string, unknown>;
+  const r = jsonObjectOf(line.text);
+  if (!r) return undefined;
   const job = capText(r.job, FIELD.short);
   const outcome = capText(r.outcome, FIELD.short);
   if (!job || !outcome) return undefined;

@@ -1,25 +1,41 @@
 /**
  * Keeping metrics in the fleet database (tables of migration 6, ./migrations.ts): a server's
  * samples ({@link storeServerSample}, with the raw counters the next sample's deltas need kept per
- * server, so one `fleet collect --once` per process works too), an app's request minutes from the
- * proxy's metrics.log ({@link requestMinuteOf}, {@link storeRequestMinutes}), and their
- * downsampling ({@link downsample}): rows older than 48 h become 5-minute averages (request
- * counts summed, latencies weighted by requests), kept for the retention period, as are the
- * request counts summed per hour (for the overview's sparklines). ./series.ts reads them.
+ * server, so one `fleet collect --once` per process works too, and the mount points it showed,
+ * at most {@link MAX_MOUNTS_PER_DAY} new ones a day), an app's request minutes from the proxy's
+ * metrics.log ({@link requestMinuteOf}, {@link storeRequestMinutes}: keyed by the exact end of
+ * their window, so a line read again replaces its row and a partial window (the proxy stopped)
+ * adds to its minute), and their downsampling ({@link downsample}): rows older than 48 h become
+ * 5-minute averages (request counts summed, latencies weighted by requests), kept for the
+ * retention period, as are the request counts summed per 1, 4 and 12 hours (the overview's
+ * sparklines, {@link ROLLUP_STEPS}) as minutes come. ./series.ts reads them.
  * @module
  */
+import { jsonObjectOf } from "./json_line.ts";
 import { capText, FIELD } from "./limits.ts";
 import { type Previous, type RawMetrics, type Sample, sampleOf } from "./server_metrics.ts";
 import { SERVER_COLUMNS } from "./series.ts";
-import type { FleetStore, LogLine } from "./store.ts";
+import type { FileLedger, FleetStore, LogLine } from "./store.ts";
 
 /** How long raw rows are kept before they are averaged into 5-minute rows. */
 export const RAW_MS = 48 * 3_600_000;
 /** The downsampled rows' bucket. */
 export const BUCKET_MS = 5 * 60_000;
+/** New mount points a server may show in a day (more: not kept; a chart shows what is kept). */
+export const MAX_MOUNTS_PER_DAY = 128;
+const DAY_MS = 86_400_000;
 
-/** Computes `server`'s sample of `raw` read at `ts` against its previous counters, and stores both. */
-export function storeServerSample(store: FleetStore, server: string, raw: RawMetrics, ts: number): Sample {
+/**
+ * Computes `server`'s sample of `raw` read at `ts` against its previous counters (no rates after a
+ * gap over `maxGapMs`), and stores both.
+ */
+export function storeServerSample(
+  store: FleetStore,
+  server: string,
+  raw: RawMetrics,
+  ts: number,
+  maxGapMs?: number,
+): Sample {
   const before = store.sql(
     `SELECT ts, cpu_busy AS cpuBusy, cpu_total AS cpuTotal, net_rx AS netRx, net_tx AS netTx, uptime
      FROM server_counters WHERE server = ?`,
@@ -28,18 +44,24 @@ export function storeServerSample(store: FleetStore, server: string, raw: RawMet
     ts: before.ts,
     counters: Object.fromEntries(Object.entries(before).filter(([k, v]) => k !== "ts" && v !== null)),
   };
-  const sample = sampleOf(raw, ts, previous);
+  const sample = sampleOf(raw, ts, previous, maxGapMs);
   const columns = Object.keys(SERVER_COLUMNS);
   const values = Object.fromEntries(
     Object.entries(SERVER_COLUMNS).map(([column, name]) => [column, sample.values[name] ?? null]),
   );
   store.transaction(() => {
+    const filesystems = keptMounts(store, server, sample.filesystems, ts);
+    if (filesystems.length < sample.filesystems.length) {
+      const over = `${sample.filesystems.length - filesystems.length} new mount point(s) over the ` +
+        `${MAX_MOUNTS_PER_DAY} a server may show in a day: not kept`;
+      sample.missing = sample.missing ? `${sample.missing}; ${over}` : over;
+    }
     store.sql(
       `INSERT OR REPLACE INTO server_samples (server, ts, ${columns.join(", ")}, missing)
        VALUES (:server, :ts, ${columns.map((c) => `:${c}`).join(", ")}, :missing)`,
     ).run({ server, ts, ...values, missing: capText(sample.missing, FIELD.message) });
     const fs = store.sql("INSERT OR REPLACE INTO fs_samples (server, ts, mount, used, inodes) VALUES (?, ?, ?, ?, ?)");
-    for (const f of sample.filesystems) {
+    for (const f of filesystems) {
       fs.run(
         server,
         ts,
@@ -57,9 +79,29 @@ export function storeServerSample(store: FleetStore, server: string, raw: RawMet
   return sample;
 }
 
-/** One minute of an app's requests, from a line of its metrics.log. */
+/**
+ * The filesystems of a sample whose mount points may be kept: those seen in the last day (their
+ * last sight moved), and new ones while fewer than {@link MAX_MOUNTS_PER_DAY} were.
+ */
+function keptMounts(store: FleetStore, server: string, filesystems: Sample["filesystems"], ts: number) {
+  const seen = store.sql("UPDATE fs_mounts SET last_ts = MAX(last_ts, ?) WHERE server = ? AND mount = ?");
+  const add = store.sql("INSERT INTO fs_mounts (server, mount, last_ts) VALUES (?, ?, ?)");
+  let recent: number | undefined;
+  return filesystems.filter((f) => {
+    const mount = capText(f.mount, FIELD.short)!;
+    if (Number(seen.run(ts, server, mount).changes)) return true;
+    recent ??= (store.sql("SELECT COUNT(*) AS n FROM fs_mounts WHERE server = ? AND last_ts >= ?")
+      .get(server, ts - DAY_MS) as { n: number }).n;
+    if (recent >= MAX_MOUNTS_PER_DAY) return false;
+    add.run(server, mount, ts);
+    recent++;
+    return true;
+  });
+}
+
+/** One window (normally a minute) of an app's requests, from a line of its metrics.log. */
 export interface RequestMinute {
-  /** The minute's start, epoch ms. */
+  /** The window's end, epoch ms (the line's `ts`): its minute is the one of `ts - 1`. */
   ts: number;
   requests: number;
   /** 5xx responses. */
@@ -82,23 +124,20 @@ const count = (value: unknown) =>
 const ms = (value: unknown) =>
   typeof value === "number" && Number.isFinite(value) && value >= 0 && value <= MAX_MS ? value : null;
 
+/** An ISO time with its zone (`Z` or an offset): without one, Date.parse would read the fleet's local time. */
+const ZONED = /^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d{1,9})?)?(Z|[+-]\d\d:?\d\d)$/;
+
 /**
- * The request minute of a metrics.log line (../proxy/metrics.ts's takeMinute: `{ts, app, requests,
- * status: {"2xx": n, "5xx": n…}, p50_ms, p95_ms…}`), or undefined when it is not one. Hostile
- * input: the minute must be a date within a day of `now` or after 2000; counts whole, ≥ 0 and
- * sane; latencies finite (else null).
+ * The request window of a metrics.log line (../proxy/metrics.ts's takeMinute: `{ts, app, requests,
+ * status: {"2xx": n, "5xx": n…}, p50_ms, p95_ms…}`, `ts` the window's end), or undefined when it
+ * is not one. Hostile input: `ts` must be an ISO time with its zone, after 2000 and at most a day
+ * after `now`; counts whole, ≥ 0 and sane, 5xx at most the requests and the other statuses at most
+ * the rest; latencies finite (else null).
  */
 export function requestMinuteOf(line: LogLine, now: number): RequestMinute | undefined {
-  if (!line.text.startsWith("{")) return undefined;
-  let value: unknown;
-  try {
-    value = JSON.parse(line.text);
-  } catch {
-    return undefined;
-  }
-  if (value === null || typeof value !== "object" || Array.isArray(value)) return undefined;
-  const r = value as Record<string, unknown>;
-  const ts = typeof r.ts === "string" && r.ts.length <= 40 ? Date.parse(r.ts) : NaN;
+  const r = jsonObjectOf(line.text);
+  if (!r) return undefined;
+  const ts = typeof r.ts === "string" && ZONED.test(r.ts) ? Date.parse(r.ts) : NaN;
   if (!(ts >= Date.UTC(2000, 0, 1) && ts <= now + 86_400_000)) return undefined;
   const requests = count(r.requests);
   if (requests === undefined) return undefined;
@@ -111,47 +150,69 @@ export function requestMinuteOf(line: LogLine, now: number): RequestMinute | und
       else other += c;
     }
   }
+  errors = Math.min(errors, requests);
   return {
-    ts: Math.floor(ts / 60_000) * 60_000,
+    ts,
     requests,
-    errors: Math.min(errors, MAX_COUNT),
-    other: Math.min(other, MAX_COUNT),
+    errors,
+    other: Math.min(other, requests - errors),
     p50: ms(r.p50_ms),
     p95: ms(r.p95_ms),
   };
 }
 
+/** The rollups' steps: sums of requests and 5xx per 1, 4 and 12 hours (the sparklines of 24 h, 7 d and 30 d). */
+export const ROLLUP_STEPS = [3_600_000, 4 * 3_600_000, 12 * 3_600_000] as const;
+
 /**
- * Stores an app's request minutes (a minute seen again replaces its row: the same line ingested
- * twice, or read again after a crash, counts once).
+ * Stores an app's request windows, keyed by their end: a window seen again (the same line ingested
+ * twice, or read again after a crash) replaces its row and counts once; a window whose 5-minute
+ * bucket was averaged already (a line older than 48 h read again) is dropped. The rollups get the
+ * difference each row made. With `ledger`, it is saved in the same transaction.
  */
-export function storeRequestMinutes(store: FleetStore, server: string, app: string, minutes: RequestMinute[]): void {
-  if (!minutes.length) return;
+export function storeRequestMinutes(
+  store: FleetStore,
+  server: string,
+  app: string,
+  minutes: RequestMinute[],
+  ledger?: FileLedger,
+): void {
+  const before = store.sql("SELECT requests, errors FROM request_minutes WHERE server = ? AND ts = ? AND app = ?");
+  const averaged = store.sql("SELECT 1 FROM request_minutes_5m WHERE server = ? AND ts = ? AND app = ?");
   const insert = store.sql(
     `INSERT OR REPLACE INTO request_minutes (server, app, ts, requests, errors, other, p50, p95)
      VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
   );
-  // Each hour touched is summed again from its minutes (and 5-minute rows): a minute stored twice counts once.
-  const hour = store.sql(
-    `INSERT OR REPLACE INTO request_hours (server, ts, app, requests, errors)
-     SELECT :server, :hour, :app, COALESCE(SUM(requests), 0), COALESCE(SUM(errors), 0) FROM (
-       SELECT requests, errors FROM request_minutes
-       WHERE server = :server AND ts >= :hour AND ts < :hour + ${HOUR_MS} AND app = :app
-       UNION ALL SELECT requests, errors FROM request_minutes_5m
-       WHERE server = :server AND ts >= :hour AND ts < :hour + ${HOUR_MS} AND app = :app)`,
+  const rollup = store.sql(
+    `INSERT INTO request_rollups (step, ts, server, app, requests, errors) VALUES (?, ?, ?, ?, ?, ?)
+     ON CONFLICT DO UPDATE SET requests = requests + excluded.requests, errors = errors + excluded.errors`,
   );
   store.transaction(() => {
-    for (const m of minutes) insert.run(server, app, m.ts, m.requests, m.errors, m.other, m.p50, m.p95);
-    for (const h of new Set(minutes.map((m) => Math.floor(m.ts / HOUR_MS) * HOUR_MS))) {
-      hour.run({ server, app, hour: h });
+    for (const m of minutes) {
+      if (averaged.get(server, bucketEnd(m.ts), app)) continue;
+      const old = before.get(server, m.ts, app) as { requests: number; errors: number } | undefined;
+      insert.run(server, app, m.ts, m.requests, m.errors, m.other, m.p50, m.p95);
+      const [requests, errors] = [m.requests - (old?.requests ?? 0), m.errors - (old?.errors ?? 0)];
+      if (!requests && !errors) continue;
+      for (const step of ROLLUP_STEPS) {
+        rollup.run(step, Math.floor((m.ts - 1) / step) * step, server, app, requests, errors);
+      }
     }
+    if (ledger) store.saveLedger(ledger);
   });
 }
 
-const HOUR_MS = 3_600_000;
+/** The key of the 5-minute row a request window ending at `end` is averaged into: that bucket's end. */
+function bucketEnd(end: number): number {
+  return Math.floor((end - 1) / BUCKET_MS) * BUCKET_MS + BUCKET_MS;
+}
 
-/** The tables downsampled: their key columns, and how each value column is combined. */
-const TABLES: { raw: string; keys: string[]; avg: string[]; sum: string[]; weighted: string[] }[] = [
+/**
+ * The tables downsampled: their key columns, how each value column is combined, and whether `ts`
+ * is the end of what a row counts (request windows: their 5-minute rows are keyed by the bucket's
+ * end too, so every query reads both alike).
+ */
+const TABLES: { raw: string; keys: string[]; avg: string[]; sum: string[]; weighted: string[]; end?: true }[] = [
   { raw: "server_samples", keys: ["server"], avg: Object.keys(SERVER_COLUMNS), sum: [], weighted: [] },
   { raw: "fs_samples", keys: ["server", "mount"], avg: ["used", "inodes"], sum: [], weighted: [] },
   {
@@ -160,6 +221,7 @@ const TABLES: { raw: string; keys: string[]; avg: string[]; sum: string[]; weigh
     avg: [],
     sum: ["requests", "errors", "other"],
     weighted: ["p50", "p95"],
+    end: true,
   },
 ];
 
@@ -205,11 +267,19 @@ function averageSql(t: typeof TABLES[number]): string {
     ...missing ? ["missing = excluded.missing"] : [],
     "n = n + excluded.n",
   ];
+  const bucket = t.end
+    ? `((ts - 1) / ${BUCKET_MS}) * ${BUCKET_MS} + ${BUCKET_MS}`
+    : `(ts / ${BUCKET_MS}) * ${BUCKET_MS}`;
   return `INSERT INTO ${t.raw}_5m (${keys}, ts, ${columns.join(", ")}${missing ? ", missing" : ""}, n)
-    SELECT ${keys}, (ts / ${BUCKET_MS}) * ${BUCKET_MS} AS bucket, ${select.join(", ")}
+    SELECT ${keys}, ${bucket} AS bucket, ${select.join(", ")}
       ${missing ? ", MAX(missing)" : ""}, COUNT(*)
-    FROM ${t.raw} WHERE server = :server AND ts < :cutoff GROUP BY ${keys}, bucket
+    FROM ${t.raw} WHERE server = :server AND ${before(t)} GROUP BY ${keys}, bucket
     ON CONFLICT DO UPDATE SET ${sets.join(", ")}`;
+}
+
+/** The raw rows of `t` in buckets before :cutoff. */
+function before(t: typeof TABLES[number]): string {
+  return t.end ? "ts <= :cutoff" : "ts < :cutoff";
 }
 
 /**
@@ -229,14 +299,18 @@ export function downsample(store: FleetStore, now: number, days: number): number
     for (const t of TABLES) {
       for (const server of serversIn(store, t.raw)) {
         written += Number(store.sql(averageSql(t)).run({ server, cutoff }).changes);
-        store.sql(`DELETE FROM ${t.raw} WHERE server = :server AND ts < :cutoff`).run({ server, cutoff });
+        store.sql(`DELETE FROM ${t.raw} WHERE server = :server AND ${before(t)}`).run({ server, cutoff });
       }
     }
-    for (const table of [...TABLES.map((t) => `${t.raw}_5m`), "request_hours"]) {
+    for (const table of TABLES.map((t) => `${t.raw}_5m`)) {
       for (const server of serversIn(store, table)) {
         store.sql(`DELETE FROM ${table} WHERE server = :server AND ts < :oldest`).run({ server, oldest });
       }
     }
+    for (const step of ROLLUP_STEPS) {
+      store.sql("DELETE FROM request_rollups WHERE step = ? AND ts < ?").run(step, oldest - step);
+    }
+    store.sql("DELETE FROM fs_mounts WHERE last_ts < ?").run(oldest);
   });
   done.set(store, cutoff);
   return written;

@@ -146,10 +146,12 @@ export const MIGRATIONS: string[] = [
    );`,
   // 6: server metrics, one sample per server per pull (./server_metrics.ts; ./metric_store.ts keeps them): raw
   // rows for 48 h, then 5-minute averages (`n` raw rows each) for the retention period; each server's last raw
-  // counters (for CPU and network deltas); and the proxy's per-minute request counts of each app (metrics.log),
-  // downsampled the same way (`n` minutes each; p50/p95 weighted by requests), and summed per hour as they come
-  // (request_hours: the overview's sparklines over long ranges read those). Every key starts (server, ts), so
-  // time ranges of a server, which every query and the downsampling read, are ranges of the key.
+  // counters (for CPU and network deltas) and the mount points it showed (when last: new ones a day are capped);
+  // and the proxy's request windows of each app (metrics.log), keyed by the window's end, downsampled the same
+  // way (`n` windows each, keyed by the bucket's end; p50/p95 weighted by requests), and summed per 1, 4 and 12
+  // hours as they come (request_rollups: the overview's sparklines read those, a range of (step, ts)). Every
+  // other key starts (server, ts), so time ranges of a server, which every query and the downsampling read, are
+  // ranges of the key.
   `${
     ["", "_5m"].map((suffix) =>
       `CREATE TABLE server_samples${suffix} (
@@ -182,13 +184,20 @@ export const MIGRATIONS: string[] = [
    ) WITHOUT ROWID;`
     ).join("\n   ")
   }
-   CREATE TABLE request_hours (
-     server TEXT NOT NULL,
+   CREATE TABLE request_rollups (
+     step INTEGER NOT NULL,
      ts INTEGER NOT NULL,
+     server TEXT NOT NULL,
      app TEXT NOT NULL,
      requests INTEGER NOT NULL,
      errors INTEGER NOT NULL,
-     PRIMARY KEY (server, ts, app)
+     PRIMARY KEY (step, ts, server, app)
+   ) WITHOUT ROWID;
+   CREATE TABLE fs_mounts (
+     server TEXT NOT NULL,
+     mount TEXT NOT NULL,
+     last_ts INTEGER NOT NULL,
+     PRIMARY KEY (server, mount)
    ) WITHOUT ROWID;
    CREATE TABLE server_counters (
      server TEXT PRIMARY KEY,

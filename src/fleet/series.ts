@@ -2,9 +2,12 @@
  * Reading the metrics the collector keeps (./metric_store.ts writes them): a server's latest
  * sample (for alert rules and /metrics), an app's requests over a window (for rules), and chart
  * series in fixed buckets for a {@link Range} (the API serves them as JSON). Raw rows (the last
- * 48 h) and 5-minute rows (older) never overlap, so every query reads both. Requests are
- * attributed to the release serving then: the version of the app's latest successful (or
- * rolled-back-to) deployment at or before the minute.
+ * 48 h) and 5-minute rows (older) never overlap, so every query reads both, weighting each row by
+ * the raw rows it stands for. Request rows are keyed by the end of their window (a minute, or 5
+ * minutes once averaged): a row counts in the bucket of `ts - 1`. An app's series carries its
+ * figures per release: a window is attributed to the release serving at its end, the version of
+ * the app's latest successful deployment (or explicit rollback) at or before it; a deploy that
+ * failed and was rolled back automatically changes nothing.
  * @module
  */
 import type { FleetStore } from "./store.ts";
@@ -81,7 +84,7 @@ function rawHas(store: FleetStore, table: string, server: string, ts: number): b
   return store.sql(`SELECT 1 FROM ${table} WHERE server = ? AND ts = ? LIMIT 1`).get(server, ts) !== undefined;
 }
 
-/** An app's requests over [since, now] (minutes from metrics.log): p95 weighted by requests. */
+/** An app's requests over [since, now] (the windows from metrics.log that end after `since`): p95 weighted by requests. */
 export function appRequestWindow(
   store: FleetStore,
   server: string,
@@ -91,9 +94,9 @@ export function appRequestWindow(
   const row = store.sql(
     `SELECT SUM(requests) AS requests, SUM(errors) AS errors,
        SUM(p95 * requests) / NULLIF(SUM(CASE WHEN p95 IS NULL THEN 0 ELSE requests END), 0) AS p95
-     FROM (SELECT requests, errors, p95 FROM request_minutes WHERE server = :server AND app = :app AND ts >= :since
+     FROM (SELECT requests, errors, p95 FROM request_minutes WHERE server = :server AND app = :app AND ts > :since
        UNION ALL SELECT requests, errors, p95 FROM request_minutes_5m
-       WHERE server = :server AND app = :app AND ts >= :since)`,
+       WHERE server = :server AND app = :app AND ts > :since)`,
   ).get({ server, app, since }) as { requests: number | null; errors: number | null; p95: number | null };
   return { requests: row.requests ?? 0, errors5xx: row.errors ?? 0, p95Ms: row.p95 ?? null };
 }
@@ -139,6 +142,22 @@ export interface AppSeries {
   p95: (number | null)[];
   /** From the deployments table, in range. */
   deploys: { ts: number; version: string | null; outcome: string }[];
+  /** Per release that served in the range (its part of it), newest last; see {@link ReleaseFigures}. */
+  releases: ReleaseFigures[];
+}
+
+/** A release's figures over the part of a range it served. */
+export interface ReleaseFigures {
+  /** Null: before any known deployment, or the deployment named none. */
+  version: string | null;
+  /** Epoch ms: when it began serving (or the range's start), and when it stopped (or the range's end). */
+  from: number;
+  to: number;
+  requests: number;
+  /** 5xx share, 0-1; null without requests. */
+  errorRate: number | null;
+  /** ms, weighted by requests; null without any. */
+  p95: number | null;
 }
 
 /** One app's sparkline in the overview. */
@@ -187,130 +206,153 @@ function round(value: number): number {
   return Math.round(value * 1e4) / 1e4;
 }
 
-/** A server's CPU, memory, swap, load, network and disks over `range`. */
+/** Mount points a chart shows besides the latest sample's: the ones seen most recently in the range. */
+export const MAX_OLD_MOUNTS = 16;
+
+/** The average of column `c` over raw and 5-minute rows, each weighted by the raw rows it stands for. */
+function weighted(c: string, as = c): string {
+  return `SUM(${c} * n) * 1.0 / NULLIF(SUM(CASE WHEN ${c} IS NULL THEN 0 ELSE n END), 0) AS ${as}`;
+}
+
+/**
+ * A server's CPU, memory, swap, load, network and disks over `range`: the disks of its latest
+ * sample and the {@link MAX_OLD_MOUNTS} others seen most recently in the range.
+ */
 export function serverSeries(store: FleetStore, server: string, range: Range, now: number): ServerSeries {
   const span = buckets(range, now);
+  const latest = latestServerMetrics(store, server);
+  const old = store.sql(
+    `SELECT mount FROM fs_mounts WHERE server = ? AND last_ts >= ? AND mount NOT IN (SELECT value FROM json_each(?))
+     ORDER BY last_ts DESC, mount LIMIT ${MAX_OLD_MOUNTS}`,
+  ).all(server, span.from, JSON.stringify(latest?.filesystems.map((f) => f.mount) ?? [])) as { mount: string }[];
+  const mounts = [...latest?.filesystems.map((f) => f.mount) ?? [], ...old.map((row) => row.mount)];
   const params = { server, from: span.from, to: now + 1, step: span.stepMs };
-  const union = (columns: string, table: string) =>
-    `SELECT ${columns} FROM ${table} WHERE server = :server AND ts >= :from AND ts < :to
-     UNION ALL SELECT ${columns} FROM ${table}_5m WHERE server = :server AND ts >= :from AND ts < :to`;
+  const union = (columns: string, table: string, where = "") =>
+    `SELECT ${columns}, 1 AS n FROM ${table} WHERE server = :server AND ts >= :from AND ts < :to ${where}
+     UNION ALL SELECT ${columns}, n FROM ${table}_5m WHERE server = :server AND ts >= :from AND ts < :to ${where}`;
   const rows = store.sql(
-    `SELECT CAST((ts - :from) / :step AS INTEGER) AS b, AVG(cpu) AS cpu, AVG(memory) AS memory, AVG(swap) AS swap,
-       AVG(load1) AS load, AVG(net_rx) AS netRx, AVG(net_tx) AS netTx
+    `SELECT CAST((ts - :from) / :step AS INTEGER) AS b, ${weighted("cpu")}, ${weighted("memory")},
+       ${weighted("swap")}, ${weighted("load1", "load")}, ${weighted("net_rx", "netRx")}, ${weighted("net_tx", "netTx")}
      FROM (${union("ts, cpu, memory, swap, load1, net_rx, net_tx", "server_samples")}) GROUP BY b`,
   ).all(params);
   const series = fill(rows, span.ts.length, ["cpu", "memory", "swap", "load", "netRx", "netTx"] as const);
   const diskRows = store.sql(
-    `SELECT mount, CAST((ts - :from) / :step AS INTEGER) AS b, AVG(used) AS used, AVG(inodes) AS inodes
-     FROM (${union("ts, mount, used, inodes", "fs_samples")}) GROUP BY mount, b ORDER BY mount`,
-  ).all(params) as { mount: string }[];
+    `SELECT mount, CAST((ts - :from) / :step AS INTEGER) AS b, ${weighted("used")}, ${weighted("inodes")}
+     FROM (${union("ts, mount, used, inodes", "fs_samples", "AND mount IN (SELECT value FROM json_each(:mounts))")})
+     GROUP BY mount, b`,
+  ).all({ ...params, mounts: JSON.stringify(mounts) }) as { mount: string }[];
   const byMount = groupBy(diskRows, (row) => row.mount);
-  const disks = [...byMount].map(([mount, list]) => ({
+  const disks = mounts.sort().map((mount) => ({
     mount,
-    ...fill(list, span.ts.length, ["used", "inodes"] as const),
+    ...fill(byMount.get(mount) ?? [], span.ts.length, ["used", "inodes"] as const),
   }));
-  const missing = latestServerMetrics(store, server)?.missing;
+  const missing = latest?.missing;
   return { server, range, ...span, ...series, disks, ...(missing ? { missing } : {}) };
 }
 
-/** SQL of an app's request rows (raw and 5-minute) in [:from, :to). */
+/** SQL of request rows (raw and 5-minute) whose window ends in (:from, :to], and `%`. */
 const REQUEST_ROWS =
-  `SELECT server, app, ts, requests, errors, p50, p95 FROM request_minutes WHERE ts >= :from AND ts < :to AND %
+  `SELECT server, app, ts, requests, errors, p50, p95 FROM request_minutes WHERE ts > :from AND ts <= :to AND %
    UNION ALL SELECT server, app, ts, requests, errors, p50, p95 FROM request_minutes_5m
-   WHERE ts >= :from AND ts < :to AND %`;
+   WHERE ts > :from AND ts <= :to AND %`;
 
 /**
- * Requests per minute in a bucket: over its length, or for the last one (under way) over the time
- * it has run, up to the end of the minute at `:to`.
+ * Requests per minute in the bucket starting at `start`: over its length, or for the last one
+ * (under way) over its whole minutes up to `:to` (those whose windows can have ended).
  */
-const PER_MINUTE =
-  "SUM(requests) * 60000.0 / MIN(:step, :to + 59999 - (:from + CAST((MIN(ts) - :from) / :step AS INTEGER) * :step))";
+const perMinute = (requests: string, start: string) =>
+  `${requests} * 60000.0 / MIN(:step, MAX(60000, CAST((:to - ${start}) / 60000 AS INTEGER) * 60000))`;
 
-/** Per bucket: requests per minute, the 5xx share, p50/p95 weighted by requests. */
-const REQUEST_BUCKET = `CAST((ts - :from) / :step AS INTEGER) AS b,
-  ${PER_MINUTE} AS requests,
+/** Per bucket (of the minute `ts - 1`): requests per minute, the 5xx share, p50/p95 weighted by requests. */
+const REQUEST_BUCKET = `CAST((ts - 1 - :from) / :step AS INTEGER) AS b,
+  ${perMinute("SUM(requests)", ":from + CAST((MIN(ts) - 1 - :from) / :step AS INTEGER) * :step")} AS requests,
   SUM(errors) * 1.0 / NULLIF(SUM(requests), 0) AS errorRate,
   SUM(p50 * requests) / NULLIF(SUM(CASE WHEN p50 IS NULL THEN 0 ELSE requests END), 0) AS p50,
   SUM(p95 * requests) / NULLIF(SUM(CASE WHEN p95 IS NULL THEN 0 ELSE requests END), 0) AS p95`;
 
-/** An app's requests, error rate and latency over `range`, with its deployments. */
+/** An app's requests, error rate and latency over `range`, with its deployments and per-release figures. */
 export function appSeries(store: FleetStore, server: string, app: string, range: Range, now: number): AppSeries {
   const span = buckets(range, now);
   const where = "server = :server AND app = :app";
+  const params = { server, app, from: span.from, to: now, step: span.stepMs };
   const rows = store.sql(`SELECT ${REQUEST_BUCKET} FROM (${REQUEST_ROWS.replaceAll("%", where)}) GROUP BY b`)
-    .all({ server, app, from: span.from, to: now + 1, step: span.stepMs });
+    .all(params);
   const series = fill(rows, span.ts.length, ["requests", "errorRate", "p50", "p95"] as const);
-  const deploys = deployments(store, server, app)
-    .filter((d) => d.ts >= span.from && d.ts <= now)
+  const all = deployments(store, server, app);
+  const deploys = all.filter((d) => d.ts >= span.from && d.ts <= now)
     .map(({ ts, version, outcome }) => ({ ts, version, outcome }));
-  return { server, app, range, ...span, ...series, deploys };
+  const windows = store.sql(REQUEST_ROWS.replaceAll("%", where) + " ORDER BY ts")
+    .all({ server, app, from: span.from, to: now }) as RequestRow[];
+  return { server, app, range, ...span, ...series, deploys, releases: releases(all, windows, span.from, now) };
 }
 
 /** Deployments of an app shown or attributed at most. */
 const MAX_DEPLOYS = 1000;
 
+type Deployment = { ts: number; version: string | null; outcome: string; step: string | null };
+type RequestRow = { ts: number; requests: number; errors: number; p95: number | null };
+
 /** An app's deployments (the newest {@link MAX_DEPLOYS}), oldest first, with their time as epoch ms. */
-function deployments(store: FleetStore, server: string, app: string) {
+function deployments(store: FleetStore, server: string, app: string): Deployment[] {
   const rows = store.sql(
-    `SELECT at, version, outcome FROM deployments WHERE server = ? AND app = ? ORDER BY id DESC LIMIT ${MAX_DEPLOYS}`,
-  ).all(server, app) as { at: string; version: string | null; outcome: string }[];
+    `SELECT at, version, outcome, step FROM deployments WHERE server = ? AND app = ? ORDER BY id DESC
+     LIMIT ${MAX_DEPLOYS}`,
+  ).all(server, app) as { at: string; version: string | null; outcome: string; step: string | null }[];
   return rows.map((row) => ({ ...row, ts: Date.parse(row.at) }))
     .filter((row) => Number.isFinite(row.ts))
     .sort((a, b) => a.ts - b.ts);
 }
 
-/** One release's requests in a window (see {@link appReleaseWindows}). */
-export interface ReleaseRequests {
-  /** The version serving (null: before any known deployment, or the deployment named none). */
-  version: string | null;
-  /** When it began serving (epoch ms; null: before the first known deployment). */
-  since: number | null;
-  requests: number;
-  errors5xx: number;
-  errorRate: number | null;
-  p95Ms: number | null;
+/**
+ * Whether a deployment changed the version serving: a success, or an explicit rollback (`rolled_back`
+ * without a failing step). A deploy that failed after the switch is written `rolled_back` with its
+ * step and the failed release's commit: the version before it serves again.
+ */
+function changesServing(d: Deployment): boolean {
+  return d.outcome === "success" || d.outcome === "rolled_back" && d.step === null;
 }
 
 /**
- * An app's requests over [since, now] split by the release that served them: each minute goes to
- * the version of the latest deployment that succeeded (or rolled back to it) at or before it.
+ * The figures of each release that served in [from, to] (`windows`: request rows in it, by their
+ * end, ascending): a window goes to the release of the latest serving deployment at or before its end.
  */
-export function appReleaseWindows(store: FleetStore, server: string, app: string, since: number): ReleaseRequests[] {
-  const serving = deployments(store, server, app).filter((d) => d.outcome === "success" || d.outcome === "rolled_back");
-  const rows = store.sql(REQUEST_ROWS.replaceAll("%", "server = :server AND app = :app") + " ORDER BY ts").all({
-    server,
-    app,
-    from: since,
-    to: Number.MAX_SAFE_INTEGER,
-  }) as { ts: number; requests: number; errors: number; p95: number | null }[];
-  const out: (ReleaseRequests & { weight: number; sum: number })[] = [];
-  let d = -1;
-  for (const row of rows) {
-    while (d + 1 < serving.length && serving[d + 1].ts <= row.ts) d++;
-    const version = d >= 0 ? serving[d].version : null;
-    const start = d >= 0 ? serving[d].ts : null;
-    let last = out[out.length - 1];
-    if (!last || last.since !== start) {
-      last = { version, since: start, requests: 0, errors5xx: 0, errorRate: null, p95Ms: null, weight: 0, sum: 0 };
-      out.push(last);
-    }
-    last.requests += row.requests;
-    last.errors5xx += row.errors;
+function releases(all: readonly Deployment[], windows: readonly RequestRow[], from: number, to: number) {
+  const serving = all.filter(changesServing);
+  const first = serving.findLastIndex((d) => d.ts <= from);
+  const periods = [first >= 0 ? serving[first] : undefined, ...serving.filter((d) => d.ts > from && d.ts <= to)]
+    .map((d, i, list) => ({
+      version: d?.version ?? null,
+      from: Math.max(from, d?.ts ?? from),
+      to: list[i + 1]?.ts ?? to,
+      requests: 0,
+      errors: 0,
+      weight: 0,
+      sum: 0,
+    }));
+  let p = 0;
+  for (const row of windows) {
+    while (p + 1 < periods.length && periods[p + 1].from <= row.ts) p++;
+    const period = periods[p];
+    period.requests += row.requests;
+    period.errors += row.errors;
     if (row.p95 !== null) {
-      last.weight += row.requests;
-      last.sum += row.p95 * row.requests;
+      period.weight += row.requests;
+      period.sum += row.p95 * row.requests;
     }
   }
-  return out.map(({ weight, sum, ...r }) => ({
-    ...r,
-    errorRate: r.requests ? r.errors5xx / r.requests : null,
-    p95Ms: weight ? sum / weight : null,
+  return periods.map(({ version, from, to, requests, errors, weight, sum }): ReleaseFigures => ({
+    version,
+    from,
+    to,
+    requests,
+    errorRate: requests ? round(errors / requests) : null,
+    p95: weight ? round(sum / weight) : null,
   }));
 }
 
 /**
- * The sparklines' steps: per minute over an hour; longer ranges read the hourly sums (a sparkline
- * is small: 24 to 60 points), so the overview of 1,000 apps reads at most 720 k rows.
+ * The sparklines' steps: per minute over an hour; longer ranges read the rollups of the same step
+ * (./metric_store.ts ROLLUP_STEPS: a sparkline is small, 24 to 60 points), one row per bucket.
  */
 export const SPARKLINE_STEPS: Record<Range, number> = {
   "1h": 60_000,
@@ -326,20 +368,21 @@ export function overviewSparklines(store: FleetStore, range: Range, now: number)
     server: string;
     app: string;
   }[];
-  // Each server's range of the key (the tables' keys start with (server, ts)).
-  const servers = "server IN (SELECT DISTINCT server FROM apps)";
+  // Raw minutes: each server's range of the key (the tables' keys start with (server, ts)); rollups: a range of
+  // (step, ts), one row per bucket.
   const rows = store.sql(
     range === "1h"
-      ? `SELECT server, app, ${REQUEST_BUCKET} FROM (${REQUEST_ROWS.replaceAll("%", servers)}) GROUP BY server, app, b`
-      : `SELECT server, app, CAST((ts - :from) / :step AS INTEGER) AS b, ${PER_MINUTE} AS requests,
-           SUM(errors) * 1.0 / NULLIF(SUM(requests), 0) AS errorRate
-         FROM request_hours WHERE ${servers} AND ts >= :from AND ts < :to GROUP BY server, app, b`,
-  ).all({ from: span.from, to: now + 1, step: span.stepMs }) as { server: string; app: string }[];
-  const byApp = groupBy(rows, (row) => JSON.stringify([row.server, row.app]));
+      ? `SELECT server, app, ${REQUEST_BUCKET}
+         FROM (${REQUEST_ROWS.replaceAll("%", "server IN (SELECT DISTINCT server FROM apps)")}) GROUP BY server, app, b`
+      : `SELECT server, app, (ts - :from) / :step AS b, ${perMinute("requests", "ts")} AS requests,
+           errors * 1.0 / NULLIF(requests, 0) AS errorRate
+         FROM request_rollups WHERE step = :step AND ts >= :from AND ts <= :to`,
+  ).all({ from: span.from, to: now, step: span.stepMs }) as { server: string; app: string }[];
+  const byApp = groupBy(rows, (row) => `${row.server}\n${row.app}`);
   return apps.map(({ server, app }) => ({
     server,
     app,
-    ...fill(byApp.get(JSON.stringify([server, app])) ?? [], span.ts.length, ["requests", "errorRate"] as const),
+    ...fill(byApp.get(`${server}\n${app}`) ?? [], span.ts.length, ["requests", "errorRate"] as const),
   }));
 }
 

@@ -2,10 +2,10 @@
  * Server metrics without an agent: {@link METRICS_SCRIPT}, a constant POSIX sh script that the
  * pull's listing (./pull_plan.ts) runs in the same ssh command (and `host: local` runs with `sh -c`),
  * prints /proc/stat's first line and CPU count, /proc/loadavg, /proc/meminfo's memory and swap,
- * /proc/net/dev, /proc/uptime, /proc/self/mounts (the filesystem types: `df -P` has none, and
- * busybox has no `df -T`) and `df -P -k` and `df -P -i` (GNU and busybox), as `M <section>`
- * sections, bounded to {@link MAX_METRICS_BYTES}; shell builtins but for df and head, so it costs
- * a few milliseconds.
+ * /proc/uptime, the local storage mounts of /proc/self/mounts (point and type: `df -P` has no
+ * types, and busybox has no `df -T`), `df -P -k` and `df -P -i` of those (GNU and busybox), and
+ * /proc/net/dev, as `M <section>` sections, bounded to {@link MAX_METRICS_BYTES}; shell builtins
+ * but for df, timeout and head, so it costs a few milliseconds.
  * {@link parseMetrics} reads it as hostile input (a compromised server prints anything: every
  * number checked finite, ≥ 0 and within bounds, at most {@link MAX_FILESYSTEMS} filesystems, never
  * throws), and {@link sampleOf} turns it into a sample: CPU % and network bytes/s come from the
@@ -22,22 +22,45 @@ export const MAX_FILESYSTEMS = 64;
 /** The line that starts the metrics in the listing's output. */
 export const METRICS_MARK = "#metrics";
 
+/** Mount points given to df at most (local storage ones, in /proc/self/mounts' order). */
+export const MAX_DF_MOUNTS = 96;
+/** Seconds each df may take where `timeout` exists (a stuck filesystem must not hold the pull). */
+export const DF_TIMEOUT_S = 4;
+
+/**
+ * Filesystem types the script never gives df: network ones (a hung server would hang df) and
+ * pseudo ones (no storage). Kept as a shell `case` pattern.
+ */
+const NOT_DF = "nfs|nfs4|cifs|smb3|smbfs|ncpfs|fuse.sshfs|sshfs|ceph|fuse.ceph|glusterfs|fuse.glusterfs|9p|afs|" +
+  "lustre|gfs2|ocfs2|davfs|fuse.s3fs|fuse.rclone|fuse.lxcfs|proc|sysfs|cgroup|cgroup2|devpts|devtmpfs|mqueue|" +
+  "debugfs|tracefs|securityfs|pstore|bpf|configfs|fusectl|binfmt_misc|autofs|nsfs|overlay|squashfs|hugetlbfs|" +
+  "efivarfs|rpc_pipefs|selinuxfs|ramfs|nfsd";
+
 /**
  * The constant script. `[ -r /proc/stat ]` tells whether /proc is there; each file is read on its
  * own (with shell builtins: `p FILE N` prints its first N lines), so what can be read is printed.
- * df is the only command run (twice), local filesystems only where it can (`-l`: GNU; a hung
- * network mount must not hang the pull), and the whole is cut by `head -c`. Errors go nowhere
- * and the exit code is always 0: metrics never fail a pull.
+ * The small sections come first and /proc/net/dev last, so the `head -c` cut can only shorten that
+ * one. df (the only command run, twice) is given the local storage mount points of
+ * /proc/self/mounts only (at most {@link MAX_DF_MOUNTS}; no network filesystem, which could hang
+ * it; `\040` unescaped, other escaped names skipped), each mount's point and type printed for the
+ * parser; without /proc, `df -l` (GNU) or plain df. Each df runs under `timeout` where there is
+ * one. Errors go nowhere and the exit code is always 0: metrics never fail a pull.
  */
-export const METRICS_SCRIPT = `echo '${METRICS_MARK}'; { if [ -r /proc/stat ]; then ` +
+export const METRICS_SCRIPT =
+  `echo '${METRICS_MARK}'; { t=; timeout ${DF_TIMEOUT_S} true && t='timeout ${DF_TIMEOUT_S}'; ` +
+  "if [ -r /proc/stat ]; then " +
   'p() { n=0; while [ $n -lt $2 ] && IFS= read -r l; do echo "$l"; n=$((n+1)); done < "$1"; }; ' +
   "echo 'M stat'; n=0; f=; while read -r a b; do case $a in " +
   'cpu) [ -n "$f" ] || echo "$a $b"; f=1 ;; cpu[0-9]*) n=$((n+1)) ;; *) break ;; esac; done < /proc/stat; ' +
   "echo $n; echo 'M loadavg'; p /proc/loadavg 1; echo 'M meminfo'; while read -r k v; do case $k in " +
   'MemTotal:|MemAvailable:|SwapTotal:|SwapFree:) echo "$k $v" ;; esac; done < /proc/meminfo; ' +
-  "echo 'M netdev'; p /proc/net/dev 258; echo 'M uptime'; p /proc/uptime 1; " +
-  "echo 'M mounts'; p /proc/self/mounts 1024; else echo 'M noproc'; fi; " +
-  "echo 'M df'; df -P -k -l || df -P -k; echo 'M dfi'; df -P -i -l || df -P -i; " +
+  "echo 'M uptime'; p /proc/uptime 1; echo 'M mounts'; set --; while read -r d m y r; do " +
+  `case $y in ${NOT_DF}) continue ;; esac; [ $# -lt ${MAX_DF_MOUNTS} ] || break; u=; s=$m; ` +
+  "while :; do case $s in *'\\040'*) u=\"$u${s%%'\\040'*} \"; s=${s#*'\\040'} ;; *) break ;; esac; done; " +
+  'u="$u$s"; case $u in *\\\\*) continue ;; esac; echo "$m $y"; set -- "$@" "$u"; done < /proc/self/mounts; ' +
+  "if [ $# -gt 0 ]; then echo 'M df'; $t df -P -k \"$@\"; echo 'M dfi'; $t df -P -i \"$@\"; fi; " +
+  "echo 'M netdev'; p /proc/net/dev 258; " +
+  "else echo 'M noproc'; echo 'M df'; $t df -P -k -l || $t df -P -k; echo 'M dfi'; $t df -P -i -l || $t df -P -i; fi; " +
   `} 2>/dev/null | head -c ${MAX_METRICS_BYTES}; true`;
 
 /** Server-wide metric names. */
@@ -112,7 +135,7 @@ export interface Counters {
   /** CPU time that was not idle or iowait, and all of it (USER_HZ ticks). */
   cpuBusy?: number;
   cpuTotal?: number;
-  /** Bytes received and sent, all interfaces but lo. */
+  /** Bytes received and sent, all interfaces but lo and virtual ones (veth, docker, bridges…). */
   netRx?: number;
   netTx?: number;
   /** Seconds since boot (it going back = a reboot: counters restarted). */
@@ -216,13 +239,19 @@ function readMemory(lines: string[] | undefined, raw: RawMetrics): void {
   if (swapTotal !== undefined) raw.swap = { total: swapTotal, free: Math.min(swapFree ?? swapTotal, swapTotal) };
 }
 
+/**
+ * Interfaces not counted: loopback, and the virtual ones of containers and VMs (veth pairs and
+ * bridges carry traffic that the real interface carries too: it would count two or three times).
+ */
+const VIRTUAL_INTERFACE = /^(lo$|veth|docker|br-|virbr|cni|flannel)/;
+
 function readNet(lines: string[] | undefined, raw: RawMetrics): void {
   let rx = 0;
   let tx = 0;
   let seen = 0;
   for (const line of lines ?? []) {
     const match = /^\s*([^\s:]{1,64}):\s*(.*)$/.exec(line);
-    if (!match || match[1] === "lo") continue;
+    if (!match || VIRTUAL_INTERFACE.test(match[1])) continue;
     const fields = match[2].trim().split(/\s+/);
     const [r, t] = [num(fields[0]), num(fields[8])];
     if (r === undefined || t === undefined) continue;
@@ -250,7 +279,7 @@ function readDisks(
 ): void {
   const types = new Map<string, string>();
   for (const line of mounts ?? []) {
-    const [, point, type] = line.split(" ");
+    const [point, type] = line.split(" "); // `<mount point, escaped> <type>`
     if (point && type) types.set(unescapeMount(point), type); // the last mount over a point is the one seen
   }
   const inodes = new Map<string, number>();
@@ -314,16 +343,20 @@ export interface Previous {
 /** Rates above this many bytes/s (1 TB/s) are not real. */
 const MAX_RATE = 1e12;
 
+/** The longest time between two samples that still gives rates (longer: an average over hours). */
+export const MAX_DELTA_GAP_MS = 10 * 60_000;
+
 /**
  * The sample of `raw`, read at `ts`: CPU % and network bytes/s from the deltas against `previous`
- * (none on the first sample, when the time did not move forward, after a reboot (uptime went
- * back) or when a counter went back (reset or wrap): that cycle has no value).
+ * (none on the first sample, when the time did not move forward or moved more than `maxGapMs`
+ * (the collector passes 3 intervals, at least {@link MAX_DELTA_GAP_MS}), after a reboot (uptime
+ * went back) or when a counter went back (reset or wrap): that cycle has no value).
  */
-export function sampleOf(raw: RawMetrics, ts: number, previous?: Previous): Sample {
+export function sampleOf(raw: RawMetrics, ts: number, previous?: Previous, maxGapMs = MAX_DELTA_GAP_MS): Sample {
   const values: Sample["values"] = {};
   const c = raw.counters;
   const p = previous?.counters;
-  const seconds = previous ? (ts - previous.ts) / 1000 : 0;
+  const seconds = previous && ts - previous.ts <= maxGapMs ? (ts - previous.ts) / 1000 : 0;
   const rebooted = c.uptime !== undefined && p?.uptime !== undefined && c.uptime < p.uptime;
   const delta = (now?: number, before?: number) =>
     now !== undefined && before !== undefined && !rebooted && now >= before ? now - before : undefined;

@@ -98,18 +98,13 @@ export class SshSource implements Source {
 
   /**
    * The server's listing (at most {@link MAX_LISTING_BYTES} of it), and with `metrics` the output
-   * of its metrics script (the same command: {@link LISTING_WITH_METRICS}).
+   * of its metrics script (the same command: {@link LISTING_WITH_METRICS}; a failure after the
+   * listing ended, in the metrics, fails nothing: what they printed is taken).
    */
   private async listing(metrics = false): Promise<{ files: ListedFile[]; metrics?: string }> {
     const command = metrics ? LISTING_WITH_METRICS : LISTING;
     const result = await this.run([...this.sshArgv(), "--", this.server.host, command], MAX_LISTING_BYTES, 30_000);
-    if (result.overflow) {
-      throw new PullFailed(`its file listing is over ${size(MAX_LISTING_BYTES)}: too many files to pull`);
-    }
-    const errors = result.tail.filter((line) => !/^[SL] \d+ \d+ /.test(line));
-    if (result.code !== 0) throw new PullFailed(sshError(this.server, errors, result.code));
-    const { listing, metrics: part } = metrics ? splitMetrics(result.output) : { listing: result.output };
-    return { files: parseListing(listing), ...(part === undefined ? {} : { metrics: part }) };
+    return listingOf(this.server, result, metrics);
   }
 
   /** The rsync argv that pulls `files` (paths under `remote`) into `local`, each at most `maxSize` bytes. */
@@ -301,6 +296,28 @@ export class SshSource implements Source {
       timeoutMs: 10_000,
     });
   }
+}
+
+/**
+ * What a listing command's `result` gives: its files, and with `metrics` what the metrics script
+ * printed. The metrics' mark is printed only once the listing worked: whatever happened after it
+ * (a df that hung until the timeout, the connection lost), the listing stands and the metrics are
+ * what came. Throws PullFailed when the listing itself failed or was too big.
+ */
+export function listingOf(
+  server: FleetServer,
+  result: CmdResult,
+  metrics: boolean,
+): { files: ListedFile[]; metrics?: string } {
+  if (result.overflow) {
+    throw new PullFailed(`its file listing is over ${size(MAX_LISTING_BYTES)}: too many files to pull`);
+  }
+  const { listing, metrics: part } = metrics ? splitMetrics(result.output) : { listing: result.output };
+  if (result.code !== 0 && part === undefined) {
+    const errors = result.tail.filter((line) => !/^[SL] \d+ \d+ /.test(line));
+    throw new PullFailed(sshError(server, errors, result.code));
+  }
+  return { files: parseListing(listing), ...(part === undefined ? {} : { metrics: part }) };
 }
 
 /**

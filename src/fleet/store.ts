@@ -92,6 +92,14 @@ export type CronRunRow = CronRunView & { offset: number };
 /** Lines removed per transaction by retention. */
 const RETAIN_BATCH = 10_000;
 
+/** The tables of a server's metrics (migration 6), removed with the server. */
+const METRIC_TABLES = [
+  "server_counters",
+  "fs_mounts",
+  "request_rollups",
+  ...["server_samples", "fs_samples", "request_minutes"].flatMap((t) => [t, `${t}_5m`]),
+];
+
 /** Where ingestion of one file stopped: its generation (a new one after rotation or truncation). */
 export interface FileLedger {
   id: number;
@@ -257,7 +265,7 @@ export class FleetStore {
     });
   }
 
-  /** Keeps the configured servers only (a server removed from the config leaves the overview). */
+  /** Keeps the configured servers only (a server removed from the config leaves the overview, and its metrics go). */
   keepServers(names: string[]): void {
     const list = JSON.stringify(names);
     this.transaction(() => {
@@ -265,6 +273,10 @@ export class FleetStore {
       this.sql("DELETE FROM apps WHERE server NOT IN (SELECT value FROM json_each(?))").run(list);
       this.sql("DELETE FROM certificates WHERE server NOT IN (SELECT value FROM json_each(?))").run(list);
       this.sql("DELETE FROM cron_runs WHERE server NOT IN (SELECT value FROM json_each(?))").run(list);
+      // and its metrics: a server added again starts afresh (no deltas against its old counters)
+      for (const table of METRIC_TABLES) {
+        this.sql(`DELETE FROM ${table} WHERE server NOT IN (SELECT value FROM json_each(?))`).run(list);
+      }
     });
   }
 

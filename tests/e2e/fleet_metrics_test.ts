@@ -15,13 +15,7 @@ import { FakeVps } from "../helpers/vps.ts";
 import { Collector } from "../../src/fleet/collector.ts";
 import { fleetConfigSchema, fleetPaths } from "../../src/fleet/config.ts";
 import { metrics } from "../../src/fleet/metrics.ts";
-import {
-  appReleaseWindows,
-  appRequestWindow,
-  appSeries,
-  latestServerMetrics,
-  serverSeries,
-} from "../../src/fleet/series.ts";
+import { appRequestWindow, appSeries, latestServerMetrics, serverSeries } from "../../src/fleet/series.ts";
 import { NO_PROC } from "../../src/fleet/server_metrics.ts";
 import { FleetStore } from "../../src/fleet/store.ts";
 
@@ -122,11 +116,17 @@ Deno.test("fleet metrics: synthetic /proc, a filling disk and a host without /pr
     const window = appRequestWindow(store, "a", "shop", start);
     assertEquals([window.requests, window.errors5xx], [200, 50]);
     assert(window.p95Ms !== null && window.p95Ms > 0);
-    assertEquals(
-      appReleaseWindows(store, "a", "shop", start).map((r) => [r.version, r.requests, r.errorRate]),
-      [["1111111", 100, 0], ["2222222", 100, 0.5]],
-    );
     const app = appSeries(store, "a", "shop", "1h", now());
+    assertEquals(app.releases.map((r) => [r.version, r.requests, r.errorRate]), [
+      ["1111111", 100, 0],
+      ["2222222", 100, 0.5],
+    ]);
+    assertEquals(app.releases[1].from, start + 5.5 * 60_000);
+    assertEquals(
+      (store.sql("SELECT COUNT(*) AS n FROM lines WHERE file = 'metrics.log'").get() as { n: number }).n,
+      0,
+      "metrics.log lines are request minutes only",
+    );
     const shown = app.errorRate.filter((v) => v !== null);
     assertEquals(shown, [0, 0, 0, 0, 0, 0.5, 0.5, 0.5, 0.5, 0.5]);
     assertEquals(app.requests.filter((v) => v !== null).every((v) => v === 20), true);

@@ -1,7 +1,8 @@
 /** The fleet's ledger decisions and file ingestion, on real files and a real SQLite store. */
 import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
-import { decide, deploymentOf, hashHex, ingestFile, lineTime } from "../../src/fleet/ingest.ts";
+import { cronRunOf, decide, deploymentOf, hashHex, ingestFile, lineTime } from "../../src/fleet/ingest.ts";
+import { jsonObjectOf } from "../../src/fleet/json_line.ts";
 import { type FileLedger, FleetStore } from "../../src/fleet/store.ts";
 import { MIGRATIONS } from "../../src/fleet/migrations.ts";
 
@@ -48,6 +49,15 @@ Deno.test("lineTime: PM2's, ISO and metrics.log timestamps at the start of a lin
   // The proxy's metrics.log: one JSON object per app per minute, its time first.
   assertEquals(lineTime('{"ts":"2026-11-29T07:01:00.000Z","app":"shop"}'), Date.UTC(2026, 10, 29, 7, 1, 0));
   assertEquals(lineTime("GET / 200"), undefined);
+});
+
+Deno.test("jsonObjectOf: a JSON object, or undefined for anything else (deploy.log, cron.log, metrics.log read it)", () => {
+  assertEquals(jsonObjectOf('{"a":1}'), { a: 1 });
+  for (const text of ["", "not json", "[1]", "null", "5", '"x"', "{broken", ' {"a":1}']) {
+    assertEquals(jsonObjectOf(text), undefined, text);
+    assertEquals(deploymentOf({ offset: 0, ts: 0, text }), undefined, text);
+    assertEquals(cronRunOf({ offset: 0, ts: 0, text }), undefined, text);
+  }
 });
 
 Deno.test("deploymentOf: outcome events of deploy.log, with the failing step", () => {

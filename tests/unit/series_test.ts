@@ -10,22 +10,23 @@ import { assert, assertEquals } from "../helpers/assert.ts";
 import { ingestFile } from "../../src/fleet/ingest.ts";
 import {
   downsample,
+  MAX_MOUNTS_PER_DAY,
   RAW_MS,
   requestMinuteOf,
   storeRequestMinutes,
   storeServerSample,
 } from "../../src/fleet/metric_store.ts";
 import {
-  appReleaseWindows,
   appRequestWindow,
   appSeries,
   buckets,
   latestServerMetrics,
+  MAX_OLD_MOUNTS,
   overviewSparklines,
   RANGES,
   serverSeries,
 } from "../../src/fleet/series.ts";
-import { parseMetrics } from "../../src/fleet/server_metrics.ts";
+import { parseMetrics, type RawMetrics } from "../../src/fleet/server_metrics.ts";
 import { FleetStore } from "../../src/fleet/store.ts";
 import { metricsLogLines } from "../helpers/metrics_log.ts";
 import { dbGrowth } from "../../bench/fleet.ts";
@@ -102,8 +103,13 @@ Deno.test("series: past 48 h raw rows become 5-minute averages, read by the same
       else idle += 60;
       storeServerSample(store, "a", parseMetrics(output(busy, idle, i * 60, 50)), T0 + i * 30_000);
     }
-    storeRequestMinutes(store, "a", "web", [{ ts: T0, requests: 10, errors: 1, other: 9, p50: 5, p95: 10 }]);
-    storeRequestMinutes(store, "a", "web", [{ ts: T0 + 60_000, requests: 30, errors: 0, other: 30, p50: 1, p95: 2 }]);
+    // Two windows (keyed by their end) of the bucket [T0, T0 + 5 min).
+    const minutes = [
+      { ts: T0 + 60_000, requests: 10, errors: 1, other: 9, p50: 5, p95: 10 },
+      { ts: T0 + 120_000, requests: 30, errors: 0, other: 30, p50: 1, p95: 2 },
+    ];
+    storeRequestMinutes(store, "a", "web", minutes.slice(0, 1));
+    storeRequestMinutes(store, "a", "web", minutes.slice(1));
     const now = T0 + days * 86_400_000;
     const rawBefore = count(store, "server_samples");
     const written = downsample(store, now, 30);
@@ -124,6 +130,17 @@ Deno.test("series: past 48 h raw rows become 5-minute averages, read by the same
     const minute = store.sql("SELECT requests, errors, other, p95, n FROM request_minutes_5m").get();
     assertEquals({ ...minute }, { requests: 40, errors: 1, other: 39, p95: 4, n: 2 });
     assertEquals(appRequestWindow(store, "a", "web", T0), { requests: 40, errors5xx: 1, p95Ms: 4 });
+    // The same lines read again (older than 48 h, their bucket averaged): they count once.
+    storeRequestMinutes(store, "a", "web", minutes);
+    assertEquals(count(store, "request_minutes"), 0, "dropped: their bucket was averaged");
+    downsample(store, now + 300_000, 30);
+    assertEquals(appRequestWindow(store, "a", "web", T0).requests, 40);
+    const rollups = store.sql("SELECT step, ts, requests, errors FROM request_rollups ORDER BY step").all();
+    assertEquals(rollups.map((r) => ({ ...r })), [
+      { step: 3_600_000, ts: T0, requests: 40, errors: 1 },
+      { step: 4 * 3_600_000, ts: T0, requests: 40, errors: 1 },
+      { step: 12 * 3_600_000, ts: T0, requests: 40, errors: 1 },
+    ]);
     // A week's chart reads both: hour buckets of 5-minute rows, then of raw ones.
     const week = serverSeries(store, "a", "7d", now);
     assertEquals(week.stepMs, 3_600_000);
@@ -144,7 +161,7 @@ Deno.test("series: past 48 h raw rows become 5-minute averages, read by the same
     const oldest = (store.sql("SELECT MIN(ts) AS t FROM server_samples_5m").get() as { t: number }).t;
     assertEquals(oldest, now + 86_400_000 - 3 * 86_400_000);
     assertEquals(count(store, "request_minutes_5m"), 0);
-    assertEquals(count(store, "request_hours"), 0, "the hourly sums go with them");
+    assertEquals(count(store, "request_rollups"), 0, "the rollups go with them");
   } finally {
     store.close();
   }
@@ -168,7 +185,9 @@ Deno.test("series: a real proxy's metrics.log, ingested, gives request minutes, 
     const now = T0 + 10 * 60_000;
     const file = { rel: "shop/metrics.log", path, ino: null };
     const result = await ingestFile(store, "a", file, undefined, now);
-    assertEquals(result.lines, 13, "every line is searchable as before");
+    assertEquals(result.lines, 0, "metrics.log lines are request minutes, not log lines");
+    assertEquals(count(store, "lines"), 0);
+    assertEquals(store.ledger("a", "shop/metrics.log")?.offset, (await Deno.stat(path)).size, "the ledger moved");
     await ingestFile(store, "a", file, undefined, now);
     assertEquals(count(store, "request_minutes"), 10, "one row per minute, once; bad lines skipped");
     const minutes = store.sql("SELECT ts, requests, errors, other FROM request_minutes ORDER BY ts").all();
@@ -179,35 +198,56 @@ Deno.test("series: a real proxy's metrics.log, ingested, gives request minutes, 
     assertEquals([window.requests, window.errors5xx], [200, 50]);
     assert(window.p95Ms !== null && window.p95Ms > 1, String(window.p95Ms));
 
-    // Two deployments: v1 before the traffic, v2 at minute 5 (the minute of the line ts 00:06 on); a failed one between.
+    // v1 before the traffic, v2 at minute 6 (the lines stamped 00:06 on: the windows ending then); a failed one
+    // between; one that failed after the switch and was rolled back automatically (it names the failed
+    // release: v1 serves on), and an explicit rollback to v1 at minute 9.
     const deploy = (at: number, outcome: string, version: string, offset: number) =>
       store.sql(
         "INSERT INTO deployments (server, app, at, outcome, version, file_id, offset) VALUES ('a', 'shop', ?, ?, ?, 0, ?)",
       ).run(new Date(at).toISOString(), outcome, version, offset);
     deploy(T0 - 3_600_000, "success", "v1", 1);
     deploy(T0 + 240_000, "failed", "broken", 2);
-    deploy(T0 + 360_000, "success", "v2", 3);
-    const releases = appReleaseWindows(store, "a", "shop", T0);
-    assertEquals(releases.map((r) => [r.version, r.requests, r.errors5xx, r.errorRate]), [
-      ["v1", 100, 0, 0],
-      ["v2", 100, 50, 0.5],
-    ]);
+    store.sql(
+      `INSERT INTO deployments (server, app, at, outcome, version, step, file_id, offset)
+       VALUES ('a', 'shop', ?, 'rolled_back', 'v3', 'watch', 0, 3)`,
+    ).run(new Date(T0 + 300_000).toISOString());
+    deploy(T0 + 360_000, "success", "v2", 4);
+    deploy(T0 + 540_000, "rolled_back", "v1", 5);
     const series = appSeries(store, "a", "shop", "1h", now);
+    assertEquals(series.releases, [
+      { version: "v1", from: series.from, to: T0 + 360_000, requests: 100, errorRate: 0, p95: series.releases[0].p95 },
+      {
+        version: "v2",
+        from: T0 + 360_000,
+        to: T0 + 540_000,
+        requests: 60,
+        errorRate: 0.5,
+        p95: series.releases[1].p95,
+      },
+      { version: "v1", from: T0 + 540_000, to: now, requests: 40, errorRate: 0.5, p95: series.releases[2].p95 },
+    ]);
+    assert(series.releases.every((r) => r.p95! > 0));
     assertEquals(series.ts.length, 60);
     const shown = series.ts.map((ts, i) => [ts, series.requests[i], series.errorRate[i]]).filter(([, r]) => r !== null);
     assertEquals(shown.length, 10);
-    assertEquals(shown[0], [T0 + 60_000, 20, 0]);
-    assertEquals(shown[9], [T0 + 600_000, 20, 0.5]);
-    assertEquals(series.deploys.map((d) => [d.version, d.outcome]), [["broken", "failed"], ["v2", "success"]]);
+    assertEquals(shown[0], [T0, 20, 0], "the window ending 00:01 is the minute 00:00");
+    assertEquals(shown[9], [T0 + 540_000, 20, 0.5]);
+    assertEquals(series.deploys.map((d) => [d.version, d.outcome]), [
+      ["broken", "failed"],
+      ["v3", "rolled_back"],
+      ["v2", "success"],
+      ["v1", "rolled_back"],
+    ]);
     store.sql("INSERT INTO apps (server, app, fetched_at) VALUES ('a', 'shop', 0), ('a', 'idle', 0)").run();
     const sparks = overviewSparklines(store, "1h", now);
     assertEquals(sparks.map((s) => [s.app, s.requests.filter((r) => r !== null).length]), [["idle", 0], ["shop", 10]]);
-    assertEquals(sparks[1].errorRate.at(-1), 0.5);
-    // Over a day: hourly sums; the hour under way counts the 11 minutes it has run.
-    const day = overviewSparklines(store, "24h", now).find((s) => s.app === "shop")!;
-    assertEquals(day.requests.length, 24);
-    assertEquals([day.requests.at(-1), day.errorRate.at(-1)], [Math.round(200 / 11 * 1e4) / 1e4, 0.25]);
-    assertEquals(day.requests.slice(0, -1).every((r) => r === null), true);
+    assertEquals([sparks[1].errorRate.at(-2), sparks[1].errorRate.at(-1)], [0.5, null], "minute 00:10 is under way");
+    // Over a day, a week, a month: the rollups; the bucket under way counts the 10 whole minutes it has run.
+    for (const range of ["24h", "7d", "30d"] as const) {
+      const line = overviewSparklines(store, range, now).find((s) => s.app === "shop")!;
+      assertEquals([line.requests.at(-1), line.errorRate.at(-1)], [20, 0.25], range);
+      assertEquals(line.requests.slice(0, -1).every((r) => r === null), true);
+    }
   } finally {
     store.close();
     await Deno.remove(dir, { recursive: true });
@@ -217,7 +257,7 @@ Deno.test("series: a real proxy's metrics.log, ingested, gives request minutes, 
 Deno.test("series: hostile metrics.log lines are refused, counts kept sane", () => {
   const at = (text: string) => requestMinuteOf({ offset: 0, ts: T0, text }, T0);
   assertEquals(at('{"ts":"2026-12-01T00:00:30Z","requests":5,"status":{"5xx":2,"2xx":3},"p50_ms":1,"p95_ms":2}'), {
-    ts: T0,
+    ts: T0 + 30_000,
     requests: 5,
     errors: 2,
     other: 3,
@@ -231,12 +271,19 @@ Deno.test("series: hostile metrics.log lines are refused, counts kept sane", () 
       '{"ts":"2026-12-01T00:00:00Z","requests":1e300}',
       '{"ts":"2026-12-01T00:00:00Z","requests":"5"}',
       '{"ts":"2026-12-01T00:00:00Z"}',
+      '{"ts":"2026-12-01T00:00:00","requests":5}', // no zone: it would be read in the fleet's local time
+      '{"ts":"2026-12-01 00:00:00Z","requests":5}',
+      '{"ts":"Tue, 01 Dec 2026 00:00:00 GMT","requests":5}',
       "[1,2]",
       "null",
     ]
   ) assertEquals(at(bad), undefined, bad);
   const odd = at('{"ts":"2026-12-01T00:00:00Z","requests":5,"status":{"5xx":-3,"4xx":1e99},"p50_ms":-1,"p95_ms":1e99}');
   assertEquals(odd, { ts: T0, requests: 5, errors: 0, other: 0, p50: null, p95: null });
+  // More 5xx (or others) than requests: capped, so an error rate is at most 1.
+  const over = at('{"ts":"2026-12-01T00:00:00+01:00","requests":1,"status":{"5xx":1000000000,"2xx":7}}');
+  assertEquals(over, { ts: T0 - 3_600_000, requests: 1, errors: 1, other: 0, p50: null, p95: null });
+  assertEquals(at('{"ts":"2026-12-01T00:00:00Z","requests":4,"status":{"5xx":1,"2xx":9}}')?.other, 3);
 });
 
 Deno.test("series: the ranges' buckets", () => {
@@ -255,5 +302,110 @@ Deno.test("bench smoke: the DB growth measurement runs (a few servers' hour)", a
     assert(growth.rawBytes > 0 && growth.steadyBytes > 0, JSON.stringify(growth));
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("series: a window keyed by its end: the proxy's partial window (stop) adds to its minute, replaces nothing", async () => {
+  const store = await FleetStore.open(":memory:");
+  try {
+    const at = (ms: number) => new Date(T0 + ms).toISOString();
+    const line = (ms: number, requests: number, errors: number) =>
+      requestMinuteOf({
+        offset: 0,
+        ts: 0,
+        text: JSON.stringify({ ts: at(ms), requests, status: { "2xx": requests - errors, "5xx": errors } }),
+      }, T0 + 3_600_000)!;
+    // 00:03-00:04 full (600), the proxy stopped at 00:04:40 (400), started again: 00:04:40-00:05 (200).
+    const minutes = [line(240_000, 600, 0), line(280_000, 400, 4), line(300_000, 200, 2)];
+    storeRequestMinutes(store, "a", "web", minutes);
+    storeRequestMinutes(store, "a", "web", minutes); // read again: counts once
+    const series = appSeries(store, "a", "web", "1h", T0 + 360_000);
+    const shown = series.ts.map((ts, i) => [ts - T0, series.requests[i], series.errorRate[i]])
+      .filter(([, r]) => r !== null);
+    assertEquals(shown, [[180_000, 600, 0], [240_000, 600, 0.01]]);
+    assertEquals(appRequestWindow(store, "a", "web", T0).requests, 1200);
+    const hour = store.sql("SELECT requests, errors FROM request_rollups WHERE step = 3600000").get();
+    assertEquals({ ...hour }, { requests: 1200, errors: 6 });
+  } finally {
+    store.close();
+  }
+});
+
+/** A sample with only memory (used %) and the mounts given (used %). */
+function sample(memory: number, mounts: Record<string, number> = {}): RawMetrics {
+  return {
+    counters: {},
+    memory: { total: 100, available: 100 - memory },
+    filesystems: Object.entries(mounts).map(([mount, used]) => ({ mount, used })),
+    missing: [],
+  };
+}
+
+Deno.test("series: a bucket across the 48 h line weights 5-minute rows by the samples they stand for", async () => {
+  const store = await FleetStore.open(":memory:");
+  try {
+    // An hour: memory 0 % for its first half, 100 % for the second, a sample every 30 s.
+    for (let i = 0; i < 120; i++) storeServerSample(store, "a", sample(i < 60 ? 0 : 100), T0 + i * 30_000);
+    // The first half (6 five-minute buckets) is averaged, the second stays raw.
+    downsample(store, T0 + 1_800_000 + RAW_MS, 30);
+    assertEquals(count(store, "server_samples_5m"), 6);
+    assertEquals(count(store, "server_samples"), 60);
+    const week = serverSeries(store, "a", "7d", T0 + 3_600_000 + RAW_MS);
+    assertEquals(week.memory.filter((v) => v !== null), [50], "not (6·0 + 60·100) / 66");
+  } finally {
+    store.close();
+  }
+});
+
+Deno.test("series: a server's chart shows the mounts of its latest sample and the 16 seen last; new ones a day are capped", async () => {
+  const store = await FleetStore.open(":memory:");
+  try {
+    // Every 30 s, 64 new mount points (a compromised server), and / always.
+    const mounts = (i: number) => Object.fromEntries(Array.from({ length: 64 }, (_, k) => [`/m${i}-${k}`, 1]));
+    for (let i = 0; i < 10; i++) storeServerSample(store, "a", sample(10, { "/": 50, ...mounts(i) }), T0 + i * 30_000);
+    assertEquals(count(store, "fs_mounts"), MAX_MOUNTS_PER_DAY, "no more new mount points today");
+    const latest = latestServerMetrics(store, "a")!;
+    assertEquals(latest.filesystems.map((f) => f.mount), ["/"], "the latest sample's new mounts were not kept");
+    assert(
+      latest.missing?.includes(`over the ${MAX_MOUNTS_PER_DAY} a server may show in a day`),
+      String(latest.missing),
+    );
+    const series = serverSeries(store, "a", "1h", T0 + 300_000);
+    assertEquals(series.disks.length, 1 + MAX_OLD_MOUNTS);
+    assert(series.disks.some((d) => d.mount === "/"));
+    assert(series.disks.every((d) => d.mount === "/" || d.mount.startsWith("/m1-")), "the ones seen last");
+    // A day later, new ones are taken again.
+    storeServerSample(store, "a", sample(10, { "/": 50, "/new": 5 }), T0 + 86_400_000 + 600_000);
+    assertEquals(latestServerMetrics(store, "a")!.filesystems.map((f) => f.mount), ["/", "/new"]);
+  } finally {
+    store.close();
+  }
+});
+
+Deno.test("series: a server removed from the config loses its metrics; added again, it starts afresh", async () => {
+  const store = await FleetStore.open(":memory:");
+  try {
+    for (const server of ["a", "b"]) {
+      storeServerSample(store, server, parseMetrics(output(10, 30, 100, 20)), T0);
+      storeRequestMinutes(store, server, "web", [{ ts: T0, requests: 1, errors: 0, other: 1, p50: 1, p95: 1 }]);
+    }
+    store.keepServers(["b"]);
+    const tables = [
+      "server_counters",
+      "server_samples",
+      "fs_samples",
+      "fs_mounts",
+      "request_minutes",
+      "request_rollups",
+    ];
+    for (const table of tables) {
+      const servers = store.sql(`SELECT DISTINCT server FROM ${table}`).all().map((r) => r.server);
+      assertEquals(servers, ["b"], table);
+    }
+    // "a" again: its first sample has no CPU (no deltas against counters from before it was removed).
+    storeServerSample(store, "a", parseMetrics(output(20, 40, 200, 20)), T0 + 30_000);
+    assertEquals(latestServerMetrics(store, "a")!.values["cpu.percent"], undefined);
+  } finally {
+    store.close();
   }
 });

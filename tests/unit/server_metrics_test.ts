@@ -14,7 +14,10 @@ import { metrics } from "../../src/fleet/metrics.ts";
 import { latestServerMetrics } from "../../src/fleet/series.ts";
 import { FleetStore } from "../../src/fleet/store.ts";
 import { LISTING, LISTING_WITH_METRICS, parseListing } from "../../src/fleet/pull_plan.ts";
+import { listingOf, PullFailed } from "../../src/fleet/ssh_source.ts";
 import {
+  DF_TIMEOUT_S,
+  MAX_DELTA_GAP_MS,
   MAX_FILESYSTEMS,
   METRICS_SCRIPT,
   NO_PROC,
@@ -40,16 +43,19 @@ Inter-|   Receive                                                |  Transmit
     lo:  999999      46    0    0    0     0          0         0   999999      42    0    0    0     0       0          0
   eth0:   10000      46    0    0    0     0          0         0     5000      42    0    0    0     0       0          0
   eth1:    2000      46    0    0    0     0          0         0     1000      42    0    0    0     0       0          0
+ veth1a2b: 9999      46    0    0    0     0          0         0     9999      42    0    0    0     0       0          0
+ docker0:  9999      46    0    0    0     0          0         0     9999      42    0    0    0     0       0          0
+ br-5f2e:  9999      46    0    0    0     0          0         0     9999      42    0    0    0     0       0          0
 M uptime
 3600.00 7000.00
 M mounts
-/dev/vda1 / ext4 rw,relatime 0 0
-proc /proc proc rw 0 0
-tmpfs /srv/my\\040data tmpfs rw,size=16384k 0 0
-overlay /var/lib/docker/overlay2/abc/merged overlay rw 0 0
-devtmpfs /dev devtmpfs rw 0 0
-tmpfs /sys/fs/cgroup tmpfs ro 0 0
-/dev/vda1 /var/lib/bound ext4 rw 0 0
+/ ext4
+/proc proc
+/srv/my\\040data tmpfs
+/var/lib/docker/overlay2/abc/merged overlay
+/dev devtmpfs
+/sys/fs/cgroup tmpfs
+/var/lib/bound ext4
 M df
 Filesystem     1024-blocks     Used Available Capacity Mounted on
 /dev/vda1         1000000   250000    750000      25% /var/lib/bound
@@ -68,7 +74,11 @@ tmpfs            4096    1024    3072   25% /srv/my data
 Deno.test("server metrics: the script's output as a sample; CPU and network from the deltas", () => {
   const raw = parseMetrics(OUTPUT);
   assertEquals(raw.missing, []);
-  assertEquals(raw.counters, { cpuTotal: 10000, cpuBusy: 2000, netRx: 12000, netTx: 6000, uptime: 3600 });
+  assertEquals(
+    raw.counters,
+    { cpuTotal: 10000, cpuBusy: 2000, netRx: 12000, netTx: 6000, uptime: 3600 },
+    "lo, veth*, docker*, br-* not counted: their traffic is the real interfaces' too",
+  );
   assertEquals(
     raw.filesystems,
     [
@@ -115,6 +125,12 @@ Deno.test("server metrics: a counter that went back (reset, wrap) or a reboot gi
   });
   assertEquals(rebooted.values["cpu.percent"], undefined, "uptime went back: counters restarted");
   assertEquals(sampleOf(raw, 0, { ts: 0, counters: {} }).values["cpu.percent"], undefined, "no time passed");
+  // After a long gap (a laptop asleep for 8 h), no rate: it would be an 8-hour average.
+  const asleep = { ts: 0, counters: { ...raw.counters, cpuTotal: 0, cpuBusy: 0, netRx: 0, netTx: 0 } };
+  const woke = sampleOf(raw, 8 * 3_600_000, asleep).values;
+  assertEquals([woke["cpu.percent"], woke["net.rx_bytes_per_s"]], [undefined, undefined]);
+  assertEquals(sampleOf(raw, MAX_DELTA_GAP_MS, asleep).values["cpu.percent"], 20, "within the gap allowed: a rate");
+  assertEquals(sampleOf(raw, 90_000, asleep, 60_000).values["cpu.percent"], undefined, "the collector's own limit");
 });
 
 Deno.test("server metrics: no /proc says so, and the disks that could be read are kept", () => {
@@ -166,6 +182,21 @@ Deno.test("server metrics: the listing with metrics is split, and its files pars
   assert(LISTING_WITH_METRICS.startsWith(`{ ${LISTING}; } && `), "the listing comes first, unchanged");
 });
 
+Deno.test("server metrics: a failure after the listing (metrics cut by the timeout) does not fail the pull", () => {
+  const server = fleetConfigSchema.parse({ servers: [{ name: "a", host: "10.0.0.1" }] }).servers[0];
+  const output = "L 12 34 ./web/access.log\n#metrics\nM stat\ncpu 1 2 3 4\n0\nM df\n";
+  const cut = listingOf(server, { code: 124, output, tail: ["(killed: no result after 30s)"] }, true);
+  assertEquals(cut.files.map((f) => f.rel), ["web/access.log"]);
+  assertEquals(cut.metrics, "M stat\ncpu 1 2 3 4\n0\nM df\n");
+  let failed: unknown;
+  try {
+    listingOf(server, { code: 124, output: "L 12 34 ./web/access.log\n", tail: ["find: hung"] }, true);
+  } catch (error) {
+    failed = error;
+  }
+  assert(failed instanceof PullFailed && failed.message.includes("find: hung"), String(failed));
+});
+
 Deno.test("server metrics: the script run here (as host: local runs it) gives a full sample", async () => {
   const out = await new Deno.Command("sh", { args: ["-c", METRICS_SCRIPT], stdout: "piped" }).output();
   assert(out.success);
@@ -173,6 +204,53 @@ Deno.test("server metrics: the script run here (as host: local runs it) gives a 
   assertEquals(raw.missing, []);
   assert(raw.cpus! >= 1 && raw.counters.cpuTotal! > 0 && raw.memory!.total > 0 && raw.load !== undefined);
   assert(raw.filesystems.some((f) => f.mount === "/"), JSON.stringify(raw.filesystems));
+});
+
+/** Runs the script with `sh -c` (env: PATH only, when given), its metrics parsed, and how long it took. */
+async function runScript(env?: Record<string, string>, argv = ["sh", "-c", METRICS_SCRIPT]) {
+  const started = Date.now();
+  const out = await new Deno.Command(argv[0], {
+    args: argv.slice(1),
+    stdout: "piped",
+    ...(env ? { env, clearEnv: true } : {}),
+  }).output();
+  assert(out.success);
+  const text = new TextDecoder().decode(out.stdout);
+  return { text, raw: parseMetrics(splitMetrics(text).metrics ?? ""), ms: Date.now() - started };
+}
+
+Deno.test("server metrics: 1,000 mounts (over 64 KB of /proc/self/mounts) keep the disks: df comes first", {
+  ignore: Deno.uid() !== 0,
+}, async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dp-mounts-" });
+  try {
+    // A private mount namespace: 1,000 tmpfs (one under a name with a space), then the script.
+    const m = `${dir}/a-mount-point-with-a-rather-long-name-$i`;
+    const setup = `for i in $(seq 1 1000); do mkdir -p ${m} && mount -t tmpfs -o size=64k tmpfs ${m}; ` +
+      `done; mkdir -p '${dir}/with space' && mount -t tmpfs -o size=64k tmpfs '${dir}/with space'; ` +
+      `wc -c < /proc/self/mounts; ${METRICS_SCRIPT}`;
+    const { text, raw } = await runScript(undefined, ["unshare", "-m", "--propagation", "private", "sh", "-c", setup]);
+    assert(Number(text.split("\n")[0]) > 64 << 10, `the mounts are ${text.split("\n")[0]} bytes`);
+    assertEquals(raw.missing.filter((m) => !m.includes("kept")), [], raw.missing.join("; "));
+    assertEquals(raw.filesystems.length, MAX_FILESYSTEMS);
+    assert(raw.filesystems.some((f) => f.mount === "/" && f.used !== undefined && f.inodes !== undefined));
+    assert(raw.counters.netRx !== undefined, "/proc/net/dev, last, still fits");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("server metrics: a df that hangs (a stuck filesystem) is cut by timeout; the rest is read", async () => {
+  const bin = await Deno.makeTempDir({ prefix: "dp-hung-df-" });
+  try {
+    await Deno.writeTextFile(join(bin, "df"), "#!/bin/sh\nexec sleep 60\n", { mode: 0o755 });
+    const { raw, ms } = await runScript({ PATH: `${bin}:/usr/bin:/bin` });
+    assert(ms < (2 * DF_TIMEOUT_S + 5) * 1000, `${ms} ms`);
+    assert(raw.counters.cpuTotal! > 0 && raw.memory !== undefined && raw.counters.netRx !== undefined);
+    assertEquals(raw.filesystems, []);
+  } finally {
+    await Deno.remove(bin, { recursive: true });
+  }
 });
 
 Deno.test("server metrics: host local stores this machine's sample through the collector's cycle; off, none", async () => {
