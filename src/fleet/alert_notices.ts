@@ -2,7 +2,8 @@
  * The fleet alerts' notices (./alerts.ts decides when): what each one says, its title, fields and
  * text, for a server unreachable, back or over the collector's limits, a certificate at risk or
  * renewed, a failed or rolled-back deploy, and an alert rule firing or recovered (naming the
- * server, app, mount or job, the value with its unit and the threshold).
+ * server, app, mount or job, the value with its unit and the threshold; or why it recovered
+ * without a value: its subject gone, its rule removed from the config).
  * @module
  */
 import type { Notice } from "../notify.ts";
@@ -165,15 +166,31 @@ export function subjectLabel(subject: Subject): string {
     (subject.job ? ` job ${subject.job}` : "");
 }
 
+/** Why a subject recovered without a value (./rules.ts `ended`). */
+const ENDED = {
+  gone: "no longer reported by its server",
+  removed: "rule removed from the config",
+};
+
 /** A rule that fired (`rule_firing`) or recovered (`rule_recovered`). */
 export function ruleNotice(transition: Transition): Notice {
-  const { rule, subject, firing, value, since, at } = transition;
+  const { rule, subject, firing, since, at, ended } = transition;
+  const value = transition.value ?? NaN;
   const unit = ruleUnit(rule);
   const where = subjectLabel(subject);
   const recovery = recoveryPoint(rule);
   let title: string;
   let threshold: string | undefined;
-  if (rule.kind === "threshold") {
+  if (ended) {
+    const what = rule.kind === "threshold"
+      ? rule.metric
+      : rule.kind === "log"
+      ? line(rule.query, 100)
+      : rule.kind === "cron"
+      ? `cron job ${subject.job}`
+      : "certificate";
+    title = `${where}: ${what} recovered: ${ENDED[ended]} (rule ${rule.name})`;
+  } else if (rule.kind === "threshold") {
     threshold = `${rule.op} ${formatValue(rule.threshold, unit)}`;
     const back = `${rule.op === "above" ? "below" : "above"} ${formatValue(recovery!, unit)}`;
     title = firing
@@ -204,8 +221,11 @@ export function ruleNotice(transition: Transition): Notice {
       app: subject.app,
       mount: subject.mount,
       job: subject.job,
-      value: rule.kind === "cron" ? undefined : formatValue(value, unit),
+      [ended ? "last value" : "value"]: rule.kind === "cron" || Number.isNaN(value)
+        ? undefined
+        : formatValue(value, unit),
       threshold,
+      reason: ended ? ENDED[ended] : undefined,
       "firing since": firing ? undefined : since,
       "firing for": firing || Number.isNaN(lasted) ? undefined : span(lasted),
     },

@@ -19,9 +19,10 @@
  * once, and again only after a pull within them.
  *
  * Alert rules (`rules:` in the fleet config; ./rules.ts judges them on what ./rule_inputs.ts reads)
- * alert `rule_firing` and `rule_recovered` the same way, their states kept with the rest; the
+ * alert `rule_firing` and `rule_recovered` the same way, their states kept with the rest (and the
+ * rules as they were, so that one removed from the config while firing recovers once); the
  * certificate rule (`{ certificate: expiring, days: 14 }`) sets the days of the certificate alert
- * above (14 without one).
+ * above for the apps it matches (its `server:`, `app:`), 14 for the others.
  *
  * The memory of what was last seen is small and kept in `<home>/data/alerts.json` (version 2: the
  * rules' states added; a version 1 file is read as one without them), so
@@ -52,7 +53,15 @@ import {
 } from "./views.ts";
 import type { FleetStore } from "./store.ts";
 import { observe } from "./rule_inputs.ts";
-import { type CertificateRule, evaluate, type Rule, type RuleMemory, type SubjectState } from "./rules.ts";
+import {
+  type CertificateRule,
+  evaluate,
+  type Rule,
+  type RuleMemory,
+  SEVERITIES,
+  type Subject,
+  type SubjectState,
+} from "./rules.ts";
 
 /** What the alerter knows of a server. */
 export interface ServerMemory {
@@ -82,6 +91,8 @@ export interface AlertMemory {
   deployment?: number;
   /** Each rule's states by subject (./rules.ts). */
   rules?: RuleMemory;
+  /** The rules (certificate aside) as they were when `rules` was judged, by name. */
+  ruleDefs?: Record<string, Rule>;
   /** Each server's latest metrics sample already judged by the rules (its ts). */
   judged?: Record<string, number>;
 }
@@ -90,6 +101,9 @@ export interface AlertMemory {
 export interface RuleStateView extends SubjectState {
   rule: Rule;
 }
+
+/** A rule's subject on /metrics (`fleet_alert_firing`): the subject's own labels only. */
+export type FiringView = { rule: string; firing: boolean } & Subject;
 
 /** Options of an {@link Alerter}. */
 export interface AlerterOptions {
@@ -108,6 +122,10 @@ export interface AlerterOptions {
 }
 
 const DAY_MS = 86_400_000;
+
+/** Whether the certificate rule is about this app (its `server:` and `app:`, when given). */
+const governs = (rule: CertificateRule | undefined, server: string, app: string): rule is CertificateRule =>
+  rule !== undefined && (rule.server ?? server) === server && (rule.app ?? app) === app;
 
 /**
  * Whether a certificate is at risk with `days` of warning: it expires within them (or has), or
@@ -153,12 +171,21 @@ export class Alerter {
       if (rule.kind !== "certificate") {
         return Object.values(this.memory.rules?.[rule.name] ?? {}).map((state) => ({ rule, ...state }));
       }
-      return Object.entries(this.memory.certificates ?? {}).map(([key, atRisk]) => {
+      return Object.entries(this.memory.certificates ?? {}).flatMap(([key, atRisk]) => {
         const [server, app] = [key.slice(0, key.indexOf("/")), key.slice(key.indexOf("/") + 1)];
+        if (!governs(rule, server, app)) return [];
         const since = this.memory.certificateSince?.[key] ?? "";
-        return { rule, subject: { server, app }, state: atRisk ? "firing" : "ok", count: 0, since } as RuleStateView;
+        return [{ rule, subject: { server, app }, state: atRisk ? "firing" : "ok", count: 0, since } as RuleStateView];
       });
     }).filter(configured);
+  }
+
+  /** Every rule's subjects, firing or not, as `fleet_alert_firing` labels them. */
+  firing(): FiringView[] {
+    return this.ruleStates().map(({ rule, subject, state }) => {
+      const labels = Object.fromEntries(Object.entries(subject).filter(([, value]) => typeof value === "string"));
+      return { rule: rule.name, ...labels as Subject, firing: state === "firing" };
+    });
   }
 
   /** A copy of the memory, to keep for the next run. */
@@ -273,14 +300,17 @@ export class Alerter {
   /** The rules' transitions in this cycle (./rules.ts), as notices. */
   private ruleNotices(summary: CycleSummary, store: FleetStore): Notice[] {
     const memory = this.memory;
-    if (!this.rules.length) {
-      delete memory.rules;
-      delete memory.judged;
-      return [];
-    }
-    const cycle = observe(this.rules, store, summary, this.servers, memory.judged ??= {});
-    const evaluated = evaluate(this.rules, memory.rules ?? {}, cycle);
+    const judging = this.rules.filter((rule) => rule.kind !== "certificate");
+    const cycle = observe(judging, store, summary, this.servers, memory.judged ??= {});
+    // Rules removed since the last cycle: their firing subjects recover once (evaluate ends them).
+    const evaluated = evaluate(judging, memory.rules ?? {}, cycle, memory.ruleDefs);
     memory.rules = evaluated.memory;
+    memory.ruleDefs = Object.fromEntries(judging.map((rule) => [rule.name, rule]));
+    if (!judging.length) {
+      delete memory.rules;
+      delete memory.ruleDefs;
+      delete memory.judged;
+    }
     return evaluated.transitions.map(ruleNotice);
   }
 
@@ -297,17 +327,17 @@ export class Alerter {
     const present = new Set<string>();
     for (const row of rows) {
       const key = `${row.server}/${row.app}`;
-      if ((rule?.server ?? row.server) !== row.server || (rule?.app ?? row.app) !== row.app) continue;
       present.add(key);
       if (!pulled.has(row.server)) continue;
       const certificate = certificateView(row, now);
       const before = memory[key] ?? false;
+      const ruled = governs(rule, row.server, row.app) ? rule : undefined;
       // Without a certificate yet (and no error now), one at risk stays so until one is issued.
-      const atRisk = certificateAtRiskWithin(certificate, now, rule?.days ?? 14) ||
+      const atRisk = certificateAtRiskWithin(certificate, now, ruled?.days ?? 14) ||
         (before && certificate.notAfter === null);
       memory[key] = atRisk;
       if (atRisk !== before || since[key] === undefined) since[key] = summary.at;
-      if (atRisk !== before) notices.push(certificateNotice(row, certificate, atRisk, summary.at, rule));
+      if (atRisk !== before) notices.push(certificateNotice(row, certificate, atRisk, summary.at, ruled));
     }
     for (const key of Object.keys(memory)) if (!present.has(key)) delete memory[key];
     for (const key of Object.keys(since)) if (!present.has(key)) delete since[key];
@@ -407,6 +437,7 @@ function parseMemory(text: string | undefined): AlertMemory | undefined {
     value.version = 2;
     const all = (v: unknown, ok: (x: unknown) => boolean) => record(v) && Object.values(v as object).every(ok);
     if (value.rules !== undefined && !validRules(value.rules)) delete value.rules;
+    if (value.ruleDefs !== undefined && !all(value.ruleDefs, validRuleDef)) delete value.ruleDefs;
     if (value.judged !== undefined && !all(value.judged, Number.isFinite)) delete value.judged;
     if (value.certificateSince !== undefined && !all(value.certificateSince, (v) => typeof v === "string")) {
       delete value.certificateSince;
@@ -427,6 +458,21 @@ function parseMemory(text: string | undefined): AlertMemory | undefined {
   }
 }
 
+/** A rule kept in the memory, well-formed enough for its recovery notice (./alert_notices.ts ruleNotice). */
+function validRuleDef(rule: unknown): boolean {
+  if (typeof rule !== "object" || rule === null) return false;
+  const r = rule as Record<string, unknown>;
+  const number = (v: unknown) => typeof v === "number" && Number.isFinite(v);
+  const kinds: Record<string, boolean> = {
+    threshold: typeof r.metric === "string" && (r.op === "above" || r.op === "below") && number(r.threshold) &&
+      number(r.withinMs) && (r.margin === undefined || number(r.margin)),
+    log: typeof r.query === "string" && number(r.atLeast) && number(r.withinMs),
+    cron: r.job === undefined || typeof r.job === "string",
+  };
+  return typeof r.name === "string" && (SEVERITIES as readonly unknown[]).includes(r.severity) &&
+    number(r.forCycles) && kinds[r.kind as string] === true;
+}
+
 function validRules(rules: unknown): boolean {
   const record = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
   if (!record(rules)) return false;
@@ -435,7 +481,7 @@ function validRules(rules: unknown): boolean {
     Object.values(states).every((s) =>
       record(s) && record(s.subject) && typeof s.subject.server === "string" &&
       ["ok", "pending", "firing"].includes(s.state as string) && Number.isInteger(s.count) &&
-      typeof s.since === "string"
+      typeof s.since === "string" && (s.absent === undefined || Number.isInteger(s.absent))
     )
   );
 }

@@ -301,13 +301,14 @@ export async function listAlerts(options: FleetOptions & { json?: boolean }): Pr
     return 0;
   }
   const order = { firing: 0, pending: 1, ok: 2 };
-  const table = [["RULE", "SUBJECT", "STATE", "SINCE", "VALUE", "CONDITION"]];
+  const table = [["RULE", "SEVERITY", "SUBJECT", "STATE", "SINCE", "VALUE", "CONDITION"]];
   for (const rule of rules) {
     const subjects = [...rule.subjects].sort((a, b) => order[a.state] - order[b.state]);
-    if (!subjects.length) table.push([safe(rule.name), "-", "no data", "-", "-", safe(rule.condition)]);
+    if (!subjects.length) table.push([safe(rule.name), rule.severity, "-", "no data", "-", "-", safe(rule.condition)]);
     for (const subject of subjects) {
       table.push([
         safe(rule.name),
+        rule.severity,
         safe(subjectLabel(subject)),
         subject.state === "firing" ? "FIRING" : subject.state,
         subject.since ?? "-",
@@ -335,11 +336,7 @@ export async function collectorHandler(
     view: () => collector.view(),
     collectorStats: () => ({
       ...collector.stats(),
-      alerts: alerts?.alerter.ruleStates().map(({ rule, subject, state }) => ({
-        rule: rule.name,
-        ...subject,
-        firing: state === "firing",
-      })),
+      alerts: alerts?.alerter.firing(),
     }),
     servers: () => config.servers,
     events,

@@ -13,7 +13,7 @@ import { readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
 import { FLEET_EVENTS, targetSchema } from "../notify.ts";
 import { parseDocument } from "../yaml.ts";
 import { checkSearchQuery } from "./log_queries.ts";
-import { type Rule, RULE_METRICS, type RuleDraft, ruleName, SEVERITIES } from "./rules.ts";
+import { type Rule, RULE_METRIC_HINTS, RULE_METRICS, type RuleDraft, ruleName, SEVERITIES } from "./rules.ts";
 
 /** `host: local`: this machine's own deployments, read directly (no ssh). */
 export const LOCAL = "local";
@@ -189,8 +189,10 @@ function checkRules(
         problem(
           i,
           "metric",
-          `"${metric}" is not a metric` +
-            (guess ? `; did you mean "${guess}"?` : `; the metrics are ${Object.keys(RULE_METRICS).join(", ")}`),
+          RULE_METRIC_HINTS[metric]
+            ? `"${metric}" is not a rule metric; ${RULE_METRIC_HINTS[metric]}`
+            : `"${metric}" is not a metric` +
+              (guess ? `; did you mean "${guess}"?` : `; the metrics are ${Object.keys(RULE_METRICS).join(", ")}`),
         );
         return;
       }
@@ -248,7 +250,12 @@ function checkRules(
       };
     } else if (kind === "certificate") {
       if (config.rules.findIndex((r) => r.certificate !== undefined) !== i) {
-        problem(i, "certificate", "there is one certificate: rule (its days: apply to every app); remove this one");
+        problem(
+          i,
+          "certificate",
+          "there is one certificate: rule (its days: apply to the apps it matches, 14 days to the others); " +
+            "remove this one",
+        );
       }
       rule = { kind: "certificate", ...base, days: input.days ?? 14 };
     } else {

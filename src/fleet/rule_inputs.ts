@@ -1,11 +1,13 @@
 /**
  * What the alert rules (./rules.ts) are judged on after a cycle, read from the fleet database:
  * each server's latest metrics sample (./series.ts; judged once: a sample already judged, or none,
- * holds the server's states), an app's requests over the rule's window (./series.ts), the count of
- * log lines matching a rule's query in its window (FTS5, as the search), and each cron job's last
- * run. Only servers pulled in the cycle are observed; the other configured ones are held (their
- * states kept: no recovery from missing data). Every number read is checked (finite, in range):
- * a compromised server's are not trusted.
+ * holds the server's states; one without filesystems, or whose df failed, holds its mounts'), an
+ * app's requests over the rule's window (./series.ts; only on the servers that run the app, and
+ * not judged for an app that never logged a request: no proxy metrics is not "no traffic"), the
+ * count of log lines matching a rule's query in its window (FTS5, as the search), and each cron
+ * job's last run. Only servers pulled in the cycle are observed; the other configured ones are
+ * held (their states kept: no recovery from missing data). Every number read is checked (finite,
+ * in range): a compromised server's are not trusted.
  * @module
  */
 import type { CycleSummary } from "./collector.ts";
@@ -15,6 +17,12 @@ import type { FleetStore } from "./store.ts";
 
 /** Matching lines counted at most per rule and cycle (a flood costs a bounded query). */
 export const MAX_COUNTED_LINES = 100_000;
+
+/**
+ * The lowest line id dated from `?` on. INDEXED BY: left to itself, SQLite walks the whole table
+ * in id order for MIN(id) (39 ms per million lines, every cycle, for every log rule).
+ */
+export const WINDOW_FIRST_LINE = "SELECT MIN(id) AS id FROM lines INDEXED BY lines_ts WHERE ts >= ?";
 
 /** Log lines dated this far past the cycle still count (clocks differ); later ones never do. */
 const FUTURE_SLACK_MS = 60_000;
@@ -52,7 +60,8 @@ export function observe(
     let observations: Observation[];
     let held = unpulled;
     if (rule.kind === "threshold" && RULE_METRICS[rule.metric]?.scope !== "app") {
-      held = new Set(servers.filter((server) => !samples.has(server)));
+      const mounts = RULE_METRICS[rule.metric]?.scope === "mount";
+      held = new Set(servers.filter((server) => !samples.has(server) || (mounts && !sawMounts(samples.get(server)!))));
       observations = from.flatMap((server) =>
         samples.has(server) ? metricObservations(rule, server, samples.get(server)!) : []
       );
@@ -71,6 +80,9 @@ export function observe(
   }
   return { at: new Date(now).toISOString(), observed };
 }
+
+/** Whether a sample tells which filesystems are mounted (df worked, and listed some). */
+const sawMounts = (sample: ServerLatest) => sample.filesystems.length > 0 && !/\bdf\b/.test(sample.missing ?? "");
 
 /** A percentage read from a server: within 0-100, else not judged. */
 const percent = (value: number | undefined) =>
@@ -91,25 +103,33 @@ function metricObservations(rule: ThresholdRule, server: string, sample: ServerL
     .map((fs) => ({ subject: { server, mount: fs.mount }, value: check(fs.values[rule.metric]) }));
 }
 
-/** The apps of a server: in its status.json, or with requests in the window. */
-function appsOf(store: FleetStore, server: string, since: number): string[] {
+/** The apps of a server (or `app` only, if it runs it): in its status.json, or with requests in the window. */
+function appsOf(store: FleetStore, server: string, since: number, app: string | undefined): string[] {
   return (store.sql(
-    `SELECT app FROM apps WHERE server = :server
-     UNION SELECT DISTINCT app FROM request_minutes WHERE server = :server AND ts >= :since
+    `SELECT app FROM apps WHERE server = :server AND (:app IS NULL OR app = :app)
+     UNION SELECT DISTINCT app FROM request_minutes WHERE server = :server AND ts >= :since AND (:app IS NULL OR app = :app)
      ORDER BY 1 LIMIT ${MAX_SUBJECTS}`,
-  ).all({ server, since }) as { app: string }[]).map((row) => row.app);
+  ).all({ server, since, app: app ?? null }) as { app: string }[]).map((row) => row.app);
+}
+
+/** Whether the proxy logged a request of the app in the retention period (its raw or 5-minute rows). */
+function everLogged(store: FleetStore, server: string, app: string): boolean {
+  return store.sql(
+    `SELECT 1 FROM request_minutes WHERE server = :server AND app = :app
+     UNION ALL SELECT 1 FROM request_minutes_5m WHERE server = :server AND app = :app LIMIT 1`,
+  ).get({ server, app }) !== undefined;
 }
 
 function appObservations(store: FleetStore, rule: ThresholdRule, server: string, now: number): Observation[] {
   const since = now - rule.withinMs;
-  const apps = rule.app === undefined ? appsOf(store, server, since) : [rule.app];
-  return apps.map((app) => {
+  return appsOf(store, server, since, rule.app).map((app) => {
     const window = appRequestWindow(store, server, app, since);
     const requests = Number.isFinite(window.requests) && window.requests >= 0 ? window.requests : 0;
     const enough = requests > 0 && requests >= rule.minRequests;
     let value: number | null = null;
-    if (rule.metric === "app.requests") value = requests / (rule.withinMs / 60_000);
-    else if (enough && rule.metric === "app.error_rate") value = percent((100 * window.errors5xx) / requests);
+    if (rule.metric === "app.requests") {
+      value = requests > 0 || everLogged(store, server, app) ? requests / (rule.withinMs / 60_000) : null;
+    } else if (enough && rule.metric === "app.error_percent") value = percent((100 * window.errors5xx) / requests);
     else if (enough && rule.metric === "app.p95_ms") {
       value = window.p95Ms !== null && Number.isFinite(window.p95Ms) && window.p95Ms >= 0 ? window.p95Ms : null;
     }
@@ -129,7 +149,7 @@ export function countMatches(
   until: number,
 ): Map<string, number> {
   // The window's lowest line id bounds the FTS walk (ids grow with ingestion; the ts index finds it).
-  const first = (store.sql("SELECT MIN(id) AS id FROM lines WHERE ts >= ?").get(since) as { id: number | null }).id;
+  const first = (store.sql(WINDOW_FIRST_LINE).get(since) as { id: number | null }).id;
   if (first === null) return new Map();
   const rows = store.sql(
     `SELECT server, COUNT(*) AS n FROM (

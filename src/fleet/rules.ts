@@ -11,8 +11,11 @@
  * ({@link margin}: above 90 % recovers below 85.5 %), a log pattern must fall under half of
  * `atLeast` in its window. A subject not observed in a cycle (its server unreachable, too few
  * requests to judge) keeps its state as it is: no recovery from missing data. A subject that is
- * gone (its server removed from the config, a mount or app no longer there) is forgotten
- * silently. Certificates are judged by ./alerts.ts (the certificate rule sets its `days`).
+ * gone (absent from {@link GONE_AFTER} observations of its server in a row: a mount unmounted, an
+ * app removed, its server removed from the config) is forgotten, and if it was firing its recovery
+ * is sent once, saying why; so is a firing subject's of a rule removed from the config (an edited
+ * rule without `name:` is another rule: the old one recovers, the new one judges afresh).
+ * Certificates are judged by ./alerts.ts (the certificate rule sets its `days`).
  * @module
  */
 
@@ -33,12 +36,18 @@ export const RULE_METRICS: Record<string, { scope: MetricScope; unit: Unit }> = 
   "uptime.seconds": { scope: "server", unit: "s" },
   "disk.used_percent": { scope: "mount", unit: "%" },
   "disk.inodes_used_percent": { scope: "mount", unit: "%" },
-  /** 5xx share of the requests in the rule's `within` window, in percent (0-100). */
-  "app.error_rate": { scope: "app", unit: "%" },
+  /** 5xx share of the requests in the rule's `within` window, in percent (0-100); `app.error_rate` elsewhere is 0-1. */
+  "app.error_percent": { scope: "app", unit: "%" },
   /** The 95th percentile latency over the window. */
   "app.p95_ms": { scope: "app", unit: "ms" },
   /** Requests per minute over the window (e.g. `below: 1`: traffic stopped). */
   "app.requests": { scope: "app", unit: "/min" },
+};
+
+/** Names a rule does not take, with what to write instead (./config.ts says so). */
+export const RULE_METRIC_HINTS: Record<string, string> = {
+  "app.error_rate": 'did you mean "app.error_percent" (percent of responses that were 5xx, 0-100)? ' +
+    "Rules take the 5xx share in percent: above: 5 is 5 %",
 };
 
 /** A value's unit, for notices. */
@@ -134,6 +143,8 @@ export interface SubjectState {
   since: string;
   /** The last value observed. */
   value?: number;
+  /** Observations of its server in a row without it (it is dropped at {@link GONE_AFTER}). */
+  absent?: number;
 }
 
 /** Every rule's states, by rule name then {@link subjectKey}. */
@@ -144,11 +155,17 @@ export interface Transition {
   rule: Rule;
   subject: Subject;
   firing: boolean;
-  value: number;
+  /** The value that moved it (for an `ended` recovery: the last one observed, if any). */
+  value?: number;
   /** When the state that ended began (for a recovery: when it fired). */
   since: string;
   at: string;
+  /** A recovery because the subject is gone (see {@link GONE_AFTER}) or its rule was removed from the config. */
+  ended?: "gone" | "removed";
 }
+
+/** Observations of a server in a row without one of its subjects after which the subject is gone. */
+export const GONE_AFTER = 3;
 
 /** Subjects per rule kept at most (a server reporting thousands of mounts is not thousands of states). */
 export const MAX_SUBJECTS = 1000;
@@ -225,16 +242,24 @@ export interface Cycle {
 
 /**
  * One cycle of every rule: the memory moved on (a new object; `memory` is not changed) and the
- * transitions, in the order of the rules then the observations. Rules no longer configured, and
- * subjects neither observed nor held, are dropped.
+ * transitions, in the order of the rules then the observations. A subject neither observed nor
+ * held counts as absent, and is dropped after {@link GONE_AFTER}; the subjects of rules no longer
+ * configured are dropped at once. Either way a firing one recovers (`ended`); `previous`: the
+ * rules as they were when `memory` was judged, for those notices (a rule not there ends silently).
  */
 export function evaluate(
   rules: readonly Rule[],
   memory: RuleMemory,
   cycle: Cycle,
+  previous: Readonly<Record<string, Rule>> = {},
 ): { memory: RuleMemory; transitions: Transition[] } {
   const next: RuleMemory = {};
   const transitions: Transition[] = [];
+  const ended = (rule: Rule, state: SubjectState, why: "gone" | "removed") => {
+    if (state.state !== "firing") return;
+    const { subject, value, since } = state;
+    transitions.push({ rule, subject, firing: false, value, since, at: cycle.at, ended: why });
+  };
   for (const rule of rules) {
     if (rule.kind === "certificate") continue;
     const before = memory[rule.name] ?? {};
@@ -245,6 +270,7 @@ export function evaluate(
       const state: SubjectState = before[key]
         ? { ...before[key], subject }
         : { subject, state: "ok", count: 0, since: cycle.at };
+      delete state.absent;
       states[key] = state;
       if (value === null || !Number.isFinite(value)) continue;
       state.value = value;
@@ -252,11 +278,18 @@ export function evaluate(
       if (transition) transitions.push(transition);
     }
     for (const [key, state] of Object.entries(before)) {
-      if (!(key in states) && held.has(state.subject.server) && Object.keys(states).length < MAX_SUBJECTS) {
-        states[key] = state;
-      }
+      if (key in states || Object.keys(states).length >= MAX_SUBJECTS) continue;
+      const absent = (state.absent ?? 0) + (held.has(state.subject.server) ? 0 : 1);
+      if (absent < GONE_AFTER) states[key] = absent ? { ...state, absent } : state;
+      else ended(rule, state, "gone");
     }
     next[rule.name] = states;
+  }
+  const names = new Set(rules.map((rule) => rule.name));
+  for (const [name, states] of Object.entries(memory)) {
+    const rule = previous[name];
+    if (names.has(name) || !rule) continue;
+    for (const state of Object.values(states)) ended(rule, state, "removed");
   }
   return { memory: next, transitions };
 }

@@ -65,8 +65,11 @@ Deno.test("fleet rules: a filling disk fires once after 2 cycles and recovers on
       ], "the burst: one alert; the disk: one cycle over, pending");
       const pending = await laptop.fleet("alerts");
       assertEquals(pending.code, 0, pending.output);
-      assertMatch(pending.output, /^fatal +web1\/api +FIRING +\S+ +100 lines +≥ 5 lines matching/m);
-      assertMatch(pending.output, /^disk +web1 \/srv\/data +pending +\S+ +62\.5 % +disk\.used_percent above 50 %/m);
+      assertMatch(pending.output, /^fatal +warning +web1\/api +FIRING +\S+ +100 lines +≥ 5 lines matching/m);
+      assertMatch(
+        pending.output,
+        /^disk +critical +web1 \/srv\/data +pending +\S+ +62\.5 % +disk\.used_percent above 50 %/m,
+      );
 
       const fired = await cycle(laptop, hooks);
       assertEquals(fired, ["rule_firing web1 /srv/data: disk.used_percent is 62.5 %, above 50 % for 2 cycles"]);
@@ -109,7 +112,7 @@ Deno.test("fleet rules: a filling disk fires once after 2 cycles and recovers on
 Deno.test("fleet rules: an app's 5xx rate from the proxy's metrics.log fires once when a release answers 500 on half its requests", async () => {
   await withRules(
     {},
-    "  - { name: api 5xx, metric: app.error_rate, above: 10, app: api, within: 5m, minRequests: 50 }\n",
+    "  - { name: api 5xx, metric: app.error_percent, above: 10, app: api, within: 5m, minRequests: 50 }\n",
     async (vps, laptop, hooks) => {
       // The proxy's own counters, its minutes written as its metrics log writes them.
       // One minute per cycle, the last ending now: all of them within the rule's 5 minutes.
@@ -128,7 +131,7 @@ Deno.test("fleet rules: an app's 5xx rate from the proxy's metrics.log fires onc
       await minute(200, 100); // release 2: half of its requests answer 500
       const fired = await cycle(laptop, hooks);
       assertEquals(fired.length, 1, fired.join("\n"));
-      assertMatch(fired[0], /^rule_firing web1\/api: app\.error_rate is \d+(\.\d)? %, above 10 %$/);
+      assertMatch(fired[0], /^rule_firing web1\/api: app\.error_percent is \d+(\.\d)? %, above 10 %$/);
       const rate = Number(/is ([\d.]+) %/.exec(fired[0])![1]);
       assertEquals(rate, 28.6, "120 of 420 requests in the 5 minutes");
       await minute(200, 100);
@@ -156,7 +159,7 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
 Deno.test("fleet rules: a real app deployed twice, the second release answering 500 on half its routes under load: the 5xx rule fires once", async () => {
   await withRules(
     {},
-    "  - { name: shop 5xx, metric: app.error_rate, above: 10, app: shop, within: 5m, minRequests: 50 }\n",
+    "  - { name: shop 5xx, metric: app.error_percent, above: 10, app: shop, within: 5m, minRequests: 50 }\n",
     async (vps, laptop, hooks) => {
       // The proxy logs each app's requests every wall-clock minute once proxy.yml names a metrics address.
       await Deno.writeTextFile(
@@ -211,7 +214,7 @@ Deno.test("fleet rules: a real app deployed twice, the second release answering 
         await release("v2", true);
         const fired = await cycle(laptop, hooks);
         assertEquals(fired.length, 1, fired.join("\n"));
-        assertMatch(fired[0], /^rule_firing web1\/shop: app\.error_rate is [\d.]+ %, above 10 %$/);
+        assertMatch(fired[0], /^rule_firing web1\/shop: app\.error_percent is [\d.]+ %, above 10 %$/);
         const errors = (await minutes()).reduce((n, minute) => n + (minute.status["5xx"] ?? 0), 0);
         assertEquals([errors, sent], [100, 400]);
         assertEquals(hooks.got.at(-1)!.body.value, "25 %", "100 of the 400 requests in the window");

@@ -3,7 +3,8 @@
  * notice per transition, the grace before `unreachable`, nothing while judgement is held after a
  * pause, no alert on first sight or history), and delivery to a real HTTP receiver on loopback
  * that records each request: the payload of each format, a receiver that hangs costs the timeout
- * and one that answers 500 is reported, never thrown.
+ * and one that answers 500 is reported, never thrown. The rules' states as /metrics shows them
+ * (`fleet_alert_firing`).
  */
 import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
@@ -11,6 +12,9 @@ import { cycleSummary } from "../helpers/fleet_store.ts";
 import { Alerter, type AlerterOptions, FleetAlerts } from "../../src/fleet/alerts.ts";
 import type { CycleSummary } from "../../src/fleet/collector.ts";
 import { fleetConfigSchema } from "../../src/fleet/config.ts";
+import { parseConfig } from "../../src/config/load.ts";
+import { storeServerSample } from "../../src/fleet/metric_store.ts";
+import { metrics } from "../../src/fleet/metrics.ts";
 import { type DeploymentRow, FleetStore } from "../../src/fleet/store.ts";
 import type { Notice, Target } from "../../src/notify.ts";
 import type { CertificateState } from "../../src/proxy/cert_state.ts";
@@ -621,4 +625,46 @@ Deno.test("alerts: a server over the collector's limits alerts once, and again o
       "over_limit web2 went over the fleet collector's limits: 1 log file(s) wait",
     ]);
   });
+});
+
+Deno.test("/metrics: fleet_alert_firing has one gauge per rule subject, labelled by what the subject has (escaped)", async () => {
+  const rules = parseConfig(
+    `servers: [{ name: web1, host: 10.0.0.1 }]
+rules:
+  - { name: 'disk "data"', metric: disk.used_percent, above: 90 }
+  - { name: fatal, query: FATAL, atLeast: 1 }
+  - { name: certs, certificate: expiring, days: 30, app: shop }
+`,
+    fleetConfigSchema,
+    "config.yml",
+  ).rules;
+  await withFleet((fleet) => {
+    const cert: CertificateState = {
+      names: ["shop.test"],
+      source: "acme",
+      issuer: null,
+      notBefore: null,
+      notAfter: new Date(fleet.now + 20 * 86_400_000).toISOString(),
+      lastError: null,
+      lastErrorAt: null,
+      nextAttemptAt: null,
+    };
+    fleet.store.replaceCertificates("web1", new Map([["shop", cert], ["blog", cert]]), fleet.now);
+    const filesystems = [{ mount: "/", used: 40 }, { mount: "/data", used: 95 }];
+    storeServerSample(fleet.store, "web1", { counters: {}, filesystems, missing: [] }, fleet.now);
+    fleet.cycle({ web1: true });
+    const text = metrics(fleet.store, { now: fleet.now, intervalMs: 30_000, holding: false, gapMs: 0 }, {
+      cycles: 1,
+      errors: 0,
+      alerts: fleet.alerter.firing(),
+    });
+    assertEquals(text.split("\n").filter((line) => line.includes("fleet_alert_firing")), [
+      "# HELP fleet_alert_firing Whether the alert rule fires (1) or not (0) for the server (and app, mount or cron job).",
+      "# TYPE fleet_alert_firing gauge",
+      'fleet_alert_firing{rule="disk \\"data\\"",server="web1",mount="/"} 0',
+      'fleet_alert_firing{rule="disk \\"data\\"",server="web1",mount="/data"} 1',
+      'fleet_alert_firing{rule="fatal",server="web1"} 0',
+      'fleet_alert_firing{rule="certs",server="web1",app="shop"} 1',
+    ]);
+  }, { rules, servers: ["web1"] });
 });

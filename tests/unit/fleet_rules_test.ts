@@ -1,9 +1,11 @@
 /**
  * Alert rules: the pure state machine of ./src/fleet/rules.ts (for-count, hysteresis, one alert
- * per burst, missing data holds, gone subjects forgotten), the config's rule schema (every problem
- * at its file:line:column, "did you mean"), and the Alerter over a real SQLite store (metrics
- * samples, request minutes and FTS log lines as the collector stores them) with its memory file
- * (version 1 read as version 2).
+ * per burst, missing data holds, a subject gone or a rule removed recovers once), the config's rule
+ * schema (every problem at its file:line:column, "did you mean", app.error_rate refused for
+ * app.error_percent), and the Alerter over a real SQLite store (metrics samples, request minutes
+ * and FTS log lines as the collector stores them) with its memory file (version 1 read as version
+ * 2): a mount held while df fails, app rules only where the app runs, a certificate rule scoped to a
+ * server, the log rules' window found through the ts index.
  */
 import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
@@ -13,8 +15,9 @@ import { ConfigError } from "../../src/errors.ts";
 import { Alerter, FleetAlerts, readMemory } from "../../src/fleet/alerts.ts";
 import { fleetConfigSchema } from "../../src/fleet/config.ts";
 import { storeRequestMinutes, storeServerSample } from "../../src/fleet/metric_store.ts";
-import { countMatches } from "../../src/fleet/rule_inputs.ts";
+import { countMatches, WINDOW_FIRST_LINE } from "../../src/fleet/rule_inputs.ts";
 import type { CertificateState } from "../../src/proxy/cert_state.ts";
+import type { Notice } from "../../src/notify.ts";
 import { APP_METRICS, DISK_METRICS, SERVER_METRICS } from "../../src/fleet/server_metrics.ts";
 import {
   evaluate,
@@ -39,7 +42,10 @@ const disk: ThresholdRule = {
   minRequests: 20,
 };
 
-/** Runs `rule` over cycles of observations (`null`: held, the server unreachable); the transitions as text. */
+/**
+ * Runs `rule` over cycles of observations (`null`: held, the server unreachable; "gone": its server
+ * observed without it); the transitions as text (`ended` ones as `i:gone:last value`).
+ */
 function run(rule: Rule, cycles: (number | null | "gone")[], subject = { server: "web1", mount: "/data" }) {
   let memory: RuleMemory = {};
   const out: string[] = [];
@@ -51,7 +57,7 @@ function run(rule: Rule, cycles: (number | null | "gone")[], subject = { server:
       observed: new Map([[rule.name, { observations, held }]]),
     });
     memory = result.memory;
-    for (const t of result.transitions) out.push(`${i}:${t.firing ? "fire" : "recover"}:${t.value}`);
+    for (const t of result.transitions) out.push(`${i}:${t.ended ?? (t.firing ? "fire" : "recover")}:${t.value}`);
   });
   return { out, memory };
 }
@@ -81,10 +87,15 @@ Deno.test("rules: a threshold fires once after `for` cycles over it, and recover
   assertEquals(margin({ ...disk, margin: 0 }), 0);
 });
 
-Deno.test("rules: an unreachable server holds its states (no recovery from missing data); a server removed is forgotten", () => {
+Deno.test("rules: an unreachable server holds its states (no recovery from missing data); a subject gone recovers once", () => {
   assertEquals(run(disk, [95, null, null, 95, 50, null, 50]).out, ["3:fire:95", "6:recover:50"]);
-  const { out, memory } = run(disk, [95, 95, "gone"]);
-  assertEquals([out, memory], [["1:fire:95"], { disk: {} }], "forgotten silently");
+  // Absent from GONE_AFTER (3) observations of its server in a row: dropped, and its firing recovers once.
+  const { out, memory } = run(disk, [95, 95, "gone", "gone", "gone", "gone"]);
+  assertEquals([out, memory], [["1:fire:95", "4:gone:95"], { disk: {} }]);
+  // Absent less than that (or held meanwhile), it is the same incident: no recovery, no second alert.
+  assertEquals(run(disk, [95, 95, "gone", "gone", null, 95, 95]).out, ["1:fire:95"]);
+  assertEquals(run(disk, [95, 95, "gone", "gone", 95, "gone", "gone", 95]).out, ["1:fire:95"]);
+  assertEquals(run(disk, [95, "gone", "gone", "gone"]).out, [], "a pending one ends silently");
   // A value that is not a number (too few requests to judge) keeps the state as it is.
   assertEquals(run(disk, [95, 95, Number.NaN, 50, 50]).out, ["1:fire:95", "4:recover:50"]);
 });
@@ -136,7 +147,7 @@ Deno.test("fleet config: rules are parsed with defaults, names derived, `for:` i
     `interval: 30s\n${SERVERS}rules:
   - { metric: disk.used_percent, above: 90, for: 2 cycles, mount: /data }
   - { metric: load.per_core, above: 2, for: 2m, server: web2, severity: critical }
-  - { metric: app.error_rate, above: 5, app: api }
+  - { metric: app.error_percent, above: 5, app: api }
   - { query: '"Traceback" OR FATAL', app: api, atLeast: 5, within: 5m }
   - { name: certs, certificate: expiring, days: 30 }
   - { cron: failed, app: api }
@@ -147,7 +158,7 @@ Deno.test("fleet config: rules are parsed with defaults, names derived, `for:` i
   assertEquals(config.rules.map((r) => [r.name, r.kind, r.forCycles, r.severity]), [
     ["disk.used_percent above 90 at /data", "threshold", 2, "warning"],
     ["load.per_core above 2 on web2", "threshold", 4, "critical"],
-    ["app.error_rate above 5 for api", "threshold", 1, "warning"],
+    ["app.error_percent above 5 for api", "threshold", 1, "warning"],
     ['log "Traceback" OR FATAL ×5 for api', "log", 1, "warning"],
     ["certs", "certificate", 1, "warning"],
     ["cron failed for api", "cron", 1, "warning"],
@@ -161,6 +172,12 @@ Deno.test("fleet config: bad rules are refused with their positions, key paths a
   assertEquals(problems("  - { metric: disk.usedpercent, above: 90 }\n"), [
     'config.yml:5:15: "rules.0.metric" "disk.usedpercent" is not a metric; did you mean "disk.used_percent"? ' +
     '(got "disk.usedpercent")',
+  ]);
+  // The charts' app.error_rate is 0-1; a rule's is in percent under another name, and the refusal says why.
+  assertEquals(problems("  - { metric: app.error_rate, above: 0.05, app: api }\n"), [
+    'config.yml:5:15: "rules.0.metric" "app.error_rate" is not a rule metric; did you mean "app.error_percent" ' +
+    "(percent of responses that were 5xx, 0-100)? Rules take the 5xx share in percent: above: 5 is 5 % " +
+    '(got "app.error_rate")',
   ]);
   // An FTS5 query SQLite cannot parse: the column of the token it names, inside the quoted value.
   const [query] = problems(`  - { query: '"Traceback" OR GET /api', atLeast: 5 }\n`);
@@ -204,8 +221,8 @@ Deno.test("fleet config: bad rules are refused with their positions, key paths a
       'config.yml:9:51: "rules.4.mount" mount: is for the disk.* metrics (got "/")',
       'config.yml:11:5: "rules.6" the rule name "disk.used_percent above 90" is taken by rule 6: give one of them a ' +
       "name: (got a mapping)",
-      'config.yml:13:29: "rules.8.certificate" there is one certificate: rule (its days: apply to every app); ' +
-      'remove this one (got "expiring")',
+      'config.yml:13:29: "rules.8.certificate" there is one certificate: rule (its days: apply to the apps it ' +
+      'matches, 14 days to the others); remove this one (got "expiring")',
       'config.yml:14:46: "rules.9.query" a rule is one of metric:, query:, certificate: or cron:, not metric and query ' +
       '(got "x")',
     ],
@@ -217,7 +234,7 @@ Deno.test("Alerter: disk, error-rate and log rules over a real store: one notice
     const config = parseConfig(
       `${SERVERS}rules:
   - { metric: disk.used_percent, above: 90, for: 2 cycles }
-  - { name: api 5xx, metric: app.error_rate, above: 10, app: api, within: 5m, minRequests: 10 }
+  - { name: api 5xx, metric: app.error_percent, above: 10, app: api, within: 5m, minRequests: 10 }
   - { name: tracebacks, query: '"Traceback" OR FATAL', atLeast: 5, within: 5m }
 `,
       fleetConfigSchema,
@@ -261,7 +278,9 @@ Deno.test("Alerter: disk, error-rate and log rules over a real store: one notice
     ]);
     assertEquals(cycle(97, undefined, 3), [], "still firing: nothing");
     assertEquals(cycle(50, undefined, 0, false), [], "web1 unreachable: its states are held");
-    assertEquals(cycle(50, { requests: 40, errors: 20 }), ["rule_firing web1/api: app.error_rate is 50 %, above 10 %"]);
+    assertEquals(cycle(50, { requests: 40, errors: 20 }), [
+      "rule_firing web1/api: app.error_percent is 50 %, above 10 %",
+    ]);
     assertEquals(cycle(50), [
       "rule_recovered web1 /data: disk.used_percent recovered: 50 %, below 85.5 %",
     ]);
@@ -314,19 +333,23 @@ Deno.test("countMatches: FTS5 over the window only, per server, bounded by app",
   });
 });
 
+const CERT_NOW = Date.UTC(2026, 0, 1, 12);
+
+/** An ACME certificate with `days` left at {@link CERT_NOW}. */
+const cert = (days: number): CertificateState => ({
+  names: ["a.test"],
+  source: "acme",
+  issuer: null,
+  notBefore: null,
+  notAfter: new Date(CERT_NOW + days * 86_400_000).toISOString(),
+  lastError: null,
+  lastErrorAt: null,
+  nextAttemptAt: null,
+});
+
 Deno.test("Alerter: the certificate rule sets the days of the certificate alert (14 without one)", async () => {
   await withStore("dp-rules-", (store) => {
-    const now = Date.UTC(2026, 0, 1, 12);
-    const cert = (days: number): CertificateState => ({
-      names: ["a.test"],
-      source: "acme",
-      issuer: null,
-      notBefore: null,
-      notAfter: new Date(now + days * 86_400_000).toISOString(),
-      lastError: null,
-      lastErrorAt: null,
-      nextAttemptAt: null,
-    });
+    const now = CERT_NOW;
     store.replaceCertificates("web1", new Map([["shop", cert(20)], ["blog", cert(40)]]), now);
     const titles = (alerter: Alerter) => alerter.notices(cycleSummary(now, { web1: true }), store).map((n) => n.title);
     assertEquals(titles(new Alerter([])), [], "20 days left: not within the default 14");
@@ -350,5 +373,155 @@ Deno.test("Alerter: the certificate rule sets the days of the certificate alert 
 
 Deno.test("rules: every metric a rule can watch is one the collector keeps (./server_metrics.ts)", () => {
   const kept: string[] = [...SERVER_METRICS, ...DISK_METRICS, ...APP_METRICS];
-  for (const metric of Object.keys(RULE_METRICS)) assert(kept.includes(metric), metric);
+  // app.error_percent is the collector's app.error_rate (0-1) in percent.
+  for (const metric of Object.keys(RULE_METRICS)) {
+    assert(kept.includes(metric === "app.error_percent" ? "app.error_rate" : metric), metric);
+  }
+});
+
+/** A config of SERVERS with `rules` (YAML lines). */
+const rulesOf = (rules: string) =>
+  parseConfig(`${SERVERS}rules:${rules ? `\n${rules}` : " []\n"}`, fleetConfigSchema, "config.yml").rules;
+
+Deno.test("Alerter: a sample whose df failed holds the mounts' states; a mount gone from 3 good samples recovers once", async () => {
+  await withStore("dp-rules-", (store) => {
+    const alerter = new Alerter([], {
+      rules: rulesOf("  - { name: disk, metric: disk.used_percent, above: 90, for: 2 cycles }\n"),
+      servers: ["web1", "web2"],
+    });
+    let now = Date.UTC(2026, 0, 1, 12);
+    const cycle = (filesystems: { mount: string; used: number }[], missing: string[] = []) => {
+      now += 30_000;
+      storeServerSample(store, "web1", { counters: {}, filesystems, missing }, now);
+      return alerter.notices(cycleSummary(now, { web1: true, web2: true }), store);
+    };
+    const titles = (notices: Notice[]) => notices.map((n) => `${n.event} ${n.title}`);
+    const both = [{ mount: "/", used: 40 }, { mount: "/data", used: 95 }];
+    assertEquals(titles(cycle(both)), []);
+    assertEquals(titles(cycle(both)), ["rule_firing web1 /data: disk.used_percent is 95 %, above 90 % for 2 cycles"]);
+    for (let i = 0; i < 4; i++) {
+      assertEquals(titles(cycle([], ["no df"])), [], "df failed: its mounts are held, not gone");
+    }
+    assertEquals(titles(cycle(both)), [], "the same incident: no second alert");
+    assertEquals(titles(cycle(both)), []);
+    // /data unmounted (df worked): the same incident for 2 samples, then gone, and its recovery says so.
+    const root = [{ mount: "/", used: 40 }];
+    assertEquals([...titles(cycle(root)), ...titles(cycle(root))], []);
+    const gone = cycle(root);
+    assertEquals(titles(gone), [
+      "rule_recovered web1 /data: disk.used_percent recovered: no longer reported by its server (rule disk)",
+    ]);
+    assertEquals(
+      [gone[0].fields.mount, gone[0].fields["last value"], gone[0].fields.value, gone[0].fields.reason],
+      ["/data", "95 %", undefined, "no longer reported by its server"],
+    );
+    assertEquals(titles(cycle(root)), []);
+    assertEquals(alerter.ruleStates().map((s) => `${s.subject.mount} ${s.state}`), ["/ ok"]);
+  });
+});
+
+Deno.test("Alerter: app.requests with app: is judged only on servers running the app; an app never logged is not judged", async () => {
+  await withStore("dp-rules-", (store) => {
+    const alerter = new Alerter([], {
+      rules: rulesOf(
+        "  - { name: api traffic, metric: app.requests, below: 1, app: api, within: 5m }\n" +
+          "  - { name: traffic, metric: app.requests, below: 1, within: 5m }\n",
+      ),
+      servers: ["web1", "web2"],
+    });
+    let now = Date.UTC(2026, 0, 1, 12);
+    const running = { status: "running", healthy: true, version: "v1" };
+    store.upsertApp("web1", "api", running, now);
+    store.upsertApp("web2", "worker", running, now); // no HTTP: the proxy never logs a minute of it
+    const minute = { ts: now - 60_000, requests: 100, errors: 0, other: 100, p50: 5, p95: 9 };
+    storeRequestMinutes(store, "web1", "api", [minute]);
+    const cycle = () => alerter.notices(cycleSummary(now, { web1: true, web2: true }), store).map((n) => n.title);
+    assertEquals(cycle(), [], "100 requests in the window; web2 runs no api, its worker never logged one");
+    now += 10 * 60_000;
+    assertEquals(cycle(), [
+      "web1/api: app.requests is 0/min, below 1/min",
+      "web1/api: app.requests is 0/min, below 1/min",
+    ]);
+    assertEquals(
+      alerter.ruleStates().map((s) => `${s.rule.name} ${s.subject.server}/${s.subject.app} ${s.state} ${s.value}`),
+      ["api traffic web1/api firing 0", "traffic web1/api firing 0", "traffic web2/worker ok undefined"],
+    );
+  });
+});
+
+Deno.test("Alerter: a rule removed from the config while firing recovers once, from the memory of the last run", async () => {
+  await withStore("dp-rules-", async (store, dir) => {
+    let now = Date.UTC(2026, 0, 1, 12);
+    const path = join(dir, "alerts.json");
+    /** One process per cycle: the memory file read, a cycle at 95 %, the memory written back. */
+    const run = async (rules: string) => {
+      now += 30_000;
+      storeServerSample(store, "web1", { counters: {}, filesystems: [{ mount: "/data", used: 95 }], missing: [] }, now);
+      const alerter = new Alerter([], { memory: await readMemory(path), rules: rulesOf(rules), servers: ["web1"] });
+      const titles = alerter.notices(cycleSummary(now, { web1: true }), store).map((n) => `${n.event} ${n.title}`);
+      await Deno.writeTextFile(path, JSON.stringify(alerter.snapshot()));
+      return titles;
+    };
+    const v1 = "  - { metric: disk.used_percent, above: 90 }\n  - { name: cron, cron: failed }\n";
+    assertEquals(await run(v1), ["rule_firing web1 /data: disk.used_percent is 95 %, above 90 %"]);
+    assertEquals(await run(v1), []);
+    // Its threshold edited, without a name: another rule. The old incident is closed, the new one opened.
+    const v2 = "  - { metric: disk.used_percent, above: 80 }\n";
+    assertEquals(await run(v2), [
+      "rule_firing web1 /data: disk.used_percent is 95 %, above 80 %",
+      "rule_recovered web1 /data: disk.used_percent recovered: rule removed from the config " +
+      "(rule disk.used_percent above 90)",
+    ]);
+    assertEquals(await run(v2), [], "once");
+    // Every rule removed (the alerts' targets kept): the firing one still recovers.
+    assertEquals(await run(""), [
+      "rule_recovered web1 /data: disk.used_percent recovered: rule removed from the config " +
+      "(rule disk.used_percent above 80)",
+    ]);
+    assertEquals(await run(""), []);
+    const saved = await readMemory(path);
+    assertEquals([saved?.rules, saved?.ruleDefs], [undefined, undefined]);
+    // A memory file whose rule definitions are not well-formed: those rules end silently, the rest is kept.
+    await run(v2);
+    const broken = JSON.parse(await Deno.readTextFile(path));
+    broken.ruleDefs["disk.used_percent above 80"].op = "over";
+    await Deno.writeTextFile(path, JSON.stringify(broken));
+    assertEquals(Object.keys((await readMemory(path))?.rules ?? {}), ["disk.used_percent above 80"]);
+    assertEquals(await run(""), []);
+  });
+});
+
+Deno.test("Alerter: a certificate rule with server: sets the days of that server's apps; the others keep 14 days", async () => {
+  await withStore("dp-rules-", (store) => {
+    const now = CERT_NOW;
+    store.replaceCertificates("web1", new Map([["shop", cert(20)], ["blog", cert(40)]]), now);
+    store.replaceCertificates("web2", new Map([["shop", cert(20)], ["blog", cert(10)]]), now);
+    const alerter = new Alerter([], {
+      rules: rulesOf("  - { name: certs, certificate: expiring, days: 30, server: web1, severity: critical }\n"),
+      servers: ["web1", "web2"],
+    });
+    const notices = alerter.notices(cycleSummary(now, { web1: true, web2: true }), store);
+    assertEquals(notices.map((n) => [n.title, n.fields.rule, n.fields.severity]), [
+      ["certificate of web1/shop expires in 20 days (2026-01-21)", "certs", "critical"],
+      ["certificate of web2/blog expires in 10 days (2026-01-11)", undefined, undefined],
+    ]);
+    assertEquals(alerter.ruleStates().map((s) => `${s.rule.name} ${s.subject.server}/${s.subject.app} ${s.state}`), [
+      "certs web1/blog ok",
+      "certs web1/shop firing",
+    ]);
+    assertEquals(alerter.snapshot().certificates, {
+      "web1/blog": false,
+      "web1/shop": true,
+      "web2/blog": true,
+      "web2/shop": false,
+    });
+    assertEquals(alerter.notices(cycleSummary(now + 30_000, { web1: true, web2: true }), store), [], "once");
+  });
+});
+
+Deno.test("countMatches: the window's first line is found through the ts index, not a walk of the whole table", async () => {
+  await withStore("dp-rules-", (store) => {
+    const plan = store.sql(`EXPLAIN QUERY PLAN ${WINDOW_FIRST_LINE}`).all(0) as { detail: string }[];
+    assertEquals(plan.map((row) => row.detail), ["SEARCH lines USING COVERING INDEX lines_ts (ts>?)"]);
+  });
 });
