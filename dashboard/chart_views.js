@@ -8,7 +8,7 @@
  * @module
  */
 import { h, svg } from "./dom.js";
-import { absolute } from "./format.js";
+import { absolute, stampText } from "./format.js";
 import { CHART_RANGES, DASHES, deployText, lineChart, marker, SPARK, sparkShape, sparkText } from "./charts.js";
 import { serverHref } from "./routes.js";
 
@@ -147,6 +147,44 @@ export function appCharts(s) {
       unit: "ms",
       series: [series("p50", "p50", s.p50), series("p95", "p95", s.p95)],
     }),
+    releaseTable(Array.isArray(s.releases) ? s.releases : []),
+  );
+}
+
+/** A figure as a table cell: "–" when it is not a finite number. */
+const figure = (value, text) => typeof value === "number" && Number.isFinite(value) ? text(value) : "–";
+
+/**
+ * An app's figures per release in the range (the release serving each minute), newest first:
+ * what each deploy changed, in numbers.
+ * @param {{ version: string | null, from: number, to: number, requests: number, errorRate: number | null, p95: number | null }[]} releases
+ */
+export function releaseTable(releases) {
+  if (!releases.length) return null;
+  return h(
+    "table",
+    { class: "releases", "data-chart": "releases" },
+    h("caption", { text: "Per release, in this range" }),
+    h(
+      "thead",
+      {},
+      h("tr", {}, ...["release", "serving", "requests", "5xx", "p95"].map((text) => h("th", { scope: "col", text }))),
+    ),
+    h(
+      "tbody",
+      {},
+      ...releases.slice().reverse().map((r) =>
+        h(
+          "tr",
+          { dataset: { version: String(r.version ?? "") } },
+          h("td", {}, h("code", { text: r.version ?? "unknown" })),
+          h("td", { text: `${figure(r.from, stampText)} – ${figure(r.to, stampText)}` }),
+          h("td", { class: "num", text: figure(r.requests, (n) => String(Math.round(n))) }),
+          h("td", { class: "num", text: figure(r.errorRate, (n) => `${(n * 100).toFixed(n < 0.1 ? 2 : 1)} %`) }),
+          h("td", { class: "num", text: figure(r.p95, (n) => `${Math.round(n)} ms`) }),
+        )
+      ),
+    ),
   );
 }
 

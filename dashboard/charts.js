@@ -364,10 +364,10 @@ export function sparkShape(requests, errorRate) {
   return { line, errors, level };
 }
 
-/** A sparkline's words: "12/min, 5xx 7.2 %" (last requests, worst error rate), for its label. */
+/** A sparkline's words: "12/min, 5xx up to 7.2 %" (last requests, worst error rate in the range), for its label. */
 export function sparkText(requests, errorRate) {
   const last = lastValue(requests);
   const worst = maxValue(errorRate);
   return `${last === null ? "no requests" : UNITS.perMinute.text(last)}` +
-    (worst !== null && worst >= ERROR_LEVEL ? `, 5xx ${UNITS.ratio.text(worst)}` : "");
+    (worst !== null && worst >= ERROR_LEVEL ? `, 5xx up to ${UNITS.ratio.text(worst)}` : "");
 }

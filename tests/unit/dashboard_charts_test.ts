@@ -200,6 +200,6 @@ Deno.test("dashboard charts: sparklines overdraw erring stretches and say the wo
   // Coordinates stay in the box whatever the values.
   const wild = sparkShape([1e300, -5, Infinity, 0], [NaN, 2, null, 0]);
   for (const n of wild.line.match(/-?[\d.]+/g)!.map(Number)) assert(n >= -5 && n <= SPARK.width, wild.line);
-  assertEquals(sparkText([10, 20], [0, 0.072]), "20/min, 5xx 7.2 %");
+  assertEquals(sparkText([10, 20], [0, 0.072]), "20/min, 5xx up to 7.2 %");
   assertEquals(sparkText([null], [null]), "no requests");
 });

@@ -28,7 +28,6 @@ import { forTerminal, jsonForTerminal } from "../../src/terminal.ts";
 
 const VIEW = { now: Date.UTC(2026, 11, 3, 9), intervalMs: 30_000, holding: false, gapMs: 0 };
 
-
 Deno.test("forTerminal: OSC 52, OSC 0, CSI, C1, DEL, CR and bidi controls are shown, not obeyed", () => {
   const hostile =
     "ok\x1b]52;c;cm0gLXJmIH4=\x07 title\x1b]0;pwned\x1b\\ red\x1b[31m\x1b[2J c1\u009b31m\u009d0;x\u009c " +

@@ -37,7 +37,6 @@ const run = (job: string, outcome: string, extra: Record<string, unknown> = {}) 
     ...extra,
   });
 
-
 function api(store: FleetStore) {
   const handler = createFleetHandler({
     store,
