@@ -40,14 +40,17 @@ const NOT_DF = "nfs|nfs4|cifs|smb3|smbfs|ncpfs|fuse.sshfs|sshfs|ceph|fuse.ceph|g
  * The constant script. `[ -r /proc/stat ]` tells whether /proc is there; each file is read on its
  * own (with shell builtins: `p FILE N` prints its first N lines), so what can be read is printed.
  * The small sections come first and /proc/net/dev last, so the `head -c` cut can only shorten that
- * one. df (the only command run, twice) is given the local storage mount points of
+ * one. `stat -f` (the one command run: each exec costs a millisecond or more on a small VPS, and
+ * the cycle's time is the target; GNU and busybox) is given the local storage mount points of
  * /proc/self/mounts only (at most {@link MAX_DF_MOUNTS}; no network filesystem, which could hang
- * it; `\040` unescaped, other escaped names skipped), each mount's point and type printed for the
- * parser; without /proc, `df -l` (GNU) or plain df. Each df runs under `timeout` where there is
- * one. Errors go nowhere and the exit code is always 0: metrics never fail a pull.
+ * it; `\040` unescaped, other escaped names skipped) and prints each one's filesystem id, block
+ * size, blocks, free, available, inodes and free inodes; each mount's point and type is printed
+ * for the parser; without /proc, `df -l` (GNU) or plain df, twice. They run under `timeout` where
+ * there is one (`command -v`, no probe). Errors go nowhere and the exit code is always 0: metrics
+ * never fail a pull.
  */
 export const METRICS_SCRIPT =
-  `echo '${METRICS_MARK}'; { t=; timeout ${DF_TIMEOUT_S} true && t='timeout ${DF_TIMEOUT_S}'; ` +
+  `echo '${METRICS_MARK}'; { t=; command -v timeout >/dev/null && t='timeout ${DF_TIMEOUT_S}'; ` +
   "if [ -r /proc/stat ]; then " +
   'p() { n=0; while [ $n -lt $2 ] && IFS= read -r l; do echo "$l"; n=$((n+1)); done < "$1"; }; ' +
   "echo 'M stat'; n=0; f=; while read -r a b; do case $a in " +
@@ -58,7 +61,7 @@ export const METRICS_SCRIPT =
   `case $y in ${NOT_DF}) continue ;; esac; [ $# -lt ${MAX_DF_MOUNTS} ] || break; u=; s=$m; ` +
   "while :; do case $s in *'\\040'*) u=\"$u${s%%'\\040'*} \"; s=${s#*'\\040'} ;; *) break ;; esac; done; " +
   'u="$u$s"; case $u in *\\\\*) continue ;; esac; echo "$m $y"; set -- "$@" "$u"; done < /proc/self/mounts; ' +
-  "if [ $# -gt 0 ]; then echo 'M df'; $t df -P -k \"$@\"; echo 'M dfi'; $t df -P -i \"$@\"; fi; " +
+  "if [ $# -gt 0 ]; then echo 'M statfs'; $t stat -f -c '%i %S %b %f %a %c %d %n' \"$@\"; fi; " +
   "echo 'M netdev'; p /proc/net/dev 258; " +
   "else echo 'M noproc'; echo 'M df'; $t df -P -k -l || $t df -P -k; echo 'M dfi'; $t df -P -i -l || $t df -P -i; fi; " +
   `} 2>/dev/null | head -c ${MAX_METRICS_BYTES}; true`;
@@ -198,7 +201,7 @@ export function parseMetrics(output: string): RawMetrics {
     if (uptime !== undefined) raw.counters.uptime = uptime;
     else raw.missing.push("no /proc/uptime");
   }
-  readDisks(sections.get("mounts"), sections.get("df"), sections.get("dfi"), raw);
+  readDisks(sections.get("mounts"), sections, raw);
   return raw;
 }
 
@@ -271,17 +274,24 @@ function unescapeMount(text: string): string {
 /** `df -P` lines: device, total, used, available, percent, mount point (which may hold spaces). */
 const DF_LINE = /^(\S+)\s+(\d{1,20})\s+(\d{1,20})\s+(\d{1,20})\s+(?:\d{1,3}%|-)\s+(\/.{0,4095})$/;
 
-function readDisks(
-  mounts: string[] | undefined,
-  df: string[] | undefined,
-  dfi: string[] | undefined,
-  raw: RawMetrics,
-): void {
-  const types = new Map<string, string>();
-  for (const line of mounts ?? []) {
-    const [point, type] = line.split(" "); // `<mount point, escaped> <type>`
-    if (point && type) types.set(unescapeMount(point), type); // the last mount over a point is the one seen
-  }
+/** `stat -f -c '%i %S %b %f %a %c %d %n'` lines: fs id, block size, blocks, free, available, inodes, free inodes, the mount point. */
+const STATFS_LINE =
+  /^([0-9a-f]{1,32}) (\d{1,20}) (\d{1,20}) (\d{1,20}) (\d{1,20}) (\d{1,20}) (\d{1,20}) (\/.{0,4095})$/;
+
+/** One filesystem as df or statfs saw it: space used and available (any unit), inodes used as a percent. */
+interface Disk {
+  mount: string;
+  /** The same filesystem under another mount point has the same (a block device, a statfs id); none: never merged. */
+  same?: string;
+  /** What its type is judged by when /proc/self/mounts does not say (df's device column). */
+  device: string;
+  used: number;
+  available: number;
+  inodes?: number;
+}
+
+/** The disks of `df -P -k` and `df -P -i` output (the host without /proc). */
+function dfDisks(df: string[], dfi: string[] | undefined): Disk[] {
   const inodes = new Map<string, number>();
   for (const line of dfi ?? []) {
     const match = DF_LINE.exec(line.trimEnd());
@@ -290,23 +300,60 @@ function readDisks(
       inodes.set(match[5], Math.min(100, used / (used + free) * 100));
     }
   }
-  const seen = new Set<string>();
-  /** A block device's filesystem, once: at its shortest mount point (as GNU df does; busybox lists bind mounts). */
-  const devices = new Map<string, RawMetrics["filesystems"][number]>();
-  let dropped = 0;
-  for (const line of df ?? []) {
+  const disks: Disk[] = [];
+  for (const line of df) {
     const match = DF_LINE.exec(line.trimEnd());
     if (!match) continue;
-    const [total, used, free] = [num(match[2]), num(match[3]), num(match[4])];
+    const [total, used, available] = [num(match[2]), num(match[3]), num(match[4])];
+    if (!total || used === undefined || available === undefined) continue; // pseudo: no blocks
     const [device, mount] = [match[1], match[5]];
-    if (!total || used === undefined || free === undefined || used + free <= 0) continue; // pseudo: no blocks
-    if (!isStorage(mounts ? types.get(mount) : undefined, device) || seen.has(mount)) continue;
+    disks.push({ mount, device, same: device.startsWith("/") ? device : undefined, used, available });
+    if (inodes.has(mount)) disks.at(-1)!.inodes = inodes.get(mount);
+  }
+  return disks;
+}
+
+/** The disks of `stat -f` output (df's figures: used = blocks − free, against used + available). */
+function statfsDisks(lines: string[]): Disk[] {
+  const disks: Disk[] = [];
+  for (const line of lines) {
+    const match = STATFS_LINE.exec(line.trimEnd());
+    if (!match) continue;
+    const [size, blocks, free, available, files, freeFiles] = match.slice(2, 8).map((text) => num(text));
+    if (!size || !blocks || free === undefined || available === undefined || free > blocks) continue; // no blocks
+    // A zero id (tmpfs on older kernels) names no filesystem: never merged.
+    const same = /^0+$/.test(match[1]) ? undefined : `fs:${match[1]}`;
+    const disk: Disk = { mount: match[8], device: "", same, used: blocks - free, available };
+    if (files && freeFiles !== undefined && freeFiles <= files) disk.inodes = (files - freeFiles) / files * 100;
+    disks.push(disk);
+  }
+  return disks;
+}
+
+function readDisks(mounts: string[] | undefined, sections: Map<string, string[]>, raw: RawMetrics): void {
+  const types = new Map<string, string>();
+  for (const line of mounts ?? []) {
+    const [point, type] = line.split(" "); // `<mount point, escaped> <type>`
+    if (point && type) types.set(unescapeMount(point), type); // the last mount over a point is the one seen
+  }
+  const statfs = sections.get("statfs");
+  const df = sections.get("df");
+  if (!statfs && !df) return void raw.missing.push("no df");
+  const disks = statfs ? statfsDisks(statfs) : dfDisks(df!, sections.get("dfi"));
+  const seen = new Set<string>();
+  /** A filesystem, once: at its shortest mount point (as GNU df does; busybox lists bind mounts). */
+  const same = new Map<string, RawMetrics["filesystems"][number]>();
+  let dropped = 0;
+  for (const disk of disks) {
+    const { mount } = disk;
+    if (disk.used + disk.available <= 0) continue;
+    if (!isStorage(mounts ? types.get(mount) : undefined, disk.device) || seen.has(mount)) continue;
     if (/^\/(proc|sys)(\/|$)/.test(mount)) continue;
     seen.add(mount);
-    const same = device.startsWith("/") ? devices.get(device) : undefined;
-    if (same) {
-      if (mount.length < same.mount.length) {
-        Object.assign(same, { mount }, inodes.has(mount) ? { inodes: inodes.get(mount) } : {});
+    const other = disk.same ? same.get(disk.same) : undefined;
+    if (other) {
+      if (mount.length < other.mount.length) {
+        Object.assign(other, { mount }, disk.inodes !== undefined ? { inodes: disk.inodes } : {});
       }
       continue;
     }
@@ -316,13 +363,12 @@ function readDisks(
     }
     const fs: RawMetrics["filesystems"][number] = {
       mount,
-      used: Math.min(100, used / (used + free) * 100),
-      ...(inodes.has(mount) ? { inodes: inodes.get(mount) } : {}),
+      used: Math.min(100, disk.used / (disk.used + disk.available) * 100),
+      ...(disk.inodes !== undefined ? { inodes: Math.min(100, disk.inodes) } : {}),
     };
-    if (device.startsWith("/")) devices.set(device, fs);
+    if (disk.same) same.set(disk.same, fs);
     raw.filesystems.push(fs);
   }
-  if (!df) raw.missing.push("no df");
   if (dropped) raw.missing.push(`${dropped} filesystem(s) over the ${MAX_FILESYSTEMS} kept`);
 }
 
