@@ -24,14 +24,43 @@ export function placed(servers) {
 export const lastDeploy = (app) => (app.lastDeploy && typeof app.lastDeploy === "object" ? app.lastDeploy : null);
 
 /**
- * What needs attention, most urgent first (stable): unreachable and stale servers (with why),
- * servers over the collector's limits, unhealthy apps, apps with a process not running, certificates
- * at risk. Each item is its
- * kind and its text as data (see widgets.js's `rich`): strings, `{href, text}`, `{time}`, `{muted}`.
- * @param {any[]} servers
+ * The alert rules' subjects firing or pending (the API's `rules`), as attention items: kind `rule`
+ * (firing) or `pending`; the subject linked to its server (and app), the rule, what it watches,
+ * the last value and since when.
+ * @param {any[]} rules
  * @returns {{ kind: string, parts: any[] }[]}
  */
-export function attentionItems(servers) {
+export function ruleItems(rules) {
+  return rules.map((rule) => ({
+    kind: rule.state === "firing" ? "rule" : "pending",
+    parts: [
+      {
+        href: serverHref(rule.server, rule.app ? { app: rule.app } : {}),
+        text: [rule.server, rule.app].filter(Boolean).join(" / ") + (rule.mount ? ` ${rule.mount}` : "") +
+          (rule.job ? ` job ${rule.job}` : ""),
+      },
+      ` ${rule.state === "firing" ? "firing" : "pending"}: ${rule.rule} (${rule.severity})`,
+      {
+        muted: [
+          ` · ${rule.condition}`,
+          rule.valueText ? ` · is ${rule.valueText}` : "",
+          rule.since ? [" · since ", { time: rule.since }] : "",
+        ],
+      },
+    ],
+  }));
+}
+
+/**
+ * What needs attention, most urgent first (stable): unreachable and stale servers (with why),
+ * servers over the collector's limits, unhealthy apps, apps with a process not running, certificates
+ * at risk, alert rules firing or pending ({@link ruleItems}). Each item is its
+ * kind and its text as data (see widgets.js's `rich`): strings, `{href, text}`, `{time}`, `{muted}`.
+ * @param {any[]} servers
+ * @param {any[]} [rules] the API's `rules`
+ * @returns {{ kind: string, parts: any[] }[]}
+ */
+export function attentionItems(servers, rules = []) {
   const items = [];
   const item = (kind, ...parts) => items.push({ kind, parts });
   const serverLink = (server) => ({ href: serverHref(server.name), text: server.name });
@@ -103,6 +132,7 @@ export function attentionItems(servers) {
       { muted: [` · ${certificateText(cert)}`] },
     );
   }
+  items.push(...ruleItems(rules));
   return items.sort((a, b) => SEVERITY[a.kind] - SEVERITY[b.kind]);
 }
 

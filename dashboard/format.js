@@ -5,7 +5,7 @@
  */
 
 /** App states, most urgent first (and where a certificate at risk ranks in "Needs attention"). */
-export const SEVERITY = { unreachable: 0, unhealthy: 1, certificate: 1, stale: 2, fresh: 3 };
+export const SEVERITY = { unreachable: 0, unhealthy: 1, certificate: 1, rule: 1, stale: 2, pending: 2, fresh: 3 };
 export const STATE_LABEL = { fresh: "healthy", unhealthy: "unhealthy", stale: "stale", unreachable: "unreachable" };
 export const STATE_GLYPH = { fresh: "", unhealthy: "✕", stale: "◷", unreachable: "⊘" };
 /** Deploy outcomes: [label, badge kind]. */

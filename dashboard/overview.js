@@ -24,7 +24,7 @@ import {
   versionSkew,
 } from "./fleet.js";
 import { route, serverHref } from "./routes.js";
-import { appCells, certificateBadge, errorBox, processesCell, rich, stateBadge, table, when } from "./widgets.js";
+import { appCells, certificateBadge, errorBox, processesCell, stateBadge, stateList, table, when } from "./widgets.js";
 
 /** At most this many lines of "Needs attention". */
 const ATTENTION_LINES = 12;
@@ -132,16 +132,24 @@ export function overviewView() {
     const servers = data.servers;
     const { all, appNames } = placed(servers);
     put(notices);
-    put(updated, "Updated ", when(data.generatedAt), ` · ${servers.length} servers, ${all.length} apps`);
+    put(
+      updated,
+      "Updated ",
+      when(data.generatedAt),
+      ` · ${count(servers.length, "server")}, ${count(all.length, "app")}`,
+    );
 
     const c = data.counts;
     const problems = c.unhealthy + c.stale + c.unreachable;
-    summary.className = `summary ${problems ? "bad" : "ok"}`;
+    const rules = data.rules ?? [];
+    const firing = rules.filter((rule) => rule.state === "firing").length;
+    summary.className = `summary ${problems || firing ? "bad" : "ok"}`;
     summary.textContent = !servers.length
       ? "No servers yet: add one with `deploy-paradigm fleet add <name> <user@host>`."
-      : problems
-      ? `${problems} of ${all.length} apps need attention.`
-      : `All ${all.length} apps on ${servers.length} servers are healthy.`;
+      : (problems
+        ? `${problems} of ${count(all.length, "app")} need attention.`
+        : `All ${count(all.length, "app")} on ${count(servers.length, "server")} are healthy.`) +
+        (firing ? ` ${firing === 1 ? "1 alert rule is" : `${firing} alert rules are`} firing.` : "");
     put(
       counts,
       ...["fresh", "unhealthy", "stale", "unreachable"].map((key) =>
@@ -162,7 +170,7 @@ export function overviewView() {
         )
       ),
     );
-    put(attention, attentionPanel(attentionItems(servers), now));
+    put(attention, attentionPanel(attentionItems(servers, rules), now));
     const { skewed, majority } = versionSkew(all);
     put(skew, skewPanel(skewed));
     const { snapshot, changed } = changes(before, all);
@@ -255,6 +263,9 @@ export function overviewView() {
   };
 }
 
+/** `1 server`, `2 servers`. */
+const count = (n, noun) => `${n} ${noun}${n === 1 ? "" : "s"}`;
+
 const noServers = () => h("p", { class: "muted", text: "No server has been pulled yet." });
 
 /** "Needs attention" (nothing when nothing does): the first lines of `items`, and how many more. */
@@ -265,11 +276,7 @@ function attentionPanel(items, now) {
     "section",
     { class: "panel attention" },
     h("h2", { text: "Needs attention" }),
-    h(
-      "ul",
-      { class: "plain" },
-      shown.map(({ kind, parts }) => h("li", { class: `state-line state-${kind}` }, rich(parts, now))),
-    ),
+    stateList(shown, now),
     items.length > shown.length
       ? h("p", { class: "muted small", text: `and ${items.length - shown.length} more: see the tables below` })
       : null,

@@ -1,7 +1,8 @@
 /**
  * One server (`#/server/NAME[?app=&since=&range=]`): its metrics charts and those of one app (`app`,
  * else its first) over `range` (chart_views.js), its apps, each app's processes and the last run of
- * each of its cron jobs, deployments, error lines (optionally of one app since a deploy) and Netdata.
+ * each of its cron jobs, deployments, error lines (optionally of one app since a deploy), Netdata, and
+ * its alert rules firing or pending.
  * @module
  */
 import { h, put } from "./dom.js";
@@ -9,7 +10,7 @@ import { api, ApiError, orLogin, Unauthorized } from "./api.js";
 import { rangeOf } from "./charts.js";
 import { appCharts, rangePicker, serverCharts } from "./chart_views.js";
 import { bytes, duration } from "./format.js";
-import { errorLinesFor, lastDeploy } from "./fleet.js";
+import { errorLinesFor, lastDeploy, ruleItems } from "./fleet.js";
 import { lineItem, lineMeta } from "./lines.js";
 import { httpUrl, route, serverHref } from "./routes.js";
 import { DEPLOYMENT_COLUMNS, deploymentRows } from "./deployments.js";
@@ -22,6 +23,7 @@ import {
   outcomeBadge,
   processesCell,
   stateBadge,
+  stateList,
   table,
   when,
 } from "./widgets.js";
@@ -183,6 +185,14 @@ export function serverView(name) {
           { class: "error", role: "status" },
           h("p", { text: "The last pull went over the collector's limits:" }),
           h("ul", {}, d.limits.map((line) => h("li", { text: line }))),
+        )
+        : "",
+      d.rules?.length
+        ? h(
+          "section",
+          { class: "panel attention", dataset: { rules: "" } },
+          h("h2", { text: "Alert rules firing or pending" }),
+          stateList(ruleItems(d.rules)),
         )
         : "",
     );

@@ -180,3 +180,16 @@ export function rich(part, now) {
   if ("time" in part) return when(part.time, now);
   return h("span", { class: "muted" }, rich(part.muted, now));
 }
+
+/**
+ * Attention items (fleet.js's `attentionItems`, `ruleItems`) as a list, each line marked by its kind.
+ * @param {{ kind: string, parts: any[] }[]} items
+ * @param {number} [now]
+ */
+export function stateList(items, now) {
+  return h(
+    "ul",
+    { class: "plain" },
+    items.map(({ kind, parts }) => h("li", { class: `state-line state-${kind}` }, rich(parts, now))),
+  );
+}

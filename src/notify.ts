@@ -111,10 +111,24 @@ async function send(target: Target, notice: Notice, timeoutMs: number): Promise<
     return { target: label, ok: response.ok, detail: `${response.status} in ${ms()}` };
   } catch (error) {
     const timedOut = error instanceof DOMException && error.name === "TimeoutError";
-    const why = timedOut
-      ? `no answer within ${timeoutMs} ms`
-      : (error instanceof Error ? error.message : String(error));
+    const why = timedOut ? `no answer within ${timeoutMs} ms` : failureText(error);
     // The error may quote the URL: never print it whole.
     return { target: label, ok: false, detail: why.replaceAll(target.url, redactUrl(target.url)) };
   }
+}
+
+/**
+ * A failed request's message with its cause, when it has one (`fetch failed` alone says nothing):
+ * `fetch failed: tcp connect error: Connection refused`.
+ */
+export function failureText(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  const cause = error.cause instanceof Error
+    ? error.cause.message.replace(/^error sending request for url \([^)]*\): /, "").replace(
+      /^client error \(\w+\): /,
+      "",
+    )
+      .replace(/ \(os error \d+\)$/, "")
+    : "";
+  return cause ? `${error.message}: ${cause}` : error.message;
 }

@@ -119,7 +119,10 @@ export function parseConfig<S extends z.ZodType>(
       // A custom problem may point inside a one-line string value: `params.column` (from 1) in its text.
       const column = issue.code === "custom" ? (issue.params as { column?: number } | undefined)?.column : undefined;
       if (column !== undefined) offset += (/["']/.test(text[offset] ?? "") ? 1 : 0) + column - 1;
-      return { offset, text: explain(issue, path, schema, data) };
+      // A custom problem may name another key (`params.ref`) where its text says `{ref}`: by key path and position.
+      const ref = issue.code === "custom" ? (issue.params as { ref?: Path } | undefined)?.ref : undefined;
+      const named = ref ? `"${ref.join(".")}" (${at(offsetOf(doc.contents, ref, false))})` : "";
+      return { offset, text: explain(issue, path, schema, data).replace("{ref}", named) };
     });
   });
   fail(problems.sort((a, b) => a.offset - b.offset).map((p) => `${at(p.offset)}: ${p.text}`));
@@ -151,7 +154,10 @@ function explain(issue: z.core.$ZodIssue, path: Path, schema: z.ZodType, data: u
   const message = issue.code === "invalid_type" && issue.message.startsWith("Invalid input")
     ? `must be ${EXPECTED[issue.expected] ?? issue.expected}`
     : issue.message;
-  const got = value === undefined || message.includes("(got") ? "" : ` (got ${describe(value)})`;
+  // A custom problem about a whole item of a list (a rule needs…) says what is wrong with it: not "(got a mapping)".
+  const whole = issue.code === "custom" && typeof path.at(-1) === "number" && typeof value === "object" &&
+    value !== null;
+  const got = value === undefined || message.includes("(got") || whole ? "" : ` (got ${describe(value)})`;
   return `${key} ${message}${got}`;
 }
 

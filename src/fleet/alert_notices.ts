@@ -13,6 +13,8 @@ import type { CycleSummary } from "./collector.ts";
 import type { CertificateRecord, CertificateView, DeploymentRecord } from "./views.ts";
 import {
   type CertificateRule,
+  comparedTo,
+  formatThreshold,
   formatValue,
   formatWindow,
   recoveryPoint,
@@ -191,12 +193,12 @@ export function ruleNotice(transition: Transition): Notice {
       : "certificate";
     title = `${where}: ${what} recovered: ${ENDED[ended]} (rule ${rule.name})`;
   } else if (rule.kind === "threshold") {
-    threshold = `${rule.op} ${formatValue(rule.threshold, unit)}`;
-    const back = `${rule.op === "above" ? "below" : "above"} ${formatValue(recovery!, unit)}`;
+    threshold = `${rule.op} ${formatThreshold(rule.threshold, unit)}`;
+    const back = `${rule.op === "above" ? "below" : "above"} ${formatThreshold(recovery!, unit)}`;
     title = firing
-      ? `${where}: ${rule.metric} is ${formatValue(value, unit)}, ${threshold}` +
+      ? `${where}: ${rule.metric} is ${formatValue(value, unit, rule.threshold)}, ${threshold}` +
         (rule.forCycles > 1 ? ` for ${rule.forCycles} cycles` : "")
-      : `${where}: ${rule.metric} recovered: ${formatValue(value, unit)}, ${back}`;
+      : `${where}: ${rule.metric} recovered: ${formatValue(value, unit, recovery)}, ${back}`;
   } else if (rule.kind === "log") {
     threshold = `at least ${formatValue(rule.atLeast, unit)} within ${formatWindow(rule.withinMs)}`;
     title = firing
@@ -223,7 +225,7 @@ export function ruleNotice(transition: Transition): Notice {
       job: subject.job,
       [ended ? "last value" : "value"]: rule.kind === "cron" || Number.isNaN(value)
         ? undefined
-        : formatValue(value, unit),
+        : formatValue(value, unit, ended ? undefined : firing ? comparedTo(rule) : recovery),
       threshold,
       reason: ended ? ENDED[ended] : undefined,
       "firing since": firing ? undefined : since,

@@ -55,11 +55,17 @@ import type { FleetStore } from "./store.ts";
 import { observe } from "./rule_inputs.ts";
 import {
   type CertificateRule,
+  comparedTo,
+  describeRule,
   evaluate,
+  formatValue,
   type Rule,
   type RuleMemory,
+  ruleUnit,
   SEVERITIES,
+  type Severity,
   type Subject,
+  subjectKey,
   type SubjectState,
 } from "./rules.ts";
 
@@ -95,6 +101,8 @@ export interface AlertMemory {
   ruleDefs?: Record<string, Rule>;
   /** Each server's latest metrics sample already judged by the rules (its ts). */
   judged?: Record<string, number>;
+  /** `false`: no target took `rule_firing` notices in the run that saved this memory. */
+  targeted?: false;
 }
 
 /** A rule's subject as `fleet alerts` and /metrics show it. */
@@ -104,6 +112,23 @@ export interface RuleStateView extends SubjectState {
 
 /** A rule's subject on /metrics (`fleet_alert_firing`): the subject's own labels only. */
 export type FiringView = { rule: string; firing: boolean } & Subject;
+
+/** A rule's subject that is firing or pending, as the API and dashboard show it (`rules` of /api/fleet). */
+export interface ActiveRuleView extends Subject {
+  rule: string;
+  severity: Severity;
+  state: "firing" | "pending";
+  /** The last value observed, and as text with its unit (none for cron and certificate rules). */
+  value?: number;
+  valueText?: string;
+  /** What the rule watches, in words (./rules.ts describeRule). */
+  condition: string;
+  /** When the state began (ISO). */
+  since: string;
+}
+
+/** Subjects in {@link Alerter.activeRules} at most (the firing first). */
+export const MAX_ACTIVE_RULES = 200;
 
 /** Options of an {@link Alerter}. */
 export interface AlerterOptions {
@@ -159,6 +184,15 @@ export class Alerter {
     this.rules = options.rules ?? [];
     this.servers = options.servers ?? [];
     this.certificateRule = this.rules.find((rule) => rule.kind === "certificate");
+    // Targets added since the last run: what fires now was never sent, so its recovery will not be.
+    const targeted = targets.some((target) => !target.events || target.events.includes("rule_firing"));
+    if (this.memory.targeted === false && targeted) {
+      for (const states of Object.values(this.memory.rules ?? {})) {
+        for (const state of Object.values(states)) if (state.state === "firing") state.unsent = true;
+      }
+    }
+    if (targeted || !this.rules.length) delete this.memory.targeted;
+    else this.memory.targeted = false;
   }
 
   /**
@@ -186,6 +220,28 @@ export class Alerter {
       const labels = Object.fromEntries(Object.entries(subject).filter(([, value]) => typeof value === "string"));
       return { rule: rule.name, ...labels as Subject, firing: state === "firing" };
     });
+  }
+
+  /**
+   * The subjects firing or pending, firing first, then by severity (critical first), at most
+   * {@link MAX_ACTIVE_RULES}: what /api/fleet's `rules` shows.
+   */
+  activeRules(): ActiveRuleView[] {
+    const rank = (view: ActiveRuleView) => (view.state === "firing" ? 0 : 3) + (2 - SEVERITIES.indexOf(view.severity));
+    return this.ruleStates().flatMap(({ rule, subject, state, since, value }): ActiveRuleView[] => {
+      if (state === "ok") return [];
+      const shown = value !== undefined && Number.isFinite(value) && rule.kind !== "cron" ? value : undefined;
+      return [{
+        rule: rule.name,
+        severity: rule.severity,
+        state,
+        ...subject,
+        value: shown,
+        valueText: shown === undefined ? undefined : formatValue(shown, ruleUnit(rule), comparedTo(rule)),
+        condition: describeRule(rule),
+        since,
+      }];
+    }).sort((a, b) => rank(a) - rank(b)).slice(0, MAX_ACTIVE_RULES);
   }
 
   /** A copy of the memory, to keep for the next run. */
@@ -303,7 +359,14 @@ export class Alerter {
     const judging = this.rules.filter((rule) => rule.kind !== "certificate");
     const cycle = observe(judging, store, summary, this.servers, memory.judged ??= {});
     // Rules removed since the last cycle: their firing subjects recover once (evaluate ends them).
-    const evaluated = evaluate(judging, memory.rules ?? {}, cycle, memory.ruleDefs);
+    const before = memory.rules ?? {};
+    const evaluated = evaluate(judging, before, cycle, memory.ruleDefs);
+    // A firing that went to no target (see the constructor): its recovery is not news either.
+    const transitions = evaluated.transitions.filter(({ rule, subject, firing }) => {
+      const key = subjectKey(subject);
+      if (firing) delete evaluated.memory[rule.name]?.[key]?.unsent;
+      return firing || !before[rule.name]?.[key]?.unsent;
+    });
     memory.rules = evaluated.memory;
     memory.ruleDefs = Object.fromEntries(judging.map((rule) => [rule.name, rule]));
     if (!judging.length) {
@@ -311,7 +374,7 @@ export class Alerter {
       delete memory.ruleDefs;
       delete memory.judged;
     }
-    return evaluated.transitions.map(ruleNotice);
+    return transitions.map(ruleNotice);
   }
 
   /** Certificates that came to be at risk, or out of it, on the servers pulled in this cycle. */
@@ -371,7 +434,12 @@ export class FleetAlerts {
   private saved: string;
   private saving: Promise<void> = Promise.resolve();
 
-  private constructor(readonly alerter: Alerter, readonly path: string, saved: string) {
+  private constructor(
+    readonly alerter: Alerter,
+    readonly path: string,
+    saved: string,
+    private readonly log: (line: string) => void,
+  ) {
     this.saved = saved;
   }
 
@@ -383,7 +451,7 @@ export class FleetAlerts {
   ): Promise<FleetAlerts | undefined> {
     const rules = config.rules ?? [];
     if (!config.alerts.length && !rules.length) return undefined;
-    const memory = await readMemory(path);
+    const memory = await readMemory(path, options.log);
     const alerter = new Alerter(config.alerts, {
       ...options,
       graceCycles: config.graceCycles,
@@ -391,7 +459,7 @@ export class FleetAlerts {
       rules,
       servers: (config.servers ?? []).map((server) => server.name),
     });
-    return new FleetAlerts(alerter, path, memory ? JSON.stringify(memory) + "\n" : "");
+    return new FleetAlerts(alerter, path, memory ? JSON.stringify(memory) + "\n" : "", options.log ?? console.log);
   }
 
   /**
@@ -406,6 +474,7 @@ export class FleetAlerts {
       console.error(`fleet: alerts: ${error instanceof Error ? error.message : error}`);
       return Promise.resolve();
     }
+    for (const line of ruleLines(notices)) this.log(line);
     const text = JSON.stringify(this.alerter.snapshot()) + "\n";
     if (text !== this.saved) {
       this.saved = text;
@@ -417,45 +486,79 @@ export class FleetAlerts {
   }
 }
 
-/** The memory kept at `path`: undefined when absent or unreadable (a fresh start). */
-export async function readMemory(path: string): Promise<AlertMemory | undefined> {
-  return parseMemory(await readTextOrUndefined(path).catch(() => undefined));
+/** Rule transitions shown under a cycle's line at most. */
+const MAX_RULE_LINES = 10;
+
+/**
+ * A cycle's rule transitions for its terminal output: `  rules: 1 firing, 1 recovered` and each
+ * notice's title (nothing without any).
+ */
+export function ruleLines(notices: readonly Notice[]): string[] {
+  const rules = notices.filter((notice) => notice.event === "rule_firing" || notice.event === "rule_recovered");
+  if (!rules.length) return [];
+  const firing = rules.filter((notice) => notice.event === "rule_firing").length;
+  const counts = [firing && `${firing} firing`, rules.length - firing && `${rules.length - firing} recovered`];
+  return [
+    `  rules: ${counts.filter(Boolean).join(", ")}`,
+    ...rules.slice(0, MAX_RULE_LINES).map((notice) =>
+      `    ${notice.event === "rule_firing" ? "firing" : "recovered"}: ${forTerminal(notice.title, { oneLine: true })}`
+    ),
+    ...(rules.length > MAX_RULE_LINES ? [`    and ${rules.length - MAX_RULE_LINES} more`] : []),
+  ];
 }
 
 /**
- * A memory file's content, or undefined when it is not one. Version 1 (before rules) is read as
- * version 2 without rule states; rule states that are not well-formed are dropped (a fresh start
- * for the rules only).
+ * The memory kept at `path`: undefined when absent or unreadable (a fresh start; unreadable, `log`
+ * is told so in one line: everything failing now alerts again).
  */
-function parseMemory(text: string | undefined): AlertMemory | undefined {
-  if (!text) return undefined;
+export async function readMemory(
+  path: string,
+  log: (line: string) => void = console.log,
+): Promise<AlertMemory | undefined> {
   try {
-    const value = JSON.parse(text);
-    const record = (v: unknown) => typeof v === "object" && v !== null && !Array.isArray(v);
-    if (!record(value) || (value.version !== 1 && value.version !== 2)) return undefined;
-    if (!record(value.apps) || !record(value.servers)) return undefined;
-    value.version = 2;
-    const all = (v: unknown, ok: (x: unknown) => boolean) => record(v) && Object.values(v as object).every(ok);
-    if (value.rules !== undefined && !validRules(value.rules)) delete value.rules;
-    if (value.ruleDefs !== undefined && !all(value.ruleDefs, validRuleDef)) delete value.ruleDefs;
-    if (value.judged !== undefined && !all(value.judged, Number.isFinite)) delete value.judged;
-    if (value.certificateSince !== undefined && !all(value.certificateSince, (v) => typeof v === "string")) {
-      delete value.certificateSince;
-    }
-    if (value.deployment !== undefined && !Number.isInteger(value.deployment)) return undefined;
-    if (
-      value.certificates !== undefined &&
-      (!record(value.certificates) || Object.values(value.certificates).some((v) => typeof v !== "boolean"))
-    ) return undefined;
-    for (const server of Object.values(value.servers) as ServerMemory[]) {
-      if (!record(server) || !Number.isInteger(server.failures) || typeof server.reached !== "boolean") {
-        return undefined;
-      }
-    }
-    return value as AlertMemory;
-  } catch {
+    const text = await readTextOrUndefined(path);
+    return text ? parseMemory(text) : undefined;
+  } catch (error) {
+    const why = forTerminal(error instanceof Error ? error.message : String(error), { oneLine: true });
+    log(`! ${path} was unreadable (${why}): alert states start afresh`);
     return undefined;
   }
+}
+
+/**
+ * A memory file's content; throws, saying why, when it is not one. Version 1 (before rules) is
+ * read as version 2 without rule states; rule states that are not well-formed are dropped (a
+ * fresh start for the rules only).
+ */
+function parseMemory(text: string): AlertMemory {
+  const fail = (why: string): never => {
+    throw new Error(why);
+  };
+  const value = JSON.parse(text);
+  const record = (v: unknown) => typeof v === "object" && v !== null && !Array.isArray(v);
+  if (!record(value) || (value.version !== 1 && value.version !== 2)) {
+    return fail("not an alert memory, version 1 or 2");
+  }
+  if (!record(value.apps) || !record(value.servers)) return fail("no apps or servers");
+  value.version = 2;
+  const all = (v: unknown, ok: (x: unknown) => boolean) => record(v) && Object.values(v as object).every(ok);
+  if (value.rules !== undefined && !validRules(value.rules)) delete value.rules;
+  if (value.ruleDefs !== undefined && !all(value.ruleDefs, validRuleDef)) delete value.ruleDefs;
+  if (value.judged !== undefined && !all(value.judged, Number.isFinite)) delete value.judged;
+  if (value.certificateSince !== undefined && !all(value.certificateSince, (v) => typeof v === "string")) {
+    delete value.certificateSince;
+  }
+  if (value.deployment !== undefined && !Number.isInteger(value.deployment)) return fail("a bad deployment");
+  if (
+    value.certificates !== undefined &&
+    (!record(value.certificates) || Object.values(value.certificates).some((v) => typeof v !== "boolean"))
+  ) return fail("bad certificates");
+  for (const server of Object.values(value.servers) as ServerMemory[]) {
+    if (!record(server) || !Number.isInteger(server.failures) || typeof server.reached !== "boolean") {
+      return fail("a bad server");
+    }
+  }
+  return value as AlertMemory;
 }
 
 /** A rule kept in the memory, well-formed enough for its recovery notice (./alert_notices.ts ruleNotice). */

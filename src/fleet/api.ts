@@ -6,9 +6,10 @@
  * token.
  *
  * Endpoints (GET; HEAD answers the same headers):
- * - `/api/fleet`: every server and app with its state, certificate and processes counted by type.
+ * - `/api/fleet`: every server and app with its state, certificate and processes counted by type, and
+ *   `rules`: the alert rules' subjects firing or pending (those the running `fleet` judges).
  * - `/api/servers/:name`: one server, its apps (with certificates, each process, and the last run of
- *   each cron job), deployments and error.log lines.
+ *   each cron job), deployments, error.log lines and its subjects in `rules`.
  * - `/api/search?q=&server=&app=&file=&since=&until=&limit=&before=`: full-text search, newest first.
  * - `/api/logs/context?server=&app=&file=&offset=&lines=&id=`: the lines around a hit.
  * - `/api/deployments?server=&app=&limit=&before=`: deployments, newest first.
@@ -19,6 +20,7 @@
  * @module
  */
 import { UsageError } from "../errors.ts";
+import type { ActiveRuleView } from "./alerts.ts";
 import { HttpError, knownTarget, Params } from "./api_params.ts";
 import { encodeEvent, type FleetEvent, type FleetEvents } from "./events.ts";
 import { CONTEXT_LINES, logContext, SEARCH_SYNTAX_HELP, searchLogs, SearchSyntaxError } from "./log_queries.ts";
@@ -44,6 +46,8 @@ export interface FleetHandlerOptions {
   collectorStats: () => CollectorStats;
   /** The configured servers. */
   servers: () => FleetServerConfig[];
+  /** The alert rules' subjects firing or pending (./alerts.ts), for /api/fleet and /api/servers/:name. */
+  rules?: () => ActiveRuleView[];
   /**
    * When set, every request to /api/ and /metrics needs `Authorization: Bearer <token>` (or, for
    * /api/events only, `?token=<token>`: EventSource cannot send headers). The dashboard's files
@@ -126,14 +130,15 @@ export function createFleetHandler(options: FleetHandlerOptions): FleetHandler {
         const link = netdata.get(server.name);
         if (link) Object.assign(server, { netdata: link });
       }
-      return json(200, overview);
+      return json(200, { ...overview, rules: options.rules?.() ?? [] });
     }
     const server = /^\/api\/servers\/([^/]+)$/.exec(path);
     if (server) {
       const name = decode(server[1]);
       const detail = serverDetail(store, name, options.view());
       if (!detail) throw new HttpError(404, `no server ${JSON.stringify(name)} in the fleet database`);
-      return json(200, { ...detail, netdata: netdataLinks(options.servers()).get(name) ?? null });
+      const rules = (options.rules?.() ?? []).filter((rule) => rule.server === name);
+      return json(200, { ...detail, netdata: netdataLinks(options.servers()).get(name) ?? null, rules });
     }
     if (path === "/api/search") {
       const params = new Params(url);
@@ -324,12 +329,41 @@ export function serveFleet(handler: FleetHandler, options: ServeFleetOptions): D
   if (known && known.token !== token) {
     throw new Error("serveFleet: the handler does not check the token it is served with");
   }
-  return Deno.serve({
-    hostname: host,
-    port,
-    signal: options.signal,
-    onListen: options.onListen ?? (() => {}),
-  }, known ? (request) => known.handle(request, false) : handler);
+  try {
+    return Deno.serve({
+      hostname: host,
+      port,
+      signal: options.signal,
+      onListen: options.onListen ?? (() => {}),
+    }, known ? (request) => known.handle(request, false) : handler);
+  } catch (error) {
+    throw listenError(error, host, port);
+  }
+}
+
+/**
+ * Checks that the API's address is free (listens and closes at once), before anything is opened:
+ * taken, a {@link UsageError} in one line that names it (see {@link listenError}).
+ */
+export function checkAddressFree(host: string, port: number): void {
+  if (port === 0) return;
+  try {
+    Deno.listen({ hostname: host, port }).close();
+  } catch (error) {
+    throw listenError(error, host, port);
+  }
+}
+
+/** A failure to listen on `host:port`, for people: in use or not permitted is a usage error, in one line. */
+function listenError(error: unknown, host: string, port: number): unknown {
+  const address = `${host.includes(":") ? `[${host}]` : host}:${port}`;
+  if (error instanceof Deno.errors.AddrInUse) {
+    return new UsageError(`${address} is in use by another process: choose another port with --port`);
+  }
+  if (error instanceof Deno.errors.PermissionDenied || error instanceof Deno.errors.AddrNotAvailable) {
+    return new UsageError(`cannot listen on ${address} (${(error as Error).message}): choose another --host or --port`);
+  }
+  return error;
 }
 
 /**

@@ -12,7 +12,7 @@ import { UsageError } from "../errors.ts";
 import { ProcessRunner } from "../runner.ts";
 import { Alerter, FleetAlerts, readMemory } from "./alerts.ts";
 import { subjectLabel } from "./alert_notices.ts";
-import { describeRule, formatValue, ruleUnit } from "./rules.ts";
+import { comparedTo, describeRule, formatValue, type Rule, ruleUnit } from "./rules.ts";
 import { Collector, type CycleSummary } from "./collector.ts";
 import { addServer, type FleetConfig, fleetPaths, loadFleetConfig, LOCAL } from "./config.ts";
 import { limitLines } from "./views.ts";
@@ -55,13 +55,15 @@ async function collectorLock(home: string): Promise<HeldLock> {
 
 const kb = (bytes: number) => bytes < 1024 ? `${bytes} B` : `${(bytes / 1024).toFixed(1)} KB`;
 
-/** One line per cycle, plus one per server that failed. */
-export function cycleLines(summary: CycleSummary): string[] {
+/** One line per cycle (`once`: the only one, `collect --once`, not numbered), plus one per server that failed. */
+export function cycleLines(summary: CycleSummary, once = false): string[] {
   const ok = summary.servers.filter((s) => s.ok);
   const sum = (key: "apps" | "lines" | "deployments" | "bytes") => summary.servers.reduce((n, s) => n + s[key], 0);
   const time = summary.at.slice(11, 19);
   const lines = [
-    `[${time}] cycle ${summary.cycle}: ${ok.length}/${summary.servers.length} servers, ${sum("apps")} apps, ` +
+    `[${time}] ${once ? "collected" : `cycle ${summary.cycle}`}: ${ok.length}/${summary.servers.length} servers, ${
+      sum("apps")
+    } apps, ` +
     `+${sum("lines")} lines, +${sum("deployments")} deployments, ${kb(sum("bytes"))} in ` +
     `${(summary.durationMs / 1000).toFixed(1)}s` +
     (summary.skipped.length ? `; still pulling ${summary.skipped.join(", ")}` : "") +
@@ -97,7 +99,7 @@ export async function collectOnce(options: FleetOptions): Promise<number> {
     }
     const alerts = await FleetAlerts.open(config, paths.alerts);
     const summary = await collector.cycle();
-    for (const line of cycleLines(summary)) console.log(line);
+    for (const line of cycleLines(summary, true)) console.log(line);
     await alerts?.after(summary, store);
     return summary.servers.every((s) => s.ok) ? 0 : 1;
   } finally {
@@ -262,15 +264,24 @@ export async function trust(
 
 /**
  * `fleet alerts [--json]`: each alert rule and where it stands for each subject (firing, pending
- * or ok, since when, the last value), from the alert memory the collector keeps. A bad config is
- * refused as by the other commands; nothing is written.
+ * or ok, since when, the last value), from the alert memory the collector keeps; a line first when
+ * the config's rules are not those the collector last judged (a running `fleet` reads them when it
+ * starts). A bad config is refused as by the other commands; nothing is written.
  */
 export async function listAlerts(options: FleetOptions & { json?: boolean }): Promise<number> {
   const paths = fleetPaths();
   const configPath = options.config ?? paths.config;
   const config = await loadFleetConfig(configPath);
+  const memory = await readMemory(paths.alerts, console.error);
+  const changed = rulesChanged(config.rules, memory?.ruleDefs);
+  if (changed) {
+    (options.json ? console.error : console.log)(
+      `! the rules in ${configPath} are not those last judged (${changed}): the collector reads them when it ` +
+        "starts: restart `fleet` after editing them",
+    );
+  }
   const alerter = new Alerter([], {
-    memory: await readMemory(paths.alerts),
+    memory,
     rules: config.rules,
     servers: config.servers.map((server) => server.name),
   });
@@ -285,7 +296,9 @@ export async function listAlerts(options: FleetOptions & { json?: boolean }): Pr
       state,
       since: since || undefined,
       value,
-      valueText: value === undefined || rule.kind === "cron" ? undefined : formatValue(value, ruleUnit(rule)),
+      valueText: value === undefined || rule.kind === "cron"
+        ? undefined
+        : formatValue(value, ruleUnit(rule), comparedTo(rule)),
     })),
   }));
   if (options.json) {
@@ -301,7 +314,7 @@ export async function listAlerts(options: FleetOptions & { json?: boolean }): Pr
     return 0;
   }
   const order = { firing: 0, pending: 1, ok: 2 };
-  const table = [["RULE", "SEVERITY", "SUBJECT", "STATE", "SINCE", "VALUE", "CONDITION"]];
+  const table = [["RULE", "SEVERITY", "SUBJECT", "STATE", "SINCE (UTC)", "VALUE", "CONDITION"]];
   for (const rule of rules) {
     const subjects = [...rule.subjects].sort((a, b) => order[a.state] - order[b.state]);
     if (!subjects.length) table.push([safe(rule.name), rule.severity, "-", "no data", "-", "-", safe(rule.condition)]);
@@ -322,6 +335,31 @@ export async function listAlerts(options: FleetOptions & { json?: boolean }): Pr
   return 0;
 }
 
+/**
+ * How the config's rules differ from those the collector last judged (`ruleDefs` of its memory;
+ * certificate rules are not kept there): `added x; removed y; changed z`, or undefined when they
+ * do not (or nothing was judged yet).
+ */
+export function rulesChanged(rules: readonly Rule[], judged: Record<string, Rule> | undefined): string | undefined {
+  if (!judged) return undefined;
+  const now = new Map(rules.filter((rule) => rule.kind !== "certificate").map((rule) => [rule.name, rule]));
+  const names = (list: string[]) => list.map((name) => JSON.stringify(name)).join(", ");
+  const parts = [
+    ["added", [...now.keys()].filter((name) => !(name in judged))],
+    ["removed", Object.keys(judged).filter((name) => !now.has(name))],
+    ["changed", [...now].filter(([name, rule]) => name in judged && !sameRule(rule, judged[name])).map(([n]) => n)],
+  ] as const;
+  const said = parts.filter(([, list]) => list.length).map(([what, list]) => `${what} ${names([...list])}`);
+  return said.length ? safe(said.join("; ")) : undefined;
+}
+
+/** Whether two rules say the same (as kept in JSON: undefined keys left out, in any order). */
+function sameRule(a: Rule, b: Rule): boolean {
+  const canonical = (rule: Rule) =>
+    JSON.stringify(Object.entries(JSON.parse(JSON.stringify(rule))).sort(([x], [y]) => x < y ? -1 : 1));
+  return canonical(a) === canonical(b);
+}
+
 /** The API and dashboard over a collector's store: what `fleet` serves (`alerts`: their rules' states on /metrics). */
 export async function collectorHandler(
   collector: Collector,
@@ -338,6 +376,7 @@ export async function collectorHandler(
       ...collector.stats(),
       alerts: alerts?.alerter.firing(),
     }),
+    rules: () => alerts?.alerter.activeRules() ?? [],
     servers: () => config.servers,
     events,
     dashboard: (path) => import("./dashboard.ts").then((files) => files.serveDashboard(path, config.servers)),
@@ -349,9 +388,10 @@ export async function collectorHandler(
 export async function runFleet(
   options: FleetOptions & { host: string; port: number; token?: string; signal?: AbortSignal },
 ): Promise<number> {
-  const { checkBinding, serveFleet } = await import("./api.ts");
+  const { checkAddressFree, checkBinding, serveFleet } = await import("./api.ts");
   const { FleetEvents } = await import("./events.ts");
   checkBinding(options.host, options.port, options.token); // before anything is opened or created
+  checkAddressFree(options.host, options.port);
   const { paths, config, store, collector, configPath, lock } = await open(options, true);
   const alerts = await FleetAlerts.open(config, paths.alerts);
   const events = new FleetEvents();

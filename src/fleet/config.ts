@@ -73,7 +73,7 @@ const ruleSchema = z.strictObject({
   above: z.number().finite().optional(),
   below: z.number().finite().optional(),
   margin: z.number().finite().min(0).optional(),
-  for: z.union([z.int().min(1).max(1000), z.string()], { error: 'must be a count like "2 cycles" or a duration' })
+  for: z.union([z.number(), z.string()], { error: 'must be a count like "2 cycles" or a duration like "2m"' })
     .optional(),
   within: z.union([z.string(), z.number()]).optional(),
   minRequests: z.int({ error: "must be a whole number from 1 to 1000000" }).min(1).max(1_000_000).optional(),
@@ -102,9 +102,12 @@ const COMMON_KEYS = ["name", "severity", "server", "app"];
 /** `for:` as a count of cycles: `2`, `"2 cycles"`, or a duration (`"2m"`: rounded up to whole intervals). */
 function forCycles(value: number | string | undefined, intervalMs: number): number | string {
   if (value === undefined) return 1;
-  if (typeof value === "number") return value;
-  const count = /^\s*(\d{1,4})\s*(cycles?)?\s*$/.exec(value);
-  if (count) return Number(count[1]) >= 1 ? Number(count[1]) : 'must be at least "1 cycle"';
+  const count = typeof value === "number" ? [, String(value)] : /^\s*(\d{1,4})\s*(cycles?)?\s*$/.exec(value);
+  if (count) {
+    const n = Number(count[1]);
+    if (!Number.isInteger(n)) return `must be a whole number of cycles (got ${n})`;
+    return n < 1 ? 'must be at least "1 cycle"' : n > 1000 ? "must be at most 1000 cycles" : n;
+  }
   const ms = parseDuration(value);
   if (ms === undefined || ms <= 0) {
     return `must be a count like "2 cycles" or a duration like "2m" (got ${JSON.stringify(value)})`;
@@ -118,8 +121,22 @@ function windowMs(value: string | number | undefined, minMs: number): number | s
   if (value === undefined) return 5 * 60_000;
   const ms = parseDuration(value);
   if (ms === undefined) return `must be a duration like "5m" (got ${JSON.stringify(value)})`;
-  if (ms < minMs || ms > 86_400_000) return `must be from ${minMs / 1000}s to 24h`;
+  if (ms < minMs || ms > 86_400_000) {
+    return `must be from ${minMs / 1000}s to 24h` +
+      (typeof value === "number" ? ` (got ${value}: a bare number is seconds; write "5m" for 5 minutes)` : "");
+  }
   return ms;
+}
+
+/**
+ * A search hint for a query written in YAML: its `quote it: "a:b"` as the YAML to write,
+ * `'"a:b"'` (YAML's own double quotes are not part of the query).
+ */
+function yamlQuoted(suggestion: string): string {
+  return suggestion.replace(
+    /quote it: (".*")$/s,
+    (_, quoted: string) => `write it in single quotes: '${quoted.replaceAll("'", "''")}'`,
+  );
 }
 
 /**
@@ -127,23 +144,25 @@ function windowMs(value: string | number | undefined, minMs: number): number | s
  * turns them into {@link Rule}s; undefined when there were problems.
  */
 function checkRules(
-  config: { interval: number; servers: { name: string }[]; rules: RuleInput[] },
+  config: { interval: number; servers: { name: string }[]; rules: (RuleInput | undefined)[] },
   ctx: z.RefinementCtx,
 ): Rule[] | undefined {
   let ok = true;
-  const problem = (i: number, key: string | undefined, message: string, column?: number) => {
+  /** `ref`: another key, named in the message where it says `{ref}` (src/config/load.ts). */
+  const problem = (i: number, key: string | undefined, message: string, column?: number, ref?: (string | number)[]) => {
     ok = false;
     ctx.addIssue({
       code: "custom",
       path: key === undefined ? ["rules", i] : ["rules", i, key],
       message,
-      ...(column === undefined ? {} : { params: { column } }),
+      ...(column === undefined && !ref ? {} : { params: { column, ref } }),
     });
   };
   const servers = config.servers.map((s) => s.name);
   const names = new Map<string, number>();
   const rules: Rule[] = [];
   config.rules.forEach((input, i) => {
+    if (!input) return; // one that does not parse (./config.ts salvage): its problems are said already
     const given = RULE_KINDS.filter((kind) => input[kind] !== undefined);
     if (given.length !== 1) {
       if (given.length > 1) {
@@ -185,14 +204,16 @@ function checkRules(
       const metric = input.metric!;
       const known = RULE_METRICS[metric];
       if (!known) {
-        const guess = didYouMean(metric, Object.keys(RULE_METRICS));
+        const names = Object.keys(RULE_METRICS);
+        // Without its prefix (error_rate, used_percent): the metric it names, or its hint.
+        const hint = RULE_METRIC_HINTS[metric] ??
+          Object.entries(RULE_METRIC_HINTS).find(([name]) => name.endsWith(`.${metric}`))?.[1];
+        const guess = didYouMean(metric, names) ?? names.find((name) => name.endsWith(`.${metric}`));
         problem(
           i,
           "metric",
-          RULE_METRIC_HINTS[metric]
-            ? `"${metric}" is not a rule metric; ${RULE_METRIC_HINTS[metric]}`
-            : `"${metric}" is not a metric` +
-              (guess ? `; did you mean "${guess}"?` : `; the metrics are ${Object.keys(RULE_METRICS).join(", ")}`),
+          hint ? `"${metric}" is not a rule metric; ${hint}` : `"${metric}" is not a metric` +
+            (guess ? `; did you mean "${guess}"?` : `; the metrics are ${Object.keys(RULE_METRICS).join(", ")}`),
         );
         return;
       }
@@ -200,7 +221,9 @@ function checkRules(
         problem(
           i,
           input.below === undefined ? "metric" : "below",
-          "a threshold rule needs one of above: or below: (a number)",
+          input.below === undefined
+            ? "a threshold rule needs one of above: or below: (a number)"
+            : "a threshold rule takes above: or below:, not both (two rules for two thresholds)",
         );
         return;
       }
@@ -218,6 +241,9 @@ function checkRules(
           input.above === undefined ? "below" : "above",
           `${metric} is a percentage: the threshold must be from 0 to 100 (5 for 5 %)`,
         );
+      } else if (threshold < 0) {
+        // No rule metric is ever negative: above a negative number always fires, below it never does.
+        problem(i, input.above === undefined ? "below" : "above", `must be 0 or more: ${metric} is never negative`);
       }
       const within = windowMs(input.within, 60_000);
       if (typeof within === "string") problem(i, "within", within);
@@ -235,7 +261,7 @@ function checkRules(
     } else if (kind === "query") {
       const query = input.query!;
       const error = checkSearchQuery(query);
-      if (error) problem(i, "query", `${error.message}. ${error.suggestion ?? ""}`.trim(), error.column);
+      if (error) problem(i, "query", `${error.message}. ${yamlQuoted(error.suggestion ?? "")}`.trim(), error.column);
       if (input.atLeast === undefined) {
         problem(i, undefined, "a query: rule needs atLeast: (how many matching lines in the window fire it)");
       }
@@ -249,7 +275,7 @@ function checkRules(
         withinMs: typeof within === "number" ? within : 0,
       };
     } else if (kind === "certificate") {
-      if (config.rules.findIndex((r) => r.certificate !== undefined) !== i) {
+      if (config.rules.findIndex((r) => r?.certificate !== undefined) !== i) {
         problem(
           i,
           "certificate",
@@ -267,9 +293,11 @@ function checkRules(
       problem(
         i,
         input.name === undefined ? undefined : "name",
-        `the rule name "${name}" is taken by rule ${first + 1}: give ${
+        `the rule name "${name}" is taken by {ref}: give ${
           input.name === undefined ? "one of them a name:" : "another name:"
         }`,
+        undefined,
+        ["rules", first],
       );
     }
     names.set(name, i);
@@ -301,10 +329,37 @@ export const fleetConfigSchema = z.strictObject({
     }
     seen.add(server.name);
   });
-}).transform((config, ctx) => {
+}).superRefine((config, ctx) => {
+  // Other problems: the rules are checked too (else a second pass finds theirs), those that parse.
+  checkRules(salvage(config), ctx);
+}, { when: (payload) => payload.issues.length > 0 }).transform((config, ctx) => {
   const rules = checkRules(config, ctx);
   return rules ? { ...config, rules } : z.NEVER;
 });
+
+/**
+ * What can be judged of a config that has problems: its interval (else the default), its servers'
+ * names, and each rule that parses once the keys with problems are left out (those are reported;
+ * a rule whose kind or threshold has one is left out: it cannot be judged). The others are
+ * placeholders that are not checked (their index kept: problems are said at their keys).
+ */
+function salvage(config: unknown): Parameters<typeof checkRules>[0] {
+  const value = (config ?? {}) as Record<string, unknown>;
+  const list = (v: unknown) => Array.isArray(v) ? v : [];
+  const servers = list(value.servers).filter((s) => typeof s?.name === "string") as { name: string }[];
+  const rules = list(value.rules).map((raw): RuleInput | undefined => {
+    if (typeof raw !== "object" || raw === null) return undefined;
+    const loose = ruleSchema.strip();
+    const first = loose.safeParse(raw);
+    if (first.success) return first.data;
+    const bad = new Set(first.error.issues.map((issue) => String(issue.path[0])));
+    if ([...RULE_KINDS, "above", "below", "undefined"].some((key) => bad.has(key))) return undefined;
+    const again = loose.safeParse(Object.fromEntries(Object.entries(raw).filter(([key]) => !bad.has(key))));
+    return again.success ? again.data : undefined;
+  });
+  const interval = typeof value.interval === "number" ? value.interval : 30_000;
+  return { interval, servers, rules };
+}
 
 /** A validated fleet config, defaults applied. */
 export type FleetConfig = z.output<typeof fleetConfigSchema>;

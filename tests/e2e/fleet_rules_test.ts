@@ -9,6 +9,8 @@
  */
 import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
+import { openPage, withBrowser } from "../helpers/browser.ts";
+import { chartData, openChart } from "../helpers/charts.ts";
 import { append, Laptop, serve } from "../helpers/fleet.ts";
 import { receiver } from "../helpers/receiver.ts";
 import { BIN, freePort, run } from "../helpers/server.ts";
@@ -56,6 +58,8 @@ Deno.test("fleet rules: a filling disk fires once after 2 cycles and recovers on
     async (vps, laptop, hooks) => {
       await append(vps, "api", "error.log", "started\n");
       assertEquals(await cycle(laptop, hooks), [], "an empty disk, no matching line");
+      // The fill is sampled in the next minute: the server page's disk chart (1-minute buckets) shows the rise.
+      await new Promise((r) => setTimeout(r, 61_000 - Date.now() % 60_000));
 
       const fill = await vps.ssh("fallocate -l 10M /srv/data/fill && df -P /srv/data");
       assertEquals(fill.code, 0, fill.output);
@@ -78,7 +82,47 @@ Deno.test("fleet rules: a filling disk fires once after 2 cycles and recovers on
         [firing.rule, firing.severity, firing.server, firing.mount, firing.value, firing.threshold],
         ["disk", "critical", "web1", "/srv/data", "62.5 %", "above 50 %"],
       );
-      assertEquals(await cycle(laptop, hooks), [], "still over: nothing more");
+      // The running `fleet` (its own cycles: still over, nothing more) shows the firing rules on the dashboard.
+      const running = await serve(laptop);
+      try {
+        const listed = await running.json("/api/fleet");
+        assertEquals(
+          listed.body.rules.map((r: Record<string, string>) => `${r.rule} ${r.state} ${r.server} ${r.mount ?? r.app}`),
+          ["disk firing web1 /srv/data", "fatal firing web1 api"],
+        );
+        await withBrowser(async (browser) => {
+          const watched = await openPage(browser);
+          try {
+            await watched.page.goto(`${running.base}/`);
+            await watched.page.waitForSelector("section.attention li.state-rule");
+            const lines = await watched.page.locator("section.attention li.state-rule").allTextContents();
+            assertMatch(
+              lines[0],
+              /^web1 \/srv\/data firing: disk \(critical\) · disk\.used_percent above 50 % for 2 cycles · is 62\.5 % · since /,
+            );
+            assertMatch(
+              lines[1],
+              /^web1 \/ api firing: fatal \(warning\) · ≥ 5 lines matching "Traceback" OR FATAL within 5m/,
+            );
+            assertMatch(await watched.page.locator("p.summary").textContent() ?? "", /2 alert rules are firing\./);
+
+            await openChart(watched, running.base, "#/server/web1", 'figure[data-chart="disk"] svg.chart');
+            const rules = await watched.page.locator("[data-rules] li.state-rule").allTextContents();
+            assertEquals(rules.length, 2, rules.join("\n"));
+            const disk = await chartData(watched.page, "disk");
+            const data = disk.legend.find((l) => l.label === "/srv/data");
+            assert(data, JSON.stringify(disk.legend));
+            const values = disk.series[data.key].filter((v): v is number => v !== null);
+            assert(values.length >= 2 && values[0] < 10 && values.at(-1)! > 60, `the rise: ${JSON.stringify(values)}`);
+            assertEquals(watched.problems, []);
+          } finally {
+            await watched.context.close();
+          }
+        });
+      } finally {
+        await running.stop();
+      }
+      assertEquals(hooks.got.length, 2, "still over: nothing more");
 
       assertEquals((await vps.ssh("rm /srv/data/fill")).code, 0);
       assertEquals(await cycle(laptop, hooks), [], "one clear cycle: not yet");
@@ -271,6 +315,27 @@ Deno.test("fleet rules: bad rules are refused at start by fleet, fleet collect a
     }
     assertEquals((await Array.fromAsync(Deno.readDir(home))).map((e) => e.name), ["config.yml"]);
   } finally {
+    await Deno.remove(home, { recursive: true });
+  }
+});
+
+Deno.test("fleet: a port in use is one line naming the address, exit 2, nothing created", async () => {
+  const home = await Deno.makeTempDir({ prefix: "dp-fleet-port-" });
+  const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    await Deno.writeTextFile(join(home, "config.yml"), "servers:\n  - { name: web1, host: 10.251.255.1 }\n");
+    const port = (taken.addr as Deno.NetAddr).port;
+    const result = await run([BIN, "fleet", "--port", String(port)], {
+      env: { FLEET_MONITOR_HOME: home, NO_COLOR: "1" },
+    });
+    assertEquals(result.code, 2, result.output);
+    assertEquals(
+      result.output.trim(),
+      `error: 127.0.0.1:${port} is in use by another process: choose another port with --port`,
+    );
+    assertEquals((await Array.fromAsync(Deno.readDir(home))).map((e) => e.name), ["config.yml"]);
+  } finally {
+    taken.close();
     await Deno.remove(home, { recursive: true });
   }
 });

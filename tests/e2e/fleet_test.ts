@@ -71,7 +71,7 @@ Deno.test("fleet: overview, search across hosts, deployment history; a real depl
     await laptop.addHost("beta", b);
     const collect = await laptop.collect();
     assertEquals(collect.code, 0, collect.output);
-    assertMatch(collect.stdout, /cycle 1: 2\/2 servers, 3 apps/);
+    assertMatch(collect.stdout, /collected: 2\/2 servers, 3 apps/);
 
     const api = await serve(laptop);
     try {
@@ -190,7 +190,7 @@ Deno.test("fleet: a host that goes down and comes back; an unknown host key is r
     await laptop.addHost("stranger", stranger, false);
     const first = await laptop.collect();
     assertEquals(first.code, 1, "a server failed");
-    assertMatch(first.stdout, /cycle 1: 2\/3 servers/);
+    assertMatch(first.stdout, /collected: 2\/3 servers/);
     assertMatch(first.stdout, /stranger: the host key of \S+ is not trusted .*fleet trust stranger/);
 
     await flaky.down();

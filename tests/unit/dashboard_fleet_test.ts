@@ -14,6 +14,7 @@ import {
   filterWords,
   placed,
   rowShown,
+  ruleItems,
   searchQuery,
   serverStates,
   serverText,
@@ -107,6 +108,79 @@ Deno.test("dashboard fleet: what needs attention, most urgent first, as text dat
     { muted: [" · and 1 more"] },
   ]);
   assertEquals(attentionItems([]), []);
+});
+
+Deno.test("dashboard fleet: alert rules firing or pending need attention, as text data", () => {
+  const rules = [
+    {
+      rule: "disk",
+      severity: "critical",
+      state: "firing",
+      server: "alpha",
+      mount: "/srv/<b>data</b>",
+      value: 62.5,
+      valueText: "62.5 %",
+      condition: "disk.used_percent above 50 %",
+      since: LAST_OK,
+    },
+    {
+      rule: "errors",
+      severity: "warning",
+      state: "pending",
+      server: "alpha",
+      app: "api",
+      valueText: "0.07 %",
+      condition: "app.error_percent above 0.05 % over 5m",
+      since: LAST_OK,
+    },
+    {
+      rule: "cron failed",
+      severity: "warning",
+      state: "firing",
+      server: "beta",
+      app: "web",
+      job: "backup",
+      condition: "cron job failed",
+      since: "",
+    },
+  ];
+  assertEquals(ruleItems(rules), [
+    {
+      kind: "rule",
+      parts: [
+        { href: "#/server/alpha", text: "alpha /srv/<b>data</b>" },
+        " firing: disk (critical)",
+        { muted: [" · disk.used_percent above 50 %", " · is 62.5 %", [" · since ", { time: LAST_OK }]] },
+      ],
+    },
+    {
+      kind: "pending",
+      parts: [
+        { href: "#/server/alpha?app=api", text: "alpha / api" },
+        " pending: errors (warning)",
+        { muted: [" · app.error_percent above 0.05 % over 5m", " · is 0.07 %", [" · since ", { time: LAST_OK }]] },
+      ],
+    },
+    {
+      kind: "rule",
+      parts: [
+        { href: "#/server/beta?app=web", text: "beta / web job backup" },
+        " firing: cron failed (warning)",
+        { muted: [" · cron job failed", "", ""] },
+      ],
+    },
+  ]);
+  // Among the rest: firing with the unhealthy (after them), pending with the stale.
+  assertEquals(attentionItems(servers(), rules).map((item) => item.kind), [
+    "unreachable",
+    "unhealthy",
+    "certificate",
+    "rule",
+    "rule",
+    "stale",
+    "stale",
+    "pending",
+  ]);
 });
 
 Deno.test("dashboard fleet: version skew with the majority version, null on a tie", () => {

@@ -394,12 +394,16 @@ Deno.test("FleetAlerts: no alerts configured → none; the memory file is writte
     assertEquals((await Deno.stat(path)).mode! & 0o777, 0o600);
     const again = (await FleetAlerts.open(config(targets), path))!;
     assertEquals(again.alerter.snapshot(), saved);
+    const said: string[] = [];
     await Deno.writeTextFile(path, "{not json");
-    const fresh = (await FleetAlerts.open(config(targets), path))!;
+    const fresh = (await FleetAlerts.open(config(targets), path, { log: (line) => said.push(line) }))!;
     assertEquals(fresh.alerter.snapshot(), { version: 2, apps: {}, servers: {} });
     await Deno.writeTextFile(path, JSON.stringify({ ...saved, certificates: { "web1/shop": "yes" } }));
-    const badCertificates = (await FleetAlerts.open(config(targets), path))!;
+    const badCertificates = (await FleetAlerts.open(config(targets), path, { log: (line) => said.push(line) }))!;
     assertEquals(badCertificates.alerter.snapshot(), { version: 2, apps: {}, servers: {} });
+    assertEquals(said.length, 2, said.join("\n"));
+    assertMatch(said[0], /^! \S+alerts\.json was unreadable \(.*JSON.*\): alert states start afresh$/);
+    assertEquals(said[1], `! ${path} was unreadable (bad certificates): alert states start afresh`);
   });
 });
 

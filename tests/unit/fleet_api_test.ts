@@ -218,6 +218,8 @@ Deno.test("fleet API: /api/servers/:name: apps, deployments, error.log lines, ne
     const charlie = await getJson(await get("/api/servers/charlie")) as Any;
     assertEquals([charlie.state, charlie.errors, charlie.netdata], ["unreachable", 1, null]);
 
+    assertEquals(alpha.rules, [], "no alert rules given: none");
+
     const unknown = await getJson(await get("/api/servers/zulu"), 404) as Any;
     assertMatch(unknown.error, /zulu/);
     await getJson(await get("/api/servers/%E0%A4%A"), 400);
@@ -679,4 +681,24 @@ Deno.test("fleet API: hostile values from servers stay data: no header injection
       assert(!text.includes("root:x:0:0"), `${path} read a file`);
     }
   });
+});
+
+Deno.test("fleet API: the alert rules firing or pending are in /api/fleet's rules, each server's in its own", async () => {
+  const rule = (server: string, state: "firing" | "pending") => ({
+    rule: "disk",
+    severity: "critical" as const,
+    state,
+    server,
+    mount: "/srv",
+    value: 62.5,
+    valueText: "62.5 %",
+    condition: "disk.used_percent above 50 %",
+    since: "2026-11-29T06:00:00.000Z",
+  });
+  await withFleet(async ({ get }) => {
+    const fleet = await getJson(await get("/api/fleet")) as Any;
+    assertEquals(fleet.rules, [rule("alpha", "firing"), rule("bravo", "pending")]);
+    const alpha = await getJson(await get("/api/servers/alpha")) as Any;
+    assertEquals(alpha.rules, [rule("alpha", "firing")]);
+  }, { rules: () => [rule("alpha", "firing"), rule("bravo", "pending")] });
 });

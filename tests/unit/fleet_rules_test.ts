@@ -12,15 +12,20 @@ import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { cycleSummary, withStore } from "../helpers/fleet_store.ts";
 import { parseConfig } from "../../src/config/load.ts";
 import { ConfigError } from "../../src/errors.ts";
-import { Alerter, FleetAlerts, readMemory } from "../../src/fleet/alerts.ts";
+import { Alerter, FleetAlerts, readMemory, ruleLines } from "../../src/fleet/alerts.ts";
 import { fleetConfigSchema } from "../../src/fleet/config.ts";
 import { storeRequestMinutes, storeServerSample } from "../../src/fleet/metric_store.ts";
 import { countMatches, WINDOW_FIRST_LINE } from "../../src/fleet/rule_inputs.ts";
+import { SEARCH_SYNTAX_HELP } from "../../src/fleet/log_queries.ts";
 import type { CertificateState } from "../../src/proxy/cert_state.ts";
 import type { Notice } from "../../src/notify.ts";
 import { APP_METRICS, DISK_METRICS, SERVER_METRICS } from "../../src/fleet/server_metrics.ts";
+import { ruleNotice } from "../../src/fleet/alert_notices.ts";
+import { cycleLines, rulesChanged } from "../../src/fleet/cli.ts";
 import {
+  describeRule,
   evaluate,
+  formatThreshold,
   formatValue,
   margin,
   type Observation,
@@ -130,6 +135,47 @@ Deno.test("rules: values are formatted with their units", () => {
   ]);
 });
 
+Deno.test("rules: thresholds are printed as written, values with the digits to compare them", () => {
+  const rule: Rule = {
+    kind: "threshold",
+    name: "errors",
+    severity: "warning",
+    metric: "app.error_percent",
+    op: "above",
+    threshold: 0.05,
+    withinMs: 300_000,
+    minRequests: 20,
+    forCycles: 1,
+  };
+  assertEquals(describeRule(rule), "app.error_percent above 0.05 % over 5m");
+  assertEquals([formatThreshold(0.05, "%"), formatThreshold(1048576, "B/s"), formatThreshold(90 - 4.5, "%")], [
+    "0.05 %",
+    "1048576 B/s",
+    "85.5 %",
+  ]);
+  assertEquals([formatValue(0.07, "%"), formatValue(0.0734, "%"), formatValue(62.5, "%")], [
+    "0.07 %",
+    "0.073 %",
+    "62.5 %",
+  ]);
+  assertEquals([formatValue(50.04, "%", 50), formatValue(50.04, "%"), formatValue(49.99, "%", 50)], [
+    "50.04 %",
+    "50 %",
+    "49.99 %",
+  ]);
+  assertEquals(formatValue(1.0004 * 1024 * 1024, "B/s", 1024 * 1024), "1.0004 MB/s");
+  const notice = ruleNotice({
+    rule,
+    subject: { server: "web1", app: "api" },
+    firing: true,
+    value: 0.07,
+    since: "2026-01-01T00:00:00.000Z",
+    at: "2026-01-01T00:01:00.000Z",
+  });
+  assertEquals(notice.title, "web1/api: app.error_percent is 0.07 %, above 0.05 %");
+  assertEquals([notice.fields.value, notice.fields.threshold], ["0.07 %", "above 0.05 %"]);
+});
+
 const SERVERS = "servers:\n  - { name: web1, host: 10.0.0.1 }\n  - { name: web2, host: 10.0.0.2 }\n";
 
 function problems(rules: string): string[] {
@@ -216,15 +262,49 @@ Deno.test("fleet config: bad rules are refused with their positions, key paths a
       'config.yml:6:29: "rules.1.server" no server "web3" among the servers; did you mean "web1"? (got "web3")',
       'config.yml:7:15: "rules.2.metric" a threshold rule needs one of above: or below: (a number) (got "cpu.percent")',
       'config.yml:7:33: "rules.2.for" must be a count like "2 cycles" or a duration like "2m" (got "soon")',
-      'config.yml:8:5: "rules.3" a query: rule needs atLeast: (how many matching lines in the window fire it) ' +
-      "(got a mapping)",
+      'config.yml:8:5: "rules.3" a query: rule needs atLeast: (how many matching lines in the window fire it)',
       'config.yml:9:51: "rules.4.mount" mount: is for the disk.* metrics (got "/")',
-      'config.yml:11:5: "rules.6" the rule name "disk.used_percent above 90" is taken by rule 6: give one of them a ' +
-      "name: (got a mapping)",
+      'config.yml:11:5: "rules.6" the rule name "disk.used_percent above 90" is taken by "rules.5" (config.yml:10:5): ' +
+      "give one of them a name:",
       'config.yml:13:29: "rules.8.certificate" there is one certificate: rule (its days: apply to the apps it ' +
       'matches, 14 days to the others); remove this one (got "expiring")',
       'config.yml:14:46: "rules.9.query" a rule is one of metric:, query:, certificate: or cron:, not metric and query ' +
       '(got "x")',
+    ],
+  );
+});
+
+Deno.test("fleet config: every problem of the rules in one pass, even with other keys wrong; friendlier wording", () => {
+  assertEquals(
+    problems(`  - { severity: high, metric: cpu.percent, above: 90, mount: /, for: 0 }
+  - { query: '"user_id:42', within: 5 }
+  - { metric: load.1, above: -1, below: 2 }
+  - { metric: load.1, above: -1 }
+  - { metric: error_rate, above: 5 }
+  - { metric: used_percent, above: 5 }
+  - { metric: cpu.percent, above: 1.5, for: 2.5 }
+interval: fast
+`),
+    [
+      'config.yml:5:17: "rules.0.severity" must be one of info, warning, critical (got "high")',
+      'config.yml:5:62: "rules.0.mount" mount: is for the disk.* metrics (got "/")',
+      'config.yml:5:70: "rules.0.for" must be at least "1 cycle" (got 0)',
+      'config.yml:6:5: "rules.1" a query: rule needs atLeast: (how many matching lines in the window fire it)',
+      'config.yml:6:14: "rules.1.query" cannot search for "\\"user_id:42": unterminated string. A double quote ' +
+      "opens a phrase that must be closed. " + SEARCH_SYNTAX_HELP +
+      ` To search for the text as it is, write it in single quotes: '"""user_id:42"' (got "\\"user_id:42")`,
+      'config.yml:6:37: "rules.1.within" must be from 10s to 24h (got 5: a bare number is seconds; write "5m" for 5 ' +
+      "minutes)",
+      'config.yml:7:41: "rules.2.below" a threshold rule takes above: or below:, not both (two rules for two ' +
+      "thresholds) (got 2)",
+      'config.yml:8:30: "rules.3.above" must be 0 or more: load.1 is never negative (got -1)',
+      'config.yml:9:15: "rules.4.metric" "error_rate" is not a rule metric; did you mean "app.error_percent" ' +
+      "(percent of responses that were 5xx, 0-100)? Rules take the 5xx share in percent: above: 5 is 5 % " +
+      '(got "error_rate")',
+      'config.yml:10:15: "rules.5.metric" "used_percent" is not a metric; did you mean "memory.used_percent"? ' +
+      '(got "used_percent")',
+      'config.yml:11:45: "rules.6.for" must be a whole number of cycles (got 2.5)',
+      'config.yml:12:11: "interval" must be a duration of 1s or more, e.g. "30s" (got "fast")',
     ],
   );
 });
@@ -524,4 +604,116 @@ Deno.test("countMatches: the window's first line is found through the ts index, 
     const plan = store.sql(`EXPLAIN QUERY PLAN ${WINDOW_FIRST_LINE}`).all(0) as { detail: string }[];
     assertEquals(plan.map((row) => row.detail), ["SEARCH lines USING COVERING INDEX lines_ts (ts>?)"]);
   });
+});
+
+Deno.test("Alerter: activeRules lists the subjects firing or pending, firing and critical first, with value and condition", () => {
+  const rule = (name: string, severity: "warning" | "critical", threshold: number): Rule => ({
+    kind: "threshold",
+    name,
+    severity,
+    metric: "disk.used_percent",
+    op: "above",
+    threshold,
+    withinMs: 300_000,
+    minRequests: 20,
+    forCycles: 2,
+  });
+  const state = (mount: string, s: "ok" | "pending" | "firing", value: number) => ({
+    [mount]: { subject: { server: "web1", mount }, state: s, count: 1, since: "2026-01-01T00:00:00.000Z", value },
+  });
+  const alerter = new Alerter([], {
+    rules: [rule("disk", "warning", 50), rule("full", "critical", 90)],
+    servers: ["web1"],
+    memory: {
+      version: 2,
+      apps: {},
+      servers: {},
+      rules: {
+        disk: { ...state("/", "ok", 10), ...state("/srv", "pending", 50.04) },
+        full: state("/data", "firing", 93.25),
+      },
+    },
+  });
+  assertEquals(alerter.activeRules(), [
+    {
+      rule: "full",
+      severity: "critical",
+      state: "firing",
+      server: "web1",
+      mount: "/data",
+      value: 93.25,
+      valueText: "93.3 %",
+      condition: "disk.used_percent above 90 % for 2 cycles",
+      since: "2026-01-01T00:00:00.000Z",
+    },
+    {
+      rule: "disk",
+      severity: "warning",
+      state: "pending",
+      server: "web1",
+      mount: "/srv",
+      value: 50.04,
+      valueText: "50.04 %",
+      condition: "disk.used_percent above 50 % for 2 cycles",
+      since: "2026-01-01T00:00:00.000Z",
+    },
+  ]);
+});
+
+Deno.test("Alerter: a rule that fired while no target was configured does not send its recovery once targets are added", async () => {
+  await withStore("dp-rules-", async (store, dir) => {
+    const path = join(dir, "alerts.json");
+    const config = rulesOf("  - { name: disk, metric: disk.used_percent, above: 90 }\n");
+    let now = Date.UTC(2026, 0, 1, 12);
+    const cycle = (alerter: Alerter, used: number) => {
+      now += 30_000;
+      storeServerSample(store, "web1", { counters: {}, filesystems: [{ mount: "/", used }], missing: [] }, now);
+      return alerter.notices(cycleSummary(now, { web1: true }), store).map((n) => n.event);
+    };
+    const hook = [{ type: "webhook" as const, url: "http://127.0.0.1:9/hook" }];
+    const alone = new Alerter([], { rules: config, servers: ["web1"] });
+    assertEquals(cycle(alone, 95), ["rule_firing"], "fired with no target: nobody was told");
+    await Deno.writeTextFile(path, JSON.stringify(alone.snapshot()));
+    const targeted = new Alerter(hook, { memory: await readMemory(path), rules: config, servers: ["web1"] });
+    assertEquals(cycle(targeted, 95), []);
+    assertEquals(cycle(targeted, 10), [], "its recovery is not news either");
+    assertEquals(cycle(targeted, 95), ["rule_firing"], "the next incident is");
+    assertEquals(cycle(targeted, 10), ["rule_recovered"]);
+  });
+});
+
+Deno.test("fleet alerts: says how the config's rules differ from those the collector last judged", () => {
+  const judged = rulesOf(
+    "  - { name: disk, metric: disk.used_percent, above: 90 }\n  - { name: old, cron: failed }\n" +
+      "  - { certificate: expiring, days: 20 }\n",
+  );
+  const defs = JSON.parse(JSON.stringify(Object.fromEntries(
+    judged.filter((rule) => rule.kind !== "certificate").map((rule) => [rule.name, rule]),
+  )));
+  assertEquals(rulesChanged(judged, defs), undefined, "the same rules (certificate rules are not kept)");
+  assertEquals(rulesChanged(judged, undefined), undefined, "nothing judged yet");
+  const edited = rulesOf(
+    "  - { name: new, query: FATAL, atLeast: 5 }\n  - { name: disk, metric: disk.used_percent, above: 80 }\n",
+  );
+  assertEquals(rulesChanged(edited, defs), 'added "new"; removed "old"; changed "disk"');
+});
+
+Deno.test("fleet collect: `--once` is not numbered; a cycle's rule transitions are counted and listed under its line", () => {
+  const summary = cycleSummary(Date.UTC(2026, 0, 1, 12), { web1: true });
+  assertMatch(cycleLines(summary, true)[0], /^\[12:00:00\] collected: 1\/1 servers, 0 apps/);
+  assertMatch(cycleLines(summary)[0], /^\[12:00:00\] cycle 1: 1\/1 servers/);
+  const notice = (event: string, title: string): Notice => ({ event, ok: false, title, fields: {}, at: "" });
+  assertEquals(ruleLines([notice("unhealthy", "web1/api is unhealthy")]), []);
+  assertEquals(
+    ruleLines([
+      notice("rule_firing", "web1 /data: disk.used_percent is 95 %, above 90 %"),
+      notice("unhealthy", "web1/api is unhealthy"),
+      notice("rule_recovered", "web1/api: \x1b[31mFATAL recovered"),
+    ]),
+    [
+      "  rules: 1 firing, 1 recovered",
+      "    firing: web1 /data: disk.used_percent is 95 %, above 90 %",
+      "    recovered: web1/api: \\x1b[31mFATAL recovered",
+    ],
+  );
 });

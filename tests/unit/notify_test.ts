@@ -1,6 +1,6 @@
 /** Notification payloads and URL redaction (pure). */
 import { assert, assertEquals } from "../helpers/assert.ts";
-import { type Notice, payload, redactUrl } from "../../src/notify.ts";
+import { type Notice, notifyAll, payload, redactUrl } from "../../src/notify.ts";
 
 const NOTICE: Notice = {
   event: "failed",
@@ -30,4 +30,13 @@ Deno.test("payload: webhook JSON, Slack text + blocks (escaped), Discord embed w
 Deno.test("redactUrl: scheme and host only", () => {
   assertEquals(redactUrl("https://hooks.slack.com/services/T0/B0/secret?x=1"), "https://hooks.slack.com/…");
   assertEquals(redactUrl("not a url"), "(an invalid URL)");
+});
+
+Deno.test("notifyAll: a delivery to a closed port says the connection was refused, without the URL's path", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  const [delivery] = await notifyAll([{ type: "webhook", url: `http://127.0.0.1:${port}/secret-path` }], NOTICE, 5000);
+  assertEquals(delivery.ok, false);
+  assertEquals(delivery.detail, "fetch failed: tcp connect error: Connection refused");
 });
