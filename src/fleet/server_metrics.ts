@@ -4,8 +4,9 @@
  * prints /proc/stat's first line and CPU count, /proc/loadavg, /proc/meminfo's memory and swap,
  * /proc/uptime, the local storage mounts of /proc/self/mounts (point and type: `df -P` has no
  * types, and busybox has no `df -T`), `df -P -k` and `df -P -i` of those (GNU and busybox), and
- * /proc/net/dev, as `M <section>` sections, bounded to {@link MAX_METRICS_BYTES}; shell builtins
- * but for df, timeout and head, so it costs a few milliseconds.
+ * /proc/net/dev, as `M <section>` sections, bounded by lines (and the parser reads
+ * {@link MAX_METRICS_BYTES}); shell builtins but for `stat -f` and `timeout`, so it costs a few
+ * milliseconds.
  * {@link parseMetrics} reads it as hostile input (a compromised server prints anything: every
  * number checked finite, ≥ 0 and within bounds, at most {@link MAX_FILESYSTEMS} filesystems, never
  * throws), and {@link sampleOf} turns it into a sample: CPU % and network bytes/s come from the
@@ -14,10 +15,12 @@
  * @module
  */
 
-/** What the script prints at most (it cuts itself with `head -c`). */
+/** What the parser reads of the script's output (the script bounds itself by lines: well under this). */
 export const MAX_METRICS_BYTES = 64 << 10;
 /** Filesystems kept per sample (the first ones df lists, after the pseudo ones are dropped). */
 export const MAX_FILESYSTEMS = 64;
+/** Mount points longer than this are not read (they keep the output small). */
+export const MAX_MOUNT_CHARS = 256;
 
 /** The line that starts the metrics in the listing's output. */
 export const METRICS_MARK = "#metrics";
@@ -39,8 +42,9 @@ const NOT_DF = "nfs|nfs4|cifs|smb3|smbfs|ncpfs|fuse.sshfs|sshfs|ceph|fuse.ceph|g
 /**
  * The constant script. `[ -r /proc/stat ]` tells whether /proc is there; each file is read on its
  * own (with shell builtins: `p FILE N` prints its first N lines), so what can be read is printed.
- * The small sections come first and /proc/net/dev last, so the `head -c` cut can only shorten that
- * one. `stat -f` (the one command run: each exec costs a millisecond or more on a small VPS, and
+ * The small sections come first and /proc/net/dev last, so a cut by the parser can only shorten
+ * that one; mount points longer than {@link MAX_MOUNT_CHARS} are skipped, so at most 96 mounts stay
+ * well within it. No pipe (no `head`): every exec costs, see below. `stat -f` (the one command run: each exec costs a millisecond or more on a small VPS, and
  * the cycle's time is the target; GNU and busybox) is given the local storage mount points of
  * /proc/self/mounts only (at most {@link MAX_DF_MOUNTS}; no network filesystem, which could hang
  * it; `\040` unescaped, other escaped names skipped) and prints each one's filesystem id, block
@@ -55,16 +59,18 @@ export const METRICS_SCRIPT =
   'p() { n=0; while [ $n -lt $2 ] && IFS= read -r l; do echo "$l"; n=$((n+1)); done < "$1"; }; ' +
   "echo 'M stat'; n=0; f=; while read -r a b; do case $a in " +
   'cpu) [ -n "$f" ] || echo "$a $b"; f=1 ;; cpu[0-9]*) n=$((n+1)) ;; *) break ;; esac; done < /proc/stat; ' +
-  "echo $n; echo 'M loadavg'; p /proc/loadavg 1; echo 'M meminfo'; while read -r k v; do case $k in " +
-  'MemTotal:|MemAvailable:|SwapTotal:|SwapFree:) echo "$k $v" ;; esac; done < /proc/meminfo; ' +
+  "echo $n; echo 'M loadavg'; p /proc/loadavg 1; echo 'M meminfo'; c=0; while read -r k v; do case $k in " +
+  'MemTotal:|MemAvailable:|SwapTotal:|SwapFree:) echo "$k $v"; c=$((c+1)); [ $c -lt 4 ] || break ;; esac; ' +
+  "done < /proc/meminfo; " +
   "echo 'M uptime'; p /proc/uptime 1; echo 'M mounts'; set --; while read -r d m y r; do " +
   `case $y in ${NOT_DF}) continue ;; esac; [ $# -lt ${MAX_DF_MOUNTS} ] || break; u=; s=$m; ` +
   "while :; do case $s in *'\\040'*) u=\"$u${s%%'\\040'*} \"; s=${s#*'\\040'} ;; *) break ;; esac; done; " +
-  'u="$u$s"; case $u in *\\\\*) continue ;; esac; echo "$m $y"; set -- "$@" "$u"; done < /proc/self/mounts; ' +
+  `u="$u$s"; case $u in *\\\\*) continue ;; esac; [ \${#u} -le ${MAX_MOUNT_CHARS} ] || continue; ` +
+  'echo "$m $y"; set -- "$@" "$u"; done < /proc/self/mounts; ' +
   "if [ $# -gt 0 ]; then echo 'M statfs'; $t stat -f -c '%i %S %b %f %a %c %d %n' \"$@\"; fi; " +
   "echo 'M netdev'; p /proc/net/dev 258; " +
   "else echo 'M noproc'; echo 'M df'; $t df -P -k -l || $t df -P -k; echo 'M dfi'; $t df -P -i -l || $t df -P -i; fi; " +
-  `} 2>/dev/null | head -c ${MAX_METRICS_BYTES}; true`;
+  "} 2>/dev/null; true";
 
 /** Server-wide metric names. */
 export const SERVER_METRICS = [
