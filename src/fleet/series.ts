@@ -340,7 +340,10 @@ function releases(all: readonly Deployment[], windows: readonly RequestRow[], fr
       period.sum += row.p95 * row.requests;
     }
   }
-  return periods.map(({ version, from, to, requests, errors, weight, sum }): ReleaseFigures => ({
+  // The time before the first deployment known, when nothing was served in it, is no release.
+  return periods.filter((p) => p.version !== null || p.requests > 0).map((
+    { version, from, to, requests, errors, weight, sum },
+  ): ReleaseFigures => ({
     version,
     from,
     to,

@@ -9,7 +9,7 @@
  */
 import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
-import { openPage, withBrowser } from "../helpers/browser.ts";
+import { openPage, screenshot, withBrowser } from "../helpers/browser.ts";
 import { chartData, openChart } from "../helpers/charts.ts";
 import { append, Laptop, serve } from "../helpers/fleet.ts";
 import { receiver } from "../helpers/receiver.ts";
@@ -114,6 +114,7 @@ Deno.test("fleet rules: a filling disk fires once after 2 cycles and recovers on
             assert(data, JSON.stringify(disk.legend));
             const values = disk.series[data.key].filter((v): v is number => v !== null);
             assert(values.length >= 2 && values[0] < 10 && values.at(-1)! > 60, `the rise: ${JSON.stringify(values)}`);
+            await screenshot(watched.page, "rules-disk-rise");
             assertEquals(watched.problems, []);
           } finally {
             await watched.context.close();
@@ -263,6 +264,38 @@ Deno.test("fleet rules: a real app deployed twice, the second release answering 
         assertEquals([errors, sent], [100, 400]);
         assertEquals(hooks.got.at(-1)!.body.value, "25 %", "100 of the 400 requests in the window");
         assertEquals(await cycle(laptop, hooks), [], "still failing: one alert");
+        // The app's error-rate chart: nothing before the second deploy's mark, about half after it.
+        const running = await serve(laptop);
+        try {
+          await withBrowser(async (browser) => {
+            const watched = await openPage(browser);
+            try {
+              await openChart(watched, running.base, "#/server/web1?app=shop", 'figure[data-chart="errors"] svg.chart');
+              const errors = await chartData(watched.page, "errors");
+              assertEquals(errors.marks.length, 2, JSON.stringify(errors.marks));
+              const mark = errors.marks[1];
+              const at = errors.ts.findLastIndex((ts) => ts <= mark.ts); // the minute the deploy happened in
+              const rates = errors.series.errorRate;
+              const before = rates.slice(0, at).filter((v) => v !== null);
+              const after = rates.slice(at).filter((v) => v !== null);
+              assert(before.length >= 1 && before.every((v) => v === 0), `before the mark: ${JSON.stringify(rates)}`);
+              assert(after.length >= 1 && after.every((v) => v! >= 0.4), `after the mark: ${JSON.stringify(rates)}`);
+              assert(errors.xs[at] <= mark.x, "the mark is drawn within its minute");
+              const releases = await watched.page.locator("table.releases tbody tr").allTextContents();
+              const answer = await running.json("/api/metrics/app?server=web1&app=shop&range=1h");
+              const why = JSON.stringify({ releases: answer.body.releases, deploys: answer.body.deploys });
+              assertEquals(releases.length, 2, why);
+              assertMatch(releases[0], /50\.0 %/, `the second release, newest first: half 5xx; ${why}`);
+              assertMatch(releases[1], /0\.00 %/, `the first release: none; ${why}`);
+              await screenshot(watched.page, "rules-error-step");
+              assertEquals(watched.problems, []);
+            } finally {
+              await watched.context.close();
+            }
+          });
+        } finally {
+          await running.stop();
+        }
       } finally {
         await Deno.remove(work, { recursive: true });
       }
