@@ -11,6 +11,7 @@ import { h, svg } from "./dom.js";
 import { absolute, stampText } from "./format.js";
 import { CHART_RANGES, DASHES, deployText, lineChart, marker, SPARK, sparkShape, sparkText } from "./charts.js";
 import { serverHref } from "./routes.js";
+import { code, table } from "./widgets.js";
 
 /** The local time zone's offset now, in ms (for the time axes). */
 const zoneOffset = () => -new Date().getTimezoneOffset() * 60_000;
@@ -161,30 +162,22 @@ const figure = (value, text) => typeof value === "number" && Number.isFinite(val
  */
 export function releaseTable(releases) {
   if (!releases.length) return null;
+  const rows = releases.slice().reverse().map((r) =>
+    h(
+      "tr",
+      { dataset: { version: String(r.version ?? "") } },
+      h("td", {}, code(r.version ?? "unknown")),
+      h("td", { text: `${figure(r.from, stampText)} – ${figure(r.to, stampText)}` }),
+      h("td", { class: "num", text: figure(r.requests, (n) => String(Math.round(n))) }),
+      h("td", { class: "num", text: figure(r.errorRate, (n) => `${(n * 100).toFixed(n < 0.1 ? 2 : 1)} %`) }),
+      h("td", { class: "num", text: figure(r.p95, (n) => `${Math.round(n)} ms`) }),
+    )
+  );
   return h(
-    "table",
-    { class: "releases", "data-chart": "releases" },
-    h("caption", { text: "Per release, in this range" }),
-    h(
-      "thead",
-      {},
-      h("tr", {}, ...["release", "serving", "requests", "5xx", "p95"].map((text) => h("th", { scope: "col", text }))),
-    ),
-    h(
-      "tbody",
-      {},
-      ...releases.slice().reverse().map((r) =>
-        h(
-          "tr",
-          { dataset: { version: String(r.version ?? "") } },
-          h("td", {}, h("code", { text: r.version ?? "unknown" })),
-          h("td", { text: `${figure(r.from, stampText)} – ${figure(r.to, stampText)}` }),
-          h("td", { class: "num", text: figure(r.requests, (n) => String(Math.round(n))) }),
-          h("td", { class: "num", text: figure(r.errorRate, (n) => `${(n * 100).toFixed(n < 0.1 ? 2 : 1)} %`) }),
-          h("td", { class: "num", text: figure(r.p95, (n) => `${Math.round(n)} ms`) }),
-        )
-      ),
-    ),
+    "div",
+    { class: "releases-box", "data-chart": "releases" },
+    h("h3", { text: "Per release, in this range" }),
+    table(["release", "serving", "requests", "5xx", "p95"], rows, "releases"),
   );
 }
 

@@ -94,22 +94,19 @@ export function appRequestWindow(
   const row = store.sql(
     `SELECT SUM(requests) AS requests, SUM(errors) AS errors,
        SUM(p95 * requests) / NULLIF(SUM(CASE WHEN p95 IS NULL THEN 0 ELSE requests END), 0) AS p95
-     FROM (SELECT requests, errors, p95 FROM request_minutes WHERE server = :server AND app = :app AND ts > :since
-       UNION ALL SELECT requests, errors, p95 FROM request_minutes_5m
-       WHERE server = :server AND app = :app AND ts > :since)`,
-  ).get({ server, app, since }) as { requests: number | null; errors: number | null; p95: number | null };
+     FROM (${REQUEST_ROWS.replaceAll("%", "server = :server AND app = :app")})`,
+  ).get({ server, app, from: since, to: Number.MAX_SAFE_INTEGER }) as {
+    requests: number | null;
+    errors: number | null;
+    p95: number | null;
+  };
   return { requests: row.requests ?? 0, errors5xx: row.errors ?? 0, p95Ms: row.p95 ?? null };
 }
 
 /** A server's chart data. */
-export interface ServerSeries {
+export interface ServerSeries extends Span {
   server: string;
   range: Range;
-  from: number;
-  to: number;
-  stepMs: number;
-  /** Bucket starts, epoch ms, ascending. */
-  ts: number[];
   /** Percent; null = no sample in that bucket. */
   cpu: (number | null)[];
   memory: (number | null)[];
@@ -125,14 +122,10 @@ export interface ServerSeries {
 }
 
 /** An app's chart data. */
-export interface AppSeries {
+export interface AppSeries extends Span {
   server: string;
   app: string;
   range: Range;
-  from: number;
-  to: number;
-  stepMs: number;
-  ts: number[];
   /** Requests per minute (average over the bucket; the last one, under way, over the time it has run). */
   requests: (number | null)[];
   /** 0-1. */
@@ -168,12 +161,20 @@ export interface Sparkline {
   errorRate: (number | null)[];
 }
 
+/** A chart's buckets: [from, to], bucket starts `ts` (epoch ms, ascending) `stepMs` apart. */
+export interface Span {
+  from: number;
+  to: number;
+  stepMs: number;
+  ts: number[];
+}
+
 /** The buckets of `range` ending at `now`: the first starts at a multiple of the step. */
-export function buckets(range: Range, now: number): { from: number; to: number; stepMs: number; ts: number[] } {
+export function buckets(range: Range, now: number): Span {
   return bucketsOf(RANGES[range].ms, RANGES[range].stepMs, now);
 }
 
-function bucketsOf(ms: number, stepMs: number, now: number) {
+function bucketsOf(ms: number, stepMs: number, now: number): Span {
   const from = Math.floor((now - ms) / stepMs) * stepMs + stepMs;
   const ts: number[] = [];
   for (let t = from; t <= now; t += stepMs) ts.push(t);
