@@ -187,17 +187,13 @@ async function deployLocked(ctx: DeployContext, branch: Release["branch"]): Prom
   const duration = Math.round(clock.elapsed() - started);
   const { health, status } = release.active!;
   const at = isoNow(clock);
-  await saveStatus(
-    ctx,
-    deployedStatus(plan, { id, previous, health, strategy: status, at, duration }),
-  );
+  await saveStatus(ctx, deployedStatus(plan, { id, previous, health, strategy: status, at, duration }));
   await journal.record("success", { ok: true, duration, message: `${plan.short} serves as release ${id}` });
   const url = plan.runs ? `: ${appUrl(config)}` : "";
   journal.say(`✓ deployed ${plan.deploy.name} ${plan.short} (release ${id}) in ${(duration / 1000).toFixed(1)}s${url}`);
+  const app = plan.deploy.name;
   if (await exists(maintenancePath(paths.dir))) {
-    journal.say(
-      `! ${plan.deploy.name} is in maintenance: the proxy answers 503 until \`maintenance ${plan.deploy.name} off\``,
-    );
+    journal.say(`! ${app} is in maintenance: the proxy answers 503 until \`maintenance ${app} off\``);
   }
   return { ok: true };
 }
