@@ -10,6 +10,7 @@
  * @module
  */
 import { dirname, join } from "node:path";
+import { NAME_PATTERN } from "../config/names.ts";
 import { DeployParadigmError } from "../errors.ts";
 import { ifExists } from "../fsutil.ts";
 import { message } from "./pages.ts";
@@ -29,6 +30,10 @@ export interface ControlOps {
   status(): unknown;
   /** Renews an app's certificate now. */
   renew?(app: string): Promise<unknown>;
+  /** An app's canary figures (./canary_stats.ts `CanaryStats`), null when it has no canary; throws for an unknown app. */
+  canary?(app: string): unknown;
+  /** Why an app's canary.json is refused (its `canary` figures are null then), undefined when it is not. */
+  canaryProblem?(app: string): string | undefined;
 }
 
 type Reply = Record<string, unknown>;
@@ -71,12 +76,26 @@ export async function controlReply(line: string, ops: ControlOps): Promise<Reply
         if (!ops.renew) return { ok: false, error: "this proxy has no certificates to renew" };
         if (typeof app !== "string") return { ok: false, error: '"app" must be an app name' };
         return { ok: true, certificate: await ops.renew(app) };
+      case "canary":
+        if (!ops.canary) return { ok: false, error: "this proxy has no canary figures" };
+        if (typeof app !== "string" || !NAME_PATTERN.test(app)) {
+          return { ok: false, error: `"app" must be an app name (got ${JSON.stringify(app)?.slice(0, 80)})` };
+        }
+        return canaryReply(ops.canary(app), ops.canaryProblem?.(app));
       default:
-        return { ok: false, error: `unknown op ${JSON.stringify(op)} (reload, drain, status, renew)` };
+        return { ok: false, error: `unknown op ${JSON.stringify(op)} (reload, drain, status, renew, canary)` };
     }
   } catch (error) {
     return { ok: false, error: message(error) };
   }
+}
+
+/**
+ * The `canary` op's answer: the figures, or null with the problem when canary.json is refused
+ * (`{ok: true, stats: null, problem}`), so the engine can tell "refused" from "no canary".
+ */
+function canaryReply(stats: unknown, problem: string | undefined): Reply {
+  return stats === null && problem !== undefined ? { ok: true, stats, problem } : { ok: true, stats };
 }
 
 /** Whether `port` is a TCP port number. */

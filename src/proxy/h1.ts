@@ -21,7 +21,8 @@
  * @module
  */
 import { Balanced, type Balancer } from "./balance.ts";
-import { decide, HSTS, MAX_HEADER_BYTES } from "./handler.ts";
+import { decide, HSTS, MAX_HEADER_BYTES, measureRoute } from "./handler.ts";
+import { headSent } from "./canary.ts";
 import type { Conn, HandlerDeps } from "./handler.ts";
 import { checkHost, type Client, forwardedRequest, within } from "./forward.ts";
 import type { InFlight } from "./inflight.ts";
@@ -353,7 +354,7 @@ class Session {
       await this.writeResponse(errorPage(431, { connection: "close" }), head.method, true, false);
       return "close";
     }
-    const done = this.deps.handlerDeps.measure?.(route.app, route.slot ?? "-");
+    const done = measureRoute(this.deps.handlerDeps, route);
     const hsts = this.conn.entry.kind === "https" && route.hsts;
     const end = this.balancedRequest ? this.balancedRequest.begin() : this.deps.inFlight.begin(port);
     let bytesOut = 0;
@@ -397,7 +398,8 @@ class Session {
         return close ? "close" : "keep";
       }
       status = exchange.head.status;
-      const relayed = await this.relay(exchange, head, route.app, hsts, end);
+      if (route.canary !== undefined) headSent(done, status); // its figures time the head, as HTTP/2's
+      const relayed = await this.relay(exchange, head, route, hsts, end);
       bytesOut = relayed.written;
       // A body the app did not read in full is still on the connection: it cannot carry another request.
       return head.close || !request.read() || relayed.close ? "close" : "keep";
@@ -414,7 +416,7 @@ class Session {
   async relay(
     exchange: Exchange,
     head: RequestHead,
-    app: string,
+    route: Route,
     hsts: boolean | undefined,
     ended: () => void,
   ): Promise<{ written: number; close: boolean }> {
@@ -426,6 +428,7 @@ class Session {
       text += `${fields[i]}: ${fields[i + 1]}\r\n`;
     }
     if (hsts) text += `strict-transport-security: ${HSTS}\r\n`;
+    if (route.setCookie !== undefined) text += `set-cookie: ${route.setCookie}\r\n`;
     let size = 0;
     for (const piece of exchange.first) size += piece.length;
     const noBody = res.framing === "none";
@@ -469,9 +472,8 @@ class Session {
           pieces = await within(exchange.next(), this.deps.upstreamTimeoutMs);
           if (pieces === undefined) throw new Error(`nothing for ${this.deps.upstreamTimeoutMs} ms`);
         } catch (error) {
-          this.log(
-            `${app}: ${head.method} ${head.target.split("?")[0]}: the app's answer failed midway: ${message(error)}`,
-          );
+          const where = `${route.app}: ${head.method} ${head.target.split("?")[0]}`;
+          this.log(`${where}: the app's answer failed midway: ${message(error)}`);
           exchange.cancel();
           return { written, close: true };
         }
@@ -496,7 +498,7 @@ class Session {
   /** A WebSocket: the handshake to the app on a connection of its own, then bytes both ways. */
   async tunnel(head: RequestHead, route: Route, port: number, host: string): Promise<Next> {
     const { lines } = forwardedRequest(head.fields, this.client, host);
-    const done = this.deps.handlerDeps.measure?.(route.app, route.slot ?? "-");
+    const done = measureRoute(this.deps.handlerDeps, route);
     const balanced = this.balancedRequest;
     const end = balanced ? balanced.begin() : this.deps.inFlight.begin(port);
     const where = () => `${route.app}: websocket ${head.target.split("?")[0]}: 127.0.0.1:${balanced?.port ?? port}`;
@@ -535,6 +537,7 @@ class Session {
         return "close";
       }
       status = answer.status;
+      if (route.canary !== undefined) headSent(done, status); // not the session's length
       if (answer.status !== 101) {
         // The app said no (a 403, a 404): its answer, then the connection ends.
         await this.writeResponse(answer.response!, head.method, true, false);
@@ -542,6 +545,7 @@ class Session {
       }
       let text = statusLine(101, answer.statusText);
       for (let i = 0; i < answer.fields.length; i += 2) text += `${answer.fields[i]}: ${answer.fields[i + 1]}\r\n`;
+      if (route.setCookie !== undefined) text += `set-cookie: ${route.setCookie}\r\n`;
       text += `connection: upgrade\r\nupgrade: ${answer.upgrade}\r\n\r\n`;
       const early = app!.buffered ? app!.take(app!.buffered) : new Uint8Array(0);
       await this.write(joined(latin1Bytes(text, early.length), [early]));

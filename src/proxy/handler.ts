@@ -10,6 +10,7 @@
  *   than {@link MAX_HEADER_BYTES} with 431 (the app never sees it).
  * - An app in maintenance (./maintenance.ts) gets 503 with its maintenance page instead, WebSocket
  *   upgrades included, except for the clients on its allow list.
+ * - An app with a canary (./canary.ts) sends each client to the side its bucket says.
  * @module
  */
 import {
@@ -22,6 +23,7 @@ import {
   pathOf,
   requestHost,
 } from "./forward.ts";
+import { chooseSide, measureSide } from "./canary.ts";
 import { isAllowed, maintenanceResponse } from "./maintenance.ts";
 import { errorPage, message } from "./pages.ts";
 import type { Route } from "./routes.ts";
@@ -73,7 +75,8 @@ export const MAX_HEADER_BYTES = 64 * 1024;
  * Where a request to `host` (checked, lowercase) for `target` (origin-form, `/a?b`) that came in
  * on `entry` from `client` goes: the app's route, or the proxy's own answer (no route, unknown
  * host, an ACME challenge, a redirect to HTTPS, the page of an app in maintenance unless the client
- * (as `clientIp` tells it from `headers`) is on its allow list).
+ * (as `clientIp` tells it from `headers`) is on its allow list). For an app with a canary, the route
+ * of the client's side (./canary.ts).
  */
 export function decide(
   deps: HandlerDeps,
@@ -84,11 +87,19 @@ export function decide(
   client?: Client,
 ): Route | Response {
   const route = routeFor(deps, entry, host, target);
-  if (route instanceof Response || !route.maintenance) return route;
+  if (route instanceof Response) return route;
   const maintenance = route.maintenance;
-  if (headers && client && isAllowed(maintenance, clientIp(headers, client))) return route;
-  deps.measure?.(route.app, "maintenance")(503, 0, maintenance.page.length);
-  return maintenanceResponse(maintenance);
+  if (maintenance && !(headers && client && isAllowed(maintenance, clientIp(headers, client)))) {
+    deps.measure?.(route.app, "maintenance")(503, 0, maintenance.page.length);
+    return maintenanceResponse(maintenance);
+  }
+  return route.canary === undefined ? route : chooseSide(route.canary, headers, client);
+}
+
+/** Starts measuring a request to `route` (metrics under its slot; its side's figures when the app has a canary). */
+export function measureRoute(deps: HandlerDeps, route: Route): ((s: number, i: number, o: number) => void) | undefined {
+  if (route.canary !== undefined) return measureSide(route.canary, route, deps.measure);
+  return deps.measure?.(route.app, route.slot ?? "-");
 }
 
 function routeFor(deps: HandlerDeps, entry: Entry, host: string, target: string): Route | Response {
@@ -114,7 +125,7 @@ export function createHandler(deps: HandlerDeps): (req: Request, conn: Conn) => 
     const entry = conn.entry;
     const route = decide(deps, entry, host, pathOf(req.url), req.headers, conn.client);
     if (route instanceof Response) return route;
-    const done = deps.measure?.(route.app, route.slot ?? "-");
+    const done = measureRoute(deps, route);
     const seen: { length?: string } = {};
     let response: Response;
     try {
@@ -126,6 +137,7 @@ export function createHandler(deps: HandlerDeps): (req: Request, conn: Conn) => 
     if (entry.kind === "https" && route.hsts && response.status !== 101) {
       response.headers.set("strict-transport-security", HSTS);
     }
+    if (route.setCookie !== undefined) setCookie(response, route.setCookie);
     done?.(
       response.status,
       Number(seen.length) || 0,
@@ -154,6 +166,13 @@ function serve(
     return deps.websocket(route, port, req, linesToHeaders(lines), conn);
   }
   return deps.forward(route, port, req, lines);
+}
+
+/** Adds the canary's cookie to `response` (one whose headers cannot change, as a WebSocket's 101 may be, goes without). */
+function setCookie(response: Response, cookie: string): void {
+  try {
+    response.headers.append("set-cookie", cookie);
+  } catch { /* immutable headers */ }
 }
 
 function redirect(target: string, name: string, httpsPort = 443): Response {

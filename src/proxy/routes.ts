@@ -13,6 +13,7 @@ import { isAbsolute, join } from "node:path";
 import { DeployParadigmError } from "../errors.ts";
 import { ifExists, writeFileAtomic } from "../fsutil.ts";
 import { deploymentsRoot } from "../paths.ts";
+import type { Canary } from "./canary.ts";
 import type { Maintenance } from "./maintenance.ts";
 
 /**
@@ -40,6 +41,12 @@ export interface Route {
   slot?: string;
   /** Set while the app is in maintenance (its maintenance.json, see ./maintenance.ts). */
   maintenance?: Maintenance;
+  /** Set while the app has a canary (its canary.json, see ./canary.ts): on its route and on the canary's variant. */
+  canary?: Canary;
+  /** The `Set-Cookie` its answer carries: a client without a valid `dp_canary` cookie (./canary.ts). */
+  setCookie?: string;
+  /** Why the app's canary.json is refused (every request goes to `target`), for the control op `canary`. */
+  canaryProblem?: string;
 }
 
 /** The file in the app's directory that names its active target. */

@@ -34,6 +34,7 @@ import { ProxyMetrics, serveMetrics } from "./metrics.ts";
 import { startMetricsLog } from "./metrics_log.ts";
 import { message } from "./pages.ts";
 import { maintenanceChange } from "./maintenance.ts";
+import { canaryChange, canaryStats } from "./canary.ts";
 import { controlSocketPath, describeTarget, type Route, type RouteTarget, targetPorts } from "./routes.ts";
 import { serveStatic } from "./static.ts";
 import { describeRoute, loadRoutes, RouteTable, type TrustCheck } from "./table.ts";
@@ -130,6 +131,11 @@ export class ProxyServer {
         await this.#certs.renewNow(app);
         return this.#certs.state().certificates[app] ?? null;
       },
+      canary: (app) => {
+        if (!this.#table.app(app)) throw new Error(`the proxy serves no app named ${app}`);
+        return canaryStats(this.#table.app(app));
+      },
+      canaryProblem: (app) => this.#table.app(app)?.canaryProblem,
     }, this.#log);
   }
 
@@ -237,7 +243,8 @@ export class ProxyServer {
     this.#logChanges(table);
     this.#table = table;
     this.#loaded = new Map(routes.map((route) => [route.app, route]));
-    this.#balancer.retain(new Set(table.routes.flatMap((route) => targetPorts(route.target))));
+    const ports = (route: Route) => [...targetPorts(route.target), ...targetPorts(route.canary?.split.target)];
+    this.#balancer.retain(new Set(table.routes.flatMap(ports)));
     await this.#syncCertificates(table);
     this.#syncListeners(table, shared);
     return table.routes.length;
@@ -265,6 +272,8 @@ export class ProxyServer {
     for (const route of next.routes) {
       const change = maintenanceChange(this.#table.app(route.app)?.maintenance, route.maintenance);
       if (change) this.#log(`${route.app}: ${change}`);
+      const canary = canaryChange(this.#table.app(route.app)?.canary, route.canary);
+      if (canary) this.#log(`${route.app}: ${canary}`);
     }
   }
 

@@ -1,6 +1,6 @@
 /**
- * The route table: every app's config.yml (port, domains, certificate) and route.json (active
- * target), loaded from disk in one pass, and looked up by public port or by host name.
+ * The route table: every app's config.yml (port, domains, certificate), route.json (active
+ * target), maintenance.json and canary.json, loaded from disk in one pass, and looked up by public port or by host name.
  * Loading is pure apart from reading files; it never throws for one app's problem: that app is
  * reported and keeps what it had.
  * @module
@@ -13,6 +13,7 @@ import { PROXIED, type Strategy } from "../deploy/strategies/names.ts";
 import { ifExists } from "../fsutil.ts";
 import { deploymentsRoot } from "../paths.ts";
 import { message } from "./pages.ts";
+import { loadCanarySplit, withCanary } from "./canary.ts";
 import { describeMaintenance, loadMaintenance, sameMaintenance } from "./maintenance.ts";
 import { describeTarget, readRoute, type Route, ROUTE_FILE, type RouteTarget } from "./routes.ts";
 import { DeployParadigmError } from "../errors.ts";
@@ -104,7 +105,7 @@ export async function loadRoutes(
     } catch (error) {
       problem(`${app}: ${withFix(error)}; it keeps ${describeMaintenance(maintenance)}`);
     }
-    routes.push({
+    let route: Route = {
       app,
       port: config.port,
       domains: (config.domains ?? []).map((domain) => domain.toLowerCase()),
@@ -113,7 +114,18 @@ export async function loadRoutes(
       target,
       slot: slotOf(config.slots, target),
       ...(maintenance ? { maintenance } : {}),
-    });
+    };
+    try {
+      // A canary that cannot apply is logged; the app's requests all go to its stable target.
+      const split = await loadCanarySplit(dir, trust);
+      const applied = split && withCanary(route, split, before, config.slots);
+      if (applied && "problem" in applied) route.canaryProblem = applied.problem;
+      else if (applied) route = applied;
+    } catch (error) {
+      route.canaryProblem = `${withFix(error)}; every request goes to its stable target`;
+    }
+    if (route.canaryProblem !== undefined) problem(`${app}: ${route.canaryProblem}`);
+    routes.push(route);
   }
   return { routes, problems };
 }

@@ -240,7 +240,10 @@ Deno.test("proxy: a route switch + reload over the control socket while a 3 s st
       // Bad requests get an error reply, and the connection keeps working.
       // control() turns a refusal into an error that says why.
       const refusal = (request: object) => control(root, request).then(() => "accepted", (e: Error) => e.message);
-      assertMatch(await refusal({ op: "explode" }), /refused .*unknown op "explode" \(reload, drain, status, renew\)/);
+      assertMatch(
+        await refusal({ op: "explode" }),
+        /refused .*unknown op "explode" \(reload, drain, status, renew, canary\)/,
+      );
       assertMatch(await refusal({ op: "drain", port: "x" }), /"port" must be a whole number/);
       const conn = await Deno.connect({ transport: "unix", path: socket });
       await conn.write(encoder.encode('not json\n{"op":"reload"}\n'));
