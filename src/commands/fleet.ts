@@ -110,7 +110,7 @@ export const fleetCommand: CommandSpec = {
         return await cli.listServers({ ...common, json: opts.json === true });
       case "alerts":
         needs(1, "alerts [--json]");
-        return await cli.listAlerts({ ...common, json: opts.json === true });
+        return await (await import("../fleet/cli_alerts.ts")).listAlerts({ ...common, json: opts.json === true });
       case "add":
         needs(3, "add <name> <user@host> [--ssh-port N] [--identity FILE] [--netdata URL]");
         return await cli.add({

@@ -8,20 +8,12 @@
  */
 import type { Notice } from "../notify.ts";
 import { issuerLabel } from "../proxy/cert_state.ts";
-import type { ServerMemory } from "./alerts.ts";
+import type { ServerMemory } from "./alert_memory.ts";
 import type { CycleSummary } from "./collector.ts";
-import type { CertificateRecord, CertificateView, DeploymentRecord } from "./views.ts";
-import {
-  type CertificateRule,
-  comparedTo,
-  formatThreshold,
-  formatValue,
-  formatWindow,
-  recoveryPoint,
-  ruleUnit,
-  type Subject,
-  type Transition,
-} from "./rules.ts";
+import type { CertificateRecord, DeploymentRecord } from "./rows.ts";
+import type { CertificateView } from "./views.ts";
+import { type CertificateRule, recoveryPoint, ruleUnit, type Subject, type Transition } from "./rules.ts";
+import { comparedTo, formatThreshold, formatValue, formatWindow } from "./rule_text.ts";
 
 /** deployments outcomes that alert, and their event. */
 const DEPLOY_EVENTS: Record<string, "failed" | "rolled_back"> = {

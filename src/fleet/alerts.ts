@@ -27,10 +27,10 @@
  * The memory of what was last seen is small and kept in `<home>/data/alerts.json` (version 2: the
  * rules' states added; a version 1 file is read as one without them), so
  * `fleet collect --once` (one process per cycle) and a restarted `fleet` alert on what changed
- * since the last run, not on everything or on nothing. What each notice says: ./alert_notices.ts.
+ * since the last run, not on everything or on nothing (its shape and reading: ./alert_memory.ts;
+ * kept after each cycle by ./fleet_alerts.ts). What each notice says: ./alert_notices.ts.
  * @module
  */
-import { readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
 import { type Delivery, type Notice, NOTIFY_TIMEOUT_MS, notifyAll, type Target } from "../notify.ts";
 import { forTerminal } from "../terminal.ts";
 import type { CycleSummary } from "./collector.ts";
@@ -42,25 +42,15 @@ import {
   ruleNotice,
   unreachableNotice,
 } from "./alert_notices.ts";
-import type { FleetConfig } from "./config.ts";
-import {
-  CERTIFICATE_COLUMNS,
-  type CertificateRecord,
-  type CertificateView,
-  certificateView,
-  DEPLOYMENT_COLUMNS,
-  type DeploymentRecord,
-} from "./views.ts";
+import type { AlertMemory } from "./alert_memory.ts";
+import { CERTIFICATE_COLUMNS, type CertificateRecord, DEPLOYMENT_COLUMNS, type DeploymentRecord } from "./rows.ts";
+import { type CertificateView, certificateView } from "./views.ts";
 import type { FleetStore } from "./store.ts";
 import { observe } from "./rule_inputs.ts";
 import {
   type CertificateRule,
-  comparedTo,
-  describeRule,
   evaluate,
-  formatValue,
   type Rule,
-  type RuleMemory,
   ruleUnit,
   SEVERITIES,
   type Severity,
@@ -68,42 +58,7 @@ import {
   subjectKey,
   type SubjectState,
 } from "./rules.ts";
-
-/** What the alerter knows of a server. */
-export interface ServerMemory {
-  /** Whether a pull of it ever worked. */
-  reached: boolean;
-  /** Failed cycles in a row (those under hold not counted). */
-  failures: number;
-  /** The start of the first of those cycles. */
-  since?: string;
-  /** An `unreachable` notice went out: its first good pull sends `back`. */
-  alerted: boolean;
-  /** Its last pull went over the collector's limits (an `over_limit` notice went out). */
-  limited?: boolean;
-}
-
-/** What the alerter last saw: the transitions are computed against it. */
-export interface AlertMemory {
-  version: 2;
-  /** Each app's last known health (`server/app`): null when its status.json does not say. */
-  apps: Record<string, boolean | null>;
-  servers: Record<string, ServerMemory>;
-  /** Whether each certificate (`server/app`) was last seen at risk (and alerted). */
-  certificates?: Record<string, boolean>;
-  /** Since when each certificate has been as `certificates` says (ISO). */
-  certificateSince?: Record<string, string>;
-  /** The newest deployments row already considered. */
-  deployment?: number;
-  /** Each rule's states by subject (./rules.ts). */
-  rules?: RuleMemory;
-  /** The rules (certificate aside) as they were when `rules` was judged, by name. */
-  ruleDefs?: Record<string, Rule>;
-  /** Each server's latest metrics sample already judged by the rules (its ts). */
-  judged?: Record<string, number>;
-  /** `false`: no target took `rule_firing` notices in the run that saved this memory. */
-  targeted?: false;
-}
+import { comparedTo, describeRule, formatValue } from "./rule_text.ts";
 
 /** A rule's subject as `fleet alerts` and /metrics show it. */
 export interface RuleStateView extends SubjectState {
@@ -121,7 +76,7 @@ export interface ActiveRuleView extends Subject {
   /** The last value observed, and as text with its unit (none for cron and certificate rules). */
   value?: number;
   valueText?: string;
-  /** What the rule watches, in words (./rules.ts describeRule). */
+  /** What the rule watches, in words (./rule_text.ts describeRule). */
   condition: string;
   /** When the state began (ISO). */
   since: string;
@@ -424,167 +379,4 @@ export class Alerter {
     ));
     return sent.flat();
   }
-}
-
-/**
- * The fleet config's alerts with their memory in a file: `after(summary, store)` after each cycle.
- * Undefined when the config has no `alerts:`.
- */
-export class FleetAlerts {
-  private saved: string;
-  private saving: Promise<void> = Promise.resolve();
-
-  private constructor(
-    readonly alerter: Alerter,
-    readonly path: string,
-    saved: string,
-    private readonly log: (line: string) => void,
-  ) {
-    this.saved = saved;
-  }
-
-  /** The config's alerts, their memory read from `path` (an absent or unreadable file: a fresh start). */
-  static async open(
-    config: Pick<FleetConfig, "alerts" | "graceCycles"> & Partial<Pick<FleetConfig, "rules" | "servers">>,
-    path: string,
-    options: Omit<AlerterOptions, "memory" | "graceCycles" | "rules" | "servers"> = {},
-  ): Promise<FleetAlerts | undefined> {
-    const rules = config.rules ?? [];
-    if (!config.alerts.length && !rules.length) return undefined;
-    const memory = await readMemory(path, options.log);
-    const alerter = new Alerter(config.alerts, {
-      ...options,
-      graceCycles: config.graceCycles,
-      memory,
-      rules,
-      servers: (config.servers ?? []).map((server) => server.name),
-    });
-    return new FleetAlerts(alerter, path, memory ? JSON.stringify(memory) + "\n" : "", options.log ?? console.log);
-  }
-
-  /**
-   * After a cycle: the notices now (in the order of the cycles), then the memory saved and the
-   * notices sent, at once. Resolves when both are done; never rejects.
-   */
-  after(summary: CycleSummary, store: FleetStore): Promise<void> {
-    let notices: Notice[];
-    try {
-      notices = this.alerter.notices(summary, store);
-    } catch (error) {
-      console.error(`fleet: alerts: ${error instanceof Error ? error.message : error}`);
-      return Promise.resolve();
-    }
-    for (const line of ruleLines(notices)) this.log(line);
-    const text = JSON.stringify(this.alerter.snapshot()) + "\n";
-    if (text !== this.saved) {
-      this.saved = text;
-      this.saving = this.saving.then(() => writeFileAtomic(this.path, text, 0o600)).catch((error) =>
-        console.error(`fleet: alerts: could not save ${this.path}: ${error instanceof Error ? error.message : error}`)
-      );
-    }
-    return Promise.all([this.saving, this.alerter.send(notices)]).then(() => {});
-  }
-}
-
-/** Rule transitions shown under a cycle's line at most. */
-const MAX_RULE_LINES = 10;
-
-/**
- * A cycle's rule transitions for its terminal output: `  rules: 1 firing, 1 recovered` and each
- * notice's title (nothing without any).
- */
-export function ruleLines(notices: readonly Notice[]): string[] {
-  const rules = notices.filter((notice) => notice.event === "rule_firing" || notice.event === "rule_recovered");
-  if (!rules.length) return [];
-  const firing = rules.filter((notice) => notice.event === "rule_firing").length;
-  const counts = [firing && `${firing} firing`, rules.length - firing && `${rules.length - firing} recovered`];
-  return [
-    `  rules: ${counts.filter(Boolean).join(", ")}`,
-    ...rules.slice(0, MAX_RULE_LINES).map((notice) =>
-      `    ${notice.event === "rule_firing" ? "firing" : "recovered"}: ${forTerminal(notice.title, { oneLine: true })}`
-    ),
-    ...(rules.length > MAX_RULE_LINES ? [`    and ${rules.length - MAX_RULE_LINES} more`] : []),
-  ];
-}
-
-/**
- * The memory kept at `path`: undefined when absent or unreadable (a fresh start; unreadable, `log`
- * is told so in one line: everything failing now alerts again).
- */
-export async function readMemory(
-  path: string,
-  log: (line: string) => void = console.log,
-): Promise<AlertMemory | undefined> {
-  try {
-    const text = await readTextOrUndefined(path);
-    return text ? parseMemory(text) : undefined;
-  } catch (error) {
-    const why = forTerminal(error instanceof Error ? error.message : String(error), { oneLine: true });
-    log(`! ${path} was unreadable (${why}): alert states start afresh`);
-    return undefined;
-  }
-}
-
-/**
- * A memory file's content; throws, saying why, when it is not one. Version 1 (before rules) is
- * read as version 2 without rule states; rule states that are not well-formed are dropped (a
- * fresh start for the rules only).
- */
-function parseMemory(text: string): AlertMemory {
-  const fail = (why: string): never => {
-    throw new Error(why);
-  };
-  const value = JSON.parse(text);
-  const record = (v: unknown) => typeof v === "object" && v !== null && !Array.isArray(v);
-  if (!record(value) || (value.version !== 1 && value.version !== 2)) {
-    return fail("not an alert memory, version 1 or 2");
-  }
-  if (!record(value.apps) || !record(value.servers)) return fail("no apps or servers");
-  value.version = 2;
-  const all = (v: unknown, ok: (x: unknown) => boolean) => record(v) && Object.values(v as object).every(ok);
-  if (value.rules !== undefined && !validRules(value.rules)) delete value.rules;
-  if (value.ruleDefs !== undefined && !all(value.ruleDefs, validRuleDef)) delete value.ruleDefs;
-  if (value.judged !== undefined && !all(value.judged, Number.isFinite)) delete value.judged;
-  if (value.certificateSince !== undefined && !all(value.certificateSince, (v) => typeof v === "string")) {
-    delete value.certificateSince;
-  }
-  if (value.deployment !== undefined && !Number.isInteger(value.deployment)) return fail("a bad deployment");
-  if (
-    value.certificates !== undefined &&
-    (!record(value.certificates) || Object.values(value.certificates).some((v) => typeof v !== "boolean"))
-  ) return fail("bad certificates");
-  for (const server of Object.values(value.servers) as ServerMemory[]) {
-    if (!record(server) || !Number.isInteger(server.failures) || typeof server.reached !== "boolean") {
-      return fail("a bad server");
-    }
-  }
-  return value as AlertMemory;
-}
-
-/** A rule kept in the memory, well-formed enough for its recovery notice (./alert_notices.ts ruleNotice). */
-function validRuleDef(rule: unknown): boolean {
-  if (typeof rule !== "object" || rule === null) return false;
-  const r = rule as Record<string, unknown>;
-  const number = (v: unknown) => typeof v === "number" && Number.isFinite(v);
-  const kinds: Record<string, boolean> = {
-    threshold: typeof r.metric === "string" && (r.op === "above" || r.op === "below") && number(r.threshold) &&
-      number(r.withinMs) && (r.margin === undefined || number(r.margin)),
-    log: typeof r.query === "string" && number(r.atLeast) && number(r.withinMs),
-    cron: r.job === undefined || typeof r.job === "string",
-  };
-  return typeof r.name === "string" && (SEVERITIES as readonly unknown[]).includes(r.severity) &&
-    number(r.forCycles) && kinds[r.kind as string] === true;
-}
-
-function validRules(rules: unknown): boolean {
-  const record = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
-  if (!record(rules)) return false;
-  return Object.values(rules).every((states) =>
-    record(states) &&
-    Object.values(states).every((s) =>
-      record(s) && record(s.subject) && typeof s.subject.server === "string" &&
-      ["ok", "pending", "firing"].includes(s.state as string) && Number.isInteger(s.count) &&
-      typeof s.since === "string" && (s.absent === undefined || Number.isInteger(s.absent))
-    )
-  );
 }

@@ -24,7 +24,7 @@ import {
   size,
 } from "./limits.ts";
 import { downsample, storeServerSample } from "./metric_store.ts";
-import { MAX_DELTA_GAP_MS } from "./server_metrics.ts";
+import { MAX_DELTA_GAP_MS } from "./server_sample.ts";
 import { type Source, sourceFor } from "./source.ts";
 import type { FreshnessView } from "./views.ts";
 import type { AppStatusJson, FleetStore } from "./store.ts";

@@ -1,19 +1,18 @@
 /**
  * The fleet monitor's home (`~/.fleet-monitor`, or `FLEET_MONITOR_HOME`) and its config.yml:
  * the servers, the collection interval, the retention of log lines, the alerts' targets and the
- * alert rules (`rules:`, see ./rules.ts).
+ * alert rules (`rules:`: their keys and checks in ./rule_config.ts, what they watch in ./rules.ts).
  * @module
  */
 import { dirname, join, resolve } from "node:path";
 import { z } from "zod";
 import { parseConfig } from "../config/load.ts";
 import { parseDuration } from "../config/schema.ts";
-import { didYouMean, UsageError } from "../errors.ts";
+import { UsageError } from "../errors.ts";
 import { readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
 import { FLEET_EVENTS, targetSchema } from "../notify.ts";
 import { parseDocument } from "../yaml.ts";
-import { checkSearchQuery } from "./log_queries.ts";
-import { type Rule, RULE_METRIC_HINTS, RULE_METRICS, type RuleDraft, ruleName, SEVERITIES } from "./rules.ts";
+import { checkRules, ruleSchema, salvage } from "./rule_config.ts";
 
 /** `host: local`: this machine's own deployments, read directly (no ssh). */
 export const LOCAL = "local";
@@ -64,248 +63,6 @@ const serverSchema = z.strictObject({
   netdata: z.url({ protocol: /^https?$/, error: "must be an http(s) URL" }).optional(),
 });
 
-/** The keys of a rule, each kind's own and the common ones; what a rule is, is decided in {@link checkRules}. */
-const ruleSchema = z.strictObject({
-  // deno-lint-ignore no-control-regex
-  name: z.string().min(1).max(100).regex(/^[^\x00-\x1f\x7f]+$/, "must be text on one line").optional(),
-  severity: z.enum(SEVERITIES, { error: `must be one of ${SEVERITIES.join(", ")}` }).default("warning"),
-  metric: z.string().optional(),
-  above: z.number().finite().optional(),
-  below: z.number().finite().optional(),
-  margin: z.number().finite().min(0).optional(),
-  for: z.union([z.number(), z.string()], { error: 'must be a count like "2 cycles" or a duration like "2m"' })
-    .optional(),
-  within: z.union([z.string(), z.number()]).optional(),
-  minRequests: z.int({ error: "must be a whole number from 1 to 1000000" }).min(1).max(1_000_000).optional(),
-  query: z.string().max(500).optional(),
-  atLeast: z.int({ error: "must be a whole number from 1 to 100000" }).min(1).max(100_000).optional(),
-  certificate: z.literal("expiring", { error: 'must be "expiring"' }).optional(),
-  days: z.int({ error: "must be a whole number of days from 1 to 365" }).min(1).max(365).optional(),
-  cron: z.literal("failed", { error: 'must be "failed"' }).optional(),
-  server: z.string().optional(),
-  app: z.string().min(1).max(200).optional(),
-  mount: z.string().min(1).max(4096).regex(/^\//, "must be a mount point (an absolute path)").optional(),
-  job: z.string().min(1).max(200).optional(),
-});
-type RuleInput = z.output<typeof ruleSchema>;
-
-/** Which keys each kind of rule takes (beyond name, severity, server, app). */
-const RULE_KEYS = {
-  metric: ["metric", "above", "below", "margin", "for", "within", "minRequests", "mount"],
-  query: ["query", "atLeast", "within", "for"],
-  certificate: ["certificate", "days"],
-  cron: ["cron", "job"],
-} as const;
-const RULE_KINDS = Object.keys(RULE_KEYS) as (keyof typeof RULE_KEYS)[];
-const COMMON_KEYS = ["name", "severity", "server", "app"];
-
-/** `for:` as a count of cycles: `2`, `"2 cycles"`, or a duration (`"2m"`: rounded up to whole intervals). */
-function forCycles(value: number | string | undefined, intervalMs: number): number | string {
-  if (value === undefined) return 1;
-  const count = typeof value === "number" ? [, String(value)] : /^\s*(\d{1,4})\s*(cycles?)?\s*$/.exec(value);
-  if (count) {
-    const n = Number(count[1]);
-    if (!Number.isInteger(n)) return `must be a whole number of cycles (got ${n})`;
-    return n < 1 ? 'must be at least "1 cycle"' : n > 1000 ? "must be at most 1000 cycles" : n;
-  }
-  const ms = parseDuration(value);
-  if (ms === undefined || ms <= 0) {
-    return `must be a count like "2 cycles" or a duration like "2m" (got ${JSON.stringify(value)})`;
-  }
-  const cycles = Math.ceil(ms / intervalMs);
-  return cycles > 1000 ? "must be at most 1000 cycles" : cycles;
-}
-
-/** A window (`within:`): a duration from `minMs` to 24 hours. */
-function windowMs(value: string | number | undefined, minMs: number): number | string {
-  if (value === undefined) return 5 * 60_000;
-  const ms = parseDuration(value);
-  if (ms === undefined) return `must be a duration like "5m" (got ${JSON.stringify(value)})`;
-  if (ms < minMs || ms > 86_400_000) {
-    return `must be from ${minMs / 1000}s to 24h` +
-      (typeof value === "number" ? ` (got ${value}: a bare number is seconds; write "5m" for 5 minutes)` : "");
-  }
-  return ms;
-}
-
-/**
- * A search hint for a query written in YAML: its `quote it: "a:b"` as the YAML to write,
- * `'"a:b"'` (YAML's own double quotes are not part of the query).
- */
-function yamlQuoted(suggestion: string): string {
-  return suggestion.replace(
-    /quote it: (".*")$/s,
-    (_, quoted: string) => `write it in single quotes: '${quoted.replaceAll("'", "''")}'`,
-  );
-}
-
-/**
- * Checks the rules against each other and the rest of the config (each problem at its key) and
- * turns them into {@link Rule}s; undefined when there were problems.
- */
-function checkRules(
-  config: { interval: number; servers: { name: string }[]; rules: (RuleInput | undefined)[] },
-  ctx: z.RefinementCtx,
-): Rule[] | undefined {
-  let ok = true;
-  /** `ref`: another key, named in the message where it says `{ref}` (src/config/load.ts). */
-  const problem = (i: number, key: string | undefined, message: string, column?: number, ref?: (string | number)[]) => {
-    ok = false;
-    ctx.addIssue({
-      code: "custom",
-      path: key === undefined ? ["rules", i] : ["rules", i, key],
-      message,
-      ...(column === undefined && !ref ? {} : { params: { column, ref } }),
-    });
-  };
-  const servers = config.servers.map((s) => s.name);
-  const names = new Map<string, number>();
-  const rules: Rule[] = [];
-  config.rules.forEach((input, i) => {
-    if (!input) return; // one that does not parse (./config.ts salvage): its problems are said already
-    const given = RULE_KINDS.filter((kind) => input[kind] !== undefined);
-    if (given.length !== 1) {
-      if (given.length > 1) {
-        problem(i, given[1], `a rule is one of metric:, query:, certificate: or cron:, not ${given.join(" and ")}`);
-      } else {problem(
-          i,
-          undefined,
-          "a rule needs one of metric: (a threshold), query: (a log pattern), certificate: expiring or cron: failed",
-        );}
-      return;
-    }
-    const kind = given[0];
-    for (const key of Object.keys(input) as (keyof RuleInput)[]) {
-      if (
-        input[key] === undefined || COMMON_KEYS.includes(key) || (RULE_KEYS[kind] as readonly string[]).includes(key)
-      ) continue;
-      const owner = RULE_KINDS.find((k) => (RULE_KEYS[k] as readonly string[]).includes(key));
-      problem(i, key, `${key}: does not apply to a ${kind}: rule${owner ? ` (it is for ${owner}: rules)` : ""}`);
-    }
-    if (input.server !== undefined && !servers.includes(input.server)) {
-      const guess = didYouMean(input.server, servers);
-      problem(
-        i,
-        "server",
-        `no server "${input.server}" among the servers` +
-          (guess ? `; did you mean "${guess}"?` : servers.length ? `; they are ${servers.join(", ")}` : ""),
-      );
-    }
-    const cycles = forCycles(input.for, config.interval);
-    if (typeof cycles === "string") problem(i, "for", cycles);
-    const base = {
-      severity: input.severity,
-      server: input.server,
-      app: input.app,
-      forCycles: typeof cycles === "number" ? cycles : 1,
-    };
-    let rule: RuleDraft;
-    if (kind === "metric") {
-      const metric = input.metric!;
-      const known = RULE_METRICS[metric];
-      if (!known) {
-        const names = Object.keys(RULE_METRICS);
-        // Without its prefix (error_rate, used_percent): the metric it names, or its hint.
-        const hint = RULE_METRIC_HINTS[metric] ??
-          Object.entries(RULE_METRIC_HINTS).find(([name]) => name.endsWith(`.${metric}`))?.[1];
-        const guess = didYouMean(metric, names) ?? names.find((name) => name.endsWith(`.${metric}`));
-        problem(
-          i,
-          "metric",
-          hint ? `"${metric}" is not a rule metric; ${hint}` : `"${metric}" is not a metric` +
-            (guess ? `; did you mean "${guess}"?` : `; the metrics are ${Object.keys(RULE_METRICS).join(", ")}`),
-        );
-        return;
-      }
-      if ((input.above === undefined) === (input.below === undefined)) {
-        problem(
-          i,
-          input.below === undefined ? "metric" : "below",
-          input.below === undefined
-            ? "a threshold rule needs one of above: or below: (a number)"
-            : "a threshold rule takes above: or below:, not both (two rules for two thresholds)",
-        );
-        return;
-      }
-      if (input.mount !== undefined && known.scope !== "mount") problem(i, "mount", "mount: is for the disk.* metrics");
-      if (input.app !== undefined && known.scope !== "app") {
-        problem(i, "app", "app: is for the app.* metrics (and query: and cron: rules)");
-      }
-      for (const key of ["within", "minRequests"] as const) {
-        if (input[key] !== undefined && known.scope !== "app") problem(i, key, `${key}: is for the app.* metrics`);
-      }
-      const threshold = input.above ?? input.below!;
-      if (known.unit === "%" && (threshold < 0 || threshold > 100)) {
-        problem(
-          i,
-          input.above === undefined ? "below" : "above",
-          `${metric} is a percentage: the threshold must be from 0 to 100 (5 for 5 %)`,
-        );
-      } else if (threshold < 0) {
-        // No rule metric is ever negative: above a negative number always fires, below it never does.
-        problem(i, input.above === undefined ? "below" : "above", `must be 0 or more: ${metric} is never negative`);
-      }
-      const within = windowMs(input.within, 60_000);
-      if (typeof within === "string") problem(i, "within", within);
-      rule = {
-        kind: "threshold",
-        ...base,
-        metric,
-        op: input.above === undefined ? "below" : "above",
-        threshold,
-        margin: input.margin,
-        mount: input.mount,
-        withinMs: typeof within === "number" ? within : 0,
-        minRequests: input.minRequests ?? 20,
-      };
-    } else if (kind === "query") {
-      const query = input.query!;
-      const error = checkSearchQuery(query);
-      if (error) problem(i, "query", `${error.message}. ${yamlQuoted(error.suggestion ?? "")}`.trim(), error.column);
-      if (input.atLeast === undefined) {
-        problem(i, undefined, "a query: rule needs atLeast: (how many matching lines in the window fire it)");
-      }
-      const within = windowMs(input.within, 10_000);
-      if (typeof within === "string") problem(i, "within", within);
-      rule = {
-        kind: "log",
-        ...base,
-        query,
-        atLeast: input.atLeast ?? 1,
-        withinMs: typeof within === "number" ? within : 0,
-      };
-    } else if (kind === "certificate") {
-      if (config.rules.findIndex((r) => r?.certificate !== undefined) !== i) {
-        problem(
-          i,
-          "certificate",
-          "there is one certificate: rule (its days: apply to the apps it matches, 14 days to the others); " +
-            "remove this one",
-        );
-      }
-      rule = { kind: "certificate", ...base, days: input.days ?? 14 };
-    } else {
-      rule = { kind: "cron", ...base, job: input.job };
-    }
-    const name = input.name ?? ruleName(rule);
-    const first = names.get(name);
-    if (first !== undefined) {
-      problem(
-        i,
-        input.name === undefined ? undefined : "name",
-        `the rule name "${name}" is taken by {ref}: give ${
-          input.name === undefined ? "one of them a name:" : "another name:"
-        }`,
-        undefined,
-        ["rules", first],
-      );
-    }
-    names.set(name, i);
-    rules.push({ ...rule, name } as Rule);
-  });
-  return ok ? rules : undefined;
-}
-
 /** `~/.fleet-monitor/config.yml`. */
 export const fleetConfigSchema = z.strictObject({
   interval: duration("30s"),
@@ -336,30 +93,6 @@ export const fleetConfigSchema = z.strictObject({
   const rules = checkRules(config, ctx);
   return rules ? { ...config, rules } : z.NEVER;
 });
-
-/**
- * What can be judged of a config that has problems: its interval (else the default), its servers'
- * names, and each rule that parses once the keys with problems are left out (those are reported;
- * a rule whose kind or threshold has one is left out: it cannot be judged). The others are
- * placeholders that are not checked (their index kept: problems are said at their keys).
- */
-function salvage(config: unknown): Parameters<typeof checkRules>[0] {
-  const value = (config ?? {}) as Record<string, unknown>;
-  const list = (v: unknown) => Array.isArray(v) ? v : [];
-  const servers = list(value.servers).filter((s) => typeof s?.name === "string") as { name: string }[];
-  const rules = list(value.rules).map((raw): RuleInput | undefined => {
-    if (typeof raw !== "object" || raw === null) return undefined;
-    const loose = ruleSchema.strip();
-    const first = loose.safeParse(raw);
-    if (first.success) return first.data;
-    const bad = new Set(first.error.issues.map((issue) => String(issue.path[0])));
-    if ([...RULE_KINDS, "above", "below", "undefined"].some((key) => bad.has(key))) return undefined;
-    const again = loose.safeParse(Object.fromEntries(Object.entries(raw).filter(([key]) => !bad.has(key))));
-    return again.success ? again.data : undefined;
-  });
-  const interval = typeof value.interval === "number" ? value.interval : 30_000;
-  return { interval, servers, rules };
-}
 
 /** A validated fleet config, defaults applied. */
 export type FleetConfig = z.output<typeof fleetConfigSchema>;

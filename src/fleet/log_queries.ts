@@ -8,7 +8,8 @@
  */
 import { UsageError } from "../errors.ts";
 import type { FleetStore } from "./store.ts";
-import { clamp, LINE_COLUMNS, type LineRow, type LineView, lineView, PAGE } from "./views.ts";
+import { LINE_COLUMNS, type LineRow } from "./rows.ts";
+import { clamp, type LineView, lineView, PAGE } from "./views.ts";
 
 /** A part of a search snippet: render `text` as a text node, emphasized when `hit`. Never HTML. */
 export interface SnippetPart {

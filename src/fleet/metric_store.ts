@@ -13,8 +13,9 @@
  */
 import { jsonObjectOf } from "./json_line.ts";
 import { capText, FIELD } from "./limits.ts";
-import { type Previous, type RawMetrics, type Sample, sampleOf } from "./server_metrics.ts";
-import { SERVER_COLUMNS } from "./series.ts";
+import type { RawMetrics } from "./server_metrics.ts";
+import { type Previous, type Sample, sampleOf } from "./server_sample.ts";
+import { SERVER_COLUMNS } from "./server_latest.ts";
 import type { FileLedger, FleetStore, LogLine } from "./store.ts";
 
 /** How long raw rows are kept before they are averaged into 5-minute rows. */

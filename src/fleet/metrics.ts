@@ -4,10 +4,11 @@
  * @module
  */
 import { fleetOverview } from "./queries.ts";
-import { latestServerMetrics, type ServerLatest } from "./series.ts";
+import { latestServerMetrics, type ServerLatest } from "./server_latest.ts";
 import { DISK_METRICS, SERVER_METRICS } from "./server_metrics.ts";
 import type { FleetStore } from "./store.ts";
-import { type FreshnessView, SERVER_COLUMNS, type ServerRow } from "./views.ts";
+import { SERVER_COLUMNS, type ServerRow } from "./rows.ts";
+import type { FreshnessView } from "./views.ts";
 
 /** The collector's own counters, for {@link metrics}. */
 export interface CollectorStats {

@@ -12,7 +12,8 @@
  */
 import type { CycleSummary } from "./collector.ts";
 import { type Cycle, MAX_SUBJECTS, type Observation, type Rule, RULE_METRICS, type ThresholdRule } from "./rules.ts";
-import { appRequestWindow, latestServerMetrics, type ServerLatest } from "./series.ts";
+import { appRequestWindow } from "./series.ts";
+import { latestServerMetrics, type ServerLatest } from "./server_latest.ts";
 import type { FleetStore } from "./store.ts";
 
 /** Matching lines counted at most per rule and cycle (a flood costs a bounded query). */

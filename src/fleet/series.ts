@@ -1,15 +1,16 @@
 /**
- * Reading the metrics the collector keeps (./metric_store.ts writes them): a server's latest
- * sample (for alert rules and /metrics), an app's requests over a window (for rules), and chart
- * series in fixed buckets for a {@link Range} (the API serves them as JSON). Raw rows (the last
- * 48 h) and 5-minute rows (older) never overlap, so every query reads both, weighting each row by
- * the raw rows it stands for. Request rows are keyed by the end of their window (a minute, or 5
- * minutes once averaged): a row counts in the bucket of `ts - 1`. An app's series carries its
- * figures per release: a window is attributed to the release serving at its end, the version of
- * the app's latest successful deployment (or explicit rollback) at or before it; a deploy that
- * failed and was rolled back automatically changes nothing.
+ * Reading the metrics the collector keeps (./metric_store.ts writes them): an app's requests over
+ * a window (for rules), and chart series in fixed buckets for a {@link Range} (the API serves
+ * them as JSON). Raw rows (the last 48 h) and 5-minute rows (older) never overlap, so every query
+ * reads both, weighting each row by the raw rows it stands for. Request rows are keyed by the end
+ * of their window (a minute, or 5 minutes once averaged): a row counts in the bucket of `ts - 1`.
+ * An app's series carries its figures per release: a window is attributed to the release serving
+ * at its end, the version of the app's latest successful deployment (or explicit rollback) at or
+ * before it; a deploy that failed and was rolled back automatically changes nothing. A server's
+ * latest sample (for alert rules and /metrics): ./server_latest.ts.
  * @module
  */
+import { latestServerMetrics } from "./server_latest.ts";
 import type { FleetStore } from "./store.ts";
 
 export type Range = "1h" | "24h" | "7d" | "30d";
@@ -25,63 +26,6 @@ export const RANGES: Record<Range, { ms: number; stepMs: number }> = {
 /** Whether `value` names a range. */
 export function isRange(value: unknown): value is Range {
   return typeof value === "string" && Object.hasOwn(RANGES, value);
-}
-
-/** The latest sample of a server. */
-export interface ServerLatest {
-  /** Epoch ms of the sample. */
-  ts: number;
-  /** Server-wide metric name (./server_metrics.ts) → value. */
-  values: Record<string, number>;
-  /** disk.* per mount point. */
-  filesystems: { mount: string; values: Record<string, number> }[];
-  /** What could not be read, e.g. "no /proc on this host". */
-  missing?: string;
-}
-
-/** The server-wide columns of server_samples and their metric names. */
-export const SERVER_COLUMNS = {
-  cpu: "cpu.percent",
-  load1: "load.1",
-  load5: "load.5",
-  load15: "load.15",
-  load_per_core: "load.per_core",
-  memory: "memory.used_percent",
-  swap: "swap.used_percent",
-  net_rx: "net.rx_bytes_per_s",
-  net_tx: "net.tx_bytes_per_s",
-  uptime: "uptime.seconds",
-} as const;
-
-type SampleRow = Record<keyof typeof SERVER_COLUMNS, number | null> & { ts: number; missing: string | null };
-
-/** The latest sample of `server`; undefined when none. */
-export function latestServerMetrics(store: FleetStore, server: string): ServerLatest | undefined {
-  const row = store.sql(
-    `SELECT * FROM (SELECT * FROM server_samples WHERE server = ? ORDER BY ts DESC LIMIT 1)
-     UNION ALL SELECT * FROM (SELECT * FROM server_samples_5m WHERE server = ? ORDER BY ts DESC LIMIT 1)
-     ORDER BY ts DESC LIMIT 1`,
-  ).get(server, server) as SampleRow | undefined;
-  if (!row) return undefined;
-  const values: Record<string, number> = {};
-  for (const [column, name] of Object.entries(SERVER_COLUMNS)) {
-    const value = row[column as keyof typeof SERVER_COLUMNS];
-    if (typeof value === "number" && Number.isFinite(value)) values[name] = value;
-  }
-  const table = rawHas(store, "fs_samples", server, row.ts) ? "fs_samples" : "fs_samples_5m";
-  const disks = store.sql(`SELECT mount, used, inodes FROM ${table} WHERE server = ? AND ts = ? ORDER BY mount`)
-    .all(server, row.ts) as { mount: string; used: number | null; inodes: number | null }[];
-  const filesystems = disks.map((d) => {
-    const v: Record<string, number> = {};
-    if (d.used !== null) v["disk.used_percent"] = d.used;
-    if (d.inodes !== null) v["disk.inodes_used_percent"] = d.inodes;
-    return { mount: d.mount, values: v };
-  });
-  return { ts: row.ts, values, filesystems, ...(row.missing ? { missing: row.missing } : {}) };
-}
-
-function rawHas(store: FleetStore, table: string, server: string, ts: number): boolean {
-  return store.sql(`SELECT 1 FROM ${table} WHERE server = ? AND ts = ? LIMIT 1`).get(server, ts) !== undefined;
 }
 
 /** An app's requests over [since, now] (the windows from metrics.log that end after `since`): p95 weighted by requests. */

@@ -1,7 +1,8 @@
 /**
  * What the read side of the fleet database (./queries.ts, ./log_queries.ts, ./metrics.ts) returns
- * and how a stored row becomes it: the JSON-able views (times as ISO strings), the rows and columns
- * as stored (see ./store.ts), a server's freshness, and the page sizes.
+ * and how a stored row becomes it: the JSON-able views (times as ISO strings), a server's
+ * freshness, and the page sizes. The rows and columns as stored: ./rows.ts; an app's processes:
+ * ./process_views.ts.
  * @module
  */
 import {
@@ -10,7 +11,17 @@ import {
   certificateCondition,
   type CertificateState,
 } from "../proxy/cert_state.ts";
-import type { ProcessRecord } from "./store.ts";
+import { type ProcessesView, processesView } from "./process_views.ts";
+import {
+  type AppRow,
+  type CertificateRecord,
+  type CronRunRecord,
+  type DeploymentRecord,
+  iso,
+  type LineRow,
+  parseJson,
+  type ServerRow,
+} from "./rows.ts";
 
 /** How fresh the collector's data is judged: the clock, the pull interval, and sleep of the machine. */
 export interface FreshnessView {
@@ -63,45 +74,6 @@ export interface AppDetail extends AppView {
   /** The last run of each cron job (from its cron.log), by job name. */
   cron: CronRunView[];
 }
-
-/** The process states that count as running: PM2's `online`, systemd's `active`. */
-export const UP_STATES: ReadonlySet<string> = new Set(["online", "active"]);
-/** Process types counted one by one in {@link ProcessesView}.groups (the rest only in the totals). */
-export const MAX_PROCESS_GROUPS = 20;
-/** States of a group's processes not running named in {@link ProcessGroup}.down (keeps the overview small). */
-export const MAX_DOWN_STATES = 5;
-
-/** An app's processes. */
-export interface ProcessesView {
-  /** How many status.json listed (more than were kept when over MAX_PROCESSES of ./limits.ts). */
-  total: number;
-  /** Listed but not kept. */
-  omitted: number;
-  /** Of the kept ones: how many run (online or active), how many do not, and their restarts in all. */
-  up: number;
-  down: number;
-  restarts: number;
-  /** By type (web first, then by name), at most {@link MAX_PROCESS_GROUPS}. */
-  groups: ProcessGroup[];
-  /** Each kept process (the server page only). */
-  list?: ProcessView[];
-}
-
-/** The processes of one type. */
-export interface ProcessGroup {
-  type: string;
-  count: number;
-  up: number;
-  restarts: number;
-  /** The states of those not running (errored, stopped, failed, missing…), each once, sorted; at most 5. */
-  down: string[];
-}
-
-/** One process, as status.json listed it (every field checked: see store.ts's processesJson). */
-export type ProcessView = ProcessRecord & {
-  /** Whether its state is one of {@link UP_STATES}. */
-  up: boolean;
-};
 
 /** The last run of one cron job (see ../cron/log.ts's CronRun), every field checked. */
 export interface CronRunView {
@@ -205,111 +177,6 @@ export interface ServerDetail extends Omit<ServerView, "apps"> {
 /** The page size limits of {@link searchLogs} and {@link deployments}. */
 export const PAGE = { default: 50, max: 500 } as const;
 
-export interface ServerRow {
-  name: string;
-  host: string;
-  last_attempt: number | null;
-  last_ok: number | null;
-  last_error: string | null;
-  last_duration_ms: number | null;
-  last_bytes: number | null;
-  pulls: number;
-  errors: number;
-  limits: string | null;
-}
-
-export interface AppRow {
-  server: string;
-  app: string;
-  type: string | null;
-  status: string | null;
-  healthy: number | null;
-  version: string | null;
-  commit_sha: string | null;
-  deployed: string | null;
-  last_health_check: string | null;
-  port: number | null;
-  strategy: string | null;
-  last_deploy: string | null;
-  /** See store.ts's `maintenanceJson`. */
-  maintenance: string | null;
-  /** See store.ts's `processesJson`. */
-  processes: string | null;
-  fetched_at: number;
-}
-
-/** A cron_runs row as stored (see store.ts's ingestCronLines). */
-export interface CronRunRecord {
-  server: string;
-  app: string;
-  job: string;
-  release: string | null;
-  start_at: string | null;
-  end_at: string | null;
-  exit_code: number | null;
-  duration_ms: number | null;
-  outcome: string;
-  reason: string | null;
-}
-
-/** A deployments row as stored (see store.ts). */
-export interface DeploymentRecord {
-  id: number;
-  server: string;
-  app: string;
-  at: string;
-  outcome: string;
-  release: string | null;
-  commit_sha: string | null;
-  version: string | null;
-  duration_ms: number | null;
-  step: string | null;
-  message: string | null;
-}
-
-/** A certificates row as stored (see store.ts); `names` is a JSON array. */
-export interface CertificateRecord {
-  server: string;
-  app: string;
-  names: string;
-  source: "acme" | "file" | null;
-  issuer: string | null;
-  not_before: string | null;
-  not_after: string | null;
-  last_error: string | null;
-  last_error_at: string | null;
-  next_attempt_at: string | null;
-}
-
-export interface LineRow {
-  id: number;
-  file_id: number;
-  server: string;
-  app: string;
-  file: string;
-  offset: number;
-  ts: number;
-  kind: string;
-  text: string;
-}
-
-export const SERVER_COLUMNS =
-  "name, host, last_attempt, last_ok, last_error, last_duration_ms, last_bytes, pulls, errors, limits";
-export const APP_COLUMNS =
-  "server, app, type, status, healthy, version, commit_sha, deployed, last_health_check, port, " +
-  "strategy, last_deploy, maintenance, processes, fetched_at";
-/** The columns of a {@link CronRunRecord}. */
-export const CRON_RUN_COLUMNS = "server, app, job, release, start_at, end_at, exit_code, duration_ms, outcome, reason";
-/** The columns of a {@link DeploymentRecord}. */
-export const DEPLOYMENT_COLUMNS =
-  "id, server, app, at, outcome, release, commit_sha, version, duration_ms, step, message";
-/** The columns of a {@link CertificateRecord}. */
-export const CERTIFICATE_COLUMNS =
-  "server, app, names, source, issuer, not_before, not_after, last_error, last_error_at, " +
-  "next_attempt_at";
-export const LINE_COLUMNS = "lines.id, lines.file_id, lines.server, lines.app, lines.file, lines.offset, lines.ts, " +
-  "lines.kind, lines.text";
-
 /**
  * A server's freshness: `unreachable` when its last pull failed, `stale` when its last good pull is
  * older than 3 intervals (not counting `gapMs`), else `fresh`. While `holding`, `fresh` for a
@@ -399,55 +266,6 @@ export function appView(
   };
 }
 
-/**
- * Stored processes (see store.ts's `processesJson`) as the API gives them: counted, by type, and
- * each one when `withList`; null when status.json listed none (or the value is not valid).
- */
-export function processesView(text: string | null, withList: boolean): ProcessesView | null {
-  const value = parseJson(text) as { list?: unknown; total?: unknown } | null;
-  if (value === null || typeof value !== "object" || !Array.isArray(value.list)) return null;
-  const list: ProcessView[] = value.list
-    .filter((p): p is Record<string, unknown> => p !== null && typeof p === "object")
-    .map((p) => {
-      const state = typeof p.state === "string" ? p.state : "unknown";
-      const number = (v: unknown) => typeof v === "number" ? v : null;
-      return {
-        type: typeof p.type === "string" ? p.type : "?",
-        instance: number(p.instance),
-        name: typeof p.name === "string" ? p.name : null,
-        pid: number(p.pid),
-        state,
-        restarts: number(p.restarts),
-        up: UP_STATES.has(state),
-      };
-    });
-  const groups = new Map<string, ProcessGroup & { states: Set<string> }>();
-  for (const p of list) {
-    let group = groups.get(p.type);
-    if (!group) groups.set(p.type, group = { type: p.type, count: 0, up: 0, restarts: 0, down: [], states: new Set() });
-    group.count++;
-    group.restarts += p.restarts ?? 0;
-    if (p.up) group.up++;
-    else group.states.add(p.state);
-  }
-  const total = typeof value.total === "number" && value.total >= list.length ? value.total : list.length;
-  const up = list.filter((p) => p.up).length;
-  const view: ProcessesView = {
-    total,
-    omitted: total - list.length,
-    up,
-    down: list.length - up,
-    restarts: list.reduce((sum, p) => sum + (p.restarts ?? 0), 0),
-    groups: [...groups.values()]
-      .sort((a, b) =>
-        Number(b.type === "web") - Number(a.type === "web") || (a.type < b.type ? -1 : a.type > b.type ? 1 : 0)
-      )
-      .slice(0, MAX_PROCESS_GROUPS)
-      .map(({ states, ...group }) => ({ ...group, down: [...states].sort().slice(0, MAX_DOWN_STATES) })),
-  };
-  return withList ? { ...view, list } : view;
-}
-
 /** A stored cron run as the API gives it. */
 export function cronRunView(row: CronRunRecord): CronRunView {
   return {
@@ -502,21 +320,6 @@ export function lineView(row: LineRow): LineView {
     kind: row.kind,
     text: row.text,
   };
-}
-
-function iso(ms: number | null): string | null {
-  if (ms === null) return null;
-  const date = new Date(ms);
-  return Number.isNaN(date.getTime()) ? null : date.toISOString();
-}
-
-function parseJson(text: string | null): unknown {
-  if (text === null) return null;
-  try {
-    return JSON.parse(text);
-  } catch {
-    return null;
-  }
 }
 
 export function clamp(value: number | undefined, fallback: number, max: number, min = 1): number {

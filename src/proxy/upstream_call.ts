@@ -1,26 +1,20 @@
 /**
- * One request through the pool (./upstream.ts): the request encoded (its head and a small body in
- * one write), the connection taken or made, one retry when a kept-alive connection turns out
- * closed, the header timeout, abort, the request body pumped with backpressure, and the response
- * body read on demand until the connection goes back to the pool or is closed.
+ * One request through the pool (./upstream.ts): the request encoded (./request_encoding.ts: its
+ * head and a small body in one write), the connection taken or made, one retry when a kept-alive
+ * connection turns out closed, the header timeout, abort, the request body pumped with
+ * backpressure, and the response body read on demand until the connection goes back to the pool
+ * or is closed.
  * @module
  */
 import { BodyDecoder, type Connection, UpstreamError } from "./connection.ts";
 import { message } from "./pages.ts";
+import { type EncodedRequest, encodeRequest, requestBytes, writeChunk } from "./request_encoding.ts";
 import { parseResponseHead, type ResponseHead } from "./response_head.ts";
 import type { Exchange, UpstreamRequest } from "./upstream.ts";
-import { chunked, LAST_CHUNK, latin1Into } from "./wire.ts";
+import { LAST_CHUNK } from "./wire.ts";
 
-/** A request body up to this size goes in the same write as the head. */
-const INLINE_BODY_MAX = 64 * 1024;
-/** A streamed request chunk up to this size goes in one write with its framing. */
-const INLINE_CHUNK_MAX = 16 * 1024;
 /** Most interim (1xx) responses accepted before the final one. */
 const MAX_INTERIM = 16;
-/** Methods that get `content-length: 0` without a body (as fetch does), so the app need not wait for one. */
-const LENGTH_WITHOUT_BODY = new Set(["POST", "PUT", "PATCH"]);
-const DROPPED_REQUEST_HEADERS = new Set(["content-length", "transfer-encoding", "connection"]);
-const encoder = new TextEncoder();
 
 const CLOSED_BEFORE_HEAD = "the app closed the connection before a complete response head";
 
@@ -361,56 +355,6 @@ export class Call {
     this.#reader = undefined;
     if (this.#pumpResult === undefined && !this.#sourceDone) reader.cancel().catch(() => {});
   }
-}
-
-/** A request as text (its head), a small body to send with it, and a larger one to send after. */
-interface EncodedRequest {
-  text: string;
-  inline: Uint8Array | null;
-  tail: Uint8Array | null;
-}
-
-function encodeRequest(port: number, req: UpstreamRequest): EncodedRequest {
-  const body = req.body;
-  let text = `${req.method} ${req.path} HTTP/1.1\r\n`;
-  if (typeof req.headers === "string") text += req.headers;
-  else {
-    let host = false;
-    // forEach, not for-of: same pairs (sorted, combined, Set-Cookie apart), several times cheaper.
-    req.headers.forEach((value, name) => {
-      if (DROPPED_REQUEST_HEADERS.has(name)) return;
-      if (name === "host") host = true;
-      text += `${name}: ${value}\r\n`;
-    });
-    if (!host) text += `host: 127.0.0.1:${port}\r\n`;
-  }
-  if (body instanceof Uint8Array) text += `content-length: ${body.length}\r\n\r\n`;
-  else if (body) {
-    text += req.length !== undefined ? `content-length: ${req.length}\r\n\r\n` : "transfer-encoding: chunked\r\n\r\n";
-  } else text += LENGTH_WITHOUT_BODY.has(req.method) ? "content-length: 0\r\n\r\n" : "\r\n";
-  const inline = body instanceof Uint8Array && body.length <= INLINE_BODY_MAX ? body : null;
-  return { text, inline, tail: body instanceof Uint8Array && !inline ? body : null };
-}
-
-/** The request head (and small body) of `encoded`, in `conn`'s output buffer. */
-function requestBytes(conn: Connection, encoded: EncodedRequest): Uint8Array {
-  const { text, inline } = encoded;
-  const out = conn.output(text.length + (inline?.length ?? 0));
-  const n = latin1Into(text, out);
-  if (inline) out.set(inline, n);
-  return out.subarray(0, n + (inline?.length ?? 0));
-}
-
-/** Writes one chunk of a chunked body. */
-async function writeChunk(conn: Connection, chunk: Uint8Array): Promise<void> {
-  const size = `${chunk.length.toString(16)}\r\n`;
-  if (chunk.length > INLINE_CHUNK_MAX) {
-    await conn.write(encoder.encode(size));
-    await conn.write(chunk);
-    await conn.write(LAST_CHUNK.subarray(3));
-    return;
-  }
-  await conn.write(chunked(chunk));
 }
 
 export function abortReason(signal: AbortSignal): unknown {

@@ -15,7 +15,8 @@ import { FakeVps } from "../helpers/vps.ts";
 import { Collector } from "../../src/fleet/collector.ts";
 import { fleetConfigSchema, fleetPaths } from "../../src/fleet/config.ts";
 import { metrics } from "../../src/fleet/metrics.ts";
-import { appRequestWindow, appSeries, latestServerMetrics, serverSeries } from "../../src/fleet/series.ts";
+import { appRequestWindow, appSeries, serverSeries } from "../../src/fleet/series.ts";
+import { latestServerMetrics } from "../../src/fleet/server_latest.ts";
 import { NO_PROC } from "../../src/fleet/server_metrics.ts";
 import { FleetStore } from "../../src/fleet/store.ts";
 

@@ -9,7 +9,8 @@
 import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { cycleSummary } from "../helpers/fleet_store.ts";
-import { Alerter, type AlerterOptions, FleetAlerts } from "../../src/fleet/alerts.ts";
+import { Alerter, type AlerterOptions } from "../../src/fleet/alerts.ts";
+import { FleetAlerts } from "../../src/fleet/fleet_alerts.ts";
 import type { CycleSummary } from "../../src/fleet/collector.ts";
 import { fleetConfigSchema } from "../../src/fleet/config.ts";
 import { parseConfig } from "../../src/config/load.ts";

@@ -12,7 +12,9 @@ import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { cycleSummary, withStore } from "../helpers/fleet_store.ts";
 import { parseConfig } from "../../src/config/load.ts";
 import { ConfigError } from "../../src/errors.ts";
-import { Alerter, FleetAlerts, readMemory, ruleLines } from "../../src/fleet/alerts.ts";
+import { readMemory } from "../../src/fleet/alert_memory.ts";
+import { Alerter } from "../../src/fleet/alerts.ts";
+import { FleetAlerts, ruleLines } from "../../src/fleet/fleet_alerts.ts";
 import { fleetConfigSchema } from "../../src/fleet/config.ts";
 import { storeRequestMinutes, storeServerSample } from "../../src/fleet/metric_store.ts";
 import { countMatches, WINDOW_FIRST_LINE } from "../../src/fleet/rule_inputs.ts";
@@ -21,12 +23,10 @@ import type { CertificateState } from "../../src/proxy/cert_state.ts";
 import type { Notice } from "../../src/notify.ts";
 import { APP_METRICS, DISK_METRICS, SERVER_METRICS } from "../../src/fleet/server_metrics.ts";
 import { ruleNotice } from "../../src/fleet/alert_notices.ts";
-import { cycleLines, rulesChanged } from "../../src/fleet/cli.ts";
+import { cycleLines } from "../../src/fleet/cli.ts";
+import { rulesChanged } from "../../src/fleet/cli_alerts.ts";
 import {
-  describeRule,
   evaluate,
-  formatThreshold,
-  formatValue,
   margin,
   type Observation,
   type Rule,
@@ -34,6 +34,7 @@ import {
   type RuleMemory,
   type ThresholdRule,
 } from "../../src/fleet/rules.ts";
+import { describeRule, formatThreshold, formatValue } from "../../src/fleet/rule_text.ts";
 
 const disk: ThresholdRule = {
   kind: "threshold",

@@ -20,12 +20,12 @@ import {
   appRequestWindow,
   appSeries,
   buckets,
-  latestServerMetrics,
   MAX_OLD_MOUNTS,
   overviewSparklines,
   RANGES,
   serverSeries,
 } from "../../src/fleet/series.ts";
+import { latestServerMetrics } from "../../src/fleet/server_latest.ts";
 import { parseMetrics, type RawMetrics } from "../../src/fleet/server_metrics.ts";
 import { FleetStore } from "../../src/fleet/store.ts";
 import { metricsLogLines } from "../helpers/metrics_log.ts";

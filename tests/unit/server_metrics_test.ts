@@ -1,5 +1,5 @@
 /**
- * Server metrics (src/fleet/server_metrics.ts): the script's output as parsed, hostile output
+ * Server metrics (src/fleet/server_metrics.ts, server_sample.ts): the script's output as parsed, hostile output
  * (never a throw, never a non-finite or negative value, at most 64 filesystems), the filesystems
  * kept, CPU and network rates from deltas, and none after a counter reset or a reboot. And the
  * script itself, run here with `sh -c` as `host: local` runs it.
@@ -11,20 +11,19 @@ import { Collector } from "../../src/fleet/collector.ts";
 import { fleetConfigSchema, fleetPaths } from "../../src/fleet/config.ts";
 import { storeServerSample } from "../../src/fleet/metric_store.ts";
 import { metrics } from "../../src/fleet/metrics.ts";
-import { latestServerMetrics } from "../../src/fleet/series.ts";
+import { latestServerMetrics } from "../../src/fleet/server_latest.ts";
 import { FleetStore } from "../../src/fleet/store.ts";
 import { LISTING, LISTING_WITH_METRICS, parseListing } from "../../src/fleet/pull_plan.ts";
 import { listingOf, PullFailed } from "../../src/fleet/ssh_source.ts";
 import {
   DF_TIMEOUT_S,
-  MAX_DELTA_GAP_MS,
   MAX_FILESYSTEMS,
   METRICS_SCRIPT,
   NO_PROC,
   parseMetrics,
-  sampleOf,
   splitMetrics,
 } from "../../src/fleet/server_metrics.ts";
+import { MAX_DELTA_GAP_MS, sampleOf } from "../../src/fleet/server_sample.ts";
 
 /** What the script prints on a small host (GNU df). */
 const OUTPUT = `M stat
