@@ -4,7 +4,7 @@
  * wants a token, opens the live updates and wires the header (quick search, `/`, "Forget token").
  *
  * Data comes from the fleet API (api.js); `cycle` events on /api/events refresh the view on
- * screen in place (live.js). Views: overview.js, server.js, search.js, deployments.js; each is
+ * screen in place (live.js). Views: overview.js, server.js, search.js, deployments.js, rollouts.js; each is
  * `{ el, heading, title, show(params), refresh(), notice(error) }`.
  *
  * Safety: every value from the API reaches the page as text (text nodes, textContent, attribute
@@ -25,6 +25,7 @@ import { overviewView } from "./overview.js";
 import { serverView } from "./server.js";
 import { searchView } from "./search.js";
 import { deploymentsView } from "./deployments.js";
+import { rolloutsView, rolloutView } from "./rollouts.js";
 
 performance.mark("app-start");
 
@@ -34,6 +35,8 @@ const VIEWS = {
   server: (target) => serverView(target.server),
   search: () => searchView(),
   deployments: () => deploymentsView(),
+  rollouts: () => rolloutsView(),
+  rollout: (target) => rolloutView(target.rollout),
 };
 
 const main = byId("main");

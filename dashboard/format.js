@@ -8,7 +8,7 @@
 export const SEVERITY = { unreachable: 0, unhealthy: 1, certificate: 1, rule: 1, stale: 2, pending: 2, fresh: 3 };
 export const STATE_LABEL = { fresh: "healthy", unhealthy: "unhealthy", stale: "stale", unreachable: "unreachable" };
 export const STATE_GLYPH = { fresh: "", unhealthy: "✕", stale: "◷", unreachable: "⊘" };
-/** Deploy outcomes: [label, badge kind]. */
+/** Deploy outcomes, and those of rollouts and their servers: [label, badge kind]. */
 export const OUTCOME = {
   success: ["success", "ok"],
   failed: ["failed", "bad"],
@@ -16,6 +16,12 @@ export const OUTCOME = {
   rollback_failed: ["rollback failed", "bad"],
   cancelled: ["cancelled", "neutral"],
   refused: ["refused", "neutral"],
+  running: ["running", "warn"],
+  stopped: ["stopped", "bad"],
+  interrupted: ["interrupted", "bad"],
+  pending: ["pending", "neutral"],
+  deploying: ["deploying", "warn"],
+  skipped: ["skipped", "neutral"],
 };
 /** Certificate states (see the API's CertificateView) as badge kinds: red when expiring, expired or failed. */
 export const CERTIFICATE_KIND = { valid: "ok", expiring: "bad", expired: "bad", error: "bad", pending: "neutral" };

@@ -4,7 +4,8 @@
  * - `#/`: the overview;
  * - `#/server/NAME[?app=&since=]`: one server;
  * - `#/search?q=&server=&app=&file=&range=&since=&until=`: log search;
- * - `#/deployments?server=&app=`: deployment history.
+ * - `#/deployments?server=&app=`: deployment history;
+ * - `#/rollouts?app=`: rollouts from the laptop; `#/rollouts/ID`: one rollout.
  * @module
  */
 
@@ -19,13 +20,17 @@ export function route(path, params = {}) {
 /** A link to one server's page. */
 export const serverHref = (name, params) => route(`/server/${encodeURIComponent(name)}`, params);
 
+/** A link to one rollout's page. */
+export const rolloutHref = (id) => route(`/rollouts/${id}`);
+
 /**
  * @typedef {object} Target What a hash names.
- * @property {"overview" | "server" | "search" | "deployments"} view
+ * @property {"overview" | "server" | "search" | "deployments" | "rollouts" | "rollout"} view
  * @property {string} nav the navigation link to mark as current
  * @property {string} key the view instance (`server:NAME` for a server): the same key keeps the view on screen
  * @property {URLSearchParams} params
  * @property {string} [server] the server's name (view "server")
+ * @property {number} [rollout] the rollout's id (view "rollout")
  */
 
 /**
@@ -50,6 +55,11 @@ export function parseHash(hash) {
   }
   if (path === "/search") return { view: "search", nav: "search", key: "search", params };
   if (path === "/deployments") return { view: "deployments", nav: "deployments", key: "deployments", params };
+  if (path === "/rollouts") return { view: "rollouts", nav: "rollouts", key: "rollouts", params };
+  const rollout = /^\/rollouts\/([1-9]\d{0,15})$/.exec(path);
+  if (rollout) {
+    return { view: "rollout", nav: "rollouts", key: `rollout:${rollout[1]}`, params, rollout: Number(rollout[1]) };
+  }
   return { view: "overview", nav: "overview", key: "overview", params };
 }
 

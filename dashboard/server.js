@@ -1,8 +1,8 @@
 /**
  * One server (`#/server/NAME[?app=&since=&range=]`): its metrics charts and those of one app (`app`,
- * else its first) over `range` (chart_views.js), its apps, each app's processes and the last run of
- * each of its cron jobs, deployments, error lines (optionally of one app since a deploy), Netdata, and
- * its alert rules firing or pending.
+ * else its first) over `range` (chart_views.js), its apps and their canary releases, each app's
+ * processes and the last run of each of its cron jobs, deployments, error lines (optionally of one
+ * app since a deploy), Netdata, and its alert rules firing or pending.
  * @module
  */
 import { h, put } from "./dom.js";
@@ -14,6 +14,7 @@ import { errorLinesFor, lastDeploy, ruleItems } from "./fleet.js";
 import { lineItem, lineMeta } from "./lines.js";
 import { httpUrl, route, serverHref } from "./routes.js";
 import { DEPLOYMENT_COLUMNS, deploymentRows } from "./deployments.js";
+import { canaryPanel } from "./canary.js";
 import {
   appCells,
   certificateBadge,
@@ -35,6 +36,7 @@ export function serverView(name) {
   const facts = h("dl", { class: "facts" });
   const problem = h("div");
   const apps = h("div");
+  const canaries = h("div");
   const work = h("div");
   const deploys = h("div");
   const errorsTitle = h("h2", { text: "Recent errors" });
@@ -68,6 +70,7 @@ export function serverView(name) {
       appBox,
     ),
     h("section", { class: "panel" }, h("h2", { text: "Apps" }), apps),
+    canaries,
     h("section", { class: "panel work" }, h("h2", { text: "Processes and cron jobs" }), work),
     h("section", { class: "panel" }, h("h2", { text: "Recent deployments" }), deploys),
     h("section", { class: "panel" }, errorsTitle, errorsNote, errors),
@@ -215,6 +218,7 @@ export function serverView(name) {
         )
         : h("p", { class: "muted", text: "No apps (no status.json) on this server." }),
     );
+    put(canaries, canaryPanel(d.apps, when));
     const working = d.apps.filter((app) => app.processes?.list?.length || app.cron?.length);
     put(
       work,

@@ -4,6 +4,7 @@
  */
 import { h } from "./dom.js";
 import { ApiError } from "./api.js";
+import { canaryBadge } from "./canary.js";
 import {
   absolute,
   ago,
@@ -54,7 +55,10 @@ export const stateBadge = (state, server = false) =>
     server && state === "fresh" ? "fresh" : STATE_LABEL[state],
   );
 
-/** An app's health check as a badge, its process status when it is not "running", and a badge while in maintenance. */
+/**
+ * An app's health check as a badge, its process status when it is not "running", and badges while in
+ * maintenance and for its canary release.
+ */
 export function healthBadge(app) {
   const label = app.healthy === null ? "unknown" : app.healthy ? "healthy" : "unhealthy";
   const kind = app.healthy === null ? "neutral" : app.healthy ? "ok" : "bad";
@@ -62,6 +66,7 @@ export function healthBadge(app) {
     h("span", { class: `badge ${kind}`, text: label }),
     app.status && app.status !== "running" ? h("span", { class: "muted small", text: ` ${app.status}` }) : null,
     app.maintenance ? [" ", maintenanceBadge(app.maintenance)] : null,
+    app.canary ? [" ", canaryBadge(app.canary)] : null,
   ];
 }
 

@@ -28,6 +28,11 @@ export interface Cmd {
    * more, and the command (its process group) is killed and the result says `overflow`.
    */
   maxOutputBytes?: number;
+  /**
+   * Keep only the last this many lines of output (each line still goes to the sink as it comes):
+   * `output` is then those lines, for a long command whose output need not be kept whole.
+   */
+  keepLines?: number;
   /** `env` is the whole environment: nothing of the runner's base environment is added. */
   clearEnv?: boolean;
   /**
@@ -173,6 +178,7 @@ export class ProcessRunner implements Runner {
     const onLine = (line: string) => {
       if (line.trim() === "") return;
       lines.push(line);
+      if (cmd.keepLines !== undefined && lines.length > cmd.keepLines) lines.shift();
       if (!cmd.quiet) this.sink(line);
     };
     let timedOut = false;

@@ -15,6 +15,7 @@ import { proxyCommand } from "./proxy.ts";
 import { receiveCommand } from "./receive.ts";
 import { releasesCommand } from "./releases.ts";
 import { rollbackCommand } from "./rollback.ts";
+import { rolloutCommand } from "./rollout.ts";
 import { schemaCommand } from "./schema.ts";
 import { setupCommand } from "./setup.ts";
 import { statusCommand } from "./status.ts";
@@ -40,5 +41,6 @@ export const program: ProgramSpec = {
     cronRunCommand,
     cronSchedulerCommand,
     fleetCommand,
+    rolloutCommand,
   ],
 };

@@ -2,17 +2,18 @@
  * The fleet monitor's HTTP API: a pure handler ({@link createFleetHandler}, `Request` →
  * `Response`, no listener of its own) over the read side of the fleet database (./queries.ts),
  * Server-Sent Events for the collector's cycles ({@link FleetEvents}), and Prometheus metrics.
- * {@link serveFleet} wraps it in `Deno.serve` and refuses to listen beyond loopback without a
- * token.
+ * {@link serveFleet} wraps it in `Deno.serve`; where it may listen: ./api_binding.ts.
  *
  * Endpoints (GET; HEAD answers the same headers):
- * - `/api/fleet`: every server and app with its state, certificate and processes counted by type, and
- *   `rules`: the alert rules' subjects firing or pending (those the running `fleet` judges).
+ * - `/api/fleet`: every server and app with its state, certificate, processes counted by type and
+ *   canary release (./canary_status.ts), and `rules`: the alert rules' subjects firing or pending
+ *   (those the running `fleet` judges).
  * - `/api/servers/:name`: one server, its apps (with certificates, each process, and the last run of
  *   each cron job), deployments, error.log lines and its subjects in `rules`.
  * - `/api/search?q=&server=&app=&file=&since=&until=&limit=&before=`: full-text search, newest first.
  * - `/api/logs/context?server=&app=&file=&offset=&lines=&id=`: the lines around a hit.
  * - `/api/deployments?server=&app=&limit=&before=`: deployments, newest first.
+ * - `/api/rollouts?app=&limit=`, `/api/rollouts/:id`: rollouts from the laptop (./api_rollouts.ts).
  * - `/api/metrics/server?server=&range=`, `/api/metrics/app?server=&app=&range=`,
  *   `/api/metrics/overview?range=`: chart series (./series.ts) over 1h (default), 24h, 7d or 30d.
  * - `/api/events`: `event: cycle` messages (Server-Sent Events).
@@ -20,8 +21,10 @@
  * @module
  */
 import { UsageError } from "../errors.ts";
+import { checkBinding, isLoopback, listenError } from "./api_binding.ts";
 import type { ActiveRuleView } from "./alerts.ts";
 import { HttpError, knownTarget, Params } from "./api_params.ts";
+import { rolloutEndpoint } from "./api_rollouts.ts";
 import { encodeEvent, type FleetEvent, type FleetEvents } from "./events.ts";
 import { CONTEXT_LINES, logContext, SEARCH_SYNTAX_HELP, searchLogs, SearchSyntaxError } from "./log_queries.ts";
 import { type CollectorStats, metrics } from "./metrics.ts";
@@ -186,6 +189,8 @@ export function createFleetHandler(options: FleetHandlerOptions): FleetHandler {
         }),
       );
     }
+    const rollouts = rolloutEndpoint(store, url);
+    if (rollouts) return json(200, rollouts);
     if (path.startsWith("/api/metrics/")) {
       const params = new Params(url);
       const range = params.oneOf("range", Object.keys(RANGES) as Range[]) ?? "1h";
@@ -339,61 +344,6 @@ export function serveFleet(handler: FleetHandler, options: ServeFleetOptions): D
   } catch (error) {
     throw listenError(error, host, port);
   }
-}
-
-/**
- * Checks that the API's address is free (listens and closes at once), before anything is opened:
- * taken, a {@link UsageError} in one line that names it (see {@link listenError}).
- */
-export function checkAddressFree(host: string, port: number): void {
-  if (port === 0) return;
-  try {
-    Deno.listen({ hostname: host, port }).close();
-  } catch (error) {
-    throw listenError(error, host, port);
-  }
-}
-
-/** A failure to listen on `host:port`, for people: in use or not permitted is a usage error, in one line. */
-function listenError(error: unknown, host: string, port: number): unknown {
-  const address = `${host.includes(":") ? `[${host}]` : host}:${port}`;
-  if (error instanceof Deno.errors.AddrInUse) {
-    return new UsageError(`${address} is in use by another process: choose another port with --port`);
-  }
-  if (error instanceof Deno.errors.PermissionDenied || error instanceof Deno.errors.AddrNotAvailable) {
-    return new UsageError(`cannot listen on ${address} (${(error as Error).message}): choose another --host or --port`);
-  }
-  return error;
-}
-
-/**
- * Checks where the API may listen: a valid port, and beyond loopback (127.0.0.1, ::1, localhost)
- * only with a token. Throws a {@link UsageError} that says why and what to do.
- */
-export function checkBinding(host: string, port: number, token: string | undefined): void {
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new UsageError(`invalid port ${port} for the fleet API`, { suggestion: "use a port from 1 to 65535" });
-  }
-  if (token !== undefined && token.length === 0) {
-    throw new UsageError("the fleet API token is empty", { suggestion: "set a long random token, or none" });
-  }
-  if (!isLoopback(host)) {
-    if (token === undefined) {
-      throw new UsageError(
-        `refusing to serve the fleet API on ${host} without a token: anyone who can reach it could read every log`,
-        {
-          suggestion: `listen on 127.0.0.1 and reach it through SSH (ssh -L ${port || 8080}:127.0.0.1:${port} ...), ` +
-            "or set a token, which clients then send as Authorization: Bearer <token>",
-        },
-      );
-    }
-  }
-}
-
-/** Whether `host` is a loopback address or `localhost`. */
-export function isLoopback(host: string): boolean {
-  const bare = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
-  return bare === "localhost" || bare === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(bare);
 }
 
 function netdataLinks(servers: FleetServerConfig[]): Map<string, string> {

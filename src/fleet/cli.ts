@@ -289,7 +289,8 @@ export async function collectorHandler(
 export async function runFleet(
   options: FleetOptions & { host: string; port: number; token?: string; signal?: AbortSignal },
 ): Promise<number> {
-  const { checkAddressFree, checkBinding, serveFleet } = await import("./api.ts");
+  const { serveFleet } = await import("./api.ts");
+  const { checkAddressFree, checkBinding } = await import("./api_binding.ts");
   const { FleetEvents } = await import("./events.ts");
   checkBinding(options.host, options.port, options.token); // before anything is opened or created
   checkAddressFree(options.host, options.port);

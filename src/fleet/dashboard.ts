@@ -23,6 +23,7 @@ import html from "../../dashboard/index.html" with { type: "text" };
 import style from "../../dashboard/style.css" with { type: "text" };
 import icon from "../../dashboard/favicon.svg" with { type: "text" };
 import app from "../../dashboard/app.js" with { type: "text" };
+import canary from "../../dashboard/canary.js" with { type: "text" };
 import api from "../../dashboard/api.js" with { type: "text" };
 import charts from "../../dashboard/charts.js" with { type: "text" };
 import chartViews from "../../dashboard/chart_views.js" with { type: "text" };
@@ -33,6 +34,8 @@ import format from "../../dashboard/format.js" with { type: "text" };
 import lines from "../../dashboard/lines.js" with { type: "text" };
 import live from "../../dashboard/live.js" with { type: "text" };
 import overview from "../../dashboard/overview.js" with { type: "text" };
+import rolloutFormat from "../../dashboard/rollout_format.js" with { type: "text" };
+import rollouts from "../../dashboard/rollouts.js" with { type: "text" };
 import routes from "../../dashboard/routes.js" with { type: "text" };
 import search from "../../dashboard/search.js" with { type: "text" };
 import server from "../../dashboard/server.js" with { type: "text" };
@@ -42,6 +45,7 @@ import widgets from "../../dashboard/widgets.js" with { type: "text" };
 const MODULES: Record<string, string> = {
   "app.js": app,
   "api.js": api,
+  "canary.js": canary,
   "charts.js": charts,
   "chart_views.js": chartViews,
   "deployments.js": deployments,
@@ -51,6 +55,8 @@ const MODULES: Record<string, string> = {
   "lines.js": lines,
   "live.js": live,
   "overview.js": overview,
+  "rollout_format.js": rolloutFormat,
+  "rollouts.js": rollouts,
   "routes.js": routes,
   "search.js": search,
   "server.js": server,

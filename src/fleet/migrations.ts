@@ -204,4 +204,31 @@ export const MIGRATIONS: string[] = [
      ts INTEGER NOT NULL,
      cpu_busy REAL, cpu_total REAL, net_rx REAL, net_tx REAL, uptime REAL
    );`,
+  // 7: rollouts from this laptop (../rollout/): one row per `rollout` run and one per server it touched (its wave,
+  // outcome, durations, the version before and after); and an app's canary as its status.json last said it.
+  `CREATE TABLE rollouts (
+     id INTEGER PRIMARY KEY,
+     app TEXT NOT NULL,
+     ref TEXT NOT NULL,
+     commit_sha TEXT NOT NULL,
+     started_at INTEGER NOT NULL,
+     finished_at INTEGER,
+     outcome TEXT NOT NULL,
+     options TEXT NOT NULL,
+     message TEXT
+   );
+   CREATE INDEX rollouts_app ON rollouts (app, id);
+   CREATE TABLE rollout_servers (
+     rollout INTEGER NOT NULL,
+     server TEXT NOT NULL,
+     wave INTEGER NOT NULL,
+     outcome TEXT NOT NULL,
+     started_at INTEGER,
+     duration_ms INTEGER,
+     version_before TEXT,
+     version_after TEXT,
+     message TEXT,
+     PRIMARY KEY (rollout, server)
+   ) WITHOUT ROWID;
+   ALTER TABLE apps ADD COLUMN canary TEXT;`,
 ];

@@ -35,6 +35,8 @@ export interface AppRow {
   maintenance: string | null;
   /** See store.ts's `processesJson`. */
   processes: string | null;
+  /** See ./canary_status.ts. */
+  canary: string | null;
   fetched_at: number;
 }
 
@@ -97,7 +99,7 @@ export const SERVER_COLUMNS =
   "name, host, last_attempt, last_ok, last_error, last_duration_ms, last_bytes, pulls, errors, limits";
 export const APP_COLUMNS =
   "server, app, type, status, healthy, version, commit_sha, deployed, last_health_check, port, " +
-  "strategy, last_deploy, maintenance, processes, fetched_at";
+  "strategy, last_deploy, maintenance, processes, canary, fetched_at";
 /** The columns of a {@link CronRunRecord}. */
 export const CRON_RUN_COLUMNS = "server, app, job, release, start_at, end_at, exit_code, duration_ms, outcome, reason";
 /** The columns of a {@link DeploymentRecord}. */

@@ -14,6 +14,7 @@
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { dirname } from "node:path";
 import type { CertificateState } from "../proxy/cert_state.ts";
+import { canaryJson } from "./canary_status.ts";
 import { capLimits, capText, FIELD, MAX_CRON_JOBS, MAX_PROCESSES } from "./limits.ts";
 import { MIGRATIONS } from "./migrations.ts";
 import type { CronRunView } from "./views.ts";
@@ -152,6 +153,8 @@ export interface AppStatusJson {
   maintenance?: unknown;
   /** Every process of the app (../deploy/process_list.ts's ProcessInfo): see {@link processesJson}. */
   processes?: unknown;
+  /** A canary release's progress (../deploy/status.ts's CanaryStatus): see ./canary_status.ts. */
+  canary?: unknown;
 }
 
 /** The outcome of one pull of one server. */
@@ -325,13 +328,13 @@ export class FleetStore {
     this.transaction(() => {
       this.sql(
         `INSERT INTO apps (server, app, type, status, healthy, version, commit_sha, deployed, last_health_check, port,
-           strategy, last_deploy, maintenance, processes, fetched_at)
+           strategy, last_deploy, maintenance, processes, canary, fetched_at)
          VALUES (:server, :app, :type, :status, :healthy, :version, :commit, :deployed, :check, :port, :strategy,
-           :lastDeploy, :maintenance, :processes, :at)
+           :lastDeploy, :maintenance, :processes, :canary, :at)
          ON CONFLICT (server, app) DO UPDATE SET type = :type, status = :status, healthy = :healthy,
            version = :version, commit_sha = :commit, deployed = :deployed, last_health_check = :check, port = :port,
            strategy = :strategy, last_deploy = :lastDeploy, maintenance = :maintenance, processes = :processes,
-           fetched_at = :at`,
+           canary = :canary, fetched_at = :at`,
       ).run({
         server,
         app,
@@ -349,6 +352,7 @@ export class FleetStore {
           : lastDeploy,
         maintenance: maintenanceJson(status.maintenance),
         processes: processesJson(status.processes),
+        canary: canaryJson(status.canary),
         at,
       });
       if (changed) {

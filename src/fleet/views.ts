@@ -11,6 +11,7 @@ import {
   certificateCondition,
   type CertificateState,
 } from "../proxy/cert_state.ts";
+import { type CanaryView, canaryView } from "./canary_status.ts";
 import { type ProcessesView, processesView } from "./process_views.ts";
 import {
   type AppRow,
@@ -67,6 +68,8 @@ export interface AppView {
    * counted by type (`list`: each one, on the server page only); null when it listed none.
    */
   processes: ProcessesView | null;
+  /** Its canary release, as its status.json said at the last pull (./canary_status.ts); absent without one. */
+  canary?: CanaryView;
 }
 
 /** An app of a {@link ServerDetail}: with each process, and the last run of each cron job. */
@@ -263,6 +266,7 @@ export function appView(
     certificate: certificates.get(`${row.server}\0${row.app}`) ?? null,
     ...maintenanceView(row.maintenance),
     processes: processesView(row.processes, withList),
+    ...canaryView(row.canary),
   };
 }
 

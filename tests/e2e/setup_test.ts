@@ -9,6 +9,7 @@ import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { AppRepo } from "../helpers/apps.ts";
 import { BIN, freePort, get, run, type TestServer, withServer } from "../helpers/server.ts";
 import { releases, snapshot } from "../helpers/state.ts";
+import { envWords, Terminal } from "../helpers/terminal.ts";
 import { parseConfig } from "../../src/config/load.ts";
 import { serverConfigSchema } from "../../src/config/schema.ts";
 
@@ -69,53 +70,36 @@ Deno.test("setup in a real terminal asks for port, manager, environment and doma
   await withServer(async (server) => {
     assertEquals((await setupRestart(server, "other", "--domain", "taken.example.com")).code, 0);
     const port = freePort();
-    const session = `dp-setup-${crypto.randomUUID().slice(0, 8)}`;
-    const env = Object.entries(server.env).map(([k, v]) => `${k}='${v}'`).join(" ");
-    const tmux = (...args: string[]) => run(["tmux", ...args]);
-    const started = await tmux(
-      "new-session",
-      "-d",
-      "-s",
-      session,
-      "-x",
-      "160",
-      "-y",
-      "40",
+    const env = envWords(server.env);
+    const term = await Terminal.start(
+      "dp-setup",
       `env ${env} ${BIN} setup shop --proxy-host 127.0.0.1; echo EXIT=$?; sleep 30`,
+      { width: 160, height: 40 },
     );
-    assertEquals(started.code, 0, started.output);
-    const screen = async () => (await tmux("capture-pane", "-p", "-t", session)).stdout;
-    const waitFor = async (pattern: RegExp) => {
-      for (let i = 0; i < 150; i++) {
-        const text = await screen();
-        if (pattern.test(text)) return text;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      throw new Error(`the terminal never showed ${pattern}:\n${await screen()}`);
-    };
+    const waitFor = (pattern: RegExp) => term.waitFor(pattern);
     try {
       await waitFor(/Public port of the app/);
-      await tmux("send-keys", "-t", session, "C-u", String(port), "Enter");
+      await term.keys("C-u", String(port), "Enter");
       const manager = await waitFor(/Process manager/);
       assertMatch(manager, /systemd does not run here|pm2/);
-      await tmux("send-keys", "-t", session, "Enter"); // pm2, the only choice here
+      await term.keys("Enter"); // pm2, the only choice here
       await waitFor(/Environment/);
-      await tmux("send-keys", "-t", session, "C-u", "staging", "Enter");
+      await term.keys("C-u", "staging", "Enter");
       await waitFor(/Domains, comma-separated/);
-      await tmux("send-keys", "-t", session, "C-u", "shop.example.com, https://www.shop.example.com", "Enter");
+      await term.keys("C-u", "shop.example.com, https://www.shop.example.com", "Enter");
       await waitFor(/must be a host name, not a URL: write "www\.shop\.example\.com"/); // asked again
-      await tmux("send-keys", "-t", session, "C-u", "shop.example.com, taken.example.com", "Enter");
+      await term.keys("C-u", "shop.example.com, taken.example.com", "Enter");
       await waitFor(/cannot have the domain taken\.example\.com: app "other"/);
-      await tmux("send-keys", "-t", session, "C-u", "Shop.example.com, www.shop.example.com", "Enter");
+      await term.keys("C-u", "Shop.example.com, www.shop.example.com", "Enter");
       const summary = await waitFor(/Write all this\?/);
       assertMatch(summary, new RegExp(`port ${port}, pm2, env staging, blue-green`));
       assertMatch(summary, /domains: shop\.example\.com, www\.shop\.example\.com/);
-      await tmux("send-keys", "-t", session, "y", "Enter");
+      await term.keys("y", "Enter");
       const done = await waitFor(/EXIT=\d+/);
       assertMatch(done, /EXIT=0/);
       assertMatch(done, /git push production main/);
     } finally {
-      await tmux("kill-session", "-t", session);
+      await term.close();
     }
     const paths = server.paths("shop");
     assertMatch(await Deno.readTextFile(paths.config), new RegExp(`port: ${port}\\nmanager: pm2\\nenv: staging`));

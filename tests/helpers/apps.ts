@@ -8,9 +8,12 @@ import { type Ran, run, type TestServer } from "./server.ts";
  * How a test app behaves: `ok`; `500` on every path; `crash` at start; `nolisten`; `flaky`: its
  * /health answers 200 three times, then 500 (every other path stays 200): it passes a health
  * check of 2 successes and fails in the watch window after, without failing a request; `half500`:
- * paths under /b answer 500, every other path (/health too) 200 (a release that broke half its routes).
+ * paths under /b answer 500, every other path (/health too) 200 (a release that broke half its routes);
+ * `envfail` (Python): /health answers 500 where the server's env sets FAIL_HEALTH (fails on one host only).
+ * Python only, for canaries: `paced`: every path but /health takes 50 ms; `slow`: 150 ms (3× paced);
+ * `some500`: paced, and every 10th answer of a path but /health is a 500.
  */
-export type Mode = "ok" | "500" | "crash" | "nolisten" | "flaky" | "half500";
+export type Mode = "ok" | "500" | "crash" | "nolisten" | "flaky" | "half500" | "envfail" | "paced" | "slow" | "some500";
 
 /** A fast health check for tests: 2 successes 200 ms apart, within 8 s. */
 export const FAST_HEALTH = "{ path: /health, window: 8s, interval: 200ms, successes: 2, timeout: 1s }";
@@ -32,7 +35,7 @@ export interface AppOptions {
 
 /** The Python app: answers its version on every path, or misbehaves as `mode` says. */
 export function pythonApp(version: string, mode: Mode = "ok"): string {
-  return `import http.server, os, sys, time
+  return `import http.server, itertools, os, sys, time
 VERSION = ${JSON.stringify(version)}
 MODE = ${JSON.stringify(mode)}
 if MODE == "crash":
@@ -43,6 +46,8 @@ if MODE == "nolisten":
         time.sleep(60)
 
 HEALTH_HITS = [0]
+ANSWERS = itertools.count(1)
+PACE = {"paced": 0.05, "some500": 0.05, "slow": 0.15}.get(MODE, 0)
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
@@ -57,9 +62,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         body = (os.environ.get("GREETING", "") + " " + VERSION if self.path == "/greeting" else VERSION).encode()
         if self.path == "/health":
             HEALTH_HITS[0] += 1
+        answer = 0 if self.path == "/health" else next(ANSWERS)
+        time.sleep(0 if self.path == "/health" else PACE)
         flaky = MODE == "flaky" and self.path == "/health" and HEALTH_HITS[0] > 3
-        broken = MODE == "half500" and self.path.startswith("/b")
-        self.send_response(500 if MODE == "500" or flaky or broken else 200)
+        every10th = MODE == "some500" and answer % 10 == 9
+        broken = MODE == "half500" and self.path.startswith("/b") or (
+            MODE == "envfail" and self.path == "/health" and os.environ.get("FAIL_HEALTH"))
+        self.send_response(500 if MODE == "500" or flaky or every10th or broken else 200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -119,7 +128,8 @@ else http.createServer((req, res) => {
 
 /** A work tree of an app, with `production` pointing at the server's bare repo. */
 export class AppRepo {
-  constructor(readonly dir: string, readonly server: TestServer) {}
+  /** `server`: whose environment git runs with (a {@link TestServer}, or a fake VPS's `env`). */
+  constructor(readonly dir: string, readonly server: Pick<TestServer, "env">) {}
 
   /** Creates a work tree in the server's temp root. */
   static async create(server: TestServer, name: string, remote: string): Promise<AppRepo> {

@@ -5,13 +5,8 @@
 import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { UsageError } from "../../src/errors.ts";
-import {
-  createFleetHandler,
-  type FleetHandler,
-  type FleetHandlerOptions,
-  isLoopback,
-  serveFleet,
-} from "../../src/fleet/api.ts";
+import { createFleetHandler, type FleetHandler, type FleetHandlerOptions, serveFleet } from "../../src/fleet/api.ts";
+import { isLoopback } from "../../src/fleet/api_binding.ts";
 import { FleetEvents } from "../../src/fleet/events.ts";
 import type { FreshnessView } from "../../src/fleet/views.ts";
 import type { CertificateState } from "../../src/proxy/cert_state.ts";
