@@ -54,7 +54,14 @@ function canaryBlock(name, canary, when) {
         h(
           "table",
           { class: "canary-figures" },
-          h("caption", { class: "muted small", text: "Last interval judged" }),
+          h("caption", {
+            class: "muted small",
+            text: `This step so far${
+              typeof canary.figures.share === "number"
+                ? ` (observed split: ${percentText(canary.figures.share * 100)} new)`
+                : ""
+            }`,
+          }),
           h(
             "thead",
             {},

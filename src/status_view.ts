@@ -4,6 +4,7 @@
  * @module
  */
 import { NAME_PATTERN } from "./config/names.ts";
+import { canaryStatusText } from "./deploy/canary_judge.ts";
 import { type AppStatus, readStatus } from "./deploy/status.ts";
 import { UsageError } from "./errors.ts";
 import { certificateCondition, type CertificateState, issuerLabel, readCertificates } from "./proxy/cert_state.ts";
@@ -78,7 +79,12 @@ export async function showStatus(only: string | undefined, json: boolean): Promi
     return 0;
   }
   const color = Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR");
-  for (const line of statusLines(statuses, certificates, { now: Date.now(), color })) console.log(line);
+  const { deployAlive } = await import("./deploy/canary_decision.ts");
+  const leftCanaries = new Set<string>();
+  for (const { name, canary } of statuses) {
+    if (canary?.state === "running" && !await deployAlive(appPaths(name))) leftCanaries.add(name);
+  }
+  for (const line of statusLines(statuses, certificates, { now: Date.now(), color, leftCanaries })) console.log(line);
   return 0;
 }
 
@@ -86,12 +92,15 @@ export async function showStatus(only: string | undefined, json: boolean): Promi
  * The status table, then a line per app with a certificate (names, issuer, expiry) and, after a
  * failed attempt to issue or renew, a line with the error marked `!`. Red (with `color`) when
  * it expires within 14 days (cert_state.ts's EXPIRY_WARNING_DAYS), has expired, or failed.
- * Then a line per app in maintenance (red with `color`): since when, Retry-After, who is allowed, the message.
+ * Then a line per app with a canary (status.json's: its step and figures, how it ended, or red:
+ * left by a killed deploy, with what to run), and a line per app in maintenance (red with
+ * `color`): since when, Retry-After, who is allowed, the message.
  */
 export function statusLines(
   statuses: AppStatus[],
   certificates: ReadonlyMap<string, CertificateState>,
-  options: { now: number; color: boolean },
+  /** `leftCanaries`: the apps whose running canary no deploy runs any more (killed). */
+  options: { now: number; color: boolean; leftCanaries?: ReadonlySet<string> },
 ): string[] {
   if (!statuses.length) return ["No app has been deployed on this server yet."];
   const rows = [
@@ -147,6 +156,13 @@ export function statusLines(
     );
     const line = safe(`${name.padEnd(widths[0])}  processes: ${each.join(" · ")}`);
     lines.push(processes.every((p) => RUNNING_STATES.has(p.state)) ? line : red(line));
+  }
+  // A line per app with a canary: how far it is, how it ended, or that a killed deploy left it.
+  for (const { name, canary } of statuses) {
+    if (!canary || typeof canary !== "object" || !Array.isArray(canary.steps)) continue;
+    const left = options.leftCanaries?.has(name) === true;
+    const line = safe(`${name.padEnd(widths[0])}  ${canaryStatusText(name, canary, left)}`);
+    lines.push(left || canary.state === "reverted" ? red(line) : line);
   }
   const inMaintenance = statuses.filter((s) => s.maintenance);
   if (inMaintenance.length) lines.push("");

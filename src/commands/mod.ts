@@ -5,6 +5,7 @@
  */
 import type { ProgramSpec } from "../cli.ts";
 import { VERSION } from "../version.ts";
+import { canaryCommand } from "./canary.ts";
 import { cronCommand, cronRunCommand, cronSchedulerCommand } from "./cron.ts";
 import { dockerLogsCommand } from "./docker_logs.ts";
 import { executeCommand } from "./execute.ts";
@@ -31,6 +32,7 @@ export const program: ProgramSpec = {
     executeCommand,
     receiveCommand,
     rollbackCommand,
+    canaryCommand,
     maintenanceCommand,
     releasesCommand,
     statusCommand,

@@ -1,11 +1,12 @@
 /**
  * The schemas of `deploy.yml` (app identity, in the repo) and `config.yml` (environment, on the server).
- * One source for validation, defaults, and the JSON Schema printed by `deploy-paradigm schema`.
+ * One source for validation, defaults, and the JSON Schema printed by `deploy-paradigm schema`. Their parts:
+ * ./fields.ts (durations, commands, the health check, ports) and ./release_keys.ts (processes, cron,
+ * gates, canary).
  * @module
  */
 import { isAbsolute } from "node:path";
 import { z } from "zod";
-import { splitCommand } from "./argv.ts";
 import { DEPLOY_EVENTS, targetSchema } from "../notify.ts";
 import { APP_TYPES, DEPLOYERS } from "../deployers/mod.ts";
 import { MANAGER_NAMES } from "../managers/mod.ts";
@@ -13,8 +14,16 @@ import { TARGET_TYPES } from "../notifiers/mod.ts";
 import { STRATEGIES } from "../deploy/strategies/names.ts";
 
 import { NAME_PATTERN } from "./names.ts";
-import { jobNameProblem } from "../cron/job.ts";
-import { isScheduleError, parseSchedule } from "../cron/schedule.ts";
+import { command, duration, healthCheck, type healthObject, port } from "./fields.ts";
+import {
+  canaryObject,
+  cronJob,
+  gateSpec,
+  MAX_CRON_JOBS,
+  MAX_INSTANCES,
+  PROCESS_NAME,
+  processSpec,
+} from "./release_keys.ts";
 
 export { NAME_PATTERN };
 
@@ -23,142 +32,6 @@ export { APP_TYPES };
 
 /** The process managers a server can use (src/managers/mod.ts). */
 export { MANAGER_NAMES };
-
-const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/;
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-
-/** Parses `500ms`, `2s`, `1.5m`, `1h`, or a number of seconds, into milliseconds. */
-export function parseDuration(value: string | number): number | undefined {
-  if (typeof value === "number") return Number.isFinite(value) && value >= 0 ? finite(value * 1000) : undefined;
-  const match = DURATION.exec(value.trim());
-  return match ? finite(Number(match[1]) * UNIT_MS[match[2]]) : undefined;
-}
-
-/** `1e306` seconds or 400 nines of hours are no duration: they overflow to Infinity. */
-function finite(ms: number): number | undefined {
-  return Number.isFinite(ms) ? ms : undefined;
-}
-
-const MUST_BE_DURATION = 'must be a duration like "500ms", "2s" or "1m"';
-
-/** A duration in config (`"2s"`, or seconds), to milliseconds; `fallback` when absent. */
-export const duration = (fallback: string, maxMs = Infinity, minMs = 0) =>
-  z.union([z.string(), z.number()], { error: MUST_BE_DURATION }).default(fallback).transform((value, ctx) => {
-    const ms = parseDuration(value);
-    if (ms === undefined || ms > maxMs || ms < minMs) {
-      ctx.issues.push({
-        code: "custom",
-        input: value,
-        message: ms === undefined
-          ? `${MUST_BE_DURATION} (got ${JSON.stringify(value)})`
-          : ms < minMs
-          ? `must be at least ${minMs / 1000}s (got ${JSON.stringify(value)})`
-          : `must be at most ${maxMs / 3_600_000}h (got ${JSON.stringify(value)})`,
-        continue: true,
-      });
-      return z.NEVER;
-    }
-    return ms;
-  }).meta({ description: `A duration such as "500ms", "30s", "2m", or a number of seconds. Default ${fallback}.` });
-
-/** Control characters in a word would end a line of a unit file, or hide in a terminal. */
-// deno-lint-ignore no-control-regex
-const CONTROL = /[\x00-\x08\x0b-\x1f\x7f]/;
-const NO_CONTROL = "must not hold control characters (such as a carriage return or an escape)";
-
-const commandString = z.string().superRefine((value, ctx) => {
-  const argv = splitCommand(value);
-  if ("error" in argv) ctx.addIssue({ code: "custom", message: argv.error });
-  else if (CONTROL.test(value)) ctx.addIssue({ code: "custom", message: NO_CONTROL });
-});
-
-/** A command: a string split into words (no shell), or an argv list. */
-const command = z.union([
-  commandString,
-  z.array(
-    z.string().min(1, "must not be empty").refine((word) => !CONTROL.test(word) && !word.includes("\n"), {
-      message: `${NO_CONTROL} or a newline`,
-    }),
-  ).min(1, "must list at least the program to run"),
-], { error: "must be a command: a string, or a list of the program and its arguments" }).meta({
-  description: "A command, run without a shell: a string split at whitespace (quotes group words), or an argv list.",
-});
-
-const healthPath = z.string().regex(/^\/[^\s]*$/, 'must be a URL path starting with "/", e.g. "/health"');
-
-const healthObject = z.strictObject({
-  path: healthPath,
-  window: duration("30s"),
-  interval: duration("1s"),
-  successes: z.int({ error: "must be a whole number from 1 to 100" }).min(1, "must be from 1 to 100").max(
-    100,
-    "must be from 1 to 100",
-  ).default(3),
-  timeout: duration("2s"),
-});
-
-/** The health check: the app is healthy after `successes` consecutive 2xx answers within `window`. */
-const healthCheck = z.union([healthPath, healthObject], {
-  error: 'must be a URL path such as "/health", or a mapping { path, window, interval, successes, timeout }',
-}).transform((value) => typeof value === "string" ? healthObject.parse({ path: value }) : value).meta({
-  description: 'A path such as "/health", or { path, window: 30s, interval: 1s, successes: 3, timeout: 2s }.',
-});
-
-/** A TCP port, 1-65535. */
-export const port = z.int({ error: "must be a whole number from 1 to 65535" }).min(1, "must be from 1 to 65535").max(
-  65535,
-  "must be from 1 to 65535",
-);
-
-/** A process type's name in deploy.yml `processes` (and a Procfile): `web`, `worker`, `mail-queue`. */
-export const PROCESS_NAME = /^[a-z][a-z0-9-]{0,29}$/;
-/** Most instances of one process type on one server. */
-export const MAX_INSTANCES = 16;
-
-const processObject = z.strictObject({
-  command: command.optional().meta({ description: "How to start it (web: the type's default when left out)." }),
-  instances: z.int({ error: `must be a whole number from 1 to ${MAX_INSTANCES}` })
-    .min(1, `must be from 1 to ${MAX_INSTANCES}`).max(MAX_INSTANCES, `must be from 1 to ${MAX_INSTANCES}`).default(1)
-    .meta({ description: "How many processes run (web: behind the proxy, each on its own port). Default 1." }),
-  stopTimeout: duration("30s", 3_600_000, 1000).meta({
-    description: "How long a stopping process may take after SIGTERM (its job in hand) before SIGKILL. Default 30s.",
-  }),
-}, { error: "must be a command, or a mapping { command, instances, stopTimeout }" });
-
-/** One process type: a command alone, or `{ command, instances, stopTimeout }`. */
-const processSpec = z.preprocess(
-  (value) => typeof value === "string" || Array.isArray(value) ? { command: value } : value,
-  processObject,
-);
-
-/** A normalized process type of deploy.yml. */
-export type ProcessSpec = z.output<typeof processObject>;
-
-/** Most cron jobs of one app. */
-const MAX_CRON_JOBS = 50;
-
-/** One scheduled job (deploy.yml `cron:`), run in the serving release: see src/cron/. */
-const cronJob = z.strictObject({
-  name: z.string().superRefine((name, ctx) => {
-    const problem = jobNameProblem(name);
-    if (problem) ctx.addIssue({ code: "custom", message: problem });
-  }).meta({ description: "Names its units, lock and log: lowercase letters, digits and -, e.g. nightly-report." }),
-  schedule: z.string().superRefine((text, ctx) => {
-    const parsed = parseSchedule(text);
-    if (isScheduleError(parsed)) {
-      ctx.addIssue({ code: "custom", message: parsed.error, params: { column: parsed.column } });
-    }
-  }).meta({
-    description: 'A 5-field cron schedule in the server\'s time ("*/5 * * * *", "0 3 * * 1-5") or @daily etc.',
-  }),
-  command: command.meta({ description: "What runs, in the serving release, as the app's user with its .env." }),
-  timeout: duration("1h", 24 * 3_600_000, 1000).meta({
-    description: "A run still going after this is stopped (SIGTERM, then SIGKILL). Default 1h, at most 24h.",
-  }),
-}, { error: "must be a job: { name, schedule, command, timeout }" });
-
-/** A job of deploy.yml `cron:`, validated. */
-export type CronJobSpec = z.output<typeof cronJob>;
 
 /** The keys of deploy.yml that only some app types take, with those types. */
 const TYPE_KEYS = [
@@ -256,6 +129,20 @@ export const deployFileSchema = z.strictObject({
   watch: duration("20s").meta({
     description: "After a blue-green switch, how long the new release keeps being checked while the old one stays " +
       "warm; a failure switches traffic back. 0 turns it off.",
+  }),
+  gates: z.array(gateSpec, { error: "must be a list of checks, e.g. - { command: ./scripts/smoke.sh, timeout: 2m }" })
+    .max(10, "must list at most 10 gates").optional().meta({
+      description: "Checks run against the new release (DEPLOY_URL) before traffic moves to it (blue-green only); " +
+        "a failing one fails the deploy. Each a command or { command, timeout: 2m }. `rollback` runs none.",
+    }),
+  canary: z.preprocess(
+    (value) => value === true ? {} : value === false ? undefined : value,
+    canaryObject.optional(),
+  ).meta({
+    description: "Blue-green only: move traffic to the new release step by step, judging its 5xx rate and p95 " +
+      "latency against the old one's; true for the defaults. The push stays open for the whole canary " +
+      "(steps × interval, longer while it waits for requests); `canary <app> promote|abort` decides it by hand.",
+    alsoAccepts: [{ type: "boolean" }],
   }),
 }).superRefine((value, ctx) => {
   const deployer = DEPLOYERS[value.type];
@@ -467,5 +354,17 @@ export type HealthCheck = z.output<typeof healthObject>;
 
 /** The JSON Schema of deploy.yml, for editors. */
 export function deployFileJsonSchema(): Record<string, unknown> {
-  return z.toJSONSchema(deployFileSchema, { io: "input", unrepresentable: "any" }) as Record<string, unknown>;
+  return z.toJSONSchema(deployFileSchema, {
+    io: "input",
+    unrepresentable: "any",
+    // A key that also takes a shorthand (`canary: true`, a gate as a command) says so in its meta.
+    override: ({ jsonSchema }) => {
+      const schema = jsonSchema as Record<string, unknown>;
+      const also = schema.alsoAccepts as object[] | undefined;
+      if (!also) return;
+      const { description, alsoAccepts: _, ...rest } = schema;
+      for (const key of Object.keys(schema)) delete schema[key];
+      Object.assign(schema, { ...(description ? { description } : {}), anyOf: [...also, rest] });
+    },
+  }) as Record<string, unknown>;
 }

@@ -43,6 +43,8 @@ export interface Effects {
   clock: Clock;
   /** Where progress lines go. */
   print: (line: string) => void;
+  /** Waits `ms` on `clock` (default: a timer); tests pass one that moves their fake clock. */
+  sleep?: (ms: number) => Promise<void>;
 }
 
 /** The real world: processes, the proxy of the server under `root`, the system clock, stdout. */
@@ -72,6 +74,7 @@ export interface SwitchContext {
   manager: ProcessManager;
   proxy: ProxyControl;
   clock: Clock;
+  sleep?: Effects["sleep"];
 }
 
 /** The context of a deploy, built once it is validated: the steps and strategies see only this. */

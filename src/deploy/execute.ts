@@ -19,11 +19,12 @@ import { managerNamed } from "../managers/mod.ts";
 import { DryRunner } from "../runner.ts";
 import { ownAppDirs } from "../users.ts";
 import { Cancellation } from "./cancel.ts";
+import { canaryWaitNote } from "./canary_decision.ts";
 import { type DeployContext, type Effects, isoNow } from "./context.ts";
 import { secretsOf } from "./dotenv.ts";
 import { type ExecuteResult, failed } from "./failure.ts";
 import { Journal } from "./journal.ts";
-import { acquireLock } from "./lock.ts";
+import { acquireLock, waitingLine } from "./lock.ts";
 import { notifyOutcome } from "./notify_outcome.ts";
 import { appUrl, deployedStatus, saveStatus } from "./outcome.ts";
 import { discardPrefetch, type Prefetch } from "./prefetch.ts";
@@ -124,11 +125,7 @@ async function deploy(
   const lock = await acquireLock(
     paths.lock,
     { pid: Deno.pid, commit },
-    (holder) =>
-      print(
-        `deploy-paradigm: waiting for another deploy of ${deploy.name}` +
-          (holder ? ` (pid ${holder.pid}, commit ${holder.commit.slice(0, 7)}, since ${holder.since})` : ""),
-      ),
+    (holder) => print(waitingLine(deploy.name, holder) + canaryWaitNote(paths)),
     () => ctx.clock.now(),
   );
   try {

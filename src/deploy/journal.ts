@@ -19,6 +19,7 @@ const FORWARD = new Set([
   "preDeploy",
   "start",
   "health",
+  "gate",
   "switch",
   "watch",
   "branch",

@@ -16,6 +16,12 @@ export interface LockOwner {
   since: string;
 }
 
+/** What a deploy waiting for the lock says of its holder. */
+export function waitingLine(app: string, holder: LockOwner | undefined): string {
+  return `deploy-paradigm: waiting for another deploy of ${app}` +
+    (holder ? ` (pid ${holder.pid}, commit ${holder.commit.slice(0, 7)}, since ${holder.since})` : "");
+}
+
 /**
  * Takes the exclusive lock on `path`. When another process holds it, calls `onWait` with the
  * holder's description, then waits; or gives up when `onWait` throws (its error is thrown; the

@@ -9,7 +9,7 @@ import type { HealthResult } from "./health.ts";
 import type { SwitchContext } from "./context.ts";
 import type { Deployment } from "./prepare.ts";
 import type { ReleaseMeta } from "./releases.ts";
-import { type AppStatus, type LastDeploy, type Outcome, writeStatus } from "./status.ts";
+import { type AppStatus, type LastDeploy, type Outcome, readStatus, writeStatus } from "./status.ts";
 import { listProcesses } from "./process_list.ts";
 import { PROXIED } from "./strategies/names.ts";
 
@@ -160,6 +160,11 @@ export function rolledBack(
 ): { status: AppStatus; notice: LastDeploy } {
   const { meta, from, at, duration } = r;
   const version = meta.commit.slice(0, 7);
+  // A canary still "running" in status.json was left by a killed deploy: the rollback ended it.
+  const left = before?.canary?.state === "running" ? before.canary : undefined;
+  const canary = left
+    ? { ...left, state: "aborted" as const, reason: "ended by a rollback by hand", at }
+    : before?.canary;
   const message = `rolled back by hand to release ${meta.id} (${version})`;
   const event = (release: string, commit: string) =>
     lastDeploy("rolled_back", release, commit, at, duration, { step: "rollback", message });
@@ -171,6 +176,7 @@ export function rolledBack(
       port: config.port,
       ...before,
       ...r.strategy,
+      ...(canary ? { canary } : {}),
       strategy: config.strategy,
       status: "running",
       healthy: true,
@@ -193,7 +199,14 @@ export function rolledBack(
 export async function saveStatus(ctx: StatusContext, status: AppStatus): Promise<void> {
   const { journal, paths } = ctx;
   try {
-    await writeStatus(paths.status, await withProcesses(ctx, status));
+    // The canary of the deploy this status is about stays (as written during it; for a killed
+    // deploy, found by its commit); any other goes.
+    const { canary: carried, ...rest } = status;
+    const last = status.lastDeploy;
+    const ours = (c: AppStatus["canary"]) =>
+      c !== undefined && (c.release === last?.release || (last?.step === "interrupted" && c.version === last.version));
+    const canary = [(await readStatus(paths.status).catch(() => undefined))?.canary, carried].find(ours);
+    await writeStatus(paths.status, await withProcesses(ctx, canary ? { ...rest, canary } : rest));
   } catch (error) {
     journal.say(`! cannot write ${paths.status}: ${(error as Error).message}`);
   }

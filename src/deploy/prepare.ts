@@ -131,6 +131,25 @@ export async function prepare(
       suggestion: "give the app a command (its web process), or remove the other processes",
     });
   }
+  const rollout = [deploy.gates?.length ? "`gates`" : "", deploy.canary ? "`canary`" : ""].filter(Boolean)
+    .join(" and ");
+  const runs = argv !== undefined || deploy.type === "docker";
+  if (rollout && (config.strategy !== "blue-green" || !runs || !deploy.healthCheck)) {
+    throw new UsageError(
+      `deploy.yml: ${rollout} ${rollout.includes(" and ") ? "need" : "needs"} the blue-green ` +
+        `strategy and an app process with a healthCheck, but ` +
+        (config.strategy !== "blue-green"
+          ? `${paths.config} has strategy: ${config.strategy}`
+          : !runs
+          ? "this app serves static files only"
+          : "deploy.yml has no healthCheck"),
+      {
+        suggestion: config.strategy !== "blue-green"
+          ? "set strategy: blue-green in config.yml (the proxy moves the traffic), or remove the key from deploy.yml"
+          : `remove ${rollout} from deploy.yml, or give the app a command and a healthCheck`,
+      },
+    );
+  }
   return {
     gitDir,
     commit,
@@ -141,7 +160,7 @@ export async function prepare(
     facts,
     argv,
     processes,
-    runs: argv !== undefined || deploy.type === "docker",
+    runs,
     secrets,
     public: dotenv?.public ?? new Set(),
     envSource: envText === undefined ? undefined : envSource,

@@ -5,7 +5,8 @@
  * @module
  */
 import { splitCommand, toArgv } from "../config/argv.ts";
-import { type DeployFile, MAX_INSTANCES, PROCESS_NAME } from "../config/schema.ts";
+import type { DeployFile } from "../config/schema.ts";
+import { MAX_INSTANCES, PROCESS_NAME } from "../config/release_keys.ts";
 import { UsageError } from "../errors.ts";
 
 /** A worker process type of a release: `instances` processes of `argv`, none of them behind the proxy. */

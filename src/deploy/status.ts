@@ -26,6 +26,37 @@ export interface LastDeploy {
   message?: string;
 }
 
+/** One side of a canary's figures since its step began: the new release's or the old one's. */
+export interface CanarySide {
+  requests: number;
+  /** 5xx answers over requests, 0 to 1. */
+  errorRate: number;
+  p95Ms: number | null;
+}
+
+/** A deploy's canary (deploy.yml `canary:`), written at each step and left with its final state until the next deploy. */
+export interface CanaryStatus {
+  state: "running" | "promoted" | "reverted" | "aborted";
+  /** The new release and its short sha. */
+  release: string;
+  version: string;
+  /** The share of clients sent to the new release now (last); 100 once promoted. */
+  percent: number;
+  /** The step (1-based) of `steps`. */
+  step: number;
+  steps: number[];
+  since: string;
+  /** When this was written. */
+  at: string;
+  /**
+   * What each side answered since the current step began, as last judged (absent until the step's
+   * first judgement); `share`: the new side's share of the requests (new ÷ both, 0-1), null without any.
+   */
+  figures?: { new: CanarySide; old: CanarySide; share?: number | null };
+  /** Why it ended as it did (the figures that failed, by hand, cancelled). */
+  reason?: string;
+}
+
 /** The content of /opt/deployments/<app>/status.json. */
 export interface AppStatus {
   name: string;
@@ -70,6 +101,8 @@ export interface AppStatus {
   processes?: ProcessInfo[];
   /** The app's maintenance (../proxy/maintenance.ts) when this file was written; absent when off. */
   maintenance?: MaintenanceStatus;
+  /** The last deploy's canary, when it had one (see {@link CanaryStatus}). */
+  canary?: CanaryStatus;
 }
 
 /** Reads status.json, or undefined before the first deploy. */

@@ -35,8 +35,11 @@ export interface CanaryView {
   steps: number[];
   since: string | null;
   at: string | null;
-  /** The last interval judged, new release against old; absent before the first. */
-  figures?: { new: CanarySideView; old: CanarySideView };
+  /**
+   * What the current step has seen, new release against old, and `share`: the new release's part of
+   * those requests (0 to 1; far from `percent` when few clients send them); absent before the first judgement.
+   */
+  figures?: { new: CanarySideView; old: CanarySideView; share?: number };
   /** Why it was reverted, aborted or promoted early. */
   reason?: string;
 }
@@ -82,7 +85,10 @@ export function checkCanary(value: unknown): CanaryView | null {
     at: capText(value.at, FIELD.short),
   };
   const figures = isRecord(value.figures) ? [side(value.figures.new), side(value.figures.old)] : [];
-  if (figures[0] && figures[1]) view.figures = { new: figures[0], old: figures[1] };
+  if (figures[0] && figures[1]) {
+    const share = within((value.figures as Record<string, unknown>).share, 0, 1);
+    view.figures = { new: figures[0], old: figures[1], ...(share === null ? {} : { share }) };
+  }
   const reason = capText(value.reason, FIELD.message);
   if (reason !== null) view.reason = reason;
   return view;

@@ -7,7 +7,7 @@
 import { dirname, join, resolve } from "node:path";
 import { z } from "zod";
 import { parseConfig } from "../config/load.ts";
-import { parseDuration } from "../config/schema.ts";
+import { parseDuration } from "../config/fields.ts";
 import { UsageError } from "../errors.ts";
 import { readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
 import { FLEET_EVENTS, targetSchema } from "../notify.ts";

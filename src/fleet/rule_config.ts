@@ -6,7 +6,7 @@
  * @module
  */
 import { z } from "zod";
-import { parseDuration } from "../config/schema.ts";
+import { parseDuration } from "../config/fields.ts";
 import { didYouMean } from "../errors.ts";
 import { checkSearchQuery } from "./log_queries.ts";
 import { type Rule, RULE_METRIC_HINTS, RULE_METRICS, type RuleDraft, SEVERITIES } from "./rules.ts";

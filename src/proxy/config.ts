@@ -12,7 +12,8 @@
 import { dirname, join, resolve } from "node:path";
 import { z } from "zod";
 import { parseConfig } from "../config/load.ts";
-import { absolutePath, duration, port } from "../config/schema.ts";
+import { absolutePath } from "../config/schema.ts";
+import { duration, port } from "../config/fields.ts";
 import { DeployParadigmError, UsageError } from "../errors.ts";
 import { ifExists } from "../fsutil.ts";
 import { deploymentsRoot, prefix } from "../paths.ts";

@@ -41,8 +41,19 @@ export class LoadGenerator extends SampleLog {
   private workers: Promise<void>[] = [];
   private readonly client: Deno.HttpClient;
 
-  /** `localAddress`: the address the connections come from (e.g. 127.0.0.2), else the kernel's choice. */
-  constructor(readonly url: string, readonly workers_ = 4, readonly maxMs = 180_000, localAddress?: string) {
+  /**
+   * `localAddress`: the address the connections come from (e.g. 127.0.0.2), else the kernel's choice;
+   * `headers`: sent with every request (e.g. a canary cookie); `keepCookies`: each worker sends
+   * back the cookies answers set (a browser without a cookie of its own to start with).
+   */
+  constructor(
+    readonly url: string,
+    readonly workers_ = 4,
+    readonly maxMs = 180_000,
+    localAddress?: string,
+    readonly headers?: HeadersInit,
+    readonly keepCookies = false,
+  ) {
     super();
     this.client = Deno.createHttpClient({ poolMaxIdlePerHost: 16, ...(localAddress ? { localAddress } : {}) });
   }
@@ -51,10 +62,17 @@ export class LoadGenerator extends SampleLog {
   start(): this {
     const until = performance.now() + this.maxMs;
     this.workers = Array.from({ length: this.workers_ }, async () => {
+      const jar = new Map<string, string>();
       while (this.running && performance.now() < until) {
         const sent = performance.now();
         try {
-          const response = await fetch(this.url, { client: this.client, signal: AbortSignal.timeout(10_000) });
+          const headers = new Headers(this.headers);
+          if (jar.size) headers.set("cookie", [...jar].map(([name, value]) => `${name}=${value}`).join("; "));
+          const response = await fetch(this.url, { client: this.client, headers, signal: AbortSignal.timeout(10_000) });
+          for (const cookie of this.keepCookies ? response.headers.getSetCookie() : []) {
+            const [name, value] = cookie.split(";")[0].split("=");
+            jar.set(name.trim(), (value ?? "").trim());
+          }
           const body = await response.text();
           const retryAfter = response.headers.get("retry-after");
           this.samples.push({

@@ -16,6 +16,8 @@ import type { DeployEvent } from "../../src/deploy/journal.ts";
 import type { AppStatus } from "../../src/deploy/status.ts";
 import { appPaths } from "../../src/paths.ts";
 import { readRoute } from "../../src/proxy/routes.ts";
+import { readCanary } from "../../src/proxy/canary_file.ts";
+import { bucketIndex, type CanaryStats, emptySide, type SideStats } from "../../src/proxy/canary_stats.ts";
 
 export const APP = "alpha";
 export const ZEROS = "0".repeat(40);
@@ -60,6 +62,22 @@ export class Apps {
   }
 }
 
+/** What one side answered between two `canary` ops: requests, 5xx, and how long each took. */
+export interface Traffic {
+  requests: number;
+  errors?: number;
+  ms?: number;
+}
+
+/**
+ * The fake proxy's canary traffic: what each side answered since the last `canary` op, given the
+ * percent and how many ops this canary has had (`n`, from 0).
+ */
+export type CanaryScript = (split: { percent: number; n: number }) => { canary: Traffic; stable: Traffic };
+
+/** The default: a healthy canary, 100 requests a reading on it and 1000 on the stable side, 10 ms each. */
+export const HEALTHY: CanaryScript = () => ({ canary: { requests: 100, ms: 10 }, stable: { requests: 1000, ms: 10 } });
+
 export interface World {
   root: string;
   repo: string;
@@ -72,6 +90,10 @@ export interface World {
   proxied: Record<string, unknown>[];
   effects: Effects;
   paths: ReturnType<typeof appPaths>;
+  /** How the canary's sides answer (see {@link CanaryScript}); change it in a test. */
+  canary: { script: CanaryScript; readings: CanaryStats[] };
+  /** Runs at every fake sleep (the canary's waits): e.g. `canary <app> abort` in the middle of one. */
+  onSleep?: (elapsedMs: number) => void | Promise<void>;
 }
 
 /** A server root in a temp dir with app alpha set up (`config` lines added to config.yml), and its repository. */
@@ -115,9 +137,39 @@ export async function withWorld(strategy: "restart" | "blue-green", fn: (w: Worl
       },
     });
     const proxied: Record<string, unknown>[] = [];
-    // The fake proxy: serves what route.json says, at once.
+    const canary: World["canary"] = { script: HEALTHY, readings: [] };
+    let counted: (CanaryStats & { key: string; n: number }) | undefined;
+    const add = (side: SideStats, traffic: Traffic) => {
+      side.requests += traffic.requests;
+      side.errors += traffic.errors ?? 0;
+      side.histogram[bucketIndex(traffic.ms ?? 10)] += traffic.requests;
+    };
+    // The fake proxy: serves what route.json says, at once; counts a canary as `canary.script` says.
     const proxy: ProxyControl = async (request) => {
       proxied.push(request as Record<string, unknown>);
+      if ((request as { op?: string }).op === "canary") {
+        const split = await readCanary(paths.dir);
+        if (!split) return { ok: true, stats: null };
+        const key = JSON.stringify(split.target);
+        if (counted?.key !== key) {
+          const stable = split.slot === "blue" ? "green" : "blue";
+          counted = {
+            key,
+            n: 0,
+            percent: 0,
+            since: split.since,
+            stable: emptySide(stable),
+            canary: emptySide(split.slot),
+          };
+        }
+        const traffic = canary.script({ percent: split.percent, n: counted.n++ });
+        add(counted.canary, traffic.canary);
+        add(counted.stable, traffic.stable);
+        const { key: _, n: _n, ...stats } = { ...counted, percent: split.percent };
+        const copy = structuredClone(stats);
+        canary.readings.push(copy);
+        return { ok: true, stats: copy };
+      }
       const target = await readRoute(paths.dir);
       return { ok: true, drained: true, routes: target ? [{ app: APP, target, listening: true }] : [] };
     };
@@ -130,8 +182,26 @@ export async function withWorld(strategy: "restart" | "blue-green", fn: (w: Worl
       proxy,
       clock: { now: () => (now += 1000), elapsed: () => (elapsed += 10) },
       print: (line) => printed.push(line),
+      sleep: async (ms) => {
+        elapsed += ms;
+        await world.onSleep?.(elapsed); // defined before the first sleep
+      },
     };
-    await fn({ root, repo: paths.repo, work, port, slots, fake, apps, printed, proxied, effects, paths });
+    const world: World = {
+      root,
+      repo: paths.repo,
+      work,
+      port,
+      slots,
+      fake,
+      apps,
+      printed,
+      proxied,
+      effects,
+      paths,
+      canary,
+    };
+    await fn(world);
   } finally {
     await apps.stopAll();
     await Deno.remove(root, { recursive: true });

@@ -13,9 +13,9 @@ import {
   deployFileJsonSchema,
   deployFileSchema,
   hostNameProblem,
-  parseDuration,
   serverConfigSchema,
 } from "../../src/config/schema.ts";
+import { parseDuration } from "../../src/config/fields.ts";
 import { domainClaims, domainConflicts, refuseTakenDomains } from "../../src/config/domains.ts";
 import { appPaths } from "../../src/paths.ts";
 import { ConfigError, DeployParadigmError, UsageError } from "../../src/errors.ts";
@@ -164,7 +164,7 @@ Deno.test("errors: an unknown key gets a did-you-mean, or the list of known keys
     'deploy.yml:3:1: "branh" is not a known key; did you mean "branch"?',
   ]);
   assertEquals(problems("name: app\ntype: static\nfoo: 1\n"), [
-    'deploy.yml:3:1: "foo" is not a known key; known keys: name, type, healthCheck, command, processes, cron, build, hooks, keepReleases, branch, dockerfile, buildArgs, containerPort, watch',
+    'deploy.yml:3:1: "foo" is not a known key; known keys: name, type, healthCheck, command, processes, cron, build, hooks, keepReleases, branch, dockerfile, buildArgs, containerPort, watch, gates, canary',
   ]);
 });
 
@@ -577,4 +577,75 @@ Deno.test("setup --domain: commas separate names; a space inside one is refused,
   ]);
   assertEquals(parseDomains([""]), []);
   throws(() => parseDomains(["x y"]), /--domain: "x y"/);
+});
+
+/** deploy.yml with `extra` lines: the problems found, as "file:line:col: message". */
+function canaryProblems(extra: string): string[] {
+  try {
+    parseConfig(`name: app\ntype: python\ncommand: ./x\nhealthCheck: /h\n${extra}`, deployFileSchema, "deploy.yml");
+    return [];
+  } catch (error) {
+    return (error as ConfigError).problems;
+  }
+}
+
+Deno.test("deploy.yml: canary and gates are validated with positions and how to fix them", () => {
+  assertEquals(canaryProblems("canary: true\ngates: [./smoke.sh, { command: [./check, --x], timeout: 30s }]\n"), []);
+  const cases: [string, RegExp][] = [
+    ["canary: { steps: [25, 5] }", /^deploy\.yml:5:\d+: "canary\.steps\.1" must be above steps\.0 \(25\): steps go up/],
+    ["canary: { steps: [0, 50] }", /"canary\.steps\.0" must be from 1 to 99/],
+    ["canary: { steps: [50, 100] }", /"canary\.steps\.1" must be from 1 to 99/],
+    ["canary: { steps: [] }", /"canary\.steps" must list at least one percentage/],
+    [
+      "canary: { maxErrorRate: 1 }",
+      /"canary\.maxErrorRate" must be a share below 1 such as "1%" or 0.01 \(got 1\)/,
+    ],
+    ["canary: { maxErrorRate: 150% }", /"canary\.maxErrorRate" must be a share from "0%" to "100%"/],
+    ["canary: { maxErrorRate: lots }", /"canary\.maxErrorRate" must be a share/],
+    ["canary: { maxLatencyRatio: 1 }", /"canary\.maxLatencyRatio" must be above 1/],
+    ["canary: { interval: soon }", /"canary\.interval" must be a duration/],
+    ["canary: { interval: 2m, maxWait: 1m }", /"canary\.maxWait" must be at least interval/],
+    ["canary: { minRequests: 0 }", /"canary\.minRequests" must be from 1/],
+    ["canary: { onLowTraffic: maybe }", /"canary\.onLowTraffic" must be promote or revert/],
+    ["canary: { stepz: [5] }", /"canary\.stepz" is not a known key; did you mean "steps"\?/],
+    ["canary: 5", /"canary" must be true, or a mapping/],
+    [
+      "gates: [{ timeout: 1m }]",
+      /^deploy\.yml:5:\d+: "gates\.0\.command" is required, e.g\. command: \.\/scripts\/smoke\.sh/,
+    ],
+    ["gates: [{ command: ./s, timeout: forever }]", /"gates\.0\.timeout" must be a duration/],
+    ["gates: ./smoke.sh", /"gates" must be a list of checks/],
+  ];
+  for (const [yaml, expected] of cases) {
+    const found = canaryProblems(yaml);
+    assertEquals(found.length >= 1, true, `${yaml}: no problem found`);
+    assertMatch(found[0], expected);
+  }
+  const parsed = parseConfig(
+    "name: a\ntype: python\ncommand: ./x\nhealthCheck: /h\ncanary: { maxErrorRate: 2.5% }\n",
+    deployFileSchema,
+    "deploy.yml",
+  );
+  assertEquals(parsed.canary, {
+    steps: [5, 25, 50],
+    interval: 60_000,
+    maxErrorRate: 0.025,
+    maxLatencyRatio: 1.5,
+    minRequests: 50,
+    maxWait: 600_000,
+    onLowTraffic: "revert",
+  });
+});
+
+Deno.test("deploy-paradigm schema: canary takes true, a gate a string, command required in the object form", async () => {
+  const { deployFileJsonSchema } = await import("../../src/config/schema.ts");
+  const properties = deployFileJsonSchema().properties as Record<string, Record<string, unknown>>;
+  const canary = properties.canary.anyOf as Record<string, unknown>[];
+  assertEquals(canary[0], { type: "boolean" });
+  const interval = (canary[1].properties as Record<string, Record<string, unknown>>).interval;
+  assertEquals(interval.default, "1m");
+  assertMatch(String(interval.description), /a duration such as "30s" or "2m"\. Default 1m\./);
+  const gate = (properties.gates.items as { anyOf: Record<string, unknown>[] }).anyOf;
+  assertEquals(gate[0], { type: "string" });
+  assertEquals(gate[2].required, ["command"]);
 });

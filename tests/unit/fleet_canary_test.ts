@@ -86,6 +86,11 @@ Deno.test("canary: hostile values are cut, refused or dropped; unknown keys are 
   // Figures without both sides are left out; a step absurdly high is refused.
   assertEquals(checkCanary({ ...RUNNING, figures: { new: RUNNING.figures.new } })!.figures, undefined);
   assertEquals(checkCanary({ ...RUNNING, figures: [1, 2] })!.figures, undefined);
+  // The observed split: a share from 0 to 1 kept, anything else dropped.
+  assertEquals(checkCanary({ ...RUNNING, figures: { ...RUNNING.figures, share: 0.24 } })!.figures?.share, 0.24);
+  for (const share of [1.5, -0.1, NaN, "0.2", null]) {
+    assertEquals(checkCanary({ ...RUNNING, figures: { ...RUNNING.figures, share } })!.figures?.share, undefined);
+  }
   assertEquals(checkCanary({ ...RUNNING, step: 1e12 })!.step, null);
   assertEquals(checkCanary({ ...RUNNING, percent: 100.5 })!.percent, null);
   assertEquals(checkCanary({ ...RUNNING, percent: 0.5 })!.percent, 0.5);

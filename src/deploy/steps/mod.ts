@@ -5,6 +5,7 @@
  */
 import { updateRef } from "../../git.ts";
 import { strategyOf } from "../strategies/mod.ts";
+import { describeGates, runGates } from "../gates.ts";
 import { build, cleanup, command, docker, env, fetch, meta, postDeploy, preDeploy, sealOnly } from "./release.ts";
 import type { Step } from "./step.ts";
 import { cron } from "./cron.ts";
@@ -41,9 +42,14 @@ const activate: Step = {
             () => updateRef(ctx.plan.gitDir, branch.ref, ctx.plan.commit, branch.old),
             () => `${branch.ref.replace("refs/heads/", "")} → ${ctx.plan.short}`,
           )),
+      gate: ctx.plan.deploy.gates?.length ? (url, before) => runGates(ctx, release, url, before) : undefined,
+      canary: ctx.plan.deploy.canary,
     });
   },
-  dry: (ctx, release) => strategyOf(ctx.config).describe(ctx, release.meta),
+  async dry(ctx, release) {
+    await strategyOf(ctx.config).describe(ctx, release.meta);
+    await describeGates(ctx, release, ctx.plan.deploy.canary !== undefined);
+  },
 };
 
 /** What is left of another strategy goes. */

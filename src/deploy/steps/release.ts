@@ -171,20 +171,35 @@ export const env: Step = {
   },
 };
 
+/**
+ * A command of the app's (a hook, a gate) run in release `id` as the app's user, with its `.env`
+ * values, its tool environment, DEPLOY_APP, DEPLOY_RELEASE, DEPLOY_COMMIT and `env`.
+ */
+export function appCommand(
+  ctx: DeployContext,
+  { id, dir }: Pick<Release, "id" | "dir">,
+  argv: string[],
+  limits: { timeoutMs: number; cancel?: AbortSignal },
+  env: Record<string, string> = {},
+): Cmd {
+  const { plan } = ctx;
+  const all = {
+    ...plan.secrets,
+    ...toolEnv(dir, plan.config, user(ctx)),
+    DEPLOY_APP: plan.deploy.name,
+    DEPLOY_RELEASE: id,
+    DEPLOY_COMMIT: plan.commit,
+    ...env,
+  };
+  return asApp({ argv, cwd: dir, ...limits }, user(ctx), all);
+}
+
 /** hooks.preDeploy or hooks.postDeploy, run in the release with the app's environment. */
 function hook(name: "preDeploy" | "postDeploy", tolerate?: string): Step {
   const argv = (ctx: DeployContext) => toArgv(ctx.plan.deploy.hooks![name]!);
-  const cmd = (ctx: DeployContext, { id, dir }: Release): Cmd => {
-    const { plan } = ctx;
-    const env = {
-      ...plan.secrets,
-      ...toolEnv(dir, plan.config, user(ctx)),
-      DEPLOY_APP: plan.deploy.name,
-      DEPLOY_RELEASE: id,
-      DEPLOY_COMMIT: plan.commit,
-    };
+  const cmd = (ctx: DeployContext, release: Release): Cmd => {
     const cancel = name === "preDeploy" ? ctx.cancellation.signal : undefined; // postDeploy: the deploy stands
-    return asApp({ argv: argv(ctx), cwd: dir, timeoutMs: HOOK_TIMEOUT, cancel }, user(ctx), env);
+    return appCommand(ctx, release, argv(ctx), { timeoutMs: HOOK_TIMEOUT, cancel });
   };
   return {
     name,
@@ -233,7 +248,7 @@ async function hasDockerRelease(ctx: DeployContext): Promise<boolean> {
  * Runs a build command or hook (see asApp), then kills what it left behind (see killLeftovers):
  * processes that outlive it, also daemonized ones, neither run on as the app nor hold the release.
  */
-async function runConfined(ctx: DeployContext, cmd: Cmd, releaseDir?: string): Promise<CmdResult> {
+export async function runConfined(ctx: DeployContext, cmd: Cmd, releaseDir?: string): Promise<CmdResult> {
   const since = (uptime() ?? 0.01) - 0.01; // /proc/<pid>/stat counts in hundredths
   try {
     return await ctx.runner.run(cmd);

@@ -3,13 +3,18 @@
  * before it gets any traffic; then the proxy's route moves to it at once, the old slot drains,
  * the new one is watched while the old one stays warm, and only then the old one stops. Any
  * failure before the switch leaves traffic where it was; a failure in the watch window moves it
- * straight back (the activation reverts itself). Used by deploys and by `rollback`.
+ * straight back (the activation reverts itself). Used by deploys and by `rollback`. Before the
+ * switch, a deploy's gates run against the healthy new slot (../gates.ts), and with `canary:` the
+ * new slot first gets a growing share of the traffic, judged at each step (../canary.ts); a
+ * failure takes the canary down (canary.json removed, the new slot drained and stopped).
  * @module
  */
 import { join } from "node:path";
 import { symlinkAtomic } from "../../fsutil.ts";
 import type { Slot } from "../../managers/mod.ts";
+import { removeCanary } from "../../proxy/canary_file.ts";
 import { portsTarget, readRoute, ROUTE_FILE, type RouteTarget, targetPorts, writeRoute } from "../../proxy/routes.ts";
+import { describeCanary, removeSplit, runCanaryPhase, settleCanary, settlePromoted } from "../canary.ts";
 import type { SwitchContext } from "../context.ts";
 import { checkStaticFiles, type HealthResult, startAndCheck, watchHealth } from "../health.ts";
 import { currentRelease, markServed, readReleaseMeta, runsProcess } from "../releases.ts";
@@ -45,6 +50,12 @@ export const blueGreen: SwitchStrategy = {
 
   activate: activateBlueGreen,
 
+  /** After a killed deploy: a canary it left (canary.json) ends (see {@link endLeftCanary}). */
+  async recover(ctx) {
+    await endLeftCanary(ctx, "the deploy was interrupted");
+    return () => Promise.resolve({});
+  },
+
   async describe(ctx, meta) {
     const { plan, print, runner, manager } = ctx;
     const { paths, config, deploy } = plan;
@@ -63,6 +74,7 @@ export const blueGreen: SwitchStrategy = {
       if ((meta.instances ?? 1) > 1) print(`would start ${meta.instances} web instances there, each on its own port`);
       print(`would check http://127.0.0.1:<slot port>${deploy.healthCheck!.path} before it gets any traffic`);
     } else print("would check the static files; the proxy would serve them");
+    if (deploy.canary && plan.runs) print(describeCanary(deploy.canary, route !== undefined));
     print(`would point the proxy on port ${config.port} at it, then ${paths.current} → releases/<new>`);
     print(`would drain the old slot (up to ${config.drainTimeout / 1000}s), watch ${deploy.watch / 1000}s, stop it`);
   },
@@ -82,14 +94,10 @@ async function activateBlueGreen(ctx: SwitchContext, activation: Activation): Pr
   const oldSlot = slotOfPort(slots, oldPort);
   const oldRelease = await currentRelease(paths);
   const idle = oldSlot ? otherSlot(oldSlot) : "blue";
+  await endLeftCanary(ctx, "ended before a new activation (a killed deploy left it)"); // rollback after a kill
   const failed = (error: unknown, step: string, switched: boolean) =>
     new ActivationFailed(asStep(error, step), switched, serving, true);
-  /** Every web instance of a slot (instance 1 is the slot itself), as many as `count`, or as its release runs. */
-  const stopInstances = async (slot: Slot, count?: number) => {
-    const n = count ?? await slotInstances(paths, slot);
-    for (let i = n; i >= 1; i--) await runner.apply(manager.stop(app, root, paths.dir, slotInstance(slot, i)));
-    await unlinkInstances(paths, slot, 1);
-  };
+  const stopInstances = (slot: Slot, count?: number) => stopSlotInstances(ctx, slot, count);
   const stopSlot = (slot: Slot, why: string, count?: number) =>
     journal.step("stop", () => stopInstances(slot, count), () => why).catch(() => {});
   const drain = (ports: number[], whose: string) =>
@@ -109,12 +117,15 @@ async function activateBlueGreen(ctx: SwitchContext, activation: Activation): Pr
   const pointAt = async (to: RouteTarget | undefined, release: string | undefined) => {
     if (to) await writeRoute(paths.dir, to);
     else await Deno.remove(join(paths.dir, ROUTE_FILE)).catch(() => {});
+    await removeCanary(paths.dir); // a canary's split ends with it: route.json says it all
     if (release) await symlinkAtomic(`releases/${release}`, paths.current);
     else await Deno.remove(paths.current).catch(() => {});
   };
-  const undo = async (stopIdle: boolean) => {
+  /** Traffic back where it was (`error`: why, for a canary that had passed: it is reverted now). */
+  const undo = async (stopIdle: boolean, error?: unknown) => {
     await pointAt(route, oldRelease).catch(() => {});
     await proxy({ op: "reload" }).catch(() => {});
+    if (canary) await settlePromoted(ctx, meta.id, error).catch(() => {});
     if (stopIdle) {
       await drain(ports, `the ${idle} slot`);
       await stopSlot(idle, `the ${idle} slot is stopped`, instances);
@@ -169,6 +180,28 @@ async function activateBlueGreen(ctx: SwitchContext, activation: Activation): Pr
     target = { dir: releaseDir };
   }
 
+  // 1b. Before any traffic moves to it: the canary (when something served before), and the gates.
+  const gate = runs && activation.gate
+    ? (before: string) => activation.gate!(`http://127.0.0.1:${ports[0]}`, before)
+    : undefined;
+  const canary = runs && serving ? activation.canary : undefined;
+  if (runs && activation.canary && !serving) {
+    journal.say("  canary: none for this first deploy (nothing served before): it takes all traffic at once");
+  }
+  if (gate || canary) {
+    await runCanaryPhase(ctx, {
+      canary: canary &&
+        { policy: canary, target, slot: idle, release: meta.id, version: meta.commit.slice(0, 7) },
+      gate,
+      idle,
+      ports,
+      oldSlot,
+      serving,
+      drain,
+      stopIdle: (why) => stopSlot(idle, why, instances),
+    });
+  }
+
   // 2. Switch: the proxy routes the next request to the new target, and must say it listens.
   let switchMs = 0;
   try {
@@ -186,7 +219,7 @@ async function activateBlueGreen(ctx: SwitchContext, activation: Activation): Pr
       await expectRouted(ctx, app, target);
     }, () => `traffic → ${"dir" in target ? "static files" : `${idle} slot`} in ${switchMs.toFixed(1)} ms`);
   } catch (error) {
-    await undo(runs);
+    await undo(runs, error);
     throw failed(error, "switch", false);
   }
 
@@ -197,7 +230,7 @@ async function activateBlueGreen(ctx: SwitchContext, activation: Activation): Pr
   const revert = async (error: unknown, step: string): Promise<never> => {
     await journal.step(
       "revert",
-      () => undo(runs),
+      () => undo(runs, error),
       () => serving ? `traffic back to ${oldSlot ? `the ${oldSlot} slot` : "the release before"}` : "no release serves",
     )
       .catch(() => {});
@@ -232,6 +265,40 @@ async function activateBlueGreen(ctx: SwitchContext, activation: Activation): Pr
     health: health!,
     status: { slot: runs ? idle : undefined, slotPort: runs ? slots[idle] : undefined, watch, switchMs },
   };
+}
+
+/**
+ * A canary a killed deploy left (canary.json) ends, so the stable side takes every request: the
+ * file goes, the proxy reloads, the canary's ports drain, the slot that does not serve stops, and
+ * status.json's canary is `aborted` with `reason`. For `recover`, an activation (a `rollback`
+ * after the kill) and `canary <app> abort` after it. Returns whether there was one.
+ */
+export async function endLeftCanary(ctx: SwitchContext, reason: string): Promise<boolean> {
+  const { paths, config, journal } = ctx;
+  const ports = await removeSplit(ctx);
+  if (!ports) return false;
+  for (const port of ports) {
+    await ctx.proxy({ op: "drain", port, timeoutMs: config.drainTimeout }).catch(() => {});
+  }
+  const serving = config.slots &&
+    slotOfPort(config.slots, targetPorts(await readRoute(paths.dir).catch(() => undefined))[0]);
+  const idle = serving ? otherSlot(serving) : undefined;
+  if (idle) await stopSlotInstances(ctx, idle).catch(() => {});
+  await settleCanary(ctx, undefined, "aborted", reason);
+  journal.say(
+    `! the interrupted deploy's canary ended: every request goes to ${
+      serving ? `the ${serving} slot` : "the stable side"
+    }` + (idle ? `; the ${idle} slot is stopped` : ""),
+  );
+  return true;
+}
+
+/** Stops every web instance of a slot (instance 1 is the slot itself), as many as `count`, or as its release runs. */
+async function stopSlotInstances(ctx: SwitchContext, slot: Slot, count?: number): Promise<void> {
+  const { runner, manager, paths, root } = ctx;
+  const n = count ?? await slotInstances(paths, slot);
+  for (let i = n; i >= 1; i--) await runner.apply(manager.stop(paths.app, root, paths.dir, slotInstance(slot, i)));
+  await unlinkInstances(paths, slot, 1);
 }
 
 /** Asks the proxy whether `app` now routes to `target` and listens on its public port (up to 5 s). */

@@ -6,6 +6,7 @@
  * @module
  */
 import { join } from "node:path";
+import type { CanarySpec } from "../../config/release_keys.ts";
 import type { Slot } from "../../managers/mod.ts";
 import type { DeployContext, SwitchContext } from "../context.ts";
 import type { HealthResult } from "../health.ts";
@@ -28,6 +29,13 @@ export interface Activation {
   watchMs: number;
   /** Runs once the release serves (and passed its watch window); a throw fails the activation. */
   commit?: () => Promise<void>;
+  /**
+   * Runs the deploy's gates (../gates.ts) against `url` (the new release, healthy, before it gets
+   * traffic), before `before` ("the switch", a canary step); a throw fails the activation.
+   */
+  gate?: (url: string, before: string) => Promise<void>;
+  /** deploy.yml `canary:`, for a strategy that can split traffic (blue-green). */
+  canary?: CanarySpec;
 }
 
 /** A release in service. */

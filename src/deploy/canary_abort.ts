@@ -1,0 +1,72 @@
+/**
+ * `canary <app> promote|abort` (src/commands/canary.ts), with the effects of context.ts so the
+ * pipeline tests run it: a live deploy gets the decision file (./canary_decision.ts) and the
+ * command says what became of it; a canary a killed deploy left is ended under the app's lock
+ * (`abort`, as blue-green's `recover` ends it) or refused (`promote`).
+ * @module
+ */
+import { parseConfig } from "../config/load.ts";
+import { serverConfigSchema } from "../config/schema.ts";
+import { UsageError } from "../errors.ts";
+import { managerNamed } from "../managers/mod.ts";
+import { appPaths } from "../paths.ts";
+import { type Decision, decisionOutcome, findCanary, requestDecision } from "./canary_decision.ts";
+import { type Effects, realEffects, type SwitchContext } from "./context.ts";
+import { Journal } from "./journal.ts";
+import { acquireLock } from "./lock.ts";
+import { currentRelease, readReleaseMeta } from "./releases.ts";
+import { endLeftCanary } from "./strategies/blue_green.ts";
+
+/** Decides the canary of `app`; returns the exit code. `waitMs`: how long to wait for the deploy to take it. */
+export async function decideCanary(
+  app: string,
+  decision: Decision,
+  effects: Effects = realEffects(),
+  waitMs = 5000,
+): Promise<number> {
+  const paths = appPaths(app, effects.root);
+  const text = await Deno.readTextFile(paths.config).catch(() => undefined);
+  if (text === undefined) {
+    throw new UsageError(`app "${app}" is not set up on this server: ${paths.config} does not exist`);
+  }
+  const config = parseConfig(text, serverConfigSchema, paths.config);
+  if (decision === "promote" || await findCanary(paths) !== "left") {
+    effects.print(await requestDecision(paths, decision));
+    effects.print(await decisionOutcome(paths, waitMs));
+    return 0;
+  }
+  const lock = await acquireLock(
+    paths.lock,
+    { pid: Deno.pid, commit: "canary abort" },
+    () => effects.print(`deploy-paradigm: waiting for the lock of ${app} (a deploy started meanwhile)`),
+    () => effects.clock.now(),
+  );
+  try {
+    if (await findCanary(paths, true) !== "left") { // a deploy started and ended it meanwhile
+      effects.print(`${app}: no canary is left to abort`);
+      return 0;
+    }
+    const journal = new Journal(paths.deployLog, app, "", effects.print, undefined, effects.clock);
+    const current = await currentRelease(paths);
+    const meta = current ? await readReleaseMeta(paths, current) : undefined;
+    const runner = effects.runner((line) => journal.output(line));
+    const ctx: SwitchContext = {
+      ...effects,
+      paths,
+      config,
+      journal,
+      runner,
+      inspect: effects.runner(() => {}),
+      manager: managerNamed(config.manager, meta?.type === "docker"),
+    };
+    await endLeftCanary(ctx, `aborted by hand after its deploy was killed (\`canary ${app} abort\`)`);
+    await journal.record("canary", { ok: false, message: "a canary left by a killed deploy was aborted by hand" });
+    effects.print(
+      `${app}: the canary left by a killed deploy is aborted; ${current ?? "no release"} serves every request. ` +
+        "Push again to deploy the new release.",
+    );
+    return 0;
+  } finally {
+    lock.release();
+  }
+}
