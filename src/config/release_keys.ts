@@ -104,17 +104,18 @@ export const canaryObject = z.strictObject({
       "must be from 1 to 99",
     ),
     { error: "must be a list of percentages, e.g. [5, 25, 50]" },
-  ).min(1, "must list at least one percentage").max(10, "must list at most 10 steps").superRefine((steps, ctx) => {
-    for (let i = 1; i < steps.length; i++) {
-      if (steps[i] <= steps[i - 1]) {
-        ctx.addIssue({
-          code: "custom",
-          path: [i],
-          message: `must be above steps.${i - 1} (${steps[i - 1]}): steps go up`,
-        });
+  ).min(1, "must list at least one percentage, e.g. [5, 25, 50] (got [])").max(10, "must list at most 10 steps")
+    .superRefine((steps, ctx) => {
+      for (let i = 1; i < steps.length; i++) {
+        if (steps[i] <= steps[i - 1]) {
+          ctx.addIssue({
+            code: "custom",
+            path: [i],
+            message: `must be above steps.${i - 1} (${steps[i - 1]}): steps go up`,
+          });
+        }
       }
-    }
-  }).default([5, 25, 50]).meta({ description: "The percentages of requests the new release gets, one step each." }),
+    }).default([5, 25, 50]).meta({ description: "The percentages of requests the new release gets, one step each." }),
   interval: duration("1m", 3_600_000, 1000).meta({
     description: 'How long each step lasts before it is judged: a duration such as "30s" or "2m". Default 1m.',
   }),

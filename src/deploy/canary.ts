@@ -159,6 +159,7 @@ export async function runCanary(ctx: SwitchContext, run: CanaryRun): Promise<voi
     refused ? `the proxy refuses the canary: ${refused}` : "the proxy reports no canary for the app (see its log)";
   await takeDecision(paths.dir); // one left from before is no decision about this canary
   const seconds = policy.interval / 1000;
+  let unjudged = 0; // steps passed without enough requests to judge
   for (const [i, percent] of steps.entries()) {
     const label = `canary step ${i + 1}/${steps.length} (${percent}%)`;
     await run.gate?.(label);
@@ -200,9 +201,11 @@ export async function runCanary(ctx: SwitchContext, run: CanaryRun): Promise<voi
       };
       const verdict = judge(policy, counted, clock.elapsed() - started);
       const split = splitProblem(verdict.figures, percent, policy.minRequests);
-      const line =
-        `${percent}% ${verdict.action === "pass" ? "passed" : verdict.action === "wait" ? "waits" : "fails"}: ` +
-        verdict.reason + (split ? `; ${split}` : "");
+      const line = verdict.unjudged
+        ? unjudgedText(verdict.figures.new.requests, clock.elapsed() - started, i === steps.length - 1)
+        : `${percent}% ${verdict.action === "pass" ? "passed" : verdict.action === "wait" ? "waits" : "fails"}: ` +
+          verdict.reason + (split ? `; ${split}` : "") + (verdict.action === "wait" ? waitHint(ctx.paths.app) : "");
+      if (verdict.unjudged) unjudged++;
       journal.say(`${verdict.action === "revert" ? "✗" : verdict.action === "wait" ? "…" : "✓"} canary     ${line}`);
       await update({ figures: verdict.figures });
       if (verdict.action === "revert") {
@@ -213,8 +216,21 @@ export async function runCanary(ctx: SwitchContext, run: CanaryRun): Promise<voi
       if (verdict.action === "pass") break;
     }
   }
+  if (unjudged > 0) {
+    const promoted = `promoted after ${steps.length} step${steps.length === 1 ? "" : "s"} (${steps.join("%, ")}%), ` +
+      `${unjudged} of them without enough requests to judge (onLowTraffic: promote)`;
+    journal.say(`✓ canary     ${promoted}`);
+    return await end("promoted", promoted);
+  }
   journal.say(`✓ canary     every step passed (${figuresText(status.figures!)}): promoting`);
   await end("promoted", `every step passed (${steps.join("%, ")}%)`);
+
+  /** A step passed for want of requests (onLowTraffic: promote), in a line. */
+  function unjudgedText(requests: number, waitedMs: number, last: boolean): string {
+    const waited = Math.round(waitedMs / 1000);
+    return `${last ? "promoted" : "passed"} without a judgement at ${status.percent}% (low traffic: ${requests} of ` +
+      `${policy.minRequests} requests in ${waited}s; onLowTraffic: promote)`;
+  }
 
   /** Waits `ms`, looking every second for a decision by hand or a cancellation; returns the decision. */
   async function wait(ms: number): Promise<Decision | undefined> {
@@ -306,4 +322,9 @@ function timer(ms: number, signal?: AbortSignal): Promise<void> {
     const id = setTimeout(done, ms);
     signal?.addEventListener("abort", done, { once: true });
   });
+}
+
+/** What a waiting step adds: the way out by hand. */
+function waitHint(app: string): string {
+  return ` (decide now: \`deploy-paradigm canary ${app} promote\` or \`abort\`)`;
 }

@@ -6,10 +6,10 @@
  * @module
  */
 import { parseConfig } from "../config/load.ts";
-import { serverConfigSchema } from "../config/schema.ts";
+import { type ServerConfig, serverConfigSchema } from "../config/schema.ts";
 import { UsageError } from "../errors.ts";
 import { managerNamed } from "../managers/mod.ts";
-import { appPaths } from "../paths.ts";
+import { type AppPaths, appPaths } from "../paths.ts";
 import { type Decision, decisionOutcome, findCanary, requestDecision } from "./canary_decision.ts";
 import { type Effects, realEffects, type SwitchContext } from "./context.ts";
 import { Journal } from "./journal.ts";
@@ -46,27 +46,43 @@ export async function decideCanary(
       effects.print(`${app}: no canary is left to abort`);
       return 0;
     }
-    const journal = new Journal(paths.deployLog, app, "", effects.print, undefined, effects.clock);
-    const current = await currentRelease(paths);
-    const meta = current ? await readReleaseMeta(paths, current) : undefined;
-    const runner = effects.runner((line) => journal.output(line));
-    const ctx: SwitchContext = {
-      ...effects,
+    const current = await endLeft(
       paths,
       config,
-      journal,
-      runner,
-      inspect: effects.runner(() => {}),
-      manager: managerNamed(config.manager, meta?.type === "docker"),
-    };
-    await endLeftCanary(ctx, `aborted by hand after its deploy was killed (\`canary ${app} abort\`)`);
-    await journal.record("canary", { ok: false, message: "a canary left by a killed deploy was aborted by hand" });
+      effects,
+      `aborted by hand after its deploy was killed (\`canary ${app} abort\`)`,
+    );
     effects.print(
-      `${app}: the canary left by a killed deploy is aborted; ${current ?? "no release"} serves every request. ` +
+      `${app}: the canary left by a killed deploy is aborted; ${current || "no release"} serves every request. ` +
         "Push again to deploy the new release.",
     );
     return 0;
   } finally {
     lock.release();
   }
+}
+
+/**
+ * Ends the canary a killed deploy left (see blue-green's `endLeftCanary`), under the app's lock
+ * the caller holds. Returns the release that serves, or false when no split was left.
+ */
+export async function endLeft(
+  paths: AppPaths,
+  config: ServerConfig,
+  effects: Effects,
+  reason: string,
+): Promise<string | undefined | false> {
+  const journal = new Journal(paths.deployLog, paths.app, "", effects.print, undefined, effects.clock);
+  const current = await currentRelease(paths);
+  const meta = current ? await readReleaseMeta(paths, current) : undefined;
+  const ctx: SwitchContext = {
+    ...effects,
+    paths,
+    config,
+    journal,
+    runner: effects.runner((line) => journal.output(line)),
+    inspect: effects.runner(() => {}),
+    manager: managerNamed(config.manager, meta?.type === "docker"),
+  };
+  return await endLeftCanary(ctx, reason) && current;
 }

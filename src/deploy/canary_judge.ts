@@ -43,6 +43,8 @@ export interface Verdict {
   figures: Figures;
   /** One line: the figures and why. */
   reason: string;
+  /** A pass without a judgement: too few requests by maxWait, and onLowTraffic is promote. */
+  unjudged?: boolean;
 }
 
 /** The parts of deploy.yml `canary:` the judge uses. */
@@ -139,7 +141,7 @@ export function judge(policy: Policy, counted: { canary: SideStats; stable: Side
     const low = `only ${n.requests} of ${policy.minRequests} requests on the new release in ` +
       `${Math.round(elapsedMs / 1000)}s (maxWait)`;
     return policy.onLowTraffic === "promote"
-      ? verdict("pass", `${low}: onLowTraffic is promote`)
+      ? { ...verdict("pass", `${low}: onLowTraffic is promote`), unjudged: true }
       : verdict("revert", `${low}: onLowTraffic is revert`);
   }
   if (n.errorRate > allowed) return errorsTooMany(n.errorRate);

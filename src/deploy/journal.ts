@@ -3,7 +3,7 @@
  * `remote:` lines in `git push`), and one JSON line per step in deploy.log for the fleet monitor.
  * @module
  */
-import { CommandFailed } from "../runner.ts";
+import { CommandFailed, displayArgv } from "../runner.ts";
 import { type Clock, isoNow } from "./context.ts";
 import { type Cancellation, killPoint } from "./cancel.ts";
 import { Redactor } from "./redact.ts";
@@ -129,10 +129,11 @@ export class Journal {
   }
 
   /**
-   * Appends one event to deploy.log. A failure to write (a full disk) is reported once and never
+   * Appends one event to deploy.log (of this deploy's release and commit unless `fields` name
+   * others). A failure to write (a full disk) is reported once and never
    * stops the deploy or its clean-up; the event is written with the next one that can be.
    */
-  async record(event: string, fields: Omit<DeployEvent, "time" | "app" | "event" | "release" | "commit"> = {}) {
+  async record(event: string, fields: Omit<DeployEvent, "time" | "app" | "event"> = {}) {
     const entry: DeployEvent = {
       time: isoNow(this.clock),
       app: this.app,
@@ -181,12 +182,30 @@ export class Journal {
       const duration = Math.round(this.clock.elapsed() - started);
       const message = error instanceof Error ? error.message : String(error);
       // A streamed command's output is already on screen: print only its first line again.
-      const shown = error instanceof CommandFailed && !error.cmd.quiet
-        ? message.split("\n")[0].replace(/; its last lines:$/, " (its output is above)")
-        : message;
+      const shown = error instanceof CommandFailed && !error.cmd.quiet ? streamedFailure(error) : message;
       this.show(`✗ ${name.padEnd(10)} ${seconds(duration).padStart(7)}  ${shown}`);
       await this.record(name, { ok: false, duration, message });
       throw error instanceof StepFailed ? error : new StepFailed(name, error);
     }
   }
+}
+
+/**
+ * The push line of a streamed command that failed (its output is on screen already): its first
+ * line, or what stopped it when the runner killed it (its timeout, its output cap).
+ */
+export function streamedFailure(error: CommandFailed): string {
+  const command = `\`${displayArgv(error.cmd.argv)}\``;
+  const last = error.result.tail.at(-1) ?? "";
+  const timeout = /^\(killed: no result after (.+)\)$/.exec(last);
+  if (timeout) return `${command} timed out after ${timeout[1]}`;
+  const cap = /^\(killed: more than (\d+) bytes of output\)$/.exec(last);
+  if (cap) return `${command} stopped: printed more than ${byteSize(Number(cap[1]))}`;
+  return error.message.split("\n")[0].replace(/; its last lines:$/, " (its output is above)");
+}
+
+function byteSize(bytes: number): string {
+  if (bytes >= 1 << 20 && bytes % (1 << 20) === 0) return `${bytes / (1 << 20)} MiB`;
+  if (bytes >= 1 << 10 && bytes % (1 << 10) === 0) return `${bytes / (1 << 10)} KiB`;
+  return `${bytes} bytes`;
 }

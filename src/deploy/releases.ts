@@ -88,9 +88,11 @@ export async function listReleases(paths: AppPaths): Promise<string[]> {
 /** A new id, later than every existing one, even for two deploys in the same millisecond. Call under the lock. */
 export async function newReleaseId(paths: AppPaths, now = Date.now()): Promise<string> {
   const last = (await listReleases(paths)).at(-1);
-  let ms = now;
-  while (last !== undefined && releaseIdAt(ms) <= last) ms++;
-  return releaseIdAt(ms);
+  const m = last && /^(\d{4})(\d\d)(\d\d)-(\d\d)(\d\d)(\d\d)-(\d{3})$/.exec(last);
+  // After the newest one, in one step (a release from a clock once set years ahead must not mean a loop of years).
+  const after = m ? Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5], +m[6], +m[7]) + 1 : -Infinity;
+  const ms = Math.max(now, after);
+  return releaseIdAt(Number.isFinite(ms) ? ms : now);
 }
 
 /** The release `current` points at, if any. */

@@ -13,6 +13,7 @@ import { requireEngine, requireImage } from "../managers/docker.ts";
 import { managerNamed } from "../managers/mod.ts";
 import { type AppPaths, appPaths } from "../paths.ts";
 import { type Effects, isoNow, realEffects, type SwitchContext } from "./context.ts";
+import { endLeft } from "./canary_abort.ts";
 import { Journal } from "./journal.ts";
 import { acquireLock } from "./lock.ts";
 import { notifyOutcome } from "./notify_outcome.ts";
@@ -112,6 +113,21 @@ export async function rollback(app: string, to?: string, effects: Effects = real
   );
   try {
     const from = await currentRelease(paths);
+    // A killed deploy's canary still split: ending it is the rollback (--to goes on; see endLeftCanary).
+    if (to === undefined) {
+      const left = (await readStatus(paths.status).catch(() => undefined))?.canary;
+      const reason = "ended by a rollback by hand";
+      if (await endLeft(paths, config, effects, reason) !== false) {
+        effects.print(
+          `↺ the canary of ${
+            left?.state === "running" ? `release ${left.release} (${left.version})` : "a killed deploy"
+          }` +
+            ` is ended; ${from ?? "no release"} keeps serving every request. ` +
+            `\`deploy-paradigm rollback ${app}\` again goes back further.`,
+        );
+        return 0;
+      }
+    }
     const ids = await listReleases(paths);
     let target = to;
     if (target === undefined) {

@@ -120,11 +120,12 @@ Deno.test("a killed canary: the next deploy records interrupted and keeps the ca
   });
 });
 
-Deno.test("rollback after a killed canary: canary.json goes first (reload, drain), status keeps it as aborted", async () => {
+Deno.test("rollback --to after a killed canary: canary.json goes first (reload, drain), status keeps it as aborted", async () => {
   await withWorld("blue-green", async (w) => {
     assert((await deploy(w, await commit(w, "ok"))).ok);
     await killedCanary(w); // a second good release serves (green), a killed canary to blue
-    assertEquals(await rollback(APP, undefined, w.effects), 0);
+    // Without --to, a rollback only ends the canary (tests/unit/canary_fix_test.ts).
+    assertEquals(await rollback(APP, (await releases(w))[0], w.effects), 0);
     assertEquals(await readCanary(w.paths.dir), undefined);
     assertEquals(w.proxied.slice(0, 2).map((r) => r.op), ["reload", "drain"]);
     const s = await status(w);

@@ -133,6 +133,10 @@ Deno.test("newReleaseId: later than every existing release, even in the same mil
     assertEquals(afterFuture, releaseIdAt(now + 60_001));
     // An ordinary later time is used as it is.
     assertEquals(await newReleaseId(paths, now + 120_000), releaseIdAt(now + 120_000));
+    // A release from a clock once set decades ahead: the next id follows it at once (it used to count up to it).
+    const far = releaseIdAt(Date.UTC(2099, 0, 1));
+    await Deno.mkdir(paths.release(far));
+    assertEquals(await newReleaseId(paths, now), releaseIdAt(Date.UTC(2099, 0, 1) + 1));
   });
 });
 

@@ -17,8 +17,9 @@ import { portsTarget, readRoute, ROUTE_FILE, type RouteTarget, targetPorts, writ
 import { describeCanary, removeSplit, runCanaryPhase, settleCanary, settlePromoted } from "../canary.ts";
 import type { SwitchContext } from "../context.ts";
 import { checkStaticFiles, type HealthResult, startAndCheck, watchHealth } from "../health.ts";
-import { currentRelease, markServed, readReleaseMeta, runsProcess } from "../releases.ts";
+import { currentRelease, markBad, markServed, readReleaseMeta, runsProcess } from "../releases.ts";
 import { releaseProcess } from "../runtime.ts";
+import { readStatus } from "../status.ts";
 import {
   ensureSlots,
   instancePorts,
@@ -52,7 +53,7 @@ export const blueGreen: SwitchStrategy = {
 
   /** After a killed deploy: a canary it left (canary.json) ends (see {@link endLeftCanary}). */
   async recover(ctx) {
-    await endLeftCanary(ctx, "the deploy was interrupted");
+    await endLeftCanary(ctx, "the deploy was interrupted", false); // its `interrupted` event says it
     return () => Promise.resolve({});
   },
 
@@ -273,7 +274,7 @@ async function activateBlueGreen(ctx: SwitchContext, activation: Activation): Pr
  * status.json's canary is `aborted` with `reason`. For `recover`, an activation (a `rollback`
  * after the kill) and `canary <app> abort` after it. Returns whether there was one.
  */
-export async function endLeftCanary(ctx: SwitchContext, reason: string): Promise<boolean> {
+export async function endLeftCanary(ctx: SwitchContext, reason: string, record = true): Promise<boolean> {
   const { paths, config, journal } = ctx;
   const ports = await removeSplit(ctx);
   if (!ports) return false;
@@ -284,7 +285,20 @@ export async function endLeftCanary(ctx: SwitchContext, reason: string): Promise
     slotOfPort(config.slots, targetPorts(await readRoute(paths.dir).catch(() => undefined))[0]);
   const idle = serving ? otherSlot(serving) : undefined;
   if (idle) await stopSlotInstances(ctx, idle).catch(() => {});
+  // Its release never passed its canary: bad, as one aborted while its deploy ran.
+  const left = (await readStatus(paths.status).catch(() => undefined))?.canary;
+  const release = left?.state === "running" && left.release !== await currentRelease(paths) ? left.release : undefined;
+  const meta = release ? await readReleaseMeta(paths, release).catch(() => undefined) : undefined;
+  if (meta) await markBad(paths, meta.id);
   await settleCanary(ctx, undefined, "aborted", reason);
+  if (record) {
+    await journal.record("canary", {
+      ok: false,
+      message: `the canary${release ? ` of release ${release}` : ""} left by a killed deploy ended: ${reason}` +
+        (meta ? "; the release is marked bad" : ""),
+      ...(release ? { release, commit: meta?.commit ?? "" } : {}),
+    });
+  }
   journal.say(
     `! the interrupted deploy's canary ended: every request goes to ${
       serving ? `the ${serving} slot` : "the stable side"
