@@ -56,7 +56,11 @@ function canaryBlock(name, canary, when) {
           { class: "canary-figures" },
           h("caption", {
             class: "muted small",
-            text: `This step so far${
+            text: `${
+              typeof canary.figures.step === "number" && canary.figures.step !== canary.step
+                ? `Step ${canary.figures.step}, as last judged`
+                : "This step so far"
+            }${
               typeof canary.figures.share === "number"
                 ? ` (observed split: ${percentText(canary.figures.share * 100)} new)`
                 : ""

@@ -177,7 +177,7 @@ export async function runCanary(ctx: SwitchContext, run: CanaryRun): Promise<voi
       `judged after ${seconds}s`;
     journal.say(`▸ canary     ${message}`);
     await journal.record("canary", { message });
-    await update({ percent, step: i + 1, figures: undefined }); // the figures are the step's: none yet
+    await update({ percent, step: i + 1, stepSince: isoNow(clock) }); // the last figures stay, named by their step
     const started = clock.elapsed();
     for (;;) {
       const decision = await wait(policy.interval);
@@ -207,7 +207,7 @@ export async function runCanary(ctx: SwitchContext, run: CanaryRun): Promise<voi
           verdict.reason + (split ? `; ${split}` : "") + (verdict.action === "wait" ? waitHint(ctx.paths.app) : "");
       if (verdict.unjudged) unjudged++;
       journal.say(`${verdict.action === "revert" ? "✗" : verdict.action === "wait" ? "…" : "✓"} canary     ${line}`);
-      await update({ figures: verdict.figures });
+      await update({ figures: { ...verdict.figures, step: i + 1 } });
       if (verdict.action === "revert") {
         await end("reverted", `reverted at ${percent}%: ${verdict.reason}`);
         throw new CanaryReverted(`reverted at ${percent}%: ${verdict.reason}`);

@@ -174,6 +174,9 @@ export function canaryStatusText(app: string, canary: CanaryStatus, left: boolea
     return `${head} left by a killed deploy at ${canary.percent}%: run \`deploy-paradigm canary ${app} abort\``;
   }
   if (canary.state !== "running") return `${head}: ${canary.state}${canary.reason ? ` (${canary.reason})` : ""}`;
-  return `${head}: ${canary.percent}%, step ${canary.step}/${canary.steps.length} since ${canary.since}` +
-    (canary.figures ? ` (${figuresText(canary.figures)})` : "");
+  const of = canary.figures?.step !== undefined && canary.figures.step !== canary.step
+    ? `figures of step ${canary.figures.step}: `
+    : "";
+  return `${head}: ${canary.percent}%, step ${canary.step}/${canary.steps.length} ` +
+    `since ${canary.stepSince ?? canary.since}` + (canary.figures ? ` (${of}${figuresText(canary.figures)})` : "");
 }

@@ -46,13 +46,16 @@ export interface CanaryStatus {
   step: number;
   steps: number[];
   since: string;
+  /** When the current step began. */
+  stepSince?: string;
   /** When this was written. */
   at: string;
   /**
-   * What each side answered since the current step began, as last judged (absent until the step's
-   * first judgement); `share`: the new side's share of the requests (new ÷ both, 0-1), null without any.
+   * What each side answered since step `step` began, as last judged (until the current step's first
+   * judgement, the figures of the step before, named by their `step`); `share`: the new side's share
+   * of the requests (new ÷ both, 0-1), null without any.
    */
-  figures?: { new: CanarySide; old: CanarySide; share?: number | null };
+  figures?: { new: CanarySide; old: CanarySide; share?: number | null; step?: number };
   /** Why it ended as it did (the figures that failed, by hand, cancelled). */
   reason?: string;
 }

@@ -39,7 +39,9 @@ export interface CanaryView {
    * What the current step has seen, new release against old, and `share`: the new release's part of
    * those requests (0 to 1; far from `percent` when few clients send them); absent before the first judgement.
    */
-  figures?: { new: CanarySideView; old: CanarySideView; share?: number };
+  figures?: { new: CanarySideView; old: CanarySideView; share?: number; step?: number };
+  /** When the current step began. */
+  stepSince?: string;
   /** Why it was reverted, aborted or promoted early. */
   reason?: string;
 }
@@ -86,9 +88,18 @@ export function checkCanary(value: unknown): CanaryView | null {
   };
   const figures = isRecord(value.figures) ? [side(value.figures.new), side(value.figures.old)] : [];
   if (figures[0] && figures[1]) {
-    const share = within((value.figures as Record<string, unknown>).share, 0, 1);
-    view.figures = { new: figures[0], old: figures[1], ...(share === null ? {} : { share }) };
+    const { share: shareValue, step: stepValue } = value.figures as Record<string, unknown>;
+    const share = within(shareValue, 0, 1);
+    const step = whole(stepValue) !== null && (stepValue as number) <= MAX_CANARY_STEPS ? stepValue as number : null;
+    view.figures = {
+      new: figures[0],
+      old: figures[1],
+      ...(share === null ? {} : { share }),
+      ...(step === null ? {} : { step }),
+    };
   }
+  const stepSince = capText(value.stepSince, FIELD.short);
+  if (stepSince !== null) view.stepSince = stepSince;
   const reason = capText(value.reason, FIELD.message);
   if (reason !== null) view.reason = reason;
   return view;

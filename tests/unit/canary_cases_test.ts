@@ -240,22 +240,27 @@ Deno.test("canary: a gate failing at step 2 reverts it; status.json and deploy.l
   });
 });
 
-Deno.test("canary: each step starts without figures; promotion says 100%; a stale decision file is ignored", async () => {
+Deno.test("canary: each step starts with the last figures named by their step; promotion says 100%; a stale decision file is ignored", async () => {
   await withWorld("blue-green", async (w) => {
     const { sha } = await withCanary(w);
     await Deno.writeTextFile(join(w.paths.dir, DECISION_FILE), JSON.stringify({ decision: "abort" }));
-    const seen: { percent: number; figures: boolean }[] = [];
+    const seen: { percent: number; step: number; figuresOf?: number; stepSince: boolean }[] = [];
     w.onSleep = async () => {
       const canary = (JSON.parse(await Deno.readTextFile(w.paths.status)) as AppStatus).canary;
       if (canary && !seen.some((s) => s.percent === canary.percent)) {
-        seen.push({ percent: canary.percent, figures: canary.figures !== undefined });
+        seen.push({
+          percent: canary.percent,
+          step: canary.step,
+          figuresOf: canary.figures?.step,
+          stepSince: typeof canary.stepSince === "string",
+        });
       }
     };
     assertEquals(await deploy(w, sha), { ok: true });
     assertEquals(seen, [
-      { percent: 5, figures: false },
-      { percent: 25, figures: false },
-      { percent: 50, figures: false },
+      { percent: 5, step: 1, figuresOf: undefined, stepSince: true },
+      { percent: 25, step: 2, figuresOf: 1, stepSince: true },
+      { percent: 50, step: 3, figuresOf: 2, stepSince: true },
     ]);
     const s = await status(w);
     assertEquals([s.canary?.state, s.canary?.percent, s.canary?.figures?.share], ["promoted", 100, 100 / 1100]);

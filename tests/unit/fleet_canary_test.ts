@@ -4,7 +4,7 @@
  * bounded list of steps), what upsertApp stores in `apps.canary`, and the `canary` of the app views
  * in /api/fleet and /api/servers/:name (absent without one).
  */
-import { assertEquals } from "../helpers/assert.ts";
+import { assert, assertEquals } from "../helpers/assert.ts";
 import { withStore } from "../helpers/fleet_store.ts";
 import { createFleetHandler } from "../../src/fleet/api.ts";
 import { canaryJson, canaryView, checkCanary, MAX_CANARY_STEPS } from "../../src/fleet/canary_status.ts";
@@ -88,6 +88,17 @@ Deno.test("canary: hostile values are cut, refused or dropped; unknown keys are 
   assertEquals(checkCanary({ ...RUNNING, figures: [1, 2] })!.figures, undefined);
   // The observed split: a share from 0 to 1 kept, anything else dropped.
   assertEquals(checkCanary({ ...RUNNING, figures: { ...RUNNING.figures, share: 0.24 } })!.figures?.share, 0.24);
+  // The step the figures are of, and when the current step began: kept when sane.
+  const later = checkCanary({
+    ...RUNNING,
+    stepSince: "2026-12-03T10:01:00.000Z",
+    figures: { ...RUNNING.figures, step: 1 },
+  })!;
+  assertEquals([later.stepSince, later.figures?.step], ["2026-12-03T10:01:00.000Z", 1]);
+  for (const step of [0.5, -1, 21, "1"]) {
+    assertEquals(checkCanary({ ...RUNNING, figures: { ...RUNNING.figures, step } })!.figures?.step, undefined);
+  }
+  assert(checkCanary({ ...RUNNING, stepSince: "x".repeat(10_000) })!.stepSince!.length <= 201); // cut, with its mark
   for (const share of [1.5, -0.1, NaN, "0.2", null]) {
     assertEquals(checkCanary({ ...RUNNING, figures: { ...RUNNING.figures, share } })!.figures?.share, undefined);
   }
