@@ -70,7 +70,12 @@ export async function failed(
     watchFailed: failure.step === "watch",
   });
   if (switched && activation!.reverted && activation!.serving) {
-    journal.say(`↺ rolled back: ${f.before?.version ?? "the release before"} serves again`);
+    const before = f.before?.version ?? "the release before";
+    journal.say(
+      failure.step === "canary" || failure.step === "gate" // a gate after the switch: between canary steps
+        ? `↺ reverted: all traffic back on ${before} (it served every client outside the canary throughout)`
+        : `↺ rolled back: ${before} serves again`,
+    );
   }
   journal.release = release.id;
   // It took traffic: kept for inspection and skipped by rollback; so is a cancelled one that still serves.
