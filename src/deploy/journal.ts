@@ -197,9 +197,10 @@ export class Journal {
 export function streamedFailure(error: CommandFailed): string {
   const command = `\`${displayArgv(error.cmd.argv)}\``;
   const last = error.result.tail.at(-1) ?? "";
-  const timeout = /^\(killed: no result after (.+)\)$/.exec(last);
+  // The runner's own facts decide (a script may print such a line itself); the line gives the figures.
+  const timeout = error.result.code === 124 && /^\(killed: no result after (.+)\)$/.exec(last);
   if (timeout) return `${command} timed out after ${timeout[1]}`;
-  const cap = /^\(killed: more than (\d+) bytes of output\)$/.exec(last);
+  const cap = error.result.overflow && /^\(killed: more than (\d+) bytes of output\)$/.exec(last);
   if (cap) return `${command} stopped: printed more than ${byteSize(Number(cap[1]))}`;
   return error.message.split("\n")[0].replace(/; its last lines:$/, " (its output is above)");
 }

@@ -3,6 +3,7 @@
  * @module
  */
 import { join } from "node:path";
+import { DeployParadigmError } from "../errors.ts";
 import { type AppPaths, deploymentsRoot } from "../paths.ts";
 import { STAGING_PREFIX } from "./prefetch.ts";
 import { exists, readLinkOrUndefined, readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
@@ -92,7 +93,13 @@ export async function newReleaseId(paths: AppPaths, now = Date.now()): Promise<s
   // After the newest one, in one step (a release from a clock once set years ahead must not mean a loop of years).
   const after = m ? Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5], +m[6], +m[7]) + 1 : -Infinity;
   const ms = Math.max(now, after);
-  return releaseIdAt(Number.isFinite(ms) ? ms : now);
+  const id = releaseIdAt(Number.isFinite(ms) ? ms : now);
+  if (last !== undefined && id <= last) {
+    throw new DeployParadigmError(`${join(paths.releases, last)} is not a valid release time`, {
+      suggestion: "move that directory out of releases/ (release ids are the UTC time they were made)",
+    });
+  }
+  return id;
 }
 
 /** The release `current` points at, if any. */

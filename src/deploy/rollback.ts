@@ -120,7 +120,9 @@ export async function rollback(app: string, to?: string, effects: Effects = real
       if (await endLeft(paths, config, effects, reason) !== false) {
         effects.print(
           `↺ the canary of ${
-            left?.state === "running" ? `release ${left.release} (${left.version})` : "a killed deploy"
+            left?.state === "running" || left?.state === "promoted"
+              ? `release ${left.release} (${left.version})`
+              : "a killed deploy"
           }` +
             ` is ended; ${from ?? "no release"} keeps serving every request. ` +
             `\`deploy-paradigm rollback ${app}\` again goes back further.`,

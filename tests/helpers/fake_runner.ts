@@ -25,6 +25,8 @@ export interface Answer {
   output?: string;
   /** Its exit code (default 0); non-zero throws CommandFailed unless the command allows failure. */
   code?: number;
+  /** The runner stopped it for printing more than its cap (as ProcessRunner says it). */
+  overflow?: boolean;
   /** Runs before the result is given (may throw, as a failing program would). */
   effect?: (cmd: Cmd) => void | Promise<void>;
   /** Answer only this many times (then the next matching entry answers). */
@@ -99,7 +101,12 @@ export class FakeRunner implements Runner {
     if (cmd.cancel?.aborted) throw new CommandCancelled(cmd, String(cmd.cancel.reason));
     const lines = (entry?.output ?? "").split("\n").filter((line) => line.trim());
     if (!cmd.quiet) lines.forEach((line) => sink(line));
-    const result = { code: entry?.code ?? 0, output: lines.join("\n"), tail: lines.slice(-15) };
+    const result = {
+      code: entry?.code ?? 0,
+      output: lines.join("\n"),
+      tail: lines.slice(-15),
+      ...(entry?.overflow ? { overflow: true } : {}),
+    };
     if (result.code !== 0 && !cmd.allowFailure) throw new CommandFailed(cmd, result);
     return result;
   }

@@ -36,12 +36,19 @@ async function secondRelease(w: World, extra: string[]) {
 
 Deno.test("gates: a gate killed for its timeout or its output cap says so on its push line", async () => {
   for (
-    const [output, code, said] of [
+    const [output, code, said, overflow] of [
       ["waiting\n(killed: no result after 5s)", 124, /^✗ gate +[\d.]+s {2}`.*\.\/smoke\.sh` timed out after 5s$/],
       [
         "(killed: more than 1048576 bytes of output)",
         137,
         /^✗ gate +[\d.]+s {2}`.*\.\/smoke\.sh` stopped: printed more than 1 MiB$/,
+        true,
+      ],
+      // A script that prints such a line itself and fails: its exit code, not a timeout.
+      [
+        "(killed: no result after 5s)",
+        1,
+        /^✗ gate +[\d.]+s {2}`.*\.\/smoke\.sh` exited with code 1 \(its output is above\)$/,
       ],
       [
         "smoke: /api answered 500",
@@ -52,7 +59,7 @@ Deno.test("gates: a gate killed for its timeout or its output cap says so on its
   ) {
     await withWorld("blue-green", async (w) => {
       const { sha } = await secondRelease(w, ["gates: [./smoke.sh]"]);
-      w.fake.on((argv) => argv.includes("./smoke.sh"), { code, output });
+      w.fake.on((argv) => argv.includes("./smoke.sh"), { code, output, overflow: overflow === true });
       assertEquals(await deploy(w, sha), { ok: false, reason: "deploy failed at gate" });
       const line = w.printed.find((l) => l.startsWith("✗ gate"));
       assertMatch(line ?? w.printed.join("\n"), said);

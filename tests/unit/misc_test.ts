@@ -137,6 +137,9 @@ Deno.test("newReleaseId: later than every existing release, even in the same mil
     const far = releaseIdAt(Date.UTC(2099, 0, 1));
     await Deno.mkdir(paths.release(far));
     assertEquals(await newReleaseId(paths, now), releaseIdAt(Date.UTC(2099, 0, 1) + 1));
+    // A directory that looks like a release but is no time (day 00): refused, never an id that sorts before it.
+    await Deno.mkdir(paths.release("99990100-000000-000"));
+    await rejects(() => newReleaseId(paths, now), /is not a valid release time/);
   });
 });
 

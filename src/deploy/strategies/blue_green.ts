@@ -287,7 +287,9 @@ export async function endLeftCanary(ctx: SwitchContext, reason: string, record =
   if (idle) await stopSlotInstances(ctx, idle).catch(() => {});
   // Its release never passed its canary: bad, as one aborted while its deploy ran.
   const left = (await readStatus(paths.status).catch(() => undefined))?.canary;
-  const release = left?.state === "running" && left.release !== await currentRelease(paths) ? left.release : undefined;
+  // (`promoted` too: a deploy killed after its last step, before the switch, left the split at the last percent.)
+  const ended = left?.state === "running" || left?.state === "promoted";
+  const release = ended && left.release !== await currentRelease(paths) ? left.release : undefined;
   const meta = release ? await readReleaseMeta(paths, release).catch(() => undefined) : undefined;
   if (meta) await markBad(paths, meta.id);
   await settleCanary(ctx, undefined, "aborted", reason);
