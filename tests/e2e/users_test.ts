@@ -19,7 +19,7 @@ import { AppRepo, nodeApp, pythonApp } from "../helpers/apps.ts";
 import { addTestUser, must } from "../helpers/host.ts";
 import { SystemdHost } from "../helpers/nspawn.ts";
 import { commitDockerApp, withEngine } from "../helpers/docker.ts";
-import { BIN, get, run, withServer } from "../helpers/server.ts";
+import { BIN, freePort, get, run, withServer } from "../helpers/server.ts";
 import { CertificateStore } from "../../src/proxy/certs.ts";
 
 /** Runs `command` on the host as `user` (its groups too), through setpriv. */
@@ -447,8 +447,8 @@ Deno.test("PM2 server: apps under their own users (ps), no reading another's .en
       }
       const ports = { alpha: 0, beta: 0 };
       const repos: Record<string, AppRepo> = {};
-      for (const [i, app] of (["alpha", "beta"] as const).entries()) {
-        ports[app] = 19000 + Math.floor(Math.random() * 900) + i;
+      for (const app of ["alpha", "beta"] as const) {
+        ports[app] = freePort(); // never one port twice in a run (two random ones collided once in CI)
         const secret = `${app}-secret-${id}`;
         const remote = await server.setupApp(app, { port: ports[app], manager: "pm2", dotenv: `SECRET=${secret}\n` });
         const paths = server.paths(app);
