@@ -14,8 +14,8 @@
  */
 import { join } from "node:path";
 import { DeployParadigmError } from "../errors.ts";
-import { ifExists, writeFileAtomic } from "../fsutil.ts";
-import { parseRouteTarget, readJsonFile, type RouteTarget } from "./routes.ts";
+import { ifExists } from "../fsutil.ts";
+import { parseRouteTarget, readJsonFile, type RouteTarget, writeJsonFile } from "./routes.ts";
 
 /** The file in the app's directory that holds its canary split, while one runs. */
 export const CANARY_FILE = "canary.json";
@@ -77,10 +77,8 @@ export function readCanary(appDir: string): Promise<CanarySplit | undefined> {
 }
 
 /** Starts or changes the app's canary: canary.json (validated first) replaced atomically. */
-export async function writeCanary(appDir: string, split: CanarySplit): Promise<void> {
-  const path = canaryPath(appDir);
-  const valid = parseCanary(split, path);
-  await writeFileAtomic(path, JSON.stringify(valid) + "\n");
+export function writeCanary(appDir: string, split: CanarySplit): Promise<void> {
+  return writeJsonFile(canaryPath(appDir), split, parseCanary);
 }
 
 /** Ends the app's canary (every request to route.json's target after the proxy's reload); no error when none runs. */

@@ -18,9 +18,9 @@
  */
 import { join, relative, sep } from "node:path";
 import { DeployParadigmError } from "../errors.ts";
-import { ifExists, readAtMost, writeFileAtomic } from "../fsutil.ts";
+import { ifExists, readAtMost } from "../fsutil.ts";
 import { isTrusted, parseRange } from "./config.ts";
-import { readJsonFile } from "./routes.ts";
+import { readJsonFile, writeJsonFile } from "./routes.ts";
 
 /** The state file in an app's directory. */
 export const MAINTENANCE_FILE = "maintenance.json";
@@ -137,10 +137,8 @@ export function readMaintenance(appDir: string): Promise<MaintenanceState | unde
 }
 
 /** Puts the app in maintenance with `state` (validated first; maintenance.json replaced atomically). */
-export async function writeMaintenance(appDir: string, state: MaintenanceState): Promise<void> {
-  const path = maintenancePath(appDir);
-  const valid = parseMaintenance(state, path);
-  await writeFileAtomic(path, JSON.stringify(valid) + "\n");
+export function writeMaintenance(appDir: string, state: MaintenanceState): Promise<void> {
+  return writeJsonFile(maintenancePath(appDir), state, parseMaintenance);
 }
 
 /** Ends the app's maintenance. True when it was in maintenance. */

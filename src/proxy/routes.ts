@@ -139,10 +139,20 @@ export function targetPorts(target: RouteTarget | undefined): number[] {
 }
 
 /** Makes `target` the active target of the app in `appDir`: route.json replaced atomically. */
-export async function writeRoute(appDir: string, target: RouteTarget): Promise<void> {
-  const path = join(appDir, ROUTE_FILE);
-  const valid = parseRouteTarget(target, path);
-  await writeFileAtomic(path, JSON.stringify(valid) + "\n");
+export function writeRoute(appDir: string, target: RouteTarget): Promise<void> {
+  return writeJsonFile(join(appDir, ROUTE_FILE), target, parseRouteTarget);
+}
+
+/**
+ * `value`, checked by `parse` (which names the file in its errors) as {@link readJsonFile} will
+ * read it, written to `path` as one JSON line, replaced atomically.
+ */
+export async function writeJsonFile<T>(
+  path: string,
+  value: T,
+  parse: (value: unknown, source: string) => T,
+): Promise<void> {
+  await writeFileAtomic(path, JSON.stringify(parse(value, path)) + "\n");
 }
 
 /**
