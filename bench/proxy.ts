@@ -11,9 +11,10 @@
  *   an endpoint whose achieved rate is off by more than `PACE_TOLERANCE` (3%) is flagged and its
  *   target not judged.
  *
- * 1. Plain HTTP: direct to the app; ours in per-port mode (an app without domains on its own
- *    port) and with host routing (an app with `domains: [plain.test]` on the shared `http:` port
- *    of proxy.yml, wrk sending `Host: plain.test`); each baseline.
+ * 1. Plain HTTP: direct to the app; a bare Deno TCP relay (the runtime's floor: what any proxy
+ *    on Deno adds, printed as context under the targets); ours in per-port mode (an app without
+ *    domains on its own port) and with host routing (an app with `domains: [plain.test]` on the
+ *    shared `http:` port of proxy.yml, wrk sending `Host: plain.test`); each baseline.
  *    HTTPS: each proxy terminating TLS with one self-signed certificate for `localhost` (ours:
  *    an app with `domains: [localhost]` and `tls: {certificate, key}` on the shared `https:`
  *    port, found by SNI; wrk sends the URL's host as SNI).
@@ -87,13 +88,39 @@ server.keepAliveTimeout = 65_000;
 server.listen(Number(port), "127.0.0.1");
 `;
 
+/**
+ * The runtime's floor: a bare Deno TCP relay (bytes copied both ways, one connection to the app
+ * per client connection, no HTTP at all). It makes the same four socket calls per request as
+ * ours, so what it adds over direct is what Deno and this machine's loopback cost any proxy
+ * written on it; the rest of ours' figure is ours.
+ */
+const FLOOR_SCRIPT = `const [port, app] = Deno.args.map(Number);
+async function pump(from, to) {
+  const buf = new Uint8Array(16384);
+  try {
+    for (let n; (n = await from.read(buf)) !== null;) {
+      for (let done = 0; done < n;) done += await to.write(buf.subarray(done, n));
+    }
+  } catch { /* either side closed */ }
+  for (const conn of [from, to]) try { conn.close(); } catch { /* already */ }
+}
+for await (const client of Deno.listen({ hostname: "127.0.0.1", port })) {
+  Deno.connect({ hostname: "127.0.0.1", port: app }).then((upstream) => {
+    client.setNoDelay(true);
+    upstream.setNoDelay(true);
+    pump(client, upstream);
+    pump(upstream, client);
+  }, () => client.close());
+}
+`;
+
 type Group = "http" | "https";
 const GROUP_TITLES: Record<Group, string> = { http: "plain HTTP", https: "HTTPS (TLS at the proxy)" };
 
 /** One thing wrk measures. */
 interface Endpoint {
   group: Group;
-  /** "direct", "ours-port", "ours-host", "ours" or a baseline's name. */
+  /** "direct", "floor", "ours-port", "ours-host", "ours" or a baseline's name. */
   key: string;
   label: string;
   target: Target;
@@ -418,6 +445,17 @@ function printGoals(results: Result[]): void {
       line(`${group === "http" ? "HTTP " : "HTTPS"} ${goal.name} ${goal.target}`, cells.join("   "));
     }
   }
+  // What the runtime alone adds, for reading the p99 lines above (no target of its own).
+  const direct = (paced: boolean) => find("http", "direct", paced);
+  const floor = (paced: boolean) => find("http", "floor", paced);
+  const added = (paced: boolean) => {
+    const [base, relay] = [direct(paced), floor(paced)];
+    return base && relay ? `${(relay.p99 - base.p99).toFixed(2)} ms` : "n/a";
+  };
+  line(
+    "context: p99 the bare Deno relay adds over direct",
+    `at saturation: ${added(false)}   at ${rate(PACED_RATE)} req/s: ${added(true)}`,
+  );
 }
 
 /** Fetches `url` on `client` until app `name` answers; returns performance.now() of that answer. */
@@ -515,9 +553,11 @@ export async function benchProxy(tmp: string, rounds = 1): Promise<void> {
   console.log(loadNote(cpus));
   if (cert) console.log(`   TLS: one self-signed ECDSA P-256 certificate for ${TLS_NAME}; wrk speaks HTTP/1.1`);
 
-  const [portA, portB, perPort, oursHttp, oursHttps, hostAppA, hostAppB, ...baselinePorts] = freePorts(
-    7 + 2 * BASELINES.length,
+  const [portA, portB, perPort, oursHttp, oursHttps, hostAppA, hostAppB, floorPort, ...baselinePorts] = freePorts(
+    8 + 2 * BASELINES.length,
   );
+  const floorScript = join(dir, "floor.js");
+  await Deno.writeTextFile(floorScript, FLOOR_SCRIPT);
   const appDir = await writeOurServer(
     prefix,
     { perPort, http: oursHttp, https: oursHttps, hostApps: [hostAppA, hostAppB] },
@@ -547,8 +587,20 @@ export async function benchProxy(tmp: string, rounds = 1): Promise<void> {
       proc,
       watch: proc === appA ? [appA] : [proc, appA],
     });
+    const floor = started(spawn("floor", [
+      Deno.execPath(),
+      "run",
+      "--quiet",
+      "--no-prompt",
+      "--no-config",
+      "--allow-net=127.0.0.1",
+      floorScript,
+      String(floorPort),
+      String(portA),
+    ]));
     const endpoints = [
       endpoint("http", "direct", "direct to the app (Node)", http(portA), appA),
+      endpoint("http", "floor", "bare Deno TCP relay (the runtime's floor)", http(floorPort), floor),
       endpoint("http", "ours-port", "ours, per-port mode", http(perPort), ours),
       endpoint("http", "ours-host", `ours, host routing (Host: ${PLAIN_HOST})`, http(oursHttp, PLAIN_HOST), ours),
     ];
