@@ -446,10 +446,8 @@ function printGoals(results: Result[]): void {
     }
   }
   // What the runtime alone adds, for reading the p99 lines above (no target of its own).
-  const direct = (paced: boolean) => find("http", "direct", paced);
-  const floor = (paced: boolean) => find("http", "floor", paced);
   const added = (paced: boolean) => {
-    const [base, relay] = [direct(paced), floor(paced)];
+    const [base, relay] = [find("http", "direct", paced), find("http", "floor", paced)];
     return base && relay ? `${(relay.p99 - base.p99).toFixed(2)} ms` : "n/a";
   };
   line(
