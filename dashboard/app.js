@@ -16,7 +16,7 @@
  * @module
  */
 import { byId, fromTemplate, put } from "./dom.js";
-import { afterAnswer, forgetToken, keepToken, onUnauthorized, orLogin, rememberFleet, token } from "./api.js";
+import { afterAnswer, ApiError, forgetToken, keepToken, onUnauthorized, orLogin, rememberFleet, token } from "./api.js";
 import { coalesce, liveUpdates } from "./live.js";
 import { parseHash, route } from "./routes.js";
 import { errorBox, installTooltips } from "./widgets.js";
@@ -46,6 +46,13 @@ const quick = /** @type {HTMLFormElement} */ (byId("quick-search"));
 /** @type {{ key: string, view: any } | null} */
 let current = null;
 let navigations = 0;
+
+/**
+ * A view that could not load because the monitor did not answer (a dropped connection, the
+ * monitor restarting) or failed (5xx) is tried again this often, until it loads or the user goes
+ * elsewhere: live updates cannot refresh a view that never showed.
+ */
+const RELOAD_MS = 3_000;
 
 /** Refreshes the view on screen (one at a time; a cycle during a refresh runs one more). */
 const refresh = coalesce(async () => {
@@ -82,6 +89,12 @@ async function navigate() {
     if (orLogin(error)) return;
     current = null;
     put(main, errorBox(error, () => navigate()));
+    if (error instanceof ApiError && (error.status === 0 || error.status >= 500)) {
+      const failed = navigations;
+      setTimeout(() => {
+        if (navigations === failed && current === null && main.dataset.ready !== "login") navigate();
+      }, RELOAD_MS);
+    }
     return;
   }
   if (current?.view !== view) return; // another navigation won

@@ -572,6 +572,37 @@ Deno.test({
 });
 
 Deno.test({
+  name: "dashboard: a first load the monitor did not answer shows why, then loads by itself (no click)",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const fleet = await LocalFleet.start([{ name: "solo" }]);
+    try {
+      await fleet.status("solo", "web", { status: "running", healthy: true, version: "3.0.0" });
+      await fleet.cycle();
+      await withBrowser(async (browser) => {
+        const { page, problems } = await openPage(browser);
+        // The first two answers are lost on the way (Chromium's own network error, as on a dropped connection).
+        let asked = 0;
+        await page.route((url) => url.pathname === "/api/fleet", (route) => {
+          return asked++ < 2 ? route.abort("internetdisconnected") : route.continue();
+        });
+        await page.goto(`${fleet.base}/`);
+        await page.waitForSelector("main .error[role=alert]");
+        assertMatch(await page.textContent("main .error") ?? "", /the fleet monitor does not answer/);
+        await page.waitForSelector("main[data-ready=overview]", { timeout: 15_000 });
+        assertEquals(asked, 3);
+        assertEquals((await appTable(page)).map((row) => row[1]), ["web"]);
+        assertEquals(await page.$$("main .error"), []);
+        assertEquals(problems.filter((p) => !/net::ERR_INTERNET_DISCONNECTED$/.test(p)), []);
+      });
+    } finally {
+      await fleet.close();
+    }
+  },
+});
+
+Deno.test({
   name: "dashboard: first render at 100 servers × 10 apps (printed) and page weight under 200 KB",
   sanitizeResources: false,
   sanitizeOps: false,
