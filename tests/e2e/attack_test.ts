@@ -283,7 +283,8 @@ while sel.get_map() and time.monotonic() - connected < cfg["deadline"]:
     poll(0.05)
 out = {"opened": len(conns), "failed": failed, "connectSeconds": round(connected - start, 3), "refused503": 0,
        "refusedClose": 0, "otherAnswer": 0, "timedOut": 0, "stillOpen": 0, "admittedBySource": {},
-       "cutMinSeconds": None, "cutMaxSeconds": None}
+       "admittedAtOnce": {}, "cutMinSeconds": None, "cutMaxSeconds": None}
+edges = {}
 for info in conns.values():
     lifetime = None if info["closed"] is None else info["closed"] - info["opened"]
     if info["data"].startswith(b"HTTP/1.1 503"):
@@ -294,12 +295,22 @@ for info in conns.values():
         out["refusedClose"] += 1
     else:
         out["admittedBySource"][info["source"]] = out["admittedBySource"].get(info["source"], 0) + 1
+        for key in (info["source"], "all"):
+            # A close is seen at the next poll, after a connect or more (the kernel completes connects
+            # before the proxy accepts them): it counts 0.1 s early, so a slot the proxy freed and gave
+            # to a later connect is not counted twice.
+            edges.setdefault(key, []).extend([(info["opened"], 1), ((info["closed"] or float("inf")) - 0.1, -1)])
         if lifetime is None:
             out["stillOpen"] += 1
         else:
             out["timedOut"] += 1
             out["cutMinSeconds"] = round(min(out["cutMinSeconds"] or lifetime, lifetime), 3)
             out["cutMaxSeconds"] = round(max(out["cutMaxSeconds"] or 0, lifetime), 3)
+for source, points in edges.items():
+    open_now = 0
+    for _, step in sorted(points, key=lambda point: (point[0], point[1])):
+        open_now += step
+        out["admittedAtOnce"][source] = max(out["admittedAtOnce"].get(source, 0), open_now)
 say("done", out)
 `;
 import { within } from "../helpers/time.ts";
@@ -330,6 +341,12 @@ interface AttackSummary {
   timedOut: number;
   stillOpen: number;
   admittedBySource: Record<string, number>;
+  /**
+   * The most admitted connections open at the same moment, per source and in "all". The limits bound
+   * this, not admittedBySource: when the connects outlast the header timeout (a slow machine), the
+   * first admitted ones are cut and later ones take their places.
+   */
+  admittedAtOnce: Record<string, number>;
   /** Lifetime of the admitted connections the proxy cut. */
   cutMinSeconds: number | null;
   cutMaxSeconds: number | null;
@@ -410,7 +427,8 @@ Deno.test("attack 1: 2,000 idle connections from one address: 100 admitted, the 
       const peak = peaks.stop();
       console.log(
         `attack 1: ${connected.opened} connections from 127.0.0.2 in ${connected.seconds} s: ` +
-          `${admitted(summary)} admitted, ${summary.refused503} refused with 503, ${summary.refusedClose} closed, ` +
+          `${admitted(summary)} admitted (${summary.admittedAtOnce["127.0.0.2"]} at once), ` +
+          `${summary.refused503} refused with 503, ${summary.refusedClose} closed, ` +
           `${summary.failed} connects failed; admitted cut after ${summary.cutMinSeconds}–${summary.cutMaxSeconds} s ` +
           `(headerTimeout ${HEADER_TIMEOUT_MS / 1000} s), ${summary.stillOpen} left open; ` +
           `a client from 127.0.0.1 during the attack: 20/20 served, max ${Math.max(...during).toFixed(1)} ms; ` +
@@ -420,18 +438,21 @@ Deno.test("attack 1: 2,000 idle connections from one address: 100 admitted, the 
       assertEquals(summary.opened + summary.failed, 2000);
       assertEquals(summary.failed, 0);
       assertEquals(summary.otherAnswer, 0);
-      assert(summary.admittedBySource["127.0.0.2"] <= 100, JSON.stringify(summary));
-      assert(summary.admittedBySource["127.0.0.2"] >= 1, JSON.stringify(summary));
+      assert(summary.admittedAtOnce["127.0.0.2"] <= 100, JSON.stringify(summary));
+      assert(summary.admittedAtOnce["127.0.0.2"] >= 1, JSON.stringify(summary));
       assertEquals(summary.refused503 + summary.refusedClose, 2000 - admitted(summary));
       // The client was served while the attacker's admitted connections were open.
-      assert(filesDuring - filesBefore >= admitted(summary), `${filesBefore} → ${filesDuring} open files`);
+      assert(
+        filesDuring - filesBefore >= summary.admittedAtOnce["127.0.0.2"],
+        `${filesBefore} → ${filesDuring} open files`,
+      );
       // Every idle connection was cut by the header timeout, none early, none much later.
       assertEquals(summary.stillOpen, 0);
       assert(summary.cutMinSeconds! * 1000 >= HEADER_TIMEOUT_MS - 100, JSON.stringify(summary));
       assert(summary.cutMaxSeconds! * 1000 <= HEADER_TIMEOUT_MS + 2000, JSON.stringify(summary));
       assertMatch(proxy.output(), /refusing connections: 100 connections from 127\.0\.0\.2 \(limit 100 per address\)/);
       // Refused connections are let go as fast as they come (a refusal holds a descriptor until written).
-      assert(peak.files <= filesBefore + admitted(summary) + 64, `peak ${peak.files} open files`);
+      assert(peak.files <= filesBefore + summary.admittedAtOnce["127.0.0.2"] + 64, `peak ${peak.files} open files`);
       assert(alive(proxy.pid));
       assertEquals((await echo(port, "/after")).path, "/after");
       assert(!app.paths.some((path) => !/^\/(during\/\d+|after)$/.test(path)), app.paths.join(" "));
@@ -475,7 +496,8 @@ Deno.test("attack 2: 1,000 connections from 8 addresses with 512 open files: the
       const emfile = (proxy.output().match(/Too many open files/g) ?? []).length;
       console.log(
         `attack 2: open files 512, cap 128; ${connected.opened} connections from 8 addresses in ${connected.seconds} s: ` +
-          `${admitted(summary)} admitted (${Object.values(summary.admittedBySource).join("/")} per address), ` +
+          `${admitted(summary)} admitted (${Object.values(summary.admittedBySource).join("/")} per address, ` +
+          `${summary.admittedAtOnce.all} at once), ` +
           `${summary.refused503} refused with 503, ${summary.refusedClose} closed, ${summary.failed} connects failed; ` +
           `admitted cut after ${summary.cutMinSeconds}–${summary.cutMaxSeconds} s; ` +
           `a client from 127.0.0.1 during the attack: ${during.status}; after: served; ` +
@@ -485,7 +507,7 @@ Deno.test("attack 2: 1,000 connections from 8 addresses with 512 open files: the
       assertEquals(summary.opened + summary.failed, 1000);
       assertEquals(summary.otherAnswer, 0);
       assertEquals(summary.stillOpen, 0);
-      assert(admitted(summary) <= 128, JSON.stringify(summary));
+      assert(summary.admittedAtOnce.all <= 128, JSON.stringify(summary));
       assertEquals(summary.refused503 + summary.refusedClose + summary.failed, 1000 - admitted(summary));
       assert([200, 503].includes(during.status), during.head);
       assertEquals(after.path, "/after");
