@@ -1,7 +1,7 @@
 /**
  * The proxy's own settings, `<deployments root>/proxy.yml` (every key optional): the shared HTTP
  * and HTTPS ports, ACME, the loopback metrics address, the proxies whose forwarding headers are
- * kept, and the connection limits and timeouts. Read through the same one-pass loader as
+ * kept, the connection limits and timeouts, and the proxy's scheduling priority. Read through the same one-pass loader as
  * config.yml (every problem with `file:line:column`).
  *
  * Also the trust rule for every file the proxy acts on (config.yml, route.json, proxy.yml): it and
@@ -25,6 +25,9 @@ export const PROXY_FILE = "proxy.yml";
 export const LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory";
 /** Let's Encrypt's staging directory (untrusted certificates, generous rate limits). */
 export const LETS_ENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+/** proxy.yml `priority` when absent: the proxy's nice value, ahead of the apps' 0. */
+export const DEFAULT_PRIORITY = -5;
 
 /** `<deployments root>/proxy.yml` under `root`. */
 export function proxyConfigPath(root: string = prefix()): string {
@@ -276,6 +279,13 @@ export const proxyConfigSchema = z.strictObject({
     description: "Peers (IPs or CIDR ranges) whose X-Forwarded-*/Forwarded headers are kept and extended.",
   }),
   limits: limits.prefault({}).meta({ description: "Connection limits and timeouts." }),
+  priority: z.int({ error: "must be a whole number from -20 to 19 (a nice value)" })
+    .min(-20, "must be from -20 to 19 (a nice value)").max(19, "must be from -20 to 19 (a nice value)")
+    .default(DEFAULT_PRIORITY).meta({
+      description:
+        `The proxy's nice value (-20 to 19, lower runs sooner). The default ${DEFAULT_PRIORITY} puts it ahead of the apps ` +
+        "(0), so a busy app does not delay everyone's requests; 0: the same as the apps.",
+    }),
 }).superRefine((value, ctx) => {
   if (value.http === value.https) {
     ctx.addIssue({ code: "custom", path: ["https"], message: `must differ from http (${value.http})` });

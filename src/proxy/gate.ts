@@ -1,10 +1,7 @@
 /**
- * Connection accounting shared by every listener of a proxy (./listener.ts):
- *
- * - {@link Gate}: connection limits in total and per client address, and a sweep that closes
- *   connections that send no complete request in time (slowloris), stay idle too long, or whose
- *   writes stall.
- * - {@link raiseFdLimit}: the soft limit of open files raised at start.
+ * Connection accounting shared by every listener of a proxy (./listener.ts): connection limits in
+ * total and per client address, and a sweep that closes connections that send no complete request
+ * in time (slowloris), stay idle too long, or whose writes stall.
  * @module
  */
 
@@ -157,29 +154,4 @@ export function cut(tracked: Tracked): void {
 export function closeWhenIdle(tracked: Tracked): void {
   tracked.draining = true;
   if (tracked.active === 0) cut(tracked);
-}
-
-/**
- * Raises the soft limit of open files to the hard limit (and, as root, both to `target`), with
- * util-linux `prlimit`. Returns the soft limit in force afterwards.
- */
-export async function raiseFdLimit(target = 65_536): Promise<number> {
-  const read = async () => {
-    const text = await Deno.readTextFile("/proc/self/limits").catch(() => "");
-    const match = /^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)/m.exec(text);
-    const value = (s: string | undefined) => s === "unlimited" ? Infinity : Number(s ?? 1024);
-    return { soft: value(match?.[1]), hard: value(match?.[2]) };
-  };
-  const { soft, hard } = await read();
-  const want = Deno.uid() === 0 ? Math.max(target, hard === Infinity ? target : hard) : hard;
-  if (soft >= want || want === Infinity) return soft;
-  const limit = Deno.uid() === 0 ? `${want}:${Math.max(want, hard)}` : `${want}:`;
-  try {
-    await new Deno.Command("prlimit", {
-      args: ["--pid", String(Deno.pid), `--nofile=${limit}`],
-      stdout: "null",
-      stderr: "null",
-    }).output();
-  } catch { /* no prlimit: keep the limit we have */ }
-  return (await read()).soft;
 }

@@ -28,7 +28,8 @@ import { forward, type ForwardDeps } from "./forward.ts";
 import type { H1Deps } from "./h1.ts";
 import { createHandler, type Entry, type HandlerDeps } from "./handler.ts";
 import { InFlight } from "./inflight.ts";
-import { Gate, type Limits, raiseFdLimit } from "./gate.ts";
+import { Gate, type Limits } from "./gate.ts";
+import { raiseFdLimit, setNice } from "./process.ts";
 import { HttpListener } from "./listener.ts";
 import { ProxyMetrics, serveMetrics } from "./metrics.ts";
 import { startMetricsLog } from "./metrics_log.ts";
@@ -157,6 +158,7 @@ export class ProxyServer {
       const config = await loadProxyConfig(this.#root, this.#trust);
       this.#config = config;
       const fdLimit = await raiseFdLimit();
+      const nice = setNice(config.priority);
       // Each proxied connection may hold an upstream socket too; keep room for files and the control socket.
       const cap = Math.max(64, Math.floor((fdLimit - 256) / 2));
       const limits: Limits = { ...config.limits, maxConnections: Math.min(config.limits.maxConnections, cap) };
@@ -188,7 +190,8 @@ export class ProxyServer {
       const count = await this.reload();
       this.#log(
         `proxy ready: ${count} app(s), control socket ${this.controlSocket}, ` +
-          `up to ${limits.maxConnections} connections (open files: ${fdLimit})`,
+          `up to ${limits.maxConnections} connections (open files: ${fdLimit}), priority ${nice.nice}` +
+          (nice.problem ? ` (proxy.yml priority ${config.priority}: ${nice.problem})` : ""),
       );
     } catch (error) {
       await this.close();

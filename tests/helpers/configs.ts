@@ -32,4 +32,10 @@ export const PROXY_DEFAULT_LIMITS = {
   sendTimeoutMs: 60_000,
 };
 /** proxy.yml's values without the file. */
-export const PROXY_DEFAULTS = { http: 80, https: 443, trustedProxies: [], limits: PROXY_DEFAULT_LIMITS };
+export const PROXY_DEFAULTS = {
+  http: 80,
+  https: 443,
+  trustedProxies: [],
+  limits: PROXY_DEFAULT_LIMITS,
+  priority: -5,
+};

@@ -46,6 +46,7 @@ Deno.test("proxy.yml: a full file keeps every value it sets", () => {
     "  requestTimeout: 10m",
     "  upstreamTimeout: 30",
     "  sendTimeout: 90s",
+    "priority: 0",
     "",
   ].join("\n");
   assertEquals(parse(text), {
@@ -63,6 +64,7 @@ Deno.test("proxy.yml: a full file keeps every value it sets", () => {
       upstreamTimeoutMs: 30_000,
       sendTimeoutMs: 90_000,
     },
+    priority: 0,
   });
   assertEquals(parse("metrics: 127.0.0.2:9100\n").metrics, "127.0.0.2:9100");
   assertEquals(parse("metrics: localhost:9100\n").metrics, "127.0.0.1:9100");
@@ -128,6 +130,15 @@ Deno.test("proxy.yml: ports, metrics and limits out of range", () => {
     '(got "10.0.0.0/8")',
     'proxy.yml:2:27: "limits.maxConnections" must be from 1 to 1000000 (got 0)',
     'proxy.yml:2:46: "limits.requestTimeout" must be a duration like "500ms", "2s" or "1m" (got "soon")',
+  ]);
+  assertEquals(problems("priority: -21\n"), [
+    'proxy.yml:1:11: "priority" must be from -20 to 19 (a nice value) (got -21)',
+  ]);
+  assertEquals(problems("priority: 1.5\n"), [
+    'proxy.yml:1:11: "priority" must be a whole number from -20 to 19 (a nice value) (got 1.5)',
+  ]);
+  assertEquals(problems("priority: high\n"), [
+    'proxy.yml:1:11: "priority" must be a whole number from -20 to 19 (a nice value) (got "high")',
   ]);
 });
 

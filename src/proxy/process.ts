@@ -1,0 +1,70 @@
+/**
+ * What the proxy asks of the kernel for its own process at start: more open files
+ * ({@link raiseFdLimit}) and a scheduling priority above the apps' ({@link setNice}).
+ * @module
+ */
+import { getPriority, setPriority } from "node:os";
+import { message } from "./pages.ts";
+
+/**
+ * Raises the soft limit of open files to the hard limit (and, as root, both to `target`), with
+ * util-linux `prlimit`. Returns the soft limit in force afterwards.
+ */
+export async function raiseFdLimit(target = 65_536): Promise<number> {
+  const read = async () => {
+    const text = await Deno.readTextFile("/proc/self/limits").catch(() => "");
+    const match = /^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)/m.exec(text);
+    const value = (s: string | undefined) => s === "unlimited" ? Infinity : Number(s ?? 1024);
+    return { soft: value(match?.[1]), hard: value(match?.[2]) };
+  };
+  const { soft, hard } = await read();
+  const want = Deno.uid() === 0 ? Math.max(target, hard === Infinity ? target : hard) : hard;
+  if (soft >= want || want === Infinity) return soft;
+  const limit = Deno.uid() === 0 ? `${want}:${Math.max(want, hard)}` : `${want}:`;
+  try {
+    await new Deno.Command("prlimit", {
+      args: ["--pid", String(Deno.pid), `--nofile=${limit}`],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+  } catch { /* no prlimit: keep the limit we have */ }
+  return (await read()).soft;
+}
+
+/** The nice value in force after {@link setNice}, and why it is not the one asked for. */
+export interface Nice {
+  nice: number;
+  problem?: string;
+}
+
+/**
+ * Sets the nice value of every thread of this process to `nice` (on Linux a nice value is a
+ * thread's; threads started later take their creator's). A lower value than the apps' lets the
+ * kernel run the proxy as soon as a packet wakes it, even while apps keep the CPUs busy; going
+ * below 0 needs root (or CAP_SYS_NICE). A failure is returned, never thrown: the proxy serves
+ * either way.
+ */
+export function setNice(nice: number): Nice {
+  const threads = (() => {
+    try {
+      return [...Deno.readDirSync("/proc/self/task")].map((entry) => Number(entry.name));
+    } catch {
+      return [0]; // no /proc: this thread alone
+    }
+  })();
+  let problem: string | undefined;
+  for (const thread of threads) {
+    try {
+      if (getPriority(thread) !== nice) setPriority(thread, nice);
+    } catch (error) {
+      // Node's SystemError: the errno's name is in `info` (`code` is ERR_SYSTEM_ERROR).
+      const code = (error as { info?: { code?: string } }).info?.code;
+      // A thread that ended meanwhile is no problem.
+      if (code === "ESRCH") continue;
+      problem ??= code === "EACCES" || code === "EPERM"
+        ? "not permitted (a nice value below 0 needs root or CAP_SYS_NICE)"
+        : message(error);
+    }
+  }
+  return { nice: getPriority(0), problem };
+}
