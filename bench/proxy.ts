@@ -28,6 +28,12 @@
  *    the control socket, as a deploy does; the median time to the reply and to the first
  *    response served by the new app. Target: < 50 ms.
  *
+ * Every proxy measured (ours, the relay, the baselines) runs at the same nice value: `--nice N`,
+ * default ours' default (proxy.yml `priority`); ours through proxy.yml, the others under
+ * `nice -n N`; the app and wrk at 0. The values in force are read back from /proc and printed.
+ * Then what that priority is for: the paced run again beside CPU-bound loops at nice 0 (an app
+ * busy computing), direct and through ours at N and at 0.
+ *
  * Benchmarks report, tests assert: a missed target, a baseline that is not installed or an
  * endpoint that never answers (ours while a feature is missing) is printed and the run goes on.
  * Every child is tracked from its spawn (./procs.ts): {@link stopProxyBench} stops whatever still
@@ -35,9 +41,11 @@
  * when it ends, also on failure. Its files live in `<tmp>/proxy`, which run.ts removes.
  * @module
  */
+import { setPriority } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { control } from "../src/proxy/client.ts";
+import { DEFAULT_PRIORITY } from "../src/proxy/config.ts";
 import { writeRoute } from "../src/proxy/routes.ts";
 import { type Baseline, BASELINES, type Cert, makeCert, TLS_NAME, versionOf } from "./baselines.ts";
 import {
@@ -306,10 +314,20 @@ interface OursPorts {
  * `bench-port` (no domains), `bench-plain` (`domains: [plain.test]`) and, with `cert`, `bench`
  * (`domains: [localhost]`, `tls`). Returns the per-port app's directory (for the switch test).
  */
-async function writeOurServer(prefix: string, ports: OursPorts, appPort: number, cert?: Cert): Promise<string> {
+async function writeOurServer(
+  prefix: string,
+  ports: OursPorts,
+  appPort: number,
+  nice: number,
+  cert?: Cert,
+): Promise<string> {
   const root = join(prefix, "opt", "deployments");
   await Deno.mkdir(root, { recursive: true });
-  await Deno.writeTextFile(join(root, "proxy.yml"), `http: ${ports.http}\n` + (cert ? `https: ${ports.https}\n` : ""));
+  await Deno.writeTextFile(
+    join(root, "proxy.yml"),
+    `http: ${ports.http}\n` + (cert ? `https: ${ports.https}\n` : "") +
+      (nice === DEFAULT_PRIORITY ? "" : `priority: ${nice}\n`),
+  );
   const apps = [
     { app: "bench-port", config: appConfig(ports.perPort) },
     { app: "bench-plain", config: appConfig(ports.hostApps[0], [PLAIN_HOST]) },
@@ -330,15 +348,32 @@ async function startBaseline(
   dir: string,
   ports: [number, number],
   appPort: number,
+  nice: number,
   cert?: Cert,
 ): Promise<{ proc?: Proc; error?: string }> {
   if (!exists(baseline.binary)) return { error: `not installed (${baseline.binary})` };
   try {
     await Deno.mkdir(dir);
     const { argv, env } = await baseline.prepare(dir, { http: ports[0], https: cert && ports[1], app: appPort }, cert);
-    return { proc: spawn(baseline.name, argv, { env }) };
+    return { proc: spawn(baseline.name, niced(nice, argv), { env }) };
   } catch (error) {
     return { error: firstLine(error) };
+  }
+}
+
+/** `argv` run at nice value `nice` by coreutils' `nice` (which runs it anyway when it may not). */
+function niced(nice: number, argv: string[]): string[] {
+  return ["nice", "-n", String(nice), ...argv];
+}
+
+/** The nice value of process `pid` (field 19 of /proc/<pid>/stat, after the name in parentheses). */
+function niceOf(pid: number): number | undefined {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const nice = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16]);
+    return Number.isInteger(nice) ? nice : undefined;
+  } catch {
+    return undefined;
   }
 }
 
@@ -513,8 +548,65 @@ async function benchSwitch(prefix: string, appDir: string, url: string, ports: {
   }
 }
 
+/** Sets the nice value of every thread of process `pid` (as the proxy does for itself at start). */
+function reniceThreads(pid: number, nice: number): void {
+  for (const task of Deno.readDirSync(`/proc/${pid}/task`)) setPriority(Number(task.name), nice);
+}
+
+/**
+ * Why the proxy has a priority of its own: the paced run again while CPU-bound loops at nice 0
+ * (one per CPU: an app busy computing) compete for the CPUs, direct to the app and through ours in
+ * per-port mode at `nice` (as measured above) and at nice 0, the rows in turn each round.
+ */
+async function benchBusyNeighbour(options: {
+  direct: Endpoint;
+  ours: Endpoint;
+  ready: Map<Endpoint, string | undefined>;
+  rounds: number;
+  nice: number;
+  wrk: string;
+  pacer: string;
+  cpus: number;
+}): Promise<void> {
+  const { direct, ours, nice } = options;
+  const pid = ours.proc.child.pid;
+  const rows = new Map<Endpoint, number | undefined>([
+    [direct, undefined],
+    [{ ...ours, label: `ours, per-port mode, at nice ${nice}` }, nice],
+    ...(nice === 0 ? [] : [[{ ...ours, label: "ours, per-port mode, at nice 0" }, 0] as const]),
+  ]);
+  const ready = new Map([...rows.keys()].map((row) => [row, options.ready.get(row.key === "direct" ? direct : ours)]));
+  const loops = Array.from({ length: options.cpus }, (_, i) => spawn(`busy ${i}`, ["sh", "-c", "while :; do :; done"]));
+  let paced: Map<Endpoint, Paced | string>;
+  try {
+    paced = await measureAll([...rows.keys()], ready, options.rounds, (row) => {
+      const rowNice = rows.get(row);
+      if (rowNice !== undefined) reniceThreads(pid, rowNice);
+      return measurePaced(options.wrk, row.target, options.pacer);
+    });
+  } finally {
+    await Promise.all(loops.map((loop) => stop(loop)));
+    try {
+      reniceThreads(pid, nice);
+    } catch { /* not permitted: the row said so */ }
+  }
+  const results = [...rows.keys()].map((endpoint): Result => ({ endpoint, load: "", paced: paced.get(endpoint)! }));
+  printGroup(
+    `with ${options.cpus} CPU-bound loops at nice 0, at ${rate(PACED_RATE)} req/s`,
+    results,
+    (r) => r.paced,
+    PACED,
+  );
+  const base = paced.get(direct)!;
+  const added = results.slice(1).map(({ endpoint, paced: figures }) => {
+    const value = typeof base === "string" || typeof figures === "string" ? "?" : ms(figures.p99 - base.p99);
+    return `${endpoint.label.replace("ours, per-port mode, ", "")}: ${value} ms`;
+  });
+  line("context: p99 ours adds over direct beside them", added.join("   "));
+}
+
 /** Runs the proxy benchmark in `<tmp>/proxy`; every child it started is stopped before it returns or throws. */
-export async function benchProxy(tmp: string, rounds = 1): Promise<void> {
+export async function benchProxy(tmp: string, rounds = 1, nice = DEFAULT_PRIORITY): Promise<void> {
   const cpus = navigator.hardwareConcurrency;
   console.log(
     `\n3. Proxy: "ok" from a Node app on 127.0.0.1, wrk 1 thread × ${CONNECTIONS} keep-alive connections, ` +
@@ -560,6 +652,7 @@ export async function benchProxy(tmp: string, rounds = 1): Promise<void> {
     prefix,
     { perPort, http: oursHttp, https: oursHttps, hostApps: [hostAppA, hostAppB] },
     portA,
+    nice,
     cert,
   );
 
@@ -585,17 +678,20 @@ export async function benchProxy(tmp: string, rounds = 1): Promise<void> {
       proc,
       watch: proc === appA ? [appA] : [proc, appA],
     });
-    const floor = started(spawn("floor", [
-      Deno.execPath(),
-      "run",
-      "--quiet",
-      "--no-prompt",
-      "--no-config",
-      "--allow-net=127.0.0.1",
-      floorScript,
-      String(floorPort),
-      String(portA),
-    ]));
+    const floor = started(spawn(
+      "floor",
+      niced(nice, [
+        Deno.execPath(),
+        "run",
+        "--quiet",
+        "--no-prompt",
+        "--no-config",
+        "--allow-net=127.0.0.1",
+        floorScript,
+        String(floorPort),
+        String(portA),
+      ]),
+    ));
     const endpoints = [
       endpoint("http", "direct", "direct to the app (Node)", http(portA), appA),
       endpoint("http", "floor", "bare Deno TCP relay (the runtime's floor)", http(floorPort), floor),
@@ -608,7 +704,7 @@ export async function benchProxy(tmp: string, rounds = 1): Promise<void> {
     const failed = new Map<string, string>();
     for (const [i, baseline] of BASELINES.entries()) {
       const ports = baselinePorts.slice(2 * i, 2 * i + 2) as [number, number];
-      const { proc, error } = await startBaseline(baseline, join(dir, baseline.name), ports, portA, cert);
+      const { proc, error } = await startBaseline(baseline, join(dir, baseline.name), ports, portA, nice, cert);
       if (!proc) {
         failed.set(baseline.name, error ?? "did not start");
         continue;
@@ -626,11 +722,21 @@ export async function benchProxy(tmp: string, rounds = 1): Promise<void> {
       ),
     ]);
 
+    const proxies = [...new Set(endpoints.map((endpoint) => endpoint.proc))].filter((proc) => proc !== appA);
+    line(
+      "priority:",
+      `every proxy asked for nice ${nice} (ours: proxy.yml priority${
+        nice === DEFAULT_PRIORITY ? ", its default" : ""
+      }; the others: nice -n ${nice}), the app and wrk at 0; in force: ` +
+        proxies.map((proc) => `${proc.name} ${niceOf(proc.child.pid) ?? "?"}`).join(", "),
+    );
     const measured = endpoints.filter((endpoint) => !ready.get(endpoint)).length;
     const perEndpointS = 2 * WARMUP_S + DURATION_S + PACED_S + 0.6;
+    // (+ the paced run beside busy loops: direct and ours at one or two nice values)
+    const seconds = rounds * (measured * perEndpointS + (nice === 0 ? 2 : 3) * (WARMUP_S + PACED_S + 0.3));
     console.log(
       `   measuring ${measured} endpoint(s)${rounds > 1 ? ` × ${rounds} rounds (median of each figure)` : ""}, ` +
-        `about ${Math.ceil((measured * rounds * perEndpointS) / 5) * 5} s …`,
+        `about ${Math.ceil(seconds / 5) * 5} s …`,
     );
     const pacer = join(dir, "paced.lua");
     await Deno.writeTextFile(pacer, pacingScript(PACED_RATE));
@@ -648,6 +754,8 @@ export async function benchProxy(tmp: string, rounds = 1): Promise<void> {
       printGroup(`${GROUP_TITLES[group]}, at ${rate(PACED_RATE)} req/s`, inGroup(group), (r) => r.paced, PACED);
     }
     printGoals(results);
+    const [direct, oursPort] = ["direct", "ours-port"].map((key) => endpoints.find((e) => e.key === key)!);
+    await benchBusyNeighbour({ direct, ours: oursPort, ready, rounds, nice, wrk, pacer, cpus });
 
     console.log("");
     const perPortDown = ready.get(endpoints.find((e) => e.key === "ours-port")!);

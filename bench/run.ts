@@ -14,8 +14,9 @@
  *    saturation and at the fixed rate), and the time a route switch takes (target < 50 ms).
  * 4. The fleet monitor (./fleet.ts): ingest, search and collection cycles.
  *
- * `deno task bench [execute] [startup] [proxy] [fleet] [--rounds N]`: those sections only (default:
- * all); `--rounds N` makes the proxy section measure each endpoint N times in turn (median figures).
+ * `deno task bench [execute] [startup] [proxy] [fleet] [--rounds N] [--nice N]`: those sections only
+ * (default: all); `--rounds N` makes the proxy section measure each endpoint N times in turn (median
+ * figures); `--nice N` runs every proxy it measures at that nice value (default: ours' default).
  *
  * Product and baseline runs alternate so that drift in machine load hits both alike. Everything
  * lives in one temp dir that is removed at the end (also on Ctrl-C / SIGTERM); every child process
@@ -28,6 +29,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { benchFleet } from "./fleet.ts";
 import { benchProxy, stopProxyBench } from "./proxy.ts";
+import { DEFAULT_PRIORITY } from "../src/proxy/config.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BIN = join(ROOT, "bin", "deploy-paradigm");
@@ -273,26 +275,33 @@ async function benchStartup(tmp: string): Promise<void> {
 
 const SECTIONS = ["execute", "startup", "proxy", "fleet"] as const;
 type Section = typeof SECTIONS[number];
-const USAGE = `usage: deno task bench [${SECTIONS.join("] [")}] [--rounds N]
+const USAGE = `usage: deno task bench [${SECTIONS.join("] [")}] [--rounds N] [--nice N]
   sections: those only (default: all); --rounds N: the proxy section measures each endpoint N times
-  in turn and prints the median of each figure (default 1)`;
+  in turn and prints the median of each figure (default 1); --nice N: every proxy measured runs at
+  that nice value, -20 to 19 (default ${DEFAULT_PRIORITY}, ours' default; below 0 needs root)`;
 
-/** `deno task bench` arguments: section names (default: all) and `--rounds N` / `--rounds=N`. */
-export function parseArgs(argv: string[]): { sections: Set<Section>; rounds: number } {
+/** The whole number from `min` to `max` that `value` of `flag` spells, or an error with the usage. */
+function wholeNumber(flag: string, value: string | undefined, min: number, max: number): number {
+  const number = Number(value);
+  if (value === undefined || value === "" || !Number.isInteger(number) || number < min || number > max) {
+    throw new Error(`${flag} takes a whole number from ${min} to ${max} (got ${value})\n${USAGE}`);
+  }
+  return number;
+}
+
+/** `deno task bench` arguments: section names (default: all), `--rounds N` and `--nice N` (or `--flag=N`). */
+export function parseArgs(argv: string[]): { sections: Set<Section>; rounds: number; nice: number } {
   const sections = new Set<Section>();
   let rounds = 1;
+  let nice = DEFAULT_PRIORITY;
   for (let i = 0; i < argv.length; i++) {
     const [flag, inline] = argv[i].split(/=(.*)/s, 2);
-    if (flag === "--rounds") {
-      const value = inline ?? argv[++i];
-      rounds = Number(value);
-      if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) {
-        throw new Error(`--rounds takes a whole number from 1 to 20 (got ${value})\n${USAGE}`);
-      }
-    } else if ((SECTIONS as readonly string[]).includes(argv[i])) sections.add(argv[i] as Section);
+    if (flag === "--rounds") rounds = wholeNumber(flag, inline ?? argv[++i], 1, 20);
+    else if (flag === "--nice") nice = wholeNumber(flag, inline ?? argv[++i], -20, 19);
+    else if ((SECTIONS as readonly string[]).includes(argv[i])) sections.add(argv[i] as Section);
     else throw new Error(`unknown argument ${JSON.stringify(argv[i])}\n${USAGE}`);
   }
-  return { sections: sections.size ? sections : new Set(SECTIONS), rounds };
+  return { sections: sections.size ? sections : new Set(SECTIONS), rounds, nice };
 }
 
 async function main(): Promise<void> {
@@ -327,7 +336,7 @@ async function main(): Promise<void> {
     const only = (name: Section) => args.sections.has(name);
     if (only("execute")) await benchExecute(tmp);
     if (only("startup")) await benchStartup(tmp);
-    if (only("proxy")) await benchProxy(tmp, args.rounds);
+    if (only("proxy")) await benchProxy(tmp, args.rounds, args.nice);
     if (only("fleet")) await benchFleet(tmp);
     console.log(`\ntotal ${((performance.now() - started) / 1000).toFixed(1)} s`);
   } finally {
