@@ -1,8 +1,8 @@
 /**
  * The proxy's own settings, `<deployments root>/proxy.yml` (every key optional): the shared HTTP
  * and HTTPS ports, ACME, the loopback metrics address, the proxies whose forwarding headers are
- * kept, the connection limits and timeouts, and the proxy's scheduling priority. Read through the same one-pass loader as
- * config.yml (every problem with `file:line:column`).
+ * kept, the connection limits and timeouts, and the proxy's scheduling priority. Read through the
+ * same one-pass loader as config.yml (every problem with `file:line:column`).
  *
  * Also the trust rule for every file the proxy acts on (config.yml, route.json, proxy.yml): it and
  * its directory must be owned by root (or the proxy's own user) and writable by no group or other

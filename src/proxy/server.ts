@@ -51,6 +51,12 @@ export interface ProxyOptions {
   log?: (line: string) => void;
   /** Who may own the files the proxy trusts (tests); default: root or the proxy's own user, not writable by others. */
   trust?: TrustCheck;
+  /**
+   * The proxy has the process to itself (the `proxy` command): it sets the process's nice value to
+   * proxy.yml `priority` at start. Off (default) for a proxy inside another program, such as a test:
+   * the value would be the whole program's, and its children's.
+   */
+  ownProcess?: boolean;
 }
 
 /** One route as `status` reports it. */
@@ -78,6 +84,7 @@ export class ProxyServer {
   readonly #host: string;
   readonly #log: (line: string) => void;
   readonly #trust: TrustCheck;
+  readonly #ownProcess: boolean;
   readonly #inFlight = new InFlight();
   readonly #balancer = new Balancer(this.#inFlight, (line) => this.#log(line));
   readonly #metrics = new ProxyMetrics();
@@ -119,6 +126,7 @@ export class ProxyServer {
     this.#host = options.host;
     this.#log = options.log ?? (() => {});
     this.#trust = options.trust ?? trustedFile;
+    this.#ownProcess = options.ownProcess ?? false;
     this.#control = new ControlServer(controlSocketPath(this.#root), {
       reload: async () => {
         const routes = await this.reload();
@@ -158,7 +166,7 @@ export class ProxyServer {
       const config = await loadProxyConfig(this.#root, this.#trust);
       this.#config = config;
       const fdLimit = await raiseFdLimit();
-      const nice = setNice(config.priority);
+      const nice = this.#ownProcess ? setNice(config.priority) : undefined;
       // Each proxied connection may hold an upstream socket too; keep room for files and the control socket.
       const cap = Math.max(64, Math.floor((fdLimit - 256) / 2));
       const limits: Limits = { ...config.limits, maxConnections: Math.min(config.limits.maxConnections, cap) };
@@ -190,8 +198,9 @@ export class ProxyServer {
       const count = await this.reload();
       this.#log(
         `proxy ready: ${count} app(s), control socket ${this.controlSocket}, ` +
-          `up to ${limits.maxConnections} connections (open files: ${fdLimit}), priority ${nice.nice}` +
-          (nice.problem ? ` (proxy.yml priority ${config.priority}: ${nice.problem})` : ""),
+          `up to ${limits.maxConnections} connections (open files: ${fdLimit})` +
+          (nice ? `, priority ${nice.nice}` : "") +
+          (nice?.problem ? ` (proxy.yml priority ${config.priority}: ${nice.problem})` : ""),
       );
     } catch (error) {
       await this.close();
@@ -462,7 +471,7 @@ export async function runProxy(options: { host: string; root?: string }): Promis
     });
   }
   const log = (line: string) => console.log(line);
-  const proxy = new ProxyServer({ root, host: options.host, log });
+  const proxy = new ProxyServer({ root, host: options.host, log, ownProcess: true });
   const stop = Promise.withResolvers<Deno.Signal>();
   const listeners = (["SIGINT", "SIGTERM"] as const).map((signal) => {
     const listener = () => stop.resolve(signal);

@@ -6,6 +6,7 @@
 import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { startProxy } from "../helpers/proxy_process.ts";
+import { withProxy as withInProcessProxy } from "../helpers/proxy_server.ts";
 import { freePort } from "../helpers/server.ts";
 import { deploymentsRoot } from "../../src/paths.ts";
 import { writeRoute } from "../../src/proxy/routes.ts";
@@ -80,4 +81,13 @@ Deno.test("proxy priority: without CAP_SYS_NICE the proxy serves at the nice val
     assertEquals([...new Set(threadNices(pid))], [19]);
     assertMatch(output, /proxy ready: .*, priority 19\n/);
   });
+});
+
+Deno.test("proxy priority: a proxy inside another program (a test) leaves that program's priority alone", async () => {
+  const before = threadNices(Deno.pid);
+  await withInProcessProxy(async ({ proxy, logs }) => {
+    await proxy.start();
+    assertMatch(logs.join("\n"), /proxy ready: .*\(open files: \d+\)$/m);
+    assertEquals(threadNices(Deno.pid).filter((nice) => nice !== before[0]), []);
+  }, { proxyYml: "priority: 7\n" });
 });
