@@ -55,6 +55,7 @@ async function runSteps(server: TestServer, name: string, kind: "python" | "node
     }
     records.push({ step, expect: serving, start, end: performance.now() });
     await new Promise((r) => setTimeout(r, 300)); // let the load see the result
+    await load.answered(records.at(-1)!.end);
   }
   await load.stop();
   return { load, records, port };
@@ -98,8 +99,11 @@ Deno.test("zero failed requests: 10 deploys, 3 failing health checks, 1 watch-wi
     assert(st.slot && st.slotPort, "status.json names the active slot and its port");
     const releases = await server.cli(["releases", "zpy"]);
     assertMatch(releases.stdout, /bad \(rolled back from\)/);
+    const gap = (load: LoadGenerator) =>
+      Math.max(...load.samples.map((s) => s.at).sort((a, b) => a - b).map((at, i, all) => i ? at - all[i - 1] : 0));
     console.log(
       `zero-downtime run: ${py.load.samples.length + node.load.samples.length} requests, 0 failed; ` +
+        `longest wait for an answer (ms): ${gap(py.load).toFixed(0)} (python), ${gap(node.load).toFixed(0)} (node); ` +
         `switch times (ms): ${log.filter((e) => e.event === "switch").map((e) => e.message).join("; ")}`,
     );
   });

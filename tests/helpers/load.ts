@@ -33,6 +33,25 @@ abstract class SampleLog {
   bodiesBetween(from: number, to: number): Set<string> {
     return new Set(this.samples.filter((s) => s.at >= from && s.at <= to && s.body !== undefined).map((s) => s.body!));
   }
+
+  /**
+   * Waits until `count` answers arrived after `from`, so that the check of what answered after a step
+   * sees some (a slow machine may go 300 ms without one); throws when none of them comes in `ms`.
+   */
+  async answered(from: number, count = 3, ms = 10_000): Promise<void> {
+    const deadline = performance.now() + ms;
+    for (;;) {
+      let got = 0; // samples come in time order: count from the newest
+      for (let i = this.samples.length - 1; i >= 0 && this.samples[i].at >= from; i--) {
+        if (this.samples[i].body !== undefined) got++;
+      }
+      if (got >= count) return;
+      if (performance.now() > deadline) {
+        throw new Error(`the load got ${got} of ${count} answers in the ${ms} ms after a step`);
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
 }
 
 /** Sends requests until stopped. */
