@@ -36,13 +36,13 @@ abstract class SampleLog {
 
   /**
    * Waits until `count` answers arrived after `from`, so that the check of what answered after a step
-   * sees some (a slow machine may go 300 ms without one); throws when none of them comes in `ms`.
+   * sees some (a slow machine may go 300 ms without one); throws when fewer than `count` came in `ms`.
    */
   async answered(from: number, count = 3, ms = 10_000): Promise<void> {
     const deadline = performance.now() + ms;
     for (;;) {
       let got = 0; // samples come in time order: count from the newest
-      for (let i = this.samples.length - 1; i >= 0 && this.samples[i].at >= from; i--) {
+      for (let i = this.samples.length - 1; i >= 0 && this.samples[i].at >= from && got < count; i--) {
         if (this.samples[i].body !== undefined) got++;
       }
       if (got >= count) return;
