@@ -12,7 +12,7 @@ import { selfSigned } from "../helpers/certs.ts";
 import { LoadGenerator } from "../helpers/load.ts";
 import { type ProxyContext, withProxy } from "../helpers/proxy_server.ts";
 import { freePort } from "../helpers/server.ts";
-import { sleep } from "../helpers/time.ts";
+import { sleep, until } from "../helpers/time.ts";
 import { WsClient } from "../helpers/websocket.ts";
 import { control } from "../../src/proxy/client.ts";
 import { deploymentsRoot } from "../../src/paths.ts";
@@ -90,15 +90,6 @@ function tally(bodies: (string | undefined)[]): Record<string, number> {
   return out;
 }
 
-/** Waits until `check()` holds, or fails after `ms`. */
-async function until(what: string, check: () => boolean, ms = 15_000): Promise<void> {
-  const deadline = performance.now() + ms;
-  while (!check()) {
-    if (performance.now() > deadline) throw new Error(`${what}: not so after ${ms} ms`);
-    await sleep(25);
-  }
-}
-
 Deno.test("balance: keep-alive load spreads over 3 instances; a slow one gets fewer (fewest in flight)", async () => {
   await withInstances(["a", "b", "c"], async (instances) => {
     await withBalanced(instances, async ({ proxy, root, url, port }) => {
@@ -143,7 +134,7 @@ Deno.test("balance: an instance shut down under load leaves rotation with 0 fail
         await sleep(500);
         await b.stop();
         const stoppedAt = performance.now();
-        await until("b out of rotation", () => logs.some((line) => line.includes("out of rotation")));
+        await until(15_000, "b out of rotation", () => logs.some((line) => line.includes("out of rotation")));
         const { routes } = await control(root, { op: "status" }) as { routes: { instances: unknown[] }[] };
         assertEquals(
           routes[0].instances.map((i) => (i as { inRotation: boolean }).inRotation),
@@ -154,9 +145,9 @@ Deno.test("balance: an instance shut down under load leaves rotation with 0 fail
         b.hits = 0;
         b.start();
         const restartedAt = performance.now();
-        await until("b answers again", () => b.hits > 0);
+        await until(15_000, "b answers again", () => b.hits > 0);
         console.log(`b back after ${(performance.now() - restartedAt).toFixed(0)} ms`);
-        await until("b back in rotation", () => logs.some((line) => line.includes("back in rotation")));
+        await until(15_000, "b back in rotation", () => logs.some((line) => line.includes("back in rotation")));
         await sleep(500);
       } finally {
         await load.stop();

@@ -11,17 +11,7 @@ import { LocalSource } from "../../src/fleet/source.ts";
 import { appPaths, logsRoot } from "../../src/paths.ts";
 import { ProxyMetrics, serveMetrics } from "../../src/proxy/metrics.ts";
 import { startMetricsLog } from "../../src/proxy/metrics_log.ts";
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Waits until `check` is true, polling; fails after `ms`. */
-async function until(ms: number, what: string, check: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
-    await sleep(25);
-  }
-}
+import { until } from "../helpers/time.ts";
 
 function ipv6Loopback(): boolean {
   try {

@@ -12,7 +12,7 @@ import { withProxy } from "../helpers/proxy_server.ts";
 import { startProxy } from "../helpers/proxy_process.ts";
 import { Raw } from "../helpers/raw_http.ts";
 import { freePort } from "../helpers/server.ts";
-import { sleep, within } from "../helpers/time.ts";
+import { sleep, until, within } from "../helpers/time.ts";
 import { startWebSocketApp, upgradeRequest, WsClient } from "../helpers/websocket.ts";
 import { control } from "../../src/proxy/client.ts";
 import { proxyConfigPath } from "../../src/proxy/config.ts";
@@ -22,15 +22,6 @@ import { deploymentsRoot } from "../../src/paths.ts";
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const MiB = 1024 * 1024;
-
-/** Polls `check` until it holds, for at most `ms`. */
-async function until(ms: number, what: string, check: () => boolean): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
-    await sleep(10);
-  }
-}
 
 function pattern(length: number, seed: number): Uint8Array {
   return Uint8Array.from({ length }, (_, i) => (i * 31 + seed) & 0xff);

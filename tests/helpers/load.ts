@@ -5,6 +5,7 @@
  * test name. Bounded: they stop when told, or after `maxMs`.
  */
 import { HttpsClient } from "./proxy_process.ts";
+import { until } from "./time.ts";
 
 /** One request's outcome. */
 export interface Sample {
@@ -38,19 +39,14 @@ abstract class SampleLog {
    * Waits until `count` answers arrived after `from`, so that the check of what answered after a step
    * sees some (a slow machine may go 300 ms without one); throws when fewer than `count` came in `ms`.
    */
-  async answered(from: number, count = 3, ms = 10_000): Promise<void> {
-    const deadline = performance.now() + ms;
-    for (;;) {
+  answered(from: number, count = 3, ms = 10_000): Promise<void> {
+    return until(ms, `${count} answers from the load after a step`, () => {
       let got = 0; // samples come in time order: count from the newest
       for (let i = this.samples.length - 1; i >= 0 && this.samples[i].at >= from && got < count; i--) {
         if (this.samples[i].body !== undefined) got++;
       }
-      if (got >= count) return;
-      if (performance.now() > deadline) {
-        throw new Error(`the load got ${got} of ${count} answers in the ${ms} ms after a step`);
-      }
-      await new Promise((r) => setTimeout(r, 20));
-    }
+      return got >= count;
+    });
   }
 }
 

@@ -3,6 +3,15 @@
 /** Resolves after `ms`. */
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Resolves once `check()` holds (polling every 10 ms), or rejects after `ms` naming `what`. */
+export async function until(ms: number, what: string, check: () => boolean | Promise<boolean>): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!(await check())) {
+    if (performance.now() > deadline) throw new Error(`${what}: not so within ${ms} ms`);
+    await sleep(10);
+  }
+}
+
 /** Resolves with `promise`, or rejects after `ms` naming `what`. */
 export async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;

@@ -10,19 +10,10 @@ import { assert, assertEquals } from "../helpers/assert.ts";
 import { UpstreamError, type UpstreamErrorKind } from "../../src/proxy/connection.ts";
 import { parseResponseHead } from "../../src/proxy/response_head.ts";
 import { UpstreamPool } from "../../src/proxy/upstream.ts";
-import { sleep, within } from "../helpers/time.ts";
+import { sleep, until, within } from "../helpers/time.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-/** Waits until `check()` holds (polling), or fails after `ms`. */
-async function until(what: string, check: () => boolean, ms = 3000): Promise<void> {
-  const deadline = performance.now() + ms;
-  while (!check()) {
-    if (performance.now() > deadline) throw new Error(`${what}: not true after ${ms} ms`);
-    await sleep(10);
-  }
-}
 
 // ---------------------------------------------------------------- servers
 
@@ -479,7 +470,7 @@ Deno.test("upstream: an answer before the streamed body is all sent stops the up
     }, { highWaterMark: 0 });
     const res = await within(5000, "the early answer", get("/early", { method: "POST", body }));
     assertEquals([res.status, await res.text()], [413, "too big"]);
-    await until("the upload is cancelled", () => cancelled);
+    await until(3000, "the upload is cancelled", () => cancelled);
     assertEquals(pool.idle(app.port), 0);
   });
 });
@@ -713,13 +704,13 @@ Deno.test("upstream: an idle connection the app closes leaves the pool; idleMs c
   await withRaw(closing, async (pool, get) => {
     // Keep-alive by its head, then closed: the pending idle read sees EOF.
     assertEquals(await (await get("/")).text(), "ok");
-    await until("the closed connection leaves the pool", () => pool.idle(closing.port) === 0);
+    await until(3000, "the closed connection leaves the pool", () => pool.idle(closing.port) === 0);
   });
   const server = answering("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
   await withRaw(server, async (pool, get) => {
     assertEquals(await (await get("/")).text(), "ok");
     assertEquals(pool.idle(server.port), 1);
-    await until("idleMs closes the idle connection", () => pool.idle(server.port) === 0);
+    await until(3000, "idleMs closes the idle connection", () => pool.idle(server.port) === 0);
   }, { idleMs: 100 });
 });
 
