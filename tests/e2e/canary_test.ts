@@ -40,10 +40,10 @@ Deno.test("canary: promoted in 3 steps; reverted on 10 % 500s, on latency; a fai
     const first = await repo.pushOk();
     assertMatch(first.output, /canary: none for this first deploy/);
     const url = `http://127.0.0.1:${port}/`;
-    const stable = new LoadGenerator(url, 3, 120_000, undefined, { cookie: "dp_canary=9999" }).start();
-    const canary = new LoadGenerator(url, 3, 120_000, undefined, { cookie: "dp_canary=0" }).start();
+    const stable = new LoadGenerator(url, 3, undefined, { cookie: "dp_canary=9999" }).start();
+    const canary = new LoadGenerator(url, 3, undefined, { cookie: "dp_canary=0" }).start();
     // A client without a cookie that keeps the one the proxy sets: one version, then (at most) the next, never back.
-    const browser = new LoadGenerator(url, 1, 120_000, undefined, undefined, true).start();
+    const browser = new LoadGenerator(url, 1, undefined, undefined, true).start();
     try {
       // 1. A good release: 5 %, 25 %, 50 %, each judged after 2 s, then the switch.
       await commit("v1", "paced");

@@ -100,7 +100,7 @@ Deno.test("https by host name: blue-green deploys, a failing deploy and a rollba
       // HTTP/2 on a new connection, while the HTTP/1.1 load goes on.
       records.push({ step, expect: history.at(-1)!, start, end, h2: await overHttp2(httpsPort, tls.certificate) });
       await new Promise((r) => setTimeout(r, 300)); // let the load see the result
-      await load.answered(end);
+      await load.answered(end, `after ${step} (#${records.length})`);
     }
     const stopped = performance.now();
     await load.stop();

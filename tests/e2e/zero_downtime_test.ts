@@ -55,7 +55,7 @@ async function runSteps(server: TestServer, name: string, kind: "python" | "node
     }
     records.push({ step, expect: serving, start, end: performance.now() });
     await new Promise((r) => setTimeout(r, 300)); // let the load see the result
-    await load.answered(records.at(-1)!.end);
+    await load.answered(records.at(-1)!.end, `${name} after ${step} (#${i + 1})`);
   }
   await load.stop();
   return { load, records, port };

@@ -2,10 +2,15 @@
  * Load generators for zero-downtime tests: several workers, each sending requests one after the
  * other over keep-alive connections on loopback, recording every answer. {@link LoadGenerator}
  * fetches a URL; {@link HttpsLoadGenerator} speaks HTTP/1.1 over TLS with SNI and Host set to a
- * test name. Bounded: they stop when told, or after `maxMs`.
+ * test name. They run until stopped; one still running after {@link BOUND_MS} records a failure
+ * saying so and stops, so that a forgotten stop() cannot load forever and a test that outlasts its
+ * load fails by name rather than as an outage.
  */
 import { HttpsClient } from "./proxy_process.ts";
-import { until } from "./time.ts";
+import { sleep, until } from "./time.ts";
+
+/** How long a load may run: far beyond any test, on the slowest machine. */
+export const BOUND_MS = 600_000;
 
 /** One request's outcome. */
 export interface Sample {
@@ -21,9 +26,45 @@ export interface Sample {
   error?: string;
 }
 
-/** The answers a load run recorded, and the checks on them. */
-abstract class SampleLog {
+/** The workers' loop, and the answers a load run recorded with the checks on them. */
+abstract class Load {
   readonly samples: Sample[] = [];
+  /** When each worker's request now waiting was sent, by worker. */
+  readonly #waiting = new Map<number, number>();
+  #running = true;
+  #workers: Promise<void>[] = [];
+
+  /**
+   * Starts `count` workers, each sending one request after the other until stopped: `send` sends
+   * one and returns its answer. A request that throws is recorded as an error, and `failed` told.
+   */
+  protected run(count: number, send: (worker: number) => Promise<Sample>, failed?: (worker: number) => void): void {
+    const end = performance.now() + BOUND_MS;
+    this.#workers = Array.from({ length: count }, async (_, worker) => {
+      while (this.#running) {
+        if (performance.now() > end) {
+          this.samples.push({ at: performance.now(), error: `the load ran past its bound of ${BOUND_MS} ms` });
+          return;
+        }
+        this.#waiting.set(worker, performance.now());
+        try {
+          this.samples.push(await send(worker));
+        } catch (error) {
+          this.samples.push({ at: performance.now(), error: String(error) });
+          failed?.(worker);
+          await sleep(20);
+        } finally {
+          this.#waiting.delete(worker);
+        }
+      }
+    });
+  }
+
+  /** Stops the workers, once each has its answer. */
+  protected async halt(): Promise<void> {
+    this.#running = false;
+    await Promise.all(this.#workers);
+  }
 
   /** Samples that failed: connection errors and 5xx answers. */
   failures(): Sample[] {
@@ -37,23 +78,39 @@ abstract class SampleLog {
 
   /**
    * Waits until `count` answers arrived after `from`, so that the check of what answered after a step
-   * sees some (a slow machine may go 300 ms without one); throws when fewer than `count` came in `ms`.
+   * sees some (a slow machine may go 300 ms without one); throws when fewer than `count` came in `ms`,
+   * naming `what` and saying what the load saw.
    */
-  answered(from: number, count = 3, ms = 10_000): Promise<void> {
-    return until(ms, `${count} answers from the load after a step`, () => {
-      let got = 0; // samples come in time order: count from the newest
-      for (let i = this.samples.length - 1; i >= 0 && this.samples[i].at >= from && got < count; i--) {
-        if (this.samples[i].body !== undefined) got++;
-      }
-      return got >= count;
-    });
+  async answered(from: number, what: string, count = 3, ms = 10_000): Promise<void> {
+    try {
+      await until(ms, `${what}: ${count} answers from the load`, () => {
+        let got = 0; // samples come in time order: count from the newest
+        for (let i = this.samples.length - 1; i >= 0 && this.samples[i].at >= from && got < count; i--) {
+          if (this.samples[i].body !== undefined) got++;
+        }
+        return got >= count;
+      });
+    } catch (error) {
+      throw new Error(`${(error as Error).message}\n${this.since(from)}`);
+    }
+  }
+
+  /** What the load saw since `from`, and the requests still waiting: for a failure's message. */
+  since(from: number): string {
+    const now = performance.now();
+    const after = this.samples.filter((s) => s.at >= from);
+    const last = this.samples.findLast((s) => s.body !== undefined);
+    const ago = (t: number) => `${(now - t).toFixed(0)} ms ago`;
+    return [
+      `since ${ago(from)}: ${after.length} samples ${JSON.stringify(after.slice(0, 5))}`,
+      `last answer ${last ? `${ago(last.at)}: ${last.status} ${last.body}` : "none"}`,
+      `requests waiting, sent: ${[...this.#waiting.values()].map(ago).join(", ") || "none"}`,
+    ].join("\n");
   }
 }
 
 /** Sends requests until stopped. */
-export class LoadGenerator extends SampleLog {
-  private running = true;
-  private workers: Promise<void>[] = [];
+export class LoadGenerator extends Load {
   private readonly client: Deno.HttpClient;
 
   /**
@@ -63,8 +120,7 @@ export class LoadGenerator extends SampleLog {
    */
   constructor(
     readonly url: string,
-    readonly workers_ = 4,
-    readonly maxMs = 180_000,
+    readonly workers = 4,
     localAddress?: string,
     readonly headers?: HeadersInit,
     readonly keepCookies = false,
@@ -75,41 +131,27 @@ export class LoadGenerator extends SampleLog {
 
   /** Starts the workers. */
   start(): this {
-    const until = performance.now() + this.maxMs;
-    this.workers = Array.from({ length: this.workers_ }, async () => {
-      const jar = new Map<string, string>();
-      while (this.running && performance.now() < until) {
-        const sent = performance.now();
-        try {
-          const headers = new Headers(this.headers);
-          if (jar.size) headers.set("cookie", [...jar].map(([name, value]) => `${name}=${value}`).join("; "));
-          const response = await fetch(this.url, { client: this.client, headers, signal: AbortSignal.timeout(10_000) });
-          for (const cookie of this.keepCookies ? response.headers.getSetCookie() : []) {
-            const [name, value] = cookie.split(";")[0].split("=");
-            jar.set(name.trim(), (value ?? "").trim());
-          }
-          const body = await response.text();
-          const retryAfter = response.headers.get("retry-after");
-          this.samples.push({
-            at: performance.now(),
-            sent,
-            status: response.status,
-            body,
-            ...(retryAfter ? { retryAfter } : {}),
-          });
-        } catch (error) {
-          this.samples.push({ at: performance.now(), error: String(error) });
-          await new Promise((r) => setTimeout(r, 20));
-        }
+    const jars = Array.from({ length: this.workers }, () => new Map<string, string>());
+    this.run(this.workers, async (worker) => {
+      const sent = performance.now();
+      const jar = jars[worker];
+      const headers = new Headers(this.headers);
+      if (jar.size) headers.set("cookie", [...jar].map(([name, value]) => `${name}=${value}`).join("; "));
+      const response = await fetch(this.url, { client: this.client, headers, signal: AbortSignal.timeout(10_000) });
+      for (const cookie of this.keepCookies ? response.headers.getSetCookie() : []) {
+        const [name, value] = cookie.split(";")[0].split("=");
+        jar.set(name.trim(), (value ?? "").trim());
       }
+      const body = await response.text();
+      const retryAfter = response.headers.get("retry-after");
+      return { at: performance.now(), sent, status: response.status, body, ...(retryAfter ? { retryAfter } : {}) };
     });
     return this;
   }
 
   /** Stops the workers and closes the connections. */
   async stop(): Promise<Sample[]> {
-    this.running = false;
-    await Promise.all(this.workers);
+    await this.halt();
     this.client.close();
     return this.samples;
   }
@@ -121,11 +163,11 @@ export class LoadGenerator extends SampleLog {
  * or no answer within 10 s) is recorded and its connection replaced; so is a connection the server
  * closes with `Connection: close` (not a failure). {@link connects} counts every connection opened.
  */
-export class HttpsLoadGenerator extends SampleLog {
+export class HttpsLoadGenerator extends Load {
   /** Connections opened, the first `connections` included. */
   connects = 0;
-  private running = true;
-  private workers: Promise<void>[] = [];
+  /** Each worker's open connection. */
+  readonly #clients: (HttpsClient | undefined)[] = [];
 
   constructor(
     readonly port: number,
@@ -133,54 +175,41 @@ export class HttpsLoadGenerator extends SampleLog {
     readonly ca: string,
     readonly connections = 4,
     readonly path = "/",
-    readonly maxMs = 180_000,
   ) {
     super();
   }
 
   /** Starts the workers. */
   start(): this {
-    const until = performance.now() + this.maxMs;
-    this.workers = Array.from({ length: this.connections }, async () => {
-      let client: HttpsClient | undefined;
-      while (this.running && performance.now() < until) {
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        try {
-          if (!client) {
-            this.connects++;
-            client = await HttpsClient.connect(this.port, this.name, this.ca);
-          }
-          const open = client;
-          const timeout = new Promise<never>((_, reject) => {
-            timer = setTimeout(() => {
-              open.close();
-              reject(new Error("no answer within 10 s"));
-            }, 10_000);
-          });
-          const response = await Promise.race([open.request(this.path), timeout]);
-          this.samples.push({ at: performance.now(), status: response.status, body: response.body });
-          if (response.headers.get("connection")?.toLowerCase() === "close") {
-            open.close();
-            client = undefined;
-          }
-        } catch (error) {
-          this.samples.push({ at: performance.now(), error: String(error) });
-          client?.close();
-          client = undefined;
-          await new Promise((r) => setTimeout(r, 20));
-        } finally {
-          clearTimeout(timer);
-        }
+    const drop = (worker: number) => {
+      this.#clients[worker]?.close();
+      this.#clients[worker] = undefined;
+    };
+    this.run(this.connections, async (worker) => {
+      if (!this.#clients[worker]) {
+        this.connects++;
+        this.#clients[worker] = await HttpsClient.connect(this.port, this.name, this.ca);
       }
-      client?.close();
-    });
+      const open = this.#clients[worker]!;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error("no answer within 10 s")), 10_000);
+      });
+      try {
+        const response = await Promise.race([open.request(this.path), timeout]);
+        if (response.headers.get("connection")?.toLowerCase() === "close") drop(worker);
+        return { at: performance.now(), status: response.status, body: response.body };
+      } finally {
+        clearTimeout(timer);
+      }
+    }, drop);
     return this;
   }
 
   /** Stops the workers and closes the connections. */
   async stop(): Promise<Sample[]> {
-    this.running = false;
-    await Promise.all(this.workers);
+    await this.halt();
+    for (const client of this.#clients) client?.close();
     return this.samples;
   }
 }
