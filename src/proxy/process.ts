@@ -40,6 +40,8 @@ export interface Nice {
 
 /** The nice value of V8's helper threads (garbage collection, compilation): the lowest priority there is. */
 export const HELPER_NICE = 19;
+/** How V8's helper threads' names begin ("V8 DefaultWorker", cut to 15 characters by the kernel). */
+export const HELPER_NAME = "V8 ";
 
 /**
  * Sets the nice value of this process's threads (on Linux a nice value is a thread's; threads
@@ -63,7 +65,7 @@ export function setNice(nice: number): Nice {
   let problem: string | undefined;
   for (const thread of threads) {
     try {
-      const want = thread !== 0 && isHelper(thread) ? HELPER_NICE : nice;
+      const want = isHelper(thread) ? HELPER_NICE : nice;
       if (getPriority(thread) !== want) setPriority(thread, want);
     } catch (error) {
       // Node's SystemError: the errno's name is in `info` (`code` is ERR_SYSTEM_ERROR).
@@ -81,7 +83,7 @@ export function setNice(nice: number): Nice {
 /** Whether thread `tid` of this process is one of V8's helper threads (by its name). */
 function isHelper(tid: number): boolean {
   try {
-    return Deno.readTextFileSync(`/proc/self/task/${tid}/comm`).startsWith("V8 ");
+    return Deno.readTextFileSync(`/proc/self/task/${tid}/comm`).startsWith(HELPER_NAME);
   } catch {
     return false;
   }

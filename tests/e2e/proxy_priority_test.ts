@@ -11,7 +11,7 @@ import { withProxy as withInProcessProxy } from "../helpers/proxy_server.ts";
 import { freePort } from "../helpers/server.ts";
 import { deploymentsRoot } from "../../src/paths.ts";
 import { writeRoute } from "../../src/proxy/routes.ts";
-import { HELPER_NICE } from "../../src/proxy/process.ts";
+import { HELPER_NAME, HELPER_NICE } from "../../src/proxy/process.ts";
 
 /** The nice value of each thread of `pid` (field 19 of /proc/<pid>/task/<tid>/stat), by name. */
 function threadNices(pid: number): { name: string; nice: number }[] {
@@ -31,12 +31,10 @@ function threadNices(pid: number): { name: string; nice: number }[] {
  */
 function nices(pid: number): { others: number[]; helpers: number[] } {
   const threads = threadNices(pid);
-  const distinct = (
-    helper: boolean,
-  ) => [...new Set(threads.filter((t) => t.name.startsWith("V8 ") === helper).map((t) => t.nice))];
-  const result = { others: distinct(false), helpers: distinct(true) };
-  assert(result.helpers.length > 0, `no V8 helper thread among ${threads.map((t) => t.name).join(", ")}`);
-  return result;
+  const [others, helpers] = [new Set<number>(), new Set<number>()];
+  for (const { name, nice } of threads) (name.startsWith(HELPER_NAME) ? helpers : others).add(nice);
+  assert(helpers.size > 0, `no V8 helper thread among ${threads.map((t) => t.name).join(", ")}`);
+  return { others: [...others], helpers: [...helpers] };
 }
 
 /**

@@ -36,9 +36,14 @@ abstract class Load {
 
   /**
    * Starts `count` workers, each sending one request after the other until stopped: `send` sends
-   * one and returns its answer. A request that throws is recorded as an error, and `failed` told.
+   * one (at `sent`) and returns its answer. A request that throws is recorded as an error, and
+   * `failed` told.
    */
-  protected run(count: number, send: (worker: number) => Promise<Sample>, failed?: (worker: number) => void): void {
+  protected run(
+    count: number,
+    send: (worker: number, sent: number) => Promise<Sample>,
+    failed?: (worker: number) => void,
+  ): void {
     const end = performance.now() + BOUND_MS;
     this.#workers = Array.from({ length: count }, async (_, worker) => {
       while (this.#running) {
@@ -46,9 +51,10 @@ abstract class Load {
           this.samples.push({ at: performance.now(), error: `the load ran past its bound of ${BOUND_MS} ms` });
           return;
         }
-        this.#waiting.set(worker, performance.now());
+        const sent = performance.now();
+        this.#waiting.set(worker, sent);
         try {
-          this.samples.push(await send(worker));
+          this.samples.push(await send(worker, sent));
         } catch (error) {
           this.samples.push({ at: performance.now(), error: String(error) });
           failed?.(worker);
@@ -91,12 +97,12 @@ abstract class Load {
         return got >= count;
       });
     } catch (error) {
-      throw new Error(`${(error as Error).message}\n${this.since(from)}`);
+      throw new Error(`${(error as Error).message}\n${this.#since(from)}`);
     }
   }
 
   /** What the load saw since `from`, and the requests still waiting: for a failure's message. */
-  since(from: number): string {
+  #since(from: number): string {
     const now = performance.now();
     const after = this.samples.filter((s) => s.at >= from);
     const last = this.samples.findLast((s) => s.body !== undefined);
@@ -132,8 +138,7 @@ export class LoadGenerator extends Load {
   /** Starts the workers. */
   start(): this {
     const jars = Array.from({ length: this.workers }, () => new Map<string, string>());
-    this.run(this.workers, async (worker) => {
-      const sent = performance.now();
+    this.run(this.workers, async (worker, sent) => {
       const jar = jars[worker];
       const headers = new Headers(this.headers);
       if (jar.size) headers.set("cookie", [...jar].map(([name, value]) => `${name}=${value}`).join("; "));
