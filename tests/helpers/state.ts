@@ -2,6 +2,7 @@
 import { join } from "node:path";
 import { listReleases } from "../../src/deploy/releases.ts";
 import type { AppStatus } from "../../src/deploy/status.ts";
+import { logsRoot } from "../../src/paths.ts";
 import { run, type TestServer } from "./server.ts";
 
 /** The app's status.json. */
@@ -34,16 +35,20 @@ export async function deployLog(server: TestServer, app: string): Promise<Record
 }
 
 /**
- * Every file under the server prefix except the git repositories (pushes add objects there),
- * with size, mtime and symlink target: equal snapshots mean nothing changed on disk. Directories
- * are listed by name only: a temp entry created and removed again changes a dir's mtime alone.
+ * Every file under the server prefix except the git repositories (pushes add objects there) and
+ * the apps' own output (access.log, error.log: a running app writes them whenever it likes, and
+ * the process manager copies its lines there some time after an answer), with size, mtime and
+ * symlink target: equal snapshots mean nothing changed on disk. Directories are listed by name
+ * only: a temp entry created and removed again changes a dir's mtime alone.
  */
 export async function snapshot(server: TestServer): Promise<string[]> {
   const entries: string[] = [];
+  const logs = logsRoot(server.prefix);
   async function walk(dir: string): Promise<void> {
     for await (const entry of Deno.readDir(dir)) {
       const path = join(dir, entry.name);
       if (path.startsWith(join(server.prefix, "var", "repos"))) continue;
+      if (path.startsWith(logs) && /^(access|error)\.log(\.\d+)?$/.test(entry.name)) continue;
       const info = await Deno.lstat(path);
       const link = entry.isSymlink ? await Deno.readLink(path) : "";
       entries.push(entry.isDirectory ? `${path}/` : `${path} ${info.size} ${info.mtime?.getTime()} ${link}`);
