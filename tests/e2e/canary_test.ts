@@ -63,7 +63,10 @@ Deno.test("canary: promoted in 3 steps; reverted on 10 % 500s, on latency; a fai
         [5, 25, 50],
       ]);
       // The canary client saw v1 during the canary; the stable client only v0 until the switch.
-      const during = (load: LoadGenerator) => load.bodiesBetween(started + 500, ended - 4000); // before the final switch (≥ 6 s of steps)
+      // Until the final switch began: its deploy.log line says when it ended and how long it took (wall clock).
+      const switched = (await deployLog(server, app)).findLast((event) => event.event === "switch")!;
+      const switchAt = Date.parse(switched.time as string) - (switched.duration as number) - performance.timeOrigin;
+      const during = (load: LoadGenerator) => load.bodiesBetween(started + 500, switchAt);
       assert(during(canary).has("v1"), `canary client: ${[...during(canary)]}`);
       assertEquals([...during(stable)], ["v0"]);
       // Sticky: once the canary client got v1, it got v1 only (5 %, 25 %, 50 %, then everyone).
