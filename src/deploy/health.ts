@@ -20,6 +20,8 @@ export interface HealthResult {
   successes: number;
   /** Why the last failing attempt failed. */
   lastProblem?: string;
+  /** Each distinct problem the attempts met, in the order first met, with how many attempts met it. */
+  problems: Record<string, number>;
   checkedAt: string;
 }
 
@@ -38,20 +40,35 @@ export async function checkHealth(
   let attempts = 0;
   let successes = 0;
   let lastProblem: string | undefined;
+  const problems: Record<string, number> = {};
+  const verdict = (healthy: boolean) => ({
+    healthy,
+    attempts,
+    successes,
+    lastProblem,
+    problems,
+    checkedAt: isoNow(clock),
+  });
   while (true) {
     if (cancel?.aborted) throw new Cancelled(String(cancel.reason));
     attempts++;
     const problem = await probe(url, Math.min(check.timeout, Math.max(1, deadline - Date.now())));
     if (problem === undefined) successes++;
-    else [successes, lastProblem] = [0, problem];
-    if (successes >= check.successes) {
-      return { healthy: true, attempts, successes, lastProblem, checkedAt: isoNow(clock) };
+    else {
+      [successes, lastProblem] = [0, problem];
+      problems[problem] = (problems[problem] ?? 0) + 1;
     }
-    if (Date.now() + check.interval > deadline) {
-      return { healthy: false, attempts, successes, lastProblem, checkedAt: isoNow(clock) };
-    }
+    if (successes >= check.successes) return verdict(true);
+    if (Date.now() + check.interval > deadline) return verdict(false);
     await new Promise((resolve) => setTimeout(resolve, check.interval));
+    // A late timer (a busy machine) may wake past the window: no attempt cut down to nothing.
+    if (Date.now() >= deadline) return verdict(false);
   }
+}
+
+/** What the attempts met, in the order first met: "connection refused … ×3, answered 500 … ×12". */
+function problemsText(problems: Record<string, number>): string {
+  return Object.entries(problems).map(([problem, count]) => `${problem} ×${count}`).join(", ");
 }
 
 /** One attempt: undefined when healthy, else what went wrong. */
@@ -88,7 +105,7 @@ async function healthStep(
       const appErrors = await linesSince(errorLog, since, 10);
       throw new Error(
         `${target} did not answer 2xx ${check.successes} times in a row within ${check.window / 1000}s ` +
-          `(${result.attempts} attempts; last: ${result.lastProblem})` +
+          `(${result.attempts} attempts: ${problemsText(result.problems)})` +
           (appErrors.length ? `; the app's error.log says:\n${appErrors.map((l) => `    ${l}`).join("\n")}` : ""),
       );
     },
@@ -162,6 +179,6 @@ export async function checkStaticFiles(
     const path = meta.healthCheck?.path ?? "/";
     const file = join(releaseDir, path.endsWith("/") ? `${path}index.html` : path);
     if (!(await exists(file))) throw new Error(`the static app has no file for ${path} (looked for ${file})`);
-    return { healthy: true, attempts: 1, successes: 1, checkedAt: isoNow(journal.clock) };
+    return { healthy: true, attempts: 1, successes: 1, problems: {}, checkedAt: isoNow(journal.clock) };
   }, () => note);
 }

@@ -524,6 +524,7 @@ Deno.test("checkHealth: unhealthy when it always answers 500 within the window",
     assertEquals(result.healthy, false);
     assertEquals(result.successes, 0);
     assertEquals(result.lastProblem, "answered 500 Internal Server Error");
+    assertEquals(result.problems, { "answered 500 Internal Server Error": result.attempts });
     assert(result.attempts >= 3, `only ${result.attempts} attempts`);
     assertEquals(requests(), result.attempts);
     assert(elapsed < 3000, `took ${elapsed}ms for a 600ms window`);
@@ -539,6 +540,38 @@ Deno.test("checkHealth: connection refused is reported as such", async () => {
   const result = await checkHealth(`http://127.0.0.1:${port}/health`, check({ window: 200, interval: 50 }));
   assertEquals(result.healthy, false);
   assertEquals(result.lastProblem, "connection refused (nothing listens on the port)");
+});
+
+Deno.test("checkHealth: counts each problem it met, in the order met", async () => {
+  await withHealthServer((n) => (n <= 2 ? 503 : 500), async (url) => {
+    const result = await checkHealth(url, check({ window: 400, interval: 50 }));
+    assertEquals(result.healthy, false);
+    assertEquals(Object.keys(result.problems), [
+      "answered 503 Service Unavailable",
+      "answered 500 Internal Server Error",
+    ]);
+    assertEquals(result.problems["answered 503 Service Unavailable"], 2);
+    assertEquals(result.problems["answered 500 Internal Server Error"], result.attempts - 2);
+  });
+});
+
+Deno.test("checkHealth: a timer that wakes past the window makes no attempt cut down to nothing", async () => {
+  // A busy machine: the event loop is held from 100 ms to past the 600 ms window while the check
+  // sleeps its 200 ms interval. Before, the wake-up probed with a 1 ms timeout and reported
+  // "no answer within 1ms" in place of what the app had answered.
+  await withHealthServer(() => 500, async (url) => {
+    const started = Date.now();
+    const hold = setTimeout(() => {
+      while (Date.now() - started < 700) { /* the machine is busy */ }
+    }, 100);
+    try {
+      const result = await checkHealth(url, check({ window: 600, interval: 200 }));
+      assertEquals([result.healthy, result.attempts], [false, 1]);
+      assertEquals(result.problems, { "answered 500 Internal Server Error": 1 });
+    } finally {
+      clearTimeout(hold);
+    }
+  });
 });
 
 // ---------------------------------------------------------------- deploy lock
