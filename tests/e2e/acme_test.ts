@@ -20,25 +20,9 @@ import {
 } from "../../src/proxy/certs.ts";
 import { DeployParadigmError } from "../../src/errors.ts";
 import { selfSigned } from "../helpers/certs.ts";
+import { until } from "../helpers/time.ts";
 
 const REPO = resolve(import.meta.dirname!, "../..");
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Polls `check` every 20 ms until it returns a value other than undefined/false; fails after `ms`. */
-async function waitFor<T>(
-  what: string,
-  ms: number,
-  check: () => T | undefined | false | Promise<T | undefined | false>,
-) {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    const value = await check();
-    if (value !== undefined && value !== false) return value;
-    await sleep(20);
-  }
-  throw new Error(`${what}: not within ${ms} ms`);
-}
-
 type Apps = Map<string, { domains: string[]; tls?: { certificate: string; key: string } }>;
 
 interface Harness {
@@ -102,7 +86,7 @@ async function withPebble(fn: (h: Harness) => Promise<void>, validitySeconds?: n
 /** Waits until every app in `apps` has a certificate served for each of its exact domains. */
 function waitForCertificates(manager: CertificateManager, apps: Apps, ms = 15_000) {
   const names = [...apps.values()].flatMap((spec) => spec.domains).filter((name) => !name.startsWith("*."));
-  return waitFor(`certificates for ${names.join(", ")}`, ms, () => names.every((n) => manager.certificateFor(n)));
+  return until(ms, `certificates for ${names.join(", ")}`, () => names.every((n) => manager.certificateFor(n)));
 }
 
 /** The leaf's facts, checked by node:crypto. */
@@ -178,7 +162,7 @@ Deno.test("acme: two apps with two domains each get one certificate each, chaine
     const leftovers = [...Deno.readDirSync(tls)].map((e) => e.name).filter((name) => name.includes(".tmp-"));
     assertEquals(leftovers, [], "no temp files left");
 
-    const state = await waitFor("certificates.json with both apps", 5_000, async () => {
+    const state = await until(5_000, "certificates.json with both apps", async () => {
       const text = await Deno.readTextFile(certificatesStatePath(root)).catch(() => "{}");
       const parsed = JSON.parse(text) as CertificatesState;
       return Object.keys(parsed.certificates ?? {}).length === 2 && parsed;
@@ -267,7 +251,7 @@ Deno.test("acme: renewal, forced (renewNow) and by itself when a third of a shor
     assertEquals(changes, before + 1, "onChange fired for the renewal");
 
     const waitStarted = performance.now();
-    const renewed = await waitFor("an automatic renewal", 8_000, () => {
+    const renewed = await until(8_000, "an automatic renewal", () => {
       const now = manager.certificateFor("alpha.test")!.cert;
       return now !== forced && now;
     });
@@ -306,14 +290,14 @@ Deno.test("acme: pebble stopped → renewal fails, the old certificate is still 
     assertMatch(first.lastError!, /^certificate for alpha\.test, www\.alpha\.test not issued: cannot reach/);
     assertEquals(Date.parse(first.nextAttemptAt!) - Date.parse(first.lastErrorAt!), 400, "first retry after 400 ms");
     assertEquals(first.notAfter, new Date(leaf(served.cert).validTo).toISOString(), "the state keeps the old one");
-    const onDisk = await waitFor("the error in certificates.json", 5_000, async () => {
+    const onDisk = await until(5_000, "the error in certificates.json", async () => {
       const state = JSON.parse(await Deno.readTextFile(certificatesStatePath(root))) as CertificatesState;
       return state.certificates.alpha.lastError === first.lastError && state;
     });
     assertEquals(onDisk.certificates.alpha.nextAttemptAt, first.nextAttemptAt);
 
     // The timer retries by itself, and the next delay doubles; the certificate stays.
-    const second = await waitFor("an automatic retry", 5_000, () => {
+    const second = await until(5_000, "an automatic retry", () => {
       const state = manager.state().certificates.alpha;
       return state.lastErrorAt !== first.lastErrorAt && state;
     });
@@ -326,9 +310,9 @@ Deno.test("acme: a wildcard domain is recorded as needing DNS-01 and never order
   await withPebble(async ({ root, pebble, manager: make }) => {
     const manager = make();
     manager.sync(new Map([["wild", { domains: ["*.wild.test"] }]]));
-    const wild = await waitFor(
-      "the wildcard error",
+    const wild = await until(
       5_000,
+      "the wildcard error",
       () => manager.state().certificates.wild.lastError ?? undefined,
     );
     assertMatch(wild, /^\*\.wild\.test: wildcard names need the DNS-01 challenge, which is not supported/);
@@ -384,7 +368,7 @@ Deno.test("acme: bring-your-own certificate is served (wildcard too); a key that
         ["plain", { domains: ["plain.test"] }],
       ]),
     );
-    await waitFor("the own certificate", 5_000, () => manager.certificateFor("own.test"));
+    await until(5_000, "the own certificate", () => manager.certificateFor("own.test"));
     assertEquals(manager.certificateFor("own.test")!.cert, await Deno.readTextFile(own.certificate));
     assertEquals(manager.certificateFor("deep.own.test")!.key, await Deno.readTextFile(own.key), "wildcard SNI");
     assertEquals(manager.certificateFor("a.b.own.test"), undefined, "a wildcard covers one label only");
@@ -405,7 +389,7 @@ Deno.test("acme: bring-your-own certificate is served (wildcard too); a key that
     assert(manager.hasCertificate("own.test"));
     const late = new CertificateManager({ root, log: () => {}, now: () => loaded.info.notAfter + 1 });
     late.sync(new Map([["own", { domains: ["own.test"], tls: own }]]));
-    await waitFor("the own certificate (late clock)", 5_000, () => late.certificateFor("own.test"));
+    await until(5_000, "the own certificate (late clock)", () => late.certificateFor("own.test"));
     assert(!late.hasCertificate("own.test"));
     assertMatch(late.state().certificates.own.lastError!, /own\.pem expired on \d{4}-/);
     await late.close();

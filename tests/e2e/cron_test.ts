@@ -18,6 +18,7 @@ import type { CronJob } from "../../src/cron/job.ts";
 import type { CronRun } from "../../src/cron/log.ts";
 import { nextRun, parseSchedule, type Schedule } from "../../src/cron/schedule.ts";
 import { appPaths } from "../../src/paths.ts";
+import { sleep } from "../helpers/time.ts";
 
 /** Writes release `id` of `app` under `root` as a deploy leaves it, with `jobs`, and points `current` at it. */
 async function serve(root: string, app: string, id: string, jobs: CronJob[], dotenv: string): Promise<void> {
@@ -44,7 +45,6 @@ async function cronLog(root: string, app: string): Promise<CronRun[]> {
 }
 
 const parsed = (text: string) => parseSchedule(text) as Schedule;
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const minuteOf = (ms: number) => Math.floor(ms / 60_000) * 60_000;
 
 Deno.test("pm2, through git push: each job once a minute, overlaps skipped, timeouts killed, cron_failed sent", async () => {

@@ -10,11 +10,10 @@ import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { startPebble } from "../helpers/pebble.ts";
 import { HttpsClient, servedSerial, startProxy } from "../helpers/proxy_process.ts";
 import { freePort } from "../helpers/server.ts";
+import { sleep, until } from "../helpers/time.ts";
 import { control } from "../../src/proxy/client.ts";
 import { writeRoute } from "../../src/proxy/routes.ts";
 import { deploymentsRoot } from "../../src/paths.ts";
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** An app that names itself and echoes what the proxy told it; WebSockets echo. */
 function app(name: string): Deno.HttpServer<Deno.NetAddr> {
@@ -50,16 +49,6 @@ interface CertState {
 async function certificates(root: string): Promise<Record<string, CertState>> {
   const text = await Deno.readTextFile(join(deploymentsRoot(root), ".tls", "certificates.json")).catch(() => "{}");
   return (JSON.parse(text).certificates ?? {}) as Record<string, CertState>;
-}
-
-async function until<T>(what: string, ms: number, probe: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    await sleep(100);
-  }
-  throw new Error(`${what}: not within ${ms} ms`);
 }
 
 /** One WebSocket message over TLS to 127.0.0.1:`port` with SNI `name`: handshake, a masked text frame, the echo. */
@@ -128,7 +117,7 @@ Deno.test("https: ACME certificates for two apps by host name, HTTP/2, redirects
       await writeRoute(dir, { port: server.addr.port });
     }
     proxy = await startProxy(root);
-    const issued = await until("both certificates", 30_000, async () => {
+    const issued = await until(30_000, "both certificates", async () => {
       const state = await certificates(root);
       return state.shop?.notAfter && state.blog?.notAfter ? state : undefined;
     });
@@ -231,7 +220,7 @@ Deno.test("https: ACME certificates for two apps by host name, HTTP/2, redirects
     await pebble.stopPebble();
     const failed = await control(root, { op: "renew", app: "blog" }, 60_000).then(() => "ok", (e) => String(e));
     assert(failed !== "ok", "renewing without the ACME server fails");
-    const state = await until("the error in certificates.json", 10_000, async () => {
+    const state = await until(10_000, "the error in certificates.json", async () => {
       const s = await certificates(root);
       return s.blog?.lastError ? s : undefined;
     });

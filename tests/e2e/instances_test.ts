@@ -11,8 +11,7 @@ import { AppRepo, FAST_HEALTH, portApp, pythonApp, SHORT_HEALTH } from "../helpe
 import { LoadGenerator } from "../helpers/load.ts";
 import { freePort, get, run, type TestServer, withServer } from "../helpers/server.ts";
 import { pm2Online, status } from "../helpers/state.ts";
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+import { sleep } from "../helpers/time.ts";
 
 /** The names of the test server's online pm2 processes, sorted. */
 async function onlineNames(server: TestServer): Promise<string[]> {

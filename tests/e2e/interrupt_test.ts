@@ -16,8 +16,7 @@ import { FakeVps } from "../helpers/vps.ts";
 import { type AppPaths, appPaths } from "../../src/paths.ts";
 import { listReleases } from "../../src/deploy/releases.ts";
 import { readStatus } from "../../src/deploy/status.ts";
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+import { sleep } from "../helpers/time.ts";
 
 /** A health check that would wait a minute for a release that never listens. */
 const LONG_HEALTH = "{ path: /health, window: 60s, interval: 200ms, successes: 2, timeout: 1s }";

@@ -27,8 +27,7 @@ import { fleetConfigSchema, fleetPaths } from "../../src/fleet/config.ts";
 import { FleetEvents } from "../../src/fleet/events.ts";
 import { LocalSource, type Source } from "../../src/fleet/source.ts";
 import { FleetStore } from "../../src/fleet/store.ts";
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+import { sleep } from "../helpers/time.ts";
 
 /** A plain app on 127.0.0.1 answering `app` to anything. */
 function plainApp(text = "app") {

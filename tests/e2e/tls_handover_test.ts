@@ -12,9 +12,9 @@ import { withProxy } from "../helpers/proxy_server.ts";
 import { freePort } from "../helpers/server.ts";
 import { WireClient } from "../helpers/wire_client.ts";
 import { deploymentsRoot } from "../../src/paths.ts";
+import { sleep } from "../helpers/time.ts";
 
 const HOST = "early.test";
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 Deno.test("tls: a name asked for before its certificate is served to every connection once the certificate is there", async () => {
   const app = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, () => new Response("early"));

@@ -10,8 +10,7 @@ import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { AppRepo, FAST_HEALTH, pythonApp } from "../helpers/apps.ts";
 import { freePort, get, type TestServer, withServer } from "../helpers/server.ts";
 import { pm2Online, status } from "../helpers/state.ts";
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+import { sleep } from "../helpers/time.ts";
 
 /** The worker: claims the oldest job file by renaming it, works 300 ms, records it; on SIGTERM ends after the job. */
 function worker(version: string): string {

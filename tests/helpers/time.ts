@@ -3,10 +3,22 @@
 /** Resolves after `ms`. */
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Resolves once `check()` holds (polling every 10 ms), or rejects after `ms` naming `what`. */
-export async function until(ms: number, what: string, check: () => boolean | Promise<boolean>): Promise<void> {
+/** What a check of {@link until} gives when it does not hold yet. */
+type NotYet = false | undefined | null;
+
+/**
+ * Resolves with what `check()` gives once it is neither false, undefined nor null (polling every
+ * 10 ms), or rejects after `ms` naming `what`.
+ */
+export async function until<T>(
+  ms: number,
+  what: string,
+  check: () => T | Promise<T>,
+): Promise<Exclude<T, NotYet>> {
   const deadline = performance.now() + ms;
-  while (!(await check())) {
+  while (true) {
+    const value = await check();
+    if (value !== false && value !== undefined && value !== null) return value as Exclude<T, NotYet>;
     if (performance.now() > deadline) throw new Error(`${what}: not so within ${ms} ms`);
     await sleep(10);
   }
