@@ -66,9 +66,20 @@ export async function checkHealth(
   }
 }
 
-/** What the attempts met, in the order first met: "connection refused … ×3, answered 500 … ×12". */
-function problemsText(problems: Record<string, number>): string {
-  return Object.entries(problems).map(([problem, count]) => `${problem} ×${count}`).join(", ");
+/** Distinct problems named in a failed check's message; more are counted. */
+const PROBLEMS_SHOWN = 4;
+
+/**
+ * What a failed check met, in the order first met: "connection refused … ×3, answered 500 … ×12",
+ * and the 2xx answers in a row it ended with, if any.
+ */
+export function seenText(result: HealthResult): string {
+  const entries = Object.entries(result.problems);
+  const parts = entries.slice(0, PROBLEMS_SHOWN).map(([problem, count]) => `${problem} ×${count}`);
+  const more = entries.slice(PROBLEMS_SHOWN).reduce((sum, [, count]) => sum + count, 0);
+  if (more) parts.push(`${entries.length - PROBLEMS_SHOWN} other problems ×${more}`);
+  if (result.successes) parts.push(`then ${result.successes} 2xx in a row`);
+  return parts.join(", ");
 }
 
 /** One attempt: undefined when healthy, else what went wrong. */
@@ -105,7 +116,7 @@ async function healthStep(
       const appErrors = await linesSince(errorLog, since, 10);
       throw new Error(
         `${target} did not answer 2xx ${check.successes} times in a row within ${check.window / 1000}s ` +
-          `(${result.attempts} attempts: ${problemsText(result.problems)})` +
+          `(${result.attempts} attempts: ${seenText(result)})` +
           (appErrors.length ? `; the app's error.log says:\n${appErrors.map((l) => `    ${l}`).join("\n")}` : ""),
       );
     },

@@ -17,7 +17,7 @@ import { renderHook, shellQuote } from "../../src/hook.ts";
 import { detectType, nameFromFolder, renderDeployYml } from "../../src/init.ts";
 import { parseConfig } from "../../src/config/load.ts";
 import { deployFileSchema, type HealthCheck } from "../../src/config/schema.ts";
-import { checkHealth } from "../../src/deploy/health.ts";
+import { checkHealth, seenText } from "../../src/deploy/health.ts";
 import { acquireLock, type LockOwner } from "../../src/deploy/lock.ts";
 import { type AppStatus, readStatus, writeStatus } from "../../src/deploy/status.ts";
 import type { CertificateState } from "../../src/proxy/cert_state.ts";
@@ -553,6 +553,33 @@ Deno.test("checkHealth: counts each problem it met, in the order met", async () 
     assertEquals(result.problems["answered 503 Service Unavailable"], 2);
     assertEquals(result.problems["answered 500 Internal Server Error"], result.attempts - 2);
   });
+});
+
+Deno.test("seenText: each problem with its count in the order met, a cap on how many, the 2xx run it ended with", () => {
+  const result = (problems: Record<string, number>, successes = 0) => ({
+    healthy: false,
+    attempts: 0,
+    successes,
+    problems,
+    checkedAt: "",
+  });
+  assertEquals(
+    seenText(
+      result({ "connection refused (nothing listens on the port)": 2, "answered 500 Internal Server Error": 9 }),
+    ),
+    "connection refused (nothing listens on the port) ×2, answered 500 Internal Server Error ×9",
+  );
+  // successes: 3 and the window ended after two 2xx answers: the message says so rather than nothing.
+  assertEquals(
+    seenText(result({ "answered 503 Service Unavailable": 1 }, 2)),
+    "answered 503 Service Unavailable ×1, then 2 2xx in a row",
+  );
+  assertEquals(seenText(result({}, 2)), "then 2 2xx in a row");
+  const many = Object.fromEntries(["a", "b", "c", "d", "e", "f"].map((p, i) => [`problem ${p}`, i + 1]));
+  assertEquals(
+    seenText(result(many)),
+    "problem a ×1, problem b ×2, problem c ×3, problem d ×4, 2 other problems ×11",
+  );
 });
 
 Deno.test("checkHealth: a timer that wakes past the window makes no attempt cut down to nothing", async () => {
