@@ -18,7 +18,7 @@ import type { CronJob } from "../../src/cron/job.ts";
 import type { CronRun } from "../../src/cron/log.ts";
 import { nextRun, parseSchedule, type Schedule } from "../../src/cron/schedule.ts";
 import { appPaths } from "../../src/paths.ts";
-import { sleep } from "../helpers/time.ts";
+import { sleep, until } from "../helpers/time.ts";
 
 /** Writes release `id` of `app` under `root` as a deploy leaves it, with `jobs`, and points `current` at it. */
 async function serve(root: string, app: string, id: string, jobs: CronJob[], dotenv: string): Promise<void> {
@@ -42,6 +42,32 @@ async function serve(root: string, app: string, id: string, jobs: CronJob[], dot
 async function cronLog(root: string, app: string): Promise<CronRun[]> {
   const text = await Deno.readTextFile(join(appPaths(app, root).logDir, "cron.log")).catch(() => "");
   return text.split("\n").filter(Boolean).map((line) => JSON.parse(line));
+}
+
+/**
+ * The processes whose command line matches `pattern` and whose working directory is under `dir`
+ * (a job runs in its release): this test's own, not those of other tests running beside it.
+ */
+async function jobProcesses(dir: string, pattern: RegExp): Promise<{ pid: number; args: string; cwd: string }[]> {
+  const found = [];
+  for await (const entry of Deno.readDir("/proc")) {
+    const pid = Number(entry.name);
+    if (!Number.isInteger(pid)) continue;
+    try {
+      const args = (await Deno.readTextFile(`/proc/${pid}/cmdline`)).split("\0").join(" ").trim();
+      const cwd = await Deno.readLink(`/proc/${pid}/cwd`);
+      if (pattern.test(args) && cwd.startsWith(`${dir}/`)) found.push({ pid, args, cwd });
+    } catch { /* it has just ended */ }
+  }
+  return found;
+}
+
+/** Waits (5 s at most) until no process of a job matching `pattern` is left under `dir`; fails naming those left. */
+async function assertNoneLeft(dir: string, pattern: RegExp, what: string): Promise<void> {
+  let left: unknown[] = [];
+  await until(5_000, what, async () => (left = await jobProcesses(dir, pattern)).length === 0).catch((error) => {
+    throw new Error(`${error.message}: ${JSON.stringify(left)}`);
+  });
 }
 
 const parsed = (text: string) => parseSchedule(text) as Schedule;
@@ -143,8 +169,11 @@ Deno.test("pm2, through git push: each job once a minute, overlaps skipped, time
         assert(Date.parse(run.end) >= Date.parse(run.start));
       }
       // Nothing of the hanging job is left.
-      const ps = await run(["ps", "-eo", "args"]);
-      assert(!ps.stdout.includes("sleep 600"), "the timed-out job still runs");
+      await assertNoneLeft(
+        paths.dir,
+        /sleep 600/,
+        `the timed-out job still runs (runs: ${JSON.stringify(by("hang"))})`,
+      );
       // The output log: start and end lines around each run's output.
       const hangOutput = await Deno.readTextFile(join(paths.logDir, "cron-hang.log"));
       assertMatch(
@@ -233,8 +262,7 @@ Deno.test("cron-run: SIGTERM then SIGKILL at the timeout, one run at a time, a j
       await Deno.readTextFile(join(paths.logDir, "cron-stubborn.log")),
       /^--- \S+ start stubborn \(release 20260101-000000-001\): \/bin\/sh -c .*\npartial(Terminated\n)?got TERM\n--- \S+ end stubborn: timeout after 4\.\d\d s: killed after 1 s \(its timeout\)\n$/,
     );
-    const ps = await run(["ps", "-eo", "args"]);
-    assert(!/^sleep 300$/m.test(ps.stdout), "the job's background child still runs");
+    await assertNoneLeft(paths.dir, /^sleep 300$/, "the job's background child still runs");
     // `cron <app>`: each job with its next run and its last one.
     const listed = await server.cli(["cron", app]);
     assertEquals(listed.code, 0, listed.output);
