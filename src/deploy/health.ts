@@ -18,8 +18,6 @@ export interface HealthResult {
   attempts: number;
   /** Consecutive successes at the end. */
   successes: number;
-  /** Why the last failing attempt failed. */
-  lastProblem?: string;
   /** Each distinct problem the attempts met, in the order first met, with how many attempts met it. */
   problems: Record<string, number>;
   checkedAt: string;
@@ -39,13 +37,11 @@ export async function checkHealth(
   const deadline = Date.now() + check.window;
   let attempts = 0;
   let successes = 0;
-  let lastProblem: string | undefined;
   const problems: Record<string, number> = {};
   const verdict = (healthy: boolean) => ({
     healthy,
     attempts,
     successes,
-    lastProblem,
     problems,
     checkedAt: isoNow(clock),
   });
@@ -55,7 +51,7 @@ export async function checkHealth(
     const problem = await probe(url, Math.min(check.timeout, Math.max(1, deadline - Date.now())));
     if (problem === undefined) successes++;
     else {
-      [successes, lastProblem] = [0, problem];
+      successes = 0;
       problems[problem] = (problems[problem] ?? 0) + 1;
     }
     if (successes >= check.successes) return verdict(true);
