@@ -65,9 +65,11 @@ async function jobProcesses(dir: string, pattern: RegExp): Promise<{ pid: number
 /** Waits (5 s at most) until no process of a job matching `pattern` is left under `dir`; fails naming those left. */
 async function assertNoneLeft(dir: string, pattern: RegExp, what: string): Promise<void> {
   let left: unknown[] = [];
-  await until(5_000, what, async () => (left = await jobProcesses(dir, pattern)).length === 0).catch((error) => {
-    throw new Error(`${error.message}: ${JSON.stringify(left)}`);
-  });
+  await until(
+    5_000,
+    () => `${what}: not so within 5000 ms: ${JSON.stringify(left)}`,
+    async () => (left = await jobProcesses(dir, pattern)).length === 0,
+  );
 }
 
 const parsed = (text: string) => parseSchedule(text) as Schedule;

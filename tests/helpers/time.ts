@@ -8,18 +8,20 @@ type NotYet = false | undefined | null;
 
 /**
  * Resolves with what `check()` gives once it is neither false, undefined nor null (polling every
- * 10 ms), or rejects after `ms` naming `what`.
+ * 10 ms), or rejects after `ms` naming `what` (a function: called then, to say what was seen).
  */
 export async function until<T>(
   ms: number,
-  what: string,
+  what: string | (() => string),
   check: () => T | Promise<T>,
 ): Promise<Exclude<T, NotYet>> {
   const deadline = performance.now() + ms;
   while (true) {
     const value = await check();
     if (value !== false && value !== undefined && value !== null) return value as Exclude<T, NotYet>;
-    if (performance.now() > deadline) throw new Error(`${what}: not so within ${ms} ms`);
+    if (performance.now() > deadline) {
+      throw new Error(typeof what === "string" ? `${what}: not so within ${ms} ms` : what());
+    }
     await sleep(10);
   }
 }
