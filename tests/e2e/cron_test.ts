@@ -67,8 +67,9 @@ async function assertNoneLeft(dir: string, pattern: RegExp, what: string): Promi
   let left: unknown[] = [];
   await until(
     5_000,
-    () => `${what}: not so within 5000 ms: ${JSON.stringify(left)}`,
+    what,
     async () => (left = await jobProcesses(dir, pattern)).length === 0,
+    () => `left: ${JSON.stringify(left)}`,
   );
 }
 

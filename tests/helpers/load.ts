@@ -88,14 +88,13 @@ abstract class Load {
    * naming `what` and saying what the load saw.
    */
   async answered(from: number, what: string, count = 3, ms = 10_000): Promise<void> {
-    const failure = () => `${what}: ${count} answers from the load: not so within ${ms} ms\n${this.#since(from)}`;
-    await until(ms, failure, () => {
+    await until(ms, `${what}: ${count} answers from the load`, () => {
       let got = 0; // samples come in time order: count from the newest
       for (let i = this.samples.length - 1; i >= 0 && this.samples[i].at >= from && got < count; i--) {
         if (this.samples[i].body !== undefined) got++;
       }
       return got >= count;
-    });
+    }, () => this.#since(from));
   }
 
   /** What the load saw since `from`, and the requests still waiting: for a failure's message. */

@@ -8,20 +8,19 @@ type NotYet = false | undefined | null;
 
 /**
  * Resolves with what `check()` gives once it is neither false, undefined nor null (polling every
- * 10 ms), or rejects after `ms` naming `what` (a function: called then, to say what was seen).
+ * 10 ms), or rejects after `ms` naming `what`, followed by what `seen()` says (called only then).
  */
 export async function until<T>(
   ms: number,
-  what: string | (() => string),
+  what: string,
   check: () => T | Promise<T>,
+  seen?: () => string,
 ): Promise<Exclude<T, NotYet>> {
   const deadline = performance.now() + ms;
   while (true) {
     const value = await check();
     if (value !== false && value !== undefined && value !== null) return value as Exclude<T, NotYet>;
-    if (performance.now() > deadline) {
-      throw new Error(typeof what === "string" ? `${what}: not so within ${ms} ms` : what());
-    }
+    if (performance.now() > deadline) throw new Error(`${what}: not so within ${ms} ms${seen ? `\n${seen()}` : ""}`);
     await sleep(10);
   }
 }
