@@ -7,7 +7,8 @@
  */
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { refuseTakenDomains } from "./config/domains.ts";
+import { refuseTakenDomains, refuseTakenPort } from "./config/domains.ts";
+import { parseConfig } from "./config/load.ts";
 import { NAME_PATTERN } from "./config/names.ts";
 import { hostNameProblem } from "./config/schema.ts";
 import { PROXIED, STRATEGIES, type Strategy } from "./deploy/strategies/names.ts";
@@ -15,7 +16,7 @@ import { checkDotenvFile } from "./deploy/dotenv.ts";
 import { processFor } from "./deploy/runtime.ts";
 import { ensureSlots } from "./deploy/slots.ts";
 import { type Manager, MANAGER_NAMES, MANAGERS, type ServiceSpec } from "./managers/mod.ts";
-import { DeployParadigmError, UsageError } from "./errors.ts";
+import { ConfigError, DeployParadigmError, UsageError } from "./errors.ts";
 import { exists, readTextOrUndefined, writeFileAtomic } from "./fsutil.ts";
 import { installHook } from "./hook.ts";
 import { appPaths, deploymentsRoot, prefix, selfCommand } from "./paths.ts";
@@ -25,6 +26,7 @@ import { controlSocketPath, legacyControlSocketPath } from "./proxy/routes.ts";
 import { ProcessRunner } from "./runner.ts";
 import { setupUsers, type UserSetup } from "./setup_users.ts";
 import { parseDocument } from "./yaml.ts";
+import { z } from "zod";
 
 /** Options of `setup`; what is missing is asked on a terminal, or defaulted with `yes`. */
 export interface SetupOptions {
@@ -64,15 +66,22 @@ function portTaken(port: number): boolean {
   }
 }
 
-/** Values already set up for the app (setup is idempotent: they are the defaults). */
+/**
+ * Values already set up for the app (setup is idempotent: they are the defaults). A config.yml
+ * that is not YAML is refused (exit 2, with where): rewriting it would lose what it holds.
+ */
 async function existing(configPath: string): Promise<Partial<SetupOptions>> {
   const text = await readTextOrUndefined(configPath);
   if (!text) return {};
   let value: Record<string, unknown> | null;
   try {
-    value = parseDocument(text).toJS() as Record<string, unknown> | null;
-  } catch {
-    return {}; // a broken config.yml is rewritten with what setup is given
+    value = parseConfig(text, z.unknown(), configPath) as Record<string, unknown> | null;
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    throw new ConfigError(error.message.split("\n")[0], error.problems, {
+      suggestion: `fix ${configPath} (setup keeps what it holds and changes only port, manager, env, ` +
+        `strategy and domains), or remove it to start again`,
+    });
   }
   return {
     port: typeof value?.port === "number" ? value.port : undefined,
@@ -147,8 +156,12 @@ async function complete(options: SetupOptions, before: Partial<SetupOptions>): P
       await input({
         message: "Public port of the app",
         default: String(values.port),
-        validate: (text) =>
-          /^\d+$/.test(text) && Number(text) >= 1 && Number(text) <= 65535 ? true : "a whole number from 1 to 65535",
+        validate: async (text) => {
+          if (!(/^\d+$/.test(text) && Number(text) >= 1 && Number(text) <= 65535)) {
+            return "a whole number from 1 to 65535";
+          }
+          return await refuseTakenPort(options.app, Number(text)).then(() => true, (error) => (error as Error).message);
+        },
       }),
     );
     if (port !== before.port && portTaken(port)) console.log(`! port ${port} is in use on this server right now`);
@@ -212,6 +225,7 @@ export async function setup(options: SetupOptions): Promise<number> {
   // Checked before anything is written: a domain another app has, a hook we could not replace,
   // a `user:` in config.yml that names nobody.
   await refuseTakenDomains(options.app, values.domains);
+  await refuseTakenPort(options.app, values.port);
   const clash = await nameClash(prefix(), options.app, []);
   if (clash) throw new UsageError(clash, { suggestion: "choose another name for the app" });
   await checkDotenvFile(paths.envFile(values.env)); // a secret too short to redact (redact.ts)
@@ -231,8 +245,7 @@ export async function setup(options: SetupOptions): Promise<number> {
   await Deno.mkdir(paths.dir, { recursive: true });
   for (const dir of [deploymentsRoot(), paths.dir]) await withoutGroupWrite(dir);
   const current = await readTextOrUndefined(paths.config);
-  let doc = parseDocument(current ?? CONFIG_TEMPLATE);
-  if (doc.errors.length) doc = parseDocument(CONFIG_TEMPLATE); // unreadable: rewritten from what setup is given
+  const doc = parseDocument(current ?? CONFIG_TEMPLATE); // YAML: `existing` read it
   for (const [key, value] of Object.entries({ port: values.port, manager: values.manager, env: values.env })) {
     doc.set(key, value);
   }

@@ -28,7 +28,8 @@ export const setupCommand: CommandSpec = {
   ],
   async run({ args, opts }) {
     const port = opts.port === undefined ? undefined : Number(opts.port);
-    if (port !== undefined && !(Number.isInteger(port) && port >= 1 && port <= 65535)) {
+    // Digits only: Number() also takes 0x5209, 2.1e4 and " 21102".
+    if (port !== undefined && !(/^[0-9]{1,5}$/.test(String(opts.port)) && port >= 1 && port <= 65535)) {
       throw new UsageError(`--port must be a whole number from 1 to 65535 (got "${opts.port}")`);
     }
     const env = opts.env as string | undefined;

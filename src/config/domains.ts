@@ -1,9 +1,10 @@
 /**
- * Which app has which domain on this server: the `domains` of every app's config.yml under the
- * deployments root. A domain (an exact name, or a wildcard such as `*.example.com` compared as
- * written) belongs to one app: `setup --domain` and deploys refuse a second claim before anything
- * changes (exit 2, both apps named). An exact name under another app's wildcard is no conflict:
- * the exact name wins when routing.
+ * Which app has which domain and which port on this server: the `domains`, and the `port`, `slots`
+ * and `instancePorts` of every app's config.yml under the deployments root. A domain (an exact
+ * name, or a wildcard such as `*.example.com` compared as written) belongs to one app, and so does a
+ * port: `setup` and deploys refuse a second claim before anything changes (exit 2, both apps
+ * named). An exact name under another app's wildcard is no conflict: the exact name wins when
+ * routing.
  * @module
  */
 import { UsageError } from "../errors.ts";
@@ -30,7 +31,7 @@ export interface DomainConflict {
 export async function domainClaims(root: string = prefix()): Promise<Map<string, string[]>> {
   const claims = new Map<string, string[]>();
   for (const app of await appNames(root)) {
-    for (const domain of await domainsOf(appPaths(app, root).config)) {
+    for (const domain of (await claimsOf(appPaths(app, root).config)).domains) {
       claims.set(domain, [...(claims.get(domain) ?? []), app].sort());
     }
   }
@@ -90,6 +91,40 @@ export async function refuseTakenDomains(
   );
 }
 
+/**
+ * Every port an app's config.yml under `root` names (its public port, its slots, its instances'
+ * ports), mapped to the apps naming it (sorted); read leniently, as {@link domainClaims}.
+ */
+export async function portClaims(root: string = prefix()): Promise<Map<number, string[]>> {
+  const claims = new Map<number, string[]>();
+  for (const app of await appNames(root)) {
+    for (const port of new Set((await claimsOf(appPaths(app, root).config)).ports)) {
+      claims.set(port, [...(claims.get(port) ?? []), app]);
+    }
+  }
+  return claims;
+}
+
+/**
+ * Throws a {@link UsageError} (exit 2) when another app under `root` names `port` in its
+ * config.yml (as its public port, a slot or an instance's port); changes nothing. `where` names
+ * the file `app`'s port comes from.
+ */
+export async function refuseTakenPort(
+  app: string,
+  port: number,
+  options: { root?: string; where?: string } = {},
+): Promise<void> {
+  const root = options.root ?? prefix();
+  const owner = (await portClaims(root)).get(port)?.find((other) => other !== app);
+  if (owner === undefined) return;
+  const from = options.where ? ` (${options.where})` : "";
+  throw new UsageError(
+    `app "${app}"${from} cannot have port ${port}: app "${owner}" has it already (${appPaths(owner, root).config})`,
+    { suggestion: "a port belongs to one app: choose another one (setup --port N, or port: in config.yml)" },
+  );
+}
+
 /** The app directories under the deployments root (names only; dot entries such as .tls are not apps). */
 async function appNames(root: string): Promise<string[]> {
   const names: string[] = [];
@@ -100,16 +135,26 @@ async function appNames(root: string): Promise<string[]> {
   return names.sort();
 }
 
-/** The valid, lowercased `domains` of one config.yml; none when it cannot be read. */
-async function domainsOf(path: string): Promise<string[]> {
+/** What one config.yml claims: its valid, lowercased `domains` and the ports it names; nothing when it cannot be read. */
+async function claimsOf(path: string): Promise<{ domains: string[]; ports: number[] }> {
   try {
     const info = await ifExists(Deno.stat(path));
-    if (!info?.isFile || info.size > MAX_CONFIG_BYTES) return [];
-    const value = parse(await Deno.readTextFile(path), { maxAliasCount: 50 }) as { domains?: unknown } | null;
+    if (!info?.isFile || info.size > MAX_CONFIG_BYTES) return { domains: [], ports: [] };
+    const value = parse(await Deno.readTextFile(path), { maxAliasCount: 50 }) as {
+      domains?: unknown;
+      port?: unknown;
+      slots?: Record<string, unknown>;
+      instancePorts?: Record<string, unknown>;
+    } | null;
     const list = Array.isArray(value?.domains) ? value.domains : [];
-    return list.filter((name): name is string => typeof name === "string" && !hostNameProblem(name))
-      .map((name) => name.toLowerCase());
+    const extra = Object.values(value?.instancePorts ?? {}).flatMap((ports) => Array.isArray(ports) ? ports : []);
+    return {
+      domains: list.filter((name): name is string => typeof name === "string" && !hostNameProblem(name))
+        .map((name) => name.toLowerCase()),
+      ports: [value?.port, value?.slots?.blue, value?.slots?.green, ...extra]
+        .filter((port): port is number => Number.isInteger(port)),
+    };
   } catch {
-    return [];
+    return { domains: [], ports: [] };
   }
 }

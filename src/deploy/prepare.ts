@@ -5,7 +5,7 @@
  */
 import { resolve } from "node:path";
 import { toArgv } from "../config/argv.ts";
-import { refuseTakenDomains } from "../config/domains.ts";
+import { refuseTakenDomains, refuseTakenPort } from "../config/domains.ts";
 import { parseConfig } from "../config/load.ts";
 import { type DeployFile, deployFileSchema, type ServerConfig, serverConfigSchema } from "../config/schema.ts";
 import { DEPLOYERS, READS } from "../deployers/mod.ts";
@@ -63,6 +63,15 @@ export async function prepare(
   }
   const deploy = parseConfig(new TextDecoder().decode(raw), deployFileSchema, "deploy.yml", `commit ${short}`);
   const paths = appPaths(deploy.name, root);
+  if (await realPath(gitDir) !== await realPath(paths.repo)) {
+    throw new UsageError(
+      `deploy.yml names the app "${deploy.name}", whose repository is ${paths.repo}, not ${gitDir}`,
+      {
+        suggestion: `each repository deploys the app it is named after: fix "name" in deploy.yml (for a new ` +
+          `app: \`deploy-paradigm setup ${deploy.name}\` on this server, then push to its repository)`,
+      },
+    );
+  }
   const configText = await readTextOrUndefined(paths.config);
   if (configText === undefined) {
     throw new UsageError(`app "${deploy.name}" is not set up on this server: ${paths.config} does not exist`, {
@@ -73,12 +82,8 @@ export async function prepare(
   const config = parseConfig(configText, serverConfigSchema, paths.config);
   userOf(paths, config); // a `user:` that names nobody, a default user setup has not created: exit 2 now
   await refuseTakenDomains(deploy.name, config.domains, { root, where: paths.config });
-  if (await realPath(gitDir) !== await realPath(paths.repo)) {
-    throw new UsageError(
-      `deploy.yml names the app "${deploy.name}", whose repository is ${paths.repo}, not ${gitDir}`,
-      { suggestion: `each repository deploys the app it is named after: fix "name" in deploy.yml` },
-    );
-  }
+  await refuseTakenPort(deploy.name, config.port, { root, where: paths.config });
+
   const reads = DEPLOYERS[deploy.type].reads;
   const texts = new Map(
     (reads?.files ?? []).flatMap((file) => {

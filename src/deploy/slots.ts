@@ -4,10 +4,11 @@
  * @module
  */
 import { join } from "node:path";
-import { readTextOrUndefined, symlinkAtomic, writeFileAtomic } from "../fsutil.ts";
+import { portClaims } from "../config/domains.ts";
+import { symlinkAtomic, writeFileAtomic } from "../fsutil.ts";
 import type { Slot, SlotInstance } from "../managers/mod.ts";
 import { type AppPaths, deploymentsRoot } from "../paths.ts";
-import { parse as parseYaml, parseDocument } from "../yaml.ts";
+import { parseDocument } from "../yaml.ts";
 import { acquireLock } from "./lock.ts";
 
 /** The ports of an app's two slots. */
@@ -103,27 +104,9 @@ export async function instancePorts(
   });
 }
 
-/** Every port that config.yml files on this server name (public ports and slots). */
+/** Every port that config.yml files on this server name (public ports, slots, instances). */
 async function portsInUse(root: string): Promise<Set<number>> {
-  const used = new Set<number>();
-  for await (const entry of Deno.readDir(deploymentsRoot(root))) {
-    if (!entry.isDirectory) continue;
-    const text = await readTextOrUndefined(join(deploymentsRoot(root), entry.name, "config.yml"));
-    try {
-      const config = text
-        ? parseYaml(text) as {
-          port?: unknown;
-          slots?: Record<string, unknown>;
-          instancePorts?: Record<string, unknown>;
-        }
-        : undefined;
-      const extra = Object.values(config?.instancePorts ?? {}).flatMap((list) => Array.isArray(list) ? list : []);
-      for (const value of [config?.port, config?.slots?.blue, config?.slots?.green, ...extra]) {
-        if (typeof value === "number") used.add(value);
-      }
-    } catch { /* an app with a broken config.yml cannot take ports either */ }
-  }
-  return used;
+  return new Set((await portClaims(root)).keys());
 }
 
 /** Slot ports come from below Linux's ephemeral range (32768+), where outgoing connections take theirs. */

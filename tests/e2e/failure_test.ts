@@ -150,7 +150,7 @@ Deno.test("a broken deploy.yml gives a clear message and changes nothing", async
   });
 });
 
-Deno.test("a push for an app that is not set up says to run setup, and changes nothing", async () => {
+Deno.test("a push naming an app that is not set up says whose repository it is and what to do, and changes nothing", async () => {
   await withServer(async (server) => {
     const repoPath = await server.setupApp("known", { port: freePort() });
     const repo = await AppRepo.create(server, "other", repoPath);
@@ -158,8 +158,9 @@ Deno.test("a push for an app that is not set up says to run setup, and changes n
     await repo.python("unknown-app", "v1");
     const push = await repo.push();
     assert(push.code !== 0);
-    assertMatch(push.output, /app "unknown-app" is not set up on this server/);
-    assertMatch(push.output, /hint: run `deploy-paradigm setup unknown-app` on this server first/);
+    // Setting up unknown-app alone would not make this push deploy: the name and the repository disagree.
+    assertMatch(push.output, /deploy\.yml names the app "unknown-app", whose repository is \S+unknown-app\.git, not /);
+    assertMatch(push.output, /hint: .*fix "name" in deploy\.yml \(for a new app: `deploy-paradigm setup unknown-app` /);
     assertEquals(await snapshot(server), before);
   });
 });

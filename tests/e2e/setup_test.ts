@@ -232,3 +232,66 @@ Deno.test("a deploy whose config.yml claims another app's domain fails first: ex
     assertEquals(await releases(server, "blog"), []);
   });
 });
+
+Deno.test("setup refuses a port another app has (its public port or a slot's) and one that is not plain digits; nothing changed", async () => {
+  await withServer(async (server) => {
+    const port = freePort();
+    assertEquals((await server.cli(["setup", "shop", "--port", String(port), "--manager", "pm2", "--yes"])).code, 0);
+    const shop = parseConfig(await Deno.readTextFile(server.paths("shop").config), serverConfigSchema, "config.yml");
+    const before = await snapshot(server);
+    for (const taken of [port, shop.slots!.green]) {
+      const clash = await server.cli(["setup", "blog", "--port", String(taken), "--manager", "pm2", "--yes"]);
+      assertEquals(clash.code, 2, clash.output);
+      assertMatch(
+        clash.stderr,
+        new RegExp(
+          `app "blog" cannot have port ${taken}: app "shop" has it already \\(${server.paths("shop").config}\\)`,
+        ),
+      );
+      assertMatch(clash.stderr, /hint: a port belongs to one app: choose another one/);
+    }
+    for (const odd of ["0x5209", "2.1e4", " 21102", "21102.0"]) {
+      const bad = await server.cli(["setup", "blog", "--port", odd, "--manager", "pm2", "--yes"]);
+      assertEquals(bad.code, 2, `${odd}: ${bad.output}`);
+      assertMatch(bad.stderr, /--port must be a whole number from 1 to 65535/);
+    }
+    assertEquals(await snapshot(server), before);
+  });
+});
+
+Deno.test("setup refuses to rewrite a config.yml it cannot read (file:line:col, how to fix) and keeps it as it was", async () => {
+  await withServer(async (server) => {
+    assertEquals((await setupRestart(server, "shop")).code, 0);
+    const config = server.paths("shop").config;
+    const broken = (await Deno.readTextFile(config)) + "hsts: false\nnotify:\n\t- https://hooks.example.com/x\n";
+    await Deno.writeTextFile(config, broken);
+    const before = await snapshot(server);
+    const again = await server.cli(["setup", "shop", "--port", String(freePort()), "--manager", "pm2", "--yes"]);
+    assertEquals(again.code, 2, again.output);
+    assertMatch(again.stderr, new RegExp(`Cannot read ${config}:\\n  ${config}:\\d+:\\d+: YAML syntax error`));
+    assertMatch(again.stderr, /hint: fix \S+config\.yml \(setup keeps what it holds/);
+    assertEquals(await Deno.readTextFile(config), broken);
+    assertEquals(await snapshot(server), before);
+  });
+});
+
+Deno.test("a deploy whose config.yml has another app's port fails first: exit 2, both apps named", async () => {
+  await withServer(async (server) => {
+    const port = freePort();
+    assertEquals((await server.cli(["setup", "shop", "--port", String(port), "--manager", "pm2", "--yes"])).code, 0);
+    assertEquals((await setupRestart(server, "blog")).code, 0);
+    const blog = server.paths("blog");
+    await Deno.writeTextFile(
+      blog.config,
+      (await Deno.readTextFile(blog.config)).replace(/^port: \d+$/m, `port: ${port}`),
+    );
+    const repo = await AppRepo.create(server, "blog", blog.repo);
+    await repo.python("blog", "v1");
+    const before = await snapshot(server);
+    const push = await repo.push();
+    assert(push.code !== 0, push.output);
+    assertMatch(push.output, new RegExp(`app "blog" \\(${blog.config}\\) cannot have port ${port}: app "shop" has it`));
+    assertEquals(await snapshot(server), before, "nothing built or written");
+    assertEquals(await releases(server, "blog"), []);
+  });
+});
