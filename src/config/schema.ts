@@ -34,6 +34,12 @@ export { APP_TYPES };
 export { MANAGER_NAMES };
 
 /** The keys of deploy.yml that only some app types take, with those types. */
+/**
+ * A branch name as `git check-ref-format --branch` takes it, in a narrower alphabet: a name git
+ * refuses (`a..b`, `x.lock`, `-x`) would pass here and then no push could ever deploy it.
+ */
+const BRANCH = /^(?!-|refs\/|HEAD$)(?!.*(?:\.\.|\/\/|\/\.|\.lock\/|\.lock$|[\/.]$))(?!\.)[A-Za-z0-9._\/-]+$/;
+
 const TYPE_KEYS = [
   ...Map.groupBy(APP_TYPES.flatMap((type) => (DEPLOYERS[type].keys ?? []).map((key) => ({ key, type }))), (k) => k.key),
 ].map(([key, owners]) => [key, owners.map((owner) => owner.type)] as const);
@@ -101,7 +107,12 @@ export const deployFileSchema = z.strictObject({
   keepReleases: z.int({ error: "must be a whole number from 2 to 100" })
     .min(2, "must be at least 2: the serving release and the one before it are always kept")
     .max(100, "must be at most 100").default(3),
-  branch: z.string().regex(/^[A-Za-z0-9._\/-]+$/, "must be a branch name").default("main"),
+  branch: z.string().regex(
+    BRANCH,
+    "must be a branch name git accepts, such as main or release/v2 (letters, digits, " +
+      ". _ - and /; not starting with - or refs/, no .. or //, no part starting with . or ending with .lock, not HEAD)",
+  )
+    .default("main"),
   dockerfile: z.string().regex(/^[^/\0][^\0]*$/, "must be a path inside the repository, e.g. Dockerfile")
     .refine((path) => !path.split("/").includes(".."), "must stay inside the repository (no ..)")
     .optional().meta({ description: "docker apps: the Dockerfile, relative to the repository (default Dockerfile)." }),

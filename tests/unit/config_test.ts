@@ -349,8 +349,42 @@ Deno.test("deploy.yml: name, keepReleases and branch limits", () => {
   assertMatch(problems("name: a\ntype: static\nkeepReleases: 101\n")[0], /^deploy\.yml:3:15: "keepReleases" /);
   assertMatch(problems("name: a\ntype: static\nkeepReleases: 2.5\n")[0], /^deploy\.yml:3:15: "keepReleases" /);
   assertEquals(problems("name: a\ntype: static\nbranch: 'a b'\n"), [
-    'deploy.yml:3:9: "branch" must be a branch name (got "a b")',
+    'deploy.yml:3:9: "branch" must be a branch name git accepts, such as main or release/v2 (letters, digits, . _ - ' +
+    "and /; not starting with - or refs/, no .. or //, no part starting with . or ending with .lock, not HEAD) " +
+    '(got "a b")',
   ]);
+});
+
+Deno.test("deploy.yml: branch takes what `git check-ref-format --branch` takes (a name git refuses could never deploy)", () => {
+  const names = ["main", "release/v2", "feature/x.y", "v1.2", "HEADS", "my-HEAD", "a_b", "a..b", "../x", "-x", "HEAD"];
+  names.push(
+    "x.lock",
+    "x.lock/y",
+    "refs/heads/x",
+    "a//b",
+    "a/.b",
+    ".a",
+    "a/",
+    "a.",
+    "a b",
+    "a~1",
+    "a^",
+    "a:b",
+    "a@{1}",
+  );
+  for (const name of names) {
+    const git =
+      new Deno.Command("git", { args: ["check-ref-format", "--branch", name], stdout: "null", stderr: "null" })
+        .outputSync().success;
+    let ours = true;
+    try {
+      parseConfig(`name: a\ntype: static\nbranch: ${JSON.stringify(name)}\n`, deployFileSchema, "deploy.yml");
+    } catch {
+      ours = false;
+    }
+    // refs/heads/x is a name git takes (it makes refs/heads/refs/heads/x): refused here, it is never what was meant.
+    assertEquals(ours, git && name !== "refs/heads/x", name);
+  }
 });
 
 Deno.test("deployFileJsonSchema: describes the file for editors", () => {
