@@ -3,6 +3,7 @@
  * @module
  */
 import { dirname, join } from "node:path";
+import { DeployParadigmError } from "./errors.ts";
 
 /** True when `path` exists (without following a final symlink). */
 export async function exists(path: string): Promise<boolean> {
@@ -66,6 +67,28 @@ export async function ifExists<T>(operation: Promise<T>): Promise<T | undefined>
 /** The target of symlink `link`, or undefined when there is none. */
 export function readLinkOrUndefined(link: string): Promise<string | undefined> {
   return ifExists(Deno.readLink(link));
+}
+
+/**
+ * A JSON object file this tool writes (status.json, a release's metadata), or undefined when it
+ * does not exist. One changed by hand or cut short (a full disk) is a {@link DeployParadigmError}
+ * naming it, with `remedy` as its hint.
+ */
+export async function readJsonObject(path: string, remedy: string): Promise<Record<string, unknown> | undefined> {
+  const text = await readTextOrUndefined(path);
+  if (text === undefined) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new DeployParadigmError(`${path} is not valid JSON (${(error as Error).message})`, { suggestion: remedy });
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new DeployParadigmError(`${path} holds ${Array.isArray(value) ? "a list" : String(value)}, not an object`, {
+      suggestion: remedy,
+    });
+  }
+  return value as Record<string, unknown>;
 }
 
 /** Reads a text file, or undefined when it does not exist. */

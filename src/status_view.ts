@@ -6,7 +6,8 @@
 import { NAME_PATTERN } from "./config/names.ts";
 import { canaryStatusText } from "./deploy/canary_judge.ts";
 import { type AppStatus, readStatus } from "./deploy/status.ts";
-import { UsageError } from "./errors.ts";
+import { ConfigError, DeployParadigmError, UsageError } from "./errors.ts";
+import { readTextOrUndefined } from "./fsutil.ts";
 import { certificateCondition, type CertificateState, issuerLabel, readCertificates } from "./proxy/cert_state.ts";
 import { appPaths, deploymentsRoot } from "./paths.ts";
 import { describeMaintenance, maintenanceForStatus } from "./proxy/maintenance.ts";
@@ -20,8 +21,12 @@ import { ProcessRunner } from "./runner.ts";
 /** What status.json (written on this server, but by deploys of code anyone may push) says, safe on one line. */
 const safe = (text: string) => forTerminal(text, { oneLine: true });
 
-/** Status of every deployed app, by name. Apps set up but never deployed have none. */
-export async function collectStatus(only?: string): Promise<AppStatus[]> {
+/**
+ * Status of every deployed app, by name (apps set up but never deployed have none), and the
+ * problems that stop an app from being served or shown: a config.yml the proxy cannot read (it
+ * skips the app), a status.json that is not JSON; one line per problem, starting with the app.
+ */
+export async function collectStatus(only?: string): Promise<{ statuses: AppStatus[]; problems: string[] }> {
   const names: string[] = [];
   if (only !== undefined) {
     if (!NAME_PATTERN.test(only)) throw new UsageError(`"${only}" is not a valid app name`);
@@ -36,8 +41,24 @@ export async function collectStatus(only?: string): Promise<AppStatus[]> {
     }
   }
   const statuses: AppStatus[] = [];
+  const problems: string[] = [];
   for (const name of names.sort()) {
-    const status = await readStatus(appPaths(name).status);
+    const paths = appPaths(name);
+    const config = await readTextOrUndefined(paths.config);
+    try {
+      if (config !== undefined) parseConfig(config, serverConfigSchema, paths.config);
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      problems.push(`${name}: the proxy does not serve it: ${error.message}`);
+    }
+    let status: AppStatus | undefined;
+    try {
+      status = await readStatus(paths.status);
+    } catch (error) {
+      if (!(error instanceof DeployParadigmError) || only !== undefined) throw error;
+      problems.push(`${name}: ${error.message}${error.suggestion ? ` (${error.suggestion})` : ""}`);
+      continue;
+    }
     if (status) {
       // Maintenance as maintenance.json has it now, not as it was when status.json was written.
       const { maintenance: _, processes: written, ...rest } = status;
@@ -51,7 +72,7 @@ export async function collectStatus(only?: string): Promise<AppStatus[]> {
       });
     }
   }
-  return statuses;
+  return { statuses, problems };
 }
 
 /** The app's processes with their states now (undefined when its config.yml or its manager cannot say). */
@@ -65,9 +86,16 @@ async function liveProcesses(app: string, slot: AppStatus["slot"]): Promise<Proc
   }
 }
 
-/** Prints the status table (or JSON), with each app's current certificate. Returns 0. */
+/**
+ * Prints the status table (or JSON), with each app's current certificate, then each problem (on
+ * stderr with --json). Returns 0, or 1 when there is a problem.
+ */
 export async function showStatus(only: string | undefined, json: boolean): Promise<number> {
-  const statuses = await collectStatus(only);
+  const { statuses, problems } = await collectStatus(only);
+  const code = problems.length ? 1 : 0;
+  const report = (print: (line: string) => void) => {
+    for (const problem of problems) print(forTerminal(`! ${problem}`));
+  };
   const certificates = await readCertificates(deploymentsRoot());
   if (json) {
     // The certificate as the proxy has it now, not as it was when status.json was written.
@@ -75,8 +103,11 @@ export async function showStatus(only: string | undefined, json: boolean): Promi
       const certificate = certificates.get(status.name);
       return certificate ? { ...status, certificate } : status;
     });
-    console.log(jsonForTerminal(only !== undefined ? current[0] : current, 2));
-    return 0;
+    if (only === undefined || current.length) {
+      console.log(jsonForTerminal(only !== undefined ? current[0] : current, 2));
+    }
+    report(console.error);
+    return code;
   }
   const color = Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR");
   const { deployAlive } = await import("./deploy/canary_decision.ts");
@@ -84,8 +115,12 @@ export async function showStatus(only: string | undefined, json: boolean): Promi
   for (const { name, canary } of statuses) {
     if (canary?.state === "running" && !await deployAlive(appPaths(name))) leftCanaries.add(name);
   }
-  for (const line of statusLines(statuses, certificates, { now: Date.now(), color, leftCanaries })) console.log(line);
-  return 0;
+  if (statuses.length || !problems.length) {
+    for (const line of statusLines(statuses, certificates, { now: Date.now(), color, leftCanaries })) console.log(line);
+    if (problems.length) console.log("");
+  }
+  report((line) => console.log(color ? `\x1b[31m${line}\x1b[0m` : line));
+  return code;
 }
 
 /**

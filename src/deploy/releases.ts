@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { DeployParadigmError } from "../errors.ts";
 import { type AppPaths, deploymentsRoot } from "../paths.ts";
 import { STAGING_PREFIX } from "./prefetch.ts";
-import { exists, readLinkOrUndefined, readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
+import { exists, readJsonObject, readLinkOrUndefined, writeFileAtomic } from "../fsutil.ts";
 import type { HealthCheck } from "../config/schema.ts";
 import type { WorkerSpec } from "./processes.ts";
 import type { CronJob } from "../cron/job.ts";
@@ -110,8 +110,9 @@ export async function currentRelease(paths: AppPaths): Promise<string | undefine
 
 /** Reads a release's metadata. */
 export async function readReleaseMeta(paths: AppPaths, id: string): Promise<ReleaseMeta | undefined> {
-  const text = await readTextOrUndefined(join(paths.release(id), RELEASE_META));
-  return text === undefined ? undefined : JSON.parse(text) as ReleaseMeta;
+  const remedy = `deploys write this file: restore it from a backup, or remove the release ${paths.release(id)} ` +
+    `if no slot serves it`;
+  return await readJsonObject(join(paths.release(id), RELEASE_META), remedy) as ReleaseMeta | undefined;
 }
 
 /** Writes a release's metadata. */

@@ -3,7 +3,7 @@
  * @module
  */
 import { basename, dirname } from "node:path";
-import { readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
+import { readJsonObject, writeFileAtomic } from "../fsutil.ts";
 import type { ProcessInfo } from "./process_list.ts";
 import type { ServerConfig } from "../config/schema.ts";
 import { type CertificateState, readCertificates } from "../proxy/cert_state.ts";
@@ -108,10 +108,10 @@ export interface AppStatus {
   canary?: CanaryStatus;
 }
 
-/** Reads status.json, or undefined before the first deploy. */
+/** Reads status.json, or undefined before the first deploy; one that is not JSON is an error naming it. */
 export async function readStatus(path: string): Promise<AppStatus | undefined> {
-  const text = await readTextOrUndefined(path);
-  return text === undefined ? undefined : JSON.parse(text) as AppStatus;
+  const remedy = "deploys write this file: restore it from a backup, or remove it (the next deploy writes it again)";
+  return await readJsonObject(path, remedy) as AppStatus | undefined;
 }
 
 /**

@@ -164,7 +164,9 @@ export class RouteTable {
   readonly conflicts = new Map<string, string>();
 
   constructor(routes: Iterable<Route>) {
-    for (const route of routes) {
+    // An app that serves keeps its port and host names over one with nothing to serve yet (a
+    // config.yml copied by hand): otherwise the first by name would take them. Else, by name.
+    for (const route of [...routes].sort((a, b) => Number(!a.target) - Number(!b.target))) {
       const clash = this.#clash(route);
       if (clash) {
         this.conflicts.set(route.app, `skipping ${route.app}: ${clash}`);

@@ -1,6 +1,7 @@
 /**
  * End to end: failed deploys. Real pushes, real PM2, real apps that misbehave.
  */
+import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { AppRepo, SHORT_HEALTH } from "../helpers/apps.ts";
 import { freePort, get, withServer } from "../helpers/server.ts";
@@ -196,5 +197,56 @@ Deno.test("execute exits 2 on usage errors and 1 on a failed deploy", async () =
     for await (const entry of Deno.readDir(`${server.prefix}/opt/deployments`)) {
       assert(!entry.name.startsWith(".incoming-"), `staging dir left behind: ${entry.name}`);
     }
+  });
+});
+
+Deno.test("status names what keeps an app from being served or shown, shows the rest and exits 1; files deploys write, changed by hand, are named (no stack trace)", async () => {
+  await withServer(async (server) => {
+    const repo = await AppRepo.create(server, "web", await server.setupApp("web", { port: freePort() }));
+    await repo.python("web", "v1");
+    await repo.pushOk();
+    const web = server.paths("web");
+    const written = await Deno.readTextFile(web.status);
+    // "typo": its config.yml does not load, so the proxy skips it; "cut": its status.json was cut short.
+    for (
+      const [app, config, state] of [
+        ["typo", "port: [1\n", written.replaceAll('"web"', '"typo"')],
+        ["cut", `port: ${freePort()}\nmanager: pm2\nenv: production\n`, '{"name": "cut", "status": '],
+      ]
+    ) {
+      const paths = server.paths(app);
+      await Deno.mkdir(paths.dir, { recursive: true });
+      await Deno.writeTextFile(paths.config, config);
+      await Deno.writeTextFile(paths.status, state);
+    }
+    const table = await server.cli(["status"]);
+    assertEquals(table.code, 1, table.output);
+    assertMatch(table.stdout, /\nweb +running +yes/);
+    assertMatch(table.stdout, /\ntypo +running +yes/); // what status.json says, and below why it is not served
+    assertMatch(
+      table.stdout,
+      new RegExp(
+        `\\n! typo: the proxy does not serve it: Cannot read ${server.paths("typo").config}:\\n  \\S+:2:1: YAML`,
+      ),
+    );
+    assertMatch(
+      table.stdout,
+      new RegExp(`\\n! cut: ${server.paths("cut").status} is not valid JSON \\(.*\\) \\(deploys `),
+    );
+    const json = await server.cli(["status", "--json"]);
+    assertEquals(json.code, 1, json.output);
+    assertEquals(JSON.parse(json.stdout).map((s: { name: string }) => s.name), ["typo", "web"]);
+    assertMatch(json.stderr, /^! cut: /m);
+    const one = await server.cli(["status", "cut"]);
+    assertEquals(one.code, 1, one.output);
+    assertMatch(one.stderr, /^error: \S+status\.json is not valid JSON .*\nhint: deploys write this file: restore it/);
+    await Deno.writeTextFile(join(web.release((await status(server, "web")).release!), ".deploy-paradigm.json"), "[]");
+    const releasesShown = await server.cli(["releases", "web"]);
+    assertEquals(releasesShown.code, 1, releasesShown.output);
+    assertMatch(
+      releasesShown.stderr,
+      /^error: \S+\.deploy-paradigm\.json holds a list, not an object\nhint: deploys write/,
+    );
+    for (const run of [table, json, one, releasesShown]) assert(!/\n\s+at /.test(run.stderr), run.stderr);
   });
 });

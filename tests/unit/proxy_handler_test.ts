@@ -159,3 +159,20 @@ Deno.test("forwarding headers: behind a trusted load balancer the chain is kept 
   assertEquals(out.get("x-forwarded-proto"), "https");
   assertEquals(out.get("forwarded"), 'for=198.51.100.9, for=10.0.0.2;host="shop.test";proto=http');
 });
+
+Deno.test("route table: an app that serves keeps its port and host names over one with no release yet", () => {
+  const table = new RouteTable([
+    route("aaa-copy", { port: 8080, target: undefined }),
+    route("aaa-site", { domains: ["site.test"], target: undefined }),
+    route("legacy", { port: 8080, target: { port: 41003 } }),
+    route("site", { domains: ["site.test"], target: { port: 41004 } }),
+    route("zzz", { port: 8080, target: { port: 41005 } }),
+  ]);
+  assertEquals(table.byPort(8080)?.app, "legacy");
+  assertEquals(table.byHost("site.test")?.app, "site");
+  assertEquals(Object.fromEntries(table.conflicts), {
+    "aaa-copy": "skipping aaa-copy: port 8080 is already legacy's",
+    "aaa-site": "skipping aaa-site: site.test is already site's",
+    zzz: "skipping zzz: port 8080 is already legacy's", // both serve: the first by name
+  });
+});
