@@ -136,7 +136,34 @@ const NOT_FORWARDED = new Set([
 ]);
 
 /**
- * The headers the app gets: the client's, without hop-by-hop ones and names with "_", with Host (HTTP/2 has none: the
+ * Fields that frameworks read as the client's address, scheme, port, path prefix or URL (Rack's
+ * X-Forwarded-Ssl, Spring's and Django's X-Forwarded-Port and -Prefix, IIS's X-Original-URL, CDN
+ * client-IP headers): dropped unless the peer is a trusted proxy, since the proxy sets none of them.
+ */
+const CLIENT_CLAIMS = new Set([
+  "x-forwarded-ssl",
+  "x-forwarded-scheme",
+  "x-forwarded-port",
+  "x-forwarded-prefix",
+  "x-forwarded-server",
+  "x-forwarded-uri",
+  "x-forwarded",
+  "forwarded-for",
+  "x-original-url",
+  "x-original-uri",
+  "x-rewrite-url",
+  "x-original-forwarded-for",
+  "true-client-ip",
+  "x-client-ip",
+  "x-cluster-client-ip",
+  "cf-connecting-ip",
+  "fastly-client-ip",
+  "front-end-https",
+]);
+
+/**
+ * The headers the app gets: the client's, without hop-by-hop ones, names with "_" and, unless the
+ * peer is a trusted proxy, the {@link CLIENT_CLAIMS}; with Host (HTTP/2 has none: the
  * :authority becomes it), X-Forwarded-For, -Proto, -Host, X-Real-IP and Forwarded set by the proxy.
  * Values sent by a client are replaced, unless the peer is a trusted proxy: then its chain is
  * extended and the real client is the right-most address that is not a trusted proxy.
@@ -173,13 +200,16 @@ export interface ForwardedRequest {
 export function forwardedRequest(headers: HeaderSource, client: Client, host: string): ForwardedRequest {
   const out: ForwardedRequest = { lines: "" };
   let connection: string | undefined;
+  const trusted = client.isTrusted(client.ip);
   const write = (skip?: Set<string>) => {
     let lines = `host: ${host}\r\n`;
     // forEach, not for-of: several times cheaper per header.
     headers.forEach((value, name) => {
       if (!NOT_FORWARDED.has(name)) {
         // A name with "_" is dropped (as nginx does): CGI/WSGI apps read X_Forwarded_For as X-Forwarded-For.
-        if (!skip?.has(name) && !name.includes("_")) lines += `${name}: ${value}\r\n`;
+        if (!skip?.has(name) && !name.includes("_") && (trusted || !CLIENT_CLAIMS.has(name))) {
+          lines += `${name}: ${value}\r\n`;
+        }
       } else if (name === "connection") {
         // A name may come more than once (HeadFields): the values are one list.
         connection = connection === undefined ? value : `${connection}, ${value}`;
@@ -192,13 +222,12 @@ export function forwardedRequest(headers: HeaderSource, client: Client, host: st
   const named = connection?.split(",").map((name) => name.trim().toLowerCase())
     .filter((name) => name && name !== "keep-alive" && name !== "close" && name !== "upgrade");
   if (named?.length) lines = write(new Set(named)); // fields the client's Connection names are hop-by-hop
-  out.lines = lines + forwardingLines(headers, client, host);
+  out.lines = lines + forwardingLines(headers, client, host, trusted);
   return out;
 }
 
 /** The forwarding fields as lines; for an untrusted client they depend on its host only, so they are kept per connection. */
-function forwardingLines(headers: HeaderSource, client: Client, host: string): string {
-  const trusted = client.isTrusted(client.ip);
+function forwardingLines(headers: HeaderSource, client: Client, host: string, trusted: boolean): string {
   if (!trusted && client.lastForwarding?.host === host) return client.lastForwarding.lines;
   let lines = "";
   for (const [name, value] of forwarding(headers, client, host)) lines += `${name}: ${value}\r\n`;

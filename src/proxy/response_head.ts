@@ -77,7 +77,8 @@ export function parseResponseHead(text: string, method: string): ResponseHead {
         for (const token of value.split(",")) {
           const option = token.trim().toLowerCase();
           if (option === "close") close = true;
-          else if (option && option !== "keep-alive") (named ??= new Set()).add(option);
+          // Content-Length frames this very response: named or not, it stays (else the client reads to the close).
+          else if (option && option !== "keep-alive" && option !== "content-length") (named ??= new Set()).add(option);
         }
         break;
       case "content-length":
@@ -115,13 +116,15 @@ export function parseResponseHead(text: string, method: string): ResponseHead {
   let kept = fields;
   const both = transferEncoding !== undefined && length !== undefined;
   const reset = status === 205;
-  if (both || named || reset) {
+  // A 204 has no Content-Length (RFC 9110 §8.6): a client that honoured one would read the next answer as its body.
+  const lengthless = both || reset || status === 204;
+  if (lengthless || named) {
     // Both: Transfer-Encoding wins, Content-Length goes, and the connection gets no other request.
     // Fields named by Connection are hop-by-hop too. A 205 has no body whatever it says: length 0.
     kept = [];
     for (let i = 0; i < fields.length; i += 2) {
       const lower = fields[i].toLowerCase();
-      if (((both || reset) && lower === "content-length") || named?.has(lower)) continue;
+      if ((lengthless && lower === "content-length") || named?.has(lower)) continue;
       kept.push(fields[i], fields[i + 1]);
     }
     if (reset) kept.push("Content-Length", "0");
@@ -133,6 +136,8 @@ export function parseResponseHead(text: string, method: string): ResponseHead {
     fields: kept,
     framing,
     length: framing === "length" ? Number(length) : 0,
-    keepAlive: !close && framing !== "close",
+    // Nor after an answer without a body (HEAD, 204, 304): an app that sends one anyway (HEAD served
+    // as GET is common) would have its late bytes read as the next request's answer, maybe another client's.
+    keepAlive: !close && framing !== "close" && framing !== "none",
   };
 }

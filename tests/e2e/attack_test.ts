@@ -604,6 +604,13 @@ Deno.test("attack 5: spoofed forwarding headers are replaced; from a trusted pro
       "X-Forwarded-Proto": "https",
       "X-Forwarded-Host": "evil.example",
       "Forwarded": "for=6.6.6.6;proto=https;host=evil.example",
+      // What frameworks also read as the client's scheme, port, prefix, URL or address.
+      "X-Forwarded-Ssl": "on",
+      "X-Forwarded-Port": "443",
+      "X-Forwarded-Prefix": "/evil",
+      "X-Original-URL": "/admin",
+      "True-Client-IP": "6.6.6.6",
+      "CF-Connecting-IP": "6.6.6.6",
     };
     const host = `127.0.0.1:${stack.port}`;
     await t.step("untrusted client: the proxy's own values", async () => {
@@ -615,6 +622,7 @@ Deno.test("attack 5: spoofed forwarding headers are replaced; from a trusted pro
         "x-forwarded-proto": "http",
         "x-forwarded-host": host,
         "forwarded": `for=127.0.0.1;host="${host}";proto=http`,
+        ...Object.fromEntries(CLAIMS.map((name) => [name, undefined])),
       });
     });
     await t.step("trustedProxies: [127.0.0.1]: kept and extended", async () => {
@@ -628,14 +636,29 @@ Deno.test("attack 5: spoofed forwarding headers are replaced; from a trusted pro
         "x-forwarded-proto": "https",
         "x-forwarded-host": "evil.example",
         "forwarded": `for=6.6.6.6;proto=https;host=evil.example, for=127.0.0.1;host="${host}";proto=http`,
+        ...Object.fromEntries(CLAIMS.map((name) => [name, pickCase(spoofed, name)])),
       });
     });
   });
 });
 
+const CLAIMS = [
+  "x-forwarded-ssl",
+  "x-forwarded-port",
+  "x-forwarded-prefix",
+  "x-original-url",
+  "true-client-ip",
+  "cf-connecting-ip",
+];
+
 function pick(headers: Record<string, string>): Record<string, string | undefined> {
-  const names = ["x-forwarded-for", "x-real-ip", "x-forwarded-proto", "x-forwarded-host", "forwarded"];
+  const names = ["x-forwarded-for", "x-real-ip", "x-forwarded-proto", "x-forwarded-host", "forwarded", ...CLAIMS];
   return Object.fromEntries(names.map((name) => [name, headers[name]]));
+}
+
+/** The value of `name` (lowercase) in `headers` written with any case. */
+function pickCase(headers: Record<string, string>, name: string): string | undefined {
+  return Object.entries(headers).find(([key]) => key.toLowerCase() === name)?.[1];
 }
 
 /** Every header value but Date, and the body: what a client is shown. */

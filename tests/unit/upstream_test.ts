@@ -379,18 +379,50 @@ Deno.test("upstream: chunked response streamed and the connection reused", async
   });
 });
 
-Deno.test("upstream: HEAD with Content-Length, 204 and 304 have no body and keep the connection", async () => {
+Deno.test("upstream: HEAD with Content-Length, 204 and 304 have no body, and their connection is not pooled", async () => {
   await withNode(async ({ pool, app, get }) => {
     const head = await get("/sized", { method: "HEAD" });
     assertEquals([head.status, head.headers.get("content-length"), head.body], [200, "1234", null]);
-    assertEquals(pool.idle(app.port), 1);
+    // An app may send a body anyway (late): on a pooled connection it would be the next request's answer.
+    assertEquals(pool.idle(app.port), 0);
     const sized = await get("/sized");
     assertEquals((await sized.text()).length, 1234);
+    assertEquals(pool.idle(app.port), 1);
     const noContent = await get("/204");
     assertEquals([noContent.status, noContent.body], [204, null]);
     const notModified = await get("/304");
     assertEquals([notModified.status, notModified.headers.get("etag"), notModified.body], [304, '"v1"', null]);
-    assertEquals(await (await get("/connections")).text(), "1");
+    assertEquals(pool.idle(app.port), 0);
+    assertEquals(await (await get("/connections")).text(), "4"); // HEAD; GET and 204; 304; this one
+  });
+});
+
+Deno.test("upstream: a body an app sends late after HEAD, 204 or 304 never becomes another request's answer", async () => {
+  // HEAD served as GET, a 204 or 304 with a body: the body follows the head 50 ms later and looks
+  // like an answer of its own. Any other request is answered with its own path after 100 ms.
+  const forged = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Forged: 1\r\n\r\nEVIL!";
+  const server = rawServer(async (conn) => {
+    for (let head; (head = await readRequestHead(conn)) !== null;) {
+      const [method, path] = head.split(" ");
+      if (method === "HEAD" || path === "/204" || path === "/304") {
+        const status = method === "HEAD" ? "200 OK" : path === "/204" ? "204 No Content" : "304 Not Modified";
+        await writeAll(conn, encoder.encode(`HTTP/1.1 ${status}\r\nContent-Length: ${forged.length}\r\n\r\n`));
+        await sleep(50);
+        await writeAll(conn, encoder.encode(forged));
+      } else {
+        await sleep(100);
+        await writeAll(conn, encoder.encode(`HTTP/1.1 200 OK\r\nContent-Length: ${path.length}\r\n\r\n${path}`));
+      }
+    }
+  });
+  await withRaw(server, async (_pool, get) => {
+    for (const first of [{ path: "/page", method: "HEAD" }, { path: "/204" }, { path: "/304" }]) {
+      const answer = await get(first.path, first);
+      await answer.body?.cancel();
+      const secret = `/secret-after-${first.method ?? first.path}`;
+      const next = await get(secret);
+      assertEquals([next.status, next.headers.get("x-forged"), await next.text()], [200, null, secret]);
+    }
   });
 });
 
@@ -789,6 +821,14 @@ Deno.test("parseResponseHead: hop-by-hop fields, and those Connection names, nev
   );
   assertEquals(head.fields, ["Content-Length", "2", "X-App", "yes"]);
   assertEquals([head.framing, head.keepAlive], ["length", true]);
+  // Content-Length frames the answer itself: named by Connection, it still reaches the client.
+  const named = parseResponseHead("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: content-length", "GET");
+  assertEquals([named.fields, named.framing, named.length], [["Content-Length", "2"], "length", 2]);
+  // A 204 has none (RFC 9110 §8.6): a client that honoured it would read the next answer as its body.
+  assertEquals(parseResponseHead("HTTP/1.1 204 No Content\r\nContent-Length: 44\r\nX-A: 1", "GET").fields, [
+    "X-A",
+    "1",
+  ]);
 });
 
 Deno.test("upstream: a head whose lines end in a bare LF (a CGI script behind busybox httpd) is read", async () => {
