@@ -105,10 +105,21 @@ const http = require("node:http");
 const server = http.createServer((req, res) => {
   process.stdout.write(JSON.stringify({ path: req.url }) + "\\n");
   if (req.url === "/hang") return; // never answers
+  if (req.method === "HEAD" && req.url === "/late-body") {
+    // HEAD served as GET, its body sent anyway, late: bytes that look like an answer of their own.
+    const forged = "HTTP/1.1 200 OK\\r\\nContent-Length: 5\\r\\nX-Forged: 1\\r\\n\\r\\nEVIL!";
+    res.writeHead(200, { "content-length": forged.length });
+    res.end();
+    return setTimeout(() => req.socket.write(forged), 30);
+  }
+  if (req.url.startsWith("/slow/")) return setTimeout(() => answer(req, res), 100);
+  answer(req, res);
+});
+function answer(req, res) {
   const body = JSON.stringify({ method: req.method, path: req.url, headers: req.headers });
   res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
   res.end(body);
-});
+}
 server.on("clientError", (error, socket) => {
   // A request the app itself refuses (e.g. headers over its 16 KB): it reached the app all the same.
   if (String(error.code).startsWith("HPE_")) process.stdout.write(JSON.stringify({ path: "!" + error.code }) + "\\n");
@@ -957,5 +968,25 @@ Deno.test("attack 11: 2,000 connections reset before they are accepted do not st
     );
     assertEquals(answer.status, 200);
     assert(alive(proxy.pid));
+  });
+});
+
+Deno.test("attack 12: a body an app sends late after HEAD never reaches another client as its answer", async () => {
+  await withStack({}, async ({ port, app }) => {
+    for (let i = 0; i < 5; i++) {
+      const raw = await Raw.connect(port);
+      try {
+        await raw.send(head("HEAD /late-body HTTP/1.1", { Host: `127.0.0.1:${port}`, Connection: "close" }));
+        const answer = await raw.response(5000, { head: true });
+        assertEquals([answer?.status, answer?.headers.get("content-length")], [200, "56"]);
+      } finally {
+        raw.close();
+      }
+      // The next client, whose answer comes 100 ms later: the 30 ms late bytes must not be it.
+      const victim = await request(port, `/slow/secret-${i}`);
+      assertEquals([victim.status, victim.headers.get("x-forged")], [200, null], victim.head + victim.body);
+      assertEquals((JSON.parse(victim.body) as Echo).path, `/slow/secret-${i}`);
+    }
+    assertEquals(app.paths.filter((path) => path.startsWith("/slow/")).length, 5);
   });
 });

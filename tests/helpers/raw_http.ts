@@ -76,10 +76,11 @@ export class Raw {
   }
 
   /**
-   * The next response (none of a body for 1xx, 204 and 304, else Content-Length framing, else up to
-   * the close); undefined if none came within `ms`. What follows a 101 is kept for {@link bytes}.
+   * The next response (none of a body for 1xx, 204 and 304, or with `head` (the answer to a HEAD),
+   * else Content-Length framing, else up to the close); undefined if none came within `ms`. What
+   * follows a 101 is kept for {@link bytes}.
    */
-  async response(ms = 5000): Promise<RawResponse | undefined> {
+  async response(ms = 5000, options: { head?: boolean } = {}): Promise<RawResponse | undefined> {
     const deadline = performance.now() + ms;
     for (;;) {
       const end = findHeadEnd(this.#buffer);
@@ -92,7 +93,7 @@ export class Raw {
           headers.append(line.slice(0, colon).trim(), line.slice(colon + 1).trim());
         }
         const status = Number(statusLine.split(" ")[1]);
-        const bodyless = status < 200 || status === 204 || status === 304;
+        const bodyless = options.head || status < 200 || status === 204 || status === 304;
         const length = bodyless ? 0 : headers.has("content-length") ? Number(headers.get("content-length")) : undefined;
         const bodyStart = end + 4;
         const complete = () => length === undefined ? this.#closed : this.#buffer.length >= bodyStart + length;
