@@ -173,10 +173,12 @@ export function parseRequestHead(text: string): RequestHead | HeadProblem {
   if (!TOKEN.test(method)) return { status: 400, why: "invalid method" };
   if (major !== "1" || (minor !== "0" && minor !== "1")) return { status: 505, why: `HTTP/${major}.${minor}` };
   if (!TARGET.test(rawTarget)) return { status: 400, why: "invalid request target" };
+  // Never sent by a client (RFC 9112 §3.2: no fragment in a request target): an app could read it differently.
+  if (rawTarget.includes("#")) return { status: 400, why: "a fragment (#) in the request target" };
   let target = rawTarget;
   let authority: string | undefined;
   if (target.charCodeAt(0) !== 47 /* / */) {
-    const absolute = /^https?:\/\/([^/?#]*)([^#]*)/i.exec(target);
+    const absolute = /^https?:\/\/([^/?]*)(.*)/i.exec(target);
     if (absolute && !absolute[1].includes("@")) {
       authority = absolute[1];
       target = absolute[2].startsWith("/") ? absolute[2] : `/${absolute[2]}`;
@@ -232,7 +234,8 @@ export function parseRequestHead(text: string): RequestHead | HeadProblem {
     }
   }
   if (hosts > 1) return { status: 400, why: "more than one Host" };
-  if (http11 && hosts === 0 && authority === undefined) return { status: 400, why: "no Host" };
+  // Also with an absolute-form target, whose authority then wins (RFC 9112 §3.2, §3.2.2).
+  if (http11 && hosts === 0) return { status: 400, why: "no Host" };
   let asksClose = false;
   let asksKeepAlive = false;
   let upgrade: string | undefined;

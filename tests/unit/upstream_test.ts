@@ -654,6 +654,11 @@ Deno.test("upstream: malformed answers are protocol errors, truncated bodies res
     [chunked, "zz\r\nabcde\r\n0\r\n\r\n", "protocol"],
     [chunked, "5\r\nabcdeXX0\r\n\r\n", "protocol"],
     [chunked, `${"1".repeat(5000)}\r\n`, "protocol"],
+    // Only spaces or tabs before a ";", never after the size alone, no CR inside (RFC 9112 §7.1.1).
+    [chunked, "3 \r\nabc\r\n0\r\n\r\n", "protocol"],
+    [chunked, "3\u00a0;a\r\nabc\r\n0\r\n\r\n", "protocol"],
+    [chunked, "3\u000b\r\nabc\r\n0\r\n\r\n", "protocol"],
+    [chunked, "3;a\rb\r\nabc\r\n0\r\n\r\n", "protocol"],
   ];
   for (const [head, body, kind] of bodies) {
     const server = answering([head, body], { close: true });

@@ -188,11 +188,21 @@ Deno.test("parseRequestHead: ambiguous or malformed heads are refused with the r
 });
 
 Deno.test("parseRequestHead: absolute-form and OPTIONS *", () => {
-  const absolute = head("GET http://H.test:8080/p/q?x=1#frag HTTP/1.1\r\nHost: other.test");
+  const absolute = head("GET http://H.test:8080/p/q?x=1 HTTP/1.1\r\nHost: other.test");
   assertEquals([absolute.target, absolute.host], ["/p/q?x=1", "H.test:8080"], "the authority wins over Host");
-  assertEquals(head("GET https://h.test?x=1 HTTP/1.1").target, "/?x=1");
-  assertEquals(head("GET http://h.test HTTP/1.1").target, "/");
-  assertEquals(head("GET http://h.test HTTP/1.1").host, "h.test", "no Host needed with an authority");
+  assertEquals(head("GET https://h.test?x=1 HTTP/1.1\r\nHost: h.test").target, "/?x=1");
+  assertEquals(head("GET http://h.test HTTP/1.1\r\nHost: h.test").target, "/");
+  assertEquals(head("GET http://h.test HTTP/1.0").host, "h.test", "HTTP/1.0 needs no Host");
+  // HTTP/1.1 needs a Host even with an authority (RFC 9112 §3.2); a fragment is never part of a target.
+  for (
+    const text of [
+      "GET http://h.test/ HTTP/1.1",
+      "GET /a#frag HTTP/1.1\r\nHost: h",
+      "GET http://h/a#f HTTP/1.1\r\nHost: h",
+    ]
+  ) {
+    assertEquals((parseRequestHead(text) as { status?: number }).status, 400, text);
+  }
   const star = head("OPTIONS * HTTP/1.1\r\nHost: h");
   assertEquals([star.method, star.target], ["OPTIONS", "*"]);
 });
