@@ -74,7 +74,12 @@ export function parseConfig<S extends z.ZodType>(
           `e.g. ${JSON.stringify(star[2])}`,
         ];
       }
-      return [`${at(e.pos[0])}: YAML syntax error: ${SYNTAX[e.code] ?? e.message.split("\n")[0]}`];
+      // The duplicate key named (the parser only says "Map keys must be unique").
+      const key = e.code === "DUPLICATE_KEY"
+        ? /^\s*(?:-\s+)?("[^"]*"|'[^']*'|[^:#]+?)\s*:/.exec(text.slice(e.pos[0]))?.[1]
+        : "";
+      const why = key ? `the key ${key} appears twice in the same mapping (keep one)` : undefined;
+      return [`${at(e.pos[0])}: YAML syntax error: ${why ?? SYNTAX[e.code] ?? e.message.split("\n")[0]}`];
     }));
   }
   const { complexKeys, aliases } = scan(doc.contents);

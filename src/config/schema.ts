@@ -347,7 +347,12 @@ export const serverConfigSchema = z.strictObject({
 }).superRefine((value, ctx) => {
   const { slots } = value;
   if (slots && (slots.blue === slots.green || slots.blue === value.port || slots.green === value.port)) {
-    ctx.addIssue({ code: "custom", path: ["slots"], message: "must be two different ports, neither of them port" });
+    ctx.addIssue({
+      code: "custom",
+      path: ["slots"],
+      message: `must be two different ports, neither of them the app's port ${value.port} (remove slots: and the ` +
+        `next deploy chooses them)`,
+    });
   }
   if (value.domains.length === 0) {
     const https = "is for apps with domains (HTTPS is served on the shared port, by host name)";
