@@ -1,3 +1,4 @@
+import { notSetUp } from "../config/server_config.ts";
 import type { CommandSpec } from "../cli.ts";
 import { UsageError } from "../errors.ts";
 import { rootOnly } from "./root_only.ts";
@@ -77,7 +78,7 @@ async function maintenance(request: MaintenanceRequest): Promise<number> {
   const paths = appPaths(app);
   const config = await readTextOrUndefined(paths.config);
   if (config === undefined) {
-    throw new UsageError(`app "${app}" is not set up on this server: ${paths.config} does not exist`);
+    throw notSetUp(paths);
   }
   await servedByProxy(app, config, paths.config);
   if (request.on) {

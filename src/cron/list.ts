@@ -10,7 +10,7 @@ import { appPaths } from "../paths.ts";
 import { jobsOf } from "./job.ts";
 import { type CronRun, lastRuns } from "./log.ts";
 import { isScheduleError, nextRun, parseSchedule } from "./schedule.ts";
-import { loadServerConfig } from "./run.ts";
+import { loadServerConfig } from "../config/server_config.ts";
 
 /** One job as `cron <app>` shows it. */
 export interface JobRow {

@@ -14,10 +14,10 @@
  *   targets as the event `cron_failed`.
  * @module
  */
+import { loadServerConfig } from "../config/server_config.ts";
 import { join } from "node:path";
-import { parseConfig } from "../config/load.ts";
 import { NAME_PATTERN } from "../config/names.ts";
-import { type ServerConfig, serverConfigSchema } from "../config/schema.ts";
+import type { ServerConfig } from "../config/schema.ts";
 import { currentRelease, readReleaseMeta, type ReleaseMeta } from "../deploy/releases.ts";
 import { Redactor } from "../deploy/redact.ts";
 import { asApp, envSnapshot, processFor, resolveProgram, secretValues } from "../deploy/runtime.ts";
@@ -31,15 +31,6 @@ import { appendText, type CronRun, outputLogPath, recordRun, rotate } from "./lo
 /** The lock of one job. */
 export function jobLockPath(paths: AppPaths, job: string): string {
   return join(paths.dir, ".cron", `${job}.lock`);
-}
-
-/** An app's config.yml, validated. */
-export async function loadServerConfig(paths: AppPaths): Promise<ServerConfig> {
-  const text = await readTextOrUndefined(paths.config);
-  if (text === undefined) {
-    throw new UsageError(`app "${paths.app}" is not set up on this server: ${paths.config} does not exist`);
-  }
-  return parseConfig(text, serverConfigSchema, paths.config);
 }
 
 /** What {@link runJob} may be given instead of the real world. */

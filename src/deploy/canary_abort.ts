@@ -5,9 +5,8 @@
  * (`abort`, as blue-green's `recover` ends it) or refused (`promote`).
  * @module
  */
-import { parseConfig } from "../config/load.ts";
-import { type ServerConfig, serverConfigSchema } from "../config/schema.ts";
-import { UsageError } from "../errors.ts";
+import { loadServerConfig } from "../config/server_config.ts";
+import type { ServerConfig } from "../config/schema.ts";
 import { managerNamed } from "../managers/mod.ts";
 import { type AppPaths, appPaths } from "../paths.ts";
 import { type Decision, decisionOutcome, findCanary, requestDecision } from "./canary_decision.ts";
@@ -25,11 +24,7 @@ export async function decideCanary(
   waitMs = 5000,
 ): Promise<number> {
   const paths = appPaths(app, effects.root);
-  const text = await Deno.readTextFile(paths.config).catch(() => undefined);
-  if (text === undefined) {
-    throw new UsageError(`app "${app}" is not set up on this server: ${paths.config} does not exist`);
-  }
-  const config = parseConfig(text, serverConfigSchema, paths.config);
+  const config = await loadServerConfig(paths);
   if (decision === "promote" || await findCanary(paths) !== "left") {
     effects.print(await requestDecision(paths, decision));
     effects.print(await decisionOutcome(paths, waitMs));

@@ -3,6 +3,7 @@
  * command) before anything changes on disk. Bad input throws a usage error (exit 2).
  * @module
  */
+import { notSetUp } from "../config/server_config.ts";
 import { resolve } from "node:path";
 import { toArgv } from "../config/argv.ts";
 import { refuseTakenDomains, refuseTakenPort } from "../config/domains.ts";
@@ -74,10 +75,7 @@ export async function prepare(
   }
   const configText = await readTextOrUndefined(paths.config);
   if (configText === undefined) {
-    throw new UsageError(`app "${deploy.name}" is not set up on this server: ${paths.config} does not exist`, {
-      suggestion: `run \`deploy-paradigm setup ${deploy.name}\` on this server first ` +
-        `(or write ${paths.config} with port, manager and env)`,
-    });
+    throw notSetUp(paths);
   }
   const config = parseConfig(configText, serverConfigSchema, paths.config);
   userOf(paths, config); // a `user:` that names nobody, a default user setup has not created: exit 2 now

@@ -4,11 +4,9 @@
  * snapshot and command; the release rolled back from is marked bad and skipped next time.
  * @module
  */
-import { parseConfig } from "../config/load.ts";
+import { loadServerConfig } from "../config/server_config.ts";
 import { NAME_PATTERN } from "../config/names.ts";
-import { serverConfigSchema } from "../config/schema.ts";
 import { DeployParadigmError, UsageError } from "../errors.ts";
-import { readTextOrUndefined } from "../fsutil.ts";
 import { requireEngine, requireImage } from "../managers/docker.ts";
 import { managerNamed } from "../managers/mod.ts";
 import { type AppPaths, appPaths } from "../paths.ts";
@@ -46,11 +44,7 @@ interface ReleaseRow {
 async function loadApp(app: string, root?: string) {
   if (!NAME_PATTERN.test(app)) throw new UsageError(`"${app}" is not a valid app name`);
   const paths = appPaths(app, root);
-  const text = await readTextOrUndefined(paths.config);
-  if (text === undefined) {
-    throw new UsageError(`app "${app}" is not set up on this server: ${paths.config} does not exist`);
-  }
-  return { paths, config: parseConfig(text, serverConfigSchema, paths.config) };
+  return { paths, config: await loadServerConfig(paths) };
 }
 
 /** The releases of an app, oldest first. */

@@ -379,7 +379,10 @@ Deno.test("maintenance with real deploys: bad input changes nothing; a deploy du
       ],
       [
         ["nope", "on"],
-        `error: app "nope" is not set up on this server: ${server.paths("nope").config} does not exist\n`,
+        `error: app "nope" is not set up on this server: ${server.paths("nope").config} does not exist\n` +
+        `hint: run \`deploy-paradigm setup nope\` on this server first (or write ${
+          server.paths("nope").config
+        } with port, manager and env)\n`,
       ],
       [
         ["mweb", "on", "--allow", "10.0.0.300"],
