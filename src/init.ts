@@ -9,7 +9,7 @@ import { type RepoFacts, startArgv } from "./deploy/app_type.ts";
 import { parseProcfile } from "./deploy/processes.ts";
 import { APP_TYPES, type AppType, DEPLOYERS, DETECTION } from "./deployers/mod.ts";
 import { UsageError } from "./errors.ts";
-import { exists } from "./fsutil.ts";
+import { ifExists } from "./fsutil.ts";
 import { displayArgv } from "./runner.ts";
 import { SCHEMA_URL } from "./version.ts";
 
@@ -80,7 +80,14 @@ export function renderDeployYml(
 /** Writes deploy.yml into `options.dir`. Returns the path and what was chosen. */
 export async function init(options: InitOptions): Promise<{ path: string; name: string; type: AppType }> {
   const path = join(options.dir, "deploy.yml");
-  if (!options.force && await exists(path)) {
+  const there = await ifExists(Deno.lstat(path));
+  if (there && !there.isFile) {
+    // Not even with --force: writing through a link, or over a directory, is never what was meant.
+    throw new UsageError(`${path} is ${there.isDirectory ? "a directory" : "a symbolic link"}, not a file`, {
+      suggestion: "remove or rename it, then run init again",
+    });
+  }
+  if (!options.force && there) {
     throw new UsageError(`${path} already exists`, { suggestion: "use --force to overwrite it" });
   }
   const files = new Set<string>();

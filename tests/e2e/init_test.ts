@@ -69,8 +69,24 @@ Deno.test("init never overwrites without --force, and rejects bad names and unde
     const badType = await run([BIN, "init", "--force", "--type", "rust"], { cwd: dir });
     assertEquals(badType.code, 2);
     assertMatch(badType.stderr, /--type must be one of python, node, docker, static \(got "rust"\)/);
-    await Deno.remove(join(dir, "index.html"));
+    // A directory or a link where deploy.yml goes is refused even with --force (a link would be written through).
+    const elsewhere = join(dir, "..", "elsewhere.yml");
     await Deno.remove(join(dir, "deploy.yml"));
+    for (
+      const [what, make] of [["a directory", () => Deno.mkdir(join(dir, "deploy.yml"))], [
+        "a symbolic link",
+        () => Deno.symlink(elsewhere, join(dir, "deploy.yml")),
+      ]] as const
+    ) {
+      await make();
+      const refused = await run([BIN, "init", "--force"], { cwd: dir });
+      assertEquals(refused.code, 2, refused.output);
+      assertMatch(refused.stderr, new RegExp(`deploy\\.yml is ${what}, not a file\nhint: remove or rename it`));
+      assert(!/\n\s+at /.test(refused.stderr), refused.stderr);
+      await Deno.remove(join(dir, "deploy.yml"));
+    }
+    assertEquals(await Deno.lstat(elsewhere).then(() => "written", () => "not written"), "not written");
+    await Deno.remove(join(dir, "index.html"));
     const unknown = await run([BIN, "init"], { cwd: dir });
     assertEquals(unknown.code, 2);
     assertMatch(unknown.stderr, /cannot tell the app type/);
