@@ -14,6 +14,9 @@ import { forTerminal } from "./terminal.ts";
 
 const ZERO = /^0+$/;
 const encoder = new TextEncoder();
+/** What to do when `receive` gets no git protocol on its input: someone ran it by hand. */
+const BY_HOOK_ONLY = "receive is run by the repository's proc-receive hook during a git push; to deploy a commit " +
+  "by hand, run `deploy-paradigm execute <git-dir> <commit>`";
 
 /** Reads pkt-lines: a string per data line (newline chomped), null for a flush packet. */
 export class PktReader {
@@ -25,7 +28,9 @@ export class PktReader {
     while (this.buffer.length < n) {
       const chunk = new Uint8Array(65536);
       const read = await this.source.read(chunk);
-      if (read === null) throw new Error("git closed the connection in the middle of the protocol");
+      if (read === null) {
+        throw new UsageError("git closed the connection in the middle of the protocol", { suggestion: BY_HOOK_ONLY });
+      }
       const joined = new Uint8Array(this.buffer.length + read);
       joined.set(this.buffer);
       joined.set(chunk.subarray(0, read), this.buffer.length);
@@ -39,7 +44,7 @@ export class PktReader {
   /** The next packet: its text, or null for a flush. */
   async read(): Promise<string | null> {
     const length = parseInt(new TextDecoder().decode(await this.take(4)), 16);
-    if (Number.isNaN(length)) throw new Error("malformed pkt-line from git");
+    if (Number.isNaN(length)) throw new UsageError("malformed pkt-line from git", { suggestion: BY_HOOK_ONLY });
     if (length === 0) return null;
     return new TextDecoder().decode(await this.take(length - 4)).replace(/\n$/, "");
   }

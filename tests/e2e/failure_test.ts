@@ -194,6 +194,13 @@ Deno.test("execute exits 2 on usage errors and 1 on a failed deploy", async () =
     assertEquals(bad.code, 2, bad.output);
     assertMatch(bad.stderr, /4:1: "port" is not a known key/);
     assertEquals(await snapshot(server), before);
+    // receive run by hand (no git protocol on its input): what it is for and what to run instead.
+    const byHand = await server.cli(["receive", repoPath]);
+    assertEquals(byHand.code, 2, byHand.output);
+    assertMatch(byHand.stderr, /git closed the connection in the middle of the protocol\nhint: receive is run by /);
+    assertMatch(byHand.stderr, /run `deploy-paradigm execute <git-dir> <commit>`/);
+    assert(!/\n\s+at /.test(byHand.stderr), byHand.stderr);
+    assertEquals(await snapshot(server), before);
     for await (const entry of Deno.readDir(`${server.prefix}/opt/deployments`)) {
       assert(!entry.name.startsWith(".incoming-"), `staging dir left behind: ${entry.name}`);
     }
