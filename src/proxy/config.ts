@@ -223,7 +223,8 @@ const count = (what: string, max: number) =>
     .max(max, `must be from 1 to ${max}`).meta({ description: what });
 
 const positive = <T extends z.ZodType<number>>(schema: T, why: string) =>
-  schema.refine((ms) => ms > 0, `must be more than 0: ${why}`);
+  // Not a number: not a duration at all, which `schema` already said (one problem, not two).
+  schema.refine((ms) => typeof ms !== "number" || ms > 0, `must be more than 0: ${why}`);
 
 const limits = z.strictObject({
   maxConnections: count("Open client connections in total; more are refused cleanly.", 1_000_000).default(10_000),

@@ -131,6 +131,10 @@ Deno.test("proxy.yml: ports, metrics and limits out of range", () => {
     'proxy.yml:2:27: "limits.maxConnections" must be from 1 to 1000000 (got 0)',
     'proxy.yml:2:46: "limits.requestTimeout" must be a duration like "500ms", "2s" or "1m" (got "soon")',
   ]);
+  // Not a duration at all: one problem, not also "must be more than 0".
+  assertEquals(problems("limits:\n  idleTimeout: forever\n"), [
+    'proxy.yml:2:16: "limits.idleTimeout" must be a duration like "500ms", "2s" or "1m" (got "forever")',
+  ]);
   assertEquals(problems("priority: -21\n"), [
     'proxy.yml:1:11: "priority" must be from -20 to 19 (a nice value) (got -21)',
   ]);
