@@ -1,3 +1,4 @@
+import { listenAddress } from "./listen_address.ts";
 import type { CommandSpec } from "../cli.ts";
 
 /** `proxy [--host <addr>]`: the built-in reverse proxy, in the foreground (setup runs it as a service). */
@@ -11,7 +12,8 @@ export const proxyCommand: CommandSpec = {
     description: "Address the public ports (the apps' own and proxy.yml's http/https) listen on (default 0.0.0.0)",
   }],
   async run({ opts }) {
+    const host = await listenAddress("host", opts.host as string | undefined);
     const { runProxy } = await import("../proxy/server.ts");
-    return await runProxy({ host: (opts.host as string | undefined) ?? "0.0.0.0" });
+    return await runProxy({ host: host ?? "0.0.0.0" });
   },
 };

@@ -1,3 +1,4 @@
+import { listenAddress } from "./listen_address.ts";
 import type { CommandSpec } from "../cli.ts";
 import { UsageError } from "../errors.ts";
 import { type Manager, MANAGER_NAMES } from "../managers/mod.ts";
@@ -45,7 +46,7 @@ export const setupCommand: CommandSpec = {
       env: opts.env as string | undefined,
       strategy: opts.strategy as Strategy | undefined,
       domains: opts.domain as string[] | undefined,
-      proxyHost: opts["proxy-host"] as string | undefined,
+      proxyHost: await listenAddress("proxy-host", opts["proxy-host"] as string | undefined),
       yes: opts.yes === true,
     });
   },

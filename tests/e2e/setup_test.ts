@@ -62,6 +62,20 @@ Deno.test("setup without a terminal and without values says which flags it needs
     const port = await server.cli(["setup", "api", "--port", "70000", "--manager", "pm2"]);
     assertEquals(port.code, 2);
     assertMatch(port.stderr, /--port must be a whole number from 1 to 65535/);
+    for (
+      const args of [["setup", "api", "--port", "8080", "--manager", "pm2", "--proxy-host", "not an ip"], [
+        "proxy",
+        "--host",
+        "[::1]",
+      ]]
+    ) {
+      const host = await server.cli(args);
+      assertEquals(host.code, 2, host.output);
+      assertMatch(
+        host.stderr,
+        /^error: --(proxy-)?host must be an IP address to listen on \(got "[^"]+"\)\nhint: 0\.0\.0\.0/,
+      );
+    }
     assertEquals(await snapshot(server), before);
   });
 });
