@@ -84,7 +84,8 @@ export async function readJsonObject(path: string, remedy: string): Promise<Reco
     throw new DeployParadigmError(`${path} is not valid JSON (${(error as Error).message})`, { suggestion: remedy });
   }
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new DeployParadigmError(`${path} holds ${Array.isArray(value) ? "a list" : String(value)}, not an object`, {
+    const kind = Array.isArray(value) ? "a list" : value === null ? "null" : `a ${typeof value}`;
+    throw new DeployParadigmError(`${path} holds ${kind}, not an object`, {
       suggestion: remedy,
     });
   }

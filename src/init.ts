@@ -83,7 +83,8 @@ export async function init(options: InitOptions): Promise<{ path: string; name: 
   const there = await ifExists(Deno.lstat(path));
   if (there && !there.isFile) {
     // Not even with --force: writing through a link, or over a directory, is never what was meant.
-    throw new UsageError(`${path} is ${there.isDirectory ? "a directory" : "a symbolic link"}, not a file`, {
+    const kind = there.isDirectory ? "a directory" : there.isSymlink ? "a symbolic link" : "not a regular file";
+    throw new UsageError(`${path} is ${kind}${kind.startsWith("not") ? "" : ", not a file"}`, {
       suggestion: "remove or rename it, then run init again",
     });
   }

@@ -7,7 +7,7 @@
 import { basename, resolve } from "node:path";
 import { NAME_PATTERN } from "./config/names.ts";
 import { readStatus } from "./deploy/status.ts";
-import { describeError, UsageError } from "./errors.ts";
+import { DeployParadigmError, describeError, UsageError } from "./errors.ts";
 import { configFlag, isAncestor, isRefName, updateRef } from "./git.ts";
 import { appPaths } from "./paths.ts";
 import { forTerminal } from "./terminal.ts";
@@ -21,6 +21,8 @@ const BY_HOOK_ONLY = "receive is run by the repository's proc-receive hook durin
 /** Reads pkt-lines: a string per data line (newline chomped), null for a flush packet. */
 export class PktReader {
   private buffer = new Uint8Array(0);
+  /** Whether any byte came: none means no git at the other end (someone ran receive by hand). */
+  private started = false;
 
   constructor(private readonly source: { read(p: Uint8Array): Promise<number | null> }) {}
 
@@ -29,8 +31,10 @@ export class PktReader {
       const chunk = new Uint8Array(65536);
       const read = await this.source.read(chunk);
       if (read === null) {
-        throw new UsageError("git closed the connection in the middle of the protocol", { suggestion: BY_HOOK_ONLY });
+        if (this.started) throw new DeployParadigmError("git closed the connection in the middle of the protocol");
+        throw new UsageError("nothing came from git on the input", { suggestion: BY_HOOK_ONLY });
       }
+      this.started = true;
       const joined = new Uint8Array(this.buffer.length + read);
       joined.set(this.buffer);
       joined.set(chunk.subarray(0, read), this.buffer.length);
@@ -44,7 +48,9 @@ export class PktReader {
   /** The next packet: its text, or null for a flush. */
   async read(): Promise<string | null> {
     const length = parseInt(new TextDecoder().decode(await this.take(4)), 16);
-    if (Number.isNaN(length)) throw new UsageError("malformed pkt-line from git", { suggestion: BY_HOOK_ONLY });
+    if (Number.isNaN(length)) {
+      throw new DeployParadigmError("malformed pkt-line from git", { suggestion: BY_HOOK_ONLY });
+    }
     if (length === 0) return null;
     return new TextDecoder().decode(await this.take(length - 4)).replace(/\n$/, "");
   }

@@ -7,7 +7,7 @@
  */
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { refuseTakenDomains, refuseTakenPort } from "./config/domains.ts";
+import { bindsPort, refuseTakenDomains, refuseTakenPort } from "./config/domains.ts";
 import { parseConfig } from "./config/load.ts";
 import { NAME_PATTERN } from "./config/names.ts";
 import { hostNameProblem } from "./config/schema.ts";
@@ -73,9 +73,13 @@ function portTaken(port: number): boolean {
 async function existing(configPath: string): Promise<Partial<SetupOptions>> {
   const text = await readTextOrUndefined(configPath);
   if (!text) return {};
-  let value: Record<string, unknown> | null;
+  const doc = parseDocument(text);
+  let value: Record<string, unknown> | null = null;
   try {
-    value = parseConfig(text, z.unknown(), configPath) as Record<string, unknown> | null;
+    // Blank or only comments: nothing to keep (parseConfig would call it empty); else read with positions.
+    if (doc.errors.length || doc.contents !== null) {
+      value = parseConfig(text, z.unknown(), configPath) as Record<string, unknown> | null;
+    }
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     throw new ConfigError(error.message.split("\n")[0], error.problems, {
@@ -225,7 +229,7 @@ export async function setup(options: SetupOptions): Promise<number> {
   // Checked before anything is written: a domain another app has, a hook we could not replace,
   // a `user:` in config.yml that names nobody.
   await refuseTakenDomains(options.app, values.domains);
-  await refuseTakenPort(options.app, values.port);
+  if (bindsPort(values)) await refuseTakenPort(options.app, values.port);
   const clash = await nameClash(prefix(), options.app, []);
   if (clash) throw new UsageError(clash, { suggestion: "choose another name for the app" });
   await checkDotenvFile(paths.envFile(values.env)); // a secret too short to redact (redact.ts)

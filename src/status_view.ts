@@ -49,7 +49,10 @@ export async function collectStatus(only?: string): Promise<{ statuses: AppStatu
       if (config !== undefined) parseConfig(config, serverConfigSchema, paths.config);
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error;
-      problems.push(`${name}: the proxy does not serve it: ${error.message}`);
+      problems.push(
+        `${name}: config.yml does not load (deploys refuse it; the proxy keeps the route it had, none after it ` +
+          `restarts): ${error.message}`,
+      );
     }
     let status: AppStatus | undefined;
     try {

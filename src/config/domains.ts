@@ -93,12 +93,15 @@ export async function refuseTakenDomains(
 
 /**
  * Every port an app's config.yml under `root` names (its public port, its slots, its instances'
- * ports), mapped to the apps naming it (sorted); read leniently, as {@link domainClaims}.
+ * ports), mapped to the apps naming it (sorted); read leniently, as {@link domainClaims}. With
+ * `bound`, only the ports something listens on: not the `port` of an app with domains behind the
+ * proxy (its traffic comes by host name on the shared ports; `setup --yes` gives them all 8000).
  */
-export async function portClaims(root: string = prefix()): Promise<Map<number, string[]>> {
+export async function portClaims(root: string = prefix(), bound = false): Promise<Map<number, string[]>> {
   const claims = new Map<number, string[]>();
   for (const app of await appNames(root)) {
-    for (const port of new Set((await claimsOf(appPaths(app, root).config)).ports)) {
+    const claimed = await claimsOf(appPaths(app, root).config);
+    for (const port of new Set(bound ? claimed.bound : claimed.ports)) {
       claims.set(port, [...(claims.get(port) ?? []), app]);
     }
   }
@@ -106,17 +109,27 @@ export async function portClaims(root: string = prefix()): Promise<Map<number, s
 }
 
 /**
- * Throws a {@link UsageError} (exit 2) when another app under `root` names `port` in its
- * config.yml (as its public port, a slot or an instance's port); changes nothing. `where` names
- * the file `app`'s port comes from.
+ * Throws a {@link UsageError} (exit 2) when another app under `root` listens on `port` by its
+ * config.yml (its public port, a slot or an instance's port); changes nothing. Call it for an app
+ * that listens on its `port` itself ({@link bindsPort}). With `serving`, only apps that serve (a
+ * release is current) count: an app deployed long ago keeps deploying when a copied config.yml
+ * names its port. `where` names the file `app`'s port comes from.
  */
 export async function refuseTakenPort(
   app: string,
   port: number,
-  options: { root?: string; where?: string } = {},
+  options: { root?: string; where?: string; serving?: boolean } = {},
 ): Promise<void> {
   const root = options.root ?? prefix();
-  const owner = (await portClaims(root)).get(port)?.find((other) => other !== app);
+  const others = ((await portClaims(root, true)).get(port) ?? []).filter((other) => other !== app);
+  const serving = async (other: string) => (await ifExists(Deno.lstat(appPaths(other, root).current))) !== undefined;
+  let owner: string | undefined;
+  for (const other of others) {
+    if (!options.serving || await serving(other)) {
+      owner = other;
+      break;
+    }
+  }
   if (owner === undefined) return;
   const from = options.where ? ` (${options.where})` : "";
   throw new UsageError(
@@ -135,26 +148,39 @@ async function appNames(root: string): Promise<string[]> {
   return names.sort();
 }
 
-/** What one config.yml claims: its valid, lowercased `domains` and the ports it names; nothing when it cannot be read. */
-async function claimsOf(path: string): Promise<{ domains: string[]; ports: number[] }> {
+/** Whether an app listens on its config.yml `port` itself: without domains, or without the proxy (restart). */
+export function bindsPort(config: { domains?: readonly unknown[]; strategy?: unknown }): boolean {
+  return !config.domains?.length || config.strategy === "restart";
+}
+
+/**
+ * What one config.yml claims: its valid, lowercased `domains`, the ports it names, and of those
+ * the ones something listens on ({@link bindsPort}); nothing when it cannot be read.
+ */
+async function claimsOf(path: string): Promise<{ domains: string[]; ports: number[]; bound: number[] }> {
+  const none = { domains: [], ports: [], bound: [] };
   try {
     const info = await ifExists(Deno.stat(path));
-    if (!info?.isFile || info.size > MAX_CONFIG_BYTES) return { domains: [], ports: [] };
+    if (!info?.isFile || info.size > MAX_CONFIG_BYTES) return none;
     const value = parse(await Deno.readTextFile(path), { maxAliasCount: 50 }) as {
       domains?: unknown;
       port?: unknown;
+      strategy?: unknown;
       slots?: Record<string, unknown>;
       instancePorts?: Record<string, unknown>;
     } | null;
     const list = Array.isArray(value?.domains) ? value.domains : [];
     const extra = Object.values(value?.instancePorts ?? {}).flatMap((ports) => Array.isArray(ports) ? ports : []);
+    const whole = (ports: unknown[]) => ports.filter((port): port is number => Number.isInteger(port));
+    const internal = whole([value?.slots?.blue, value?.slots?.green, ...extra]);
+    const own = whole([value?.port]);
     return {
       domains: list.filter((name): name is string => typeof name === "string" && !hostNameProblem(name))
         .map((name) => name.toLowerCase()),
-      ports: [value?.port, value?.slots?.blue, value?.slots?.green, ...extra]
-        .filter((port): port is number => Number.isInteger(port)),
+      ports: [...own, ...internal],
+      bound: bindsPort({ domains: list, strategy: value?.strategy }) ? [...own, ...internal] : internal,
     };
   } catch {
-    return { domains: [], ports: [] };
+    return none;
   }
 }

@@ -33,13 +33,13 @@ export { APP_TYPES };
 /** The process managers a server can use (src/managers/mod.ts). */
 export { MANAGER_NAMES };
 
-/** The keys of deploy.yml that only some app types take, with those types. */
 /**
  * A branch name as `git check-ref-format --branch` takes it, in a narrower alphabet: a name git
  * refuses (`a..b`, `x.lock`, `-x`) would pass here and then no push could ever deploy it.
  */
-const BRANCH = /^(?!-|refs\/|HEAD$)(?!.*(?:\.\.|\/\/|\/\.|\.lock\/|\.lock$|[\/.]$))(?!\.)[A-Za-z0-9._\/-]+$/;
+const BRANCH = /^(?!-|\/|refs\/|HEAD$)(?!.*(?:\.\.|\/\/|\/\.|\.lock\/|\.lock$|[\/.]$))(?!\.)[A-Za-z0-9._\/-]+$/;
 
+/** The keys of deploy.yml that only some app types take, with those types. */
 const TYPE_KEYS = [
   ...Map.groupBy(APP_TYPES.flatMap((type) => (DEPLOYERS[type].keys ?? []).map((key) => ({ key, type }))), (k) => k.key),
 ].map(([key, owners]) => [key, owners.map((owner) => owner.type)] as const);
@@ -110,7 +110,7 @@ export const deployFileSchema = z.strictObject({
   branch: z.string().regex(
     BRANCH,
     "must be a branch name git accepts, such as main or release/v2 (letters, digits, " +
-      ". _ - and /; not starting with - or refs/, no .. or //, no part starting with . or ending with .lock, not HEAD)",
+      ". _ - and /; not starting with -, / or refs/, no .. or //, no part starting with . or ending with .lock, not HEAD)",
   )
     .default("main"),
   dockerfile: z.string().regex(/^[^/\0][^\0]*$/, "must be a path inside the repository, e.g. Dockerfile")

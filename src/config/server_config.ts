@@ -3,7 +3,7 @@
  * usage error with the fix when the app is not set up here.
  * @module
  */
-import { UsageError } from "../errors.ts";
+import { DeployParadigmError, UsageError } from "../errors.ts";
 import { readTextOrUndefined } from "../fsutil.ts";
 import type { AppPaths } from "../paths.ts";
 import { parseConfig } from "./load.ts";
@@ -19,7 +19,13 @@ export function notSetUp(paths: AppPaths): UsageError {
 
 /** The app's config.yml, validated (every problem with its position); {@link notSetUp} when it is missing. */
 export async function loadServerConfig(paths: AppPaths): Promise<ServerConfig> {
-  const text = await readTextOrUndefined(paths.config);
+  let text: string | undefined;
+  try {
+    text = await readTextOrUndefined(paths.config);
+  } catch (error) {
+    // A directory, no permission: named, with the file, not a stack trace.
+    throw new DeployParadigmError(`cannot read ${paths.config}: ${(error as Error).message}`, { cause: error });
+  }
   if (text === undefined) throw notSetUp(paths);
   return parseConfig(text, serverConfigSchema, paths.config);
 }

@@ -3,12 +3,12 @@
  * command) before anything changes on disk. Bad input throws a usage error (exit 2).
  * @module
  */
-import { notSetUp } from "../config/server_config.ts";
+import { loadServerConfig } from "../config/server_config.ts";
 import { resolve } from "node:path";
 import { toArgv } from "../config/argv.ts";
-import { refuseTakenDomains, refuseTakenPort } from "../config/domains.ts";
+import { bindsPort, refuseTakenDomains, refuseTakenPort } from "../config/domains.ts";
 import { parseConfig } from "../config/load.ts";
-import { type DeployFile, deployFileSchema, type ServerConfig, serverConfigSchema } from "../config/schema.ts";
+import { type DeployFile, deployFileSchema, type ServerConfig } from "../config/schema.ts";
 import { DEPLOYERS, READS } from "../deployers/mod.ts";
 import { UsageError } from "../errors.ts";
 import { readTextOrUndefined } from "../fsutil.ts";
@@ -73,14 +73,10 @@ export async function prepare(
       },
     );
   }
-  const configText = await readTextOrUndefined(paths.config);
-  if (configText === undefined) {
-    throw notSetUp(paths);
-  }
-  const config = parseConfig(configText, serverConfigSchema, paths.config);
+  const config = await loadServerConfig(paths);
   userOf(paths, config); // a `user:` that names nobody, a default user setup has not created: exit 2 now
   await refuseTakenDomains(deploy.name, config.domains, { root, where: paths.config });
-  await refuseTakenPort(deploy.name, config.port, { root, where: paths.config });
+  if (bindsPort(config)) await refuseTakenPort(deploy.name, config.port, { root, where: paths.config, serving: true });
 
   const reads = DEPLOYERS[deploy.type].reads;
   const texts = new Map(

@@ -36,9 +36,8 @@ const BODY_BUFFER = 64 * 1024;
 const MAX_CHUNK_LINE = 4096;
 const CR = 13;
 const LF = 10;
-const HEX = /^[0-9a-fA-F]{1,12}$/;
-/** Optional whitespace (spaces and tabs only) at the end of a string. */
-const BWS_END = /[ \t]+$/;
+/** A chunk size and the spaces or tabs after it (anchored at the start: linear, whatever the line). */
+const CHUNK_SIZE = /^([0-9a-fA-F]{1,12})[ \t]*$/;
 
 /**
  * One connection with its read buffer (bytes `start` to `end` are read but not used yet): to an
@@ -269,10 +268,10 @@ export class BodyDecoder {
       } else if (this.#state === "size") {
         const line = conn.line(MAX_CHUNK_LINE);
         if (line === null) return;
-        // chunk-size [BWS ";" extensions]: spaces or tabs only before the ";", no CR anywhere (RFC 9112 §7.1.1).
+        // chunk-size, then spaces or tabs only (RFC 9112 §7.1.1's BWS), then extensions; no CR anywhere.
         const semicolon = line.indexOf(";");
-        const size = semicolon < 0 ? line : line.slice(0, semicolon).replace(BWS_END, "");
-        if (!HEX.test(size) || line.includes("\r")) throw new UpstreamError("protocol", "malformed chunk size");
+        const size = CHUNK_SIZE.exec(semicolon < 0 ? line : line.slice(0, semicolon))?.[1];
+        if (size === undefined || line.includes("\r")) throw new UpstreamError("protocol", "malformed chunk size");
         this.#remaining = parseInt(size, 16);
         this.#state = this.#remaining === 0 ? "trailers" : "data";
       } else {

@@ -37,6 +37,18 @@ const HOP_BY_HOP = new Set([
 ]);
 
 /**
+ * Whether an answer without a body may still have one coming (then its connection is not reused):
+ * a body an app sends anyway, late, would be read as the next request's answer, maybe another
+ * client's. After HEAD always (HEAD served as GET is common, and its Content-Length is no sign);
+ * after a 204 or 304 that announces a body (Content-Length above 0, Transfer-Encoding). A 204 or
+ * 304 without either (as Node and most servers send them) keeps its connection: they are frequent
+ * (CORS preflights, revalidated files).
+ */
+function mayFollow(method: string, length: string | undefined, transferEncoding: string | undefined): boolean {
+  return method === "HEAD" || transferEncoding !== undefined || (length !== undefined && Number(length) > 0);
+}
+
+/**
  * Parses a response head: the status line and header lines separated by CRLF, without the empty
  * line that ends it. Decides the body framing for a request with `method`. Throws
  * {@link UpstreamError} `protocol` when it is not valid HTTP/1.x.
@@ -136,8 +148,6 @@ export function parseResponseHead(text: string, method: string): ResponseHead {
     fields: kept,
     framing,
     length: framing === "length" ? Number(length) : 0,
-    // Nor after an answer without a body (HEAD, 204, 304): an app that sends one anyway (HEAD served
-    // as GET is common) would have its late bytes read as the next request's answer, maybe another client's.
-    keepAlive: !close && framing !== "close" && framing !== "none",
+    keepAlive: !close && framing !== "close" && !(framing === "none" && mayFollow(method, length, transferEncoding)),
   };
 }

@@ -152,7 +152,8 @@ export function describeRoute(route: Route): string {
 
 /**
  * Routes indexed for lookups. Built from loaded routes: a port or a host name claimed by two
- * apps goes to the first (by name) and the other is reported in `conflicts`.
+ * apps goes to one that serves (has a release) before one that does not, else to the first by
+ * name; the other is reported in `conflicts`.
  */
 export class RouteTable {
   readonly #byApp = new Map<string, Route>();

@@ -14,7 +14,8 @@
  *
  * A connection goes back to the pool only when its response was read to the end, allowed
  * keep-alive (HTTP/1.1 without `Connection: close`, not delimited by close, not both
- * Transfer-Encoding and Content-Length) and the request body was sent in full. While pooled, a
+ * Transfer-Encoding and Content-Length, not the answer to a HEAD nor a 204 or 304 announcing a
+ * body: ./response_head.ts) and the request body was sent in full. While pooled, a
  * read is kept pending on it, so an app closing its idle keep-alive connection removes it at
  * once; if a reused connection still fails before any byte of the response arrives, a request
  * with a replayable body (null or bytes) is sent again once, on a fresh connection.

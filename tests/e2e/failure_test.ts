@@ -197,7 +197,7 @@ Deno.test("execute exits 2 on usage errors and 1 on a failed deploy", async () =
     // receive run by hand (no git protocol on its input): what it is for and what to run instead.
     const byHand = await server.cli(["receive", repoPath]);
     assertEquals(byHand.code, 2, byHand.output);
-    assertMatch(byHand.stderr, /git closed the connection in the middle of the protocol\nhint: receive is run by /);
+    assertMatch(byHand.stderr, /^error: nothing came from git on the input\nhint: receive is run by /);
     assertMatch(byHand.stderr, /run `deploy-paradigm execute <git-dir> <commit>`/);
     assert(!/\n\s+at /.test(byHand.stderr), byHand.stderr);
     assertEquals(await snapshot(server), before);
@@ -233,7 +233,8 @@ Deno.test("status names what keeps an app from being served or shown, shows the 
     assertMatch(
       table.stdout,
       new RegExp(
-        `\\n! typo: the proxy does not serve it: Cannot read ${server.paths("typo").config}:\\n  \\S+:2:1: YAML`,
+        `\\n! typo: config\\.yml does not load \\(deploys refuse it; the proxy keeps the route it had, none after ` +
+          `it restarts\\): Cannot read ${server.paths("typo").config}:\\n  \\S+:2:1: YAML`,
       ),
     );
     assertMatch(

@@ -289,10 +289,13 @@ Deno.test("setup refuses to rewrite a config.yml it cannot read (file:line:col, 
   });
 });
 
-Deno.test("a deploy whose config.yml has another app's port fails first: exit 2, both apps named", async () => {
+Deno.test("a deploy whose config.yml has a serving app's port fails first: exit 2, both apps named", async () => {
   await withServer(async (server) => {
     const port = freePort();
     assertEquals((await server.cli(["setup", "shop", "--port", String(port), "--manager", "pm2", "--yes"])).code, 0);
+    const shopRepo = await AppRepo.create(server, "shop", server.paths("shop").repo);
+    await shopRepo.python("shop", "v1");
+    await shopRepo.pushOk();
     assertEquals((await setupRestart(server, "blog")).code, 0);
     const blog = server.paths("blog");
     await Deno.writeTextFile(
@@ -307,5 +310,26 @@ Deno.test("a deploy whose config.yml has another app's port fails first: exit 2,
     assertMatch(push.output, new RegExp(`app "blog" \\(${blog.config}\\) cannot have port ${port}: app "shop" has it`));
     assertEquals(await snapshot(server), before, "nothing built or written");
     assertEquals(await releases(server, "blog"), []);
+    assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "v1" }, "shop still serves");
+    // The serving app keeps deploying: blog, which serves nothing, does not hold its port against it.
+    await shopRepo.python("shop", "v2");
+    await shopRepo.pushOk();
+    assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "v2" });
+  });
+});
+
+Deno.test("apps with domains behind the proxy may share a port (nothing listens on it): setup --yes twice", async () => {
+  await withServer(async (server) => {
+    for (const [app, domain] of [["shop", "shop.test"], ["blog", "blog.test"]]) {
+      const setup = await server.cli(["setup", app, "--manager", "pm2", "--yes", "--domain", domain]);
+      assertEquals(setup.code, 0, setup.output);
+      assertMatch(await Deno.readTextFile(server.paths(app).config), /^port: 8000$/m);
+    }
+    // Without domains, 8000 is listened on: taken by neither of them, so still free for one app.
+    const plain = await server.cli(["setup", "api", "--manager", "pm2", "--yes"]);
+    assertEquals(plain.code, 0, plain.output);
+    const second = await server.cli(["setup", "web", "--manager", "pm2", "--yes"]);
+    assertEquals(second.code, 2, second.output);
+    assertMatch(second.stderr, /app "web" cannot have port 8000: app "api" has it already/);
   });
 });

@@ -351,7 +351,7 @@ Deno.test("deploy.yml: name, keepReleases and branch limits", () => {
   assertMatch(problems("name: a\ntype: static\nkeepReleases: 2.5\n")[0], /^deploy\.yml:3:15: "keepReleases" /);
   assertEquals(problems("name: a\ntype: static\nbranch: 'a b'\n"), [
     'deploy.yml:3:9: "branch" must be a branch name git accepts, such as main or release/v2 (letters, digits, . _ - ' +
-    "and /; not starting with - or refs/, no .. or //, no part starting with . or ending with .lock, not HEAD) " +
+    "and /; not starting with -, / or refs/, no .. or //, no part starting with . or ending with .lock, not HEAD) " +
     '(got "a b")',
   ]);
 });
@@ -372,6 +372,7 @@ Deno.test("deploy.yml: branch takes what `git check-ref-format --branch` takes (
     "a^",
     "a:b",
     "a@{1}",
+    "/main",
   );
   for (const name of names) {
     const git =

@@ -358,6 +358,8 @@ Deno.test("PktReader: decodes lines and flushes across arbitrary chunk boundarie
 Deno.test("PktReader: an empty section and a malformed length", async () => {
   assertEquals(await new PktReader(fakeReader(pkt(null), 100)).readSection(), []);
   await rejects(new PktReader(fakeReader(new TextEncoder().encode("zzzzhello"), 100)).read(), /malformed pkt-line/);
+  // Nothing at all: no git at the other end (receive run by hand).
+  await rejects(new PktReader(fakeReader(new Uint8Array(0), 100)).read(), /nothing came from git on the input/);
   // A packet cut short by the end of input.
   await rejects(new PktReader(fakeReader(pkt("hello").slice(0, 6), 100)).read(), /closed the connection/);
 });
