@@ -59,6 +59,21 @@ export function requestHost(req: Request): string | undefined {
   return checkHost(req.headers.get("host") ?? authorityOf(req.url));
 }
 
+/**
+ * Why an HTTP/2 request is refused before routing (400), or undefined: CONNECT (the proxy tunnels
+ * nothing), or a Host field that names another host than `:authority` (RFC 9113 §8.3.1: a front end
+ * that checked one would be bypassed by the other; `:path` without its leading "/" shows here too,
+ * as Deno joins it to the authority).
+ */
+export function h2Problem(req: Request): string | undefined {
+  if (req.method === "CONNECT") return "CONNECT";
+  const header = req.headers.get("host");
+  if (header === null) return undefined;
+  const https = req.url.startsWith("https:");
+  const plain = (host: string) => host.toLowerCase().replace(https ? /:443$/ : /:80$/, "");
+  return plain(header) === plain(authorityOf(req.url)) ? undefined : "a Host other than :authority";
+}
+
 /** `host` (lowercase) when it is a plain host with an optional port, else undefined (see {@link requestHost}). */
 export function checkHost(host: string): string | undefined {
   if (!VALID_HOST.test(host)) return undefined;
