@@ -46,6 +46,8 @@ export interface ListenerOptions {
   /** What the HTTP/1.1 server needs besides. */
   http1: H1Deps;
   isTrusted: (ip: string) => boolean;
+  /** TLS: offer HTTP/2 (ALPN h2) besides HTTP/1.1. */
+  http2?: boolean;
   /** TLS: the certificate for an SNI name (undefined: the handshake fails). */
   certificateFor?: (serverName: string) => { cert: string; key: string } | undefined;
   log: (line: string) => void;
@@ -114,7 +116,7 @@ export class HttpListener {
         hostname,
         port,
         reusePort: true,
-        alpnProtocols: ["h2", "http/1.1"],
+        alpnProtocols: this.#options.http2 === false ? ["http/1.1"] : ["h2", "http/1.1"],
         [SNI_RESOLVER]: resolver,
       } as unknown as Deno.ListenTlsOptions & Deno.TlsCertifiedKeyPem,
     );

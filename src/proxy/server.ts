@@ -347,6 +347,7 @@ export class ProxyServer {
       http1: this.#http1!,
       isTrusted: (ip) => isTrusted(ip, this.#config!.trustedProxies),
       certificateFor: entry.kind === "https" ? (name) => this.#certs?.certificateFor(name) : undefined,
+      http2: this.#config!.http2,
       log: this.#log,
     });
     try {

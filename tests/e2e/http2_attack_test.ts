@@ -3,7 +3,9 @@
  * real HTTP/2 client (`node:http2`, a child process) against the proxy with a self-signed
  * certificate: a client that shuts its window on a streamed answer and reads nothing is cut after
  * sendTimeout and its app connection freed; a Host other than `:authority` (and so a `:path`
- * without its "/") and CONNECT get 400 and never reach an app.
+ * without its "/") and CONNECT get 400 and never reach an app. What JavaScript cannot stop (a
+ * flood of empty DATA frames, buffered inside Deno's HTTP/2 server) has `http2: false`: then
+ * ALPN offers HTTP/1.1 alone, served by the proxy's own server.
  */
 import { join } from "node:path";
 import { assert, assertEquals } from "../helpers/assert.ts";
@@ -49,6 +51,7 @@ function client(port: number, name: string, ca: string, requests: Record<string,
 /** Two apps (a.test, b.test) with one self-signed certificate, behind the proxy's HTTPS port. */
 async function withTwoApps(
   fn: (ctx: { https: number; ca: string; seen: string[]; cancelled: () => number }) => Promise<void>,
+  proxyYml = "",
 ) {
   const https = freePort();
   const seen: string[] = [];
@@ -77,7 +80,7 @@ async function withTwoApps(
       }
       await proxy.start();
       await fn({ https, ca: tls.certificate, seen, cancelled: () => cancelled });
-    }, { proxyYml: `https: ${https}\nhttp: ${freePort()}\nlimits:\n  sendTimeout: 1s\n` });
+    }, { proxyYml: `https: ${https}\nhttp: ${freePort()}\nlimits:\n  sendTimeout: 1s\n${proxyYml}` });
   } finally {
     await app.shutdown();
   }
@@ -118,4 +121,17 @@ Deno.test("http2: a Host other than :authority, a :path without '/' and CONNECT 
     assertEquals(lines, ["200", "200", "400", "400", "400"]);
     assertEquals(seen.sort(), ["GET /h a.test", "GET /h a.test"]);
   });
+});
+
+Deno.test("http2: false in proxy.yml: ALPN offers HTTP/1.1 alone (curl asking for HTTP/2 gets 1.1)", async () => {
+  for (const [setting, version] of [["", "2"], ["http2: false\n", "1.1"]]) {
+    await withTwoApps(async ({ https, ca }) => {
+      const { stdout, stderr, success } = await new Deno.Command("curl", {
+        args: ["-sS", "--http2", "--cacert", ca, "--resolve", `a.test:${https}:127.0.0.1`, "-w", " %{http_version}"]
+          .concat(`https://a.test:${https}/`),
+      }).output();
+      assert(success, new TextDecoder().decode(stderr));
+      assertEquals(new TextDecoder().decode(stdout), `ok ${version}`, setting || "(default)");
+    }, setting);
+  }
 });

@@ -38,4 +38,5 @@ export const PROXY_DEFAULTS = {
   trustedProxies: [],
   limits: PROXY_DEFAULT_LIMITS,
   priority: -5,
+  http2: true,
 };

@@ -47,6 +47,7 @@ Deno.test("proxy.yml: a full file keeps every value it sets", () => {
     "  upstreamTimeout: 30",
     "  sendTimeout: 90s",
     "priority: 0",
+    "http2: false",
     "",
   ].join("\n");
   assertEquals(parse(text), {
@@ -65,6 +66,7 @@ Deno.test("proxy.yml: a full file keeps every value it sets", () => {
       sendTimeoutMs: 90_000,
     },
     priority: 0,
+    http2: false,
   });
   assertEquals(parse("metrics: 127.0.0.2:9100\n").metrics, "127.0.0.2:9100");
   assertEquals(parse("metrics: localhost:9100\n").metrics, "127.0.0.1:9100");
