@@ -8,7 +8,7 @@ export const dockerLogsCommand: CommandSpec = {
   args: [{ name: "container", description: "The container, e.g. my-api-blue" }],
   options: [{ name: "state", value: "file", description: "Where the follower keeps its place across restarts" }],
   async run({ args, opts }) {
-    if (typeof opts.state !== "string") {
+    if (typeof opts.state !== "string" || opts.state === "") {
       throw new UsageError("docker-logs needs --state <file>", {
         suggestion: "deploys start it; see deploy-paradigm docker-logs --help",
       });

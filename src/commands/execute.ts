@@ -1,4 +1,5 @@
 import type { CommandSpec } from "../cli.ts";
+import { UsageError } from "../errors.ts";
 
 /** `execute <git-dir> <commit>`: run by the git hook (`receive`), or by hand to redeploy a commit. */
 export const executeCommand: CommandSpec = {
@@ -14,6 +15,11 @@ export const executeCommand: CommandSpec = {
     { name: "dry-run", description: "Validate and print the plan without changing anything" },
   ],
   async run({ args, opts }) {
+    if (opts.old !== undefined && opts.ref === undefined) {
+      throw new UsageError("--old goes with --ref: it is the branch's value before --ref moves it", {
+        suggestion: "give --ref <branch> too, or leave --old out",
+      });
+    }
     // Start extracting the commit first, so it overlaps loading and validating (see prefetch.ts).
     const { prefetchCommit } = await import("../deploy/prefetch.ts");
     const prefetch = opts["dry-run"] ? undefined : prefetchCommit(args[0], args[1]);

@@ -174,6 +174,12 @@ Deno.test("execute exits 2 on usage errors and 1 on a failed deploy", async () =
     const noArgs = await server.cli(["execute"]);
     assertEquals(noArgs.code, 2);
     assertMatch(noArgs.stderr, /"execute" needs <git-dir>/);
+    const oldAlone = await server.cli(["execute", server.root, "HEAD", "--old", "abc"]);
+    assertEquals(oldAlone.code, 2, oldAlone.output);
+    assertMatch(oldAlone.stderr, /--old goes with --ref/);
+    const emptyState = await server.cli(["docker-logs", "web-blue", "--state="]);
+    assertEquals(emptyState.code, 2, emptyState.output);
+    assertMatch(emptyState.stderr, /docker-logs needs --state <file>/);
     const port = freePort();
     const repoPath = await server.setupApp("direct", { port });
     const repo = await AppRepo.create(server, "direct", repoPath);
