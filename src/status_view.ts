@@ -6,7 +6,7 @@
 import { NAME_PATTERN } from "./config/names.ts";
 import { canaryStatusText } from "./deploy/canary_judge.ts";
 import { type AppStatus, readStatus } from "./deploy/status.ts";
-import { ConfigError, DeployParadigmError, UsageError } from "./errors.ts";
+import { DeployParadigmError, UsageError } from "./errors.ts";
 import { readTextOrUndefined } from "./fsutil.ts";
 import { certificateCondition, type CertificateState, issuerLabel, readCertificates } from "./proxy/cert_state.ts";
 import { appPaths, deploymentsRoot } from "./paths.ts";
@@ -44,14 +44,14 @@ export async function collectStatus(only?: string): Promise<{ statuses: AppStatu
   const problems: string[] = [];
   for (const name of names.sort()) {
     const paths = appPaths(name);
-    const config = await readTextOrUndefined(paths.config);
     try {
+      const config = await readTextOrUndefined(paths.config);
       if (config !== undefined) parseConfig(config, serverConfigSchema, paths.config);
     } catch (error) {
-      if (!(error instanceof ConfigError)) throw error;
+      if (error instanceof Deno.errors.PermissionDenied) throw error; // not root: status says so (root_only.ts)
       problems.push(
         `${name}: config.yml does not load (deploys refuse it; the proxy keeps the route it had, none after it ` +
-          `restarts): ${error.message}`,
+          `restarts): ${(error as Error).message}`,
       );
     }
     let status: AppStatus | undefined;
