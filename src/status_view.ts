@@ -9,11 +9,11 @@ import { type AppStatus, readStatus } from "./deploy/status.ts";
 import { DeployParadigmError, UsageError } from "./errors.ts";
 import { readTextOrUndefined } from "./fsutil.ts";
 import { certificateCondition, type CertificateState, issuerLabel, readCertificates } from "./proxy/cert_state.ts";
-import { appPaths, deploymentsRoot } from "./paths.ts";
+import { type AppPaths, appPaths, deploymentsRoot } from "./paths.ts";
 import { describeMaintenance, maintenanceForStatus } from "./proxy/maintenance.ts";
 import { forTerminal, jsonForTerminal } from "./terminal.ts";
 import { parseConfig } from "./config/load.ts";
-import { serverConfigSchema } from "./config/schema.ts";
+import { type ServerConfig, serverConfigSchema } from "./config/schema.ts";
 import { listProcesses, type ProcessInfo, RUNNING_STATES } from "./deploy/process_list.ts";
 import { managerNamed } from "./managers/mod.ts";
 import { ProcessRunner } from "./runner.ts";
@@ -44,9 +44,10 @@ export async function collectStatus(only?: string): Promise<{ statuses: AppStatu
   const problems: string[] = [];
   for (const name of names.sort()) {
     const paths = appPaths(name);
+    let config: ServerConfig | undefined;
     try {
-      const config = await readTextOrUndefined(paths.config);
-      if (config !== undefined) parseConfig(config, serverConfigSchema, paths.config);
+      const text = await readTextOrUndefined(paths.config);
+      if (text !== undefined) config = parseConfig(text, serverConfigSchema, paths.config);
     } catch (error) {
       if (error instanceof Deno.errors.PermissionDenied) throw error; // not root: status says so (root_only.ts)
       problems.push(
@@ -65,9 +66,9 @@ export async function collectStatus(only?: string): Promise<{ statuses: AppStatu
     if (status) {
       // Maintenance as maintenance.json has it now, not as it was when status.json was written.
       const { maintenance: _, processes: written, ...rest } = status;
-      const maintenance = await maintenanceForStatus(appPaths(name).dir);
+      const maintenance = await maintenanceForStatus(paths.dir);
       // The processes as the manager reports them now (as written, when it cannot say).
-      const processes = await liveProcesses(name, status.slot) ?? written;
+      const processes = (config && await liveProcesses(paths, config, status.slot)) ?? written;
       statuses.push({ ...rest, ...(processes ? { processes } : {}), ...(maintenance ? { maintenance } : {}) });
     } else if (only !== undefined) {
       throw new UsageError(`app "${only}" has no status: it was never deployed on this server`, {
@@ -78,11 +79,13 @@ export async function collectStatus(only?: string): Promise<{ statuses: AppStatu
   return { statuses, problems };
 }
 
-/** The app's processes with their states now (undefined when its config.yml or its manager cannot say). */
-async function liveProcesses(app: string, slot: AppStatus["slot"]): Promise<ProcessInfo[] | undefined> {
-  const paths = appPaths(app);
+/** The app's processes with their states now (undefined when its manager cannot say). */
+async function liveProcesses(
+  paths: AppPaths,
+  config: ServerConfig,
+  slot: AppStatus["slot"],
+): Promise<ProcessInfo[] | undefined> {
   try {
-    const config = parseConfig(await Deno.readTextFile(paths.config), serverConfigSchema, paths.config);
     return await listProcesses(paths, config, managerNamed(config.manager), new ProcessRunner(() => {}), slot);
   } catch {
     return undefined;

@@ -122,14 +122,8 @@ export async function refuseTakenPort(
 ): Promise<void> {
   const root = options.root ?? prefix();
   const others = ((await portClaims(root, true)).get(port) ?? []).filter((other) => other !== app);
-  const serving = async (other: string) => (await ifExists(Deno.lstat(appPaths(other, root).current))) !== undefined;
-  let owner: string | undefined;
-  for (const other of others) {
-    if (!options.serving || await serving(other)) {
-      owner = other;
-      break;
-    }
-  }
+  const serves = await Promise.all(others.map((other) => ifExists(Deno.lstat(appPaths(other, root).current))));
+  const owner = others.find((_, i) => !options.serving || serves[i]);
   if (owner === undefined) return;
   const from = options.where ? ` (${options.where})` : "";
   throw new UsageError(
