@@ -98,7 +98,9 @@ Deno.test("http2: a client that shuts its window on a streamed answer is cut aft
       );
       assertEquals(seen, ["GET /big a.test"]);
     } finally {
-      child.kill("SIGKILL");
+      try {
+        child.kill("SIGKILL");
+      } catch { /* it ended by itself: the proxy cut its connection and it exits on the session error */ }
       await child.output();
     }
   });
