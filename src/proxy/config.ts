@@ -282,7 +282,7 @@ export const proxyConfigSchema = z.strictObject({
   limits: limits.prefault({}).meta({ description: "Connection limits and timeouts." }),
   http2: z.boolean({ error: "must be true or false" }).default(true).meta({
     description: "Offer HTTP/2 to HTTPS clients (ALPN h2); false: HTTP/1.1 only, served by the proxy's own " +
-      "hardened server. HTTP/2 runs in Deno's HTTP server, where a flood of empty DATA frames grows memory.",
+      "HTTP/1.1 server. HTTP/2 runs in Deno's HTTP server, behind the proxy's frame guard.",
   }),
   priority: z.int({ error: "must be a whole number from -20 to 19 (a nice value)" })
     .min(-20, "must be from -20 to 19 (a nice value)").max(19, "must be from -20 to 19 (a nice value)")

@@ -69,8 +69,8 @@ export function h2Problem(req: Request): string | undefined {
   if (req.method === "CONNECT") return "CONNECT";
   const header = req.headers.get("host");
   if (header === null) return undefined;
-  const https = req.url.startsWith("https:");
-  const plain = (host: string) => host.toLowerCase().replace(https ? /:443$/ : /:80$/, "");
+  // HTTP/2 is served over TLS alone (its URL says http: as Deno's server reads it from a loopback connection).
+  const plain = (host: string) => host.toLowerCase().replace(/:443$/, "");
   return plain(header) === plain(authorityOf(req.url)) ? undefined : "a Host other than :authority";
 }
 

@@ -1,9 +1,10 @@
 /**
  * Where connections come in. The proxy accepts them itself (so it can count and refuse them),
  * then serves HTTP/1.1 itself (./h1.ts: plain, and TLS whose ALPN chose http/1.1) and hands
- * HTTP/2 connections to Deno's HTTP server for one connection, `Deno.serveHttp` (hyper). (The
- * newer internal `serveHttpOnConnection` closes an upgraded WebSocket as soon as its
- * connection's HTTP part ends; WebSockets are HTTP/1.1 here anyway.)
+ * HTTP/2 connections to Deno's HTTP server for one connection, `Deno.serveHttp` (hyper), through a
+ * loopback connection the proxy feeds after checking the frames (./h2_guard.ts: hyper keeps every
+ * empty DATA frame). (The newer internal `serveHttpOnConnection` closes an upgraded WebSocket as
+ * soon as its connection's HTTP part ends; WebSockets are HTTP/1.1 here anyway.)
  *
  * - The gate (./gate.ts): connection limits in total and per client address, and a sweep that
  *   closes connections that send no complete request in time (slowloris) or stay idle too long.
@@ -17,6 +18,7 @@
 import { type Client, h2Problem } from "./forward.ts";
 import { closeWhenIdle, cut, type Gate, type Tracked } from "./gate.ts";
 import { type H1Deps, type Served, serveH1 } from "./h1.ts";
+import { FrameGuard, LoopbackPairs, pump } from "./h2_guard.ts";
 import type { Conn, Entry } from "./handler.ts";
 import { errorPage, message } from "./pages.ts";
 import { isComplete } from "./upstream.ts";
@@ -85,6 +87,8 @@ export class HttpListener {
   #refusing = 0;
   /** The connections this listener accepted that are still open. */
   readonly #conns = new Set<Tracked>();
+  /** Where HTTP/2 connections are handed to Deno's server (made at the first one). */
+  #pairs?: LoopbackPairs;
 
   constructor(options: ListenerOptions) {
     this.#options = options;
@@ -296,9 +300,22 @@ export class HttpListener {
     };
     /** Since when each streamed answer's next chunk has waited for the client to take it (its window shut). */
     const waits = new Set<{ since: number }>();
-    const http = serveHttp(conn);
-    tracked.close = () => http.close();
-    for await (const event of http) respond(event);
+    // Deno's server reads the frames from a loopback connection the proxy feeds through a FrameGuard (./h2_guard.ts).
+    if (this.#closed) return;
+    const [ours, theirs] = await (this.#pairs ??= new LoopbackPairs()).pair();
+    const http = serveHttp(theirs);
+    tracked.close = () => {
+      http.close();
+      closeConn(ours);
+    };
+    const refused = (why: string) => log(`${entry.kind}: HTTP/2 connection from ${client.ip} cut: ${why}`);
+    const pumps = Promise.all([pump(conn, ours, new FrameGuard(), refused), pump(ours, conn)]);
+    try {
+      for await (const event of http) respond(event);
+    } finally {
+      closeConn(ours);
+      await pumps;
+    }
   }
 
   /**
@@ -309,6 +326,7 @@ export class HttpListener {
     this.#closed = true;
     if (this.#listener) closeListener(this.#listener);
     await this.#loop;
+    this.#pairs?.close();
     if (drain) { for (const tracked of this.#conns) closeWhenIdle(tracked); }
   }
 }

@@ -3,9 +3,10 @@
  * real HTTP/2 client (`node:http2`, a child process) against the proxy with a self-signed
  * certificate: a client that shuts its window on a streamed answer and reads nothing is cut after
  * sendTimeout and its app connection freed; a Host other than `:authority` (and so a `:path`
- * without its "/") and CONNECT get 400 and never reach an app. What JavaScript cannot stop (a
- * flood of empty DATA frames, buffered inside Deno's HTTP/2 server) has `http2: false`: then
- * ALPN offers HTTP/1.1 alone, served by the proxy's own server.
+ * without its "/") and CONNECT get 400 and never reach an app. A flood of empty (or tiny) DATA
+ * frames, which Deno's HTTP/2 server would keep in memory until the connection ends, is cut by the
+ * proxy's frame guard (raw frames over TLS from a Node script), while an ordinary upload passes;
+ * `http2: false` makes ALPN offer HTTP/1.1 alone, served by the proxy's own server.
  */
 import { join } from "node:path";
 import { assert, assertEquals } from "../helpers/assert.ts";
@@ -50,7 +51,7 @@ function client(port: number, name: string, ca: string, requests: Record<string,
 
 /** Two apps (a.test, b.test) with one self-signed certificate, behind the proxy's HTTPS port. */
 async function withTwoApps(
-  fn: (ctx: { https: number; ca: string; seen: string[]; cancelled: () => number }) => Promise<void>,
+  fn: (ctx: { https: number; ca: string; seen: string[]; cancelled: () => number; logs: string[] }) => Promise<void>,
   proxyYml = "",
 ) {
   const https = freePort();
@@ -58,15 +59,16 @@ async function withTwoApps(
   let cancelled = 0;
   // An app that records what reaches it; /big streams 1 MiB chunks without end.
   const chunk = new Uint8Array(1 << 20).fill(0x61);
-  const app = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
+  const app = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
     seen.push(`${req.method} ${new URL(req.url).pathname} ${req.headers.get("host")}`);
+    if (new URL(req.url).pathname === "/len") return new Response(String((await req.arrayBuffer()).byteLength));
     if (new URL(req.url).pathname !== "/big") return new Response("ok");
     return new Response(
       new ReadableStream({ pull: (c) => c.enqueue(chunk), cancel: () => void cancelled++ }, { highWaterMark: 0 }),
     );
   });
   try {
-    await withProxy(async ({ root, proxy, app: setUp }) => {
+    await withProxy(async ({ root, proxy, app: setUp, logs }) => {
       const tlsDir = join(root, "tls");
       await Deno.mkdir(tlsDir, { mode: 0o700 });
       const tls = await selfSigned(tlsDir, ["a.test", "b.test"]);
@@ -79,7 +81,7 @@ async function withTwoApps(
         );
       }
       await proxy.start();
-      await fn({ https, ca: tls.certificate, seen, cancelled: () => cancelled });
+      await fn({ https, ca: tls.certificate, seen, cancelled: () => cancelled, logs });
     }, { proxyYml: `https: ${https}\nhttp: ${freePort()}\nlimits:\n  sendTimeout: 1s\n${proxyYml}` });
   } finally {
     await app.shutdown();
@@ -136,4 +138,101 @@ Deno.test("http2: false in proxy.yml: ALPN offers HTTP/1.1 alone (curl asking fo
       assertEquals(new TextDecoder().decode(stdout), `ok ${version}`, setting || "(default)");
     }, setting);
   }
+});
+
+/**
+ * Raw HTTP/2 over TLS: the preface, SETTINGS, a POST left open on stream 1, then FRAMES DATA frames
+ * of SIZE bytes each (0: empty) on it, none ending the stream, sent as fast as the socket takes
+ * them; prints `cut <bytes written>` when the connection ends first, or `sent N` once all were
+ * sent, and then keeps the connection open (what it made the server keep stays kept) until killed.
+ */
+const FLOOD_JS = `
+const tls = require("node:tls");
+const [port, name, ca, frames, size] = process.argv.slice(1);
+const s = tls.connect({ host: "127.0.0.1", port: Number(port), servername: name, ALPNProtocols: ["h2"],
+  ca: require("node:fs").readFileSync(ca) }, () => {
+  const frame = (type, flags, stream, payload) => {
+    const b = Buffer.alloc(9 + payload.length);
+    b.writeUIntBE(payload.length, 0, 3); b[3] = type; b[4] = flags; b.writeUInt32BE(stream, 5); payload.copy(b, 9);
+    return b;
+  };
+  s.write("PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n");
+  s.write(frame(4, 0, 0, Buffer.alloc(0)));
+  const authority = Buffer.from(name);
+  s.write(frame(1, 4, 1, Buffer.concat([Buffer.from([0x83, 0x87, 0x84, 0x01, authority.length]), authority])));
+  const batch = Buffer.concat(Array(1000).fill(frame(0, 0, 1, Buffer.alloc(Number(size), 0x61))));
+  let sent = 0;
+  const pump = () => {
+    while (sent < Number(frames)) {
+      sent += 1000;
+      if (!s.write(batch)) return s.once("drain", pump);
+    }
+    console.log("sent " + sent);
+  };
+  pump();
+});
+s.on("data", () => {});
+s.on("error", () => {});
+s.on("close", () => { console.log("cut " + s.bytesWritten); process.exit(0); });
+`;
+
+for (const [size, frames, why] of [[0, 1_000_000, "empty"], [1, 1_000_000, "small"]] as const) {
+  Deno.test(`http2: a flood of ${why} DATA frames is cut by the frame guard; memory stays flat, others are served`, async () => {
+    await withTwoApps(async ({ https, ca, seen, logs }) => {
+      const before = Deno.memoryUsage().rss;
+      const flood = new Deno.Command("node", {
+        args: ["-e", FLOOD_JS, String(https), "a.test", ca, String(frames), String(size)],
+        stdout: "piped",
+      }).spawn();
+      // Its first line: cut, or all sent with the connection still open (then the proxy's memory is measured).
+      const reader = flood.stdout.pipeThrough(new TextDecoderStream()).getReader();
+      const printed = (await reader.read()).value?.trim() ?? "";
+      await new Promise((resolve) => setTimeout(resolve, 1000)); // what is on its way is read
+      const grown = (Deno.memoryUsage().rss - before) / 2 ** 20;
+      reader.cancel().catch(() => {});
+      try {
+        flood.kill("SIGKILL");
+      } catch { /* it ended: the proxy cut it */ }
+      await flood.status;
+      const cut = logs.filter((line) => line.includes("HTTP/2 connection from 127.0.0.1 cut"));
+      console.log(
+        `http2: ${frames.toLocaleString("en-US")} ${why} DATA frames: the client printed "${
+          printed.replaceAll("\n", " / ")
+        }"; the proxy logged ${JSON.stringify(cut)}; its process grew ${grown.toFixed(1)} MiB`,
+      );
+      assert(printed.startsWith("cut "), printed);
+      assertEquals(cut.length, 1, logs.join("\n"));
+      assert(cut[0].endsWith(size ? "too many small DATA frames" : "more than 100 empty DATA frames"), cut[0]);
+      // Without the guard: about 230 bytes a frame (+244 MiB for 1,000,000 empty ones, measured).
+      assert(grown < 64, `the proxy grew ${grown.toFixed(1)} MiB`);
+      // The flooding request never reached the app (its body never ended); a new client is served.
+      const child = client(https, "a.test", ca, [{ ":path": "/after", ":authority": "a.test" }]);
+      const answer = await child.output();
+      assertEquals(new TextDecoder().decode(answer.stdout).trim(), "200");
+      assertEquals(seen.filter((line) => line.startsWith("GET")), ["GET /after a.test"]);
+    });
+  });
+}
+
+Deno.test("http2: an upload in ordinary frames passes the frame guard whole", async () => {
+  await withTwoApps(async ({ https, ca, logs }) => {
+    // Node's client: a 1 MiB body written in 1,024 writes of 1 KiB, then the end of the stream.
+    const upload = `
+const http2 = require("node:http2");
+const [port, name, ca] = process.argv.slice(1);
+const client = http2.connect("https://127.0.0.1:" + port, { ca: require("node:fs").readFileSync(ca), servername: name });
+const req = client.request({ ":method": "POST", ":path": "/len", ":authority": name });
+let body = "";
+req.on("data", (d) => body += d);
+req.on("end", () => { console.log(body); client.close(); });
+const piece = Buffer.alloc(1024, 0x62);
+let left = 1024;
+const write = () => { while (left-- > 0) if (!req.write(piece)) return req.once("drain", write); req.end(); };
+write();
+`;
+    const out = await new Deno.Command("node", { args: ["-e", upload, String(https), "a.test", ca] }).output();
+    assert(out.success, new TextDecoder().decode(out.stderr));
+    assertEquals(new TextDecoder().decode(out.stdout).trim(), String(1024 * 1024));
+    assertEquals(logs.filter((line) => line.includes("cut:")), []);
+  });
 });

@@ -1,0 +1,114 @@
+/**
+ * The HTTP/2 frame guard (src/proxy/h2_guard.ts), the pure part: frame headers followed across
+ * reads split anywhere, empty and small DATA frames counted against their limits, frames that end
+ * a stream, padding and other frame types left alone. Attacked end to end (raw frames over TLS
+ * against the real proxy) in tests/e2e/http2_attack_test.ts.
+ */
+import { assert, assertEquals } from "../helpers/assert.ts";
+import { DATA_BUDGET, FrameGuard, LoopbackPairs, MAX_EMPTY_DATA, SMALL_FRAME } from "../../src/proxy/h2_guard.ts";
+
+const PREFACE = new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+function frame(type: number, flags: number, payload: number): Uint8Array {
+  const bytes = new Uint8Array(9 + payload);
+  bytes.set([payload >> 16, (payload >> 8) & 0xff, payload & 0xff, type, flags, 0, 0, 0, 1]);
+  return bytes.fill(0x61, 9);
+}
+
+const data = (payload: number, flags = 0) => frame(0, flags, payload);
+
+function joined(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, part) => n + part.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
+/** Feeds `bytes` in pieces of `step` bytes; the first refusal, or undefined. */
+function feed(bytes: Uint8Array, step = bytes.length, guard = new FrameGuard()): string | undefined {
+  for (let at = 0; at < bytes.length; at += step) {
+    const why = guard.feed(bytes.subarray(at, at + step));
+    if (why) return why;
+  }
+  return undefined;
+}
+
+Deno.test("h2 guard: empty DATA frames past the limit are refused, wherever the reads split them", () => {
+  const allowed = joined([PREFACE, frame(4, 0, 0), frame(1, 4, 20), ...Array(MAX_EMPTY_DATA).fill(data(0))]);
+  for (const step of [1, 5, 9, 10, 4096]) {
+    assertEquals(feed(allowed, step), undefined, `step ${step}`);
+    assertEquals(
+      feed(joined([allowed, data(0)]), step),
+      `more than ${MAX_EMPTY_DATA} empty DATA frames`,
+      `step ${step}`,
+    );
+  }
+});
+
+Deno.test("h2 guard: frames that end their stream, other frame types and payload bytes never count", () => {
+  const frames: Uint8Array[] = [PREFACE];
+  for (let i = 0; i < 1000; i++) {
+    frames.push(data(0, 0x1)); // an empty DATA frame with END_STREAM: how a body ends
+    frames.push(frame(6, 0, 8)); // PING
+    frames.push(frame(8, 0, 4)); // WINDOW_UPDATE
+  }
+  // A payload that looks like empty DATA frames is skipped, not read as frames.
+  const looksLikeFrames = joined(Array(2000).fill(data(0)));
+  const carrier = frame(0, 0, looksLikeFrames.length);
+  carrier.set(looksLikeFrames, 9);
+  frames.push(carrier);
+  assertEquals(feed(joined(frames), 7), undefined);
+});
+
+Deno.test("h2 guard: small DATA frames spend the budget, ordinary ones earn it back", () => {
+  // 1-byte frames alone: cut once the budget is spent (a few thousand frames).
+  const guard = new FrameGuard();
+  guard.feed(PREFACE);
+  let frames = 0;
+  let why: string | undefined;
+  while (!why && frames < 100_000) {
+    why = guard.feed(data(1));
+    frames++;
+  }
+  assertEquals(why, "too many small DATA frames");
+  assertEquals(frames, Math.floor(DATA_BUDGET / (SMALL_FRAME - 2)) + 1);
+  // An upload in 16 KiB frames with a short one now and then (the end of each write) is never cut.
+  const upload: Uint8Array[] = [PREFACE];
+  for (let i = 0; i < 20_000; i++) upload.push(data(i % 4 === 3 ? 100 : 16_384));
+  assertEquals(feed(joined(upload), 65_536), undefined);
+  // Padding is not data: a padded frame carrying nothing spends as an empty one (flags PADDED, pad length 0).
+  assert(feed(joined([PREFACE, ...Array(MAX_EMPTY_DATA + 1).fill(data(1, 0x8))]))?.startsWith("more than"));
+});
+
+Deno.test("h2 guard: loopback pairs carry bytes; a stranger that connects is closed, a flood of them delays no pair", async () => {
+  const pairs = new LoopbackPairs();
+  const opened: Deno.Conn[] = [];
+  try {
+    const [ours, theirs] = await pairs.pair();
+    opened.push(ours, theirs);
+    await ours.write(new TextEncoder().encode("hello"));
+    const buf = new Uint8Array(16);
+    assertEquals(new TextDecoder().decode(buf.subarray(0, (await theirs.read(buf))!)), "hello");
+    // A stranger (an app on the machine) with a wrong token and a request after it: closed, unread.
+    const stranger = await Deno.connect({ hostname: "127.0.0.1", port: pairs.port! });
+    opened.push(stranger);
+    await stranger.write(new Uint8Array(16).fill(7));
+    await stranger.write(new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")).catch(() => 0);
+    assertEquals(await stranger.read(buf).catch(() => null), null);
+    // 200 strangers that send nothing, held open: a pair is still made, at once.
+    for (let i = 0; i < 200; i++) opened.push(await Deno.connect({ hostname: "127.0.0.1", port: pairs.port! }));
+    const started = performance.now();
+    opened.push(...await pairs.pair());
+    console.log(`h2 guard: a pair made beside 200 silent strangers in ${(performance.now() - started).toFixed(1)} ms`);
+  } finally {
+    for (const conn of opened) {
+      try {
+        conn.close();
+      } catch { /* closed by the other side's close */ }
+    }
+    pairs.close();
+  }
+});
