@@ -167,8 +167,9 @@ export class ProxyServer {
       this.#config = config;
       const fdLimit = await raiseFdLimit();
       const nice = this.#ownProcess ? setNice(config.priority) : undefined;
-      // Each proxied connection may hold an upstream socket too; keep room for files and the control socket.
-      const cap = Math.max(64, Math.floor((fdLimit - 256) / 2));
+      // Each proxied connection may hold an upstream socket too, an HTTP/2 one its loopback pair (./h2_guard.ts):
+      // three files; keep room for files and the control socket.
+      const cap = Math.max(64, Math.floor((fdLimit - 256) / 3));
       const limits: Limits = { ...config.limits, maxConnections: Math.min(config.limits.maxConnections, cap) };
       this.#gate = new Gate(limits, this.#log);
       this.#gate.onOpen = () => this.#metrics.connectionOpened();
