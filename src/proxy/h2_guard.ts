@@ -9,8 +9,9 @@
  * - more than {@link MAX_EMPTY_DATA} empty DATA frames that do not end their stream;
  * - small DATA frames beyond a budget: each one under {@link SMALL_FRAME} bytes that does not end
  *   its stream spends what it is short of them, payload bytes earn budget back, up to
- *   {@link DATA_BUDGET}. A client sending its body in frames of a few bytes is cut after a few
- *   thousand of them; any client sending ordinary frames never is.
+ *   {@link DATA_BUDGET}, and so does the end of a stream, what its frames spent. A client sending
+ *   one body in frames of a few bytes is cut after a few thousand of them; a client sending
+ *   ordinary frames, or small requests one after another for ever, never is.
  * Only frame headers are read (9 bytes each), never payloads: the bytes pass on unchanged.
  * @module
  */
@@ -19,16 +20,31 @@
 const PREFACE_LENGTH = 24;
 const FRAME_HEADER = 9;
 const DATA = 0;
+const HEADERS = 1;
+const RST_STREAM = 3;
 const END_STREAM = 0x1;
 const PADDED = 0x8;
-/** Empty DATA frames without END_STREAM a connection may send (as h2 0.4.16's limit). */
+/** Empty DATA frames without END_STREAM a connection may have sent on streams still open (as h2 0.4.16's limit). */
 export const MAX_EMPTY_DATA = 100;
 /** DATA frames smaller than this (payload bytes) spend budget (as h2 0.4.16's overhead threshold). */
 export const SMALL_FRAME = 256;
 /** The budget of a connection, at start and at most. */
 export const DATA_BUDGET = 1024 * 1024;
+/** Streams with small DATA frames counted at once: more is no client's need (browsers open 100 at most). */
+export const MAX_COUNTED_STREAMS = 1024;
 
-/** Follows the frames of one client→server byte stream; `feed` says why to close it, if it must. */
+/** What the small and empty DATA frames of one open stream spent (given back when it ends). */
+interface Spent {
+  budget: number;
+  empty: number;
+}
+
+/**
+ * Follows the frames of one client→server byte stream; `feed` says why to close it, if it must.
+ * What a stream's frames spent is given back when the stream ends (DATA or HEADERS with
+ * END_STREAM, RST_STREAM): the server frees its frames then, and a client that sends many small
+ * requests (or a body in two frames, the last one empty) over a long-lived connection is never cut.
+ */
 export class FrameGuard {
   /** Bytes of the preface not seen yet. */
   #preface = PREFACE_LENGTH;
@@ -37,8 +53,11 @@ export class FrameGuard {
   #headerBytes = 0;
   /** Payload bytes of the current frame still to skip. */
   #skip = 0;
+  /** A padded DATA frame whose pad length (its first payload byte) is not read yet: its stream and length. */
+  #padded?: { stream: number; length: number };
   #empty = 0;
   #budget = DATA_BUDGET;
+  readonly #spent = new Map<number, Spent>();
 
   /** Takes the next bytes the client sent: undefined while they are fine, else why the connection must go. */
   feed(bytes: Uint8Array): string | undefined {
@@ -49,6 +68,13 @@ export class FrameGuard {
       at = n;
     }
     while (at < bytes.length) {
+      if (this.#padded) {
+        const { stream, length } = this.#padded;
+        this.#padded = undefined;
+        // What is left after the pad length byte and the padding (a pad longer than the frame is the server's error to find).
+        const why = this.#data(stream, Math.max(0, length - 1 - bytes[at]));
+        if (why) return why;
+      }
       if (this.#skip) {
         const n = Math.min(this.#skip, bytes.length - at);
         this.#skip -= n;
@@ -63,15 +89,46 @@ export class FrameGuard {
       this.#headerBytes = 0;
       const h = this.#header;
       const length = (h[0] << 16) | (h[1] << 8) | h[2];
+      const stream = ((h[5] & 0x7f) << 24 | h[6] << 16 | h[7] << 8 | h[8]) >>> 0;
       this.#skip = length;
-      if (h[3] !== DATA || h[4] & END_STREAM) continue;
-      // Padding is no data: a padded frame is counted by what it would carry at most.
-      const data = h[4] & PADDED ? Math.max(0, length - 1) : length;
-      if (data === 0 && ++this.#empty > MAX_EMPTY_DATA) return `more than ${MAX_EMPTY_DATA} empty DATA frames`;
-      this.#budget = Math.min(DATA_BUDGET, this.#budget + data) - Math.max(0, SMALL_FRAME - data);
-      if (this.#budget < 0) return "too many small DATA frames";
+      const type = h[3];
+      if (type === RST_STREAM || ((type === DATA || type === HEADERS) && h[4] & END_STREAM)) this.#ended(stream);
+      else if (type === DATA && h[4] & PADDED && length > 0) this.#padded = { stream, length };
+      else if (type === DATA) {
+        const why = this.#data(stream, length);
+        if (why) return why;
+      }
     }
     return undefined;
+  }
+
+  /** A DATA frame that does not end `stream`, carrying `data` bytes. */
+  #data(stream: number, data: number): string | undefined {
+    const cost = Math.max(0, SMALL_FRAME - data);
+    this.#budget = Math.min(DATA_BUDGET, this.#budget + data) - cost;
+    if (cost === 0) return undefined;
+    let spent = this.#spent.get(stream);
+    if (!spent) {
+      if (this.#spent.size >= MAX_COUNTED_STREAMS) {
+        return `small DATA frames on more than ${MAX_COUNTED_STREAMS} streams`;
+      }
+      this.#spent.set(stream, spent = { budget: 0, empty: 0 });
+    }
+    spent.budget += cost;
+    if (data === 0) {
+      spent.empty++;
+      if (++this.#empty > MAX_EMPTY_DATA) return `more than ${MAX_EMPTY_DATA} empty DATA frames`;
+    }
+    return this.#budget < 0 ? "too many small DATA frames" : undefined;
+  }
+
+  /** `stream` ended: what its frames spent is given back. */
+  #ended(stream: number): void {
+    const spent = this.#spent.get(stream);
+    if (!spent) return;
+    this.#spent.delete(stream);
+    this.#budget = Math.min(DATA_BUDGET, this.#budget + spent.budget);
+    this.#empty -= spent.empty;
   }
 }
 
@@ -79,6 +136,8 @@ export class FrameGuard {
 const TOKEN_BYTES = 16;
 /** How long an accepted loopback connection has to send its token. */
 const TOKEN_MS = 1000;
+/** Pause after a failed accept on the loopback listener. */
+const ACCEPT_RETRY_MS = 10;
 /** Accepted loopback connections waiting for their token; past this, the oldest is closed (a local flood). */
 const MAX_PENDING = 64;
 
@@ -101,6 +160,7 @@ export class LoopbackPairs {
     const token = crypto.getRandomValues(new Uint8Array(TOKEN_BYTES));
     const key = token.join(",");
     const { promise: theirs, resolve, reject } = Promise.withResolvers<Deno.Conn>();
+    theirs.catch(() => {}); // the timer may reject it before it is awaited (the connect is slow): awaited below
     this.#claims.set(key, resolve);
     const timer = setTimeout(() => reject(new Error("the loopback connection was not accepted")), TOKEN_MS);
     let ours: Deno.TcpConn | undefined;
@@ -133,10 +193,24 @@ export class LoopbackPairs {
 
   #open(): Deno.TcpListener {
     const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    (async () => {
-      for await (const conn of listener) this.#claim(conn);
-    })().catch(() => {});
+    this.#accept(listener);
     return listener;
+  }
+
+  /** Accepts until the listener is closed; a failed accept (no file descriptor left) is retried shortly after. */
+  async #accept(listener: Deno.TcpListener): Promise<void> {
+    while (true) {
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch (error) {
+        if (error instanceof Deno.errors.BadResource) break; // closed
+        await new Promise((resolve) => setTimeout(resolve, ACCEPT_RETRY_MS));
+        continue;
+      }
+      this.#claim(conn);
+    }
+    if (this.#listener === listener) this.#listener = undefined;
   }
 
   /** Reads the token of an accepted connection and hands it to the pair waiting for it, or closes it. */
@@ -174,28 +248,30 @@ function close(conn: Deno.Conn): void {
 }
 
 /**
- * Copies `from` to `to` until either ends (then both are closed), each read written in full before
- * the next one (backpressure); with `guard`, the bytes are checked first and `refused` hears why
- * a connection was cut.
+ * Copies `from` to `to`, each read written in full before the next one (backpressure), until
+ * either fails or is cut (then both are closed) or `from` ends: then `to` is only shut for writing
+ * (the client's end of its requests lets the server finish its answers) when `halfClose`, else
+ * both are closed. With `guard`, the bytes are checked first and `refused` hears why a connection
+ * was cut.
  */
 export async function pump(
   from: Deno.Conn,
   to: Deno.Conn,
-  guard?: FrameGuard,
-  refused?: (why: string) => void,
+  options: { guard?: FrameGuard; refused?: (why: string) => void; halfClose?: boolean } = {},
 ): Promise<void> {
   const buf = new Uint8Array(16 * 1024);
   try {
     for (let n; (n = await from.read(buf)) !== null;) {
       const bytes = buf.subarray(0, n);
-      const why = guard?.feed(bytes);
+      const why = options.guard?.feed(bytes);
       if (why) {
-        refused?.(why);
-        break;
+        options.refused?.(why);
+        throw new Error(why);
       }
       for (let done = 0; done < n;) done += await to.write(bytes.subarray(done));
     }
-  } catch { /* either side closed */ }
+    if (options.halfClose) return void await (to as Deno.TcpConn).closeWrite();
+  } catch { /* either side closed, or cut */ }
   close(from);
   close(to);
 }

@@ -302,19 +302,29 @@ export class HttpListener {
     const waits = new Set<{ since: number }>();
     // Deno's server reads the frames from a loopback connection the proxy feeds through a FrameGuard (./h2_guard.ts).
     if (this.#closed) return;
-    const [ours, theirs] = await (this.#pairs ??= new LoopbackPairs()).pair();
+    let pair: [Deno.TcpConn, Deno.Conn];
+    try {
+      pair = await (this.#pairs ??= new LoopbackPairs()).pair();
+    } catch (error) {
+      return log(`${entry.kind}: HTTP/2 connection from ${client.ip} not served: ${message(error)}`);
+    }
+    const [ours, theirs] = pair;
     const http = serveHttp(theirs);
+    // Closing the client's connection ends both pumps (one may wait on a client that reads nothing).
     tracked.close = () => {
       http.close();
       closeConn(ours);
+      closeConn(conn);
     };
     const refused = (why: string) => log(`${entry.kind}: HTTP/2 connection from ${client.ip} cut: ${why}`);
-    const pumps = Promise.all([pump(conn, ours, new FrameGuard(), refused), pump(ours, conn)]);
+    const inbound = pump(conn, ours, { guard: new FrameGuard(), refused, halfClose: true });
+    // Ends when Deno's server closes its end (after its last bytes) or the client's connection goes.
+    const outbound = pump(ours, conn);
     try {
       for await (const event of http) respond(event);
     } finally {
-      closeConn(ours);
-      await pumps;
+      await outbound;
+      await inbound;
     }
   }
 

@@ -214,25 +214,102 @@ for (const [size, frames, why] of [[0, 1_000_000, "empty"], [1, 1_000_000, "smal
   });
 }
 
-Deno.test("http2: an upload in ordinary frames passes the frame guard whole", async () => {
+Deno.test("http2: an upload in ordinary frames and 6,000 small POSTs on one connection pass the frame guard", async () => {
   await withTwoApps(async ({ https, ca, logs }) => {
-    // Node's client: a 1 MiB body written in 1,024 writes of 1 KiB, then the end of the stream.
+    // Node's client: a 1 MiB body written in 1,024 writes of 1 KiB, then the end of the stream; then
+    // 6,000 POSTs (10 at a time) of 20 bytes, each written, then ended a moment later (its own empty
+    // DATA frame): without the budget given back at each stream's end, the 4,444th would be cut.
     const upload = `
 const http2 = require("node:http2");
 const [port, name, ca] = process.argv.slice(1);
 const client = http2.connect("https://127.0.0.1:" + port, { ca: require("node:fs").readFileSync(ca), servername: name });
-const req = client.request({ ":method": "POST", ":path": "/len", ":authority": name });
-let body = "";
-req.on("data", (d) => body += d);
-req.on("end", () => { console.log(body); client.close(); });
+const post = (write) => new Promise((resolve, reject) => {
+  const req = client.request({ ":method": "POST", ":path": "/len", ":authority": name });
+  let body = "";
+  req.on("data", (d) => body += d);
+  req.on("end", () => resolve(body));
+  req.on("error", reject);
+  write(req);
+});
 const piece = Buffer.alloc(1024, 0x62);
-let left = 1024;
-const write = () => { while (left-- > 0) if (!req.write(piece)) return req.once("drain", write); req.end(); };
-write();
+(async () => {
+  console.log(await post((req) => {
+    let left = 1024;
+    const write = () => { while (left-- > 0) if (!req.write(piece)) return req.once("drain", write); req.end(); };
+    write();
+  }));
+  let ok = 0;
+  const worker = async () => {
+    while (ok < 6000) {
+      const body = await post((req) => { req.write(piece.subarray(0, 20)); setImmediate(() => req.end()); });
+      if (body === "20") ok++;
+      else throw new Error("answer " + body);
+    }
+  };
+  await Promise.all(Array.from({ length: 10 }, worker));
+  console.log(ok);
+  client.close();
+})().catch((e) => { console.log("failed " + e.message); process.exit(1); });
 `;
     const out = await new Deno.Command("node", { args: ["-e", upload, String(https), "a.test", ca] }).output();
-    assert(out.success, new TextDecoder().decode(out.stderr));
-    assertEquals(new TextDecoder().decode(out.stdout).trim(), String(1024 * 1024));
+    const printed = new TextDecoder().decode(out.stdout).trim().split("\n");
+    assert(out.success, printed.join("\n") + new TextDecoder().decode(out.stderr));
+    assertEquals(printed[0], String(1024 * 1024));
+    assert(Number(printed[1]) >= 6000, printed[1]);
     assertEquals(logs.filter((line) => line.includes("cut:")), []);
   });
+});
+
+/**
+ * Raw HTTP/2 over TLS: windows opened wide (SETTINGS and WINDOW_UPDATE), `GET /big` on stream 1,
+ * then nothing read from the socket at all: the answer backs up in TCP, not in HTTP/2's windows.
+ */
+const NON_READER_JS = `
+const tls = require("node:tls");
+const [port, name, ca] = process.argv.slice(1);
+const s = tls.connect({ host: "127.0.0.1", port: Number(port), servername: name, ALPNProtocols: ["h2"],
+  ca: require("node:fs").readFileSync(ca) }, () => {
+  const frame = (type, flags, stream, payload) => {
+    const b = Buffer.alloc(9 + payload.length);
+    b.writeUIntBE(payload.length, 0, 3); b[3] = type; b[4] = flags; b.writeUInt32BE(stream, 5); payload.copy(b, 9);
+    return b;
+  };
+  s.write("PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n");
+  s.write(frame(4, 0, 0, Buffer.from([0, 4, 0x7f, 0xff, 0xff, 0xff]))); // INITIAL_WINDOW_SIZE 2^31-1
+  s.write(frame(8, 0, 0, Buffer.from([0x40, 0, 0, 0]))); // the connection's window too (+1 GiB)
+  const authority = Buffer.from(name);
+  s.write(frame(1, 5, 1, Buffer.concat([Buffer.from([0x82, 0x87, 0x04, 4]), Buffer.from("/big"),
+    Buffer.from([0x01, authority.length]), authority])));
+  s.pause();
+  console.log("asked");
+});
+s.on("error", () => {});
+`;
+
+Deno.test("http2: a client that reads nothing at all (TCP backs up) is cut after sendTimeout and its connection slot freed", async () => {
+  await withTwoApps(async ({ https, ca, cancelled, seen }) => {
+    const child = new Deno.Command("node", {
+      args: ["-e", NON_READER_JS, String(https), "a.test", ca],
+      stdout: "piped",
+    }).spawn();
+    try {
+      await until(15_000, "the app's stream cancelled", () => cancelled() === 1, () => seen.join("\n"));
+      // maxConnections is 1: the next client is served only once the cut connection's slot is given back.
+      let answer = "";
+      await until(5_000, "a new client served", async () => {
+        const { stdout } = await new Deno.Command("curl", {
+          args: ["-sS", "--http2", "--cacert", ca, "--resolve", `a.test:${https}:127.0.0.1`, "-w", " %{http_version}"]
+            .concat(`https://a.test:${https}/`),
+        }).output();
+        answer = new TextDecoder().decode(stdout);
+        return answer === "ok 2";
+      }, () => answer);
+    } finally {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* ended */ }
+      await child.status;
+      await child.stdout.cancel().catch(() => {});
+    }
+  }, "  maxConnections: 1\n  maxConnectionsPerIp: 1\n");
 });

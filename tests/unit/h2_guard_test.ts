@@ -5,17 +5,41 @@
  * against the real proxy) in tests/e2e/http2_attack_test.ts.
  */
 import { assert, assertEquals } from "../helpers/assert.ts";
-import { DATA_BUDGET, FrameGuard, LoopbackPairs, MAX_EMPTY_DATA, SMALL_FRAME } from "../../src/proxy/h2_guard.ts";
+import {
+  DATA_BUDGET,
+  FrameGuard,
+  LoopbackPairs,
+  MAX_COUNTED_STREAMS,
+  MAX_EMPTY_DATA,
+  SMALL_FRAME,
+} from "../../src/proxy/h2_guard.ts";
 
 const PREFACE = new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
-function frame(type: number, flags: number, payload: number): Uint8Array {
+function frame(type: number, flags: number, payload: number, stream = 1): Uint8Array {
   const bytes = new Uint8Array(9 + payload);
-  bytes.set([payload >> 16, (payload >> 8) & 0xff, payload & 0xff, type, flags, 0, 0, 0, 1]);
+  bytes.set([
+    payload >> 16,
+    (payload >> 8) & 0xff,
+    payload & 0xff,
+    type,
+    flags,
+    stream >> 24,
+    stream >> 16,
+    stream >> 8,
+  ]);
+  bytes[8] = stream & 0xff;
   return bytes.fill(0x61, 9);
 }
 
-const data = (payload: number, flags = 0) => frame(0, flags, payload);
+const data = (payload: number, flags = 0, stream = 1) => frame(0, flags, payload, stream);
+
+/** A padded DATA frame: `data` bytes and `pad` bytes of padding (and the pad length byte). */
+function padded(data: number, pad: number): Uint8Array {
+  const bytes = frame(0, 0x8, 1 + data + pad);
+  bytes[9] = pad;
+  return bytes;
+}
 
 function joined(parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, part) => n + part.length, 0));
@@ -79,8 +103,39 @@ Deno.test("h2 guard: small DATA frames spend the budget, ordinary ones earn it b
   const upload: Uint8Array[] = [PREFACE];
   for (let i = 0; i < 20_000; i++) upload.push(data(i % 4 === 3 ? 100 : 16_384));
   assertEquals(feed(joined(upload), 65_536), undefined);
-  // Padding is not data: a padded frame carrying nothing spends as an empty one (flags PADDED, pad length 0).
-  assert(feed(joined([PREFACE, ...Array(MAX_EMPTY_DATA + 1).fill(data(1, 0x8))]))?.startsWith("more than"));
+  // Padding is not data: padded frames carrying nothing spend as empty ones, whatever their padding,
+  // also when the pad length byte comes in a later read.
+  for (const pad of [0, 200, 255]) {
+    const frames = joined([PREFACE, ...Array(MAX_EMPTY_DATA + 1).fill(padded(0, pad))]);
+    for (const step of [1, 10, 4096]) {
+      assertEquals(feed(frames, step), `more than ${MAX_EMPTY_DATA} empty DATA frames`, `pad ${pad}, step ${step}`);
+    }
+  }
+  assertEquals(feed(joined([PREFACE, ...Array(1000).fill(padded(300, 255))])), undefined);
+});
+
+Deno.test("h2 guard: what a stream spent comes back when it ends: small requests one after another for ever pass", () => {
+  // 20,000 requests on one connection, each a 20-byte body then an empty DATA frame ending it
+  // (Node's write() then end()), the odd ones reset by the client instead: never cut.
+  const guard = new FrameGuard();
+  guard.feed(PREFACE);
+  for (let i = 0; i < 20_000; i++) {
+    const stream = 2 * i + 1;
+    const end = i % 2 ? frame(3, 0, 4, stream) : data(0, 0x1, stream);
+    const why = guard.feed(joined([frame(1, 4, 10, stream), data(20, 0, stream), data(0, 0, stream), end]));
+    assertEquals(why, undefined, `request ${i}`);
+  }
+  // The same requests left open are cut: by their empty frames, then (without those) by the budget.
+  const open = new FrameGuard();
+  open.feed(PREFACE);
+  let why: string | undefined;
+  for (let stream = 1; !why; stream += 2) why = open.feed(joined([data(20, 0, stream), data(0, 0, stream)]));
+  assertEquals(why, `more than ${MAX_EMPTY_DATA} empty DATA frames`);
+  const spread = new FrameGuard();
+  spread.feed(PREFACE);
+  why = undefined;
+  for (let stream = 1; !why; stream += 2) why = spread.feed(data(20, 0, stream));
+  assertEquals(why, `small DATA frames on more than ${MAX_COUNTED_STREAMS} streams`);
 });
 
 Deno.test("h2 guard: loopback pairs carry bytes; a stranger that connects is closed, a flood of them delays no pair", async () => {
