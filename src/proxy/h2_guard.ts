@@ -16,8 +16,8 @@
  * @module
  */
 
-/** The client connection preface (RFC 9113 §3.4), passed on before the first frame. */
-const PREFACE_LENGTH = 24;
+/** The client connection preface (RFC 9113 §3.4): anything else (HTTP/1.1 sent after ALPN chose h2) is cut. */
+const PREFACE = new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 const FRAME_HEADER = 9;
 const DATA = 0;
 const HEADERS = 1;
@@ -46,8 +46,8 @@ interface Spent {
  * requests (or a body in two frames, the last one empty) over a long-lived connection is never cut.
  */
 export class FrameGuard {
-  /** Bytes of the preface not seen yet. */
-  #preface = PREFACE_LENGTH;
+  /** Bytes of the preface seen so far. */
+  #preface = 0;
   /** The frame header being read (it may arrive in pieces). */
   readonly #header = new Uint8Array(FRAME_HEADER);
   #headerBytes = 0;
@@ -62,10 +62,8 @@ export class FrameGuard {
   /** Takes the next bytes the client sent: undefined while they are fine, else why the connection must go. */
   feed(bytes: Uint8Array): string | undefined {
     let at = 0;
-    if (this.#preface) {
-      const n = Math.min(this.#preface, bytes.length);
-      this.#preface -= n;
-      at = n;
+    while (this.#preface < PREFACE.length && at < bytes.length) {
+      if (bytes[at++] !== PREFACE[this.#preface++]) return "no HTTP/2 connection preface";
     }
     while (at < bytes.length) {
       if (this.#padded) {
@@ -160,14 +158,16 @@ export class LoopbackPairs {
     const token = crypto.getRandomValues(new Uint8Array(TOKEN_BYTES));
     const key = token.join(",");
     const { promise: theirs, resolve, reject } = Promise.withResolvers<Deno.Conn>();
-    theirs.catch(() => {}); // the timer may reject it before it is awaited (the connect is slow): awaited below
+    theirs.catch(() => {}); // awaited below, unless the connect fails first
     this.#claims.set(key, resolve);
-    const timer = setTimeout(() => reject(new Error("the loopback connection was not accepted")), TOKEN_MS);
+    let timer: ReturnType<typeof setTimeout> | undefined;
     let ours: Deno.TcpConn | undefined;
     try {
       ours = await Deno.connect({ hostname: "127.0.0.1", port: (listener.addr as Deno.NetAddr).port });
       ours.setNoDelay(true);
       await ours.write(token);
+      // From here on only the accept loop can be late (a local flood fills its queue).
+      timer = setTimeout(() => reject(new Error("the loopback connection was not accepted")), TOKEN_MS);
       return [ours, await theirs];
     } catch (error) {
       if (ours) close(ours);

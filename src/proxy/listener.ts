@@ -304,7 +304,8 @@ export class HttpListener {
     if (this.#closed) return;
     let pair: [Deno.TcpConn, Deno.Conn];
     try {
-      pair = await (this.#pairs ??= new LoopbackPairs()).pair();
+      const pairs = this.#pairs ??= new LoopbackPairs();
+      pair = await pairs.pair().catch(() => pairs.pair()); // once more: a local flood may have filled the queue
     } catch (error) {
       return log(`${entry.kind}: HTTP/2 connection from ${client.ip} not served: ${message(error)}`);
     }

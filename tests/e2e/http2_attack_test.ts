@@ -313,3 +313,24 @@ Deno.test("http2: a client that reads nothing at all (TCP backs up) is cut after
     }
   }, "  maxConnections: 1\n  maxConnectionsPerIp: 1\n");
 });
+
+Deno.test("http2: HTTP/1.1 sent after ALPN chose h2 is cut, not answered by Deno's own HTTP/1.1 server", async () => {
+  await withTwoApps(async ({ https, ca, seen, logs }) => {
+    const script = `
+const tls = require("node:tls");
+const [port, name, ca] = process.argv.slice(1);
+const s = tls.connect({ host: "127.0.0.1", port: Number(port), servername: name, ALPNProtocols: ["h2"],
+  ca: require("node:fs").readFileSync(ca) }, () => s.write("GET / HTTP/1.1\\\\r\\\\nHost: " + name + "\\\\r\\\\n\\\\r\\\\n"));
+let got = "";
+s.on("data", (d) => got += d);
+s.on("error", () => {});
+s.on("close", () => console.log(JSON.stringify({ alpn: s.alpnProtocol, got })));
+`;
+    const out = await new Deno.Command("node", { args: ["-e", script, String(https), "a.test", ca] }).output();
+    const { alpn, got } = JSON.parse(new TextDecoder().decode(out.stdout));
+    assertEquals(alpn, "h2");
+    assertEquals(got, "");
+    assertEquals(seen, []);
+    assert(logs.some((line) => line.endsWith("cut: no HTTP/2 connection preface")), logs.join("\n"));
+  });
+});

@@ -72,6 +72,13 @@ Deno.test("h2 guard: empty DATA frames past the limit are refused, wherever the 
   }
 });
 
+Deno.test("h2 guard: a connection that does not start with the HTTP/2 preface is cut (HTTP/1.1 after ALPN h2)", () => {
+  const http1 = new TextEncoder().encode("GET / HTTP/1.1\r\nHost: a.test\r\n\r\n");
+  for (const step of [1, 4096]) assertEquals(feed(http1, step), "no HTTP/2 connection preface");
+  assertEquals(feed(joined([PREFACE.subarray(0, 23), new Uint8Array([0x41])]), 1), "no HTTP/2 connection preface");
+  assertEquals(feed(joined([PREFACE, frame(4, 0, 0)]), 1), undefined);
+});
+
 Deno.test("h2 guard: frames that end their stream, other frame types and payload bytes never count", () => {
   const frames: Uint8Array[] = [PREFACE];
   for (let i = 0; i < 1000; i++) {
