@@ -66,9 +66,10 @@ export class Gate {
    * proxy (a load balancer in front) carries many clients: only the total limit applies to it.
    */
   admit(ip: string, trusted = false): boolean {
-    const fromIp = this.#perIp.get(ip) ?? 0;
-    const why = this.#conns.size >= this.limits.maxConnections
-      ? `${this.#conns.size} connections open (limit ${this.limits.maxConnections})`
+    const open = this.#conns.size + this.#extra;
+    const fromIp = (this.#perIp.get(ip) ?? 0) + (this.#extraPerIp.get(ip) ?? 0);
+    const why = open >= this.limits.maxConnections
+      ? `${open} connections open (limit ${this.limits.maxConnections}${this.#extra ? `, HTTP/2 streams included` : ""})`
       : !trusted && fromIp >= this.limits.maxConnectionsPerIp
       ? `${fromIp} connections from ${ip} (limit ${this.limits.maxConnectionsPerIp} per address)`
       : undefined;
@@ -80,6 +81,31 @@ export class Gate {
     }
     return false;
   }
+
+  /**
+   * Whether one more HTTP/2 request may be in flight on `tracked`: beyond a connection's first, each
+   * holds an app's socket as a connection does, so it counts as one against both limits (until
+   * {@link endStream}); without that, 100 streams on each of a few connections used up every file.
+   */
+  admitStream(tracked: Tracked, trusted = false): boolean {
+    if (tracked.active === 0) return true;
+    if (!this.admit(tracked.ip, trusted)) return false;
+    this.#extra++;
+    this.#extraPerIp.set(tracked.ip, (this.#extraPerIp.get(tracked.ip) ?? 0) + 1);
+    return true;
+  }
+
+  /** An HTTP/2 request {@link admitStream} counted beyond its connection's first is over. */
+  endStream(tracked: Tracked): void {
+    this.#extra--;
+    const left = (this.#extraPerIp.get(tracked.ip) ?? 1) - 1;
+    if (left > 0) this.#extraPerIp.set(tracked.ip, left);
+    else this.#extraPerIp.delete(tracked.ip);
+  }
+
+  /** HTTP/2 requests in flight beyond their connection's first, in all and per address. */
+  #extra = 0;
+  readonly #extraPerIp = new Map<string, number>();
 
   track(ip: string): Tracked {
     const tracked: Tracked = {

@@ -272,7 +272,7 @@ export class HttpListener {
 
   /** HTTP/2 (TLS only), served by `Deno.serveHttp` and the handler. */
   async #serveHttp2(conn: Deno.Conn, tracked: Tracked, client: Client): Promise<void> {
-    const { gate, entry, handler, log } = this.#options;
+    const { gate, entry, handler, log, isTrusted } = this.#options;
     const idle = () => {
       tracked.active--;
       tracked.idleSince = gate.now;
@@ -280,14 +280,17 @@ export class HttpListener {
     };
     const context: Conn = { entry, client };
     const respond = async (event: RequestEvent) => {
+      // One HTTP/2 connection carries many requests at once, each may hold a connection to an app:
+      // beyond the first, each counts as a connection against the limits while in flight (./gate.ts).
+      const admitted = tracked.active < MAX_REQUESTS_PER_CONNECTION && gate.admitStream(tracked, isTrusted(client.ip));
+      const extra = admitted && tracked.active > 0;
       tracked.active++;
       tracked.requests++;
       let response: Response;
       try {
-        // One HTTP/2 connection carries many requests at once: each may hold a connection to an app.
         response = h2Problem(event.request)
           ? errorPage(400)
-          : tracked.active > MAX_REQUESTS_PER_CONNECTION
+          : !admitted
           ? errorPage(503)
           : await handler(event.request, context);
       } catch (error) {
@@ -296,6 +299,7 @@ export class HttpListener {
       }
       if (response.body && !isComplete(response)) response = watched(response, waits, tracked, gate);
       await event.respondWith(response).catch(() => {});
+      if (extra) gate.endStream(tracked);
       idle();
     };
     /** Since when each streamed answer's next chunk has waited for the client to take it (its window shut). */

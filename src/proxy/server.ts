@@ -167,9 +167,10 @@ export class ProxyServer {
       this.#config = config;
       const fdLimit = await raiseFdLimit();
       const nice = this.#ownProcess ? setNice(config.priority) : undefined;
-      // Each proxied connection may hold an upstream socket too, an HTTP/2 one its loopback pair (./h2_guard.ts):
-      // three files; keep room for files and the control socket.
-      const cap = Math.max(64, Math.floor((fdLimit - 256) / 3));
+      // A connection holds up to four files: its own, an app's socket, and for HTTP/2 its loopback pair
+      // (./h2_guard.ts; each further HTTP/2 request in flight counts as a connection); keep room for files
+      // and the control socket.
+      const cap = Math.max(64, Math.floor((fdLimit - 256) / 4));
       const limits: Limits = { ...config.limits, maxConnections: Math.min(config.limits.maxConnections, cap) };
       this.#gate = new Gate(limits, this.#log);
       this.#gate.onOpen = () => this.#metrics.connectionOpened();
