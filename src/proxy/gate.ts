@@ -69,7 +69,9 @@ export class Gate {
     const open = this.#conns.size + this.#extra;
     const fromIp = (this.#perIp.get(ip) ?? 0) + (this.#extraPerIp.get(ip) ?? 0);
     const why = open >= this.limits.maxConnections
-      ? `${open} connections open (limit ${this.limits.maxConnections}${this.#extra ? `, HTTP/2 streams included` : ""})`
+      ? `${open} connections open (limit ${this.limits.maxConnections}${
+        this.#extra ? `, HTTP/2 streams included` : ""
+      })`
       : !trusted && fromIp >= this.limits.maxConnectionsPerIp
       ? `${fromIp} connections from ${ip} (limit ${this.limits.maxConnectionsPerIp} per address)`
       : undefined;
