@@ -4,7 +4,7 @@
  * a stream, padding and other frame types left alone. Attacked end to end (raw frames over TLS
  * against the real proxy) in tests/e2e/http2_attack_test.ts.
  */
-import { assert, assertEquals } from "../helpers/assert.ts";
+import { assertEquals } from "../helpers/assert.ts";
 import {
   DATA_BUDGET,
   FrameGuard,
