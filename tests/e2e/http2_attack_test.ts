@@ -144,22 +144,35 @@ Deno.test("http2: false in proxy.yml: ALPN offers HTTP/1.1 alone (curl asking fo
 });
 
 /**
+ * A Node script for raw HTTP/2 over TLS (ALPN h2) to the proxy: arguments port, server name, CA
+ * file, then the script's own; `body` runs once connected, after the connection preface, with
+ * `frame(type, flags, stream, payload)` to write frames with; `after` at the top level.
+ */
+function rawH2(body: string, after = ""): string {
+  return `
+const tls = require("node:tls");
+const [port, name, ca, frames, size] = process.argv.slice(1);
+const frame = (type, flags, stream, payload) => {
+  const b = Buffer.alloc(9 + payload.length);
+  b.writeUIntBE(payload.length, 0, 3); b[3] = type; b[4] = flags; b.writeUInt32BE(stream, 5); payload.copy(b, 9);
+  return b;
+};
+const s = tls.connect({ host: "127.0.0.1", port: Number(port), servername: name, ALPNProtocols: ["h2"],
+  ca: require("node:fs").readFileSync(ca) }, () => {
+  s.write("PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n");
+${body}});
+s.on("error", () => {});
+${after}`;
+}
+
+/**
  * Raw HTTP/2 over TLS: the preface, SETTINGS, a POST left open on stream 1, then FRAMES DATA frames
  * of SIZE bytes each (0: empty) on it, none ending the stream, sent as fast as the socket takes
  * them; prints `cut <bytes written>` when the connection ends first, or `sent N` once all were
  * sent, and then keeps the connection open (what it made the server keep stays kept) until killed.
  */
-const FLOOD_JS = `
-const tls = require("node:tls");
-const [port, name, ca, frames, size] = process.argv.slice(1);
-const s = tls.connect({ host: "127.0.0.1", port: Number(port), servername: name, ALPNProtocols: ["h2"],
-  ca: require("node:fs").readFileSync(ca) }, () => {
-  const frame = (type, flags, stream, payload) => {
-    const b = Buffer.alloc(9 + payload.length);
-    b.writeUIntBE(payload.length, 0, 3); b[3] = type; b[4] = flags; b.writeUInt32BE(stream, 5); payload.copy(b, 9);
-    return b;
-  };
-  s.write("PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n");
+const FLOOD_JS = rawH2(
+  `
   s.write(frame(4, 0, 0, Buffer.alloc(0)));
   const authority = Buffer.from(name);
   s.write(frame(1, 4, 1, Buffer.concat([Buffer.from([0x83, 0x87, 0x84, 0x01, authority.length]), authority])));
@@ -173,11 +186,12 @@ const s = tls.connect({ host: "127.0.0.1", port: Number(port), servername: name,
     console.log("sent " + sent);
   };
   pump();
-});
+`,
+  `
 s.on("data", () => {});
-s.on("error", () => {});
 s.on("close", () => { console.log("cut " + s.bytesWritten); process.exit(0); });
-`;
+`,
+);
 
 for (const [size, frames, why] of [[0, 1_000_000, "empty"], [1, 2_000_000, "small"]] as const) {
   Deno.test(`http2: a flood of ${why} DATA frames is cut by the frame guard; memory stays flat, others are served`, async () => {
@@ -267,17 +281,7 @@ const piece = Buffer.alloc(1024, 0x62);
  * Raw HTTP/2 over TLS: windows opened wide (SETTINGS and WINDOW_UPDATE), `GET /big` on stream 1,
  * then nothing read from the socket at all: the answer backs up in TCP, not in HTTP/2's windows.
  */
-const NON_READER_JS = `
-const tls = require("node:tls");
-const [port, name, ca] = process.argv.slice(1);
-const s = tls.connect({ host: "127.0.0.1", port: Number(port), servername: name, ALPNProtocols: ["h2"],
-  ca: require("node:fs").readFileSync(ca) }, () => {
-  const frame = (type, flags, stream, payload) => {
-    const b = Buffer.alloc(9 + payload.length);
-    b.writeUIntBE(payload.length, 0, 3); b[3] = type; b[4] = flags; b.writeUInt32BE(stream, 5); payload.copy(b, 9);
-    return b;
-  };
-  s.write("PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n");
+const NON_READER_JS = rawH2(`
   s.write(frame(4, 0, 0, Buffer.from([0, 4, 0x7f, 0xff, 0xff, 0xff]))); // INITIAL_WINDOW_SIZE 2^31-1
   s.write(frame(8, 0, 0, Buffer.from([0x40, 0, 0, 0]))); // the connection's window too (+1 GiB)
   const authority = Buffer.from(name);
@@ -285,9 +289,7 @@ const s = tls.connect({ host: "127.0.0.1", port: Number(port), servername: name,
     Buffer.from([0x01, authority.length]), authority])));
   s.pause();
   console.log("asked");
-});
-s.on("error", () => {});
-`;
+`);
 
 Deno.test("http2: a client that reads nothing at all (TCP backs up) is cut after sendTimeout and its connection slot freed", async () => {
   await withTwoApps(async ({ https, ca, cancelled, seen }) => {
