@@ -5,8 +5,11 @@
  * sendTimeout and its app connection freed; a Host other than `:authority` (and so a `:path`
  * without its "/") and CONNECT get 400 and never reach an app. A flood of empty (or tiny) DATA
  * frames, which Deno's HTTP/2 server would keep in memory until the connection ends, is cut by the
- * proxy's frame guard (raw frames over TLS from a Node script), while an ordinary upload passes;
- * `http2: false` makes ALPN offer HTTP/1.1 alone, served by the proxy's own server.
+ * proxy's frame guard (raw frames over TLS from a Node script), as is HTTP/1.1 sent after ALPN h2,
+ * while an ordinary upload and thousands of small POSTs pass; a client that reads nothing at all
+ * is cut and its connection slot freed; requests in flight beyond a connection's first count
+ * against the connection limits; `http2: false` makes ALPN offer HTTP/1.1 alone, served by the
+ * proxy's own server.
  */
 import { join } from "node:path";
 import { assert, assertEquals } from "../helpers/assert.ts";
