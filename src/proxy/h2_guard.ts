@@ -170,7 +170,7 @@ export class LoopbackPairs {
       timer = setTimeout(() => reject(new Error("the loopback connection was not accepted")), TOKEN_MS);
       return [ours, await theirs];
     } catch (error) {
-      if (ours) close(ours);
+      if (ours) closeConn(ours);
       throw error;
     } finally {
       clearTimeout(timer);
@@ -187,7 +187,7 @@ export class LoopbackPairs {
     try {
       this.#listener?.close();
     } catch { /* closed */ }
-    for (const conn of this.#pending) close(conn);
+    for (const conn of this.#pending) closeConn(conn);
     this.#pending.clear();
   }
 
@@ -218,11 +218,11 @@ export class LoopbackPairs {
     if (this.#pending.size >= MAX_PENDING) {
       const oldest = this.#pending.values().next().value!;
       this.#pending.delete(oldest);
-      close(oldest);
+      closeConn(oldest);
     }
     this.#pending.add(conn);
     const token = new Uint8Array(TOKEN_BYTES);
-    const timer = setTimeout(() => close(conn), TOKEN_MS);
+    const timer = setTimeout(() => closeConn(conn), TOKEN_MS);
     try {
       for (let got = 0; got < TOKEN_BYTES;) {
         const n = await conn.read(token.subarray(got));
@@ -233,7 +233,7 @@ export class LoopbackPairs {
       if (!claim) throw new Error("a stranger");
       claim(conn);
     } catch {
-      close(conn);
+      closeConn(conn);
     } finally {
       clearTimeout(timer);
       this.#pending.delete(conn);
@@ -241,7 +241,8 @@ export class LoopbackPairs {
   }
 }
 
-function close(conn: Deno.Conn): void {
+/** Closes `conn` if it is still open. */
+export function closeConn(conn: Deno.Conn): void {
   try {
     conn.close();
   } catch { /* closed */ }
@@ -272,6 +273,6 @@ export async function pump(
     }
     if (options.halfClose) return void await (to as Deno.TcpConn).closeWrite();
   } catch { /* either side closed, or cut */ }
-  close(from);
-  close(to);
+  closeConn(from);
+  closeConn(to);
 }

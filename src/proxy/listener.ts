@@ -18,7 +18,7 @@
 import { type Client, h2Problem } from "./forward.ts";
 import { closeWhenIdle, cut, type Gate, type Tracked } from "./gate.ts";
 import { type H1Deps, type Served, serveH1 } from "./h1.ts";
-import { FrameGuard, LoopbackPairs, pump } from "./h2_guard.ts";
+import { closeConn, FrameGuard, LoopbackPairs, pump } from "./h2_guard.ts";
 import type { Conn, Entry } from "./handler.ts";
 import { errorPage, message } from "./pages.ts";
 import { isComplete } from "./upstream.ts";
@@ -272,6 +272,7 @@ export class HttpListener {
 
   /** HTTP/2 (TLS only), served by `Deno.serveHttp` and the handler. */
   async #serveHttp2(conn: Deno.Conn, tracked: Tracked, client: Client): Promise<void> {
+    if (this.#closed) return;
     const { gate, entry, handler, log, isTrusted } = this.#options;
     const idle = () => {
       tracked.active--;
@@ -305,7 +306,6 @@ export class HttpListener {
     /** Since when each streamed answer's next chunk has waited for the client to take it (its window shut). */
     const waits = new Set<{ since: number }>();
     // Deno's server reads the frames from a loopback connection the proxy feeds through a FrameGuard (./h2_guard.ts).
-    if (this.#closed) return;
     let pair: [Deno.TcpConn, Deno.Conn];
     try {
       const pairs = this.#pairs ??= new LoopbackPairs();
@@ -344,12 +344,6 @@ export class HttpListener {
     this.#pairs?.close();
     if (drain) { for (const tracked of this.#conns) closeWhenIdle(tracked); }
   }
-}
-
-function closeConn(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch { /* closed */ }
 }
 
 function closeListener(listener: Deno.Listener): void {
