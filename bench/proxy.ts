@@ -12,9 +12,11 @@
  *   target not judged.
  *
  * 1. Plain HTTP: direct to the app; a bare Deno TCP relay (the runtime's floor: what any proxy
- *    on Deno adds, printed as context under the targets); ours in per-port mode (an app without
- *    domains on its own port) and with host routing (an app with `domains: [plain.test]` on the
- *    shared `http:` port of proxy.yml, wrk sending `Host: plain.test`); each baseline.
+ *    on Deno adds, printed as context under the targets); a minimal HTTP/1.1 proxy on Deno
+ *    (./http_floor.ts: an HTTP proxy's floor, printed as context too); ours in per-port mode (an
+ *    app without domains on its own port) and with host routing (an app with `domains:
+ *    [plain.test]` on the shared `http:` port of proxy.yml, wrk sending `Host: plain.test`); each
+ *    baseline.
  *    HTTPS: each proxy terminating TLS with one self-signed certificate for `localhost` (ours:
  *    an app with `domains: [localhost]` and `tls: {certificate, key}` on the shared `https:`
  *    port, found by SNI; wrk sends the URL's host as SNI).
@@ -122,13 +124,19 @@ for await (const client of Deno.listen({ hostname: "127.0.0.1", port })) {
 }
 `;
 
+/**
+ * An HTTP proxy's floor on Deno: heads read and checked, forwarding fields set, nothing more
+ * (./http_floor.ts). Ours minus it is what ours does beyond that, and how it is built.
+ */
+const HTTP_FLOOR = fileURLToPath(new URL("./http_floor.ts", import.meta.url));
+
 type Group = "http" | "https";
 const GROUP_TITLES: Record<Group, string> = { http: "plain HTTP", https: "HTTPS (TLS at the proxy)" };
 
 /** One thing wrk measures. */
 interface Endpoint {
   group: Group;
-  /** "direct", "floor", "ours-port", "ours-host", "ours" or a baseline's name. */
+  /** "direct", "floor", "floor-http", "ours-port", "ours-host", "ours" or a baseline's name. */
   key: string;
   label: string;
   target: Target;
@@ -480,15 +488,18 @@ function printGoals(results: Result[]): void {
       line(`${group === "http" ? "HTTP " : "HTTPS"} ${goal.name} ${goal.target}`, cells.join("   "));
     }
   }
-  // What the runtime alone adds, for reading the p99 lines above (no target of its own).
-  const added = (paced: boolean) => {
-    const [base, relay] = [find("http", "direct", paced), find("http", "floor", paced)];
-    return base && relay ? `${(relay.p99 - base.p99).toFixed(2)} ms` : "n/a";
+  // What the runtime alone adds, and the least an HTTP proxy on it adds, for reading the p99 lines
+  // above (no target of their own).
+  const added = (key: string, paced: boolean) => {
+    const [base, floor] = [find("http", "direct", paced), find("http", key, paced)];
+    return base && floor ? `${(floor.p99 - base.p99).toFixed(2)} ms` : "n/a";
   };
-  line(
-    "context: p99 the bare Deno relay adds over direct",
-    `at saturation: ${added(false)}   at ${rate(PACED_RATE)} req/s: ${added(true)}`,
-  );
+  for (const [key, what] of [["floor", "the bare Deno relay"], ["floor-http", "the HTTP floor"]]) {
+    line(
+      `context: p99 ${what} adds over direct`,
+      `at saturation: ${added(key, false)}   at ${rate(PACED_RATE)} req/s: ${added(key, true)}`,
+    );
+  }
 }
 
 /** Fetches `url` on `client` until app `name` answers; returns performance.now() of that answer. */
@@ -643,9 +654,8 @@ export async function benchProxy(tmp: string, rounds = 1, nice = DEFAULT_PRIORIT
   console.log(loadNote(cpus));
   if (cert) console.log(`   TLS: one self-signed ECDSA P-256 certificate for ${TLS_NAME}; wrk speaks HTTP/1.1`);
 
-  const [portA, portB, perPort, oursHttp, oursHttps, hostAppA, hostAppB, floorPort, ...baselinePorts] = freePorts(
-    8 + 2 * BASELINES.length,
-  );
+  const [portA, portB, perPort, oursHttp, oursHttps, hostAppA, hostAppB, floorPort, httpFloorPort, ...baselinePorts] =
+    freePorts(9 + 2 * BASELINES.length);
   const floorScript = join(dir, "floor.js");
   await Deno.writeTextFile(floorScript, FLOOR_SCRIPT);
   const appDir = await writeOurServer(
@@ -678,23 +688,32 @@ export async function benchProxy(tmp: string, rounds = 1, nice = DEFAULT_PRIORIT
       proc,
       watch: proc === appA ? [appA] : [proc, appA],
     });
-    const floor = started(spawn(
-      "floor",
-      niced(nice, [
-        Deno.execPath(),
-        "run",
-        "--quiet",
-        "--no-prompt",
-        "--no-config",
-        "--allow-net=127.0.0.1",
-        floorScript,
-        String(floorPort),
-        String(portA),
-      ]),
-    ));
+    /** A Deno script on 127.0.0.1 at the proxies' priority, with `args`. */
+    const denoScript = (name: string, args: string[]) =>
+      started(spawn(
+        name,
+        niced(nice, [
+          Deno.execPath(),
+          "run",
+          "--quiet",
+          "--no-prompt",
+          "--no-config",
+          "--allow-net=127.0.0.1",
+          ...args,
+        ]),
+      ));
+    const floor = denoScript("floor", [floorScript, String(floorPort), String(portA)]);
+    const httpFloor = denoScript("http floor", [HTTP_FLOOR, String(httpFloorPort), String(portA)]);
     const endpoints = [
       endpoint("http", "direct", "direct to the app (Node)", http(portA), appA),
       endpoint("http", "floor", "bare Deno TCP relay (the runtime's floor)", http(floorPort), floor),
+      endpoint(
+        "http",
+        "floor-http",
+        "minimal HTTP/1.1 proxy on Deno (bench/http_floor.ts)",
+        http(httpFloorPort),
+        httpFloor,
+      ),
       endpoint("http", "ours-port", "ours, per-port mode", http(perPort), ours),
       endpoint("http", "ours-host", `ours, host routing (Host: ${PLAIN_HOST})`, http(oursHttp, PLAIN_HOST), ours),
     ];
