@@ -5,11 +5,12 @@
  * - it finds the head's end, checks the request line and every header name and value byte by byte
  *   (a lookup table), and drops hop-by-hop fields and the client's forwarding fields;
  * - it sets X-Forwarded-For, X-Forwarded-Proto and X-Real-IP;
- * - it checks the app's status line and fields the same way, drops the hop-by-hop ones, and relays
- *   a Content-Length body.
+ * - it checks the app's status line's version and its fields the same way, drops the hop-by-hop
+ *   ones, and relays a Content-Length body.
  *
  * It keeps one connection to the app per client connection and has no routing, metrics, limits,
- * timeouts, chunked bodies or error pages. Anything it does not handle closes the connection.
+ * timeouts, chunked bodies, request bodies or error pages: anything it does not handle (a request
+ * body, Transfer-Encoding, a malformed head) closes the connection.
  * Ours minus this floor is the cost of what ours does beyond it and of how it is built.
  *
  * Usage: `deno run --no-config --allow-net=127.0.0.1 http_floor.ts <port> <app port>`.
@@ -78,6 +79,7 @@ function fields(buf: Uint8Array, start: number, end: number, dropped: Set<string
     let keep = true;
     if (CHECKED_LENGTHS.has(colon - i)) {
       const name = lowercase(buf, i, colon);
+      if (name === "transfer-encoding") return MALFORMED; // chunked bodies are not handled
       if (name === "connection") closeAsked ||= lowercase(buf, colon + 1, lf - 1).includes("close");
       else if (name === "content-length") {
         let v = colon + 1;
