@@ -17,6 +17,8 @@
  * @module
  */
 
+import { findHeadEnd } from "../src/proxy/wire.ts";
+
 const [port, app] = Deno.args.map(Number);
 const CR = 13;
 const LF = 10;
@@ -44,31 +46,27 @@ const RESPONSE_DROPPED = new Set(HOP_BY_HOP);
 const CHECKED_LENGTHS = new Set([...REQUEST_DROPPED, "content-length"].map((name) => name.length));
 const MALFORMED = -2;
 
-/** The index past the head's empty line (CRLF CRLF) in `buf` up to `end`, or -1. */
-function headEnd(buf: Uint8Array, end: number): number {
-  for (let i = buf.indexOf(LF); i >= 0 && i < end; i = buf.indexOf(LF, i + 1)) {
-    if (buf[i - 1] === CR && buf[i - 2] === LF && buf[i - 3] === CR) return i + 1;
-  }
-  return -1;
-}
-
 function lowercase(buf: Uint8Array, start: number, end: number): string {
   let name = "";
   for (let i = start; i < end; i++) name += String.fromCharCode(buf[i] >= 65 && buf[i] <= 90 ? buf[i] + 32 : buf[i]);
   return name;
 }
 
-/** Whether the last head {@link fields} read had `Connection: close`. */
-let closeAsked = false;
-
 /**
  * Checks the field lines of `buf` from `start` to `end` (each ending in CRLF) and pushes the start
- * and end of each one not in `dropped` to `kept`. Returns the Content-Length, -1 without one, or
- * {@link MALFORMED}.
+ * and end of each one not in `dropped` to `kept`; sets `seen.close` when Connection asks for the
+ * close. Returns the Content-Length, -1 without one, or {@link MALFORMED}.
  */
-function fields(buf: Uint8Array, start: number, end: number, dropped: Set<string>, kept: number[]): number {
+function fields(
+  buf: Uint8Array,
+  start: number,
+  end: number,
+  dropped: Set<string>,
+  kept: number[],
+  seen: { close: boolean },
+): number {
   let length = -1;
-  closeAsked = false;
+  seen.close = false;
   for (let i = start; i < end;) {
     const lf = buf.indexOf(LF, i);
     if (lf < 0 || lf > end || buf[lf - 1] !== CR) return MALFORMED;
@@ -80,7 +78,7 @@ function fields(buf: Uint8Array, start: number, end: number, dropped: Set<string
     if (CHECKED_LENGTHS.has(colon - i)) {
       const name = lowercase(buf, i, colon);
       if (name === "transfer-encoding") return MALFORMED; // chunked bodies are not handled
-      if (name === "connection") closeAsked ||= lowercase(buf, colon + 1, lf - 1).includes("close");
+      if (name === "connection") seen.close ||= lowercase(buf, colon + 1, lf - 1).includes("close");
       else if (name === "content-length") {
         let v = colon + 1;
         while (buf[v] === 32) v++;
@@ -105,7 +103,7 @@ async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
 /** Reads from `conn` into `buf` after its first `end` bytes until a head is complete: [head end, bytes held], or null. */
 async function readHead(conn: Deno.Conn, buf: Uint8Array, end: number): Promise<[number, number] | null> {
   let at: number;
-  while ((at = headEnd(buf, end)) < 0) {
+  while ((at = findHeadEnd(buf, 0, 0, end)) < 0) {
     if (end === buf.length) return null;
     const n = await conn.read(buf.subarray(end));
     if (n === null) return null;
@@ -132,6 +130,7 @@ async function serve(client: Deno.TcpConn, upstream: Deno.TcpConn): Promise<void
     `x-forwarded-for: ${ip}\r\nx-real-ip: ${ip}\r\nx-forwarded-proto: http\r\n\r\n`,
   );
   const kept: number[] = [];
+  const seen = { close: false };
   let held = 0;
   try {
     while (true) {
@@ -146,9 +145,9 @@ async function serve(client: Deno.TcpConn, upstream: Deno.TcpConn): Promise<void
       for (let i = space + 1; i < space2; i++) if (request[i] < 0x21 || request[i] > 0x7e) return;
       kept.length = 0;
       // A request body is not relayed: a request with one ends the connection.
-      const length = fields(request, lineEnd + 1, end - 2, REQUEST_DROPPED, kept);
+      const length = fields(request, lineEnd + 1, end - 2, REQUEST_DROPPED, kept, seen);
       if (length === MALFORMED || length > 0) return;
-      const close = closeAsked;
+      const close = seen.close;
       out.set(request.subarray(0, lineEnd + 1));
       let at = copyKept(request, kept, out, lineEnd + 1);
       out.set(forwarding, at);
@@ -163,7 +162,7 @@ async function serve(client: Deno.TcpConn, upstream: Deno.TcpConn): Promise<void
       const statusEnd = response.indexOf(LF);
       if (lowercase(response, 0, 7) !== "http/1." || response[statusEnd - 1] !== CR) return;
       kept.length = 0;
-      const bodyLength = fields(response, statusEnd + 1, answerEnd - 2, RESPONSE_DROPPED, kept);
+      const bodyLength = fields(response, statusEnd + 1, answerEnd - 2, RESPONSE_DROPPED, kept, seen);
       if (bodyLength < 0 || answerEnd + bodyLength > response.length) return;
       let have = answerRead;
       while (have < answerEnd + bodyLength) {

@@ -11,12 +11,12 @@
  *   an endpoint whose achieved rate is off by more than `PACE_TOLERANCE` (3%) is flagged and its
  *   target not judged.
  *
- * 1. Plain HTTP: direct to the app; a bare Deno TCP relay (the runtime's floor: what any proxy
- *    on Deno adds, printed as context under the targets); a minimal HTTP/1.1 proxy on Deno
- *    (./http_floor.ts: an HTTP proxy's floor, printed as context too); ours in per-port mode (an
- *    app without domains on its own port) and with host routing (an app with `domains:
- *    [plain.test]` on the shared `http:` port of proxy.yml, wrk sending `Host: plain.test`); each
- *    baseline.
+ * 1. Plain HTTP: direct to the app; a bare Deno TCP relay (./relay_floor.ts, the runtime's
+ *    floor: what any proxy on Deno adds, printed as context under the targets); a minimal HTTP/1.1
+ *    proxy on Deno (./http_floor.ts: an HTTP proxy's floor, printed as context too); ours in
+ *    per-port mode (an app without domains on its own port) and with host routing (an app with
+ *    `domains: [plain.test]` on the shared `http:` port of proxy.yml, wrk sending `Host:
+ *    plain.test`); each baseline.
  *    HTTPS: each proxy terminating TLS with one self-signed certificate for `localhost` (ours:
  *    an app with `domains: [localhost]` and `tls: {certificate, key}` on the shared `https:`
  *    port, found by SNI; wrk sends the URL's host as SNI).
@@ -98,31 +98,8 @@ server.keepAliveTimeout = 65_000;
 server.listen(Number(port), "127.0.0.1");
 `;
 
-/**
- * The runtime's floor: a bare Deno TCP relay (bytes copied both ways, one connection to the app
- * per client connection, no HTTP at all). It makes the same four socket calls per request as
- * ours, so what it adds over direct is what Deno and this machine's loopback cost any proxy
- * written on it; the rest of ours' figure is ours.
- */
-const FLOOR_SCRIPT = `const [port, app] = Deno.args.map(Number);
-async function pump(from, to) {
-  const buf = new Uint8Array(16384);
-  try {
-    for (let n; (n = await from.read(buf)) !== null;) {
-      for (let done = 0; done < n;) done += await to.write(buf.subarray(done, n));
-    }
-  } catch { /* either side closed */ }
-  for (const conn of [from, to]) try { conn.close(); } catch { /* already */ }
-}
-for await (const client of Deno.listen({ hostname: "127.0.0.1", port })) {
-  Deno.connect({ hostname: "127.0.0.1", port: app }).then((upstream) => {
-    client.setNoDelay(true);
-    upstream.setNoDelay(true);
-    pump(client, upstream);
-    pump(upstream, client);
-  }, () => client.close());
-}
-`;
+/** The runtime's floor: a bare Deno TCP relay, no HTTP (./relay_floor.ts). */
+const RELAY_FLOOR = fileURLToPath(new URL("./relay_floor.ts", import.meta.url));
 
 /**
  * An HTTP proxy's floor on Deno: heads read and checked, forwarding fields set, nothing more
@@ -656,8 +633,6 @@ export async function benchProxy(tmp: string, rounds = 1, nice = DEFAULT_PRIORIT
 
   const [portA, portB, perPort, oursHttp, oursHttps, hostAppA, hostAppB, floorPort, httpFloorPort, ...baselinePorts] =
     freePorts(9 + 2 * BASELINES.length);
-  const floorScript = join(dir, "floor.js");
-  await Deno.writeTextFile(floorScript, FLOOR_SCRIPT);
   const appDir = await writeOurServer(
     prefix,
     { perPort, http: oursHttp, https: oursHttps, hostApps: [hostAppA, hostAppB] },
@@ -702,7 +677,7 @@ export async function benchProxy(tmp: string, rounds = 1, nice = DEFAULT_PRIORIT
           ...args,
         ]),
       ));
-    const floor = denoScript("floor", [floorScript, String(floorPort), String(portA)]);
+    const floor = denoScript("floor", [RELAY_FLOOR, String(floorPort), String(portA)]);
     const httpFloor = denoScript("http floor", [HTTP_FLOOR, String(httpFloorPort), String(portA)]);
     const endpoints = [
       endpoint("http", "direct", "direct to the app (Node)", http(portA), appA),

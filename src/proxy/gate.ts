@@ -85,19 +85,20 @@ export class Gate {
   }
 
   /**
-   * Whether one more HTTP/2 request may be in flight on `tracked`: beyond a connection's first, each
-   * holds an app's socket as a connection does, so it counts as one against both limits (until
-   * {@link endStream}); without that, 100 streams on each of a few connections used up every file.
+   * Whether one more HTTP/2 request may be in flight on `tracked`: `first` (the connection's own),
+   * `counted`, or undefined (refused). Beyond a connection's first, each holds an app's socket as a
+   * connection does, so it counts as one against both limits until {@link endStream}; without that,
+   * 100 streams on each of a few connections used up every file.
    */
-  admitStream(tracked: Tracked, trusted = false): boolean {
-    if (tracked.active === 0) return true;
-    if (!this.admit(tracked.ip, trusted)) return false;
+  admitStream(tracked: Tracked, trusted = false): "first" | "counted" | undefined {
+    if (tracked.active === 0) return "first";
+    if (!this.admit(tracked.ip, trusted)) return undefined;
     this.#extra++;
     this.#extraPerIp.set(tracked.ip, (this.#extraPerIp.get(tracked.ip) ?? 0) + 1);
-    return true;
+    return "counted";
   }
 
-  /** An HTTP/2 request {@link admitStream} counted beyond its connection's first is over. */
+  /** An HTTP/2 request {@link admitStream} `counted` is over. */
   endStream(tracked: Tracked): void {
     this.#extra--;
     const left = (this.#extraPerIp.get(tracked.ip) ?? 1) - 1;

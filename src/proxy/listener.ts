@@ -283,8 +283,9 @@ export class HttpListener {
     const respond = async (event: RequestEvent) => {
       // One HTTP/2 connection carries many requests at once, each may hold a connection to an app:
       // beyond the first, each counts as a connection against the limits while in flight (./gate.ts).
-      const admitted = tracked.active < MAX_REQUESTS_PER_CONNECTION && gate.admitStream(tracked, isTrusted(client.ip));
-      const extra = admitted && tracked.active > 0;
+      const admitted = tracked.active < MAX_REQUESTS_PER_CONNECTION
+        ? gate.admitStream(tracked, isTrusted(client.ip))
+        : undefined;
       tracked.active++;
       tracked.requests++;
       let response: Response;
@@ -300,7 +301,7 @@ export class HttpListener {
       }
       if (response.body && !isComplete(response)) response = watched(response, waits, tracked, gate);
       await event.respondWith(response).catch(() => {});
-      if (extra) gate.endStream(tracked);
+      if (admitted === "counted") gate.endStream(tracked);
       idle();
     };
     /** Since when each streamed answer's next chunk has waited for the client to take it (its window shut). */

@@ -1,0 +1,34 @@
+/**
+ * The runtime's floor, for the proxy benchmark (./proxy.ts): a bare Deno TCP relay (bytes copied
+ * both ways, one connection to the app per client connection, no HTTP at all). It makes the same
+ * four socket calls per request as ours, so what it adds over direct is what Deno and this
+ * machine's loopback cost any proxy written on it; the rest of ours' figure is ours.
+ *
+ * Usage: `deno run --no-config --allow-net=127.0.0.1 relay_floor.ts <port> <app port>`.
+ * @module
+ */
+
+const [port, app] = Deno.args.map(Number);
+
+async function pump(from: Deno.Conn, to: Deno.Conn): Promise<void> {
+  const buf = new Uint8Array(16384);
+  try {
+    for (let n; (n = await from.read(buf)) !== null;) {
+      for (let done = 0; done < n;) done += await to.write(buf.subarray(done, n));
+    }
+  } catch { /* either side closed */ }
+  for (const conn of [from, to]) {
+    try {
+      conn.close();
+    } catch { /* already closed */ }
+  }
+}
+
+for await (const client of Deno.listen({ hostname: "127.0.0.1", port })) {
+  Deno.connect({ hostname: "127.0.0.1", port: app }).then((upstream) => {
+    client.setNoDelay(true);
+    upstream.setNoDelay(true);
+    pump(client, upstream);
+    pump(upstream, client);
+  }, () => client.close());
+}
