@@ -18,8 +18,8 @@
  */
 
 import { findHeadEnd } from "../src/proxy/wire.ts";
+import { closeBoth, serveFloor } from "./floor_server.ts";
 
-const [port, app] = Deno.args.map(Number);
 const CR = 13;
 const LF = 10;
 const COLON = 58;
@@ -182,18 +182,8 @@ async function serve(client: Deno.TcpConn, upstream: Deno.TcpConn): Promise<void
   } catch {
     /* either side closed */
   } finally {
-    for (const conn of [client, upstream]) {
-      try {
-        conn.close();
-      } catch { /* already closed */ }
-    }
+    closeBoth(client, upstream);
   }
 }
 
-for await (const client of Deno.listen({ hostname: "127.0.0.1", port })) {
-  Deno.connect({ hostname: "127.0.0.1", port: app }).then((upstream) => {
-    client.setNoDelay(true);
-    upstream.setNoDelay(true);
-    serve(client, upstream);
-  }, () => client.close());
-}
+await serveFloor(serve);

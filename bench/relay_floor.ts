@@ -8,7 +8,7 @@
  * @module
  */
 
-const [port, app] = Deno.args.map(Number);
+import { closeBoth, serveFloor } from "./floor_server.ts";
 
 async function pump(from: Deno.Conn, to: Deno.Conn): Promise<void> {
   const buf = new Uint8Array(16384);
@@ -17,18 +17,10 @@ async function pump(from: Deno.Conn, to: Deno.Conn): Promise<void> {
       for (let done = 0; done < n;) done += await to.write(buf.subarray(done, n));
     }
   } catch { /* either side closed */ }
-  for (const conn of [from, to]) {
-    try {
-      conn.close();
-    } catch { /* already closed */ }
-  }
+  closeBoth(from, to);
 }
 
-for await (const client of Deno.listen({ hostname: "127.0.0.1", port })) {
-  Deno.connect({ hostname: "127.0.0.1", port: app }).then((upstream) => {
-    client.setNoDelay(true);
-    upstream.setNoDelay(true);
-    pump(client, upstream);
-    pump(upstream, client);
-  }, () => client.close());
-}
+await serveFloor((client, upstream) => {
+  pump(client, upstream);
+  pump(upstream, client);
+});
