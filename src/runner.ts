@@ -142,24 +142,23 @@ export function programOf(cmd: Cmd, uid: number | null = Deno.uid()): string | u
   return findInPath(cmd.argv[0], (uid !== 0 ? cmd.env?.PATH : undefined) ?? baseEnv().PATH);
 }
 
-/** `setsid`, to give commands with a timeout their own process group, so the whole group can be killed. */
-const SETSID = findInPath("setsid");
-
 /** Runs commands for real, streaming each output line to `sink`. */
 export class ProcessRunner implements Runner {
   constructor(private readonly sink: LineSink = () => {}) {}
 
   async run(cmd: Cmd): Promise<CmdResult> {
     if (cmd.cancel?.aborted) throw new CommandCancelled(cmd, String(cmd.cancel.reason));
-    const group = (cmd.timeoutMs !== undefined || cmd.cancel !== undefined || cmd.maxOutputBytes !== undefined ||
-      cmd.reap === true) && SETSID !== undefined;
+    // Commands that may be killed get a session of their own (setsid between fork and exec), so
+    // the whole group can be killed, and a Ctrl-C on ours never reaches them, not even at spawn.
+    const group = cmd.timeoutMs !== undefined || cmd.cancel !== undefined || cmd.maxOutputBytes !== undefined ||
+      cmd.reap === true;
     const program = programOf(cmd);
-    const argv = [...(group ? [SETSID!] : []), program ?? cmd.argv[0], ...cmd.argv.slice(1)];
     let child: Deno.ChildProcess;
     try {
       if (program === undefined) throw new Deno.errors.NotFound(cmd.argv[0]);
-      child = new Deno.Command(argv[0], {
-        args: argv.slice(1),
+      child = new Deno.Command(program, {
+        args: cmd.argv.slice(1),
+        detached: group,
         cwd: cmd.cwd,
         env: cmd.clearEnv ? { ...cmd.env } : { ...baseEnv(), ...cmd.env },
         clearEnv: true,

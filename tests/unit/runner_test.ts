@@ -77,3 +77,30 @@ Deno.test("runner: a timeout kills the command's whole process group", async () 
   assertEquals(result.code, 124);
   assert(performance.now() - started < 5_000, "the background sleep must not hold the runner");
 });
+
+Deno.test("runner: a Ctrl-C flood on our process group never reaches a command being spawned", async () => {
+  // The group is made in the child between fork and exec: a `setsid` program in front of the
+  // command left a window, from its exec to its setsid(), in which a Ctrl-C killed it.
+  const child = new Deno.Command("setsid", {
+    args: [Deno.execPath(), "run", "-A", new URL("../fixtures/spawn_under_sigint.ts", import.meta.url).pathname, "100"],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let output = "";
+  while (!output.includes("ready")) output += (await reader.read()).value ?? "";
+  let flooding = true;
+  const flood = (async () => {
+    while (flooding) {
+      try {
+        Deno.kill(-child.pid, "SIGINT");
+      } catch { /* it has ended */ }
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  })();
+  for (let chunk; !(chunk = await reader.read()).done;) output += chunk.value;
+  flooding = false;
+  await flood;
+  assertEquals((await child.status).code, 0, output);
+  assertMatch(output, /killed 0 of 100/);
+});
