@@ -13,6 +13,10 @@
  *   one body in frames of a few bytes is cut after a few thousand of them; a client sending
  *   ordinary frames, or small requests one after another for ever, never is.
  * Only frame headers are read (9 bytes each), never payloads: the bytes pass on unchanged.
+ *
+ * The guard also tells the listener which streams the client opens and which it resets
+ * (RST_STREAM): Deno's server neither cancels a streamed answer's body nor aborts the request's
+ * signal when its stream is reset, it keeps reading the body until the connection ends.
  * @module
  */
 
@@ -46,6 +50,10 @@ interface Spent {
  * requests (or a body in two frames, the last one empty) over a long-lived connection is never cut.
  */
 export class FrameGuard {
+  /** Told of each stream the client opens (its first HEADERS frame), in order, and of each it resets. */
+  readonly #streams?: { opened(stream: number): void; reset(stream: number): void };
+  /** The highest stream the client opened. */
+  #last = 0;
   /** Bytes of the preface seen so far. */
   #preface = 0;
   /** The frame header being read (it may arrive in pieces). */
@@ -58,6 +66,10 @@ export class FrameGuard {
   #empty = 0;
   #budget = DATA_BUDGET;
   readonly #spent = new Map<number, Spent>();
+
+  constructor(streams?: { opened(stream: number): void; reset(stream: number): void }) {
+    this.#streams = streams;
+  }
 
   /** Takes the next bytes the client sent: undefined while they are fine, else why the connection must go. */
   feed(bytes: Uint8Array): string | undefined {
@@ -90,6 +102,8 @@ export class FrameGuard {
       const stream = ((h[5] & 0x7f) << 24 | h[6] << 16 | h[7] << 8 | h[8]) >>> 0;
       this.#skip = length;
       const type = h[3];
+      if (type === HEADERS && stream > this.#last) this.#streams?.opened(this.#last = stream);
+      else if (type === RST_STREAM) this.#streams?.reset(stream);
       if (type === RST_STREAM || ((type === DATA || type === HEADERS) && h[4] & END_STREAM)) this.#ended(stream);
       else if (type === DATA && h[4] & PADDED && length > 0) this.#padded = { stream, length };
       else if (type === DATA) {

@@ -280,7 +280,32 @@ export class HttpListener {
       if (tracked.draining && tracked.active === 0) cut(tracked);
     };
     const context: Conn = { entry, client };
+    // Deno's server does not stop reading a streamed answer whose stream the client reset (RST_STREAM):
+    // the frame guard tells which streams open and which are reset, and requests come in the order
+    // their streams opened. A stream reset before its request came may never come (Deno's server
+    // drops it, or not, depending on timing): from then on the order is not trusted, nothing is stopped.
+    /** Streams the client opened whose request has not come yet, oldest first. */
+    const opened: number[] = [];
+    /** The streams whose request is being answered: whether the client reset it, and what stops its streamed answer. */
+    const streams = new Map<number, { reset: boolean; stop?: () => void }>();
+    let inOrder = true;
+    const guard = new FrameGuard({
+      opened: (stream) => {
+        if (inOrder && opened.push(stream) > MAX_REQUESTS_PER_CONNECTION) inOrder = false;
+      },
+      reset: (stream) => {
+        if (inOrder && opened.includes(stream)) inOrder = false;
+        const answering = inOrder ? streams.get(stream) : undefined;
+        if (!answering) return;
+        answering.reset = true;
+        answering.stop?.();
+      },
+    });
     const respond = async (event: RequestEvent) => {
+      const stream = opened.shift();
+      if (stream === undefined) inOrder = false;
+      const answering: { reset: boolean; stop?: () => void } = { reset: false };
+      if (inOrder) streams.set(stream!, answering);
       // One HTTP/2 connection carries many requests at once, each may hold a connection to an app:
       // beyond the first, each counts as a connection against the limits while in flight (./gate.ts).
       const admitted = tracked.active < MAX_REQUESTS_PER_CONNECTION
@@ -299,8 +324,14 @@ export class HttpListener {
         log(`${entry.kind}: ${message(error)}`);
         response = new Response("500 Internal Server Error\n", { status: 500 });
       }
-      if (response.body && !isComplete(response)) response = watched(response, waits, tracked, gate);
+      if (response.body && !isComplete(response)) {
+        const streamed = watched(response, waits, tracked, gate);
+        response = streamed.response;
+        answering.stop = streamed.stop;
+        if (answering.reset) streamed.stop();
+      }
       await event.respondWith(response).catch(() => {});
+      if (stream !== undefined) streams.delete(stream);
       if (admitted === "counted") gate.endStream(tracked);
       idle();
     };
@@ -323,7 +354,7 @@ export class HttpListener {
       closeConn(conn);
     };
     const refused = (why: string) => log(`${entry.kind}: HTTP/2 connection from ${client.ip} cut: ${why}`);
-    const inbound = pump(conn, ours, { guard: new FrameGuard(), refused, halfClose: true });
+    const inbound = pump(conn, ours, { guard, refused, halfClose: true });
     // Ends when Deno's server closes its end (after its last bytes) or the client's connection goes.
     const outbound = pump(ours, conn);
     try {
@@ -371,7 +402,12 @@ function refuse(conn: Deno.Conn, plain: boolean): Promise<void> {
  * as it cuts an HTTP/1.1 one whose write stalls. Without it, each such stream held its app
  * connection for good (found by an attacker: 1,000 app connections held from 10 connections).
  */
-function watched(response: Response, waits: Set<{ since: number }>, tracked: Tracked, gate: Gate): Response {
+function watched(
+  response: Response,
+  waits: Set<{ since: number }>,
+  tracked: Tracked,
+  gate: Gate,
+): { response: Response; stop(): void } {
   const reader = response.body!.getReader();
   let wait: { since: number } | undefined;
   const settle = () => {
@@ -382,7 +418,9 @@ function watched(response: Response, waits: Set<{ since: number }>, tracked: Tra
     for (const { since } of waits) if (!oldest || since < oldest) oldest = since;
     tracked.writingSince = oldest;
   };
+  let stream: ReadableStreamDefaultController<Uint8Array> | undefined;
   const body = new ReadableStream<Uint8Array>({
+    start: (controller) => void (stream = controller),
     pull: async (controller) => {
       settle(); // the client took the last chunk
       const { done, value } = await reader.read();
@@ -396,5 +434,21 @@ function watched(response: Response, waits: Set<{ since: number }>, tracked: Tra
       return reader.cancel(reason);
     },
   }, { highWaterMark: 0 });
-  return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers });
+  /** The client reset the stream: the app's answer is cancelled, Deno's server stops reading this one. */
+  const stop = () => {
+    const reason = new Error("the client reset the stream");
+    settle();
+    reader.cancel(reason).catch(() => {});
+    try {
+      stream!.error(reason);
+    } catch { /* it had ended */ }
+  };
+  return {
+    response: new Response(body, {
+      status: response.status,
+      statusText: response.statusText,
+      headers: response.headers,
+    }),
+    stop,
+  };
 }

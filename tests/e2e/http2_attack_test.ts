@@ -68,6 +68,11 @@ async function withTwoApps(
     if (new URL(req.url).pathname === "/slow") {
       return new Promise((resolve) => setTimeout(() => resolve(new Response("ok")), 500));
     }
+    if (new URL(req.url).pathname === "/cancelled") return new Response(String(cancelled));
+    if (new URL(req.url).pathname === "/eight") {
+      let left = 8;
+      return new Response(new ReadableStream({ pull: (c) => left-- > 0 ? c.enqueue(chunk) : c.close() }));
+    }
     if (new URL(req.url).pathname !== "/big") return new Response("ok");
     return new Response(
       new ReadableStream({ pull: (c) => c.enqueue(chunk), cancel: () => void cancelled++ }, { highWaterMark: 0 }),
@@ -111,6 +116,57 @@ Deno.test("http2: a client that shuts its window on a streamed answer is cut aft
       } catch { /* it ended by itself: the proxy cut its connection and it exits on the session error */ }
       await child.output();
     }
+  });
+});
+
+/**
+ * On one connection: three streamed answers read for 1 MiB each, then cancelled (RST_STREAM, as a
+ * browser does when a video seeks); how many answers the app saw cancelled, asked on the same
+ * connection (for up to 2 s, until 3); then an 8 MiB answer read whole.
+ */
+const CANCELLER_JS = `
+const http2 = require("node:http2");
+const fs = require("node:fs");
+const [port, name, ca] = process.argv.slice(1);
+const client = http2.connect("https://127.0.0.1:" + port, { ca: fs.readFileSync(ca), servername: name });
+client.on("error", (e) => { console.log("session-error " + e.code); process.exit(0); });
+const get = (path, limit) => new Promise((resolve) => {
+  const req = client.request({ ":path": path, ":authority": name }, { endStream: true });
+  const chunks = [];
+  let n = 0;
+  req.on("data", (d) => {
+    n += d.length;
+    if (!limit) chunks.push(d);
+    else if (n >= limit) req.close(http2.constants.NGHTTP2_CANCEL);
+  });
+  req.on("error", (e) => console.log("error " + e.code));
+  req.on("close", () => resolve({ n, text: Buffer.concat(chunks).toString() }));
+});
+(async () => {
+  for (let i = 0; i < 3; i++) console.log("cancelled after " + ((await get("/big", 1 << 20)).n >= 1 << 20 ? "1 MiB" : "less"));
+  let seen = "";
+  for (let i = 0; i < 20 && seen !== "3"; i++) {
+    seen = (await get("/cancelled")).text;
+    if (seen !== "3") await new Promise((r) => setTimeout(r, 100));
+  }
+  console.log("the app saw " + seen + " cancelled");
+  console.log("whole " + (await get("/eight")).n);
+  client.close();
+})();
+`;
+
+Deno.test("http2: an answer the client resets is cancelled at the app at once, and leaves no wait that would cut the connection", async () => {
+  await withTwoApps(async ({ https, ca, logs }) => {
+    const out = await new Deno.Command("node", { args: ["-e", CANCELLER_JS, String(https), "a.test", ca] }).output();
+    const lines = new TextDecoder().decode(out.stdout).trim().split("\n");
+    // Deno's server does not cancel a streamed body when its stream is reset (it reads it until the
+    // connection ends): without the proxy's own stop, the app kept streaming, and the wait left
+    // behind made the sweep cut the connection after sendTimeout (1 s here) while it read.
+    assertEquals(
+      lines,
+      [...Array(3).fill("cancelled after 1 MiB"), "the app saw 3 cancelled", `whole ${8 << 20}`],
+      logs.join("\n") + new TextDecoder().decode(out.stderr),
+    );
   });
 });
 

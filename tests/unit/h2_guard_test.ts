@@ -1,7 +1,7 @@
 /**
  * The HTTP/2 frame guard (src/proxy/h2_guard.ts), the pure part: frame headers followed across
  * reads split anywhere, empty and small DATA frames counted against their limits, frames that end
- * a stream, padding and other frame types left alone. Attacked end to end (raw frames over TLS
+ * a stream, padding and other frame types left alone; the streams opened and reset, told. Attacked end to end (raw frames over TLS
  * against the real proxy) in tests/e2e/http2_attack_test.ts.
  */
 import { assertEquals } from "../helpers/assert.ts";
@@ -143,6 +143,29 @@ Deno.test("h2 guard: what a stream spent comes back when it ends: small requests
   why = undefined;
   for (let stream = 1; !why; stream += 2) why = spread.feed(data(20, 0, stream));
   assertEquals(why, `small DATA frames on more than ${MAX_COUNTED_STREAMS} streams`);
+});
+
+Deno.test("h2 guard: tells the streams the client opens, in order, and those it resets, wherever the reads split", () => {
+  const HEADERS = 1, RST_STREAM = 3, END_STREAM = 1;
+  const bytes = joined([
+    PREFACE,
+    frame(HEADERS, 0x4, 20, 1),
+    frame(HEADERS, 0x4 | END_STREAM, 20, 3),
+    data(300, 0, 1),
+    frame(HEADERS, 0x4 | END_STREAM, 10, 1), // trailers of stream 1: not a new stream
+    frame(RST_STREAM, 0, 4, 3),
+    frame(HEADERS, 0x4, 20, 7),
+    frame(8, 0, 4, 0), // WINDOW_UPDATE
+  ]);
+  for (const step of [1, 7, bytes.length]) {
+    const seen: string[] = [];
+    const guard = new FrameGuard({
+      opened: (stream) => seen.push(`opened ${stream}`),
+      reset: (stream) => seen.push(`reset ${stream}`),
+    });
+    assertEquals(feed(bytes, step, guard), undefined);
+    assertEquals(seen, ["opened 1", "opened 3", "reset 3", "opened 7"], `reads of ${step} bytes`);
+  }
 });
 
 Deno.test("h2 guard: loopback pairs carry bytes; a stranger that connects is closed, a flood of them delays no pair", async () => {
