@@ -88,7 +88,11 @@ Deno.test("runner: a Ctrl-C flood on our process group never reaches a command b
   }).spawn();
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let output = "";
-  while (!output.includes("ready")) output += (await reader.read()).value ?? "";
+  while (!output.includes("ready")) {
+    const { done, value } = await reader.read();
+    if (done) throw new Error(`the spawning script ended before it was ready: ${output}`);
+    output += value;
+  }
   let flooding = true;
   const flood = (async () => {
     while (flooding) {
