@@ -286,8 +286,8 @@ export class HttpListener {
     // drops it, or not, depending on timing): from then on the order is not trusted, nothing is stopped.
     /** Streams the client opened whose request has not come yet, oldest first. */
     const opened: number[] = [];
-    /** The streams whose request is being answered: whether the client reset it, and what stops its streamed answer. */
-    const streams = new Map<number, { reset: boolean; stop?: () => void }>();
+    /** The streams whose request is being answered. */
+    const streams = new Map<number, Answering>();
     let inOrder = true;
     const guard = new FrameGuard({
       opened: (stream) => {
@@ -304,7 +304,7 @@ export class HttpListener {
     const respond = async (event: RequestEvent) => {
       const stream = opened.shift();
       if (stream === undefined) inOrder = false;
-      const answering: { reset: boolean; stop?: () => void } = { reset: false };
+      const answering: Answering = { reset: false };
       if (inOrder) streams.set(stream!, answering);
       // One HTTP/2 connection carries many requests at once, each may hold a connection to an app:
       // beyond the first, each counts as a connection against the limits while in flight (./gate.ts).
@@ -393,6 +393,12 @@ function refuse(conn: Deno.Conn, plain: boolean): Promise<void> {
   };
   if (!plain) return Promise.resolve(close());
   return conn.write(REFUSAL).then(() => {}, () => {}).finally(close);
+}
+
+/** A request being answered on HTTP/2: whether the client reset its stream, and what stops its streamed answer. */
+interface Answering {
+  reset: boolean;
+  stop?: () => void;
 }
 
 /**
