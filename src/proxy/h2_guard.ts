@@ -14,9 +14,8 @@
  *   ordinary frames, or small requests one after another for ever, never is.
  * Only frame headers are read (9 bytes each), never payloads: the bytes pass on unchanged.
  *
- * The guard also tells the listener which streams the client opens and which it resets
- * (RST_STREAM): Deno's server neither cancels a streamed answer's body nor aborts the request's
- * signal when its stream is reset, it keeps reading the body until the connection ends.
+ * The guard also tells which streams the client opens and which it resets (RST_STREAM), for
+ * {@link StreamOrder}.
  * @module
  */
 
@@ -37,6 +36,12 @@ export const DATA_BUDGET = 1024 * 1024;
 /** Streams with small DATA frames counted at once: more is no client's need (browsers open 100 at most). */
 export const MAX_COUNTED_STREAMS = 1024;
 
+/** What a {@link FrameGuard} tells of the client's streams: each it opens (its first HEADERS frame), in order, and each it resets. */
+export interface StreamEvents {
+  opened(stream: number): void;
+  reset(stream: number): void;
+}
+
 /** What the small and empty DATA frames of one open stream spent (given back when it ends). */
 interface Spent {
   budget: number;
@@ -50,8 +55,7 @@ interface Spent {
  * requests (or a body in two frames, the last one empty) over a long-lived connection is never cut.
  */
 export class FrameGuard {
-  /** Told of each stream the client opens (its first HEADERS frame), in order, and of each it resets. */
-  readonly #streams?: { opened(stream: number): void; reset(stream: number): void };
+  readonly #streams?: StreamEvents;
   /** The highest stream the client opened. */
   #last = 0;
   /** Bytes of the preface seen so far. */
@@ -67,7 +71,7 @@ export class FrameGuard {
   #budget = DATA_BUDGET;
   readonly #spent = new Map<number, Spent>();
 
-  constructor(streams?: { opened(stream: number): void; reset(stream: number): void }) {
+  constructor(streams?: StreamEvents) {
     this.#streams = streams;
   }
 
@@ -141,6 +145,62 @@ export class FrameGuard {
     this.#spent.delete(stream);
     this.#budget = Math.min(DATA_BUDGET, this.#budget + spent.budget);
     this.#empty -= spent.empty;
+  }
+}
+
+/** A request being answered: its stream, whether the client reset it, and what stops its streamed answer. */
+export interface Answering {
+  stream?: number;
+  reset: boolean;
+  stop?: () => void;
+}
+
+/**
+ * The requests of one connection matched to their streams, so that a stream the client resets
+ * (RST_STREAM) stops its answer: Deno's server neither cancels a streamed answer's body nor aborts
+ * the request's signal then, it keeps reading the body until the connection ends. Requests come in
+ * the order their streams opened. A stream reset before its request came may never come (Deno's
+ * server drops it, or not, depending on timing), and more than `maxWaiting` streams waiting for
+ * their request means some never came: from then on the order is not trusted and nothing is stopped.
+ */
+export class StreamOrder implements StreamEvents {
+  /** Streams opened whose request has not come yet, oldest first. */
+  readonly #waiting: number[] = [];
+  readonly #answering = new Map<number, Answering>();
+  #inOrder = true;
+
+  constructor(readonly maxWaiting: number) {}
+
+  opened(stream: number): void {
+    if (this.#inOrder && this.#waiting.push(stream) > this.maxWaiting) this.#inOrder = false;
+  }
+
+  reset(stream: number): void {
+    if (this.#inOrder && this.#waiting.includes(stream)) this.#inOrder = false;
+    const answering = this.#inOrder ? this.#answering.get(stream) : undefined;
+    if (!answering) return;
+    answering.reset = true;
+    answering.stop?.();
+  }
+
+  /** The next request has come: its record (with no stream once the order is lost). */
+  begin(): Answering {
+    const stream = this.#waiting.shift();
+    if (stream === undefined) this.#inOrder = false;
+    const answering: Answering = { reset: false };
+    if (this.#inOrder) this.#answering.set(answering.stream = stream!, answering);
+    return answering;
+  }
+
+  /** `answering` streams its answer: `stop` ends it if the client resets the stream (or has already). */
+  streaming(answering: Answering, stop: () => void): void {
+    answering.stop = stop;
+    if (answering.reset) stop();
+  }
+
+  /** The answer is over. */
+  end(answering: Answering): void {
+    if (answering.stream !== undefined) this.#answering.delete(answering.stream);
   }
 }
 

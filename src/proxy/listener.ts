@@ -18,7 +18,7 @@
 import { type Client, h2Problem } from "./forward.ts";
 import { closeWhenIdle, cut, type Gate, type Tracked } from "./gate.ts";
 import { type H1Deps, type Served, serveH1 } from "./h1.ts";
-import { closeConn, FrameGuard, LoopbackPairs, pump } from "./h2_guard.ts";
+import { closeConn, FrameGuard, LoopbackPairs, pump, StreamOrder } from "./h2_guard.ts";
 import type { Conn, Entry } from "./handler.ts";
 import { errorPage, message } from "./pages.ts";
 import { isComplete } from "./upstream.ts";
@@ -280,32 +280,10 @@ export class HttpListener {
       if (tracked.draining && tracked.active === 0) cut(tracked);
     };
     const context: Conn = { entry, client };
-    // Deno's server does not stop reading a streamed answer whose stream the client reset (RST_STREAM):
-    // the frame guard tells which streams open and which are reset, and requests come in the order
-    // their streams opened. A stream reset before its request came may never come (Deno's server
-    // drops it, or not, depending on timing): from then on the order is not trusted, nothing is stopped.
-    /** Streams the client opened whose request has not come yet, oldest first. */
-    const opened: number[] = [];
-    /** The streams whose request is being answered. */
-    const streams = new Map<number, Answering>();
-    let inOrder = true;
-    const guard = new FrameGuard({
-      opened: (stream) => {
-        if (inOrder && opened.push(stream) > MAX_REQUESTS_PER_CONNECTION) inOrder = false;
-      },
-      reset: (stream) => {
-        if (inOrder && opened.includes(stream)) inOrder = false;
-        const answering = inOrder ? streams.get(stream) : undefined;
-        if (!answering) return;
-        answering.reset = true;
-        answering.stop?.();
-      },
-    });
+    // Requests matched to their streams: a stream the client resets stops its answer (./h2_guard.ts).
+    const order = new StreamOrder(MAX_REQUESTS_PER_CONNECTION);
     const respond = async (event: RequestEvent) => {
-      const stream = opened.shift();
-      if (stream === undefined) inOrder = false;
-      const answering: Answering = { reset: false };
-      if (inOrder) streams.set(stream!, answering);
+      const answering = order.begin();
       // One HTTP/2 connection carries many requests at once, each may hold a connection to an app:
       // beyond the first, each counts as a connection against the limits while in flight (./gate.ts).
       const admitted = tracked.active < MAX_REQUESTS_PER_CONNECTION
@@ -327,11 +305,10 @@ export class HttpListener {
       if (response.body && !isComplete(response)) {
         const streamed = watched(response, waits, tracked, gate);
         response = streamed.response;
-        answering.stop = streamed.stop;
-        if (answering.reset) streamed.stop();
+        order.streaming(answering, streamed.stop);
       }
       await event.respondWith(response).catch(() => {});
-      if (stream !== undefined) streams.delete(stream);
+      order.end(answering);
       if (admitted === "counted") gate.endStream(tracked);
       idle();
     };
@@ -354,7 +331,7 @@ export class HttpListener {
       closeConn(conn);
     };
     const refused = (why: string) => log(`${entry.kind}: HTTP/2 connection from ${client.ip} cut: ${why}`);
-    const inbound = pump(conn, ours, { guard, refused, halfClose: true });
+    const inbound = pump(conn, ours, { guard: new FrameGuard(order), refused, halfClose: true });
     // Ends when Deno's server closes its end (after its last bytes) or the client's connection goes.
     const outbound = pump(ours, conn);
     try {
@@ -393,12 +370,6 @@ function refuse(conn: Deno.Conn, plain: boolean): Promise<void> {
   };
   if (!plain) return Promise.resolve(close());
   return conn.write(REFUSAL).then(() => {}, () => {}).finally(close);
-}
-
-/** A request being answered on HTTP/2: whether the client reset its stream, and what stops its streamed answer. */
-interface Answering {
-  reset: boolean;
-  stop?: () => void;
 }
 
 /**
