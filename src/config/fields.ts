@@ -68,15 +68,29 @@ export const command = z.union([
 
 const healthPath = z.string().regex(/^\/[^\s]*$/, 'must be a URL path starting with "/", e.g. "/health"');
 
+/** Shortest window, interval and probe timeout of a health check: 0 would probe in a busy loop, or never. */
+const HEALTH_MIN_MS = 100;
+
 export const healthObject = z.strictObject({
   path: healthPath,
-  window: duration("30s"),
-  interval: duration("1s"),
+  window: duration("30s", Infinity, HEALTH_MIN_MS),
+  interval: duration("1s", Infinity, HEALTH_MIN_MS),
   successes: z.int({ error: "must be a whole number from 1 to 100" }).min(1, "must be from 1 to 100").max(
     100,
     "must be from 1 to 100",
   ).default(3),
-  timeout: duration("2s"),
+  timeout: duration("2s", Infinity, HEALTH_MIN_MS),
+}).superRefine((check, ctx) => {
+  // The last of `successes` answers comes (successes - 1) intervals after the first: a window no longer never passes.
+  const needed = (check.successes - 1) * check.interval;
+  if (typeof check.window === "number" && needed >= check.window) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["window"],
+      message: `is too short for ${check.successes} answers ${check.interval / 1000}s apart: make it longer ` +
+        `than ${needed / 1000}s, or lower successes or interval (got ${check.window / 1000}s)`,
+    });
+  }
 });
 
 /** The health check: the app is healthy after `successes` consecutive 2xx answers within `window`. */

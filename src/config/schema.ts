@@ -172,6 +172,18 @@ export const deployFileSchema = z.strictObject({
       message: "repeats the top-level command: keep one of them (command alone is the web process)",
     });
   }
+  if (value.type === "static") {
+    // The proxy serves a static app's files: a command here would be ignored, and workers would have no release to run.
+    for (const key of ["command", "processes"] as const) {
+      if (value[key] === undefined) continue;
+      ctx.addIssue({
+        code: "custom",
+        path: [key],
+        message: "is not for static apps: they run no process (the proxy serves their files); remove it, " +
+          "or set type to the app's runtime (node, python, docker)",
+      });
+    }
+  }
   if (value.type === "docker") {
     if (value.cron.length) {
       ctx.addIssue({

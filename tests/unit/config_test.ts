@@ -72,8 +72,8 @@ Deno.test("deploy.yml: a full file keeps every value it sets", () => {
 });
 
 Deno.test("deploy.yml: the long healthCheck form fills in missing durations with the defaults", () => {
-  const deploy = parseConfig("name: a\ntype: node\nhealthCheck: { path: /h, window: 1.5s }\n", deployFileSchema, "x");
-  assertEquals(deploy.healthCheck, { path: "/h", window: 1500, interval: 1000, successes: 3, timeout: 2000 });
+  const deploy = parseConfig("name: a\ntype: node\nhealthCheck: { path: /h, window: 2.5s }\n", deployFileSchema, "x");
+  assertEquals(deploy.healthCheck, { path: "/h", window: 2500, interval: 1000, successes: 3, timeout: 2000 });
 });
 
 Deno.test("config.yml: a minimal file gets env production, blue-green and a 30 s drain", () => {
@@ -289,10 +289,10 @@ Deno.test("deploy.yml: healthCheck must be a URL path", () => {
 Deno.test("deploy.yml: durations in the long healthCheck form", () => {
   const parse = (fields: string) =>
     parseConfig(`name: a\ntype: node\nhealthCheck: { path: /h, ${fields} }\n`, deployFileSchema, "d").healthCheck!;
-  assertEquals(parse("window: 500ms").window, 500);
+  assertEquals(parse("window: 500ms, successes: 1").window, 500);
   assertEquals(parse("window: 2m").window, 120_000);
   assertEquals(parse("window: 5").window, 5000);
-  assertEquals(parse("interval: 1h").interval, 3_600_000);
+  assertEquals(parse("interval: 1h, window: 3h").interval, 3_600_000);
   assertEquals(parse("timeout: 0.5").timeout, 500);
   // "soon" is not a duration: the file is refused, pointing at the health check.
   const found = problems("name: a\ntype: node\nhealthCheck:\n  path: /h\n  window: soon\n");
@@ -320,20 +320,20 @@ Deno.test("parseDuration: units, plain seconds, and refusals", () => {
 });
 
 Deno.test("deploy.yml: a command with $(...) or another shell operator is refused", () => {
-  const [dollar] = problems("name: app\ntype: static\ncommand: echo $(whoami)\n");
+  const [dollar] = problems("name: app\ntype: node\ncommand: echo $(whoami)\nhealthCheck: /\n");
   assertMatch(dollar, /^deploy\.yml:3:10: "command" contains the shell operator "\$" at character 6/);
   assertMatch(dollar, /not run by a shell/);
   const [pipe] = problems("name: app\ntype: static\nhooks: {preDeploy: 'x | y'}\n");
   assertMatch(pipe, /^deploy\.yml:3:20: "hooks\.preDeploy" contains the shell operator "\|"/);
   const [unterminated] = problems("name: app\ntype: static\nbuild: 'make \"all'\n");
   assertMatch(unterminated, /^deploy\.yml:3:8: "build" has an unterminated " quote at character 6/);
-  const [empty] = problems("name: app\ntype: static\ncommand: ''\n");
+  const [empty] = problems("name: app\ntype: node\ncommand: ''\nhealthCheck: /\n");
   assertEquals(empty, 'deploy.yml:3:10: "command" is empty (got an empty string)');
   const [emptyList] = problems("name: app\ntype: static\nbuild: []\n");
   assertEquals(emptyList, 'deploy.yml:3:8: "build" must list at least the program to run (got a list)');
   // Quoted operators and argv lists are fine: nothing is run by a shell.
   const ok = parseConfig(
-    "name: app\ntype: static\ncommand: \"echo '$(whoami)'\"\nbuild: [sh, -c, 'a | b']\n",
+    "name: app\ntype: node\ncommand: \"echo '$(whoami)'\"\nbuild: [sh, -c, 'a | b']\nhealthCheck: /\n",
     deployFileSchema,
     "d",
   );
