@@ -6,11 +6,11 @@
  * @module
  */
 import { hostname } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { bindsPort, refuseTakenDomains, refuseTakenPort } from "./config/domains.ts";
 import { parseConfig } from "./config/load.ts";
 import { NAME_PATTERN } from "./config/names.ts";
-import { hostNameProblem } from "./config/schema.ts";
+import { hostNameProblem, serverConfigSchema } from "./config/schema.ts";
 import { PROXIED, STRATEGIES, type Strategy } from "./deploy/strategies/names.ts";
 import { checkDotenvFile } from "./deploy/dotenv.ts";
 import { processFor } from "./deploy/runtime.ts";
@@ -19,7 +19,7 @@ import { type Manager, MANAGER_NAMES, MANAGERS, type ServiceSpec } from "./manag
 import { ConfigError, DeployParadigmError, UsageError } from "./errors.ts";
 import { exists, readTextOrUndefined, writeFileAtomic } from "./fsutil.ts";
 import { installHook } from "./hook.ts";
-import { appPaths, deploymentsRoot, prefix, selfCommand } from "./paths.ts";
+import { type AppPaths, appPaths, deploymentsRoot, prefix, selfCommand } from "./paths.ts";
 import { nameClash } from "./deploy/workers.ts";
 import { control } from "./proxy/client.ts";
 import { controlSocketPath, legacyControlSocketPath } from "./proxy/routes.ts";
@@ -66,6 +66,37 @@ function portTaken(port: number): boolean {
   }
 }
 
+/** A ConfigError of `configPath` with how setup wants it fixed; any other error as it is. */
+function unreadable(error: unknown, configPath: string): unknown {
+  if (!(error instanceof ConfigError)) return error;
+  return new ConfigError(error.message.split("\n")[0], error.problems, {
+    suggestion: `fix ${configPath} (setup keeps what it holds and changes only port, manager, env, ` +
+      `strategy and domains), or remove it to start again`,
+  });
+}
+
+/**
+ * config.yml as setup writes it: `current` (or the template) with setup's values set, comments and
+ * other keys kept. Checked as a deploy reads it: what setup keeps must be valid too. Throws a
+ * ConfigError that names the file.
+ */
+function configText(current: string | undefined, values: Required<SetupOptions>, configPath: string): string {
+  const doc = parseDocument(current ?? CONFIG_TEMPLATE); // YAML: `existing` read it
+  for (const [key, value] of Object.entries({ port: values.port, manager: values.manager, env: values.env })) {
+    doc.set(key, value);
+  }
+  doc.set("strategy", values.strategy);
+  if (values.domains.length) doc.set("domains", values.domains);
+  else doc.delete("domains");
+  const text = String(doc);
+  try {
+    parseConfig(text, serverConfigSchema, configPath);
+  } catch (error) {
+    throw unreadable(error, configPath);
+  }
+  return text;
+}
+
 /**
  * Values already set up for the app (setup is idempotent: they are the defaults). A config.yml
  * that is not YAML is refused (exit 2, with where): rewriting it would lose what it holds.
@@ -81,11 +112,7 @@ async function existing(configPath: string): Promise<Partial<SetupOptions>> {
       value = parseConfig(text, z.unknown(), configPath) as Record<string, unknown> | null;
     }
   } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    throw new ConfigError(error.message.split("\n")[0], error.problems, {
-      suggestion: `fix ${configPath} (setup keeps what it holds and changes only port, manager, env, ` +
-        `strategy and domains), or remove it to start again`,
-    });
+    throw unreadable(error, configPath);
   }
   return {
     port: typeof value?.port === "number" ? value.port : undefined,
@@ -233,6 +260,7 @@ export async function setup(options: SetupOptions): Promise<number> {
   const clash = await nameClash(prefix(), options.app, []);
   if (clash) throw new UsageError(clash, { suggestion: "choose another name for the app" });
   await checkDotenvFile(paths.envFile(values.env)); // a secret too short to redact (redact.ts)
+  const config = configText(await readTextOrUndefined(paths.config), values, paths.config);
   const users: UserSetup = setupUsers(paths, await configuredUser(paths.config));
   const hookPath = join(paths.repo, "hooks", "proc-receive");
   const hook = await readTextOrUndefined(hookPath);
@@ -243,26 +271,76 @@ export async function setup(options: SetupOptions): Promise<number> {
   }
   const runner = new ProcessRunner((line) => console.log(`    ${line}`));
   const started = performance.now();
+  // A repository URL is cloned first, beside where the repository goes: one that fails leaves nothing.
+  const clone = values.repoUrl && !(await exists(paths.repo))
+    ? await cloneBare(values.repoUrl, paths.repo, runner)
+    : undefined;
+  try {
+    await write({ app: options.app, paths, values, config, users, runner, clone });
+  } finally {
+    await clone?.discard();
+  }
+  const took = ((performance.now() - started) / 1000).toFixed(1);
+  const user = Deno.env.get("USER") ?? "root";
+  console.log(`\n${options.app} is set up (${took}s). On your laptop, in the project:\n`);
+  console.log(`git remote add production ${user}@${hostname()}:${paths.repo}`);
+  console.log("git push production main");
+  return 0;
+}
 
+/** What setup decided and checked before it writes anything. */
+interface Decided {
+  app: string;
+  paths: AppPaths;
+  values: Required<SetupOptions>;
+  /** config.yml's text. */
+  config: string;
+  users: UserSetup;
+  runner: ProcessRunner;
+  /** The clone of the repository URL, to put in place (none: the repository is there, or made empty). */
+  clone?: Clone;
+}
+
+/** A bare clone made beside the repository's place (the same file system). */
+interface Clone {
+  /** Moves it to the repository's place. */
+  place(): Promise<void>;
+  /** Removes what is left of it, and the directories made for it when they are empty. */
+  discard(): Promise<void>;
+}
+
+/** Clones `url` bare beside `repo`; throws (leaving nothing) when git fails. */
+async function cloneBare(url: string, repo: string, runner: ProcessRunner): Promise<Clone> {
+  const made: string[] = []; // deepest first
+  for (let dir = dirname(repo); !(await exists(dir)); dir = dirname(dir)) made.push(dir);
+  const dir = `${repo}.cloning-${Deno.pid}`;
+  const discard = async () => {
+    for (const path of [dir, ...made]) await Deno.remove(path, { recursive: path === dir }).catch(() => {});
+  };
+  try {
+    for (const path of made.toReversed()) await Deno.mkdir(path);
+    await Deno.mkdir(dir, { mode: 0o700 }); // no one else's until users.pushers shares it with the group
+    await runner.run({ argv: ["git", "clone", "--quiet", "--bare", "--", url, dir] });
+  } catch (error) {
+    await discard();
+    throw error;
+  }
+  return { place: () => Deno.rename(dir, repo), discard };
+}
+
+/** Writes what setup decided: config.yml, .env, the repository and its hook, the services. */
+async function write({ app, paths, values, config, users, runner, clone }: Decided): Promise<void> {
   // config.yml: created, or updated in place (comments and slots kept). The proxy trusts it (and
   // route.json, proxy.yml) only when no group or other user can write it or its directory.
   await Deno.mkdir(paths.dir, { recursive: true });
   for (const dir of [deploymentsRoot(), paths.dir]) await withoutGroupWrite(dir);
-  const current = await readTextOrUndefined(paths.config);
-  const doc = parseDocument(current ?? CONFIG_TEMPLATE); // YAML: `existing` read it
-  for (const [key, value] of Object.entries({ port: values.port, manager: values.manager, env: values.env })) {
-    doc.set(key, value);
-  }
-  doc.set("strategy", values.strategy);
-  if (values.domains.length) doc.set("domains", values.domains);
-  else doc.delete("domains");
-  await writeFileAtomic(paths.config, String(doc), 0o600); // notify: URLs are secrets
+  await writeFileAtomic(paths.config, config, 0o600); // notify: URLs are secrets
   if (PROXIED[values.strategy]) await ensureSlots(paths, prefix());
   console.log(`✓ ${paths.config}`);
 
   const envFile = paths.envFile(values.env);
   if (!(await exists(envFile))) {
-    await Deno.writeTextFile(envFile, `# Secrets of ${options.app} (${values.env}): KEY=value lines. Never in git.\n`, {
+    await Deno.writeTextFile(envFile, `# Secrets of ${app} (${values.env}): KEY=value lines. Never in git.\n`, {
       mode: 0o600,
     });
   }
@@ -272,14 +350,11 @@ export async function setup(options: SetupOptions): Promise<number> {
   const appUser = await users.apply(runner); // the app's user, its home, who owns what (users.ts)
 
   // The bare repository and its hook.
-  if (!(await exists(paths.repo))) {
+  if (clone) await clone.place();
+  else if (!(await exists(paths.repo))) {
     await Deno.mkdir(join(paths.repo, ".."), { recursive: true });
     await Deno.mkdir(paths.repo, { mode: 0o700 }); // no one else's until users.pushers shares it with the group
-    await runner.run(
-      values.repoUrl
-        ? { argv: ["git", "clone", "--quiet", "--bare", "--", values.repoUrl, paths.repo] }
-        : { argv: ["git", "init", "--quiet", "--bare", "-b", "main", paths.repo] },
-    );
+    await runner.run({ argv: ["git", "init", "--quiet", "--bare", "-b", "main", paths.repo] });
   }
   const env: Record<string, string> = Deno.env.get("DEPLOY_PARADIGM_PREFIX")
     ? { DEPLOY_PARADIGM_PREFIX: prefix() }
@@ -301,14 +376,7 @@ export async function setup(options: SetupOptions): Promise<number> {
   // What an older version left open is narrowed first (pm2 runs under umask 077 from here on).
   await manager.tidy?.();
   if (PROXIED[values.strategy]) await ensureProxy(values.manager, values.proxyHost, env, runner);
-  if (appUser) console.log(`✓ ${options.app} runs, builds and runs its hooks as ${appUser.name}`);
-
-  const took = ((performance.now() - started) / 1000).toFixed(1);
-  const user = Deno.env.get("USER") ?? "root";
-  console.log(`\n${options.app} is set up (${took}s). On your laptop, in the project:\n`);
-  console.log(`git remote add production ${user}@${hostname()}:${paths.repo}`);
-  console.log("git push production main");
-  return 0;
+  if (appUser) console.log(`✓ ${app} runs, builds and runs its hooks as ${appUser.name}`);
 }
 
 /** `user:` of an existing config.yml, if any. */

@@ -147,6 +147,50 @@ Deno.test("setup with a repository URL seeds the bare repository with git clone 
   });
 });
 
+Deno.test("setup with a repository URL it cannot clone fails and leaves nothing; with a good one it then works", async () => {
+  await withServer(async (server) => {
+    await Deno.mkdir(server.prefix, { recursive: true });
+    const before = await snapshot(server);
+    const flags = ["--port", String(freePort()), "--manager", "pm2", "--strategy", "restart", "--yes"];
+    const bad = await server.cli(["setup", "seed", join(server.root, "nowhere.git"), ...flags]);
+    assert(bad.code !== 0, bad.output);
+    assertMatch(bad.stderr, /git clone .*exited with code 128/);
+    assertEquals(await snapshot(server), before);
+    assertEquals(await Array.fromAsync(Deno.readDir(server.prefix)), [], "no var/repos/ either");
+
+    const origin = join(server.root, "origin.git");
+    await run(["git", "init", "--quiet", "--bare", "-b", "main", origin]);
+    const repo = await AppRepo.create(server, "seed", origin);
+    const sha = await repo.python("seed", "v1");
+    await repo.pushOk(); // into origin: a plain repository, no hook
+    const good = await server.cli(["setup", "seed", origin, ...flags]);
+    assertEquals(good.code, 0, good.output);
+    const head = await run(["git", "--git-dir", server.paths("seed").repo, "rev-parse", "main"]);
+    assertEquals(head.stdout.trim(), sha);
+    assertEquals((await Array.fromAsync(Deno.readDir(join(server.prefix, "var", "repos")))).map((e) => e.name), [
+      "seed.git",
+    ]);
+  });
+});
+
+Deno.test("setup refuses a config.yml whose kept keys are invalid (every problem with line:col) and changes nothing", async () => {
+  await withServer(async (server) => {
+    assertEquals((await setupRestart(server, "shop")).code, 0);
+    const config = server.paths("shop").config;
+    const invalid = (await Deno.readTextFile(config)) + "bogus: 1\nhsts: maybe\n";
+    await Deno.writeTextFile(config, invalid);
+    const lines = invalid.split("\n").length - 1;
+    const before = await snapshot(server);
+    const again = await server.cli(["setup", "shop", "--port", String(freePort()), "--manager", "pm2", "--yes"]);
+    assertEquals(again.code, 2, again.output);
+    assertMatch(again.stderr, new RegExp(`${config}:${lines - 1}:1: "bogus" is not a known key`));
+    assertMatch(again.stderr, new RegExp(`${config}:${lines}:7: "hsts" must be`));
+    assertMatch(again.stderr, /hint: fix \S+config\.yml \(setup keeps what it holds/);
+    assertEquals(await Deno.readTextFile(config), invalid);
+    assertEquals(await snapshot(server), before);
+  });
+});
+
 /** `setup <app>` under restart and pm2 (no proxy, no process), with `extra` flags. */
 function setupRestart(server: TestServer, app: string, ...extra: string[]) {
   return server.cli([
