@@ -274,13 +274,19 @@ class Session {
       else if (!http11) text += "connection: keep-alive\r\n";
       await this.write(joined(latin1Bytes(`${text}\r\n`, size), first));
       if (framing === "whole") return !closing;
-      while (true) {
+      // With a Content-Length (a static file's size when it was found): that many bytes and no more,
+      // whatever the body gives (a file that grows or shrinks while it is sent never desyncs the client).
+      let left = framing === "length" ? Number(length) : Infinity;
+      while (left > 0) {
         const { done, value } = await reader.read();
         if (done) break;
-        if (value.length) await this.write(framing === "chunked" ? chunked(value) : value);
+        const piece = value.length > left ? value.subarray(0, left) : value;
+        if (piece.length) await this.write(framing === "chunked" ? chunked(piece) : piece);
+        left -= piece.length;
       }
       if (framing === "chunked") await this.write(LAST_CHUNK);
-      return !closing;
+      // Fewer bytes than announced: only the connection's end can tell the client.
+      return !closing && (framing !== "length" || left === 0);
     } finally {
       reader.cancel().catch(() => {});
     }
@@ -634,7 +640,8 @@ class Session {
 /** Whether `head` opens a WebSocket (tunnelled); any other Upgrade is dropped: an ordinary request (it is hop-by-hop). */
 function tunnels(head: RequestHead): boolean {
   if (head.upgrade === undefined) return false;
-  if (head.upgrade.toLowerCase() === "websocket" && head.method === "GET") return true;
+  // Not from HTTP/1.0 (RFC 9110 §7.8: a server ignores its Upgrade).
+  if (head.upgrade.toLowerCase() === "websocket" && head.method === "GET" && head.http11) return true;
   head.upgrade = undefined;
   return false;
 }

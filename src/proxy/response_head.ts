@@ -83,7 +83,7 @@ export function parseResponseHead(text: string, method: string): ResponseHead {
     // Only names as long as one the proxy acts on are lowercased (the rest pass as they are).
     const lower = ACTED_ON_LENGTHS.has(name.length) ? name.toLowerCase() : "";
     // Hop-by-hop fields are this connection's, never the client's: the Response carries none.
-    if (!HOP_BY_HOP.has(lower)) fields.push(name, value);
+    if (!HOP_BY_HOP.has(lower) && lower !== "content-length") fields.push(name, value);
     switch (lower) {
       case "connection":
         for (const token of value.split(",")) {
@@ -93,19 +93,21 @@ export function parseResponseHead(text: string, method: string): ResponseHead {
           else if (option && option !== "keep-alive" && option !== "content-length") (named ??= new Set()).add(option);
         }
         break;
-      case "content-length":
-        if (length === undefined && DIGITS.test(value)) {
-          length = value;
-          break;
-        }
-        for (const part of value.split(",")) {
-          const digits = part.trim();
-          if (!DIGITS.test(digits) || (length !== undefined && length !== digits)) {
-            throw new UpstreamError("protocol", `invalid Content-Length ${JSON.stringify(value.slice(0, 100))}`);
+      case "content-length": {
+        const first = length === undefined;
+        if (!first || !DIGITS.test(value)) {
+          for (const part of value.split(",")) {
+            const digits = part.trim();
+            if (!DIGITS.test(digits) || (length !== undefined && length !== digits)) {
+              throw new UpstreamError("protocol", `invalid Content-Length ${JSON.stringify(value.slice(0, 100))}`);
+            }
+            length = digits;
           }
-          length = digits;
-        }
+        } else length = value;
+        // Passed on as one field with one value (RFC 9110 §8.6): a list or a repeat, as the app sent it, some clients refuse.
+        if (first) fields.push(name, length!);
         break;
+      }
       case "transfer-encoding":
         transferEncoding = transferEncoding === undefined ? value : `${transferEncoding},${value}`;
         break;

@@ -250,6 +250,9 @@ async function rawAnswer(path: string, conn: Deno.Conn): Promise<boolean> {
     case "/nul":
       await write("HTTP/1.1 200 OK\r\nx-a: a\0b\r\ncontent-length: 2\r\n\r\nok");
       return true;
+    case "/cl-repeated":
+      await write("HTTP/1.1 200 OK\r\ncontent-length: 2, 2\r\ncontent-length: 2\r\n\r\nok");
+      return true;
     case "/poison":
       await write(RAW_OK + EVIL);
       return true;
@@ -1430,6 +1433,67 @@ Deno.test("http1 review: 205 framing, other transfer codings, repeated Connectio
       } finally {
         client.close();
       }
+    });
+  });
+});
+
+Deno.test("http1 review 2: a repeated Content-Length goes on as one; HTTP/1.0 Upgrade ignored; a file that changes while sent", async (t) => {
+  await withStack(async ({ port, rawPort, echo }) => {
+    await t.step("an app's Content-Length list and repeat reach the client as one field, one value", async () => {
+      const result = await talk(rawPort, get("/cl-repeated") + get("/ok"), { count: 2 });
+      assertEquals(result.responses.map((r) => [r.status, r.text]), [[200, "ok"], [200, "ok"]], describe(result));
+      const lengths = result.responses[0].fields.filter(([name]) => name.toLowerCase() === "content-length");
+      assertEquals(lengths, [["content-length", "2"]]);
+    });
+    await t.step("Upgrade: websocket from HTTP/1.0 is an ordinary request (RFC 9110 §7.8)", async () => {
+      echo.seen.length = 0;
+      const bytes = `GET /plain HTTP/1.0\r\nHost: ${HOST}\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n`;
+      const result = await talk(port, bytes);
+      assertEquals(result.responses.map((r) => r.status), [200], describe(result, echo));
+      assertEquals(echoed(result.responses[0]).path, "/plain");
+      assertEquals([echo.seen[0].headers["upgrade"], echo.seen[0].headers["connection"]], [undefined, undefined]);
+    });
+  });
+
+  await withProxy(async ({ root, proxy, app }) => {
+    const dir = join(root, "site");
+    await Deno.mkdir(dir);
+    const big = join(dir, "big.bin");
+    const size = 32 * MiB;
+    await Deno.writeFile(big, pattern(size));
+    await Deno.writeTextFile(join(dir, "small.txt"), "the real small answer\n");
+    const sitePort = await app("site", { dir });
+    await proxy.start();
+    const get = (path: string) => `GET ${path} HTTP/1.1\r\nHost: site.test\r\n\r\n`;
+    /** Both requests in one write; the client reads nothing until `change` has run. */
+    const pipelined = async (change: () => Promise<void>) => {
+      const client = await WireClient.connect(sitePort);
+      try {
+        await client.send(get("/big.bin") + get("/small.txt"));
+        await sleep(300); // the proxy has sent what the socket holds, and waits
+        await change();
+        const first = await client.response({ ms: 20_000 });
+        const second = first?.complete ? await client.response({ ms: 5000 }) : undefined;
+        return { first, second, closed: (await client.closedWithin(2000)) !== undefined };
+      } finally {
+        client.close();
+      }
+    };
+
+    await t.step("a file that grows while it is sent: its announced length, then the next answer intact", async () => {
+      const fake = "HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nINJECTED";
+      const { first, second } = await pipelined(() => Deno.writeTextFile(big, fake.repeat(1000), { append: true }));
+      assertEquals([first?.status, first?.headers.get("content-length"), first?.body.length], [
+        200,
+        String(size),
+        size,
+      ]);
+      assertEquals([second?.status, second?.text], [200, "the real small answer\n"]);
+    });
+    await t.step("a file that shrinks while it is sent: the connection ends, no answer follows", async () => {
+      await Deno.writeFile(big, pattern(size));
+      const { first, second, closed } = await pipelined(() => Deno.truncate(big, 100_000));
+      assertEquals([first?.status, first?.complete, second, closed], [200, false, undefined, true]);
     });
   });
 });
