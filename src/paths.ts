@@ -3,7 +3,8 @@
  * (default `/`), so tests and the demo run whole "servers" inside a temp dir.
  * @module
  */
-import { join, resolve } from "node:path";
+import { basename, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 
 /** The root every system path is relative to. */
 export function prefix(): string {
@@ -11,9 +12,17 @@ export function prefix(): string {
   return value ? resolve(value) : "/";
 }
 
-/** The executable hooks and services must run: the installed binary, or the source launcher. */
+/** The source launcher (bin/deploy-paradigm), for a run from source. */
+const LAUNCHER = fileURLToPath(new URL("../bin/deploy-paradigm", import.meta.url));
+
+/**
+ * The executable hooks and services must run: DEPLOY_PARADIGM_SELF, or the installed binary, or
+ * from source (`deno run main.ts`, where the runtime alone would run nothing) the source launcher.
+ */
 export function selfCommand(): string {
-  return Deno.env.get("DEPLOY_PARADIGM_SELF") ?? Deno.execPath();
+  const self = Deno.env.get("DEPLOY_PARADIGM_SELF");
+  if (self) return self;
+  return basename(Deno.execPath()) === "deno" ? LAUNCHER : Deno.execPath();
 }
 
 /** Paths of one app on this server. */

@@ -8,7 +8,7 @@ import { rejects, throws } from "node:assert/strict";
 import { join } from "node:path";
 import { parseDotenv } from "../../src/deploy/dotenv.ts";
 import { listReleases, newReleaseId, releaseIdAt } from "../../src/deploy/releases.ts";
-import { type AppPaths, appPaths } from "../../src/paths.ts";
+import { type AppPaths, appPaths, selfCommand } from "../../src/paths.ts";
 import { ConfigError, didYouMean, UsageError } from "../../src/errors.ts";
 import { type CommandSpec, parseInvocation, runCli } from "../../src/cli.ts";
 import { program } from "../../src/commands/mod.ts";
@@ -24,6 +24,21 @@ import type { CertificateState } from "../../src/proxy/cert_state.ts";
 import { statusLines } from "../../src/status_view.ts";
 
 // ---------------------------------------------------------------- .env
+
+Deno.test("selfCommand: DEPLOY_PARADIGM_SELF, else from source the launcher (the runtime alone would run nothing)", async () => {
+  const set = Deno.env.get("DEPLOY_PARADIGM_SELF");
+  try {
+    Deno.env.delete("DEPLOY_PARADIGM_SELF");
+    const launcher = join(import.meta.dirname!, "..", "..", "bin", "deploy-paradigm");
+    assertEquals(selfCommand(), await Deno.realPath(launcher)); // this test runs under `deno`, from source
+    assert(((await Deno.stat(selfCommand())).mode! & 0o111) !== 0, "the launcher is executable");
+    Deno.env.set("DEPLOY_PARADIGM_SELF", "/usr/local/bin/deploy-paradigm");
+    assertEquals(selfCommand(), "/usr/local/bin/deploy-paradigm");
+  } finally {
+    if (set === undefined) Deno.env.delete("DEPLOY_PARADIGM_SELF");
+    else Deno.env.set("DEPLOY_PARADIGM_SELF", set);
+  }
+});
 
 Deno.test("parseDotenv: KEY=value lines, comments, export, quotes", () => {
   const text = [
