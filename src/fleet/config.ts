@@ -126,6 +126,15 @@ export async function addServer(path: string, server: NewServer): Promise<FleetS
   if (server.port !== undefined) entry.port = server.port;
   if (server.identityFile) entry.identityFile = server.identityFile;
   if (server.netdata) entry.netdata = server.netdata;
+  refuseBadArguments(entry);
+  const identity = server.identityFile;
+  const home = Deno.env.get("HOME") ?? "";
+  const onDisk = identity?.startsWith("~/") ? home + identity.slice(1) : identity; // as ssh reads it
+  if (onDisk && !(await Deno.stat(onDisk).then((info) => info.isFile, () => false))) {
+    throw new UsageError(`--identity ${identity}: no such file`, {
+      suggestion: "give the private key ssh uses for this server (e.g. ~/.ssh/id_ed25519), or leave --identity out",
+    });
+  }
   const text = await readTextOrUndefined(path) ?? HEADER;
   const config = parseConfig(text, fleetConfigSchema, path);
   if (config.servers.some((s) => s.name === server.name)) {
@@ -141,6 +150,29 @@ export async function addServer(path: string, server: NewServer): Promise<FleetS
   await Deno.mkdir(dirname(path), { recursive: true, mode: 0o700 }); // the home, when this is the first command
   await writeFileAtomic(path, updated, 0o600);
   return checked.servers.find((s) => s.name === server.name)!;
+}
+
+/** Where each key of a server entry comes from on `fleet add`'s command line. */
+const ARGUMENTS: Record<string, string> = {
+  name: "<name>",
+  host: "the host of <user@host>",
+  user: "the user of <user@host>",
+  port: "--ssh-port",
+  identityFile: "--identity",
+  netdata: "--netdata",
+};
+
+/** Refuses an entry made of bad arguments, each problem named by its argument (the file is not theirs). */
+function refuseBadArguments(entry: Record<string, unknown>): void {
+  const checked = serverSchema.safeParse(entry);
+  if (checked.success) return;
+  const problems = checked.error.issues.map((issue) => {
+    const key = String(issue.path[0]);
+    return `${ARGUMENTS[key] ?? key} ${JSON.stringify(entry[key])} ${issue.message}`;
+  });
+  throw new UsageError(`fleet add: ${problems.join("; ")}`, {
+    suggestion: "deploy-paradigm fleet add <name> <user@host> [--ssh-port N] [--identity FILE] [--netdata URL]",
+  });
 }
 
 const HEADER = `# deploy-paradigm fleet monitor: the servers it pulls status.json and logs from, over ssh + rsync.

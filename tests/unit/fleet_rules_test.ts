@@ -11,11 +11,11 @@ import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { cycleSummary, withStore } from "../helpers/fleet_store.ts";
 import { parseConfig } from "../../src/config/load.ts";
-import { ConfigError } from "../../src/errors.ts";
+import { ConfigError, UsageError } from "../../src/errors.ts";
 import { readMemory } from "../../src/fleet/alert_memory.ts";
 import { Alerter } from "../../src/fleet/alerts.ts";
 import { FleetAlerts, ruleLines } from "../../src/fleet/fleet_alerts.ts";
-import { fleetConfigSchema } from "../../src/fleet/config.ts";
+import { addServer, fleetConfigSchema } from "../../src/fleet/config.ts";
 import { storeRequestMinutes, storeServerSample } from "../../src/fleet/metric_store.ts";
 import { countMatches, WINDOW_FIRST_LINE } from "../../src/fleet/rule_inputs.ts";
 import { SEARCH_SYNTAX_HELP } from "../../src/fleet/log_queries.ts";
@@ -717,4 +717,31 @@ Deno.test("fleet collect: `--once` is not numbered; a cycle's rule transitions a
       "    recovered: web1/api: \\x1b[31mFATAL recovered",
     ],
   );
+});
+
+Deno.test("fleet add: a bad argument is named by its flag or argument, a missing --identity refused; no file written", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dp-fleet-add-" });
+  try {
+    const path = join(dir, "home", "config.yml");
+    const refused = async (server: Parameters<typeof addServer>[1], expected: RegExp) => {
+      const error = await addServer(path, server).then(() => undefined, (error) => error);
+      assert(error instanceof UsageError, String(error));
+      assertMatch(error.message, expected);
+      assertEquals(error.exitCode, 2);
+      assertEquals(await Array.fromAsync(Deno.readDir(dir)), [], "nothing written");
+    };
+    await refused({ name: "bad name", target: "root@h" }, /^fleet add: <name> "bad name" must be lowercase/);
+    await refused(
+      { name: "s1", target: "root@-oProxyCommand=x" },
+      /^fleet add: the host of <user@host> "-oProxyCommand=x" must be a host name/,
+    );
+    await refused({ name: "s1", target: "h", netdata: "ftp://x" }, /^fleet add: --netdata "ftp:\/\/x" must be an http/);
+    await refused({ name: "s1", target: "h", identityFile: join(dir, "nokey") }, /^--identity \S+nokey: no such file$/);
+    const key = join(dir, "key");
+    await Deno.writeTextFile(key, "not checked beyond existing\n", { mode: 0o600 });
+    const added = await addServer(path, { name: "s1", target: "deploy@h", identityFile: key });
+    assertEquals([added.name, added.user, added.host, added.identityFile], ["s1", "deploy", "h", key]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
