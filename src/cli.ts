@@ -127,6 +127,11 @@ export function parseInvocation(program: ProgramSpec, command: CommandSpec, argv
       throw new UsageError(`option --${option.name} must be one of ${option.choices.join(", ")} (got "${value}")`);
     }
     const before = opts[option.name];
+    if (before !== undefined && !option.repeatable) {
+      throw new UsageError(`option --${option.name} is given twice ("${before}", then "${value}")`, {
+        suggestion: `give it once (${usage})`,
+      });
+    }
     opts[option.name] = option.repeatable ? [...(Array.isArray(before) ? before : []), value] : value;
   }
   const specs = command.args ?? [];

@@ -234,6 +234,13 @@ Deno.test("parseInvocation: arguments and options by spec", () => {
   });
 });
 
+Deno.test("parseInvocation: a single-value option given twice is refused (no silent last-wins)", () => {
+  usageError(
+    () => parseInvocation(program, command("setup"), ["web", "--port", "8000", "--port=9000"]),
+    /^option --port is given twice \("8000", then "9000"\)$/,
+  );
+});
+
 Deno.test("parseInvocation: unknown option with did-you-mean", () => {
   usageError(
     () => parseInvocation(program, command("status"), ["--jsn"]),
