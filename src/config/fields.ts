@@ -69,7 +69,7 @@ export const command = z.union([
 const healthPath = z.string().regex(/^\/[^\s]*$/, 'must be a URL path starting with "/", e.g. "/health"');
 
 /** Shortest window, interval and probe timeout of a health check: 0 would probe in a busy loop, or never. */
-const HEALTH_MIN_MS = 100;
+const HEALTH_MIN_MS = 10;
 
 export const healthObject = z.strictObject({
   path: healthPath,

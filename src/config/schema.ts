@@ -172,17 +172,19 @@ export const deployFileSchema = z.strictObject({
       message: "repeats the top-level command: keep one of them (command alone is the web process)",
     });
   }
-  if (value.type === "static") {
-    // The proxy serves a static app's files: a command here would be ignored, and workers would have no release to run.
-    for (const key of ["command", "processes"] as const) {
-      if (value[key] === undefined) continue;
-      ctx.addIssue({
-        code: "custom",
-        path: [key],
-        message: "is not for static apps: they run no process (the proxy serves their files); remove it, " +
-          "or set type to the app's runtime (node, python, docker)",
-      });
-    }
+  // A static app with a web command runs it as any app runs its process: checked before it gets traffic.
+  const webCommand = value.command !== undefined
+    ? ["command"]
+    : web?.command !== undefined
+    ? ["processes", "web", "command"]
+    : undefined;
+  if (value.type === "static" && !value.healthCheck && webCommand) {
+    ctx.addIssue({
+      code: "custom",
+      path: webCommand,
+      message: "runs a process, which needs a healthCheck (e.g. healthCheck: /health); without a command, " +
+        "a static app's files are served as they are",
+    });
   }
   if (value.type === "docker") {
     if (value.cron.length) {
