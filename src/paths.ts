@@ -12,9 +12,6 @@ export function prefix(): string {
   return value ? resolve(value) : "/";
 }
 
-/** The source launcher (bin/deploy-paradigm), for a run from source. */
-const LAUNCHER = fileURLToPath(new URL("../bin/deploy-paradigm", import.meta.url));
-
 /**
  * The executable hooks and services must run: DEPLOY_PARADIGM_SELF, or the installed binary, or
  * from source (`deno run main.ts`, where the runtime alone would run nothing) the source launcher.
@@ -22,7 +19,8 @@ const LAUNCHER = fileURLToPath(new URL("../bin/deploy-paradigm", import.meta.url
 export function selfCommand(): string {
   const self = Deno.env.get("DEPLOY_PARADIGM_SELF");
   if (self) return self;
-  return basename(Deno.execPath()) === "deno" ? LAUNCHER : Deno.execPath();
+  if (basename(Deno.execPath()) !== "deno") return Deno.execPath();
+  return fileURLToPath(new URL("../bin/deploy-paradigm", import.meta.url)); // the source launcher
 }
 
 /** Paths of one app on this server. */

@@ -77,10 +77,14 @@ function unreadable(error: unknown, configPath: string): unknown {
 
 /**
  * config.yml as setup writes it: `current` (or the template) with setup's values set, comments and
- * other keys kept. Checked as a deploy reads it: what setup keeps must be valid too. Throws a
- * ConfigError that names the file.
+ * other keys kept; and its `user:`. Checked as a deploy reads it: what setup keeps must be valid
+ * too. Throws a ConfigError that names the file.
  */
-function configText(current: string | undefined, values: Required<SetupOptions>, configPath: string): string {
+function configText(
+  current: string | undefined,
+  values: Required<SetupOptions>,
+  configPath: string,
+): { text: string; user?: string } {
   const doc = parseDocument(current ?? CONFIG_TEMPLATE); // YAML: `existing` read it
   for (const [key, value] of Object.entries({ port: values.port, manager: values.manager, env: values.env })) {
     doc.set(key, value);
@@ -90,19 +94,17 @@ function configText(current: string | undefined, values: Required<SetupOptions>,
   else doc.delete("domains");
   const text = String(doc);
   try {
-    parseConfig(text, serverConfigSchema, configPath);
+    return { text, user: parseConfig(text, serverConfigSchema, configPath).user };
   } catch (error) {
     throw unreadable(error, configPath);
   }
-  return text;
 }
 
 /**
  * Values already set up for the app (setup is idempotent: they are the defaults). A config.yml
  * that is not YAML is refused (exit 2, with where): rewriting it would lose what it holds.
  */
-async function existing(configPath: string): Promise<Partial<SetupOptions>> {
-  const text = await readTextOrUndefined(configPath);
+function existing(text: string | undefined, configPath: string): Partial<SetupOptions> {
   if (!text) return {};
   const doc = parseDocument(text);
   let value: Record<string, unknown> | null = null;
@@ -251,7 +253,8 @@ export async function setup(options: SetupOptions): Promise<number> {
   if (options.manager && !(await runsHere(options.manager))) throw notHere(options.manager);
   const paths = appPaths(options.app);
   const domains = options.domains && parseDomains(options.domains);
-  const values = await complete({ ...options, domains }, await existing(paths.config));
+  const current = await readTextOrUndefined(paths.config);
+  const values = await complete({ ...options, domains }, existing(current, paths.config));
   if (!(await runsHere(values.manager))) throw notHere(values.manager, " (or DEPLOY_PARADIGM_PREFIX is set)");
   // Checked before anything is written: a domain another app has, a hook we could not replace,
   // a `user:` in config.yml that names nobody.
@@ -260,8 +263,8 @@ export async function setup(options: SetupOptions): Promise<number> {
   const clash = await nameClash(prefix(), options.app, []);
   if (clash) throw new UsageError(clash, { suggestion: "choose another name for the app" });
   await checkDotenvFile(paths.envFile(values.env)); // a secret too short to redact (redact.ts)
-  const config = configText(await readTextOrUndefined(paths.config), values, paths.config);
-  const users: UserSetup = setupUsers(paths, await configuredUser(paths.config));
+  const { text: config, user: configured } = configText(current, values, paths.config);
+  const users: UserSetup = setupUsers(paths, configured);
   const hookPath = join(paths.repo, "hooks", "proc-receive");
   const hook = await readTextOrUndefined(hookPath);
   if (hook !== undefined && !hook.includes("written by deploy-paradigm")) {
@@ -377,18 +380,6 @@ async function write({ app, paths, values, config, users, runner, clone }: Decid
   await manager.tidy?.();
   if (PROXIED[values.strategy]) await ensureProxy(values.manager, values.proxyHost, env, runner);
   if (appUser) console.log(`✓ ${app} runs, builds and runs its hooks as ${appUser.name}`);
-}
-
-/** `user:` of an existing config.yml, if any. */
-async function configuredUser(configPath: string): Promise<string | undefined> {
-  const text = await readTextOrUndefined(configPath);
-  if (!text) return undefined;
-  try {
-    const value = parseDocument(text).toJS() as Record<string, unknown> | null;
-    return typeof value?.user === "string" ? value.user : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /** Takes write permission on `dir` from group and others (`chmod go-w`), as the proxy's trust check asks. */

@@ -173,12 +173,14 @@ export const deployFileSchema = z.strictObject({
     });
   }
   // A static app with a web command runs it as any app runs its process: checked before it gets traffic.
-  const webCommand = value.command !== undefined
+  const webCommand = value.type !== "static" || value.healthCheck
+    ? undefined
+    : value.command !== undefined
     ? ["command"]
     : web?.command !== undefined
     ? ["processes", "web", "command"]
     : undefined;
-  if (value.type === "static" && !value.healthCheck && webCommand) {
+  if (webCommand) {
     ctx.addIssue({
       code: "custom",
       path: webCommand,

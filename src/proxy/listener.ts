@@ -395,9 +395,9 @@ function watched(
     for (const { since } of waits) if (!oldest || since < oldest) oldest = since;
     tracked.writingSince = oldest;
   };
-  let stream: ReadableStreamDefaultController<Uint8Array> | undefined;
+  let bodyController: ReadableStreamDefaultController<Uint8Array> | undefined;
   const body = new ReadableStream<Uint8Array>({
-    start: (controller) => void (stream = controller),
+    start: (controller) => void (bodyController = controller),
     pull: async (controller) => {
       settle(); // the client took the last chunk
       const { done, value } = await reader.read();
@@ -417,7 +417,7 @@ function watched(
     settle();
     reader.cancel(reason).catch(() => {});
     try {
-      stream!.error(reason);
+      bodyController!.error(reason);
     } catch { /* it had ended */ }
   };
   return {
