@@ -45,6 +45,8 @@ export function parseConfig<S extends z.ZodType>(
   if (text.includes("\uFFFD")) fail([`${label}: file is not valid UTF-8 text`]);
   const lines = new LineCounter();
   const at = (offset: number) => {
+    // The end of the file (where the parser found something unclosed) is the end of its last line, not the line after.
+    if (offset >= text.length && text.endsWith("\n")) offset = text.length - 1;
     const { line, col } = lines.linePos(offset);
     return `${label}:${line}:${col}`;
   };

@@ -151,8 +151,9 @@ Deno.test("errors: YAML syntax errors carry line:col", () => {
   assertEquals(problems("name: app\ntype: static\n\tbranch: x\n"), [
     "deploy.yml:3:1: YAML syntax error: Tabs are not allowed as indentation",
   ]);
-  const [unterminated] = problems("name: app\ntype: 'static\n");
-  assertMatch(unterminated, /^deploy\.yml:\d+:\d+: YAML syntax error: Missing closing 'quote/);
+  // Found at the end of the file: placed at the end of its last line (not on a line after it).
+  assertEquals(problems("name: app\ntype: 'static\n"), ["deploy.yml:2:14: YAML syntax error: Missing closing 'quote"]);
+  assertEquals(problems("name: app\ntype: 'static"), ["deploy.yml:2:14: YAML syntax error: Missing closing 'quote"]);
 });
 
 Deno.test("errors: duplicate keys are refused", () => {
