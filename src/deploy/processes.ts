@@ -7,7 +7,7 @@
 import { splitCommand, toArgv } from "../config/argv.ts";
 import type { DeployFile } from "../config/schema.ts";
 import { MAX_INSTANCES, PROCESS_NAME } from "../config/release_keys.ts";
-import { UsageError } from "../errors.ts";
+import { ConfigError, UsageError } from "../errors.ts";
 
 /** A worker process type of a release: `instances` processes of `argv`, none of them behind the proxy. */
 export interface WorkerSpec {
@@ -31,53 +31,81 @@ export interface ProcessTypes {
 /** The default time a worker gets after SIGTERM. */
 export const DEFAULT_STOP_TIMEOUT_MS = 30_000;
 
+/** One Procfile line's problem: where on the line, what, and how to fix it. */
+interface LineProblem {
+  column: number;
+  what: string;
+  suggestion: string;
+}
+
 /**
  * A Procfile's process types, in file order: `name: command` lines (blank lines and `#` comments
  * skipped). Commands follow deploy.yml's rule (no shell). Throws a UsageError naming
- * `where:line:column` for a line that breaks it.
+ * `where:line:column` for a line that breaks it; with several such lines, a ConfigError listing each.
  */
 export function parseProcfile(text: string, where: string): Map<string, string[]> {
   const types = new Map<string, string[]>();
+  const problems: (LineProblem & { line: number })[] = [];
   for (const [i, line] of text.split(/\r?\n/).entries()) {
     if (!line.trim() || line.trimStart().startsWith("#")) continue;
-    const at = (column: number, what: string, suggestion: string): never => {
-      throw new UsageError(`${where}:${i + 1}:${column}: ${what}`, { suggestion });
-    };
-    const match = /^([^:\s]*)\s*:\s*(.*)$/.exec(line);
-    if (!match) at(1, "expected `name: command`", "write each process as `web: gunicorn app:app`");
-    const [, name, command] = match!;
-    if (!PROCESS_NAME.test(name)) {
-      at(
-        1,
-        `${JSON.stringify(name)} is not a process name`,
-        "use lowercase letters, digits and -, starting with a letter (up to 30), e.g. `worker`",
-      );
-    }
-    if (name === "blue" || name === "green") {
-      at(1, `the process ${name} is named after a blue-green slot`, "call it something else than blue or green");
-    }
-    if (name === "release") {
-      at(
-        1,
-        "a release process runs once per deploy on Heroku; here it would run for ever",
-        [
-          "make it deploy.yml's hooks.preDeploy (runs in the new release before the switch) and remove it",
-          "from the Procfile",
-        ].join(" "),
-      );
-    }
-    if (types.has(name)) at(1, `the process ${name} is listed twice`, "list each process once");
-    const argv = splitCommand(command);
-    if ("error" in argv) {
-      at(
-        line.length - command.length + 1,
-        `the command of ${name} ${argv.error}`,
-        "write the command as deploy.yml would",
-      );
-    }
-    types.set(name, argv as string[]);
+    const read = procfileLine(line, types);
+    if ("what" in read) problems.push({ ...read, line: i + 1 });
+    else types.set(read.name, read.argv);
+  }
+  const at = (problem: LineProblem & { line: number }) => `${where}:${problem.line}:${problem.column}: ${problem.what}`;
+  if (problems.length === 1) throw new UsageError(at(problems[0]), { suggestion: problems[0].suggestion });
+  if (problems.length) {
+    throw new ConfigError(
+      `Cannot read ${where} (${problems.length} problems):`,
+      problems.map((problem) => `${at(problem)}: ${problem.suggestion}`),
+    );
   }
   return types;
+}
+
+/** One non-empty Procfile line: its process (`types`: those of the lines above), or its problem. */
+function procfileLine(line: string, types: Map<string, string[]>): { name: string; argv: string[] } | LineProblem {
+  const match = /^([^:\s]*)\s*:\s*(.*)$/.exec(line);
+  if (!match) {
+    return { column: 1, what: "expected `name: command`", suggestion: "write each process as `web: gunicorn app:app`" };
+  }
+  const [, name, command] = match;
+  if (!PROCESS_NAME.test(name)) {
+    return {
+      column: 1,
+      what: `${JSON.stringify(name)} is not a process name`,
+      suggestion: "use lowercase letters, digits and -, starting with a letter (up to 30), e.g. `worker`",
+    };
+  }
+  if (name === "blue" || name === "green") {
+    return {
+      column: 1,
+      what: `the process ${name} is named after a blue-green slot`,
+      suggestion: "call it something else than blue or green",
+    };
+  }
+  if (name === "release") {
+    return {
+      column: 1,
+      what: "a release process runs once per deploy on Heroku; here it would run for ever",
+      suggestion: [
+        "make it deploy.yml's hooks.preDeploy (runs in the new release before the switch) and remove it",
+        "from the Procfile",
+      ].join(" "),
+    };
+  }
+  if (types.has(name)) {
+    return { column: 1, what: `the process ${name} is listed twice`, suggestion: "list each process once" };
+  }
+  const argv = splitCommand(command);
+  if ("error" in argv) {
+    return {
+      column: line.length - command.length + 1,
+      what: `the command of ${name} ${argv.error}`,
+      suggestion: "write the command as deploy.yml would",
+    };
+  }
+  return { name, argv };
 }
 
 /**

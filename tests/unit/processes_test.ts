@@ -72,7 +72,7 @@ Deno.test("processes: a bad Procfile line is refused with file:line:column and h
       parseProcfile(text, "Procfile (commit abc1234)");
     } catch (error) {
       if (!(error instanceof UsageError)) throw error;
-      return `${error.message} | ${error.suggestion}`;
+      return error.suggestion ? `${error.message} | ${error.suggestion}` : error.message;
     }
     throw new Error("accepted");
   };
@@ -98,6 +98,19 @@ Deno.test("processes: a bad Procfile line is refused with file:line:column and h
     /^Procfile \(commit abc1234\):1:9: the command of worker contains the shell operator "\|"/,
   );
   assertMatch(refused("worker:\n"), /:1:8: the command of worker is empty/);
+  // Every bad line at once, each with its place and its fix (not only the first).
+  const lines = refused("web: a\nWorker_1: b\n# ok\nweb: c\nclock: x | y\n").split("\n");
+  assertEquals(lines.length, 4);
+  assertEquals(lines[0], "Cannot read Procfile (commit abc1234) (3 problems):");
+  assertMatch(
+    lines[1],
+    /^ {2}Procfile \(commit abc1234\):2:1: "Worker_1" is not a process name: use lowercase letters/,
+  );
+  assertEquals(lines[2], "  Procfile (commit abc1234):4:1: the process web is listed twice: list each process once");
+  assertMatch(
+    lines[3],
+    /^ {2}Procfile \(commit abc1234\):5:8: the command of clock contains the shell operator "\|".*: write the command as deploy.yml would$/,
+  );
   throws(() => processTypes(deploy({ type: "docker" }), "web: a\nworker: b\n"), /docker apps run one web container/);
 });
 
