@@ -78,7 +78,9 @@ export function renderDeployYml(
 }
 
 /** Writes deploy.yml into `options.dir`. Returns the path and what was chosen. */
-export async function init(options: InitOptions): Promise<{ path: string; name: string; type: AppType }> {
+export async function init(
+  options: InitOptions,
+): Promise<{ path: string; name: string; type: AppType; warnings: string[] }> {
   const path = join(options.dir, "deploy.yml");
   const there = await ifExists(Deno.lstat(path));
   if (there && !there.isFile) {
@@ -132,5 +134,8 @@ export async function init(options: InitOptions): Promise<{ path: string; name: 
     : undefined;
   const procfile = procfileText === undefined ? undefined : parseProcfile(procfileText, join(options.dir, "Procfile"));
   await Deno.writeTextFile(path, renderDeployYml(name, type, facts, containerPort, procfile));
-  return { path, name, type };
+  // A type given with --type may lack what its deploy uses (detection never picks such a type).
+  const needs = DEPLOYERS[type].init.needs;
+  const warnings = needs && !files.has(needs.file) ? [`${options.dir} has no ${needs.file}: ${needs.why}`] : [];
+  return { path, name, type, warnings };
 }

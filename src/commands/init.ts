@@ -24,6 +24,7 @@ export const initCommand: CommandSpec = {
       force: opts.force === true,
     });
     console.log(`Wrote ${result.path} (name: ${result.name}, type: ${result.type}).`);
+    for (const warning of result.warnings) console.error(`warning: ${warning}`);
     console.log("Check command and healthCheck, then: git add deploy.yml && git commit -m 'Add deploy.yml'");
   },
 };

@@ -11,5 +11,6 @@ export const staticSite: Deployer = {
   init: {
     command: () => "# command: (none: the static files are served as they are)",
     health: "/",
+    needs: { file: "index.html", why: "/ answers 404 until one is committed" },
   },
 };

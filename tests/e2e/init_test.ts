@@ -37,6 +37,7 @@ Deno.test("init detects the type, names the app after the folder, and writes a v
     try {
       const result = await run([BIN, "init"], { cwd: dir });
       assertEquals(result.code, 0, result.output);
+      assertEquals(result.stderr, "", "a detected type has what it needs: no warning");
       const text = await Deno.readTextFile(join(dir, "deploy.yml"));
       assertMatch(text, /^# yaml-language-server: \$schema=https:\/\/\S+deploy\.schema\.json\n/);
       const parsed = parseConfig(text, deployFileSchema, "deploy.yml");
@@ -69,6 +70,19 @@ Deno.test("init never overwrites without --force, and rejects bad names and unde
     const badType = await run([BIN, "init", "--force", "--type", "rust"], { cwd: dir });
     assertEquals(badType.code, 2);
     assertMatch(badType.stderr, /--type must be one of python, node, docker, static \(got "rust"\)/);
+    // A type given without what its deploy uses: deploy.yml is written (the file may come next), with a warning.
+    const docker = await run([BIN, "init", "--force", "--name", "box", "--type", "docker"], { cwd: dir });
+    assertEquals(docker.code, 0, docker.output);
+    assertEquals(
+      docker.stderr.trim(),
+      `warning: ${dir} has no Dockerfile: a deploy builds the image from it (or from the file deploy.yml's dockerfile: names)`,
+    );
+    assertMatch(await Deno.readTextFile(join(dir, "deploy.yml")), /\ntype: docker\n/);
+    await Deno.remove(join(dir, "index.html"));
+    const bare = await run([BIN, "init", "--force", "--type", "static"], { cwd: dir });
+    assertEquals(bare.code, 0, bare.output);
+    assertEquals(bare.stderr.trim(), `warning: ${dir} has no index.html: / answers 404 until one is committed`);
+    await Deno.writeTextFile(join(dir, "index.html"), "");
     // A directory or a link where deploy.yml goes is refused even with --force (a link would be written through).
     const elsewhere = join(dir, "..", "elsewhere.yml");
     await Deno.remove(join(dir, "deploy.yml"));
