@@ -42,6 +42,31 @@ export async function apiToken(file: string | undefined, argv: string | undefine
 
 const ACTIONS = ["collect", "add", "list", "trust", "alerts"] as const;
 
+/** The options of each action (`""`: none, collect and serve), beside --config, which all take. */
+const TAKES: Record<(typeof ACTIONS)[number] | "", readonly string[]> = {
+  "": ["host", "port", "token-file", "token"],
+  collect: ["once"],
+  add: ["ssh-port", "identity", "netdata"],
+  list: ["json"],
+  trust: ["fingerprint", "yes"],
+  alerts: ["json"],
+};
+
+/** Refuses an option given to an action that does not take it (it would be ignored). */
+function refuseForeignOptions(action: string, opts: Record<string, unknown>): void {
+  const takes = TAKES[action as keyof typeof TAKES];
+  if (!takes) return; // an unknown action is refused as such
+  const foreign = Object.keys(opts).filter((key) =>
+    opts[key] !== undefined && key !== "config" && !takes.includes(key)
+  );
+  if (!foreign.length) return;
+  const what = action ? `fleet ${action}` : "fleet (collect and serve)";
+  const listed = foreign.map((key) => `--${key}`).join(", ");
+  throw new UsageError(`${listed} ${foreign.length === 1 ? "is not an option" : "are not options"} of ${what}`, {
+    suggestion: `${what} takes ${[...takes, "config"].map((key) => `--${key}`).join(", ")}`,
+  });
+}
+
 /**
  * `fleet [collect --once | add <name> <user@host> | list | trust <server> | alerts]`: the fleet monitor.
  * Without an action it collects every interval and serves the API on 127.0.0.1:3333.
@@ -85,6 +110,7 @@ export const fleetCommand: CommandSpec = {
     const needs = (count: number, usage: string) => {
       if (args.length !== count) throw new UsageError(`usage: deploy-paradigm fleet ${usage}`);
     };
+    refuseForeignOptions(action ?? "", opts);
     switch (action) {
       case undefined: {
         const port = Number(str("port") ?? 3333);

@@ -4,7 +4,7 @@
  * VPS over real ssh and rsync, then every file and directory under HOME walked: files 0600,
  * directories 0700, fleet.db's -wal and -shm included (walked while `fleet` runs). And the token:
  * `--token-file` (refused when group or others may read it), FLEET_MONITOR_TOKEN, `--token` with
- * a warning.
+ * a warning; and an option of another action refused.
  */
 import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
@@ -124,6 +124,13 @@ Deno.test("fleet: the API token from --token-file (0600 only), FLEET_MONITOR_TOK
     const twice = await laptop.fleet("--token-file", token, "--token", "x");
     assertEquals(twice.code, 2);
     assertMatch(twice.stderr, /given twice \(--token-file and --token\)/);
+    // An option of another action would be ignored: refused, naming what the action takes.
+    const foreign = await laptop.fleet("list", "--once");
+    assertEquals(foreign.code, 2, foreign.output);
+    assertMatch(foreign.stderr, /--once is not an option of fleet list\nhint: fleet list takes --json, --config/);
+    const foreignServe = await laptop.fleet("--json", "--yes");
+    assertEquals(foreignServe.code, 2, foreignServe.output);
+    assertMatch(foreignServe.stderr, /--json, --yes are not options of fleet \(collect and serve\)/);
     assertEquals(
       await Deno.readDir(laptop.home)[Symbol.asyncIterator]().next().then((n) => n.done),
       true,
