@@ -6,3 +6,12 @@
 
 /** App names: also used as directory, unit and process names. */
 export const NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
+/** The tool's own services (deploy-paradigm-proxy, deploy-paradigm-cron) are named so: no app name starts with it. */
+export const RESERVED_NAME = "deploy-paradigm";
+
+/** Why app name `name` is reserved, or undefined when it is not. */
+export function reservedName(name: string): string | undefined {
+  if (name !== RESERVED_NAME && !name.startsWith(`${RESERVED_NAME}-`)) return undefined;
+  return `is reserved: the tool's own services are named ${RESERVED_NAME}-…`;
+}

@@ -13,7 +13,7 @@ import { MANAGER_NAMES } from "../managers/mod.ts";
 import { TARGET_TYPES } from "../notifiers/mod.ts";
 import { STRATEGIES } from "../deploy/strategies/names.ts";
 
-import { NAME_PATTERN } from "./names.ts";
+import { NAME_PATTERN, reservedName } from "./names.ts";
 import { command, duration, healthCheck, type healthObject, port } from "./fields.ts";
 import {
   canaryObject,
@@ -50,6 +50,7 @@ export const deployFileSchema = z.strictObject({
     NAME_PATTERN,
     "must be 1-63 lowercase letters, digits or dashes, starting with a letter or digit",
   )
+    .refine((name) => !reservedName(name), { error: (issue) => reservedName(issue.input as string) })
     .meta({ description: "The app's name on the server: directory, process and unit name." }),
   type: z.enum(APP_TYPES, { error: `must be one of ${APP_TYPES.join(", ")}` }),
   healthCheck: healthCheck.optional(),

@@ -118,7 +118,7 @@ export async function prepare(
       { suggestion: "several web processes need the proxy in front of them: set strategy: blue-green in config.yml" },
     );
   }
-  const clash = await nameClash(root, deploy.name, processes.workers.map((w) => w.type), processes.instances);
+  const clash = await nameClash(root, deploy.name, processes.workers.map((w) => w.type));
   if (clash) {
     throw new UsageError(`deploy.yml: ${clash}`, {
       suggestion: "rename the process type (or the other app): process and unit names must stay apart",

@@ -44,25 +44,22 @@ export async function runningWorkers(appDir: string): Promise<Recorded> {
   }
 }
 
+/** What every app's own names may start with, whatever its deploy.yml: its blue-green slots and its cron timers. */
+const OWN_KINDS = ["blue", "green", "cron"];
+
 /**
  * Another app on the server whose process or unit names the processes of `app` would take:
- * worker instances are `<app>-<type>-<n>` (pm2) and `<app>-<type>@…` (systemd), web instances
- * `<app>-<slot>-<n>`, which an app named `<app>-<type>`, `<app>-<type>-1` or `<app>-blue-2` has
- * too. Also, the other way round, an app whose workers or instances would take `app`'s names.
- * Returns a line saying which, or undefined.
+ * worker instances are `<app>-<type>-<n>` (pm2) and `<app>-<type>@…` (systemd), web slots
+ * `<app>-blue` and `<app>-blue-<n>`, cron timers `<app>-cron-<job>`, which an app named
+ * `<app>-<type>`, `<app>-<type>-1`, `<app>-green` or `<app>-blue-2` has too. Also, the other way
+ * round, an app whose workers, slots or timers would take `app`'s names. Returns a line saying
+ * which, or undefined.
  */
-export async function nameClash(
-  root: string,
-  app: string,
-  types: readonly string[],
-  instances = 1,
-): Promise<string | undefined> {
-  const prefixes = (owner: string, kinds: readonly string[], web: number) => [
-    ...kinds.map((type) => `${owner}-${type}`),
-    ...(web > 1 ? [`${owner}-blue`, `${owner}-green`] : []),
-  ];
+export async function nameClash(root: string, app: string, types: readonly string[]): Promise<string | undefined> {
+  const prefixes = (owner: string, kinds: readonly string[]) =>
+    [...kinds, ...OWN_KINDS].map((kind) => `${owner}-${kind}`);
   const takes = (name: string, prefix: string) => name === prefix || name.startsWith(`${prefix}-`);
-  const ours = prefixes(app, types, instances);
+  const ours = prefixes(app, types);
   const base = deploymentsRoot(root);
   const others: string[] = [];
   try {
@@ -73,7 +70,7 @@ export async function nameClash(
   for (const other of others.sort()) {
     const taken = ours.find((prefix) => takes(other, prefix));
     if (taken) return `the app "${other}" has names that ${app}'s processes (${taken}…) would take`;
-    const theirs = prefixes(other, (await runningWorkers(join(base, other))).map((w) => w.type), 1);
+    const theirs = prefixes(other, (await runningWorkers(join(base, other))).map((w) => w.type));
     const took = theirs.find((prefix) => takes(app, prefix));
     if (took) return `the app "${other}" runs processes named ${took}…, which ${app}'s own names would take`;
   }

@@ -56,6 +56,18 @@ Deno.test("setup without a terminal and without values says which flags it needs
     const bad = await server.cli(["setup", "Bad Name", "--yes"]);
     assertEquals(bad.code, 2);
     assertMatch(bad.stderr, /"Bad Name" is not a valid app name/);
+    // The tool's own services are named so: an app with that name would replace the proxy's process.
+    const reserved = await server.cli([
+      "setup",
+      "deploy-paradigm-proxy",
+      "--port",
+      "8080",
+      "--manager",
+      "pm2",
+      "--yes",
+    ]);
+    assertEquals(reserved.code, 2, reserved.output);
+    assertMatch(reserved.stderr, /the app name "deploy-paradigm-proxy" is reserved: the tool's own services are named/);
     const env = await server.cli(["setup", "api", "--port", "8080", "--manager", "pm2", "--env", "../../etc", "--yes"]);
     assertEquals(env.code, 2);
     assertMatch(env.stderr, /--env must be a name such as production/);

@@ -114,6 +114,13 @@ Deno.test("errors: every problem is reported at once with file:line:col and key 
   assertMatch(type, /^deploy\.yml:2:7: "type" must be one of python, node, docker, static \(got "ruby"\)$/);
   assertEquals(unknown, 'deploy.yml:3:1: "helthCheck" is not a known key; did you mean "healthCheck"?');
   assertMatch(error.message, /^Cannot read deploy\.yml \(3 problems\):\n {2}deploy\.yml:1:7: /);
+  // The tool's own services' names (deploy-paradigm-proxy, deploy-paradigm-cron) are no app's.
+  for (const name of ["deploy-paradigm", "deploy-paradigm-cron"]) {
+    assertEquals(configError(`name: ${name}\ntype: static\n`).problems, [
+      `deploy.yml:1:7: "name" is reserved: the tool's own services are named deploy-paradigm-… (got "${name}")`,
+    ]);
+  }
+  assertEquals(configError("name: deploy-paradigms\ntype: ruby\n").problems.length, 1, "only the type");
 });
 
 Deno.test("errors: problems are sorted by position in the file", () => {

@@ -215,7 +215,7 @@ Deno.test("init: a Procfile's web process stands for the command, and its proces
   }
 });
 
-Deno.test("nameClash: worker and instance names never take another app's process or unit names, either way round", async () => {
+Deno.test("nameClash: worker, slot and timer names never take another app's process or unit names, either way round", async () => {
   const root = await Deno.makeTempDir({ prefix: "dp-clash-" });
   try {
     const app = (name: string) => Deno.mkdir(join(deploymentsRoot(root), name), { recursive: true });
@@ -227,11 +227,19 @@ Deno.test("nameClash: worker and instance names never take another app's process
       `the app "shop-admin" has names that shop's processes (shop-admin…) would take`,
     );
     assertEquals(await nameClash(root, "shop", ["worker"]), undefined);
-    assertEquals(await nameClash(root, "blog", [], 1), undefined);
+    // blog's blue slot is blog-blue (one instance) or blog-blue-<n>: taken whatever its deploy.yml says.
     assertEquals(
-      await nameClash(root, "blog", [], 3),
+      await nameClash(root, "blog", []),
       `the app "blog-blue-2" has names that blog's processes (blog-blue…) would take`,
     );
+    // The other way round: an app named after shop's green slot, or its cron timers (a deploy of it replaced shop's process).
+    for (const name of ["shop-green", "shop-blue", "shop-cron-backup"]) {
+      const kind = name.split("-").slice(0, 2).join("-");
+      assertEquals(
+        await nameClash(root, name, []),
+        `the app "shop" runs processes named ${kind}…, which ${name}'s own names would take`,
+      );
+    }
     // The other way round: setting up (or deploying) "shop-worker-1" once shop runs workers of type worker.
     await Deno.writeTextFile(
       join(deploymentsRoot(root), "shop", "workers.json"),
