@@ -12,6 +12,7 @@ import { managerNamed } from "../managers/mod.ts";
 import { type AppPaths, appPaths } from "../paths.ts";
 import { type Effects, isoNow, realEffects, type SwitchContext } from "./context.ts";
 import { endLeft } from "./canary_abort.ts";
+import { Cancellation } from "./cancel.ts";
 import { Journal } from "./journal.ts";
 import { acquireLock } from "./lock.ts";
 import { notifyOutcome } from "./notify_outcome.ts";
@@ -94,9 +95,16 @@ export async function showReleases(app: string, json: boolean): Promise<number> 
 
 /**
  * Rolls `app` back to `to`, or to the newest good release before the serving one, with
- * `effects` (the real ones by default, see context.ts). Returns the exit code.
+ * `effects` (the real ones by default, see context.ts). `cancellation` (the command's: Ctrl-C,
+ * SIGTERM, SIGHUP) stops it as it stops a deploy: the slot it started is stopped, traffic stays
+ * where it was. Returns the exit code.
  */
-export async function rollback(app: string, to?: string, effects: Effects = realEffects()): Promise<number> {
+export async function rollback(
+  app: string,
+  to?: string,
+  effects: Effects = realEffects(),
+  cancellation = new Cancellation(),
+): Promise<number> {
   const { paths, config } = await loadApp(app, effects.root);
   const lock = await acquireLock(
     paths.lock,
@@ -106,6 +114,10 @@ export async function rollback(app: string, to?: string, effects: Effects = real
     () => effects.clock.now(),
   );
   try {
+    if (cancellation.cancelled) {
+      effects.print(`✗ rollback of ${app} cancelled before it started (${cancellation.why})`);
+      return 1;
+    }
     const from = await currentRelease(paths);
     // A killed deploy's canary still split: ending it is the rollback (--to goes on; see endLeftCanary).
     if (to === undefined) {
@@ -152,7 +164,7 @@ export async function rollback(app: string, to?: string, effects: Effects = real
         suggestion: `push its commit again, or pick another release (see \`deploy-paradigm releases ${app}\`)`,
       });
     }
-    return await switchTo(effects, paths, config, meta, from);
+    return await switchTo(effects, paths, config, meta, from, cancellation);
   } finally {
     lock.release();
   }
@@ -164,12 +176,13 @@ async function switchTo(
   config: Awaited<ReturnType<typeof loadApp>>["config"],
   meta: ReleaseMeta,
   from: string | undefined,
+  cancellation: Cancellation,
 ): Promise<number> {
   const app = paths.app;
   const { clock } = effects;
   const started = clock.elapsed();
   await Deno.mkdir(paths.logDir, { recursive: true });
-  const journal = new Journal(paths.deployLog, app, meta.commit, effects.print, undefined, clock);
+  const journal = new Journal(paths.deployLog, app, meta.commit, effects.print, cancellation, clock);
   journal.release = meta.id;
   const runner = effects.runner((line) => journal.output(line));
   const fromMeta = from ? await readReleaseMeta(paths, from) : undefined;
@@ -207,8 +220,13 @@ async function switchTo(
       }).catch(() => undefined);
       if (restored?.healthy !== true) back = "nothing healthy";
     }
-    await journal.record("rollback_failed", { ok: false, message });
-    journal.say(`✗ rollback of ${app} to ${meta.id} failed; ${back} serves`);
+    const how = cancellation.cancelled ? `cancelled (${cancellation.why})` : "failed";
+    // (One event for the fleet, whose outcomes know rollback_failed: the message says it was cancelled.)
+    await journal.record("rollback_failed", {
+      ok: false,
+      message: cancellation.cancelled ? `${how}: ${message}` : message,
+    });
+    journal.say(`✗ rollback of ${app} to ${meta.id} ${how}; ${back} serves`);
     return 1;
   }
   if (from) await markBad(paths, from);

@@ -1,7 +1,8 @@
 /**
  * Cancelling a deploy for real: a Ctrl-C on `git push` (SIGINT to its whole process group, as a
  * terminal sends it), a SIGTERM to the hook process alone, a Ctrl-C while a half-started slot is
- * being health-checked, and a lost SSH connection (the laptop's `git push` and ssh killed).
+ * being health-checked, a lost SSH connection (the laptop's `git push` and ssh killed), and a
+ * Ctrl-C on `rollback` while the release it goes back to is health-checked.
  * Each time: the build is killed with its process group, the failure path puts things back (no
  * release of the cancelled commit, `current` and traffic where they were, `cancelled` recorded in
  * status.json and deploy.log), the lock is free, and the next push just works. Prints how long
@@ -14,7 +15,7 @@ import { BIN, freePort, get, run, withServer } from "../helpers/server.ts";
 import { current, releases, status } from "../helpers/state.ts";
 import { FakeVps } from "../helpers/vps.ts";
 import { type AppPaths, appPaths } from "../../src/paths.ts";
-import { listReleases } from "../../src/deploy/releases.ts";
+import { listReleases, readReleaseMeta } from "../../src/deploy/releases.ts";
 import { readStatus } from "../../src/deploy/status.ts";
 import { sleep } from "../helpers/time.ts";
 
@@ -122,8 +123,8 @@ async function lockOwner(lock: string): Promise<number> {
 }
 
 /**
- * `git push production main` in a process group of its own (`setsid`, like a terminal's job),
- * its output collected as it streams.
+ * `git push production main` (or `argv`) in a process group of its own (`setsid`, like a
+ * terminal's job), its output collected as it streams.
  */
 class Push {
   readonly child: Deno.ChildProcess;
@@ -132,9 +133,9 @@ class Push {
   private readonly reading: Promise<unknown>;
   exited?: Deno.CommandStatus;
 
-  constructor(cwd: string, env: Record<string, string>) {
+  constructor(cwd: string, env: Record<string, string>, argv = ["git", "push", "production", "main"]) {
     this.child = new Deno.Command("setsid", {
-      args: ["git", "push", "production", "main"],
+      args: argv,
       cwd,
       env,
       stdin: "null",
@@ -414,6 +415,60 @@ Deno.test("Ctrl-C during the health check of the idle slot stops the half-starte
       throw error;
     } finally {
       await push.stop();
+      await killLeft(procs);
+    }
+  });
+});
+
+Deno.test("Ctrl-C during a rollback's health check stops the slot it started; the release that served goes on", async () => {
+  await withServer(async (server) => {
+    const app = "rb";
+    const port = freePort();
+    const paths = server.paths(app);
+    const repo = await AppRepo.create(server, app, await server.setupApp(app, { port }));
+    // v1's check waits up to a minute: its release, made deaf after it served, holds the rollback there.
+    await repo.python(app, "v1", "ok", { health: LONG_HEALTH });
+    await repo.pushOk();
+    const v1 = (await status(server, app)).release!;
+    await repo.python(app, "v2");
+    await repo.pushOk();
+    const v2 = (await status(server, app)).release!;
+    const active = (await status(server, app)).slot!;
+    const idle = active === "blue" ? "green" : "blue";
+    await Deno.writeTextFile(join(paths.release(v1), "app.py"), pythonApp("v1", "nolisten"));
+    const pm2 = async () =>
+      JSON.parse((await run(["pm2", "jlist"], { env: server.env })).stdout) as { name: string; pid: number }[];
+    const rollback = new Push(server.prefix, server.env, [BIN, "rollback", app]);
+    const procs: Proc[] = [];
+    try {
+      await rollback.waitFor(/▸ health/);
+      const slot = (await pm2()).find((p) => p.name === `${app}-${idle}`);
+      assert(slot && slot.pid > 0, `the ${idle} slot must run v1 now: ${JSON.stringify(await pm2())}`);
+      procs.push(await proc(`v1 in the ${idle} slot`, slot.pid));
+
+      const signalled = performance.now();
+      rollback.signal("SIGINT");
+      timing("Ctrl-C on rollback (health check)", await untilLockFree(paths, signalled));
+      const exit = await rollback.status();
+      assertEquals(exit.code, 1, rollback.output);
+      assertMatch(
+        rollback.output,
+        new RegExp(`✗ rollback of ${app} to ${v1} cancelled \\(interrupted by a signal.*; ${v2} serves`),
+      );
+      assertEquals((await pm2()).filter((p) => p.name === `${app}-${idle}`), [], `the ${idle} slot must be stopped`);
+      await assertGone(procs[0]);
+      assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "v2" });
+      const st = await status(server, app);
+      assertEquals([st.release, st.slot, st.healthy], [v2, active, true]);
+      const last = JSON.parse((await Deno.readTextFile(paths.deployLog)).trim().split("\n").at(-1)!);
+      assertEquals([last.event, last.ok], ["rollback_failed", false]);
+      assertMatch(last.message, /^cancelled \(interrupted by a signal/);
+      assert(!(await readReleaseMeta(paths, v2))?.bad, "the serving release is not marked bad");
+    } catch (error) {
+      console.error(`--- the rollback's output ---\n${rollback.output}`);
+      throw error;
+    } finally {
+      await rollback.stop();
       await killLeft(procs);
     }
   });
