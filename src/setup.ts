@@ -40,7 +40,7 @@ export interface SetupOptions {
   domains?: string[];
   /** Take defaults for everything not given, and do not ask for confirmation. */
   yes?: boolean;
-  /** The address the proxy listens on (default 0.0.0.0). */
+  /** The address the proxy listens on (default: where it listens now, else 0.0.0.0). */
   proxyHost?: string;
 }
 
@@ -82,7 +82,7 @@ function unreadable(error: unknown, configPath: string): unknown {
  */
 function configText(
   current: string | undefined,
-  values: Required<SetupOptions>,
+  values: SetupValues,
   configPath: string,
 ): { text: string; user?: string } {
   const doc = parseDocument(current ?? CONFIG_TEMPLATE); // YAML: `existing` read it
@@ -156,7 +156,7 @@ async function checkTyped(app: string, text: string): Promise<true | string> {
 }
 
 /** Fills in what is missing: prompts on a terminal, defaults with --yes, else a usage error naming the flags. */
-async function complete(options: SetupOptions, before: Partial<SetupOptions>): Promise<Required<SetupOptions>> {
+async function complete(options: SetupOptions, before: Partial<SetupOptions>): Promise<SetupValues> {
   const defaults = {
     port: before.port ?? 8000,
     manager: before.manager ?? await firstRunning(),
@@ -224,7 +224,6 @@ async function complete(options: SetupOptions, before: Partial<SetupOptions>): P
     ...values,
     repoUrl: options.repoUrl ?? "",
     yes: true,
-    proxyHost: options.proxyHost ?? "0.0.0.0",
   };
 }
 
@@ -242,6 +241,9 @@ function summary(
     `  ${paths.repo}${url ? ` (cloned from ${url})` : ""} with its hook, and the proxy as a ${values.manager} service`,
   ].join("\n");
 }
+
+/** Setup's options once every one is decided, but --proxy-host (the proxy keeps the address it has, unless given). */
+type SetupValues = Required<Omit<SetupOptions, "proxyHost">> & Pick<SetupOptions, "proxyHost">;
 
 /** Runs setup. Returns the exit code. */
 export async function setup(options: SetupOptions): Promise<number> {
@@ -299,7 +301,7 @@ export async function setup(options: SetupOptions): Promise<number> {
 interface Decided {
   app: string;
   paths: AppPaths;
-  values: Required<SetupOptions>;
+  values: SetupValues;
   /** config.yml's text. */
   config: string;
   users: UserSetup;
@@ -392,23 +394,36 @@ async function withoutGroupWrite(dir: string): Promise<void> {
   if (mode & 0o022) await Deno.chmod(dir, mode & ~0o022);
 }
 
+/** The address the proxy listens on unless setup is told another: every interface. */
+const DEFAULT_PROXY_HOST = "0.0.0.0";
+
 /**
  * Starts the proxy as a systemd unit or a pm2 process, unless one answers already. One that an
  * older version started (its socket at the old path) is restarted, to run this version's code.
+ * It listens on `asked` (--proxy-host), else where it listened before (the running proxy's
+ * address, or the installed service's), else every interface; a running one on another address
+ * is restarted on `asked`.
  */
 async function ensureProxy(
   manager: Manager,
-  host: string,
+  asked: string | undefined,
   env: Record<string, string>,
   runner: ProcessRunner,
 ): Promise<void> {
   const root = prefix();
   const old = !(await exists(controlSocketPath(root))) && await exists(legacyControlSocketPath(root));
-  if (await control(root, { op: "status" }).then(() => true, () => false)) {
-    if (!old) return console.log("✓ the proxy runs");
-    console.log(`! the proxy runs an older version (${legacyControlSocketPath(root)}): restarting it`);
+  const running = await control(root, { op: "status" }).then((reply) => reply as { host?: string }, () => undefined);
+  const before = running?.host ?? installedHost(await MANAGERS[manager].serviceArgv?.(PROXY_SERVICE, root));
+  const host = asked ?? before ?? DEFAULT_PROXY_HOST;
+  if (running) {
+    if (!old && host === running.host) return console.log(`✓ the proxy runs (on ${host})`);
+    console.log(
+      old
+        ? `! the proxy runs an older version (${legacyControlSocketPath(root)}): restarting it`
+        : `! the proxy listens on ${running.host ?? "an address it does not say"}: restarting it on ${host}`,
+    );
   }
-  await runner.apply(MANAGERS[manager].installService(proxyService(host, env, root, old)));
+  await runner.apply(MANAGERS[manager].installService(proxyService(host, env, root, running !== undefined)));
   for (let i = 0; i < 100; i++) {
     const answers = await control(root, { op: "status" }, 1000).then(() => true, () => false);
     if (answers && await exists(controlSocketPath(root))) {
@@ -420,6 +435,12 @@ async function ensureProxy(
   throw new DeployParadigmError("the proxy did not start", {
     suggestion: `see \`${MANAGERS[manager].logsCommand(PROXY_SERVICE)}\``,
   });
+}
+
+/** The `--host` of an installed proxy service's argv. */
+function installedHost(argv: string[] | undefined): string | undefined {
+  const at = argv?.indexOf("--host") ?? -1;
+  return at >= 0 ? argv![at + 1] : undefined;
 }
 
 /** The proxy's service name, under every manager. */

@@ -24,7 +24,12 @@ export const setupCommand: CommandSpec = {
       description: "A host name the proxy routes to the app, e.g. example.com or *.example.com (repeatable, or " +
         "comma-separated; replaces the app's list; --domain '' for none)",
     },
-    { name: "proxy-host", value: "addr", description: "Address the proxy listens on (default 0.0.0.0)" },
+    {
+      name: "proxy-host",
+      value: "addr",
+      description:
+        "Address the proxy listens on (default: the one it has, else 0.0.0.0); a running proxy elsewhere is restarted there",
+    },
     { name: "yes", short: "y", description: "Take defaults for what is not given; ask nothing" },
   ],
   async run({ args, opts }) {

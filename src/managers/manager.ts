@@ -128,6 +128,8 @@ export interface ProcessManager<Name extends Manager = Manager> {
    * (`service.restart`: restarts it).
    */
   installService(service: ServiceSpec): Plan;
+  /** The argv {@link installService} gave the service `name` under `root`, as installed; undefined when none is. */
+  serviceArgv?(name: string, root: string): Promise<string[] | undefined>;
   /** What `setup` installs once for a blue-green app, whose slots are then started by their deploys. */
   slotTemplate?(p: AppProcess): Plan;
   /** Whether the manager runs on this machine; undefined: wherever it is installed. */

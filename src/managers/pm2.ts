@@ -119,7 +119,7 @@ export const pm2: ProcessManager<"pm2"> = {
     };
   },
   installService(service: ServiceSpec): Plan {
-    const path = join(deploymentsRoot(service.root), `pm2-${service.name}.json`);
+    const path = serviceFile(service.name, service.root);
     const [script, ...args] = service.argv;
     const app = { name: service.name, script, args, interpreter: "none", env: service.env };
     return {
@@ -128,9 +128,23 @@ export const pm2: ProcessManager<"pm2"> = {
       lock: pm2Lock(service.root),
     };
   },
+  async serviceArgv(name: string, root: string): Promise<string[] | undefined> {
+    try {
+      const app = JSON.parse(await Deno.readTextFile(serviceFile(name, root))).apps?.[0];
+      const argv = [app?.script, ...(Array.isArray(app?.args) ? app.args : [])];
+      return argv.every((arg) => typeof arg === "string") ? argv : undefined;
+    } catch {
+      return undefined; // none installed, or not one we wrote
+    }
+  },
   tidy: narrowPm2Home,
   logsCommand: (name: string) => `pm2 logs ${name}`,
 };
+
+/** The ecosystem file of service `name` (the argv it runs). */
+function serviceFile(name: string, root: string): string {
+  return join(deploymentsRoot(root), `pm2-${name}.json`);
+}
 
 /**
  * `pm2 jlist` (under the pm2 lock: it starts the daemon when none runs); undefined when it fails.

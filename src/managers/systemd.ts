@@ -300,6 +300,13 @@ export const systemd: ProcessManager<"systemd"> = {
       commands: [setupCtl(["daemon-reload"])],
     };
   },
+  async serviceArgv(name: string, root: string): Promise<string[] | undefined> {
+    const unit = await Deno.readTextFile(join(systemdDir(root), `${name}.service`)).catch(() => undefined);
+    const line = unit && /^ExecStart=(.*)$/m.exec(unit)?.[1];
+    if (!line) return undefined;
+    // As serviceUnit quotes them: each argument in double quotes, \ and " escaped.
+    return [...line.matchAll(/"((?:[^"\\]|\\.)*)"/g)].map((m) => m[1].replace(/\\(.)/g, "$1"));
+  },
   /** Under DEPLOY_PARADIGM_PREFIX systemd cannot see our units: no. */
   async runsHere(): Promise<boolean> {
     return !Deno.env.get("DEPLOY_PARADIGM_PREFIX") && await exists("/run/systemd/system");

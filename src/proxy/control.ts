@@ -28,6 +28,8 @@ export interface ControlOps {
   /** Waits for the requests in flight to `port`, or to every one of a list of ports (a slot's instances). */
   drain(port: number | number[], timeoutMs: number): Promise<{ drained: boolean; inFlight: number }>;
   status(): unknown;
+  /** The address the proxy listens on (`--host`), which `status` replies with. */
+  host?(): string;
   /** Renews an app's certificate now. */
   renew?(app: string): Promise<unknown>;
   /** An app's canary figures (./canary_stats.ts `CanaryStats`), null when it has no canary; throws for an unknown app. */
@@ -71,7 +73,7 @@ export async function controlReply(line: string, ops: ControlOps): Promise<Reply
         return { ok: true, ...result };
       }
       case "status":
-        return { ok: true, routes: ops.status() };
+        return { ok: true, routes: ops.status(), host: ops.host?.() };
       case "renew":
         if (!ops.renew) return { ok: false, error: "this proxy has no certificates to renew" };
         if (typeof app !== "string") return { ok: false, error: '"app" must be an app name' };

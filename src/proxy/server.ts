@@ -135,6 +135,7 @@ export class ProxyServer {
       },
       drain: (port, timeoutMs) => this.drain(port, timeoutMs),
       status: () => this.status(),
+      host: () => this.#host,
       renew: async (app) => {
         if (!this.#certs) throw new Error("no app has domains");
         await this.#certs.renewNow(app);

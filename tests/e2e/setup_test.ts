@@ -1,7 +1,7 @@
 /**
  * `setup`, end to end: non-interactive with flags, idempotent, refusing to guess without a
  * terminal, and interactive in a real TTY (tmux), followed by a real push through the proxy it
- * started under PM2. Domains: `--domain` writes them; a domain another app has is refused by
+ * started under PM2, which keeps the address it listens on unless told another. Domains: `--domain` writes them; a domain another app has is refused by
  * setup and by a deploy, before anything changes.
  */
 import { join } from "node:path";
@@ -11,6 +11,7 @@ import { BIN, freePort, get, run, type TestServer, withServer } from "../helpers
 import { releases, snapshot } from "../helpers/state.ts";
 import { envWords, Terminal } from "../helpers/terminal.ts";
 import { parseConfig } from "../../src/config/load.ts";
+import { control } from "../../src/proxy/client.ts";
 import { serverConfigSchema } from "../../src/config/schema.ts";
 
 Deno.test("setup with flags: config with slots, .env 0600, repo and hook, the proxy under pm2; idempotent", async () => {
@@ -43,6 +44,25 @@ Deno.test("setup with flags: config with slots, .env 0600, repo and hook, the pr
     assertEquals((await releases(server, "web")).length, 1);
     assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "v1" });
     assert((await Deno.readTextFile(paths.config)).includes("slots:"), "slots are kept");
+
+    // The proxy keeps the address it was given: running, or stopped and started again by setup.
+    const listensOn = async () => (await control(server.prefix, { op: "status" })).host;
+    const other = ["setup", "api", "--port", String(freePort()), "--manager", "pm2", "--yes"];
+    const kept = await server.cli(other);
+    assertEquals(kept.code, 0, kept.output);
+    assertMatch(kept.stdout, /✓ the proxy runs \(on 127\.0\.0\.1\)/);
+    assertEquals(await listensOn(), "127.0.0.1");
+    assertEquals((await run(["pm2", "stop", "deploy-paradigm-proxy"], { env: server.env })).code, 0);
+    const restarted = await server.cli(other);
+    assertEquals(restarted.code, 0, restarted.output);
+    assertEquals(await listensOn(), "127.0.0.1", "not every interface (0.0.0.0)");
+    assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "v1" });
+    // Another address asked for: the running proxy moves there.
+    const moved = await server.cli([...other, "--proxy-host", "127.0.0.2"]);
+    assertEquals(moved.code, 0, moved.output);
+    assertMatch(moved.stdout, /! the proxy listens on 127\.0\.0\.1: restarting it on 127\.0\.0\.2/);
+    assertEquals(await listensOn(), "127.0.0.2");
+    assertEquals(await get(`http://127.0.0.2:${port}/`), { status: 200, body: "v1" });
   });
 });
 

@@ -2,6 +2,7 @@
  * The registries (app types, process managers, notification targets): what derives from them,
  * and the plans of installing a service such as the proxy, as data (nothing runs).
  */
+import { dirname } from "node:path";
 import { assert, assertEquals } from "../helpers/assert.ts";
 import { deployFileJsonSchema, deployFileSchema, serverConfigSchema } from "../../src/config/schema.ts";
 import { APP_TYPES, DEPLOYERS, DETECTION, READS } from "../../src/deployers/mod.ts";
@@ -103,6 +104,24 @@ Deno.test("systemd installService: the unit, daemon-reload and enable --now (res
 Deno.test("systemd installService: quotes in the program's words are escaped", () => {
   const unit = MANAGERS.systemd.installService({ ...proxy(), argv: ['/opt/my "dp"/bin\\x', "proxy"] }).files[0];
   assert(unit.content.includes('\nExecStart="/opt/my \\"dp\\"/bin\\\\x" "proxy"\n'), unit.content);
+});
+
+Deno.test("serviceArgv reads back the argv installService wrote, under both managers (quotes and backslashes too)", async () => {
+  const root = await Deno.makeTempDir({ prefix: "dp-service-argv-" });
+  try {
+    const argv = ['/opt/my "dp"/bin\\x', "proxy", "--host", "127.0.0.1"];
+    for (const manager of MANAGER_NAMES) {
+      const m = MANAGERS[manager];
+      assertEquals(await m.serviceArgv!(PROXY_SERVICE, root), undefined, `${manager}: none installed yet`);
+      for (const file of m.installService({ ...proxyService("127.0.0.1", {}, root), argv }).files) {
+        await Deno.mkdir(dirname(file.path), { recursive: true });
+        await Deno.writeTextFile(file.path, file.content);
+      }
+      assertEquals(await m.serviceArgv!(PROXY_SERVICE, root), argv, manager);
+    }
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
 });
 
 Deno.test("pm2 installService: a 0600 definition, start (startOrRestart when old) and save, under the pm2 lock", () => {
