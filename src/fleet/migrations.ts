@@ -231,4 +231,6 @@ export const MIGRATIONS: string[] = [
      PRIMARY KEY (rollout, server)
    ) WITHOUT ROWID;
    ALTER TABLE apps ADD COLUMN canary TEXT;`,
+  // 8: each server's lines in order, for retention's share of each server (./store.ts retain).
+  `CREATE INDEX lines_server ON lines (server, id);`,
 ];

@@ -92,6 +92,11 @@ export type CronRunRow = CronRunView & { offset: number };
 
 /** Lines removed per transaction by retention. */
 const RETAIN_BATCH = 10_000;
+/** Deployments and status changes kept per app of a server (the newest): a server that floods them trims its own. */
+export const HISTORY_ROWS = 1_000;
+/** The tables {@link HISTORY_ROWS} bounds. */
+const HISTORY_TABLES = ["deployments", "status_history"] as const;
+type HistoryTable = (typeof HISTORY_TABLES)[number];
 
 /** The tables of a server's metrics (migration 6), removed with the server. */
 const METRIC_TABLES = [
@@ -538,38 +543,65 @@ export class FleetStore {
   }
 
   /**
-   * Enforces retention: log lines older than `days` (by their timestamp) and beyond the newest
-   * `maxLines` are removed with their full-text entries, in batches that let the event loop (the
-   * API) run in between. Returns how many lines were removed.
+   * Enforces retention: log lines older than `days` (by their timestamp) and, beyond `maxLines` in
+   * all, each server's oldest past its share are removed with their full-text entries; and each
+   * app's deployments and status changes beyond its newest {@link HISTORY_ROWS}. In batches that
+   * let the event loop (the API) run in between. Returns how many lines were removed.
+   *
+   * The shares are fair, not first come: servers with fewer lines than an equal share keep them
+   * all, and the rest of `maxLines` is split equally among the others. So a server that floods its
+   * logs trims its own history, never another's.
    */
   async retain(options: { days?: number; maxLines?: number; now?: number }): Promise<number> {
     const now = options.now ?? Date.now();
     let removed = 0;
-    const batches = async (select: string, value: number) => {
+    /** Removes the rows of `table` that `select` (their ids, oldest first, with `params`) picks, a batch at a time. */
+    const batches = async (table: "lines" | HistoryTable, select: string, ...params: (string | number)[]) => {
       while (true) {
-        const ids = (this.sql(`${select} LIMIT ${RETAIN_BATCH}`).all(value) as { id: number }[]).map((r) => r.id);
+        const ids = (this.sql(`${select} LIMIT ${RETAIN_BATCH}`).all(...params) as { id: number }[]).map((r) => r.id);
         if (!ids.length) return;
         const list = JSON.stringify(ids);
         this.transaction(() => {
-          this.sql(
-            `INSERT INTO lines_fts (lines_fts, rowid, text)
-             SELECT 'delete', id, text FROM lines WHERE id IN (SELECT value FROM json_each(?))`,
-          ).run(list);
-          removed += Number(
-            this.sql("DELETE FROM lines WHERE id IN (SELECT value FROM json_each(?))").run(list).changes,
-          );
+          if (table === "lines") {
+            this.sql(
+              `INSERT INTO lines_fts (lines_fts, rowid, text)
+               SELECT 'delete', id, text FROM lines WHERE id IN (SELECT value FROM json_each(?))`,
+            ).run(list);
+          }
+          const changes =
+            this.sql(`DELETE FROM ${table} WHERE id IN (SELECT value FROM json_each(?))`).run(list).changes;
+          if (table === "lines") removed += Number(changes);
         });
         await new Promise((resolve) => setTimeout(resolve, 0));
       }
     };
     if (options.days !== undefined) {
-      await batches("SELECT id FROM lines WHERE ts < ?", now - options.days * 86_400_000);
+      await batches("lines", "SELECT id FROM lines WHERE ts < ?", now - options.days * 86_400_000);
     }
     if (options.maxLines !== undefined) {
-      const row = this.sql("SELECT id FROM lines ORDER BY id DESC LIMIT 1 OFFSET ?").get(options.maxLines) as
-        | { id: number }
-        | undefined;
-      if (row) await batches("SELECT id FROM lines WHERE id <= ? ORDER BY id", row.id);
+      const counts = this.sql("SELECT server, count(*) AS n FROM lines GROUP BY server ORDER BY n").all() as {
+        server: string;
+        n: number;
+      }[];
+      let left = options.maxLines;
+      for (const [i, { server, n }] of counts.entries()) {
+        const keep = Math.min(n, Math.floor(left / (counts.length - i)));
+        left -= keep;
+        if (keep === n) continue;
+        const cut = this.sql("SELECT id FROM lines WHERE server = ? ORDER BY id DESC LIMIT 1 OFFSET ?")
+          .get(server, keep) as { id: number };
+        await batches("lines", "SELECT id FROM lines WHERE server = ? AND id <= ? ORDER BY id", server, cut.id);
+      }
+    }
+    for (const table of HISTORY_TABLES) {
+      const apps = this.sql(`SELECT server, app FROM ${table} GROUP BY server, app HAVING count(*) > ?`)
+        .all(HISTORY_ROWS) as { server: string; app: string }[];
+      for (const { server, app } of apps) {
+        const cut = this.sql(`SELECT id FROM ${table} WHERE server = ? AND app = ? ORDER BY id DESC LIMIT 1 OFFSET ?`)
+          .get(server, app, HISTORY_ROWS) as { id: number };
+        const select = `SELECT id FROM ${table} WHERE server = ? AND app = ? AND id <= ? ORDER BY id`;
+        await batches(table, select, server, app, cut.id);
+      }
     }
     return removed;
   }

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { cronRunOf, decide, deploymentOf, hashHex, ingestFile, lineTime } from "../../src/fleet/ingest.ts";
 import { jsonObjectOf } from "../../src/fleet/json_line.ts";
-import { type FileLedger, FleetStore } from "../../src/fleet/store.ts";
+import { type FileLedger, FleetStore, HISTORY_ROWS } from "../../src/fleet/store.ts";
 import { MIGRATIONS } from "../../src/fleet/migrations.ts";
 
 const bytes = (text: string) => new TextEncoder().encode(text);
@@ -172,6 +172,56 @@ Deno.test("FleetStore: retention by age and by count removes lines and their ind
     assertEquals(count("SELECT count(*) AS n FROM lines_fts WHERE lines_fts MATCH 'ancient'"), 0);
     assertEquals(count("SELECT count(*) AS n FROM lines_fts WHERE lines_fts MATCH 'recent'"), 1500);
     assertEquals(store.version, MIGRATIONS.length);
+
+    // A server that floods its logs trims its own lines, never another's: a quiet server keeps all of its own.
+    const quiet = store.newGeneration("quiet", "a/error.log", null, "q", 0);
+    store.ingestLines(
+      quiet,
+      "a",
+      "error.log",
+      Array.from({ length: 100 }, (_, i) => ({ offset: i, text: `q${i}`, ts: now })),
+    );
+    const loud = store.newGeneration("loud", "a/access.log", null, "l", 0);
+    store.ingestLines(
+      loud,
+      "a",
+      "access.log",
+      Array.from({ length: 3000 }, (_, i) => ({ offset: i, text: `l${i}`, ts: now })),
+    );
+    await store.retain({ maxLines: 2000, now });
+    const perServer = store.sql(
+      "SELECT server, count(*) AS n, min(text) AS first FROM lines GROUP BY server ORDER BY server",
+    )
+      .all();
+    // 2,000 in all: quiet keeps its 100, s and loud (1,500 and 3,000) get 950 each, their newest.
+    assertEquals(perServer.map((r) => [r.server, r.n]), [["loud", 950], ["quiet", 100], ["s", 950]]);
+    assertEquals(
+      count("SELECT count(*) AS n FROM lines WHERE server = 'loud' AND text = 'l2999'"),
+      1,
+      "the newest kept",
+    );
+
+    // Deployments and status changes: each app's newest HISTORY_ROWS, whatever another app (or server) floods.
+    for (const [server, app, rows] of [["loud", "x", HISTORY_ROWS + 500], ["quiet", "y", 10]] as const) {
+      for (let i = 0; i < rows; i++) {
+        store.sql(
+          "INSERT INTO deployments (server, app, at, outcome, file_id, offset) VALUES (?, ?, 'now', 'failed', ?, ?)",
+        ).run(server, app, server === "loud" ? 1 : 2, i);
+        store.sql("INSERT INTO status_history (server, app, at, status) VALUES (?, ?, ?, 'running')").run(
+          server,
+          app,
+          i,
+        );
+      }
+    }
+    await store.retain({ now });
+    for (const table of ["deployments", "status_history"]) {
+      const rows = store.sql(
+        `SELECT server, count(*) AS n, max(id) - min(id) + 1 AS span FROM ${table} GROUP BY server`,
+      )
+        .all();
+      assertEquals(rows.map((r) => [r.server, r.n, r.span]), [["loud", HISTORY_ROWS, HISTORY_ROWS], ["quiet", 10, 10]]);
+    }
   } finally {
     store.close();
     await Deno.remove(dir, { recursive: true });
