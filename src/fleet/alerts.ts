@@ -116,7 +116,10 @@ export function certificateAtRiskWithin(certificate: CertificateView, now: numbe
   return Number.isNaN(left) ? certificate.state === "error" : left < days * DAY_MS;
 }
 
-/** Deploy notices per cycle at most (a deploy.log replaced by an old copy is not a flood of alerts). */
+/**
+ * Deploy notices per server and cycle at most (a deploy.log replaced by an old copy is not a flood
+ * of alerts; a server that floods them never crowds out another's).
+ */
 const MAX_DEPLOY_NOTICES = 10;
 
 /** Turns cycles into notices (transitions against its memory) and sends them. */
@@ -293,17 +296,27 @@ export class Alerter {
     if (memory.deployment === undefined || memory.deployment > newest) {
       memory.deployment = newest; // first sight (or another database): history, not news
     } else if (newest > memory.deployment) {
-      const rows = (store.sql(
-        `SELECT ${DEPLOYMENT_COLUMNS} FROM deployments WHERE id > ? AND id <= ? AND outcome IN ('failed', 'rolled_back', 'rollback_failed')
-         ORDER BY id`,
-      ).all(memory.deployment, newest) as unknown as DeploymentRecord[]).filter((row) =>
-        answeredBefore.has(row.server)
+      const failed = store.sql(
+        `SELECT ${DEPLOYMENT_COLUMNS} FROM deployments WHERE server = ? AND id > ? AND id <= ?
+         AND outcome IN ('failed', 'rolled_back', 'rollback_failed') ORDER BY id DESC LIMIT ?`,
       );
-      memory.deployment = newest;
-      if (rows.length > MAX_DEPLOY_NOTICES) {
-        this.log(`! ${rows.length} failed deploys at once: alerting the newest ${MAX_DEPLOY_NOTICES}`);
+      const rows: DeploymentRecord[] = [];
+      for (const server of [...answeredBefore].sort()) {
+        const found = failed.all(
+          server,
+          memory.deployment,
+          newest,
+          MAX_DEPLOY_NOTICES + 1,
+        ) as unknown as DeploymentRecord[];
+        if (found.length > MAX_DEPLOY_NOTICES) {
+          this.log(
+            `! ${server}: more than ${MAX_DEPLOY_NOTICES} failed deploys at once: alerting the newest ${MAX_DEPLOY_NOTICES}`,
+          );
+        }
+        rows.push(...found.slice(0, MAX_DEPLOY_NOTICES));
       }
-      for (const row of rows.slice(-MAX_DEPLOY_NOTICES)) notices.push(deployNotice(row));
+      memory.deployment = newest;
+      for (const row of rows.sort((a, b) => a.id - b.id)) notices.push(deployNotice(row));
     }
     return notices;
   }

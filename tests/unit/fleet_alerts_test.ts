@@ -283,14 +283,18 @@ Deno.test("alerts: deploys failed or rolled back: one notice per new row; histor
   });
 });
 
-Deno.test("alerts: a burst of failed deploys alerts the newest 10", async () => {
+Deno.test("alerts: a burst of failed deploys alerts the server's newest 10, and never crowds out another server's", async () => {
   const logged: string[] = [];
   await withFleet((fleet) => {
-    fleet.cycle({ web1: true });
+    fleet.cycle({ web1: true, web2: true });
+    fleet.deploy("web2", "api", { outcome: "failed", release: "real outage" });
     for (let i = 0; i < 25; i++) fleet.deploy("web1", "api", { outcome: "failed", release: `r${i}` });
-    const notices = fleet.alerter.notices(fleet.summary({ web1: true }), fleet.store);
-    assertEquals(notices.map((n) => n.fields.release), Array.from({ length: 10 }, (_, i) => `r${i + 15}`));
-    assertEquals(logged, ["! 25 failed deploys at once: alerting the newest 10"]);
+    const notices = fleet.alerter.notices(fleet.summary({ web1: true, web2: true }), fleet.store);
+    assertEquals(
+      notices.map((n) => n.fields.release),
+      ["real outage", ...Array.from({ length: 10 }, (_, i) => `r${i + 15}`)],
+    );
+    assertEquals(logged, ["! web1: more than 10 failed deploys at once: alerting the newest 10"]);
   }, { log: (line) => logged.push(line) });
 });
 
