@@ -1,7 +1,7 @@
 /** The fleet's ledger decisions and file ingestion, on real files and a real SQLite store. */
 import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
-import { cronRunOf, decide, deploymentOf, hashHex, ingestFile, lineTime } from "../../src/fleet/ingest.ts";
+import { CHUNK, cronRunOf, decide, deploymentOf, hashHex, ingestFile, lineTime } from "../../src/fleet/ingest.ts";
 import { jsonObjectOf } from "../../src/fleet/json_line.ts";
 import { type FileLedger, FleetStore, HISTORY_ROWS } from "../../src/fleet/store.ts";
 import { MIGRATIONS } from "../../src/fleet/migrations.ts";
@@ -118,6 +118,31 @@ Deno.test("ingestFile: new complete lines once each across growth, a partial lin
       (store.sql("SELECT count(*) AS n FROM lines_fts WHERE lines_fts MATCH 'three'").get() as { n: number }).n,
       1,
     );
+  } finally {
+    store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("ingestFile: a flood of tiny lines goes in small transactions, and the event loop runs between them", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dp-ingest-flood-" });
+  const store = await FleetStore.open(join(dir, "fleet.db"));
+  try {
+    const path = join(dir, "flood.log");
+    await Deno.writeTextFile(path, "a\n".repeat(200_000)); // 2-byte lines, as a hostile server sends them
+    const batches: number[] = [];
+    const ingestLines = store.ingestLines.bind(store);
+    store.ingestLines = (...args) => (batches.push(args[3].length), ingestLines(...args));
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 0);
+    try {
+      const file = { rel: "x/flood.log", path, ino: (await Deno.stat(path)).ino ?? null };
+      assertEquals((await ingestFile(store, "evil", file, undefined)).lines, 200_000);
+    } finally {
+      clearInterval(timer);
+    }
+    assertEquals(Math.max(...batches), CHUNK / 2, "a transaction holds one chunk's lines");
+    assert(ticks >= batches.length / 2, `timers ran ${ticks} times across ${batches.length} transactions`);
   } finally {
     store.close();
     await Deno.remove(dir, { recursive: true });
