@@ -307,7 +307,7 @@ export class HttpListener {
         response = streamed.response;
         order.streaming(answering, streamed.stop);
       }
-      await event.respondWith(response).catch(() => {});
+      await event.respondWith(untransformed(response)).catch(() => {});
       order.end(answering);
       if (admitted === "counted") gate.endStream(tracked);
       idle();
@@ -379,6 +379,25 @@ function refuse(conn: Deno.Conn, plain: boolean): Promise<void> {
  * as it cuts an HTTP/1.1 one whose write stalls. Without it, each such stream held its app
  * connection for good (found by an attacker: 1,000 app connections held from 10 connections).
  */
+/**
+ * `response` marked `Cache-Control: no-transform`, which keeps Deno's HTTP/2 server from
+ * compressing it (it would, for a client that accepts gzip or br, a compressible Content-Type and
+ * no Content-Encoding or Content-Range): the app's bytes go as it sent them, as over HTTP/1.1.
+ * Compressing a page that reflects input beside a secret lets its size tell the secret (BREACH),
+ * and it made the app's strong ETag weak.
+ */
+function untransformed(response: Response): Response {
+  const { headers } = response;
+  if (!response.body || !headers.has("content-type") || headers.has("content-encoding")) return response;
+  if (headers.has("content-range")) return response;
+  const cacheControl = headers.get("cache-control");
+  if (cacheControl !== null && /(?:^|,)\s*no-transform\s*(?:,|$)/i.test(cacheControl)) return response;
+  try {
+    headers.set("cache-control", cacheControl ? `${cacheControl}, no-transform` : "no-transform");
+  } catch { /* immutable headers (a redirect): no body to compress */ }
+  return response;
+}
+
 function watched(
   response: Response,
   waits: Set<{ since: number }>,

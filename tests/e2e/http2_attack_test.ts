@@ -9,7 +9,7 @@
  * while an ordinary upload and thousands of small POSTs pass; a client that reads nothing at all
  * is cut and its connection slot freed; requests in flight beyond a connection's first count
  * against the connection limits; `http2: false` makes ALPN offer HTTP/1.1 alone, served by the
- * proxy's own server.
+ * proxy's own server. Answers are never compressed by the proxy (a BREACH size oracle).
  */
 import { join } from "node:path";
 import { assert, assertEquals } from "../helpers/assert.ts";
@@ -69,6 +69,13 @@ async function withTwoApps(
       return new Promise((resolve) => setTimeout(() => resolve(new Response("ok")), 500));
     }
     if (new URL(req.url).pathname === "/cancelled") return new Response(String(cancelled));
+    if (new URL(req.url).pathname === "/text") {
+      // A page that reflects its query beside a secret: compressed, its size would tell the secret (BREACH).
+      const body = `csrf_token=7f3a9c2e1b ${new URL(req.url).search} ${"x".repeat(2000)}`;
+      return new Response(body, {
+        headers: { "content-type": "text/plain", etag: '"v1"', "cache-control": "private" },
+      });
+    }
     if (new URL(req.url).pathname === "/eight") {
       let left = 8;
       return new Response(new ReadableStream({ pull: (c) => left-- > 0 ? c.enqueue(chunk) : c.close() }));
@@ -186,6 +193,36 @@ Deno.test("http2: a Host other than :authority, a :path without '/' and CONNECT 
     assert(out.success, new TextDecoder().decode(out.stderr));
     assertEquals(lines, ["200", "200", "400", "400", "400"]);
     assertEquals(seen.sort(), ["GET /h a.test", "GET /h a.test"]);
+  });
+});
+
+Deno.test("http2: answers go as the app sent them, never compressed by the proxy (BREACH), the strong ETag kept", async () => {
+  await withTwoApps(async ({ https, ca }) => {
+    const get = async (http: "--http2" | "--http1.1", query: string) => {
+      const out = await new Deno.Command("curl", {
+        args: ["-sS", http, "--cacert", ca, "--resolve", `a.test:${https}:127.0.0.1`, "-H", "accept-encoding: gzip, br"]
+          .concat([
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "-w",
+            "size=%{size_download}",
+            `https://a.test:${https}/text?q=${query}`,
+          ]),
+      }).output();
+      assert(out.success, new TextDecoder().decode(out.stderr));
+      return new TextDecoder().decode(out.stdout).toLowerCase();
+    };
+    for (const http of ["--http2", "--http1.1"] as const) {
+      const right = await get(http, "csrf_token=7f3a9c2e1b");
+      const wrong = await get(http, "csrf_token=zzzzzzzzzz");
+      assert(!right.includes("content-encoding"), right);
+      assert(right.includes('etag: "v1"'), `the app's strong ETag: ${right}`);
+      // The same size whatever the query guesses: nothing to learn from it.
+      assertEquals(/size=(\d+)/.exec(right)?.[1], /size=(\d+)/.exec(wrong)?.[1]);
+      assertEquals(Number(/size=(\d+)/.exec(right)?.[1]), 2047, "the whole page, uncompressed");
+    }
   });
 });
 
