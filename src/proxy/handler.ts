@@ -58,6 +58,8 @@ export interface HandlerDeps {
   challenge?(token: string): string | undefined;
   /** Whether a certificate for this host name is being served (then HTTP redirects to HTTPS). */
   hasCertificate?(host: string): boolean;
+  /** Whether the HTTPS port has a certificate for this host name at all (valid or not): else no handshake named it. */
+  servesTls?(host: string): boolean;
   /** The shared HTTPS port (redirects name it unless it is 443). */
   httpsPort?(): number;
   /** Request accounting: returns the function to call with the response. */
@@ -113,6 +115,9 @@ function routeFor(deps: HandlerDeps, entry: Entry, host: string, target: string)
   }
   const route = deps.table().byHost(name);
   if (!route) return errorPage(404);
+  // Over HTTPS, a host with no certificate was reached on a connection made for another name:
+  // an app meant for plain HTTP is not served under another app's certificate (RFC 9110 §15.5.20).
+  if (entry.kind === "https" && deps.servesTls && !deps.servesTls(name)) return errorPage(421);
   if (entry.kind === "http" && deps.hasCertificate?.(name)) return redirect(target, name, deps.httpsPort?.());
   return route;
 }

@@ -114,6 +114,7 @@ export class ProxyServer {
     serveStatic,
     challenge: (token) => this.#certs?.challengeResponse(token),
     hasCertificate: (host) => this.#certs?.hasCertificate(host) ?? false,
+    servesTls: (host) => this.#certs?.certificateFor(host) !== undefined,
     httpsPort: () => this.#config?.https ?? 443,
     measure: (app, slot) => this.#metrics.begin(app, slot),
     log: (line) => this.#log(line),

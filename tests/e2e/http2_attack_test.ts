@@ -9,7 +9,8 @@
  * while an ordinary upload and thousands of small POSTs pass; a client that reads nothing at all
  * is cut and its connection slot freed; requests in flight beyond a connection's first count
  * against the connection limits; `http2: false` makes ALPN offer HTTP/1.1 alone, served by the
- * proxy's own server. Answers are never compressed by the proxy (a BREACH size oracle).
+ * proxy's own server. Answers are never compressed by the proxy (a BREACH size oracle), and a
+ * plain-HTTP app asked for over another name's TLS connection gets 421.
  */
 import { join } from "node:path";
 import { assert, assertEquals } from "../helpers/assert.ts";
@@ -90,12 +91,16 @@ async function withTwoApps(
       const tlsDir = join(root, "tls");
       await Deno.mkdir(tlsDir, { mode: 0o700 });
       const tls = await selfSigned(tlsDir, ["a.test", "b.test"]);
-      for (const name of ["a", "b"]) {
+      for (const name of ["a", "b", "c"]) {
         await setUp(name, { port: app.addr.port });
+        // c.test is plain HTTP only: no certificate names it.
+        const tlsLine = name === "c" ? "" : `tls: { certificate: ${tls.certificate}, key: ${tls.key} }\n`;
         await Deno.writeTextFile(
           join(deploymentsRoot(root), name, "config.yml"),
-          `domains: [${name}.test]\ntls: { certificate: ${tls.certificate}, key: ${tls.key} }\n`,
-          { append: true },
+          `domains: [${name}.test]\n${tlsLine}`,
+          {
+            append: true,
+          },
         );
       }
       await proxy.start();
@@ -223,6 +228,20 @@ Deno.test("http2: answers go as the app sent them, never compressed by the proxy
       assertEquals(/size=(\d+)/.exec(right)?.[1], /size=(\d+)/.exec(wrong)?.[1]);
       assertEquals(Number(/size=(\d+)/.exec(right)?.[1]), 2047, "the whole page, uncompressed");
     }
+  });
+});
+
+Deno.test("https: a plain-HTTP app asked for on a connection made for another name gets 421, over HTTP/2 and HTTP/1.1", async () => {
+  await withTwoApps(async ({ https, ca, seen }) => {
+    for (const http of ["--http2", "--http1.1"]) {
+      const out = await new Deno.Command("curl", {
+        args: ["-sS", http, "--cacert", ca, "--resolve", `a.test:${https}:127.0.0.1`, "-H", "host: c.test"]
+          .concat(["-o", "/dev/null", "-w", "%{http_code}", `https://a.test:${https}/fronted`]),
+      }).output();
+      assert(out.success, new TextDecoder().decode(out.stderr));
+      assertEquals(new TextDecoder().decode(out.stdout), "421", http);
+    }
+    assertEquals(seen.filter((line) => line.includes("/fronted")), [], "the app was not reached");
   });
 });
 
