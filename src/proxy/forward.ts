@@ -7,7 +7,7 @@
  */
 import { Balanced, type Balancer } from "./balance.ts";
 import type { InFlight } from "./inflight.ts";
-import { errorChain, errorPage } from "./pages.ts";
+import { errorChain, errorPage, loggedPath } from "./pages.ts";
 import { UpstreamError } from "./connection.ts";
 import { isComplete, type UpstreamPool, type UpstreamRequest } from "./upstream.ts";
 
@@ -358,7 +358,7 @@ async function forwardTo(
       end();
       if (balanced) port = balanced.port;
       const timeout = error instanceof UpstreamError && error.kind === "timeout";
-      const where = path.split("?")[0];
+      const where = loggedPath(path);
       deps.log(`${app}: ${req.method} ${where}: 127.0.0.1:${port}: ${errorChain(error).split("\n")[0]}`);
       return errorPage(timeout ? 504 : 502);
     }

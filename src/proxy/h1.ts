@@ -26,7 +26,7 @@ import { headSent } from "./canary.ts";
 import type { Conn, HandlerDeps } from "./handler.ts";
 import { checkHost, type Client, forwardedRequest, within } from "./forward.ts";
 import type { InFlight } from "./inflight.ts";
-import { errorChain, errorPage, message } from "./pages.ts";
+import { errorChain, errorPage, loggedPath, message } from "./pages.ts";
 import type { Route } from "./routes.ts";
 import { BodyDecoder, Connection, UpstreamError } from "./connection.ts";
 import { parseResponseHead } from "./response_head.ts";
@@ -222,7 +222,7 @@ class Session {
         try {
           response = await this.deps.handler(req, this.conn);
         } catch (error) {
-          this.log(`${head.method} ${head.target.split("?")[0]}: ${message(error)}`);
+          this.log(`${head.method} ${loggedPath(head.target)}: ${message(error)}`);
           response = errorPage(500);
         }
       }
@@ -384,7 +384,7 @@ class Session {
         });
       } catch (error) {
         if (this.balancedRequest) port = this.balancedRequest.port;
-        const where = `${route.app}: ${head.method} ${head.target.split("?")[0]}`;
+        const where = `${route.app}: ${head.method} ${loggedPath(head.target)}`;
         if (error instanceof ClientBodyError) {
           status = error.status;
           this.log(`${where}: the client's body: ${error.message}`);
@@ -478,7 +478,7 @@ class Session {
           pieces = await within(exchange.next(), this.deps.upstreamTimeoutMs);
           if (pieces === undefined) throw new Error(`nothing for ${this.deps.upstreamTimeoutMs} ms`);
         } catch (error) {
-          const where = `${route.app}: ${head.method} ${head.target.split("?")[0]}`;
+          const where = `${route.app}: ${head.method} ${loggedPath(head.target)}`;
           this.log(`${where}: the app's answer failed midway: ${message(error)}`);
           exchange.cancel();
           return { written, close: true };
@@ -507,7 +507,7 @@ class Session {
     const done = measureRoute(this.deps.handlerDeps, route);
     const balanced = this.balancedRequest;
     const end = balanced ? balanced.begin() : this.deps.inFlight.begin(port);
-    const where = () => `${route.app}: websocket ${head.target.split("?")[0]}: 127.0.0.1:${balanced?.port ?? port}`;
+    const where = () => `${route.app}: websocket ${loggedPath(head.target)}: 127.0.0.1:${balanced?.port ?? port}`;
     let app: Connection | undefined;
     let status = 502;
     const untrack = this.deps.inFlight.track(() => {

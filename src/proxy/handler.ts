@@ -25,7 +25,7 @@ import {
 } from "./forward.ts";
 import { chooseSide, measureSide } from "./canary.ts";
 import { isAllowed, maintenanceResponse } from "./maintenance.ts";
-import { errorPage, message } from "./pages.ts";
+import { errorPage, loggedPath, message } from "./pages.ts";
 import type { Route } from "./routes.ts";
 import type { RouteTable } from "./table.ts";
 
@@ -136,7 +136,7 @@ export function createHandler(deps: HandlerDeps): (req: Request, conn: Conn) => 
     try {
       response = await serve(deps, route, req, conn, host, seen);
     } catch (error) {
-      deps.log(`${route.app}: ${req.method} ${pathOf(req.url).split("?")[0]}: ${message(error)}`);
+      deps.log(`${route.app}: ${req.method} ${loggedPath(pathOf(req.url))}: ${message(error)}`);
       response = errorPage(500);
     }
     if (entry.kind === "https" && route.hsts && response.status !== 101) {

@@ -18,6 +18,15 @@ export function errorPage(status: number, headers: Record<string, string> = {}):
   return textResponse(status, `${status} ${REASONS[status] ?? "Error"}`, headers);
 }
 
+/** Longest request path a log line shows: a client's path may be 64 KiB, and one request is one short line. */
+const LOGGED_PATH = 200;
+
+/** `target` without its query, cut for the log. */
+export function loggedPath(target: string): string {
+  const path = target.split("?")[0];
+  return path.length > LOGGED_PATH ? `${path.slice(0, LOGGED_PATH)}… (${path.length} characters)` : path;
+}
+
 /** The message of an error (or the value in words). */
 export function message(error: unknown): string {
   return error instanceof Error ? error.message : String(error);

@@ -87,7 +87,11 @@ async function resolveInside(root: string, path: string): Promise<string | undef
   try {
     real = await Deno.realPath(path);
   } catch (error) {
+    // A name too long for the file system, or a symbolic link loop: nothing to serve there either.
     if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotADirectory) return undefined;
+    if (error instanceof Deno.errors.FilesystemLoop || (error as { code?: string }).code === "ENAMETOOLONG") {
+      return undefined;
+    }
     throw error;
   }
   const base = root.endsWith(sep) ? root : root + sep;

@@ -399,8 +399,10 @@ Deno.test("proxy: static releases: types, index.html, ETag/304, HEAD; traversal,
     await Deno.symlink(join(www, "outside.txt"), join(release, "link-out"));
     await Deno.symlink(join(release, ".env"), join(release, "link-env"));
     await Deno.symlink("app.js", join(release, "link-in.js"));
+    await Deno.symlink("loop-b", join(release, "loop-a"));
+    await Deno.symlink("loop-a", join(release, "loop-b"));
 
-    await withProxy(async ({ proxy, app: setup, url }) => {
+    await withProxy(async ({ proxy, app: setup, url, logs }) => {
       const port = await setup("site", { dir: release });
       await proxy.start();
       const get = async (path: string, init?: RequestInit) => {
@@ -462,6 +464,12 @@ Deno.test("proxy: static releases: types, index.html, ETag/304, HEAD; traversal,
         assert(!text.includes("SECRET"), `${path} leaked: ${text}`);
       }
       assertEquals((await rawGet(port, "/%E0%A4%A")).status, 400);
+      // A symbolic link loop, a name too long for the file system: nothing there (they were 500s, each
+      // logging the whole path: a client could write 120 KB of log per request).
+      for (const path of ["/loop-a", `/${"a".repeat(300)}`, `/${"b".repeat(5000)}/x`]) {
+        assertEquals([path.slice(0, 20), (await rawGet(port, path)).status], [path.slice(0, 20), 404]);
+      }
+      assertEquals(logs.filter((line) => line.length > 500), [], "no log line carries a whole long path");
     });
   } finally {
     await Deno.remove(base, { recursive: true });

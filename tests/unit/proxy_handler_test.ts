@@ -7,6 +7,7 @@ import { assert, assertEquals } from "../helpers/assert.ts";
 import { forwardedHeaders, hostName, requestHost } from "../../src/proxy/forward.ts";
 import { type Conn, createHandler, type Entry, type HandlerDeps } from "../../src/proxy/handler.ts";
 import type { Route } from "../../src/proxy/routes.ts";
+import { loggedPath } from "../../src/proxy/pages.ts";
 import { RouteTable } from "../../src/proxy/table.ts";
 
 function route(app: string, extra: Partial<Route> = {}): Route {
@@ -175,4 +176,9 @@ Deno.test("route table: an app that serves keeps its port and host names over on
     "aaa-site": "skipping aaa-site: site.test is already site's",
     zzz: "skipping zzz: port 8080 is already legacy's", // both serve: the first by name
   });
+});
+
+Deno.test("loggedPath: a request's path in the log is cut at 200 characters and loses its query", () => {
+  assertEquals(loggedPath("/a/b?token=secret"), "/a/b");
+  assertEquals(loggedPath(`/${"x".repeat(60_000)}?q`), `/${"x".repeat(199)}… (60001 characters)`);
 });
