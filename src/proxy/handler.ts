@@ -93,7 +93,10 @@ export function decide(
   const maintenance = route.maintenance;
   if (maintenance && !(headers && client && isAllowed(maintenance, clientIp(headers, client)))) {
     deps.measure?.(route.app, "maintenance")(503, 0, maintenance.page.length);
-    return maintenanceResponse(maintenance);
+    const page = maintenanceResponse(maintenance);
+    // Its visitors keep the app's HSTS through a long maintenance, as through any answer.
+    if (entry.kind === "https" && route.hsts) page.headers.set("strict-transport-security", HSTS);
+    return page;
   }
   return route.canary === undefined ? route : chooseSide(route.canary, headers, client);
 }

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { assert, assertEquals } from "../helpers/assert.ts";
 import { parseMaintenanceArgs } from "../../src/commands/maintenance.ts";
 import { DeployParadigmError, UsageError } from "../../src/errors.ts";
-import { type Conn, createHandler, type Entry, type HandlerDeps } from "../../src/proxy/handler.ts";
+import { type Conn, createHandler, type Entry, type HandlerDeps, HSTS } from "../../src/proxy/handler.ts";
 import {
   builtInPage,
   checkAllowEntry,
@@ -302,9 +302,9 @@ Deno.test("maintenance in words: status lines and the proxy's log", () => {
 // ---------------------------------------------------------------------------------------------
 // The handler (HTTP/2 and the proxy's own answers; HTTP/1.1 shares `decide`)
 
-function harness(maintenance: Maintenance | undefined, extra: Partial<HandlerDeps> = {}) {
+function harness(maintenance: Maintenance | undefined, extra: Partial<HandlerDeps> = {}, hsts = false) {
   const routes: Route[] = [
-    { app: "shop", port: 8000, domains: ["shop.test"], hsts: false, target: { port: 41001 }, maintenance },
+    { app: "shop", port: 8000, domains: ["shop.test"], hsts, target: { port: 41001 }, maintenance },
     { app: "legacy", port: 8080, domains: [], hsts: false, target: { port: 41003 }, maintenance },
   ];
   const table = new RouteTable(routes);
@@ -372,6 +372,16 @@ Deno.test("handler: an app in maintenance answers 503 (both entries, WebSockets 
     await (await off.handler(new Request("https://shop.test/"), conn({ kind: "https" }, "203.0.113.9"))).text(),
     "from shop",
   );
+});
+
+Deno.test("handler: the maintenance page of an app with hsts carries it over HTTPS (its visitors keep it), never over HTTP", async () => {
+  const { handler } = harness(ON, {}, true);
+  const https = await handler(new Request("https://shop.test/a"), conn({ kind: "https" }, "203.0.113.9"));
+  assertEquals([https.status, https.headers.get("strict-transport-security")], [503, HSTS]);
+  await https.body?.cancel();
+  const plain = await handler(new Request("http://x:8080/"), conn({ kind: "port", port: 8080 }, "203.0.113.9"));
+  assertEquals([plain.status, plain.headers.get("strict-transport-security")], [503, null]);
+  await plain.body?.cancel();
 });
 
 Deno.test("handler: behind a trusted proxy the allowed client is the one X-Forwarded-For names; never from an untrusted peer", async () => {
