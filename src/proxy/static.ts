@@ -123,7 +123,33 @@ async function fileResponse(path: string, stat: Deno.FileInfo, req: Request, sta
   headers.set("content-length", String(stat.size));
   if (req.method === "HEAD") return new Response(null, { status, headers });
   const file = await Deno.open(path);
-  return new Response(file.readable, { status, headers });
+  return new Response(exactly(file, stat.size), { status, headers });
+}
+
+/**
+ * `file`'s first `size` bytes, its size when it was found: a file that grows while it is sent
+ * never sends more than its Content-Length announced (HTTP/2 clients reset such a stream), and one
+ * that shrinks fails the stream, so no client takes a short body for the whole file.
+ */
+function exactly(file: Deno.FsFile, size: number): ReadableStream<Uint8Array> {
+  const reader = file.readable.getReader();
+  let left = size;
+  const end = (controller: ReadableStreamDefaultController<Uint8Array>) => {
+    controller.close();
+    reader.cancel().catch(() => {}); // closes the file
+  };
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (left === 0) return end(controller);
+      const { done, value } = await reader.read();
+      if (done) return controller.error(new Error(`the file ended ${left} bytes before its size when it was found`));
+      const piece = value.length > left ? value.subarray(0, left) : value;
+      left -= piece.length;
+      controller.enqueue(piece);
+      if (left === 0) end(controller);
+    },
+    cancel: (reason) => reader.cancel(reason),
+  }, { highWaterMark: 0 });
 }
 
 function notModified(headers: Headers, etag: string, mtime: number): boolean {

@@ -8,6 +8,7 @@ import { forwardedHeaders, hostName, requestHost } from "../../src/proxy/forward
 import { type Conn, createHandler, type Entry, type HandlerDeps } from "../../src/proxy/handler.ts";
 import type { Route } from "../../src/proxy/routes.ts";
 import { loggedPath } from "../../src/proxy/pages.ts";
+import { serveStatic } from "../../src/proxy/static.ts";
 import { RouteTable } from "../../src/proxy/table.ts";
 
 function route(app: string, extra: Partial<Route> = {}): Route {
@@ -181,4 +182,29 @@ Deno.test("route table: an app that serves keeps its port and host names over on
 Deno.test("loggedPath: a request's path in the log is cut at 200 characters and loses its query", () => {
   assertEquals(loggedPath("/a/b?token=secret"), "/a/b");
   assertEquals(loggedPath(`/${"x".repeat(60_000)}?q`), `/${"x".repeat(199)}… (60001 characters)`);
+});
+
+Deno.test("serveStatic: a file that grows while it is sent gives its size when found, no more; one that shrinks fails", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dp-static-size-" });
+  try {
+    const path = `${dir}/big.bin`;
+    const size = 1 << 20;
+    for (const change of ["grow", "shrink"] as const) {
+      await Deno.writeFile(path, new Uint8Array(size).fill(0x61));
+      const response = await serveStatic(dir, new Request("http://x/big.bin"));
+      assertEquals(response.headers.get("content-length"), String(size));
+      const reader = response.body!.getReader();
+      let read = (await reader.read()).value!.length; // the file is open and being sent
+      if (change === "grow") await Deno.writeFile(path, new Uint8Array(3 << 20).fill(0x62), { append: true });
+      else await Deno.truncate(path, 1000);
+      const rest = (async () => {
+        for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) read += chunk.value.length;
+        return read;
+      })();
+      if (change === "grow") assertEquals(await rest, size, "exactly the announced length");
+      else assertEquals(await rest.then(() => "ended", () => "failed"), "failed", "never a short body taken as whole");
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
