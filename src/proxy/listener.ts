@@ -52,6 +52,8 @@ export interface ListenerOptions {
   http2?: boolean;
   /** TLS: the certificate for an SNI name (undefined: the handshake fails). */
   certificateFor?: (serverName: string) => { cert: string; key: string } | undefined;
+  /** TLS: distinct SNI names a listener answers before a fresh one replaces it (default {@link MAX_SNI_NAMES}). */
+  maxServerNames?: number;
   log: (line: string) => void;
 }
 
@@ -61,8 +63,8 @@ const PEER_GONE = [Deno.errors.NotConnected, Deno.errors.ConnectionReset, Deno.e
 /** Refusals written at once at most; beyond, the accept loop waits for them (a connection flood's file descriptors). */
 const MAX_REFUSING = 32;
 
-/** Failed SNI lookups before a fresh TLS listener replaces the one that remembers them. */
-const MAX_SNI_MISSES = 10_000;
+/** Distinct SNI names (with a certificate or not) before a fresh TLS listener replaces the one that remembers them. */
+export const MAX_SNI_NAMES = 10_000;
 /** How long a replaced TLS listener keeps accepting what the kernel queued for it. */
 const HANDOVER_OVERLAP_MS = 1000;
 /** Requests in flight on one connection (HTTP/2 streams) past which new ones get a 503. */
@@ -105,14 +107,20 @@ export class HttpListener {
     const { hostname, port, certificateFor } = this.#options;
     if (!certificateFor) return Deno.listen({ hostname, port });
     const missed = new Set<string>();
+    const names = new Set<string>();
+    const most = this.#options.maxServerNames ?? MAX_SNI_NAMES;
     const resolver = (serverName: string) => {
       const name = serverName.toLowerCase();
+      // Deno remembers every name's answer for the listener's life, a certificate or a failure:
+      // random names (unknown ones, or any under a wildcard) would grow that memory for ever, so a
+      // fresh listener (an empty memory) takes over now and then.
+      if (!names.has(name) && names.add(name).size === most) {
+        this.#options.log(`${hostname}:${port}: ${most} TLS server names asked for: a fresh listener takes over`);
+        setTimeout(() => this.handOver(), 0);
+      }
       const pair = certificateFor(name);
       if (pair) return pair;
-      // Deno remembers every name's answer for the listener's life, failures too: random names
-      // would grow that memory for ever, so a fresh listener (an empty memory) takes over now and then.
       missed.add(name);
-      if (missed.size === MAX_SNI_MISSES) setTimeout(() => this.handOver(), 0);
       throw new Error(`no certificate for ${JSON.stringify(serverName)}`);
     };
     const listener = Deno.listenTls(

@@ -57,6 +57,8 @@ export interface ProxyOptions {
    * the value would be the whole program's, and its children's.
    */
   ownProcess?: boolean;
+  /** Distinct TLS server names before a fresh listener takes over (tests; default: the listener's). */
+  maxServerNames?: number;
 }
 
 /** One route as `status` reports it. */
@@ -85,6 +87,7 @@ export class ProxyServer {
   readonly #log: (line: string) => void;
   readonly #trust: TrustCheck;
   readonly #ownProcess: boolean;
+  readonly #maxServerNames?: number;
   readonly #inFlight = new InFlight();
   readonly #balancer = new Balancer(this.#inFlight, (line) => this.#log(line));
   readonly #metrics = new ProxyMetrics();
@@ -128,6 +131,7 @@ export class ProxyServer {
     this.#log = options.log ?? (() => {});
     this.#trust = options.trust ?? trustedFile;
     this.#ownProcess = options.ownProcess ?? false;
+    this.#maxServerNames = options.maxServerNames;
     this.#control = new ControlServer(controlSocketPath(this.#root), {
       reload: async () => {
         const routes = await this.reload();
@@ -352,6 +356,7 @@ export class ProxyServer {
       isTrusted: (ip) => isTrusted(ip, this.#config!.trustedProxies),
       certificateFor: entry.kind === "https" ? (name) => this.#certs?.certificateFor(name) : undefined,
       http2: this.#config!.http2,
+      maxServerNames: this.#maxServerNames,
       log: this.#log,
     });
     try {

@@ -26,11 +26,16 @@ export interface ProxyContext {
  */
 export async function withProxy(
   fn: (ctx: ProxyContext) => Promise<void>,
-  options: { proxyYml?: string } = {},
+  options: { proxyYml?: string; maxServerNames?: number } = {},
 ): Promise<void> {
   const root = await Deno.makeTempDir({ prefix: "dp-proxy-" });
   const logs: string[] = [];
-  const proxy = new ProxyServer({ root, host: "127.0.0.1", log: (line) => logs.push(line) });
+  const proxy = new ProxyServer({
+    root,
+    host: "127.0.0.1",
+    log: (line) => logs.push(line),
+    maxServerNames: options.maxServerNames,
+  });
   try {
     if (options.proxyYml !== undefined) {
       await Deno.mkdir(deploymentsRoot(root), { recursive: true });
