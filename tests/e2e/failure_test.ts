@@ -126,7 +126,7 @@ Deno.test("a broken deploy.yml gives a clear message and changes nothing", async
     const broken = [
       {
         yml: "name: cfg\ntype: python\nhealthCheck: [/health\n",
-        message: /Cannot read deploy\.yml from commit [0-9a-f]{7}:\s+remote:\s+deploy\.yml:4:1: YAML syntax error/,
+        message: /Cannot read deploy\.yml from commit [0-9a-f]{7}:\s+remote:\s+deploy\.yml:3:22: YAML syntax error/,
       },
       {
         yml: "name: cfg\ntype: rust\nhealthCheck: /health\n",
@@ -240,7 +240,7 @@ Deno.test("status names what keeps an app from being served or shown, shows the 
       table.stdout,
       new RegExp(
         `\\n! typo: config\\.yml does not load \\(deploys refuse it; the proxy keeps the route it had, none after ` +
-          `it restarts\\): Cannot read ${server.paths("typo").config}:\\n  \\S+:2:1: YAML`,
+          `it restarts\\): Cannot read ${server.paths("typo").config}:\\n  \\S+:1:9: YAML`,
       ),
     );
     assertMatch(
@@ -262,5 +262,28 @@ Deno.test("status names what keeps an app from being served or shown, shows the 
       /^error: \S+\.deploy-paradigm\.json holds a list, not an object\nhint: deploys write/,
     );
     for (const run of [table, json, one, releasesShown]) assert(!/\n\s+at /.test(run.stderr), run.stderr);
+
+    // The proxy: a proxy.yml it would not start with again, then the proxy down. Setup refuses the first.
+    const proxyYml = join(server.prefix, "opt", "deployments", "proxy.yml");
+    await Deno.writeTextFile(proxyYml, "http: 24080\nhttp2: ture\n");
+    const broken = await server.cli(["status"]);
+    assertEquals(broken.code, 1, broken.output);
+    assertMatch(
+      broken.stdout,
+      /\n! proxy: proxy\.yml does not load \(the proxy keeps the settings it started with.*\n.*proxy\.yml:2:8: "http2" must be/,
+    );
+    const before = await snapshot(server);
+    const setup = await server.cli(["setup", "more", "--port", String(freePort()), "--manager", "pm2", "--yes"]);
+    assertEquals(setup.code, 2, setup.output);
+    assertMatch(setup.stderr, /proxy\.yml:2:8: "http2" must be/);
+    assertEquals(await snapshot(server), before, "setup wrote nothing");
+    await Deno.remove(proxyYml);
+    await server.stopProxy();
+    const down = await server.cli(["status"]);
+    assertEquals(down.code, 1, down.output);
+    assertMatch(
+      down.stdout,
+      /\n! proxy: it does not answer on its control socket, so the apps behind it are not served/,
+    );
   });
 });
