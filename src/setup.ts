@@ -22,7 +22,8 @@ import { installHook } from "./hook.ts";
 import { type AppPaths, appPaths, deploymentsRoot, prefix, selfCommand } from "./paths.ts";
 import { nameClash } from "./deploy/workers.ts";
 import { control } from "./proxy/client.ts";
-import { controlSocketPath, legacyControlSocketPath } from "./proxy/routes.ts";
+import { loadProxyConfig } from "./proxy/config.ts";
+import { controlSocketPath, legacyControlSocketPath, PROXY_SERVICE } from "./proxy/routes.ts";
 import { ProcessRunner } from "./runner.ts";
 import { setupUsers, type UserSetup } from "./setup_users.ts";
 import { parseDocument } from "./yaml.ts";
@@ -265,6 +266,8 @@ export async function setup(options: SetupOptions): Promise<number> {
   // Checked before anything is written: a domain another app has, a hook we could not replace,
   // a `user:` in config.yml that names nobody.
   await refuseTakenDomains(options.app, values.domains);
+  // The proxy this app goes behind reads proxy.yml when it starts: one it cannot read would stop it (every app down).
+  if (PROXIED[values.strategy]) await loadProxyConfig(prefix());
   if (bindsPort(values)) await refuseTakenPort(options.app, values.port);
   const clash = await nameClash(prefix(), options.app, []);
   if (clash) throw new UsageError(clash, { suggestion: "choose another name for the app" });
@@ -443,8 +446,7 @@ function installedHost(argv: string[] | undefined): string | undefined {
   return at >= 0 ? argv![at + 1] : undefined;
 }
 
-/** The proxy's service name, under every manager. */
-export const PROXY_SERVICE = "deploy-paradigm-proxy";
+export { PROXY_SERVICE };
 
 /** The proxy as a service listening on `host` (`restart`: it runs an older version). */
 export function proxyService(host: string, env: Record<string, string>, root: string, restart = false): ServiceSpec {

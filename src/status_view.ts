@@ -17,6 +17,11 @@ import { type ServerConfig, serverConfigSchema } from "./config/schema.ts";
 import { listProcesses, type ProcessInfo, RUNNING_STATES } from "./deploy/process_list.ts";
 import { managerNamed } from "./managers/mod.ts";
 import { ProcessRunner } from "./runner.ts";
+import { PROXIED } from "./deploy/strategies/names.ts";
+import { control } from "./proxy/client.ts";
+import { PROXY_SERVICE } from "./proxy/routes.ts";
+import { loadProxyConfig } from "./proxy/config.ts";
+import { prefix } from "./paths.ts";
 
 /** What status.json (written on this server, but by deploys of code anyone may push) says, safe on one line. */
 const safe = (text: string) => forTerminal(text, { oneLine: true });
@@ -42,6 +47,7 @@ export async function collectStatus(only?: string): Promise<{ statuses: AppStatu
   }
   const statuses: AppStatus[] = [];
   const problems: string[] = [];
+  let proxied = false;
   for (const name of names.sort()) {
     const paths = appPaths(name);
     let config: ServerConfig | undefined;
@@ -63,6 +69,7 @@ export async function collectStatus(only?: string): Promise<{ statuses: AppStatu
       problems.push(`${name}: ${error.message}${error.suggestion ? ` (${error.suggestion})` : ""}`);
       continue;
     }
+    if (config && (PROXIED[config.strategy] || config.domains.length)) proxied = true;
     if (status) {
       // Maintenance as maintenance.json has it now, not as it was when status.json was written.
       const { maintenance: _, processes: written, ...rest } = status;
@@ -76,7 +83,31 @@ export async function collectStatus(only?: string): Promise<{ statuses: AppStatu
       });
     }
   }
-  return { statuses, problems };
+  return { statuses, problems: [...problems, ...await proxyProblems(proxied)] };
+}
+
+/**
+ * What keeps the proxy from serving the apps behind it (`proxied`: some app is): a proxy.yml it
+ * cannot load (it would not start again), no answer on its control socket (it is down).
+ */
+async function proxyProblems(proxied: boolean): Promise<string[]> {
+  const problems: string[] = [];
+  try {
+    await loadProxyConfig(prefix());
+  } catch (error) {
+    if (error instanceof Deno.errors.PermissionDenied) throw error;
+    problems.push(
+      "proxy: proxy.yml does not load (the proxy keeps the settings it started with, and cannot start again until " +
+        `it is fixed): ${(error as Error).message}`,
+    );
+  }
+  if (proxied && !(await control(prefix(), { op: "status" }, 2000).then(() => true, () => false))) {
+    problems.push(
+      "proxy: it does not answer on its control socket, so the apps behind it are not served (see " +
+        `\`pm2 logs ${PROXY_SERVICE}\` or \`journalctl -u ${PROXY_SERVICE}\`)`,
+    );
+  }
+  return problems;
 }
 
 /** The app's processes with their states now (undefined when its manager cannot say). */

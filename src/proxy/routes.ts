@@ -64,6 +64,9 @@ export const FETCH_BLOCKED_PORTS: ReadonlySet<number> = new Set([
   6000, 6566, 6665, 6666, 6667, 6668, 6669, 6679, 6697, 10080
 ]);
 
+/** The proxy's service name, under every manager. */
+export const PROXY_SERVICE = "deploy-paradigm-proxy";
+
 /**
  * The proxy's control socket: `<deployments root>/.control/proxy.sock` under `root`, in a
  * directory only root and the deploy group may enter (see control.ts).
