@@ -18,6 +18,9 @@ const encoder = new TextEncoder();
 const BY_HOOK_ONLY = "receive is run by the repository's proc-receive hook during a git push; to deploy a commit " +
   "by hand, run `deploy-paradigm execute <git-dir> <commit>`";
 
+/** The longest pkt-line, its 4 length digits included. */
+const MAX_PKT_LENGTH = 65520;
+
 /** Reads pkt-lines: a string per data line (newline chomped), null for a flush packet. */
 export class PktReader {
   private buffer = new Uint8Array(0);
@@ -47,9 +50,14 @@ export class PktReader {
 
   /** The next packet: its text, or null for a flush. */
   async read(): Promise<string | null> {
-    const length = parseInt(new TextDecoder().decode(await this.take(4)), 16);
-    if (Number.isNaN(length)) {
-      throw new DeployParadigmError("malformed pkt-line from git", { suggestion: BY_HOOK_ONLY });
+    const head = new TextDecoder().decode(await this.take(4));
+    // Four hex digits: 0000 (a flush) or the packet's length with them, 4 to 65520 (git's pkt-line format).
+    const length = /^[0-9a-f]{4}$/.test(head) ? parseInt(head, 16) : NaN;
+    if (!(length === 0 || (length >= 4 && length <= MAX_PKT_LENGTH))) {
+      // Bad input, as a malformed command line is: exit 2, nothing changed.
+      throw new UsageError(`malformed pkt-line from git (length ${JSON.stringify(head)})`, {
+        suggestion: BY_HOOK_ONLY,
+      });
     }
     if (length === 0) return null;
     return new TextDecoder().decode(await this.take(length - 4)).replace(/\n$/, "");

@@ -379,7 +379,11 @@ Deno.test("PktReader: decodes lines and flushes across arbitrary chunk boundarie
 
 Deno.test("PktReader: an empty section and a malformed length", async () => {
   assertEquals(await new PktReader(fakeReader(pkt(null), 100)).readSection(), []);
-  await rejects(new PktReader(fakeReader(new TextEncoder().encode("zzzzhello"), 100)).read(), /malformed pkt-line/);
+  for (const bad of ["zzzzhello", " 00ahello", "0003", "fff1xxxx", "0x10hello"]) {
+    const error = await new PktReader(fakeReader(new TextEncoder().encode(bad), 100)).read().catch((e) => e);
+    assert(error instanceof UsageError, `${bad}: ${error}`); // bad input: exit 2, as the README says
+    assertMatch(error.message, /^malformed pkt-line from git \(length "/);
+  }
   // Nothing at all: no git at the other end (receive run by hand).
   await rejects(new PktReader(fakeReader(new Uint8Array(0), 100)).read(), /nothing came from git on the input/);
   // A packet cut short by the end of input.
