@@ -183,6 +183,12 @@ async function complete(options: SetupOptions, before: Partial<SetupOptions>): P
     strategy: given.strategy ?? defaults.strategy,
     domains: given.domains ?? defaults.domains,
   };
+  if (!interactive && values.port !== before.port && bindsPort(values) && portTaken(values.port)) {
+    // Not refused (the program holding it may be the one this app replaces), but said: deploys fail until it is free.
+    console.log(
+      `! port ${values.port} is in use on this server right now: the app cannot be served on it until it is free`,
+    );
+  }
   if (interactive) {
     // Loaded only here: prompt libraries are never on the hook's path, and hang without a terminal.
     const { input, select, confirm } = await import("@inquirer/prompts");

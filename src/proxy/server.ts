@@ -73,6 +73,8 @@ export interface RouteStatus {
   instances?: { port: number; inFlight: number; inRotation: boolean }[];
   /** Whether the app's public port (or the shared ports, for apps with domains) is open. */
   listening: boolean;
+  /** Why it is not: the error of the last try to listen there (it is retried). */
+  listenError?: string;
   /** Set when the app is in maintenance (its requests get 503, see ./maintenance.ts). */
   maintenance?: true;
 }
@@ -410,8 +412,16 @@ export class ProxyServer {
         }
         : {}),
       listening: route.domains.length ? this.#http !== undefined : this.#listeners.has(route.port),
+      ...this.#listenErrorOf(route),
       ...(route.maintenance ? { maintenance: true as const } : {}),
     }));
+  }
+
+  /** The last error of listening on the port `route` is served on, while it is not open. */
+  #listenErrorOf(route: Route): { listenError?: string } {
+    const port = route.domains.length ? this.#config?.http : route.port;
+    const error = port === undefined ? undefined : this.#listenErrors.get(port);
+    return error ? { listenError: error } : {};
   }
 
   /** Requests (and WebSockets) in flight to `targetPort` now. */

@@ -75,6 +75,31 @@ Deno.test("a first deploy that fails leaves nothing running and says so", async 
   });
 });
 
+Deno.test("a public port another program holds: setup says so, and the deploy that cannot be served names why", async () => {
+  await withServer(async (server) => {
+    const port = freePort();
+    const holder = Deno.listen({ hostname: "127.0.0.1", port }); // another program's
+    try {
+      const setup = await server.cli(
+        ["setup", "busy", "--port", String(port), "--manager", "pm2", "--proxy-host", "127.0.0.1", "--yes"],
+      );
+      assertEquals(setup.code, 0, setup.output);
+      assertMatch(setup.stdout, new RegExp(`! port ${port} is in use on this server right now`));
+      const repo = await AppRepo.create(server, "busy", server.paths("busy").repo);
+      await repo.python("busy", "v1");
+      const push = await repo.push();
+      assert(push.code !== 0, push.output);
+      assertMatch(
+        push.output,
+        new RegExp(`the proxy does not serve busy as asked \\(cannot listen on 127\\.0\\.0\\.1:${port} `),
+      );
+      assertMatch(push.output, /Address already in use/);
+    } finally {
+      holder.close();
+    }
+  });
+});
+
 Deno.test("a failing preDeploy hook leaves current untouched", async () => {
   await withServer(async (server) => {
     const port = freePort();

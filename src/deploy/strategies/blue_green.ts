@@ -325,7 +325,9 @@ async function expectRouted({ proxy, clock }: SwitchContext, app: string, target
     const { routes } = await proxy({ op: "status" }) as { routes?: Record<string, unknown>[] };
     const mine = routes?.find((r) => r.app === app);
     if (mine && JSON.stringify(mine.target) === JSON.stringify(target) && mine.listening === true) return;
-    seen = mine ? `target ${JSON.stringify(mine.target)}, listening ${mine.listening}` : "not routed";
+    seen = !mine ? "not routed" : typeof mine.listenError === "string" && mine.listening !== true
+      ? mine.listenError // e.g. the public port is another program's
+      : `target ${JSON.stringify(mine.target)}, listening ${mine.listening}`;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   throw new Error(`the proxy does not serve ${app} as asked (${seen}); see its log`);
