@@ -8,7 +8,7 @@
  * world-writable, and every owner is root or the app's own user.
  */
 import { join, relative } from "node:path";
-import { assert, assertEquals } from "../helpers/assert.ts";
+import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { AppRepo } from "../helpers/apps.ts";
 import { BIN, freePort, get, run, withServer } from "../helpers/server.ts";
 
@@ -133,6 +133,18 @@ Deno.test("under umask 022, no file holding a secret is readable by group or oth
         .filter((w) => w.mode & 0o077).map((w) => `${w.path} ${w.mode.toString(8)}`);
       assertEquals(pm2Open, [], "PM2_HOME is its owner's only");
       assertEquals(problems, []);
+
+      // A secrets file someone opened to others (rewritten by an editor, copied in): the next deploy narrows it.
+      await Deno.chmod(paths.envFile("production"), 0o644);
+      await repo.python(app, "v2");
+      const narrowed = await repo.pushOk();
+      assertMatch(narrowed.output, /! \S+\.env\.production was open to group or others \(mode 0644\): narrowed/);
+      assertEquals((await Deno.stat(paths.envFile("production"))).mode! & 0o777, 0o600);
+      // None at all (config.yml's env changed by hand, or the file gone): deployed, and said apart.
+      await Deno.remove(paths.envFile("production"));
+      await repo.python(app, "v3");
+      const none = await repo.pushOk();
+      assertMatch(none.output, /! no \S+\.env\.production: the app gets no secrets \(is config\.yml's env right\?\)/);
     });
   } finally {
     await sink.shutdown();

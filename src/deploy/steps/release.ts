@@ -150,7 +150,22 @@ export const env: Step = {
   name: "env",
   async run(ctx, { dir }) {
     const { plan } = ctx;
-    if (!plan.envSource) return `no ${plan.paths.envFile(plan.config.env)}; the app gets PORT only`;
+    if (!plan.envSource) {
+      // Setup makes it: gone, or config.yml names another env (a typo?). Said apart, not only as a step's line.
+      ctx.journal.say(
+        `! no ${plan.paths.envFile(plan.config.env)}: the app gets no secrets (is config.yml's env right?)`,
+      );
+      return `no ${plan.paths.envFile(plan.config.env)}; the app gets PORT only`;
+    }
+    // Secrets are 0600: a file someone opened to others (an editor, a copy) is narrowed, and said.
+    const mode = (await Deno.stat(plan.envSource)).mode! & 0o777;
+    if (mode & 0o077) {
+      await Deno.chmod(plan.envSource, mode & 0o700);
+      ctx.journal.say(
+        `! ${plan.envSource} was open to group or others (mode ${mode.toString(8).padStart(4, "0")}): narrowed ` +
+          "to owner only; make new secrets if others may have read it",
+      );
+    }
     const file = join(dir, ".env");
     const header = `from ${plan.envSource}, written by deploy-paradigm`;
     const text = plan.deploy.type === "docker"
