@@ -199,20 +199,15 @@ Deno.test("FleetStore: retention by age and by count removes lines and their ind
     assertEquals(store.version, MIGRATIONS.length);
 
     // A server that floods its logs trims its own lines, never another's: a quiet server keeps all of its own.
-    const quiet = store.newGeneration("quiet", "a/error.log", null, "q", 0);
-    store.ingestLines(
-      quiet,
-      "a",
-      "error.log",
-      Array.from({ length: 100 }, (_, i) => ({ offset: i, text: `q${i}`, ts: now })),
-    );
-    const loud = store.newGeneration("loud", "a/access.log", null, "l", 0);
-    store.ingestLines(
-      loud,
-      "a",
-      "access.log",
-      Array.from({ length: 3000 }, (_, i) => ({ offset: i, text: `l${i}`, ts: now })),
-    );
+    const fill = (server: string, file: string, count: number) =>
+      store.ingestLines(
+        store.newGeneration(server, `a/${file}`, null, server, 0),
+        "a",
+        file,
+        Array.from({ length: count }, (_, i) => ({ offset: i, text: `${server}${i}`, ts: now })),
+      );
+    fill("quiet", "error.log", 100);
+    fill("loud", "access.log", 3000);
     await store.retain({ maxLines: 2000, now });
     const perServer = store.sql(
       "SELECT server, count(*) AS n, min(text) AS first FROM lines GROUP BY server ORDER BY server",
@@ -221,7 +216,7 @@ Deno.test("FleetStore: retention by age and by count removes lines and their ind
     // 2,000 in all: quiet keeps its 100, s and loud (1,500 and 3,000) get 950 each, their newest.
     assertEquals(perServer.map((r) => [r.server, r.n]), [["loud", 950], ["quiet", 100], ["s", 950]]);
     assertEquals(
-      count("SELECT count(*) AS n FROM lines WHERE server = 'loud' AND text = 'l2999'"),
+      count("SELECT count(*) AS n FROM lines WHERE server = 'loud' AND text = 'loud2999'"),
       1,
       "the newest kept",
     );
