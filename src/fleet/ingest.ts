@@ -239,35 +239,47 @@ async function readInto(
     resync = from > 0; // the first line may have begun before: it starts after the next newline
   }
   await source.seek(from, Deno.SeekMode.Start);
-  let carry = new Uint8Array(0);
-  let carryAt = from;
+  // What is read and not yet ingested is pending[0, length), starting at file offset `pendingAt`. A
+  // line longer than a chunk grows the buffer by doubling and is scanned once, from where the last
+  // scan ended: each byte is copied and scanned a bounded number of times, however long its line.
+  let pending = new Uint8Array(CHUNK);
+  let length = 0;
+  let pendingAt = from;
   let position = from;
-  const buffer = new Uint8Array(CHUNK);
   while (true) {
-    const n = position < end ? await source.read(buffer.subarray(0, Math.min(CHUNK, end - position))) : null;
-    if (n !== null) position += n;
+    if (length + CHUNK > pending.length) {
+      const bigger = new Uint8Array(Math.max(pending.length * 2, length + CHUNK));
+      bigger.set(pending.subarray(0, length));
+      pending = bigger;
+    }
+    const scanned = length; // no newline before it: it is the rest of a line
+    const n = position < end
+      ? await source.read(pending.subarray(length, length + Math.min(CHUNK, end - position)))
+      : null;
+    if (n !== null) {
+      position += n;
+      length += n;
+    }
     const eof = n === null;
-    const data = eof ? carry : concat(carry, buffer.subarray(0, n));
+    const data = pending.subarray(0, length);
     const lines: LogLine[] = [];
     let start = 0;
     if (resync) {
-      const nl = data.indexOf(10);
-      if (nl < 0 && !eof && data.length <= MAX_LINE) {
-        carry = data.slice();
-        continue;
-      }
+      const nl = data.indexOf(10, scanned);
+      if (nl < 0 && !eof && data.length <= MAX_LINE) continue;
       start = nl < 0 ? data.length : nl + 1;
       resync = false;
     }
-    for (let nl = data.indexOf(10, start); nl >= 0; nl = data.indexOf(10, start)) {
-      pushLine(lines, decoder, data.subarray(start, nl), carryAt + start, now);
+    for (let nl = data.indexOf(10, Math.max(start, scanned)); nl >= 0; nl = data.indexOf(10, start)) {
+      pushLine(lines, decoder, data.subarray(start, nl), pendingAt + start, now);
       start = nl + 1;
     }
     if ((eof && final && start < data.length) || data.length - start > MAX_LINE) {
-      pushLine(lines, decoder, data.subarray(start), carryAt + start, now);
+      pushLine(lines, decoder, data.subarray(start), pendingAt + start, now);
       start = data.length;
     }
-    ledger.offset = carryAt + start;
+    if (start === 0 && !eof) continue; // the middle of a long line: nothing to store yet
+    ledger.offset = pendingAt + start;
     if (isDeployLog) {
       const rows = lines.map(deploymentOf).filter((row): row is DeploymentRow => row !== undefined);
       result.deployments += store.ingestDeployments(ledger, app, rows);
@@ -282,18 +294,12 @@ async function readInto(
     } else {
       result.lines += store.ingestLines(ledger, app, name, lines);
     }
-    carry = data.slice(start);
-    carryAt = ledger.offset;
+    // The rest of a line, to the front (it began in this chunk: at most a chunk is moved).
+    pending.copyWithin(0, start, length);
+    length -= start;
+    pendingAt = ledger.offset;
     if (eof) return end - from;
   }
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  if (!a.length) return b;
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
 }
 
 function pushLine(lines: LogLine[], decoder: TextDecoder, bytes: Uint8Array, offset: number, now: number): void {
