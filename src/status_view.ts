@@ -69,7 +69,7 @@ export async function collectStatus(only?: string): Promise<{ statuses: AppStatu
       problems.push(`${name}: ${error.message}${error.suggestion ? ` (${error.suggestion})` : ""}`);
       continue;
     }
-    if (config && (PROXIED[config.strategy] || config.domains.length)) proxied = true;
+    if (config && PROXIED[config.strategy]) proxied = true; // (restart apps are never behind it, domains or not)
     if (status) {
       // Maintenance as maintenance.json has it now, not as it was when status.json was written.
       const { maintenance: _, processes: written, ...rest } = status;

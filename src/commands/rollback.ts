@@ -10,15 +10,10 @@ export const rollbackCommand: CommandSpec = {
   async run({ args, opts }) {
     const { rollback } = await import("../deploy/rollback.ts");
     const { realEffects } = await import("../deploy/context.ts");
-    const { Cancellation } = await import("../deploy/cancel.ts");
-    // Ctrl-C stops the rollback through its failure path (the started slot stopped), not the process.
-    const cancellation = new Cancellation().watchSignals();
     try {
-      return await rollback(args[0], opts.to as string | undefined, realEffects(), cancellation);
+      return await rollback(args[0], opts.to as string | undefined, realEffects());
     } catch (error) {
       throw rootOnly(error, `rollback ${args[0]}${opts.to ? ` --to ${opts.to}` : ""}`);
-    } finally {
-      cancellation.dispose();
     }
   },
 };

@@ -95,9 +95,10 @@ export async function showReleases(app: string, json: boolean): Promise<number> 
 
 /**
  * Rolls `app` back to `to`, or to the newest good release before the serving one, with
- * `effects` (the real ones by default, see context.ts). `cancellation` (the command's: Ctrl-C,
- * SIGTERM, SIGHUP) stops it as it stops a deploy: the slot it started is stopped, traffic stays
- * where it was. Returns the exit code.
+ * `effects` (the real ones by default, see context.ts). Once it holds the app's lock, Ctrl-C,
+ * SIGTERM and SIGHUP stop it as they stop a deploy (`cancellation`): the slot it started is
+ * stopped, traffic stays where it was, `cancelled` is recorded. While it waits for the lock they
+ * end the process as usual: nothing has started. Returns the exit code.
  */
 export async function rollback(
   app: string,
@@ -113,11 +114,8 @@ export async function rollback(
       effects.print(`deploy-paradigm: waiting for another deploy of ${app}` + (holder ? ` (pid ${holder.pid})` : "")),
     () => effects.clock.now(),
   );
+  cancellation.watchSignals();
   try {
-    if (cancellation.cancelled) {
-      effects.print(`✗ rollback of ${app} cancelled before it started (${cancellation.why})`);
-      return 1;
-    }
     const from = await currentRelease(paths);
     // A killed deploy's canary still split: ending it is the rollback (--to goes on; see endLeftCanary).
     if (to === undefined) {
@@ -166,6 +164,7 @@ export async function rollback(
     }
     return await switchTo(effects, paths, config, meta, from, cancellation);
   } finally {
+    cancellation.dispose();
     lock.release();
   }
 }
@@ -221,11 +220,8 @@ async function switchTo(
       if (restored?.healthy !== true) back = "nothing healthy";
     }
     const how = cancellation.cancelled ? `cancelled (${cancellation.why})` : "failed";
-    // (One event for the fleet, whose outcomes know rollback_failed: the message says it was cancelled.)
-    await journal.record("rollback_failed", {
-      ok: false,
-      message: cancellation.cancelled ? `${how}: ${message}` : message,
-    });
+    // Cancelled as a deploy is (the fleet alerts on rollback_failed, not on cancelled).
+    await journal.record(cancellation.cancelled ? "cancelled" : "rollback_failed", { ok: false, message });
     journal.say(`✗ rollback of ${app} to ${meta.id} ${how}; ${back} serves`);
     return 1;
   }
