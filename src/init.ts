@@ -5,6 +5,7 @@
 import { basename, join } from "node:path";
 import template from "../templates/deploy.yml" with { type: "text" };
 import { type DeployFile, NAME_PATTERN } from "./config/schema.ts";
+import { reservedName } from "./config/names.ts";
 import { type RepoFacts, startArgv } from "./deploy/app_type.ts";
 import { parseProcfile } from "./deploy/processes.ts";
 import { APP_TYPES, type AppType, DEPLOYERS, DETECTION } from "./deployers/mod.ts";
@@ -30,7 +31,7 @@ export function detectType(files: Set<string>): AppType | undefined {
 /** An app name derived from a folder name. */
 export function nameFromFolder(folder: string): string {
   const name = folder.toLowerCase().replace(/[^a-z0-9-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 63);
-  return NAME_PATTERN.test(name) ? name : "app";
+  return NAME_PATTERN.test(name) && !reservedName(name) ? name : "app";
 }
 
 /** Options of `init`. */
@@ -101,6 +102,8 @@ export async function init(
       suggestion: "use 1-63 lowercase letters, digits or dashes, starting with a letter or digit",
     });
   }
+  const reserved = reservedName(name);
+  if (reserved) throw new UsageError(`--name "${name}" ${reserved}`, { suggestion: "choose another name" });
   if (options.type !== undefined && !(APP_TYPES as readonly string[]).includes(options.type)) {
     throw new UsageError(`--type must be one of ${APP_TYPES.join(", ")} (got "${options.type}")`);
   }

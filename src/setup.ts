@@ -411,7 +411,8 @@ const DEFAULT_PROXY_HOST = "0.0.0.0";
  * older version started (its socket at the old path) is restarted, to run this version's code.
  * It listens on `asked` (--proxy-host), else where it listened before (the running proxy's
  * address, or the installed service's), else every interface; a running one on another address
- * is restarted on `asked`.
+ * is restarted on `asked`. The service stays with the manager that has it installed (an earlier
+ * app's), when that one runs here.
  */
 async function ensureProxy(
   manager: Manager,
@@ -422,27 +423,34 @@ async function ensureProxy(
   const root = prefix();
   const old = !(await exists(controlSocketPath(root))) && await exists(legacyControlSocketPath(root));
   const running = await control(root, { op: "status" }).then((reply) => reply as { host?: string }, () => undefined);
-  const before = running?.host ?? installedHost(await MANAGERS[manager].serviceArgv?.(PROXY_SERVICE, root));
-  const host = asked ?? before ?? DEFAULT_PROXY_HOST;
+  let installed: { manager: Manager; host?: string } | undefined;
+  for (const name of MANAGER_NAMES) {
+    const argv = await MANAGERS[name].serviceArgv?.(PROXY_SERVICE, root);
+    if (argv && await runsHere(name)) installed ??= { manager: name, host: installedHost(argv) };
+  }
+  const service = installed?.manager ?? manager;
+  // Where it listens now (a proxy of an older version does not say: its service does).
+  const listening = running ? running.host ?? installed?.host ?? DEFAULT_PROXY_HOST : installed?.host;
+  const host = asked ?? listening ?? DEFAULT_PROXY_HOST;
   if (running) {
-    if (!old && host === running.host) return console.log(`✓ the proxy runs (on ${host})`);
+    if (!old && host === listening) return console.log(`✓ the proxy runs (on ${host})`);
     console.log(
       old
         ? `! the proxy runs an older version (${legacyControlSocketPath(root)}): restarting it`
-        : `! the proxy listens on ${running.host ?? "an address it does not say"}: restarting it on ${host}`,
+        : `! the proxy listens on ${listening}: restarting it on ${host}`,
     );
   }
-  await runner.apply(MANAGERS[manager].installService(proxyService(host, env, root, running !== undefined)));
+  await runner.apply(MANAGERS[service].installService(proxyService(host, env, root, running !== undefined)));
   for (let i = 0; i < 100; i++) {
     const answers = await control(root, { op: "status" }, 1000).then(() => true, () => false);
     if (answers && await exists(controlSocketPath(root))) {
-      console.log(`✓ the proxy runs (${manager})`);
+      console.log(`✓ the proxy runs (${service})`);
       return;
     }
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   throw new DeployParadigmError("the proxy did not start", {
-    suggestion: `see \`${MANAGERS[manager].logsCommand(PROXY_SERVICE)}\``,
+    suggestion: `see \`${MANAGERS[service].logsCommand(PROXY_SERVICE)}\``,
   });
 }
 

@@ -46,7 +46,7 @@ export function parseConfig<S extends z.ZodType>(
   const lines = new LineCounter();
   const at = (offset: number) => {
     // The end of the file (where the parser found something unclosed) is the end of its last line, not the line after.
-    if (offset >= text.length && text.endsWith("\n")) offset = text.length - 1;
+    if (offset >= text.length && text.endsWith("\n")) offset = text.length - (text.endsWith("\r\n") ? 2 : 1);
     const { line, col } = lines.linePos(offset);
     return `${label}:${line}:${col}`;
   };

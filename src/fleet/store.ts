@@ -589,8 +589,10 @@ export class FleetStore {
         left -= keep;
         if (keep === n) continue;
         const cut = this.sql("SELECT id FROM lines WHERE server = ? ORDER BY id DESC LIMIT 1 OFFSET ?")
-          .get(server, keep) as { id: number };
-        await batches("lines", "SELECT id FROM lines WHERE server = ? AND id <= ? ORDER BY id", server, cut.id);
+          .get(server, keep) as { id: number } | undefined;
+        if (cut) {
+          await batches("lines", "SELECT id FROM lines WHERE server = ? AND id <= ? ORDER BY id", server, cut.id);
+        }
       }
     }
     for (const table of HISTORY_TABLES) {
@@ -598,9 +600,9 @@ export class FleetStore {
         .all(HISTORY_ROWS) as { server: string; app: string }[];
       for (const { server, app } of apps) {
         const cut = this.sql(`SELECT id FROM ${table} WHERE server = ? AND app = ? ORDER BY id DESC LIMIT 1 OFFSET ?`)
-          .get(server, app, HISTORY_ROWS) as { id: number };
+          .get(server, app, HISTORY_ROWS) as { id: number } | undefined;
         const select = `SELECT id FROM ${table} WHERE server = ? AND app = ? AND id <= ? ORDER BY id`;
-        await batches(table, select, server, app, cut.id);
+        if (cut) await batches(table, select, server, app, cut.id);
       }
     }
     return removed;

@@ -381,13 +381,6 @@ function refuse(conn: Deno.Conn, plain: boolean): Promise<void> {
 }
 
 /**
- * `response` with its streamed body watched for HTTP/2's sendTimeout: while a chunk waits for the
- * client to take it (a client that shuts its window and reads nothing), `tracked.writingSince`
- * holds the oldest such wait of the connection's streams, and the gate's sweep cuts the connection
- * as it cuts an HTTP/1.1 one whose write stalls. Without it, each such stream held its app
- * connection for good (found by an attacker: 1,000 app connections held from 10 connections).
- */
-/**
  * `response` marked `Cache-Control: no-transform`, which keeps Deno's HTTP/2 server from
  * compressing it (it would, for a client that accepts gzip or br, a compressible Content-Type and
  * no Content-Encoding or Content-Range): the app's bytes go as it sent them, as over HTTP/1.1.
@@ -406,6 +399,13 @@ function untransformed(response: Response): Response {
   return response;
 }
 
+/**
+ * `response` with its streamed body watched for HTTP/2's sendTimeout: while a chunk waits for the
+ * client to take it (a client that shuts its window and reads nothing), `tracked.writingSince`
+ * holds the oldest such wait of the connection's streams, and the gate's sweep cuts the connection
+ * as it cuts an HTTP/1.1 one whose write stalls. Without it, each such stream held its app
+ * connection for good (found by an attacker: 1,000 app connections held from 10 connections).
+ */
 function watched(
   response: Response,
   waits: Set<{ since: number }>,

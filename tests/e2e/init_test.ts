@@ -67,6 +67,9 @@ Deno.test("init never overwrites without --force, and rejects bad names and unde
     const badName = await run([BIN, "init", "--force", "--name", "../etc"], { cwd: dir });
     assertEquals(badName.code, 2);
     assertMatch(badName.stderr, /--name "\.\.\/etc" is not a valid app name/);
+    const reserved = await run([BIN, "init", "--force", "--name", "deploy-paradigm-proxy"], { cwd: dir });
+    assertEquals(reserved.code, 2, reserved.output);
+    assertMatch(reserved.stderr, /--name "deploy-paradigm-proxy" is reserved: the tool's own services/);
     const badType = await run([BIN, "init", "--force", "--type", "rust"], { cwd: dir });
     assertEquals(badType.code, 2);
     assertMatch(badType.stderr, /--type must be one of python, node, docker, static \(got "rust"\)/);

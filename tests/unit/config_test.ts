@@ -161,6 +161,9 @@ Deno.test("errors: YAML syntax errors carry line:col", () => {
   // Found at the end of the file: placed at the end of its last line (not on a line after it).
   assertEquals(problems("name: app\ntype: 'static\n"), ["deploy.yml:2:14: YAML syntax error: Missing closing 'quote"]);
   assertEquals(problems("name: app\ntype: 'static"), ["deploy.yml:2:14: YAML syntax error: Missing closing 'quote"]);
+  assertEquals(problems("name: app\r\ntype: 'static\r\n"), [
+    "deploy.yml:2:14: YAML syntax error: Missing closing 'quote",
+  ]);
 });
 
 Deno.test("errors: duplicate keys are refused", () => {

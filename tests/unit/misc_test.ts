@@ -443,6 +443,7 @@ Deno.test("nameFromFolder: lowercase, dashes, at most 63 characters, else app", 
   assertEquals(nameFromFolder("---"), "app");
   assertEquals(nameFromFolder(""), "app");
   assertEquals(nameFromFolder("日本"), "app");
+  assertEquals(nameFromFolder("Deploy-Paradigm-Site"), "app", "a reserved name (the tool's own services)");
 });
 
 Deno.test("renderDeployYml: a node app with a start script renders a valid deploy.yml", () => {

@@ -158,8 +158,10 @@ export const env: Step = {
       return `no ${plan.paths.envFile(plan.config.env)}; the app gets PORT only`;
     }
     // Secrets are 0600: a file someone opened to others (an editor, a copy) is narrowed, and said.
-    const mode = (await Deno.stat(plan.envSource)).mode! & 0o777;
-    if (mode & 0o077) {
+    // (lstat: a link to a file shared with others is the operator's choice, not narrowed through the link.)
+    const info = await Deno.lstat(plan.envSource);
+    const mode = info.mode! & 0o777;
+    if (info.isFile && mode & 0o077) {
       await Deno.chmod(plan.envSource, mode & 0o700);
       ctx.journal.say(
         `! ${plan.envSource} was open to group or others (mode ${mode.toString(8).padStart(4, "0")}): narrowed ` +
