@@ -225,7 +225,9 @@ Deno.test("maintenance with domains over HTTPS (HTTP/2, HTTP/1.1): the release's
         const answer = await curl([version, "-D", "-"]);
         assertEquals(answer.line, `503 ${version === "--http2" ? "2" : "1.1"}`);
         assertMatch(answer.body, /^retry-after: 60\r$/im);
-        assertMatch(answer.body, /^cache-control: no-store\r$/im);
+        // (over HTTP/2 with no-transform: the proxy's answers are never compressed, see http2_attack_test.ts)
+        const cacheControl = version === "--http2" ? "no-store, no-transform" : "no-store";
+        assertMatch(answer.body, new RegExp(`^cache-control: ${cacheControl}\r$`, "im"));
         assert(answer.body.endsWith("<h1>Shop: back soon</h1>\n"), answer.body);
       }
       // The allowed address reaches the app, over HTTP/2 and HTTP/1.1.

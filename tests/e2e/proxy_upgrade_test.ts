@@ -52,7 +52,7 @@ Deno.test("an older proxy's control socket (.proxy.sock): the client falls back 
       // And a second setup finds it running, nothing restarted.
       const again = await server.cli(["setup", "web", "--yes"]);
       assertEquals(again.code, 0, again.output);
-      assertMatch(again.stdout, /✓ the proxy runs\n/);
+      assertMatch(again.stdout, /✓ the proxy runs \(on 127\.0\.0\.1\)\n/);
       assert(!again.stdout.includes("older version"), again.stdout);
     } finally {
       await old.close();
