@@ -10,6 +10,7 @@ import { AppRepo } from "../helpers/apps.ts";
 import { BIN, freePort, get, run, type TestServer, withServer } from "../helpers/server.ts";
 import { releases, snapshot } from "../helpers/state.ts";
 import { envWords, Terminal } from "../helpers/terminal.ts";
+import { until } from "../helpers/time.ts";
 import { parseConfig } from "../../src/config/load.ts";
 import { control } from "../../src/proxy/client.ts";
 import { serverConfigSchema } from "../../src/config/schema.ts";
@@ -56,13 +57,17 @@ Deno.test("setup with flags: config with slots, .env 0600, repo and hook, the pr
     const restarted = await server.cli(other);
     assertEquals(restarted.code, 0, restarted.output);
     assertEquals(await listensOn(), "127.0.0.1", "not every interface (0.0.0.0)");
-    assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "v1" });
+    // (A proxy just started answers its socket before it has opened every app's port.)
+    const V1 = JSON.stringify({ status: 200, body: "v1" });
+    const serves = (host: string) =>
+      until(5_000, `v1 on ${host}:${port}`, async () => JSON.stringify(await get(`http://${host}:${port}/`)) === V1);
+    await serves("127.0.0.1");
     // Another address asked for: the running proxy moves there.
     const moved = await server.cli([...other, "--proxy-host", "127.0.0.2"]);
     assertEquals(moved.code, 0, moved.output);
     assertMatch(moved.stdout, /! the proxy listens on 127\.0\.0\.1: restarting it on 127\.0\.0\.2/);
     assertEquals(await listensOn(), "127.0.0.2");
-    assertEquals(await get(`http://127.0.0.2:${port}/`), { status: 200, body: "v1" });
+    await serves("127.0.0.2");
   });
 });
 
