@@ -138,7 +138,8 @@ export async function init(
   const procfile = procfileText === undefined ? undefined : parseProcfile(procfileText, join(options.dir, "Procfile"));
   await Deno.writeTextFile(path, renderDeployYml(name, type, facts, containerPort, procfile));
   // A type given with --type may lack what its deploy uses (detection never picks such a type).
-  const needs = DEPLOYERS[type].init.needs;
-  const warnings = needs && !files.has(needs.file) ? [`${options.dir} has no ${needs.file}: ${needs.why}`] : [];
+  const { detect, init: { withoutDetected } } = DEPLOYERS[type];
+  const missing = withoutDetected !== undefined && !detect.some((file) => files.has(file));
+  const warnings = missing ? [`${options.dir} has no ${detect.join(" or ")}: ${withoutDetected}`] : [];
   return { path, name, type, warnings };
 }

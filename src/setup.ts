@@ -455,9 +455,9 @@ async function ensureProxy(
 }
 
 /** The `--host` of an installed proxy service's argv. */
-function installedHost(argv: string[] | undefined): string | undefined {
-  const at = argv?.indexOf("--host") ?? -1;
-  return at >= 0 ? argv![at + 1] : undefined;
+function installedHost(argv: string[]): string | undefined {
+  const at = argv.indexOf("--host");
+  return at >= 0 ? argv[at + 1] : undefined;
 }
 
 export { PROXY_SERVICE };

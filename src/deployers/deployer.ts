@@ -75,8 +75,8 @@ export interface Deployer {
     health: string;
     /** The port the project's container listens on, read from the project in `dir`. */
     containerPort?(dir: string): Promise<number | undefined>;
-    /** A file the type's deploy cannot do well without, and why: `init` warns when it is not there. */
-    needs?: { file: string; why: string };
+    /** What a deploy misses without any of the type's `detect` files: `init --type` warns with it. */
+    withoutDetected?: string;
   };
 }
 

@@ -29,10 +29,7 @@ export const docker: Deployer = {
       "# command: (default: the image's CMD)\n" +
       `containerPort: ${containerPort}   # the port the container listens on (it also gets PORT)`,
     health: "/health",
-    needs: {
-      file: "Dockerfile",
-      why: "a deploy builds the image from it (or from the file deploy.yml's dockerfile: names)",
-    },
+    withoutDetected: "a deploy builds the image from it (or from the file deploy.yml's dockerfile: names)",
     async containerPort(dir) {
       const dockerfile = await Deno.readTextFile(join(dir, "Dockerfile")).catch(() => "");
       const exposed = Number(/^\s*EXPOSE\s+(\d+)/im.exec(dockerfile)?.[1]);

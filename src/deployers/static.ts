@@ -11,6 +11,6 @@ export const staticSite: Deployer = {
   init: {
     command: () => "# command: (none: the static files are served as they are)",
     health: "/",
-    needs: { file: "index.html", why: "/ answers 404 until one is committed" },
+    withoutDetected: "/ answers 404 until one is committed",
   },
 };

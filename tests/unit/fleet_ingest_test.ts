@@ -3,8 +3,9 @@ import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { CHUNK, cronRunOf, decide, deploymentOf, hashHex, ingestFile, lineTime } from "../../src/fleet/ingest.ts";
 import { jsonObjectOf } from "../../src/fleet/json_line.ts";
-import { type FileLedger, FleetStore, HISTORY_ROWS } from "../../src/fleet/store.ts";
+import { type FileLedger, HISTORY_ROWS } from "../../src/fleet/store.ts";
 import { MIGRATIONS } from "../../src/fleet/migrations.ts";
+import { withStore } from "../helpers/fleet_store.ts";
 import { FIELD } from "../../src/fleet/limits.ts";
 
 const bytes = (text: string) => new TextEncoder().encode(text);
@@ -82,9 +83,7 @@ Deno.test("deploymentOf: outcome events of deploy.log, with the failing step", (
 });
 
 Deno.test("ingestFile: new complete lines once each across growth, a partial line, rotation and replacement", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "dp-ingest-" });
-  const store = await FleetStore.open(join(dir, "fleet.db"));
-  try {
+  await withStore("dp-ingest-", async (store, dir) => {
     const path = join(dir, "access.log");
     const file = async () => ({ rel: "web/access.log", path, ino: (await Deno.stat(path)).ino ?? null });
     const rotatedFile = async () => ({
@@ -119,16 +118,11 @@ Deno.test("ingestFile: new complete lines once each across growth, a partial lin
       (store.sql("SELECT count(*) AS n FROM lines_fts WHERE lines_fts MATCH 'three'").get() as { n: number }).n,
       1,
     );
-  } finally {
-    store.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("ingestFile: a flood of tiny lines goes in small transactions, and the event loop runs between them", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "dp-ingest-flood-" });
-  const store = await FleetStore.open(join(dir, "fleet.db"));
-  try {
+  await withStore("dp-ingest-flood-", async (store, dir) => {
     const path = join(dir, "flood.log");
     await Deno.writeTextFile(path, "a\n".repeat(200_000)); // 2-byte lines, as a hostile server sends them
     const batches: number[] = [];
@@ -144,16 +138,11 @@ Deno.test("ingestFile: a flood of tiny lines goes in small transactions, and the
     }
     assertEquals(Math.max(...batches), CHUNK / 2, "a transaction holds one chunk's lines");
     assert(ticks > 0, `timers ran ${ticks} times across ${batches.length} transactions`); // not held for the whole file
-  } finally {
-    store.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("ingestFile: a line longer than a chunk is one line at its offset, whatever chunks it spans", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "dp-ingest-long-" });
-  const store = await FleetStore.open(join(dir, "fleet.db"));
-  try {
+  await withStore("dp-ingest-long-", async (store, dir) => {
     const path = join(dir, "long.log");
     await Deno.writeTextFile(path, `s1\n${"L".repeat(5 * CHUNK / 2)}\ns2\npartial`);
     const file = { rel: "x/long.log", path, ino: (await Deno.stat(path)).ino ?? null };
@@ -165,16 +154,11 @@ Deno.test("ingestFile: a line longer than a chunk is one line at its offset, wha
       "s2",
     ]]);
     assertEquals(store.ledger("s", "x/long.log")?.offset, 3 + 5 * CHUNK / 2 + 4, "the partial line waits");
-  } finally {
-    store.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("ingestFile: a .1 left from an earlier rotation is never read again", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "dp-ingest-" });
-  const store = await FleetStore.open(join(dir, "fleet.db"));
-  try {
+  await withStore("dp-ingest-", async (store, dir) => {
     const path = join(dir, "x.log");
     const here = (p: string, rel: string) => ({ rel, path: p, ino: "here" as const });
     const ingest = () => ingestFile(store, "s", here(path, "a/x.log"), here(`${path}.1`, "a/x.log.1"));
@@ -189,16 +173,11 @@ Deno.test("ingestFile: a .1 left from an earlier rotation is never read again", 
     const texts = (store.sql("SELECT text FROM lines WHERE kind = 'line' ORDER BY id").all() as { text: string }[])
       .map((r) => r.text);
     assertEquals(texts, ["old a", "old b", "new 1"]);
-  } finally {
-    store.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("FleetStore: retention by age and by count removes lines and their index entries", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "dp-retain-" });
-  const store = await FleetStore.open(join(dir, "fleet.db"));
-  try {
+  await withStore("dp-retain-", async (store) => {
     const ledger = store.newGeneration("s", "a/access.log", null, "x", 0);
     const day = 86_400_000;
     const now = Date.UTC(2026, 10, 29);
@@ -264,8 +243,5 @@ Deno.test("FleetStore: retention by age and by count removes lines and their ind
         .all();
       assertEquals(rows.map((r) => [r.server, r.n, r.span]), [["loud", HISTORY_ROWS, HISTORY_ROWS], ["quiet", 10, 10]]);
     }
-  } finally {
-    store.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });

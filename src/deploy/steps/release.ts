@@ -152,10 +152,9 @@ export const env: Step = {
     const { plan } = ctx;
     if (!plan.envSource) {
       // Setup makes it: gone, or config.yml names another env (a typo?). Said apart, not only as a step's line.
-      ctx.journal.say(
-        `! no ${plan.paths.envFile(plan.config.env)}: the app gets no secrets (is config.yml's env right?)`,
-      );
-      return `no ${plan.paths.envFile(plan.config.env)}; the app gets PORT only`;
+      const expected = plan.paths.envFile(plan.config.env);
+      ctx.journal.say(`! no ${expected}: the app gets no secrets (is config.yml's env right?)`);
+      return `no ${expected}; the app gets PORT only`;
     }
     // Secrets are 0600: a file someone opened to others (an editor, a copy) is narrowed, and said.
     // (lstat: a link to a file shared with others is the operator's choice, not narrowed through the link.)
