@@ -88,6 +88,11 @@ export async function loadRoutes(
       if (before) routes.push(before);
       continue;
     }
+    // canary.json before route.json: a switch writes route.json, then removes canary.json, and a
+    // load between the two must not see the old route.json without its canary (its canary clients
+    // back on the old release). Read in this order, it sees the new route.json with the old split
+    // at worst, which is refused (its target is route.json's): every request on the new release.
+    const split = await loadCanarySplit(dir, trust).then((value) => ({ value }), (error: unknown) => ({ error }));
     let target: RouteTarget | undefined;
     try {
       if (await ifExists(Deno.lstat(join(dir, ROUTE_FILE)))) await trust(join(dir, ROUTE_FILE));
@@ -117,8 +122,8 @@ export async function loadRoutes(
     };
     try {
       // A canary that cannot apply is logged; the app's requests all go to its stable target.
-      const split = await loadCanarySplit(dir, trust);
-      const applied = split && withCanary(route, split, before, config.slots);
+      if ("error" in split) throw split.error;
+      const applied = split.value && withCanary(route, split.value, before, config.slots);
       if (applied && "problem" in applied) route.canaryProblem = applied.problem;
       else if (applied) route = applied;
     } catch (error) {
