@@ -165,7 +165,8 @@ export function rolledBack(
   const canary = left
     ? { ...left, state: "aborted" as const, reason: "ended by a rollback by hand", at }
     : before?.canary;
-  const message = `rolled back by hand to release ${meta.id} (${version})`;
+  const way = from !== undefined && meta.id > from ? "forward" : "back";
+  const message = `rolled ${way} by hand to release ${meta.id} (${version})`;
   const event = (release: string, commit: string) =>
     lastDeploy("rolled_back", release, commit, at, duration, { step: "rollback", message });
   return {

@@ -58,10 +58,12 @@ export function runsProcess(meta: ReleaseMeta): boolean {
   return meta.argv !== undefined || meta.image !== undefined;
 }
 
-/** Marks a release bad (rolled back from). */
-export async function markBad(paths: AppPaths, id: string): Promise<void> {
+/** Marks a release bad (rolled back from), or with `bad` false good again (gone back to by name). */
+export async function markBad(paths: AppPaths, id: string, bad = true): Promise<void> {
   const meta = await readReleaseMeta(paths, id);
-  if (meta) await writeReleaseMeta(paths, { ...meta, bad: true });
+  if (!meta || (meta.bad === true) === bad) return;
+  const { bad: _, ...rest } = meta;
+  await writeReleaseMeta(paths, bad ? { ...rest, bad } : rest);
 }
 
 /** File name of the metadata inside a release. */

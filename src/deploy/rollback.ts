@@ -191,7 +191,9 @@ async function switchTo(
   if (fromMeta) journal.redact(await secretValues(paths, fromMeta));
   const ctx: SwitchContext = { ...effects, paths, config, journal, runner, inspect: effects.runner(() => {}), manager };
   const strategy = strategyOf(config);
-  journal.say(`deploy-paradigm: rolling ${app} back to release ${meta.id} (${meta.commit.slice(0, 7)})`);
+  // `--to` a newer release than the serving one goes forward: the one left is not bad for that.
+  const way = from !== undefined && meta.id > from ? "forward" : "back";
+  journal.say(`deploy-paradigm: rolling ${app} ${way} to release ${meta.id} (${meta.commit.slice(0, 7)})`);
   await journal.record("rollback", { message: `from ${from ?? "nothing"} to ${meta.id}` });
   const before = await readStatus(paths.status);
   let active;
@@ -225,7 +227,8 @@ async function switchTo(
     journal.say(`✗ rollback of ${app} to ${meta.id} ${how}; ${back} serves`);
     return 1;
   }
-  if (from) await markBad(paths, from);
+  if (from && way === "back") await markBad(paths, from);
+  if (meta.bad) await markBad(paths, meta.id, false); // chosen by name: it serves, so it is not skipped later
   // The release gone back to brings its own workers back (the rollback stands either way).
   if (await hasWorkers(paths.dir, meta)) {
     await journal.step("workers", () => syncWorkers(ctx, meta, secrets), (line) => line)
@@ -254,8 +257,8 @@ async function switchTo(
     message: `${status.version} serves again as release ${meta.id}`,
   });
   journal.say(
-    `↺ rolled back ${app} to release ${meta.id} (${status.version}) in ${(duration / 1000).toFixed(1)}s` +
-      (from ? `; release ${from} is marked bad` : ""),
+    `↺ rolled ${way} ${app} to release ${meta.id} (${status.version}) in ${(duration / 1000).toFixed(1)}s` +
+      (from && way === "back" ? `; release ${from} is marked bad` : ""),
   );
   await notifyOutcome(journal, config, app, notice);
   return 0;

@@ -51,9 +51,19 @@ for (const strategy of ["blue-green", "restart"] as const) {
       const none = await server.cli(["rollback", "rb"]);
       assertEquals(none.code, 2);
       assertMatch(none.stderr, /no good release before/);
+      // Here --to goes forward: v1 is not marked bad, and v3, chosen by name, is good again.
       const to = await server.cli(["rollback", "rb", "--to", v3]);
       assertEquals(to.code, 0, to.output);
+      assertMatch(to.stdout, new RegExp(`rolling rb forward to release ${v3}`));
+      assertMatch(to.stdout, new RegExp(`↺ rolled forward rb to release ${v3} \\(\\w+\\) in [\\d.]+s\\n`));
       assertEquals(await greeting(), { status: 200, body: "second v3" });
+      const forward = await status(server, "rb");
+      assertEquals(forward.lastDeploy.message, `rolled forward by hand to release ${v3} (${forward.version})`);
+      const after = (await server.cli(["releases", "rb", "--json"])).stdout;
+      assertEquals(
+        (JSON.parse(after) as { id: string; bad: boolean; current: boolean }[]).map((r) => [r.id, r.bad, r.current]),
+        [[v1, false, false], [v2, true, false], [v3, false, true]],
+      );
       const unknown = await server.cli(["rollback", "rb", "--to", "20000101-000000-000"]);
       assertEquals(unknown.code, 2);
       assertMatch(unknown.stderr, /has no release "20000101-000000-000"/);
