@@ -31,6 +31,7 @@ import { readStatus, writeStatus } from "./status.ts";
 import { ActivationFailed, strategyOf } from "./strategies/mod.ts";
 import { hasWorkers, syncWorkers } from "./workers.ts";
 import { hasCron, syncCron } from "../cron/sync.ts";
+import { refTip, updateRef } from "../git.ts";
 
 /** One release, as `releases` lists it. */
 interface ReleaseRow {
@@ -169,6 +170,32 @@ export async function rollback(
   }
 }
 
+/**
+ * The deploy branch follows what serves, as after a push: from the commit rolled away from to
+ * `commit`, so pushing that commit again deploys it. A branch that is elsewhere (moved since) stays.
+ */
+async function followBranch(
+  journal: Journal,
+  paths: AppPaths,
+  branch: string,
+  from: string | undefined,
+  commit: string,
+): Promise<void> {
+  const ref = `refs/heads/${branch}`;
+  const tip = await refTip(paths.repo, ref).catch(() => undefined);
+  if (tip === undefined || tip === commit) return; // never pushed (deployed by `execute`), or there already
+  if (tip !== from) {
+    journal.say(`! ${branch} stays at ${tip?.slice(0, 7) ?? "nothing"}: it is not at the commit rolled back from`);
+    return;
+  }
+  await journal.step(
+    "branch",
+    () => updateRef(paths.repo, ref, commit, from),
+    () => `${branch} → ${commit.slice(0, 7)}`,
+  )
+    .catch(() => journal.say(`! ${branch} stays at ${from.slice(0, 7)}`));
+}
+
 async function switchTo(
   effects: Effects,
   paths: AppPaths,
@@ -229,6 +256,7 @@ async function switchTo(
   }
   if (from && way === "back") await markBad(paths, from);
   if (meta.bad) await markBad(paths, meta.id, false); // chosen by name: it serves, so it is not skipped later
+  await followBranch(journal, paths, before?.branch ?? "main", fromMeta?.commit, meta.commit);
   // The release gone back to brings its own workers back (the rollback stands either way).
   if (await hasWorkers(paths.dir, meta)) {
     await journal.step("workers", () => syncWorkers(ctx, meta, secrets), (line) => line)

@@ -30,6 +30,13 @@ for (const strategy of ["blue-green", "restart"] as const) {
       const v3 = (await status(server, "rb")).release!;
       assertEquals(await greeting(), { status: 200, body: "second v3" });
 
+      // The bare repository's deploy branch follows what serves.
+      const branch = async () =>
+        (await repo.git(["--git-dir", paths.repo, "rev-parse", "refs/heads/main"])).stdout.trim();
+      const commitOf = async () => (await status(server, "rb")).commit!;
+      const c3 = await commitOf();
+      assertEquals(await branch(), c3);
+
       // Back to v2, the newest good release before v3; v3 is marked bad.
       const back = await server.cli(["rollback", "rb"]);
       assertEquals(back.code, 0, back.output);
@@ -37,6 +44,8 @@ for (const strategy of ["blue-green", "restart"] as const) {
       assertMatch(back.stdout, new RegExp(`↺ rolled back rb to release ${v2} .*release ${v3} is marked bad`));
       assertEquals(await greeting(), { status: 200, body: "second v2" });
       assertEquals(await current(server, "rb"), `releases/${v2}`);
+      assertMatch(back.stdout, new RegExp(`✓ branch +[\\d.]+s +main → ${(await commitOf()).slice(0, 7)}`));
+      assertEquals(await branch(), await commitOf());
       const listing = await server.cli(["releases", "rb"]);
       assertMatch(listing.stdout, new RegExp(`\\* +${v2} .*serving`));
       assertMatch(listing.stdout, new RegExp(`${v3} .*bad \\(rolled back from\\)`));
@@ -68,6 +77,13 @@ for (const strategy of ["blue-green", "restart"] as const) {
       assertEquals(unknown.code, 2);
       assertMatch(unknown.stderr, /has no release "20000101-000000-000"/);
       assert((await deployLog(server, "rb")).filter((e) => e.event === "rollback").length >= 3);
+      assertEquals(await branch(), c3);
+
+      // Back again (v2 is bad: to v1), then the same v3 pushed again deploys it: the branch had followed.
+      assertEquals((await server.cli(["rollback", "rb"])).code, 0);
+      assertEquals([await branch(), await greeting()], [await commitOf(), { status: 200, body: "first v1" }]);
+      await repo.pushOk();
+      assertEquals([await branch(), await commitOf(), await greeting()], [c3, c3, { status: 200, body: "second v3" }]);
     });
   });
 }
