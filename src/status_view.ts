@@ -27,11 +27,14 @@ import { prefix } from "./paths.ts";
 const safe = (text: string) => forTerminal(text, { oneLine: true });
 
 /**
- * Status of every deployed app, by name (apps set up but never deployed have none), and the
- * problems that stop an app from being served or shown: a config.yml the proxy cannot read (it
- * skips the app), a status.json that is not JSON; one line per problem, starting with the app.
+ * Status of every deployed app, by name; the apps set up but never deployed (a config.yml, no
+ * status.json); and the problems that stop an app from being served or shown: a config.yml the
+ * proxy cannot read (it skips the app), a status.json that is not JSON; one line per problem,
+ * starting with the app.
  */
-export async function collectStatus(only?: string): Promise<{ statuses: AppStatus[]; problems: string[] }> {
+export async function collectStatus(
+  only?: string,
+): Promise<{ statuses: AppStatus[]; undeployed: string[]; problems: string[] }> {
   const names: string[] = [];
   if (only !== undefined) {
     if (!NAME_PATTERN.test(only)) throw new UsageError(`"${only}" is not a valid app name`);
@@ -46,6 +49,7 @@ export async function collectStatus(only?: string): Promise<{ statuses: AppStatu
     }
   }
   const statuses: AppStatus[] = [];
+  const undeployed: string[] = [];
   const problems: string[] = [];
   let proxied = false;
   for (const name of names.sort()) {
@@ -81,9 +85,9 @@ export async function collectStatus(only?: string): Promise<{ statuses: AppStatu
       throw new UsageError(`app "${only}" has no status: it was never deployed on this server`, {
         suggestion: "push to the app's repository to deploy it",
       });
-    }
+    } else if (config) undeployed.push(name);
   }
-  return { statuses, problems: [...problems, ...await proxyProblems(proxied)] };
+  return { statuses, undeployed, problems: [...problems, ...await proxyProblems(proxied)] };
 }
 
 /**
@@ -128,7 +132,7 @@ async function liveProcesses(
  * stderr with --json). Returns 0, or 1 when there is a problem.
  */
 export async function showStatus(only: string | undefined, json: boolean): Promise<number> {
-  const { statuses, problems } = await collectStatus(only);
+  const { statuses, undeployed, problems } = await collectStatus(only);
   const code = problems.length ? 1 : 0;
   const report = (print: (line: string) => void) => {
     for (const problem of problems) print(forTerminal(`! ${problem}`));
@@ -152,8 +156,9 @@ export async function showStatus(only: string | undefined, json: boolean): Promi
   for (const { name, canary } of statuses) {
     if (canary?.state === "running" && !await deployAlive(appPaths(name))) leftCanaries.add(name);
   }
-  if (statuses.length || !problems.length) {
-    for (const line of statusLines(statuses, certificates, { now: Date.now(), color, leftCanaries })) console.log(line);
+  if (statuses.length || undeployed.length || !problems.length) {
+    const options = { now: Date.now(), color, leftCanaries, undeployed };
+    for (const line of statusLines(statuses, certificates, options)) console.log(line);
     if (problems.length) console.log("");
   }
   report((line) => console.log(color ? `\x1b[31m${line}\x1b[0m` : line));
@@ -166,19 +171,21 @@ export async function showStatus(only: string | undefined, json: boolean): Promi
  * it expires within 14 days (cert_state.ts's EXPIRY_WARNING_DAYS), has expired, or failed.
  * Then a line per app with a canary (status.json's: its step and figures, how it ended, or red:
  * left by a killed deploy, with what to run), and a line per app in maintenance (red with
- * `color`): since when, Retry-After, who is allowed, the message.
+ * `color`): since when, Retry-After, who is allowed, the message. The apps set up but never
+ * deployed (`undeployed`) have a row of their own: `set up`, `never deployed`.
  */
 export function statusLines(
   statuses: AppStatus[],
   certificates: ReadonlyMap<string, CertificateState>,
   /** `leftCanaries`: the apps whose running canary no deploy runs any more (killed). */
-  options: { now: number; color: boolean; leftCanaries?: ReadonlySet<string> },
+  options: { now: number; color: boolean; leftCanaries?: ReadonlySet<string>; undeployed?: readonly string[] },
 ): string[] {
-  if (!statuses.length) return ["No app has been deployed on this server yet."];
+  const undeployed = options.undeployed ?? [];
+  if (!statuses.length && !undeployed.length) return ["No app has been deployed on this server yet."];
   const rows = [
     ["APP", "STATUS", "HEALTHY", "VERSION", "RELEASE", "DEPLOYED", "LAST DEPLOY"],
-    ...statuses.map((s) =>
-      [
+    ...[
+      ...statuses.map((s) => [
         s.name,
         s.status,
         s.healthy ? "yes" : "no",
@@ -186,8 +193,9 @@ export function statusLines(
         s.release ?? "-",
         s.deployed ?? "-",
         `${s.lastDeploy.outcome} ${s.lastDeploy.version}${s.lastDeploy.step ? ` at ${s.lastDeploy.step}` : ""}`,
-      ].map((cell) => safe(String(cell)))
-    ),
+      ]),
+      ...undeployed.map((name) => [name, "set up", "-", "-", "-", "-", "never deployed (push to deploy it)"]),
+    ].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0).map((row) => row.map((cell) => safe(String(cell)))),
   ];
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
   const lines = rows.map((row) => row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());

@@ -257,8 +257,10 @@ Deno.test("status names what keeps an app from being served or shown, shows the 
       await Deno.writeTextFile(paths.config, config);
       await Deno.writeTextFile(paths.status, state);
     }
+    await server.setupApp("fresh", { port: freePort() }); // set up, never deployed: a row of its own
     const table = await server.cli(["status"]);
     assertEquals(table.code, 1, table.output);
+    assertMatch(table.stdout, /\nfresh +set up +- +- +- +- +never deployed \(push to deploy it\)\n/);
     assertMatch(table.stdout, /\nweb +running +yes/);
     assertMatch(table.stdout, /\ntypo +running +yes/); // what status.json says, and below why it is not served
     assertMatch(

@@ -734,6 +734,11 @@ Deno.test("statusLines: a certificate line per app with one; expiring, expired a
   assertEquals(colored[6], lines[6], "a valid certificate is not red");
   assertEquals(statusLines([STATUS], new Map(), { now, color: false }).length, 2, "no certificates: the table only");
   assertEquals(statusLines([], certificates, { now, color: false }), ["No app has been deployed on this server yet."]);
+  // Set up, never deployed: a row each, in name order with the others.
+  const fresh = statusLines([STATUS], new Map(), { now, color: false, undeployed: ["aaa", "zzz"] });
+  assertEquals(fresh.map((line) => line.split(/ +/)[0]), ["APP", "aaa", "shop", "zzz"]);
+  assertMatch(fresh[1], /^aaa +set up +- +- +- +- +never deployed \(push to deploy it\)$/);
+  assertEquals(statusLines([], new Map(), { now, color: false, undeployed: ["aaa"] }).length, 2);
 });
 
 Deno.test("writeStatus: status.json takes the app's certificate from .tls/certificates.json when written", async () => {
