@@ -26,7 +26,7 @@ import { type ExecuteResult, failed } from "./failure.ts";
 import { Journal } from "./journal.ts";
 import { acquireLock, waitingLine } from "./lock.ts";
 import { notifyOutcome } from "./notify_outcome.ts";
-import { appUrl, deployedStatus, saveStatus } from "./outcome.ts";
+import { deployedStatus, saveStatus, servedUrl } from "./outcome.ts";
 import { discardPrefetch, type Prefetch } from "./prefetch.ts";
 import { type Deployment, prepare, releaseMeta } from "./prepare.ts";
 import { withDeployMarker } from "./reconcile.ts";
@@ -186,7 +186,8 @@ async function deployLocked(ctx: DeployContext, branch: Release["branch"]): Prom
   const at = isoNow(clock);
   await saveStatus(ctx, deployedStatus(plan, { id, previous, health, strategy: status, at, duration }));
   await journal.record("success", { ok: true, duration, message: `${plan.short} serves as release ${id}` });
-  const url = plan.runs ? `: ${appUrl(config)}` : "";
+  const served = servedUrl(plan);
+  const url = served ? `: ${served}` : "";
   journal.say(`✓ deployed ${plan.deploy.name} ${plan.short} (release ${id}) in ${(duration / 1000).toFixed(1)}s${url}`);
   const app = plan.deploy.name;
   if (await exists(maintenancePath(paths.dir))) {

@@ -19,6 +19,11 @@ export function appUrl(config: ServerConfig): string {
   return domain ? `https://${domain}/` : `http://127.0.0.1:${config.port}/`;
 }
 
+/** Where the deployed app answers: undefined for static files under `strategy: restart` (nothing serves them). */
+export function servedUrl(plan: Deployment): string | undefined {
+  return plan.runs || PROXIED[plan.config.strategy] ? appUrl(plan.config) : undefined;
+}
+
 /** The fields of status.json that come from deploy.yml and config.yml. */
 function statusBase(plan: Deployment) {
   const { deploy, config } = plan;
@@ -28,7 +33,7 @@ function statusBase(plan: Deployment) {
     manager: config.manager,
     port: config.port,
     strategy: config.strategy,
-    ...(plan.runs || PROXIED[config.strategy] ? { url: appUrl(config) } : {}),
+    ...(servedUrl(plan) ? { url: servedUrl(plan) } : {}),
   };
 }
 

@@ -178,7 +178,11 @@ Deno.test("a static site deploys and is served by the proxy; path traversal and 
       "docs/page.html": "<p>page</p>\n",
       "style.css": "h1 { color: red }\n",
     });
-    await repo.pushOk();
+    // The success line says where the site answers, as for an app that runs.
+    assertMatch(
+      (await repo.pushOk()).output,
+      new RegExp(`✓ deployed site \\w+ \\(release [\\d-]+\\) in [\\d.]+s: http://127\\.0\\.0\\.1:${port}/ *\\n`),
+    );
     const home = await fetch(`http://127.0.0.1:${port}/`);
     assertEquals([home.status, home.headers.get("content-type")?.split(";")[0]], [200, "text/html"]);
     assertEquals(await home.text(), "<h1>home</h1>\n");
