@@ -226,6 +226,7 @@ export async function receive(
   handle: RefHandler = (u) => handleRef(resolve(gitDir), u),
 ): Promise<number> {
   refuseForeignRepo(gitDir);
+  await refuseNonRepository(gitDir);
   await refuseRootBuilds(gitDir);
   const reader = new PktReader(Deno.stdin);
   const [version = ""] = await reader.readSection(); // "version=1\0<git's capabilities>"
@@ -309,6 +310,16 @@ function refuseForeignRepo(gitDir: string): void {
   if (!NAME_PATTERN.test(app) || appPaths(app).repo !== resolve(gitDir)) {
     throw new UsageError(`receive through sudo takes an app's repository (/var/repos/<app>.git), not ${gitDir}`);
   }
+}
+
+/** A path that is no bare repository (objects/ and HEAD): said as such, before any protocol. */
+async function refuseNonRepository(gitDir: string): Promise<void> {
+  const objects = await Deno.stat(`${gitDir}/objects`).catch(() => undefined);
+  const head = await Deno.stat(`${gitDir}/HEAD`).catch(() => undefined);
+  if (objects?.isDirectory && head?.isFile) return;
+  throw new UsageError(`${gitDir} is not a git repository`, {
+    suggestion: "an app's repository is /var/repos/<app>.git, made by `deploy-paradigm setup <app>`; " + BY_HOOK_ONLY,
+  });
 }
 
 /** Through sudo, no app whose builds and hooks run as root (see users.ts refuseRootThroughSudo). */

@@ -231,6 +231,13 @@ Deno.test("execute exits 2 on usage errors and 1 on a failed deploy", async () =
     assertMatch(byHand.stderr, /^error: nothing came from git on the input\nhint: receive is run by /);
     assertMatch(byHand.stderr, /run `deploy-paradigm execute <git-dir> <commit>`/);
     assert(!/\n\s+at /.test(byHand.stderr), byHand.stderr);
+    // ...on a path that is no repository: said so, before anything else.
+    const nowhere = await server.cli(["receive", `${repoPath}-missing`]);
+    assertEquals(nowhere.code, 2, nowhere.output);
+    assertMatch(
+      nowhere.stderr,
+      /^error: \S+-missing is not a git repository\nhint: an app's repository is \/var\/repos\//,
+    );
     assertEquals(await snapshot(server), before);
     for await (const entry of Deno.readDir(`${server.prefix}/opt/deployments`)) {
       assert(!entry.name.startsWith(".incoming-"), `staging dir left behind: ${entry.name}`);
