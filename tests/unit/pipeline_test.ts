@@ -177,9 +177,9 @@ Deno.test("pipeline: blue-green reverts to the old slot when the new one fails i
       "switch",
       "drain",
       "watch✗",
+      "revert", // traffic back first, then the slot it left drained and stopped: in the order they happen
       "drain",
       "stop",
-      "revert",
       "rolled_back✗",
     ]);
     assertEquals(await readRoute(w.paths.dir), { port: w.slots.blue }); // traffic is back

@@ -123,14 +123,19 @@ async function activateBlueGreen(ctx: SwitchContext, activation: Activation): Pr
     else await Deno.remove(paths.current).catch(() => {});
   };
   /** Traffic back where it was (`error`: why, for a canary that had passed: it is reverted now). */
-  const undo = async (stopIdle: boolean, error?: unknown) => {
+  const back = async (error?: unknown) => {
     await pointAt(route, oldRelease).catch(() => {});
     await proxy({ op: "reload" }).catch(() => {});
     if (canary) await settlePromoted(ctx, meta.id, error).catch(() => {});
-    if (stopIdle) {
-      await drain(ports, `the ${idle} slot`);
-      await stopSlot(idle, `the ${idle} slot is stopped`, instances);
-    }
+  };
+  /** The new slot drained and stopped. */
+  const retire = async () => {
+    await drain(ports, `the ${idle} slot`);
+    await stopSlot(idle, `the ${idle} slot is stopped`, instances);
+  };
+  const undo = async (stopIdle: boolean, error?: unknown) => {
+    await back(error);
+    if (stopIdle) await retire();
   };
 
   // 1. Start the new release in the idle slot (each of its web instances) and check it there, before it gets any traffic.
@@ -229,12 +234,14 @@ async function activateBlueGreen(ctx: SwitchContext, activation: Activation): Pr
 
   // 4. Watch the new release while the old slot stays warm; then commit (move the branch).
   const revert = async (error: unknown, step: string): Promise<never> => {
+    // The revert's line, then the drain and stop of the slot it left, in the order they happen.
     await journal.step(
       "revert",
-      () => undo(runs, error),
+      () => back(error),
       () => serving ? `traffic back to ${oldSlot ? `the ${oldSlot} slot` : "the release before"}` : "no release serves",
     )
       .catch(() => {});
+    if (runs) await retire();
     throw failed(error, step, true);
   };
   let watch: "passed" | "off" = "off";
