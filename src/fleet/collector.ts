@@ -19,6 +19,7 @@ import {
   MAX_CRON_JOBS,
   MAX_NEW_BYTES_PER_FILE,
   MAX_NEW_BYTES_PER_SERVER,
+  MAX_NEW_LINES_PER_SERVER,
   MAX_PROCESSES,
   MAX_STATUS_BYTES,
   size,
@@ -226,8 +227,13 @@ export class Collector {
       // cycle, and each cycle starts at another file so that none waits for ever.
       const files = [...pulled.logs.keys()].filter((rel) => !rel.endsWith(".1")).sort();
       const first = files.length ? this.cycles % files.length : 0;
-      const budget = { perFile: MAX_NEW_BYTES_PER_FILE, left: MAX_NEW_BYTES_PER_SERVER };
+      const budget = {
+        perFile: MAX_NEW_BYTES_PER_FILE,
+        left: MAX_NEW_BYTES_PER_SERVER,
+        lines: MAX_NEW_LINES_PER_SERVER,
+      };
       let waiting = 0;
+      let stopped = 0;
       for (const rel of [...files.slice(first), ...files.slice(0, first)]) {
         const result = await ingestFile(
           this.store,
@@ -241,6 +247,7 @@ export class Collector {
         outcome.deployments += result.deployments;
         outcome.gaps += result.gaps;
         if (result.deferred) waiting++;
+        if (result.stopped) stopped++;
         if (result.cronForgotten) {
           outcome.limits.push(
             `${rel}: the last runs of ${result.cronForgotten} cron job(s) forgotten, over the ${MAX_CRON_JOBS} an ` +
@@ -253,6 +260,12 @@ export class Collector {
               "in one cycle",
           );
         }
+      }
+      if (stopped) {
+        outcome.limits.push(
+          `${stopped} log file(s) go on next cycle: over the ${MAX_NEW_LINES_PER_SERVER.toLocaleString("en-US")} ` +
+            "new log lines a server may bring in one cycle",
+        );
       }
       if (waiting) {
         outcome.limits.push(

@@ -5,7 +5,7 @@
  * (and its inode where the source knows the real one). A cycle reads a bounded number of new
  * bytes ({@link Budget}, from ./limits.ts): past a file's share, the oldest new bytes are skipped
  * and a `[fleet] gap: …` line says how many; past the server's, the file waits for the next
- * cycle. And a server's certificate state, read as hostile input by ../proxy/cert_state.ts.
+ * cycle. And a bounded number of lines: past it, a file stops at a line and goes on next cycle. And a server's certificate state, read as hostile input by ../proxy/cert_state.ts.
  * @module
  */
 import { readAtMost } from "../fsutil.ts";
@@ -131,15 +131,23 @@ export interface FileResult {
   skipped: number;
   /** Not read at all: its new bytes did not fit in what is left of the server's budget. */
   deferred?: boolean;
+  /** Stopped at a line (or not begun), the server's budget of lines spent: the rest waits for the next cycle. */
+  stopped?: boolean;
   /** cron.log: cron jobs forgotten, over the MAX_CRON_JOBS (./limits.ts) whose last run an app may keep. */
   cronForgotten?: number;
 }
 
-/** How many new bytes a cycle may read: of one file, and of all the server's files (`left`, shared). */
+/**
+ * How many new bytes a cycle may read: of one file, and of all the server's files (`left`,
+ * shared); and how many lines it may store of all of them (`lines`, shared; unbounded if absent).
+ */
 export interface Budget {
   perFile: number;
   left: number;
+  lines?: number;
 }
+
+const linesLeft = (budget: Budget) => budget.lines ?? Infinity;
 
 /**
  * Ingests the new complete lines of `file` (of `server`), following its ledger; `rotated` is its
@@ -169,11 +177,12 @@ export async function ingestFile(
   const pending = decision.kind === "grow"
     ? facts.size - decision.from
     : facts.size + (decision.kind === "rotated" ? oldFacts!.size - decision.restFrom : 0);
+  if (linesLeft(budget) <= 0) return { ...result, stopped: true };
   if (Math.min(pending, budget.perFile) > budget.left) return { ...result, deferred: true };
   // One file's share: the rest of the old file first (on rotation), then the new one.
   let share = budget.perFile;
   const add = async (target: FileLedger, source: Deno.FsFile, from: number, final: boolean) => {
-    const read = await readInto(store, target, app, name, source, from, final, now, result, share);
+    const read = await readInto(store, target, app, name, source, from, final, now, result, share, budget);
     share -= read;
     budget.left -= read;
     result.bytes += read;
@@ -182,6 +191,9 @@ export async function ingestFile(
     await add(ledger!, handle, decision.from, false);
   } else {
     if (decision.kind === "rotated") await add(ledger!, old!, decision.restFrom, true);
+    // The ledger stays on the rotated file when the lines ran out in it (next cycle reads its rest),
+    // or when none are left for the new one.
+    if (result.stopped || linesLeft(budget) <= 0) return { ...result, stopped: true };
     const gap = decision.kind === "new" ? undefined : decision.gap;
     const line = { offset: -1, ts: now, text: `[fleet] gap possible: ${name} ${gap}` };
     ledger = store.newGeneration(
@@ -202,8 +214,9 @@ export async function ingestFile(
  * Reads `source` from `from` to its size now and ingests its complete lines under `ledger` (a
  * trailing line without a newline too when `final`: a rotated file does not grow any more),
  * moving the ledger. More than `limit` new bytes: the first ones are skipped, a `gap` line says
- * how many, and reading starts at the first line within the newest `limit` bytes. Returns the
- * bytes read.
+ * how many, and reading starts at the first line within the newest `limit` bytes. Once the
+ * budget's `lines` are spent, it stops after the chunk where they ran out (`stopped`), the ledger
+ * at a line's start. Returns the bytes read (to the ledger).
  */
 async function readInto(
   store: FleetStore,
@@ -216,6 +229,7 @@ async function readInto(
   now: number,
   result: FileResult,
   limit: number,
+  budget: Budget,
 ): Promise<number> {
   const decoder = new TextDecoder();
   const isDeployLog = name === "deploy.log";
@@ -298,7 +312,12 @@ async function readInto(
     pending.copyWithin(0, start, length);
     length -= start;
     pendingAt = ledger.offset;
+    if (budget.lines !== undefined) budget.lines -= lines.length;
     if (eof) return end - from;
+    if (linesLeft(budget) <= 0) {
+      result.stopped = true;
+      return ledger.offset - from;
+    }
   }
 }
 

@@ -17,8 +17,10 @@ import {
   MAX_MIRROR_BYTES,
   MAX_NEW_BYTES_PER_FILE,
   MAX_NEW_BYTES_PER_SERVER,
+  MAX_NEW_LINES_PER_SERVER,
   MAX_STATUS_BYTES,
 } from "../../src/fleet/limits.ts";
+import { CHUNK } from "../../src/fleet/ingest.ts";
 
 const MiB = 1 << 20;
 
@@ -86,6 +88,8 @@ async function hostileFiles(vps: FakeVps) {
   // 20 MiB of lines in one file (over the 8 MiB a file may bring per cycle), and 4 × 7 MiB (past the server's 32).
   await fill(join(vps.logs, "big", "flood.log"), 20 * MiB, "", LINE);
   for (const i of [1, 2, 3, 4]) await fill(join(vps.logs, "big", `f${i}.log`), 7 * MiB, "", LINE);
+  // 2,000,000 lines of 2 bytes (~10 µs each to store): at most MAX_NEW_LINES_PER_SERVER a cycle.
+  await fill(join(vps.logs, "big", "tiny.log"), 4_000_000, "", "a\n");
 }
 
 Deno.test("fleet: a hostile server (100 MB status.json, 500 MB log, floods) stays within the limits; the normal server is pulled on time", async () => {
@@ -138,6 +142,10 @@ Deno.test("fleet: a hostile server (100 MB status.json, 500 MB log, floods) stay
         const said = api.log().split("\n").filter((line) => /! hostile: over a limit/.test(line));
         assert(said.some((line) => /1 log file\(s\) wait for the next cycle/.test(line)), said.join("\n"));
         assert(said.some((line) => /big\/flood\.log: 12 MiB skipped, over the 8 MiB/.test(line)), said.join("\n"));
+        assert(
+          said.some((line) => /\d log file\(s\) go on next cycle: over the 100,000 new log lines/.test(line)),
+          said.join("\n"),
+        );
         assertEquals(good.limits, []);
         const apps = (await api.json("/api/fleet")).body.servers.find((s: { name: string }) => s.name === "hostile")
           .apps;
@@ -162,7 +170,16 @@ Deno.test("fleet: a hostile server (100 MB status.json, 500 MB log, floods) stay
         const { pulls } = db.prepare("SELECT pulls FROM servers WHERE name = 'hostile'").get() as { pulls: number };
         db.close();
         assert(stored.n <= pulls * MAX_NEW_BYTES_PER_SERVER, `${mib(stored.n)} in ${pulls} pulls`);
-        assert(sum(data) <= 3 * stored.n + 8 * MiB, `${mib(sum(data))} for ${mib(stored.n)} of lines`);
+        // ...and at most MAX_NEW_LINES_PER_SERVER lines (past it by the rest of one chunk at most).
+        assert(
+          stored.lines <= pulls * (MAX_NEW_LINES_PER_SERVER + CHUNK / 2),
+          `${stored.lines} lines in ${pulls} pulls`,
+        );
+        // (Each row costs some bytes of its own, whatever its text: the tiny lines.)
+        assert(
+          sum(data) <= 3 * stored.n + 256 * stored.lines + 8 * MiB,
+          `${mib(sum(data))} for ${stored.lines} lines, ${mib(stored.n)} of text`,
+        );
         const cycleCount = cycles.length;
         assert(fleetBytes < 16 << 10, `/api/fleet: ${fleetBytes} bytes`);
         assert(detail.length < 64 << 10, `/api/servers/hostile: ${detail.length} bytes`);
@@ -178,7 +195,7 @@ Deno.test("fleet: a hostile server (100 MB status.json, 500 MB log, floods) stay
           [
             `figures: hostile server: 100,000,000-byte status.json, 500,000,000-byte log, ${
               mib(20 * MiB + 28 * MiB)
-            } of log lines`,
+            } of log lines, 2,000,000 2-byte lines`,
             `figures: mirror of the hostile server: ${mib(sum(mirror))} in ${mirror.size} files ` +
             `(limits: ${mib(MAX_MIRROR_BYTES)} in all, ${mib(MAX_LOG_FILE_BYTES)} a file)`,
             `figures: fleet.db + -wal + -shm + alerts.json after ${cycleCount} cycles (${pulls} pulls of the hostile ` +

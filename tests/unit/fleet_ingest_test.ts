@@ -6,7 +6,12 @@ import { jsonObjectOf } from "../../src/fleet/json_line.ts";
 import { type FileLedger, HISTORY_ROWS } from "../../src/fleet/store.ts";
 import { MIGRATIONS } from "../../src/fleet/migrations.ts";
 import { withStore } from "../helpers/fleet_store.ts";
-import { FIELD } from "../../src/fleet/limits.ts";
+import {
+  FIELD,
+  MAX_NEW_BYTES_PER_FILE,
+  MAX_NEW_BYTES_PER_SERVER,
+  MAX_NEW_LINES_PER_SERVER,
+} from "../../src/fleet/limits.ts";
 
 const bytes = (text: string) => new TextEncoder().encode(text);
 
@@ -243,5 +248,57 @@ Deno.test("FleetStore: retention by age and by count removes lines and their ind
         .all();
       assertEquals(rows.map((r) => [r.server, r.n, r.span]), [["loud", HISTORY_ROWS, HISTORY_ROWS], ["quiet", 10, 10]]);
     }
+  });
+});
+
+Deno.test("ingestFile: past the server's budget of lines a file stops at a line and goes on next cycle, rotation too; nothing twice, nothing lost", async () => {
+  await withStore("dp-ingest-lines-", async (store, dir) => {
+    const path = join(dir, "x.log");
+    const here = (p: string, rel: string) => ({ rel, path: p, ino: "here" as const });
+    const line = (i: number) => `line ${String(i).padStart(5, "0")}\n`; // 11 bytes: 1,489 to a chunk
+    const lines = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => line(from + i)).join("");
+    const cycle = async (budget = { perFile: 1 << 30, left: 1 << 30, lines: 1_000 }) =>
+      await ingestFile(store, "s", here(path, "a/x.log"), here(`${path}.1`, "a/x.log.1"), 0, budget);
+    await Deno.writeTextFile(path, lines(0, 5_000));
+    const first = await cycle();
+    assertEquals([first.stopped, first.lines], [true, Math.floor(CHUNK / 11)], "one chunk: past the budget, it stops");
+    assertEquals(store.ledger("s", "a/x.log")!.offset, first.lines * 11, "at a line's start");
+    // Spent: the next file of the cycle is not begun.
+    const spent = { perFile: 1 << 30, left: 1 << 30, lines: 0 };
+    assertEquals([(await cycle(spent)).stopped, (await cycle(spent)).lines], [true, 0]);
+    // Rotated with a rest left: the rest of the .1 first, stopping in it keeps the ledger there.
+    await Deno.writeTextFile(path, lines(5_000, 6_000), { append: true });
+    await Deno.rename(path, `${path}.1`);
+    await Deno.writeTextFile(path, lines(6_000, 7_000));
+    let stops = 0;
+    for (let i = 0; i < 20; i++) {
+      const result = await cycle();
+      if (!result.stopped) break;
+      stops++;
+    }
+    assert(stops >= 4, `${stops} cycles stopped`);
+    const texts = (store.sql("SELECT text FROM lines WHERE kind = 'line' ORDER BY id").all() as { text: string }[])
+      .map((r) => r.text + "\n").join("");
+    assertEquals(texts, lines(0, 7_000));
+    assertEquals((store.sql("SELECT count(*) AS n FROM lines WHERE kind = 'gap'").get() as { n: number }).n, 0);
+  });
+});
+
+Deno.test("ingestFile: a flood of 2-byte lines stores at most the server's budget of lines in a cycle", async () => {
+  await withStore("dp-ingest-tiny-", async (store, dir) => {
+    const path = join(dir, "tiny.log");
+    await Deno.writeTextFile(path, "a\n".repeat(1_000_000)); // 2 MB: 1,000,000 lines, as a hostile server sends them
+    const file = { rel: "x/tiny.log", path, ino: (await Deno.stat(path)).ino ?? null };
+    const budget = { perFile: MAX_NEW_BYTES_PER_FILE, left: MAX_NEW_BYTES_PER_SERVER, lines: MAX_NEW_LINES_PER_SERVER };
+    const started = performance.now();
+    const result = await ingestFile(store, "evil", file, undefined, 0, budget);
+    const ms = performance.now() - started;
+    assert(result.stopped, JSON.stringify(result));
+    assert(
+      result.lines >= MAX_NEW_LINES_PER_SERVER && result.lines < MAX_NEW_LINES_PER_SERVER + CHUNK / 2,
+      `${result.lines} lines`,
+    );
+    assertEquals(store.ledger("evil", "x/tiny.log")!.offset, result.lines * 2);
+    console.log(`figures: ${result.lines} of 1,000,000 2-byte lines stored in one cycle, in ${ms.toFixed(0)} ms`);
   });
 });
