@@ -572,7 +572,7 @@ Deno.test("checkHealth: connection refused is reported as such", async () => {
 
 Deno.test("checkHealth: counts each problem it met, in the order met", async () => {
   await withHealthServer((n) => (n <= 2 ? 503 : 500), async (url) => {
-    const result = await checkHealth(url, check({ window: 400, interval: 50 }));
+    const result = await checkHealth(url, check({ window: 2_000, interval: 50 }));
     assertEquals(result.healthy, false);
     assertEquals(Object.keys(result.problems), [
       "answered 503 Service Unavailable",
