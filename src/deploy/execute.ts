@@ -14,7 +14,7 @@
  */
 import { exists } from "../fsutil.ts";
 import { maintenancePath } from "../proxy/maintenance.ts";
-import { refTip } from "../git.ts";
+import { isAncestor, refTip } from "../git.ts";
 import { managerNamed } from "../managers/mod.ts";
 import { DryRunner } from "../runner.ts";
 import { ownAppDirs } from "../users.ts";
@@ -41,7 +41,8 @@ export interface ExecuteOptions {
   commit: string;
   /**
    * The pushed branch (`refs/heads/main`) and its value before the push (`old`, zeros for a new
-   * branch). When given, the branch must still be at `old` once the lock is held, and is moved
+   * branch). When given, the branch must still be at `old` once the lock is held (or at an
+   * ancestor of the commit: a rollback by hand moved it back meanwhile), and is moved
    * to the commit after the health check, under the lock; if that fails, the deploy is rolled back.
    */
   ref?: string;
@@ -135,9 +136,13 @@ async function deploy(
       await journal.record("cancelled", { ok: false, message: reason });
       return { ok: false, reason };
     }
+    let branchOld = old;
     if (ref !== undefined) {
       const tip = await refTip(plan.gitDir, ref);
-      if ((tip ?? "") !== old.replace(/^0+$/, "")) {
+      // Moved while this push waited: refused unless the pushed commit contains where it is now
+      // (a rollback by hand moved it back to an older commit).
+      if (tip && tip !== old && await isAncestor(plan.gitDir, tip, commit)) branchOld = tip;
+      else if ((tip ?? "") !== old.replace(/^0+$/, "")) {
         const reason = `${ref.replace("refs/heads/", "")} moved to ${tip?.slice(0, 7)} while this push waited; ` +
           `fetch, merge and push again`;
         print(`✗ ${reason}`);
@@ -145,7 +150,7 @@ async function deploy(
         return { ok: false, reason };
       }
     }
-    const branch = ref === undefined ? undefined : { ref, old };
+    const branch = ref === undefined ? undefined : { ref, old: branchOld };
     const result = await withDeployMarker(ctx, () => deployLocked(ctx, branch));
     lock.release();
     // Told once the deploy is over and recorded, outside the lock: a slow receiver holds nothing.

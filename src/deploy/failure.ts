@@ -7,7 +7,7 @@ import { pruneImages } from "../managers/docker.ts";
 import { type DeployContext, isoNow } from "./context.ts";
 import { StepFailed } from "./journal.ts";
 import { appUrl, failedStatus, lastDeploy, saveStatus } from "./outcome.ts";
-import { currentRelease, listReleases, markBad } from "./releases.ts";
+import { currentRelease, listReleases, setBad } from "./releases.ts";
 import type { AppStatus } from "./status.ts";
 import type { Release } from "./steps/mod.ts";
 import { ActivationFailed, strategyOf } from "./strategies/mod.ts";
@@ -80,7 +80,7 @@ export async function failed(
   journal.release = release.id;
   // It took traffic: kept for inspection and skipped by rollback; so is a cancelled one that still serves.
   const stillServes = (await currentRelease(paths)) === release.id;
-  if (switched && activation!.reverted && (!cancelled || stillServes)) await markBad(paths, release.id);
+  if (switched && activation!.reverted && (!cancelled || stillServes)) await setBad(paths, release.id, true);
   else {
     await Deno.remove(release.dir, { recursive: true }).catch(() => {});
     if (deploy.type === "docker") {

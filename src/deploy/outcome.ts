@@ -27,13 +27,14 @@ export function servedUrl(plan: Deployment): string | undefined {
 /** The fields of status.json that come from deploy.yml and config.yml. */
 function statusBase(plan: Deployment) {
   const { deploy, config } = plan;
+  const url = servedUrl(plan);
   return {
     name: deploy.name,
     type: deploy.type,
     manager: config.manager,
     port: config.port,
     strategy: config.strategy,
-    ...(servedUrl(plan) ? { url: servedUrl(plan) } : {}),
+    ...(url ? { url } : {}),
   };
 }
 
@@ -157,6 +158,8 @@ export function rolledBack(
     app: string;
     meta: ReleaseMeta;
     from?: string;
+    /** Back to an older release, or forward (`--to` a newer one). */
+    way: "back" | "forward";
     health: HealthResult;
     strategy: Partial<AppStatus>;
     at: string;
@@ -170,8 +173,7 @@ export function rolledBack(
   const canary = left
     ? { ...left, state: "aborted" as const, reason: "ended by a rollback by hand", at }
     : before?.canary;
-  const way = from !== undefined && meta.id > from ? "forward" : "back";
-  const message = `rolled ${way} by hand to release ${meta.id} (${version})`;
+  const message = `rolled ${r.way} by hand to release ${meta.id} (${version})`;
   const event = (release: string, commit: string) =>
     lastDeploy("rolled_back", release, commit, at, duration, { step: "rollback", message });
   return {

@@ -58,8 +58,8 @@ export function runsProcess(meta: ReleaseMeta): boolean {
   return meta.argv !== undefined || meta.image !== undefined;
 }
 
-/** Marks a release bad (rolled back from), or with `bad` false good again (gone back to by name). */
-export async function markBad(paths: AppPaths, id: string, bad = true): Promise<void> {
+/** Marks a release bad (rolled back from: `rollback` skips it) or, with false, good again (gone back to by name). */
+export async function setBad(paths: AppPaths, id: string, bad: boolean): Promise<void> {
   const meta = await readReleaseMeta(paths, id);
   if (!meta || (meta.bad === true) === bad) return;
   const { bad: _, ...rest } = meta;

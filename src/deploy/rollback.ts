@@ -20,10 +20,10 @@ import { rolledBack, withProcesses } from "./outcome.ts";
 import {
   currentRelease,
   listReleases,
-  markBad,
   readReleaseMeta,
   type ReleaseMeta,
   runsProcess,
+  setBad,
   usableRelease,
 } from "./releases.ts";
 import { envSnapshot, secretValues } from "./runtime.ts";
@@ -170,22 +170,29 @@ export async function rollback(
   }
 }
 
+/** Whether going from release `from` to release `to` goes back (to an older one) or forward (`--to` a newer one). */
+export function rollWay(from: string | undefined, to: string): "back" | "forward" {
+  return from !== undefined && to > from ? "forward" : "back";
+}
+
 /**
- * The deploy branch follows what serves, as after a push: from the commit rolled away from to
- * `commit`, so pushing that commit again deploys it. A branch that is elsewhere (moved since) stays.
+ * The deploy branch follows what serves, as after a push: from `from`, the commit rolled away
+ * from, to `commit`, so pushing `from` again deploys it. A branch that is elsewhere (moved since) stays.
  */
 async function followBranch(
   journal: Journal,
   paths: AppPaths,
   branch: string,
-  from: string | undefined,
+  from: string,
   commit: string,
 ): Promise<void> {
   const ref = `refs/heads/${branch}`;
   const tip = await refTip(paths.repo, ref).catch(() => undefined);
   if (tip === undefined || tip === commit) return; // never pushed (deployed by `execute`), or there already
   if (tip !== from) {
-    journal.say(`! ${branch} stays at ${tip?.slice(0, 7) ?? "nothing"}: it is not at the commit rolled back from`);
+    journal.say(
+      `! ${branch} stays at ${tip.slice(0, 7)}: it is not at ${from.slice(0, 7)}, the commit rolled away from`,
+    );
     return;
   }
   await journal.step(
@@ -219,7 +226,7 @@ async function switchTo(
   const ctx: SwitchContext = { ...effects, paths, config, journal, runner, inspect: effects.runner(() => {}), manager };
   const strategy = strategyOf(config);
   // `--to` a newer release than the serving one goes forward: the one left is not bad for that.
-  const way = from !== undefined && meta.id > from ? "forward" : "back";
+  const way = rollWay(from, meta.id);
   journal.say(`deploy-paradigm: rolling ${app} ${way} to release ${meta.id} (${meta.commit.slice(0, 7)})`);
   await journal.record("rollback", { message: `from ${from ?? "nothing"} to ${meta.id}` });
   const before = await readStatus(paths.status);
@@ -254,9 +261,9 @@ async function switchTo(
     journal.say(`✗ rollback of ${app} to ${meta.id} ${how}; ${back} serves`);
     return 1;
   }
-  if (from && way === "back") await markBad(paths, from);
-  if (meta.bad) await markBad(paths, meta.id, false); // chosen by name: it serves, so it is not skipped later
-  await followBranch(journal, paths, before?.branch ?? "main", fromMeta?.commit, meta.commit);
+  if (from && way === "back") await setBad(paths, from, true);
+  if (meta.bad) await setBad(paths, meta.id, false); // chosen by name: it serves, so it is not skipped later
+  if (fromMeta) await followBranch(journal, paths, before?.branch ?? "main", fromMeta.commit, meta.commit);
   // The release gone back to brings its own workers back (the rollback stands either way).
   if (await hasWorkers(paths.dir, meta)) {
     await journal.step("workers", () => syncWorkers(ctx, meta, secrets), (line) => line)
@@ -273,6 +280,7 @@ async function switchTo(
     app,
     meta,
     from,
+    way,
     health: active.health,
     strategy: active.status,
     at,

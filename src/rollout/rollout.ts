@@ -201,7 +201,8 @@ async function readHeads(git: RemoteGit, targets: Target[], branch: string): Pro
  * The checks on the branches read, before anything is pushed: each push a fast-forward (else
  * `--force`), each commit to roll back to here (with `--on-failure rollback`); and a warning for
  * a server whose branch is at the commit while the fleet database saw it serve another version
- * (rolled back by hand: `deploy-paradigm rollback` leaves the branch where it was).
+ * (its branch did not follow a rollback by hand: `deploy-paradigm rollback` moves it, unless it
+ * had moved since).
  */
 export async function preflight(
   repo: LocalRepo,
@@ -223,7 +224,7 @@ export async function preflight(
       if (tip === commit && seen && target.fleet && seen !== short(commit)) {
         io.print(
           `warning: ${target.name}'s ${branch} is already at ${short(commit)}, but the fleet saw it serve ${seen} ` +
-            `(rolled back by hand?): the push changes nothing there`,
+            `(its branch did not follow a rollback?): the push changes nothing there`,
         );
       }
       continue;

@@ -560,3 +560,57 @@ Deno.test("pipeline: a failed restart rollback restores the release it started f
     assertEquals(await (await fetch(`http://127.0.0.1:${w.port}/`)).text(), "ok");
   });
 });
+
+Deno.test("pipeline: a push that waited while a rollback moved the branch back deploys when it contains where the branch is; a sibling is refused", async () => {
+  await withWorld("restart", async (w) => {
+    const main = "refs/heads/main";
+    const tip = () => git(w.repo, "rev-parse", main);
+    const c1 = await commit(w, "ok");
+    assert((await deploy(w, c1, { ref: main, old: ZEROS })).ok);
+    const c2 = await commit(w, "ok");
+    assert((await deploy(w, c2, { ref: main, old: c1 })).ok);
+    assertEquals(await rollback(APP, undefined, w.effects), 0);
+    assertEquals(await tip(), c1, "the branch followed the rollback");
+    // Pushed on top of c2 before the rollback moved the branch: it waited, and c1 is in its history.
+    const c3 = await commit(w, "ok");
+    assert((await deploy(w, c3, { ref: main, old: c2 })).ok);
+    assertEquals([await tip(), (await status(w)).commit], [c3, c3]);
+    // A sibling of c3 pushed on top of c2 meanwhile: the branch's c3 is not in it.
+    await git(w.work, "reset", "--quiet", "--hard", c2);
+    const c4 = await commit(w, "ok");
+    const sibling = await deploy(w, c4, { ref: main, old: c2 });
+    assertEquals(sibling.ok, false);
+    assertMatch(sibling.reason!, /^main moved to [0-9a-f]{7} while this push waited; fetch, merge and push again$/);
+    assertEquals(await tip(), c3);
+  });
+});
+
+Deno.test("pipeline: rollback leaves a branch that moved since where it is, with a ! line; a never-pushed app has none to move", async () => {
+  await withWorld("restart", async (w) => {
+    const main = "refs/heads/main";
+    const c1 = await commit(w, "ok");
+    assert((await deploy(w, c1, { ref: main, old: ZEROS })).ok);
+    const c2 = await commit(w, "ok");
+    assert((await deploy(w, c2, { ref: main, old: c1 })).ok);
+    const elsewhere = await commit(w, "ok"); // the branch moved by hand, never deployed
+    await git(w.repo, "update-ref", main, elsewhere, c2);
+    const printedFrom = w.printed.length;
+    assertEquals(await rollback(APP, undefined, w.effects), 0);
+    assertEquals(await git(w.repo, "rev-parse", main), elsewhere);
+    const printed = w.printed.slice(printedFrom);
+    assert(
+      printed.includes(
+        `! main stays at ${elsewhere.slice(0, 7)}: it is not at ${c2.slice(0, 7)}, the commit rolled away from`,
+      ),
+      printed.join("\n"),
+    );
+    assert(!printed.some((line) => line.startsWith("✓ branch")), printed.join("\n"));
+  });
+  await withWorld("restart", async (w) => {
+    for (let i = 0; i < 2; i++) assert((await deploy(w, await commit(w, "ok"))).ok); // by `execute`, no branch
+    const printedFrom = w.printed.length;
+    assertEquals(await rollback(APP, undefined, w.effects), 0);
+    const printed = w.printed.slice(printedFrom);
+    assert(!printed.some((line) => /branch|main/.test(line)), printed.join("\n"));
+  });
+});

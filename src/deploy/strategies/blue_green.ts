@@ -17,7 +17,7 @@ import { portsTarget, readRoute, ROUTE_FILE, type RouteTarget, targetPorts, writ
 import { describeCanary, removeSplit, runCanaryPhase, settleCanary, settlePromoted } from "../canary.ts";
 import type { SwitchContext } from "../context.ts";
 import { checkStaticFiles, type HealthResult, startAndCheck, watchHealth } from "../health.ts";
-import { currentRelease, markBad, markServed, readReleaseMeta, runsProcess } from "../releases.ts";
+import { currentRelease, markServed, readReleaseMeta, runsProcess, setBad } from "../releases.ts";
 import { releaseProcess } from "../runtime.ts";
 import { readStatus } from "../status.ts";
 import {
@@ -298,7 +298,7 @@ export async function endLeftCanary(ctx: SwitchContext, reason: string, record =
   const ended = left?.state === "running" || left?.state === "promoted";
   const release = ended && left.release !== await currentRelease(paths) ? left.release : undefined;
   const meta = release ? await readReleaseMeta(paths, release).catch(() => undefined) : undefined;
-  if (meta) await markBad(paths, meta.id);
+  if (meta) await setBad(paths, meta.id, true);
   await settleCanary(ctx, undefined, "aborted", reason);
   if (record) {
     await journal.record("canary", {
