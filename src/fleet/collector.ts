@@ -223,8 +223,8 @@ export class Collector {
       }
       this.store.keepApps(server.name, apps);
       await ingestCertificates(this.store, server.name, pulled.certificates, started);
-      // New log bytes per server per cycle are bounded: the files past the budget wait for the next
-      // cycle, and each cycle starts at another file so that none waits for ever.
+      // New log bytes and lines per server per cycle are bounded: the files past the budget wait for
+      // the next cycle, and each cycle starts at another file so that none waits for ever.
       const files = [...pulled.logs.keys()].filter((rel) => !rel.endsWith(".1")).sort();
       const first = files.length ? this.cycles % files.length : 0;
       const budget = {
@@ -263,8 +263,8 @@ export class Collector {
       }
       if (stopped) {
         outcome.limits.push(
-          `${stopped} log file(s) go on next cycle: over the ${MAX_NEW_LINES_PER_SERVER.toLocaleString("en-US")} ` +
-            "new log lines a server may bring in one cycle",
+          `${stopped} log file(s) wait for the next cycle: over the ` +
+            `${MAX_NEW_LINES_PER_SERVER.toLocaleString("en-US")} new log lines a server may bring in one cycle`,
         );
       }
       if (waiting) {

@@ -5,7 +5,8 @@
  * (and its inode where the source knows the real one). A cycle reads a bounded number of new
  * bytes ({@link Budget}, from ./limits.ts): past a file's share, the oldest new bytes are skipped
  * and a `[fleet] gap: …` line says how many; past the server's, the file waits for the next
- * cycle. And a bounded number of lines: past it, a file stops at a line and goes on next cycle. And a server's certificate state, read as hostile input by ../proxy/cert_state.ts.
+ * cycle. And a bounded number of lines: once they are spent, a file stops at a line and goes on
+ * next cycle. And a server's certificate state, read as hostile input by ../proxy/cert_state.ts.
  * @module
  */
 import { readAtMost } from "../fsutil.ts";
@@ -139,15 +140,13 @@ export interface FileResult {
 
 /**
  * How many new bytes a cycle may read: of one file, and of all the server's files (`left`,
- * shared); and how many lines it may store of all of them (`lines`, shared; unbounded if absent).
+ * shared); and how many lines it may read of all of them (`lines`, shared, blank ones included).
  */
 export interface Budget {
   perFile: number;
   left: number;
-  lines?: number;
+  lines: number;
 }
-
-const linesLeft = (budget: Budget) => budget.lines ?? Infinity;
 
 /**
  * Ingests the new complete lines of `file` (of `server`), following its ledger; `rotated` is its
@@ -162,7 +161,7 @@ export async function ingestFile(
   file: SourceFile,
   rotated: SourceFile | undefined,
   now = Date.now(),
-  budget: Budget = { perFile: Infinity, left: Infinity },
+  budget: Budget = { perFile: Infinity, left: Infinity, lines: Infinity },
 ): Promise<FileResult> {
   const result: FileResult = { lines: 0, deployments: 0, gaps: 0, bytes: 0, skipped: 0 };
   const [app, ...rest] = file.rel.split("/");
@@ -177,7 +176,7 @@ export async function ingestFile(
   const pending = decision.kind === "grow"
     ? facts.size - decision.from
     : facts.size + (decision.kind === "rotated" ? oldFacts!.size - decision.restFrom : 0);
-  if (linesLeft(budget) <= 0) return { ...result, stopped: true };
+  if (pending > 0 && budget.lines <= 0) return { ...result, stopped: true };
   if (Math.min(pending, budget.perFile) > budget.left) return { ...result, deferred: true };
   // One file's share: the rest of the old file first (on rotation), then the new one.
   let share = budget.perFile;
@@ -193,7 +192,7 @@ export async function ingestFile(
     if (decision.kind === "rotated") await add(ledger!, old!, decision.restFrom, true);
     // The ledger stays on the rotated file when the lines ran out in it (next cycle reads its rest),
     // or when none are left for the new one.
-    if (result.stopped || linesLeft(budget) <= 0) return { ...result, stopped: true };
+    if (result.stopped || (facts.size > 0 && budget.lines <= 0)) return { ...result, stopped: true };
     const gap = decision.kind === "new" ? undefined : decision.gap;
     const line = { offset: -1, ts: now, text: `[fleet] gap possible: ${name} ${gap}` };
     ledger = store.newGeneration(
@@ -284,13 +283,16 @@ async function readInto(
       start = nl < 0 ? data.length : nl + 1;
       resync = false;
     }
+    let read = 0; // lines, blank ones too: each costs a scan and a decode
     for (let nl = data.indexOf(10, Math.max(start, scanned)); nl >= 0; nl = data.indexOf(10, start)) {
       pushLine(lines, decoder, data.subarray(start, nl), pendingAt + start, now);
       start = nl + 1;
+      read++;
     }
     if ((eof && final && start < data.length) || data.length - start > MAX_LINE) {
       pushLine(lines, decoder, data.subarray(start), pendingAt + start, now);
       start = data.length;
+      read++;
     }
     if (start === 0 && !eof) continue; // the middle of a long line: nothing to store yet
     ledger.offset = pendingAt + start;
@@ -312,9 +314,9 @@ async function readInto(
     pending.copyWithin(0, start, length);
     length -= start;
     pendingAt = ledger.offset;
-    if (budget.lines !== undefined) budget.lines -= lines.length;
+    budget.lines -= read;
     if (eof) return end - from;
-    if (linesLeft(budget) <= 0) {
+    if (budget.lines <= 0) {
       result.stopped = true;
       return ledger.offset - from;
     }

@@ -35,10 +35,11 @@ export const MAX_NEW_BYTES_PER_FILE = 8 << 20;
 /** New log bytes of one server ingested per cycle: the files past it wait for the next cycle. */
 export const MAX_NEW_BYTES_PER_SERVER = 32 << 20;
 /**
- * New log lines of one server stored per cycle: a file stops at the line where it is reached and
- * goes on next cycle (its backlog bounded by {@link MAX_NEW_BYTES_PER_FILE}). A stored line costs
- * ~10 µs here (SQLite and its full-text index): without it, 32 MiB of 2-byte lines would hold the
- * collector for minutes each cycle; with it, about a second. Blank lines are not stored or counted.
+ * New log lines of one server read per cycle, blank ones included: a file stops at the end of the
+ * 16 KiB chunk where they run out (up to 8,192 lines more) and goes on next cycle from that line
+ * (its backlog bounded by {@link MAX_NEW_BYTES_PER_FILE}). A stored line costs ~6–10 µs here
+ * (SQLite and its full-text index): without it, 32 MiB of 2-byte lines would hold the collector
+ * for minutes each cycle; with it, about a second.
  */
 export const MAX_NEW_LINES_PER_SERVER = 100_000;
 

@@ -143,7 +143,7 @@ Deno.test("fleet: a hostile server (100 MB status.json, 500 MB log, floods) stay
         assert(said.some((line) => /1 log file\(s\) wait for the next cycle/.test(line)), said.join("\n"));
         assert(said.some((line) => /big\/flood\.log: 12 MiB skipped, over the 8 MiB/.test(line)), said.join("\n"));
         assert(
-          said.some((line) => /\d log file\(s\) go on next cycle: over the 100,000 new log lines/.test(line)),
+          said.some((line) => /\d log file\(s\) wait for the next cycle: over the 100,000 new log lines/.test(line)),
           said.join("\n"),
         );
         assertEquals(good.limits, []);

@@ -263,9 +263,13 @@ Deno.test("ingestFile: past the server's budget of lines a file stops at a line 
     const first = await cycle();
     assertEquals([first.stopped, first.lines], [true, Math.floor(CHUNK / 11)], "one chunk: past the budget, it stops");
     assertEquals(store.ledger("s", "a/x.log")!.offset, first.lines * 11, "at a line's start");
-    // Spent: the next file of the cycle is not begun.
+    // Spent: the next file of the cycle is not begun; one with nothing new does not count as waiting.
     const spent = { perFile: 1 << 30, left: 1 << 30, lines: 0 };
     assertEquals([(await cycle(spent)).stopped, (await cycle(spent)).lines], [true, 0]);
+    const idle = join(dir, "idle.log");
+    await Deno.writeTextFile(idle, "one\n");
+    await ingestFile(store, "s", here(idle, "a/idle.log"), undefined, 0);
+    assertEquals((await ingestFile(store, "s", here(idle, "a/idle.log"), undefined, 0, spent)).stopped, undefined);
     // Rotated with a rest left: the rest of the .1 first, stopping in it keeps the ledger there.
     await Deno.writeTextFile(path, lines(5_000, 6_000), { append: true });
     await Deno.rename(path, `${path}.1`);
@@ -277,7 +281,9 @@ Deno.test("ingestFile: past the server's budget of lines a file stops at a line 
       stops++;
     }
     assert(stops >= 4, `${stops} cycles stopped`);
-    const texts = (store.sql("SELECT text FROM lines WHERE kind = 'line' ORDER BY id").all() as { text: string }[])
+    const texts = (store.sql("SELECT text FROM lines WHERE kind = 'line' AND file = 'x.log' ORDER BY id").all() as {
+      text: string;
+    }[])
       .map((r) => r.text + "\n").join("");
     assertEquals(texts, lines(0, 7_000));
     assertEquals((store.sql("SELECT count(*) AS n FROM lines WHERE kind = 'gap'").get() as { n: number }).n, 0);
@@ -299,6 +305,14 @@ Deno.test("ingestFile: a flood of 2-byte lines stores at most the server's budge
       `${result.lines} lines`,
     );
     assertEquals(store.ledger("evil", "x/tiny.log")!.offset, result.lines * 2);
+    // Blank lines are not stored, but reading them counts: a flood of them stops as well.
+    const blank = join(dir, "blank.log");
+    await Deno.writeTextFile(blank, "\n".repeat(1_000_000));
+    const spent = { perFile: MAX_NEW_BYTES_PER_FILE, left: MAX_NEW_BYTES_PER_SERVER, lines: MAX_NEW_LINES_PER_SERVER };
+    const blanks = await ingestFile(store, "evil", { rel: "x/blank.log", path: blank, ino: 1 }, undefined, 0, spent);
+    assertEquals([blanks.stopped, blanks.lines], [true, 0]);
+    const offset = store.ledger("evil", "x/blank.log")!.offset;
+    assert(offset >= MAX_NEW_LINES_PER_SERVER && offset < MAX_NEW_LINES_PER_SERVER + CHUNK, `${offset}`);
     console.log(`figures: ${result.lines} of 1,000,000 2-byte lines stored in one cycle, in ${ms.toFixed(0)} ms`);
   });
 });

@@ -182,7 +182,7 @@ Deno.test("ingestFile: past the per-file budget the newest bytes are read after 
     const line = (i: number) => `req ${String(i).padStart(6, "0")} ${"x".repeat(80)}\n`; // 92 bytes
     await Deno.writeTextFile(path, Array.from({ length: 1000 }, (_, i) => line(i)).join(""));
     const file = { rel: "web/access.log", path, ino: 1 };
-    const budget = { perFile: 9_200, left: 100_000 };
+    const budget = { perFile: 9_200, left: 100_000, lines: Infinity };
     const first = await ingestFile(store, "s1", file, undefined, VIEW.now, budget);
     assertEquals(first.skipped, 92_000 - 9_200);
     assertEquals([first.lines, first.gaps, first.bytes], [99, 1, 9_200], "the first line after the cut is partial");
@@ -201,10 +201,18 @@ Deno.test("ingestFile: past the per-file budget the newest bytes are read after 
     // Not enough left of the server's budget: nothing read, the ledger unmoved, for the next cycle.
     await Deno.writeTextFile(path, line(1002), { append: true });
     const offset = store.ledger("s1", "web/access.log")!.offset;
-    const deferred = await ingestFile(store, "s1", file, undefined, VIEW.now, { perFile: 9_200, left: 10 });
+    const deferred = await ingestFile(store, "s1", file, undefined, VIEW.now, {
+      perFile: 9_200,
+      left: 10,
+      lines: Infinity,
+    });
     assertEquals(deferred.deferred, true);
     assertEquals(store.ledger("s1", "web/access.log")!.offset, offset);
-    const later = await ingestFile(store, "s1", file, undefined, VIEW.now, { perFile: 9_200, left: 10_000 });
+    const later = await ingestFile(store, "s1", file, undefined, VIEW.now, {
+      perFile: 9_200,
+      left: 10_000,
+      lines: Infinity,
+    });
     assertEquals(later.lines, 1);
   });
 });
