@@ -39,6 +39,8 @@ export interface SetupOptions {
   strategy?: Strategy;
   /** Host names the proxy routes to the app (replaces the list; empty: none, the app keeps its own port). */
   domains?: string[];
+  /** The blue and green slots' ports (blue-green; default: chosen once, kept in config.yml). */
+  slots?: { blue: number; green: number };
   /** Take defaults for everything not given, and do not ask for confirmation. */
   yes?: boolean;
   /** The address the proxy listens on (default: where it listens now, else 0.0.0.0). */
@@ -72,7 +74,7 @@ function unreadable(error: unknown, configPath: string): unknown {
   if (!(error instanceof ConfigError)) return error;
   return new ConfigError(error.message.split("\n")[0], error.problems, {
     suggestion: `fix ${configPath} (setup keeps what it holds and changes only port, manager, env, ` +
-      `strategy and domains), or remove it to start again`,
+      `strategy, domains and, with --slots, slots), or remove it to start again`,
   });
 }
 
@@ -85,6 +87,7 @@ function configText(
   current: string | undefined,
   values: SetupValues,
   configPath: string,
+  slots?: SetupOptions["slots"],
 ): { text: string; user?: string } {
   const doc = parseDocument(current ?? CONFIG_TEMPLATE); // YAML: `existing` read it
   for (const [key, value] of Object.entries({ port: values.port, manager: values.manager, env: values.env })) {
@@ -93,6 +96,7 @@ function configText(
   doc.set("strategy", values.strategy);
   if (values.domains.length) doc.set("domains", values.domains);
   else doc.delete("domains");
+  if (slots) doc.set("slots", doc.createNode(slots));
   const text = String(doc);
   try {
     return { text, user: parseConfig(text, serverConfigSchema, configPath).user };
@@ -221,7 +225,7 @@ async function complete(options: SetupOptions, before: Partial<SetupOptions>): P
       validate: (text) => checkTyped(options.app, text),
     });
     values = { ...values, port, manager, env, domains: parseDomains([domains]) };
-    console.log(summary(options.app, values, options.repoUrl));
+    console.log(summary(options.app, { ...values, slots: options.slots }, options.repoUrl));
     if (!(await confirm({ message: "Write all this?", default: true }))) {
       throw new UsageError("setup cancelled: nothing was written");
     }
@@ -236,21 +240,49 @@ async function complete(options: SetupOptions, before: Partial<SetupOptions>): P
 
 function summary(
   app: string,
-  values: { port: number; manager: string; env: string; strategy: string; domains: string[] },
+  values: {
+    port: number;
+    manager: string;
+    env: string;
+    strategy: string;
+    domains: string[];
+    slots?: { blue: number; green: number };
+  },
   url?: string,
 ) {
   const paths = appPaths(app);
   return [
     `deploy-paradigm setup ${app}:`,
-    `  port ${values.port}, ${values.manager}, env ${values.env}, ${values.strategy}`,
+    `  port ${values.port}, ${values.manager}, env ${values.env}, ${values.strategy}` +
+    (values.slots ? ` (slots: blue ${values.slots.blue}, green ${values.slots.green})` : ""),
     `  domains: ${values.domains.length ? values.domains.join(", ") : "none (served on its port)"}`,
     `  ${paths.config}, ${paths.envFile(values.env)} (0600), ${paths.logDir}`,
     `  ${paths.repo}${url ? ` (cloned from ${url})` : ""} with its hook, and the proxy as a ${values.manager} service`,
   ].join("\n");
 }
 
-/** Setup's options once every one is decided, but --proxy-host (the proxy keeps the address it has, unless given). */
-type SetupValues = Required<Omit<SetupOptions, "proxyHost">> & Pick<SetupOptions, "proxyHost">;
+/**
+ * Setup's options once every one is decided, but --proxy-host (the proxy keeps the address it has,
+ * unless given) and --slots (config.yml keeps the slots it has, else the first deploy's are chosen).
+ */
+type SetupValues = Required<Omit<SetupOptions, "proxyHost" | "slots">> & Pick<SetupOptions, "proxyHost" | "slots">;
+
+/** `--slots`: for blue-green only, neither the app's port, nor a port another app has (exit 2, nothing written). */
+async function refuseSlots(app: string, slots: { blue: number; green: number }, values: SetupValues): Promise<void> {
+  if (!PROXIED[values.strategy]) {
+    throw new UsageError(`--slots is for strategy blue-green; ${app} has strategy ${values.strategy}`, {
+      suggestion: "leave --slots out, or pass --strategy blue-green",
+    });
+  }
+  for (const [slot, port] of Object.entries(slots)) {
+    if (port === values.port) {
+      throw new UsageError(`--slots: the ${slot} slot cannot have port ${port}, the app's public port`, {
+        suggestion: "slots are internal ports, each different from the app's port",
+      });
+    }
+    await refuseTakenPort(app, port, { where: `--slots, its ${slot} slot` });
+  }
+}
 
 /** Runs setup. Returns the exit code. */
 export async function setup(options: SetupOptions): Promise<number> {
@@ -275,10 +307,11 @@ export async function setup(options: SetupOptions): Promise<number> {
   // The proxy this app goes behind reads proxy.yml when it starts: one it cannot read would stop it (every app down).
   if (PROXIED[values.strategy]) await loadProxyConfig(prefix());
   if (bindsPort(values)) await refuseTakenPort(options.app, values.port);
+  if (options.slots) await refuseSlots(options.app, options.slots, values);
   const clash = await nameClash(prefix(), options.app, []);
   if (clash) throw new UsageError(clash, { suggestion: "choose another name for the app" });
   await checkDotenvFile(paths.envFile(values.env)); // a secret too short to redact (redact.ts)
-  const { text: config, user: configured } = configText(current, values, paths.config);
+  const { text: config, user: configured } = configText(current, values, paths.config, options.slots);
   const users: UserSetup = setupUsers(paths, configured);
   const hookPath = join(paths.repo, "hooks", "proc-receive");
   const hook = await readTextOrUndefined(hookPath);

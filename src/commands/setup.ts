@@ -30,6 +30,12 @@ export const setupCommand: CommandSpec = {
       description:
         "Address the proxy listens on (default: the one it has, else 0.0.0.0); a running proxy elsewhere is restarted there",
     },
+    {
+      name: "slots",
+      value: "blue,green",
+      description: "The internal ports of the blue and green slots, e.g. 21001,21002 (default: two free ports, " +
+        "chosen once and kept)",
+    },
     { name: "yes", short: "y", description: "Take defaults for what is not given; ask nothing" },
   ],
   async run({ args, opts }) {
@@ -42,6 +48,7 @@ export const setupCommand: CommandSpec = {
     if (env !== undefined && (!/^[A-Za-z0-9_.-]+$/.test(env) || env === "." || env === "..")) {
       throw new UsageError(`--env must be a name such as production (letters, digits, . _ -), got "${env}"`);
     }
+    const slots = opts.slots === undefined ? undefined : slotPorts(String(opts.slots));
     const { setup } = await import("../setup.ts");
     return await setup({
       app: args[0],
@@ -51,8 +58,21 @@ export const setupCommand: CommandSpec = {
       env: opts.env as string | undefined,
       strategy: opts.strategy as Strategy | undefined,
       domains: opts.domain as string[] | undefined,
+      slots,
       proxyHost: await listenAddress("proxy-host", opts["proxy-host"] as string | undefined),
       yes: opts.yes === true,
     });
   },
 };
+
+/** `--slots 21001,21002`: two different whole numbers from 1 to 65535, blue's first. */
+function slotPorts(text: string): { blue: number; green: number } {
+  const ports = text.split(",").map((part) => part.trim());
+  const valid = ports.length === 2 && ports.every((port) => /^[0-9]{1,5}$/.test(port) && +port >= 1 && +port <= 65535);
+  if (!valid || ports[0] === ports[1]) {
+    throw new UsageError(
+      `--slots must be two different ports, blue's then green's, such as 21001,21002 (got "${text}")`,
+    );
+  }
+  return { blue: +ports[0], green: +ports[1] };
+}

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { AppRepo } from "../helpers/apps.ts";
 import { BIN, freePort, get, run, type TestServer, withServer } from "../helpers/server.ts";
-import { releases, snapshot } from "../helpers/state.ts";
+import { releases, snapshot, status } from "../helpers/state.ts";
 import { envWords, Terminal } from "../helpers/terminal.ts";
 import { until } from "../helpers/time.ts";
 import { parseConfig } from "../../src/config/load.ts";
@@ -331,6 +331,64 @@ Deno.test("setup refuses a port another app has (its public port or a slot's) an
       const bad = await server.cli(["setup", "blog", "--port", odd, "--manager", "pm2", "--yes"]);
       assertEquals(bad.code, 2, `${odd}: ${bad.output}`);
       assertMatch(bad.stderr, /--port must be a whole number from 1 to 65535/);
+    }
+    assertEquals(await snapshot(server), before);
+  });
+});
+
+Deno.test("setup --slots gives the slots their ports, used by the deploy; bad values, the app's port, another app's port or strategy restart are refused, nothing changed", async () => {
+  await withServer(async (server) => {
+    const [port, blue, green] = [freePort(), freePort(), freePort()];
+    const base = ["setup", "shop", "--port", String(port), "--manager", "pm2", "--yes"];
+    const given = await server.cli([...base, "--slots", `${blue},${green}`]);
+    assertEquals(given.code, 0, given.output);
+    const slots = async (app = "shop") =>
+      parseConfig(await Deno.readTextFile(server.paths(app).config), serverConfigSchema, "config.yml").slots;
+    assertEquals(await slots(), { blue, green });
+    assertEquals((await server.cli(base)).code, 0, "again without --slots");
+    assertEquals(await slots(), { blue, green }, "kept");
+    const repo = await AppRepo.create(server, "shop", server.paths("shop").repo);
+    await repo.python("shop", "v1");
+    await repo.pushOk();
+    assertEquals((await status(server, "shop")).slotPort, blue);
+    assertEquals(
+      await get(`http://127.0.0.1:${blue}/`),
+      { status: 200, body: "v1" },
+      "the blue slot answers on its port",
+    );
+
+    const before = await snapshot(server);
+    const refusals: [string[], RegExp][] = [
+      [[...base, "--slots", `${blue},${blue}`], /--slots must be two different ports, blue's then green's/],
+      [[...base, "--slots", String(blue)], /--slots must be two different ports/],
+      [[...base, "--slots", "0x10,21002"], /--slots must be two different ports/],
+      [
+        [...base, "--slots", `${port},${green}`],
+        new RegExp(`--slots: the blue slot cannot have port ${port}, the app's`),
+      ],
+      [
+        [
+          "setup",
+          "blog",
+          "--port",
+          String(freePort()),
+          "--manager",
+          "pm2",
+          "--yes",
+          "--slots",
+          `${freePort()},${green}`,
+        ],
+        new RegExp(`app "blog" \\(--slots, its green slot\\) cannot have port ${green}: app "shop" has it already`),
+      ],
+      [
+        [...base, "--strategy", "restart", "--slots", `${freePort()},${freePort()}`],
+        /--slots is for strategy blue-green/,
+      ],
+    ];
+    for (const [args, expected] of refusals) {
+      const refused = await server.cli(args);
+      assertEquals(refused.code, 2, `${args.join(" ")}: ${refused.output}`);
+      assertMatch(refused.stderr, expected);
     }
     assertEquals(await snapshot(server), before);
   });
