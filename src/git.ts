@@ -2,7 +2,7 @@
  * Reading commits from the bare repository. Always `--git-dir`, never the hook's GIT_DIR.
  * @module
  */
-import { UsageError } from "./errors.ts";
+import { DeployParadigmError, UsageError } from "./errors.ts";
 import { baseEnv } from "./runner.ts";
 
 async function git(
@@ -121,7 +121,7 @@ export async function updateRef(gitDir: string, ref: string, next: string, old: 
     ? ["update-ref", "-d", "--end-of-options", ref, old]
     : ["update-ref", "--end-of-options", ref, next, old];
   const out = await git(gitDir, args);
-  if (out.code !== 0) throw new Error(`git update-ref ${ref} failed: ${out.stderr}`);
+  if (out.code !== 0) throw new DeployParadigmError(`git update-ref ${ref} failed: ${out.stderr}`);
 }
 
 /** True when `ancestor` is an ancestor of `commit` (a fast-forward). */

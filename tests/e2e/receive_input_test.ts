@@ -86,6 +86,18 @@ Deno.test("receive: malformed protocol lines are refused (exit 2, which and why)
     assertEquals(stored.code, 0, stored.stderr);
     assertMatch(stored.stdout, /ok refs\/heads\/feature/);
     assertEquals(await refs(), `refs/heads/feature ${c1}\nrefs/heads/main ${c2}`);
+    // Well-formed but not what the repository holds (an object it lacks, an old value that is not the
+    // branch's): git refuses the update, and the pusher reads git's reason, not a stack trace.
+    for (const line of [`${zero} ${"1234567890".repeat(4)} refs/heads/ghost`, `${c2} ${c1} refs/heads/feature`]) {
+      const failed = await receive(bare, env, [line]);
+      assertEquals(failed.code, 0, failed.stderr);
+      assertMatch(failed.stdout, /ng refs\/heads\/(ghost|feature) git update-ref refs\/heads\/\w+ failed: /);
+      assertMatch(failed.stderr, /^error: git update-ref refs\/heads\/\w+ failed: /);
+      for (const text of [failed.stdout, failed.stderr]) {
+        assertEquals(/\sat \S+ \(|file:\/\/|unexpected failure/.test(text), false, text);
+      }
+      assertEquals(await refs(), `refs/heads/feature ${c1}\nrefs/heads/main ${c2}`);
+    }
     console.log(`${refused.length} malformed lines refused (exit 2), refs unchanged; a well-formed one stored`);
   } finally {
     await Deno.remove(root, { recursive: true });
