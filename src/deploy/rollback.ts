@@ -227,9 +227,9 @@ async function switchTo(
   const strategy = strategyOf(config);
   // `--to` a newer release than the serving one goes forward: the one left is not bad for that.
   const way = rollWay(from, meta.id);
+  const before = await readStatus(paths.status); // one that cannot be read stops it here: nothing begun, nothing logged
   journal.say(`deploy-paradigm: rolling ${app} ${way} to release ${meta.id} (${meta.commit.slice(0, 7)})`);
   await journal.record("rollback", { message: `from ${from ?? "nothing"} to ${meta.id}` });
-  const before = await readStatus(paths.status);
   let active;
   try {
     if (meta.image) {

@@ -614,3 +614,16 @@ Deno.test("pipeline: rollback leaves a branch that moved since where it is, with
     assert(!printed.some((line) => /branch|main/.test(line)), printed.join("\n"));
   });
 });
+
+Deno.test("pipeline: a rollback whose status.json cannot be read stops before it begins: nothing logged, nothing switched", async () => {
+  await withWorld("restart", async (w) => {
+    for (let i = 0; i < 2; i++) assert((await deploy(w, await commit(w, "ok"))).ok);
+    const [, latest] = await releases(w);
+    await Deno.writeTextFile(w.paths.status, '{"name": "alpha", "status": ');
+    const from = await logLength(w);
+    const error = await rollback(APP, undefined, w.effects).catch((e) => e);
+    assertMatch(String(error?.message), /status\.json is not valid JSON/);
+    assertEquals(await logLength(w), from, "no rollback event without its end");
+    assertEquals(await Deno.readLink(w.paths.current), `releases/${latest}`);
+  });
+});
