@@ -79,7 +79,15 @@ export async function collectStatus(
       const { maintenance: _, processes: written, ...rest } = status;
       const maintenance = await maintenanceForStatus(paths.dir);
       // The processes as the manager reports them now (as written, when it cannot say).
-      const processes = (config && await liveProcesses(paths, config, status.slot)) ?? written;
+      const live = config && await liveProcesses(paths, config, status.slot);
+      const processes = live ?? written;
+      const web = live?.filter((p) => p.type === "web") ?? [];
+      if (web.length && !web.some((p) => RUNNING_STATES.has(p.state))) {
+        problems.push(
+          `${name}: no web process runs (${web.map((p) => `${p.name} ${p.state}`).join(", ")}): the app is not ` +
+            `served, whatever its last health check said (start it by that name with ${config!.manager}, or deploy again)`,
+        );
+      }
       statuses.push({ ...rest, ...(processes ? { processes } : {}), ...(maintenance ? { maintenance } : {}) });
     } else if (only !== undefined) {
       throw new UsageError(`app "${only}" has no status: it was never deployed on this server`, {

@@ -170,9 +170,13 @@ export function rolledBack(
   const version = meta.commit.slice(0, 7);
   // A canary still "running" in status.json was left by a killed deploy: the rollback ended it.
   const left = before?.canary?.state === "running" ? before.canary : undefined;
+  // Any other canary is of one release: shown while that release serves, not after going to another.
   const canary = left
     ? { ...left, state: "aborted" as const, reason: "ended by a rollback by hand", at }
-    : before?.canary;
+    : before?.canary?.release === meta.id
+    ? before.canary
+    : undefined;
+  const { canary: _, ...kept } = before ?? {};
   const message = `rolled ${r.way} by hand to release ${meta.id} (${version})`;
   const event = (release: string, commit: string) =>
     lastDeploy("rolled_back", release, commit, at, duration, { step: "rollback", message });
@@ -182,7 +186,7 @@ export function rolledBack(
       type: meta.type,
       manager: config.manager,
       port: config.port,
-      ...before,
+      ...kept,
       ...r.strategy,
       ...(canary ? { canary } : {}),
       strategy: config.strategy,

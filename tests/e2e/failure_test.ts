@@ -4,7 +4,7 @@
 import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { AppRepo, SHORT_HEALTH } from "../helpers/apps.ts";
-import { freePort, get, withServer } from "../helpers/server.ts";
+import { freePort, get, run, withServer } from "../helpers/server.ts";
 import { branchHead, current, deployLog, releases, snapshot, status } from "../helpers/state.ts";
 
 Deno.test("a deploy that fails its health check (500, crash, never listens) is rolled back", async () => {
@@ -296,6 +296,19 @@ Deno.test("status names what keeps an app from being served or shown, shows the 
       /^error: \S+\.deploy-paradigm\.json holds a list, not an object\nhint: deploys write/,
     );
     for (const run of [table, json, one, releasesShown]) assert(!/\n\s+at /.test(run.stderr), run.stderr);
+
+    // Its only web process stopped behind the deploy's back: status.json still says healthy, status says otherwise.
+    const process = (await status(server, "web")).processes![0].name;
+    assertEquals((await run(["pm2", "stop", process], { env: server.env })).code, 0);
+    const stopped = await server.cli(["status"]);
+    assertEquals(stopped.code, 1, stopped.output);
+    assertMatch(
+      stopped.stdout,
+      new RegExp(
+        `\\n! web: no web process runs \\(${process} stopped\\): the app is not served, whatever its last health`,
+      ),
+    );
+    assertEquals((await run(["pm2", "start", process], { env: server.env })).code, 0);
 
     // The proxy: a proxy.yml it would not start with again, then the proxy down. Setup refuses the first.
     const proxyYml = join(server.prefix, "opt", "deployments", "proxy.yml");

@@ -26,6 +26,7 @@ import { DECISION_FILE, requestDecision } from "../../src/deploy/canary_decision
 import { readReleaseMeta } from "../../src/deploy/releases.ts";
 import { readCanary } from "../../src/proxy/canary_file.ts";
 import { readRoute } from "../../src/proxy/routes.ts";
+import { rollback } from "../../src/deploy/rollback.ts";
 
 const CANARY = "canary: { steps: [5, 25, 50], interval: 10s, minRequests: 50, maxWait: 30s }";
 
@@ -66,7 +67,13 @@ Deno.test("canary pipeline: a good release goes through 3 steps and is promoted;
     const judged = w.printed.filter((line) => /^✓ canary +\d+% passed/.test(line));
     assertEquals(judged.length, 3);
     assertMatch(judged[0], /new 100 req, 5xx 0%, p95 10 ms; old 1000 req, 5xx 0%, p95 10 ms/);
-    // The next deploy without a canary drops it from status.json.
+    // A rollback to the release before drops it from status.json (it was the promoted release's)...
+    assertEquals(await rollback(APP, undefined, w.effects), 0);
+    assertEquals((await status(w)).canary, undefined);
+    // ...and going back to the promoted release by name does not bring it back from nowhere.
+    assertEquals(await rollback(APP, second, w.effects), 0);
+    assertEquals((await status(w)).canary, undefined);
+    // The next deploy without a canary has none either.
     assertEquals(await deploy(w, await commit(w, "ok")), { ok: true });
     assertEquals((await status(w)).canary, undefined);
   });
