@@ -233,4 +233,7 @@ export const MIGRATIONS: string[] = [
    ALTER TABLE apps ADD COLUMN canary TEXT;`,
   // 8: each server's lines in order, for retention's share of each server (./store.ts retain).
   `CREATE INDEX lines_server ON lines (server, id);`,
+  // 9: each server's deployments and status changes in order, for retention's cap per server.
+  `CREATE INDEX deployments_server ON deployments (server, id);
+   CREATE INDEX status_history_server ON status_history (server, id);`,
 ];

@@ -94,6 +94,11 @@ export type CronRunRow = CronRunView & { offset: number };
 const RETAIN_BATCH = 10_000;
 /** Deployments and status changes kept per app of a server (the newest): a server that floods them trims its own. */
 export const HISTORY_ROWS = 1_000;
+/**
+ * ...and per server, all its apps together (the newest): app names come from the server, so one
+ * that makes up new ones each cycle would otherwise grow them without end.
+ */
+export const HISTORY_ROWS_PER_SERVER = 20 * HISTORY_ROWS;
 /** The tables {@link HISTORY_ROWS} bounds. */
 const HISTORY_TABLES = ["deployments", "status_history"] as const;
 type HistoryTable = (typeof HISTORY_TABLES)[number];
@@ -545,7 +550,8 @@ export class FleetStore {
   /**
    * Enforces retention: log lines older than `days` (by their timestamp) and, beyond `maxLines` in
    * all, each server's oldest past its share are removed with their full-text entries; and each
-   * app's deployments and status changes beyond its newest {@link HISTORY_ROWS}. In batches that
+   * app's deployments and status changes beyond its newest {@link HISTORY_ROWS}, and each server's
+   * beyond its newest {@link HISTORY_ROWS_PER_SERVER}. In batches that
    * let the event loop (the API) run in between. Returns how many lines were removed.
    *
    * The shares are fair, not first come: servers with fewer lines than an equal share keep them
@@ -603,6 +609,14 @@ export class FleetStore {
           .get(server, app, HISTORY_ROWS) as { id: number } | undefined;
         const select = `SELECT id FROM ${table} WHERE server = ? AND app = ? AND id <= ? ORDER BY id`;
         if (cut) await batches(table, select, server, app, cut.id);
+      }
+      const servers = this.sql(`SELECT server FROM ${table} GROUP BY server HAVING count(*) > ?`)
+        .all(HISTORY_ROWS_PER_SERVER) as { server: string }[];
+      for (const { server } of servers) {
+        const cut = this.sql(`SELECT id FROM ${table} WHERE server = ? ORDER BY id DESC LIMIT 1 OFFSET ?`)
+          .get(server, HISTORY_ROWS_PER_SERVER) as { id: number } | undefined;
+        const select = `SELECT id FROM ${table} WHERE server = ? AND id <= ? ORDER BY id`;
+        if (cut) await batches(table, select, server, cut.id);
       }
     }
     return removed;

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { CHUNK, cronRunOf, decide, deploymentOf, hashHex, ingestFile, lineTime } from "../../src/fleet/ingest.ts";
 import { jsonObjectOf } from "../../src/fleet/json_line.ts";
-import { type FileLedger, HISTORY_ROWS } from "../../src/fleet/store.ts";
+import { type FileLedger, HISTORY_ROWS, HISTORY_ROWS_PER_SERVER } from "../../src/fleet/store.ts";
 import { MIGRATIONS } from "../../src/fleet/migrations.ts";
 import { withStore } from "../helpers/fleet_store.ts";
 import {
@@ -247,6 +247,34 @@ Deno.test("FleetStore: retention by age and by count removes lines and their ind
       )
         .all();
       assertEquals(rows.map((r) => [r.server, r.n, r.span]), [["loud", HISTORY_ROWS, HISTORY_ROWS], ["quiet", 10, 10]]);
+    }
+
+    // A server that makes up new app names (a deploy.log each): its newest HISTORY_ROWS_PER_SERVER in all.
+    const perApp = HISTORY_ROWS / 2;
+    const apps = 2 * HISTORY_ROWS_PER_SERVER / perApp; // twice the cap
+    store.transaction(() => {
+      const deployment = store.sql(
+        "INSERT INTO deployments (server, app, at, outcome, file_id, offset) VALUES ('loud', ?, 'now', 'failed', 3, ?)",
+      );
+      const change = store.sql("INSERT INTO status_history (server, app, at, status) VALUES ('loud', ?, 0, 'x')");
+      for (let a = 0; a < apps; a++) {
+        for (let i = 0; i < perApp; i++) {
+          deployment.run(`a${a}`, a * perApp + i);
+          change.run(`a${a}`);
+        }
+      }
+    });
+    await store.retain({ now });
+    for (const table of ["deployments", "status_history"]) {
+      const loud = store.sql(`SELECT count(*) AS n FROM ${table} WHERE server = 'loud'`).get();
+      assertEquals(loud!.n, HISTORY_ROWS_PER_SERVER, table);
+      assertEquals(count(`SELECT count(*) AS n FROM ${table} WHERE server = 'loud' AND app = 'a${apps - 1}'`), perApp);
+      assertEquals(
+        count(`SELECT count(*) AS n FROM ${table} WHERE server = 'loud' AND app = 'a0'`),
+        0,
+        "the oldest go",
+      );
+      assertEquals(count(`SELECT count(*) AS n FROM ${table} WHERE server = 'quiet'`), 10, "another server's stay");
     }
   });
 });
