@@ -203,6 +203,31 @@ export function storeRequestMinutes(
   });
 }
 
+/**
+ * Request rows a server may keep, each table (the newest by time): enough for about 50 apps with
+ * traffic every minute over 48 h raw and 30 days of 5-minute rows and rollups. App names and times
+ * come from the server's metrics.log, so one that makes up new ones would otherwise grow them
+ * without end (and the charts' queries with them).
+ */
+export const MAX_REQUEST_ROWS = { request_minutes: 150_000, request_minutes_5m: 450_000, request_rollups: 60_000 };
+/** Request windows one server may store in a cycle before its caps are checked at once (else every 5 minutes). */
+export const CAP_CHECK_MINUTES = 1_000;
+
+/** Removes `server`'s oldest request rows beyond {@link MAX_REQUEST_ROWS}, each table. Returns how many. */
+export function capRequestRows(store: FleetStore, server: string): number {
+  let removed = 0;
+  store.transaction(() => {
+    for (const [table, cap] of Object.entries(MAX_REQUEST_ROWS)) {
+      const cut = store.sql(`SELECT ts FROM ${table} WHERE server = ? ORDER BY ts DESC LIMIT 1 OFFSET ?`)
+        .get(server, cap) as { ts: number } | undefined;
+      if (cut) {
+        removed += Number(store.sql(`DELETE FROM ${table} WHERE server = ? AND ts <= ?`).run(server, cut.ts).changes);
+      }
+    }
+  });
+  return removed;
+}
+
 /** The key of the 5-minute row a request window ending at `end` is averaged into: that bucket's end. */
 function bucketEnd(end: number): number {
   return Math.floor((end - 1) / BUCKET_MS) * BUCKET_MS + BUCKET_MS;
@@ -313,6 +338,9 @@ export function downsample(store: FleetStore, now: number, days: number): number
     }
     store.sql("DELETE FROM fs_mounts WHERE last_ts < ?").run(oldest);
   });
+  for (const server of new Set([...serversIn(store, "request_minutes"), ...serversIn(store, "request_minutes_5m")])) {
+    capRequestRows(store, server);
+  }
   done.set(store, cutoff);
   return written;
 }

@@ -233,7 +233,9 @@ export const MIGRATIONS: string[] = [
    ALTER TABLE apps ADD COLUMN canary TEXT;`,
   // 8: each server's lines in order, for retention's share of each server (./store.ts retain).
   `CREATE INDEX lines_server ON lines (server, id);`,
-  // 9: each server's deployments and status changes in order, for retention's cap per server.
+  // 9: each server's deployments, status changes and request rollups in order, for the caps per server
+  // (./store.ts retain, ./metric_store.ts capRequestRows).
   `CREATE INDEX deployments_server ON deployments (server, id);
-   CREATE INDEX status_history_server ON status_history (server, id);`,
+   CREATE INDEX status_history_server ON status_history (server, id);
+   CREATE INDEX request_rollups_server ON request_rollups (server, ts);`,
 ];

@@ -9,8 +9,10 @@ import { join } from "node:path";
 import { assert, assertEquals } from "../helpers/assert.ts";
 import { ingestFile } from "../../src/fleet/ingest.ts";
 import {
+  capRequestRows,
   downsample,
   MAX_MOUNTS_PER_DAY,
+  MAX_REQUEST_ROWS,
   RAW_MS,
   requestMinuteOf,
   storeRequestMinutes,
@@ -407,5 +409,45 @@ Deno.test("series: a server removed from the config loses its metrics; added aga
     assertEquals(latestServerMetrics(store, "a")!.values["cpu.percent"], undefined);
   } finally {
     store.close();
+  }
+});
+
+Deno.test("series: a server that makes up request windows (times, app names) keeps at most MAX_REQUEST_ROWS, its newest; another's stay", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dp-series-cap-" });
+  const store = await FleetStore.open(join(dir, "fleet.db"));
+  try {
+    const now = T0 + 30 * 86_400_000;
+    storeRequestMinutes(store, "good", "shop", [{
+      ts: now - 60_000,
+      requests: 5,
+      errors: 0,
+      other: 5,
+      p50: 1,
+      p95: 2,
+    }]);
+    // A hostile metrics.log: windows a millisecond apart (each its own row), over the last 40 h, under 4 app names.
+    const cap = MAX_REQUEST_ROWS.request_minutes;
+    const total = cap + 50_000;
+    for (const app of ["a1", "a2", "a3", "a4"]) {
+      const path = join(dir, `${app}.log`);
+      const first = now - 40 * 3_600_000 + ["a1", "a2", "a3", "a4"].indexOf(app) * total / 4;
+      const text = Array.from(
+        { length: total / 4 },
+        (_, i) => JSON.stringify({ ts: new Date(first + i).toISOString(), requests: 1 }) + "\n",
+      ).join("");
+      await Deno.writeTextFile(path, text);
+      const result = await ingestFile(store, "evil", { rel: `${app}/metrics.log`, path, ino: 1 }, undefined, now);
+      assertEquals(result.minutes, total / 4);
+    }
+    assertEquals(capRequestRows(store, "evil"), total - cap);
+    const rows = store.sql("SELECT COUNT(*) AS n, MIN(app) AS app FROM request_minutes WHERE server = 'evil'").get();
+    assertEquals({ ...rows }, { n: cap, app: "a2" }, "the newest kept: a1's went first");
+    const rollups = store.sql("SELECT COUNT(*) AS n FROM request_rollups WHERE server = 'evil'").get() as { n: number };
+    assert(rollups.n <= MAX_REQUEST_ROWS.request_rollups, `${rollups.n} rollups`);
+    assertEquals(count(store, "request_minutes") - cap, 1, "the good server's row stays");
+    assertEquals(capRequestRows(store, "evil"), 0, "at the cap: nothing more");
+  } finally {
+    store.close();
+    await Deno.remove(dir, { recursive: true });
   }
 });
