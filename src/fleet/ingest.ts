@@ -328,7 +328,8 @@ async function readInto(
 }
 
 function pushLine(lines: LogLine[], decoder: TextDecoder, bytes: Uint8Array, offset: number, now: number): void {
-  let text = decoder.decode(bytes).replace(/\r$/, "");
+  // U+FFFE and U+FFFF mark search hits (./log_queries.ts): a line never holds them.
+  let text = decoder.decode(bytes).replace(/\r$/, "").replace(/[\uFFFE\uFFFF]/g, "\uFFFD");
   if (!text.trim()) return;
   text = capText(text, FIELD.line)!;
   lines.push({ offset, text, ts: lineTime(text) ?? now });

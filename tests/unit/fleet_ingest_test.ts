@@ -6,6 +6,7 @@ import { jsonObjectOf } from "../../src/fleet/json_line.ts";
 import { type FileLedger, HISTORY_ROWS, HISTORY_ROWS_PER_SERVER } from "../../src/fleet/store.ts";
 import { MIGRATIONS } from "../../src/fleet/migrations.ts";
 import { withStore } from "../helpers/fleet_store.ts";
+import { MARK_CLOSE, MARK_OPEN, searchLogs } from "../../src/fleet/log_queries.ts";
 import {
   FIELD,
   MAX_NEW_BYTES_PER_FILE,
@@ -342,5 +343,20 @@ Deno.test("ingestFile: a flood of 2-byte lines stores at most the server's budge
     const offset = store.ledger("evil", "x/blank.log")!.offset;
     assert(offset >= MAX_NEW_LINES_PER_SERVER && offset < MAX_NEW_LINES_PER_SERVER + CHUNK, `${offset}`);
     console.log(`figures: ${result.lines} of 1,000,000 2-byte lines stored in one cycle, in ${ms.toFixed(0)} ms`);
+  });
+});
+
+Deno.test("ingestFile: a line cannot hold the search's hit markers (U+FFFE, U+FFFF): they become U+FFFD, so no hit is forged", async () => {
+  await withStore("dp-ingest-marks-", async (store, dir) => {
+    const path = join(dir, "x.log");
+    await Deno.writeTextFile(path, `${MARK_OPEN}fake${MARK_CLOSE} needle ${MARK_CLOSE}after\n`);
+    await ingestFile(store, "s", { rel: "a/x.log", path, ino: 1 }, undefined, 0);
+    const [result] = searchLogs(store, { q: "needle" }).results;
+    assertEquals(result.text, "\uFFFDfake\uFFFD needle \uFFFDafter");
+    assertEquals(result.snippet, [
+      { text: "\uFFFDfake\uFFFD ", hit: false },
+      { text: "needle", hit: true },
+      { text: " \uFFFDafter", hit: false },
+    ]);
   });
 });
