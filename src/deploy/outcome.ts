@@ -195,6 +195,8 @@ export function rolledBack(
       version,
       commit: meta.commit,
       release: meta.id,
+      // The deploy branch is the serving deploy.yml's (as after a push of it); older releases did not record it.
+      ...(meta.branch ? { branch: meta.branch } : {}),
       previous: from,
       deployed: at,
       lastHealthCheck: r.health.checkedAt,

@@ -200,6 +200,7 @@ export function releaseMeta(plan: Deployment, id: string, createdAt: string): Re
       }
       : {}),
     createdAt,
+    branch: deploy.branch,
     pending: true,
   };
 }

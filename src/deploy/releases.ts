@@ -32,6 +32,8 @@ export interface ReleaseMeta {
   /** Its scheduled jobs (run by timers or our scheduler while it serves; see src/cron/). */
   cron?: CronJob[];
   createdAt: string;
+  /** The deploy branch its deploy.yml names: going back to it makes it the deploy branch again (absent in older releases). */
+  branch?: string;
   /** Took traffic, then was rolled back from: `rollback` skips it. */
   bad?: boolean;
   /** Built but never served (yet): a deploy killed before its switch leaves it; cleanup removes it. */

@@ -263,7 +263,10 @@ async function switchTo(
   }
   if (from && way === "back") await setBad(paths, from, true);
   if (meta.bad) await setBad(paths, meta.id, false); // chosen by name: it serves, so it is not skipped later
-  if (fromMeta) await followBranch(journal, paths, before?.branch ?? "main", fromMeta.commit, meta.commit);
+  // The branch of the release gone to (its deploy.yml's) follows it; the one rolled away from may be another.
+  if (fromMeta) {
+    await followBranch(journal, paths, meta.branch ?? before?.branch ?? "main", fromMeta.commit, meta.commit);
+  }
   // The release gone back to brings its own workers back (the rollback stands either way).
   if (await hasWorkers(paths.dir, meta)) {
     await journal.step("workers", () => syncWorkers(ctx, meta, secrets), (line) => line)

@@ -627,3 +627,19 @@ Deno.test("pipeline: a rollback whose status.json cannot be read stops before it
     assertEquals(await Deno.readLink(w.paths.current), `releases/${latest}`);
   });
 });
+
+Deno.test("pipeline: a rollback makes the deploy branch the one of the release gone to (its deploy.yml's), as a push of it would", async () => {
+  await withWorld("restart", async (w) => {
+    const c1 = await commit(w, "ok");
+    assert((await deploy(w, c1, { ref: "refs/heads/main", old: ZEROS })).ok);
+    const [first] = await releases(w);
+    const c2 = await commit(w, "ok", ["branch: prod"]);
+    assert((await deploy(w, c2, { ref: "refs/heads/main", old: c1 })).ok);
+    assertEquals((await status(w)).branch, "prod");
+    const c3 = await commit(w, "ok", ["branch: prod"]);
+    assert((await deploy(w, c3, { ref: "refs/heads/prod", old: ZEROS })).ok);
+    assertEquals(await rollback(APP, first, w.effects), 0);
+    assertEquals([(await status(w)).branch, (await status(w)).commit], ["main", c1]);
+    assertEquals((await readReleaseMeta(w.paths, first))?.branch, "main");
+  });
+});
