@@ -9,7 +9,7 @@ import { hostname } from "node:os";
 import { dirname, join } from "node:path";
 import { bindsPort, refuseTakenDomains, refuseTakenPort } from "./config/domains.ts";
 import { parseConfig } from "./config/load.ts";
-import { NAME_PATTERN, reservedName } from "./config/names.ts";
+import { requireAppName, reservedName } from "./config/names.ts";
 import { hostNameProblem, serverConfigSchema } from "./config/schema.ts";
 import { PROXIED, STRATEGIES, type Strategy } from "./deploy/strategies/names.ts";
 import { checkDotenvFile } from "./deploy/dotenv.ts";
@@ -286,11 +286,7 @@ async function refuseSlots(app: string, slots: { blue: number; green: number }, 
 
 /** Runs setup. Returns the exit code. */
 export async function setup(options: SetupOptions): Promise<number> {
-  if (!NAME_PATTERN.test(options.app)) {
-    throw new UsageError(`"${options.app}" is not a valid app name`, {
-      suggestion: "use 1-63 lowercase letters, digits or dashes, starting with a letter or digit",
-    });
-  }
+  requireAppName(options.app);
   const reserved = reservedName(options.app);
   if (reserved) {
     throw new UsageError(`the app name "${options.app}" ${reserved}`, { suggestion: "choose another name" });

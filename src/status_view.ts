@@ -3,7 +3,7 @@
  * proxy's `.tls/certificates.json` has it now and its maintenance as its maintenance.json has it now.
  * @module
  */
-import { NAME_PATTERN } from "./config/names.ts";
+import { requireAppName } from "./config/names.ts";
 import { canaryStatusText } from "./deploy/canary_judge.ts";
 import { type AppStatus, readStatus } from "./deploy/status.ts";
 import { DeployParadigmError, UsageError } from "./errors.ts";
@@ -37,7 +37,7 @@ export async function collectStatus(
 ): Promise<{ statuses: AppStatus[]; undeployed: string[]; problems: string[] }> {
   const names: string[] = [];
   if (only !== undefined) {
-    if (!NAME_PATTERN.test(only)) throw new UsageError(`"${only}" is not a valid app name`);
+    requireAppName(only);
     names.push(only);
   } else {
     try {
@@ -55,8 +55,9 @@ export async function collectStatus(
   for (const name of names.sort()) {
     const paths = appPaths(name);
     let config: ServerConfig | undefined;
+    let text: string | undefined;
     try {
-      const text = await readTextOrUndefined(paths.config);
+      text = await readTextOrUndefined(paths.config);
       if (text !== undefined) config = parseConfig(text, serverConfigSchema, paths.config);
     } catch (error) {
       if (error instanceof Deno.errors.PermissionDenied) throw error; // not root: status says so (root_only.ts)
@@ -85,15 +86,18 @@ export async function collectStatus(
       if (web.length && !web.some((p) => RUNNING_STATES.has(p.state))) {
         problems.push(
           `${name}: no web process runs (${web.map((p) => `${p.name} ${p.state}`).join(", ")}): the app is not ` +
-            `served, whatever its last health check said (start it by that name with ${config!.manager}, or deploy again)`,
+            `served, whatever its last health check said (start it by that name with ${
+              config!.manager
+            }, or deploy again)`,
         );
       }
       statuses.push({ ...rest, ...(processes ? { processes } : {}), ...(maintenance ? { maintenance } : {}) });
-    } else if (only !== undefined) {
-      throw new UsageError(`app "${only}" has no status: it was never deployed on this server`, {
-        suggestion: "push to the app's repository to deploy it",
+    } else if (text !== undefined) undeployed.push(name);
+    else if (only !== undefined) {
+      throw new UsageError(`app "${only}" is not set up on this server`, {
+        suggestion: `deploy-paradigm setup ${only} sets it up (\`status\` lists the apps that are)`,
       });
-    } else if (config) undeployed.push(name);
+    }
   }
   return { statuses, undeployed, problems: [...problems, ...await proxyProblems(proxied)] };
 }
@@ -152,9 +156,12 @@ export async function showStatus(only: string | undefined, json: boolean): Promi
       const certificate = certificates.get(status.name);
       return certificate ? { ...status, certificate } : status;
     });
-    if (only === undefined || current.length) {
-      console.log(jsonForTerminal(only !== undefined ? current[0] : current, 2));
+    if (only !== undefined && !current.length) {
+      throw new UsageError(`app "${only}" has no status.json: it was never deployed on this server`, {
+        suggestion: "push a commit to the app's repository to deploy it (`status` without --json shows it as set up)",
+      });
     }
+    console.log(jsonForTerminal(only !== undefined ? current[0] : current, 2));
     report(console.error);
     return code;
   }

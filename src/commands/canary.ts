@@ -18,8 +18,13 @@ export const canaryCommand: CommandSpec = {
   ],
   async run({ args }) {
     const [app, decision] = args;
-    const { NAME_PATTERN } = await import("../config/names.ts");
-    if (!NAME_PATTERN.test(app)) throw new UsageError(`"${app}" is not a valid app name`);
+    if ((app === "promote" || app === "abort") && decision !== "promote" && decision !== "abort") {
+      throw new UsageError(`canary takes the app first, then "${app}"`, {
+        suggestion: `deploy-paradigm canary ${decision} ${app}`,
+      });
+    }
+    const { requireAppName } = await import("../config/names.ts");
+    requireAppName(app);
     if (decision !== "promote" && decision !== "abort") {
       throw new UsageError(`canary takes "promote" or "abort" after the app, got "${decision}"`, {
         suggestion: `deploy-paradigm canary ${app} promote   (or abort)`,

@@ -22,9 +22,14 @@ export async function parseMaintenanceArgs(
   args: string[],
   opts: Record<string, string | string[] | boolean | undefined>,
 ): Promise<MaintenanceRequest> {
-  const { NAME_PATTERN } = await import("../config/names.ts");
+  const { requireAppName } = await import("../config/names.ts");
   const [app, state] = args;
-  if (!NAME_PATTERN.test(app)) throw new UsageError(`"${app}" is not a valid app name`);
+  if ((app === "on" || app === "off") && state !== "on" && state !== "off") {
+    throw new UsageError(`maintenance takes the app first, then "${app}"`, {
+      suggestion: `deploy-paradigm maintenance ${state} ${app}`,
+    });
+  }
+  requireAppName(app);
   if (state !== "on" && state !== "off") {
     throw new UsageError(`maintenance takes "on" or "off" after the app, got "${state}"`, {
       suggestion: `deploy-paradigm maintenance ${app} on [--message TEXT] [--allow IP] [--retry-after SECONDS]`,

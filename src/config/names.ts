@@ -3,9 +3,18 @@
  * the schema library.
  * @module
  */
+import { UsageError } from "../errors.ts";
 
 /** App names: also used as directory, unit and process names. */
 export const NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
+/** Throws a UsageError (exit 2) when `app` is not a valid app name, saying how one is written. */
+export function requireAppName(app: string): void {
+  if (NAME_PATTERN.test(app)) return;
+  throw new UsageError(`"${app}" is not a valid app name`, {
+    suggestion: "app names are 1-63 lowercase letters, digits or dashes, starting with a letter or digit",
+  });
+}
 
 /** The tool's own services (deploy-paradigm-proxy, deploy-paradigm-cron) are named so: no app name starts with it. */
 export const RESERVED_NAME = "deploy-paradigm";

@@ -3,9 +3,8 @@
  * its last recorded run (cron.log).
  * @module
  */
-import { NAME_PATTERN } from "../config/names.ts";
+import { requireAppName } from "../config/names.ts";
 import { currentRelease, readReleaseMeta } from "../deploy/releases.ts";
-import { UsageError } from "../errors.ts";
 import { appPaths } from "../paths.ts";
 import { jobsOf } from "./job.ts";
 import { type CronRun, lastRuns } from "./log.ts";
@@ -25,7 +24,7 @@ export interface JobRow {
 
 /** The jobs of `app`'s serving release with their next and last runs. */
 export async function listJobs(app: string, root?: string, now = new Date()): Promise<JobRow[]> {
-  if (!NAME_PATTERN.test(app)) throw new UsageError(`"${app}" is not a valid app name`);
+  requireAppName(app);
   const paths = appPaths(app, root);
   await loadServerConfig(paths); // the app is set up here
   const release = await currentRelease(paths);

@@ -16,7 +16,7 @@
  */
 import { loadServerConfig } from "../config/server_config.ts";
 import { join } from "node:path";
-import { NAME_PATTERN } from "../config/names.ts";
+import { requireAppName } from "../config/names.ts";
 import type { ServerConfig } from "../config/schema.ts";
 import { currentRelease, readReleaseMeta, type ReleaseMeta } from "../deploy/releases.ts";
 import { Redactor } from "../deploy/redact.ts";
@@ -46,7 +46,7 @@ export interface RunOptions {
 /** Runs job `name` of `app` once (or records why not); returns its record in cron.log. */
 export async function runJob(app: string, name: string, options: RunOptions = {}): Promise<CronRun> {
   const print = options.print ?? ((line: string) => console.log(line));
-  if (!NAME_PATTERN.test(app)) throw new UsageError(`"${app}" is not a valid app name`);
+  requireAppName(app);
   const problem = jobNameProblem(name);
   if (problem) throw new UsageError(`"${name}" is not a job name: it ${problem}`);
   const paths = appPaths(app, options.root);

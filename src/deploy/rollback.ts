@@ -5,7 +5,7 @@
  * @module
  */
 import { loadServerConfig } from "../config/server_config.ts";
-import { NAME_PATTERN } from "../config/names.ts";
+import { requireAppName } from "../config/names.ts";
 import { DeployParadigmError, UsageError } from "../errors.ts";
 import { requireEngine, requireImage } from "../managers/docker.ts";
 import { managerNamed } from "../managers/mod.ts";
@@ -44,7 +44,7 @@ interface ReleaseRow {
 }
 
 async function loadApp(app: string, root?: string) {
-  if (!NAME_PATTERN.test(app)) throw new UsageError(`"${app}" is not a valid app name`);
+  requireAppName(app);
   const paths = appPaths(app, root);
   return { paths, config: await loadServerConfig(paths) };
 }

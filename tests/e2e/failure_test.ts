@@ -268,6 +268,21 @@ Deno.test("status names what keeps an app from being served or shown, shows the 
     const table = await server.cli(["status"]);
     assertEquals(table.code, 1, table.output);
     assertMatch(table.stdout, /\nfresh +set up +- +- +- +- +never deployed \(push to deploy it\)\n/);
+    // One app: set up (its row), never deployed in JSON (exit 2), not set up, not a name.
+    const fresh = await server.cli(["status", "fresh"]);
+    assertMatch(fresh.stdout, /^APP .*\nfresh +set up +- /);
+    const freshJson = await server.cli(["status", "fresh", "--json"]);
+    assertEquals(freshJson.code, 2, freshJson.output);
+    assertMatch(freshJson.stderr, /^error: app "fresh" has no status\.json: it was never deployed on this server\n/);
+    const nope = await server.cli(["status", "nope"]);
+    assertEquals(nope.code, 2, nope.output);
+    assertMatch(
+      nope.stderr,
+      /^error: app "nope" is not set up on this server\nhint: deploy-paradigm setup nope sets it up/,
+    );
+    const upper = await server.cli(["status", "WEB"]);
+    assertEquals(upper.code, 2, upper.output);
+    assertMatch(upper.stderr, /"WEB" is not a valid app name\nhint: app names are 1-63 lowercase letters/);
     assertMatch(table.stdout, /\nweb +running +yes/);
     assertMatch(table.stdout, /\ntypo +running +yes/); // what status.json says, and below why it is not served
     assertMatch(

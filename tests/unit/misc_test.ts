@@ -234,6 +234,18 @@ Deno.test("parseInvocation: arguments and options by spec", () => {
   });
 });
 
+Deno.test("canary and maintenance with the app and the word swapped: said so, with the command the right way round", async () => {
+  const cases: [string, string[], string][] = [
+    ["canary", ["promote", "web"], "canary web promote"],
+    ["maintenance", ["off", "web"], "maintenance web off"],
+  ];
+  for (const [name, args, fixed] of cases) {
+    const error = await command(name).run({ args, opts: {} }).catch((e) => e);
+    assert(error instanceof UsageError, String(error));
+    assertEquals(error.suggestion, `deploy-paradigm ${fixed}`);
+  }
+});
+
 Deno.test("parseInvocation: a single-value option given twice is refused (no silent last-wins)", () => {
   usageError(
     () => parseInvocation(program, command("setup"), ["web", "--port", "8000", "--port=9000"]),
