@@ -41,7 +41,20 @@ interface ReleaseRow {
   current: boolean;
   bad: boolean;
   command?: string;
+  /** What `rollback` makes of it: `good` and `bad` ones can be gone back to (bad ones by name). */
+  state: "serving" | "good" | "bad" | "never served" | "incomplete" | "unreadable";
+  /** Why it is `incomplete` or `unreadable`. */
+  problem?: string;
 }
+
+const STATE_TEXT: Record<ReleaseRow["state"], string> = {
+  serving: "serving",
+  good: "good",
+  bad: "bad (rolled back from)",
+  "never served": "never served (a deploy of it was interrupted)",
+  incomplete: "incomplete (no metadata: it cannot be started)",
+  unreadable: "unreadable metadata (see below)",
+};
 
 async function loadApp(app: string, root?: string) {
   requireAppName(app);
@@ -55,7 +68,20 @@ async function listAppReleases(app: string): Promise<ReleaseRow[]> {
   const current = await currentRelease(paths);
   const rows: ReleaseRow[] = [];
   for (const id of await listReleases(paths)) {
-    const meta = await readReleaseMeta(paths, id);
+    // One release whose metadata cannot be read does not hide the others.
+    const read = await readReleaseMeta(paths, id).then((meta) => ({ meta }), (error: Error) => ({ error }));
+    const meta = "meta" in read ? read.meta : undefined;
+    const state = id === current
+      ? "serving"
+      : "error" in read
+      ? "unreadable"
+      : !meta
+      ? "incomplete"
+      : meta.pending
+      ? "never served"
+      : meta.bad
+      ? "bad"
+      : "good";
     rows.push({
       id,
       commit: meta?.commit,
@@ -63,6 +89,8 @@ async function listAppReleases(app: string): Promise<ReleaseRow[]> {
       current: id === current,
       bad: meta?.bad === true,
       command: meta?.argv?.join(" "),
+      state,
+      ...("error" in read ? { problem: read.error.message } : {}),
     });
   }
   return rows;
@@ -71,9 +99,11 @@ async function listAppReleases(app: string): Promise<ReleaseRow[]> {
 /** Prints `releases` as a table (or JSON). */
 export async function showReleases(app: string, json: boolean): Promise<number> {
   const rows = await listAppReleases(app);
+  const problems = rows.filter((r) => r.problem).map((r) => `! release ${r.id}: ${r.problem}`);
   if (json) {
     console.log(JSON.stringify(rows, null, 2));
-    return 0;
+    for (const line of problems) console.error(line);
+    return problems.length ? 1 : 0;
   }
   if (!rows.length) {
     console.log(`${app} has no releases yet.`);
@@ -86,12 +116,13 @@ export async function showReleases(app: string, json: boolean): Promise<number> 
       r.id,
       r.commit?.slice(0, 7) ?? "-",
       r.createdAt ?? "-",
-      r.current ? "serving" : r.bad ? "bad (rolled back from)" : "good",
+      STATE_TEXT[r.state],
     ]),
   ];
   const widths = table[0].map((_, i) => Math.max(...table.map((row) => row[i].length)));
   for (const row of table) console.log(row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());
-  return 0;
+  for (const line of problems) console.log(line);
+  return problems.length ? 1 : 0;
 }
 
 /**

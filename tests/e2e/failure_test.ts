@@ -304,12 +304,27 @@ Deno.test("status names what keeps an app from being served or shown, shows the 
     assertEquals(one.code, 1, one.output);
     assertMatch(one.stderr, /^error: \S+status\.json is not valid JSON .*\nhint: deploys write this file: restore it/);
     await Deno.writeTextFile(join(web.release((await status(server, "web")).release!), ".deploy-paradigm.json"), "[]");
+    // ...and a release directory without metadata: each is listed for what it is, the others too; exit 1.
+    const serving = (await status(server, "web")).release!;
+    await Deno.mkdir(web.release("20000101-000000-000"));
     const releasesShown = await server.cli(["releases", "web"]);
     assertEquals(releasesShown.code, 1, releasesShown.output);
     assertMatch(
-      releasesShown.stderr,
-      /^error: \S+\.deploy-paradigm\.json holds a list, not an object\nhint: deploys write/,
+      releasesShown.stdout,
+      /\n +20000101-000000-000 +- +- +incomplete \(no metadata: it cannot be started\)\n/,
     );
+    assertMatch(releasesShown.stdout, new RegExp(`\\n\\* +${serving} .*serving\\n`));
+    assertMatch(
+      releasesShown.stdout,
+      new RegExp(`\\n! release ${serving}: \\S+\\.deploy-paradigm\\.json holds a list, not an object`),
+    );
+    const releasesJson = await server.cli(["releases", "web", "--json"]);
+    assertEquals(releasesJson.code, 1, releasesJson.output);
+    assertEquals(
+      JSON.parse(releasesJson.stdout).map((r: { id: string; state: string }) => [r.id, r.state]),
+      [["20000101-000000-000", "incomplete"], [serving, "serving"]],
+    );
+    await Deno.remove(web.release("20000101-000000-000"));
     for (const run of [table, json, one, releasesShown]) assert(!/\n\s+at /.test(run.stderr), run.stderr);
 
     // Its only web process stopped behind the deploy's back: status.json still says healthy, status says otherwise.
