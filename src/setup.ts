@@ -121,12 +121,16 @@ function existing(text: string | undefined, configPath: string): Partial<SetupOp
   } catch (error) {
     throw unreadable(error, configPath);
   }
+  const slots = value?.slots as Record<string, unknown> | undefined;
   return {
     port: typeof value?.port === "number" ? value.port : undefined,
     manager: MANAGER_NAMES.includes(value?.manager as never) ? value?.manager as Manager : undefined,
     env: typeof value?.env === "string" ? value.env : undefined,
     strategy: STRATEGIES.includes(value?.strategy as never) ? value?.strategy as SetupOptions["strategy"] : undefined,
     domains: Array.isArray(value?.domains) ? value.domains.filter((d) => typeof d === "string") : undefined,
+    slots: typeof slots?.blue === "number" && typeof slots?.green === "number"
+      ? { blue: slots.blue, green: slots.green }
+      : undefined,
   };
 }
 
@@ -274,14 +278,19 @@ async function refuseSlots(app: string, slots: { blue: number; green: number }, 
       suggestion: "leave --slots out, or pass --strategy blue-green",
     });
   }
+  refuseSlotPort(slots, values.port, "--slots");
   for (const [slot, port] of Object.entries(slots)) {
-    if (port === values.port) {
-      throw new UsageError(`--slots: the ${slot} slot cannot have port ${port}, the app's public port`, {
-        suggestion: "slots are internal ports, each different from the app's port",
-      });
-    }
     await refuseTakenPort(app, port, { where: `--slots, its ${slot} slot` });
   }
+}
+
+/** A public port that is one of the slots' (`where` says whose slots): exit 2, nothing written. */
+function refuseSlotPort(slots: { blue: number; green: number }, port: number, where: string): void {
+  const slot = Object.entries(slots).find(([, p]) => p === port)?.[0];
+  if (slot === undefined) return;
+  throw new UsageError(`port ${port} is the ${slot} slot's in ${where}: the app's public port must be another`, {
+    suggestion: "choose another --port, or give the slots other ports with --slots B,G",
+  });
 }
 
 /** Runs setup. Returns the exit code. */
@@ -295,7 +304,8 @@ export async function setup(options: SetupOptions): Promise<number> {
   const paths = appPaths(options.app);
   const domains = options.domains && parseDomains(options.domains);
   const current = await readTextOrUndefined(paths.config);
-  const values = await complete({ ...options, domains }, existing(current, paths.config));
+  const known = existing(current, paths.config);
+  const values = await complete({ ...options, domains }, known);
   if (!(await runsHere(values.manager))) throw notHere(values.manager, " (or DEPLOY_PARADIGM_PREFIX is set)");
   // Checked before anything is written: a domain another app has, a hook we could not replace,
   // a `user:` in config.yml that names nobody.
@@ -304,6 +314,7 @@ export async function setup(options: SetupOptions): Promise<number> {
   if (PROXIED[values.strategy]) await loadProxyConfig(prefix());
   if (bindsPort(values)) await refuseTakenPort(options.app, values.port);
   if (options.slots) await refuseSlots(options.app, options.slots, values);
+  else if (known.slots && PROXIED[values.strategy]) refuseSlotPort(known.slots, values.port, "config.yml's slots");
   const clash = await nameClash(prefix(), options.app, []);
   if (clash) throw new UsageError(clash, { suggestion: "choose another name for the app" });
   await checkDotenvFile(paths.envFile(values.env)); // a secret too short to redact (redact.ts)

@@ -364,7 +364,15 @@ Deno.test("setup --slots gives the slots their ports, used by the deploy; bad va
       [[...base, "--slots", "0x10,21002"], /--slots must be two different ports/],
       [
         [...base, "--slots", `${port},${green}`],
-        new RegExp(`--slots: the blue slot cannot have port ${port}, the app's`),
+        new RegExp(`port ${port} is the blue slot's in --slots: the app's public port must be another`),
+      ],
+      // The public port moved onto one of the slots config.yml has: the flag is named, not config.yml.
+      [
+        ["setup", "shop", "--port", String(green), "--manager", "pm2", "--yes"],
+        new RegExp(
+          `port ${green} is the green slot's in config\\.yml's slots: the app's public port must be another\\n` +
+            "hint: choose another --port, or give the slots other ports with --slots B,G",
+        ),
       ],
       [
         [
