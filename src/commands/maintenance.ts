@@ -85,7 +85,8 @@ async function maintenance(request: MaintenanceRequest): Promise<number> {
   if (config === undefined) {
     throw notSetUp(paths);
   }
-  await servedByProxy(app, config, paths.config);
+  // `off` works whatever the strategy: a maintenance.json left from blue-green must be removable.
+  if (request.on) await servedByProxy(app, config, paths.config);
   if (request.on) {
     // A file that is not valid is replaced; its `since` is not kept.
     const before = await maint.readMaintenance(paths.dir).catch(() => undefined);

@@ -499,5 +499,18 @@ Deno.test("maintenance with real deploys: bad input changes nothing; a deploy du
     assertEquals((await status(server, "mweb")).maintenance, undefined, "status.json: off");
     const after = await server.cli(["status"]);
     assert(!after.stdout.includes("MAINTENANCE"), after.stdout);
+
+    // strategy: restart: the proxy cannot answer for it, so `on` is refused; a maintenance.json left from
+    // when it was blue-green still goes with `off`.
+    await server.setupApp("rs", { port: freePort(), strategy: "restart" });
+    const refused = await server.cli(["maintenance", "rs", "on"]);
+    assertEquals(refused.code, 2, refused.output);
+    assertMatch(refused.stderr, /app "rs" has strategy: restart: it listens on its port itself/);
+    const left = join(server.paths("rs").dir, "maintenance.json");
+    await Deno.writeTextFile(left, JSON.stringify({ since: new Date().toISOString(), allow: [], retryAfter: 60 }));
+    const cleared = await server.cli(["maintenance", "rs", "off"]);
+    assertEquals(cleared.code, 0, cleared.output);
+    assertMatch(cleared.stdout, /rs is out of maintenance/);
+    assertEquals(await Deno.stat(left).then(() => true, () => false), false);
   });
 });
