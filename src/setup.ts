@@ -19,6 +19,7 @@ import { type Manager, MANAGER_NAMES, MANAGERS, type ServiceSpec } from "./manag
 import { ConfigError, DeployParadigmError, UsageError } from "./errors.ts";
 import { exists, readTextOrUndefined, writeFileAtomic } from "./fsutil.ts";
 import { installHook } from "./hook.ts";
+import { refTip } from "./git.ts";
 import { type AppPaths, appPaths, deploymentsRoot, prefix, selfCommand } from "./paths.ts";
 import { nameClash } from "./deploy/workers.ts";
 import { control } from "./proxy/client.ts";
@@ -343,6 +344,14 @@ export async function setup(options: SetupOptions): Promise<number> {
   console.log(`\n${options.app} is set up (${took}s). On your laptop, in the project:\n`);
   console.log(`git remote add production ${user}@${hostname()}:${paths.repo}`);
   console.log("git push production main");
+  // A cloned repository holds its main already: pushing that same commit changes nothing.
+  const seeded = clone && await refTip(paths.repo, "refs/heads/main");
+  if (seeded) {
+    console.log(
+      `\nThe repository holds main at ${seeded.slice(0, 7)} (cloned): a push deploys only a newer commit. To deploy ` +
+        `that one now, here:\n\ndeploy-paradigm execute ${paths.repo} ${seeded}`,
+    );
+  }
   return 0;
 }
 

@@ -181,6 +181,13 @@ Deno.test("setup with a repository URL seeds the bare repository with git clone 
     assertEquals(result.code, 0, result.output);
     const head = await run(["git", "--git-dir", server.paths("seed").repo, "rev-parse", "main"]);
     assertEquals(head.stdout.trim(), sha);
+    // A push of that commit would change nothing: the last line is how to deploy it, and it does.
+    const last = result.stdout.trim().split("\n").at(-1)!;
+    assertEquals(last, `deploy-paradigm execute ${server.paths("seed").repo} ${sha}`);
+    assertMatch(result.stdout, /holds main at [0-9a-f]{7} \(cloned\): a push deploys only a newer commit/);
+    const deployed = await server.cli(last.split(" ").slice(1));
+    assertEquals(deployed.code, 0, deployed.output);
+    assertEquals((await status(server, "seed")).commit, sha);
   });
 });
 
