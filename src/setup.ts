@@ -193,6 +193,7 @@ async function complete(options: SetupOptions, before: Partial<SetupOptions>): P
     domains: given.domains ?? defaults.domains,
   };
   if (!interactive && values.port !== before.port && bindsPort(values) && portTaken(values.port)) {
+    await refuseTakenPort(options.app, values.port); // another app's: refused (below), not warned about
     // Not refused (the program holding it may be the one this app replaces), but said: deploys fail until it is free.
     console.log(
       `! port ${values.port} is in use on this server right now: the app cannot be served on it until it is free`,
@@ -262,7 +263,8 @@ function summary(
     (values.slots ? ` (slots: blue ${values.slots.blue}, green ${values.slots.green})` : ""),
     `  domains: ${values.domains.length ? values.domains.join(", ") : "none (served on its port)"}`,
     `  ${paths.config}, ${paths.envFile(values.env)} (0600), ${paths.logDir}`,
-    `  ${paths.repo}${url ? ` (cloned from ${url})` : ""} with its hook, and the proxy as a ${values.manager} service`,
+    `  ${paths.repo}${url ? ` (cloned from ${url})` : ""} with its hook` +
+    (PROXIED[values.strategy as Strategy] ? `, and the proxy as a ${values.manager} service` : ""),
   ].join("\n");
 }
 

@@ -31,11 +31,11 @@ export interface ProcessTypes {
 /** The default time a worker gets after SIGTERM. */
 export const DEFAULT_STOP_TIMEOUT_MS = 30_000;
 
-/** One Procfile line's problem: where on the line, what, and how to fix it. */
+/** One Procfile line's problem: where on the line, what, and how to fix it (unless `what` says so). */
 interface LineProblem {
   column: number;
   what: string;
-  suggestion: string;
+  suggestion?: string;
 }
 
 /**
@@ -57,7 +57,7 @@ export function parseProcfile(text: string, where: string): Map<string, string[]
   if (problems.length) {
     throw new ConfigError(
       `Cannot read ${where} (${problems.length} problems):`,
-      problems.map((problem) => `${at(problem)}: ${problem.suggestion}`),
+      problems.map((problem) => at(problem) + (problem.suggestion ? `: ${problem.suggestion}` : "")),
     );
   }
   return types;
@@ -101,8 +101,7 @@ function procfileLine(line: string, types: Map<string, string[]>): { name: strin
   if ("error" in argv) {
     return {
       column: line.length - command.length + 1,
-      what: `the command of ${name} ${argv.error}`,
-      suggestion: "write the command as deploy.yml would",
+      what: `the command of ${name} ${argv.error}`, // which says how to fix it
     };
   }
   return { name, argv };

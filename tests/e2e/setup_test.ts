@@ -323,9 +323,11 @@ Deno.test("setup refuses a port another app has (its public port or a slot's) an
     assertEquals((await server.cli(["setup", "shop", "--port", String(port), "--manager", "pm2", "--yes"])).code, 0);
     const shop = parseConfig(await Deno.readTextFile(server.paths("shop").config), serverConfigSchema, "config.yml");
     const before = await snapshot(server);
+    // The proxy listens on shop's port: refused as shop's, not first warned about as in use.
     for (const taken of [port, shop.slots!.green]) {
       const clash = await server.cli(["setup", "blog", "--port", String(taken), "--manager", "pm2", "--yes"]);
       assertEquals(clash.code, 2, clash.output);
+      assert(!clash.stdout.includes("in use"), clash.stdout);
       assertMatch(
         clash.stderr,
         new RegExp(

@@ -109,7 +109,7 @@ Deno.test("processes: a bad Procfile line is refused with file:line:column and h
   assertEquals(lines[2], "  Procfile (commit abc1234):4:1: the process web is listed twice: list each process once");
   assertMatch(
     lines[3],
-    /^ {2}Procfile \(commit abc1234\):5:8: the command of clock contains the shell operator "\|".*: write the command as deploy.yml would$/,
+    /^ {2}Procfile \(commit abc1234\):5:8: the command of clock contains the shell operator "\|" at character 3, but commands are not run by a shell: quote it, write the command as a list, or move it into a script$/,
   );
   throws(() => processTypes(deploy({ type: "docker" }), "web: a\nworker: b\n"), /docker apps run one web container/);
 });
