@@ -18,12 +18,15 @@ export const canaryCommand: CommandSpec = {
   ],
   async run({ args }) {
     const [app, decision] = args;
-    if ((app === "promote" || app === "abort") && decision !== "promote" && decision !== "abort") {
+    const [{ requireAppName, swappedWords }, { appPaths }] = await Promise.all([
+      import("../config/names.ts"),
+      import("../paths.ts"),
+    ]);
+    if (await swappedWords(args, ["promote", "abort"], (name) => appPaths(name).config)) {
       throw new UsageError(`canary takes the app first, then "${app}"`, {
         suggestion: `deploy-paradigm canary ${decision} ${app}`,
       });
     }
-    const { requireAppName } = await import("../config/names.ts");
     requireAppName(app);
     if (decision !== "promote" && decision !== "abort") {
       throw new UsageError(`canary takes "promote" or "abort" after the app, got "${decision}"`, {

@@ -22,9 +22,12 @@ export async function parseMaintenanceArgs(
   args: string[],
   opts: Record<string, string | string[] | boolean | undefined>,
 ): Promise<MaintenanceRequest> {
-  const { requireAppName } = await import("../config/names.ts");
+  const [{ requireAppName, swappedWords }, { appPaths }] = await Promise.all([
+    import("../config/names.ts"),
+    import("../paths.ts"),
+  ]);
   const [app, state] = args;
-  if ((app === "on" || app === "off") && state !== "on" && state !== "off") {
+  if (await swappedWords(args, ["on", "off"], (name) => appPaths(name).config)) {
     throw new UsageError(`maintenance takes the app first, then "${app}"`, {
       suggestion: `deploy-paradigm maintenance ${state} ${app}`,
     });
@@ -85,9 +88,9 @@ async function maintenance(request: MaintenanceRequest): Promise<number> {
   if (config === undefined) {
     throw notSetUp(paths);
   }
-  // `off` works whatever the strategy: a maintenance.json left from blue-green must be removable.
-  if (request.on) await servedByProxy(app, config, paths.config);
   if (request.on) {
+    // `off` works whatever the strategy: a maintenance.json left from blue-green must be removable.
+    await servedByProxy(app, config, paths.config);
     // A file that is not valid is replaced; its `since` is not kept.
     const before = await maint.readMaintenance(paths.dir).catch(() => undefined);
     // `on` again changes what it is given and keeps the rest (`off`, then `on`, starts afresh).
@@ -179,7 +182,8 @@ async function tellProxy(app: string, on: boolean): Promise<void> {
     const reply = await control(prefix(), { op: "status" });
     const route = (reply.routes as { app?: string; maintenance?: boolean }[] | undefined)?.find((r) => r.app === app);
     if (!route) {
-      console.log(`The proxy has no route for ${app} yet: it applies when the app is deployed.`);
+      // Off: nothing the proxy serves is in maintenance (a restart app, one never deployed).
+      if (on) console.log(`The proxy has no route for ${app} yet: it applies when the app is deployed.`);
     } else if ((route.maintenance === true) !== on) {
       throw new DeployParadigmError(`${app}'s maintenance.json is saved, but the proxy did not apply it`, {
         suggestion: "see the proxy's log (journalctl -u deploy-paradigm-proxy): it says why",

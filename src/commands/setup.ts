@@ -69,7 +69,7 @@ export const setupCommand: CommandSpec = {
 function slotPorts(text: string): { blue: number; green: number } {
   const ports = text.split(",").map((part) => part.trim());
   const valid = ports.length === 2 && ports.every((port) => /^[0-9]{1,5}$/.test(port) && +port >= 1 && +port <= 65535);
-  if (!valid || ports[0] === ports[1]) {
+  if (!valid || +ports[0] === +ports[1]) {
     throw new UsageError(
       `--slots must be two different ports, blue's then green's, such as 21001,21002 (got "${text}")`,
     );

@@ -24,3 +24,18 @@ export function reservedName(name: string): string | undefined {
   if (name !== RESERVED_NAME && !name.startsWith(`${RESERVED_NAME}-`)) return undefined;
   return `is reserved: the tool's own services are named ${RESERVED_NAME}-…`;
 }
+
+/**
+ * Whether `[first, second]` reads as an app and a word swapped (`maintenance on web`): `first` is
+ * one of `words`, and `second` is an app set up (its config.yml, at `configOf`) while `first` is
+ * not (an app may be named `on`).
+ */
+export async function swappedWords(
+  [first, second]: string[],
+  words: readonly string[],
+  configOf: (app: string) => string,
+): Promise<boolean> {
+  if (!words.includes(first) || words.includes(second) || !NAME_PATTERN.test(second ?? "")) return false;
+  const setUp = (app: string) => Deno.stat(configOf(app)).then(() => true, () => false);
+  return await setUp(second) && !(await setUp(first));
+}

@@ -235,14 +235,30 @@ Deno.test("parseInvocation: arguments and options by spec", () => {
 });
 
 Deno.test("canary and maintenance with the app and the word swapped: said so, with the command the right way round", async () => {
-  const cases: [string, string[], string][] = [
-    ["canary", ["promote", "web"], "canary web promote"],
-    ["maintenance", ["off", "web"], "maintenance web off"],
-  ];
-  for (const [name, args, fixed] of cases) {
-    const error = await command(name).run({ args, opts: {} }).catch((e) => e);
-    assert(error instanceof UsageError, String(error));
-    assertEquals(error.suggestion, `deploy-paradigm ${fixed}`);
+  const root = await Deno.makeTempDir({ prefix: "dp-swapped-" });
+  const before = Deno.env.get("DEPLOY_PARADIGM_PREFIX");
+  try {
+    Deno.env.set("DEPLOY_PARADIGM_PREFIX", root);
+    await Deno.mkdir(join(root, "opt/deployments/web"), { recursive: true });
+    await Deno.writeTextFile(join(root, "opt/deployments/web/config.yml"), "port: 8000\nmanager: pm2\n");
+    const cases: [string, string[], string][] = [
+      ["canary", ["promote", "web"], "canary web promote"],
+      ["maintenance", ["off", "web"], "maintenance web off"],
+    ];
+    for (const [name, args, fixed] of cases) {
+      const error = await command(name).run({ args, opts: {} }).catch((e) => e);
+      assert(error instanceof UsageError, String(error));
+      assertEquals(error.suggestion, `deploy-paradigm ${fixed}`);
+    }
+    // An app may be named on or promote: the swap is suggested only for an app that is set up.
+    for (const [name, args] of [["maintenance", ["on", "onn"]], ["canary", ["abort", "Web"]]] as [string, string[]][]) {
+      const error = await command(name).run({ args, opts: {} }).catch((e) => e);
+      assert(error instanceof UsageError && !/app first/.test(error.message), String(error));
+    }
+  } finally {
+    if (before === undefined) Deno.env.delete("DEPLOY_PARADIGM_PREFIX");
+    else Deno.env.set("DEPLOY_PARADIGM_PREFIX", before);
+    await Deno.remove(root, { recursive: true });
   }
 });
 
