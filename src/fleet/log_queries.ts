@@ -270,22 +270,32 @@ function snippetParts(marked: string): SnippetPart[] {
 function cut(parts: SnippetPart[]): SnippetPart[] {
   const first = Math.max(0, parts.findIndex((part) => part.hit));
   const out: SnippetPart[] = [];
-  let used = 0;
   const lead = first > 0 ? parts[first - 1].text : "";
-  if (lead) out.push({ text: lead.length > SNIPPET_BEFORE ? `…${lead.slice(-SNIPPET_BEFORE)}` : lead, hit: false });
-  used += out[0]?.text.length ?? 0;
+  if (lead) out.push({ text: lead.length > SNIPPET_BEFORE ? `…${tail(lead, SNIPPET_BEFORE)}` : lead, hit: false });
+  let used = out[0]?.text.length ?? 0;
   let at = first;
   for (; at < parts.length && used < SNIPPET_CHARS; at++) {
     const part = parts[at];
     const room = SNIPPET_CHARS - used;
-    if (part.hit || part.text.length <= room) {
-      out.push(part);
-      used += part.text.length;
-    } else {
-      out.push({ text: `${part.text.slice(0, room)}…`, hit: false });
+    if (part.text.length > room) { // a hit too: a prefix query can match a word of thousands of characters
+      if (part.hit) out.push({ text: head(part.text, room), hit: true }, { text: "…", hit: false });
+      else out.push({ text: `${head(part.text, room)}…`, hit: false });
       return out;
     }
+    out.push(part);
+    used += part.text.length;
   }
   if (at < parts.length) out.push({ text: "…", hit: false });
   return out;
+}
+
+/** The first `n` UTF-16 units of `text`, one fewer rather than half of a surrogate pair. */
+function head(text: string, n: number): string {
+  return text.slice(0, n > 0 && /[\uD800-\uDBFF]/.test(text[n - 1] ?? "") ? n - 1 : n);
+}
+
+/** The last `n` UTF-16 units of `text`, one fewer rather than half of a surrogate pair. */
+function tail(text: string, n: number): string {
+  const start = text.length - n;
+  return text.slice(/[\uDC00-\uDFFF]/.test(text[start] ?? "") ? start + 1 : start);
 }

@@ -9,6 +9,7 @@ import { databaseAt, withStore } from "../helpers/fleet_store.ts";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { readStatusFile } from "../../src/fleet/collector.ts";
 import { ingestFile } from "../../src/fleet/ingest.ts";
+import { searchLogs } from "../../src/fleet/log_queries.ts";
 import {
   FIELD,
   MAX_APPS,
@@ -168,6 +169,37 @@ Deno.test("FleetStore: a version 2 database's oversized values are cut by the mi
       assertEquals(server.apps[0].lastDeploy, { cut: JSON.stringify({ pad: "x".repeat(10 << 20) }).length });
       assertEquals(server.lastError!.length, FIELD.message);
       assertEquals(server.limits, []);
+    } finally {
+      store.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("FleetStore: lines stored before the search's hit markers were U+FFFE/U+FFFF lose them to the migration: no forged hit", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dp-limits-marks-" });
+  const path = join(dir, "fleet.db");
+  try {
+    const db = databaseAt(path, 9);
+    db.prepare(
+      "INSERT INTO files (id, server, path, generation, head_hash, head_len, offset) VALUES (1, 's', 'a/x.log', 1, 'h', 0, 0)",
+    )
+      .run();
+    const forged = "\uFFFEFORGED\uFFFF needle";
+    db.prepare(
+      "INSERT INTO lines (id, file_id, offset, server, app, file, ts, kind, text) VALUES (1, 1, 0, 's', 'a', 'x.log', 0, 'line', ?)",
+    )
+      .run(forged);
+    db.prepare("INSERT INTO lines_fts (rowid, text) VALUES (1, ?)").run(forged);
+    db.close();
+    const store = await FleetStore.open(path);
+    try {
+      const [result] = searchLogs(store, { q: "needle" }).results;
+      assertEquals(result.text, "\uFFFDFORGED\uFFFD needle");
+      assertEquals(result.snippet.filter((part) => part.hit).map((part) => part.text), ["needle"]);
+      assertEquals(searchLogs(store, { q: "forged" }).results.length, 1, "the index still finds the word");
+      store.sql("INSERT INTO lines_fts (lines_fts) VALUES ('integrity-check')").run(); // throws when the index is off
     } finally {
       store.close();
     }

@@ -91,10 +91,23 @@ Deno.test("searchLogs: lines of thousands of hits each (a hostile server's) give
     assertEquals(page.results.length, 50);
     for (const { snippet } of page.results) {
       const text = snippet.map((part) => part.text).join("");
-      assert(text.length <= 202 && text.endsWith("…"), text);
+      // Cut from highlight()'s marked line (200 characters and the ellipsis), not FTS5's snippet() (24 tokens).
+      assertEquals([text.length, text.endsWith("…")], [201, true], text);
       assertEquals(snippet[0], { text: "a", hit: true });
     }
     console.log(`figures: a page of 50 lines of 8,000 hits each in ${ms.toFixed(0)} ms (FTS5 snippet(): 21.5 s)`);
+  });
+});
+
+Deno.test("searchLogs: a snippet cuts a long matched word too, and never half of a character", async () => {
+  await withStore((store) => {
+    ingest(store, "alpha", "web", "out.log", [`x${"y".repeat(5_000)} tail`, `needle ${"😀".repeat(150)}`]);
+    const [word] = searchLogs(store, { q: "x*" }).results;
+    assertEquals(word.snippet.map((part) => [part.text.length, part.hit]), [[200, true], [1, false]]);
+    const [emoji] = searchLogs(store, { q: "needle" }).results;
+    const text = emoji.snippet.map((part) => part.text).join("");
+    assert(text.endsWith("😀…"), text.slice(-4));
+    assert(!/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(text), "a lone surrogate");
   });
 });
 
