@@ -24,7 +24,7 @@ import { type AppPaths, appPaths, deploymentsRoot, prefix, selfCommand } from ".
 import { nameClash } from "./deploy/workers.ts";
 import { control } from "./proxy/client.ts";
 import { loadProxyConfig } from "./proxy/config.ts";
-import { controlSocketPath, legacyControlSocketPath, PROXY_SERVICE } from "./proxy/routes.ts";
+import { controlSocketPath, legacyControlSocketPath, PROXY_SERVICE, ROUTE_FILE } from "./proxy/routes.ts";
 import { ProcessRunner } from "./runner.ts";
 import { setupUsers, type UserSetup } from "./setup_users.ts";
 import { parseDocument } from "./yaml.ts";
@@ -275,13 +275,25 @@ function summary(
 type SetupValues = Required<Omit<SetupOptions, "proxyHost" | "slots">> & Pick<SetupOptions, "proxyHost" | "slots">;
 
 /** `--slots`: for blue-green only, neither the app's port, nor a port another app has (exit 2, nothing written). */
-async function refuseSlots(app: string, slots: { blue: number; green: number }, values: SetupValues): Promise<void> {
+async function refuseSlots(
+  app: string,
+  slots: { blue: number; green: number },
+  values: SetupValues,
+  had: { blue: number; green: number } | undefined,
+): Promise<void> {
   if (!PROXIED[values.strategy]) {
     throw new UsageError(`--slots is for strategy blue-green; ${app} has strategy ${values.strategy}`, {
       suggestion: "leave --slots out, or pass --strategy blue-green",
     });
   }
   refuseSlotPort(slots, values.port, "--slots");
+  // A serving slot found by its port: new ports under a running release would strand it.
+  const changed = had && (had.blue !== slots.blue || had.green !== slots.green);
+  if (changed && await exists(join(appPaths(app).dir, ROUTE_FILE))) {
+    throw new UsageError(`--slots: ${app} serves from its slots (blue ${had.blue}, green ${had.green}) already`, {
+      suggestion: "slots are set before the first deploy; leave --slots out to keep them",
+    });
+  }
   for (const [slot, port] of Object.entries(slots)) {
     await refuseTakenPort(app, port, { where: `--slots, its ${slot} slot` });
   }
@@ -316,7 +328,7 @@ export async function setup(options: SetupOptions): Promise<number> {
   // The proxy this app goes behind reads proxy.yml when it starts: one it cannot read would stop it (every app down).
   if (PROXIED[values.strategy]) await loadProxyConfig(prefix());
   if (bindsPort(values)) await refuseTakenPort(options.app, values.port);
-  if (options.slots) await refuseSlots(options.app, options.slots, values);
+  if (options.slots) await refuseSlots(options.app, options.slots, values, known.slots);
   else if (known.slots && PROXIED[values.strategy]) refuseSlotPort(known.slots, values.port, "config.yml's slots");
   const clash = await nameClash(prefix(), options.app, []);
   if (clash) throw new UsageError(clash, { suggestion: "choose another name for the app" });

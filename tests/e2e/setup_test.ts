@@ -375,6 +375,14 @@ Deno.test("setup --slots gives the slots their ports, used by the deploy; bad va
         [...base, "--slots", `${port},${green}`],
         new RegExp(`port ${port} is the blue slot's in --slots: the app's public port must be another`),
       ],
+      // Other slots for an app that serves from its slots: refused (its serving slot is found by its port).
+      [
+        [...base, "--slots", `${freePort()},${freePort()}`],
+        new RegExp(
+          `--slots: shop serves from its slots \\(blue ${blue}, green ${green}\\) already\\n` +
+            "hint: slots are set before the first deploy",
+        ),
+      ],
       // The public port moved onto one of the slots config.yml has: the flag is named, not config.yml.
       [
         ["setup", "shop", "--port", String(green), "--manager", "pm2", "--yes"],
