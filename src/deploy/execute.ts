@@ -138,6 +138,14 @@ async function deploy(
     }
     let branchOld = old;
     if (ref !== undefined) {
+      // The deploy branch was decided before the lock: a rollback meanwhile may have made it another.
+      const deployBranch = (await readStatus(paths.status).catch(() => undefined))?.branch ?? "main";
+      if (ref !== `refs/heads/${deployBranch}`) {
+        const reason = `the deploy branch became ${deployBranch} while this push waited: push to ${deployBranch}`;
+        print(`✗ ${reason}`);
+        await journal.record("refused", { ok: false, message: reason });
+        return { ok: false, reason };
+      }
       const tip = await refTip(plan.gitDir, ref);
       // Moved while this push waited: refused unless the pushed commit contains where it is now
       // (a rollback by hand moved it back to an older commit).

@@ -294,10 +294,14 @@ async function switchTo(
   }
   if (from && way === "back") await setBad(paths, from, true);
   if (meta.bad) await setBad(paths, meta.id, false); // chosen by name: it serves, so it is not skipped later
-  // The branch of the release gone to (its deploy.yml's) follows it; the one rolled away from may be another.
-  if (fromMeta) {
-    await followBranch(journal, paths, meta.branch ?? before?.branch ?? "main", fromMeta.commit, meta.commit);
-  }
+  // The deploy branch is the release gone to's (its deploy.yml's). The same as before: it follows the
+  // release; another: said, and neither branch moves (the new one never held the commit rolled away from).
+  const branch = meta.branch ?? before?.branch ?? "main";
+  if (before?.branch && branch !== before.branch) {
+    journal.say(
+      `  deploy branch: ${before.branch} → ${branch} (the deploy.yml of release ${meta.id}); pushes to ${branch} deploy`,
+    );
+  } else if (fromMeta) await followBranch(journal, paths, branch, fromMeta.commit, meta.commit);
   // The release gone back to brings its own workers back (the rollback stands either way).
   if (await hasWorkers(paths.dir, meta)) {
     await journal.step("workers", () => syncWorkers(ctx, meta, secrets), (line) => line)

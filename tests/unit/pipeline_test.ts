@@ -638,8 +638,19 @@ Deno.test("pipeline: a rollback makes the deploy branch the one of the release g
     assertEquals((await status(w)).branch, "prod");
     const c3 = await commit(w, "ok", ["branch: prod"]);
     assert((await deploy(w, c3, { ref: "refs/heads/prod", old: ZEROS })).ok);
+    const printedFrom = w.printed.length;
     assertEquals(await rollback(APP, first, w.effects), 0);
     assertEquals([(await status(w)).branch, (await status(w)).commit], ["main", c1]);
+    const printed = w.printed.slice(printedFrom);
+    assert(
+      printed.includes(`  deploy branch: prod → main (the deploy.yml of release ${first}); pushes to main deploy`),
+    );
+    assert(!printed.some((line) => line.startsWith("!")), printed.join("\n"));
     assertEquals((await readReleaseMeta(w.paths, first))?.branch, "main");
+    // A push to prod that waited for the lock meanwhile: prod is no longer the deploy branch.
+    const c4 = await commit(w, "ok", ["branch: prod"]);
+    const late = await deploy(w, c4, { ref: "refs/heads/prod", old: c3 });
+    assertEquals(late, { ok: false, reason: "the deploy branch became main while this push waited: push to main" });
+    assertEquals((await status(w)).commit, c1);
   });
 });
