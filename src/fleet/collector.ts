@@ -24,7 +24,14 @@ import {
   MAX_STATUS_BYTES,
   size,
 } from "./limits.ts";
-import { CAP_CHECK_MINUTES, capRequestRows, downsample, MAX_REQUEST_ROWS, storeServerSample } from "./metric_store.ts";
+import {
+  CAP_CHECK_MINUTES,
+  capRequestRows,
+  downsample,
+  MAX_REQUEST_ROWS,
+  storedSinceCheck,
+  storeServerSample,
+} from "./metric_store.ts";
 import { MAX_DELTA_GAP_MS } from "./server_sample.ts";
 import { type Source, sourceFor } from "./source.ts";
 import type { FreshnessView } from "./views.ts";
@@ -234,7 +241,6 @@ export class Collector {
       };
       let waiting = 0;
       let stopped = 0;
-      let minutes = 0;
       for (const rel of [...files.slice(first), ...files.slice(0, first)]) {
         const result = await ingestFile(
           this.store,
@@ -246,7 +252,6 @@ export class Collector {
         );
         outcome.lines += result.lines;
         outcome.deployments += result.deployments;
-        minutes += result.minutes ?? 0;
         outcome.gaps += result.gaps;
         if (result.deferred) waiting++;
         if (result.stopped) stopped++;
@@ -276,11 +281,14 @@ export class Collector {
         );
       }
       // Many request windows at once: the server's caps now, not at the next 5-minute pass.
-      const capped = minutes >= CAP_CHECK_MINUTES ? capRequestRows(this.store, server.name) : 0;
+      const capped = storedSinceCheck(this.store, server.name) >= CAP_CHECK_MINUTES
+        ? capRequestRows(this.store, server.name)
+        : 0;
       if (capped) {
         outcome.limits.push(
-          `${capped} of its oldest request rows removed: over the request rows a server may keep ` +
-            `(${MAX_REQUEST_ROWS.request_minutes.toLocaleString("en-US")} by the minute)`,
+          `${capped.toLocaleString("en-US")} of its oldest request rows removed: over the ${
+            Object.values(MAX_REQUEST_ROWS).map((n) => n.toLocaleString("en-US")).join(" / ")
+          } request rows (by the minute / of 5 minutes / rollups) a server may keep`,
         );
       }
       if (pulled.error) throw new Error(pulled.error); // the statuses (and logs) that came are kept

@@ -134,8 +134,6 @@ export interface FileResult {
   deferred?: boolean;
   /** Stopped at a line (or not begun), the server's budget of lines spent: the rest waits for the next cycle. */
   stopped?: boolean;
-  /** metrics.log: request windows stored. */
-  minutes?: number;
   /** cron.log: cron jobs forgotten, over the MAX_CRON_JOBS (./limits.ts) whose last run an app may keep. */
   cronForgotten?: number;
 }
@@ -308,9 +306,7 @@ async function readInto(
       if (forgotten) result.cronForgotten = (result.cronForgotten ?? 0) + forgotten;
     } else if (isMetricsLog) {
       // stored again when the lines are read again, they count once; the ledger moves in the same transaction
-      const minutes = requestMinutes(lines, now);
-      storeRequestMinutes(store, ledger.server, app, minutes, ledger);
-      result.minutes = (result.minutes ?? 0) + minutes.length;
+      storeRequestMinutes(store, ledger.server, app, requestMinutes(lines, now), ledger);
     } else {
       result.lines += store.ingestLines(ledger, app, name, lines);
     }

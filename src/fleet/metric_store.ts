@@ -188,6 +188,9 @@ export function storeRequestMinutes(
     `INSERT INTO request_rollups (step, ts, server, app, requests, errors) VALUES (?, ?, ?, ?, ?, ?)
      ON CONFLICT DO UPDATE SET requests = requests + excluded.requests, errors = errors + excluded.errors`,
   );
+  let since = storedSince.get(store);
+  if (!since) storedSince.set(store, since = new Map());
+  since.set(server, (since.get(server) ?? 0) + minutes.length);
   store.transaction(() => {
     for (const m of minutes) {
       if (averaged.get(server, bucketEnd(m.ts), app)) continue;
@@ -210,11 +213,26 @@ export function storeRequestMinutes(
  * without end (and the charts' queries with them).
  */
 export const MAX_REQUEST_ROWS = { request_minutes: 150_000, request_minutes_5m: 450_000, request_rollups: 60_000 };
-/** Request windows one server may store in a cycle before its caps are checked at once (else every 5 minutes). */
+/**
+ * Request windows a server may store before its caps are checked at once, after its cycle (else
+ * at the next 5-minute downsampling, for the servers that stored any).
+ */
 export const CAP_CHECK_MINUTES = 1_000;
 
-/** Removes `server`'s oldest request rows beyond {@link MAX_REQUEST_ROWS}, each table. Returns how many. */
+/** Request windows stored per server since its caps were last checked (only those servers are checked). */
+const storedSince = new WeakMap<FleetStore, Map<string, number>>();
+
+/** Request windows `server` stored since its caps were last checked. */
+export function storedSinceCheck(store: FleetStore, server: string): number {
+  return storedSince.get(store)?.get(server) ?? 0;
+}
+
+/**
+ * Removes `server`'s oldest request rows beyond {@link MAX_REQUEST_ROWS}, each table. Returns how
+ * many. Its cost is the rows it walks (up to the caps), so it runs for servers that stored some.
+ */
 export function capRequestRows(store: FleetStore, server: string): number {
+  storedSince.get(store)?.delete(server);
   let removed = 0;
   store.transaction(() => {
     for (const [table, cap] of Object.entries(MAX_REQUEST_ROWS)) {
@@ -338,9 +356,7 @@ export function downsample(store: FleetStore, now: number, days: number): number
     }
     store.sql("DELETE FROM fs_mounts WHERE last_ts < ?").run(oldest);
   });
-  for (const server of new Set([...serversIn(store, "request_minutes"), ...serversIn(store, "request_minutes_5m")])) {
-    capRequestRows(store, server);
-  }
+  for (const server of [...storedSince.get(store)?.keys() ?? []]) capRequestRows(store, server);
   done.set(store, cutoff);
   return written;
 }

@@ -4,7 +4,9 @@
  * a fleet outage.
  */
 import { join } from "node:path";
-import { assertEquals } from "../helpers/assert.ts";
+import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
+import { MAX_NEW_LINES_PER_SERVER } from "../../src/fleet/limits.ts";
+import { MAX_REQUEST_ROWS } from "../../src/fleet/metric_store.ts";
 import { Collector } from "../../src/fleet/collector.ts";
 import { fleetConfigSchema, fleetPaths } from "../../src/fleet/config.ts";
 import { LocalSource } from "../../src/fleet/source.ts";
@@ -63,5 +65,49 @@ Deno.test("LocalSource: status.json of each app and its *.log and *.log.1 files"
     assertEquals(pulled.logs.get("web/access.log")?.ino, "here", "its inode is read from the file once opened");
   } finally {
     await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("collector: a server that stores many request windows in a cycle has its caps checked right after it, and is marked", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dp-collector-cap-" });
+  const before = Deno.env.get("DEPLOY_PARADIGM_PREFIX");
+  const paths = fleetPaths(join(dir, "home"));
+  const store = await FleetStore.open(paths.db);
+  const now = Date.UTC(2026, 11, 5, 12);
+  const collector = new Collector(
+    store,
+    fleetConfigSchema.parse({ interval: "30s", servers: [{ name: "self", host: "local" }] }),
+    paths,
+    () => now,
+  );
+  try {
+    Deno.env.set("DEPLOY_PARADIGM_PREFIX", join(dir, "server"));
+    const logs = join(dir, "server/var/log/deployments/evil");
+    await Deno.mkdir(logs, { recursive: true });
+    // Windows a millisecond apart, each its own row: 10,000 past the cap, over two cycles (100,000 lines a cycle).
+    const total = MAX_REQUEST_ROWS.request_minutes + 10_000;
+    const first = now - 3_600_000;
+    await Deno.writeTextFile(
+      join(logs, "metrics.log"),
+      Array.from({ length: total }, (_, i) => `{"ts":"${new Date(first + i).toISOString()}","requests":1}\n`).join(""),
+    );
+    const rows = () =>
+      (store.sql("SELECT COUNT(*) AS n FROM request_minutes WHERE server = 'self'").get() as { n: number }).n;
+    const one = await collector.cycle();
+    assertEquals(one.servers[0].ok, true);
+    const firstRows = rows(); // the line budget, and the rest of the chunk where it ran out
+    assert(firstRows >= MAX_NEW_LINES_PER_SERVER && firstRows < MAX_NEW_LINES_PER_SERVER + 1_000, `${firstRows}`);
+    const two = await collector.cycle();
+    assertEquals(rows(), MAX_REQUEST_ROWS.request_minutes, "capped right after the cycle, not 5 minutes later");
+    assertMatch(
+      (two.servers[0].limits ?? []).join("\n"),
+      /10,000 of its oldest request rows removed: over the 150,000 \/ 450,000 \/ 60,000 request rows/,
+    );
+  } finally {
+    if (before === undefined) Deno.env.delete("DEPLOY_PARADIGM_PREFIX");
+    else Deno.env.set("DEPLOY_PARADIGM_PREFIX", before);
+    await collector.close();
+    store.close();
+    await Deno.remove(dir, { recursive: true });
   }
 });
