@@ -202,7 +202,7 @@ export async function rollback(
 }
 
 /** Whether going from release `from` to release `to` goes back (to an older one) or forward (`--to` a newer one). */
-export function rollWay(from: string | undefined, to: string): "back" | "forward" {
+function rollWay(from: string | undefined, to: string): "back" | "forward" {
   return from !== undefined && to > from ? "forward" : "back";
 }
 
