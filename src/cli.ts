@@ -64,7 +64,9 @@ export async function runCli(program: ProgramSpec, argv: readonly string[]): Pro
   if (first === undefined || first === "--help" || first === "-h" || first === "help") {
     const target = first === "help" && rest[0] ? findCommand(program, rest[0]) : undefined;
     console.log(target ? commandHelp(program, target) : programHelp(program));
-    return first === undefined ? 2 : 0;
+    if (first !== undefined) return 0;
+    console.error(`error: ${program.name} needs a command (listed above)`);
+    return 2;
   }
   if (first === "--version" || first === "-V") {
     console.log(program.version);

@@ -338,7 +338,7 @@ export async function setup(options: SetupOptions): Promise<number> {
   const hookPath = join(paths.repo, "hooks", "proc-receive");
   const hook = await readTextOrUndefined(hookPath);
   if (hook !== undefined && !hook.includes("written by deploy-paradigm")) {
-    throw new DeployParadigmError(`${hookPath} is another tool's proc-receive hook`, {
+    throw new UsageError(`${hookPath} is another tool's proc-receive hook`, {
       suggestion: "proc-receive hooks cannot be chained: remove it or move it elsewhere (post-receive hooks stay)",
     });
   }

@@ -113,7 +113,24 @@ Deno.test("setup without a terminal and without values says which flags it needs
         /^error: --(proxy-)?host must be an IP address to listen on \(got "[^"]+"\)\nhint: 0\.0\.0\.0/,
       );
     }
+    // No command at all: the help, and a line saying what is missing.
+    const none = await server.cli([]);
+    assertEquals(none.code, 2, none.output);
+    assertMatch(none.stdout, /^deploy-paradigm \S+: safe git-push deploys/);
+    assertEquals(none.stderr, "error: deploy-paradigm needs a command (listed above)\n");
     assertEquals(await snapshot(server), before);
+    // Another tool's proc-receive hook in the app's repository: a configuration to sort out first, exit 2, nothing written.
+    const hooks = join(server.paths("api").repo, "hooks");
+    await Deno.mkdir(hooks, { recursive: true });
+    await Deno.writeTextFile(join(hooks, "proc-receive"), "#!/bin/sh\nexec other-tool\n");
+    const withHook = await snapshot(server);
+    const foreign = await server.cli(["setup", "api", "--port", String(freePort()), "--manager", "pm2", "--yes"]);
+    assertEquals(foreign.code, 2, foreign.output);
+    assertMatch(
+      foreign.stderr,
+      /proc-receive is another tool's proc-receive hook\nhint: proc-receive hooks cannot be chained/,
+    );
+    assertEquals(await snapshot(server), withHook);
   });
 });
 
