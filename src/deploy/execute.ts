@@ -136,26 +136,29 @@ async function deploy(
       await journal.record("cancelled", { ok: false, message: reason });
       return { ok: false, reason };
     }
+    const refused = async (reason: string): Promise<ExecuteResult> => {
+      print(`✗ ${reason}`);
+      await journal.record("refused", { ok: false, message: reason });
+      return { ok: false, reason };
+    };
     let branchOld = old;
     if (ref !== undefined) {
       // The deploy branch was decided before the lock: a rollback meanwhile may have made it another.
       const deployBranch = (await readStatus(paths.status).catch(() => undefined))?.branch ?? "main";
       if (ref !== `refs/heads/${deployBranch}`) {
-        const reason = `the deploy branch became ${deployBranch} while this push waited: push to ${deployBranch}`;
-        print(`✗ ${reason}`);
-        await journal.record("refused", { ok: false, message: reason });
-        return { ok: false, reason };
+        return await refused(
+          `the deploy branch became ${deployBranch} while this push waited: push to ${deployBranch}`,
+        );
       }
       const tip = await refTip(plan.gitDir, ref);
       // Moved while this push waited: refused unless the pushed commit contains where it is now
       // (a rollback by hand moved it back to an older commit).
       if (tip && tip !== old && await isAncestor(plan.gitDir, tip, commit)) branchOld = tip;
       else if ((tip ?? "") !== old.replace(/^0+$/, "")) {
-        const reason = `${ref.replace("refs/heads/", "")} moved to ${tip?.slice(0, 7)} while this push waited; ` +
-          `fetch, merge and push again`;
-        print(`✗ ${reason}`);
-        await journal.record("refused", { ok: false, message: reason });
-        return { ok: false, reason };
+        return await refused(
+          `${ref.replace("refs/heads/", "")} moved to ${tip?.slice(0, 7)} while this push waited; ` +
+            `fetch, merge and push again`,
+        );
       }
     }
     const branch = ref === undefined ? undefined : { ref, old: branchOld };
