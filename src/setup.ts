@@ -14,7 +14,7 @@ import { hostNameProblem, serverConfigSchema } from "./config/schema.ts";
 import { PROXIED, STRATEGIES, type Strategy } from "./deploy/strategies/names.ts";
 import { checkDotenvFile } from "./deploy/dotenv.ts";
 import { processFor } from "./deploy/runtime.ts";
-import { ensureSlots } from "./deploy/slots.ts";
+import { ensureSlots, type SlotPorts } from "./deploy/slots.ts";
 import { type Manager, MANAGER_NAMES, MANAGERS, type ServiceSpec } from "./managers/mod.ts";
 import { ConfigError, DeployParadigmError, UsageError } from "./errors.ts";
 import { exists, readTextOrUndefined, writeFileAtomic } from "./fsutil.ts";
@@ -41,7 +41,7 @@ export interface SetupOptions {
   /** Host names the proxy routes to the app (replaces the list; empty: none, the app keeps its own port). */
   domains?: string[];
   /** The blue and green slots' ports (blue-green; default: chosen once, kept in config.yml). */
-  slots?: { blue: number; green: number };
+  slots?: SlotPorts;
   /** Take defaults for everything not given, and do not ask for confirmation. */
   yes?: boolean;
   /** The address the proxy listens on (default: where it listens now, else 0.0.0.0). */
@@ -252,7 +252,7 @@ function summary(
     env: string;
     strategy: string;
     domains: string[];
-    slots?: { blue: number; green: number };
+    slots?: SlotPorts;
   },
   url?: string,
 ) {
@@ -277,9 +277,9 @@ type SetupValues = Required<Omit<SetupOptions, "proxyHost" | "slots">> & Pick<Se
 /** `--slots`: for blue-green only, neither the app's port, nor a port another app has (exit 2, nothing written). */
 async function refuseSlots(
   app: string,
-  slots: { blue: number; green: number },
+  slots: SlotPorts,
   values: SetupValues,
-  had: { blue: number; green: number } | undefined,
+  had: SlotPorts | undefined,
 ): Promise<void> {
   if (!PROXIED[values.strategy]) {
     throw new UsageError(`--slots is for strategy blue-green; ${app} has strategy ${values.strategy}`, {
@@ -300,7 +300,7 @@ async function refuseSlots(
 }
 
 /** A public port that is one of the slots' (`where` says whose slots): exit 2, nothing written. */
-function refuseSlotPort(slots: { blue: number; green: number }, port: number, where: string): void {
+function refuseSlotPort(slots: SlotPorts, port: number, where: string): void {
   const slot = Object.entries(slots).find(([, p]) => p === port)?.[0];
   if (slot === undefined) return;
   throw new UsageError(`port ${port} is the ${slot} slot's in ${where}: the app's public port must be another`, {

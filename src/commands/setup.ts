@@ -3,6 +3,7 @@ import type { CommandSpec } from "../cli.ts";
 import { UsageError } from "../errors.ts";
 import { type Manager, MANAGER_NAMES } from "../managers/mod.ts";
 import { STRATEGIES, type Strategy } from "../deploy/strategies/names.ts";
+import type { SlotPorts } from "../deploy/slots.ts";
 
 /** `setup <app> [repo-url]`. */
 export const setupCommand: CommandSpec = {
@@ -66,7 +67,7 @@ export const setupCommand: CommandSpec = {
 };
 
 /** `--slots 21001,21002`: two different whole numbers from 1 to 65535, blue's first. */
-function slotPorts(text: string): { blue: number; green: number } {
+function slotPorts(text: string): SlotPorts {
   const ports = text.split(",").map((part) => part.trim());
   const valid = ports.length === 2 && ports.every((port) => /^[0-9]{1,5}$/.test(port) && +port >= 1 && +port <= 65535);
   if (!valid || +ports[0] === +ports[1]) {
