@@ -62,6 +62,7 @@ export function chartFigure(name, spec) {
       ),
       !hasData ? h("li", { class: "muted", text: "No samples in this range." }) : null,
     ),
+    spec.note ? h("p", { class: "muted small note", text: spec.note }) : null,
     h("div", { class: "chart-tip", role: "tooltip", hidden: true }),
   );
 }
@@ -112,6 +113,9 @@ export function serverCharts(s) {
         unit: "percent",
         floor: 100,
         series: disks.map((d, i) => series(`disk${i}`, String(d.mount), d.used)),
+        note: Number.isInteger(s.moreMounts) && s.moreMounts > 0
+          ? `The ${disks.length} fullest mounts of ${disks.length + s.moreMounts} in this range.`
+          : undefined,
       }),
       chartFigure("network", {
         ...f,

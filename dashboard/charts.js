@@ -225,6 +225,7 @@ export function marker(shape, x, y, attrs = {}) {
  * @property {{ ts: number, version: string | null, outcome: string }[]} [deploys] vertical marks
  * @property {number} [floor] the least y maximum (percent charts: 100)
  * @property {number} [offsetMs] the local time zone's offset, for the time axis
+ * @property {string} [note] a line under the legend (what the chart leaves out)
  */
 
 /**

@@ -60,8 +60,10 @@ export interface ServerSeries extends Span {
   /** Bytes/s. */
   netRx: (number | null)[];
   netTx: (number | null)[];
-  /** Percent, per mount point. */
+  /** Percent, per mount point: the {@link MAX_CHART_MOUNTS} fullest, by name. */
   disks: { mount: string; used: (number | null)[]; inodes: (number | null)[] }[];
+  /** How many mounts of the range were left out of `disks` (less full). */
+  moreMounts?: number;
   missing?: string;
 }
 
@@ -154,6 +156,12 @@ function round(value: number): number {
 /** Mount points a chart shows besides the latest sample's: the ones seen most recently in the range. */
 export const MAX_OLD_MOUNTS = 16;
 
+/**
+ * Mount points one chart draws at most: the fullest (highest use in the range). Past a dozen lines
+ * a chart cannot be read, and each line keeps its own dash and marker (25 looks).
+ */
+export const MAX_CHART_MOUNTS = 12;
+
 /** The average of column `c` over raw and 5-minute rows, each weighted by the raw rows it stands for. */
 function weighted(c: string, as = c): string {
   return `SUM(${c} * n) * 1.0 / NULLIF(SUM(CASE WHEN ${c} IS NULL THEN 0 ELSE n END), 0) AS ${as}`;
@@ -187,12 +195,24 @@ export function serverSeries(store: FleetStore, server: string, range: Range, no
      GROUP BY mount, b`,
   ).all({ ...params, mounts: JSON.stringify(mounts) }) as { mount: string }[];
   const byMount = groupBy(diskRows, (row) => row.mount);
-  const disks = mounts.sort().map((mount) => ({
+  const all = mounts.map((mount) => ({
     mount,
     ...fill(byMount.get(mount) ?? [], span.ts.length, ["used", "inodes"] as const),
   }));
+  const peak = (d: { used: (number | null)[] }) => Math.max(-1, ...d.used.map((v) => v ?? -1));
+  const disks = all.sort((a, b) => peak(b) - peak(a) || (a.mount < b.mount ? -1 : 1)).slice(0, MAX_CHART_MOUNTS)
+    .sort((a, b) => a.mount < b.mount ? -1 : 1);
+  const more = all.length - disks.length;
   const missing = latest?.missing;
-  return { server, range, ...span, ...series, disks, ...(missing ? { missing } : {}) };
+  return {
+    server,
+    range,
+    ...span,
+    ...series,
+    disks,
+    ...(more ? { moreMounts: more } : {}),
+    ...(missing ? { missing } : {}),
+  };
 }
 
 /** SQL of request rows (raw and 5-minute) whose window ends in (:from, :to], and `%`. */

@@ -20,6 +20,7 @@ import { fleetPaths } from "../../src/fleet/config.ts";
 import { requestMinuteOf, storeRequestMinutes, storeServerSample } from "../../src/fleet/metric_store.ts";
 import type { RawMetrics } from "../../src/fleet/server_metrics.ts";
 import { FleetStore } from "../../src/fleet/store.ts";
+import { MAX_CHART_MOUNTS } from "../../src/fleet/series.ts";
 
 // Globals of the page, used inside page.evaluate callbacks (this file is checked without the DOM library).
 // deno-lint-ignore no-explicit-any
@@ -33,6 +34,8 @@ const iso = (ms: number) => new Date(ms).toISOString();
 /** The filling file system's mount point, and a hostile one (markup as a mount point). */
 const FILLING = "/srv/fill";
 const HOSTILE_MOUNT = `/mnt/<img src=x onerror="document.title='pwned'">`;
+/** Nearly empty mounts: with them the disk chart has more than it draws (the fullest only). */
+const SPARE_MOUNTS = Array.from({ length: 12 }, (_, k) => `/srv/spare${String(k).padStart(2, "0")}`);
 
 /** What the charts are expected to show. */
 interface Story {
@@ -118,7 +121,8 @@ const storedHour: DataSource = async (db, prefix, now) => {
         filesystems: [
           { mount: "/", used: 41, inodes: 12 },
           { mount: FILLING, used: 10 + i * (85 / 59), inodes: 1 },
-          { mount: HOSTILE_MOUNT, used: 5, inodes: 1 },
+          { mount: HOSTILE_MOUNT, used: 60, inodes: 1 },
+          ...SPARE_MOUNTS.map((mount, k) => ({ mount, used: 1 + k / 10, inodes: 1 })),
         ],
         missing: [],
       };
@@ -184,6 +188,13 @@ Deno.test({
               const ours = new Set([FILLING, "/", HOSTILE_MOUNT]);
               const looks = disk.looks.filter((_, i) => ours.has(disk.legend[i].label)).map((look) => look.join(" "));
               assertEquals(looks.length, ours.size, JSON.stringify(disk.legend));
+              // The spare mounts and this machine's own make more than the chart draws: the fullest, said so.
+              assertEquals(disk.legend.length, MAX_CHART_MOUNTS, JSON.stringify(disk.legend));
+              assertMatch(
+                disk.note ?? "",
+                new RegExp(`^The ${MAX_CHART_MOUNTS} fullest mounts of \\d+ in this range\\.$`),
+              );
+              assert(!disk.legend.some((l) => l.label === SPARE_MOUNTS[0]), "the emptiest is left out");
               assertEquals(new Set(looks).size, looks.length, `each mount its own dashes and marker: ${looks}`);
               for (const name of ["cpu", "memory", "network", "load"]) {
                 const chart = await chartData(watched.page, name);

@@ -29,6 +29,7 @@ export function chartData(page: Page, name: string) {
         version: g.dataset.version as string,
         title: g.querySelector("title").textContent as string,
       })),
+      note: (figure.querySelector("p.note")?.textContent ?? null) as string | null,
       dashes: [...svg.querySelectorAll("g.series path.line")].map((p) => p.getAttribute("stroke-dasharray")),
       looks: [...figure.querySelectorAll(".legend svg.swatch")].map((s) => [
         s.querySelector(".line").getAttribute("stroke-dasharray"),

@@ -23,6 +23,7 @@ import {
   appRequestWindow,
   appSeries,
   buckets,
+  MAX_CHART_MOUNTS,
   MAX_OLD_MOUNTS,
   overviewSparklines,
   RANGES,
@@ -374,12 +375,37 @@ Deno.test("series: a server's chart shows the mounts of its latest sample and th
       String(latest.missing),
     );
     const series = serverSeries(store, "a", "1h", T0 + 300_000);
-    assertEquals(series.disks.length, 1 + MAX_OLD_MOUNTS);
+    assertEquals(series.disks.length, MAX_CHART_MOUNTS, "the fullest of the latest's and the 16 seen last");
+    assertEquals(series.moreMounts, 1 + MAX_OLD_MOUNTS - MAX_CHART_MOUNTS);
     assert(series.disks.some((d) => d.mount === "/"));
     assert(series.disks.every((d) => d.mount === "/" || d.mount.startsWith("/m1-")), "the ones seen last");
     // A day later, new ones are taken again.
     storeServerSample(store, "a", sample(10, { "/": 50, "/new": 5 }), T0 + 86_400_000 + 600_000);
     assertEquals(latestServerMetrics(store, "a")!.filesystems.map((f) => f.mount), ["/", "/new"]);
+  } finally {
+    store.close();
+  }
+});
+
+Deno.test("series: a chart draws the 12 fullest mounts of the range (highest use in it), by name, and counts the rest", async () => {
+  const store = await FleetStore.open(":memory:");
+  try {
+    // 20 mounts, /d00 … /d19, /dNN at NN %; /d00 was 99 % full an hour ago (a full disk cleaned: still shown).
+    const mounts = (full: boolean) =>
+      Object.fromEntries(
+        Array.from({ length: 20 }, (_, k) => [`/d${String(k).padStart(2, "0")}`, k || !full ? k : 99]),
+      );
+    storeServerSample(store, "a", sample(10, mounts(true)), T0);
+    storeServerSample(store, "a", sample(10, mounts(false)), T0 + 30_000);
+    const series = serverSeries(store, "a", "1h", T0 + 60_000);
+    assertEquals(series.disks.map((d) => d.mount), [
+      "/d00",
+      "/d09",
+      ...Array.from({ length: 10 }, (_, k) => `/d${k + 10}`),
+    ]);
+    assertEquals(series.moreMounts, 8);
+    // Few mounts: all, and no count.
+    assertEquals(serverSeries(store, "b", "1h", T0 + 60_000).moreMounts, undefined);
   } finally {
     store.close();
   }
