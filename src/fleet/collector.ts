@@ -268,6 +268,7 @@ export class Collector {
           );
         }
       }
+      this.store.touchLedgers(server.name, files, started);
       if (stopped) {
         outcome.limits.push(
           `${stopped} log file(s) wait for the next cycle: over the ` +

@@ -242,4 +242,7 @@ export const MIGRATIONS: string[] = [
   // as ingestion does to new lines (U+FFFD splits words as they did: the full-text index still holds).
   `UPDATE lines SET text = replace(replace(text, char(65534), char(65533)), char(65535), char(65533))
    WHERE instr(text, char(65534)) > 0 OR instr(text, char(65535)) > 0;`,
+  // 11: when each file's ledger was last in a pull (epoch ms): the ledgers of files gone and without
+  // lines are forgotten (./store.ts retain), or a server making up file names would grow them without end.
+  `ALTER TABLE files ADD COLUMN seen INTEGER NOT NULL DEFAULT 0;`,
 ];

@@ -90,6 +90,8 @@ export function processesJson(value: unknown): string | null {
 /** The last run of a cron job, from one line of an app's cron.log (see ./ingest.ts's cronRunOf), and the line's byte offset in its file. */
 export type CronRunRow = CronRunView & { offset: number };
 
+/** A file's ledger without lines is forgotten once the file was not pulled for this long (./store.ts retain). */
+export const LEDGER_UNSEEN_MS = 3_600_000;
 /** Lines removed per transaction by retention. */
 const RETAIN_BATCH = 10_000;
 /** Deployments and status changes kept per app of a server (the newest): a server that floods them trims its own. */
@@ -542,6 +544,12 @@ export class FleetStore {
   }
 
   /** Writes a file's ledger (offset and identity). */
+  /** Marks the current ledgers of `paths` (a server's log files in its last pull) as seen at `ts`. */
+  touchLedgers(server: string, paths: string[], ts: number): void {
+    this.sql("UPDATE files SET seen = ? WHERE server = ? AND current = 1 AND path IN (SELECT value FROM json_each(?))")
+      .run(ts, server, JSON.stringify(paths));
+  }
+
   saveLedger(ledger: FileLedger): void {
     this.sql("UPDATE files SET offset = ?, ino = ?, head_hash = ?, head_len = ? WHERE id = ?")
       .run(ledger.offset, ledger.ino, ledger.headHash, ledger.headLen, ledger.id);
@@ -619,6 +627,11 @@ export class FleetStore {
         if (cut) await batches(table, select, server, cut.id);
       }
     }
+    // Ledgers without lines of files not pulled for a while (gone, or older generations): a file that
+    // comes back starts afresh, which loses nothing (none of its lines are kept).
+    this.sql(
+      "DELETE FROM files WHERE seen < ? AND NOT EXISTS (SELECT 1 FROM lines WHERE lines.file_id = files.id)",
+    ).run(now - LEDGER_UNSEEN_MS);
     return removed;
   }
 }

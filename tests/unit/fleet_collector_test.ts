@@ -111,3 +111,53 @@ Deno.test("collector: a server that stores many request windows in a cycle has i
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("collector: a server making up log file names each cycle: the ledgers of files gone, their lines removed, are forgotten after an hour; a file still there keeps its own", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dp-collector-ledgers-" });
+  const before = Deno.env.get("DEPLOY_PARADIGM_PREFIX");
+  const paths = fleetPaths(join(dir, "home"));
+  const store = await FleetStore.open(paths.db);
+  let now = Date.UTC(2026, 11, 5, 12);
+  const collector = new Collector(
+    store,
+    fleetConfigSchema.parse({ servers: [{ name: "self", host: "local" }], retention: { maxLines: 1000 } }),
+    paths,
+    () => now,
+  );
+  try {
+    Deno.env.set("DEPLOY_PARADIGM_PREFIX", join(dir, "server"));
+    const logs = join(dir, "server/var/log/deployments/evil");
+    await Deno.mkdir(logs, { recursive: true });
+    await Deno.writeTextFile(join(logs, "steady.log"), "a line that stays\n".repeat(5));
+    const ledgers = () => (store.sql("SELECT path, id FROM files WHERE server = 'self' ORDER BY path").all() as {
+      path: string;
+      id: number;
+    }[]);
+    let steadyId: number | undefined;
+    const names = (cycle: number) => Array.from({ length: 10 }, (_, k) => `evil/made-up-${cycle}-${k}.log`);
+    for (let cycle = 0; cycle < 12; cycle++) {
+      // Last cycle's names gone, 10 new ones of 100 lines each: the newest 1,000 lines are all that is kept.
+      if (cycle) {
+        for (const rel of names(cycle - 1)) await Deno.remove(join(dir, "server/var/log/deployments", rel));
+      }
+      for (const rel of names(cycle)) {
+        await Deno.writeTextFile(join(dir, "server/var/log/deployments", rel), `line of ${rel}\n`.repeat(100));
+      }
+      assertEquals((await collector.cycle()).servers[0].ok, true);
+      steadyId ??= ledgers().find((l) => l.path === "evil/steady.log")?.id;
+      now += 20 * 60_000;
+    }
+    // Kept: steady.log (still there), and the names of the cycles up to an hour before the last (4 cycles).
+    const expected = ["evil/steady.log", ...[8, 9, 10, 11].flatMap(names)].sort();
+    assertEquals(ledgers().map((l) => l.path), expected, "not one ledger per name ever made up (120)");
+    assertEquals(ledgers().find((l) => l.path === "evil/steady.log")?.id, steadyId, "steady.log's ledger stays");
+    const steadyLines = store.sql("SELECT COUNT(*) AS n FROM lines WHERE file = 'steady.log'").get() as { n: number };
+    assertEquals(steadyLines.n, 0, "its lines, removed by retention, are not read again");
+  } finally {
+    if (before === undefined) Deno.env.delete("DEPLOY_PARADIGM_PREFIX");
+    else Deno.env.set("DEPLOY_PARADIGM_PREFIX", before);
+    await collector.close();
+    store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
