@@ -2,6 +2,7 @@
  * Reading commits from the bare repository. Always `--git-dir`, never the hook's GIT_DIR.
  * @module
  */
+import { appPaths } from "./paths.ts";
 import { DeployParadigmError, UsageError } from "./errors.ts";
 import { baseEnv } from "./runner.ts";
 
@@ -66,7 +67,7 @@ async function notACommit(gitDir: string, rev: string): Promise<UsageError> {
     const workTree = await Deno.stat(`${gitDir}/.git`).then(() => true, () => false);
     return new UsageError(
       workTree
-        ? `${gitDir} is a work tree; execute takes the server's bare repository, such as /var/repos/<app>.git`
+        ? `${gitDir} is a work tree; execute takes the server's bare repository, such as ${appPaths("<app>").repo}`
         : `${gitDir} is not a git repository`,
       hint,
     );

@@ -308,7 +308,7 @@ function refuseForeignRepo(gitDir: string): void {
   if (!throughSudo()) return;
   const app = basename(resolve(gitDir)).replace(/\.git$/, "");
   if (!NAME_PATTERN.test(app) || appPaths(app).repo !== resolve(gitDir)) {
-    throw new UsageError(`receive through sudo takes an app's repository (/var/repos/<app>.git), not ${gitDir}`);
+    throw new UsageError(`receive through sudo takes an app's repository (${appPaths("<app>").repo}), not ${gitDir}`);
   }
 }
 
@@ -318,7 +318,8 @@ async function refuseNonRepository(gitDir: string): Promise<void> {
   const head = await Deno.stat(`${gitDir}/HEAD`).catch(() => undefined);
   if (objects?.isDirectory && head?.isFile) return;
   throw new UsageError(`${gitDir} is not a git repository`, {
-    suggestion: "an app's repository is /var/repos/<app>.git, made by `deploy-paradigm setup <app>`; " + BY_HOOK_ONLY,
+    suggestion: `an app's repository is ${appPaths("<app>").repo}, made by \`deploy-paradigm setup <app>\`; ` +
+      BY_HOOK_ONLY,
   });
 }
 

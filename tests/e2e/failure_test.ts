@@ -234,10 +234,12 @@ Deno.test("execute exits 2 on usage errors and 1 on a failed deploy", async () =
     // ...on a path that is no repository: said so, before anything else.
     const nowhere = await server.cli(["receive", `${repoPath}-missing`]);
     assertEquals(nowhere.code, 2, nowhere.output);
-    assertMatch(
-      nowhere.stderr,
-      /^error: \S+-missing is not a git repository\nhint: an app's repository is \/var\/repos\//,
-    );
+    assertMatch(nowhere.stderr, /^error: \S+-missing is not a git repository\nhint: an app's repository is /);
+    assert(nowhere.stderr.includes(`repository is ${server.prefix}/var/repos/<app>.git,`), nowhere.stderr);
+    // ...and a work tree given to execute: the bare repository's place on this server.
+    const workTree = await server.cli(["execute", repo.dir, "HEAD"]);
+    assertEquals(workTree.code, 2, workTree.output);
+    assert(workTree.stderr.includes(`such as ${server.prefix}/var/repos/<app>.git`), workTree.stderr);
     assertEquals(await snapshot(server), before);
     for await (const entry of Deno.readDir(`${server.prefix}/opt/deployments`)) {
       assert(!entry.name.startsWith(".incoming-"), `staging dir left behind: ${entry.name}`);
