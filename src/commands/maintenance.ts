@@ -2,6 +2,7 @@ import { notSetUp } from "../config/server_config.ts";
 import type { CommandSpec } from "../cli.ts";
 import { UsageError } from "../errors.ts";
 import { rootOnly } from "./root_only.ts";
+import { PROXIED, type Strategy } from "../deploy/strategies/names.ts";
 
 /** What `maintenance on` was given, checked. */
 export interface MaintenanceRequest {
@@ -88,9 +89,12 @@ async function maintenance(request: MaintenanceRequest): Promise<number> {
   if (config === undefined) {
     throw notSetUp(paths);
   }
+  // A config.yml that does not load: the proxy cannot re-read the app's route either, so neither
+  // `on` nor `off` would take effect there. Its problems, and nothing changed.
+  const strategy = await strategyOf(config, paths.config);
   if (request.on) {
     // `off` works whatever the strategy: a maintenance.json left from blue-green must be removable.
-    await servedByProxy(app, config, paths.config);
+    servedByProxy(app, strategy);
     // A file that is not valid is replaced; its `since` is not kept.
     const before = await maint.readMaintenance(paths.dir).catch(() => undefined);
     // `on` again changes what it is given and keeps the rest (`off`, then `on`, starts afresh).
@@ -124,17 +128,20 @@ async function maintenance(request: MaintenanceRequest): Promise<number> {
   return 0;
 }
 
-/** Apps with `strategy: restart` bind their port themselves: the proxy never sees their requests. */
-async function servedByProxy(app: string, text: string, path: string): Promise<void> {
-  const [{ parseConfig }, { serverConfigSchema }, { PROXIED }] = await Promise.all([
+/** The strategy of config.yml's `text` (read from `path`): a UsageError with every problem when it does not load. */
+async function strategyOf(text: string, path: string): Promise<Strategy> {
+  const [{ parseConfig }, { serverConfigSchema }] = await Promise.all([
     import("../config/load.ts"),
     import("../config/schema.ts"),
-    import("../deploy/strategies/names.ts"),
   ]);
-  const config = parseConfig(text, serverConfigSchema, path);
-  if (!PROXIED[config.strategy]) {
+  return parseConfig(text, serverConfigSchema, path).strategy;
+}
+
+/** Apps with `strategy: restart` bind their port themselves: the proxy never sees their requests. */
+function servedByProxy(app: string, strategy: Strategy): void {
+  if (!PROXIED[strategy]) {
     throw new UsageError(
-      `app "${app}" has strategy: ${config.strategy}: it listens on its port itself, so the proxy cannot answer ` +
+      `app "${app}" has strategy: ${strategy}: it listens on its port itself, so the proxy cannot answer ` +
         "for it in maintenance",
       { suggestion: "maintenance mode needs strategy: blue-green (the default), where the proxy serves the app" },
     );
@@ -172,10 +179,11 @@ async function refreshStatus(paths: import("../paths.ts").AppPaths): Promise<voi
 
 /** Has the proxy re-read the routes now; says so when it is not running (it reads the state when it starts). */
 async function tellProxy(app: string, on: boolean): Promise<void> {
-  const [{ control }, { prefix }, { DeployParadigmError }] = await Promise.all([
+  const [{ control }, { prefix }, { DeployParadigmError }, { PROXY_LOG }] = await Promise.all([
     import("../proxy/client.ts"),
     import("../paths.ts"),
     import("../errors.ts"),
+    import("../proxy/routes.ts"),
   ]);
   try {
     await control(prefix(), { op: "reload" });
@@ -186,7 +194,7 @@ async function tellProxy(app: string, on: boolean): Promise<void> {
       if (on) console.log(`The proxy has no route for ${app} yet: it applies when the app is deployed.`);
     } else if ((route.maintenance === true) !== on) {
       throw new DeployParadigmError(`${app}'s maintenance.json is saved, but the proxy did not apply it`, {
-        suggestion: "see the proxy's log (journalctl -u deploy-paradigm-proxy): it says why",
+        suggestion: `see ${PROXY_LOG}: it says why`,
       });
     } else {
       console.log(on ? "The proxy answers 503 for it now." : "The proxy serves it again.");

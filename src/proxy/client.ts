@@ -4,7 +4,7 @@
  * @module
  */
 import { DeployParadigmError } from "../errors.ts";
-import { controlSocketPath, legacyControlSocketPath } from "./routes.ts";
+import { controlSocketPath, legacyControlSocketPath, PROXY_LOG } from "./routes.ts";
 
 /** Longest reply line accepted. */
 const MAX_REPLY_BYTES = 1024 * 1024;
@@ -57,7 +57,7 @@ export async function control(
     timer = setTimeout(() => {
       reject(
         new DeployParadigmError(`the proxy did not answer ${JSON.stringify(request)} within ${wait} ms`, {
-          suggestion: "check the proxy's log (journalctl -u deploy-paradigm-proxy)",
+          suggestion: `check ${PROXY_LOG}`,
         }),
       );
       try {
@@ -85,7 +85,7 @@ async function exchange(conn: Deno.UnixConn, request: object): Promise<Record<st
     const n = await conn.read(buffer);
     if (n === null) {
       throw new DeployParadigmError("the proxy closed its control connection without answering", {
-        suggestion: "check the proxy's log (journalctl -u deploy-paradigm-proxy)",
+        suggestion: `check ${PROXY_LOG}`,
       });
     }
     text += decoder.decode(buffer.subarray(0, n), { stream: true });

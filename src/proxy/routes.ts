@@ -67,6 +67,9 @@ export const FETCH_BLOCKED_PORTS: ReadonlySet<number> = new Set([
 /** The proxy's service name, under every manager. */
 export const PROXY_SERVICE = "deploy-paradigm-proxy";
 
+/** Where the proxy's log is, under either manager (a hint's words). */
+export const PROXY_LOG = `the proxy's log (journalctl -u ${PROXY_SERVICE}, or pm2 logs ${PROXY_SERVICE})`;
+
 /**
  * The proxy's control socket: `<deployments root>/.control/proxy.sock` under `root`, in a
  * directory only root and the deploy group may enter (see control.ts).

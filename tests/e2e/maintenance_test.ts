@@ -493,6 +493,20 @@ Deno.test("maintenance with real deploys: bad input changes nothing; a deploy du
     }
     assertEquals([answer?.status, answer?.body], [503, "<h1>v2: back soon</h1>"], "after a proxy restart");
 
+    // A config.yml that does not load: the proxy could not re-read the route, so `off` (as `on`) refuses with
+    // its problems and changes nothing: still in maintenance, on disk, in status.json and at the proxy.
+    const config = server.paths("mweb").config;
+    const good = await Deno.readTextFile(config);
+    await Deno.writeTextFile(config, `${good}prot: 8080\n`);
+    const untouched = await snapshot(server);
+    const broken = await server.cli(["maintenance", "mweb", "off"]);
+    assertEquals(broken.code, 2, broken.output);
+    assertMatch(broken.stderr, /config\.yml:\d+:1: "prot" is not a known key/);
+    assert(!/out of maintenance/.test(broken.stdout), broken.stdout);
+    assertEquals(await snapshot(server), untouched);
+    assertEquals((await fetchFrom(url)).status, 503);
+    await Deno.writeTextFile(config, good);
+
     const off = await server.cli(["maintenance", "mweb", "off"]);
     assertEquals(off.code, 0, off.output);
     assertEquals(await fetchFrom(url).then((r) => [r.status, r.body]), [200, "v2"]);
