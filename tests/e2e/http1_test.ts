@@ -126,6 +126,8 @@ interface RawRequest {
 /** Reads requests (as the proxy's pool sends them) off one connection. */
 class RequestReader {
   #buf = new Uint8Array(0);
+  /** Chunks read in chunked bodies so far. */
+  chunks = 0;
   constructor(readonly conn: Deno.Conn) {}
 
   async #fill(): Promise<boolean> {
@@ -172,6 +174,7 @@ class RequestReader {
       const pieces: Uint8Array[] = [];
       for (let size = parseInt((await this.#line())!, 16); size > 0; size = parseInt((await this.#line())!, 16)) {
         pieces.push(await this.#take(size));
+        this.chunks++;
         await this.#line();
       }
       while (await this.#line());
@@ -271,12 +274,15 @@ interface RawApp {
   port: number;
   /** `METHOD path` of each request read, and its body when it had one. */
   seen: string[];
+  /** How many chunks each chunked body came in, as the proxy sent it. */
+  chunks: number[];
   close(): Promise<void>;
 }
 
 function startRawApp(): RawApp {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const seen: string[] = [];
+  const chunks: number[] = [];
   const conns = new Set<Deno.Conn>();
   const served = new Set<Promise<void>>();
   const serve = async (conn: Deno.Conn) => {
@@ -285,7 +291,9 @@ function startRawApp(): RawApp {
       while (true) {
         const req = await reader.head();
         if (!req) return;
+        const before = reader.chunks;
         const body = req.path === "/early-413" ? undefined : await reader.body(req);
+        if (reader.chunks > before) chunks.push(reader.chunks - before);
         seen.push(`${req.method} ${req.path}` + (body?.length ? ` ${new TextDecoder().decode(body)}` : ""));
         if (!(await rawAnswer(req.path, conn))) return;
       }
@@ -307,6 +315,7 @@ function startRawApp(): RawApp {
   return {
     port: (listener.addr as Deno.NetAddr).port,
     seen,
+    chunks,
     close: async () => {
       listener.close();
       for (const conn of conns) {
@@ -1080,6 +1089,29 @@ Deno.test("http1 bodies: 0 bytes, 1 MiB, 1 MiB + 1, 20 MB chunked with backpress
         [String(MiB + 1), undefined],
         "apps that read CONTENT_LENGTH (WSGI, PHP) get an empty body when a known length is sent chunked",
       );
+    });
+
+    await t.step("100,000 one-byte chunks: the app gets what each read decoded as one chunk, not 100,000", async () => {
+      // One write to the app per client chunk cost ~300× the CPU of large chunks: one client slowed every app.
+      const count = 100_000;
+      const wire = latin1(`${"1\r\nx\r\n".repeat(count)}0\r\n\r\n`);
+      const started = performance.now();
+      const { response } = await upload(
+        rawPort,
+        `POST /ok HTTP/1.1\r\nHost: ${HOST}\r\nTransfer-Encoding: chunked\r\n\r\n`,
+        wire,
+        { ms: 60_000 },
+      );
+      const ms = performance.now() - started;
+      assertEquals(response?.status, 200, response?.head ?? "");
+      assertEquals(raw.seen.at(-1), `POST /ok ${"x".repeat(count)}`);
+      const got = raw.chunks.at(-1)!;
+      console.log(
+        `${count.toLocaleString("en-US")} one-byte chunks (${wire.length} bytes) relayed in ${
+          ms.toFixed(0)
+        } ms; the app got ${got} chunk(s)`,
+      );
+      assert(got <= count / 100, `the app got ${got} chunks`);
     });
 
     await t.step(
