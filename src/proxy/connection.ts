@@ -34,6 +34,8 @@ const OUTPUT_MAX = 64 * 1024;
 const BODY_BUFFER = 64 * 1024;
 /** Longest chunk-size line (with extensions). */
 const MAX_CHUNK_LINE = 4096;
+/** Most bytes of trailer fields after a chunked body (they are dropped; without a bound, a peer could send them for ever). */
+export const MAX_TRAILER_BYTES = 16 * 1024;
 const CR = 13;
 const LF = 10;
 /** A chunk size and the spaces or tabs after it (anchored at the start: linear, whatever the line). */
@@ -222,6 +224,8 @@ export class BodyDecoder {
   #remaining: number;
   /** Chunked: what comes next. */
   #state: "size" | "data" | "crlf" | "trailers" = "size";
+  /** Trailer bytes read so far (each line with its line end). */
+  #trailerBytes = 0;
 
   constructor(
     readonly conn: Connection,
@@ -278,6 +282,9 @@ export class BodyDecoder {
         const line = conn.line(MAX_CHUNK_LINE);
         if (line === null) return;
         if (line === "") this.done = true; // trailer fields are dropped
+        else if ((this.#trailerBytes += line.length + 2) > MAX_TRAILER_BYTES) {
+          throw new UpstreamError("protocol", `the trailer fields are over ${MAX_TRAILER_BYTES} bytes`);
+        }
       }
     }
   }

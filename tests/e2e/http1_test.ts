@@ -686,6 +686,18 @@ Deno.test("http1 smuggling: ambiguous framing and malformed heads are refused, t
       assertEquals(echo.seen[0].headers["x-trailer"], undefined);
     });
 
+    await t.step("trailer fields past 16 KiB: 400 and a close, not read for as long as they come", async () => {
+      echo.seen.length = 0;
+      const trailers = Array.from({ length: 40 }, (_, i) => `X-T${i}: ${"t".repeat(1000)}\r\n`).join("");
+      const bytes = `POST /a HTTP/1.1\r\nHost: ${HOST}\r\nTransfer-Encoding: chunked\r\n\r\n` +
+        `5\r\nhello\r\n0\r\n${trailers}\r\nGET /next HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`;
+      const result = await talk(port, bytes, { ms: REQUEST_TIMEOUT_MS + 3000, closeMs: 1000 });
+      console.log(`40 KB of trailer fields: ${summary(result)}; app saw ${JSON.stringify(echo.lines())}`);
+      assert(result.closed, describe(result, echo));
+      assertEquals(result.responses.map((r) => r.status), [400], describe(result, echo));
+      assert(!echo.lines().includes("GET /next"), describe(result, echo));
+    });
+
     await t.step("a chunked body whose last chunk never comes: 408 or a cut after requestTimeout", async () => {
       echo.seen.length = 0;
       const started = performance.now();
