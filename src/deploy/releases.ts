@@ -127,7 +127,8 @@ export async function writeReleaseMeta(paths: AppPaths, meta: ReleaseMeta): Prom
 /**
  * Deletes releases beyond the newest `keep`, never one in `protect` (current, previous, the one
  * deploying) or in a slot, and what interrupted deploys left: releases never served or never
- * completed, extractions. Returns what was removed.
+ * completed, extractions. Releases rolled back from (bad) go first: the newest `keep` that
+ * `rollback` can go back to are kept, bad ones only in the room left. Returns what was removed.
  */
 export async function cleanupReleases(
   paths: AppPaths,
@@ -142,13 +143,18 @@ export async function cleanupReleases(
   const slotReleases = inSlots.map((target) => target?.split("/").pop());
   const pinned = new Set([...protect, ...slotReleases].filter((p): p is string => !!p));
   const leftovers = new Set<string>();
+  const bad = new Set<string>();
   for (const id of ids) {
     if (pinned.has(id)) continue;
     const meta = await readReleaseMeta(paths, id).catch(() => undefined);
     if (!meta || meta.pending) leftovers.add(id);
+    else if (meta.bad) bad.add(id);
   }
+  // The newest `keep` that rollback can go back to first; rolled-back-from ones only in the room left.
   const complete = ids.filter((id) => !leftovers.has(id));
-  const kept = new Set([...complete.slice(-keep), ...pinned]);
+  const good = complete.filter((id) => !bad.has(id)).slice(-keep);
+  const room = keep - good.length;
+  const kept = new Set([...good, ...(room > 0 ? complete.filter((id) => bad.has(id)).slice(-room) : []), ...pinned]);
   const removed: string[] = [];
   for (const id of ids) {
     if (kept.has(id)) continue;
