@@ -95,8 +95,8 @@ export async function failed(
   await saveStatus(ctx, status);
   journal.say(
     status.healthy && status.version
-      ? `✗ ${deploy.name} ${short} was not deployed; ${status.version} serves at ${appUrl(ctx.config)}`
-      : `✗ ${deploy.name} ${short} was not deployed; nothing healthy serves ${appUrl(ctx.config)}`,
+      ? `✗ ${deploy.name} ${short} was not deployed; ${status.version} serves at ${appUrl(ctx.config, plan.front)}`
+      : `✗ ${deploy.name} ${short} was not deployed; nothing healthy serves ${appUrl(ctx.config, plan.front)}`,
   );
   return {
     ok: false,

@@ -13,15 +13,36 @@ import { type AppStatus, type LastDeploy, type Outcome, readStatus, writeStatus 
 import { listProcesses } from "./process_list.ts";
 import { PROXIED } from "./strategies/names.ts";
 
-/** Where the app answers: its first domain when the proxy serves it, else its own port. */
-export function appUrl(config: ServerConfig): string {
+/** The proxy's shared ports (proxy.yml `http`, `https`) and whether it has a certificate to get (`acme:`). */
+export interface FrontDoor {
+  http: number;
+  https: number;
+  acme: boolean;
+}
+
+/** proxy.yml's {@link FrontDoor} under `root`; the defaults (80, 443, no ACME) when it cannot be read. */
+export async function frontDoor(root: string): Promise<FrontDoor> {
+  const { loadProxyConfig } = await import("../proxy/config.ts");
+  const proxy = await loadProxyConfig(root).catch(() => undefined);
+  return { http: proxy?.http ?? 80, https: proxy?.https ?? 443, acme: proxy?.acme !== undefined };
+}
+
+/**
+ * Where the app answers: its first domain when the proxy serves it, else its own port. Over HTTPS
+ * when it has a certificate to serve (its own `tls:`, or ACME in proxy.yml), else plain HTTP; with
+ * the port when it is not the scheme's.
+ */
+export function appUrl(config: ServerConfig, front: FrontDoor = { http: 80, https: 443, acme: false }): string {
   const domain = PROXIED[config.strategy] ? config.domains.find((d) => !d.startsWith("*.")) : undefined;
-  return domain ? `https://${domain}/` : `http://127.0.0.1:${config.port}/`;
+  if (!domain) return `http://127.0.0.1:${config.port}/`;
+  const https = config.tls !== undefined || front.acme;
+  const port = https ? (front.https === 443 ? "" : `:${front.https}`) : (front.http === 80 ? "" : `:${front.http}`);
+  return `${https ? "https" : "http"}://${domain}${port}/`;
 }
 
 /** Where the deployed app answers: undefined for static files under `strategy: restart` (nothing serves them). */
 export function servedUrl(plan: Deployment): string | undefined {
-  return plan.runs || PROXIED[plan.config.strategy] ? appUrl(plan.config) : undefined;
+  return plan.runs || PROXIED[plan.config.strategy] ? appUrl(plan.config, plan.front) : undefined;
 }
 
 /** The fields of status.json that come from deploy.yml and config.yml. */

@@ -20,6 +20,7 @@ import { readDotenv, refuseShortSecrets } from "./dotenv.ts";
 import type { Prefetch } from "./prefetch.ts";
 import { type ProcessTypes, processTypes } from "./processes.ts";
 import { PROXIED } from "./strategies/names.ts";
+import { type FrontDoor, frontDoor } from "./outcome.ts";
 import { nameClash } from "./workers.ts";
 import type { ReleaseMeta } from "./releases.ts";
 import { userOf } from "./runtime.ts";
@@ -45,6 +46,8 @@ export interface Deployment {
   public: Set<string>;
   envSource?: string;
   prefetch?: Prefetch;
+  /** proxy.yml's shared ports and ACME, for an app with domains (its URL). */
+  front?: FrontDoor;
 }
 
 /** Reads and validates the commit and the server's config. Throws a usage error; changes nothing. */
@@ -164,6 +167,7 @@ export async function prepare(
     public: dotenv?.public ?? new Set(),
     envSource: envText === undefined ? undefined : envSource,
     prefetch: options.prefetch?.commit === commit ? options.prefetch : undefined,
+    ...(config.domains.length && PROXIED[config.strategy] ? { front: await frontDoor(root) } : {}),
   };
 }
 

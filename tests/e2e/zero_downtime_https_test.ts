@@ -7,7 +7,7 @@
  * and HTTP/2.
  */
 import { join } from "node:path";
-import { assert, assertEquals } from "../helpers/assert.ts";
+import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { AppRepo, type Mode } from "../helpers/apps.ts";
 import { HttpsLoadGenerator, type Sample } from "../helpers/load.ts";
 import { freePort, withServer } from "../helpers/server.ts";
@@ -65,7 +65,9 @@ Deno.test("https by host name: blue-green deploys, a failing deploy and a rollba
     const commit = (version: string, mode: Mode) => repo.python("shop", version, mode, { health: HEALTH });
 
     await commit("v1", "ok");
-    await repo.pushOk();
+    const first = await repo.pushOk();
+    // Its URL: HTTPS (its own certificate), with the shared port as proxy.yml has it.
+    assertMatch(first.output, new RegExp(`✓ deployed shop .*: https://${NAME.replaceAll(".", "\\.")}:${httpsPort}/`));
     // The certificate is loaded in the background once the proxy has re-read config.yml.
     const deadline = Date.now() + 10_000;
     while ((await overHttp2(httpsPort, tls.certificate)).body !== "v1") {
