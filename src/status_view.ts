@@ -152,15 +152,12 @@ export async function showStatus(only: string | undefined, json: boolean): Promi
   const certificates = await readCertificates(deploymentsRoot());
   if (json) {
     // The certificate as the proxy has it now, not as it was when status.json was written.
-    const current = statuses.map(({ certificate: _, ...status }) => {
+    const current: object[] = statuses.map(({ certificate: _, ...status }) => {
       const certificate = certificates.get(status.name);
       return certificate ? { ...status, certificate } : status;
     });
-    if (only !== undefined && !current.length) {
-      throw new UsageError(`app "${only}" has no status.json: it was never deployed on this server`, {
-        suggestion: "push a commit to the app's repository to deploy it (`status` without --json shows it as set up)",
-      });
-    }
+    // Set up, never deployed: a row as the table has (no status.json to show).
+    current.push(...undeployed.map((name) => ({ name, status: "set up", deployed: false })));
     console.log(jsonForTerminal(only !== undefined ? current[0] : current, 2));
     report(console.error);
     return code;

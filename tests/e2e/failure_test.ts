@@ -270,12 +270,12 @@ Deno.test("status names what keeps an app from being served or shown, shows the 
     const table = await server.cli(["status"]);
     assertEquals(table.code, 1, table.output);
     assertMatch(table.stdout, /\nfresh +set up +- +- +- +- +never deployed \(push to deploy it\)\n/);
-    // One app: set up (its row), never deployed in JSON (exit 2), not set up, not a name.
+    // One app: set up (its row, in JSON too), not set up, not a name.
     const fresh = await server.cli(["status", "fresh"]);
     assertMatch(fresh.stdout, /^APP .*\nfresh +set up +- /);
     const freshJson = await server.cli(["status", "fresh", "--json"]);
-    assertEquals(freshJson.code, 2, freshJson.output);
-    assertMatch(freshJson.stderr, /^error: app "fresh" has no status\.json: it was never deployed on this server\n/);
+    assertEquals(freshJson.code, 0, freshJson.output);
+    assertEquals(JSON.parse(freshJson.stdout), { name: "fresh", status: "set up", deployed: false });
     const nope = await server.cli(["status", "nope"]);
     assertEquals(nope.code, 2, nope.output);
     assertMatch(
@@ -300,7 +300,9 @@ Deno.test("status names what keeps an app from being served or shown, shows the 
     );
     const json = await server.cli(["status", "--json"]);
     assertEquals(json.code, 1, json.output);
-    assertEquals(JSON.parse(json.stdout).map((s: { name: string }) => s.name), ["typo", "web"]);
+    const rows = JSON.parse(json.stdout) as { name: string }[];
+    assertEquals(rows.map((s) => s.name), ["typo", "web", "fresh"]);
+    assertEquals(rows[2], { name: "fresh", status: "set up", deployed: false });
     assertMatch(json.stderr, /^! cut: /m);
     const one = await server.cli(["status", "cut"]);
     assertEquals(one.code, 1, one.output);
