@@ -182,7 +182,10 @@ async function complete(options: SetupOptions, before: Partial<SetupOptions>): P
         [given.port === undefined && "--port", given.manager === undefined && "--manager"].filter(Boolean)
           .join(" and ")
       } when it cannot ask (no terminal)`,
-      { suggestion: `pass them, or --yes to take the defaults (port ${defaults.port}, manager ${defaults.manager})` },
+      {
+        suggestion: `pass ${given.port === undefined && given.manager === undefined ? "them" : "it"}, or --yes to ` +
+          `take the defaults (port ${defaults.port}, manager ${defaults.manager})`,
+      },
     );
   }
   let values = {

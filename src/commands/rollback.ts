@@ -6,7 +6,11 @@ export const rollbackCommand: CommandSpec = {
   name: "rollback",
   summary: "Go back to the previous good release (or --to one) through the health-gated switch",
   args: [{ name: "app", description: "The app to roll back" }],
-  options: [{ name: "to", value: "release", description: "The release to go back to (see `releases`)" }],
+  options: [{
+    name: "to",
+    value: "release",
+    description: "The release to serve: an older one, or a newer one to roll forward (see `releases`)",
+  }],
   async run({ args, opts }) {
     const { rollback } = await import("../deploy/rollback.ts");
     const { realEffects } = await import("../deploy/context.ts");

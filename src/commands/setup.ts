@@ -37,7 +37,12 @@ export const setupCommand: CommandSpec = {
       description: "The internal ports of the blue and green slots, e.g. 21001,21002 (default: two free ports, " +
         "chosen once and kept)",
     },
-    { name: "yes", short: "y", description: "Take defaults for what is not given; ask nothing" },
+    {
+      name: "yes",
+      short: "y",
+      description: "Take defaults for what is not given (those it had, else port 8000, the manager running, " +
+        "production, blue-green, the proxy on 0.0.0.0); ask nothing",
+    },
   ],
   async run({ args, opts }) {
     const port = opts.port === undefined ? undefined : Number(opts.port);

@@ -6,6 +6,7 @@
 import { isMap, isPair, isScalar, LineCounter, type Node, parseDocument } from "../yaml.ts";
 import type { z } from "zod";
 import { ConfigError, didYouMean } from "../errors.ts";
+import { MISPLACED } from "./misplaced.ts";
 
 /** Files larger than this are refused before parsing. */
 export const MAX_CONFIG_BYTES = 64 * 1024;
@@ -151,6 +152,8 @@ function explain(issue: z.core.$ZodIssue, path: Path, schema: z.ZodType, data: u
   const key = path.length ? `"${shorten(visible(path.join(".")))}"` : "the file";
   if (issue.code === "unrecognized_keys") {
     const known = knownKeys(schema, path.slice(0, -1));
+    const elsewhere = path.length === 1 ? MISPLACED.get(schema)?.[String(path[0])] : undefined;
+    if (elsewhere) return `${key} is not a key of this file: ${elsewhere}`;
     const guess = didYouMean(String(path.at(-1)), known);
     return `${key} is not a known key` + (guess ? `; did you mean "${guess}"?` : `; known keys: ${known.join(", ")}`);
   }

@@ -13,6 +13,7 @@ import { MANAGER_NAMES } from "../managers/mod.ts";
 import { TARGET_TYPES } from "../notifiers/mod.ts";
 import { STRATEGIES } from "../deploy/strategies/names.ts";
 
+import { MISPLACED } from "./misplaced.ts";
 import { NAME_PATTERN, reservedName } from "./names.ts";
 import { command, duration, healthCheck, type healthObject, port } from "./fields.ts";
 import {
@@ -377,6 +378,24 @@ export const serverConfigSchema = z.strictObject({
     if (value.hsts) ctx.addIssue({ code: "custom", path: ["hsts"], message: https });
   }
 });
+
+/** Each file's keys that are the other's: the problem says where they go. */
+const onlyIn = (a: z.ZodObject, b: z.ZodObject) => Object.keys(a.shape).filter((key) => !(key in b.shape));
+MISPLACED.set(
+  deployFileSchema,
+  Object.fromEntries(
+    onlyIn(serverConfigSchema, deployFileSchema).map((key) => [
+      key,
+      "it goes in config.yml on the server (/opt/deployments/<app>/config.yml), not in the repository",
+    ]),
+  ),
+);
+MISPLACED.set(
+  serverConfigSchema,
+  Object.fromEntries(
+    onlyIn(deployFileSchema, serverConfigSchema).map((key) => [key, "it goes in deploy.yml, in the app's repository"]),
+  ),
+);
 
 /** A validated deploy.yml, defaults applied. */
 export type DeployFile = z.output<typeof deployFileSchema>;

@@ -223,7 +223,7 @@ Deno.test("execute exits 2 on usage errors and 1 on a failed deploy", async () =
     await repo.push("main:refs/heads/broken");
     const bad = await server.cli(["execute", repoPath, broken]);
     assertEquals(bad.code, 2, bad.output);
-    assertMatch(bad.stderr, /4:1: "port" is not a known key/);
+    assertMatch(bad.stderr, /4:1: "port" is not a key of this file: it goes in config.yml on the server/);
     assertEquals(await snapshot(server), before);
     // receive run by hand (no git protocol on its input): what it is for and what to run instead.
     const byHand = await server.cli(["receive", repoPath]);

@@ -78,6 +78,10 @@ Deno.test("setup without a terminal and without values says which flags it needs
     const missing = await server.cli(["setup", "api"]);
     assertEquals(missing.code, 2);
     assertMatch(missing.stderr, /setup needs --port and --manager when it cannot ask \(no terminal\)/);
+    assertMatch(missing.stderr, /hint: pass them, or --yes to take the defaults \(port 8000, manager /);
+    const one = await server.cli(["setup", "api", "--manager", "pm2"]);
+    assertEquals(one.code, 2);
+    assertMatch(one.stderr, /setup needs --port when it cannot ask \(no terminal\)\nhint: pass it, or --yes /);
     const bad = await server.cli(["setup", "Bad Name", "--yes"]);
     assertEquals(bad.code, 2);
     assertMatch(bad.stderr, /"Bad Name" is not a valid app name/);
