@@ -45,7 +45,9 @@ export const cronJob = z.strictObject({
   schedule: z.string().superRefine((text, ctx) => {
     const parsed = parseSchedule(text);
     if (isScheduleError(parsed)) {
-      ctx.addIssue({ code: "custom", message: parsed.error, params: { column: parsed.column } });
+      for (const problem of [parsed, ...parsed.others ?? []]) {
+        ctx.addIssue({ code: "custom", message: problem.error, params: { column: problem.column } });
+      }
     }
   }).meta({
     description: 'A 5-field cron schedule in the server\'s time ("*/5 * * * *", "0 3 * * 1-5") or @daily etc.',

@@ -85,9 +85,12 @@ export const deployFileSchema = z.strictObject({
     error: "must be a list of jobs, e.g. - { name: cleanup, schedule: '@daily', command: ... }",
   })
     .max(MAX_CRON_JOBS, `must list at most ${MAX_CRON_JOBS} jobs`)
-    .superRefine((jobs, ctx) => {
+    .check(z.superRefine((jobs, ctx) => {
+      // Also when other problems were found (every problem at once): jobs may be anything here.
+      if (!Array.isArray(jobs)) return;
       const seen = new Map<string, number>();
       for (const [i, job] of jobs.entries()) {
+        if (typeof job?.name !== "string") continue;
         const first = seen.get(job.name);
         if (first !== undefined) {
           ctx.addIssue({
@@ -97,7 +100,7 @@ export const deployFileSchema = z.strictObject({
           });
         } else seen.set(job.name, i);
       }
-    }).default([]).meta({
+    }, { when: () => true })).default([]).meta({
       description: "Scheduled jobs, run in the serving release with its .env and user; never two runs of one job " +
         "at once. Each { name, schedule, command, timeout }.",
     }),

@@ -37,6 +37,8 @@ export interface Schedule {
 export interface ScheduleError {
   error: string;
   column: number;
+  /** The other fields' problems, when several are wrong (each field is checked). */
+  others?: ScheduleError[];
 }
 
 /** The macros and the schedules they stand for. */
@@ -106,11 +108,13 @@ export function parseSchedule(text: string): Schedule | ScheduleError {
     };
   }
   const values: number[][] = [];
+  const errors: ScheduleError[] = [];
   for (const [i, word] of words.entries()) {
     const parsed = parseField(word.text, FIELDS[i], i + 1, word.column);
-    if ("error" in parsed) return parsed;
-    values.push(parsed);
+    if ("error" in parsed) errors.push(parsed);
+    else values.push(parsed);
   }
+  if (errors.length) return errors.length > 1 ? { ...errors[0], others: errors.slice(1) } : errors[0];
   const [minutes, hours, days, months, weekdaysRaw] = values;
   const weekdays = [...new Set(weekdaysRaw.map((d) => d % 7))].sort((a, b) => a - b);
   const schedule: Schedule = {

@@ -106,6 +106,18 @@ Deno.test("config.yml: a minimal file gets env production, blue-green and a 30 s
   });
 });
 
+Deno.test("errors: a repeated cron job name and every wrong field of a schedule, beside the other problems, at once", () => {
+  const text = "name: app\ntype: static\nkeepReleases: 1\ncron:\n" +
+    "  - { name: tick, schedule: '61 25 * * *', command: a }\n" +
+    "  - { name: tick, schedule: '@daily', command: b }\n";
+  assertEquals(problems(text), [
+    'deploy.yml:3:15: "keepReleases" must be at least 2: the serving release and the one before it are always kept (got 1)',
+    'deploy.yml:5:30: "cron.0.schedule" field 1 (minute): 61 is out of range 0-59 (got "61 25 * * *")',
+    'deploy.yml:5:33: "cron.0.schedule" field 2 (hour): 25 is out of range 0-23 (got "61 25 * * *")',
+    'deploy.yml:6:13: "cron.1.name" repeats cron.0.name: name each job once (got "tick")',
+  ]);
+});
+
 Deno.test("errors: every problem is reported at once with file:line:col and key path", () => {
   const error = configError("name: Bad_Name\ntype: ruby\nhelthCheck: /x\n");
   assertEquals(error.problems.length, 3);
