@@ -179,7 +179,7 @@ async function refreshStatus(paths: import("../paths.ts").AppPaths): Promise<voi
 
 /** Has the proxy re-read the routes now; says so when it is not running (it reads the state when it starts). */
 async function tellProxy(app: string, on: boolean): Promise<void> {
-  const [{ control }, { prefix }, { DeployParadigmError }, { PROXY_LOG }] = await Promise.all([
+  const [{ control, ProxyNotRunning }, { prefix }, { DeployParadigmError }, { PROXY_LOG }] = await Promise.all([
     import("../proxy/client.ts"),
     import("../paths.ts"),
     import("../errors.ts"),
@@ -200,7 +200,7 @@ async function tellProxy(app: string, on: boolean): Promise<void> {
       console.log(on ? "The proxy answers 503 for it now." : "The proxy serves it again.");
     }
   } catch (error) {
-    if (!(error instanceof DeployParadigmError) || !/not running/.test(error.message)) throw error;
+    if (!(error instanceof ProxyNotRunning)) throw error;
     console.log(`The proxy is not running: the state is saved, and applies when the proxy starts.`);
   }
 }

@@ -172,6 +172,22 @@ export function interruptedStatus(
  * A rollback by hand to `meta`'s release, from `from`: status.json (whose lastDeploy names the
  * release rolled back from) and what the notification says (the release gone back to).
  */
+/**
+ * A rollback by hand that failed (or was cancelled): status.json as it was, with its last deploy
+ * saying so; when nothing healthy serves after it, failed.
+ */
+export function rollbackFailed(
+  before: AppStatus,
+  r: { meta: ReleaseMeta; outcome: "failed" | "cancelled"; at: string; duration: number; message: string },
+  healthy: boolean,
+): AppStatus {
+  const last = lastDeploy(r.outcome, r.meta.id, r.meta.commit, r.at, r.duration, {
+    step: "rollback",
+    message: r.message,
+  });
+  return { ...before, ...(healthy ? {} : { status: "failed", healthy: false }), lastDeploy: last };
+}
+
 export function rolledBack(
   config: ServerConfig,
   before: AppStatus | undefined,

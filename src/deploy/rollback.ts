@@ -16,7 +16,7 @@ import { Cancellation } from "./cancel.ts";
 import { Journal } from "./journal.ts";
 import { acquireLock } from "./lock.ts";
 import { notifyOutcome } from "./notify_outcome.ts";
-import { rolledBack, withProcesses } from "./outcome.ts";
+import { rollbackFailed, rolledBack, withProcesses } from "./outcome.ts";
 import {
   currentRelease,
   listReleases,
@@ -289,6 +289,18 @@ async function switchTo(
     const how = cancellation.cancelled ? `cancelled (${cancellation.why})` : "failed";
     // Cancelled as a deploy is (the fleet alerts on rollback_failed, not on cancelled).
     await journal.record(cancellation.cancelled ? "cancelled" : "rollback_failed", { ok: false, message });
+    // status.json says it too (its last deploy), and what serves.
+    if (before) {
+      const failure = {
+        meta,
+        outcome: cancellation.cancelled ? "cancelled" as const : "failed" as const,
+        at: isoNow(clock),
+        duration: Math.round(clock.elapsed() - started),
+        message: `rollback to release ${meta.id} ${how}: ${message}`,
+      };
+      await writeStatus(paths.status, rollbackFailed(before, failure, back !== "nothing healthy"))
+        .catch(() => journal.say(`! ${paths.status} could not be written`));
+    }
     journal.say(`✗ rollback of ${app} to ${meta.id} ${how}; ${back} serves`);
     return 1;
   }

@@ -9,6 +9,9 @@ import { controlSocketPath, legacyControlSocketPath, PROXY_LOG } from "./routes.
 /** Longest reply line accepted. */
 const MAX_REPLY_BYTES = 1024 * 1024;
 
+/** Nothing answers on the control socket: the proxy is not running (so nothing is in flight through it). */
+export class ProxyNotRunning extends DeployParadigmError {}
+
 /**
  * Sends `request` (e.g. `{op: "reload"}`, `{op: "drain", port, timeoutMs}`, `{op: "status"}`)
  * to the proxy of the server under `root` and returns its reply (`{ok: true, ...}` or
@@ -33,10 +36,10 @@ export async function control(
   } catch (error) {
     const suggestion = "start it with `deploy-paradigm proxy` (setup installs it as a service)";
     if (error instanceof Deno.errors.NotFound) {
-      throw new DeployParadigmError(`the proxy is not running (no ${path})`, { suggestion, cause: error });
+      throw new ProxyNotRunning(`the proxy is not running (no ${path})`, { suggestion, cause: error });
     }
     if (error instanceof Deno.errors.ConnectionRefused) {
-      throw new DeployParadigmError(`the proxy is not running (nothing answers on ${path})`, {
+      throw new ProxyNotRunning(`the proxy is not running (nothing answers on ${path})`, {
         suggestion,
         cause: error,
       });

@@ -84,6 +84,27 @@ for (const strategy of ["blue-green", "restart"] as const) {
       assertEquals([await branch(), await greeting()], [await commitOf(), { status: 200, body: "first v1" }]);
       await repo.pushOk();
       assertEquals([await branch(), await commitOf(), await greeting()], [c3, c3, { status: 200, body: "second v3" }]);
+
+      if (strategy === "blue-green") {
+        // With the proxy stopped the switch fails: what served is kept, nothing drains (nothing is in flight
+        // through no proxy), and status.json's last deploy says the rollback failed.
+        const serving = (await status(server, "rb")).release;
+        await server.stopProxy();
+        const down = await server.cli(["rollback", "rb"]);
+        assertEquals(down.code, 1, down.output);
+        assertMatch(down.stdout, /✗ switch .*the proxy is not running/);
+        assert(!/✗ drain/.test(down.stdout), down.stdout);
+        assertMatch(down.stdout, /the proxy is not running: nothing in flight to the \w+ slot/);
+        const failed = await status(server, "rb");
+        assertEquals([failed.release, failed.status, failed.lastDeploy.outcome, failed.lastDeploy.step], [
+          serving,
+          "running",
+          "failed",
+          "rollback",
+        ]);
+        assertMatch(failed.lastDeploy.message!, /^rollback to release \S+ failed: /);
+        assertEquals(await current(server, "rb"), `releases/${serving}`);
+      }
     });
   });
 }

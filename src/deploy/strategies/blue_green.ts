@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { symlinkAtomic } from "../../fsutil.ts";
 import type { Slot } from "../../managers/mod.ts";
 import { removeCanary } from "../../proxy/canary_file.ts";
+import { ProxyNotRunning } from "../../proxy/client.ts";
 import { portsTarget, readRoute, ROUTE_FILE, type RouteTarget, targetPorts, writeRoute } from "../../proxy/routes.ts";
 import { describeCanary, removeSplit, runCanaryPhase, settleCanary, settlePromoted } from "../canary.ts";
 import type { SwitchContext } from "../context.ts";
@@ -105,14 +106,24 @@ async function activateBlueGreen(ctx: SwitchContext, activation: Activation): Pr
     journal.step(
       "drain",
       async () => {
-        const replies = await Promise.all(
-          ports.map((port) => proxy({ op: "drain", port, timeoutMs: config.drainTimeout })),
-        );
-        const cut = replies.reduce((sum, reply) => sum + (reply.drained ? 0 : Number(reply.inFlight) || 0), 0);
-        return { drained: replies.every((reply) => reply.drained), inFlight: cut };
+        try {
+          const replies = await Promise.all(
+            ports.map((port) => proxy({ op: "drain", port, timeoutMs: config.drainTimeout })),
+          );
+          const cut = replies.reduce((sum, reply) => sum + (reply.drained ? 0 : Number(reply.inFlight) || 0), 0);
+          return { drained: replies.every((reply) => reply.drained), inFlight: cut };
+        } catch (error) {
+          // No proxy, no request in flight through it: nothing to wait for (a switch that failed for that).
+          if (error instanceof ProxyNotRunning) return { drained: true, down: true };
+          throw error;
+        }
       },
       (reply: Record<string, unknown>) =>
-        reply.drained ? `requests in flight to ${whose} finished` : `drain timeout: ${reply.inFlight} cut`,
+        reply.down
+          ? `the proxy is not running: nothing in flight to ${whose}`
+          : reply.drained
+          ? `requests in flight to ${whose} finished`
+          : `drain timeout: ${reply.inFlight} cut`,
     ).catch(() => {});
   /** The route file and `current` first (the truth on disk), then the proxy is told (it also re-reads every 2 s). */
   const pointAt = async (to: RouteTarget | undefined, release: string | undefined) => {
