@@ -14,6 +14,17 @@ const VERBS: Record<LastDeploy["outcome"], string> = {
 };
 
 /**
+ * "shop abc1234 failed at health on vm"; a rollback by hand names the release gone to as such
+ * ("shop: rolled back by hand to release … (abc1234) on vm"), not as the one rolled back.
+ */
+export function titleOf(app: string, last: LastDeploy, server: string): string {
+  if (last.outcome === "rolled_back" && last.step === "rollback" && last.message) {
+    return `${app}: ${last.message} on ${server}`;
+  }
+  return `${app} ${last.version} ${VERBS[last.outcome]}${last.step ? ` at ${last.step}` : ""} on ${server}`;
+}
+
+/**
  * Sends `last` to the targets that want its outcome (at once, each bounded by a timeout) and
  * records each delivery in deploy.log. Never fails the deploy.
  */
@@ -24,7 +35,7 @@ export async function notifyOutcome(journal: Journal, config: ServerConfig, app:
   const deliveries = await notifyAll(config.notify, {
     event: last.outcome,
     ok: last.outcome === "success",
-    title: `${app} ${last.version} ${VERBS[last.outcome]}${last.step ? ` at ${last.step}` : ""} on ${server}`,
+    title: titleOf(app, last, server),
     text: last.message,
     at: last.at,
     fields: {
