@@ -157,7 +157,7 @@ export async function showStatus(only: string | undefined, json: boolean): Promi
       return certificate ? { ...status, certificate } : status;
     });
     // Set up, never deployed: a row as the table has (no status.json to show).
-    current.push(...undeployed.map((name) => ({ name, status: "set up", deployed: false })));
+    current.push(...undeployed.map((name) => ({ name, status: "set up", deployed: null })));
     console.log(jsonForTerminal(only !== undefined ? current[0] : current, 2));
     report(console.error);
     return code;

@@ -153,7 +153,7 @@ function explain(issue: z.core.$ZodIssue, path: Path, schema: z.ZodType, data: u
   if (issue.code === "unrecognized_keys") {
     const known = knownKeys(schema, path.slice(0, -1));
     const elsewhere = path.length === 1 ? MISPLACED.get(schema)?.[String(path[0])] : undefined;
-    if (elsewhere) return `${key} is not a key of this file: ${elsewhere}`;
+    if (elsewhere) return `${key} is not a key of this file: ${elsewhere()}`;
     const guess = didYouMean(String(path.at(-1)), known);
     return `${key} is not a known key` + (guess ? `; did you mean "${guess}"?` : `; known keys: ${known.join(", ")}`);
   }

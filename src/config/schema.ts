@@ -14,6 +14,7 @@ import { TARGET_TYPES } from "../notifiers/mod.ts";
 import { STRATEGIES } from "../deploy/strategies/names.ts";
 
 import { MISPLACED } from "./misplaced.ts";
+import { appPaths } from "../paths.ts";
 import { NAME_PATTERN, reservedName } from "./names.ts";
 import { command, duration, healthCheck, type healthObject, port } from "./fields.ts";
 import {
@@ -389,14 +390,16 @@ MISPLACED.set(
   Object.fromEntries(
     onlyIn(serverConfigSchema, deployFileSchema).map((key) => [
       key,
-      "it goes in config.yml on the server (/opt/deployments/<app>/config.yml), not in the repository",
+      () => `it goes in config.yml on the server (${appPaths("<app>").config}), not in the repository`,
     ]),
   ),
 );
 MISPLACED.set(
   serverConfigSchema,
   Object.fromEntries(
-    onlyIn(deployFileSchema, serverConfigSchema).map((key) => [key, "it goes in deploy.yml, in the app's repository"]),
+    onlyIn(deployFileSchema, serverConfigSchema).map((
+      key,
+    ) => [key, () => "it goes in deploy.yml, in the app's repository"]),
   ),
 );
 

@@ -169,10 +169,6 @@ export function interruptedStatus(
 }
 
 /**
- * A rollback by hand to `meta`'s release, from `from`: status.json (whose lastDeploy names the
- * release rolled back from) and what the notification says (the release gone back to).
- */
-/**
  * A rollback by hand that failed (or was cancelled): status.json as it was, with its last deploy
  * saying so; when nothing healthy serves after it, failed.
  */
@@ -188,6 +184,10 @@ export function rollbackFailed(
   return { ...before, ...(healthy ? {} : { status: "failed", healthy: false }), lastDeploy: last };
 }
 
+/**
+ * A rollback by hand to `meta`'s release, from `from`: status.json (whose lastDeploy names the
+ * release rolled back from) and what the notification says (the release gone back to).
+ */
 export function rolledBack(
   config: ServerConfig,
   before: AppStatus | undefined,

@@ -298,7 +298,7 @@ async function switchTo(
         duration: Math.round(clock.elapsed() - started),
         message: `rollback to release ${meta.id} ${how}: ${message}`,
       };
-      await writeStatus(paths.status, rollbackFailed(before, failure, back !== "nothing healthy"))
+      await writeStatus(paths.status, rollbackFailed(before, failure, back !== "nothing healthy" && back !== "nothing"))
         .catch(() => journal.say(`! ${paths.status} could not be written`));
     }
     journal.say(`✗ rollback of ${app} to ${meta.id} ${how}; ${back} serves`);

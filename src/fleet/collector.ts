@@ -241,6 +241,7 @@ export class Collector {
       };
       let waiting = 0;
       let stopped = 0;
+      this.store.touchLedgers(server.name, files, started); // before reading them: whatever happens then
       for (const rel of [...files.slice(first), ...files.slice(0, first)]) {
         const result = await ingestFile(
           this.store,
@@ -268,7 +269,6 @@ export class Collector {
           );
         }
       }
-      this.store.touchLedgers(server.name, files, started);
       if (stopped) {
         outcome.limits.push(
           `${stopped} log file(s) wait for the next cycle: over the ` +

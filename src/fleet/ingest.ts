@@ -202,6 +202,7 @@ export async function ingestFile(
       await hashHex(facts.head),
       facts.head.length,
       gap ? { app, file: name, line } : undefined,
+      now,
     );
     if (gap) result.gaps++;
     await add(ledger, handle, 0, false);

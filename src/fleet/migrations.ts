@@ -242,7 +242,26 @@ export const MIGRATIONS: string[] = [
   // as ingestion does to new lines (U+FFFD splits words as they did: the full-text index still holds).
   `UPDATE lines SET text = replace(replace(text, char(65534), char(65533)), char(65535), char(65533))
    WHERE instr(text, char(65534)) > 0 OR instr(text, char(65535)) > 0;`,
-  // 11: when each file's ledger was last in a pull (epoch ms): the ledgers of files gone and without
-  // lines are forgotten (./store.ts retain), or a server making up file names would grow them without end.
-  `ALTER TABLE files ADD COLUMN seen INTEGER NOT NULL DEFAULT 0;`,
+  // 11: when each file's ledger was last in a pull (epoch ms; the ones before: now), so that those of
+  // files gone that nothing refers to are forgotten (./store.ts retain), or a server making up file
+  // names would grow them without end; and ids never reused (AUTOINCREMENT): lines, deployments and
+  // cron runs are unique by (file_id, offset), so a new ledger must not take a forgotten one's id.
+  `CREATE TABLE files_11 (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     server TEXT NOT NULL,
+     path TEXT NOT NULL,
+     generation INTEGER NOT NULL,
+     ino INTEGER,
+     head_hash TEXT NOT NULL,
+     head_len INTEGER NOT NULL,
+     offset INTEGER NOT NULL,
+     current INTEGER NOT NULL DEFAULT 1,
+     seen INTEGER NOT NULL DEFAULT 0,
+     UNIQUE (server, path, generation)
+   );
+   INSERT INTO files_11 (id, server, path, generation, ino, head_hash, head_len, offset, current, seen)
+     SELECT id, server, path, generation, ino, head_hash, head_len, offset, current,
+       CAST(strftime('%s', 'now') AS INTEGER) * 1000 FROM files;
+   DROP TABLE files;
+   ALTER TABLE files_11 RENAME TO files;`,
 ];

@@ -157,7 +157,7 @@ function round(value: number): number {
 export const MAX_OLD_MOUNTS = 16;
 
 /**
- * Mount points one chart draws at most: the fullest (highest use in the range). Past a dozen lines
+ * Mount points one chart draws at most: the fullest (highest use of space or inodes in the range). Past a dozen lines
  * a chart cannot be read, and each line keeps its own dash and marker (25 looks).
  */
 export const MAX_CHART_MOUNTS = 12;
@@ -199,7 +199,9 @@ export function serverSeries(store: FleetStore, server: string, range: Range, no
     mount,
     ...fill(byMount.get(mount) ?? [], span.ts.length, ["used", "inodes"] as const),
   }));
-  const peak = (d: { used: (number | null)[] }) => Math.max(-1, ...d.used.map((v) => v ?? -1));
+  // Space or inodes: a mount out of either is full.
+  const peak = (d: { used: (number | null)[]; inodes: (number | null)[] }) =>
+    Math.max(-1, ...d.used.map((v) => v ?? -1), ...d.inodes.map((v) => v ?? -1));
   const disks = all.sort((a, b) => peak(b) - peak(a) || (a.mount < b.mount ? -1 : 1)).slice(0, MAX_CHART_MOUNTS)
     .sort((a, b) => a.mount < b.mount ? -1 : 1);
   const more = all.length - disks.length;

@@ -90,7 +90,7 @@ export function processesJson(value: unknown): string | null {
 /** The last run of a cron job, from one line of an app's cron.log (see ./ingest.ts's cronRunOf), and the line's byte offset in its file. */
 export type CronRunRow = CronRunView & { offset: number };
 
-/** A file's ledger without lines is forgotten once the file was not pulled for this long (./store.ts retain). */
+/** A file's ledger that nothing refers to is forgotten once the file was absent from good pulls this long (retain). */
 export const LEDGER_UNSEEN_MS = 3_600_000;
 /** Lines removed per transaction by retention. */
 const RETAIN_BATCH = 10_000;
@@ -406,6 +406,7 @@ export class FleetStore {
     headHash: string,
     headLen: number,
     marker?: { app: string; file: string; line: LogLine },
+    seen = Date.now(),
   ): FileLedger {
     return this.transaction(() => {
       const last = this.sql("SELECT MAX(generation) AS g FROM files WHERE server = ? AND path = ?").get(
@@ -417,8 +418,9 @@ export class FleetStore {
       this.sql("UPDATE files SET current = 0 WHERE server = ? AND path = ?").run(server, path);
       const generation = (last.g ?? 0) + 1;
       const { lastInsertRowid } = this.sql(
-        `INSERT INTO files (server, path, generation, ino, head_hash, head_len, offset) VALUES (?, ?, ?, ?, ?, ?, 0)`,
-      ).run(server, path, generation, ino, headHash, headLen);
+        `INSERT INTO files (server, path, generation, ino, head_hash, head_len, offset, seen)
+         VALUES (?, ?, ?, ?, ?, ?, 0, ?)`,
+      ).run(server, path, generation, ino, headHash, headLen, seen);
       const ledger = { id: Number(lastInsertRowid), server, path, generation, ino, headHash, headLen, offset: 0 };
       if (marker) this.insertLines(ledger, marker.app, marker.file, [marker.line], "gap");
       return ledger;
@@ -543,13 +545,13 @@ export class FleetStore {
     });
   }
 
-  /** Writes a file's ledger (offset and identity). */
-  /** Marks the current ledgers of `paths` (a server's log files in its last pull) as seen at `ts`. */
+  /** Marks the current ledgers of `paths` (a server's log files in a pull) as seen at `ts`. */
   touchLedgers(server: string, paths: string[], ts: number): void {
     this.sql("UPDATE files SET seen = ? WHERE server = ? AND current = 1 AND path IN (SELECT value FROM json_each(?))")
       .run(ts, server, JSON.stringify(paths));
   }
 
+  /** Writes a file's ledger (offset and identity). */
   saveLedger(ledger: FileLedger): void {
     this.sql("UPDATE files SET offset = ?, ino = ?, head_hash = ?, head_len = ? WHERE id = ?")
       .run(ledger.offset, ledger.ino, ledger.headHash, ledger.headLen, ledger.id);
@@ -627,11 +629,16 @@ export class FleetStore {
         if (cut) await batches(table, select, server, cut.id);
       }
     }
-    // Ledgers without lines of files not pulled for a while (gone, or older generations): a file that
-    // comes back starts afresh, which loses nothing (none of its lines are kept).
+    // The ledgers of files absent from their server's good pulls for an hour (gone, or older
+    // generations) that nothing kept refers to: no line, deployment or cron run. Not while a server
+    // is not reached (its last good pull does not move). Ids are never reused (AUTOINCREMENT), so
+    // no new ledger takes a forgotten one's rows for its own.
     this.sql(
-      "DELETE FROM files WHERE seen < ? AND NOT EXISTS (SELECT 1 FROM lines WHERE lines.file_id = files.id)",
-    ).run(now - LEDGER_UNSEEN_MS);
+      `DELETE FROM files WHERE seen < (SELECT last_ok FROM servers WHERE servers.name = files.server) - ?
+         AND NOT EXISTS (SELECT 1 FROM lines WHERE lines.file_id = files.id)
+         AND NOT EXISTS (SELECT 1 FROM deployments WHERE deployments.file_id = files.id)
+         AND NOT EXISTS (SELECT 1 FROM cron_runs WHERE cron_runs.file_id = files.id)`,
+    ).run(LEDGER_UNSEEN_MS);
     return removed;
   }
 }

@@ -121,7 +121,7 @@ const storedHour: DataSource = async (db, prefix, now) => {
         filesystems: [
           { mount: "/", used: 41, inodes: 12 },
           { mount: FILLING, used: 10 + i * (85 / 59), inodes: 1 },
-          { mount: HOSTILE_MOUNT, used: 60, inodes: 1 },
+          { mount: HOSTILE_MOUNT, used: 90, inodes: 1 },
           ...SPARE_MOUNTS.map((mount, k) => ({ mount, used: 1 + k / 10, inodes: 1 })),
         ],
         missing: [],
@@ -184,8 +184,8 @@ Deno.test({
               assertMatch(filling.last, /^9\d(\.\d)? %$/);
               assert(disk.legend.some((l) => l.label === HOSTILE_MOUNT), "the hostile mount point, as text");
               assertEquals(await watched.page.locator("main img").count(), 0);
-              // The test's own mounts (the live cycles of this machine add its real ones, as many as it has now).
-              const ours = new Set([FILLING, "/", HOSTILE_MOUNT]);
+              // The test's own mounts, the fullest (the live cycles of this machine add its real ones, and its /).
+              const ours = new Set([FILLING, HOSTILE_MOUNT]);
               const looks = disk.looks.filter((_, i) => ours.has(disk.legend[i].label)).map((look) => look.join(" "));
               assertEquals(looks.length, ours.size, JSON.stringify(disk.legend));
               // The spare mounts and this machine's own make more than the chart draws: the fullest, said so.

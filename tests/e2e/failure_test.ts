@@ -275,7 +275,7 @@ Deno.test("status names what keeps an app from being served or shown, shows the 
     assertMatch(fresh.stdout, /^APP .*\nfresh +set up +- /);
     const freshJson = await server.cli(["status", "fresh", "--json"]);
     assertEquals(freshJson.code, 0, freshJson.output);
-    assertEquals(JSON.parse(freshJson.stdout), { name: "fresh", status: "set up", deployed: false });
+    assertEquals(JSON.parse(freshJson.stdout), { name: "fresh", status: "set up", deployed: null });
     const nope = await server.cli(["status", "nope"]);
     assertEquals(nope.code, 2, nope.output);
     assertMatch(
@@ -302,7 +302,7 @@ Deno.test("status names what keeps an app from being served or shown, shows the 
     assertEquals(json.code, 1, json.output);
     const rows = JSON.parse(json.stdout) as { name: string }[];
     assertEquals(rows.map((s) => s.name), ["typo", "web", "fresh"]);
-    assertEquals(rows[2], { name: "fresh", status: "set up", deployed: false });
+    assertEquals(rows[2], { name: "fresh", status: "set up", deployed: null });
     assertMatch(json.stderr, /^! cut: /m);
     const one = await server.cli(["status", "cut"]);
     assertEquals(one.code, 1, one.output);

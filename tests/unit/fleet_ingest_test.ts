@@ -360,3 +360,46 @@ Deno.test("ingestFile: a line cannot hold the search's hit markers (U+FFFE, U+FF
     ]);
   });
 });
+
+Deno.test("FleetStore: a ledger is forgotten only when absent from good pulls for an hour and nothing refers to it; ids are never reused", async () => {
+  await withStore("dp-ledgers-", async (store, dir) => {
+    const T0 = Date.UTC(2026, 11, 5, 12);
+    const HOUR = 3_600_000;
+    const contact = (at: number, ok: boolean) => store.recordContact("s", "h", { at, ok, durationMs: 1, bytes: 0 });
+    const paths = () =>
+      (store.sql("SELECT path FROM files ORDER BY id").all() as { path: string }[]).map((r) => r.path);
+    // deploy.log: its deployments, no lines; an empty log; a log whose lines retention removed.
+    const deployLog = join(dir, "deploy.log");
+    await Deno.writeTextFile(
+      deployLog,
+      JSON.stringify({ time: new Date(T0).toISOString(), app: "web", event: "success", commit: "abc1234", ok: true }) +
+        "\n",
+    );
+    await ingestFile(store, "s", { rel: "web/deploy.log", path: deployLog, ino: null }, undefined, T0);
+    const empty = join(dir, "empty.log");
+    await Deno.writeTextFile(empty, "");
+    await ingestFile(store, "s", { rel: "web/empty.log", path: empty, ino: null }, undefined, T0);
+    assertEquals(paths(), ["web/deploy.log", "web/empty.log"]);
+    assertEquals((store.sql("SELECT count(*) AS n FROM deployments").get() as { n: number }).n, 1);
+
+    // The server is not reached for 2 hours: nothing is forgotten (its last good pull did not move).
+    contact(T0, true);
+    contact(T0 + 2 * HOUR, false);
+    await store.retain({ now: T0 + 2 * HOUR });
+    assertEquals(paths(), ["web/deploy.log", "web/empty.log"]);
+    // Reached again, both files gone for 2 hours: the empty log's ledger goes; deploy.log's stays (its deployment).
+    contact(T0 + 2 * HOUR, true);
+    await store.retain({ now: T0 + 2 * HOUR });
+    assertEquals(paths(), ["web/deploy.log"]);
+    // deploy.log read again: its deployment once, not twice.
+    await ingestFile(store, "s", { rel: "web/deploy.log", path: deployLog, ino: null }, undefined, T0 + 2 * HOUR);
+    assertEquals((store.sql("SELECT count(*) AS n FROM deployments").get() as { n: number }).n, 1);
+
+    // The newest ledger forgotten: the next one gets a new id, so no row of another file is taken for its own.
+    const last = store.newGeneration("s", "web/last.log", null, "x", 0, undefined, T0);
+    contact(T0 + 4 * HOUR, true);
+    await store.retain({ now: T0 + 4 * HOUR });
+    assert(!paths().includes("web/last.log"));
+    assert(store.newGeneration("s", "web/next.log", null, "y", 0).id > last.id);
+  });
+});

@@ -390,7 +390,7 @@ Deno.test("series: a server's chart shows the mounts of its latest sample and th
 Deno.test("series: a chart draws the 12 fullest mounts of the range (highest use in it), by name, and counts the rest", async () => {
   const store = await FleetStore.open(":memory:");
   try {
-    // 20 mounts, /d00 … /d19, /dNN at NN %; /d00 was 99 % full an hour ago (a full disk cleaned: still shown).
+    // 20 mounts, /d00 … /d19, /dNN at NN %; /d00 was 99 % full 30 s before (a full disk cleaned: still shown).
     const mounts = (full: boolean) =>
       Object.fromEntries(
         Array.from({ length: 20 }, (_, k) => [`/d${String(k).padStart(2, "0")}`, k || !full ? k : 99]),
@@ -404,6 +404,13 @@ Deno.test("series: a chart draws the 12 fullest mounts of the range (highest use
       ...Array.from({ length: 10 }, (_, k) => `/d${k + 10}`),
     ]);
     assertEquals(series.moreMounts, 8);
+    // A mount out of inodes with its space nearly free is full too.
+    const raw = sample(10, mounts(false));
+    raw.filesystems.push({ mount: "/out-of-inodes", used: 1, inodes: 100 });
+    storeServerSample(store, "a", raw, T0 + 45_000);
+    const inodes = serverSeries(store, "a", "1h", T0 + 60_000);
+    assert(inodes.disks.some((d) => d.mount === "/out-of-inodes"), inodes.disks.map((d) => d.mount).join());
+    assertEquals(inodes.moreMounts, 9);
     // Few mounts: all, and no count.
     assertEquals(serverSeries(store, "b", "1h", T0 + 60_000).moreMounts, undefined);
   } finally {
