@@ -68,27 +68,42 @@ Deno.test("LocalSource: status.json of each app and its *.log and *.log.1 files"
   }
 });
 
-Deno.test("collector: a server that stores many request windows in a cycle has its caps checked right after it, and is marked", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "dp-collector-cap-" });
+/**
+ * A collector of one `host: local` server, `self`, over a temp server tree (`logs`: its
+ * var/log/deployments, with an app dir `evil`), with a clock the test moves (`clock.now`).
+ */
+async function withLocalCollector(
+  config: Record<string, unknown>,
+  fn: (c: { collector: Collector; store: FleetStore; logs: string; clock: { now: number } }) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "dp-collector-" });
   const before = Deno.env.get("DEPLOY_PARADIGM_PREFIX");
   const paths = fleetPaths(join(dir, "home"));
   const store = await FleetStore.open(paths.db);
-  const now = Date.UTC(2026, 11, 5, 12);
-  const collector = new Collector(
-    store,
-    fleetConfigSchema.parse({ interval: "30s", servers: [{ name: "self", host: "local" }] }),
-    paths,
-    () => now,
-  );
+  const clock = { now: Date.UTC(2026, 11, 5, 12) };
+  const parsed = fleetConfigSchema.parse({ servers: [{ name: "self", host: "local" }], ...config });
+  const collector = new Collector(store, parsed, paths, () => clock.now);
   try {
     Deno.env.set("DEPLOY_PARADIGM_PREFIX", join(dir, "server"));
-    const logs = join(dir, "server/var/log/deployments/evil");
-    await Deno.mkdir(logs, { recursive: true });
+    const logs = join(dir, "server/var/log/deployments");
+    await Deno.mkdir(join(logs, "evil"), { recursive: true });
+    await fn({ collector, store, logs, clock });
+  } finally {
+    if (before === undefined) Deno.env.delete("DEPLOY_PARADIGM_PREFIX");
+    else Deno.env.set("DEPLOY_PARADIGM_PREFIX", before);
+    await collector.close();
+    store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("collector: a server that stores many request windows in a cycle has its caps checked right after it, and is marked", async () => {
+  await withLocalCollector({ interval: "30s" }, async ({ collector, store, logs, clock }) => {
     // Windows a millisecond apart, each its own row: 10,000 past the cap, over two cycles (100,000 lines a cycle).
     const total = MAX_REQUEST_ROWS.request_minutes + 10_000;
-    const first = now - 3_600_000;
+    const first = clock.now - 3_600_000;
     await Deno.writeTextFile(
-      join(logs, "metrics.log"),
+      join(logs, "evil", "metrics.log"),
       Array.from({ length: total }, (_, i) => `{"ts":"${new Date(first + i).toISOString()}","requests":1}\n`).join(""),
     );
     const rows = () =>
@@ -103,32 +118,12 @@ Deno.test("collector: a server that stores many request windows in a cycle has i
       (two.servers[0].limits ?? []).join("\n"),
       /10,000 of its oldest request rows removed: over the 150,000 \/ 450,000 \/ 60,000 request rows/,
     );
-  } finally {
-    if (before === undefined) Deno.env.delete("DEPLOY_PARADIGM_PREFIX");
-    else Deno.env.set("DEPLOY_PARADIGM_PREFIX", before);
-    await collector.close();
-    store.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("collector: a server making up log file names each cycle: the ledgers of files gone, their lines removed, are forgotten after an hour; a file still there keeps its own", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "dp-collector-ledgers-" });
-  const before = Deno.env.get("DEPLOY_PARADIGM_PREFIX");
-  const paths = fleetPaths(join(dir, "home"));
-  const store = await FleetStore.open(paths.db);
-  let now = Date.UTC(2026, 11, 5, 12);
-  const collector = new Collector(
-    store,
-    fleetConfigSchema.parse({ servers: [{ name: "self", host: "local" }], retention: { maxLines: 1000 } }),
-    paths,
-    () => now,
-  );
-  try {
-    Deno.env.set("DEPLOY_PARADIGM_PREFIX", join(dir, "server"));
-    const logs = join(dir, "server/var/log/deployments/evil");
-    await Deno.mkdir(logs, { recursive: true });
-    await Deno.writeTextFile(join(logs, "steady.log"), "a line that stays\n".repeat(5));
+  await withLocalCollector({ retention: { maxLines: 1000 } }, async ({ collector, store, logs, clock }) => {
+    await Deno.writeTextFile(join(logs, "evil", "steady.log"), "a line that stays\n".repeat(5));
     const ledgers = () => (store.sql("SELECT path, id FROM files WHERE server = 'self' ORDER BY path").all() as {
       path: string;
       id: number;
@@ -137,15 +132,11 @@ Deno.test("collector: a server making up log file names each cycle: the ledgers 
     const names = (cycle: number) => Array.from({ length: 10 }, (_, k) => `evil/made-up-${cycle}-${k}.log`);
     for (let cycle = 0; cycle < 12; cycle++) {
       // Last cycle's names gone, 10 new ones of 100 lines each: the newest 1,000 lines are all that is kept.
-      if (cycle) {
-        for (const rel of names(cycle - 1)) await Deno.remove(join(dir, "server/var/log/deployments", rel));
-      }
-      for (const rel of names(cycle)) {
-        await Deno.writeTextFile(join(dir, "server/var/log/deployments", rel), `line of ${rel}\n`.repeat(100));
-      }
+      if (cycle) { for (const rel of names(cycle - 1)) await Deno.remove(join(logs, rel)); }
+      for (const rel of names(cycle)) await Deno.writeTextFile(join(logs, rel), `line of ${rel}\n`.repeat(100));
       assertEquals((await collector.cycle()).servers[0].ok, true);
       steadyId ??= ledgers().find((l) => l.path === "evil/steady.log")?.id;
-      now += 20 * 60_000;
+      clock.now += 20 * 60_000;
     }
     // Kept: steady.log (still there), and the names of the cycles up to an hour before the last (4 cycles).
     const expected = ["evil/steady.log", ...[8, 9, 10, 11].flatMap(names)].sort();
@@ -153,11 +144,5 @@ Deno.test("collector: a server making up log file names each cycle: the ledgers 
     assertEquals(ledgers().find((l) => l.path === "evil/steady.log")?.id, steadyId, "steady.log's ledger stays");
     const steadyLines = store.sql("SELECT COUNT(*) AS n FROM lines WHERE file = 'steady.log'").get() as { n: number };
     assertEquals(steadyLines.n, 0, "its lines, removed by retention, are not read again");
-  } finally {
-    if (before === undefined) Deno.env.delete("DEPLOY_PARADIGM_PREFIX");
-    else Deno.env.set("DEPLOY_PARADIGM_PREFIX", before);
-    await collector.close();
-    store.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
