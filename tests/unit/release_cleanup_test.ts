@@ -1,5 +1,4 @@
 /** Release cleanup on real release directories: what rollback can go back to is kept before what it skips. */
-import { join } from "node:path";
 import { assertEquals } from "../helpers/assert.ts";
 import { cleanupReleases, listReleases, type ReleaseMeta, writeReleaseMeta } from "../../src/deploy/releases.ts";
 import { appPaths } from "../../src/paths.ts";
