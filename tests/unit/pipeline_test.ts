@@ -550,7 +550,12 @@ Deno.test("pipeline: a failed restart rollback restores the release it started f
     const printed = w.printed.slice(printedFrom);
     assertEquals(printed.at(-1), `✗ rollback of alpha to ${first} failed; ${latest} serves`);
     assert(!printed.some((line) => line.startsWith("↺")), printed.join("\n"));
-    assertEquals(await status(w), before); // nothing changed what status.json says
+    // status.json: what serves as before; its last deploy says the rollback failed, and why.
+    const { lastDeploy, ...after } = await status(w);
+    const { lastDeploy: _, ...unchanged } = before;
+    assertEquals(after, unchanged);
+    assertEquals([lastDeploy?.outcome, lastDeploy?.step, lastDeploy?.release], ["failed", "rollback", first]);
+    assertMatch(lastDeploy?.message ?? "", /^rollback to release \S+ failed: .*did not answer 2xx/);
     assertEquals(await Deno.readLink(w.paths.current), `releases/${latest}`);
     assert(!(await readReleaseMeta(w.paths, latest))?.bad);
     assertEquals(w.fake.ran(["systemctl", "restart"]), [
