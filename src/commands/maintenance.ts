@@ -1,4 +1,4 @@
-import { notSetUp } from "../config/server_config.ts";
+import { loadServerConfig } from "../config/server_config.ts";
 import type { CommandSpec } from "../cli.ts";
 import { UsageError } from "../errors.ts";
 import { rootOnly } from "./root_only.ts";
@@ -78,20 +78,12 @@ export async function parseMaintenanceArgs(
 
 /** Puts an app in maintenance or takes it out, then has the proxy apply it. Returns the exit code. */
 async function maintenance(request: MaintenanceRequest): Promise<number> {
-  const [{ appPaths }, { readTextOrUndefined }, maint] = await Promise.all([
-    import("../paths.ts"),
-    import("../fsutil.ts"),
-    import("../proxy/maintenance.ts"),
-  ]);
+  const [{ appPaths }, maint] = await Promise.all([import("../paths.ts"), import("../proxy/maintenance.ts")]);
   const { app } = request;
   const paths = appPaths(app);
-  const config = await readTextOrUndefined(paths.config);
-  if (config === undefined) {
-    throw notSetUp(paths);
-  }
-  // A config.yml that does not load: the proxy cannot re-read the app's route either, so neither
-  // `on` nor `off` would take effect there. Its problems, and nothing changed.
-  const strategy = await strategyOf(config, paths.config);
+  // Not set up, or a config.yml that does not load (the proxy cannot re-read the app's route either,
+  // so neither `on` nor `off` would take effect there): its problems, and nothing changed.
+  const { strategy } = await loadServerConfig(paths);
   if (request.on) {
     // `off` works whatever the strategy: a maintenance.json left from blue-green must be removable.
     servedByProxy(app, strategy);
@@ -126,15 +118,6 @@ async function maintenance(request: MaintenanceRequest): Promise<number> {
   await refreshStatus(paths);
   await tellProxy(app, request.on);
   return 0;
-}
-
-/** The strategy of config.yml's `text` (read from `path`): a UsageError with every problem when it does not load. */
-async function strategyOf(text: string, path: string): Promise<Strategy> {
-  const [{ parseConfig }, { serverConfigSchema }] = await Promise.all([
-    import("../config/load.ts"),
-    import("../config/schema.ts"),
-  ]);
-  return parseConfig(text, serverConfigSchema, path).strategy;
 }
 
 /** Apps with `strategy: restart` bind their port themselves: the proxy never sees their requests. */

@@ -384,24 +384,18 @@ export const serverConfigSchema = z.strictObject({
 });
 
 /** Each file's keys that are the other's: the problem says where they go. */
-const onlyIn = (a: z.ZodObject, b: z.ZodObject) => Object.keys(a.shape).filter((key) => !(key in b.shape));
-MISPLACED.set(
+function misplaced(own: z.ZodObject, other: z.ZodObject, where: () => string): void {
+  MISPLACED.set(
+    own,
+    Object.fromEntries(Object.keys(other.shape).filter((key) => !(key in own.shape)).map((key) => [key, where])),
+  );
+}
+misplaced(
   deployFileSchema,
-  Object.fromEntries(
-    onlyIn(serverConfigSchema, deployFileSchema).map((key) => [
-      key,
-      () => `it goes in config.yml on the server (${appPaths("<app>").config}), not in the repository`,
-    ]),
-  ),
-);
-MISPLACED.set(
   serverConfigSchema,
-  Object.fromEntries(
-    onlyIn(deployFileSchema, serverConfigSchema).map((
-      key,
-    ) => [key, () => "it goes in deploy.yml, in the app's repository"]),
-  ),
+  () => `it goes in config.yml on the server (${appPaths("<app>").config}), not in the repository`,
 );
+misplaced(serverConfigSchema, deployFileSchema, () => "it goes in deploy.yml, in the app's repository");
 
 /** A validated deploy.yml, defaults applied. */
 export type DeployFile = z.output<typeof deployFileSchema>;
