@@ -74,11 +74,17 @@ export function h2Problem(req: Request): string | undefined {
   return plain(header) === plain(authorityOf(req.url)) ? undefined : "a Host other than :authority";
 }
 
-/** `host` (lowercase) when it is a plain host with an optional port, else undefined (see {@link requestHost}). */
+/**
+ * `host` (lowercase, without a trailing dot: `A.test.:8080` is `a.test:8080`, as nginx forwards it)
+ * when it is a plain host with an optional port, else undefined (see {@link requestHost}).
+ */
 export function checkHost(host: string): string | undefined {
   if (!VALID_HOST.test(host)) return undefined;
   const colon = host.lastIndexOf(":");
-  return colon > host.lastIndexOf("]") && Number(host.slice(colon + 1)) > 65535 ? undefined : host.toLowerCase();
+  const port = colon > host.lastIndexOf("]") ? colon : host.length;
+  if (port < host.length && Number(host.slice(port + 1)) > 65535) return undefined;
+  const dotted = host[port - 1] === "." && port > 1;
+  return (dotted ? host.slice(0, port - 1) + host.slice(port) : host).toLowerCase();
 }
 
 /** The authority of a request URL (`http://a.test:8443/x` → `a.test:8443`), without a URL object. */
@@ -88,11 +94,10 @@ function authorityOf(url: string): string {
   return url.slice(start, slash < 0 ? url.length : slash);
 }
 
-/** `host` without its port (`[::1]:8080` → `[::1]`) and without a trailing dot (`a.test.` is `a.test`). */
+/** `host` (from {@link checkHost}) without its port (`[::1]:8080` → `[::1]`). */
 export function hostName(host: string): string {
   const colon = host.lastIndexOf(":");
-  const name = colon > host.lastIndexOf("]") ? host.slice(0, colon) : host;
-  return name.endsWith(".") ? name.slice(0, -1) : name;
+  return colon > host.lastIndexOf("]") ? host.slice(0, colon) : host;
 }
 
 /** An address as a Forwarded node (RFC 7239): IPv6 in quotes and brackets. */

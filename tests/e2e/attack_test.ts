@@ -603,7 +603,10 @@ Deno.test("attack 4: a Host that would rewrite the path (x/admin#) is refused wi
     console.log(`attack 4: GET /public with ${statuses.join(", ")}; the app saw: ${app.paths.join(" ")}`);
     assertEquals(plain.path, "/public");
     assertEquals(plain.headers.host, "example.test");
-    assertEquals(app.paths, ["/public"]);
+    // A trailing dot (fully qualified) names the same host: the app sees it as usual.
+    const dotted = await echo(port, "/dotted", { Host: "Example.TEST.:8080" });
+    assertEquals(dotted.headers.host, "example.test:8080");
+    assertEquals(app.paths, ["/public", "/dotted"]);
   });
 });
 

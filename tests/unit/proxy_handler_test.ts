@@ -79,7 +79,10 @@ Deno.test("handler: a Host that could rewrite the path is refused; the path is t
   assertEquals(requestHost(new Request("http://x/", { headers: { host: "Shop.Test:8080" } })), "shop.test:8080");
   assertEquals(requestHost(new Request("http://x/", { headers: { host: "[::1]:80" } })), "[::1]:80");
   assertEquals(requestHost(new Request("http://x/", { headers: { host: "shop.test:99999" } })), undefined);
-  assertEquals(hostName("shop.test.:443"), "shop.test", "a trailing dot names the same host");
+  // A trailing dot names the same host: routed and forwarded without it.
+  assertEquals(requestHost(new Request("http://x/", { headers: { host: "Shop.Test.:8080" } })), "shop.test:8080");
+  assertEquals(requestHost(new Request("http://x/", { headers: { host: "shop.test." } })), "shop.test");
+  assertEquals(hostName("shop.test:443"), "shop.test");
   assertEquals(hostName("[::1]:80"), "[::1]");
   assertEquals(hostName("shop.test:80"), "shop.test");
 });
