@@ -69,6 +69,11 @@ export async function runCli(program: ProgramSpec, argv: readonly string[]): Pro
     return 2;
   }
   if (first === "--version" || first === "-V") {
+    if (rest.length) {
+      throw new UsageError(`${first} takes no arguments (got "${rest[0]}")`, {
+        suggestion: `run ${program.name} ${first}`,
+      });
+    }
     console.log(program.version);
     return 0;
   }

@@ -330,6 +330,7 @@ Deno.test("runCli: usage errors are thrown before a command runs", async () => {
   await rejects(runCli(program, ["status", "--jsn"]), /unknown option "--jsn"/);
   await rejects(runCli(program, ["execute", "/r.git"]), (e: unknown) => e instanceof UsageError);
   await rejects(runCli(program, ["receive", "a", "b"]), /takes at most 1 argument/);
+  await rejects(runCli(program, ["-V", "x"]), /-V takes no arguments \(got "x"\)/);
 });
 
 Deno.test("runCli: --version, help and no arguments", async () => {
