@@ -161,16 +161,17 @@ export const deployFileSchema = z.strictObject({
       "(steps × interval, longer while it waits for requests); `canary <app> promote|abort` decides it by hand.",
     alsoAccepts: [{ type: "boolean" }],
   }),
-}).superRefine((value, ctx) => {
+}).check(crossChecks((value, ctx, ok) => {
+  if (!ok("type")) return; // every check below depends on it
   const deployer = DEPLOYERS[value.type];
-  if (deployer.healthCheckRequired && !value.healthCheck) {
+  if (deployer.healthCheckRequired && !value.healthCheck && ok("healthCheck")) {
     ctx.addIssue({
       code: "custom",
       path: ["healthCheck"],
       message: `is required for ${value.type} apps, e.g. healthCheck: /health`,
     });
   }
-  const web = value.processes?.web;
+  const web = ok("processes.web") ? value.processes?.web : undefined;
   if (web?.command !== undefined && value.command !== undefined) {
     ctx.addIssue({
       code: "custom",
@@ -179,7 +180,7 @@ export const deployFileSchema = z.strictObject({
     });
   }
   // A static app with a web command runs it as any app runs its process: checked before it gets traffic.
-  const webCommand = value.type !== "static" || value.healthCheck
+  const webCommand = value.type !== "static" || value.healthCheck || !ok("healthCheck", "processes.web")
     ? undefined
     : value.command !== undefined
     ? ["command"]
@@ -195,14 +196,14 @@ export const deployFileSchema = z.strictObject({
     });
   }
   if (value.type === "docker") {
-    if (value.cron.length) {
+    if (ok("cron") && value.cron.length) {
       ctx.addIssue({
         code: "custom",
         path: ["cron"],
         message: "is not for docker apps yet (their release has no runtime)",
       });
     }
-    for (const [name, spec] of Object.entries(value.processes ?? {})) {
+    for (const [name, spec] of Object.entries(ok("processes") ? value.processes ?? {} : {})) {
       if (name !== "web") {
         ctx.addIssue({
           code: "custom",
@@ -219,7 +220,7 @@ export const deployFileSchema = z.strictObject({
     }
   }
   for (const [key, owners] of TYPE_KEYS) {
-    if (value[key] !== undefined && !deployer.keys?.includes(key)) {
+    if (value[key] !== undefined && ok(key) && !deployer.keys?.includes(key)) {
       ctx.addIssue({
         code: "custom",
         path: [key],
@@ -227,7 +228,7 @@ export const deployFileSchema = z.strictObject({
       });
     }
   }
-}).meta({ title: "deploy-paradigm deploy.yml", description: "App identity, committed in the app's repository." });
+})).meta({ title: "deploy-paradigm deploy.yml", description: "App identity, committed in the app's repository." });
 
 /** How a deploy switches traffic. */
 export { STRATEGIES };
@@ -366,8 +367,8 @@ export const serverConfigSchema = z.strictObject({
     description: "The existing user the app runs, builds and runs its hooks as (default app-<name>, which " +
       "setup creates); root runs it as root.",
   }),
-}).superRefine((value, ctx) => {
-  const { slots } = value;
+}).check(crossChecks((value, ctx, ok) => {
+  const slots = ok("slots", "port") ? value.slots : undefined;
   if (slots && (slots.blue === slots.green || slots.blue === value.port || slots.green === value.port)) {
     ctx.addIssue({
       code: "custom",
@@ -376,12 +377,31 @@ export const serverConfigSchema = z.strictObject({
         `next deploy chooses them)`,
     });
   }
-  if (value.domains.length === 0) {
+  if (ok("domains") && value.domains.length === 0) {
     const https = "is for apps with domains (HTTPS is served on the shared port, by host name)";
-    if (value.tls) ctx.addIssue({ code: "custom", path: ["tls"], message: https });
-    if (value.hsts) ctx.addIssue({ code: "custom", path: ["hsts"], message: https });
+    if (value.tls && ok("tls")) ctx.addIssue({ code: "custom", path: ["tls"], message: https });
+    if (value.hsts && ok("hsts")) ctx.addIssue({ code: "custom", path: ["hsts"], message: https });
   }
-});
+}));
+
+/** A key of `T`, or a path under one (`processes.web`). */
+type KeyPath<T> = (keyof T & string) | `${keyof T & string}.${string}`;
+
+/**
+ * An object's checks across its fields, run also when some fields have problems (every problem at
+ * once): `ok(...paths)` says whether those fields are valid (no problem in them, nor in what holds
+ * them), and a check reads only fields that are.
+ */
+function crossChecks<T extends object>(
+  check: (value: T, ctx: z.RefinementCtx<T>, ok: (...paths: KeyPath<T>[]) => boolean) => void,
+): z.core.$ZodCheck<T> {
+  return z.superRefine<T>((value, ctx) => {
+    if (typeof value !== "object" || value === null || Array.isArray(value)) return; // not a mapping: said already
+    const failed = ctx.issues.map((issue) => issue.path?.join(".")).filter(Boolean);
+    const clash = (path: string, other: string) => other === path || other.startsWith(`${path}.`);
+    check(value, ctx, (...paths) => paths.every((path) => !failed.some((f) => clash(path, f!) || clash(f!, path))));
+  }, { when: () => true });
+}
 
 /** Each file's keys that are the other's: the problem says where they go. */
 function misplaced(own: z.ZodObject, other: z.ZodObject, where: () => string): void {

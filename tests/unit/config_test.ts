@@ -708,3 +708,29 @@ Deno.test("deploy-paradigm schema: canary takes true, a gate a string, command r
   assertEquals(gate[0], { type: "string" });
   assertEquals(gate[2].required, ["command"]);
 });
+
+Deno.test("deploy.yml, config.yml: checks across keys are reported with the other problems, never about a key that has its own", () => {
+  assertEquals(problems("name: app\ntype: python\nwatch: x\n"), [
+    'deploy.yml:1:1: "healthCheck" is required for python apps, e.g. healthCheck: /health',
+    'deploy.yml:3:8: "watch" must be a duration like "500ms", "2s" or "1m" (got "x")',
+  ]);
+  // A healthCheck that is there but wrong is not also "required"; an unknown type judges nothing else.
+  assertEquals(problems("name: app\ntype: python\nhealthCheck: 5\n").length, 1);
+  assertEquals(problems("name: app\ntype: pythn\ncron: [{ name: a, schedule: '@daily', command: x }]\n").length, 1);
+  assertEquals(
+    problems("name: App\ntype: docker\nhealthCheck: /\ncron: [{ name: a, schedule: '@daily', command: x }]\n"),
+    [
+      'deploy.yml:1:7: "name" must be 1-63 lowercase letters, digits or dashes, starting with a letter or digit ' +
+      '(got "App")',
+      'deploy.yml:4:7: "cron" is not for docker apps yet (their release has no runtime) (got a list)',
+    ],
+  );
+  assertEquals(problems("port: 80\nmanager: nope\nhsts: true\nslots: { blue: 80, green: 81 }\n", serverConfigSchema), [
+    'deploy.yml:2:10: "manager" must be one of systemd, pm2 (got "nope")',
+    'deploy.yml:3:7: "hsts" is for apps with domains (HTTPS is served on the shared port, by host name) (got true)',
+    'deploy.yml:4:8: "slots" must be two different ports, neither of them the app\'s port 80 (remove slots: and the ' +
+    "next deploy chooses them) (got a mapping)",
+  ]);
+  // domains with a problem of its own: whether hsts needs them is not judged.
+  assertEquals(problems("port: 80\nmanager: pm2\ndomains: [bad..name]\nhsts: true\n", serverConfigSchema).length, 1);
+});
