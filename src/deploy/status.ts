@@ -3,6 +3,7 @@
  * @module
  */
 import { basename, dirname } from "node:path";
+import { DeployParadigmError } from "../errors.ts";
 import { readJsonObject, writeFileAtomic } from "../fsutil.ts";
 import type { ProcessInfo } from "./process_list.ts";
 import type { ServerConfig } from "../config/schema.ts";
@@ -108,10 +109,55 @@ export interface AppStatus {
   canary?: CanaryStatus;
 }
 
-/** Reads status.json, or undefined before the first deploy; one that is not JSON is an error naming it. */
+/**
+ * The fields of status.json every reader relies on, with their JSON types (`?`: only when present):
+ * a file without them was not written by a deploy.
+ */
+const SHAPE: [path: string, type: string][] = [
+  ["name", "string"],
+  ["status", "string"],
+  ["healthy", "boolean"],
+  ["type", "string"],
+  ["manager", "string"],
+  ["port", "number"],
+  ["lastDeploy", "object"],
+  ["lastDeploy.outcome", "string"],
+  ["lastDeploy.release", "string"],
+  ["lastDeploy.commit", "string"],
+  ["lastDeploy.version", "string"],
+  ["lastDeploy.at", "string"],
+  ["lastDeploy.duration", "number"],
+  ...["version", "commit", "release", "previous", "deployed", "lastHealthCheck", "url", "branch", "strategy", "slot"]
+    .map((key): [string, string] => [key, "string?"]),
+  ["slotPort", "number?"],
+  ["processes", "array?"],
+  ["canary", "object?"],
+];
+
+/** The first field of `value` that is not as {@link SHAPE} says, as a problem; undefined when all are. */
+function shapeProblem(value: Record<string, unknown>): string | undefined {
+  for (const [path, type] of SHAPE) {
+    const field = path.split(".").reduce<unknown>((at, key) => (at as Record<string, unknown>)[key], value);
+    const want = type.replace("?", "");
+    if (field === undefined && type.endsWith("?")) continue;
+    const got = field === null ? "null" : Array.isArray(field) ? "array" : typeof field;
+    const named = want === "array" ? "a list" : want === "object" ? "an object" : `a ${want}`;
+    if (got !== want) return `"${path}" must be ${named} (got ${got})`;
+  }
+}
+
+/**
+ * Reads status.json, or undefined before the first deploy; one that is not JSON, or without the
+ * fields a deploy writes, is an error naming it.
+ */
 export async function readStatus(path: string): Promise<AppStatus | undefined> {
   const remedy = "deploys write this file: restore it from a backup, or remove it (the next deploy writes it again)";
-  return await readJsonObject(path, remedy) as AppStatus | undefined;
+  const value = await readJsonObject(path, remedy);
+  const problem = value && shapeProblem(value);
+  if (problem) {
+    throw new DeployParadigmError(`${path} is not a status written by a deploy: ${problem}`, { suggestion: remedy });
+  }
+  return value as AppStatus | undefined;
 }
 
 /**

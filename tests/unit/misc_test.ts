@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { parseDotenv } from "../../src/deploy/dotenv.ts";
 import { listReleases, newReleaseId, releaseIdAt } from "../../src/deploy/releases.ts";
 import { type AppPaths, appPaths, selfCommand } from "../../src/paths.ts";
-import { ConfigError, didYouMean, UsageError } from "../../src/errors.ts";
+import { ConfigError, DeployParadigmError, didYouMean, UsageError } from "../../src/errors.ts";
 import { type CommandSpec, parseInvocation, runCli } from "../../src/cli.ts";
 import { program } from "../../src/commands/mod.ts";
 import { pkt, PktReader } from "../../src/receive.ts";
@@ -768,6 +768,35 @@ Deno.test("statusLines: a certificate line per app with one; expiring, expired a
   assertEquals(fresh.map((line) => line.split(/ +/)[0]), ["APP", "aaa", "shop", "zzz"]);
   assertMatch(fresh[1], /^aaa +set up +- +- +- +- +never deployed \(push to deploy it\)$/);
   assertEquals(statusLines([], new Map(), { now, color: false, undeployed: ["aaa"] }).length, 2);
+});
+
+Deno.test("readStatus: a status.json without the fields a deploy writes is an error naming the field, never a crash later", async () => {
+  const root = await Deno.makeTempDir({ prefix: "dp-status-" });
+  try {
+    const path = join(root, "status.json");
+    const read = async (value: unknown) => {
+      await Deno.writeTextFile(path, JSON.stringify(value));
+      try {
+        await readStatus(path);
+        return "read";
+      } catch (error) {
+        assert(error instanceof DeployParadigmError, String(error));
+        assertMatch(String(error.suggestion), /^deploys write this file: restore it from a backup, or remove it/);
+        return error.message.replace(`${path} is not a status written by a deploy: `, "");
+      }
+    };
+    assertEquals(await read({}), '"name" must be a string (got undefined)');
+    assertEquals(await read({ ...STATUS, lastDeploy: null }), '"lastDeploy" must be an object (got null)');
+    assertEquals(
+      await read({ ...STATUS, lastDeploy: { ...STATUS.lastDeploy, at: 5 } }),
+      '"lastDeploy.at" must be a string (got number)',
+    );
+    assertEquals(await read({ ...STATUS, processes: {} }), '"processes" must be a list (got object)');
+    assertEquals(await read({ ...STATUS, deployed: null }), '"deployed" must be a string (got null)');
+    assertEquals(await read(STATUS), "read");
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
 });
 
 Deno.test("writeStatus: status.json takes the app's certificate from .tls/certificates.json when written", async () => {
