@@ -204,7 +204,7 @@ export function statusLines(
         s.version ?? "-",
         s.release ?? "-",
         s.deployed ?? "-",
-        `${s.lastDeploy.outcome} ${s.lastDeploy.version}${s.lastDeploy.step ? ` at ${s.lastDeploy.step}` : ""}`,
+        lastDeployText(s.lastDeploy),
       ]),
       ...undeployed.map((name) => [name, "set up", "-", "-", "-", "-", "never deployed (push to deploy it)"]),
     ].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0).map((row) => row.map((cell) => safe(String(cell)))),
@@ -269,6 +269,12 @@ export function statusLines(
 }
 
 /** `2027-03-01`. */
+/** "success 1a2b3c4", "failed 1a2b3c4 at health"; a roll forward by hand (a success at step rollback) says so. */
+function lastDeployText(last: AppStatus["lastDeploy"]): string {
+  if (last.outcome === "success" && last.step === "rollback") return `rolled forward ${last.version}`;
+  return `${last.outcome} ${last.version}${last.step ? ` at ${last.step}` : ""}`;
+}
+
 function day(iso: string): string {
   return iso.slice(0, 10);
 }

@@ -18,7 +18,7 @@ const VERBS: Record<LastDeploy["outcome"], string> = {
  * ("shop: rolled back by hand to release … (abc1234) on vm"), not as the one rolled back.
  */
 export function titleOf(app: string, last: LastDeploy, server: string): string {
-  if (last.outcome === "rolled_back" && last.step === "rollback" && last.message) {
+  if ((last.outcome === "rolled_back" || last.outcome === "success") && last.step === "rollback" && last.message) {
     return `${app}: ${last.message} on ${server}`;
   }
   return `${app} ${last.version} ${VERBS[last.outcome]}${last.step ? ` at ${last.step}` : ""} on ${server}`;

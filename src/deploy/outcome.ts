@@ -215,8 +215,11 @@ export function rolledBack(
     : undefined;
   const { canary: _, ...kept } = before ?? {};
   const message = `rolled ${r.way} by hand to release ${meta.id} (${version})`;
+  // Back: the release rolled away from is rolled back. Forward: the newer release serves, as after its deploy.
   const event = (release: string, commit: string) =>
-    lastDeploy("rolled_back", release, commit, at, duration, { step: "rollback", message });
+    r.way === "back"
+      ? lastDeploy("rolled_back", release, commit, at, duration, { step: "rollback", message })
+      : lastDeploy("success", meta.id, meta.commit, at, duration, { step: "rollback", message });
   return {
     status: {
       name: r.app,

@@ -337,7 +337,7 @@ async function switchTo(
     duration,
   });
   await writeStatus(paths.status, await withProcesses(ctx, status));
-  await journal.record("rolled_back", {
+  await journal.record(notice.outcome, {
     ok: true,
     duration,
     message: `${status.version} serves again as release ${meta.id}`,

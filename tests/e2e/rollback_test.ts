@@ -68,6 +68,16 @@ for (const strategy of ["blue-green", "restart"] as const) {
       assertEquals(await greeting(), { status: 200, body: "second v3" });
       const forward = await status(server, "rb");
       assertEquals(forward.lastDeploy.message, `rolled forward by hand to release ${v3} (${forward.version})`);
+      // Not a rollback of v1: v3 serves, as after its deploy (no rolled_back alert in the fleet).
+      assertEquals(
+        [forward.lastDeploy.outcome, forward.lastDeploy.release, forward.lastDeploy.version],
+        ["success", v3, forward.version],
+      );
+      assertEquals((await deployLog(server, "rb")).at(-1)?.event, "success");
+      assertMatch(
+        (await server.cli(["status", "rb"])).stdout,
+        new RegExp(`\\nrb .* rolled forward ${forward.version}\\n`),
+      );
       const after = (await server.cli(["releases", "rb", "--json"])).stdout;
       assertEquals(
         (JSON.parse(after) as { id: string; bad: boolean; current: boolean }[]).map((r) => [r.id, r.bad, r.current]),

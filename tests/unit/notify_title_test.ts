@@ -17,4 +17,9 @@ Deno.test("notification titles: a deploy, a failure, an automatic rollback name 
     message: "rolled back by hand to release r1 (8bae1f7)",
   });
   assertEquals(titleOf("shop", byHand, "vm"), "shop: rolled back by hand to release r1 (8bae1f7) on vm");
+  const forward = lastDeploy("success", "r3", COMMIT, AT, 1000, {
+    step: "rollback",
+    message: "rolled forward by hand to release r3 (8bae1f7)",
+  });
+  assertEquals(titleOf("shop", forward, "vm"), "shop: rolled forward by hand to release r3 (8bae1f7) on vm");
 });
