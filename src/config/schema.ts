@@ -58,7 +58,7 @@ export const deployFileSchema = z.strictObject({
   healthCheck: healthCheck.optional(),
   command: command.optional().meta({ description: "How to start the app. Runs in the release directory." }),
   processes: z.record(z.string(), processSpec, { error: "must be a mapping of process names to commands" })
-    .superRefine((processes, ctx) => {
+    .check(crossChecks((processes, ctx, ok) => {
       for (const [name, spec] of Object.entries(processes)) {
         if (!PROCESS_NAME.test(name)) {
           ctx.addIssue({
@@ -73,11 +73,11 @@ export const deployFileSchema = z.strictObject({
             path: [name],
             message: `is named after a blue-green slot: call the process something else than blue or green`,
           });
-        } else if (name !== "web" && spec.command === undefined) {
+        } else if (name !== "web" && ok(name) && spec.command === undefined) {
           ctx.addIssue({ code: "custom", path: [name, "command"], message: "is required (how to start it)" });
         }
       }
-    }).optional().meta({
+    })).optional().meta({
       description: "The app's processes: `web` (behind the proxy and its health check; `command` alone is web) " +
         "and others such as `worker: python worker.py`, each a command or { command, instances, stopTimeout }. " +
         "Without it, a Procfile in the repository is read.",

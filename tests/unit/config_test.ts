@@ -731,6 +731,16 @@ Deno.test("deploy.yml, config.yml: checks across keys are reported with the othe
     'deploy.yml:4:8: "slots" must be two different ports, neither of them the app\'s port 80 (remove slots: and the ' +
     "next deploy chooses them) (got a mapping)",
   ]);
+  // Process names and commands are judged beside the processes' own problems.
+  const processes = "name: app\ntype: python\nhealthCheck: /\nprocesses:\n  web: { instances: 17 }\n" +
+    "  blue: python w.py\n  Worker: python w.py\n  q: { instances: 2 }\n  r: { instances: 0 }\n";
+  assertEquals(problems(processes).map((problem) => problem.split(" ").slice(0, 2).join(" ")), [
+    'deploy.yml:5:21: "processes.web.instances"',
+    'deploy.yml:6:9: "processes.blue"',
+    'deploy.yml:7:11: "processes.Worker"',
+    'deploy.yml:8:6: "processes.q.command"',
+    'deploy.yml:9:19: "processes.r.instances"',
+  ]);
   // domains with a problem of its own: whether hsts needs them is not judged.
   assertEquals(problems("port: 80\nmanager: pm2\ndomains: [bad..name]\nhsts: true\n", serverConfigSchema).length, 1);
 });
