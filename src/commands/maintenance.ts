@@ -84,6 +84,7 @@ async function maintenance(request: MaintenanceRequest): Promise<number> {
   // Not set up, or a config.yml that does not load (the proxy cannot re-read the app's route either,
   // so neither `on` nor `off` would take effect there): its problems, and nothing changed.
   const { strategy } = await loadServerConfig(paths);
+  let allowed: string[] = [];
   if (request.on) {
     // `off` works whatever the strategy: a maintenance.json left from blue-green must be removable.
     servedByProxy(app, strategy);
@@ -98,6 +99,7 @@ async function maintenance(request: MaintenanceRequest): Promise<number> {
       retryAfter: request.retryAfter ?? before?.retryAfter ?? maint.DEFAULT_RETRY_AFTER,
     };
     await maint.writeMaintenance(paths.dir, state);
+    allowed = state.allow;
     console.log(
       `${app}: ${maint.describeMaintenance(state)}${before ? " (updated; what was not given is kept)" : ""}.`,
     );
@@ -116,7 +118,7 @@ async function maintenance(request: MaintenanceRequest): Promise<number> {
     return 0;
   }
   await refreshStatus(paths);
-  await tellProxy(app, request.on);
+  await tellProxy(app, request.on ? allowed : undefined);
   return 0;
 }
 
@@ -160,8 +162,12 @@ async function refreshStatus(paths: import("../paths.ts").AppPaths): Promise<voi
   }
 }
 
-/** Has the proxy re-read the routes now; says so when it is not running (it reads the state when it starts). */
-async function tellProxy(app: string, on: boolean): Promise<void> {
+/**
+ * Has the proxy re-read the routes now; says so when it is not running (it reads the state when it
+ * starts). `allowed`: the addresses still let through when it is on, undefined when it is off.
+ */
+async function tellProxy(app: string, allowed: string[] | undefined): Promise<void> {
+  const on = allowed !== undefined;
   const [{ control, ProxyNotRunning }, { prefix }, { DeployParadigmError }, { PROXY_LOG }] = await Promise.all([
     import("../proxy/client.ts"),
     import("../paths.ts"),
@@ -180,7 +186,8 @@ async function tellProxy(app: string, on: boolean): Promise<void> {
         suggestion: `see ${PROXY_LOG}: it says why`,
       });
     } else {
-      console.log(on ? "The proxy answers 503 for it now." : "The proxy serves it again.");
+      const except = allowed?.length ? ` to all but ${allowed.join(", ")}` : "";
+      console.log(on ? `The proxy answers 503 for it now${except}.` : "The proxy serves it again.");
     }
   } catch (error) {
     if (!(error instanceof ProxyNotRunning)) throw error;

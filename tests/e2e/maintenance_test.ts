@@ -85,7 +85,7 @@ Deno.test("maintenance under keep-alive load: only 503 + Retry-After while on, e
         `web: maintenance since ${
           JSON.parse(await Deno.readTextFile(join(deploymentsRoot(root), "web", "maintenance.json"))).since
             .replace("T", " ").slice(0, 16)
-        } UTC, Retry-After 30 s, allowed: 127.0.0.2.\nThe proxy answers 503 for it now.\n`,
+        } UTC, Retry-After 30 s, allowed: 127.0.0.2.\nThe proxy answers 503 for it now to all but 127.0.0.2.\n`,
       );
       await sleep(800);
 
