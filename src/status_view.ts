@@ -3,7 +3,7 @@
  * proxy's `.tls/certificates.json` has it now and its maintenance as its maintenance.json has it now.
  * @module
  */
-import { requireAppName } from "./config/names.ts";
+import { NAME_PATTERN, requireAppName } from "./config/names.ts";
 import { canaryStatusText } from "./deploy/canary_judge.ts";
 import { type AppStatus, readStatus } from "./deploy/status.ts";
 import { DeployParadigmError, UsageError } from "./errors.ts";
@@ -51,6 +51,8 @@ export async function collectStatus(
   const statuses: AppStatus[] = [];
   const undeployed: string[] = [];
   const problems: string[] = [];
+  /** Apps whose config.yml does not load (the proxy skips them: said here once). */
+  const unloaded = new Set<string>();
   let proxied = false;
   for (const name of names.sort()) {
     const paths = appPaths(name);
@@ -61,6 +63,7 @@ export async function collectStatus(
       if (text !== undefined) config = parseConfig(text, serverConfigSchema, paths.config);
     } catch (error) {
       if (error instanceof Deno.errors.PermissionDenied) throw error; // not root: status says so (root_only.ts)
+      unloaded.add(name);
       problems.push(
         `${name}: config.yml does not load (deploys refuse it; the proxy keeps the route it had, none after it ` +
           `restarts): ${(error as Error).message}`,
@@ -99,14 +102,17 @@ export async function collectStatus(
       });
     }
   }
-  return { statuses, undeployed, problems: [...problems, ...await proxyProblems(proxied)] };
+  return { statuses, undeployed, problems: [...problems, ...await proxyProblems(proxied, unloaded, only)] };
 }
 
 /**
  * What keeps the proxy from serving the apps behind it (`proxied`: some app is): a proxy.yml it
- * cannot load (it would not start again), no answer on its control socket (it is down).
+ * cannot load (it would not start again), no answer on its control socket (it is down), and what
+ * it says it could not do (an app skipped for a port or host name another app has, a port it
+ * cannot listen on), but of the apps whose config.yml does not load (`unloaded`: said already),
+ * and with `only`, of that app and the proxy itself.
  */
-async function proxyProblems(proxied: boolean): Promise<string[]> {
+async function proxyProblems(proxied: boolean, unloaded: Set<string>, only?: string): Promise<string[]> {
   const problems: string[] = [];
   try {
     await loadProxyConfig(prefix());
@@ -117,13 +123,28 @@ async function proxyProblems(proxied: boolean): Promise<string[]> {
         `it is fixed): ${(error as Error).message}`,
     );
   }
-  if (proxied && !(await control(prefix(), { op: "status" }, 2000).then(() => true, () => false))) {
+  if (!proxied) return problems;
+  const reply = await control(prefix(), { op: "status" }, 2000).catch(() => undefined);
+  if (!reply) {
     problems.push(
       "proxy: it does not answer on its control socket, so the apps behind it are not served (see " +
         `\`pm2 logs ${PROXY_SERVICE}\` or \`journalctl -u ${PROXY_SERVICE}\`)`,
     );
+    return problems;
   }
-  return problems;
+  const said = new Set<string>();
+  const say = (app: string | undefined, text: string) => {
+    if (app !== undefined && (unloaded.has(app) || (only !== undefined && app !== only))) return;
+    for (const line of text.split("\n")) said.add(`proxy: ${line}`);
+  };
+  // Keys that are app names are the apps'; the others (`*`, `:80`, `#metrics`) the proxy's own.
+  for (const [key, text] of Object.entries(reply.problems as Record<string, string> | undefined ?? {})) {
+    say(NAME_PATTERN.test(key) ? key : undefined, String(text));
+  }
+  for (const route of reply.routes as { app: string; listenError?: string }[] | undefined ?? []) {
+    if (route.listenError) say(route.app, `${route.app}: ${route.listenError}`);
+  }
+  return [...problems, ...said];
 }
 
 /** The app's processes with their states now (undefined when its manager cannot say). */

@@ -30,6 +30,8 @@ export interface ControlOps {
   status(): unknown;
   /** The address the proxy listens on (`--host`), which `status` replies with. */
   host?(): string;
+  /** What keeps apps (keyed by name) or the proxy (other keys) from being served as configured, for `status`. */
+  problems?(): Record<string, string>;
   /** Renews an app's certificate now. */
   renew?(app: string): Promise<unknown>;
   /** An app's canary figures (./canary_stats.ts `CanaryStats`), null when it has no canary; throws for an unknown app. */
@@ -73,7 +75,7 @@ export async function controlReply(line: string, ops: ControlOps): Promise<Reply
         return { ok: true, ...result };
       }
       case "status":
-        return { ok: true, routes: ops.status(), host: ops.host?.() };
+        return { ok: true, routes: ops.status(), host: ops.host?.(), problems: ops.problems?.() };
       case "renew":
         if (!ops.renew) return { ok: false, error: "this proxy has no certificates to renew" };
         if (typeof app !== "string") return { ok: false, error: '"app" must be an app name' };

@@ -143,6 +143,7 @@ export class ProxyServer {
       drain: (port, timeoutMs) => this.drain(port, timeoutMs),
       status: () => this.status(),
       host: () => this.#host,
+      problems: () => Object.fromEntries(this.#problems),
       renew: async (app) => {
         if (!this.#certs) throw new Error("no app has domains");
         await this.#certs.renewNow(app);
@@ -252,6 +253,7 @@ export class ProxyServer {
   async #reloadNow(): Promise<number> {
     if (this.#closing || !this.#config) return this.#table.routes.length;
     const { routes, problems } = await loadRoutes(this.#root, this.#loaded, this.#trust);
+    this.#problems.delete("*"); // the routes were read again
     const shared = routes.some((route) => route.domains.length > 0);
     const table = new RouteTable(routes);
     for (const [app, line] of table.conflicts) problems.set(app, line);

@@ -94,9 +94,44 @@ Deno.test("a public port another program holds: setup says so, and the deploy th
         new RegExp(`the proxy does not serve busy as asked \\(cannot listen on 127\\.0\\.0\\.1:${port} `),
       );
       assertMatch(push.output, /Address already in use/);
+      // status says it too, and exits 1.
+      const shown = await server.cli(["status"]);
+      assertEquals(shown.code, 1, shown.output);
+      assertMatch(
+        shown.output,
+        new RegExp(`\\n! proxy: busy: cannot listen on 127\\.0\\.0\\.1:${port} for busy: .*Address already in use`),
+      );
     } finally {
       holder.close();
     }
+  });
+});
+
+Deno.test("status names an app the proxy skips for a port another app has (a config.yml edited by hand), and exits 1", async () => {
+  await withServer(async (server) => {
+    const port = freePort();
+    await server.setupApp("one", { port });
+    await server.setupApp("two", { port }); // by hand: one's port
+    const skipped = new RegExp(`\\n! proxy: skipping two: port ${port} is already one's\\n`);
+    let shown = await server.cli(["status"]);
+    // The proxy reads config.yml files every 2 s.
+    for (let tries = 0; tries < 30 && !skipped.test(shown.stdout); tries++) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      shown = await server.cli(["status"]);
+    }
+    assertMatch(shown.stdout, skipped);
+    assertEquals(shown.code, 1, shown.output);
+    // Of one app: its own problems and the proxy's, not another app's.
+    const one = await server.cli(["status", "one"]);
+    assert(!one.output.includes("skipping two"), one.output);
+    assertMatch((await server.cli(["status", "two"])).output, skipped);
+    // Fixed: the line goes.
+    await Deno.writeTextFile(server.paths("two").config, `port: ${freePort()}\nmanager: pm2\n`);
+    for (let tries = 0; tries < 30 && skipped.test(shown.stdout); tries++) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      shown = await server.cli(["status"]);
+    }
+    assert(!shown.output.includes("skipping two"), shown.output);
   });
 });
 
