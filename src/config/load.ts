@@ -113,7 +113,7 @@ export function parseConfig<S extends z.ZodType>(
   const result = schema.safeParse(data);
   if (result.success) return result.data;
   const checked = new Set<string>();
-  const problems = result.error.issues.flatMap(unwrapUnion).flatMap((issue) => {
+  const problems = withoutFractions(schema, data, result.error.issues).flatMap(unwrapUnion).flatMap((issue) => {
     // A value failing its type also fails its range checks (1e20 is no whole number, nor up to 65535): say it once.
     if (issue.code !== "unrecognized_keys" && issue.code !== "custom") {
       const where = JSON.stringify(issue.path);
@@ -135,6 +135,33 @@ export function parseConfig<S extends z.ZodType>(
   });
   fail(problems.sort((a, b) => a.offset - b.offset).map((p) => `${at(p.offset)}: ${p.text}`));
   throw new Error("unreachable");
+}
+
+/**
+ * A fraction where a whole number goes is the one problem after which zod skips the checks across
+ * keys (./cross_checks.ts): parsed again without those values, what else is wrong is added, so
+ * that every problem is found in one pass.
+ */
+function withoutFractions(schema: z.ZodType, data: unknown, issues: z.core.$ZodIssue[]): z.core.$ZodIssue[] {
+  const fractions = issues.filter((issue) =>
+    issue.code === "invalid_type" && "format" in issue && typeof valueAt(data, issue.path as Path) === "number" &&
+    typeof issue.path.at(-1) === "string"
+  ).map((issue) => issue.path);
+  if (!fractions.length) return issues;
+  const copy = structuredClone(data) as Record<PropertyKey, unknown>;
+  for (const path of fractions) {
+    delete (valueAt(copy, path.slice(0, -1) as Path) as Record<PropertyKey, unknown>)[path.at(-1)!];
+  }
+  const again = schema.safeParse(copy);
+  if (again.success) return issues;
+  const seen = new Set(issues.map((issue) => JSON.stringify([issue.path, issue.message])));
+  const under = (path: PropertyKey[], prefix: PropertyKey[]) => prefix.every((key, i) => path[i] === key);
+  return [
+    ...issues,
+    ...again.error.issues.filter((issue) =>
+      !seen.has(JSON.stringify([issue.path, issue.message])) && !fractions.some((path) => under(issue.path, path))
+    ),
+  ];
 }
 
 /**

@@ -13,6 +13,7 @@ import { MANAGER_NAMES } from "../managers/mod.ts";
 import { TARGET_TYPES } from "../notifiers/mod.ts";
 import { STRATEGIES } from "../deploy/strategies/names.ts";
 
+import { crossChecks } from "./cross_checks.ts";
 import { MISPLACED } from "./misplaced.ts";
 import { appPaths } from "../paths.ts";
 import { NAME_PATTERN, reservedName } from "./names.ts";
@@ -383,25 +384,6 @@ export const serverConfigSchema = z.strictObject({
     if (value.hsts && ok("hsts")) ctx.addIssue({ code: "custom", path: ["hsts"], message: https });
   }
 }));
-
-/** A key of `T`, or a path under one (`processes.web`). */
-type KeyPath<T> = (keyof T & string) | `${keyof T & string}.${string}`;
-
-/**
- * An object's checks across its fields, run also when some fields have problems (every problem at
- * once): `ok(...paths)` says whether those fields are valid (no problem in them, nor in what holds
- * them), and a check reads only fields that are.
- */
-function crossChecks<T extends object>(
-  check: (value: T, ctx: z.RefinementCtx<T>, ok: (...paths: KeyPath<T>[]) => boolean) => void,
-): z.core.$ZodCheck<T> {
-  return z.superRefine<T>((value, ctx) => {
-    if (typeof value !== "object" || value === null || Array.isArray(value)) return; // not a mapping: said already
-    const failed = ctx.issues.map((issue) => issue.path?.join(".")).filter(Boolean);
-    const clash = (path: string, other: string) => other === path || other.startsWith(`${path}.`);
-    check(value, ctx, (...paths) => paths.every((path) => !failed.some((f) => clash(path, f!) || clash(f!, path))));
-  }, { when: () => true });
-}
 
 /** Each file's keys that are the other's: the problem says where they go. */
 function misplaced(own: z.ZodObject, other: z.ZodObject, where: () => string): void {

@@ -12,6 +12,7 @@ import { UsageError } from "../errors.ts";
 import { readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
 import { FLEET_EVENTS, targetSchema } from "../notify.ts";
 import { parseDocument } from "../yaml.ts";
+import { crossChecks } from "../config/cross_checks.ts";
 import { checkRules, ruleSchema, salvage } from "./rule_config.ts";
 
 /** `host: local`: this machine's own deployments, read directly (no ssh). */
@@ -66,10 +67,10 @@ const serverSchema = z.strictObject({
 /** `~/.fleet-monitor/config.yml`. */
 export const fleetConfigSchema = z.strictObject({
   interval: duration("30s"),
-  concurrency: z.int().min(1).max(64).default(8),
+  concurrency: z.int({ error: "must be a whole number from 1 to 64" }).min(1).max(64).default(8),
   retention: z.strictObject({
-    days: z.number().positive().default(30),
-    maxLines: z.int().min(1000).default(5_000_000),
+    days: z.number({ error: "must be a number of days above 0, e.g. 30" }).positive().default(30),
+    maxLines: z.int({ error: "must be a whole number of 1000 or more, e.g. 5000000" }).min(1000).default(5_000_000),
   }).default({ days: 30, maxLines: 5_000_000 }),
   servers: z.array(serverSchema).default([]),
   /** Where transitions go: app unhealthy/recovered, server unreachable/back, deploy failed/rolled back. */
@@ -78,18 +79,19 @@ export const fleetConfigSchema = z.strictObject({
   graceCycles: z.int({ error: "must be a whole number from 1 to 100" }).min(1).max(100).default(2),
   /** Alert rules: thresholds, log patterns, certificate expiry, failed cron jobs (./rules.ts). */
   rules: z.array(ruleSchema).max(200).default([]),
-}).superRefine((config, ctx) => {
+}).check(crossChecks((config, ctx, ok) => {
   const seen = new Set<string>();
-  config.servers.forEach((server, i) => {
+  (Array.isArray(config.servers) ? config.servers : []).forEach((server, i) => {
+    if (!ok(`servers.${i}.name`) || typeof server?.name !== "string") return;
     if (seen.has(server.name)) {
       ctx.addIssue({ code: "custom", path: ["servers", i, "name"], message: `"${server.name}" is listed twice` });
     }
     seen.add(server.name);
   });
-}).superRefine((config, ctx) => {
   // Other problems: the rules are checked too (else a second pass finds theirs), those that parse.
-  checkRules(salvage(config), ctx);
-}, { when: (payload) => payload.issues.length > 0 }).transform((config, ctx) => {
+  // Without any, the transform below checks them.
+  if (ctx.issues.length) checkRules(salvage(config), ctx);
+})).transform((config, ctx) => {
   const rules = checkRules(config, ctx);
   return rules ? { ...config, rules } : z.NEVER;
 });

@@ -741,6 +741,11 @@ Deno.test("deploy.yml, config.yml: checks across keys are reported with the othe
     'deploy.yml:8:6: "processes.q.command"',
     'deploy.yml:9:19: "processes.r.instances"',
   ]);
+  // A fraction where a whole number goes (zod's one problem that stops the checks across keys): both said.
+  assertEquals(problems("name: app\ntype: python\nkeepReleases: 2.5\n"), [
+    'deploy.yml:1:1: "healthCheck" is required for python apps, e.g. healthCheck: /health',
+    'deploy.yml:3:15: "keepReleases" must be a whole number from 2 to 100 (got 2.5)',
+  ]);
   // domains with a problem of its own: whether hsts needs them is not judged.
   assertEquals(problems("port: 80\nmanager: pm2\ndomains: [bad..name]\nhsts: true\n", serverConfigSchema).length, 1);
 });

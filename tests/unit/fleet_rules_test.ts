@@ -745,3 +745,29 @@ Deno.test("fleet add: a bad argument is named by its flag or argument, a missing
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("fleet config: a fraction where a whole number goes still lets every other problem be found in one pass", () => {
+  assertEquals(
+    problems(`  - { name: hot, metric: cpu.percent, above: 900 }
+concurrency: 100000
+retention: { days: 0, maxLines: 0.5 }
+`).map((problem) => problem.split(" ").slice(0, 2).join(" ")),
+    [
+      'config.yml:5:46: "rules.0.above"',
+      'config.yml:6:14: "concurrency"',
+      'config.yml:7:20: "retention.days"',
+      'config.yml:7:33: "retention.maxLines"',
+    ],
+  );
+  const twice = "servers:\n  - { name: a, host: local }\n  - { name: a, host: local }\ngraceCycles: 1.5\n";
+  try {
+    parseConfig(twice, fleetConfigSchema, "config.yml");
+    throw new Error("accepted");
+  } catch (error) {
+    assert(error instanceof ConfigError, String(error));
+    assertEquals(error.problems.map((problem) => problem.split(" ").slice(0, 2).join(" ")), [
+      'config.yml:3:13: "servers.1.name"',
+      'config.yml:4:14: "graceCycles"',
+    ]);
+  }
+});
