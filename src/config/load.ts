@@ -139,18 +139,19 @@ export function parseConfig<S extends z.ZodType>(
 
 /**
  * A fraction where a whole number goes is the one problem after which zod skips the checks across
- * keys (./cross_checks.ts): parsed again without those values, what else is wrong is added, so
- * that every problem is found in one pass.
+ * keys (./cross_checks.ts): parsed again with those values as text (a wrong type, which does not
+ * stop them, and keeps the checks that read those keys from running on a default), what else is
+ * wrong is added, so that every problem is found in one pass.
  */
 function withoutFractions(schema: z.ZodType, data: unknown, issues: z.core.$ZodIssue[]): z.core.$ZodIssue[] {
   const fractions = issues.filter((issue) =>
-    issue.code === "invalid_type" && "format" in issue && typeof valueAt(data, issue.path as Path) === "number" &&
-    typeof issue.path.at(-1) === "string"
+    issue.code === "invalid_type" && "format" in issue && typeof valueAt(data, issue.path as Path) === "number"
   ).map((issue) => issue.path);
   if (!fractions.length) return issues;
-  const copy = structuredClone(data) as Record<PropertyKey, unknown>;
+  const copy = structuredClone(data);
   for (const path of fractions) {
-    delete (valueAt(copy, path.slice(0, -1) as Path) as Record<PropertyKey, unknown>)[path.at(-1)!];
+    const holder = valueAt(copy, path.slice(0, -1) as Path) as Record<PropertyKey, unknown>;
+    holder[path.at(-1)!] = String(holder[path.at(-1)!]);
   }
   const again = schema.safeParse(copy);
   if (again.success) return issues;

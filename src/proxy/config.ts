@@ -11,6 +11,7 @@
  */
 import { dirname, join, resolve } from "node:path";
 import { z } from "zod";
+import { crossChecks } from "../config/cross_checks.ts";
 import { parseConfig } from "../config/load.ts";
 import { absolutePath } from "../config/schema.ts";
 import { duration, port } from "../config/fields.ts";
@@ -240,16 +241,15 @@ const limits = z.strictObject({
     duration("60s"),
     "it is how long one write (up to 64 KiB) to a client, or behind a WebSocket to an app, may take (then a cut)",
   ),
-}).superRefine((value, ctx) => {
-  // (Checked only once maxConnections itself is valid: range checks do not stop refinements.)
-  if (value.maxConnections >= 1 && value.maxConnectionsPerIp > value.maxConnections) {
+}).check(crossChecks((value, ctx, ok) => {
+  if (ok("maxConnections", "maxConnectionsPerIp") && value.maxConnectionsPerIp > value.maxConnections) {
     ctx.addIssue({
       code: "custom",
       path: ["maxConnectionsPerIp"],
       message: `must be at most maxConnections (${value.maxConnections})`,
     });
   }
-}).transform(({ headerTimeout, idleTimeout, requestTimeout, upstreamTimeout, sendTimeout, ...counts }) => ({
+})).transform(({ headerTimeout, idleTimeout, requestTimeout, upstreamTimeout, sendTimeout, ...counts }) => ({
   ...counts,
   sendTimeoutMs: sendTimeout,
   headerTimeoutMs: headerTimeout,
@@ -291,15 +291,15 @@ export const proxyConfigSchema = z.strictObject({
         `The proxy's nice value (-20 to 19, lower runs sooner). The default ${DEFAULT_PRIORITY} puts it ahead of the apps ` +
         "(0), so a busy app does not delay everyone's requests; 0: the same as the apps.",
     }),
-}).superRefine((value, ctx) => {
-  if (value.http === value.https) {
+}).check(crossChecks((value, ctx, ok) => {
+  if (ok("http", "https") && value.http === value.https) {
     ctx.addIssue({ code: "custom", path: ["https"], message: `must differ from http (${value.http})` });
   }
-  const metricsPort = Number(value.metrics?.slice(value.metrics.lastIndexOf(":") + 1));
-  if (metricsPort === value.http || metricsPort === value.https) {
+  const metricsPort = ok("metrics") ? Number(value.metrics?.slice(value.metrics.lastIndexOf(":") + 1)) : NaN;
+  if ((ok("http") && metricsPort === value.http) || (ok("https") && metricsPort === value.https)) {
     ctx.addIssue({ code: "custom", path: ["metrics"], message: `must use another port than http and https` });
   }
-}).meta({ title: "deploy-paradigm proxy.yml", description: "The proxy's settings, in the deployments root." });
+})).meta({ title: "deploy-paradigm proxy.yml", description: "The proxy's settings, in the deployments root." });
 
 /**
  * A validated proxy.yml, defaults applied: `metrics` as `host:port`, and the limits' durations in

@@ -93,6 +93,8 @@ Deno.test("proxy.yml: every problem at once, with its position and key path", ()
     "",
   ].join("\n");
   assertEquals(problems(text), [
+    // Across keys too, beside the others (http: 80 and https: 80).
+    'proxy.yml:2:8: "https" must differ from http (80) (got 80)',
     'proxy.yml:3:16: "acme.email" must be an email address such as ops@example.com (got "nobody")',
     'proxy.yml:3:35: "acme.directory" must be an https:// URL of an ACME directory (got "http://acme.test/dir")',
     'proxy.yml:3:74: "acme.caCertificate" must be an absolute path without .., e.g. /etc/ssl/private/example.key ' +
