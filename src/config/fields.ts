@@ -23,6 +23,13 @@ function finite(ms: number): number | undefined {
 
 const MUST_BE_DURATION = 'must be a duration like "500ms", "2s" or "1m"';
 
+/** `ms` as a duration is written in config: "10ms", "1s", "24h". */
+function written(ms: number): string {
+  const [unit, size] = [["h", 3_600_000], ["m", 60_000], ["s", 1000]].find(([, size]) => ms % +size === 0) ??
+    ["ms", 1];
+  return `${ms / +size}${unit}`;
+}
+
 /** A duration in config (`"2s"`, or seconds), to milliseconds; `fallback` when absent. */
 export const duration = (fallback: string, maxMs = Infinity, minMs = 0) =>
   z.union([z.string(), z.number()], { error: MUST_BE_DURATION }).default(fallback).transform((value, ctx) => {
@@ -34,8 +41,8 @@ export const duration = (fallback: string, maxMs = Infinity, minMs = 0) =>
         message: ms === undefined
           ? `${MUST_BE_DURATION} (got ${JSON.stringify(value)})`
           : ms < minMs
-          ? `must be at least ${minMs / 1000}s (got ${JSON.stringify(value)})`
-          : `must be at most ${maxMs / 3_600_000}h (got ${JSON.stringify(value)})`,
+          ? `must be at least ${written(minMs)} (got ${JSON.stringify(value)})`
+          : `must be at most ${written(maxMs)} (got ${JSON.stringify(value)})`,
         continue: true,
       });
       return z.NEVER;
