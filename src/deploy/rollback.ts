@@ -175,8 +175,15 @@ export async function rollback(
           break;
         }
       }
+      if (!target && from === undefined) {
+        throw new UsageError(`${app} has no serving release to roll back from`, {
+          suggestion: ids.length
+            ? `see \`deploy-paradigm releases ${app}\`; --to <release> starts one`
+            : `it was never deployed: push to deploy it`,
+        });
+      }
       if (!target) {
-        throw new UsageError(`${app} has no good release before ${from ?? "the serving one"} to roll back to`, {
+        throw new UsageError(`${app} has no good release before ${from} to roll back to`, {
           suggestion: `see \`deploy-paradigm releases ${app}\`; --to <release> picks one`,
         });
       }

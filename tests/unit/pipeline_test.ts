@@ -28,6 +28,7 @@ import { readReleaseMeta } from "../../src/deploy/releases.ts";
 import { rollback } from "../../src/deploy/rollback.ts";
 import { STRATEGY } from "../../src/deploy/strategies/mod.ts";
 import { readRoute } from "../../src/proxy/routes.ts";
+import { UsageError } from "../../src/errors.ts";
 
 /** deploy.log's first events of a deploy, up to its switch. */
 const PREPARED = ["begin", "fetch", "build", "command", "env"];
@@ -630,6 +631,15 @@ Deno.test("pipeline: a rollback whose status.json cannot be read stops before it
     assertMatch(String(error?.message), /status\.json is not valid JSON/);
     assertEquals(await logLength(w), from, "no rollback event without its end");
     assertEquals(await Deno.readLink(w.paths.current), `releases/${latest}`);
+  });
+});
+
+Deno.test("pipeline: a rollback of an app never deployed says so (exit 2), not that no release is before the serving one", async () => {
+  await withWorld("restart", async (w) => {
+    const error = await rollback(APP, undefined, w.effects).catch((e) => e);
+    assert(error instanceof UsageError, String(error));
+    assertEquals(error.message, `${APP} has no serving release to roll back from`);
+    assertEquals(error.suggestion, "it was never deployed: push to deploy it");
   });
 });
 
