@@ -50,14 +50,19 @@ function local(iso: string): string {
 }
 
 /** Prints `cron <app>` as a table (or JSON). */
-export async function showJobs(app: string, json: boolean): Promise<number> {
-  const rows = await listJobs(app);
+export async function showJobs(app: string, json: boolean, root?: string): Promise<number> {
+  const rows = await listJobs(app, root);
   if (json) {
     console.log(JSON.stringify(rows, null, 2));
     return 0;
   }
   if (!rows.length) {
-    console.log(`${app} has no cron jobs in its serving release.`);
+    const serving = await currentRelease(appPaths(app, root));
+    console.log(
+      serving
+        ? `${app} has no cron jobs in its serving release.`
+        : `${app} has no serving release yet: no cron jobs run.`,
+    );
     return 0;
   }
   const table = [

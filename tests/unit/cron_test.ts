@@ -8,6 +8,7 @@ import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { type CronJob, jobNameProblem } from "../../src/cron/job.ts";
 import { cronLogPath, type CronRun, lastRuns, readRuns, recordRun } from "../../src/cron/log.ts";
 import { dueJobs } from "../../src/cron/scheduler.ts";
+import { showJobs } from "../../src/cron/list.ts";
 import { hasCron, schedulerService, syncCron } from "../../src/cron/sync.ts";
 import { cron } from "../../src/deploy/steps/cron.ts";
 import type { ServerConfig } from "../../src/config/schema.ts";
@@ -629,6 +630,27 @@ Deno.test("syncCron (the deploy's cron step, and rollback's): systemd timers fol
     assertEquals(await syncCron(pm2Ctx(empty), {}), "no cron jobs");
     assertEquals(empty.calls, []);
   } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("cron <app>: an app never deployed has no serving release (said so), one deployed without jobs has none", async () => {
+  const root = await Deno.makeTempDir({ prefix: "dp-cron-list-" });
+  const printed: string[] = [];
+  const log = console.log;
+  console.log = (...args: unknown[]) => printed.push(args.join(" "));
+  try {
+    const paths = appPaths("web", root);
+    await Deno.mkdir(paths.dir, { recursive: true });
+    await Deno.writeTextFile(paths.config, "port: 8000\nmanager: pm2\n");
+    assertEquals(await showJobs("web", false, root), 0);
+    assertEquals(printed.pop(), "web has no serving release yet: no cron jobs run.");
+    await Deno.mkdir(join(paths.dir, "releases", "r1"), { recursive: true });
+    await Deno.symlink("releases/r1", paths.current);
+    assertEquals(await showJobs("web", false, root), 0);
+    assertEquals(printed.pop(), "web has no cron jobs in its serving release.");
+  } finally {
+    console.log = log;
     await Deno.remove(root, { recursive: true });
   }
 });
