@@ -14,6 +14,7 @@ import { readCertificatesFile } from "../proxy/cert_state.ts";
 import { jsonObjectOf } from "./json_line.ts";
 import { capText, FIELD, size } from "./limits.ts";
 import { type RequestMinute, requestMinuteOf, storeRequestMinutes } from "./metric_store.ts";
+import { zonedTime } from "./server_time.ts";
 import type { CronRunRow, DeploymentRow, FileLedger, FleetStore, LogLine } from "./store.ts";
 
 /** How many bytes identify a file. */
@@ -298,7 +299,7 @@ async function readInto(
     if (start === 0 && !eof) continue; // the middle of a long line: nothing to store yet
     ledger.offset = pendingAt + start;
     if (isDeployLog) {
-      const rows = lines.map(deploymentOf).filter((row): row is DeploymentRow => row !== undefined);
+      const rows = lines.flatMap((line) => deploymentOf(line, now) ?? []);
       result.deployments += store.ingestDeployments(ledger, app, rows);
     } else if (isCronLog) {
       const runs = lines.map(cronRunOf).filter((run): run is CronRunRow => run !== undefined);
@@ -340,8 +341,13 @@ function requestMinutes(lines: LogLine[], now: number): RequestMinute[] {
 /** deploy.log events that end a deploy or a rollback. */
 const OUTCOMES = new Set(["success", "failed", "rolled_back", "cancelled", "refused", "rollback_failed"]);
 
-/** A deploy outcome from one JSON line of deploy.log, or undefined for other events. */
-export function deploymentOf(line: LogLine): DeploymentRow | undefined {
+/**
+ * A deploy outcome from one JSON line of deploy.log, or undefined for other events. Its `time` is
+ * taken when it is a time (./server_time.ts: ISO 8601 with its zone, from 2000 to a day past `now`),
+ * as ISO in UTC; else `now`, when it was pulled: alerts and links carry it, so it is never the
+ * server's text (a Slack mention, a date Discord refuses).
+ */
+export function deploymentOf(line: LogLine, now: number): DeploymentRow | undefined {
   const event = jsonObjectOf(line.text);
   if (!event || !OUTCOMES.has(event.event as string)) return undefined;
   const text = (key: string, max: number = FIELD.short) => capText(event[key], max) ?? undefined;
@@ -349,7 +355,7 @@ export function deploymentOf(line: LogLine): DeploymentRow | undefined {
   const step = event.ok === false && message?.includes(": ") ? message.split(": ")[0] : undefined;
   return {
     offset: line.offset,
-    at: text("time") ?? new Date(line.ts).toISOString(),
+    at: new Date(zonedTime(event.time, now) ?? now).toISOString(),
     outcome: event.event as string,
     release: text("release"),
     commit: text("commit"),

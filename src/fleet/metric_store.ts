@@ -16,6 +16,7 @@ import { capText, FIELD } from "./limits.ts";
 import type { RawMetrics } from "./server_metrics.ts";
 import { type Previous, type Sample, sampleOf } from "./server_sample.ts";
 import { SERVER_COLUMNS } from "./server_latest.ts";
+import { zonedTime } from "./server_time.ts";
 import type { FileLedger, FleetStore, LogLine } from "./store.ts";
 
 /** How long raw rows are kept before they are averaged into 5-minute rows. */
@@ -125,21 +126,18 @@ const count = (value: unknown) =>
 const ms = (value: unknown) =>
   typeof value === "number" && Number.isFinite(value) && value >= 0 && value <= MAX_MS ? value : null;
 
-/** An ISO time with its zone (`Z` or an offset): without one, Date.parse would read the fleet's local time. */
-const ZONED = /^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d{1,9})?)?(Z|[+-]\d\d:?\d\d)$/;
-
 /**
  * The request window of a metrics.log line (../proxy/metrics.ts's takeMinute: `{ts, app, requests,
  * status: {"2xx": n, "5xx": n…}, p50_ms, p95_ms…}`, `ts` the window's end), or undefined when it
  * is not one. Hostile input: `ts` must be an ISO time with its zone, after 2000 and at most a day
- * after `now`; counts whole, ≥ 0 and sane, 5xx at most the requests and the other statuses at most
+ * after `now` (./server_time.ts); counts whole, ≥ 0 and sane, 5xx at most the requests and the other statuses at most
  * the rest; latencies finite (else null).
  */
 export function requestMinuteOf(line: LogLine, now: number): RequestMinute | undefined {
   const r = jsonObjectOf(line.text);
   if (!r) return undefined;
-  const ts = typeof r.ts === "string" && ZONED.test(r.ts) ? Date.parse(r.ts) : NaN;
-  if (!(ts >= Date.UTC(2000, 0, 1) && ts <= now + 86_400_000)) return undefined;
+  const ts = zonedTime(r.ts, now);
+  if (ts === undefined) return undefined;
   const requests = count(r.requests);
   if (requests === undefined) return undefined;
   let errors = 0;

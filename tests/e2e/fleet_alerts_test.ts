@@ -45,10 +45,9 @@ class Local {
     await Deno.writeTextFile(join(dir, "certificates.json"), JSON.stringify({ updatedAt: notAfter, certificates }));
   }
 
-  async deployed(app: string, event: string, step?: string) {
-    await Deno.mkdir(join(this.logs, app), { recursive: true });
+  async deployed(app: string, event: string, step?: string, time: unknown = new Date().toISOString()) {
     const line = {
-      time: new Date().toISOString(),
+      time,
       app,
       event,
       commit: "1a2b3c4".padEnd(40, "0"),
@@ -56,7 +55,13 @@ class Local {
       duration: 4200,
       message: step ? `${step}: it broke` : undefined,
     };
-    await Deno.writeTextFile(join(this.logs, app, "deploy.log"), JSON.stringify(line) + "\n", { append: true });
+    await this.log(app, "deploy.log", JSON.stringify(line));
+  }
+
+  /** Appends `lines` to the app's log file `name`. */
+  async log(app: string, name: string, ...lines: string[]) {
+    await Deno.mkdir(join(this.logs, app), { recursive: true });
+    await Deno.writeTextFile(join(this.logs, app, name), lines.map((line) => line + "\n").join(""), { append: true });
   }
 
   /** The pull fails: the log directory is a file. */
@@ -217,6 +222,45 @@ servers:
       child.kill("SIGKILL");
     } catch { /* already ended */ }
     await child.status;
+    await local.close();
+    await hooks.close();
+  }
+});
+
+Deno.test("fleet collect --once: a deploy.log `time` that is Slack markup is the time it was pulled in every alert", async () => {
+  const hooks = await receiver();
+  const local = await Local.create(`interval: 30s
+alerts:
+  - { type: webhook, url: "${hooks.base}/hook" }
+  - { type: slack, url: "${hooks.base}/slack/T0/B0/x" }
+  - { type: discord, url: "${hooks.base}/discord/1/x" }
+servers:
+  - { name: here, host: local }
+`);
+  try {
+    await local.status("api", true);
+    await local.deployed("api", "success");
+    assertEquals((await local.collect()).code, 0, "first sight: history");
+    const evil = "<!channel> <https://evil.example/login|Re-authenticate>";
+    await local.deployed("api", "failed", "build", evil);
+    const before = Date.now();
+    const result = await local.collect();
+    assertEquals(result.code, 0, result.output);
+    assertEquals(hooks.got.length, 3, JSON.stringify(hooks.got));
+    const by = (path: string) => hooks.got.find((r) => r.path.startsWith(path))!.body;
+    const inTheCycle = (iso: unknown) => {
+      assertMatch(String(iso), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+      assert(Math.abs(Date.parse(String(iso)) - before) < 60_000, `${iso}: not when it was pulled`);
+    };
+    const hook = by("/hook");
+    assertEquals(`${hook.event} ${hook.title}`, "failed deploy of here/api 1a2b3c4 failed at build");
+    inTheCycle(hook.at);
+    const slack = JSON.stringify(by("/slack"));
+    assert(!slack.includes("<!channel>") && !slack.includes("<https://") && !slack.includes("evil"), slack);
+    const discord = by("/discord") as { embeds: { timestamp: string }[] };
+    inTheCycle(discord.embeds[0].timestamp);
+    assertEquals(discord.embeds[0].timestamp, hook.at, "the deploy's time, not the time of sending");
+  } finally {
     await local.close();
     await hooks.close();
   }

@@ -63,7 +63,7 @@ Deno.test("jsonObjectOf: a JSON object, or undefined for anything else (deploy.l
   assertEquals(jsonObjectOf('{"a":1}'), { a: 1 });
   for (const text of ["", "not json", "[1]", "null", "5", '"x"', "{broken", ' {"a":1}']) {
     assertEquals(jsonObjectOf(text), undefined, text);
-    assertEquals(deploymentOf({ offset: 0, ts: 0, text }), undefined, text);
+    assertEquals(deploymentOf({ offset: 0, ts: 0, text }, 0), undefined, text);
     assertEquals(cronRunOf({ offset: 0, ts: 0, text }), undefined, text);
   }
 });
@@ -80,12 +80,43 @@ Deno.test("deploymentOf: outcome events of deploy.log, with the failing step", (
       duration: 5,
       message: "health: 500",
     }),
-  });
+  }, Date.UTC(2026, 11, 6));
   assertEquals(row?.outcome, "failed");
   assertEquals(row?.step, "health");
   assertEquals(row?.offset, 10);
-  assertEquals(deploymentOf({ offset: 0, ts: 0, text: '{"event":"build","ok":true}' }), undefined);
-  assertEquals(deploymentOf({ offset: 0, ts: 0, text: "not json" }), undefined);
+  assertEquals(row?.at, "2026-11-29T07:00:00.000Z");
+  assertEquals(deploymentOf({ offset: 0, ts: 0, text: '{"event":"build","ok":true}' }, 0), undefined);
+  assertEquals(deploymentOf({ offset: 0, ts: 0, text: "not json" }, 0), undefined);
+});
+
+Deno.test("deploymentOf: a `time` that is not an ISO instant with its zone, from 2000 to a day ahead, is when it was pulled", () => {
+  const now = Date.UTC(2026, 11, 6, 12);
+  const pulled = new Date(now).toISOString();
+  const at = (time: unknown) =>
+    deploymentOf({ offset: 0, ts: now, text: JSON.stringify({ event: "failed", ok: false, time }) }, now)?.at;
+  assertEquals(at("2026-12-06T11:00:00.250Z"), "2026-12-06T11:00:00.250Z");
+  assertEquals(at("2026-12-06T13:00:00+02:00"), "2026-12-06T11:00:00.000Z", "in UTC, as ISO");
+  assertEquals(at("2026-12-07T12:00:00Z"), "2026-12-07T12:00:00.000Z", "a day ahead: clocks differ");
+  for (
+    const time of [
+      "<!channel> <https://evil.example/login|Re-authenticate>",
+      "2026-12-06T11:00:00Z <!channel>",
+      "2026-12-06T11:00:00", // no zone: the fleet's local time would be read
+      "2026-12-06",
+      "Sun, 06 Dec 2026 11:00:00 GMT",
+      "9999-12-31T23:59:59Z",
+      "2026-12-07T12:00:01Z",
+      "1970-01-01T00:00:00Z",
+      "+275760-09-13T00:00:00Z",
+      1796558400000,
+      null,
+      ["2026-12-06T11:00:00Z"],
+      undefined,
+    ]
+  ) assertEquals(at(time), pulled, JSON.stringify(time));
+  // Not the line's own time either: a `{"ts":…}` prefix says nothing of the deploy.
+  const line = { offset: 0, ts: Date.UTC(9999, 0), text: '{"ts":"9999-01-01T00:00:00Z","event":"failed"}' };
+  assertEquals(deploymentOf(line, now)?.at, pulled);
 });
 
 Deno.test("ingestFile: new complete lines once each across growth, a partial line, rotation and replacement", async () => {
