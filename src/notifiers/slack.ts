@@ -1,5 +1,6 @@
 /**
- * Slack incoming webhooks: Block Kit sections in mrkdwn, values escaped.
+ * Slack incoming webhooks: Block Kit sections in mrkdwn, every value escaped (the context's event
+ * and time too: a fleet alert's may come from a server).
  * @module
  */
 import { facts, type Notifier } from "./notifier.ts";
@@ -18,7 +19,10 @@ export const slack: Notifier = {
         },
         ...(line ? [{ type: "section", text: { type: "mrkdwn", text: escapeSlack(line) } }] : []),
         ...(detail ? [{ type: "section", text: { type: "mrkdwn", text: "```" + detail + "```" } }] : []),
-        { type: "context", elements: [{ type: "mrkdwn", text: `deploy-paradigm · ${notice.event} · ${notice.at}` }] },
+        {
+          type: "context",
+          elements: [{ type: "mrkdwn", text: escapeSlack(`deploy-paradigm · ${notice.event} · ${notice.at}`) }],
+        },
       ],
     };
   },

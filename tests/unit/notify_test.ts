@@ -1,5 +1,5 @@
 /** Notification payloads and URL redaction (pure). */
-import { assert, assertEquals } from "../helpers/assert.ts";
+import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { type Notice, notifyAll, payload, redactUrl } from "../../src/notify.ts";
 
 const NOTICE: Notice = {
@@ -25,6 +25,26 @@ Deno.test("payload: webhook JSON, Slack text + blocks (escaped), Discord embed w
   assertEquals(discord.embeds[0].color, 0xc62828);
   assertEquals(discord.embeds[0].fields.map((f) => f.name), ["app", "server", "version", "step"]);
   assertEquals(discord.allowed_mentions.parse, []);
+});
+
+Deno.test("payload: a notice's time that is not a time makes no Slack mention or link, and Discord gets an ISO timestamp", () => {
+  const evil = "<!channel> <https://evil.example/login|Re-authenticate>";
+  const notice = { ...NOTICE, event: "failed <@U1>", at: evil };
+  const slack = payload("slack", notice) as { blocks: { type: string; elements?: { text: string }[] }[] };
+  const context = slack.blocks.find((b) => b.type === "context")!.elements![0].text;
+  assertEquals(
+    context,
+    "deploy-paradigm · failed &lt;@U1&gt; · &lt;!channel&gt; &lt;https://evil.example/login|Re-authenticate&gt;",
+  );
+  const timestamp = (at: string) =>
+    (payload("discord", { ...NOTICE, at }) as { embeds: { timestamp: string }[] }).embeds[0].timestamp;
+  assertEquals(timestamp("2026-11-29T10:00:00+01:00"), "2026-11-29T09:00:00.000Z");
+  for (const at of [evil, "", "+275760-09-13T00:00:00Z"]) {
+    const sent = Date.now();
+    const iso = timestamp(at);
+    assertMatch(iso, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/, at);
+    assert(Math.abs(Date.parse(iso) - sent) < 5_000, `${at}: ${iso}, not the time of sending`);
+  }
 });
 
 Deno.test("redactUrl: scheme and host only", () => {
