@@ -14,7 +14,7 @@ import { readCertificatesFile } from "../proxy/cert_state.ts";
 import { jsonObjectOf } from "./json_line.ts";
 import { capText, FIELD, size } from "./limits.ts";
 import { type RequestMinute, requestMinuteOf, storeRequestMinutes } from "./metric_store.ts";
-import { zonedTime } from "./server_time.ts";
+import { LINE_AHEAD_MS, plausibleTime, zonedTime } from "./server_time.ts";
 import type { CronRunRow, DeploymentRow, FileLedger, FleetStore, LogLine } from "./store.ts";
 
 /** How many bytes identify a file. */
@@ -90,14 +90,19 @@ export async function decide(
   };
 }
 
-/** A line's own timestamp (ISO-like, at its start, as PM2 writes with `time: true`), else undefined. */
-export function lineTime(text: string): number | undefined {
+/**
+ * A line's own timestamp (ISO-like, at its start, as PM2 writes with `time: true`), when it is
+ * plausible at `now`, the time of the pull (./server_time.ts: from 2000 to {@link LINE_AHEAD_MS}
+ * past it); else undefined (the line takes `now`). A line dated 9999 would never be removed by
+ * retention and would stay in every log rule's window.
+ */
+export function lineTime(text: string, now: number): number | undefined {
   const match = /^(?:\[|\{"ts":")?(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)([.,]\d{1,9})?(Z|[+-]\d\d:?\d\d)?/.exec(text);
   if (!match) return undefined;
   const fraction = match[3] ? `.${match[3].slice(1, 4).padEnd(3, "0")}` : "";
   const zone = match[4] ? match[4].replace(/^([+-]\d\d)(\d\d)$/, "$1:$2") : "Z";
   const ms = Date.parse(`${match[1]}T${match[2]}${fraction}${zone}`);
-  return Number.isNaN(ms) ? undefined : ms;
+  return plausibleTime(ms, now, LINE_AHEAD_MS) ? ms : undefined;
 }
 
 /** Reads facts of an open file. */
@@ -330,7 +335,7 @@ function pushLine(lines: LogLine[], decoder: TextDecoder, bytes: Uint8Array, off
   let text = decoder.decode(bytes).replace(/\r$/, "").replace(/[\uFFFE\uFFFF]/g, "\uFFFD");
   if (!text.trim()) return;
   text = capText(text, FIELD.line)!;
-  lines.push({ offset, text, ts: lineTime(text) ?? now });
+  lines.push({ offset, text, ts: lineTime(text, now) ?? now });
 }
 
 /** The request minutes of metrics.log lines (the proxy's, see ./metric_store.ts); other lines are skipped. */

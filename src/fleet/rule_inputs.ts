@@ -14,6 +14,7 @@ import type { CycleSummary } from "./collector.ts";
 import { type Cycle, MAX_SUBJECTS, type Observation, type Rule, RULE_METRICS, type ThresholdRule } from "./rules.ts";
 import { appRequestWindow } from "./series.ts";
 import { latestServerMetrics, type ServerLatest } from "./server_latest.ts";
+import { LINE_AHEAD_MS } from "./server_time.ts";
 import type { FleetStore } from "./store.ts";
 
 /** Matching lines counted at most per rule and cycle (a flood costs a bounded query). */
@@ -24,9 +25,6 @@ export const MAX_COUNTED_LINES = 100_000;
  * in id order for MIN(id) (39 ms per million lines, every cycle, for every log rule).
  */
 export const WINDOW_FIRST_LINE = "SELECT MIN(id) AS id FROM lines INDEXED BY lines_ts WHERE ts >= ?";
-
-/** Log lines dated this far past the cycle still count (clocks differ); later ones never do. */
-const FUTURE_SLACK_MS = 60_000;
 
 /**
  * The observations of every rule (certificate rules aside) after `summary`'s cycle. `judged`:
@@ -69,7 +67,8 @@ export function observe(
     } else if (rule.kind === "threshold") {
       observations = from.flatMap((server) => appObservations(store, rule, server, now));
     } else if (rule.kind === "log") {
-      const counts = countMatches(store, rule.query, rule.app, now - rule.withinMs, now + FUTURE_SLACK_MS);
+      // Lines dated a little past the cycle count (clocks differ): ingestion dates none later than that.
+      const counts = countMatches(store, rule.query, rule.app, now - rule.withinMs, now + LINE_AHEAD_MS);
       observations = from.map((server) => ({
         subject: { server, ...(rule.app === undefined ? {} : { app: rule.app }) },
         value: counts.get(server) ?? 0,

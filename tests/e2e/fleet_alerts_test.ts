@@ -6,6 +6,7 @@
  * turns into a file (the pull fails) and comes back when it is a directory again.
  */
 import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { receiver } from "../helpers/receiver.ts";
 import { BIN, freePort, run, spawnCapturing } from "../helpers/server.ts";
@@ -260,6 +261,34 @@ servers:
     const discord = by("/discord") as { embeds: { timestamp: string }[] };
     inTheCycle(discord.embeds[0].timestamp);
     assertEquals(discord.embeds[0].timestamp, hook.at, "the deploy's time, not the time of sending");
+  } finally {
+    await local.close();
+    await hooks.close();
+  }
+});
+
+Deno.test("fleet collect --once: a log line dated 9999 is stored at the pull's time, so a log rule counts it and alerts", async () => {
+  const hooks = await receiver();
+  const local = await Local.create(`interval: 30s
+alerts:
+  - { type: webhook, url: "${hooks.base}/hook" }
+rules:
+  - { name: fatal, query: FATAL, atLeast: 1, within: 5m }
+servers:
+  - { name: here, host: local }
+`);
+  try {
+    await local.status("api", true);
+    await local.log("api", "error.log", `${new Date().toISOString()} started`);
+    assertEquals((await local.collect()).code, 0);
+    assertEquals(hooks.at("/hook"), []);
+    await local.log("api", "error.log", "9999-12-31T23:59:59Z FATAL forever");
+    const result = await local.collect();
+    assertEquals(result.code, 0, result.output);
+    assertEquals(hooks.at("/hook"), ["rule_firing here: 1 line matching FATAL within 5m"]);
+    using db = new DatabaseSync(join(local.env.FLEET_MONITOR_HOME, "data", "fleet.db"), { readOnly: true });
+    const { ts } = db.prepare("SELECT ts FROM lines WHERE text LIKE '%FATAL forever'").get() as { ts: number };
+    assert(ts <= Date.now() && ts > Date.now() - 60_000, `stored at ${new Date(ts).toISOString()}`);
   } finally {
     await local.close();
     await hooks.close();

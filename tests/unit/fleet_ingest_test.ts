@@ -7,6 +7,8 @@ import { type FileLedger, HISTORY_ROWS, HISTORY_ROWS_PER_SERVER } from "../../sr
 import { MIGRATIONS } from "../../src/fleet/migrations.ts";
 import { withStore } from "../helpers/fleet_store.ts";
 import { MARK_CLOSE, MARK_OPEN, searchLogs } from "../../src/fleet/log_queries.ts";
+import { countMatches, WINDOW_FIRST_LINE } from "../../src/fleet/rule_inputs.ts";
+import { LINE_AHEAD_MS } from "../../src/fleet/server_time.ts";
 import {
   FIELD,
   MAX_NEW_BYTES_PER_FILE,
@@ -51,12 +53,47 @@ Deno.test("decide: growth, first sight, rotation, copytruncate, replacement", as
 });
 
 Deno.test("lineTime: PM2's, ISO and metrics.log timestamps at the start of a line; none → undefined", () => {
-  assertEquals(lineTime("2026-11-29T07:00:01: GET /"), Date.UTC(2026, 10, 29, 7, 0, 1));
-  assertEquals(lineTime("2026-11-29 07:00:01.250+01:00 x"), Date.UTC(2026, 10, 29, 6, 0, 1, 250));
-  assertEquals(lineTime("[2026-11-29T07:00:01Z] x"), Date.UTC(2026, 10, 29, 7, 0, 1));
+  const now = Date.UTC(2026, 11, 6);
+  assertEquals(lineTime("2026-11-29T07:00:01: GET /", now), Date.UTC(2026, 10, 29, 7, 0, 1));
+  assertEquals(lineTime("2026-11-29 07:00:01.250+01:00 x", now), Date.UTC(2026, 10, 29, 6, 0, 1, 250));
+  assertEquals(lineTime("[2026-11-29T07:00:01Z] x", now), Date.UTC(2026, 10, 29, 7, 0, 1));
   // The proxy's metrics.log: one JSON object per app per minute, its time first.
-  assertEquals(lineTime('{"ts":"2026-11-29T07:01:00.000Z","app":"shop"}'), Date.UTC(2026, 10, 29, 7, 1, 0));
-  assertEquals(lineTime("GET / 200"), undefined);
+  assertEquals(lineTime('{"ts":"2026-11-29T07:01:00.000Z","app":"shop"}', now), Date.UTC(2026, 10, 29, 7, 1, 0));
+  assertEquals(lineTime("GET / 200", now), undefined);
+});
+
+Deno.test("lineTime: a time past the pull by more than a minute, or before 2000, is none (the line takes the pull's)", () => {
+  const now = Date.UTC(2026, 11, 6, 12);
+  assertEquals(lineTime("2026-12-06T12:01:00Z clocks differ", now), now + LINE_AHEAD_MS);
+  for (
+    const text of [
+      "9999-12-31T23:59:59Z FATAL",
+      "[9999-12-31 23:59:59.999+14:00] FATAL",
+      '{"ts":"9999-12-31T23:59:59Z"}',
+      "2026-12-06T12:01:00.001Z a minute and a millisecond ahead",
+      "2026-12-07T12:00:00Z a day ahead",
+      "1970-01-01T00:00:00Z a clock never set",
+    ]
+  ) assertEquals(lineTime(text, now), undefined, text);
+});
+
+Deno.test("ingestFile: a line dated 9999 is stored at the pull's time: retention removes it, and a log rule's window counts it", async () => {
+  await withStore("dp-ingest-", async (store, dir) => {
+    const path = join(dir, "error.log");
+    const now = Date.UTC(2026, 11, 6, 12);
+    await Deno.writeTextFile(path, "9999-12-31T23:59:59Z FATAL forever\n2026-12-06T11:59:00Z FATAL honest\n");
+    await ingestFile(store, "web1", { rel: "api/error.log", path, ino: null }, undefined, now);
+    const rows = store.sql("SELECT ts, text FROM lines ORDER BY id").all() as { ts: number; text: string }[];
+    assertEquals(rows.map((r) => [r.ts, r.text]), [
+      [now, "9999-12-31T23:59:59Z FATAL forever"],
+      [now - 60_000, "2026-12-06T11:59:00Z FATAL honest"],
+    ]);
+    assertEquals(countMatches(store, "FATAL", undefined, now - 300_000, now + LINE_AHEAD_MS).get("web1"), 2);
+    // The window's first line is the line's own: a line dated 9999 no longer makes every window start at it.
+    const first = (since: number) => (store.sql(WINDOW_FIRST_LINE).get(since) as { id: number | null }).id;
+    assertEquals(first(now + 2 * LINE_AHEAD_MS), null);
+    assertEquals(await store.retain({ days: 30, now: now + 31 * 86_400_000 }), 2);
+  });
 });
 
 Deno.test("jsonObjectOf: a JSON object, or undefined for anything else (deploy.log, cron.log, metrics.log read it)", () => {
