@@ -33,6 +33,7 @@ import {
   storeServerSample,
 } from "./metric_store.ts";
 import { MAX_DELTA_GAP_MS } from "./server_sample.ts";
+import { Slots } from "./slots.ts";
 import { type Source, sourceFor } from "./source.ts";
 import type { FreshnessView } from "./views.ts";
 import type { AppStatusJson, FleetStore } from "./store.ts";
@@ -90,8 +91,7 @@ export class Collector {
   private readonly inFlight = new Set<string>();
   private readonly sources = new Map<string, Source>();
   /** Pulls running now, across cycles: never more than `concurrency`. */
-  private running = 0;
-  private readonly waiting: (() => void)[] = [];
+  private readonly pulls: Slots;
   private lastStart?: number;
   private holdCycles = 0;
   private gapMs = 0;
@@ -103,7 +103,9 @@ export class Collector {
     private readonly clock: () => number = Date.now,
     /** `metrics: false`: no server metrics are read (only to measure what they cost: bench/fleet.ts). */
     private readonly options: { metrics?: boolean } = {},
-  ) {}
+  ) {
+    this.pulls = new Slots(config.concurrency);
+  }
 
   /** How long without a cycle means the collector itself did not run (a laptop asleep). */
   private get gapLimit(): number {
@@ -119,15 +121,6 @@ export class Collector {
     const now = this.clock();
     const overdue = this.lastStart !== undefined && now - this.lastStart > this.gapLimit;
     return { now, intervalMs: this.config.interval, holding: this.holdCycles > 0 || overdue, gapMs: this.gapMs };
-  }
-
-  private async slot(): Promise<() => void> {
-    if (this.running >= this.config.concurrency) await new Promise<void>((resolve) => this.waiting.push(resolve));
-    this.running++;
-    return () => {
-      this.running--;
-      this.waiting.shift()?.();
-    };
   }
 
   /** Collector figures for /metrics. */
@@ -149,15 +142,12 @@ export class Collector {
     const skipped: string[] = [];
     // Each server takes a slot of the collector-wide limit, and is skipped when a pull of it
     // (from this or an earlier cycle) is under way when its turn comes.
-    await Promise.all(this.config.servers.map(async (server) => {
-      const release = await this.slot();
-      try {
+    await Promise.all(this.config.servers.map((server) =>
+      this.pulls.run(async () => {
         if (this.inFlight.has(server.name)) skipped.push(server.name);
         else outcomes.push(await this.pullServer(server, changes));
-      } finally {
-        release();
-      }
-    }));
+      })
+    ));
     const ended = this.clock();
     // A cycle that spanned a gap (the laptop slept during a pull): its failures are not judged.
     if (ended - started > this.gapLimit && outcomes.some((o) => !o.ok)) this.holdCycles = 2;

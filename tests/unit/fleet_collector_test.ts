@@ -12,6 +12,7 @@ import { fleetConfigSchema, fleetPaths } from "../../src/fleet/config.ts";
 import { LocalSource } from "../../src/fleet/source.ts";
 import { fleetOverview } from "../../src/fleet/queries.ts";
 import { FleetStore } from "../../src/fleet/store.ts";
+import { Slots } from "../../src/fleet/slots.ts";
 
 Deno.test("collector: a pause of the collector holds judgement for a cycle; then a dead server is unreachable", async () => {
   const dir = await Deno.makeTempDir({ prefix: "dp-collector-" });
@@ -145,4 +146,35 @@ Deno.test("collector: a server making up log file names each cycle: the ledgers 
     const steadyLines = store.sql("SELECT COUNT(*) AS n FROM lines WHERE file = 'steady.log'").get() as { n: number };
     assertEquals(steadyLines.n, 0, "its lines, removed by retention, are not read again");
   });
+});
+
+Deno.test("Slots: at most the limit at once, in turn; a released slot goes to the next in line, never to a newcomer", async () => {
+  const slots = new Slots(2);
+  let running = 0;
+  let peak = 0;
+  const order: number[] = [];
+  const task = (i: number) =>
+    slots.run(async () => {
+      peak = Math.max(peak, ++running);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      order.push(i);
+      running--;
+    });
+  await Promise.all(Array.from({ length: 10 }, (_, i) => task(i)));
+  assertEquals(peak, 2);
+  assertEquals(order.length, 10);
+  // Released and taken in the same tick: the one waiting gets it, the newcomer waits.
+  const held = await slots.take();
+  const other = await slots.take();
+  const got: string[] = [];
+  const waiting = slots.take().then((release) => (got.push("waiting"), release));
+  held();
+  held(); // a second release changes nothing
+  const newcomer = slots.take().then((release) => (got.push("newcomer"), release));
+  (await waiting)();
+  other();
+  (await newcomer)();
+  assertEquals(got, ["waiting", "newcomer"]);
+  await Promise.all([task(10), task(11), task(12)]);
+  assertEquals(peak, 2, "the double release freed nothing more");
 });
