@@ -85,13 +85,18 @@ export function payload(type: TargetType, notice: Notice): unknown {
   return NOTIFIERS[type].payload(notice);
 }
 
+/** Whether `target` takes notices of `event` (its `events`, all without them). */
+export function wants(target: Target, event: string): boolean {
+  return !target.events || target.events.includes(event);
+}
+
 /** Sends `notice` to every target that wants its event, at once; each bounded by `timeoutMs`. */
 export async function notifyAll(
   targets: readonly Target[],
   notice: Notice,
   timeoutMs = NOTIFY_TIMEOUT_MS,
 ): Promise<Delivery[]> {
-  const wanted = targets.filter((t) => !t.events || t.events.includes(notice.event));
+  const wanted = targets.filter((t) => wants(t, notice.event));
   return await Promise.all(wanted.map((target) => send(target, notice, timeoutMs)));
 }
 

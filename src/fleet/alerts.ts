@@ -31,7 +31,7 @@
  * kept after each cycle by ./fleet_alerts.ts). What each notice says: ./alert_notices.ts.
  * @module
  */
-import { type Delivery, type Notice, NOTIFY_TIMEOUT_MS, notifyAll, type Target } from "../notify.ts";
+import { type Delivery, type Notice, NOTIFY_TIMEOUT_MS, notifyAll, type Target, wants } from "../notify.ts";
 import { forTerminal } from "../terminal.ts";
 import type { CycleSummary } from "./collector.ts";
 import {
@@ -47,6 +47,7 @@ import { CERTIFICATE_COLUMNS, type CertificateRecord, DEPLOYMENT_COLUMNS, type D
 import { type CertificateView, certificateView } from "./views.ts";
 import type { FleetStore } from "./store.ts";
 import { observe } from "./rule_inputs.ts";
+import { Slots } from "./slots.ts";
 import {
   type CertificateRule,
   evaluate,
@@ -122,6 +123,12 @@ export function certificateAtRiskWithin(certificate: CertificateView, now: numbe
  */
 const MAX_DEPLOY_NOTICES = 10;
 
+/**
+ * Deliveries to one target at once at most; the others wait their turn (a burst of notices is not
+ * thousands of requests at once, each timing out).
+ */
+export const MAX_DELIVERIES_PER_TARGET = 4;
+
 /** Turns cycles into notices (transitions against its memory) and sends them. */
 export class Alerter {
   readonly graceCycles: number;
@@ -133,6 +140,8 @@ export class Alerter {
   private readonly certificateRule?: CertificateRule;
   /** The start of the cycle whose pull of each server was taken last (this run's: an older cycle ending late is ignored). */
   private readonly lastPull = new Map<string, string>();
+  /** Each target's deliveries under way, across cycles (by index in `targets`). */
+  private readonly deliveries: Slots[];
 
   constructor(readonly targets: readonly Target[], options: AlerterOptions = {}) {
     this.graceCycles = options.graceCycles ?? 2;
@@ -142,8 +151,9 @@ export class Alerter {
     this.rules = options.rules ?? [];
     this.servers = options.servers ?? [];
     this.certificateRule = this.rules.find((rule) => rule.kind === "certificate");
+    this.deliveries = targets.map(() => new Slots(MAX_DELIVERIES_PER_TARGET));
     // Targets added since the last run: what fires now was never sent, so its recovery will not be.
-    const targeted = targets.some((target) => !target.events || target.events.includes("rule_firing"));
+    const targeted = targets.some((target) => wants(target, "rule_firing"));
     if (this.memory.targeted === false && targeted) {
       for (const states of Object.values(this.memory.rules ?? {})) {
         for (const state of Object.values(states)) if (state.state === "firing") state.unsent = true;
@@ -376,14 +386,16 @@ export class Alerter {
   }
 
   /**
-   * Sends each notice to the targets that want it, all at once, each delivery bounded by the
-   * timeout; prints one line per failed delivery. Never throws.
+   * Sends each notice to the targets that want it, at most {@link MAX_DELIVERIES_PER_TARGET} at
+   * once to each (in order), each delivery bounded by the timeout; prints one line per failed
+   * delivery. Never throws.
    */
   async send(notices: readonly Notice[]): Promise<Delivery[]> {
     // One notifyAll per target, so that a failure is reported when it happens, not when the slowest target ends.
     const sent = await Promise.all(notices.flatMap((notice) =>
-      this.targets.map(async (target) => {
-        const deliveries = await notifyAll([target], notice, this.timeoutMs);
+      this.targets.map(async (target, i) => {
+        if (!wants(target, notice.event)) return [];
+        const deliveries = await this.deliveries[i].run(() => notifyAll([target], notice, this.timeoutMs));
         for (const delivery of deliveries) {
           if (!delivery.ok) this.log(`! alert to ${delivery.target} failed: ${forTerminal(delivery.detail)}`);
         }

@@ -9,7 +9,8 @@
 import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { cycleSummary } from "../helpers/fleet_store.ts";
-import { Alerter, type AlerterOptions } from "../../src/fleet/alerts.ts";
+import { receiver } from "../helpers/receiver.ts";
+import { Alerter, type AlerterOptions, MAX_DELIVERIES_PER_TARGET } from "../../src/fleet/alerts.ts";
 import { FleetAlerts } from "../../src/fleet/fleet_alerts.ts";
 import type { CycleSummary } from "../../src/fleet/collector.ts";
 import { fleetConfigSchema } from "../../src/fleet/config.ts";
@@ -595,6 +596,33 @@ Deno.test("alert delivery: a receiver that hangs costs the timeout, one answerin
       assert(!line.includes("secret-token"), line);
     }
   });
+});
+
+Deno.test("alert delivery: a burst of 40 notices is at most 4 requests at once to each target; all arrive", async () => {
+  const hooks = await receiver();
+  try {
+    const alerter = new Alerter([
+      { type: "webhook", url: `${hooks.base}/slow/hook` },
+      { type: "slack", url: `${hooks.base}/slow/slack` },
+      { type: "webhook", url: `${hooks.base}/slow/backs`, events: ["back"] },
+    ], { log: () => {} });
+    const notices = Array.from({ length: 40 }, (_, i): Notice => ({
+      event: "rule_firing",
+      ok: false,
+      title: `n${i}`,
+      fields: {},
+      at: new Date().toISOString(),
+    }));
+    const deliveries = await alerter.send(notices);
+    assertEquals([deliveries.length, deliveries.every((d) => d.ok)], [80, true]);
+    assertEquals(hooks.at("/slow/hook").sort(), notices.map((n) => `rule_firing ${n.title}`).sort());
+    assertEquals(hooks.at("/slow/backs"), [], "a target that does not want them waits for nothing");
+    for (const path of ["/slow/hook", "/slow/slack"]) {
+      assertEquals(hooks.peak(path), MAX_DELIVERIES_PER_TARGET, `${path}: ${hooks.peak(path)} at once`);
+    }
+  } finally {
+    await hooks.close();
+  }
 });
 
 Deno.test("alert delivery: a target that refuses the connection is reported, never thrown", async () => {
