@@ -3,7 +3,8 @@
  * text, for a server unreachable, back or over the collector's limits, a certificate at risk or
  * renewed, a failed or rolled-back deploy, and an alert rule firing or recovered (naming the
  * server, app, mount or job, the value with its unit and the threshold; or why it recovered
- * without a value: its subject gone, its rule removed from the config).
+ * without a value: its subject gone, its rule removed from the config), and the rest of a rule's
+ * transitions past a cycle's cap in one.
  * @module
  */
 import type { Notice } from "../notify.ts";
@@ -223,6 +224,28 @@ export function ruleNotice(transition: Transition): Notice {
       "firing since": firing ? undefined : since,
       "firing for": firing || Number.isNaN(lasted) ? undefined : span(lasted),
     },
+    at,
+  };
+}
+
+/**
+ * One notice for the rule transitions past a cycle's cap (./alerts.ts MAX_RULE_NOTICES), all of one
+ * rule and kind: how many more subjects fire (or recovered), naming them (`12 more subjects of rule
+ * cron are firing: web1/api job a, …`); `subjects` says how many.
+ */
+export function moreRulesNotice(transitions: readonly Transition[]): Notice {
+  const [{ rule, firing, at }] = transitions;
+  const n = transitions.length;
+  const subjects = transitions.map((transition) => subjectLabel(transition.subject));
+  const what = n === 1
+    ? `1 more subject of rule ${rule.name} ${firing ? "is firing" : "recovered"}`
+    : `${n} more subjects of rule ${rule.name} ${firing ? "are firing" : "recovered"}`;
+  return {
+    event: firing ? "rule_firing" : "rule_recovered",
+    ok: !firing,
+    title: line(`${what}: ${subjects.join(", ")}`),
+    fields: { rule: rule.name, severity: rule.severity, subjects: String(n) },
+    text: clip(subjects.join("\n")),
     at,
   };
 }

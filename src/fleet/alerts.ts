@@ -22,7 +22,9 @@
  * alert `rule_firing` and `rule_recovered` the same way, their states kept with the rest (and the
  * rules as they were, so that one removed from the config while firing recovers once); the
  * certificate rule (`{ certificate: expiring, days: 14 }`) sets the days of the certificate alert
- * above for the apps it matches (its `server:`, `app:`), 14 for the others.
+ * above for the apps it matches (its `server:`, `app:`), 14 for the others. A cycle sends at most
+ * {@link MAX_RULE_NOTICES} notices per rule of each kind, and one for the rest; its states keep
+ * every subject.
  *
  * The memory of what was last seen is small and kept in `<home>/data/alerts.json` (version 2: the
  * rules' states added; a version 1 file is read as one without them), so
@@ -38,6 +40,7 @@ import {
   backNotice,
   certificateNotice,
   deployNotice,
+  moreRulesNotice,
   overLimitNotice,
   ruleNotice,
   unreachableNotice,
@@ -58,6 +61,7 @@ import {
   type Subject,
   subjectKey,
   type SubjectState,
+  type Transition,
 } from "./rules.ts";
 import { comparedTo, describeRule, formatValue } from "./rule_text.ts";
 
@@ -122,6 +126,13 @@ export function certificateAtRiskWithin(certificate: CertificateView, now: numbe
  * of alerts; a server that floods them never crowds out another's).
  */
 const MAX_DEPLOY_NOTICES = 10;
+
+/**
+ * Notices per rule and cycle at most of each kind (firing, recovered); past them, one more names
+ * the rest (a server with 1,000 failing cron jobs is 11 notices, not 1,000). Every subject's state
+ * is kept whatever is sent, so each recovers, and the dashboard and `fleet alerts` show them all.
+ */
+export const MAX_RULE_NOTICES = 10;
 
 /**
  * Deliveries to one target at once at most; the others wait their turn (a burst of notices is not
@@ -352,7 +363,7 @@ export class Alerter {
       delete memory.ruleDefs;
       delete memory.judged;
     }
-    return transitions.map(ruleNotice);
+    return cappedRuleNotices(transitions);
   }
 
   /** Certificates that came to be at risk, or out of it, on the servers pulled in this cycle. */
@@ -404,4 +415,22 @@ export class Alerter {
     ));
     return sent.flat();
   }
+}
+
+/**
+ * The notices of a cycle's rule transitions: each one's, up to {@link MAX_RULE_NOTICES} per rule
+ * and kind (firing, recovered), then one for the rest of each (./alert_notices.ts moreRulesNotice).
+ */
+export function cappedRuleNotices(transitions: readonly Transition[]): Notice[] {
+  const notices: Notice[] = [];
+  const kinds = new Map<string, Transition[]>();
+  for (const transition of transitions) {
+    const key = `${transition.firing}\u0000${transition.rule.name}`;
+    let kind = kinds.get(key);
+    if (!kind) kinds.set(key, kind = []);
+    kind.push(transition);
+    if (kind.length <= MAX_RULE_NOTICES) notices.push(ruleNotice(transition));
+  }
+  const rests = [...kinds.values()].filter((kind) => kind.length > MAX_RULE_NOTICES);
+  return [...notices, ...rests.map((kind) => moreRulesNotice(kind.slice(MAX_RULE_NOTICES)))];
 }

@@ -77,20 +77,28 @@ export class FleetAlerts {
 /** Rule transitions shown under a cycle's line at most. */
 const MAX_RULE_LINES = 10;
 
+/** The transitions a rule notice stands for: one, or the `subjects` of one for the rest past the cap. */
+const transitionsOf = (notice: Notice) => Number(notice.fields.subjects) || 1;
+
+/** The transitions `notices` stand for in all. */
+const sum = (notices: readonly Notice[]) => notices.reduce((n, notice) => n + transitionsOf(notice), 0);
+
 /**
- * A cycle's rule transitions for its terminal output: `  rules: 1 firing, 1 recovered` and each
- * notice's title (nothing without any).
+ * A cycle's rule transitions for its terminal output: `  rules: 1 firing, 1 recovered` (every
+ * transition, sent one by one or not) and each notice's title (nothing without any).
  */
 export function ruleLines(notices: readonly Notice[]): string[] {
   const rules = notices.filter((notice) => notice.event === "rule_firing" || notice.event === "rule_recovered");
   if (!rules.length) return [];
-  const firing = rules.filter((notice) => notice.event === "rule_firing").length;
-  const counts = [firing && `${firing} firing`, rules.length - firing && `${rules.length - firing} recovered`];
+  const firing = sum(rules.filter((notice) => notice.event === "rule_firing"));
+  const recovered = sum(rules) - firing;
+  const shown = rules.slice(0, MAX_RULE_LINES);
+  const more = sum(rules) - sum(shown);
   return [
-    `  rules: ${counts.filter(Boolean).join(", ")}`,
-    ...rules.slice(0, MAX_RULE_LINES).map((notice) =>
+    `  rules: ${[firing && `${firing} firing`, recovered && `${recovered} recovered`].filter(Boolean).join(", ")}`,
+    ...shown.map((notice) =>
       `    ${notice.event === "rule_firing" ? "firing" : "recovered"}: ${forTerminal(notice.title, { oneLine: true })}`
     ),
-    ...(rules.length > MAX_RULE_LINES ? [`    and ${rules.length - MAX_RULE_LINES} more`] : []),
+    ...(more ? [`    and ${more} more`] : []),
   ];
 }

@@ -294,3 +294,52 @@ servers:
     await hooks.close();
   }
 });
+
+Deno.test("fleet collect --once: 20 apps × 50 cron jobs failing are 11 notices per target, at most 4 at once; fleet alerts lists all 1,000", async () => {
+  const hooks = await receiver();
+  const local = await Local.create(`interval: 30s
+alerts:
+  - { type: webhook, url: "${hooks.base}/slow/hook" }
+  - { type: slack, url: "${hooks.base}/slow/slack" }
+rules:
+  - { name: cron, cron: failed }
+servers:
+  - { name: here, host: local }
+`);
+  try {
+    const runs = async (outcome: string) => {
+      for (let a = 0; a < 20; a++) {
+        const jobs = Array.from({ length: 50 }, (_, j) => `job${String(j).padStart(2, "0")}`);
+        const start = new Date().toISOString();
+        await local.log(
+          `app${String(a).padStart(2, "0")}`,
+          "cron.log",
+          ...jobs.map((job) => JSON.stringify({ job, start, end: start, exitCode: 1, durationMs: 5, outcome })),
+        );
+      }
+    };
+    await runs("failed");
+    const fired = await local.collect();
+    assertEquals(fired.code, 0, fired.output);
+    assertMatch(fired.output, /rules: 1000 firing\n(.*\n){10}\s+and 990 more/);
+    for (const target of ["/slow/hook", "/slow/slack"]) {
+      assertEquals(hooks.got.filter((r) => r.path === target).length, 11, target);
+      assert(hooks.peak(target) <= 4, `${target}: ${hooks.peak(target)} requests at once`);
+    }
+    const more = hooks.at("/slow/hook").filter((t) => / more /.test(t));
+    assertEquals(more.length, 1);
+    assertMatch(more[0], /^rule_firing 990 more subjects of rule cron are firing: here\/app00 job job10, /);
+    const listed = await run([BIN, "fleet", "alerts", "--json"], { env: local.env });
+    const { rules } = JSON.parse(listed.output);
+    assertEquals(rules[0].subjects.filter((s: { state: string }) => s.state === "firing").length, 1000);
+
+    hooks.got.length = 0;
+    await runs("ok");
+    assertEquals((await local.collect()).code, 0);
+    assertEquals(hooks.at("/slow/hook").length, 11);
+    assertMatch(hooks.at("/slow/hook")[10], /^rule_recovered 990 more subjects of rule cron recovered: /);
+  } finally {
+    await local.close();
+    await hooks.close();
+  }
+});

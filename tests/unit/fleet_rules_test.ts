@@ -13,7 +13,8 @@ import { cycleSummary, withStore } from "../helpers/fleet_store.ts";
 import { parseConfig } from "../../src/config/load.ts";
 import { ConfigError, UsageError } from "../../src/errors.ts";
 import { readMemory } from "../../src/fleet/alert_memory.ts";
-import { Alerter } from "../../src/fleet/alerts.ts";
+import { Alerter, cappedRuleNotices, MAX_RULE_NOTICES } from "../../src/fleet/alerts.ts";
+import { ingestFile } from "../../src/fleet/ingest.ts";
 import { FleetAlerts, ruleLines } from "../../src/fleet/fleet_alerts.ts";
 import { addServer, fleetConfigSchema } from "../../src/fleet/config.ts";
 import { storeRequestMinutes, storeServerSample } from "../../src/fleet/metric_store.ts";
@@ -33,6 +34,7 @@ import {
   RULE_METRICS,
   type RuleMemory,
   type ThresholdRule,
+  type Transition,
 } from "../../src/fleet/rules.ts";
 import { describeRule, formatThreshold, formatValue } from "../../src/fleet/rule_text.ts";
 
@@ -681,6 +683,94 @@ Deno.test("Alerter: a rule that fired while no target was configured does not se
     assertEquals(cycle(targeted, 95), ["rule_firing"], "the next incident is");
     assertEquals(cycle(targeted, 10), ["rule_recovered"]);
   });
+});
+
+Deno.test("Alerter: 1,000 cron jobs failing at once are 10 notices and one for the other 990; every state is kept, each recovers", async () => {
+  await withStore("dp-rules-", async (store, dir) => {
+    let now = Date.UTC(2026, 0, 1, 12);
+    /** Each of 20 apps' cron.log gets a run of its 50 jobs, as the collector ingests them. */
+    const runs = async (outcome: string) => {
+      now += 30_000;
+      for (let a = 0; a < 20; a++) {
+        const app = `app${String(a).padStart(2, "0")}`;
+        const path = join(dir, `${app}-cron.log`);
+        const lines = Array.from(
+          { length: 50 },
+          (_, j) => JSON.stringify({ job: `job${String(j).padStart(2, "0")}`, outcome }) + "\n",
+        );
+        await Deno.writeTextFile(path, lines.join(""), { append: true });
+        await ingestFile(store, "web1", { rel: `${app}/cron.log`, path, ino: null }, undefined, now);
+      }
+    };
+    const alerter = new Alerter([], { rules: rulesOf("  - { name: cron, cron: failed }\n"), servers: ["web1"] });
+    const cycle = () => alerter.notices(cycleSummary(now, { web1: true }), store);
+    await runs("failed");
+    const fired = cycle();
+    assertEquals(fired.length, MAX_RULE_NOTICES + 1);
+    assertEquals(fired.slice(0, 2).map((n) => n.title), [
+      "cron job job00 of web1/app00 failed",
+      "cron job job01 of web1/app00 failed",
+    ]);
+    const more = fired.at(-1)!;
+    assertEquals([more.event, more.ok, more.fields], [
+      "rule_firing",
+      false,
+      { rule: "cron", severity: "warning", subjects: "990" },
+    ]);
+    assertMatch(
+      more.title,
+      /^990 more subjects of rule cron are firing: web1\/app00 job job10, web1\/app00 job job11, .*…$/,
+    );
+    assert(more.text!.startsWith("web1/app00 job job10\nweb1/app00 job job11\n") && more.text!.length <= 1500);
+    assertEquals(ruleLines(fired)[0], "  rules: 1000 firing");
+    assertEquals(ruleLines(fired).at(-1), "    and 990 more");
+    // What is firing is every subject, whatever was sent: the dashboard, `fleet alerts` and /metrics show them all.
+    assertEquals(alerter.ruleStates().filter((s) => s.state === "firing").length, 1000);
+    assertEquals(alerter.firing().filter((f) => f.firing).length, 1000);
+    await runs("failed");
+    assertEquals(cycle(), [], "still failing: nothing");
+    await runs("ok");
+    const recovered = cycle();
+    assertEquals(recovered.map((n) => n.event), Array(MAX_RULE_NOTICES + 1).fill("rule_recovered"));
+    assertEquals(recovered.at(-1)!.fields.subjects, "990");
+    assertMatch(recovered.at(-1)!.title, /^990 more subjects of rule cron recovered: web1\/app00 job job10, /);
+    assertEquals(ruleLines(recovered)[0], "  rules: 1000 recovered");
+    assertEquals(alerter.ruleStates().filter((s) => s.state === "firing").length, 0);
+  });
+});
+
+Deno.test("cappedRuleNotices: per rule and kind: one rule's burst hides no other rule's notices, nor its own recoveries", () => {
+  const rule = (name: string): Rule => ({ kind: "cron", name, severity: "critical", forCycles: 1 });
+  const [a, b] = [rule("a"), rule("b")];
+  const at = "2026-01-01T00:00:00.000Z";
+  const burst = (r: Rule, firing: boolean, n: number, from = 0): Transition[] =>
+    Array.from({ length: n }, (_, i) => ({
+      rule: r,
+      subject: { server: "web1", app: "api", job: `j${from + i}` },
+      firing,
+      value: firing ? 1 : 0,
+      since: at,
+      at,
+    }));
+  const notices = cappedRuleNotices([
+    ...burst(a, true, 11),
+    ...burst(b, true, 2),
+    ...burst(a, false, 12, 100),
+  ]);
+  assertEquals(notices.length, 10 + 2 + 10 + 2);
+  assertEquals(notices.slice(10, 12).map((n) => n.title), [
+    "cron job j0 of web1/api failed",
+    "cron job j1 of web1/api failed",
+  ]);
+  assertEquals(notices.slice(-2).map((n) => [n.event, n.title, n.fields.subjects]), [
+    ["rule_firing", "1 more subject of rule a is firing: web1/api job j10", "1"],
+    ["rule_recovered", "2 more subjects of rule a recovered: web1/api job j110, web1/api job j111", "2"],
+  ]);
+  assertEquals(
+    cappedRuleNotices(burst(a, true, MAX_RULE_NOTICES)).length,
+    MAX_RULE_NOTICES,
+    "at the cap: each its own",
+  );
 });
 
 Deno.test("fleet alerts: says how the config's rules differ from those the collector last judged", () => {
