@@ -6,7 +6,7 @@
  */
 import type { FleetStore } from "./store.ts";
 
-/** Longest `q` accepted. */
+/** Longest `q` accepted (its cost is bounded by its shape: QUERY_LIMITS in ./log_queries.ts). */
 export const MAX_QUERY_LENGTH = 1000;
 /** Longest value of any other parameter accepted. */
 export const MAX_PARAM_LENGTH = 200;

@@ -84,15 +84,18 @@ export const SEARCH_SYNTAX_HELP = "Searches use SQLite FTS5 syntax: words match 
   "a trailing * matches a prefix (conn*). Any other character (/ . : - ' etc.) must be inside double quotes: " +
   'write "GET /api" or "db.example.com"; a double quote inside a phrase is written twice.';
 
-/** A search query FTS5 cannot parse. The message quotes the query; `suggestion` explains the syntax. */
+/**
+ * A search query FTS5 cannot parse, or one beyond {@link QUERY_LIMITS}. The message quotes the
+ * query; `suggestion` explains the syntax, or the limits and how to narrow the search.
+ */
 export class SearchSyntaxError extends UsageError {
   /** The query as given. */
   readonly query: string;
   /** What SQLite said. */
   readonly detail: string;
 
-  constructor(query: string, detail: string) {
-    super(`cannot search for ${JSON.stringify(query)}: ${detail}`, { suggestion: explain(query, detail) });
+  constructor(query: string, detail: string, suggestion = explain(query, detail)) {
+    super(`cannot search for ${JSON.stringify(query)}: ${detail}`, { suggestion });
     this.query = query;
     this.detail = detail;
   }
@@ -111,6 +114,82 @@ function explain(query: string, detail: string): string {
   return `${specific}${SEARCH_SYNTAX_HELP}${literal}`;
 }
 
+/**
+ * What a search may ask for. A search runs synchronously (node:sqlite's DatabaseSync has no
+ * progress handler and no interrupt, so a query that started cannot be stopped) and holds the
+ * collector and the API until it ends; its cost grows with the lines and with the query's shape:
+ * each prefix term (`x*`) merges the index entries of every word it starts, and each term and
+ * NEAR group walks its words' entries. These limits are the bound, checked before a query runs.
+ */
+export const QUERY_LIMITS = { prefixes: 4, terms: 16, near: 20 } as const;
+
+/** How to stay within {@link QUERY_LIMITS}, for the error of a query beyond them. */
+const QUERY_LIMITS_HELP = `A search may have at most ${QUERY_LIMITS.prefixes} prefix terms (conn*), ` +
+  `${QUERY_LIMITS.terms} words in all, and a NEAR distance of at most ${QUERY_LIMITS.near}: each one adds to ` +
+  "what a search reads, and the collector waits while it runs. Narrow it: write whole words or longer prefixes " +
+  '(connection or conn*, not c*), keep the few words that pick out the lines ("upstream timeout"), or search ' +
+  "twice.";
+
+/**
+ * A query's lexemes as FTS5 reads them: a "string" (`""` inside it is a quote; unterminated to the
+ * end), a bareword (ASCII letters, digits, `_`, U+001A and any non-ASCII character), or one other
+ * character.
+ */
+// deno-lint-ignore no-control-regex
+const LEXEME = /"(?:[^"]|"")*"?|[\w\x1a\u0080-\u{10FFFF}]+|\S/gu;
+/** The words of a string or bareword, as the unicode61 tokenizer splits them. */
+const WORD = /[\p{L}\p{N}\p{M}\p{Co}]+/gu;
+/** NEAR's distance when none is given. */
+const NEAR_DEFAULT = 10;
+
+/** What bounds a query's cost: its prefix terms, its words (barewords and phrases), its largest NEAR distance. */
+export interface QueryShape {
+  prefixes: number;
+  terms: number;
+  near: number;
+}
+
+/** The {@link QueryShape} of `q` (as far as FTS5 can parse it; FTS5 refuses the rest itself). */
+export function queryShape(q: string): QueryShape {
+  const shape = { prefixes: 0, terms: 0, near: 0 };
+  const lexemes = q.match(LEXEME) ?? [];
+  let near: number | undefined; // the distance of the NEAR group being read
+  const endNear = () => {
+    shape.near = Math.max(shape.near, near ?? 0);
+    near = undefined;
+  };
+  for (let i = 0; i < lexemes.length; i++) {
+    const lexeme = lexemes[i];
+    const next = lexemes[i + 1];
+    if (lexeme === "*") shape.prefixes++;
+    else if (lexeme === "NEAR" && next === "(") {
+      near = NEAR_DEFAULT;
+      i++;
+    } else if (near !== undefined && lexeme === ",") {
+      near = Number(next) || 0;
+      i++;
+    } else if (near !== undefined && lexeme === ")") endNear();
+    else if (lexeme !== "AND" && lexeme !== "OR" && lexeme !== "NOT" && next !== ":") { // not an operator or column
+      shape.terms += lexeme.match(WORD)?.length ?? 0;
+    }
+  }
+  endNear();
+  return shape;
+}
+
+/** Why `q` is beyond {@link QUERY_LIMITS} (a {@link SearchSyntaxError} that says the limit), or undefined. */
+function checkQueryShape(q: string): SearchSyntaxError | undefined {
+  const shape = queryShape(q);
+  const over = shape.prefixes > QUERY_LIMITS.prefixes
+    ? `it has ${shape.prefixes} prefix terms (x*); at most ${QUERY_LIMITS.prefixes} are searched`
+    : shape.terms > QUERY_LIMITS.terms
+    ? `it has ${shape.terms} words; at most ${QUERY_LIMITS.terms} are searched`
+    : shape.near > QUERY_LIMITS.near
+    ? `its NEAR distance is ${shape.near}; at most ${QUERY_LIMITS.near} is searched`
+    : undefined;
+  return over === undefined ? undefined : new SearchSyntaxError(q, over, QUERY_LIMITS_HELP);
+}
+
 /** SQLite errors that mean the MATCH expression is invalid (rather than a bug). */
 const FTS_QUERY_ERROR = /^(fts5: |no such column: |unterminated string|unknown special query)/;
 
@@ -123,6 +202,8 @@ let checker: import("node:sqlite").StatementSync | undefined;
  */
 export function checkSearchQuery(q: string): (SearchSyntaxError & { column?: number }) | undefined {
   if (!q.trim()) return new SearchSyntaxError(q, "the query is empty");
+  const costly = checkQueryShape(q);
+  if (costly) return costly;
   if (!checker) {
     const { DatabaseSync } = process.getBuiltinModule("node:sqlite") as typeof import("node:sqlite");
     const db = new DatabaseSync(":memory:");
@@ -143,11 +224,13 @@ export function checkSearchQuery(q: string): (SearchSyntaxError & { column?: num
 
 /**
  * Full-text search of the log lines, newest first, `limit` per page (default 50, at most 500).
- * Throws {@link SearchSyntaxError} when FTS5 cannot parse `q`.
+ * Throws {@link SearchSyntaxError} when FTS5 cannot parse `q` or it is beyond {@link QUERY_LIMITS}.
  */
 export function searchLogs(store: FleetStore, params: SearchParams): SearchPage {
   const q = params.q;
   if (!q.trim()) throw new SearchSyntaxError(q, "the query is empty");
+  const costly = checkQueryShape(q);
+  if (costly) throw costly;
   const limit = clamp(params.limit, PAGE.default, PAGE.max);
   const where = ["lines_fts MATCH :q"];
   const values: Record<string, string | number> = { q, open: MARK_OPEN, close: MARK_CLOSE, limit: limit + 1 };

@@ -366,6 +366,37 @@ Deno.test("fleet API: invalid searches are 400 with an explanation", async () =>
   });
 });
 
+Deno.test("fleet API: a search beyond the cost limits (prefixes, words, NEAR distance) is 400 and says the limit", async () => {
+  await withFleet(async ({ get }) => {
+    const search = async (q: string, status?: number): Promise<Any> =>
+      getJson(await get(`/api/search?app=web&q=${encodeURIComponent(q)}`), status);
+    // The tester's query: 320 one-letter prefixes in a NEAR group within 99,999, 973 characters (4.8 s on 133k lines).
+    let tester = "NEAR(";
+    for (let i = 0; tester.length < 964; i++) tester += `${"xyzabcdefghijklmnopqrstuvw"[i % 26]}* `;
+    tester += ", 99999)";
+    const refused = await search(tester, 400);
+    assertMatch(refused.error, /^cannot search for "NEAR\(x\* y\* .*": it has 320 prefix terms \(x\*\); at most 4 /);
+    assertMatch(refused.hint, /at most 4 prefix terms \(conn\*\), 16 words in all, and a NEAR distance of at most 20/);
+    assertMatch(refused.hint, /Narrow it: write whole words or longer prefixes/);
+    for (
+      const [q, pattern] of [
+        ["a* b* c* d* e*", /it has 5 prefix terms \(x\*\); at most 4 are searched$/],
+        [Array.from({ length: 17 }, (_, i) => `w${i}`).join(" OR "), /it has 17 words; at most 16 are searched$/],
+        ['"a b c d e f g h i" j k l m n o p q', /it has 17 words/],
+        ["NEAR(timeout error, 21)", /its NEAR distance is 21; at most 20 is searched$/],
+        ["NEAR(timeout error, 99999)", /its NEAR distance is 99999/],
+      ] as const
+    ) {
+      assertMatch((await search(q, 400)).error, pattern);
+    }
+    // At the limits, answered.
+    await search("a* b* c* d*");
+    await search(Array.from({ length: 16 }, (_, i) => `w${i}`).join(" OR "));
+    await search("NEAR(timeout error, 20)");
+    assertEquals((await search("NEAR(upstream timeout)")).results.length, 1);
+  });
+});
+
 Deno.test("fleet API: /api/logs/context returns the lines around a hit in the same file generation", async () => {
   await withFleet(async ({ store, get }) => {
     const texts = Array.from({ length: 30 }, (_, i) => `line ${i}${i === 12 ? " needle" : ""}`);

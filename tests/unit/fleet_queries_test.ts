@@ -2,7 +2,14 @@
 import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { UsageError } from "../../src/errors.ts";
-import { logContext, searchLogs, SearchSyntaxError } from "../../src/fleet/log_queries.ts";
+import {
+  checkSearchQuery,
+  logContext,
+  QUERY_LIMITS,
+  queryShape,
+  searchLogs,
+  SearchSyntaxError,
+} from "../../src/fleet/log_queries.ts";
 import { escapeLabel, metrics } from "../../src/fleet/metrics.ts";
 import { deployments, fleetOverview } from "../../src/fleet/queries.ts";
 import { type FreshnessView, serverFreshness } from "../../src/fleet/views.ts";
@@ -146,6 +153,90 @@ Deno.test("searchLogs: an FTS5 syntax error is a SearchSyntaxError (UsageError) 
       }
     }
     assertEquals(searchLogs(store, { q: '"db.example.com"' }).results.length, 1);
+  });
+});
+
+Deno.test("queryShape: prefix terms, words (in barewords and phrases) and the largest NEAR distance", () => {
+  const cases: [string, { prefixes: number; terms: number; near: number }][] = [
+    ["timeout", { prefixes: 0, terms: 1, near: 0 }],
+    ['conn* AND "db.example.com" OR NOT x*', { prefixes: 2, terms: 5, near: 0 }],
+    ['"a b"* text:c', { prefixes: 1, terms: 3, near: 0 }],
+    ["NEAR(a b)", { prefixes: 0, terms: 2, near: 10 }],
+    ['NEAR("a,b" c ,5) NEAR(d e, 30) f', { prefixes: 0, terms: 6, near: 30 }],
+    ['"say ""NEAR(x, 99)"" twice"', { prefixes: 0, terms: 5, near: 0 }],
+    ["x86_64 überfluß 日本", { prefixes: 0, terms: 4, near: 0 }],
+  ];
+  for (const [q, shape] of cases) assertEquals(queryShape(q), shape, q);
+});
+
+Deno.test("searchLogs: a query beyond the cost limits is refused before it runs; the costliest one within is measured on 100,000 lines", async () => {
+  await withStore((store) => {
+    // Lines as a web server logs them: 16 words on every line, then 10 of 20,000 others.
+    let seed = 7;
+    const random = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
+    const vocabulary = Array.from(
+      { length: 20_000 },
+      () =>
+        Array.from({ length: 3 + Math.floor(random() * 8) }, () => String.fromCharCode(97 + random() * 26)).join(""),
+    );
+    const common = "GET HTTP 200 Mozilla X11 Linux x86 64 AppleWebKit 537 36 KHTML like Gecko Chrome Safari".split(" ");
+    for (let batch = 0; batch < 100; batch++) {
+      ingest(
+        store,
+        "alpha",
+        ["web", "api"][batch % 2],
+        "access.log",
+        Array.from(
+          { length: 1000 },
+          (_, i) =>
+            `GET /orders/${batch * 1000 + i} HTTP/1.1 200 Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 ` +
+            `(KHTML, like Gecko) Chrome/120.0 Safari/537.36 ` +
+            Array.from({ length: 10 }, () => vocabulary[Math.floor(random() * vocabulary.length)]).join(" "),
+        ),
+      );
+    }
+    const time = (q: string) => {
+      const started = performance.now();
+      try {
+        searchLogs(store, { q, app: "none" }); // no line matches the app: every match is read
+        return { ms: performance.now() - started };
+      } catch (error) {
+        return { ms: performance.now() - started, error };
+      }
+    };
+    // The tester's query (4.8 s on their 133k lines) is refused without reading a line.
+    let tester = "NEAR(";
+    for (let i = 0; tester.length < 964; i++) tester += `${"xyzabcdefghijklmnopqrstuvw"[i % 26]}* `;
+    tester += ", 99999)";
+    const refused = time(tester);
+    assert(refused.error instanceof SearchSyntaxError, `accepted, ran ${refused.ms.toFixed(0)} ms`);
+    assertMatch(refused.error.message, /it has 320 prefix terms \(x\*\); at most 4 are searched$/);
+    assertMatch(refused.error.suggestion ?? "", /Narrow it/);
+    assert(refused.ms < 50, `${refused.ms} ms`);
+    // A rule's query is checked the same way at start.
+    assertMatch(checkSearchQuery(tester)?.message ?? "", /320 prefix terms/);
+
+    // The costliest shapes within the limits: 4 one-letter prefixes and 12 words on every line, or 16 such words.
+    const { prefixes, terms, near } = QUERY_LIMITS;
+    const letters = ["a", "b", "c", "d"].slice(0, prefixes).map((letter) => `${letter}*`);
+    const words = common.slice(0, terms - prefixes);
+    const within = [
+      `${letters.join(" OR ")} OR ${words.join(" OR ")}`,
+      `${letters.join(" ")} ${words.join(" ")}`,
+      `NEAR(${letters.join(" ")} ${words.join(" ")}, ${near})`,
+      `(${letters.join(" OR ")}) NOT (${words.join(" OR ")})`,
+      common.slice(0, terms).join(" OR "),
+      `"${common.slice(0, terms).join(" ")}"`,
+    ];
+    const costs = within.map((q) => ({ q, ...time(q) }));
+    for (const { q, error } of costs) assertEquals(error, undefined, q);
+    const worst = costs.reduce((a, b) => (b.ms > a.ms ? b : a));
+    console.log(
+      `figures: 100,000 lines, the tester's query refused in ${refused.ms.toFixed(1)} ms; the costliest within ` +
+        `the limits ${worst.ms.toFixed(0)} ms (${worst.q}); all: ${costs.map((c) => c.ms.toFixed(0)).join(", ")} ms; ` +
+        `a single word on every line: ${time("GET").ms.toFixed(0)} ms`,
+    );
+    assert(worst.ms < 2000, `${worst.q}: ${worst.ms} ms`);
   });
 });
 
