@@ -18,6 +18,9 @@
  *   `/api/metrics/overview?range=`: chart series (./series.ts) over 1h (default), 24h, 7d or 30d.
  * - `/api/events`: `event: cycle` messages (Server-Sent Events).
  * - `/metrics`: Prometheus text format.
+ *
+ * The API answers loopback host names only, without a token (DNS rebinding), and never a request
+ * from another web site (`Sec-Fetch-Site`, `Origin`: {@link crossSite}), token or not.
  * @module
  */
 import { UsageError } from "../errors.ts";
@@ -291,8 +294,17 @@ export function createFleetHandler(options: FleetHandlerOptions): FleetHandler {
         "use http://127.0.0.1:<port>/, or configure a token",
       );
     }
-    // The dashboard's own files hold no data: they load without the token, then ask for it.
+    // The dashboard's own files hold no data: they load without the token, then ask for it, and a
+    // link from another site may open them.
     const guarded = url.pathname.startsWith("/api/") || url.pathname === "/metrics";
+    const foreign = guarded ? crossSite(request, url) : undefined;
+    if (foreign) {
+      return error(
+        403,
+        `${foreign}: the fleet API answers its own dashboard (${url.origin}) and clients that are not browsers only`,
+        `open the dashboard at ${url.origin}/, or call the API from a script (curl)`,
+      );
+    }
     if (guarded && !(await authorized(request, url))) {
       return error(401, "missing or wrong token", "send Authorization: Bearer <token> (or ?token= for EventSource)", {
         "www-authenticate": 'Bearer realm="fleet"',
@@ -344,6 +356,22 @@ export function serveFleet(handler: FleetHandler, options: ServeFleetOptions): D
   } catch (error) {
     throw listenError(error, host, port);
   }
+}
+
+/**
+ * Why `request` comes from another web site (a page the operator visits can make the browser send
+ * one, with an `<img>`, a form or `fetch`, and its cost is the fleet's: see QUERY_LIMITS in
+ * ./log_queries.ts), or undefined: `Sec-Fetch-Site` is `cross-site` or `same-site`, or `Origin` is
+ * not the origin the request was sent to (scheme, host and port of its Host). Without either
+ * header (curl, scripts) it is not. The loopback Host check stops DNS rebinding, not this: a page
+ * elsewhere sends its requests to 127.0.0.1 itself.
+ */
+function crossSite(request: Request, url: URL): string | undefined {
+  const site = request.headers.get("sec-fetch-site");
+  if (site === "cross-site" || site === "same-site") return `a ${site} request is refused`;
+  const origin = request.headers.get("origin");
+  if (origin !== null && origin !== url.origin) return `a request from ${JSON.stringify(origin)} is refused`;
+  return undefined;
 }
 
 function netdataLinks(servers: FleetServerConfig[]): Map<string, string> {

@@ -529,6 +529,89 @@ Deno.test({
   },
 });
 
+/** A page on another web site: an image, a fetch and a form aimed at the fleet API, and a link to its dashboard. */
+function otherSite(fleetBase: string) {
+  const api = `${fleetBase}/api/search?q=zebracorn`;
+  const page = `<!doctype html><title>elsewhere</title>
+<img id="probe" src="${api}&via=img">
+<script>fetch(${JSON.stringify(`${api}&via=fetch`)}, { mode: "no-cors" }).catch(() => {});</script>
+<a id="go" href="${fleetBase}/#/search?q=zebracorn">the fleet</a>`;
+  const stop = new AbortController();
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, signal: stop.signal, onListen: () => {} },
+    () => new Response(page, { headers: { "content-type": "text/html; charset=utf-8" } }),
+  );
+  return {
+    port: server.addr.port,
+    async close() {
+      stop.abort();
+      await server.finished;
+    },
+  };
+}
+
+Deno.test({
+  name: "dashboard: another site's page cannot use the API (its image and fetch get 403); its link opens the dashboard",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const fleet = await LocalFleet.start([{ name: "solo" }]);
+    const elsewhere = otherSite(fleet.base);
+    try {
+      await fleet.status("solo", "web", { status: "running", healthy: true, version: "3.0.0" });
+      await fleet.log("solo", "web", "access.log", [`${iso(Date.now() - 60_000)}: GET /checkout zebracorn 200 31ms`]);
+      await fleet.cycle();
+      await withBrowser(async (browser) => {
+        const { page, problems } = await openPage(browser);
+        // What the fleet answered, from Chromium's network log: Opaque Response Blocking hides the
+        // image's answer from the page (and from Playwright's response events), not from the log.
+        const cdp = await page.context().newCDPSession(page);
+        await cdp.send("Network.enable");
+        const urls = new Map<string, string>();
+        const statuses = new Map<string, number>();
+        cdp.on("Network.requestWillBeSent", (event) => urls.set(event.requestId, event.request.url));
+        cdp.on("Network.responseReceivedExtraInfo", (event) => statuses.set(event.requestId, event.statusCode));
+        const answers = () =>
+          [...statuses].flatMap(([id, status]) => {
+            const url = new URL(urls.get(id) ?? "about:blank");
+            return url.origin === fleet.base ? [`${url.pathname}${url.search} ${status}`] : [];
+          }).sort();
+        // localhost and 127.0.0.1 are two sites; two ports of 127.0.0.1, one site (Sec-Fetch-Site: same-site).
+        for (const site of [`http://localhost:${elsewhere.port}/`, `http://127.0.0.1:${elsewhere.port}/`]) {
+          statuses.clear();
+          await page.goto(site);
+          await page.waitForFunction(() => document.getElementById("probe").complete);
+          await page.waitForTimeout(300); // the fetch's answer
+          assertEquals(answers(), [
+            "/api/search?q=zebracorn&via=fetch 403",
+            "/api/search?q=zebracorn&via=img 403",
+          ], site);
+        }
+        // The operator follows the other site's link: the dashboard opens and its own requests are answered.
+        statuses.clear();
+        await page.click("#go");
+        await page.waitForSelector("main[data-ready=search] .results li");
+        assertMatch(await page.textContent(".results .text") ?? "", /GET \/checkout zebracorn/);
+        assert(answers().some((a) => a.startsWith("/api/search?q=zebracorn")), answers().join("\n"));
+        assertEquals(answers().filter((a) => !/ (200|304)$/.test(a)), [], answers().join("\n"));
+        // A search beyond the cost limits says them (src/fleet/log_queries.ts).
+        await page.fill("input.q", "a* b* c* d* e*");
+        await page.press("input.q", "Enter");
+        await page.waitForSelector(".status .error");
+        assertMatch(await page.textContent(".status") ?? "", /5 prefix terms \(x\*\); at most 4 .*Narrow it/s);
+        assertEquals(
+          problems.filter((p) => !/status of (403|400)/.test(p)),
+          [],
+          "only the other site's refused requests and the costly search's 400 were logged",
+        );
+      });
+    } finally {
+      await elsewhere.close();
+      await fleet.close();
+    }
+  },
+});
+
 Deno.test({
   name: "dashboard: with a token, a login asks for it once and keeps it in session storage",
   sanitizeResources: false,

@@ -603,6 +603,44 @@ Deno.test("fleet API: without a token only loopback host names are answered (DNS
   }, { allowedHosts: ["fleet.internal"] });
 });
 
+Deno.test("fleet API: requests from other web sites are refused (Sec-Fetch-Site, Origin); the dashboard's own and curl's are answered", async () => {
+  const own = "http://127.0.0.1:8750";
+  const refusedFrom = async (get: Fixture["get"], path: string, headers: Record<string, string>) => {
+    const body = await getJson(await get(path, { headers }), 403) as Any;
+    assertMatch(body.hint, /open the dashboard at http:\/\/127\.0\.0\.1:8750\/, or call the API from a script/);
+    return body.error as string;
+  };
+  await withFleet(async ({ get }) => {
+    // What Chromium sends for <img src="http://127.0.0.1:3333/api/search?q=…"> on another site.
+    const image = { "sec-fetch-site": "cross-site", "sec-fetch-mode": "no-cors", "sec-fetch-dest": "image" };
+    assertMatch(await refusedFrom(get, "/api/search?q=timeout", image), /^a cross-site request is refused: /);
+    for (const path of ["/api/fleet", "/api/events", "/metrics", "/api/nope"]) await refusedFrom(get, path, image);
+    // Another port of the same host is the same site, not the same origin.
+    assertMatch(await refusedFrom(get, "/api/fleet", { "sec-fetch-site": "same-site" }), /same-site request/);
+    for (const origin of ["https://evil.example", "null", "http://127.0.0.1:9999", "https://127.0.0.1:8750"]) {
+      const error = await refusedFrom(get, "/api/search?q=timeout", { origin });
+      assertMatch(error, new RegExp(`^a request from "${origin.replace(/[.]/g, "\\.")}" is refused: `));
+    }
+    await refusedFrom(get, "/api/fleet", { origin: own, "sec-fetch-site": "cross-site" });
+    // The dashboard's fetches (same-origin, with or without Origin), a typed URL (none), curl (neither).
+    await getJson(await get("/api/fleet", { headers: { "sec-fetch-site": "same-origin" } }));
+    await getJson(await get("/api/fleet", { headers: { "sec-fetch-site": "same-origin", origin: own } }));
+    await getJson(await get("/api/search?q=timeout", { headers: { "sec-fetch-site": "none" } }));
+    await getJson(await get("/api/search?q=timeout"));
+    // The dashboard's files hold no data: a link from another site opens it.
+    const page = await get("/", { headers: { "sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate" } });
+    assertEquals([page.status, await page.text()], [200, "<!doctype html>"]);
+  }, { dashboard: (path) => path === "/" ? new Response("<!doctype html>") : undefined });
+  // With a token too: a page elsewhere may hold one (or guess the way in).
+  const token = "t0ken";
+  await withFleet(async ({ get }) => {
+    const authorization = `Bearer ${token}`;
+    await refusedFrom(get, "/api/fleet", { authorization, "sec-fetch-site": "cross-site" });
+    await refusedFrom(get, "/api/fleet", { authorization, origin: "https://evil.example" });
+    await getJson(await get("/api/fleet", { headers: { authorization, "sec-fetch-site": "same-origin" } }));
+  }, { token });
+});
+
 Deno.test("fleet API: unknown paths 404, other methods 405, HEAD without body, pluggable dashboard", async () => {
   await withFleet(async ({ get }) => {
     assertMatch(((await getJson(await get("/api/nope"), 404)) as Any).error, /no such endpoint: \/api\/nope/);
