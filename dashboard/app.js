@@ -8,14 +8,14 @@
  * `{ el, heading, title, show(params), refresh(), notice(error) }`.
  *
  * Safety: every value from the API reaches the page as text (text nodes, textContent, attribute
- * values: dom.js); no HTML is ever parsed from data, and links are built here (`#/…`) or checked
- * to be http(s) (Netdata).
+ * values: dom.js), its control and bidi characters escaped as on the terminal; no HTML is ever
+ * parsed from data, and links are built here (`#/…`) or checked to be http(s) (Netdata).
  *
  * src/fleet/dashboard.ts serves these modules under content-hashed names, rewriting the
  * `./name.js` specifiers below to them.
  * @module
  */
-import { byId, fromTemplate, put } from "./dom.js";
+import { byId, fromTemplate, pageTitle, put } from "./dom.js";
 import { afterAnswer, ApiError, forgetToken, keepToken, onUnauthorized, orLogin, rememberFleet, token } from "./api.js";
 import { coalesce, liveUpdates } from "./live.js";
 import { parseHash, route } from "./routes.js";
@@ -80,7 +80,7 @@ async function navigate() {
   const fresh = !current || current.key !== target.key;
   if (fresh) current = { key: target.key, view: VIEWS[target.view](target) };
   const view = current.view;
-  document.title = view.title;
+  pageTitle(view.title);
   document.body.dataset.view = target.view;
   try {
     await view.show(target.params);

@@ -7,8 +7,8 @@
  * `svg`: names, mount points and versions from servers stay text.
  * @module
  */
-import { h, svg } from "./dom.js";
-import { absolute, stampText } from "./format.js";
+import { h, put, svg } from "./dom.js";
+import { absolute, stampText, visible } from "./format.js";
 import { CHART_RANGES, DASHES, deployText, lineChart, marker, SPARK, sparkShape, sparkText } from "./charts.js";
 import { serverHref } from "./routes.js";
 import { code, table } from "./widgets.js";
@@ -268,7 +268,7 @@ function sparkCell(server, app, s, range) {
   td.dataset.app = app;
   const a = /** @type {HTMLAnchorElement} */ (td.firstChild);
   a.href = serverHref(server, { app, range });
-  a.title = `${app} on ${server}: ${text}`;
+  a.title = visible(`${app} on ${server}: ${text}`);
   const chart = /** @type {SVGSVGElement} */ (a.firstChild);
   chart.setAttribute("class", `spark ${shape.level}`);
   chart.setAttribute("data-v", JSON.stringify(requests));
@@ -289,9 +289,12 @@ export function installChartTips() {
     const chart = box?.querySelector("svg.chart");
     if (!mark || !(tip instanceof HTMLElement) || !chart) return;
     const ts = Number(mark.getAttribute("data-ts"));
-    tip.textContent = deployText(
-      { ts, version: mark.getAttribute("data-version") || null, outcome: mark.getAttribute("data-outcome") ?? "" },
-      (t) => absolute().format(t),
+    put(
+      tip,
+      deployText(
+        { ts, version: mark.getAttribute("data-version") || null, outcome: mark.getAttribute("data-outcome") ?? "" },
+        (t) => absolute().format(t),
+      ),
     );
     const scale = chart.getBoundingClientRect().width / chart.viewBox.baseVal.width;
     tip.hidden = false;

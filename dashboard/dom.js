@@ -1,8 +1,25 @@
 /**
- * DOM helpers: data only ever becomes text nodes or attribute values (no HTML is parsed from data).
- * `document` is only touched when they are called.
+ * DOM helpers: data only ever becomes text nodes or attribute values (no HTML is parsed from data),
+ * and what is shown of it (text, and the attributes in {@link SHOWN}) goes through format.js's
+ * `visible`: control and bidi characters escaped, as on the terminal. `document` is only touched
+ * when they are called.
  * @module
  */
+import { visible } from "./format.js";
+
+/** Attributes the page shows (tooltips, labels read out): escaped like text. Others (value, href, data-) are kept. */
+const SHOWN = new Set(["title", "aria-label", "alt", "placeholder"]);
+
+/** An attribute's value as set: shown ones {@link visible}. */
+const attribute = (key, value) => SHOWN.has(key) ? visible(String(value)) : String(value);
+
+/** A text node of `text`, {@link visible}. */
+const textNode = (text) => document.createTextNode(visible(String(text)));
+
+/** Sets the page's title (a tab's label), {@link visible}. */
+export function pageTitle(text) {
+  document.title = visible(text);
+}
 
 /**
  * Creates an element. `props`: `class`, `text`, `on<event>` (a function), `dataset`, or any
@@ -18,10 +35,10 @@ export function h(tag, props = {}, ...children) {
     const value = props[key];
     if (value === undefined || value === null || value === false) continue;
     if (key === "class") el.className = value;
-    else if (key === "text") el.textContent = String(value);
+    else if (key === "text") el.textContent = visible(String(value));
     else if (key === "dataset") Object.assign(el.dataset, value);
     else if (key.startsWith("on") && typeof value === "function") el.addEventListener(key.slice(2), value);
-    else el.setAttribute(key, value === true ? "" : String(value));
+    else el.setAttribute(key, value === true ? "" : attribute(key, value));
   }
   add(el, children);
   return el;
@@ -32,7 +49,7 @@ export function add(el, children) {
   for (const child of children) {
     if (child === null || child === undefined || child === false || child === "") continue;
     if (Array.isArray(child)) add(el, child);
-    else el.appendChild(child instanceof Node ? child : document.createTextNode(String(child)));
+    else el.appendChild(child instanceof Node ? child : textNode(child));
   }
 }
 
@@ -59,12 +76,12 @@ const SVG_NS = "http://www.w3.org/2000/svg";
  * @returns {Node}
  */
 export function svg(node) {
-  if (typeof node === "string") return document.createTextNode(node);
+  if (typeof node === "string") return textNode(node);
   const el = document.createElementNS(SVG_NS, node[0]);
   const attrs = node[1];
   for (const key in attrs) {
     const value = attrs[key];
-    if (value !== undefined && value !== null && value !== false) el.setAttribute(key, String(value));
+    if (value !== undefined && value !== null && value !== false) el.setAttribute(key, attribute(key, value));
   }
   for (let i = 2; i < node.length; i++) svgChildren(el, node[i]);
   return el;

@@ -30,6 +30,27 @@ export const RANGES = { "15m": 15 * 60_000, "1h": 3_600_000, "24h": 86_400_000, 
 /** A log line that starts with its own timestamp (as the collector recognizes them). */
 export const OWN_TIME = /^\[?\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d/;
 
+/**
+ * The characters {@link visible} escapes: C0 controls but tab and newline, DEL, C1 controls, and
+ * the bidirectional marks, embeddings, overrides and isolates (U+200E/F, U+202A–U+202E,
+ * U+2066–U+2069). The CLI's rule (src/terminal.ts, forTerminal), which a unit test holds them to.
+ */
+// deno-lint-ignore no-control-regex
+const UNSAFE = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
+/**
+ * Text from a server (status.json, a log line) as shown: each of those characters as `\xNN`
+ * (`\uNNNN` beyond U+00FF), as the CLI prints them. Shown raw, a bidi override reorders the rest of
+ * its line (a version "\u202e3.2.1v" reads "v1.2.3"); escaped, it is seen for what it is. dom.js
+ * passes every text and shown attribute through it.
+ * @param {string} text
+ */
+export const visible = (text) =>
+  text.replace(UNSAFE, (char) => {
+    const code = char.charCodeAt(0);
+    return code <= 0xff ? `\\x${code.toString(16).padStart(2, "0")}` : `\\u${code.toString(16).padStart(4, "0")}`;
+  });
+
 /** Intl formatters, made on first use (making one costs milliseconds). */
 const formats = {};
 /** Date and time, medium style, in the browser's locale. */

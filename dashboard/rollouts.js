@@ -6,7 +6,7 @@
  * value from the API is text.
  * @module
  */
-import { h, put } from "./dom.js";
+import { h, pageTitle, put } from "./dom.js";
 import { api, ApiError, fleetNames } from "./api.js";
 import { duration } from "./format.js";
 import { optionsText, rolloutElapsed, serversDone, shortCommit, versionChange } from "./rollout_format.js";
@@ -110,8 +110,8 @@ export function rolloutView(id) {
 
   function render(r) {
     const now = Date.now();
-    heading.textContent = `Rollout #${r.id} of ${r.app}`;
-    document.title = `Rollout #${r.id} of ${r.app} · Fleet`;
+    put(heading, `Rollout #${r.id} of ${r.app}`);
+    pageTitle(`Rollout #${r.id} of ${r.app} · Fleet`);
     put(badge, outcomeBadge(r.outcome));
     const options = optionsText(r.options);
     put(

@@ -5,7 +5,7 @@
  * app since a deploy), Netdata, and its alert rules firing or pending.
  * @module
  */
-import { h, put } from "./dom.js";
+import { h, pageTitle, put } from "./dom.js";
 import { api, ApiError, orLogin, Unauthorized } from "./api.js";
 import { rangeOf } from "./charts.js";
 import { appCharts, rangePicker, serverCharts } from "./chart_views.js";
@@ -97,7 +97,7 @@ export function serverView(name) {
     const app = filter.app || detail?.apps[0]?.app || "";
     const link = (params) => serverHref(name, { app: filter.app, since: filter.since, range, ...params });
     put(ranges, rangePicker(range, (key) => link({ range: key })));
-    appTitle.textContent = app ? `Metrics of ${app}` : "App metrics";
+    put(appTitle, app ? `Metrics of ${app}` : "App metrics");
     put(
       appPicker,
       (detail?.apps ?? []).map((a) =>
@@ -129,7 +129,7 @@ export function serverView(name) {
     if (errors.querySelector(".line-item.open")) return; // keep an open context
     const lines = errorLinesFor(detail.errorLines, filter);
     if (filter.app || filter.since) {
-      errorsTitle.textContent = `Errors of ${filter.app || "every app"}` + (filter.since ? " after the deploy" : "");
+      put(errorsTitle, `Errors of ${filter.app || "every app"}` + (filter.since ? " after the deploy" : ""));
       put(
         errorsNote,
         filter.since ? ["error.log lines since ", when(filter.since), " (from this server's 50 newest). "] : "",
@@ -165,7 +165,7 @@ export function serverView(name) {
 
   function render() {
     const d = detail;
-    document.title = `${d.name} · Fleet`;
+    pageTitle(`${d.name} · Fleet`);
     put(badge, stateBadge(d.state, true));
     put(
       facts,

@@ -613,6 +613,77 @@ Deno.test({
 });
 
 Deno.test({
+  name: "dashboard: bidi overrides and control characters from a server are shown escaped, as on the terminal",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const fleet = await LocalFleet.start([{ name: "solo" }]);
+    try {
+      // Shown raw, "\u202e3.2.1v" reads "v1.2.3", and the RLO reverses the rest of the log line's cell.
+      await fleet.status("solo", "web", {
+        status: "running",
+        healthy: false,
+        version: "\u202e3.2.1v",
+        lastDeploy: { outcome: "failed", message: "health: \u2066isolated\u2069 \u200fmark", at: iso(Date.now()) },
+      });
+      const at = iso(Date.now() - 60_000).replace(/\.\d+Z$/, "Z");
+      await fleet.log("solo", "web", "error.log", [`${at}: Error: bidicheck user \u202etxt.exe\u202c \x1b[31mred`]);
+      await fleet.cycle();
+      await withBrowser(async (browser) => {
+        const { page, problems } = await openPage(browser);
+        // Every text node, shown attribute and the title, for a raw bidi or control character.
+        const raw = () =>
+          page.evaluate(() => {
+            // deno-lint-ignore no-control-regex
+            const unsafe = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
+            const found: string[] = [];
+            const walker = document.createTreeWalker(document.body, 4 /* NodeFilter.SHOW_TEXT */);
+            for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+              if (unsafe.test(node.data)) found.push(`text: ${JSON.stringify(node.data)}`);
+            }
+            for (const el of document.querySelectorAll("[title], [aria-label]")) {
+              for (const name of ["title", "aria-label"]) {
+                const value = el.getAttribute(name) ?? "";
+                if (unsafe.test(value)) found.push(`${name}: ${JSON.stringify(value)}`);
+              }
+            }
+            if (unsafe.test(document.title)) found.push(`title: ${JSON.stringify(document.title)}`);
+            return found;
+          });
+        await page.goto(`${fleet.base}/`);
+        await page.waitForSelector("main[data-ready=overview]");
+        assertEquals((await appTable(page)).map((row) => row[4]), ["\\u202e3.2.1v"]);
+        // "Needs attention" says why: the last deploy's message.
+        assertMatch(await page.textContent("main") ?? "", /failed: health: \\u2066isolated\\u2069 \\u200fmark/);
+        assertEquals(await raw(), []);
+        await screenshot(page, "bidi-overview");
+
+        await page.goto(`${fleet.base}/#/search?q=bidicheck`);
+        await page.waitForSelector("main[data-ready=search] .results li");
+        assertMatch(
+          await page.textContent(".results .text") ?? "",
+          /Error: bidicheck user \\u202etxt\.exe\\u202c \\x1b\[31mred$/,
+        );
+        await page.click(".results > li:first-child button.line");
+        await page.waitForSelector(".context .ctx-lines li.hit");
+        assertEquals(await raw(), []);
+
+        await page.goto(`${fleet.base}/#/server/solo`);
+        await page.waitForSelector("main[data-ready='server:solo'] .lines li");
+        const shown = await page.textContent("main") ?? "";
+        assertMatch(shown, /\\u202e3\.2\.1v/);
+        assertMatch(shown, /bidicheck user \\u202etxt\.exe\\u202c/);
+        assertEquals(await raw(), []);
+        await screenshot(page, "bidi-server");
+        assertEquals(problems, []);
+      });
+    } finally {
+      await fleet.close();
+    }
+  },
+});
+
+Deno.test({
   name: "dashboard: with a token, a login asks for it once and keeps it in session storage",
   sanitizeResources: false,
   sanitizeOps: false,

@@ -16,8 +16,10 @@ import {
   localInput,
   outcomeLabel,
   stampText,
+  visible,
   withoutStep,
 } from "../../dashboard/format.js";
+import { forTerminal } from "../../src/terminal.ts";
 import { httpUrl, parseHash, route, serverHref } from "../../dashboard/routes.js";
 
 const NOW = Date.parse("2026-11-29T12:00:00Z");
@@ -140,4 +142,14 @@ Deno.test("dashboard routes: only http(s) URLs are linked and framed", () => {
   assertEquals(httpUrl("javascript:alert(1)"), null);
   assertEquals(httpUrl("not a url"), null);
   assertEquals(httpUrl(undefined), null);
+});
+
+Deno.test("visible: bidi and control characters escaped as the CLI prints them (every UTF-16 unit, the same rule)", () => {
+  assertEquals(visible("\u202e3.2.1v"), "\\u202e3.2.1v");
+  assertEquals(
+    visible("a\u2066b\u2069 \u200e\u200f \u202a\u202b\u202c\u202d \x1b[31m\x00\x7f\x9b tab\tnew\nline é 日本 😀"),
+    "a\\u2066b\\u2069 \\u200e\\u200f \\u202a\\u202b\\u202c\\u202d \\x1b[31m\\x00\\x7f\\x9b tab\tnew\nline é 日本 😀",
+  );
+  const every = Array.from({ length: 0x10000 }, (_, code) => String.fromCharCode(code)).join("");
+  assertEquals(visible(every), forTerminal(every));
 });
