@@ -37,6 +37,32 @@ export function parseDotenv(text: string, label: string): Record<string, string>
 
 /** Parses a .env file with its public marks. Throws {@link ConfigError} naming every bad line. */
 export function readDotenv(text: string, label: string): Dotenv {
+  const { env, problems } = dotenvLines(text, label);
+  if (problems.length) throw new ConfigError(`Cannot read ${label}:`, problems);
+  return env;
+}
+
+/**
+ * The .env file a deploy uses: {@link readDotenv}, then {@link refuseShortSecrets}; with bad lines,
+ * the lines that parse are checked for short secrets too, and both kinds of problem are named at once.
+ */
+export function readDeployDotenv(text: string, label: string): Dotenv {
+  const { env, problems } = dotenvLines(text, label);
+  if (!problems.length) {
+    refuseShortSecrets(env, label);
+    return env;
+  }
+  try {
+    refuseShortSecrets(env, label);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    throw new ConfigError(`Cannot use ${label}:`, [...problems, ...error.problems], { suggestion: error.suggestion });
+  }
+  throw new ConfigError(`Cannot read ${label}:`, problems);
+}
+
+/** The values of a .env file's lines that parse, and one problem per line that does not. */
+function dotenvLines(text: string, label: string): { env: Dotenv; problems: string[] } {
   const env: Dotenv = { values: {}, public: new Set(), at: {} };
   const problems: string[] = [];
   text.split("\n").forEach((raw, i) => {
@@ -59,8 +85,7 @@ export function readDotenv(text: string, label: string): Dotenv {
     env.at[key] = `${i + 1}:${raw.indexOf(rawValue) + 1}`;
     if (PUBLIC_MARK.test(parsed.comment)) env.public.add(key);
   });
-  if (problems.length) throw new ConfigError(`Cannot read ${label}:`, problems);
-  return env;
+  return { env, problems };
 }
 
 /** Adds the keys a `# public: KEY …` line names. */

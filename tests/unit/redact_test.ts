@@ -8,6 +8,7 @@ import { Buffer } from "node:buffer";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { MIN_SECRET_LENGTH, REDACTED, Redactor } from "../../src/deploy/redact.ts";
 import {
+  readDeployDotenv,
   readDotenv,
   refuseShortSecrets,
   secretsOf,
@@ -179,6 +180,41 @@ Deno.test(".env: every non-empty value is a secret unless marked `# public`; sho
   }
   refuseShortSecrets(readDotenv("A=123456\nB=1 # public\nC=\n", ".env"), ".env"); // nothing to refuse
 });
+
+Deno.test(".env of a deploy: bad lines and short secrets in the lines that parse are named at once", () => {
+  const text = "GOOD=long-enough-secret\nbroken line\nPIN=1234\nQ='open\n";
+  try {
+    readDeployDotenv(text, ".env.production");
+    assert(false, "refused");
+  } catch (e) {
+    assert(e instanceof ConfigError);
+    assertEquals(e.problems, [
+      ".env.production:2:1: expected KEY=value (KEY of letters, digits and _)",
+      ".env.production:4:3: unterminated quote, or text after the closing quote",
+      ".env.production:3:5: PIN is 4 characters long; a secret needs at least 6",
+    ]);
+    assertMatch(e.message, /^Cannot use \.env\.production:/);
+    assertMatch(e.suggestion!, /`PIN=… # public`/);
+  }
+  // Bad lines alone, and short secrets alone, as before.
+  assertEquals(
+    throwsConfig(() => readDeployDotenv("x\n", ".env")).message,
+    "Cannot read .env:\n  .env:1:1: " +
+      "expected KEY=value (KEY of letters, digits and _)",
+  );
+  assertMatch(throwsConfig(() => readDeployDotenv("PIN=1\n", ".env")).message, /a secret is shorter than 6/);
+  assertEquals(readDeployDotenv("A=123456\n", ".env").values, { A: "123456" });
+});
+
+function throwsConfig(fn: () => unknown): ConfigError {
+  try {
+    fn();
+  } catch (e) {
+    assert(e instanceof ConfigError, String(e));
+    return e;
+  }
+  throw new Error("accepted");
+}
 
 Deno.test(".env snapshots keep the public marks, in our form and in docker's", () => {
   const values = { SECRET: "s3cret-value", LEVEL: "info" };
