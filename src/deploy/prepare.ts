@@ -16,7 +16,7 @@ import { readCommit } from "../git.ts";
 import { imageOf } from "../managers/docker.ts";
 import { type AppPaths, appPaths } from "../paths.ts";
 import { buildPlan, type RepoFacts, startArgv } from "./app_type.ts";
-import { readDotenv, refuseShortSecrets } from "./dotenv.ts";
+import { readDeployDotenv } from "./dotenv.ts";
 import type { Prefetch } from "./prefetch.ts";
 import { type ProcessTypes, processTypes } from "./processes.ts";
 import { PROXIED } from "./strategies/names.ts";
@@ -92,21 +92,20 @@ export async function prepare(
   buildPlan(deploy, facts, "."); // refuses unsupported types before any change
   const envSource = paths.envFile(config.env);
   const envText = await readTextOrUndefined(envSource);
-  const dotenv = envText === undefined ? undefined : readDotenv(envText, envSource);
-  if (dotenv) refuseShortSecrets(dotenv, envSource);
+  const dotenv = envText === undefined ? undefined : readDeployDotenv(envText, envSource);
   const secrets = dotenv?.values ?? {};
   const multiline = Object.keys(secrets).filter((key) => secrets[key].includes("\n"));
+  // What deploy.yml asks of this server that it cannot do: every problem at once (one error).
+  const refusals = new Refusals();
   const nameRule = DEPLOYERS[deploy.type].nameRule; // docker: the name must name an image and a container
   if (nameRule && !nameRule.ok(deploy.name)) {
-    throw new UsageError(`deploy.yml: "${deploy.name}" cannot name ${nameRule.names}`, { suggestion: nameRule.rule });
+    refusals.add(`deploy.yml: "${deploy.name}" cannot name ${nameRule.names}`, nameRule.rule);
   }
   if (deploy.type === "docker" && multiline.length) {
-    throw new UsageError(
+    refusals.add(
       `${envSource}: ${multiline.join(", ")} ${multiline.length === 1 ? "holds" : "hold"} a newline, ` +
         "which docker's --env-file cannot pass",
-      {
-        suggestion: "put such values in a file the app reads, or encode them (base64) on one line",
-      },
+      "put such values in a file the app reads, or encode them (base64) on one line",
     );
   }
   const procfile = read.blobs.get("Procfile");
@@ -116,28 +115,30 @@ export async function prepare(
     `Procfile (commit ${short})`,
   );
   if (processes.instances > 1 && !PROXIED[config.strategy]) {
-    throw new UsageError(
+    refusals.add(
       `deploy.yml: processes.web.instances is ${processes.instances}, but ${paths.config} has strategy: ${config.strategy}`,
-      { suggestion: "several web processes need the proxy in front of them: set strategy: blue-green in config.yml" },
+      "several web processes need the proxy in front of them: set strategy: blue-green in config.yml",
     );
   }
   const clash = await nameClash(root, deploy.name, processes.workers.map((w) => w.type));
   if (clash) {
-    throw new UsageError(`deploy.yml: ${clash}`, {
-      suggestion: "rename the process type (or the other app): process and unit names must stay apart",
-    });
+    refusals.add(
+      `deploy.yml: ${clash}`,
+      "rename the process type (or the other app): process and unit names must stay apart",
+    );
   }
   const argv = deploy.type === "docker" ? undefined : processes.web ?? startArgv(deploy, facts);
   if (processes.workers.length && argv === undefined && deploy.type !== "docker") {
-    throw new UsageError(`deploy.yml: ${deploy.type} apps without a web command run no processes, so no workers`, {
-      suggestion: "give the app a command (its web process), or remove the other processes",
-    });
+    refusals.add(
+      `deploy.yml: ${deploy.type} apps without a web command run no processes, so no workers`,
+      "give the app a command (its web process), or remove the other processes",
+    );
   }
   const rollout = [deploy.gates?.length ? "`gates`" : "", deploy.canary ? "`canary`" : ""].filter(Boolean)
     .join(" and ");
   const runs = argv !== undefined || deploy.type === "docker";
   if (rollout && (config.strategy !== "blue-green" || !runs || !deploy.healthCheck)) {
-    throw new UsageError(
+    refusals.add(
       `deploy.yml: ${rollout} ${rollout.includes(" and ") ? "need" : "needs"} the blue-green ` +
         `strategy and an app process with a healthCheck, but ` +
         (config.strategy !== "blue-green"
@@ -145,13 +146,12 @@ export async function prepare(
           : !runs
           ? "this app serves static files only"
           : "deploy.yml has no healthCheck"),
-      {
-        suggestion: config.strategy !== "blue-green"
-          ? "set strategy: blue-green in config.yml (the proxy moves the traffic), or remove the key from deploy.yml"
-          : `remove ${rollout} from deploy.yml, or give the app a command and a healthCheck`,
-      },
+      config.strategy !== "blue-green"
+        ? "set strategy: blue-green in config.yml (the proxy moves the traffic), or remove the key from deploy.yml"
+        : `remove ${rollout} from deploy.yml, or give the app a command and a healthCheck`,
     );
   }
+  refusals.check();
   return {
     gitDir,
     commit,
@@ -169,6 +169,28 @@ export async function prepare(
     prefetch: options.prefetch?.commit === commit ? options.prefetch : undefined,
     ...(config.domains.length && PROXIED[config.strategy] ? { front: await frontDoor(root) } : {}),
   };
+}
+
+/** Problems that stop a deploy before anything changes, each with its fix: thrown together by {@link check}. */
+class Refusals {
+  readonly #list: { problem: string; fix: string }[] = [];
+
+  add(problem: string, fix: string): void {
+    this.#list.push({ problem, fix });
+  }
+
+  /** Throws one {@link UsageError}: the problem and its fix as a hint, or every problem with its fix. */
+  check(): void {
+    const list = this.#list;
+    if (list.length === 1) throw new UsageError(list[0].problem, { suggestion: list[0].fix });
+    if (list.length > 1) {
+      throw new UsageError(
+        `${list.length} problems stop this deploy:\n` + list.map(({ problem, fix }) => `  ${problem}\n    fix: ${fix}`)
+          .join("\n"),
+        { suggestion: "fix each of them, then push again" },
+      );
+    }
+  }
 }
 
 async function realPath(path: string): Promise<string> {

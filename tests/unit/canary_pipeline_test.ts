@@ -282,6 +282,15 @@ Deno.test("gates and canary are refused with strategy restart or a static app: e
     assertMatch(error.message, /^deploy\.yml: `gates` needs the blue-green strategy .* has strategy: restart$/);
     assertMatch(error.suggestion!, /set strategy: blue-green in config\.yml/);
     assertEquals(await Deno.stat(w.paths.releases).then(() => true, () => false), false);
+    // With another problem of the same kind: both at once, each with its fix.
+    const both = await commit(w, "ok", ["gates: [./smoke.sh]", "processes:", "  web: { instances: 2 }"]);
+    const two = await deploy(w, both).then(() => undefined, (e) => e);
+    assert(two instanceof UsageError, String(two));
+    assertMatch(
+      two.message,
+      /^2 problems stop this deploy:\n  deploy\.yml: processes\.web\.instances is 2, but .* has strategy: restart\n {4}fix: several web processes need the proxy .*\n  deploy\.yml: `gates` needs the blue-green .*\n {4}fix: set strategy: blue-green/,
+    );
+    assertEquals(await Deno.stat(w.paths.releases).then(() => true, () => false), false);
   });
   await withWorld("blue-green", async (w) => {
     await Deno.writeTextFile(join(w.work, "deploy.yml"), `name: ${APP}\ntype: static\ncanary: true\ngates: [./s]\n`);
