@@ -162,12 +162,12 @@ export function snapshotSecrets(text: string, label: string, docker: boolean): s
 /** Setup's check of an existing `.env.<env>`: it parses, and holds no secret too short to redact. */
 export async function checkDotenvFile(path: string): Promise<void> {
   const text = await readTextOrUndefined(path);
-  if (text !== undefined) refuseShortSecrets(readDotenv(text, path), path);
+  if (text !== undefined) readDeployDotenv(text, path);
 }
 
 /** The comment line that carries the public marks into a release's `.env` (empty when none). */
-function publicLine(publicKeys: Iterable<string>): string[] {
-  const keys = [...publicKeys].sort();
+function publicLine(publicKeys: Iterable<string>, values: Record<string, string>): string[] {
+  const keys = [...publicKeys].filter((key) => key in values).sort();
   return keys.length ? [`# public: ${keys.join(" ")}`] : [];
 }
 
@@ -186,7 +186,7 @@ export function serializeDotenv(
       ? `${key}="${value.replace(/[\\"]/g, (c) => `\\${c}`).replaceAll("\n", "\\n")}"`
       : `${key}='${value}'`
   );
-  return [`# ${header}`, ...publicLine(publicKeys), ...lines, ""].join("\n");
+  return [`# ${header}`, ...publicLine(publicKeys, values), ...lines, ""].join("\n");
 }
 
 /**
@@ -200,7 +200,7 @@ export function serializeDockerEnv(
 ): string {
   return [
     `# ${header}`,
-    ...publicLine(publicKeys),
+    ...publicLine(publicKeys, values),
     ...Object.entries(values).map(([key, value]) => `${key}=${value}`),
     "",
   ].join("\n");

@@ -343,6 +343,24 @@ Deno.test("pipeline: a secret of .env.<env> in a build's output is printed and r
   });
 });
 
+Deno.test("pipeline: PORT and DEPLOY_ENV in .env.<env> are left out of the release's .env, and said (ours win under every manager)", async () => {
+  await withWorld("restart", async (w) => {
+    const env = "API_TOKEN=hunter2-s3cr3t-token\nPORT=9999 # public\nDEPLOY_ENV=staging # public\n";
+    await Deno.writeTextFile(w.paths.envFile("production"), env, { mode: 0o600 });
+    assert((await deploy(w, await commit(w, "ok"))).ok);
+    const [release] = await releases(w);
+    const written = await Deno.readTextFile(join(w.paths.releases, release, ".env"));
+    assertMatch(written, /^API_TOKEN='hunter2-s3cr3t-token'$/m);
+    assert(!/PORT|DEPLOY_ENV/.test(written), written);
+    assert(
+      w.printed.some((line) =>
+        line.startsWith(`! ${w.paths.envFile("production")} sets PORT and DEPLOY_ENV, which deploy-paradigm sets`)
+      ),
+      w.printed.join("\n"),
+    );
+  });
+});
+
 Deno.test("pipeline: after a restart deploy killed between its switch and its restart, current follows the running process", async () => {
   await withWorld("restart", async (w) => {
     const v1 = await commit(w, "ok");

@@ -169,23 +169,39 @@ export const env: Step = {
     }
     const file = join(dir, ".env");
     const header = `from ${plan.envSource}, written by deploy-paradigm`;
+    const values = withoutOurs(plan.secrets, plan.envSource, (line) => ctx.journal.say(line));
     const text = plan.deploy.type === "docker"
-      ? serializeDockerEnv(plan.secrets, `${header} for docker run --env-file`, plan.public)
-      : serializeDotenv(plan.secrets, header, plan.public);
+      ? serializeDockerEnv(values, `${header} for docker run --env-file`, plan.public)
+      : serializeDotenv(values, header, plan.public);
     await Deno.writeTextFile(file, text, { mode: 0o600, createNew: true });
     await Deno.chmod(file, 0o600);
     await shareWithApp(file, user(ctx)); // root:<app group> 0640: its app only
-    const count = Object.keys(plan.secrets).length;
+    const count = Object.keys(values).length;
     return `.env.${plan.config.env} → .env (0600, ${count} value${count === 1 ? "" : "s"})`;
   },
   dry({ plan, print }, { dir }) {
-    print(
-      plan.envSource
-        ? `would copy ${plan.envSource} to ${dir}/.env (0600, ${Object.keys(plan.secrets).length} values)`
-        : `no ${plan.paths.envFile(plan.config.env)}: the app would get PORT only`,
-    );
+    if (!plan.envSource) return print(`no ${plan.paths.envFile(plan.config.env)}: the app would get PORT only`);
+    const values = withoutOurs(plan.secrets, plan.envSource, print);
+    print(`would copy ${plan.envSource} to ${dir}/.env (0600, ${Object.keys(values).length} values)`);
   },
 };
+
+/** What deploy-paradigm sets itself in every process: a .env value of the same name is left out. */
+const OURS = ["PORT", "DEPLOY_ENV"];
+
+/**
+ * `values` without {@link OURS}, each one left out said (managers differ in which would win: under
+ * systemd a .env PORT would beat the port the app must listen on, under pm2 lose to it).
+ */
+function withoutOurs(values: Record<string, string>, source: string, say: (line: string) => void) {
+  const ours = OURS.filter((key) => key in values);
+  if (!ours.length) return values;
+  say(
+    `! ${source} sets ${ours.join(" and ")}, which deploy-paradigm sets itself (PORT: the port each web process ` +
+      "must listen on): left out of the release's .env",
+  );
+  return Object.fromEntries(Object.entries(values).filter(([key]) => !OURS.includes(key)));
+}
 
 /**
  * A command of the app's (a hook, a gate) run in release `id` as the app's user, with its `.env`
