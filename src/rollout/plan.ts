@@ -118,6 +118,11 @@ export function rolloutOptions(
   }
   const confirm = opts.confirm === true;
   const yes = opts.yes === true;
+  if (yes && !confirm) {
+    throw new UsageError("--yes answers --confirm's question, and without --confirm nothing is asked", {
+      suggestion: "leave --yes out (the waves go on by themselves), or add --confirm to be asked before each",
+    });
+  }
   if (confirm && !terminal && !yes) {
     throw new UsageError("--confirm asks before each wave, and there is no terminal to ask on", {
       suggestion: "run it from a terminal, or add --yes to go on without asking",

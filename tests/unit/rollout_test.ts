@@ -69,6 +69,7 @@ Deno.test("rollout options: defaults, and every bad option a clear usage error",
   usageError(() => rolloutOptions("web", { all: true, ref: "a b" }, false), /--ref must name a commit/);
   usageError(() => rolloutOptions("web", { all: true, "on-failure": "pray" }, false), /--on-failure must be one of/);
   usageError(() => rolloutOptions("web", { all: true, confirm: true }, false), /no terminal to ask on/);
+  usageError(() => rolloutOptions("web", { all: true, yes: true }, true), /without --confirm nothing is asked/);
 });
 
 Deno.test("rollout: git ssh URLs parsed, and which point at the app", () => {
