@@ -13,7 +13,14 @@ import type { ServerMemory } from "./alert_memory.ts";
 import type { CycleSummary } from "./collector.ts";
 import type { CertificateRecord, DeploymentRecord } from "./rows.ts";
 import type { CertificateView } from "./views.ts";
-import { type CertificateRule, recoveryPoint, ruleUnit, type Subject, type Transition } from "./rules.ts";
+import {
+  type CertificateRule,
+  CRON_TIMED_OUT,
+  recoveryPoint,
+  ruleUnit,
+  type Subject,
+  type Transition,
+} from "./rules.ts";
 import { comparedTo, formatThreshold, formatValue, formatWindow } from "./rule_text.ts";
 
 /** deployments outcomes that alert, and their event. */
@@ -201,7 +208,9 @@ export function ruleNotice(transition: Transition): Notice {
       }, under ${recovery}`;
   } else {
     title = firing
-      ? `cron job ${subject.job} of ${subject.server}/${subject.app} failed`
+      ? `cron job ${subject.job} of ${subject.server}/${subject.app} ${
+        value === CRON_TIMED_OUT ? "timed out" : "failed"
+      }`
       : `cron job ${subject.job} of ${subject.server}/${subject.app} ran ok again`;
   }
   const lasted = Date.parse(at) - Date.parse(since);

@@ -11,7 +11,16 @@
  * @module
  */
 import type { CycleSummary } from "./collector.ts";
-import { type Cycle, MAX_SUBJECTS, type Observation, type Rule, RULE_METRICS, type ThresholdRule } from "./rules.ts";
+import {
+  CRON_FAILED,
+  CRON_TIMED_OUT,
+  type Cycle,
+  MAX_SUBJECTS,
+  type Observation,
+  type Rule,
+  RULE_METRICS,
+  type ThresholdRule,
+} from "./rules.ts";
 import { appRequestWindow } from "./series.ts";
 import { latestServerMetrics, type ServerLatest } from "./server_latest.ts";
 import { LINE_AHEAD_MS } from "./server_time.ts";
@@ -162,7 +171,7 @@ export function countMatches(
   return new Map(rows.map((row) => [row.server, row.n]));
 }
 
-/** Each cron job's last run: 1 failed (or timed out), 0 ok, null otherwise (skipped: nothing to judge). */
+/** Each cron job's last run: 0 ok, CRON_FAILED, CRON_TIMED_OUT, null otherwise (skipped: nothing to judge). */
 function cronObservations(
   store: FleetStore,
   app: string | undefined,
@@ -176,6 +185,12 @@ function cronObservations(
   ).all({ server, app: app ?? null, job: job ?? null }) as { app: string; job: string; outcome: string }[];
   return rows.map((row) => ({
     subject: { server, app: row.app, job: row.job },
-    value: row.outcome === "failed" || row.outcome === "timeout" ? 1 : row.outcome === "ok" ? 0 : null,
+    value: row.outcome === "failed"
+      ? CRON_FAILED
+      : row.outcome === "timeout"
+      ? CRON_TIMED_OUT
+      : row.outcome === "ok"
+      ? 0
+      : null,
   }));
 }

@@ -101,11 +101,19 @@ export interface CertificateRule extends RuleBase {
   days: number;
 }
 
-/** `{ cron: failed }`: a cron job whose last run failed (or timed out). */
+/**
+ * `{ cron: failed }`: a cron job whose last run failed (or timed out). Its observations: 0 ran ok,
+ * {@link CRON_FAILED}, {@link CRON_TIMED_OUT}.
+ */
 export interface CronRule extends RuleBase {
   kind: "cron";
   job?: string;
 }
+
+/** A cron job's last run failed (a cron rule's observation; it fires at 1 or more). */
+export const CRON_FAILED = 1;
+/** A cron job's last run was stopped at its timeout. */
+export const CRON_TIMED_OUT = 2;
 
 /** A validated rule (./rule_config.ts). */
 export type Rule = ThresholdRule | LogRule | CertificateRule | CronRule;

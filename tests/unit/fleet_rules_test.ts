@@ -27,6 +27,8 @@ import { ruleNotice } from "../../src/fleet/alert_notices.ts";
 import { cycleLines } from "../../src/fleet/cli.ts";
 import { rulesChanged } from "../../src/fleet/cli_alerts.ts";
 import {
+  CRON_FAILED,
+  CRON_TIMED_OUT,
   evaluate,
   margin,
   type Observation,
@@ -124,6 +126,15 @@ Deno.test("rules: a burst of 100 matching lines is one alert; recovery when the 
     "1:fire:1",
     "3:recover:0",
   ]);
+  // A run stopped at its timeout fires too, and its notice says so.
+  assertEquals(run(cron, [0, CRON_TIMED_OUT, 0]).out, ["1:fire:2", "2:recover:0"]);
+  const job = { server: "web1", app: "api", job: "backup" };
+  const notice = (value: number) =>
+    ruleNotice({ rule: cron, subject: job, firing: true, value, since: "2026-01-01T00:00:00.000Z", at: "x" }).title;
+  assertEquals(
+    [notice(CRON_FAILED), notice(CRON_TIMED_OUT)],
+    ["cron job backup of web1/api failed", "cron job backup of web1/api timed out"],
+  );
 });
 
 Deno.test("rules: values are formatted with their units", () => {
