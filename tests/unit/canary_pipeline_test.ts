@@ -288,7 +288,7 @@ Deno.test("gates and canary are refused with strategy restart or a static app: e
     assert(two instanceof UsageError, String(two));
     assertMatch(
       two.message,
-      /^2 problems stop this deploy:\n  deploy\.yml: processes\.web\.instances is 2, but .* has strategy: restart\n {4}fix: several web processes need the proxy .*\n  deploy\.yml: `gates` needs the blue-green .*\n {4}fix: set strategy: blue-green/,
+      /^2 problems stop this deploy:\n {2}deploy\.yml: processes\.web\.instances is 2, but .* has strategy: restart\n {4}fix: several web processes need the proxy .*\n {2}deploy\.yml: `gates` needs the blue-green .*\n {4}fix: set strategy: blue-green/,
     );
     assertEquals(await Deno.stat(w.paths.releases).then(() => true, () => false), false);
   });
