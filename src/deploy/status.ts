@@ -110,8 +110,8 @@ export interface AppStatus {
 }
 
 /**
- * The fields of status.json every reader relies on, with their JSON types (`?`: only when present):
- * a file without them was not written by a deploy.
+ * The fields of status.json the readers rely on, with their JSON types (`?`: checked when present): a
+ * file without them was not written by a deploy, and would fail a reader later.
  */
 const SHAPE: [path: string, type: string][] = [
   ["name", "string"],
@@ -122,11 +122,9 @@ const SHAPE: [path: string, type: string][] = [
   ["port", "number"],
   ["lastDeploy", "object"],
   ["lastDeploy.outcome", "string"],
-  ["lastDeploy.release", "string"],
-  ["lastDeploy.commit", "string"],
   ["lastDeploy.version", "string"],
-  ["lastDeploy.at", "string"],
-  ["lastDeploy.duration", "number"],
+  ...["release", "commit", "at", "step", "message"].map((key): [string, string] => [`lastDeploy.${key}`, "string?"]),
+  ["lastDeploy.duration", "number?"],
   ...["version", "commit", "release", "previous", "deployed", "lastHealthCheck", "url", "branch", "strategy", "slot"]
     .map((key): [string, string] => [key, "string?"]),
   ["slotPort", "number?"],
