@@ -221,6 +221,7 @@ Deno.test("proxy: a route switch + reload over the control socket while a 3 s st
         ok: true,
         routes: [{ app: "switch", port, domains: [], target: { port: fresh.addr.port }, inFlight: 0, listening: true }],
         host: "127.0.0.1",
+        problems: {}, // what the proxy could not do (status's `! proxy:` lines): nothing
       });
       assertEquals(
         await control(root, { op: "drain", port: slow.addr.port, timeoutMs: 100 }),
