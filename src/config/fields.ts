@@ -23,11 +23,13 @@ function finite(ms: number): number | undefined {
 
 const MUST_BE_DURATION = 'must be a duration like "500ms", "2s" or "1m"';
 
-/** `ms` as a duration is written in config: "10ms", "1s", "24h". */
+/** Duration units, largest first. */
+const UNITS: [unit: string, ms: number][] = [["h", 3_600_000], ["m", 60_000], ["s", 1000], ["ms", 1]];
+
+/** `ms` as a duration is written in config: "10ms", "1s", "24h" (in the largest unit it is a whole number of). */
 function written(ms: number): string {
-  const [unit, size] = [["h", 3_600_000], ["m", 60_000], ["s", 1000]].find(([, size]) => ms % +size === 0) ??
-    ["ms", 1];
-  return `${ms / +size}${unit}`;
+  const [unit, size] = UNITS.find(([, size]) => ms % size === 0) ?? ["ms", 1];
+  return `${ms / size}${unit}`;
 }
 
 /** A duration in config (`"2s"`, or seconds), to milliseconds; `fallback` when absent. */
