@@ -180,7 +180,9 @@ function explain(issue: z.core.$ZodIssue, path: Path, schema: z.ZodType, data: u
   const key = path.length ? `"${shorten(visible(path.join(".")))}"` : "the file";
   if (issue.code === "unrecognized_keys") {
     const known = knownKeys(schema, path.slice(0, -1));
-    const elsewhere = path.length === 1 ? MISPLACED.get(schema)?.[String(path[0])] : undefined;
+    const hints = path.length === 1 ? MISPLACED.get(schema) : undefined;
+    // Own keys only: `constructor:` is no other file's key either.
+    const elsewhere = hints && Object.hasOwn(hints, path[0]) ? hints[String(path[0])] : undefined;
     if (elsewhere) return `${key} is not a key of this file: ${elsewhere()}`;
     const guess = didYouMean(String(path.at(-1)), known);
     return `${key} is not a known key` + (guess ? `; did you mean "${guess}"?` : `; known keys: ${known.join(", ")}`);

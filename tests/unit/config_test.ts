@@ -749,3 +749,10 @@ Deno.test("deploy.yml, config.yml: checks across keys are reported with the othe
   // domains with a problem of its own: whether hsts needs them is not judged.
   assertEquals(problems("port: 80\nmanager: pm2\ndomains: [bad..name]\nhsts: true\n", serverConfigSchema).length, 1);
 });
+
+Deno.test("deploy.yml: a key named like an Object property (constructor, toString) is an unknown key, not a hint", () => {
+  for (const key of ["constructor", "toString", "__proto__"]) {
+    const [problem] = problems(`name: app\ntype: static\n${key}: x\n`);
+    assertMatch(problem, new RegExp(`^deploy\\.yml:3:1: "${key}" is not a known key`));
+  }
+});
