@@ -48,17 +48,11 @@ export function readDotenv(text: string, label: string): Dotenv {
  */
 export function readDeployDotenv(text: string, label: string): Dotenv {
   const { env, problems } = dotenvLines(text, label);
-  if (!problems.length) {
-    refuseShortSecrets(env, label);
-    return env;
-  }
-  try {
-    refuseShortSecrets(env, label);
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    throw new ConfigError(`Cannot use ${label}:`, [...problems, ...error.problems], { suggestion: error.suggestion });
-  }
-  throw new ConfigError(`Cannot read ${label}:`, problems);
+  const short = shortSecrets(env, label);
+  if (!problems.length && !short) return env;
+  if (!problems.length) throw short;
+  if (!short) throw new ConfigError(`Cannot read ${label}:`, problems);
+  throw new ConfigError(`Cannot use ${label}:`, [...problems, ...short.problems], { suggestion: short.suggestion });
 }
 
 /** The values of a .env file's lines that parse, and one problem per line that does not. */
@@ -122,11 +116,17 @@ export function secretsOf(values: Record<string, string>, publicKeys: ReadonlySe
  * characters): a {@link ConfigError} naming each key where it is, and the two ways out.
  */
 export function refuseShortSecrets(env: Dotenv, label: string): void {
+  const short = shortSecrets(env, label);
+  if (short) throw short;
+}
+
+/** The {@link ConfigError} {@link refuseShortSecrets} throws, or undefined when no secret is too short. */
+function shortSecrets(env: Dotenv, label: string): ConfigError | undefined {
   const short = Object.entries(env.values).map(([key, value]) => [key, [...value].length] as const)
     .filter(([key, length]) => length > 0 && length < MIN_SECRET_LENGTH && !env.public.has(key));
-  if (!short.length) return;
+  if (!short.length) return undefined;
   const [example] = short[0];
-  throw new ConfigError(
+  return new ConfigError(
     `${label}: ${short.length === 1 ? "a secret is" : `${short.length} secrets are`} shorter than ` +
       `${MIN_SECRET_LENGTH} characters, too short to be kept out of deploy output:`,
     short.map(([key, length]) =>

@@ -10,7 +10,7 @@ import { bindsPort, refuseTakenDomains, refuseTakenPort } from "../config/domain
 import { parseConfig } from "../config/load.ts";
 import { type DeployFile, deployFileSchema, type ServerConfig } from "../config/schema.ts";
 import { DEPLOYERS, READS } from "../deployers/mod.ts";
-import { UsageError } from "../errors.ts";
+import { ConfigError, UsageError } from "../errors.ts";
 import { readTextOrUndefined } from "../fsutil.ts";
 import { readCommit } from "../git.ts";
 import { imageOf } from "../managers/docker.ts";
@@ -179,14 +179,14 @@ class Refusals {
     this.#list.push({ problem, fix });
   }
 
-  /** Throws one {@link UsageError}: the problem and its fix as a hint, or every problem with its fix. */
+  /** Throws one {@link UsageError}: the problem and its fix as a hint, or a {@link ConfigError} of each with its fix. */
   check(): void {
     const list = this.#list;
     if (list.length === 1) throw new UsageError(list[0].problem, { suggestion: list[0].fix });
     if (list.length > 1) {
-      throw new UsageError(
-        `${list.length} problems stop this deploy:\n` + list.map(({ problem, fix }) => `  ${problem}\n    fix: ${fix}`)
-          .join("\n"),
+      throw new ConfigError(
+        `${list.length} problems stop this deploy:`,
+        list.map(({ problem, fix }) => `${problem}\n    fix: ${fix}`),
         { suggestion: "fix each of them, then push again" },
       );
     }
