@@ -55,6 +55,10 @@ export interface PageOptions {
 
 /** The console error of a request Chromium cut because an interface came or went. */
 const NETWORK_CHANGED = /^Failed to load resource: net::ERR_NETWORK_CHANGED$/;
+/** The same cut, as a failed request's error text. */
+const NETWORK_CHANGED_FAILURE = "net::ERR_NETWORK_CHANGED";
+/** Loads of a page (`goto`) before a load cut by network changes is left as it is. */
+const LOAD_ATTEMPTS = 3;
 
 /**
  * A new page in its own context (its own session storage) that records page errors, console
@@ -77,6 +81,7 @@ export async function openPage(browser: Browser, options: PageOptions = {}): Pro
     });
   });
   const page = await context.newPage();
+  reloadWhenCut(page);
   page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
   page.on("console", (message) => {
     // Chromium aborts the requests in flight when the machine's interfaces change, as they do
@@ -86,6 +91,29 @@ export async function openPage(browser: Browser, options: PageOptions = {}): Pro
     }
   });
   return { context, page, problems };
+}
+
+/**
+ * Makes `page.goto` load the page again when a request of the load (a module of the dashboard's
+ * graph, say) was cut by a network change: Chromium keeps a module that failed to load as failed,
+ * so the page would stay without its script for good, and the test would wait for a view that never
+ * comes. Other tests add and remove network namespaces' links all the time; that is the machine,
+ * not the page. Any other failure is left to the test.
+ */
+function reloadWhenCut(page: Page): void {
+  let cuts = 0;
+  page.on("requestfailed", (request) => {
+    if (request.failure()?.errorText === NETWORK_CHANGED_FAILURE) cuts++;
+  });
+  const goto = page.goto.bind(page);
+  page.goto = async (url, options) => {
+    for (let attempt = 1;; attempt++) {
+      const before = cuts;
+      const response = await goto(url, options);
+      if (cuts === before || attempt === LOAD_ATTEMPTS) return response;
+      console.log(`browser: ${url} loaded again: ${cuts - before} request(s) cut by a network change`);
+    }
+  };
 }
 
 /**
