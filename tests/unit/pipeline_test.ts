@@ -38,6 +38,16 @@ Deno.test("pipeline: the strategy registry has an implementation for every strat
   for (const [name, strategy] of Object.entries(STRATEGY)) assertEquals(strategy.name, name);
 });
 
+Deno.test("pipeline: the command step names a program of the new release as in the release, not under current/", async () => {
+  await withWorld("restart", async (w) => {
+    const sha = await commit(w, "ok");
+    assertEquals(await deploy(w, sha, { ref: "refs/heads/main", old: ZEROS }), { ok: true });
+    const line = w.printed.find((printed) => /\bcommand\b/.test(printed)) ?? "";
+    assertMatch(line, /\(server in the release\)$/);
+    assert(!line.includes(w.paths.current), line);
+  });
+});
+
 Deno.test("pipeline: a successful restart deploy runs its steps, moves the branch and writes status.json", async () => {
   await withWorld("restart", async (w) => {
     const sha = await commit(w, "ok");

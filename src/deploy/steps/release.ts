@@ -135,7 +135,11 @@ export const command: Step = {
       const program = await resolveProgram(argv[0], dir, paths.current).catch((error) => {
         throw new Error(`${what}: ${error.message}`);
       });
-      found.push(plan.argv === argv ? `${displayArgv(argv)} (${program})` : `${what} ${program}`);
+      // A program of the release is said as the release has it: `current` still points to the old one.
+      const shown = program.startsWith(`${paths.current}/`)
+        ? `${program.slice(paths.current.length + 1)} in the release`
+        : program;
+      found.push(plan.argv === argv ? `${displayArgv(argv)} (${shown})` : `${what} ${shown}`);
     }
     return found.join("; ");
   },
