@@ -307,7 +307,7 @@ async function readInto(
       const rows = lines.flatMap((line) => deploymentOf(line, now) ?? []);
       result.deployments += store.ingestDeployments(ledger, app, rows);
     } else if (isCronLog) {
-      const runs = lines.map(cronRunOf).filter((run): run is CronRunRow => run !== undefined);
+      const runs = lines.flatMap((line) => cronRunOf(line, now) ?? []);
       const { added, forgotten } = store.ingestCronLines(ledger, app, name, lines, runs);
       result.lines += added;
       if (forgotten) result.cronForgotten = (result.cronForgotten ?? 0) + forgotten;
@@ -343,6 +343,12 @@ function requestMinutes(lines: LogLine[], now: number): RequestMinute[] {
   return lines.map((line) => requestMinuteOf(line, now)).filter((m): m is RequestMinute => m !== undefined);
 }
 
+/** A time a server wrote, as ISO in UTC when it is one, plausible at `now` (./server_time.ts's zonedTime); else null. */
+function serverTime(value: unknown, now: number): string | null {
+  const ms = zonedTime(value, now);
+  return ms === undefined ? null : new Date(ms).toISOString();
+}
+
 /** deploy.log events that end a deploy or a rollback. */
 const OUTCOMES = new Set(["success", "failed", "rolled_back", "cancelled", "refused", "rollback_failed"]);
 
@@ -360,7 +366,7 @@ export function deploymentOf(line: LogLine, now: number): DeploymentRow | undefi
   const step = event.ok === false && message?.includes(": ") ? message.split(": ")[0] : undefined;
   return {
     offset: line.offset,
-    at: new Date(zonedTime(event.time, now) ?? now).toISOString(),
+    at: serverTime(event.time, now) ?? new Date(now).toISOString(),
     outcome: event.event as string,
     release: text("release"),
     commit: text("commit"),
@@ -374,9 +380,13 @@ export function deploymentOf(line: LogLine, now: number): DeploymentRow | undefi
  * A cron run from one line of cron.log (../cron/log.ts's CronRun: `{job, release, start, end,
  * exitCode, durationMs, outcome, reason, pid}`), or undefined for a line that is not one (not
  * JSON, no string `job` and `outcome`). Hostile input: every field is type-checked and cut to the
- * field limits (./limits.ts); a wrong type becomes null.
+ * field limits (./limits.ts); a wrong type becomes null. Its `start` and `end` are checked like a
+ * deploy's `time` (see {@link deploymentOf}; ./server_time.ts: ISO 8601 with its zone, from 2000 to
+ * a day past `now`, the time of the pull) and kept as ISO in UTC; a time that is not one is dropped
+ * (null: not known), not taken as the pull's time like a deploy's, which must have one: a run
+ * claimed to have started when it was pulled would be a made-up time on the dashboard.
  */
-export function cronRunOf(line: LogLine): CronRunRow | undefined {
+export function cronRunOf(line: LogLine, now: number): CronRunRow | undefined {
   const r = jsonObjectOf(line.text);
   if (!r) return undefined;
   const job = capText(r.job, FIELD.short);
@@ -387,8 +397,8 @@ export function cronRunOf(line: LogLine): CronRunRow | undefined {
     offset: line.offset,
     job,
     release: capText(r.release, FIELD.short),
-    start: capText(r.start, FIELD.short),
-    end: capText(r.end, FIELD.short),
+    start: serverTime(r.start, now),
+    end: serverTime(r.end, now),
     exitCode: Number.isSafeInteger(r.exitCode) ? r.exitCode as number : null,
     durationMs: typeof duration === "number" && Number.isFinite(duration) && duration >= 0
       ? Math.round(Math.min(duration, Number.MAX_SAFE_INTEGER))

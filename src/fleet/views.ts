@@ -82,7 +82,7 @@ export interface AppDetail extends AppView {
 export interface CronRunView {
   job: string;
   release: string | null;
-  /** As cron.log has them (ISO 8601 when written by deploy-paradigm). */
+  /** ISO 8601 in UTC; null when cron.log's was not a time from 2000 to a day past its pull (./ingest.ts's cronRunOf). */
   start: string | null;
   end: string | null;
   exitCode: number | null;

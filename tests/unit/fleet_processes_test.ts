@@ -7,6 +7,7 @@
 import { join } from "node:path";
 import { databaseAt, withStore } from "../helpers/fleet_store.ts";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
+import { notTimes } from "../helpers/server_times.ts";
 import { createFleetHandler } from "../../src/fleet/api.ts";
 import { Collector } from "../../src/fleet/collector.ts";
 import { fleetConfigSchema, fleetPaths } from "../../src/fleet/config.ts";
@@ -87,7 +88,7 @@ Deno.test("processesJson: a list kept within the limits, every field type-checke
 
 Deno.test("cronRunOf: a CronRun line, every field checked; other lines are not runs", () => {
   const line = (text: string) => ({ offset: 7, ts: NOW, text });
-  assertEquals(cronRunOf(line(run("nightly", "failed", { reason: "exit 1" }))), {
+  assertEquals(cronRunOf(line(run("nightly", "failed", { reason: "exit 1" })), NOW), {
     offset: 7,
     job: "nightly",
     release: "20261203-110000-000",
@@ -99,21 +100,54 @@ Deno.test("cronRunOf: a CronRun line, every field checked; other lines are not r
     reason: "exit 1",
   });
   for (const text of ["not json", "[]", "null", '{"job":"x"}', '{"outcome":"ok"}', '{"job":5,"outcome":"ok"}']) {
-    assertEquals(cronRunOf(line(text)), undefined, text);
+    assertEquals(cronRunOf(line(text), NOW), undefined, text);
   }
-  const hostile = cronRunOf(line(JSON.stringify({
-    job: "j".repeat(5000),
-    outcome: "ok",
-    exitCode: "0",
-    durationMs: -5,
-    start: { $gt: 1 },
-    reason: "r".repeat(100_000),
-    release: 12,
-  })))!;
+  const hostile = cronRunOf(
+    line(JSON.stringify({
+      job: "j".repeat(5000),
+      outcome: "ok",
+      exitCode: "0",
+      durationMs: -5,
+      start: { $gt: 1 },
+      reason: "r".repeat(100_000),
+      release: 12,
+    })),
+    NOW,
+  )!;
   assertEquals(hostile.job.length, FIELD.short);
   assertEquals([hostile.exitCode, hostile.durationMs, hostile.start, hostile.release], [null, null, null, null]);
   assertEquals(hostile.reason!.length, FIELD.message);
-  assertEquals(cronRunOf(line(run("x", "ok", { durationMs: 1e300 })))!.durationMs, Number.MAX_SAFE_INTEGER);
+  assertEquals(cronRunOf(line(run("x", "ok", { durationMs: 1e300 })), NOW)!.durationMs, Number.MAX_SAFE_INTEGER);
+});
+
+Deno.test("cronRunOf: a start or end that is not an ISO instant with its zone, from 2000 to a day ahead, is dropped", () => {
+  const times = (start: unknown, end: unknown) => {
+    const stored = cronRunOf({ offset: 0, ts: NOW, text: run("nightly", "ok", { start, end }) }, NOW);
+    return [stored?.start, stored?.end, stored?.outcome];
+  };
+  assertEquals(
+    times("2026-12-03T13:59:00+02:00", "2026-12-04T12:00:00Z"),
+    ["2026-12-03T11:59:00.000Z", "2026-12-04T12:00:00.000Z", "ok"],
+    "in UTC, as ISO; a day ahead: clocks differ",
+  );
+  // Not taken as the pull's time (a deploy's is: it must have one): the run is kept, when it ran is not known.
+  for (const time of notTimes(NOW)) assertEquals(times(time, time), [null, null, "ok"], JSON.stringify(time));
+});
+
+Deno.test("ingestFile: a cron run dated 9999 or with a Slack mention for a time is stored without them", async () => {
+  await withStore("dp-fleet-processes-", async (store, dir) => {
+    const path = join(dir, "cron.log");
+    const forged = { start: "9999-12-31T23:59:59Z", end: "<!channel> <https://evil.example/login|Re-authenticate>" };
+    await Deno.writeTextFile(path, run("nightly", "failed", forged) + "\n" + run("hourly", "ok") + "\n");
+    await ingestFile(store, "s1", { rel: "shop/cron.log", path, ino: 1 }, undefined, NOW);
+    assertEquals(
+      store.sql("SELECT job, outcome, start_at, end_at FROM cron_runs ORDER BY job").all().map((r) => ({ ...r })),
+      [
+        { job: "hourly", outcome: "ok", start_at: "2026-12-03T11:59:00.000Z", end_at: "2026-12-03T11:59:01.250Z" },
+        { job: "nightly", outcome: "failed", start_at: null, end_at: null },
+      ],
+    );
+  });
 });
 
 Deno.test("ingestFile: cron.log lines are searchable and keep each job's last run, across rotation; bounded", async () => {
@@ -179,7 +213,7 @@ Deno.test("FleetStore: a run from an earlier place in the log never replaces a l
   await withStore("dp-fleet-processes-", (store) => {
     const path = "/var/log/deployments/shop/cron.log";
     const ledger = store.newGeneration("s1", path, null, "head", 4);
-    const at = (offset: number, outcome: string) => cronRunOf({ offset, ts: NOW, text: run("nightly", outcome) })!;
+    const at = (offset: number, outcome: string) => cronRunOf({ offset, ts: NOW, text: run("nightly", outcome) }, NOW)!;
     store.ingestCronLines(ledger, "shop", "cron.log", [], [at(500, "failed")]);
     store.ingestCronLines(ledger, "shop", "cron.log", [], [at(100, "ok")]);
     const stored = store.sql("SELECT outcome, offset FROM cron_runs").get() as { outcome: string; offset: number };
