@@ -5,6 +5,26 @@
  * @module
  */
 import { FIELD } from "./limits.ts";
+import { EARLIEST, RECORD_AHEAD_MS } from "./server_time.ts";
+
+/**
+ * SQL: the Julian day of the time a server wrote in `column` when it is one ./server_time.ts's
+ * zonedTime takes now (the migration's time): an ISO 8601 instant with its zone (`+0200` read as
+ * `+02:00`), as SQLite reads it, from {@link EARLIEST} to {@link RECORD_AHEAD_MS} past now; else NULL.
+ */
+function plausibleDay(column: string): string {
+  const digits = (n: number) => "[0-9]".repeat(n);
+  const zoned = `CASE WHEN ${column} GLOB '*[+-]${digits(4)}'
+    THEN substr(${column}, 1, length(${column}) - 2) || ':' || substr(${column}, -2) ELSE ${column} END`;
+  const shape = `${column} GLOB '${digits(4)}-${digits(2)}-${digits(2)}T${digits(2)}:${digits(2)}*'
+    AND (${column} GLOB '*Z' OR ${column} GLOB '*[+-]${digits(2)}:${digits(2)}' OR ${column} GLOB '*[+-]${digits(4)}')`;
+  const earliest = EARLIEST / 86_400_000 + 2_440_587.5; // the Unix epoch is Julian day 2440587.5
+  return `(SELECT day FROM (SELECT CASE WHEN ${shape} THEN julianday(${zoned}) END AS day)
+    WHERE day BETWEEN ${earliest} AND julianday('now') + ${RECORD_AHEAD_MS / 86_400_000})`;
+}
+
+/** SQL: {@link plausibleDay} as ISO in UTC (`2026-12-06T11:00:00.000Z`, as ingestion stores it), else NULL. */
+const plausibleIso = (column: string) => `strftime('%Y-%m-%dT%H:%M:%fZ', ${plausibleDay(column)})`;
 
 /** The schema, one migration per version (PRAGMA user_version). */
 export const MIGRATIONS: string[] = [
@@ -264,4 +284,12 @@ export const MIGRATIONS: string[] = [
        CAST(strftime('%s', 'now') AS INTEGER) * 1000 FROM files;
    DROP TABLE files;
    ALTER TABLE files_11 RENAME TO files;`,
+  // 12: times stored before they were checked (./ingest.ts's deploymentOf and cronRunOf), checked as they are
+  // now, against the migration's time (when a row was pulled is not stored): a deployment whose time is not one
+  // (far in the future, before 2000, text such as a Slack mention) is removed (its pull's time, which ingestion
+  // takes instead, is not known: any other would be made up, and would place it among the newest deploys); a
+  // cron run's start and end become NULL (not known), as ingestion makes them. The others in UTC, as ISO.
+  `DELETE FROM deployments WHERE ${plausibleDay("at")} IS NULL;
+   UPDATE deployments SET at = coalesce(${plausibleIso("at")}, at); -- one a moment past the limit by now: kept
+   UPDATE cron_runs SET start_at = ${plausibleIso("start_at")}, end_at = ${plausibleIso("end_at")};`,
 ];

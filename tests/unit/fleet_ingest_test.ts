@@ -3,13 +3,13 @@ import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { CHUNK, cronRunOf, decide, deploymentOf, hashHex, ingestFile, lineTime } from "../../src/fleet/ingest.ts";
 import { jsonObjectOf } from "../../src/fleet/json_line.ts";
-import { type FileLedger, HISTORY_ROWS, HISTORY_ROWS_PER_SERVER } from "../../src/fleet/store.ts";
+import { type FileLedger, FleetStore, HISTORY_ROWS, HISTORY_ROWS_PER_SERVER } from "../../src/fleet/store.ts";
 import { MIGRATIONS } from "../../src/fleet/migrations.ts";
-import { withStore } from "../helpers/fleet_store.ts";
+import { databaseAt, withStore } from "../helpers/fleet_store.ts";
 import { notTimes } from "../helpers/server_times.ts";
 import { MARK_CLOSE, MARK_OPEN, searchLogs } from "../../src/fleet/log_queries.ts";
 import { countMatches, WINDOW_FIRST_LINE } from "../../src/fleet/rule_inputs.ts";
-import { LINE_AHEAD_MS } from "../../src/fleet/server_time.ts";
+import { LINE_AHEAD_MS, zonedTime } from "../../src/fleet/server_time.ts";
 import {
   FIELD,
   MAX_NEW_BYTES_PER_FILE,
@@ -139,6 +139,57 @@ Deno.test("deploymentOf: a `time` that is not an ISO instant with its zone, from
   // Not the line's own time either: a `{"ts":…}` prefix says nothing of the deploy.
   const line = { offset: 0, ts: Date.UTC(9999, 0), text: '{"ts":"9999-01-01T00:00:00Z","event":"failed"}' };
   assertEquals(deploymentOf(line, now)?.at, pulled);
+});
+
+Deno.test("FleetStore: a deployment stored before its time was checked goes if it is not one (migration 12); the others in UTC", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dp-ingest-migrate-" });
+  const path = join(dir, "fleet.db");
+  try {
+    const now = Date.now();
+    const hourAgo = new Date(now - 3_600_000).toISOString(); // as ingestion stores a time
+    const east = new Date(now - 3_600_000 + 7_200_000).toISOString().slice(0, 19); // its wall clock at +02:00
+    const times = [
+      hourAgo,
+      `${east}+02:00`,
+      `${east}+0200`,
+      `${hourAgo.slice(0, 16)}Z`,
+      new Date(now + 82_800_000).toISOString(), // a day ahead less an hour: clocks differ
+      // The migration takes its own time, later: an hour's slack on either side of the limit.
+      ...notTimes(now, 3_600_000).filter((time) => typeof time === "string"),
+    ];
+    const db = databaseAt(path, 11);
+    const deployment = db.prepare(
+      "INSERT INTO deployments (server, app, at, outcome, file_id, offset) VALUES ('s1', 'shop', ?, 'failed', 1, ?)",
+    );
+    const run = db.prepare(
+      "INSERT INTO cron_runs (server, app, job, start_at, end_at, outcome, file_id, offset) VALUES ('s1', 'shop', ?, ?, ?, 'ok', 2, ?)",
+    );
+    times.forEach((time, i) => {
+      deployment.run(time, i);
+      run.run(`job-${i}`, time, time, i);
+    });
+    db.close();
+    const store = await FleetStore.open(path);
+    try {
+      assertEquals(store.version, MIGRATIONS.length);
+      // As deploy.log's and cron.log's times are now checked, at the migration's time (a row's pull is not stored).
+      const checked = times.map((time) => zonedTime(time, now)).map((ms) => ms && new Date(ms).toISOString());
+      assertEquals(checked.map((at) => at !== undefined), times.map((_, i) => i < 5), "the first five are times");
+      const deployments = store.sql("SELECT offset, at FROM deployments ORDER BY offset").all().map((r) => ({ ...r }));
+      assertEquals(
+        deployments,
+        checked.flatMap((at, offset) => at ? [{ offset, at }] : []),
+        "a deployment without a time is removed: its pull's time is not known",
+      );
+      const runs = store.sql("SELECT offset, start_at, end_at FROM cron_runs ORDER BY offset").all()
+        .map((r) => ({ ...r }));
+      assertEquals(runs, checked.map((at, offset) => ({ offset, start_at: at ?? null, end_at: at ?? null })));
+    } finally {
+      store.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("ingestFile: new complete lines once each across growth, a partial line, rotation and replacement", async () => {
