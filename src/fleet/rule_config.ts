@@ -37,6 +37,15 @@ export const ruleSchema = z.strictObject({
 });
 type RuleInput = z.output<typeof ruleSchema>;
 
+/**
+ * A rule of a config with other problems that does not parse (see {@link salvage}): its problems
+ * are said already and it is not judged, but its name (when that parses) is taken all the same.
+ */
+interface Unparsed {
+  unparsed: true;
+  name?: string;
+}
+
 /** Which keys each kind of rule takes (beyond name, severity, server, app). */
 const RULE_KEYS = {
   metric: ["metric", "above", "below", "margin", "for", "within", "minRequests", "mount"],
@@ -92,7 +101,7 @@ function yamlQuoted(suggestion: string): string {
  * turns them into {@link Rule}s; undefined when there were problems.
  */
 export function checkRules(
-  config: { interval: number; servers: { name: string }[]; rules: (RuleInput | undefined)[] },
+  config: { interval: number; servers: { name: string }[]; rules: (RuleInput | Unparsed)[] },
   ctx: z.RefinementCtx,
 ): Rule[] | undefined {
   let ok = true;
@@ -109,8 +118,8 @@ export function checkRules(
   const servers = config.servers.map((s) => s.name);
   const names = new Map<string, number>();
   const rules: Rule[] = [];
-  config.rules.forEach((input, i) => {
-    if (!input) return; // one that does not parse (salvage, below): its problems are said already
+  /** What rule `i` says, its problems reported; undefined when it cannot be judged (its kind or threshold wrong). */
+  const draftOf = (input: RuleInput, i: number): RuleDraft | undefined => {
     const given = RULE_KINDS.filter((kind) => input[kind] !== undefined);
     if (given.length !== 1) {
       if (given.length > 1) {
@@ -223,7 +232,7 @@ export function checkRules(
         withinMs: typeof within === "number" ? within : 0,
       };
     } else if (kind === "certificate") {
-      if (config.rules.findIndex((r) => r?.certificate !== undefined) !== i) {
+      if (config.rules.findIndex((r) => !("unparsed" in r) && r.certificate !== undefined) !== i) {
         problem(
           i,
           "certificate",
@@ -235,7 +244,13 @@ export function checkRules(
     } else {
       rule = { kind: "cron", ...base, job: input.job };
     }
-    const name = input.name ?? ruleName(rule);
+    return rule;
+  };
+  config.rules.forEach((input, i) => {
+    const draft = "unparsed" in input ? undefined : draftOf(input, i);
+    // Every rule takes its name, one with problems too: its name:, else the default name of what it says.
+    const name = input.name ?? (draft && ruleName(draft));
+    if (name === undefined) return;
     const first = names.get(name);
     if (first !== undefined) {
       problem(
@@ -249,7 +264,7 @@ export function checkRules(
       );
     }
     names.set(name, i);
-    rules.push({ ...rule, name } as Rule);
+    if (draft) rules.push({ ...draft, name } as Rule);
   });
   return ok ? rules : undefined;
 }
@@ -258,21 +273,24 @@ export function checkRules(
  * What can be judged of a config that has problems: its interval (else the default), its servers'
  * names, and each rule that parses once the keys with problems are left out (those are reported;
  * a rule whose kind or threshold has one is left out: it cannot be judged). The others are
- * placeholders that are not checked (their index kept: problems are said at their keys).
+ * {@link Unparsed} placeholders, not checked but for their name (their index kept: problems are
+ * said at their keys).
  */
 export function salvage(config: unknown): Parameters<typeof checkRules>[0] {
   const value = (config ?? {}) as Record<string, unknown>;
   const list = (v: unknown) => Array.isArray(v) ? v : [];
   const servers = list(value.servers).filter((s) => typeof s?.name === "string") as { name: string }[];
-  const rules = list(value.rules).map((raw): RuleInput | undefined => {
-    if (typeof raw !== "object" || raw === null) return undefined;
+  const rules = list(value.rules).map((raw): RuleInput | Unparsed => {
+    if (typeof raw !== "object" || raw === null) return { unparsed: true };
+    const name = ruleSchema.shape.name.safeParse((raw as Record<string, unknown>).name);
+    const unparsed: Unparsed = { unparsed: true, name: name.success ? name.data : undefined };
     const loose = ruleSchema.strip();
     const first = loose.safeParse(raw);
     if (first.success) return first.data;
     const bad = new Set(first.error.issues.map((issue) => String(issue.path[0])));
-    if ([...RULE_KINDS, "above", "below", "undefined"].some((key) => bad.has(key))) return undefined;
+    if ([...RULE_KINDS, "above", "below", "undefined"].some((key) => bad.has(key))) return unparsed;
     const again = loose.safeParse(Object.fromEntries(Object.entries(raw).filter(([key]) => !bad.has(key))));
-    return again.success ? again.data : undefined;
+    return again.success ? again.data : unparsed;
   });
   const interval = typeof value.interval === "number" ? value.interval : 30_000;
   return { interval, servers, rules };

@@ -323,6 +323,38 @@ interval: fast
   );
 });
 
+Deno.test("fleet config: a rule with problems still takes its name: a duplicate is said at it, whatever else is wrong", () => {
+  const taken = (line: number, rule: number) =>
+    `config.yml:${line}:13: "rules.${rule}.name" the rule name "hot" is taken by "rules.${rule - 1}" ` +
+    `(config.yml:${line - 1}:5): give another name: (got "hot")`;
+  // Rules that cannot be judged: an unknown metric, two thresholds, two kinds, none.
+  assertEquals(
+    problems(`  - { name: hot, metric: cpu.percent, above: 90 }
+  - { name: hot, metric: cpu.percnt, above: 95 }
+  - { name: hot, metric: cpu.percent, above: 1, below: 2 }
+  - { name: hot, query: x, cron: failed }
+  - { name: hot }
+`).filter((problem) => problem.includes("is taken by")),
+    [taken(6, 1), taken(7, 2), taken(8, 3), taken(9, 4)],
+  );
+  // Rules that do not parse (a key's type wrong), the config's other problems said in the same pass.
+  assertEquals(
+    problems(`  - { name: hot, metric: cpu.percent, above: 90 }
+  - { name: hot, metric: 5, above: 1 }
+  - { name: hot, certificate: soon }
+  - { name: hot, metric: load.1, above: x }
+`),
+    [
+      taken(6, 1),
+      'config.yml:6:26: "rules.1.metric" must be a string (got 5)',
+      taken(7, 2),
+      'config.yml:7:31: "rules.2.certificate" must be "expiring" (got "soon")',
+      taken(8, 3),
+      'config.yml:8:41: "rules.3.above" must be a number (got "x")',
+    ],
+  );
+});
+
 Deno.test("Alerter: disk, error-rate and log rules over a real store: one notice per transition, naming value and threshold", async () => {
   await withStore("dp-rules-", async (store, dir) => {
     const config = parseConfig(
