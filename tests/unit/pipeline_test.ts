@@ -48,6 +48,28 @@ Deno.test("pipeline: the command step names a program of the new release as in t
   });
 });
 
+Deno.test("pipeline: a hook's or a gate's program missing from the release fails the deploy at its command step", async () => {
+  for (
+    const [extra, what] of [
+      [["hooks: { preDeploy: ./scripts/migrate.sh }"], "hooks.preDeploy"],
+      [["hooks: { postDeploy: ./notify.sh }"], "hooks.postDeploy"],
+      [["gates: [{ command: ./scripts/smoke.sh, timeout: 30s }]"], "gates[0]"],
+    ] as const
+  ) {
+    await withWorld("blue-green", async (w) => {
+      const sha = await commit(w, "ok", [...extra]);
+      assertEquals(await deploy(w, sha), { ok: false, reason: "deploy failed at command" });
+      assertEquals(await events(w), ["begin", "fetch", "build", "command✗", "failed✗"]);
+      const program = /\.\/[a-z/]+\.sh/.exec(extra[0])![0];
+      assert(
+        w.printed.some((line) => line.includes(`${what}: the command's program ${program} is not in the release`)),
+        w.printed.join("\n"),
+      );
+      assertEquals(w.fake.ran(["systemctl"]).filter((argv) => argv[1] !== "show"), []); // nothing started
+    });
+  }
+});
+
 Deno.test("pipeline: a successful restart deploy runs its steps, moves the branch and writes status.json", async () => {
   await withWorld("restart", async (w) => {
     const sha = await commit(w, "ok");

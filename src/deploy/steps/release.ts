@@ -116,20 +116,33 @@ export const meta: Step = {
   dry: () => {},
 };
 
+/** The programs of the app's own checks: its hooks' and its gates' (run in the release, by name or path). */
+function checkCommands({ plan }: DeployContext): { what: string; argv: string[] }[] {
+  const hooks = (["preDeploy", "postDeploy"] as const).flatMap((name) => {
+    const command = plan.deploy.hooks?.[name];
+    return command ? [{ what: `hooks.${name}`, argv: toArgv(command) }] : [];
+  });
+  const gates = (plan.deploy.gates ?? []).map((gate, i) => ({ what: `gates[${i}]`, argv: toArgv(gate.command) }));
+  return [...hooks, ...gates];
+}
+
 /**
  * Every program the release will start: the web command's, each worker's and each cron job's,
- * found in the release (or PATH) before the switch: a missing one fails the deploy here, not
- * after the release serves.
+ * and those of its hooks and gates, found in the release (or PATH) before the switch: a missing
+ * one fails the deploy here, not after the release serves (or, for a gate, after it is healthy).
  */
 export const command: Step = {
   name: "command",
-  when: (ctx, { meta }) => ctx.plan.argv !== undefined || !!meta.workers?.length || !!meta.cron?.length,
-  async run({ plan, paths }, { dir, meta }) {
+  when: (ctx, { meta }) =>
+    ctx.plan.argv !== undefined || !!meta.workers?.length || !!meta.cron?.length || checkCommands(ctx).length > 0,
+  async run(ctx, { dir, meta }) {
+    const { plan, paths } = ctx;
     const found: string[] = [];
     const commands = [
       ...(plan.argv ? [{ what: "web", argv: plan.argv }] : []),
       ...(meta.workers ?? []).map((w) => ({ what: `worker ${w.type}`, argv: w.argv })),
       ...(meta.cron ?? []).map((job) => ({ what: `cron job ${job.name}`, argv: job.argv })),
+      ...checkCommands(ctx),
     ];
     for (const { what, argv } of commands) {
       const program = await resolveProgram(argv[0], dir, paths.current).catch((error) => {
