@@ -113,12 +113,12 @@ export async function portClaims(root: string = prefix(), bound = false): Promis
  * config.yml (its public port, a slot or an instance's port); changes nothing. Call it for an app
  * that listens on its `port` itself ({@link bindsPort}). With `serving`, only apps that serve (a
  * release is current) count: an app deployed long ago keeps deploying when a copied config.yml
- * names its port. `where` names the file `app`'s port comes from.
+ * names its port. `where` names the file `app`'s port comes from; `fix` replaces the suggestion.
  */
 export async function refuseTakenPort(
   app: string,
   port: number,
-  options: { root?: string; where?: string; serving?: boolean } = {},
+  options: { root?: string; where?: string; serving?: boolean; fix?: string } = {},
 ): Promise<void> {
   const root = options.root ?? prefix();
   const others = ((await portClaims(root, true)).get(port) ?? []).filter((other) => other !== app);
@@ -128,7 +128,10 @@ export async function refuseTakenPort(
   const from = options.where ? ` (${options.where})` : "";
   throw new UsageError(
     `app "${app}"${from} cannot have port ${port}: app "${owner}" has it already (${appPaths(owner, root).config})`,
-    { suggestion: "a port belongs to one app: choose another one (setup --port N, or port: in config.yml)" },
+    {
+      suggestion: options.fix ??
+        "a port belongs to one app: choose another one (setup --port N, or port: in config.yml)",
+    },
   );
 }
 
@@ -140,6 +143,18 @@ async function appNames(root: string): Promise<string[]> {
     if (entry.isDirectory && NAME_PATTERN.test(entry.name)) names.push(entry.name);
   }
   return names.sort();
+}
+
+/** config.yml's internal ports by key path (`slots.blue`, `instancePorts.green.0`): what the app's processes listen on. */
+export function internalPorts(
+  config: { slots?: Record<string, number>; instancePorts?: Record<string, number[] | undefined> },
+): [string, number][] {
+  return [
+    ...Object.entries(config.slots ?? {}).map(([slot, port]): [string, number] => [`slots.${slot}`, port]),
+    ...Object.entries(config.instancePorts ?? {}).flatMap(([slot, ports]) =>
+      (ports ?? []).map((port, i): [string, number] => [`instancePorts.${slot}.${i}`, port])
+    ),
+  ];
 }
 
 /** Whether an app listens on its config.yml `port` itself: without domains, or without the proxy (restart). */

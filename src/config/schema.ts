@@ -378,6 +378,25 @@ export const serverConfigSchema = z.strictObject({
         `next deploy chooses them)`,
     });
   }
+  if (ok("instancePorts", "slots", "port") && value.instancePorts) {
+    // Each internal port is one process's: an instance's must be no other port of the app's.
+    const owners = new Map<number, string>([[value.port, "the app's port"]]);
+    for (const [slot, port] of Object.entries(value.slots ?? {})) owners.set(port, `the ${slot} slot's port`);
+    for (const [slot, ports] of Object.entries(value.instancePorts)) {
+      (ports ?? []).forEach((port, i) => {
+        const owner = owners.get(port);
+        if (owner) {
+          ctx.addIssue({
+            code: "custom",
+            path: ["instancePorts", slot, i],
+            message: `is ${port}, ${owner} already: each web instance needs a port of its own (remove ` +
+              "instancePorts: and the next deploy chooses them)",
+          });
+        }
+        owners.set(port, `instancePorts.${slot}.${i}`);
+      });
+    }
+  }
   if (ok("domains") && value.domains.length === 0) {
     const https = "is for apps with domains (HTTPS is served on the shared port, by host name)";
     if (value.tls && ok("tls")) ctx.addIssue({ code: "custom", path: ["tls"], message: https });

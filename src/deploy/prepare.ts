@@ -6,7 +6,7 @@
 import { loadServerConfig } from "../config/server_config.ts";
 import { resolve } from "node:path";
 import { toArgv } from "../config/argv.ts";
-import { bindsPort, refuseTakenDomains, refuseTakenPort } from "../config/domains.ts";
+import { bindsPort, internalPorts, refuseTakenDomains, refuseTakenPort } from "../config/domains.ts";
 import { parseConfig } from "../config/load.ts";
 import { type DeployFile, deployFileSchema, type ServerConfig } from "../config/schema.ts";
 import { DEPLOYERS, READS } from "../deployers/mod.ts";
@@ -80,6 +80,12 @@ export async function prepare(
   userOf(paths, config); // a `user:` that names nobody, a default user setup has not created: exit 2 now
   await refuseTakenDomains(deploy.name, config.domains, { root, where: paths.config });
   if (bindsPort(config)) await refuseTakenPort(deploy.name, config.port, { root, where: paths.config, serving: true });
+  for (const [key, port] of internalPorts(config)) {
+    const fix = `a port belongs to one app: remove ${
+      key.split(".")[0]
+    }: from config.yml, and the deploy chooses free ones`;
+    await refuseTakenPort(deploy.name, port, { root, where: `${paths.config} ${key}`, serving: true, fix });
+  }
 
   const reads = DEPLOYERS[deploy.type].reads;
   const texts = new Map(

@@ -94,6 +94,22 @@ Deno.test("config.yml: a minimal file gets env production, blue-green and a 30 s
     'deploy.yml:3:8: "slots" must be two different ports, neither of them the app\'s port 80 (remove slots: and the ' +
     "next deploy chooses them) (got a mapping)",
   ]);
+  // An instance's port that is the app's, a slot's or another instance's: each named at its own position.
+  assertEquals(
+    problems(
+      "port: 80\nmanager: pm2\nslots: { blue: 8001, green: 8002 }\n" +
+        "instancePorts: { blue: [8002, 8003], green: [80, 8003] }\n",
+      serverConfigSchema,
+    ),
+    [
+      'deploy.yml:4:25: "instancePorts.blue.0" is 8002, the green slot\'s port already: each web instance needs a ' +
+      "port of its own (remove instancePorts: and the next deploy chooses them) (got 8002)",
+      'deploy.yml:4:46: "instancePorts.green.0" is 80, the app\'s port already: each web instance needs a port of its ' +
+      "own (remove instancePorts: and the next deploy chooses them) (got 80)",
+      'deploy.yml:4:50: "instancePorts.green.1" is 8003, instancePorts.blue.1 already: each web instance needs a port ' +
+      "of its own (remove instancePorts: and the next deploy chooses them) (got 8003)",
+    ],
+  );
   assertEquals(parseConfig("port: 1\nmanager: pm2\nenv: staging\nstrategy: restart\n", serverConfigSchema, "c"), {
     port: 1,
     manager: "pm2",

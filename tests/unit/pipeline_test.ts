@@ -70,6 +70,32 @@ Deno.test("pipeline: a hook's or a gate's program missing from the release fails
   }
 });
 
+Deno.test("pipeline: a deploy refuses an instance's port that an app that serves has (exit 2, both named), nothing changed", async () => {
+  await withWorld("blue-green", async (w) => {
+    // beta serves (its current link) on its own port; alpha's config.yml names that port for a web instance.
+    const beta = join(w.root, "opt/deployments/beta");
+    await Deno.mkdir(join(beta, "releases/r1"), { recursive: true });
+    await Deno.symlink("releases/r1", join(beta, "current"));
+    await Deno.writeTextFile(join(beta, "config.yml"), "port: 19810\nmanager: pm2\n");
+    const config = await Deno.readTextFile(w.paths.config);
+    for (const [line, key] of [["instancePorts: { blue: [19810] }", "instancePorts.blue.0"]] as const) {
+      await Deno.writeTextFile(w.paths.config, `${config}${line}\n`);
+      const from = await logLength(w);
+      const error = await deploy(w, await commit(w, "ok")).catch((e) => e);
+      assert(error instanceof UsageError, String(error));
+      assertEquals(
+        error.message,
+        `app "alpha" (${w.paths.config} ${key}) cannot have port 19810: app "beta" has it already ` +
+          `(${join(beta, "config.yml")})`,
+      );
+      assertMatch(error.suggestion ?? "", /remove instancePorts: from config\.yml, and the deploy chooses free ones/);
+      assertEquals(await logLength(w), from, "nothing recorded");
+      assertEquals(await releases(w).catch(() => []), [], "no release made");
+      assertEquals(await Deno.readTextFile(w.paths.config), `${config}${line}\n`, "config.yml unchanged");
+    }
+  });
+});
+
 Deno.test("pipeline: a successful restart deploy runs its steps, moves the branch and writes status.json", async () => {
   await withWorld("restart", async (w) => {
     const sha = await commit(w, "ok");
