@@ -24,6 +24,7 @@ import { type Decision, takeDecision } from "./canary_decision.ts";
 import { figuresText, judge, percentText, splitProblem } from "./canary_judge.ts";
 import { isoNow, type SwitchContext } from "./context.ts";
 import { StepFailed } from "./journal.ts";
+import { markServed } from "./releases.ts";
 import { type CanaryStatus, readStatus, writeStatus } from "./status.ts";
 import { ActivationFailed, asStep } from "./strategies/strategy.ts";
 
@@ -173,6 +174,7 @@ export async function runCanary(ctx: SwitchContext, run: CanaryRun): Promise<voi
         : noCanary();
       throw new CanaryNotApplied(`the proxy did not apply ${label}: ${seen}`, i === 0);
     }
+    if (i === 0) await markServed(paths, run.release); // it takes a share of the traffic: no longer pending
     const message = `step ${i + 1}/${steps.length}: ${percent}% of clients → the new release (${slot} slot), ` +
       `judged after ${seconds}s`;
     journal.say(`▸ canary     ${message}`);

@@ -60,12 +60,17 @@ export function runsProcess(meta: ReleaseMeta): boolean {
   return meta.argv !== undefined || meta.image !== undefined;
 }
 
-/** Marks a release bad (rolled back from: `rollback` skips it) or, with false, good again (gone back to by name). */
+/**
+ * Marks a release bad (rolled back from: `rollback` skips it) or, with false, good again (gone back
+ * to by name). A bad one took traffic (a canary's share at least): it is no longer pending.
+ */
 export async function setBad(paths: AppPaths, id: string, bad: boolean): Promise<void> {
   const meta = await readReleaseMeta(paths, id);
-  if (!meta || (meta.bad === true) === bad) return;
+  if (!meta || ((meta.bad === true) === bad && !(bad && meta.pending))) return;
   const { bad: _, ...rest } = meta;
-  await writeReleaseMeta(paths, bad ? { ...rest, bad } : rest);
+  if (!bad) return await writeReleaseMeta(paths, rest);
+  const { pending: __, ...served } = rest;
+  await writeReleaseMeta(paths, { ...served, bad });
 }
 
 /** File name of the metadata inside a release. */

@@ -62,9 +62,9 @@ async function loadApp(app: string, root?: string) {
   return { paths, config: await loadServerConfig(paths) };
 }
 
-/** The releases of an app, oldest first. */
-async function listAppReleases(app: string): Promise<ReleaseRow[]> {
-  const { paths } = await loadApp(app);
+/** The releases of an app (under the server root `root`, by default the one of this process), oldest first. */
+export async function listAppReleases(app: string, root?: string): Promise<ReleaseRow[]> {
+  const { paths } = await loadApp(app, root);
   const current = await currentRelease(paths);
   const rows: ReleaseRow[] = [];
   for (const id of await listReleases(paths)) {

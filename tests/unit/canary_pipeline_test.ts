@@ -26,7 +26,7 @@ import { DECISION_FILE, requestDecision } from "../../src/deploy/canary_decision
 import { readReleaseMeta } from "../../src/deploy/releases.ts";
 import { readCanary } from "../../src/proxy/canary_file.ts";
 import { readRoute } from "../../src/proxy/routes.ts";
-import { rollback } from "../../src/deploy/rollback.ts";
+import { listAppReleases, rollback } from "../../src/deploy/rollback.ts";
 
 const CANARY = "canary: { steps: [5, 25, 50], interval: 10s, minRequests: 50, maxWait: 30s }";
 
@@ -177,6 +177,35 @@ Deno.test("canary pipeline: `canary <app> promote` and `abort` decide the runnin
       // Refused when no canary runs.
       const refused = await requestDecision(w.paths, decision).catch((e) => e.message);
       assertEquals(refused, `no canary of ${APP} runs now`);
+    });
+  }
+});
+
+Deno.test("canary pipeline: a release whose canary reverted or was aborted served: bad, not never served", async () => {
+  for (const end of ["revert", "abort"] as const) {
+    await withWorld("blue-green", async (w) => {
+      const { sha } = await secondRelease(w, "ok", [CANARY]);
+      if (end === "revert") {
+        w.canary.script = () => ({ canary: { requests: 100, errors: 10 }, stable: { requests: 1000, errors: 1 } });
+      }
+      let pendingAtFirstStep: boolean | undefined = true;
+      w.onSleep = async () => {
+        if (pendingAtFirstStep && (await readCanary(w.paths.dir))?.percent === 5) {
+          pendingAtFirstStep = (await readReleaseMeta(w.paths, (await releases(w)).at(-1)!))?.pending;
+          if (end === "abort") await requestDecision(w.paths, "abort");
+        }
+      };
+      assertEquals(await deploy(w, sha), { ok: false, reason: "deploy failed at canary; rolled back" });
+      // Once the first split takes traffic, the release has served.
+      assertEquals(pendingAtFirstStep, undefined, end);
+      const [, second] = await releases(w);
+      const meta = await readReleaseMeta(w.paths, second);
+      assertEquals([meta?.bad, meta?.pending], [true, undefined], end);
+      const row = (await listAppReleases(APP, w.root)).find((r) => r.id === second);
+      assertEquals([row?.state, row?.bad], ["bad", true], end);
+      // Gone back to by name, as a bad release can be (not refused as never served).
+      assertEquals(await rollback(APP, second, w.effects), 0, end);
+      assertEquals((await readReleaseMeta(w.paths, second))?.bad, undefined, end);
     });
   }
 });
