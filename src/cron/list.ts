@@ -80,6 +80,22 @@ export async function showJobs(app: string, json: boolean, root?: string): Promi
   ];
   const widths = table[0].map((_, i) => Math.max(...table.map((row) => row[i].length)));
   for (const row of table) console.log(row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());
-  console.log(`(times: the server's, ${Intl.DateTimeFormat().resolvedOptions().timeZone})`);
+  console.log(timesNote());
   return 0;
+}
+
+/**
+ * The last line of `cron <app>`: the zone its times are in. A TZ that names no zone known here
+ * (`TZ=Nonexistent/Zone`) leaves the process without one: its times are then UTC, said so.
+ */
+export function timesNote(at = new Date()): string {
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  if (zone && zone !== "Etc/Unknown") return `(times: the server's, ${zone})`;
+  const offset = -at.getTimezoneOffset();
+  const two = (v: number) => String(Math.floor(v)).padStart(2, "0");
+  const utc = offset === 0
+    ? "UTC"
+    : `UTC${offset < 0 ? "-" : "+"}${two(Math.abs(offset) / 60)}:${two(Math.abs(offset) % 60)}`;
+  const tz = Deno.env.get("TZ");
+  return `(times: ${utc}; ${tz ? `TZ=${tz} names no time zone known here` : "the server's time zone is not known"})`;
 }

@@ -9,6 +9,7 @@ import { type CronJob, jobNameProblem } from "../../src/cron/job.ts";
 import { cronLogPath, type CronRun, lastRuns, readRuns, recordRun } from "../../src/cron/log.ts";
 import { dueJobs } from "../../src/cron/scheduler.ts";
 import { showJobs } from "../../src/cron/list.ts";
+import { writeReleaseMeta } from "../../src/deploy/releases.ts";
 import { hasCron, schedulerService, syncCron } from "../../src/cron/sync.ts";
 import { cron } from "../../src/deploy/steps/cron.ts";
 import type { ServerConfig } from "../../src/config/schema.ts";
@@ -651,6 +652,39 @@ Deno.test("cron <app>: an app never deployed has no serving release (said so), o
     assertEquals(printed.pop(), "web has no cron jobs in its serving release.");
   } finally {
     console.log = log;
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("cron <app>: under a TZ that names no known zone, the last line says the times are UTC (not undefined)", async () => {
+  const root = await Deno.makeTempDir({ prefix: "dp-cron-tz-" });
+  try {
+    const paths = appPaths("web", root);
+    const id = "20260101-000000-000";
+    await Deno.mkdir(paths.release(id), { recursive: true });
+    await Deno.writeTextFile(paths.config, "port: 8000\nmanager: pm2\n");
+    await writeReleaseMeta(paths, { id, commit: "a".repeat(40), type: "node", cron: JOBS, createdAt: "" });
+    await Deno.symlink(`releases/${id}`, paths.current);
+    // The zone is the process's: another process, as `TZ=… deploy-paradigm cron web` would be.
+    const show = async (tz: string) => {
+      const list = new URL("../../src/cron/list.ts", import.meta.url).href;
+      const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "eval",
+          `import { showJobs } from "${list}"; Deno.exit(await showJobs("web", false, ${JSON.stringify(root)}));`,
+        ],
+        env: { TZ: tz },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assertEquals(code, 0, new TextDecoder().decode(stderr));
+      return new TextDecoder().decode(stdout).trimEnd().split("\n");
+    };
+    const unknown = await show("Nonexistent/Zone");
+    assertEquals(unknown.at(-1), "(times: UTC; TZ=Nonexistent/Zone names no time zone known here)");
+    assertEquals(unknown.length, 4); // the header, the 2 jobs, the line
+    assertEquals((await show("Europe/Paris")).at(-1), "(times: the server's, Europe/Paris)");
+  } finally {
     await Deno.remove(root, { recursive: true });
   }
 });
