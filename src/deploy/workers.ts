@@ -132,7 +132,8 @@ export async function syncWorkers(
   await record(workers.map(({ type, instances }) => ({ type, instances })));
   await expectRunning(ctx, wanted);
   const started = workers.map((w) => `${w.type} ×${w.instances} (${displayArgv(w.argv)})`).join(", ");
-  const stopped = gone.length ? `; stopped ${gone.map(key).join(", ")}` : "";
+  // Named as the manager names them (pm2 `<app>-<type>-<n>`, systemd `<app>-<type>@<n>`).
+  const stopped = gone.length ? `; stopped ${gone.map((w) => manager.nameOf(paths.app, undefined, w)).join(", ")}` : "";
   return `${started ? `workers: ${started}` : "no workers"}${stopped}`;
 }
 
@@ -146,11 +147,11 @@ async function expectRunning(ctx: Pick<SwitchContext, "paths" | "runner" | "mana
   await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
   const names = wanted.map((w) => manager.nameOf(paths.app, undefined, w));
   const states = await manager.states(ctx.runner, paths.root, names);
-  const down = wanted.flatMap((w, i) => {
-    const state = states.get(names[i]);
+  const down = names.flatMap((name) => {
+    const state = states.get(name);
     return state && RUNNING_STATES.has(state.state) && state.restarts === 0
       ? []
-      : [`${w.type}@${w.instance} ${state ? `${state.state}, ${state.restarts} restarts` : "missing"}`];
+      : [`${name} ${state ? `${state.state}, ${state.restarts} restarts` : "missing"}`];
   });
   if (down.length) {
     throw new Error(`not running ${SETTLE_MS / 1000}s after its start: ${down.join("; ")} (see ${paths.errorLog})`);

@@ -93,7 +93,7 @@ Deno.test("systemd: worker instances from a template unit, restarted by each dep
     assert(answers.every((answer) => answer.startsWith("v2 ")), answers.join(", "));
 
     const third = await release("v3", false);
-    assertMatch(third, /stopped worker@1, worker@2/);
+    assertMatch(third, /stopped wp-worker@1, wp-worker@2/);
     assertEquals([await active("wp-worker@1"), await active("wp-worker@2")], ["inactive", "inactive"]);
     assert((await workerLog()).includes("stopped v2 1 worker"));
   } finally {

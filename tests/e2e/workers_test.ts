@@ -149,7 +149,7 @@ Deno.test("workers (pm2): deployed 3 times under a stream of jobs, each job done
     // A release without workers stops them.
     await commit("v5", "ok", "");
     const pushed = await repo.pushOk();
-    assertMatch(pushed.output, /stopped worker@1, worker@2/);
+    assertMatch(pushed.output, /stopped wk-worker-1, wk-worker-2/);
     const names = await pm2Online(server);
     assert(!names.has("wk-worker-1") && !names.has("wk-worker-2"), [...names.keys()].join(", "));
     assert(names.has("wk-blue") || names.has("wk-green"));
@@ -196,7 +196,7 @@ Deno.test("workers (pm2): a missing worker program fails the deploy before the s
 
     await commit("v3", "python missing.py");
     const crashing = await repo.pushOk();
-    assertMatch(crashing.output, /✗ workers .*not running 1\.5s after its start: worker@1 /);
+    assertMatch(crashing.output, /✗ workers .*not running 1\.5s after its start: wc-worker-1 /);
     assertMatch(crashing.output, /! not every worker started; the deploy stands/);
   });
 });

@@ -2,14 +2,18 @@
 import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { init } from "../../src/init.ts";
-import { deploymentsRoot } from "../../src/paths.ts";
-import { nameClash } from "../../src/deploy/workers.ts";
+import { appPaths, deploymentsRoot } from "../../src/paths.ts";
+import { nameClash, syncWorkers } from "../../src/deploy/workers.ts";
+import type { ReleaseMeta } from "../../src/deploy/releases.ts";
+import type { WorkerSpec } from "../../src/deploy/processes.ts";
+import { loadServerConfig } from "../../src/config/server_config.ts";
+import { FakeRunner } from "../helpers/fake_runner.ts";
 import { throws } from "node:assert/strict";
 import { type DeployFile, deployFileSchema } from "../../src/config/schema.ts";
 import { parseProcfile, processTypes } from "../../src/deploy/processes.ts";
 import { UsageError } from "../../src/errors.ts";
 import type { Runner } from "../../src/runner.ts";
-import type { AppProcess } from "../../src/managers/mod.ts";
+import type { AppProcess, ProcessManager } from "../../src/managers/mod.ts";
 import { pm2, PM2_REPLACE, PM2_UMASK } from "../../src/managers/pm2.ts";
 import { systemd, workerTemplate } from "../../src/managers/systemd.ts";
 
@@ -276,4 +280,39 @@ Deno.test("systemd states: blocks of systemctl show as it printed them on system
     "pp-worker@2.service",
     "pp-gone@1.service",
   ]]);
+});
+
+Deno.test("workers: what a sync stops or finds down is named as its manager names it (pm2 shop-mailer-1, systemd shop-mailer@1)", async () => {
+  const root = await Deno.makeTempDir({ prefix: "dp-workers-names-" });
+  try {
+    const paths = appPaths("shop", root);
+    await Deno.mkdir(paths.dir, { recursive: true });
+    await Deno.writeTextFile(paths.config, "port: 8000\nmanager: pm2\nuser: root\n");
+    const config = await loadServerConfig(paths);
+    const meta = (workers: WorkerSpec[]): ReleaseMeta => ({
+      id: "r1",
+      commit: "a",
+      type: "python",
+      createdAt: "",
+      workers,
+    });
+    const sync = async (manager: ProcessManager, workers: WorkerSpec[], runner = new FakeRunner()) => {
+      await Deno.writeTextFile(join(paths.dir, "workers.json"), JSON.stringify([{ type: "mailer", instances: 1 }]));
+      return await syncWorkers(
+        { paths, config, runner, manager, root, journal: undefined as never },
+        meta(workers),
+        {},
+      );
+    };
+    // A release without the mailer (as `rollback` to one before it): the instance it stops.
+    assertEquals(await sync(pm2, []), "no workers; stopped shop-mailer-1");
+    assertEquals(await sync(systemd, []), "no workers; stopped shop-mailer@1");
+    // A worker that does not run once started: pm2 lists no such process.
+    const worker: WorkerSpec = { type: "worker", argv: ["/bin/true"], instances: 1, stopTimeoutMs: 1000 };
+    const none = new FakeRunner().on((argv) => argv.at(-1) === "jlist", { output: "[]" });
+    const error = await sync(pm2, [worker], none).then(() => undefined, (e: Error) => e.message);
+    assertMatch(error ?? "", /^not running 1\.5s after its start: shop-worker-1 missing /);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
 });
