@@ -9,10 +9,16 @@
  * without telling the scheduler. A minute in which it was not running (stopped, restarted, the
  * server off) is not made up: its runs are missed, as with cron and our systemd timers
  * (`Persistent=false`).
+ *
+ * One scheduler per server: it holds an exclusive lock ({@link schedulerLockPath}) while it runs,
+ * and a second one refuses to start (each would start every job, so every job would run twice).
  * @module
  */
+import { join } from "node:path";
 import { NAME_PATTERN } from "../config/names.ts";
+import { acquireLock, type HeldLock } from "../deploy/lock.ts";
 import { currentRelease, readReleaseMeta } from "../deploy/releases.ts";
+import { DeployParadigmError } from "../errors.ts";
 import { readTextOrUndefined } from "../fsutil.ts";
 import { appPaths, deploymentsRoot, prefix, selfCommand } from "../paths.ts";
 import { baseEnv } from "../runner.ts";
@@ -22,6 +28,26 @@ import { isScheduleError, matches, parseSchedule } from "./schedule.ts";
 
 /** The scheduler's service name (a PM2 process). */
 export const SCHEDULER_SERVICE = "deploy-paradigm-cron";
+
+/** The lock a running scheduler holds (an flock, freed by the kernel when it ends), under the apps' root. */
+export function schedulerLockPath(root: string): string {
+  return join(deploymentsRoot(root), ".cron-scheduler.lock");
+}
+
+/** Takes the server's scheduler lock (the file 0600, naming its pid); refuses when another scheduler holds it. */
+async function schedulerLock(root: string): Promise<HeldLock> {
+  const path = schedulerLockPath(root);
+  await Deno.mkdir(deploymentsRoot(root), { recursive: true });
+  return await acquireLock(path, { pid: Deno.pid, commit: "cron scheduler" }, (holder) => {
+    throw new DeployParadigmError(
+      `another cron scheduler is running on this server${holder ? ` (pid ${holder.pid})` : ""}: it holds ${path}`,
+      {
+        suggestion: `one scheduler per server (pm2 runs it as ${SCHEDULER_SERVICE}): it already starts every ` +
+          "job; stop it first to run this one",
+      },
+    );
+  });
+}
 
 /** One job due. */
 export interface Due {
@@ -86,17 +112,32 @@ export async function runScheduler(
   const root = options.root ?? prefix();
   const print = options.print ?? ((line: string) => console.log(line));
   const self = selfCommand();
+  const lock = await schedulerLock(root);
+  try {
+    await everyMinute(root, self, print, options.signal);
+  } finally {
+    lock.release();
+  }
+}
+
+/** The scheduler's loop (see {@link runScheduler}), under its lock. */
+async function everyMinute(
+  root: string,
+  self: string,
+  print: (line: string) => void,
+  signal?: AbortSignal,
+): Promise<void> {
   let done = minuteOf(Date.now()); // a run of this minute may already have happened: the next minute first
   print(
     `deploy-paradigm cron scheduler: pid ${Deno.pid}, apps under ${deploymentsRoot(root)}, first tick at ` +
       new Date(done + 60_000).toISOString(),
   );
-  while (!options.signal?.aborted) {
+  while (!signal?.aborted) {
     const wait = done + 60_000 - Date.now() + 50;
     if (wait > 0) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, wait);
-        options.signal?.addEventListener("abort", () => {
+        signal?.addEventListener("abort", () => {
           clearTimeout(timer);
           resolve();
         }, { once: true });
