@@ -13,7 +13,7 @@ import { UsageError } from "../errors.ts";
 import { ProcessRunner } from "../runner.ts";
 import { FleetAlerts } from "./fleet_alerts.ts";
 import { Collector, type CycleSummary } from "./collector.ts";
-import { addServer, type FleetConfig, fleetPaths, loadFleetConfig, LOCAL } from "./config.ts";
+import { addServer, fleetPaths, loadFleetConfig, LOCAL } from "./config.ts";
 import { limitLines } from "./views.ts";
 import { FleetStore } from "./store.ts";
 import { forTerminal, jsonForTerminal } from "../terminal.ts";
@@ -27,15 +27,20 @@ export interface FleetOptions {
   config?: string;
 }
 
+/** The config `options` name (`--config`: it must exist), else the home's (absent: an empty fleet). */
+export async function readConfig(options: FleetOptions, paths = fleetPaths()) {
+  const configPath = options.config ?? paths.config;
+  return { configPath, config: await loadFleetConfig(configPath, { named: options.config !== undefined }) };
+}
+
 /**
  * Reads the config and opens the database (config first: a bad config changes nothing). With
- * `collect`, also takes the home's collector lock: one collector per home, so two never pull
- * the same server into the same mirror and ledgers.
+ * `collect`, also takes the home's collector lock: one collector per home, so two never pull the
+ * same server into the same mirror and ledgers.
  */
-async function open(options: FleetOptions, collect = false) {
+async function open(options: FleetOptions, collect: false | "serve" | "once" = false) {
   const paths = fleetPaths();
-  const configPath = options.config ?? paths.config;
-  const config = await loadFleetConfig(configPath);
+  const { configPath, config } = await readConfig(options, paths);
   const lock = collect ? await collectorLock(paths.home) : undefined;
   const store = await FleetStore.open(paths.db);
   const collector = new Collector(store, config, paths);
@@ -89,7 +94,7 @@ export function cycleLines(summary: CycleSummary, once = false): string[] {
  * timeout). Exit 1 when a server failed.
  */
 export async function collectOnce(options: FleetOptions): Promise<number> {
-  const { paths, config, configPath, store, collector, lock } = await open(options, true);
+  const { paths, config, configPath, store, collector, lock } = await open(options, "once");
   try {
     if (!config.servers.length) {
       throw new UsageError(`no servers in ${configPath}`, {
@@ -197,10 +202,10 @@ export async function trust(
   options: FleetOptions & { name: string; fingerprint?: string; yes?: boolean },
 ): Promise<number> {
   const paths = fleetPaths();
-  const config: FleetConfig = await loadFleetConfig(options.config ?? paths.config);
+  const { config, configPath } = await readConfig(options, paths);
   const server = config.servers.find((s) => s.name === options.name);
   if (!server) {
-    throw new UsageError(`no server "${options.name}" in ${options.config ?? paths.config}`, {
+    throw new UsageError(`no server "${options.name}" in ${configPath}`, {
       suggestion: "see deploy-paradigm fleet list",
     });
   }
@@ -294,7 +299,7 @@ export async function runFleet(
   const { FleetEvents } = await import("./events.ts");
   checkBinding(options.host, options.port, options.token); // before anything is opened or created
   checkAddressFree(options.host, options.port);
-  const { paths, config, store, collector, configPath, lock } = await open(options, true);
+  const { paths, config, store, collector, configPath, lock } = await open(options, "serve");
   const alerts = await FleetAlerts.open(config, paths.alerts);
   const events = new FleetEvents();
   const handler = await collectorHandler(collector, events, { token: options.token, alerts });

@@ -8,8 +8,8 @@ import { forTerminal, jsonForTerminal } from "../terminal.ts";
 import { readMemory } from "./alert_memory.ts";
 import { Alerter } from "./alerts.ts";
 import { subjectLabel } from "./alert_notices.ts";
-import type { FleetOptions } from "./cli.ts";
-import { fleetPaths, loadFleetConfig } from "./config.ts";
+import { type FleetOptions, readConfig } from "./cli.ts";
+import { fleetPaths } from "./config.ts";
 import { type Rule, ruleUnit } from "./rules.ts";
 import { comparedTo, describeRule, formatValue } from "./rule_text.ts";
 
@@ -24,8 +24,7 @@ const safe = (text: string) => forTerminal(text, { oneLine: true });
  */
 export async function listAlerts(options: FleetOptions & { json?: boolean }): Promise<number> {
   const paths = fleetPaths();
-  const configPath = options.config ?? paths.config;
-  const config = await loadFleetConfig(configPath);
+  const { configPath, config } = await readConfig(options, paths);
   const memory = await readMemory(paths.alerts, console.error);
   const changed = rulesChanged(config.rules, memory?.ruleDefs);
   if (changed) {

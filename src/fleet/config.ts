@@ -101,9 +101,19 @@ export type FleetConfig = z.output<typeof fleetConfigSchema>;
 /** One server of the fleet. */
 export type FleetServer = FleetConfig["servers"][number];
 
-/** Reads the config (an absent file is an empty fleet). Throws a usage error naming every problem. */
-export async function loadFleetConfig(path: string): Promise<FleetConfig> {
+/**
+ * Reads the config. An absent file is an empty fleet when it is the home's own (`fleet add`
+ * creates it), a usage error when it was named (`--config`: a typo would read as no servers and
+ * no rules). Throws a usage error naming every problem.
+ */
+export async function loadFleetConfig(path: string, options: { named?: boolean } = {}): Promise<FleetConfig> {
   const text = await readTextOrUndefined(path);
+  if (text === undefined && options.named) {
+    throw new UsageError(`--config ${path}: no such file`, {
+      suggestion: "give the path of an existing fleet config, or leave --config out for the home's " +
+        `(${fleetPaths().config}); \`deploy-paradigm fleet add <name> <user@host> --config ${path}\` creates it`,
+    });
+  }
   return parseConfig(text ?? "servers: []\n", fleetConfigSchema, path);
 }
 

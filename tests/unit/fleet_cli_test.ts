@@ -1,0 +1,60 @@
+/**
+ * The fleet's commands before they touch anything: a config named with --config that does not
+ * exist, and `collect --once` without servers, are usage errors with nothing created.
+ * @module
+ */
+import { join } from "node:path";
+import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
+import { UsageError } from "../../src/errors.ts";
+import { collectOnce, listServers, trust } from "../../src/fleet/cli.ts";
+import { listAlerts } from "../../src/fleet/cli_alerts.ts";
+
+/** Runs `body` with FLEET_MONITOR_HOME at `<dir>/home` (not created), console.log silenced. */
+async function inHome(body: (dir: string, home: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "dp-fleet-cli-" });
+  const before = Deno.env.get("FLEET_MONITOR_HOME");
+  const log = console.log;
+  Deno.env.set("FLEET_MONITOR_HOME", join(dir, "home"));
+  console.log = () => {};
+  try {
+    await body(dir, join(dir, "home"));
+  } finally {
+    console.log = log;
+    if (before === undefined) Deno.env.delete("FLEET_MONITOR_HOME");
+    else Deno.env.set("FLEET_MONITOR_HOME", before);
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+const refusal = async (run: Promise<unknown>): Promise<UsageError> => {
+  const error = await run.then(() => undefined, (error) => error);
+  assert(error instanceof UsageError, `not refused: ${error}`);
+  assertEquals(error.exitCode, 2);
+  return error;
+};
+
+Deno.test("fleet: a config named with --config that does not exist is refused by every action; nothing created", async () => {
+  await inHome(async (dir) => {
+    const config = join(dir, "nonexistent.yml");
+    for (
+      const run of [
+        () => listServers({ config }),
+        () => listAlerts({ config }),
+        () => collectOnce({ config }),
+        () => trust({ config, name: "web1", yes: true }),
+      ]
+    ) {
+      const error = await refusal(run());
+      assertEquals(error.message, `--config ${config}: no such file`);
+      assertMatch(error.suggestion ?? "", /leave --config out .*fleet add <name> <user@host> --config /);
+      assertEquals(await Array.fromAsync(Deno.readDir(dir)), [], "nothing created");
+    }
+  });
+});
+
+Deno.test("fleet: the home's own config absent is an empty fleet (README: `fleet add` creates it)", async () => {
+  await inHome(async () => {
+    assertEquals(await listServers({}), 0);
+    assertEquals(await listAlerts({}), 0);
+  });
+});
