@@ -34,13 +34,18 @@ export async function readConfig(options: FleetOptions, paths = fleetPaths()) {
 }
 
 /**
- * Reads the config and opens the database (config first: a bad config changes nothing). With
- * `collect`, also takes the home's collector lock: one collector per home, so two never pull the
- * same server into the same mirror and ledgers.
+ * Reads the config and opens the database (config first: a bad config changes nothing, nor does
+ * `collect --once` without servers, `once`). With `collect`, also takes the home's collector lock:
+ * one collector per home, so two never pull the same server into the same mirror and ledgers.
  */
 async function open(options: FleetOptions, collect: false | "serve" | "once" = false) {
   const paths = fleetPaths();
   const { configPath, config } = await readConfig(options, paths);
+  if (collect === "once" && !config.servers.length) {
+    throw new UsageError(`no servers in ${configPath}`, {
+      suggestion: "add one: deploy-paradigm fleet add <name> <user@host> (or `local` for this machine)",
+    });
+  }
   const lock = collect ? await collectorLock(paths.home) : undefined;
   const store = await FleetStore.open(paths.db);
   const collector = new Collector(store, config, paths);
@@ -94,13 +99,8 @@ export function cycleLines(summary: CycleSummary, once = false): string[] {
  * timeout). Exit 1 when a server failed.
  */
 export async function collectOnce(options: FleetOptions): Promise<number> {
-  const { paths, config, configPath, store, collector, lock } = await open(options, "once");
+  const { paths, config, store, collector, lock } = await open(options, "once");
   try {
-    if (!config.servers.length) {
-      throw new UsageError(`no servers in ${configPath}`, {
-        suggestion: "add one: deploy-paradigm fleet add <name> <user@host> (or `local` for this machine)",
-      });
-    }
     const alerts = await FleetAlerts.open(config, paths.alerts);
     const summary = await collector.cycle();
     for (const line of cycleLines(summary, true)) console.log(line);

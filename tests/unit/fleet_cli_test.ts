@@ -58,3 +58,15 @@ Deno.test("fleet: the home's own config absent is an empty fleet (README: `fleet
     assertEquals(await listAlerts({}), 0);
   });
 });
+
+Deno.test("fleet collect --once: without servers, refused before the lock and the database are created", async () => {
+  await inHome(async (dir, home) => {
+    const error = await refusal(collectOnce({}));
+    assertEquals(error.message, `no servers in ${join(home, "config.yml")}`);
+    assertEquals(await Array.fromAsync(Deno.readDir(dir)), [], "no home, no lock, no fleet.db");
+    await Deno.mkdir(home);
+    await Deno.writeTextFile(join(home, "config.yml"), "servers: []\n");
+    await refusal(collectOnce({ config: join(home, "config.yml") }));
+    assertEquals((await Array.fromAsync(Deno.readDir(home))).map((e) => e.name), ["config.yml"]);
+  });
+});
