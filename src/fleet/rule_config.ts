@@ -7,33 +7,44 @@
  */
 import { z } from "zod";
 import { parseDuration } from "../config/fields.ts";
+import { NAME_PATTERN } from "../config/names.ts";
+import { JOB_NAME, JOB_NAME_MAX } from "../cron/job.ts";
 import { didYouMean } from "../errors.ts";
 import { checkSearchQuery } from "./log_queries.ts";
-import { type Rule, RULE_METRIC_HINTS, RULE_METRICS, type RuleDraft, SEVERITIES } from "./rules.ts";
+import { margin, type Rule, RULE_METRIC_HINTS, RULE_METRICS, type RuleDraft, SEVERITIES } from "./rules.ts";
 import { ruleName } from "./rule_text.ts";
 
 /** The keys of a rule, each kind's own and the common ones; what a rule is, is decided in {@link checkRules}. */
 export const ruleSchema = z.strictObject({
-  // deno-lint-ignore no-control-regex
-  name: z.string().min(1).max(100).regex(/^[^\x00-\x1f\x7f]+$/, "must be text on one line").optional(),
+  name: z.string()
+    .min(1, "must not be empty: give the rule a name, or leave name: out for one made of what it says")
+    .max(100, "must be at most 100 characters")
+    // deno-lint-ignore no-control-regex
+    .regex(/^[^\x00-\x1f\x7f]+$/, "must be text on one line").optional(),
   severity: z.enum(SEVERITIES, { error: `must be one of ${SEVERITIES.join(", ")}` }).default("warning"),
   metric: z.string().optional(),
   above: z.number().finite().optional(),
   below: z.number().finite().optional(),
-  margin: z.number().finite().min(0).optional(),
+  margin: z.number().finite().min(0, "must be 0 or more (how far back past the threshold recovers)").optional(),
   for: z.union([z.number(), z.string()], { error: 'must be a count like "2 cycles" or a duration like "2m"' })
     .optional(),
   within: z.union([z.string(), z.number()]).optional(),
   minRequests: z.int({ error: "must be a whole number from 1 to 1000000" }).min(1).max(1_000_000).optional(),
-  query: z.string().max(500).optional(),
+  query: z.string().max(500, "must be at most 500 characters").optional(),
   atLeast: z.int({ error: "must be a whole number from 1 to 100000" }).min(1).max(100_000).optional(),
   certificate: z.literal("expiring", { error: 'must be "expiring"' }).optional(),
   days: z.int({ error: "must be a whole number of days from 1 to 365" }).min(1).max(365).optional(),
   cron: z.literal("failed", { error: 'must be "failed"' }).optional(),
   server: z.string().optional(),
-  app: z.string().min(1).max(200).optional(),
-  mount: z.string().min(1).max(4096).regex(/^\//, "must be a mount point (an absolute path)").optional(),
-  job: z.string().min(1).max(200).optional(),
+  // An app's name is its directory on the server: a name it cannot have never matches.
+  app: z.string().regex(
+    NAME_PATTERN,
+    "is not an app name: app names are 1-63 lowercase letters, digits or dashes, starting with a letter or digit",
+  ).optional(),
+  mount: z.string().min(1).max(4096, "must be at most 4096 characters")
+    .regex(/^\//, "must be a mount point (an absolute path)").optional(),
+  job: z.string().max(JOB_NAME_MAX, `must be at most ${JOB_NAME_MAX} characters (a cron job's name)`)
+    .regex(JOB_NAME, "is not a cron job name: a lowercase letter, then lowercase letters, digits and -").optional(),
 });
 type RuleInput = z.output<typeof ruleSchema>;
 
@@ -83,6 +94,28 @@ function windowMs(value: string | number | undefined, minMs: number): number | s
       (typeof value === "number" ? ` (got ${value}: a bare number is seconds; write "5m" for 5 minutes)` : "");
   }
   return ms;
+}
+
+/**
+ * Why a threshold rule with this `margin` could never recover, or undefined when it can: it
+ * recovers below `above - margin` (no rule metric is negative) or above `below + margin` (a
+ * percentage is at most 100).
+ */
+function unreachableMargin(
+  metric: string,
+  op: "above" | "below",
+  threshold: number,
+  given: number,
+  percent: boolean,
+): string | undefined {
+  const point = op === "above" ? threshold - given : threshold + given;
+  if (op === "above" ? point > 0 : !percent || point < 100) return undefined;
+  const fallback = margin({ metric, op, threshold });
+  const room = op === "above" ? `under ${threshold}` : `under ${100 - threshold} (100 - ${threshold})`;
+  return `can never be reached: the rule recovers once ${metric} is ${op === "above" ? "below" : "above"} ` +
+    `${op === "above" ? `${threshold} - ${given}` : `${threshold} + ${given}`}, and it is never ` +
+    `${op === "above" ? "negative" : "above 100"}, so a firing alert would never end; give a margin ${room}, ` +
+    `or leave margin: out (${+fallback.toFixed(6)} for this threshold)`;
 }
 
 /**
@@ -201,6 +234,11 @@ export function checkRules(
       } else if (threshold < 0) {
         // No rule metric is ever negative: above a negative number always fires, below it never does.
         problem(i, input.above === undefined ? "below" : "above", `must be 0 or more: ${metric} is never negative`);
+      }
+      const op = input.above === undefined ? "below" : "above";
+      if (input.margin !== undefined && (op === "above" ? threshold > 0 : known.unit !== "%" || threshold < 100)) {
+        const unreachable = unreachableMargin(metric, op, threshold, input.margin, known.unit === "%");
+        if (unreachable) problem(i, "margin", unreachable);
       }
       const within = windowMs(input.within, 60_000);
       if (typeof within === "string") problem(i, "within", within);

@@ -904,3 +904,44 @@ retention: { days: 0, maxLines: 0.5 }
     ]);
   }
 });
+
+Deno.test("fleet config: a rule that can never match or recover is refused: an app or job no app can have, a margin past the scale's end, an empty name", () => {
+  assertEquals(
+    problems(`  - { metric: app.p95_ms, above: 100, app: "no such app" }
+  - { metric: cpu.percent, above: 53, margin: 200 }
+  - { metric: load.1, above: 2, margin: 2 }
+  - { metric: memory.used_percent, below: 90, margin: 10 }
+  - { cron: failed, job: "Nightly Report" }
+  - { name: "", metric: cpu.percent, above: 90 }
+`),
+    [
+      'config.yml:5:44: "rules.0.app" is not an app name: app names are 1-63 lowercase letters, digits or dashes, ' +
+      'starting with a letter or digit (got "no such app")',
+      'config.yml:6:47: "rules.1.margin" can never be reached: the rule recovers once cpu.percent is below 53 - 200, ' +
+      "and it is never negative, so a firing alert would never end; give a margin under 53, or leave margin: out " +
+      "(2.65 for this threshold) (got 200)",
+      'config.yml:7:41: "rules.2.margin" can never be reached: the rule recovers once load.1 is below 2 - 2, and it ' +
+      "is never negative, so a firing alert would never end; give a margin under 2, or leave margin: out (0.1 for " +
+      "this threshold) (got 2)",
+      'config.yml:8:55: "rules.3.margin" can never be reached: the rule recovers once memory.used_percent is above ' +
+      "90 + 10, and it is never above 100, so a firing alert would never end; give a margin under 10 (100 - 90), or " +
+      "leave margin: out (4.5 for this threshold) (got 10)",
+      'config.yml:9:26: "rules.4.job" is not a cron job name: a lowercase letter, then lowercase letters, digits and ' +
+      '- (got "Nightly Report")',
+      'config.yml:10:13: "rules.5.name" must not be empty: give the rule a name, or leave name: out for one made of ' +
+      "what it says (got an empty string)",
+    ],
+  );
+  // Margins that leave room are taken.
+  const { rules } = parseConfig(
+    SERVERS + "rules:\n  - { metric: cpu.percent, above: 53, margin: 52 }\n" +
+      "  - { metric: memory.used_percent, below: 90, margin: 9.5 }\n  - { metric: app.p95_ms, above: 1, app: api-2 }\n",
+    fleetConfigSchema,
+    "config.yml",
+  );
+  assertEquals(rules.map((rule) => rule.kind === "threshold" && [rule.margin, rule.app]), [
+    [52, undefined],
+    [9.5, undefined],
+    [undefined, "api-2"],
+  ]);
+});
