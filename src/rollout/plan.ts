@@ -267,7 +267,11 @@ const sameHost = (a: string, b: string) => a.toLowerCase() === b.toLowerCase();
  * given (any fleet server or app remote; unknown names refused). One repository is picked once
  * (under the first name that names it).
  */
-export function pickTargets(targets: readonly Target[], options: RolloutOptions): Target[] {
+export function pickTargets(
+  targets: readonly Target[],
+  options: RolloutOptions,
+  remotes: readonly { name: string; url: string }[] = [],
+): Target[] {
   const once = (list: Target[]) => list.filter((t, i) => list.findIndex((o) => o.key === t.key) === i);
   if (!options.servers) {
     const runs = once(targets.filter((t) => t.runs));
@@ -289,6 +293,8 @@ export function pickTargets(targets: readonly Target[], options: RolloutOptions)
   for (const name of options.servers) {
     const target = targets.find((t) => t.name === name);
     if (!target) {
+      const remote = remotes.find((r) => r.name === name);
+      if (remote) throw remoteNotServer(remote, options.app);
       const guess = didYouMean(name, known);
       throw new UsageError(
         `"${name}" is not in the fleet config, nor a git remote here pointing at ${repoPath(options.app)}` +
@@ -299,6 +305,34 @@ export function pickTargets(targets: readonly Target[], options: RolloutOptions)
     picked.push(target);
   }
   return once(picked);
+}
+
+/** Whether a git remote's URL is a path on this machine (`/srv/x.git`, `../x.git`, `file://…`), as git reads it. */
+export function isLocalPath(url: string): boolean {
+  if (/^file:\/\//i.test(url)) return true;
+  if (url.includes("://") || /^[A-Za-z][A-Za-z0-9+.-]*::/.test(url)) return false;
+  const colon = url.indexOf(":");
+  return colon < 0 || url.slice(0, colon).includes("/"); // `host:path` is scp-like ssh
+}
+
+/** `--servers NAME` where NAME is a git remote here that is no server: what it is, and what to do instead. */
+function remoteNotServer(remote: { name: string; url: string }, app: string): UsageError {
+  const shown = JSON.stringify(remote.url.replace(/^([a-z+]+:\/\/[^/:@]*):[^/@]*@/i, "$1:…@")); // no password
+  if (isLocalPath(remote.url)) {
+    return new UsageError(
+      `the git remote "${remote.name}" is a path on this machine (${shown}), not a server: rollout deploys ` +
+        "to servers over ssh",
+      {
+        suggestion: "to roll out to this machine, add it to the fleet and name it: deploy-paradigm fleet add here " +
+          `local, then deploy-paradigm rollout ${app} --servers here; or push to it: git push ${remote.name}`,
+      },
+    );
+  }
+  return new UsageError(
+    `the git remote "${remote.name}" (${shown}) is not a server's repository of ${app}: rollout takes a remote ` +
+      `over ssh pointing at ${repoPath(app)}, or a fleet server`,
+    { suggestion: `add the server: deploy-paradigm fleet add <name> <user@host>, then --servers <name>` },
+  );
 }
 
 /** The waves: the first target alone, then the rest `parallel` at a time. */

@@ -53,7 +53,7 @@ export async function rollout(options: RolloutOptions, io: RolloutIo): Promise<n
     appPaths(options.app).repo,
     resolve,
   );
-  const picked = pickTargets(targets, options);
+  const picked = pickTargets(targets, options, remotes);
   const plan = waves(picked, options.parallel);
 
   await Deno.mkdir(paths.sockets, { recursive: true, mode: 0o700 });

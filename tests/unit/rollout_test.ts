@@ -12,6 +12,7 @@ import { FleetStore } from "../../src/fleet/store.ts";
 import { rolloutById } from "../../src/fleet/rollouts.ts";
 import {
   type FleetHost,
+  isLocalPath,
   isServerRepo,
   noAliases,
   parseSshUrl,
@@ -167,6 +168,43 @@ Deno.test("rollout: --all, --servers in the order given (any fleet server), unkn
     () => pickTargets(rolloutTargets("web", fleet, new Set(), [], ""), options),
     (e: Error & { suggestion?: string }) => /add --servers|--servers NAME/.test(e.suggestion ?? "") || false,
   );
+});
+
+Deno.test("rollout --servers NAME: a git remote that is a local path (or not a server's) is said to be one, not missing", () => {
+  const remotes = [
+    { name: "production", url: "/tmp/x/var/repos/web.git" },
+    { name: "staging", url: "file:///tmp/x/var/repos/web.git" },
+    { name: "sibling", url: "../web.git" },
+    { name: "origin", url: "https://bot:s3cret@github.com/acme/web.git" },
+  ];
+  const targets = rolloutTargets("web", fleet, new Set(["alpha"]), remotes, "/var/repos/web.git");
+  for (const remote of remotes.slice(0, 3)) {
+    usageError(
+      () => pickTargets(targets, rolloutOptions("web", { servers: remote.name }, false), remotes),
+      new RegExp(
+        `^the git remote "${remote.name}" is a path on this machine \\(${
+          JSON.stringify(remote.url).replaceAll(".", "\\.").replaceAll("/", "\\/")
+        }\\), not a server: rollout deploys to servers over ssh$`,
+      ),
+    );
+  }
+  throws(
+    () => pickTargets(targets, rolloutOptions("web", { servers: "production" }, false), remotes),
+    (e: Error & { suggestion?: string }) =>
+      /fleet add here local, then deploy-paradigm rollout web --servers here/.test(e.suggestion ?? ""),
+  );
+  usageError(
+    () => pickTargets(targets, rolloutOptions("web", { servers: "origin" }, false), remotes),
+    /^the git remote "origin" \("https:\/\/bot:…@github\.com\/acme\/web\.git"\) is not a server's repository of web/,
+  );
+  assertEquals(["/a/b", "./a", "a", "file:///a", "C/x:y"].map(isLocalPath), [true, true, true, true, true]);
+  assertEquals(["host:a", "u@h:/a", "ssh://h/a", "https://h/a", "ext::cmd"].map(isLocalPath), [
+    false,
+    false,
+    false,
+    false,
+    false,
+  ]);
 });
 
 Deno.test("rollout waves: the first server alone, then the rest N at a time", () => {
