@@ -8,7 +8,8 @@ import type { ServerConfig } from "../config/schema.ts";
 import type { HealthResult } from "./health.ts";
 import type { SwitchContext } from "./context.ts";
 import type { Deployment } from "./prepare.ts";
-import type { ReleaseMeta } from "./releases.ts";
+import { readReleaseMeta, type ReleaseMeta } from "./releases.ts";
+import { jobsOf } from "../cron/job.ts";
 import { type AppStatus, type LastDeploy, type Outcome, readStatus, writeStatus } from "./status.ts";
 import { listProcesses } from "./process_list.ts";
 import { PROXIED } from "./strategies/names.ts";
@@ -269,9 +270,14 @@ export async function saveStatus(ctx: StatusContext, status: AppStatus): Promise
 /** What {@link saveStatus} needs besides the status. */
 export type StatusContext = Pick<SwitchContext, "journal" | "paths" | "config" | "manager" | "inspect">;
 
-/** `status` with its processes as the manager reports them now (left out when it cannot say). */
+/**
+ * `status` with its processes as the manager reports them now (left out when it cannot say), and
+ * the serving release's cron jobs (left out when its metadata cannot be read).
+ */
 export async function withProcesses(ctx: StatusContext, status: AppStatus): Promise<AppStatus> {
-  const { processes: _, ...rest } = status;
+  const { processes: _, cronJobs: __, ...rest } = status;
   const processes = await listProcesses(ctx.paths, ctx.config, ctx.manager, ctx.inspect, status.slot);
-  return processes ? { ...rest, processes } : rest;
+  const meta = status.release ? await readReleaseMeta(ctx.paths, status.release).catch(() => undefined) : undefined;
+  const cronJobs = meta ? jobsOf(meta).map((job) => job.name) : undefined;
+  return { ...rest, ...(processes ? { processes } : {}), ...(cronJobs ? { cronJobs } : {}) };
 }

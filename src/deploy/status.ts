@@ -103,6 +103,11 @@ export interface AppStatus {
   certificate?: CertificateState;
   /** Every process that should run (web instances, workers) as the manager reported it when this file was written. */
   processes?: ProcessInfo[];
+  /**
+   * The names of the serving release's cron jobs (deploy.yml `cron:`): the fleet judges only these
+   * (a job removed stops being watched); absent when the release's metadata cannot be read.
+   */
+  cronJobs?: string[];
   /** The app's maintenance (../proxy/maintenance.ts) when this file was written; absent when off. */
   maintenance?: MaintenanceStatus;
   /** The last deploy's canary, when it had one (see {@link CanaryStatus}). */
@@ -129,6 +134,7 @@ const SHAPE: [path: string, type: string][] = [
     .map((key): [string, string] => [key, "string?"]),
   ["slotPort", "number?"],
   ["processes", "array?"],
+  ["cronJobs", "array?"],
   ["canary", "object?"],
 ];
 

@@ -292,4 +292,7 @@ export const MIGRATIONS: string[] = [
   `DELETE FROM deployments WHERE ${plausibleDay("at")} IS NULL;
    UPDATE deployments SET at = coalesce(${plausibleIso("at")}, at); -- one a moment past the limit by now: kept
    UPDATE cron_runs SET start_at = ${plausibleIso("start_at")}, end_at = ${plausibleIso("end_at")};`,
+  // 13: each app's cron jobs as its status.json names them (the serving release's; NULL: it does not say),
+  // so that the alert rules judge only those (./rule_inputs.ts): a job removed from the app stops being watched.
+  `ALTER TABLE apps ADD COLUMN cron_jobs TEXT;`,
 ];

@@ -171,7 +171,12 @@ export function countMatches(
   return new Map(rows.map((row) => [row.server, row.n]));
 }
 
-/** Each cron job's last run: 0 ok, CRON_FAILED, CRON_TIMED_OUT, null otherwise (skipped: nothing to judge). */
+/**
+ * Each cron job's last run: 0 ok, CRON_FAILED, CRON_TIMED_OUT, null otherwise (skipped: nothing to
+ * judge). Only the jobs the app still has, when its status.json names them: a job removed from the
+ * app never runs again, so its last failed run would fire for ever; unobserved, its subject is gone
+ * after GONE_AFTER cycles and a firing alert recovers ("no longer reported by its server").
+ */
 function cronObservations(
   store: FleetStore,
   app: string | undefined,
@@ -179,8 +184,10 @@ function cronObservations(
   server: string,
 ): Observation[] {
   const rows = store.sql(
-    `SELECT app, job, outcome FROM cron_runs WHERE server = :server
+    `SELECT app, job, outcome FROM cron_runs AS runs WHERE server = :server
        AND (:app IS NULL OR app = :app) AND (:job IS NULL OR job = :job)
+       AND NOT EXISTS (SELECT 1 FROM apps WHERE apps.server = runs.server AND apps.app = runs.app
+         AND apps.cron_jobs IS NOT NULL AND runs.job NOT IN (SELECT value FROM json_each(apps.cron_jobs)))
      ORDER BY app, job LIMIT ${MAX_SUBJECTS}`,
   ).all({ server, app: app ?? null, job: job ?? null }) as { app: string; job: string; outcome: string }[];
   return rows.map((row) => ({

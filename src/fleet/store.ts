@@ -17,6 +17,7 @@ import type { CertificateState } from "../proxy/cert_state.ts";
 import { canaryJson } from "./canary_status.ts";
 import { capLimits, capText, FIELD, MAX_CRON_JOBS, MAX_PROCESSES } from "./limits.ts";
 import { MIGRATIONS } from "./migrations.ts";
+import { JOB_NAME, JOB_NAME_MAX } from "../cron/job.ts";
 import type { CronRunView } from "./views.ts";
 
 /** A string value cut to `max` characters; anything else (a number, an object) → null. */
@@ -85,6 +86,17 @@ export function processesJson(value: unknown): string | null {
     });
   }
   return JSON.stringify({ list, total: value.length });
+}
+
+/**
+ * status.json's `cronJobs` as stored: a JSON list of the job names (at most {@link MAX_CRON_JOBS},
+ * each a job name, JOB_NAME: anything else dropped), null when it sent no list (an older
+ * deploy-paradigm: every job with a run is then judged).
+ */
+export function cronJobsJson(value: unknown): string | null {
+  if (!Array.isArray(value)) return null;
+  const names = value.filter((name) => typeof name === "string" && name.length <= JOB_NAME_MAX && JOB_NAME.test(name));
+  return JSON.stringify(names.slice(0, MAX_CRON_JOBS));
 }
 
 /** The last run of a cron job, from one line of an app's cron.log (see ./ingest.ts's cronRunOf), and the line's byte offset in its file. */
@@ -167,6 +179,8 @@ export interface AppStatusJson {
   processes?: unknown;
   /** A canary release's progress (../deploy/status.ts's CanaryStatus): see ./canary_status.ts. */
   canary?: unknown;
+  /** The serving release's cron jobs, by name (../deploy/status.ts): see {@link cronJobsJson}. */
+  cronJobs?: unknown;
 }
 
 /** The outcome of one pull of one server. */
@@ -340,13 +354,13 @@ export class FleetStore {
     this.transaction(() => {
       this.sql(
         `INSERT INTO apps (server, app, type, status, healthy, version, commit_sha, deployed, last_health_check, port,
-           strategy, last_deploy, maintenance, processes, canary, fetched_at)
+           strategy, last_deploy, maintenance, processes, canary, cron_jobs, fetched_at)
          VALUES (:server, :app, :type, :status, :healthy, :version, :commit, :deployed, :check, :port, :strategy,
-           :lastDeploy, :maintenance, :processes, :canary, :at)
+           :lastDeploy, :maintenance, :processes, :canary, :cronJobs, :at)
          ON CONFLICT (server, app) DO UPDATE SET type = :type, status = :status, healthy = :healthy,
            version = :version, commit_sha = :commit, deployed = :deployed, last_health_check = :check, port = :port,
            strategy = :strategy, last_deploy = :lastDeploy, maintenance = :maintenance, processes = :processes,
-           canary = :canary, fetched_at = :at`,
+           canary = :canary, cron_jobs = :cronJobs, fetched_at = :at`,
       ).run({
         server,
         app,
@@ -365,6 +379,7 @@ export class FleetStore {
         maintenance: maintenanceJson(status.maintenance),
         processes: processesJson(status.processes),
         canary: canaryJson(status.canary),
+        cronJobs: cronJobsJson(status.cronJobs),
         at,
       });
       if (changed) {

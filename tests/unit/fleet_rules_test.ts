@@ -945,3 +945,40 @@ Deno.test("fleet config: a rule that can never match or recover is refused: an a
     [undefined, "api-2"],
   ]);
 });
+
+Deno.test("Alerter: a cron job removed from its app (no longer in status.json's cronJobs) recovers once, as gone; the others stay judged", async () => {
+  await withStore("dp-rules-", async (store, dir) => {
+    let now = Date.UTC(2026, 0, 1, 12);
+    const path = join(dir, "shop-cron.log");
+    const run = async (job: string, outcome: string) => {
+      await Deno.writeTextFile(path, JSON.stringify({ job, outcome }) + "\n", { append: true });
+      await ingestFile(store, "web1", { rel: "shop/cron.log", path, ino: null }, undefined, now);
+    };
+    const status = (cronJobs?: unknown) =>
+      store.upsertApp("web1", "shop", { name: "shop", status: "running", healthy: true, cronJobs }, now);
+    const alerter = new Alerter([], { rules: rulesOf("  - { name: cronfail, cron: failed }\n"), servers: ["web1"] });
+    const cycle = () => {
+      now += 30_000;
+      return alerter.notices(cycleSummary(now, { web1: true }), store).map((n) => n.title);
+    };
+    status(); // an older deploy-paradigm: no cronJobs, every job with a run is judged
+    await run("failing", "failed");
+    await run("nightly", "failed");
+    assertEquals(cycle(), ["cron job failing of web1/shop failed", "cron job nightly of web1/shop failed"]);
+    status(["nightly", 7, "Bad Name"]); // a deploy without `failing`: it never runs again
+    assertEquals(cycle(), []);
+    assertEquals(cycle(), []);
+    assertEquals(cycle(), [
+      "web1/shop job failing: cron job failing recovered: no longer reported by its server (rule cronfail)",
+    ]);
+    assertEquals(
+      alerter.firing().map((f) => [f.job, f.firing]),
+      [["nightly", true]],
+      "/metrics: the job the app still has is still firing, the removed one is no longer there",
+    );
+    await run("failing", "failed"); // a stray line of the old job: still not judged
+    assertEquals(cycle(), []);
+    status(["nightly", "failing"]); // back in a release: judged again
+    assertEquals(cycle(), ["cron job failing of web1/shop failed"]);
+  });
+});
