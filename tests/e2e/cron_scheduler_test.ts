@@ -1,6 +1,7 @@
 /**
  * One cron scheduler per server (src/cron/scheduler.ts): real `deploy-paradigm cron-scheduler`
- * processes under a temp prefix; no root, no pm2 (no app has jobs: nothing is started).
+ * processes under a temp prefix (here, not in tests/unit/: it starts daemons); no root, no pm2 (no app
+ * has jobs: nothing is started).
  * @module
  */
 import { join } from "node:path";
