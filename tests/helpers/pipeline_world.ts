@@ -224,7 +224,7 @@ export async function commit(
       `name: ${APP}`,
       "type: python",
       "command: ./server",
-      "healthCheck: { path: /health, window: 1s, interval: 50ms, successes: 1, timeout: 500ms }",
+      "healthCheck: { path: /health, window: 3s, interval: 50ms, successes: 1, timeout: 1s }",
       `watch: ${watch}`,
       ...extra,
       "",
