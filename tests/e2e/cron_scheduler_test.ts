@@ -20,15 +20,19 @@ async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
   return settled;
 }
 
-/** Starts `cron-scheduler` under `root`; resolves once it says it runs (its first line), with that line. */
-async function startScheduler(root: string) {
-  const child = new Deno.Command(Deno.execPath(), {
+/** A `cron-scheduler` process under `root`. */
+const spawnScheduler = (root: string) =>
+  new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", MAIN, "cron-scheduler"],
     env: { DEPLOY_PARADIGM_PREFIX: root },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
   }).spawn();
+
+/** Starts `cron-scheduler` under `root`; resolves once it says it runs (its first line), with that line. */
+async function startScheduler(root: string) {
+  const child = spawnScheduler(root);
   const stderr = new Response(child.stderr).text();
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let out = "";
@@ -52,13 +56,7 @@ Deno.test("cron-scheduler: a second one on the server refuses (exit 1, the holde
     assertMatch(first.first, new RegExp(`^deploy-paradigm cron scheduler: pid ${first.child.pid}, `));
     const lock = join(root, "opt", "deployments", ".cron-scheduler.lock");
 
-    const second = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", MAIN, "cron-scheduler"],
-      env: { DEPLOY_PARADIGM_PREFIX: root },
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
+    const second = spawnScheduler(root);
     started.push(second);
     const output = second.output();
     assert(await within(output, 10_000), "the second scheduler runs too (every job would run twice)");
