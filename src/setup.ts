@@ -27,7 +27,7 @@ import { loadProxyConfig } from "./proxy/config.ts";
 import { controlSocketPath, legacyControlSocketPath, PROXY_SERVICE, ROUTE_FILE } from "./proxy/routes.ts";
 import { ProcessRunner } from "./runner.ts";
 import { setupUsers, type UserSetup } from "./setup_users.ts";
-import { parseDocument } from "./yaml.ts";
+import { documentText, parseDocument } from "./yaml.ts";
 import { z } from "zod";
 
 /** Options of `setup`; what is missing is asked on a terminal, or defaulted with `yes`. */
@@ -98,7 +98,7 @@ function configText(
   if (values.domains.length) doc.set("domains", values.domains);
   else doc.delete("domains");
   if (slots) doc.set("slots", doc.createNode(slots));
-  const text = String(doc);
+  const text = documentText(doc);
   try {
     return { text, user: parseConfig(text, serverConfigSchema, configPath).user };
   } catch (error) {

@@ -8,7 +8,7 @@ import { portClaims } from "../config/domains.ts";
 import { symlinkAtomic, writeFileAtomic } from "../fsutil.ts";
 import type { Slot, SlotInstance } from "../managers/mod.ts";
 import { type AppPaths, deploymentsRoot } from "../paths.ts";
-import { parseDocument } from "../yaml.ts";
+import { documentText, parseDocument } from "../yaml.ts";
 import { acquireLock } from "./lock.ts";
 
 /** The ports of an app's two slots. */
@@ -141,7 +141,8 @@ async function withConfigDocument<T>(
     const text = await Deno.readTextFile(paths.config);
     const doc = parseDocument(text);
     const result = await fn(doc, () => portsInUse(root));
-    if (String(doc) !== text) await writeFileAtomic(paths.config, String(doc), 0o600); // holds notify URLs
+    const updated = documentText(doc);
+    if (updated !== text) await writeFileAtomic(paths.config, updated, 0o600); // holds notify URLs
     return result;
   } finally {
     lock.release();

@@ -11,7 +11,7 @@ import { parseDuration } from "../config/fields.ts";
 import { UsageError } from "../errors.ts";
 import { readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
 import { FLEET_EVENTS, targetSchema } from "../notify.ts";
-import { parseDocument } from "../yaml.ts";
+import { documentText, parseDocument } from "../yaml.ts";
 import { crossChecks } from "../config/cross_checks.ts";
 import { checkRules, ruleSchema, salvage } from "./rule_config.ts";
 
@@ -157,7 +157,7 @@ export async function addServer(path: string, server: NewServer): Promise<FleetS
   const doc = parseDocument(text);
   if (!doc.has("servers") || !doc.get("servers")) doc.set("servers", doc.createNode([]));
   (doc.get("servers") as { add(value: unknown): void }).add(doc.createNode(entry));
-  const updated = doc.toString();
+  const updated = documentText(doc);
   const checked = parseConfig(updated, fleetConfigSchema, `${path} (with ${server.name})`);
   await Deno.mkdir(dirname(path), { recursive: true, mode: 0o700 }); // the home, when this is the first command
   await writeFileAtomic(path, updated, 0o600);

@@ -879,6 +879,23 @@ Deno.test("fleet add: a bad argument is named by its flag or argument, a missing
   }
 });
 
+Deno.test("fleet add: the operator's other lines stay as written (a long one-line rule, a comment, a long value)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dp-fleet-add-" });
+  try {
+    const path = join(dir, "config.yml");
+    const rule = "  - { name: shop-down, metric: app.requests, below: 100000, app: shop, within: 2m } # the shop";
+    const query = `  - { name: tracebacks, query: "${"Traceback ".repeat(9).trim()}", atLeast: 5, within: 5m }`;
+    const before = `servers:\n  - { name: a, host: h }\nrules:\n${rule}\n${query}\n`;
+    await Deno.writeTextFile(path, before);
+    await addServer(path, { name: "z", target: "root@host" });
+    const after = await Deno.readTextFile(path);
+    assert(after.includes(`\n${rule}\n${query}\n`), after);
+    assert(after.startsWith("servers:\n  - { name: a, host: h }\n  - name: z\n"), after);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("fleet config: a fraction where a whole number goes still lets every other problem be found in one pass", () => {
   assertEquals(
     problems(`  - { name: hot, metric: cpu.percent, above: 900 }

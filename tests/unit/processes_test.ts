@@ -4,6 +4,8 @@ import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { init } from "../../src/init.ts";
 import { appPaths, deploymentsRoot } from "../../src/paths.ts";
 import { nameClash, syncWorkers } from "../../src/deploy/workers.ts";
+import { instancePorts } from "../../src/deploy/slots.ts";
+import { parse } from "../../src/yaml.ts";
 import type { ReleaseMeta } from "../../src/deploy/releases.ts";
 import type { WorkerSpec } from "../../src/deploy/processes.ts";
 import { loadServerConfig } from "../../src/config/server_config.ts";
@@ -312,6 +314,28 @@ Deno.test("workers: what a sync stops or finds down is named as its manager name
     const none = new FakeRunner().on((argv) => argv.at(-1) === "jlist", { output: "[]" });
     const error = await sync(pm2, [worker], none).then(() => undefined, (e: Error) => e.message);
     assertMatch(error ?? "", /^not running 1\.5s after its start: shop-worker-1 missing /);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("instance ports: chosen and recorded in config.yml, whose other lines stay as the operator wrote them", async () => {
+  const root = await Deno.makeTempDir({ prefix: "dp-instance-ports-" });
+  try {
+    const paths = appPaths("shop", root);
+    await Deno.mkdir(paths.dir, { recursive: true });
+    const notify = `notify: [{ type: webhook, url: "https://hooks.example.com/${"x".repeat(60)}", events: [failed] }]`;
+    const before = `port: 8000 # public\nmanager: pm2\n${notify}\nslots: { blue: 21001, green: 21002 }\n`;
+    await Deno.writeTextFile(paths.config, before);
+    const ports = await instancePorts(paths, root, { blue: 21001, green: 21002 }, "blue", 3, () => true);
+    assertEquals(ports.length, 3);
+    assertEquals(ports[0], 21001);
+    // The yaml library writes flow lists with inner spaces (`[ failed ]`), but no line is refolded or spread.
+    const after = (await Deno.readTextFile(paths.config)).split("\n");
+    assertEquals(after.slice(0, 2), ["port: 8000 # public", "manager: pm2"]);
+    assertEquals(after[2].replaceAll("[ ", "[").replaceAll(" ]", "]"), notify);
+    assertEquals(after[3], "slots: { blue: 21001, green: 21002 }");
+    assertEquals(parse(after.slice(4).join("\n")), { instancePorts: { blue: ports.slice(1) } });
   } finally {
     await Deno.remove(root, { recursive: true });
   }
