@@ -39,11 +39,18 @@ export async function listAlerts(options: FleetOptions & { json?: boolean }): Pr
     servers: config.servers.map((server) => server.name),
   });
   const states = alerter.ruleStates();
+  /** A rule edited since it was judged: its states are the old condition's, said beside the new one. */
+  const condition = (rule: Rule) => {
+    const judged = memory?.ruleDefs?.[rule.name];
+    return judged && !sameRule(rule, judged)
+      ? `${describeRule(judged)} (as judged; the config now says ${describeRule(rule)})`
+      : describeRule(rule);
+  };
   const rules = config.rules.map((rule) => ({
     name: rule.name,
     kind: rule.kind,
     severity: rule.severity,
-    condition: describeRule(rule),
+    condition: condition(rule),
     subjects: states.filter((state) => state.rule === rule).map(({ subject, state, since, value }) => ({
       ...subject,
       state,

@@ -8,6 +8,9 @@ import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { UsageError } from "../../src/errors.ts";
 import { collectOnce, listServers, trust } from "../../src/fleet/cli.ts";
 import { listAlerts } from "../../src/fleet/cli_alerts.ts";
+import { fleetConfigSchema } from "../../src/fleet/config.ts";
+import { type Rule, subjectKey } from "../../src/fleet/rules.ts";
+import { parseConfig } from "../../src/config/load.ts";
 
 /** Runs `body` with FLEET_MONITOR_HOME at `<dir>/home` (not created), console.log silenced. */
 async function inHome(body: (dir: string, home: string) => Promise<void>): Promise<void> {
@@ -68,5 +71,37 @@ Deno.test("fleet collect --once: without servers, refused before the lock and th
     await Deno.writeTextFile(join(home, "config.yml"), "servers: []\n");
     await refusal(collectOnce({ config: join(home, "config.yml") }));
     assertEquals((await Array.fromAsync(Deno.readDir(home))).map((e) => e.name), ["config.yml"]);
+  });
+});
+
+Deno.test("fleet alerts: a rule edited since it was judged shows the condition its state was judged by, beside the new one", async () => {
+  await inHome(async (_dir, home) => {
+    const config =
+      "servers:\n  - { name: web1, host: h }\nrules:\n  - { name: shop-5xx, metric: cpu.percent, above: 50 }\n";
+    await Deno.mkdir(join(home, "data"), { recursive: true });
+    await Deno.writeTextFile(join(home, "config.yml"), config);
+    const { rules: [edited] } = parseConfig(config, fleetConfigSchema, "config.yml");
+    const judged = { ...edited, threshold: 5 } as Rule;
+    const subject = { server: "web1" };
+    await Deno.writeTextFile(
+      join(home, "data", "alerts.json"),
+      JSON.stringify({
+        version: 2,
+        apps: {},
+        servers: {},
+        rules: {
+          "shop-5xx": {
+            [subjectKey(subject)]: { subject, state: "firing", count: 0, since: "2026-01-01T00:00:00Z", value: 14.7 },
+          },
+        },
+        ruleDefs: { "shop-5xx": judged },
+      }),
+    );
+    const lines: string[] = [];
+    console.log = (line: string) => lines.push(line);
+    assertEquals(await listAlerts({}), 0);
+    assertMatch(lines[0], /^! the rules in .* are not those last judged \(changed "shop-5xx"\)/);
+    const row = lines.find((line) => line.startsWith("shop-5xx")) ?? "";
+    assertMatch(row, /FIRING .* cpu\.percent above 5 % \(as judged; the config now says cpu\.percent above 50 %\)$/);
   });
 });
