@@ -109,8 +109,14 @@ function reloadWhenCut(page: Page): void {
   page.goto = async (url, options) => {
     for (let attempt = 1;; attempt++) {
       const before = cuts;
-      const response = await goto(url, options);
-      if (cuts === before || attempt === LOAD_ATTEMPTS) return response;
+      // The page's own request cut: goto fails with the same error.
+      let failed = false;
+      const response = await goto(url, options).catch((error: Error) => {
+        if (attempt === LOAD_ATTEMPTS || !error.message.includes(NETWORK_CHANGED_FAILURE)) throw error;
+        failed = true;
+        return null;
+      });
+      if ((!failed && cuts === before) || attempt === LOAD_ATTEMPTS) return response;
       console.log(`browser: ${url} loaded again: ${cuts - before} request(s) cut by a network change`);
     }
   };
