@@ -197,7 +197,11 @@ function explain(issue: z.core.$ZodIssue, path: Path, schema: z.ZodType, data: u
   // A custom problem about a whole item of a list (a rule needs…) says what is wrong with it: not "(got a mapping)".
   const whole = issue.code === "custom" && typeof path.at(-1) === "number" && typeof value === "object" &&
     value !== null;
-  const got = value === undefined || message.includes("(got") || whole ? "" : ` (got ${describe(value)})`;
+  // A list too long or too short says how many it has.
+  const counted = Array.isArray(value) && (issue.code === "too_big" || issue.code === "too_small")
+    ? `${value.length} ${value.length === 1 ? "item" : "items"}`
+    : undefined;
+  const got = value === undefined || message.includes("(got") || whole ? "" : ` (got ${counted ?? describe(value)})`;
   return `${key} ${message}${got}`;
 }
 

@@ -369,7 +369,11 @@ Deno.test("deploy.yml: a command with $(...) or another shell operator is refuse
   const [empty] = problems("name: app\ntype: node\ncommand: ''\nhealthCheck: /\n");
   assertEquals(empty, 'deploy.yml:3:10: "command" is empty (got an empty string)');
   const [emptyList] = problems("name: app\ntype: static\nbuild: []\n");
-  assertEquals(emptyList, 'deploy.yml:3:8: "build" must list at least the program to run (got a list)');
+  assertEquals(emptyList, 'deploy.yml:3:8: "build" must list at least the program to run (got 0 items)');
+  const jobs = Array.from({ length: 51 }, (_, i) => `  - { name: j${i}, schedule: "* * * * *", command: ./x }`);
+  assertEquals(problems(`name: a\ntype: node\ncron:\n${jobs.join("\n")}\n`, deployFileSchema), [
+    'deploy.yml:4:3: "cron" must list at most 50 jobs (got 51 items)',
+  ]);
   // Quoted operators and argv lists are fine: nothing is run by a shell.
   const ok = parseConfig(
     "name: app\ntype: node\ncommand: \"echo '$(whoami)'\"\nbuild: [sh, -c, 'a | b']\nhealthCheck: /\n",
