@@ -248,6 +248,19 @@ function valueAt(data: unknown, path: Path): unknown {
   return value;
 }
 
+/**
+ * Where the key at `path` is in YAML `text` (a file {@link parseConfig} took): `label:line:column`,
+ * or `label` alone when the key is not in it (a value from elsewhere, a default). For problems
+ * found past the file's own checks (what a server refuses of a deploy.yml).
+ */
+export function positionIn(text: string, label: string, path: Path): string {
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines });
+  if (!doc.hasIn(path)) return label;
+  const { line, col } = lines.linePos(offsetOf(doc.contents, path, true));
+  return `${label}:${line}:${col}`;
+}
+
 /** Offset of the node at `path` (its key when `atKey`), or of the nearest ancestor that exists. */
 function offsetOf(root: unknown, path: Path, atKey: boolean): number {
   let node = root as Node | null;

@@ -7,7 +7,7 @@ import { loadServerConfig } from "../config/server_config.ts";
 import { resolve } from "node:path";
 import { toArgv } from "../config/argv.ts";
 import { bindsPort, internalPorts, refuseTakenDomains, refuseTakenPort } from "../config/domains.ts";
-import { parseConfig } from "../config/load.ts";
+import { parseConfig, positionIn } from "../config/load.ts";
 import { type DeployFile, deployFileSchema, type ServerConfig } from "../config/schema.ts";
 import { DEPLOYERS, READS } from "../deployers/mod.ts";
 import { ConfigError, UsageError } from "../errors.ts";
@@ -65,7 +65,10 @@ export async function prepare(
       suggestion: "run `deploy-paradigm init` in the project, commit deploy.yml and push again",
     });
   }
-  const deploy = parseConfig(new TextDecoder().decode(raw), deployFileSchema, "deploy.yml", `commit ${short}`);
+  const deployText = new TextDecoder().decode(raw);
+  const deploy = parseConfig(deployText, deployFileSchema, "deploy.yml", `commit ${short}`);
+  /** `deploy.yml:line:column` of a key (`deploy.yml` when it is not in the file). */
+  const at = (...path: string[]) => positionIn(deployText, "deploy.yml", path);
   const paths = appPaths(deploy.name, root);
   if (await realPath(gitDir) !== await realPath(paths.repo)) {
     throw new UsageError(
@@ -122,21 +125,22 @@ export async function prepare(
   );
   if (processes.instances > 1 && !PROXIED[config.strategy]) {
     refusals.add(
-      `deploy.yml: processes.web.instances is ${processes.instances}, but ${paths.config} has strategy: ${config.strategy}`,
+      `${at("processes", "web", "instances")}: processes.web.instances is ${processes.instances}, but ` +
+        `${paths.config} has strategy: ${config.strategy}`,
       "several web processes need the proxy in front of them: set strategy: blue-green in config.yml",
     );
   }
   const clash = await nameClash(root, deploy.name, processes.workers.map((w) => w.type));
   if (clash) {
     refusals.add(
-      `deploy.yml: ${clash}`,
+      `${at("processes")}: ${clash}`,
       "rename the process type (or the other app): process and unit names must stay apart",
     );
   }
   const argv = deploy.type === "docker" ? undefined : processes.web ?? startArgv(deploy, facts);
   if (processes.workers.length && argv === undefined && deploy.type !== "docker") {
     refusals.add(
-      `deploy.yml: ${deploy.type} apps without a web command run no processes, so no workers`,
+      `${at("processes")}: ${deploy.type} apps without a web command run no processes, so no workers`,
       "give the app a command (its web process), or remove the other processes",
     );
   }
@@ -145,7 +149,8 @@ export async function prepare(
   const runs = argv !== undefined || deploy.type === "docker";
   if (rollout && (config.strategy !== "blue-green" || !runs || !deploy.healthCheck)) {
     refusals.add(
-      `deploy.yml: ${rollout} ${rollout.includes(" and ") ? "need" : "needs"} the blue-green ` +
+      `${at(deploy.gates?.length ? "gates" : "canary")}: ${rollout} ${rollout.includes(" and ") ? "need" : "needs"} ` +
+        "the blue-green " +
         `strategy and an app process with a healthCheck, but ` +
         (config.strategy !== "blue-green"
           ? `${paths.config} has strategy: ${config.strategy}`

@@ -308,7 +308,7 @@ Deno.test("gates and canary are refused with strategy restart or a static app: e
     const sha = await commit(w, "ok", ["gates: [./smoke.sh]"]);
     const error = await deploy(w, sha).then(() => undefined, (e) => e);
     assert(error instanceof UsageError, String(error));
-    assertMatch(error.message, /^deploy\.yml: `gates` needs the blue-green strategy .* has strategy: restart$/);
+    assertMatch(error.message, /^deploy\.yml:6:1: `gates` needs the blue-green strategy .* has strategy: restart$/);
     assertMatch(error.suggestion!, /set strategy: blue-green in config\.yml/);
     assertEquals(await Deno.stat(w.paths.releases).then(() => true, () => false), false);
     // With another problem of the same kind: both at once, each with its fix.
@@ -317,7 +317,7 @@ Deno.test("gates and canary are refused with strategy restart or a static app: e
     assert(two instanceof UsageError, String(two));
     assertMatch(
       two.message,
-      /^2 problems stop this deploy:\n {2}deploy\.yml: processes\.web\.instances is 2, but .* has strategy: restart\n {4}fix: several web processes need the proxy .*\n {2}deploy\.yml: `gates` needs the blue-green .*\n {4}fix: set strategy: blue-green/,
+      /^2 problems stop this deploy:\n {2}deploy\.yml:8:10: processes\.web\.instances is 2, but .* has strategy: restart\n {4}fix: several web processes need the proxy .*\n {2}deploy\.yml:6:1: `gates` needs the blue-green .*\n {4}fix: set strategy: blue-green/,
     );
     assertEquals(await Deno.stat(w.paths.releases).then(() => true, () => false), false);
   });
@@ -328,7 +328,7 @@ Deno.test("gates and canary are refused with strategy restart or a static app: e
     await git(w.work, "push", "-q", w.repo, "HEAD:refs/heads/incoming", "--force");
     const error = await deploy(w, await git(w.work, "rev-parse", "HEAD")).then(() => undefined, (e) => e);
     assert(error instanceof UsageError, String(error));
-    assertMatch(error.message, /^deploy\.yml: `gates` and `canary` need the blue-green .* serves static files only$/);
+    assertMatch(error.message, /^deploy\.yml:4:1: `gates` and `canary` need the blue-green .* serves static files only$/);
     assertEquals(await Deno.stat(w.paths.releases).then(() => true, () => false), false);
   });
 });
