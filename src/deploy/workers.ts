@@ -102,6 +102,13 @@ export async function workerProcess(
   };
 }
 
+/** The worker instances running (`before`) that `workers` do not have: a sync stops them. */
+export function workersGone(before: Recorded, workers: readonly Pick<WorkerSpec, "type" | "instances">[]): WorkerId[] {
+  const key = (w: WorkerId) => `${w.type}@${w.instance}`;
+  const keep = new Set(workerInstances(workers).map(key));
+  return workerInstances(before).filter((w) => !keep.has(key(w)));
+}
+
 /**
  * Makes the workers running match `meta`'s: restarts each of its instances, then stops those it
  * does not have. Returns the line for the journal. Throws on the first instance that fails to
@@ -116,8 +123,6 @@ export async function syncWorkers(
   const workers = meta.workers ?? [];
   const before = await runningWorkers(paths.dir);
   const wanted = workerInstances(workers);
-  const key = (w: WorkerId) => `${w.type}@${w.instance}`;
-  const keep = new Set(wanted.map(key));
   const record = async (list: Recorded) =>
     await writeFileAtomic(join(paths.dir, WORKERS_FILE), JSON.stringify(list) + "\n");
   // What is asked is recorded first: a sync killed half-way is redone in full by the next one.
@@ -127,7 +132,7 @@ export async function syncWorkers(
       await runner.apply(manager.restart(await workerProcess(ctx, meta, spec, instance, secrets)));
     }
   }
-  const gone = workerInstances(before).filter((w) => !keep.has(key(w)));
+  const gone = workersGone(before, workers);
   for (const worker of gone) await runner.apply(manager.stop(paths.app, root, paths.dir, undefined, worker));
   await record(workers.map(({ type, instances }) => ({ type, instances })));
   await expectRunning(ctx, wanted);

@@ -358,6 +358,20 @@ Deno.test("pipeline: --dry-run walks the same steps and prints them; nothing run
   });
 });
 
+Deno.test("pipeline: a dry run says which running workers the deploy would stop, as the manager names them", async () => {
+  await withWorld("blue-green", async (w) => {
+    // Running now (as the last sync recorded them): mailer ×2 and cleaner ×1; the new release has mailer ×1 only.
+    await Deno.writeTextFile(
+      join(w.paths.dir, "workers.json"),
+      JSON.stringify([{ type: "mailer", instances: 2 }, { type: "cleaner", instances: 1 }]),
+    );
+    const sha = await commit(w, "ok", ["processes:", "  mailer: { command: ./server, instances: 1 }"]);
+    assertEquals(await deploy(w, sha, { dryRun: true }), { ok: true });
+    const line = w.printed.find((printed) => printed.startsWith("would restart the workers")) ?? "";
+    assertMatch(line, /; running now: mailer ×2, cleaner ×1; would stop alpha-mailer@2, alpha-cleaner@1$/);
+  });
+});
+
 Deno.test("pipeline: a docker dry run asks the engine (a read-only question) and shows the idle slot's container", async () => {
   await withWorld("blue-green", async (w) => {
     w.fake.on(["docker", "version"], { output: "27.1.0" });

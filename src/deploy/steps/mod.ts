@@ -9,7 +9,7 @@ import { describeGates, runGates } from "../gates.ts";
 import { build, cleanup, command, docker, env, fetch, meta, postDeploy, preDeploy, sealOnly } from "./release.ts";
 import type { Step } from "./step.ts";
 import { cron } from "./cron.ts";
-import { hasWorkers, runningWorkers, syncWorkers, workerProcess } from "../workers.ts";
+import { hasWorkers, runningWorkers, syncWorkers, workerProcess, workersGone } from "../workers.ts";
 
 export { type Release, type Step, walk } from "./step.ts";
 
@@ -74,11 +74,14 @@ const workers: Step = {
         await ctx.runner.apply(ctx.manager.restart(process));
       }
     }
-    const before = (await runningWorkers(ctx.paths.dir)).map((w) => `${w.type} ×${w.instances}`).join(", ");
+    const running = await runningWorkers(ctx.paths.dir);
+    const before = running.map((w) => `${w.type} ×${w.instances}`).join(", ");
+    const gone = workersGone(running, release.meta.workers ?? [])
+      .map((w) => ctx.manager.nameOf(ctx.paths.app, undefined, w)).join(", ");
     ctx.print(
       `would restart the workers (each old one: SIGTERM, its stopTimeout, SIGKILL)${
         before ? `; running now: ${before}` : ""
-      }`,
+      }${gone ? `; would stop ${gone}` : ""}`,
     );
   },
 };
