@@ -58,7 +58,7 @@ const NETWORK_CHANGED = /^Failed to load resource: net::ERR_NETWORK_CHANGED$/;
 /** The same cut, as a failed request's error text. */
 const NETWORK_CHANGED_FAILURE = "net::ERR_NETWORK_CHANGED";
 /** Loads of a page (`goto`) before a load cut by network changes is left as it is. */
-const LOAD_ATTEMPTS = 3;
+const LOAD_ATTEMPTS = 5;
 
 /**
  * A new page in its own context (its own session storage) that records page errors, console
@@ -98,7 +98,7 @@ export async function openPage(browser: Browser, options: PageOptions = {}): Pro
  * graph, say) was cut by a network change: Chromium keeps a module that failed to load as failed,
  * so the page would stay without its script for good, and the test would wait for a view that never
  * comes. Other tests add and remove network namespaces' links all the time; that is the machine,
- * not the page. Any other failure is left to the test.
+ * not the page. A load that fails with no cut in it is left to the test.
  */
 function reloadWhenCut(page: Page): void {
   let cuts = 0;
@@ -107,12 +107,15 @@ function reloadWhenCut(page: Page): void {
   });
   const goto = page.goto.bind(page);
   page.goto = async (url, options) => {
+    const start = cuts;
     for (let attempt = 1;; attempt++) {
       const before = cuts;
-      // The page's own request cut: goto fails with the same error.
+      // A load cut that way may also fail as a whole (its document cut, or Chromium's error page or a reload
+      // taking over): then it is loaded again too. The cut's event may come just after the failure.
       let failed = false;
-      const response = await goto(url, options).catch((error: Error) => {
-        if (attempt === LOAD_ATTEMPTS || !error.message.includes(NETWORK_CHANGED_FAILURE)) throw error;
+      const response = await goto(url, options).catch(async (error: Error) => {
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        if (attempt === LOAD_ATTEMPTS || cuts === start) throw error;
         failed = true;
         return null;
       });

@@ -328,7 +328,10 @@ Deno.test("gates and canary are refused with strategy restart or a static app: e
     await git(w.work, "push", "-q", w.repo, "HEAD:refs/heads/incoming", "--force");
     const error = await deploy(w, await git(w.work, "rev-parse", "HEAD")).then(() => undefined, (e) => e);
     assert(error instanceof UsageError, String(error));
-    assertMatch(error.message, /^deploy\.yml:4:1: `gates` and `canary` need the blue-green .* serves static files only$/);
+    assertMatch(
+      error.message,
+      /^deploy\.yml:4:1: `gates` and `canary` need the blue-green .* serves static files only$/,
+    );
     assertEquals(await Deno.stat(w.paths.releases).then(() => true, () => false), false);
   });
 });
