@@ -84,9 +84,8 @@ export async function prepare(
   await refuseTakenDomains(deploy.name, config.domains, { root, where: paths.config });
   if (bindsPort(config)) await refuseTakenPort(deploy.name, config.port, { root, where: paths.config, serving: true });
   for (const [key, port] of internalPorts(config)) {
-    const fix = `a port belongs to one app: remove ${
-      key.split(".")[0]
-    }: from config.yml, and the deploy chooses free ones`;
+    const field = key.split(".")[0]; // slots, instancePorts
+    const fix = `a port belongs to one app: remove ${field}: from config.yml, and the deploy chooses free ones`;
     await refuseTakenPort(deploy.name, port, { root, where: `${paths.config} ${key}`, serving: true, fix });
   }
 

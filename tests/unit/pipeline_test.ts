@@ -53,7 +53,7 @@ Deno.test("pipeline: a hook's or a gate's program missing from the release fails
     const [extra, what] of [
       [["hooks: { preDeploy: ./scripts/migrate.sh }"], "hooks.preDeploy"],
       [["hooks: { postDeploy: ./notify.sh }"], "hooks.postDeploy"],
-      [["gates: [{ command: ./scripts/smoke.sh, timeout: 30s }]"], "gates[0]"],
+      [["gates: [{ command: ./scripts/smoke.sh, timeout: 30s }]"], "gates.0"],
     ] as const
   ) {
     await withWorld("blue-green", async (w) => {

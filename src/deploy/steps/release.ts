@@ -122,7 +122,7 @@ function checkCommands({ plan }: DeployContext): { what: string; argv: string[] 
     const command = plan.deploy.hooks?.[name];
     return command ? [{ what: `hooks.${name}`, argv: toArgv(command) }] : [];
   });
-  const gates = (plan.deploy.gates ?? []).map((gate, i) => ({ what: `gates[${i}]`, argv: toArgv(gate.command) }));
+  const gates = (plan.deploy.gates ?? []).map((gate, i) => ({ what: `gates.${i}`, argv: toArgv(gate.command) }));
   return [...hooks, ...gates];
 }
 
