@@ -108,31 +108,48 @@ export async function portClaims(root: string = prefix(), bound = false): Promis
   return claims;
 }
 
+/** A port an app asks for: the port, where it comes from (a file, a key), and the fix when another app has it. */
+export interface PortUse {
+  port: number;
+  where?: string;
+  fix?: string;
+}
+
 /**
- * Throws a {@link UsageError} (exit 2) when another app under `root` listens on `port` by its
- * config.yml (its public port, a slot or an instance's port); changes nothing. Call it for an app
- * that listens on its `port` itself ({@link bindsPort}). With `serving`, only apps that serve (a
- * release is current) count: an app deployed long ago keeps deploying when a copied config.yml
- * names its port. `where` names the file `app`'s port comes from; `fix` replaces the suggestion.
+ * Throws a {@link UsageError} (exit 2) for the first of `ports` another app under `root` listens on
+ * by its config.yml (its public port, a slot or an instance's port); changes nothing. The apps'
+ * files are read once for all. Call it for an app's ports it listens on itself ({@link bindsPort}).
+ * With `serving`, only apps that serve (a release is current) count: an app deployed long ago keeps
+ * deploying when a copied config.yml names its port.
  */
+export async function refuseTakenPorts(
+  app: string,
+  ports: readonly PortUse[],
+  options: { root?: string; serving?: boolean } = {},
+): Promise<void> {
+  if (!ports.length) return;
+  const root = options.root ?? prefix();
+  const claims = await portClaims(root, true);
+  for (const { port, where, fix } of ports) {
+    const others = (claims.get(port) ?? []).filter((other) => other !== app);
+    const serves = await Promise.all(others.map((other) => ifExists(Deno.lstat(appPaths(other, root).current))));
+    const owner = others.find((_, i) => !options.serving || serves[i]);
+    if (owner === undefined) continue;
+    throw new UsageError(
+      `app "${app}"${where ? ` (${where})` : ""} cannot have port ${port}: app "${owner}" has it already ` +
+        `(${appPaths(owner, root).config})`,
+      { suggestion: fix ?? "a port belongs to one app: choose another one (setup --port N, or port: in config.yml)" },
+    );
+  }
+}
+
+/** {@link refuseTakenPorts} for one port. */
 export async function refuseTakenPort(
   app: string,
   port: number,
-  options: { root?: string; where?: string; serving?: boolean; fix?: string } = {},
+  options: { root?: string; where?: string; serving?: boolean } = {},
 ): Promise<void> {
-  const root = options.root ?? prefix();
-  const others = ((await portClaims(root, true)).get(port) ?? []).filter((other) => other !== app);
-  const serves = await Promise.all(others.map((other) => ifExists(Deno.lstat(appPaths(other, root).current))));
-  const owner = others.find((_, i) => !options.serving || serves[i]);
-  if (owner === undefined) return;
-  const from = options.where ? ` (${options.where})` : "";
-  throw new UsageError(
-    `app "${app}"${from} cannot have port ${port}: app "${owner}" has it already (${appPaths(owner, root).config})`,
-    {
-      suggestion: options.fix ??
-        "a port belongs to one app: choose another one (setup --port N, or port: in config.yml)",
-    },
-  );
+  await refuseTakenPorts(app, [{ port, where: options.where }], options);
 }
 
 /** The app directories under the deployments root (names only; dot entries such as .tls are not apps). */

@@ -6,7 +6,7 @@
 import { loadServerConfig } from "../config/server_config.ts";
 import { resolve } from "node:path";
 import { toArgv } from "../config/argv.ts";
-import { bindsPort, internalPorts, refuseTakenDomains, refuseTakenPort } from "../config/domains.ts";
+import { bindsPort, internalPorts, refuseTakenDomains, refuseTakenPorts } from "../config/domains.ts";
 import { parseConfig, positionIn } from "../config/load.ts";
 import { type DeployFile, deployFileSchema, type ServerConfig } from "../config/schema.ts";
 import { DEPLOYERS, READS } from "../deployers/mod.ts";
@@ -82,12 +82,13 @@ export async function prepare(
   const config = await loadServerConfig(paths);
   userOf(paths, config); // a `user:` that names nobody, a default user setup has not created: exit 2 now
   await refuseTakenDomains(deploy.name, config.domains, { root, where: paths.config });
-  if (bindsPort(config)) await refuseTakenPort(deploy.name, config.port, { root, where: paths.config, serving: true });
-  for (const [key, port] of internalPorts(config)) {
-    const field = key.split(".")[0]; // slots, instancePorts
-    const fix = `a port belongs to one app: remove ${field}: from config.yml, and the deploy chooses free ones`;
-    await refuseTakenPort(deploy.name, port, { root, where: `${paths.config} ${key}`, serving: true, fix });
-  }
+  const internal = internalPorts(config).map(([key, port]) => ({
+    port,
+    where: `${paths.config} ${key}`,
+    fix: `a port belongs to one app: remove ${key.split(".")[0]}: from config.yml, and the deploy chooses free ones`,
+  }));
+  const own = bindsPort(config) ? [{ port: config.port, where: paths.config }] : [];
+  await refuseTakenPorts(deploy.name, [...own, ...internal], { root, serving: true });
 
   const reads = DEPLOYERS[deploy.type].reads;
   const texts = new Map(
