@@ -47,17 +47,28 @@ export function schedulerService(root: string, self = selfCommand()): ServiceSpe
   };
 }
 
-/** Whether there is anything to do for release `meta`: it has jobs, or (systemd) timers of the app are there. */
+/**
+ * Whether there is anything to do or say for release `meta`: it or the release it replaces
+ * (`replaced`) has jobs, or (systemd) timers of the app are there.
+ */
 export async function hasCron(
   ctx: Pick<CronSyncContext, "root" | "paths" | "config">,
   meta: { cron?: CronJob[] } | undefined,
+  replaced?: { cron?: CronJob[] },
 ) {
-  if (jobsOf(meta).length) return true;
+  if (jobsOf(meta).length || jobsOf(replaced).length) return true;
   return ctx.config.manager === "systemd" && (await installedJobs(ctx.paths.app, ctx.root)).length > 0;
 }
 
-/** Makes the server run the jobs of release `meta` (see the module); returns a line saying what it did. */
-export async function syncCron(ctx: CronSyncContext, meta: { cron?: CronJob[] } | undefined): Promise<string> {
+/**
+ * Makes the server run the jobs of release `meta` (see the module); returns a line saying what it
+ * did, and (pm2) which jobs of `replaced`, the release it replaces, no longer run.
+ */
+export async function syncCron(
+  ctx: CronSyncContext,
+  meta: { cron?: CronJob[] } | undefined,
+  replaced?: { cron?: CronJob[] },
+): Promise<string> {
   const jobs = jobsOf(meta);
   const names = jobs.map((job) => `${job.name} (${job.schedule})`).join(", ");
   if (ctx.config.manager === "systemd") {
@@ -71,9 +82,11 @@ export async function syncCron(ctx: CronSyncContext, meta: { cron?: CronJob[] } 
       ...(gone.length ? [`removed the timers of ${gone.join(", ")}`] : []),
     ].join("; ");
   }
-  if (!jobs.length) return "no cron jobs";
+  const dropped = jobsOf(replaced).map((job) => job.name).filter((name) => !jobs.some((job) => job.name === name));
+  const gone = dropped.length ? `; the scheduler no longer runs ${dropped.sort().join(", ")}` : "";
+  if (!jobs.length) return `no cron jobs${gone}`;
   const running = await pm2.running!(ctx.inspect, SCHEDULER_SERVICE, ctx.root);
-  if (running && running.pid > 0) return `${names}; the scheduler (pm2 ${SCHEDULER_SERVICE}) runs them`;
+  if (running && running.pid > 0) return `${names}; the scheduler (pm2 ${SCHEDULER_SERVICE}) runs them${gone}`;
   await ctx.runner.apply(pm2.installService({ ...schedulerService(ctx.root, ctx.self), restart: running !== null }));
-  return `${names}; started the scheduler (pm2 ${SCHEDULER_SERVICE})`;
+  return `${names}; started the scheduler (pm2 ${SCHEDULER_SERVICE})${gone}`;
 }

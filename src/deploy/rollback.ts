@@ -327,8 +327,8 @@ async function switchTo(
       .catch(() => journal.say("! the workers of the release gone back to did not all start"));
   }
   // ...and its own cron jobs (its timers; under pm2 the scheduler reads the serving release's).
-  if (await hasCron(ctx, meta)) {
-    await journal.step("cron", () => syncCron(ctx, meta), (line) => line)
+  if (await hasCron(ctx, meta, fromMeta)) {
+    await journal.step("cron", () => syncCron(ctx, meta, fromMeta), (line) => line)
       .catch(() => journal.say("! the cron jobs of the release gone back to were not set up"));
   }
   const duration = Math.round(clock.elapsed() - started);

@@ -120,6 +120,13 @@ Deno.test("instances: a failed deploy stops all its new instances; 3 → 1 → 3
     await commit("v4", 3);
     await repo.pushOk();
     assertEquals(await online(), ["in2-blue", "in2-blue-2", "in2-blue-3"]);
+    // A dry run says how many web instances it would start and how many the old slot's drain would stop.
+    const head = (await repo.git(["rev-parse", "HEAD"])).stdout.trim();
+    const dry = await server.cli(["execute", "--dry-run", server.paths("in2").repo, head]);
+    assertEquals(dry.code, 0, dry.output);
+    assertMatch(dry.stdout, /would start 3 web instances there/);
+    assertMatch(dry.stdout, /would drain the old slot \(its 3 web instances\) \(up to/);
+    assertEquals(await online(), ["in2-blue", "in2-blue-2", "in2-blue-3"]);
 
     const config = server.paths("in2").config;
     await Deno.writeTextFile(

@@ -630,6 +630,18 @@ Deno.test("syncCron (the deploy's cron step, and rollback's): systemd timers fol
     const empty = jlist([]);
     assertEquals(await syncCron(pm2Ctx(empty), {}), "no cron jobs");
     assertEquals(empty.calls, []);
+    // The jobs a release drops are said, with or without jobs left; nothing more is run for them.
+    assertEquals(await hasCron(pm2Ctx(new FakeRunner()), {}, { cron: JOBS }), true);
+    const dropsAll = jlist([]);
+    assertEquals(
+      await syncCron(pm2Ctx(dropsAll), {}, { cron: JOBS }),
+      "no cron jobs; the scheduler no longer runs both, report",
+    );
+    assertEquals(dropsAll.calls, []);
+    assertEquals(
+      await syncCron(pm2Ctx(runs), { cron: JOBS.slice(0, 1) }, { cron: JOBS }),
+      "report (*/15 * * * *); the scheduler (pm2 deploy-paradigm-cron) runs them; the scheduler no longer runs both",
+    );
   } finally {
     await Deno.remove(root, { recursive: true });
   }

@@ -78,7 +78,12 @@ export const blueGreen: SwitchStrategy = {
     } else print("would check the static files; the proxy would serve them");
     if (deploy.canary && plan.runs) print(describeCanary(deploy.canary, route !== undefined));
     print(`would point the proxy on port ${config.port} at it, then ${paths.current} → releases/<new>`);
-    print(`would drain the old slot (up to ${config.drainTimeout / 1000}s), watch ${deploy.watch / 1000}s, stop it`);
+    const old = targetPorts(route).length;
+    print(
+      `would drain the old slot${old > 1 ? ` (its ${old} web instances)` : ""} (up to ${
+        config.drainTimeout / 1000
+      }s), watch ${deploy.watch / 1000}s, stop it`,
+    );
   },
 };
 
