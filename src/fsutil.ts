@@ -70,11 +70,36 @@ export function readLinkOrUndefined(link: string): Promise<string | undefined> {
 }
 
 /**
- * A JSON object file this tool writes (status.json, a release's metadata), or undefined when it
- * does not exist. One changed by hand or cut short (a full disk) is a {@link DeployParadigmError}
- * naming it, with `remedy` as its hint.
+ * The fields of a JSON object its readers rely on, each a dotted path and its JSON type: `string`,
+ * `number`, `boolean`, `object`, `array`, `strings` (a list of strings); `?` after it: checked when present.
  */
-export async function readJsonObject(path: string, remedy: string): Promise<Record<string, unknown> | undefined> {
+export type Shape = readonly (readonly [path: string, type: string])[];
+
+/** The first field of `value` that is not as `shape` says, as a problem; undefined when all are. */
+export function shapeProblem(value: Record<string, unknown>, shape: Shape): string | undefined {
+  for (const [path, type] of shape) {
+    const field = path.split(".").reduce<unknown>((at, key) => (at as Record<string, unknown>)[key], value);
+    const want = type.replace("?", "");
+    if (field === undefined && type.endsWith("?")) continue;
+    const got = field === null ? "null" : Array.isArray(field) ? "array" : typeof field;
+    const named = { array: "a list", object: "an object", strings: "a list of strings" }[want] ?? `a ${want}`;
+    if (want === "strings" && got === "array" && (field as unknown[]).every((item) => typeof item === "string")) {
+      continue;
+    }
+    if (got !== want) return `"${path}" must be ${named} (got ${got})`;
+  }
+}
+
+/**
+ * A JSON object file this tool writes (status.json, a release's metadata), or undefined when it
+ * does not exist. One changed by hand or cut short (a full disk), or (`check`) without the fields
+ * its readers rely on, is a {@link DeployParadigmError} naming it, with `remedy` as its hint.
+ */
+export async function readJsonObject(
+  path: string,
+  remedy: string,
+  check?: { shape: Shape; what: string },
+): Promise<Record<string, unknown> | undefined> {
   const text = await readTextOrUndefined(path);
   if (text === undefined) return undefined;
   let value: unknown;
@@ -89,6 +114,8 @@ export async function readJsonObject(path: string, remedy: string): Promise<Reco
       suggestion: remedy,
     });
   }
+  const problem = check && shapeProblem(value as Record<string, unknown>, check.shape);
+  if (problem) throw new DeployParadigmError(`${path} is not ${check!.what}: ${problem}`, { suggestion: remedy });
   return value as Record<string, unknown>;
 }
 

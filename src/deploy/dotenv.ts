@@ -11,7 +11,7 @@ import { ConfigError } from "../errors.ts";
 import { readTextOrUndefined } from "../fsutil.ts";
 import { MIN_SECRET_LENGTH } from "./redact.ts";
 
-const LINE = /^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$/;
+const LINE = /^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$/d;
 
 /** The comment that marks a value as not secret: `LOG_LEVEL=info # public`. */
 const PUBLIC_MARK = /^#\s*public\s*$/i;
@@ -68,15 +68,16 @@ function dotenvLines(text: string, label: string): { env: Dotenv; problems: stri
       return;
     }
     const [, key, rawValue] = match;
+    const column = match.indices![2]![0] + 1; // the value's own, not a match of its text inside the key
     const parsed = unquote(rawValue);
     if (parsed === undefined) {
       problems.push(
-        `${label}:${i + 1}:${raw.indexOf(rawValue) + 1}: unterminated quote, or text after the closing quote`,
+        `${label}:${i + 1}:${column}: unterminated quote, or text after the closing quote`,
       );
       return;
     }
     env.values[key] = parsed.value;
-    env.at[key] = `${i + 1}:${raw.indexOf(rawValue) + 1}`;
+    env.at[key] = `${i + 1}:${column}`;
     if (PUBLIC_MARK.test(parsed.comment)) env.public.add(key);
   });
   return { env, problems };

@@ -66,7 +66,7 @@ export async function failed(
     switched,
     reverted: activation?.reverted === true,
     serving: activation?.serving === true,
-    back,
+    back: back ?? activation?.back,
     watchFailed: failure.step === "watch",
   });
   if (switched && activation!.reverted && activation!.serving) {
@@ -81,7 +81,7 @@ export async function failed(
   // It took traffic: kept for inspection and skipped by rollback; so is a cancelled one that still serves.
   const stillServes = (await currentRelease(paths)) === release.id;
   if (switched && activation!.reverted && (!cancelled || stillServes)) await setBad(paths, release.id, true);
-  else {
+  else if (!stillServes) { // never the release `current` names, whatever the failure says of the switch
     await Deno.remove(release.dir, { recursive: true }).catch(() => {});
     if (deploy.type === "docker") {
       await pruneImages(ctx.runner, deploy.name, await listReleases(paths)).catch(() => {}); // its image too

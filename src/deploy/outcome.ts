@@ -122,8 +122,10 @@ export function failedStatus(
   f: FailedSwitch,
 ): AppStatus {
   if (!f.switched) {
+    // What it had stopped did not come back (see SwitchStrategy.revert): nothing healthy serves.
+    const lost = f.back?.healthy === false ? { status: "failed" as const, healthy: false } : {};
     return before
-      ? { ...before, lastDeploy: last }
+      ? { ...before, ...lost, lastDeploy: last }
       : { ...statusBase(plan), status: "failed", healthy: false, lastDeploy: last };
   }
   if (f.reverted) {

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { DeployParadigmError } from "../errors.ts";
 import { type AppPaths, deploymentsRoot } from "../paths.ts";
 import { STAGING_PREFIX } from "./prefetch.ts";
-import { exists, readJsonObject, readLinkOrUndefined, writeFileAtomic } from "../fsutil.ts";
+import { exists, readJsonObject, readLinkOrUndefined, type Shape, writeFileAtomic } from "../fsutil.ts";
 import type { HealthCheck } from "../config/schema.ts";
 import type { WorkerSpec } from "./processes.ts";
 import type { CronJob } from "../cron/job.ts";
@@ -117,11 +117,31 @@ export async function currentRelease(paths: AppPaths): Promise<string | undefine
   return target?.split("/").filter(Boolean).pop();
 }
 
-/** Reads a release's metadata. */
+/** The fields of a release's metadata its readers rely on (see {@link Shape}). */
+const META_SHAPE: Shape = [
+  ["id", "string"],
+  ["commit", "string"],
+  ["type", "string"],
+  ["createdAt", "string"],
+  ["argv", "strings?"],
+  ["containerCommand", "strings?"],
+  ["image", "string?"],
+  ["branch", "string?"],
+  ["containerPort", "number?"],
+  ["instances", "number?"],
+  ["healthCheck", "object?"],
+  ["workers", "array?"],
+  ["cron", "array?"],
+  ["bad", "boolean?"],
+  ["pending", "boolean?"],
+];
+
+/** Reads a release's metadata; one that is not JSON, or not of its shape, is an error naming it and the field. */
 export async function readReleaseMeta(paths: AppPaths, id: string): Promise<ReleaseMeta | undefined> {
   const remedy = `deploys write this file: restore it from a backup, or remove the release ${paths.release(id)} ` +
     `if no slot serves it`;
-  return await readJsonObject(join(paths.release(id), RELEASE_META), remedy) as ReleaseMeta | undefined;
+  const check = { shape: META_SHAPE, what: "the metadata of a release written by a deploy" };
+  return await readJsonObject(join(paths.release(id), RELEASE_META), remedy, check) as ReleaseMeta | undefined;
 }
 
 /** Writes a release's metadata. */

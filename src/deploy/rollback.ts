@@ -280,6 +280,7 @@ async function switchTo(
     active = await strategy.activate(ctx, { meta, secrets, replaced: fromMeta, watchMs: 0 });
   } catch (error) {
     const message = error instanceof ActivationFailed ? error.failure.message : String(error);
+    journal.cancellation = undefined; // what follows puts things back: it runs to the end (as a deploy's failure does)
     let back = from ?? "nothing";
     if (error instanceof ActivationFailed && error.switched && !error.reverted && from) {
       // The switch happened: put the release that served back, with its own command and .env

@@ -3,8 +3,7 @@
  * @module
  */
 import { basename, dirname } from "node:path";
-import { DeployParadigmError } from "../errors.ts";
-import { readJsonObject, writeFileAtomic } from "../fsutil.ts";
+import { readJsonObject, type Shape, writeFileAtomic } from "../fsutil.ts";
 import type { ProcessInfo } from "./process_list.ts";
 import type { ServerConfig } from "../config/schema.ts";
 import { type CertificateState, readCertificates } from "../proxy/cert_state.ts";
@@ -118,7 +117,7 @@ export interface AppStatus {
  * The fields of status.json the readers rely on, with their JSON types (`?`: checked when present): a
  * file without them was not written by a deploy, and would fail a reader later.
  */
-const SHAPE: [path: string, type: string][] = [
+const SHAPE: Shape = [
   ["name", "string"],
   ["status", "string"],
   ["healthy", "boolean"],
@@ -138,30 +137,15 @@ const SHAPE: [path: string, type: string][] = [
   ["canary", "object?"],
 ];
 
-/** The first field of `value` that is not as {@link SHAPE} says, as a problem; undefined when all are. */
-function shapeProblem(value: Record<string, unknown>): string | undefined {
-  for (const [path, type] of SHAPE) {
-    const field = path.split(".").reduce<unknown>((at, key) => (at as Record<string, unknown>)[key], value);
-    const want = type.replace("?", "");
-    if (field === undefined && type.endsWith("?")) continue;
-    const got = field === null ? "null" : Array.isArray(field) ? "array" : typeof field;
-    const named = want === "array" ? "a list" : want === "object" ? "an object" : `a ${want}`;
-    if (got !== want) return `"${path}" must be ${named} (got ${got})`;
-  }
-}
-
 /**
  * Reads status.json, or undefined before the first deploy; one that is not JSON, or without the
  * fields a deploy writes, is an error naming it.
  */
 export async function readStatus(path: string): Promise<AppStatus | undefined> {
   const remedy = "deploys write this file: restore it from a backup, or remove it (the next deploy writes it again)";
-  const value = await readJsonObject(path, remedy);
-  const problem = value && shapeProblem(value);
-  if (problem) {
-    throw new DeployParadigmError(`${path} is not a status written by a deploy: ${problem}`, { suggestion: remedy });
-  }
-  return value as AppStatus | undefined;
+  return await readJsonObject(path, remedy, { shape: SHAPE, what: "a status written by a deploy" }) as
+    | AppStatus
+    | undefined;
 }
 
 /**

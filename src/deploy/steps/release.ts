@@ -190,6 +190,13 @@ export const env: Step = {
     const text = plan.deploy.type === "docker"
       ? serializeDockerEnv(values, `${header} for docker run --env-file`, plan.public)
       : serializeDotenv(values, header, plan.public);
+    // One from the commit or its build goes (a link is removed, never followed): the server's values replace it.
+    if (await Deno.lstat(file).then(() => true, () => false)) {
+      await Deno.remove(file);
+      ctx.journal.say(
+        `! the release had a .env (from the commit or its build): replaced by ${plan.envSource}'s values`,
+      );
+    }
     await Deno.writeTextFile(file, text, { mode: 0o600, createNew: true });
     await Deno.chmod(file, 0o600);
     await shareWithApp(file, user(ctx)); // root:<app group> 0640: its app only

@@ -52,15 +52,20 @@ export interface Step {
 /** Runs `steps` for `release`: through the journal, or (`ctx.dry`) as descriptions. Throws the first failure. */
 export async function walk(ctx: DeployContext, release: Release, steps: readonly Step[]): Promise<void> {
   for (const step of steps) {
-    if (step.when && !(await step.when(ctx, release))) continue;
-    if (ctx.dry) {
-      await step.dry(ctx, release);
-      continue;
-    }
-    const run = step.unjournaled
-      ? step.run(ctx, release)
-      : ctx.journal.step(step.name, () => step.run(ctx, release), (m) => m ?? "", step.announce?.(ctx, release));
-    if (step.tolerate === undefined) await run;
-    else await run.catch(() => ctx.journal.say(step.tolerate!));
+    if (step.tolerate === undefined || ctx.dry) await take(ctx, release, step);
+    else await take(ctx, release, step).catch(() => ctx.journal.say(step.tolerate!));
   }
+}
+
+/** One step: whether the deploy has it ({@link Step.when}), then its run (or its dry run). */
+async function take(ctx: DeployContext, release: Release, step: Step): Promise<void> {
+  const wanted = async () => !step.when || await step.when(ctx, release);
+  if (ctx.dry) {
+    if (await wanted()) await step.dry(ctx, release);
+    return;
+  }
+  // A `when` that throws is the step's failure (its ✗ line and event), tolerated as its run would be.
+  if (!(await wanted().catch((error) => ctx.journal.step(step.name, () => Promise.reject(error))))) return;
+  if (step.unjournaled) await step.run(ctx, release);
+  else await ctx.journal.step(step.name, () => step.run(ctx, release), (m) => m ?? "", step.announce?.(ctx, release));
 }

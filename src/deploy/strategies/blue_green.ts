@@ -41,6 +41,7 @@ import {
   dryProcess,
   type SwitchStrategy,
 } from "./strategy.ts";
+import { restart } from "./restart.ts";
 
 export const blueGreen: SwitchStrategy = {
   name: "blue-green",
@@ -226,11 +227,13 @@ async function activateBlueGreen(ctx: SwitchContext, activation: Activation): Pr
 
   // 2. Switch: the proxy routes the next request to the new target, and must say it listens.
   let switchMs = 0;
+  let stoppedOld = false;
   try {
     await journal.step("switch", async () => {
       // Moving from the restart strategy: the old process holds the public port the proxy needs.
       const old = oldRelease ? await readReleaseMeta(paths, oldRelease).catch(() => undefined) : undefined;
       if (!serving && old && runsProcess(old)) {
+        stoppedOld = true;
         await runner.apply(manager.stop(app, root, paths.dir));
       }
       const started = ctx.clock.elapsed();
@@ -242,7 +245,9 @@ async function activateBlueGreen(ctx: SwitchContext, activation: Activation): Pr
     }, () => `traffic → ${"dir" in target ? "static files" : `${idle} slot`} in ${switchMs.toFixed(1)} ms`);
   } catch (error) {
     await undo(runs, error);
-    throw failed(error, "switch", false);
+    // The restart strategy's process it stopped starts again (its own command, `.env` and health check).
+    const back = stoppedOld ? await restart.revert!(ctx, { to: oldRelease, from: meta.id, runs: true }) : undefined;
+    throw new ActivationFailed(asStep(error, "switch"), false, serving, true, back);
   }
 
   // 3. Drain the old slot: requests in flight finish; it gets no new ones.

@@ -55,6 +55,8 @@ export class ActivationFailed extends Error {
     readonly serving: boolean,
     /** The strategy has already put traffic back where it was (else: see {@link SwitchStrategy.revert}). */
     readonly reverted: boolean,
+    /** What serves after the strategy put back in place what it had stopped (see {@link SwitchStrategy.revert}). */
+    readonly back?: Partial<AppStatus>,
   ) {
     super(failure.message);
   }
