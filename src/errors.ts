@@ -61,7 +61,9 @@ export function didYouMean(word: string, candidates: readonly string[]): string 
   }
   const prefixed = candidates.find((c) => word.length >= 2 && c.startsWith(word));
   if (prefixed) return prefixed;
-  return best !== undefined && bestDistance <= Math.max(2, Math.floor(word.length / 3)) ? best : undefined;
+  // Two edits of a word of three letters leave one: "foo" is not a typo of "root".
+  const most = word.length <= 3 ? 1 : Math.max(2, Math.floor(word.length / 3));
+  return best !== undefined && bestDistance <= most ? best : undefined;
 }
 
 function editDistance(a: string, b: string): number {

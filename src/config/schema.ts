@@ -42,6 +42,12 @@ export { MANAGER_NAMES };
  */
 const BRANCH = /^(?!-|\/|refs\/|HEAD$)(?!.*(?:\.\.|\/\/|\/\.|\.lock\/|\.lock$|[\/.]$))(?!\.)[A-Za-z0-9._\/-]+$/;
 
+/** A path inside the repository (relative, no `..`), e.g. `example`. */
+function repoPath(example: string) {
+  return z.string().regex(/^[^/\0][^\0]*$/, `must be a path inside the repository, e.g. ${example}`)
+    .refine((path) => !path.split("/").includes(".."), "must stay inside the repository (no ..)");
+}
+
 /** The keys of deploy.yml that only some app types take, with those types. */
 const TYPE_KEYS = [
   ...Map.groupBy(APP_TYPES.flatMap((type) => (DEPLOYERS[type].keys ?? []).map((key) => ({ key, type }))), (k) => k.key),
@@ -120,9 +126,12 @@ export const deployFileSchema = z.strictObject({
       ". _ - and /; not starting with -, / or refs/, no .. or //, no part starting with . or ending with .lock, not HEAD)",
   )
     .default("main"),
-  dockerfile: z.string().regex(/^[^/\0][^\0]*$/, "must be a path inside the repository, e.g. Dockerfile")
-    .refine((path) => !path.split("/").includes(".."), "must stay inside the repository (no ..)")
+  dockerfile: repoPath("Dockerfile")
     .optional().meta({ description: "docker apps: the Dockerfile, relative to the repository (default Dockerfile)." }),
+  root: repoPath("dist").optional().meta({
+    description: "static apps: the directory the proxy serves, relative to the repository, after the build " +
+      "(default: the whole release), e.g. dist with build: npm run build.",
+  }),
   buildArgs: z.record(z.string(), z.unknown())
     .superRefine((args, ctx) => {
       for (const [key, value] of Object.entries(args)) {
@@ -188,6 +197,13 @@ export const deployFileSchema = z.strictObject({
     : web?.command !== undefined
     ? ["processes", "web", "command"]
     : undefined;
+  if (value.root !== undefined && ok("root", "command", "processes.web") && (value.command ?? web?.command)) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["root"],
+      message: "is the directory the proxy serves, and this static app runs a command that serves itself: remove one",
+    });
+  }
   if (webCommand) {
     ctx.addIssue({
       code: "custom",

@@ -2,7 +2,7 @@
  * The health check: healthy after `successes` consecutive 2xx answers within `window`.
  * @module
  */
-import { join } from "node:path";
+import { isAbsolute, join, relative } from "node:path";
 import type { HealthCheck } from "../config/schema.ts";
 import { exists } from "../fsutil.ts";
 import type { AppProcess, ProcessManager } from "../managers/mod.ts";
@@ -175,7 +175,10 @@ export async function startAndCheck(
   return await healthStep(journal, url, check, process.errorLog, since);
 }
 
-/** The static check: the file for the health path exists in the release. */
+/**
+ * The static check: deploy.yml's `root:` is a directory inside the release (not a link out of it),
+ * and the file for the health path is in it.
+ */
 export async function checkStaticFiles(
   journal: Journal,
   releaseDir: string,
@@ -183,9 +186,25 @@ export async function checkStaticFiles(
   note: string,
 ): Promise<HealthResult> {
   return await journal.step("health", async () => {
+    const root = staticRoot(releaseDir, meta);
+    if (meta.root !== undefined) {
+      const real = await Deno.realPath(root).catch(() => undefined);
+      const inside = real && relative(await Deno.realPath(releaseDir), real);
+      if (!real || !(await Deno.stat(real)).isDirectory) {
+        throw new Error(`deploy.yml root: ${meta.root} is not a directory of the release after its build`);
+      }
+      if (inside === undefined || inside.startsWith("..") || isAbsolute(inside)) {
+        throw new Error(`deploy.yml root: ${meta.root} leads out of the release (to ${real}): it is not served`);
+      }
+    }
     const path = meta.healthCheck?.path ?? "/";
-    const file = join(releaseDir, path.endsWith("/") ? `${path}index.html` : path);
+    const file = join(root, path.endsWith("/") ? `${path}index.html` : path);
     if (!(await exists(file))) throw new Error(`the static app has no file for ${path} (looked for ${file})`);
     return { healthy: true, attempts: 1, successes: 1, problems: {}, checkedAt: isoNow(journal.clock) };
   }, () => note);
+}
+
+/** The directory of a static release the proxy serves: deploy.yml's `root:` in it, or the release itself. */
+export function staticRoot(releaseDir: string, meta: Pick<ReleaseMeta, "root">): string {
+  return meta.root === undefined ? releaseDir : join(releaseDir, meta.root);
 }

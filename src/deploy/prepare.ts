@@ -224,6 +224,7 @@ export function releaseMeta(plan: Deployment, id: string, createdAt: string): Re
       }
       : {}),
     healthCheck: deploy.healthCheck,
+    ...(deploy.root === undefined ? {} : { root: deploy.root }),
     ...(plan.processes.instances > 1 ? { instances: plan.processes.instances } : {}),
     ...(plan.processes.workers.length ? { workers: plan.processes.workers } : {}),
     ...(deploy.cron.length

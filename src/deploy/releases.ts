@@ -23,6 +23,8 @@ export interface ReleaseMeta {
   /** A docker app's image, its container port, and deploy.yml's command (instead of the image's CMD). */
   image?: string;
   containerPort?: number;
+  /** Static apps: the directory of the release the proxy serves (deploy.yml `root:`; default the release). */
+  root?: string;
   containerCommand?: string[];
   healthCheck?: HealthCheck;
   /** Web processes when more than one (each on its own port in its slot, balanced by the proxy). */
@@ -127,6 +129,7 @@ const META_SHAPE: Shape = [
   ["containerCommand", "strings?"],
   ["image", "string?"],
   ["branch", "string?"],
+  ["root", "string?"],
   ["containerPort", "number?"],
   ["instances", "number?"],
   ["healthCheck", "object?"],

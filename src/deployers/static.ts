@@ -1,5 +1,6 @@
 /**
- * Static sites: the files of the commit, served as they are; nothing to build or run.
+ * Static sites: the files of the commit (or deploy.yml's `root:` of them, after the build), served
+ * as they are; nothing to build or run.
  * @module
  */
 import type { Deployer } from "./deployer.ts";
@@ -8,6 +9,7 @@ import type { Deployer } from "./deployer.ts";
 export const staticSite: Deployer = {
   detect: ["index.html"],
   healthCheckRequired: false,
+  keys: ["root"],
   init: {
     command: () => "# command: (none: the static files are served as they are)",
     health: "/",

@@ -2,6 +2,7 @@
  * Zero downtime, for real: blue-green deploys through the built-in proxy under continuous load
  * from keep-alive connections, with real git pushes, real PM2, Python and Node apps on loopback.
  */
+import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { AppRepo, type Mode } from "../helpers/apps.ts";
 import { LoadGenerator } from "../helpers/load.ts";
@@ -205,6 +206,36 @@ Deno.test("a static site deploys and is served by the proxy; path traversal and 
       assertMatch(raw, /^HTTP\/1\.1 (400|403|404)/, `${path} must be refused:\n${raw.slice(0, 200)}`);
       assert(!raw.includes("root:") && !raw.includes("SECRET"), `${path} leaked a file`);
     }
+  });
+});
+
+Deno.test("a built static site serves its root: (dist/) only; a root that is a link out of the release is refused", async () => {
+  await withServer(async (server) => {
+    const port = freePort();
+    const repo = await AppRepo.create(server, "built", await server.setupApp("built", { port }));
+    await repo.commit({
+      "deploy.yml": "name: built\ntype: static\nbuild: cp -r src dist\nroot: dist\n",
+      "src/index.html": "<h1>built</h1>\n",
+      "src/app.js": "console.log(1)\n",
+      "package.json": "{}\n",
+    });
+    await repo.pushOk();
+    assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "<h1>built</h1>\n" });
+    assertEquals(await get(`http://127.0.0.1:${port}/app.js`), { status: 200, body: "console.log(1)\n" });
+    for (const path of ["/deploy.yml", "/package.json", "/src/index.html", "/dist/index.html"]) {
+      assertEquals(
+        await fetch(`http://127.0.0.1:${port}${path}`).then(async (r) => (await r.body?.cancel(), r.status)),
+        404,
+        path,
+      );
+    }
+    // A root its build made a link out of the release (a committed one is extracted as a plain file): refused at
+    // health, the site stays.
+    await repo.commit({ "deploy.yml": "name: built\ntype: static\nbuild: ln -s /etc out\nroot: out\n", "src": null });
+    const refused = await repo.push();
+    assert(refused.code !== 0, refused.output);
+    assertMatch(refused.output, /✗ health .*deploy\.yml root: out (leads out of the release|is not a directory)/);
+    assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "<h1>built</h1>\n" });
   });
 });
 

@@ -204,7 +204,24 @@ Deno.test("errors: an unknown key gets a did-you-mean, or the list of known keys
     'deploy.yml:3:1: "branh" is not a known key; did you mean "branch"?',
   ]);
   assertEquals(problems("name: app\ntype: static\nfoo: 1\n"), [
-    'deploy.yml:3:1: "foo" is not a known key; known keys: name, type, healthCheck, command, processes, cron, build, hooks, keepReleases, branch, dockerfile, buildArgs, containerPort, watch, gates, canary',
+    'deploy.yml:3:1: "foo" is not a known key; known keys: name, type, healthCheck, command, processes, cron, build, hooks, keepReleases, branch, dockerfile, root, buildArgs, containerPort, watch, gates, canary',
+  ]);
+});
+
+Deno.test("root: a static app's served directory inside the repository; not for other types, nor beside a command", () => {
+  assertEquals(parseConfig("name: app\ntype: static\nroot: dist\n", deployFileSchema, "deploy.yml").root, "dist");
+  assertEquals(problems("name: app\ntype: static\nroot: ../x\n"), [
+    'deploy.yml:3:7: "root" must stay inside the repository (no ..) (got "../x")',
+  ]);
+  assertEquals(problems("name: app\ntype: static\nroot: /srv\n"), [
+    'deploy.yml:3:7: "root" must be a path inside the repository, e.g. dist (got "/srv")',
+  ]);
+  assertEquals(problems("name: app\ntype: node\nhealthCheck: /h\nroot: dist\n"), [
+    'deploy.yml:4:7: "root" is for static apps only (this app\'s type is node) (got "dist")',
+  ]);
+  assertEquals(problems("name: app\ntype: static\nhealthCheck: /h\ncommand: ./serve\nroot: dist\n"), [
+    'deploy.yml:5:7: "root" is the directory the proxy serves, and this static app runs a command that serves ' +
+    'itself: remove one (got "dist")',
   ]);
 });
 

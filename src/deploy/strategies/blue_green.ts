@@ -17,7 +17,7 @@ import { ProxyNotRunning } from "../../proxy/client.ts";
 import { portsTarget, readRoute, ROUTE_FILE, type RouteTarget, targetPorts, writeRoute } from "../../proxy/routes.ts";
 import { describeCanary, removeSplit, runCanaryPhase, settleCanary, settlePromoted } from "../canary.ts";
 import type { SwitchContext } from "../context.ts";
-import { checkStaticFiles, type HealthResult, startAndCheck, watchHealth } from "../health.ts";
+import { checkStaticFiles, type HealthResult, startAndCheck, staticRoot, watchHealth } from "../health.ts";
 import { currentRelease, markServed, readReleaseMeta, runsProcess, setBad } from "../releases.ts";
 import { releaseProcess } from "../runtime.ts";
 import { readStatus } from "../status.ts";
@@ -76,7 +76,7 @@ export const blueGreen: SwitchStrategy = {
       await runner.apply(manager.restart((await dryProcess(ctx, meta, slot))!));
       if ((meta.instances ?? 1) > 1) print(`would start ${meta.instances} web instances there, each on its own port`);
       print(`would check http://127.0.0.1:<slot port>${deploy.healthCheck!.path} before it gets any traffic`);
-    } else print("would check the static files; the proxy would serve them");
+    } else print(`would check the static files; the proxy would serve ${meta.root ?? "the release"}`);
     if (deploy.canary && plan.runs) print(describeCanary(deploy.canary, route !== undefined));
     print(`would point the proxy on port ${config.port} at it, then ${paths.current} → releases/<new>`);
     const old = targetPorts(route).length;
@@ -200,7 +200,7 @@ async function activateBlueGreen(ctx: SwitchContext, activation: Activation): Pr
       .catch((error) => {
         throw failed(error, "health", false);
       });
-    target = { dir: releaseDir };
+    target = { dir: staticRoot(releaseDir, meta) };
   }
 
   // 1b. Before any traffic moves to it: the canary (when something served before), and the gates.
