@@ -125,6 +125,26 @@ export function readTextOrUndefined(path: string): Promise<string | undefined> {
 }
 
 /**
+ * Opens the regular file at `path` (a real path, checked before by the caller) for reading, and
+ * makes sure it is still what the path names: the open file and `path` (not followed) are the same
+ * regular file. A link swapped in between the check and the open (which would follow it, as root:
+ * to any file) is refused: undefined, nothing read. The caller closes the file.
+ */
+export async function openChecked(path: string): Promise<{ file: Deno.FsFile; stat: Deno.FileInfo } | undefined> {
+  const file = await Deno.open(path);
+  try {
+    const stat = await file.stat();
+    const named = await Deno.lstat(path);
+    if (stat.isFile && named.isFile && named.ino === stat.ino && named.dev === stat.dev) return { file, stat };
+  } catch (error) {
+    file.close();
+    throw error;
+  }
+  file.close();
+  return undefined;
+}
+
+/**
  * The first bytes of the file at `path` (or of the open `file`, from its current position), at
  * most `max + 1` of them: a result longer than `max` says the file is bigger, without reading it
  * all into memory.

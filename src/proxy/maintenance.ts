@@ -18,7 +18,7 @@
  */
 import { join, relative, sep } from "node:path";
 import { DeployParadigmError } from "../errors.ts";
-import { ifExists, readAtMost } from "../fsutil.ts";
+import { ifExists, openChecked, readAtMost } from "../fsutil.ts";
 import { isTrusted, parseRange } from "./config.ts";
 import { readJsonFile, writeJsonFile } from "./routes.ts";
 
@@ -223,7 +223,10 @@ export async function releasePage(release: string): Promise<Uint8Array | undefin
   if (!(await Deno.stat(real)).isFile) {
     return { problem: `${MAINTENANCE_PAGE} is not a file: the built-in page is served` };
   }
-  const bytes = await readAtMost(real, MAX_PAGE_BYTES);
+  const opened = await openChecked(real);
+  if (!opened) return { problem: `${MAINTENANCE_PAGE} changed while it was read: the built-in page is served` };
+  using file = opened.file;
+  const bytes = await readAtMost(file, MAX_PAGE_BYTES);
   if (bytes.length > MAX_PAGE_BYTES) {
     return {
       problem: `${MAINTENANCE_PAGE} is over the ${MAX_PAGE_BYTES / 1024} KiB a maintenance page may have: ` +

@@ -5,6 +5,7 @@
  */
 import { join, relative, sep } from "node:path";
 import { textResponse } from "./pages.ts";
+import { openChecked } from "../fsutil.ts";
 
 const CONTENT_TYPES: Record<string, string> = {
   html: "text/html; charset=utf-8",
@@ -78,7 +79,7 @@ export async function serveStatic(dir: string, req: Request): Promise<Response> 
     stat = await Deno.stat(file);
   }
   if (!stat.isFile) return await notFound(root, req);
-  return await fileResponse(file, stat, req, 200);
+  return await fileResponse(file, req, 200);
 }
 
 /** The real path of `path` when it exists inside `root` with no dot-segment, else undefined. */
@@ -103,11 +104,14 @@ async function resolveInside(root: string, path: string): Promise<string | undef
 async function notFound(root: string | null, req: Request): Promise<Response> {
   const page = root ? await resolveInside(root, join(root, "404.html")) : undefined;
   const stat = page ? await Deno.stat(page) : undefined;
-  if (page && stat?.isFile) return await fileResponse(page, stat, req, 404);
+  if (page && stat?.isFile) return await fileResponse(page, req, 404);
   return textResponse(404, "404 not found");
 }
 
-async function fileResponse(path: string, stat: Deno.FileInfo, req: Request, status: number): Promise<Response> {
+async function fileResponse(path: string, req: Request, status: number): Promise<Response> {
+  const opened = await openChecked(path);
+  if (!opened) return textResponse(404, "404 not found"); // swapped for a link since it was checked
+  const { file, stat } = opened;
   const mtime = stat.mtime?.getTime() ?? 0;
   const headers = new Headers({
     "content-type": contentType(path),
@@ -118,11 +122,16 @@ async function fileResponse(path: string, stat: Deno.FileInfo, req: Request, sta
     const etag = `"${stat.size.toString(16)}-${Math.floor(mtime).toString(16)}"`;
     headers.set("etag", etag);
     if (stat.mtime) headers.set("last-modified", stat.mtime.toUTCString());
-    if (notModified(req.headers, etag, mtime)) return new Response(null, { status: 304, headers });
+    if (notModified(req.headers, etag, mtime)) {
+      file.close();
+      return new Response(null, { status: 304, headers });
+    }
   }
   headers.set("content-length", String(stat.size));
-  if (req.method === "HEAD") return new Response(null, { status, headers });
-  const file = await Deno.open(path);
+  if (req.method === "HEAD") {
+    file.close();
+    return new Response(null, { status, headers });
+  }
   return new Response(exactly(file, stat.size), { status, headers });
 }
 
