@@ -218,6 +218,35 @@ export function sealCmds(releaseDir: string, user: AppUser): Cmd[] {
   ];
 }
 
+/**
+ * After {@link sealCmds}: prints the first entry of the release that is not root's, or that the
+ * group or others may write (not a symbolic link), if any. Sealed, there is none; one means a
+ * process of the build kept running through the seal and made it.
+ */
+export function unsealedCmd(releaseDir: string): Cmd {
+  return {
+    argv: [
+      "find",
+      releaseDir,
+      "(",
+      "!",
+      "-user",
+      "0",
+      "-o",
+      "!",
+      "-type",
+      "l",
+      "-perm",
+      "/022",
+      ")",
+      "-print",
+      "-quit",
+    ],
+    timeoutMs: 300_000,
+    quiet: true,
+  };
+}
+
 /** A file of the release the app may read but not change (its `.env`): root:<group> 0640. */
 export async function shareWithApp(path: string, user: AppUser | undefined): Promise<void> {
   if (!user) return;
@@ -225,14 +254,22 @@ export async function shareWithApp(path: string, user: AppUser | undefined): Pro
   await Deno.chmod(path, 0o640);
 }
 
-/** /proc/<pid>/status fields: the real uid and the parent pid; undefined for a zombie. */
-function procStatus(pid: number): { uid: number; ppid: number } | undefined {
+/**
+ * /proc/<pid>/status fields: the real uid and the parent pid; undefined for a zombie, unless only
+ * its leader is one: a leader that exited alone (SYS_exit) leaves its other threads running.
+ */
+function procStatus(pid: number): { uid: number; ppid: number; thread: number } | undefined {
   try {
     const status = Deno.readTextFileSync(`/proc/${pid}/status`);
     const uid = /^Uid:\s+(\d+)/m.exec(status);
     const ppid = /^PPid:\s+(\d+)/m.exec(status);
-    if (/^State:\s+Z/m.test(status)) return undefined;
-    return uid && ppid ? { uid: Number(uid[1]), ppid: Number(ppid[1]) } : undefined;
+    // A live thread of it: the leader, or another one when only the leader is a zombie.
+    let thread = pid;
+    if (/^State:\s+Z/m.test(status)) {
+      thread = Number([...Deno.readDirSync(`/proc/${pid}/task`)].find((t) => t.name !== `${pid}`)?.name);
+      if (!thread) return undefined;
+    }
+    return uid && ppid ? { uid: Number(uid[1]), ppid: Number(ppid[1]), thread } : undefined;
   } catch {
     return undefined; // it has just ended
   }
@@ -279,7 +316,7 @@ export function leftovers(
   const dir = releaseDir === undefined ? undefined : readOr(releaseDir, Deno.realPathSync);
   const cgroup = readOr("/proc/self/cgroup", Deno.readTextFileSync);
   const scan = user?.own === true ? user : undefined;
-  const table = new Map<number, { uid: number; ppid: number }>();
+  const table = new Map<number, { uid: number; ppid: number; thread: number }>();
   try {
     for (const entry of Deno.readDirSync("/proc")) {
       const pid = Number(entry.name);
@@ -300,13 +337,15 @@ export function leftovers(
     return true;
   };
   const inside = (pid: number) => {
-    const cwd = readOr(`/proc/${pid}/cwd`, Deno.readLinkSync);
+    const cwd = readOr(`/proc/${pid}/task/${table.get(pid)!.thread}/cwd`, Deno.readLinkSync);
     return cwd !== undefined && (cwd === dir || cwd.startsWith(`${dir}/`));
   };
   return [...table.keys()].filter((pid) =>
     pid !== Deno.pid && (
       (scan !== undefined && table.get(pid)!.uid === scan.uid && orphan(pid) &&
-        readOr(`/proc/${pid}/cgroup`, Deno.readTextFileSync) === cgroup && (startedAt(pid) ?? 0) >= since) ||
+        // (a zombie leader's own cgroup file reads as the root's: its live thread's is the process's)
+        readOr(`/proc/${pid}/task/${table.get(pid)!.thread}/cgroup`, Deno.readTextFileSync) === cgroup &&
+        (startedAt(pid) ?? 0) >= since) ||
       (dir !== undefined && inside(pid))
     )
   ).map((pid) => ({ pid, start: startedAt(pid) }));

@@ -21,3 +21,35 @@ Deno.test("leftovers: the uid sweep only for the user setup created for the app,
     await child.status;
   }
 });
+
+/** A process whose thread-group leader has exited alone (SYS_exit): /proc says zombie, its thread runs on. */
+const ZOMBIE_LEADER = `
+import ctypes, os, sys, threading, time
+if os.fork():
+    os._exit(0)
+os.setsid()
+print(os.getpid(), flush=True)
+null = os.open("/dev/null", os.O_RDWR)
+for fd in (0, 1, 2):
+    os.dup2(null, fd)
+threading.Thread(target=lambda: time.sleep(30)).start()
+ctypes.CDLL(None).syscall(60, 0)
+`;
+
+Deno.test("leftovers: a process whose leader exited alone (its thread runs on, /proc says zombie) is found", async () => {
+  if (Deno.build.os !== "linux") return;
+  const since = Number((await Deno.readTextFile("/proc/uptime")).split(" ")[0]) - 0.01;
+  const out = await new Deno.Command("python3", { args: ["-c", ZOMBIE_LEADER], stderr: "null" }).output();
+  const pid = Number(new TextDecoder().decode(out.stdout).trim());
+  assert(pid > 0, "the survivor said its pid");
+  try {
+    await new Promise((resolve) => setTimeout(resolve, 200)); // its leader has exited by now
+    assert(/^State:\s+Z/m.test(await Deno.readTextFile(`/proc/${pid}/status`)), "its leader is a zombie");
+    const me = { ...USER, uid: Deno.uid() ?? 0, own: true };
+    assert(leftovers(me, undefined, since).some((p) => p.pid === pid), "the survivor is found");
+  } finally {
+    try {
+      Deno.kill(pid, "SIGKILL");
+    } catch { /* gone */ }
+  }
+});

@@ -1,6 +1,7 @@
 /** Build plans and start commands per app type, and the pm2/systemd plans (as data, nothing runs). */
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { throws } from "node:assert/strict";
+import { join } from "node:path";
 import { buildPlan, type RepoFacts, startArgv } from "../../src/deploy/app_type.ts";
 import { type DeployFile, deployFileSchema } from "../../src/config/schema.ts";
 import { UsageError } from "../../src/errors.ts";
@@ -11,7 +12,7 @@ import type { Runner } from "../../src/runner.ts";
 import { type ContainerSpec, runContainer, withDocker } from "../../src/managers/docker.ts";
 import { sandbox, templateUnit } from "../../src/managers/systemd.ts";
 import { asApp, INHERITED, inherited, toolEnv } from "../../src/deploy/runtime.ts";
-import { type AppUser, defaultUserName, handOver, sealCmds, useraddCmd } from "../../src/users.ts";
+import { type AppUser, defaultUserName, handOver, sealCmds, unsealedCmd, useraddCmd } from "../../src/users.ts";
 import { sudoersDropIn } from "../../src/setup_users.ts";
 import { serverConfigSchema } from "../../src/config/schema.ts";
 import { parseConfig } from "../../src/config/load.ts";
@@ -667,6 +668,32 @@ Deno.test("builds and hooks as the app's user: setpriv argv, only the given env,
     ["chown", "-R", "--no-dereference", "0:985", "--", RELEASE],
     ["chmod", "-R", "g+rX,go-w", "--", RELEASE],
   ]);
+});
+
+Deno.test("seal check (real find): names an entry not root's or writable by group or others; links and a sealed tree pass", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dp-seal-" });
+  const found = async () => {
+    const { argv } = unsealedCmd(dir);
+    const out = await new Deno.Command(argv[0], { args: argv.slice(1), stdout: "piped" }).output();
+    return new TextDecoder().decode(out.stdout).trim();
+  };
+  try {
+    await Deno.mkdir(join(dir, "d"), { mode: 0o755 });
+    await Deno.writeTextFile(join(dir, "d", "app.py"), "print(1)\n", { mode: 0o644 });
+    await Deno.symlink("/etc/passwd", join(dir, "d", "link")); // a link's own mode is 0777: not a finding
+    await Deno.chmod(dir, 0o755);
+    assertEquals(await found(), "");
+    await Deno.mkdir(join(dir, "d", "x"));
+    await Deno.chmod(join(dir, "d", "x"), 0o777);
+    assertEquals(await found(), join(dir, "d", "x"));
+    await Deno.chmod(join(dir, "d", "x"), 0o755);
+    if (Deno.uid() === 0) {
+      await Deno.chown(join(dir, "d", "x"), 990, 985); // planted by the app's user
+      assertEquals(await found(), join(dir, "d", "x"));
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("app users: app-<name>, hashed to 32 characters for long names; useradd argv", () => {

@@ -9,7 +9,7 @@ import { toArgv } from "../../config/argv.ts";
 import { pruneImages, requireDockerfile, requireEngine } from "../../managers/docker.ts";
 import { type Cmd, type CmdResult, displayArgv } from "../../runner.ts";
 import { extractCommit } from "../../git.ts";
-import { handOver, killLeftovers, sealCmds, shareWithApp, uptime } from "../../users.ts";
+import { handOver, killLeftovers, sealCmds, shareWithApp, unsealedCmd, uptime } from "../../users.ts";
 import { buildPlan } from "../app_type.ts";
 import type { DeployContext } from "../context.ts";
 import { serializeDockerEnv, serializeDotenv } from "../dotenv.ts";
@@ -68,7 +68,15 @@ function buildCmds(ctx: DeployContext, { id, dir }: Release): Cmd[] {
 /** After the build the release is sealed (users.ts): root's, and only readable by the app. */
 async function seal(ctx: DeployContext, release: Release): Promise<void> {
   const owner = user(ctx);
-  if (owner) { for (const cmd of sealCmds(release.dir, owner)) await ctx.runner.run(cmd); }
+  if (!owner) return;
+  for (const cmd of sealCmds(release.dir, owner)) await ctx.runner.run(cmd);
+  const open = (await ctx.runner.run(unsealedCmd(release.dir))).output.trim();
+  if (open) {
+    throw new Error(
+      `the release is not sealed after its build: ${open} is still the app's or writable by it (a process the ` +
+        "build left kept running through the seal?); nothing of this release is deployed",
+    );
+  }
 }
 
 /**
