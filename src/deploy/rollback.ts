@@ -4,9 +4,10 @@
  * snapshot and command; the release rolled back from is marked bad and skipped next time.
  * @module
  */
-import { loadServerConfig } from "../config/server_config.ts";
+import { loadServerConfig, notSetUp } from "../config/server_config.ts";
+import { readTextOrUndefined } from "../fsutil.ts";
 import { requireAppName } from "../config/names.ts";
-import { DeployParadigmError, UsageError } from "../errors.ts";
+import { ConfigError, DeployParadigmError, UsageError } from "../errors.ts";
 import { requireEngine, requireImage } from "../managers/docker.ts";
 import { managerNamed } from "../managers/mod.ts";
 import { type AppPaths, appPaths } from "../paths.ts";
@@ -62,9 +63,14 @@ async function loadApp(app: string, root?: string) {
   return { paths, config: await loadServerConfig(paths) };
 }
 
-/** The releases of an app (under the server root `root`, by default the one of this process), oldest first. */
+/**
+ * The releases of an app (under the server root `root`, by default the one of this process), oldest
+ * first. Needs no value of config.yml, only that it exists (the app is set up here).
+ */
 export async function listAppReleases(app: string, root?: string): Promise<ReleaseRow[]> {
-  const { paths } = await loadApp(app, root);
+  requireAppName(app);
+  const paths = appPaths(app, root);
+  if (await readTextOrUndefined(paths.config).catch(() => "") === undefined) throw notSetUp(paths);
   const current = await currentRelease(paths);
   const rows: ReleaseRow[] = [];
   for (const id of await listReleases(paths)) {
@@ -100,13 +106,23 @@ export async function listAppReleases(app: string, root?: string): Promise<Relea
 export async function showReleases(app: string, json: boolean): Promise<number> {
   const rows = await listAppReleases(app);
   const problems = rows.filter((r) => r.problem).map((r) => `! release ${r.id}: ${r.problem}`);
+  // A config.yml that does not load does not keep the list from being shown (nothing in it is needed): one warning.
+  const warning = await loadServerConfig(appPaths(app)).then(
+    () => undefined,
+    (error: Error) =>
+      `! config.yml does not load (listed without it; deploys and rollback refuse it until it is fixed): ${
+        error instanceof ConfigError ? error.problems.join("; ") : error.message
+      }`,
+  );
   if (json) {
     console.log(JSON.stringify(rows, null, 2));
     for (const line of problems) console.error(line);
+    if (warning) console.error(warning);
     return problems.length ? 1 : 0;
   }
   if (!rows.length) {
     console.log(`${app} has no releases yet.`);
+    if (warning) console.log(warning);
     return 0;
   }
   const table = [
@@ -122,6 +138,7 @@ export async function showReleases(app: string, json: boolean): Promise<number> 
   const widths = table[0].map((_, i) => Math.max(...table.map((row) => row[i].length)));
   for (const row of table) console.log(row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());
   for (const line of problems) console.log(line);
+  if (warning) console.log(warning);
   return problems.length ? 1 : 0;
 }
 
