@@ -15,8 +15,8 @@ import { slotInstance, slotOfPort } from "./slots.ts";
 import { PROXIED } from "./strategies/names.ts";
 import { runningWorkers } from "./workers.ts";
 
-/** The managers' words for a process that runs: pm2's and systemd's. */
-export const RUNNING_STATES: ReadonlySet<string> = new Set(["online", "active"]);
+/** The words for a process that runs: pm2's, systemd's, and the docker engine's for a container. */
+export const RUNNING_STATES: ReadonlySet<string> = new Set(["online", "active", "running"]);
 
 /** One process of an app (status.json `processes`). */
 export interface ProcessInfo {

@@ -128,6 +128,33 @@ export async function requireEngine(runner: Runner): Promise<string> {
   return result.output.trim();
 }
 
+/** A container's state as the engine reports it now: docker's word (`running`, `exited`, …) or `missing`. */
+export interface ContainerState {
+  /** 0 when it does not run. */
+  pid: number;
+  state: string;
+  /** How often the engine's restart policy started it again. */
+  restarts: number;
+}
+
+/**
+ * Asks the engine about the container `name` (`docker inspect`): its state, or `missing` when the
+ * engine has no such container. Throws an error naming the engine when it cannot be asked.
+ */
+export async function containerState(runner: Runner, name: string): Promise<ContainerState> {
+  const result = await runner.run(docker(
+    ["inspect", "--type", "container", "--format", "{{.State.Status}} {{.State.Pid}} {{.RestartCount}}", name],
+    { allowFailure: true, timeoutMs: 15_000 },
+  ));
+  const [state, pid, restarts] = result.output.trim().split(/\s+/);
+  if (result.code === 0 && state) return { state, pid: Number(pid) || 0, restarts: Number(restarts) || 0 };
+  if (/no such (container|object)/i.test(result.output)) return { state: "missing", pid: 0, restarts: 0 };
+  const why = result.code === 127
+    ? "the docker CLI is not installed"
+    : result.tail.find((line) => !/^\s*$/.test(line)) ?? `exit code ${result.code}`;
+  throw new DeployParadigmError(`docker engine not reachable at ${dockerHost()}: ${why}`);
+}
+
 /** Checks that a release's image is still there (a rollback never rebuilds, and never pulls). */
 export async function requireImage(runner: Runner, image: string, release: string): Promise<void> {
   const result = await runner.run(docker(["image", "inspect", "--format", "{{.Id}}", image], { allowFailure: true }));
