@@ -22,19 +22,25 @@ import { control } from "./proxy/client.ts";
 import { PROXY_SERVICE } from "./proxy/routes.ts";
 import { loadProxyConfig } from "./proxy/config.ts";
 import { prefix } from "./paths.ts";
+import { type ContainerState, containerState } from "./managers/docker.ts";
+import { processName } from "./managers/pm2.ts";
+import { appUrl, frontDoor } from "./deploy/outcome.ts";
 
 /** What status.json (written on this server, but by deploys of code anyone may push) says, safe on one line. */
 const safe = (text: string) => forTerminal(text, { oneLine: true });
 
 /**
  * Status of every deployed app, by name; the apps set up but never deployed (a config.yml, no
- * status.json); and the problems that stop an app from being served or shown: a config.yml the
- * proxy cannot read (it skips the app), a status.json that is not JSON; one line per problem,
- * starting with the app.
+ * status.json); the problems that stop an app from being served or shown: a config.yml the
+ * proxy cannot read (it skips the app), a status.json that is not JSON, nothing healthy serving
+ * (status `failed`), no web process (a docker app's: its container) running; and the warnings
+ * about an app that is served: a deploy that was killed midway, a docker app's log follower
+ * stopped, config.yml's port changed under restart. One line per problem or warning, starting
+ * with the app.
  */
 export async function collectStatus(
   only?: string,
-): Promise<{ statuses: AppStatus[]; undeployed: string[]; problems: string[] }> {
+): Promise<{ statuses: AppStatus[]; undeployed: string[]; problems: string[]; warnings: string[] }> {
   const names: string[] = [];
   if (only !== undefined) {
     requireAppName(only);
@@ -51,6 +57,7 @@ export async function collectStatus(
   const statuses: AppStatus[] = [];
   const undeployed: string[] = [];
   const problems: string[] = [];
+  const warnings: string[] = [];
   /** Apps whose config.yml does not load (the proxy skips them: said here once). */
   const unloaded = new Set<string>();
   let proxied = false;
@@ -84,17 +91,43 @@ export async function collectStatus(
       const maintenance = await maintenanceForStatus(paths.dir);
       // The processes as the manager reports them now (as written, when it cannot say).
       const live = config && await liveProcesses(paths, config, status.slot);
-      const processes = live ?? written;
-      const web = live?.filter((p) => p.type === "web") ?? [];
-      if (web.length && !web.some((p) => RUNNING_STATES.has(p.state))) {
+      let processes = live ?? written;
+      let web = live?.filter((p) => p.type === "web") ?? [];
+      let restart = `start it by that name with ${config?.manager}, or deploy again`;
+      if (config && status.type === "docker") {
+        // The manager runs the container's log follower, not the app: the engine says whether the container runs.
+        const checked = await containerWeb(name, config, status, live?.filter((p) => p.type === "web"));
+        warnings.push(...checked.warnings);
+        if (checked.container) {
+          web = [checked.container];
+          processes = [checked.container, ...(processes ?? []).filter((p) => p.type !== "web")];
+          restart = `\`docker start ${checked.container.name}\`, or deploy again`;
+        } else web = [];
+      }
+      if (status.status === "failed" || !status.healthy) {
+        const last = status.lastDeploy;
+        problems.push(
+          `${name}: nothing healthy serves (status ${status.status}; the last deploy, of ${last.version}, ended ` +
+            `${last.outcome}${last.step ? ` at ${last.step}` : ""}): deploy again once it is fixed`,
+        );
+      } else if (web.length && !web.some((p) => RUNNING_STATES.has(p.state))) {
         problems.push(
           `${name}: no web process runs (${web.map((p) => `${p.name} ${p.state}`).join(", ")}): the app is not ` +
-            `served, whatever its last health check said (start it by that name with ${
-              config!.manager
-            }, or deploy again)`,
+            `served, whatever its last health check said (${restart})`,
         );
       }
-      statuses.push({ ...rest, ...(processes ? { processes } : {}), ...(maintenance ? { maintenance } : {}) });
+      const left = await interruptedDeploy(paths, config, status);
+      if (left) warnings.push(left);
+      // Where it answers as config.yml says now (`setup --port`, `--domain` change it before any deploy).
+      const address = config ? await currentAddress(config, status) : {};
+      if (address.warning) warnings.push(`${name}: ${address.warning}`);
+      statuses.push({
+        ...rest,
+        ...(address.port !== undefined ? { port: address.port } : {}),
+        ...(address.url !== undefined ? { url: address.url } : {}),
+        ...(processes ? { processes } : {}),
+        ...(maintenance ? { maintenance } : {}),
+      });
     } else if (text !== undefined) undeployed.push(name);
     else if (only !== undefined) {
       throw new UsageError(`app "${only}" is not set up on this server`, {
@@ -102,7 +135,12 @@ export async function collectStatus(
       });
     }
   }
-  return { statuses, undeployed, problems: [...problems, ...await proxyProblems(proxied, unloaded, only)] };
+  return {
+    statuses,
+    undeployed,
+    problems: [...problems, ...await proxyProblems(proxied, unloaded, only)],
+    warnings,
+  };
 }
 
 /**
@@ -161,14 +199,110 @@ async function liveProcesses(
 }
 
 /**
+ * A docker app's web process: its container as the engine reports it now (`<app>-<slot>`, `<app>`
+ * under restart), since the manager's web process is only the container's log follower; and a
+ * warning when the follower (`followers`, as the manager reports them) does not run while the
+ * container does (the app is served, its output no longer reaches its logs), or when the engine
+ * cannot be asked. No container when it cannot be named or asked.
+ */
+async function containerWeb(
+  app: string,
+  config: ServerConfig,
+  status: AppStatus,
+  followers: ProcessInfo[] | undefined,
+): Promise<{ container?: ProcessInfo; warnings: string[] }> {
+  const slot = PROXIED[config.strategy] ? status.slot : undefined;
+  if (PROXIED[config.strategy] && !slot) return { warnings: [] };
+  const name = processName(app, slot);
+  let state: ContainerState;
+  try {
+    state = await containerState(new ProcessRunner(() => {}), name);
+  } catch (error) {
+    return { warnings: [`${app}: ${(error as Error).message}; whether its container ${name} runs is not known`] };
+  }
+  const warnings: string[] = [];
+  const stopped = followers?.filter((p) => !RUNNING_STATES.has(p.state)) ?? [];
+  if (RUNNING_STATES.has(state.state) && stopped.length) {
+    warnings.push(
+      `${app}: its container ${name} runs and serves, but its log follower does not (` +
+        `${stopped.map((p) => `${p.name} ${p.state}`).join(", ")}): the container's output no longer reaches ` +
+        `access.log and error.log (start the follower by that name with ${config.manager}, or deploy again)`,
+    );
+  }
+  return { container: { type: "web", instance: 1, name, ...state }, warnings };
+}
+
+/**
+ * What a deploy killed midway left (its marker `.deploying` is there, its pid gone): the commit it
+ * deployed, what still runs it (blue-green: the idle slot), and what cleans it up: the next
+ * deploy (it records the interruption, replaces the idle slot and removes the release that never
+ * served). Undefined when no deploy was interrupted.
+ */
+async function interruptedDeploy(
+  paths: AppPaths,
+  config: ServerConfig | undefined,
+  status: AppStatus,
+): Promise<string | undefined> {
+  const { leftMarker } = await import("./deploy/canary_decision.ts");
+  const killed = await leftMarker(paths);
+  if (!killed) return undefined;
+  const app = paths.app;
+  const what = `a deploy of ${killed.commit?.slice(0, 7) ?? "an unknown commit"} (pid ${killed.pid ?? "?"}` +
+    `${killed.since ? `, since ${killed.since}` : ""}) was interrupted`;
+  let left = "";
+  if (config && PROXIED[config.strategy] && status.slot) {
+    const idle = status.slot === "blue" ? "green" : "blue";
+    const runner = new ProcessRunner(() => {});
+    let runs: { name: string; pid: number } | undefined;
+    try {
+      if (status.type === "docker") {
+        const name = processName(app, idle);
+        const state = await containerState(runner, name);
+        if (RUNNING_STATES.has(state.state)) runs = { name, pid: state.pid };
+      } else {
+        const manager = managerNamed(config.manager);
+        const name = manager.nameOf(app, idle);
+        const state = (await manager.states?.(runner, paths.root, [name]))?.get(name);
+        if (state && RUNNING_STATES.has(state.state)) runs = { name, pid: state.pid };
+      }
+    } catch { /* the manager or engine cannot say */ }
+    if (runs) left = `; the ${idle} slot still runs it (${runs.name}${runs.pid ? `, pid ${runs.pid}` : ""})`;
+  }
+  const serves = status.healthy && status.version ? `${status.version} still serves` : "nothing healthy serves";
+  return `${app}: ${what}${left}; ${serves}; the next push records the interruption and cleans up what it left` +
+    ` (it replaces the idle slot and removes the release that never served)`;
+}
+
+/**
+ * The app's public port and URL as config.yml has them now. Blue-green: the proxy serves the
+ * app where config.yml says (it re-reads it), so those. Restart: the app's own process listens
+ * on the port it was started with until the next deploy: status.json's, with a warning when
+ * config.yml says another.
+ */
+async function currentAddress(
+  config: ServerConfig,
+  status: AppStatus,
+): Promise<{ port?: number; url?: string; warning?: string }> {
+  if (PROXIED[config.strategy]) {
+    return { port: config.port, url: appUrl(config, await frontDoor(prefix())) };
+  }
+  if (config.port === status.port) return {};
+  return {
+    warning: `config.yml says port ${config.port}, but the serving release was started on port ${status.port} ` +
+      "(config.yml changed since the last deploy): the next deploy moves it",
+  };
+}
+
+/**
  * Prints the status table (or JSON), with each app's current certificate, then each problem (on
- * stderr with --json). Returns 0, or 1 when there is a problem.
+ * stderr with --json), then each warning. Returns 0, or 1 when there is a problem (warnings alone: 0).
  */
 export async function showStatus(only: string | undefined, json: boolean): Promise<number> {
-  const { statuses, undeployed, problems } = await collectStatus(only);
+  const { statuses, undeployed, problems, warnings } = await collectStatus(only);
   const code = problems.length ? 1 : 0;
-  const report = (print: (line: string) => void) => {
-    for (const problem of problems) print(forTerminal(`! ${problem}`));
+  const report = (print: (line: string, warning: boolean) => void) => {
+    for (const problem of problems) print(forTerminal(`! ${problem}`), false);
+    for (const warning of warnings) print(forTerminal(`! ${warning}`), true);
   };
   const certificates = await readCertificates(deploymentsRoot());
   if (json) {
@@ -180,7 +314,7 @@ export async function showStatus(only: string | undefined, json: boolean): Promi
     // Set up, never deployed: a row as the table has (no status.json to show).
     current.push(...undeployed.map((name) => ({ name, status: "set up", deployed: null })));
     console.log(jsonForTerminal(only !== undefined ? current[0] : current, 2));
-    report(console.error);
+    report((line) => console.error(line));
     return code;
   }
   const color = Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR");
@@ -192,9 +326,9 @@ export async function showStatus(only: string | undefined, json: boolean): Promi
   if (statuses.length || undeployed.length || !problems.length) {
     const options = { now: Date.now(), color, leftCanaries, undeployed };
     for (const line of statusLines(statuses, certificates, options)) console.log(line);
-    if (problems.length) console.log("");
+    if (problems.length || warnings.length) console.log("");
   }
-  report((line) => console.log(color ? `\x1b[31m${line}\x1b[0m` : line));
+  report((line, warning) => console.log(color ? `\x1b[${warning ? 33 : 31}m${line}\x1b[0m` : line));
   return code;
 }
 

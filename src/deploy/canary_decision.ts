@@ -45,6 +45,33 @@ export async function deployAlive(paths: AppPaths): Promise<boolean> {
   }
 }
 
+/** What the marker of a deploy under way (`.deploying`, ./reconcile.ts) says: its commit, pid and start. */
+export interface DeployMarker {
+  commit?: string;
+  pid?: number;
+  since?: string;
+}
+
+/**
+ * The marker a killed deploy left: its content when `.deploying` is there and no deploy of the
+ * app is alive ({@link deployAlive}); undefined otherwise. (The next deploy reconciles after it.)
+ */
+export async function leftMarker(paths: AppPaths): Promise<DeployMarker | undefined> {
+  const text = await readTextOrUndefined(join(paths.dir, ".deploying")).catch(() => undefined);
+  if (text === undefined || await deployAlive(paths)) return undefined;
+  try {
+    const value = JSON.parse(text);
+    if (value && typeof value === "object") {
+      return {
+        ...(typeof value.commit === "string" ? { commit: value.commit } : {}),
+        ...(Number.isInteger(value.pid) ? { pid: value.pid } : {}),
+        ...(typeof value.since === "string" ? { since: value.since } : {}),
+      };
+    }
+  } catch { /* cut short: the kill came while it was written */ }
+  return {};
+}
+
 /**
  * What a deploy waiting for the app's lock adds when the holder runs a canary (canary.json is
  * there): that push stays open for the whole canary, and how to end it now. Sync: for the lock's

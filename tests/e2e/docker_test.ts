@@ -274,3 +274,47 @@ Deno.test("docker: an app changes type python → docker → python, under resta
     assertEquals(await engine.containers(), [], "no container of either app is left");
   });
 });
+
+Deno.test("docker: status asks the engine about the container, not the log follower: a stopped container is not served (exit 1), a stopped follower is a warning", async () => {
+  await withDockerServer(async (server, engine) => {
+    const port = freePort();
+    const repo = await AppRepo.create(server, "ds", await server.setupApp("ds", { port }));
+    await commitDockerApp(repo, "ds", "v1");
+    await repo.pushOk();
+    const state = async () => {
+      const shown = await server.cli(["status", "ds", "--json"]);
+      return { ...shown, row: JSON.parse(shown.stdout) as { processes: { name: string; state: string }[] } };
+    };
+    const up = await state();
+    assertEquals(up.code, 0, up.output);
+    assertEquals([up.row.processes[0].name, up.row.processes[0].state], ["ds-blue", "running"]);
+
+    // The follower stopped, the container serves: a warning that its output is not followed, exit 0.
+    const pm2 = (args: string[]) => new Deno.Command("pm2", { args, env: server.env }).output();
+    assert((await pm2(["stop", "ds-blue"])).success);
+    assertEquals(await body(`http://127.0.0.1:${port}/`), "v1");
+    const unfollowed = await server.cli(["status", "ds"]);
+    assertEquals(unfollowed.code, 0, unfollowed.output);
+    assertMatch(unfollowed.stdout, /\nds +running +yes /);
+    assertMatch(
+      unfollowed.stdout,
+      /\n! ds: its container ds-blue runs and serves, but its log follower does not \(ds-blue stopped\): the container's output no longer reaches access\.log/,
+    );
+    assert(!unfollowed.stdout.includes("no web process runs"), unfollowed.stdout);
+    assert((await pm2(["start", "ds-blue"])).success);
+
+    // The container stopped, the follower runs: the app is not served, exit 1.
+    await engine.lines(["stop", "ds-blue"]);
+    assert("error" in await get(`http://127.0.0.1:${port}/`) || await body(`http://127.0.0.1:${port}/`) !== "v1");
+    const stopped = await state();
+    assertEquals(stopped.code, 1, stopped.output);
+    assertEquals([stopped.row.processes[0].name, stopped.row.processes[0].state], ["ds-blue", "exited"]);
+    assertMatch(
+      stopped.stderr,
+      /^! ds: no web process runs \(ds-blue exited\): the app is not served, .*\(`docker start ds-blue`, or deploy again\)/m,
+    );
+    await engine.lines(["start", "ds-blue"]);
+    assertEquals(await eventually(() => body(`http://127.0.0.1:${port}/`), (text) => text === "v1"), "v1");
+    assertEquals((await state()).code, 0);
+  });
+});

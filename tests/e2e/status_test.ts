@@ -1,0 +1,118 @@
+/**
+ * `status` and `releases` as a user diagnosing a server sees them (real pushes, PM2, the proxy):
+ * a deploy killed midway is named with what it left running and exits 0 (the old release serves);
+ * a port changed in config.yml shows at once; a failed first deploy (nothing healthy serves)
+ * exits 1; `releases` lists while config.yml does not load, naming its problem.
+ */
+import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
+import { AppRepo } from "../helpers/apps.ts";
+import { freePort, get, run, type TestServer, withServer } from "../helpers/server.ts";
+import { status } from "../helpers/state.ts";
+
+Deno.test("status: a deploy killed after its health check is a warning naming its commit and the slot that still runs it (exit 0); the next push clears it", async () => {
+  await withServer(async (server) => {
+    const app = "st";
+    const port = freePort();
+    const repo = await AppRepo.create(server, app, await server.setupApp(app, { port }));
+    await repo.python(app, "v1");
+    await repo.pushOk();
+    const v1 = await status(server, app);
+    assertEquals(v1.slot, "blue");
+
+    // Killed after the new release's health check, before its switch: v1 serves, green runs v2.
+    const v2 = await repo.python(app, "v2");
+    const killed = await run(["git", "push", "production", "main"], {
+      cwd: repo.dir,
+      env: { ...server.env, DEPLOY_PARADIGM_TEST_KILL: "after:health" },
+    });
+    assert(killed.code !== 0, killed.output);
+    const answer = await get(`http://127.0.0.1:${port}/`);
+    assertEquals("body" in answer ? answer.body : answer.error, "v1");
+    const shown = await server.cli(["status", app]);
+    assertEquals(shown.code, 0, shown.output);
+    assertMatch(shown.stdout, new RegExp(`\\n${app} +running +yes `));
+    assertMatch(
+      shown.stdout,
+      new RegExp(
+        `\\n! ${app}: a deploy of ${
+          v2.slice(0, 7)
+        } \\(pid \\d+, since [^)]+\\) was interrupted; the green slot still ` +
+          `runs it \\(${app}-green, pid \\d+\\); ${v1.version} still serves; the next push records the interruption`,
+      ),
+    );
+    const json = await server.cli(["status", app, "--json"]);
+    assertEquals(json.code, 0, json.output);
+    assertMatch(json.stderr, new RegExp(`^! ${app}: a deploy of ${v2.slice(0, 7)} .* was interrupted`, "m"));
+
+    // The next push cleans up: the warning is gone.
+    await repo.python(app, "v3");
+    await repo.pushOk();
+    const after = await server.cli(["status", app]);
+    assertEquals(after.code, 0, after.output);
+    assert(!after.stdout.includes("was interrupted"), after.stdout);
+  });
+});
+
+/** Sets up `app` on `server` and deploys it once (v1); returns its port. */
+async function deployedApp(server: TestServer, app: string): Promise<number> {
+  const port = freePort();
+  const repo = await AppRepo.create(server, app, await server.setupApp(app, { port }));
+  await repo.python(app, "v1");
+  await repo.pushOk();
+  return port;
+}
+
+Deno.test("status: port and url are config.yml's now, after its port changed (as setup --port writes it)", async () => {
+  await withServer(async (server) => {
+    const app = "sp";
+    const port = await deployedApp(server, app);
+    // config.yml's port changed (as `setup --port` writes it): status shows it at once (the proxy serves it there).
+    const paths = server.paths(app);
+    const moved = freePort();
+    const config = await Deno.readTextFile(paths.config);
+    await Deno.writeTextFile(paths.config, config.replace(`port: ${port}\n`, `port: ${moved}\n`));
+    const row = JSON.parse((await server.cli(["status", app, "--json"])).stdout);
+    assertEquals([row.port, row.url], [moved, `http://127.0.0.1:${moved}/`]);
+  });
+});
+
+Deno.test("releases: lists while config.yml does not load (a typo in notify:), with one line naming where", async () => {
+  await withServer(async (server) => {
+    const app = "sr";
+    await deployedApp(server, app);
+    const paths = server.paths(app);
+    const config = await Deno.readTextFile(paths.config);
+    // A typo in notify: config.yml does not load; releases still lists, with one line naming where.
+    await Deno.writeTextFile(paths.config, config + "notify:\n  - { type: slak, url: https://example.com/x }\n");
+    const listed = await server.cli(["releases", app]);
+    assertEquals(listed.code, 0, listed.output);
+    assertMatch(listed.stdout, new RegExp(`\\n\\* +\\S+ +${(await status(server, app)).version} .*serving\\n`));
+    const warning = listed.stdout.split("\n").filter((line) => line.startsWith("!"));
+    assertEquals(warning.length, 1, listed.stdout);
+    assertMatch(warning[0], /^! config\.yml does not load \(listed without it; .*\): \S+config\.yml:\d+:\d+: /);
+    const listedJson = await server.cli(["releases", app, "--json"]);
+    assertEquals(listedJson.code, 0, listedJson.output);
+    assertEquals(JSON.parse(listedJson.stdout).length, 1);
+    assertMatch(listedJson.stderr, /^! config\.yml does not load/);
+    await Deno.writeTextFile(paths.config, config);
+  });
+});
+
+Deno.test("status: a failed first deploy (nothing healthy serves) exits 1, as a stopped process does", async () => {
+  await withServer(async (server) => {
+    const app = "sf";
+    const repo = await AppRepo.create(server, app, await server.setupApp(app, { port: freePort() }));
+    await repo.commit({
+      "deploy.yml": `name: ${app}\ntype: static\nhealthCheck: /missing.html\nwatch: 0\n`,
+      "index.html": "v1\n",
+    });
+    const failed = await repo.push();
+    assert(failed.code !== 0, failed.output);
+    assertEquals((await status(server, app)).status, "failed");
+    const shown = await server.cli(["status", app]);
+    assertEquals(shown.code, 1, shown.output);
+    assertMatch(shown.stdout, new RegExp(`\\n${app} +failed +no `));
+    assertMatch(shown.stdout, new RegExp(`\\n! ${app}: nothing healthy serves \\(status failed; the last deploy`));
+    assertEquals((await server.cli(["status", app, "--json"])).code, 1);
+  });
+});
