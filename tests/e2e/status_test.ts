@@ -62,7 +62,7 @@ async function deployedApp(server: TestServer, app: string): Promise<number> {
   return port;
 }
 
-Deno.test("status: port and url are config.yml's now, after its port changed (as setup --port writes it)", async () => {
+Deno.test("status: port and url are config.yml's now, after its port changed (as setup --port writes it); under restart, a warning", async () => {
   await withServer(async (server) => {
     const app = "sp";
     const port = await deployedApp(server, app);
@@ -73,6 +73,23 @@ Deno.test("status: port and url are config.yml's now, after its port changed (as
     await Deno.writeTextFile(paths.config, config.replace(`port: ${port}\n`, `port: ${moved}\n`));
     const row = JSON.parse((await server.cli(["status", app, "--json"])).stdout);
     assertEquals([row.port, row.url], [moved, `http://127.0.0.1:${moved}/`]);
+
+    // Under restart the app's own process keeps its port until the next deploy: shown as it is, and a warning.
+    const own = freePort();
+    const restart = await AppRepo.create(server, "sq", await server.setupApp("sq", { port: own, strategy: "restart" }));
+    await restart.python("sq", "v1");
+    await restart.pushOk();
+    const other = freePort();
+    const file = server.paths("sq").config;
+    await Deno.writeTextFile(file, (await Deno.readTextFile(file)).replace(`port: ${own}\n`, `port: ${other}\n`));
+    const shown = await server.cli(["status", "sq"]);
+    assertEquals(shown.code, 0, shown.output);
+    assertMatch(
+      shown.stdout,
+      new RegExp(`\\n! sq: config\\.yml says port ${other}, but the serving release was started on port ${own} `),
+    );
+    const json = JSON.parse((await server.cli(["status", "sq", "--json"])).stdout);
+    assertEquals([json.port, json.url], [own, `http://127.0.0.1:${own}/`]);
   });
 });
 
