@@ -14,6 +14,7 @@ import { describeMaintenance, maintenanceForStatus } from "./proxy/maintenance.t
 import { forTerminal, jsonForTerminal } from "./terminal.ts";
 import { parseConfig } from "./config/load.ts";
 import { type ServerConfig, serverConfigSchema } from "./config/schema.ts";
+import { loadRouteConfig, type RouteConfig, ROUTING_KEYS } from "./config/route_config.ts";
 import { listProcesses, type ProcessInfo, RUNNING_STATES } from "./deploy/process_list.ts";
 import { managerNamed } from "./managers/mod.ts";
 import { ProcessRunner } from "./runner.ts";
@@ -71,10 +72,18 @@ export async function collectStatus(
     } catch (error) {
       if (error instanceof Deno.errors.PermissionDenied) throw error; // not root: status says so (root_only.ts)
       unloaded.add(name);
-      problems.push(
-        `${name}: config.yml does not load (deploys refuse it; the proxy keeps the route it had, none after it ` +
-          `restarts): ${(error as Error).message}`,
-      );
+      // The proxy routes an app whose only problems are in keys it does not use (a typo in notify:).
+      let routing: RouteConfig | undefined;
+      try {
+        if (text !== undefined) routing = loadRouteConfig(text, paths.config).config;
+      } catch { /* a routing key's problem: the proxy skips the app */ }
+      if (routing && PROXIED[routing.strategy]) proxied = true;
+      const proxy = !routing
+        ? "; the proxy keeps the route it had, none after it restarts"
+        : PROXIED[routing.strategy]
+        ? `; the proxy still serves it from its routing keys, ${ROUTING_KEYS.join(", ")}`
+        : "";
+      problems.push(`${name}: config.yml does not load (deploys refuse it${proxy}): ${(error as Error).message}`);
     }
     let status: AppStatus | undefined;
     try {

@@ -7,6 +7,7 @@
  */
 import { isAbsolute } from "node:path";
 import { z } from "zod";
+import { didYouMean } from "../errors.ts";
 import { DEPLOY_EVENTS, targetSchema } from "../notify.ts";
 import { APP_TYPES, DEPLOYERS } from "../deployers/mod.ts";
 import { MANAGER_NAMES } from "../managers/mod.ts";
@@ -385,15 +386,7 @@ export const serverConfigSchema = z.strictObject({
       "setup creates); root runs it as root.",
   }),
 }).check(crossChecks((value, ctx, ok) => {
-  const slots = ok("slots", "port") ? value.slots : undefined;
-  if (slots && (slots.blue === slots.green || slots.blue === value.port || slots.green === value.port)) {
-    ctx.addIssue({
-      code: "custom",
-      path: ["slots"],
-      message: `must be two different ports, neither of them the app's port ${value.port} (remove slots: and the ` +
-        `next deploy chooses them)`,
-    });
-  }
+  routingChecks(value, ctx, ok);
   if (ok("instancePorts", "slots", "port") && value.instancePorts) {
     // Each internal port is one process's: an instance's must be no other port of the app's.
     const owners = new Map<number, string>([[value.port, "the app's port"]]);
@@ -413,12 +406,65 @@ export const serverConfigSchema = z.strictObject({
       });
     }
   }
+}));
+
+/** The keys of config.yml the proxy routes an app by (./route_config.ts); it ignores the others' problems. */
+export const ROUTING_KEYS = ["port", "strategy", "slots", "domains", "tls", "hsts"] as const;
+
+/** The routing keys' values, as {@link routeConfigSchema} reads them. */
+interface RoutingValues {
+  port: number;
+  slots?: { blue: number; green: number };
+  domains: string[];
+  tls?: unknown;
+  hsts: boolean;
+}
+
+/** The checks across config.yml's routing keys: the slots' ports, and HTTPS keys that need domains. */
+function routingChecks(
+  value: RoutingValues,
+  ctx: z.RefinementCtx<RoutingValues>,
+  ok: (...paths: ("port" | "slots" | "domains" | "tls" | "hsts")[]) => boolean,
+): void {
+  const slots = ok("slots", "port") ? value.slots : undefined;
+  if (slots && (slots.blue === slots.green || slots.blue === value.port || slots.green === value.port)) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["slots"],
+      message: `must be two different ports, neither of them the app's port ${value.port} (remove slots: and the ` +
+        `next deploy chooses them)`,
+    });
+  }
   if (ok("domains") && value.domains.length === 0) {
     const https = "is for apps with domains (HTTPS is served on the shared port, by host name)";
     if (value.tls && ok("tls")) ctx.addIssue({ code: "custom", path: ["tls"], message: https });
     if (value.hsts && ok("hsts")) ctx.addIssue({ code: "custom", path: ["hsts"], message: https });
   }
+}
+
+/**
+ * config.yml's routing keys, checked as {@link serverConfigSchema} checks them; every other key is
+ * ignored, but for an unknown key that may be a routing key misspelled (`domain:`), refused.
+ */
+export const routeConfigSchema = z.looseObject(
+  Object.fromEntries(ROUTING_KEYS.map((key) => [key, serverConfigSchema.shape[key]])) as Pick<
+    typeof serverConfigSchema.shape,
+    typeof ROUTING_KEYS[number]
+  >,
+).check(crossChecks((value, ctx, ok) => {
+  routingChecks(value, ctx, ok);
+  const known = Object.keys(serverConfigSchema.shape);
+  for (const key of Object.keys(value)) {
+    if (known.includes(key)) continue;
+    const guess = didYouMean(key, known);
+    if (guess !== undefined && (ROUTING_KEYS as readonly string[]).includes(guess)) {
+      ctx.addIssue({ code: "unrecognized_keys", keys: [key], path: [], input: value });
+    }
+  }
 }));
+
+/** config.yml's routing keys, validated, defaults applied. */
+export type RouteConfigKeys = Pick<ServerConfig, typeof ROUTING_KEYS[number]>;
 
 /** Each file's keys that are the other's: the problem says where they go. */
 function misplaced(own: z.ZodObject, other: z.ZodObject, where: () => string): void {

@@ -6,10 +6,9 @@
  * @module
  */
 import { join } from "node:path";
-import { parseConfig } from "../config/load.ts";
 import { NAME_PATTERN } from "../config/names.ts";
-import { serverConfigSchema } from "../config/schema.ts";
-import { PROXIED, type Strategy } from "../deploy/strategies/names.ts";
+import { type LoadedRouteConfig, loadRouteConfig, ROUTING_KEYS } from "../config/route_config.ts";
+import { PROXIED } from "../deploy/strategies/names.ts";
 import { ifExists } from "../fsutil.ts";
 import { deploymentsRoot } from "../paths.ts";
 import { message } from "./pages.ts";
@@ -28,25 +27,20 @@ export interface LoadedRoutes {
   problems: Map<string, string>;
 }
 
-interface RouteConfig {
-  port: number;
-  strategy: Strategy;
-  domains?: string[];
-  tls?: { certificate: string; key: string };
-  hsts?: boolean;
-  slots?: { blue: number; green: number };
-}
-
 /** config.yml parsed last time, by path: re-reads every 2 s skip YAML and the schema when the text is unchanged. */
-const PARSED = new Map<string, { text: string; config: RouteConfig }>();
+const PARSED = new Map<string, { text: string; loaded: LoadedRouteConfig }>();
 
-function parsed(path: string, text: string): RouteConfig {
+/**
+ * config.yml's routing keys (../config/route_config.ts): a problem in a key the proxy does not use
+ * (a typo in `notify:`) is in `ignored`, and the app is still served.
+ */
+function parsed(path: string, text: string): LoadedRouteConfig {
   const known = PARSED.get(path);
-  if (known?.text === text) return known.config;
-  const config = parseConfig(text, serverConfigSchema, path) as RouteConfig;
+  if (known?.text === text) return known.loaded;
+  const loaded = loadRouteConfig(text, path);
   if (PARSED.size > 10_000) PARSED.clear();
-  PARSED.set(path, { text, config });
-  return config;
+  PARSED.set(path, { text, loaded });
+  return loaded;
 }
 
 /**
@@ -74,12 +68,13 @@ export async function loadRoutes(
     const dir = join(base, app);
     const configPath = join(dir, "config.yml");
     const before = previous.get(app);
-    let config: RouteConfig;
+    let config: LoadedRouteConfig["config"];
+    let ignored: LoadedRouteConfig["ignored"];
     try {
       const text = await ifExists(Deno.readTextFile(configPath));
       if (text === undefined) continue; // not set up (yet)
       await trust(configPath);
-      config = parsed(configPath, text);
+      ({ config, ignored } = parsed(configPath, text));
       if (!PROXIED[config.strategy]) continue; // served on its own port, not through the proxy
     } catch (error) {
       if (error instanceof Deno.errors.NotADirectory) continue;
@@ -102,6 +97,12 @@ export async function loadRoutes(
       problems.set(app, `${app}: ${withFix(error)}; it keeps ${describeTarget(target)}`);
     }
     const problem = (line: string) => problems.set(app, problems.has(app) ? `${problems.get(app)}\n${line}` : line);
+    if (ignored) {
+      problem(
+        `${app}: ${configPath} does not load (deploys refuse it), but its routing keys (${ROUTING_KEYS.join(", ")}) ` +
+          `do: served from them; ${ignored.problems.join("; ")}`,
+      );
+    }
     let maintenance = before?.maintenance;
     try {
       const loaded = await loadMaintenance(dir, trust);
@@ -141,7 +142,7 @@ function withFix(error: unknown): string {
   return message(error) + fix;
 }
 
-function slotOf(slots: RouteConfig["slots"], target: RouteTarget | undefined): string | undefined {
+function slotOf(slots: LoadedRouteConfig["config"]["slots"], target: RouteTarget | undefined): string | undefined {
   if (!target) return undefined;
   if ("dir" in target) return "static";
   // Several instances: the slot whose port (its first instance's) the list has.

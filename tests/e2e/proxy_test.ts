@@ -12,6 +12,7 @@ import { deploymentsRoot } from "../../src/paths.ts";
 import { sleep, within } from "../helpers/time.ts";
 import { freePort } from "../helpers/server.ts";
 import { withProxy } from "../helpers/proxy_server.ts";
+import { type ProxyProcess, startProxy } from "../helpers/proxy_process.ts";
 
 const BIN = resolve(import.meta.dirname!, "../../bin/deploy-paradigm");
 const encoder = new TextEncoder();
@@ -623,6 +624,51 @@ Deno.test("two proxies started at the same moment: exactly one runs", async () =
     other.kill("SIGTERM");
     if ((await other.status).code !== 0) throw new Error("the running proxy did not stop cleanly");
   } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("proxy: restarted with a typo in config.yml's notify: it still serves the app; a bad routing key is still refused", async () => {
+  const root = await Deno.makeTempDir({ prefix: "dp-proxy-notify-" });
+  const app = upstream(() => new Response("from the app"));
+  let proxy: ProxyProcess | undefined;
+  try {
+    const config = (name: string, text: string) =>
+      Deno.writeTextFile(join(deploymentsRoot(root), name, "config.yml"), text);
+    const port = freePort();
+    const badPort = freePort();
+    for (const name of ["typo", "misrouted"]) {
+      await Deno.mkdir(join(deploymentsRoot(root), name), { recursive: true });
+      await writeRoute(join(deploymentsRoot(root), name), { port: app.addr.port });
+    }
+    await config("typo", `port: ${port}\nmanager: pm2\nenv: production\n`);
+    await config("misrouted", `port: ${badPort}\nmanager: pm2\n`);
+    proxy = await startProxy(root);
+    assertEquals(await (await fetch(`http://127.0.0.1:${port}/`)).text(), "from the app");
+    assertEquals(await proxy.stop(), 0);
+    // Hand edits while it is down (a reboot): a notification URL's type mistyped, and in the other
+    // app a routing key (the domains key misspelled) that must still be refused.
+    await config(
+      "typo",
+      `port: ${port}\nmanager: pm2\nenv: production\nnotify: [{ type: webhok, url: "http://127.0.0.1:19850/a" }]\n`,
+    );
+    await config("misrouted", `port: ${badPort}\nmanager: pm2\ndomain: [shop.test]\nnotify: [{ type: webhok }]\n`);
+    proxy = await startProxy(root);
+    const served = await fetch(`http://127.0.0.1:${port}/`);
+    assertEquals([served.status, await served.text()], [200, "from the app"], proxy.output());
+    const status = await control(root, { op: "status" });
+    assertEquals((status.routes as { app: string }[]).map((route) => route.app), ["typo"]);
+    const problems = status.problems as Record<string, string>;
+    assertMatch(problems.typo, /routing keys .* do: served from them; .*config\.yml:4:18: "notify\.0\.type" must be/);
+    assertMatch(
+      problems.misrouted,
+      /^skipping misrouted: [^]*config\.yml:3:1: "domain" is not a known key; did you mean "domains"\?/,
+    );
+    const refused = await fetch(`http://127.0.0.1:${badPort}/`).then(() => "answered", (error: Error) => error.message);
+    assertMatch(refused, /refused|fetch failed/);
+  } finally {
+    await proxy?.stop();
+    await app.shutdown();
     await Deno.remove(root, { recursive: true });
   }
 });
