@@ -3,6 +3,7 @@
  * proxy's `.tls/certificates.json` has it now and its maintenance as its maintenance.json has it now.
  * @module
  */
+import { sharedPortConflicts } from "./config/domains.ts";
 import { NAME_PATTERN, requireAppName } from "./config/names.ts";
 import { canaryStatusText } from "./deploy/canary_judge.ts";
 import { type AppStatus, readStatus } from "./deploy/status.ts";
@@ -169,6 +170,10 @@ async function proxyProblems(proxied: boolean, unloaded: Set<string>, only?: str
       "proxy: proxy.yml does not load (the proxy keeps the settings it started with, and cannot start again until " +
         `it is fixed): ${(error as Error).message}`,
     );
+  }
+  // A shared port of proxy.yml that an app listens on too: one of them is not served.
+  for (const line of await sharedPortConflicts(prefix())) {
+    if (only === undefined || line.includes(`app "${only}"`)) problems.push(`proxy: ${line}`);
   }
   if (!proxied) return problems;
   const reply = await control(prefix(), { op: "status" }, 2000).catch(() => undefined);

@@ -11,7 +11,8 @@ import { UsageError } from "../errors.ts";
 import { ifExists } from "../fsutil.ts";
 import { appPaths, deploymentsRoot, prefix } from "../paths.ts";
 import { parse } from "../yaml.ts";
-import { MAX_CONFIG_BYTES } from "./load.ts";
+import { join } from "node:path";
+import { MAX_CONFIG_BYTES, positionIn } from "./load.ts";
 import { NAME_PATTERN } from "./names.ts";
 import { hostNameProblem } from "./schema.ts";
 
@@ -130,7 +131,19 @@ export async function refuseTakenPorts(
   if (!ports.length) return;
   const root = options.root ?? prefix();
   const claims = await portClaims(root, true);
+  const shared = await sharedPorts(root);
   for (const { port, where, fix } of ports) {
+    const listener = shared.find((use) => use.port === port);
+    if (listener) {
+      throw new UsageError(
+        `app "${app}"${where ? ` (${where})` : ""} cannot have port ${port}: it is proxy.yml's ${listener.key}: ` +
+          `port (${listener.at}), the proxy's shared ${listener.key.toUpperCase()} port for apps with domains`,
+        {
+          suggestion: `choose another port for the app (setup --port N, or port: in config.yml), or give ` +
+            `${listener.key}: in proxy.yml another one`,
+        },
+      );
+    }
     const others = (claims.get(port) ?? []).filter((other) => other !== app);
     const serves = await Promise.all(others.map((other) => ifExists(Deno.lstat(appPaths(other, root).current))));
     const owner = others.find((_, i) => !options.serving || serves[i]);
@@ -150,6 +163,51 @@ export async function refuseTakenPort(
   options: { root?: string; where?: string; serving?: boolean } = {},
 ): Promise<void> {
   await refuseTakenPorts(app, [{ port, where: options.where }], options);
+}
+
+/** A shared port proxy.yml names: its key, the port, and where (`…/proxy.yml:2:7`). */
+export interface SharedPort {
+  key: "http" | "https";
+  port: number;
+  at: string;
+}
+
+/**
+ * The shared HTTP and HTTPS ports proxy.yml under `root` names (`http:`, `https:`), where it names
+ * them; read leniently, as {@link domainClaims} reads config.yml (no file, a file that is not YAML:
+ * none; proxy.yml's own problems are the proxy's and `status`'s to report). The defaults (80, 443)
+ * are not listed: a server without domains may give an app port 80.
+ */
+export async function sharedPorts(root: string = prefix()): Promise<SharedPort[]> {
+  const path = join(deploymentsRoot(root), "proxy.yml");
+  try {
+    const info = await ifExists(Deno.stat(path));
+    if (!info?.isFile || info.size > MAX_CONFIG_BYTES) return [];
+    const text = await Deno.readTextFile(path);
+    const value = parse(text, { maxAliasCount: 50 }) as Record<string, unknown> | null;
+    return (["http", "https"] as const).flatMap((key) => {
+      const port = value?.[key];
+      return Number.isInteger(port) ? [{ key, port: port as number, at: positionIn(text, path, [key]) }] : [];
+    });
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * The ports something of an app listens on that proxy.yml names as a shared port, one line each:
+ * `<proxy.yml:line:col>: "http" is 8080, app "shop"'s port (<its config.yml>)`. For `status`.
+ */
+export async function sharedPortConflicts(root: string = prefix()): Promise<string[]> {
+  const shared = await sharedPorts(root);
+  if (!shared.length) return [];
+  const claims = await portClaims(root, true);
+  return shared.flatMap(({ key, port, at }) =>
+    (claims.get(port) ?? []).map((app) =>
+      `${at}: "${key}" is ${port}, a port of app "${app}" (${appPaths(app, root).config}): give one of them ` +
+      "another port (the proxy keeps the first that listens on it)"
+    )
+  );
 }
 
 /** The app directories under the deployments root (names only; dot entries such as .tls are not apps). */

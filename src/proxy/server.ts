@@ -81,6 +81,8 @@ export interface RouteStatus {
 
 /** How often routes are re-read without a `reload`. */
 export const RELOAD_INTERVAL_MS = 2000;
+/** What the shared HTTP and HTTPS listeners are for, in their log lines. */
+const SHARED = "apps with domains";
 
 /** The reverse proxy of one server. */
 export class ProxyServer {
@@ -103,7 +105,7 @@ export class ProxyServer {
   #problems = new Map<string, string>();
   /** Per-port listeners of apps without domains. */
   #listeners = new Map<number, HttpListener>();
-  #listenErrors = new Map<number, string>();
+  #listenErrors = new Map<number, { what: string; text: string }>();
   #http?: HttpListener;
   #https?: HttpListener;
   #certs?: CertificateManager;
@@ -339,8 +341,8 @@ export class ProxyServer {
           );
         } else this.#problems.delete(`:${port}`);
       }
-      if (!table.byPort(config.http)) this.#http ??= this.#open(config.http, { kind: "http" }, "apps with domains");
-      if (!table.byPort(config.https)) this.#https ??= this.#open(config.https, { kind: "https" }, "apps with domains");
+      if (!table.byPort(config.http)) this.#http ??= this.#open(config.http, { kind: "http" }, SHARED);
+      if (!table.byPort(config.https)) this.#https ??= this.#open(config.https, { kind: "https" }, SHARED);
     } else {
       for (const listener of [this.#http, this.#https]) listener?.close(true).catch(() => {});
       if (this.#http || this.#https) this.#log("closed the shared HTTP and HTTPS ports (no app has domains)");
@@ -366,11 +368,21 @@ export class ProxyServer {
     try {
       listener.start();
     } catch (error) {
-      const text = `cannot listen on ${this.#address(port)} for ${what}: ${message(error)} (retrying every ${
+      // An app's own port that the shared listener holds (proxy.yml names it): said as such.
+      const key = entry.kind === "port" && this.#http && port === this.#config!.http
+        ? "http"
+        : entry.kind === "port" && this.#https && port === this.#config!.https
+        ? "https"
+        : undefined;
+      const why = key
+        ? `it is proxy.yml's ${key}: port, which the proxy holds for the apps with domains (give ${what} another ` +
+          `port: in its config.yml, or proxy.yml another ${key}:)`
+        : message(error);
+      const text = `cannot listen on ${this.#address(port)} for ${what}: ${why} (retrying every ${
         RELOAD_INTERVAL_MS / 1000
       } s)`;
-      if (this.#listenErrors.get(port) !== text) {
-        this.#listenErrors.set(port, text);
+      if (this.#listenErrors.get(port)?.text !== text) {
+        this.#listenErrors.set(port, { what, text });
         this.#log(text);
       }
       return undefined;
@@ -419,11 +431,15 @@ export class ProxyServer {
     }));
   }
 
-  /** The last error of listening on the port `route` is served on, while it is not open. */
+  /**
+   * The last error of listening on the port `route` is served on, while it is not open: its own
+   * listener's, or the shared one's for an app with domains (never another app's on that port).
+   */
   #listenErrorOf(route: Route): { listenError?: string } {
     const port = route.domains.length ? this.#config?.http : route.port;
     const error = port === undefined ? undefined : this.#listenErrors.get(port);
-    return error ? { listenError: error } : {};
+    const mine = error?.what === (route.domains.length ? SHARED : route.app);
+    return error && mine ? { listenError: error.text } : {};
   }
 
   /** Requests (and WebSockets) in flight to `targetPort` now. */

@@ -672,3 +672,43 @@ Deno.test("proxy: restarted with a typo in config.yml's notify: it still serves 
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("proxy: an app given proxy.yml's shared http: port by hand is told so, and the apps with domains are not blamed", async () => {
+  const app = upstream(() => new Response("ok"));
+  const [http, https] = [freePort(), freePort()];
+  const client = Deno.createHttpClient({ allowHost: true });
+  try {
+    await withProxy(async ({ root, proxy, logs }) => {
+      const write = async (name: string, config: string) => {
+        const dir = join(deploymentsRoot(root), name);
+        await Deno.mkdir(dir, { recursive: true });
+        await Deno.writeTextFile(join(dir, "config.yml"), config);
+        await writeRoute(dir, { port: app.addr.port });
+      };
+      await write("tst-st", `port: 8000\nmanager: pm2\ndomains: [st.test]\n`);
+      await proxy.start();
+      const served = await fetch(`http://127.0.0.1:${http}/`, { client, headers: { host: "st.test" } });
+      assertEquals(await served.text(), "ok");
+      await write("tst-py", `port: ${http}\nmanager: pm2\n`);
+      await proxy.reload();
+      const status = proxy.status();
+      const st = status.find((route) => route.app === "tst-st")!;
+      const py = status.find((route) => route.app === "tst-py")!;
+      assertEquals(st.listenError, undefined, "tst-st's shared listener serves");
+      assertMatch(
+        py.listenError ?? "",
+        new RegExp(
+          `^cannot listen on 127\\.0\\.0\\.1:${http} for tst-py: it is proxy\\.yml's http: port, which the proxy holds`,
+        ),
+      );
+      assert(logs.some((line) => line.includes(`for tst-py: it is proxy.yml's http: port`)), logs.join("\n"));
+      assertEquals(
+        await (await fetch(`http://127.0.0.1:${http}/`, { client, headers: { host: "st.test" } })).text(),
+        "ok",
+      );
+    }, { proxyYml: `http: ${http}\nhttps: ${https}\n` });
+  } finally {
+    client.close();
+    await app.shutdown();
+  }
+});

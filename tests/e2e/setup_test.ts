@@ -366,6 +366,38 @@ Deno.test("setup refuses a port another app has (its public port or a slot's) an
   });
 });
 
+Deno.test("setup refuses proxy.yml's shared http:/https: port as an app's port, nothing changed; status flags a proxy.yml that names an app's port", async () => {
+  await withServer(async (server) => {
+    const [http, https, own] = [freePort(), freePort(), freePort()];
+    const proxyYml = join(server.prefix, "opt", "deployments", "proxy.yml");
+    await Deno.mkdir(join(proxyYml, ".."), { recursive: true });
+    await Deno.writeTextFile(proxyYml, `http: ${http}\nhttps: ${https}\n`);
+    const before = await snapshot(server);
+    for (const [key, port, at] of [["http", http, "1:1"], ["https", https, "2:1"]] as const) {
+      const clash = await server.cli(["setup", "tst-py", "--port", String(port), "--manager", "pm2", "--yes"]);
+      assertEquals(clash.code, 2, clash.output);
+      assert(!clash.stdout.includes("in use"), clash.stdout);
+      assertMatch(
+        clash.stderr,
+        new RegExp(`app "tst-py" cannot have port ${port}: it is proxy.yml's ${key}: port \\(${proxyYml}:${at}\\)`),
+      );
+      assertMatch(clash.stderr, new RegExp(`hint: choose another port for the app .* or give ${key}: in proxy.yml`));
+    }
+    assertEquals(await snapshot(server), before);
+    // The reverse: proxy.yml edited to an app's port (status flags it, at proxy.yml's key).
+    await server.setupApp("tst-py", { port: own, strategy: "restart" });
+    await Deno.writeTextFile(proxyYml, `https: ${https}\nhttp: ${own}\n`);
+    const table = await server.cli(["status"]);
+    assertEquals(table.code, 1, table.output);
+    assertMatch(
+      table.stdout,
+      new RegExp(
+        `\\n! proxy: ${proxyYml}:2:1: "http" is ${own}, a port of app "tst-py" \\(${server.paths("tst-py").config}\\)`,
+      ),
+    );
+  });
+});
+
 Deno.test("setup --slots gives the slots their ports, used by the deploy; bad values, the app's port, another app's port or strategy restart are refused, nothing changed", async () => {
   await withServer(async (server) => {
     const [port, blue, green] = [freePort(), freePort(), freePort()];
