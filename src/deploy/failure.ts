@@ -6,6 +6,7 @@
 import { pruneImages } from "../managers/docker.ts";
 import { type DeployContext, isoNow } from "./context.ts";
 import { StepFailed } from "./journal.ts";
+import { ProxyNotRunning } from "../proxy/client.ts";
 import { appUrl, failedStatus, lastDeploy, saveStatus } from "./outcome.ts";
 import { currentRelease, listReleases, setBad } from "./releases.ts";
 import type { AppStatus } from "./status.ts";
@@ -48,9 +49,12 @@ export async function failed(
     Math.round(ctx.clock.elapsed() - f.started),
     { step: failure.step, message: journal.clean(failure.message) },
   );
+  // With the proxy down, the release behind it runs but nothing serves its URL: said so, not "serves".
+  const proxyDown = failure.error instanceof ProxyNotRunning;
   if (!switched) {
+    const still = proxyDown ? "still runs behind the proxy" : "still serves";
     journal.say(
-      `  nothing was switched: ${f.before?.version ? `${f.before.version} still serves` : "no release serves"}`,
+      `  nothing was switched: ${f.before?.version ? `${f.before.version} ${still}` : "no release serves"}`,
     );
   }
   let back: Partial<AppStatus> | undefined;
@@ -94,7 +98,11 @@ export async function failed(
   });
   await saveStatus(ctx, status);
   journal.say(
-    status.healthy && status.version
+    proxyDown
+      ? `✗ ${deploy.name} ${short} was not deployed; the proxy is down: nothing serves ${
+        appUrl(ctx.config, plan.front)
+      } until it starts${status.healthy && status.version ? ` (${status.version} runs behind it)` : ""}`
+      : status.healthy && status.version
       ? `✗ ${deploy.name} ${short} was not deployed; ${status.version} serves at ${appUrl(ctx.config, plan.front)}`
       : `✗ ${deploy.name} ${short} was not deployed; nothing healthy serves ${appUrl(ctx.config, plan.front)}`,
   );

@@ -267,6 +267,7 @@ export function withDocker(inner: ProcessManager): ProcessManager {
       return { ...plan, commands: [...removeContainer(processName(app, slot)), ...plan.commands] };
     },
     installService: (service) => inner.installService(service),
+    startServiceCommand: (name, root) => inner.startServiceCommand(name, root),
     logsCommand: (name) => inner.logsCommand(name),
     nameOf: (app, slot, worker) => inner.nameOf(app, slot, worker),
     ...(inner.states ? { states: (runner, root, names) => inner.states!(runner, root, names) } : {}),

@@ -128,6 +128,8 @@ export interface ProcessManager<Name extends Manager = Manager> {
    * (`service.restart`: restarts it).
    */
   installService(service: ServiceSpec): Plan;
+  /** The command line an operator types to start the service `name` that {@link installService} installed under `root`. */
+  startServiceCommand(name: string, root: string): string;
   /** The argv {@link installService} gave the service `name` under `root`, as installed; undefined when none is. */
   serviceArgv?(name: string, root: string): Promise<string[] | undefined>;
   /** What `setup` installs once for a blue-green app, whose slots are then started by their deploys. */

@@ -8,6 +8,7 @@ import { withDocker } from "./docker.ts";
 import type { ProcessManager } from "./manager.ts";
 import { pm2 } from "./pm2.ts";
 import { systemd } from "./systemd.ts";
+import { PROXY_SERVICE } from "../proxy/routes.ts";
 
 export type {
   AppProcess,
@@ -28,6 +29,19 @@ export type Manager = typeof MANAGER_NAMES[number];
 
 /** Every process manager, under its own name. */
 export const MANAGERS: { readonly [Name in Manager]: ProcessManager<Name> } = { systemd, pm2 };
+
+/**
+ * How to start the proxy (`deploy-paradigm-proxy`) under `root` as it is installed here: the
+ * command of the manager that has its service (setup installed it), else setup, which installs it.
+ */
+export async function proxyStartCommand(root: string): Promise<string> {
+  for (const name of MANAGER_NAMES) {
+    if (await MANAGERS[name].serviceArgv?.(PROXY_SERVICE, root)) {
+      return MANAGERS[name].startServiceCommand(PROXY_SERVICE, root);
+    }
+  }
+  return "deploy-paradigm setup <app>";
+}
 
 /**
  * The manager called `name` in config.yml; with `docker`, one that also starts and removes the

@@ -128,6 +128,7 @@ export const pm2: ProcessManager<"pm2"> = {
       lock: pm2Lock(service.root),
     };
   },
+  startServiceCommand: (name, root) => `pm2 start ${serviceFile(name, root)}`,
   async serviceArgv(name: string, root: string): Promise<string[] | undefined> {
     try {
       const app = JSON.parse(await Deno.readTextFile(serviceFile(name, root))).apps?.[0];

@@ -300,6 +300,7 @@ export const systemd: ProcessManager<"systemd"> = {
       commands: [setupCtl(["daemon-reload"])],
     };
   },
+  startServiceCommand: (name) => `systemctl start ${name}`,
   async serviceArgv(name: string, root: string): Promise<string[] | undefined> {
     const unit = await Deno.readTextFile(join(systemdDir(root), `${name}.service`)).catch(() => undefined);
     const line = unit && /^ExecStart=(.*)$/m.exec(unit)?.[1];

@@ -552,3 +552,45 @@ Deno.test("apps with domains behind the proxy may share a port (nothing listens 
     assertMatch(second.stderr, /app "web" cannot have port 8000: app "api" has it already/);
   });
 });
+
+Deno.test("a push with the proxy stopped under pm2 fails at step proxy, says how to start it, and does not claim the old release serves", async () => {
+  await withServer(async (server) => {
+    const port = freePort();
+    const setup = await server.cli(["setup", "site", "--port", String(port), "--manager", "pm2", "--yes"]);
+    assertEquals(setup.code, 0, setup.output);
+    const repo = await AppRepo.create(server, "site", server.paths("site").repo);
+    const site = (version: string) =>
+      repo.commit({ "deploy.yml": "name: site\ntype: static\n", "index.html": version }, version);
+    await site("v1");
+    await repo.pushOk();
+    assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "v1" });
+    assertEquals((await run(["pm2", "stop", "deploy-paradigm-proxy"], { env: server.env })).code, 0);
+    await site("v2");
+    const down = await repo.push();
+    assert(down.code !== 0, down.output);
+    const service = join(server.prefix, "opt", "deployments", "pm2-deploy-paradigm-proxy.json");
+    assertMatch(
+      down.output,
+      new RegExp(`✗ the proxy is not running \\(no \\S+\\): start it with \`pm2 start ${service}\``),
+    );
+    assertMatch(down.output, /✗ deploy of site \w+ failed at step "proxy"/);
+    assertMatch(down.output, /nothing was switched: \w+ still runs behind the proxy/);
+    assertMatch(
+      down.output,
+      new RegExp(
+        `✗ site \\w+ was not deployed; the proxy is down: nothing serves http://127\\.0\\.0\\.1:${port}/ until it starts`,
+      ),
+    );
+    assert(!/serves at/.test(down.output), down.output);
+    assertMatch(down.output, /deploy failed at proxy/);
+    assertEquals((await status(server, "site")).lastDeploy?.step, "proxy");
+    // The command it names starts the proxy, and the old release serves again.
+    assertEquals((await run(["pm2", "start", service], { env: server.env })).code, 0);
+    await until(
+      10_000,
+      "v1 served again",
+      async () =>
+        JSON.stringify(await get(`http://127.0.0.1:${port}/`)) === JSON.stringify({ status: 200, body: "v1" }),
+    );
+  });
+});

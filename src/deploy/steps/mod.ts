@@ -8,19 +8,27 @@ import { strategyOf } from "../strategies/mod.ts";
 import { describeGates, runGates } from "../gates.ts";
 import { build, cleanup, command, docker, env, fetch, meta, postDeploy, preDeploy, sealOnly } from "./release.ts";
 import type { Step } from "./step.ts";
+import { StepFailed } from "../journal.ts";
 import { cron } from "./cron.ts";
 import { hasWorkers, runningWorkers, syncWorkers, workerProcess, workersGone } from "../workers.ts";
 
 export { type Release, type Step, walk } from "./step.ts";
 
 /**
- * What the switch will need, checked before anything is built: the proxy, for blue-green. Its
- * parts are not journaled: a failure here is reported as the deploy's (step "deploy").
+ * What the switch will need, checked before anything is built: the proxy, for blue-green. Not
+ * journaled (no line when it answers); a failure is said on its own line and is step "proxy"'s.
  */
 const preflight: Step = {
   name: "proxy",
   unjournaled: true,
-  run: (ctx) => strategyOf(ctx.config).preflight(ctx),
+  async run(ctx) {
+    try {
+      await strategyOf(ctx.config).preflight(ctx);
+    } catch (error) {
+      ctx.journal.say(`✗ ${error instanceof Error ? error.message : String(error)}`);
+      throw new StepFailed("proxy", error);
+    }
+  },
   dry: () => {},
 };
 

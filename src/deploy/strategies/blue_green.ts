@@ -11,7 +11,7 @@
  */
 import { join } from "node:path";
 import { symlinkAtomic } from "../../fsutil.ts";
-import type { Slot } from "../../managers/mod.ts";
+import { proxyStartCommand, type Slot } from "../../managers/mod.ts";
 import { removeCanary } from "../../proxy/canary_file.ts";
 import { ProxyNotRunning } from "../../proxy/client.ts";
 import { portsTarget, readRoute, ROUTE_FILE, type RouteTarget, targetPorts, writeRoute } from "../../proxy/routes.ts";
@@ -48,7 +48,17 @@ export const blueGreen: SwitchStrategy = {
 
   /** The proxy runs (checked before a deploy builds anything). */
   async preflight(ctx) {
-    await ctx.proxy({ op: "status" });
+    try {
+      await ctx.proxy({ op: "status" });
+    } catch (error) {
+      if (!(error instanceof ProxyNotRunning)) throw error;
+      // The command that starts it here, in the push's own words (a hint line would not reach it).
+      const start = await proxyStartCommand(ctx.root);
+      throw new ProxyNotRunning(`${error.message}: start it with \`${start}\``, {
+        suggestion: start.startsWith("deploy-paradigm setup") ? "setup installs the proxy as a service" : undefined,
+        cause: error,
+      });
+    }
   },
 
   activate: activateBlueGreen,
