@@ -32,6 +32,10 @@ export interface ControlOps {
   host?(): string;
   /** What keeps apps (keyed by name) or the proxy (other keys) from being served as configured, for `status`. */
   problems?(): Record<string, string>;
+  /** The shared HTTP and HTTPS ports while they are open (null: closed), for `status`. */
+  shared?(): { http: number | null; https: number | null };
+  /** Each app's certificate (./cert_state.ts `CertificateState`), by app, for `status`. */
+  certificates?(): Record<string, unknown>;
   /** Renews an app's certificate now. */
   renew?(app: string): Promise<unknown>;
   /** An app's canary figures (./canary_stats.ts `CanaryStats`), null when it has no canary; throws for an unknown app. */
@@ -75,7 +79,14 @@ export async function controlReply(line: string, ops: ControlOps): Promise<Reply
         return { ok: true, ...result };
       }
       case "status":
-        return { ok: true, routes: ops.status(), host: ops.host?.(), problems: ops.problems?.() };
+        return {
+          ok: true,
+          routes: ops.status(),
+          host: ops.host?.(),
+          problems: ops.problems?.(),
+          shared: ops.shared?.(),
+          certificates: ops.certificates?.(),
+        };
       case "renew":
         if (!ops.renew) return { ok: false, error: "this proxy has no certificates to renew" };
         if (typeof app !== "string") return { ok: false, error: '"app" must be an app name' };

@@ -146,6 +146,11 @@ export class ProxyServer {
       status: () => this.status(),
       host: () => this.#host,
       problems: () => Object.fromEntries(this.#problems),
+      shared: () => ({
+        http: this.#http ? this.#config?.http ?? null : null,
+        https: this.#https ? this.#config?.https ?? null : null,
+      }),
+      certificates: () => this.#certs?.state().certificates ?? {},
       renew: async (app) => {
         if (!this.#certs) throw new Error("no app has domains");
         await this.#certs.renewNow(app);

@@ -13,6 +13,7 @@ import { sleep, within } from "../helpers/time.ts";
 import { freePort } from "../helpers/server.ts";
 import { withProxy } from "../helpers/proxy_server.ts";
 import { type ProxyProcess, startProxy } from "../helpers/proxy_process.ts";
+import { selfSigned } from "../helpers/certs.ts";
 
 const BIN = resolve(import.meta.dirname!, "../../bin/deploy-paradigm");
 const encoder = new TextEncoder();
@@ -710,5 +711,73 @@ Deno.test("proxy: an app given proxy.yml's shared http: port by hand is told so,
   } finally {
     client.close();
     await app.shutdown();
+  }
+});
+
+Deno.test("proxy status asks the running proxy what it serves: apps, ports and domains, targets, certificates; --json", async () => {
+  const root = await Deno.makeTempDir({ prefix: "dp-proxy-status-" });
+  const app = upstream(() => new Response("ok"));
+  const [port, http, https] = [freePort(), freePort(), freePort()];
+  let proxy: ProxyProcess | undefined;
+  const cli = (args: string[]) =>
+    new Deno.Command(BIN, { args, env: { DEPLOY_PARADIGM_PREFIX: root, NO_COLOR: "1" }, stdin: "null" }).output()
+      .then((out) => ({ code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) }));
+  try {
+    const base = deploymentsRoot(root);
+    const tls = await selfSigned(root, ["site.test"], { days: 30 });
+    await Deno.mkdir(base, { recursive: true });
+    await Deno.writeTextFile(join(base, "proxy.yml"), `http: ${http}\nhttps: ${https}\n`);
+    const write = async (name: string, config: string) => {
+      await Deno.mkdir(join(base, name));
+      await Deno.writeTextFile(join(base, name, "config.yml"), config);
+      await writeRoute(join(base, name), { port: app.addr.port });
+    };
+    await write("api", `port: ${port}\nmanager: pm2\n`);
+    await write(
+      "site",
+      `port: 8000\nmanager: pm2\ndomains: [site.test]\ntls: { certificate: ${tls.certificate}, key: ${tls.key} }\n`,
+    );
+    const down = await cli(["proxy", "status"]);
+    assertEquals(down.code, 1, down.stderr);
+    assertMatch(
+      down.stderr,
+      /^error: the proxy is not running \(no .*\)\nhint: start it with `deploy-paradigm setup <app>`/,
+    );
+    proxy = await startProxy(root);
+    const expiry = async () =>
+      ((await control(root, { op: "status" })).certificates as Record<string, { notAfter?: string }> | undefined)
+        ?.site?.notAfter;
+    await within(
+      10_000,
+      "the certificate loaded",
+      (async () => {
+        while (!await expiry()) await sleep(100);
+      })(),
+    );
+    const table = await cli(["proxy", "status"]);
+    assertEquals(table.code, 0, table.stdout + table.stderr);
+    const lines = table.stdout.trimEnd().split("\n");
+    assertEquals(lines[0], `the proxy listens on 127.0.0.1; 2 apps; shared ports: HTTP :${http}, HTTPS :${https}`);
+    assertMatch(lines[1], /^APP +SERVES ON +TARGET +IN FLIGHT +CERTIFICATE +STATE$/);
+    assertMatch(lines[2], new RegExp(`^api +:${port} +127\\.0\\.0\\.1:${app.addr.port} +0 +- +listening$`));
+    assertMatch(
+      lines[3],
+      new RegExp(
+        `^site +site\\.test +127\\.0\\.0\\.1:${app.addr.port} +0 +expires \\d{4}-\\d\\d-\\d\\d \\((29|30) days\\) +listening$`,
+      ),
+    );
+    const json = await cli(["proxy", "status", "--json"]);
+    assertEquals(json.code, 0, json.stderr);
+    const reply = JSON.parse(json.stdout);
+    assertEquals(reply.routes.map((route: { app: string }) => route.app), ["api", "site"]);
+    assertEquals(reply.shared, { http, https });
+    assertEquals(reply.certificates.site.source, "file");
+    const wrong = await cli(["proxy", "stauts"]);
+    assertEquals(wrong.code, 2);
+    assertMatch(wrong.stderr, /unknown action "stauts".*\nhint: did you mean "status"\?/);
+  } finally {
+    await proxy?.stop();
+    await app.shutdown();
+    await Deno.remove(root, { recursive: true });
   }
 });
