@@ -224,6 +224,8 @@ Deno.test("proxy: a route switch + reload over the control socket while a 3 s st
         routes: [{ app: "switch", port, domains: [], target: { port: fresh.addr.port }, inFlight: 0, listening: true }],
         host: "127.0.0.1",
         problems: {}, // what the proxy could not do (status's `! proxy:` lines): nothing
+        shared: { http: null, https: null }, // no app has domains: the shared ports are closed
+        certificates: {},
       });
       assertEquals(
         await control(root, { op: "drain", port: slow.addr.port, timeoutMs: 100 }),
