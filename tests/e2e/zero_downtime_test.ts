@@ -2,7 +2,6 @@
  * Zero downtime, for real: blue-green deploys through the built-in proxy under continuous load
  * from keep-alive connections, with real git pushes, real PM2, Python and Node apps on loopback.
  */
-import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { AppRepo, type Mode } from "../helpers/apps.ts";
 import { LoadGenerator } from "../helpers/load.ts";
