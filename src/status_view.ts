@@ -438,9 +438,13 @@ export function statusLines(
 }
 
 /** `2027-03-01`. */
-/** "success 1a2b3c4", "failed 1a2b3c4 at health"; a roll forward by hand (a success at step rollback) says so. */
+/**
+ * "success 1a2b3c4", "failed 1a2b3c4 at health"; a rollback by hand says which way, and that its
+ * version is the one rolled away from (the VERSION column has the one that serves).
+ */
 function lastDeployText(last: AppStatus["lastDeploy"]): string {
   if (last.outcome === "success" && last.step === "rollback") return `rolled forward ${last.version}`;
+  if (last.outcome === "rolled_back" && last.step === "rollback") return `rolled back from ${last.version} by hand`;
   return `${last.outcome} ${last.version}${last.step ? ` at ${last.step}` : ""}`;
 }
 

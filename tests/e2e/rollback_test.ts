@@ -55,6 +55,11 @@ for (const strategy of ["blue-green", "restart"] as const) {
       assertEquals(await greeting(), { status: 200, body: "first v1" });
       const st = await status(server, "rb");
       assertEquals([st.release, st.status, st.healthy, st.lastDeploy.outcome], [v1, "running", true, "rolled_back"]);
+      // The table's last deploy names the version rolled away from as such (VERSION has the one that serves).
+      assertMatch(
+        (await server.cli(["status", "rb"])).stdout,
+        new RegExp(`\\nrb .* ${st.version} .* rolled back from ${st.lastDeploy.version} by hand\\n`),
+      );
 
       // Nothing good before v1; --to picks any release, even a bad one, by name.
       const none = await server.cli(["rollback", "rb"]);
