@@ -12,7 +12,7 @@ import { NOTIFIERS, TARGET_TYPES, type TargetType } from "./notifiers/mod.ts";
 export { TARGET_TYPES, type TargetType };
 
 /** Events of an app on its server (config.yml `notify:`): its deploys, and its cron runs (src/cron/run.ts). */
-export const DEPLOY_EVENTS = ["success", "failed", "rolled_back", "cancelled", "cron_failed"] as const;
+export const DEPLOY_EVENTS = ["success", "failed", "rolled_back", "cancelled", "refused", "cron_failed"] as const;
 /** Events of the fleet monitor. */
 export const FLEET_EVENTS = [
   "unhealthy",

@@ -366,7 +366,7 @@ export const serverConfigSchema = z.strictObject({
   drainTimeout: duration("30s"),
   notify: z.array(targetSchema(DEPLOY_EVENTS)).default([]).meta({
     description: `Where deploy outcomes are sent: [{ type: ${TARGET_TYPES.join("|")}, url, events: [success, failed, ` +
-      "rolled_back, cancelled, cron_failed] }] (events default to all).",
+      "rolled_back, cancelled, refused, cron_failed] }] (events default to all).",
   }),
   domains: domainList,
   tls: z.strictObject({

@@ -12,6 +12,7 @@
  * 3. `--dry-run` walks the same steps with the DryRunner: each says what it would do.
  * @module
  */
+import { UsageError } from "../errors.ts";
 import { exists } from "../fsutil.ts";
 import { maintenancePath } from "../proxy/maintenance.ts";
 import { isAncestor, refTip } from "../git.ts";
@@ -30,6 +31,7 @@ import { deployedStatus, saveStatus, servedUrl } from "./outcome.ts";
 import { discardPrefetch, type Prefetch } from "./prefetch.ts";
 import { type Deployment, prepare, releaseMeta } from "./prepare.ts";
 import { withDeployMarker } from "./reconcile.ts";
+import { recordRefusal } from "./refusal.ts";
 import { currentRelease, newReleaseId, readReleaseMeta } from "./releases.ts";
 import { userOf } from "./runtime.ts";
 import { readStatus } from "./status.ts";
@@ -62,7 +64,11 @@ export async function execute(options: ExecuteOptions): Promise<ExecuteResult> {
   const own = options.cancellation === undefined && !options.dryRun ? new Cancellation().watchSignals() : undefined;
   const { effects } = options;
   try {
-    const plan = await prepare(options, effects.root);
+    const plan = await prepare(options, effects.root).catch(async (error) => {
+      // Refused before anything changed: still recorded and notified (a CI push is seen refused).
+      if (!options.dryRun && error instanceof UsageError) await recordRefusal(options, effects, error);
+      throw error;
+    });
     const cancellation = options.cancellation ?? own ?? new Cancellation();
     return await (options.dryRun ? dryRun : deploy)(plan, effects, cancellation, options);
   } finally {

@@ -11,6 +11,7 @@ const VERBS: Record<LastDeploy["outcome"], string> = {
   failed: "failed",
   rolled_back: "rolled back",
   cancelled: "cancelled",
+  refused: "refused",
 };
 
 /**

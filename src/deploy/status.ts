@@ -9,8 +9,8 @@ import type { ServerConfig } from "../config/schema.ts";
 import { type CertificateState, readCertificates } from "../proxy/cert_state.ts";
 import { maintenanceForStatus, type MaintenanceStatus } from "../proxy/maintenance.ts";
 
-/** How a deploy ended. */
-export type Outcome = "success" | "failed" | "rolled_back" | "cancelled";
+/** How a deploy ended (`refused`: its commit or the server's files did not validate; nothing changed). */
+export type Outcome = "success" | "failed" | "rolled_back" | "cancelled" | "refused";
 
 /** The last deploy attempt, whatever its outcome. */
 export interface LastDeploy {
