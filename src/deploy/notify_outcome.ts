@@ -16,11 +16,17 @@ const VERBS: Record<LastDeploy["outcome"], string> = {
 
 /**
  * "shop abc1234 failed at health on vm"; a rollback by hand names the release gone to as such
- * ("shop: rolled back by hand to release … (abc1234) on vm"), not as the one rolled back.
+ * ("shop: rolled back by hand to release … (abc1234) on vm"), not as the one rolled back, and so
+ * does one that failed ("shop: rollback by hand to release … (abc1234) failed on vm").
  */
 export function titleOf(app: string, last: LastDeploy, server: string): string {
   if ((last.outcome === "rolled_back" || last.outcome === "success") && last.step === "rollback" && last.message) {
     return `${app}: ${last.message} on ${server}`;
+  }
+  if ((last.outcome === "failed" || last.outcome === "cancelled") && last.step === "rollback") {
+    return `${app}: rollback by hand to release ${last.release} (${last.version}) ${
+      last.outcome === "failed" ? "failed" : "cancelled"
+    } on ${server}`;
   }
   return `${app} ${last.version} ${VERBS[last.outcome]}${last.step ? ` at ${last.step}` : ""} on ${server}`;
 }

@@ -17,7 +17,7 @@ import { Cancellation } from "./cancel.ts";
 import { Journal } from "./journal.ts";
 import { acquireLock } from "./lock.ts";
 import { notifyOutcome } from "./notify_outcome.ts";
-import { rollbackFailed, rolledBack, withProcesses } from "./outcome.ts";
+import { lastDeploy, rollbackFailed, rolledBack, withProcesses } from "./outcome.ts";
 import {
   currentRelease,
   listReleases,
@@ -225,6 +225,24 @@ export async function rollback(
   }
 }
 
+/**
+ * What to do after a rollback to `failed` failed: `rollback` alone would pick that release again
+ * (it is not marked bad: its failure may be the server's, and it stays a target by name), so the
+ * hint names the next older release to go to with `--to`, when there is one.
+ */
+async function nextTry(paths: AppPaths, failed: string, from: string | undefined): Promise<string> {
+  const app = paths.app;
+  const older = (await listReleases(paths)).filter((id) => id < failed && id !== from).reverse();
+  for (const id of older) {
+    if (await usableRelease(paths, id)) {
+      return `  hint: \`deploy-paradigm rollback ${app}\` picks release ${failed} again; ` +
+        `\`deploy-paradigm rollback ${app} --to ${id}\` goes to the good release before it`;
+    }
+  }
+  return `  hint: \`deploy-paradigm rollback ${app}\` picks release ${failed} again, and no good release is older: ` +
+    `fix what stopped it, or push a fix (see \`deploy-paradigm releases ${app}\`)`;
+}
+
 /** Whether going from release `from` to release `to` goes back (to an older one) or forward (`--to` a newer one). */
 function rollWay(from: string | undefined, to: string): "back" | "forward" {
   return from !== undefined && to > from ? "forward" : "back";
@@ -296,7 +314,12 @@ async function switchTo(
     }
     active = await strategy.activate(ctx, { meta, secrets, replaced: fromMeta, watchMs: 0 });
   } catch (error) {
-    const message = error instanceof ActivationFailed ? error.failure.message : String(error);
+    // A step's failure (the docker step's "image … is gone") as its own words, not as "Error: …".
+    const message = error instanceof ActivationFailed
+      ? error.failure.message
+      : error instanceof Error
+      ? error.message
+      : String(error);
     journal.cancellation = undefined; // what follows puts things back: it runs to the end (as a deploy's failure does)
     let back = from ?? "nothing";
     if (error instanceof ActivationFailed && error.switched && !error.reverted && from) {
@@ -327,6 +350,17 @@ async function switchTo(
         .catch(() => journal.say(`! ${paths.status} could not be written`));
     }
     journal.say(`✗ rollback of ${app} to ${meta.id} ${how}; ${back} serves`);
+    if (!cancellation.cancelled) journal.say(await nextTry(paths, meta.id, from));
+    // Told as a deploy's failure is (its own title: a rollback by hand), outside nothing: the lock is the caller's.
+    const last = lastDeploy(
+      cancellation.cancelled ? "cancelled" : "failed",
+      meta.id,
+      meta.commit,
+      isoNow(clock),
+      Math.round(clock.elapsed() - started),
+      { step: "rollback", message: `rollback to release ${meta.id} ${how}: ${message}` },
+    );
+    await notifyOutcome(journal, config, app, last);
     return 1;
   }
   if (from && way === "back") await setBad(paths, from, true);
