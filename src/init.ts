@@ -2,7 +2,7 @@
  * `init`: writes a commented deploy.yml for the project in the current directory.
  * @module
  */
-import { basename, join } from "node:path";
+import { basename, dirname, join, relative, resolve } from "node:path";
 import template from "../templates/deploy.yml" with { type: "text" };
 import { type DeployFile, NAME_PATTERN } from "./config/schema.ts";
 import { reservedName } from "./config/names.ts";
@@ -42,6 +42,23 @@ export interface InitOptions {
   force?: boolean;
 }
 
+/** The template's optional keys of a type that builds and runs processes (a deployer's `init.optional` replaces them). */
+const OPTIONAL_BUILD = [
+  "# build: npm run build               # replaces the type's build step",
+  "# processes:                         # more than one process (instead of command:)",
+  "#   web: { command: python app.py, instances: 2 }        # behind the proxy, each on its own port",
+  "#   worker: { command: python worker.py, stopTimeout: 60s } # restarted after each switch (SIGTERM)",
+];
+
+/** The template's optional keys of every type. */
+const OPTIONAL_COMMON = [
+  "# hooks:",
+  "#   preDeploy: ./scripts/migrate.sh  # runs in the new release before the switch; failure aborts",
+  "#   postDeploy: ./scripts/notify.sh  # runs after a healthy deploy; failure is only reported",
+  "# keepReleases: 3                    # releases kept for rollback",
+  "# branch: main                       # pushes to other branches deploy nothing",
+];
+
 /** The deploy.yml text for a project. */
 export function renderDeployYml(
   name: string,
@@ -74,14 +91,34 @@ export function renderDeployYml(
     __HEALTH__: init.health,
     __COMMAND__: command,
     __PROCESSES__: processes,
+    __OPTIONAL__: [...init.optional ?? OPTIONAL_BUILD, ...OPTIONAL_COMMON].join("\n"),
   };
   return template.replace(/__[A-Z_]+__/g, (key) => values[key] ?? key);
+}
+
+/**
+ * Refuses a directory below the top of a git work tree: a deploy reads deploy.yml (and detects the
+ * type from the files) at the top of the repository, so one written below it would be ignored.
+ */
+async function refuseSubdirectory(dir: string): Promise<void> {
+  if (await ifExists(Deno.lstat(join(dir, ".git")))) return; // the top of a work tree (.git: a directory or a file)
+  for (let at = resolve(dir), up = dirname(at); up !== at; at = up, up = dirname(at)) {
+    if (await ifExists(Deno.lstat(join(up, ".git")))) {
+      throw new UsageError(
+        `${dir} is inside the git repository ${up}, whose deploys read deploy.yml at its top, not ${
+          relative(up, resolve(dir))
+        }/deploy.yml`,
+        { suggestion: `run init in ${up} (one app per repository: its Dockerfile, package.json… there too)` },
+      );
+    }
+  }
 }
 
 /** Writes deploy.yml into `options.dir`. Returns the path and what was chosen. */
 export async function init(
   options: InitOptions,
 ): Promise<{ path: string; name: string; type: AppType; warnings: string[] }> {
+  await refuseSubdirectory(options.dir);
   const path = join(options.dir, "deploy.yml");
   const there = await ifExists(Deno.lstat(path));
   if (there && !there.isFile) {
@@ -113,7 +150,8 @@ export async function init(
     throw new UsageError(`"${name}" cannot name ${nameRule.names}`, { suggestion: `${nameRule.rule}: pass --name` });
   }
   if (!type) {
-    const signs = DETECTION.flatMap((type) => DEPLOYERS[type].detect);
+    // Every file detection looks for, in its order (the types' `detect`, then their `detectLast`).
+    const signs = DETECTORS.flatMap((detector) => detector.files);
     throw new UsageError(
       `cannot tell the app type of ${options.dir}: no ${signs.slice(0, -1).join(", ")} or ${signs.at(-1)}`,
       { suggestion: `pass --type ${APP_TYPES.join("|")}` },

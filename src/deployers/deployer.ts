@@ -77,6 +77,11 @@ export interface Deployer {
     containerPort?(dir: string): Promise<number | undefined>;
     /** What a deploy misses without any of the type's `detect` files: `init --type` warns with it. */
     withoutDetected?: string;
+    /**
+     * The commented optional keys proper to the type, one line each (default: `build:` and
+     * `processes:`); `init` adds those of every type (hooks, keepReleases, branch).
+     */
+    optional?: readonly string[];
   };
 }
 

@@ -30,6 +30,11 @@ export const docker: Deployer = {
       `containerPort: ${containerPort}   # the port the container listens on (it also gets PORT)`,
     health: "/health",
     withoutDetected: "a deploy builds the image from it (or from the file deploy.yml's dockerfile: names)",
+    // No processes: (one web container) and no build: (the Dockerfile builds; a build: would run on the host).
+    optional: [
+      "# dockerfile: Dockerfile             # the Dockerfile, relative to the repository",
+      "# buildArgs: { NODE_ENV: production } # --build-arg values (not secret: they stay in the image)",
+    ],
     async containerPort(dir) {
       const dockerfile = await Deno.readTextFile(join(dir, "Dockerfile")).catch(() => "");
       const exposed = Number(/^\s*EXPOSE\s+(\d+)/im.exec(dockerfile)?.[1]);

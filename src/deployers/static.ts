@@ -13,6 +13,6 @@ export const staticSite: Deployer = {
   init: {
     command: () => "# command: (none: the static files are served as they are)",
     health: "/",
-    withoutDetected: "/ answers 404 until one is committed",
+    withoutDetected: "a deploy fails at its health check (healthCheck: / needs the file) until one is committed",
   },
 };

@@ -84,7 +84,10 @@ Deno.test("init never overwrites without --force, and rejects bad names and unde
     await Deno.remove(join(dir, "index.html"));
     const bare = await run([BIN, "init", "--force", "--type", "static"], { cwd: dir });
     assertEquals(bare.code, 0, bare.output);
-    assertEquals(bare.stderr.trim(), `warning: ${dir} has no index.html: / answers 404 until one is committed`);
+    assertEquals(
+      bare.stderr.trim(),
+      `warning: ${dir} has no index.html: a deploy fails at its health check (healthCheck: / needs the file) until one is committed`,
+    );
     await Deno.writeTextFile(join(dir, "index.html"), "");
     // A directory or a link where deploy.yml goes is refused even with --force (a link would be written through).
     const elsewhere = join(dir, "..", "elsewhere.yml");
