@@ -76,24 +76,3 @@ async function readOwner(path: string): Promise<LockOwner | undefined> {
     return undefined;
   }
 }
-
-/**
- * Takes the lock on `path` only when it is free: undefined when another process (a deploy under
- * way) holds it. Never waits.
- */
-export async function tryLock(path: string): Promise<HeldLock | undefined> {
-  const file = await Deno.open(path, { read: true, write: true, create: true, mode: 0o600 });
-  if (!await file.tryLock(true).catch(() => false)) {
-    file.close();
-    return undefined;
-  }
-  let released = false;
-  return {
-    release() {
-      if (released) return;
-      released = true;
-      file.unlock();
-      file.close();
-    },
-  };
-}

@@ -6,18 +6,20 @@
  */
 import { basename, resolve } from "node:path";
 import { NAME_PATTERN } from "../config/names.ts";
+import { MAX_CONFIG_BYTES } from "../config/load.ts";
 import { loadServerConfig } from "../config/server_config.ts";
 import type { UsageError } from "../errors.ts";
 import { exists } from "../fsutil.ts";
 import { readCommit } from "../git.ts";
 import { appPaths } from "../paths.ts";
+import { isMap, isScalar, parseDocument } from "../yaml.ts";
 import { type Effects, isoNow } from "./context.ts";
 import { readDeployDotenv, secretsOf } from "./dotenv.ts";
 import { Journal } from "./journal.ts";
-import { tryLock } from "./lock.ts";
+import { acquireLock, waitingLine } from "./lock.ts";
 import { notifyOutcome } from "./notify_outcome.ts";
 import { lastDeploy } from "./outcome.ts";
-import { readStatus, writeStatus } from "./status.ts";
+import { type LastDeploy, readStatus, writeStatus } from "./status.ts";
 
 /**
  * Records `error`, which refused the deploy of `commit` in `gitDir`, for the app whose repository
@@ -31,22 +33,47 @@ export async function recordRefusal(
 ): Promise<void> {
   try {
     const gitDir = resolve(options.gitDir);
-    const app = basename(gitDir).replace(/\.git$/, "");
-    if (!NAME_PATTERN.test(app)) return;
-    const paths = appPaths(app, effects.root);
-    if (await real(paths.repo) !== await real(gitDir) || !await exists(paths.config)) return;
-    const commit = await readCommit(gitDir, options.commit, []).then((read) => read.sha, () => undefined);
-    if (!commit) return;
+    const read = await readCommit(gitDir, options.commit, ["deploy.yml"]).catch(() => undefined);
+    if (!read) return;
+    const commit = read.sha;
+    // The app is the one deploy.yml names when it can be read that far, else the repository's own:
+    // either way one whose repository this is, and set up (its config.yml is there).
+    const named = nameIn(read.blobs.get("deploy.yml"));
+    let paths;
+    for (const app of new Set([named, basename(gitDir).replace(/\.git$/, "")])) {
+      if (app === undefined || !NAME_PATTERN.test(app)) continue;
+      const candidate = appPaths(app, effects.root);
+      if (await real(candidate.repo) === await real(gitDir) && await exists(candidate.config)) {
+        paths = candidate;
+        break;
+      }
+    }
+    if (!paths) return;
+    const app = paths.app;
     const config = await loadServerConfig(paths).catch(() => undefined);
     await Deno.mkdir(paths.logDir, { recursive: true });
     const journal = new Journal(paths.deployLog, app, commit, effects.print, undefined, effects.clock);
     journal.redact(config?.notify.map((target) => target.url) ?? []);
     if (config) journal.redact(await envSecrets(paths.envFile(config.env)));
     const message = error.message;
-    await journal.record("refused", { ok: false, message });
     const last = lastDeploy("refused", "", commit, isoNow(effects.clock), 0);
-    last.message = journal.clean(message);
-    await saveRefusal(journal, paths.status, paths.lock, last);
+    // status.json and the notification carry the start of a long list of problems (deploy.log has them all).
+    const clean = journal.clean(message);
+    last.message = clean.length > 1000 ? `${clean.slice(0, 999)}…` : clean;
+    // deploy.log and status.json are written under the app's lock, as a deploy writes them (a deploy
+    // under way finishes first: appends at once would interleave).
+    const lock = await acquireLock(
+      paths.lock,
+      { pid: Deno.pid, commit },
+      (holder) => effects.print(`${waitingLine(app, holder)}, to record this refusal`),
+      () => effects.clock.now(),
+    );
+    try {
+      await journal.record("refused", { ok: false, message });
+      await saveRefusal(journal, paths.status, last);
+    } finally {
+      lock.release();
+    }
     if (!config) {
       journal.say(
         `! ${paths.config} does not load, so its notify: targets cannot be read: this refusal is not notified`,
@@ -59,24 +86,30 @@ export async function recordRefusal(
   }
 }
 
-/** status.json's lastDeploy says refused; what serves stays as it is. Left alone while a deploy holds the lock. */
-async function saveRefusal(
-  journal: Journal,
-  statusPath: string,
-  lockPath: string,
-  last: ReturnType<typeof lastDeploy>,
-): Promise<void> {
-  const before = await readStatus(statusPath).catch(() => undefined);
-  if (!before) return; // never deployed (or unreadable): no status to add it to
-  const lock = await tryLock(lockPath);
-  if (!lock) return; // a deploy under way writes status.json: its outcome is the last
+/** status.json's lastDeploy says refused; what serves stays as it is. Under the app's lock. */
+async function saveRefusal(journal: Journal, statusPath: string, last: LastDeploy): Promise<void> {
   try {
-    const now = await readStatus(statusPath);
-    if (now) await writeStatus(statusPath, { ...now, lastDeploy: last });
+    const before = await readStatus(statusPath);
+    if (before) await writeStatus(statusPath, { ...before, lastDeploy: last }); // none: never deployed
   } catch (error) {
     journal.say(`! cannot write ${statusPath}: ${(error as Error).message}`);
-  } finally {
-    lock.release();
+  }
+}
+
+/**
+ * The `name` of a deploy.yml, however wrong the rest of it is; undefined when it cannot be read.
+ * Read from the document's top mapping as parsed, never turned into values (a hostile file's
+ * nested keys or aliases would take exponential time: see config/load.ts).
+ */
+function nameIn(bytes: Uint8Array | undefined): string | undefined {
+  if (!bytes || bytes.length > MAX_CONFIG_BYTES) return undefined; // what parseConfig refuses to read is not read here either
+  try {
+    const doc = parseDocument(new TextDecoder().decode(bytes));
+    if (!isMap(doc.contents)) return undefined;
+    const pair = doc.contents.items.find((item) => isScalar(item.key) && item.key.value === "name");
+    return pair && isScalar(pair.value) && typeof pair.value.value === "string" ? pair.value.value : undefined;
+  } catch {
+    return undefined;
   }
 }
 

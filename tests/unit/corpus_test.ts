@@ -22,6 +22,7 @@ import { snapshot } from "../helpers/state.ts";
 import { MAX_CONFIG_BYTES, parseConfig } from "../../src/config/load.ts";
 import { deployFileSchema, serverConfigSchema } from "../../src/config/schema.ts";
 import { ConfigError } from "../../src/errors.ts";
+import { logsRoot } from "../../src/paths.ts";
 
 const FIXTURES = resolve(import.meta.dirname!, "../fixtures/config");
 
@@ -222,7 +223,16 @@ Deno.test("corpus: `execute` refuses every malformed file with exit code 2, its 
     });
     const after = await snapshot(server);
     report("execute", cases, failures);
-    assertEquals(after, before, "a refused file changed something on disk");
+    // A refusal is recorded (deploy.log's `refused`, under the app's lock: see src/deploy/refusal.ts);
+    // nothing else changes.
+    const logs = logsRoot(server.prefix);
+    const outsideLogs = (entry: string) =>
+      !entry.startsWith(logs) && !`${logs}/`.startsWith(entry) && !/\/\.deploy\.lock /.test(entry);
+    assertEquals(after.filter(outsideLogs), before.filter(outsideLogs), "a refused file changed something on disk");
+    for (const { app } of runs) {
+      const lines = (await Deno.readTextFile(server.paths(app).deployLog)).trim().split("\n");
+      assertEquals([...new Set(lines.map((line) => JSON.parse(line).event))], ["refused"], app);
+    }
   } finally {
     await server.close();
   }
