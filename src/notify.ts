@@ -36,7 +36,8 @@ export function targetSchema<const E extends readonly [string, ...string[]]>(eve
   return z.strictObject({
     type: z.enum(TARGET_TYPES, { error: `must be one of ${TARGET_TYPES.join(", ")}` }),
     url: z.url({ protocol: /^https?$/, error: "must be an http(s) URL" }),
-    events: z.array(z.enum(events, { error: `must be one of ${events.join(", ")}` })).min(1).optional(),
+    events: z.array(z.enum(events, { error: `must be one of ${events.join(", ")}` }))
+      .min(1, { error: "must name at least one event; leave events out for all of them" }).optional(),
   });
 }
 

@@ -123,7 +123,9 @@ export function parseConfig<S extends z.ZodType>(
     const keys = issue.code === "unrecognized_keys" ? issue.keys : [undefined];
     return keys.map((key) => {
       const path = key === undefined ? issue.path as Path : [...issue.path as Path, key];
-      let offset = offsetOf(doc.contents, path, key !== undefined);
+      // A custom problem about a key itself (not its value, `params.atKey`) is at the key.
+      const atKey = issue.code === "custom" && (issue.params as { atKey?: boolean } | undefined)?.atKey === true;
+      let offset = offsetOf(doc.contents, path, key !== undefined || atKey);
       // A custom problem may point inside a one-line string value: `params.column` (from 1) in its text.
       const column = issue.code === "custom" ? (issue.params as { column?: number } | undefined)?.column : undefined;
       if (column !== undefined) offset += (/["']/.test(text[offset] ?? "") ? 1 : 0) + column - 1;
@@ -201,7 +203,11 @@ function explain(issue: z.core.$ZodIssue, path: Path, schema: z.ZodType, data: u
   const counted = Array.isArray(value) && (issue.code === "too_big" || issue.code === "too_small")
     ? `${value.length} ${value.length === 1 ? "item" : "items"}`
     : undefined;
-  const got = value === undefined || message.includes("(got") || whole ? "" : ` (got ${counted ?? describe(value)})`;
+  // A problem of the key itself (a name a mapping cannot have) is not about its value.
+  const ofKey = issue.code === "custom" && (issue.params as { atKey?: boolean } | undefined)?.atKey === true;
+  const got = value === undefined || message.includes("(got") || whole || ofKey
+    ? ""
+    : ` (got ${counted ?? describe(value)})`;
   return `${key} ${message}${got}`;
 }
 

@@ -141,6 +141,7 @@ export const deployFileSchema = z.strictObject({
             code: "custom",
             path: [key],
             message: `is not a build argument name: letters, digits and _, not starting with a digit`,
+            params: { atKey: true },
           });
         }
         if (!["string", "number", "boolean"].includes(typeof value)) {

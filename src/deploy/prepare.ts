@@ -98,7 +98,13 @@ export async function prepare(
     }),
   );
   const facts: RepoFacts = { files: read.files, ...reads?.facts(texts, `commit ${short}`) };
-  buildPlan(deploy, facts, "."); // refuses unsupported types before any change
+  try {
+    buildPlan(deploy, facts, "."); // refuses unsupported types, a missing Dockerfile, before any change
+  } catch (error) {
+    // What the commit lacks is what a key of deploy.yml names (docker: `dockerfile:`, by default Dockerfile).
+    if (!(error instanceof UsageError) || deploy.type !== "docker") throw error;
+    throw new UsageError(`${at("dockerfile")}: ${error.message}`, { suggestion: error.suggestion });
+  }
   const envSource = paths.envFile(config.env);
   const envText = await readTextOrUndefined(envSource);
   const dotenv = envText === undefined ? undefined : readDeployDotenv(envText, envSource);
@@ -110,12 +116,15 @@ export async function prepare(
   if (nameRule && !nameRule.ok(deploy.name)) {
     refusals.add(`deploy.yml: "${deploy.name}" cannot name ${nameRule.names}`, nameRule.rule);
   }
-  if (deploy.type === "docker" && multiline.length) {
-    refusals.add(
-      `${envSource}: ${multiline.join(", ")} ${multiline.length === 1 ? "holds" : "hold"} a newline, ` +
-        "which docker's --env-file cannot pass",
-      "put such values in a file the app reads, or encode them (base64) on one line",
-    );
+  if (deploy.type === "docker") {
+    for (const key of multiline) {
+      refusals.add(
+        `${
+          valuePosition(envText ?? "", key, envSource)
+        }: ${key} holds a newline, which docker's --env-file cannot pass`,
+        "put such values in a file the app reads, or encode them (base64) on one line",
+      );
+    }
   }
   const procfile = read.blobs.get("Procfile");
   const processes = processTypes(
@@ -202,6 +211,21 @@ class Refusals {
       );
     }
   }
+}
+
+/**
+ * `file:line:column` of the value of `key` in a `.env` text (its last assignment, the one that
+ * counts), as the other `.env` problems are given; the file alone when it cannot be found.
+ */
+function valuePosition(text: string, key: string, file: string): string {
+  const lines = text.split("\n");
+  const escaped = key.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  const assignment = new RegExp(`^(\\s*(?:export\\s+)?${escaped}\\s*=\\s*)`);
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const found = assignment.exec(lines[i]);
+    if (found) return `${file}:${i + 1}:${found[1].length + 1}`;
+  }
+  return file;
 }
 
 async function realPath(path: string): Promise<string> {

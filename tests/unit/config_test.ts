@@ -483,7 +483,7 @@ Deno.test("docker keys: checked, and refused for other app types", () => {
     [
       'deploy.yml:4:16: "containerPort" must be from 1 to 65535 (got 70000)',
       'deploy.yml:5:13: "dockerfile" must stay inside the repository (no ..) (got "../x")',
-      'deploy.yml:6:17: "buildArgs.1X" is not a build argument name: letters, digits and _, not starting with a digit (got "a")',
+      'deploy.yml:6:13: "buildArgs.1X" is not a build argument name: letters, digits and _, not starting with a digit',
     ],
   );
   // Every bad name and every bad value at once.
