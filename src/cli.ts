@@ -23,6 +23,8 @@ export interface OptionSpec {
   choices?: readonly string[];
   /** May be given more than once: its value is the list of values given, in order. */
   repeatable?: boolean;
+  /** Must be given (an option with a value): shown in the usage line, and its absence is a usage error. */
+  required?: boolean;
 }
 
 /** A positional argument. */
@@ -141,6 +143,10 @@ export function parseInvocation(program: ProgramSpec, command: CommandSpec, argv
     }
     opts[option.name] = option.repeatable ? [...(Array.isArray(before) ? before : []), value] : value;
   }
+  const missing = options.find((o) => o.required && opts[o.name] === undefined);
+  if (missing) {
+    throw new UsageError(`"${command.name}" needs --${missing.name} <${missing.value}>`, { suggestion: usage });
+  }
   const specs = command.args ?? [];
   const required = specs.filter((a) => !a.optional).length;
   if (args.length < required) {
@@ -160,7 +166,10 @@ function splitOnce(text: string, separator: string): [string, string | undefined
 
 function usageLine(program: ProgramSpec, command: CommandSpec): string {
   const args = (command.args ?? []).map((a) => (a.optional ? `[${a.name}]` : `<${a.name}>`));
-  return [program.name, command.name, ...args, ...(command.options?.length ? ["[options]"] : [])].join(" ");
+  const options = command.options ?? [];
+  const required = options.filter((o) => o.required).map((o) => `--${o.name} <${o.value}>`);
+  const others = options.some((o) => !o.required) ? ["[options]"] : [];
+  return [program.name, command.name, ...args, ...required, ...others].join(" ");
 }
 
 function table(rows: [string, string][]): string[] {
@@ -195,7 +204,7 @@ export function commandHelp(program: ProgramSpec, command: CommandSpec): string 
   }
   const options = [...(command.options ?? []), HELP].map((o): [string, string] => [
     `${o.short ? `-${o.short}, ` : "    "}--${o.name}${o.value ? ` <${o.value}>` : ""}`,
-    o.description + (o.choices ? ` (${o.choices.join("|")})` : ""),
+    o.description + (o.choices ? ` (${o.choices.join("|")})` : "") + (o.required ? " (required)" : ""),
   ]);
   lines.push("", "Options:", ...table(options));
   return lines.join("\n");

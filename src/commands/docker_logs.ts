@@ -6,7 +6,9 @@ export const dockerLogsCommand: CommandSpec = {
   name: "docker-logs",
   summary: "Follow a docker app's container output into the process manager's logs (deploys start it)",
   args: [{ name: "container", description: "The container, e.g. my-api-blue" }],
-  options: [{ name: "state", value: "file", description: "Where the follower keeps its place across restarts" }],
+  options: [
+    { name: "state", value: "file", required: true, description: "Where the follower keeps its place across restarts" },
+  ],
   async run({ args, opts }) {
     if (typeof opts.state !== "string" || opts.state === "") {
       throw new UsageError("docker-logs needs --state <file>", {
