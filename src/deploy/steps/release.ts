@@ -214,7 +214,8 @@ export const env: Step = {
   dry({ plan, print }, { dir }) {
     if (!plan.envSource) return print(`no ${plan.paths.envFile(plan.config.env)}: the app would get PORT only`);
     const values = withoutOurs(plan.secrets, plan.envSource, print);
-    print(`would copy ${plan.envSource} to ${dir}/.env (0600, ${Object.keys(values).length} values)`);
+    const count = Object.keys(values).length;
+    print(`would copy ${plan.envSource} to ${dir}/.env (0600, ${count} value${count === 1 ? "" : "s"})`);
   },
 };
 

@@ -196,8 +196,11 @@ async function activateBlueGreen(ctx: SwitchContext, activation: Activation): Pr
           process!,
           `http://127.0.0.1:${port}${meta.healthCheck.path}`,
           meta.healthCheck,
-          `${manager.name} started the ${idle} slot${instances > 1 ? ` instance ${i + 1}/${instances}` : ""} ` +
-            `(port ${port})`,
+          meta.image
+            // The container is docker's; the process manager runs its log follower.
+            ? `docker started ${meta.image} in the ${idle} slot (port ${port}); ${manager.name} follows its logs`
+            : `${manager.name} started the ${idle} slot${instances > 1 ? ` instance ${i + 1}/${instances}` : ""} ` +
+              `(port ${port})`,
         );
       }
     } catch (error) {

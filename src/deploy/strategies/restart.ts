@@ -71,7 +71,9 @@ async function restartInPlace(
     process,
     `http://127.0.0.1:${config.port}${meta.healthCheck!.path}`,
     meta.healthCheck!,
-    `${manager.name} started ${meta.image ? `the container of ${meta.image}` : displayArgv(meta.argv!)}`,
+    meta.image
+      ? `docker started ${meta.image} (port ${config.port}); ${manager.name} follows its logs`
+      : `${manager.name} started ${displayArgv(meta.argv!)}`,
   );
 }
 

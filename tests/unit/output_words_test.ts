@@ -1,0 +1,43 @@
+/**
+ * What the push says matches what happened: a dry run counts "1 value", and a docker deploy says
+ * docker started the container (the process manager runs only its log follower).
+ */
+import { join } from "node:path";
+import { assert, assertEquals } from "../helpers/assert.ts";
+import { deploy, git, withWorld } from "../helpers/pipeline_world.ts";
+
+Deno.test("output: a dry run with one .env value says 1 value", async () => {
+  await withWorld("restart", async (w) => {
+    await Deno.writeTextFile(w.paths.envFile("production"), "LOG_LEVEL=info # public\n");
+    await Deno.writeTextFile(
+      join(w.work, "deploy.yml"),
+      "name: alpha\ntype: python\ncommand: ./server\nhealthCheck: /\n",
+    );
+    await Deno.writeTextFile(join(w.work, "server"), "ok\n");
+    await git(w.work, "add", "-A");
+    await git(w.work, "commit", "-q", "-m", "v1");
+    await git(w.work, "push", "-q", w.repo, "HEAD:refs/heads/incoming");
+    const sha = await git(w.work, "rev-parse", "HEAD");
+    assertEquals(await deploy(w, sha, { dryRun: true }), { ok: true });
+    const line = w.printed.find((l) => l.startsWith("would copy"));
+    assert(line?.endsWith("(0600, 1 value)"), w.printed.join("\n"));
+  });
+});
+
+Deno.test("output: a docker deploy says docker started the container, and that the manager follows its logs", async () => {
+  await withWorld("blue-green", async (w) => {
+    w.fake.on(["docker", "version"], { output: "27.1.0" });
+    await Deno.writeTextFile(join(w.work, "deploy.yml"), "name: alpha\ntype: docker\nhealthCheck: /health\n");
+    await Deno.writeTextFile(join(w.work, "Dockerfile"), "FROM scratch\n");
+    await Deno.writeTextFile(join(w.work, "server"), "ok\n");
+    await git(w.work, "add", "-A");
+    await git(w.work, "commit", "-q", "-m", "docker");
+    await git(w.work, "push", "-q", w.repo, "HEAD:refs/heads/incoming");
+    const sha = await git(w.work, "rev-parse", "HEAD");
+    await deploy(w, sha);
+    const start = w.printed.find((l) => l.startsWith("✓ start") || l.startsWith("✗ start"));
+    const said = start ?? "";
+    assert(said.includes("docker started alpha:"), w.printed.join("\n"));
+    assert(said.includes("in the blue slot") && said.includes("systemd follows its logs"), said);
+  });
+});
