@@ -18,11 +18,10 @@
 import { join, resolve } from "node:path";
 import { assert, assertEquals } from "../helpers/assert.ts";
 import { BIN, run, TestServer } from "../helpers/server.ts";
-import { snapshot } from "../helpers/state.ts";
+import { outsideRefusalRecords, snapshot } from "../helpers/state.ts";
 import { MAX_CONFIG_BYTES, parseConfig } from "../../src/config/load.ts";
 import { deployFileSchema, serverConfigSchema } from "../../src/config/schema.ts";
 import { ConfigError } from "../../src/errors.ts";
-import { logsRoot } from "../../src/paths.ts";
 
 const FIXTURES = resolve(import.meta.dirname!, "../fixtures/config");
 
@@ -225,10 +224,11 @@ Deno.test("corpus: `execute` refuses every malformed file with exit code 2, its 
     report("execute", cases, failures);
     // A refusal is recorded (deploy.log's `refused`, under the app's lock: see src/deploy/refusal.ts);
     // nothing else changes.
-    const logs = logsRoot(server.prefix);
-    const outsideLogs = (entry: string) =>
-      !entry.startsWith(logs) && !`${logs}/`.startsWith(entry) && !/\/\.deploy\.lock /.test(entry);
-    assertEquals(after.filter(outsideLogs), before.filter(outsideLogs), "a refused file changed something on disk");
+    assertEquals(
+      outsideRefusalRecords(server, after),
+      outsideRefusalRecords(server, before),
+      "a refused file changed something on disk",
+    );
     for (const { app } of runs) {
       const lines = (await Deno.readTextFile(server.paths(app).deployLog)).trim().split("\n");
       assertEquals([...new Set(lines.map((line) => JSON.parse(line).event))], ["refused"], app);

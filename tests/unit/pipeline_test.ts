@@ -89,7 +89,7 @@ Deno.test("pipeline: a deploy refuses an instance's port that an app that serves
           `(${join(beta, "config.yml")})`,
       );
       assertMatch(error.suggestion ?? "", /remove instancePorts: from config\.yml, and the deploy chooses free ones/);
-      assertEquals(await logLength(w), from, "nothing recorded");
+      assertEquals(await events(w, from), ["refused✗"], "the refusal alone is recorded");
       assertEquals(await releases(w).catch(() => []), [], "no release made");
       assertEquals(await Deno.readTextFile(w.paths.config), `${config}${line}\n`, "config.yml unchanged");
     }
@@ -639,7 +639,9 @@ Deno.test("pipeline: a failed restart rollback restores the release it started f
     assertEquals(log.map((e) => e.release), Array(8).fill(first));
     assertEquals(log[4].message, `current → releases/${latest}`);
     const printed = w.printed.slice(printedFrom);
-    assertEquals(printed.at(-1), `✗ rollback of alpha to ${first} failed; ${latest} serves`);
+    assertEquals(printed.at(-2), `✗ rollback of alpha to ${first} failed; ${latest} serves`);
+    // `rollback` alone would pick `first` again, and nothing is older: the last line says so.
+    assertMatch(printed.at(-1)!, new RegExp(`picks release ${first} again, and no good release is older`));
     assert(!printed.some((line) => line.startsWith("↺")), printed.join("\n"));
     // status.json: what serves as before; its last deploy says the rollback failed, and why.
     const { lastDeploy, ...after } = await status(w);
