@@ -31,7 +31,7 @@ import { deployedStatus, saveStatus, servedUrl } from "./outcome.ts";
 import { discardPrefetch, type Prefetch } from "./prefetch.ts";
 import { type Deployment, prepare, releaseMeta } from "./prepare.ts";
 import { withDeployMarker } from "./reconcile.ts";
-import { recordRefusal } from "./refusal.ts";
+import { notifyRefusal } from "./refusal.ts";
 import { currentRelease, newReleaseId, readReleaseMeta } from "./releases.ts";
 import { userOf } from "./runtime.ts";
 import { readStatus } from "./status.ts";
@@ -66,7 +66,7 @@ export async function execute(options: ExecuteOptions): Promise<ExecuteResult> {
   try {
     const plan = await prepare(options, effects.root).catch(async (error) => {
       // Refused before anything changed: still recorded and notified (a CI push is seen refused).
-      if (!options.dryRun && error instanceof UsageError) await recordRefusal(options, effects, error);
+      if (!options.dryRun && error instanceof UsageError) await notifyRefusal(options, effects, error);
       throw error;
     });
     const cancellation = options.cancellation ?? own ?? new Cancellation();

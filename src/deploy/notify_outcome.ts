@@ -33,9 +33,16 @@ export function titleOf(app: string, last: LastDeploy, server: string): string {
 
 /**
  * Sends `last` to the targets that want its outcome (at once, each bounded by a timeout) and
- * records each delivery in deploy.log. Never fails the deploy.
+ * records each delivery in deploy.log (unless `record` is false: a refused push writes nothing).
+ * Never fails the deploy.
  */
-export async function notifyOutcome(journal: Journal, config: ServerConfig, app: string, last: LastDeploy) {
+export async function notifyOutcome(
+  journal: Journal,
+  config: ServerConfig,
+  app: string,
+  last: LastDeploy,
+  { record = true } = {},
+) {
   if (!config.notify.length) return;
   const { notifyAll } = await import("../notify.ts");
   const server = hostname();
@@ -57,7 +64,7 @@ export async function notifyOutcome(journal: Journal, config: ServerConfig, app:
   });
   for (const delivery of deliveries) {
     journal.say(`${delivery.ok ? "✓" : "!"} notified ${delivery.target}: ${delivery.detail}`);
-    await journal.record("notify", { ok: delivery.ok, message: `${delivery.target}: ${delivery.detail}` });
+    if (record) await journal.record("notify", { ok: delivery.ok, message: `${delivery.target}: ${delivery.detail}` });
   }
 }
 

@@ -1,7 +1,8 @@
 /**
  * A push refused before anything changed (an invalid deploy.yml, config.yml or `.env`, a missing
- * Dockerfile…: a usage error of prepare.ts) is still an outcome: a `refused` event in deploy.log,
- * status.json's `lastDeploy` (what serves is left as it was) and the `notify:` targets.
+ * Dockerfile…: a usage error of prepare.ts) is still an outcome the `notify:` targets hear of (a CI
+ * push refused is not silent). Nothing is written: bad input changes nothing on disk (deploy.log
+ * and status.json keep describing the last deploy that ran).
  * @module
  */
 import { basename, resolve } from "node:path";
@@ -16,17 +17,15 @@ import { isMap, isScalar, parseDocument } from "../yaml.ts";
 import { type Effects, isoNow } from "./context.ts";
 import { readDeployDotenv, secretsOf } from "./dotenv.ts";
 import { Journal } from "./journal.ts";
-import { acquireLock, waitingLine } from "./lock.ts";
 import { notifyOutcome } from "./notify_outcome.ts";
 import { lastDeploy } from "./outcome.ts";
-import { type LastDeploy, readStatus, writeStatus } from "./status.ts";
 
 /**
- * Records `error`, which refused the deploy of `commit` in `gitDir`, for the app whose repository
- * `gitDir` is (`/var/repos/<app>.git`). Nothing is recorded for a repository that is no set-up
- * app's, or a commit that is not there. Never throws: the refusal itself is what the pusher sees.
+ * Notifies `error`, which refused the deploy of `commit` in `gitDir`, for the app whose repository
+ * `gitDir` is (`/var/repos/<app>.git`). Nothing for a repository that is no set-up app's, or a
+ * commit that is not there. Never throws: the refusal itself is what the pusher sees.
  */
-export async function recordRefusal(
+export async function notifyRefusal(
   options: { gitDir: string; commit: string },
   effects: Effects,
   error: UsageError,
@@ -51,48 +50,22 @@ export async function recordRefusal(
     if (!paths) return;
     const app = paths.app;
     const config = await loadServerConfig(paths).catch(() => undefined);
-    await Deno.mkdir(paths.logDir, { recursive: true });
-    const journal = new Journal(paths.deployLog, app, commit, effects.print, undefined, effects.clock);
-    journal.redact(config?.notify.map((target) => target.url) ?? []);
-    if (config) journal.redact(await envSecrets(paths.envFile(config.env)));
-    const message = error.message;
-    const last = lastDeploy("refused", "", commit, isoNow(effects.clock), 0);
-    // status.json and the notification carry the start of a long list of problems (deploy.log has them all).
-    const clean = journal.clean(message);
-    last.message = clean.length > 1000 ? `${clean.slice(0, 999)}…` : clean;
-    // deploy.log and status.json are written under the app's lock, as a deploy writes them (a deploy
-    // under way finishes first: appends at once would interleave).
-    const lock = await acquireLock(
-      paths.lock,
-      { pid: Deno.pid, commit },
-      (holder) => effects.print(`${waitingLine(app, holder)}, to record this refusal`),
-      () => effects.clock.now(),
-    );
-    try {
-      await journal.record("refused", { ok: false, message });
-      await saveRefusal(journal, paths.status, last);
-    } finally {
-      lock.release();
-    }
     if (!config) {
-      journal.say(
+      effects.print(
         `! ${paths.config} does not load, so its notify: targets cannot be read: this refusal is not notified`,
       );
       return;
     }
-    await notifyOutcome(journal, config, app, last);
+    const journal = new Journal(paths.deployLog, app, commit, effects.print, undefined, effects.clock);
+    journal.redact(config.notify.map((target) => target.url));
+    journal.redact(await envSecrets(paths.envFile(config.env)));
+    const last = lastDeploy("refused", "", commit, isoNow(effects.clock), 0);
+    // The notification carries the start of a long list of problems (the push shows them all).
+    const clean = journal.clean(error.message);
+    last.message = clean.length > 1000 ? `${clean.slice(0, 999)}…` : clean;
+    await notifyOutcome(journal, config, app, last, { record: false });
   } catch (failure) {
-    effects.print(`! this refusal could not be recorded: ${(failure as Error).message}`);
-  }
-}
-
-/** status.json's lastDeploy says refused; what serves stays as it is. Under the app's lock. */
-async function saveRefusal(journal: Journal, statusPath: string, last: LastDeploy): Promise<void> {
-  try {
-    const before = await readStatus(statusPath);
-    if (before) await writeStatus(statusPath, { ...before, lastDeploy: last }); // none: never deployed
-  } catch (error) {
-    journal.say(`! cannot write ${statusPath}: ${(error as Error).message}`);
+    effects.print(`! this refusal could not be notified: ${(failure as Error).message}`);
   }
 }
 

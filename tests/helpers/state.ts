@@ -59,17 +59,6 @@ export async function snapshot(server: TestServer): Promise<string[]> {
   return entries.sort();
 }
 
-/**
- * A {@link snapshot} without what recording a refused push writes (src/deploy/refusal.ts): the
- * logs (deploy.log's `refused` event, and the directories made for it) and the apps' lock files.
- */
-export function outsideRefusalRecords(server: TestServer, entries: string[]): string[] {
-  const logs = logsRoot(server.prefix);
-  return entries.filter((entry) =>
-    !entry.startsWith(logs) && !`${logs}/`.startsWith(entry) && !/\/\.deploy\.lock /.test(entry)
-  );
-}
-
 /** The test server's pm2 processes that are online, by name, with their pids. */
 export async function pm2Online(server: TestServer): Promise<Map<string, number>> {
   const listed = await run(["pm2", "jlist"], { env: server.env });
