@@ -35,8 +35,10 @@ export function unitQuote(word: string, exec = true): string {
  * (`strategy: restart`): then only CAP_NET_BIND_SERVICE. No `MemoryDenyWriteExecute=` (V8's JIT
  * needs it) and no `ProcSubset=pid` (Node reads /proc/cpuinfo and /proc/stat). A container's log
  * follower (no `user`) is deploy-paradigm itself talking to the engine: it is not confined.
+ * With `binds`, also what it may bind (see {@link socketBind}); a slot's template has none: each
+ * instance's drop-in has its own port's ({@link execDropIn}).
  */
-export function sandbox(p: AppProcess): string[] {
+export function sandbox(p: AppProcess, binds = true): string[] {
   if (!p.user) return [];
   const port = Number(p.env.PORT);
   const caps = port > 0 && port < 1024 ? "CAP_NET_BIND_SERVICE" : "";
@@ -68,6 +70,24 @@ export function sandbox(p: AppProcess): string[] {
     "SystemCallErrorNumber=EPERM",
     `CapabilityBoundingSet=${caps}`,
     `AmbientCapabilities=${caps}`,
+    ...(binds ? socketBind(p) : []),
+  ];
+}
+
+/**
+ * What an app's process may bind (systemd ≥ 249 built with its BPF framework, on cgroup v2; an
+ * older or other systemd ignores these lines): TCP only on its own `PORT` (a worker has none:
+ * no TCP port at all), so that a compromised app cannot take another app's port the moment its
+ * owner lets go of it (a restart, a crash). UDP stays allowed (a UDP client's send binds a port:
+ * Node's dgram, DNS clients). Outgoing TCP connections bind nothing. Nothing without a user.
+ */
+export function socketBind(p: AppProcess): string[] {
+  if (!p.user) return [];
+  const port = Number(p.env.PORT);
+  return [
+    "SocketBindAllow=udp",
+    ...(Number.isInteger(port) && port > 0 && port < 65536 ? [`SocketBindAllow=tcp:${port}`] : []),
+    "SocketBindDeny=any",
   ];
 }
 
@@ -141,7 +161,8 @@ export function templateUnit(p: AppProcess): string {
     "RestartSec=1",
     `StandardOutput=append:${escapePercent(p.accessLog)}`,
     `StandardError=append:${escapePercent(p.errorLog)}`,
-    ...sandbox({ ...p, env: {} }), // each slot's port is its own (slot-%i.env): above 1024
+    // Each slot's port is its own (slot-%i.env), above 1024; what it may bind is in its drop-in.
+    ...sandbox({ ...p, env: {} }, false),
     "",
     "[Install]",
     "WantedBy=multi-user.target",
@@ -151,7 +172,8 @@ export function templateUnit(p: AppProcess): string {
 
 /**
  * An instance's drop-in `<app>@<slot>.service.d/exec.conf`: the command of the release in that
- * slot; for a container's log follower (no `envFile`), without the app's `.env`.
+ * slot, and the one port it may bind (its own: {@link socketBind}); for a container's log
+ * follower (no `envFile`), without the app's `.env`.
  */
 export function execDropIn(p: AppProcess): string {
   return [
@@ -160,6 +182,7 @@ export function execDropIn(p: AppProcess): string {
     ...(p.envFile ? [] : ["EnvironmentFile=", `EnvironmentFile=${escapePercent(p.stateDir)}/slot-${p.slot}.env`]),
     "ExecStart=",
     `ExecStart=${p.argv.map((word) => unitQuote(word)).join(" ")}`,
+    ...socketBind(p),
     "",
   ].join("\n");
 }

@@ -433,6 +433,117 @@ Deno.test("systemd host: each app its own user and sandbox; deploy-group pushes 
   }
 });
 
+/** A Python app that answers its version, and at /bind/<port> whether it may bind that TCP port; /udp: a UDP send. */
+function binderApp(version: string): string {
+  return `import http.server, os, socket
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ${JSON.stringify(version)}
+        if self.path.startswith("/bind/"):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.bind(("127.0.0.1", int(self.path[6:])))
+                body = "bound"
+            except OSError as error:
+                body = "refused: %s" % error.strerror
+            finally:
+                s.close()
+        elif self.path == "/udp":
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                s.sendto(b"x", ("127.0.0.1", 9))
+                body = "sent"
+            except OSError as error:
+                body = "refused: %s" % error.strerror
+            finally:
+                s.close()
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(body.encode())
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+`;
+}
+
+Deno.test("systemd host: an app's units may bind only their own port (SocketBindAllow/Deny)", async () => {
+  const host = await SystemdHost.create();
+  const work = await Deno.makeTempDir({ prefix: "dp-laptop-" });
+  try {
+    const ports = { alpha: 18000 + Math.floor(Math.random() * 500), beta: 18600 + Math.floor(Math.random() * 500) };
+    for (const [app, port] of Object.entries(ports)) {
+      const setup = await host.ssh(
+        `${BIN} setup ${app} --port ${port} --manager systemd --proxy-host ${host.address} --yes`,
+      );
+      assertEquals(setup.code, 0, setup.output);
+      const dir = join(work, app);
+      await Deno.mkdir(dir);
+      const git = (...args: string[]) => run(["git", ...args], { cwd: dir, env: host.env });
+      await git("init", "--quiet", "-b", "main");
+      await Deno.writeTextFile(
+        join(dir, "deploy.yml"),
+        `name: ${app}\ntype: python\ncommand: python app.py\nwatch: 300ms\n` +
+          "healthCheck: { path: /health, window: 8s, interval: 200ms, successes: 2 }\n",
+      );
+      await Deno.writeTextFile(join(dir, "app.py"), binderApp(`${app}-v1`));
+      await Deno.writeTextFile(join(dir, "requirements.txt"), "# standard library only\n");
+      await git("add", "-A");
+      await git("commit", "--quiet", "-m", "v1");
+      const pushed = await git("push", `root@${host.address}:/var/repos/${app}.git`, "main");
+      assertEquals(pushed.code, 0, pushed.output);
+    }
+    const slotPort = async (app: string) =>
+      JSON.parse(await Deno.readTextFile(join(host.rootfs, `opt/deployments/${app}/route.json`))).port as number;
+    const [alphaSlot, betaSlot] = [await slotPort("alpha"), await slotPort("beta")];
+    // The instance's drop-in carries its own slot port; systemd parsed it (252 shows `tcp18042`, `udpany`).
+    const shown = await host.ssh("systemctl show -p SocketBindAllow -p SocketBindDeny alpha@blue.service");
+    assertEquals(shown.code, 0, shown.output);
+    assertMatch(shown.stdout, new RegExp(`^SocketBindAllow=tcp:?${alphaSlot}$`, "m"));
+    assertMatch(shown.stdout, /^SocketBindAllow=udp:?(any)?$/m);
+    assertMatch(shown.stdout, /^SocketBindDeny=any$/m);
+    // Apps still serve from inside it (they bind their PORT), and a UDP send works.
+    const ask = async (path: string) => await (await fetch(`http://${host.address}:${ports.alpha}${path}`)).text();
+    assertEquals(await ask("/"), "alpha-v1");
+    assertEquals(await ask("/udp"), "sent");
+    // Whether this systemd enforces it: built with its BPF framework, on cgroup v2.
+    const version = (await host.ssh("systemctl --version")).stdout;
+    const cgroup = (await host.ssh("stat -fc %T /sys/fs/cgroup")).stdout.trim();
+    const enforced = version.includes("+BPF_FRAMEWORK") && cgroup === "cgroup2fs";
+    const other = await ask(`/bind/${betaSlot}`);
+    const spare = await ask(`/bind/${betaSlot + 1000}`);
+    if (enforced) {
+      assertMatch(other, /^refused: Operation not permitted/);
+      assertMatch(spare, /^refused: Operation not permitted/);
+      console.log(`app-alpha binding beta's slot port ${betaSlot}: ${other}; its own port serves`);
+    } else {
+      console.log(
+        `this systemd does not enforce SocketBind* (${version.split("\n")[0]}, ${
+          /[+-]BPF_FRAMEWORK/.exec(version)?.[0]
+        }, ${cgroup}): app-alpha binding ${betaSlot}: ${other}; the deploy and proxy checks of the port's owner apply`,
+      );
+    }
+    // systemd-analyze security: no worse than the same instance without the SocketBind lines.
+    const dropIn = await Deno.readTextFile(join(host.rootfs, "etc/systemd/system/alpha@green.service.d/exec.conf"))
+      .catch(() => Deno.readTextFile(join(host.rootfs, "etc/systemd/system/alpha@blue.service.d/exec.conf")));
+    await Deno.writeTextFile(
+      join(host.rootfs, "etc/systemd/system/dpbefore@.service"),
+      await Deno.readTextFile(join(host.rootfs, "etc/systemd/system/alpha@.service")),
+    );
+    await Deno.mkdir(join(host.rootfs, "etc/systemd/system/dpbefore@blue.service.d"));
+    await Deno.writeTextFile(
+      join(host.rootfs, "etc/systemd/system/dpbefore@blue.service.d/exec.conf"),
+      dropIn.split("\n").filter((line) => !line.startsWith("SocketBind")).join("\n"),
+    );
+    await host.ssh("systemctl daemon-reload");
+    const [before, after] = [await exposure(host, "dpbefore@blue.service"), await exposure(host, "alpha@blue.service")];
+    console.log(`systemd-analyze security: without SocketBind* ${before.score}, with ${after.score} ${after.verdict}`);
+    assert(after.score <= before.score, JSON.stringify({ before, after }));
+  } finally {
+    await host.close();
+    await Deno.remove(work, { recursive: true });
+  }
+});
+
 Deno.test("PM2 server: apps under their own users (ps), no reading another's .env; a malicious postinstall fails the build", async () => {
   const id = crypto.randomUUID().slice(0, 6);
   const users = { alpha: `dpu${id}a`, beta: `dpu${id}b` };

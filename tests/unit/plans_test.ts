@@ -10,7 +10,7 @@ import { systemd, unitFile, unitQuote } from "../../src/managers/systemd.ts";
 import { type AppProcess, managerNamed, type Running } from "../../src/managers/mod.ts";
 import type { Runner } from "../../src/runner.ts";
 import { type ContainerSpec, runContainer, withDocker } from "../../src/managers/docker.ts";
-import { sandbox, templateUnit } from "../../src/managers/systemd.ts";
+import { execDropIn, sandbox, templateUnit, workerTemplate } from "../../src/managers/systemd.ts";
 import { asApp, INHERITED, inherited, toolEnv } from "../../src/deploy/runtime.ts";
 import { type AppUser, defaultUserName, handOver, sealCmds, unsealedCmd, useraddCmd } from "../../src/users.ts";
 import { sudoersDropIn } from "../../src/setup_users.ts";
@@ -627,6 +627,30 @@ Deno.test("systemd unit of an app with a user: User=, Group=, and the sandbox; w
   const template = templateUnit(appProcess({ user: USER, slot: "blue", cwd: "/srv/opt/deployments/web/slots/blue" }));
   assertMatch(template, /\nUser=app-web\nGroup=app-web\n/);
   assertMatch(template, /\nCapabilityBoundingSet=\n/);
+});
+
+Deno.test("systemd units bind only their own TCP port: the app's, each slot instance's; a worker none", () => {
+  const lines = (text: string) => text.split("\n").filter((line) => line.startsWith("SocketBind"));
+  // strategy: restart: the public port, which the app binds itself.
+  assertEquals(lines(unitFile(appProcess({ user: USER }))), [
+    "SocketBindAllow=udp",
+    "SocketBindAllow=tcp:8080",
+    "SocketBindDeny=any",
+  ]);
+  // Blue-green: the template allows nothing itself; each instance's drop-in allows its own slot port.
+  const slot = appProcess({ user: USER, slot: "green-2", env: { PORT: "41007", PATH: "/usr/bin" } });
+  assertEquals(lines(templateUnit(slot)), []);
+  assertEquals(lines(execDropIn(slot)), ["SocketBindAllow=udp", "SocketBindAllow=tcp:41007", "SocketBindDeny=any"]);
+  // A worker has no port: no TCP bind at all.
+  const worker = appProcess({
+    user: USER,
+    env: { PATH: "/usr/bin", INSTANCE: "1" },
+    worker: { type: "queue", instance: 1, stopTimeoutMs: 10_000 },
+  });
+  assertEquals(lines(workerTemplate(worker)), ["SocketBindAllow=udp", "SocketBindDeny=any"]);
+  // No user (a container's log follower, user: root): not confined.
+  assertEquals(lines(unitFile(appProcess())), []);
+  assertEquals(lines(execDropIn({ ...slot, user: undefined })), []);
 });
 
 Deno.test("pm2 definition of an app with a user: uid and gid (the daemon starts it as that user)", () => {
