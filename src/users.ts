@@ -77,13 +77,19 @@ export function forgetUsers(): void {
   cache.clear();
 }
 
-/** The passwd entry of `name`: uid, gid, and its primary group's name. */
-export function lookupUser(name: string): Omit<AppUser, "home"> | undefined {
+/** The passwd entry of `name`: uid, gid, and its primary group's name (`fresh`: asked again, not remembered). */
+export function lookupUser(name: string, fresh = false): Omit<AppUser, "home"> | undefined {
+  if (fresh) cache.delete(`passwd:${name}`);
   const entry = getent("passwd", name);
   if (!entry) return undefined;
   const uid = Number(entry[2]);
   const gid = Number(entry[3]);
   return { name: entry[0], uid, gid, group: getent("group", String(gid))?.[0] ?? String(gid) };
+}
+
+/** The name of the user with uid `uid`, if there is one. */
+export function userNameOf(uid: number): string | undefined {
+  return getent("passwd", String(uid))?.[0];
 }
 
 /** The gid of group `name`, if there is such a group. */

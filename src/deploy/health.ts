@@ -6,7 +6,9 @@ import { isAbsolute, join, relative } from "node:path";
 import type { HealthCheck } from "../config/schema.ts";
 import { exists } from "../fsutil.ts";
 import type { AppProcess, ProcessManager } from "../managers/mod.ts";
+import { heldBy, readListeners } from "../listeners.ts";
 import type { Runner } from "../runner.ts";
+import { userNameOf } from "../users.ts";
 import { Cancelled } from "./cancel.ts";
 import { type Clock, isoNow, SYSTEM_CLOCK } from "./context.ts";
 import type { Journal } from "./journal.ts";
@@ -92,9 +94,38 @@ async function probe(url: string, timeout: number): Promise<string | undefined> 
   }
 }
 
+/** Whose process must listen on the port a health check asks: a uid, and its name for messages. */
+export interface PortOwner {
+  uid: number;
+  name: string;
+}
+
+/**
+ * Who must hold the port of `process`: its user, or the deploying user (the process manager runs
+ * it as that user: root on a server). None for a container: docker's own proxy (root's) or its
+ * rules hold a container's port, not the app's uid.
+ */
+export function portOwner(process: AppProcess): PortOwner | undefined {
+  if (process.container) return undefined;
+  if (process.user) return { uid: process.user.uid, name: process.user.name };
+  const uid = Deno.uid();
+  return uid === null ? undefined : { uid, name: userNameOf(uid) ?? `uid ${uid}` };
+}
+
+/**
+ * Why the answers on `url`'s port are not `owner`'s: a listener of another uid on that port (see
+ * ../listeners.ts), in words; undefined when every listener there is the owner's.
+ */
+export async function portTaken(url: string, owner: PortOwner): Promise<string | undefined> {
+  const port = Number(new URL(url).port);
+  if (!port) return undefined;
+  return heldBy(await readListeners(), port, owner.uid, owner.name, userNameOf);
+}
+
 /**
  * Checks `target` as a step of the journal. On failure the message says what the checks saw and
- * the last lines the app wrote to `errorLog` since byte `since`.
+ * the last lines the app wrote to `errorLog` since byte `since`. With `owner`, the answers count
+ * only if nobody else listens on the port (another user's process would have answered them).
  */
 async function healthStep(
   journal: Journal,
@@ -103,13 +134,21 @@ async function healthStep(
   errorLog: string,
   since: number,
   name = "health",
+  owner?: PortOwner,
 ): Promise<HealthResult> {
   return await journal.step(
     name,
     async () => {
       const result = await checkHealth(target, check, journal.cancellation?.signal, journal.clock);
-      if (result.healthy) return result;
+      const taken = owner && await portTaken(target, owner);
+      if (result.healthy && !taken) return result;
       const appErrors = await linesSince(errorLog, since, 10);
+      if (taken) {
+        throw new Error(
+          `${taken}; what answered ${target} was not ${owner!.name}'s process` +
+            (appErrors.length ? `; the app's error.log says:\n${appErrors.map((l) => `    ${l}`).join("\n")}` : ""),
+        );
+      }
       throw new Error(
         `${target} did not answer 2xx ${check.successes} times in a row within ${check.window / 1000}s ` +
           `(${result.attempts} attempts: ${seenText(result)})` +
@@ -172,7 +211,7 @@ export async function startAndCheck(
 ): Promise<HealthResult> {
   const since = await fileSize(process.errorLog);
   await journal.step("start", () => runner.apply(manager.restart(process)), () => started);
-  return await healthStep(journal, url, check, process.errorLog, since);
+  return await healthStep(journal, url, check, process.errorLog, since, "health", portOwner(process));
 }
 
 /**

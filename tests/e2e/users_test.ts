@@ -645,6 +645,74 @@ process.exit(refused ? 1 : 0);
   }
 });
 
+Deno.test("PM2 server: a port another user's process holds fails the deploy's health check, naming who holds it", async () => {
+  const id = crypto.randomUUID().slice(0, 6);
+  const users = { squatter: `dpu${id}s`, beta: `dpu${id}b` };
+  const removers: (() => Promise<void>)[] = [];
+  let squatter: Deno.ChildProcess | undefined;
+  try {
+    for (const user of Object.values(users)) removers.push(await addTestUser(user));
+    await withServer(async (server) => {
+      for (const dir of [server.root, server.prefix]) {
+        await Deno.mkdir(dir, { recursive: true });
+        await Deno.chmod(dir, 0o755);
+      }
+      // strategy: restart: the app binds its public port itself, the port another app's process took.
+      const port = freePort();
+      const remote = await server.setupApp("beta", { port, manager: "pm2", strategy: "restart" });
+      await Deno.writeTextFile(server.paths("beta").config, `user: ${users.beta}\n`, { append: true });
+      const script = "import http.server\n" +
+        "class H(http.server.BaseHTTPRequestHandler):\n" +
+        "    def do_GET(self):\n" +
+        "        self.send_response(200); self.end_headers(); self.wfile.write(b'squatted')\n" +
+        "    def log_message(self, *a): pass\n" +
+        `http.server.HTTPServer(("127.0.0.1", ${port}), H).serve_forever()\n`;
+      squatter = new Deno.Command("setpriv", {
+        args: [
+          `--reuid=${users.squatter}`,
+          `--regid=${users.squatter}`,
+          "--init-groups",
+          "--",
+          "/usr/bin/python3", // not a PATH shim in root's home, which the user cannot read
+          "-c",
+          script,
+        ],
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      for (
+        let i = 0;
+        i < 100 && !("body" in await get(`http://127.0.0.1:${port}/health`));
+        i++
+      ) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assertEquals(await get(`http://127.0.0.1:${port}/health`), { status: 200, body: "squatted" });
+      const repo = await AppRepo.create(server, "beta", remote);
+      await repo.node("beta", "beta-v1");
+      const pushed = await repo.push();
+      const uid = (await run(["id", "-u", users.squatter])).stdout.trim();
+      assert(pushed.code !== 0, pushed.output);
+      assertMatch(
+        pushed.output,
+        new RegExp(
+          `port ${port} is held by ${users.squatter} \\(uid ${uid}\\), not ${users.beta}: another process took it`,
+        ),
+      );
+      assert(!/✓ deployed/.test(pushed.output), pushed.output);
+      console.log(pushed.output.split("\n").filter((line) => /held by/.test(line))[0]?.trim());
+    });
+  } finally {
+    if (squatter) {
+      try {
+        squatter.kill("SIGKILL");
+      } catch { /* gone */ }
+      await squatter.status;
+    }
+    for (const remove of removers) await remove();
+  }
+});
+
 Deno.test("docker app with a user: the container runs as its uid:gid, with no-new-privileges", async () => {
   const user = `dpu${crypto.randomUUID().slice(0, 6)}d`;
   const remove = await addTestUser(user);

@@ -1,0 +1,103 @@
+/**
+ * Who listens on a TCP port: the LISTEN sockets of /proc/net/tcp and /proc/net/tcp6 (this
+ * network namespace's), with the uid that created each. The deploy's health check and the proxy
+ * use it to refuse a port that another user's process holds (an app that took another app's port
+ * the moment its owner let go of it: a restart, a crash). Light on purpose (the proxy loads it).
+ * @module
+ */
+
+/** One listening TCP socket. */
+export interface Listener {
+  /** The local address, `127.0.0.1`, `0.0.0.0`, `::`, `::1`, `::ffff:127.0.0.1`. */
+  address: string;
+  port: number;
+  uid: number;
+}
+
+/** The state column's value of a listening socket (TCP_LISTEN). */
+const LISTEN = "0A";
+
+/**
+ * The LISTEN sockets of the text of /proc/net/tcp or /proc/net/tcp6 (header line skipped;
+ * malformed lines too). Addresses are in the kernel's byte order: each 32-bit word little-endian
+ * (the machines this runs on).
+ */
+export function parseListeners(text: string): Listener[] {
+  const found: Listener[] = [];
+  for (const line of text.split("\n")) {
+    // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode …
+    const fields = line.trim().split(/\s+/);
+    if (fields.length < 8 || fields[3] !== LISTEN || !fields[0].endsWith(":")) continue;
+    const [hex, portHex] = fields[1].split(":");
+    const port = parseInt(portHex ?? "", 16);
+    const uid = Number(fields[7]);
+    const address = decodeAddress(hex);
+    if (address === undefined || !(port > 0 && port < 65536) || !Number.isInteger(uid) || uid < 0) continue;
+    found.push({ address, port, uid });
+  }
+  return found;
+}
+
+/** 8 hex digits (IPv4) or 32 (IPv6), each 32-bit word little-endian, as text. */
+function decodeAddress(hex: string | undefined): string | undefined {
+  if (!hex || !/^(?:[0-9A-Fa-f]{8}){1,4}$/.test(hex) || hex.length === 16 || hex.length === 24) return undefined;
+  const bytes: number[] = [];
+  for (let word = 0; word < hex.length; word += 8) {
+    for (let i = 6; i >= 0; i -= 2) bytes.push(parseInt(hex.slice(word + i, word + i + 2), 16));
+  }
+  if (bytes.length === 4) return bytes.join(".");
+  if (bytes.slice(0, 10).every((b) => b === 0) && bytes[10] === 0xff && bytes[11] === 0xff) {
+    return `::ffff:${bytes.slice(12).join(".")}`;
+  }
+  const groups = [];
+  for (let i = 0; i < 16; i += 2) groups.push(((bytes[i] << 8) | bytes[i + 1]).toString(16));
+  // The longest run of two or more zero groups becomes `::`.
+  let best = [-1, 0];
+  for (let i = 0; i < 8; i++) {
+    let j = i;
+    while (j < 8 && groups[j] === "0") j++;
+    if (j - i > best[1] && j - i > 1) best = [i, j - i];
+    if (j > i) i = j;
+  }
+  if (best[0] < 0) return groups.join(":");
+  return `${groups.slice(0, best[0]).join(":")}::${groups.slice(best[0] + best[1]).join(":")}`;
+}
+
+/** The LISTEN sockets of this network namespace now (IPv4 and IPv6); none of a family /proc does not have. */
+export async function readListeners(): Promise<Listener[]> {
+  const texts = await Promise.all(
+    ["/proc/net/tcp", "/proc/net/tcp6"].map((path) => Deno.readTextFile(path).catch(() => "")),
+  );
+  return texts.flatMap(parseListeners);
+}
+
+/**
+ * The listeners on `port` created by a uid other than `uid`: any local address counts (the
+ * loopback and wildcard ones take the proxy's and the health check's connections; a specific one
+ * has no business on an app's port either).
+ */
+export function foreignListeners(listeners: readonly Listener[], port: number, uid: number): Listener[] {
+  return listeners.filter((l) => l.port === port && l.uid !== uid);
+}
+
+/**
+ * Why `port` is not `owner`'s (uid `uid`), in words, or undefined when no other uid listens on
+ * it: `port 18072 is held by app-alpha (uid 998), not app-beta: another process took it`.
+ * `nameOf` gives a uid's user name.
+ */
+export function heldBy(
+  listeners: readonly Listener[],
+  port: number,
+  uid: number,
+  owner: string,
+  nameOf: (uid: number) => string | undefined,
+): string | undefined {
+  const foreign = foreignListeners(listeners, port, uid);
+  if (!foreign.length) return undefined;
+  const uids = [...new Set(foreign.map((l) => l.uid))];
+  const who = uids.map((id) => {
+    const name = nameOf(id);
+    return name ? `${name} (uid ${id})` : `uid ${id}`;
+  }).join(" and ");
+  return `port ${port} is held by ${who}, not ${owner}: another process took it`;
+}
