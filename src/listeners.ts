@@ -24,9 +24,15 @@ const LISTEN = "0A";
  */
 export function parseListeners(text: string): Listener[] {
   const found: Listener[] = [];
-  for (const line of text.split("\n")) {
-    // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode …
-    const fields = line.trim().split(/\s+/);
+  // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid …: only LISTEN
+  // lines are split (a busy proxy's table is mostly connections; " 0A " is only ever the state).
+  let at = text.indexOf(` ${LISTEN} `);
+  while (at >= 0) {
+    const start = text.lastIndexOf("\n", at) + 1;
+    let end = text.indexOf("\n", at);
+    if (end < 0) end = text.length;
+    const fields = text.slice(start, end).trim().split(/\s+/);
+    at = text.indexOf(` ${LISTEN} `, end);
     if (fields.length < 8 || fields[3] !== LISTEN || !fields[0].endsWith(":")) continue;
     const [hex, portHex] = fields[1].split(":");
     const port = parseInt(portHex ?? "", 16);

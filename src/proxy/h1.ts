@@ -574,6 +574,8 @@ class Session {
 
   /** A connection to the app on `port` for a tunnel; fails with an {@link UpstreamError} (`connect`, `timeout`). */
   async connectApp(port: number): Promise<Deno.TcpConn> {
+    const refused = this.deps.pool.refusal(port);
+    if (refused) throw refused;
     const connecting = Deno.connect({ hostname: "127.0.0.1", port });
     let tcp: Deno.TcpConn | undefined;
     try {

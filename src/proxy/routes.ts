@@ -47,6 +47,12 @@ export interface Route {
   setCookie?: string;
   /** Why the app's canary.json is refused (every request goes to `target`), for the control op `canary`. */
   canaryProblem?: string;
+  /**
+   * The user whose processes must hold the target's ports (config.yml's `user:`, else the app's
+   * own `app-<name>`; `root`: uid 0): the proxy forwards to no port another uid listens on. None
+   * when that user does not exist (yet), and for docker apps (docker's own proxy holds their ports).
+   */
+  owner?: { uid: number; name: string };
 }
 
 /** The file in the app's directory that names its active target. */

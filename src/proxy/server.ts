@@ -40,6 +40,8 @@ import { controlSocketPath, describeTarget, type Route, type RouteTarget, target
 import { serveStatic } from "./static.ts";
 import { describeRoute, loadRoutes, RouteTable, type TrustCheck } from "./table.ts";
 import { UpstreamPool } from "./upstream.ts";
+import { heldBy, readListeners } from "../listeners.ts";
+import { userNameOf } from "../users.ts";
 
 /** Options of a {@link ProxyServer}. */
 export interface ProxyOptions {
@@ -101,6 +103,11 @@ export class ProxyServer {
   #gate?: Gate;
   #table = new RouteTable([]);
   #loaded = new Map<string, Route>();
+  /**
+   * Target ports another uid listens on (not the app's user: see {@link Route.owner}), with why:
+   * the pool connects to none of them (502). Found by each reload (every 2 s, and when told).
+   */
+  #taken = new Map<number, string>();
   /** Last problem logged per app, so the 2 s re-read does not repeat it. */
   #problems = new Map<string, string>();
   /** Per-port listeners of apps without domains. */
@@ -191,7 +198,11 @@ export class ProxyServer {
       this.#gate = new Gate(limits, this.#log);
       this.#gate.onOpen = () => this.#metrics.connectionOpened();
       this.#gate.onClose = () => this.#metrics.connectionClosed();
-      this.#pool = new UpstreamPool({ headerTimeoutMs: config.limits.upstreamTimeoutMs, unrefIdle: false });
+      this.#pool = new UpstreamPool({
+        headerTimeoutMs: config.limits.upstreamTimeoutMs,
+        unrefIdle: false,
+        refuse: (port) => this.#taken.get(port),
+      });
       this.#http1 = {
         handlerDeps: this.#handlerDeps,
         handler: this.#handle,
@@ -264,6 +275,7 @@ export class ProxyServer {
     const shared = routes.some((route) => route.domains.length > 0);
     const table = new RouteTable(routes);
     for (const [app, line] of table.conflicts) problems.set(app, line);
+    this.#taken = await portsTaken(table, problems);
     for (const [app, line] of problems) this.#problem(app, line);
     // Keys that are not app names (`*`, `:80`, `#metrics`) are the proxy's own and cleared where they arise.
     for (const app of this.#problems.keys()) {
@@ -537,4 +549,27 @@ export async function runProxy(options: { host: string; root?: string }): Promis
   } finally {
     for (const [signal, listener] of listeners) Deno.removeSignalListener(signal, listener);
   }
+}
+
+/**
+ * The target ports of `table` that a uid other than their app's user listens on (an app that took
+ * another's slot port when its process crashed or stopped), read from /proc once, with why; each
+ * adds a line to its app's `problems` (logged once, and its end too).
+ */
+async function portsTaken(table: RouteTable, problems: Map<string, string>): Promise<Map<number, string>> {
+  const taken = new Map<number, string>();
+  const owned = table.routes.filter((route) => route.owner);
+  if (!owned.length) return taken;
+  const listeners = await readListeners();
+  for (const route of owned) {
+    const ports = new Set([...targetPorts(route.target), ...targetPorts(route.canary?.split.target)]);
+    for (const port of ports) {
+      const why = heldBy(listeners, port, route.owner!.uid, route.owner!.name, userNameOf);
+      if (!why) continue;
+      taken.set(port, why);
+      const line = `${route.app}: ${why}; the proxy does not forward to it (502)`;
+      problems.set(route.app, problems.has(route.app) ? `${problems.get(route.app)}\n${line}` : line);
+    }
+  }
+  return taken;
 }

@@ -16,6 +16,7 @@ import { loadCanarySplit, withCanary } from "./canary.ts";
 import { describeMaintenance, loadMaintenance, sameMaintenance } from "./maintenance.ts";
 import { describeTarget, readRoute, type Route, ROUTE_FILE, type RouteTarget } from "./routes.ts";
 import { DeployParadigmError } from "../errors.ts";
+import { defaultUserName, lookupUser } from "../users.ts";
 
 /** Throws when a file must not be trusted (owner, mode); see `trustedFile` in ./config.ts. */
 export type TrustCheck = (path: string) => Promise<void>;
@@ -25,6 +26,33 @@ export interface LoadedRoutes {
   routes: Route[];
   /** One line per app that has a problem (what it keeps is said). */
   problems: Map<string, string>;
+}
+
+/** A user looked up, by name, and when: a name with no user is asked again after {@link OWNER_RETRY_MS}. */
+const OWNERS = new Map<string, { uid?: number; at: number }>();
+const OWNER_RETRY_MS = 30_000;
+
+/** The uid of user `name` (looked up again after {@link OWNER_RETRY_MS} while there is none). */
+function uidOf(name: string): number | undefined {
+  if (name === "root") return 0;
+  const known = OWNERS.get(name);
+  if (known && (known.uid !== undefined || Date.now() - known.at < OWNER_RETRY_MS)) return known.uid;
+  const uid = lookupUser(name, known !== undefined)?.uid;
+  if (OWNERS.size > 10_000) OWNERS.clear();
+  OWNERS.set(name, { uid, at: Date.now() });
+  return uid;
+}
+
+/**
+ * Whose processes must hold the ports of `app` (see {@link Route.owner}): config.yml's `user:` (read
+ * as it is: not a routing key, a bad one is the default's), app-<name> and root; undefined when unknown.
+ */
+function ownerOf(app: string, config: { user?: unknown }): Route["owner"] {
+  const name = typeof config.user === "string" ? config.user : defaultUserName(app);
+  const uid = uidOf(name);
+  if (uid === undefined) return undefined;
+  const own = uidOf(defaultUserName(app));
+  return { uids: [...new Set([uid, ...(own === undefined ? [] : [own]), 0])], name };
 }
 
 /** config.yml parsed last time, by path: re-reads every 2 s skip YAML and the schema when the text is unchanged. */
@@ -121,6 +149,8 @@ export async function loadRoutes(
       slot: slotOf(config.slots, target),
       ...(maintenance ? { maintenance } : {}),
     };
+    const owner = target && !("dir" in target) ? ownerOf(app, config) : undefined;
+    if (owner) route.owner = owner;
     try {
       // A canary that cannot apply is logged; the app's requests all go to its stable target.
       if ("error" in split) throw split.error;

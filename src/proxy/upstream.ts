@@ -77,6 +77,12 @@ export interface UpstreamOptions {
   unrefIdle?: boolean;
   /** Longest time from the request to the response head, connecting included (default 60 s) → `timeout`. */
   headerTimeoutMs?: number;
+  /**
+   * Why the proxy must not connect to `port` now (another user's process holds it: see
+   * ../listeners.ts), or undefined. A refused port fails as a refused connection (502, or the
+   * next instance); its idle connections are not reused. Called per request: a lookup, no I/O.
+   */
+  refuse?: (port: number) => string | undefined;
   /** Largest response head accepted (default 64 KiB) → `protocol`. */
   maxHeaderBytes?: number;
 }
@@ -111,6 +117,7 @@ export class UpstreamPool {
   readonly #idleMs: number;
   readonly #headerTimeoutMs: number;
   readonly #maxHeaderBytes: number;
+  readonly #refuse?: (port: number) => string | undefined;
   /** Idle connections per port, oldest first. */
   readonly #idle = new Map<number, Connection[]>();
   /** Every open connection, idle or busy. */
@@ -128,6 +135,7 @@ export class UpstreamPool {
     this.#idleMs = options.idleMs ?? 30_000;
     this.#headerTimeoutMs = options.headerTimeoutMs ?? 60_000;
     this.#maxHeaderBytes = options.maxHeaderBytes ?? 64 * 1024;
+    this.#refuse = options.refuse;
     this.#tickMs = Math.max(MIN_TICK_MS, Math.min(MAX_TICK_MS, this.#idleMs / 4, this.#headerTimeoutMs / 10));
     this.#slots = this.#makeSlots();
   }
@@ -182,6 +190,18 @@ export class UpstreamPool {
     return new Call(this.#slots, port, req).run();
   }
 
+  /**
+   * Why connections to `port` are refused now (its options' `refuse`), or undefined; throws it as
+   * an {@link UpstreamError} `connect` whose cause is a refused connection.
+   */
+  refusal(port: number): UpstreamError | undefined {
+    const why = this.#refuse?.(port);
+    if (why === undefined) return undefined;
+    return new UpstreamError("connect", `cannot connect to 127.0.0.1:${port}: ${why}`, {
+      cause: new Deno.errors.ConnectionRefused(why),
+    });
+  }
+
   /** Idle connections to `port` now. */
   idle(port: number): number {
     return this.#idle.get(port)?.length ?? 0;
@@ -202,6 +222,7 @@ export class UpstreamPool {
   #makeSlots(): Slots {
     return {
       take: (port) => {
+        if (this.#refuse?.(port) !== undefined) return undefined; // connect says why
         const list = this.#idle.get(port);
         const conn = list?.pop();
         if (conn) conn.wake();
@@ -214,6 +235,8 @@ export class UpstreamPool {
       },
       unwatch: (call) => this.#waiting.delete(call),
       connect: async (port) => {
+        const refused = this.refusal(port);
+        if (refused) throw refused;
         const tcp = await Deno.connect({ hostname: "127.0.0.1", port });
         if (this.#closed) {
           tcp.close();

@@ -645,6 +645,106 @@ process.exit(refused ? 1 : 0);
   }
 });
 
+/** A Python HTTP server as `user` on 127.0.0.1:`port` that answers `squatted`; resolves once it answers. */
+async function squat(user: string, port: number): Promise<Deno.ChildProcess> {
+  const script = "import http.server\n" +
+    "class H(http.server.BaseHTTPRequestHandler):\n" +
+    "    def do_GET(self):\n" +
+    "        self.send_response(200); self.end_headers(); self.wfile.write(b'squatted')\n" +
+    "    def log_message(self, *a): pass\n" +
+    `http.server.HTTPServer(("127.0.0.1", ${port}), H).serve_forever()\n`;
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const child = new Deno.Command("setpriv", {
+      // /usr/bin/python3: not a PATH shim in root's home, which the user cannot read.
+      args: [`--reuid=${user}`, `--regid=${user}`, "--init-groups", "--", "/usr/bin/python3", "-c", script],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    for (let i = 0; i < 30; i++) {
+      const answer = await get(`http://127.0.0.1:${port}/health`);
+      if ("body" in answer && answer.body === "squatted") return child;
+      const exited = await Promise.race([child.status.then(() => true), new Promise((r) => setTimeout(r, 100, false))]);
+      if (exited) break; // the port was not free yet: again
+    }
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+    await child.status;
+  }
+  throw new Error(`could not take port ${port} as ${user}`);
+}
+
+/** Stops `child` (SIGKILL) and waits for it. */
+async function stopChild(child: Deno.ChildProcess | undefined): Promise<void> {
+  if (!child) return;
+  try {
+    child.kill("SIGKILL");
+  } catch { /* gone */ }
+  await child.status;
+}
+
+Deno.test("PM2 server: the proxy refuses a slot port another user's process took when the app's process stopped (502), and forwards again once the app has it back", async () => {
+  const id = crypto.randomUUID().slice(0, 6);
+  const users = { squatter: `dpu${id}s`, beta: `dpu${id}b` };
+  const removers: (() => Promise<void>)[] = [];
+  let squatter: Deno.ChildProcess | undefined;
+  try {
+    for (const user of Object.values(users)) removers.push(await addTestUser(user));
+    await withServer(async (server) => {
+      for (const dir of [server.root, server.prefix]) {
+        await Deno.mkdir(dir, { recursive: true });
+        await Deno.chmod(dir, 0o755);
+      }
+      const port = freePort();
+      const remote = await server.setupApp("beta", { port, manager: "pm2" });
+      await Deno.writeTextFile(server.paths("beta").config, `user: ${users.beta}\n`, { append: true });
+      const repo = await AppRepo.create(server, "beta", remote);
+      await repo.node("beta", "beta-v1");
+      await repo.pushOk();
+      assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "beta-v1" });
+      const slot = JSON.parse(await Deno.readTextFile(join(server.paths("beta").dir, "route.json"))).port as number;
+      // beta's process goes away (a crash; here a stop), and another user's process takes its slot port.
+      const stopped = await run(["pm2", "stop", "beta-blue"], { env: server.env });
+      assertEquals(stopped.code, 0, stopped.output);
+      squatter = await squat(users.squatter, slot);
+      const uid = (await run(["id", "-u", users.squatter])).stdout.trim();
+      const until = async (ok: (answer: Awaited<ReturnType<typeof get>>) => boolean) => {
+        let answer = await get(`http://127.0.0.1:${port}/`);
+        for (let i = 0; i < 80 && !ok(answer); i++) {
+          await new Promise((r) => setTimeout(r, 100));
+          answer = await get(`http://127.0.0.1:${port}/`);
+        }
+        return answer;
+      };
+      // Within one re-read of the routes (2 s), the proxy stops forwarding there: 502, the usual page.
+      const refused = await until((answer) => "status" in answer && answer.status === 502);
+      assert("status" in refused && refused.status === 502, JSON.stringify(refused));
+      assert(!refused.body.includes("squatted"), refused.body);
+      for (let i = 0; i < 5; i++) {
+        const again = await get(`http://127.0.0.1:${port}/`);
+        assert("status" in again && again.status === 502 && !again.body.includes("squatted"), JSON.stringify(again));
+      }
+      const line = new RegExp(
+        `beta: port ${slot} is held by ${users.squatter} \\(uid ${uid}\\), not ${users.beta}: another process took it`,
+      );
+      assertMatch(server.proxyLog, line);
+      assertEquals(server.proxyLog.split("\n").filter((l) => line.test(l)).length, 1, "logged once");
+      console.log(server.proxyLog.split("\n").find((l) => line.test(l))?.trim());
+      // The squatter goes, beta's process comes back: forwarded again.
+      await stopChild(squatter);
+      squatter = undefined;
+      const started = await run(["pm2", "start", "beta-blue"], { env: server.env });
+      assertEquals(started.code, 0, started.output);
+      const back = await until((answer) => "body" in answer && answer.body === "beta-v1");
+      assertEquals(back, { status: 200, body: "beta-v1" });
+      assertMatch(server.proxyLog, /beta: the problem logged before is gone/);
+    });
+  } finally {
+    await stopChild(squatter);
+    for (const remove of removers) await remove();
+  }
+});
+
 Deno.test("PM2 server: a port another user's process holds fails the deploy's health check, naming who holds it", async () => {
   const id = crypto.randomUUID().slice(0, 6);
   const users = { squatter: `dpu${id}s`, beta: `dpu${id}b` };
@@ -661,32 +761,7 @@ Deno.test("PM2 server: a port another user's process holds fails the deploy's he
       const port = freePort();
       const remote = await server.setupApp("beta", { port, manager: "pm2", strategy: "restart" });
       await Deno.writeTextFile(server.paths("beta").config, `user: ${users.beta}\n`, { append: true });
-      const script = "import http.server\n" +
-        "class H(http.server.BaseHTTPRequestHandler):\n" +
-        "    def do_GET(self):\n" +
-        "        self.send_response(200); self.end_headers(); self.wfile.write(b'squatted')\n" +
-        "    def log_message(self, *a): pass\n" +
-        `http.server.HTTPServer(("127.0.0.1", ${port}), H).serve_forever()\n`;
-      squatter = new Deno.Command("setpriv", {
-        args: [
-          `--reuid=${users.squatter}`,
-          `--regid=${users.squatter}`,
-          "--init-groups",
-          "--",
-          "/usr/bin/python3", // not a PATH shim in root's home, which the user cannot read
-          "-c",
-          script,
-        ],
-        stdout: "null",
-        stderr: "null",
-      }).spawn();
-      for (
-        let i = 0;
-        i < 100 && !("body" in await get(`http://127.0.0.1:${port}/health`));
-        i++
-      ) {
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      squatter = await squat(users.squatter, port);
       assertEquals(await get(`http://127.0.0.1:${port}/health`), { status: 200, body: "squatted" });
       const repo = await AppRepo.create(server, "beta", remote);
       await repo.node("beta", "beta-v1");
@@ -703,12 +778,7 @@ Deno.test("PM2 server: a port another user's process holds fails the deploy's he
       console.log(pushed.output.split("\n").filter((line) => /held by/.test(line))[0]?.trim());
     });
   } finally {
-    if (squatter) {
-      try {
-        squatter.kill("SIGKILL");
-      } catch { /* gone */ }
-      await squatter.status;
-    }
+    await stopChild(squatter);
     for (const remove of removers) await remove();
   }
 });

@@ -883,3 +883,20 @@ Deno.test("upstream: the time to the response head counts from the end of a slow
     assertEquals(await (await get("/", { method: "POST", body })).text(), "received");
   }, { headerTimeoutMs: 500 });
 });
+
+Deno.test("upstream: a port the pool's refuse names is not connected to (a refused connect), nor its idle connections reused", async () => {
+  const refused = new Map<number, string>();
+  await withNode(async ({ pool, app, get }) => {
+    assertEquals((await get("/ok")).status, 200);
+    assertEquals(pool.idle(app.port), 1);
+    refused.set(app.port, `port ${app.port} is held by app-alpha (uid 998), not app-beta: another process took it`);
+    await rejects(get("/ok"), (error) => {
+      assert(error instanceof UpstreamError && error.kind === "connect", String(error));
+      assert(error.cause instanceof Deno.errors.ConnectionRefused, String(error.cause));
+      assert(error.message.includes("held by app-alpha"), error.message);
+      return true;
+    });
+    refused.clear();
+    assertEquals(await (await get("/ok")).text(), "ok");
+  }, { refuse: (port) => refused.get(port) });
+});
