@@ -78,12 +78,17 @@ export async function readListeners(): Promise<Listener[]> {
 }
 
 /**
- * The listeners on `port` created by a uid other than `uid`: any local address counts (the
- * loopback and wildcard ones take the proxy's and the health check's connections; a specific one
- * has no business on an app's port either).
+ * The listeners on `port` created by a uid other than `uid` (or than all of `uid`'s): any local
+ * address counts (the loopback and wildcard ones take the proxy's and the health check's
+ * connections; a specific one has no business on an app's port either).
  */
-export function foreignListeners(listeners: readonly Listener[], port: number, uid: number): Listener[] {
-  return listeners.filter((l) => l.port === port && l.uid !== uid);
+export function foreignListeners(
+  listeners: readonly Listener[],
+  port: number,
+  uid: number | readonly number[],
+): Listener[] {
+  const own = typeof uid === "number" ? [uid] : uid;
+  return listeners.filter((l) => l.port === port && !own.includes(l.uid));
 }
 
 /**
@@ -94,7 +99,7 @@ export function foreignListeners(listeners: readonly Listener[], port: number, u
 export function heldBy(
   listeners: readonly Listener[],
   port: number,
-  uid: number,
+  uid: number | readonly number[],
   owner: string,
   nameOf: (uid: number) => string | undefined,
 ): string | undefined {

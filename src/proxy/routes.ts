@@ -49,10 +49,12 @@ export interface Route {
   canaryProblem?: string;
   /**
    * The user whose processes must hold the target's ports (config.yml's `user:`, else the app's
-   * own `app-<name>`; `root`: uid 0): the proxy forwards to no port another uid listens on. None
-   * when that user does not exist (yet), and for docker apps (docker's own proxy holds their ports).
+   * own `app-<name>`; `root`: uid 0), named by `name`: the proxy forwards to no port that a uid
+   * not in `uids` listens on. `uids` are that user's, the app's own `app-<name>`'s (a process
+   * started before `user:` was set) and root's (docker's proxy, which publishes a container's
+   * port; a process of root's may do anything anyway). None when that user does not exist (yet).
    */
-  owner?: { uid: number; name: string };
+  owner?: { uids: number[]; name: string };
 }
 
 /** The file in the app's directory that names its active target. */

@@ -564,7 +564,7 @@ async function portsTaken(table: RouteTable, problems: Map<string, string>): Pro
   for (const route of owned) {
     const ports = new Set([...targetPorts(route.target), ...targetPorts(route.canary?.split.target)]);
     for (const port of ports) {
-      const why = heldBy(listeners, port, route.owner!.uid, route.owner!.name, userNameOf);
+      const why = heldBy(listeners, port, route.owner!.uids, route.owner!.name, userNameOf);
       if (!why) continue;
       taken.set(port, why);
       const line = `${route.app}: ${why}; the proxy does not forward to it (502)`;

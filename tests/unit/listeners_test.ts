@@ -62,6 +62,10 @@ Deno.test("foreignListeners and heldBy: another uid on the app's port is named; 
   );
   assertMatch(heldBy(all, 18098, 998, "app-alpha", nameOf)!, /^port 18098 is held by uid 996, not app-alpha/);
   assertMatch(heldBy(all, 18099, 998, "app-alpha", nameOf)!, /held by uid 995/);
+  // Several uids may hold it (the proxy's: the app's user, its own app-<name>, root).
+  assertEquals(heldBy(all, 18096, [997, 998, 0], "app-beta", nameOf), undefined);
+  assertEquals(foreignListeners(all, 2024, [997, 0]), []);
+  assertEquals(foreignListeners(all, 2024, [997]).map((l) => l.address), ["0.0.0.0"]);
 });
 
 Deno.test("readListeners: a listener of this process is found with its port and our uid", async () => {
