@@ -149,7 +149,7 @@ export async function loadRoutes(
       slot: slotOf(config.slots, target),
       ...(maintenance ? { maintenance } : {}),
     };
-    const owner = target && !("dir" in target) ? ownerOf(app, config) : undefined;
+    const owner = target && !("dir" in target) ? ownerOf(app, config as { user?: unknown }) : undefined;
     if (owner) route.owner = owner;
     try {
       // A canary that cannot apply is logged; the app's requests all go to its stable target.
