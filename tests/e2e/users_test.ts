@@ -518,7 +518,8 @@ Deno.test("systemd host: an app's units may bind only their own port (SocketBind
     } else {
       // Not enforced here (the README says which systemd enforces it): the bind goes through, and it is the
       // deploy's and the proxy's owner checks (tests below) that keep beta's traffic from alpha.
-      assertEquals([other, spare], ["bound", "bound"]);
+      assertEquals(spare, "bound");
+      assertMatch(other, /^(bound|refused: Address already in use)$/);
       console.log(
         `this systemd does not enforce SocketBind* (${version.split("\n")[0]}, ${
           /[+-]BPF_FRAMEWORK/.exec(version)?.[0]
