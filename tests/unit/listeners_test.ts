@@ -78,3 +78,30 @@ Deno.test("readListeners: a listener of this process is found with its port and 
     server.close();
   }
 });
+
+Deno.test("readListeners reads up to the first socket that does not listen: the same listeners as the whole files", async () => {
+  const listeners = [Deno.listen({ hostname: "127.0.0.1", port: 0 }), Deno.listen({ hostname: "127.0.0.1", port: 0 })];
+  const accepted: Deno.Conn[] = [];
+  const accepting = listeners.map(async (l) => {
+    for await (const conn of l) accepted.push(conn);
+  });
+  const conns: Deno.Conn[] = [];
+  try {
+    // Connections (two sockets each) between the listeners in the kernel's table, and one listener made after them.
+    for (let i = 0; i < 300; i++) {
+      conns.push(await Deno.connect({ hostname: "127.0.0.1", port: (listeners[i % 2].addr as Deno.NetAddr).port }));
+    }
+    listeners.push(Deno.listen({ hostname: "127.0.0.1", port: 0 }));
+    const whole = async (path: string) => parseListeners(await Deno.readTextFile(path).catch(() => ""));
+    const key = (l: Listener) => `${l.address}:${l.port}:${l.uid}`;
+    const all = [...await whole("/proc/net/tcp"), ...await whole("/proc/net/tcp6")].map(key).sort();
+    assertEquals((await readListeners()).map(key).sort(), all);
+    for (const l of listeners) {
+      assertEquals(all.filter((k) => k.includes(`:${(l.addr as Deno.NetAddr).port}:`)).length, 1);
+    }
+  } finally {
+    for (const conn of [...conns, ...accepted]) conn.close();
+    for (const l of listeners) l.close();
+    await Promise.allSettled(accepting);
+  }
+});
