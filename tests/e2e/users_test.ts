@@ -19,7 +19,7 @@ import { AppRepo, nodeApp, pythonApp } from "../helpers/apps.ts";
 import { addTestUser, must } from "../helpers/host.ts";
 import { SystemdHost } from "../helpers/nspawn.ts";
 import { commitDockerApp, withEngine } from "../helpers/docker.ts";
-import { BIN, freePort, get, run, withServer } from "../helpers/server.ts";
+import { BIN, freePort, get, run, type TestServer, withServer } from "../helpers/server.ts";
 import { CertificateStore } from "../../src/proxy/certs.ts";
 
 /** Runs `command` on the host as `user` (its groups too), through setpriv. */
@@ -687,7 +687,19 @@ async function stopChild(child: Deno.ChildProcess | undefined): Promise<void> {
   await child.status;
 }
 
-Deno.test("PM2 server: the proxy refuses a slot port another user's process took when the app's process stopped (502), and forwards again once the app has it back", async () => {
+/**
+ * A PM2 test server whose directories two new test users can reach, app beta set up there on
+ * `options` as the beta user's, and `take(port)`: that port taken by the squatter user's process
+ * (stopped at the end, as are the users removed).
+ */
+async function withSquatter(
+  options: { strategy?: "restart" },
+  fn: (
+    t: { server: TestServer; port: number; remote: string; users: { squatter: string; beta: string } },
+    take: (port: number) => Promise<void>,
+    release: () => Promise<void>,
+  ) => Promise<void>,
+): Promise<void> {
   const id = crypto.randomUUID().slice(0, 6);
   const users = { squatter: `dpu${id}s`, beta: `dpu${id}b` };
   const removers: (() => Promise<void>)[] = [];
@@ -700,91 +712,84 @@ Deno.test("PM2 server: the proxy refuses a slot port another user's process took
         await Deno.chmod(dir, 0o755);
       }
       const port = freePort();
-      const remote = await server.setupApp("beta", { port, manager: "pm2" });
+      const remote = await server.setupApp("beta", { port, manager: "pm2", ...options });
       await Deno.writeTextFile(server.paths("beta").config, `user: ${users.beta}\n`, { append: true });
-      const repo = await AppRepo.create(server, "beta", remote);
-      await repo.node("beta", "beta-v1");
-      await repo.pushOk();
-      assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "beta-v1" });
-      const slot = JSON.parse(await Deno.readTextFile(join(server.paths("beta").dir, "route.json"))).port as number;
-      // beta's process goes away (a crash; here a stop), and another user's process takes its slot port.
-      const stopped = await run(["pm2", "stop", "beta-blue"], { env: server.env });
-      assertEquals(stopped.code, 0, stopped.output);
-      squatter = await squat(users.squatter, slot);
-      const uid = (await run(["id", "-u", users.squatter])).stdout.trim();
-      const until = async (ok: (answer: Awaited<ReturnType<typeof get>>) => boolean) => {
-        let answer = await get(`http://127.0.0.1:${port}/`);
-        for (let i = 0; i < 80 && !ok(answer); i++) {
-          await new Promise((r) => setTimeout(r, 100));
-          answer = await get(`http://127.0.0.1:${port}/`);
-        }
-        return answer;
-      };
-      // Within one re-read of the routes (2 s), the proxy stops forwarding there: 502, the usual page.
-      const refused = await until((answer) => "status" in answer && answer.status === 502);
-      assert("status" in refused && refused.status === 502, JSON.stringify(refused));
-      assert(!refused.body.includes("squatted"), refused.body);
-      for (let i = 0; i < 5; i++) {
-        const again = await get(`http://127.0.0.1:${port}/`);
-        assert("status" in again && again.status === 502 && !again.body.includes("squatted"), JSON.stringify(again));
-      }
-      const line = new RegExp(
-        `beta: port ${slot} is held by ${users.squatter} \\(uid ${uid}\\), not ${users.beta}: another process took it`,
-      );
-      assertMatch(server.proxyLog, line);
-      assertEquals(server.proxyLog.split("\n").filter((l) => line.test(l)).length, 1, "logged once");
-      console.log(server.proxyLog.split("\n").find((l) => line.test(l))?.trim());
-      // The squatter goes, beta's process comes back: forwarded again.
-      await stopChild(squatter);
-      squatter = undefined;
-      const started = await run(["pm2", "start", "beta-blue"], { env: server.env });
-      assertEquals(started.code, 0, started.output);
-      const back = await until((answer) => "body" in answer && answer.body === "beta-v1");
-      assertEquals(back, { status: 200, body: "beta-v1" });
-      assertMatch(server.proxyLog, /beta: the problem logged before is gone/);
+      await fn({ server, port, remote, users }, async (taken) => {
+        squatter = await squat(users.squatter, taken);
+      }, async () => {
+        await stopChild(squatter);
+        squatter = undefined;
+      });
     });
   } finally {
     await stopChild(squatter);
     for (const remove of removers) await remove();
   }
+}
+
+Deno.test("PM2 server: the proxy refuses a slot port another user's process took when the app's process stopped (502), and forwards again once the app has it back", async () => {
+  await withSquatter({}, async ({ server, port, remote, users }, take, release) => {
+    const repo = await AppRepo.create(server, "beta", remote);
+    await repo.node("beta", "beta-v1");
+    await repo.pushOk();
+    assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "beta-v1" });
+    const slot = JSON.parse(await Deno.readTextFile(join(server.paths("beta").dir, "route.json"))).port as number;
+    // beta's process goes away (a crash; here a stop), and another user's process takes its slot port.
+    const stopped = await run(["pm2", "stop", "beta-blue"], { env: server.env });
+    assertEquals(stopped.code, 0, stopped.output);
+    await take(slot);
+    const uid = (await run(["id", "-u", users.squatter])).stdout.trim();
+    const until = async (ok: (answer: Awaited<ReturnType<typeof get>>) => boolean) => {
+      let answer = await get(`http://127.0.0.1:${port}/`);
+      for (let i = 0; i < 80 && !ok(answer); i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        answer = await get(`http://127.0.0.1:${port}/`);
+      }
+      return answer;
+    };
+    // Within one re-read of the routes (2 s), the proxy stops forwarding there: 502, the usual page.
+    const refused = await until((answer) => "status" in answer && answer.status === 502);
+    assert("status" in refused && refused.status === 502, JSON.stringify(refused));
+    assert(!refused.body.includes("squatted"), refused.body);
+    for (let i = 0; i < 5; i++) {
+      const again = await get(`http://127.0.0.1:${port}/`);
+      assert("status" in again && again.status === 502 && !again.body.includes("squatted"), JSON.stringify(again));
+    }
+    const line = new RegExp(
+      `beta: port ${slot} is held by ${users.squatter} \\(uid ${uid}\\), not ${users.beta}: another process took it`,
+    );
+    assertMatch(server.proxyLog, line);
+    assertEquals(server.proxyLog.split("\n").filter((l) => line.test(l)).length, 1, "logged once");
+    console.log(server.proxyLog.split("\n").find((l) => line.test(l))?.trim());
+    // The squatter goes, beta's process comes back: forwarded again.
+    await release();
+    const started = await run(["pm2", "start", "beta-blue"], { env: server.env });
+    assertEquals(started.code, 0, started.output);
+    const back = await until((answer) => "body" in answer && answer.body === "beta-v1");
+    assertEquals(back, { status: 200, body: "beta-v1" });
+    assertMatch(server.proxyLog, /beta: the problem logged before is gone/);
+  });
 });
 
 Deno.test("PM2 server: a port another user's process holds fails the deploy's health check, naming who holds it", async () => {
-  const id = crypto.randomUUID().slice(0, 6);
-  const users = { squatter: `dpu${id}s`, beta: `dpu${id}b` };
-  const removers: (() => Promise<void>)[] = [];
-  let squatter: Deno.ChildProcess | undefined;
-  try {
-    for (const user of Object.values(users)) removers.push(await addTestUser(user));
-    await withServer(async (server) => {
-      for (const dir of [server.root, server.prefix]) {
-        await Deno.mkdir(dir, { recursive: true });
-        await Deno.chmod(dir, 0o755);
-      }
-      // strategy: restart: the app binds its public port itself, the port another app's process took.
-      const port = freePort();
-      const remote = await server.setupApp("beta", { port, manager: "pm2", strategy: "restart" });
-      await Deno.writeTextFile(server.paths("beta").config, `user: ${users.beta}\n`, { append: true });
-      squatter = await squat(users.squatter, port);
-      assertEquals(await get(`http://127.0.0.1:${port}/health`), { status: 200, body: "squatted" });
-      const repo = await AppRepo.create(server, "beta", remote);
-      await repo.node("beta", "beta-v1");
-      const pushed = await repo.push();
-      const uid = (await run(["id", "-u", users.squatter])).stdout.trim();
-      assert(pushed.code !== 0, pushed.output);
-      assertMatch(
-        pushed.output,
-        new RegExp(
-          `port ${port} is held by ${users.squatter} \\(uid ${uid}\\), not ${users.beta}: another process took it`,
-        ),
-      );
-      assert(!/✓ deployed/.test(pushed.output), pushed.output);
-      console.log(pushed.output.split("\n").filter((line) => /held by/.test(line))[0]?.trim());
-    });
-  } finally {
-    await stopChild(squatter);
-    for (const remove of removers) await remove();
-  }
+  // strategy: restart: the app binds its public port itself, the port another app's process took.
+  await withSquatter({ strategy: "restart" }, async ({ server, port, remote, users }, take) => {
+    await take(port);
+    assertEquals(await get(`http://127.0.0.1:${port}/health`), { status: 200, body: "squatted" });
+    const repo = await AppRepo.create(server, "beta", remote);
+    await repo.node("beta", "beta-v1");
+    const pushed = await repo.push();
+    const uid = (await run(["id", "-u", users.squatter])).stdout.trim();
+    assert(pushed.code !== 0, pushed.output);
+    assertMatch(
+      pushed.output,
+      new RegExp(
+        `port ${port} is held by ${users.squatter} \\(uid ${uid}\\), not ${users.beta}: another process took it`,
+      ),
+    );
+    assert(!/✓ deployed/.test(pushed.output), pushed.output);
+    console.log(pushed.output.split("\n").filter((line) => /held by/.test(line))[0]?.trim());
+  });
 });
 
 Deno.test("docker app with a user: the container runs as its uid:gid, with no-new-privileges", async () => {

@@ -6,17 +6,7 @@
 import { assertEquals, assertMatch } from "../helpers/assert.ts";
 import { commit, deploy, git, logLength, withWorld, ZEROS } from "../helpers/pipeline_world.ts";
 import { executeCommand, refArgs } from "../../src/commands/execute.ts";
-import { UsageError } from "../../src/errors.ts";
-
-async function usage(fn: () => Promise<unknown>): Promise<string> {
-  try {
-    await fn();
-  } catch (error) {
-    if (error instanceof UsageError) return error.message;
-    throw error;
-  }
-  throw new Error("no usage error");
-}
+import { usageMessage } from "../helpers/usage.ts";
 
 Deno.test("execute --ref main deploys and moves refs/heads/main; --old defaults to where it is", async () => {
   await withWorld("restart", async (w) => {
@@ -40,10 +30,10 @@ Deno.test("execute: a --ref that is no branch, or an --old that is no full sha, 
     const before = await logLength(w);
     const run = (opts: Record<string, string>) => () =>
       executeCommand.run({ args: [w.repo, c1], opts } as unknown as Parameters<typeof executeCommand.run>[0]);
-    assertMatch(await usage(run({ ref: "main", old: "abc123" })), /--old "abc123" is not a full commit sha/);
-    assertMatch(await usage(run({ ref: "refs/tags/v1", old: c1 })), /--ref "refs\/tags\/v1" is not a branch/);
-    assertMatch(await usage(run({ ref: "bad..name" })), /is not a branch/);
-    assertMatch(await usage(run({ old: c1 })), /--old goes with --ref/);
+    assertMatch(await usageMessage(run({ ref: "main", old: "abc123" })), /--old "abc123" is not a full commit sha/);
+    assertMatch(await usageMessage(run({ ref: "refs/tags/v1", old: c1 })), /--ref "refs\/tags\/v1" is not a branch/);
+    assertMatch(await usageMessage(run({ ref: "bad..name" })), /is not a branch/);
+    assertMatch(await usageMessage(run({ old: c1 })), /--old goes with --ref/);
     assertEquals(await logLength(w), before);
   });
 });

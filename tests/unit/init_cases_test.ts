@@ -8,7 +8,7 @@ import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { init } from "../../src/init.ts";
 import { parseConfig } from "../../src/config/load.ts";
 import { deployFileSchema } from "../../src/config/schema.ts";
-import { UsageError } from "../../src/errors.ts";
+import { usageMessage } from "../helpers/usage.ts";
 
 async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const root = await Deno.makeTempDir({ prefix: "dp-init-unit-" });
@@ -19,23 +19,13 @@ async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
   }
 }
 
-async function usage(fn: () => Promise<unknown>): Promise<string> {
-  try {
-    await fn();
-  } catch (error) {
-    if (error instanceof UsageError) return error.message;
-    throw error;
-  }
-  throw new Error("no usage error");
-}
-
 Deno.test("init: below the top of a git work tree it refuses (deploys read deploy.yml at the top); at the top it writes", async () => {
   await withDir(async (root) => {
     await Deno.mkdir(join(root, ".git"));
     const web = join(root, "web");
     await Deno.mkdir(web);
     await Deno.writeTextFile(join(web, "index.html"), "hi");
-    const message = await usage(() => init({ dir: web }));
+    const message = await usageMessage(() => init({ dir: web }));
     assertMatch(
       message,
       /is inside the git repository .*, whose deploys read deploy\.yml at its top, not web\/deploy\.yml/,
@@ -70,7 +60,7 @@ Deno.test("init: --type static without index.html warns that the deploy fails it
 
 Deno.test("init: the undetectable project's error names every file detection reads, app.py and main.py included", async () => {
   await withDir(async (dir) => {
-    const message = await usage(() => init({ dir, name: "x" }));
+    const message = await usageMessage(() => init({ dir, name: "x" }));
     for (const file of ["Dockerfile", "requirements.txt", "package.json", "index.html", "app.py", "main.py"]) {
       assert(message.includes(file), message);
     }
