@@ -127,15 +127,26 @@ export function readTextOrUndefined(path: string): Promise<string | undefined> {
 /**
  * Opens the regular file at `path` (a real path, checked before by the caller) for reading, and
  * makes sure it is still what the path names: the open file and `path` (not followed) are the same
- * regular file. A link swapped in between the check and the open (which would follow it, as root:
- * to any file) is refused: undefined, nothing read. The caller closes the file.
+ * regular file, and (`group`) of the group of the tree it was found in. A link swapped in between
+ * the check and the open (which would follow it, as root: to any file), the file's own or a
+ * directory's above it, is refused: undefined, nothing read. (A sealed release is all
+ * root:<its app's group>; another app's files and the system's are not.) Something not a regular
+ * file at the path when it is opened (a FIFO would block the open) is refused too. The caller closes
+ * the file.
  */
-export async function openChecked(path: string): Promise<{ file: Deno.FsFile; stat: Deno.FileInfo } | undefined> {
+export async function openChecked(
+  path: string,
+  group?: number | null,
+): Promise<{ file: Deno.FsFile; stat: Deno.FileInfo } | undefined> {
+  if (!(await Deno.stat(path)).isFile) return undefined;
   const file = await Deno.open(path);
   try {
     const stat = await file.stat();
     const named = await Deno.lstat(path);
-    if (stat.isFile && named.isFile && named.ino === stat.ino && named.dev === stat.dev) return { file, stat };
+    if (
+      stat.isFile && named.isFile && named.ino === stat.ino && named.dev === stat.dev &&
+      (group === undefined || group === null || stat.gid === group)
+    ) return { file, stat };
   } catch (error) {
     file.close();
     throw error;

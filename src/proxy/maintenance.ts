@@ -223,7 +223,7 @@ export async function releasePage(release: string): Promise<Uint8Array | undefin
   if (!(await Deno.stat(real)).isFile) {
     return { problem: `${MAINTENANCE_PAGE} is not a file: the built-in page is served` };
   }
-  const opened = await openChecked(real);
+  const opened = await openChecked(real, (await Deno.stat(root)).gid);
   if (!opened) return { problem: `${MAINTENANCE_PAGE} changed while it was read: the built-in page is served` };
   using file = opened.file;
   const bytes = await readAtMost(file, MAX_PAGE_BYTES);

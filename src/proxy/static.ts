@@ -5,7 +5,7 @@
  */
 import { join, relative, sep } from "node:path";
 import { textResponse } from "./pages.ts";
-import { openChecked } from "../fsutil.ts";
+import { ifExists, openChecked } from "../fsutil.ts";
 
 const CONTENT_TYPES: Record<string, string> = {
   html: "text/html; charset=utf-8",
@@ -68,7 +68,9 @@ export async function serveStatic(dir: string, req: Request): Promise<Response> 
   }
   let file = await resolveInside(root, join(root, ...segments));
   if (!file) return await notFound(root, req);
-  let stat = await Deno.stat(file);
+  // (Gone since it was found, the app's files changing under us: not found, never a 500.)
+  let stat = await ifExists(Deno.stat(file));
+  if (!stat) return await notFound(root, req);
   if (stat.isDirectory) {
     if (!url.pathname.endsWith("/")) {
       const location = "/" + segments.map(encodeURIComponent).map((s) => s + "/").join("") + url.search;
@@ -76,10 +78,11 @@ export async function serveStatic(dir: string, req: Request): Promise<Response> 
     }
     file = await resolveInside(root, join(file, "index.html"));
     if (!file) return await notFound(root, req);
-    stat = await Deno.stat(file);
+    stat = await ifExists(Deno.stat(file));
+    if (!stat) return await notFound(root, req);
   }
   if (!stat.isFile) return await notFound(root, req);
-  return await fileResponse(file, req, 200);
+  return await fileResponse(root, file, req, 200);
 }
 
 /** The real path of `path` when it exists inside `root` with no dot-segment, else undefined. */
@@ -103,13 +106,17 @@ async function resolveInside(root: string, path: string): Promise<string | undef
 
 async function notFound(root: string | null, req: Request): Promise<Response> {
   const page = root ? await resolveInside(root, join(root, "404.html")) : undefined;
-  const stat = page ? await Deno.stat(page) : undefined;
-  if (page && stat?.isFile) return await fileResponse(page, req, 404);
+  const stat = page ? await ifExists(Deno.stat(page)) : undefined;
+  if (page && stat?.isFile) return await fileResponse(root!, page, req, 404);
   return textResponse(404, "404 not found");
 }
 
-async function fileResponse(path: string, req: Request, status: number): Promise<Response> {
-  const opened = await openChecked(path);
+/** `path` (checked inside `root`) as the answer: opened only if it is still a file of `root`'s tree (openChecked). */
+async function fileResponse(root: string, path: string, req: Request, status: number): Promise<Response> {
+  const opened = await openChecked(path, (await Deno.stat(root)).gid).catch((error) => {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
+  });
   if (!opened) return textResponse(404, "404 not found"); // swapped for a link since it was checked
   const { file, stat } = opened;
   const mtime = stat.mtime?.getTime() ?? 0;

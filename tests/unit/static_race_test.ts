@@ -94,3 +94,58 @@ Deno.test("maintenance.html swapped for a link to a secret while the proxy reads
     await Deno.remove(base, { recursive: true });
   }
 });
+
+const DIR_FLIPPER = `
+import os, sys
+release, outside = sys.argv[1], sys.argv[2]
+d = release + "/d"
+while True:
+    try:
+        os.rename(d, release + "/real-d")
+        os.symlink(outside, d)
+        os.rename(release + "/real-d", release + "/.keep")
+        os.unlink(d)
+        os.rename(release + "/.keep", d)
+    except OSError:
+        try:
+            if os.path.islink(d): os.unlink(d)
+            for name in ("real-d", ".keep"):
+                if os.path.isdir(release + "/" + name): os.rename(release + "/" + name, d)
+        except OSError:
+            pass
+`;
+
+Deno.test("static files: a directory swapped for a link to another app's directory between check and open is never served", async () => {
+  const base = await Deno.makeTempDir({ prefix: "dp-static-dir-race-" });
+  try {
+    const root = join(base, "release"); // sealed: root:<its app's group> (here the test's own group)
+    await Deno.mkdir(join(root, "d"), { recursive: true });
+    await Deno.writeTextFile(join(root, "d", "f"), "decoy".repeat(6));
+    const other = join(base, "other"); // another app's: of another group
+    await Deno.mkdir(other);
+    await Deno.writeTextFile(join(other, "f"), "OTHER_SECRET=1234567890123456789012345678901234567890\n");
+    await Deno.chown(join(other, "f"), 0, 4242);
+    const seen = { leaked: 0, served: 0 };
+    const flipper = new Deno.Command("python3", {
+      args: ["-c", DIR_FLIPPER, root, other],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    try {
+      const until = Date.now() + 4000;
+      while (Date.now() < until) {
+        const res = await serveStatic(root, new Request("http://site.test/d/f"));
+        const body = await bodyText(res);
+        if (body.includes("OTHER_SECRET")) seen.leaked++;
+        if (res.status === 200) seen.served++;
+      }
+    } finally {
+      flipper.kill("SIGKILL");
+      await flipper.status;
+    }
+    assertEquals(seen.leaked, 0, JSON.stringify(seen));
+    assert(seen.served > 0, JSON.stringify(seen));
+  } finally {
+    await Deno.remove(base, { recursive: true });
+  }
+});
