@@ -47,6 +47,31 @@ Deno.test("restart → blue-green, the proxy's reload fails at the switch: the o
   });
 });
 
+Deno.test("restart → blue-green, cancelled and failing at the switch: the stopped old process still starts again", async () => {
+  await withWorld("restart", async (w) => {
+    const first = await commit(w, "ok");
+    assertEquals(await deploy(w, first, { ref: "refs/heads/main", old: ZEROS }), { ok: true });
+    await Deno.writeTextFile(
+      w.paths.config,
+      `port: ${w.port}\nmanager: systemd\nstrategy: blue-green\nuser: root\n` +
+        `slots: { blue: ${w.slots.blue}, green: ${w.slots.green} }\n`,
+    );
+    // Ctrl-C while the switch stops the old process; then the proxy's reload fails.
+    const cancellation = new Cancellation();
+    const proxy = w.effects.proxy;
+    w.effects.proxy = (request) => {
+      if ((request as { op?: string }).op !== "reload") return proxy(request);
+      cancellation.cancel("the pusher pressed Ctrl-C");
+      return Promise.reject(new Error("reload refused"));
+    };
+    const second = await commit(w, "ok");
+    const result = await deploy(w, second, { ref: "refs/heads/main", old: first, cancellation });
+    assertEquals(result.ok, false);
+    assert(await answers(w.port), `nothing answers on ${w.port}; printed:\n${w.printed.join("\n")}`);
+    assertEquals((await status(w)).healthy, true);
+  });
+});
+
 Deno.test("a step after the switch whose `when` throws is tolerated as its run would be: the deploy stands", async () => {
   await withWorld("restart", async (w) => {
     const first = await commit(w, "ok");

@@ -258,7 +258,9 @@ async function activateBlueGreen(ctx: SwitchContext, activation: Activation): Pr
     }, () => `traffic → ${"dir" in target ? "static files" : `${idle} slot`} in ${switchMs.toFixed(1)} ms`);
   } catch (error) {
     await undo(runs, error);
-    // The restart strategy's process it stopped starts again (its own command, `.env` and health check).
+    // The restart strategy's process it stopped starts again (its own command, `.env` and health check),
+    // to the end even if the deploy was cancelled (as failed() and rollback do).
+    if (stoppedOld) journal.cancellation = undefined;
     const back = stoppedOld ? await restart.revert!(ctx, { to: oldRelease, from: meta.id, runs: true }) : undefined;
     throw new ActivationFailed(asStep(error, "switch"), false, serving, true, back);
   }

@@ -124,8 +124,8 @@ export const restart: SwitchStrategy = {
       }, () => "no previous release to go back to; the app is stopped");
       return undefined;
     }
-    const meta = await readReleaseMeta(paths, to);
     try {
+      const meta = await readReleaseMeta(paths, to);
       if (!meta) throw new Error(`release ${to} has no metadata; cannot restart it`);
       const secrets = await envSnapshot(paths, meta);
       journal.redact(await secretValues(paths, meta));
