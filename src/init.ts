@@ -108,7 +108,10 @@ async function refuseSubdirectory(dir: string): Promise<void> {
         `${dir} is inside the git repository ${up}, whose deploys read deploy.yml at its top, not ${
           relative(up, resolve(dir))
         }/deploy.yml`,
-        { suggestion: `run init in ${up} (one app per repository: its Dockerfile, package.json… there too)` },
+        {
+          suggestion: `run init in ${up} (one app per repository: its Dockerfile, package.json… there too); ` +
+            `if ${dir} is a project of its own, \`git init\` there first`,
+        },
       );
     }
   }

@@ -2,7 +2,7 @@
  * The health check: healthy after `successes` consecutive 2xx answers within `window`.
  * @module
  */
-import { isAbsolute, join, relative } from "node:path";
+import { isAbsolute, join, relative, sep } from "node:path";
 import type { HealthCheck } from "../config/schema.ts";
 import { exists } from "../fsutil.ts";
 import type { AppProcess, ProcessManager } from "../managers/mod.ts";
@@ -232,7 +232,7 @@ export async function checkStaticFiles(
       if (!real || !(await Deno.stat(real)).isDirectory) {
         throw new Error(`deploy.yml root: ${meta.root} is not a directory of the release after its build`);
       }
-      if (inside === undefined || inside.startsWith("..") || isAbsolute(inside)) {
+      if (inside === undefined || inside === ".." || inside.startsWith(`..${sep}`) || isAbsolute(inside)) {
         throw new Error(`deploy.yml root: ${meta.root} leads out of the release (to ${real}): it is not served`);
       }
     }

@@ -32,7 +32,10 @@ export interface LoadedRoutes {
 const OWNERS = new Map<string, { uid?: number; at: number }>();
 const OWNER_RETRY_MS = 30_000;
 
-/** The uid of user `name` (looked up again after {@link OWNER_RETRY_MS} while there is none). */
+/**
+ * The uid of user `name` (looked up again after {@link OWNER_RETRY_MS} while there is none; one
+ * found is kept: each lookup is a blocking getent, so not every 30 s for every app).
+ */
 function uidOf(name: string): number | undefined {
   if (name === "root") return 0;
   const known = OWNERS.get(name);
@@ -45,7 +48,8 @@ function uidOf(name: string): number | undefined {
 
 /**
  * Whose processes must hold the ports of `app` (see {@link Route.owner}): config.yml's `user:` (read
- * as it is: not a routing key, a bad one is the default's), app-<name> and root; undefined when unknown.
+ * as it is: not a routing key; one that is no string is the default's), app-<name> and root;
+ * undefined (no check) while that user does not exist.
  */
 function ownerOf(app: string, config: { user?: unknown }): Route["owner"] {
   const name = typeof config.user === "string" ? config.user : defaultUserName(app);
