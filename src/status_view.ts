@@ -300,7 +300,8 @@ async function currentAddress(
   if (PROXIED[config.strategy]) {
     return { port: config.port, url: appUrl(config, await frontDoor(prefix())) };
   }
-  if (config.port === status.port) return {};
+  // (A static app under restart runs no process: no port was started, whatever config.yml says.)
+  if (config.port === status.port || status.type === "static") return {};
   return {
     warning: `config.yml says port ${config.port}, but the serving release was started on port ${status.port} ` +
       "(config.yml changed since the last deploy): the next deploy moves it",
