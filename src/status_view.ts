@@ -12,7 +12,7 @@ import { readTextOrUndefined } from "./fsutil.ts";
 import { certificateCondition, type CertificateState, issuerLabel, readCertificates } from "./proxy/cert_state.ts";
 import { type AppPaths, appPaths, deploymentsRoot } from "./paths.ts";
 import { describeMaintenance, maintenanceForStatus } from "./proxy/maintenance.ts";
-import { forTerminal, jsonForTerminal } from "./terminal.ts";
+import { columns, forTerminal, jsonForTerminal } from "./terminal.ts";
 import { parseConfig } from "./config/load.ts";
 import { type ServerConfig, serverConfigSchema } from "./config/schema.ts";
 import { loadRouteConfig, type RouteConfig, ROUTING_KEYS } from "./config/route_config.ts";
@@ -26,7 +26,7 @@ import { loadProxyConfig } from "./proxy/config.ts";
 import { prefix } from "./paths.ts";
 import { type ContainerState, containerState } from "./managers/docker.ts";
 import { processName } from "./managers/pm2.ts";
-import { appUrl, frontDoor } from "./deploy/outcome.ts";
+import { appUrl, type FrontDoor, frontDoor } from "./deploy/outcome.ts";
 
 /** What status.json (written on this server, but by deploys of code anyone may push) says, safe on one line. */
 const safe = (text: string) => forTerminal(text, { oneLine: true });
@@ -60,6 +60,8 @@ export async function collectStatus(
   const undeployed: string[] = [];
   const problems: string[] = [];
   const warnings: string[] = [];
+  /** proxy.yml's ports, read once for every app's URL (when one is proxied). */
+  let front: Promise<FrontDoor> | undefined;
   /** Apps whose config.yml does not load (the proxy skips them: said here once). */
   const unloaded = new Set<string>();
   let proxied = false;
@@ -129,7 +131,7 @@ export async function collectStatus(
       const left = await interruptedDeploy(paths, config, status);
       if (left) warnings.push(left);
       // Where it answers as config.yml says now (`setup --port`, `--domain` change it before any deploy).
-      const address = config ? await currentAddress(config, status) : {};
+      const address = config ? await currentAddress(config, status, () => front ??= frontDoor(prefix())) : {};
       if (address.warning) warnings.push(`${name}: ${address.warning}`);
       statuses.push({
         ...rest,
@@ -296,10 +298,9 @@ async function interruptedDeploy(
 async function currentAddress(
   config: ServerConfig,
   status: AppStatus,
+  front: () => Promise<FrontDoor>,
 ): Promise<{ port?: number; url?: string; warning?: string }> {
-  if (PROXIED[config.strategy]) {
-    return { port: config.port, url: appUrl(config, await frontDoor(prefix())) };
-  }
+  if (PROXIED[config.strategy]) return { port: config.port, url: appUrl(config, await front()) };
   // (A static app under restart runs no process: no port was started, whatever config.yml says.)
   if (config.port === status.port || status.type === "static") return {};
   return {
@@ -379,8 +380,7 @@ export function statusLines(
       ...undeployed.map((name) => [name, "set up", "-", "-", "-", "-", "never deployed (push to deploy it)"]),
     ].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0).map((row) => row.map((cell) => safe(String(cell)))),
   ];
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  const lines = rows.map((row) => row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());
+  const { lines, widths } = columns(rows);
   const red = (text: string) => options.color ? `\x1b[31m${text}\x1b[0m` : text;
   const withCertificate = statuses.filter((s) => certificates.has(s.name));
   if (withCertificate.length) lines.push("");

@@ -39,3 +39,9 @@ export function jsonForTerminal(value: unknown, indent?: number): string {
     (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`,
   );
 }
+
+/** `rows` as aligned lines (each column as wide as its widest cell, two spaces apart), and the widths. */
+export function columns(rows: readonly (readonly string[])[]): { lines: string[]; widths: number[] } {
+  const widths = (rows[0] ?? []).map((_, i) => Math.max(...rows.map((row) => row[i].length)));
+  return { lines: rows.map((row) => row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd()), widths };
+}

@@ -3,6 +3,7 @@
  * its last recorded run (cron.log).
  * @module
  */
+import { columns } from "../terminal.ts";
 import { requireAppName } from "../config/names.ts";
 import { currentRelease, readReleaseMeta } from "../deploy/releases.ts";
 import { appPaths } from "../paths.ts";
@@ -78,8 +79,7 @@ export async function showJobs(app: string, json: boolean, root?: string): Promi
         : "never",
     ]),
   ];
-  const widths = table[0].map((_, i) => Math.max(...table.map((row) => row[i].length)));
-  for (const row of table) console.log(row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());
+  for (const line of columns(table).lines) console.log(line);
   console.log(timesNote());
   return 0;
 }

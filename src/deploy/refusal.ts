@@ -15,7 +15,7 @@ import { readCommit } from "../git.ts";
 import { appPaths } from "../paths.ts";
 import { isMap, isScalar, parseDocument } from "../yaml.ts";
 import { type Effects, isoNow } from "./context.ts";
-import { readDeployDotenv, secretsOf } from "./dotenv.ts";
+import { snapshotSecrets } from "./dotenv.ts";
 import { Journal } from "./journal.ts";
 import { notifyOutcome } from "./notify_outcome.ts";
 import { lastDeploy } from "./outcome.ts";
@@ -86,11 +86,10 @@ function nameIn(bytes: Uint8Array | undefined): string | undefined {
   }
 }
 
-/** The values of `.env.<env>` to redact, when it can be read. */
+/** The values of `.env.<env>` to redact, when it can be read (its short secrets too: they may be why it is refused). */
 async function envSecrets(path: string): Promise<string[]> {
   try {
-    const dotenv = readDeployDotenv(await Deno.readTextFile(path), path);
-    return secretsOf(dotenv.values, dotenv.public);
+    return snapshotSecrets(await Deno.readTextFile(path), path, false);
   } catch {
     return [];
   }

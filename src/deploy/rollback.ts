@@ -4,6 +4,7 @@
  * snapshot and command; the release rolled back from is marked bad and skipped next time.
  * @module
  */
+import { columns } from "../terminal.ts";
 import { loadServerConfig, notSetUp } from "../config/server_config.ts";
 import { readTextOrUndefined } from "../fsutil.ts";
 import { requireAppName } from "../config/names.ts";
@@ -135,8 +136,7 @@ export async function showReleases(app: string, json: boolean): Promise<number> 
       STATE_TEXT[r.state],
     ]),
   ];
-  const widths = table[0].map((_, i) => Math.max(...table.map((row) => row[i].length)));
-  for (const row of table) console.log(row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());
+  for (const line of columns(table).lines) console.log(line);
   for (const line of problems) console.log(line);
   if (warning) console.log(warning);
   return problems.length ? 1 : 0;

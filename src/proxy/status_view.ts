@@ -6,7 +6,7 @@
  */
 import { proxyStartCommand } from "../managers/mod.ts";
 import { prefix } from "../paths.ts";
-import { forTerminal, jsonForTerminal } from "../terminal.ts";
+import { columns, forTerminal, jsonForTerminal } from "../terminal.ts";
 import { control, ProxyNotRunning } from "./client.ts";
 import { describeTarget, type RouteTarget } from "./routes.ts";
 
@@ -62,8 +62,7 @@ export function proxyStatusLines(reply: ProxyStatus, now: number): string[] {
       route.maintenance ? "maintenance" : route.listening ? "listening" : "not listening",
     ].map(safe));
   }
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
-  for (const row of rows) lines.push(row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());
+  lines.push(...columns(rows).lines);
   const said = [
     ...Object.values(reply.problems),
     ...reply.routes.flatMap((route) => route.listenError ? [`${route.app}: ${route.listenError}`] : []),
