@@ -27,6 +27,7 @@ import { loadProxyConfig } from "./proxy/config.ts";
 import { controlSocketPath, legacyControlSocketPath, PROXY_SERVICE, ROUTE_FILE } from "./proxy/routes.ts";
 import { ProcessRunner } from "./runner.ts";
 import { setupUsers, type UserSetup } from "./setup_users.ts";
+import { buildUserName } from "./users.ts";
 import { documentText, parseDocument } from "./yaml.ts";
 import { z } from "zod";
 
@@ -460,7 +461,11 @@ async function write({ app, paths, values, config, users, runner, clone }: Decid
   // What an older version left open is narrowed first (pm2 runs under umask 077 from here on).
   await manager.tidy?.();
   if (PROXIED[values.strategy]) await ensureProxy(values.manager, values.proxyHost, env, runner);
-  if (appUser) console.log(`✓ ${app} runs, builds and runs its hooks as ${appUser.name}`);
+  if (appUser) {
+    console.log(
+      `✓ ${app} runs and runs its hooks as ${appUser.name}; ${buildUserName(appUser.name)} builds its releases`,
+    );
+  }
 }
 
 /** Takes write permission on `dir` from group and others (`chmod go-w`), as the proxy's trust check asks. */

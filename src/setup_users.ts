@@ -34,8 +34,10 @@ import type { ProcessRunner } from "./runner.ts";
 import {
   type AppUser,
   appUser,
+  buildUserName,
   defaultUserName,
   deployGroup,
+  ensureBuildUser,
   forgetUsers,
   lookupGroup,
   lookupUser,
@@ -82,7 +84,15 @@ export function setupUsers(paths: AppPaths, configured: string | undefined): Use
         console.log(`✓ user ${name} (a system user with no login shell)`);
       }
       const user = appUser(paths, configured);
-      if (user) await ownAppDirs(paths, user);
+      if (user) {
+        await ownAppDirs(paths, user);
+        const builder = buildUserName(user.name);
+        const created = real && !lookupUser(builder, true);
+        await ensureBuildUser(paths, user, runner);
+        if (created) {
+          console.log(`✓ user ${builder}, which builds ${paths.app}'s releases (in the group ${user.group})`);
+        }
+      }
       return user;
     },
     async pushers(repo, runner) {

@@ -1,16 +1,20 @@
 /**
- * Apps as their own users. Each app runs, builds and runs its hooks as an unprivileged system
- * user: `app-<name>` (created by `setup`), or the existing user named by `user:` in config.yml.
- * The deploy itself (git, the proxy's routes, the process manager, docker) stays root's.
+ * Apps as their own users. Each app runs and runs its hooks as an unprivileged system user:
+ * `app-<name>` (created by `setup`), or the existing user named by `user:` in config.yml; its
+ * releases are built by another one, `build-<that user>`. The deploy itself (git, the proxy's
+ * routes, the process manager, docker) stays root's.
  *
  * Ownership model (on a real server, deploying as root):
  * - `/opt/deployments/<app>/`: root:<app group> 0750, so no other app can enter it; its
  *   `.env.<env>`, config.yml and pm2 files stay root's.
  * - `/opt/deployments/<app>/home/`: the app user's, 0700: its HOME, the one place it may write
- *   (npm's and pip's caches during builds, the app's own data at run time).
- * - `releases/<id>/`: the app user's while it builds (so `npm install`, `pip install`, the build
- *   command write only there), then root:<app group>, not group-writable: read-only for the app.
- *   Its `.env` is root:<app group> 0640: the app may read it, no other app can.
+ *   (the app's own data, the caches of its hooks).
+ * - `releases/<id>/`: while it builds, the build user's (`build-<app user>`, in the app's group:
+ *   `npm install`, `pip install`, the build command write only there, and the running app, which
+ *   under PM2 has no sandbox, cannot change what its next push builds), then root:<app group>, not
+ *   group-writable: read-only for the app. Its `.env` is root:<app group> 0640: the app may read
+ *   it, no other app can.
+ * - `/opt/deployments/<app>/build-home/`: the build user's, 0700: its HOME (npm's and pip's caches).
  * - `/var/log/deployments/<app>/`: root:<app group> 0750 (written by systemd, pm2 and the
  *   deploy, all root); the proxy's keys (`.tls/`) stay root's 0700.
  * @module
@@ -18,7 +22,7 @@
 import { join } from "node:path";
 import { UsageError } from "./errors.ts";
 import type { AppPaths } from "./paths.ts";
-import type { Cmd } from "./runner.ts";
+import type { Cmd, Runner } from "./runner.ts";
 
 /** The user an app runs as. */
 export interface AppUser {
@@ -46,14 +50,39 @@ export function deployGroup(): string {
  * characters), `app-<first 19 characters>-<8 hex digits of a hash of the name>`.
  */
 export function defaultUserName(app: string): string {
-  const name = `app-${app}`;
-  if (name.length <= 32) return name;
+  return userName("app-", app);
+}
+
+/**
+ * The user that builds the releases of apps that run as `runtime`: `build-<runtime>` (shortened
+ * as {@link defaultUserName} does). Never the runtime user itself: a running app (under PM2 not in
+ * a sandbox) could otherwise rewrite the release its next push builds. No app's user is named so:
+ * those setup creates begin with `app-`.
+ */
+export function buildUserName(runtime: string): string {
+  return userName("build-", runtime);
+}
+
+/** `<prefix><name>`, or for one longer than a user name may be (32), `<prefix><start>-<8 hex digits of a hash>`. */
+function userName(prefix: string, name: string): string {
+  if (prefix.length + name.length <= 32) return prefix + name;
   let hash = 0x811c9dc5; // FNV-1a
-  for (const byte of new TextEncoder().encode(app)) hash = Math.imul(hash ^ byte, 0x01000193) >>> 0;
-  return `app-${app.slice(0, 19).replace(/-+$/, "")}-${hash.toString(16).padStart(8, "0")}`;
+  for (const byte of new TextEncoder().encode(name)) hash = Math.imul(hash ^ byte, 0x01000193) >>> 0;
+  return `${prefix}${name.slice(0, 32 - prefix.length - 9).replace(/-+$/, "")}-${hash.toString(16).padStart(8, "0")}`;
 }
 
 const cache = new Map<string, string[] | undefined>();
+
+/** `getent <db> <key>`. */
+function getentCommand(db: "passwd" | "group", key: string): Deno.Command {
+  return new Deno.Command("getent", { args: [db, key], stdout: "piped", stderr: "null" });
+}
+
+/** The entry getent printed, split at colons; undefined when there is none. */
+function entryOf(out: Deno.CommandOutput): string[] | undefined {
+  const line = new TextDecoder().decode(out.stdout).split("\n")[0];
+  return out.code === 0 && line ? line.split(":") : undefined;
+}
 
 /** One `getent <db> <key>` entry, split at colons; undefined when there is none. */
 function getent(db: "passwd" | "group", key: string): string[] | undefined {
@@ -61,15 +90,26 @@ function getent(db: "passwd" | "group", key: string): string[] | undefined {
   if (!cache.has(id)) {
     let fields: string[] | undefined;
     try {
-      const out = new Deno.Command("getent", { args: [db, key], stdout: "piped", stderr: "null" }).outputSync();
-      const line = new TextDecoder().decode(out.stdout).split("\n")[0];
-      fields = out.code === 0 && line ? line.split(":") : undefined;
+      fields = entryOf(getentCommand(db, key).outputSync());
     } catch {
       fields = undefined; // no getent: no such user as far as we can tell
     }
     cache.set(id, fields);
   }
   return cache.get(id);
+}
+
+/**
+ * The uid of user `name`, asked now without blocking the event loop (the proxy's: a user database
+ * behind the network, LDAP say, may take seconds to answer); undefined when there is none.
+ */
+export async function uidOfUser(name: string): Promise<number | undefined> {
+  try {
+    const entry = entryOf(await getentCommand("passwd", name).output());
+    return entry ? Number(entry[2]) : undefined;
+  } catch {
+    return undefined; // no getent
+  }
 }
 
 /** Forgets what was looked up (after setup created a user). */
@@ -131,6 +171,46 @@ export function appUser(paths: AppPaths, configured?: string): AppUser | undefin
   return { ...found, home: join(paths.dir, "home"), own: name === defaultUserName(paths.app) };
 }
 
+/**
+ * The user that builds `paths.app`'s releases ({@link buildUserName}) when the app has a user and
+ * that one exists, with its build home `/opt/deployments/<app>/build-home` (npm's and pip's
+ * caches, out of the running app's reach); undefined otherwise.
+ */
+export function buildUser(paths: AppPaths, runtime: AppUser | undefined): AppUser | undefined {
+  const found = runtime && lookupUser(buildUserName(runtime.name));
+  return found && found.uid !== 0 ? { ...found, home: join(paths.dir, "build-home"), own: true } : undefined;
+}
+
+/**
+ * The user that builds `paths.app`'s releases, ready to build: on a real server created when it is
+ * missing (a server set up before builds had a user of their own) and made a member of the app
+ * user's group, which it needs to reach a release (`/opt/deployments/<app>` is root:<group> 0750);
+ * its build home the user's, 0700. Under DEPLOY_PARADIGM_PREFIX (tests, the demo) nothing is
+ * created: without a build user there, the app's user builds. Undefined without an app user.
+ */
+export async function ensureBuildUser(
+  paths: AppPaths,
+  runtime: AppUser | undefined,
+  runner: Runner,
+): Promise<AppUser | undefined> {
+  if (!runtime) return undefined;
+  const name = buildUserName(runtime.name);
+  const real = !Deno.env.get("DEPLOY_PARADIGM_PREFIX");
+  if (real && !lookupUser(name, true)) {
+    await runner.run(useraddCmd(name, join(paths.dir, "build-home"), runtime.group));
+    forgetUsers();
+  }
+  const user = buildUser(paths, runtime);
+  if (!user) return runtime;
+  if (real && !(getent("group", runtime.group)?.[3] ?? "").split(",").includes(name)) {
+    await runner.run({ argv: ["usermod", "--append", "--groups", runtime.group, name], timeoutMs: 60_000 });
+    forgetUsers();
+  }
+  await Deno.mkdir(user.home, { recursive: true });
+  await own(user.home, user.uid, user.gid, 0o700);
+  return user;
+}
+
 /** `file:line:column` of a top-level key of a YAML file (the file alone when not found). */
 function where(file: string, key: string): string {
   try {
@@ -165,15 +245,17 @@ export function asUser(cmd: Cmd, user: AppUser | undefined): Cmd {
 }
 
 /**
- * The `useradd` that creates an app's user: a system user with its own group, the app's home
- * (not created: setup makes it with the right owner), and no login shell.
+ * The `useradd` that creates an app's user, or its build user (also in `group`, the app user's):
+ * a system user with its own group, the app's home (not created: setup makes it with the right
+ * owner), and no login shell.
  */
-export function useraddCmd(name: string, home: string): Cmd {
+export function useraddCmd(name: string, home: string, group?: string): Cmd {
   return {
     argv: [
       "useradd",
       "--system",
       "--user-group",
+      ...(group === undefined ? [] : ["--groups", group]),
       "--home-dir",
       home,
       "--no-create-home",
@@ -215,12 +297,15 @@ export function handOver(releaseDir: string, user: AppUser): Cmd {
 
 /**
  * After the build: the release becomes root's, readable by the app's group and writable by
- * nobody else (symbolic links are neither followed nor changed).
+ * nobody else (symbolic links are neither followed nor changed). Write permission goes first,
+ * while the build's user still owns it all: a file the build left group-writable (git archive
+ * extracts 0664) would otherwise be the app's to write between the chown and the chmod.
  */
 export function sealCmds(releaseDir: string, user: AppUser): Cmd[] {
   return [
+    { argv: ["chmod", "-R", "go-w", "--", releaseDir], timeoutMs: 300_000 },
     { argv: ["chown", "-R", "--no-dereference", `0:${user.gid}`, "--", releaseDir], timeoutMs: 300_000 },
-    { argv: ["chmod", "-R", "g+rX,go-w", "--", releaseDir], timeoutMs: 300_000 },
+    { argv: ["chmod", "-R", "g+rX", "--", releaseDir], timeoutMs: 300_000 },
   ];
 }
 

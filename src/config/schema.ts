@@ -383,8 +383,8 @@ export const serverConfigSchema = z.strictObject({
     /^[a-z_][a-z0-9_-]{0,31}$/,
     "must be a user name (lowercase letters, digits, _ and -, starting with a letter or _; up to 32)",
   ).optional().meta({
-    description: "The existing user the app runs, builds and runs its hooks as (default app-<name>, which " +
-      "setup creates); root runs it as root.",
+    description: "The existing user the app runs and runs its hooks as (default app-<name>, which setup " +
+      "creates; build-<user> builds its releases); root runs it all as root.",
   }),
 }).check(crossChecks((value, ctx, ok) => {
   routingChecks(value, ctx, ok);

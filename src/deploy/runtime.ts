@@ -69,7 +69,7 @@ export function toolEnv(releaseDir: string, config: ServerConfig, user: AppUser 
   };
 }
 
-/** The user app `paths.app` runs, builds and runs its hooks as (see users.ts); none: the deploying user. */
+/** The user app `paths.app` runs and runs its hooks as (see users.ts); none: the deploying user. */
 export function userOf(paths: AppPaths, config: ServerConfig): AppUser | undefined {
   return appUser(paths, config.user);
 }

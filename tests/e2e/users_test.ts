@@ -21,6 +21,7 @@ import { SystemdHost } from "../helpers/nspawn.ts";
 import { commitDockerApp, withEngine } from "../helpers/docker.ts";
 import { BIN, freePort, get, run, type TestServer, withServer } from "../helpers/server.ts";
 import { CertificateStore } from "../../src/proxy/certs.ts";
+import { buildUserName, lookupUser } from "../../src/users.ts";
 
 /** Runs `command` on the host as `user` (its groups too), through setpriv. */
 function asUser(host: SystemdHost, user: string, command: string) {
@@ -55,19 +56,26 @@ Deno.test("systemd host: each app its own user and sandbox; deploy-group pushes 
       );
       assertEquals(setup.code, 0, setup.output);
       assertMatch(setup.stdout, new RegExp(`✓ user app-${app} \\(a system user with no login shell\\)`));
-      assertMatch(setup.stdout, new RegExp(`✓ ${app} runs, builds and runs its hooks as app-${app}`));
+      assertMatch(setup.stdout, new RegExp(`✓ user build-app-${app}, which builds ${app}'s releases`));
+      assertMatch(setup.stdout, new RegExp(`✓ ${app} runs and runs its hooks as app-${app}; build-app-${app} builds`));
       const secret = `${app}-secret-${crypto.randomUUID().slice(0, 8)}`;
       await Deno.writeTextFile(join(host.rootfs, `opt/deployments/${app}/.env.production`), `SECRET=${secret}\n`);
     }
     // setup is idempotent: the user exists, nothing is created twice.
     const again = await host.ssh(`${BIN} setup alpha --yes`);
     assertEquals(again.code, 0, again.output);
-    assert(!again.stdout.includes("✓ user app-alpha"), again.stdout);
+    assert(!again.stdout.includes("✓ user "), again.stdout);
     const passwd = (await host.ssh("getent passwd app-alpha app-beta")).stdout.trim().split("\n");
     assertEquals(passwd.map((line) => line.split(":").slice(5).join(":")), [
       "/opt/deployments/alpha/home:/usr/sbin/nologin",
       "/opt/deployments/beta/home:/usr/sbin/nologin",
     ]);
+    // The build user: in the app's group (to reach its releases), not the other way round.
+    assertEquals((await host.ssh("id -nG build-app-alpha")).stdout.trim().split(" ").sort(), [
+      "app-alpha",
+      "build-app-alpha",
+    ]);
+    assertEquals((await host.ssh("id -nG app-alpha")).stdout.trim(), "app-alpha");
 
     // One repository per app, pushed by root.
     const repos: Record<string, string> = {};
@@ -96,7 +104,7 @@ Deno.test("systemd host: each app its own user and sandbox; deploy-group pushes 
     for (const app of Object.keys(ports)) {
       const pushed = await release(app, `${app}-v1`);
       assertEquals(pushed.code, 0, pushed.output);
-      // pip ran as the app's user: the build's venv was made in a release it owned, then sealed.
+      // pip ran as the build user: the build's venv was made in a release it owned, then sealed.
       assertMatch(pushed.stderr, /✓ build/);
     }
     assertEquals(await (await fetch(`http://${host.address}:${ports.alpha}/`)).text(), "alpha-v1");
@@ -137,7 +145,8 @@ Deno.test("systemd host: each app its own user and sandbox; deploy-group pushes 
     assertEquals((await host.ssh(`ps -o user:32= -p ${pid}`)).stdout.trim(), "app-alpha");
     // Who owns what.
     const owners = await host.ssh(
-      "stat -c '%n %U:%G %a' /opt/deployments/alpha /opt/deployments/alpha/home /opt/deployments/alpha/current/ " +
+      "stat -c '%n %U:%G %a' /opt/deployments/alpha /opt/deployments/alpha/home /opt/deployments/alpha/build-home " +
+        "/opt/deployments/alpha/current/ " +
         "/opt/deployments/alpha/current/app.py /opt/deployments/alpha/current/.env /opt/deployments/alpha/.env.production " +
         "/var/log/deployments/alpha /opt/deployments/.control /opt/deployments/.control/proxy.sock",
     );
@@ -145,6 +154,7 @@ Deno.test("systemd host: each app its own user and sandbox; deploy-group pushes 
     assertEquals(owners.stdout.trim().split("\n").map((line) => line.split(" ").slice(1).join(" ")), [
       "root:app-alpha 750",
       "app-alpha:app-alpha 700",
+      "build-app-alpha:build-app-alpha 700",
       "root:app-alpha 755",
       "root:app-alpha 644",
       "root:app-alpha 640",
@@ -646,6 +656,90 @@ process.exit(refused ? 1 : 0);
     });
   } finally {
     for (const remove of removers) await remove();
+  }
+});
+
+Deno.test("PM2 server: the running app cannot change the release its next push builds, nor the build's caches (a build user of its own)", async () => {
+  const id = crypto.randomUUID().slice(0, 6);
+  const runtime = `dpu${id}a`;
+  const builder = buildUserName(runtime);
+  const removers: (() => Promise<void>)[] = [];
+  let attacker: Deno.ChildProcess | undefined;
+  try {
+    removers.push(await addTestUser(runtime));
+    removers.push(await addTestUser(builder, runtime)); // as setup makes it: in the app user's group
+    await withServer(async (server) => {
+      for (const dir of [server.root, server.prefix]) {
+        await Deno.mkdir(dir, { recursive: true });
+        await Deno.chmod(dir, 0o755);
+      }
+      const port = freePort();
+      const remote = await server.setupApp("alpha", { port, manager: "pm2" });
+      const paths = server.paths("alpha");
+      await Deno.writeTextFile(paths.config, `user: ${runtime}\n`, { append: true });
+      const repo = await AppRepo.create(server, "alpha", remote);
+      // The build says who runs it, and takes 3 s: long enough for the attacker to find the release.
+      const files = { "build.sh": "#!/bin/sh\nid -un > built-by\nsleep 3\n" };
+      await repo.node("alpha", "alpha-v1", "ok", { files, extra: "build: sh build.sh\n" });
+      await repo.pushOk();
+      assertEquals((await Deno.readTextFile(join(paths.current, "built-by"))).trim(), builder);
+      const home = await Deno.stat(join(paths.dir, "build-home"));
+      assertEquals([home.uid, (home.mode! & 0o777).toString(8)], [lookupUser(builder)!.uid, "700"]);
+
+      // The compromised app: its user, no sandbox (PM2), trying for as long as the next deploy
+      // runs to change each new release and to plant a package in the build's npm cache.
+      const script = `import os, sys, time
+releases, cache = sys.argv[1], sys.argv[2]
+known = set(os.listdir(releases))
+said = set()
+def say(line):
+    if line not in said:
+        said.add(line); print(line, flush=True)
+while True:
+    for name in os.listdir(releases):
+        if name in known: continue
+        for target in ("server.js", "planted"):
+            path = os.path.join(releases, name, target)
+            try:
+                with open(path, "a") as f: f.write("// pwned\\n")
+                say("wrote " + target)
+            except OSError as error:
+                say("refused " + target + " " + type(error).__name__)
+    try:
+        os.makedirs(os.path.join(cache, ".npm", "_cacache"), exist_ok=True); say("wrote cache")
+    except OSError as error:
+        say("refused cache " + type(error).__name__)
+    time.sleep(0.001)
+`;
+      attacker = new Deno.Command("setpriv", {
+        args: [`--reuid=${runtime}`, `--regid=${runtime}`, "--init-groups", "--", "/usr/bin/python3", "-c", script]
+          .concat([paths.releases, join(paths.dir, "build-home")]),
+        stdout: "piped",
+        stderr: "inherit",
+      }).spawn();
+      const said = new Response(attacker.stdout).text();
+      await repo.node("alpha", "alpha-v2", "ok", { files, extra: "build: sh build.sh\n" });
+      const pushed = await repo.pushOk();
+      attacker.kill("SIGKILL");
+      await attacker.status;
+      attacker = undefined;
+      const lines = (await said).trim().split("\n");
+      console.log(`the app as ${runtime}, during the build of v2: ${lines.join("; ")}`);
+      assert(!lines.some((line) => line.startsWith("wrote")), lines.join("\n"));
+      assert(lines.includes("refused server.js PermissionError"), lines.join("\n"));
+      assert(lines.includes("refused planted PermissionError"), lines.join("\n"));
+      assert(lines.includes("refused cache PermissionError"), lines.join("\n"));
+      assertMatch(pushed.output, /✓ deployed/);
+      assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "alpha-v2" });
+      assertEquals(await Deno.stat(join(paths.current, "planted")).then(() => "there", () => "absent"), "absent");
+      assertEquals(await Deno.readTextFile(join(paths.current, "server.js")), nodeApp("alpha-v2"));
+    });
+  } finally {
+    if (attacker) {
+      attacker.kill("SIGKILL");
+      await attacker.status;
+    }
+    for (const remove of removers.reverse()) await remove();
   }
 });
 

@@ -82,12 +82,16 @@ export function sshAccess(dir: string): { sshArgv: string[]; env: Record<string,
   };
 }
 
-/** A system user and group of its own for a test (no home, no login); removed by the returned function. */
-export async function addTestUser(name: string): Promise<() => Promise<void>> {
+/**
+ * A system user and group of its own for a test (no home, no login), also in `group` when given;
+ * removed by the returned function.
+ */
+export async function addTestUser(name: string, group?: string): Promise<() => Promise<void>> {
   await must([
     "useradd",
     "--system",
     "--user-group",
+    ...(group === undefined ? [] : ["--groups", group]),
     "--no-create-home",
     "--home-dir",
     "/nonexistent",

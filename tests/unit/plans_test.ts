@@ -12,7 +12,15 @@ import type { Runner } from "../../src/runner.ts";
 import { type ContainerSpec, runContainer, withDocker } from "../../src/managers/docker.ts";
 import { execDropIn, sandbox, templateUnit, workerTemplate } from "../../src/managers/systemd.ts";
 import { asApp, INHERITED, inherited, toolEnv } from "../../src/deploy/runtime.ts";
-import { type AppUser, defaultUserName, handOver, sealCmds, unsealedCmd, useraddCmd } from "../../src/users.ts";
+import {
+  type AppUser,
+  buildUserName,
+  defaultUserName,
+  handOver,
+  sealCmds,
+  unsealedCmd,
+  useraddCmd,
+} from "../../src/users.ts";
 import { sudoersDropIn } from "../../src/setup_users.ts";
 import { serverConfigSchema } from "../../src/config/schema.ts";
 import { parseConfig } from "../../src/config/load.ts";
@@ -689,8 +697,9 @@ Deno.test("builds and hooks as the app's user: setpriv argv, only the given env,
   assertEquals(asApp(engine, USER, env), engine);
   assertEquals(handOver(RELEASE, USER).argv, ["chown", "-R", "--no-dereference", "990:985", "--", RELEASE]);
   assertEquals(sealCmds(RELEASE, USER).map((c) => c.argv), [
+    ["chmod", "-R", "go-w", "--", RELEASE],
     ["chown", "-R", "--no-dereference", "0:985", "--", RELEASE],
-    ["chmod", "-R", "g+rX,go-w", "--", RELEASE],
+    ["chmod", "-R", "g+rX", "--", RELEASE],
   ]);
 });
 
@@ -720,7 +729,7 @@ Deno.test("seal check (real find): names an entry not root's or writable by grou
   }
 });
 
-Deno.test("app users: app-<name>, hashed to 32 characters for long names; useradd argv", () => {
+Deno.test("app users: app-<name>, hashed to 32 characters for long names; build users build-<user>; useradd argv", () => {
   assertEquals(defaultUserName("web"), "app-web");
   const long = defaultUserName("a-very-long-application-name-that-goes-on-and-on");
   assertEquals(long.length, 32);
@@ -739,6 +748,13 @@ Deno.test("app users: app-<name>, hashed to 32 characters for long names; userad
     "deploy-paradigm app",
     "app-web",
   ]);
+  // The build user: build-<app user>, in the app user's group; never an app's user name (app-…).
+  assertEquals(buildUserName("app-web"), "build-app-web");
+  assertEquals(buildUserName("www-data"), "build-www-data");
+  assertMatch(buildUserName(long), /^build-app-a-very-long-a-[0-9a-f]{8}$/);
+  assertEquals(buildUserName(long).length, 32);
+  const builder = useraddCmd("build-app-web", "/opt/deployments/web/build-home", "app-web").argv;
+  assertEquals(builder.slice(0, 5), ["useradd", "--system", "--user-group", "--groups", "app-web"]);
 });
 
 Deno.test("sudoers drop-in: %deploy may run only `<binary> receive /var/repos/*.git`, as root, no password", () => {

@@ -9,7 +9,16 @@ import { toArgv } from "../../config/argv.ts";
 import { pruneImages, requireDockerfile, requireEngine } from "../../managers/docker.ts";
 import { type Cmd, type CmdResult, displayArgv } from "../../runner.ts";
 import { extractCommit } from "../../git.ts";
-import { handOver, killLeftovers, sealCmds, shareWithApp, unsealedCmd, uptime } from "../../users.ts";
+import {
+  buildUser,
+  ensureBuildUser,
+  handOver,
+  killLeftovers,
+  sealCmds,
+  shareWithApp,
+  unsealedCmd,
+  uptime,
+} from "../../users.ts";
 import { buildPlan } from "../app_type.ts";
 import type { DeployContext } from "../context.ts";
 import { serializeDockerEnv, serializeDotenv } from "../dotenv.ts";
@@ -56,13 +65,16 @@ export const fetch: Step = {
   dry: ({ plan, print }, { dir }) => print(`would extract ${plan.short} into ${dir}`),
 };
 
-/** The build commands, as the app's user with its tool environment (the engine's own build as is). */
-function buildCmds(ctx: DeployContext, { id, dir }: Release): Cmd[] {
+/** The user that builds: the app's build user (users.ts), or the app's user where there is none. */
+const builder = (ctx: DeployContext) => buildUser(ctx.paths, user(ctx)) ?? user(ctx);
+
+/** The build commands, as `as` with its tool environment (the engine's own build as is). */
+function buildCmds(ctx: DeployContext, { id, dir }: Release, as = builder(ctx)): Cmd[] {
   const { plan } = ctx;
-  const env = toolEnv(dir, plan.config, user(ctx));
+  const env = toolEnv(dir, plan.config, as);
   const limits = { timeoutMs: BUILD_TIMEOUT, cancel: ctx.cancellation.signal };
   return buildPlan(plan.deploy, plan.facts, dir, { id, commit: plan.commit })
-    .map((cmd) => asApp({ ...cmd, ...limits }, user(ctx), env));
+    .map((cmd) => asApp({ ...cmd, ...limits }, as, env));
 }
 
 /** After the build the release is sealed (users.ts): root's, and only readable by the app. */
@@ -80,20 +92,20 @@ async function seal(ctx: DeployContext, release: Release): Promise<void> {
 }
 
 /**
- * The build runs as the app's user in a release it owns; then the release is sealed, and only
- * then the engine (root's) builds the image, from a Dockerfile checked in the sealed release.
+ * The build runs as the app's build user in a release it owns; then the release is sealed, and
+ * only then the engine (root's) builds the image, from a Dockerfile checked in the sealed release.
  */
 export const build: Step = {
   name: "build",
-  when: (ctx, release) => buildCmds(ctx, release).length > 0,
+  when: (ctx, release) => buildCmds(ctx, release, user(ctx)).length > 0,
   announce: () => "",
   async run(ctx, release) {
-    const owner = user(ctx);
+    const owner = await ensureBuildUser(ctx.paths, user(ctx), ctx.runner);
     if (owner) await ctx.runner.run(handOver(release.dir, owner));
-    const cmds = buildCmds(ctx, release);
+    const cmds = buildCmds(ctx, release, owner);
     const run = async (cmd: Cmd) => {
       ctx.journal.output(`$ ${displayArgv(cmd.argv)}`);
-      await runConfined(ctx, cmd, release.dir);
+      await runConfined(ctx, cmd, release.dir, owner);
     };
     for (const cmd of cmds.filter((cmd) => !cmd.engine)) await run(cmd);
     await seal(ctx, release);
@@ -313,13 +325,18 @@ async function hasDockerRelease(ctx: DeployContext): Promise<boolean> {
  * Runs a build command or hook (see asApp), then kills what it left behind (see killLeftovers):
  * processes that outlive it, also daemonized ones, neither run on as the app nor hold the release.
  */
-export async function runConfined(ctx: DeployContext, cmd: Cmd, releaseDir?: string): Promise<CmdResult> {
+export async function runConfined(
+  ctx: DeployContext,
+  cmd: Cmd,
+  releaseDir?: string,
+  as = user(ctx),
+): Promise<CmdResult> {
   const since = (uptime() ?? 0.01) - 0.01; // /proc/<pid>/stat counts in hundredths
   try {
     return await ctx.runner.run(cmd);
   } finally {
     if (!cmd.engine) {
-      const killed = await killLeftovers(user(ctx), releaseDir, since);
+      const killed = await killLeftovers(as, releaseDir, since);
       if (killed) ctx.journal.output(`(killed ${killed} process${killed === 1 ? "" : "es"} it left behind)`);
     }
   }
