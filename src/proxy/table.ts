@@ -16,7 +16,7 @@ import { loadCanarySplit, withCanary } from "./canary.ts";
 import { describeMaintenance, loadMaintenance, sameMaintenance } from "./maintenance.ts";
 import { describeTarget, readRoute, type Route, ROUTE_FILE, type RouteTarget } from "./routes.ts";
 import { DeployParadigmError } from "../errors.ts";
-import { defaultUserName, lookupUser } from "../users.ts";
+import { defaultUserName, uidOfUser } from "../users.ts";
 
 /** Throws when a file must not be trusted (owner, mode); see `trustedFile` in ./config.ts. */
 export type TrustCheck = (path: string) => Promise<void>;
@@ -34,13 +34,13 @@ const OWNER_RETRY_MS = 30_000;
 
 /**
  * The uid of user `name` (looked up again after {@link OWNER_RETRY_MS} while there is none; one
- * found is kept: each lookup is a blocking getent, so not every 30 s for every app).
+ * found is kept: each lookup is a getent process, so not every 2 s for every app).
  */
-function uidOf(name: string): number | undefined {
+async function uidOf(name: string): Promise<number | undefined> {
   if (name === "root") return 0;
   const known = OWNERS.get(name);
   if (known && (known.uid !== undefined || Date.now() - known.at < OWNER_RETRY_MS)) return known.uid;
-  const uid = lookupUser(name, known !== undefined)?.uid;
+  const uid = await uidOfUser(name);
   if (OWNERS.size > 10_000) OWNERS.clear();
   OWNERS.set(name, { uid, at: Date.now() });
   return uid;
@@ -51,11 +51,11 @@ function uidOf(name: string): number | undefined {
  * as it is: not a routing key; one that is no string is the default's), app-<name> and root;
  * undefined (no check) while that user does not exist.
  */
-function ownerOf(app: string, config: { user?: unknown }): Route["owner"] {
+async function ownerOf(app: string, config: { user?: unknown }): Promise<Route["owner"]> {
   const name = typeof config.user === "string" ? config.user : defaultUserName(app);
-  const uid = uidOf(name);
+  const uid = await uidOf(name);
   if (uid === undefined) return undefined;
-  const own = uidOf(defaultUserName(app));
+  const own = await uidOf(defaultUserName(app));
   return { uids: [...new Set([uid, ...(own === undefined ? [] : [own]), 0])], name };
 }
 
@@ -153,7 +153,7 @@ export async function loadRoutes(
       slot: slotOf(config.slots, target),
       ...(maintenance ? { maintenance } : {}),
     };
-    const owner = target && !("dir" in target) ? ownerOf(app, config as { user?: unknown }) : undefined;
+    const owner = target && !("dir" in target) ? await ownerOf(app, config as { user?: unknown }) : undefined;
     if (owner) route.owner = owner;
     try {
       // A canary that cannot apply is logged; the app's requests all go to its stable target.

@@ -58,3 +58,35 @@ Deno.test("loadRoutes during a promotion: the canary's clients never go back to 
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("loadRoutes with a slow user database (LDAP, say): the proxy's event loop runs on while it asks who owns an app's ports", async () => {
+  const root = await Deno.makeTempDir({ prefix: "dp-routes-" });
+  const path = Deno.env.get("PATH") ?? "";
+  try {
+    // A getent that takes a second to answer, first in PATH.
+    const bin = join(root, "bin");
+    await Deno.mkdir(bin);
+    await Deno.writeTextFile(join(bin, "getent"), '#!/bin/sh\nsleep 1\necho "$2:x:4242:4242::/:/bin/false"\n', {
+      mode: 0o755,
+    });
+    Deno.env.set("PATH", `${bin}:${path}`);
+    const dir = join(deploymentsRoot(root), "shop");
+    await Deno.mkdir(dir, { recursive: true });
+    const user = `slow${crypto.randomUUID().slice(0, 8)}`;
+    await Deno.writeTextFile(join(dir, "config.yml"), `port: 8000\nmanager: pm2\nuser: ${user}\n`);
+    await writeRoute(dir, { port: BLUE });
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 50);
+    try {
+      const loaded = await loadRoutes(root, new Map(), async () => {});
+      assertEquals(loaded.routes[0].owner, { uids: [4242, 0], name: user });
+    } finally {
+      clearInterval(timer);
+    }
+    // Blocking (outputSync), no timer would have fired during the second the lookups took.
+    assert(ticks >= 5, `the event loop ran ${ticks} times in the lookup`);
+  } finally {
+    Deno.env.set("PATH", path);
+    await Deno.remove(root, { recursive: true });
+  }
+});
