@@ -464,6 +464,38 @@ export async function killLeftovers(user: AppUser | undefined, releaseDir?: stri
   return killed.size;
 }
 
+/** The live processes whose real uid is `uid` (/proc; none without it). */
+function processesOf(uid: number): number[] {
+  try {
+    return [...Deno.readDirSync("/proc")].map((entry) => Number(entry.name))
+      .filter((pid) => Number.isInteger(pid) && procStatus(pid)?.uid === uid);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Kills every process of `user`, the build user of one app alone (an app's own user's, see
+ * buildUserName), once a build command has ended: none of its processes has any business running
+ * then. kill(-1) as that user reaches all of them in one call, also a chain of processes that each
+ * fork the next and exit, which no reading of /proc catches (the live one's pid is not yet listed,
+ * or gone by the time it is read; see {@link killLeftovers}); it is sent whatever a reading finds,
+ * again while one finds any. Returns how many live processes a reading found before.
+ */
+export async function killAllOf(user: AppUser, runner: Runner): Promise<number> {
+  const found = processesOf(user.uid).length;
+  for (let round = 0; round < 10; round++) {
+    await runner.run({
+      argv: ["setpriv", `--reuid=${user.uid}`, `--regid=${user.gid}`, "--clear-groups", "--", "kill", "-KILL", "-1"],
+      allowFailure: true, // (procps' kill says 1 either way)
+      quiet: true,
+      timeoutMs: 10_000,
+    });
+    if (!processesOf(user.uid).length) break;
+  }
+  return found;
+}
+
 /**
  * Through sudo (a member of the deploy group pushing: SUDO_USER is set), refuses an app whose
  * builds and hooks would run as root (`user: root`, or no user of its own): the pushed commit's

@@ -21,7 +21,7 @@ import { SystemdHost } from "../helpers/nspawn.ts";
 import { commitDockerApp, withEngine } from "../helpers/docker.ts";
 import { BIN, freePort, get, run, type TestServer, withServer } from "../helpers/server.ts";
 import { CertificateStore } from "../../src/proxy/certs.ts";
-import { buildUserName, lookupUser } from "../../src/users.ts";
+import { buildUserName, defaultUserName, lookupUser } from "../../src/users.ts";
 
 /** Runs `command` on the host as `user` (its groups too), through setpriv. */
 function asUser(host: SystemdHost, user: string, command: string) {
@@ -742,6 +742,77 @@ while True:
     for (const remove of removers.reverse()) await remove();
   }
 });
+
+Deno.test("PM2 server: nothing a build starts outlives it, not even a chain of processes that each fork the next and exit", async () => {
+  const id = crypto.randomUUID().slice(0, 6);
+  const app = `fk${id}`;
+  const runtime = defaultUserName(app); // the app's own user, as setup makes it
+  const builder = buildUserName(runtime);
+  const removers: (() => Promise<void>)[] = [];
+  try {
+    removers.push(await addTestUser(runtime));
+    removers.push(await addTestUser(builder, runtime));
+    removers.push(() => killAll(builder)); // (run first: removers run in reverse)
+    await withServer(async (server) => {
+      for (const dir of [server.root, server.prefix]) {
+        await Deno.mkdir(dir, { recursive: true });
+        await Deno.chmod(dir, 0o755);
+      }
+      const port = freePort();
+      const remote = await server.setupApp(app, { port, manager: "pm2" });
+      const paths = server.paths(app);
+      const repo = await AppRepo.create(server, app, remote);
+      // Leaves the build's session, then forks the next process and exits, every 2 ms: by the
+      // time /proc says its pid, that process is gone. It writes its pid to $HOME/alive.
+      const chain = `import os, sys, time
+os.setsid()
+end = time.time() + 120
+while time.time() < end:
+    if os.fork(): os._exit(0)
+    with open(sys.argv[1], "w") as f: f.write(str(os.getpid()))
+    time.sleep(0.002)
+`;
+      const files = { "chain.py": chain, "build.sh": '#!/bin/sh\n/usr/bin/python3 chain.py "$HOME/alive"\n' };
+      await repo.node(app, `${app}-v1`, "ok", { files, extra: "build: sh build.sh\n" });
+      await repo.pushOk();
+      const alive = join(paths.dir, "build-home", "alive");
+      assert(await Deno.stat(alive).then(() => true, () => false), "the chain never ran");
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const before = await Deno.readTextFile(alive);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assertEquals(await Deno.readTextFile(alive), before, "the chain runs on after the deploy");
+      assertEquals(processesOf(lookupUser(builder)!.uid), []);
+      console.log(`a fork chain left by the build (last pid ${before}): gone when the deploy ended`);
+    });
+  } finally {
+    for (const remove of removers.reverse()) await remove();
+  }
+});
+
+/** The pids of the processes whose real uid is `uid` (/proc). */
+function processesOf(uid: number): number[] {
+  const pids: number[] = [];
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      const status = Deno.readTextFileSync(`/proc/${entry.name}/status`);
+      if (/^State:\s+Z/m.test(status)) continue;
+      if (Number(/^Uid:\s+(\d+)/m.exec(status)?.[1]) === uid) pids.push(Number(entry.name));
+    } catch { /* gone */ }
+  }
+  return pids;
+}
+
+/** Kills every process of test user `name` (kill -1 as that user), so that it can be removed. */
+async function killAll(name: string): Promise<void> {
+  for (let round = 0; round < 5; round++) {
+    await new Deno.Command("setpriv", {
+      args: [`--reuid=${name}`, `--regid=${name}`, "--clear-groups", "--", "kill", "-KILL", "-1"],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+  }
+}
 
 /** A Python HTTP server as `user` on 127.0.0.1:`port` that answers `squatted`; resolves once it answers. */
 async function squat(user: string, port: number): Promise<Deno.ChildProcess> {

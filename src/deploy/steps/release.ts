@@ -11,8 +11,11 @@ import { type Cmd, type CmdResult, displayArgv } from "../../runner.ts";
 import { extractCommit } from "../../git.ts";
 import {
   buildUser,
+  buildUserName,
+  defaultUserName,
   ensureBuildUser,
   handOver,
+  killAllOf,
   killLeftovers,
   sealCmds,
   shareWithApp,
@@ -322,8 +325,9 @@ async function hasDockerRelease(ctx: DeployContext): Promise<boolean> {
 }
 
 /**
- * Runs a build command or hook (see asApp), then kills what it left behind (see killLeftovers):
- * processes that outlive it, also daemonized ones, neither run on as the app nor hold the release.
+ * Runs a build command or hook (see asApp) as `as`, then kills what it left behind (see
+ * killLeftovers; all processes of the app's own build user, see killAllOf): processes that outlive
+ * it, also daemonized ones, neither run on as the app nor hold the release.
  */
 export async function runConfined(
   ctx: DeployContext,
@@ -336,7 +340,8 @@ export async function runConfined(
     return await ctx.runner.run(cmd);
   } finally {
     if (!cmd.engine) {
-      const killed = await killLeftovers(as, releaseDir, since);
+      const own = as !== undefined && as.name === buildUserName(defaultUserName(ctx.paths.app));
+      const killed = (own ? await killAllOf(as, ctx.runner) : 0) + await killLeftovers(as, releaseDir, since);
       if (killed) ctx.journal.output(`(killed ${killed} process${killed === 1 ? "" : "es"} it left behind)`);
     }
   }
