@@ -6,7 +6,8 @@
  * with `--on-failure rollback`, each commit to go back to present here); then the record is
  * opened in the fleet database (refused while another rollout of the app runs) and the waves run
  * (./run.ts). Whatever ends the run, the record is finished. Exit 0 only when every server got
- * the commit.
+ * the commit (a server whose branch names it while the fleet saw it serve another version is
+ * refused before anything is pushed: a push would change nothing there).
  * @module
  */
 import { hostname } from "node:os";
@@ -164,12 +165,21 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-/** The fleet servers the database says run `app`, with the version it saw (none when there is no database yet). */
+/**
+ * The fleet servers the database says run `app`, with the version it saw (none when there is no
+ * database yet); null when a rollout changed that server's version after the fleet last saw it
+ * (the fleet's view is older: "run the same rollout again" must not find it diverged).
+ */
 async function fleetRows(db: string, app: string): Promise<Map<string, string | null>> {
   if (!(await exists(db))) return new Map();
   const store = await FleetStore.open(db);
   try {
-    const rows = store.sql("SELECT server, version FROM apps WHERE app = ?").all(app) as {
+    const rows = store.sql(
+      `SELECT a.server, CASE WHEN EXISTS (SELECT 1 FROM rollout_servers s JOIN rollouts r ON r.id = s.rollout
+         WHERE r.app = a.app AND s.server = a.server AND s.started_at > a.fetched_at
+           AND s.version_after IS NOT s.version_before) THEN NULL ELSE a.version END AS version
+       FROM apps a WHERE a.app = ?`,
+    ).all(app) as {
       server: string;
       version: string | null;
     }[];
@@ -199,10 +209,10 @@ async function readHeads(git: RemoteGit, targets: Target[], branch: string): Pro
 
 /**
  * The checks on the branches read, before anything is pushed: each push a fast-forward (else
- * `--force`), each commit to roll back to here (with `--on-failure rollback`); and a warning for
- * a server whose branch is at the commit while the fleet database saw it serve another version
- * (its branch did not follow a rollback by hand: `deploy-paradigm rollback` moves it, unless it
- * had moved since).
+ * `--force`), each commit to roll back to here (with `--on-failure rollback`), no server whose
+ * branch is at the commit while the fleet database saw it serve another version (its branch did
+ * not follow a rollback by hand: `deploy-paradigm rollback` moves it, unless it had moved since;
+ * the push would change nothing there, so the rollout could not deploy the commit to it).
  */
 export async function preflight(
   repo: LocalRepo,
@@ -217,16 +227,12 @@ export async function preflight(
   const behind: string[] = [];
   const unchecked: string[] = [];
   const missing: string[] = [];
+  const diverged: string[] = [];
   for (const target of targets) {
     const tip = before.get(target.name) ?? null;
     if (tip === null || tip === commit) {
       const seen = known.get(target.name);
-      if (tip === commit && seen && target.fleet && seen !== short(commit)) {
-        io.print(
-          `warning: ${target.name}'s ${branch} is already at ${short(commit)}, but the fleet saw it serve ${seen} ` +
-            `(its branch did not follow a rollback?): the push changes nothing there`,
-        );
-      }
+      if (tip === commit && seen && target.fleet && seen !== short(commit)) diverged.push(`${target.name} (${seen})`);
       continue;
     }
     const here = await repo.hasCommit(tip);
@@ -251,10 +257,27 @@ export async function preflight(
       { suggestion: `git fetch it (e.g. git fetch <remote>), or run with --on-failure stop` },
     );
   }
+  if (diverged.length) throw divergedError(options.app, diverged, commit, branch);
   if (unchecked.length) {
     io.print(
       `note: ${names(unchecked)} ${unchecked.length === 1 ? "has" : "have"} a commit on ${branch} unknown here: ` +
         `whether ${short(commit)} is ahead of it cannot be checked`,
     );
   }
+}
+
+/** The refusal for servers whose branch names the commit while the fleet saw them serve another version. */
+function divergedError(app: string, diverged: string[], commit: string, branch: string): DeployParadigmError {
+  const one = diverged.length === 1;
+  return new DeployParadigmError(
+    `${branch} already names ${short(commit)} on ${names(diverged)}, but the fleet saw ${one ? "it" : "them"} ` +
+      `serve the version in brackets (a rollback by hand the branch did not follow?): a push changes nothing ` +
+      `there, so ${short(commit)} could not be deployed to ${one ? "it" : "them"}; nothing was pushed`,
+    {
+      suggestion: `on ${one ? "that server" : "each"}, deploy-paradigm releases ${app} then deploy-paradigm rollback ` +
+        `${app} --to <the release of ${short(commit)}>; or roll out a newer commit; or leave ` +
+        `${one ? "it" : "them"} out with --servers; if the fleet saw ${one ? "it" : "them"} before a deploy by ` +
+        `hand, run deploy-paradigm fleet collect --once first`,
+    },
+  );
 }
