@@ -139,15 +139,7 @@ async function deployOne(input: RunInput, target: Target, afters: Map<string, Af
   record.server(target.name, { outcome: "deploying", startedAt, message: null });
   const refspec = `${input.force ? "+" : ""}${commit}:refs/heads/${branch}`;
   print(`[${target.name}] git push ${target.url} ${input.force ? "+" : ""}${short(commit)}:refs/heads/${branch}`);
-  const deployedMark = `✓ deployed ${app} ${short(commit)}`;
-  let deployed = false;
-  let onlyDeploys: string | undefined;
-  const pushed = await input.git.push(target, refspec, (line) => {
-    if (line.includes(deployedMark)) deployed = true;
-    const stored = /(refs\/heads\/\S+) stored; only (\S+) deploys/.exec(line);
-    if (stored?.[1] === `refs/heads/${branch}`) onlyDeploys ??= stored[2];
-    print(`[${target.name}] ${line}`);
-  });
+  const { pushed, deployed, onlyDeploys } = await pushWatched(input, target, refspec, "");
   const after = await readAfter(input, target, pushed.code === 0 ? 1 : REREADS.length);
   afters.set(target.name, onlyDeploys !== undefined && "head" in after ? { ...after, stored: true } : after);
   const durationMs = input.now() - startedAt;
@@ -155,7 +147,7 @@ async function deployOne(input: RunInput, target: Target, afters: Map<string, Af
   const unknown = "error" in after ? `state unknown: ${branch} could not be read after the push (${after.error})` : "";
   let failure: string | undefined;
   if (onlyDeploys !== undefined) {
-    failure = `nothing deployed: ${target.name} deploys ${onlyDeploys}, the commit's deploy.yml says ${branch}`;
+    failure = nothingDeployed(target, onlyDeploys, branch);
   } else if (pushed.code !== 0) {
     const reason = cleanMessage(pushFailure(pushed.tail, pushed.code));
     failure = head === commit && before !== commit
@@ -168,7 +160,7 @@ async function deployOne(input: RunInput, target: Target, afters: Map<string, Af
   } else if (head !== commit) {
     failure = `the push ended well but ${branch} names ${short(head) ?? "nothing"} on the server`;
   } else if (!deployed && before !== commit) {
-    failure = `the push ended well but the server never said "${deployedMark}"`;
+    failure = neverSaid(app, commit);
   }
   record.server(target.name, {
     outcome: failure ? "failed" : "success",
@@ -179,6 +171,37 @@ async function deployOne(input: RunInput, target: Target, afters: Map<string, Af
   print(`[${target.name}] ${failure ? `✗ failed: ${failure}` : `✓ ${short(commit)}`} (${seconds(durationMs)})`);
   return failure;
 }
+
+/** A push's result, with what the server said of it: the deploy of the commit, or only stored (its branch). */
+interface Watched {
+  pushed: CmdResult;
+  deployed: boolean;
+  onlyDeploys?: string;
+}
+
+/**
+ * Pushes `refspec` (its commit: before the colon, after a `+`) and watches the server's lines for
+ * "✓ deployed <app> <short>" and "<branch> stored; only X deploys"; each line printed after `mark`.
+ */
+async function pushWatched(input: RunInput, target: Target, refspec: string, mark: string): Promise<Watched> {
+  const deployedMark = `✓ deployed ${input.app} ${short(refspec.replace(/^\+/, "").split(":")[0])}`;
+  const watched: Omit<Watched, "pushed"> = { deployed: false };
+  const pushed = await input.git.push(target, refspec, (line) => {
+    if (line.includes(deployedMark)) watched.deployed = true;
+    const stored = /(refs\/heads\/\S+) stored; only (\S+) deploys/.exec(line);
+    if (stored?.[1] === `refs/heads/${input.branch}`) watched.onlyDeploys ??= stored[2];
+    input.print(`[${target.name}] ${mark}${line}`);
+  });
+  return { pushed, ...watched };
+}
+
+/** Why a push that the server only stored failed. */
+const nothingDeployed = (target: Target, onlyDeploys: string, branch: string) =>
+  `nothing deployed: ${target.name} deploys ${onlyDeploys}, the commit's deploy.yml says ${branch}`;
+
+/** Why a push that ended well without the server's "✓ deployed" line failed. */
+const neverSaid = (app: string, commit: string) =>
+  `the push ended well but the server never said "✓ deployed ${app} ${short(commit)}"`;
 
 /** The server's branch after a push, read up to `tries` times (a server that dropped the connection may be busy). */
 async function readAfter(input: RunInput, target: Target, tries: number): Promise<After> {
@@ -245,17 +268,23 @@ async function rollBack(input: RunInput, switched: Target[]): Promise<{ ok: bool
   return { ok: left.length === 0, message };
 }
 
-/** Pushes `before` back to a server; returns why that failed, or undefined. */
+/**
+ * Pushes `before` back to a server; returns why that failed, or undefined. Back only as deployOne
+ * counts a deploy: the push ended well, the branch names `before` and the server said it deployed it.
+ */
 async function pushBack(input: RunInput, target: Target, before: string): Promise<string | undefined> {
   const startedAt = input.now();
-  const pushed = await input.git.push(
+  const { pushed, deployed, onlyDeploys } = await pushWatched(
+    input,
     target,
     `+${before}:refs/heads/${input.branch}`,
-    (line) => input.print(`[${target.name}] ↩ ${line}`),
+    "↩ ",
   );
   const head = await input.git.head(target, input.branch).catch(() => undefined);
+  if (onlyDeploys !== undefined) return nothingDeployed(target, onlyDeploys, input.branch);
   if (pushed.code !== 0) return cleanMessage(pushFailure(pushed.tail, pushed.code));
   if (head !== before) return `${input.branch} names ${short(head) ?? "something unknown"} after the push`;
+  if (!deployed) return neverSaid(input.app, before);
   const row = input.record.row(target.name);
   input.record.server(target.name, {
     outcome: "rolled_back",
