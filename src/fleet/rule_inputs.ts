@@ -132,7 +132,7 @@ function everLogged(store: FleetStore, server: string, app: string): boolean {
 function appObservations(store: FleetStore, rule: ThresholdRule, server: string, now: number): Observation[] {
   const since = now - rule.withinMs;
   return appsOf(store, server, since, rule.app).map((app) => {
-    const window = appRequestWindow(store, server, app, since);
+    const window = appRequestWindow(store, server, app, since, now);
     const requests = Number.isFinite(window.requests) && window.requests >= 0 ? window.requests : 0;
     const enough = requests > 0 && requests >= rule.minRequests;
     let value: number | null = null;

@@ -11,6 +11,7 @@
  * @module
  */
 import { latestServerMetrics } from "./server_latest.ts";
+import { LINE_AHEAD_MS } from "./server_time.ts";
 import type { FleetStore } from "./store.ts";
 
 export type Range = "1h" | "24h" | "7d" | "30d";
@@ -28,18 +29,24 @@ export function isRange(value: unknown): value is Range {
   return typeof value === "string" && Object.hasOwn(RANGES, value);
 }
 
-/** An app's requests over [since, now] (the windows from metrics.log that end after `since`): p95 weighted by requests. */
+/**
+ * An app's requests over [since, now] (the windows from metrics.log that end after `since`, and
+ * by `now` + {@link LINE_AHEAD_MS}, the allowance the log rules give a server's clock: a minute
+ * dated later, up to a day ahead as requestMinuteOf takes it, would sit in every window until its
+ * time came): p95 weighted by requests.
+ */
 export function appRequestWindow(
   store: FleetStore,
   server: string,
   app: string,
   since: number,
+  now: number,
 ): { requests: number; errors5xx: number; p95Ms: number | null } {
   const row = store.sql(
     `SELECT SUM(requests) AS requests, SUM(errors) AS errors,
        SUM(p95 * requests) / NULLIF(SUM(CASE WHEN p95 IS NULL THEN 0 ELSE requests END), 0) AS p95
      FROM (${REQUEST_ROWS.replaceAll("%", "server = :server AND app = :app")})`,
-  ).get({ server, app, from: since, to: Number.MAX_SAFE_INTEGER }) as {
+  ).get({ server, app, from: since, to: now + LINE_AHEAD_MS }) as {
     requests: number | null;
     errors: number | null;
     p95: number | null;

@@ -114,7 +114,7 @@ Deno.test("fleet metrics: synthetic /proc, a filling disk and a host without /pr
     assert(!/fleet_server_cpu_percent\{server="b"\}/.test(text), "no value for what it could not read");
 
     // The metrics.log lines, pulled as a log through the ledger (in the first cycle).
-    const window = appRequestWindow(store, "a", "shop", start);
+    const window = appRequestWindow(store, "a", "shop", start, now());
     assertEquals([window.requests, window.errors5xx], [200, 50]);
     assert(window.p95Ms !== null && window.p95Ms > 0);
     const app = appSeries(store, "a", "shop", "1h", now());

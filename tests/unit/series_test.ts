@@ -133,12 +133,12 @@ Deno.test("series: past 48 h raw rows become 5-minute averages, read by the same
     // The request minutes: summed, p95 weighted by requests: (10·10 + 30·2) / 40 = 4.
     const minute = store.sql("SELECT requests, errors, other, p95, n FROM request_minutes_5m").get();
     assertEquals({ ...minute }, { requests: 40, errors: 1, other: 39, p95: 4, n: 2 });
-    assertEquals(appRequestWindow(store, "a", "web", T0), { requests: 40, errors5xx: 1, p95Ms: 4 });
+    assertEquals(appRequestWindow(store, "a", "web", T0, now), { requests: 40, errors5xx: 1, p95Ms: 4 });
     // The same lines read again (older than 48 h, their bucket averaged): they count once.
     storeRequestMinutes(store, "a", "web", minutes);
     assertEquals(count(store, "request_minutes"), 0, "dropped: their bucket was averaged");
     downsample(store, now + 300_000, 30);
-    assertEquals(appRequestWindow(store, "a", "web", T0).requests, 40);
+    assertEquals(appRequestWindow(store, "a", "web", T0, now).requests, 40);
     const rollups = store.sql("SELECT step, ts, requests, errors FROM request_rollups ORDER BY step").all();
     assertEquals(rollups.map((r) => ({ ...r })), [
       { step: 3_600_000, ts: T0, requests: 40, errors: 1 },
@@ -198,7 +198,7 @@ Deno.test("series: a real proxy's metrics.log, ingested, gives request minutes, 
     assertEquals({ ...minutes[0] }, { ts: T0 + 60_000, requests: 20, errors: 0, other: 20 });
     assertEquals({ ...minutes[9] }, { ts: T0 + 600_000, requests: 20, errors: 10, other: 10 });
 
-    const window = appRequestWindow(store, "a", "shop", T0);
+    const window = appRequestWindow(store, "a", "shop", T0, now);
     assertEquals([window.requests, window.errors5xx], [200, 50]);
     assert(window.p95Ms !== null && window.p95Ms > 1, String(window.p95Ms));
 
@@ -327,7 +327,7 @@ Deno.test("series: a window keyed by its end: the proxy's partial window (stop) 
     const shown = series.ts.map((ts, i) => [ts - T0, series.requests[i], series.errorRate[i]])
       .filter(([, r]) => r !== null);
     assertEquals(shown, [[180_000, 600, 0], [240_000, 600, 0.01]]);
-    assertEquals(appRequestWindow(store, "a", "web", T0).requests, 1200);
+    assertEquals(appRequestWindow(store, "a", "web", T0, T0 + 360_000).requests, 1200);
     const hour = store.sql("SELECT requests, errors FROM request_rollups WHERE step = 3600000").get();
     assertEquals({ ...hour }, { requests: 1200, errors: 6 });
   } finally {
