@@ -199,7 +199,7 @@ export class Collector {
       for (const [app, path] of pulled.statuses) {
         const status = await readStatusFile(path);
         if (typeof status === "string") outcome.limits.push(`${app}/status.json ${status}`);
-        else apps.push(app); // a half-written one keeps the app's last state
+        else apps.push(app); // a half-written one keeps the app's last state; a refused one drops it
         if (typeof status !== "object") continue;
         outcome.apps++;
         if (Array.isArray(status.processes) && status.processes.length > MAX_PROCESSES) {
@@ -346,15 +346,21 @@ export class Collector {
 
 /**
  * An app's status.json: the object, or why it is refused (over {@link MAX_STATUS_BYTES}: at most
- * that many bytes are read), or undefined when it is not JSON (half-written: the next cycle reads it again).
+ * that many bytes are read; a whole JSON value that is not an object), or undefined when it cannot
+ * be read or is not JSON (half-written: the next cycle reads it again).
  */
 export async function readStatusFile(path: string): Promise<AppStatusJson | string | undefined> {
+  let value: unknown;
   try {
     const bytes = await readAtMost(path, MAX_STATUS_BYTES);
     if (bytes.length > MAX_STATUS_BYTES) return `is over the ${size(MAX_STATUS_BYTES)} allowed: refused`;
-    const value = JSON.parse(new TextDecoder().decode(bytes));
-    return typeof value === "object" && value !== null && !Array.isArray(value) ? value as AppStatusJson : undefined;
+    value = JSON.parse(new TextDecoder().decode(bytes));
   } catch {
     return undefined;
   }
+  if (typeof value === "object" && value !== null && !Array.isArray(value)) return value as AppStatusJson;
+  return `is ${jsonKind(value)}, not a JSON object: refused`;
 }
+
+/** What a JSON value that is not an object is, for a refusal: `an array`, `null`, `a string`, … */
+const jsonKind = (value: unknown) => value === null ? "null" : Array.isArray(value) ? "an array" : `a ${typeof value}`;

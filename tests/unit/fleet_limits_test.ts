@@ -99,7 +99,7 @@ Deno.test("parseListing: status and log lines; a name with a newline cannot forg
   assertEquals(forged.logs, ["web/access.log", "web/access.log.log"]);
 });
 
-Deno.test("readStatusFile: at most 64 KiB read; bigger is refused with a reason; arrays and broken JSON are nothing", async () => {
+Deno.test("readStatusFile: at most 64 KiB read; bigger or not an object is refused with a reason; broken JSON is nothing", async () => {
   const dir = await Deno.makeTempDir({ prefix: "dp-status-" });
   try {
     const path = join(dir, "status.json");
@@ -109,8 +109,11 @@ Deno.test("readStatusFile: at most 64 KiB read; bigger is refused with a reason;
     assertMatch(String(await readStatusFile(path)), /over the 64 KiB allowed: refused/);
     await Deno.truncate(path, 100 << 20); // sparse: 100 MiB, read only up to the limit
     assertMatch(String(await readStatusFile(path)), /refused/);
-    await Deno.writeTextFile(path, "[1,2]");
-    assertEquals(await readStatusFile(path), undefined);
+    // A whole JSON value that is not an object is bad input, not a half-written file.
+    for (const [text, kind] of [["[1,2]", "an array"], ["1", "a number"], ['"x"', "a string"], ["null", "null"]]) {
+      await Deno.writeTextFile(path, text);
+      assertEquals(await readStatusFile(path), `is ${kind}, not a JSON object: refused`);
+    }
     await Deno.writeTextFile(path, '{"half": ');
     assertEquals(await readStatusFile(path), undefined);
   } finally {
