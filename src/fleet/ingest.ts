@@ -216,12 +216,19 @@ export async function ingestFile(
   return result;
 }
 
+/** Whether the byte before `offset` in `source` is a newline (so a line starts at `offset`). */
+async function newlineBefore(source: Deno.FsFile, offset: number): Promise<boolean> {
+  const byte = new Uint8Array(1);
+  await source.seek(offset - 1, Deno.SeekMode.Start);
+  return (await source.read(byte)) === 1 && byte[0] === 10;
+}
+
 /**
  * Reads `source` from `from` to its size now and ingests its complete lines under `ledger` (a
  * trailing line without a newline too when `final`: a rotated file does not grow any more),
  * moving the ledger. More than `limit` new bytes: the first ones are skipped, a `gap` line says
- * how many, and reading starts at the first line within the newest `limit` bytes. Once the
- * budget's `lines` are spent, it stops after the chunk where they ran out (`stopped`), the ledger
+ * how many, and reading starts at the first line within the newest `limit` bytes (their first
+ * byte when a line starts there). Once the budget's `lines` are spent, it stops after the chunk where they ran out (`stopped`), the ledger
  * at a line's start. Returns the bytes read (to the ledger).
  */
 async function readInto(
@@ -256,7 +263,8 @@ async function readInto(
     result.gaps++;
     result.skipped += skipped;
     from += skipped;
-    resync = from > 0; // the first line may have begun before: it starts after the next newline
+    // the first line may have begun before (unless a newline ends the byte before): it starts after the next newline
+    resync = from > 0 && !(await newlineBefore(source, from));
   }
   await source.seek(from, Deno.SeekMode.Start);
   // What is read and not yet ingested is pending[0, length), starting at file offset `pendingAt`. A
