@@ -1,11 +1,11 @@
 /**
  * A rollout's run, wave after wave: each server of a wave gets `git push <url>
  * <commit>:refs/heads/<branch>` (its usual health-gated deploy; the server moves the branch only
- * after a healthy one), its outcome from the push's exit status and the branch read back. It
- * stops at the first failure (the wave's other pushes finish), and with `--on-failure rollback`
- * pushes each server it switched back to the commit it had before (a forced push of that commit:
- * the same health-gated deploy, with no more right than the push itself, and the server's branch
- * names what serves again). `--confirm` asks before each wave. A stop (Ctrl-C, SIGTERM) lets the
+ * after a healthy one), its outcome from the push's exit status, the server's `✓ deployed` line
+ * and the branch read back. It stops at the first failure (the wave's other pushes finish), and
+ * with `--on-failure rollback` pushes each server it switched back to the commit it had before (a
+ * forced push of that commit: the same health-gated deploy, with no more right than the push
+ * itself, and the server's branch names what serves again; back on the same proof as a deploy). `--confirm` asks before each wave. A stop (Ctrl-C, SIGTERM) lets the
  * running pushes finish and starts no new one. Every change goes to the record as it happens.
  * @module
  */
