@@ -217,15 +217,16 @@ Deno.test("ingestFile: past the per-file budget the newest bytes are read after 
     const line = (i: number) => `req ${String(i).padStart(6, "0")} ${"x".repeat(80)}\n`; // 92 bytes
     await Deno.writeTextFile(path, Array.from({ length: 1000 }, (_, i) => line(i)).join(""));
     const file = { rel: "web/access.log", path, ino: 1 };
-    const budget = { perFile: 9_200, left: 100_000, lines: Infinity };
+    // 100 lines and a half: the cut is in the middle of line 899 (one at a line's start: fleet_ingest_gap_test).
+    const budget = { perFile: 9_246, left: 100_000, lines: Infinity };
     const first = await ingestFile(store, "s1", file, undefined, VIEW.now, budget);
-    assertEquals(first.skipped, 92_000 - 9_200);
-    assertEquals([first.lines, first.gaps, first.bytes], [99, 1, 9_200], "the first line after the cut is partial");
-    assertEquals(budget.left, 100_000 - 9_200);
+    assertEquals(first.skipped, 92_000 - 9_246);
+    assertEquals([first.lines, first.gaps, first.bytes], [100, 1, 9_246], "the first line after the cut is partial");
+    assertEquals(budget.left, 100_000 - 9_246);
     const rows = store.sql("SELECT kind, text FROM lines ORDER BY offset").all() as { kind: string; text: string }[];
     assertEquals(rows[0].kind, "gap");
-    assertMatch(rows[0].text, /^\[fleet\] gap: 80\.9 KiB of access\.log skipped, over the 9 KiB a log file may bring/);
-    assertEquals(rows[1].text, line(901).trimEnd());
+    assertMatch(rows[0].text, /^\[fleet\] gap: 80\.8 KiB of access\.log skipped, over the 9 KiB a log file may bring/);
+    assertEquals(rows[1].text, line(900).trimEnd());
     assertEquals(rows.at(-1)!.text, line(999).trimEnd());
 
     // Growth within the budget: read whole, no gap.
