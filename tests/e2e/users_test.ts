@@ -110,6 +110,18 @@ Deno.test("systemd host: each app its own user and sandbox; deploy-group pushes 
     assertEquals(await (await fetch(`http://${host.address}:${ports.alpha}/`)).text(), "alpha-v1");
     const second = await release("alpha", "alpha-v2"); // the green slot, and a release sealed beside the first
     assertEquals(second.code, 0, second.output);
+    // A server set up before builds had a user of their own: the deploy creates it, in the app's group.
+    await host.ssh("userdel build-app-beta && rm -rf /opt/deployments/beta/build-home");
+    const rebuilt = await release("beta", "beta-v2");
+    assertEquals(rebuilt.code, 0, rebuilt.output);
+    assertEquals((await host.ssh("id -nG build-app-beta")).stdout.trim().split(" ").sort(), [
+      "app-beta",
+      "build-app-beta",
+    ]);
+    assertEquals(
+      (await host.ssh("stat -c '%U %a' /opt/deployments/beta/build-home")).stdout.trim(),
+      "build-app-beta 700",
+    );
     assertEquals(await (await fetch(`http://${host.address}:${ports.alpha}/`)).text(), "alpha-v2");
 
     // A Node app runs in the same sandbox (V8's JIT, /proc, its syscalls): the machine's node, copied in.
@@ -183,6 +195,7 @@ Deno.test("systemd host: each app its own user and sandbox; deploy-group pushes 
       "touch /opt/deployments/alpha/current/new-file",
       "touch /opt/deployments/alpha/pwned",
       "touch /opt/deployments/beta/home/pwned",
+      "ls /opt/deployments/alpha/build-home",
       "touch /opt/deployments/pwned",
       "touch /var/repos/alpha.git/hooks/proc-receive",
       "touch /etc/systemd/system/pwned.service",
