@@ -102,6 +102,8 @@ export interface Runner {
 }
 
 const TAIL_LINES = 15;
+/** The longest line {@link readLines} passes on whole (characters); a longer one comes in pieces. */
+const MAX_LINE = 64 * 1024;
 
 /** A command line for display only (shell-quoted where needed); never executed. */
 export function displayArgv(argv: readonly string[]): string {
@@ -296,6 +298,8 @@ export async function readLines(
     const parts = (pending + decoder.decode(bytes, { stream: true })).split("\n");
     pending = parts.pop()!;
     for (const part of parts) onLine(part.replace(/\r$/, ""));
+    // A line without end comes in pieces of MAX_LINE: it never fills memory.
+    for (; pending.length > MAX_LINE; pending = pending.slice(MAX_LINE)) onLine(pending.slice(0, MAX_LINE));
   }
   pending += decoder.decode();
   if (pending) onLine(pending);

@@ -463,7 +463,7 @@ async function write({ app, paths, values, config, users, runner, clone }: Decid
   if (PROXIED[values.strategy]) await ensureProxy(values.manager, values.proxyHost, env, runner);
   if (appUser) {
     console.log(
-      `✓ ${app} runs and runs its hooks as ${appUser.name}; ${buildUserName(appUser.name)} builds its releases`,
+      `✓ ${app} runs and runs its hooks as ${appUser.name}; ${buildUserName(app)} builds its releases`,
     );
   }
 }

@@ -86,7 +86,7 @@ export function setupUsers(paths: AppPaths, configured: string | undefined): Use
       const user = appUser(paths, configured);
       if (user) {
         await ownAppDirs(paths, user);
-        const builder = buildUserName(user.name);
+        const builder = buildUserName(paths.app);
         const created = real && !lookupUser(builder, true);
         await ensureBuildUser(paths, user, runner);
         if (created) {

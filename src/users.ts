@@ -1,7 +1,7 @@
 /**
  * Apps as their own users. Each app runs and runs its hooks as an unprivileged system user:
  * `app-<name>` (created by `setup`), or the existing user named by `user:` in config.yml; its
- * releases are built by another one, `build-<that user>`. The deploy itself (git, the proxy's
+ * releases are built by another one, `build-<app>`. The deploy itself (git, the proxy's
  * routes, the process manager, docker) stays root's.
  *
  * Ownership model (on a real server, deploying as root):
@@ -9,7 +9,7 @@
  *   `.env.<env>`, config.yml and pm2 files stay root's.
  * - `/opt/deployments/<app>/home/`: the app user's, 0700: its HOME, the one place it may write
  *   (the app's own data, the caches of its hooks).
- * - `releases/<id>/`: while it builds, the build user's (`build-<app user>`, in the app's group:
+ * - `releases/<id>/`: while it builds, the build user's (`build-<app>`, in the app's group:
  *   `npm install`, `pip install`, the build command write only there, and the running app, which
  *   under PM2 has no sandbox, cannot change what its next push builds), then root:<app group>, not
  *   group-writable: read-only for the app. Its `.env` is root:<app group> 0640: the app may read
@@ -54,13 +54,14 @@ export function defaultUserName(app: string): string {
 }
 
 /**
- * The user that builds the releases of apps that run as `runtime`: `build-<runtime>` (shortened
- * as {@link defaultUserName} does). Never the runtime user itself: a running app (under PM2 not in
- * a sandbox) could otherwise rewrite the release its next push builds. No app's user is named so:
- * those setup creates begin with `app-`.
+ * The user that builds app `app`'s releases: `build-<app>` (shortened as {@link defaultUserName}
+ * does), one per app whatever user it runs as. Never the runtime user: a running app (under PM2
+ * not in a sandbox) could otherwise rewrite the release its next push builds; and never shared:
+ * after each build every process it has is killed (killAllOf). No app's user is named so: those
+ * setup creates begin with `app-`.
  */
-export function buildUserName(runtime: string): string {
-  return userName("build-", runtime);
+export function buildUserName(app: string): string {
+  return userName("build-", app);
 }
 
 /** `<prefix><name>`, or for one longer than a user name may be (32), `<prefix><start>-<8 hex digits of a hash>`. */
@@ -173,11 +174,11 @@ export function appUser(paths: AppPaths, configured?: string): AppUser | undefin
 
 /**
  * The user that builds `paths.app`'s releases ({@link buildUserName}) when the app has a user and
- * that one exists, with its build home `/opt/deployments/<app>/build-home` (npm's and pip's
- * caches, out of the running app's reach); undefined otherwise.
+ * that one exists, with its build home `/opt/deployments/<app>/build-home` (out of the running
+ * app's reach, and emptied before each build: see ensureBuildUser); undefined otherwise.
  */
 export function buildUser(paths: AppPaths, runtime: AppUser | undefined): AppUser | undefined {
-  const found = runtime && lookupUser(buildUserName(runtime.name));
+  const found = runtime && lookupUser(buildUserName(paths.app));
   return found && found.uid !== 0 ? { ...found, home: join(paths.dir, "build-home"), own: true } : undefined;
 }
 
@@ -185,8 +186,11 @@ export function buildUser(paths: AppPaths, runtime: AppUser | undefined): AppUse
  * The user that builds `paths.app`'s releases, ready to build: on a real server created when it is
  * missing (a server set up before builds had a user of their own) and made a member of the app
  * user's group, which it needs to reach a release (`/opt/deployments/<app>` is root:<group> 0750);
- * its build home the user's, 0700. Under DEPLOY_PARADIGM_PREFIX (tests, the demo) nothing is
- * created: without a build user there, the app's user builds. Undefined without an app user.
+ * none of its processes running (what a deploy killed midway left), and its build home new, the
+ * user's, 0700: nothing an earlier build left is read by this one (a `.npmrc` a malicious
+ * dependency wrote would run the next build's scripts through its own shell), so no package
+ * cache either. Under DEPLOY_PARADIGM_PREFIX (tests, the demo) nothing is created: without a
+ * build user there, the app's user builds. Undefined without an app user.
  */
 export async function ensureBuildUser(
   paths: AppPaths,
@@ -194,7 +198,7 @@ export async function ensureBuildUser(
   runner: Runner,
 ): Promise<AppUser | undefined> {
   if (!runtime) return undefined;
-  const name = buildUserName(runtime.name);
+  const name = buildUserName(paths.app);
   const real = !Deno.env.get("DEPLOY_PARADIGM_PREFIX");
   if (real && !lookupUser(name, true)) {
     await runner.run(useraddCmd(name, join(paths.dir, "build-home"), runtime.group));
@@ -206,7 +210,11 @@ export async function ensureBuildUser(
     await runner.run({ argv: ["usermod", "--append", "--groups", runtime.group, name], timeoutMs: 60_000 });
     forgetUsers();
   }
-  await Deno.mkdir(user.home, { recursive: true });
+  await killAllOf(user, runner);
+  await Deno.remove(user.home, { recursive: true }).catch((error) => {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  });
+  await Deno.mkdir(user.home);
   await own(user.home, user.uid, user.gid, 0o700);
   return user;
 }
@@ -297,22 +305,26 @@ export function handOver(releaseDir: string, user: AppUser): Cmd {
 
 /**
  * After the build: the release becomes root's, readable by the app's group and writable by
- * nobody else (symbolic links are neither followed nor changed). Write permission goes first,
- * while the build's user still owns it all: a file the build left group-writable (git archive
- * extracts 0664) would otherwise be the app's to write between the chown and the chmod.
+ * nobody else, with no set-user-ID or set-group-ID bit (symbolic links are neither followed nor
+ * changed). Write permission and those bits go first, while the build's user still owns it all:
+ * a file the build left group-writable (git archive extracts 0664) would otherwise be the app's
+ * to write between the chown and the chmod, and a setgid file without group execute (2745: the
+ * chown keeps the bit) a program of the app's group for anyone who can reach it, through a hard
+ * link the build made outside, say, once the chmod adds group execute.
  */
 export function sealCmds(releaseDir: string, user: AppUser): Cmd[] {
   return [
-    { argv: ["chmod", "-R", "go-w", "--", releaseDir], timeoutMs: 300_000 },
+    { argv: ["chmod", "-R", "go-w,ug-s", "--", releaseDir], timeoutMs: 300_000 },
     { argv: ["chown", "-R", "--no-dereference", `0:${user.gid}`, "--", releaseDir], timeoutMs: 300_000 },
-    { argv: ["chmod", "-R", "g+rX", "--", releaseDir], timeoutMs: 300_000 },
+    { argv: ["chmod", "-R", "g+rX,ug-s", "--", releaseDir], timeoutMs: 300_000 },
   ];
 }
 
 /**
  * After {@link sealCmds}: prints the first entry of the release that is not root's, or that the
- * group or others may write (not a symbolic link), if any. Sealed, there is none; one means a
- * process of the build kept running through the seal and made it.
+ * group or others may write, or that is set-user-ID or set-group-ID (not a symbolic link), if
+ * any. Sealed, there is none; one means a process of the build kept running through the seal and
+ * made it.
  */
 export function unsealedCmd(releaseDir: string): Cmd {
   return {
@@ -328,7 +340,7 @@ export function unsealedCmd(releaseDir: string): Cmd {
       "-type",
       "l",
       "-perm",
-      "/022",
+      "/6022",
       ")",
       "-print",
       "-quit",
@@ -475,12 +487,12 @@ function processesOf(uid: number): number[] {
 }
 
 /**
- * Kills every process of `user`, the build user of one app alone (an app's own user's, see
- * buildUserName), once a build command has ended: none of its processes has any business running
- * then. kill(-1) as that user reaches all of them in one call, also a chain of processes that each
- * fork the next and exit, which no reading of /proc catches (the live one's pid is not yet listed,
- * or gone by the time it is read; see {@link killLeftovers}); it is sent whatever a reading finds,
- * again while one finds any. Returns how many live processes a reading found before.
+ * Kills every process of `user`, an app's build user (see buildUserName: one app's alone), once
+ * a build command has ended, and before a build starts: none of its processes has any business
+ * running then. kill(-1) as that user reaches all of them in one call, also a chain of processes
+ * that each fork the next and exit, which no reading of /proc catches (the live one's pid is not
+ * yet listed, or gone by the time it is read; see {@link killLeftovers}); it is sent whatever a
+ * reading finds, again while one finds any. Returns how many live processes a reading found before.
  */
 export async function killAllOf(user: AppUser, runner: Runner): Promise<number> {
   const found = processesOf(user.uid).length;

@@ -384,7 +384,7 @@ export const serverConfigSchema = z.strictObject({
     "must be a user name (lowercase letters, digits, _ and -, starting with a letter or _; up to 32)",
   ).optional().meta({
     description: "The existing user the app runs and runs its hooks as (default app-<name>, which setup " +
-      "creates; build-<user> builds its releases); root runs it all as root.",
+      "creates; build-<app> builds its releases); root runs it all as root.",
   }),
 }).check(crossChecks((value, ctx, ok) => {
   routingChecks(value, ctx, ok);

@@ -30,7 +30,8 @@ export const STAGING_PREFIX = ".incoming-";
 export function prefetchCommit(gitDir: string, commit: string, root = prefix()): Prefetch | undefined {
   if (!/^([0-9a-f]{40}|[0-9a-f]{64})$/.test(commit)) return undefined;
   const dir = join(deploymentsRoot(root), `${STAGING_PREFIX}${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`);
-  const done = Deno.mkdir(dir).then(() => extractCommit(gitDir, commit, dir));
+  // 0700: no other user opens it (and keeps the directory open after it is renamed into the app's).
+  const done = Deno.mkdir(dir, { mode: 0o700 }).then(() => extractCommit(gitDir, commit, dir));
   done.catch(() => {}); // observed by the deploy; never an unhandled rejection
   return { commit, dir, done };
 }

@@ -76,13 +76,20 @@ export function userOf(paths: AppPaths, config: ServerConfig): AppUser | undefin
 
 /**
  * A build command or hook of the app: as its user, with only `env` (see {@link toolEnv}), in a
- * session whose leftovers are killed when it ends. Only the docker build the deploy creates
+ * session whose leftovers are killed when it ends, the tail of its output kept. Only the docker build the deploy creates
  * itself (`engine`, see buildPlan) stays the deploying user's: it talks to the engine, and runs
  * the build in a container anyway. Whatever its program is called, nothing else is exempt.
  */
 export function asApp(cmd: Cmd, user: AppUser | undefined, env: Record<string, string>): Cmd {
-  return cmd.engine ? cmd : asUser({ ...cmd, env, clearEnv: true, reap: true }, user);
+  return cmd.engine ? cmd : asUser({ ...cmd, env, clearEnv: true, reap: true, keepLines: KEPT_LINES }, user);
 }
+
+/**
+ * The lines of a build's or hook's output kept for its result (each goes to the push as it
+ * comes): a build that prints without end must not fill the deploy's memory, or the deploy dies
+ * before it kills what the build left running.
+ */
+const KEPT_LINES = 200;
 
 /** The app's non-secret environment (the .env values are added by the process manager). */
 export function appEnv(current: string, config: ServerConfig, type: string, user?: AppUser): Record<string, string> {

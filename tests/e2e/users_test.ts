@@ -56,8 +56,8 @@ Deno.test("systemd host: each app its own user and sandbox; deploy-group pushes 
       );
       assertEquals(setup.code, 0, setup.output);
       assertMatch(setup.stdout, new RegExp(`✓ user app-${app} \\(a system user with no login shell\\)`));
-      assertMatch(setup.stdout, new RegExp(`✓ user build-app-${app}, which builds ${app}'s releases`));
-      assertMatch(setup.stdout, new RegExp(`✓ ${app} runs and runs its hooks as app-${app}; build-app-${app} builds`));
+      assertMatch(setup.stdout, new RegExp(`✓ user build-${app}, which builds ${app}'s releases`));
+      assertMatch(setup.stdout, new RegExp(`✓ ${app} runs and runs its hooks as app-${app}; build-${app} builds`));
       const secret = `${app}-secret-${crypto.randomUUID().slice(0, 8)}`;
       await Deno.writeTextFile(join(host.rootfs, `opt/deployments/${app}/.env.production`), `SECRET=${secret}\n`);
     }
@@ -71,9 +71,9 @@ Deno.test("systemd host: each app its own user and sandbox; deploy-group pushes 
       "/opt/deployments/beta/home:/usr/sbin/nologin",
     ]);
     // The build user: in the app's group (to reach its releases), not the other way round.
-    assertEquals((await host.ssh("id -nG build-app-alpha")).stdout.trim().split(" ").sort(), [
+    assertEquals((await host.ssh("id -nG build-alpha")).stdout.trim().split(" ").sort(), [
       "app-alpha",
-      "build-app-alpha",
+      "build-alpha",
     ]);
     assertEquals((await host.ssh("id -nG app-alpha")).stdout.trim(), "app-alpha");
 
@@ -111,16 +111,16 @@ Deno.test("systemd host: each app its own user and sandbox; deploy-group pushes 
     const second = await release("alpha", "alpha-v2"); // the green slot, and a release sealed beside the first
     assertEquals(second.code, 0, second.output);
     // A server set up before builds had a user of their own: the deploy creates it, in the app's group.
-    await host.ssh("userdel build-app-beta && rm -rf /opt/deployments/beta/build-home");
+    await host.ssh("userdel build-beta && rm -rf /opt/deployments/beta/build-home");
     const rebuilt = await release("beta", "beta-v2");
     assertEquals(rebuilt.code, 0, rebuilt.output);
-    assertEquals((await host.ssh("id -nG build-app-beta")).stdout.trim().split(" ").sort(), [
+    assertEquals((await host.ssh("id -nG build-beta")).stdout.trim().split(" ").sort(), [
       "app-beta",
-      "build-app-beta",
+      "build-beta",
     ]);
     assertEquals(
       (await host.ssh("stat -c '%U %a' /opt/deployments/beta/build-home")).stdout.trim(),
-      "build-app-beta 700",
+      "build-beta 700",
     );
     assertEquals(await (await fetch(`http://${host.address}:${ports.alpha}/`)).text(), "alpha-v2");
 
@@ -166,7 +166,7 @@ Deno.test("systemd host: each app its own user and sandbox; deploy-group pushes 
     assertEquals(owners.stdout.trim().split("\n").map((line) => line.split(" ").slice(1).join(" ")), [
       "root:app-alpha 750",
       "app-alpha:app-alpha 700",
-      "build-app-alpha:build-app-alpha 700",
+      "build-alpha:build-alpha 700",
       "root:app-alpha 755",
       "root:app-alpha 644",
       "root:app-alpha 640",
@@ -674,8 +674,9 @@ process.exit(refused ? 1 : 0);
 
 Deno.test("PM2 server: the running app cannot change the release its next push builds, nor the build's caches (a build user of its own)", async () => {
   const id = crypto.randomUUID().slice(0, 6);
+  const app = `f5${id}`;
   const runtime = `dpu${id}a`;
-  const builder = buildUserName(runtime);
+  const builder = buildUserName(app);
   const removers: (() => Promise<void>)[] = [];
   let attacker: Deno.ChildProcess | undefined;
   try {
@@ -687,13 +688,23 @@ Deno.test("PM2 server: the running app cannot change the release its next push b
         await Deno.chmod(dir, 0o755);
       }
       const port = freePort();
-      const remote = await server.setupApp("alpha", { port, manager: "pm2" });
-      const paths = server.paths("alpha");
+      const remote = await server.setupApp(app, { port, manager: "pm2" });
+      const paths = server.paths(app);
       await Deno.writeTextFile(paths.config, `user: ${runtime}\n`, { append: true });
-      const repo = await AppRepo.create(server, "alpha", remote);
-      // The build says who runs it, and takes 3 s: long enough for the attacker to find the release.
-      const files = { "build.sh": "#!/bin/sh\nid -un > built-by\nsleep 3\n" };
-      await repo.node("alpha", "alpha-v1", "ok", { files, extra: "build: sh build.sh\n" });
+      const repo = await AppRepo.create(server, app, remote);
+      // The build says who runs it and what its home holds, leaves a config there for the next
+      // build (npm would run scripts through its shell) and a setgid copy of cat in the release,
+      // and takes 3 s: long enough for the attacker to find the release.
+      const build = [
+        "#!/bin/sh",
+        "id -un > built-by",
+        'ls -A "$HOME" > home-at-build',
+        `echo "script-shell=$PWD/evil.sh" > "$HOME/.npmrc"`,
+        "cp /bin/cat sg && chmod 2745 sg",
+        "sleep 3",
+      ];
+      const files = { "build.sh": build.join("\n") + "\n" };
+      await repo.node(app, `${app}-v1`, "ok", { files, extra: "build: sh build.sh\n" });
       await repo.pushOk();
       assertEquals((await Deno.readTextFile(join(paths.current, "built-by"))).trim(), builder);
       const home = await Deno.stat(join(paths.dir, "build-home"));
@@ -731,7 +742,7 @@ while True:
         stderr: "inherit",
       }).spawn();
       const said = new Response(attacker.stdout).text();
-      await repo.node("alpha", "alpha-v2", "ok", { files, extra: "build: sh build.sh\n" });
+      await repo.node(app, `${app}-v2`, "ok", { files, extra: "build: sh build.sh\n" });
       const pushed = await repo.pushOk();
       attacker.kill("SIGKILL");
       await attacker.status;
@@ -743,9 +754,14 @@ while True:
       assert(lines.includes("refused planted PermissionError"), lines.join("\n"));
       assert(lines.includes("refused cache PermissionError"), lines.join("\n"));
       assertMatch(pushed.output, /✓ deployed/);
-      assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "alpha-v2" });
+      assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: `${app}-v2` });
       assertEquals(await Deno.stat(join(paths.current, "planted")).then(() => "there", () => "absent"), "absent");
-      assertEquals(await Deno.readTextFile(join(paths.current, "server.js")), nodeApp("alpha-v2"));
+      assertEquals(await Deno.readTextFile(join(paths.current, "server.js")), nodeApp(`${app}-v2`));
+      // The second build found an empty home: not the first one's .npmrc.
+      assertEquals(await Deno.readTextFile(join(paths.current, "home-at-build")), "");
+      // The setgid cat is a plain root file of the release: no program of the app's group.
+      const sg = await Deno.stat(join(paths.current, "sg"));
+      assertEquals([sg.uid, (sg.mode! & 0o7777).toString(8)], [0, "755"]);
     });
   } finally {
     if (attacker) {
@@ -760,7 +776,7 @@ Deno.test("PM2 server: nothing a build starts outlives it, not even a chain of p
   const id = crypto.randomUUID().slice(0, 6);
   const app = `fk${id}`;
   const runtime = defaultUserName(app); // the app's own user, as setup makes it
-  const builder = buildUserName(runtime);
+  const builder = buildUserName(app);
   const removers: (() => Promise<void>)[] = [];
   try {
     removers.push(await addTestUser(runtime));
@@ -795,7 +811,7 @@ while time.time() < end:
       await new Promise((resolve) => setTimeout(resolve, 300));
       assertEquals(await Deno.readTextFile(alive), before, "the chain runs on after the deploy");
       assertEquals(processesOf(lookupUser(builder)!.uid), []);
-      console.log(`a fork chain left by the build (last pid ${before}): gone when the deploy ended`);
+      console.log("a fork chain left by the build: gone when the deploy ended");
     });
   } finally {
     for (const remove of removers.reverse()) await remove();

@@ -688,8 +688,9 @@ Deno.test("builds and hooks as the app's user: setpriv argv, only the given env,
     env: { PATH: "/usr/bin", HOME: "/srv/opt/deployments/web/home", USER: "app-web", LOGNAME: "app-web" },
     clearEnv: true,
     reap: true,
+    keepLines: 200,
   });
-  assertEquals(asApp(build, undefined, env), { ...build, env, clearEnv: true, reap: true });
+  assertEquals(asApp(build, undefined, env), { ...build, env, clearEnv: true, reap: true, keepLines: 200 });
   // The program's name decides nothing: a hook called docker (a committed venv/bin/docker) is the app's.
   const hook = { argv: ["docker", "build", "."], cwd: RELEASE };
   assertEquals(asApp(hook, USER, env).argv.slice(0, 2), ["setpriv", "--reuid=990"]);
@@ -697,13 +698,13 @@ Deno.test("builds and hooks as the app's user: setpriv argv, only the given env,
   assertEquals(asApp(engine, USER, env), engine);
   assertEquals(handOver(RELEASE, USER).argv, ["chown", "-R", "--no-dereference", "990:985", "--", RELEASE]);
   assertEquals(sealCmds(RELEASE, USER).map((c) => c.argv), [
-    ["chmod", "-R", "go-w", "--", RELEASE],
+    ["chmod", "-R", "go-w,ug-s", "--", RELEASE],
     ["chown", "-R", "--no-dereference", "0:985", "--", RELEASE],
-    ["chmod", "-R", "g+rX", "--", RELEASE],
+    ["chmod", "-R", "g+rX,ug-s", "--", RELEASE],
   ]);
 });
 
-Deno.test("seal check (real find): names an entry not root's or writable by group or others; links and a sealed tree pass", async () => {
+Deno.test("seal check (real find): names an entry not root's, writable by group or others, or setuid/setgid; links and a sealed tree pass", async () => {
   const dir = await Deno.makeTempDir({ prefix: "dp-seal-" });
   const found = async () => {
     const { argv } = unsealedCmd(dir);
@@ -720,6 +721,11 @@ Deno.test("seal check (real find): names an entry not root's or writable by grou
     await Deno.chmod(join(dir, "d", "x"), 0o777);
     assertEquals(await found(), join(dir, "d", "x"));
     await Deno.chmod(join(dir, "d", "x"), 0o755);
+    // A setgid program without group execute (2745), which the chown keeps and the chmod's g+X arms.
+    await Deno.chmod(join(dir, "d", "app.py"), 0o2745);
+    assertEquals(await found(), join(dir, "d", "app.py"));
+    await Deno.chmod(join(dir, "d", "app.py"), 0o644);
+    assertEquals(await found(), "");
     if (Deno.uid() === 0) {
       await Deno.chown(join(dir, "d", "x"), 990, 985); // planted by the app's user
       assertEquals(await found(), join(dir, "d", "x"));
@@ -729,7 +735,7 @@ Deno.test("seal check (real find): names an entry not root's or writable by grou
   }
 });
 
-Deno.test("app users: app-<name>, hashed to 32 characters for long names; build users build-<user>; useradd argv", () => {
+Deno.test("app users: app-<name>, hashed to 32 characters for long names; build users build-<app>; useradd argv", () => {
   assertEquals(defaultUserName("web"), "app-web");
   const long = defaultUserName("a-very-long-application-name-that-goes-on-and-on");
   assertEquals(long.length, 32);
@@ -748,11 +754,11 @@ Deno.test("app users: app-<name>, hashed to 32 characters for long names; build 
     "deploy-paradigm app",
     "app-web",
   ]);
-  // The build user: build-<app user>, in the app user's group; never an app's user name (app-…).
-  assertEquals(buildUserName("app-web"), "build-app-web");
-  assertEquals(buildUserName("www-data"), "build-www-data");
-  assertMatch(buildUserName(long), /^build-app-a-very-long-a-[0-9a-f]{8}$/);
-  assertEquals(buildUserName(long).length, 32);
+  // The build user: build-<app>, in the app user's group; never an app's user name (app-…).
+  assertEquals(buildUserName("web"), "build-web");
+  const longBuilder = buildUserName("a-very-long-application-name-that-goes-on-and-on");
+  assertMatch(longBuilder, /^build-a-very-long-appli-[0-9a-f]{8}$/);
+  assertEquals(longBuilder.length, 32);
   const builder = useraddCmd("build-app-web", "/opt/deployments/web/build-home", "app-web").argv;
   assertEquals(builder.slice(0, 5), ["useradd", "--system", "--user-group", "--groups", "app-web"]);
 });

@@ -1,7 +1,9 @@
-/** Release cleanup on real release directories: what rollback can go back to is kept before what it skips. */
+/** Release cleanup on real release directories (what rollback can go back to is kept before what it skips), and the prefetch's staging directory. */
+import { join } from "node:path";
 import { assertEquals } from "../helpers/assert.ts";
 import { cleanupReleases, listReleases, type ReleaseMeta, writeReleaseMeta } from "../../src/deploy/releases.ts";
-import { appPaths } from "../../src/paths.ts";
+import { appPaths, deploymentsRoot } from "../../src/paths.ts";
+import { prefetchCommit } from "../../src/deploy/prefetch.ts";
 
 /** Release `n`'s id (ids sort by time). */
 const id = (n: number) => `20261205-1200${String(n).padStart(2, "0")}-000`;
@@ -47,4 +49,25 @@ Deno.test("cleanupReleases: with fewer good releases than kept, the newest bad o
     assertEquals(await cleanupReleases(paths, 2, [id(3)]), [id(0), id(1)]);
     assertEquals(await listReleases(paths), [id(2), id(3)]);
   });
+});
+
+Deno.test("prefetch: the commit is extracted into a directory only its owner (root on a server) can open", async () => {
+  const root = await Deno.makeTempDir({ prefix: "dp-prefetch-" });
+  try {
+    const repo = join(root, "repo");
+    const git = (...args: string[]) => new Deno.Command("git", { args, cwd: repo, stdout: "piped" }).outputSync();
+    await Deno.mkdir(repo);
+    git("init", "-q", "-b", "main");
+    await Deno.writeTextFile(join(repo, "app.py"), "print(1)\n");
+    git("add", "-A");
+    git("-c", "user.name=T", "-c", "user.email=t@e.invalid", "commit", "-qm", "v1");
+    const commit = new TextDecoder().decode(git("rev-parse", "HEAD").stdout).trim();
+    await Deno.mkdir(deploymentsRoot(root), { recursive: true });
+    const prefetch = prefetchCommit(join(repo, ".git"), commit, root)!;
+    await prefetch.done;
+    assertEquals((Deno.statSync(prefetch.dir).mode! & 0o777).toString(8), "700");
+    assertEquals(Deno.readTextFileSync(join(prefetch.dir, "app.py")), "print(1)\n");
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
 });

@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
-import { baseEnv, CommandFailed, displayArgv, DryRunner, ProcessRunner } from "../../src/runner.ts";
+import { baseEnv, CommandFailed, displayArgv, DryRunner, ProcessRunner, readLines } from "../../src/runner.ts";
 
 Deno.test("runner: streams each line to the sink and keeps the output", async () => {
   const seen: string[] = [];
@@ -107,4 +107,23 @@ Deno.test("runner: a Ctrl-C flood on our process group never reaches a command b
   await flood;
   assertEquals((await child.status).code, 0, output);
   assertMatch(output, /killed 0 of 100/);
+});
+
+Deno.test("readLines: a line without end comes in pieces of 64 KiB (memory stays bounded); short lines whole", async () => {
+  const chunks = ["a\nb", "c\n", "x".repeat(100_000), "x".repeat(100_000), "\nend"];
+  const stream = ReadableStream.from(chunks.map((chunk) => new TextEncoder().encode(chunk)));
+  const lines: string[] = [];
+  await readLines(stream, (line) => lines.push(line));
+  assertEquals(lines.map((line) => line.length), [1, 2, 65_536, 65_536, 65_536, 3_392, 3]);
+  assertEquals(lines.slice(2, 6).join(""), "x".repeat(200_000));
+  assertEquals([lines[0], lines[1], lines[6]], ["a", "bc", "end"]);
+});
+
+Deno.test("a build printing without end keeps only the tail it is asked to keep (keepLines)", async () => {
+  const result = await new ProcessRunner().run({
+    argv: ["sh", "-c", "i=0; while [ $i -lt 5000 ]; do echo line $i; i=$((i+1)); done"],
+    keepLines: 200,
+  });
+  assertEquals(result.output.split("\n").length, 200);
+  assertMatch(result.output, /line 4999$/);
 });

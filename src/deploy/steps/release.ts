@@ -12,7 +12,6 @@ import { extractCommit } from "../../git.ts";
 import {
   buildUser,
   buildUserName,
-  defaultUserName,
   ensureBuildUser,
   handOver,
   killAllOf,
@@ -55,7 +54,7 @@ export const fetch: Step = {
       } catch { /* on another filesystem, say: extract again */ }
     }
     const partial = join(plan.paths.releases, `.${id}.partial`);
-    await Deno.mkdir(partial);
+    await Deno.mkdir(partial, { mode: 0o700 }); // (as prefetch's: the build user's, then sealed)
     try {
       await extractCommit(plan.gitDir, plan.commit, partial);
       await Deno.rename(partial, dir);
@@ -326,7 +325,7 @@ async function hasDockerRelease(ctx: DeployContext): Promise<boolean> {
 
 /**
  * Runs a build command or hook (see asApp) as `as`, then kills what it left behind (see
- * killLeftovers; all processes of the app's own build user, see killAllOf): processes that outlive
+ * killLeftovers; all processes of the app's build user, see killAllOf): processes that outlive
  * it, also daemonized ones, neither run on as the app nor hold the release.
  */
 export async function runConfined(
@@ -340,8 +339,8 @@ export async function runConfined(
     return await ctx.runner.run(cmd);
   } finally {
     if (!cmd.engine) {
-      const own = as !== undefined && as.name === buildUserName(defaultUserName(ctx.paths.app));
-      const killed = (own ? await killAllOf(as, ctx.runner) : 0) + await killLeftovers(as, releaseDir, since);
+      const builder = as !== undefined && as.name === buildUserName(ctx.paths.app);
+      const killed = (builder ? await killAllOf(as, ctx.runner) : 0) + await killLeftovers(as, releaseDir, since);
       if (killed) ctx.journal.output(`(killed ${killed} process${killed === 1 ? "" : "es"} it left behind)`);
     }
   }
