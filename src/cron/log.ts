@@ -2,7 +2,8 @@
  * What cron runs leave: one JSON line per run in `/var/log/deployments/<app>/cron.log` (every
  * job's, in the order they end; a skipped run too), and each job's output, every run of it
  * appended between a `--- start` and an `--- end` line, in `cron-<job>.log` next to it. Each file,
- * once past 10 MiB, is renamed to `<name>.1` (the one before goes) and started again.
+ * once past 10 MiB, is renamed to `<name>.1` (the one before goes) and started again. Both are
+ * created 0600, as the app's access.log and error.log are: a job's output may hold its secrets.
  * @module
  */
 import { join } from "node:path";
@@ -44,9 +45,9 @@ export function outputLogPath(paths: AppPaths, job: string): string {
 /**
  * Appends `line` and a newline in one write (O_APPEND), after a newline if the file does not end
  * with one (a torn line, or a job's output without its last newline). Callers hold a lock: the
- * log's, or the job's for its output.
+ * log's, or the job's for its output. A file it creates is `mode` (root's only by default: see the module).
  */
-export async function appendText(path: string, line: string, mode = 0o640): Promise<void> {
+export async function appendText(path: string, line: string, mode = 0o600): Promise<void> {
   using file = await Deno.open(path, { read: true, append: true, create: true, mode });
   const size = (await file.stat()).size;
   let torn = false;

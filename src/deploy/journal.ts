@@ -47,10 +47,11 @@ export class StepFailed extends Error {
 
 /**
  * Appends one line whole or not at all: a write cut short (a full disk) is truncated away, and a
- * line left without its newline by a crash gets one first, so deploy.log stays JSON lines.
+ * line left without its newline by a crash gets one first, so deploy.log stays JSON lines. A new
+ * file is 0600, as the app's other logs: a failed step's message carries the tail of its output.
  */
 export async function appendLine(path: string, line: string): Promise<void> {
-  using file = await Deno.open(path, { read: true, write: true, create: true });
+  using file = await Deno.open(path, { read: true, write: true, create: true, mode: 0o600 });
   const size = (await file.stat()).size;
   let prefix = "";
   if (size > 0) {

@@ -121,7 +121,8 @@ export const pm2: ProcessManager<"pm2"> = {
   installService(service: ServiceSpec): Plan {
     const path = serviceFile(service.name, service.root);
     const [script, ...args] = service.argv;
-    const app = { name: service.name, script, args, interpreter: "none", env: service.env };
+    // cwd: pm2 would take its client's (a deploy's: the bare repo of the app that pushed), and hold it.
+    const app = { name: service.name, script, args, cwd: "/", interpreter: "none", env: service.env };
     return {
       files: [{ path, content: JSON.stringify({ apps: [app] }, null, 2) + "\n", mode: 0o600 }],
       commands: [pm2Cmd([service.restart ? "startOrRestart" : "start", path]), pm2Cmd(["save"])], // dump.pm2 0600

@@ -202,6 +202,10 @@ Deno.test("pm2, through git push: each job once a minute, overlaps skipped, time
       const list = await run(["pm2", "jlist"], { env: server.env });
       const processes = JSON.parse(list.stdout.split("\n").findLast((l) => l.startsWith("["))!);
       assertEquals(processes.map((p: { name: string }) => p.name).sort(), ["cr", "deploy-paradigm-cron"]);
+      // The scheduler runs in /, not in the directory of the deploy that started it (cr's bare repo).
+      const scheduler = processes.find((p: { name: string }) => p.name === "deploy-paradigm-cron");
+      assertEquals(scheduler.pm2_env.pm_cwd, "/");
+      assertEquals(await Deno.readLink(`/proc/${scheduler.pid}/cwd`), "/");
     } finally {
       await hook.shutdown();
     }
@@ -271,6 +275,10 @@ Deno.test("cron-run: SIGTERM then SIGKILL at the timeout, one run at a time, a j
       /^--- \S+ start stubborn \(release 20260101-000000-001\): \/bin\/sh -c .*\npartial(Terminated\n)?got TERM\n--- \S+ end stubborn: timeout after 4\.\d\d s: killed after 1 s \(its timeout\)\n$/,
     );
     await assertNoneLeft(paths.dir, /^sleep 300$/, "the job's background child still runs");
+    // The runs and the jobs' output (which may hold their secrets): root's only from creation, as access.log is.
+    for (const name of ["cron.log", "cron-stubborn.log", "cron-quick.log"]) {
+      assertEquals(((await Deno.stat(join(paths.logDir, name))).mode! & 0o777).toString(8), "600", name);
+    }
     // `cron <app>`: each job with its next run and its last one.
     const listed = await server.cli(["cron", app]);
     assertEquals(listed.code, 0, listed.output);

@@ -6,7 +6,16 @@
 import { join, resolve } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { type CronJob, jobNameProblem } from "../../src/cron/job.ts";
-import { cronLogPath, type CronRun, lastRuns, readRuns, recordRun } from "../../src/cron/log.ts";
+import {
+  appendText,
+  cronLogPath,
+  type CronRun,
+  lastRuns,
+  outputLogPath,
+  readRuns,
+  recordRun,
+} from "../../src/cron/log.ts";
+import { appendLine } from "../../src/deploy/journal.ts";
 import { dueJobs } from "../../src/cron/scheduler.ts";
 import { showJobs } from "../../src/cron/list.ts";
 import { writeReleaseMeta } from "../../src/deploy/releases.ts";
@@ -512,7 +521,7 @@ Deno.test("pm2 scheduler: due jobs of pm2 apps' serving releases, in the minute 
   }
 });
 
-Deno.test("pm2 scheduler: its service is deploy-paradigm-cron, installed with pm2 like the proxy", () => {
+Deno.test("pm2 scheduler: its service is deploy-paradigm-cron, installed with pm2 like the proxy, run in /", () => {
   const spec = schedulerService("/srv", SELF);
   assertEquals(spec, {
     name: "deploy-paradigm-cron",
@@ -524,9 +533,11 @@ Deno.test("pm2 scheduler: its service is deploy-paradigm-cron, installed with pm
   assertEquals(schedulerService("/", SELF).env, {});
   const plan = pm2.installService(spec);
   assertEquals(JSON.parse(plan.files[0].content).apps[0].args, ["cron-scheduler"]);
+  // Not the cwd of the pm2 client (the first deploy's: its app's bare repo), which it would hold.
+  assertEquals(JSON.parse(plan.files[0].content).apps[0].cwd, "/");
 });
 
-Deno.test("cron.log: one JSON line per run, rotated past its limit; the last run of each job", async () => {
+Deno.test("cron.log: one JSON line per run, rotated past its limit; the last run of each job; 0600 from creation", async () => {
   const root = await Deno.makeTempDir();
   try {
     const paths = appPaths("web", root);
@@ -553,6 +564,12 @@ Deno.test("cron.log: one JSON line per run, rotated past its limit; the last run
     assertEquals((await readRuns(paths)).map((r) => r.job), ["c"]);
     assertMatch(await Deno.readTextFile(`${cronLogPath(paths)}.1`), /"job":"b"/);
     assertEquals(await readRuns(appPaths("none", root)), []);
+    // A job's output (and its secrets), the runs, deploy.log: root's only, as access.log and error.log are.
+    await appendText(outputLogPath(paths, "a"), "--- start a");
+    await appendLine(paths.deployLog, "{}");
+    for (const path of [cronLogPath(paths), `${cronLogPath(paths)}.1`, outputLogPath(paths, "a"), paths.deployLog]) {
+      assertEquals(((await Deno.stat(path)).mode! & 0o777).toString(8), "600", path);
+    }
   } finally {
     await Deno.remove(root, { recursive: true });
   }

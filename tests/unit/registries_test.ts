@@ -124,7 +124,7 @@ Deno.test("serviceArgv reads back the argv installService wrote, under both mana
   }
 });
 
-Deno.test("pm2 installService: a 0600 definition, start (startOrRestart when old) and save, under the pm2 lock", () => {
+Deno.test("pm2 installService: a 0600 definition run in /, start (startOrRestart when old) and save, under the pm2 lock", () => {
   const file = `${ROOT}/opt/deployments/pm2-deploy-paradigm-proxy.json`;
   const plan = MANAGERS.pm2.installService(proxy(false, { DEPLOY_PARADIGM_PREFIX: ROOT }));
   assertEquals(plan.files.map((f) => [f.path, f.mode]), [[file, 0o600]]);
@@ -136,6 +136,7 @@ Deno.test("pm2 installService: a 0600 definition, start (startOrRestart when old
           name: "deploy-paradigm-proxy",
           script: "/usr/local/bin/deploy-paradigm",
           args: ["proxy"],
+          cwd: "/",
           interpreter: "none",
           env: { DEPLOY_PARADIGM_PREFIX: ROOT },
         }],
