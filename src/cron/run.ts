@@ -73,7 +73,13 @@ export async function runJob(app: string, name: string, options: RunOptions = {}
     return run;
   };
   // Nothing to run is a usage error, never recorded as a run: a typo, or an app that serves nothing.
-  if (!meta) throw new UsageError(`${app} has no serving release: nothing to run`);
+  if (!meta) {
+    const where = release ? `${paths.release(release)} has no release metadata` : `${paths.current} does not exist`;
+    throw new UsageError(`${app} has no serving release (${where}): its cron job "${name}" cannot run`, {
+      suggestion: `deploy ${app} first (git push to ${paths.repo}): the jobs are those of its serving release's ` +
+        "deploy.yml `cron:`",
+    });
+  }
   if (!job) {
     const names = jobsOf(meta).map((j) => j.name);
     const guess = didYouMean(name, names);

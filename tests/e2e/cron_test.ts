@@ -238,6 +238,16 @@ Deno.test("cron-run: SIGTERM then SIGKILL at the timeout, one run at a time, a j
         timeoutMs: 5_000,
       },
     ];
+    // Never deployed: refused (exit 2), saying where it looked and what to do; nothing recorded.
+    const never = await server.cli(["cron-run", app, "quick"]);
+    assertEquals([never.code, never.stdout], [2, ""], never.output);
+    assertEquals(
+      never.stderr,
+      `error: cr has no serving release (${paths.current} does not exist): its cron job "quick" cannot run\n` +
+        `hint: deploy cr first (git push to ${paths.repo}): the jobs are those of its serving release's deploy.yml ` +
+        "`cron:`\n",
+    );
+    assertEquals(await Deno.stat(paths.logDir).then(() => "written", () => "nothing"), "nothing");
     await serve(server.prefix, app, "20260101-000000-001", jobs, "");
     // Whichever takes the job's lock first runs it: the second is started 300 ms later, but on a busy
     // machine the first process can take longer than that to start. Exit codes order them (1, then 0).

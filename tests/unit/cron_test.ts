@@ -17,6 +17,8 @@ import {
 } from "../../src/cron/log.ts";
 import { appendLine } from "../../src/deploy/journal.ts";
 import { dueJobs } from "../../src/cron/scheduler.ts";
+import { runJob } from "../../src/cron/run.ts";
+import { UsageError } from "../../src/errors.ts";
 import { showJobs } from "../../src/cron/list.ts";
 import { writeReleaseMeta } from "../../src/deploy/releases.ts";
 import { hasCron, schedulerService, syncCron } from "../../src/cron/sync.ts";
@@ -681,6 +683,29 @@ Deno.test("cron <app>: an app never deployed has no serving release (said so), o
     assertEquals(printed.pop(), "web has no cron jobs in its serving release.");
   } finally {
     console.log = log;
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("cron-run: an app never deployed is refused (exit 2) saying where it looked and what to do; nothing recorded", async () => {
+  const root = await Deno.makeTempDir({ prefix: "dp-cron-run-" });
+  try {
+    const paths = appPaths("web", root);
+    await Deno.mkdir(paths.dir, { recursive: true });
+    await Deno.writeTextFile(paths.config, "port: 8000\nmanager: pm2\n");
+    let error: unknown;
+    await runJob("web", "report", { root }).catch((e) => error = e);
+    assert(error instanceof UsageError, String(error));
+    assertEquals(
+      error.message,
+      `web has no serving release (${paths.current} does not exist): its cron job "report" cannot run`,
+    );
+    assertEquals(
+      error.suggestion,
+      `deploy web first (git push to ${paths.repo}): the jobs are those of its serving release's deploy.yml \`cron:\``,
+    );
+    assertEquals(await Deno.stat(paths.logDir).then(() => "written", () => "nothing"), "nothing");
+  } finally {
     await Deno.remove(root, { recursive: true });
   }
 });
