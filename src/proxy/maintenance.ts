@@ -86,41 +86,50 @@ export function checkRetryAfter(seconds: unknown): string | undefined {
 
 /**
  * Validates maintenance.json's content. Throws {@link DeployParadigmError} naming `source` and
- * what is wrong when it is not a valid state.
+ * every problem, each with its key path (`"allow.2"`, as the config loaders name them), when it is
+ * not a valid state.
  */
 export function parseMaintenance(value: unknown, source = MAINTENANCE_FILE): MaintenanceState {
-  const fail = (why: string): never => {
-    throw new DeployParadigmError(`${source}: ${why}`, {
+  const problems = maintenanceProblems(value);
+  if (problems.length) {
+    const listed = problems.length === 1 ? problems[0] : `${problems.length} problems: ${problems.join("; ")}`;
+    throw new DeployParadigmError(`${source}: ${listed}`, {
       suggestion: `run \`deploy-paradigm maintenance <app> on|off\` instead of editing it; it must be ` +
         `{"since": "<ISO time>", "message": "…", "allow": ["<IP or CIDR>", …], "retryAfter": <seconds>}`,
     });
-  };
-  if (value === null || typeof value !== "object" || Array.isArray(value)) return fail("not a JSON object");
+  }
+  const { since, message, allow, retryAfter } = value as MaintenanceState;
+  return { since, ...(message !== undefined ? { message } : {}), allow, retryAfter };
+}
+
+/** What is wrong with maintenance.json's content, in one pass: a line per problem, none when it is valid. */
+function maintenanceProblems(value: unknown): string[] {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) return ["not a JSON object"];
   const record = value as Record<string, unknown>;
+  const problems: string[] = [];
   const unknown = Object.keys(record).filter((key) => !["since", "message", "allow", "retryAfter"].includes(key));
-  if (unknown.length) return fail(`unknown key ${unknown.map((key) => JSON.stringify(key)).join(", ")}`);
+  if (unknown.length) problems.push(`unknown key ${unknown.map((key) => JSON.stringify(key)).join(", ")}`);
   const { since, message, allow, retryAfter } = record;
   if (typeof since !== "string" || Number.isNaN(Date.parse(since))) {
-    return fail(`"since" must be a time such as "2026-12-03T15:00:00Z" (got ${JSON.stringify(since)})`);
+    problems.push(`"since" must be a time such as "2026-12-03T15:00:00Z" (got ${JSON.stringify(since)})`);
   }
   if (message !== undefined) {
     const wrong = typeof message === "string" ? checkMessage(message) : "is not a string";
-    if (wrong) return fail(`"message" ${wrong}`);
+    if (wrong) problems.push(`"message" ${wrong}`);
   }
-  if (!Array.isArray(allow)) return fail(`"allow" must be a list of IP addresses or CIDR ranges (got ${typeof allow})`);
-  if (allow.length > MAX_ALLOW) return fail(`"allow" has more than ${MAX_ALLOW} entries`);
-  for (const entry of allow) {
-    const wrong = typeof entry === "string" ? checkAllowEntry(entry) : `${JSON.stringify(entry)} is not a string`;
-    if (wrong) return fail(`"allow": ${wrong}`);
+  if (!Array.isArray(allow)) {
+    problems.push(`"allow" must be a list of IP addresses or CIDR ranges (got ${typeof allow})`);
+  } else if (allow.length > MAX_ALLOW) {
+    problems.push(`"allow" has more than ${MAX_ALLOW} entries`);
+  } else {
+    allow.forEach((entry, i) => {
+      const wrong = typeof entry === "string" ? checkAllowEntry(entry) : `${JSON.stringify(entry)} is not a string`;
+      if (wrong) problems.push(`"allow.${i}": ${wrong}`);
+    });
   }
   const wrongRetry = checkRetryAfter(retryAfter);
-  if (wrongRetry) return fail(`"retryAfter" ${wrongRetry} (got ${JSON.stringify(retryAfter)})`);
-  return {
-    since,
-    ...(message !== undefined ? { message: message as string } : {}),
-    allow: allow as string[],
-    retryAfter: retryAfter as number,
-  };
+  if (wrongRetry) problems.push(`"retryAfter" ${wrongRetry} (got ${JSON.stringify(retryAfter)})`);
+  return problems;
 }
 
 // ---------------------------------------------------------------------------------------------

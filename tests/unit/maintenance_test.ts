@@ -166,11 +166,18 @@ Deno.test("maintenance.json: validated when read, every problem named", () => {
     [{ ...STATE, message: 5 }, '"message" is not a string'],
     [{ ...STATE, message: "a\tb" }, '"message" has a control character (a line break, a tab…)'],
     [{ ...STATE, allow: "10.0.0.1" }, '"allow" must be a list of IP addresses or CIDR ranges (got string)'],
-    [{ ...STATE, allow: [1] }, '"allow": 1 is not a string'],
+    [{ ...STATE, allow: [1] }, '"allow.0": 1 is not a string'],
     [
-      { ...STATE, allow: ["10.0.0.256"] },
-      '"allow": "10.0.0.256" must be an IP address or a CIDR range such as ' +
+      { ...STATE, allow: ["::1", "10.0.0.256"] },
+      '"allow.1": "10.0.0.256" must be an IP address or a CIDR range such as ' +
       "10.0.0.0/8 or fd00::/8",
+    ],
+    // Every problem at once, in one pass, each with its key path.
+    [
+      { since: "soon", allow: ["10.0.0.1", "nope", 7], retryAfter: 0, extra: true },
+      '5 problems: unknown key "extra"; "since" must be a time such as "2026-12-03T15:00:00Z" (got "soon"); ' +
+      '"allow.1": "nope" must be an IP address or a CIDR range such as 10.0.0.0/8 or fd00::/8; "allow.2": 7 is ' +
+      'not a string; "retryAfter" must be a whole number of seconds from 1 to 86400 (got 0)',
     ],
     [{ ...STATE, allow: Array(101).fill("::1") }, '"allow" has more than 100 entries'],
     [{ ...STATE, retryAfter: 0 }, '"retryAfter" must be a whole number of seconds from 1 to 86400 (got 0)'],
