@@ -16,8 +16,10 @@ export interface MaintenanceRequest {
 
 /**
  * The command line of `maintenance`, checked before anything is read or written: a
- * {@link UsageError} (exit 2) saying what is wrong, else the request. `--allow` may be given more
- * than once, and each value may hold several entries separated by commas.
+ * {@link UsageError} (exit 2) saying what is wrong and how to write it, else the request. `--allow`
+ * may be given more than once, and each value may hold several entries separated by commas.
+ * Spaces around an `--allow` entry or a `--retry-after` value are dropped alike (a shell's quotes
+ * keep them: `--allow "10.0.0.1, ::1"`); the message is kept as given.
  */
 export async function parseMaintenanceArgs(
   args: string[],
@@ -49,10 +51,17 @@ export async function parseMaintenanceArgs(
     }
     return { app, on: false };
   }
-  const { checkAllowEntry, checkMessage, checkRetryAfter, MAX_ALLOW } = await import("../proxy/maintenance.ts");
+  const { checkAllowEntry, checkMessage, checkRetryAfter, MAX_ALLOW, MAX_MESSAGE } = await import(
+    "../proxy/maintenance.ts"
+  );
   const message = opts.message as string | undefined;
   const wrongMessage = message === undefined ? undefined : checkMessage(message);
-  if (wrongMessage) throw new UsageError(`--message ${wrongMessage}`);
+  if (wrongMessage) {
+    throw new UsageError(`--message ${wrongMessage}`, {
+      suggestion: `give one line of text, at most ${MAX_MESSAGE} characters, e.g. --message "Back at 16:00"; ` +
+        "without --message the built-in page says the site is down for maintenance",
+    });
+  }
   const allow: string[] = [];
   for (const value of (opts.allow as string[] | undefined) ?? []) {
     for (const entry of value.split(",").map((part) => part.trim())) {
@@ -65,13 +74,21 @@ export async function parseMaintenanceArgs(
       if (!allow.includes(entry)) allow.push(entry);
     }
   }
-  if (allow.length > MAX_ALLOW) throw new UsageError(`--allow: at most ${MAX_ALLOW} entries (got ${allow.length})`);
+  if (allow.length > MAX_ALLOW) {
+    throw new UsageError(`--allow: at most ${MAX_ALLOW} entries (got ${allow.length})`, {
+      suggestion: "cover neighbouring addresses with a CIDR range, e.g. 10.0.0.0/24 for 10.0.0.0 to 10.0.0.255",
+    });
+  }
   const text = opts["retry-after"] as string | undefined;
   let retryAfter: number | undefined;
   if (text !== undefined) {
-    retryAfter = /^\d{1,6}$/.test(text) ? Number(text) : NaN;
+    retryAfter = /^\d{1,6}$/.test(text.trim()) ? Number(text) : NaN;
     const wrong = checkRetryAfter(retryAfter);
-    if (wrong) throw new UsageError(`--retry-after ${wrong} (got "${text}")`);
+    if (wrong) {
+      throw new UsageError(`--retry-after ${wrong} (got "${text}")`, {
+        suggestion: "e.g. --retry-after 120 for two minutes; without it clients are told 60",
+      });
+    }
   }
   return { app, on: true, message, ...(opts.allow !== undefined ? { allow } : {}), retryAfter };
 }
@@ -103,12 +120,13 @@ async function maintenance(request: MaintenanceRequest): Promise<number> {
     console.log(
       `${app}: ${maint.describeMaintenance(state)}${before ? " (updated; what was not given is kept)" : ""}.`,
     );
-    const everyone = state.allow.filter((entry) => /\/0$/.test(entry));
-    if (everyone.length) {
+    const everyone = maint.everyoneOf(state.allow);
+    if (everyone) console.log(`! --allow ${everyone}`);
+    const own = await maint.servingPage(paths.dir);
+    if (own && !(own instanceof Uint8Array)) {
       console.log(
-        `! --allow ${everyone.join(", ")} lets every ${
-          everyone.some((e) => e.includes(":")) ? "" : "IPv4 "
-        }client through`,
+        `! ${app}'s serving release (${paths.current}): ${own.problem}; fix ${maint.MAINTENANCE_PAGE} in the ` +
+          "app's repository and deploy: the proxy serves the new release's page",
       );
     }
   } else if (await maint.clearMaintenance(paths.dir)) {

@@ -68,6 +68,28 @@ export function checkAllowEntry(entry: string): string | undefined {
   return typeof range === "string" ? `"${entry}" ${range}` : undefined;
 }
 
+/**
+ * The `/0` ranges of an allow list, and whom they let through, or undefined when it has none. A
+ * range matches its own family only (as proxy.yml `trustedProxies` does: `::/0` trusting every
+ * IPv4 peer too would widen trust nobody wrote), so `::/0` alone lets IPv4 clients get 503.
+ */
+export function everyoneOf(allow: string[]): string | undefined {
+  const families = new Map<string, number>();
+  for (const entry of allow) {
+    const range = parseRange(entry);
+    if (typeof range !== "string" && range.bits === 0) families.set(entry, range.bytes.length);
+  }
+  if (!families.size) return undefined;
+  const v4 = [...families.values()].includes(4);
+  const v6 = [...families.values()].includes(16);
+  const whom = v4 && v6
+    ? "every client through"
+    : v4
+    ? "every IPv4 client through (IPv6 clients still get 503: add ::/0 for them)"
+    : "every IPv6 client through (IPv4 clients still get 503: add 0.0.0.0/0 for them)";
+  return `${[...families.keys()].join(", ")} ${families.size > 1 ? "let" : "lets"} ${whom}`;
+}
+
 /** What is wrong with a message, or undefined. */
 export function checkMessage(message: string): string | undefined {
   if (!message.trim()) return "is empty";
@@ -245,6 +267,25 @@ export async function releasePage(release: string): Promise<Uint8Array | undefin
   return bytes;
 }
 
+/**
+ * {@link releasePage} of the app's serving release, as the proxy serves it (`maintenance on` says
+ * a problem at once): never throws, and gives up after {@link PAGE_READ_MS}.
+ */
+export async function servingPage(appDir: string): Promise<Awaited<ReturnType<typeof releasePage>>> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    // The release is the app's: a page that never ends reading (a FIFO swapped in) must not hold up the reloads.
+    return await Promise.race([
+      releasePage(join(appDir, "current")),
+      new Promise<never>((_, reject) => timer = setTimeout(reject, PAGE_READ_MS, new Error("not read within 2 s"))),
+    ]);
+  } catch (error) {
+    return { problem: `${MAINTENANCE_PAGE} cannot be read (${error instanceof Error ? error.message : error})` };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Throws when a file must not be trusted (see ./table.ts). */
 type TrustCheck = (path: string) => Promise<void>;
 
@@ -262,19 +303,7 @@ export async function loadMaintenance(
   await trust(path);
   const state = await readMaintenance(appDir);
   if (!state) return {};
-  let own: Awaited<ReturnType<typeof releasePage>>;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    // The release is the app's: a page that never ends reading (a FIFO swapped in) must not hold up the reloads.
-    own = await Promise.race([
-      releasePage(join(appDir, "current")),
-      new Promise<never>((_, reject) => timer = setTimeout(reject, PAGE_READ_MS, new Error("not read within 2 s"))),
-    ]);
-  } catch (error) {
-    own = { problem: `${MAINTENANCE_PAGE} cannot be read (${error instanceof Error ? error.message : error})` };
-  } finally {
-    clearTimeout(timer);
-  }
+  const own = await servingPage(appDir);
   if (own instanceof Uint8Array) return { maintenance: { ...state, page: own, custom: true } };
   const page = new TextEncoder().encode(builtInPage(state.message));
   return { maintenance: { ...state, page, custom: false }, problem: own?.problem };

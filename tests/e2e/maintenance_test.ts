@@ -29,9 +29,9 @@ import { LocalSource, type Source } from "../../src/fleet/source.ts";
 import { FleetStore } from "../../src/fleet/store.ts";
 import { sleep } from "../helpers/time.ts";
 
-/** A plain app on 127.0.0.1 answering `app` to anything. */
-function plainApp(text = "app") {
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, () => new Response(text));
+/** A plain app on 127.0.0.1 (on `port`, else any free one) answering `text` to anything. */
+function plainApp(text = "app", port = 0) {
+  const server = Deno.serve({ hostname: "127.0.0.1", port, onListen: () => {} }, () => new Response(text));
   return { port: server.addr.port, close: () => server.shutdown() };
 }
 
@@ -308,6 +308,78 @@ async function maintenanceReload(root: string): Promise<void> {
   await control(root, { op: "reload" });
 }
 
+Deno.test("maintenance on says what it leaves out (::/0 is IPv6 only, a page over 256 KiB), every problem of a bad file; bad input says how to write it", async () => {
+  const app = plainApp("app", freePort());
+  try {
+    await withProxy(async ({ root, proxy, app: setUp, url, logs }) => {
+      const port = await setUp("web", { port: app.port });
+      const dir = join(deploymentsRoot(root), "web");
+      // The serving release's maintenance.html is over the 256 KiB served: the built-in page is.
+      await Deno.mkdir(join(dir, "releases", "r1"), { recursive: true });
+      await Deno.writeTextFile(join(dir, "releases", "r1", "maintenance.html"), "x".repeat(256 * 1024 + 1));
+      await Deno.symlink("releases/r1", join(dir, "current"));
+      await proxy.start();
+
+      // Bad input: exit 2, what is wrong and how to write it, nothing written.
+      const before = await snapshot({ prefix: root });
+      const message = 'hint: give one line of text, at most 1000 characters, e.g. --message "Back at 16:00"; ' +
+        "without --message the built-in page says the site is down for maintenance\n";
+      const corpus: [string[], string][] = [
+        [["--message", ""], `error: --message is empty\n${message}`],
+        [["--message", "Back\nsoon"], `error: --message has a control character (a line break, a tab…)\n${message}`],
+        [
+          ["--retry-after", "6 0"],
+          'error: --retry-after must be a whole number of seconds from 1 to 86400 (got "6 0")\n' +
+          "hint: e.g. --retry-after 120 for two minutes; without it clients are told 60\n",
+        ],
+      ];
+      for (const [args, expected] of corpus) {
+        const result = await maintenance(root, ["web", "on", ...args]);
+        assertEquals([result.code, result.stderr, result.stdout], [2, expected, ""], args.join(" "));
+      }
+      assertEquals(await snapshot({ prefix: root }), before, "bad input changed nothing on disk");
+
+      // ::/0 lets IPv6 clients through, not IPv4 ones, and `on` says so; spaces around values are dropped alike.
+      const v6 = await maintenance(root, ["web", "on", "--allow", " ::/0", "--retry-after", " 30 "]);
+      assertEquals(v6.code, 0, v6.output);
+      const lines = v6.stdout.split("\n");
+      assertEquals(
+        lines[1],
+        "! --allow ::/0 lets every IPv6 client through (IPv4 clients still get 503: add 0.0.0.0/0 for them)",
+      );
+      assertEquals(
+        lines[2],
+        `! web's serving release (${join(dir, "current")}): maintenance.html is over the 256 KiB a maintenance page ` +
+          "may have: the built-in page is served; fix maintenance.html in the app's repository and deploy: the proxy " +
+          "serves the new release's page",
+      );
+      assertEquals(lines[3], "The proxy answers 503 for it now to all but ::/0.");
+      let page = await fetchFrom(url(port));
+      assertEquals([page.status, page.retryAfter], [503, "30"], "an IPv4 client");
+      assert(page.body.includes("<h1>Down for maintenance</h1>"), page.body);
+      const both = await maintenance(root, ["web", "on", "--allow", "::/0, 0.0.0.0/0"]);
+      assertEquals(both.code, 0, both.output);
+      assertEquals(both.stdout.split("\n")[1], "! --allow ::/0, 0.0.0.0/0 let every client through");
+      page = await fetchFrom(url(port));
+      assertEquals([page.status, page.body], [200, "app"], "0.0.0.0/0 lets IPv4 clients through");
+
+      // A hand-edited file with three problems: the proxy's log names all three, each with its key path.
+      const file = join(dir, "maintenance.json");
+      await Deno.writeTextFile(file, JSON.stringify({ since: "soon", allow: ["10.0.0.1", "nope"], retryAfter: 0 }));
+      await maintenanceReload(root);
+      const problems = '3 problems: "since" must be a time such as "2026-12-03T15:00:00Z" (got "soon"); "allow.1": ' +
+        '"nope" must be an IP address or a CIDR range such as 10.0.0.0/8 or fd00::/8; "retryAfter" must be a whole ' +
+        "number of seconds from 1 to 86400 (got 0)";
+      assert(logs.some((line) => line.startsWith(`web: ${file}: ${problems}`)), logs.join("\n"));
+      const off = await maintenance(root, ["web", "off"]);
+      assertEquals(off.code, 0, off.output);
+      assertEquals((await fetchFrom(url(port))).body, "app");
+    });
+  } finally {
+    await app.close();
+  }
+});
+
 Deno.test("maintenance through a trusted proxy: the client X-Forwarded-For names is allowed, never a spoofed one; `on` again updates", async () => {
   const app = plainApp();
   try {
@@ -401,12 +473,12 @@ Deno.test("maintenance with real deploys: bad input changes nothing; a deploy du
       [
         ["mweb", "on", "--retry-after", "0"],
         "error: --retry-after must be a whole number of seconds from 1 to 86400 " +
-        '(got "0")\n',
+        '(got "0")\nhint: e.g. --retry-after 120 for two minutes; without it clients are told 60\n',
       ],
       [
         ["mweb", "on", "--retry-after", "1m"],
         "error: --retry-after must be a whole number of seconds from 1 to " +
-        '86400 (got "1m")\n',
+        '86400 (got "1m")\nhint: e.g. --retry-after 120 for two minutes; without it clients are told 60\n',
       ],
       [
         ["mweb", "off", "--allow", "::1"],

@@ -41,7 +41,7 @@ export async function deployLog(server: TestServer, app: string): Promise<Record
  * symlink target: equal snapshots mean nothing changed on disk. Directories are listed by name
  * only: a temp entry created and removed again changes a dir's mtime alone.
  */
-export async function snapshot(server: TestServer): Promise<string[]> {
+export async function snapshot(server: Pick<TestServer, "prefix">): Promise<string[]> {
   const entries: string[] = [];
   const logs = logsRoot(server.prefix);
   async function walk(dir: string): Promise<void> {

@@ -13,6 +13,7 @@ import {
   checkAllowEntry,
   clearMaintenance,
   describeMaintenance,
+  everyoneOf,
   isAllowed,
   loadMaintenance,
   type Maintenance,
@@ -72,6 +73,11 @@ async function usage(args: string[], opts: Record<string, string | string[]> = {
   return error.message;
 }
 
+/** The hint of the usage error `maintenance` gives for `args` and `opts`. */
+async function hint(args: string[], opts: Record<string, string | string[]> = {}): Promise<string | undefined> {
+  return (await assertRejects(() => parseMaintenanceArgs(args, opts), UsageError)).suggestion;
+}
+
 Deno.test("maintenance args: bad input gets exact messages (exit 2)", async () => {
   assertEquals(await usage(["Web", "on"]), '"Web" is not a valid app name');
   assertEquals(await usage(["web", "onn"]), 'maintenance takes "on" or "off" after the app, got "onn"');
@@ -104,6 +110,24 @@ Deno.test("maintenance args: bad input gets exact messages (exit 2)", async () =
     "--message has a control character (a line break, a tab…)",
   );
   assertEquals(await usage(["web", "on"], { message: "x".repeat(1001) }), "--message is longer than 1000 characters");
+  // Each says how to write it.
+  for (const message of ["", "  ", "a\nb", "x".repeat(1001)]) {
+    assertEquals(
+      await hint(["web", "on"], { message }),
+      'give one line of text, at most 1000 characters, e.g. --message "Back at 16:00"; without --message the ' +
+        "built-in page says the site is down for maintenance",
+    );
+  }
+  for (const value of ["0", "1m", " 6 0"]) {
+    assertEquals(
+      await hint(["web", "on"], { "retry-after": value }),
+      "e.g. --retry-after 120 for two minutes; without it clients are told 60",
+    );
+  }
+  assertEquals(
+    await hint(["web", "on"], { allow: Array.from({ length: 101 }, (_, i) => `10.0.${i}.1`) }),
+    "cover neighbouring addresses with a CIDR range, e.g. 10.0.0.0/24 for 10.0.0.0 to 10.0.0.255",
+  );
   assertEquals(await usage(["web", "off"], { message: "x" }), '--message goes with "on", not "off"');
   assertEquals(
     await usage(["web", "off"], { allow: ["10.0.0.1"], "retry-after": "5" }),
@@ -126,6 +150,11 @@ Deno.test("maintenance args: good input, --allow repeated and comma-separated (I
       allow: ["127.0.0.2", "10.0.0.0/8", "2001:db8::/32", "::1"],
       retryAfter: 120,
     },
+  );
+  // Spaces around a value are dropped alike for --allow and --retry-after (a shell's quotes keep them).
+  assertEquals(
+    await parseMaintenanceArgs(["web", "on"], { allow: [" 10.0.0.1 ", "::1\t"], "retry-after": " 60 " }),
+    { app: "web", on: true, message: undefined, allow: ["10.0.0.1", "::1"], retryAfter: 60 },
   );
   // Without --allow the list is not given (`on` again keeps the one it had).
   assertEquals(await parseMaintenanceArgs(["web", "on"], {}), {
@@ -192,6 +221,27 @@ Deno.test("maintenance.json: validated when read, every problem named", () => {
     assertEquals(error.message, `/x/maintenance.json: ${why}`);
     assert(error.suggestion?.includes("deploy-paradigm maintenance <app> on|off"));
   }
+});
+
+Deno.test("allow entries of /0: whom they let through, said per family (a range matches its own family only)", () => {
+  assertEquals(everyoneOf(["10.0.0.0/8", "::1"]), undefined);
+  assertEquals(
+    everyoneOf(["::/0"]),
+    "::/0 lets every IPv6 client through (IPv4 clients still get 503: add 0.0.0.0/0 for them)",
+  );
+  assertEquals(
+    everyoneOf(["0.0.0.0/0"]),
+    "0.0.0.0/0 lets every IPv4 client through (IPv6 clients still get 503: add ::/0 for them)",
+  );
+  assertEquals(
+    everyoneOf(["::ffff:0.0.0.0/96"]),
+    "::ffff:0.0.0.0/96 lets every IPv4 client through (IPv6 clients still get 503: add ::/0 for them)",
+  );
+  assertEquals(everyoneOf(["::/0", "127.0.0.2", "0.0.0.0/0"]), "::/0, 0.0.0.0/0 let every client through");
+  // As the proxy matches them.
+  const state = (allow: string[]) => ({ since: STATE.since, allow, retryAfter: 1 });
+  assert(!isAllowed(state(["::/0"]), "198.51.100.1") && isAllowed(state(["::/0"]), "2001:db8::1"));
+  assert(isAllowed(state(["::ffff:0.0.0.0/96"]), "198.51.100.1"));
 });
 
 Deno.test("maintenance.json: written atomically, read back, removed; a bad file throws with its path", async () => {
