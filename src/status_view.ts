@@ -8,7 +8,7 @@ import { NAME_PATTERN, requireAppName } from "./config/names.ts";
 import { canaryStatusText } from "./deploy/canary_judge.ts";
 import { type AppStatus, readStatus } from "./deploy/status.ts";
 import { DeployParadigmError, UsageError } from "./errors.ts";
-import { readTextOrUndefined } from "./fsutil.ts";
+import { readLinkOrUndefined, readTextOrUndefined } from "./fsutil.ts";
 import { certificateCondition, type CertificateState, issuerLabel, readCertificates } from "./proxy/cert_state.ts";
 import { type AppPaths, appPaths, deploymentsRoot } from "./paths.ts";
 import { describeMaintenance, maintenanceForStatus } from "./proxy/maintenance.ts";
@@ -26,7 +26,19 @@ import { loadProxyConfig } from "./proxy/config.ts";
 import { prefix } from "./paths.ts";
 import { type ContainerState, containerState } from "./managers/docker.ts";
 import { processName } from "./managers/pm2.ts";
-import { appUrl, type FrontDoor, frontDoor } from "./deploy/outcome.ts";
+import {
+  appUrl,
+  describeKilled,
+  type FrontDoor,
+  frontDoor,
+  interruptedStatus,
+  interruptionMessage,
+  routedHealth,
+} from "./deploy/outcome.ts";
+import { deployAlive, type DeployMarker, leftMarker } from "./deploy/canary_decision.ts";
+import { readReleaseMeta } from "./deploy/releases.ts";
+import { otherSlot, type RoutedSlot, routedSlot, slotDir } from "./deploy/slots.ts";
+import type { Slot } from "./managers/mod.ts";
 
 /** What status.json (written on this server, but by deploys of code anyone may push) says, safe on one line. */
 const safe = (text: string) => forTerminal(text, { oneLine: true });
@@ -36,7 +48,8 @@ const safe = (text: string) => forTerminal(text, { oneLine: true });
  * status.json); the problems that stop an app from being served or shown: a config.yml the
  * proxy cannot read (it skips the app), a status.json that is not JSON, nothing healthy serving
  * (status `failed`), no web process (a docker app's: its container) running; and the warnings
- * about an app that is served: a deploy that was killed midway, a docker app's log follower
+ * about an app that is served: a deploy that was killed midway (its app shown as the next deploy
+ * will write status.json: what the proxy routes to serves), a docker app's log follower
  * stopped, config.yml's port changed under restart. One line per problem or warning, starting
  * with the app.
  */
@@ -98,17 +111,23 @@ export async function collectStatus(
     }
     if (config && PROXIED[config.strategy]) proxied = true; // (restart apps are never behind it, domains or not)
     if (status) {
+      // A deploy killed midway (after its switch too) wrote no status.json: shown as the next deploy
+      // will write it, with what the proxy routes to serving.
+      const killed = await leftMarker(paths);
+      const routed = config && PROXIED[config.strategy] ? await routedSlot(paths, config.slots) : {};
+      const shown = killed ? await afterKill(paths, status, killed, routed) : status;
       // Maintenance as maintenance.json has it now, not as it was when status.json was written.
-      const { maintenance: _, processes: written, ...rest } = status;
+      const { maintenance: _, processes: written, ...rest } = shown;
       const maintenance = await maintenanceForStatus(paths.dir);
-      // The processes as the manager reports them now (as written, when it cannot say).
-      const live = config && await liveProcesses(paths, config, status.slot);
+      // The processes as the manager reports them now (as written, when it cannot say), of the slot routed to.
+      const slot = routed.slot ?? shown.slot;
+      const live = config && await liveProcesses(paths, config, slot);
       let processes = live ?? written;
       let web = live?.filter((p) => p.type === "web") ?? [];
       let restart = `start it by that name with ${config?.manager}, or deploy again`;
-      if (config && status.type === "docker") {
+      if (config && shown.type === "docker") {
         // The manager runs the container's log follower, not the app: the engine says whether the container runs.
-        const checked = await containerWeb(name, config, status, live?.filter((p) => p.type === "web"));
+        const checked = await containerWeb(name, config, slot, live?.filter((p) => p.type === "web"));
         warnings.push(...checked.warnings);
         if (checked.container) {
           web = [checked.container];
@@ -116,10 +135,10 @@ export async function collectStatus(
           restart = `\`docker start ${checked.container.name}\`, or deploy again`;
         } else web = [];
       }
-      if (status.status === "failed" || !status.healthy) {
-        const last = status.lastDeploy;
+      if (shown.status === "failed" || !shown.healthy) {
+        const last = shown.lastDeploy;
         problems.push(
-          `${name}: nothing healthy serves (status ${status.status}; the last deploy, of ${last.version}, ended ` +
+          `${name}: nothing healthy serves (status ${shown.status}; the last deploy, of ${last.version}, ended ` +
             `${last.outcome}${last.step ? ` at ${last.step}` : ""}): deploy again once it is fixed`,
         );
       } else if (web.length && !web.some((p) => RUNNING_STATES.has(p.state))) {
@@ -128,10 +147,9 @@ export async function collectStatus(
             `served, whatever its last health check said (${restart})`,
         );
       }
-      const left = await interruptedDeploy(paths, config, status);
-      if (left) warnings.push(left);
+      if (killed) warnings.push(await interruptedDeploy(paths, config, killed, { written: status, shown, slot }));
       // Where it answers as config.yml says now (`setup --port`, `--domain` change it before any deploy).
-      const address = config ? await currentAddress(config, status, () => front ??= frontDoor(prefix())) : {};
+      const address = config ? await currentAddress(config, shown, () => front ??= frontDoor(prefix())) : {};
       if (address.warning) warnings.push(`${name}: ${address.warning}`);
       statuses.push({
         ...rest,
@@ -215,19 +233,19 @@ async function liveProcesses(
 }
 
 /**
- * A docker app's web process: its container as the engine reports it now (`<app>-<slot>`, `<app>`
- * under restart), since the manager's web process is only the container's log follower; and a
- * warning when the follower (`followers`, as the manager reports them) does not run while the
- * container does (the app is served, its output no longer reaches its logs), or when the engine
- * cannot be asked. No container when it cannot be named or asked.
+ * A docker app's web process: its container as the engine reports it now (`<app>-<slot>` of the
+ * slot the proxy routes to, `routed`; `<app>` under restart), since the manager's web process is
+ * only the container's log follower; and a warning when the follower (`followers`, as the manager
+ * reports them) does not run while the container does (the app is served, its output no longer
+ * reaches its logs), or when the engine cannot be asked. No container when it cannot be named or asked.
  */
 async function containerWeb(
   app: string,
   config: ServerConfig,
-  status: AppStatus,
+  routed: AppStatus["slot"],
   followers: ProcessInfo[] | undefined,
 ): Promise<{ container?: ProcessInfo; warnings: string[] }> {
-  const slot = PROXIED[config.strategy] ? status.slot : undefined;
+  const slot = PROXIED[config.strategy] ? routed : undefined;
   if (PROXIED[config.strategy] && !slot) return { warnings: [] };
   const name = processName(app, slot);
   let state: ContainerState;
@@ -249,43 +267,104 @@ async function containerWeb(
 }
 
 /**
- * What a deploy killed midway left (its marker `.deploying` is there, its pid gone): the commit it
- * deployed, what still runs it (blue-green: the idle slot), and what cleans it up: the next
- * deploy (it records the interruption, replaces the idle slot and removes the release that never
- * served). Undefined when no deploy was interrupted.
+ * status.json as the next deploy will write it on finding the marker `killed` left (see
+ * ../deploy/reconcile.ts): its last deploy interrupted, and under blue-green the release the
+ * proxy routes to (`routed`) serving from its slot, whatever release status.json names.
+ */
+async function afterKill(
+  paths: AppPaths,
+  status: AppStatus,
+  killed: DeployMarker,
+  routed: RoutedSlot,
+): Promise<AppStatus> {
+  const current = routed.release ?? status.release;
+  const meta = current ? await readReleaseMeta(paths, current).catch(() => undefined) : undefined;
+  return interruptedStatus(status, {
+    current,
+    meta,
+    health: routedHealth(routed),
+    killedCommit: killed.commit,
+    message: interruptionMessage(killed, current, meta),
+    at: killed.since ?? status.lastDeploy.at,
+  });
+}
+
+/**
+ * What a deploy killed midway left (its marker `.deploying` is there, its pid gone: `killed`): see
+ * {@link interruptionWarning}; `written` is status.json, `shown` as {@link afterKill} has it, `slot`
+ * the slot the proxy routes to. The other slot is asked whether it still runs, and what.
  */
 async function interruptedDeploy(
   paths: AppPaths,
   config: ServerConfig | undefined,
-  status: AppStatus,
-): Promise<string | undefined> {
-  const { leftMarker } = await import("./deploy/canary_decision.ts");
-  const killed = await leftMarker(paths);
-  if (!killed) return undefined;
+  killed: DeployMarker,
+  r: { written: AppStatus; shown: AppStatus; slot: AppStatus["slot"] },
+): Promise<string> {
   const app = paths.app;
-  const what = `a deploy of ${killed.commit?.slice(0, 7) ?? "an unknown commit"} (pid ${killed.pid ?? "?"}` +
-    `${killed.since ? `, since ${killed.since}` : ""}) was interrupted`;
-  let left = "";
-  if (config && PROXIED[config.strategy] && status.slot) {
-    const idle = status.slot === "blue" ? "green" : "blue";
+  let idle: IdleSlot | undefined;
+  if (config && PROXIED[config.strategy] && r.slot) {
+    const slot = otherSlot(r.slot);
     const runner = new ProcessRunner(() => {});
-    let runs: { name: string; pid: number } | undefined;
     try {
-      if (status.type === "docker") {
-        const name = processName(app, idle);
+      let runs: { name: string; pid: number } | undefined;
+      if (r.shown.type === "docker") {
+        const name = processName(app, slot);
         const state = await containerState(runner, name);
         if (RUNNING_STATES.has(state.state)) runs = { name, pid: state.pid };
       } else {
         const manager = managerNamed(config.manager);
-        const name = manager.nameOf(app, idle);
+        const name = manager.nameOf(app, slot);
         const state = (await manager.states?.(runner, paths.root, [name]))?.get(name);
         if (state && RUNNING_STATES.has(state.state)) runs = { name, pid: state.pid };
       }
+      const release = (await readLinkOrUndefined(slotDir(paths, slot)))?.split("/").pop();
+      const meta = runs && release ? await readReleaseMeta(paths, release).catch(() => undefined) : undefined;
+      if (runs) idle = { slot, ...runs, ...(meta ? { commit: meta.commit } : {}) };
     } catch { /* the manager or engine cannot say */ }
-    if (runs) left = `; the ${idle} slot still runs it (${runs.name}${runs.pid ? `, pid ${runs.pid}` : ""})`;
   }
-  const serves = status.healthy && status.version ? `${status.version} still serves` : "nothing healthy serves";
-  return `${app}: ${what}${left}; ${serves}; the next push records the interruption and cleans up what it left` +
+  // Its release serves: it switched (a release of its commit that status.json does not name yet).
+  const switched = killed.commit !== undefined && r.shown.commit === killed.commit &&
+    r.shown.release !== r.written.release;
+  return interruptionWarning(app, killed, r.shown, { switched, idle, repo: paths.repo });
+}
+
+/** A slot that takes no traffic and still runs: its manager's name and pid, and the commit of its release. */
+export interface IdleSlot {
+  slot: Slot;
+  name: string;
+  pid: number;
+  commit?: string;
+}
+
+/**
+ * The warning about a deploy killed midway (`killed`, its marker), with what serves (`shown`, as
+ * {@link afterKill} has it) and what the other slot still runs (`idle`). Killed before its switch:
+ * the release before still serves, and the next push cleans up (it replaces the idle slot and
+ * removes the release that never served). Killed after its switch (`switched`): its release serves,
+ * and what follows the switch may not have run: a push of its commit is up to date, so a new
+ * commit or `execute` of this one (`repo`) finishes it.
+ */
+export function interruptionWarning(
+  app: string,
+  killed: DeployMarker,
+  shown: AppStatus,
+  r: { switched: boolean; idle?: IdleSlot; repo: string },
+): string {
+  const what = `a deploy of ${describeKilled(killed)} was interrupted${r.switched ? " after its switch" : ""}`;
+  const { idle } = r;
+  const runs = !idle
+    ? ""
+    : `; the ${idle.slot} slot still runs ${
+      idle.commit === undefined ? "a release" : idle.commit === killed.commit ? "it" : idle.commit.slice(0, 7)
+    } (${idle.name}${idle.pid ? `, pid ${idle.pid}` : ""})`;
+  if (r.switched) {
+    return `${app}: ${what}; it serves (release ${shown.release}${shown.slot ? `, the ${shown.slot} slot` : ""})` +
+      `${runs}; what follows the switch (workers, cron jobs, the postDeploy hook, cleanup) may not have run: the ` +
+      `next deploy records the interruption and does it (push a new commit, or redeploy this one: ` +
+      `\`deploy-paradigm execute ${r.repo} ${killed.commit}\`)`;
+  }
+  const serves = shown.healthy && shown.version ? `${shown.version} still serves` : "nothing healthy serves";
+  return `${app}: ${what}${runs}; ${serves}; the next push records the interruption and cleans up what it left` +
     ` (it replaces the idle slot and removes the release that never served)`;
 }
 
@@ -334,7 +413,6 @@ export async function showStatus(only: string | undefined, json: boolean): Promi
     return code;
   }
   const color = Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR");
-  const { deployAlive } = await import("./deploy/canary_decision.ts");
   const leftCanaries = new Set<string>();
   for (const { name, canary } of statuses) {
     if (canary?.state === "running" && !await deployAlive(appPaths(name))) leftCanaries.add(name);

@@ -13,6 +13,8 @@ import { jobsOf } from "../cron/job.ts";
 import { type AppStatus, type LastDeploy, type Outcome, readStatus, writeStatus } from "./status.ts";
 import { listProcesses } from "./process_list.ts";
 import { PROXIED } from "./strategies/names.ts";
+import type { DeployMarker } from "./canary_decision.ts";
+import type { RoutedSlot } from "./slots.ts";
 
 /** The proxy's shared ports (proxy.yml `http`, `https`) and whether it has a certificate to get (`acme:`). */
 export interface FrontDoor {
@@ -143,6 +145,27 @@ export function failedStatus(
     healthy,
     lastDeploy: last,
   };
+}
+
+/** The deploy a marker left by a kill names: `1a2b3c4 (pid 4242, since <time>)`. */
+export function describeKilled(killed: DeployMarker): string {
+  return `${killed.commit?.slice(0, 7) ?? "an unknown commit"} (pid ${killed.pid ?? "?"}` +
+    `${killed.since ? `, since ${killed.since}` : ""})`;
+}
+
+/** What a killed deploy's `interrupted` event (and status.json's lastDeploy) says: which deploy, what serves. */
+export function interruptionMessage(killed: DeployMarker, current?: string, meta?: ReleaseMeta): string {
+  return `the deploy of ${describeKilled(killed)} was interrupted; ` +
+    (meta ? `release ${current} (${meta.commit.slice(0, 7)}) serves` : "no release serves");
+}
+
+/**
+ * Blue-green after a killed deploy: the health fields of status.json for the release the proxy
+ * routes to (`routed`, ./slots.ts routedSlot): it passed its health check before its switch, and
+ * serves from its slot. None when it routes to no slot.
+ */
+export function routedHealth(routed: RoutedSlot): Partial<AppStatus> {
+  return routed.slot ? { status: "running", healthy: true, slot: routed.slot, slotPort: routed.slotPort } : {};
 }
 
 /** After a killed deploy: status.json follows what serves (`current`, `meta`); `health` as the strategy found it. */

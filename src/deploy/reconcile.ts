@@ -5,13 +5,12 @@
  * @module
  */
 import { join } from "node:path";
-import type { Slot } from "../managers/mod.ts";
 import { managerNamed } from "../managers/mod.ts";
-import { readLinkOrUndefined, readTextOrUndefined, symlinkAtomic, writeFileAtomic } from "../fsutil.ts";
-import { readRoute, targetPorts } from "../proxy/routes.ts";
+import { readTextOrUndefined, symlinkAtomic, writeFileAtomic } from "../fsutil.ts";
 import { type DeployContext, isoNow } from "./context.ts";
-import { interruptedStatus, saveStatus } from "./outcome.ts";
+import { interruptedStatus, interruptionMessage, saveStatus } from "./outcome.ts";
 import { currentRelease, markServed, readReleaseMeta } from "./releases.ts";
+import { routedSlot } from "./slots.ts";
 import { readStatus } from "./status.ts";
 import { strategyOf } from "./strategies/mod.ts";
 
@@ -39,15 +38,8 @@ async function reconcile(ctx: DeployContext, found: string): Promise<void> {
   try {
     killed = JSON.parse(found);
   } catch { /* a marker cut short: the kill came while it was written */ }
-  const route = await readRoute(paths.dir).catch(() => undefined);
-  const slots = config.slots;
-  const port = targetPorts(route)[0]; // a slot's own port is its first instance's
-  const servingSlot = port !== undefined && slots
-    ? (Object.keys(slots) as Slot[]).find((slot) => slots[slot] === port)
-    : undefined;
-  const inSlot = servingSlot ? await readLinkOrUndefined(join(paths.dir, "slots", servingSlot)) : undefined;
-  const routed = inSlot?.split("/").pop();
-  if (routed && await readReleaseMeta(paths, routed)) {
+  const routed = (await routedSlot(paths, config.slots)).release;
+  if (routed) {
     // Health-checked before its switch: it serves, so it is no longer pending.
     if (routed !== await currentRelease(paths)) await symlinkAtomic(`releases/${routed}`, paths.current);
     await markServed(paths, routed);
@@ -56,9 +48,7 @@ async function reconcile(ctx: DeployContext, found: string): Promise<void> {
   const health = await strategyOf(config).recover?.({ ...ctx, manager }, killed.commit);
   const current = await currentRelease(paths);
   const meta = current ? await readReleaseMeta(paths, current) : undefined;
-  const message = `the deploy of ${killed.commit?.slice(0, 7) ?? "an unknown commit"} (pid ${killed.pid ?? "?"}, ` +
-    `since ${killed.since ?? "?"}) was interrupted; ` +
-    (meta ? `release ${current} (${meta.commit.slice(0, 7)}) serves` : "no release serves");
+  const message = interruptionMessage(killed, current, meta);
   journal.say(`! ${message}; this deploy cleans up what it left`);
   await journal.record("interrupted", { ok: false, message });
   const status = await readStatus(paths.status);

@@ -5,11 +5,13 @@
  */
 import { join } from "node:path";
 import { portClaims } from "../config/domains.ts";
-import { symlinkAtomic, writeFileAtomic } from "../fsutil.ts";
+import { readLinkOrUndefined, symlinkAtomic, writeFileAtomic } from "../fsutil.ts";
 import type { Slot, SlotInstance } from "../managers/mod.ts";
 import { type AppPaths, deploymentsRoot } from "../paths.ts";
+import { readRoute, targetPorts } from "../proxy/routes.ts";
 import { documentText, parseDocument } from "../yaml.ts";
 import { acquireLock } from "./lock.ts";
+import { readReleaseMeta } from "./releases.ts";
 
 /** The ports of an app's two slots. */
 export type SlotPorts = Record<Slot, number>;
@@ -22,6 +24,29 @@ export function otherSlot(slot: Slot): Slot {
 /** The slot whose port is `port`, if any. */
 export function slotOfPort(slots: SlotPorts, port: number | undefined): Slot | undefined {
   return port === slots.blue ? "blue" : port === slots.green ? "green" : undefined;
+}
+
+/** The slot the proxy routes to, its port, and the release it runs (see {@link routedSlot}). */
+export interface RoutedSlot {
+  slot?: Slot;
+  slotPort?: number;
+  release?: string;
+}
+
+/**
+ * What the proxy routes to now (route.json, whatever status.json says): the slot whose port is its
+ * target's first (a slot's own port is its first instance's) by `slots` (config.yml's), that port,
+ * and the release the slot's link points at when it has metadata. Empty when route.json cannot be
+ * read or names no slot's port (static files, nothing routed yet).
+ */
+export async function routedSlot(paths: AppPaths, slots: SlotPorts | undefined): Promise<RoutedSlot> {
+  const route = await readRoute(paths.dir).catch(() => undefined);
+  const port = targetPorts(route)[0];
+  const slot = slots ? slotOfPort(slots, port) : undefined;
+  if (!slot) return {};
+  const release = (await readLinkOrUndefined(slotDir(paths, slot)))?.split("/").pop();
+  const known = release !== undefined && await readReleaseMeta(paths, release).catch(() => undefined) !== undefined;
+  return { slot, slotPort: port, ...(known ? { release } : {}) };
 }
 
 /** Web instance `instance` (from 1) of a slot: the slot itself, then `blue-2`, `blue-3`, … */

@@ -1,11 +1,14 @@
 /**
  * `status` and `releases` as a user diagnosing a server sees them (real pushes, PM2, the proxy):
  * a deploy killed midway is named with what it left running and exits 0 (the old release serves);
+ * one killed after its switch (before status.json) shows the release the proxy routes to, its
+ * slot's processes, and the redeploy that finishes it;
  * a port changed in config.yml shows at once; a failed first deploy (nothing healthy serves)
  * exits 1; `releases` lists while config.yml does not load, naming its problem.
  */
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
-import { AppRepo } from "../helpers/apps.ts";
+import { AppRepo, FAST_HEALTH, pythonApp } from "../helpers/apps.ts";
+import { portFree } from "../../src/deploy/slots.ts";
 import { freePort, get, run, type TestServer, withServer } from "../helpers/server.ts";
 import { status } from "../helpers/state.ts";
 
@@ -131,5 +134,87 @@ Deno.test("status: a failed first deploy (nothing healthy serves) exits 1, as a 
     assertMatch(shown.stdout, new RegExp(`\\n${app} +failed +no `));
     assertMatch(shown.stdout, new RegExp(`\\n! ${app}: nothing healthy serves \\(status failed; the last deploy`));
     assertEquals((await server.cli(["status", app, "--json"])).code, 1);
+  });
+});
+
+/** Free loopback ports from 46000-46499 (this test's app, slots and web instances), never the same twice. */
+function portsIn46k(count: number): number[] {
+  const ports: number[] = [];
+  for (let port = 46000 + Math.floor(Math.random() * 400); ports.length < count && port < 46500; port++) {
+    if (portFree(port)) ports.push(port);
+  }
+  assertEquals(ports.length, count, "free ports in 46000-46499");
+  return ports;
+}
+
+Deno.test("status: a deploy killed after its switch (the old slot stopped, before status.json) shows what serves: the new version, its slot's processes, and how to finish the deploy", async () => {
+  await withServer(async (server) => {
+    const app = "sk";
+    const [port, blue, green, blue2, green2] = portsIn46k(5);
+    const repo = await AppRepo.create(server, app, await server.setupApp(app, { port }));
+    const paths = server.paths(app);
+    await Deno.writeTextFile(
+      paths.config,
+      `slots: { blue: ${blue}, green: ${green} }\ninstancePorts: { blue: [${blue2}], green: [${green2}] }\n`,
+      { append: true },
+    );
+    const release = (version: string) =>
+      repo.commit({
+        "deploy.yml": `name: ${app}\ntype: python\nwatch: 300ms\nhealthCheck: ${FAST_HEALTH}\nprocesses:\n` +
+          "  web: { command: python app.py, instances: 2 }\n" +
+          "  worker: { command: python worker.py, instances: 2, stopTimeout: 5s }\n",
+        "app.py": pythonApp(version),
+        "worker.py": "import time\nwhile True:\n    time.sleep(1)\n",
+      }, version);
+    const v1 = (await release("v1")).slice(0, 7);
+    await repo.pushOk();
+
+    // Killed right after the old (blue) slot stopped, before its workers and status.json: v2 serves from green.
+    const v2 = await release("v2");
+    const killed = await run(["git", "push", "production", "main"], {
+      cwd: repo.dir,
+      env: { ...server.env, DEPLOY_PARADIGM_TEST_KILL: "after:stop" },
+    });
+    assert(killed.code !== 0, killed.output);
+    const answer = await get(`http://127.0.0.1:${port}/`);
+    assertEquals("body" in answer ? answer.body : answer.error, "v2");
+    const written = await status(server, app);
+    assertEquals([written.slot, written.version], ["blue", v1], "status.json is as the deploy before wrote it");
+
+    const shown = await server.cli(["status", app]);
+    assertEquals(shown.code, 0, shown.output);
+    assertMatch(shown.stdout, new RegExp(`\\n${app} +running +yes +${v2.slice(0, 7)} `));
+    assertMatch(
+      shown.stdout,
+      new RegExp(
+        `\\n${app} +processes: web/1 online pid \\d+ · web/2 online pid \\d+ · worker/1 online pid \\d+ · ` +
+          "worker/2 online pid \\d+\\n",
+      ),
+    );
+    const warnings = shown.stdout.split("\n").filter((line) => line.startsWith("!"));
+    assertEquals(warnings.length, 1, shown.stdout);
+    assertMatch(
+      warnings[0],
+      new RegExp(
+        `^! ${app}: a deploy of ${v2.slice(0, 7)} \\(pid \\d+, since [^)]+\\) was interrupted after its switch; it ` +
+          `serves \\(release \\d+-\\d+-\\d+, the green slot\\); what follows the switch \\(workers, cron jobs, the ` +
+          "postDeploy hook, cleanup\\) may not have run: the next deploy records the interruption and does it \\(" +
+          `push a new commit, or redeploy this one: \`deploy-paradigm execute ${paths.repo} ${v2}\`\\)$`,
+      ),
+    );
+    const json = await server.cli(["status", app, "--json"]);
+    assertEquals(json.code, 0, json.output);
+    const row = JSON.parse(json.stdout);
+    assertEquals([row.slot, row.version, row.healthy], ["green", v2.slice(0, 7), true]);
+    assertEquals(row.processes.map((p: { name: string }) => p.name).slice(0, 2), [`${app}-green`, `${app}-green-2`]);
+
+    // A push of the commit is up to date; the redeploy the warning names finishes it.
+    assertMatch((await repo.push()).output, /Everything up-to-date/);
+    const redeploy = await server.cli(["execute", paths.repo, v2]);
+    assertEquals(redeploy.code, 0, redeploy.output);
+    const after = await server.cli(["status", app]);
+    assertEquals(after.code, 0, after.output);
+    assert(!after.stdout.includes("!"), after.stdout);
+    assertMatch(after.stdout, new RegExp(`\\n${app} +running +yes +${v2.slice(0, 7)} `));
   });
 });

@@ -302,6 +302,7 @@ Deno.test("pipeline: a leftover .deploying marker is reconciled first: current a
     assert(!(await readReleaseMeta(w.paths, second))?.pending);
     const s = await status(w);
     assertEquals([s.release, s.previous, s.version], [second, first, killed.slice(0, 7)]);
+    assertEquals([s.slot, s.slotPort, s.healthy], ["green", w.slots.green, true], "the slot routed to, not blue");
     assert(w.printed.some((line) => line.includes(`the deploy of ${killed.slice(0, 7)} (pid 4242`)));
     assert(!(await Deno.stat(join(w.paths.dir, ".deploying")).then(() => true, () => false)));
   });

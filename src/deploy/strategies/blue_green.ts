@@ -20,6 +20,7 @@ import type { SwitchContext } from "../context.ts";
 import { checkStaticFiles, type HealthResult, startAndCheck, staticRoot, watchHealth } from "../health.ts";
 import { currentRelease, markServed, readReleaseMeta, runsProcess, setBad } from "../releases.ts";
 import { releaseProcess } from "../runtime.ts";
+import { routedHealth } from "../outcome.ts";
 import { readStatus } from "../status.ts";
 import {
   ensureSlots,
@@ -28,6 +29,7 @@ import {
   moveSlot,
   otherSlot,
   portFree,
+  routedSlot,
   slotInstance,
   slotInstances,
   slotOfPort,
@@ -63,10 +65,13 @@ export const blueGreen: SwitchStrategy = {
 
   activate: activateBlueGreen,
 
-  /** After a killed deploy: a canary it left (canary.json) ends (see {@link endLeftCanary}). */
+  /**
+   * After a killed deploy: a canary it left (canary.json) ends (see {@link endLeftCanary}); the
+   * release the proxy routes to serves from its slot (see {@link routedHealth}).
+   */
   async recover(ctx) {
     await endLeftCanary(ctx, "the deploy was interrupted", false); // its `interrupted` event says it
-    return () => Promise.resolve({});
+    return async () => routedHealth(await routedSlot(ctx.paths, ctx.config.slots));
   },
 
   async describe(ctx, meta) {
