@@ -167,7 +167,7 @@ Deno.test("systemd host: each app its own user and sandbox; deploy-group pushes 
       "root:app-alpha 750",
       "app-alpha:app-alpha 700",
       "build-alpha:build-alpha 700",
-      "root:app-alpha 755",
+      "root:app-alpha 750",
       "root:app-alpha 644",
       "root:app-alpha 640",
       "root:root 600",
