@@ -21,7 +21,14 @@ function finite(ms: number): number | undefined {
   return Number.isFinite(ms) ? ms : undefined;
 }
 
-const MUST_BE_DURATION = 'must be a duration like "500ms", "2s" or "1m"';
+const MUST_BE_DURATION = 'must be a duration like "500ms", "2s", "1m" or "1h" (units: ms, s, m, h)';
+
+/**
+ * The longest duration a config may give by default: every one of them ends up in a timer, and
+ * `setTimeout` takes at most 2^31-1 ms (about 24.8 days); past that it fires after 1 ms (a busy
+ * loop). 596h is the last whole hour under it.
+ */
+export const MAX_TIMER_MS = 596 * 3_600_000;
 
 /** Duration units, largest first. */
 const UNITS: [unit: string, ms: number][] = [["h", 3_600_000], ["m", 60_000], ["s", 1000], ["ms", 1]];
@@ -32,11 +39,15 @@ function written(ms: number): string {
   return `${ms / size}${unit}`;
 }
 
-/** A duration in config (`"2s"`, or seconds), to milliseconds; `fallback` when absent. */
-export const duration = (fallback: string, maxMs = Infinity, minMs = 0) =>
+/**
+ * A duration in config (`"2s"`, or seconds), to milliseconds; `fallback` when absent. At most
+ * `maxMs`, which is never more than {@link MAX_TIMER_MS}.
+ */
+export const duration = (fallback: string, maxMs = MAX_TIMER_MS, minMs = 0) =>
   z.union([z.string(), z.number()], { error: MUST_BE_DURATION }).default(fallback).transform((value, ctx) => {
     const ms = parseDuration(value);
-    if (ms === undefined || ms > maxMs || ms < minMs) {
+    const max = Math.min(maxMs, MAX_TIMER_MS);
+    if (ms === undefined || ms > max || ms < minMs) {
       ctx.issues.push({
         code: "custom",
         input: value,
@@ -44,7 +55,9 @@ export const duration = (fallback: string, maxMs = Infinity, minMs = 0) =>
           ? `${MUST_BE_DURATION} (got ${JSON.stringify(value)})`
           : ms < minMs
           ? `must be at least ${written(minMs)} (got ${JSON.stringify(value)})`
-          : `must be at most ${written(maxMs)} (got ${JSON.stringify(value)})`,
+          : `must be at most ${written(max)}${
+            max === MAX_TIMER_MS ? " (about 24 days, the longest a timer waits)" : ""
+          } (got ${JSON.stringify(value)})`,
         continue: true,
       });
       return z.NEVER;
@@ -82,13 +95,13 @@ const HEALTH_MIN_MS = 10;
 
 export const healthObject = z.strictObject({
   path: healthPath,
-  window: duration("30s", Infinity, HEALTH_MIN_MS),
-  interval: duration("1s", Infinity, HEALTH_MIN_MS),
+  window: duration("30s", MAX_TIMER_MS, HEALTH_MIN_MS),
+  interval: duration("1s", MAX_TIMER_MS, HEALTH_MIN_MS),
   successes: z.int({ error: "must be a whole number from 1 to 100" }).min(1, "must be from 1 to 100").max(
     100,
     "must be from 1 to 100",
   ).default(3),
-  timeout: duration("2s", Infinity, HEALTH_MIN_MS),
+  timeout: duration("2s", MAX_TIMER_MS, HEALTH_MIN_MS),
 }).superRefine((check, ctx) => {
   // The last of `successes` answers comes (successes - 1) intervals after the first: a window no longer never passes.
   const needed = (check.successes - 1) * check.interval;

@@ -7,7 +7,7 @@
 import { dirname, join, resolve } from "node:path";
 import { z } from "zod";
 import { parseConfig } from "../config/load.ts";
-import { parseDuration } from "../config/fields.ts";
+import { duration } from "../config/fields.ts";
 import { UsageError } from "../errors.ts";
 import { readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
 import { FLEET_EVENTS, targetSchema } from "../notify.ts";
@@ -42,15 +42,8 @@ export function fleetPaths(home = fleetHome()) {
 /** Words that reach ssh and rsync's -e: no quotes, no whitespace (rsync's own quoting cannot hold them). */
 const plainPath = z.string().min(1).regex(/^[^\s'"\\]+$/, "must be a path without spaces or quotes");
 
-const duration = (fallback: string) =>
-  z.union([z.string(), z.number()]).default(fallback).transform((value, ctx) => {
-    const ms = parseDuration(value);
-    if (ms === undefined || ms < 1000) {
-      ctx.issues.push({ code: "custom", input: value, message: 'must be a duration of 1s or more, e.g. "30s"' });
-      return z.NEVER;
-    }
-    return ms;
-  });
+/** The longest collection interval: a day (the alerts' grace and the dashboard count in cycles). */
+const MAX_INTERVAL_MS = 24 * 3_600_000;
 
 const serverSchema = z.strictObject({
   name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "must be lowercase letters, digits and dashes (up to 63)"),
@@ -66,7 +59,7 @@ const serverSchema = z.strictObject({
 
 /** `~/.fleet-monitor/config.yml`. */
 export const fleetConfigSchema = z.strictObject({
-  interval: duration("30s"),
+  interval: duration("30s", MAX_INTERVAL_MS, 1000),
   concurrency: z.int({ error: "must be a whole number from 1 to 64" }).min(1).max(64).default(8),
   retention: z.strictObject({
     days: z.number({ error: "must be a number of days above 0, e.g. 30" }).positive().default(30),

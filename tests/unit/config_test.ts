@@ -749,7 +749,7 @@ Deno.test("deploy-paradigm schema: canary takes true, a gate a string, command r
 Deno.test("deploy.yml, config.yml: checks across keys are reported with the other problems, never about a key that has its own", () => {
   assertEquals(problems("name: app\ntype: python\nwatch: x\n"), [
     'deploy.yml:1:1: "healthCheck" is required for python apps, e.g. healthCheck: /health',
-    'deploy.yml:3:8: "watch" must be a duration like "500ms", "2s" or "1m" (got "x")',
+    'deploy.yml:3:8: "watch" must be a duration like "500ms", "2s", "1m" or "1h" (units: ms, s, m, h) (got "x")',
   ]);
   // A healthCheck that is there but wrong is not also "required"; an unknown type judges nothing else.
   assertEquals(problems("name: app\ntype: python\nhealthCheck: 5\n").length, 1);

@@ -3,7 +3,7 @@
  * exist, and `collect --once` without servers, are usage errors with nothing created.
  * @module
  */
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { UsageError } from "../../src/errors.ts";
 import { collectOnce, listServers, trust } from "../../src/fleet/cli.ts";
@@ -27,6 +27,30 @@ async function inHome(body: (dir: string, home: string) => Promise<void>): Promi
     else Deno.env.set("FLEET_MONITOR_HOME", before);
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+const MAIN = resolve(import.meta.dirname!, "../../main.ts");
+
+/** Runs the real CLI, `deploy-paradigm fleet <args>`, with `env` added: its exit code and output. */
+async function fleetCli(args: string[], env: Record<string, string>) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, "fleet", ...args],
+    env: { NO_COLOR: "1", FLEET_MONITOR_TOKEN: "", ...env },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+  return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
+}
+
+/** The files under `dir`, relative to it, sorted. */
+async function filesUnder(dir: string): Promise<string[]> {
+  const found: string[] = [];
+  for await (const entry of Deno.readDir(dir)) {
+    found.push(entry.name);
+    if (entry.isDirectory) found.push(...(await filesUnder(join(dir, entry.name))).map((f) => join(entry.name, f)));
+  }
+  return found.sort();
 }
 
 const refusal = async (run: Promise<unknown>): Promise<UsageError> => {
@@ -103,5 +127,25 @@ Deno.test("fleet alerts: a rule edited since it was judged shows the condition i
     assertMatch(lines[0], /^! the rules in .* are not those last judged \(changed "shop-5xx"\)/);
     const row = lines.find((line) => line.startsWith("shop-5xx")) ?? "";
     assertMatch(row, /FIRING .* cpu\.percent above 5 % \(as judged; the config now says cpu\.percent above 50 %\)$/);
+  });
+});
+
+Deno.test("fleet: an interval past a day, or in an unknown unit, is refused at load where it is written (the CLI, exit 2)", async () => {
+  await inHome(async (_dir, home) => {
+    await Deno.mkdir(home);
+    for (
+      const [interval, problem] of [
+        ["30000h", 'must be at most 24h (got "30000h")'],
+        ["30d", '(units: ms, s, m, h) (got "30d")'],
+        ["0.5s", 'must be at least 1s (got "0.5s")'],
+      ]
+    ) {
+      await Deno.writeTextFile(join(home, "config.yml"), `servers: []\ninterval: ${interval}\n`);
+      const run = await fleetCli(["list"], { FLEET_MONITOR_HOME: home });
+      assertEquals(run.code, 2, run.stderr);
+      assert(run.stderr.includes(`${join(home, "config.yml")}:2:11: "interval" `), run.stderr);
+      assert(run.stderr.includes(problem), run.stderr);
+      assertEquals(await filesUnder(home), ["config.yml"]);
+    }
   });
 });

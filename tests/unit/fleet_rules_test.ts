@@ -318,7 +318,8 @@ interval: fast
       'config.yml:10:15: "rules.5.metric" "used_percent" is not a metric; did you mean "memory.used_percent"? ' +
       '(got "used_percent")',
       'config.yml:11:45: "rules.6.for" must be a whole number of cycles (got 2.5)',
-      'config.yml:12:11: "interval" must be a duration of 1s or more, e.g. "30s" (got "fast")',
+      'config.yml:12:11: "interval" must be a duration like "500ms", "2s", "1m" or "1h" (units: ms, s, m, h) (got ' +
+      '"fast")',
     ],
   );
 });

@@ -133,11 +133,11 @@ Deno.test("proxy.yml: ports, metrics and limits out of range", () => {
     'proxy.yml:1:17: "trustedProxies" must be a list of IP addresses or CIDR ranges, e.g. [10.0.0.0/8, fd00::/8] ' +
     '(got "10.0.0.0/8")',
     'proxy.yml:2:27: "limits.maxConnections" must be from 1 to 1000000 (got 0)',
-    'proxy.yml:2:46: "limits.requestTimeout" must be a duration like "500ms", "2s" or "1m" (got "soon")',
+    'proxy.yml:2:46: "limits.requestTimeout" must be a duration like "500ms", "2s", "1m" or "1h" (units: ms, s, m, h) (got "soon")',
   ]);
   // Not a duration at all: one problem, not also "must be more than 0".
   assertEquals(problems("limits:\n  idleTimeout: forever\n"), [
-    'proxy.yml:2:16: "limits.idleTimeout" must be a duration like "500ms", "2s" or "1m" (got "forever")',
+    'proxy.yml:2:16: "limits.idleTimeout" must be a duration like "500ms", "2s", "1m" or "1h" (units: ms, s, m, h) (got "forever")',
   ]);
   assertEquals(problems("priority: -21\n"), [
     'proxy.yml:1:11: "priority" must be from -20 to 19 (a nice value) (got -21)',
