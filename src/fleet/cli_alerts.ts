@@ -26,7 +26,7 @@ export async function listAlerts(options: FleetOptions & { json?: boolean }): Pr
   const paths = fleetPaths();
   const { configPath, config } = await readConfig(options, paths);
   const memory = await readMemory(paths.alerts, console.error);
-  const changed = rulesChanged(config.rules, memory?.ruleDefs);
+  const changed = rulesChanged(config.rules, memory?.ruleDefs ?? (await judgedNone(paths, memory) ? {} : undefined));
   if (changed) {
     (options.json ? console.error : console.log)(
       `! the rules in ${configPath} are not those last judged (${changed}): the collector reads them when it ` +
@@ -93,6 +93,14 @@ export async function listAlerts(options: FleetOptions & { json?: boolean }): Pr
   const widths = table[0].map((_, i) => Math.max(...table.map((row) => row[i].length)));
   for (const row of table) console.log(row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());
   return 0;
+}
+
+/**
+ * Whether the collector judged without any rules: it ran (its memory is there, or its database)
+ * but kept no rule (a cycle without rules keeps none, and writes no memory without alert targets).
+ */
+async function judgedNone(paths: ReturnType<typeof fleetPaths>, memory: unknown): Promise<boolean> {
+  return memory !== undefined || await Deno.stat(paths.db).then(() => true, () => false);
 }
 
 /**

@@ -11,6 +11,7 @@ import { listAlerts } from "../../src/fleet/cli_alerts.ts";
 import { fleetConfigSchema } from "../../src/fleet/config.ts";
 import { type Rule, subjectKey } from "../../src/fleet/rules.ts";
 import { parseConfig } from "../../src/config/load.ts";
+import { FleetStore } from "../../src/fleet/store.ts";
 
 /** Runs `body` with FLEET_MONITOR_HOME at `<dir>/home` (not created), console.log silenced. */
 async function inHome(body: (dir: string, home: string) => Promise<void>): Promise<void> {
@@ -147,5 +148,24 @@ Deno.test("fleet: an interval past a day, or in an unknown unit, is refused at l
       assert(run.stderr.includes(problem), run.stderr);
       assertEquals(await filesUnder(home), ["config.yml"]);
     }
+  });
+});
+
+Deno.test("fleet alerts: rules added to a config the collector judged without any are said to be not those last judged", async () => {
+  await inHome(async (_dir, home) => {
+    await Deno.mkdir(home);
+    await Deno.writeTextFile(
+      join(home, "config.yml"),
+      "servers:\n  - { name: web1, host: h }\nrules:\n  - { name: hot, metric: cpu.percent, above: 50 }\n",
+    );
+    const lines: string[] = [];
+    console.log = (line: string) => lines.push(line);
+    assertEquals(await listAlerts({}), 0);
+    assert(!lines.some((line) => line.startsWith("!")), "no collector ran: nothing was judged, nothing to say");
+    // A collector ran (its database is there) with no rules: it kept no memory of any.
+    (await FleetStore.open(join(home, "data", "fleet.db"))).close();
+    lines.length = 0;
+    assertEquals(await listAlerts({}), 0);
+    assertMatch(lines[0], /^! the rules in .* are not those last judged \(added "hot"\): .*restart `fleet`/);
   });
 });
