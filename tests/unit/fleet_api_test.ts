@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { UsageError } from "../../src/errors.ts";
 import { createFleetHandler, type FleetHandler, type FleetHandlerOptions, serveFleet } from "../../src/fleet/api.ts";
-import { isLoopback } from "../../src/fleet/api_binding.ts";
+import { checkBinding, isLoopback, listenError } from "../../src/fleet/api_binding.ts";
 import { FleetEvents } from "../../src/fleet/events.ts";
 import type { FreshnessView } from "../../src/fleet/views.ts";
 import type { CertificateState } from "../../src/proxy/cert_state.ts";
@@ -765,4 +765,30 @@ Deno.test("fleet API: the alert rules firing or pending are in /api/fleet's rule
     const alpha = await getJson(await get("/api/servers/alpha")) as Any;
     assertEquals(alpha.rules, [rule("alpha", "firing")]);
   }, { rules: () => [rule("alpha", "firing"), rule("bravo", "pending")] });
+});
+
+Deno.test("checkBinding: beyond loopback a token of 16 characters or more; a host that is no address is said to be one", () => {
+  const refused = (host: string, token?: string) => {
+    try {
+      checkBinding(host, 46600, token);
+    } catch (error) {
+      assert(error instanceof UsageError, String(error));
+      return error;
+    }
+    throw new Error(`${host} with ${token} accepted`);
+  };
+  const short = refused("192.168.1.5", "abcdef");
+  assertMatch(short.message, /token is too short \(6 characters\) to serve on 192\.168\.1\.5: it needs 16 or more/);
+  assertMatch(short.suggestion ?? "", /openssl rand -hex 32/);
+  checkBinding("192.168.1.5", 46600, "a".repeat(16));
+  checkBinding("127.0.0.1", 46600, "short"); // loopback: the token only guards other users of this machine
+  for (const token of [undefined, "abcdefabcdefabcdef"]) {
+    const host = refused("not a host", token);
+    assertEquals(host.message, '--host "not a host" is not an address to listen on');
+  }
+  for (const host of ["::1", "[::1]", "fe80::1", "fleet.internal", "10.0.0.5"]) {
+    checkBinding(host, 46600, "x".repeat(16));
+  }
+  const uri = listenError(new URIError("invalid host"), "not a host", 46600);
+  assert(uri instanceof UsageError && /not an address/.test(uri.message), String(uri));
 });

@@ -169,3 +169,17 @@ Deno.test("fleet alerts: rules added to a config the collector judged without an
     assertMatch(lines[0], /^! the rules in .* are not those last judged \(added "hot"\): .*restart `fleet`/);
   });
 });
+
+Deno.test("fleet --host that is no address: a usage error about the address, token or not (the CLI, exit 2), nothing made", async () => {
+  await inHome(async (dir, home) => {
+    for (const token of ["", "abcdefabcdefabcdef"]) {
+      const run = await fleetCli(["--host", "not a host", "--port", "46600"], {
+        FLEET_MONITOR_HOME: home,
+        FLEET_MONITOR_TOKEN: token,
+      });
+      assertEquals(run.code, 2, run.stderr);
+      assertMatch(run.stderr, /^error: --host "not a host" is not an address to listen on\nhint: give an IP address/);
+      assertEquals(await filesUnder(dir), []);
+    }
+  });
+});
