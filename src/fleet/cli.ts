@@ -113,55 +113,65 @@ export async function collectOnce(options: FleetOptions): Promise<number> {
   }
 }
 
-/** `fleet list`: the configured servers and what the database knows of them. */
-export async function listServers(options: FleetOptions & { json?: boolean }): Promise<number> {
-  const { config, store, collector, configPath } = await open(options);
+/** What the database at `db` knows of each server; none, and no database made, when there is none yet. */
+async function knownServers(db: string) {
+  const known = new Map<string, { last_ok: number | null; last_error: string | null; limits: string | null }>();
+  if (!(await Deno.stat(db).then((info) => info.isFile, () => false))) return known;
+  const store = await FleetStore.open(db);
   try {
-    const known = new Map(
-      (store.sql("SELECT name, last_ok, last_error, limits FROM servers").all() as {
+    for (const row of store.sql("SELECT name, last_ok, last_error, limits FROM servers").all()) {
+      const { name, ...rest } = row as {
         name: string;
         last_ok: number | null;
         last_error: string | null;
         limits: string | null;
-      }[]).map((row) => [row.name, row]),
-    );
-    const rows = config.servers.map((server) => {
-      const row = known.get(server.name);
-      return {
-        name: server.name,
-        target: server.host === LOCAL ? LOCAL : `${server.user}@${server.host}:${server.port}`,
-        lastContact: row?.last_ok ? new Date(row.last_ok).toISOString() : undefined,
-        error: row?.last_error ?? undefined,
-        limits: limitLines(row?.limits ?? null),
-        netdata: server.netdata,
       };
-    });
-    if (options.json) {
-      console.log(jsonForTerminal(rows, 2));
-      return 0;
+      known.set(name, rest);
     }
-    if (!rows.length) {
-      console.log(`No servers in ${configPath}. Add one: deploy-paradigm fleet add <name> <user@host>`);
-      return 0;
-    }
-    const table = [
-      ["NAME", "TARGET", "LAST CONTACT", "LIMITS", "ERROR"],
-      ...rows.map((r) => [
-        r.name,
-        r.target,
-        r.lastContact ?? "never",
-        r.limits.length ? `OVER (${r.limits.length})` : "-",
-        safe(r.error ?? ""),
-      ]),
-    ];
-    const widths = table[0].map((_, i) => Math.max(...table.map((row) => row[i].length)));
-    for (const row of table) console.log(row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());
-    for (const r of rows) for (const limit of r.limits) console.log(`! ${r.name}: over a limit: ${safe(limit)}`);
-    return 0;
   } finally {
-    await collector.close();
     store.close();
   }
+  return known;
+}
+
+/** `fleet list`: the configured servers and what the database knows of them. Reads only: makes nothing. */
+export async function listServers(options: FleetOptions & { json?: boolean }): Promise<number> {
+  const paths = fleetPaths();
+  const { config, configPath } = await readConfig(options, paths);
+  const known = await knownServers(paths.db);
+  const rows = config.servers.map((server) => {
+    const row = known.get(server.name);
+    return {
+      name: server.name,
+      target: server.host === LOCAL ? LOCAL : `${server.user}@${server.host}:${server.port}`,
+      lastContact: row?.last_ok ? new Date(row.last_ok).toISOString() : undefined,
+      error: row?.last_error ?? undefined,
+      limits: limitLines(row?.limits ?? null),
+      netdata: server.netdata,
+    };
+  });
+  if (options.json) {
+    console.log(jsonForTerminal(rows, 2));
+    return 0;
+  }
+  if (!rows.length) {
+    console.log(`No servers in ${configPath}. Add one: deploy-paradigm fleet add <name> <user@host>`);
+    return 0;
+  }
+  const table = [
+    ["NAME", "TARGET", "LAST CONTACT", "LIMITS", "ERROR"],
+    ...rows.map((r) => [
+      r.name,
+      r.target,
+      r.lastContact ?? "never",
+      r.limits.length ? `OVER (${r.limits.length})` : "-",
+      safe(r.error ?? ""),
+    ]),
+  ];
+  const widths = table[0].map((_, i) => Math.max(...table.map((row) => row[i].length)));
+  for (const row of table) console.log(row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());
+  for (const r of rows) for (const limit of r.limits) console.log(`! ${r.name}: over a limit: ${safe(limit)}`);
+  return 0;
 }
 
 /** `fleet add <name> <user@host>`. */

@@ -18,9 +18,14 @@ import { checkRules, ruleSchema, salvage } from "./rule_config.ts";
 /** `host: local`: this machine's own deployments, read directly (no ssh). */
 export const LOCAL = "local";
 
-/** The fleet monitor's home directory. */
+/** The fleet monitor's home directory. `FLEET_MONITOR_HOME` set but empty is refused (a usage error). */
 export function fleetHome(): string {
   const home = Deno.env.get("FLEET_MONITOR_HOME");
+  if (home === "") {
+    throw new UsageError("FLEET_MONITOR_HOME is set but empty", {
+      suggestion: "set it to the fleet monitor's directory, or unset it for ~/.fleet-monitor",
+    });
+  }
   if (home) return resolve(home);
   return join(Deno.env.get("HOME") ?? ".", ".fleet-monitor");
 }
@@ -100,7 +105,7 @@ export type FleetServer = FleetConfig["servers"][number];
  * no rules). Throws a usage error naming every problem.
  */
 export async function loadFleetConfig(path: string, options: { named?: boolean } = {}): Promise<FleetConfig> {
-  const text = await readTextOrUndefined(path);
+  const text = await readConfigText(path);
   if (text === undefined && options.named) {
     throw new UsageError(`--config ${path}: no such file`, {
       suggestion: "give the path of an existing fleet config, or leave --config out for the home's " +
@@ -108,6 +113,35 @@ export async function loadFleetConfig(path: string, options: { named?: boolean }
     });
   }
   return parseConfig(text ?? "servers: []\n", fleetConfigSchema, path);
+}
+
+/**
+ * The text of the config at `path`, undefined when absent; a directory, or a path through a file
+ * (`FLEET_MONITOR_HOME` naming a file), is a {@link UsageError} that names it.
+ */
+async function readConfigText(path: string): Promise<string | undefined> {
+  try {
+    return await readTextOrUndefined(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.IsADirectory) {
+      throw new UsageError(`${path} is a directory, not a fleet config`, {
+        suggestion: "give --config the config.yml itself, or leave --config out for the home's",
+      });
+    }
+    if (error instanceof Deno.errors.NotADirectory) {
+      let file = dirname(path);
+      while (dirname(file) !== file && !(await Deno.stat(file).then((info) => info.isFile, () => false))) {
+        file = dirname(file);
+      }
+      const home = fleetPaths().home;
+      throw new UsageError(`cannot read ${path}: ${file} is a file, not a directory`, {
+        suggestion: file === home
+          ? "point FLEET_MONITOR_HOME at a directory (created if absent), or unset it for ~/.fleet-monitor"
+          : "give --config the path of a config file in a directory",
+      });
+    }
+    throw error;
+  }
 }
 
 /** What `fleet add` writes. */
@@ -140,7 +174,7 @@ export async function addServer(path: string, server: NewServer): Promise<FleetS
       suggestion: "give the private key ssh uses for this server (e.g. ~/.ssh/id_ed25519), or leave --identity out",
     });
   }
-  const text = await readTextOrUndefined(path) ?? HEADER;
+  const text = await readConfigText(path) ?? HEADER;
   const config = parseConfig(text, fleetConfigSchema, path);
   if (config.servers.some((s) => s.name === server.name)) {
     throw new UsageError(`a server named "${server.name}" is already in ${path}`, {

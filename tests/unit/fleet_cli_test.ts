@@ -183,3 +183,45 @@ Deno.test("fleet --host that is no address: a usage error about the address, tok
     }
   });
 });
+
+Deno.test("fleet list reads only: no home, no data/fleet.db made; an empty FLEET_MONITOR_HOME is refused (the CLI)", async () => {
+  await inHome(async (dir, home) => {
+    // HOME elsewhere (deno keeps its cache there): where an empty FLEET_MONITOR_HOME made ~/.fleet-monitor.
+    const user = await Deno.makeTempDir({ prefix: "dp-fleet-cli-user-" });
+    try {
+      const list = await fleetCli(["list"], { FLEET_MONITOR_HOME: home, HOME: user });
+      assertEquals(list.code, 0, list.stderr);
+      assertEquals(await filesUnder(dir), [], "nothing made");
+      await Deno.mkdir(home);
+      await Deno.writeTextFile(join(home, "config.yml"), "servers:\n  - { name: web1, host: h }\n");
+      assertEquals((await fleetCli(["list"], { FLEET_MONITOR_HOME: home, HOME: user })).code, 0);
+      assertEquals(await filesUnder(dir), ["home", "home/config.yml"]);
+      const empty = await fleetCli(["list"], { FLEET_MONITOR_HOME: "", HOME: user });
+      assertEquals(empty.code, 2, empty.stderr);
+      assertMatch(empty.stderr, /^error: FLEET_MONITOR_HOME is set but empty\nhint: set it to .* or unset it/);
+      assert(!(await filesUnder(user)).includes(".fleet-monitor"), "no ~/.fleet-monitor");
+    } finally {
+      await Deno.remove(user, { recursive: true });
+    }
+  });
+});
+
+Deno.test("fleet: --config naming a directory, or FLEET_MONITOR_HOME naming a file, is a usage error naming it (the CLI)", async () => {
+  await inHome(async (dir) => {
+    const file = join(dir, "file");
+    await Deno.writeTextFile(file, "");
+    const directory = await fleetCli(["list", "--config", dir], { FLEET_MONITOR_HOME: join(dir, "home") });
+    assertEquals(directory.code, 2, directory.stderr);
+    assertMatch(directory.stderr, new RegExp(`^error: ${dir} is a directory, not a fleet config\nhint: `));
+    for (const args of [["list"], ["add", "web1", "root@h"], ["alerts"], ["collect", "--once"]]) {
+      const run = await fleetCli(args, { FLEET_MONITOR_HOME: file });
+      assertEquals(run.code, 2, run.stderr);
+      assertMatch(
+        run.stderr,
+        new RegExp(`^error: cannot read ${file}/config\.yml: ${file} is a file, not a directory`),
+      );
+      assertMatch(run.stderr, /hint: point FLEET_MONITOR_HOME at a directory/);
+    }
+    assertEquals(await filesUnder(dir), ["file"]);
+  });
+});
