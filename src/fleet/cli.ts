@@ -143,7 +143,9 @@ export async function listServers(options: FleetOptions & { json?: boolean }): P
     const row = known.get(server.name);
     return {
       name: server.name,
-      target: server.host === LOCAL ? LOCAL : `${server.user}@${server.host}:${server.port}`,
+      target: server.host === LOCAL
+        ? LOCAL
+        : `${server.user}@${server.host.includes(":") ? `[${server.host}]` : server.host}:${server.port}`,
       lastContact: row?.last_ok ? new Date(row.last_ok).toISOString() : undefined,
       error: row?.last_error ?? undefined,
       limits: limitLines(row?.limits ?? null),

@@ -50,12 +50,19 @@ const plainPath = z.string().min(1).regex(/^[^\s'"\\]+$/, "must be a path withou
 /** The longest collection interval: a day (the alerts' grace and the dashboard count in cycles). */
 const MAX_INTERVAL_MS = 24 * 3_600_000;
 
+/**
+ * `host:`: `local`, a host name or IPv4 address, or an IPv6 address, bare (`::1`) or in brackets
+ * (`[::1]`, kept bare: ssh takes it so, and rsync's remote path brackets it, ./ssh_source.ts).
+ */
+const IPV6 = "[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*";
+const HOST = new RegExp(`^(local|[A-Za-z0-9_][A-Za-z0-9_.-]*|${IPV6}|\\[${IPV6}\\])$`);
+
 const serverSchema = z.strictObject({
   name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "must be lowercase letters, digits and dashes (up to 63)"),
   host: z.string().regex(
-    /^(local|[A-Za-z0-9_][A-Za-z0-9_.:-]*)$/,
-    'must be a host name or address (or "local" for this machine)',
-  ),
+    HOST,
+    'must be a host name, an IPv4 address, or an IPv6 address such as ::1 (or "local" for this machine)',
+  ).transform((host) => host.replace(/^\[(.*)\]$/, "$1")),
   user: z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]*$/, "must be a user name").default("root"),
   port: z.int({ error: "must be a whole number from 1 to 65535" }).min(1).max(65535).default(22),
   identityFile: plainPath.optional(),
@@ -159,7 +166,8 @@ export async function addServer(path: string, server: NewServer): Promise<FleetS
   if (!/^([^@\s]+@)?[^@\s]+$/.test(server.target)) {
     throw new UsageError(`"${server.target}" is not user@host, host, or local`);
   }
-  const [user, host] = server.target.includes("@") ? server.target.split("@", 2) : [undefined, server.target];
+  const [user, written] = server.target.includes("@") ? server.target.split("@", 2) : [undefined, server.target];
+  const host = written.replace(/^\[(.*)\]$/, "$1"); // user@[::1], as ssh users write it
   const entry: Record<string, unknown> = { name: server.name, host };
   if (user) entry.user = user;
   if (server.port !== undefined) entry.port = server.port;

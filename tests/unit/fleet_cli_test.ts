@@ -6,7 +6,7 @@
 import { join, resolve } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { UsageError } from "../../src/errors.ts";
-import { collectOnce, listServers, trust } from "../../src/fleet/cli.ts";
+import { add, collectOnce, listServers, trust } from "../../src/fleet/cli.ts";
 import { listAlerts } from "../../src/fleet/cli_alerts.ts";
 import { fleetConfigSchema } from "../../src/fleet/config.ts";
 import { type Rule, subjectKey } from "../../src/fleet/rules.ts";
@@ -223,5 +223,31 @@ Deno.test("fleet: --config naming a directory, or FLEET_MONITOR_HOME naming a fi
       assertMatch(run.stderr, /hint: point FLEET_MONITOR_HOME at a directory/);
     }
     assertEquals(await filesUnder(dir), ["file"]);
+  });
+});
+
+Deno.test("fleet add and config.yml take IPv6 literals alike: ::1, root@::1, root@[::1], 2001:db8::10 (kept bare)", async () => {
+  await inHome(async (_dir, home) => {
+    const targets = { a: "::1", b: "root@::1", c: "root@[::1]", d: "deploy@2001:db8::10" };
+    for (const [name, target] of Object.entries(targets)) assertEquals(await add({ name, target }), 0);
+    const config = await Deno.readTextFile(join(home, "config.yml"));
+    const { servers } = parseConfig(config, fleetConfigSchema, "config.yml");
+    const bracketed = "servers:\n  - { name: e, host: '[fe80::1]' }\n";
+    servers.push(...parseConfig(bracketed, fleetConfigSchema, "config.yml").servers);
+    assertEquals(servers.map((s) => `${s.user}@${s.host}`), [
+      "root@::1",
+      "root@::1",
+      "root@::1",
+      "deploy@2001:db8::10",
+      "root@fe80::1",
+    ]);
+    const lines: string[] = [];
+    console.log = (line: string) => lines.push(line);
+    await listServers({});
+    assertMatch(lines[1], /^a +root@\[::1\]:22 /);
+    for (const host of [":", "[::1", "::1]x", ":::g"]) {
+      const error = await refusal(add({ name: "x", target: host }));
+      assertMatch(error.message, /must be a host name, an IPv4 address, or an IPv6 address such as ::1/);
+    }
   });
 });

@@ -274,6 +274,39 @@ Deno.test("SshSource: the rsync argv pulls only the planned files, none over the
   assertEquals(argv.slice(-3), ["--", "10.0.0.5:/var/log/deployments/", "/h/mirror/web1/logs/"]);
 });
 
+Deno.test("SshSource: an IPv6 host (::1) reaches ssh bare and rsync's remote path in brackets; rsync pulls through it", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dp-fleet-ipv6-" });
+  try {
+    // ssh, faked: records its words, then runs the remote command here (what sshd would run).
+    const ssh = join(dir, "ssh");
+    await Deno.writeTextFile(
+      ssh,
+      `#!/bin/sh\nprintf '%s\\n' "$@" > ${dir}/ssh.args\nwhile [ "$1" != "::1" ]; do shift; done\nshift\nexec "$@"\n`,
+      { mode: 0o755 },
+    );
+    await Deno.mkdir(join(dir, "remote"));
+    await Deno.writeTextFile(join(dir, "remote", "app.log"), "a line\n");
+    await Deno.mkdir(join(dir, "local"));
+    await Deno.writeTextFile(join(dir, "list"), "app.log\n");
+    const server = { name: "web1", host: "::1", user: "root", port: 22 };
+    const source = new SshSource(server, {
+      mirror: join(dir, "m"),
+      knownHosts: join(dir, "kh"),
+      sockets: join(dir, "s"),
+    });
+    const argv = source.rsyncArgv(`${dir}/remote/`, join(dir, "local"), join(dir, "list"), 1 << 20);
+    assertEquals(argv.slice(-2, -1), [`[::1]:${dir}/remote/`]);
+    argv[argv.indexOf("-e") + 1] = ssh;
+    const out = await new Deno.Command(argv[0], { args: argv.slice(1), stdout: "piped", stderr: "piped" }).output();
+    assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
+    assertEquals(await Deno.readTextFile(join(dir, "local", "app.log")), "a line\n");
+    assert((await Deno.readTextFile(join(dir, "ssh.args"))).split("\n").includes("::1"), "ssh got the bare address");
+    assertEquals(source.sshArgv().includes("[::1]"), false);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 const MiB = 1 << 20;
 const logFile = (rel: string, size: number): ListedFile => ({ kind: "log", ino: 1, size, rel });
 
