@@ -6,9 +6,9 @@
  */
 import { dirname, join, resolve } from "node:path";
 import { z } from "zod";
-import { parseConfig } from "../config/load.ts";
+import { parseConfig, positionIn } from "../config/load.ts";
 import { duration } from "../config/fields.ts";
-import { UsageError } from "../errors.ts";
+import { ConfigError, UsageError } from "../errors.ts";
 import { readTextOrUndefined, writeFileAtomic } from "../fsutil.ts";
 import { FLEET_EVENTS, targetSchema } from "../notify.ts";
 import { documentText, parseDocument } from "../yaml.ts";
@@ -119,7 +119,57 @@ export async function loadFleetConfig(path: string, options: { named?: boolean }
         `(${fleetPaths().config}); \`deploy-paradigm fleet add <name> <user@host> --config ${path}\` creates it`,
     });
   }
-  return parseConfig(text ?? "servers: []\n", fleetConfigSchema, path);
+  const config = parseConfig(text ?? "servers: []\n", fleetConfigSchema, path);
+  const problems: string[] = [];
+  for (const [i, server] of config.servers.entries()) {
+    const problem = server.identityFile && await identityProblem(server.identityFile);
+    if (problem) {
+      const at = positionIn(text!, path, ["servers", i, "identityFile"]);
+      problems.push(`${at}: "servers.${i}.identityFile" ${problem} (got ${JSON.stringify(server.identityFile)})`);
+    }
+  }
+  if (problems.length) {
+    throw new ConfigError(
+      `Cannot read ${path}${problems.length > 1 ? ` (${problems.length} problems)` : ""}:`,
+      problems,
+      {
+        suggestion: IDENTITY_HINT,
+      },
+    );
+  }
+  return config;
+}
+
+/** What to give as an identity file, said where one is refused. */
+const IDENTITY_HINT = "give the private key ssh uses for this server (e.g. ~/.ssh/id_ed25519), or leave it out";
+
+/**
+ * What is wrong with `identity` as ssh's `-i` (a private key file, `~/` its user's home), or
+ * undefined: absent, a directory, or a public key (`.pub`, or text starting `ssh-`, `ecdsa-`, `sk-`).
+ */
+async function identityProblem(identity: string): Promise<string | undefined> {
+  const onDisk = identity.startsWith("~/") ? (Deno.env.get("HOME") ?? "") + identity.slice(1) : identity; // as ssh reads it
+  const info = await Deno.stat(onDisk).catch(() => undefined);
+  if (!info) return "is no such file";
+  if (info.isDirectory) return "is a directory, not a key file";
+  if (!info.isFile) return "is not a file";
+  const start = await readStart(onDisk);
+  if (identity.endsWith(".pub") || /^(ssh-|ecdsa-|sk-)/.test(start)) {
+    return "is a public key: give the private key (the same name without .pub)";
+  }
+  return undefined;
+}
+
+/** The first bytes of the file at `path`, as text ("" when unreadable: ssh will say why). */
+async function readStart(path: string): Promise<string> {
+  try {
+    using file = await Deno.open(path);
+    const bytes = new Uint8Array(16);
+    const read = await file.read(bytes);
+    return new TextDecoder().decode(bytes.subarray(0, read ?? 0));
+  } catch {
+    return "";
+  }
 }
 
 /**
@@ -174,12 +224,10 @@ export async function addServer(path: string, server: NewServer): Promise<FleetS
   if (server.identityFile) entry.identityFile = server.identityFile;
   if (server.netdata) entry.netdata = server.netdata;
   refuseBadArguments(entry);
-  const identity = server.identityFile;
-  const home = Deno.env.get("HOME") ?? "";
-  const onDisk = identity?.startsWith("~/") ? home + identity.slice(1) : identity; // as ssh reads it
-  if (onDisk && !(await Deno.stat(onDisk).then((info) => info.isFile, () => false))) {
-    throw new UsageError(`--identity ${identity}: no such file`, {
-      suggestion: "give the private key ssh uses for this server (e.g. ~/.ssh/id_ed25519), or leave --identity out",
+  const problem = server.identityFile && await identityProblem(server.identityFile);
+  if (problem) {
+    throw new UsageError(`--identity ${server.identityFile} ${problem}`, {
+      suggestion: IDENTITY_HINT.replace("leave it out", "leave --identity out"),
     });
   }
   const text = await readConfigText(path) ?? HEADER;

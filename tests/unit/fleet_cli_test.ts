@@ -251,3 +251,29 @@ Deno.test("fleet add and config.yml take IPv6 literals alike: ::1, root@::1, roo
     }
   });
 });
+
+Deno.test("fleet: an identityFile in config.yml that is absent, a directory or a public key is refused at load where it is written (the CLI)", async () => {
+  await inHome(async (dir, home) => {
+    await Deno.mkdir(home);
+    await Deno.writeTextFile(join(dir, "key.pub"), "ssh-ed25519 AAAAC3Nza me@laptop\n");
+    await Deno.writeTextFile(
+      join(home, "config.yml"),
+      "servers:\n  - { name: a, host: h, identityFile: /nonexistent }\n" +
+        `  - { name: b, host: h, identityFile: ${dir} }\n  - { name: c, host: h, identityFile: ${dir}/key.pub }\n`,
+    );
+    const before = await filesUnder(dir);
+    for (const action of ["list", "alerts"]) {
+      const run = await fleetCli([action], { FLEET_MONITOR_HOME: home });
+      assertEquals(run.code, 2, run.stderr);
+      const config = join(home, "config.yml");
+      assertEquals(run.stderr.split("\n").slice(1, 4), [
+        `  ${config}:2:25: "servers.0.identityFile" is no such file (got "/nonexistent")`,
+        `  ${config}:3:25: "servers.1.identityFile" is a directory, not a key file (got "${dir}")`,
+        `  ${config}:4:25: "servers.2.identityFile" is a public key: give the private key (the same name without ` +
+        `.pub) (got "${dir}/key.pub")`,
+      ]);
+      assertMatch(run.stderr, /hint: give the private key ssh uses for this server/);
+      assertEquals(await filesUnder(dir), before);
+    }
+  });
+});

@@ -870,7 +870,24 @@ Deno.test("fleet add: a bad argument is named by its flag or argument, a missing
       /^fleet add: the host of <user@host> "-oProxyCommand=x" must be a host name/,
     );
     await refused({ name: "s1", target: "h", netdata: "ftp://x" }, /^fleet add: --netdata "ftp:\/\/x" must be an http/);
-    await refused({ name: "s1", target: "h", identityFile: join(dir, "nokey") }, /^--identity \S+nokey: no such file$/);
+    await refused(
+      { name: "s1", target: "h", identityFile: join(dir, "nokey") },
+      /^--identity \S+nokey is no such file$/,
+    );
+    const keys = await Deno.makeTempDir({ prefix: "dp-fleet-keys-" });
+    try {
+      await Deno.writeTextFile(join(keys, "id"), "ssh-ed25519 AAAAC3Nza me@laptop\n");
+      await Deno.writeTextFile(join(keys, "id_ed25519.pub"), "-----BEGIN OPENSSH PRIVATE KEY-----\n");
+      await refused({ name: "s1", target: "h", identityFile: keys }, /^--identity \S+ is a directory, not a key file$/);
+      for (const identityFile of [join(keys, "id"), join(keys, "id_ed25519.pub")]) {
+        await refused(
+          { name: "s1", target: "h", identityFile },
+          /^--identity \S+ is a public key: give the private key/,
+        );
+      }
+    } finally {
+      await Deno.remove(keys, { recursive: true });
+    }
     const key = join(dir, "key");
     await Deno.writeTextFile(key, "not checked beyond existing\n", { mode: 0o600 });
     const added = await addServer(path, { name: "s1", target: "deploy@h", identityFile: key });
