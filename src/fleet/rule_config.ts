@@ -46,7 +46,8 @@ export const ruleSchema = z.strictObject({
   job: z.string().max(JOB_NAME_MAX, `must be at most ${JOB_NAME_MAX} characters (a cron job's name)`)
     .regex(JOB_NAME, "is not a cron job name: a lowercase letter, then lowercase letters, digits and -").optional(),
 });
-type RuleInput = z.output<typeof ruleSchema>;
+/** A rule as parsed; `refused`: the keys {@link salvage} left out, their problems said already. */
+type RuleInput = z.output<typeof ruleSchema> & { refused?: readonly string[] };
 
 /**
  * A rule of a config with other problems that does not parse (see {@link salvage}): its problems
@@ -167,7 +168,8 @@ export function checkRules(
     const kind = given[0];
     for (const key of Object.keys(input) as (keyof RuleInput)[]) {
       if (
-        input[key] === undefined || COMMON_KEYS.includes(key) || (RULE_KEYS[kind] as readonly string[]).includes(key)
+        input[key] === undefined || key === "refused" || COMMON_KEYS.includes(key) ||
+        (RULE_KEYS[kind] as readonly string[]).includes(key)
       ) continue;
       const owner = RULE_KINDS.find((k) => (RULE_KEYS[k] as readonly string[]).includes(key));
       problem(i, key, `${key}: does not apply to a ${kind}: rule${owner ? ` (it is for ${owner}: rules)` : ""}`);
@@ -257,7 +259,7 @@ export function checkRules(
       const query = input.query!;
       const error = checkSearchQuery(query);
       if (error) problem(i, "query", `${error.message}. ${yamlQuoted(error.suggestion ?? "")}`.trim(), error.column);
-      if (input.atLeast === undefined) {
+      if (input.atLeast === undefined && !input.refused?.includes("atLeast")) {
         problem(i, undefined, "a query: rule needs atLeast: (how many matching lines in the window fire it)");
       }
       const within = windowMs(input.within, 10_000);
@@ -328,7 +330,7 @@ export function salvage(config: unknown): Parameters<typeof checkRules>[0] {
     const bad = new Set(first.error.issues.map((issue) => String(issue.path[0])));
     if ([...RULE_KINDS, "above", "below", "undefined"].some((key) => bad.has(key))) return unparsed;
     const again = loose.safeParse(Object.fromEntries(Object.entries(raw).filter(([key]) => !bad.has(key))));
-    return again.success ? again.data : unparsed;
+    return again.success ? { ...again.data, refused: [...bad] } : unparsed;
   });
   const interval = typeof value.interval === "number" ? value.interval : 30_000;
   return { interval, servers, rules };

@@ -324,6 +324,16 @@ interval: fast
   );
 });
 
+Deno.test("fleet config: a key refused by its own check is not also said to be missing (atLeast: 0 is not 'needs atLeast:')", () => {
+  for (const query of ["x", '"x']) {
+    const said = problems(`  - { query: '${query}', atLeast: 0 }\n`);
+    assert(said.some((line) => /"rules\.0\.atLeast" must be a whole number from 1 to 100000 \(got 0\)/.test(line)));
+    assertEquals(said.filter((line) => /needs atLeast/.test(line)), [], said.join("\n"));
+    assertEquals(said.length, query === "x" ? 1 : 2, said.join("\n"));
+  }
+  assertMatch(problems("  - { query: x }\n").join("\n"), /a query: rule needs atLeast:/);
+});
+
 Deno.test("fleet config: a rule with problems still takes its name: a duplicate is said at it, whatever else is wrong", () => {
   const taken = (line: number, rule: number) =>
     `config.yml:${line}:13: "rules.${rule}.name" the rule name "hot" is taken by "rules.${rule - 1}" ` +
