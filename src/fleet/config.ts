@@ -47,14 +47,16 @@ export function fleetPaths(home = fleetHome()) {
 /** Words that reach ssh and rsync's -e: no quotes, no whitespace (rsync's own quoting cannot hold them). */
 const plainPath = z.string().min(1).regex(/^[^\s'"\\]+$/, "must be a path without spaces or quotes");
 
-/** The longest collection interval: a day (the alerts' grace and the dashboard count in cycles). */
+/** The longest collection interval: a day (a server pulled less often is not monitored). */
 const MAX_INTERVAL_MS = 24 * 3_600_000;
+
+/** An IPv6 address (two colons at least; an IPv4 tail allowed), as a pattern's source. */
+const IPV6 = "[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*";
 
 /**
  * `host:`: `local`, a host name or IPv4 address, or an IPv6 address, bare (`::1`) or in brackets
  * (`[::1]`, kept bare: ssh takes it so, and rsync's remote path brackets it, ./ssh_source.ts).
  */
-const IPV6 = "[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*";
 const HOST = new RegExp(`^(local|[A-Za-z0-9_][A-Za-z0-9_.-]*|${IPV6}|\\[${IPV6}\\])$`);
 
 const serverSchema = z.strictObject({
@@ -129,13 +131,8 @@ export async function loadFleetConfig(path: string, options: { named?: boolean }
     }
   }
   if (problems.length) {
-    throw new ConfigError(
-      `Cannot read ${path}${problems.length > 1 ? ` (${problems.length} problems)` : ""}:`,
-      problems,
-      {
-        suggestion: IDENTITY_HINT,
-      },
-    );
+    const count = problems.length > 1 ? ` (${problems.length} problems)` : "";
+    throw new ConfigError(`Cannot read ${path}${count}:`, problems, { suggestion: IDENTITY_HINT });
   }
   return config;
 }
