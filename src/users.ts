@@ -14,7 +14,8 @@
  *   under PM2 has no sandbox, cannot change what its next push builds), then root:<app group>, not
  *   group-writable: read-only for the app. Its `.env` is root:<app group> 0640: the app may read
  *   it, no other app can.
- * - `/opt/deployments/<app>/build-home/`: the build user's, 0700: its HOME (npm's and pip's caches).
+ * - `/opt/deployments/<app>/build-home/`: the build user's, 0700: its HOME, new and empty at each
+ *   build (nothing a build leaves there reaches the next).
  * - `/var/log/deployments/<app>/`: root:<app group> 0750 (written by systemd, pm2 and the
  *   deploy, all root); the proxy's keys (`.tls/`) stay root's 0700.
  * @module

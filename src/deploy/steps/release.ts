@@ -87,8 +87,9 @@ async function seal(ctx: DeployContext, release: Release): Promise<void> {
   const open = (await ctx.runner.run(unsealedCmd(release.dir))).output.trim();
   if (open) {
     throw new Error(
-      `the release is not sealed after its build: ${open} is still the app's or writable by it (a process the ` +
-        "build left kept running through the seal?); nothing of this release is deployed",
+      `the release is not sealed after its build: ${open} is not root's, or is writable by others than root, ` +
+        "or is setuid or setgid (a process the build left kept running through the seal?); nothing of this " +
+        "release is deployed",
     );
   }
 }
