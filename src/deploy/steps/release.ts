@@ -54,7 +54,7 @@ export const fetch: Step = {
       } catch { /* on another filesystem, say: extract again */ }
     }
     const partial = join(plan.paths.releases, `.${id}.partial`);
-    await Deno.mkdir(partial, { mode: 0o700 }); // (as prefetch's: the build user's, then sealed)
+    await Deno.mkdir(partial, { mode: 0o700 }); // as prefetch's: only root opens it, until the build user's build
     try {
       await extractCommit(plan.gitDir, plan.commit, partial);
       await Deno.rename(partial, dir);
@@ -340,8 +340,8 @@ export async function runConfined(
     return await ctx.runner.run(cmd);
   } finally {
     if (!cmd.engine) {
-      const builder = as !== undefined && as.name === buildUserName(ctx.paths.app);
-      const killed = (builder ? await killAllOf(as, ctx.runner) : 0) + await killLeftovers(as, releaseDir, since);
+      const building = as !== undefined && as.name === buildUserName(ctx.paths.app);
+      const killed = (building ? await killAllOf(as, ctx.runner) : 0) + await killLeftovers(as, releaseDir, since);
       if (killed) ctx.journal.output(`(killed ${killed} process${killed === 1 ? "" : "es"} it left behind)`);
     }
   }
