@@ -22,6 +22,7 @@ import { commitDockerApp, withEngine } from "../helpers/docker.ts";
 import { BIN, freePort, get, run, type TestServer, withServer } from "../helpers/server.ts";
 import { CertificateStore } from "../../src/proxy/certs.ts";
 import { buildUserName, defaultUserName, lookupUser } from "../../src/users.ts";
+import type { AppPaths } from "../../src/paths.ts";
 
 /** Runs `command` on the host as `user` (its groups too), through setpriv. */
 function asUser(host: SystemdHost, user: string, command: string) {
@@ -674,24 +675,10 @@ process.exit(refused ? 1 : 0);
 
 Deno.test("PM2 server: the running app cannot change the release its next push builds, nor the build's caches (a build user of its own)", async () => {
   const id = crypto.randomUUID().slice(0, 6);
-  const app = `f5${id}`;
   const runtime = `dpu${id}a`;
-  const builder = buildUserName(app);
-  const removers: (() => Promise<void>)[] = [];
   let attacker: Deno.ChildProcess | undefined;
   try {
-    removers.push(await addTestUser(runtime));
-    removers.push(await addTestUser(builder, runtime)); // as setup makes it: in the app user's group
-    await withServer(async (server) => {
-      for (const dir of [server.root, server.prefix]) {
-        await Deno.mkdir(dir, { recursive: true });
-        await Deno.chmod(dir, 0o755);
-      }
-      const port = freePort();
-      const remote = await server.setupApp(app, { port, manager: "pm2" });
-      const paths = server.paths(app);
-      await Deno.writeTextFile(paths.config, `user: ${runtime}\n`, { append: true });
-      const repo = await AppRepo.create(server, app, remote);
+    await withBuildUser(`f5${id}`, runtime, async ({ app, builder, port, paths, repo }) => {
       // The build says who runs it and what its home holds, leaves a config there for the next
       // build (npm would run scripts through its shell) and a setgid copy of cat in the release,
       // and takes 3 s: long enough for the attacker to find the release.
@@ -764,24 +751,55 @@ while True:
       assertEquals([sg.uid, (sg.mode! & 0o7777).toString(8)], [0, "755"]);
     });
   } finally {
-    if (attacker) {
-      attacker.kill("SIGKILL");
-      await attacker.status;
-    }
-    for (const remove of removers.reverse()) await remove();
+    if (attacker) await attacker.status; // killed with its user's other processes
   }
 });
 
 Deno.test("PM2 server: nothing a build starts outlives it, not even a chain of processes that each fork the next and exit", async () => {
-  const id = crypto.randomUUID().slice(0, 6);
-  const app = `fk${id}`;
-  const runtime = defaultUserName(app); // the app's own user, as setup makes it
+  const app = `fk${crypto.randomUUID().slice(0, 6)}`;
+  await withBuildUser(app, defaultUserName(app), async ({ builder, paths, repo }) => {
+    // Leaves the build's session, then forks the next process and exits, every 2 ms: by the
+    // time /proc says its pid, that process is gone. It writes its pid to $HOME/alive.
+    const chain = `import os, sys, time
+os.setsid()
+end = time.time() + 120
+while time.time() < end:
+    if os.fork(): os._exit(0)
+    with open(sys.argv[1], "w") as f: f.write(str(os.getpid()))
+    time.sleep(0.002)
+`;
+    const files = { "chain.py": chain, "build.sh": '#!/bin/sh\n/usr/bin/python3 chain.py "$HOME/alive"\n' };
+    await repo.node(app, `${app}-v1`, "ok", { files, extra: "build: sh build.sh\n" });
+    await repo.pushOk();
+    const alive = join(paths.dir, "build-home", "alive");
+    assert(await Deno.stat(alive).then(() => true, () => false), "the chain never ran");
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const before = await Deno.readTextFile(alive);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assertEquals(await Deno.readTextFile(alive), before, "the chain runs on after the deploy");
+    assertEquals(processesOf(lookupUser(builder)!.uid), []);
+    console.log("a fork chain left by the build: gone when the deploy ended");
+  });
+});
+
+/**
+ * A PM2 test server whose directories test users can reach, app `app` set up there (pm2, on a
+ * port of its own) to run as `runtime` (a new test user: `user:` in config.yml unless it is the
+ * app's default user) and to be built by its build user (a new test user too, in `runtime`'s
+ * group, as setup makes it); the users and whatever processes they have are gone at the end.
+ */
+async function withBuildUser(
+  app: string,
+  runtime: string,
+  fn: (t: { app: string; builder: string; port: number; paths: AppPaths; repo: AppRepo }) => Promise<void>,
+): Promise<void> {
   const builder = buildUserName(app);
   const removers: (() => Promise<void>)[] = [];
   try {
     removers.push(await addTestUser(runtime));
     removers.push(await addTestUser(builder, runtime));
-    removers.push(() => killAll(builder)); // (run first: removers run in reverse)
+    // (run first: removers run in reverse; a user with a process left cannot be removed)
+    removers.push(() => killAll(builder), () => killAll(runtime));
     await withServer(async (server) => {
       for (const dir of [server.root, server.prefix]) {
         await Deno.mkdir(dir, { recursive: true });
@@ -790,33 +808,15 @@ Deno.test("PM2 server: nothing a build starts outlives it, not even a chain of p
       const port = freePort();
       const remote = await server.setupApp(app, { port, manager: "pm2" });
       const paths = server.paths(app);
-      const repo = await AppRepo.create(server, app, remote);
-      // Leaves the build's session, then forks the next process and exits, every 2 ms: by the
-      // time /proc says its pid, that process is gone. It writes its pid to $HOME/alive.
-      const chain = `import os, sys, time
-os.setsid()
-end = time.time() + 120
-while time.time() < end:
-    if os.fork(): os._exit(0)
-    with open(sys.argv[1], "w") as f: f.write(str(os.getpid()))
-    time.sleep(0.002)
-`;
-      const files = { "chain.py": chain, "build.sh": '#!/bin/sh\n/usr/bin/python3 chain.py "$HOME/alive"\n' };
-      await repo.node(app, `${app}-v1`, "ok", { files, extra: "build: sh build.sh\n" });
-      await repo.pushOk();
-      const alive = join(paths.dir, "build-home", "alive");
-      assert(await Deno.stat(alive).then(() => true, () => false), "the chain never ran");
-      await new Promise((resolve) => setTimeout(resolve, 300));
-      const before = await Deno.readTextFile(alive);
-      await new Promise((resolve) => setTimeout(resolve, 300));
-      assertEquals(await Deno.readTextFile(alive), before, "the chain runs on after the deploy");
-      assertEquals(processesOf(lookupUser(builder)!.uid), []);
-      console.log("a fork chain left by the build: gone when the deploy ended");
+      if (runtime !== defaultUserName(app)) {
+        await Deno.writeTextFile(paths.config, `user: ${runtime}\n`, { append: true });
+      }
+      await fn({ app, builder, port, paths, repo: await AppRepo.create(server, app, remote) });
     });
   } finally {
     for (const remove of removers.reverse()) await remove();
   }
-});
+}
 
 /** The pids of the processes whose real uid is `uid` (/proc). */
 function processesOf(uid: number): number[] {

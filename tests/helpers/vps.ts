@@ -40,6 +40,19 @@ export const SYNTHETIC_PROC: Record<"stat" | "meminfo" | "loadavg" | "uptime", s
 /** Where each host has its own directory (empty mount points on this machine). */
 const MOUNT_POINTS = ["/opt/deployments", "/var/log/deployments", "/var/repos"];
 
+/**
+ * login.defs lines giving the system users and groups `setup` creates on the host at `address`
+ * ids of their own: 20 from 30000 + 20 × (its /30's index in 10.251.0.0/16, modulo 1500). The
+ * hosts share this machine's process IDs (not a real VPS's way): with the same uid on two hosts,
+ * one host's `kill -1` as its build user would kill the other's build.
+ */
+function uidRange(address: string): string {
+  const [, , third, fourth] = address.split(".").map(Number);
+  const base = 30_000 + ((third * 64 + (fourth >> 2)) % 1500) * 20;
+  return ["SYS_UID_MIN", "SYS_GID_MIN"].map((key) => `${key} ${base}\n`).join("") +
+    ["SYS_UID_MAX", "SYS_GID_MAX"].map((key) => `${key} ${base + 19}\n`).join("");
+}
+
 /** One fake VPS host. */
 export class FakeVps {
   /** Environment for git and ssh on the laptop side. */
@@ -139,6 +152,7 @@ export class FakeVps {
     const { name, dir } = this;
     if (!(await Deno.stat(join(dir, "etc")).then(() => true, () => false))) {
       await must(["cp", "-a", "/etc", join(dir, "etc")]);
+      await Deno.writeTextFile(join(dir, "etc/login.defs"), uidRange(this.address), { append: true });
     }
     this.sshd = new Deno.Command("ip", {
       args: [

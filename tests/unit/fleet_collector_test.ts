@@ -178,3 +178,20 @@ Deno.test("Slots: at most the limit at once, in turn; a released slot goes to th
   await Promise.all([task(10), task(11), task(12)]);
   assertEquals(peak, 2, "the double release freed nothing more");
 });
+
+Deno.test("collector: a status.json that is whole JSON but no object ([]) is refused and marked, not kept as the app's state", async () => {
+  // It was taken for half-written: the app kept its last state, shown fresh, for ever, and nothing was marked.
+  await withLocalCollector({}, async ({ collector, store, logs }) => {
+    const app = join(logs, "../../../opt/deployments/web");
+    await Deno.mkdir(app, { recursive: true });
+    await Deno.writeTextFile(join(app, "status.json"), JSON.stringify({ status: "running", healthy: true }));
+    await collector.cycle();
+    await Deno.writeTextFile(join(app, "status.json"), "[]");
+    const summary = await collector.cycle();
+    const apps = store.sql("SELECT app, status FROM apps").all() as { app: string; status: string }[];
+    assertEquals(
+      { marked: (summary.servers[0].limits ?? []).some((l) => l.startsWith("web/status.json")), kept: apps },
+      { marked: true, kept: [] },
+    );
+  });
+});
