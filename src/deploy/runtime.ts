@@ -76,9 +76,10 @@ export function userOf(paths: AppPaths, config: ServerConfig): AppUser | undefin
 
 /**
  * A build command or hook of the app: as its user, with only `env` (see {@link toolEnv}), in a
- * session whose leftovers are killed when it ends, the tail of its output kept. Only the docker build the deploy creates
- * itself (`engine`, see buildPlan) stays the deploying user's: it talks to the engine, and runs
- * the build in a container anyway. Whatever its program is called, nothing else is exempt.
+ * session whose leftovers are killed when it ends, the tail of its output kept. Only the docker
+ * build the deploy creates itself (`engine`, see buildPlan) stays the deploying user's: it talks
+ * to the engine, and runs the build in a container anyway. Whatever its program is called,
+ * nothing else is exempt.
  */
 export function asApp(cmd: Cmd, user: AppUser | undefined, env: Record<string, string>): Cmd {
   return cmd.engine ? cmd : asUser({ ...cmd, env, clearEnv: true, reap: true, keepLines: KEPT_LINES }, user);

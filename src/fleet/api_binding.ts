@@ -1,6 +1,7 @@
 /**
  * Where the fleet API may listen, checked before anything is opened: an address, a valid port,
- * beyond loopback only with a token of {@link MIN_TOKEN_LENGTH} characters or more ({@link checkBinding}), the address free ({@link checkAddressFree}),
+ * beyond loopback only with a token of {@link MIN_TOKEN_LENGTH} characters or more
+ * ({@link checkBinding}), the address free ({@link checkAddressFree}),
  * and a failure to listen said in one line ({@link listenError}). Used by ./api.ts's `serveFleet`
  * and by `fleet` (./cli.ts).
  * @module

@@ -145,7 +145,8 @@ const IDENTITY_HINT = "give the private key ssh uses for this server (e.g. ~/.ss
  * undefined: absent, a directory, or a public key (`.pub`, or text starting `ssh-`, `ecdsa-`, `sk-`).
  */
 async function identityProblem(identity: string): Promise<string | undefined> {
-  const onDisk = identity.startsWith("~/") ? (Deno.env.get("HOME") ?? "") + identity.slice(1) : identity; // as ssh reads it
+  // `~/` as ssh reads it: the user's home
+  const onDisk = identity.startsWith("~/") ? (Deno.env.get("HOME") ?? "") + identity.slice(1) : identity;
   const info = await Deno.stat(onDisk).catch(() => undefined);
   if (!info) return "is no such file";
   if (info.isDirectory) return "is a directory, not a key file";

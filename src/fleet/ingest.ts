@@ -228,8 +228,9 @@ async function newlineBefore(source: Deno.FsFile, offset: number): Promise<boole
  * trailing line without a newline too when `final`: a rotated file does not grow any more),
  * moving the ledger. More than `limit` new bytes: the first ones are skipped, a `gap` line says
  * how many, and reading starts at the first line within the newest `limit` bytes (their first
- * byte when a line starts there). Once the budget's `lines` are spent, it stops after the chunk where they ran out (`stopped`), the ledger
- * at a line's start. Returns the bytes read (to the ledger).
+ * byte when a line starts there). Once the budget's `lines` are spent, it stops after the chunk
+ * where they ran out (`stopped`), the ledger at a line's start. Returns the bytes read (to the
+ * ledger).
  */
 async function readInto(
   store: FleetStore,

@@ -5,8 +5,9 @@
  * and the branch read back. It stops at the first failure (the wave's other pushes finish), and
  * with `--on-failure rollback` pushes each server it switched back to the commit it had before (a
  * forced push of that commit: the same health-gated deploy, with no more right than the push
- * itself, and the server's branch names what serves again; back on the same proof as a deploy). `--confirm` asks before each wave. A stop (Ctrl-C, SIGTERM) lets the
- * running pushes finish and starts no new one. Every change goes to the record as it happens.
+ * itself, and the server's branch names what serves again; back on the same proof as a deploy).
+ * `--confirm` asks before each wave. A stop (Ctrl-C, SIGTERM) lets the running pushes finish and
+ * starts no new one. Every change goes to the record as it happens.
  * @module
  */
 import type { CmdResult } from "../runner.ts";
