@@ -756,8 +756,9 @@ while True:
 });
 
 Deno.test("PM2 server: nothing a build starts outlives it, not even a chain of processes that each fork the next and exit", async () => {
-  const app = `fk${crypto.randomUUID().slice(0, 6)}`;
-  await withBuildUser(app, defaultUserName(app), async ({ builder, paths, repo }) => {
+  // With `user:` (a user the operator chose, which other apps may share): its build user is still the app's alone.
+  const id = crypto.randomUUID().slice(0, 6);
+  await withBuildUser(`fk${id}`, `dpu${id}c`, async ({ app, builder, paths, repo }) => {
     // Leaves the build's session, then forks the next process and exits, every 2 ms: by the
     // time /proc says its pid, that process is gone. It writes its pid to $HOME/alive.
     const chain = `import os, sys, time
