@@ -11,7 +11,7 @@ import type { Deployment } from "./prepare.ts";
 import { readReleaseMeta, type ReleaseMeta } from "./releases.ts";
 import { jobsOf } from "../cron/job.ts";
 import { type AppStatus, type LastDeploy, type Outcome, readStatus, writeStatus } from "./status.ts";
-import { listProcesses } from "./process_list.ts";
+import { listProcesses, withContainer } from "./process_list.ts";
 import { PROXIED } from "./strategies/names.ts";
 import type { DeployMarker } from "./canary_decision.ts";
 import type { RoutedSlot } from "./slots.ts";
@@ -296,12 +296,17 @@ export async function saveStatus(ctx: StatusContext, status: AppStatus): Promise
 export type StatusContext = Pick<SwitchContext, "journal" | "paths" | "config" | "manager" | "inspect">;
 
 /**
- * `status` with its processes as the manager reports them now (left out when it cannot say), and
- * the serving release's cron jobs (left out when its metadata cannot be read).
+ * `status` with its processes as the manager reports them now (left out when it cannot say; a
+ * docker app's web process as the engine reports its container), and the serving release's cron
+ * jobs (left out when its metadata cannot be read).
  */
 export async function withProcesses(ctx: StatusContext, status: AppStatus): Promise<AppStatus> {
   const { processes: _, cronJobs: __, ...rest } = status;
-  const processes = await listProcesses(ctx.paths, ctx.config, ctx.manager, ctx.inspect, status.slot);
+  const listed = await listProcesses(ctx.paths, ctx.config, ctx.manager, ctx.inspect, status.slot);
+  const slot = PROXIED[ctx.config.strategy] ? status.slot : undefined;
+  const processes = listed && status.type === "docker"
+    ? await withContainer(listed, ctx.paths.app, ctx.inspect, slot)
+    : listed;
   const meta = status.release ? await readReleaseMeta(ctx.paths, status.release).catch(() => undefined) : undefined;
   const cronJobs = meta ? jobsOf(meta).map((job) => job.name) : undefined;
   return { ...rest, ...(processes ? { processes } : {}), ...(cronJobs ? { cronJobs } : {}) };

@@ -10,6 +10,8 @@ import { currentRelease, readReleaseMeta, runsProcess } from "./releases.ts";
 import type { AppPaths } from "../paths.ts";
 import { readRoute, targetPorts } from "../proxy/routes.ts";
 import type { Runner } from "../runner.ts";
+import { containerState } from "../managers/docker.ts";
+import { processName } from "../managers/pm2.ts";
 import { workerInstances } from "./processes.ts";
 import { slotInstance, slotOfPort } from "./slots.ts";
 import { PROXIED } from "./strategies/names.ts";
@@ -79,5 +81,25 @@ export async function listProcesses(
     return expected.map((p) => ({ ...p, ...(states.get(p.name) ?? { pid: 0, state: "missing", restarts: 0 }) }));
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * A docker app's processes with its web one as the engine reports its container (`<app>-<slot>`,
+ * `<app>` under restart): the manager runs only the container's log follower, whose state says
+ * nothing of whether the app runs. The follower's stays when the engine cannot be asked.
+ */
+export async function withContainer(
+  processes: ProcessInfo[],
+  app: string,
+  runner: Runner,
+  slot?: Slot,
+): Promise<ProcessInfo[]> {
+  const name = processName(app, slot);
+  try {
+    const state = await containerState(runner, name);
+    return processes.map((p) => p.type === "web" ? { ...p, name, ...state } : p);
+  } catch {
+    return processes;
   }
 }

@@ -275,7 +275,7 @@ Deno.test("docker: an app changes type python → docker → python, under resta
   });
 });
 
-Deno.test("docker: status asks the engine about the container, not the log follower: a stopped container is not served (exit 1), a stopped follower is a warning", async () => {
+Deno.test("docker: status and status.json ask the engine about the container, not the log follower: a stopped container is not served (exit 1), a stopped follower is a warning", async () => {
   await withDockerServer(async (server, engine) => {
     const port = freePort();
     const repo = await AppRepo.create(server, "ds", await server.setupApp("ds", { port }));
@@ -288,6 +288,10 @@ Deno.test("docker: status asks the engine about the container, not the log follo
     const up = await state();
     assertEquals(up.code, 0, up.output);
     assertEquals([up.row.processes[0].name, up.row.processes[0].state], ["ds-blue", "running"]);
+    // status.json (what the fleet reads) too: the container as the engine says ("running"), not its
+    // log follower as pm2 does ("online").
+    const written = JSON.parse(await Deno.readTextFile(server.paths("ds").status)) as typeof up.row;
+    assertEquals(written.processes.map((p) => [p.name, p.state]), [["ds-blue", "running"]]);
 
     // The follower stopped, the container serves: a warning that its output is not followed, exit 0.
     const pm2 = (args: string[]) => new Deno.Command("pm2", { args, env: server.env }).output();
