@@ -201,7 +201,7 @@ export function processSummary(processes) {
   const text = groups.join(", ") + (bad ? "" : " online") +
     (processes.restarts ? ` · ${processes.restarts} restart${processes.restarts === 1 ? "" : "s"}` : "") +
     (processes.omitted ? ` · ${processes.omitted} more not kept` : "");
-  const title = `${processes.up} of ${processes.total - processes.omitted} running (online or active)` +
+  const title = `${processes.up} of ${processes.total - processes.omitted} running (online, active or running)` +
     (processes.omitted ? `; ${processes.total} listed, ${processes.omitted} not kept` : "");
   return { text, bad, title };
 }

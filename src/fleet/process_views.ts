@@ -7,8 +7,8 @@
 import { parseJson } from "./rows.ts";
 import type { ProcessRecord } from "./store.ts";
 
-/** The process states that count as running: PM2's `online`, systemd's `active`. */
-export const UP_STATES: ReadonlySet<string> = new Set(["online", "active"]);
+/** The process states that count as running: PM2's `online`, systemd's `active`, a docker engine's `running` (a container). */
+export const UP_STATES: ReadonlySet<string> = new Set(["online", "active", "running"]);
 /** Process types counted one by one in {@link ProcessesView}.groups (the rest only in the totals). */
 export const MAX_PROCESS_GROUPS = 20;
 /** States of a group's processes not running named in {@link ProcessGroup}.down (keeps the overview small). */
@@ -20,7 +20,7 @@ export interface ProcessesView {
   total: number;
   /** Listed but not kept. */
   omitted: number;
-  /** Of the kept ones: how many run (online or active), how many do not, and their restarts in all. */
+  /** Of the kept ones: how many run (online, active or running), how many do not, and their restarts in all. */
   up: number;
   down: number;
   restarts: number;

@@ -27,7 +27,7 @@ Deno.test("dashboard processes: every process running is one green line; restart
       restarts: 1,
       groups: [group("web", 2, 2, 1), group("worker", 2, 2)],
     }),
-    { text: "web ×2, worker ×2 online · 1 restart", bad: false, title: "4 of 4 running (online or active)" },
+    { text: "web ×2, worker ×2 online · 1 restart", bad: false, title: "4 of 4 running (online, active or running)" },
   );
 });
 
@@ -44,7 +44,7 @@ Deno.test("dashboard processes: one not running makes it red and says which and 
     {
       text: "web ×1 online, worker ×2: 1 errored · 17 restarts",
       bad: true,
-      title: "2 of 3 running (online or active)",
+      title: "2 of 3 running (online, active or running)",
     },
   );
   assertEquals(

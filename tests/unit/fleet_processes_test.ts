@@ -241,6 +241,11 @@ Deno.test("API: /api/fleet counts each app's processes by type; /api/servers/:na
       healthy: true,
       processes: [{ type: "web", instance: 1, name: "calm", pid: 5, state: "active", restarts: 0 }],
     }, NOW - 1000);
+    store.upsertApp("s1", "boxed", {
+      status: "running",
+      healthy: true,
+      processes: [{ type: "web", instance: 1, name: "boxed-blue", pid: 7, state: "running", restarts: 0 }],
+    }, NOW - 1000);
     store.upsertApp("s1", "old", { status: "running", healthy: true }, NOW - 1000);
     store.upsertApp("s1", "junk", { status: "running", healthy: true, processes: { web: 1 } }, NOW - 1000);
     const path = join(dir, "cron.log");
@@ -263,6 +268,7 @@ Deno.test("API: /api/fleet counts each app's processes by type; /api/servers/:na
       ],
     });
     assertEquals(apps.calm.processes.down, 0, "systemd's active counts as running");
+    assertEquals(apps.boxed.processes.down, 0, "a docker engine's running (a container) counts as running");
     assertEquals(apps.old.processes, null, "a status.json without processes");
     assertEquals(apps.junk.processes, null, "processes that are not a list");
     assert(!("cron" in apps.shop), "the overview stays small: no cron runs");
