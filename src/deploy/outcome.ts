@@ -303,9 +303,10 @@ export type StatusContext = Pick<SwitchContext, "journal" | "paths" | "config" |
 export async function withProcesses(ctx: StatusContext, status: AppStatus): Promise<AppStatus> {
   const { processes: _, cronJobs: __, ...rest } = status;
   const listed = await listProcesses(ctx.paths, ctx.config, ctx.manager, ctx.inspect, status.slot);
-  const slot = PROXIED[ctx.config.strategy] ? status.slot : undefined;
-  const processes = listed && status.type === "docker"
-    ? await withContainer(listed, ctx.paths.app, ctx.inspect, slot)
+  // (its container is `<app>-<slot>` under blue-green: not named without the slot)
+  const proxied = PROXIED[ctx.config.strategy];
+  const processes = listed && status.type === "docker" && (!proxied || status.slot)
+    ? await withContainer(listed, ctx.paths.app, ctx.inspect, proxied ? status.slot : undefined)
     : listed;
   const meta = status.release ? await readReleaseMeta(ctx.paths, status.release).catch(() => undefined) : undefined;
   const cronJobs = meta ? jobsOf(meta).map((job) => job.name) : undefined;
