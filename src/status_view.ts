@@ -8,7 +8,7 @@ import { NAME_PATTERN, requireAppName } from "./config/names.ts";
 import { canaryStatusText } from "./deploy/canary_judge.ts";
 import { type AppStatus, readStatus } from "./deploy/status.ts";
 import { DeployParadigmError, UsageError } from "./errors.ts";
-import { readLinkOrUndefined, readTextOrUndefined } from "./fsutil.ts";
+import { readTextOrUndefined } from "./fsutil.ts";
 import { certificateCondition, type CertificateState, issuerLabel, readCertificates } from "./proxy/cert_state.ts";
 import { type AppPaths, appPaths, deploymentsRoot } from "./paths.ts";
 import { describeMaintenance, maintenanceForStatus } from "./proxy/maintenance.ts";
@@ -37,7 +37,7 @@ import {
 } from "./deploy/outcome.ts";
 import { deployAlive, type DeployMarker, leftMarker } from "./deploy/canary_decision.ts";
 import { readReleaseMeta } from "./deploy/releases.ts";
-import { otherSlot, type RoutedSlot, routedSlot, slotDir } from "./deploy/slots.ts";
+import { otherSlot, type RoutedSlot, routedSlot, slotRelease } from "./deploy/slots.ts";
 import type { Slot } from "./managers/mod.ts";
 
 /** What status.json (written on this server, but by deploys of code anyone may push) says, safe on one line. */
@@ -317,7 +317,7 @@ async function interruptedDeploy(
         const state = (await manager.states?.(runner, paths.root, [name]))?.get(name);
         if (state && RUNNING_STATES.has(state.state)) runs = { name, pid: state.pid };
       }
-      const release = (await readLinkOrUndefined(slotDir(paths, slot)))?.split("/").pop();
+      const release = await slotRelease(paths, slot);
       const meta = runs && release ? await readReleaseMeta(paths, release).catch(() => undefined) : undefined;
       if (runs) idle = { slot, ...runs, ...(meta ? { commit: meta.commit } : {}) };
     } catch { /* the manager or engine cannot say */ }

@@ -44,7 +44,7 @@ export async function routedSlot(paths: AppPaths, slots: SlotPorts | undefined):
   const port = targetPorts(route)[0];
   const slot = slots ? slotOfPort(slots, port) : undefined;
   if (!slot) return {};
-  const release = (await readLinkOrUndefined(slotDir(paths, slot)))?.split("/").pop();
+  const release = await slotRelease(paths, slot);
   const known = release !== undefined && await readReleaseMeta(paths, release).catch(() => undefined) !== undefined;
   return { slot, slotPort: port, ...(known ? { release } : {}) };
 }
@@ -57,6 +57,11 @@ export function slotInstance(slot: Slot, instance: number): SlotInstance {
 /** The link `slots/<slot>` (or `slots/<slot>-<n>` of instance n) → the release a slot runs. */
 export function slotDir(paths: AppPaths, slot: SlotInstance): string {
   return join(paths.dir, "slots", slot);
+}
+
+/** The id of the release a slot's link points at (`releases/<id>`), if it has one. */
+export async function slotRelease(paths: AppPaths, slot: SlotInstance): Promise<string | undefined> {
+  return (await readLinkOrUndefined(slotDir(paths, slot)))?.split("/").pop();
 }
 
 /** Points a slot's link (or an instance's) at a release (atomically). */
