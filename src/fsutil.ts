@@ -17,10 +17,12 @@ function tempName(path: string): string {
 /**
  * Writes `content` to `path` atomically (temp file, fsync, rename), creating parent dirs. The file
  * has its mode from creation: the temp file is opened with it (the umask can only take bits away,
- * and they are put back before any content is written). A rewrite never widens: permissions for
- * group and others that the file it replaces did not have stay off (a `chmod go-r` sticks).
+ * and they are put back before any content is written); by default 0640, nothing for others (an
+ * app's directory lets other users pass through to what its build needs: see users.ts). A
+ * rewrite never widens: permissions for group and others that the file it replaces did not have
+ * stay off (a `chmod go-r` sticks).
  */
-export async function writeFileAtomic(path: string, content: string, mode = 0o644): Promise<void> {
+export async function writeFileAtomic(path: string, content: string, mode = 0o640): Promise<void> {
   await Deno.mkdir(dirname(path), { recursive: true });
   const before = await ifExists(Deno.lstat(path));
   const final = before?.isFile && before.mode !== null ? mode & ~(0o077 & ~before.mode) : mode;

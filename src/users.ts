@@ -5,15 +5,17 @@
  * routes, the process manager, docker) stays root's.
  *
  * Ownership model (on a real server, deploying as root):
- * - `/opt/deployments/<app>/`: root:<app group> 0750, so no other app can enter it; its
- *   `.env.<env>`, config.yml and pm2 files stay root's.
+ * - `/opt/deployments/<app>/` and its `releases/`: root:<app group> 0751: the app may list them,
+ *   others (other apps, the build user) may only pass through to a path they know, where the
+ *   entry's own mode decides (nothing there is theirs to read but the build user's own release
+ *   and home); its `.env.<env>`, config.yml and pm2 files stay root's.
  * - `/opt/deployments/<app>/home/`: the app user's, 0700: its HOME, the one place it may write
  *   (the app's own data, the caches of its hooks).
- * - `releases/<id>/`: while it builds, the build user's (`build-<app>`, in the app's group:
+ * - `releases/<id>/`: while it builds, the build user's (`build-<app>`, not in the app's group:
  *   `npm install`, `pip install`, the build command write only there, and the running app, which
- *   under PM2 has no sandbox, cannot change what its next push builds), then root:<app group>, not
- *   group-writable: read-only for the app. Its `.env` is root:<app group> 0640: the app may read
- *   it, no other app can.
+ *   under PM2 has no sandbox, cannot change what its next push builds), then root:<app group>
+ *   0750, not group-writable: read-only for the app. Its `.env` is root:<app group> 0640: the app
+ *   may read it; no other app and no build can.
  * - `/opt/deployments/<app>/build-home/`: the build user's, 0700: its HOME, new and empty at each
  *   build (nothing a build leaves there reaches the next).
  * - `/var/log/deployments/<app>/`: root:<app group> 0750 (written by systemd, pm2 and the
@@ -185,9 +187,10 @@ export function buildUser(paths: AppPaths, runtime: AppUser | undefined): AppUse
 
 /**
  * The user that builds `paths.app`'s releases, ready to build: on a real server created when it is
- * missing (a server set up before builds had a user of their own) and made a member of the app
- * user's group, which it needs to reach a release (`/opt/deployments/<app>` is root:<group> 0750);
- * none of its processes running (what a deploy killed midway left), and its build home new, the
+ * missing (a server set up before builds had a user of their own), and out of the app user's
+ * group (versions before made it a member: a build could then read every release's `.env`; it
+ * reaches its release through `/opt/deployments/<app>` and `releases/`, 0751); none of its
+ * processes running (what a deploy killed midway left), and its build home new, the
  * user's, 0700: nothing an earlier build left is read by this one (a `.npmrc` a malicious
  * dependency wrote would run the next build's scripts through its own shell), so no package
  * cache either. Under DEPLOY_PARADIGM_PREFIX (tests, the demo) nothing is created: without a
@@ -202,13 +205,13 @@ export async function ensureBuildUser(
   const name = buildUserName(paths.app);
   const real = !Deno.env.get("DEPLOY_PARADIGM_PREFIX");
   if (real && !lookupUser(name, true)) {
-    await runner.run(useraddCmd(name, join(paths.dir, "build-home"), runtime.group));
+    await runner.run(useraddCmd(name, join(paths.dir, "build-home")));
     forgetUsers();
   }
   const user = buildUser(paths, runtime);
   if (!user) return runtime;
-  if (real && !(getent("group", runtime.group)?.[3] ?? "").split(",").includes(name)) {
-    await runner.run({ argv: ["usermod", "--append", "--groups", runtime.group, name], timeoutMs: 60_000 });
+  if (real && (getent("group", runtime.group)?.[3] ?? "").split(",").includes(name)) {
+    await runner.run({ argv: ["gpasswd", "--delete", name, runtime.group], timeoutMs: 60_000 });
     forgetUsers();
   }
   await killAllOf(user, runner);
@@ -254,17 +257,15 @@ export function asUser(cmd: Cmd, user: AppUser | undefined): Cmd {
 }
 
 /**
- * The `useradd` that creates an app's user, or its build user (also in `group`, the app user's):
- * a system user with its own group, the app's home (not created: setup makes it with the right
- * owner), and no login shell.
+ * The `useradd` that creates an app's user, or its build user: a system user with its own group
+ * only, the app's home (not created: setup makes it with the right owner), and no login shell.
  */
-export function useraddCmd(name: string, home: string, group?: string): Cmd {
+export function useraddCmd(name: string, home: string): Cmd {
   return {
     argv: [
       "useradd",
       "--system",
       "--user-group",
-      ...(group === undefined ? [] : ["--groups", group]),
       "--home-dir",
       home,
       "--no-create-home",
@@ -287,16 +288,29 @@ async function own(path: string, uid: number, gid: number, mode: number): Promis
 }
 
 /**
- * The app's directories as the ownership model says (see the module): its dir root:<group>
- * 0750, its home the user's 0700, its log dir root:<group> 0750. Idempotent.
+ * The app's directories as the ownership model says (see the module): its dir and `releases/`
+ * root:<group> 0751, its home the user's 0700, its log dir root:<group> 0750. What else is in
+ * them loses any permission for others (versions before wrote status.json, route.json, … 0644
+ * and released 0755 behind a 0750 dir; others may now pass through it). Idempotent.
  */
 export async function ownAppDirs(paths: AppPaths, user: AppUser): Promise<void> {
   const home = join(paths.dir, "home");
   await Deno.mkdir(home, { recursive: true });
+  await Deno.mkdir(paths.releases, { recursive: true });
   await Deno.mkdir(paths.logDir, { recursive: true });
-  await own(paths.dir, 0, user.gid, 0o750);
+  await own(paths.dir, 0, user.gid, 0o751);
+  await own(paths.releases, 0, user.gid, 0o751);
   await own(home, user.uid, user.gid, 0o700);
   await own(paths.logDir, 0, user.gid, 0o750);
+  for (const dir of [paths.dir, paths.releases]) {
+    for await (const entry of Deno.readDir(dir)) {
+      if (entry.isSymlink || (dir === paths.dir && entry.name === "releases")) continue;
+      const path = join(dir, entry.name);
+      const mode = (await Deno.lstat(path)).mode! & 0o7777;
+      const keep = dir === paths.dir && entry.name === "slots" ? 0o001 : 0; // see linkSlot
+      if (mode & 0o007 & ~keep) await Deno.chmod(path, mode & ~(0o007 & ~keep));
+    }
+  }
 }
 
 /** Hands a freshly extracted release to the app's user, for its build. */

@@ -64,9 +64,12 @@ export async function slotRelease(paths: AppPaths, slot: SlotInstance): Promise<
   return (await readLinkOrUndefined(slotDir(paths, slot)))?.split("/").pop();
 }
 
-/** Points a slot's link (or an instance's) at a release (atomically). */
+/**
+ * Points a slot's link (or an instance's) at a release (atomically). `slots/` is 0751: the app's
+ * user passes through it to its release (a slot's working directory), nobody lists it.
+ */
 export async function linkSlot(paths: AppPaths, slot: SlotInstance, release: string): Promise<void> {
-  await Deno.mkdir(join(paths.dir, "slots"), { recursive: true });
+  await Deno.mkdir(join(paths.dir, "slots"), { recursive: true, mode: 0o751 });
   await symlinkAtomic(`../releases/${release}`, slotDir(paths, slot));
 }
 

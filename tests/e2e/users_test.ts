@@ -71,11 +71,8 @@ Deno.test("systemd host: each app its own user and sandbox; deploy-group pushes 
       "/opt/deployments/alpha/home:/usr/sbin/nologin",
       "/opt/deployments/beta/home:/usr/sbin/nologin",
     ]);
-    // The build user: in the app's group (to reach its releases), not the other way round.
-    assertEquals((await host.ssh("id -nG build-alpha")).stdout.trim().split(" ").sort(), [
-      "app-alpha",
-      "build-alpha",
-    ]);
+    // The build user: in no group but its own (the app's group would open every release's .env to it).
+    assertEquals((await host.ssh("id -nG build-alpha")).stdout.trim(), "build-alpha");
     assertEquals((await host.ssh("id -nG app-alpha")).stdout.trim(), "app-alpha");
 
     // One repository per app, pushed by root.
@@ -88,11 +85,11 @@ Deno.test("systemd host: each app its own user and sandbox; deploy-group pushes 
       await git("init", "--quiet", "-b", "main");
       await git("remote", "add", "production", `root@${host.address}:/var/repos/${app}.git`);
     }
-    const release = async (app: string, version: string, user = "root") => {
+    const release = async (app: string, version: string, user = "root", extra = "") => {
       const git = (...args: string[]) => run(["git", ...args], { cwd: repos[app], env: host.env });
       await Deno.writeTextFile(
         join(repos[app], "deploy.yml"),
-        `name: ${app}\ntype: python\ncommand: python app.py\nwatch: 300ms\n` +
+        `name: ${app}\ntype: python\ncommand: python app.py\nwatch: 300ms\n${extra}` +
           "healthCheck: { path: /health, window: 8s, interval: 200ms, successes: 2 }\n",
       );
       await Deno.writeTextFile(join(repos[app], "app.py"), pythonApp(version));
@@ -109,16 +106,30 @@ Deno.test("systemd host: each app its own user and sandbox; deploy-group pushes 
       assertMatch(pushed.stderr, /✓ build/);
     }
     assertEquals(await (await fetch(`http://${host.address}:${ports.alpha}/`)).text(), "alpha-v1");
-    const second = await release("alpha", "alpha-v2"); // the green slot, and a release sealed beside the first
-    assertEquals(second.code, 0, second.output);
-    // A server set up before builds had a user of their own: the deploy creates it, in the app's group.
+    // A server whose build user is in the app's group (as versions before made it, which let a build read
+    // every release's .env): the next deploy takes it out, and its build cannot read the serving release's .env.
+    assertEquals((await host.ssh("usermod --append --groups app-alpha build-alpha")).code, 0);
+    const second = await release( // the green slot, and a release sealed beside the first
+      "alpha",
+      "alpha-v2",
+      "root",
+      "build: python3 -c \"print(open('/opt/deployments/alpha/current/.env').read())\"\n",
+    );
+    assert(second.code !== 0, second.output);
+    assertMatch(
+      second.output,
+      /PermissionError: \[Errno 13\] Permission denied: '\/opt\/deployments\/alpha\/current\/\.env'/,
+    );
+    assert(!second.output.includes("alpha-secret-"), second.output);
+    assertEquals((await host.ssh("id -nG build-alpha")).stdout.trim(), "build-alpha");
+    assertEquals(await (await fetch(`http://${host.address}:${ports.alpha}/`)).text(), "alpha-v1");
+    const secondAgain = await release("alpha", "alpha-v2");
+    assertEquals(secondAgain.code, 0, secondAgain.output);
+    // A server set up before builds had a user of their own: the deploy creates it, in no group but its own.
     await host.ssh("userdel build-beta && rm -rf /opt/deployments/beta/build-home");
     const rebuilt = await release("beta", "beta-v2");
     assertEquals(rebuilt.code, 0, rebuilt.output);
-    assertEquals((await host.ssh("id -nG build-beta")).stdout.trim().split(" ").sort(), [
-      "app-beta",
-      "build-beta",
-    ]);
+    assertEquals((await host.ssh("id -nG build-beta")).stdout.trim(), "build-beta");
     assertEquals(
       (await host.ssh("stat -c '%U %a' /opt/deployments/beta/build-home")).stdout.trim(),
       "build-beta 700",
@@ -158,14 +169,15 @@ Deno.test("systemd host: each app its own user and sandbox; deploy-group pushes 
     assertEquals((await host.ssh(`ps -o user:32= -p ${pid}`)).stdout.trim(), "app-alpha");
     // Who owns what.
     const owners = await host.ssh(
-      "stat -c '%n %U:%G %a' /opt/deployments/alpha /opt/deployments/alpha/home /opt/deployments/alpha/build-home " +
-        "/opt/deployments/alpha/current/ " +
+      "stat -c '%n %U:%G %a' /opt/deployments/alpha /opt/deployments/alpha/releases /opt/deployments/alpha/home " +
+        "/opt/deployments/alpha/build-home /opt/deployments/alpha/current/ " +
         "/opt/deployments/alpha/current/app.py /opt/deployments/alpha/current/.env /opt/deployments/alpha/.env.production " +
         "/var/log/deployments/alpha /opt/deployments/.control /opt/deployments/.control/proxy.sock",
     );
     console.log(owners.stdout.trim());
     assertEquals(owners.stdout.trim().split("\n").map((line) => line.split(" ").slice(1).join(" ")), [
-      "root:app-alpha 750",
+      "root:app-alpha 751",
+      "root:app-alpha 751",
       "app-alpha:app-alpha 700",
       "build-alpha:build-alpha 700",
       "root:app-alpha 750",
@@ -207,6 +219,29 @@ Deno.test("systemd host: each app its own user and sandbox; deploy-group pushes 
       assertMatch(result.stderr, /Permission denied/, command);
     }
     console.log(`as app-alpha: ${refused.length} reads and writes outside its own refused (Permission denied)`);
+
+    // Everything of alpha's on disk, walked as root, then tried by another app's user and by alpha's
+    // build user (the app's dir and releases/ let them pass through, 0751): neither can list or read
+    // any of it, but the build user its own home.
+    const tree = await host.ssh("find /opt/deployments/alpha /var/log/deployments/alpha /var/repos/alpha.git");
+    assertEquals(tree.code, 0, tree.output);
+    await Deno.writeTextFile(join(host.rootfs, "srv/alpha-paths"), tree.stdout);
+    const audit = "import os, sys\n" +
+      "for path in open('/srv/alpha-paths').read().split():\n" +
+      "    try:\n" +
+      "        os.listdir(path) if os.path.isdir(path) else open(path, 'rb').read(1)\n" +
+      "        print(path)\n" +
+      "    except OSError:\n" +
+      "        pass\n";
+    await Deno.writeTextFile(join(host.rootfs, "srv/audit.py"), audit);
+    const paths = tree.stdout.trim().split("\n");
+    assert(paths.some((path) => /\/releases\/[^/]+\/\.env$/.test(path)), "no release .env found");
+    for (const [user, allowed] of [["app-beta", []], ["build-alpha", ["/opt/deployments/alpha/build-home"]]] as const) {
+      const read = await asUser(host, user, "python3 /srv/audit.py");
+      assertEquals(read.code, 0, read.output);
+      assertEquals(read.stdout.trim().split("\n").filter(Boolean), allowed, `${user} could read these`);
+    }
+    console.log(`as app-beta and build-alpha: none of alpha's ${paths.length} files and directories readable`);
 
     // The sandbox: systemd-analyze security of the slot, against the same unit without it.
     const template = await Deno.readTextFile(join(host.rootfs, "etc/systemd/system/alpha@.service"));

@@ -51,7 +51,7 @@ Deno.test("writeFileAtomic: the asked mode under any umask; a rewrite never wide
     await mode("hook");
   `);
   assertEquals(modes, {
-    "status.json": 0o644, // the umask does not narrow what was asked
+    "status.json": 0o640, // the umask does not narrow the default (nothing for others)
     "config.yml": 0o600, // nor widen it
     rewritten: 0o600, // a rewrite keeps group and others out
     chmodded: 0o640, // an operator's chmod sticks

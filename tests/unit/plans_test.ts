@@ -754,13 +754,13 @@ Deno.test("app users: app-<name>, hashed to 32 characters for long names; build 
     "deploy-paradigm app",
     "app-web",
   ]);
-  // The build user: build-<app>, in the app user's group; never an app's user name (app-…).
+  // The build user: build-<app>, in no group but its own; never an app's user name (app-…).
   assertEquals(buildUserName("web"), "build-web");
   const longBuilder = buildUserName("a-very-long-application-name-that-goes-on-and-on");
   assertMatch(longBuilder, /^build-a-very-long-appli-[0-9a-f]{8}$/);
   assertEquals(longBuilder.length, 32);
-  const builder = useraddCmd("build-app-web", "/opt/deployments/web/build-home", "app-web").argv;
-  assertEquals(builder.slice(0, 5), ["useradd", "--system", "--user-group", "--groups", "app-web"]);
+  const builder = useraddCmd("build-app-web", "/opt/deployments/web/build-home").argv;
+  assertEquals(builder.slice(0, 4), ["useradd", "--system", "--user-group", "--home-dir"]);
 });
 
 Deno.test("sudoers drop-in: %deploy may run only `<binary> receive /var/repos/*.git`, as root, no password", () => {
