@@ -40,13 +40,14 @@ export async function apiToken(file: string | undefined, argv: string | undefine
   return token;
 }
 
-const ACTIONS = ["collect", "add", "list", "trust", "alerts"] as const;
+const ACTIONS = ["collect", "add", "remove", "list", "trust", "alerts"] as const;
 
 /** The options of each action (`""`: none, collect and serve), beside --config, which all take. */
 const TAKES: Record<(typeof ACTIONS)[number] | "", readonly string[]> = {
   "": ["host", "port", "token-file", "token"],
   collect: ["once"],
   add: ["ssh-port", "identity", "netdata"],
+  remove: [],
   list: ["json"],
   trust: ["fingerprint", "yes"],
   alerts: ["json"],
@@ -68,7 +69,8 @@ function refuseForeignOptions(action: string, opts: Record<string, unknown>): vo
 }
 
 /**
- * `fleet [collect --once | add <name> <user@host> | list | trust <server> | alerts]`: the fleet monitor.
+ * `fleet [collect --once | add <name> <user@host> | remove <server> | list | trust <server> | alerts]`: the
+ * fleet monitor.
  * Without an action it collects every interval and serves the API on 127.0.0.1:3333.
  */
 export const fleetCommand: CommandSpec = {
@@ -76,7 +78,7 @@ export const fleetCommand: CommandSpec = {
   summary: "Monitor the fleet from a laptop: pull status and logs over ssh/rsync into SQLite, serve them on :3333",
   args: [
     { name: "action", description: `none (collect and serve), ${ACTIONS.join(", ")}`, optional: true },
-    { name: "name", description: "add, trust: the server's name", optional: true },
+    { name: "name", description: "add, remove, trust: the server's name", optional: true },
     { name: "target", description: "add: user@host (or local, for this machine)", optional: true },
   ],
   options: [
@@ -147,6 +149,9 @@ export const fleetCommand: CommandSpec = {
           identity: str("identity"),
           netdata: str("netdata"),
         });
+      case "remove":
+        needs(2, "remove <server>");
+        return await cli.remove({ ...common, name: name! });
       case "trust":
         needs(2, "trust <server> [--fingerprint SHA256:…] [--yes]");
         return await cli.trust({ ...common, name: name!, fingerprint: str("fingerprint"), yes: opts.yes === true });

@@ -10,10 +10,11 @@ import { acquireLock, type HeldLock } from "../deploy/lock.ts";
 import type { FleetHandler } from "./api.ts";
 import type { FleetEvents } from "./events.ts";
 import { UsageError } from "../errors.ts";
+import { writeFileAtomic } from "../fsutil.ts";
 import { ProcessRunner } from "../runner.ts";
 import { FleetAlerts } from "./fleet_alerts.ts";
 import { Collector, type CycleSummary } from "./collector.ts";
-import { addServer, fleetPaths, loadFleetConfig, LOCAL } from "./config.ts";
+import { addServer, type FleetServer, fleetPaths, loadFleetConfig, LOCAL, removeServer } from "./config.ts";
 import { limitLines } from "./views.ts";
 import { FleetStore } from "./store.ts";
 import { forTerminal, jsonForTerminal } from "../terminal.ts";
@@ -53,11 +54,14 @@ async function open(options: FleetOptions, collect: false | "serve" | "once" = f
 }
 
 /** The home's collector lock (an flock, freed by the kernel when the process ends); never waits. */
-async function collectorLock(home: string): Promise<HeldLock> {
+async function collectorLock(
+  home: string,
+  suggestion = "its cycles already collect; read its API, or stop it first",
+): Promise<HeldLock> {
   await Deno.mkdir(home, { recursive: true, mode: 0o700 });
   return await acquireLock(join(home, ".collector.lock"), { pid: Deno.pid, commit: "fleet collector" }, (holder) => {
     throw new UsageError(`another fleet collector is running on ${home}${holder ? ` (pid ${holder.pid})` : ""}`, {
-      suggestion: "its cycles already collect; read its API, or stop it first",
+      suggestion,
     });
   });
 }
@@ -203,6 +207,57 @@ export async function add(
     );
   }
   return 0;
+}
+
+/**
+ * `fleet remove <server>`: takes it out of config.yml, and removes its mirror, its host keys (unless
+ * another server has the same host and port) and what the overview holds of it (its apps, status,
+ * certificates, cron runs and metrics; its logs and deployments stay searchable, as when it is
+ * deleted from config.yml by hand). Under the collector lock: a running collector would pull it again.
+ */
+export async function remove(options: FleetOptions & { name: string }): Promise<number> {
+  const paths = fleetPaths();
+  const { configPath } = await readConfig(options, paths);
+  const lock = await collectorLock(paths.home, "stop it (Ctrl-C), remove the server, then start it again");
+  try {
+    const { removed, left } = await removeServer(configPath, options.name);
+    await Deno.remove(paths.mirror(removed.name), { recursive: true }).catch((error) => {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    });
+    const keys = removed.host === LOCAL ? 0 : await forgetHostKeys(paths.knownHosts, removed, left);
+    if (await Deno.stat(paths.db).then(() => true, () => false)) {
+      const store = await FleetStore.open(paths.db);
+      try {
+        store.keepServers(left.map((s) => s.name));
+      } finally {
+        store.close();
+      }
+    }
+    const where = removed.host === LOCAL ? LOCAL : `${removed.user}@${removed.host}`;
+    console.log(`✓ removed ${removed.name} (${where}) from ${configPath}`);
+    console.log(
+      `  its mirror, ${keys} host key${keys === 1 ? "" : "s"} and its status, certificates and metrics are gone; ` +
+        "its logs and deployments stay searchable until retention ends them",
+    );
+    return 0;
+  } finally {
+    lock.release();
+  }
+}
+
+/**
+ * Drops the known_hosts lines of `server`'s host and port (`host` for 22, `[host]:port` otherwise),
+ * unless a server `left` has the same; returns how many went.
+ */
+async function forgetHostKeys(path: string, server: FleetServer, left: FleetServer[]): Promise<number> {
+  if (left.some((s) => s.host === server.host && s.port === server.port)) return 0;
+  const text = await Deno.readTextFile(path).catch(() => undefined);
+  if (text === undefined) return 0;
+  const name = server.port === 22 ? server.host : `[${server.host}]:${server.port}`;
+  const lines = text.split("\n").filter(Boolean);
+  const kept = lines.filter((line) => !line.split(" ")[0].split(",").includes(name));
+  if (kept.length !== lines.length) await writeFileAtomic(path, kept.map((line) => line + "\n").join(""), 0o600);
+  return lines.length - kept.length;
 }
 
 /**

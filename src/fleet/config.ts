@@ -245,6 +245,31 @@ export async function addServer(path: string, server: NewServer): Promise<FleetS
   return checked.servers.find((s) => s.name === server.name)!;
 }
 
+/**
+ * Removes server `name` from config.yml, keeping the file's comments and the other servers; refuses
+ * a name not there (naming those that are). Returns it, and the servers left.
+ */
+export async function removeServer(
+  path: string,
+  name: string,
+): Promise<{ removed: FleetServer; left: FleetServer[] }> {
+  const text = await readConfigText(path) ?? "servers: []\n";
+  const config = parseConfig(text, fleetConfigSchema, path);
+  const index = config.servers.findIndex((s) => s.name === name);
+  if (index < 0) {
+    const names = config.servers.map((s) => s.name);
+    throw new UsageError(`no server "${name}" in ${path}`, {
+      suggestion: names.length ? `its servers: ${names.join(", ")}` : "it has no servers",
+    });
+  }
+  const doc = parseDocument(text);
+  (doc.get("servers") as { delete(index: number): boolean }).delete(index);
+  const updated = documentText(doc);
+  const checked = parseConfig(updated, fleetConfigSchema, `${path} (without ${name})`);
+  await writeFileAtomic(path, updated, 0o600);
+  return { removed: config.servers[index], left: checked.servers };
+}
+
 /** Where each key of a server entry comes from on `fleet add`'s command line. */
 const ARGUMENTS: Record<string, string> = {
   name: "<name>",

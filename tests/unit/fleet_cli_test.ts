@@ -12,6 +12,7 @@ import { fleetConfigSchema } from "../../src/fleet/config.ts";
 import { type Rule, subjectKey } from "../../src/fleet/rules.ts";
 import { parseConfig } from "../../src/config/load.ts";
 import { FleetStore } from "../../src/fleet/store.ts";
+import { acquireLock } from "../../src/deploy/lock.ts";
 
 /** Runs `body` with FLEET_MONITOR_HOME at `<dir>/home` (not created), console.log silenced. */
 async function inHome(body: (dir: string, home: string) => Promise<void>): Promise<void> {
@@ -274,6 +275,78 @@ Deno.test("fleet: an identityFile in config.yml that is absent, a directory or a
       ]);
       assertMatch(run.stderr, /hint: give the private key ssh uses for this server/);
       assertEquals(await filesUnder(dir), before);
+    }
+  });
+});
+
+Deno.test("fleet remove: out of config.yml (comments kept), its mirror, host keys and overview rows gone; others kept (the CLI)", async () => {
+  await inHome(async (_dir, home) => {
+    const env = { FLEET_MONITOR_HOME: home };
+    for (const args of [["web1", "root@10.0.0.1"], ["web2", "deploy@10.0.0.2"], ["twin", "root@10.0.0.2"]]) {
+      const added = await fleetCli(["add", ...args], env);
+      assertEquals(added.code, 0, added.stderr);
+    }
+    const configPath = join(home, "config.yml");
+    await Deno.writeTextFile(configPath, "# my fleet\n" + await Deno.readTextFile(configPath));
+    for (const name of ["web1", "web2"]) {
+      await Deno.mkdir(join(home, "mirror", name, "opt"), { recursive: true });
+      await Deno.writeTextFile(join(home, "mirror", name, "opt", "status.json"), "{}");
+    }
+    const keys = "10.0.0.1 ssh-ed25519 AAAAone\n10.0.0.1 ecdsa-sha2-nistp256 AAAAone2\n10.0.0.2 ssh-ed25519 AAAAtwo\n";
+    await Deno.writeTextFile(join(home, "known_hosts"), keys, { mode: 0o600 });
+    await Deno.mkdir(join(home, "data"), { recursive: true });
+    const store = await FleetStore.open(join(home, "data", "fleet.db"));
+    for (const name of ["web1", "web2"]) store.recordContact(name, name, { at: 1, ok: true, durationMs: 1, bytes: 1 });
+    store.close();
+    const rows = async () => {
+      const reopened = await FleetStore.open(join(home, "data", "fleet.db"));
+      try {
+        return (reopened.db.prepare("SELECT name FROM servers ORDER BY name").all() as { name: string }[])
+          .map((row) => row.name);
+      } finally {
+        reopened.close();
+      }
+    };
+
+    const removed = await fleetCli(["remove", "web1"], env);
+    assertEquals(removed.code, 0, removed.stderr);
+    assertMatch(removed.stdout, /✓ removed web1 \(root@10\.0\.0\.1\) from .*config\.yml/);
+    assertMatch(removed.stdout, /its mirror, 2 host keys and its status, certificates and metrics are gone/);
+    const config = await Deno.readTextFile(configPath);
+    assert(config.startsWith("# my fleet\n"), config);
+    assertEquals(parseConfig(config, fleetConfigSchema, "config.yml").servers.map((s) => s.name), ["web2", "twin"]);
+    assertEquals(await filesUnder(join(home, "mirror")), ["web2", "web2/opt", "web2/opt/status.json"]);
+    assertEquals(await Deno.readTextFile(join(home, "known_hosts")), "10.0.0.2 ssh-ed25519 AAAAtwo\n");
+    assertEquals((await Deno.stat(join(home, "known_hosts"))).mode! & 0o777, 0o600);
+    assertEquals(await rows(), ["web2"]);
+    // twin shares web2's host and port: removing web2 keeps the key twin still needs.
+    const second = await fleetCli(["remove", "web2"], env);
+    assertEquals(second.code, 0, second.stderr);
+    assertMatch(second.stdout, /its mirror, 0 host keys/);
+    assertEquals(await Deno.readTextFile(join(home, "known_hosts")), "10.0.0.2 ssh-ed25519 AAAAtwo\n");
+
+    // A name not there: exit 2, the servers named, nothing changed.
+    const before = [await Deno.readTextFile(configPath), await filesUnder(home)];
+    const unknown = await fleetCli(["remove", "web9"], env);
+    assertEquals(unknown.code, 2, unknown.stderr);
+    assertMatch(unknown.stderr, /no server "web9" in \S+config\.yml/);
+    assertMatch(unknown.stderr, /its servers: twin/);
+    assertEquals([await Deno.readTextFile(configPath), await filesUnder(home)], before);
+    const usage = await fleetCli(["remove"], env);
+    assertEquals(usage.code, 2);
+    assertMatch(usage.stderr, /usage: deploy-paradigm fleet remove <server>/);
+    // A collector running on the home would pull it again: refused until it stops.
+    const held = await acquireLock(join(home, ".collector.lock"), { pid: Deno.pid, commit: "fleet collector" }, () => {
+      throw new Error("the lock is taken");
+    });
+    try {
+      const running = await fleetCli(["remove", "twin"], env);
+      assertEquals(running.code, 2, running.stderr);
+      assertMatch(running.stderr, /another fleet collector is running on \S+ \(pid \d+\)/);
+      assertMatch(running.stderr, /stop it \(Ctrl-C\), remove the server, then start it again/);
+      assertEquals([await Deno.readTextFile(configPath), await filesUnder(home)], before);
+    } finally {
+      held.release();
     }
   });
 });
