@@ -41,3 +41,34 @@ Deno.test("output: a docker deploy says docker started the container, and that t
     assert(said.includes("in the blue slot") && said.includes("systemd follows its logs"), said);
   });
 });
+
+Deno.test({
+  name: "output: the env line says the mode the release's .env has: 0640, for the app's group, under an app user",
+  ignore: Deno.uid() !== 0, // only root runs an app as another user
+  fn: async () => {
+    await withWorld("restart", async (w) => {
+      const config = await Deno.readTextFile(w.paths.config);
+      await Deno.writeTextFile(w.paths.config, config.replace("user: root", "user: nobody"));
+      await Deno.writeTextFile(w.paths.envFile("production"), "TOKEN=s3cr3t-value\n", { mode: 0o600 });
+      await Deno.writeTextFile(
+        join(w.work, "deploy.yml"),
+        "name: alpha\ntype: python\ncommand: ./server\nhealthCheck: /\n",
+      );
+      await Deno.writeTextFile(join(w.work, "server"), "ok\n");
+      await git(w.work, "add", "-A");
+      await git(w.work, "commit", "-q", "-m", "v1");
+      await git(w.work, "push", "-q", w.repo, "HEAD:refs/heads/incoming");
+      const sha = await git(w.work, "rev-parse", "HEAD");
+      // The release's .env as the app gets it: read when the manager is told to start it (the
+      // health check then fails here, as the fake app is root's, and the release goes).
+      let mode: number | undefined;
+      w.fake.on(["systemctl", "daemon-reload"], {
+        effect: async () => void (mode = (await Deno.stat(join(w.paths.current, ".env"))).mode! & 0o777),
+      });
+      await deploy(w, sha);
+      assertEquals(mode, 0o640);
+      const line = w.printed.find((l) => l.startsWith("✓ env"));
+      assert(line?.endsWith("(0640, 1 value)"), w.printed.join("\n"));
+    });
+  },
+});

@@ -183,8 +183,9 @@ export const command: Step = {
 };
 
 /**
- * Writes the values of `.env.<env>` into the release as `.env` (0600), in the canonical form
- * that systemd's EnvironmentFile reads exactly as we do.
+ * Writes the values of `.env.<env>` into the release as `.env` (root's 0600, then root:<app group>
+ * 0640 when the app has a user of its own), in the canonical form that systemd's EnvironmentFile
+ * reads exactly as we do.
  */
 export const env: Step = {
   name: "env",
@@ -224,15 +225,19 @@ export const env: Step = {
     await Deno.chmod(file, 0o600);
     await shareWithApp(file, user(ctx)); // root:<app group> 0640: its app only
     const count = Object.keys(values).length;
-    return `.env.${plan.config.env} → .env (0600, ${count} value${count === 1 ? "" : "s"})`;
+    return `.env.${plan.config.env} → .env (${envMode(ctx)}, ${count} value${count === 1 ? "" : "s"})`;
   },
-  dry({ plan, print }, { dir }) {
+  dry(ctx, { dir }) {
+    const { plan, print } = ctx;
     if (!plan.envSource) return print(`no ${plan.paths.envFile(plan.config.env)}: the app would get PORT only`);
     const values = withoutOurs(plan.secrets, plan.envSource, print);
     const count = Object.keys(values).length;
-    print(`would copy ${plan.envSource} to ${dir}/.env (0600, ${count} value${count === 1 ? "" : "s"})`);
+    print(`would copy ${plan.envSource} to ${dir}/.env (${envMode(ctx)}, ${count} value${count === 1 ? "" : "s"})`);
   },
 };
+
+/** The release's `.env` mode as {@link env} leaves it: 0640 for the app's group when it has a user, else 0600. */
+const envMode = (ctx: DeployContext) => user(ctx) ? "0640" : "0600";
 
 /** What deploy-paradigm sets itself in every process: a .env value of the same name is left out. */
 const OURS = ["PORT", "DEPLOY_ENV"];
