@@ -1,8 +1,8 @@
 /**
  * Cancelling a deploy for real: a Ctrl-C on `git push` (SIGINT to its whole process group, as a
- * terminal sends it), a SIGTERM to the hook process alone, a Ctrl-C while a half-started slot is
- * being health-checked, a lost SSH connection (the laptop's `git push` and ssh killed), and a
- * Ctrl-C on `rollback` while the release it goes back to is health-checked.
+ * terminal sends it), a SIGTERM or a SIGHUP to the hook process alone, a Ctrl-C while a
+ * half-started slot is being health-checked, a lost SSH connection (the laptop's `git push` and
+ * ssh killed), and a Ctrl-C on `rollback` while the release it goes back to is health-checked.
  * Each time: the build is killed with its process group, the failure path puts things back (no
  * release of the cancelled commit, `current` and traffic where they were, `cancelled` recorded in
  * status.json and deploy.log), the lock is free, and the next push just works. Prints how long
@@ -346,18 +346,20 @@ Deno.test("Ctrl-C on a local git push during the build cancels the deploy and pu
   );
 });
 
-Deno.test("SIGTERM to the hook process alone cancels the deploy; the push is rejected as cancelled", async () => {
-  await cancelDuringBuild(
-    "term",
-    "SIGTERM to the hook (build)",
-    (_push, _build, hook) => Deno.kill(hook.pid, "SIGTERM"),
-    (push) => {
-      assertMatch(push.output, /✗ deploy of term [0-9a-f]{7} cancelled at step "build"/);
-      assertMatch(push.output, /nothing was switched: [0-9a-f]{7} still serves/);
-      assertMatch(push.output, /! \[remote rejected\] main -> main \(deploy cancelled at build\)/);
-    },
-  );
-});
+for (const [signal, app] of [["SIGTERM", "term"], ["SIGHUP", "hup"]] as const) {
+  Deno.test(`${signal} to the hook process alone cancels the deploy; the push is rejected as cancelled`, async () => {
+    await cancelDuringBuild(
+      app,
+      `${signal} to the hook (build)`,
+      (_push, _build, hook) => Deno.kill(hook.pid, signal),
+      (push) => {
+        assertMatch(push.output, new RegExp(`✗ deploy of ${app} [0-9a-f]{7} cancelled at step "build"`));
+        assertMatch(push.output, /nothing was switched: [0-9a-f]{7} still serves/);
+        assertMatch(push.output, /! \[remote rejected\] main -> main \(deploy cancelled at build\)/);
+      },
+    );
+  });
+}
 
 Deno.test("Ctrl-C during the health check of the idle slot stops the half-started slot", async () => {
   await withServer(async (server) => {
