@@ -1,4 +1,5 @@
 import type { CommandSpec } from "../cli.ts";
+import { rootOnly } from "./root_only.ts";
 
 /** `releases <app> [--json]`. */
 export const releasesCommand: CommandSpec = {
@@ -8,6 +9,10 @@ export const releasesCommand: CommandSpec = {
   options: [{ name: "json", description: "Print JSON instead of a table" }],
   async run({ args, opts }) {
     const { showReleases } = await import("../deploy/rollback.ts");
-    return await showReleases(args[0], opts.json === true);
+    try {
+      return await showReleases(args[0], opts.json === true);
+    } catch (error) {
+      throw rootOnly(error, `releases ${args[0]}${opts.json ? " --json" : ""}`);
+    }
   },
 };
