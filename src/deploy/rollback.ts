@@ -107,13 +107,15 @@ export async function listAppReleases(app: string, root?: string): Promise<Relea
 export async function showReleases(app: string, json: boolean): Promise<number> {
   const rows = await listAppReleases(app);
   const problems = rows.filter((r) => r.problem).map((r) => `! release ${r.id}: ${r.problem}`);
-  // A config.yml that does not load does not keep the list from being shown (nothing in it is needed): one warning.
+  // A config.yml that does not load does not keep the list from being shown (nothing in it is needed): one
+  // warning. One a user other than root may not read says that `releases` needs root (commands/releases.ts).
   const warning = await loadServerConfig(appPaths(app)).then(
     () => undefined,
-    (error: Error) =>
-      `! config.yml does not load (listed without it; deploys and rollback refuse it until it is fixed): ${
-        error instanceof ConfigError ? error.problems.join("; ") : error.message
-      }`,
+    (error: Error) => {
+      const text = error instanceof ConfigError ? error.problems.join("; ") : error.message;
+      if (Deno.uid() !== 0 && /permission denied/i.test(text)) throw new Deno.errors.PermissionDenied(text);
+      return `! config.yml does not load (listed without it; deploys and rollback refuse it until it is fixed): ${text}`;
+    },
   );
   if (json) {
     console.log(JSON.stringify(rows, null, 2));
