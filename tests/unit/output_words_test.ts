@@ -4,20 +4,12 @@
  */
 import { join } from "node:path";
 import { assert, assertEquals } from "../helpers/assert.ts";
-import { deploy, git, withWorld } from "../helpers/pipeline_world.ts";
+import { commit, deploy, git, withWorld } from "../helpers/pipeline_world.ts";
 
 Deno.test("output: a dry run with one .env value says 1 value", async () => {
   await withWorld("restart", async (w) => {
     await Deno.writeTextFile(w.paths.envFile("production"), "LOG_LEVEL=info # public\n");
-    await Deno.writeTextFile(
-      join(w.work, "deploy.yml"),
-      "name: alpha\ntype: python\ncommand: ./server\nhealthCheck: /\n",
-    );
-    await Deno.writeTextFile(join(w.work, "server"), "ok\n");
-    await git(w.work, "add", "-A");
-    await git(w.work, "commit", "-q", "-m", "v1");
-    await git(w.work, "push", "-q", w.repo, "HEAD:refs/heads/incoming");
-    const sha = await git(w.work, "rev-parse", "HEAD");
+    const sha = await commit(w, "ok");
     assertEquals(await deploy(w, sha, { dryRun: true }), { ok: true });
     const line = w.printed.find((l) => l.startsWith("would copy"));
     assert(line?.endsWith("(0600, 1 value)"), w.printed.join("\n"));
@@ -50,15 +42,7 @@ Deno.test({
       const config = await Deno.readTextFile(w.paths.config);
       await Deno.writeTextFile(w.paths.config, config.replace("user: root", "user: nobody"));
       await Deno.writeTextFile(w.paths.envFile("production"), "TOKEN=s3cr3t-value\n", { mode: 0o600 });
-      await Deno.writeTextFile(
-        join(w.work, "deploy.yml"),
-        "name: alpha\ntype: python\ncommand: ./server\nhealthCheck: /\n",
-      );
-      await Deno.writeTextFile(join(w.work, "server"), "ok\n");
-      await git(w.work, "add", "-A");
-      await git(w.work, "commit", "-q", "-m", "v1");
-      await git(w.work, "push", "-q", w.repo, "HEAD:refs/heads/incoming");
-      const sha = await git(w.work, "rev-parse", "HEAD");
+      const sha = await commit(w, "ok");
       // The release's .env as the app gets it: read when the manager is told to start it (the
       // health check then fails here, as the fake app is root's, and the release goes).
       let mode: number | undefined;
