@@ -128,7 +128,11 @@ export class LoadGenerator extends Load {
     readonly keepCookies = false,
   ) {
     super();
-    this.client = Deno.createHttpClient({ poolMaxIdlePerHost: 16, ...(localAddress ? { localAddress } : {}) });
+    this.client = Deno.createHttpClient({
+      poolMaxIdlePerHost: 16,
+      allowHost: true,
+      ...(localAddress ? { localAddress } : {}),
+    });
   }
 
   /** Starts the workers. */

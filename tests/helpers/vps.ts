@@ -19,12 +19,20 @@
  */
 import { join } from "node:path";
 import { addNetns, must, removeNetns, sshAccess } from "./host.ts";
-import { run } from "./server.ts";
+import { BIN, run } from "./server.ts";
 
 /** The options of a fake host (see the module's doc). */
 export interface VpsOptions {
   proc?: "synthetic" | "hidden";
   tmpfs?: { path: string; size: string };
+  /**
+   * A checkout of deploy-paradigm (e.g. an older commit's, with its `deno install` done) to be the
+   * host's binary, {@link FakeVps.bin}: bound at one path of the host's own, as `install.sh` puts
+   * the binary at /usr/local/bin, so that hooks and services an older version wrote run whatever
+   * {@link FakeVps.useCheckout} put there since (the upgrade). Without it the host runs this checkout
+   * from its own path ({@link BIN}).
+   */
+  checkout?: string;
 }
 
 /** The synthetic /proc files a host starts with (`proc: "synthetic"`): 2 CPUs, 4 GiB, 1 GiB of swap. */
@@ -68,6 +76,28 @@ export class FakeVps {
   /** The host's address, once booted. */
   address = "";
 
+  /** Where the host's `checkout` is bound (an empty directory on this machine). */
+  private get installed(): string {
+    return join(this.dir, "installed");
+  }
+
+  /** The host's deploy-paradigm: the `checkout`'s launcher at the host's own path, else {@link BIN}. */
+  get bin(): string {
+    return this.options.checkout ? join(this.installed, "bin", "deploy-paradigm") : BIN;
+  }
+
+  /**
+   * Installs another checkout as the host's binary (the operator's `install.sh` again): from now on
+   * {@link FakeVps.bin}, the hooks and the services run it. Processes already running keep the code
+   * they started with, as with a binary replaced on disk.
+   */
+  async useCheckout(checkout: string): Promise<void> {
+    if (!this.options.checkout) throw new Error("useCheckout: the host was created without a checkout");
+    const remount = await this.ssh(`umount -l ${this.installed} && mount --bind ${checkout} ${this.installed}`);
+    if (remount.code !== 0) throw new Error(`cannot install ${checkout} on the host: ${remount.output}`);
+    this.options.checkout = checkout;
+  }
+
   /** Boots a host: namespace, link, keys, sshd (and the mounts of `options`). */
   static async create(options: VpsOptions = {}): Promise<FakeVps> {
     const id = crypto.randomUUID().replaceAll("-", "").slice(0, 6);
@@ -91,6 +121,7 @@ export class FakeVps {
     await Deno.mkdir(this.logs, { recursive: true });
     await Deno.mkdir(join(dir, "var-repos"), { recursive: true });
     await Deno.mkdir(this.procDir, { recursive: true });
+    await Deno.mkdir(this.installed);
     if (this.options.proc === "synthetic") {
       for (const [file, text] of Object.entries(SYNTHETIC_PROC)) {
         await Deno.writeTextFile(join(this.procDir, file), text);
@@ -169,7 +200,8 @@ export class FakeVps {
         'mount --bind "$6" /var/repos && mount --bind "$7" /etc && ' +
         'if [ -n "${10}" ]; then mkdir -p "${10}" && mount -t tmpfs -o "size=${11}" tmpfs "${10}" || exit 1; fi && ' +
         'case "$9" in synthetic) for f in stat meminfo loadavg uptime; do mount --bind "$8/$f" "/proc/$f" || exit 1; ' +
-        'done ;; hidden) mount --bind "$8" /proc || exit 1 ;; esac && exec /usr/sbin/sshd -D -f "$2" -E "$3"',
+        'done ;; hidden) mount --bind "$8" /proc || exit 1 ;; esac && ' +
+        'if [ -n "${12}" ]; then mount --bind "${12}" "${13}" || exit 1; fi && exec /usr/sbin/sshd -D -f "$2" -E "$3"',
         "sh",
         join(dir, "root"),
         join(dir, "sshd_config"),
@@ -182,6 +214,8 @@ export class FakeVps {
         this.options.proc ?? "",
         this.options.tmpfs?.path ?? "",
         this.options.tmpfs?.size ?? "",
+        this.options.checkout ?? "",
+        this.installed,
       ],
       stdin: "null",
       stdout: "null",
