@@ -13,6 +13,7 @@ import { requireAppName, reservedName } from "./config/names.ts";
 import { hostNameProblem, serverConfigSchema } from "./config/schema.ts";
 import { PROXIED, STRATEGIES, type Strategy } from "./deploy/strategies/names.ts";
 import { checkDotenvFile } from "./deploy/dotenv.ts";
+import { narrowLogs } from "./deploy/journal.ts";
 import { processFor } from "./deploy/runtime.ts";
 import { ensureSlots, type SlotPorts } from "./deploy/slots.ts";
 import { type Manager, MANAGER_NAMES, MANAGERS, type ServiceSpec } from "./managers/mod.ts";
@@ -432,6 +433,7 @@ async function write({ app, paths, values, config, users, runner, clone }: Decid
   await Deno.chmod(envFile, 0o600);
   await Deno.mkdir(paths.logDir, { recursive: true });
   console.log(`✓ ${envFile} (0600), ${paths.logDir}`);
+  for (const line of await narrowLogs(paths.logDir)) console.log(line);
   const appUser = await users.apply(runner); // the app's user, its home, who owns what (users.ts)
 
   // The bare repository and its hook.

@@ -24,7 +24,7 @@ import { canaryWaitNote } from "./canary_decision.ts";
 import { type DeployContext, type Effects, isoNow } from "./context.ts";
 import { secretsOf } from "./dotenv.ts";
 import { type ExecuteResult, failed } from "./failure.ts";
-import { Journal } from "./journal.ts";
+import { Journal, narrowLogs } from "./journal.ts";
 import { acquireLock, waitingLine } from "./lock.ts";
 import { notifyOutcome } from "./notify_outcome.ts";
 import { deployedStatus, saveStatus, servedUrl } from "./outcome.ts";
@@ -128,6 +128,7 @@ async function deploy(
   if (user) await ownAppDirs(paths, user); // the ownership model (users.ts), also for servers set up before it
   const ctx = contextOf(plan, effects, cancellation, false);
   const { journal, print } = ctx;
+  for (const line of await narrowLogs(paths.logDir)) journal.say(line); // logs an older version left open
   journal.redact([...secretsOf(plan.secrets, plan.public), ...config.notify.map((target) => target.url)]);
   const lock = await acquireLock(
     paths.lock,

@@ -3,6 +3,7 @@
  * `remote:` lines in `git push`), and one JSON line per step in deploy.log for the fleet monitor.
  * @module
  */
+import { join } from "node:path";
 import { CommandFailed, displayArgv } from "../runner.ts";
 import { type Clock, isoNow } from "./context.ts";
 import { type Cancellation, killPoint } from "./cancel.ts";
@@ -69,6 +70,26 @@ export async function appendLine(path: string, line: string): Promise<void> {
     throw error;
   }
 }
+
+/**
+ * The app's log files (deploy.log, access.log, error.log, cron and metrics logs) that group or
+ * others may read, as older versions created deploy.log (0644), narrowed to their owner: a line
+ * per file narrowed, to say. Links are left alone (never followed).
+ */
+export async function narrowLogs(logDir: string): Promise<string[]> {
+  const said: string[] = [];
+  for await (const entry of Deno.readDir(logDir)) {
+    const path = join(logDir, entry.name);
+    const info = await Deno.lstat(path);
+    const mode = info.mode! & 0o7777;
+    if (!info.isFile || !(mode & 0o077)) continue;
+    await Deno.chmod(path, mode & 0o700);
+    said.push(`! ${path} was ${octal(mode)}, open to group or others: narrowed to ${octal(mode & 0o700)}`);
+  }
+  return said;
+}
+
+const octal = (mode: number) => mode.toString(8).padStart(4, "0");
 
 const seconds = (ms: number) => `${(ms / 1000).toFixed(2)}s`;
 

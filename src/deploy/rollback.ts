@@ -15,7 +15,7 @@ import { type AppPaths, appPaths } from "../paths.ts";
 import { type Effects, isoNow, realEffects, type SwitchContext } from "./context.ts";
 import { endLeft } from "./canary_abort.ts";
 import { Cancellation } from "./cancel.ts";
-import { Journal } from "./journal.ts";
+import { Journal, narrowLogs } from "./journal.ts";
 import { acquireLock } from "./lock.ts";
 import { notifyOutcome } from "./notify_outcome.ts";
 import { lastDeploy, rollbackFailed, rolledBack, withProcesses } from "./outcome.ts";
@@ -292,6 +292,7 @@ async function switchTo(
   await Deno.mkdir(paths.logDir, { recursive: true });
   const journal = new Journal(paths.deployLog, app, meta.commit, effects.print, cancellation, clock);
   journal.release = meta.id;
+  for (const line of await narrowLogs(paths.logDir)) journal.say(line);
   const runner = effects.runner((line) => journal.output(line));
   const fromMeta = from ? await readReleaseMeta(paths, from) : undefined;
   const manager = managerNamed(config.manager, meta.type === "docker" || fromMeta?.type === "docker");
