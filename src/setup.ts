@@ -23,7 +23,7 @@ import { installHook } from "./hook.ts";
 import { refTip } from "./git.ts";
 import { type AppPaths, appPaths, deploymentsRoot, prefix, selfCommand } from "./paths.ts";
 import { nameClash } from "./deploy/workers.ts";
-import { control } from "./proxy/client.ts";
+import { control, olderProxy } from "./proxy/client.ts";
 import { loadProxyConfig } from "./proxy/config.ts";
 import { controlSocketPath, legacyControlSocketPath, PROXY_SERVICE, ROUTE_FILE } from "./proxy/routes.ts";
 import { ProcessRunner } from "./runner.ts";
@@ -494,7 +494,7 @@ async function ensureProxy(
   runner: ProcessRunner,
 ): Promise<void> {
   const root = prefix();
-  const old = !(await exists(controlSocketPath(root))) && await exists(legacyControlSocketPath(root));
+  const old = await olderProxy(root);
   const running = await control(root, { op: "status" }).then((reply) => reply as { host?: string }, () => undefined);
   let installed: { manager: Manager; host?: string } | undefined;
   for (const name of MANAGER_NAMES) {

@@ -4,6 +4,7 @@
  * @module
  */
 import { DeployParadigmError } from "../errors.ts";
+import { exists } from "../fsutil.ts";
 import { controlSocketPath, legacyControlSocketPath, PROXY_LOG } from "./routes.ts";
 
 /** Longest reply line accepted. */
@@ -11,6 +12,14 @@ const MAX_REPLY_BYTES = 1024 * 1024;
 
 /** Nothing answers on the control socket: the proxy is not running (so nothing is in flight through it). */
 export class ProxyNotRunning extends DeployParadigmError {}
+
+/**
+ * Whether the proxy {@link control} reaches is one an older version started: no socket at the
+ * path, one at the path it used (setup restarts it, to run this version's code).
+ */
+export async function olderProxy(root: string): Promise<boolean> {
+  return !(await exists(controlSocketPath(root))) && await exists(legacyControlSocketPath(root));
+}
 
 /**
  * Sends `request` (e.g. `{op: "reload"}`, `{op: "drain", port, timeoutMs}`, `{op: "status"}`)

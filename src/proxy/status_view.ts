@@ -7,7 +7,7 @@
 import { proxyStartCommand } from "../managers/mod.ts";
 import { prefix } from "../paths.ts";
 import { columns, forTerminal, jsonForTerminal } from "../terminal.ts";
-import { control, ProxyNotRunning } from "./client.ts";
+import { control, olderProxy, ProxyNotRunning } from "./client.ts";
 import { describeTarget, type RouteTarget } from "./routes.ts";
 
 /** One route as the control socket's `status` has it (src/proxy/server.ts `RouteStatus`). */
@@ -79,7 +79,10 @@ export async function showProxyStatus(json: boolean): Promise<number> {
     const answer = await control(root, { op: "status" }, 5000);
     reply = {
       host: typeof answer.host === "string" ? answer.host : undefined,
-      routes: Array.isArray(answer.routes) ? answer.routes as RouteRow[] : [],
+      // A proxy of an older version may leave fields out (before domains: no `domains`).
+      routes: Array.isArray(answer.routes)
+        ? (answer.routes as RouteRow[]).map((route) => ({ ...route, domains: route.domains ?? [] }))
+        : [],
       problems: (answer.problems ?? {}) as Record<string, string>,
       shared: answer.shared as ProxyStatus["shared"],
       certificates: (answer.certificates ?? {}) as ProxyStatus["certificates"],
@@ -94,5 +97,11 @@ export async function showProxyStatus(json: boolean): Promise<number> {
   const problems = Object.keys(reply.problems).length > 0 || reply.routes.some((route) => route.listenError);
   if (json) console.log(jsonForTerminal(reply, 2));
   else for (const line of proxyStatusLines(reply, Date.now())) console.log(line);
+  if (!json && await olderProxy(root)) {
+    console.log(
+      `! the proxy runs an older version of deploy-paradigm: restart it to run this one's ` +
+        "(`deploy-paradigm setup <app>` restarts it)",
+    );
+  }
   return problems ? 1 : 0;
 }

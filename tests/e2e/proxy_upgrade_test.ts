@@ -59,3 +59,24 @@ Deno.test("an older proxy's control socket (.proxy.sock): the client falls back 
     }
   });
 });
+
+Deno.test("proxy status against a proxy an older version started, from before domains: its routes shown, and said", async () => {
+  await withServer(async (server) => {
+    // What a proxy of d5187ee answers: each route without `domains`, no host, problems, shared ports or certificates.
+    const routes = [{ app: "web", port: 18080, target: { port: 21001 }, inFlight: 0, listening: true }];
+    const old = new ControlServer(legacyControlSocketPath(server.prefix), {
+      reload: () => Promise.resolve(0),
+      drain: () => Promise.resolve({ drained: true, inFlight: 0 }),
+      status: () => routes,
+    }, () => {});
+    await old.open();
+    try {
+      const status = await server.cli(["proxy", "status"]);
+      assertEquals(status.code, 0, status.output);
+      assertMatch(status.stdout, /^web +:18080 +127\.0\.0\.1:21001 +0 +- +listening$/m);
+      assertMatch(status.stdout, /! the proxy runs an older version of deploy-paradigm: restart it to run this one's/);
+    } finally {
+      await old.close();
+    }
+  });
+});
