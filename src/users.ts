@@ -365,6 +365,26 @@ export function unsealedCmd(releaseDir: string): Cmd {
   };
 }
 
+/**
+ * A release an older version built (as root before apps had users, its `.env` root's 0600) made
+ * what this version requires before it runs again (a rollback to it): sealed ({@link sealCmds},
+ * which also gives its `.env` to the app's group, 0640). Returns what was not so, to say; undefined
+ * when nothing was (nothing is changed then).
+ */
+export async function sealOlder(releaseDir: string, user: AppUser, runner: Runner): Promise<string | undefined> {
+  const quiet = (cmd: Cmd) => runner.run(cmd).then((out) => out.output.trim());
+  const env = await Deno.lstat(join(releaseDir, ".env")).catch(() => undefined);
+  const unshared = env?.isFile && (env.gid !== user.gid || !(env.mode! & 0o040)) ? join(releaseDir, ".env") : "";
+  const open = await quiet(unsealedCmd(releaseDir)) || unshared;
+  if (!open) return undefined;
+  for (const cmd of sealCmds(releaseDir, user)) await runner.run(cmd);
+  const still = await quiet(unsealedCmd(releaseDir));
+  if (still) {
+    throw new Error(`${releaseDir} cannot be sealed: ${still} is not root's, or is writable by others than root`);
+  }
+  return open;
+}
+
 /** A file of the release the app may read but not change (its `.env`): root:<group> 0640. */
 export async function shareWithApp(path: string, user: AppUser | undefined): Promise<void> {
   if (!user) return;

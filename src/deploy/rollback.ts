@@ -28,11 +28,12 @@ import {
   setBad,
   usableRelease,
 } from "./releases.ts";
-import { envSnapshot, secretValues } from "./runtime.ts";
+import { envSnapshot, secretValues, userOf } from "./runtime.ts";
 import { readStatus, writeStatus } from "./status.ts";
 import { ActivationFailed, strategyOf } from "./strategies/mod.ts";
 import { hasWorkers, syncWorkers } from "./workers.ts";
 import { hasCron, syncCron } from "../cron/sync.ts";
+import { sealOlder } from "../users.ts";
 import { refTip, updateRef } from "../git.ts";
 
 /** One release, as `releases` lists it. */
@@ -314,6 +315,14 @@ async function switchTo(
         await requireImage(runner, meta.image!, meta.id);
         return version;
       }, (version) => `docker engine ${version}; ${meta.image} is there`);
+    }
+    const user = userOf(paths, config);
+    const unsealed = user && await sealOlder(paths.release(meta.id), user, ctx.inspect);
+    if (unsealed) {
+      journal.say(
+        `! release ${meta.id} was built by an older version: ${unsealed} was not root:${user.group} and read-only ` +
+          `for ${user.name}; sealed now`,
+      );
     }
     active = await strategy.activate(ctx, { meta, secrets, replaced: fromMeta, watchMs: 0 });
   } catch (error) {

@@ -21,6 +21,9 @@ import { fleetOverview } from "../../src/fleet/queries.ts";
 /** The older version: the last commit before build users (1feb7ff), with domains and the shared ports. */
 const OLD = "acaba80";
 
+/** An older one still: before apps had users of their own (and before domains). */
+const OLDEST = "d5187ee";
+
 /** This checkout: the version the operator upgrades to. */
 const NEW = resolve(import.meta.dirname!, "../..");
 
@@ -43,8 +46,10 @@ async function checkout(commit: string): Promise<string> {
   return dir;
 }
 
-const python = (version: string) =>
+/** The app: answers `version` (with `extra` lines run first, at start). */
+const python = (version: string, extra = "") =>
   `import http.server, os
+${extra}
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
@@ -180,6 +185,62 @@ Deno.test({
     } finally {
       for (const load of loads) await load.stop();
       await laptop.close();
+      await vps.close();
+      await Deno.remove(work, { recursive: true }).catch(() => {});
+      await Deno.remove(old, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "upgrade from before apps had users: the push says to run setup; then a push, and a rollback to the old release",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const old = await checkout(OLDEST);
+    const vps = await FakeVps.create({ checkout: old });
+    const work = await Deno.makeTempDir({ prefix: "dp-laptop-" });
+    try {
+      const dp = (args: string) => vps.ssh(`${vps.bin} ${args}`);
+      const port = 18000 + Math.floor(Math.random() * 1000);
+      const setup = await dp(`setup web --port ${port} --manager pm2 --proxy-host ${vps.address} --yes`);
+      assertEquals(setup.code, 0, setup.output);
+      await Deno.writeTextFile(join(vps.deployments, "web", ".env.production"), "SECRET=s3cr3t-value\n");
+      const repo = new AppRepo(work, vps);
+      await repo.git(["init", "--quiet", "-b", "main"]);
+      await repo.git(["remote", "add", "production", `root@${vps.address}:/var/repos/web.git`]);
+      // The app reads its release's .env itself (as python-dotenv or Node's dotenv do).
+      const readsEnv = 'open(".env").read()';
+      await repo.commit({ "deploy.yml": deployYml("web"), "app.py": python("web-v1", readsEnv) }, "v1");
+      await repo.pushOk();
+      const [oldRelease] = await Array.fromAsync(Deno.readDir(join(vps.deployments, "web", "releases")));
+
+      await vps.useCheckout(NEW);
+      await repo.commit({ "app.py": python("web-v2", readsEnv) }, "v2");
+      const refused = await repo.push();
+      assertEquals(refused.code, 1, refused.output);
+      assertMatch(refused.output, /the user app-web that web runs as does not exist on this server/);
+      assertMatch(refused.output, /hint: run `deploy-paradigm setup web`/);
+      const again = await dp("setup web --yes");
+      assertEquals(again.code, 0, again.output);
+      assertMatch(again.output, /✓ user app-web/);
+      assertMatch(again.output, /! the proxy runs an older version \(.*\): restarting it/);
+      const pushed = await repo.pushOk();
+      assertMatch(pushed.output, /remote: ✓ deployed web/);
+      assertEquals(await (await fetch(`http://${vps.address}:${port}/`)).text(), "web-v2");
+
+      // The release the older version built, as root, becomes what the new one requires when rolled back to.
+      const rollback = await dp(`rollback web --to ${oldRelease.name}`);
+      assertEquals(rollback.code, 0, rollback.output);
+      const said = rollback.stdout.split("\n").find((line) => line.startsWith("! release"));
+      console.log(said);
+      assertMatch(said ?? rollback.output, new RegExp(`^! release ${oldRelease.name} was built by an older version: `));
+      assertEquals(await (await fetch(`http://${vps.address}:${port}/`)).text(), "web-v1");
+      const dir = `/opt/deployments/web/releases/${oldRelease.name}`;
+      const sealed = await vps.ssh(`stat -c '%U:%G %a' ${dir}/.env && find ${dir} ! -user 0 -o ! -type l -perm /6022`);
+      assertEquals(sealed.stdout, "root:app-web 640\n", sealed.output);
+    } finally {
       await vps.close();
       await Deno.remove(work, { recursive: true }).catch(() => {});
       await Deno.remove(old, { recursive: true }).catch(() => {});
