@@ -34,7 +34,6 @@ import type { ProcessRunner } from "./runner.ts";
 import {
   type AppUser,
   appUser,
-  buildUserName,
   defaultUserName,
   deployGroup,
   ensureBuildUser,
@@ -86,12 +85,7 @@ export function setupUsers(paths: AppPaths, configured: string | undefined): Use
       const user = appUser(paths, configured);
       if (user) {
         await ownAppDirs(paths, user);
-        const builder = buildUserName(paths.app);
-        const created = real && !lookupUser(builder, true);
-        await ensureBuildUser(paths, user, runner);
-        if (created) {
-          console.log(`✓ user ${builder}, which builds ${paths.app}'s releases (in the group ${user.group})`);
-        }
+        await ensureBuildUser(paths, user, runner, (line) => console.log(line));
       }
       return user;
     },

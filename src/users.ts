@@ -194,12 +194,13 @@ export function buildUser(paths: AppPaths, runtime: AppUser | undefined): AppUse
  * user's, 0700: nothing an earlier build left is read by this one (a `.npmrc` a malicious
  * dependency wrote would run the next build's scripts through its own shell), so no package
  * cache either. Under DEPLOY_PARADIGM_PREFIX (tests, the demo) nothing is created: without a
- * build user there, the app's user builds. Undefined without an app user.
+ * build user there, the app's user builds. A user it creates is said (`say`). Undefined without an app user.
  */
 export async function ensureBuildUser(
   paths: AppPaths,
   runtime: AppUser | undefined,
   runner: Runner,
+  say: (line: string) => void,
 ): Promise<AppUser | undefined> {
   if (!runtime) return undefined;
   const name = buildUserName(paths.app);
@@ -207,6 +208,7 @@ export async function ensureBuildUser(
   if (real && !lookupUser(name, true)) {
     await runner.run(useraddCmd(name, join(paths.dir, "build-home")));
     forgetUsers();
+    say(`✓ user ${name}, which builds ${paths.app}'s releases (in the group ${runtime.group})`);
   }
   const user = buildUser(paths, runtime);
   if (!user) return runtime;

@@ -128,7 +128,6 @@ async function deploy(
   if (user) await ownAppDirs(paths, user); // the ownership model (users.ts), also for servers set up before it
   const ctx = contextOf(plan, effects, cancellation, false);
   const { journal, print } = ctx;
-  for (const line of await narrowLogs(paths.logDir)) journal.say(line); // logs an older version left open
   journal.redact([...secretsOf(plan.secrets, plan.public), ...config.notify.map((target) => target.url)]);
   const lock = await acquireLock(
     paths.lock,
@@ -196,6 +195,7 @@ async function deployLocked(ctx: DeployContext, branch: Release["branch"]): Prom
   ctx.manager = managerNamed(config.manager, plan.deploy.type === "docker" || previousMeta?.type === "docker");
   const where = plan.runs ? `${config.manager}, port ${config.port}` : "static files";
   journal.say(`deploy-paradigm: deploying ${plan.deploy.name} ${plan.short} as release ${id} (${where})`);
+  for (const line of await narrowLogs(paths.logDir)) journal.say(line); // logs an older version left open
   await journal.record("begin", { message: `${plan.deploy.type} app, ${where}` });
   const meta = releaseMeta(plan, id, isoNow(clock));
   const release: Release = { id, dir: paths.release(id), meta, previous, previousMeta, branch };

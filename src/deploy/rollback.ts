@@ -293,7 +293,6 @@ async function switchTo(
   await Deno.mkdir(paths.logDir, { recursive: true });
   const journal = new Journal(paths.deployLog, app, meta.commit, effects.print, cancellation, clock);
   journal.release = meta.id;
-  for (const line of await narrowLogs(paths.logDir)) journal.say(line);
   const runner = effects.runner((line) => journal.output(line));
   const fromMeta = from ? await readReleaseMeta(paths, from) : undefined;
   const manager = managerNamed(config.manager, meta.type === "docker" || fromMeta?.type === "docker");
@@ -306,6 +305,7 @@ async function switchTo(
   const way = rollWay(from, meta.id);
   const before = await readStatus(paths.status); // one that cannot be read stops it here: nothing begun, nothing logged
   journal.say(`deploy-paradigm: rolling ${app} ${way} to release ${meta.id} (${meta.commit.slice(0, 7)})`);
+  for (const line of await narrowLogs(paths.logDir)) journal.say(line); // logs an older version left open
   await journal.record("rollback", { message: `from ${from ?? "nothing"} to ${meta.id}` });
   let active;
   try {

@@ -120,7 +120,12 @@ Deno.test({
         await repos[app].commit({ "app.py": python(`${app}-v2`) }, "v2");
         const push = await repos[app].pushOk();
         assertMatch(push.output, new RegExp(`remote: ✓ deployed ${app}`));
-        // The older version's deploy.log was 0644: narrowed, and said.
+        // What the older version left is brought to what this one requires, and said: the build user made,
+        // deploy.log (0644) narrowed.
+        assertMatch(
+          push.output,
+          new RegExp(`✓ user build-${app}, which builds ${app}'s releases \\(in the group app-${app}\\)`),
+        );
         assertMatch(
           push.output,
           new RegExp(`! /var/log/deployments/${app}/deploy.log was 0644, open to group or others: narrowed to 0600`),

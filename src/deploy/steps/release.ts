@@ -103,7 +103,7 @@ export const build: Step = {
   when: (ctx, release) => buildCmds(ctx, release, user(ctx)).length > 0,
   announce: () => "",
   async run(ctx, release) {
-    const owner = await ensureBuildUser(ctx.paths, user(ctx), ctx.runner);
+    const owner = await ensureBuildUser(ctx.paths, user(ctx), ctx.runner, (line) => ctx.journal.say(line));
     if (owner) await ctx.runner.run(handOver(release.dir, owner));
     const cmds = buildCmds(ctx, release, owner);
     const run = async (cmd: Cmd) => {
