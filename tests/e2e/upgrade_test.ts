@@ -5,7 +5,9 @@
  * `web` on its own port, `shop` on a domain behind the proxy's shared port. Under keep-alive load
  * on both across the switch of version, a push and a rollback (no request may fail): `status`,
  * `releases`, a push of a new commit, `rollback` to the release the old version built, the
- * status.json the fleet monitor pulls, and the owners and modes the new version requires.
+ * status.json the fleet monitor pulls, and the owners and modes the new version requires. Then
+ * from {@link OLDEST}, before apps had users: the push says to run setup; after it, a push and a
+ * rollback to the release the oldest version built as root.
  */
 import { join, resolve } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";

@@ -14,8 +14,10 @@
  * link): it stays the namespace's real one (its veth and lo). `proc: "hidden"` binds an empty
  * directory over /proc (a host without /proc). `tmpfs: { path, size }` mounts a tmpfs of `size`
  * (e.g. "16m") at `path` on the host (created if missing, left empty like the other mount points),
- * which a test fills over `vps.ssh("fallocate -l 8M /srv/data/x")`. All of them are mounts in the
- * host's mount namespace: they go with it.
+ * which a test fills over `vps.ssh("fallocate -l 8M /srv/data/x")`. `checkout: dir` makes a checkout
+ * of deploy-paradigm (an older commit's, say) the host's binary, {@link FakeVps.bin}, at one path of
+ * the host's own; {@link FakeVps.useCheckout} installs another there (an upgrade). All of them are
+ * mounts in the host's mount namespace: they go with it.
  */
 import { join } from "node:path";
 import { addNetns, must, removeNetns, sshAccess } from "./host.ts";
