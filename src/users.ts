@@ -208,13 +208,14 @@ export async function ensureBuildUser(
   if (real && !lookupUser(name, true)) {
     await runner.run(useraddCmd(name, join(paths.dir, "build-home")));
     forgetUsers();
-    say(`✓ user ${name}, which builds ${paths.app}'s releases (in the group ${runtime.group})`);
+    say(`✓ user ${name}, which builds ${paths.app}'s releases (in no group but its own)`);
   }
   const user = buildUser(paths, runtime);
   if (!user) return runtime;
   if (real && (getent("group", runtime.group)?.[3] ?? "").split(",").includes(name)) {
     await runner.run({ argv: ["gpasswd", "--delete", name, runtime.group], timeoutMs: 60_000 });
     forgetUsers();
+    say(`✓ ${name} is out of the group ${runtime.group} (its builds could read the app's .env files)`);
   }
   await killAllOf(user, runner);
   await Deno.remove(user.home, { recursive: true }).catch((error) => {

@@ -126,7 +126,7 @@ Deno.test({
         // deploy.log (0644) narrowed.
         assertMatch(
           push.output,
-          new RegExp(`✓ user build-${app}, which builds ${app}'s releases \\(in the group app-${app}\\)`),
+          new RegExp(`✓ user build-${app}, which builds ${app}'s releases \\(in no group but its own\\)`),
         );
         assertMatch(
           push.output,
@@ -171,23 +171,24 @@ Deno.test({
       // Owners and modes as the new version requires them (README, "Users and permissions").
       for (const app of ["web", "shop"]) {
         const modes = await vps.ssh(
-          `cd /opt/deployments/${app} && stat -c '%n %U:%G %a' . home build-home .env.production config.yml ` +
+          `cd /opt/deployments/${app} && stat -c '%n %U:%G %a' . releases home build-home .env.production config.yml ` +
             `/var/log/deployments/${app} /var/log/deployments/${app}/* && id -nG build-${app}`,
         );
         assertEquals(modes.code, 0, modes.output);
         const lines = modes.stdout.trim().split("\n");
-        assertEquals(lines.slice(0, 6), [
-          `. root:app-${app} 750`,
+        assertEquals(lines.slice(0, 7), [
+          `. root:app-${app} 751`,
+          `releases root:app-${app} 751`,
           `home app-${app}:app-${app} 700`,
           `build-home build-${app}:build-${app} 700`,
           ".env.production root:root 600",
           "config.yml root:root 600",
           `/var/log/deployments/${app} root:app-${app} 750`,
         ]);
-        const logs = lines.slice(6, -1);
+        const logs = lines.slice(7, -1);
         assert(logs.some((line) => line.startsWith(`/var/log/deployments/${app}/deploy.log `)), logs.join("\n"));
         for (const line of logs) assertMatch(line, / root:root 600$/, `${line}: a log file is root's 0600`);
-        assertEquals(lines.at(-1)!.split(" ").sort(), [`app-${app}`, `build-${app}`]);
+        assertEquals(lines.at(-1), `build-${app}`); // in no group but its own: no build reads the app's .env
       }
     } finally {
       for (const load of loads) await load.stop();

@@ -121,6 +121,10 @@ Deno.test("systemd host: each app its own user and sandbox; deploy-group pushes 
       /PermissionError: \[Errno 13\] Permission denied: '\/opt\/deployments\/alpha\/current\/\.env'/,
     );
     assert(!second.output.includes("alpha-secret-"), second.output);
+    assertMatch(
+      second.output,
+      /✓ build-alpha is out of the group app-alpha \(its builds could read the app's \.env files\)/,
+    );
     assertEquals((await host.ssh("id -nG build-alpha")).stdout.trim(), "build-alpha");
     assertEquals(await (await fetch(`http://${host.address}:${ports.alpha}/`)).text(), "alpha-v1");
     const secondAgain = await release("alpha", "alpha-v2");
