@@ -9,6 +9,13 @@ import { join } from "node:path";
 import { addNetns, must, removeNetns, sshAccess } from "./host.ts";
 import { run } from "./server.ts";
 
+/** The absolute path of `program` in this process's PATH. */
+async function which(program: string): Promise<string> {
+  const found = await run(["sh", "-c", 'command -v "$1"', "sh", program]);
+  if (found.code !== 0) throw new Error(`${program} is not installed here`);
+  return found.stdout.trim();
+}
+
 const CACHE = "/var/cache/deploy-paradigm-tests";
 const TREE = join(CACHE, "bookworm");
 const PACKAGES = "systemd,systemd-sysv,dbus,openssh-server,git,python3,python3-venv,iproute2,procps,ca-certificates";
@@ -57,14 +64,19 @@ export class SystemdHost {
     return join(this.dir, "merged");
   }
 
-  /** Builds (or reuses) the tree and boots a host; waits until systemd runs and ssh answers. */
-  static async create(): Promise<SystemdHost> {
+  /**
+   * Builds (or reuses) the tree and boots a host; waits until systemd runs and ssh answers. With
+   * `pm2`, this machine's node and global pm2 package are bind-mounted read-only (the tree has no
+   * node; both run on bookworm's libc), with `pm2` on the host's PATH (/usr/local/bin).
+   */
+  static async create(options: { pm2?: boolean } = {}): Promise<SystemdHost> {
     const tree = await ensureTree();
     const id = crypto.randomUUID().replaceAll("-", "").slice(0, 6);
     const dir = await Deno.makeTempDir({ prefix: "dp-systemd-" });
     const host = new SystemdHost(`dps${id}`, dir);
     try {
-      await host.boot(tree);
+      await host.prepare(tree, options.pm2 ?? false);
+      await host.start();
     } catch (error) {
       await host.close();
       throw error;
@@ -72,7 +84,8 @@ export class SystemdHost {
     return host;
   }
 
-  private async boot(tree: string): Promise<void> {
+  /** The overlay on the tree, the network namespace, ssh keys, and the arguments of systemd-nspawn. */
+  private async prepare(tree: string, pm2: boolean): Promise<void> {
     const { name, dir } = this;
     for (const sub of ["upper", "work", "merged"]) await Deno.mkdir(join(dir, sub));
     await must([
@@ -95,30 +108,62 @@ export class SystemdHost {
       .trim().split(" ").slice(0, 2).join(" ");
     await Deno.writeTextFile(join(dir, "known_hosts"), `${this.address} ${hostKey}\n`);
     const deno = await Deno.realPath(Deno.execPath());
+    const binds = [`--bind-ro=${ROOT}`, `--bind-ro=${deno}:/usr/local/bin/deno`];
+    if (pm2) {
+      const node = await Deno.realPath(await which("node"));
+      // bin/pm2 of the global package: the package is its parent's parent.
+      const pkg = join(await Deno.realPath(await which("pm2")), "..", "..");
+      binds.push(`--bind-ro=${node}:/usr/bin/node`, `--bind-ro=${pkg}`);
+      await Deno.symlink(join(pkg, "bin", "pm2"), join(this.rootfs, "usr", "local", "bin", "pm2"));
+    }
+    this.nspawnArgs = [
+      "systemd-nspawn",
+      "-q",
+      "-D",
+      this.rootfs,
+      "-b",
+      "--register=no",
+      "--keep-unit",
+      `--machine=${name}`,
+      `--network-namespace-path=/run/netns/${name}`,
+      "--console=pipe",
+      ...binds,
+    ];
+  }
+
+  private nspawnArgs: string[] = [];
+
+  /** Boots the container on its overlay; waits until systemd runs and ssh answers. */
+  private async start(): Promise<void> {
     this.nspawn = new Deno.Command("setsid", {
-      args: [
-        "systemd-nspawn",
-        "-q",
-        "-D",
-        this.rootfs,
-        "-b",
-        "--register=no",
-        "--keep-unit",
-        `--machine=${name}`,
-        `--network-namespace-path=/run/netns/${name}`,
-        "--console=pipe",
-        `--bind-ro=${ROOT}`,
-        `--bind-ro=${deno}:/usr/local/bin/deno`,
-      ],
+      args: this.nspawnArgs,
       stdin: "null",
       stdout: "null",
       stderr: "null",
     }).spawn();
-    for (let i = 0; i < 200; i++) {
+    for (let i = 0; i < 300; i++) {
       if ((await this.ssh("systemctl is-system-running")).stdout.match(/running|degraded/)) return;
       await new Promise((r) => setTimeout(r, 100));
     }
-    throw new Error(`the systemd host ${name} did not boot`);
+    throw new Error(`the systemd host ${this.name} did not boot`);
+  }
+
+  /**
+   * Reboots the host: `systemctl reboot` inside, then systemd-nspawn exits (with 133, its code for
+   * a container that asked to be rebooted), and the host boots again on the same overlay, in the
+   * same network namespace; waits until systemd runs and ssh answers.
+   */
+  async reboot(): Promise<void> {
+    const nspawn = this.nspawn!;
+    await this.ssh("systemctl reboot").catch(() => {});
+    const status = await Promise.race([
+      nspawn.status,
+      new Promise<undefined>((r) => setTimeout(r, 90_000, undefined)),
+    ]);
+    if (status === undefined) throw new Error(`the systemd host ${this.name} did not shut down for its reboot`);
+    this.nspawn = undefined;
+    if (status.code !== 133) throw new Error(`systemd-nspawn exited with ${status.code}, not 133 (a reboot)`);
+    await this.start();
   }
 
   /**

@@ -1,0 +1,101 @@
+/**
+ * A reboot of a real systemd host (systemd-nspawn, booted): a systemd-managed app (deployed twice,
+ * so its green slot serves; with a worker and a cron job) and a pm2-managed app (deployed twice
+ * too), both behind the proxy, serve again after `systemctl reboot` with the release that served
+ * before it: the systemd units are enabled, and pm2's daemon comes back with its saved processes
+ * through the boot unit setup installs (deploy-paradigm-pm2.service). The old slots stay stopped,
+ * and the worker starts once.
+ */
+import { join } from "node:path";
+import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
+import { pythonApp } from "../helpers/apps.ts";
+import { SystemdHost } from "../helpers/nspawn.ts";
+import { BIN } from "../helpers/server.ts";
+
+/** Writes a `start <version>` line to $HOME/worker.log, then waits for its jobs. */
+function worker(version: string): string {
+  return `import os, time
+with open(os.path.join(os.environ["HOME"], "worker.log"), "a") as f:
+    f.write("start ${version}\\n")
+while True:
+    time.sleep(1)
+`;
+}
+
+Deno.test("a reboot: the systemd and the pm2 app serve again through the proxy, with the release before", async () => {
+  const host = await SystemdHost.create({ pm2: true });
+  const works: string[] = [];
+  try {
+    const sdPort = 18000 + Math.floor(Math.random() * 1000);
+    const pmPort = sdPort + 1000;
+    for (const [app, port, manager] of [["sd", sdPort, "systemd"], ["pm", pmPort, "pm2"]] as const) {
+      const setup = await host.ssh(
+        `${BIN} setup ${app} --port ${port} --manager ${manager} --proxy-host ${host.address} --yes`,
+      );
+      assertEquals(setup.code, 0, setup.output);
+    }
+    const deployYml = (app: string, extra = "") =>
+      `name: ${app}\ntype: python\nwatch: 300ms\n` +
+      `healthCheck: { path: /health, window: 8s, interval: 200ms, successes: 2 }\n${extra}`;
+    const sdExtra = "processes:\n  web: python app.py\n  worker: python worker.py\n" +
+      'cron:\n  - { name: tick, schedule: "@daily", command: python worker.py }\n';
+    const laptops = [];
+    for (const app of ["sd", "pm"]) {
+      const work = await Deno.makeTempDir({ prefix: "dp-laptop-" });
+      works.push(work);
+      laptops.push((await host.laptop(work, app)).push);
+    }
+    const [sd, pm] = laptops;
+    for (const version of ["v1", "v2"]) {
+      await sd({
+        "deploy.yml": deployYml("sd", sdExtra),
+        "app.py": pythonApp(`sd-${version}`),
+        "worker.py": worker(`sd-${version}`),
+      }, version);
+      await pm({ "deploy.yml": deployYml("pm", "command: python app.py\n"), "app.py": pythonApp(`pm-${version}`) }, version);
+    }
+    const answer = async (port: number) => {
+      try {
+        return await (await fetch(`http://${host.address}:${port}/`)).text();
+      } catch (error) {
+        return String(error);
+      }
+    };
+    assertEquals([await answer(sdPort), await answer(pmPort)], ["sd-v2", "pm-v2"]);
+    const active = async (unit: string) => (await host.ssh(`systemctl is-active ${unit}`)).stdout.trim();
+    assertEquals([await active("sd@green"), await active("sd@blue")], ["active", "inactive"]);
+    const starts = async () =>
+      (await host.ssh("cat /opt/deployments/sd/home/worker.log")).stdout.trim().split("\n").filter(Boolean);
+    const before = await starts();
+    assertEquals(before.at(-1), "start sd-v2");
+
+    const rebooting = performance.now();
+    await host.reboot();
+    console.log(`reboot of the systemd host: ${((performance.now() - rebooting) / 1000).toFixed(1)} s`);
+
+    // Both apps answer through the proxy (their processes may take a moment to listen once booted).
+    let answers: string[] = [];
+    for (let i = 0; i < 100; i++) {
+      answers = [await answer(sdPort), await answer(pmPort)];
+      if (answers[0] === "sd-v2" && answers[1] === "pm-v2") break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assertEquals(answers, ["sd-v2", "pm-v2"], "the releases that served before the reboot serve again");
+    const status = await host.ssh(`${BIN} status`);
+    assertEquals(status.code, 0, status.output);
+    assert(!/^!/m.test(status.stdout), status.output);
+    assertMatch(status.stdout, /sd +processes: web\/1 active pid \d+ · worker\/1 active pid \d+/);
+    assertMatch(status.stdout, /pm +processes: web\/1 online pid \d+/);
+    // The old slots stay stopped; the worker started once; the cron job's timer is back.
+    assertEquals([await active("sd@green"), await active("sd@blue")], ["active", "inactive"]);
+    assertEquals(await active("sd-cron-tick.timer"), "active");
+    const pm2 = await host.ssh("pm2 jlist");
+    const names = (JSON.parse(pm2.stdout.trim().split("\n").at(-1)!) as { name: string }[]).map((p) => p.name);
+    assert(names.includes("pm-green") && !names.includes("pm-blue"), `pm2 runs ${names}`);
+    assertEquals((await host.ssh("pgrep -c -f worker.py")).stdout.trim(), "1");
+    assertEquals((await starts()).slice(before.length), ["start sd-v2"]);
+  } finally {
+    await host.close();
+    for (const work of works) await Deno.remove(work, { recursive: true });
+  }
+});
