@@ -462,7 +462,16 @@ async function write({ app, paths, values, config, users, runner, clone }: Decid
   }
   // What an older version left open is narrowed first (pm2 runs under umask 077 from here on).
   await manager.tidy?.();
-  if (PROXIED[values.strategy]) await ensureProxy(values.manager, values.proxyHost, env, runner);
+  const proxy = PROXIED[values.strategy] ? await ensureProxy(values.manager, values.proxyHost, env, runner) : undefined;
+  // What brings the app's manager (and the proxy's) back at boot, where it does not come back itself (pm2).
+  for (const name of new Set([values.manager, proxy ?? values.manager])) {
+    const boot = await MANAGERS[name].atBoot?.(prefix(), true);
+    if (typeof boot === "string") console.log(boot);
+    else if (boot) {
+      await runner.apply(boot);
+      console.log(`✓ ${boot.files.map((file) => file.path).join(", ")} (${name} and its processes start at boot)`);
+    }
+  }
   if (appUser) {
     console.log(
       `✓ ${app} runs and runs its hooks as ${appUser.name}; ${buildUserName(app)} builds its releases`,
@@ -485,14 +494,14 @@ const DEFAULT_PROXY_HOST = "0.0.0.0";
  * It listens on `asked` (--proxy-host), else where it listened before (the running proxy's
  * address, or the installed service's), else every interface; a running one on another address
  * is restarted on `asked`. The service stays with the manager that has it installed (an earlier
- * app's), when that one runs here.
+ * app's), when that one runs here: returns that manager.
  */
 async function ensureProxy(
   manager: Manager,
   asked: string | undefined,
   env: Record<string, string>,
   runner: ProcessRunner,
-): Promise<void> {
+): Promise<Manager> {
   const root = prefix();
   const old = await olderProxy(root);
   const running = await control(root, { op: "status" }).then((reply) => reply as { host?: string }, () => undefined);
@@ -506,7 +515,10 @@ async function ensureProxy(
   const listening = running ? running.host ?? installed?.host ?? DEFAULT_PROXY_HOST : installed?.host;
   const host = asked ?? listening ?? DEFAULT_PROXY_HOST;
   if (running) {
-    if (!old && host === listening) return console.log(`✓ the proxy runs (on ${host})`);
+    if (!old && host === listening) {
+      console.log(`✓ the proxy runs (on ${host})`);
+      return service;
+    }
     console.log(
       old
         ? `! the proxy runs an older version (${legacyControlSocketPath(root)}): restarting it`
@@ -518,7 +530,7 @@ async function ensureProxy(
     const answers = await control(root, { op: "status" }, 1000).then(() => true, () => false);
     if (answers && await exists(controlSocketPath(root))) {
       console.log(`✓ the proxy runs (${service})`);
-      return;
+      return service;
     }
     await new Promise((resolve) => setTimeout(resolve, 100));
   }

@@ -12,7 +12,8 @@
  * @module
  */
 import { join } from "node:path";
-import { deploymentsRoot } from "../paths.ts";
+import { exists } from "../fsutil.ts";
+import { deploymentsRoot, systemdDir } from "../paths.ts";
 import type {
   AppProcess,
   ProcessManager,
@@ -22,7 +23,8 @@ import type {
   SlotInstance,
   WorkerId,
 } from "./manager.ts";
-import { type Cmd, lockFile, type Plan, type Runner } from "../runner.ts";
+import { baseEnv, type Cmd, findInPath, lockFile, type Plan, type Runner } from "../runner.ts";
+import { unitQuote } from "./systemd.ts";
 
 /** No pm2 command takes this long unless the daemon is stuck. */
 const PM2_TIMEOUT = 60_000;
@@ -74,7 +76,7 @@ export const pm2: ProcessManager<"pm2"> = {
           : p.slot
           ? [pm2Cmd(["delete", name], true), pm2Cmd(["start", file(p.stateDir, name)])]
           : [replaceCmd(name, file(p.stateDir, name), p.worker ? WORKER_STOP_LIMIT : 0)]),
-        pm2Cmd(["save"]), // so that `pm2 resurrect` (pm2 startup) brings it back after a reboot
+        pm2Cmd(["save"]), // so that `pm2 resurrect` (PM2_BOOT_UNIT) brings it back after a reboot
       ],
       ...workerLock(p.root, p.worker),
     };
@@ -140,6 +142,19 @@ export const pm2: ProcessManager<"pm2"> = {
     }
   },
   tidy: narrowPm2Home,
+  async atBoot(root: string, again: boolean): Promise<Plan | string | undefined> {
+    if (Deno.env.get("DEPLOY_PARADIGM_PREFIX")) return undefined; // tests, the demo: nothing real
+    const env = baseEnv();
+    const home = pm2Home(env);
+    if (!(await exists("/run/systemd/system"))) {
+      return `! nothing starts pm2 at boot here (no systemd): have \`PM2_HOME=${home} PM2_KILL_SIGNAL=SIGTERM ` +
+        "pm2 resurrect` run at boot (under umask 077), or the apps under pm2 stay down after a reboot";
+    }
+    if (!again && await exists(join(systemdDir(root), PM2_BOOT_UNIT))) return undefined;
+    const pm2 = findInPath("pm2", env.PATH);
+    if (!pm2) return undefined; // no pm2 to start (its commands say so)
+    return pm2BootPlan(root, { pm2, home, path: env.PATH ?? "/usr/local/bin:/usr/bin:/bin" });
+  },
   logsCommand: (name: string) => `pm2 logs ${name}`,
 };
 
@@ -234,12 +249,74 @@ function replaceCmd(name: string, file: string, stopMs = 0): Cmd {
   return { argv: ["sh", "-c", PM2_REPLACE, "pm2", name, file], quiet: true, timeoutMs: 2 * PM2_TIMEOUT + stopMs };
 }
 
+/** pm2's directory (its daemon's socket and pid file, dump.pm2): PM2_HOME, else ~/.pm2, as pm2 decides. */
+export function pm2Home(env: Record<string, string | undefined> = Deno.env.toObject()): string {
+  return env.PM2_HOME || join(env.HOME || "/root", ".pm2");
+}
+
+/**
+ * The systemd unit that brings pm2 back at boot: its daemon, with the processes the last
+ * `pm2 save` recorded (every deploy's plan ends with one), by `pm2 resurrect`. Our own, not the
+ * one `pm2 startup` writes: the daemon needs the environment our pm2 commands give it (see
+ * {@link pm2Cmd}), or it would stop workers with SIGINT and write dump.pm2 readable by all.
+ */
+export const PM2_BOOT_UNIT = "deploy-paradigm-pm2.service";
+
+/** Where pm2 is, and what our pm2 commands run with: PM2_HOME and PATH (node, for pm2's `#!/usr/bin/env node`). */
+export interface Pm2Boot {
+  pm2: string;
+  home: string;
+  path: string;
+}
+
+/**
+ * {@link PM2_BOOT_UNIT} as pm2's own template (lib/templates/init-scripts/systemd.tpl) has it,
+ * forking with the daemon's pid file, but with our environment: PM2_HOME, PM2_KILL_SIGNAL=SIGTERM,
+ * umask 077. Stopping it (shutdown) is `pm2 kill`, which stops the processes and keeps the dump.
+ */
+export function pm2BootUnit(at: Pm2Boot): string {
+  const pm2 = unitQuote(at.pm2);
+  return [
+    "# Written by deploy-paradigm setup: pm2 and the processes it saved, back at boot.",
+    "[Unit]",
+    "Description=deploy-paradigm: pm2 and its saved processes (pm2 resurrect)",
+    "After=network.target",
+    "",
+    "[Service]",
+    "Type=forking",
+    `Environment=${
+      [`PM2_HOME=${at.home}`, "PM2_KILL_SIGNAL=SIGTERM", `PATH=${at.path}`]
+        .map((word) => unitQuote(word, false)).join(" ")
+    }`,
+    "UMask=0077",
+    `PIDFile=${join(at.home, "pm2.pid").replaceAll("%", "%%")}`,
+    `ExecStart=${pm2} resurrect`,
+    `ExecStop=${pm2} kill`,
+    "Restart=on-failure",
+    "",
+    "[Install]",
+    "WantedBy=multi-user.target",
+    "",
+  ].join("\n");
+}
+
+/** Writes {@link PM2_BOOT_UNIT} and enables it (it starts at the next boot: the daemon that runs now stays). */
+export function pm2BootPlan(root: string, at: Pm2Boot): Plan {
+  return {
+    files: [{ path: join(systemdDir(root), PM2_BOOT_UNIT), content: pm2BootUnit(at) }],
+    commands: [
+      { argv: ["systemctl", "daemon-reload"], timeoutMs: 60_000 },
+      { argv: ["systemctl", "enable", "--quiet", PM2_BOOT_UNIT], timeoutMs: 60_000 },
+    ],
+  };
+}
+
 /**
  * For servers set up before pm2 ran under umask 077: takes group and other permissions off
  * PM2_HOME and the dump files already there (pm2 rewrites a file in place, keeping its mode).
  */
 export async function narrowPm2Home(): Promise<void> {
-  const home = Deno.env.get("PM2_HOME") ?? join(Deno.env.get("HOME") ?? "/root", ".pm2");
+  const home = pm2Home();
   for (const path of [home, join(home, "dump.pm2"), join(home, "dump.pm2.bak")]) {
     const info = await Deno.lstat(path).catch(() => undefined);
     if (info && !info.isSymlink && info.mode! & 0o077) await Deno.chmod(path, info.mode! & 0o700);

@@ -33,7 +33,14 @@ Deno.test("a reboot: the systemd and the pm2 app serve again through the proxy, 
         `${BIN} setup ${app} --port ${port} --manager ${manager} --proxy-host ${host.address} --yes`,
       );
       assertEquals(setup.code, 0, setup.output);
+      if (manager === "pm2") assertMatch(setup.stdout, /✓ \/etc\/systemd\/system\/deploy-paradigm-pm2\.service \(pm2/);
     }
+    const enabled = async () => (await host.ssh("systemctl is-enabled deploy-paradigm-pm2")).stdout.trim();
+    assertEquals(await enabled(), "enabled");
+    // A server set up before setup installed it: the next deploy does (and only that one).
+    const unit = "/etc/systemd/system/deploy-paradigm-pm2.service";
+    await host.ssh(`systemctl disable --quiet deploy-paradigm-pm2 && rm ${unit} && systemctl daemon-reload`);
+    assert(await enabled() !== "enabled");
     const deployYml = (app: string, extra = "") =>
       `name: ${app}\ntype: python\nwatch: 300ms\n` +
       `healthCheck: { path: /health, window: 8s, interval: 200ms, successes: 2 }\n${extra}`;
@@ -46,14 +53,20 @@ Deno.test("a reboot: the systemd and the pm2 app serve again through the proxy, 
       laptops.push((await host.laptop(work, app)).push);
     }
     const [sd, pm] = laptops;
+    const installed = /✓ boot .*deploy-paradigm-pm2\.service: pm2 and its processes start at boot/;
     for (const version of ["v1", "v2"]) {
       await sd({
         "deploy.yml": deployYml("sd", sdExtra),
         "app.py": pythonApp(`sd-${version}`),
         "worker.py": worker(`sd-${version}`),
       }, version);
-      await pm({ "deploy.yml": deployYml("pm", "command: python app.py\n"), "app.py": pythonApp(`pm-${version}`) }, version);
+      const pushed = await pm(
+        { "deploy.yml": deployYml("pm", "command: python app.py\n"), "app.py": pythonApp(`pm-${version}`) },
+        version,
+      );
+      assertEquals(installed.test(pushed), version === "v1", pushed);
     }
+    assertEquals(await enabled(), "enabled");
     const answer = async (port: number) => {
       try {
         return await (await fetch(`http://${host.address}:${port}/`)).text();
@@ -85,13 +98,15 @@ Deno.test("a reboot: the systemd and the pm2 app serve again through the proxy, 
     assertEquals(status.code, 0, status.output);
     assert(!/^!/m.test(status.stdout), status.output);
     assertMatch(status.stdout, /sd +processes: web\/1 active pid \d+ · worker\/1 active pid \d+/);
-    assertMatch(status.stdout, /pm +processes: web\/1 online pid \d+/);
+    assertMatch(status.stdout, /^pm +running +yes /m);
     // The old slots stay stopped; the worker started once; the cron job's timer is back.
     assertEquals([await active("sd@green"), await active("sd@blue")], ["active", "inactive"]);
     assertEquals(await active("sd-cron-tick.timer"), "active");
+    assertEquals(await active("deploy-paradigm-pm2"), "active", "pm2's daemon runs under its boot unit");
     const pm2 = await host.ssh("pm2 jlist");
-    const names = (JSON.parse(pm2.stdout.trim().split("\n").at(-1)!) as { name: string }[]).map((p) => p.name);
-    assert(names.includes("pm-green") && !names.includes("pm-blue"), `pm2 runs ${names}`);
+    const list = JSON.parse(pm2.stdout.trim().split("\n").at(-1)!) as { name: string; pm2_env: { status: string } }[];
+    const names = list.map((p) => `${p.name} ${p.pm2_env.status}`);
+    assert(names.includes("pm-green online") && !names.some((n) => n.startsWith("pm-blue")), `pm2 runs ${names}`);
     assertEquals((await host.ssh("pgrep -c -f worker.py")).stdout.trim(), "1");
     assertEquals((await starts()).slice(before.length), ["start sd-v2"]);
   } finally {

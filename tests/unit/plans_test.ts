@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { buildPlan, type RepoFacts, startArgv } from "../../src/deploy/app_type.ts";
 import { type DeployFile, deployFileSchema } from "../../src/config/schema.ts";
 import { UsageError } from "../../src/errors.ts";
-import { pm2, PM2_REPLACE, PM2_UMASK } from "../../src/managers/pm2.ts";
+import { pm2, PM2_BOOT_UNIT, PM2_REPLACE, PM2_UMASK, pm2BootPlan, pm2Home } from "../../src/managers/pm2.ts";
 import { systemd, unitFile, unitQuote } from "../../src/managers/systemd.ts";
 import { type AppProcess, managerNamed, type Running } from "../../src/managers/mod.ts";
 import type { Runner } from "../../src/runner.ts";
@@ -882,5 +882,53 @@ Deno.test("ProcessRunner: root finds a program in its own PATH, never in the com
     assertEquals(inside.output.trim(), "fake");
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("pm2 at boot: deploy-paradigm-pm2.service resurrects pm2 with our PM2_HOME, SIGTERM and umask 077; enabled, not started", () => {
+  const plan = pm2BootPlan("/srv", {
+    pm2: "/usr/local/bin/pm2",
+    home: "/root/.pm2",
+    path: "/opt/node 20%/bin:/usr/bin",
+  });
+  assertEquals(plan.files.map((file) => file.path), ["/srv/etc/systemd/system/deploy-paradigm-pm2.service"]);
+  assertEquals(PM2_BOOT_UNIT, "deploy-paradigm-pm2.service");
+  assertEquals(plan.commands.map((cmd) => cmd.argv), [
+    ["systemctl", "daemon-reload"],
+    ["systemctl", "enable", "--quiet", "deploy-paradigm-pm2.service"],
+  ]);
+  const lines = plan.files[0].content.split("\n");
+  for (
+    const line of [
+      "Type=forking",
+      // The environment every pm2 command of ours has (PM2_UMASK): the daemon it starts stops processes with SIGTERM.
+      'Environment="PM2_HOME=/root/.pm2" "PM2_KILL_SIGNAL=SIGTERM" "PATH=/opt/node 20%%/bin:/usr/bin"',
+      "UMask=0077",
+      "PIDFile=/root/.pm2/pm2.pid",
+      'ExecStart="/usr/local/bin/pm2" resurrect',
+      'ExecStop="/usr/local/bin/pm2" kill',
+      "WantedBy=multi-user.target",
+    ]
+  ) assert(lines.includes(line), `${line} in:\n${lines.join("\n")}`);
+  assertMatch(PM2_UMASK, /^umask 077 && export PM2_KILL_SIGNAL=SIGTERM && /);
+});
+
+Deno.test("pm2 at boot: nothing real under DEPLOY_PARADIGM_PREFIX; PM2_HOME, else ~/.pm2", async () => {
+  assertEquals(pm2Home({ PM2_HOME: "/srv/pm2", HOME: "/root" }), "/srv/pm2");
+  assertEquals(pm2Home({ HOME: "/home/ops" }), "/home/ops/.pm2");
+  assertEquals(pm2Home({}), "/root/.pm2");
+  const before = Deno.env.get("DEPLOY_PARADIGM_PREFIX");
+  try {
+    Deno.env.set("DEPLOY_PARADIGM_PREFIX", "/tmp/dp-prefix");
+    assertEquals(await pm2.atBoot!("/tmp/dp-prefix", true), undefined);
+    Deno.env.delete("DEPLOY_PARADIGM_PREFIX");
+    // Without systemd (this machine's PID 1 may be another), one line saying what to run at boot.
+    const systemd = await Deno.stat("/run/systemd/system").then(() => true, () => false);
+    if (!systemd) {
+      assertMatch(String(await pm2.atBoot!("/", true)), /^! nothing starts pm2 at boot here \(no systemd\): /);
+    }
+  } finally {
+    if (before === undefined) Deno.env.delete("DEPLOY_PARADIGM_PREFIX");
+    else Deno.env.set("DEPLOY_PARADIGM_PREFIX", before);
   }
 });

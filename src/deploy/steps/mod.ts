@@ -11,6 +11,8 @@ import type { Step } from "./step.ts";
 import { StepFailed } from "../journal.ts";
 import { cron } from "./cron.ts";
 import { hasWorkers, runningWorkers, syncWorkers, workerProcess, workersGone } from "../workers.ts";
+import { MANAGERS } from "../../managers/mod.ts";
+import type { DeployContext } from "../context.ts";
 
 export { type Release, type Step, walk } from "./step.ts";
 
@@ -94,6 +96,32 @@ const workers: Step = {
   },
 };
 
+/** What brings the app's manager back at boot, when the server has none yet (see ProcessManager.atBoot). */
+async function bootPlan(ctx: DeployContext) {
+  const plan = await MANAGERS[ctx.config.manager].atBoot?.(ctx.root, false);
+  return typeof plan === "object" ? plan : undefined;
+}
+
+/**
+ * On a server set up before setup installed it, the unit that brings pm2 back at boot (as a
+ * deploy creates a missing build user): without it, the apps under pm2 stay down after a reboot.
+ */
+const boot: Step = {
+  name: "boot",
+  when: async (ctx) => (await bootPlan(ctx)) !== undefined,
+  tolerate: "! nothing may start the process manager at boot (see the line above); the deploy stands",
+  async run(ctx) {
+    const plan = (await bootPlan(ctx))!;
+    await ctx.runner.apply(plan);
+    return `${plan.files.map((file) => file.path).join(", ")}: ${ctx.config.manager} and its processes start at boot`;
+  },
+  async dry(ctx) {
+    const plan = (await bootPlan(ctx))!;
+    ctx.print(`would install what starts ${ctx.config.manager} and its processes at boot`);
+    await ctx.runner.apply(plan);
+  },
+};
+
 /** Everything before the switch: a failure here switches nothing. */
 const PREPARE: readonly Step[] = [preflight, docker, fetch, build, sealOnly, meta, command, env, preDeploy];
 
@@ -101,7 +129,7 @@ const PREPARE: readonly Step[] = [preflight, docker, fetch, build, sealOnly, met
 const SWITCH: readonly Step[] = [activate];
 
 /** Once the deploy stands: reported when they fail, never rolled back. */
-const STAND: readonly Step[] = [settle, workers, cron, postDeploy, cleanup];
+const STAND: readonly Step[] = [settle, workers, cron, boot, postDeploy, cleanup];
 
 /** A whole deploy. */
 export const DEPLOY: readonly Step[] = [...PREPARE, ...SWITCH, ...STAND];
