@@ -1,8 +1,9 @@
 /**
  * Docker apps: a release is an image `<app>:<release>`, a slot is a container `<app>-<slot>`
- * (`<app>` under the restart strategy) started with the engine's restart policy, and the
- * server's process manager runs the container's log follower (`deploy-paradigm docker-logs`),
- * which keeps access.log and error.log filled like any app's. Only the docker CLI is used, so
+ * (`<app>` under the restart strategy) started with the engine's restart policy `always` (it
+ * comes back after a crash, and at boot with the engine), and the server's process manager runs
+ * the container's log follower (`deploy-paradigm docker-logs`), which keeps access.log and
+ * error.log filled like any app's. Only the docker CLI is used, so
  * `DOCKER_HOST` picks the engine: Docker Engine, or podman's Docker-compatible API.
  * @module
  */
@@ -218,8 +219,10 @@ export function runContainer(name: string, spec: ContainerSpec): Cmd {
     "--detach",
     "--name",
     name,
+    // `always`, not `unless-stopped`: both come back when Docker Engine starts, but podman's boot
+    // service (podman-restart.service) starts only `always` containers.
     "--restart",
-    "unless-stopped",
+    "always",
     "--pull",
     "never", // the image was built here: never fetch one of the same name from a registry
     "--security-opt",

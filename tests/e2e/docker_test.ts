@@ -58,7 +58,9 @@ Deno.test("docker: v1 → v2 under load with zero failed requests; a failing hea
     assertEquals([labels["deploy-paradigm.app"], labels["deploy-paradigm.release"]], ["dk", v1Release]);
     assertMatch(labels["deploy-paradigm.commit"], /^[0-9a-f]{40}$/);
     const policy = await engine.lines(["inspect", "--format", "{{.HostConfig.RestartPolicy.Name}}", "dk-blue"]);
-    assertEquals(policy, ["unless-stopped"]);
+    // `always`: what podman's boot service starts (podman-restart.service: `start --all --filter
+    // restart-policy=always`; not `unless-stopped`), as Docker Engine does when it starts.
+    assertEquals(policy, ["always"]);
     const ports = await engine.lines(["port", "dk-blue"]);
     assertEquals(ports, [`8080/tcp -> 127.0.0.1:${v1.slotPort}`], "published on loopback only");
 

@@ -6,7 +6,6 @@
  * through the boot unit setup installs (deploy-paradigm-pm2.service). The old slots stay stopped,
  * and the worker starts once.
  */
-import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { pythonApp } from "../helpers/apps.ts";
 import { SystemdHost } from "../helpers/nspawn.ts";

@@ -504,7 +504,7 @@ Deno.test("docker restart: what ran under the name stops (process, then containe
       "--name",
       "web-blue",
       "--restart",
-      "unless-stopped",
+      "always",
       "--pull",
       "never",
       "--security-opt",
