@@ -140,8 +140,8 @@ export interface ProcessManager<Name extends Manager = Manager> {
    * What brings the manager's processes back after a reboot, where the manager does not do it
    * itself (pm2: a systemd unit that resurrects its daemon): the plan that installs it, a `!` line
    * saying what to do where it cannot be installed, or nothing to do (installed already, unless
-   * `again`: setup writes it anew, a deploy only installs a missing one; nothing real under
-   * DEPLOY_PARADIGM_PREFIX).
+   * `again`: setup writes it anew, a deploy only installs a missing one; nothing real under a
+   * `root` other than `/`, i.e. under DEPLOY_PARADIGM_PREFIX).
    */
   atBoot?(root: string, again: boolean): Promise<Plan | string | undefined>;
   /** Fixes what older versions left on the server (`setup`). */

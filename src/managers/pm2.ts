@@ -11,7 +11,7 @@
  * leave nothing serving.
  * @module
  */
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { exists } from "../fsutil.ts";
 import { deploymentsRoot, systemdDir } from "../paths.ts";
 import type {
@@ -143,7 +143,7 @@ export const pm2: ProcessManager<"pm2"> = {
   },
   tidy: narrowPm2Home,
   async atBoot(root: string, again: boolean): Promise<Plan | string | undefined> {
-    if (Deno.env.get("DEPLOY_PARADIGM_PREFIX")) return undefined; // tests, the demo: nothing real
+    if (resolve(root) !== "/") return undefined; // under DEPLOY_PARADIGM_PREFIX (tests, the demo): nothing real
     const env = baseEnv();
     const home = pm2Home(env);
     if (!(await exists("/run/systemd/system"))) {

@@ -913,22 +913,14 @@ Deno.test("pm2 at boot: deploy-paradigm-pm2.service resurrects pm2 with our PM2_
   assertMatch(PM2_UMASK, /^umask 077 && export PM2_KILL_SIGNAL=SIGTERM && /);
 });
 
-Deno.test("pm2 at boot: nothing real under DEPLOY_PARADIGM_PREFIX; PM2_HOME, else ~/.pm2", async () => {
+Deno.test("pm2 at boot: nothing real under a root other than / (DEPLOY_PARADIGM_PREFIX); PM2_HOME, else ~/.pm2", async () => {
   assertEquals(pm2Home({ PM2_HOME: "/srv/pm2", HOME: "/root" }), "/srv/pm2");
   assertEquals(pm2Home({ HOME: "/home/ops" }), "/home/ops/.pm2");
   assertEquals(pm2Home({}), "/root/.pm2");
-  const before = Deno.env.get("DEPLOY_PARADIGM_PREFIX");
-  try {
-    Deno.env.set("DEPLOY_PARADIGM_PREFIX", "/tmp/dp-prefix");
-    assertEquals(await pm2.atBoot!("/tmp/dp-prefix", true), undefined);
-    Deno.env.delete("DEPLOY_PARADIGM_PREFIX");
-    // Without systemd (this machine's PID 1 may be another), one line saying what to run at boot.
-    const systemd = await Deno.stat("/run/systemd/system").then(() => true, () => false);
-    if (!systemd) {
-      assertMatch(String(await pm2.atBoot!("/", true)), /^! nothing starts pm2 at boot here \(no systemd\): /);
-    }
-  } finally {
-    if (before === undefined) Deno.env.delete("DEPLOY_PARADIGM_PREFIX");
-    else Deno.env.set("DEPLOY_PARADIGM_PREFIX", before);
+  // A server under a root other than / (DEPLOY_PARADIGM_PREFIX: tests, the demo; a pipeline test's root).
+  for (const root of ["/tmp/dp-prefix", "/tmp/dp-prefix/"]) assertEquals(await pm2.atBoot!(root, true), undefined);
+  // Without systemd (this machine's PID 1 may be another), one line saying what to run at boot.
+  if (!(await Deno.stat("/run/systemd/system").then(() => true, () => false))) {
+    assertMatch(String(await pm2.atBoot!("/", true)), /^! nothing starts pm2 at boot here \(no systemd\): /);
   }
 });
