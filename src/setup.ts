@@ -468,8 +468,9 @@ async function write({ app, paths, values, config, users, runner, clone }: Decid
     const boot = await MANAGERS[name].atBoot?.(prefix(), true);
     if (typeof boot === "string") console.log(boot);
     else if (boot) {
-      await runner.apply(boot);
-      console.log(`✓ ${boot.files.map((file) => file.path).join(", ")} (${name} and its processes start at boot)`);
+      await runner.apply(boot.plan);
+      console.log(`✓ ${boot.said}`);
+      if (boot.warning) console.log(boot.warning);
     }
   }
   if (appUser) {

@@ -100,6 +100,13 @@ export interface ServiceSpec {
   restart?: boolean;
 }
 
+/** What {@link ProcessManager.atBoot} would do: its plan, what to say once it ran, and a `!` line to add. */
+export interface Boot {
+  plan: Plan;
+  said: string;
+  warning?: string;
+}
+
 /** A process manager: builds the commands that (re)start and stop an app. */
 export interface ProcessManager<Name extends Manager = Manager> {
   readonly name: Name;
@@ -138,12 +145,13 @@ export interface ProcessManager<Name extends Manager = Manager> {
   runsHere?(): Promise<boolean>;
   /**
    * What brings the manager's processes back after a reboot, where the manager does not do it
-   * itself (pm2: a systemd unit that resurrects its daemon): the plan that installs it, a `!` line
-   * saying what to do where it cannot be installed, or nothing to do (installed already, unless
-   * `again`: setup writes it anew, a deploy only installs a missing one; nothing real under a
-   * `root` other than `/`, i.e. under DEPLOY_PARADIGM_PREFIX).
+   * itself (pm2: a systemd unit that resurrects its daemon, and starts it when none runs): the plan
+   * that installs it and what to say once it ran, a `!` line saying what to do where it cannot be
+   * installed, or nothing to do (installed already, unless `again`: setup writes it anew, a deploy
+   * only installs a missing one; nothing real under a `root` other than `/`, i.e. under
+   * DEPLOY_PARADIGM_PREFIX).
    */
-  atBoot?(root: string, again: boolean): Promise<Plan | string | undefined>;
+  atBoot?(root: string, again: boolean): Promise<Boot | string | undefined>;
   /** Fixes what older versions left on the server (`setup`). */
   tidy?(): Promise<void>;
   /** The command that shows a service's logs. */

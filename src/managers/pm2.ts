@@ -12,10 +12,11 @@
  * @module
  */
 import { join, resolve } from "node:path";
-import { exists } from "../fsutil.ts";
+import { exists, readTextOrUndefined } from "../fsutil.ts";
 import { deploymentsRoot, systemdDir } from "../paths.ts";
 import type {
   AppProcess,
+  Boot,
   ProcessManager,
   ProcessState,
   Running,
@@ -142,7 +143,7 @@ export const pm2: ProcessManager<"pm2"> = {
     }
   },
   tidy: narrowPm2Home,
-  async atBoot(root: string, again: boolean): Promise<Plan | string | undefined> {
+  async atBoot(root: string, again: boolean): Promise<Boot | string | undefined> {
     if (resolve(root) !== "/") return undefined; // under DEPLOY_PARADIGM_PREFIX (tests, the demo): nothing real
     const env = baseEnv();
     const home = pm2Home(env);
@@ -150,10 +151,23 @@ export const pm2: ProcessManager<"pm2"> = {
       return `! nothing starts pm2 at boot here (no systemd): have \`PM2_HOME=${home} PM2_KILL_SIGNAL=SIGTERM ` +
         "pm2 resurrect` run at boot (under umask 077), or the apps under pm2 stay down after a reboot";
     }
-    if (!again && await exists(join(systemdDir(root), PM2_BOOT_UNIT))) return undefined;
+    const unit = join(systemdDir(root), PM2_BOOT_UNIT);
+    const write = again || !(await exists(unit));
+    // No daemon runs: the unit starts it, so that its shutdown is the unit's (`pm2 kill`, which keeps the dump).
+    const pid = await daemonPid(home);
+    const start = pid === undefined;
+    if (!write && !start) return undefined;
     const pm2 = findInPath("pm2", env.PATH);
     if (!pm2) return undefined; // no pm2 to start (its commands say so)
-    return pm2BootPlan(root, { pm2, home, path: env.PATH ?? "/usr/local/bin:/usr/bin:/bin" });
+    const plan = pm2BootPlan(root, { pm2, home, path: env.PATH ?? "/usr/local/bin:/usr/bin:/bin" }, { write, start });
+    const said = write ? `${unit}: pm2 and its processes start at boot` : `pm2 started by ${PM2_BOOT_UNIT}`;
+    const outside = pid !== undefined &&
+      !(await readTextOrUndefined(`/proc/${pid}/cgroup`))?.includes(`/${PM2_BOOT_UNIT}`);
+    return {
+      plan,
+      said: write && start ? `${said} (pm2 started by it)` : said,
+      ...(outside ? { warning: outsideWarning } : {}),
+    };
   },
   logsCommand: (name: string) => `pm2 logs ${name}`,
 };
@@ -300,16 +314,37 @@ export function pm2BootUnit(at: Pm2Boot): string {
   ].join("\n");
 }
 
-/** Writes {@link PM2_BOOT_UNIT} and enables it (it starts at the next boot: the daemon that runs now stays). */
-export function pm2BootPlan(root: string, at: Pm2Boot): Plan {
+/**
+ * Writes {@link PM2_BOOT_UNIT} and enables it (`write`), and starts it (`start`: when no pm2
+ * daemon runs; one that runs stays, and the unit takes over at the next boot). Under the pm2 lock:
+ * the unit's `pm2 resurrect` may start the daemon.
+ */
+export function pm2BootPlan(root: string, at: Pm2Boot, { write = true, start = false } = {}): Plan {
+  const systemctl = (...args: string[]): Cmd => ({ argv: ["systemctl", ...args], timeoutMs: PM2_TIMEOUT });
   return {
-    files: [{ path: join(systemdDir(root), PM2_BOOT_UNIT), content: pm2BootUnit(at) }],
+    files: write ? [{ path: join(systemdDir(root), PM2_BOOT_UNIT), content: pm2BootUnit(at) }] : [],
     commands: [
-      { argv: ["systemctl", "daemon-reload"], timeoutMs: 60_000 },
-      { argv: ["systemctl", "enable", "--quiet", PM2_BOOT_UNIT], timeoutMs: 60_000 },
+      ...(write ? [systemctl("daemon-reload"), systemctl("enable", "--quiet", PM2_BOOT_UNIT)] : []),
+      ...(start ? [systemctl("start", PM2_BOOT_UNIT)] : []),
     ],
+    lock: pm2Lock(root),
   };
 }
+
+/** pm2's daemon, when its pid file names a process that is there (not `pm2 ping`, which starts one). */
+async function daemonPid(home: string): Promise<number | undefined> {
+  const pid = Number((await readTextOrUndefined(join(home, "pm2.pid")))?.trim());
+  return Number.isInteger(pid) && pid > 0 && await exists(`/proc/${pid}`) ? pid : undefined;
+}
+
+/**
+ * A daemon started before the unit (by a deploy) is stopped at shutdown by pm2's own signal
+ * handling: SIGTERM reaches it and its apps at once, and it dumps its list as it exits, with an app
+ * that exited first as `stopped`, which `pm2 resurrect` leaves stopped.
+ */
+const outsideWarning = `! pm2's daemon runs outside ${PM2_BOOT_UNIT} until the next boot, and its shutdown may ` +
+  `save an app as stopped (pm2 resurrect leaves it down): \`pm2 kill && systemctl start ${PM2_BOOT_UNIT}\` once ` +
+  "moves it under the unit (the pm2 apps restart)";
 
 /**
  * For servers set up before pm2 ran under umask 077: takes group and other permissions off

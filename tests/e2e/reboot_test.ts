@@ -3,8 +3,8 @@
  * so its green slot serves; with a worker and a cron job) and a pm2-managed app (deployed twice
  * too), both behind the proxy, serve again after `systemctl reboot` with the release that served
  * before it: the systemd units are enabled, and pm2's daemon comes back with its saved processes
- * through the boot unit setup installs (deploy-paradigm-pm2.service). The old slots stay stopped,
- * and the worker starts once.
+ * through the boot unit setup installs (deploy-paradigm-pm2.service; here the deploy of a server
+ * set up before it), whose daemon it is. The old slots stay stopped, and the worker starts once.
  */
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { pythonApp } from "../helpers/apps.ts";
@@ -32,14 +32,22 @@ Deno.test("a reboot: the systemd and the pm2 app serve again through the proxy, 
         `${BIN} setup ${app} --port ${port} --manager ${manager} --proxy-host ${host.address} --yes`,
       );
       assertEquals(setup.code, 0, setup.output);
-      if (manager === "pm2") assertMatch(setup.stdout, /✓ \/etc\/systemd\/system\/deploy-paradigm-pm2\.service \(pm2/);
+      if (manager === "pm2") {
+        // No pm2 daemon ran (the proxy is systemd's): the unit started it, and stops it at shutdown (`pm2 kill`).
+        assertMatch(
+          setup.stdout,
+          /✓ \/etc\/systemd\/system\/deploy-paradigm-pm2\.service: pm2 .* \(pm2 started by it\)/,
+        );
+      }
     }
     const enabled = async () => (await host.ssh("systemctl is-enabled deploy-paradigm-pm2")).stdout.trim();
     assertEquals(await enabled(), "enabled");
-    // A server set up before setup installed it: the next deploy does (and only that one).
+    // A server set up before setup installed it, its pm2 daemon started by a deploy (outside the unit): the next
+    // deploy installs it (and only that one), and says how to move the daemon under it.
     const unit = "/etc/systemd/system/deploy-paradigm-pm2.service";
-    await host.ssh(`systemctl disable --quiet deploy-paradigm-pm2 && rm ${unit} && systemctl daemon-reload`);
+    await host.ssh(`systemctl disable --now --quiet deploy-paradigm-pm2 && rm ${unit} && systemctl daemon-reload`);
     assert(await enabled() !== "enabled");
+    assertEquals((await host.ssh("pm2 ping")).code, 0);
     const deployYml = (app: string, extra = "") =>
       `name: ${app}\ntype: python\nwatch: 300ms\n` +
       `healthCheck: { path: /health, window: 8s, interval: 200ms, successes: 2 }\n${extra}`;
@@ -52,7 +60,8 @@ Deno.test("a reboot: the systemd and the pm2 app serve again through the proxy, 
       laptops.push((await host.laptop(work, app)).push);
     }
     const [sd, pm] = laptops;
-    const installed = /✓ boot .*deploy-paradigm-pm2\.service: pm2 and its processes start at boot/;
+    const installed = /✓ boot .*deploy-paradigm-pm2\.service: pm2 and its processes start at boot\s*$/m;
+    const outside = /! pm2's daemon runs outside deploy-paradigm-pm2\.service until the next boot.*`pm2 kill && (.*)`/m;
     for (const version of ["v1", "v2"]) {
       await sd({
         "deploy.yml": deployYml("sd", sdExtra),
@@ -64,8 +73,16 @@ Deno.test("a reboot: the systemd and the pm2 app serve again through the proxy, 
         version,
       );
       assertEquals(installed.test(pushed), version === "v1", pushed);
+      assertEquals(outside.test(pushed), version === "v1", pushed);
+      if (version === "v1") {
+        // What it says to do (the pm2 apps restart: pm2 kill keeps the dump, the unit resurrects it).
+        const moved = await host.ssh(`pm2 kill && ${outside.exec(pushed)![1]}`);
+        assertEquals(moved.code, 0, moved.output);
+      }
     }
     assertEquals(await enabled(), "enabled");
+    const active = async (unit: string) => (await host.ssh(`systemctl is-active ${unit}`)).stdout.trim();
+    assertEquals(await active("deploy-paradigm-pm2"), "active", "the daemon is the unit's");
     const answer = async (port: number) => {
       try {
         return await (await fetch(`http://${host.address}:${port}/`)).text();
@@ -74,7 +91,6 @@ Deno.test("a reboot: the systemd and the pm2 app serve again through the proxy, 
       }
     };
     assertEquals([await answer(sdPort), await answer(pmPort)], ["sd-v2", "pm-v2"]);
-    const active = async (unit: string) => (await host.ssh(`systemctl is-active ${unit}`)).stdout.trim();
     assertEquals([await active("sd@green"), await active("sd@blue")], ["active", "inactive"]);
     const starts = async () =>
       (await host.ssh("cat /opt/deployments/sd/home/worker.log")).stdout.trim().split("\n").filter(Boolean);
@@ -91,6 +107,13 @@ Deno.test("a reboot: the systemd and the pm2 app serve again through the proxy, 
       answers = [await answer(sdPort), await answer(pmPort)];
       if (answers[0] === "sd-v2" && answers[1] === "pm-v2") break;
       await new Promise((r) => setTimeout(r, 100));
+    }
+    if (answers[1] !== "pm-v2") {
+      const unit = await host.ssh(
+        "cat /etc/systemd/system/deploy-paradigm-pm2.service; systemctl status --no-pager deploy-paradigm-pm2; " +
+          "journalctl --no-pager -b -u deploy-paradigm-pm2; ls -la /root/.pm2; cat /root/.pm2/dump.pm2 | head -c 3000",
+      );
+      console.log(`pm2 after the reboot:\n${unit.output}`);
     }
     assertEquals(answers, ["sd-v2", "pm-v2"], "the releases that served before the reboot serve again");
     const status = await host.ssh(`${BIN} status`);

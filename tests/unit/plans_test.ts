@@ -897,6 +897,14 @@ Deno.test("pm2 at boot: deploy-paradigm-pm2.service resurrects pm2 with our PM2_
     ["systemctl", "daemon-reload"],
     ["systemctl", "enable", "--quiet", "deploy-paradigm-pm2.service"],
   ]);
+  // Started only when no pm2 daemon runs (a deploy on a server set up before, whose unit is there: only started).
+  const start = pm2BootPlan("/srv", { pm2: "/usr/bin/pm2", home: "/root/.pm2", path: "/usr/bin" }, {
+    write: false,
+    start: true,
+  });
+  assertEquals(start.files, []);
+  assertEquals(start.commands.map((cmd) => cmd.argv), [["systemctl", "start", "deploy-paradigm-pm2.service"]]);
+  assertEquals(start.lock, "/srv/opt/deployments/.pm2.lock", "its pm2 resurrect may start the daemon");
   const lines = plan.files[0].content.split("\n");
   for (
     const line of [

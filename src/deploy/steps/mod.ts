@@ -97,39 +97,41 @@ const workers: Step = {
 };
 
 /** What brings the app's manager back at boot, when the server has none yet (see ProcessManager.atBoot). */
-async function bootPlan(ctx: DeployContext) {
-  const plan = await MANAGERS[ctx.config.manager].atBoot?.(ctx.root, false);
-  return typeof plan === "object" ? plan : undefined;
+async function atBoot(ctx: DeployContext) {
+  const boot = await MANAGERS[ctx.config.manager].atBoot?.(ctx.root, false);
+  return typeof boot === "object" ? boot : undefined;
 }
 
 /**
  * On a server set up before setup installed it, the unit that brings pm2 back at boot (as a
  * deploy creates a missing build user): without it, the apps under pm2 stay down after a reboot.
+ * First, so that a daemon it starts (none ran) is the one the deploy's pm2 commands use.
  */
 const boot: Step = {
   name: "boot",
-  when: async (ctx) => (await bootPlan(ctx)) !== undefined,
-  tolerate: "! nothing may start the process manager at boot (see the line above); the deploy stands",
+  when: async (ctx) => (await atBoot(ctx)) !== undefined,
+  tolerate: "! nothing may start the process manager at boot (see the line above); the deploy goes on",
   async run(ctx) {
-    const plan = (await bootPlan(ctx))!;
+    const { plan, said, warning } = (await atBoot(ctx))!;
     await ctx.runner.apply(plan);
-    return `${plan.files.map((file) => file.path).join(", ")}: ${ctx.config.manager} and its processes start at boot`;
+    if (warning) ctx.journal.say(warning);
+    return said;
   },
   async dry(ctx) {
-    const plan = (await bootPlan(ctx))!;
-    ctx.print(`would install what starts ${ctx.config.manager} and its processes at boot`);
+    const { plan, said } = (await atBoot(ctx))!;
+    ctx.print(`would run (boot): ${said}`);
     await ctx.runner.apply(plan);
   },
 };
 
 /** Everything before the switch: a failure here switches nothing. */
-const PREPARE: readonly Step[] = [preflight, docker, fetch, build, sealOnly, meta, command, env, preDeploy];
+const PREPARE: readonly Step[] = [boot, preflight, docker, fetch, build, sealOnly, meta, command, env, preDeploy];
 
 /** The switch. */
 const SWITCH: readonly Step[] = [activate];
 
 /** Once the deploy stands: reported when they fail, never rolled back. */
-const STAND: readonly Step[] = [settle, workers, cron, boot, postDeploy, cleanup];
+const STAND: readonly Step[] = [settle, workers, cron, postDeploy, cleanup];
 
 /** A whole deploy. */
 export const DEPLOY: readonly Step[] = [...PREPARE, ...SWITCH, ...STAND];
