@@ -462,22 +462,26 @@ async function write({ app, paths, values, config, users, runner, clone }: Decid
   }
   // What an older version left open is narrowed first (pm2 runs under umask 077 from here on).
   await manager.tidy?.();
+  // What brings the app's manager back at boot, where it does not come back itself (pm2): first, as
+  // pm2's unit starts its daemon when none runs, for the proxy to start under.
+  await ensureBoot(values.manager, runner);
   const proxy = PROXIED[values.strategy] ? await ensureProxy(values.manager, values.proxyHost, env, runner) : undefined;
-  // What brings the app's manager (and the proxy's) back at boot, where it does not come back itself (pm2).
-  for (const name of new Set([values.manager, proxy ?? values.manager])) {
-    const boot = await MANAGERS[name].atBoot?.(prefix(), true);
-    if (typeof boot === "string") console.log(boot);
-    else if (boot) {
-      await runner.apply(boot.plan);
-      console.log(`✓ ${boot.said}`);
-      if (boot.warning) console.log(boot.warning);
-    }
-  }
+  if (proxy && proxy !== values.manager) await ensureBoot(proxy, runner); // the proxy stayed with another manager
   if (appUser) {
     console.log(
       `✓ ${app} runs and runs its hooks as ${appUser.name}; ${buildUserName(app)} builds its releases`,
     );
   }
+}
+
+/** Installs what brings `manager`'s processes back at boot (see ProcessManager.atBoot), or says why it cannot. */
+async function ensureBoot(manager: Manager, runner: ProcessRunner): Promise<void> {
+  const boot = await MANAGERS[manager].atBoot?.(prefix(), true);
+  if (typeof boot === "string") return console.log(boot);
+  if (!boot) return;
+  await runner.apply(boot.plan);
+  console.log(`✓ ${boot.said}`);
+  if (boot.warning) console.log(boot.warning);
 }
 
 /** Takes write permission on `dir` from group and others (`chmod go-w`), as the proxy's trust check asks. */
