@@ -14,7 +14,7 @@ import { writeFileAtomic } from "../fsutil.ts";
 import { ProcessRunner } from "../runner.ts";
 import { FleetAlerts } from "./fleet_alerts.ts";
 import { Collector, type CycleSummary } from "./collector.ts";
-import { addServer, type FleetServer, fleetPaths, loadFleetConfig, LOCAL, removeServer } from "./config.ts";
+import { addServer, fleetPaths, type FleetServer, loadFleetConfig, LOCAL, removeServer } from "./config.ts";
 import { limitLines } from "./views.ts";
 import { FleetStore } from "./store.ts";
 import { forTerminal, jsonForTerminal } from "../terminal.ts";
