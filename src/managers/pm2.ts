@@ -306,6 +306,8 @@ export function pm2BootUnit(at: Pm2Boot): string {
     `PIDFile=${join(at.home, "pm2.pid").replaceAll("%", "%%")}`,
     `ExecStart=${pm2} resurrect`,
     `ExecStop=${pm2} kill`,
+    // `pm2 kill` gives each process its kill_timeout (a worker's stopTimeout, at most 1 h) to end its job.
+    `TimeoutStopSec=${Math.ceil(WORKER_STOP_LIMIT / 1000)}`,
     "Restart=on-failure",
     "",
     "[Install]",

@@ -915,6 +915,7 @@ Deno.test("pm2 at boot: deploy-paradigm-pm2.service resurrects pm2 with our PM2_
       "PIDFile=/root/.pm2/pm2.pid",
       'ExecStart="/usr/local/bin/pm2" resurrect',
       'ExecStop="/usr/local/bin/pm2" kill',
+      "TimeoutStopSec=3660", // a worker's stopTimeout (at most 1 h) at shutdown, not systemd's 90 s
       "WantedBy=multi-user.target",
     ]
   ) assert(lines.includes(line), `${line} in:\n${lines.join("\n")}`);
