@@ -732,7 +732,7 @@ Deno.test("attack 7: a route.json, config.yml or proxy.yml others can write is n
         await Deno.chown(routeFile, 65534, 65534);
         await stack.reload();
         await proxy.waitFor(
-          /refusing to trust \S+route\.json: \S+ \(owner uid 65534, mode 0644\) is not owned by root/,
+          /refusing to trust \S+route\.json: \S+ \(owner uid 65534, mode 0640\) is not owned by root/,
         );
         await shadow();
       });
