@@ -76,13 +76,15 @@ async function appendLines(root: string, lines: Array<Record<string, unknown>>, 
   }
 }
 
-/** Appends `text` with O_APPEND: a new file is created 0644; an existing one must be a plain file, not a link. */
+/**
+ * Appends `text` with O_APPEND: a new file is created root's 0600, as every log of the app (the
+ * fleet pulls it as root, as it pulls them); an existing one must be a plain file, not a link.
+ */
 async function appendLine(path: string, text: string): Promise<void> {
   await Deno.mkdir(dirname(path), { recursive: true });
   let file: Deno.FsFile;
   try {
-    file = await Deno.open(path, { append: true, createNew: true, mode: 0o644 });
-    await Deno.chmod(path, 0o644).catch(() => {}); // the umask may have taken read bits: the fleet must read it
+    file = await Deno.open(path, { append: true, createNew: true, mode: 0o600 });
   } catch (error) {
     if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
     const before = await Deno.lstat(path);
