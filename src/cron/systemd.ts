@@ -12,7 +12,7 @@
  * @module
  */
 import { join } from "node:path";
-import { unitQuote } from "../managers/systemd.ts";
+import { unitQuote, unitWrite } from "../managers/systemd.ts";
 import { selfCommand, systemdDir } from "../paths.ts";
 import type { Cmd, Plan } from "../runner.ts";
 import { type CronJob, KILL_GRACE_MS } from "./job.ts";
@@ -147,8 +147,8 @@ export function timerPlans(
   if (changed.length || gone.length || units.length) {
     plans.push({
       files: changed.flatMap(({ job, service, timer }) => [
-        { path: join(dir, `${cronUnit(app, job.name)}.service`), content: service },
-        { path: join(dir, `${cronUnit(app, job.name)}.timer`), content: timer },
+        unitWrite(join(dir, `${cronUnit(app, job.name)}.service`), service),
+        unitWrite(join(dir, `${cronUnit(app, job.name)}.timer`), timer),
       ]),
       commands: [
         ...(changed.length || gone.length ? [systemctl(["daemon-reload"])] : []),

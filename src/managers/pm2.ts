@@ -25,7 +25,7 @@ import type {
   WorkerId,
 } from "./manager.ts";
 import { baseEnv, type Cmd, findInPath, lockFile, type Plan, type Runner } from "../runner.ts";
-import { unitQuote } from "./systemd.ts";
+import { unitQuote, unitWrite } from "./systemd.ts";
 
 /** No pm2 command takes this long unless the daemon is stuck. */
 const PM2_TIMEOUT = 60_000;
@@ -324,7 +324,7 @@ export function pm2BootUnit(at: Pm2Boot): string {
 export function pm2BootPlan(root: string, at: Pm2Boot, { write = true, start = false } = {}): Plan {
   const systemctl = (...args: string[]): Cmd => ({ argv: ["systemctl", ...args], timeoutMs: PM2_TIMEOUT });
   return {
-    files: write ? [{ path: join(systemdDir(root), PM2_BOOT_UNIT), content: pm2BootUnit(at) }] : [],
+    files: write ? [unitWrite(join(systemdDir(root), PM2_BOOT_UNIT), pm2BootUnit(at))] : [],
     commands: [
       ...(write ? [systemctl("daemon-reload"), systemctl("enable", "--quiet", PM2_BOOT_UNIT)] : []),
       ...(start ? [systemctl("start", PM2_BOOT_UNIT)] : []),

@@ -16,7 +16,16 @@ import type {
   SlotInstance,
   WorkerId,
 } from "./manager.ts";
-import type { Cmd, Plan, Runner } from "../runner.ts";
+import type { Cmd, FileWrite, Plan, Runner } from "../runner.ts";
+
+/**
+ * A unit file (or drop-in) as a plan writes it: 0644, not writeFileAtomic's 0640. PID 1 warns at
+ * every daemon-reload of a unit others cannot read ("is marked world-inaccessible"), and hiding it
+ * hides nothing: any user may read a unit's settings through `systemctl show`.
+ */
+export function unitWrite(path: string, content: string): FileWrite {
+  return { path, content, mode: 0o644 };
+}
 
 /**
  * Quotes one word for a unit file: systemd's own quoting, with `%` specifiers escaped, and `$`
@@ -219,7 +228,7 @@ export const systemd: ProcessManager<"systemd"> = {
       // The restart stops the old instance (SIGTERM, TimeoutStopSec) and starts the new one, in PID 1.
       const template = join(systemdDir(p.root), `${p.app}-${p.worker.type}@.service`);
       return {
-        files: [{ path: template, content: workerTemplate(p) }],
+        files: [unitWrite(template, workerTemplate(p))],
         // The old instance's stop may take its own stopTimeout (up to an hour), not the new one's.
         commands: restartCmds(workerUnit(p.app, p.worker), 60 * 60_000),
       };
@@ -228,8 +237,8 @@ export const systemd: ProcessManager<"systemd"> = {
       const instance = `${p.app}@${p.slot}.service`;
       return {
         files: [
-          { path: join(systemdDir(p.root), `${p.app}@.service`), content: templateUnit(p) },
-          { path: join(systemdDir(p.root), `${instance}.d`, "exec.conf"), content: execDropIn(p) },
+          unitWrite(join(systemdDir(p.root), `${p.app}@.service`), templateUnit(p)),
+          unitWrite(join(systemdDir(p.root), `${instance}.d`, "exec.conf"), execDropIn(p)),
           {
             path: join(p.stateDir, `slot-${p.slot}.env`),
             content: serializeDotenv(p.env, "written by deploy-paradigm"),
@@ -242,7 +251,7 @@ export const systemd: ProcessManager<"systemd"> = {
     // Until then the process started before keeps serving (daemon-reload does not touch it).
     const unit = `${p.app}.service`;
     return {
-      files: [{ path: join(systemdDir(p.root), unit), content: unitFile(p) }],
+      files: [unitWrite(join(systemdDir(p.root), unit), unitFile(p))],
       commands: restartCmds(unit),
     };
   },
@@ -309,7 +318,7 @@ export const systemd: ProcessManager<"systemd"> = {
   installService(service: ServiceSpec): Plan {
     const unit = `${service.name}.service`;
     return {
-      files: [{ path: join(systemdDir(service.root), unit), content: serviceUnit(service) }],
+      files: [unitWrite(join(systemdDir(service.root), unit), serviceUnit(service))],
       commands: [
         setupCtl(["daemon-reload"]),
         setupCtl(["enable", "--now", unit]),
@@ -319,7 +328,7 @@ export const systemd: ProcessManager<"systemd"> = {
   },
   slotTemplate(p: AppProcess): Plan {
     return {
-      files: [{ path: join(systemdDir(p.root), `${p.app}@.service`), content: templateUnit(p) }],
+      files: [unitWrite(join(systemdDir(p.root), `${p.app}@.service`), templateUnit(p))],
       commands: [setupCtl(["daemon-reload"])],
     };
   },

@@ -23,6 +23,7 @@ import {
 } from "../../src/users.ts";
 import { sudoersDropIn } from "../../src/setup_users.ts";
 import { serverConfigSchema } from "../../src/config/schema.ts";
+import { timerPlans } from "../../src/cron/systemd.ts";
 import { parseConfig } from "../../src/config/load.ts";
 
 /** pm2 as the plans run it: under umask 077, so dump.pm2 and the rest are 0600 from creation. */
@@ -931,5 +932,32 @@ Deno.test("pm2 at boot: nothing real under a root other than / (DEPLOY_PARADIGM_
   // Without systemd (this machine's PID 1 may be another), one line saying what to run at boot.
   if (!(await Deno.stat("/run/systemd/system").then(() => true, () => false))) {
     assertMatch(String(await pm2.atBoot!("/", true)), /^! nothing starts pm2 at boot here \(no systemd\): /);
+  }
+});
+
+Deno.test("every unit a plan writes is 0644: systemd warns at each daemon-reload of one others cannot read ('world-inaccessible'), and hides nothing by it", () => {
+  const spec = { name: "deploy-paradigm-proxy", description: "the proxy", argv: ["/usr/bin/dp", "proxy"], env: {} };
+  const plans = [
+    systemd.restart(appProcess()),
+    systemd.restart(appProcess({ slot: "blue" })),
+    systemd.restart(appProcess({ worker: { type: "queue", instance: 1, stopTimeoutMs: 10_000 } })),
+    systemd.slotTemplate!(appProcess({ slot: "blue" })),
+    systemd.installService!({ ...spec, root: "/tmp/dp-prefix" }),
+    pm2BootPlan("/tmp/dp-prefix", { pm2: "/usr/bin/pm2", home: "/root/.pm2", path: "/usr/bin" }),
+    ...timerPlans(
+      "web",
+      [{ name: "report", schedule: "@hourly", argv: ["/bin/true"], timeoutMs: 30_000 }],
+      new Map(),
+      "/tmp/dp-prefix",
+      {},
+      "/usr/bin/dp",
+    ),
+  ];
+  const units = plans.flatMap((plan) => plan.files).filter((file) =>
+    file.path.startsWith("/tmp/dp-prefix/etc/systemd/")
+  );
+  assertEquals(units.length, 9);
+  for (const file of units) {
+    assertEquals(file.mode, 0o644, `${file.path} is written ${file.mode?.toString(8) ?? "0640 (the default)"}`);
   }
 });

@@ -87,6 +87,7 @@ Deno.test("systemd installService: the unit, daemon-reload and enable --now (res
         "WantedBy=multi-user.target",
         "",
       ].join("\n"),
+      mode: 0o644, // systemd warns of a unit others cannot read
     }],
     commands: [
       { argv: ["systemctl", "daemon-reload"], timeoutMs: 60_000 },
