@@ -55,7 +55,6 @@ export function sandbox(p: AppProcess, binds = true): string[] {
     `User=${p.user.name}`,
     `Group=${p.user.group}`,
     `ReadWritePaths=-${escapePercent(p.user.home)}`,
-    "UMask=0077",
     "NoNewPrivileges=yes",
     "ProtectSystem=strict",
     "ProtectHome=yes",
@@ -133,6 +132,7 @@ function appUnit(
     "RestartSec=1",
     `StandardOutput=append:${escapePercent(p.accessLog)}`,
     `StandardError=append:${escapePercent(p.errorLog)}`,
+    UMASK,
     ...sandbox(p),
     "",
     "[Install]",
@@ -140,6 +140,13 @@ function appUnit(
     "",
   ].join("\n");
 }
+
+/**
+ * Every app unit's, with or without a user (a container's log follower, `user: root`): systemd
+ * creates the `append:` logs 0666 & ~UMask, so they are 0600 from creation, as every log of the app
+ * (PM2's processes run under umask 077 too); the process inherits it.
+ */
+const UMASK = "UMask=0077";
 
 /** `%` doubled, for paths written into a unit file unquoted. */
 function escapePercent(text: string): string {
@@ -170,6 +177,7 @@ export function templateUnit(p: AppProcess): string {
     "RestartSec=1",
     `StandardOutput=append:${escapePercent(p.accessLog)}`,
     `StandardError=append:${escapePercent(p.errorLog)}`,
+    UMASK,
     // Each slot's port is its own (slot-%i.env), above 1024; what it may bind is in its drop-in.
     ...sandbox({ ...p, env: {} }, false),
     "",

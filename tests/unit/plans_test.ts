@@ -961,3 +961,18 @@ Deno.test("every unit a plan writes is 0644: systemd warns at each daemon-reload
     assertEquals(file.mode, 0o644, `${file.path} is written ${file.mode?.toString(8) ?? "0640 (the default)"}`);
   }
 });
+
+Deno.test("systemd units run under UMask=0077 with or without an app user: systemd creates the append: logs 0666 & ~UMask, so a log follower's or a user: root app's access.log is 0600 from creation, as pm2's", () => {
+  const follower = appProcess({ envFile: undefined });
+  const units = {
+    plain: unitFile(follower),
+    slot: templateUnit(appProcess({ slot: "blue", cwd: "/srv/opt/deployments/web/slots/blue" })),
+    worker: workerTemplate(appProcess({ worker: { type: "queue", instance: 1, stopTimeoutMs: 10_000 } })),
+    user: unitFile(appProcess({ user: USER })),
+  };
+  for (const [kind, unit] of Object.entries(units)) {
+    const lines = unit.split("\n");
+    assertEquals(lines.filter((line) => line === "UMask=0077").length, 1, `${kind}:\n${unit}`);
+    assert(lines.indexOf("UMask=0077") < lines.indexOf("[Install]"), `${kind}: in [Service]`);
+  }
+});
