@@ -6,6 +6,8 @@
 import { join } from "node:path";
 import { assertEquals } from "../helpers/assert.ts";
 import { pm2Cmd } from "../../src/managers/pm2.ts";
+import { appPaths } from "../../src/paths.ts";
+import { type AppUser, ownAppDirs } from "../../src/users.ts";
 
 /**
  * What writeFileAtomic does, in a process of its own: the umask is per process, and test files
@@ -81,4 +83,42 @@ Deno.test("pm2 runs under umask 077, its arguments passed as they are", async ()
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test({
+  name:
+    "ownAppDirs (before a push takes the lock) copes with entries that go while it runs: another deploy's temp files and cleaned releases",
+  ignore: Deno.uid() !== 0, // it chowns
+  fn: async () => {
+    const root = await Deno.makeTempDir({ prefix: "dp-own-" });
+    try {
+      const paths = appPaths("web", root);
+      const user: AppUser = { name: "nobody", uid: 65534, gid: 65534, group: "nogroup", home: join(paths.dir, "home") };
+      await Deno.mkdir(paths.releases, { recursive: true });
+      let done = false;
+      // What a deploy holding the lock does meanwhile: files that come and go in the app's dir and releases/.
+      const churn = (async () => {
+        for (let i = 0; !done; i++) {
+          const names = Array.from({ length: 50 }, (_, j) => `${i}-${j}`);
+          for (const name of names) {
+            await Deno.writeTextFile(join(paths.dir, `.status.json.${name}.tmp`), "{}", { mode: 0o644 });
+            await Deno.mkdir(join(paths.releases, name), { mode: 0o755 });
+          }
+          for (const name of names) {
+            await Deno.remove(join(paths.dir, `.status.json.${name}.tmp`));
+            await Deno.remove(join(paths.releases, name));
+          }
+        }
+      })();
+      try {
+        for (let round = 0; round < 200; round++) await ownAppDirs(paths, user);
+      } finally {
+        done = true;
+        await churn;
+      }
+      assertEquals((await Deno.stat(paths.dir)).mode! & 0o7777, 0o751);
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  },
 });
