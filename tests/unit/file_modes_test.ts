@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { assertEquals } from "../helpers/assert.ts";
 import { pm2Cmd } from "../../src/managers/pm2.ts";
 import { appPaths } from "../../src/paths.ts";
+import { narrowLogs } from "../../src/deploy/journal.ts";
 import { type AppUser, ownAppDirs } from "../../src/users.ts";
 
 /**
@@ -121,4 +122,25 @@ Deno.test({
       await Deno.remove(root, { recursive: true });
     }
   },
+});
+
+Deno.test("narrowLogs copes with a log that goes while it runs (a cron run rotating cron.log): nothing to narrow there", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dp-logs-" });
+  try {
+    let done = false;
+    const churn = (async () => {
+      for (let i = 0; !done; i++) {
+        for (let j = 0; j < 50; j++) await Deno.writeTextFile(join(dir, `cron-${j}.log`), "x\n", { mode: 0o600 });
+        for (let j = 0; j < 50; j++) await Deno.rename(join(dir, `cron-${j}.log`), join(dir, `cron-${j}.log.1`));
+      }
+    })();
+    try {
+      for (let round = 0; round < 200; round++) assertEquals(await narrowLogs(dir), []);
+    } finally {
+      done = true;
+      await churn;
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
