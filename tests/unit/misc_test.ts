@@ -22,6 +22,7 @@ import { acquireLock, type LockOwner } from "../../src/deploy/lock.ts";
 import { type AppStatus, readStatus, writeStatus } from "../../src/deploy/status.ts";
 import type { CertificateState } from "../../src/proxy/cert_state.ts";
 import { statusLines } from "../../src/status_view.ts";
+import { DEPLOY } from "../../src/deploy/steps/mod.ts";
 
 // ---------------------------------------------------------------- .env
 
@@ -820,5 +821,15 @@ Deno.test("writeStatus: status.json takes the app's certificate from .tls/certif
     assertEquals((await readStatus(path))?.certificate, undefined, "a broken file does not fail the write");
   } finally {
     await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("README: the deploy.log events it lists name every journaled step of a deploy", async () => {
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  const from = readme.indexOf("JSON line to `deploy.log`:");
+  const events = readme.slice(from, readme.indexOf("`status.json`:", from)).replaceAll("\n", " ");
+  assert(from >= 0, "README lost its deploy.log events");
+  for (const step of DEPLOY.filter((step) => !step.unjournaled)) {
+    assert(events.includes(`\`${step.name}\``), `README's deploy.log events leave out \`${step.name}\``);
   }
 });
