@@ -24,7 +24,7 @@ export interface MetricsLogOptions {
 
 /**
  * Every wall-clock minute (or `intervalMs`), appends {@link ProxyMetrics.takeMinute}'s lines to each
- * app's `metrics.log` (created 0644; a symlink there is refused). Problems go to `log`, never
+ * app's `metrics.log` (created 0600, root's; a symlink there is refused). Problems go to `log`, never
  * thrown. `stop()` writes the partial window, stamped with the time it ends, and waits for the writes.
  */
 export function startMetricsLog(opts: MetricsLogOptions): { stop(): Promise<void> } {
