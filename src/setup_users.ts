@@ -40,6 +40,7 @@ import {
   forgetUsers,
   lookupGroup,
   lookupUser,
+  narrowedLine,
   ownAppDirs,
   useraddCmd,
 } from "./users.ts";
@@ -84,7 +85,8 @@ export function setupUsers(paths: AppPaths, configured: string | undefined): Use
       }
       const user = appUser(paths, configured);
       if (user) {
-        await ownAppDirs(paths, user);
+        const narrowed = narrowedLine(paths, await ownAppDirs(paths, user));
+        if (narrowed) console.log(narrowed);
         await ensureBuildUser(paths, user, runner, (line) => console.log(line));
       }
       return user;

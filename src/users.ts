@@ -295,9 +295,11 @@ async function own(path: string, uid: number, gid: number, mode: number): Promis
  * The app's directories as the ownership model says (see the module): its dir and `releases/`
  * root:<group> 0751, its home the user's 0700, its log dir root:<group> 0750. What else is in
  * them loses any permission for others (versions before wrote status.json, route.json, … 0644
- * and released 0755 behind a 0750 dir; others may now pass through it). Idempotent.
+ * and released 0755 behind a 0750 dir; others may now pass through it): returns those it
+ * narrowed (relative to the app's dir), to say ({@link narrowedLine}). Idempotent.
  */
-export async function ownAppDirs(paths: AppPaths, user: AppUser): Promise<void> {
+export async function ownAppDirs(paths: AppPaths, user: AppUser): Promise<string[]> {
+  const narrowed: string[] = [];
   const home = join(paths.dir, "home");
   await Deno.mkdir(home, { recursive: true });
   await Deno.mkdir(paths.releases, { recursive: true });
@@ -315,9 +317,21 @@ export async function ownAppDirs(paths: AppPaths, user: AppUser): Promise<void> 
       if (!info) continue;
       const mode = info.mode! & 0o7777;
       const keep = dir === paths.dir && entry.name === "slots" ? 0o001 : 0; // see linkSlot
-      if (mode & 0o007 & ~keep) await ifExists(Deno.chmod(path, mode & ~(0o007 & ~keep)));
+      if (!(mode & 0o007 & ~keep)) continue;
+      if (await ifExists(Deno.chmod(path, mode & ~(0o007 & ~keep)).then(() => true))) {
+        narrowed.push(dir === paths.dir ? entry.name : `releases/${entry.name}`);
+      }
     }
   }
+  return narrowed;
+}
+
+/** The line that says what {@link ownAppDirs} took from others, if it took anything. */
+export function narrowedLine(paths: AppPaths, narrowed: string[]): string | undefined {
+  if (!narrowed.length) return undefined;
+  const shown = narrowed.length > 4 ? [...narrowed.slice(0, 3), `${narrowed.length - 3} more`] : narrowed;
+  return `! ${paths.dir}: ${shown.join(", ")} ${narrowed.length === 1 ? "was" : "were"} open to others ` +
+    "(nothing in an app's directory is theirs): narrowed";
 }
 
 /** Hands a freshly extracted release to the app's user, for its build. */

@@ -18,7 +18,7 @@ import { maintenancePath } from "../proxy/maintenance.ts";
 import { isAncestor, refTip } from "../git.ts";
 import { managerNamed } from "../managers/mod.ts";
 import { DryRunner } from "../runner.ts";
-import { ownAppDirs } from "../users.ts";
+import { narrowedLine, ownAppDirs } from "../users.ts";
 import { Cancellation } from "./cancel.ts";
 import { canaryWaitNote } from "./canary_decision.ts";
 import { type DeployContext, type Effects, isoNow } from "./context.ts";
@@ -125,7 +125,8 @@ async function deploy(
   const { deploy, paths, commit, config } = plan;
   await Deno.mkdir(paths.logDir, { recursive: true });
   const user = userOf(paths, config);
-  if (user) await ownAppDirs(paths, user); // the ownership model (users.ts), also for servers set up before it
+  // The ownership model (users.ts), also for servers set up before it: what it narrowed is said after the first line.
+  const narrowed = narrowedLine(paths, user ? await ownAppDirs(paths, user) : []);
   const ctx = contextOf(plan, effects, cancellation, false);
   const { journal, print } = ctx;
   journal.redact([...secretsOf(plan.secrets, plan.public), ...config.notify.map((target) => target.url)]);
@@ -168,7 +169,7 @@ async function deploy(
       }
     }
     const branch = ref === undefined ? undefined : { ref, old: branchOld };
-    const result = await withDeployMarker(ctx, () => deployLocked(ctx, branch));
+    const result = await withDeployMarker(ctx, () => deployLocked(ctx, branch, narrowed));
     lock.release();
     // Told once the deploy is over and recorded, outside the lock: a slow receiver holds nothing.
     const last = (await readStatus(paths.status).catch(() => undefined))?.lastDeploy;
@@ -182,7 +183,11 @@ async function deploy(
 }
 
 /** The deploy proper: the steps, then its outcome. */
-async function deployLocked(ctx: DeployContext, branch: Release["branch"]): Promise<ExecuteResult> {
+async function deployLocked(
+  ctx: DeployContext,
+  branch: Release["branch"],
+  narrowed: string | undefined,
+): Promise<ExecuteResult> {
   const { plan, paths, config, journal, clock } = ctx;
   const started = clock.elapsed();
   const before = await readStatus(paths.status);
@@ -195,6 +200,7 @@ async function deployLocked(ctx: DeployContext, branch: Release["branch"]): Prom
   ctx.manager = managerNamed(config.manager, plan.deploy.type === "docker" || previousMeta?.type === "docker");
   const where = plan.runs ? `${config.manager}, port ${config.port}` : "static files";
   journal.say(`deploy-paradigm: deploying ${plan.deploy.name} ${plan.short} as release ${id} (${where})`);
+  if (narrowed) journal.say(narrowed);
   for (const line of await narrowLogs(paths.logDir)) journal.say(line); // logs an older version left open
   await journal.record("begin", { message: `${plan.deploy.type} app, ${where}` });
   const meta = releaseMeta(plan, id, isoNow(clock));

@@ -132,6 +132,13 @@ Deno.test({
           push.output,
           new RegExp(`! /var/log/deployments/${app}/deploy.log was 0644, open to group or others: narrowed to 0600`),
         );
+        // status.json and the releases it wrote 0644 and 0755 behind a 0750 dir, now 0751.
+        assertMatch(
+          push.output,
+          new RegExp(
+            `! /opt/deployments/${app}: .*status\\.json.* open to others \\(nothing in an app's directory is theirs\\): narrowed`,
+          ),
+        );
       }
       assertEquals(await serving(web, "web after the push"), ["web-v2"]);
       assertEquals(await serving(shop, "shop after the push"), ["shop-v2"]);

@@ -4,7 +4,7 @@
  */
 import { join } from "node:path";
 import { assert, assertEquals } from "../helpers/assert.ts";
-import { commit, deploy, git, withWorld } from "../helpers/pipeline_world.ts";
+import { commit, deploy, git, withWorld, type World } from "../helpers/pipeline_world.ts";
 
 Deno.test("output: a dry run with one .env value says 1 value", async () => {
   await withWorld("restart", async (w) => {
@@ -34,13 +34,19 @@ Deno.test("output: a docker deploy says docker started the container, and that t
   });
 });
 
+/** The world's app run as `nobody` (config.yml 0600, as setup writes it). */
+async function asNobody(w: World): Promise<void> {
+  const config = await Deno.readTextFile(w.paths.config);
+  await Deno.writeTextFile(w.paths.config, config.replace("user: root", "user: nobody"), { mode: 0o600 });
+  await Deno.chmod(w.paths.config, 0o600);
+}
+
 Deno.test({
   name: "output: the env line says the mode the release's .env has: 0640, for the app's group, under an app user",
   ignore: Deno.uid() !== 0, // only root runs an app as another user
   fn: async () => {
     await withWorld("restart", async (w) => {
-      const config = await Deno.readTextFile(w.paths.config);
-      await Deno.writeTextFile(w.paths.config, config.replace("user: root", "user: nobody"));
+      await asNobody(w);
       await Deno.writeTextFile(w.paths.envFile("production"), "TOKEN=s3cr3t-value\n", { mode: 0o600 });
       const sha = await commit(w, "ok");
       // The release's .env as the app gets it: read when the manager is told to start it (the
@@ -53,6 +59,30 @@ Deno.test({
       assertEquals(mode, 0o640);
       const line = w.printed.find((l) => l.startsWith("✓ env"));
       assert(line?.endsWith("(0640, 1 value)"), w.printed.join("\n"));
+    });
+  },
+});
+
+Deno.test({
+  name: "output: a deploy says what of the app's directory it took from others (an older version left it open)",
+  ignore: Deno.uid() !== 0, // only root runs an app as another user
+  fn: async () => {
+    await withWorld("restart", async (w) => {
+      await asNobody(w);
+      const old = join(w.paths.dir, "route.json");
+      await Deno.writeTextFile(old, "{}\n", { mode: 0o644 });
+      await Deno.chmod(old, 0o644); // as versions before wrote it
+      const sha = await commit(w, "ok");
+      await deploy(w, sha);
+      assertEquals((await Deno.stat(old)).mode! & 0o777, 0o640);
+      const said = w.printed.filter((line) => line.includes("open to others"));
+      assertEquals(said, [
+        `! ${w.paths.dir}: route.json was open to others (nothing in an app's directory is theirs): narrowed`,
+      ]);
+      // Said once: the next deploy finds nothing to narrow.
+      w.printed.length = 0;
+      await deploy(w, await commit(w, "ok"));
+      assertEquals(w.printed.filter((line) => line.includes("open to others")), []);
     });
   },
 });
