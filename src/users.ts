@@ -213,12 +213,24 @@ export async function ensureBuildUser(
   }
   const user = buildUser(paths, runtime);
   if (!user) return runtime;
-  if (real && (getent("group", runtime.group)?.[3] ?? "").split(",").includes(name)) {
+  const member = real && (getent("group", runtime.group)?.[3] ?? "").split(",").includes(name);
+  if (member) {
     await runner.run({ argv: ["gpasswd", "--delete", name, runtime.group], timeoutMs: 60_000 });
     forgetUsers();
     say(`✓ ${name} is out of the group ${runtime.group} (its builds could read the app's .env files)`);
   }
   await killAllOf(user, runner);
+  if (member) {
+    const found = (await runner.run(regroupCmd(user, runtime.gid))).output.split("\n");
+    const regrouped = found.filter((line) => line.startsWith("/")); // not find's own complaints
+    if (regrouped.length) {
+      say(
+        `✓ ${regrouped.length} file${regrouped.length === 1 ? "" : "s"} of ${name}'s in the group ${runtime.group} ` +
+          `(set-group-ID ones would read the app's .env files for anyone) given to its own group: ` +
+          regrouped.slice(0, 5).join(", ") + (regrouped.length > 5 ? ", …" : ""),
+      );
+    }
+  }
   await Deno.remove(user.home, { recursive: true }).catch((error) => {
     if (!(error instanceof Deno.errors.NotFound)) throw error;
   });
@@ -257,6 +269,24 @@ export function asUser(cmd: Cmd, user: AppUser | undefined): Cmd {
       ...cmd.argv,
     ],
     env: { ...cmd.env, HOME: user.home, USER: user.name, LOGNAME: user.name },
+  };
+}
+
+/**
+ * What a build user made its app's group's while a member of it (as versions before made it),
+ * anywhere but /proc and /sys, given to its own group (printed, one a line): a set-group-ID
+ * program of the app's group it left in /tmp, say, would otherwise let anyone who runs it read
+ * the app's `.env` files after the build user left the group (chgrp takes that bit off a
+ * program, chown(2)). Run once its processes are gone: none can rename what it finds meanwhile.
+ */
+export function regroupCmd(build: AppUser, appGid: number): Cmd {
+  const [uid, gid] = [String(build.uid), String(appGid)];
+  return {
+    argv: ["find", "/", "(", "-path", "/proc", "-o", "-path", "/sys", ")", "-prune", "-o", "-user", uid, "-group", gid]
+      .concat(["-print", "-exec", "chgrp", "--no-dereference", String(build.gid), "--", "{}", "+"]),
+    allowFailure: true, // a file gone meanwhile or an unreadable mount: find says so and goes on
+    quiet: true,
+    timeoutMs: 600_000,
   };
 }
 

@@ -529,6 +529,49 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
 `;
 }
 
+Deno.test("systemd host: a setgid program of the app's group a build user left while in it (versions before) is disarmed when it leaves the group", async () => {
+  const host = await SystemdHost.create();
+  const work = await Deno.makeTempDir({ prefix: "dp-laptop-" });
+  try {
+    const port = 18000 + Math.floor(Math.random() * 1000);
+    for (const [app, at] of [["alpha", port], ["beta", port + 1000]] as const) {
+      const setup = await host.ssh(
+        `${BIN} setup ${app} --port ${at} --manager systemd --proxy-host ${host.address} --yes`,
+      );
+      assertEquals(setup.code, 0, setup.output);
+    }
+    await Deno.writeTextFile(join(host.rootfs, "opt/deployments/alpha/.env.production"), "SECRET=alpha-secret-1\n");
+    const { push } = await host.laptop(work, "alpha");
+    const deployYml = "name: alpha\ntype: python\ncommand: python3 app.py\n" +
+      "healthCheck: { path: /health, window: 8s, interval: 200ms, successes: 2 }\n";
+    await push({ "deploy.yml": deployYml, "app.py": pythonApp("v1"), "requirements.txt": "# none\n" }, "v1");
+    // A server a version before set up (build-alpha in app-alpha), where a malicious dependency of a build left a
+    // setgid copy of cat of the app's group in /var/tmp (not its home, which each build makes new).
+    assertEquals((await host.ssh("usermod --append --groups app-alpha build-alpha")).code, 0);
+    const planted = await asUser(
+      host,
+      "build-alpha",
+      "sh -c 'cp /bin/cat /var/tmp/.cat && chgrp app-alpha /var/tmp/.cat && chmod 2755 /var/tmp/.cat'",
+    );
+    assertEquals(planted.code, 0, planted.output);
+    const pushed = await push({ "app.py": pythonApp("v2") }, "v2");
+    // Another app's user (a pm2 app has no no-new-privileges) runs it: before, it printed alpha's secret.
+    const read = await asUser(host, "app-beta", "/var/tmp/.cat /opt/deployments/alpha/current/.env");
+    assert(read.code !== 0, read.output);
+    assertMatch(read.stderr, /Permission denied/);
+    assert(!read.output.includes("alpha-secret-1"), read.output);
+    assertMatch(pushed, /✓ build-alpha is out of the group app-alpha/);
+    assertMatch(
+      pushed,
+      /✓ 1 file of build-alpha's in the group app-alpha .* given to its own group: \/var\/tmp\/\.cat/,
+    );
+    assertEquals((await host.ssh("stat -c '%U:%G %a' /var/tmp/.cat")).stdout.trim(), "build-alpha:build-alpha 755");
+  } finally {
+    await host.close();
+    await Deno.remove(work, { recursive: true }).catch(() => {});
+  }
+});
+
 Deno.test("systemd host: an app's units may bind only their own port (SocketBindAllow/Deny)", async () => {
   const host = await SystemdHost.create();
   const work = await Deno.makeTempDir({ prefix: "dp-laptop-" });

@@ -17,6 +17,7 @@ import {
   buildUserName,
   defaultUserName,
   handOver,
+  regroupCmd,
   sealCmds,
   unsealedCmd,
   useraddCmd,
@@ -762,6 +763,33 @@ Deno.test("app users: app-<name>, hashed to 32 characters for long names; build 
   assertEquals(longBuilder.length, 32);
   const builder = useraddCmd("build-app-web", "/opt/deployments/web/build-home").argv;
   assertEquals(builder.slice(0, 4), ["useradd", "--system", "--user-group", "--home-dir"]);
+  // Leaving the app's group: what it made the group's (a setgid program in /tmp) goes to its own group.
+  const build = { ...USER, name: "build-web", uid: 991, gid: 986, group: "build-web" };
+  assertEquals(regroupCmd(build, 985).argv, [
+    "find",
+    "/",
+    "(",
+    "-path",
+    "/proc",
+    "-o",
+    "-path",
+    "/sys",
+    ")",
+    "-prune",
+    "-o",
+    "-user",
+    "991",
+    "-group",
+    "985",
+    "-print",
+    "-exec",
+    "chgrp",
+    "--no-dereference",
+    "986",
+    "--",
+    "{}",
+    "+",
+  ]);
 });
 
 Deno.test("sudoers drop-in: %deploy may run only `<binary> receive /var/repos/*.git`, as root, no password", () => {
