@@ -277,13 +277,16 @@ export function asUser(cmd: Cmd, user: AppUser | undefined): Cmd {
  * anywhere but /proc and /sys, given to its own group (printed, one a line): a set-group-ID
  * program of the app's group it left in /tmp, say, would otherwise let anyone who runs it read
  * the app's `.env` files after the build user left the group (chgrp takes that bit off a
- * program, chown(2)). Run once its processes are gone: none can rename what it finds meanwhile.
+ * program, chown(2)). Run once its processes are gone; `-execdir`, not `-exec`: a process that
+ * still runs as that user (through a set-user-ID program it left) cannot swap a directory of a
+ * path found for a link, and so have another file of the server change group.
  */
 export function regroupCmd(build: AppUser, appGid: number): Cmd {
   const [uid, gid] = [String(build.uid), String(appGid)];
   return {
     argv: ["find", "/", "(", "-path", "/proc", "-o", "-path", "/sys", ")", "-prune", "-o", "-user", uid, "-group", gid]
-      .concat(["-print", "-exec", "chgrp", "--no-dereference", String(build.gid), "--", "{}", "+"]),
+      .concat(["-print", "-execdir", "chgrp", "--no-dereference", String(build.gid), "--", "{}", "+"]),
+    env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" }, // -execdir refuses a PATH with a relative directory
     allowFailure: true, // a file gone meanwhile or an unreadable mount: find says so and goes on
     quiet: true,
     timeoutMs: 600_000,

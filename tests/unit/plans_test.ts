@@ -782,7 +782,7 @@ Deno.test("app users: app-<name>, hashed to 32 characters for long names; build 
     "-group",
     "985",
     "-print",
-    "-exec",
+    "-execdir",
     "chgrp",
     "--no-dereference",
     "986",
