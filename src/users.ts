@@ -231,6 +231,7 @@ export async function ensureBuildUser(
       );
     }
   }
+  await runner.run(sweepCmd(user));
   await Deno.remove(user.home, { recursive: true }).catch((error) => {
     if (!(error instanceof Deno.errors.NotFound)) throw error;
   });
@@ -290,6 +291,27 @@ export function regroupCmd(build: AppUser, appGid: number): Cmd {
     allowFailure: true, // a file gone meanwhile or an unreadable mount: find says so and goes on
     quiet: true,
     timeoutMs: 600_000,
+  };
+}
+
+/** The server's directories anyone may write to (sticky): where a build could leave something for later. */
+const SHARED_TMP = ["/tmp", "/var/tmp", "/dev/shm", "/run/lock"];
+
+/**
+ * Deletes what the build user has in the server's shared temporary directories, once its
+ * processes are gone (before each build, and after each build command: see killAllOf). A
+ * set-user-ID copy of python a build left in /var/tmp would let anyone (another app's user, the
+ * running app, which under PM2 has no sandbox) run as the build user during a later build and
+ * rewrite that release before its seal; nothing a build leaves there is for later. As root
+ * (`find -delete` works in the directory's descriptor, follows no link), on each directory's own
+ * filesystem.
+ */
+export function sweepCmd(build: AppUser): Cmd {
+  return {
+    argv: ["find", ...SHARED_TMP, "-xdev", "-user", String(build.uid), "-delete"],
+    allowFailure: true, // a directory a server does not have, one left not empty (another user's file in it)
+    quiet: true,
+    timeoutMs: 120_000,
   };
 }
 

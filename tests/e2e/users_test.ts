@@ -529,7 +529,7 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
 `;
 }
 
-Deno.test("systemd host: a setgid program of the app's group a build user left while in it (versions before) is disarmed when it leaves the group", async () => {
+Deno.test("systemd host: a setgid program of the app's group a build user left while in it (versions before) is disarmed when it leaves the group; a setuid one a build leaves in /var/tmp or /dev/shm is gone", async () => {
   const host = await SystemdHost.create();
   const work = await Deno.makeTempDir({ prefix: "dp-laptop-" });
   try {
@@ -565,7 +565,17 @@ Deno.test("systemd host: a setgid program of the app's group a build user left w
       pushed,
       /✓ 1 file of build-alpha's in the group app-alpha .* given to its own group: \/var\/tmp\/\.cat/,
     );
-    assertEquals((await host.ssh("stat -c '%U:%G %a' /var/tmp/.cat")).stdout.trim(), "build-alpha:build-alpha 755");
+    // ... and then deleted with all the build user had in the shared temp dirs.
+    assertEquals((await host.ssh("test -e /var/tmp/.cat")).code, 1, "/var/tmp/.cat is still there");
+
+    // A build (a malicious dependency) leaves set-user-ID copies of python for later: anyone running one would be
+    // build-alpha during the next build and could rewrite that release before its seal. Gone after each build command.
+    const plant = "cp /usr/bin/python3 /var/tmp/.py && chmod 6755 /var/tmp/.py && " +
+      "cp /usr/bin/python3 /dev/shm/.py && chmod 6755 /dev/shm/.py && ls -l /var/tmp/.py";
+    const planting = await push({ "deploy.yml": `${deployYml}build: ${plant}\n`, "app.py": pythonApp("v3") }, "v3");
+    assertMatch(planting, /-rwsr-sr-x 1 build-alpha build-alpha .* \/var\/tmp\/\.py/); // it was made
+    const left = await host.ssh("find /tmp /var/tmp /dev/shm -user build-alpha");
+    assertEquals(left.stdout.trim(), "", "what build-alpha left in the shared temp dirs");
   } finally {
     await host.close();
     await Deno.remove(work, { recursive: true }).catch(() => {});

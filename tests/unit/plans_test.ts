@@ -19,6 +19,7 @@ import {
   handOver,
   regroupCmd,
   sealCmds,
+  sweepCmd,
   unsealedCmd,
   useraddCmd,
 } from "../../src/users.ts";
@@ -789,6 +790,18 @@ Deno.test("app users: app-<name>, hashed to 32 characters for long names; build 
     "--",
     "{}",
     "+",
+  ]);
+  // What a build user has in the shared temp dirs goes before each build and after each build command.
+  assertEquals(sweepCmd(build).argv, [
+    "find",
+    "/tmp",
+    "/var/tmp",
+    "/dev/shm",
+    "/run/lock",
+    "-xdev",
+    "-user",
+    "991",
+    "-delete",
   ]);
 });
 
