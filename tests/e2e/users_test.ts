@@ -546,33 +546,39 @@ Deno.test("systemd host: a setgid program of the app's group a build user left w
       "healthCheck: { path: /health, window: 8s, interval: 200ms, successes: 2 }\n";
     await push({ "deploy.yml": deployYml, "app.py": pythonApp("v1"), "requirements.txt": "# none\n" }, "v1");
     // A server a version before set up (build-alpha in app-alpha), where a malicious dependency of a build left a
-    // setgid copy of cat of the app's group in /var/tmp (not its home, which each build makes new).
-    assertEquals((await host.ssh("usermod --append --groups app-alpha build-alpha")).code, 0);
+    // setgid copy of cat of the app's group in a directory anyone may write to (not its home, which each build makes
+    // new; not /tmp or /var/tmp, which each build now sweeps: an uploads directory an operator left 1777, say).
+    assertEquals(
+      (await host.ssh("usermod --append --groups app-alpha build-alpha && install -d -m 1777 /srv/shared")).code,
+      0,
+    );
     const planted = await asUser(
       host,
       "build-alpha",
-      "sh -c 'cp /bin/cat /var/tmp/.cat && chgrp app-alpha /var/tmp/.cat && chmod 2755 /var/tmp/.cat'",
+      "sh -c 'cp /bin/cat /srv/shared/.cat && chgrp app-alpha /srv/shared/.cat && chmod 2755 /srv/shared/.cat'",
     );
     assertEquals(planted.code, 0, planted.output);
     const pushed = await push({ "app.py": pythonApp("v2") }, "v2");
     // Another app's user (a pm2 app has no no-new-privileges) runs it: before, it printed alpha's secret.
-    const read = await asUser(host, "app-beta", "/var/tmp/.cat /opt/deployments/alpha/current/.env");
+    const read = await asUser(host, "app-beta", "/srv/shared/.cat /opt/deployments/alpha/current/.env");
     assert(read.code !== 0, read.output);
     assertMatch(read.stderr, /Permission denied/);
     assert(!read.output.includes("alpha-secret-1"), read.output);
     assertMatch(pushed, /✓ build-alpha is out of the group app-alpha/);
     assertMatch(
       pushed,
-      /✓ 1 file of build-alpha's in the group app-alpha .* given to its own group: \/var\/tmp\/\.cat/,
+      /✓ 1 file of build-alpha's in the group app-alpha .* given to its own group: \/srv\/shared\/\.cat/,
     );
-    // ... and then deleted with all the build user had in the shared temp dirs.
-    assertEquals((await host.ssh("test -e /var/tmp/.cat")).code, 1, "/var/tmp/.cat is still there");
+    assertEquals((await host.ssh("stat -c '%U:%G %a' /srv/shared/.cat")).stdout.trim(), "build-alpha:build-alpha 755");
 
     // A build (a malicious dependency) leaves set-user-ID copies of python for later: anyone running one would be
     // build-alpha during the next build and could rewrite that release before its seal. Gone after each build command.
-    const plant = "cp /usr/bin/python3 /var/tmp/.py && chmod 6755 /var/tmp/.py && " +
-      "cp /usr/bin/python3 /dev/shm/.py && chmod 6755 /dev/shm/.py && ls -l /var/tmp/.py";
-    const planting = await push({ "deploy.yml": `${deployYml}build: ${plant}\n`, "app.py": pythonApp("v3") }, "v3");
+    const plant = "cp /usr/bin/python3 /var/tmp/.py && chmod 6755 /var/tmp/.py\n" +
+      "cp /usr/bin/python3 /dev/shm/.py && chmod 6755 /dev/shm/.py\nls -l /var/tmp/.py\n";
+    const planting = await push(
+      { "deploy.yml": `${deployYml}build: sh plant.sh\n`, "plant.sh": plant, "app.py": pythonApp("v3") },
+      "v3",
+    );
     assertMatch(planting, /-rwsr-sr-x 1 build-alpha build-alpha .* \/var\/tmp\/\.py/); // it was made
     const left = await host.ssh("find /tmp /var/tmp /dev/shm -user build-alpha");
     assertEquals(left.stdout.trim(), "", "what build-alpha left in the shared temp dirs");
