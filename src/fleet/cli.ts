@@ -217,7 +217,10 @@ export async function add(
  */
 export async function remove(options: FleetOptions & { name: string }): Promise<number> {
   const paths = fleetPaths();
-  const { configPath } = await readConfig(options, paths);
+  const { configPath, config } = await readConfig(options, paths);
+  if (!config.servers.some((s) => s.name === options.name)) {
+    await removeServer(configPath, options.name); // refuses it, naming the servers, before the lock is made
+  }
   const lock = await collectorLock(paths.home, "stop it (Ctrl-C), remove the server, then start it again");
   try {
     const { removed, left } = await removeServer(configPath, options.name);

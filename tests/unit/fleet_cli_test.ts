@@ -332,6 +332,11 @@ Deno.test("fleet remove: out of config.yml (comments kept), its mirror, host key
     assertMatch(unknown.stderr, /no server "web9" in \S+config\.yml/);
     assertMatch(unknown.stderr, /its servers: twin/);
     assertEquals([await Deno.readTextFile(configPath), await filesUnder(home)], before);
+    // Nor in a home that does not exist yet: no home, no lock made.
+    const elsewhere = await fleetCli(["remove", "web9"], { FLEET_MONITOR_HOME: join(home, "none") });
+    assertEquals(elsewhere.code, 2, elsewhere.stderr);
+    assertMatch(elsewhere.stderr, /no server "web9" in \S+config\.yml/);
+    assertEquals(await Deno.stat(join(home, "none")).then(() => "made", () => "absent"), "absent");
     const usage = await fleetCli(["remove"], env);
     assertEquals(usage.code, 2);
     assertMatch(usage.stderr, /usage: deploy-paradigm fleet remove <server>/);
