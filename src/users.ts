@@ -298,18 +298,18 @@ export function regroupCmd(build: AppUser, appGid: number): Cmd {
 const SHARED_TMP = ["/tmp", "/var/tmp", "/dev/shm", "/run/lock"];
 
 /**
- * Deletes what the build user has in the server's shared temporary directories, once its
- * processes are gone (before each build, and after each build command: see killAllOf). A
- * set-user-ID copy of python a build left in /var/tmp would let anyone (another app's user, the
- * running app, which under PM2 has no sandbox) run as the build user during a later build and
- * rewrite that release before its seal; nothing a build leaves there is for later. As root
- * (`find -delete` works in the directory's descriptor, follows no link), on each directory's own
- * filesystem.
+ * Deletes the set-user-ID and set-group-ID files the build user has in the server's shared
+ * temporary directories, once its processes are gone (before each build, and after each build
+ * command: see killAllOf). A set-user-ID copy of python a build left in /var/tmp would let anyone
+ * (another app's user, the running app, which under PM2 has no sandbox) run as the build user
+ * during a later build and rewrite that release before its seal. Only those: other files may be
+ * anything's (a test server's whole tree lives under /tmp). As root: `find -delete` works in the
+ * directory's descriptor and follows no link; on each directory's own filesystem.
  */
 export function sweepCmd(build: AppUser): Cmd {
   return {
-    argv: ["find", ...SHARED_TMP, "-xdev", "-user", String(build.uid), "-delete"],
-    allowFailure: true, // a directory a server does not have, one left not empty (another user's file in it)
+    argv: ["find", ...SHARED_TMP, "-xdev", "-user", String(build.uid), "-type", "f", "-perm", "/6000", "-delete"],
+    allowFailure: true, // a directory a server does not have
     quiet: true,
     timeoutMs: 120_000,
   };

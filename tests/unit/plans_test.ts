@@ -791,7 +791,7 @@ Deno.test("app users: app-<name>, hashed to 32 characters for long names; build 
     "{}",
     "+",
   ]);
-  // What a build user has in the shared temp dirs goes before each build and after each build command.
+  // The setuid/setgid files a build user has in the shared temp dirs go before each build and after each command.
   assertEquals(sweepCmd(build).argv, [
     "find",
     "/tmp",
@@ -801,6 +801,10 @@ Deno.test("app users: app-<name>, hashed to 32 characters for long names; build 
     "-xdev",
     "-user",
     "991",
+    "-type",
+    "f",
+    "-perm",
+    "/6000",
     "-delete",
   ]);
 });
