@@ -25,7 +25,7 @@
 import { join } from "node:path";
 import { UsageError } from "./errors.ts";
 import { ifExists } from "./fsutil.ts";
-import type { AppPaths } from "./paths.ts";
+import { type AppPaths, prefix } from "./paths.ts";
 import type { Cmd, Runner } from "./runner.ts";
 
 /** The user an app runs as. */
@@ -231,7 +231,7 @@ export async function ensureBuildUser(
       );
     }
   }
-  await runner.run(sweepCmd(user));
+  await sweepShared(user, runner);
   await Deno.remove(user.home, { recursive: true }).catch((error) => {
     if (!(error instanceof Deno.errors.NotFound)) throw error;
   });
@@ -313,6 +313,14 @@ export function sweepCmd(build: AppUser): Cmd {
     quiet: true,
     timeoutMs: 120_000,
   };
+}
+
+/**
+ * {@link sweepCmd}, on a real server only: under DEPLOY_PARADIGM_PREFIX (tests, the demo) the
+ * server's own tree may live under /tmp, its release being built with it.
+ */
+export async function sweepShared(build: AppUser, runner: Runner): Promise<void> {
+  if (prefix() === "/") await runner.run(sweepCmd(build));
 }
 
 /**

@@ -18,7 +18,7 @@ import {
   killLeftovers,
   sealCmds,
   shareWithApp,
-  sweepCmd,
+  sweepShared,
   unsealedCmd,
   uptime,
 } from "../../users.ts";
@@ -348,7 +348,7 @@ export async function runConfined(
     if (!cmd.engine) {
       const building = as !== undefined && as.name === buildUserName(ctx.paths.app);
       const killed = (building ? await killAllOf(as, ctx.runner) : 0) + await killLeftovers(as, releaseDir, since);
-      if (building) await ctx.runner.run(sweepCmd(as)); // setuid/setgid files it left in /tmp and the like
+      if (building) await sweepShared(as, ctx.runner); // setuid/setgid files it left in /tmp and the like
       if (killed) ctx.journal.output(`(killed ${killed} process${killed === 1 ? "" : "es"} it left behind)`);
     }
   }
