@@ -44,6 +44,18 @@ export async function writeFileAtomic(path: string, content: string, mode = 0o64
   }
 }
 
+/**
+ * Takes the permission bits `drop` off `path`, never through a link: its mode before when it had
+ * any of them and they are off now; undefined when it had none, is a link, or went meanwhile.
+ */
+export async function narrowMode(path: string, drop: number): Promise<number | undefined> {
+  const info = await ifExists(Deno.lstat(path));
+  if (!info || info.isSymlink || info.mode === null) return undefined;
+  const mode = info.mode & 0o7777;
+  if (!(mode & drop)) return undefined;
+  return (await ifExists(Deno.chmod(path, mode & ~drop).then(() => true))) ? mode : undefined;
+}
+
 /** Points symlink `link` at `target` atomically: a temp symlink, then rename(2). Never `ln -sfn`. */
 export async function symlinkAtomic(target: string, link: string): Promise<void> {
   const temp = tempName(link);

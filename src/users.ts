@@ -24,7 +24,7 @@
  */
 import { join } from "node:path";
 import { UsageError } from "./errors.ts";
-import { ifExists } from "./fsutil.ts";
+import { narrowMode } from "./fsutil.ts";
 import { type AppPaths, prefix } from "./paths.ts";
 import type { Cmd, Runner } from "./runner.ts";
 
@@ -375,13 +375,8 @@ export async function ownAppDirs(paths: AppPaths, user: AppUser): Promise<string
     for await (const entry of Deno.readDir(dir)) {
       if (entry.isSymlink || (dir === paths.dir && entry.name === "releases")) continue;
       // Run before the push takes the lock: what a deploy that holds it writes and cleans may go meanwhile.
-      const path = join(dir, entry.name);
-      const info = await ifExists(Deno.lstat(path));
-      if (!info) continue;
-      const mode = info.mode! & 0o7777;
       const keep = dir === paths.dir && entry.name === "slots" ? 0o001 : 0; // see linkSlot
-      if (!(mode & 0o007 & ~keep)) continue;
-      if (await ifExists(Deno.chmod(path, mode & ~(0o007 & ~keep)).then(() => true))) {
+      if (await narrowMode(join(dir, entry.name), 0o007 & ~keep) !== undefined) {
         narrowed.push(dir === paths.dir ? entry.name : `releases/${entry.name}`);
       }
     }

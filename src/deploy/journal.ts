@@ -4,7 +4,7 @@
  * @module
  */
 import { join } from "node:path";
-import { ifExists } from "../fsutil.ts";
+import { narrowMode } from "../fsutil.ts";
 import { CommandFailed, displayArgv } from "../runner.ts";
 import { type Clock, isoNow } from "./context.ts";
 import { type Cancellation, killPoint } from "./cancel.ts";
@@ -80,12 +80,11 @@ export async function appendLine(path: string, line: string): Promise<void> {
 export async function narrowLogs(logDir: string): Promise<string[]> {
   const said: string[] = [];
   for await (const entry of Deno.readDir(logDir)) {
+    if (!entry.isFile) continue;
     const path = join(logDir, entry.name);
-    const info = await ifExists(Deno.lstat(path)); // gone meanwhile: a cron run rotated it
-    const mode = (info?.mode ?? 0) & 0o7777;
-    if (!info?.isFile || !(mode & 0o077)) continue;
-    if (!(await ifExists(Deno.chmod(path, mode & 0o700).then(() => true)))) continue;
-    said.push(`! ${path} was ${octal(mode)}, open to group or others: narrowed to ${octal(mode & 0o700)}`);
+    const mode = await narrowMode(path, 0o077); // undefined also when gone meanwhile: a cron run rotated it
+    if (mode === undefined) continue;
+    said.push(`! ${path} was ${octal(mode)}, open to group or others: narrowed to ${octal(mode & ~0o077)}`);
   }
   return said;
 }

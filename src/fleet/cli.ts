@@ -14,7 +14,15 @@ import { writeFileAtomic } from "../fsutil.ts";
 import { ProcessRunner } from "../runner.ts";
 import { FleetAlerts } from "./fleet_alerts.ts";
 import { Collector, type CycleSummary } from "./collector.ts";
-import { addServer, fleetPaths, type FleetServer, loadFleetConfig, LOCAL, removeServer } from "./config.ts";
+import {
+  addServer,
+  fleetPaths,
+  type FleetServer,
+  loadFleetConfig,
+  LOCAL,
+  removeServer,
+  serverIndex,
+} from "./config.ts";
 import { limitLines } from "./views.ts";
 import { FleetStore } from "./store.ts";
 import { forTerminal, jsonForTerminal } from "../terminal.ts";
@@ -218,9 +226,7 @@ export async function add(
 export async function remove(options: FleetOptions & { name: string }): Promise<number> {
   const paths = fleetPaths();
   const { configPath, config } = await readConfig(options, paths);
-  if (!config.servers.some((s) => s.name === options.name)) {
-    await removeServer(configPath, options.name); // refuses it, naming the servers, before the lock is made
-  }
+  serverIndex(config, configPath, options.name); // an unknown name is refused before the lock is made
   const lock = await collectorLock(paths.home, "stop it (Ctrl-C), remove the server, then start it again");
   try {
     const { removed, left } = await removeServer(configPath, options.name);

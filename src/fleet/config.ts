@@ -245,6 +245,18 @@ export async function addServer(path: string, server: NewServer): Promise<FleetS
   return checked.servers.find((s) => s.name === server.name)!;
 }
 
+/** Where server `name` is in `config` (read from `path`); refuses a name not there, naming those that are. */
+export function serverIndex(config: FleetConfig, path: string, name: string): number {
+  const index = config.servers.findIndex((s) => s.name === name);
+  if (index < 0) {
+    const names = config.servers.map((s) => s.name);
+    throw new UsageError(`no server "${name}" in ${path}`, {
+      suggestion: names.length ? `its servers: ${names.join(", ")}` : "it has no servers",
+    });
+  }
+  return index;
+}
+
 /**
  * Removes server `name` from config.yml, keeping the file's comments and the other servers; refuses
  * a name not there (naming those that are). Returns it, and the servers left.
@@ -255,13 +267,7 @@ export async function removeServer(
 ): Promise<{ removed: FleetServer; left: FleetServer[] }> {
   const text = await readConfigText(path) ?? "servers: []\n";
   const config = parseConfig(text, fleetConfigSchema, path);
-  const index = config.servers.findIndex((s) => s.name === name);
-  if (index < 0) {
-    const names = config.servers.map((s) => s.name);
-    throw new UsageError(`no server "${name}" in ${path}`, {
-      suggestion: names.length ? `its servers: ${names.join(", ")}` : "it has no servers",
-    });
-  }
+  const index = serverIndex(config, path, name);
   const doc = parseDocument(text);
   (doc.get("servers") as { delete(index: number): boolean }).delete(index);
   const updated = documentText(doc);

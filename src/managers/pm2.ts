@@ -12,7 +12,7 @@
  * @module
  */
 import { join, resolve } from "node:path";
-import { exists, readTextOrUndefined } from "../fsutil.ts";
+import { exists, narrowMode, readTextOrUndefined } from "../fsutil.ts";
 import { deploymentsRoot, systemdDir } from "../paths.ts";
 import type {
   AppProcess,
@@ -354,8 +354,5 @@ const outsideWarning = `! pm2's daemon runs outside ${PM2_BOOT_UNIT} until the n
  */
 export async function narrowPm2Home(): Promise<void> {
   const home = pm2Home();
-  for (const path of [home, join(home, "dump.pm2"), join(home, "dump.pm2.bak")]) {
-    const info = await Deno.lstat(path).catch(() => undefined);
-    if (info && !info.isSymlink && info.mode! & 0o077) await Deno.chmod(path, info.mode! & 0o700);
-  }
+  for (const path of [home, join(home, "dump.pm2"), join(home, "dump.pm2.bak")]) await narrowMode(path, 0o077);
 }
