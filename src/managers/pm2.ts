@@ -125,7 +125,19 @@ export const pm2: ProcessManager<"pm2"> = {
     const path = serviceFile(service.name, service.root);
     const [script, ...args] = service.argv;
     // cwd: pm2 would take its client's (a deploy's: the bare repo of the app that pushed), and hold it.
-    const app = { name: service.name, script, args, cwd: "/", interpreter: "none", env: service.env };
+    // exp_backoff_restart_delay: pm2 gives up on a process that exits 16 times within its first 16 s
+    // (`errored`, for good); a proxy that cannot listen yet at boot (its address not up) would stay
+    // down, every app with it. Waiting 0.1 s, then 1.5 times longer each time (up to 15 s), it
+    // never exits that often, and is back 0.1 s after a crash.
+    const app = {
+      name: service.name,
+      script,
+      args,
+      cwd: "/",
+      interpreter: "none",
+      env: service.env,
+      exp_backoff_restart_delay: 100,
+    };
     return {
       files: [{ path, content: JSON.stringify({ apps: [app] }, null, 2) + "\n", mode: 0o600 }],
       commands: [pm2Cmd([service.restart ? "startOrRestart" : "start", path]), pm2Cmd(["save"])], // dump.pm2 0600

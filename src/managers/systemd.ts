@@ -355,18 +355,27 @@ export const systemd: ProcessManager<"systemd"> = {
   logsCommand: (name: string) => `journalctl -u ${name}`,
 };
 
-/** The unit of a service of deploy-paradigm's own (see {@link ServiceSpec}). */
+/**
+ * The unit of a service of deploy-paradigm's own (see {@link ServiceSpec}). It starts once the
+ * network is up (the proxy's --proxy-host address may come from DHCP after network.target), and
+ * is never given up on: by default systemd stops restarting a unit after 5 starts in 10 s, and a
+ * proxy that cannot listen yet at boot (its address not there, its port still held) would stay
+ * down for good, every app with it; here it tries again twice a second until it can.
+ */
 export function serviceUnit(service: ServiceSpec): string {
   return [
     "# Written by deploy-paradigm setup.",
     "[Unit]",
     `Description=${service.description}`,
-    "After=network.target",
+    "Wants=network-online.target",
+    "After=network-online.target",
+    "StartLimitIntervalSec=0",
     "",
     "[Service]",
     `ExecStart=${service.argv.map((a) => `"${a.replace(/[\\"]/g, (c) => `\\${c}`)}"`).join(" ")}`,
     ...Object.entries(service.env).map(([k, v]) => `Environment="${k}=${v}"`),
     "Restart=always",
+    "RestartSec=500ms",
     "",
     "[Install]",
     "WantedBy=multi-user.target",

@@ -9,7 +9,7 @@
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { pythonApp } from "../helpers/apps.ts";
 import { SystemdHost } from "../helpers/nspawn.ts";
-import { BIN } from "../helpers/server.ts";
+import { BIN, run } from "../helpers/server.ts";
 
 /** Writes a `start <version>` line to $HOME/worker.log, then waits for its jobs. */
 function worker(version: string): string {
@@ -136,3 +136,58 @@ Deno.test("a reboot: the systemd and the pm2 app serve again through the proxy, 
     for (const work of works) await Deno.remove(work, { recursive: true });
   }
 });
+
+for (const manager of ["systemd", "pm2"] as const) {
+  Deno.test(`the proxy under ${manager} is never given up on: its address comes up late (as at boot), it listens then`, async () => {
+    const host = await SystemdHost.create({ pm2: manager === "pm2" });
+    try {
+      // An address of the host's own that is not there yet when the proxy starts (DHCP after network.target, say).
+      const late = "10.253.7.9";
+      const port = 18000 + Math.floor(Math.random() * 1000);
+      // In the host's network namespace, from here (the container may not change its own network).
+      const address = async (verb: "add" | "del") =>
+        assertEquals((await run(["ip", "-n", host.name, "addr", verb, `${late}/32`, "dev", "lo"])).code, 0);
+      await address("add");
+      const setup = await host.ssh(`${BIN} setup web --port ${port} --manager ${manager} --proxy-host ${late} --yes`);
+      assertEquals(setup.code, 0, setup.output);
+      const state = async () =>
+        manager === "systemd"
+          ? (await host.ssh("systemctl show -p ActiveState -p Result -p NRestarts deploy-paradigm-proxy")).stdout
+          : (await host.ssh(
+            `pm2 jlist | tail -n 1 | python3 -c "import json, sys
+p = [p for p in json.load(sys.stdin) if p['name'] == 'deploy-paradigm-proxy'][0]['pm2_env']
+print(p['status'], 'restarts', p['restart_time'])"`,
+          )).stdout;
+      await address("del");
+      const restart = manager === "systemd"
+        ? "systemctl restart deploy-paradigm-proxy"
+        : "pm2 restart deploy-paradigm-proxy";
+      const restarted = await host.ssh(restart);
+      assertEquals(restarted.code, 0, restarted.output);
+      // Long enough for either manager's default limit (systemd: 5 starts in 10 s; pm2: 16 exits of
+      // under a second in its first 16 s) to have stopped it for good.
+      await new Promise((r) => setTimeout(r, 17_000));
+      const failing = await state();
+      assertMatch(
+        failing,
+        manager === "systemd" ? /NRestarts=[1-9]/ : /^(online|launching|waiting restart) restarts [1-9]/,
+        failing,
+      );
+      await address("add");
+      // It listens there within a try or two: an HTTP answer from the proxy (no release yet: 503).
+      const ask = `python3 -c "import urllib.request as u, urllib.error as e
+try: u.urlopen('http://${late}:${port}/', timeout=2)
+except e.HTTPError as x: print(x.code)
+except Exception as x: print(x)"`;
+      let answer = "";
+      for (let i = 0; i < 100 && !/^\d{3}$/.test(answer); i++) {
+        answer = (await host.ssh(ask)).stdout.trim();
+        if (!/^\d{3}$/.test(answer)) await new Promise((r) => setTimeout(r, 200));
+      }
+      assertMatch(answer, /^5\d\d$/, `${answer}\n${await state()}`);
+      assertMatch(await state(), manager === "systemd" ? /ActiveState=active/ : /^online/);
+    } finally {
+      await host.close();
+    }
+  });
+}
