@@ -12,6 +12,8 @@ export interface Listener {
   address: string;
   port: number;
   uid: number;
+  /** The socket's inode: which process holds it (see {@link holders}). */
+  inode: number;
 }
 
 /** The state column's value of a listening socket (TCP_LISTEN). */
@@ -37,9 +39,10 @@ export function parseListeners(text: string): Listener[] {
     const [hex, portHex] = fields[1].split(":");
     const port = parseInt(portHex ?? "", 16);
     const uid = Number(fields[7]);
+    const inode = Number(fields[9] ?? 0);
     const address = decodeAddress(hex);
     if (address === undefined || !(port > 0 && port < 65536) || !Number.isInteger(uid) || uid < 0) continue;
-    found.push({ address, port, uid });
+    found.push({ address, port, uid, inode: Number.isInteger(inode) && inode > 0 ? inode : 0 });
   }
   return found;
 }
@@ -128,4 +131,67 @@ export function heldBy(
     return name ? `${name} (uid ${id})` : `uid ${id}`;
   }).join(" and ");
   return `port ${port} is held by ${who}, not ${owner}: another process took it`;
+}
+
+/**
+ * The processes that hold each of the sockets `inodes` (their descriptors link to `socket:[inode]`),
+ * among the processes of `uid` (one user's: a few, not the whole server's); pids by inode. Root
+ * sees every process's descriptors; a process gone meanwhile is skipped.
+ */
+export async function holders(inodes: readonly number[], uid: number, proc = "/proc"): Promise<Map<number, number[]>> {
+  const wanted = new Map(inodes.filter((inode) => inode > 0).map((inode) => [`socket:[${inode}]`, inode]));
+  const found = new Map<number, number[]>();
+  if (!wanted.size) return found;
+  for await (const entry of Deno.readDir(proc)) {
+    const pid = Number(entry.name);
+    if (!Number.isInteger(pid) || pid <= 0) continue;
+    try {
+      if ((await Deno.stat(`${proc}/${pid}`)).uid !== uid) continue;
+      for await (const fd of Deno.readDir(`${proc}/${pid}/fd`)) {
+        const inode = wanted.get(await Deno.readLink(`${proc}/${pid}/fd/${fd.name}`).catch(() => ""));
+        if (inode !== undefined) found.set(inode, [...(found.get(inode) ?? []), pid]);
+      }
+    } catch { /* gone, or not ours to read */ }
+  }
+  return found;
+}
+
+/** Whether process `pid` is `root` or one of its descendants (its parents by /proc/<pid>/stat). */
+export async function descendsFrom(pid: number, root: number, proc = "/proc"): Promise<boolean> {
+  for (let at = pid, depth = 0; at > 1 && depth < 256; depth++) {
+    if (at === root) return true;
+    const stat = await Deno.readTextFile(`${proc}/${at}/stat`).catch(() => "");
+    // pid (comm) state ppid …: comm may hold spaces and parentheses, so from the last ")".
+    at = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+    if (!Number.isInteger(at)) return false;
+  }
+  return false;
+}
+
+/**
+ * Why `port` is not held by process `pid` of `owner` (uid `uid`) or its descendants, in words, or
+ * undefined when every listener there of that uid is theirs: another process of the same user
+ * (what a compromised release left running, say) would answer the health check and get the
+ * traffic. `started` names the process, e.g. `beta-green`. Other uids are {@link heldBy}'s.
+ */
+export async function heldOutside(
+  listeners: readonly Listener[],
+  port: number,
+  uid: number,
+  pid: number,
+  started: string,
+  proc = "/proc",
+): Promise<string | undefined> {
+  const own = listeners.filter((l) => l.port === port && l.uid === uid);
+  const pids = await holders(own.map((l) => l.inode), uid, proc);
+  const outside: number[] = [];
+  for (const listener of own) {
+    const by = pids.get(listener.inode) ?? [];
+    const theirs = await Promise.all(by.map((holder) => descendsFrom(holder, pid, proc)));
+    if (by.length && !theirs.some(Boolean)) outside.push(...by);
+  }
+  if (!outside.length) return undefined;
+  const list = [...new Set(outside)].sort((a, b) => a - b).join(", ");
+  return `port ${port} is held by pid ${list}, not by ${started} (pid ${pid}) nor a process it started: ` +
+    "another process of the app's user took it";
 }

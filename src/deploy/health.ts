@@ -6,7 +6,7 @@ import { isAbsolute, join, relative, sep } from "node:path";
 import type { HealthCheck } from "../config/schema.ts";
 import { exists } from "../fsutil.ts";
 import type { AppProcess, ProcessManager } from "../managers/mod.ts";
-import { heldBy, readListeners } from "../listeners.ts";
+import { heldBy, heldOutside, readListeners } from "../listeners.ts";
 import type { Runner } from "../runner.ts";
 import { userNameOf } from "../users.ts";
 import { Cancelled } from "./cancel.ts";
@@ -98,6 +98,11 @@ async function probe(url: string, timeout: number): Promise<string | undefined> 
 export interface PortOwner {
   uid: number;
   name: string;
+  /**
+   * The process started for the port, as its manager names it and its pid (undefined when the
+   * manager cannot say): of that uid's listeners there, only its and its descendants' count.
+   */
+  started?: () => Promise<{ name: string; pid: number } | undefined>;
 }
 
 /**
@@ -119,7 +124,11 @@ export function portOwner(process: AppProcess): PortOwner | undefined {
 export async function portTaken(url: string, owner: PortOwner): Promise<string | undefined> {
   const port = Number(new URL(url).port);
   if (!port) return undefined;
-  return heldBy(await readListeners(), port, owner.uid, owner.name, userNameOf);
+  const listeners = await readListeners();
+  const other = heldBy(listeners, port, owner.uid, owner.name, userNameOf);
+  if (other) return other;
+  const started = await owner.started?.().catch(() => undefined);
+  return started?.pid ? await heldOutside(listeners, port, owner.uid, started.pid, started.name) : undefined;
 }
 
 /**
@@ -145,7 +154,7 @@ async function healthStep(
       const appErrors = await linesSince(errorLog, since, 10);
       if (taken) {
         throw new Error(
-          `${taken}; what answered ${target} was not ${owner!.name}'s process` +
+          `${taken}; what answered ${target} was not the process started for it` +
             (appErrors.length ? `; the app's error.log says:\n${appErrors.map((l) => `    ${l}`).join("\n")}` : ""),
         );
       }
@@ -211,7 +220,24 @@ export async function startAndCheck(
 ): Promise<HealthResult> {
   const since = await fileSize(process.errorLog);
   await journal.step("start", () => runner.apply(manager.restart(process)), () => started);
-  return await healthStep(journal, url, check, process.errorLog, since, "health", portOwner(process));
+  const owner = portOwner(process);
+  const name = manager.nameOf(process.app, process.slot);
+  const pidOf = async () => {
+    const pid = (await manager.states?.(runner, process.root, [name]))?.get(name)?.pid;
+    return pid ? { name, pid } : undefined;
+  };
+  return await healthStep(
+    journal,
+    url,
+    check,
+    process.errorLog,
+    since,
+    "health",
+    owner && {
+      ...owner,
+      started: pidOf,
+    },
+  );
 }
 
 /**

@@ -23,6 +23,7 @@ import { BIN, freePort, get, run, type TestServer, withServer } from "../helpers
 import { CertificateStore } from "../../src/proxy/certs.ts";
 import { buildUserName, defaultUserName, lookupUser } from "../../src/users.ts";
 import type { AppPaths } from "../../src/paths.ts";
+import { parse as parseYaml } from "../../src/yaml.ts";
 
 /** Runs `command` on the host as `user` (its groups too), through setpriv. */
 function asUser(host: SystemdHost, user: string, command: string) {
@@ -989,7 +990,7 @@ async function withSquatter(
   options: { strategy?: "restart" },
   fn: (
     t: { server: TestServer; port: number; remote: string; users: { squatter: string; beta: string } },
-    take: (port: number) => Promise<void>,
+    take: (port: number, user?: string) => Promise<void>,
     release: () => Promise<void>,
   ) => Promise<void>,
 ): Promise<void> {
@@ -1007,8 +1008,8 @@ async function withSquatter(
       const port = freePort();
       const remote = await server.setupApp("beta", { port, manager: "pm2", ...options });
       await Deno.writeTextFile(server.paths("beta").config, `user: ${users.beta}\n`, { append: true });
-      await fn({ server, port, remote, users }, async (taken) => {
-        squatter = await squat(users.squatter, taken);
+      await fn({ server, port, remote, users }, async (taken, user = users.squatter) => {
+        squatter = await squat(user, taken);
       }, async () => {
         await stopChild(squatter);
         squatter = undefined;
@@ -1082,6 +1083,41 @@ Deno.test("PM2 server: a port another user's process holds fails the deploy's he
     );
     assert(!/✓ deployed/.test(pushed.output), pushed.output);
     console.log(pushed.output.split("\n").filter((line) => /held by/.test(line))[0]?.trim());
+  });
+});
+
+Deno.test("PM2 server: a process of the app's own user on the next slot's port (a compromised release's) fails the deploy's health check, naming its pid; the release before serves on", async () => {
+  await withSquatter({}, async ({ server, port, remote, users }, take) => {
+    const repo = await AppRepo.create(server, "beta", remote);
+    await repo.node("beta", "beta-v1");
+    await repo.pushOk();
+    const { slots } = parseYaml(await Deno.readTextFile(server.paths("beta").config)) as {
+      slots: { blue: number; green: number };
+    };
+    const serving = JSON.parse(await Deno.readTextFile(join(server.paths("beta").dir, "route.json"))).port as number;
+    const [next, slot] = serving === slots.blue ? [slots.green, "green"] : [slots.blue, "blue"];
+    // beta-v2 listens 4 s after it starts; meanwhile, something beta-v1 left running as beta's user (not
+    // in the new process's tree) takes that slot's port, once the deploy chose it (had it been taken
+    // before, the slot would move to a free port) and pm2 started the new process.
+    await repo.node("beta", "beta-v2", "ok", {
+      files: { "server.js": "setTimeout(() => require('./app.js'), 4000);\n", "app.js": nodeApp("beta-v2") },
+    });
+    const pushing = repo.push();
+    for (let i = 0; i < 600; i++) {
+      const list = await run(["pm2", "jlist"], { env: server.env });
+      if (list.stdout.includes(`"name":"beta-${slot}"`)) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await take(next, users.beta);
+    const pushed = await pushing;
+    assert(pushed.code !== 0, pushed.output);
+    assertMatch(
+      pushed.output,
+      new RegExp(`port ${next} is held by pid \\d+, not by beta-(blue|green) \\(pid \\d+\\) nor a process it started`),
+    );
+    assert(!/✓ deployed/.test(pushed.output), pushed.output);
+    assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "beta-v1" });
+    console.log(pushed.output.split("\n").filter((line) => /held by pid/.test(line))[0]?.trim());
   });
 });
 

@@ -3,7 +3,15 @@
  * text, and the message that names who holds an app's port.
  */
 import { assertEquals, assertMatch } from "../helpers/assert.ts";
-import { foreignListeners, heldBy, type Listener, parseListeners, readListeners } from "../../src/listeners.ts";
+import {
+  foreignListeners,
+  heldBy,
+  heldOutside,
+  holders,
+  type Listener,
+  parseListeners,
+  readListeners,
+} from "../../src/listeners.ts";
 
 // Lines as the kernel writes them (trailing columns trimmed): LISTEN is state 0A; 06 is TIME_WAIT, 01 ESTABLISHED.
 const TCP = `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
@@ -23,15 +31,15 @@ const TCP6 =
 
 Deno.test("parseListeners: LISTEN sockets of /proc/net/tcp and tcp6, their address, port and uid; nothing else", () => {
   assertEquals(parseListeners(TCP), [
-    { address: "0.0.0.0", port: 2024, uid: 0 },
-    { address: "127.0.0.1", port: 18096, uid: 998 },
-    { address: "10.0.0.5", port: 8080, uid: 1001 },
+    { address: "0.0.0.0", port: 2024, uid: 0, inode: 23 },
+    { address: "127.0.0.1", port: 18096, uid: 998, inode: 4411 },
+    { address: "10.0.0.5", port: 8080, uid: 1001, inode: 4413 },
   ]);
   assertEquals(parseListeners(TCP6), [
-    { address: "::", port: 18097, uid: 997 },
-    { address: "::1", port: 18098, uid: 996 },
-    { address: "::ffff:127.0.0.1", port: 18099, uid: 995 },
-    { address: "2001:db8::1", port: 18100, uid: 994 },
+    { address: "::", port: 18097, uid: 997, inode: 5511 },
+    { address: "::1", port: 18098, uid: 996, inode: 5512 },
+    { address: "::ffff:127.0.0.1", port: 18099, uid: 995, inode: 5513 },
+    { address: "2001:db8::1", port: 18100, uid: 994, inode: 5514 },
   ]);
   // Garbage, a header, an empty text, a line cut short: skipped, never thrown.
   assertEquals(parseListeners(""), []);
@@ -73,7 +81,24 @@ Deno.test("readListeners: a listener of this process is found with its port and 
   try {
     const port = (server.addr as Deno.NetAddr).port;
     const mine = (await readListeners()).filter((l) => l.port === port);
-    assertEquals(mine, [{ address: "127.0.0.1", port, uid: Deno.uid()! }]);
+    assertEquals(mine.map(({ inode: _, ...l }) => l), [{ address: "127.0.0.1", port, uid: Deno.uid()! }]);
+    // Its socket is this process's, which descends from itself, not from its parent's child.
+    const held = await holders(mine.map((l) => l.inode), Deno.uid()!);
+    assertEquals([...held.values()], [[Deno.pid]]);
+    assertEquals(await heldOutside(mine, port, Deno.uid()!, Deno.pid, "this test"), undefined);
+    assertEquals(await heldOutside(mine, port, Deno.uid()!, Deno.ppid, "its parent"), undefined);
+    // Held by a process that does not descend from the one started for the port (a child of ours, here).
+    const child = new Deno.Command("sleep", { args: ["30"] }).spawn();
+    try {
+      assertEquals(
+        await heldOutside(mine, port, Deno.uid()!, child.pid, "app-green"),
+        `port ${port} is held by pid ${Deno.pid}, not by app-green (pid ${child.pid}) nor a process it started: ` +
+          "another process of the app's user took it",
+      );
+    } finally {
+      child.kill();
+      await child.status;
+    }
   } finally {
     server.close();
   }

@@ -127,6 +127,7 @@ Deno.test("pipeline: a successful restart deploy runs its steps, moves the branc
       "systemctl enable --quiet alpha.service",
       "systemctl restart alpha.service",
       "systemctl is-active alpha.service",
+      "systemctl show --property=Id,MainPID,ActiveState,NRestarts,LoadState alpha.service", // whose the port is
       "systemctl show --property=Id,MainPID,ActiveState,NRestarts,LoadState alpha.service", // status.json's processes
     ]);
     assertEquals(w.fake.plans[0].files.map((f) => f.path), [join(w.root, "etc/systemd/system/alpha.service")]);
