@@ -255,18 +255,33 @@ export async function remove(options: FleetOptions & { name: string }): Promise<
 }
 
 /**
- * Drops the known_hosts lines of `server`'s host and port (`host` for 22, `[host]:port` otherwise),
- * unless a server `left` has the same; returns how many went.
+ * Forgets `server`'s host and port (`host` for 22, `[host]:port` otherwise) in known_hosts, unless a
+ * server `left` has the same: its name is taken off each line that names it, and a line left with no
+ * name goes; other hosts' names and keys, comments, `@cert-authority` and `@revoked` lines stay.
+ * Returns how many keys it no longer names.
  */
 async function forgetHostKeys(path: string, server: FleetServer, left: FleetServer[]): Promise<number> {
   if (left.some((s) => s.host === server.host && s.port === server.port)) return 0;
   const text = await Deno.readTextFile(path).catch(() => undefined);
   if (text === undefined) return 0;
   const name = server.port === 22 ? server.host : `[${server.host}]:${server.port}`;
-  const lines = text.split("\n").filter(Boolean);
-  const kept = lines.filter((line) => !line.split(" ")[0].split(",").includes(name));
-  if (kept.length !== lines.length) await writeFileAtomic(path, kept.map((line) => line + "\n").join(""), 0o600);
-  return lines.length - kept.length;
+  const lines = text.split("\n");
+  const changed = lines.map((line) => withoutName(line, name));
+  const forgotten = changed.filter((line, i) => line !== lines[i]).length;
+  if (forgotten) await writeFileAtomic(path, changed.filter((line) => line !== undefined).join("\n"), 0o600);
+  return forgotten;
+}
+
+/**
+ * A known_hosts line without host `name` among its comma-separated names (undefined: it named no
+ * other); the line as it is when it does not name it, or is a comment or a marked line.
+ */
+function withoutName(line: string, name: string): string | undefined {
+  const fields = /^(\s*)([^#@\s]\S*)(\s.*)$/.exec(line); // indent, names, the key and its comment
+  const names = fields?.[2].split(",") ?? [];
+  if (!names.includes(name)) return line;
+  const others = names.filter((n) => n !== name);
+  return others.length ? fields![1] + others.join(",") + fields![3] : undefined;
 }
 
 /**

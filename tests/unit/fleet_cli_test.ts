@@ -355,3 +355,50 @@ Deno.test("fleet remove: out of config.yml (comments kept), its mirror, host key
     }
   });
 });
+
+Deno.test("fleet remove: a known_hosts line that names another host too loses only the server's name (the CLI)", async () => {
+  await inHome(async (_dir, home) => {
+    const env = { FLEET_MONITOR_HOME: home };
+    for (const args of [["web1", "root@10.0.0.1"], ["web3", "root@10.0.0.3", "--ssh-port", "2222"]]) {
+      const added = await fleetCli(["add", ...args], env);
+      assertEquals(added.code, 0, added.stderr);
+    }
+    // As a user may write it: names shared by hosts, tabs, a comment, markers, the same host on another port.
+    const line = {
+      shared: "10.0.0.9,10.0.0.1 ssh-ed25519 AAAAshared",
+      tabbed: "10.0.0.1,10.0.0.9,web9\tecdsa-sha2-nistp256 AAAAtabbed me@laptop",
+      own: "10.0.0.1 ssh-rsa AAAAone",
+      comment: "# 10.0.0.1 ssh-ed25519 AAAAcomment",
+      ca: "@cert-authority 10.0.0.1,*.example.com ssh-ed25519 AAAAca",
+      revoked: "@revoked 10.0.0.1 ssh-ed25519 AAAArevoked",
+      port: "[10.0.0.1]:2222,10.0.0.7 ssh-ed25519 AAAAport",
+      prefix: "10.0.0.10 ssh-ed25519 AAAAten",
+      web3: "[10.0.0.3]:2222,10.0.0.3 ssh-ed25519 AAAAthree",
+    };
+    const path = join(home, "known_hosts");
+    await Deno.writeTextFile(path, Object.values(line).join("\n") + "\n\n", { mode: 0o600 });
+    const removed = await fleetCli(["remove", "web1"], env);
+    assertEquals(removed.code, 0, removed.stderr);
+    assertMatch(removed.stdout, /its mirror, 3 host keys and/);
+    const kept = [
+      "10.0.0.9 ssh-ed25519 AAAAshared",
+      "10.0.0.9,web9\tecdsa-sha2-nistp256 AAAAtabbed me@laptop",
+      line.comment,
+      line.ca,
+      line.revoked,
+      line.port,
+      line.prefix,
+      line.web3,
+    ];
+    assertEquals(await Deno.readTextFile(path), kept.join("\n") + "\n\n");
+    assertEquals((await Deno.stat(path)).mode! & 0o777, 0o600);
+    // Another port: its bracketed name only; 10.0.0.3 on port 22 is another host's.
+    const third = await fleetCli(["remove", "web3"], env);
+    assertEquals(third.code, 0, third.stderr);
+    assertMatch(third.stdout, /its mirror, 1 host key and/);
+    assertEquals(
+      await Deno.readTextFile(path),
+      [...kept.slice(0, -1), "10.0.0.3 ssh-ed25519 AAAAthree"].join("\n") + "\n\n",
+    );
+  });
+});
