@@ -462,11 +462,15 @@ async function write({ app, paths, values, config, users, runner, clone }: Decid
   }
   // What an older version left open is narrowed first (pm2 runs under umask 077 from here on).
   await manager.tidy?.();
-  // What brings the app's manager back at boot, where it does not come back itself (pm2): first, as
-  // pm2's unit starts its daemon when none runs, for the proxy to start under.
-  await ensureBoot(values.manager, runner);
-  const proxy = PROXIED[values.strategy] ? await ensureProxy(values.manager, values.proxyHost, env, runner) : undefined;
-  if (proxy && proxy !== values.manager) await ensureBoot(proxy, runner); // the proxy stayed with another manager
+  // What brings the app's manager, and the proxy's (it stays with the one that has its service
+  // installed), back at boot, where it does not come back itself (pm2): first, as pm2's unit starts
+  // its daemon when none runs, for the proxy to start under.
+  const installed = PROXIED[values.strategy] ? await installedProxy(prefix()) : undefined;
+  const proxy = installed?.manager ?? values.manager;
+  for (const name of new Set([values.manager, ...(PROXIED[values.strategy] ? [proxy] : [])])) {
+    await ensureBoot(name, runner);
+  }
+  if (PROXIED[values.strategy]) await ensureProxy(proxy, installed?.host, values.proxyHost, env, runner);
   if (appUser) {
     console.log(
       `✓ ${app} runs and runs its hooks as ${appUser.name}; ${buildUserName(app)} builds its releases`,
@@ -493,37 +497,37 @@ async function withoutGroupWrite(dir: string): Promise<void> {
 /** The address the proxy listens on unless setup is told another: every interface. */
 const DEFAULT_PROXY_HOST = "0.0.0.0";
 
+/** The manager that has the proxy's service installed (an earlier app's), when it runs here, and the service's `--host`. */
+async function installedProxy(root: string): Promise<{ manager: Manager; host?: string } | undefined> {
+  for (const name of MANAGER_NAMES) {
+    const argv = await MANAGERS[name].serviceArgv?.(PROXY_SERVICE, root);
+    if (argv && await runsHere(name)) return { manager: name, host: installedHost(argv) };
+  }
+  return undefined;
+}
+
 /**
- * Starts the proxy as a systemd unit or a pm2 process, unless one answers already. One that an
- * older version started (its socket at the old path) is restarted, to run this version's code.
- * It listens on `asked` (--proxy-host), else where it listened before (the running proxy's
- * address, or the installed service's), else every interface; a running one on another address
- * is restarted on `asked`. The service stays with the manager that has it installed (an earlier
- * app's), when that one runs here: returns that manager.
+ * Starts the proxy as a service of `service` (a systemd unit or a pm2 process), unless one answers
+ * already. One that an older version started (its socket at the old path) is restarted, to run
+ * this version's code. It listens on `asked` (--proxy-host), else where it listened before (the
+ * running proxy's address, or `installed`: the installed service's), else every interface; a
+ * running one on another address is restarted on `asked`.
  */
 async function ensureProxy(
-  manager: Manager,
+  service: Manager,
+  installed: string | undefined,
   asked: string | undefined,
   env: Record<string, string>,
   runner: ProcessRunner,
-): Promise<Manager> {
+): Promise<void> {
   const root = prefix();
   const old = await olderProxy(root);
   const running = await control(root, { op: "status" }).then((reply) => reply as { host?: string }, () => undefined);
-  let installed: { manager: Manager; host?: string } | undefined;
-  for (const name of MANAGER_NAMES) {
-    const argv = await MANAGERS[name].serviceArgv?.(PROXY_SERVICE, root);
-    if (argv && await runsHere(name)) installed ??= { manager: name, host: installedHost(argv) };
-  }
-  const service = installed?.manager ?? manager;
   // Where it listens now (a proxy of an older version does not say: its service does).
-  const listening = running ? running.host ?? installed?.host ?? DEFAULT_PROXY_HOST : installed?.host;
+  const listening = running ? running.host ?? installed ?? DEFAULT_PROXY_HOST : installed;
   const host = asked ?? listening ?? DEFAULT_PROXY_HOST;
   if (running) {
-    if (!old && host === listening) {
-      console.log(`✓ the proxy runs (on ${host})`);
-      return service;
-    }
+    if (!old && host === listening) return console.log(`✓ the proxy runs (on ${host})`);
     console.log(
       old
         ? `! the proxy runs an older version (${legacyControlSocketPath(root)}): restarting it`
@@ -533,10 +537,7 @@ async function ensureProxy(
   await runner.apply(MANAGERS[service].installService(proxyService(host, env, root, running !== undefined)));
   for (let i = 0; i < 100; i++) {
     const answers = await control(root, { op: "status" }, 1000).then(() => true, () => false);
-    if (answers && await exists(controlSocketPath(root))) {
-      console.log(`✓ the proxy runs (${service})`);
-      return service;
-    }
+    if (answers && await exists(controlSocketPath(root))) return console.log(`✓ the proxy runs (${service})`);
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   throw new DeployParadigmError("the proxy did not start", {

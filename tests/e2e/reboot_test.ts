@@ -191,3 +191,58 @@ except Exception as x: print(x)"`;
     }
   });
 }
+
+Deno.test("setup of a systemd app with the proxy under pm2 and no pm2 daemon: pm2 starts through its boot unit; the proxy comes back after a reboot", async () => {
+  const host = await SystemdHost.create({ pm2: true });
+  const work = await Deno.makeTempDir({ prefix: "dp-laptop-" });
+  try {
+    const pmPort = 21000 + Math.floor(Math.random() * 400);
+    const sdPort = pmPort + 400;
+    const setup = async (app: string, port: number, manager: string) => {
+      const done = await host.ssh(
+        `${BIN} setup ${app} --port ${port} --manager ${manager} --proxy-host ${host.address} --yes`,
+      );
+      assertEquals(done.code, 0, done.output);
+      return done.stdout;
+    };
+    await setup("pm", pmPort, "pm2"); // the proxy's service is pm2's from here on
+    // A server set up before the boot unit, its pm2 daemon stopped: no daemon, no proxy.
+    const unit = "/etc/systemd/system/deploy-paradigm-pm2.service";
+    await host.ssh(`systemctl disable --now --quiet deploy-paradigm-pm2 && rm ${unit} && systemctl daemon-reload`);
+    const daemons = async () => (await host.ssh("pgrep -c -f 'PM2 v.*God Daemon'")).stdout.trim();
+    assertEquals(await daemons(), "0");
+
+    const said = await setup("sd", sdPort, "systemd");
+    // pm2's unit is installed and starts the daemon, then the proxy starts under it (pm2's, as installed).
+    assertMatch(said, /✓ \/etc\/systemd\/system\/deploy-paradigm-pm2\.service: pm2 .* \(pm2 started by it\)/);
+    assert(!/runs outside/.test(said), said);
+    assertMatch(said, /✓ the proxy runs/);
+    const active = async (name: string) => (await host.ssh(`systemctl is-active ${name}`)).stdout.trim();
+    assertEquals(await active("deploy-paradigm-pm2"), "active");
+    assertEquals(await daemons(), "1");
+    const cgroup = await host.ssh("cat /proc/$(cat /root/.pm2/pm2.pid)/cgroup");
+    assertMatch(cgroup.stdout, /\/deploy-paradigm-pm2\.service/, "the daemon is the unit's");
+
+    const { push } = await host.laptop(work, "sd");
+    await push({
+      "deploy.yml":
+        "name: sd\ntype: python\ncommand: python app.py\nhealthCheck: { path: /health, window: 8s, interval: 200ms, successes: 2 }\n",
+      "app.py": pythonApp("sd-v1"),
+    }, "v1");
+    const answer = async () => await fetch(`http://${host.address}:${sdPort}/`).then((r) => r.text(), String);
+    assertEquals(await answer(), "sd-v1");
+
+    await host.reboot();
+    // The proxy (pm2's, resurrected by the unit) serves the systemd app again.
+    let answered = "";
+    for (let i = 0; i < 100 && answered !== "sd-v1"; i++) {
+      answered = await answer();
+      if (answered !== "sd-v1") await new Promise((r) => setTimeout(r, 100));
+    }
+    assertEquals(answered, "sd-v1", "the proxy is back after the reboot");
+    assertEquals(await active("deploy-paradigm-pm2"), "active");
+  } finally {
+    await host.close();
+    await Deno.remove(work, { recursive: true });
+  }
+});
