@@ -137,6 +137,11 @@ export function userNameOf(uid: number): string | undefined {
   return getent("passwd", String(uid))?.[0];
 }
 
+/** The home directory passwd gives the user with uid `uid`, if there is one. */
+export function homeOf(uid: number): string | undefined {
+  return getent("passwd", String(uid))?.[5] || undefined;
+}
+
 /** The gid of group `name`, if there is such a group. */
 export function lookupGroup(name: string): number | undefined {
   const entry = getent("group", name);

@@ -26,6 +26,7 @@ import type {
 } from "./manager.ts";
 import { baseEnv, type Cmd, findInPath, lockFile, type Plan, type Runner } from "../runner.ts";
 import { unitQuote, unitWrite } from "./systemd.ts";
+import { homeOf } from "../users.ts";
 
 /** No pm2 command takes this long unless the daemon is stuck. */
 const PM2_TIMEOUT = 60_000;
@@ -158,7 +159,8 @@ export const pm2: ProcessManager<"pm2"> = {
   async atBoot(root: string, again: boolean): Promise<Boot | string | undefined> {
     if (resolve(root) !== "/") return undefined; // under DEPLOY_PARADIGM_PREFIX (tests, the demo): nothing real
     const env = baseEnv();
-    const home = pm2Home(env);
+    // setup's PM2_HOME (the operator's), else the server's; a deploy's is the server's, whatever the push had.
+    const home = again ? pm2Home(env) : serverPm2Home();
     if (!(await exists("/run/systemd/system"))) {
       return `! nothing starts pm2 at boot here (no systemd): have \`PM2_HOME=${home} PM2_KILL_SIGNAL=SIGTERM ` +
         "pm2 resurrect` run at boot (under umask 077), or the apps under pm2 stay down after a reboot";
@@ -278,6 +280,14 @@ function replaceCmd(name: string, file: string, stopMs = 0): Cmd {
 /** pm2's directory (its daemon's socket and pid file, dump.pm2): PM2_HOME, else ~/.pm2, as pm2 decides. */
 export function pm2Home(env: Record<string, string | undefined> = Deno.env.toObject()): string {
   return env.PM2_HOME || join(env.HOME || "/root", ".pm2");
+}
+
+/**
+ * The server's pm2 home: pm2's own for the user we run as (root on a server) when no PM2_HOME is
+ * set, `.pm2` in its passwd home; not a push's PM2_HOME or HOME, which are whatever the pusher had.
+ */
+export function serverPm2Home(): string {
+  return join(homeOf(Deno.uid() ?? 0) ?? "/root", ".pm2");
 }
 
 /**

@@ -6,6 +6,7 @@
  * through the boot unit setup installs (deploy-paradigm-pm2.service; here the deploy of a server
  * set up before it), whose daemon it is. The old slots stay stopped, and the worker starts once.
  */
+import { join } from "node:path";
 import { assert, assertEquals, assertMatch } from "../helpers/assert.ts";
 import { pythonApp } from "../helpers/apps.ts";
 import { SystemdHost } from "../helpers/nspawn.ts";
@@ -241,6 +242,45 @@ Deno.test("setup of a systemd app with the proxy under pm2 and no pm2 daemon: pm
     }
     assertEquals(answered, "sd-v1", "the proxy is back after the reboot");
     assertEquals(await active("deploy-paradigm-pm2"), "active");
+  } finally {
+    await host.close();
+    await Deno.remove(work, { recursive: true });
+  }
+});
+
+Deno.test("the boot unit a deploy installs resurrects the server's pm2 home, not the PM2_HOME of the push", async () => {
+  const host = await SystemdHost.create({ pm2: true });
+  const work = await Deno.makeTempDir({ prefix: "dp-laptop-" });
+  try {
+    const port = 21000 + Math.floor(Math.random() * 800);
+    // The restart strategy: no proxy (one the unit just resurrected may not answer yet at the deploy's step proxy).
+    const setup = await host.ssh(`${BIN} setup pm --port ${port} --manager pm2 --strategy restart --yes`);
+    assertEquals(setup.code, 0, setup.output);
+    // A server set up before the unit; pushes that carry a PM2_HOME of their own (sshd accepts it).
+    const unit = "/etc/systemd/system/deploy-paradigm-pm2.service";
+    await host.ssh(`systemctl disable --now --quiet deploy-paradigm-pm2 && rm ${unit} && systemctl daemon-reload`);
+    const sshd = await host.ssh("echo 'AcceptEnv PM2_HOME' >> /etc/ssh/sshd_config && systemctl reload ssh");
+    assertEquals(sshd.code, 0, sshd.output);
+    const { git } = await host.laptop(work, "pm");
+    const files = {
+      "deploy.yml": "name: pm\ntype: python\ncommand: python app.py\n" +
+        "healthCheck: { path: /health, window: 8s, interval: 200ms, successes: 2 }\n",
+      "app.py": pythonApp("pm-v1"),
+    };
+    for (const [path, content] of Object.entries(files)) await Deno.writeTextFile(join(work, path), content);
+    await git("add", "-A");
+    await git("commit", "--quiet", "-m", "v1");
+    const ssh = `${host.env.GIT_SSH_COMMAND} -o SetEnv=PM2_HOME=/root/.pm2-push`;
+    const push = await run(["git", "push", "production", "main"], {
+      cwd: work,
+      env: { ...host.env, GIT_SSH_COMMAND: ssh },
+    });
+    const environment = await host.ssh("systemctl show -p Environment --value deploy-paradigm-pm2");
+    assertMatch(environment.stdout, /(^| )PM2_HOME=\/root\/\.pm2( |$)/m, environment.output);
+    assertEquals(push.code, 0, push.output);
+    const pushed = push.output;
+    assertMatch(pushed, /✓ boot .*deploy-paradigm-pm2\.service: pm2 and its processes start at boot/);
+    assert((await host.ssh("test -d /root/.pm2-push")).code === 0, "the push's pm2 commands had its PM2_HOME");
   } finally {
     await host.close();
     await Deno.remove(work, { recursive: true });
