@@ -13,6 +13,7 @@ import { forTerminal } from "../terminal.ts";
 
 /** Steps that take a deploy forward: none of them starts once the deploy is cancelled. */
 const FORWARD = new Set([
+  "boot",
   "docker",
   "fetch",
   "build",

@@ -286,3 +286,52 @@ Deno.test("the boot unit a deploy installs resurrects the server's pm2 home, not
     await Deno.remove(work, { recursive: true });
   }
 });
+
+Deno.test("a deploy cancelled before its step boot ends there: no boot unit installed", async () => {
+  const host = await SystemdHost.create({ pm2: true });
+  const work = await Deno.makeTempDir({ prefix: "dp-laptop-" });
+  try {
+    const port = 21000 + Math.floor(Math.random() * 800);
+    const setup = await host.ssh(`${BIN} setup pm --port ${port} --manager pm2 --strategy restart --yes`);
+    assertEquals(setup.code, 0, setup.output);
+    // A server set up before the unit, no pm2 daemon: step boot has something to do.
+    const unit = "/etc/systemd/system/deploy-paradigm-pm2.service";
+    await host.ssh(`systemctl disable --now --quiet deploy-paradigm-pm2 && rm ${unit} && systemctl daemon-reload`);
+    const { git } = await host.laptop(work, "pm");
+    const files = {
+      "deploy.yml": "name: pm\ntype: python\ncommand: python app.py\nhealthCheck: /health\n",
+      "app.py": pythonApp("pm-v1"),
+    };
+    for (const [path, content] of Object.entries(files)) await Deno.writeTextFile(join(work, path), content);
+    await git("add", "-A");
+    await git("commit", "--quiet", "-m", "v1");
+    const pushed = await git("push", "production", "main:later"); // stored, not deployed
+    assertEquals(pushed.code, 0, pushed.output);
+    const sha = (await git("rev-parse", "HEAD")).stdout.trim();
+    // status.json a FIFO: the deploy's first read once it holds the lock waits for what this writer
+    // writes; the deploy is cancelled (SIGINT) meanwhile, then gets a status: its next step is boot.
+    const status = JSON.stringify({
+      name: "pm",
+      status: "failed",
+      healthy: false,
+      type: "python",
+      manager: "pm2",
+      port,
+      lastDeploy: { outcome: "failed", version: "none" },
+    });
+    const quote = (text: string) => `'${text.replaceAll("'", `'\\''`)}'`;
+    const script = "status=/opt/deployments/pm/status.json; rm -f $status && mkfifo -m 600 $status && " +
+      `(setsid ${BIN} execute /var/repos/pm.git ${sha} >/root/execute.out 2>&1 </dev/null & echo $! >/root/execute.pid) && ` +
+      // Once read, status.json is a file again (the failure path reads it too).
+      `exec 3>$status && kill -INT $(cat /root/execute.pid) && sleep 1 && printf '%s' '${status}' >$status.new && ` +
+      `mv $status.new $status && printf '%s' '${status}' >&3 && exec 3>&- && ` +
+      "while kill -0 $(cat /root/execute.pid) 2>/dev/null; do sleep 0.1; done; cat /root/execute.out";
+    const started = await host.ssh(`timeout 120 bash -c ${quote(script)}`);
+    assertMatch(started.stdout, /cancelled at step "boot"/, started.output);
+    assert(!/✓ boot/.test(started.stdout), started.output);
+    assert((await host.ssh(`test -e ${unit}`)).code !== 0, "no boot unit installed");
+  } finally {
+    await host.close();
+    await Deno.remove(work, { recursive: true });
+  }
+});

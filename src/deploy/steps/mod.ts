@@ -12,6 +12,8 @@ import { StepFailed } from "../journal.ts";
 import { cron } from "./cron.ts";
 import { hasWorkers, runningWorkers, syncWorkers, workerProcess, workersGone } from "../workers.ts";
 import { MANAGERS } from "../../managers/mod.ts";
+import type { Boot } from "../../managers/manager.ts";
+import { Cancelled } from "../cancel.ts";
 import type { DeployContext } from "../context.ts";
 
 export { type Release, type Step, walk } from "./step.ts";
@@ -97,30 +99,44 @@ const workers: Step = {
 };
 
 /** What brings the app's manager back at boot, when the server has none yet (see ProcessManager.atBoot). */
-async function atBoot(ctx: DeployContext) {
+async function atBoot(ctx: DeployContext): Promise<Boot | undefined> {
   const boot = await MANAGERS[ctx.config.manager].atBoot?.(ctx.root, false);
   return typeof boot === "object" ? boot : undefined;
 }
 
+/** What the deploy says when step boot fails: the deploy goes on. */
+const BOOT_FAILED = "! nothing may start the process manager at boot (see the line above); the deploy goes on";
+
 /**
  * On a server set up before setup installed it, the unit that brings pm2 back at boot (as a
  * deploy creates a missing build user): without it, the apps under pm2 stay down after a reboot.
- * First, so that a daemon it starts (none ran) is the one the deploy's pm2 commands use.
+ * First, so that a daemon it starts (none ran) is the one the deploy's pm2 commands use. The
+ * manager is asked once; the step has its line (and its event) only when there is something to
+ * do. It does not start once the deploy is cancelled, which then ends there (a failure of its
+ * own is only reported).
  */
 const boot: Step = {
   name: "boot",
-  when: async (ctx) => (await atBoot(ctx)) !== undefined,
-  tolerate: "! nothing may start the process manager at boot (see the line above); the deploy goes on",
+  unjournaled: true,
   async run(ctx) {
-    const { plan, said, warning } = (await atBoot(ctx))!;
-    await ctx.runner.apply(plan);
-    if (warning) ctx.journal.say(warning);
-    return said;
+    try {
+      const found = await atBoot(ctx).catch((error) => ctx.journal.step("boot", () => Promise.reject(error)));
+      if (!found) return;
+      await ctx.journal.step("boot", async () => {
+        await ctx.runner.apply(found.plan);
+        if (found.warning) ctx.journal.say(found.warning);
+        return found.said;
+      }, (said) => said);
+    } catch (error) {
+      if (error instanceof StepFailed && error.error instanceof Cancelled) throw error;
+      ctx.journal.say(BOOT_FAILED);
+    }
   },
   async dry(ctx) {
-    const { plan, said } = (await atBoot(ctx))!;
-    ctx.print(`would run (boot): ${said}`);
-    await ctx.runner.apply(plan);
+    const found = await atBoot(ctx);
+    if (!found) return;
+    ctx.print(`would run (boot): ${found.said}`);
+    await ctx.runner.apply(found.plan);
   },
 };
 
