@@ -9,6 +9,7 @@ import type { ProcessManager } from "./manager.ts";
 import { pm2 } from "./pm2.ts";
 import { systemd } from "./systemd.ts";
 import { PROXY_SERVICE } from "../proxy/routes.ts";
+import type { Runner } from "../runner.ts";
 
 export type {
   AppProcess,
@@ -34,6 +35,24 @@ export const MANAGERS: { readonly [Name in Manager]: ProcessManager<Name> } = { 
  * How to start the proxy (`deploy-paradigm-proxy`) under `root` as it is installed here: the
  * command of the manager that has its service (setup installed it), else setup, which installs it.
  */
+/** A service's states on its way up: started, or to be started again after it exited (it may answer in a moment). */
+const COMING_UP: ReadonlySet<string> = new Set(["online", "launching", "waiting restart", "active", "activating"]);
+
+/**
+ * Whether the proxy's installed service runs or is on its way up, as its manager says, though it
+ * may not answer yet: pm2 brought back at boot (a deploy's step boot starts its daemon), a restart
+ * after a crash or an upgrade.
+ */
+export async function proxyComingUp(root: string, runner: Runner): Promise<boolean> {
+  for (const name of MANAGER_NAMES) {
+    const manager = MANAGERS[name];
+    if (!(await manager.serviceArgv?.(PROXY_SERVICE, root))) continue;
+    const states = await manager.states?.(runner, root, [PROXY_SERVICE]).catch(() => undefined);
+    if (COMING_UP.has(states?.get(PROXY_SERVICE)?.state ?? "")) return true;
+  }
+  return false;
+}
+
 export async function proxyStartCommand(root: string): Promise<string> {
   for (const name of MANAGER_NAMES) {
     if (await MANAGERS[name].serviceArgv?.(PROXY_SERVICE, root)) {

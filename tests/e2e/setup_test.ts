@@ -553,6 +553,44 @@ Deno.test("apps with domains behind the proxy may share a port (nothing listens 
   });
 });
 
+Deno.test("a push while pm2 brings the proxy back (started, not answering yet) waits for it and deploys", async () => {
+  await withServer(async (server) => {
+    const port = freePort();
+    const setup = await server.cli(["setup", "site", "--port", String(port), "--manager", "pm2", "--yes"]);
+    assertEquals(setup.code, 0, setup.output);
+    const repo = await AppRepo.create(server, "site", server.paths("site").repo);
+    const site = (version: string) =>
+      repo.commit({ "deploy.yml": "name: site\ntype: static\n", "index.html": version }, version);
+    await site("v1");
+    await repo.pushOk();
+    assertEquals((await run(["pm2", "stop", "deploy-paradigm-proxy"], { env: server.env })).code, 0);
+    // The push waits for the app's deploy lock, held here; once pm2 starts the proxy again it goes on at once,
+    // to its proxy step, while the proxy (a new process) is not answering yet.
+    const lock = await Deno.open(server.paths("site").lock, { read: true, write: true, create: true });
+    await lock.lock(true);
+    await site("v2");
+    const pushing = repo.push();
+    const service = join(server.prefix, "opt", "deployments", "pm2-deploy-paradigm-proxy.json");
+    // A process blocked on the lock file's inode: a `->` line of /proc/locks.
+    const inode = (await Deno.stat(server.paths("site").lock)).ino;
+    await until(
+      20_000,
+      "the push waits for the lock",
+      async () =>
+        (await Deno.readTextFile("/proc/locks")).split("\n").some((line) =>
+          line.includes("->") && line.includes(`:${inode} `)
+        ),
+    );
+    assertEquals((await run(["pm2", "start", service], { env: server.env })).code, 0);
+    await lock.unlock();
+    lock.close();
+    const pushed = await pushing;
+    assertEquals(pushed.code, 0, pushed.output);
+    assertMatch(pushed.output, /✓ deployed site/);
+    assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "v2" });
+  });
+});
+
 Deno.test("a push with the proxy stopped under pm2 fails at step proxy, says how to start it, and does not claim the old release serves", async () => {
   await withServer(async (server) => {
     const port = freePort();

@@ -11,7 +11,7 @@
  */
 import { join } from "node:path";
 import { symlinkAtomic } from "../../fsutil.ts";
-import { proxyStartCommand, type Slot } from "../../managers/mod.ts";
+import { proxyComingUp, proxyStartCommand, type Slot } from "../../managers/mod.ts";
 import { removeCanary } from "../../proxy/canary_file.ts";
 import { ProxyNotRunning } from "../../proxy/client.ts";
 import { portsTarget, readRoute, ROUTE_FILE, type RouteTarget, targetPorts, writeRoute } from "../../proxy/routes.ts";
@@ -50,16 +50,19 @@ export const blueGreen: SwitchStrategy = {
 
   /** The proxy runs (checked before a deploy builds anything). */
   async preflight(ctx) {
-    try {
-      await ctx.proxy({ op: "status" });
-    } catch (error) {
-      if (!(error instanceof ProxyNotRunning)) throw error;
-      // The command that starts it here, in the push's own words (a hint line would not reach it).
-      const start = await proxyStartCommand(ctx.root);
-      throw new ProxyNotRunning(`${error.message}: start it with \`${start}\``, {
-        suggestion: start.startsWith("deploy-paradigm setup") ? "setup installs the proxy as a service" : undefined,
-        cause: error,
-      });
+    // A proxy its manager is bringing up (back at boot, after a crash) is waited for, up to 15 s.
+    const until = Date.now() + PROXY_COMING_UP_MS;
+    for (;;) {
+      try {
+        return void await ctx.proxy({ op: "status" });
+      } catch (error) {
+        if (!(error instanceof ProxyNotRunning)) throw error;
+        if (Date.now() < until && await proxyComingUp(ctx.root, ctx.runner)) {
+          await new Promise((resolve) => setTimeout(resolve, 250));
+          continue;
+        }
+        throw await notRunning(ctx.root, error);
+      }
     }
   },
 
@@ -102,6 +105,18 @@ export const blueGreen: SwitchStrategy = {
     );
   },
 };
+
+/** How long a deploy waits for a proxy its manager is bringing up (see {@link proxyComingUp}). */
+const PROXY_COMING_UP_MS = 15_000;
+
+/** The proxy is not running: with the command that starts it here, in the push's own words (a hint line would not reach it). */
+async function notRunning(root: string, error: ProxyNotRunning): Promise<ProxyNotRunning> {
+  const start = await proxyStartCommand(root);
+  return new ProxyNotRunning(`${error.message}: start it with \`${start}\``, {
+    suggestion: start.startsWith("deploy-paradigm setup") ? "setup installs the proxy as a service" : undefined,
+    cause: error,
+  });
+}
 
 /** Brings `activation.meta` into service through the idle slot. Throws {@link ActivationFailed}. */
 async function activateBlueGreen(ctx: SwitchContext, activation: Activation): Promise<Activated> {
