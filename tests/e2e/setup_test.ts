@@ -68,6 +68,15 @@ Deno.test("setup with flags: config with slots, .env 0600, repo and hook, the pr
     assertMatch(moved.stdout, /! the proxy listens on 127\.0\.0\.1: restarting it on 127\.0\.0\.2/);
     assertEquals(await listensOn(), "127.0.0.2");
     await serves("127.0.0.2");
+    // An address this machine does not have (192.0.2.1, TEST-NET-1) is refused before anything
+    // changes: the running proxy is not restarted there, where it could not listen (every app down).
+    const before = await Deno.readTextFile(paths.config);
+    const elsewhere = await server.cli([...args.slice(0, -3), "--proxy-host", "192.0.2.1", "--yes"]);
+    assertEquals(elsewhere.code, 2, elsewhere.output);
+    assertMatch(elsewhere.stderr, /--proxy-host 192\.0\.2\.1 is not an address of this machine/);
+    assertEquals(await listensOn(), "127.0.0.2");
+    await serves("127.0.0.2");
+    assertEquals(await Deno.readTextFile(paths.config), before);
   });
 });
 
