@@ -208,13 +208,38 @@ export async function add(
   console.log(
     `✓ added ${server.name} (${server.host === LOCAL ? LOCAL : `${server.user}@${server.host}`}) to ${configPath}`,
   );
+  // A collector reads config.yml when it starts (and refuses `collect --once` beside it).
+  const collector = await runningCollector(paths.home);
   if (server.host !== LOCAL) {
     console.log(
-      `  next: check its host key with \`deploy-paradigm fleet trust ${server.name}\`, then ` +
-        "`deploy-paradigm fleet collect --once`",
+      `  next: check its host key with \`deploy-paradigm fleet trust ${server.name}\`` +
+        (collector ? "" : ", then `deploy-paradigm fleet collect --once`"),
+    );
+  }
+  if (collector) {
+    console.log(
+      `! the fleet collector running on ${paths.home}${collector.pid ? ` (pid ${collector.pid})` : ""} pulls the ` +
+        `servers it started with: restart it (Ctrl-C, then \`deploy-paradigm fleet\`) to pull ${server.name}`,
     );
   }
   return 0;
+}
+
+/** The collector holding the home's lock now, if one does (its pid when it wrote it); takes nothing. */
+async function runningCollector(home: string): Promise<{ pid?: number } | undefined> {
+  const path = join(home, ".collector.lock");
+  const file = await Deno.open(path, { read: true }).catch(() => undefined);
+  if (!file) return undefined; // no collector ever ran here
+  try {
+    if (await file.tryLock(true)) {
+      await file.unlock();
+      return undefined;
+    }
+    const owner: { pid?: unknown } | null = await Deno.readTextFile(path).then((text) => JSON.parse(text), () => ({}));
+    return { pid: typeof owner?.pid === "number" ? owner.pid : undefined };
+  } finally {
+    file.close();
+  }
 }
 
 /**

@@ -402,3 +402,39 @@ Deno.test("fleet remove: a known_hosts line that names another host too loses on
     );
   });
 });
+
+Deno.test("fleet add while a collector runs on the home says it pulls the new server only once restarted (the CLI)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dp-fleet-cli-" });
+  const home = join(dir, "home");
+  const env = { FLEET_MONITOR_HOME: home };
+  try {
+    // No collector: the usual next steps, nothing about one.
+    const alone = await fleetCli(["add", "web1", "root@127.0.0.1"], env);
+    assertEquals(alone.code, 0, alone.stderr);
+    assertMatch(alone.stdout, /next: check its host key with `deploy-paradigm fleet trust web1`, then/);
+    assert(!alone.stdout.includes("collector"), alone.stdout);
+    // A collector reads config.yml when it starts: it would never pull web2, and `collect --once` is refused.
+    const held = await acquireLock(join(home, ".collector.lock"), { pid: Deno.pid, commit: "fleet collector" }, () => {
+      throw new Error("the lock is taken");
+    });
+    try {
+      const running = await fleetCli(["add", "web2", "root@127.0.0.2"], env);
+      assertEquals(running.code, 0, running.stderr);
+      assertMatch(running.stdout, /✓ added web2 \(root@127\.0\.0\.2\)/);
+      assertMatch(
+        running.stdout,
+        new RegExp(
+          `! the fleet collector running on ${home} \\(pid ${Deno.pid}\\) pulls the servers it started with: ` +
+            "restart it \\(Ctrl-C, then `deploy-paradigm fleet`\\) to pull web2",
+        ),
+      );
+      assert(!running.stdout.includes("fleet collect --once"), running.stdout);
+      const local = await fleetCli(["add", "here", "local"], env);
+      assertMatch(local.stdout, /! the fleet collector running on .* restart it .* to pull here/);
+    } finally {
+      held.release();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
