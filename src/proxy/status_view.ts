@@ -67,7 +67,14 @@ export function proxyStatusLines(reply: ProxyStatus, now: number): string[] {
     ...Object.values(reply.problems),
     ...reply.routes.flatMap((route) => route.listenError ? [`${route.app}: ${route.listenError}`] : []),
   ].flatMap((text) => text.split("\n"));
-  if (said.length) lines.push("", ...said.map((line) => `! ${safe(line)}`));
+  // Why an app has no certificate (or its renewal fails): "failing" alone sent one to --json.
+  const certificateErrors = reply.routes.flatMap((route) => {
+    const error = reply.certificates[route.app]?.lastError;
+    return error ? [`${route.app}: certificate: ${error}`] : [];
+  });
+  if (said.length || certificateErrors.length) {
+    lines.push("", ...said.map((line) => `! ${safe(line)}`), ...certificateErrors.map((line) => `! ${safe(line)}`));
+  }
   return lines;
 }
 
