@@ -159,6 +159,9 @@ export async function rollback(
   cancellation = new Cancellation(),
 ): Promise<number> {
   const { paths, config } = await loadApp(app, effects.root);
+  // What the switch needs, first (as a deploy checks it): with the proxy down, the rollback would
+  // start the release, fail at the switch and say that the one before "serves", which nothing does.
+  await strategyOf(config).preflight(effects);
   const lock = await acquireLock(
     paths.lock,
     { pid: Deno.pid, commit: "rollback" },

@@ -608,10 +608,25 @@ Deno.test("a push with the proxy stopped under pm2 fails at step proxy, says how
     const repo = await AppRepo.create(server, "site", server.paths("site").repo);
     const site = (version: string) =>
       repo.commit({ "deploy.yml": "name: site\ntype: static\n", "index.html": version }, version);
+    await site("v0");
+    await repo.pushOk();
     await site("v1");
     await repo.pushOk();
     assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "v1" });
     assertEquals((await run(["pm2", "stop", "deploy-paradigm-proxy"], { env: server.env })).code, 0);
+    // A rollback checks the proxy first too: nothing started, recorded or marked bad, and how to start it.
+    const paths = server.paths("site");
+    const kept = async () => [
+      await Deno.readTextFile(paths.status),
+      await Deno.readTextFile(paths.deployLog),
+      await releases(server, "site"),
+    ];
+    const before = await kept();
+    const back = await server.cli(["rollback", "site"]);
+    assertEquals(back.code, 1, back.output);
+    assertMatch(back.stderr, /^error: the proxy is not running \(no \S+\): start it with `pm2 start \S+`/);
+    assert(!/serves/.test(back.output), back.output);
+    assertEquals(await kept(), before);
     await site("v2");
     const down = await repo.push();
     assert(down.code !== 0, down.output);

@@ -127,7 +127,8 @@ Deno.test("rollback --to after a killed canary: canary.json goes first (reload, 
     // Without --to, a rollback only ends the canary (tests/unit/canary_fix_test.ts).
     assertEquals(await rollback(APP, (await releases(w))[0], w.effects), 0);
     assertEquals(await readCanary(w.paths.dir), undefined);
-    assertEquals(w.proxied.slice(0, 2).map((r) => r.op), ["reload", "drain"]);
+    // (after the check that the proxy answers, as a deploy's)
+    assertEquals(w.proxied.slice(0, 3).map((r) => r.op), ["status", "reload", "drain"]);
     const s = await status(w);
     assertEquals(s.canary?.state, "aborted");
     assertEquals(s.canary?.reason, "ended by a rollback by hand");

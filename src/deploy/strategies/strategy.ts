@@ -87,8 +87,8 @@ export interface Revert {
 /** One way of switching releases. */
 export interface SwitchStrategy {
   readonly name: Strategy;
-  /** Checks what the switch will need, before anything is built. */
-  preflight(ctx: SwitchContext): Promise<void>;
+  /** Checks what the switch will need, before anything is built (or a rollback starts anything). */
+  preflight(ctx: Pick<SwitchContext, "root" | "proxy">): Promise<void>;
   /** Brings a release into service. Throws {@link ActivationFailed}. */
   activate(ctx: SwitchContext, activation: Activation): Promise<Activated>;
   /**
