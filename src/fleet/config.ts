@@ -222,6 +222,18 @@ export async function addServer(path: string, server: NewServer): Promise<FleetS
   if (server.identityFile) entry.identityFile = server.identityFile;
   if (server.netdata) entry.netdata = server.netdata;
   refuseBadArguments(entry);
+  if (host === LOCAL) {
+    // Pulled without ssh: these would be written to config.yml and never used.
+    const ssh = [user && `${user}@`, server.port !== undefined && "--ssh-port", server.identityFile && "--identity"]
+      .filter(Boolean);
+    if (ssh.length) {
+      throw new UsageError(
+        `fleet add: ${ssh.join(", ")} ${ssh.length === 1 ? "is" : "are"} for ssh; local is this machine, ` +
+          "whose files are read without ssh",
+        { suggestion: `deploy-paradigm fleet add ${server.name} local [--netdata URL]` },
+      );
+    }
+  }
   const problem = server.identityFile && await identityProblem(server.identityFile);
   if (problem) {
     throw new UsageError(`--identity ${server.identityFile} ${problem}`, {

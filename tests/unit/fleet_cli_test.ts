@@ -438,3 +438,29 @@ Deno.test("fleet add while a collector runs on the home says it pulls the new se
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("fleet add <name> local refuses ssh's options (--ssh-port, --identity, a user@): local is pulled without ssh; nothing made (the CLI)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dp-fleet-cli-" });
+  const home = join(dir, "home");
+  const env = { FLEET_MONITOR_HOME: home };
+  try {
+    const key = join(dir, "id_ed25519");
+    await Deno.writeTextFile(key, "-----BEGIN OPENSSH PRIVATE KEY-----\n-----END OPENSSH PRIVATE KEY-----\n");
+    for (
+      const [args, named] of [
+        [["here", "local", "--ssh-port", "2222"], "--ssh-port"],
+        [["here", "local", "--identity", key], "--identity"],
+        [["here", "admin@local"], "admin@"],
+      ] as const
+    ) {
+      const refused = await fleetCli(["add", ...args], env);
+      assertEquals(refused.code, 2, refused.stdout + refused.stderr);
+      assertMatch(refused.stderr, new RegExp(`^error: fleet add: ${named} is for ssh; local is this machine`));
+      assertEquals(await Deno.stat(home).then(() => true, () => false), false, "no home made");
+    }
+    const local = await fleetCli(["add", "here", "local", "--netdata", "http://127.0.0.1:19999"], env);
+    assertEquals(local.code, 0, local.stderr);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
