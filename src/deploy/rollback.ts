@@ -161,7 +161,7 @@ export async function rollback(
   const { paths, config } = await loadApp(app, effects.root);
   // What the switch needs, first (as a deploy checks it): with the proxy down, the rollback would
   // start the release, fail at the switch and say that the one before "serves", which nothing does.
-  await strategyOf(config).preflight(effects);
+  await strategyOf(config).preflight({ ...effects, runner: effects.runner(() => {}) });
   const lock = await acquireLock(
     paths.lock,
     { pid: Deno.pid, commit: "rollback" },

@@ -88,7 +88,7 @@ export interface Revert {
 export interface SwitchStrategy {
   readonly name: Strategy;
   /** Checks what the switch will need, before anything is built (or a rollback starts anything). */
-  preflight(ctx: Pick<SwitchContext, "root" | "proxy">): Promise<void>;
+  preflight(ctx: Pick<SwitchContext, "root" | "proxy" | "runner">): Promise<void>;
   /** Brings a release into service. Throws {@link ActivationFailed}. */
   activate(ctx: SwitchContext, activation: Activation): Promise<Activated>;
   /**
