@@ -48,10 +48,22 @@ export function spawnCapturing(
   return child;
 }
 
-/** A free TCP port on loopback. */
+/**
+ * A free TCP port on loopback; with `DP_TEST_PORTS=<first>-<last>` (machines shared by several
+ * runs, each given its range), one of that range.
+ */
 export function freePort(): number {
+  const range = /^(\d+)-(\d+)$/.exec(Deno.env.get("DP_TEST_PORTS") ?? "");
+  let next = range ? Number(range[1]) : 0;
   while (true) {
-    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    if (range && next > Number(range[2])) throw new Error(`no free port left in DP_TEST_PORTS=${range[0]}`);
+    let listener: Deno.TcpListener;
+    try {
+      listener = Deno.listen({ hostname: "127.0.0.1", port: range ? next++ : 0 });
+    } catch (error) {
+      if (range && error instanceof Deno.errors.AddrInUse) continue;
+      throw error;
+    }
     const { port } = listener.addr as Deno.NetAddr;
     listener.close();
     // Never the same port twice in one test run (`--parallel` modules share this process): the
