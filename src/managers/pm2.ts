@@ -47,13 +47,17 @@ export const pm2: ProcessManager<"pm2"> = {
     const env = { ...p.secrets, ...p.env };
     const kept = running?.kept;
     const own = !p.slot && !p.worker;
+    // An app with a user of its own starts under `setpriv --no-new-privs` (as builds and hooks do, and systemd units
+    // with their sandbox): no set-user-ID program makes it another user (a build user's copy of python it was left).
+    const [script, ...args] = p.user ? [setpriv(), ...NO_NEW_PRIVS, ...p.argv] : p.argv;
+    // (pm2 keeps the program it was first given: one started otherwise, by a version before, is replaced)
     const inPlace = own && (running === null ||
-      (kept !== undefined && kept.program === p.argv[0] && kept.variables.every((key) => key in env) &&
+      (kept !== undefined && kept.program === script && kept.variables.every((key) => key in env) &&
         (p.user !== undefined || !kept.user)));
     const app = {
       name,
-      script: p.argv[0],
-      args: p.argv.slice(1),
+      script,
+      args,
       cwd: p.cwd,
       interpreter: "none",
       env,
@@ -230,6 +234,14 @@ export function processName(app: string, slot?: SlotInstance, worker?: WorkerId)
 function workerLock(root: string, worker?: WorkerId): { lock?: string } {
   return worker ? {} : { lock: pm2Lock(root) };
 }
+
+/** setpriv (util-linux), which an app with a user of its own starts under: where it is, else its name for pm2 to find. */
+function setpriv(): string {
+  return findInPath("setpriv", baseEnv().PATH) ?? "setpriv";
+}
+
+/** setpriv's words before the app's own argv: no set-user-ID or file capability raises what the app may do. */
+const NO_NEW_PRIVS = ["--no-new-privs", "--"];
 
 /** A worker's stop may take its stopTimeout: the longest deploy.yml allows, plus pm2's own time. */
 const WORKER_STOP_LIMIT = 60 * 60_000 + PM2_TIMEOUT;

@@ -560,7 +560,8 @@ Deno.test("systemd host: a setgid program of the app's group a build user left w
     );
     assertEquals(planted.code, 0, planted.output);
     const pushed = await push({ "app.py": pythonApp("v2") }, "v2");
-    // Another app's user (a pm2 app has no no-new-privileges) runs it: before, it printed alpha's secret.
+    // Another app's user (a process of it that deploy-paradigm did not start: no no-new-privileges) runs it: before,
+    // it printed alpha's secret.
     const read = await asUser(host, "app-beta", "/srv/shared/.cat /opt/deployments/alpha/current/.env");
     assert(read.code !== 0, read.output);
     assertMatch(read.stderr, /Permission denied/);
@@ -852,6 +853,61 @@ while True:
   } finally {
     if (attacker) await attacker.status; // killed with its user's other processes
   }
+});
+
+Deno.test("PM2 server: a set-user-ID program a build leaves does not make the running app its build user: it gains nothing, and cannot write the next release", async () => {
+  const id = crypto.randomUUID().slice(0, 6);
+  const runtime = `dpu${id}n`;
+  await withBuildUser(`sx${id}`, runtime, async ({ app, builder, port, paths, repo }) => {
+    const py = join(paths.dir, "build-home", ".py");
+    // A malicious dependency opens the build's home to others and leaves a set-user-ID copy of python in it (the
+    // home is made new only when the next build starts; the release being built, opened so, would do as well).
+    const build = `chmod 755 "$HOME" && cp /usr/bin/python3 "$HOME/.py" && chmod 4755 "$HOME/.py"\nsleep 2\n`;
+    // The compromised running app (its user, under PM2) runs it: as the build user, it gives up the saved uid that
+    // would let `kill -KILL -1` as the build user reach it, and waits for the next release to write into it.
+    const attack = `import os, sys, time
+ruid, euid = os.getuid(), os.geteuid()
+print("attacker: ruid %d euid %d" % (ruid, euid), flush=True)
+if euid == ruid: sys.exit(0)
+os.setresuid(ruid, euid, ruid)
+releases = sys.argv[1]
+known, done = set(os.listdir(releases)), set()
+while True:
+    for name in set(os.listdir(releases)) - known - done:
+        try:
+            with open(os.path.join(releases, name, "server.js"), "a") as f: f.write("// pwned\\n")
+            done.add(name); print("attacker: wrote releases/" + name, flush=True)
+        except OSError: pass
+    time.sleep(0.002)
+`;
+    const server = nodeApp(`${app}-v1`) + `
+const fs = require("node:fs"), { spawn } = require("node:child_process");
+const timer = setInterval(() => {
+  if (!fs.existsSync(${JSON.stringify(py)})) return;
+  clearInterval(timer);
+  spawn(${JSON.stringify(py)}, ["-c", ${JSON.stringify(attack)}, ${
+      JSON.stringify(paths.releases)
+    }], { cwd: "/", detached: true, stdio: "inherit" });
+}, 100);
+`;
+    await repo.node(app, `${app}-v1`, "ok", {
+      files: { "build.sh": build, "server.js": server },
+      extra: "build: sh build.sh\n",
+    });
+    await repo.pushOk();
+    const planted = await Deno.stat(py);
+    assertEquals([planted.uid, (planted.mode! & 0o7777).toString(8)], [lookupUser(builder)!.uid, "4755"]);
+    await new Promise((resolve) => setTimeout(resolve, 1500)); // the app found it, and ran it
+    await repo.node(app, `${app}-v2`, "ok", { files: { "build.sh": "sleep 2\n" }, extra: "build: sh build.sh\n" });
+    const pushed = await repo.pushOk();
+    const log = await Deno.readTextFile(join(paths.logDir, "access.log")).catch(() => "");
+    console.log(log.split("\n").filter((line) => line.includes("attacker:")).join("\n"));
+    assertMatch(log, /attacker: ruid (\d+) euid \1\b/, "the app ran the program, and stayed its own user");
+    assert(!log.includes("attacker: wrote"), log);
+    assertMatch(pushed.output, /✓ deployed/);
+    assertEquals(await Deno.readTextFile(join(paths.current, "server.js")), nodeApp(`${app}-v2`));
+    assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: `${app}-v2` });
+  });
 });
 
 Deno.test("PM2 server: nothing a build starts outlives it, not even a chain of processes that each fork the next and exit", async () => {

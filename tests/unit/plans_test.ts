@@ -8,7 +8,7 @@ import { UsageError } from "../../src/errors.ts";
 import { pm2, PM2_BOOT_UNIT, PM2_REPLACE, PM2_UMASK, pm2BootPlan, pm2Home } from "../../src/managers/pm2.ts";
 import { systemd, unitFile, unitQuote } from "../../src/managers/systemd.ts";
 import { type AppProcess, managerNamed, type Running } from "../../src/managers/mod.ts";
-import type { Runner } from "../../src/runner.ts";
+import { baseEnv, findInPath, type Runner } from "../../src/runner.ts";
 import { type ContainerSpec, runContainer, withDocker } from "../../src/managers/docker.ts";
 import { execDropIn, sandbox, templateUnit, workerTemplate } from "../../src/managers/systemd.ts";
 import { asApp, INHERITED, inherited, toolEnv } from "../../src/deploy/runtime.ts";
@@ -281,6 +281,14 @@ Deno.test("pm2 stop: pm2 delete (allowed to fail) and save, under the pm2 lock; 
   });
 });
 
+Deno.test("pm2 restart of an app with a user: uid and gid, under setpriv --no-new-privs (no set-user-ID program makes it another user)", () => {
+  const [file] = pm2.restart(appProcess({ user: USER })).files;
+  const { apps: [app] } = JSON.parse(file.content);
+  const setpriv = findInPath("setpriv", baseEnv().PATH) ?? "setpriv";
+  assertEquals([app.script, ...app.args], [setpriv, "--no-new-privs", "--", "/srv/current/venv/bin/python", "app.py"]);
+  assertEquals([app.uid, app.gid], ["app-web", "app-web"]);
+});
+
 Deno.test("pm2 restart in place: one `pm2 start` (the daemon's restart), unless pm2 would keep some of the old definition", () => {
   const start = [...PM2, "start", "/srv/opt/deployments/web/pm2-web.json"];
   const argvs = (running?: Running | null, p = appProcess()) => pm2.restart(p, running).commands.map((c) => c.argv);
@@ -289,7 +297,14 @@ Deno.test("pm2 restart in place: one `pm2 start` (the daemon's restart), unless 
   assertEquals(argvs({ pid: 42, kept }), inPlace, "the same program and variables: one daemon call");
   assertEquals(argvs({ pid: 0, kept: { ...kept, variables: [] } }), inPlace, "variables added: one call");
   assertEquals(argvs(null), inPlace, "no process yet: start");
-  assertEquals(argvs({ pid: 42, kept: { ...kept, user: true } }, appProcess({ user: USER })), inPlace);
+  // An app with a user runs under setpriv: pm2's program is setpriv (one a version before started is replaced).
+  const setpriv = findInPath("setpriv", baseEnv().PATH) ?? "setpriv";
+  const under = { ...kept, program: setpriv, user: true };
+  assertEquals(argvs({ pid: 42, kept: under }, appProcess({ user: USER })), inPlace);
+  assertEquals(argvs({ pid: 42, kept: { ...kept, user: true } }, appProcess({ user: USER })), [REPLACE, [
+    ...PM2,
+    "save",
+  ]]);
   // What pm2's restart would keep of the old definition: delete first, then start, in one command.
   const replace = [REPLACE, [...PM2, "save"]];
   assertEquals(argvs({ pid: 42, kept: { ...kept, program: "/usr/bin/node" } }), replace, "another program");
