@@ -624,7 +624,40 @@ export async function killAllOf(user: AppUser, runner: Runner): Promise<number> 
     });
     if (!processesOf(user.uid).length) break;
   }
+  // A process another user started from a set-user-ID program of this one (one a build left) is this user only by
+  // its effective uid: with its saved uid given back to its real one, kill(-1) as this user does not reach it (kill(2)
+  // asks for the target's real or saved uid), and it would write the next release as this user. Root kills it.
+  for (let round = 0; round < 50; round++) {
+    const holders = processesHolding(user.uid);
+    if (!holders.length) break;
+    for (const { pid, start } of holders) {
+      if (startedAt(pid) !== start) continue; // ended (and maybe reused)
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch { /* it has just ended */ }
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
   return found;
+}
+
+/**
+ * The live processes that are `uid` by their effective, saved or filesystem uid but not their real one (/proc; none
+ * without it), each with its start time.
+ */
+function processesHolding(uid: number): { pid: number; start: number | undefined }[] {
+  const held: { pid: number; start: number | undefined }[] = [];
+  try {
+    for (const entry of Deno.readDirSync("/proc")) {
+      const pid = Number(entry.name);
+      if (!Number.isInteger(pid) || pid === Deno.pid) continue;
+      const status = readOr(`/proc/${pid}/status`, Deno.readTextFileSync);
+      const uids = status && /^Uid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)/m.exec(status)?.slice(1).map(Number);
+      if (!uids || uids[0] === uid || !uids.includes(uid) || /^State:\s+Z/m.test(status!)) continue;
+      held.push({ pid, start: startedAt(pid) });
+    }
+  } catch { /* no /proc */ }
+  return held;
 }
 
 /**

@@ -910,6 +910,57 @@ const timer = setInterval(() => {
   });
 });
 
+Deno.test("PM2 server: a process another user started from a set-user-ID program of the build user's is killed before the next build, even with its saved uid given back", async () => {
+  const id = crypto.randomUUID().slice(0, 6);
+  const runtime = `dpu${id}h`;
+  let attacker: Deno.ChildProcess | undefined;
+  try {
+    await withBuildUser(`sh${id}`, runtime, async ({ app, builder, port, paths, repo }) => {
+      const py = join(paths.dir, "build-home", ".py");
+      const build = `chmod 755 "$HOME" && cp /usr/bin/python3 "$HOME/.py" && chmod 4755 "$HOME/.py"\nsleep 2\n`;
+      await repo.node(app, `${app}-v1`, "ok", { files: { "build.sh": build }, extra: "build: sh build.sh\n" });
+      await repo.pushOk();
+      // Run by a process deploy-paradigm did not start (no no-new-privileges: another program of that user): it is the
+      // build user by its effective uid only, and waits for the next release.
+      const script = `import os, sys, time
+ruid, euid = os.getuid(), os.geteuid()
+print("attacker: ruid %d euid %d" % (ruid, euid), flush=True)
+os.setresuid(ruid, euid, ruid)
+releases = sys.argv[1]
+known, done = set(os.listdir(releases)), set()
+while True:
+    for name in set(os.listdir(releases)) - known - done:
+        try:
+            with open(os.path.join(releases, name, "server.js"), "a") as f: f.write("// pwned\\n")
+            done.add(name); print("attacker: wrote releases/" + name, flush=True)
+        except OSError: pass
+    time.sleep(0.002)
+`;
+      attacker = new Deno.Command("setpriv", {
+        args: [`--reuid=${runtime}`, `--regid=${runtime}`, "--init-groups", "--", py, "-c", script, paths.releases],
+        stdout: "piped",
+        stderr: "inherit",
+      }).spawn();
+      const said = new Response(attacker.stdout).text();
+      await repo.node(app, `${app}-v2`, "ok", { files: { "build.sh": "sleep 2\n" }, extra: "build: sh build.sh\n" });
+      const pushed = await repo.pushOk();
+      const status = await Promise.race([attacker.status, new Promise((r) => setTimeout(r, 2000, "running"))]);
+      await stopChild(attacker);
+      attacker = undefined;
+      const lines = (await said).trim().split("\n");
+      console.log(lines.join("\n"));
+      assertEquals(lines[0], `attacker: ruid ${lookupUser(runtime)!.uid} euid ${lookupUser(builder)!.uid}`);
+      assert(!lines.some((line) => line.startsWith("attacker: wrote")), lines.join("\n"));
+      assertEquals((status as Deno.CommandStatus).signal, "SIGKILL", "killed by the deploy");
+      assertMatch(pushed.output, /✓ deployed/);
+      assertEquals(await Deno.readTextFile(join(paths.current, "server.js")), nodeApp(`${app}-v2`));
+      assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: `${app}-v2` });
+    });
+  } finally {
+    await stopChild(attacker);
+  }
+});
+
 Deno.test("PM2 server: nothing a build starts outlives it, not even a chain of processes that each fork the next and exit", async () => {
   // With `user:` (a user the operator chose, which other apps may share): its build user is still the app's alone.
   const id = crypto.randomUUID().slice(0, 6);
