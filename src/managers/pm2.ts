@@ -48,8 +48,9 @@ export const pm2: ProcessManager<"pm2"> = {
     const kept = running?.kept;
     const own = !p.slot && !p.worker;
     // An app with a user of its own starts under `setpriv --no-new-privs` (as builds and hooks do, and systemd units
-    // with their sandbox): no set-user-ID program makes it another user (a build user's copy of python it was left).
-    const [script, ...args] = p.user ? [setpriv(), ...NO_NEW_PRIVS, ...p.argv] : p.argv;
+    // with their sandbox): no set-user-ID program makes it another user (a set-user-ID copy of python a build left);
+    // and without the channel to pm2's root daemon (CONFINED).
+    const [script, ...args] = p.user ? [setpriv(), ...CONFINED, ...p.argv] : p.argv;
     // (pm2 keeps the program it was first given: one started otherwise, by a version before, is replaced)
     const inPlace = own && (running === null ||
       (kept !== undefined && kept.program === script && kept.variables.every((key) => key in env) &&
@@ -240,8 +241,21 @@ function setpriv(): string {
   return findInPath("setpriv", baseEnv().PATH) ?? "setpriv";
 }
 
-/** setpriv's words before the app's own argv: no set-user-ID or file capability raises what the app may do. */
-const NO_NEW_PRIVS = ["--no-new-privs", "--"];
+/**
+ * setpriv's words before the app's own argv: no set-user-ID or file capability raises what the app may do; and the
+ * channel pm2's daemon opens to each process it starts (fd 3, NODE_CHANNEL_FD) is closed before the app runs: on it
+ * the app could rename its process in the root daemon (then another app's `pm2 delete` stops it, its own never does)
+ * and have the daemon keep whatever it sends (50,000 messages grew it by 324 MiB). Only the shell's fixed script;
+ * the argv are its arguments, never parsed by it.
+ */
+const CONFINED = [
+  "--no-new-privs",
+  "--",
+  "/bin/sh",
+  "-c",
+  'unset NODE_CHANNEL_FD NODE_CHANNEL_SERIALIZATION_MODE; exec "$@" 3>&-',
+  "sh",
+];
 
 /** A worker's stop may take its stopTimeout: the longest deploy.yml allows, plus pm2's own time. */
 const WORKER_STOP_LIMIT = 60 * 60_000 + PM2_TIMEOUT;

@@ -961,6 +961,53 @@ while True:
   }
 });
 
+Deno.test("PM2 server: the running app has no channel to pm2's root daemon: it cannot rename its process nor grow the daemon", async () => {
+  const id = crypto.randomUUID().slice(0, 6);
+  await withBuildUser(`ip${id}`, `dpu${id}i`, async ({ app, port, repo, server }) => {
+    const pm2 = async (...args: string[]) => (await run(["pm2", ...args], { env: server.env })).stdout;
+    const daemonRss = async () => {
+      const pid = (await Deno.readTextFile(join(server.pm2Home, "pm2.pid"))).trim();
+      return Number(/^VmRSS:\s+(\d+)/m.exec(await Deno.readTextFile(`/proc/${pid}/status`))![1]) * 1024;
+    };
+    await repo.node(app, `${app}-v1`);
+    await repo.pushOk();
+    const before = await daemonRss();
+    // The compromised app speaks pm2's protocol on the channel the daemon gave it (fd 3, NODE_CHANNEL_FD): it names
+    // its process after another, and registers 50,000 actions of 2 KiB, which the daemon keeps (and dumps).
+    const attack = `
+console.log("ipc: " + (process.send ? "channel open" : "no channel"));
+if (process.send) {
+  process.send({ type: "axm:option:configuration", data: { name: "renamed-by-app" } });
+  const pad = "x".repeat(2048);
+  let i = 0;
+  const burst = () => {
+    for (let n = 0; n < 500 && i < 50000; n++, i++) process.send({ type: "axm:action", data: { action_name: "a" + i, pad } });
+    if (i < 50000) setTimeout(burst, 1); else console.log("ipc: sent " + i);
+  };
+  burst();
+}
+`;
+    await repo.node(app, `${app}-v2`, "ok", { files: { "server.js": nodeApp(`${app}-v2`) + attack } });
+    await repo.pushOk();
+    assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: `${app}-v2` });
+    const log = join(server.paths(app).logDir, "access.log");
+    for (let i = 0; i < 100 && !/ipc: (sent|no channel)/.test(await Deno.readTextFile(log)); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const grown = (await daemonRss()) - before;
+    const names = JSON.parse((await pm2("jlist")).split("\n").filter((line) => line.startsWith("[")).pop()!)
+      .map((p: { name: string }) => p.name);
+    console.log(
+      `ipc: ${(await Deno.readTextFile(log)).match(/ipc: .*/g)?.join("; ")}; the daemon grew ${
+        (grown / 2 ** 20).toFixed(1)
+      } MiB; processes ${names.join(", ")}`,
+    );
+    assert(!names.includes("renamed-by-app"), names.join(", "));
+    assert(grown < 30 * 2 ** 20, `the daemon grew ${grown} bytes`);
+  });
+});
+
 Deno.test("PM2 server: nothing a build starts outlives it, not even a chain of processes that each fork the next and exit", async () => {
   // With `user:` (a user the operator chose, which other apps may share): its build user is still the app's alone.
   const id = crypto.randomUUID().slice(0, 6);
@@ -998,7 +1045,9 @@ while time.time() < end:
 async function withBuildUser(
   app: string,
   runtime: string,
-  fn: (t: { app: string; builder: string; port: number; paths: AppPaths; repo: AppRepo }) => Promise<void>,
+  fn: (
+    t: { app: string; builder: string; port: number; paths: AppPaths; repo: AppRepo; server: TestServer },
+  ) => Promise<void>,
 ): Promise<void> {
   const builder = buildUserName(app);
   const removers: (() => Promise<void>)[] = [];
@@ -1018,7 +1067,7 @@ async function withBuildUser(
       if (runtime !== defaultUserName(app)) {
         await Deno.writeTextFile(paths.config, `user: ${runtime}\n`, { append: true });
       }
-      await fn({ app, builder, port, paths, repo: await AppRepo.create(server, app, remote) });
+      await fn({ app, builder, port, paths, repo: await AppRepo.create(server, app, remote), server });
     });
   } finally {
     for (const remove of removers.reverse()) await remove();

@@ -281,11 +281,21 @@ Deno.test("pm2 stop: pm2 delete (allowed to fail) and save, under the pm2 lock; 
   });
 });
 
-Deno.test("pm2 restart of an app with a user: uid and gid, under setpriv --no-new-privs (no set-user-ID program makes it another user)", () => {
+Deno.test("pm2 restart of an app with a user: uid and gid, under setpriv --no-new-privs (no set-user-ID program makes it another user), without the channel to the daemon (fd 3)", () => {
   const [file] = pm2.restart(appProcess({ user: USER })).files;
   const { apps: [app] } = JSON.parse(file.content);
   const setpriv = findInPath("setpriv", baseEnv().PATH) ?? "setpriv";
-  assertEquals([app.script, ...app.args], [setpriv, "--no-new-privs", "--", "/srv/current/venv/bin/python", "app.py"]);
+  assertEquals([app.script, ...app.args], [
+    setpriv,
+    "--no-new-privs",
+    "--",
+    "/bin/sh",
+    "-c",
+    'unset NODE_CHANNEL_FD NODE_CHANNEL_SERIALIZATION_MODE; exec "$@" 3>&-',
+    "sh",
+    "/srv/current/venv/bin/python",
+    "app.py",
+  ]);
   assertEquals([app.uid, app.gid], ["app-web", "app-web"]);
 });
 
