@@ -638,6 +638,19 @@ export async function killAllOf(user: AppUser, runner: Runner): Promise<number> 
     }
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
+  // One that forks and exits without end outruns those readings (the pid read is gone when it is killed): not to be
+  // killed so, it is at least seen by one of a few more readings, and what the build made is not deployed.
+  for (let look = 0; look < 10; look++) {
+    const [holder] = processesHolding(user.uid);
+    if (holder) {
+      throw new Error(
+        `a process of uid ${holder.ruid} runs as ${user.name} (its effective or saved uid: a set-user-ID program of ` +
+          `${user.name}'s, run by another user) and could not be killed: it could write what ${user.name} builds, so ` +
+          "nothing of this build is deployed; find it with `ps -eo pid,ruid,euid,suid,args` and stop it",
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
   return found;
 }
 
@@ -645,8 +658,8 @@ export async function killAllOf(user: AppUser, runner: Runner): Promise<number> 
  * The live processes that are `uid` by their effective, saved or filesystem uid but not their real one (/proc; none
  * without it), each with its start time.
  */
-function processesHolding(uid: number): { pid: number; start: number | undefined }[] {
-  const held: { pid: number; start: number | undefined }[] = [];
+function processesHolding(uid: number): { pid: number; ruid: number; start: number | undefined }[] {
+  const held: { pid: number; ruid: number; start: number | undefined }[] = [];
   try {
     for (const entry of Deno.readDirSync("/proc")) {
       const pid = Number(entry.name);
@@ -654,7 +667,7 @@ function processesHolding(uid: number): { pid: number; start: number | undefined
       const status = readOr(`/proc/${pid}/status`, Deno.readTextFileSync);
       const uids = status && /^Uid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)/m.exec(status)?.slice(1).map(Number);
       if (!uids || uids[0] === uid || !uids.includes(uid) || /^State:\s+Z/m.test(status!)) continue;
-      held.push({ pid, start: startedAt(pid) });
+      held.push({ pid, ruid: uids[0], start: startedAt(pid) });
     }
   } catch { /* no /proc */ }
   return held;

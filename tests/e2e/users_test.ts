@@ -1008,6 +1008,61 @@ if (process.send) {
   });
 });
 
+Deno.test("PM2 server: such a process that forks and exits without end, which no kill by pid catches, fails the deploy: what it wrote is not deployed", async () => {
+  const id = crypto.randomUUID().slice(0, 6);
+  const runtime = `dpu${id}f`;
+  const out = `/tmp/dp-forkchain-${id}.txt`;
+  try {
+    await withBuildUser(`fc${id}`, runtime, async ({ app, builder, port, paths, repo }) => {
+      const py = join(paths.dir, "build-home", ".py");
+      const build = `chmod 755 "$HOME" && cp /usr/bin/python3 "$HOME/.py" && chmod 4755 "$HOME/.py"\nsleep 2\n`;
+      await repo.node(app, `${app}-v1`, "ok", { files: { "build.sh": build }, extra: "build: sh build.sh\n" });
+      await repo.pushOk();
+      await Deno.writeTextFile(out, "", { mode: 0o666 });
+      await Deno.chmod(out, 0o666);
+      const script = `import os, sys, time
+ruid, euid = os.getuid(), os.geteuid()
+os.setresuid(ruid, euid, ruid)
+releases = sys.argv[1]
+log = open(sys.argv[2], "a", buffering=1)
+known, done = set(os.listdir(releases)), set()
+while True:
+    if os.fork(): os._exit(0)
+    for name in set(os.listdir(releases)) - known - done:
+        try:
+            with open(os.path.join(releases, name, "server.js"), "a") as f: f.write("// pwned\\n")
+            done.add(name); log.write("attacker: wrote releases/" + name + "\\n")
+        except OSError: pass
+`;
+      const first = new Deno.Command("setpriv", {
+        args: [
+          `--reuid=${runtime}`,
+          `--regid=${runtime}`,
+          "--init-groups",
+          "--",
+          py,
+          "-c",
+          script,
+          paths.releases,
+          out,
+        ],
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      await first.status; // its first child goes on, and so on
+      await repo.node(app, `${app}-v2`, "ok", { files: { "build.sh": "sleep 2\n" }, extra: "build: sh build.sh\n" });
+      const pushed = await repo.push();
+      console.log(`the attacker: ${(await Deno.readTextFile(out)).trim() || "wrote nothing"}`);
+      assert(pushed.code !== 0, pushed.output);
+      assertMatch(pushed.output, new RegExp(`a process of uid ${lookupUser(runtime)!.uid} runs as ${builder}`));
+      assertEquals(await Deno.readTextFile(join(paths.current, "server.js")), nodeApp(`${app}-v1`));
+      assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: `${app}-v1` });
+    });
+  } finally {
+    await Deno.remove(out).catch(() => {});
+  }
+});
+
 Deno.test("PM2 server: nothing a build starts outlives it, not even a chain of processes that each fork the next and exit", async () => {
   // With `user:` (a user the operator chose, which other apps may share): its build user is still the app's alone.
   const id = crypto.randomUUID().slice(0, 6);
