@@ -18,6 +18,7 @@ import { detectType, nameFromFolder, renderDeployYml } from "../../src/init.ts";
 import { parseConfig } from "../../src/config/load.ts";
 import { deployFileSchema, type HealthCheck } from "../../src/config/schema.ts";
 import { checkHealth, seenText } from "../../src/deploy/health.ts";
+import { until } from "../helpers/time.ts";
 import { acquireLock, type LockOwner } from "../../src/deploy/lock.ts";
 import { type AppStatus, readStatus, writeStatus } from "../../src/deploy/status.ts";
 import type { CertificateState } from "../../src/proxy/cert_state.ts";
@@ -679,7 +680,8 @@ Deno.test("acquireLock: a second acquire waits until the first releases", async 
         return lock;
       },
     );
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Waits for the call of onWait (after 100 ms of waiting; later on a busy machine), not for a time.
+    await until(10_000, "onWait is called", () => waits.length > 0);
     assertEquals(acquired, false, "the second acquire must wait");
     assertEquals(waits.length, 1, "onWait is called once while waiting");
     assertEquals([waits[0]?.pid, waits[0]?.commit], [111, "aaaaaaa"]);
