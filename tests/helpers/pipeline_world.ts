@@ -201,7 +201,11 @@ export async function withWorld(strategy: "restart" | "blue-green", fn: (w: Worl
       paths,
       canary,
     };
-    await fn(world);
+    await fn(world).catch((error) => {
+      // What the deploys and rollbacks printed says why one failed (a step's message), where an assertion does not.
+      console.error(`--- printed in the world of the failed test:\n${printed.join("\n")}\n---`);
+      throw error;
+    });
   } finally {
     await apps.stopAll();
     await Deno.remove(root, { recursive: true });
