@@ -44,12 +44,23 @@ export class Apps {
     await this.stop(port);
     const behaviour = (await Deno.readTextFile(join(releaseDir, "server"))).split("\n")[0];
     let answered = 0;
-    const server = Deno.serve({ hostname: "127.0.0.1", port, onListen() {} }, () => {
+    const handler = () => {
       answered++;
       const ok = behaviour === "ok" || (behaviour === "flaky" && answered === 1);
       return new Response(ok ? "ok" : "broken", { status: ok ? 200 : 500 });
-    });
-    this.#servers.set(port, server);
+    };
+    // The server just shut down on this port may not have let go of it yet (seen under load: the
+    // restart failed with `Address already in use`): tried again for up to 5 s, as a process
+    // manager's restart would.
+    for (let tries = 1;; tries++) {
+      try {
+        this.#servers.set(port, Deno.serve({ hostname: "127.0.0.1", port, onListen() {} }, handler));
+        return;
+      } catch (error) {
+        if (!(error instanceof Deno.errors.AddrInUse) || tries === 100) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
   }
 
   async stop(port: number): Promise<void> {

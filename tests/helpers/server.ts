@@ -49,33 +49,61 @@ export function spawnCapturing(
 }
 
 /**
- * A free TCP port on loopback; with `DP_TEST_PORTS=<first>-<last>` (machines shared by several
- * runs, each given its range), one of that range.
+ * A free TCP port on loopback, for a test to listen on a moment later (and again at each restart
+ * of what listens there): from 10000-17999, or `DP_TEST_PORTS=<first>-<last>` (machines shared by
+ * several runs, each given its range). Not a port the kernel picks (port 0): those come from its
+ * ephemeral range (32768-60999), which every outgoing connection and every other port-0 listener
+ * draws from meanwhile, so the port was often someone else's by the time the test bound it
+ * (`Address already in use`: 56 of 957 ports handed out twice in one parallel run); nor the
+ * product's slot ports (20000-32000). Each port is claimed once across every process of every
+ * run (a file of its own, made with O_EXCL; a claim an hour old is taken over), and is free now.
  */
 export function freePort(): number {
   const range = /^(\d+)-(\d+)$/.exec(Deno.env.get("DP_TEST_PORTS") ?? "");
-  let next = range ? Number(range[1]) : 0;
-  while (true) {
-    if (range && next > Number(range[2])) throw new Error(`no free port left in DP_TEST_PORTS=${range[0]}`);
-    let listener: Deno.TcpListener;
+  const [first, last] = range ? [Number(range[1]), Number(range[2])] : [10_000, 17_999];
+  const size = last - first + 1;
+  const offset = Math.floor(Math.random() * size);
+  for (let i = 0; i < size; i++) {
+    const port = first + (offset + i) % size;
+    if (!claimPort(port)) continue;
     try {
-      listener = Deno.listen({ hostname: "127.0.0.1", port: range ? next++ : 0 });
+      Deno.listen({ hostname: "127.0.0.1", port }).close();
     } catch (error) {
-      if (range && error instanceof Deno.errors.AddrInUse) continue;
+      if (error instanceof Deno.errors.AddrInUse) continue;
       throw error;
     }
-    const { port } = listener.addr as Deno.NetAddr;
-    listener.close();
-    // Never the same port twice in one test run (`--parallel` modules share this process): the
-    // proxy listens with SO_REUSEPORT, so two proxies given one port would both bind it and the
-    // kernel would split connections between them.
-    if (handedOut.has(port)) continue;
-    handedOut.add(port);
     return port;
   }
+  throw new Error(`no free port left in ${first}-${last}`);
 }
 
-const handedOut = new Set<number>();
+/** Where each port handed out has its claim (see {@link freePort}). */
+const PORT_CLAIMS = "/tmp/deploy-paradigm-test-ports";
+
+/** Claims `port` for this process: false when another (of this run, or of one less than an hour ago) has it. */
+function claimPort(port: number): boolean {
+  Deno.mkdirSync(PORT_CLAIMS, { recursive: true, mode: 0o700 });
+  const path = join(PORT_CLAIMS, String(port));
+  for (let tries = 0; tries < 2; tries++) {
+    try {
+      Deno.openSync(path, { write: true, createNew: true }).close();
+      return true;
+    } catch (error) {
+      if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
+      let age = 0;
+      try {
+        age = Date.now() - (Deno.statSync(path).mtime?.getTime() ?? 0);
+      } catch {
+        continue; // taken over meanwhile: created anew, or not
+      }
+      if (age < 3_600_000) return false;
+      try {
+        Deno.removeSync(path); // an old run's: claimed anew, by whoever creates it first
+      } catch { /* removed meanwhile */ }
+    }
+  }
+  return false;
+}
 
 /** A server under a temp prefix. */
 export class TestServer {
