@@ -252,24 +252,10 @@ Deno.test("the boot unit a deploy installs resurrects the server's pm2 home, not
   const host = await SystemdHost.create({ pm2: true });
   const work = await Deno.makeTempDir({ prefix: "dp-laptop-" });
   try {
-    const port = 21000 + Math.floor(Math.random() * 800);
-    // The restart strategy: no proxy (one the unit just resurrected may not answer yet at the deploy's step proxy).
-    const setup = await host.ssh(`${BIN} setup pm --port ${port} --manager pm2 --strategy restart --yes`);
-    assertEquals(setup.code, 0, setup.output);
-    // A server set up before the unit; pushes that carry a PM2_HOME of their own (sshd accepts it).
-    const unit = "/etc/systemd/system/deploy-paradigm-pm2.service";
-    await host.ssh(`systemctl disable --now --quiet deploy-paradigm-pm2 && rm ${unit} && systemctl daemon-reload`);
+    await beforeTheUnit(host, work, "{ path: /health, window: 8s, interval: 200ms, successes: 2 }");
+    // Pushes that carry a PM2_HOME of their own (sshd accepts it).
     const sshd = await host.ssh("echo 'AcceptEnv PM2_HOME' >> /etc/ssh/sshd_config && systemctl reload ssh");
     assertEquals(sshd.code, 0, sshd.output);
-    const { git } = await host.laptop(work, "pm");
-    const files = {
-      "deploy.yml": "name: pm\ntype: python\ncommand: python app.py\n" +
-        "healthCheck: { path: /health, window: 8s, interval: 200ms, successes: 2 }\n",
-      "app.py": pythonApp("pm-v1"),
-    };
-    for (const [path, content] of Object.entries(files)) await Deno.writeTextFile(join(work, path), content);
-    await git("add", "-A");
-    await git("commit", "--quiet", "-m", "v1");
     const ssh = `${host.env.GIT_SSH_COMMAND} -o SetEnv=PM2_HOME=/root/.pm2-push`;
     const push = await run(["git", "push", "production", "main"], {
       cwd: work,
@@ -291,20 +277,8 @@ Deno.test("a deploy cancelled before its step boot ends there: no boot unit inst
   const host = await SystemdHost.create({ pm2: true });
   const work = await Deno.makeTempDir({ prefix: "dp-laptop-" });
   try {
-    const port = 21000 + Math.floor(Math.random() * 800);
-    const setup = await host.ssh(`${BIN} setup pm --port ${port} --manager pm2 --strategy restart --yes`);
-    assertEquals(setup.code, 0, setup.output);
-    // A server set up before the unit, no pm2 daemon: step boot has something to do.
-    const unit = "/etc/systemd/system/deploy-paradigm-pm2.service";
-    await host.ssh(`systemctl disable --now --quiet deploy-paradigm-pm2 && rm ${unit} && systemctl daemon-reload`);
-    const { git } = await host.laptop(work, "pm");
-    const files = {
-      "deploy.yml": "name: pm\ntype: python\ncommand: python app.py\nhealthCheck: /health\n",
-      "app.py": pythonApp("pm-v1"),
-    };
-    for (const [path, content] of Object.entries(files)) await Deno.writeTextFile(join(work, path), content);
-    await git("add", "-A");
-    await git("commit", "--quiet", "-m", "v1");
+    // No pm2 daemon: step boot has something to do.
+    const { port, git } = await beforeTheUnit(host, work, "/health");
     const pushed = await git("push", "production", "main:later"); // stored, not deployed
     assertEquals(pushed.code, 0, pushed.output);
     const sha = (await git("rev-parse", "HEAD")).stdout.trim();
@@ -329,9 +303,32 @@ Deno.test("a deploy cancelled before its step boot ends there: no boot unit inst
     const started = await host.ssh(`timeout 120 bash -c ${quote(script)}`);
     assertMatch(started.stdout, /cancelled at step "boot"/, started.output);
     assert(!/✓ boot/.test(started.stdout), started.output);
-    assert((await host.ssh(`test -e ${unit}`)).code !== 0, "no boot unit installed");
+    assert((await host.ssh(`test -e ${PM2_UNIT}`)).code !== 0, "no boot unit installed");
   } finally {
     await host.close();
     await Deno.remove(work, { recursive: true });
   }
 });
+
+const PM2_UNIT = "/etc/systemd/system/deploy-paradigm-pm2.service";
+
+/**
+ * A pm2 app `pm` on a server set up before pm2's boot unit (the unit removed, no pm2 daemon), under
+ * the restart strategy (these tests are of the unit, not of the proxy), and a laptop's work tree in
+ * `work` with its v1 committed (deploy.yml's `healthCheck`); its port and git.
+ */
+async function beforeTheUnit(host: SystemdHost, work: string, healthCheck: string) {
+  const port = 21000 + Math.floor(Math.random() * 800);
+  const setup = await host.ssh(`${BIN} setup pm --port ${port} --manager pm2 --strategy restart --yes`);
+  assertEquals(setup.code, 0, setup.output);
+  await host.ssh(`systemctl disable --now --quiet deploy-paradigm-pm2 && rm ${PM2_UNIT} && systemctl daemon-reload`);
+  const { git } = await host.laptop(work, "pm");
+  const files = {
+    "deploy.yml": `name: pm\ntype: python\ncommand: python app.py\nhealthCheck: ${healthCheck}\n`,
+    "app.py": pythonApp("pm-v1"),
+  };
+  for (const [path, content] of Object.entries(files)) await Deno.writeTextFile(join(work, path), content);
+  await git("add", "-A");
+  await git("commit", "--quiet", "-m", "v1");
+  return { port, git };
+}
