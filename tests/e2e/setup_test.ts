@@ -562,7 +562,14 @@ Deno.test("apps with domains behind the proxy may share a port (nothing listens 
   });
 });
 
-Deno.test("a push while pm2 brings the proxy back (started, not answering yet) waits for it and deploys", async () => {
+/**
+ * A static app `site` set up under pm2 with the proxy, pushed at each of `versions`, then the proxy
+ * stopped (`pm2 stop`): `fn` gets the server, the app's port, and `site`, which commits a version.
+ */
+async function withProxyStopped(
+  versions: string[],
+  fn: (server: TestServer, port: number, repo: AppRepo, site: (version: string) => Promise<string>) => Promise<void>,
+): Promise<void> {
   await withServer(async (server) => {
     const port = freePort();
     const setup = await server.cli(["setup", "site", "--port", String(port), "--manager", "pm2", "--yes"]);
@@ -570,9 +577,18 @@ Deno.test("a push while pm2 brings the proxy back (started, not answering yet) w
     const repo = await AppRepo.create(server, "site", server.paths("site").repo);
     const site = (version: string) =>
       repo.commit({ "deploy.yml": "name: site\ntype: static\n", "index.html": version }, version);
-    await site("v1");
-    await repo.pushOk();
+    for (const version of versions) {
+      await site(version);
+      await repo.pushOk();
+    }
+    assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: versions.at(-1) });
     assertEquals((await run(["pm2", "stop", "deploy-paradigm-proxy"], { env: server.env })).code, 0);
+    await fn(server, port, repo, site);
+  });
+}
+
+Deno.test("a push while pm2 brings the proxy back (started, not answering yet) waits for it and deploys", async () => {
+  await withProxyStopped(["v1"], async (server, port, repo, site) => {
     // The push waits for the app's deploy lock, held here; once pm2 starts the proxy again it goes on at once,
     // to its proxy step, while the proxy (a new process) is not answering yet.
     const lock = await Deno.open(server.paths("site").lock, { read: true, write: true, create: true });
@@ -601,19 +617,7 @@ Deno.test("a push while pm2 brings the proxy back (started, not answering yet) w
 });
 
 Deno.test("a push with the proxy stopped under pm2 fails at step proxy, says how to start it, and does not claim the old release serves", async () => {
-  await withServer(async (server) => {
-    const port = freePort();
-    const setup = await server.cli(["setup", "site", "--port", String(port), "--manager", "pm2", "--yes"]);
-    assertEquals(setup.code, 0, setup.output);
-    const repo = await AppRepo.create(server, "site", server.paths("site").repo);
-    const site = (version: string) =>
-      repo.commit({ "deploy.yml": "name: site\ntype: static\n", "index.html": version }, version);
-    await site("v0");
-    await repo.pushOk();
-    await site("v1");
-    await repo.pushOk();
-    assertEquals(await get(`http://127.0.0.1:${port}/`), { status: 200, body: "v1" });
-    assertEquals((await run(["pm2", "stop", "deploy-paradigm-proxy"], { env: server.env })).code, 0);
+  await withProxyStopped(["v0", "v1"], async (server, port, repo, site) => {
     // A rollback checks the proxy first too: nothing started, recorded or marked bad, and how to start it.
     const paths = server.paths("site");
     const kept = async () => [
