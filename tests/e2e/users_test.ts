@@ -855,21 +855,19 @@ while True:
   }
 });
 
-Deno.test("PM2 server: a set-user-ID program a build leaves does not make the running app its build user: it gains nothing, and cannot write the next release", async () => {
-  const id = crypto.randomUUID().slice(0, 6);
-  const runtime = `dpu${id}n`;
-  await withBuildUser(`sx${id}`, runtime, async ({ app, builder, port, paths, repo }) => {
-    const py = join(paths.dir, "build-home", ".py");
-    // A malicious dependency opens the build's home to others and leaves a set-user-ID copy of python in it (the
-    // home is made new only when the next build starts; the release being built, opened so, would do as well).
-    const build = `chmod 755 "$HOME" && cp /usr/bin/python3 "$HOME/.py" && chmod 4755 "$HOME/.py"\nsleep 2\n`;
-    // The compromised running app (its user, under PM2) runs it: as the build user, it gives up the saved uid that
-    // would let `kill -KILL -1` as the build user reach it, and waits for the next release to write into it.
-    const attack = `import os, sys, time
+/** A build that opens its home to others and leaves a set-user-ID copy of python there (`.py`), then takes 2 s. */
+const PLANT_SETUID_PYTHON = `chmod 755 "$HOME" && cp /usr/bin/python3 "$HOME/.py" && chmod 4755 "$HOME/.py"\nsleep 2\n`;
+
+/**
+ * The attacker, in Python, run from that copy: prints its real and effective uids (and exits when
+ * they are the same, `onlyRaised`), gives its saved uid back to its real one (out of reach of
+ * `kill -1` as the build user), then appends to `server.js` of each new release under argv[1].
+ */
+function releaseWriter(onlyRaised: boolean): string {
+  return `import os, sys, time
 ruid, euid = os.getuid(), os.geteuid()
 print("attacker: ruid %d euid %d" % (ruid, euid), flush=True)
-if euid == ruid: sys.exit(0)
-os.setresuid(ruid, euid, ruid)
+${onlyRaised ? "if euid == ruid: sys.exit(0)\n" : ""}os.setresuid(ruid, euid, ruid)
 releases = sys.argv[1]
 known, done = set(os.listdir(releases)), set()
 while True:
@@ -880,6 +878,19 @@ while True:
         except OSError: pass
     time.sleep(0.002)
 `;
+}
+
+Deno.test("PM2 server: a set-user-ID program a build leaves does not make the running app its build user: it gains nothing, and cannot write the next release", async () => {
+  const id = crypto.randomUUID().slice(0, 6);
+  const runtime = `dpu${id}n`;
+  await withBuildUser(`sx${id}`, runtime, async ({ app, builder, port, paths, repo }) => {
+    const py = join(paths.dir, "build-home", ".py");
+    // A malicious dependency opens the build's home to others and leaves a set-user-ID copy of python in it (the
+    // home is made new only when the next build starts; the release being built, opened so, would do as well).
+    const build = PLANT_SETUID_PYTHON;
+    // The compromised running app (its user, under PM2) runs it: as the build user, it gives up the saved uid that
+    // would let `kill -KILL -1` as the build user reach it, and waits for the next release to write into it.
+    const attack = releaseWriter(true);
     const server = nodeApp(`${app}-v1`) + `
 const fs = require("node:fs"), { spawn } = require("node:child_process");
 const timer = setInterval(() => {
@@ -917,25 +928,12 @@ Deno.test("PM2 server: a process another user started from a set-user-ID program
   try {
     await withBuildUser(`sh${id}`, runtime, async ({ app, builder, port, paths, repo }) => {
       const py = join(paths.dir, "build-home", ".py");
-      const build = `chmod 755 "$HOME" && cp /usr/bin/python3 "$HOME/.py" && chmod 4755 "$HOME/.py"\nsleep 2\n`;
+      const build = PLANT_SETUID_PYTHON;
       await repo.node(app, `${app}-v1`, "ok", { files: { "build.sh": build }, extra: "build: sh build.sh\n" });
       await repo.pushOk();
       // Run by a process deploy-paradigm did not start (no no-new-privileges: another program of that user): it is the
       // build user by its effective uid only, and waits for the next release.
-      const script = `import os, sys, time
-ruid, euid = os.getuid(), os.geteuid()
-print("attacker: ruid %d euid %d" % (ruid, euid), flush=True)
-os.setresuid(ruid, euid, ruid)
-releases = sys.argv[1]
-known, done = set(os.listdir(releases)), set()
-while True:
-    for name in set(os.listdir(releases)) - known - done:
-        try:
-            with open(os.path.join(releases, name, "server.js"), "a") as f: f.write("// pwned\\n")
-            done.add(name); print("attacker: wrote releases/" + name, flush=True)
-        except OSError: pass
-    time.sleep(0.002)
-`;
+      const script = releaseWriter(false);
       attacker = new Deno.Command("setpriv", {
         args: [`--reuid=${runtime}`, `--regid=${runtime}`, "--init-groups", "--", py, "-c", script, paths.releases],
         stdout: "piped",
@@ -1015,7 +1013,7 @@ Deno.test("PM2 server: such a process that forks and exits without end, which no
   try {
     await withBuildUser(`fc${id}`, runtime, async ({ app, builder, port, paths, repo }) => {
       const py = join(paths.dir, "build-home", ".py");
-      const build = `chmod 755 "$HOME" && cp /usr/bin/python3 "$HOME/.py" && chmod 4755 "$HOME/.py"\nsleep 2\n`;
+      const build = PLANT_SETUID_PYTHON;
       await repo.node(app, `${app}-v1`, "ok", { files: { "build.sh": build }, extra: "build: sh build.sh\n" });
       await repo.pushOk();
       await Deno.writeTextFile(out, "", { mode: 0o666 });
