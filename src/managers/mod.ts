@@ -31,10 +31,6 @@ export type Manager = typeof MANAGER_NAMES[number];
 /** Every process manager, under its own name. */
 export const MANAGERS: { readonly [Name in Manager]: ProcessManager<Name> } = { systemd, pm2 };
 
-/**
- * How to start the proxy (`deploy-paradigm-proxy`) under `root` as it is installed here: the
- * command of the manager that has its service (setup installed it), else setup, which installs it.
- */
 /** A service's states on its way up: started, or to be started again after it exited (it may answer in a moment). */
 const COMING_UP: ReadonlySet<string> = new Set(["online", "launching", "waiting restart", "active", "activating"]);
 
@@ -53,6 +49,10 @@ export async function proxyComingUp(root: string, runner: Runner): Promise<boole
   return false;
 }
 
+/**
+ * How to start the proxy (`deploy-paradigm-proxy`) under `root` as it is installed here: the
+ * command of the manager that has its service (setup installed it), else setup, which installs it.
+ */
 export async function proxyStartCommand(root: string): Promise<string> {
   for (const name of MANAGER_NAMES) {
     if (await MANAGERS[name].serviceArgv?.(PROXY_SERVICE, root)) {

@@ -54,7 +54,8 @@ export const blueGreen: SwitchStrategy = {
     const until = Date.now() + PROXY_COMING_UP_MS;
     for (;;) {
       try {
-        return void await ctx.proxy({ op: "status" });
+        await ctx.proxy({ op: "status" });
+        return;
       } catch (error) {
         if (!(error instanceof ProxyNotRunning)) throw error;
         if (Date.now() < until && await proxyComingUp(ctx.root, ctx.runner)) {
